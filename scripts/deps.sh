@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages metaformer.cpp builds and tests with (nothing else is downloaded,
+# ever). Does nothing when they are all present already.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake pkg-config          # toolchain
+  libdnnl-dev                               # oneDNN: CPU GEMMs and convolutions
+  libfftw3-dev                              # FFTs (frequency-domain mixers)
+  libstb-dev                                # JPEG/PNG decoding
+  nlohmann-json3-dev libcli11-dev libfmt-dev  # JSON, command line, formatting
+  libgtest-dev libbenchmark-dev             # tests and microbenchmarks
+  clang libclang-rt-14-dev libomp-dev       # libFuzzer targets (clang + sanitizer runtimes)
+  dataset-fashion-mnist                     # the embedded default dataset
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

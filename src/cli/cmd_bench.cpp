@@ -1,0 +1,206 @@
+// metaformer bench: latency and throughput of random-weight models, as a markdown table.
+//
+// Each (model, batch) point runs in a child process, so that its peak resident memory (getrusage)
+// is its own and one model's buffers never warm the caches or allocator of the next. Each point:
+// warm-up passes, then timed passes; the table gives the median latency with its min-max spread,
+// images/s from the median, GFLOP/s (2 FLOPs per MAC), and the peak RSS of the process.
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/threading.h"
+#include "ops/ops.h"
+
+namespace mf::cli {
+
+namespace {
+
+struct Point {
+  std::string model;
+  int batch = 1;
+  double median_ms = 0, min_ms = 0, max_ms = 0, gmacs_per_image = 0, peak_rss_mb = 0;
+  int runs = 0;
+  OpProfile profile;
+};
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// Runs in the child process.
+Point measure(const ModelArgs& base, const std::string& model, int batch, int resolution, int warmup, int runs,
+              bool profile) {
+  ModelArgs a = base;
+  a.model = model;
+  LoadedModel lm = load_model(a);
+  const auto& c = lm.model->config();
+  const int res = resolution > 0 ? resolution : c.input.size;
+  Tensor x = Tensor::full({batch, res, res, c.in_chans}, 0.5f);
+  Ctx ctx = lm.ctx();
+  for (int i = 0; i < warmup; ++i) lm.model->run(ctx, x);
+
+  Point p;
+  p.model = model;
+  p.batch = batch;
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    lm.model->run(ctx, x);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  p.runs = runs;
+  p.median_ms = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+  p.min_ms = ms.front();
+  p.max_ms = ms.back();
+  // MACs (and, with --profile, time per op) from one extra profiled pass.
+  ctx.exec.profile = &p.profile;
+  lm.model->run(ctx, x);
+  p.gmacs_per_image = static_cast<double>(p.profile.total_macs()) / 1e9 / batch;
+  if (!profile) p.profile.clear();
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  p.peak_rss_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  return p;
+}
+
+nlohmann::json to_json(const Point& p) {
+  nlohmann::json j{{"model", p.model},   {"batch", p.batch},   {"median_ms", p.median_ms},
+                   {"min_ms", p.min_ms}, {"max_ms", p.max_ms}, {"gmacs", p.gmacs_per_image},
+                   {"rss", p.peak_rss_mb}, {"runs", p.runs}};
+  j["seconds"] = p.profile.seconds;
+  j["calls"] = p.profile.calls;
+  return j;
+}
+
+Point from_json(const nlohmann::json& j) {
+  Point p;
+  p.model = j["model"];
+  p.batch = j["batch"];
+  p.median_ms = j["median_ms"];
+  p.min_ms = j["min_ms"];
+  p.max_ms = j["max_ms"];
+  p.gmacs_per_image = j["gmacs"];
+  p.peak_rss_mb = j["rss"];
+  p.runs = j["runs"];
+  p.profile.seconds = j["seconds"];
+  p.profile.calls = j["calls"];
+  return p;
+}
+
+// Forks, measures in the child, and reads its result back through a pipe.
+Point measure_in_child(const ModelArgs& base, const std::string& model, int batch, int resolution, int warmup,
+                       int runs, bool profile) {
+  int fds[2];
+  MF_CHECK(pipe(fds) == 0, "pipe failed");
+  const pid_t pid = fork();
+  MF_CHECK(pid >= 0, "fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    std::string msg;
+    int code = 0;
+    try {
+      msg = to_json(measure(base, model, batch, resolution, warmup, runs, profile)).dump();
+    } catch (const std::exception& e) {
+      msg = nlohmann::json{{"error", e.what()}}.dump();
+      code = 1;
+    }
+    for (size_t off = 0; off < msg.size();) {
+      const ssize_t n = write(fds[1], msg.data() + off, msg.size() - off);
+      if (n <= 0) break;
+      off += static_cast<size_t>(n);
+    }
+    close(fds[1]);
+    _exit(code);
+  }
+  close(fds[1]);
+  std::string msg;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) msg.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  auto j = nlohmann::json::parse(msg, nullptr, false);
+  MF_CHECK(!j.is_discarded(), "benchmark of {} at batch {} crashed (status {})", model, batch, status);
+  if (j.contains("error")) throw Error(j["error"].get<std::string>());
+  return from_json(j);
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  struct Args {
+    ModelArgs model;
+    std::string batches = "1,8";
+    int resolution = 0, warmup = 3, runs = 10;
+    bool profile = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("bench", "time random-weight models and print a markdown table");
+  sub->add_option("--model,-m", args->model.model, "comma-separated zoo names")->required();
+  sub->add_option("--batch,-b", args->batches, "comma-separated batch sizes")->capture_default_str();
+  sub->add_option("--threads,-t", args->model.threads, "threads (default: all cores)");
+  sub->add_option("--backend", args->model.backend, "cpu or ref")->capture_default_str();
+  sub->add_option("--resolution,-r", args->resolution, "input size (default: the model's)");
+  sub->add_option("--warmup", args->warmup, "untimed passes first")->capture_default_str()->check(CLI::Range(0, 100));
+  sub->add_option("--runs", args->runs, "timed passes")->capture_default_str()->check(CLI::Range(1, 10000));
+  sub->add_flag("--profile", args->profile, "also print the time spent per op family");
+  sub->callback([args] {
+    std::vector<int> batches;
+    for (auto& b : split(args->batches)) {
+      int v = 0;
+      try {
+        v = std::stoi(b);
+      } catch (const std::exception&) {
+        fail("--batch: '{}' is not a number", b);
+      }
+      MF_CHECK(v >= 1 && v <= 4096, "--batch: {} is out of range [1, 4096]", v);
+      batches.push_back(v);
+    }
+    const int threads = args->model.threads > 0 ? args->model.threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+    fmt::print("| model | batch | threads | backend | latency ms (median) | min-max ms | images/s | GMACs/img | "
+               "GFLOP/s | peak RSS MB |\n");
+    fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    std::vector<Point> points;
+    for (auto& model : split(args->model.model))
+      for (int b : batches) {
+        Point p = measure_in_child(args->model, model, b, args->resolution, args->warmup, args->runs, args->profile);
+        fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |\n", p.model,
+                   p.batch, threads, args->model.backend, p.median_ms, p.min_ms, p.max_ms,
+                   1000.0 * p.batch / p.median_ms, p.gmacs_per_image,
+                   2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0), p.peak_rss_mb);
+        std::fflush(stdout);
+        points.push_back(std::move(p));
+      }
+    if (!args->profile) return;
+    fmt::print("\nTime per op family (one profiled pass, ms):\n\n| model | batch |");
+    for (int f = 0; f < static_cast<int>(OpFamily::kCount); ++f) fmt::print(" {} |", op_family_name(OpFamily(f)));
+    fmt::print("\n|---|---:|");
+    for (int f = 0; f < static_cast<int>(OpFamily::kCount); ++f) fmt::print("---:|");
+    fmt::print("\n");
+    for (auto& p : points) {
+      std::array<double, static_cast<size_t>(OpFamily::kCount)> fam{};
+      for (int k = 0; k < static_cast<int>(OpKind::kCount); ++k)
+        fam[static_cast<size_t>(op_family(OpKind(k)))] += p.profile.seconds[static_cast<size_t>(k)];
+      fmt::print("| {} | {} |", p.model, p.batch);
+      for (double s : fam) fmt::print(" {:.2f} |", s * 1e3);
+      fmt::print("\n");
+    }
+  });
+}
+
+}  // namespace mf::cli

@@ -1,0 +1,102 @@
+// metaformer verify: checks this build against reference outputs produced by timm.
+//
+// Each DIR holds weights.safetensors, io.safetensors ("input" NCHW, "logits", and optionally "stem"
+// and "stages.N" in NCHW as timm returns them) and either config.json or model.txt (a zoo name).
+// tools/golden/make_golden.py and tools/golden/full_parity.py write such folders.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/threading.h"
+#include "io/safetensors.h"
+#include "model/loader.h"
+#include "model/zoo.h"
+
+namespace mf::cli {
+
+namespace {
+
+double rel_error(const Tensor& a, const Tensor& ref) {
+  MF_CHECK(a.numel() == ref.numel(), "output has {} values, reference {}", a.numel(), ref.numel());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = static_cast<double>(a.data()[i]) - ref.data()[i];
+    num += d * d;
+    den += static_cast<double>(ref.data()[i]) * ref.data()[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+MetaFormerConfig config_in(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (fs::exists(dir + "/config.json")) return load_config(dir + "/config.json");
+  std::ifstream f(dir + "/model.txt");
+  MF_CHECK(f.good(), "{}: needs config.json or model.txt", dir);
+  std::string name;
+  f >> name;
+  return zoo_config(name);
+}
+
+}  // namespace
+
+void register_verify(CLI::App& app) {
+  struct Args {
+    std::vector<std::string> dirs;
+    std::string backend = "cpu";
+    int threads = 0;
+    double tolerance = 1e-4;
+  };
+  auto args = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("verify", "check this build against reference outputs from timm (golden folders)");
+  sub->add_option("dirs", args->dirs, "golden folders (weights.safetensors, io.safetensors, config.json | model.txt)")
+      ->required();
+  sub->add_option("--backend", args->backend, "cpu or ref")->capture_default_str();
+  sub->add_option("--threads,-t", args->threads, "threads (default: all cores)");
+  sub->add_option("--tolerance", args->tolerance, "largest accepted ||y - ref|| / ||ref|| of the logits")
+      ->capture_default_str();
+  sub->callback([args] {
+    set_num_threads(args->threads);
+    Backend& backend = get_backend(args->backend);
+    fmt::print("| model | input | logits rel. error | worst intermediate (rel. error) | result |\n");
+    fmt::print("|---|---|---:|---|---|\n");
+    int failures = 0;
+    for (const auto& dir : args->dirs) {
+      MetaFormer model(config_in(dir));
+      model.check_backend(backend);
+      load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+      SafeTensors io = SafeTensors::open(dir + "/io.safetensors");
+      std::map<std::string, Tensor> seen;
+      Ctx ctx;
+      ctx.exec.backend = &backend;
+      ctx.on_output = [&](const std::string& name, const Tensor& t) {
+        if (io.contains(name)) seen[name] = t.clone();
+      };
+      const Tensor input = io.load("input");
+      Tensor logits = model.forward_nchw(ctx, input);
+      const double err = rel_error(logits, io.load("logits"));
+      std::string worst = "-";
+      double worst_err = -1;
+      Exec ref{&get_backend("ref"), nullptr};
+      for (auto& [name, t] : seen) {
+        const double e = rel_error(t, op::nchw_to_nhwc(ref, io.load(name)));
+        if (e > worst_err) {
+          worst_err = e;
+          worst = fmt::format("{} ({:.2e})", name, e);
+        }
+      }
+      const bool ok = err <= args->tolerance;
+      failures += !ok;
+      fmt::print("| {} | {} | {:.2e} | {} | {} |\n", model.config().name, input.shape().str(), err, worst,
+                 ok ? "ok" : "FAIL");
+    }
+    MF_CHECK(failures == 0, "{} of {} models differ from timm by more than {:g}", failures, args->dirs.size(),
+             args->tolerance);
+  });
+}
+
+}  // namespace mf::cli

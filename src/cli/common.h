@@ -1,0 +1,44 @@
+// What the subcommands share: choosing a model (zoo name or JSON config), its weights, the backend
+// and the thread count, and building the ready-to-run model from them.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+
+#include "model/metaformer.h"
+#include "ops/backend.h"
+
+namespace mf::cli {
+
+struct ModelArgs {
+  std::string model;    // zoo name
+  std::string config;   // JSON file
+  std::string weights;  // .safetensors
+  std::string backend = "cpu";
+  int threads = 0;      // 0: all hardware threads
+  int num_classes = 0;  // 0: the config's, or the checkpoint's classifier when weights are given
+};
+
+// Adds --model/--config (exactly one required), --weights, --backend, --threads, --num-classes.
+void add_model_options(CLI::App* app, ModelArgs& args, bool weights_required);
+
+struct LoadedModel {
+  std::unique_ptr<MetaFormer> model;
+  Backend* backend = nullptr;
+  Ctx ctx() const;
+};
+
+// Resolves the config, builds the model, loads weights (or initialises randomly with `seed` when
+// none are given), checks that the backend runs every op, and sets the thread count.
+LoadedModel load_model(const ModelArgs& args, uint64_t seed = 0);
+MetaFormerConfig resolve_config(const ModelArgs& args);
+
+void register_run(CLI::App& app);
+void register_classify(CLI::App& app);
+void register_info(CLI::App& app);
+void register_bench(CLI::App& app);
+void register_verify(CLI::App& app);
+
+}  // namespace mf::cli

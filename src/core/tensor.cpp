@@ -1,0 +1,147 @@
+#include "core/tensor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "core/buffer_pool.h"
+#include "core/error.h"
+
+namespace mf {
+
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+Storage::~Storage() {
+  if (release) release(*this);
+}
+
+namespace {
+uint64_t next_storage_id() {
+  static std::atomic<uint64_t> counter{0};
+  return ++counter;
+}
+}  // namespace
+
+Tensor Tensor::empty(const Shape& shape, Device device) {
+  MF_CHECK(device == Device::CPU, "device {} is not available in this build", device_name(device));
+  Tensor t;
+  const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
+  auto st = std::make_shared<Storage>();
+  st->data = BufferPool::host().acquire(bytes);
+  st->bytes = bytes;
+  st->device = device;
+  st->id = next_storage_id();
+  st->release = [](Storage& s) { BufferPool::host().release(s.data, s.bytes); };
+  t.storage_ = std::move(st);
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape) { return full(shape, 0.f); }
+
+Tensor Tensor::full(const Shape& shape, float value) {
+  Tensor t = empty(shape);
+  t.fill(value);
+  return t;
+}
+
+Tensor Tensor::from(const Shape& shape, std::span<const float> values) {
+  MF_CHECK(static_cast<int64_t>(values.size()) == shape.numel(), "{} values given for shape {}", values.size(),
+           shape.str());
+  Tensor t = empty(shape);
+  std::copy(values.begin(), values.end(), t.data());
+  return t;
+}
+
+Tensor Tensor::borrow(float* data, const Shape& shape, std::shared_ptr<void> keep_alive) {
+  Tensor t;
+  auto st = std::make_shared<Storage>();
+  st->data = data;
+  st->bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
+  st->id = next_storage_id();
+  st->release = [keep = std::move(keep_alive)](Storage&) {};
+  t.storage_ = std::move(st);
+  t.shape_ = shape;
+  return t;
+}
+
+Device Tensor::device() const { return storage_ ? storage_->device : Device::CPU; }
+
+float* Tensor::data() {
+  MF_ASSERT(storage_ != nullptr);
+  return static_cast<float*>(storage_->data) + offset_;
+}
+
+const float* Tensor::data() const {
+  MF_ASSERT(storage_ != nullptr);
+  return static_cast<const float*>(storage_->data) + offset_;
+}
+
+Tensor Tensor::reshape(const Shape& shape) const {
+  MF_CHECK(shape.numel() == numel(), "cannot reshape {} to {}", shape_.str(), shape.str());
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::slice0(int64_t begin, int64_t end) const {
+  MF_ASSERT(ndim() >= 1 && begin >= 0 && begin <= end && end <= dim(0));
+  Tensor t = *this;
+  const int64_t row = dim(0) == 0 ? 0 : numel() / dim(0);
+  t.offset_ = offset_ + begin * row;
+  t.shape_[0] = end - begin;
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(shape_, device());
+  if (numel()) std::memcpy(t.data(), data(), static_cast<size_t>(numel()) * sizeof(float));
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  MF_CHECK(src.numel() == numel(), "copy of {} into {}", src.shape().str(), shape_.str());
+  if (numel() && !same_memory(src)) std::memmove(data(), src.data(), static_cast<size_t>(numel()) * sizeof(float));
+}
+
+void Tensor::fill(float value) {
+  float* p = data();
+  std::fill(p, p + numel(), value);
+}
+
+bool Tensor::same_memory(const Tensor& o) const {
+  return defined() && o.defined() && storage_ == o.storage_ && offset_ == o.offset_;
+}
+
+uint64_t Tensor::storage_id() const { return storage_ ? storage_->id : 0; }
+uint64_t Tensor::version() const { return storage_ ? storage_->version : 0; }
+void Tensor::bump_version() {
+  if (storage_) ++storage_->version;
+}
+
+namespace {
+struct Derived {
+  uint64_t version;
+  int64_t offset;
+  std::shared_ptr<void> value;
+};
+}  // namespace
+
+std::shared_ptr<void> Tensor::derived(const std::string& key) const {
+  if (!storage_) return nullptr;
+  auto it = storage_->derived.find(key);
+  if (it == storage_->derived.end()) return nullptr;
+  auto d = std::static_pointer_cast<Derived>(it->second);
+  return d->version == storage_->version && d->offset == offset_ ? d->value : nullptr;
+}
+
+void Tensor::set_derived(const std::string& key, std::shared_ptr<void> value) const {
+  MF_ASSERT(storage_ != nullptr);
+  storage_->derived[key] = std::make_shared<Derived>(Derived{storage_->version, offset_, std::move(value)});
+}
+
+void check_shape(const Tensor& t, const Shape& expected, const std::string& what) {
+  MF_CHECK(t.shape() == expected, "{}: expected shape {}, got {}", what, expected.str(), t.shape().str());
+}
+
+}  // namespace mf

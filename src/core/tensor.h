@@ -1,0 +1,94 @@
+// Tensor: a dense, contiguous float32 array with a shape and a device tag.
+//
+// Layout conventions (see docs/design.md): activations are channels-last, (B, H, W, C) for image
+// stages and (B, N, C) for token stages, which share the same memory order. Parameters keep timm's
+// shapes exactly (conv weights [out, in/groups, kh, kw], linear weights [out, in]) so that names,
+// shapes and bytes round-trip with timm's state dicts.
+//
+// Copies of a Tensor share storage (like torch.Tensor); clone() makes a deep copy. Only the CPU
+// device exists today; the tag lets a CUDA backend check where data lives without touching model code.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/shape.h"
+
+namespace mf {
+
+enum class Device : uint8_t { CPU, CUDA };
+const char* device_name(Device d);
+
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device = Device::CPU;
+  std::function<void(Storage&)> release;  // empty for borrowed memory
+  // Unique per storage for the life of the process, and bumped `version` on every in-place update
+  // of a parameter: together they key caches of data derived from a tensor (weights reordered for
+  // a backend's kernels), which are kept in `derived` and so die with the storage.
+  uint64_t id = 0;
+  uint64_t version = 0;
+  std::map<std::string, std::shared_ptr<void>> derived;
+  ~Storage();
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // Uninitialised tensor from the buffer pool.
+  static Tensor empty(const Shape& shape, Device device = Device::CPU);
+  static Tensor zeros(const Shape& shape);
+  static Tensor full(const Shape& shape, float value);
+  static Tensor from(const Shape& shape, std::span<const float> values);
+  // Borrows memory owned elsewhere (e.g. a memory-mapped file); `keep_alive` is held until the last
+  // tensor sharing this storage is gone.
+  static Tensor borrow(float* data, const Shape& shape, std::shared_ptr<void> keep_alive);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int ndim() const { return shape_.ndim(); }
+  int64_t dim(int i) const { return shape_[i]; }
+  int64_t numel() const { return shape_.numel(); }
+  Device device() const;
+
+  float* data();
+  const float* data() const;
+  std::span<float> span() { return {data(), static_cast<size_t>(numel())}; }
+  std::span<const float> span() const { return {data(), static_cast<size_t>(numel())}; }
+
+  // Same storage, new shape with the same element count.
+  Tensor reshape(const Shape& shape) const;
+  // Rows [begin, end) of the first dimension, sharing storage.
+  Tensor slice0(int64_t begin, int64_t end) const;
+  Tensor clone() const;
+  void copy_from(const Tensor& src);
+  void fill(float value);
+  void zero() { fill(0.f); }
+
+  // True when both tensors view the very same memory range.
+  bool same_memory(const Tensor& o) const;
+
+  // Caches of data derived from this tensor's current contents (see Storage::id / version).
+  uint64_t storage_id() const;
+  uint64_t version() const;
+  void bump_version();  // call after changing the contents of a parameter in place
+  // Returns the cached object under `key` if it was made from the current version, else null.
+  std::shared_ptr<void> derived(const std::string& key) const;
+  void set_derived(const std::string& key, std::shared_ptr<void> value) const;
+
+ private:
+  std::shared_ptr<Storage> storage_;
+  Shape shape_;
+  int64_t offset_ = 0;  // in elements
+};
+
+// Throws mf::Error naming `what` unless t has exactly `expected`.
+void check_shape(const Tensor& t, const Shape& expected, const std::string& what);
+
+}  // namespace mf

@@ -1,0 +1,23 @@
+// Image decoding (JPEG, PNG, and the other formats stb_image reads) to 8-bit RGB.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace mf {
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> rgb;  // height * width * 3, row-major, interleaved R, G, B
+};
+
+// Grey and grey+alpha images are expanded to RGB; alpha is dropped (as PIL's convert('RGB') does).
+// Corrupt or unsupported data: mf::Error "cannot decode image WHAT: reason".
+// Images larger than `max_pixels` are refused before decoding (decompression bombs).
+Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int64_t max_pixels = 1LL << 28);
+Image load_image(const std::string& path);
+
+}  // namespace mf

@@ -1,0 +1,38 @@
+// Resizing and cropping that reproduce PIL (Pillow) exactly on 8-bit RGB images, and timm's
+// evaluation transform built from them, so that `metaformer classify` feeds the model the same
+// tensor that timm would.
+#pragma once
+
+#include <array>
+#include <string>
+
+#include "core/tensor.h"
+#include "io/image.h"
+
+namespace mf {
+
+enum class Interpolation { Nearest, Bilinear, Bicubic };
+Interpolation parse_interpolation(const std::string& name);  // "nearest" | "bilinear" | "bicubic"
+
+// Pillow's Image.resize((width, height), filter) with its default box: separable convolution whose
+// support widens with the downscaling factor (antialiasing), fixed-point coefficients, horizontal
+// pass first, 8-bit rounding and clipping after each pass.
+Image resize(const Image& img, int width, int height, Interpolation interp);
+
+// torchvision CenterCrop: offsets round((in - out) / 2); pads with zeros when the crop is larger.
+Image center_crop(const Image& img, int width, int height);
+
+struct EvalTransform {
+  int size = 224;              // square model input
+  double crop_pct = 1.0;
+  Interpolation interpolation = Interpolation::Bicubic;
+  std::string crop_mode = "center";  // "center" (resize shorter side) or "squash" (resize both sides)
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+};
+
+// timm's eval transform: resize to floor(size / crop_pct) (shorter side, or both sides for
+// "squash"), center-crop size x size, scale to [0, 1], normalise. Returns [size, size, 3] (HWC).
+Tensor eval_transform(const Image& img, const EvalTransform& t);
+
+}  // namespace mf

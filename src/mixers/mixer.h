@@ -1,0 +1,69 @@
+// Token mixers: the plug-in of the MetaFormer block, x + mixer(norm(x)).
+//
+// A mixer is a Module that maps channels-last x [B, H, W, C] to the same shape. Each mixer lives in
+// its own file in this folder and is added to the registry with one line in registry.cpp; a JSON
+// model config then names it per stage, with options:
+//   "mixers": ["sepconv", "sepconv", {"type": "attention", "head_dim": 32}, "attention"]
+// See docs/adding-a-mixer.md.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace mf {
+
+class TokenMixer : public Module {};
+
+// What a mixer is built from.
+struct MixerContext {
+  int64_t dim = 0;     // channels of the stage
+  int stage = 0;       // 0-based stage index
+  int64_t height = 0;  // token grid at the model's nominal input size (for mixers tied to it)
+  int64_t width = 0;
+  nlohmann::json options = nlohmann::json::object();
+};
+
+// Reads a mixer's options and rejects the ones it does not know (typos must not pass silently).
+class MixerOptions {
+ public:
+  MixerOptions(const std::string& mixer, const nlohmann::json& options);
+  int64_t get_int(const std::string& key, int64_t fallback);
+  double get_double(const std::string& key, double fallback);
+  bool get_bool(const std::string& key, bool fallback);
+  std::string get_string(const std::string& key, const std::string& fallback);
+  void finish() const;  // throws if an option was never read
+
+ private:
+  const nlohmann::json* find(const std::string& key);
+  std::string mixer_;
+  const nlohmann::json& options_;
+  std::set<std::string> used_;
+};
+
+struct MixerInfo {
+  std::string name;
+  std::string summary;  // one line for `metaformer info --mixers` and the README
+  std::function<std::unique_ptr<TokenMixer>(const MixerContext&)> make;
+};
+
+class MixerRegistry {
+ public:
+  static MixerRegistry& get();  // the built-in mixers, registered in registry.cpp
+  void add(MixerInfo info);
+  const MixerInfo* find(const std::string& name) const;
+  std::unique_ptr<TokenMixer> create(const std::string& name, const MixerContext& ctx) const;
+  std::vector<const MixerInfo*> all() const;
+  std::string names() const;  // "attention, identity, ..."
+
+ private:
+  std::vector<MixerInfo> mixers_;
+};
+
+}  // namespace mf

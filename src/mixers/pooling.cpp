@@ -1,0 +1,33 @@
+// PoolFormer's mixer: average pooling (stride 1, same padding, padded cells not counted) minus the
+// input. The "- x" is there because the block adds x back: the branch contributes pool(x) - x.
+#include <fmt/format.h>
+
+#include "mixers/mixer.h"
+
+namespace mf {
+
+namespace {
+class Pooling : public TokenMixer {
+ public:
+  explicit Pooling(int pool_size) : pool_size_(pool_size) {}
+  std::string kind() const override { return "Pooling"; }
+  std::string describe() const override { return fmt::format("avg pool {}x{} - x", pool_size_, pool_size_); }
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::PoolMinusInput); }
+  Tensor forward(Ctx& ctx, const Tensor& x) override { return op::pool_minus_input(ctx.exec, x, pool_size_); }
+
+ private:
+  int pool_size_;
+};
+}  // namespace
+
+void register_pooling_mixer(MixerRegistry& r) {
+  r.add({"pooling", "3x3 average pooling minus the input (PoolFormer)", [](const MixerContext& ctx) {
+           MixerOptions o("pooling", ctx.options);
+           const int64_t k = o.get_int("pool_size", 3);
+           o.finish();
+           MF_CHECK(k >= 1 && k % 2 == 1 && k <= 31, "pooling: pool_size must be odd and in 1..31, got {}", k);
+           return std::make_unique<Pooling>(static_cast<int>(k));
+         }});
+}
+
+}  // namespace mf

@@ -1,0 +1,60 @@
+// ConvFormer's mixer, the inverted separable convolution of MobileNetV2: pointwise expansion (×2),
+// StarReLU, depthwise 7×7, pointwise projection; no biases. Keys: pwconv1, act1, dwconv, act2, pwconv2
+// (timm builds the pointwise layers as 1×1 convolutions, hence weights [out, in, 1, 1]).
+#include <fmt/format.h>
+
+#include "mixers/mixer.h"
+#include "nn/activation.h"
+#include "nn/conv.h"
+#include "nn/linear.h"
+
+namespace mf {
+
+namespace {
+class SepConv : public TokenMixer {
+ public:
+  SepConv(int64_t dim, double expansion, int kernel, const std::string& act1, const std::string& act2, bool bias) {
+    const auto mid = static_cast<int64_t>(expansion * static_cast<double>(dim));
+    pw1_ = add_child("pwconv1", std::make_unique<Linear>(dim, mid, bias, true));
+    act1_ = add_child("act1", make_activation(act1));
+    dw_ = add_child("dwconv", std::make_unique<DepthwiseConv2d>(mid, kernel, kernel / 2, bias));
+    act2_ = add_child("act2", make_activation(act2));
+    pw2_ = add_child("pwconv2", std::make_unique<Linear>(mid, dim, bias, true));
+  }
+  std::string kind() const override { return "SepConv"; }
+
+  Tensor forward(Ctx& ctx, const Tensor& x) override {
+    Tensor h = pw1_->run(ctx, x);
+    act1_->apply_(ctx, h);
+    h = dw_->run(ctx, h);
+    act2_->apply_(ctx, h);
+    return pw2_->run(ctx, h);
+  }
+
+ private:
+  Linear* pw1_;
+  ActivationLayer* act1_;
+  DepthwiseConv2d* dw_;
+  ActivationLayer* act2_;
+  Linear* pw2_;
+};
+}  // namespace
+
+void register_sepconv_mixer(MixerRegistry& r) {
+  r.add({"sepconv", "pointwise x2 -> StarReLU -> depthwise 7x7 -> pointwise (ConvFormer)",
+         [](const MixerContext& ctx) {
+           MixerOptions o("sepconv", ctx.options);
+           const double expansion = o.get_double("expansion_ratio", 2.0);
+           const int64_t k = o.get_int("kernel_size", 7);
+           const std::string act1 = o.get_string("act1", "starrelu");
+           const std::string act2 = o.get_string("act2", "identity");
+           const bool bias = o.get_bool("bias", false);
+           o.finish();
+           MF_CHECK(k >= 1 && k % 2 == 1 && k <= 31, "sepconv: kernel_size must be odd and in 1..31, got {}", k);
+           MF_CHECK(expansion > 0 && expansion <= 16, "sepconv: expansion_ratio must be in (0, 16], got {}",
+                    expansion);
+           return std::make_unique<SepConv>(ctx.dim, expansion, static_cast<int>(k), act1, act2, bias);
+         }});
+}
+
+}  // namespace mf

@@ -1,0 +1,311 @@
+#include "model/config.h"
+
+#include <set>
+
+#include "core/error.h"
+#include "io/file.h"
+
+namespace mf {
+
+using nlohmann::json;
+
+NormSpec norm_from_name(const std::string& name) {
+  // eps: nn.GroupNorm's default 1e-5 for timm's GroupNorm1; timm's MetaFormer norms use 1e-6.
+  if (name == "layer_norm") return {"layer_norm", 1e-6, true};
+  if (name == "layer_norm_nobias") return {"layer_norm", 1e-6, false};
+  if (name == "group_norm1") return {"group_norm1", 1e-5, true};
+  if (name == "group_norm1_nobias") return {"group_norm1", 1e-6, false};
+  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias)", name);
+}
+
+namespace {
+
+// A strict reader for one JSON object: typed getters with range checks, and an error for every key
+// that nothing read (a misspelt key must not be silently ignored).
+class Reader {
+ public:
+  Reader(const json& j, std::string where) : j_(j), where_(std::move(where)) {
+    MF_CHECK(j.is_object(), "{}: expected a JSON object", where_);
+  }
+  bool has(const std::string& key) const { return j_.contains(key); }
+  const json* get(const std::string& key) {
+    used_.insert(key);
+    auto it = j_.find(key);
+    return it == j_.end() ? nullptr : &*it;
+  }
+  int integer(const std::string& key, int fallback, int lo, int hi) {
+    const json* v = get(key);
+    if (!v) return fallback;
+    return to_int(*v, key, lo, hi);
+  }
+  int to_int(const json& v, const std::string& key, int lo, int hi) const {
+    MF_CHECK(v.is_number_integer(), "{}: '{}' must be an integer", where_, key);
+    const auto x = v.get<int64_t>();
+    MF_CHECK(x >= lo && x <= hi, "{}: '{}' = {} is out of range [{}, {}]", where_, key, x, lo, hi);
+    return static_cast<int>(x);
+  }
+  double number(const std::string& key, double fallback, double lo, double hi) {
+    const json* v = get(key);
+    if (!v) return fallback;
+    MF_CHECK(v->is_number(), "{}: '{}' must be a number", where_, key);
+    const double x = v->get<double>();
+    MF_CHECK(x >= lo && x <= hi, "{}: '{}' = {} is out of range [{}, {}]", where_, key, x, lo, hi);
+    return x;
+  }
+  bool boolean(const std::string& key, bool fallback) {
+    const json* v = get(key);
+    if (!v) return fallback;
+    MF_CHECK(v->is_boolean(), "{}: '{}' must be true or false", where_, key);
+    return v->get<bool>();
+  }
+  std::string string(const std::string& key, const std::string& fallback) {
+    const json* v = get(key);
+    if (!v) return fallback;
+    MF_CHECK(v->is_string(), "{}: '{}' must be a string", where_, key);
+    return v->get<std::string>();
+  }
+  void finish() const {
+    for (auto& [key, value] : j_.items())
+      MF_CHECK(used_.count(key), "{}: unknown key '{}'", where_, key);
+  }
+  const std::string& where() const { return where_; }
+
+ private:
+  const json& j_;
+  std::string where_;
+  std::set<std::string> used_;
+};
+
+NormSpec parse_norm(const json& v, const std::string& where) {
+  if (v.is_string()) return norm_from_name(v.get<std::string>());
+  Reader r(v, where);
+  NormSpec n = norm_from_name(r.string("type", "layer_norm"));
+  n.bias = r.boolean("bias", n.bias);
+  n.eps = r.number("eps", n.eps, 0.0, 1.0);
+  r.finish();
+  return n;
+}
+
+std::optional<NormSpec> parse_optional_norm(const json* v, const std::string& where) {
+  if (!v || v->is_null()) return std::nullopt;
+  return parse_norm(*v, where);
+}
+
+json norm_to_json(const NormSpec& n) { return json{{"type", n.type}, {"bias", n.bias}, {"eps", n.eps}}; }
+
+// A per-stage list given either as one value for all stages or as an array of one per stage.
+template <typename T, typename F>
+std::vector<T> per_stage(const json* v, size_t stages, const std::string& what, F parse_one) {
+  std::vector<T> out;
+  if (!v) return out;
+  if (v->is_array()) {
+    MF_CHECK(v->size() == stages, "{}: has {} entries but the model has {} stages", what, v->size(), stages);
+    for (size_t i = 0; i < stages; ++i) out.push_back(parse_one((*v)[i], what + "[" + std::to_string(i) + "]"));
+  } else {
+    for (size_t i = 0; i < stages; ++i) out.push_back(parse_one(*v, what));
+  }
+  return out;
+}
+
+ConvSpec parse_conv(const json* v, ConvSpec spec, const std::string& where) {
+  if (!v) return spec;
+  Reader r(*v, where);
+  spec.kernel_size = r.integer("kernel_size", spec.kernel_size, 1, 31);
+  spec.stride = r.integer("stride", spec.stride, 1, 32);
+  spec.padding = r.integer("padding", spec.padding, 0, 31);
+  if (r.has("norm")) spec.norm = parse_optional_norm(r.get("norm"), where + ".norm");
+  r.finish();
+  return spec;
+}
+
+json conv_to_json(const ConvSpec& c) {
+  return json{{"kernel_size", c.kernel_size},
+              {"stride", c.stride},
+              {"padding", c.padding},
+              {"norm", c.norm ? norm_to_json(*c.norm) : json(nullptr)}};
+}
+
+}  // namespace
+
+void MetaFormerConfig::validate() const {
+  const size_t n = depths.size();
+  MF_CHECK(n >= 1 && n <= 8, "model '{}': needs 1 to 8 stages, has {}", name, n);
+  MF_CHECK(dims.size() == n, "model '{}': {} depths but {} dims", name, n, dims.size());
+  MF_CHECK(mixers.size() == n, "model '{}': {} stages but {} mixers", name, n, mixers.size());
+  MF_CHECK(norms.size() == n, "model '{}': {} stages but {} norms", name, n, norms.size());
+  MF_CHECK(layer_scale_init.size() == n && res_scale_init.size() == n, "model '{}': scale lists need {} entries",
+           name, n);
+  for (size_t i = 0; i < n; ++i) {
+    MF_CHECK(depths[i] >= 0 && depths[i] <= 1000, "model '{}': depth of stage {} is {}", name, i, depths[i]);
+    MF_CHECK(dims[i] >= 1 && dims[i] <= 65536, "model '{}': dim of stage {} is {}", name, i, dims[i]);
+    MF_CHECK(!mixers[i].type.empty(), "model '{}': stage {} has no mixer", name, i);
+  }
+  MF_CHECK(in_chans >= 1 && in_chans <= 64, "model '{}': in_chans {} is out of range", name, in_chans);
+  MF_CHECK(num_classes >= 1 && num_classes <= 1000000, "model '{}': num_classes {} is out of range", name,
+           num_classes);
+  MF_CHECK(mlp_ratio > 0 && mlp_ratio <= 64, "model '{}': mlp_ratio {} is out of range", name, mlp_ratio);
+  MF_CHECK(head.type == "linear" || head.type == "mlp", "model '{}': head type must be 'linear' or 'mlp', not '{}'",
+           name, head.type);
+  MF_CHECK(input.size >= 1 && input.size <= 8192, "model '{}': input size {} is out of range", name, input.size);
+  MF_CHECK(input.crop_pct > 0 && input.crop_pct <= 1.0, "model '{}': crop_pct must be in (0, 1]", name);
+  MF_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "model '{}': drop_path_rate must be in [0, 1)", name);
+}
+
+MetaFormerConfig parse_config(const std::string& text, const std::string& what) {
+  // Depth bomb guard: nlohmann's parser recurses per nesting level.
+  int depth = 0, max_depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    else if (c == '[' || c == '{') max_depth = std::max(max_depth, ++depth);
+    else if (c == ']' || c == '}') --depth;
+  }
+  MF_CHECK(max_depth <= 32, "{}: JSON nested {} levels deep (at most 32 allowed)", what, max_depth);
+
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  MF_CHECK(!j.is_discarded(), "{}: not valid JSON", what);
+  Reader r(j, what);
+  MetaFormerConfig c;
+  c.name = r.string("name", "custom");
+  c.in_chans = r.integer("in_chans", 3, 1, 64);
+  c.num_classes = r.integer("num_classes", 1000, 1, 1000000);
+
+  const json* depths = r.get("depths");
+  const json* dims = r.get("dims");
+  MF_CHECK(depths && depths->is_array() && !depths->empty(), "{}: 'depths' must be a non-empty array", what);
+  MF_CHECK(dims && dims->is_array(), "{}: 'dims' must be an array", what);
+  MF_CHECK(depths->size() <= 8, "{}: at most 8 stages", what);
+  MF_CHECK(dims->size() == depths->size(), "{}: 'depths' has {} entries, 'dims' {}", what, depths->size(),
+           dims->size());
+  const size_t n = depths->size();
+  for (size_t i = 0; i < n; ++i) {
+    c.depths.push_back(r.to_int((*depths)[i], "depths", 0, 1000));
+    c.dims.push_back(r.to_int((*dims)[i], "dims", 1, 65536));
+  }
+
+  const json* mixers = r.get("mixers");
+  MF_CHECK(mixers != nullptr, "{}: 'mixers' is required (one name, or one per stage)", what);
+  c.mixers = per_stage<MixerSpec>(mixers, n, what + ": mixers", [](const json& v, const std::string& w) {
+    if (v.is_string()) return MixerSpec{v.get<std::string>(), json::object()};
+    MF_CHECK(v.is_object() && v.contains("type") && v["type"].is_string(),
+             "{}: a mixer is a name or an object with a string 'type'", w);
+    json opts = v;
+    std::string type = opts["type"].get<std::string>();
+    opts.erase("type");
+    return MixerSpec{type, opts};
+  });
+
+  const json* norms = r.get("norms");
+  c.norms = norms ? per_stage<NormSpec>(norms, n, what + ": norms", parse_norm)
+                  : std::vector<NormSpec>(n, norm_from_name("layer_norm_nobias"));
+
+  if (const json* mlp = r.get("mlp")) {
+    Reader m(*mlp, what + ": mlp");
+    c.mlp_act = m.string("act", c.mlp_act);
+    c.mlp_bias = m.boolean("bias", c.mlp_bias);
+    c.mlp_ratio = m.number("ratio", c.mlp_ratio, 1e-3, 64);
+    m.finish();
+  }
+
+  auto optional_number = [](const json& v, const std::string& w) -> std::optional<double> {
+    if (v.is_null()) return std::nullopt;
+    MF_CHECK(v.is_number(), "{}: must be a number or null", w);
+    return v.get<double>();
+  };
+  const json* ls = r.get("layer_scale_init");
+  c.layer_scale_init = ls ? per_stage<std::optional<double>>(ls, n, what + ": layer_scale_init", optional_number)
+                          : std::vector<std::optional<double>>(n);
+  const json* rs = r.get("res_scale_init");
+  c.res_scale_init = rs ? per_stage<std::optional<double>>(rs, n, what + ": res_scale_init", optional_number)
+                        : std::vector<std::optional<double>>(n);
+
+  c.stem = parse_conv(r.get("stem"), ConvSpec{7, 4, 2, norm_from_name("layer_norm_nobias")}, what + ": stem");
+  c.downsample =
+      parse_conv(r.get("downsample"), ConvSpec{3, 2, 1, norm_from_name("layer_norm_nobias")}, what + ": downsample");
+
+  if (const json* h = r.get("head")) {
+    Reader hr(*h, what + ": head");
+    c.head.type = hr.string("type", c.head.type);
+    if (hr.has("norm")) c.head.norm = parse_norm(*hr.get("norm"), what + ": head.norm");
+    c.head.mlp_ratio = hr.number("mlp_ratio", c.head.mlp_ratio, 1e-3, 64);
+    c.head.act = hr.string("act", c.head.act);
+    if (hr.has("mlp_norm")) c.head.mlp_norm = parse_norm(*hr.get("mlp_norm"), what + ": head.mlp_norm");
+    hr.finish();
+  }
+
+  if (const json* in = r.get("input")) {
+    Reader ir(*in, what + ": input");
+    c.input.size = ir.integer("size", c.input.size, 1, 8192);
+    c.input.crop_pct = ir.number("crop_pct", c.input.crop_pct, 1e-3, 1.0);
+    c.input.interpolation = ir.string("interpolation", c.input.interpolation);
+    c.input.crop_mode = ir.string("crop_mode", c.input.crop_mode);
+    for (const char* key : {"mean", "std"}) {
+      const json* v = ir.get(key);
+      if (!v) continue;
+      MF_CHECK(v->is_array() && v->size() == 3, "{}: input.{} must be an array of 3 numbers", what, key);
+      auto& dst = std::string(key) == "mean" ? c.input.mean : c.input.std;
+      for (size_t i = 0; i < 3; ++i) {
+        MF_CHECK((*v)[i].is_number(), "{}: input.{} must be an array of 3 numbers", what, key);
+        dst[i] = (*v)[i].get<float>();
+      }
+    }
+    ir.finish();
+  }
+  c.drop_path_rate = r.number("drop_path_rate", 0.0, 0.0, 0.99);
+  r.finish();
+  c.validate();
+  return c;
+}
+
+MetaFormerConfig load_config(const std::string& path) {
+  const auto bytes = read_file(path);
+  MF_CHECK(bytes.size() <= (16u << 20), "{}: config file is larger than 16 MB", path);
+  return parse_config(std::string(bytes.begin(), bytes.end()), path);
+}
+
+json config_to_json(const MetaFormerConfig& c) {
+  json j;
+  j["name"] = c.name;
+  j["in_chans"] = c.in_chans;
+  j["num_classes"] = c.num_classes;
+  j["depths"] = c.depths;
+  j["dims"] = c.dims;
+  json mixers = json::array(), norms = json::array(), ls = json::array(), rs = json::array();
+  for (size_t i = 0; i < c.num_stages(); ++i) {
+    if (c.mixers[i].options.empty()) {
+      mixers.push_back(c.mixers[i].type);
+    } else {
+      json m = c.mixers[i].options;
+      m["type"] = c.mixers[i].type;
+      mixers.push_back(m);
+    }
+    norms.push_back(norm_to_json(c.norms[i]));
+    ls.push_back(c.layer_scale_init[i] ? json(*c.layer_scale_init[i]) : json(nullptr));
+    rs.push_back(c.res_scale_init[i] ? json(*c.res_scale_init[i]) : json(nullptr));
+  }
+  j["mixers"] = mixers;
+  j["norms"] = norms;
+  j["mlp"] = json{{"act", c.mlp_act}, {"bias", c.mlp_bias}, {"ratio", c.mlp_ratio}};
+  j["layer_scale_init"] = ls;
+  j["res_scale_init"] = rs;
+  j["stem"] = conv_to_json(c.stem);
+  j["downsample"] = conv_to_json(c.downsample);
+  j["head"] = json{{"type", c.head.type},
+                   {"norm", norm_to_json(c.head.norm)},
+                   {"mlp_ratio", c.head.mlp_ratio},
+                   {"act", c.head.act},
+                   {"mlp_norm", norm_to_json(c.head.mlp_norm)}};
+  j["input"] = json{{"size", c.input.size},         {"crop_pct", c.input.crop_pct},
+                    {"interpolation", c.input.interpolation}, {"crop_mode", c.input.crop_mode},
+                    {"mean", c.input.mean},         {"std", c.input.std}};
+  j["drop_path_rate"] = c.drop_path_rate;
+  return j;
+}
+
+}  // namespace mf

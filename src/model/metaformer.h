@@ -1,0 +1,123 @@
+// The generic MetaFormer (timm's MetaFormer class): stem, stages of blocks x + mixer(norm(x)),
+// x + mlp(norm(x)) with a token mixer per stage, downsampling between stages, and a head.
+// Built from a MetaFormerConfig; the module names reproduce timm's state-dict keys exactly:
+//   stem.{conv,norm}  stages.{s}.downsample.{norm,conv}  stages.{s}.blocks.{b}.{norm1,token_mixer,
+//   layer_scale1,res_scale1,norm2,mlp,layer_scale2,res_scale2}  head.{norm,fc}
+#pragma once
+
+#include <memory>
+
+#include "model/config.h"
+#include "nn/activation.h"
+#include "nn/conv.h"
+#include "nn/linear.h"
+#include "nn/mlp.h"
+#include "nn/norm.h"
+#include "nn/scale.h"
+#include "nn/sequential.h"
+
+namespace mf {
+
+class TokenMixer;
+
+class Stem : public Module {
+ public:
+  Stem(int in_chans, int out_chans, const ConvSpec& spec);
+  std::string kind() const override { return "Stem"; }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+
+ private:
+  Conv2d* conv_;
+  Norm* norm_ = nullptr;
+};
+
+class Downsampling : public Module {
+ public:
+  Downsampling(int in_chans, int out_chans, const ConvSpec& spec);
+  std::string kind() const override { return "Downsampling"; }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+
+ private:
+  Norm* norm_ = nullptr;
+  Conv2d* conv_;
+};
+
+class MetaFormerBlock : public Module {
+ public:
+  MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t height, int64_t width);
+  std::string kind() const override { return "MetaFormerBlock"; }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+
+ private:
+  Norm* norm1_;
+  Module* mixer_;
+  Scale* layer_scale1_ = nullptr;
+  Scale* res_scale1_ = nullptr;
+  Norm* norm2_;
+  Mlp* mlp_;
+  Scale* layer_scale2_ = nullptr;
+  Scale* res_scale2_ = nullptr;
+};
+
+class MetaFormerStage : public Module {
+ public:
+  MetaFormerStage(const MetaFormerConfig& c, int stage, int in_chans, int64_t height, int64_t width);
+  std::string kind() const override { return "MetaFormerStage"; }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+
+ private:
+  Downsampling* downsample_ = nullptr;
+  Sequential* blocks_;
+};
+
+// timm's MlpHead: fc1 -> act -> norm -> fc2.
+class MlpHead : public Module {
+ public:
+  MlpHead(int64_t dim, int num_classes, const HeadSpec& spec);
+  std::string kind() const override { return "MlpHead"; }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+
+ private:
+  Linear* fc1_;
+  ActivationLayer* act_;
+  Norm* norm_;
+  Linear* fc2_;
+};
+
+// global average pool -> norm -> fc (Linear or MlpHead). Pool first, then norm, as timm does.
+class MetaFormerHead : public Module {
+ public:
+  MetaFormerHead(int64_t dim, int num_classes, const HeadSpec& spec);
+  std::string kind() const override { return "Head"; }
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::GlobalAvgPool); }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+
+ private:
+  Norm* norm_;
+  Module* fc_;
+};
+
+class MetaFormer : public Module {
+ public:
+  explicit MetaFormer(const MetaFormerConfig& config);
+  std::string kind() const override { return "MetaFormer"; }
+  const MetaFormerConfig& config() const { return config_; }
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::NchwToNhwc); }
+
+  // x: [B, H, W, in_chans] channels-last -> logits [B, num_classes]
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  // x: [B, in_chans, H, W] as timm takes it -> logits
+  Tensor forward_nchw(Ctx& ctx, const Tensor& x);
+  // Checks an input shape [B, H, W, C] before running (clear error for a wrong rank/size/channels).
+  void check_input(const Shape& nhwc) const;
+  // Throws if the backend lacks an op this model needs (no silent fallback).
+  void check_backend(const Backend& backend) const;
+
+ private:
+  MetaFormerConfig config_;
+  Stem* stem_;
+  Sequential* stages_;
+  MetaFormerHead* head_;
+};
+
+}  // namespace mf

@@ -1,0 +1,52 @@
+#include "nn/activation.h"
+
+namespace mf {
+
+ActKind parse_activation(const std::string& name) {
+  for (ActKind k : {ActKind::Identity, ActKind::GELU, ActKind::StarReLU, ActKind::SquaredReLU, ActKind::ReLU,
+                    ActKind::SiLU})
+    if (name == act_name(k)) return k;
+  fail("unknown activation '{}' (known: gelu, starrelu, squared_relu, relu, silu, identity)", name);
+}
+
+std::unique_ptr<ActivationLayer> make_activation(const std::string& name) {
+  return std::make_unique<ActivationLayer>(parse_activation(name));
+}
+
+ActivationLayer::ActivationLayer(ActKind kind) : kind_(kind) {
+  if (kind == ActKind::StarReLU) {
+    scale_ = &add_param("scale", {1}, Init::ones(), false);
+    bias_ = &add_param("bias", {1}, Init::zeros(), false);
+  }
+}
+
+std::string ActivationLayer::kind() const {
+  switch (kind_) {
+    case ActKind::Identity: return "Identity";
+    case ActKind::GELU: return "GELU";
+    case ActKind::StarReLU: return "StarReLU";
+    case ActKind::SquaredReLU: return "SquaredReLU";
+    case ActKind::ReLU: return "ReLU";
+    case ActKind::SiLU: return "SiLU";
+  }
+  return "?";
+}
+
+Activation ActivationLayer::params() const {
+  Activation a{kind_, 1.f, 0.f};
+  if (scale_) {
+    a.scale = scale_->value.data()[0];
+    a.bias = bias_->value.data()[0];
+  }
+  return a;
+}
+
+Tensor ActivationLayer::forward(Ctx& ctx, const Tensor& x) { return op::activation(ctx.exec, x, params()); }
+
+void ActivationLayer::apply_(Ctx& ctx, Tensor& x) const { op::activation_(ctx.exec, x, params()); }
+
+void ActivationLayer::collect_ops(std::set<OpKind>& ops) const {
+  if (kind_ != ActKind::Identity) ops.insert(OpKind::Activation);
+}
+
+}  // namespace mf

@@ -1,0 +1,32 @@
+// Activation layers. StarReLU (s · relu(x)² + b) owns two learnable scalars, `scale` and `bias`,
+// each of shape [1] as in timm; the others have no parameters.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nn/module.h"
+
+namespace mf {
+
+class ActivationLayer : public Module {
+ public:
+  explicit ActivationLayer(ActKind kind);
+  std::string kind() const override;
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  void collect_ops(std::set<OpKind>& ops) const override;
+  // Applies the activation in place (x is given up by the caller).
+  void apply_(Ctx& ctx, Tensor& x) const;
+  Activation params() const;
+
+ private:
+  ActKind kind_;
+  Parameter* scale_ = nullptr;  // StarReLU only
+  Parameter* bias_ = nullptr;
+};
+
+// "gelu" | "starrelu" | "squared_relu" | "relu" | "silu" | "identity"
+ActKind parse_activation(const std::string& name);
+std::unique_ptr<ActivationLayer> make_activation(const std::string& name);
+
+}  // namespace mf

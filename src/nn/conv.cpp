@@ -1,0 +1,35 @@
+#include "nn/conv.h"
+
+#include <fmt/format.h>
+
+namespace mf {
+
+Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias)
+    : in_(in), out_(out), g_{kernel, kernel, stride, stride, padding, padding} {
+  weight_ = &add_param("weight", {out, in, kernel, kernel}, Init::trunc_normal(0.02f), true);
+  if (bias) bias_ = &add_param("bias", {out}, Init::zeros(), false);
+}
+
+std::string Conv2d::describe() const {
+  return fmt::format("{} -> {}, {}x{}, stride {}, padding {}{}", in_, out_, g_.kernel_h, g_.kernel_w, g_.stride_h,
+                     g_.pad_h, bias_ ? ", bias" : "");
+}
+
+Tensor Conv2d::forward(Ctx& ctx, const Tensor& x) { return op::conv2d(ctx.exec, x, v(weight_), opt(bias_), g_); }
+
+DepthwiseConv2d::DepthwiseConv2d(int64_t channels, int kernel, int padding, bool bias, int stride)
+    : channels_(channels), g_{kernel, kernel, stride, stride, padding, padding} {
+  weight_ = &add_param("weight", {channels, 1, kernel, kernel}, Init::trunc_normal(0.02f), true);
+  if (bias) bias_ = &add_param("bias", {channels}, Init::zeros(), false);
+}
+
+std::string DepthwiseConv2d::describe() const {
+  return fmt::format("{} channels, depthwise {}x{}, padding {}{}", channels_, g_.kernel_h, g_.kernel_w, g_.pad_h,
+                     bias_ ? ", bias" : "");
+}
+
+Tensor DepthwiseConv2d::forward(Ctx& ctx, const Tensor& x) {
+  return op::depthwise_conv2d(ctx.exec, x, v(weight_), opt(bias_), g_);
+}
+
+}  // namespace mf

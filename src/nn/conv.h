@@ -1,0 +1,41 @@
+// Convolutions on channels-last activations with PyTorch's weight layouts.
+#pragma once
+
+#include "nn/module.h"
+
+namespace mf {
+
+// nn.Conv2d with groups = 1: weight [out, in, k, k].
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias);
+  std::string kind() const override { return "Conv2d"; }
+  std::string describe() const override;
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Conv2d); }
+  const ConvGeometry& geometry() const { return g_; }
+
+ private:
+  int64_t in_, out_;
+  ConvGeometry g_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+};
+
+// nn.Conv2d with groups = channels: weight [C, 1, k, k].
+class DepthwiseConv2d : public Module {
+ public:
+  DepthwiseConv2d(int64_t channels, int kernel, int padding, bool bias, int stride = 1);
+  std::string kind() const override { return "Conv2d"; }
+  std::string describe() const override;
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::DepthwiseConv2d); }
+
+ private:
+  int64_t channels_;
+  ConvGeometry g_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+};
+
+}  // namespace mf

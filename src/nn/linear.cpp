@@ -1,0 +1,18 @@
+#include "nn/linear.h"
+
+#include <fmt/format.h>
+
+namespace mf {
+
+Linear::Linear(int64_t in, int64_t out, bool bias, bool conv1x1) : in_(in), out_(out), conv1x1_(conv1x1) {
+  weight_ = &add_param("weight", conv1x1 ? Shape{out, in, 1, 1} : Shape{out, in}, Init::trunc_normal(0.02f), true);
+  if (bias) bias_ = &add_param("bias", {out}, Init::zeros(), false);
+}
+
+std::string Linear::describe() const {
+  return fmt::format("{} -> {}{}{}", in_, out_, conv1x1_ ? ", 1x1" : "", bias_ ? ", bias" : "");
+}
+
+Tensor Linear::forward(Ctx& ctx, const Tensor& x) { return op::linear(ctx.exec, x, v(weight_), opt(bias_)); }
+
+}  // namespace mf

@@ -1,0 +1,30 @@
+// Linear layer over the last (channel) dimension. timm writes the same operation two ways —
+// nn.Linear with weight [out, in] and a 1×1 nn.Conv2d with weight [out, in, 1, 1] — and in
+// channels-last they are one GEMM; `conv1x1` only keeps timm's weight shape for the state dict.
+#pragma once
+
+#include "nn/module.h"
+
+namespace mf {
+
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, bool conv1x1 = false);
+  std::string kind() const override { return conv1x1_ ? "Conv2d" : "Linear"; }
+  std::string describe() const override;
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Linear); }
+
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  Parameter* weight() { return weight_; }
+  Parameter* bias() { return bias_; }
+
+ private:
+  int64_t in_, out_;
+  bool conv1x1_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+};
+
+}  // namespace mf

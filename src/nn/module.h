@@ -1,0 +1,104 @@
+// The module tree: every layer is a Module with named parameters and named children, exactly like
+// a torch.nn.Module, so that the dotted path of every parameter is its timm state-dict key
+// ("stages.2.blocks.0.token_mixer.qkv.weight"). One description of a model builds this tree, and
+// the tree alone drives parameter naming, loading, saving, initialisation and counting.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+namespace mf {
+
+// How a parameter is initialised for training from scratch (and for random-weight benchmarks).
+struct Init {
+  enum class Kind { Zeros, Ones, Constant, TruncNormal, RowSoftmaxUniform } kind = Kind::Zeros;
+  float value = 0.f;  // the constant, or the standard deviation of TruncNormal
+  static Init zeros() { return {Kind::Zeros, 0.f}; }
+  static Init ones() { return {Kind::Ones, 1.f}; }
+  static Init constant(float v) { return {Kind::Constant, v}; }
+  static Init trunc_normal(float std) { return {Kind::TruncNormal, std}; }
+  // RandFormer's token matrix: softmax over each row of a U[0, 1) matrix.
+  static Init row_softmax_uniform() { return {Kind::RowSoftmaxUniform, 0.f}; }
+};
+
+struct Parameter {
+  Tensor value;
+  Tensor grad;             // allocated by the trainer
+  Init init;
+  bool trainable = true;   // false: kept and saved, never updated (RandFormer's matrix)
+  bool decay = true;       // weight decay applies (timm: not to 1-D tensors: norms, biases, scales)
+};
+
+// Everything a forward pass needs besides its input.
+struct Ctx {
+  Exec exec;
+  bool training = false;
+  // Called with (module path, output) after every module that has a path, when set: lets tools
+  // and tests compare any intermediate with timm's (named exactly as timm's modules).
+  std::function<void(const std::string&, const Tensor&)> on_output;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // The class name shown by `metaformer info` (timm's class name where there is one).
+  virtual std::string kind() const = 0;
+  // A short description of the configuration, e.g. "64 -> 128, bias".
+  virtual std::string describe() const { return ""; }
+  // Input and output are channels-last; see each subclass.
+  virtual Tensor forward(Ctx& ctx, const Tensor& x);
+  // Ops this module runs itself (not its children's): checked against the backend at load time.
+  virtual void collect_ops(std::set<OpKind>& ops) const {}
+
+  // forward() followed by the output hook.
+  Tensor run(Ctx& ctx, const Tensor& x);
+
+  const std::string& path() const { return path_; }
+  // Sets the dotted path of this module and all its descendants (call once on the root).
+  void assign_paths(const std::string& prefix = "");
+
+  // Depth-first, registration order (= timm's state-dict order).
+  std::vector<std::pair<std::string, Parameter*>> named_parameters();
+  std::vector<std::pair<std::string, const Parameter*>> named_parameters() const;
+  const std::vector<std::pair<std::string, std::unique_ptr<Module>>>& children() const { return children_; }
+  const std::vector<std::pair<std::string, std::unique_ptr<Parameter>>>& parameters() const { return params_; }
+  int64_t num_parameters() const;
+  void all_ops(std::set<OpKind>& ops) const;
+
+ protected:
+  Parameter& add_param(const std::string& name, const Shape& shape, Init init, bool decay);
+  template <typename T>
+  T* add_child(const std::string& name, std::unique_ptr<T> child) {
+    T* raw = child.get();
+    children_.emplace_back(name, std::move(child));
+    return raw;
+  }
+  // Tensors a forward pass reads: the current value of a parameter.
+  static const Tensor& v(const Parameter* p) { return p->value; }
+  static const Tensor* opt(const Parameter* p) { return p ? &p->value : nullptr; }
+
+ private:
+  void collect(const std::string& prefix, std::vector<std::pair<std::string, Parameter*>>& out);
+  std::vector<std::pair<std::string, std::unique_ptr<Parameter>>> params_;
+  std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
+  std::string path_;
+};
+
+// Fills every parameter from its Init, deterministically from `seed` and the parameter's name
+// (so adding a parameter never changes the values drawn for the others).
+void initialize_parameters(Module& root, uint64_t seed);
+
+}  // namespace mf

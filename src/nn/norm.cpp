@@ -1,0 +1,31 @@
+#include "nn/norm.h"
+
+#include <fmt/format.h>
+
+namespace mf {
+
+Norm::Norm(const NormSpec& spec, int64_t channels) : spec_(spec), channels_(channels) {
+  MF_CHECK(spec.type == "layer_norm" || spec.type == "group_norm1",
+           "unknown norm '{}' (known: layer_norm, group_norm1)", spec.type);
+  weight_ = &add_param("weight", {channels}, Init::ones(), false);
+  if (spec.bias) bias_ = &add_param("bias", {channels}, Init::zeros(), false);
+}
+
+std::string Norm::kind() const {
+  const std::string base = spec_.type == "layer_norm" ? "LayerNorm" : "GroupNorm1";
+  return spec_.bias ? base : base + "NoBias";
+}
+
+std::string Norm::describe() const { return fmt::format("{}, eps {:g}", channels_, spec_.eps); }
+
+Tensor Norm::forward(Ctx& ctx, const Tensor& x) {
+  const float eps = static_cast<float>(spec_.eps);
+  if (spec_.type == "layer_norm") return op::layer_norm(ctx.exec, x, v(weight_), opt(bias_), eps);
+  return op::group_norm1(ctx.exec, x, v(weight_), opt(bias_), eps);
+}
+
+void Norm::collect_ops(std::set<OpKind>& ops) const {
+  ops.insert(spec_.type == "layer_norm" ? OpKind::LayerNorm : OpKind::GroupNorm1);
+}
+
+}  // namespace mf

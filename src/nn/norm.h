@@ -1,0 +1,30 @@
+// Normalisation layers on channels-last data. In channels-last, timm's LayerNorm, LayerNorm2d,
+// LayerNormNoBias and LayerNorm2dNoBias are one op (normalise over C at each position); GroupNorm1
+// and GroupNorm1NoBias normalise each sample over H·W·C. NoBias variants have no bias parameter
+// (and so no state-dict key).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "nn/module.h"
+#include "nn/norm_spec.h"
+
+namespace mf {
+
+class Norm : public Module {
+ public:
+  Norm(const NormSpec& spec, int64_t channels);
+  std::string kind() const override;
+  std::string describe() const override;
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  void collect_ops(std::set<OpKind>& ops) const override;
+
+ private:
+  NormSpec spec_;
+  int64_t channels_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+};
+
+}  // namespace mf

@@ -1,0 +1,46 @@
+#include "ops/backend.h"
+
+#include "core/error.h"
+#include "ops/cpu/cpu_backend.h"
+#include "ops/ref/ref_backend.h"
+
+namespace mf {
+
+void Backend::unsupported(OpKind op) const {
+  fail("op {} is not supported on backend {}", op_name(op), name());
+}
+
+void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
+void Backend::conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
+  unsupported(OpKind::Conv2d);
+}
+void Backend::depthwise_conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
+  unsupported(OpKind::DepthwiseConv2d);
+}
+void Backend::pool_minus_input(const Tensor&, int, Tensor&) { unsupported(OpKind::PoolMinusInput); }
+void Backend::layer_norm(const Tensor&, const Tensor&, const Tensor*, float, Tensor&) {
+  unsupported(OpKind::LayerNorm);
+}
+void Backend::group_norm1(const Tensor&, const Tensor&, const Tensor*, float, Tensor&) {
+  unsupported(OpKind::GroupNorm1);
+}
+void Backend::activation(const Tensor&, const Activation&, Tensor&) { unsupported(OpKind::Activation); }
+void Backend::scaled_residual(const Tensor&, const Tensor*, const Tensor&, const Tensor*, Tensor&) {
+  unsupported(OpKind::ScaledResidual);
+}
+void Backend::global_avg_pool(const Tensor&, Tensor&) { unsupported(OpKind::GlobalAvgPool); }
+void Backend::attention(const Tensor&, int, int, float, Tensor&) { unsupported(OpKind::Attention); }
+void Backend::token_mix(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::TokenMix); }
+void Backend::nchw_to_nhwc(const Tensor&, Tensor&) { unsupported(OpKind::NchwToNhwc); }
+
+Backend& get_backend(const std::string& name) {
+  static RefBackend ref;
+  static CpuBackend cpu;
+  if (name == "ref") return ref;
+  if (name == "cpu") return cpu;
+  fail("unknown backend '{}' (available: {})", name, available_backends());
+}
+
+std::string available_backends() { return "cpu, ref"; }
+
+}  // namespace mf

@@ -1,0 +1,66 @@
+// Backend: one implementation of every op for one device. Layers never call a backend directly;
+// they go through the dispatcher (ops/ops.h), which checks shapes, allocates outputs on the
+// backend's device, and times/counts each call. Backends may therefore assume valid, contiguous
+// inputs and preallocated outputs of the right shape. Outputs never alias inputs unless the op's
+// comment says in-place is allowed.
+//
+// Backends today:
+//   "ref" — plain loops with double accumulation: the oracle every other backend is tested against.
+//   "cpu" — the fast CPU path: oneDNN for GEMMs and dense convolutions, direct channels-last kernels
+//           for depthwise convolution, pooling, norms and elementwise work. Ops it has no fast kernel
+//           for run the reference code, on the same device (it derives from the reference backend).
+// A backend that lacks an op says so in supports(); models check every op they need at load time,
+// so a missing kernel fails loudly instead of silently falling back to another device.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "ops/op_kind.h"
+
+namespace mf {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  virtual bool supports(OpKind op) const = 0;
+
+  // x [..., K], w [N, K] (or [N, K, 1, 1]), b [N] or null -> y [..., N]
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
+  // x [B, H, W, Ci], w [Co, Ci, kh, kw], b [Co] or null -> y [B, Ho, Wo, Co]
+  virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
+  // x [B, H, W, C], w [C, 1, kh, kw], b [C] or null -> y [B, Ho, Wo, C]
+  virtual void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
+  // x [B, H, W, C] -> y = avg_pool_k(x) - x, stride 1, padding k/2, padded cells not counted
+  virtual void pool_minus_input(const Tensor& x, int kernel, Tensor& y);
+  // x [..., C], w [C], b [C] or null; in-place allowed
+  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y);
+  // x [B, ..., C], statistics over everything but B; affine per channel (last dim); in-place allowed
+  virtual void group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y);
+  // elementwise; in-place allowed
+  virtual void activation(const Tensor& x, const Activation& act, Tensor& y);
+  // y = x ⊙ res_scale + branch ⊙ layer_scale (scales [C] over the last dim, or null for 1);
+  // y may alias x or branch
+  virtual void scaled_residual(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                               const Tensor* layer_scale, Tensor& y);
+  // x [B, H, W, C] -> y [B, C]
+  virtual void global_avg_pool(const Tensor& x, Tensor& y);
+  // qkv [B, N, 3·heads·head_dim] laid out [q | k | v], each head-major -> y [B, N, heads·head_dim]
+  virtual void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y);
+  // r [N, N], x [B, N, C] -> y[b] = r · x[b]
+  virtual void token_mix(const Tensor& r, const Tensor& x, Tensor& y);
+  // x [B, C, H, W] -> y [B, H, W, C]
+  virtual void nchw_to_nhwc(const Tensor& x, Tensor& y);
+
+ protected:
+  [[noreturn]] void unsupported(OpKind op) const;
+};
+
+// "ref" or "cpu"; throws mf::Error listing the available names otherwise.
+Backend& get_backend(const std::string& name);
+std::string available_backends();
+
+}  // namespace mf

@@ -1,0 +1,88 @@
+// Multi-head attention on the CPU: q, k, v are gathered head-major into contiguous [B·heads, N, d]
+// buffers (q pre-multiplied by the scale), both products run as batched oneDNN matmuls, and the
+// softmax runs row-wise in between with a vectorised exp.
+#include <cmath>
+
+#include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/fast_math.h"
+#include "ops/cpu/onednn.h"
+
+namespace mf {
+
+namespace {
+using dnnl::memory;
+
+dnnl::matmul& batched_matmul(int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b) {
+  const std::string key = fmt::format("bmm:{}:{}:{}:{}:{}", batch, M, K, N, transpose_b);
+  return onednn::cached<dnnl::matmul>(key, [&] {
+    auto src = onednn::plain({batch, M, K}, {M * K, K, 1});
+    // B is stored [batch, N, K] when transposed, [batch, K, N] otherwise.
+    auto wei = transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}) : onednn::plain({batch, K, N}, {K * N, N, 1});
+    auto dst = onednn::plain({batch, M, N}, {M * N, N, 1});
+    return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), onednn::engine()));
+  });
+}
+
+void run_bmm(dnnl::matmul& mm, int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, const float* a,
+             const float* b, float* c) {
+  auto src = onednn::wrap(onednn::plain({batch, M, K}, {M * K, K, 1}), a);
+  auto wei = onednn::wrap(
+      transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}) : onednn::plain({batch, K, N}, {K * N, N, 1}), b);
+  auto dst = onednn::wrap(onednn::plain({batch, M, N}, {M * N, N, 1}), c);
+  mm.execute(onednn::stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+  onednn::stream().wait();
+}
+}  // namespace
+
+void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
+  const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, BH = B * heads;
+  Tensor q = Tensor::empty({BH, N, d}), k = Tensor::empty({BH, N, d}), v = Tensor::empty({BH, N, d});
+  Tensor s = Tensor::empty({BH, N, N});
+  const float* QKV = qkv.data();
+  float *Q = q.data(), *Kp = k.data(), *V = v.data(), *S = s.data();
+
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < N; ++i) {
+      const float* row = QKV + (b * N + i) * 3 * A;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t at = ((b * heads + h) * N + i) * d;
+        for (int64_t c = 0; c < d; ++c) {
+          Q[at + c] = row[h * d + c] * scale;
+          Kp[at + c] = row[A + h * d + c];
+          V[at + c] = row[2 * A + h * d + c];
+        }
+      }
+    }
+
+  run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, S);
+
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < BH * N; ++r) {
+    float* sr = S + r * N;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, sr[j]);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < N; ++j) {
+      sr[j] = fastmath::exp_fast(sr[j] - mx);
+      sum += sr[j];
+    }
+    const float inv = 1.f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
+  }
+
+  Tensor o = std::move(q);  // reuse q's buffer for the output
+  run_bmm(batched_matmul(BH, N, N, d, false), BH, N, N, d, false, S, V, o.data());
+
+  const float* O = o.data();
+  float* Y = y.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < d; ++c) Y[(b * N + i) * A + h * d + c] = O[((b * heads + h) * N + i) * d + c];
+}
+
+}  // namespace mf

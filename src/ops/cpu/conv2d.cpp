@@ -1,0 +1,57 @@
+// Dense convolution (stems, downsampling) on oneDNN with channels-last activations. Weights arrive
+// in PyTorch's OIHW layout and are reordered once into the layout the primitive prefers.
+#include <memory>
+
+#include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/onednn.h"
+
+namespace mf {
+
+namespace {
+using dnnl::memory;
+using tag = memory::format_tag;
+
+struct ConvPlan {
+  dnnl::convolution_forward prim;
+  memory::desc weights_md;
+};
+}  // namespace
+
+void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
+  const int64_t Ho = y.dim(1), Wo = y.dim(2), Co = y.dim(3);
+  const memory::dims src_dims{B, Ci, H, W}, dst_dims{B, Co, Ho, Wo}, w_dims{Co, Ci, g.kernel_h, g.kernel_w};
+  const std::string key = fmt::format("conv:{}x{}x{}x{}:{}:{}x{}:s{}x{}:p{}x{}:{}", B, H, W, Ci, Co, g.kernel_h,
+                                      g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, b != nullptr);
+  auto& plan = onednn::cached<ConvPlan>(key, [&] {
+    auto src = onednn::tagged(src_dims, tag::nhwc);
+    auto dst = onednn::tagged(dst_dims, tag::nhwc);
+    auto wei = memory::desc(w_dims, memory::data_type::f32, tag::any);
+    const memory::dims strides{g.stride_h, g.stride_w}, pad{g.pad_h, g.pad_w};
+    // With the right padding equal to the left one, oneDNN's floor division gives PyTorch's size.
+    auto desc = b ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                    dnnl::algorithm::convolution_direct, src, wei,
+                                                    onednn::tagged({Co}, tag::x), dst, strides, pad, pad)
+                  : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                    dnnl::algorithm::convolution_direct, src, wei, dst, strides, pad,
+                                                    pad);
+    dnnl::convolution_forward::primitive_desc pd(desc, onednn::engine());
+    return ConvPlan{dnnl::convolution_forward(pd), pd.weights_desc()};
+  });
+
+  const std::string wkey = "onednn_conv_weights:" + key;
+  auto prepared = std::static_pointer_cast<memory>(w.derived(wkey));
+  if (!prepared) {
+    auto plain_w = onednn::wrap(onednn::tagged(w_dims, tag::oihw), w.data());
+    prepared = std::make_shared<memory>(onednn::reorder_if_needed(plain_w, plan.weights_md));
+    w.set_derived(wkey, prepared);
+  }
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, onednn::wrap(onednn::tagged(src_dims, tag::nhwc), x.data())},
+                                       {DNNL_ARG_WEIGHTS, *prepared},
+                                       {DNNL_ARG_DST, onednn::wrap(onednn::tagged(dst_dims, tag::nhwc), y.data())}};
+  if (b) args.emplace(DNNL_ARG_BIAS, onednn::wrap(onednn::tagged({Co}, tag::x), b->data()));
+  plan.prim.execute(onednn::stream(), args);
+  onednn::stream().wait();
+}
+
+}  // namespace mf

@@ -1,0 +1,37 @@
+// Shared oneDNN state for the CPU backend: one engine and stream, plus a cache of primitives keyed
+// by shape, because building a oneDNN primitive costs far more than running a small one.
+#pragma once
+
+#include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <functional>
+#include <string>
+#include <unordered_map>
+
+namespace mf::onednn {
+
+dnnl::engine& engine();
+dnnl::stream& stream();
+
+// A plain row-major f32 memory descriptor with explicit strides.
+dnnl::memory::desc plain(const dnnl::memory::dims& dims, const dnnl::memory::dims& strides);
+dnnl::memory::desc tagged(const dnnl::memory::dims& dims, dnnl::memory::format_tag tag);
+
+// Wraps caller memory (no copy). oneDNN's API takes a non-const pointer even for inputs.
+dnnl::memory wrap(const dnnl::memory::desc& md, const float* data);
+
+// Returns the cached value for `key`, building it with `make` on first use.
+template <typename T>
+T& cached(const std::string& key, const std::function<T()>& make) {
+  static std::unordered_map<std::string, T> cache;
+  auto it = cache.find(key);
+  if (it == cache.end()) it = cache.emplace(key, make()).first;
+  return it->second;
+}
+
+// Copies `src` into the layout `want` (a oneDNN-chosen blocked layout), or returns it unchanged
+// when the layouts already agree.
+dnnl::memory reorder_if_needed(const dnnl::memory& src, const dnnl::memory::desc& want);
+
+}  // namespace mf::onednn

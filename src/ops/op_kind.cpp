@@ -1,0 +1,70 @@
+#include "ops/op_kind.h"
+
+namespace mf {
+
+const char* op_name(OpKind op) {
+  switch (op) {
+    case OpKind::Linear: return "linear";
+    case OpKind::Conv2d: return "conv2d";
+    case OpKind::DepthwiseConv2d: return "depthwise_conv2d";
+    case OpKind::PoolMinusInput: return "pool_minus_input";
+    case OpKind::LayerNorm: return "layer_norm";
+    case OpKind::GroupNorm1: return "group_norm1";
+    case OpKind::Activation: return "activation";
+    case OpKind::ScaledResidual: return "scaled_residual";
+    case OpKind::GlobalAvgPool: return "global_avg_pool";
+    case OpKind::Attention: return "attention";
+    case OpKind::TokenMix: return "token_mix";
+    case OpKind::NchwToNhwc: return "nchw_to_nhwc";
+    case OpKind::kCount: break;
+  }
+  return "?";
+}
+
+OpFamily op_family(OpKind op) {
+  switch (op) {
+    case OpKind::Linear: return OpFamily::Gemm;
+    case OpKind::TokenMix: return OpFamily::Gemm;
+    case OpKind::Conv2d: return OpFamily::Conv;
+    case OpKind::DepthwiseConv2d: return OpFamily::Depthwise;
+    case OpKind::PoolMinusInput: return OpFamily::Pooling;
+    case OpKind::GlobalAvgPool: return OpFamily::Pooling;
+    case OpKind::LayerNorm: return OpFamily::Norm;
+    case OpKind::GroupNorm1: return OpFamily::Norm;
+    case OpKind::Attention: return OpFamily::Attention;
+    case OpKind::Activation: return OpFamily::Elementwise;
+    case OpKind::ScaledResidual: return OpFamily::Elementwise;
+    case OpKind::NchwToNhwc: return OpFamily::Layout;
+    case OpKind::kCount: break;
+  }
+  return OpFamily::Elementwise;
+}
+
+const char* op_family_name(OpFamily f) {
+  switch (f) {
+    case OpFamily::Gemm: return "gemm";
+    case OpFamily::Conv: return "conv";
+    case OpFamily::Depthwise: return "depthwise conv";
+    case OpFamily::Norm: return "norm";
+    case OpFamily::Pooling: return "pooling";
+    case OpFamily::Attention: return "attention";
+    case OpFamily::Elementwise: return "elementwise";
+    case OpFamily::Layout: return "layout";
+    case OpFamily::kCount: break;
+  }
+  return "?";
+}
+
+const char* act_name(ActKind a) {
+  switch (a) {
+    case ActKind::Identity: return "identity";
+    case ActKind::GELU: return "gelu";
+    case ActKind::StarReLU: return "starrelu";
+    case ActKind::SquaredReLU: return "squared_relu";
+    case ActKind::ReLU: return "relu";
+    case ActKind::SiLU: return "silu";
+  }
+  return "?";
+}
+
+}  // namespace mf

@@ -1,0 +1,51 @@
+// The op vocabulary shared by every backend. A model's layers call ops only through the dispatcher
+// (ops/ops.h); each backend implements the same ops under the same names (ops/backend.h).
+#pragma once
+
+#include <cstdint>
+
+namespace mf {
+
+enum class OpKind : uint8_t {
+  Linear,           // x · Wᵀ + b over the last dimension (1×1 convolutions in channels-last too)
+  Conv2d,           // dense convolution, channels-last (stem, downsampling)
+  DepthwiseConv2d,  // per-channel k×k convolution, channels-last
+  PoolMinusInput,   // PoolFormer's mixer: avg_pool(x) - x
+  LayerNorm,        // over the last dimension (channels)
+  GroupNorm1,       // one group: statistics over all non-batch dimensions
+  Activation,       // elementwise GELU / StarReLU / SquaredReLU / ReLU / SiLU
+  ScaledResidual,   // y = x ⊙ res_scale + branch ⊙ layer_scale
+  GlobalAvgPool,    // mean over H, W
+  Attention,        // multi-head softmax(q kᵀ · scale) v from a packed qkv tensor
+  TokenMix,         // y[b] = R · x[b] over tokens (RandFormer)
+  NchwToNhwc,       // layout conversion at the model boundary
+  kCount
+};
+
+const char* op_name(OpKind op);
+
+// Coarse families for `metaformer bench --profile`.
+enum class OpFamily : uint8_t { Gemm, Conv, Depthwise, Norm, Pooling, Attention, Elementwise, Layout, kCount };
+OpFamily op_family(OpKind op);
+const char* op_family_name(OpFamily f);
+
+enum class ActKind : uint8_t { Identity, GELU, StarReLU, SquaredReLU, ReLU, SiLU };
+const char* act_name(ActKind a);
+
+// An activation with its (scalar) parameters: StarReLU is scale · relu(x)² + bias.
+struct Activation {
+  ActKind kind = ActKind::Identity;
+  float scale = 1.f;
+  float bias = 0.f;
+};
+
+// Geometry of a 2-D convolution, PyTorch semantics (symmetric zero padding).
+struct ConvGeometry {
+  int kernel_h = 1, kernel_w = 1;
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  int64_t out_h(int64_t in_h) const { return (in_h + 2 * pad_h - kernel_h) / stride_h + 1; }
+  int64_t out_w(int64_t in_w) const { return (in_w + 2 * pad_w - kernel_w) / stride_w + 1; }
+};
+
+}  // namespace mf

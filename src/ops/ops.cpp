@@ -1,0 +1,196 @@
+#include "ops/ops.h"
+
+#include <chrono>
+
+#include "core/error.h"
+
+namespace mf {
+
+int64_t OpProfile::total_macs() const {
+  int64_t t = 0;
+  for (auto m : macs) t += m;
+  return t;
+}
+
+double OpProfile::total_seconds() const {
+  double t = 0;
+  for (auto s : seconds) t += s;
+  return t;
+}
+
+namespace op {
+namespace {
+
+// Times one op into the profile (if any) for the lifetime of the object.
+class Timed {
+ public:
+  Timed(const Exec& e, OpKind op, int64_t macs) : e_(e), op_(op) {
+    MF_ASSERT(e.backend != nullptr);
+    if (e_.profile) {
+      e_.profile->calls[static_cast<size_t>(op)] += 1;
+      e_.profile->macs[static_cast<size_t>(op)] += macs;
+      start_ = std::chrono::steady_clock::now();
+    }
+  }
+  ~Timed() {
+    if (e_.profile)
+      e_.profile->seconds[static_cast<size_t>(op_)] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  const Exec& e_;
+  OpKind op_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+Tensor out(const Exec& e, const Shape& s) { return Tensor::empty(s, e.backend->device()); }
+
+void check_vec(const Tensor* t, int64_t n, const char* what, OpKind op) {
+  if (!t) return;
+  MF_CHECK(t->numel() == n, "{}: {} has {} elements, expected {}", op_name(op), what, t->numel(), n);
+}
+
+void check_rank(const Tensor& x, int rank, OpKind op) {
+  MF_CHECK(x.ndim() == rank, "{}: expected a rank-{} input, got shape {}", op_name(op), rank, x.shape().str());
+}
+
+}  // namespace
+
+Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) {
+  MF_CHECK(x.ndim() >= 1, "linear: input must have at least one dimension");
+  const bool conv1x1 = w.ndim() == 4 && w.dim(2) == 1 && w.dim(3) == 1;
+  MF_CHECK(w.ndim() == 2 || conv1x1, "linear: weight must be [out, in] or [out, in, 1, 1], got {}", w.shape().str());
+  const int64_t N = w.dim(0), K = w.dim(1);
+  MF_CHECK(x.shape().last() == K, "linear: input has {} features, weight expects {}", x.shape().last(), K);
+  check_vec(b, N, "bias", OpKind::Linear);
+  Shape ys = x.shape();
+  ys[-1] = N;
+  Tensor y = out(e, ys);
+  Timed t(e, OpKind::Linear, x.shape().rows() * K * N);
+  e.backend->linear(x, w, b, y);
+  return y;
+}
+
+Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
+  check_rank(x, 4, OpKind::Conv2d);
+  MF_CHECK(w.ndim() == 4 && w.dim(1) == x.dim(3) && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "conv2d: weight {} does not fit input {} with a {}x{} kernel", w.shape().str(), x.shape().str(), g.kernel_h,
+           g.kernel_w);
+  check_vec(b, w.dim(0), "bias", OpKind::Conv2d);
+  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
+  MF_CHECK(Ho > 0 && Wo > 0, "conv2d: input {} is too small for a {}x{} kernel", x.shape().str(), g.kernel_h,
+           g.kernel_w);
+  Tensor y = out(e, {x.dim(0), Ho, Wo, w.dim(0)});
+  Timed t(e, OpKind::Conv2d, x.dim(0) * Ho * Wo * w.dim(0) * x.dim(3) * g.kernel_h * g.kernel_w);
+  e.backend->conv2d(x, w, b, g, y);
+  return y;
+}
+
+Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
+  check_rank(x, 4, OpKind::DepthwiseConv2d);
+  const int64_t C = x.dim(3);
+  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "depthwise_conv2d: weight {} does not fit input {}", w.shape().str(), x.shape().str());
+  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
+  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
+  MF_CHECK(Ho > 0 && Wo > 0, "depthwise_conv2d: input {} is too small", x.shape().str());
+  Tensor y = out(e, {x.dim(0), Ho, Wo, C});
+  Timed t(e, OpKind::DepthwiseConv2d, x.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
+  e.backend->depthwise_conv2d(x, w, b, g, y);
+  return y;
+}
+
+Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel) {
+  check_rank(x, 4, OpKind::PoolMinusInput);
+  MF_CHECK(kernel >= 1 && kernel % 2 == 1, "pool_minus_input: kernel must be odd, got {}", kernel);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::PoolMinusInput, 0);
+  e.backend->pool_minus_input(x, kernel, y);
+  return y;
+}
+
+Tensor layer_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps) {
+  check_vec(&w, x.shape().last(), "weight", OpKind::LayerNorm);
+  check_vec(b, x.shape().last(), "bias", OpKind::LayerNorm);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::LayerNorm, 0);
+  e.backend->layer_norm(x, w, b, eps, y);
+  return y;
+}
+
+Tensor group_norm1(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps) {
+  MF_CHECK(x.ndim() >= 2, "group_norm1: input must have a batch dimension, got {}", x.shape().str());
+  check_vec(&w, x.shape().last(), "weight", OpKind::GroupNorm1);
+  check_vec(b, x.shape().last(), "bias", OpKind::GroupNorm1);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::GroupNorm1, 0);
+  e.backend->group_norm1(x, w, b, eps, y);
+  return y;
+}
+
+Tensor activation(const Exec& e, const Tensor& x, const Activation& act) {
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::Activation, 0);
+  e.backend->activation(x, act, y);
+  return y;
+}
+
+void activation_(const Exec& e, Tensor& x, const Activation& act) {
+  if (act.kind == ActKind::Identity) return;
+  Timed t(e, OpKind::Activation, 0);
+  e.backend->activation(x, act, x);
+}
+
+Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, Tensor branch,
+                       const Tensor* layer_scale) {
+  MF_CHECK(x.shape() == branch.shape(), "scaled_residual: shapes {} and {} differ", x.shape().str(),
+           branch.shape().str());
+  check_vec(res_scale, x.shape().last(), "res_scale", OpKind::ScaledResidual);
+  check_vec(layer_scale, x.shape().last(), "layer_scale", OpKind::ScaledResidual);
+  Timed t(e, OpKind::ScaledResidual, 0);
+  e.backend->scaled_residual(x, res_scale, branch, layer_scale, branch);
+  return branch;
+}
+
+Tensor global_avg_pool(const Exec& e, const Tensor& x) {
+  check_rank(x, 4, OpKind::GlobalAvgPool);
+  Tensor y = out(e, {x.dim(0), x.dim(3)});
+  Timed t(e, OpKind::GlobalAvgPool, 0);
+  e.backend->global_avg_pool(x, y);
+  return y;
+}
+
+Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale) {
+  check_rank(qkv, 3, OpKind::Attention);
+  const int64_t A = static_cast<int64_t>(heads) * head_dim;
+  MF_CHECK(heads > 0 && head_dim > 0 && qkv.dim(2) == 3 * A,
+           "attention: qkv has {} channels, expected 3 x {} heads x {}", qkv.dim(2), heads, head_dim);
+  Tensor y = out(e, {qkv.dim(0), qkv.dim(1), A});
+  const int64_t N = qkv.dim(1);
+  Timed t(e, OpKind::Attention, 2 * qkv.dim(0) * N * N * A);
+  e.backend->attention(qkv, heads, head_dim, scale, y);
+  return y;
+}
+
+Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x) {
+  check_rank(x, 3, OpKind::TokenMix);
+  MF_CHECK(r.ndim() == 2 && r.dim(0) == x.dim(1) && r.dim(1) == x.dim(1),
+           "token_mix: a [{}, {}] token matrix cannot mix {} tokens", r.ndim() > 0 ? r.dim(0) : 0,
+           r.ndim() > 1 ? r.dim(1) : 0, x.dim(1));
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::TokenMix, x.dim(0) * x.dim(1) * x.dim(1) * x.dim(2));
+  e.backend->token_mix(r, x, y);
+  return y;
+}
+
+Tensor nchw_to_nhwc(const Exec& e, const Tensor& x) {
+  check_rank(x, 4, OpKind::NchwToNhwc);
+  Tensor y = out(e, {x.dim(0), x.dim(2), x.dim(3), x.dim(1)});
+  Timed t(e, OpKind::NchwToNhwc, 0);
+  e.backend->nchw_to_nhwc(x, y);
+  return y;
+}
+
+}  // namespace op
+}  // namespace mf

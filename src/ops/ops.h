@@ -1,0 +1,48 @@
+// The op dispatcher: the only way layers run ops. Each function checks its arguments' shapes
+// (once, for every backend), allocates the output on the backend's device, and, when a profile is
+// attached, records the op's wall time, call count and multiply-accumulates by op kind.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "ops/backend.h"
+
+namespace mf {
+
+struct OpProfile {
+  std::array<double, static_cast<size_t>(OpKind::kCount)> seconds{};
+  std::array<int64_t, static_cast<size_t>(OpKind::kCount)> calls{};
+  std::array<int64_t, static_cast<size_t>(OpKind::kCount)> macs{};
+  void clear() { *this = OpProfile{}; }
+  int64_t total_macs() const;
+  double total_seconds() const;
+};
+
+// What an op runs on: a backend, and optionally a profile to record into.
+struct Exec {
+  Backend* backend = nullptr;
+  OpProfile* profile = nullptr;
+};
+
+namespace op {
+
+Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b);
+Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
+Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
+Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
+Tensor layer_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps);
+Tensor group_norm1(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps);
+Tensor activation(const Exec& e, const Tensor& x, const Activation& act);
+void activation_(const Exec& e, Tensor& x, const Activation& act);  // in place
+// Returns x ⊙ res_scale + branch ⊙ layer_scale, written over `branch` (which the caller gives up).
+Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, Tensor branch,
+                       const Tensor* layer_scale);
+Tensor global_avg_pool(const Exec& e, const Tensor& x);
+Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale);
+Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x);
+Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
+
+}  // namespace op
+}  // namespace mf

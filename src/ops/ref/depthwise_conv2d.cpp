@@ -1,0 +1,31 @@
+#include "ops/ref/ref_backend.h"
+
+namespace mf {
+
+void RefBackend::depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g,
+                                  Tensor& y) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+  const int64_t Ho = y.dim(1), Wo = y.dim(2);
+  const float* X = x.data();
+  const float* Wt = w.data();  // [C, 1, kh, kw]
+  float* Y = y.data();
+  for (int64_t n = 0; n < B; ++n)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow)
+        for (int64_t c = 0; c < C; ++c) {
+          double acc = b ? b->data()[c] : 0.0;
+          for (int ki = 0; ki < g.kernel_h; ++ki) {
+            const int64_t ih = oh * g.stride_h - g.pad_h + ki;
+            if (ih < 0 || ih >= H) continue;
+            for (int kj = 0; kj < g.kernel_w; ++kj) {
+              const int64_t iw = ow * g.stride_w - g.pad_w + kj;
+              if (iw < 0 || iw >= W) continue;
+              acc += static_cast<double>(X[((n * H + ih) * W + iw) * C + c]) *
+                     Wt[(c * g.kernel_h + ki) * g.kernel_w + kj];
+            }
+          }
+          Y[((n * Ho + oh) * Wo + ow) * C + c] = static_cast<float>(acc);
+        }
+}
+
+}  // namespace mf

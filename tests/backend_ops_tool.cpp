@@ -1,0 +1,66 @@
+// test-backend-ops: runs the op cases of op_cases.cpp outside GoogleTest.
+//   --mode test  each case on --backend against the reference backend (as tests/test_ops.cpp does)
+//   --mode perf  median time per case on --backend, with GFLOP/s for the ops that count MACs
+//   --op NAME    only cases whose name contains NAME
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "core/threading.h"
+#include "op_cases.h"
+#include "test_util.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"test-backend-ops: test or time every op case on a backend"};
+  std::string mode = "test", backend = "cpu", filter;
+  int reps = 20, threads = 0;
+  app.add_option("--mode", mode, "test | perf")->check(CLI::IsMember({"test", "perf"}));
+  app.add_option("--backend,-b", backend, "backend under test")->capture_default_str();
+  app.add_option("--op", filter, "only cases whose name contains this");
+  app.add_option("--reps", reps, "timed repetitions in perf mode")->capture_default_str();
+  app.add_option("--threads,-t", threads, "threads (default: all)");
+  CLI11_PARSE(app, argc, argv);
+  mf::set_num_threads(threads);
+  try {
+    mf::Exec ref{&mf::get_backend("ref"), nullptr};
+    mf::Exec under{&mf::get_backend(backend), nullptr};
+    int failures = 0, ran = 0;
+    for (const auto& c : mf::test::op_cases()) {
+      if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
+      if (!under.backend->supports(c.op)) {
+        fmt::print("  skip  {} (not supported on {})\n", c.name, backend);
+        continue;
+      }
+      ++ran;
+      if (mode == "test") {
+        const double err = mf::test::rel_error(c.run(under, 1), c.run(ref, 1));
+        const bool ok = err <= c.tolerance;
+        failures += !ok;
+        fmt::print("  {}  {:<60} rel err {:.2e} (tol {:.0e})\n", ok ? "ok  " : "FAIL", c.name, err, c.tolerance);
+      } else {
+        mf::OpProfile profile;
+        mf::Exec counted{under.backend, &profile};
+        c.run(counted, 1);
+        std::vector<double> ms;
+        for (int r = 0; r < reps; ++r) {
+          const auto t0 = std::chrono::steady_clock::now();
+          c.run(under, 1);
+          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(ms.begin(), ms.end());
+        const double med = ms[ms.size() / 2];
+        const double gflops = 2.0 * static_cast<double>(profile.total_macs()) / (med * 1e6);
+        fmt::print("  {:<60} {:9.3f} ms (includes input generation){}\n", c.name, med,
+                   profile.total_macs() ? fmt::format("  {:8.1f} GFLOP/s", gflops) : "");
+      }
+    }
+    fmt::print("{} cases, {} failed\n", ran, failures);
+    return failures ? 1 : 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "test-backend-ops: error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-smoke}
 CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMETAFORMER_FUZZ=ON \
   -DMETAFORMER_SANITIZE=ON -DMETAFORMER_NATIVE=OFF >/dev/null
-cmake --build build-fuzz -j"$(nproc)"
+cmake --build build-fuzz -j"$(nproc)" >build-fuzz/build.log 2>&1 || { tail -n 40 build-fuzz/build.log; exit 1; }
+export OMP_NUM_THREADS=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for target in build-fuzz/fuzz/fuzz_*; do

@@ -61,11 +61,11 @@ TEST(Cli, BadSafetensorsFiles) {
   expect_clean_failure(run_with({1, 2, 3}), "w.safetensors");
   // A header whose offsets point past the end.
   auto with_header = [](const std::string& h) {
-    std::vector<uint8_t> b(8);
+    std::vector<uint8_t> b;
     const uint64_t n = h.size();
-    for (int i = 0; i < 8; ++i) b[static_cast<size_t>(i)] = static_cast<uint8_t>(n >> (8 * i));
-    b.insert(b.end(), h.begin(), h.end());
-    b.insert(b.end(), 16, 0);
+    for (int i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(n >> (8 * i)));
+    for (char c : h) b.push_back(static_cast<uint8_t>(c));
+    b.resize(b.size() + 16, 0);
     return b;
   };
   expect_clean_failure(run_with(with_header(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,400]}})")),

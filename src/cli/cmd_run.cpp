@@ -25,6 +25,7 @@ void register_run(CLI::App& app) {
     Ctx ctx = lm.ctx();
     Tensor y = lm.model->forward_nchw(ctx, x);
     write_npy(args->output, y);
+    fmt::print("{}: logits {} from input {}\n", args->output, y.shape().str(), x.shape().str());
   });
 }
 

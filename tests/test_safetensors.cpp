@@ -22,7 +22,11 @@ std::vector<uint8_t> file_with(const std::string& header, const std::vector<uint
   return b;
 }
 
-SafeTensors parse(const std::vector<uint8_t>& bytes) { return SafeTensors::parse(bytes, nullptr, "t.safetensors"); }
+// Parses a copy of `bytes` that the returned object keeps alive (it reads tensors lazily).
+SafeTensors parse(const std::vector<uint8_t>& bytes) {
+  auto owned = std::make_shared<std::vector<uint8_t>>(bytes);
+  return SafeTensors::parse(*owned, owned, "t.safetensors");
+}
 
 std::string error_of(const std::vector<uint8_t>& bytes, const std::string& load = "") {
   try {

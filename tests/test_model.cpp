@@ -118,6 +118,11 @@ TEST(Config, RejectsMistakesWithAClearMessage) {
   expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "mlp": {"act": "tanh"}})",
                "unknown activation 'tanh'");
   expect_error(std::string(100, '[') + std::string(100, ']'), "nested");
+  // Found by fuzzing: a mean that overflows float used to serialise as null.
+  expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "input": {"mean": [0, 1e300, 0]}})",
+               "out of range");
+  expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "input": {"std": [1, 0, 1]}})", "out of range");
+  expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "res_scale_init": 1e30})", "out of range");
 }
 
 TEST(Config, CustomModelBuildsAndRuns) {

@@ -216,7 +216,9 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
   auto optional_number = [](const json& v, const std::string& w) -> std::optional<double> {
     if (v.is_null()) return std::nullopt;
     MF_CHECK(v.is_number(), "{}: must be a number or null", w);
-    return v.get<double>();
+    const double x = v.get<double>();
+    MF_CHECK(x >= -1e4 && x <= 1e4, "{}: {} is out of range [-1e4, 1e4]", w, x);
+    return x;
   };
   const json* ls = r.get("layer_scale_init");
   c.layer_scale_init = ls ? per_stage<std::optional<double>>(ls, n, what + ": layer_scale_init", optional_number)
@@ -252,7 +254,10 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
       auto& dst = std::string(key) == "mean" ? c.input.mean : c.input.std;
       for (size_t i = 0; i < 3; ++i) {
         MF_CHECK((*v)[i].is_number(), "{}: input.{} must be an array of 3 numbers", what, key);
-        dst[i] = (*v)[i].get<float>();
+        const double x = (*v)[i].get<double>();
+        const bool ok = std::string(key) == "std" ? (x > 0 && x <= 1e4) : (x >= -1e4 && x <= 1e4);
+        MF_CHECK(ok, "{}: input.{}[{}] = {} is out of range", what, key, i, x);
+        dst[i] = static_cast<float>(x);
       }
     }
     ir.finish();

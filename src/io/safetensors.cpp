@@ -3,37 +3,77 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
+#include <set>
+#include <string_view>
+#include <tuple>
 
 #include "core/error.h"
 #include "io/file.h"
 
 namespace mf {
 
+// The format is little-endian, and so is every host we build for: numbers are copied byte for byte
+// (with memcpy, because data offsets carry no alignment guarantee).
+static_assert(std::endian::native == std::endian::little, "the safetensors reader assumes a little-endian host");
+
 namespace {
 
-constexpr uint64_t kMaxHeader = 100u << 20;  // the reference implementation's limit
-constexpr int kMaxJsonDepth = 64;
+constexpr uint64_t kMaxHeader = 100'000'000;  // the reference implementation's limit
+constexpr int kMaxJsonDepth = 64;             // real headers nest 3 deep
+// Per dimension and per tensor; far beyond any real tensor, and small enough that numel * 8 cannot
+// overflow 64 bits.
+constexpr uint64_t kMaxElements = uint64_t{1} << 48;
 
-// Element size of each dtype the format defines; 0 for names it does not define.
-size_t dtype_size(const std::string& d) {
-  if (d == "F64" || d == "I64" || d == "U64") return 8;
-  if (d == "F32" || d == "I32" || d == "U32") return 4;
-  if (d == "F16" || d == "BF16" || d == "I16" || d == "U16") return 2;
-  if (d == "I8" || d == "U8" || d == "BOOL" || d == "F8_E4M3" || d == "F8_E5M2") return 1;
-  return 0;
+enum class Kind { Float, Int, Unsupported };
+
+struct DType {
+  std::string_view name;
+  size_t size;
+  Kind kind;
+};
+
+constexpr DType kDTypes[] = {
+    {"F64", 8, Kind::Float},
+    {"F32", 4, Kind::Float},
+    {"F16", 2, Kind::Float},
+    {"BF16", 2, Kind::Float},
+    {"I64", 8, Kind::Int},
+    {"I32", 4, Kind::Int},
+    {"I16", 2, Kind::Int},
+    {"I8", 1, Kind::Int},
+    {"U64", 8, Kind::Int},
+    {"U32", 4, Kind::Int},
+    {"U16", 2, Kind::Int},
+    {"U8", 1, Kind::Int},
+    {"BOOL", 1, Kind::Int},
+    {"F8_E4M3", 1, Kind::Unsupported},
+    {"F8_E5M2", 1, Kind::Unsupported},
+    {"F8_E8M0", 1, Kind::Unsupported},
+};
+
+const DType* find_dtype(std::string_view name) {
+  for (const DType& d : kDTypes)
+    if (d.name == name) return &d;
+  return nullptr;
 }
 
-// Nesting depth of brackets outside strings (nlohmann's parser recurses once per level).
+// Deepest bracket nesting outside strings. nlohmann's parser recurses once per level, so a header of
+// a million '[' would exhaust the stack before it could report an error.
 int json_depth(std::string_view s) {
   int depth = 0, max_depth = 0;
   bool in_string = false, escaped = false;
   for (char c : s) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
@@ -45,43 +85,52 @@ int json_depth(std::string_view s) {
   return max_depth;
 }
 
-// IEEE 754 binary16 -> binary32, exact (subnormals, infinities, NaN included).
+// IEEE 754 binary16 -> binary32. Every half value is exactly representable as a float, so this is
+// pure bit manipulation: rebias the exponent, and normalise subnormals (a float has the range).
 float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1Fu;
   uint32_t mant = h & 0x3FFu;
   uint32_t bits;
-  if (exp == 0x1F) {
+  if (exp == 0x1F) {  // inf or nan; the payload is kept
     bits = sign | 0x7F800000u | (mant << 13);
   } else if (exp != 0) {
-    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+    bits = sign | ((exp + 127u - 15u) << 23) | (mant << 13);
   } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: normalise
-    int e = -1;
-    do {
-      ++e;
+    bits = sign;  // signed zero
+  } else {
+    // Subnormal: mant * 2^-24. Shift the leading 1 up to the implicit-bit position (bit 10).
+    uint32_t e = 127u - 15u + 1u;
+    while (!(mant & 0x400u)) {
       mant <<= 1;
-    } while (!(mant & 0x400u));
-    bits = sign | ((112u - static_cast<uint32_t>(e)) << 23) | ((mant & 0x3FFu) << 13);
+      --e;
+    }
+    bits = sign | (e << 23) | ((mant & 0x3FFu) << 13);
   }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
+  return std::bit_cast<float>(bits);
 }
 
-float bf16_to_float(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+// bfloat16 is the upper half of a float32.
+float bf16_to_float(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
 template <typename T>
-T read_le(const uint8_t* p) {  // the format is little-endian, like every host we build for
+T read_le(const uint8_t* p) {
   T v;
   std::memcpy(&v, p, sizeof v);
   return v;
+}
+
+// Stores a JSON number that is a non-negative integer no larger than `max` in `out`; false for anything
+// else. "-0" counts as 0.
+bool non_negative_integer(const nlohmann::json& v, uint64_t max, uint64_t& out) {
+  if (v.is_number_unsigned()) {
+    out = v.get<uint64_t>();
+  } else if (v.is_number_integer() && v.get<int64_t>() == 0) {
+    out = 0;
+  } else {
+    return false;
+  }
+  return out <= max;
 }
 
 }  // namespace
@@ -98,72 +147,88 @@ SafeTensors SafeTensors::parse(std::span<const uint8_t> bytes, std::shared_ptr<v
   st.what_ = what;
   MF_CHECK(bytes.size() >= 8, "{}: not a safetensors file (only {} bytes)", what, bytes.size());
   const uint64_t n = read_le<uint64_t>(bytes.data());
-  MF_CHECK(n > 0 && n <= kMaxHeader, "{}: header size {} is invalid", what, n);
-  MF_CHECK(n <= bytes.size() - 8, "{}: truncated: the header claims {} bytes but the file has {}", what, n,
+  MF_CHECK(n > 0 && n <= kMaxHeader, "{}: header size {} is invalid (must be 1 to {} bytes)", what, n, kMaxHeader);
+  MF_CHECK(n <= bytes.size() - 8, "{}: truncated file: the header claims {} bytes but only {} follow", what, n,
            bytes.size() - 8);
-  const std::string_view header(reinterpret_cast<const char*>(bytes.data() + 8), n);
+  const std::string_view header(reinterpret_cast<const char*>(bytes.data() + 8), static_cast<size_t>(n));
   MF_CHECK(json_depth(header) <= kMaxJsonDepth, "{}: header JSON is nested too deeply", what);
-  const nlohmann::json j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  } catch (const nlohmann::json::exception&) {  // not expected with exceptions off; kept as a net
+    j = nlohmann::json::value_t::discarded;
+  }
   MF_CHECK(!j.is_discarded(), "{}: header is not valid JSON", what);
   MF_CHECK(j.is_object(), "{}: header is not a JSON object", what);
-  st.data_ = bytes.subspan(8 + n);
-  const size_t data_size = st.data_.size();
+  st.data_ = bytes.subspan(static_cast<size_t>(8 + n));
+  const uint64_t data_size = st.data_.size();
 
   std::vector<SafeTensorInfo> infos;
-  for (auto& [name, entry] : j.items()) {
+  for (const auto& [name, entry] : j.items()) {
     if (name == "__metadata__") {
       MF_CHECK(entry.is_object(), "{}: __metadata__ is not an object", what);
-      for (auto& [k, v] : entry.items()) {
+      for (const auto& [k, v] : entry.items()) {
         MF_CHECK(v.is_string(), "{}: metadata value of '{}' is not a string", what, k);
         st.metadata_[k] = v.get<std::string>();
       }
       continue;
     }
     MF_CHECK(entry.is_object(), "{}: entry '{}' is not an object", what, name);
-    auto dt = entry.find("dtype");
-    auto sh = entry.find("shape");
-    auto off = entry.find("data_offsets");
+    const auto dt = entry.find("dtype");
+    const auto sh = entry.find("shape");
+    const auto off = entry.find("data_offsets");
     MF_CHECK(dt != entry.end() && dt->is_string(), "{}: tensor '{}' has no string dtype", what, name);
     MF_CHECK(sh != entry.end() && sh->is_array(), "{}: tensor '{}' has no shape array", what, name);
-    MF_CHECK(off != entry.end() && off->is_array() && off->size() == 2, "{}: tensor '{}' needs data_offsets [begin, end]",
-             what, name);
+    MF_CHECK(off != entry.end() && off->is_array() && off->size() == 2,
+             "{}: tensor '{}' needs data_offsets [begin, end]", what, name);
     SafeTensorInfo info;
     info.name = name;
     info.dtype = dt->get<std::string>();
-    const size_t esize = dtype_size(info.dtype);
-    MF_CHECK(esize > 0, "{}: tensor '{}' has unknown dtype '{}'", what, name, info.dtype);
-    MF_CHECK(sh->size() <= static_cast<size_t>(Shape::kMaxDims), "{}: tensor '{}' has {} dimensions (at most {})",
-             what, name, sh->size(), Shape::kMaxDims);
+    const DType* dtype = find_dtype(info.dtype);
+    MF_CHECK(dtype, "{}: tensor '{}' has unknown dtype '{}'", what, name, info.dtype);
+    MF_CHECK(sh->size() <= static_cast<size_t>(Shape::kMaxDims), "{}: tensor '{}' has {} dimensions (at most {})", what,
+             name, sh->size(), Shape::kMaxDims);
     std::vector<int64_t> dims;
     uint64_t numel = 1;
-    for (auto& d : *sh) {
-      MF_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a shape entry that is not a non-negative integer", what,
+    for (const auto& d : *sh) {
+      uint64_t v = 0;
+      MF_CHECK(non_negative_integer(d, std::numeric_limits<int64_t>::max(), v),
+               "{}: tensor '{}' has a shape entry that is not a non-negative integer", what, name);
+      MF_CHECK(v <= kMaxElements && (v == 0 || numel <= kMaxElements / v), "{}: tensor '{}' is impossibly large", what,
                name);
-      const uint64_t v = d.get<uint64_t>();
-      MF_CHECK(v <= (1ULL << 40) && (v == 0 || numel <= (1ULL << 40) / v), "{}: tensor '{}' is impossibly large",
-               what, name);
       numel *= v;
       dims.push_back(static_cast<int64_t>(v));
     }
     info.shape = Shape(std::span<const int64_t>(dims));
-    for (auto& o : *off)
-      MF_CHECK(o.is_number_unsigned(), "{}: tensor '{}' has a data offset that is not a non-negative integer", what,
-               name);
-    const uint64_t begin = (*off)[0].get<uint64_t>(), end = (*off)[1].get<uint64_t>();
-    MF_CHECK(begin <= end && end <= data_size,
-             "{}: tensor '{}' has data offsets [{}, {}] outside the {}-byte data section (truncated file?)", what,
-             name, begin, end, data_size);
-    MF_CHECK(end - begin == numel * esize, "{}: tensor '{}' is {} bytes but {} x {} needs {}", what, name, end - begin,
-             info.shape.str(), info.dtype, numel * esize);
+    uint64_t begin = 0, end = 0;
+    MF_CHECK(non_negative_integer((*off)[0], std::numeric_limits<uint64_t>::max(), begin) &&
+                 non_negative_integer((*off)[1], std::numeric_limits<uint64_t>::max(), end),
+             "{}: tensor '{}' has a data offset that is not a non-negative integer", what, name);
+    MF_CHECK(begin <= end, "{}: tensor '{}' has data_offsets [{}, {}] that end before they begin", what, name, begin,
+             end);
+    MF_CHECK(end <= data_size,
+             "{}: tensor '{}' has data_offsets [{}, {}] outside the {}-byte data section (truncated file?)", what, name,
+             begin, end, data_size);
+    MF_CHECK(end - begin == numel * dtype->size, "{}: tensor '{}' is {} bytes but {} x {} needs {}", what, name,
+             end - begin, info.shape.str(), info.dtype, numel * dtype->size);
     info.begin = static_cast<size_t>(begin);
     info.end = static_cast<size_t>(end);
     infos.push_back(std::move(info));
   }
-  std::sort(infos.begin(), infos.end(), [](auto& a, auto& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
-  for (size_t i = 1; i < infos.size(); ++i)
-    MF_CHECK(infos[i].begin >= infos[i - 1].end || infos[i - 1].begin == infos[i - 1].end,
-             "{}: tensors '{}' and '{}' overlap", what, infos[i - 1].name, infos[i].name);
-  for (auto& info : infos) {
+  std::sort(infos.begin(), infos.end(), [](const SafeTensorInfo& a, const SafeTensorInfo& b) {
+    return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
+  });
+  // Sorted by begin, non-empty ranges are disjoint iff each starts at or after the furthest end so far.
+  // Empty tensors occupy no bytes and so cannot overlap anything.
+  const SafeTensorInfo* furthest = nullptr;
+  for (const SafeTensorInfo& info : infos) {
+    if (info.begin == info.end) continue;
+    MF_CHECK(!furthest || info.begin >= furthest->end, "{}: tensors '{}' and '{}' overlap", what, furthest->name,
+             info.name);
+    if (!furthest || info.end > furthest->end) furthest = &info;
+  }
+  st.names_.reserve(infos.size());
+  for (SafeTensorInfo& info : infos) {
     st.names_.push_back(info.name);
     st.index_.emplace(info.name, std::move(info));
   }
@@ -171,44 +236,68 @@ SafeTensors SafeTensors::parse(std::span<const uint8_t> bytes, std::shared_ptr<v
 }
 
 const SafeTensorInfo& SafeTensors::info(const std::string& name) const {
-  auto it = index_.find(name);
+  const auto it = index_.find(name);
   MF_CHECK(it != index_.end(), "{}: no tensor named '{}'", what_, name);
   return it->second;
 }
 
 Tensor SafeTensors::load(const std::string& name) const {
   const SafeTensorInfo& in = info(name);
+  const DType* dtype = find_dtype(in.dtype);
+  MF_ASSERT(dtype);
+  MF_CHECK(dtype->kind == Kind::Float,
+           "{}: tensor '{}' has dtype {}; only floating-point tensors load as float32 (F32, F16, BF16, F64)", what_,
+           name, in.dtype);
   Tensor t = Tensor::empty(in.shape);
   const uint8_t* src = data_.data() + in.begin;
   float* dst = t.data();
-  const int64_t n = in.shape.numel();
+  const auto n = static_cast<size_t>(in.shape.numel());
   if (in.dtype == "F32") {
-    if (n) std::memcpy(dst, src, static_cast<size_t>(n) * 4);  // offsets need not be aligned
+    if (n) std::memcpy(dst, src, n * 4);
   } else if (in.dtype == "F16") {
-    for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(read_le<uint16_t>(src + 2 * i));
+    for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(read_le<uint16_t>(src + 2 * i));
   } else if (in.dtype == "BF16") {
-    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(read_le<uint16_t>(src + 2 * i));
-  } else if (in.dtype == "F64") {
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(read_le<double>(src + 8 * i));
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(read_le<uint16_t>(src + 2 * i));
   } else {
-    fail("{}: tensor '{}' has dtype {}; only floating-point tensors (F32, F16, BF16, F64) load as float32", what_,
-         name, in.dtype);
+    MF_ASSERT(in.dtype == "F64");
+    // Rounds to nearest; values beyond float's range become infinities (IEEE conversion).
+    for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(read_le<double>(src + 8 * i));
   }
   return t;
 }
 
 std::vector<int64_t> SafeTensors::load_int(const std::string& name) const {
   const SafeTensorInfo& in = info(name);
+  const DType* dtype = find_dtype(in.dtype);
+  MF_ASSERT(dtype);
+  MF_CHECK(dtype->kind == Kind::Int, "{}: tensor '{}' has dtype {}; only integer and BOOL tensors load as integers",
+           what_, name, in.dtype);
   const uint8_t* src = data_.data() + in.begin;
   const auto n = static_cast<size_t>(in.shape.numel());
   std::vector<int64_t> out(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (in.dtype == "I64") out[i] = read_le<int64_t>(src + 8 * i);
-    else if (in.dtype == "I32") out[i] = read_le<int32_t>(src + 4 * i);
-    else if (in.dtype == "I16") out[i] = read_le<int16_t>(src + 2 * i);
-    else if (in.dtype == "I8") out[i] = static_cast<int8_t>(src[i]);
-    else if (in.dtype == "U8" || in.dtype == "BOOL") out[i] = src[i];
-    else fail("{}: tensor '{}' has dtype {}; only integer tensors load as integers", what_, name, in.dtype);
+  const std::string& d = in.dtype;
+  if (d == "I64") {
+    if (n) std::memcpy(out.data(), src, n * 8);
+  } else if (d == "U64") {
+    for (size_t i = 0; i < n; ++i) {
+      const auto v = read_le<uint64_t>(src + 8 * i);
+      MF_CHECK(v <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+               "{}: tensor '{}' holds {}, which does not fit int64", what_, name, v);
+      out[i] = static_cast<int64_t>(v);
+    }
+  } else if (d == "I32") {
+    for (size_t i = 0; i < n; ++i) out[i] = read_le<int32_t>(src + 4 * i);
+  } else if (d == "U32") {
+    for (size_t i = 0; i < n; ++i) out[i] = read_le<uint32_t>(src + 4 * i);
+  } else if (d == "I16") {
+    for (size_t i = 0; i < n; ++i) out[i] = read_le<int16_t>(src + 2 * i);
+  } else if (d == "U16") {
+    for (size_t i = 0; i < n; ++i) out[i] = read_le<uint16_t>(src + 2 * i);
+  } else if (d == "I8") {
+    for (size_t i = 0; i < n; ++i) out[i] = static_cast<int8_t>(src[i]);
+  } else {
+    MF_ASSERT(d == "U8" || d == "BOOL");
+    for (size_t i = 0; i < n; ++i) out[i] = src[i];
   }
   return out;
 }
@@ -217,22 +306,31 @@ std::vector<uint8_t> encode_safetensors(const std::vector<SafeTensorEntry>& entr
                                         const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
-  size_t offset = 0;
+  std::set<std::string> seen;
+  uint64_t offset = 0;
   for (const auto& e : entries) {
-    MF_CHECK(!e.name.empty() && e.name != "__metadata__", "cannot save a tensor named '{}'", e.name);
-    MF_CHECK(!header.contains(e.name), "duplicate tensor name '{}'", e.name);
+    MF_CHECK(e.name != "__metadata__", "cannot save a tensor named '__metadata__' (the key is reserved)");
+    MF_CHECK(seen.insert(e.name).second, "cannot save: duplicate tensor name '{}'", e.name);
     const bool is_float = e.tensor.defined();
-    const Shape shape = is_float ? e.tensor.shape() : e.int_shape;
+    const Shape& shape = is_float ? e.tensor.shape() : e.int_shape;
     if (!is_float)
-      MF_CHECK(static_cast<int64_t>(e.ints.size()) == shape.numel(), "tensor '{}': {} integers for shape {}", e.name,
-               e.ints.size(), shape.str());
-    const size_t bytes = static_cast<size_t>(shape.numel()) * (is_float ? 4 : 8);
-    header[e.name] = {{"dtype", is_float ? "F32" : "I64"}, {"shape", shape.vec()}, {"data_offsets", {offset, offset + bytes}}};
+      MF_CHECK(static_cast<int64_t>(e.ints.size()) == shape.numel(),
+               "cannot save tensor '{}': {} integers for shape {}", e.name, e.ints.size(), shape.str());
+    const uint64_t bytes = static_cast<uint64_t>(shape.numel()) * (is_float ? 4 : 8);
+    header[e.name] = {
+        {"dtype", is_float ? "F32" : "I64"}, {"shape", shape.vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');  // pad so that the data section starts 8-byte aligned
-  std::vector<uint8_t> out(8 + h.size() + offset);
+  std::string h;
+  try {
+    h = header.dump();  // strict: throws on a name or metadata string that is not UTF-8
+  } catch (const nlohmann::json::exception&) {
+    fail("cannot save a safetensors file: a tensor name or metadata string is not valid UTF-8");
+  }
+  // Pad with spaces (valid JSON whitespace) so that the data section starts 8-byte aligned, as the
+  // reference writer does; readers can then view F32/I64 data in place.
+  h.append((8 - h.size() % 8) % 8, ' ');
+  std::vector<uint8_t> out(8 + h.size() + static_cast<size_t>(offset));
   const uint64_t n = h.size();
   std::memcpy(out.data(), &n, 8);
   std::memcpy(out.data() + 8, h.data(), h.size());

@@ -9,10 +9,6 @@
 
 namespace mf {
 
-namespace {
-constexpr size_t kMaxIdxBytes = size_t{1} << 31;  // 2 GiB: far above any MNIST-family file
-}
-
 std::vector<uint8_t> gunzip(std::span<const uint8_t> bytes, const std::string& what, size_t max_bytes) {
   z_stream zs{};
   // 16 + MAX_WBITS: expect a gzip header and trailer (checksum verified by zlib).
@@ -44,10 +40,10 @@ std::vector<uint8_t> gunzip(std::span<const uint8_t> bytes, const std::string& w
   return out;
 }
 
-IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& what) {
+IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& what, size_t max_bytes) {
   std::vector<uint8_t> inflated;
   if (bytes.size() >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B) {
-    inflated = gunzip(bytes, what, kMaxIdxBytes);
+    inflated = gunzip(bytes, what, max_bytes);
     bytes = inflated;
   }
   MF_CHECK(bytes.size() >= 4, "{}: not an IDX file (too short)", what);
@@ -62,7 +58,7 @@ IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& what) {
     const uint8_t* p = bytes.data() + 4 + 4 * i;
     const uint64_t d = (uint64_t{p[0]} << 24) | (uint64_t{p[1]} << 16) | (uint64_t{p[2]} << 8) | p[3];
     numel *= d;
-    MF_CHECK(numel <= kMaxIdxBytes, "{}: IDX array is impossibly large", what);
+    MF_CHECK(numel <= max_bytes, "{}: IDX array is impossibly large", what);
     a.dims.push_back(static_cast<int64_t>(d));
   }
   const size_t header = 4 + 4 * static_cast<size_t>(ndim);

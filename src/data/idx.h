@@ -18,9 +18,9 @@ struct IdxArray {
 // Decompresses gzip data (RFC 1952), refusing output larger than `max_bytes`.
 std::vector<uint8_t> gunzip(std::span<const uint8_t> bytes, const std::string& what, size_t max_bytes);
 
-// Parses raw or gzip-compressed IDX bytes. Malformed, truncated or oversized input: mf::Error
-// naming `what`.
-IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& what);
+// Parses raw or gzip-compressed IDX bytes, of at most `max_bytes` once decompressed. Malformed,
+// truncated or oversized input: mf::Error naming `what`.
+IdxArray parse_idx(std::span<const uint8_t> bytes, const std::string& what, size_t max_bytes = size_t{1} << 31);
 IdxArray read_idx(const std::string& path);
 
 }  // namespace mf

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "io/file.h"
@@ -117,14 +118,36 @@ void render_one(const Plot& p, double ox, double oy, std::string& out) {
     if (s.line && !pts.empty())
       out += fmt::format(R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"/>)", pts, color) + "\n";
   }
-  // Legend (top right, inside the frame).
-  double ly = oy + top + 8;
+  // Legend: in whichever inside corner covers the fewest data points.
+  size_t entries = 0, longest = 0;
+  for (const auto& s : p.series) {
+    entries += !s.label.empty();
+    longest = std::max(longest, s.label.size());
+  }
+  if (entries == 0) return;
+  const double lw = 24 + 6.2 * static_cast<double>(longest), lh = 15.0 * static_cast<double>(entries) + 6;
+  double best_x = ox + left + w - lw - 6, best_y = oy + top + 4;
+  size_t best_hits = SIZE_MAX;
+  for (int corner = 0; corner < 4; ++corner) {
+    const double cx = corner % 2 ? ox + left + 6 : ox + left + w - lw - 6;
+    const double cy = corner / 2 ? oy + top + h - lh - 4 : oy + top + 4;
+    size_t hits = 0;
+    for (const auto& s : p.series)
+      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+        if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i]) || (p.log_x && s.x[i] <= 0)) continue;
+        const double px = X(s.x[i]), py = Y(s.y[i]);
+        hits += px >= cx - 8 && px <= cx + lw + 8 && py >= cy - 8 && py <= cy + lh + 8;
+      }
+    if (hits < best_hits) best_hits = hits, best_x = cx, best_y = cy;
+  }
+  out += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="white" fill-opacity="0.85"/>)",
+                     best_x - 4, best_y, lw, lh) + "\n";
+  double ly = best_y + 4;
   for (size_t k = 0; k < p.series.size(); ++k) {
     if (p.series[k].label.empty()) continue;
     const char* color = kColors[k % (sizeof kColors / sizeof kColors[0])];
-    const double lx = ox + left + w - 150;
-    out += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="12" height="4" fill="{}"/>)", lx, ly + 4, color) + "\n";
-    out += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11">{}</text>)", lx + 17, ly + 9,
+    out += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="12" height="4" fill="{}"/>)", best_x, ly + 4, color) + "\n";
+    out += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11">{}</text>)", best_x + 17, ly + 9,
                        escape(p.series[k].label)) + "\n";
     ly += 15;
   }

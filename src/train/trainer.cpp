@@ -130,7 +130,7 @@ std::vector<json> read_metrics(const std::string& path) {
 }
 
 void write_curves(const std::string& run_dir, const std::vector<json>& rows, const std::string& title) {
-  Series train_loss{"train loss", {}, {}, true, true, {}}, eval_loss{"test loss", {}, {}, true, true, {}};
+  Series train_loss{"train loss (smoothed, augmented)", {}, {}, true, true, {}}, eval_loss{"test loss", {}, {}, true, true, {}};
   Series top1{"test top-1", {}, {}, true, true, {}}, ema1{"test top-1 (EMA)", {}, {}, true, true, {}};
   for (const auto& r : rows) {
     const double e = r.value("epoch", 0.0);
@@ -145,8 +145,8 @@ void write_curves(const std::string& run_dir, const std::vector<json>& rows, con
       ema1.y.push_back(r.value("ema_top1", 0.0));
     }
   }
-  Plot loss{title + ": loss", "epoch", "cross-entropy (nats)", {train_loss, eval_loss}, false, 560, 380};
-  Plot acc{title + ": accuracy", "epoch", "top-1 accuracy (%)", {top1}, false, 560, 380};
+  Plot loss{title + ": loss", "epoch", "cross-entropy (nats)", {train_loss, eval_loss}, false, 600, 380};
+  Plot acc{title + ": accuracy", "epoch", "test top-1 accuracy (%)", {top1}, false, 600, 380};
   if (!ema1.x.empty()) acc.series.push_back(ema1);
   write_svg(run_dir + "/curves.svg", render_svg(std::vector<Plot>{loss, acc}, 2));
 }

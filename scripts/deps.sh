@@ -7,6 +7,7 @@ PACKAGES=(
   libdnnl-dev                               # oneDNN: CPU GEMMs and convolutions
   libfftw3-dev                              # FFTs (frequency-domain mixers)
   libstb-dev                                # JPEG/PNG decoding
+  zlib1g-dev                                # gzip (the IDX files of Fashion-MNIST)
   nlohmann-json3-dev libcli11-dev libfmt-dev  # JSON, command line, formatting
   libgtest-dev libbenchmark-dev             # tests and microbenchmarks
   clang libclang-rt-14-dev libomp-dev       # libFuzzer targets (clang + sanitizer runtimes)

@@ -1,5 +1,7 @@
 // test-backend-ops: runs the op cases of op_cases.cpp outside GoogleTest.
 //   --mode test  each case on --backend against the reference backend (as tests/test_ops.cpp does)
+//   --mode grad  each backward on --backend against the reference backward, and the reference
+//                backward against finite differences
 //   --mode perf  median time per case on --backend, with GFLOP/s for the ops that count MACs
 //   --op NAME    only cases whose name contains NAME
 #include <CLI/CLI.hpp>
@@ -17,7 +19,7 @@ int main(int argc, char** argv) {
   CLI::App app{"test-backend-ops: test or time every op case on a backend"};
   std::string mode = "test", backend = "cpu", filter;
   int reps = 20, threads = 0;
-  app.add_option("--mode", mode, "test | perf")->check(CLI::IsMember({"test", "perf"}));
+  app.add_option("--mode", mode, "test | grad | perf")->check(CLI::IsMember({"test", "grad", "perf"}));
   app.add_option("--backend,-b", backend, "backend under test")->capture_default_str();
   app.add_option("--op", filter, "only cases whose name contains this");
   app.add_option("--reps", reps, "timed repetitions in perf mode")->capture_default_str();
@@ -35,7 +37,24 @@ int main(int argc, char** argv) {
         continue;
       }
       ++ran;
-      if (mode == "test") {
+      if (mode == "grad") {
+        if (!c.backward) {
+          fmt::print("  skip  {} (no backward)\n", c.name);
+          continue;
+        }
+        const auto in = c.make_inputs(3);
+        const mf::Tensor dy = mf::test::random_tensor(c.forward(ref, in).shape(), 77);
+        const auto expected = c.backward(ref, in, dy);
+        const auto got = c.backward(under, in, dy);
+        double err = 0;
+        for (size_t i = 0; i < got.size(); ++i)
+          if (got[i].defined() && expected[i].defined()) err = std::max(err, mf::test::rel_error(got[i], expected[i]));
+        const double fd = mf::test::finite_difference_error(c, ref, 5);
+        const bool ok = err <= c.grad_tolerance && fd <= c.fd_tolerance;
+        failures += !ok;
+        fmt::print("  {}  {:<60} vs ref {:.2e} (tol {:.0e})  ref vs finite diff. {:.2e} (tol {:.0e})\n",
+                   ok ? "ok  " : "FAIL", c.name, err, c.grad_tolerance, fd, c.fd_tolerance);
+      } else if (mode == "test") {
         const double err = mf::test::rel_error(c.run(under, 1), c.run(ref, 1));
         const bool ok = err <= c.tolerance;
         failures += !ok;

@@ -2,44 +2,123 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "test_util.h"
 
 namespace mf::test {
 
+std::vector<Tensor> OpCase::make_inputs(uint64_t seed) const {
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    out.push_back(random_tensor(inputs[i].shape, seed * 7919 + i, inputs[i].lo, inputs[i].hi));
+  return out;
+}
+
 namespace {
 
-Tensor rnd(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) { return random_tensor(s, seed, lo, hi); }
+double dot(const Tensor& a, const Tensor& b) {
+  double s = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) s += static_cast<double>(a.data()[i]) * b.data()[i];
+  return s;
+}
+
+Tensor zeros_like(const Tensor& t) { return Tensor::zeros(t.shape()); }
+
+// Each row scaled to sum to 1: a soft target distribution.
+Tensor normalised_rows(const Tensor& t) {
+  Tensor out = t.clone();
+  const int64_t K = out.dim(1);
+  for (int64_t r = 0; r < out.dim(0); ++r) {
+    double sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += out.data()[r * K + k];
+    for (int64_t k = 0; k < K; ++k) out.data()[r * K + k] /= static_cast<float>(sum);
+  }
+  return out;
+}
 
 void add_linear(std::vector<OpCase>& v, Shape x, int64_t out, bool bias) {
   const int64_t in = x[-1];
-  v.push_back({fmt::format("linear/{}->{}{}", x.str(), out, bias ? "+bias" : ""), OpKind::Linear, 1e-5,
-               [=](const Exec& e, uint64_t s) {
-                 Tensor b = rnd({out}, s + 2);
-                 return op::linear(e, rnd(x, s), rnd({out, in}, s + 1, -0.3f, 0.3f), bias ? &b : nullptr);
+  std::vector<OpInput> inputs{{x}, {{out, in}, -0.3f, 0.3f}};
+  if (bias) inputs.push_back({{out}});
+  v.push_back({fmt::format("linear/{}->{}{}", x.str(), out, bias ? "+bias" : ""), OpKind::Linear, 1e-5, inputs,
+               [bias](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::linear(e, in[0], in[1], bias ? &in[2] : nullptr);
+               },
+               [bias](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                 Tensor dx = op::linear_backward(e, in[0], in[1], dy, true, &dw, bias ? &db : nullptr);
+                 return std::vector<Tensor>{dx, dw, db};
                }});
 }
 
 void add_conv(std::vector<OpCase>& v, Shape x, int64_t out, int k, int stride, int pad, bool bias) {
   const int64_t in = x[-1];
+  const ConvGeometry g{k, k, stride, stride, pad, pad};
+  std::vector<OpInput> inputs{{x}, {{out, in, k, k}, -0.3f, 0.3f}};
+  if (bias) inputs.push_back({{out}});
   v.push_back({fmt::format("conv2d/{}->{} k{} s{} p{}{}", x.str(), out, k, stride, pad, bias ? "+bias" : ""),
-               OpKind::Conv2d, 1e-5, [=](const Exec& e, uint64_t s) {
-                 Tensor b = rnd({out}, s + 2);
-                 return op::conv2d(e, rnd(x, s), rnd({out, in, k, k}, s + 1, -0.3f, 0.3f), bias ? &b : nullptr,
-                                   ConvGeometry{k, k, stride, stride, pad, pad});
+               OpKind::Conv2d, 1e-5, inputs,
+               [=](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::conv2d(e, in[0], in[1], bias ? &in[2] : nullptr, g);
+               },
+               [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                 Tensor dx = op::conv2d_backward(e, in[0], in[1], g, dy, true, &dw, bias ? &db : nullptr);
+                 return std::vector<Tensor>{dx, dw, db};
                }});
 }
 
 void add_depthwise(std::vector<OpCase>& v, Shape x, int k, int stride, int pad, bool bias) {
   const int64_t c = x[-1];
+  const ConvGeometry g{k, k, stride, stride, pad, pad};
+  std::vector<OpInput> inputs{{x}, {{c, 1, k, k}}};
+  if (bias) inputs.push_back({{c}});
   v.push_back({fmt::format("depthwise_conv2d/{} k{} s{} p{}{}", x.str(), k, stride, pad, bias ? "+bias" : ""),
-               OpKind::DepthwiseConv2d, 1e-6, [=](const Exec& e, uint64_t s) {
-                 Tensor b = rnd({c}, s + 2);
-                 return op::depthwise_conv2d(e, rnd(x, s), rnd({c, 1, k, k}, s + 1), bias ? &b : nullptr,
-                                             ConvGeometry{k, k, stride, stride, pad, pad});
+               OpKind::DepthwiseConv2d, 1e-6, inputs,
+               [=](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::depthwise_conv2d(e, in[0], in[1], bias ? &in[2] : nullptr, g);
+               },
+               [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                 Tensor dx = op::depthwise_conv2d_backward(e, in[0], in[1], g, dy, &dw, bias ? &db : nullptr);
+                 return std::vector<Tensor>{dx, dw, db};
                }});
 }
 
 }  // namespace
+
+double finite_difference_error(const OpCase& c, const Exec& e, uint64_t seed, std::string* worst_input) {
+  const std::vector<Tensor> in = c.make_inputs(seed);
+  const Tensor y = c.forward(e, in);
+  const Tensor dy = random_tensor(y.shape(), seed + 101);
+  const std::vector<Tensor> grads = c.backward(e, in, dy);
+  double worst = 0;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (!c.inputs[i].differentiable || i >= grads.size() || !grads[i].defined()) continue;
+    const Tensor d = random_tensor(in[i].shape(), seed + 202 + i);
+    // A step small against the inputs' scale, large against float32 rounding of the output.
+    const float eps = 1e-3f * std::max(1.f, std::max(std::fabs(c.inputs[i].lo), std::fabs(c.inputs[i].hi)));
+    auto loss_at = [&](float sign) {
+      std::vector<Tensor> moved = in;
+      moved[i] = in[i].clone();
+      for (int64_t k = 0; k < d.numel(); ++k) moved[i].data()[k] += sign * eps * d.data()[k];
+      return dot(c.forward(e, moved), dy);
+    };
+    const double numeric = (loss_at(1.f) - loss_at(-1.f)) / (2.0 * eps);
+    const double analytic = dot(grads[i], d);
+    // Relative to the typical size of <g, d> for a random d, ||g|| ||d|| / sqrt(n): <g, d> itself can
+    // be near zero by chance, and dividing by it would measure float32 rounding, not the gradient.
+    const double typical = std::sqrt(dot(grads[i], grads[i]) * dot(d, d) / static_cast<double>(d.numel()));
+    const double err = std::fabs(numeric - analytic) / std::max({std::fabs(analytic), typical, 1e-12});
+    if (err > worst) {
+      worst = err;
+      if (worst_input) *worst_input = fmt::format("input {}: numeric {:.6g}, analytic {:.6g}", i, numeric, analytic);
+    }
+  }
+  return worst;
+}
 
 const std::vector<OpCase>& op_cases() {
   static const std::vector<OpCase> cases = [] {
@@ -50,8 +129,8 @@ const std::vector<OpCase>& op_cases() {
     add_linear(v, {1, 1}, 1, false);
     add_linear(v, {3, 49, 320}, 1280, false);
 
-    add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);     // a stem on an odd image
-    add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);      // a downsampling
+    add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);  // a stem on an odd image
+    add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);   // a downsampling
     add_conv(v, {2, 9, 6, 5}, 7, 3, 1, 1, false);
 
     add_depthwise(v, {3, 7, 7, 37}, 7, 1, 3, false);
@@ -59,26 +138,39 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {2, 5, 9, 3}, 3, 2, 1, true);
     add_depthwise(v, {1, 1, 1, 65}, 7, 1, 3, false);
 
-    for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 1, 1, 5}, Shape{2, 2, 5, 64}, Shape{1, 56, 56, 64}})
-      v.push_back({"pool_minus_input/" + x.str(), OpKind::PoolMinusInput, 1e-6,
-                   [x](const Exec& e, uint64_t s) { return op::pool_minus_input(e, rnd(x, s), 3); }});
-    v.push_back({"pool_minus_input/[1, 9, 8, 5] k5", OpKind::PoolMinusInput, 1e-6,
-                 [](const Exec& e, uint64_t s) { return op::pool_minus_input(e, rnd({1, 9, 8, 5}, s), 5); }});
+    auto pool_case = [&](Shape x, int k) {
+      v.push_back({fmt::format("pool_minus_input/{}{}", x.str(), k == 3 ? "" : fmt::format(" k{}", k)),
+                   OpKind::PoolMinusInput, 1e-6, {{x}},
+                   [k](const Exec& e, const std::vector<Tensor>& in) { return op::pool_minus_input(e, in[0], k); },
+                   [k](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::pool_minus_input_backward(e, dy, k)};
+                   }});
+    };
+    for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 1, 1, 5}, Shape{2, 2, 5, 64}, Shape{1, 56, 56, 64}}) pool_case(x, 3);
+    pool_case({1, 9, 8, 5}, 5);
 
     for (bool bias : {false, true})
       for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 49, 512}, Shape{2, 1, 1, 2048}}) {
         const int64_t c = x[-1];
-        v.push_back({fmt::format("layer_norm/{}{}", x.str(), bias ? "+bias" : ""), OpKind::LayerNorm, 1e-5,
-                     [=](const Exec& e, uint64_t s) {
-                       Tensor b = rnd({c}, s + 2);
-                       // An offset mean checks that the variance is computed around the mean.
-                       return op::layer_norm(e, rnd(x, s, 2.f, 4.f), rnd({c}, s + 1), bias ? &b : nullptr, 1e-6f);
-                     }});
-        v.push_back({fmt::format("group_norm1/{}{}", x.str(), bias ? "+bias" : ""), OpKind::GroupNorm1, 1e-5,
-                     [=](const Exec& e, uint64_t s) {
-                       Tensor b = rnd({c}, s + 2);
-                       return op::group_norm1(e, rnd(x, s, 2.f, 4.f), rnd({c}, s + 1), bias ? &b : nullptr, 1e-5f);
-                     }});
+        std::vector<OpInput> inputs{{x, 2.f, 4.f}, {{c}}};  // an offset mean: variance around the mean
+        if (bias) inputs.push_back({{c}});
+        for (const bool group : {false, true}) {
+          const float eps = group ? 1e-5f : 1e-6f;
+          v.push_back(
+              {fmt::format("{}/{}{}", group ? "group_norm1" : "layer_norm", x.str(), bias ? "+bias" : ""),
+               group ? OpKind::GroupNorm1 : OpKind::LayerNorm, 1e-5, inputs,
+               [=](const Exec& e, const std::vector<Tensor>& in) {
+                 return group ? op::group_norm1(e, in[0], in[1], bias ? &in[2] : nullptr, eps)
+                              : op::layer_norm(e, in[0], in[1], bias ? &in[2] : nullptr, eps);
+               },
+               [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                 Tensor dx = group ? op::group_norm1_backward(e, in[0], in[1], eps, dy, &dw, bias ? &db : nullptr)
+                                   : op::layer_norm_backward(e, in[0], in[1], eps, dy, &dw, bias ? &db : nullptr);
+                 return std::vector<Tensor>{dx, dw, db};
+               },
+               1e-5});
+        }
       }
 
     const std::vector<Activation> acts{{ActKind::GELU, 1, 0},        {ActKind::StarReLU, 0.8944f, -0.4472f},
@@ -86,37 +178,103 @@ const std::vector<OpCase>& op_cases() {
                                        {ActKind::SiLU, 1, 0},        {ActKind::Identity, 1, 0}};
     for (const Activation& a : acts)
       v.push_back({fmt::format("activation/{}/[3, 7, 7, 37]", act_name(a.kind)), OpKind::Activation, 1e-6,
-                   [a](const Exec& e, uint64_t s) { return op::activation(e, rnd({3, 7, 7, 37}, s, -6.f, 6.f), a); }});
+                   {{{3, 7, 7, 37}, -6.f, 6.f}},
+                   [a](const Exec& e, const std::vector<Tensor>& in) { return op::activation(e, in[0], a); },
+                   [a](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     return std::vector<Tensor>{op::activation_backward(e, in[0], a, dy, nullptr)};
+                   }});
+    // StarReLU's own scalars: d scale, d bias as a two-element "input".
+    v.push_back({"activation/starrelu-params/[2, 5, 5, 7]", OpKind::Activation, 1e-6, {{{2, 5, 5, 7}, -3.f, 3.f}},
+                 [](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::activation(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f});
+                 },
+                 [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   Tensor dp = Tensor::zeros({2});
+                   Tensor dx = op::activation_backward(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f}, dy, &dp);
+                   // Fold the scalar gradients into the returned input gradient check: compare dp too.
+                   Tensor both = Tensor::empty({dx.numel() + 2});
+                   std::copy(dx.data(), dx.data() + dx.numel(), both.data());
+                   both.data()[dx.numel()] = dp.data()[0];
+                   both.data()[dx.numel() + 1] = dp.data()[1];
+                   return std::vector<Tensor>{both};
+                 }});
+    v.back().inputs[0].differentiable = false;  // the packed gradient is not the input's shape
 
     for (int mode = 0; mode < 4; ++mode)
       v.push_back({fmt::format("scaled_residual/[3, 7, 7, 37] rs={} ls={}", mode & 1, mode >> 1),
-                   OpKind::ScaledResidual, 1e-6, [mode](const Exec& e, uint64_t s) {
-                     Tensor rs = rnd({37}, s + 2), ls = rnd({37}, s + 3);
-                     return op::scaled_residual(e, rnd({3, 7, 7, 37}, s), (mode & 1) ? &rs : nullptr,
-                                                rnd({3, 7, 7, 37}, s + 1), (mode >> 1) ? &ls : nullptr);
+                   OpKind::ScaledResidual, 1e-6, {{{3, 7, 7, 37}}, {{3, 7, 7, 37}}, {{37}}, {{37}}},
+                   [mode](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::scaled_residual_new(e, in[0], (mode & 1) ? &in[2] : nullptr, in[1],
+                                                    (mode >> 1) ? &in[3] : nullptr);
+                   },
+                   [mode](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor drs = zeros_like(in[2]), dls = zeros_like(in[3]);
+                     auto [dx, db] = op::scaled_residual_backward(e, in[0], (mode & 1) ? &in[2] : nullptr, in[1],
+                                                                  (mode >> 1) ? &in[3] : nullptr, dy,
+                                                                  (mode & 1) ? &drs : nullptr,
+                                                                  (mode >> 1) ? &dls : nullptr);
+                     return std::vector<Tensor>{dx, db, (mode & 1) ? drs : Tensor(), (mode >> 1) ? dls : Tensor()};
                    }});
 
     for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 1, 1, 5}})
-      v.push_back({"global_avg_pool/" + x.str(), OpKind::GlobalAvgPool, 1e-6,
-                   [x](const Exec& e, uint64_t s) { return op::global_avg_pool(e, rnd(x, s)); }});
+      v.push_back({"global_avg_pool/" + x.str(), OpKind::GlobalAvgPool, 1e-6, {{x}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::global_avg_pool(e, in[0]); },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     return std::vector<Tensor>{op::global_avg_pool_backward(e, dy, in[0].shape())};
+                   }});
 
     struct Att {
       int64_t b, n;
       int heads, d;
     };
-    for (Att a : {Att{3, 49, 5, 8}, Att{1, 196, 10, 32}, Att{2, 7, 1, 3}, Att{1, 1, 2, 4}})
+    for (Att a : {Att{3, 49, 5, 8}, Att{1, 196, 10, 32}, Att{2, 7, 1, 3}, Att{1, 1, 2, 4}}) {
+      const float scale = 1.f / std::sqrt(static_cast<float>(a.d));
       v.push_back({fmt::format("attention/B{} N{} heads{} d{}", a.b, a.n, a.heads, a.d), OpKind::Attention, 1e-5,
-                   [a](const Exec& e, uint64_t s) {
-                     return op::attention(e, rnd({a.b, a.n, 3 * a.heads * a.d}, s, -2.f, 2.f), a.heads, a.d,
-                                          1.f / std::sqrt(static_cast<float>(a.d)));
+                   {{{a.b, a.n, 3 * a.heads * a.d}, -2.f, 2.f}},
+                   [=](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::attention(e, in[0], a.heads, a.d, scale);
+                   },
+                   [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     return std::vector<Tensor>{op::attention_backward(e, in[0], a.heads, a.d, scale, dy)};
                    }});
+    }
 
     for (Shape x : {Shape{3, 49, 37}, Shape{1, 16, 8}})
-      v.push_back({"token_mix/" + x.str(), OpKind::TokenMix, 1e-5,
-                   [x](const Exec& e, uint64_t s) { return op::token_mix(e, rnd({x[1], x[1]}, s + 1), rnd(x, s)); }});
+      v.push_back({"token_mix/" + x.str(), OpKind::TokenMix, 1e-5, {{x}, {{x[1], x[1]}}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::token_mix(e, in[1], in[0]); },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dr = zeros_like(in[1]);
+                     Tensor dx = op::token_mix_backward(e, in[1], in[0], dy, &dr);
+                     return std::vector<Tensor>{dx, dr};
+                   }});
 
-    v.push_back({"nchw_to_nhwc/[3, 37, 7, 5]", OpKind::NchwToNhwc, 0.0,
-                 [](const Exec& e, uint64_t s) { return op::nchw_to_nhwc(e, rnd({3, 37, 7, 5}, s)); }});
+    v.push_back({"sample_scale/[3, 7, 7, 37]", OpKind::SampleScale, 0.0, {{{3, 7, 7, 37}}, {{3}}},
+                 [](const Exec& e, const std::vector<Tensor>& in) { return op::sample_scale(e, in[0], in[1]); },
+                 [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   return std::vector<Tensor>{op::sample_scale(e, dy, in[1]), Tensor()};
+                 }});
+    v.back().inputs[1].differentiable = false;
+
+    // Cross-entropy: the "output" is the per-sample loss gradient route: forward returns the mean
+    // loss as a [1] tensor so that finite differences see the loss itself.
+    for (Shape s : {Shape{3, 10}, Shape{5, 1000}, Shape{1, 1}})
+      v.push_back({"cross_entropy/" + s.str(), OpKind::CrossEntropy, 1e-6, {{s, -4.f, 4.f}, {s, 0.f, 1.f}},
+                   [](const Exec& e, const std::vector<Tensor>& in) {
+                     const Tensor target = normalised_rows(in[1]);
+                     Tensor dl;
+                     return Tensor::full({1}, static_cast<float>(op::cross_entropy(e, in[0], target, dl)));
+                   },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     const Tensor target = normalised_rows(in[1]);
+                     Tensor dl;
+                     op::cross_entropy(e, in[0], target, dl);
+                     for (float& g : dl.span()) g *= dy.data()[0];
+                     return std::vector<Tensor>{dl, Tensor()};
+                   }});
+    for (size_t i = v.size() - 3; i < v.size(); ++i) v[i].inputs[1].differentiable = false;
+
+    v.push_back({"nchw_to_nhwc/[3, 37, 7, 5]", OpKind::NchwToNhwc, 0.0, {{{3, 37, 7, 5}}},
+                 [](const Exec& e, const std::vector<Tensor>& in) { return op::nchw_to_nhwc(e, in[0]); }, nullptr});
     return v;
   }();
   return cases;

@@ -1,7 +1,9 @@
 // The cross-backend op cases (in the spirit of ggml's test-backend-ops): every op on awkward shapes
-// (7×7 maps, odd channel counts, batches of 1 and 3), each with its documented tolerance
-// (docs/tolerances.md). The same cases drive the correctness tests (tests/test_ops.cpp: each backend
-// against the reference backend) and the timing tool (test-backend-ops --mode perf).
+// (7×7 maps, odd channel counts, batches of 1 and 3), each with its documented tolerances
+// (docs/tolerances.md). The same cases drive
+//   tests/test_ops.cpp       each backend's forward and backward against the reference backend, and
+//                            the reference backward against finite differences;
+//   test-backend-ops         the same outside GoogleTest, plus timing (--mode test|grad|perf).
 #pragma once
 
 #include <functional>
@@ -12,14 +14,32 @@
 
 namespace mf::test {
 
+struct OpInput {
+  Shape shape;
+  float lo = -1.f, hi = 1.f;  // uniform range
+  bool differentiable = true;  // checked against finite differences
+};
+
 struct OpCase {
-  std::string name;  // "linear/3x7x7x37->53+bias"
+  std::string name;  // "linear/[3, 7, 7, 37]->53+bias"
   OpKind op;
-  double tolerance;  // on ||y - ref|| / ||ref||; also max |y - ref| <= 10 · tolerance · max |ref|
-  // Builds the inputs from `seed` (identically on every call) and runs the op on `e`.
-  std::function<Tensor(const Exec& e, uint64_t seed)> run;
+  double tolerance;  // forward: ||y - ref|| / ||ref||, and max |y - ref| <= 10 · tolerance · max |ref|
+  std::vector<OpInput> inputs;
+  std::function<Tensor(const Exec&, const std::vector<Tensor>&)> forward;
+  // Gradients of <forward(inputs), dy> with respect to each input (undefined where not computed).
+  std::function<std::vector<Tensor>(const Exec&, const std::vector<Tensor>&, const Tensor& dy)> backward;
+  double grad_tolerance = 1e-5;  // backward of a backend against the reference backward
+  double fd_tolerance = 1e-2;    // reference backward against central finite differences
+
+  std::vector<Tensor> make_inputs(uint64_t seed) const;
+  Tensor run(const Exec& e, uint64_t seed) const { return forward(e, make_inputs(seed)); }
 };
 
 const std::vector<OpCase>& op_cases();
+
+// Directional finite-difference check of `c.backward` on `e`: for each differentiable input i and a
+// random direction d, compares (L(x + εd) - L(x - εd)) / 2ε with <grad_i, d>, where
+// L = <forward(x), dy>. Returns the worst error relative to the typical size of <grad_i, d>.
+double finite_difference_error(const OpCase& c, const Exec& e, uint64_t seed, std::string* worst_input = nullptr);
 
 }  // namespace mf::test

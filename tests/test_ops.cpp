@@ -29,6 +29,43 @@ TEST_P(BackendOps, MatchesReference) {
   }
 }
 
+// Cases whose op has a backward pass (layout conversion at the model input has none).
+std::vector<size_t> differentiable_cases() {
+  std::vector<size_t> v;
+  for (size_t i = 0; i < op_cases().size(); ++i)
+    if (op_cases()[i].backward) v.push_back(i);
+  return v;
+}
+
+class BackendGrads : public ::testing::TestWithParam<size_t> {};
+
+// The backward of each backend against the reference backward, with the same cotangent.
+TEST_P(BackendGrads, MatchReference) {
+  const OpCase& c = op_cases()[GetParam()];
+  Exec ref{&get_backend("ref"), nullptr};
+  Exec cpu{&get_backend("cpu"), nullptr};
+  const std::vector<Tensor> in = c.make_inputs(3);
+  const Tensor dy = random_tensor(c.forward(ref, in).shape(), 77);
+  const std::vector<Tensor> expected = c.backward(ref, in, dy);
+  const std::vector<Tensor> got = c.backward(cpu, in, dy);
+  ASSERT_EQ(got.size(), expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].defined(), expected[i].defined()) << c.name << " input " << i;
+    if (!got[i].defined()) continue;
+    EXPECT_LE(rel_error(got[i], expected[i]), c.grad_tolerance) << c.name << " gradient of input " << i;
+  }
+}
+
+// The reference backward against central finite differences of the reference forward.
+TEST_P(BackendGrads, ReferenceMatchesFiniteDifferences) {
+  const OpCase& c = op_cases()[GetParam()];
+  Exec ref{&get_backend("ref"), nullptr};
+  for (uint64_t seed : {5u, 6u}) {
+    std::string detail;
+    EXPECT_LE(finite_difference_error(c, ref, seed, &detail), c.fd_tolerance) << c.name << ": " << detail;
+  }
+}
+
 std::string case_name(const ::testing::TestParamInfo<size_t>& info) {
   std::string s = op_cases()[info.param].name;
   for (char& ch : s)
@@ -37,6 +74,7 @@ std::string case_name(const ::testing::TestParamInfo<size_t>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCases, BackendOps, ::testing::Range<size_t>(0, op_cases().size()), case_name);
+INSTANTIATE_TEST_SUITE_P(AllCases, BackendGrads, ::testing::ValuesIn(differentiable_cases()), case_name);
 
 // The reference backend itself against values worked out by hand.
 TEST(ReferenceOps, PoolMinusInputDividesByInBoundsCells) {

@@ -31,9 +31,9 @@ void register_classify(CLI::App& app) {
     t.crop_pct = c.input.crop_pct;
     t.interpolation = parse_interpolation(c.input.interpolation);
     t.crop_mode = c.input.crop_mode;
-    t.mean = c.input.mean;
-    t.std = c.input.std;
     MF_CHECK(c.in_chans == 3, "classify needs a model with 3 input channels (RGB); {} has {}", c.name, c.in_chans);
+    std::copy_n(c.input.mean.begin(), 3, t.mean.begin());
+    std::copy_n(c.input.std.begin(), 3, t.std.begin());
 
     // Decode everything first so that a bad file fails before any compute.
     const int64_t n = static_cast<int64_t>(args->images.size());

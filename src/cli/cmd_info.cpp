@@ -1,6 +1,7 @@
 // metaformer info: the layer tree, parameter count and MACs of a model; --list shows the zoo and
 // the registered token mixers; --json prints the model's description as a config file.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <functional>
 
@@ -75,9 +76,9 @@ void register_info(CLI::App& app) {
     fmt::print("MACs:       {:.3f} G at {}x{} (batch 1; convolutions, linear layers, attention and token "
                "matrices)\n",
                static_cast<double>(p.total_macs()) / 1e9, res, res);
-    fmt::print("input:      {}x{}, crop_pct {:g}, {}, mean ({:g}, {:g}, {:g}), std ({:g}, {:g}, {:g})\n",
-               c.input.size, c.input.size, c.input.crop_pct, c.input.interpolation, c.input.mean[0], c.input.mean[1],
-               c.input.mean[2], c.input.std[0], c.input.std[1], c.input.std[2]);
+    fmt::print("input:      {}x{}, {} channel(s), crop_pct {:g}, {}, mean ({:g}), std ({:g})\n", c.input.size,
+               c.input.size, c.in_chans, c.input.crop_pct, c.input.interpolation, fmt::join(c.input.mean, ", "),
+               fmt::join(c.input.std, ", "));
   });
 }
 

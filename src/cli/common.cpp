@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "core/error.h"
 #include "core/threading.h"
 #include "io/safetensors.h"
@@ -24,6 +26,7 @@ void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
 }
 
 MetaFormerConfig resolve_config(const ModelArgs& a) {
+  if (a.config_override) return *a.config_override;
   MF_CHECK(!a.model.empty() || !a.config.empty(), "give a model: --model NAME or --config FILE");
   MetaFormerConfig c = a.model.empty() ? load_config(a.config) : zoo_config(a.model);
   if (a.num_classes > 0) c.num_classes = a.num_classes;
@@ -54,6 +57,43 @@ LoadedModel load_model(const ModelArgs& a, uint64_t seed) {
   }
   lm.model->check_backend(*lm.backend);
   return lm;
+}
+
+DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config) {
+  // Fashion-MNIST keeps its own resolution and statistics; image folders use the model's.
+  DataTransform t;
+  t.size = config.input.size;
+  t.crop_pct = config.input.crop_pct;
+  t.interpolation = config.input.interpolation;
+  t.mean = config.input.mean;
+  t.std = config.input.std;
+  const bool grey = spec == "fashion-mnist" || std::filesystem::exists(spec + "/train-images-idx3-ubyte") ||
+                    std::filesystem::exists(spec + "/train-images-idx3-ubyte.gz");
+  if (grey) {
+    t.mean = {0.2860f};  // Fashion-MNIST's training-set statistics
+    t.std = {0.3530f};
+  } else if (t.mean.size() != 3) {
+    t.mean = {0.485f, 0.456f, 0.406f};  // image folders are RGB: ImageNet statistics
+    t.std = {0.229f, 0.224f, 0.225f};
+  }
+  DataSplits s = open_dataset(spec, t);
+  if (config.num_classes != s.train->num_classes()) {
+    fmt::print("note: {} classes in {}; the classifier gets {} outputs (was {})\n", s.train->num_classes(), spec,
+               s.train->num_classes(), config.num_classes);
+    config.num_classes = s.train->num_classes();
+  }
+  if (config.in_chans != s.train->channels()) {
+    fmt::print("note: {} has {} input channel(s); the stem takes {} (was {})\n", spec, s.train->channels(),
+               s.train->channels(), config.in_chans);
+    config.in_chans = s.train->channels();
+  }
+  config.input.mean = t.mean;
+  config.input.std = t.std;
+  if (grey) {
+    config.input.size = s.train->image_size();
+    config.input.crop_pct = 1.0;
+  }
+  return s;
 }
 
 }  // namespace mf::cli

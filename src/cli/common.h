@@ -5,8 +5,10 @@
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "data/dataset.h"
 #include "model/metaformer.h"
 #include "ops/backend.h"
 
@@ -19,6 +21,7 @@ struct ModelArgs {
   std::string backend = "cpu";
   int threads = 0;      // 0: all hardware threads
   int num_classes = 0;  // 0: the config's, or the checkpoint's classifier when weights are given
+  std::optional<MetaFormerConfig> config_override;  // an already resolved description
 };
 
 // Adds --model/--config (exactly one required), --weights, --backend, --threads, --num-classes.
@@ -35,10 +38,16 @@ struct LoadedModel {
 LoadedModel load_model(const ModelArgs& args, uint64_t seed = 0);
 MetaFormerConfig resolve_config(const ModelArgs& args);
 
+// Opens --data and fits the description to it: its classes, input channels and, for Fashion-MNIST,
+// resolution and normalisation. Prints what it changed.
+DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config);
+
 void register_run(CLI::App& app);
 void register_classify(CLI::App& app);
 void register_info(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_verify(CLI::App& app);
+void register_train(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace mf::cli

@@ -9,7 +9,7 @@
 #include "core/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"metaformer: run, classify, inspect and benchmark MetaFormer models (timm-compatible)"};
+  CLI::App app{"metaformer: run, train, classify, inspect and benchmark MetaFormer models (timm-compatible)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "metaformer 0.1.0");
   mf::cli::register_run(app);
@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   mf::cli::register_info(app);
   mf::cli::register_bench(app);
   mf::cli::register_verify(app);
+  mf::cli::register_train(app);
+  mf::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -25,16 +25,30 @@ class Attention : public TokenMixer {
   Tensor forward(Ctx& ctx, const Tensor& x) override {
     const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
     Tensor qkv = qkv_->run(ctx, x.reshape({B, N, C}));
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_)));
-    Tensor o = op::attention(ctx.exec, qkv, heads_, head_dim_, scale);
+    Tensor o = op::attention(ctx.exec, qkv, heads_, head_dim_, scale());
+    if (ctx.training) {
+      saved_qkv_ = qkv;
+      saved_shape_ = x.shape();
+    }
     Tensor y = proj_->run(ctx, o);
     return y.reshape(x.shape());
   }
 
+  Tensor backward(Ctx& ctx, const Tensor& dy) override {
+    const int64_t B = dy.dim(0), N = dy.dim(1) * dy.dim(2), C = dy.dim(3);
+    Tensor d_attn = proj_->backward(ctx, dy.reshape({B, N, C}));
+    Tensor d_qkv = op::attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn);
+    saved_qkv_ = Tensor();
+    return qkv_->backward(ctx, d_qkv).reshape(saved_shape_);
+  }
+
  private:
+  float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_))); }
   int head_dim_, heads_;
   Linear* qkv_;
   Linear* proj_;
+  Tensor saved_qkv_;
+  Shape saved_shape_;
 };
 }  // namespace
 

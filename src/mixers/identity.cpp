@@ -9,6 +9,7 @@ class IdentityMixer : public TokenMixer {
  public:
   std::string kind() const override { return "Identity"; }
   Tensor forward(Ctx&, const Tensor& x) override { return x; }
+  Tensor backward(Ctx&, const Tensor& dy) override { return dy; }
 };
 }  // namespace
 

@@ -14,6 +14,10 @@ class Pooling : public TokenMixer {
   std::string describe() const override { return fmt::format("avg pool {}x{} - x", pool_size_, pool_size_); }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::PoolMinusInput); }
   Tensor forward(Ctx& ctx, const Tensor& x) override { return op::pool_minus_input(ctx.exec, x, pool_size_); }
+  // Linear in x: the backward needs nothing from the forward.
+  Tensor backward(Ctx& ctx, const Tensor& dy) override {
+    return op::pool_minus_input_backward(ctx.exec, dy, pool_size_);
+  }
 
  private:
   int pool_size_;

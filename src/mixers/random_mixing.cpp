@@ -26,12 +26,22 @@ class RandomMixing : public TokenMixer {
              "the random mixer was built for a {}x{} token grid ({} tokens) and cannot mix {}x{}; RandFormer "
              "models accept only their nominal input size",
              height_, width_, height_ * width_, H, W);
+    if (ctx.training) saved_x_ = x.reshape({B, H * W, C});
     return op::token_mix(ctx.exec, v(matrix_), x.reshape({B, H * W, C})).reshape(x.shape());
+  }
+
+  Tensor backward(Ctx& ctx, const Tensor& dy) override {
+    const int64_t B = dy.dim(0), N = dy.dim(1) * dy.dim(2), C = dy.dim(3);
+    // The matrix is frozen (as in the paper): only the input's gradient is needed.
+    Tensor dx = op::token_mix_backward(ctx.exec, v(matrix_), saved_x_, dy.reshape({B, N, C}), grad_of(matrix_));
+    saved_x_ = Tensor();
+    return dx.reshape(dy.shape());
   }
 
  private:
   int64_t height_, width_;
   Parameter* matrix_;
+  Tensor saved_x_;
 };
 }  // namespace
 

@@ -31,6 +31,11 @@ class SepConv : public TokenMixer {
     return pw2_->run(ctx, h);
   }
 
+  Tensor backward(Ctx& ctx, const Tensor& dy) override {
+    Tensor d = act2_->backward(ctx, pw2_->backward(ctx, dy));
+    return pw1_->backward(ctx, act1_->backward(ctx, dw_->backward(ctx, d)));
+  }
+
  private:
   Linear* pw1_;
   ActivationLayer* act1_;

@@ -149,6 +149,9 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(input.size >= 1 && input.size <= 8192, "model '{}': input size {} is out of range", name, input.size);
   MF_CHECK(input.crop_pct > 0 && input.crop_pct <= 1.0, "model '{}': crop_pct must be in (0, 1]", name);
   MF_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "model '{}': drop_path_rate must be in [0, 1)", name);
+  MF_CHECK(input.mean.size() == static_cast<size_t>(in_chans) && input.std.size() == static_cast<size_t>(in_chans),
+           "model '{}': input mean and std need {} values (one per input channel), have {} and {}", name, in_chans,
+           input.mean.size(), input.std.size());
 }
 
 MetaFormerConfig parse_config(const std::string& text, const std::string& what) {
@@ -250,14 +253,16 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     for (const char* key : {"mean", "std"}) {
       const json* v = ir.get(key);
       if (!v) continue;
-      MF_CHECK(v->is_array() && v->size() == 3, "{}: input.{} must be an array of 3 numbers", what, key);
+      MF_CHECK(v->is_array() && !v->empty() && v->size() <= 64, "{}: input.{} must be an array of numbers, one per "
+               "input channel", what, key);
       auto& dst = std::string(key) == "mean" ? c.input.mean : c.input.std;
-      for (size_t i = 0; i < 3; ++i) {
-        MF_CHECK((*v)[i].is_number(), "{}: input.{} must be an array of 3 numbers", what, key);
+      dst.clear();
+      for (size_t i = 0; i < v->size(); ++i) {
+        MF_CHECK((*v)[i].is_number(), "{}: input.{} must be an array of numbers", what, key);
         const double x = (*v)[i].get<double>();
         const bool ok = std::string(key) == "std" ? (x > 0 && x <= 1e4) : (x >= -1e4 && x <= 1e4);
         MF_CHECK(ok, "{}: input.{}[{}] = {} is out of range", what, key, i, x);
-        dst[i] = static_cast<float>(x);
+        dst.push_back(static_cast<float>(x));
       }
     }
     ir.finish();

@@ -41,8 +41,8 @@ struct InputSpec {
   double crop_pct = 1.0;
   std::string interpolation = "bicubic";
   std::string crop_mode = "center";
-  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
-  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  std::vector<float> mean{0.485f, 0.456f, 0.406f};  // one per input channel
+  std::vector<float> std{0.229f, 0.224f, 0.225f};
   bool operator==(const InputSpec&) const = default;
 };
 

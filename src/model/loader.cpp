@@ -94,6 +94,13 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
     const SafeTensorInfo& info = file.info(it->second);
     // Original checkpoints store 1×1 convolutions as Linear weights: same elements, other shape.
     const bool same = info.shape == want || (result.renamed_from_original && info.shape.numel() == want.numel());
+    const bool adaptable = options.adapt_input_channels && name == "stem.conv.weight" && want.ndim() == 4 &&
+                           info.shape.ndim() == 4 && want[1] == 1 && info.shape[0] == want[0] &&
+                           info.shape[2] == want[2] && info.shape[3] == want[3];
+    if (!same && adaptable) {
+      result.notes.push_back(fmt::format("{}: summed the checkpoint's {} input channels into 1", name, info.shape[1]));
+      continue;
+    }
     if (!same) {
       if (reinit(name)) {
         result.skipped.push_back(name);
@@ -118,6 +125,15 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
   for (auto& [name, param] : model.named_parameters()) {
     if (std::find(result.skipped.begin(), result.skipped.end(), name) != result.skipped.end()) continue;
     Tensor t = file.load(file_key_of.at(name));
+    if (t.shape() != param->value.shape() && options.adapt_input_channels && name == "stem.conv.weight" &&
+        t.ndim() == 4 && t.dim(1) != 1 && param->value.dim(1) == 1) {
+      const int64_t out = t.dim(0), in = t.dim(1), taps = t.dim(2) * t.dim(3);
+      Tensor summed = Tensor::zeros(param->value.shape());
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t c = 0; c < in; ++c)
+          for (int64_t k = 0; k < taps; ++k) summed.data()[o * taps + k] += t.data()[(o * in + c) * taps + k];
+      t = summed;
+    }
     param->value.copy_from(t);
     param->value.bump_version();
     ++result.loaded;

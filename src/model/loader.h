@@ -18,12 +18,16 @@ struct LoadOptions {
   // Parameters (by name prefix) that may be absent or mis-shaped and are then left as initialised:
   // used to fine-tune with a new classifier. Reported through LoadResult::skipped.
   std::vector<std::string> reinit_prefixes;
+  // A grey (1-channel) model takes an RGB checkpoint's first convolution summed over its input
+  // channels, as timm's adapt_input_conv does.
+  bool adapt_input_channels = false;
 };
 
 struct LoadResult {
   int loaded = 0;
   bool renamed_from_original = false;  // the sail-sg naming was detected and converted
   std::vector<std::string> skipped;    // parameters left as initialised (reinit_prefixes)
+  std::vector<std::string> notes;      // adaptations made (adapt_input_channels)
 };
 
 LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOptions& options = {});

@@ -25,6 +25,7 @@ class Stem : public Module {
   Stem(int in_chans, int out_chans, const ConvSpec& spec);
   std::string kind() const override { return "Stem"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:
   Conv2d* conv_;
@@ -36,6 +37,7 @@ class Downsampling : public Module {
   Downsampling(int in_chans, int out_chans, const ConvSpec& spec);
   std::string kind() const override { return "Downsampling"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:
   Norm* norm_ = nullptr;
@@ -44,11 +46,18 @@ class Downsampling : public Module {
 
 class MetaFormerBlock : public Module {
  public:
-  MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t height, int64_t width);
+  MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t height, int64_t width, double drop_path);
   std::string kind() const override { return "MetaFormerBlock"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  double drop_path() const { return drop_path_; }
 
  private:
+  // Drop path in training: each sample's branch is zeroed with probability p, else scaled by 1/(1-p).
+  Tensor drop_path_mask(Ctx& ctx, int64_t batch) const;
+  double drop_path_;
+  // Kept by a training forward for backward: input, branch outputs (after drop path), the middle.
+  Tensor saved_x_, saved_mixer_out_, saved_h_, saved_mlp_out_, mask1_, mask2_;
   Norm* norm1_;
   Module* mixer_;
   Scale* layer_scale1_ = nullptr;
@@ -61,9 +70,11 @@ class MetaFormerBlock : public Module {
 
 class MetaFormerStage : public Module {
  public:
-  MetaFormerStage(const MetaFormerConfig& c, int stage, int in_chans, int64_t height, int64_t width);
+  MetaFormerStage(const MetaFormerConfig& c, int stage, int in_chans, int64_t height, int64_t width,
+                  const std::vector<double>& drop_path);
   std::string kind() const override { return "MetaFormerStage"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:
   Downsampling* downsample_ = nullptr;
@@ -76,6 +87,7 @@ class MlpHead : public Module {
   MlpHead(int64_t dim, int num_classes, const HeadSpec& spec);
   std::string kind() const override { return "MlpHead"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:
   Linear* fc1_;
@@ -91,10 +103,12 @@ class MetaFormerHead : public Module {
   std::string kind() const override { return "Head"; }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::GlobalAvgPool); }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:
   Norm* norm_;
   Module* fc_;
+  Shape saved_shape_;
 };
 
 class MetaFormer : public Module {
@@ -106,6 +120,8 @@ class MetaFormer : public Module {
 
   // x: [B, H, W, in_chans] channels-last -> logits [B, num_classes]
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  // d(loss)/d(logits) -> accumulates every parameter's gradient (the input's is not computed).
+  Tensor backward(Ctx& ctx, const Tensor& dlogits) override;
   // x: [B, in_chans, H, W] as timm takes it -> logits
   Tensor forward_nchw(Ctx& ctx, const Tensor& x);
   // Checks an input shape [B, H, W, C] before running (clear error for a wrong rank/size/channels).

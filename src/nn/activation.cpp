@@ -41,9 +41,33 @@ Activation ActivationLayer::params() const {
   return a;
 }
 
-Tensor ActivationLayer::forward(Ctx& ctx, const Tensor& x) { return op::activation(ctx.exec, x, params()); }
+Tensor ActivationLayer::forward(Ctx& ctx, const Tensor& x) {
+  if (ctx.training) saved_x_ = x;
+  return kind_ == ActKind::Identity ? x : op::activation(ctx.exec, x, params());
+}
 
-void ActivationLayer::apply_(Ctx& ctx, Tensor& x) const { op::activation_(ctx.exec, x, params()); }
+void ActivationLayer::apply_(Ctx& ctx, Tensor& x) {
+  if (ctx.training) {
+    x = forward(ctx, x);
+    return;
+  }
+  op::activation_(ctx.exec, x, params());
+}
+
+Tensor ActivationLayer::backward(Ctx& ctx, const Tensor& dy) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  Tensor x = std::move(saved_x_);
+  saved_x_ = Tensor();
+  if (kind_ == ActKind::Identity) return dy;
+  Tensor* gs = grad_of(scale_);
+  Tensor* gb = grad_of(bias_);
+  if (!gs && !gb) return op::activation_backward(ctx.exec, x, params(), dy, nullptr);
+  Tensor dparams = Tensor::zeros({2});
+  Tensor dx = op::activation_backward(ctx.exec, x, params(), dy, &dparams);
+  if (gs) gs->data()[0] += dparams.data()[0];
+  if (gb) gb->data()[0] += dparams.data()[1];
+  return dx;
+}
 
 void ActivationLayer::collect_ops(std::set<OpKind>& ops) const {
   if (kind_ != ActKind::Identity) ops.insert(OpKind::Activation);

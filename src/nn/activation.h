@@ -14,15 +14,18 @@ class ActivationLayer : public Module {
   explicit ActivationLayer(ActKind kind);
   std::string kind() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
   void collect_ops(std::set<OpKind>& ops) const override;
-  // Applies the activation in place (x is given up by the caller).
-  void apply_(Ctx& ctx, Tensor& x) const;
+  // Replaces x by act(x): in place at inference (the caller gives x up); in training the input is
+  // kept for backward and x becomes a new tensor.
+  void apply_(Ctx& ctx, Tensor& x);
   Activation params() const;
 
  private:
   ActKind kind_;
   Parameter* scale_ = nullptr;  // StarReLU only
   Parameter* bias_ = nullptr;
+  Tensor saved_x_;
 };
 
 // "gelu" | "starrelu" | "squared_relu" | "relu" | "silu" | "identity"

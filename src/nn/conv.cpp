@@ -15,7 +15,18 @@ std::string Conv2d::describe() const {
                      g_.pad_h, bias_ ? ", bias" : "");
 }
 
-Tensor Conv2d::forward(Ctx& ctx, const Tensor& x) { return op::conv2d(ctx.exec, x, v(weight_), opt(bias_), g_); }
+Tensor Conv2d::forward(Ctx& ctx, const Tensor& x) {
+  if (ctx.training) saved_x_ = x;
+  return op::conv2d(ctx.exec, x, v(weight_), opt(bias_), g_);
+}
+
+Tensor Conv2d::backward(Ctx& ctx, const Tensor& dy) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  Tensor dx =
+      op::conv2d_backward(ctx.exec, saved_x_, v(weight_), g_, dy, needs_input_grad_, grad_of(weight_), grad_of(bias_));
+  saved_x_ = Tensor();
+  return dx;
+}
 
 DepthwiseConv2d::DepthwiseConv2d(int64_t channels, int kernel, int padding, bool bias, int stride)
     : channels_(channels), g_{kernel, kernel, stride, stride, padding, padding} {
@@ -29,7 +40,15 @@ std::string DepthwiseConv2d::describe() const {
 }
 
 Tensor DepthwiseConv2d::forward(Ctx& ctx, const Tensor& x) {
+  if (ctx.training) saved_x_ = x;
   return op::depthwise_conv2d(ctx.exec, x, v(weight_), opt(bias_), g_);
+}
+
+Tensor DepthwiseConv2d::backward(Ctx& ctx, const Tensor& dy) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  Tensor dx = op::depthwise_conv2d_backward(ctx.exec, saved_x_, v(weight_), g_, dy, grad_of(weight_), grad_of(bias_));
+  saved_x_ = Tensor();
+  return dx;
 }
 
 }  // namespace mf

@@ -12,14 +12,19 @@ class Conv2d : public Module {
   std::string kind() const override { return "Conv2d"; }
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Conv2d); }
   const ConvGeometry& geometry() const { return g_; }
+  // The stem's input is data: its gradient is never needed.
+  void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
 
  private:
   int64_t in_, out_;
   ConvGeometry g_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
+  bool needs_input_grad_ = true;
+  Tensor saved_x_;
 };
 
 // nn.Conv2d with groups = channels: weight [C, 1, k, k].
@@ -29,6 +34,7 @@ class DepthwiseConv2d : public Module {
   std::string kind() const override { return "Conv2d"; }
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::DepthwiseConv2d); }
 
  private:
@@ -36,6 +42,7 @@ class DepthwiseConv2d : public Module {
   ConvGeometry g_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
+  Tensor saved_x_;
 };
 
 }  // namespace mf

@@ -13,6 +13,17 @@ std::string Linear::describe() const {
   return fmt::format("{} -> {}{}{}", in_, out_, conv1x1_ ? ", 1x1" : "", bias_ ? ", bias" : "");
 }
 
-Tensor Linear::forward(Ctx& ctx, const Tensor& x) { return op::linear(ctx.exec, x, v(weight_), opt(bias_)); }
+Tensor Linear::forward(Ctx& ctx, const Tensor& x) {
+  if (ctx.training) saved_x_ = x;
+  return op::linear(ctx.exec, x, v(weight_), opt(bias_));
+}
+
+Tensor Linear::backward(Ctx& ctx, const Tensor& dy) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  Tensor dx = op::linear_backward(ctx.exec, saved_x_, v(weight_), dy, needs_input_grad_, grad_of(weight_),
+                                  grad_of(bias_));
+  saved_x_ = Tensor();
+  return dx;
+}
 
 }  // namespace mf

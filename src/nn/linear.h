@@ -13,6 +13,9 @@ class Linear : public Module {
   std::string kind() const override { return conv1x1_ ? "Conv2d" : "Linear"; }
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // The first layer of a model need not compute the gradient of its input.
+  void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Linear); }
 
   int64_t in_features() const { return in_; }
@@ -25,6 +28,8 @@ class Linear : public Module {
   bool conv1x1_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
+  bool needs_input_grad_ = true;
+  Tensor saved_x_;
 };
 
 }  // namespace mf

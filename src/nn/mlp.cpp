@@ -14,4 +14,8 @@ Tensor Mlp::forward(Ctx& ctx, const Tensor& x) {
   return fc2_->run(ctx, h);
 }
 
+Tensor Mlp::backward(Ctx& ctx, const Tensor& dy) {
+  return fc1_->backward(ctx, act_->backward(ctx, fc2_->backward(ctx, dy)));
+}
+
 }  // namespace mf

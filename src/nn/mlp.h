@@ -12,6 +12,7 @@ class Mlp : public Module {
   Mlp(int64_t dim, int64_t hidden, const std::string& act, bool bias, bool conv1x1);
   std::string kind() const override { return "Mlp"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:
   Linear* fc1_;

@@ -7,6 +7,7 @@
 namespace mf {
 
 Tensor Module::forward(Ctx&, const Tensor&) { fail("{} has no single-input forward", kind()); }
+Tensor Module::backward(Ctx&, const Tensor&) { fail("{} has no backward pass", kind()); }
 
 Tensor Module::run(Ctx& ctx, const Tensor& x) {
   Tensor y = forward(ctx, x);

@@ -38,10 +38,17 @@ struct Parameter {
   bool decay = true;       // weight decay applies (timm: not to 1-D tensors: norms, biases, scales)
 };
 
+class Rng;
+
 // Everything a forward pass needs besides its input.
+//
+// Training: with `training` set, every module keeps what its backward pass needs (its input, and
+// for blocks the branch outputs) until backward() consumes it, and stochastic layers (drop path)
+// draw from `rng`.
 struct Ctx {
   Exec exec;
   bool training = false;
+  Rng* rng = nullptr;
   // Called with (module path, output) after every module that has a path, when set: lets tools
   // and tests compare any intermediate with timm's (named exactly as timm's modules).
   std::function<void(const std::string&, const Tensor&)> on_output;
@@ -60,6 +67,10 @@ class Module {
   virtual std::string describe() const { return ""; }
   // Input and output are channels-last; see each subclass.
   virtual Tensor forward(Ctx& ctx, const Tensor& x);
+  // Given d(loss)/d(output) of the last training-mode forward, returns d(loss)/d(input) and
+  // accumulates d(loss)/d(parameter) into each trainable parameter's `grad` (when allocated).
+  // Releases what forward kept.
+  virtual Tensor backward(Ctx& ctx, const Tensor& dy);
   // Ops this module runs itself (not its children's): checked against the backend at load time.
   virtual void collect_ops(std::set<OpKind>& ops) const {}
 
@@ -89,6 +100,8 @@ class Module {
   // Tensors a forward pass reads: the current value of a parameter.
   static const Tensor& v(const Parameter* p) { return p->value; }
   static const Tensor* opt(const Parameter* p) { return p ? &p->value : nullptr; }
+  // Where backward accumulates a parameter's gradient, or null when it needs none.
+  static Tensor* grad_of(Parameter* p) { return p && p->trainable && p->grad.defined() ? &p->grad : nullptr; }
 
  private:
   void collect(const std::string& prefix, std::vector<std::pair<std::string, Parameter*>>& out);

@@ -19,9 +19,20 @@ std::string Norm::kind() const {
 std::string Norm::describe() const { return fmt::format("{}, eps {:g}", channels_, spec_.eps); }
 
 Tensor Norm::forward(Ctx& ctx, const Tensor& x) {
+  if (ctx.training) saved_x_ = x;
   const float eps = static_cast<float>(spec_.eps);
   if (spec_.type == "layer_norm") return op::layer_norm(ctx.exec, x, v(weight_), opt(bias_), eps);
   return op::group_norm1(ctx.exec, x, v(weight_), opt(bias_), eps);
+}
+
+Tensor Norm::backward(Ctx& ctx, const Tensor& dy) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  const float eps = static_cast<float>(spec_.eps);
+  Tensor dx = spec_.type == "layer_norm"
+                  ? op::layer_norm_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_))
+                  : op::group_norm1_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_));
+  saved_x_ = Tensor();
+  return dx;
 }
 
 void Norm::collect_ops(std::set<OpKind>& ops) const {

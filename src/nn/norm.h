@@ -18,6 +18,7 @@ class Norm : public Module {
   std::string kind() const override;
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
   void collect_ops(std::set<OpKind>& ops) const override;
 
  private:
@@ -25,6 +26,7 @@ class Norm : public Module {
   int64_t channels_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
+  Tensor saved_x_;
 };
 
 }  // namespace mf

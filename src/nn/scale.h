@@ -12,6 +12,7 @@ class Scale : public Module {
   std::string kind() const override { return param_name_ == "gamma" ? "LayerScale" : "Scale"; }
   std::string describe() const override;
   const Tensor& value() const { return param_->value; }
+  Parameter* param() { return param_; }
 
  private:
   std::string param_name_;

@@ -9,3 +9,13 @@ Tensor Sequential::forward(Ctx& ctx, const Tensor& x) {
 }
 
 }  // namespace mf
+
+namespace mf {
+
+Tensor Sequential::backward(Ctx& ctx, const Tensor& dy) {
+  Tensor d = dy;
+  for (auto it = children().rbegin(); it != children().rend(); ++it) d = it->second->backward(ctx, d);
+  return d;
+}
+
+}  // namespace mf

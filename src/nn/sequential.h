@@ -15,6 +15,7 @@ class Sequential : public Module {
   size_t size() const { return children().size(); }
   Module& at(size_t i) const { return *children()[i].second; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
 };
 
 }  // namespace mf

@@ -32,6 +32,42 @@ void Backend::global_avg_pool(const Tensor&, Tensor&) { unsupported(OpKind::Glob
 void Backend::attention(const Tensor&, int, int, float, Tensor&) { unsupported(OpKind::Attention); }
 void Backend::token_mix(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::TokenMix); }
 void Backend::nchw_to_nhwc(const Tensor&, Tensor&) { unsupported(OpKind::NchwToNhwc); }
+void Backend::sample_scale(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::SampleScale); }
+void Backend::cross_entropy(const Tensor&, const Tensor&, float, Tensor&, Tensor&) {
+  unsupported(OpKind::CrossEntropy);
+}
+void Backend::linear_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*, Tensor*) {
+  unsupported(OpKind::Linear);
+}
+void Backend::conv2d_backward(const Tensor&, const Tensor&, const ConvGeometry&, const Tensor&, Tensor*, Tensor*,
+                              Tensor*) {
+  unsupported(OpKind::Conv2d);
+}
+void Backend::depthwise_conv2d_backward(const Tensor&, const Tensor&, const ConvGeometry&, const Tensor&, Tensor*,
+                                        Tensor*, Tensor*) {
+  unsupported(OpKind::DepthwiseConv2d);
+}
+void Backend::pool_minus_input_backward(const Tensor&, int, Tensor&) { unsupported(OpKind::PoolMinusInput); }
+void Backend::layer_norm_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::LayerNorm);
+}
+void Backend::group_norm1_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::GroupNorm1);
+}
+void Backend::activation_backward(const Tensor&, const Activation&, const Tensor&, Tensor&, Tensor*) {
+  unsupported(OpKind::Activation);
+}
+void Backend::scaled_residual_backward(const Tensor&, const Tensor*, const Tensor&, const Tensor*, const Tensor&,
+                                       Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::ScaledResidual);
+}
+void Backend::global_avg_pool_backward(const Tensor&, Tensor&) { unsupported(OpKind::GlobalAvgPool); }
+void Backend::attention_backward(const Tensor&, int, int, float, const Tensor&, Tensor&) {
+  unsupported(OpKind::Attention);
+}
+void Backend::token_mix_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::TokenMix);
+}
 
 Backend& get_backend(const std::string& name) {
   static RefBackend ref;

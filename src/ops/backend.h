@@ -54,6 +54,38 @@ class Backend {
   virtual void token_mix(const Tensor& r, const Tensor& x, Tensor& y);
   // x [B, C, H, W] -> y [B, H, W, C]
   virtual void nchw_to_nhwc(const Tensor& x, Tensor& y);
+  // x [B, ...], s [B] -> y[b] = x[b] · s[b]; in-place allowed
+  virtual void sample_scale(const Tensor& x, const Tensor& s, Tensor& y);
+  // logits [B, K], target [B, K] (rows sum to 1) -> loss[b] = -Σ target · log_softmax(logits),
+  // dlogits = (softmax(logits) - target) · grad_scale
+  virtual void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
+                             Tensor& dlogits);
+
+  // ---- backward passes ------------------------------------------------------------------------
+  // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).
+  // Input gradients (dx, ...) are overwritten; parameter gradients (dw, db, ...) are ACCUMULATED,
+  // so a trainer zeroes them once per step. Null pointers mean "not needed".
+  virtual void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                               Tensor* db);
+  virtual void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
+                               Tensor* dw, Tensor* db);
+  virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                         Tensor* dx, Tensor* dw, Tensor* db);
+  virtual void pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx);
+  virtual void layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                   Tensor* dw, Tensor* db);
+  virtual void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                    Tensor* dw, Tensor* db);
+  // dparams (StarReLU only): [d scale, d bias], accumulated
+  virtual void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
+                                   Tensor* dparams);
+  virtual void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                                        const Tensor* layer_scale, const Tensor& dy, Tensor& dx, Tensor& dbranch,
+                                        Tensor* d_res_scale, Tensor* d_layer_scale);
+  virtual void global_avg_pool_backward(const Tensor& dy, Tensor& dx);
+  virtual void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                  Tensor& dqkv);
+  virtual void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

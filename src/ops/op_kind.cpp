@@ -16,6 +16,8 @@ const char* op_name(OpKind op) {
     case OpKind::Attention: return "attention";
     case OpKind::TokenMix: return "token_mix";
     case OpKind::NchwToNhwc: return "nchw_to_nhwc";
+    case OpKind::SampleScale: return "sample_scale";
+    case OpKind::CrossEntropy: return "cross_entropy";
     case OpKind::kCount: break;
   }
   return "?";
@@ -35,6 +37,8 @@ OpFamily op_family(OpKind op) {
     case OpKind::Activation: return OpFamily::Elementwise;
     case OpKind::ScaledResidual: return OpFamily::Elementwise;
     case OpKind::NchwToNhwc: return OpFamily::Layout;
+    case OpKind::SampleScale: return OpFamily::Elementwise;
+    case OpKind::CrossEntropy: return OpFamily::Elementwise;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

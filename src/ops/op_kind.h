@@ -19,6 +19,8 @@ enum class OpKind : uint8_t {
   Attention,        // multi-head softmax(q kᵀ · scale) v from a packed qkv tensor
   TokenMix,         // y[b] = R · x[b] over tokens (RandFormer)
   NchwToNhwc,       // layout conversion at the model boundary
+  SampleScale,      // y[b] = x[b] · s[b]: drop path's per-sample keep mask
+  CrossEntropy,     // softmax cross-entropy against soft targets (label smoothing, mixup)
   kCount
 };
 

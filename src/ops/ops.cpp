@@ -153,6 +153,18 @@ Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, 
   return branch;
 }
 
+Tensor scaled_residual_new(const Exec& e, const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                           const Tensor* layer_scale) {
+  MF_CHECK(x.shape() == branch.shape(), "scaled_residual: shapes {} and {} differ", x.shape().str(),
+           branch.shape().str());
+  check_vec(res_scale, x.shape().last(), "res_scale", OpKind::ScaledResidual);
+  check_vec(layer_scale, x.shape().last(), "layer_scale", OpKind::ScaledResidual);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::ScaledResidual, 0);
+  e.backend->scaled_residual(x, res_scale, branch, layer_scale, y);
+  return y;
+}
+
 Tensor global_avg_pool(const Exec& e, const Tensor& x) {
   check_rank(x, 4, OpKind::GlobalAvgPool);
   Tensor y = out(e, {x.dim(0), x.dim(3)});
@@ -190,6 +202,160 @@ Tensor nchw_to_nhwc(const Exec& e, const Tensor& x) {
   Timed t(e, OpKind::NchwToNhwc, 0);
   e.backend->nchw_to_nhwc(x, y);
   return y;
+}
+
+Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s) {
+  MF_CHECK(x.ndim() >= 1 && s.numel() == x.dim(0), "sample_scale: {} scales for a batch of {}", s.numel(),
+           x.ndim() ? x.dim(0) : 0);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::SampleScale, 0);
+  e.backend->sample_scale(x, s, y);
+  return y;
+}
+
+double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits) {
+  check_rank(logits, 2, OpKind::CrossEntropy);
+  MF_CHECK(target.shape() == logits.shape(), "cross_entropy: targets {} for logits {}", target.shape().str(),
+           logits.shape().str());
+  const int64_t B = logits.dim(0);
+  MF_CHECK(B > 0, "cross_entropy: empty batch");
+  Tensor loss = out(e, {B});
+  dlogits = out(e, logits.shape());
+  {
+    Timed t(e, OpKind::CrossEntropy, 0);
+    e.backend->cross_entropy(logits, target, 1.f / static_cast<float>(B), loss, dlogits);
+  }
+  double sum = 0;
+  for (float v : loss.span()) sum += v;
+  return sum / static_cast<double>(B);
+}
+
+// ---- backward ------------------------------------------------------------------------------------
+
+namespace {
+void check_grad(const Tensor* g, const Tensor& like, const char* what, OpKind op) {
+  if (g) MF_CHECK(g->shape() == like.shape(), "{} backward: {} gradient has shape {}, expected {}", op_name(op), what,
+                  g->shape().str(), like.shape().str());
+}
+}  // namespace
+
+Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, bool need_dx, Tensor* dw,
+                       Tensor* db) {
+  const int64_t N = w.dim(0), K = w.dim(1);
+  MF_CHECK(x.shape().last() == K && dy.shape().last() == N && dy.shape().rows() == x.shape().rows(),
+           "linear backward: x {}, w {}, dy {} do not fit", x.shape().str(), w.shape().str(), dy.shape().str());
+  check_grad(dw, w, "weight", OpKind::Linear);
+  check_vec(db, N, "bias gradient", OpKind::Linear);
+  Tensor dx = need_dx ? out(e, x.shape()) : Tensor();
+  Timed t(e, OpKind::Linear, x.shape().rows() * K * N * ((need_dx ? 1 : 0) + (dw ? 1 : 0)));
+  e.backend->linear_backward(x, w, dy, need_dx ? &dx : nullptr, dw, db);
+  return dx;
+}
+
+Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                       bool need_dx, Tensor* dw, Tensor* db) {
+  MF_CHECK(dy.ndim() == 4 && dy.dim(1) == g.out_h(x.dim(1)) && dy.dim(2) == g.out_w(x.dim(2)) && dy.dim(3) == w.dim(0),
+           "conv2d backward: dy {} does not fit x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::Conv2d);
+  check_vec(db, w.dim(0), "bias gradient", OpKind::Conv2d);
+  Tensor dx = need_dx ? out(e, x.shape()) : Tensor();
+  const int64_t macs = dy.numel() * x.dim(3) * g.kernel_h * g.kernel_w;
+  Timed t(e, OpKind::Conv2d, macs * ((need_dx ? 1 : 0) + (dw ? 1 : 0)));
+  e.backend->conv2d_backward(x, w, g, dy, need_dx ? &dx : nullptr, dw, db);
+  return dx;
+}
+
+Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                                 const Tensor& dy, Tensor* dw, Tensor* db) {
+  MF_CHECK(dy.ndim() == 4 && dy.dim(1) == g.out_h(x.dim(1)) && dy.dim(2) == g.out_w(x.dim(2)) && dy.dim(3) == x.dim(3),
+           "depthwise_conv2d backward: dy {} does not fit x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::DepthwiseConv2d);
+  check_vec(db, x.dim(3), "bias gradient", OpKind::DepthwiseConv2d);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::DepthwiseConv2d, 2 * dy.numel() * g.kernel_h * g.kernel_w);
+  e.backend->depthwise_conv2d_backward(x, w, g, dy, &dx, dw, db);
+  return dx;
+}
+
+Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel) {
+  check_rank(dy, 4, OpKind::PoolMinusInput);
+  Tensor dx = out(e, dy.shape());
+  Timed t(e, OpKind::PoolMinusInput, 0);
+  e.backend->pool_minus_input_backward(dy, kernel, dx);
+  return dx;
+}
+
+Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
+                           Tensor* db) {
+  MF_CHECK(dy.shape() == x.shape(), "layer_norm backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::LayerNorm);
+  check_grad(db, w, "bias", OpKind::LayerNorm);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::LayerNorm, 0);
+  e.backend->layer_norm_backward(x, w, eps, dy, dx, dw, db);
+  return dx;
+}
+
+Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
+                            Tensor* db) {
+  MF_CHECK(dy.shape() == x.shape(), "group_norm1 backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::GroupNorm1);
+  check_grad(db, w, "bias", OpKind::GroupNorm1);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::GroupNorm1, 0);
+  e.backend->group_norm1_backward(x, w, eps, dy, dx, dw, db);
+  return dx;
+}
+
+Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy, Tensor* dparams) {
+  MF_CHECK(dy.shape() == x.shape(), "activation backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  if (dparams) check_vec(dparams, 2, "parameter gradient", OpKind::Activation);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::Activation, 0);
+  e.backend->activation_backward(x, act, dy, dx, dparams);
+  return dx;
+}
+
+std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
+                                                   const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
+                                                   Tensor* d_res_scale, Tensor* d_layer_scale) {
+  MF_CHECK(dy.shape() == x.shape() && branch.shape() == x.shape(), "scaled_residual backward: shapes differ");
+  check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::ScaledResidual);
+  check_vec(d_layer_scale, x.shape().last(), "layer_scale gradient", OpKind::ScaledResidual);
+  Tensor dx = out(e, x.shape()), dbranch = out(e, x.shape());
+  Timed t(e, OpKind::ScaledResidual, 0);
+  e.backend->scaled_residual_backward(x, res_scale, branch, layer_scale, dy, dx, dbranch, d_res_scale, d_layer_scale);
+  return {dx, dbranch};
+}
+
+Tensor global_avg_pool_backward(const Exec& e, const Tensor& dy, const Shape& x_shape) {
+  MF_CHECK(x_shape.ndim() == 4 && dy.ndim() == 2 && dy.dim(0) == x_shape[0] && dy.dim(1) == x_shape[3],
+           "global_avg_pool backward: dy {} for input {}", dy.shape().str(), x_shape.str());
+  Tensor dx = out(e, x_shape);
+  Timed t(e, OpKind::GlobalAvgPool, 0);
+  e.backend->global_avg_pool_backward(dy, dx);
+  return dx;
+}
+
+Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy) {
+  const int64_t A = static_cast<int64_t>(heads) * head_dim;
+  MF_CHECK(qkv.ndim() == 3 && qkv.dim(2) == 3 * A && dy.ndim() == 3 && dy.dim(0) == qkv.dim(0) &&
+               dy.dim(1) == qkv.dim(1) && dy.dim(2) == A,
+           "attention backward: dy {} for qkv {}", dy.shape().str(), qkv.shape().str());
+  Tensor dqkv = out(e, qkv.shape());
+  const int64_t N = qkv.dim(1);
+  Timed t(e, OpKind::Attention, 5 * qkv.dim(0) * N * N * A);
+  e.backend->attention_backward(qkv, heads, head_dim, scale, dy, dqkv);
+  return dqkv;
+}
+
+Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr) {
+  MF_CHECK(dy.shape() == x.shape(), "token_mix backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_grad(dr, r, "matrix", OpKind::TokenMix);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::TokenMix, x.dim(0) * x.dim(1) * x.dim(1) * x.dim(2) * (dr ? 2 : 1));
+  e.backend->token_mix_backward(r, x, dy, &dx, dr);
+  return dx;
 }
 
 }  // namespace op

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
 
 #include "core/tensor.h"
 #include "ops/backend.h"
@@ -39,10 +40,40 @@ void activation_(const Exec& e, Tensor& x, const Activation& act);  // in place
 // Returns x ⊙ res_scale + branch ⊙ layer_scale, written over `branch` (which the caller gives up).
 Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, Tensor branch,
                        const Tensor* layer_scale);
+// The same into a new tensor, keeping both inputs (training keeps them for backward).
+Tensor scaled_residual_new(const Exec& e, const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                           const Tensor* layer_scale);
 Tensor global_avg_pool(const Exec& e, const Tensor& x);
 Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale);
 Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x);
 Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
+// y[b] = x[b] · s[b] (drop path); also its own backward.
+Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
+// Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
+// to 1); writes d(mean loss)/d(logits) into dlogits.
+double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);
+
+// ---- backward passes (see Backend): return the input gradient; parameter gradients (dw, db, ...)
+// are accumulated into the given tensors when not null.
+Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, bool need_dx, Tensor* dw,
+                       Tensor* db);
+Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                       bool need_dx, Tensor* dw, Tensor* db);
+Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                                 const Tensor& dy, Tensor* dw, Tensor* db);
+Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel);
+Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
+                           Tensor* db);
+Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
+                            Tensor* db);
+Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy, Tensor* dparams);
+// Returns {dx, dbranch}.
+std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
+                                                   const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
+                                                   Tensor* d_res_scale, Tensor* d_layer_scale);
+Tensor global_avg_pool_backward(const Exec& e, const Tensor& dy, const Shape& x_shape);
+Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy);
+Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr);
 
 }  // namespace op
 }  // namespace mf

@@ -85,4 +85,90 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
         for (int64_t c = 0; c < d; ++c) Y[(b * N + i) * A + h * d + c] = O[((b * heads + h) * N + i) * d + c];
 }
 
+
+// Recomputes P = softmax(q kᵀ · scale) with the forward's kernels, then five batched GEMMs:
+// dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP - rowsum(P ⊙ dP)), dQ = dS K · scale, dK = dSᵀ Q · scale.
+void CpuBackend::attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                    Tensor& dqkv) {
+  const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, BH = B * heads;
+  Tensor q = Tensor::empty({BH, N, d}), k = Tensor::empty({BH, N, d}), v = Tensor::empty({BH, N, d});
+  Tensor dout = Tensor::empty({BH, N, d});
+  const float* QKV = qkv.data();
+  const float* G = dy.data();
+  float *Q = q.data(), *Kp = k.data(), *V = v.data(), *DO = dout.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* row = QKV + (b * N + i) * 3 * A;
+        const int64_t at = ((b * heads + h) * N + i) * d;
+        for (int64_t c = 0; c < d; ++c) {
+          Q[at + c] = row[h * d + c];  // unscaled here: dK needs the plain q
+          Kp[at + c] = row[A + h * d + c];
+          V[at + c] = row[2 * A + h * d + c];
+          DO[at + c] = G[(b * N + i) * A + h * d + c];
+        }
+      }
+  Tensor p = Tensor::empty({BH, N, N}), dp = Tensor::empty({BH, N, N});
+  float *P = p.data(), *DP = dp.data();
+  run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, P);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < BH * N; ++r) {
+    float* pr = P + r * N;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, pr[j] * scale);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < N; ++j) {
+      pr[j] = fastmath::exp_fast(pr[j] * scale - mx);
+      sum += pr[j];
+    }
+    const float inv = 1.f / sum;
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) pr[j] *= inv;
+  }
+  run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, DO, V, DP);  // dP = dO Vᵀ
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < BH * N; ++r) {
+    float* pr = P + r * N;
+    float* dr = DP + r * N;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t j = 0; j < N; ++j) dot += pr[j] * dr[j];
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) dr[j] = pr[j] * (dr[j] - dot) * scale;  // dS · scale
+  }
+  Tensor dq = Tensor::empty({BH, N, d}), dk = Tensor::empty({BH, N, d}), dv = Tensor::empty({BH, N, d});
+  run_bmm(batched_matmul(BH, N, N, d, false), BH, N, N, d, false, DP, Kp, dq.data());  // dQ = dS K · scale
+  // Transposed left operands: dK = (dS · scale)ᵀ Q, dV = Pᵀ dO.
+  auto& tmm = onednn::cached<dnnl::matmul>(fmt::format("bmmT:{}:{}:{}", BH, N, d), [&] {
+    return dnnl::matmul(dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(onednn::plain({BH, N, N}, {N * N, 1, N}), onednn::plain({BH, N, d}, {N * d, d, 1}),
+                           onednn::plain({BH, N, d}, {N * d, d, 1})),
+        onednn::engine()));
+  });
+  auto run_t = [&](const float* a, const float* b, float* c) {
+    tmm.execute(onednn::stream(), {{DNNL_ARG_SRC, onednn::wrap(onednn::plain({BH, N, N}, {N * N, 1, N}), a)},
+                                   {DNNL_ARG_WEIGHTS, onednn::wrap(onednn::plain({BH, N, d}, {N * d, d, 1}), b)},
+                                   {DNNL_ARG_DST, onednn::wrap(onednn::plain({BH, N, d}, {N * d, d, 1}), c)}});
+    onednn::stream().wait();
+  };
+  run_t(DP, Q, dk.data());
+  run_t(P, DO, dv.data());
+  float* D = dqkv.data();
+  const float *DQ = dq.data(), *DK = dk.data(), *DV = dv.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t h = 0; h < heads; ++h) {
+        float* row = D + (b * N + i) * 3 * A;
+        const int64_t at = ((b * heads + h) * N + i) * d;
+        for (int64_t c = 0; c < d; ++c) {
+          row[h * d + c] = DQ[at + c];
+          row[A + h * d + c] = DK[at + c];
+          row[2 * A + h * d + c] = DV[at + c];
+        }
+      }
+}
+
 }  // namespace mf

@@ -1,70 +1,219 @@
-// Depthwise convolution, channels-last, computed directly (never im2col): every output pixel is a
-// weighted sum of k×k input pixels, each a contiguous run of C channels, so the inner loop runs over
-// channels with the weights repacked to [kh, kw, C] and vectorises. Channels go in blocks of 64
-// (four AVX-512 registers of accumulators).
+// Depthwise convolution, channels-last, computed directly (never im2col).
+//
+// Every output pixel is a weighted sum of k×k input pixels, each a contiguous run of C channels.
+// Stride-1 convolutions (every MetaFormer's) run a register-tiled kernel: a tile of T = 4 adjacent
+// outputs × 64 channels keeps 16 vector accumulators in registers, and each weight vector, loaded
+// once per tap, serves all four outputs. The vectors are GCC/Clang vector extensions, so the same
+// code is AVX-512 with -march=native and pairs of AVX2 registers elsewhere. Weights are repacked to
+// [kh, kw, C] once and cached on the tensor.
+//
+// The input gradient of a stride-1 depthwise convolution is the same convolution of dy with the
+// kernel flipped and padding k - 1 - p, so the backward pass reuses the tiled kernel. Weight and bias
+// gradients sum per-tap products over rows in fixed chunks (cpu/reduce.h), each tap's products over a
+// row accumulated in registers.
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/reduce.h"
 
 namespace mf {
 
 namespace {
-constexpr int64_t kBlock = 64;
 
-template <int64_t CB>
-inline void accumulate_block(const float* X, const float* Wr, const ConvGeometry& g, int64_t H, int64_t W, int64_t C,
-                             int64_t n, int64_t oh, int64_t ow, int64_t c0, int64_t cb, const float* bias, float* out) {
-  float acc[CB];
-  for (int64_t c = 0; c < CB; ++c) acc[c] = (c < cb && bias) ? bias[c0 + c] : 0.f;
-  for (int ki = 0; ki < g.kernel_h; ++ki) {
-    const int64_t ih = oh * g.stride_h - g.pad_h + ki;
-    if (ih < 0 || ih >= H) continue;
-    for (int kj = 0; kj < g.kernel_w; ++kj) {
-      const int64_t iw = ow * g.stride_w - g.pad_w + kj;
-      if (iw < 0 || iw >= W) continue;
-      const float* xp = X + ((n * H + ih) * W + iw) * C + c0;
-      const float* wp = Wr + (ki * g.kernel_w + kj) * C + c0;
-      if (cb == CB) {
-#pragma omp simd
-        for (int64_t c = 0; c < CB; ++c) acc[c] += xp[c] * wp[c];
+using vf = float __attribute__((vector_size(64)));  // 16 floats
+constexpr int64_t kLanes = 16;
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// Weights [C, 1, kh, kw] as [kh, kw, C] (flipped in both spatial axes when `flip`), cached.
+const float* packed_weights(const Tensor& w, bool flip) {
+  const std::string key = flip ? "dw_khwc_flipped" : "dw_khwc";
+  auto packed = std::static_pointer_cast<std::vector<float>>(w.derived(key));
+  if (!packed) {
+    const int64_t C = w.dim(0), kh = w.dim(2), kw = w.dim(3), taps = kh * kw;
+    packed = std::make_shared<std::vector<float>>(static_cast<size_t>(taps * C));
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < taps; ++t) {
+        const int64_t dst = flip ? taps - 1 - t : t;
+        (*packed)[static_cast<size_t>(dst * C + c)] = w.data()[c * taps + t];
+      }
+    w.set_derived(key, packed);
+  }
+  return packed->data();
+}
+
+struct Geometry {
+  int64_t B, H, W, C;    // input
+  int64_t Ho, Wo;        // output
+  int64_t kh, kw, pad_h, pad_w;
+};
+
+// Outputs [ow0, ow0 + T) of row (n, oh), channels [c0, c0 + 16·NV), stride 1.
+template <int T, int NV>
+inline void tile(const float* X, const float* Wr, const Geometry& g, const float* bias, int64_t n, int64_t oh,
+                 int64_t ow0, int64_t c0, float* Y) {
+  vf acc[T][NV];
+  for (int v = 0; v < NV; ++v) {
+    const vf b = bias ? load(bias + c0 + v * kLanes) : vf{};
+    for (int t = 0; t < T; ++t) acc[t][v] = b;
+  }
+  const bool interior = ow0 - g.pad_w >= 0 && ow0 + T - 1 - g.pad_w + g.kw - 1 < g.W;
+  for (int64_t ki = 0; ki < g.kh; ++ki) {
+    const int64_t ih = oh - g.pad_h + ki;
+    if (ih < 0 || ih >= g.H) continue;
+    const float* row = X + ((n * g.H + ih) * g.W) * g.C + c0;
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      vf wv[NV];
+      for (int v = 0; v < NV; ++v) wv[v] = load(Wr + (ki * g.kw + kj) * g.C + c0 + v * kLanes);
+      const int64_t iw0 = ow0 - g.pad_w + kj;
+      if (interior) {
+        for (int t = 0; t < T; ++t)
+          for (int v = 0; v < NV; ++v) acc[t][v] += load(row + (iw0 + t) * g.C + v * kLanes) * wv[v];
       } else {
-        for (int64_t c = 0; c < cb; ++c) acc[c] += xp[c] * wp[c];
+        for (int t = 0; t < T; ++t) {
+          const int64_t iw = iw0 + t;
+          if (iw < 0 || iw >= g.W) continue;
+          for (int v = 0; v < NV; ++v) acc[t][v] += load(row + iw * g.C + v * kLanes) * wv[v];
+        }
       }
     }
   }
-  for (int64_t c = 0; c < cb; ++c) out[c] = acc[c];
+  for (int t = 0; t < T; ++t) {
+    if (ow0 + t >= g.Wo) break;
+    float* out = Y + ((n * g.Ho + oh) * g.Wo + ow0 + t) * g.C + c0;
+    for (int v = 0; v < NV; ++v) store(out + v * kLanes, acc[t][v]);
+  }
 }
+
+// Channels [c0, C) of one output pixel, any stride: the plain loop (tails and strided convolutions).
+inline void pixel(const float* X, const float* Wr, const Geometry& g, int64_t stride_h, int64_t stride_w,
+                  const float* bias, int64_t n, int64_t oh, int64_t ow, int64_t c0, float* Y) {
+  float* out = Y + ((n * g.Ho + oh) * g.Wo + ow) * g.C;
+  for (int64_t c = c0; c < g.C; ++c) out[c] = bias ? bias[c] : 0.f;
+  for (int64_t ki = 0; ki < g.kh; ++ki) {
+    const int64_t ih = oh * stride_h - g.pad_h + ki;
+    if (ih < 0 || ih >= g.H) continue;
+    for (int64_t kj = 0; kj < g.kw; ++kj) {
+      const int64_t iw = ow * stride_w - g.pad_w + kj;
+      if (iw < 0 || iw >= g.W) continue;
+      const float* xp = X + ((n * g.H + ih) * g.W + iw) * g.C;
+      const float* wp = Wr + (ki * g.kw + kj) * g.C;
+#pragma omp simd
+      for (int64_t c = c0; c < g.C; ++c) out[c] += xp[c] * wp[c];
+    }
+  }
+}
+
+// Y = depthwise(X) with packed weights Wr; stride 1 takes the tiled path.
+void depthwise(const float* X, const float* Wr, const float* bias, const Geometry& g, int64_t stride_h,
+               int64_t stride_w, float* Y) {
+  constexpr int T = 4;
+  const bool tiled = stride_h == 1 && stride_w == 1;
+  const int64_t c64 = tiled ? g.C / 64 * 64 : 0;                  // channels in 4-vector groups
+  const int64_t c16 = tiled ? c64 + (g.C - c64) / 16 * 16 : 0;    // then single vectors
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < g.B; ++n)
+    for (int64_t oh = 0; oh < g.Ho; ++oh) {
+      if (tiled) {
+        for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += T) {
+          for (int64_t c0 = 0; c0 < c64; c0 += 64) tile<T, 4>(X, Wr, g, bias, n, oh, ow0, c0, Y);
+          for (int64_t c0 = c64; c0 < c16; c0 += 16) tile<T, 1>(X, Wr, g, bias, n, oh, ow0, c0, Y);
+        }
+      }
+      if (c16 < g.C)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) pixel(X, Wr, g, stride_h, stride_w, bias, n, oh, ow, c16, Y);
+    }
+}
+
 }  // namespace
 
 void CpuBackend::depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g,
                                   Tensor& y) {
+  const Geometry geo{x.dim(0), x.dim(1),  x.dim(2),  x.dim(3), y.dim(1),
+                     y.dim(2), g.kernel_h, g.kernel_w, g.pad_h,  g.pad_w};
+  depthwise(x.data(), packed_weights(w, false), b ? b->data() : nullptr, geo, g.stride_h, g.stride_w, y.data());
+}
+
+void CpuBackend::depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                           Tensor* dx, Tensor* dw, Tensor* db) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
-  const int64_t Ho = y.dim(1), Wo = y.dim(2);
-  const int64_t taps = static_cast<int64_t>(g.kernel_h) * g.kernel_w;
-
-  // [C, 1, kh, kw] -> [kh, kw, C], cached on the weight tensor.
-  auto packed = std::static_pointer_cast<std::vector<float>>(w.derived("dw_khwc"));
-  if (!packed) {
-    packed = std::make_shared<std::vector<float>>(static_cast<size_t>(taps * C));
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t t = 0; t < taps; ++t) (*packed)[static_cast<size_t>(t * C + c)] = w.data()[c * taps + t];
-    w.set_derived("dw_khwc", packed);
-  }
-  const float* Wr = packed->data();
+  const int64_t Ho = dy.dim(1), Wo = dy.dim(2);
+  const int64_t kh = g.kernel_h, kw = g.kernel_w, taps = kh * kw;
   const float* X = x.data();
-  const float* bias = b ? b->data() : nullptr;
-  float* Y = y.data();
-
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < B; ++n)
-    for (int64_t oh = 0; oh < Ho; ++oh)
+  const float* G = dy.data();
+  if (dx) {
+    if (g.stride_h == 1 && g.stride_w == 1) {
+      // dx = dy convolved with the flipped kernel, padding k - 1 - p, output H × W.
+      const Geometry geo{B, Ho, Wo, C, H, W, kh, kw, kh - 1 - g.pad_h, kw - 1 - g.pad_w};
+      depthwise(G, packed_weights(w, true), nullptr, geo, 1, 1, dx->data());
+    } else {
+      RefBackend::depthwise_conv2d_backward(x, w, g, dy, dx, nullptr, nullptr);
+    }
+  }
+  if (!dw && !db) return;
+  // Partials: [taps · C] weight gradient then [C] bias gradient, over output rows (n, oh).
+  std::vector<float> sums(static_cast<size_t>((taps + 1) * C), 0.f);
+  const int64_t sh = g.stride_h, sw = g.stride_w, ph = g.pad_h, pw = g.pad_w;
+  cpu::chunked_sum(B * Ho, (taps + 1) * C, sums.data(), [=](float* __restrict acc, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / Ho, oh = r % Ho;
+      const float* grow = G + (n * Ho + oh) * Wo * C;
+      float* bacc = acc + taps * C;
       for (int64_t ow = 0; ow < Wo; ++ow) {
-        float* out = Y + ((n * Ho + oh) * Wo + ow) * C;
-        for (int64_t c0 = 0; c0 < C; c0 += kBlock)
-          accumulate_block<kBlock>(X, Wr, g, H, W, C, n, oh, ow, c0, std::min(kBlock, C - c0), bias, out + c0);
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) bacc[c] += grow[ow * C + c];
       }
+      for (int64_t ki = 0; ki < kh; ++ki) {
+        const int64_t ih = oh * sh - ph + ki;
+        if (ih < 0 || ih >= H) continue;
+        const float* xrow = X + (n * H + ih) * W * C;
+        for (int64_t kj = 0; kj < kw; ++kj) {
+          // Outputs whose input column ow·sw - pw + kj lies inside the row.
+          const int64_t lo = std::max<int64_t>(0, (pw - kj + sw - 1) / sw);
+          const int64_t hi = std::min<int64_t>(Wo, (W - 1 + pw - kj) / sw + 1);
+          float* wacc = acc + (ki * kw + kj) * C;
+          int64_t c = 0;
+          // Four independent accumulators hide the multiply-add latency.
+          for (; c + 4 * kLanes <= C; c += 4 * kLanes) {
+            vf s0{}, s1{}, s2{}, s3{};
+            for (int64_t ow = lo; ow < hi; ++ow) {
+              const float* gp = grow + ow * C + c;
+              const float* xp = xrow + (ow * sw - pw + kj) * C + c;
+              s0 += load(gp) * load(xp);
+              s1 += load(gp + kLanes) * load(xp + kLanes);
+              s2 += load(gp + 2 * kLanes) * load(xp + 2 * kLanes);
+              s3 += load(gp + 3 * kLanes) * load(xp + 3 * kLanes);
+            }
+            store(wacc + c, load(wacc + c) + s0);
+            store(wacc + c + kLanes, load(wacc + c + kLanes) + s1);
+            store(wacc + c + 2 * kLanes, load(wacc + c + 2 * kLanes) + s2);
+            store(wacc + c + 3 * kLanes, load(wacc + c + 3 * kLanes) + s3);
+          }
+          for (; c + kLanes <= C; c += kLanes) {
+            vf s{};
+            for (int64_t ow = lo; ow < hi; ++ow)
+              s += load(grow + ow * C + c) * load(xrow + (ow * sw - pw + kj) * C + c);
+            store(wacc + c, load(wacc + c) + s);
+          }
+          for (; c < C; ++c)
+            for (int64_t ow = lo; ow < hi; ++ow) wacc[c] += grow[ow * C + c] * xrow[(ow * sw - pw + kj) * C + c];
+        }
+      }
+    }
+  });
+  if (dw)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < taps; ++t) dw->data()[c * taps + t] += sums[static_cast<size_t>(t * C + c)];
+  if (db)
+    for (int64_t c = 0; c < C; ++c) db->data()[c] += sums[static_cast<size_t>(taps * C + c)];
 }
 
 }  // namespace mf

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/reduce.h"
 
 namespace mf {
 
@@ -43,25 +44,28 @@ void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, 
   std::vector<float> a(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
   for (int64_t n = 0; n < B; ++n) {
     const float* xs = X + n * per;
-    // Per-sample sums run to ~10^5 terms: accumulate per pixel in float, across pixels in double.
+    // Per-sample sums run to ~10^5 terms: per pixel in float, across pixels in double, in fixed
+    // chunks so that the result does not depend on the thread count (cpu/reduce.h).
     double sum = 0;
-#pragma omp parallel for reduction(+ : sum) schedule(static)
-    for (int64_t p = 0; p < pixels; ++p) {
-      float s = 0.f;
+    cpu::chunked_sum(pixels, 1, &sum, [&](double* acc, int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        float s = 0.f;
 #pragma omp simd reduction(+ : s)
-      for (int64_t c = 0; c < C; ++c) s += xs[p * C + c];
-      sum += s;
-    }
+        for (int64_t c = 0; c < C; ++c) s += xs[p * C + c];
+        acc[0] += s;
+      }
+    });
     const double mean = sum / static_cast<double>(per);
     const float meanf = static_cast<float>(mean);
     double sq = 0;
-#pragma omp parallel for reduction(+ : sq) schedule(static)
-    for (int64_t p = 0; p < pixels; ++p) {
-      float s = 0.f;
+    cpu::chunked_sum(pixels, 1, &sq, [&](double* acc, int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        float s = 0.f;
 #pragma omp simd reduction(+ : s)
-      for (int64_t c = 0; c < C; ++c) s += (xs[p * C + c] - meanf) * (xs[p * C + c] - meanf);
-      sq += s;
-    }
+        for (int64_t c = 0; c < C; ++c) s += (xs[p * C + c] - meanf) * (xs[p * C + c] - meanf);
+        acc[0] += s;
+      }
+    });
     const double inv = 1.0 / std::sqrt(sq / static_cast<double>(per) + eps);
     // y = x · a[c] + shift[c], folding mean, 1/std, weight and bias into two vectors.
     for (int64_t c = 0; c < C; ++c) {
@@ -76,6 +80,113 @@ void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, 
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) ys[p * C + c] = xs[p * C + c] * ap[c] + sp[c];
     }
+  }
+}
+
+
+namespace {
+// One group of n values (a row for LayerNorm, a sample for GroupNorm1) with channel = i % C:
+// dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)), g = dy · w; dw += dy · x̂, db += dy (into acc).
+struct GroupStats {
+  float mean, rstd;
+};
+
+GroupStats stats(const float* x, int64_t n, float eps) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / static_cast<double>(n);
+  double sq = 0;
+  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(n) + eps))};
+}
+}  // namespace
+
+void CpuBackend::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                     Tensor* dw, Tensor* db) {
+  const int64_t C = x.shape().last(), rows = x.shape().rows();
+  const float* X = x.data();
+  const float* G = dy.data();
+  const float* Wt = w.data();
+  float* D = dx.data();
+  std::vector<float> sums(static_cast<size_t>(2 * C), 0.f);  // [dw | db]
+  cpu::chunked_sum(rows, 2 * C, sums.data(), [&, X, G, Wt, D, C](float* __restrict acc, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* xr = X + r * C;
+      const float* gr = G + r * C;
+      const GroupStats s = stats(xr, C, eps);
+      float mg = 0.f, mgx = 0.f;
+#pragma omp simd reduction(+ : mg, mgx)
+      for (int64_t c = 0; c < C; ++c) {
+        const float xh = (xr[c] - s.mean) * s.rstd;
+        const float g = gr[c] * Wt[c];
+        mg += g;
+        mgx += g * xh;
+        acc[c] += gr[c] * xh;
+        acc[C + c] += gr[c];
+      }
+      mg /= static_cast<float>(C);
+      mgx /= static_cast<float>(C);
+      float* dr = D + r * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float xh = (xr[c] - s.mean) * s.rstd;
+        dr[c] = s.rstd * (gr[c] * Wt[c] - mg - xh * mgx);
+      }
+    }
+  });
+  if (dw)
+    for (int64_t c = 0; c < C; ++c) dw->data()[c] += sums[static_cast<size_t>(c)];
+  if (db)
+    for (int64_t c = 0; c < C; ++c) db->data()[c] += sums[static_cast<size_t>(C + c)];
+}
+
+void CpuBackend::group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                      Tensor* dw, Tensor* db) {
+  const int64_t B = x.dim(0), C = x.shape().last(), per = x.numel() / B, pixels = per / C;
+  const float* Wt = w.data();
+  for (int64_t n = 0; n < B; ++n) {
+    const float* xs = x.data() + n * per;
+    const float* gs = dy.data() + n * per;
+    float* ds = dx.data() + n * per;
+    // Pass 1: the sample's mean and rstd; pass 2: mean(g), mean(g · x̂) and the parameter gradients;
+    // pass 3: dx. Each pass sums per pixel row into fixed chunks.
+    std::vector<float> s1(2, 0.f);
+    cpu::chunked_sum(pixels, 1, s1.data(), [&](float* acc, int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t c = 0; c < C; ++c) acc[0] += xs[p * C + c];
+    });
+    const float mean = s1[0] / static_cast<float>(per);
+    cpu::chunked_sum(pixels, 1, s1.data() + 1, [&](float* acc, int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t c = 0; c < C; ++c) acc[0] += (xs[p * C + c] - mean) * (xs[p * C + c] - mean);
+    });
+    const float rstd = 1.f / std::sqrt(s1[1] / static_cast<float>(per) + eps);
+    std::vector<float> s2(static_cast<size_t>(2 * C + 2), 0.f);  // [dw | db | Σg | Σg·x̂]
+    cpu::chunked_sum(pixels, 2 * C + 2, s2.data(), [&](float* acc, int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t c = 0; c < C; ++c) {
+          const float xh = (xs[p * C + c] - mean) * rstd;
+          const float g = gs[p * C + c];
+          acc[c] += g * xh;
+          acc[C + c] += g;
+          acc[2 * C] += g * Wt[c];
+          acc[2 * C + 1] += g * Wt[c] * xh;
+        }
+    });
+    const float mg = s2[static_cast<size_t>(2 * C)] / static_cast<float>(per);
+    const float mgx = s2[static_cast<size_t>(2 * C + 1)] / static_cast<float>(per);
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < pixels; ++p) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float xh = (xs[p * C + c] - mean) * rstd;
+        ds[p * C + c] = rstd * (gs[p * C + c] * Wt[c] - mg - xh * mgx);
+      }
+    }
+    if (dw)
+      for (int64_t c = 0; c < C; ++c) dw->data()[c] += s2[static_cast<size_t>(c)];
+    if (db)
+      for (int64_t c = 0; c < C; ++c) db->data()[c] += s2[static_cast<size_t>(C + c)];
   }
 }
 

@@ -27,9 +27,34 @@ class RefBackend : public Backend {
   void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
   void token_mix(const Tensor& r, const Tensor& x, Tensor& y) override;
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override;
+  void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override;
+  void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
+                     Tensor& dlogits) override;
+
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                       Tensor* db) override;
+  void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
+                       Tensor* dw, Tensor* db) override;
+  void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                 Tensor* dx, Tensor* dw, Tensor* db) override;
+  void pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx) override;
+  void layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
+                           Tensor* db) override;
+  void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
+                            Tensor* db) override;
+  void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
+                           Tensor* dparams) override;
+  void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                                const Tensor* layer_scale, const Tensor& dy, Tensor& dx, Tensor& dbranch,
+                                Tensor* d_res_scale, Tensor* d_layer_scale) override;
+  void global_avg_pool_backward(const Tensor& dy, Tensor& dx) override;
+  void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                          Tensor& dqkv) override;
+  void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr) override;
 };
 
-// Scalar activation functions, shared with fast kernels' tails and with tests.
+// Scalar activation functions and their derivatives, shared with fast kernels' tails and tests.
 float apply_activation(const Activation& act, float x);
+double activation_derivative(const Activation& act, double x);
 
 }  // namespace mf

@@ -1,0 +1,123 @@
+// metaformer train: train from scratch, fine-tune (--weights) or resume (--resume) a MetaFormer.
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "io/file.h"
+#include "model/zoo.h"
+#include "train/evaluate.h"
+#include "train/trainer.h"
+
+namespace mf::cli {
+
+void register_train(CLI::App& app) {
+  struct Args {
+    ModelArgs model;
+    std::string data, out, resume;
+    TrainOptions o;
+    bool no_progress = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("train", "train or fine-tune a model (Fashion-MNIST or an image folder)");
+  auto* model = sub->add_option("--model,-m", a->model.model, "model name from the zoo");
+  auto* config = sub->add_option("--config,-c", a->model.config, "JSON model description (docs/config.md)");
+  model->excludes(config);
+  sub->add_option("--data,-d", a->data, "fashion-mnist, a folder of IDX files, or an image folder (DIR/<class>/...)");
+  sub->add_option("--out,-o", a->out, "run folder: checkpoints, metrics.jsonl, curves.svg");
+  auto* resume = sub->add_option("--resume", a->resume, "continue the run in this folder from its last checkpoint");
+  resume->excludes(model)->excludes(config);
+  sub->add_option("--weights,-w", a->model.weights, "fine-tune from these weights (a classifier of another size "
+                  "is re-initialised)")->excludes(resume);
+  auto& o = a->o;
+  sub->add_option("--epochs,-e", o.epochs, "epochs")->capture_default_str()->check(CLI::Range(1, 100000));
+  sub->add_option("--batch,-b", o.batch, "batch size")->capture_default_str()->check(CLI::Range(1, 65536));
+  sub->add_option("--lr", o.lr, "peak learning rate (AdamW)")->capture_default_str()->check(CLI::PositiveNumber);
+  sub->add_option("--min-lr", o.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
+  sub->add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up length")->capture_default_str();
+  sub->add_option("--weight-decay", o.weight_decay, "AdamW weight decay (not on norms, biases, scales)")
+      ->capture_default_str();
+  sub->add_option("--label-smoothing", o.label_smoothing, "label smoothing")->capture_default_str()->check(CLI::Range(0.0, 0.99));
+  sub->add_option("--drop-path", o.drop_path, "stochastic depth rate at the last block (default: the model's)");
+  sub->add_option("--clip-grad", o.clip_grad, "clip the global gradient norm (0: off)")->capture_default_str();
+  sub->add_option("--mixup", o.mixup, "Mixup alpha (0: off)")->capture_default_str();
+  sub->add_option("--cutmix", o.cutmix, "CutMix alpha (0: off)")->capture_default_str();
+  sub->add_option("--mix-prob", o.mix_prob, "probability of mixing a batch")->capture_default_str();
+  sub->add_option("--ema", o.ema_decay, "keep an EMA of the weights with this decay (0: off)")->capture_default_str();
+  sub->add_option("--seed", o.seed, "seed of initialisation, data order and augmentation")->capture_default_str();
+  sub->add_option("--threads,-t", o.threads, "compute threads (default: all cores)");
+  sub->add_option("--workers", o.workers, "data-loading threads")->capture_default_str()->check(CLI::Range(0, 64));
+  sub->add_option("--subset", o.subset, "train on only this many samples (0: all)")->capture_default_str();
+  sub->add_option("--eval-subset", o.eval_subset, "evaluate on only this many samples (0: all)")->capture_default_str();
+  sub->add_option("--max-steps", o.max_steps, "stop after this many steps (0: all epochs)")->capture_default_str();
+  sub->add_option("--backend", o.backend, "cpu or ref")->capture_default_str();
+  sub->add_flag("--no-progress", a->no_progress, "no progress bar");
+  sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
+  sub->callback([a] {
+    TrainOptions o = a->o;
+    o.progress = !a->no_progress;
+    if (!a->resume.empty()) {
+      // The run's own description and options; --epochs may extend it, --threads/--workers may change.
+      const std::string dir = a->resume;
+      MF_CHECK(std::filesystem::is_directory(dir), "--resume {}: no such run folder", dir);
+      MetaFormerConfig config = load_config(dir + "/config.json");
+      const auto bytes = read_file(dir + "/train_args.json");
+      auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+      MF_CHECK(!j.is_discarded() && j.is_object(), "{}/train_args.json is not valid JSON", dir);
+      TrainOptions saved = TrainOptions::from_json(j);
+      const std::string data = a->data.empty() ? saved.data : a->data;
+      MF_CHECK(!data.empty(), "{}: the run does not say which data it used; give --data", dir);
+      saved.epochs = std::max(saved.epochs, o.epochs == TrainOptions{}.epochs ? saved.epochs : o.epochs);
+      saved.threads = o.threads;
+      saved.workers = o.workers;
+      saved.progress = o.progress;
+      DataSplits splits = open_data_for(data, config);
+      const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);
+      fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
+                 s.seconds);
+      return;
+    }
+    MF_CHECK(!a->model.model.empty() || !a->model.config.empty(), "give a model: --model NAME or --config FILE");
+    MF_CHECK(!a->data.empty(), "give --data (fashion-mnist, or a folder)");
+    MF_CHECK(!a->out.empty(), "give --out RUN_DIR");
+    MetaFormerConfig config = resolve_config(a->model);
+    DataSplits splits = open_data_for(a->data, config);
+    o.data = a->data;
+    TrainSummary s = train(config, o, splits, a->out, /*resume=*/false, a->model.weights);
+    fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
+               s.seconds);
+  });
+}
+
+void register_eval(CLI::App& app) {
+  struct Args {
+    ModelArgs model;
+    std::string data;
+    std::string split = "eval";
+    int64_t batch = 256;
+    int workers = 2;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("eval", "accuracy of a model on Fashion-MNIST or an image folder");
+  add_model_options(sub, a->model, /*weights_required=*/true);
+  sub->add_option("--data,-d", a->data, "fashion-mnist, a folder of IDX files, or an image folder")->required();
+  sub->add_option("--split", a->split, "eval (test/val data) or train")->capture_default_str()->check(
+      CLI::IsMember({"eval", "train"}));
+  sub->add_option("--batch,-b", a->batch, "batch size")->capture_default_str();
+  sub->add_option("--workers", a->workers, "data-loading threads")->capture_default_str();
+  sub->callback([a] {
+    MetaFormerConfig config = resolve_config(a->model);
+    DataSplits splits = open_data_for(a->data, config);
+    ModelArgs m = a->model;
+    m.config_override = config;
+    LoadedModel lm = load_model(m);
+    const Dataset& data = a->split == "train" ? *splits.train : *splits.eval;
+    const EvalResult r = evaluate(*lm.model, *lm.backend, data, a->batch, a->workers);
+    fmt::print("{}: {} samples, top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}{}\n", data.describe(), r.count,
+               100 * r.top1, 100 * r.top5, r.loss,
+               r.skipped ? fmt::format(" ({} unreadable samples skipped)", r.skipped) : "");
+  });
+}
+
+}  // namespace mf::cli

@@ -1,0 +1,65 @@
+// Datasets for training and evaluation. A dataset returns one sample at a time, already transformed
+// (augmented for training, or the evaluation transform) and normalised, channels-last, so that the
+// loader can decode on worker threads and the model only ever sees ready batches.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace mf {
+
+struct Sample {
+  Tensor image;  // [H, W, C], normalised
+  int64_t label = 0;
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual int num_classes() const = 0;
+  virtual int channels() const = 0;
+  virtual int image_size() const = 0;  // samples are image_size × image_size
+  virtual std::vector<std::string> class_names() const = 0;
+  // Sample i with the training augmentation (`train`) drawn from `rng`, or the evaluation
+  // transform. May throw mf::Error for an unreadable sample; the loader then skips and counts it.
+  virtual Sample get(int64_t index, bool train, Rng& rng) const = 0;
+  virtual int64_t label(int64_t index) const = 0;  // without loading the image
+  virtual std::string describe() const = 0;
+};
+
+// How images are turned into model inputs (resolution and normalisation come from the model).
+struct DataTransform {
+  int size = 224;
+  double crop_pct = 1.0;
+  std::string interpolation = "bicubic";
+  std::vector<float> mean{0.485f, 0.456f, 0.406f};
+  std::vector<float> std{0.229f, 0.224f, 0.225f};
+  bool hflip = true;            // random horizontal flip when training
+  int random_crop_padding = 2;  // Fashion-MNIST: random crop of the image padded by this many pixels
+  double min_scale = 0.08;      // image folders: RandomResizedCrop scale range [min_scale, 1]
+};
+
+// Fashion-MNIST (or MNIST) in IDX format from `dir` (Debian's dataset-fashion-mnist installs it in
+// /usr/share/datasets/fashion-mnist); split "train" (60 000) or "test" (10 000).
+std::unique_ptr<Dataset> open_fashion_mnist(const std::string& dir, const std::string& split,
+                                            const DataTransform& transform);
+
+// One subfolder per class with JPEG/PNG images; classes are the sorted folder names.
+std::unique_ptr<Dataset> open_image_folder(const std::string& dir, const DataTransform& transform);
+
+// The keyword "fashion-mnist", a folder of IDX files, or an image folder (with train/ and val/
+// subfolders, or a single folder used for both: then evaluation uses the same images).
+struct DataSplits {
+  std::unique_ptr<Dataset> train;
+  std::unique_ptr<Dataset> eval;
+};
+DataSplits open_dataset(const std::string& spec, const DataTransform& transform);
+
+extern const char* const kDebianFashionMnistDir;
+
+}  // namespace mf

@@ -1,0 +1,77 @@
+// Batches from a dataset, decoded and augmented on worker threads ahead of the model.
+//
+// Everything random is a pure function of (seed, epoch, position): the epoch's order is a seeded
+// permutation and every sample's augmentation draws from its own generator, so batches are the same
+// whatever the number of workers or their timing, and a resumed run sees exactly the data the
+// interrupted one would have. Batches come out in order. An unreadable sample is left out of its
+// batch, counted and reported once.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "data/dataset.h"
+
+namespace mf {
+
+struct Batch {
+  Tensor images;                 // [B, H, W, C]
+  std::vector<int64_t> labels;   // [B]
+  int64_t index = 0;             // position of the batch in the epoch
+};
+
+struct LoaderOptions {
+  int64_t batch = 64;
+  bool train = true;       // augmentation
+  bool shuffle = true;
+  bool drop_last = true;   // training: only full batches
+  uint64_t seed = 0;
+  int64_t epoch = 0;
+  int workers = 2;         // 0: load on the calling thread
+  int64_t subset = 0;      // > 0: use only this many samples (a fixed seeded selection)
+  int prefetch = 4;        // batches decoded ahead
+};
+
+class DataLoader {
+ public:
+  DataLoader(const Dataset& data, LoaderOptions options);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  int64_t num_batches() const { return num_batches_; }
+  int64_t num_samples() const { return static_cast<int64_t>(order_.size()); }
+  // The next batch in order, or nothing at the end of the epoch.
+  std::optional<Batch> next();
+  // Unreadable samples skipped so far, with one message each.
+  std::vector<std::string> skipped() const;
+
+  // The samples of an epoch, in order: exposed for tests.
+  static std::vector<int64_t> epoch_order(int64_t dataset_size, const LoaderOptions& o);
+
+ private:
+  Batch build(int64_t b);
+  void work();
+
+  const Dataset& data_;
+  LoaderOptions o_;
+  std::vector<int64_t> order_;
+  int64_t num_batches_ = 0;
+  int64_t next_to_build_ = 0;
+  int64_t next_to_take_ = 0;
+  std::map<int64_t, Batch> ready_;
+  std::vector<std::string> skipped_;
+  bool stop_ = false;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace mf

@@ -1,0 +1,66 @@
+// The training loop: MetaFormer's recipe (AdamW with timm's weight-decay groups, linear warm-up then
+// cosine decay per step, label-smoothing cross-entropy, stochastic depth, optional gradient
+// clipping, Mixup/CutMix and weight EMA), evaluation and a checkpoint after every epoch, metrics in
+// RUN_DIR/metrics.jsonl and curves in RUN_DIR/curves.svg.
+//
+// Determinism: the data order, every augmentation, drop-path mask and mixup draw is a function of
+// the seed and the position in training, and every kernel reduces in a fixed order for a given
+// thread count. Two runs with the same options and --threads therefore produce identical weights,
+// and a run killed and resumed from its last checkpoint ends bit for bit where an uninterrupted run
+// would (tests/test_train.cpp checks both).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "data/dataset.h"
+#include "model/config.h"
+#include "train/mixup.h"
+
+namespace mf {
+
+struct TrainOptions {
+  int epochs = 10;
+  int64_t batch = 128;
+  double lr = 2e-3;
+  double min_lr = 1e-5;
+  double warmup_lr = 1e-6;
+  double warmup_epochs = 1;
+  double weight_decay = 0.05;
+  double label_smoothing = 0.1;
+  double drop_path = -1;   // < 0: the model description's drop_path_rate
+  double clip_grad = 0;    // max global gradient norm; 0: no clipping
+  double mixup = 0, cutmix = 0, mix_prob = 1.0, mix_switch_prob = 0.5;
+  double ema_decay = 0;    // 0: no EMA
+  uint64_t seed = 0;
+  int workers = 2;         // data-loading threads
+  int64_t subset = 0;      // use only this many training samples (0: all)
+  int64_t eval_subset = 0;
+  int64_t eval_batch = 256;
+  int64_t max_steps = 0;   // stop after this many optimizer steps in total (0: all epochs)
+  int keep_checkpoints = 2;
+  std::string backend = "cpu";
+  int threads = 0;
+  bool progress = true;    // progress bar on stderr
+  bool profile = false;    // print the time per op family after each epoch
+  std::string data;        // what --data named (recorded for --resume)
+
+  nlohmann::json to_json() const;
+  static TrainOptions from_json(const nlohmann::json& j);
+};
+
+struct TrainSummary {
+  int epochs_done = 0;
+  int64_t steps = 0;
+  double last_top1 = 0, last_top5 = 0, best_top1 = 0;
+  double seconds = 0;
+};
+
+// Trains `config` on `data` into `run_dir`. With `resume`, continues from run_dir's latest
+// checkpoint (its description and options are read from run_dir). `init_weights` (fine-tuning)
+// loads a checkpoint first, re-initialising a classifier whose size differs.
+TrainSummary train(MetaFormerConfig config, const TrainOptions& options, const DataSplits& data,
+                   const std::string& run_dir, bool resume, const std::string& init_weights = "");
+
+}  // namespace mf

@@ -1,0 +1,70 @@
+// Whole-model backward against finite differences, for the golden model of every family: the
+// derivative of the loss along a random direction in parameter space, and along one in input space.
+// A coarse check (float32 forward passes bound it at about 1e-3); the exact check is against PyTorch
+// in test_train_golden.cpp.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "io/safetensors.h"
+#include "model/loader.h"
+#include "model/metaformer.h"
+#include "test_util.h"
+#include "train/optimizer.h"
+#include "train/targets.h"
+
+namespace mf::test {
+namespace {
+
+class ModelBackward : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ModelBackward, DirectionalDerivativeMatchesFiniteDifferences) {
+  const std::string dir = data_path("golden/" + GetParam());
+  MetaFormer model(load_config(dir + "/config.json"));
+  load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+  const int64_t size = GetParam() == "randformer" ? 64 : 29;
+  const Tensor x = random_tensor({2, size, size, 3}, 11);
+  const Tensor targets = smoothed_targets({3, 7}, model.config().num_classes, 0.1);
+  Ctx ctx;
+  ctx.exec.backend = &get_backend("ref");
+  auto loss = [&](bool backward) {
+    ctx.training = backward;
+    Tensor logits = model.run(ctx, x), dl;
+    const double l = op::cross_entropy(ctx.exec, logits, targets, dl);
+    if (backward) model.backward(ctx, dl);
+    return l;
+  };
+  AdamW opt(model, {});
+  opt.zero_grad();
+  loss(true);
+  // Direction: random in every trainable parameter.
+  std::vector<Tensor> dirs;
+  double analytic = 0;
+  for (size_t k = 0; k < opt.params().size(); ++k) {
+    Parameter* p = opt.params()[k].second;
+    dirs.push_back(random_tensor(p->value.shape(), 100 + k));
+    for (int64_t i = 0; i < p->value.numel(); ++i) analytic += static_cast<double>(p->grad.data()[i]) * dirs[k].data()[i];
+  }
+  const float eps = 1e-3f;
+  auto shift = [&](float by) {
+    for (size_t k = 0; k < opt.params().size(); ++k) {
+      Parameter* p = opt.params()[k].second;
+      for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data()[i] += by * dirs[k].data()[i];
+      p->value.bump_version();
+    }
+  };
+  shift(eps);
+  const double up = loss(false);
+  shift(-2 * eps);
+  const double down = loss(false);
+  shift(eps);
+  const double numeric = (up - down) / (2 * eps);
+  EXPECT_NEAR(numeric, analytic, 2e-2 * std::fabs(analytic)) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, ModelBackward,
+                         ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",
+                                           "randformer"));
+
+}  // namespace
+}  // namespace mf::test

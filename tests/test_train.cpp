@@ -1,0 +1,370 @@
+// Training: the loss falls, runs are deterministic, a run killed with SIGKILL (between steps or in
+// the middle of writing a checkpoint) and resumed ends with the same weights bit for bit, and bad
+// data gets a clear error or a counted skip.
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "data/idx.h"
+#include "data/loader.h"
+#include "io/safetensors.h"
+#include "test_util.h"
+#include "train/mixup.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace mf::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kConfig = source_path("configs/fmnist_convformer.json");
+
+// A small IDX dataset: `n` 28×28 images with a clear class signal (class k lights row band k).
+void write_idx_dataset(const std::string& dir, int n_train, int n_test, bool truncate_images = false,
+                       int label_count_delta = 0) {
+  fs::create_directories(dir);
+  auto write = [](const std::string& path, const std::vector<uint8_t>& header_dims_and_data) {
+    write_bytes(path, header_dims_and_data);
+  };
+  auto images = [&](int n) {
+    std::vector<uint8_t> b{0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28};
+    b[4] = static_cast<uint8_t>(n >> 24), b[5] = static_cast<uint8_t>(n >> 16), b[6] = static_cast<uint8_t>(n >> 8),
+    b[7] = static_cast<uint8_t>(n);
+    for (int i = 0; i < n; ++i)
+      for (int p = 0; p < 28 * 28; ++p) {
+        const int row = p / 28;
+        b.push_back(static_cast<uint8_t>((row / 3 == i % 10 ? 200 : 20) + (i * 7 + p) % 13));
+      }
+    return b;
+  };
+  auto labels = [&](int n, int count) {
+    std::vector<uint8_t> b{0, 0, 8, 1, 0, 0, 0, 0};
+    b[4] = static_cast<uint8_t>(count >> 24), b[5] = static_cast<uint8_t>(count >> 16),
+    b[6] = static_cast<uint8_t>(count >> 8), b[7] = static_cast<uint8_t>(count);
+    for (int i = 0; i < count; ++i) b.push_back(static_cast<uint8_t>(i % 10));
+    return b;
+  };
+  auto train_images = images(n_train);
+  if (truncate_images) train_images.resize(train_images.size() - 100);
+  write(dir + "/train-images-idx3-ubyte", train_images);
+  write(dir + "/train-labels-idx1-ubyte", labels(n_train, n_train + label_count_delta));
+  write(dir + "/t10k-images-idx3-ubyte", images(n_test));
+  write(dir + "/t10k-labels-idx1-ubyte", labels(n_test, n_test));
+}
+
+void write_image_folder(const std::string& dir, int per_class);
+
+std::vector<nlohmann::json> metrics(const std::string& run) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream f(run + "/metrics.jsonl");
+  for (std::string line; std::getline(f, line);)
+    if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+std::vector<std::string> train_args(const std::string& data, const std::string& out, int epochs) {
+  return {"train", "--config", kConfig, "--data", data, "--epochs", std::to_string(epochs), "--batch", "32",
+          "--lr", "3e-3", "--out", out, "--threads", "2", "--workers", "2", "--no-progress", "--seed", "7",
+          "--drop-path", "0.1", "--mixup", "0.2", "--cutmix", "1.0", "--mix-prob", "0.5", "--ema", "0.99",
+          "--clip-grad", "5"};
+}
+
+TEST(Train, LossFallsOnFashionMnist) {
+  if (!fs::exists(kDebianFashionMnistDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TempDir tmp;
+  // A few hundred steps on a subset: the short version of the README's benchmark.
+  CliResult r = run_cli({"train", "--config", kConfig, "--data", "fashion-mnist", "--epochs", "3", "--batch", "32",
+                         "--subset", "3200", "--eval-subset", "1000", "--out", tmp.file("run"), "--threads", "2",
+                         "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto rows = metrics(tmp.file("run"));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows.back()["step"].get<int>(), 300);
+  const double first = rows.front()["train_loss"], last = rows.back()["train_loss"];
+  EXPECT_LT(last, 0.6 * std::log(10.0)) << "the loss should fall well below ln(10) = 2.30";
+  EXPECT_LT(last, first);
+  EXPECT_GT(rows.back()["top1"].get<double>(), 60.0);
+  EXPECT_TRUE(fs::exists(tmp.file("run/curves.svg")));
+  EXPECT_TRUE(fs::exists(tmp.file("run/model.safetensors")));
+}
+
+TEST(Train, SameSeedSameWeightsAndResumeAfterKillIsBitExact) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  const std::string data = tmp.file("data");
+  // Reference: three epochs without interruption (10 steps each).
+  CliResult a = run_cli(train_args(data, tmp.file("a"), 3));
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const auto reference = read_bytes(tmp.file("a/model.safetensors"));
+  const auto reference_ema = read_bytes(tmp.file("a/model_ema.safetensors"));
+
+  // The same run again: identical bytes.
+  CliResult b = run_cli(train_args(data, tmp.file("b"), 3));
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_TRUE(read_bytes(tmp.file("b/model.safetensors")) == reference) << "two runs with one seed differ";
+
+  // Killed with SIGKILL after step 15 (in epoch 2), then resumed from the epoch-1 checkpoint.
+  setenv("MF_DEBUG_KILL_AT_STEP", "15", 1);
+  CliResult killed = run_cli(train_args(data, tmp.file("c"), 3));
+  unsetenv("MF_DEBUG_KILL_AT_STEP");
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL);
+  EXPECT_TRUE(fs::exists(tmp.file("c/checkpoints/epoch-0001/model.safetensors")));
+  CliResult resumed = run_cli({"train", "--resume", tmp.file("c"), "--threads", "2", "--no-progress"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resuming"), std::string::npos);
+  EXPECT_TRUE(read_bytes(tmp.file("c/model.safetensors")) == reference) << "resumed run differs";
+  EXPECT_TRUE(read_bytes(tmp.file("c/model_ema.safetensors")) == reference_ema) << "resumed EMA differs";
+  EXPECT_EQ(metrics(tmp.file("c")).size(), 3u);
+
+  // Killed while checkpoint 2 is half written: checkpoint 1 stays the latest and intact.
+  setenv("MF_DEBUG_KILL_IN_CHECKPOINT", "2", 1);
+  CliResult killed2 = run_cli(train_args(data, tmp.file("d"), 3));
+  unsetenv("MF_DEBUG_KILL_IN_CHECKPOINT");
+  EXPECT_EQ(killed2.exit_code, 128 + SIGKILL);
+  std::ifstream latest(tmp.file("d/checkpoints/latest"));
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "epoch-0001");
+  CliResult resumed2 = run_cli({"train", "--resume", tmp.file("d"), "--threads", "2", "--no-progress"});
+  ASSERT_EQ(resumed2.exit_code, 0) << resumed2.err;
+  EXPECT_TRUE(read_bytes(tmp.file("d/model.safetensors")) == reference) << "resumed run differs";
+  EXPECT_FALSE(fs::exists(tmp.file("d/checkpoints/epoch-0002.tmp")));
+}
+
+TEST(Train, CheckpointHoldsExactlyTheModelsTimmKeys) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 32);
+  CliResult r = run_cli({"train", "--model", "poolformerv2_s12", "--data", tmp.file("data"), "--epochs", "1",
+                         "--batch", "16", "--max-steps", "2", "--out", tmp.file("run"), "--threads", "2",
+                         "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("10 classes"), std::string::npos) << r.out;
+  SafeTensors st = SafeTensors::open(tmp.file("run/model.safetensors"));
+  EXPECT_EQ(st.names().size(), 104u);  // poolformerv2_s12's state dict
+  EXPECT_TRUE(st.contains("stem.conv.weight"));
+  EXPECT_EQ(st.info("stem.conv.weight").shape, (Shape{64, 1, 7, 7}));
+  EXPECT_EQ(st.info("head.fc.weight").shape, (Shape{10, 512}));
+  // The run can be evaluated and resumed by name.
+  CliResult ev = run_cli({"eval", "--config", tmp.file("run/config.json"), "--weights",
+                          tmp.file("run/model.safetensors"), "--data", tmp.file("data")});
+  ASSERT_EQ(ev.exit_code, 0) << ev.err;
+  EXPECT_NE(ev.out.find("top-1"), std::string::npos);
+}
+
+TEST(Train, FineTuningReinitialisesAMismatchedClassifierAndAdaptsTheStem) {
+  TempDir tmp;
+  // A 2-class RGB model (an image folder at 64×64), then fine-tuned on 10-class grey data.
+  write_image_folder(tmp.file("imgs"), 2);
+  write_idx_dataset(tmp.file("data"), 32, 16);
+  const std::string cfg = tmp.file("small.json");
+  const std::string json = R"({"name": "poolformerv2_s12", "depths": [1, 1, 1, 1], "dims": [64, 128, 320, 512],
+      "mixers": "pooling", "norms": "group_norm1_nobias", "head": {"type": "linear"}, "input": {"size": 64}})";
+  write_bytes(cfg, std::vector<uint8_t>(json.begin(), json.end()));
+  CliResult first = run_cli({"train", "--config", cfg, "--data", tmp.file("imgs"), "--epochs", "1", "--batch", "2",
+                             "--max-steps", "1", "--out", tmp.file("a"), "--threads", "2", "--no-progress"});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  CliResult ft = run_cli({"train", "--config", cfg, "--weights", tmp.file("a/model.safetensors"), "--data",
+                          tmp.file("data"), "--epochs", "1", "--batch", "16", "--max-steps", "1", "--out",
+                          tmp.file("b"), "--threads", "2", "--no-progress"});
+  ASSERT_EQ(ft.exit_code, 0) << ft.err;
+  EXPECT_NE(ft.out.find("re-initialised head.fc.weight"), std::string::npos) << ft.out;
+  EXPECT_NE(ft.out.find("summed the checkpoint's 3 input channels into 1"), std::string::npos) << ft.out;
+  // Weights of another architecture do not load.
+  CliResult bad = run_cli({"train", "--config", kConfig, "--weights", tmp.file("a/model.safetensors"), "--data",
+                           tmp.file("data"), "--epochs", "1", "--batch", "16", "--out", tmp.file("c"), "--threads",
+                           "2", "--no-progress"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("do not fit"), std::string::npos) << bad.err;
+}
+
+TEST(Train, RefusesToOverwriteARun) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 32);
+  auto args = std::vector<std::string>{"train", "--config", kConfig, "--data", tmp.file("data"), "--epochs", "1",
+                                       "--batch", "16", "--out", tmp.file("run"), "--threads", "1", "--no-progress"};
+  ASSERT_EQ(run_cli(args).exit_code, 0);
+  CliResult again = run_cli(args);
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("--resume"), std::string::npos) << again.err;
+}
+
+// ---- bad data ----------------------------------------------------------------------------------
+
+void expect_train_error(const std::string& data, const std::string& phrase) {
+  TempDir tmp;
+  CliResult r = run_cli({"train", "--config", kConfig, "--data", data, "--epochs", "1", "--batch", "8", "--out",
+                         tmp.file("run"), "--threads", "1", "--no-progress"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.exit_code, 128) << "crashed: " << r.err;
+  EXPECT_NE(r.err.find(phrase), std::string::npos) << r.err;
+}
+
+TEST(TrainData, TruncatedIdxFile) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 16, /*truncate_images=*/true);
+  expect_train_error(tmp.file("data"), "truncated file");
+}
+
+TEST(TrainData, WrongImageCount) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 16, false, /*label_count_delta=*/-3);
+  expect_train_error(tmp.file("data"), "has 64 images but");
+}
+
+TEST(TrainData, CorruptGzipAndBadMagic) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 32, 16);
+  write_bytes(tmp.file("data/train-images-idx3-ubyte"), {0x1F, 0x8B, 8, 0, 1, 2, 3});
+  expect_train_error(tmp.file("data"), "gzip");
+  write_bytes(tmp.file("data/train-images-idx3-ubyte"), {1, 2, 3, 4, 5, 6, 7, 8});
+  expect_train_error(tmp.file("data"), "not an IDX file");
+}
+
+TEST(TrainData, LabelOutOfRange) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 32, 16);
+  auto labels = read_bytes(tmp.file("data/train-labels-idx1-ubyte"));
+  labels[8 + 5] = 42;
+  write_bytes(tmp.file("data/train-labels-idx1-ubyte"), labels);
+  expect_train_error(tmp.file("data"), "label 42 of sample 5");
+}
+
+// An image folder with two classes of small PNGs (from the test fixtures).
+void write_image_folder(const std::string& dir, int per_class) {
+  const auto png = read_bytes(data_path("image/photo.png"));
+  const auto grey = read_bytes(data_path("image/grey.png"));
+  for (const char* cls : {"cats", "dogs"}) {
+    fs::create_directories(dir + "/" + cls);
+    for (int i = 0; i < per_class; ++i)
+      write_bytes(dir + "/" + cls + "/" + std::to_string(i) + ".png", std::string(cls) == "cats" ? png : grey);
+  }
+}
+
+TEST(TrainData, EmptyClassFolder) {
+  TempDir tmp;
+  write_image_folder(tmp.file("imgs"), 3);
+  fs::create_directories(tmp.file("imgs/birds"));
+  expect_train_error(tmp.file("imgs"), "class folder 'birds' has no images");
+}
+
+TEST(TrainData, NoClassFoldersAndMissingFolder) {
+  TempDir tmp;
+  fs::create_directories(tmp.file("empty"));
+  expect_train_error(tmp.file("empty"), "no class folders");
+  expect_train_error(tmp.file("nope"), "no such data folder");
+}
+
+TEST(TrainData, CorruptImageIsSkippedCountedAndLogged) {
+  TempDir tmp;
+  write_image_folder(tmp.file("imgs"), 4);
+  write_bytes(tmp.file("imgs/dogs/2.png"), {0x89, 'P', 'N', 'G', 1, 2, 3});
+  CliResult r = run_cli({"train", "--config", kConfig, "--data", tmp.file("imgs"), "--epochs", "1", "--batch", "4",
+                         "--out", tmp.file("run"), "--threads", "1", "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("skipped an unreadable sample"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("dogs/2.png"), std::string::npos) << r.err;
+  auto rows = metrics(tmp.file("run"));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_GE(rows[0]["skipped_samples"].get<int>(), 1);
+}
+
+// ---- components -------------------------------------------------------------------------------
+
+TEST(TrainParts, LoaderOrderIsAFunctionOfSeedAndEpoch) {
+  LoaderOptions o;
+  o.seed = 3;
+  o.epoch = 1;
+  auto a = DataLoader::epoch_order(1000, o);
+  EXPECT_EQ(a, DataLoader::epoch_order(1000, o));
+  o.epoch = 2;
+  EXPECT_NE(a, DataLoader::epoch_order(1000, o));
+  std::vector<int64_t> sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (int64_t i = 0; i < 1000; ++i) ASSERT_EQ(sorted[static_cast<size_t>(i)], i);
+  o.subset = 100;
+  EXPECT_EQ(DataLoader::epoch_order(1000, o).size(), 100u);
+}
+
+TEST(TrainParts, LoaderBatchesDoNotDependOnWorkers) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 100, 16);
+  DataTransform t;
+  t.mean = {0.5f};
+  t.std = {0.5f};
+  auto ds = open_fashion_mnist(tmp.file("data"), "train", t);
+  std::vector<Tensor> seen[2];
+  for (int w : {0, 3}) {
+    LoaderOptions o;
+    o.batch = 16;
+    o.workers = w;
+    o.seed = 5;
+    DataLoader loader(*ds, o);
+    while (auto b = loader.next()) seen[w ? 1 : 0].push_back(b->images);
+  }
+  ASSERT_EQ(seen[0].size(), 6u);
+  ASSERT_EQ(seen[1].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(max_abs_diff(seen[0][i], seen[1][i]), 0.0);
+}
+
+TEST(TrainParts, ScheduleWarmsUpThenDecays) {
+  LrSchedule s{1e-3, 1e-5, 1e-6, 10, 110};
+  EXPECT_DOUBLE_EQ(s.at(0), 1e-6);
+  EXPECT_NEAR(s.at(5), 1e-6 + (1e-3 - 1e-6) * 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(s.at(10), 1e-3);
+  EXPECT_NEAR(s.at(60), 1e-5 + 0.5 * (1e-3 - 1e-5), 1e-12);
+  EXPECT_NEAR(s.at(110), 1e-5, 1e-12);
+}
+
+TEST(TrainParts, MixupTargetsAreDistributionsAndCutmixAreaMatchesLambda) {
+  Rng rng(1);
+  for (int trial = 0; trial < 20; ++trial) {
+    Tensor images = random_tensor({4, 16, 16, 3}, static_cast<uint64_t>(trial));
+    MixupOptions o;
+    o.mixup_alpha = 0.8;
+    o.cutmix_alpha = 1.0;
+    double lam = 0;
+    Tensor t = mix_batch(images, {0, 1, 2, 3}, 5, o, rng, &lam);
+    for (int64_t b = 0; b < 4; ++b) {
+      double sum = 0;
+      for (int64_t k = 0; k < 5; ++k) sum += t.data()[b * 5 + k];
+      EXPECT_NEAR(sum, 1.0, 1e-5);
+    }
+    EXPECT_GE(lam, 0.0);
+    EXPECT_LE(lam, 1.0);
+  }
+  double mean = 0;
+  for (int i = 0; i < 4000; ++i) mean += sample_beta(0.8, rng);
+  EXPECT_NEAR(mean / 4000, 0.5, 0.02);
+}
+
+TEST(TrainParts, AdamWFirstStepMatchesTheClosedForm) {
+  // After one step from zero moments, AdamW moves each weight by lr · g / (|g| + eps') after decay.
+  struct One : Module {
+    One() { p = &add_param("weight", {2, 2}, Init::ones(), true); }
+    std::string kind() const override { return "One"; }
+    Parameter* p;
+  } m;
+  m.p->value.fill(1.f);
+  AdamW opt(m, {0.1, 0.9, 0.999, 1e-8, 0.5});
+  opt.zero_grad();
+  m.p->grad.copy_from(Tensor::from({2, 2}, std::vector<float>{1, -2, 0.5f, 0}));
+  opt.step(0.1);
+  const float decayed = 1.f * (1.f - 0.1f * 0.5f);
+  EXPECT_NEAR(m.p->value.data()[0], decayed - 0.1f, 1e-6);
+  EXPECT_NEAR(m.p->value.data()[1], decayed + 0.1f, 1e-6);
+  EXPECT_NEAR(m.p->value.data()[3], decayed, 1e-6);
+  EXPECT_NEAR(opt.grad_norm(), std::sqrt(1 + 4 + 0.25), 1e-6);
+  EXPECT_NEAR(opt.clip_grad_norm(1.0), std::sqrt(5.25), 1e-6);
+  EXPECT_NEAR(opt.grad_norm(), 1.0, 1e-5);
+}
+
+}  // namespace
+}  // namespace mf::test

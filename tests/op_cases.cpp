@@ -1,5 +1,7 @@
 #include "op_cases.h"
 
+#include <tuple>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -246,6 +248,63 @@ const std::vector<OpCase>& op_cases() {
                      Tensor dr = zeros_like(in[1]);
                      Tensor dx = op::token_mix_backward(e, in[1], in[0], dy, &dr);
                      return std::vector<Tensor>{dx, dr};
+                   }});
+    // Rectangular with a bias: MLP-Mixer's token MLP (N -> hidden -> N) and ResMLP's linear_tokens.
+    for (auto [x, m] : std::vector<std::pair<Shape, int64_t>>{{{3, 49, 37}, 23}, {{2, 13, 5}, 13}, {{1, 9, 64}, 20}})
+      v.push_back({fmt::format("token_mix/{}->{}+bias", x.str(), m), OpKind::TokenMix, 1e-5, {{x}, {{m, x[1]}}, {{m}}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::token_mix(e, in[1], in[0], &in[2]); },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dr = zeros_like(in[1]), db = zeros_like(in[2]);
+                     Tensor dx = op::token_mix_backward(e, in[1], in[0], dy, &dr, &db);
+                     return std::vector<Tensor>{dx, dr, db};
+                   }});
+
+    for (auto [x, off, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{{{3, 7, 7, 37}, 5, 19}, {{2, 3, 8}, 0, 8}})
+      v.push_back({fmt::format("channel_slice/{}[{}:{}]", x.str(), off, off + w), OpKind::ChannelSlice, 0.0, {{x}},
+                   [off, w](const Exec& e, const std::vector<Tensor>& in) { return op::channel_slice(e, in[0], off, w); },
+                   [off](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dx = zeros_like(in[0]);
+                     op::channel_slice_backward_(e, dy, off, dx);
+                     return std::vector<Tensor>{dx};
+                   }});
+
+    // The gated products of MambaOut (gate first, value = identity part + conv output), gMixer (x1 ⊙
+    // SiLU(x2)) and gMLP (u ⊙ a separately computed v).
+    struct GluCase {
+      const char* what;
+      Shape t;
+      int64_t extra, gate_offset, value_offset, width;
+      ActKind act;
+    };
+    for (const GluCase& g : {GluCase{"mambaout", {3, 7, 7, 26}, 5, 0, 13, 13, ActKind::GELU},
+                             GluCase{"gmixer", {2, 5, 38}, 0, 19, 0, 19, ActKind::SiLU},
+                             GluCase{"gmlp", {1, 9, 10}, 5, 0, 0, 5, ActKind::Identity}}) {
+      std::vector<OpInput> inputs{{g.t}};
+      if (g.extra) {
+        Shape c = g.t;
+        c[-1] = g.extra;
+        inputs.push_back({c});
+      }
+      v.push_back({fmt::format("glu/{} {}", g.what, g.t.str()), OpKind::Glu, 1e-6, inputs,
+                   [g](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::glu(e, in[0], g.extra ? &in[1] : nullptr, g.gate_offset, g.value_offset, g.width,
+                                    Activation{g.act});
+                   },
+                   [g](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dc = g.extra ? zeros_like(in[1]) : Tensor();
+                     Tensor dt = op::glu_backward(e, in[0], g.extra ? &in[1] : nullptr, g.gate_offset, g.value_offset,
+                                                  Activation{g.act}, dy, g.extra ? &dc : nullptr);
+                     return g.extra ? std::vector<Tensor>{dt, dc} : std::vector<Tensor>{dt};
+                   }});
+    }
+
+    for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 196, 8}})
+      v.push_back({"channel_affine/" + x.str(), OpKind::ChannelAffine, 1e-6, {{x}, {{x[-1]}}, {{x[-1]}}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::channel_affine(e, in[0], in[1], in[2]); },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor da = zeros_like(in[1]), db = zeros_like(in[2]);
+                     Tensor dx = op::channel_affine_backward(e, in[0], in[1], dy, &da, &db);
+                     return std::vector<Tensor>{dx, da, db};
                    }});
 
     v.push_back({"sample_scale/[3, 7, 7, 37]", OpKind::SampleScale, 0.0, {{{3, 7, 7, 37}}, {{3}}},

@@ -22,7 +22,10 @@ TEST_P(ModelBackward, DirectionalDerivativeMatchesFiniteDifferences) {
   const std::string dir = data_path("golden/" + GetParam());
   MetaFormer model(load_config(dir + "/config.json"));
   load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
-  const int64_t size = GetParam() == "randformer" ? 64 : 29;
+  // Models with token matrices take only their nominal size.
+  const auto& c = model.config();
+  const bool fixed = GetParam() == "randformer" || c.isotropic();
+  const int64_t size = fixed ? c.input.size : 29;
   const Tensor x = random_tensor({2, size, size, 3}, 11);
   const Tensor targets = smoothed_targets({3, 7}, model.config().num_classes, 0.1);
   Ctx ctx;
@@ -45,7 +48,10 @@ TEST_P(ModelBackward, DirectionalDerivativeMatchesFiniteDifferences) {
     dirs.push_back(random_tensor(p->value.shape(), 100 + k));
     for (int64_t i = 0; i < p->value.numel(); ++i) analytic += static_cast<double>(p->grad.data()[i]) * dirs[k].data()[i];
   }
-  const float eps = 1e-3f;
+  // Central differences err by O(ε²·curvature) and by float32 rounding of the loss (O(1e-7 / ε)):
+  // at ε = 1e-3 the curvature term alone reached 3.6% for MambaOut-rw; 2.5e-4 keeps both well
+  // inside the 2% bound for every family.
+  const float eps = 2.5e-4f;
   auto shift = [&](float by) {
     for (size_t k = 0; k < opt.params().size(); ++k) {
       Parameter* p = opt.params()[k].second;
@@ -64,7 +70,8 @@ TEST_P(ModelBackward, DirectionalDerivativeMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Families, ModelBackward,
                          ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",
-                                           "randformer"));
+                                           "randformer", "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp",
+                                           "gmlp"));
 
 }  // namespace
 }  // namespace mf::test

@@ -95,7 +95,8 @@ TEST_P(TrainGolden, GradientsAndAdamWStepsMatchPyTorch) {
 
 std::vector<Case> cases() {
   std::vector<Case> v;
-  for (const char* f : {"poolformer", "poolformerv2", "convformer", "caformer", "identityformer", "randformer"})
+  for (const char* f : {"poolformer", "poolformerv2", "convformer", "caformer", "identityformer", "randformer",
+                        "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp", "gmlp"})
     for (const char* b : {"cpu", "ref"}) v.push_back({f, b});
   return v;
 }

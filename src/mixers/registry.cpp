@@ -10,6 +10,10 @@ void register_random_mixer(MixerRegistry& r);
 void register_pooling_mixer(MixerRegistry& r);
 void register_sepconv_mixer(MixerRegistry& r);
 void register_attention_mixer(MixerRegistry& r);
+void register_gated_cnn_mixer(MixerRegistry& r);
+void register_token_mlp_mixer(MixerRegistry& r);
+void register_spatial_mlp_mixer(MixerRegistry& r);
+void register_spatial_gating_mixer(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -19,6 +23,10 @@ MixerRegistry& MixerRegistry::get() {
     register_pooling_mixer(r);
     register_sepconv_mixer(r);
     register_attention_mixer(r);
+    register_gated_cnn_mixer(r);
+    register_token_mlp_mixer(r);
+    register_spatial_mlp_mixer(r);
+    register_spatial_gating_mixer(r);
     return r;
   }();
   return registry;

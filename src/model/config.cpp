@@ -15,7 +15,8 @@ NormSpec norm_from_name(const std::string& name) {
   if (name == "layer_norm_nobias") return {"layer_norm", 1e-6, false};
   if (name == "group_norm1") return {"group_norm1", 1e-5, true};
   if (name == "group_norm1_nobias") return {"group_norm1", 1e-6, false};
-  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias)", name);
+  if (name == "affine") return {"affine", 0.0, true};
+  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine)", name);
 }
 
 namespace {
@@ -110,10 +111,14 @@ std::vector<T> per_stage(const json* v, size_t stages, const std::string& what, 
 ConvSpec parse_conv(const json* v, ConvSpec spec, const std::string& where) {
   if (!v) return spec;
   Reader r(*v, where);
-  spec.kernel_size = r.integer("kernel_size", spec.kernel_size, 1, 31);
-  spec.stride = r.integer("stride", spec.stride, 1, 32);
+  spec.kernel_size = r.integer("kernel_size", spec.kernel_size, 1, 64);
+  spec.stride = r.integer("stride", spec.stride, 1, 64);
   spec.padding = r.integer("padding", spec.padding, 0, 31);
   if (r.has("norm")) spec.norm = parse_optional_norm(r.get("norm"), where + ".norm");
+  spec.type = r.string("type", spec.type);
+  spec.mid_norm = r.boolean("mid_norm", spec.mid_norm);
+  spec.act = r.string("act", spec.act);
+  spec.norm_after = r.boolean("norm_after", spec.norm_after);
   r.finish();
   return spec;
 }
@@ -122,7 +127,11 @@ json conv_to_json(const ConvSpec& c) {
   return json{{"kernel_size", c.kernel_size},
               {"stride", c.stride},
               {"padding", c.padding},
-              {"norm", c.norm ? norm_to_json(*c.norm) : json(nullptr)}};
+              {"norm", c.norm ? norm_to_json(*c.norm) : json(nullptr)},
+              {"type", c.type},
+              {"mid_norm", c.mid_norm},
+              {"act", c.act},
+              {"norm_after", c.norm_after}};
 }
 
 }  // namespace
@@ -144,8 +153,21 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(num_classes >= 1 && num_classes <= 1000000, "model '{}': num_classes {} is out of range", name,
            num_classes);
   MF_CHECK(mlp_ratio > 0 && mlp_ratio <= 64, "model '{}': mlp_ratio {} is out of range", name, mlp_ratio);
-  MF_CHECK(head.type == "linear" || head.type == "mlp", "model '{}': head type must be 'linear' or 'mlp', not '{}'",
-           name, head.type);
+  const std::set<std::string> heads{"linear", "mlp", "mambaout_mlp", "norm_mlp", "token_norm_linear"};
+  MF_CHECK(heads.count(head.type), "model '{}': unknown head type '{}' (known: linear, mlp, mambaout_mlp, norm_mlp, "
+           "token_norm_linear)", name, head.type);
+  const std::set<std::string> blocks{"metaformer", "mambaout", "mlp_mixer", "resmlp", "gmlp"};
+  MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp)",
+           name, block);
+  MF_CHECK(layout == "hierarchical" || layout == "isotropic",
+           "model '{}': layout must be 'hierarchical' or 'isotropic', not '{}'", name, layout);
+  MF_CHECK(!isotropic() || n == 1, "model '{}': an isotropic model has exactly one stage, not {}", name, n);
+  MF_CHECK(isotropic() == (head.type == "token_norm_linear"),
+           "model '{}': the 'token_norm_linear' head goes with (and only with) the isotropic layout", name);
+  MF_CHECK(stem.type == "conv" || stem.type == "two_conv" || stem.type == "patch",
+           "model '{}': stem type must be 'conv', 'two_conv' or 'patch', not '{}'", name, stem.type);
+  MF_CHECK(downsample.type == "conv", "model '{}': downsample type must be 'conv'", name);
+  MF_CHECK(stem.type != "two_conv" || dims[0] % 2 == 0, "model '{}': a two_conv stem needs an even first dim", name);
   MF_CHECK(input.size >= 1 && input.size <= 8192, "model '{}': input size {} is out of range", name, input.size);
   MF_CHECK(input.crop_pct > 0 && input.crop_pct <= 1.0, "model '{}': crop_pct must be in (0, 1]", name);
   MF_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "model '{}': drop_path_rate must be in [0, 1)", name);
@@ -204,6 +226,8 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     return MixerSpec{type, opts};
   });
 
+  c.block = r.string("block", c.block);
+  c.layout = r.string("layout", c.layout);
   const json* norms = r.get("norms");
   c.norms = norms ? per_stage<NormSpec>(norms, n, what + ": norms", parse_norm)
                   : std::vector<NormSpec>(n, norm_from_name("layer_norm_nobias"));
@@ -213,6 +237,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     c.mlp_act = m.string("act", c.mlp_act);
     c.mlp_bias = m.boolean("bias", c.mlp_bias);
     c.mlp_ratio = m.number("ratio", c.mlp_ratio, 1e-3, 64);
+    c.mlp_glu = m.boolean("glu", c.mlp_glu);
     m.finish();
   }
 
@@ -301,7 +326,9 @@ json config_to_json(const MetaFormerConfig& c) {
   }
   j["mixers"] = mixers;
   j["norms"] = norms;
-  j["mlp"] = json{{"act", c.mlp_act}, {"bias", c.mlp_bias}, {"ratio", c.mlp_ratio}};
+  j["block"] = c.block;
+  j["layout"] = c.layout;
+  j["mlp"] = json{{"act", c.mlp_act}, {"bias", c.mlp_bias}, {"ratio", c.mlp_ratio}, {"glu", c.mlp_glu}};
   j["layer_scale_init"] = ls;
   j["res_scale_init"] = rs;
   j["stem"] = conv_to_json(c.stem);

@@ -20,14 +20,29 @@ struct MixerSpec {
   bool operator==(const MixerSpec&) const = default;
 };
 
+// The stem (stem.*) or the downsampling between stages (stages.{s}.downsample.*).
 struct ConvSpec {
   int kernel_size = 3, stride = 2, padding = 1;
-  std::optional<NormSpec> norm;  // stem: after the conv; downsampling: before it
+  std::optional<NormSpec> norm;  // stem: after the conv; downsampling: before it (unless norm_after)
+  // Stem only. "conv": stem.conv (+ stem.norm), MetaFormer's. "two_conv": MambaOut's stem.conv1
+  // (in -> dim/2) [stem.norm1 when mid_norm] -> act -> stem.conv2 (-> dim) -> stem.norm2, each conv
+  // with this geometry. "patch": MLP-Mixer's patch embedding stem.proj (+ stem.norm).
+  std::string type = "conv";
+  bool mid_norm = false;
+  std::string act = "gelu";
+  // Downsampling only: normalise the conv's output instead of its input (MambaOut's original
+  // variants; the _rw variants normalise the input, as MetaFormer does).
+  bool norm_after = false;
   bool operator==(const ConvSpec&) const = default;
 };
 
 struct HeadSpec {
-  std::string type = "mlp";  // "linear": fc; "mlp": fc1 -> act -> norm -> fc2 (timm's MlpHead)
+  // After global average pooling and `norm`:
+  //   "linear": head.fc;  "mlp": head.fc.{fc1, act, norm, fc2} (MetaFormer's MlpHead);
+  //   "mambaout_mlp": head.pre_logits.{fc, act, norm}, head.fc (MambaOut's MlpHead);
+  //   "norm_mlp": head.pre_logits.{fc, act}, head.fc (timm's ClNormMlpClassifierHead, MambaOut _rw).
+  // "token_norm_linear" (isotropic models): `norm` on every token, then pooling, then `head`.
+  std::string type = "mlp";
   NormSpec norm{"layer_norm", 1e-6, true};      // after global pooling
   double mlp_ratio = 4.0;
   std::string act = "squared_relu";
@@ -54,9 +69,20 @@ struct MetaFormerConfig {
   std::vector<int> dims;
   std::vector<MixerSpec> mixers;   // one per stage
   std::vector<NormSpec> norms;     // block norms, one per stage
+  // The block's structure and child names (see model/metaformer.h):
+  //   "metaformer": norm1, token_mixer, layer_scale1, res_scale1, norm2, mlp, layer_scale2, res_scale2
+  //   "mambaout":   norm, the mixer's own layers directly in the block, ls (one residual branch)
+  //   "mlp_mixer":  norm1, mlp_tokens, norm2, mlp_channels
+  //   "resmlp":     norm1, linear_tokens, ls1, norm2, mlp_channels, ls2
+  //   "gmlp":       norm, mlp_channels (one residual branch)
+  std::string block = "metaformer";
+  // "hierarchical": stem, stages.{s}.{downsample, blocks.{b}}, head.  "isotropic" (MLP-Mixer family):
+  // one stage without downsampling: stem, blocks.{b}, norm, head.
+  std::string layout = "hierarchical";
   std::string mlp_act = "starrelu";
   bool mlp_bias = false;
   double mlp_ratio = 4.0;
+  bool mlp_glu = false;  // timm's GluMlp (gMixer): fc2 reads x1 ⊙ act(x2)
   std::vector<std::optional<double>> layer_scale_init;  // per stage; empty optional = no layer scale
   std::vector<std::optional<double>> res_scale_init;    // per stage; empty optional = no res scale
   ConvSpec stem{7, 4, 2, std::nullopt};
@@ -66,6 +92,9 @@ struct MetaFormerConfig {
   double drop_path_rate = 0.0;  // training only
 
   size_t num_stages() const { return depths.size(); }
+  bool isotropic() const { return layout == "isotropic"; }
+  // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
+  bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp"; }
   // Throws mf::Error describing the first inconsistency.
   void validate() const;
   bool operator==(const MetaFormerConfig&) const = default;
@@ -76,7 +105,8 @@ MetaFormerConfig parse_config(const std::string& json_text, const std::string& w
 MetaFormerConfig load_config(const std::string& path);
 nlohmann::json config_to_json(const MetaFormerConfig& c);
 
-// "layer_norm", "layer_norm_nobias", "group_norm1", "group_norm1_nobias" with timm's eps.
+// "layer_norm", "layer_norm_nobias", "group_norm1", "group_norm1_nobias" with timm's eps, and
+// "affine" (ResMLP).
 NormSpec norm_from_name(const std::string& name);
 
 }  // namespace mf

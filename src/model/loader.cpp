@@ -62,6 +62,13 @@ int checkpoint_num_classes(const SafeTensors& file) {
   return 0;
 }
 
+namespace {
+// The convolution that reads the image: MetaFormer's, MambaOut's and MLP-Mixer's stems.
+bool is_input_conv(const std::string& name) {
+  return name == "stem.conv.weight" || name == "stem.conv1.weight" || name == "stem.proj.weight";
+}
+}  // namespace
+
 LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOptions& options) {
   LoadResult result;
   // Original sail-sg checkpoints lack timm's stem key; rename theirs (timm's checkpoint_filter_fn).
@@ -94,7 +101,7 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
     const SafeTensorInfo& info = file.info(it->second);
     // Original checkpoints store 1×1 convolutions as Linear weights: same elements, other shape.
     const bool same = info.shape == want || (result.renamed_from_original && info.shape.numel() == want.numel());
-    const bool adaptable = options.adapt_input_channels && name == "stem.conv.weight" && want.ndim() == 4 &&
+    const bool adaptable = options.adapt_input_channels && is_input_conv(name) && want.ndim() == 4 &&
                            info.shape.ndim() == 4 && want[1] == 1 && info.shape[0] == want[0] &&
                            info.shape[2] == want[2] && info.shape[3] == want[3];
     if (!same && adaptable) {
@@ -125,7 +132,7 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
   for (auto& [name, param] : model.named_parameters()) {
     if (std::find(result.skipped.begin(), result.skipped.end(), name) != result.skipped.end()) continue;
     Tensor t = file.load(file_key_of.at(name));
-    if (t.shape() != param->value.shape() && options.adapt_input_channels && name == "stem.conv.weight" &&
+    if (t.shape() != param->value.shape() && options.adapt_input_channels && is_input_conv(name) &&
         t.ndim() == 4 && t.dim(1) != 1 && param->value.dim(1) == 1) {
       const int64_t out = t.dim(0), in = t.dim(1), taps = t.dim(2) * t.dim(3);
       Tensor summed = Tensor::zeros(param->value.shape());

@@ -6,32 +6,65 @@
 namespace mf {
 
 // ---------------------------------------------------------------------------------------------- stem
-Stem::Stem(int in_chans, int out_chans, const ConvSpec& spec) {
-  conv_ = add_child("conv", std::make_unique<Conv2d>(in_chans, out_chans, spec.kernel_size, spec.stride, spec.padding,
-                                                     /*bias=*/true));
+Stem::Stem(int in_chans, int out_chans, const ConvSpec& spec) : spec_(spec) {
+  const auto conv = [&](int in, int out) {
+    return std::make_unique<Conv2d>(in, out, spec.kernel_size, spec.stride, spec.padding, /*bias=*/true);
+  };
+  if (spec.type == "two_conv") {
+    conv_ = add_child("conv1", conv(in_chans, out_chans / 2));
+    if (spec.mid_norm && spec.norm) norm_ = add_child("norm1", std::make_unique<Norm>(*spec.norm, out_chans / 2));
+    act_ = add_child("act", make_activation(spec.act));
+    conv2_ = add_child("conv2", conv(out_chans / 2, out_chans));
+    if (spec.norm) norm2_ = add_child("norm2", std::make_unique<Norm>(*spec.norm, out_chans));
+  } else {
+    conv_ = add_child(spec.type == "patch" ? "proj" : "conv", conv(in_chans, out_chans));
+    if (spec.norm) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, out_chans));
+  }
   conv_->set_needs_input_grad(false);  // the stem's input is the data
-  if (spec.norm) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, out_chans));
+}
+
+int64_t Stem::out_size(int64_t in) const {
+  const ConvGeometry g{spec_.kernel_size, spec_.kernel_size, spec_.stride, spec_.stride, spec_.padding, spec_.padding};
+  return conv2_ ? g.out_h(g.out_h(in)) : g.out_h(in);
 }
 
 Tensor Stem::forward(Ctx& ctx, const Tensor& x) {
   Tensor y = conv_->run(ctx, x);
-  return norm_ ? norm_->run(ctx, y) : y;
+  if (norm_) y = norm_->run(ctx, y);
+  if (!conv2_) return y;
+  act_->apply_(ctx, y);
+  y = conv2_->run(ctx, y);
+  return norm2_ ? norm2_->run(ctx, y) : y;
 }
 
 Tensor Stem::backward(Ctx& ctx, const Tensor& dy) {
-  return conv_->backward(ctx, norm_ ? norm_->backward(ctx, dy) : dy);
+  Tensor d = dy;
+  if (conv2_) {
+    if (norm2_) d = norm2_->backward(ctx, d);
+    d = act_->backward(ctx, conv2_->backward(ctx, d));
+  }
+  if (norm_) d = norm_->backward(ctx, d);
+  return conv_->backward(ctx, d);
 }
 
 // -------------------------------------------------------------------------------------- downsampling
-Downsampling::Downsampling(int in_chans, int out_chans, const ConvSpec& spec) {
-  if (spec.norm) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, in_chans));
+Downsampling::Downsampling(int in_chans, int out_chans, const ConvSpec& spec) : norm_after_(spec.norm_after) {
+  if (spec.norm && !norm_after_) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, in_chans));
   conv_ = add_child("conv", std::make_unique<Conv2d>(in_chans, out_chans, spec.kernel_size, spec.stride, spec.padding,
                                                      /*bias=*/true));
+  if (spec.norm && norm_after_) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, out_chans));
 }
 
-Tensor Downsampling::forward(Ctx& ctx, const Tensor& x) { return conv_->run(ctx, norm_ ? norm_->run(ctx, x) : x); }
+Tensor Downsampling::forward(Ctx& ctx, const Tensor& x) {
+  if (norm_after_) {
+    Tensor y = conv_->run(ctx, x);
+    return norm_ ? norm_->run(ctx, y) : y;
+  }
+  return conv_->run(ctx, norm_ ? norm_->run(ctx, x) : x);
+}
 
 Tensor Downsampling::backward(Ctx& ctx, const Tensor& dy) {
+  if (norm_after_) return conv_->backward(ctx, norm_ ? norm_->backward(ctx, dy) : dy);
   Tensor d = conv_->backward(ctx, dy);
   return norm_ ? norm_->backward(ctx, d) : d;
 }
@@ -42,23 +75,31 @@ MetaFormerBlock::MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t h
     : drop_path_(drop_path) {
   const int64_t dim = c.dims[static_cast<size_t>(stage)];
   const auto s = static_cast<size_t>(stage);
-  // Registration order = timm's state-dict order.
-  norm1_ = add_child("norm1", std::make_unique<Norm>(c.norms[s], dim));
+  // Child names per block style (config.h); registration order = timm's state-dict order.
+  struct Names {
+    const char *norm1, *mixer, *ls1, *norm2, *mlp, *ls2, *ls_param;
+  };
+  const Names n = c.block == "mambaout"    ? Names{"norm", "", "ls", "", "", "", "gamma"}
+                  : c.block == "mlp_mixer" ? Names{"norm1", "mlp_tokens", "ls1", "norm2", "mlp_channels", "ls2", ""}
+                  : c.block == "resmlp"    ? Names{"norm1", "linear_tokens", "ls1", "norm2", "mlp_channels", "ls2", ""}
+                  : c.block == "gmlp"      ? Names{"norm", "mlp_channels", "ls", "", "", "", "gamma"}
+                                           : Names{"norm1", "token_mixer", "layer_scale1", "norm2", "mlp",
+                                                   "layer_scale2", "scale"};
+  const auto ls = c.layer_scale_init[s], rs = c.res_scale_init[s];
+  norm1_ = add_child(n.norm1, std::make_unique<Norm>(c.norms[s], dim));
   MixerContext mc{dim, stage, height, width, c.mixers[s].options};
-  mixer_ = add_child("token_mixer", MixerRegistry::get().create(c.mixers[s].type, mc));
-  if (c.layer_scale_init[s])
-    layer_scale1_ = add_child("layer_scale1", std::make_unique<Scale>(dim, static_cast<float>(*c.layer_scale_init[s])));
-  if (c.res_scale_init[s])
-    res_scale1_ = add_child("res_scale1", std::make_unique<Scale>(dim, static_cast<float>(*c.res_scale_init[s])));
-  norm2_ = add_child("norm2", std::make_unique<Norm>(c.norms[s], dim));
-  // timm: int(mlp_ratio * dim); its token-stage (attention) MLPs are nn.Linear, the others 1×1 convs.
-  const bool conv1x1 = c.mixers[s].type != "attention";
-  mlp_ = add_child("mlp", std::make_unique<Mlp>(dim, static_cast<int64_t>(c.mlp_ratio * static_cast<double>(dim)),
-                                                c.mlp_act, c.mlp_bias, conv1x1));
-  if (c.layer_scale_init[s])
-    layer_scale2_ = add_child("layer_scale2", std::make_unique<Scale>(dim, static_cast<float>(*c.layer_scale_init[s])));
-  if (c.res_scale_init[s])
-    res_scale2_ = add_child("res_scale2", std::make_unique<Scale>(dim, static_cast<float>(*c.res_scale_init[s])));
+  mixer_ = add_child(n.mixer, MixerRegistry::get().create(c.mixers[s].type, mc));
+  if (ls) layer_scale1_ = add_child(n.ls1, std::make_unique<Scale>(dim, static_cast<float>(*ls), n.ls_param));
+  if (rs) res_scale1_ = add_child("res_scale1", std::make_unique<Scale>(dim, static_cast<float>(*rs)));
+  if (!c.has_mlp_branch()) return;
+  norm2_ = add_child(n.norm2, std::make_unique<Norm>(c.norms[s], dim));
+  // timm: int(mlp_ratio * dim); MetaFormer's token-stage (attention) MLPs are nn.Linear, its other
+  // stages' 1×1 convs (weights [out, in, 1, 1]); mlp_mixer.py's are nn.Linear.
+  const bool conv1x1 = c.block == "metaformer" && c.mixers[s].type != "attention";
+  mlp_ = add_child(n.mlp, std::make_unique<Mlp>(dim, static_cast<int64_t>(c.mlp_ratio * static_cast<double>(dim)),
+                                                c.mlp_act, c.mlp_bias, conv1x1, c.mlp_glu));
+  if (ls) layer_scale2_ = add_child(n.ls2, std::make_unique<Scale>(dim, static_cast<float>(*ls), n.ls_param));
+  if (rs) res_scale2_ = add_child("res_scale2", std::make_unique<Scale>(dim, static_cast<float>(*rs)));
 }
 
 namespace {
@@ -78,6 +119,7 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
     Tensor branch = mixer_->run(ctx, norm1_->run(ctx, x));
     if (branch.same_memory(x)) branch = branch.clone();  // a mixer may return its input; never write over x
     Tensor h = op::scaled_residual(ctx.exec, x, scale_of(res_scale1_), branch, scale_of(layer_scale1_));
+    if (!mlp_) return h;
     Tensor branch2 = mlp_->run(ctx, norm2_->run(ctx, h));
     return op::scaled_residual(ctx.exec, h, scale_of(res_scale2_), branch2, scale_of(layer_scale2_));
   }
@@ -86,11 +128,12 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   Tensor m = mixer_->run(ctx, norm1_->run(ctx, x));
   if (drop) m = op::sample_scale(ctx.exec, m, mask1_ = drop_path_mask(ctx, x.dim(0)));
   Tensor h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
+  saved_x_ = x;
+  saved_mixer_out_ = m;
+  if (!mlp_) return h;
   Tensor p = mlp_->run(ctx, norm2_->run(ctx, h));
   if (drop) p = op::sample_scale(ctx.exec, p, mask2_ = drop_path_mask(ctx, x.dim(0)));
   Tensor y = op::scaled_residual_new(ctx.exec, h, scale_of(res_scale2_), p, scale_of(layer_scale2_));
-  saved_x_ = x;
-  saved_mixer_out_ = m;
   saved_h_ = h;
   saved_mlp_out_ = p;
   return y;
@@ -106,12 +149,8 @@ Tensor* scale_grad(Scale* s) {
 
 Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
-  // y = h ⊙ rs2 + p ⊙ ls2, p = mlp(norm2(h))
-  auto [dh, dp] = op::scaled_residual_backward(ctx.exec, saved_h_, scale_of(res_scale2_), saved_mlp_out_,
-                                               scale_of(layer_scale2_), dy, scale_grad(res_scale2_),
-                                               scale_grad(layer_scale2_));
-  if (mask2_.defined()) dp = op::sample_scale(ctx.exec, dp, mask2_);
-  dh = op::scaled_residual(ctx.exec, dh, nullptr, norm2_->backward(ctx, mlp_->backward(ctx, dp)), nullptr);
+  Tensor dh = dy;
+  if (mlp_) dh = mlp_branch_backward(ctx, dy);
   // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
   auto [dx, dm] = op::scaled_residual_backward(ctx.exec, saved_x_, scale_of(res_scale1_), saved_mixer_out_,
                                                scale_of(layer_scale1_), dh, scale_grad(res_scale1_),
@@ -120,6 +159,15 @@ Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   dx = op::scaled_residual(ctx.exec, dx, nullptr, norm1_->backward(ctx, mixer_->backward(ctx, dm)), nullptr);
   saved_x_ = saved_mixer_out_ = saved_h_ = saved_mlp_out_ = mask1_ = mask2_ = Tensor();
   return dx;
+}
+
+Tensor MetaFormerBlock::mlp_branch_backward(Ctx& ctx, const Tensor& dy) {
+  // y = h ⊙ rs2 + p ⊙ ls2, p = mlp(norm2(h))
+  auto [dh, dp] = op::scaled_residual_backward(ctx.exec, saved_h_, scale_of(res_scale2_), saved_mlp_out_,
+                                               scale_of(layer_scale2_), dy, scale_grad(res_scale2_),
+                                               scale_grad(layer_scale2_));
+  if (mask2_.defined()) dp = op::sample_scale(ctx.exec, dp, mask2_);
+  return op::scaled_residual(ctx.exec, dh, nullptr, norm2_->backward(ctx, mlp_->backward(ctx, dp)), nullptr);
 }
 
 // ------------------------------------------------------------------------------------------- stage
@@ -161,22 +209,48 @@ Tensor MlpHead::backward(Ctx& ctx, const Tensor& dy) {
   return fc1_->backward(ctx, act_->backward(ctx, norm_->backward(ctx, fc2_->backward(ctx, dy))));
 }
 
+PreLogits::PreLogits(int64_t dim, int64_t hidden, const std::string& act, const std::optional<NormSpec>& norm) {
+  fc_ = add_child("fc", std::make_unique<Linear>(dim, hidden, true));
+  act_ = add_child("act", make_activation(act));
+  if (norm) norm_ = add_child("norm", std::make_unique<Norm>(*norm, hidden));
+}
+
+Tensor PreLogits::forward(Ctx& ctx, const Tensor& x) {
+  Tensor h = fc_->run(ctx, x);
+  act_->apply_(ctx, h);
+  return norm_ ? norm_->run(ctx, h) : h;
+}
+
+Tensor PreLogits::backward(Ctx& ctx, const Tensor& dy) {
+  return fc_->backward(ctx, act_->backward(ctx, norm_ ? norm_->backward(ctx, dy) : dy));
+}
+
 MetaFormerHead::MetaFormerHead(int64_t dim, int num_classes, const HeadSpec& spec) {
   norm_ = add_child("norm", std::make_unique<Norm>(spec.norm, dim));
-  if (spec.type == "mlp")
+  if (spec.type == "mlp") {
     fc_ = add_child("fc", std::make_unique<MlpHead>(dim, num_classes, spec));
-  else
+  } else if (spec.type == "mambaout_mlp" || spec.type == "norm_mlp") {
+    const auto hidden = static_cast<int64_t>(spec.mlp_ratio * static_cast<double>(dim));
+    std::optional<NormSpec> norm;
+    if (spec.type == "mambaout_mlp") norm = spec.mlp_norm;
+    pre_logits_ = add_child("pre_logits", std::make_unique<PreLogits>(dim, hidden, spec.act, norm));
+    fc_ = add_child("fc", std::make_unique<Linear>(hidden, num_classes, true));
+  } else {
     fc_ = add_child("fc", std::make_unique<Linear>(dim, num_classes, true));
+  }
 }
 
 Tensor MetaFormerHead::forward(Ctx& ctx, const Tensor& x) {
   if (ctx.training) saved_shape_ = x.shape();
-  Tensor pooled = op::global_avg_pool(ctx.exec, x);
-  return fc_->run(ctx, norm_->run(ctx, pooled));
+  Tensor h = norm_->run(ctx, op::global_avg_pool(ctx.exec, x));
+  if (pre_logits_) h = pre_logits_->run(ctx, h);
+  return fc_->run(ctx, h);
 }
 
 Tensor MetaFormerHead::backward(Ctx& ctx, const Tensor& dy) {
-  return op::global_avg_pool_backward(ctx.exec, norm_->backward(ctx, fc_->backward(ctx, dy)), saved_shape_);
+  Tensor d = fc_->backward(ctx, dy);
+  if (pre_logits_) d = pre_logits_->backward(ctx, d);
+  return op::global_avg_pool_backward(ctx.exec, norm_->backward(ctx, d), saved_shape_);
 }
 
 // ------------------------------------------------------------------------------------------- model
@@ -184,23 +258,30 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   config_.validate();
   const auto& c = config_;
   stem_ = add_child("stem", std::make_unique<Stem>(c.in_chans, c.dims[0], c.stem));
-  stages_ = add_child("stages", std::make_unique<Sequential>());
   // Token grid of each stage at the nominal input size (needed by mixers tied to a size).
-  int64_t h = ConvGeometry{c.stem.kernel_size, c.stem.kernel_size, c.stem.stride, c.stem.stride, c.stem.padding,
-                           c.stem.padding}
-                  .out_h(c.input.size);
-  int prev = c.dims[0];
+  int64_t h = stem_->out_size(c.input.size);
   // Stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last.
   int total = 0;
   for (int d : c.depths) total += d;
+  auto rate = [&](int block) { return total > 1 ? c.drop_path_rate * block / (total - 1) : 0.0; };
+  if (c.isotropic()) {
+    // mlp_mixer.py: stem, blocks, norm over every token, mean over tokens, linear head.
+    blocks_ = add_child("blocks", std::make_unique<Sequential>());
+    for (int b = 0; b < c.depths[0]; ++b) blocks_->append(std::make_unique<MetaFormerBlock>(c, 0, h, h, rate(b)));
+    norm_ = add_child("norm", std::make_unique<Norm>(c.head.norm, c.dims[0]));
+    linear_head_ = add_child("head", std::make_unique<Linear>(c.dims[0], c.num_classes, true));
+    assign_paths();
+    return;
+  }
+  stages_ = add_child("stages", std::make_unique<Sequential>());
+  int prev = c.dims[0];
   int block = 0;
   const ConvGeometry down{c.downsample.kernel_size, c.downsample.kernel_size, c.downsample.stride,
                           c.downsample.stride,      c.downsample.padding,     c.downsample.padding};
   for (size_t s = 0; s < c.num_stages(); ++s) {
     if (s > 0 && prev != c.dims[s]) h = down.out_h(h);
     std::vector<double> rates;
-    for (int b = 0; b < c.depths[s]; ++b, ++block)
-      rates.push_back(total > 1 ? c.drop_path_rate * block / (total - 1) : 0.0);
+    for (int b = 0; b < c.depths[s]; ++b, ++block) rates.push_back(rate(block));
     stages_->append(std::make_unique<MetaFormerStage>(c, static_cast<int>(s), prev, h, h, rates));
     prev = c.dims[s];
   }
@@ -231,11 +312,20 @@ void MetaFormer::check_backend(const Backend& backend) const {
 Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   check_input(x.shape());
   Tensor y = stem_->run(ctx, x);
+  if (blocks_) {
+    y = norm_->run(ctx, blocks_->run(ctx, y));
+    if (ctx.training) saved_tokens_shape_ = y.shape();
+    return linear_head_->run(ctx, op::global_avg_pool(ctx.exec, y));
+  }
   y = stages_->run(ctx, y);
   return head_->run(ctx, y);
 }
 
 Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
+  if (blocks_) {
+    Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
+    return stem_->backward(ctx, blocks_->backward(ctx, norm_->backward(ctx, d)));
+  }
   Tensor d = head_->backward(ctx, dlogits);
   d = stages_->backward(ctx, d);
   return stem_->backward(ctx, d);

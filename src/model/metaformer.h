@@ -1,8 +1,12 @@
-// The generic MetaFormer (timm's MetaFormer class): stem, stages of blocks x + mixer(norm(x)),
-// x + mlp(norm(x)) with a token mixer per stage, downsampling between stages, and a head.
-// Built from a MetaFormerConfig; the module names reproduce timm's state-dict keys exactly:
-//   stem.{conv,norm}  stages.{s}.downsample.{norm,conv}  stages.{s}.blocks.{b}.{norm1,token_mixer,
-//   layer_scale1,res_scale1,norm2,mlp,layer_scale2,res_scale2}  head.{norm,fc}
+// The generic MetaFormer: stem, stages of blocks x + mixer(norm(x)), x + mlp(norm(x)) with a token
+// mixer per stage, downsampling between stages, and a head. Built from a MetaFormerConfig; the
+// module names reproduce timm's state-dict keys exactly. The same classes, with the config's
+// `block`, `layout`, stem and head choices, express timm's metaformer.py (PoolFormer, ConvFormer,
+// CAFormer...), mambaout.py (MambaOut: one residual branch whose mixer is the gated CNN) and
+// mlp_mixer.py (MLP-Mixer, gMixer, ResMLP, gMLP: isotropic, a token MLP as the mixer):
+//   stem.{conv,norm | conv1,norm1,conv2,norm2 | proj}  stages.{s}.downsample.{norm,conv}
+//   stages.{s}.blocks.{b}.{norm1,token_mixer,layer_scale1,res_scale1,norm2,mlp,...}  head.{norm,fc}
+//   (isotropic: blocks.{b}.*, norm, head)
 #pragma once
 
 #include <memory>
@@ -26,10 +30,16 @@ class Stem : public Module {
   std::string kind() const override { return "Stem"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // Output side length for an input side length.
+  int64_t out_size(int64_t in) const;
 
  private:
-  Conv2d* conv_;
-  Norm* norm_ = nullptr;
+  ConvSpec spec_;
+  Conv2d* conv_;             // conv, conv1 or proj
+  Norm* norm_ = nullptr;     // norm or norm1 (two_conv)
+  ActivationLayer* act_ = nullptr;  // two_conv
+  Conv2d* conv2_ = nullptr;  // two_conv
+  Norm* norm2_ = nullptr;    // two_conv
 };
 
 class Downsampling : public Module {
@@ -42,6 +52,7 @@ class Downsampling : public Module {
  private:
   Norm* norm_ = nullptr;
   Conv2d* conv_;
+  bool norm_after_;
 };
 
 class MetaFormerBlock : public Module {
@@ -55,6 +66,7 @@ class MetaFormerBlock : public Module {
  private:
   // Drop path in training: each sample's branch is zeroed with probability p, else scaled by 1/(1-p).
   Tensor drop_path_mask(Ctx& ctx, int64_t batch) const;
+  Tensor mlp_branch_backward(Ctx& ctx, const Tensor& dy);
   double drop_path_;
   // Kept by a training forward for backward: input, branch outputs (after drop path), the middle.
   Tensor saved_x_, saved_mixer_out_, saved_h_, saved_mlp_out_, mask1_, mask2_;
@@ -62,8 +74,8 @@ class MetaFormerBlock : public Module {
   Module* mixer_;
   Scale* layer_scale1_ = nullptr;
   Scale* res_scale1_ = nullptr;
-  Norm* norm2_;
-  Mlp* mlp_;
+  Norm* norm2_ = nullptr;  // null (with mlp_) in one-branch blocks
+  Mlp* mlp_ = nullptr;
   Scale* layer_scale2_ = nullptr;
   Scale* res_scale2_ = nullptr;
 };
@@ -96,7 +108,22 @@ class MlpHead : public Module {
   Linear* fc2_;
 };
 
-// global average pool -> norm -> fc (Linear or MlpHead). Pool first, then norm, as timm does.
+// MambaOut's head.pre_logits: fc -> act [-> norm].
+class PreLogits : public Module {
+ public:
+  PreLogits(int64_t dim, int64_t hidden, const std::string& act, const std::optional<NormSpec>& norm);
+  std::string kind() const override { return "PreLogits"; }
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
+
+ private:
+  Linear* fc_;
+  ActivationLayer* act_;
+  Norm* norm_ = nullptr;
+};
+
+// global average pool -> norm -> [pre_logits] -> fc (Linear or MlpHead). Pool first, then norm, as
+// timm does.
 class MetaFormerHead : public Module {
  public:
   MetaFormerHead(int64_t dim, int num_classes, const HeadSpec& spec);
@@ -107,6 +134,7 @@ class MetaFormerHead : public Module {
 
  private:
   Norm* norm_;
+  PreLogits* pre_logits_ = nullptr;
   Module* fc_;
   Shape saved_shape_;
 };
@@ -116,7 +144,10 @@ class MetaFormer : public Module {
   explicit MetaFormer(const MetaFormerConfig& config);
   std::string kind() const override { return "MetaFormer"; }
   const MetaFormerConfig& config() const { return config_; }
-  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::NchwToNhwc); }
+  void collect_ops(std::set<OpKind>& ops) const override {
+    ops.insert(OpKind::NchwToNhwc);
+    ops.insert(OpKind::GlobalAvgPool);
+  }
 
   // x: [B, H, W, in_chans] channels-last -> logits [B, num_classes]
   Tensor forward(Ctx& ctx, const Tensor& x) override;
@@ -132,8 +163,12 @@ class MetaFormer : public Module {
  private:
   MetaFormerConfig config_;
   Stem* stem_;
-  Sequential* stages_;
-  MetaFormerHead* head_;
+  Sequential* stages_ = nullptr;  // hierarchical layout
+  MetaFormerHead* head_ = nullptr;
+  Sequential* blocks_ = nullptr;  // isotropic layout: blocks, then norm over tokens, pooling, linear head
+  Norm* norm_ = nullptr;
+  Linear* linear_head_ = nullptr;
+  Shape saved_tokens_shape_;
 };
 
 }  // namespace mf

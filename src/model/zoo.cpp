@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -64,6 +65,65 @@ MetaFormerConfig with_group_norm_linear_head(MetaFormerConfig c, std::vector<Mix
   return c;
 }
 
+// timm's mambaout.py (spec section 7): one residual branch per block, the gated CNN; a two-conv stem;
+// LayerNorms with bias everywhere. rw = Ross Wightman's variants: no stem mid-norm, downsampling that
+// normalises its input, layer scale, and the norm_mlp head.
+MetaFormerConfig mambaout(const std::string& name, std::vector<int> depths, std::vector<int> dims, double ratio,
+                          double conv_ratio, const std::string& act, bool rw, double crop = 1.0) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.depths = std::move(depths);
+  c.dims = std::move(dims);
+  c.block = "mambaout";
+  nlohmann::json options = nlohmann::json::object();
+  if (ratio != 8.0 / 3.0) options["expansion_ratio"] = ratio;
+  if (conv_ratio != 1.0) options["conv_ratio"] = conv_ratio;
+  if (act != "gelu") options["act"] = act;
+  c.mixers.assign(4, MixerSpec{"gated_cnn", options});
+  c.norms.assign(4, norm_from_name("layer_norm"));
+  c.mlp_act = "gelu";  // unused: no channel-MLP branch
+  c.mlp_bias = true;
+  c.layer_scale_init.assign(4, rw ? std::optional<double>(1e-5) : std::nullopt);  // timm's LayerScale default
+  c.res_scale_init.assign(4, std::nullopt);
+  c.stem = ConvSpec{3, 2, 1, norm_from_name("layer_norm")};
+  c.stem.type = "two_conv";
+  c.stem.mid_norm = !rw;
+  c.stem.act = act;
+  c.downsample = ConvSpec{3, 2, 1, norm_from_name("layer_norm")};
+  c.downsample.norm_after = !rw;
+  c.head.type = rw ? "norm_mlp" : "mambaout_mlp";
+  c.head.norm = norm_from_name("layer_norm");
+  c.head.act = "gelu";  // also for the SiLU models: the head keeps its own default
+  c.head.mlp_norm = norm_from_name("layer_norm");
+  c.input.crop_pct = crop;
+  return c;
+}
+
+// timm's mlp_mixer.py (spec section 12): isotropic, fixed 224×224 input, patch-embedding stem, all
+// tokens normalised before pooling, a plain linear head.
+MetaFormerConfig isotropic(const std::string& name, int patch, int depth, int dim, const std::string& block,
+                           MixerSpec mixer, const std::string& norm) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "isotropic";
+  c.block = block;
+  c.depths = {depth};
+  c.dims = {dim};
+  c.mixers = {std::move(mixer)};
+  c.norms = {norm_from_name(norm)};
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.layer_scale_init = {std::nullopt};
+  c.res_scale_init = {std::nullopt};
+  c.stem = ConvSpec{patch, patch, 0, std::nullopt};
+  c.stem.type = "patch";
+  c.downsample = ConvSpec{3, 2, 1, std::nullopt};  // unused
+  c.head.type = "token_norm_linear";
+  c.head.norm = norm_from_name(norm);
+  c.input.crop_pct = 0.875;
+  return c;
+}
+
 const std::map<std::string, MetaFormerConfig>& zoo() {
   static const std::map<std::string, MetaFormerConfig> z = [] {
     std::map<std::string, MetaFormerConfig> m;
@@ -95,6 +155,50 @@ const std::map<std::string, MetaFormerConfig>& zoo() {
       MetaFormerConfig ca = baseline("caformer_" + tag, size);
       ca.mixers = mixers({"sepconv", "sepconv", "attention", "attention"});
       add(ca);
+    }
+    // MambaOut.
+    const std::vector<int> kMambaS{96, 192, 384, 576}, kMambaB{128, 256, 512, 768};
+    add(mambaout("mambaout_femto", {3, 3, 9, 3}, {48, 96, 192, 288}, 8.0 / 3.0, 1.0, "gelu", false));
+    add(mambaout("mambaout_kobe", {3, 3, 15, 3}, {48, 96, 192, 288}, 8.0 / 3.0, 1.0, "gelu", false));
+    add(mambaout("mambaout_tiny", {3, 3, 9, 3}, kMambaS, 8.0 / 3.0, 1.0, "gelu", false));
+    add(mambaout("mambaout_small", {3, 4, 27, 3}, kMambaS, 8.0 / 3.0, 1.0, "gelu", false));
+    add(mambaout("mambaout_base", {3, 4, 27, 3}, kMambaB, 8.0 / 3.0, 1.0, "gelu", false));
+    add(mambaout("mambaout_small_rw", {3, 4, 27, 3}, kMambaS, 8.0 / 3.0, 1.0, "gelu", true));
+    add(mambaout("mambaout_base_short_rw", {3, 3, 25, 3}, kMambaB, 3.0, 1.25, "gelu", true, 0.95));
+    add(mambaout("mambaout_base_tall_rw", {3, 4, 30, 3}, kMambaB, 2.5, 1.25, "gelu", true, 0.95));
+    add(mambaout("mambaout_base_wide_rw", {3, 4, 27, 3}, kMambaB, 3.0, 1.5, "silu", true, 0.95));
+    add(mambaout("mambaout_base_plus_rw", {3, 4, 30, 3}, kMambaB, 3.0, 1.5, "silu", true));
+
+    // MLP-Mixer family.
+    const std::vector<float> kHalf{0.5f, 0.5f, 0.5f};
+    for (auto [tag, patch, depth, dim] : std::vector<std::tuple<std::string, int, int, int>>{
+             {"s32", 32, 8, 512}, {"s16", 16, 8, 512}, {"b32", 32, 12, 768}, {"b16", 16, 12, 768},
+             {"l32", 32, 24, 1024}, {"l16", 16, 24, 1024}}) {
+      MetaFormerConfig c = isotropic("mixer_" + tag + "_224", patch, depth, dim, "mlp_mixer",
+                                     MixerSpec{"token_mlp", nlohmann::json::object()}, "layer_norm");
+      c.input.mean = c.input.std = kHalf;
+      add(c);
+    }
+    for (int depth : {12, 24}) {
+      MetaFormerConfig c = isotropic("gmixer_" + std::to_string(depth) + "_224", 16, depth, 384, "mlp_mixer",
+                                     MixerSpec{"token_mlp", {{"ratio", 1.0}, {"glu", true}}}, "layer_norm");
+      c.mlp_act = "silu";
+      c.mlp_glu = true;
+      add(c);
+    }
+    for (auto [name, patch, depth, dim, ls] : std::vector<std::tuple<std::string, int, int, int, double>>{
+             {"resmlp_12_224", 16, 12, 384, 1e-4}, {"resmlp_24_224", 16, 24, 384, 1e-5},
+             {"resmlp_36_224", 16, 36, 384, 1e-6}, {"resmlp_big_24_224", 8, 24, 768, 1e-6}}) {
+      MetaFormerConfig c = isotropic(name, patch, depth, dim, "resmlp", MixerSpec{"spatial_mlp", nlohmann::json::object()},
+                                     "affine");
+      c.layer_scale_init = {ls};
+      add(c);
+    }
+    for (auto [tag, dim] : std::vector<std::pair<std::string, int>>{{"ti16", 128}, {"s16", 256}, {"b16", 512}}) {
+      MetaFormerConfig c = isotropic("gmlp_" + tag + "_224", 16, 30, dim, "gmlp",
+                                     MixerSpec{"spatial_gating", nlohmann::json::object()}, "layer_norm");
+      c.input.mean = c.input.std = kHalf;
+      add(c);
     }
     return m;
   }();

@@ -2,19 +2,32 @@
 
 namespace mf {
 
-Mlp::Mlp(int64_t dim, int64_t hidden, const std::string& act, bool bias, bool conv1x1) {
+Mlp::Mlp(int64_t dim, int64_t hidden, const std::string& act, bool bias, bool conv1x1, bool glu)
+    : glu_(glu), hidden_(hidden) {
+  MF_CHECK(!glu || hidden % 2 == 0, "a gated MLP needs an even hidden width, not {}", hidden);
   fc1_ = add_child("fc1", std::make_unique<Linear>(dim, hidden, bias, conv1x1));
   act_ = add_child("act", make_activation(act));
-  fc2_ = add_child("fc2", std::make_unique<Linear>(hidden, dim, bias, conv1x1));
+  fc2_ = add_child("fc2", std::make_unique<Linear>(glu ? hidden / 2 : hidden, dim, bias, conv1x1));
 }
 
 Tensor Mlp::forward(Ctx& ctx, const Tensor& x) {
   Tensor h = fc1_->run(ctx, x);
+  if (glu_) {
+    if (ctx.training) saved_h_ = h;
+    // x1 ⊙ act(x2): the gate is the second half.
+    return fc2_->run(ctx, op::glu(ctx.exec, h, nullptr, hidden_ / 2, 0, hidden_ / 2, act_->params()));
+  }
   act_->apply_(ctx, h);
   return fc2_->run(ctx, h);
 }
 
 Tensor Mlp::backward(Ctx& ctx, const Tensor& dy) {
+  if (glu_) {
+    Tensor dg = fc2_->backward(ctx, dy);
+    Tensor dh = op::glu_backward(ctx.exec, saved_h_, nullptr, hidden_ / 2, 0, act_->params(), dg, nullptr);
+    saved_h_ = Tensor();
+    return fc1_->backward(ctx, dh);
+  }
   return fc1_->backward(ctx, act_->backward(ctx, fc2_->backward(ctx, dy)));
 }
 

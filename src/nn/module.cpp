@@ -15,14 +15,24 @@ Tensor Module::run(Ctx& ctx, const Tensor& x) {
   return y;
 }
 
+namespace {
+// An empty name joins nothing: a child registered as "" puts its parameters directly under its
+// parent (MambaOut's `blocks.0.fc1` is the gated-CNN mixer's fc1), and a parameter named "" is
+// named by its module alone (ResMLP's bare `blocks.0.ls1`).
+std::string join(const std::string& prefix, const std::string& name) {
+  if (prefix.empty()) return name;
+  return name.empty() ? prefix : prefix + "." + name;
+}
+}  // namespace
+
 void Module::assign_paths(const std::string& prefix) {
   path_ = prefix;
-  for (auto& [name, child] : children_) child->assign_paths(prefix.empty() ? name : prefix + "." + name);
+  for (auto& [name, child] : children_) child->assign_paths(join(prefix, name));
 }
 
 void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Parameter*>>& out) {
-  for (auto& [name, p] : params_) out.emplace_back(prefix.empty() ? name : prefix + "." + name, p.get());
-  for (auto& [name, child] : children_) child->collect(prefix.empty() ? name : prefix + "." + name, out);
+  for (auto& [name, p] : params_) out.emplace_back(join(prefix, name), p.get());
+  for (auto& [name, child] : children_) child->collect(join(prefix, name), out);
 }
 
 std::vector<std::pair<std::string, Parameter*>> Module::named_parameters() {

@@ -30,7 +30,22 @@ void Backend::scaled_residual(const Tensor&, const Tensor*, const Tensor&, const
 }
 void Backend::global_avg_pool(const Tensor&, Tensor&) { unsupported(OpKind::GlobalAvgPool); }
 void Backend::attention(const Tensor&, int, int, float, Tensor&) { unsupported(OpKind::Attention); }
-void Backend::token_mix(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::TokenMix); }
+void Backend::token_mix(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::TokenMix); }
+void Backend::channel_slice(const Tensor&, int64_t, Tensor&) { unsupported(OpKind::ChannelSlice); }
+void Backend::glu(const Tensor&, const Tensor*, int64_t, int64_t, const Activation&, Tensor&) {
+  unsupported(OpKind::Glu);
+}
+void Backend::channel_affine(const Tensor&, const Tensor&, const Tensor&, Tensor&) {
+  unsupported(OpKind::ChannelAffine);
+}
+void Backend::channel_slice_backward(const Tensor&, int64_t, Tensor&) { unsupported(OpKind::ChannelSlice); }
+void Backend::glu_backward(const Tensor&, const Tensor*, int64_t, int64_t, const Activation&, const Tensor&, Tensor&,
+                           Tensor*) {
+  unsupported(OpKind::Glu);
+}
+void Backend::channel_affine_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::ChannelAffine);
+}
 void Backend::nchw_to_nhwc(const Tensor&, Tensor&) { unsupported(OpKind::NchwToNhwc); }
 void Backend::sample_scale(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::SampleScale); }
 void Backend::cross_entropy(const Tensor&, const Tensor&, float, Tensor&, Tensor&) {
@@ -65,7 +80,7 @@ void Backend::global_avg_pool_backward(const Tensor&, Tensor&) { unsupported(OpK
 void Backend::attention_backward(const Tensor&, int, int, float, const Tensor&, Tensor&) {
   unsupported(OpKind::Attention);
 }
-void Backend::token_mix_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
+void Backend::token_mix_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*, Tensor*) {
   unsupported(OpKind::TokenMix);
 }
 

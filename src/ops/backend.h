@@ -50,8 +50,8 @@ class Backend {
   virtual void global_avg_pool(const Tensor& x, Tensor& y);
   // qkv [B, N, 3·heads·head_dim] laid out [q | k | v], each head-major -> y [B, N, heads·head_dim]
   virtual void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y);
-  // r [N, N], x [B, N, C] -> y[b] = r · x[b]
-  virtual void token_mix(const Tensor& r, const Tensor& x, Tensor& y);
+  // r [M, N], x [B, N, C], bias [M] or null -> y[b] = r · x[b] + bias (a linear map over tokens)
+  virtual void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y);
   // x [B, C, H, W] -> y [B, H, W, C]
   virtual void nchw_to_nhwc(const Tensor& x, Tensor& y);
   // x [B, ...], s [B] -> y[b] = x[b] · s[b]; in-place allowed
@@ -60,6 +60,16 @@ class Backend {
   // dlogits = (softmax(logits) - target) · grad_scale
   virtual void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
                              Tensor& dlogits);
+  // x [..., C] -> y [..., width] = x[..., offset : offset + width]
+  virtual void channel_slice(const Tensor& x, int64_t offset, Tensor& y);
+  // t [..., Ct], c [..., cw] or null -> y [..., width]:
+  //   y[j] = act(t[gate_offset + j]) · (j < width - cw ? t[value_offset + j] : c[j - (width - cw)])
+  // The value is a window of t followed by (optionally) the channels of c: MambaOut's
+  // act(g) ⊙ concat(i, conv(c)); gMixer's x1 ⊙ SiLU(x2) and gMLP's u ⊙ v are special cases.
+  virtual void glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
+                   Tensor& y);
+  // x [..., C], alpha [C], beta [C] -> y = x ⊙ alpha + beta
+  virtual void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).
@@ -85,7 +95,15 @@ class Backend {
   virtual void global_avg_pool_backward(const Tensor& dy, Tensor& dx);
   virtual void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                                   Tensor& dqkv);
-  virtual void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr);
+  virtual void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
+                                  Tensor* dbias);
+  // dx [..., C] += dy scattered to channels [offset, offset + width)
+  virtual void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx);
+  // dt [..., Ct] is overwritten (zero outside the gate and value windows); dc overwritten
+  virtual void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                            const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc);
+  virtual void channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
+                                       Tensor* dalpha, Tensor* dbeta);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

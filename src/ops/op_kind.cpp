@@ -18,6 +18,9 @@ const char* op_name(OpKind op) {
     case OpKind::NchwToNhwc: return "nchw_to_nhwc";
     case OpKind::SampleScale: return "sample_scale";
     case OpKind::CrossEntropy: return "cross_entropy";
+    case OpKind::ChannelSlice: return "channel_slice";
+    case OpKind::Glu: return "glu";
+    case OpKind::ChannelAffine: return "channel_affine";
     case OpKind::kCount: break;
   }
   return "?";
@@ -39,6 +42,9 @@ OpFamily op_family(OpKind op) {
     case OpKind::NchwToNhwc: return OpFamily::Layout;
     case OpKind::SampleScale: return OpFamily::Elementwise;
     case OpKind::CrossEntropy: return OpFamily::Elementwise;
+    case OpKind::ChannelSlice: return OpFamily::Layout;
+    case OpKind::Glu: return OpFamily::Elementwise;
+    case OpKind::ChannelAffine: return OpFamily::Norm;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -21,6 +21,9 @@ enum class OpKind : uint8_t {
   NchwToNhwc,       // layout conversion at the model boundary
   SampleScale,      // y[b] = x[b] · s[b]: drop path's per-sample keep mask
   CrossEntropy,     // softmax cross-entropy against soft targets (label smoothing, mixup)
+  ChannelSlice,     // a contiguous copy of a window of the last dimension (MambaOut's split, gMLP's gate)
+  Glu,              // gated product act(gate) ⊙ value of channel windows (MambaOut, gMixer, gMLP)
+  ChannelAffine,    // y = x ⊙ alpha + beta per channel (ResMLP's Affine "norm")
   kCount
 };
 

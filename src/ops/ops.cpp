@@ -185,14 +185,58 @@ Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, floa
   return y;
 }
 
-Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x) {
+Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x, const Tensor* bias) {
   check_rank(x, 3, OpKind::TokenMix);
-  MF_CHECK(r.ndim() == 2 && r.dim(0) == x.dim(1) && r.dim(1) == x.dim(1),
-           "token_mix: a [{}, {}] token matrix cannot mix {} tokens", r.ndim() > 0 ? r.dim(0) : 0,
-           r.ndim() > 1 ? r.dim(1) : 0, x.dim(1));
+  MF_CHECK(r.ndim() == 2 && r.dim(1) == x.dim(1), "token_mix: a [{}, {}] token matrix cannot mix {} tokens",
+           r.ndim() > 0 ? r.dim(0) : 0, r.ndim() > 1 ? r.dim(1) : 0, x.dim(1));
+  check_vec(bias, r.dim(0), "bias", OpKind::TokenMix);
+  Tensor y = out(e, {x.dim(0), r.dim(0), x.dim(2)});
+  Timed t(e, OpKind::TokenMix, x.dim(0) * r.dim(0) * x.dim(1) * x.dim(2));
+  e.backend->token_mix(r, x, bias, y);
+  return y;
+}
+
+Tensor channel_slice(const Exec& e, const Tensor& x, int64_t offset, int64_t width) {
+  MF_CHECK(x.ndim() >= 1 && offset >= 0 && width >= 1 && offset + width <= x.shape().last(),
+           "channel_slice: channels [{}, {}) of shape {}", offset, offset + width, x.shape().str());
+  Shape s = x.shape();
+  s[-1] = width;
+  Tensor y = out(e, s);
+  Timed t(e, OpKind::ChannelSlice, 0);
+  e.backend->channel_slice(x, offset, y);
+  return y;
+}
+
+namespace {
+void check_glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width) {
+  const int64_t Ct = t.shape().last(), cw = c ? c->shape().last() : 0;
+  MF_CHECK(t.ndim() >= 1 && width >= 1 && cw <= width && gate_offset >= 0 && gate_offset + width <= Ct &&
+               value_offset >= 0 && value_offset + (width - cw) <= Ct,
+           "glu: windows gate {}+{}, value {}+{} (+{} extra) do not fit {} channels", gate_offset, width, value_offset,
+           width - cw, cw, Ct);
+  if (c)
+    MF_CHECK(c->shape().rows() == t.shape().rows(), "glu: extra value {} does not match {}", c->shape().str(),
+             t.shape().str());
+}
+}  // namespace
+
+Tensor glu(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
+           const Activation& act) {
+  check_glu(t, c, gate_offset, value_offset, width);
+  Shape s = t.shape();
+  s[-1] = width;
+  Tensor y = out(e, s);
+  Timed t_(e, OpKind::Glu, 0);
+  e.backend->glu(t, c, gate_offset, value_offset, act, y);
+  return y;
+}
+
+Tensor channel_affine(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& beta) {
+  check_vec(&alpha, x.shape().last(), "alpha", OpKind::ChannelAffine);
+  check_vec(&beta, x.shape().last(), "beta", OpKind::ChannelAffine);
   Tensor y = out(e, x.shape());
-  Timed t(e, OpKind::TokenMix, x.dim(0) * x.dim(1) * x.dim(1) * x.dim(2));
-  e.backend->token_mix(r, x, y);
+  Timed t(e, OpKind::ChannelAffine, 0);
+  e.backend->channel_affine(x, alpha, beta, y);
   return y;
 }
 
@@ -349,12 +393,44 @@ Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_
   return dqkv;
 }
 
-Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr) {
-  MF_CHECK(dy.shape() == x.shape(), "token_mix backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr,
+                          Tensor* dbias) {
+  MF_CHECK(dy.ndim() == 3 && dy.dim(0) == x.dim(0) && dy.dim(1) == r.dim(0) && dy.dim(2) == x.dim(2),
+           "token_mix backward: dy {} for x {} and matrix {}", dy.shape().str(), x.shape().str(), r.shape().str());
   check_grad(dr, r, "matrix", OpKind::TokenMix);
+  check_vec(dbias, r.dim(0), "bias gradient", OpKind::TokenMix);
   Tensor dx = out(e, x.shape());
-  Timed t(e, OpKind::TokenMix, x.dim(0) * x.dim(1) * x.dim(1) * x.dim(2) * (dr ? 2 : 1));
-  e.backend->token_mix_backward(r, x, dy, &dx, dr);
+  Timed t(e, OpKind::TokenMix, x.dim(0) * r.dim(0) * x.dim(1) * x.dim(2) * (dr ? 2 : 1));
+  e.backend->token_mix_backward(r, x, dy, &dx, dr, dbias);
+  return dx;
+}
+
+void channel_slice_backward_(const Exec& e, const Tensor& dy, int64_t offset, Tensor& dx) {
+  MF_CHECK(dy.shape().rows() == dx.shape().rows() && offset >= 0 && offset + dy.shape().last() <= dx.shape().last(),
+           "channel_slice backward: dy {} at channel {} of dx {}", dy.shape().str(), offset, dx.shape().str());
+  Timed t(e, OpKind::ChannelSlice, 0);
+  e.backend->channel_slice_backward(dy, offset, dx);
+}
+
+Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                    const Activation& act, const Tensor& dy, Tensor* dc) {
+  check_glu(t, c, gate_offset, value_offset, dy.shape().last());
+  MF_CHECK(dy.shape().rows() == t.shape().rows(), "glu backward: dy {} for t {}", dy.shape().str(), t.shape().str());
+  if (dc) MF_CHECK(c && dc->shape() == c->shape(), "glu backward: dc must match the extra value");
+  Tensor dt = out(e, t.shape());
+  Timed t_(e, OpKind::Glu, 0);
+  e.backend->glu_backward(t, c, gate_offset, value_offset, act, dy, dt, dc);
+  return dt;
+}
+
+Tensor channel_affine_backward(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor* dalpha,
+                               Tensor* dbeta) {
+  MF_CHECK(dy.shape() == x.shape(), "channel_affine backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_vec(dalpha, x.shape().last(), "alpha gradient", OpKind::ChannelAffine);
+  check_vec(dbeta, x.shape().last(), "beta gradient", OpKind::ChannelAffine);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::ChannelAffine, 0);
+  e.backend->channel_affine_backward(x, alpha, dy, dx, dalpha, dbeta);
   return dx;
 }
 

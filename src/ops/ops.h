@@ -45,7 +45,16 @@ Tensor scaled_residual_new(const Exec& e, const Tensor& x, const Tensor* res_sca
                            const Tensor* layer_scale);
 Tensor global_avg_pool(const Exec& e, const Tensor& x);
 Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale);
-Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x);
+// y[b] = r · x[b] (+ bias[m] on output token m): r [M, N], x [B, N, C] -> [B, M, C]
+Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x, const Tensor* bias = nullptr);
+// A contiguous copy of channels [offset, offset + width) of the last dimension.
+Tensor channel_slice(const Exec& e, const Tensor& x, int64_t offset, int64_t width);
+// y[..., j] = act(t[gate_offset + j]) · value[j], value = t[value_offset ...] followed by c's channels
+// (see Backend::glu); y has `width` channels.
+Tensor glu(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
+           const Activation& act);
+// y = x ⊙ alpha + beta over the last dimension (ResMLP's Affine).
+Tensor channel_affine(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& beta);
 Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
@@ -73,7 +82,15 @@ std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& 
                                                    Tensor* d_res_scale, Tensor* d_layer_scale);
 Tensor global_avg_pool_backward(const Exec& e, const Tensor& dy, const Shape& x_shape);
 Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy);
-Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr);
+Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr,
+                          Tensor* dbias = nullptr);
+// dx += dy placed at channels [offset, offset + width) (dx is accumulated, not overwritten).
+void channel_slice_backward_(const Exec& e, const Tensor& dy, int64_t offset, Tensor& dx);
+// Returns dt (zero outside the gate and value windows); dc (same shape as c) is overwritten.
+Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                    const Activation& act, const Tensor& dy, Tensor* dc);
+Tensor channel_affine_backward(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor* dalpha,
+                               Tensor* dbeta);
 
 }  // namespace op
 }  // namespace mf

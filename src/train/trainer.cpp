@@ -156,7 +156,8 @@ void write_curves(const std::string& run_dir, const std::vector<json>& rows, con
 void load_initial_weights(MetaFormer& model, const std::string& path) {
   SafeTensors file = SafeTensors::open(path);
   LoadOptions lo;
-  lo.reinit_prefixes = {"head.fc."};
+  // The classifier: head.fc (MetaFormer, MambaOut) or head itself (isotropic models).
+  lo.reinit_prefixes = {model.config().isotropic() ? "head." : "head.fc."};
   lo.adapt_input_channels = true;
   LoadResult r = load_weights(model, file, lo);
   fmt::print("loaded {} tensors from {}{}\n", r.loaded, path, r.renamed_from_original ? " (sail-sg naming)" : "");

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rm -rf .devbin && mkdir -p .devbin/lib
 cp build-device/metaformer .devbin/
-for lib in libdnnl.so.2 libfmt.so.9 libstb.so.0 libgomp.so.1 libOpenCL.so.1; do
+for lib in libdnnl.so.2 libfmt.so.9 libstb.so.0 libgomp.so.1 libOpenCL.so.1 libz.so.1 libfftw3f.so.3; do
   cp -L "/usr/lib/x86_64-linux-gnu/$lib" .devbin/lib/
 done
 xz -T2 -6 .devbin/lib/libdnnl.so.2

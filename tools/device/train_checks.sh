@@ -15,16 +15,7 @@ python3 "$G/make_train_golden.py" tests/data/golden
 tar czf "$OUT/train_golden.tar.gz" tests/data/golden/*/train.safetensors
 
 echo "== checkpoints of metaformer train into timm"
-python3 - <<'PY'
-import os
-from PIL import Image
-import numpy as np
-rng = np.random.default_rng(0)
-for c in ('apples', 'boats', 'clouds'):
-    os.makedirs(f'/tmp/imgs/{c}', exist_ok=True)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(f'/tmp/imgs/{c}/{i}.png')
-PY
+python3 "$G/make_image_folder.py" /tmp/imgs
 for m in poolformer_s12 poolformerv2_s12 convformer_s18 caformer_s18; do
   "$BIN" train --model "$m" --data /tmp/imgs --epochs 1 --batch 4 --max-steps 2 --out "/tmp/runs/$m" \
     --threads 16 --no-progress | tail -n 1

@@ -20,10 +20,20 @@ import timm
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_golden import randomize  # noqa: E402
+import make_golden  # noqa: E402
+import make_golden_mixers  # noqa: E402
 
-MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18']
+MODELS = ['poolformer_s12', 'poolformerv2_s12', 'convformer_s18', 'caformer_s18', 'mambaout_femto',
+          'mambaout_small_rw', 'mixer_s16_224', 'gmixer_12_224', 'resmlp_12_224', 'gmlp_s16_224']
 SIZES = [(224, 224), (192, 256)]
+FIXED_SIZE = ('mixer_', 'gmixer_', 'resmlp_', 'gmlp_')   # mlp_mixer.py: 224x224 only
+
+
+def randomize(name, model, gen):
+    if name.startswith(FIXED_SIZE) or name.startswith('mambaout'):
+        make_golden_mixers.randomize(model, gen)
+    else:
+        make_golden.randomize(model, gen)
 
 
 def main():
@@ -33,11 +43,11 @@ def main():
     for i, name in enumerate(models):
         gen = torch.Generator().manual_seed(2024 + i)
         model = timm.create_model(name, pretrained=False).eval()
-        randomize(model, gen)
+        randomize(name, model, gen)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         m64 = model.double()
         weights_path = None
-        for h, w in SIZES:
+        for h, w in (SIZES[:1] if name.startswith(FIXED_SIZE) else SIZES):
             d = os.path.join(out_dir, f'{name}_{h}x{w}')
             os.makedirs(d, exist_ok=True)
             if weights_path is None:

@@ -28,6 +28,25 @@ LABEL_SMOOTHING = 0.1
 LR, WEIGHT_DECAY = 1e-3, 0.05
 
 
+def adamw_losses(model, crit, x, y, steps=3):
+    """Losses before each of `steps` AdamW steps and after the last, with timm's weight-decay groups
+    (param_groups_weight_decay: no decay for tensors of rank <= 1 and for biases)."""
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and not n.endswith('.bias')]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim <= 1 or n.endswith('.bias'))]
+    opt = torch.optim.AdamW([{'params': no_decay, 'weight_decay': 0.0},
+                             {'params': decay, 'weight_decay': WEIGHT_DECAY}], lr=LR)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        step_loss = crit(model(x.double()), y)
+        losses.append(step_loss.item())
+        step_loss.backward()
+        opt.step()
+    with torch.no_grad():
+        losses.append(crit(model(x.double()), y).item())
+    return losses
+
+
 def main():
     golden = sys.argv[1]
     for i, (name, kwargs, cfg, shape) in enumerate(families()):
@@ -58,20 +77,7 @@ def main():
                 err = (p32.grad.double() - p.grad).norm() / p.grad.norm().clamp_min(1e-300)
                 out['fp32_error.' + n] = err.float().reshape(1)
 
-        decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and not n.endswith('.bias')]
-        no_decay = [p for n, p in model.named_parameters()
-                    if p.requires_grad and (p.ndim <= 1 or n.endswith('.bias'))]
-        opt = torch.optim.AdamW([{'params': no_decay, 'weight_decay': 0.0},
-                                 {'params': decay, 'weight_decay': WEIGHT_DECAY}], lr=LR)
-        losses = []
-        for _ in range(3):
-            opt.zero_grad()
-            step_loss = crit(model(x.double()), y)
-            losses.append(step_loss.item())
-            step_loss.backward()
-            opt.step()
-        with torch.no_grad():
-            losses.append(crit(model(x.double()), y).item())
+        losses = adamw_losses(model, crit, x, y)
         out['losses'] = torch.tensor(losses, dtype=torch.float32)
         save_file(out, os.path.join(golden, name, 'train.safetensors'))
         print(f'{name}: loss {loss.item():.6f}, after 3 AdamW steps {losses[-1]:.6f}')

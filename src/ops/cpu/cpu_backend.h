@@ -23,7 +23,7 @@ class CpuBackend : public RefBackend {
                        Tensor& y) override;
   void global_avg_pool(const Tensor& x, Tensor& y) override;
   void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
-  void token_mix(const Tensor& r, const Tensor& x, Tensor& y) override;
+  void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y) override;
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override;
   void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override;
 
@@ -46,7 +46,8 @@ class CpuBackend : public RefBackend {
   void global_avg_pool_backward(const Tensor& dy, Tensor& dx) override;
   void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                           Tensor& dqkv) override;
-  void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr) override;
+  void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
+                          Tensor* dbias) override;
 };
 
 }  // namespace mf

@@ -54,47 +54,18 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* b, Tenso
 }
 
 
-namespace {
-// A plain (strided) matmul primitive C[M, N] (+)= A[M, K] · B[K, N], cached by shape, strides and
-// accumulation; strides express the transposes of the backward pass without copies.
-dnnl::matmul& strided_matmul(int64_t M, int64_t K, int64_t N, memory::dims a_strides, memory::dims b_strides,
-                             bool accumulate) {
-  const std::string key = fmt::format("mmbw:{}:{}:{}:{}x{}:{}x{}:{}", M, K, N, a_strides[0], a_strides[1], b_strides[0],
-                                      b_strides[1], accumulate);
-  return onednn::cached<dnnl::matmul>(key, [&] {
-    dnnl::primitive_attr attr;
-    if (accumulate) {
-      dnnl::post_ops po;
-      po.append_sum(1.f);
-      attr.set_post_ops(po);
-    }
-    return dnnl::matmul(dnnl::matmul::primitive_desc(
-        dnnl::matmul::desc(onednn::plain({M, K}, a_strides), onednn::plain({K, N}, b_strides),
-                           onednn::plain({M, N}, {N, 1})),
-        attr, onednn::engine()));
-  });
-}
-
-void run_strided(dnnl::matmul& mm, int64_t M, int64_t K, int64_t N, memory::dims as, memory::dims bs, const float* a,
-                 const float* b, float* c) {
-  mm.execute(onednn::stream(), {{DNNL_ARG_SRC, onednn::wrap(onednn::plain({M, K}, as), a)},
-                                {DNNL_ARG_WEIGHTS, onednn::wrap(onednn::plain({K, N}, bs), b)},
-                                {DNNL_ARG_DST, onednn::wrap(onednn::plain({M, N}, {N, 1}), c)}});
-  onednn::stream().wait();
-}
-}  // namespace
 
 void CpuBackend::linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                                  Tensor* db) {
   const int64_t K = x.shape().last(), M = x.shape().rows(), N = w.dim(0);
   if (M == 0) return;
   if (dx) {  // dx[M, K] = dy[M, N] · W[N, K]
-    auto& mm = strided_matmul(M, N, K, {N, 1}, {K, 1}, false);
-    run_strided(mm, M, N, K, {N, 1}, {K, 1}, dy.data(), w.data(), dx->data());
+    auto& mm = onednn::strided_matmul(M, N, K, {N, 1}, {K, 1}, false);
+    onednn::run_strided(mm, M, N, K, {N, 1}, {K, 1}, dy.data(), w.data(), dx->data());
   }
   if (dw) {  // dW[N, K] += dyᵀ[N, M] · x[M, K]
-    auto& mm = strided_matmul(N, M, K, {1, N}, {K, 1}, true);
-    run_strided(mm, N, M, K, {1, N}, {K, 1}, dy.data(), x.data(), dw->data());
+    auto& mm = onednn::strided_matmul(N, M, K, {1, N}, {K, 1}, true);
+    onednn::run_strided(mm, N, M, K, {1, N}, {K, 1}, dy.data(), x.data(), dw->data());
   }
   if (db) {
     const float* G = dy.data();

@@ -32,4 +32,30 @@ dnnl::memory reorder_if_needed(const dnnl::memory& src, const dnnl::memory::desc
   return dst;
 }
 
+dnnl::matmul& strided_matmul(int64_t M, int64_t K, int64_t N, dnnl::memory::dims a_strides, dnnl::memory::dims b_strides,
+                             bool accumulate) {
+  const std::string key = fmt::format("mmbw:{}:{}:{}:{}x{}:{}x{}:{}", M, K, N, a_strides[0], a_strides[1], b_strides[0],
+                                      b_strides[1], accumulate);
+  return cached<dnnl::matmul>(key, [&] {
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.f);
+      attr.set_post_ops(po);
+    }
+    return dnnl::matmul(dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(plain({M, K}, a_strides), plain({K, N}, b_strides),
+                           plain({M, N}, {N, 1})),
+        attr, engine()));
+  });
+}
+
+void run_strided(dnnl::matmul& mm, int64_t M, int64_t K, int64_t N, dnnl::memory::dims as, dnnl::memory::dims bs, const float* a,
+                 const float* b, float* c) {
+  mm.execute(stream(), {{DNNL_ARG_SRC, wrap(plain({M, K}, as), a)},
+                                {DNNL_ARG_WEIGHTS, wrap(plain({K, N}, bs), b)},
+                                {DNNL_ARG_DST, wrap(plain({M, N}, {N, 1}), c)}});
+  stream().wait();
+}
+
 }  // namespace mf::onednn

@@ -34,4 +34,11 @@ T& cached(const std::string& key, const std::function<T()>& make) {
 // when the layouts already agree.
 dnnl::memory reorder_if_needed(const dnnl::memory& src, const dnnl::memory::desc& want);
 
+// A plain (strided) matmul primitive C[M, N] (+)= A[M, K] · B[K, N], cached by shape, strides and
+// accumulation; strides express transposes without copies. run_strided executes it and waits.
+dnnl::matmul& strided_matmul(int64_t M, int64_t K, int64_t N, dnnl::memory::dims a_strides,
+                             dnnl::memory::dims b_strides, bool accumulate);
+void run_strided(dnnl::matmul& mm, int64_t M, int64_t K, int64_t N, dnnl::memory::dims as, dnnl::memory::dims bs,
+                 const float* a, const float* b, float* c);
+
 }  // namespace mf::onednn

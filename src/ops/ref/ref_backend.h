@@ -25,11 +25,15 @@ class RefBackend : public Backend {
                        Tensor& y) override;
   void global_avg_pool(const Tensor& x, Tensor& y) override;
   void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
-  void token_mix(const Tensor& r, const Tensor& x, Tensor& y) override;
+  void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y) override;
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override;
   void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override;
   void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
                      Tensor& dlogits) override;
+  void channel_slice(const Tensor& x, int64_t offset, Tensor& y) override;
+  void glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
+           Tensor& y) override;
+  void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;
@@ -50,7 +54,13 @@ class RefBackend : public Backend {
   void global_avg_pool_backward(const Tensor& dy, Tensor& dx) override;
   void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                           Tensor& dqkv) override;
-  void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr) override;
+  void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
+                          Tensor* dbias) override;
+  void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
+  void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
+                    const Tensor& dy, Tensor& dt, Tensor* dc) override;
+  void channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx, Tensor* dalpha,
+                               Tensor* dbeta) override;
 };
 
 // Scalar activation functions and their derivatives, shared with fast kernels' tails and tests.

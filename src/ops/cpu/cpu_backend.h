@@ -26,6 +26,11 @@ class CpuBackend : public RefBackend {
   void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y) override;
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override;
   void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override;
+  void channel_slice(const Tensor& x, int64_t offset, Tensor& y) override;
+  void glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
+           Tensor& y) override;
+  void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y) override;
+  void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

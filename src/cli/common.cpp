@@ -67,9 +67,13 @@ DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config) {
   t.interpolation = config.input.interpolation;
   t.mean = config.input.mean;
   t.std = config.input.std;
-  const bool grey = spec == "fashion-mnist" || std::filesystem::exists(spec + "/train-images-idx3-ubyte") ||
+  const bool synthetic = spec == kLongRange;
+  const bool grey = synthetic || spec == "fashion-mnist" || std::filesystem::exists(spec + "/train-images-idx3-ubyte") ||
                     std::filesystem::exists(spec + "/train-images-idx3-ubyte.gz");
-  if (grey) {
+  if (synthetic) {
+    t.mean = {0.f};  // generated with zero-mean noise and unit marks: no normalisation
+    t.std = {1.f};
+  } else if (grey) {
     t.mean = {0.2860f};  // Fashion-MNIST's training-set statistics
     t.std = {0.3530f};
   } else if (t.mean.size() != 3) {

@@ -49,5 +49,6 @@ void register_bench(CLI::App& app);
 void register_verify(CLI::App& app);
 void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_compare(CLI::App& app);
 
 }  // namespace mf::cli

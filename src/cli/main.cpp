@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   mf::cli::register_verify(app);
   mf::cli::register_train(app);
   mf::cli::register_eval(app);
+  mf::cli::register_compare(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

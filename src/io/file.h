@@ -37,5 +37,8 @@ std::vector<uint8_t> read_file(const std::string& path);
 // Writes `bytes` to `path` atomically: PATH.tmp.<pid> is written and fsync'ed, then renamed over
 // PATH, then the folder is fsync'ed.
 void write_file_atomic(const std::string& path, std::span<const uint8_t> bytes);
+inline void write_text(const std::string& path, const std::string& text) {
+  write_file_atomic(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
 
 }  // namespace mf

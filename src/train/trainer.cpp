@@ -114,10 +114,6 @@ std::string format_duration(double seconds) {
                    : fmt::format("{}:{:02d}", s / 60, s % 60);
 }
 
-void write_text(const std::string& path, const std::string& text) {
-  write_file_atomic(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
-}
-
 std::vector<json> read_metrics(const std::string& path) {
   std::vector<json> rows;
   std::ifstream f(path);

@@ -62,7 +62,7 @@ DataSplits open_dataset(const std::string& spec, const DataTransform& transform)
 
 extern const char* const kDebianFashionMnistDir;
 
-// The synthetic long-range task (data/long_range.cpp): 64×64 grey images, 2 classes, generated on
+// The synthetic long-range task (data/long_range.cpp): 32×32 grey images, 2 classes, generated on
 // the fly; the keyword "long-range" of --data (20 000 training and 4 000 test images).
 DataSplits open_long_range(int64_t train_size = 20000, int64_t eval_size = 4000);
 constexpr const char* kLongRange = "long-range";

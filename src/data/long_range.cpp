@@ -1,18 +1,16 @@
 // A synthetic task that only a token mixer with a long reach can solve at low depth.
 //
-// Each 64×64 grey image holds four small marks: two in a column near the left edge (one in the upper
-// half, one in the lower half) and two in a column near the right edge, at the same two rows. The
-// left marks are two different shapes A (top) and B (bottom). Class 1 ("mirrored"): the right
-// column repeats them in order (A top, B bottom). Class 0 ("swapped"): it holds them the other way
-// round (B top, A bottom). Both classes contain exactly the same marks, so a model that computes
-// local features and then pools them globally sees the same bag in both; telling them apart needs
-// comparing a mark with the one about 40 pixels to its right — a pooling or 3×3 mixer on a 16×16
-// token grid reaches that far only after several blocks, a global mixer (attention, spatial MLP,
-// frequency filters) in one. Marks sit away from the borders, so zero padding cannot leak position.
+// Each 32×32 grey image (zero-mean noise) holds two 6×6 marks, one near the left edge and one near
+// the right edge, about 20 pixels apart, at independent random rows; each mark is bright (+1) or
+// dark (-1). Class 1 ("same"): both marks have the same polarity; class 0 ("different"): opposite
+// ones — an XOR over a distance. Why it needs a long reach: the MetaFormer head averages per-token
+// features and applies a linear classifier, so a model whose tokens never see both marks scores
+// h(A) + h(B), and no function h gives h(+) + h(+) and h(-) + h(-) above a threshold that h(+) + h(-)
+// stays below (their sums are equal). A token must see both marks before
+// pooling: a 3×3 pooling or small conv mixer on the 8×8 token grid (patch 4) gets that reach only
+// after several blocks, a global mixer (attention, spatial MLP, frequency filters) in one.
 // Samples are a pure function of (split, index): no augmentation, identical for every run.
 #include <fmt/format.h>
-
-#include <array>
 
 #include "core/error.h"
 #include "data/dataset.h"
@@ -21,46 +19,7 @@ namespace mf {
 
 namespace {
 
-constexpr int kSize = 64, kMark = 6;
-// Six 6×6 binary shapes, distinct under any placement: bar, cross, ring, diagonal, corner, checks.
-constexpr std::array<const char*, 6> kShapes{
-    "......"
-    "######"
-    "######"
-    "......"
-    "......"
-    "......",
-    "..##.."
-    "..##.."
-    "######"
-    "######"
-    "..##.."
-    "..##..",
-    "######"
-    "#....#"
-    "#....#"
-    "#....#"
-    "#....#"
-    "######",
-    "##...."
-    "###..."
-    ".###.."
-    "..###."
-    "...###"
-    "....##",
-    "######"
-    "######"
-    "##...."
-    "##...."
-    "##...."
-    "##....",
-    "##..##"
-    "##..##"
-    "..##.."
-    "..##.."
-    "##..##"
-    "##..##"};
-
+constexpr int kSize = 32, kMark = 6;
 class LongRange : public Dataset {
  public:
   LongRange(std::string split, int64_t size, uint64_t seed) : split_(std::move(split)), size_(size), seed_(seed) {}
@@ -68,7 +27,7 @@ class LongRange : public Dataset {
   int num_classes() const override { return 2; }
   int channels() const override { return 1; }
   int image_size() const override { return kSize; }
-  std::vector<std::string> class_names() const override { return {"swapped", "mirrored"}; }
+  std::vector<std::string> class_names() const override { return {"different", "same"}; }
   int64_t label(int64_t index) const override { return draw(index).label; }
   std::string describe() const override {
     return fmt::format("long-range {} ({} images, {}x{}, 2 classes)", split_, size_, kSize, kSize);
@@ -82,38 +41,33 @@ class LongRange : public Dataset {
     s.image = Tensor::zeros({kSize, kSize, 1});
     Rng noise(seed_ ^ (static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ULL) ^ 0x5bd1e995);
     for (float& v : s.image.span()) v = 0.1f * noise.normal();  // background noise, mean 0
-    const int a = l.shape_a, b = l.shape_b;
-    stamp(s.image, l.top, l.left, a);
-    stamp(s.image, l.bottom, l.left, b);
-    stamp(s.image, l.top, l.right, l.label ? a : b);
-    stamp(s.image, l.bottom, l.right, l.label ? b : a);
+    stamp(s.image, l.row_left, l.left, l.shape_a);
+    stamp(s.image, l.row_right, l.right, l.label ? l.shape_a : l.shape_b);
     return s;
   }
 
  private:
   struct Layout {
     int64_t label;
-    int shape_a, shape_b, top, bottom, left, right;
+    int shape_a, shape_b, row_left, row_right, left, right;
   };
 
   Layout draw(int64_t index) const {
     Rng r(seed_ + static_cast<uint64_t>(index) * 0x2545F4914F6CDD1DULL);
     Layout l;
     l.label = static_cast<int64_t>(r.below(2));
-    l.shape_a = static_cast<int>(r.below(kShapes.size()));
-    l.shape_b = static_cast<int>((l.shape_a + 1 + r.below(kShapes.size() - 1)) % kShapes.size());
-    l.top = 4 + static_cast<int>(r.below(kSize / 2 - kMark - 6));         // rows 4 .. 23
-    l.bottom = kSize / 2 + 2 + static_cast<int>(r.below(kSize / 2 - kMark - 6));  // rows 34 .. 53
-    l.left = 4 + static_cast<int>(r.below(6));                            // columns 4 .. 9
-    l.right = kSize - 4 - kMark - static_cast<int>(r.below(6));           // columns 49 .. 54
+    l.shape_a = static_cast<int>(r.below(2));  // polarity: 0 bright, 1 dark
+    l.shape_b = 1 - l.shape_a;
+    l.row_left = 1 + static_cast<int>(r.below(kSize - kMark - 1));   // rows 1 .. 25
+    l.row_right = 1 + static_cast<int>(r.below(kSize - kMark - 1));
+    l.left = 1 + static_cast<int>(r.below(3));                       // columns 1 .. 3
+    l.right = kSize - 1 - kMark - static_cast<int>(r.below(3));      // columns 23 .. 25
     return l;
   }
 
-  static void stamp(Tensor& img, int top, int left, int shape) {
-    const char* p = kShapes[static_cast<size_t>(shape)];
+  static void stamp(Tensor& img, int top, int left, int polarity) {
     for (int y = 0; y < kMark; ++y)
-      for (int x = 0; x < kMark; ++x)
-        if (p[y * kMark + x] == '#') img.data()[(top + y) * kSize + left + x] += 1.f;
+      for (int x = 0; x < kMark; ++x) img.data()[(top + y) * kSize + left + x] += polarity ? -1.f : 1.f;
   }
 
   std::string split_;

@@ -185,6 +185,17 @@ const std::vector<OpCase>& op_cases() {
                    [a](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
                      return std::vector<Tensor>{op::activation_backward(e, in[0], a, dy, nullptr)};
                    }});
+    // SoftShrink (λ = 0.5) away from its kinks at ±λ, where central differences are meaningless: each
+    // branch on its own range (above λ, below -λ, and the dead zone).
+    for (auto [lo, hi] : {std::pair<float, float>{0.6f, 6.f}, {-6.f, -0.6f}, {-0.4f, 0.4f}}) {
+      const Activation a{ActKind::SoftShrink, 1, 0, 0.5f};
+      v.push_back({fmt::format("activation/softshrink/[3, 7, 7, 37] in [{}, {}]", lo, hi), OpKind::Activation, 1e-6,
+                   {{{3, 7, 7, 37}, lo, hi}},
+                   [a](const Exec& e, const std::vector<Tensor>& in) { return op::activation(e, in[0], a); },
+                   [a](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     return std::vector<Tensor>{op::activation_backward(e, in[0], a, dy, nullptr)};
+                   }});
+    }
     // StarReLU's own scalars: d scale, d bias as a two-element "input".
     v.push_back({"activation/starrelu-params/[2, 5, 5, 7]", OpKind::Activation, 1e-6, {{{2, 5, 5, 7}, -3.f, 3.f}},
                  [](const Exec& e, const std::vector<Tensor>& in) {
@@ -250,7 +261,9 @@ const std::vector<OpCase>& op_cases() {
                      return std::vector<Tensor>{dx, dr};
                    }});
     // Rectangular with a bias: MLP-Mixer's token MLP (N -> hidden -> N) and ResMLP's linear_tokens.
-    for (auto [x, m] : std::vector<std::pair<Shape, int64_t>>{{{3, 49, 37}, 23}, {{2, 13, 5}, 13}, {{1, 9, 64}, 20}})
+    // ({37, 4, 5}: a 4 × 4 map over many samples, the CPU backend's small-map path.)
+    for (auto [x, m] : std::vector<std::pair<Shape, int64_t>>{
+             {{3, 49, 37}, 23}, {{2, 13, 5}, 13}, {{1, 9, 64}, 20}, {{37, 4, 5}, 4}})
       v.push_back({fmt::format("token_mix/{}->{}+bias", x.str(), m), OpKind::TokenMix, 1e-5, {{x}, {{m, x[1]}}, {{m}}},
                    [](const Exec& e, const std::vector<Tensor>& in) { return op::token_mix(e, in[1], in[0], &in[2]); },
                    [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
@@ -295,6 +308,47 @@ const std::vector<OpCase>& op_cases() {
                      Tensor dt = op::glu_backward(e, in[0], g.extra ? &in[1] : nullptr, g.gate_offset, g.value_offset,
                                                   Activation{g.act}, dy, g.extra ? &dc : nullptr);
                      return g.extra ? std::vector<Tensor>{dt, dc} : std::vector<Tensor>{dt};
+                   }});
+    }
+
+    // Spectral ops. Odd and even widths (the Nyquist column exists only for even W), odd heights.
+    for (Shape x : {Shape{2, 7, 7, 5}, Shape{1, 6, 8, 3}, Shape{3, 5, 6, 4}, Shape{1, 1, 1, 2}}) {
+      const int64_t W = x[2];
+      v.push_back({"rfft2/" + x.str(), OpKind::Rfft2, 1e-5, {{x}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::rfft2(e, in[0]); },
+                   [W](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::rfft2_backward(e, dy, W)};
+                   }});
+      const Shape spec{x[0], x[1], W / 2 + 1, 2, x[3]};
+      v.push_back({"irfft2/" + spec.str() + "->W" + std::to_string(W), OpKind::Irfft2, 1e-5, {{spec}},
+                   [W](const Exec& e, const std::vector<Tensor>& in) { return op::irfft2(e, in[0], W); },
+                   [](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::irfft2_backward(e, dy)};
+                   }});
+    }
+    for (bool broadcast : {false, true}) {
+      const Shape a{3, 5, 4, 2, 7};
+      const Shape b = broadcast ? Shape{5, 4, 2, 7} : a;
+      v.push_back({fmt::format("complex_mul/{}x{}", a.str(), b.str()), OpKind::ComplexMul, 1e-6, {{a}, {b}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::complex_mul(e, in[0], in[1]); },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor db = zeros_like(in[1]);
+                     Tensor da = op::complex_mul_backward(e, in[0], in[1], dy, &db);
+                     return std::vector<Tensor>{da, db};
+                   }});
+    }
+    for (Shape x : {Shape{2, 6, 8, 5}, Shape{1, 7, 5, 3}}) {
+      const int64_t H = x[1], W = x[2];
+      v.push_back({"haar2d/" + x.str(), OpKind::Haar2d, 1e-6, {{x}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::haar2d(e, in[0]); },
+                   [H, W](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::haar2d_inverse(e, dy, H, W)};
+                   }});
+      const Shape bands{x[0], (H + 1) / 2, (W + 1) / 2, 4, x[3]};
+      v.push_back({"haar2d_inverse/" + bands.str(), OpKind::Haar2d, 1e-6, {{bands}},
+                   [H, W](const Exec& e, const std::vector<Tensor>& in) { return op::haar2d_inverse(e, in[0], H, W); },
+                   [](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::haar2d(e, dy)};
                    }});
     }
 

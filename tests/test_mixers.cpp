@@ -94,7 +94,17 @@ INSTANTIATE_TEST_SUITE_P(
                       MixerCase{"sepconv", {{"kernel_size", 5}}}, MixerCase{"attention", {{"head_dim", 8}}},
                       MixerCase{"gated_cnn", {}, 18, 5, 6}, MixerCase{"gated_cnn", {{"conv_ratio", 0.5}, {"act", "silu"}}},
                       MixerCase{"token_mlp", {}, 16, 5, 6}, MixerCase{"token_mlp", {{"ratio", 1.0}, {"glu", true}}},
-                      MixerCase{"spatial_mlp", {}, 12, 5, 6}, MixerCase{"spatial_gating", {{"ratio", 2.0}}, 8, 5, 6}),
+                      MixerCase{"spatial_mlp", {}, 12, 5, 6}, MixerCase{"spatial_gating", {{"ratio", 2.0}}, 8, 5, 6},
+                      MixerCase{"global_filter", {}, 6, 5, 6}, MixerCase{"global_filter", {}, 4, 7, 7},
+                      // AFF's default ReLU puts kinks at many near-zero spectral pre-activations, where
+                      // central differences are unreliable (4% off at ReLU + softshrink 0.01); the
+                      // smooth GELU variants check the same code exactly, and the ReLU default is
+                      // checked against PyTorch (test_spectral_mixers.cpp).
+                      MixerCase{"aff", {{"num_blocks", 4}, {"act", "gelu"}, {"sparsity_threshold", 0.0}}, 8, 5, 6},
+                      MixerCase{"aff", {{"num_blocks", 4}, {"act", "gelu"}}, 8, 5, 6},
+                      MixerCase{"aff", {{"num_blocks", 2}, {"sparsity_threshold", 0.0}}, 4, 7, 7},
+                      MixerCase{"axial_mlp", {}, 6, 5, 6}, MixerCase{"wavelet", {}, 5, 6, 8},
+                      MixerCase{"wavelet", {}, 3, 7, 5}),
     [](const auto& info) { return info.param.name + "_" + std::to_string(info.index); });
 
 // ResMLP's cross-patch layer is a learned N×N token matrix: y[b, n, c] = Σ_m W[n, m] x[b, m, c] + bias[n],

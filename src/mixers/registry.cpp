@@ -14,6 +14,10 @@ void register_gated_cnn_mixer(MixerRegistry& r);
 void register_token_mlp_mixer(MixerRegistry& r);
 void register_spatial_mlp_mixer(MixerRegistry& r);
 void register_spatial_gating_mixer(MixerRegistry& r);
+void register_global_filter_mixer(MixerRegistry& r);
+void register_aff_mixer(MixerRegistry& r);
+void register_axial_mlp_mixer(MixerRegistry& r);
+void register_wavelet_mixer(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -27,6 +31,10 @@ MixerRegistry& MixerRegistry::get() {
     register_token_mlp_mixer(r);
     register_spatial_mlp_mixer(r);
     register_spatial_gating_mixer(r);
+    register_global_filter_mixer(r);
+    register_aff_mixer(r);
+    register_axial_mlp_mixer(r);
+    register_wavelet_mixer(r);
     return r;
   }();
   return registry;

@@ -28,6 +28,7 @@ std::string ActivationLayer::kind() const {
     case ActKind::SquaredReLU: return "SquaredReLU";
     case ActKind::ReLU: return "ReLU";
     case ActKind::SiLU: return "SiLU";
+    case ActKind::SoftShrink: return "Softshrink";
   }
   return "?";
 }

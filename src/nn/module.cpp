@@ -87,6 +87,12 @@ void initialize_parameters(Module& root, uint64_t seed) {
           d[i] = v;
         }
         break;
+      case Init::Kind::Identity: {
+        MF_ASSERT(t.ndim() == 2 && t.dim(0) == t.dim(1));
+        t.fill(0.f);
+        for (int64_t i = 0; i < t.dim(0); ++i) d[i * t.dim(0) + i] = 1.f;
+        break;
+      }
       case Init::Kind::RowSoftmaxUniform: {
         MF_ASSERT(t.ndim() == 2);
         const int64_t rows = t.dim(0), cols = t.dim(1);

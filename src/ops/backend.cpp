@@ -39,6 +39,13 @@ void Backend::channel_affine(const Tensor&, const Tensor&, const Tensor&, Tensor
   unsupported(OpKind::ChannelAffine);
 }
 void Backend::channel_slice_backward(const Tensor&, int64_t, Tensor&) { unsupported(OpKind::ChannelSlice); }
+void Backend::rfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Rfft2); }
+void Backend::irfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Irfft2); }
+void Backend::complex_mul(const Tensor&, const Tensor&, bool, Tensor&) { unsupported(OpKind::ComplexMul); }
+void Backend::haar2d(const Tensor&, bool, Tensor&) { unsupported(OpKind::Haar2d); }
+void Backend::complex_mul_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::ComplexMul);
+}
 void Backend::glu_backward(const Tensor&, const Tensor*, int64_t, int64_t, const Activation&, const Tensor&, Tensor&,
                            Tensor*) {
   unsupported(OpKind::Glu);

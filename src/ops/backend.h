@@ -70,6 +70,23 @@ class Backend {
                    Tensor& y);
   // x [..., C], alpha [C], beta [C] -> y = x ⊙ alpha + beta
   virtual void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y);
+  // x [B, H, W, C] -> y [B, H, W/2+1, 2, C]: orthonormal rfft2 over (H, W); for each frequency bin the
+  // C real parts, then the C imaginary parts ("split" layout: a complex MLP is a Linear over 2C). The
+  // columns 1 .. ceil(W/2)-1 (whose conjugate twins the half spectrum omits) are then multiplied by
+  // mid_scale: 1 for the transform, 2 for the adjoint of irfft2.
+  virtual void rfft2(const Tensor& x, float mid_scale, Tensor& y);
+  // x [B, H, Wf, 2, C] -> y [B, H, W, C], Wf = W/2+1: the inverse, reading x as the half spectrum of a
+  // real signal (as torch.fft.irfft2: the imaginary parts of self-conjugate bins are ignored), after
+  // multiplying the same columns by mid_scale: 1 for the transform, 0.5 for the adjoint of rfft2.
+  virtual void irfft2(const Tensor& x, float mid_scale, Tensor& y);
+  // a [B, ..., 2, C]; b the same shape, or without the batch (broadcast) -> y = a ⊙ b (complex, split
+  // layout), or a ⊙ conj(b) with conj_b
+  virtual void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y);
+  // Forward: x [B, H, W, C] -> y [B, ceil(H/2), ceil(W/2), 4, C], sub-bands LL, (top - bottom),
+  // (left - right), HH of each 2×2 block, orthonormal (odd sizes are zero-padded). Inverse: x [B, h,
+  // w, 4, C] -> y [B, H, W, C] (H, W from y; the padding is cropped). The 4×4 Haar matrix is
+  // symmetric and orthogonal, so each direction's adjoint is the other.
+  virtual void haar2d(const Tensor& x, bool inverse, Tensor& y);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).
@@ -104,6 +121,8 @@ class Backend {
                             const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc);
   virtual void channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
                                        Tensor* dalpha, Tensor* dbeta);
+  // da = dy ⊙ conj(b) (overwritten); db += dy ⊙ conj(a), summed over the batch when b is broadcast
+  virtual void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

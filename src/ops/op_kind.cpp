@@ -21,6 +21,10 @@ const char* op_name(OpKind op) {
     case OpKind::ChannelSlice: return "channel_slice";
     case OpKind::Glu: return "glu";
     case OpKind::ChannelAffine: return "channel_affine";
+    case OpKind::Rfft2: return "rfft2";
+    case OpKind::Irfft2: return "irfft2";
+    case OpKind::ComplexMul: return "complex_mul";
+    case OpKind::Haar2d: return "haar2d";
     case OpKind::kCount: break;
   }
   return "?";
@@ -45,6 +49,10 @@ OpFamily op_family(OpKind op) {
     case OpKind::ChannelSlice: return OpFamily::Layout;
     case OpKind::Glu: return OpFamily::Elementwise;
     case OpKind::ChannelAffine: return OpFamily::Norm;
+    case OpKind::Rfft2: return OpFamily::Spectral;
+    case OpKind::Irfft2: return OpFamily::Spectral;
+    case OpKind::ComplexMul: return OpFamily::Elementwise;
+    case OpKind::Haar2d: return OpFamily::Spectral;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;
@@ -58,6 +66,7 @@ const char* op_family_name(OpFamily f) {
     case OpFamily::Norm: return "norm";
     case OpFamily::Pooling: return "pooling";
     case OpFamily::Attention: return "attention";
+    case OpFamily::Spectral: return "fft/wavelet";
     case OpFamily::Elementwise: return "elementwise";
     case OpFamily::Layout: return "layout";
     case OpFamily::kCount: break;
@@ -73,6 +82,7 @@ const char* act_name(ActKind a) {
     case ActKind::SquaredReLU: return "squared_relu";
     case ActKind::ReLU: return "relu";
     case ActKind::SiLU: return "silu";
+    case ActKind::SoftShrink: return "softshrink";
   }
   return "?";
 }

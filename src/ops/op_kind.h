@@ -24,17 +24,21 @@ enum class OpKind : uint8_t {
   ChannelSlice,     // a contiguous copy of a window of the last dimension (MambaOut's split, gMLP's gate)
   Glu,              // gated product act(gate) ⊙ value of channel windows (MambaOut, gMixer, gMLP)
   ChannelAffine,    // y = x ⊙ alpha + beta per channel (ResMLP's Affine "norm")
+  Rfft2,            // orthonormal real 2-D FFT over H, W, channels-last, split re/im layout
+  Irfft2,           // its inverse (Hermitian half spectrum -> real)
+  ComplexMul,       // elementwise complex product in the split layout (spectral filters)
+  Haar2d,           // one-level orthonormal 2-D Haar wavelet transform and its inverse
   kCount
 };
 
 const char* op_name(OpKind op);
 
 // Coarse families for `metaformer bench --profile`.
-enum class OpFamily : uint8_t { Gemm, Conv, Depthwise, Norm, Pooling, Attention, Elementwise, Layout, kCount };
+enum class OpFamily : uint8_t { Gemm, Conv, Depthwise, Norm, Pooling, Attention, Spectral, Elementwise, Layout, kCount };
 OpFamily op_family(OpKind op);
 const char* op_family_name(OpFamily f);
 
-enum class ActKind : uint8_t { Identity, GELU, StarReLU, SquaredReLU, ReLU, SiLU };
+enum class ActKind : uint8_t { Identity, GELU, StarReLU, SquaredReLU, ReLU, SiLU, SoftShrink };
 const char* act_name(ActKind a);
 
 // An activation with its (scalar) parameters: StarReLU is scale · relu(x)² + bias.
@@ -42,6 +46,7 @@ struct Activation {
   ActKind kind = ActKind::Identity;
   float scale = 1.f;
   float bias = 0.f;
+  float threshold = 0.f;  // SoftShrink's λ: x - λ above λ, x + λ below -λ, 0 between
 };
 
 // Geometry of a 2-D convolution, PyTorch semantics (symmetric zero padding).

@@ -1,6 +1,8 @@
 #include "ops/ops.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -228,6 +230,77 @@ Tensor glu(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset,
   Tensor y = out(e, s);
   Timed t_(e, OpKind::Glu, 0);
   e.backend->glu(t, c, gate_offset, value_offset, act, y);
+  return y;
+}
+
+namespace {
+Tensor spectral_forward(const Exec& e, const Tensor& x, float mid_scale) {
+  check_rank(x, 4, OpKind::Rfft2);
+  MF_CHECK(x.numel() > 0, "rfft2: empty input {}", x.shape().str());
+  Tensor y = out(e, {x.dim(0), x.dim(1), x.dim(2) / 2 + 1, 2, x.dim(3)});
+  const double n = static_cast<double>(x.dim(1) * x.dim(2));
+  Timed t(e, OpKind::Rfft2, static_cast<int64_t>(x.dim(0) * x.dim(3) * n * std::log2(std::max(2.0, n))));
+  e.backend->rfft2(x, mid_scale, y);
+  return y;
+}
+
+Tensor spectral_inverse(const Exec& e, const Tensor& x, int64_t width, float mid_scale) {
+  MF_CHECK(x.ndim() == 5 && x.dim(3) == 2 && width >= 1 && x.dim(2) == width / 2 + 1,
+           "irfft2: a spectrum {} cannot give width {} (expected [B, H, width/2+1, 2, C])", x.shape().str(), width);
+  Tensor y = out(e, {x.dim(0), x.dim(1), width, x.dim(4)});
+  const double n = static_cast<double>(x.dim(1) * width);
+  Timed t(e, OpKind::Irfft2, static_cast<int64_t>(x.dim(0) * x.dim(4) * n * std::log2(std::max(2.0, n))));
+  e.backend->irfft2(x, mid_scale, y);
+  return y;
+}
+
+void check_complex(const Tensor& a, const Tensor& b) {
+  MF_CHECK(a.ndim() >= 2 && a.dim(-2) == 2, "complex_mul: {} is not in the split layout [..., 2, C]", a.shape().str());
+  const bool same = b.shape() == a.shape();
+  bool broadcast = b.ndim() == a.ndim() - 1;
+  for (int i = 0; broadcast && i < b.ndim(); ++i) broadcast = b.dim(i) == a.dim(i + 1);
+  MF_CHECK(same || broadcast, "complex_mul: {} cannot multiply {} (same shape, or without the batch)",
+           b.shape().str(), a.shape().str());
+}
+}  // namespace
+
+Tensor rfft2(const Exec& e, const Tensor& x) { return spectral_forward(e, x, 1.f); }
+Tensor irfft2(const Exec& e, const Tensor& x, int64_t width) { return spectral_inverse(e, x, width, 1.f); }
+Tensor rfft2_backward(const Exec& e, const Tensor& dy, int64_t width) { return spectral_inverse(e, dy, width, 0.5f); }
+Tensor irfft2_backward(const Exec& e, const Tensor& dy) { return spectral_forward(e, dy, 2.f); }
+
+Tensor complex_mul(const Exec& e, const Tensor& a, const Tensor& b) {
+  check_complex(a, b);
+  Tensor y = out(e, a.shape());
+  Timed t(e, OpKind::ComplexMul, 0);
+  e.backend->complex_mul(a, b, false, y);
+  return y;
+}
+
+Tensor complex_mul_backward(const Exec& e, const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* db) {
+  check_complex(a, b);
+  MF_CHECK(dy.shape() == a.shape(), "complex_mul backward: dy {} for {}", dy.shape().str(), a.shape().str());
+  if (db) MF_CHECK(db->shape() == b.shape(), "complex_mul backward: db {} for {}", db->shape().str(), b.shape().str());
+  Tensor da = out(e, a.shape());
+  Timed t(e, OpKind::ComplexMul, 0);
+  e.backend->complex_mul_backward(a, b, dy, &da, db);
+  return da;
+}
+
+Tensor haar2d(const Exec& e, const Tensor& x) {
+  check_rank(x, 4, OpKind::Haar2d);
+  Tensor y = out(e, {x.dim(0), (x.dim(1) + 1) / 2, (x.dim(2) + 1) / 2, 4, x.dim(3)});
+  Timed t(e, OpKind::Haar2d, 0);
+  e.backend->haar2d(x, false, y);
+  return y;
+}
+
+Tensor haar2d_inverse(const Exec& e, const Tensor& bands, int64_t height, int64_t width) {
+  MF_CHECK(bands.ndim() == 5 && bands.dim(3) == 4 && bands.dim(1) == (height + 1) / 2 && bands.dim(2) == (width + 1) / 2,
+           "haar2d inverse: bands {} cannot give {}x{}", bands.shape().str(), height, width);
+  Tensor y = out(e, {bands.dim(0), height, width, bands.dim(4)});
+  Timed t(e, OpKind::Haar2d, 0);
+  e.backend->haar2d(bands, true, y);
   return y;
 }
 

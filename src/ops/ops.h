@@ -55,6 +55,15 @@ Tensor glu(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset,
            const Activation& act);
 // y = x ⊙ alpha + beta over the last dimension (ResMLP's Affine).
 Tensor channel_affine(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& beta);
+// Orthonormal real 2-D FFT over H, W: x [B, H, W, C] -> [B, H, W/2+1, 2, C] (split re/im; see Backend).
+Tensor rfft2(const Exec& e, const Tensor& x);
+// Its inverse: [B, H, W/2+1, 2, C] -> [B, H, width, C].
+Tensor irfft2(const Exec& e, const Tensor& x, int64_t width);
+// Elementwise complex product in the split layout; b may lack the batch dimension (broadcast).
+Tensor complex_mul(const Exec& e, const Tensor& a, const Tensor& b);
+// One-level orthonormal Haar DWT: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 4, C], and its inverse.
+Tensor haar2d(const Exec& e, const Tensor& x);
+Tensor haar2d_inverse(const Exec& e, const Tensor& bands, int64_t height, int64_t width);
 Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
@@ -91,6 +100,12 @@ Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gat
                     const Activation& act, const Tensor& dy, Tensor* dc);
 Tensor channel_affine_backward(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor* dalpha,
                                Tensor* dbeta);
+// The adjoints (PyTorch's rules): rfft2's is irfft2 after halving the columns that stand for
+// conjugate pairs, irfft2's is rfft2 with those columns doubled (docs/spectral-mixers.md).
+Tensor rfft2_backward(const Exec& e, const Tensor& dy, int64_t width);
+Tensor irfft2_backward(const Exec& e, const Tensor& dy);
+// Returns da = dy ⊙ conj(b); accumulates db += dy ⊙ conj(a) (summed over a broadcast batch).
+Tensor complex_mul_backward(const Exec& e, const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* db);
 
 }  // namespace op
 }  // namespace mf

@@ -26,6 +26,12 @@ void activate(const Activation& act, const float* x, float* out, int64_t n) {
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) out[j] = x[j] > 0.f ? x[j] : 0.f;
       return;
+    case ActKind::SoftShrink: {
+      const float t = act.threshold;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) out[j] = x[j] > t ? x[j] - t : x[j] < -t ? x[j] + t : 0.f;
+      return;
+    }
     case ActKind::StarReLU:
     case ActKind::SquaredReLU: {
       const float scale = act.kind == ActKind::StarReLU ? s : 1.f, bias = act.kind == ActKind::StarReLU ? b : 0.f;

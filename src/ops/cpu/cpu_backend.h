@@ -31,6 +31,10 @@ class CpuBackend : public RefBackend {
            Tensor& y) override;
   void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y) override;
   void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
+  void rfft2(const Tensor& x, float mid_scale, Tensor& y) override;
+  void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
+  void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
+  void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

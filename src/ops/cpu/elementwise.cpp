@@ -40,6 +40,12 @@ void CpuBackend::activation(const Tensor& x, const Activation& act, Tensor& y) {
 #pragma omp parallel for simd schedule(static)
       for (int64_t i = 0; i < n; ++i) Y[i] = fastmath::silu_fast(X[i]);
       return;
+    case ActKind::SoftShrink: {
+      const float t = act.threshold;
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; ++i) Y[i] = X[i] > t ? X[i] - t : X[i] < -t ? X[i] + t : 0.f;
+      return;
+    }
   }
 }
 
@@ -166,6 +172,12 @@ void CpuBackend::activation_backward(const Tensor& x, const Activation& act, con
         D[i] = G[i] * sg * (1.f + X[i] * (1.f - sg));
       }
       return;
+    case ActKind::SoftShrink: {
+      const float t = act.threshold;
+#pragma omp parallel for simd schedule(static)
+      for (int64_t i = 0; i < n; ++i) D[i] = X[i] > t || X[i] < -t ? G[i] : 0.f;
+      return;
+    }
   }
 }
 

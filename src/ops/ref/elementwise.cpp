@@ -21,6 +21,10 @@ float apply_activation(const Activation& act, float x) {
     }
     case ActKind::ReLU: return x > 0 ? x : 0.f;
     case ActKind::SiLU: return static_cast<float>(v / (1.0 + std::exp(-v)));
+    case ActKind::SoftShrink: {
+      const float t = act.threshold;
+      return x > t ? x - t : x < -t ? x + t : 0.f;
+    }
   }
   return x;
 }
@@ -79,6 +83,7 @@ double activation_derivative(const Activation& act, double x) {
       const double s = 1.0 / (1.0 + std::exp(-x));
       return s * (1.0 + x * (1.0 - s));
     }
+    case ActKind::SoftShrink: return std::fabs(x) > act.threshold ? 1.0 : 0.0;
   }
   return 1.0;
 }

@@ -34,6 +34,11 @@ class RefBackend : public Backend {
   void glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
            Tensor& y) override;
   void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y) override;
+  void rfft2(const Tensor& x, float mid_scale, Tensor& y) override;
+  void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
+  void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
+  void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
+  void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

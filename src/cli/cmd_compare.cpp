@@ -165,8 +165,10 @@ void write_report(const std::string& out, const std::string& command, const std:
   auto scatter = [&](const char* key, const std::string& title, const std::string& x_label, bool log_x) {
     Plot p{title, x_label, "test top-1 accuracy (%)", {}, log_x, 640, 420};
     for (auto* m : order) {
-      Series s{(*m)["mixer"].get<std::string>(), {(*m)[key].get<double>() / (std::string(key) == "macs" ? 1e6 : 1.0)},
-               {(*m)["top1_mean"].get<double>()}, false, true, {}};
+      const std::string name = (*m)["mixer"].get<std::string>();
+      Series s{name, {(*m)[key].get<double>() / (std::string(key) == "macs" ? 1e6 : 1.0)},
+               {(*m)["top1_mean"].get<double>()}, false, true, {name}};
+      s.style = static_cast<int>(&*m - &per_mixer[0]);  // the same style for a mixer in every plot
       p.series.push_back(s);
     }
     return p;
@@ -174,9 +176,14 @@ void write_report(const std::string& out, const std::string& command, const std:
   write_svg(out + "/accuracy_vs_macs.svg", render_svg(scatter("macs", "Accuracy against cost", "MACs per image (millions)", true)));
   write_svg(out + "/accuracy_vs_latency.svg",
             render_svg(scatter("latency_ms", "Accuracy against latency", "batch-1 latency on this machine (ms)", true)));
-  Plot curves{"Training curves (every run)", "epoch", "test top-1 accuracy (%)", {}, false, 760, 480};
+  Plot curves{"Training curves (every run and seed; one style per mixer)", "epoch", "test top-1 accuracy (%)", {},
+              false, 760, 520};
+  std::map<std::string, int> style;
+  for (size_t i = 0; i < per_mixer.size(); ++i) style[per_mixer[i]["mixer"].get<std::string>()] = static_cast<int>(i);
   for (auto& r : runs) {
-    Series s{fmt::format("{} s{}", r["mixer"].get<std::string>(), r["seed"].get<int>()), {}, {}, true, false, {}};
+    const std::string name = r["mixer"].get<std::string>();
+    Series s{r["seed"].get<int>() == 0 ? name : "", {}, {}, true, false, {}};
+    s.style = style[name];
     for (auto& e : r["curve"]) {
       s.x.push_back(e["epoch"].get<double>());
       s.y.push_back(e["top1"].get<double>());

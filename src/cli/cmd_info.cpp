@@ -58,7 +58,7 @@ void register_info(CLI::App& app) {
         fmt::print("  {:<20} {:>7.2f} M params\n", name, static_cast<double>(m.num_parameters()) / 1e6);
       }
       fmt::print("token mixers:\n");
-      for (auto* info : MixerRegistry::get().all()) fmt::print("  {:<12} {}\n", info->name, info->summary);
+      for (auto* info : MixerRegistry::get().all()) fmt::print("  {:<15} {}\n", info->name, info->summary);
       return;
     }
     const MetaFormerConfig c = resolve_config(args->model);

@@ -16,6 +16,11 @@ namespace {
 // Colour-blind-safe palette (Okabe & Ito).
 const char* const kColors[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"};
 
+constexpr size_t kPalette = sizeof kColors / sizeof kColors[0];
+size_t style_of(const Series& s, size_t k) { return s.style >= 0 ? static_cast<size_t>(s.style) : k; }
+const char* color_of(const Series& s, size_t k) { return kColors[style_of(s, k) % kPalette]; }
+bool dashed(const Series& s, size_t k) { return style_of(s, k) / kPalette % 2 == 1; }
+
 std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -104,7 +109,7 @@ void render_one(const Plot& p, double ox, double oy, std::string& out) {
   // Series.
   for (size_t k = 0; k < p.series.size(); ++k) {
     const auto& s = p.series[k];
-    const char* color = kColors[k % (sizeof kColors / sizeof kColors[0])];
+    const char* color = color_of(s, k);
     std::string pts;
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i]) || (p.log_x && s.x[i] <= 0)) continue;
@@ -112,11 +117,17 @@ void render_one(const Plot& p, double ox, double oy, std::string& out) {
       if (s.markers)
         out += fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="3.5" fill="{}"/>)", X(s.x[i]), Y(s.y[i]), color) + "\n";
       if (i < s.point_labels.size() && !s.point_labels[i].empty())
-        out += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="10" fill="{}">{}</text>)", X(s.x[i]) + 5,
-                           Y(s.y[i]) - 5, color, escape(s.point_labels[i])) + "\n";
+      {
+        // Labels of points near the right edge go to their left, so that they stay inside the frame.
+        const bool right = X(s.x[i]) > ox + left + 0.7 * w;
+        out += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="10" fill="{}"{}>{}</text>)",
+                           X(s.x[i]) + (right ? -5 : 5), Y(s.y[i]) - 5, color, right ? R"( text-anchor="end")" : "",
+                           escape(s.point_labels[i])) + "\n";
+      }
     }
     if (s.line && !pts.empty())
-      out += fmt::format(R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"/>)", pts, color) + "\n";
+      out += fmt::format(R"(<polyline points="{}" fill="none" stroke="{}" stroke-width="1.8"{}/>)", pts, color,
+                         dashed(s, k) ? R"( stroke-dasharray="6,3")" : "") + "\n";
   }
   // Legend: in whichever inside corner covers the fewest data points.
   size_t entries = 0, longest = 0;
@@ -145,8 +156,12 @@ void render_one(const Plot& p, double ox, double oy, std::string& out) {
   double ly = best_y + 4;
   for (size_t k = 0; k < p.series.size(); ++k) {
     if (p.series[k].label.empty()) continue;
-    const char* color = kColors[k % (sizeof kColors / sizeof kColors[0])];
-    out += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="12" height="4" fill="{}"/>)", best_x, ly + 4, color) + "\n";
+    const char* color = color_of(p.series[k], k);
+    if (dashed(p.series[k], k))
+      out += fmt::format(R"(<line x1="{:.1f}" y1="{:.1f}" x2="{:.1f}" y2="{:.1f}" stroke="{}" stroke-width="2" stroke-dasharray="4,2"/>)",
+                         best_x, ly + 6, best_x + 12, ly + 6, color) + "\n";
+    else
+      out += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="12" height="4" fill="{}"/>)", best_x, ly + 4, color) + "\n";
     out += fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11">{}</text>)", best_x + 17, ly + 9,
                        escape(p.series[k].label)) + "\n";
     ly += 15;

@@ -14,6 +14,9 @@ struct Series {
   bool line = true;
   bool markers = false;
   std::vector<std::string> point_labels;  // drawn next to each point when not empty
+  // Style: palette entry (default: the series' position). Past the 8 colours of the palette, styles
+  // repeat dashed; an empty label keeps a series out of the legend (e.g. a second seed).
+  int style = -1;
 };
 
 struct Plot {

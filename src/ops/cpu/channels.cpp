@@ -1,5 +1,9 @@
 // Channel-window ops on the CPU: parallel over rows (positions), vectorised along the channels.
+#include <algorithm>
 #include <cstring>
+#include <vector>
+
+#include "core/error.h"
 
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/fast_math.h"
@@ -42,6 +46,33 @@ void activate(const Activation& act, const float* x, float* out, int64_t n) {
       }
       return;
     }
+  }
+}
+// out[j] = act'(x[j]) · g[j].
+void activation_derivative_times(const Activation& act, const float* x, const float* g, float* out, int64_t n) {
+  switch (act.kind) {
+    case ActKind::Identity:
+      std::memcpy(out, g, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case ActKind::GELU:
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const float v = x[j];
+        const float cdf = 0.5f * (1.f + fastmath::erf_fast(v * 0.70710678118654752f));
+        const float pdf = 0.39894228040143268f * fastmath::exp_fast(-0.5f * v * v);
+        out[j] = g[j] * (cdf + v * pdf);
+      }
+      return;
+    case ActKind::SiLU:
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        const float sg = 1.f / (1.f + fastmath::exp_fast(-x[j]));
+        out[j] = g[j] * sg * (1.f + x[j] * (1.f - sg));
+      }
+      return;
+    default:
+      for (int64_t j = 0; j < n; ++j) out[j] = g[j] * static_cast<float>(activation_derivative(act, x[j]));
+      return;
   }
 }
 }  // namespace
@@ -87,6 +118,42 @@ void CpuBackend::glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int6
       float* tail = out + from_t;
 #pragma omp simd
       for (int64_t j = 0; j < cw; ++j) tail[j] *= cv[j];
+    }
+  }
+}
+
+void CpuBackend::glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                              const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc) {
+  const int64_t Ct = t.shape().last(), w = dy.shape().last(), rows = dy.shape().rows();
+  const int64_t cw = c ? c->shape().last() : 0, from_t = w - cw;
+  const float* T = t.data();
+  const float* Cv = c ? c->data() : nullptr;
+  const float* G = dy.data();
+  float* DT = dt.data();
+  float* DC = dc ? dc->data() : nullptr;
+  // The gate and value windows never overlap in the callers (MambaOut, gMixer, gMLP); the dispatcher's
+  // reference path accumulates, this one may write.
+  MF_ASSERT(gate_offset + w <= value_offset || value_offset + from_t <= gate_offset || from_t == 0);
+#pragma omp parallel
+  {
+    std::vector<float> g(static_cast<size_t>(w)), dg(static_cast<size_t>(w));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = T + r * Ct;
+      const float* gate_in = row + gate_offset;
+      const float* gy = G + r * w;
+      float* drow = DT + r * Ct;
+      std::fill(drow, drow + Ct, 0.f);
+      activate(act, gate_in, g.data(), w);
+      // d gate_in = dy · value · act'(gate_in), from the same vectorised derivative as the activation op.
+      for (int64_t j = 0; j < w; ++j) {
+        const float v = j < from_t ? row[value_offset + j] : Cv[r * cw + j - from_t];
+        dg[static_cast<size_t>(j)] = gy[j] * v;
+      }
+      activation_derivative_times(act, gate_in, dg.data(), drow + gate_offset, w);
+      for (int64_t j = 0; j < from_t; ++j) drow[value_offset + j] = gy[j] * g[static_cast<size_t>(j)];
+      if (DC)
+        for (int64_t j = from_t; j < w; ++j) DC[r * cw + j - from_t] = gy[j] * g[static_cast<size_t>(j)];
     }
   }
 }

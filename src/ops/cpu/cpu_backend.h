@@ -31,6 +31,8 @@ class CpuBackend : public RefBackend {
            Tensor& y) override;
   void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y) override;
   void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
+  void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
+                    const Tensor& dy, Tensor& dt, Tensor* dc) override;
   void rfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;

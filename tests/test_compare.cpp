@@ -42,7 +42,7 @@ TEST(Compare, TinyComparisonWritesAReportThatParsesAndResumes) {
   EXPECT_NE(report.find("| rank | mixer | params (M) | MACs (M) | top-1 (%)"), std::string::npos) << report;
   EXPECT_NE(report.find("| identity |"), std::string::npos) << report;
   EXPECT_NE(report.find("| pooling |"), std::string::npos) << report;
-  EXPECT_NE(report.find("Ranking by mean top-1:"), std::string::npos) << report;
+  EXPECT_NE(report.find("Ranking by mean top-1 (%):"), std::string::npos) << report;
 
   const auto results = nlohmann::json::parse(slurp(out + "/results.json"));
   ASSERT_EQ(results["mixers"].size(), 2u);

@@ -113,7 +113,12 @@ void write_report(const std::string& out, const std::string& command, const std:
   // Ranking by mean top-1.
   std::vector<const json*> order;
   for (auto& m : per_mixer) order.push_back(&m);
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) { return (*a)["top1_mean"] > (*b)["top1_mean"]; });
+  // Ties (equal mean accuracy) go to the cheaper mixer first.
+  std::sort(order.begin(), order.end(), [](auto* a, auto* b) {
+    const double ta = (*a)["top1_mean"], tb = (*b)["top1_mean"];
+    if (ta != tb) return ta > tb;
+    return (*a)["macs"].template get<double>() < (*b)["macs"].template get<double>();
+  });
 
   std::string md = "# Token-mixer comparison\n\n";
   md += fmt::format("Data: `{}`. Every run trains the same MetaFormer with only the token mixer changed, with the "
@@ -133,21 +138,18 @@ void write_report(const std::string& out, const std::string& command, const std:
   }
   // A short automatic summary: the ranking, and which neighbours are within each other's spread.
   md += "\n## Summary\n\n";
+  // "≈" between neighbours whose seed ranges overlap (this experiment does not separate them), ">"
+  // where the better one's worst seed beats the other's best.
   std::string ranking;
-  for (size_t i = 0; i < order.size(); ++i)
-    ranking += (i ? " > " : "") + (*order[i])["mixer"].get<std::string>();
-  md += fmt::format("Ranking by mean top-1: {}.", ranking);
-  std::vector<std::string> ties;
-  for (size_t i = 0; i + 1 < order.size(); ++i) {
-    const json &a = *order[i], &b = *order[i + 1];
-    if (a["top1_min"].get<double>() <= b["top1_max"].get<double>())
-      ties.push_back(fmt::format("{} and {}", a["mixer"].get<std::string>(), b["mixer"].get<std::string>()));
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (i) {
+      const json &a = *order[i - 1], &b = *order[i];
+      ranking += a["top1_min"].get<double>() <= b["top1_max"].get<double>() ? " ≈ " : " > ";
+    }
+    ranking += fmt::format("{} ({:.2f})", (*order[i])["mixer"].get<std::string>(), (*order[i])["top1_mean"].get<double>());
   }
-  if (!ties.empty()) {
-    std::string t;
-    for (size_t i = 0; i < ties.size(); ++i) t += (i ? "; " : "") + ties[i];
-    md += fmt::format(" Neighbours whose seed ranges overlap (not separated by this experiment): {}.", t);
-  }
+  md += fmt::format("Ranking by mean top-1 (%): {}. \"≈\" joins neighbours whose seed ranges overlap, which this "
+                    "experiment does not separate.", ranking);
   const json& best = *order.front();
   const json* cheapest = order.front();
   for (auto* m : order)

@@ -226,7 +226,7 @@ TEST(LinearMixers, AffFilterIsACircularDepthwiseConvolutionForAFixedInput) {
 }
 
 TEST(Aff, MatchesPyTorchForwardAndGradients) {
-  const std::string path = data_path("golden/aff/aff.safetensors");
+  const std::string path = data_path("aff/aff.safetensors");
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing (tools/golden/make_aff_golden.py)";
   const SafeTensors f = SafeTensors::open(path);
   double worst_y = 0, worst_grad = 0;

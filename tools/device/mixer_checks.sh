@@ -13,9 +13,8 @@ G=tools/golden
 
 echo "== golden files: MambaOut and mlp_mixer.py families"
 python3 "$G/make_golden_mixers.py" /tmp/golden
-if [ -f "$G/make_aff_golden.py" ]; then
-  mkdir -p /tmp/golden/aff && python3 "$G/make_aff_golden.py" /tmp/golden/aff/aff.safetensors
-fi
+# AFF against PyTorch: copy $OUT/aff.safetensors to tests/data/aff/.
+python3 "$G/make_aff_golden.py" "$OUT/aff.safetensors"
 tar czf "$OUT/golden_mixers.tar.gz" -C /tmp golden
 "$BIN" verify /tmp/golden/{mambaout,mambaout_rw,mixer,gmixer,resmlp,gmlp} --tolerance 2e-5 \
   | tee "$OUT/verify_golden.md" || true

@@ -31,15 +31,6 @@ struct Point {
   OpProfile profile;
 };
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 // Runs in the child process.
 Point measure(const ModelArgs& base, const std::string& model, int batch, int resolution, int warmup, int runs,
               bool profile) {
@@ -161,7 +152,7 @@ void register_bench(CLI::App& app) {
   sub->add_flag("--profile", args->profile, "also print the time spent per op family");
   sub->callback([args] {
     std::vector<int> batches;
-    for (auto& b : split(args->batches)) {
+    for (auto& b : split_list(args->batches, ',')) {
       int v = 0;
       try {
         v = std::stoi(b);
@@ -176,7 +167,7 @@ void register_bench(CLI::App& app) {
                "GFLOP/s | peak RSS MB |\n");
     fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
     std::vector<Point> points;
-    for (auto& model : split(args->model.model))
+    for (auto& model : split_list(args->model.model, ','))
       for (int b : batches) {
         Point p = measure_in_child(args->model, model, b, args->resolution, args->warmup, args->runs, args->profile);
         fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |\n", p.model,

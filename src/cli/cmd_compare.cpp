@@ -31,15 +31,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
@@ -92,7 +83,7 @@ struct Candidate {
 
 Candidate parse_candidate(const std::string& text, size_t stages) {
   Candidate c{text, {}};
-  auto names = split(text, '+');
+  auto names = split_list(text, '+');
   MF_CHECK(names.size() == 1 || names.size() == stages,
            "--mixers: '{}' names {} mixers; give one (for every stage) or one per stage ({}), joined by '+'", text,
            names.size(), stages);
@@ -241,7 +232,7 @@ void register_compare(CLI::App& app) {
     if (o.threads > 0) set_num_threads(o.threads);
     const MetaFormerConfig base = resolve_config(a->base);
     std::vector<Candidate> candidates;
-    for (const auto& text : split(a->mixers, ',')) candidates.push_back(parse_candidate(text, base.num_stages()));
+    for (const auto& text : split_list(a->mixers, ',')) candidates.push_back(parse_candidate(text, base.num_stages()));
     MF_CHECK(!candidates.empty(), "--mixers names no mixer");
     fs::create_directories(a->out);
     std::string command = "metaformer compare";

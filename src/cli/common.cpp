@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/threading.h"
@@ -11,6 +12,15 @@
 #include "model/zoo.h"
 
 namespace mf::cli {
+
+std::vector<std::string> split_list(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
 
 void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
   auto* model = app->add_option("--model,-m", a.model, "model name from the zoo (see `metaformer info --list`)");

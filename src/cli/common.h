@@ -42,6 +42,9 @@ MetaFormerConfig resolve_config(const ModelArgs& args);
 // resolution and normalisation. Prints what it changed.
 DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config);
 
+// "a,b,,c" -> {"a", "b", "c"}: a list option's items, empty ones dropped.
+std::vector<std::string> split_list(const std::string& s, char sep);
+
 void register_run(CLI::App& app);
 void register_classify(CLI::App& app);
 void register_info(CLI::App& app);

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages metaformer.cpp builds and tests with (nothing else is downloaded,
-# ever). Does nothing when they are all present already.
+# ever). Does nothing when they are all present already. Arguments name further packages.
 set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config          # toolchain
-  libdnnl-dev                               # oneDNN: CPU GEMMs and convolutions
+  libdnnl-dev ocl-icd-opencl-dev            # oneDNN: CPU GEMMs and convolutions (its CMake config asks for OpenCL)
   libfftw3-dev                              # FFTs (frequency-domain mixers)
   libstb-dev                                # JPEG/PNG decoding
   zlib1g-dev                                # gzip (the IDX files of Fashion-MNIST)
@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libbenchmark-dev             # tests and microbenchmarks
   clang libclang-rt-14-dev libomp-dev       # libFuzzer targets (clang + sanitizer runtimes)
   dataset-fashion-mnist                     # the embedded default dataset
+  "$@"                                      # extra packages a caller needs (bench/run.sh: the peers)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

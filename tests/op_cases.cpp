@@ -55,6 +55,44 @@ void add_linear(std::vector<OpCase>& v, Shape x, int64_t out, bool bias) {
                }});
 }
 
+// The fused inference ops (forward only): linear with its activation, and the whole MLP.
+Activation act_of(ActKind k) {
+  Activation a;
+  a.kind = k;
+  if (k == ActKind::StarReLU) {  // not timm's init (0.8944, -0.4472... ), but scalars that matter
+    a.scale = 0.8f;
+    a.bias = -0.1f;
+  }
+  return a;
+}
+
+void add_linear_act(std::vector<OpCase>& v, Shape x, int64_t out, bool bias, ActKind k) {
+  const int64_t in = x[-1];
+  std::vector<OpInput> inputs{{x}, {{out, in}, -0.3f, 0.3f}};
+  if (bias) inputs.push_back({{out}});
+  v.push_back({fmt::format("linear_act/{}->{}{} {}", x.str(), out, bias ? "+bias" : "", act_name(k)), OpKind::Linear,
+               1e-5, inputs,
+               [bias, k](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::linear_act(e, in[0], in[1], bias ? &in[2] : nullptr, act_of(k));
+               },
+               nullptr});
+}
+
+void add_mlp(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind k) {
+  const int64_t in = x[-1];
+  std::vector<OpInput> inputs{{x}, {{hidden, in}, -0.3f, 0.3f}, {{in, hidden}, -0.3f, 0.3f}};
+  if (bias) {
+    inputs.push_back({{hidden}});
+    inputs.push_back({{in}});
+  }
+  v.push_back({fmt::format("mlp/{}->{}{} {}", x.str(), hidden, bias ? "+bias" : "", act_name(k)), OpKind::Linear,
+               1e-5, inputs,
+               [bias, k](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::mlp(e, in[0], in[1], bias ? &in[3] : nullptr, act_of(k), in[2], bias ? &in[4] : nullptr);
+               },
+               nullptr});
+}
+
 void add_conv(std::vector<OpCase>& v, Shape x, int64_t out, int k, int stride, int pad, bool bias) {
   const int64_t in = x[-1];
   const ConvGeometry g{k, k, stride, stride, pad, pad};
@@ -130,6 +168,12 @@ const std::vector<OpCase>& op_cases() {
     add_linear(v, {2, 5, 131}, 17, true);
     add_linear(v, {1, 1}, 1, false);
     add_linear(v, {3, 49, 320}, 1280, false);
+    for (ActKind k : {ActKind::GELU, ActKind::StarReLU, ActKind::SquaredReLU, ActKind::ReLU, ActKind::SiLU})
+      add_linear_act(v, {2, 5, 7, 24}, 40, k != ActKind::StarReLU, k);
+    add_linear_act(v, {1, 3, 3, 8}, 12, true, ActKind::SoftShrink);  // not fusable: the unfused path
+    add_mlp(v, {2, 7, 7, 32}, 128, true, ActKind::GELU);
+    add_mlp(v, {1, 50, 48}, 192, false, ActKind::StarReLU);
+    add_mlp(v, {3, 1000, 8}, 32, false, ActKind::SquaredReLU);  // several row blocks and a tail
 
     add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);  // a stem on an odd image
     add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);   // a downsampling
@@ -139,6 +183,9 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {1, 14, 14, 130}, 7, 1, 3, true);  // > 2 channel blocks, one partial
     add_depthwise(v, {2, 5, 9, 3}, 3, 2, 1, true);
     add_depthwise(v, {1, 1, 1, 65}, 7, 1, 3, false);
+    add_depthwise(v, {2, 11, 13, 48}, 7, 1, 3, true);  // the sliding window: a width not a multiple of 8
+    add_depthwise(v, {1, 6, 10, 35}, 3, 1, 1, false);  // 3x3 window with a channel tail
+
 
     auto pool_case = [&](Shape x, int k) {
       v.push_back({fmt::format("pool_minus_input/{}{}", x.str(), k == 3 ? "" : fmt::format(" k{}", k)),

@@ -1,6 +1,9 @@
 // The command line: bad input gets one clear line on stderr and a non-zero exit; good input works.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "model/loader.h"
@@ -133,6 +136,32 @@ TEST(Cli, InfoCountsParametersAndMacs) {
   ASSERT_EQ(list.exit_code, 0);
   for (const char* name : {"caformer_b36", "poolformer_m48", "randformer_s12", "sepconv", "attention"})
     EXPECT_NE(list.out.find(name), std::string::npos) << name;
+}
+
+TEST(Cli, BadDtypeIsOneClearError) {
+  expect_clean_failure(run_cli({"bench", "--model", "poolformer_s12", "--dtype", "fp8"}), "unknown precision 'fp8'");
+  expect_clean_failure(run_cli({"verify", "--backend", "ref", "--dtype", "bf16", golden("caformer", "")}),
+                       "fp32 only");
+}
+
+TEST(Cli, BenchTakesWeightsInputAndWritesJson) {
+  TempDir dir;
+  MetaFormer m(zoo_config("poolformer_s12"));
+  save_weights(m, dir.file("w.safetensors"));
+  CliResult r = run_cli({"bench", "--model", "poolformer_s12", "--weights", dir.file("w.safetensors"), "--batch", "1",
+                         "--runs", "1", "--warmup", "0", "--threads", "1", "--dtype", "bf16", "--json",
+                         dir.file("out.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| poolformer_s12 | 1 | 1 | cpu bf16 |"), std::string::npos) << r.out;
+  std::ifstream f(dir.file("out.json"));
+  std::string json((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(json.find("\"median_ms\""), std::string::npos) << json;
+  // An input with too few images for the batch is one clear line.
+  Tensor few = Tensor::full({1, 3, 32, 32}, 0.1f);
+  write_npy(dir.file("x.npy"), few);
+  expect_clean_failure(run_cli({"bench", "--model", "poolformer_s12", "--input", dir.file("x.npy"), "--batch", "2",
+                                "--runs", "1", "--warmup", "0"}),
+                       "holds 1 images");
 }
 
 TEST(Cli, BenchPrintsAMarkdownTable) {

@@ -69,6 +69,31 @@ std::vector<GoldenCase> golden_cases() {
   return v;
 }
 
+// bf16 precision (docs/bf16.md): every matrix product rounds its operands to 8 significant bits, and
+// the rounding compounds through the network; on these models the logits move by 3e-3 to 2e-2
+// (relative). The bar, 5e-2, catches a broken bf16 path (a wrong layout or a missed conversion
+// gives errors of order 1) without claiming more than bf16 can give.
+constexpr double kBf16GoldenTolerance = 5e-2;
+
+class GoldenBf16 : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenBf16, StaysCloseToTimm) {
+  const std::string dir = data_path("golden/" + GetParam());
+  MetaFormer model(load_config(dir + "/config.json"));
+  load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+  SafeTensors io = SafeTensors::open(dir + "/io.safetensors");
+  Ctx ctx;
+  ctx.exec.backend = &get_backend("cpu", Precision::bf16);
+  const double err = rel_error(model.forward_nchw(ctx, io.load("input")), io.load("logits"));
+  EXPECT_LE(err, kBf16GoldenTolerance) << GetParam();
+  EXPECT_GT(err, 0.0) << "bf16 gave fp32's exact logits: is the bf16 path running?";
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, GoldenBf16,
+                         ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",
+                                           "randformer", "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp",
+                                           "gmlp"));
+
 INSTANTIATE_TEST_SUITE_P(Families, Golden, ::testing::ValuesIn(golden_cases()),
                          [](const auto& info) { return info.param.family + "_" + info.param.backend; });
 

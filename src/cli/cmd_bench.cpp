@@ -4,6 +4,10 @@
 // is its own and one model's buffers never warm the caches or allocator of the next. Each point:
 // warm-up passes, then timed passes; the table gives the median latency with its min-max spread,
 // images/s from the median, GFLOP/s (2 FLOPs per MAC), and the peak RSS of the process.
+//
+// `--weights` and `--input` time given weights on a given batch (bench/side_by_side.py gives the
+// engine and its peers the same ones); `--json` also writes the points for scripts; `--gemm`
+// measures the machine's GEMM ceiling through oneDNN, the library the engine's GEMMs run on.
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -11,12 +15,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/threading.h"
+#include "io/file.h"
+#include "io/npy.h"
+#include "ops/gemm_peak.h"
 #include "ops/ops.h"
 
 namespace mf::cli {
@@ -31,16 +39,40 @@ struct Point {
   OpProfile profile;
 };
 
+// The process's peak resident memory: VmHWM, which belongs to the process's own address space
+// (getrusage's ru_maxrss survives exec, so it could report a large parent's size instead).
+double peak_rss_mb() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
 // Runs in the child process.
-Point measure(const ModelArgs& base, const std::string& model, int batch, int resolution, int warmup, int runs,
-              bool profile) {
+// The timed batch: the first `batch` images of --input (NCHW .npy, as `run` takes), channels-last,
+// or a constant image when no input is given.
+Tensor bench_input(const std::string& input, int batch, int res, int chans, const Exec& exec) {
+  if (input.empty()) return Tensor::full({batch, res, res, chans}, 0.5f);
+  Tensor all = read_npy(input);
+  MF_CHECK(all.ndim() == 4 && all.dim(1) == chans, "--input {}: expected [B, {}, H, W], got {}", input, chans,
+           all.shape().str());
+  MF_CHECK(all.dim(0) >= batch, "--input {} holds {} images; batch {} needs more", input, all.dim(0), batch);
+  Tensor x = Tensor::from({batch, all.dim(1), all.dim(2), all.dim(3)},
+                          {all.data(), static_cast<size_t>(batch * all.dim(1) * all.dim(2) * all.dim(3))});
+  return op::nchw_to_nhwc(exec, x);
+}
+
+Point measure(const ModelArgs& base, const std::string& model, const std::string& input, int batch, int resolution,
+              int warmup, int runs, bool profile) {
   ModelArgs a = base;
   a.model = model;
   LoadedModel lm = load_model(a);
   const auto& c = lm.model->config();
   const int res = resolution > 0 ? resolution : c.input.size;
-  Tensor x = Tensor::full({batch, res, res, c.in_chans}, 0.5f);
   Ctx ctx = lm.ctx();
+  Tensor x = bench_input(input, batch, res, c.in_chans, ctx.exec);
   for (int i = 0; i < warmup; ++i) lm.model->run(ctx, x);
 
   Point p;
@@ -62,9 +94,7 @@ Point measure(const ModelArgs& base, const std::string& model, int batch, int re
   lm.model->run(ctx, x);
   p.gmacs_per_image = static_cast<double>(p.profile.total_macs()) / 1e9 / batch;
   if (!profile) p.profile.clear();
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  p.peak_rss_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  p.peak_rss_mb = peak_rss_mb();
   return p;
 }
 
@@ -93,8 +123,8 @@ Point from_json(const nlohmann::json& j) {
 }
 
 // Forks, measures in the child, and reads its result back through a pipe.
-Point measure_in_child(const ModelArgs& base, const std::string& model, int batch, int resolution, int warmup,
-                       int runs, bool profile) {
+Point measure_in_child(const ModelArgs& base, const std::string& model, const std::string& input, int batch,
+                       int resolution, int warmup, int runs, bool profile) {
   int fds[2];
   MF_CHECK(pipe(fds) == 0, "pipe failed");
   const pid_t pid = fork();
@@ -104,7 +134,7 @@ Point measure_in_child(const ModelArgs& base, const std::string& model, int batc
     std::string msg;
     int code = 0;
     try {
-      msg = to_json(measure(base, model, batch, resolution, warmup, runs, profile)).dump();
+      msg = to_json(measure(base, model, input, batch, resolution, warmup, runs, profile)).dump();
     } catch (const std::exception& e) {
       msg = nlohmann::json{{"error", e.what()}}.dump();
       code = 1;
@@ -136,21 +166,42 @@ Point measure_in_child(const ModelArgs& base, const std::string& model, int batc
 void register_bench(CLI::App& app) {
   struct Args {
     ModelArgs model;
-    std::string batches = "1,8";
+    std::string batches = "1,8", input, json;
     int resolution = 0, warmup = 3, runs = 10;
-    bool profile = false;
+    bool profile = false, gemm = false;
   };
   auto args = std::make_shared<Args>();
   auto* sub = app.add_subcommand("bench", "time random-weight models and print a markdown table");
-  sub->add_option("--model,-m", args->model.model, "comma-separated zoo names")->required();
+  sub->add_option("--model,-m", args->model.model, "comma-separated zoo names");
+  sub->add_option("--weights,-w", args->model.weights, "weights (.safetensors; default: random) for a single model");
+  sub->add_option("--input,-i", args->input, "timed images, NCHW float32 .npy (default: a constant image)");
+  sub->add_option("--json", args->json, "also write the measurements to this JSON file");
+  sub->add_flag("--gemm", args->gemm, "measure the GEMM ceiling (oneDNN, fp32 and bf16) instead of a model");
   sub->add_option("--batch,-b", args->batches, "comma-separated batch sizes")->capture_default_str();
   sub->add_option("--threads,-t", args->model.threads, "threads (default: all cores)");
   sub->add_option("--backend", args->model.backend, "cpu or ref")->capture_default_str();
+  sub->add_option("--dtype", args->model.dtype, "precision of the matrix products: fp32 or bf16")->capture_default_str();
   sub->add_option("--resolution,-r", args->resolution, "input size (default: the model's)");
   sub->add_option("--warmup", args->warmup, "untimed passes first")->capture_default_str()->check(CLI::Range(0, 100));
   sub->add_option("--runs", args->runs, "timed passes")->capture_default_str()->check(CLI::Range(1, 10000));
   sub->add_flag("--profile", args->profile, "also print the time spent per op family");
   sub->callback([args] {
+    const int threads = args->model.threads > 0 ? args->model.threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+    if (args->gemm) {
+      set_num_threads(threads);
+      const auto peaks = measure_gemm_peak();
+      fmt::print("| GEMM (oneDNN matmul) | M=N=K | threads | GFLOP/s |\n|---|---:|---:|---:|\n");
+      for (auto& p : peaks) fmt::print("| {} | {} | {} | {:.1f} |\n", p.name, p.size, threads, p.gflops);
+      if (!args->json.empty()) {
+        nlohmann::json j = nlohmann::json::array();
+        for (auto& p : peaks) j.push_back({{"name", p.name}, {"size", p.size}, {"threads", threads}, {"gflops", p.gflops}});
+        write_text(args->json, j.dump(2) + "\n");
+      }
+      return;
+    }
+    MF_CHECK(!args->model.model.empty(), "bench: --model is required (or --gemm)");
+    MF_CHECK(args->model.weights.empty() || split_list(args->model.model, ',').size() == 1,
+             "bench: --weights needs a single --model");
     std::vector<int> batches;
     for (auto& b : split_list(args->batches, ',')) {
       int v = 0;
@@ -162,21 +213,30 @@ void register_bench(CLI::App& app) {
       MF_CHECK(v >= 1 && v <= 4096, "--batch: {} is out of range [1, 4096]", v);
       batches.push_back(v);
     }
-    const int threads = args->model.threads > 0 ? args->model.threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+    parse_precision(args->model.dtype);  // a bad name fails here, once, not in each child
     fmt::print("| model | batch | threads | backend | latency ms (median) | min-max ms | images/s | GMACs/img | "
                "GFLOP/s | peak RSS MB |\n");
     fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
     std::vector<Point> points;
     for (auto& model : split_list(args->model.model, ','))
       for (int b : batches) {
-        Point p = measure_in_child(args->model, model, b, args->resolution, args->warmup, args->runs, args->profile);
+        Point p = measure_in_child(args->model, model, args->input, b, args->resolution, args->warmup, args->runs, args->profile);
         fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |\n", p.model,
-                   p.batch, threads, args->model.backend, p.median_ms, p.min_ms, p.max_ms,
+                   p.batch, threads, args->model.dtype == "fp32" ? args->model.backend : args->model.backend + " " + args->model.dtype, p.median_ms, p.min_ms, p.max_ms,
                    1000.0 * p.batch / p.median_ms, p.gmacs_per_image,
                    2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0), p.peak_rss_mb);
         std::fflush(stdout);
         points.push_back(std::move(p));
       }
+    if (!args->json.empty()) {
+      nlohmann::json j = nlohmann::json::array();
+      for (auto& p : points) {
+        auto pj = to_json(p);
+        pj["threads"] = threads;
+        j.push_back(pj);
+      }
+      write_text(args->json, j.dump(2) + "\n");
+    }
     if (!args->profile) return;
     fmt::print("\nTime per op family (one profiled pass, ms):\n\n| model | batch |");
     for (int f = 0; f < static_cast<int>(OpFamily::kCount); ++f) fmt::print(" {} |", op_family_name(OpFamily(f)));

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
 
 #include "cli/common.h"
@@ -32,6 +33,18 @@ double rel_error(const Tensor& a, const Tensor& ref) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// Rows of `a` whose largest entry is where `ref`'s is, out of all rows.
+std::pair<int64_t, int64_t> top1_agreement(const Tensor& a, const Tensor& ref) {
+  const int64_t rows = ref.dim(0), cols = ref.numel() / rows;
+  int64_t same = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = a.data() + r * cols;
+    const float* y = ref.data() + r * cols;
+    same += std::max_element(x, x + cols) - x == std::max_element(y, y + cols) - y;
+  }
+  return {same, rows};
+}
+
 MetaFormerConfig config_in(const std::string& dir) {
   namespace fs = std::filesystem;
   if (fs::exists(dir + "/config.json")) return load_config(dir + "/config.json");
@@ -47,7 +60,7 @@ MetaFormerConfig config_in(const std::string& dir) {
 void register_verify(CLI::App& app) {
   struct Args {
     std::vector<std::string> dirs;
-    std::string backend = "cpu";
+    std::string backend = "cpu", dtype = "fp32";
     int threads = 0;
     double tolerance = 1e-4;
   };
@@ -57,13 +70,15 @@ void register_verify(CLI::App& app) {
       ->required();
   sub->add_option("--backend", args->backend, "cpu or ref")->capture_default_str();
   sub->add_option("--threads,-t", args->threads, "threads (default: all cores)");
+  sub->add_option("--dtype", args->dtype, "precision of the matrix products: fp32 or bf16 (bf16 needs a looser "
+                  "--tolerance; docs/bf16.md)")->capture_default_str();
   sub->add_option("--tolerance", args->tolerance, "largest accepted ||y - ref|| / ||ref|| of the logits")
       ->capture_default_str();
   sub->callback([args] {
     set_num_threads(args->threads);
-    Backend& backend = get_backend(args->backend);
-    fmt::print("| model | input | logits rel. error | worst intermediate (rel. error) | result |\n");
-    fmt::print("|---|---|---:|---|---|\n");
+    Backend& backend = get_backend(args->backend, parse_precision(args->dtype));
+    fmt::print("| model | input | logits rel. error | top-1 agrees | worst intermediate (rel. error) | result |\n");
+    fmt::print("|---|---|---:|---:|---|---|\n");
     int failures = 0;
     for (const auto& dir : args->dirs) {
       MetaFormer model(config_in(dir));
@@ -78,7 +93,9 @@ void register_verify(CLI::App& app) {
       };
       const Tensor input = io.load("input");
       Tensor logits = model.forward_nchw(ctx, input);
-      const double err = rel_error(logits, io.load("logits"));
+      const Tensor ref_logits = io.load("logits");
+      const double err = rel_error(logits, ref_logits);
+      const auto [same, rows] = top1_agreement(logits, ref_logits);
       std::string worst = "-";
       double worst_err = -1;
       Exec ref{&get_backend("ref"), nullptr};
@@ -91,8 +108,8 @@ void register_verify(CLI::App& app) {
       }
       const bool ok = err <= args->tolerance;
       failures += !ok;
-      fmt::print("| {} | {} | {:.2e} | {} | {} |\n", model.config().name, input.shape().str(), err, worst,
-                 ok ? "ok" : "FAIL");
+      fmt::print("| {} | {} | {:.2e} | {}/{} | {} | {} |\n", model.config().name, input.shape().str(), err, same, rows,
+                 worst, ok ? "ok" : "FAIL");
     }
     MF_CHECK(failures == 0, "{} of {} models differ from timm by more than {:g}", failures, args->dirs.size(),
              args->tolerance);

@@ -32,6 +32,8 @@ void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
   app->add_option("--backend", a.backend, "compute backend: cpu (fast) or ref (plain reference loops)")
       ->capture_default_str();
   app->add_option("--threads,-t", a.threads, "threads (default: all cores)");
+  app->add_option("--dtype", a.dtype, "precision of the matrix products: fp32, or bf16 (cpu backend; docs/bf16.md)")
+      ->capture_default_str();
   app->add_option("--num-classes", a.num_classes, "classifier size (default: the weights' or the config's)");
 }
 
@@ -53,7 +55,7 @@ LoadedModel load_model(const ModelArgs& a, uint64_t seed) {
   set_num_threads(a.threads);
   MetaFormerConfig c = resolve_config(a);
   LoadedModel lm;
-  lm.backend = &get_backend(a.backend);
+  lm.backend = &get_backend(a.backend, parse_precision(a.dtype));
   if (a.weights.empty()) {
     lm.model = std::make_unique<MetaFormer>(c);
     initialize_parameters(*lm.model, seed);

@@ -24,9 +24,7 @@ class SepConv : public TokenMixer {
   std::string kind() const override { return "SepConv"; }
 
   Tensor forward(Ctx& ctx, const Tensor& x) override {
-    Tensor h = pw1_->run(ctx, x);
-    act1_->apply_(ctx, h);
-    h = dw_->run(ctx, h);
+    Tensor h = dw_->run(ctx, pw1_->run_then(ctx, x, *act1_));
     act2_->apply_(ctx, h);
     return pw2_->run(ctx, h);
   }

@@ -18,6 +18,15 @@ Tensor Linear::forward(Ctx& ctx, const Tensor& x) {
   return op::linear(ctx.exec, x, v(weight_), opt(bias_));
 }
 
+Tensor Linear::run_then(Ctx& ctx, const Tensor& x, ActivationLayer& act) {
+  if (ctx.training) {
+    Tensor h = run(ctx, x);
+    act.apply_(ctx, h);
+    return h;
+  }
+  return op::linear_act(ctx.exec, x, v(weight_), opt(bias_), act.params());
+}
+
 Tensor Linear::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   Tensor dx = op::linear_backward(ctx.exec, saved_x_, v(weight_), dy, needs_input_grad_, grad_of(weight_),

@@ -3,6 +3,7 @@
 // channels-last they are one GEMM; `conv1x1` only keeps timm's weight shape for the state dict.
 #pragma once
 
+#include "nn/activation.h"
 #include "nn/module.h"
 
 namespace mf {
@@ -14,6 +15,10 @@ class Linear : public Module {
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // act(this(x)). At inference one op with the activation fused into the GEMM (op::linear_act, no
+  // pre-activation written to memory); in training the two layers run as usual, each keeping what
+  // its backward needs. When fused, neither layer reports its output to ctx.on_output.
+  Tensor run_then(Ctx& ctx, const Tensor& x, ActivationLayer& act);
   // The first layer of a model need not compute the gradient of its input.
   void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Linear); }

@@ -11,14 +11,18 @@ Mlp::Mlp(int64_t dim, int64_t hidden, const std::string& act, bool bias, bool co
 }
 
 Tensor Mlp::forward(Ctx& ctx, const Tensor& x) {
-  Tensor h = fc1_->run(ctx, x);
   if (glu_) {
+    Tensor h = fc1_->run(ctx, x);
     if (ctx.training) saved_h_ = h;
     // x1 ⊙ act(x2): the gate is the second half.
     return fc2_->run(ctx, op::glu(ctx.exec, h, nullptr, hidden_ / 2, 0, hidden_ / 2, act_->params()));
   }
-  act_->apply_(ctx, h);
-  return fc2_->run(ctx, h);
+  // Inference: one fused op (op::mlp); fc1, act and fc2 then report no outputs of their own to
+  // ctx.on_output (the block and stage outputs still do).
+  if (!ctx.training)
+    return op::mlp(ctx.exec, x, v(fc1_->weight()), opt(fc1_->bias()), act_->params(), v(fc2_->weight()),
+                   opt(fc2_->bias()));
+  return fc2_->run(ctx, fc1_->run_then(ctx, x, *act_));
 }
 
 Tensor Mlp::backward(Ctx& ctx, const Tensor& dy) {

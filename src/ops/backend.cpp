@@ -11,6 +11,18 @@ void Backend::unsupported(OpKind op) const {
 }
 
 void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
+void Backend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
+                  const Tensor* b2, Tensor& y) {
+  Shape hs = x.shape();
+  hs[-1] = w1.dim(0);
+  Tensor h = Tensor::empty(hs, device());
+  linear_act(x, w1, b1, act, h);
+  linear(h, w2, b2, y);
+}
+void Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) {
+  linear(x, w, b, y);
+  activation(y, act, y);
+}
 void Backend::conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
   unsupported(OpKind::Conv2d);
 }
@@ -91,12 +103,25 @@ void Backend::token_mix_backward(const Tensor&, const Tensor&, const Tensor&, Te
   unsupported(OpKind::TokenMix);
 }
 
-Backend& get_backend(const std::string& name) {
+Backend& get_backend(const std::string& name, Precision precision) {
   static RefBackend ref;
-  static CpuBackend cpu;
-  if (name == "ref") return ref;
-  if (name == "cpu") return cpu;
+  static CpuBackend cpu(Precision::fp32);
+  static CpuBackend cpu_bf16(Precision::bf16);
+  if (name == "ref") {
+    MF_CHECK(precision == Precision::fp32, "the ref backend computes in fp32 only (asked for {})",
+             precision_name(precision));
+    return ref;
+  }
+  if (name == "cpu") return precision == Precision::bf16 ? cpu_bf16 : cpu;
   fail("unknown backend '{}' (available: {})", name, available_backends());
+}
+
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::fp32;
+  if (name == "bf16") return Precision::bf16;
+  fail("unknown precision '{}' (available: fp32, bf16)", name);
 }
 
 std::string available_backends() { return "cpu, ref"; }

@@ -9,6 +9,7 @@
 //   "cpu" — the fast CPU path: oneDNN for GEMMs and dense convolutions, direct channels-last kernels
 //           for depthwise convolution, pooling, norms and elementwise work. Ops it has no fast kernel
 //           for run the reference code, on the same device (it derives from the reference backend).
+//           Also in bf16 precision (get_backend("cpu", Precision::bf16); docs/bf16.md).
 // A backend that lacks an op says so in supports(); models check every op they need at load time,
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once
@@ -21,15 +22,28 @@
 
 namespace mf {
 
+// The arithmetic of the matrix-product ops (linear, dense convolution, attention's two products).
+// bf16: their operands are rounded to bfloat16 and the products accumulate in fp32; storage, norms
+// and their statistics, and every elementwise op stay fp32.
+enum class Precision { fp32, bf16 };
+const char* precision_name(Precision p);
+Precision parse_precision(const std::string& name);  // "fp32" | "bf16"; throws otherwise
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
   virtual bool supports(OpKind op) const = 0;
+  virtual Precision precision() const { return Precision::fp32; }
 
   // x [..., K], w [N, K] (or [N, K, 1, 1]), b [N] or null -> y [..., N]
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
+  // y = act(x · wᵀ + b); by default linear, then the activation in place (backends fuse it)
+  virtual void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y);
+  // y = fc2(act(fc1(x))), w1 [H, K], w2 [N, H]; by default linear_act, then linear
+  virtual void mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
+                   const Tensor* b2, Tensor& y);
   // x [B, H, W, Ci], w [Co, Ci, kh, kw], b [Co] or null -> y [B, Ho, Wo, Co]
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
   // x [B, H, W, C], w [C, 1, kh, kw], b [C] or null -> y [B, Ho, Wo, C]
@@ -128,8 +142,9 @@ class Backend {
   [[noreturn]] void unsupported(OpKind op) const;
 };
 
-// "ref" or "cpu"; throws mf::Error listing the available names otherwise.
-Backend& get_backend(const std::string& name);
+// "ref" or "cpu"; throws mf::Error listing the available names otherwise, or when the backend has no
+// implementation in `precision` (only "cpu" has bf16).
+Backend& get_backend(const std::string& name, Precision precision = Precision::fp32);
 std::string available_backends();
 
 }  // namespace mf

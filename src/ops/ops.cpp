@@ -59,7 +59,9 @@ void check_rank(const Tensor& x, int rank, OpKind op) {
 
 }  // namespace
 
-Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) {
+namespace {
+// Checks a linear's arguments and allocates its output [..., N].
+Tensor linear_output(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) {
   MF_CHECK(x.ndim() >= 1, "linear: input must have at least one dimension");
   const bool conv1x1 = w.ndim() == 4 && w.dim(2) == 1 && w.dim(3) == 1;
   MF_CHECK(w.ndim() == 2 || conv1x1, "linear: weight must be [out, in] or [out, in, 1, 1], got {}", w.shape().str());
@@ -68,9 +70,38 @@ Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) 
   check_vec(b, N, "bias", OpKind::Linear);
   Shape ys = x.shape();
   ys[-1] = N;
-  Tensor y = out(e, ys);
-  Timed t(e, OpKind::Linear, x.shape().rows() * K * N);
+  return out(e, ys);
+}
+}  // namespace
+
+Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) {
+  Tensor y = linear_output(e, x, w, b);
+  Timed t(e, OpKind::Linear, x.shape().rows() * w.dim(1) * w.dim(0));
   e.backend->linear(x, w, b, y);
+  return y;
+}
+
+Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act) {
+  if (act.kind == ActKind::Identity) return linear(e, x, w, b);
+  Tensor y = linear_output(e, x, w, b);
+  Timed t(e, OpKind::Linear, x.shape().rows() * w.dim(1) * w.dim(0));
+  e.backend->linear_act(x, w, b, act, y);
+  return y;
+}
+
+Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
+           const Tensor* b2) {
+  MF_CHECK(x.ndim() >= 1, "mlp: input must have at least one dimension");
+  const int64_t K = x.shape().last(), H = w1.dim(0), N = w2.dim(0);
+  MF_CHECK(w1.dim(1) == K && w2.dim(1) == H, "mlp: weights {} and {} do not chain from {} features", w1.shape().str(),
+           w2.shape().str(), K);
+  check_vec(b1, H, "fc1 bias", OpKind::Linear);
+  check_vec(b2, N, "fc2 bias", OpKind::Linear);
+  Shape ys = x.shape();
+  ys[-1] = N;
+  Tensor y = out(e, ys);
+  Timed t(e, OpKind::Linear, x.shape().rows() * H * (K + N));
+  e.backend->mlp(x, w1, b1, act, w2, b2, y);
   return y;
 }
 

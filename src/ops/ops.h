@@ -30,6 +30,14 @@ struct Exec {
 namespace op {
 
 Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b);
+// act(x · wᵀ + b) as one op: backends that can fuse the activation into the GEMM's output (the CPU
+// backend, through oneDNN post-ops) never write the pre-activation to memory. Inference only: the
+// backward pass needs the pre-activation, which this does not keep.
+Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act);
+// fc2(act(fc1(x))), the MetaFormer MLP, as one op: the CPU backend runs it in blocks of rows so the
+// hidden activations (4× the width) stay in cache instead of going through memory. Inference only.
+Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
+           const Tensor* b2);
 Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);

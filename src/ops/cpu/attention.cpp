@@ -12,22 +12,27 @@ namespace mf {
 namespace {
 using dnnl::memory;
 
-dnnl::matmul& batched_matmul(int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b) {
-  const std::string key = fmt::format("bmm:{}:{}:{}:{}:{}", batch, M, K, N, transpose_b);
+// Operands in fp32, or bf16 (the forward pass in bf16 precision); the product is fp32 either way.
+dnnl::matmul& batched_matmul(int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, bool bf16 = false) {
+  const std::string key = fmt::format("bmm:{}:{}:{}:{}:{}:{}", batch, M, K, N, transpose_b, bf16);
   return onednn::cached<dnnl::matmul>(key, [&] {
-    auto src = onednn::plain({batch, M, K}, {M * K, K, 1});
+    const auto t = onednn::operand_type(bf16);
+    auto src = onednn::plain({batch, M, K}, {M * K, K, 1}, t);
     // B is stored [batch, N, K] when transposed, [batch, K, N] otherwise.
-    auto wei = transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}) : onednn::plain({batch, K, N}, {K * N, N, 1});
+    auto wei = transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}, t)
+                           : onednn::plain({batch, K, N}, {K * N, N, 1}, t);
     auto dst = onednn::plain({batch, M, N}, {M * N, N, 1});
     return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), onednn::engine()));
   });
 }
 
-void run_bmm(dnnl::matmul& mm, int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, const float* a,
-             const float* b, float* c) {
-  auto src = onednn::wrap(onednn::plain({batch, M, K}, {M * K, K, 1}), a);
-  auto wei = onednn::wrap(
-      transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}) : onednn::plain({batch, K, N}, {K * N, N, 1}), b);
+void run_bmm(dnnl::matmul& mm, int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, const void* a,
+             const void* b, float* c, bool bf16 = false) {
+  const auto t = onednn::operand_type(bf16);
+  dnnl::memory src(onednn::plain({batch, M, K}, {M * K, K, 1}, t), onednn::engine(), const_cast<void*>(a));
+  dnnl::memory wei(transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}, t)
+                               : onednn::plain({batch, K, N}, {K * N, N, 1}, t),
+                   onednn::engine(), const_cast<void*>(b));
   auto dst = onednn::wrap(onednn::plain({batch, M, N}, {M * N, N, 1}), c);
   mm.execute(onednn::stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   onednn::stream().wait();
@@ -55,7 +60,13 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
       }
     }
 
-  run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, S);
+  // bf16 precision: the operands of both products are rounded to bf16 (scratch buffers).
+  const bool bf16 = precision_ == Precision::bf16;
+  using onednn::Scratch;
+  const int64_t nq = BH * N * d;
+  run_bmm(batched_matmul(BH, N, d, N, true, bf16), BH, N, d, N, true,
+          bf16 ? onednn::bf16_scratch(Scratch::attn_q, Q, nq) : Q, bf16 ? onednn::bf16_scratch(Scratch::attn_k, Kp, nq) : Kp,
+          S, bf16);
 
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < BH * N; ++r) {
@@ -74,7 +85,9 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
   }
 
   Tensor o = std::move(q);  // reuse q's buffer for the output
-  run_bmm(batched_matmul(BH, N, N, d, false), BH, N, N, d, false, S, V, o.data());
+  run_bmm(batched_matmul(BH, N, N, d, false, bf16), BH, N, N, d, false,
+          bf16 ? onednn::bf16_scratch(Scratch::attn_p, S, BH * N * N) : S,
+          bf16 ? onednn::bf16_scratch(Scratch::attn_v, V, nq) : V, o.data(), bf16);
 
   const float* O = o.data();
   float* Y = y.data();

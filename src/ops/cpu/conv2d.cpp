@@ -1,5 +1,6 @@
 // Dense convolution (stems, downsampling) on oneDNN with channels-last activations. Weights arrive
-// in PyTorch's OIHW layout and are reordered once into the layout the primitive prefers.
+// in PyTorch's OIHW layout and are reordered once into the layout the primitive prefers (in bf16
+// precision: converted to bf16 by that reorder, the input rounded into a scratch buffer).
 #include <memory>
 
 #include "ops/cpu/cpu_backend.h"
@@ -21,12 +22,14 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3);
   const int64_t Ho = y.dim(1), Wo = y.dim(2), Co = y.dim(3);
   const memory::dims src_dims{B, Ci, H, W}, dst_dims{B, Co, Ho, Wo}, w_dims{Co, Ci, g.kernel_h, g.kernel_w};
-  const std::string key = fmt::format("conv:{}x{}x{}x{}:{}:{}x{}:s{}x{}:p{}x{}:{}", B, H, W, Ci, Co, g.kernel_h,
-                                      g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, b != nullptr);
+  const bool bf16 = precision_ == Precision::bf16;
+  const auto type = onednn::operand_type(bf16);
+  const std::string key = fmt::format("conv:{}x{}x{}x{}:{}:{}x{}:s{}x{}:p{}x{}:{}:{}", B, H, W, Ci, Co, g.kernel_h,
+                                      g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, b != nullptr, bf16);
   auto& plan = onednn::cached<ConvPlan>(key, [&] {
-    auto src = onednn::tagged(src_dims, tag::nhwc);
+    auto src = memory::desc(src_dims, type, tag::nhwc);
     auto dst = onednn::tagged(dst_dims, tag::nhwc);
-    auto wei = memory::desc(w_dims, memory::data_type::f32, tag::any);
+    auto wei = memory::desc(w_dims, type, tag::any);
     const memory::dims strides{g.stride_h, g.stride_w}, pad{g.pad_h, g.pad_w};
     // With the right padding equal to the left one, oneDNN's floor division gives PyTorch's size.
     auto desc = b ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
@@ -46,7 +49,10 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const
     prepared = std::make_shared<memory>(onednn::reorder_if_needed(plain_w, plan.weights_md));
     w.set_derived(wkey, prepared);
   }
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, onednn::wrap(onednn::tagged(src_dims, tag::nhwc), x.data())},
+  auto src_m = bf16 ? memory(memory::desc(src_dims, type, tag::nhwc), onednn::engine(),
+                             onednn::bf16_scratch(onednn::Scratch::conv_src, x.data(), x.numel()))
+                    : onednn::wrap(onednn::tagged(src_dims, tag::nhwc), x.data());
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_m},
                                        {DNNL_ARG_WEIGHTS, *prepared},
                                        {DNNL_ARG_DST, onednn::wrap(onednn::tagged(dst_dims, tag::nhwc), y.data())}};
   if (b) args.emplace(DNNL_ARG_BIAS, onednn::wrap(onednn::tagged({Co}, tag::x), b->data()));

@@ -9,9 +9,14 @@ namespace mf {
 
 class CpuBackend : public RefBackend {
  public:
+  explicit CpuBackend(Precision precision = Precision::fp32) : precision_(precision) {}
   std::string name() const override { return "cpu"; }
+  Precision precision() const override { return precision_; }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
+  void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) override;
+  void mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
+           const Tensor* b2, Tensor& y) override;
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;
   void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g,
                         Tensor& y) override;
@@ -59,6 +64,9 @@ class CpuBackend : public RefBackend {
                           Tensor& dqkv) override;
   void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
                           Tensor* dbias) override;
+ private:
+  Precision precision_;
+  void run_linear(const Tensor& x, const Tensor& w, const Tensor* b, const Activation* act, Tensor& y);
 };
 
 }  // namespace mf

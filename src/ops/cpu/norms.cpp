@@ -1,6 +1,7 @@
 // Norms over channels-last data. LayerNorm normalises each row of C values; GroupNorm with one
 // group normalises each sample over H·W·C. Both use two passes (mean, then centred variance) rather
 // than E[x²] - E[x]², which loses precision when the mean is large.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -41,45 +42,66 @@ void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, 
   const int64_t B = x.dim(0), C = x.shape().last(), per = x.numel() / B, pixels = per / C;
   const float* X = x.data();
   float* Y = y.data();
-  std::vector<float> a(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
-  for (int64_t n = 0; n < B; ++n) {
-    const float* xs = X + n * per;
-    // Per-sample sums run to ~10^5 terms: per pixel in float, across pixels in double, in fixed
-    // chunks so that the result does not depend on the thread count (cpu/reduce.h).
-    double sum = 0;
-    cpu::chunked_sum(pixels, 1, &sum, [&](double* acc, int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
+  // Statistics: each sample is cut into a fixed number of chunks of pixels (so the result does not
+  // depend on the thread count). A chunk (tens of KB) is read from memory once for its mean and a
+  // second time, from cache, for its centred sum of squares; the chunks then combine exactly
+  // (Chan et al.'s pairwise update). Two passes over memory in all, with the apply pass below.
+  const int64_t chunks = std::max<int64_t>(1, std::min(cpu::kReductionChunks, pixels));
+  std::vector<double> chunk_mean(static_cast<size_t>(B * chunks)), chunk_m2(static_cast<size_t>(B * chunks));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < B; ++n)
+    for (int64_t k = 0; k < chunks; ++k) {
+      const int64_t p0 = pixels * k / chunks, p1 = pixels * (k + 1) / chunks;
+      const float* xs = X + n * per + p0 * C;
+      const int64_t rows = p1 - p0;
+      double sum = 0;  // per pixel in float, across pixels in double
+      for (int64_t p = 0; p < rows; ++p) {
         float s = 0.f;
 #pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < C; ++c) s += xs[p * C + c];
-        acc[0] += s;
+        sum += s;
       }
-    });
-    const double mean = sum / static_cast<double>(per);
-    const float meanf = static_cast<float>(mean);
-    double sq = 0;
-    cpu::chunked_sum(pixels, 1, &sq, [&](double* acc, int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
+      const double mean = sum / static_cast<double>(rows * C);
+      const float meanf = static_cast<float>(mean);
+      double sq = 0;
+      for (int64_t p = 0; p < rows; ++p) {
         float s = 0.f;
 #pragma omp simd reduction(+ : s)
         for (int64_t c = 0; c < C; ++c) s += (xs[p * C + c] - meanf) * (xs[p * C + c] - meanf);
-        acc[0] += s;
+        sq += s;
       }
-    });
-    const double inv = 1.0 / std::sqrt(sq / static_cast<double>(per) + eps);
-    // y = x · a[c] + shift[c], folding mean, 1/std, weight and bias into two vectors.
+      // Centre on the float mean used above, then correct to the double mean: Σ(x-m)² = Σ(x-mf)² - n(m-mf)².
+      const double shift = mean - static_cast<double>(meanf);
+      chunk_mean[static_cast<size_t>(n * chunks + k)] = mean;
+      chunk_m2[static_cast<size_t>(n * chunks + k)] = sq - static_cast<double>(rows * C) * shift * shift;
+    }
+  // Per sample: combine the chunks, then fold mean, 1/std, weight and bias into y = x · a + shift.
+  std::vector<float> a(static_cast<size_t>(B * C)), shift(static_cast<size_t>(B * C));
+  for (int64_t n = 0; n < B; ++n) {
+    double count = 0, mean = 0, m2 = 0;
+    for (int64_t k = 0; k < chunks; ++k) {
+      const double nk = static_cast<double>((pixels * (k + 1) / chunks - pixels * k / chunks) * C);
+      const double mk = chunk_mean[static_cast<size_t>(n * chunks + k)];
+      const double delta = mk - mean, total = count + nk;
+      mean += delta * nk / total;
+      m2 += chunk_m2[static_cast<size_t>(n * chunks + k)] + delta * delta * count * nk / total;
+      count = total;
+    }
+    const double inv = 1.0 / std::sqrt(m2 / static_cast<double>(per) + eps);
     for (int64_t c = 0; c < C; ++c) {
-      a[static_cast<size_t>(c)] = static_cast<float>(inv * w.data()[c]);
-      shift[static_cast<size_t>(c)] = static_cast<float>((b ? b->data()[c] : 0.0) - mean * inv * w.data()[c]);
+      a[static_cast<size_t>(n * C + c)] = static_cast<float>(inv * w.data()[c]);
+      shift[static_cast<size_t>(n * C + c)] =
+          static_cast<float>((b ? b->data()[c] : 0.0) - mean * inv * w.data()[c]);
     }
-    float* ys = Y + n * per;
-    const float* ap = a.data();
-    const float* sp = shift.data();
+  }
+  const float* ap = a.data();
+  const float* sp = shift.data();
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < pixels; ++p) {
+  for (int64_t r = 0; r < B * pixels; ++r) {
+    const float* an = ap + (r / pixels) * C;
+    const float* sn = sp + (r / pixels) * C;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) ys[p * C + c] = xs[p * C + c] * ap[c] + sp[c];
-    }
+    for (int64_t c = 0; c < C; ++c) Y[r * C + c] = X[r * C + c] * an[c] + sn[c];
   }
 }
 

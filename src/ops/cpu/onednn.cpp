@@ -1,5 +1,9 @@
 #include "ops/cpu/onednn.h"
 
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
 namespace mf::onednn {
 
 dnnl::engine& engine() {
@@ -12,8 +16,46 @@ dnnl::stream& stream() {
   return s;
 }
 
-dnnl::memory::desc plain(const dnnl::memory::dims& dims, const dnnl::memory::dims& strides) {
-  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+dnnl::memory::desc plain(const dnnl::memory::dims& dims, const dnnl::memory::dims& strides,
+                         dnnl::memory::data_type type) {
+  return dnnl::memory::desc(dims, type, strides);
+}
+
+dnnl::memory::data_type operand_type(bool bf16) {
+  return bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
+
+void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
+  // Round to nearest even on the bit pattern; the loop vectorises (and is memory-bound anyway).
+  // Activations here are finite, so the NaN case of a full conversion is not needed.
+  constexpr int64_t kChunk = 16384;
+#pragma omp parallel for schedule(static) if (n > 4 * kChunk)
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+    const float* __restrict src = x;
+    uint16_t* __restrict dst = out;
+#pragma omp simd
+    for (int64_t i = c0; i < c1; ++i) {
+      uint32_t u;
+      std::memcpy(&u, &src[i], 4);
+      u += 0x7FFFu + ((u >> 16) & 1u);
+      dst[i] = static_cast<uint16_t>(u >> 16);
+    }
+  }
+}
+
+void* scratch(Scratch slot, int64_t bytes) {
+  static std::vector<uint64_t> buffers[static_cast<int>(Scratch::kCount)];
+  auto& buf = buffers[static_cast<int>(slot)];
+  const auto words = static_cast<size_t>((bytes + 7) / 8);
+  if (buf.size() < words) buf.resize(words);
+  return buf.data();
+}
+
+void* bf16_scratch(Scratch slot, const float* x, int64_t n) {
+  auto* out = static_cast<uint16_t*>(scratch(slot, n * 2));
+  round_to_bf16(x, n, out);
+  return out;
 }
 
 dnnl::memory::desc tagged(const dnnl::memory::dims& dims, dnnl::memory::format_tag tag) {

@@ -14,8 +14,22 @@ namespace mf::onednn {
 dnnl::engine& engine();
 dnnl::stream& stream();
 
-// A plain row-major f32 memory descriptor with explicit strides.
-dnnl::memory::desc plain(const dnnl::memory::dims& dims, const dnnl::memory::dims& strides);
+// A plain row-major memory descriptor with explicit strides (f32 unless told).
+dnnl::memory::desc plain(const dnnl::memory::dims& dims, const dnnl::memory::dims& strides,
+                         dnnl::memory::data_type type = dnnl::memory::data_type::f32);
+
+// The operand type of the GEMM-class ops at a backend precision.
+dnnl::memory::data_type operand_type(bool bf16);
+
+// Rounds n floats to bfloat16 (to nearest even) into scratch buffer `slot` and returns it. Each slot
+// grows to its largest use and is kept, so the steady state allocates nothing; a slot's contents
+// live until its next use, so one op's operands take different slots.
+enum class Scratch { linear_src, conv_src, attn_q, attn_k, attn_v, attn_p, mlp_hidden, kCount };
+void* bf16_scratch(Scratch slot, const float* x, int64_t n);
+// The slot's buffer, at least `bytes` long (uninitialised).
+void* scratch(Scratch slot, int64_t bytes);
+// The same conversion into caller memory (uint16_t bit patterns).
+void round_to_bf16(const float* x, int64_t n, uint16_t* out);
 dnnl::memory::desc tagged(const dnnl::memory::dims& dims, dnnl::memory::format_tag tag);
 
 // Wraps caller memory (no copy). oneDNN's API takes a non-const pointer even for inputs.

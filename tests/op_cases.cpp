@@ -297,6 +297,13 @@ const std::vector<OpCase>& op_cases() {
                    [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
                      return std::vector<Tensor>{op::attention_backward(e, in[0], a.heads, a.d, scale, dy)};
                    }});
+      // The training step's forward kernel (head-major copies) on the same shapes.
+      v.push_back({fmt::format("attention_training/B{} N{} heads{} d{}", a.b, a.n, a.heads, a.d), OpKind::Attention,
+                   1e-5, {{{a.b, a.n, 3 * a.heads * a.d}, -2.f, 2.f}},
+                   [=](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::attention(e, in[0], a.heads, a.d, scale, /*training=*/true);
+                   },
+                   nullptr});
     }
 
     for (Shape x : {Shape{3, 49, 37}, Shape{1, 16, 8}})

@@ -25,7 +25,7 @@ class Attention : public TokenMixer {
   Tensor forward(Ctx& ctx, const Tensor& x) override {
     const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
     Tensor qkv = qkv_->run(ctx, x.reshape({B, N, C}));
-    Tensor o = op::attention(ctx.exec, qkv, heads_, head_dim_, scale());
+    Tensor o = op::attention(ctx.exec, qkv, heads_, head_dim_, scale(), ctx.training);
     if (ctx.training) {
       saved_qkv_ = qkv;
       saved_shape_ = x.shape();

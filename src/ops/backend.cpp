@@ -19,6 +19,9 @@ void Backend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Act
   linear_act(x, w1, b1, act, h);
   linear(h, w2, b2, y);
 }
+void Backend::attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
+  attention(qkv, heads, head_dim, scale, y);
+}
 void Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) {
   linear(x, w, b, y);
   activation(y, act, y);

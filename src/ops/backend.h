@@ -64,6 +64,10 @@ class Backend {
   virtual void global_avg_pool(const Tensor& x, Tensor& y);
   // qkv [B, N, 3·heads·head_dim] laid out [q | k | v], each head-major -> y [B, N, heads·head_dim]
   virtual void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y);
+  // The same function for a training step, computed the way attention_backward recomputes it; by
+  // default attention(). (The CPU backend's inference kernel reads strided views and rounds
+  // differently; training keeps the head-major kernel its golden gradients were checked with.)
+  virtual void attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y);
   // r [M, N], x [B, N, C], bias [M] or null -> y[b] = r · x[b] + bias (a linear map over tokens)
   virtual void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y);
   // x [B, C, H, W] -> y [B, H, W, C]

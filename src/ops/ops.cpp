@@ -206,7 +206,7 @@ Tensor global_avg_pool(const Exec& e, const Tensor& x) {
   return y;
 }
 
-Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale) {
+Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, bool training) {
   check_rank(qkv, 3, OpKind::Attention);
   const int64_t A = static_cast<int64_t>(heads) * head_dim;
   MF_CHECK(heads > 0 && head_dim > 0 && qkv.dim(2) == 3 * A,
@@ -214,7 +214,10 @@ Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, floa
   Tensor y = out(e, {qkv.dim(0), qkv.dim(1), A});
   const int64_t N = qkv.dim(1);
   Timed t(e, OpKind::Attention, 2 * qkv.dim(0) * N * N * A);
-  e.backend->attention(qkv, heads, head_dim, scale, y);
+  if (training)
+    e.backend->attention_training(qkv, heads, head_dim, scale, y);
+  else
+    e.backend->attention(qkv, heads, head_dim, scale, y);
   return y;
 }
 

@@ -52,7 +52,8 @@ Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, 
 Tensor scaled_residual_new(const Exec& e, const Tensor& x, const Tensor* res_scale, const Tensor& branch,
                            const Tensor* layer_scale);
 Tensor global_avg_pool(const Exec& e, const Tensor& x);
-Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale);
+// `training`: the forward pass that attention_backward pairs with (see Backend::attention_training).
+Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, bool training = false);
 // y[b] = r · x[b] (+ bias[m] on output token m): r [M, N], x [B, N, C] -> [B, M, C]
 Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x, const Tensor* bias = nullptr);
 // A contiguous copy of channels [offset, offset + width) of the last dimension.

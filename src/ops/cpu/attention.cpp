@@ -1,6 +1,9 @@
-// Multi-head attention on the CPU: q, k, v are gathered head-major into contiguous [B·heads, N, d]
-// buffers (q pre-multiplied by the scale), both products run as batched oneDNN matmuls, and the
-// softmax runs row-wise in between with a vectorised exp.
+// Multi-head attention on the CPU: both products run as batched oneDNN matmuls and the softmax runs
+// row-wise in between with a vectorised exp. The forward pass reads q, k, v as strided views of the
+// qkv rows and writes the output into y's rows; the backward pass gathers head-major copies (its five
+// products reuse them).
+#include <fmt/ranges.h>
+
 #include <cmath>
 
 #include "ops/cpu/cpu_backend.h"
@@ -12,40 +15,139 @@ namespace mf {
 namespace {
 using dnnl::memory;
 
-// Operands in fp32, or bf16 (the forward pass in bf16 precision); the product is fp32 either way.
-dnnl::matmul& batched_matmul(int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, bool bf16 = false) {
-  const std::string key = fmt::format("bmm:{}:{}:{}:{}:{}:{}", batch, M, K, N, transpose_b, bf16);
+// fp32 batched products for the backward pass: [batch, M, K] · [batch, K, N] (B stored [batch, N, K]
+// when transposed).
+dnnl::matmul& batched_matmul(int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b) {
+  const std::string key = fmt::format("bmm:{}:{}:{}:{}:{}", batch, M, K, N, transpose_b);
   return onednn::cached<dnnl::matmul>(key, [&] {
-    const auto t = onednn::operand_type(bf16);
-    auto src = onednn::plain({batch, M, K}, {M * K, K, 1}, t);
-    // B is stored [batch, N, K] when transposed, [batch, K, N] otherwise.
-    auto wei = transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}, t)
-                           : onednn::plain({batch, K, N}, {K * N, N, 1}, t);
+    auto src = onednn::plain({batch, M, K}, {M * K, K, 1});
+    auto wei = transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}) : onednn::plain({batch, K, N}, {K * N, N, 1});
     auto dst = onednn::plain({batch, M, N}, {M * N, N, 1});
     return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), onednn::engine()));
   });
 }
 
-void run_bmm(dnnl::matmul& mm, int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, const void* a,
-             const void* b, float* c, bool bf16 = false) {
-  const auto t = onednn::operand_type(bf16);
-  dnnl::memory src(onednn::plain({batch, M, K}, {M * K, K, 1}, t), onednn::engine(), const_cast<void*>(a));
-  dnnl::memory wei(transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}, t)
-                               : onednn::plain({batch, K, N}, {K * N, N, 1}, t),
-                   onednn::engine(), const_cast<void*>(b));
+void run_bmm(dnnl::matmul& mm, int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b, const float* a,
+             const float* b, float* c) {
+  auto src = onednn::wrap(onednn::plain({batch, M, K}, {M * K, K, 1}), a);
+  auto wei = onednn::wrap(
+      transpose_b ? onednn::plain({batch, K, N}, {N * K, 1, K}) : onednn::plain({batch, K, N}, {K * N, N, 1}), b);
   auto dst = onednn::wrap(onednn::plain({batch, M, N}, {M * N, N, 1}), c);
   mm.execute(onednn::stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   onednn::stream().wait();
 }
 }  // namespace
 
+namespace {
+// A [B, heads, rows, cols] view with explicit element strides (oneDNN matmul takes any strides, so
+// q, k, v are read straight out of the qkv rows and the output written straight into y's rows).
+struct View4 {
+  dnnl::memory::dims dims, strides;
+};
+
+dnnl::matmul& view_matmul(const View4& a, const View4& b, const View4& c, bool bf16) {
+  const std::string key = fmt::format("attn:{}:{}:{}:{}:{}:{}:{}", fmt::join(a.dims, "x"), fmt::join(a.strides, "x"),
+                                      fmt::join(b.dims, "x"), fmt::join(b.strides, "x"), fmt::join(c.dims, "x"),
+                                      fmt::join(c.strides, "x"), bf16);
+  return onednn::cached<dnnl::matmul>(key, [&] {
+    const auto t = onednn::operand_type(bf16);
+    return dnnl::matmul(dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(onednn::plain(a.dims, a.strides, t), onednn::plain(b.dims, b.strides, t),
+                           onednn::plain(c.dims, c.strides)),
+        onednn::engine()));
+  });
+}
+
+void run_view_matmul(const View4& a, const void* pa, const View4& b, const void* pb, const View4& c, float* pc,
+                     bool bf16) {
+  const auto t = onednn::operand_type(bf16);
+  auto& mm = view_matmul(a, b, c, bf16);
+  mm.execute(onednn::stream(), {{DNNL_ARG_SRC, dnnl::memory(onednn::plain(a.dims, a.strides, t), onednn::engine(),
+                                                            const_cast<void*>(pa))},
+                                {DNNL_ARG_WEIGHTS, dnnl::memory(onednn::plain(b.dims, b.strides, t), onednn::engine(),
+                                                                const_cast<void*>(pb))},
+                                {DNNL_ARG_DST, onednn::wrap(onednn::plain(c.dims, c.strides), pc)}});
+  onednn::stream().wait();
+}
+}  // namespace
+
+// S = q kᵀ and O = P v run on strided views of qkv [B, N, 3·A] (no gathering into head-major
+// copies of k and v) and O lands in y's rows directly (no scattering back); q is scaled into a
+// head-major copy first. The softmax runs row by row in place. bf16 precision rounds qkv
+// once into a scratch buffer and has the softmax write P in bf16 for the second product.
 void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
+  const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, H = heads;
+  const bool bf16 = precision_ == Precision::bf16;
+  const size_t esize = bf16 ? 2 : 4;
+  const auto* base = static_cast<const char*>(
+      bf16 ? onednn::bf16_scratch(onednn::Scratch::attn_qkv, qkv.data(), qkv.numel()) : qkv.data());
+  // q · scale, gathered head-major (the one copy: scaling q before the product, as the backward pass
+  // and the previous kernels do, keeps the training numerics where the golden gradients have them).
+  const size_t q_bytes = static_cast<size_t>(B * N * A) * esize;
+  void* qs = onednn::scratch(onednn::Scratch::attn_q, static_cast<int64_t>(q_bytes));
+  const float* QKV = qkv.data();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i = 0; i < N; ++i) {
+        const float* src = QKV + (b * N + i) * 3 * A + h * d;
+        const int64_t at = ((b * H + h) * N + i) * d;
+        if (bf16) {
+          uint16_t* dst = static_cast<uint16_t*>(qs) + at;
+          for (int64_t c = 0; c < d; ++c) {
+            const float t = src[c] * scale;
+            onednn::round_to_bf16_serial(&t, 1, dst + c);
+          }
+        } else {
+          float* dst = static_cast<float*>(qs) + at;
+#pragma omp simd
+          for (int64_t c = 0; c < d; ++c) dst[c] = src[c] * scale;
+        }
+      }
+    }
+  const View4 q{{B, H, N, d}, {H * N * d, N * d, d, 1}};
+  const View4 kt{{B, H, d, N}, {N * 3 * A, d, 1, 3 * A}};
+  const View4 v{{B, H, N, d}, {N * 3 * A, d, 3 * A, 1}};
+  const View4 scores{{B, H, N, N}, {H * N * N, N * N, N, 1}};
+  const View4 out{{B, H, N, d}, {N * A, d, A, 1}};
+
+  float* S = static_cast<float*>(onednn::scratch(onednn::Scratch::attn_scores, B * H * N * N * 4));
+  run_view_matmul(q, qs, kt, base + A * esize, scores, S, bf16);
+
+  uint16_t* P16 = bf16 ? static_cast<uint16_t*>(onednn::scratch(onednn::Scratch::attn_probs, B * H * N * N * 2)) : nullptr;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < B * H * N; ++r) {
+    float* sr = S + r * N;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, sr[j]);
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < N; ++j) {
+      sr[j] = fastmath::exp_fast(sr[j] - mx);
+      sum += sr[j];
+    }
+    const float inv = 1.f / sum;
+    if (P16) {
+      for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
+      onednn::round_to_bf16_serial(sr, N, P16 + r * N);
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
+    }
+  }
+  run_view_matmul(scores, P16 ? static_cast<const void*>(P16) : S, v, base + 2 * A * esize, out, y.data(), bf16);
+}
+
+
+// Training: q (scaled), k and v gathered head-major into contiguous [B·heads, N, d] copies, as
+// attention_backward does, both products on them, and the output scattered back into y's rows.
+void CpuBackend::attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
   const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, BH = B * heads;
   Tensor q = Tensor::empty({BH, N, d}), k = Tensor::empty({BH, N, d}), v = Tensor::empty({BH, N, d});
   Tensor s = Tensor::empty({BH, N, N});
   const float* QKV = qkv.data();
   float *Q = q.data(), *Kp = k.data(), *V = v.data(), *S = s.data();
-
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < N; ++i) {
@@ -59,15 +161,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
         }
       }
     }
-
-  // bf16 precision: the operands of both products are rounded to bf16 (scratch buffers).
-  const bool bf16 = precision_ == Precision::bf16;
-  using onednn::Scratch;
-  const int64_t nq = BH * N * d;
-  run_bmm(batched_matmul(BH, N, d, N, true, bf16), BH, N, d, N, true,
-          bf16 ? onednn::bf16_scratch(Scratch::attn_q, Q, nq) : Q, bf16 ? onednn::bf16_scratch(Scratch::attn_k, Kp, nq) : Kp,
-          S, bf16);
-
+  run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, S);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < BH * N; ++r) {
     float* sr = S + r * N;
@@ -83,12 +177,8 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
 #pragma omp simd
     for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
   }
-
   Tensor o = std::move(q);  // reuse q's buffer for the output
-  run_bmm(batched_matmul(BH, N, N, d, false, bf16), BH, N, N, d, false,
-          bf16 ? onednn::bf16_scratch(Scratch::attn_p, S, BH * N * N) : S,
-          bf16 ? onednn::bf16_scratch(Scratch::attn_v, V, nq) : V, o.data(), bf16);
-
+  run_bmm(batched_matmul(BH, N, N, d, false), BH, N, N, d, false, S, V, o.data());
   const float* O = o.data();
   float* Y = y.data();
 #pragma omp parallel for collapse(2) schedule(static)
@@ -97,7 +187,6 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t c = 0; c < d; ++c) Y[(b * N + i) * A + h * d + c] = O[((b * heads + h) * N + i) * d + c];
 }
-
 
 // Recomputes P = softmax(q kᵀ · scale) with the forward's kernels, then five batched GEMMs:
 // dV = Pᵀ dO, dP = dO Vᵀ, dS = P ⊙ (dP - rowsum(P ⊙ dP)), dQ = dS K · scale, dK = dSᵀ Q · scale.

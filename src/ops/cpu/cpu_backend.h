@@ -28,6 +28,7 @@ class CpuBackend : public RefBackend {
                        Tensor& y) override;
   void global_avg_pool(const Tensor& x, Tensor& y) override;
   void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
+  void attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
   void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y) override;
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override;
   void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override;

@@ -26,22 +26,9 @@ dnnl::memory::data_type operand_type(bool bf16) {
 }
 
 void round_to_bf16(const float* x, int64_t n, uint16_t* out) {
-  // Round to nearest even on the bit pattern; the loop vectorises (and is memory-bound anyway).
-  // Activations here are finite, so the NaN case of a full conversion is not needed.
   constexpr int64_t kChunk = 16384;
 #pragma omp parallel for schedule(static) if (n > 4 * kChunk)
-  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
-    const int64_t c1 = std::min(n, c0 + kChunk);
-    const float* __restrict src = x;
-    uint16_t* __restrict dst = out;
-#pragma omp simd
-    for (int64_t i = c0; i < c1; ++i) {
-      uint32_t u;
-      std::memcpy(&u, &src[i], 4);
-      u += 0x7FFFu + ((u >> 16) & 1u);
-      dst[i] = static_cast<uint16_t>(u >> 16);
-    }
-  }
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) round_to_bf16_serial(x + c0, std::min(kChunk, n - c0), out + c0);
 }
 
 void* scratch(Scratch slot, int64_t bytes) {

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <cstring>
 #include <functional>
 #include <string>
 #include <unordered_map>
@@ -24,12 +25,23 @@ dnnl::memory::data_type operand_type(bool bf16);
 // Rounds n floats to bfloat16 (to nearest even) into scratch buffer `slot` and returns it. Each slot
 // grows to its largest use and is kept, so the steady state allocates nothing; a slot's contents
 // live until its next use, so one op's operands take different slots.
-enum class Scratch { linear_src, conv_src, attn_q, attn_k, attn_v, attn_p, mlp_hidden, kCount };
+enum class Scratch { linear_src, conv_src, attn_qkv, attn_q, attn_scores, attn_probs, mlp_hidden, kCount };
 void* bf16_scratch(Scratch slot, const float* x, int64_t n);
 // The slot's buffer, at least `bytes` long (uninitialised).
 void* scratch(Scratch slot, int64_t bytes);
 // The same conversion into caller memory (uint16_t bit patterns).
 void round_to_bf16(const float* x, int64_t n, uint16_t* out);
+// The same on the calling thread (for use inside a parallel loop). Round to nearest even on the bit
+// pattern; activations are finite, so a NaN's special case is not needed. The loop vectorises.
+inline void round_to_bf16_serial(const float* __restrict x, int64_t n, uint16_t* __restrict out) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &x[i], 4);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    out[i] = static_cast<uint16_t>(u >> 16);
+  }
+}
 dnnl::memory::desc tagged(const dnnl::memory::dims& dims, dnnl::memory::format_tag tag);
 
 // Wraps caller memory (no copy). oneDNN's API takes a non-const pointer even for inputs.

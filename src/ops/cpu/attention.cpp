@@ -15,6 +15,23 @@ namespace mf {
 namespace {
 using dnnl::memory;
 
+// One row of scores replaced by softmax(scale · s), with a vectorised exp (scale 1 multiplies
+// exactly, so pre-scaled scores take scale = 1).
+inline void softmax_row(float* __restrict s, int64_t n, float scale) {
+  float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, s[j] * scale);
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = fastmath::exp_fast(s[j] * scale - mx);
+    sum += s[j];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
 // fp32 batched products for the backward pass: [batch, M, K] · [batch, K, N] (B stored [batch, N, K]
 // when transposed).
 dnnl::matmul& batched_matmul(int64_t batch, int64_t M, int64_t K, int64_t N, bool transpose_b) {
@@ -117,24 +134,8 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
   uint16_t* P16 = bf16 ? static_cast<uint16_t*>(onednn::scratch(onednn::Scratch::attn_probs, B * H * N * N * 2)) : nullptr;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < B * H * N; ++r) {
-    float* sr = S + r * N;
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, sr[j]);
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < N; ++j) {
-      sr[j] = fastmath::exp_fast(sr[j] - mx);
-      sum += sr[j];
-    }
-    const float inv = 1.f / sum;
-    if (P16) {
-      for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
-      onednn::round_to_bf16_serial(sr, N, P16 + r * N);
-    } else {
-#pragma omp simd
-      for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
-    }
+    softmax_row(S + r * N, N, 1.f);
+    if (P16) onednn::round_to_bf16_serial(S + r * N, N, P16 + r * N);
   }
   run_view_matmul(scores, P16 ? static_cast<const void*>(P16) : S, v, base + 2 * A * esize, out, y.data(), bf16);
 }
@@ -163,20 +164,7 @@ void CpuBackend::attention_training(const Tensor& qkv, int heads, int head_dim, 
     }
   run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, S);
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < BH * N; ++r) {
-    float* sr = S + r * N;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, sr[j]);
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < N; ++j) {
-      sr[j] = fastmath::exp_fast(sr[j] - mx);
-      sum += sr[j];
-    }
-    const float inv = 1.f / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < N; ++j) sr[j] *= inv;
-  }
+  for (int64_t r = 0; r < BH * N; ++r) softmax_row(S + r * N, N, 1.f);
   Tensor o = std::move(q);  // reuse q's buffer for the output
   run_bmm(batched_matmul(BH, N, N, d, false), BH, N, N, d, false, S, V, o.data());
   const float* O = o.data();
@@ -215,20 +203,7 @@ void CpuBackend::attention_backward(const Tensor& qkv, int heads, int head_dim, 
   float *P = p.data(), *DP = dp.data();
   run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, P);
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < BH * N; ++r) {
-    float* pr = P + r * N;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < N; ++j) mx = std::max(mx, pr[j] * scale);
-    float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < N; ++j) {
-      pr[j] = fastmath::exp_fast(pr[j] * scale - mx);
-      sum += pr[j];
-    }
-    const float inv = 1.f / sum;
-#pragma omp simd
-    for (int64_t j = 0; j < N; ++j) pr[j] *= inv;
-  }
+  for (int64_t r = 0; r < BH * N; ++r) softmax_row(P + r * N, N, scale);
   run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, DO, V, DP);  // dP = dO Vᵀ
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < BH * N; ++r) {

@@ -93,6 +93,23 @@ void add_mlp(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind
                nullptr});
 }
 
+void add_depthwise_linear(std::vector<OpCase>& v, Shape x, int k, int64_t out, bool bias) {
+  const int64_t C = x[-1];
+  const ConvGeometry g{k, k, 1, 1, k / 2, k / 2};
+  std::vector<OpInput> inputs{{x}, {{C, 1, k, k}, -0.3f, 0.3f}, {{out, C}, -0.3f, 0.3f}};
+  if (bias) {
+    inputs.push_back({{C}});
+    inputs.push_back({{out}});
+  }
+  v.push_back({fmt::format("depthwise_linear/{} k{}->{}{}", x.str(), k, out, bias ? "+bias" : ""), OpKind::Linear,
+               1e-5, inputs,
+               [=](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::depthwise_linear(e, in[0], in[1], bias ? &in[3] : nullptr, g, in[2],
+                                             bias ? &in[4] : nullptr);
+               },
+               nullptr});
+}
+
 void add_conv(std::vector<OpCase>& v, Shape x, int64_t out, int k, int stride, int pad, bool bias) {
   const int64_t in = x[-1];
   const ConvGeometry g{k, k, stride, stride, pad, pad};
@@ -171,6 +188,9 @@ const std::vector<OpCase>& op_cases() {
     for (ActKind k : {ActKind::GELU, ActKind::StarReLU, ActKind::SquaredReLU, ActKind::ReLU, ActKind::SiLU})
       add_linear_act(v, {2, 5, 7, 24}, 40, k != ActKind::StarReLU, k);
     add_linear_act(v, {1, 3, 3, 8}, 12, true, ActKind::SoftShrink);  // not fusable: the unfused path
+    add_depthwise_linear(v, {2, 9, 11, 48}, 7, 24, false);  // ConvFormer's dwconv -> pwconv2, odd sizes
+    add_depthwise_linear(v, {1, 5, 6, 20}, 3, 7, true);      // a channel tail, biases
+    add_depthwise_linear(v, {3, 60, 40, 16}, 7, 8, false);   // several blocks of rows
     add_mlp(v, {2, 7, 7, 32}, 128, true, ActKind::GELU);
     add_mlp(v, {1, 50, 48}, 192, false, ActKind::StarReLU);
     add_mlp(v, {3, 1000, 8}, 32, false, ActKind::SquaredReLU);  // several row blocks and a tail

@@ -24,6 +24,9 @@ class SepConv : public TokenMixer {
   std::string kind() const override { return "SepConv"; }
 
   Tensor forward(Ctx& ctx, const Tensor& x) override {
+    if (!ctx.training && act2_->params().kind == ActKind::Identity)  // inference: dwconv → pwconv2 fused
+      return op::depthwise_linear(ctx.exec, pw1_->run_then(ctx, x, *act1_), v(dw_->weight()), opt(dw_->bias()),
+                                  dw_->geometry(), v(pw2_->weight()), opt(pw2_->bias()));
     Tensor h = dw_->run(ctx, pw1_->run_then(ctx, x, *act1_));
     act2_->apply_(ctx, h);
     return pw2_->run(ctx, h);

@@ -36,6 +36,9 @@ class DepthwiseConv2d : public Module {
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::DepthwiseConv2d); }
+  const ConvGeometry& geometry() const { return g_; }
+  Parameter* weight() { return weight_; }
+  Parameter* bias() { return bias_; }
 
  private:
   int64_t channels_;

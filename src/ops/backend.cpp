@@ -11,6 +11,12 @@ void Backend::unsupported(OpKind op) const {
 }
 
 void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
+void Backend::depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                               const Tensor& w, const Tensor* b, Tensor& y) {
+  Tensor h = Tensor::empty({x.dim(0), g.out_h(x.dim(1)), g.out_w(x.dim(2)), x.dim(3)}, device());
+  depthwise_conv2d(x, dw_w, dw_b, g, h);
+  linear(h, w, b, y);
+}
 void Backend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
                   const Tensor* b2, Tensor& y) {
   Shape hs = x.shape();

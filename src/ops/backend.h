@@ -41,6 +41,9 @@ class Backend {
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
   // y = act(x · wᵀ + b); by default linear, then the activation in place (backends fuse it)
   virtual void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y);
+  // y = linear(depthwise_conv2d(x)); by default the two ops
+  virtual void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                                const Tensor& w, const Tensor* b, Tensor& y);
   // y = fc2(act(fc1(x))), w1 [H, K], w2 [N, H]; by default linear_act, then linear
   virtual void mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
                    const Tensor* b2, Tensor& y);

@@ -89,6 +89,25 @@ Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
   return y;
 }
 
+Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                        const Tensor& w, const Tensor* b) {
+  check_rank(x, 4, OpKind::DepthwiseConv2d);
+  MF_CHECK(dw_w.ndim() == 4 && dw_w.dim(0) == x.dim(3) && dw_w.dim(1) == 1 && dw_w.dim(2) == g.kernel_h &&
+               dw_w.dim(3) == g.kernel_w,
+           "depthwise_linear: depthwise weight {} does not fit input {}", dw_w.shape().str(), x.shape().str());
+  check_vec(dw_b, x.dim(3), "depthwise bias", OpKind::DepthwiseConv2d);
+  MF_CHECK(w.dim(1) == x.dim(3), "depthwise_linear: pointwise weight {} does not take {} channels", w.shape().str(),
+           x.dim(3));
+  check_vec(b, w.dim(0), "bias", OpKind::Linear);
+  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
+  MF_CHECK(Ho > 0 && Wo > 0, "depthwise_linear: input {} is too small", x.shape().str());
+  Tensor y = out(e, {x.dim(0), Ho, Wo, w.dim(0)});
+  // Profiled as GEMM work (its larger part); MACs of both halves.
+  Timed t(e, OpKind::Linear, x.dim(0) * Ho * Wo * x.dim(3) * (g.kernel_h * g.kernel_w + w.dim(0)));
+  e.backend->depthwise_linear(x, dw_w, dw_b, g, w, b, y);
+  return y;
+}
+
 Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
            const Tensor* b2) {
   MF_CHECK(x.ndim() >= 1, "mlp: input must have at least one dimension");

@@ -34,6 +34,10 @@ Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b);
 // backend, through oneDNN post-ops) never write the pre-activation to memory. Inference only: the
 // backward pass needs the pre-activation, which this does not keep.
 Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act);
+// linear(depthwise_conv2d(x)): ConvFormer's dwconv → pwconv2 as one op. The CPU backend runs it in
+// blocks of image rows whose depthwise output stays in cache on its way into the GEMM. Inference only.
+Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                        const Tensor& w, const Tensor* b);
 // fc2(act(fc1(x))), the MetaFormer MLP, as one op: the CPU backend runs it in blocks of rows so the
 // hidden activations (4× the width) stay in cache instead of going through memory. Inference only.
 Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,

@@ -15,6 +15,8 @@ class CpuBackend : public RefBackend {
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
   void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) override;
+  void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Tensor& w,
+                        const Tensor* b, Tensor& y) override;
   void mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
            const Tensor* b2, Tensor& y) override;
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;

@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/gemm.h"
+#include "ops/cpu/onednn.h"
 #include "ops/cpu/reduce.h"
 
 namespace mf {
@@ -55,7 +57,13 @@ struct Geometry {
   int64_t B, H, W, C;    // input
   int64_t Ho, Wo;        // output
   int64_t kh, kw, pad_h, pad_w;
+  int64_t out_row0 = 0;  // Y holds output rows (n·Ho + oh) from this one on (a block of rows)
 };
+
+// Where output pixel (n, oh, ow) goes.
+inline float* out_at(float* Y, const Geometry& g, int64_t n, int64_t oh, int64_t ow) {
+  return Y + ((n * g.Ho + oh - g.out_row0) * g.Wo + ow) * g.C;
+}
 
 // Outputs [ow0, ow0 + T) of row (n, oh), channels [c0, c0 + 16·NV), stride 1.
 template <int T, int NV>
@@ -89,7 +97,7 @@ inline void tile(const float* X, const float* Wr, const Geometry& g, const float
   }
   for (int t = 0; t < T; ++t) {
     if (ow0 + t >= g.Wo) break;
-    float* out = Y + ((n * g.Ho + oh) * g.Wo + ow0 + t) * g.C + c0;
+    float* out = out_at(Y, g, n, oh, ow0 + t) + c0;
     for (int v = 0; v < NV; ++v) store(out + v * kLanes, acc[t][v]);
   }
 }
@@ -123,14 +131,14 @@ inline void window(const float* X, const float* Wr, const Geometry& g, const flo
   }
   for (int t = 0; t < T; ++t) {
     if (ow0 + t >= g.Wo) break;
-    store(Y + ((n * g.Ho + oh) * g.Wo + ow0 + t) * g.C + c0, acc[t]);
+    store(out_at(Y, g, n, oh, ow0 + t) + c0, acc[t]);
   }
 }
 
 // Channels [c0, C) of one output pixel, any stride: the plain loop (tails and strided convolutions).
 inline void pixel(const float* X, const float* Wr, const Geometry& g, int64_t stride_h, int64_t stride_w,
                   const float* bias, int64_t n, int64_t oh, int64_t ow, int64_t c0, float* Y) {
-  float* out = Y + ((n * g.Ho + oh) * g.Wo + ow) * g.C;
+  float* out = out_at(Y, g, n, oh, ow);
   for (int64_t c = c0; c < g.C; ++c) out[c] = bias ? bias[c] : 0.f;
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     const int64_t ih = oh * stride_h - g.pad_h + ki;
@@ -146,43 +154,49 @@ inline void pixel(const float* X, const float* Wr, const Geometry& g, int64_t st
   }
 }
 
-// Y = depthwise(X) with packed weights Wr; stride 1 takes the tiled path.
-void depthwise(const float* X, const float* Wr, const float* bias, const Geometry& g, int64_t stride_h,
-               int64_t stride_w, float* Y) {
+// Output rows [r0, r1) (row = n·Ho + oh) of Y = depthwise(X) with packed weights Wr; stride 1
+// takes the tiled paths. Y is indexed from g.out_row0.
+void depthwise_rows(const float* X, const float* Wr, const float* bias, const Geometry& g, int64_t stride_h,
+                    int64_t stride_w, int64_t r0, int64_t r1, float* Y) {
   constexpr int T = 4;
   const bool tiled = stride_h == 1 && stride_w == 1;
   if (tiled && (g.kw == 7 || g.kw == 3) && g.C >= 16) {  // the sliding window (MetaFormers' 7x7, and 3x3)
     constexpr int TW = 8;
     const int64_t c16 = g.C / 16 * 16;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t n = 0; n < g.B; ++n)
-      for (int64_t oh = 0; oh < g.Ho; ++oh) {
-        for (int64_t c0 = 0; c0 < c16; c0 += 16)
-          for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += TW) {
-            if (g.kw == 7)
-              window<TW, 7>(X, Wr, g, bias, n, oh, ow0, c0, Y);
-            else
-              window<TW, 3>(X, Wr, g, bias, n, oh, ow0, c0, Y);
-          }
-        if (c16 < g.C)
-          for (int64_t ow = 0; ow < g.Wo; ++ow) pixel(X, Wr, g, 1, 1, bias, n, oh, ow, c16, Y);
-      }
+#pragma omp parallel for schedule(static)
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = r / g.Ho, oh = r % g.Ho;
+      for (int64_t c0 = 0; c0 < c16; c0 += 16)
+        for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += TW) {
+          if (g.kw == 7)
+            window<TW, 7>(X, Wr, g, bias, n, oh, ow0, c0, Y);
+          else
+            window<TW, 3>(X, Wr, g, bias, n, oh, ow0, c0, Y);
+        }
+      if (c16 < g.C)
+        for (int64_t ow = 0; ow < g.Wo; ++ow) pixel(X, Wr, g, 1, 1, bias, n, oh, ow, c16, Y);
+    }
     return;
   }
   const int64_t c64 = tiled ? g.C / 64 * 64 : 0;                  // channels in 4-vector groups
   const int64_t c16 = tiled ? c64 + (g.C - c64) / 16 * 16 : 0;    // then single vectors
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < g.B; ++n)
-    for (int64_t oh = 0; oh < g.Ho; ++oh) {
-      if (tiled) {
-        for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += T) {
-          for (int64_t c0 = 0; c0 < c64; c0 += 64) tile<T, 4>(X, Wr, g, bias, n, oh, ow0, c0, Y);
-          for (int64_t c0 = c64; c0 < c16; c0 += 16) tile<T, 1>(X, Wr, g, bias, n, oh, ow0, c0, Y);
-        }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / g.Ho, oh = r % g.Ho;
+    if (tiled) {
+      for (int64_t ow0 = 0; ow0 < g.Wo; ow0 += T) {
+        for (int64_t c0 = 0; c0 < c64; c0 += 64) tile<T, 4>(X, Wr, g, bias, n, oh, ow0, c0, Y);
+        for (int64_t c0 = c64; c0 < c16; c0 += 16) tile<T, 1>(X, Wr, g, bias, n, oh, ow0, c0, Y);
       }
-      if (c16 < g.C)
-        for (int64_t ow = 0; ow < g.Wo; ++ow) pixel(X, Wr, g, stride_h, stride_w, bias, n, oh, ow, c16, Y);
     }
+    if (c16 < g.C)
+      for (int64_t ow = 0; ow < g.Wo; ++ow) pixel(X, Wr, g, stride_h, stride_w, bias, n, oh, ow, c16, Y);
+  }
+}
+
+void depthwise(const float* X, const float* Wr, const float* bias, const Geometry& g, int64_t stride_h,
+               int64_t stride_w, float* Y) {
+  depthwise_rows(X, Wr, bias, g, stride_h, stride_w, 0, g.B * g.Ho, Y);
 }
 
 }  // namespace
@@ -192,6 +206,30 @@ void CpuBackend::depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor
   const Geometry geo{x.dim(0), x.dim(1),  x.dim(2),  x.dim(3), y.dim(1),
                      y.dim(2), g.kernel_h, g.kernel_w, g.pad_h,  g.pad_w};
   depthwise(x.data(), packed_weights(w, false), b ? b->data() : nullptr, geo, g.stride_h, g.stride_w, y.data());
+}
+
+// ConvFormer's dwconv → pwconv2: blocks of output image rows go through the depthwise kernel into a
+// scratch buffer sized for the cache (rounded to bf16 there in bf16 precision) and straight into the
+// GEMM, so the depthwise output (2× the model width) never travels to memory and back.
+void CpuBackend::depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                                  const Tensor& w, const Tensor* b, Tensor& y) {
+  Geometry geo{x.dim(0), x.dim(1),  x.dim(2),  x.dim(3), g.out_h(x.dim(1)),
+               g.out_w(x.dim(2)), g.kernel_h, g.kernel_w, g.pad_h,  g.pad_w};
+  const int64_t C = geo.C, N = w.dim(0), rows = geo.B * geo.Ho, pixels_per_row = geo.Wo;
+  const bool bf16 = precision_ == Precision::bf16;
+  // Image rows per block: the block's depthwise output near 512 KB, and at least two rows so that
+  // both threads have work.
+  constexpr int64_t kBlockBytes = 512 * 1024;
+  const int64_t step = std::max<int64_t>(2, kBlockBytes / (pixels_per_row * C * 4));
+  const float* Wr = packed_weights(dw_w, false);
+  auto* block = static_cast<float*>(onednn::scratch(onednn::Scratch::dw_block, step * pixels_per_row * C * 4));
+  for (int64_t r0 = 0; r0 < rows; r0 += step) {
+    const int64_t r1 = std::min(rows, r0 + step), m = (r1 - r0) * pixels_per_row;
+    geo.out_row0 = r0;
+    depthwise_rows(x.data(), Wr, dw_b ? dw_b->data() : nullptr, geo, g.stride_h, g.stride_w, r0, r1, block);
+    const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, block, m * C) : block;
+    cpu::gemm_rows({src, bf16, m, w, b, nullptr, y.data() + r0 * pixels_per_row * N, false});
+  }
 }
 
 void CpuBackend::depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

@@ -3,6 +3,7 @@
 // into that layout once and cached on the tensor (invalidated when the parameter changes).
 // In bf16 precision the cached weight is bf16 and the activation is rounded to bf16 into a scratch
 // buffer before the product; oneDNN accumulates in fp32 and writes fp32.
+#include <deque>
 #include <memory>
 
 #include "ops/cpu/cpu_backend.h"
@@ -18,6 +19,11 @@ using dnnl::memory;
 struct MatmulPlan {
   dnnl::matmul prim;
   memory::desc weights_md;
+};
+
+// A weight in each oneDNN layout (and data type) a matmul has asked for.
+struct PreparedWeights {
+  std::deque<memory> copies;  // a deque: pointers to its elements stay valid as it grows
 };
 
 // The activations oneDNN can apply to a matmul's output as post-ops (StarReLU as relu, square,
@@ -97,15 +103,23 @@ void gemm_rows(const GemmRows& g) {
     return MatmulPlan{dnnl::matmul(pd), pd.weights_desc()};
   });
 
-  // Weights in the primitive's layout, cached per (tensor, M, precision): the layout may depend on M.
-  const std::string wkey = fmt::format("onednn_mm_weights:{}:{}", M, g.bf16);
-  auto prepared = std::static_pointer_cast<memory>(g.w.derived(wkey));
+  // Weights in the primitive's layout, cached on the tensor once per distinct layout: the layout
+  // oneDNN picks may depend on M, but usually does not, and one copy per row count (the fused MLP's
+  // blocks and tail, batch 1 and 8) would multiply the weights' memory.
+  auto layouts = std::static_pointer_cast<PreparedWeights>(g.w.derived("onednn_mm_weights"));
+  if (!layouts) {
+    layouts = std::make_shared<PreparedWeights>();
+    g.w.set_derived("onednn_mm_weights", layouts);
+  }
+  const memory* prepared = nullptr;
+  for (const auto& m : layouts->copies)
+    if (m.get_desc() == plan.weights_md) prepared = &m;
   if (!prepared) {
     auto plain_w = onednn::wrap(onednn::plain({K, N}, {1, K}), g.w.data());
     // A reorder that was not needed wraps the parameter's own memory; keeping that is fine because
     // the cache entry lives inside the parameter's storage and is dropped on its next update.
-    prepared = std::make_shared<memory>(onednn::reorder_if_needed(plain_w, plan.weights_md));
-    g.w.set_derived(wkey, prepared);
+    layouts->copies.push_back(onednn::reorder_if_needed(plain_w, plan.weights_md));
+    prepared = &layouts->copies.back();
   }
 
   memory src_m(onednn::plain({M, K}, {K, 1}, src_type), onednn::engine(), const_cast<void*>(g.src));

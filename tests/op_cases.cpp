@@ -384,6 +384,17 @@ const std::vector<OpCase>& op_cases() {
                      return g.extra ? std::vector<Tensor>{dt, dc} : std::vector<Tensor>{dt};
                    }});
     }
+    // MambaOut's gated product fused into fc2 (inference): one block of rows, and several.
+    for (Shape t : {Shape{2, 7, 7, 26}, Shape{3, 40, 40, 26}}) {
+      Shape c = t;
+      c[-1] = 5;
+      v.push_back({fmt::format("glu_linear/mambaout {}->11+bias", t.str()), OpKind::Linear, 1e-5,
+                   {{t}, {c}, {{11, 13}, -0.3f, 0.3f}, {{11}}},
+                   [](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::glu_linear(e, in[0], &in[1], 0, 13, 13, Activation{ActKind::GELU}, in[2], &in[3]);
+                   },
+                   nullptr});
+    }
 
     // Spectral ops. Odd and even widths (the Nyquist column exists only for even W), odd heights.
     for (Shape x : {Shape{2, 7, 7, 5}, Shape{1, 6, 8, 3}, Shape{3, 5, 6, 4}, Shape{1, 1, 1, 2}}) {

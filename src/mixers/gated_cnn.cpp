@@ -36,7 +36,10 @@ class GatedCnn : public TokenMixer {
   Tensor forward(Ctx& ctx, const Tensor& x) override {
     Tensor t = fc1_->run(ctx, x);
     Tensor c = conv_->run(ctx, op::channel_slice(ctx.exec, t, 2 * hidden_ - conv_ch_, conv_ch_));
-    if (ctx.training) saved_t_ = t, saved_c_ = c;
+    if (!ctx.training)  // inference: the gated product goes straight into fc2 (one op)
+      return op::glu_linear(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}, v(fc2_->weight()),
+                            opt(fc2_->bias()));
+    saved_t_ = t, saved_c_ = c;
     return fc2_->run(ctx, op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}));
   }
 

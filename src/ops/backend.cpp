@@ -11,6 +11,14 @@ void Backend::unsupported(OpKind op) const {
 }
 
 void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
+void Backend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
+                          const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {
+  Shape s = t.shape();
+  s[-1] = width;
+  Tensor h = Tensor::empty(s, device());
+  glu(t, c, gate_offset, value_offset, act, h);
+  linear(h, w, b, y);
+}
 void Backend::depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                                const Tensor& w, const Tensor* b, Tensor& y) {
   Tensor h = Tensor::empty({x.dim(0), g.out_h(x.dim(1)), g.out_w(x.dim(2)), x.dim(3)}, device());

@@ -286,6 +286,19 @@ Tensor glu(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset,
   return y;
 }
 
+Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                  int64_t width, const Activation& act, const Tensor& w, const Tensor* b) {
+  check_glu(t, c, gate_offset, value_offset, width);
+  MF_CHECK(w.dim(1) == width, "glu_linear: weight {} does not take {} features", w.shape().str(), width);
+  check_vec(b, w.dim(0), "bias", OpKind::Linear);
+  Shape s = t.shape();
+  s[-1] = w.dim(0);
+  Tensor y = out(e, s);
+  Timed t_(e, OpKind::Linear, t.shape().rows() * width * w.dim(0));  // profiled as the GEMM it mostly is
+  e.backend->glu_linear(t, c, gate_offset, value_offset, width, act, w, b, y);
+  return y;
+}
+
 namespace {
 Tensor spectral_forward(const Exec& e, const Tensor& x, float mid_scale) {
   check_rank(x, 4, OpKind::Rfft2);

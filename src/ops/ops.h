@@ -38,6 +38,10 @@ Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
 // blocks of image rows whose depthwise output stays in cache on its way into the GEMM. Inference only.
 Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                         const Tensor& w, const Tensor* b);
+// linear(glu(t, c, ...), w, b): MambaOut's gated product straight into fc2, as one op; the CPU
+// backend runs it in blocks of rows so the gated product stays in cache. Inference only.
+Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                  int64_t width, const Activation& act, const Tensor& w, const Tensor* b);
 // fc2(act(fc1(x))), the MetaFormer MLP, as one op: the CPU backend runs it in blocks of rows so the
 // hidden activations (4× the width) stay in cache instead of going through memory. Inference only.
 Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,

@@ -15,6 +15,8 @@ class CpuBackend : public RefBackend {
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
   void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) override;
+  void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
+                  const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) override;
   void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Tensor& w,
                         const Tensor* b, Tensor& y) override;
   void mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,

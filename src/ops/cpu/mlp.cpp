@@ -46,4 +46,25 @@ void CpuBackend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const 
   }
 }
 
+// MambaOut's act(g) ⊙ [i, conv(c)] → fc2 in blocks of rows: the gated product of a block is written
+// by the glu kernel into a cache-sized scratch buffer (viewed as a tensor), rounded to bf16 there in
+// bf16 precision, and multiplied straight away.
+void CpuBackend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
+                            const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {
+  const int64_t M = t.shape().rows(), Ct = t.shape().last(), cw = c ? c->shape().last() : 0, N = w.dim(0);
+  const bool bf16 = precision_ == Precision::bf16;
+  const int64_t step = block_rows(M, width);
+  auto* block = static_cast<float*>(onednn::scratch(onednn::Scratch::glu_block, step * width * 4));
+  for (int64_t r0 = 0; r0 < M; r0 += step) {
+    const int64_t rows = std::min(step, M - r0);
+    // Views of this block's rows (borrowed: no copies).
+    const Tensor tv = Tensor::borrow(const_cast<float*>(t.data()) + r0 * Ct, {rows, Ct}, nullptr);
+    const Tensor cv = c ? Tensor::borrow(const_cast<float*>(c->data()) + r0 * cw, {rows, cw}, nullptr) : Tensor();
+    Tensor hv = Tensor::borrow(block, {rows, width}, nullptr);
+    glu(tv, c ? &cv : nullptr, gate_offset, value_offset, act, hv);
+    const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, block, rows * width) : block;
+    cpu::gemm_rows({src, bf16, rows, w, b, nullptr, y.data() + r0 * N, false});
+  }
+}
+
 }  // namespace mf

@@ -90,54 +90,60 @@ void run_view_matmul(const View4& a, const void* pa, const View4& b, const void*
 
 // S = q kᵀ and O = P v run on strided views of qkv [B, N, 3·A] (no gathering into head-major
 // copies of k and v) and O lands in y's rows directly (no scattering back); q is scaled into a
-// head-major copy first. The softmax runs row by row in place. bf16 precision rounds qkv
-// once into a scratch buffer and has the softmax write P in bf16 for the second product.
+// head-major copy first. The softmax runs row by row in place, one image at a time. bf16 precision
+// rounds k and v into a scratch copy of the image's qkv rows and has the softmax write P in bf16 for
+// the second product.
 void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
   const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, H = heads;
   const bool bf16 = precision_ == Precision::bf16;
   const size_t esize = bf16 ? 2 : 4;
-  const auto* base = static_cast<const char*>(
-      bf16 ? onednn::bf16_scratch(onednn::Scratch::attn_qkv, qkv.data(), qkv.numel()) : qkv.data());
-  // q · scale, gathered head-major (the one copy: scaling q before the product, as the backward pass
-  // and the previous kernels do, keeps the training numerics where the golden gradients have them).
-  const size_t q_bytes = static_cast<size_t>(B * N * A) * esize;
-  void* qs = onednn::scratch(onednn::Scratch::attn_q, static_cast<int64_t>(q_bytes));
-  const float* QKV = qkv.data();
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h) {
-      for (int64_t i = 0; i < N; ++i) {
-        const float* src = QKV + (b * N + i) * 3 * A + h * d;
-        const int64_t at = ((b * H + h) * N + i) * d;
+  // One image at a time: its scores (heads × N × N, 1.5 MB for caformer's 14×14 stage) stay in
+  // cache from q·kᵀ through the softmax to P·v, instead of the whole batch's going through memory.
+  void* qs = onednn::scratch(onednn::Scratch::attn_q, H * N * d * static_cast<int64_t>(esize));
+  uint16_t* kv16 = bf16 ? static_cast<uint16_t*>(onednn::scratch(onednn::Scratch::attn_qkv, N * 3 * A * 2)) : nullptr;
+  float* S = static_cast<float*>(onednn::scratch(onednn::Scratch::attn_scores, H * N * N * 4));
+  uint16_t* P16 = bf16 ? static_cast<uint16_t*>(onednn::scratch(onednn::Scratch::attn_probs, H * N * N * 2)) : nullptr;
+  const View4 q{{1, H, N, d}, {H * N * d, N * d, d, 1}};
+  const View4 kt{{1, H, d, N}, {N * 3 * A, d, 1, 3 * A}};
+  const View4 v{{1, H, N, d}, {N * 3 * A, d, 3 * A, 1}};
+  const View4 scores{{1, H, N, N}, {H * N * N, N * N, N, 1}};
+  const View4 out{{1, H, N, d}, {N * A, d, A, 1}};
+  for (int64_t b = 0; b < B; ++b) {
+    const float* rows = qkv.data() + b * N * 3 * A;
+    // q · scale, gathered head-major (scaling q before the product, as the backward pass does,
+    // keeps the rounding the golden gradients were checked with); in bf16 also k and v rounded.
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; ++i) {
+      const float* src = rows + i * 3 * A;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t at = (h * N + i) * d;
         if (bf16) {
           uint16_t* dst = static_cast<uint16_t*>(qs) + at;
-          for (int64_t c = 0; c < d; ++c) {
-            const float t = src[c] * scale;
-            onednn::round_to_bf16_serial(&t, 1, dst + c);
+          for (int64_t c0 = 0; c0 < d; c0 += 64) {  // through a small buffer, so the rounding vectorises
+            float scaled[64];
+            const int64_t n = std::min<int64_t>(64, d - c0);
+#pragma omp simd
+            for (int64_t c = 0; c < n; ++c) scaled[c] = src[h * d + c0 + c] * scale;
+            onednn::round_to_bf16_serial(scaled, n, dst + c0);
           }
         } else {
           float* dst = static_cast<float*>(qs) + at;
 #pragma omp simd
-          for (int64_t c = 0; c < d; ++c) dst[c] = src[c] * scale;
+          for (int64_t c = 0; c < d; ++c) dst[c] = src[h * d + c] * scale;
         }
       }
+      if (bf16) onednn::round_to_bf16_serial(src + A, 2 * A, kv16 + i * 3 * A + A);
     }
-  const View4 q{{B, H, N, d}, {H * N * d, N * d, d, 1}};
-  const View4 kt{{B, H, d, N}, {N * 3 * A, d, 1, 3 * A}};
-  const View4 v{{B, H, N, d}, {N * 3 * A, d, 3 * A, 1}};
-  const View4 scores{{B, H, N, N}, {H * N * N, N * N, N, 1}};
-  const View4 out{{B, H, N, d}, {N * A, d, A, 1}};
-
-  float* S = static_cast<float*>(onednn::scratch(onednn::Scratch::attn_scores, B * H * N * N * 4));
-  run_view_matmul(q, qs, kt, base + A * esize, scores, S, bf16);
-
-  uint16_t* P16 = bf16 ? static_cast<uint16_t*>(onednn::scratch(onednn::Scratch::attn_probs, B * H * N * N * 2)) : nullptr;
+    const char* kv = bf16 ? reinterpret_cast<const char*>(kv16) : reinterpret_cast<const char*>(rows);
+    run_view_matmul(q, qs, kt, kv + A * esize, scores, S, bf16);
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < B * H * N; ++r) {
-    softmax_row(S + r * N, N, 1.f);
-    if (P16) onednn::round_to_bf16_serial(S + r * N, N, P16 + r * N);
+    for (int64_t r = 0; r < H * N; ++r) {
+      softmax_row(S + r * N, N, 1.f);
+      if (P16) onednn::round_to_bf16_serial(S + r * N, N, P16 + r * N);
+    }
+    run_view_matmul(scores, P16 ? static_cast<const void*>(P16) : S, v, kv + 2 * A * esize, out,
+                    y.data() + b * N * A, bf16);
   }
-  run_view_matmul(scores, P16 ? static_cast<const void*>(P16) : S, v, base + 2 * A * esize, out, y.data(), bf16);
 }
 
 

@@ -194,6 +194,24 @@ const std::vector<OpCase>& op_cases() {
     add_mlp(v, {2, 7, 7, 32}, 128, true, ActKind::GELU);
     add_mlp(v, {1, 50, 48}, 192, false, ActKind::StarReLU);
     add_mlp(v, {3, 1000, 8}, 32, false, ActKind::SquaredReLU);  // several row blocks and a tail
+    // LayerNorm -> MLP (the block's second branch), with and without biases, one block and several.
+    for (auto [x, bias] : {std::pair<Shape, bool>{{2, 7, 7, 32}, true}, std::pair<Shape, bool>{{3, 1000, 8}, false}}) {
+      const int64_t C = x[-1], hidden = 4 * C;
+      std::vector<OpInput> inputs{{x, -2.f, 3.f}, {{C}, 0.5f, 1.5f}, {{hidden, C}, -0.3f, 0.3f}, {{C, hidden}, -0.3f, 0.3f}};
+      if (bias) {
+        inputs.push_back({{C}});
+        inputs.push_back({{hidden}});
+        inputs.push_back({{C}});
+      }
+      v.push_back({fmt::format("layer_norm_mlp/{}->{}{}", x.str(), hidden, bias ? "+bias" : ""), OpKind::Linear, 1e-5,
+                   inputs,
+                   [bias](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::layer_norm_mlp(e, in[0], in[1], bias ? &in[4] : nullptr, 1e-6f, in[2],
+                                               bias ? &in[5] : nullptr, act_of(ActKind::StarReLU), in[3],
+                                               bias ? &in[6] : nullptr);
+                   },
+                   nullptr});
+    }
 
     add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);  // a stem on an odd image
     add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);   // a downsampling

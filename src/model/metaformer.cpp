@@ -120,7 +120,7 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
     if (branch.same_memory(x)) branch = branch.clone();  // a mixer may return its input; never write over x
     Tensor h = op::scaled_residual(ctx.exec, x, scale_of(res_scale1_), branch, scale_of(layer_scale1_));
     if (!mlp_) return h;
-    Tensor branch2 = mlp_->run(ctx, norm2_->run(ctx, h));
+    Tensor branch2 = mlp_->run_normed(ctx, h, *norm2_);
     return op::scaled_residual(ctx.exec, h, scale_of(res_scale2_), branch2, scale_of(layer_scale2_));
   }
   // Training: keep the inputs of both residual adds; with drop path, mask each branch per sample.

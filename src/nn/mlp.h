@@ -5,6 +5,7 @@
 
 #include "nn/activation.h"
 #include "nn/linear.h"
+#include "nn/norm.h"
 
 namespace mf {
 
@@ -15,6 +16,9 @@ class Mlp : public Module {
   std::string kind() const override { return glu_ ? "GluMlp" : "Mlp"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // this(norm(x)). At inference with a LayerNorm, one fused op (op::layer_norm_mlp: the normalised
+  // rows never reach memory); otherwise the two modules in turn.
+  Tensor run_normed(Ctx& ctx, const Tensor& x, Norm& norm);
   void collect_ops(std::set<OpKind>& ops) const override {
     if (glu_) ops.insert(OpKind::Glu);
   }

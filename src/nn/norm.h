@@ -20,6 +20,9 @@ class Norm : public Module {
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
   void collect_ops(std::set<OpKind>& ops) const override;
+  const NormSpec& spec() const { return spec_; }
+  Parameter* weight() { return weight_; }
+  Parameter* bias() { return bias_; }
 
  private:
   NormSpec spec_;

@@ -11,6 +11,12 @@ void Backend::unsupported(OpKind op) const {
 }
 
 void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
+void Backend::layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
+                             const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) {
+  Tensor n = Tensor::empty(x.shape(), device());
+  layer_norm(x, nw, nb, eps, n);
+  mlp(n, w1, b1, act, w2, b2, y);
+}
 void Backend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                           const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {
   Shape s = t.shape();

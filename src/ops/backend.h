@@ -41,6 +41,9 @@ class Backend {
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
   // y = act(x · wᵀ + b); by default linear, then the activation in place (backends fuse it)
   virtual void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y);
+  // y = mlp(layer_norm(x)); by default the two ops
+  virtual void layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
+                              const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y);
   // y = linear(glu(t, c, ...)) with glu's output `width` wide; by default the two ops
   virtual void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                           const Activation& act, const Tensor& w, const Tensor* b, Tensor& y);

@@ -89,6 +89,23 @@ Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
   return y;
 }
 
+Tensor layer_norm_mlp(const Exec& e, const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
+                      const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2) {
+  check_vec(&nw, x.shape().last(), "norm weight", OpKind::LayerNorm);
+  check_vec(nb, x.shape().last(), "norm bias", OpKind::LayerNorm);
+  MF_CHECK(x.ndim() >= 1 && w1.dim(1) == x.shape().last() && w2.dim(1) == w1.dim(0),
+           "layer_norm_mlp: weights {} and {} do not chain from {} features", w1.shape().str(), w2.shape().str(),
+           x.shape().last());
+  check_vec(b1, w1.dim(0), "fc1 bias", OpKind::Linear);
+  check_vec(b2, w2.dim(0), "fc2 bias", OpKind::Linear);
+  Shape ys = x.shape();
+  ys[-1] = w2.dim(0);
+  Tensor y = out(e, ys);
+  Timed t(e, OpKind::Linear, x.shape().rows() * w1.dim(0) * (w1.dim(1) + w2.dim(0)));
+  e.backend->layer_norm_mlp(x, nw, nb, eps, w1, b1, act, w2, b2, y);
+  return y;
+}
+
 Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                         const Tensor& w, const Tensor* b) {
   check_rank(x, 4, OpKind::DepthwiseConv2d);

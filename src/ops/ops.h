@@ -42,6 +42,10 @@ Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, cons
 // backend runs it in blocks of rows so the gated product stays in cache. Inference only.
 Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                   int64_t width, const Activation& act, const Tensor& w, const Tensor* b);
+// mlp(layer_norm(x)): the block's second branch as one op; the CPU backend normalises each block of
+// rows into the cache-resident buffer fc1 reads from. Inference only.
+Tensor layer_norm_mlp(const Exec& e, const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
+                      const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2);
 // fc2(act(fc1(x))), the MetaFormer MLP, as one op: the CPU backend runs it in blocks of rows so the
 // hidden activations (4× the width) stay in cache instead of going through memory. Inference only.
 Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,

@@ -15,6 +15,8 @@ class CpuBackend : public RefBackend {
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
   void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) override;
+  void layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
+                      const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) override;
   void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                   const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) override;
   void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Tensor& w,
@@ -72,6 +74,9 @@ class CpuBackend : public RefBackend {
  private:
   Precision precision_;
   void run_linear(const Tensor& x, const Tensor& w, const Tensor* b, const Activation* act, Tensor& y);
+  // The fused MLP, its input optionally layer-normed block by block (norm_w null: no norm).
+  void run_mlp(const Tensor& x, const Tensor* norm_w, const Tensor* norm_b, float eps, const Tensor& w1,
+               const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y);
 };
 
 }  // namespace mf

@@ -32,14 +32,35 @@ void CpuBackend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const 
     Backend::mlp(x, w1, b1, act, w2, b2, y);
     return;
   }
+  run_mlp(x, nullptr, nullptr, 0.f, w1, b1, act, w2, b2, y);
+}
+
+void CpuBackend::layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
+                                const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) {
+  if (!fusable_kind(act.kind)) {
+    Backend::layer_norm_mlp(x, nw, nb, eps, w1, b1, act, w2, b2, y);
+    return;
+  }
+  run_mlp(x, &nw, nb, eps, w1, b1, act, w2, b2, y);
+}
+
+void CpuBackend::run_mlp(const Tensor& x, const Tensor* norm_w, const Tensor* norm_b, float eps, const Tensor& w1,
+                         const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) {
   const int64_t M = x.shape().rows(), K = x.shape().last(), H = w1.dim(0), N = w2.dim(0);
   const bool bf16 = precision_ == Precision::bf16;
   const Activation* fused = act.kind == ActKind::Identity ? nullptr : &act;
   const int64_t step = block_rows(M, H);
   void* hidden = onednn::scratch(onednn::Scratch::mlp_hidden, step * H * (bf16 ? 2 : 4));
+  float* normed = norm_w ? static_cast<float*>(onednn::scratch(onednn::Scratch::mlp_normed, step * K * 4)) : nullptr;
   for (int64_t r0 = 0; r0 < M; r0 += step) {
     const int64_t rows = std::min(step, M - r0);
     const float* xs = x.data() + r0 * K;
+    if (normed) {  // this block's rows normalised into cache, then read by fc1 from there
+      const Tensor xv = Tensor::borrow(const_cast<float*>(xs), {rows, K}, nullptr);
+      Tensor nv = Tensor::borrow(normed, {rows, K}, nullptr);
+      layer_norm(xv, *norm_w, norm_b, eps, nv);
+      xs = normed;
+    }
     const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, xs, rows * K) : xs;
     cpu::gemm_rows({src, bf16, rows, w1, b1, fused, hidden, bf16});
     cpu::gemm_rows({hidden, bf16, rows, w2, b2, nullptr, y.data() + r0 * N, false});

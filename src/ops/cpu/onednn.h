@@ -25,7 +25,7 @@ dnnl::memory::data_type operand_type(bool bf16);
 // Rounds n floats to bfloat16 (to nearest even) into scratch buffer `slot` and returns it. Each slot
 // grows to its largest use and is kept, so the steady state allocates nothing; a slot's contents
 // live until its next use, so one op's operands take different slots.
-enum class Scratch { linear_src, conv_src, attn_qkv, attn_q, attn_scores, attn_probs, mlp_hidden, dw_block, glu_block, kCount };
+enum class Scratch { linear_src, conv_src, attn_qkv, attn_q, attn_scores, attn_probs, mlp_hidden, mlp_normed, dw_block, glu_block, kCount };
 void* bf16_scratch(Scratch slot, const float* x, int64_t n);
 // The slot's buffer, at least `bytes` long (uninitialised).
 void* scratch(Scratch slot, int64_t bytes);

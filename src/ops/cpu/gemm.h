@@ -24,4 +24,8 @@ struct GemmRows {
 // dst = act(src · wᵀ + b)
 void gemm_rows(const GemmRows& g);
 
+// Whether gemm_rows can apply this activation to its output (as oneDNN post-ops): GELU (erf),
+// ReLU, SiLU, squared ReLU, StarReLU.
+bool gemm_fuses(ActKind k);
+
 }  // namespace mf::cpu

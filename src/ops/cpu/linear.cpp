@@ -26,21 +26,8 @@ struct PreparedWeights {
   std::deque<memory> copies;  // a deque: pointers to its elements stay valid as it grows
 };
 
-// The activations oneDNN can apply to a matmul's output as post-ops (StarReLU as relu, square,
-// then s·y + b with its two scalars baked into the primitive, so they are part of the cache key).
-bool fusable(const Activation& act) {
-  switch (act.kind) {
-    case ActKind::GELU:
-    case ActKind::ReLU:
-    case ActKind::SiLU:
-    case ActKind::SquaredReLU:
-    case ActKind::StarReLU:
-      return true;
-    default:
-      return false;
-  }
-}
-
+// StarReLU's post-ops are relu, square, then s·y + b with its two scalars baked into the primitive,
+// so they are part of the cache key.
 dnnl::post_ops post_ops_for(const Activation& act) {
   using alg = dnnl::algorithm;
   dnnl::post_ops po;
@@ -65,7 +52,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& w, const Tensor* b, Tenso
 }
 
 void CpuBackend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) {
-  if (!fusable(act)) {
+  if (!cpu::gemm_fuses(act.kind)) {
     run_linear(x, w, b, nullptr, y);
     activation(y, act, y);
     return;
@@ -82,6 +69,19 @@ void CpuBackend::run_linear(const Tensor& x, const Tensor& w, const Tensor* b, c
 }
 
 namespace cpu {
+
+bool gemm_fuses(ActKind k) {
+  switch (k) {
+    case ActKind::GELU:
+    case ActKind::ReLU:
+    case ActKind::SiLU:
+    case ActKind::SquaredReLU:
+    case ActKind::StarReLU:
+      return true;
+    default:
+      return false;
+  }
+}
 
 void gemm_rows(const GemmRows& g) {
   const int64_t M = g.rows, K = g.w.dim(1), N = g.w.dim(0);

@@ -11,10 +11,7 @@
 namespace mf {
 
 namespace {
-bool fusable_kind(ActKind k) {
-  return k == ActKind::GELU || k == ActKind::ReLU || k == ActKind::SiLU || k == ActKind::SquaredReLU ||
-         k == ActKind::StarReLU || k == ActKind::Identity;
-}
+bool fusable_kind(ActKind k) { return k == ActKind::Identity || cpu::gemm_fuses(k); }
 
 // Rows per block: the hidden block near kHiddenBytes, a multiple of 16, at least 64 rows.
 // (Measured on the 2-core machine: blocks of 0.5-2 MB and one whole-tensor block are within noise of

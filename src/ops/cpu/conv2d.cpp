@@ -42,18 +42,13 @@ void CpuBackend::conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const
     return ConvPlan{dnnl::convolution_forward(pd), pd.weights_desc()};
   });
 
-  const std::string wkey = "onednn_conv_weights:" + key;
-  auto prepared = std::static_pointer_cast<memory>(w.derived(wkey));
-  if (!prepared) {
-    auto plain_w = onednn::wrap(onednn::tagged(w_dims, tag::oihw), w.data());
-    prepared = std::make_shared<memory>(onednn::reorder_if_needed(plain_w, plan.weights_md));
-    w.set_derived(wkey, prepared);
-  }
+  const memory& prepared =
+      onednn::prepared_weights(w, onednn::wrap(onednn::tagged(w_dims, tag::oihw), w.data()), plan.weights_md);
   auto src_m = bf16 ? memory(memory::desc(src_dims, type, tag::nhwc), onednn::engine(),
                              onednn::bf16_scratch(onednn::Scratch::conv_src, x.data(), x.numel()))
                     : onednn::wrap(onednn::tagged(src_dims, tag::nhwc), x.data());
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_m},
-                                       {DNNL_ARG_WEIGHTS, *prepared},
+                                       {DNNL_ARG_WEIGHTS, prepared},
                                        {DNNL_ARG_DST, onednn::wrap(onednn::tagged(dst_dims, tag::nhwc), y.data())}};
   if (b) args.emplace(DNNL_ARG_BIAS, onednn::wrap(onednn::tagged({Co}, tag::x), b->data()));
   plan.prim.execute(onednn::stream(), args);

@@ -3,7 +3,6 @@
 // into that layout once and cached on the tensor (invalidated when the parameter changes).
 // In bf16 precision the cached weight is bf16 and the activation is rounded to bf16 into a scratch
 // buffer before the product; oneDNN accumulates in fp32 and writes fp32.
-#include <deque>
 #include <memory>
 
 #include "ops/cpu/cpu_backend.h"
@@ -19,11 +18,6 @@ using dnnl::memory;
 struct MatmulPlan {
   dnnl::matmul prim;
   memory::desc weights_md;
-};
-
-// A weight in each oneDNN layout (and data type) a matmul has asked for.
-struct PreparedWeights {
-  std::deque<memory> copies;  // a deque: pointers to its elements stay valid as it grows
 };
 
 // StarReLU's post-ops are relu, square, then s·y + b with its two scalars baked into the primitive,
@@ -103,28 +97,13 @@ void gemm_rows(const GemmRows& g) {
     return MatmulPlan{dnnl::matmul(pd), pd.weights_desc()};
   });
 
-  // Weights in the primitive's layout, cached on the tensor once per distinct layout: the layout
-  // oneDNN picks may depend on M, but usually does not, and one copy per row count (the fused MLP's
-  // blocks and tail, batch 1 and 8) would multiply the weights' memory.
-  auto layouts = std::static_pointer_cast<PreparedWeights>(g.w.derived("onednn_mm_weights"));
-  if (!layouts) {
-    layouts = std::make_shared<PreparedWeights>();
-    g.w.set_derived("onednn_mm_weights", layouts);
-  }
-  const memory* prepared = nullptr;
-  for (const auto& m : layouts->copies)
-    if (m.get_desc() == plan.weights_md) prepared = &m;
-  if (!prepared) {
-    auto plain_w = onednn::wrap(onednn::plain({K, N}, {1, K}), g.w.data());
-    // A reorder that was not needed wraps the parameter's own memory; keeping that is fine because
-    // the cache entry lives inside the parameter's storage and is dropped on its next update.
-    layouts->copies.push_back(onednn::reorder_if_needed(plain_w, plan.weights_md));
-    prepared = &layouts->copies.back();
-  }
+  // The weight in the primitive's layout (one cached copy per layout, shared across row counts).
+  const memory& prepared =
+      onednn::prepared_weights(g.w, onednn::wrap(onednn::plain({K, N}, {1, K}), g.w.data()), plan.weights_md);
 
   memory src_m(onednn::plain({M, K}, {K, 1}, src_type), onednn::engine(), const_cast<void*>(g.src));
   memory dst_m(onednn::plain({M, N}, {N, 1}, dst_type), onednn::engine(), g.dst);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, *prepared}, {DNNL_ARG_DST, dst_m}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_m}, {DNNL_ARG_WEIGHTS, prepared}, {DNNL_ARG_DST, dst_m}};
   if (g.b) args.emplace(DNNL_ARG_BIAS, onednn::wrap(onednn::plain({1, N}, {N, 1}), g.b->data()));
   plan.prim.execute(onednn::stream(), args);
   onednn::stream().wait();

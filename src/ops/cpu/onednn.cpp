@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <memory>
 #include <vector>
 
 namespace mf::onednn {
@@ -59,6 +61,27 @@ dnnl::memory reorder_if_needed(const dnnl::memory& src, const dnnl::memory::desc
   dnnl::reorder(src, dst).execute(stream(), const_cast<dnnl::memory&>(src), dst);
   stream().wait();
   return dst;
+}
+
+namespace {
+// A weight in each oneDNN layout (and data type) that a primitive has asked for.
+struct PreparedWeights {
+  std::deque<dnnl::memory> copies;  // a deque: references to its elements stay valid as it grows
+};
+}  // namespace
+
+const dnnl::memory& prepared_weights(const Tensor& w, const dnnl::memory& plain, const dnnl::memory::desc& want) {
+  auto layouts = std::static_pointer_cast<PreparedWeights>(w.derived("onednn_weights"));
+  if (!layouts) {
+    layouts = std::make_shared<PreparedWeights>();
+    w.set_derived("onednn_weights", layouts);
+  }
+  for (const auto& m : layouts->copies)
+    if (m.get_desc() == want) return m;
+  // A reorder that was not needed wraps the parameter's own memory; keeping that is fine because
+  // the cache entry lives inside the parameter's storage and is dropped on its next update.
+  layouts->copies.push_back(reorder_if_needed(plain, want));
+  return layouts->copies.back();
 }
 
 dnnl::matmul& strided_matmul(int64_t M, int64_t K, int64_t N, dnnl::memory::dims a_strides, dnnl::memory::dims b_strides,

@@ -10,6 +10,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/tensor.h"
+
 namespace mf::onednn {
 
 dnnl::engine& engine();
@@ -59,6 +61,13 @@ T& cached(const std::string& key, const std::function<T()>& make) {
 // Copies `src` into the layout `want` (a oneDNN-chosen blocked layout), or returns it unchanged
 // when the layouts already agree.
 dnnl::memory reorder_if_needed(const dnnl::memory& src, const dnnl::memory::desc& want);
+
+// Parameter `w` (given as `plain`, a wrapped view of its data) in the layout and data type `want`,
+// reordered on first use and cached on the tensor: one copy per distinct layout, shared by every
+// primitive that asks for it (the layout oneDNN picks may depend on the batch or row count, but
+// usually does not, and a copy per shape would multiply the weights' memory). Dropped when the
+// parameter changes.
+const dnnl::memory& prepared_weights(const Tensor& w, const dnnl::memory& plain, const dnnl::memory::desc& want);
 
 // A plain (strided) matmul primitive C[M, N] (+)= A[M, K] · B[K, N], cached by shape, strides and
 // accumulation; strides express transposes without copies. run_strided executes it and waits.

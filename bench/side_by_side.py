@@ -133,8 +133,8 @@ def main():
     a.work.mkdir(parents=True, exist_ok=True)
     r = Runner(a, a.work)
 
-    gemm = json.loads((lambda p: (sh([a.engine, "bench", "--gemm", "-t", str(a.threads), "--json", p]),
-                                  pathlib.Path(p).read_text())[1])(str(a.work / "gemm.json")))
+    sh([a.engine, "bench", "--gemm", "-t", str(a.threads), "--json", a.work / "gemm.json"])
+    gemm = json.loads((a.work / "gemm.json").read_text())
     peak32 = next(g["gflops"] for g in gemm if g["name"] == "fp32")
     rows = []
     for model in a.models.split(","):

@@ -194,24 +194,53 @@ const std::vector<OpCase>& op_cases() {
     add_mlp(v, {2, 7, 7, 32}, 128, true, ActKind::GELU);
     add_mlp(v, {1, 50, 48}, 192, false, ActKind::StarReLU);
     add_mlp(v, {3, 1000, 8}, 32, false, ActKind::SquaredReLU);  // several row blocks and a tail
-    // LayerNorm -> MLP (the block's second branch), with and without biases, one block and several.
-    for (auto [x, bias] : {std::pair<Shape, bool>{{2, 7, 7, 32}, true}, std::pair<Shape, bool>{{3, 1000, 8}, false}}) {
-      const int64_t C = x[-1], hidden = 4 * C;
-      std::vector<OpInput> inputs{{x, -2.f, 3.f}, {{C}, 0.5f, 1.5f}, {{hidden, C}, -0.3f, 0.3f}, {{C, hidden}, -0.3f, 0.3f}};
-      if (bias) {
+    // The block's second half, norm -> MLP -> residual: LayerNorm and GroupNorm, with and without
+    // biases and scales, one block of rows and several (where GroupNorm's blocks span samples).
+    struct BranchCase {
+      Shape x;
+      bool group, bias, res_scale, layer_scale;
+    };
+    for (const BranchCase& k : {BranchCase{{2, 7, 7, 32}, false, true, false, true},
+                                BranchCase{{3, 1000, 8}, false, false, true, false},
+                                BranchCase{{2, 7, 7, 32}, true, true, true, true},
+                                BranchCase{{3, 30, 34, 8}, true, false, false, false}}) {
+      const int64_t C = k.x[-1], hidden = 4 * C;
+      // Inputs: x (an offset mean), norm weight, fc1, fc2, res scale, layer scale, then the biases.
+      std::vector<OpInput> inputs{{k.x, -2.f, 3.f},          {{C}, 0.5f, 1.5f}, {{hidden, C}, -0.3f, 0.3f},
+                                  {{C, hidden}, -0.3f, 0.3f}, {{C}, 0.5f, 1.5f}, {{C}, -0.5f, 0.5f}};
+      if (k.bias) {
         inputs.push_back({{C}});
         inputs.push_back({{hidden}});
         inputs.push_back({{C}});
       }
-      v.push_back({fmt::format("layer_norm_mlp/{}->{}{}", x.str(), hidden, bias ? "+bias" : ""), OpKind::Linear, 1e-5,
-                   inputs,
-                   [bias](const Exec& e, const std::vector<Tensor>& in) {
-                     return op::layer_norm_mlp(e, in[0], in[1], bias ? &in[4] : nullptr, 1e-6f, in[2],
-                                               bias ? &in[5] : nullptr, act_of(ActKind::StarReLU), in[3],
-                                               bias ? &in[6] : nullptr);
+      v.push_back({fmt::format("mlp_branch/{} {}{}{}{}", k.x.str(), k.group ? "group_norm1" : "layer_norm",
+                               k.bias ? " +bias" : "", k.res_scale ? " rs" : "", k.layer_scale ? " ls" : ""),
+                   OpKind::Linear, 1e-5, inputs,
+                   [k](const Exec& e, const std::vector<Tensor>& in) {
+                     BranchNorm n{k.group ? BranchNorm::Type::group_norm1 : BranchNorm::Type::layer_norm, &in[1],
+                                  k.bias ? &in[6] : nullptr, k.group ? 1e-5f : 1e-6f};
+                     return op::mlp_branch(e, in[0], n, in[2], k.bias ? &in[7] : nullptr, act_of(ActKind::StarReLU),
+                                           in[3], k.bias ? &in[8] : nullptr,
+                                           {k.res_scale ? &in[4] : nullptr, k.layer_scale ? &in[5] : nullptr});
                    },
                    nullptr});
     }
+    // PoolFormer's first half, GroupNorm -> pool - x -> residual, in every combination of scales.
+    for (int mode = 0; mode < 4; ++mode)
+      for (Shape x : {Shape{3, 7, 7, 37}, Shape{2, 5, 6, 64}}) {
+        const int64_t C = x[-1];
+        const bool bias = mode == 1;
+        std::vector<OpInput> inputs{{x, -2.f, 3.f}, {{C}, 0.5f, 1.5f}, {{C}, 0.5f, 1.5f}, {{C}, -0.5f, 0.5f}};
+        if (bias) inputs.push_back({{C}});
+        v.push_back({fmt::format("pool_branch/{} rs={} ls={}{}", x.str(), mode & 1, mode >> 1, bias ? " +bias" : ""),
+                     OpKind::PoolMinusInput, 1e-5, inputs,
+                     [mode, bias](const Exec& e, const std::vector<Tensor>& in) {
+                       BranchNorm n{BranchNorm::Type::group_norm1, &in[1], bias ? &in[4] : nullptr, 1e-5f};
+                       return op::pool_branch(e, in[0], n, 3,
+                                              {(mode & 1) ? &in[2] : nullptr, (mode >> 1) ? &in[3] : nullptr});
+                     },
+                     nullptr});
+      }
 
     add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);  // a stem on an odd image
     add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);   // a downsampling

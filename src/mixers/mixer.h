@@ -19,7 +19,15 @@
 
 namespace mf {
 
-class TokenMixer : public Module {};
+class Norm;
+
+class TokenMixer : public Module {
+ public:
+  // Inference: x ⊙ res_scale + layer_scale ⊙ this(norm(x)), the block's first half. By default the
+  // norm, the mixer and the residual add in turn; a mixer whose kernel can absorb its norm and the
+  // residual overrides this with one fused op (Pooling: op::pool_branch).
+  virtual Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales);
+};
 
 // What a mixer is built from.
 struct MixerContext {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "mixers/mixer.h"
+#include "nn/norm.h"
 
 namespace mf {
 
@@ -14,6 +15,13 @@ class Pooling : public TokenMixer {
   std::string describe() const override { return fmt::format("avg pool {}x{} - x", pool_size_, pool_size_); }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::PoolMinusInput); }
   Tensor forward(Ctx& ctx, const Tensor& x) override { return op::pool_minus_input(ctx.exec, x, pool_size_); }
+  // With GroupNorm (PoolFormer's norm) the norm, the pooling and the residual are one op.
+  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
+    const std::optional<BranchNorm> bn = norm.as_branch_norm();
+    if (ctx.training || !bn || bn->type != BranchNorm::Type::group_norm1)
+      return TokenMixer::run_branch(ctx, x, norm, scales);
+    return op::pool_branch(ctx.exec, x, *bn, pool_size_, scales);
+  }
   // Linear in x: the backward needs nothing from the forward.
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     return op::pool_minus_input_backward(ctx.exec, dy, pool_size_);

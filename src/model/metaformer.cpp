@@ -116,12 +116,10 @@ Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
 
 Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   if (!ctx.training) {
-    Tensor branch = mixer_->run(ctx, norm1_->run(ctx, x));
-    if (branch.same_memory(x)) branch = branch.clone();  // a mixer may return its input; never write over x
-    Tensor h = op::scaled_residual(ctx.exec, x, scale_of(res_scale1_), branch, scale_of(layer_scale1_));
+    // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
+    const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
     if (!mlp_) return h;
-    Tensor branch2 = mlp_->run_normed(ctx, h, *norm2_);
-    return op::scaled_residual(ctx.exec, h, scale_of(res_scale2_), branch2, scale_of(layer_scale2_));
+    return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
   }
   // Training: keep the inputs of both residual adds; with drop path, mask each branch per sample.
   const bool drop = drop_path_ > 0;

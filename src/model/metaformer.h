@@ -11,6 +11,7 @@
 
 #include <memory>
 
+#include "mixers/mixer.h"
 #include "model/config.h"
 #include "nn/activation.h"
 #include "nn/conv.h"
@@ -71,7 +72,7 @@ class MetaFormerBlock : public Module {
   // Kept by a training forward for backward: input, branch outputs (after drop path), the middle.
   Tensor saved_x_, saved_mixer_out_, saved_h_, saved_mlp_out_, mask1_, mask2_;
   Norm* norm1_;
-  Module* mixer_;
+  TokenMixer* mixer_;
   Scale* layer_scale1_ = nullptr;
   Scale* res_scale1_ = nullptr;
   Norm* norm2_ = nullptr;  // null (with mlp_) in one-branch blocks

@@ -25,11 +25,13 @@ Tensor Mlp::forward(Ctx& ctx, const Tensor& x) {
   return fc2_->run(ctx, fc1_->run_then(ctx, x, *act_));
 }
 
-Tensor Mlp::run_normed(Ctx& ctx, const Tensor& x, Norm& norm) {
-  if (ctx.training || glu_ || norm.spec().type != "layer_norm") return run(ctx, norm.run(ctx, x));
-  return op::layer_norm_mlp(ctx.exec, x, v(norm.weight()), opt(norm.bias()), static_cast<float>(norm.spec().eps),
-                            v(fc1_->weight()), opt(fc1_->bias()), act_->params(), v(fc2_->weight()),
-                            opt(fc2_->bias()));
+Tensor Mlp::run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) {
+  const std::optional<BranchNorm> bn = norm.as_branch_norm();
+  if (ctx.training || glu_ || !bn) {
+    return op::scaled_residual(ctx.exec, x, scales.res_scale, run(ctx, norm.run(ctx, x)), scales.layer_scale);
+  }
+  return op::mlp_branch(ctx.exec, x, *bn, v(fc1_->weight()), opt(fc1_->bias()), act_->params(), v(fc2_->weight()),
+                        opt(fc2_->bias()), scales);
 }
 
 Tensor Mlp::backward(Ctx& ctx, const Tensor& dy) {

@@ -16,9 +16,10 @@ class Mlp : public Module {
   std::string kind() const override { return glu_ ? "GluMlp" : "Mlp"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
-  // this(norm(x)). At inference with a LayerNorm, one fused op (op::layer_norm_mlp: the normalised
-  // rows never reach memory); otherwise the two modules in turn.
-  Tensor run_normed(Ctx& ctx, const Tensor& x, Norm& norm);
+  // Inference: x ⊙ res_scale + layer_scale ⊙ this(norm(x)), the block's second half, as one fused op
+  // (op::mlp_branch: neither the normalised rows nor the bare MLP output reach memory) where the
+  // norm and activation allow; otherwise the modules and the residual add in turn.
+  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales);
   void collect_ops(std::set<OpKind>& ops) const override {
     if (glu_) ops.insert(OpKind::Glu);
   }

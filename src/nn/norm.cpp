@@ -37,6 +37,16 @@ Tensor Norm::forward(Ctx& ctx, const Tensor& x) {
   return op::group_norm1(ctx.exec, x, v(weight_), opt(bias_), eps);
 }
 
+std::optional<BranchNorm> Norm::as_branch_norm() {
+  if (spec_.type == "affine") return std::nullopt;
+  BranchNorm n;
+  n.type = spec_.type == "layer_norm" ? BranchNorm::Type::layer_norm : BranchNorm::Type::group_norm1;
+  n.weight = &v(weight_);
+  n.bias = opt(bias_);
+  n.eps = static_cast<float>(spec_.eps);
+  return n;
+}
+
 Tensor Norm::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   const float eps = static_cast<float>(spec_.eps);

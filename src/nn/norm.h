@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "nn/module.h"
@@ -23,6 +24,9 @@ class Norm : public Module {
   const NormSpec& spec() const { return spec_; }
   Parameter* weight() { return weight_; }
   Parameter* bias() { return bias_; }
+  // This norm as a fused block branch's argument, if it is one such a branch can apply (LayerNorm or
+  // GroupNorm with one group; not ResMLP's affine).
+  std::optional<BranchNorm> as_branch_norm();
 
  private:
   NormSpec spec_;

@@ -11,11 +11,25 @@ void Backend::unsupported(OpKind op) const {
 }
 
 void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
-void Backend::layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
-                             const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) {
+void Backend::mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                         const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                         Tensor& y) {
   Tensor n = Tensor::empty(x.shape(), device());
-  layer_norm(x, nw, nb, eps, n);
-  mlp(n, w1, b1, act, w2, b2, y);
+  if (norm.type == BranchNorm::Type::layer_norm)
+    layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
+  else
+    group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+  Tensor m = Tensor::empty(y.shape(), device());
+  mlp(n, w1, b1, act, w2, b2, m);
+  scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
+}
+void Backend::pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
+                          Tensor& y) {
+  Tensor n = Tensor::empty(x.shape(), device());
+  group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+  Tensor m = Tensor::empty(x.shape(), device());
+  pool_minus_input(n, kernel, m);
+  scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
 }
 void Backend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                           const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {

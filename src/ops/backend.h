@@ -29,6 +29,20 @@ enum class Precision { fp32, bf16 };
 const char* precision_name(Precision p);
 Precision parse_precision(const std::string& name);  // "fp32" | "bf16"; throws otherwise
 
+// The norm a fused block branch applies to its input: LayerNorm (statistics per token) or GroupNorm
+// with one group (statistics per sample), with its per-channel weight and optional bias.
+struct BranchNorm {
+  enum class Type { layer_norm, group_norm1 } type = Type::layer_norm;
+  const Tensor* weight = nullptr;
+  const Tensor* bias = nullptr;
+  float eps = 1e-5f;
+};
+// The residual of a block branch: res_scale ⊙ x + layer_scale ⊙ branch, either scale [C] or null (1).
+struct BranchScales {
+  const Tensor* res_scale = nullptr;
+  const Tensor* layer_scale = nullptr;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -41,9 +55,15 @@ class Backend {
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
   // y = act(x · wᵀ + b); by default linear, then the activation in place (backends fuse it)
   virtual void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y);
-  // y = mlp(layer_norm(x)); by default the two ops
-  virtual void layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
-                              const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y);
+  // y = res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the block's second half; by default the norm,
+  // mlp and scaled_residual ops one after another
+  virtual void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                          const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                          Tensor& y);
+  // y = res_scale ⊙ x + layer_scale ⊙ (pool(n) − n) with n = group_norm1(x): PoolFormer's first half;
+  // by default group_norm1, pool_minus_input and scaled_residual
+  virtual void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
+                           Tensor& y);
   // y = linear(glu(t, c, ...)) with glu's output `width` wide; by default the two ops
   virtual void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                           const Activation& act, const Tensor& w, const Tensor* b, Tensor& y);

@@ -89,20 +89,29 @@ Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
   return y;
 }
 
-Tensor layer_norm_mlp(const Exec& e, const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
-                      const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2) {
-  check_vec(&nw, x.shape().last(), "norm weight", OpKind::LayerNorm);
-  check_vec(nb, x.shape().last(), "norm bias", OpKind::LayerNorm);
-  MF_CHECK(x.ndim() >= 1 && w1.dim(1) == x.shape().last() && w2.dim(1) == w1.dim(0),
-           "layer_norm_mlp: weights {} and {} do not chain from {} features", w1.shape().str(), w2.shape().str(),
-           x.shape().last());
+namespace {
+void check_branch(const Tensor& x, const BranchNorm& norm, const BranchScales& scales) {
+  const OpKind kind = norm.type == BranchNorm::Type::layer_norm ? OpKind::LayerNorm : OpKind::GroupNorm1;
+  MF_CHECK(norm.weight != nullptr, "a fused block branch needs its norm's weight");
+  check_vec(norm.weight, x.shape().last(), "norm weight", kind);
+  check_vec(norm.bias, x.shape().last(), "norm bias", kind);
+  check_vec(scales.res_scale, x.shape().last(), "res scale", OpKind::ScaledResidual);
+  check_vec(scales.layer_scale, x.shape().last(), "layer scale", OpKind::ScaledResidual);
+  MF_CHECK(x.ndim() >= 2, "a fused block branch needs a batch dimension, got {}", x.shape().str());
+}
+}  // namespace
+
+Tensor mlp_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                  const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales) {
+  check_branch(x, norm, scales);
+  MF_CHECK(w1.dim(1) == x.shape().last() && w2.dim(1) == w1.dim(0) && w2.dim(0) == x.shape().last(),
+           "mlp_branch: weights {} and {} do not map {} features back to themselves", w1.shape().str(),
+           w2.shape().str(), x.shape().last());
   check_vec(b1, w1.dim(0), "fc1 bias", OpKind::Linear);
   check_vec(b2, w2.dim(0), "fc2 bias", OpKind::Linear);
-  Shape ys = x.shape();
-  ys[-1] = w2.dim(0);
-  Tensor y = out(e, ys);
+  Tensor y = out(e, x.shape());
   Timed t(e, OpKind::Linear, x.shape().rows() * w1.dim(0) * (w1.dim(1) + w2.dim(0)));
-  e.backend->layer_norm_mlp(x, nw, nb, eps, w1, b1, act, w2, b2, y);
+  e.backend->mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
   return y;
 }
 
@@ -176,6 +185,17 @@ Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel) {
   Tensor y = out(e, x.shape());
   Timed t(e, OpKind::PoolMinusInput, 0);
   e.backend->pool_minus_input(x, kernel, y);
+  return y;
+}
+
+Tensor pool_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales) {
+  MF_CHECK(x.ndim() == 4, "pool_branch: expected [B, H, W, C], got {}", x.shape().str());
+  MF_CHECK(kernel >= 1 && kernel % 2 == 1, "pool_branch: kernel must be odd, got {}", kernel);
+  MF_CHECK(norm.type == BranchNorm::Type::group_norm1, "pool_branch: the norm must be GroupNorm with one group");
+  check_branch(x, norm, scales);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::PoolMinusInput, 0);
+  e.backend->pool_branch(x, norm, kernel, scales, y);
   return y;
 }
 

@@ -42,10 +42,12 @@ Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, cons
 // backend runs it in blocks of rows so the gated product stays in cache. Inference only.
 Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                   int64_t width, const Activation& act, const Tensor& w, const Tensor* b);
-// mlp(layer_norm(x)): the block's second branch as one op; the CPU backend normalises each block of
-// rows into the cache-resident buffer fc1 reads from. Inference only.
-Tensor layer_norm_mlp(const Exec& e, const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
-                      const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2);
+// res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the MetaFormer block's second half as one op. The CPU
+// backend normalises each block of rows into the cache-resident buffer fc1 reads from (GroupNorm:
+// with the sample's statistics, computed first) and adds the residual to each block of fc2's output
+// while it is still in cache. Inference only.
+Tensor mlp_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                  const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales);
 // fc2(act(fc1(x))), the MetaFormer MLP, as one op: the CPU backend runs it in blocks of rows so the
 // hidden activations (4× the width) stay in cache instead of going through memory. Inference only.
 Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
@@ -53,6 +55,9 @@ Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, c
 Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
+// res_scale ⊙ x + layer_scale ⊙ (pool(n) − n), n = group_norm1(x): PoolFormer's norm, mixer and
+// residual as one op (norm.type must be group_norm1). Inference only.
+Tensor pool_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales);
 Tensor layer_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps);
 Tensor group_norm1(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps);
 Tensor activation(const Exec& e, const Tensor& x, const Activation& act);

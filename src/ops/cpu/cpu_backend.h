@@ -15,8 +15,10 @@ class CpuBackend : public RefBackend {
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
   void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) override;
-  void layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
-                      const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) override;
+  void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, const Activation& act,
+                  const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override;
+  void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
+                   Tensor& y) override;
   void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                   const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) override;
   void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Tensor& w,
@@ -74,9 +76,10 @@ class CpuBackend : public RefBackend {
  private:
   Precision precision_;
   void run_linear(const Tensor& x, const Tensor& w, const Tensor* b, const Activation* act, Tensor& y);
-  // The fused MLP, its input optionally layer-normed block by block (norm_w null: no norm).
-  void run_mlp(const Tensor& x, const Tensor* norm_w, const Tensor* norm_b, float eps, const Tensor& w1,
-               const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y);
+  // The fused MLP; with `norm`, its input normalised block by block; with `scales`, the residual
+  // added to each block of its output (mlp_branch).
+  void run_mlp(const Tensor& x, const BranchNorm* norm, const Tensor& w1, const Tensor* b1, const Activation& act,
+               const Tensor& w2, const Tensor* b2, const BranchScales* scales, Tensor& y);
 };
 
 }  // namespace mf

@@ -1,6 +1,7 @@
 // Memory-bound elementwise work: activations, scaled residual adds, global pooling, layout change.
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/fast_math.h"
+#include "ops/cpu/norm_affine.h"
 #include "ops/cpu/reduce.h"
 
 namespace mf {
@@ -49,14 +50,8 @@ void CpuBackend::activation(const Tensor& x, const Activation& act, Tensor& y) {
   }
 }
 
-void CpuBackend::scaled_residual(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
-                                 const Tensor* layer_scale, Tensor& y) {
-  const int64_t C = x.shape().last(), rows = x.shape().rows();
-  const float* X = x.data();
-  const float* Br = branch.data();
-  const float* rs = res_scale ? res_scale->data() : nullptr;
-  const float* ls = layer_scale ? layer_scale->data() : nullptr;
-  float* Y = y.data();
+void cpu::scaled_residual_rows(const float* X, const float* rs, const float* Br, const float* ls, int64_t rows,
+                               int64_t C, float* Y) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = X + r * C;
@@ -76,6 +71,12 @@ void CpuBackend::scaled_residual(const Tensor& x, const Tensor* res_scale, const
       for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] + br[c];
     }
   }
+}
+
+void CpuBackend::scaled_residual(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                                 const Tensor* layer_scale, Tensor& y) {
+  cpu::scaled_residual_rows(x.data(), res_scale ? res_scale->data() : nullptr, branch.data(),
+                            layer_scale ? layer_scale->data() : nullptr, x.shape().rows(), x.shape().last(), y.data());
 }
 
 void CpuBackend::global_avg_pool(const Tensor& x, Tensor& y) {

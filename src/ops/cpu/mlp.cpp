@@ -3,9 +3,14 @@
 // at batch 8 the largest stage's hidden tensor is ~25 MB, far beyond cache. Here each block of rows
 // goes through fc1 (activation fused as a oneDNN post-op) into a scratch buffer sized for the cache,
 // and straight on through fc2. In bf16 precision fc1 writes that buffer in bf16, which fc2 reads
-// as its operand: no separate rounding pass.
+// as its operand: no separate rounding pass. As the block's second half (mlp_branch) the norm is
+// applied to each block of rows on its way into fc1, and the residual to each block of fc2's output
+// on its way out: neither the normalised input nor the bare MLP output reaches memory.
+#include <vector>
+
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/gemm.h"
+#include "ops/cpu/norm_affine.h"
 #include "ops/cpu/onednn.h"
 
 namespace mf {
@@ -29,38 +34,66 @@ void CpuBackend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const 
     Backend::mlp(x, w1, b1, act, w2, b2, y);
     return;
   }
-  run_mlp(x, nullptr, nullptr, 0.f, w1, b1, act, w2, b2, y);
+  run_mlp(x, nullptr, w1, b1, act, w2, b2, nullptr, y);
 }
 
-void CpuBackend::layer_norm_mlp(const Tensor& x, const Tensor& nw, const Tensor* nb, float eps, const Tensor& w1,
-                                const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) {
+void CpuBackend::mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                            const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                            Tensor& y) {
   if (!fusable_kind(act.kind)) {
-    Backend::layer_norm_mlp(x, nw, nb, eps, w1, b1, act, w2, b2, y);
+    Backend::mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
     return;
   }
-  run_mlp(x, &nw, nb, eps, w1, b1, act, w2, b2, y);
+  run_mlp(x, &norm, w1, b1, act, w2, b2, &scales, y);
 }
 
-void CpuBackend::run_mlp(const Tensor& x, const Tensor* norm_w, const Tensor* norm_b, float eps, const Tensor& w1,
-                         const Tensor* b1, const Activation& act, const Tensor& w2, const Tensor* b2, Tensor& y) {
+void CpuBackend::run_mlp(const Tensor& x, const BranchNorm* norm, const Tensor& w1, const Tensor* b1,
+                         const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales* scales,
+                         Tensor& y) {
   const int64_t M = x.shape().rows(), K = x.shape().last(), H = w1.dim(0), N = w2.dim(0);
   const bool bf16 = precision_ == Precision::bf16;
   const Activation* fused = act.kind == ActKind::Identity ? nullptr : &act;
   const int64_t step = block_rows(M, H);
   void* hidden = onednn::scratch(onednn::Scratch::mlp_hidden, step * H * (bf16 ? 2 : 4));
-  float* normed = norm_w ? static_cast<float*>(onednn::scratch(onednn::Scratch::mlp_normed, step * K * 4)) : nullptr;
+  float* normed = norm ? static_cast<float*>(onednn::scratch(onednn::Scratch::mlp_normed, step * K * 4)) : nullptr;
+  // GroupNorm's statistics span a whole sample: computed first, as a per-sample affine map.
+  const bool group = norm && norm->type == BranchNorm::Type::group_norm1;
+  const int64_t pixels = group ? M / x.dim(0) : 0;
+  std::vector<float> ga, gshift;
+  if (group) {
+    ga.resize(static_cast<size_t>(x.dim(0) * K));
+    gshift.resize(ga.size());
+    cpu::group_norm1_affine(x, *norm->weight, norm->bias, norm->eps, ga.data(), gshift.data());
+  }
   for (int64_t r0 = 0; r0 < M; r0 += step) {
     const int64_t rows = std::min(step, M - r0);
     const float* xs = x.data() + r0 * K;
-    if (normed) {  // this block's rows normalised into cache, then read by fc1 from there
+    if (norm && !group) {  // this block's rows normalised into cache, then read by fc1 from there
       const Tensor xv = Tensor::borrow(const_cast<float*>(xs), {rows, K}, nullptr);
       Tensor nv = Tensor::borrow(normed, {rows, K}, nullptr);
-      layer_norm(xv, *norm_w, norm_b, eps, nv);
+      layer_norm(xv, *norm->weight, norm->bias, norm->eps, nv);
+      xs = normed;
+    } else if (group) {  // the same, with the sample's affine map (a block may span two samples)
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t n = (r0 + i) / pixels;
+        const float* an = ga.data() + n * K;
+        const float* sn = gshift.data() + n * K;
+        const float* xr = xs + i * K;
+        float* out = normed + i * K;
+#pragma omp simd
+        for (int64_t c = 0; c < K; ++c) out[c] = xr[c] * an[c] + sn[c];
+      }
       xs = normed;
     }
     const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, xs, rows * K) : xs;
+    float* ys = y.data() + r0 * N;
     cpu::gemm_rows({src, bf16, rows, w1, b1, fused, hidden, bf16});
-    cpu::gemm_rows({hidden, bf16, rows, w2, b2, nullptr, y.data() + r0 * N, false});
+    cpu::gemm_rows({hidden, bf16, rows, w2, b2, nullptr, ys, false});
+    // The residual, while this block of fc2's output is still in cache.
+    if (scales)
+      cpu::scaled_residual_rows(x.data() + r0 * K, scales->res_scale ? scales->res_scale->data() : nullptr, ys,
+                                scales->layer_scale ? scales->layer_scale->data() : nullptr, rows, N, ys);
   }
 }
 

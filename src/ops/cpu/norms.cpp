@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/norm_affine.h"
 #include "ops/cpu/reduce.h"
 
 namespace mf {
@@ -38,10 +39,9 @@ void CpuBackend::layer_norm(const Tensor& x, const Tensor& w, const Tensor* b, f
   }
 }
 
-void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) {
+void cpu::group_norm1_affine(const Tensor& x, const Tensor& w, const Tensor* b, float eps, float* a, float* shift) {
   const int64_t B = x.dim(0), C = x.shape().last(), per = x.numel() / B, pixels = per / C;
   const float* X = x.data();
-  float* Y = y.data();
   // Statistics: each sample is cut into a fixed number of chunks of pixels (so the result does not
   // depend on the thread count). A chunk (tens of KB) is read from memory once for its mean and a
   // second time, from cache, for its centred sum of squares; the chunks then combine exactly
@@ -76,7 +76,6 @@ void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, 
       chunk_m2[static_cast<size_t>(n * chunks + k)] = sq - static_cast<double>(rows * C) * shift * shift;
     }
   // Per sample: combine the chunks, then fold mean, 1/std, weight and bias into y = x · a + shift.
-  std::vector<float> a(static_cast<size_t>(B * C)), shift(static_cast<size_t>(B * C));
   for (int64_t n = 0; n < B; ++n) {
     double count = 0, mean = 0, m2 = 0;
     for (int64_t k = 0; k < chunks; ++k) {
@@ -89,11 +88,18 @@ void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, 
     }
     const double inv = 1.0 / std::sqrt(m2 / static_cast<double>(per) + eps);
     for (int64_t c = 0; c < C; ++c) {
-      a[static_cast<size_t>(n * C + c)] = static_cast<float>(inv * w.data()[c]);
-      shift[static_cast<size_t>(n * C + c)] =
-          static_cast<float>((b ? b->data()[c] : 0.0) - mean * inv * w.data()[c]);
+      a[n * C + c] = static_cast<float>(inv * w.data()[c]);
+      if (shift) shift[n * C + c] = static_cast<float>((b ? b->data()[c] : 0.0) - mean * inv * w.data()[c]);
     }
   }
+}
+
+void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) {
+  const int64_t B = x.dim(0), C = x.shape().last(), pixels = x.numel() / (B * C);
+  std::vector<float> a(static_cast<size_t>(B * C)), shift(static_cast<size_t>(B * C));
+  cpu::group_norm1_affine(x, w, b, eps, a.data(), shift.data());
+  const float* X = x.data();
+  float* Y = y.data();
   const float* ap = a.data();
   const float* sp = shift.data();
 #pragma omp parallel for schedule(static)

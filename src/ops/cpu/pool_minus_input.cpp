@@ -1,16 +1,22 @@
 // PoolFormer's token mixer, fused: avg_pool_k(x) - x in one pass over channels-last data, with
-// PyTorch's count_include_pad=False divisor (border windows average only their in-bounds cells).
+// PyTorch's count_include_pad=False divisor (border windows average only their in-bounds cells);
+// and at inference the whole first half of its block (norm, mixer, residual) as one op.
 #include <algorithm>
+#include <vector>
 
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/norm_affine.h"
 
 namespace mf {
 
-void CpuBackend::pool_minus_input(const Tensor& x, int kernel, Tensor& y) {
+namespace {
+// For each output pixel: the sum of its k×k window's in-bounds input vectors into out[0..C), then
+// finish(n, out, self, 1/count) turns that sum into the op's output (self: the input at the pixel).
+template <typename Finish>
+void pool_windows(const Tensor& x, int kernel, float* Y, Finish&& finish) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
   const int64_t pad = kernel / 2;
   const float* X = x.data();
-  float* Y = y.data();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < B; ++n)
     for (int64_t h = 0; h < H; ++h) {
@@ -28,12 +34,39 @@ void CpuBackend::pool_minus_input(const Tensor& x, int kernel, Tensor& y) {
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) out[c] += xp[c];
           }
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) out[c] = out[c] * inv - self[c];
+        finish(n, out, self, inv);
       }
     }
 }
+}  // namespace
 
+void CpuBackend::pool_minus_input(const Tensor& x, int kernel, Tensor& y) {
+  const int64_t C = x.dim(3);
+  pool_windows(x, kernel, y.data(), [C](int64_t, float* out, const float* self, float inv) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[c] = out[c] * inv - self[c];
+  });
+}
+
+// GroupNorm is a per-sample affine map n = x·a + shift, and the average of an affine map is the
+// affine map of the average, so pool(n) − n = a ⊙ (pool(x) − x): the shift cancels and the norm
+// never has to be written out. One pass for the statistics, one for everything else.
+void CpuBackend::pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
+                             Tensor& y) {
+  const int64_t B = x.dim(0), C = x.dim(3);
+  std::vector<float> a(static_cast<size_t>(B * C));
+  cpu::group_norm1_affine(x, *norm.weight, norm.bias, norm.eps, a.data(), nullptr);
+  // A missing scale is 1, and multiplying by 1 is exact: one loop for every combination.
+  const std::vector<float> ones(static_cast<size_t>(C), 1.f);
+  const float* rs = scales.res_scale ? scales.res_scale->data() : ones.data();
+  const float* ls = scales.layer_scale ? scales.layer_scale->data() : ones.data();
+  const float* A = a.data();
+  pool_windows(x, kernel, y.data(), [=](int64_t n, float* out, const float* self, float inv) {
+    const float* an = A + n * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) out[c] = self[c] * rs[c] + an[c] * (out[c] * inv - self[c]) * ls[c];
+  });
+}
 
 // dx[i] = Σ over the windows that contain i of dy[o] / count(o), minus dy[i]. The windows are
 // symmetric (odd k, padding k/2), so the outputs whose window holds i are exactly i's own window.

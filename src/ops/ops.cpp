@@ -165,10 +165,22 @@ Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, 
   return y;
 }
 
-namespace {
-// Checks a depthwise convolution of channels [offset, offset + w.dim(0)) of x and allocates its output.
-Tensor depthwise_output(const Exec& e, const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                        const ConvGeometry& g) {
+Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
+  check_rank(x, 4, OpKind::DepthwiseConv2d);
+  const int64_t C = x.dim(3);
+  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "depthwise_conv2d: weight {} does not fit input {}", w.shape().str(), x.shape().str());
+  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
+  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
+  MF_CHECK(Ho > 0 && Wo > 0, "depthwise_conv2d: input {} is too small", x.shape().str());
+  Tensor y = out(e, {x.dim(0), Ho, Wo, C});
+  Timed t(e, OpKind::DepthwiseConv2d, x.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
+  e.backend->depthwise_conv2d(x, w, b, g, y);
+  return y;
+}
+
+Tensor depthwise_conv2d_channels(const Exec& e, const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
+                                 const ConvGeometry& g) {
   check_rank(x, 4, OpKind::DepthwiseConv2d);
   const int64_t C = w.dim(0);
   MF_CHECK(offset >= 0 && offset + C <= x.dim(3), "depthwise_conv2d: channels [{}, {}) of input {}", offset,
@@ -178,23 +190,8 @@ Tensor depthwise_output(const Exec& e, const Tensor& x, int64_t offset, const Te
   check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
   const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
   MF_CHECK(Ho > 0 && Wo > 0, "depthwise_conv2d: input {} is too small", x.shape().str());
-  return out(e, {x.dim(0), Ho, Wo, C});
-}
-}  // namespace
-
-Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
-  MF_CHECK(x.ndim() != 4 || w.dim(0) == x.dim(3), "depthwise_conv2d: weight {} does not fit input {}",
-           w.shape().str(), x.shape().str());
-  Tensor y = depthwise_output(e, x, 0, w, b, g);
-  Timed t(e, OpKind::DepthwiseConv2d, y.numel() * g.kernel_h * g.kernel_w);
-  e.backend->depthwise_conv2d(x, w, b, g, y);
-  return y;
-}
-
-Tensor depthwise_conv2d_channels(const Exec& e, const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                 const ConvGeometry& g) {
-  Tensor y = depthwise_output(e, x, offset, w, b, g);
-  Timed t(e, OpKind::DepthwiseConv2d, y.numel() * g.kernel_h * g.kernel_w);
+  Tensor y = out(e, {x.dim(0), Ho, Wo, C});
+  Timed t(e, OpKind::DepthwiseConv2d, x.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
   e.backend->depthwise_conv2d_channels(x, offset, w, b, g, y);
   return y;
 }

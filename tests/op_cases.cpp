@@ -443,43 +443,6 @@ const std::vector<OpCase>& op_cases() {
                    nullptr});
     }
 
-    // ... with the block's residual added to each block of rows (the whole MambaOut block half).
-    for (bool scaled : {false, true}) {
-      const Shape t{3, 40, 40, 26};
-      v.push_back({fmt::format("glu_linear/mambaout {}->26 +residual{}", t.str(), scaled ? " rs ls" : ""),
-                   OpKind::Linear, 1e-5,
-                   {{t}, {{3, 40, 40, 5}}, {{26, 13}, -0.3f, 0.3f}, {{26}}, {{3, 40, 40, 26}}, {{26}}, {{26}}},
-                   [scaled](const Exec& e, const std::vector<Tensor>& in) {
-                     return op::glu_linear(e, in[0], &in[1], 0, 13, 13, Activation{ActKind::GELU}, in[2], &in[3],
-                                           &in[4], {scaled ? &in[5] : nullptr, scaled ? &in[6] : nullptr});
-                   },
-                   nullptr});
-    }
-    // A norm into a GEMM (MambaOut's norm -> fc1): LayerNorm, and GroupNorm over blocks spanning samples.
-    for (bool group : {false, true}) {
-      const Shape x = group ? Shape{3, 30, 34, 8} : Shape{2, 7, 7, 24};
-      const int64_t C = x[-1];
-      v.push_back({fmt::format("norm_linear/{} {}", x.str(), group ? "group_norm1" : "layer_norm +bias"),
-                   OpKind::Linear, 1e-5, {{x, -2.f, 3.f}, {{C}, 0.5f, 1.5f}, {{C}}, {{3 * C + 1, C}, -0.3f, 0.3f}, {{3 * C + 1}}},
-                   [group](const Exec& e, const std::vector<Tensor>& in) {
-                     BranchNorm n{group ? BranchNorm::Type::group_norm1 : BranchNorm::Type::layer_norm, &in[1],
-                                  group ? nullptr : &in[2], 1e-6f};
-                     return op::norm_linear(e, in[0], n, in[3], &in[4]);
-                   },
-                   nullptr});
-    }
-    // A depthwise convolution of a channel slice, read in place (MambaOut's conv part of fc1's output).
-    for (auto [x, offset, width, k] : {std::tuple<Shape, int64_t, int64_t, int>{{2, 9, 11, 53}, 21, 32, 7},
-                                       std::tuple<Shape, int64_t, int64_t, int>{{1, 5, 6, 20}, 3, 13, 3}}) {
-      const ConvGeometry g{k, k, 1, 1, k / 2, k / 2};
-      v.push_back({fmt::format("depthwise_conv2d_channels/{} [{}, {}) k{}", x.str(), offset, offset + width, k),
-                   OpKind::DepthwiseConv2d, 1e-6, {{x}, {{width, 1, k, k}}, {{width}}},
-                   [=](const Exec& e, const std::vector<Tensor>& in) {
-                     return op::depthwise_conv2d_channels(e, in[0], offset, in[1], &in[2], g);
-                   },
-                   nullptr});
-    }
-
     // Spectral ops. Odd and even widths (the Nyquist column exists only for even W), odd heights.
     for (Shape x : {Shape{2, 7, 7, 5}, Shape{1, 6, 8, 3}, Shape{3, 5, 6, 4}, Shape{1, 1, 1, 2}}) {
       const int64_t W = x[2];

@@ -12,7 +12,6 @@
 #include "nn/activation.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
-#include "nn/norm.h"
 
 namespace mf {
 
@@ -42,19 +41,6 @@ class GatedCnn : public TokenMixer {
                             opt(fc2_->bias()));
     saved_t_ = t, saved_c_ = c;
     return fc2_->run(ctx, op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}));
-  }
-
-  // Inference, the whole block half: the norm goes into fc1's row blocks (op::norm_linear), the
-  // convolution reads its channels of fc1's output in place, and the residual is added to fc2's
-  // row blocks (op::glu_linear's residual).
-  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
-    const std::optional<BranchNorm> bn = norm.as_branch_norm();
-    if (ctx.training || !bn) return TokenMixer::run_branch(ctx, x, norm, scales);
-    Tensor t = op::norm_linear(ctx.exec, x, *bn, v(fc1_->weight()), opt(fc1_->bias()));
-    Tensor c = op::depthwise_conv2d_channels(ctx.exec, t, 2 * hidden_ - conv_ch_, v(conv_->weight()),
-                                             opt(conv_->bias()), conv_->geometry());
-    return op::glu_linear(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}, v(fc2_->weight()), opt(fc2_->bias()),
-                          &x, scales);
   }
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {

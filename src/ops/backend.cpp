@@ -32,28 +32,12 @@ void Backend::pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, c
   scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
 }
 void Backend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
-                          const Activation& act, const Tensor& w, const Tensor* b, const Tensor* residual,
-                          const BranchScales& scales, Tensor& y) {
+                          const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {
   Shape s = t.shape();
   s[-1] = width;
   Tensor h = Tensor::empty(s, device());
   glu(t, c, gate_offset, value_offset, act, h);
   linear(h, w, b, y);
-  if (residual) scaled_residual(*residual, scales.res_scale, y, scales.layer_scale, y);
-}
-void Backend::norm_linear(const Tensor& x, const BranchNorm& norm, const Tensor& w, const Tensor* b, Tensor& y) {
-  Tensor n = Tensor::empty(x.shape(), device());
-  if (norm.type == BranchNorm::Type::layer_norm)
-    layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
-  else
-    group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
-  linear(n, w, b, y);
-}
-void Backend::depthwise_conv2d_channels(const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                        const ConvGeometry& g, Tensor& y) {
-  Tensor s = Tensor::empty({x.dim(0), x.dim(1), x.dim(2), w.dim(0)}, device());
-  channel_slice(x, offset, s);
-  depthwise_conv2d(s, w, b, g, y);
 }
 void Backend::depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                                const Tensor& w, const Tensor* b, Tensor& y) {

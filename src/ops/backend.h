@@ -65,12 +65,8 @@ class Backend {
   virtual void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
                            Tensor& y);
   // y = linear(glu(t, c, ...)) with glu's output `width` wide; by default the two ops
-  // ... and, given `residual`, y = res_scale ⊙ residual + layer_scale ⊙ that (MambaOut's whole block)
   virtual void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
-                          const Activation& act, const Tensor& w, const Tensor* b, const Tensor* residual,
-                          const BranchScales& scales, Tensor& y);
-  // y = linear(norm(x)); by default the two ops
-  virtual void norm_linear(const Tensor& x, const BranchNorm& norm, const Tensor& w, const Tensor* b, Tensor& y);
+                          const Activation& act, const Tensor& w, const Tensor* b, Tensor& y);
   // y = linear(depthwise_conv2d(x)); by default the two ops
   virtual void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                                 const Tensor& w, const Tensor* b, Tensor& y);
@@ -81,9 +77,6 @@ class Backend {
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
   // x [B, H, W, C], w [C, 1, kh, kw], b [C] or null -> y [B, Ho, Wo, C]
   virtual void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
-  // The same on channels [offset, offset + w.dim(0)) of x; by default channel_slice, then the above
-  virtual void depthwise_conv2d_channels(const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                         const ConvGeometry& g, Tensor& y);
   // x [B, H, W, C] -> y = avg_pool_k(x) - x, stride 1, padding k/2, padded cells not counted
   virtual void pool_minus_input(const Tensor& x, int kernel, Tensor& y);
   // x [..., C], w [C], b [C] or null; in-place allowed

@@ -179,23 +179,6 @@ Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const T
   return y;
 }
 
-Tensor depthwise_conv2d_channels(const Exec& e, const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                 const ConvGeometry& g) {
-  check_rank(x, 4, OpKind::DepthwiseConv2d);
-  const int64_t C = w.dim(0);
-  MF_CHECK(offset >= 0 && offset + C <= x.dim(3), "depthwise_conv2d: channels [{}, {}) of input {}", offset,
-           offset + C, x.shape().str());
-  MF_CHECK(w.ndim() == 4 && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
-           "depthwise_conv2d: weight {} does not fit input {}", w.shape().str(), x.shape().str());
-  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
-  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
-  MF_CHECK(Ho > 0 && Wo > 0, "depthwise_conv2d: input {} is too small", x.shape().str());
-  Tensor y = out(e, {x.dim(0), Ho, Wo, C});
-  Timed t(e, OpKind::DepthwiseConv2d, x.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
-  e.backend->depthwise_conv2d_channels(x, offset, w, b, g, y);
-  return y;
-}
-
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel) {
   check_rank(x, 4, OpKind::PoolMinusInput);
   MF_CHECK(kernel >= 1 && kernel % 2 == 1, "pool_minus_input: kernel must be odd, got {}", kernel);
@@ -341,29 +324,15 @@ Tensor glu(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset,
 }
 
 Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                  int64_t width, const Activation& act, const Tensor& w, const Tensor* b, const Tensor* residual,
-                  const BranchScales& scales) {
+                  int64_t width, const Activation& act, const Tensor& w, const Tensor* b) {
   check_glu(t, c, gate_offset, value_offset, width);
   MF_CHECK(w.dim(1) == width, "glu_linear: weight {} does not take {} features", w.shape().str(), width);
   check_vec(b, w.dim(0), "bias", OpKind::Linear);
   Shape s = t.shape();
   s[-1] = w.dim(0);
-  if (residual) {
-    MF_CHECK(residual->shape() == s, "glu_linear: residual {} for output {}", residual->shape().str(), s.str());
-    check_vec(scales.res_scale, s[-1], "res scale", OpKind::ScaledResidual);
-    check_vec(scales.layer_scale, s[-1], "layer scale", OpKind::ScaledResidual);
-  }
   Tensor y = out(e, s);
   Timed t_(e, OpKind::Linear, t.shape().rows() * width * w.dim(0));  // profiled as the GEMM it mostly is
-  e.backend->glu_linear(t, c, gate_offset, value_offset, width, act, w, b, residual, scales, y);
-  return y;
-}
-
-Tensor norm_linear(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w, const Tensor* b) {
-  check_branch(x, norm, {});
-  Tensor y = linear_output(e, x, w, b);
-  Timed t(e, OpKind::Linear, x.shape().rows() * w.dim(1) * w.dim(0));
-  e.backend->norm_linear(x, norm, w, b, y);
+  e.backend->glu_linear(t, c, gate_offset, value_offset, width, act, w, b, y);
   return y;
 }
 

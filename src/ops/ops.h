@@ -40,13 +40,8 @@ Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, cons
                         const Tensor& w, const Tensor* b);
 // linear(glu(t, c, ...), w, b): MambaOut's gated product straight into fc2, as one op; the CPU
 // backend runs it in blocks of rows so the gated product stays in cache. Inference only.
-// With `residual`: res_scale ⊙ residual + layer_scale ⊙ that, added to each block of rows in cache.
 Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                  int64_t width, const Activation& act, const Tensor& w, const Tensor* b,
-                  const Tensor* residual = nullptr, const BranchScales& scales = {});
-// linear(norm(x)): a norm straight into the GEMM that follows it; the CPU backend normalises blocks
-// of rows into the cache-resident buffer the GEMM reads. Inference only.
-Tensor norm_linear(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w, const Tensor* b);
+                  int64_t width, const Activation& act, const Tensor& w, const Tensor* b);
 // res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the MetaFormer block's second half as one op. The CPU
 // backend normalises each block of rows into the cache-resident buffer fc1 reads from (GroupNorm:
 // with the sample's statistics, computed first) and adds the residual to each block of fc2's output
@@ -59,9 +54,6 @@ Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, c
            const Tensor* b2);
 Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
-// depthwise_conv2d of channels [offset, offset + w.dim(0)) of x, read in place (no slice copy).
-Tensor depthwise_conv2d_channels(const Exec& e, const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                 const ConvGeometry& g);
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
 // res_scale ⊙ x + layer_scale ⊙ (pool(n) − n), n = group_norm1(x): PoolFormer's norm, mixer and
 // residual as one op (norm.type must be group_norm1). Inference only.

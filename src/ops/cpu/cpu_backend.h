@@ -20,9 +20,7 @@ class CpuBackend : public RefBackend {
   void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
                    Tensor& y) override;
   void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
-                  const Activation& act, const Tensor& w, const Tensor* b, const Tensor* residual,
-                  const BranchScales& scales, Tensor& y) override;
-  void norm_linear(const Tensor& x, const BranchNorm& norm, const Tensor& w, const Tensor* b, Tensor& y) override;
+                  const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) override;
   void depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Tensor& w,
                         const Tensor* b, Tensor& y) override;
   void mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
@@ -30,8 +28,6 @@ class CpuBackend : public RefBackend {
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;
   void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g,
                         Tensor& y) override;
-  void depthwise_conv2d_channels(const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                 const ConvGeometry& g, Tensor& y) override;
   void pool_minus_input(const Tensor& x, int kernel, Tensor& y) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override;
   void group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override;

@@ -58,8 +58,6 @@ struct Geometry {
   int64_t Ho, Wo;        // output
   int64_t kh, kw, pad_h, pad_w;
   int64_t out_row0 = 0;  // Y holds output rows (n·Ho + oh) from this one on (a block of rows)
-  int64_t xs = 0;        // floats from one input pixel to the next (0: C; more when X is a channel slice)
-  int64_t in_stride() const { return xs ? xs : C; }
 };
 
 // Where output pixel (n, oh, ow) goes.
@@ -80,19 +78,19 @@ inline void tile(const float* X, const float* Wr, const Geometry& g, const float
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     const int64_t ih = oh - g.pad_h + ki;
     if (ih < 0 || ih >= g.H) continue;
-    const float* row = X + ((n * g.H + ih) * g.W) * g.in_stride() + c0;
+    const float* row = X + ((n * g.H + ih) * g.W) * g.C + c0;
     for (int64_t kj = 0; kj < g.kw; ++kj) {
       vf wv[NV];
       for (int v = 0; v < NV; ++v) wv[v] = load(Wr + (ki * g.kw + kj) * g.C + c0 + v * kLanes);
       const int64_t iw0 = ow0 - g.pad_w + kj;
       if (interior) {
         for (int t = 0; t < T; ++t)
-          for (int v = 0; v < NV; ++v) acc[t][v] += load(row + (iw0 + t) * g.in_stride() + v * kLanes) * wv[v];
+          for (int v = 0; v < NV; ++v) acc[t][v] += load(row + (iw0 + t) * g.C + v * kLanes) * wv[v];
       } else {
         for (int t = 0; t < T; ++t) {
           const int64_t iw = iw0 + t;
           if (iw < 0 || iw >= g.W) continue;
-          for (int v = 0; v < NV; ++v) acc[t][v] += load(row + iw * g.in_stride() + v * kLanes) * wv[v];
+          for (int v = 0; v < NV; ++v) acc[t][v] += load(row + iw * g.C + v * kLanes) * wv[v];
         }
       }
     }
@@ -119,11 +117,11 @@ inline void window(const float* X, const float* Wr, const Geometry& g, const flo
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     const int64_t ih = oh - g.pad_h + ki;
     if (ih < 0 || ih >= g.H) continue;
-    const float* row = X + ((n * g.H + ih) * g.W) * g.in_stride() + c0;
+    const float* row = X + ((n * g.H + ih) * g.W) * g.C + c0;
     vf in[T + KW - 1];
     for (int j = 0; j < T + KW - 1; ++j) {
       const int64_t iw = ow0 - g.pad_w + j;
-      in[j] = iw >= 0 && iw < g.W ? load(row + iw * g.in_stride()) : vf{};
+      in[j] = iw >= 0 && iw < g.W ? load(row + iw * g.C) : vf{};
     }
     const float* wrow = Wr + ki * KW * g.C + c0;
     for (int kj = 0; kj < KW; ++kj) {
@@ -148,7 +146,7 @@ inline void pixel(const float* X, const float* Wr, const Geometry& g, int64_t st
     for (int64_t kj = 0; kj < g.kw; ++kj) {
       const int64_t iw = ow * stride_w - g.pad_w + kj;
       if (iw < 0 || iw >= g.W) continue;
-      const float* xp = X + ((n * g.H + ih) * g.W + iw) * g.in_stride();
+      const float* xp = X + ((n * g.H + ih) * g.W + iw) * g.C;
       const float* wp = Wr + (ki * g.kw + kj) * g.C;
 #pragma omp simd
       for (int64_t c = c0; c < g.C; ++c) out[c] += xp[c] * wp[c];
@@ -208,16 +206,6 @@ void CpuBackend::depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor
   const Geometry geo{x.dim(0), x.dim(1),  x.dim(2),  x.dim(3), y.dim(1),
                      y.dim(2), g.kernel_h, g.kernel_w, g.pad_h,  g.pad_w};
   depthwise(x.data(), packed_weights(w, false), b ? b->data() : nullptr, geo, g.stride_h, g.stride_w, y.data());
-}
-
-// MambaOut's conv part is the last channels of fc1's output: read in place, pixel stride = its width.
-void CpuBackend::depthwise_conv2d_channels(const Tensor& x, int64_t offset, const Tensor& w, const Tensor* b,
-                                           const ConvGeometry& g, Tensor& y) {
-  Geometry geo{x.dim(0), x.dim(1),  x.dim(2),  w.dim(0), y.dim(1),
-               y.dim(2), g.kernel_h, g.kernel_w, g.pad_h,  g.pad_w};
-  geo.xs = x.dim(3);
-  depthwise(x.data() + offset, packed_weights(w, false), b ? b->data() : nullptr, geo, g.stride_h, g.stride_w,
-            y.data());
 }
 
 // ConvFormer's dwconv → pwconv2: blocks of output image rows go through the depthwise kernel into a

@@ -26,49 +26,6 @@ int64_t block_rows(int64_t rows, int64_t hidden) {
   const int64_t r = std::max<int64_t>(64, (kHiddenBytes / (hidden * 4)) / 16 * 16);
   return std::min(rows, r);
 }
-
-// A block branch's norm applied to blocks of rows on their way into a GEMM: LayerNorm row by row;
-// GroupNorm with the sample's statistics, computed up front as a per-sample affine map (a block may
-// span two samples).
-class RowNormaliser {
- public:
-  RowNormaliser(const BranchNorm* norm, const Tensor& x) : norm_(norm), x_(x) {
-    if (!norm || norm->type != BranchNorm::Type::group_norm1) return;
-    const int64_t C = x.shape().last();
-    pixels_ = x.shape().rows() / x.dim(0);
-    a_.resize(static_cast<size_t>(x.dim(0) * C));
-    shift_.resize(a_.size());
-    cpu::group_norm1_affine(x, *norm->weight, norm->bias, norm->eps, a_.data(), shift_.data());
-  }
-  // Rows [r0, r0 + rows) of x normalised into `out`, which is returned.
-  const float* rows(CpuBackend& cpu, int64_t r0, int64_t rows, float* out) const {
-    const int64_t K = x_.shape().last();
-    const float* xs = x_.data() + r0 * K;
-    if (a_.empty()) {
-      const Tensor xv = Tensor::borrow(const_cast<float*>(xs), {rows, K}, nullptr);
-      Tensor nv = Tensor::borrow(out, {rows, K}, nullptr);
-      cpu.layer_norm(xv, *norm_->weight, norm_->bias, norm_->eps, nv);
-      return out;
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < rows; ++i) {
-      const int64_t n = (r0 + i) / pixels_;
-      const float* an = a_.data() + n * K;
-      const float* sn = shift_.data() + n * K;
-      const float* xr = xs + i * K;
-      float* o = out + i * K;
-#pragma omp simd
-      for (int64_t c = 0; c < K; ++c) o[c] = xr[c] * an[c] + sn[c];
-    }
-    return out;
-  }
-
- private:
-  const BranchNorm* norm_;
-  const Tensor& x_;
-  int64_t pixels_ = 0;
-  std::vector<float> a_, shift_;
-};
 }  // namespace
 
 void CpuBackend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,
@@ -99,11 +56,36 @@ void CpuBackend::run_mlp(const Tensor& x, const BranchNorm* norm, const Tensor& 
   const int64_t step = block_rows(M, H);
   void* hidden = onednn::scratch(onednn::Scratch::mlp_hidden, step * H * (bf16 ? 2 : 4));
   float* normed = norm ? static_cast<float*>(onednn::scratch(onednn::Scratch::mlp_normed, step * K * 4)) : nullptr;
-  RowNormaliser normaliser(norm, x);
+  // GroupNorm's statistics span a whole sample: computed first, as a per-sample affine map.
+  const bool group = norm && norm->type == BranchNorm::Type::group_norm1;
+  const int64_t pixels = group ? M / x.dim(0) : 0;
+  std::vector<float> ga, gshift;
+  if (group) {
+    ga.resize(static_cast<size_t>(x.dim(0) * K));
+    gshift.resize(ga.size());
+    cpu::group_norm1_affine(x, *norm->weight, norm->bias, norm->eps, ga.data(), gshift.data());
+  }
   for (int64_t r0 = 0; r0 < M; r0 += step) {
     const int64_t rows = std::min(step, M - r0);
     const float* xs = x.data() + r0 * K;
-    if (norm) xs = normaliser.rows(*this, r0, rows, normed);
+    if (norm && !group) {  // this block's rows normalised into cache, then read by fc1 from there
+      const Tensor xv = Tensor::borrow(const_cast<float*>(xs), {rows, K}, nullptr);
+      Tensor nv = Tensor::borrow(normed, {rows, K}, nullptr);
+      layer_norm(xv, *norm->weight, norm->bias, norm->eps, nv);
+      xs = normed;
+    } else if (group) {  // the same, with the sample's affine map (a block may span two samples)
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t n = (r0 + i) / pixels;
+        const float* an = ga.data() + n * K;
+        const float* sn = gshift.data() + n * K;
+        const float* xr = xs + i * K;
+        float* out = normed + i * K;
+#pragma omp simd
+        for (int64_t c = 0; c < K; ++c) out[c] = xr[c] * an[c] + sn[c];
+      }
+      xs = normed;
+    }
     const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, xs, rows * K) : xs;
     float* ys = y.data() + r0 * N;
     cpu::gemm_rows({src, bf16, rows, w1, b1, fused, hidden, bf16});
@@ -115,28 +97,11 @@ void CpuBackend::run_mlp(const Tensor& x, const BranchNorm* norm, const Tensor& 
   }
 }
 
-// A norm straight into a GEMM (MambaOut's norm → fc1): blocks of rows normalised into cache, then
-// multiplied from there.
-void CpuBackend::norm_linear(const Tensor& x, const BranchNorm& norm, const Tensor& w, const Tensor* b, Tensor& y) {
-  const int64_t M = x.shape().rows(), K = x.shape().last(), N = w.dim(0);
-  const bool bf16 = precision_ == Precision::bf16;
-  const int64_t step = block_rows(M, K);
-  auto* normed = static_cast<float*>(onednn::scratch(onednn::Scratch::mlp_normed, step * K * 4));
-  RowNormaliser normaliser(&norm, x);
-  for (int64_t r0 = 0; r0 < M; r0 += step) {
-    const int64_t rows = std::min(step, M - r0);
-    const float* xs = normaliser.rows(*this, r0, rows, normed);
-    const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, xs, rows * K) : xs;
-    cpu::gemm_rows({src, bf16, rows, w, b, nullptr, y.data() + r0 * N, false});
-  }
-}
-
 // MambaOut's act(g) ⊙ [i, conv(c)] → fc2 in blocks of rows: the gated product of a block is written
 // by the glu kernel into a cache-sized scratch buffer (viewed as a tensor), rounded to bf16 there in
 // bf16 precision, and multiplied straight away.
 void CpuBackend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
-                            const Activation& act, const Tensor& w, const Tensor* b, const Tensor* residual,
-                            const BranchScales& scales, Tensor& y) {
+                            const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {
   const int64_t M = t.shape().rows(), Ct = t.shape().last(), cw = c ? c->shape().last() : 0, N = w.dim(0);
   const bool bf16 = precision_ == Precision::bf16;
   const int64_t step = block_rows(M, width);
@@ -149,11 +114,7 @@ void CpuBackend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offse
     Tensor hv = Tensor::borrow(block, {rows, width}, nullptr);
     glu(tv, c ? &cv : nullptr, gate_offset, value_offset, act, hv);
     const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, block, rows * width) : block;
-    float* ys = y.data() + r0 * N;
-    cpu::gemm_rows({src, bf16, rows, w, b, nullptr, ys, false});
-    if (residual)  // the block's residual, while this block of output is in cache
-      cpu::scaled_residual_rows(residual->data() + r0 * N, scales.res_scale ? scales.res_scale->data() : nullptr, ys,
-                                scales.layer_scale ? scales.layer_scale->data() : nullptr, rows, N, ys);
+    cpu::gemm_rows({src, bf16, rows, w, b, nullptr, y.data() + r0 * N, false});
   }
 }
 

@@ -6,7 +6,9 @@ weights (timm's key names) and one random input batch feed all three; the refere
 ONNX. Before timing anything the script checks that the three agree on the logits. Then, for batch 1
 (latency, median of --b1-runs) and batch 8 (throughput, median of --b8-runs), each runtime runs in a
 fresh process of its own, back to back, after warm-up: `metaformer bench`, `node ort_bench.js`,
-`python3 torch_bench.py`. Peak memory is each process's peak RSS at batch 8.
+`python3 torch_bench.py`. All of that is repeated --rounds times, the runtimes taking turns, and each
+figure is the median round (a burst of load on the shared machine then hits one round of every
+runtime, not all rounds of one). Peak memory is each process's peak RSS at batch 8.
 
 Run it through bench/run.sh, which installs the peers and builds the engine first.
 """
@@ -51,6 +53,12 @@ def last_json(out):
 
 def rel_l2(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def median_round(measurements):
+    """The round with the median time (its memory figure too: the peak RSS is the same every round)."""
+    ordered = sorted(measurements, key=lambda m: m["ms"])
+    return {**ordered[len(ordered) // 2], "rounds_ms": [m["ms"] for m in measurements]}
 
 
 class Runner:
@@ -123,6 +131,7 @@ def main():
     ap.add_argument("--b1-runs", type=int, default=30)
     ap.add_argument("--b8-runs", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="measure everything this many times, in turn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="also time the engine in bf16")
     ap.add_argument("--engine", type=pathlib.Path, default=ROOT / "build" / "metaformer")
@@ -145,12 +154,18 @@ def main():
         if bad:
             sys.exit(f"side_by_side: {model}: outputs disagree with PyTorch's: {bad} (bar {PARITY})")
         row = {"model": model, "agree": agree}
-        for batch, runs in ((1, a.b1_runs), (8, a.b8_runs)):
-            row[f"engine_b{batch}"] = r.time_engine(model, d, batch, runs)
-            row[f"ort_b{batch}"] = r.time_ort(d, batch, runs)
-            row[f"torch_b{batch}"] = r.time_torch(d, batch, runs)
-            if a.bf16 and batch == 8:
-                row["bf16_b8"] = r.time_engine(model, d, batch, runs, "bf16")
+        # Rounds: every measurement of the model once per round, in turn, so that a slow spell of the
+        # (shared) machine lands on all runtimes alike; each figure is then the median of its rounds.
+        rounds = {}
+        for _ in range(a.rounds):
+            for batch, runs in ((1, a.b1_runs), (8, a.b8_runs)):
+                rounds.setdefault(f"engine_b{batch}", []).append(r.time_engine(model, d, batch, runs))
+                rounds.setdefault(f"ort_b{batch}", []).append(r.time_ort(d, batch, runs))
+                rounds.setdefault(f"torch_b{batch}", []).append(r.time_torch(d, batch, runs))
+                if a.bf16 and batch == 8:
+                    rounds.setdefault("bf16_b8", []).append(r.time_engine(model, d, batch, runs, "bf16"))
+        for key, ms in rounds.items():
+            row[key] = median_round(ms)
         rows.append(row)
         print(f"{model}: done in {time.time() - t0:.0f} s", file=sys.stderr)
 
@@ -162,8 +177,9 @@ def main():
 def print_table(rows, a, gemm, peak32):
     ips = lambda m: 8000.0 / m["ms"]  # noqa: E731
     print(f"{a.threads} threads, 224x224 fp32 unless marked; batch 1: median of {a.b1_runs} runs, batch 8: median of "
-          f"{a.b8_runs}, after {a.warmup} warm-up runs. Ratios are against the best peer (the faster of ONNX Runtime "
-          "and PyTorch for that model).\n")
+          f"{a.b8_runs}, after {a.warmup} warm-up runs; each figure the median of {a.rounds} rounds that measure every "
+          "runtime in turn. Ratios are against the best peer (the faster of ONNX Runtime and PyTorch for that "
+          "model).\n")
     print("| model | b1 ms engine | ORT | PyTorch | engine / best | b8 img/s engine | ORT | PyTorch | engine / best "
           "| bf16 b8 img/s | bf16 / best fp32 | peak MB engine | ORT | PyTorch | fp32 b8 % of GEMM peak "
           "| 1.3× best peer needs |")

@@ -63,6 +63,7 @@ Activation act_of(ActKind k) {
     a.scale = 0.8f;
     a.bias = -0.1f;
   }
+  if (k == ActKind::SoftShrink) a.threshold = 0.3f;  // λ = 0 would be the identity
   return a;
 }
 

@@ -253,6 +253,8 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {1, 1, 1, 65}, 7, 1, 3, false);
     add_depthwise(v, {2, 11, 13, 48}, 7, 1, 3, true);  // the sliding window: a width not a multiple of 8
     add_depthwise(v, {1, 6, 10, 35}, 3, 1, 1, false);  // 3x3 window with a channel tail
+    add_depthwise(v, {2, 4, 37, 32}, 3, 1, 1, true);   // wide rows: interior windows (no bounds checks)
+    add_depthwise(v, {1, 3, 30, 16}, 7, 1, 3, false);  // the same for 7x7
 
 
     auto pool_case = [&](Shape x, int k) {

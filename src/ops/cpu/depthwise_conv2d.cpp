@@ -114,18 +114,30 @@ inline void window(const float* X, const float* Wr, const Geometry& g, const flo
   vf acc[T];
   const vf b = bias ? load(bias + c0) : vf{};
   for (int t = 0; t < T; ++t) acc[t] = b;
+  const bool interior = ow0 - g.pad_w >= 0 && ow0 - g.pad_w + T + KW - 1 <= g.W;
   for (int64_t ki = 0; ki < g.kh; ++ki) {
     const int64_t ih = oh - g.pad_h + ki;
     if (ih < 0 || ih >= g.H) continue;
     const float* row = X + ((n * g.H + ih) * g.W) * g.C + c0;
+    // Fully unrolled (constant indices), so that `in` and `acc` live in registers; an interior
+    // window loads without bounds checks.
     vf in[T + KW - 1];
-    for (int j = 0; j < T + KW - 1; ++j) {
-      const int64_t iw = ow0 - g.pad_w + j;
-      in[j] = iw >= 0 && iw < g.W ? load(row + iw * g.C) : vf{};
+    if (interior) {
+      const float* p = row + (ow0 - g.pad_w) * g.C;
+#pragma GCC unroll 32
+      for (int j = 0; j < T + KW - 1; ++j) in[j] = load(p + j * g.C);
+    } else {
+#pragma GCC unroll 32
+      for (int j = 0; j < T + KW - 1; ++j) {
+        const int64_t iw = ow0 - g.pad_w + j;
+        in[j] = iw >= 0 && iw < g.W ? load(row + iw * g.C) : vf{};
+      }
     }
     const float* wrow = Wr + ki * KW * g.C + c0;
+#pragma GCC unroll 16
     for (int kj = 0; kj < KW; ++kj) {
       const vf wv = load(wrow + kj * g.C);
+#pragma GCC unroll 16
       for (int t = 0; t < T; ++t) acc[t] += in[t + kj] * wv;
     }
   }

@@ -8,7 +8,7 @@ ONNX. Before timing anything the script checks that the three agree on the logit
 fresh process of its own, back to back, after warm-up: `metaformer bench`, `node ort_bench.js`,
 `python3 torch_bench.py`. All of that is repeated --rounds times, the runtimes taking turns, and each
 figure is the median round (a burst of load on the shared machine then hits one round of every
-runtime, not all rounds of one). Peak memory is each process's peak RSS at batch 8.
+runtime, not all rounds of one); the ratios are taken within each round, then the median over rounds. Peak memory is each process's peak RSS at batch 8.
 
 Run it through bench/run.sh, which installs the peers and builds the engine first.
 """
@@ -59,6 +59,21 @@ def median_round(measurements):
     """The round with the median time (its memory figure too: the peak RSS is the same every round)."""
     ordered = sorted(measurements, key=lambda m: m["ms"])
     return {**ordered[len(ordered) // 2], "rounds_ms": [m["ms"] for m in measurements]}
+
+
+def paired_ratios(rounds):
+    """Each ratio against the best peer taken within a round (the runtimes ran back to back), then
+    the median over rounds: a pairing that cancels the machine's drift between rounds."""
+    def med(values):
+        return sorted(values)[len(values) // 2]
+    n = len(rounds["engine_b1"])
+    best1 = [min(rounds["ort_b1"][i]["ms"], rounds["torch_b1"][i]["ms"]) for i in range(n)]
+    best8 = [min(rounds["ort_b8"][i]["ms"], rounds["torch_b8"][i]["ms"]) for i in range(n)]  # ms: smaller is faster
+    out = {"b1": med([rounds["engine_b1"][i]["ms"] / best1[i] for i in range(n)]),
+           "b8": med([best8[i] / rounds["engine_b8"][i]["ms"] for i in range(n)])}
+    if "bf16_b8" in rounds:
+        out["bf16"] = med([best8[i] / rounds["bf16_b8"][i]["ms"] for i in range(n)])
+    return out
 
 
 class Runner:
@@ -131,7 +146,7 @@ def main():
     ap.add_argument("--b1-runs", type=int, default=30)
     ap.add_argument("--b8-runs", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3, help="measure everything this many times, in turn")
+    ap.add_argument("--rounds", type=int, default=5, help="measure everything this many times, in turn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="also time the engine in bf16")
     ap.add_argument("--engine", type=pathlib.Path, default=ROOT / "build" / "metaformer")
@@ -166,6 +181,7 @@ def main():
                     rounds.setdefault("bf16_b8", []).append(r.time_engine(model, d, batch, runs, "bf16"))
         for key, ms in rounds.items():
             row[key] = median_round(ms)
+        row["ratios"] = paired_ratios(rounds)
         rows.append(row)
         print(f"{model}: done in {time.time() - t0:.0f} s", file=sys.stderr)
 
@@ -179,7 +195,8 @@ def print_table(rows, a, gemm, peak32):
     print(f"{a.threads} threads, 224x224 fp32 unless marked; batch 1: median of {a.b1_runs} runs, batch 8: median of "
           f"{a.b8_runs}, after {a.warmup} warm-up runs; each figure the median of {a.rounds} rounds that measure every "
           "runtime in turn. Ratios are against the best peer (the faster of ONNX Runtime and PyTorch for that "
-          "model).\n")
+          "model), taken within each round and then the median over rounds (so they need not equal the quotient "
+          "of the medians shown).\n")
     print("| model | b1 ms engine | ORT | PyTorch | engine / best | b8 img/s engine | ORT | PyTorch | engine / best "
           "| bf16 b8 img/s | bf16 / best fp32 | peak MB engine | ORT | PyTorch | fp32 b8 % of GEMM peak "
           "| 1.3× best peer needs |")
@@ -193,8 +210,9 @@ def print_table(rows, a, gemm, peak32):
         # The fp32 batch-8 target (1.3× the best peer) as a fraction of the same ceiling: above ~95 %
         # the whole network would have to run at the rate of a 2048³ GEMM.
         need = 1.3 * 2 * w["engine_b8"]["gmacs"] * best8 / peak32
-        print(f"| {w['model']} | {e1:.1f} | {o1:.1f} | {t1:.1f} | **{e1 / best1:.2f}** | {e8:.1f} | {o8:.1f} | {t8:.1f} "
-              f"| **{e8 / best8:.2f}** | {bf:.1f} | **{bf / best8:.2f}** | {w['engine_b8']['rss']:.0f} "
+        q = w["ratios"]
+        print(f"| {w['model']} | {e1:.1f} | {o1:.1f} | {t1:.1f} | **{q['b1']:.2f}** | {e8:.1f} | {o8:.1f} | {t8:.1f} "
+              f"| **{q['b8']:.2f}** | {bf:.1f} | **{q.get('bf16', float('nan')):.2f}** | {w['engine_b8']['rss']:.0f} "
               f"| {w['ort_b8']['rss']:.0f} | {w['torch_b8']['rss']:.0f} | {100 * frac:.0f}% | {100 * need:.0f}% |")
     print("\nGEMM ceiling (oneDNN matmul, `metaformer bench --gemm`): " +
           ", ".join(f"{g['name']} {g['gflops']:.0f} GFLOP/s" for g in gemm) + f" at {gemm[0]['size']}^3.")

@@ -214,8 +214,11 @@ def print_table(rows, a, gemm, peak32):
         print(f"| {w['model']} | {e1:.1f} | {o1:.1f} | {t1:.1f} | **{q['b1']:.2f}** | {e8:.1f} | {o8:.1f} | {t8:.1f} "
               f"| **{q['b8']:.2f}** | {bf:.1f} | **{q.get('bf16', float('nan')):.2f}** | {w['engine_b8']['rss']:.0f} "
               f"| {w['ort_b8']['rss']:.0f} | {w['torch_b8']['rss']:.0f} | {100 * frac:.0f}% | {100 * need:.0f}% |")
+    mats = [g for g in gemm if g["size"]]
     print("\nGEMM ceiling (oneDNN matmul, `metaformer bench --gemm`): " +
-          ", ".join(f"{g['name']} {g['gflops']:.0f} GFLOP/s" for g in gemm) + f" at {gemm[0]['size']}^3.")
+          ", ".join(f"{g['name']} {g['gflops']:.0f} GFLOP/s" for g in mats) + f" at {mats[0]['size']}^3" +
+          "".join(f"; the cores' fp32 FMA issue rate (a loop on registers) {g['gflops']:.0f} GFLOP/s"
+                  for g in gemm if not g["size"]) + ".")
     print("\nLogits against PyTorch's (relative L2, 8 images): " + "; ".join(
         f"{w['model']} engine {w['agree']['engine']:.1e}, ORT {w['agree']['ort']:.1e}"
         + (f", bf16 {w['agree']['bf16']:.1e} (top-1 agreement {100 * w['agree']['bf16_top1']:.0f}%)"

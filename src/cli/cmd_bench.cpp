@@ -191,7 +191,8 @@ void register_bench(CLI::App& app) {
       set_num_threads(threads);
       const auto peaks = measure_gemm_peak();
       fmt::print("| GEMM (oneDNN matmul) | M=N=K | threads | GFLOP/s |\n|---|---:|---:|---:|\n");
-      for (auto& p : peaks) fmt::print("| {} | {} | {} | {:.1f} |\n", p.name, p.size, threads, p.gflops);
+      for (auto& p : peaks)
+        fmt::print("| {} | {} | {} | {:.1f} |\n", p.name, p.size ? std::to_string(p.size) : "-", threads, p.gflops);
       if (!args->json.empty()) {
         nlohmann::json j = nlohmann::json::array();
         for (auto& p : peaks) j.push_back({{"name", p.name}, {"size", p.size}, {"threads", threads}, {"gflops", p.gflops}});

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/threading.h"
 #include "ops/cpu/onednn.h"
 
 namespace mf {
@@ -39,6 +40,36 @@ double best_gflops(memory::data_type in_type, int n) {
   }
   return 2.0 * n * n * static_cast<double>(n) / best / 1e9;
 }
+// The cores' fp32 multiply-add issue rate, with no memory traffic at all: every thread runs
+// independent fused multiply-adds on 16 vector accumulators (enough to cover the FMA latency on two
+// pipes). No GEMM can beat this number; the library GEMM's fraction of it says how close the
+// library already is to the hardware.
+double fma_loop_gflops() {
+  using vf = float __attribute__((vector_size(64)));
+  constexpr int kAcc = 16;
+  constexpr int64_t kIters = 4'000'000;
+  double best = 1e30;
+  float sink = 0.f;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel reduction(+ : sink)
+    {
+      vf acc[kAcc];
+      for (int i = 0; i < kAcc; ++i) acc[i] = vf{} + static_cast<float>(i) * 1e-3f;
+      const vf a = vf{} + 0.999999f, b = vf{} + 1e-7f;
+      for (int64_t it = 0; it < kIters; ++it)
+#pragma GCC unroll 16
+        for (int i = 0; i < kAcc; ++i) acc[i] = acc[i] * a + b;
+      for (int i = 0; i < kAcc; ++i) sink += acc[i][0];
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep >= 1) best = std::min(best, s);
+  }
+  volatile float keep = sink;  // the accumulators are used, so the loop is not optimised away
+  (void)keep;
+  const double flops = 2.0 * kAcc * 16 * static_cast<double>(kIters) * static_cast<double>(num_threads());
+  return flops / best / 1e9;
+}
 }  // namespace
 
 std::vector<GemmPeak> measure_gemm_peak(int size) {
@@ -48,6 +79,7 @@ std::vector<GemmPeak> measure_gemm_peak(int size) {
   } catch (const dnnl::error&) {
     // No bf16 matmul implementation on this CPU: report fp32 only.
   }
+  out.push_back({"fp32 FMA loop (registers only, not a GEMM)", 0, fma_loop_gflops()});
   return out;
 }
 

@@ -18,13 +18,13 @@ namespace mf {
 namespace {
 bool fusable_kind(ActKind k) { return k == ActKind::Identity || cpu::gemm_fuses(k); }
 
-// Rows per block: the hidden block near kHiddenBytes, a multiple of 16, at least 64 rows.
-// (Measured on the 2-core machine: blocks of 0.5-2 MB and one whole-tensor block are within noise of
-// each other; the blocks keep the working set bounded whatever the batch.)
+// Rows per block: a target of a hidden block near kHiddenBytes (at least 64 rows), then blocks of
+// equal size (a multiple of 16 rows), and up to 1.5× the target one block: a short tail block would
+// be a GEMM of a few rows that streams the whole weight for them (batch 1's stage 2 of
+// poolformer_s12, 196 rows, was 192 + 4). Measured on the 2-core machine: blocks of 0.5-2 MB and one
+// whole-tensor block are within noise of each other; the blocks keep the working set bounded
+// whatever the batch.
 constexpr int64_t kHiddenBytes = 1024 * 1024;
-// The blocks are of equal size (a multiple of 16 rows), and up to 1.5× the target is one block: a
-// short tail block would be a GEMM of a few rows that streams the whole weight for them (batch 1's
-// stage 3 of poolformer_s12, 196 rows, was 192 + 4).
 int64_t block_rows(int64_t rows, int64_t hidden) {
   const int64_t target = std::max<int64_t>(64, (kHiddenBytes / (hidden * 4)) / 16 * 16);
   if (rows <= target + target / 2) return rows;

@@ -2,9 +2,15 @@
 // row-wise in between with a vectorised exp. The forward pass reads q, k, v as strided views of the
 // qkv rows and writes the output into y's rows; the backward pass gathers head-major copies (its five
 // products reuse them).
-#include <fmt/ranges.h>
-
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized when
+// inlined (GCC bug 105593, fixed in 13); the warning is about the header, so it is silenced for the
+// header's lines, which must therefore be included first.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <fmt/ranges.h>
 
 #include <cmath>
 
@@ -220,12 +226,12 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int head_dim, float sca
 
 // Training: q (scaled), k and v gathered head-major into contiguous [B·heads, N, d] copies, as
 // attention_backward does, both products on them, and the output scattered back into y's rows.
-void CpuBackend::attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
-  const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, BH = B * heads;
-  Tensor q = Tensor::empty({BH, N, d}), k = Tensor::empty({BH, N, d}), v = Tensor::empty({BH, N, d});
-  Tensor s = Tensor::empty({BH, N, N});
+namespace {
+// q · q_scale, k and v out of qkv [B, N, 3·heads·d] into head-major [B·heads, N, d] copies (the
+// layout the training kernels' batched products take). q_scale 1 copies q exactly.
+void gather_heads(const Tensor& qkv, int heads, int64_t d, float q_scale, float* Q, float* K, float* V) {
+  const int64_t B = qkv.dim(0), N = qkv.dim(1), A = heads * d;
   const float* QKV = qkv.data();
-  float *Q = q.data(), *Kp = k.data(), *V = v.data(), *S = s.data();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < N; ++i) {
@@ -233,12 +239,21 @@ void CpuBackend::attention_training(const Tensor& qkv, int heads, int head_dim, 
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t at = ((b * heads + h) * N + i) * d;
         for (int64_t c = 0; c < d; ++c) {
-          Q[at + c] = row[h * d + c] * scale;
-          Kp[at + c] = row[A + h * d + c];
+          Q[at + c] = row[h * d + c] * q_scale;
+          K[at + c] = row[A + h * d + c];
           V[at + c] = row[2 * A + h * d + c];
         }
       }
     }
+}
+}  // namespace
+
+void CpuBackend::attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
+  const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, BH = B * heads;
+  Tensor q = Tensor::empty({BH, N, d}), k = Tensor::empty({BH, N, d}), v = Tensor::empty({BH, N, d});
+  Tensor s = Tensor::empty({BH, N, N});
+  float *Q = q.data(), *Kp = k.data(), *V = v.data(), *S = s.data();
+  gather_heads(qkv, heads, d, scale, Q, Kp, V);
   run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, S);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < BH * N; ++r) softmax_row(S + r * N, N, 1.f);
@@ -260,22 +275,15 @@ void CpuBackend::attention_backward(const Tensor& qkv, int heads, int head_dim, 
   const int64_t B = qkv.dim(0), N = qkv.dim(1), d = head_dim, A = heads * d, BH = B * heads;
   Tensor q = Tensor::empty({BH, N, d}), k = Tensor::empty({BH, N, d}), v = Tensor::empty({BH, N, d});
   Tensor dout = Tensor::empty({BH, N, d});
-  const float* QKV = qkv.data();
   const float* G = dy.data();
   float *Q = q.data(), *Kp = k.data(), *V = v.data(), *DO = dout.data();
+  gather_heads(qkv, heads, d, 1.f, Q, Kp, V);  // q unscaled here: dK needs the plain q
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < N; ++i)
-      for (int64_t h = 0; h < heads; ++h) {
-        const float* row = QKV + (b * N + i) * 3 * A;
-        const int64_t at = ((b * heads + h) * N + i) * d;
-        for (int64_t c = 0; c < d; ++c) {
-          Q[at + c] = row[h * d + c];  // unscaled here: dK needs the plain q
-          Kp[at + c] = row[A + h * d + c];
-          V[at + c] = row[2 * A + h * d + c];
-          DO[at + c] = G[(b * N + i) * A + h * d + c];
-        }
-      }
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < d; ++c)
+          DO[((b * heads + h) * N + i) * d + c] = G[(b * N + i) * A + h * d + c];
   Tensor p = Tensor::empty({BH, N, N}), dp = Tensor::empty({BH, N, N});
   float *P = p.data(), *DP = dp.data();
   run_bmm(batched_matmul(BH, N, d, N, true), BH, N, d, N, true, Q, Kp, P);

@@ -79,16 +79,7 @@ void CpuBackend::run_mlp(const Tensor& x, const BranchNorm* norm, const Tensor& 
       layer_norm(xv, *norm->weight, norm->bias, norm->eps, nv);
       xs = normed;
     } else if (group) {  // the same, with the sample's affine map (a block may span two samples)
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t n = (r0 + i) / pixels;
-        const float* an = ga.data() + n * K;
-        const float* sn = gshift.data() + n * K;
-        const float* xr = xs + i * K;
-        float* out = normed + i * K;
-#pragma omp simd
-        for (int64_t c = 0; c < K; ++c) out[c] = xr[c] * an[c] + sn[c];
-      }
+      cpu::group_norm1_apply_rows(x.data(), r0, rows, pixels, K, ga.data(), gshift.data(), normed);
       xs = normed;
     }
     const void* src = bf16 ? onednn::bf16_scratch(onednn::Scratch::linear_src, xs, rows * K) : xs;

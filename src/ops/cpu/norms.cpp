@@ -98,16 +98,20 @@ void CpuBackend::group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, 
   const int64_t B = x.dim(0), C = x.shape().last(), pixels = x.numel() / (B * C);
   std::vector<float> a(static_cast<size_t>(B * C)), shift(static_cast<size_t>(B * C));
   cpu::group_norm1_affine(x, w, b, eps, a.data(), shift.data());
-  const float* X = x.data();
-  float* Y = y.data();
-  const float* ap = a.data();
-  const float* sp = shift.data();
+  cpu::group_norm1_apply_rows(x.data(), 0, B * pixels, pixels, C, a.data(), shift.data(), y.data());
+}
+
+void cpu::group_norm1_apply_rows(const float* x, int64_t r0, int64_t rows, int64_t pixels, int64_t C, const float* a,
+                                 const float* shift, float* out) {
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < B * pixels; ++r) {
-    const float* an = ap + (r / pixels) * C;
-    const float* sn = sp + (r / pixels) * C;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t n = (r0 + i) / pixels;
+    const float* an = a + n * C;
+    const float* sn = shift + n * C;
+    const float* xr = x + (r0 + i) * C;
+    float* o = out + i * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) Y[r * C + c] = X[r * C + c] * an[c] + sn[c];
+    for (int64_t c = 0; c < C; ++c) o[c] = xr[c] * an[c] + sn[c];
   }
 }
 

@@ -2,20 +2,13 @@
 // row-wise in between with a vectorised exp. The forward pass reads q, k, v as strided views of the
 // qkv rows and writes the output into y's rows; the backward pass gathers head-major copies (its five
 // products reuse them).
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized when
-// inlined (GCC bug 105593, fixed in 13); the warning is about the header, so it is silenced for the
-// header's lines, which must therefore be included first.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
+#include "ops/cpu/fast_math.h"  // first: it includes the AVX-512 intrinsics (see there)
 
 #include <fmt/ranges.h>
 
 #include <cmath>
 
 #include "ops/cpu/cpu_backend.h"
-#include "ops/cpu/fast_math.h"
 #include "ops/cpu/onednn.h"
 
 namespace mf {
@@ -47,23 +40,6 @@ inline void softmax_row(float* __restrict s, int64_t n, float scale) {
 // (round to nearest even, as round_to_bf16_serial) instead of a pass of its own. Training keeps
 // softmax_row, whose rounding its golden gradients were checked with.
 #ifdef __AVX512F__
-inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), magic), magic);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-}
-
 inline void store_bf16(uint16_t* out, __m512 v, __mmask16 m) {
   __m512i u = _mm512_castps_si512(v);
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -80,12 +56,12 @@ inline void softmax_row_inference(float* __restrict s, int64_t n, uint16_t* __re
   const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < full; j += 16) {
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+    const __m512 e = fastmath::exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
     _mm512_storeu_ps(s + j, e);
     sum = _mm512_add_ps(sum, e);
   }
   if (tail) {
-    const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + full), m));
+    const __m512 e = fastmath::exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + full), m));
     _mm512_mask_storeu_ps(s + full, tail, e);
     sum = _mm512_mask_add_ps(sum, tail, sum, e);
   }

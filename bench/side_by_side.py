@@ -139,14 +139,24 @@ class Runner:
         return {"ms": p["median_ms"], "rss": p["rss_mb"]}
 
 
+def at_least(lowest):
+    """An argparse type: an integer no smaller than `lowest` (argparse then reports one clear line)."""
+    def integer(text):
+        value = int(text)
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {value}")
+        return value
+    return integer
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--b1-runs", type=int, default=30)
-    ap.add_argument("--b8-runs", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=5, help="measure everything this many times, in turn")
+    ap.add_argument("--threads", type=at_least(1), default=2)
+    ap.add_argument("--b1-runs", type=at_least(1), default=30)
+    ap.add_argument("--b8-runs", type=at_least(1), default=7)
+    ap.add_argument("--warmup", type=at_least(0), default=3)
+    ap.add_argument("--rounds", type=at_least(1), default=5, help="measure everything this many times, in turn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="also time the engine in bf16")
     ap.add_argument("--engine", type=pathlib.Path, default=ROOT / "build" / "metaformer")

@@ -1,9 +1,10 @@
 // test-backend-ops: runs the op cases of op_cases.cpp outside GoogleTest.
 //   --mode test  each case on --backend against the reference backend (as tests/test_ops.cpp does)
 //   --mode grad  each backward on --backend against the reference backward, and the reference
-//                backward against finite differences
+//                backward against finite differences; then every registered token mixer's
+//                backward against finite differences (tests/mixer_cases.h), as "mixer/<name> ..."
 //   --mode perf  median time per case on --backend, with GFLOP/s for the ops that count MACs
-//   --op NAME    only cases whose name contains NAME
+//   --op NAME    only cases whose name contains NAME (a filter that matches no case is an error)
 //   --dtype bf16 the backend in bf16 precision (test mode: the matrix-product ops against the
 //                bf16 bar of tests/test_ops.cpp, 1e-2, the others against their own tolerance)
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 #include <cmath>
 
 #include "core/threading.h"
+#include "mixer_cases.h"
 #include "op_cases.h"
 #include "test_util.h"
 
@@ -33,19 +35,20 @@ int main(int argc, char** argv) {
     mf::Exec ref{&mf::get_backend("ref"), nullptr};
     const mf::Precision precision = mf::parse_precision(dtype);
     mf::Exec under{&mf::get_backend(backend, precision), nullptr};
-    int failures = 0, ran = 0;
+    int failures = 0, ran = 0, matched = 0;
     for (const auto& c : mf::test::op_cases()) {
       if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
+      ++matched;
       if (!under.backend->supports(c.op)) {
         fmt::print("  skip  {} (not supported on {})\n", c.name, backend);
         continue;
       }
+      if (mode == "grad" && !c.backward) {
+        fmt::print("  skip  {} (no backward)\n", c.name);
+        continue;
+      }
       ++ran;
       if (mode == "grad") {
-        if (!c.backward) {
-          fmt::print("  skip  {} (no backward)\n", c.name);
-          continue;
-        }
         const auto in = c.make_inputs(3);
         const mf::Tensor dy = mf::test::random_tensor(c.forward(ref, in).shape(), 77);
         const auto expected = c.backward(ref, in, dy);
@@ -81,6 +84,30 @@ int main(int argc, char** argv) {
         fmt::print("  {:<60} {:9.3f} ms (includes input generation){}\n", c.name, med,
                    profile.total_macs() ? fmt::format("  {:8.1f} GFLOP/s", gflops) : "");
       }
+    }
+    if (mode == "grad") {
+      // Token mixers as modules: their backward passes compose the ops above, and a mixer without
+      // one (or with a wrong one) shows here. The reference backend runs them; the cpu backend's
+      // forward is compared with it.
+      for (const auto& c : mf::test::mixer_cases()) {
+        const std::string name = "mixer/" + c.label();
+        if (!filter.empty() && name.find(filter) == std::string::npos) continue;
+        ++matched, ++ran;
+        std::string problem;
+        try {
+          const mf::test::MixerGradientCheck r = mf::test::check_mixer_gradient(c);
+          if (!r.gradient_ok()) problem = fmt::format("backward {:.6e} vs finite diff. {:.6e}", r.analytic, r.numeric);
+          else if (r.cpu_vs_ref > 1e-5) problem = fmt::format("cpu forward vs ref {:.2e}", r.cpu_vs_ref);
+        } catch (const std::exception& e) {
+          problem = e.what();
+        }
+        failures += !problem.empty();
+        fmt::print("  {}  {:<60} {}\n", problem.empty() ? "ok  " : "FAIL", name, problem.empty() ? "backward vs finite diff. ok" : problem);
+      }
+    }
+    if (matched == 0) {
+      fmt::print(stderr, "test-backend-ops: error: no case name contains '{}' (--mode {})\n", filter, mode);
+      return 1;
     }
     fmt::print("{} cases, {} failed\n", ran, failures);
     return failures ? 1 : 0;

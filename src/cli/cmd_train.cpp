@@ -117,6 +117,7 @@ void register_eval(CLI::App& app) {
     fmt::print("{}: {} samples, top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}{}\n", data.describe(), r.count,
                100 * r.top1, 100 * r.top5, r.loss,
                r.skipped ? fmt::format(" ({} unreadable samples skipped)", r.skipped) : "");
+    if (const std::string w = nonfinite_warning(r); !w.empty()) fmt::print(stderr, "{}\n", w);
   });
 }
 

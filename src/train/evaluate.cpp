@@ -1,11 +1,33 @@
 #include "train/evaluate.h"
 
-#include <algorithm>
+#include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
 #include "data/loader.h"
 #include "train/targets.h"
 
 namespace mf {
+
+int64_t target_rank(std::span<const float> logits, int64_t target) {
+  const float t = logits[static_cast<size_t>(target)];
+  int64_t rank = 0;
+  for (size_t k = 0; k < logits.size(); ++k) {
+    const float l = logits[k];
+    if (!std::isfinite(l)) return -1;
+    // Ahead of the target: a higher score, or the same score at a lower index (torch.topk's order).
+    rank += l > t || (l == t && static_cast<int64_t>(k) < target);
+  }
+  return rank;
+}
+
+std::string nonfinite_warning(const EvalResult& r) {
+  if (r.nonfinite == 0 && std::isfinite(r.loss)) return "";
+  return fmt::format("warning: {} of {} samples had non-finite logits (counted as wrong); the loss is {}",
+                     r.nonfinite, r.count, r.loss);
+}
 
 EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch, int workers,
                     int64_t subset) {
@@ -29,13 +51,12 @@ EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, in
     Tensor dl;
     loss_sum += op::cross_entropy(ctx.exec, logits, smoothed_targets(b->labels, K, 0.0), dl) * static_cast<double>(B);
     for (int64_t i = 0; i < B; ++i) {
-      const float* l = logits.data() + i * K;
-      const float target = l[b->labels[static_cast<size_t>(i)]];
-      // Rank of the true class: how many classes score strictly higher.
-      int64_t higher = 0;
-      for (int64_t k = 0; k < K; ++k) higher += l[k] > target;
-      top1 += higher == 0;
-      top5 += higher < 5;
+      MF_CHECK(b->labels[static_cast<size_t>(i)] >= 0 && b->labels[static_cast<size_t>(i)] < K,
+               "label {} is outside the classifier's {} classes", b->labels[static_cast<size_t>(i)], K);
+      const int64_t rank = target_rank({logits.data() + i * K, static_cast<size_t>(K)}, b->labels[static_cast<size_t>(i)]);
+      r.nonfinite += rank < 0;
+      top1 += rank == 0;
+      top5 += rank >= 0 && rank < 5;
     }
     r.count += B;
   }

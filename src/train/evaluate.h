@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <string>
 
 #include "data/dataset.h"
 #include "model/metaformer.h"
@@ -9,14 +11,24 @@
 namespace mf {
 
 struct EvalResult {
-  double loss = 0;  // mean cross-entropy (no label smoothing)
+  double loss = 0;  // mean cross-entropy (no label smoothing); NaN or Inf when any sample's is
   double top1 = 0;  // fractions in [0, 1]
   double top5 = 0;
-  int64_t count = 0;    // samples evaluated
-  int64_t skipped = 0;  // unreadable samples left out
+  int64_t count = 0;      // samples evaluated
+  int64_t skipped = 0;    // unreadable samples left out
+  int64_t nonfinite = 0;  // samples with a NaN or Inf logit: counted as wrong (a diverged model must show)
 };
+
+// 0-based rank of class `target` in one row of logits, as torch.topk and argmax order the classes:
+// by score, descending, a tie going to the lower class index. -1 when any logit of the row is NaN
+// or infinite: such a prediction is wrong at every k.
+int64_t target_rank(std::span<const float> logits, int64_t target);
 
 EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch, int workers,
                     int64_t subset = 0);
+
+// "warning: 12 of 10000 samples had non-finite logits (counted as wrong); the loss is nan" or "" when
+// every logit and the loss are finite.
+std::string nonfinite_warning(const EvalResult& r);
 
 }  // namespace mf

@@ -128,18 +128,18 @@ std::vector<json> read_metrics(const std::string& path) {
 void write_curves(const std::string& run_dir, const std::vector<json>& rows, const std::string& title) {
   Series train_loss{"train loss (smoothed, augmented)", {}, {}, true, true, {}}, eval_loss{"test loss", {}, {}, true, true, {}};
   Series top1{"test top-1", {}, {}, true, true, {}}, ema1{"test top-1 (EMA)", {}, {}, true, true, {}};
+  // A diverged epoch's NaN loss is stored as null (JSON has no NaN): such points are left out.
+  auto add = [](Series& s, const json& r, const char* key) {
+    const auto it = r.find(key);
+    if (it == r.end() || !it->is_number()) return;
+    s.x.push_back(r.value("epoch", 0.0));
+    s.y.push_back(it->get<double>());
+  };
   for (const auto& r : rows) {
-    const double e = r.value("epoch", 0.0);
-    train_loss.x.push_back(e);
-    train_loss.y.push_back(r.value("train_loss", 0.0));
-    eval_loss.x.push_back(e);
-    eval_loss.y.push_back(r.value("eval_loss", 0.0));
-    top1.x.push_back(e);
-    top1.y.push_back(r.value("top1", 0.0));
-    if (r.contains("ema_top1")) {
-      ema1.x.push_back(e);
-      ema1.y.push_back(r.value("ema_top1", 0.0));
-    }
+    add(train_loss, r, "train_loss");
+    add(eval_loss, r, "eval_loss");
+    add(top1, r, "top1");
+    add(ema1, r, "ema_top1");
   }
   Plot loss{title + ": loss", "epoch", "cross-entropy (nats)", {train_loss, eval_loss}, false, 600, 380};
   Plot acc{title + ": accuracy", "epoch", "test top-1 accuracy (%)", {top1}, false, 600, 380};
@@ -353,13 +353,16 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              {"elapsed_seconds",
               elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()},
              {"peak_rss_mb", peak_rss_mb()},
-             {"skipped_samples", static_cast<int64_t>(loader.skipped().size()) + ev.skipped}};
+             {"skipped_samples", static_cast<int64_t>(loader.skipped().size()) + ev.skipped},
+             {"nonfinite_samples", ev.nonfinite}};
     if (ema) {
       MetaFormer averaged(config);
       ema->copy_to(averaged);
       const EvalResult e2 = evaluate(averaged, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
       row["ema_top1"] = 100.0 * e2.top1;
       row["ema_top5"] = 100.0 * e2.top5;
+      row["ema_nonfinite_samples"] = e2.nonfinite;
+      if (const std::string w = nonfinite_warning(e2); !w.empty()) fmt::print(stderr, "EMA weights: {}\n", w);
     }
     for (const auto& msg : loader.skipped()) fmt::print(stderr, "skipped an unreadable sample: {}\n", msg);
     rows.push_back(row);
@@ -391,6 +394,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                ema ? fmt::format(" (EMA top-1 {:.2f}%)", row["ema_top1"].get<double>()) : "",
                row["images_per_s"].get<double>(), format_duration(row["elapsed_seconds"].get<double>()));
     std::fflush(stdout);
+    if (const std::string w = nonfinite_warning(ev); !w.empty()) fmt::print(stderr, "{}\n", w);
     summary.epochs_done = epoch + 1;
     summary.last_top1 = ev.top1;
     summary.last_top5 = ev.top5;

@@ -1,0 +1,131 @@
+#include "mixer_cases.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <map>
+
+#include "mixers/mixer.h"
+#include "test_util.h"
+
+namespace mf::test {
+
+namespace {
+
+// Mixers whose defaults do not suit a 16-channel 7×7 grid, or whose variants deserve their own
+// check. A registered mixer without an entry here gets MixerCase{name}: nothing to add for a new
+// mixer unless its defaults need a different grid.
+const std::multimap<std::string, MixerCase>& tailored_cases() {
+  static const std::multimap<std::string, MixerCase> cases = [] {
+    std::multimap<std::string, MixerCase> m;
+    auto add = [&](MixerCase c) { m.emplace(c.name, std::move(c)); };
+    add({"sepconv", {{"kernel_size", 5}}});
+    add({"attention", {{"head_dim", 8}}});  // the default head_dim 32 exceeds 16 channels
+    add({"gated_cnn", {}, 18, 5, 6});
+    add({"gated_cnn", {{"conv_ratio", 0.5}, {"act", "silu"}}});
+    add({"token_mlp", {}, 16, 5, 6});
+    add({"token_mlp", {{"ratio", 1.0}, {"glu", true}}});
+    add({"spatial_mlp", {}, 12, 5, 6});
+    add({"spatial_gating", {{"ratio", 2.0}}, 8, 5, 6});
+    add({"global_filter", {}, 6, 5, 6});
+    add({"global_filter", {}, 4, 7, 7});
+    // AFF's default ReLU puts kinks at many near-zero spectral pre-activations, where central
+    // differences are unreliable (4% off at ReLU + softshrink 0.01); the smooth GELU variants check
+    // the same code exactly, and the ReLU default is checked against PyTorch
+    // (test_spectral_mixers.cpp).
+    add({"aff", {{"num_blocks", 4}, {"act", "gelu"}, {"sparsity_threshold", 0.0}}, 8, 5, 6});
+    add({"aff", {{"num_blocks", 4}, {"act", "gelu"}}, 8, 5, 6});
+    add({"aff", {{"num_blocks", 2}, {"sparsity_threshold", 0.0}}, 4, 7, 7});
+    add({"axial_mlp", {}, 6, 5, 6});
+    add({"wavelet", {}, 5, 6, 8});
+    add({"wavelet", {}, 3, 7, 5});
+    return m;
+  }();
+  return cases;
+}
+
+}  // namespace
+
+std::string MixerCase::label() const {
+  return fmt::format("{} {} [2, {}, {}, {}]", name, options.dump(), height, width, dim);
+}
+
+std::vector<MixerCase> mixer_cases() {
+  std::vector<MixerCase> out;
+  for (const MixerInfo* info : MixerRegistry::get().all()) {
+    auto [begin, end] = tailored_cases().equal_range(info->name);
+    if (begin == end) out.push_back(MixerCase{info->name});
+    for (auto it = begin; it != end; ++it) out.push_back(it->second);
+  }
+  return out;
+}
+
+bool MixerGradientCheck::gradient_ok() const { return std::fabs(numeric - analytic) <= 1e-2 * std::fabs(analytic); }
+
+std::unique_ptr<TokenMixer> make_mixer(const MixerCase& c) {
+  MixerContext mctx{c.dim, 0, c.height, c.width, c.options.is_null() ? nlohmann::json::object() : c.options};
+  auto m = MixerRegistry::get().create(c.name, mctx);
+  m->assign_paths("mixer");
+  // Random values everywhere (not the training init, which leaves scales at 1 and biases at 0).
+  uint64_t seed = 1;
+  for (auto& [name, p] : m->named_parameters()) {
+    const bool scalar_scale = p->value.numel() == 1;
+    p->value.copy_from(random_tensor(p->value.shape(), seed++, scalar_scale ? 0.5f : -0.5f, scalar_scale ? 1.5f : 0.5f));
+    p->grad = Tensor::zeros(p->value.shape());
+  }
+  return m;
+}
+
+MixerGradientCheck check_mixer_gradient(const MixerCase& c) {
+  auto m = make_mixer(c);
+  const Tensor x = random_tensor({2, c.height, c.width, c.dim}, 7);
+  const Tensor g = random_tensor({2, c.height, c.width, c.dim}, 8);
+  Ctx ctx;
+  ctx.exec.backend = &get_backend("ref");
+  auto loss = [&](const Tensor& in) {
+    Tensor y = m->run(ctx, in);
+    double l = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) l += static_cast<double>(y.data()[i]) * g.data()[i];
+    return l;
+  };
+  ctx.training = true;
+  loss(x);
+  const Tensor dx = m->backward(ctx, g);
+  ctx.training = false;
+
+  MixerGradientCheck r;
+  const Tensor dir_x = random_tensor(x.shape(), 9);
+  std::vector<std::pair<Parameter*, Tensor>> dirs;
+  for (int64_t i = 0; i < x.numel(); ++i) r.analytic += static_cast<double>(dx.data()[i]) * dir_x.data()[i];
+  uint64_t seed = 100;
+  for (auto& [name, p] : m->named_parameters()) {
+    if (!p->trainable) continue;
+    Tensor d = random_tensor(p->value.shape(), seed++);
+    for (int64_t i = 0; i < d.numel(); ++i) r.analytic += static_cast<double>(p->grad.data()[i]) * d.data()[i];
+    dirs.emplace_back(p, d);
+  }
+  const float eps = 1e-3f;  // float32 central differences: the 1e-2 class of docs/tolerances.md
+  auto shifted = [&](float by) {
+    Tensor xs = x.clone();
+    for (int64_t i = 0; i < xs.numel(); ++i) xs.data()[i] += by * dir_x.data()[i];
+    for (auto& [p, d] : dirs) {
+      for (int64_t i = 0; i < d.numel(); ++i) p->value.data()[i] += by * d.data()[i];
+      p->value.bump_version();
+    }
+    const double l = loss(xs);
+    for (auto& [p, d] : dirs) {
+      for (int64_t i = 0; i < d.numel(); ++i) p->value.data()[i] -= by * d.data()[i];
+      p->value.bump_version();
+    }
+    return l;
+  };
+  r.numeric = (shifted(eps) - shifted(-eps)) / (2 * eps);
+
+  // The fast backend's forward against the reference one.
+  Ctx cpu;
+  cpu.exec.backend = &get_backend("cpu");
+  r.cpu_vs_ref = rel_error(m->run(cpu, x), m->run(ctx, x));
+  return r;
+}
+
+}  // namespace mf::test

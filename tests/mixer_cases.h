@@ -1,0 +1,42 @@
+// The token-mixer cases: every mixer in the registry (so a new mixer is checked with no test edit),
+// with options that suit a small token grid where its defaults do not, plus variants of some. They
+// drive tests/test_mixers.cpp and test-backend-ops --mode grad.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mixers/mixer.h"
+
+namespace mf::test {
+
+struct MixerCase {
+  std::string name;
+  nlohmann::json options = nlohmann::json::object();
+  int64_t dim = 16, height = 7, width = 7;
+  std::string label() const;  // "gated_cnn {"conv_ratio":0.5} [2, 5, 6, 18]"
+};
+
+// One case per registered mixer at least, in the registry's order.
+std::vector<MixerCase> mixer_cases();
+
+// The mixer of a case, its parameters random (scalar scales in [0.5, 1.5), the rest in [-0.5, 0.5))
+// and their gradients allocated and zero.
+std::unique_ptr<TokenMixer> make_mixer(const MixerCase& c);
+
+struct MixerGradientCheck {
+  double analytic = 0;    // <dL/d(input, params), direction> from backward() on the ref backend
+  double numeric = 0;     // the same from central differences of the forward pass
+  double cpu_vs_ref = 0;  // relative error of the cpu backend's forward against the ref backend's
+  bool gradient_ok() const;  // |numeric - analytic| <= 1e-2 |analytic| (docs/tolerances.md)
+};
+
+// Runs the mixer forward in training mode and backward along a random direction in (input,
+// trainable parameters), against central differences. Throws mf::Error when the mixer has no
+// backward pass.
+MixerGradientCheck check_mixer_gradient(const MixerCase& c);
+
+}  // namespace mf::test

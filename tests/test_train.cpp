@@ -16,6 +16,7 @@
 #include "data/loader.h"
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "train_fixtures.h"
 #include "train/mixup.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -24,51 +25,6 @@ namespace mf::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-const std::string kConfig = source_path("configs/fmnist_convformer.json");
-
-// A small IDX dataset: `n` 28×28 images with a clear class signal (class k lights row band k).
-void write_idx_dataset(const std::string& dir, int n_train, int n_test, bool truncate_images = false,
-                       int label_count_delta = 0) {
-  fs::create_directories(dir);
-  auto write = [](const std::string& path, const std::vector<uint8_t>& header_dims_and_data) {
-    write_bytes(path, header_dims_and_data);
-  };
-  auto images = [&](int n) {
-    std::vector<uint8_t> b{0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28};
-    b[4] = static_cast<uint8_t>(n >> 24), b[5] = static_cast<uint8_t>(n >> 16), b[6] = static_cast<uint8_t>(n >> 8),
-    b[7] = static_cast<uint8_t>(n);
-    for (int i = 0; i < n; ++i)
-      for (int p = 0; p < 28 * 28; ++p) {
-        const int row = p / 28;
-        b.push_back(static_cast<uint8_t>((row / 3 == i % 10 ? 200 : 20) + (i * 7 + p) % 13));
-      }
-    return b;
-  };
-  auto labels = [&](int n, int count) {
-    std::vector<uint8_t> b{0, 0, 8, 1, 0, 0, 0, 0};
-    b[4] = static_cast<uint8_t>(count >> 24), b[5] = static_cast<uint8_t>(count >> 16),
-    b[6] = static_cast<uint8_t>(count >> 8), b[7] = static_cast<uint8_t>(count);
-    for (int i = 0; i < count; ++i) b.push_back(static_cast<uint8_t>(i % 10));
-    return b;
-  };
-  auto train_images = images(n_train);
-  if (truncate_images) train_images.resize(train_images.size() - 100);
-  write(dir + "/train-images-idx3-ubyte", train_images);
-  write(dir + "/train-labels-idx1-ubyte", labels(n_train, n_train + label_count_delta));
-  write(dir + "/t10k-images-idx3-ubyte", images(n_test));
-  write(dir + "/t10k-labels-idx1-ubyte", labels(n_test, n_test));
-}
-
-void write_image_folder(const std::string& dir, int per_class);
-
-std::vector<nlohmann::json> metrics(const std::string& run) {
-  std::vector<nlohmann::json> rows;
-  std::ifstream f(run + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);)
-    if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
-  return rows;
-}
 
 std::vector<std::string> train_args(const std::string& data, const std::string& out, int epochs) {
   return {"train", "--config", kConfig, "--data", data, "--epochs", std::to_string(epochs), "--batch", "32",
@@ -237,17 +193,6 @@ TEST(TrainData, LabelOutOfRange) {
   expect_train_error(tmp.file("data"), "label 42 of sample 5");
 }
 
-// An image folder with two classes of small PNGs (from the test fixtures).
-void write_image_folder(const std::string& dir, int per_class) {
-  const auto png = read_bytes(data_path("image/photo.png"));
-  const auto grey = read_bytes(data_path("image/grey.png"));
-  for (const char* cls : {"cats", "dogs"}) {
-    fs::create_directories(dir + "/" + cls);
-    for (int i = 0; i < per_class; ++i)
-      write_bytes(dir + "/" + cls + "/" + std::to_string(i) + ".png", std::string(cls) == "cats" ? png : grey);
-  }
-}
-
 TEST(TrainData, EmptyClassFolder) {
   TempDir tmp;
   write_image_folder(tmp.file("imgs"), 3);
@@ -269,8 +214,11 @@ TEST(TrainData, CorruptImageIsSkippedCountedAndLogged) {
   CliResult r = run_cli({"train", "--config", kConfig, "--data", tmp.file("imgs"), "--epochs", "1", "--batch", "4",
                          "--out", tmp.file("run"), "--threads", "1", "--no-progress"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("skipped an unreadable sample"), std::string::npos) << r.err;
+  // The count and the first file on stderr; every file in the run's skipped.txt.
+  EXPECT_NE(r.err.find("skipped 1 unreadable file in training epoch 1"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("dogs/2.png"), std::string::npos) << r.err;
+  const auto log = read_bytes(tmp.file("run/skipped.txt"));
+  EXPECT_NE(std::string(log.begin(), log.end()).find("dogs/2.png"), std::string::npos);
   auto rows = metrics(tmp.file("run"));
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_GE(rows[0]["skipped_samples"].get<int>(), 1);

@@ -9,11 +9,15 @@
 // engine and its peers the same ones); `--json` also writes the points for scripts; `--gemm`
 // measures the machine's GEMM ceiling through oneDNN, the library the engine's GEMMs run on.
 #include <fmt/format.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -126,10 +130,16 @@ Point from_json(const nlohmann::json& j) {
 Point measure_in_child(const ModelArgs& base, const std::string& model, const std::string& input, int batch,
                        int resolution, int warmup, int runs, bool profile) {
   int fds[2];
-  MF_CHECK(pipe(fds) == 0, "pipe failed");
+  MF_CHECK(pipe(fds) == 0, "pipe failed: {}", std::strerror(errno));
+  const pid_t parent = getpid();
   const pid_t pid = fork();
-  MF_CHECK(pid >= 0, "fork failed");
+  MF_CHECK(pid >= 0, "fork failed: {}", std::strerror(errno));
   if (pid == 0) {
+    // The worker dies with bench, however bench dies (SIGTERM, SIGINT, SIGKILL): otherwise it would
+    // go on measuring at full CPU for every remaining run. The getppid check covers a parent that
+    // died before the death signal was armed.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
     close(fds[0]);
     std::string msg;
     int code = 0;

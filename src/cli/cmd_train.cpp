@@ -18,6 +18,7 @@ void register_train(CLI::App& app) {
     std::string data, out, resume;
     TrainOptions o;
     bool no_progress = false;
+    int64_t max_image_pixels = int64_t{1} << 28;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("train", "train or fine-tune a model (Fashion-MNIST or an image folder)");
@@ -52,6 +53,10 @@ void register_train(CLI::App& app) {
   sub->add_option("--eval-subset", o.eval_subset, "evaluate on only this many samples (0: all)")->capture_default_str();
   sub->add_option("--max-steps", o.max_steps, "stop after this many steps (0: all epochs)")->capture_default_str();
   sub->add_option("--backend", o.backend, "cpu or ref")->capture_default_str();
+  sub->add_option("--max-image-pixels", a->max_image_pixels,
+                  "image folders: skip images with more pixels than this (decompression bombs)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_flag("--no-progress", a->no_progress, "no progress bar");
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
   sub->callback([a] {
@@ -72,7 +77,7 @@ void register_train(CLI::App& app) {
       saved.threads = o.threads;
       saved.workers = o.workers;
       saved.progress = o.progress;
-      DataSplits splits = open_data_for(data, config);
+      DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);
       fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
                  s.seconds);
@@ -82,7 +87,7 @@ void register_train(CLI::App& app) {
     MF_CHECK(!a->data.empty(), "give --data (fashion-mnist, or a folder)");
     MF_CHECK(!a->out.empty(), "give --out RUN_DIR");
     MetaFormerConfig config = resolve_config(a->model);
-    DataSplits splits = open_data_for(a->data, config);
+    DataSplits splits = open_data_for(a->data, config, a->max_image_pixels);
     o.data = a->data;
     TrainSummary s = train(config, o, splits, a->out, /*resume=*/false, a->model.weights);
     fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,

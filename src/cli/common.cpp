@@ -71,7 +71,7 @@ LoadedModel load_model(const ModelArgs& a, uint64_t seed) {
   return lm;
 }
 
-DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config) {
+DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int64_t max_image_pixels) {
   // Fashion-MNIST keeps its own resolution and statistics; image folders use the model's.
   DataTransform t;
   t.size = config.input.size;
@@ -79,6 +79,7 @@ DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config) {
   t.interpolation = config.input.interpolation;
   t.mean = config.input.mean;
   t.std = config.input.std;
+  t.max_pixels = max_image_pixels;
   const bool synthetic = spec == kLongRange;
   const bool grey = synthetic || spec == "fashion-mnist" || std::filesystem::exists(spec + "/train-images-idx3-ubyte") ||
                     std::filesystem::exists(spec + "/train-images-idx3-ubyte.gz");
@@ -88,11 +89,23 @@ DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config) {
   } else if (grey) {
     t.mean = {0.2860f};  // Fashion-MNIST's training-set statistics
     t.std = {0.3530f};
+  } else if (config.in_chans == 1) {
+    t.channels = 1;  // an image folder for a grey model: luma, normalised once the statistics are known
+    t.mean = {0.f};
+    t.std = {1.f};
   } else if (t.mean.size() != 3) {
     t.mean = {0.485f, 0.456f, 0.406f};  // image folders are RGB: ImageNet statistics
     t.std = {0.229f, 0.224f, 0.225f};
   }
   DataSplits s = open_dataset(spec, t);
+  if (!grey && t.channels == 1) {
+    const auto [mean, std] = grey_statistics(*s.train);
+    t.mean = {mean};
+    t.std = {std};
+    s = open_dataset(spec, t);
+    fmt::print("note: {} is read as grey (1 channel, as the model takes), normalised with the data's own mean {:.4f} "
+               "and std {:.4f}\n", spec, mean, std);
+  }
   if (config.num_classes != s.train->num_classes()) {
     fmt::print("note: {} classes in {}; the classifier gets {} outputs (was {})\n", s.train->num_classes(), spec,
                s.train->num_classes(), config.num_classes);

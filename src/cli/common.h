@@ -40,8 +40,10 @@ LoadedModel load_model(const ModelArgs& args, uint64_t seed = 0);
 MetaFormerConfig resolve_config(const ModelArgs& args);
 
 // Opens --data and fits the description to it: its classes, input channels and, for Fashion-MNIST,
-// resolution and normalisation. Prints what it changed.
-DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config);
+// resolution and normalisation. Prints what it changed. A 1-channel model reads an image folder as
+// grey, normalised with the data's own statistics. Images over `max_image_pixels` are skipped.
+DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config,
+                         int64_t max_image_pixels = int64_t{1} << 28);
 
 // "a,b,,c" -> {"a", "b", "c"}: a list option's items, empty ones dropped.
 std::vector<std::string> split_list(const std::string& s, char sep);

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -30,6 +31,9 @@ class Dataset {
   virtual Sample get(int64_t index, bool train, Rng& rng) const = 0;
   virtual int64_t label(int64_t index) const = 0;  // without loading the image
   virtual std::string describe() const = 0;
+  // Files left out when the dataset was listed (a dangling or looping symlink, an unreadable or
+  // empty file, one that is not an image), one line each naming the file and the reason.
+  virtual std::vector<std::string> skipped_files() const { return {}; }
 };
 
 // How images are turned into model inputs (resolution and normalisation come from the model).
@@ -42,7 +46,14 @@ struct DataTransform {
   bool hflip = true;            // random horizontal flip when training
   int random_crop_padding = 2;  // Fashion-MNIST: random crop of the image padded by this many pixels
   double min_scale = 0.08;      // image folders: RandomResizedCrop scale range [min_scale, 1]
+  int channels = 3;             // image folders: 3 (RGB) or 1 (grey: luma, as PIL's convert('L'))
+  int64_t max_pixels = int64_t{1} << 28;  // image folders: larger images are skipped (--max-image-pixels)
 };
+
+// Mean and standard deviation of the 1-channel pixel values (in [0, 1]) of up to `max_samples`
+// evaluation-transformed samples spread evenly over `data`, which must be opened with mean 0 and
+// std 1: the data's own statistics, for a grey image folder.
+std::pair<float, float> grey_statistics(const Dataset& data, int64_t max_samples = 256);
 
 // Fashion-MNIST (or MNIST) in IDX format from `dir` (Debian's dataset-fashion-mnist installs it in
 // /usr/share/datasets/fashion-mnist); split "train" (60 000) or "test" (10 000).

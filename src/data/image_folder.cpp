@@ -1,8 +1,13 @@
 // An image folder: DIR/<class>/<image>, classes in sorted order, JPEG/PNG/BMP files. Training
 // augmentation is torchvision's RandomResizedCrop (scale [min_scale, 1], ratio [3/4, 4/3]) with
 // Pillow-exact bicubic resampling and a random horizontal flip; evaluation is timm's eval transform.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -19,6 +24,41 @@ bool is_image_file(const std::filesystem::path& p) {
   std::string ext = p.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp";
+}
+
+// Why `path` (an entry with an image extension) cannot be a training image, or "" when it looks
+// like one: it must resolve (no dangling or looping symlink) to a regular, readable file that
+// starts like a PNG, JPEG or BMP. Only the first bytes are read; decoding happens when it is used.
+std::string unreadable_reason(const std::filesystem::directory_entry& e) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(e.path(), ec);  // follows symlinks
+  std::error_code lec;
+  if (st.type() == fs::file_type::not_found && fs::is_symlink(fs::symlink_status(e.path(), lec)))
+    return "dangling symbolic link";
+  if (ec) return ec.message();  // e.g. "Too many levels of symbolic links"
+  if (!fs::exists(st)) return "vanished while listed";
+  if (!fs::is_regular_file(st)) return "not a regular file";
+  const int fd = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::strerror(errno);
+  uint8_t head[4] = {};
+  ssize_t n;
+  do n = ::pread(fd, head, sizeof head, 0);
+  while (n < 0 && errno == EINTR);
+  const int err = errno;
+  ::close(fd);
+  if (n < 0) return std::strerror(err);
+  if (n == 0) return "empty file";
+  const bool png = n >= 4 && head[0] == 0x89 && head[1] == 'P' && head[2] == 'N' && head[3] == 'G';
+  const bool jpeg = n >= 2 && head[0] == 0xFF && head[1] == 0xD8;
+  const bool bmp = n >= 2 && head[0] == 'B' && head[1] == 'M';
+  if (!png && !jpeg && !bmp) return "not a PNG, JPEG or BMP file";
+  return "";
+}
+
+// ITU-R 601-2 luma, as PIL's convert('L') computes it (fixed point, rounded).
+uint8_t luma(const uint8_t* rgb) {
+  return static_cast<uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
 Image crop(const Image& img, int x0, int y0, int w, int h) {
@@ -38,26 +78,47 @@ class ImageFolder : public Dataset {
     namespace fs = std::filesystem;
     MF_CHECK(fs::is_directory(dir), "{}: not a folder", dir);
     std::vector<fs::path> classes;
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.is_directory()) classes.push_back(e.path());
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code dec;
+      if (it->is_directory(dec)) classes.push_back(it->path());  // a looping link is no class
+    }
+    MF_CHECK(!ec, "{}: cannot list the folder: {}", dir, ec.message());
     std::sort(classes.begin(), classes.end());
     MF_CHECK(!classes.empty(), "{}: no class folders (expected DIR/<class>/<image>)", dir);
     for (size_t c = 0; c < classes.size(); ++c) {
+      const std::string cls = classes[c].filename().string();
       std::vector<std::string> files;
-      for (const auto& e : fs::directory_iterator(classes[c]))
-        if (e.is_regular_file() && is_image_file(e.path())) files.push_back(e.path().string());
-      MF_CHECK(!files.empty(), "{}: class folder '{}' has no images (.jpg, .jpeg, .png, .bmp)", dir,
-               classes[c].filename().string());
+      size_t skipped_here = 0;
+      std::error_code ec;
+      for (fs::directory_iterator it(classes[c], ec), end; !ec && it != end; it.increment(ec)) {
+        if (!is_image_file(it->path())) continue;
+        const std::string reason = unreadable_reason(*it);
+        if (reason.empty()) {
+          files.push_back(it->path().string());
+        } else {
+          skipped_.push_back(fmt::format("{}: {}", it->path().string(), reason));
+          ++skipped_here;
+        }
+      }
+      MF_CHECK(!ec, "{}: cannot list class folder '{}': {}", dir, cls, ec.message());
+      MF_CHECK(skipped_here == 0 || !files.empty(), "{}: class folder '{}' has no readable image ({} skipped; the first: {})",
+               dir, cls, skipped_here, skipped_[skipped_.size() - skipped_here]);
+      MF_CHECK(!files.empty(), "{}: class folder '{}' has no images (.jpg, .jpeg, .png, .bmp)", dir, cls);
       std::sort(files.begin(), files.end());
       for (auto& f : files) items_.push_back({std::move(f), static_cast<int64_t>(c)});
-      names_.push_back(classes[c].filename().string());
+      names_.push_back(cls);
     }
-    MF_CHECK(t_.mean.size() == 3 && t_.std.size() == 3, "image folders are RGB: give three means and three stds");
+    MF_CHECK(t_.channels == 1 || t_.channels == 3, "image folders give 1 (grey) or 3 (RGB) channels, not {}",
+             t_.channels);
+    MF_CHECK(t_.mean.size() == static_cast<size_t>(t_.channels) && t_.std.size() == static_cast<size_t>(t_.channels),
+             "image folders with {} channel(s) need {} means and stds", t_.channels, t_.channels);
   }
 
   int64_t size() const override { return static_cast<int64_t>(items_.size()); }
   int num_classes() const override { return static_cast<int>(names_.size()); }
-  int channels() const override { return 3; }
+  int channels() const override { return t_.channels; }
+  std::vector<std::string> skipped_files() const override { return skipped_; }
   int image_size() const override { return t_.size; }
   std::vector<std::string> class_names() const override { return names_; }
   int64_t label(int64_t i) const override { return items_[static_cast<size_t>(i)].label; }
@@ -67,7 +128,7 @@ class ImageFolder : public Dataset {
 
   Sample get(int64_t i, bool train, Rng& rng) const override {
     const auto& item = items_[static_cast<size_t>(i)];
-    Image img = load_image(item.path);
+    Image img = load_image(item.path, t_.max_pixels);
     Sample s;
     s.label = item.label;
     if (!train) {
@@ -75,9 +136,17 @@ class ImageFolder : public Dataset {
       et.size = t_.size;
       et.crop_pct = t_.crop_pct;
       et.interpolation = parse_interpolation(t_.interpolation);
-      std::copy_n(t_.mean.begin(), 3, et.mean.begin());
-      std::copy_n(t_.std.begin(), 3, et.std.begin());
-      s.image = eval_transform(img, et);
+      if (t_.channels == 3) {
+        std::copy_n(t_.mean.begin(), 3, et.mean.begin());
+        std::copy_n(t_.std.begin(), 3, et.std.begin());
+        s.image = eval_transform(img, et);
+        return s;
+      }
+      // Grey: the RGB transform without normalisation, then luma, then the one mean and std.
+      et.mean = {0.f, 0.f, 0.f};
+      et.std = {1.f, 1.f, 1.f};
+      const Tensor rgb = eval_transform(img, et);
+      s.image = to_grey(rgb);
       return s;
     }
     // torchvision RandomResizedCrop.get_params: ten tries at a random area and aspect ratio, then
@@ -116,15 +185,18 @@ class ImageFolder : public Dataset {
     }
     Image out = resize(crop(img, x0, y0, w, h), t_.size, t_.size, parse_interpolation(t_.interpolation));
     const bool flip = t_.hflip && rng.uniform() < 0.5f;
-    s.image = Tensor::empty({t_.size, t_.size, 3});
+    const int C = t_.channels;
+    s.image = Tensor::empty({t_.size, t_.size, C});
     float* dst = s.image.data();
     for (int y = 0; y < t_.size; ++y)
-      for (int x = 0; x < t_.size; ++x)
-        for (int c = 0; c < 3; ++c) {
-          const int sx = flip ? t_.size - 1 - x : x;
-          const float v = static_cast<float>(out.rgb[(static_cast<size_t>(y) * t_.size + sx) * 3 + c]) / 255.f;
-          dst[(y * t_.size + x) * 3 + c] = (v - t_.mean[static_cast<size_t>(c)]) / t_.std[static_cast<size_t>(c)];
+      for (int x = 0; x < t_.size; ++x) {
+        const int sx = flip ? t_.size - 1 - x : x;
+        const uint8_t* px = out.rgb.data() + (static_cast<size_t>(y) * t_.size + sx) * 3;
+        for (int c = 0; c < C; ++c) {
+          const float v = static_cast<float>(C == 1 ? luma(px) : px[c]) / 255.f;
+          dst[(y * t_.size + x) * C + c] = (v - t_.mean[static_cast<size_t>(c)]) / t_.std[static_cast<size_t>(c)];
         }
+      }
     return s;
   }
 
@@ -135,11 +207,53 @@ class ImageFolder : public Dataset {
   };
   std::string dir_;
   DataTransform t_;
+  // [H, W, 3] in [0, 1] -> [H, W, 1] luma, normalised. The RGB values are quantised back to
+  // 8 bits first so that grey images give the same numbers as PIL's convert('L').
+  Tensor to_grey(const Tensor& rgb) const {
+    const int64_t H = rgb.dim(0), W = rgb.dim(1);
+    Tensor out = Tensor::empty({H, W, 1});
+    const float* p = rgb.data();
+    for (int64_t i = 0; i < H * W; ++i) {
+      uint8_t px[3];
+      for (int c = 0; c < 3; ++c)
+        px[c] = static_cast<uint8_t>(std::clamp(std::lround(p[i * 3 + c] * 255.f), 0L, 255L));
+      out.data()[i] = (static_cast<float>(luma(px)) / 255.f - t_.mean[0]) / t_.std[0];
+    }
+    return out;
+  }
+
   std::vector<Item> items_;
   std::vector<std::string> names_;
+  std::vector<std::string> skipped_;
 };
 
 }  // namespace
+
+std::pair<float, float> grey_statistics(const Dataset& data, int64_t max_samples) {
+  MF_CHECK(data.channels() == 1, "grey statistics need 1-channel data");
+  const int64_t n = std::min(data.size(), max_samples);
+  double sum = 0, sum_sq = 0;
+  int64_t count = 0;
+  Rng rng(0);
+  for (int64_t k = 0; k < n; ++k) {
+    try {
+      const Sample s = data.get(k * data.size() / n, /*train=*/false, rng);
+      for (int64_t i = 0; i < s.image.numel(); ++i) {
+        const double v = s.image.data()[i];
+        sum += v;
+        sum_sq += v * v;
+      }
+      count += s.image.numel();
+    } catch (const Error&) {
+      // An unreadable sample is left out here as in training.
+    }
+  }
+  MF_CHECK(count > 0, "{}: no readable image to compute its statistics from", data.describe());
+  const double mean = sum / static_cast<double>(count);
+  const double var = std::max(0.0, sum_sq / static_cast<double>(count) - mean * mean);
+  // A constant image set has no spread; 1 then leaves the values as they are.
+  return {static_cast<float>(mean), var > 1e-12 ? static_cast<float>(std::sqrt(var)) : 1.f};
+}
 
 std::unique_ptr<Dataset> open_image_folder(const std::string& dir, const DataTransform& transform) {
   return std::make_unique<ImageFolder>(dir, transform);

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -60,6 +61,56 @@ std::vector<uint8_t> read_image_file(const std::string& path) {
   return bytes;
 }
 
+// The size a PNG, BMP or JPEG header states, read without stb: stb refuses to describe images past
+// its own size limits (and then blames the format), so an oversized image could not otherwise be
+// told from a file that is not an image at all. False when the header is not one of these.
+bool header_size(std::span<const uint8_t> b, int64_t& w, int64_t& h) {
+  auto be16 = [&](size_t i) { return static_cast<int64_t>(b[i]) << 8 | b[i + 1]; };
+  auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
+  auto le32 = [&](size_t i) {
+    return static_cast<int64_t>(static_cast<int32_t>(static_cast<uint32_t>(b[i]) | static_cast<uint32_t>(b[i + 1]) << 8 |
+                                                     static_cast<uint32_t>(b[i + 2]) << 16 |
+                                                     static_cast<uint32_t>(b[i + 3]) << 24));
+  };
+  static constexpr uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (b.size() >= 24 && std::memcmp(b.data(), kPng, 8) == 0 && std::memcmp(b.data() + 12, "IHDR", 4) == 0) {
+    w = be32(16);
+    h = be32(20);
+    return true;
+  }
+  if (b.size() >= 26 && b[0] == 'B' && b[1] == 'M') {
+    w = le32(18);
+    h = std::abs(le32(22));  // negative: rows stored top-down
+    return true;
+  }
+  if (b.size() >= 4 && b[0] == 0xFF && b[1] == 0xD8) {
+    // JPEG: walk the markers to the first start-of-frame (SOF0..SOF15 but DHT, JPG and DAC).
+    size_t i = 2;
+    while (i + 4 <= b.size()) {
+      if (b[i] != 0xFF) return false;
+      const uint8_t m = b[i + 1];
+      if (m == 0xFF) {  // fill byte
+        ++i;
+        continue;
+      }
+      if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // markers without a length
+        i += 2;
+        continue;
+      }
+      const auto seg = static_cast<size_t>(be16(i + 2));
+      if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+        if (i + 9 > b.size()) return false;
+        h = be16(i + 5);
+        w = be16(i + 7);
+        return true;
+      }
+      if (seg < 2) return false;
+      i += 2 + seg;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int64_t max_pixels) {
@@ -71,12 +122,21 @@ Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int6
 
   // Read the header alone first, so that a small file claiming a huge size is refused before stb
   // allocates anything for its pixels.
+  int64_t hw = 0, hh = 0;
+  const bool has_size = header_size(bytes, hw, hh);
+  if (has_size && hw > 0 && hh > 0 && hw * hh > max_pixels)
+    fail("cannot decode image {}: {}x{} pixels is more than the limit of {} (see --max-image-pixels)", what, hw, hh,
+         max_pixels);
   int w = 0, h = 0, channels = 0;
-  if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels))
+  if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels)) {
+    if (has_size && hw > 0 && hh > 0)
+      fail("cannot decode image {} of {}x{} pixels: {}", what, hw, hh, stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
     fail("cannot decode image {}: {}", what, stb_reason());
+  }
   MF_CHECK(w > 0 && h > 0, "cannot decode image {}: invalid size {}x{}", what, w, h);
   MF_CHECK(static_cast<int64_t>(w) * h <= max_pixels,
-           "cannot decode image {}: {}x{} pixels is more than the limit of {}", what, w, h, max_pixels);
+           "cannot decode image {}: {}x{} pixels is more than the limit of {} (see --max-image-pixels)", what, w, h,
+           max_pixels);
 
   int dw = 0, dh = 0;
   std::unique_ptr<stbi_uc, void (*)(void*)> pixels(stbi_load_from_memory(bytes.data(), len, &dw, &dh, &channels, 3),
@@ -94,9 +154,9 @@ Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int6
   return img;
 }
 
-Image load_image(const std::string& path) {
+Image load_image(const std::string& path, int64_t max_pixels) {
   const std::vector<uint8_t> bytes = read_image_file(path);
-  return decode_image(bytes, path);
+  return decode_image(bytes, path, max_pixels);
 }
 
 }  // namespace mf

@@ -1,9 +1,15 @@
 #include "io/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -135,22 +141,78 @@ bool non_negative_integer(const nlohmann::json& v, uint64_t max, uint64_t& out) 
 
 }  // namespace
 
+namespace {
+
+// Reads exactly n bytes at `offset`; false when the file ends first. mf::Error on a read error.
+bool pread_exact(int fd, uint8_t* dst, size_t n, uint64_t offset, const std::string& what) {
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t r = ::pread(fd, dst + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail("cannot read {}: {}", what, std::strerror(errno));
+    if (r == 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// Test hook: MF_DEBUG_TRUNCATE_AFTER_HEADER=N truncates the file to N bytes right after its header
+// is read, as another process could at that moment, so that a test can show that loading then
+// fails cleanly (it used to die of SIGBUS) without depending on timing.
+void maybe_truncate_after_header(int fd) {
+  const char* v = std::getenv("MF_DEBUG_TRUNCATE_AFTER_HEADER");
+  if (v && *v) {
+    const int rc = ::ftruncate(fd, static_cast<off_t>(std::atoll(v)));
+    (void)rc;
+  }
+}
+
+}  // namespace
+
 SafeTensors SafeTensors::open(const std::string& path) {
-  auto file = MappedFile::open(path);
-  const auto bytes = file->bytes();
-  return parse(bytes, std::move(file), path);
+  const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (raw < 0) fail("cannot open {}: {}", path, std::strerror(errno));
+  std::shared_ptr<const int> fd(new int(raw), [](const int* p) {
+    ::close(*p);
+    delete p;
+  });
+  struct stat st {};
+  if (::fstat(raw, &st) != 0) fail("cannot open {}: {}", path, std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail("cannot open {}: not a regular file", path);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  uint8_t len[8] = {};
+  MF_CHECK(size >= 8 && pread_exact(raw, len, 8, 0, path), "{}: not a safetensors file (only {} bytes)", path, size);
+  const uint64_t n = read_le<uint64_t>(len);
+  MF_CHECK(n > 0 && n <= kMaxHeader, "{}: header size {} is invalid (must be 1 to {} bytes)", path, n, kMaxHeader);
+  MF_CHECK(n <= size - 8, "{}: truncated file: the header claims {} bytes but only {} follow", path, n, size - 8);
+  // The header, followed by the data section's size, makes a "file image" for parse() to validate.
+  std::vector<uint8_t> head(static_cast<size_t>(8 + n));
+  std::memcpy(head.data(), len, 8);
+  MF_CHECK(pread_exact(raw, head.data() + 8, static_cast<size_t>(n), 8, path),
+           "{}: truncated file: the header claims {} bytes but the file ended first", path, n);
+  maybe_truncate_after_header(raw);
+  SafeTensors st_out = parse_header(head, size - 8 - n, path);
+  st_out.fd_ = std::move(fd);
+  st_out.data_offset_ = 8 + n;
+  return st_out;
 }
 
 SafeTensors SafeTensors::parse(std::span<const uint8_t> bytes, std::shared_ptr<void> owner, const std::string& what) {
-  SafeTensors st;
-  st.owner_ = std::move(owner);
-  st.what_ = what;
   MF_CHECK(bytes.size() >= 8, "{}: not a safetensors file (only {} bytes)", what, bytes.size());
   const uint64_t n = read_le<uint64_t>(bytes.data());
   MF_CHECK(n > 0 && n <= kMaxHeader, "{}: header size {} is invalid (must be 1 to {} bytes)", what, n, kMaxHeader);
   MF_CHECK(n <= bytes.size() - 8, "{}: truncated file: the header claims {} bytes but only {} follow", what, n,
            bytes.size() - 8);
-  const std::string_view header(reinterpret_cast<const char*>(bytes.data() + 8), static_cast<size_t>(n));
+  SafeTensors st = parse_header(bytes.first(static_cast<size_t>(8 + n)), bytes.size() - 8 - n, what);
+  st.owner_ = std::move(owner);
+  st.data_ = bytes.subspan(static_cast<size_t>(8 + n));
+  return st;
+}
+
+SafeTensors SafeTensors::parse_header(std::span<const uint8_t> head, uint64_t data_size, const std::string& what) {
+  SafeTensors st;
+  st.what_ = what;
+  const std::string_view header(reinterpret_cast<const char*>(head.data() + 8), head.size() - 8);
   MF_CHECK(json_depth(header) <= kMaxJsonDepth, "{}: header JSON is nested too deeply", what);
   nlohmann::json j;
   try {
@@ -160,8 +222,6 @@ SafeTensors SafeTensors::parse(std::span<const uint8_t> bytes, std::shared_ptr<v
   }
   MF_CHECK(!j.is_discarded(), "{}: header is not valid JSON", what);
   MF_CHECK(j.is_object(), "{}: header is not a JSON object", what);
-  st.data_ = bytes.subspan(static_cast<size_t>(8 + n));
-  const uint64_t data_size = st.data_.size();
 
   std::vector<SafeTensorInfo> infos;
   for (const auto& [name, entry] : j.items()) {
@@ -249,12 +309,16 @@ Tensor SafeTensors::load(const std::string& name) const {
            "{}: tensor '{}' has dtype {}; only floating-point tensors load as float32 (F32, F16, BF16, F64)", what_,
            name, in.dtype);
   Tensor t = Tensor::empty(in.shape);
-  const uint8_t* src = data_.data() + in.begin;
   float* dst = t.data();
   const auto n = static_cast<size_t>(in.shape.numel());
   if (in.dtype == "F32") {
-    if (n) std::memcpy(dst, src, n * 4);
-  } else if (in.dtype == "F16") {
+    if (n) read_data(in.begin, n * 4, reinterpret_cast<uint8_t*>(dst), name);
+    return t;
+  }
+  std::vector<uint8_t> raw(in.end - in.begin);
+  read_data(in.begin, raw.size(), raw.data(), name);
+  const uint8_t* src = raw.data();
+  if (in.dtype == "F16") {
     for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(read_le<uint16_t>(src + 2 * i));
   } else if (in.dtype == "BF16") {
     for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(read_le<uint16_t>(src + 2 * i));
@@ -272,8 +336,10 @@ std::vector<int64_t> SafeTensors::load_int(const std::string& name) const {
   MF_ASSERT(dtype);
   MF_CHECK(dtype->kind == Kind::Int, "{}: tensor '{}' has dtype {}; only integer and BOOL tensors load as integers",
            what_, name, in.dtype);
-  const uint8_t* src = data_.data() + in.begin;
   const auto n = static_cast<size_t>(in.shape.numel());
+  std::vector<uint8_t> raw(in.end - in.begin);
+  read_data(in.begin, raw.size(), raw.data(), name);
+  const uint8_t* src = raw.data();
   std::vector<int64_t> out(n);
   const std::string& d = in.dtype;
   if (d == "I64") {
@@ -300,6 +366,16 @@ std::vector<int64_t> SafeTensors::load_int(const std::string& name) const {
     for (size_t i = 0; i < n; ++i) out[i] = src[i];
   }
   return out;
+}
+
+void SafeTensors::read_data(size_t begin, size_t n, uint8_t* dst, const std::string& tensor) const {
+  if (n == 0) return;
+  if (!fd_) {
+    std::memcpy(dst, data_.data() + begin, n);
+    return;
+  }
+  MF_CHECK(pread_exact(*fd_, dst, n, data_offset_ + begin, what_),
+           "{}: the file ended while reading tensor '{}' (it was truncated while loading?)", what_, tensor);
 }
 
 std::vector<uint8_t> encode_safetensors(const std::vector<SafeTensorEntry>& entries,

@@ -1,10 +1,15 @@
 // safetensors (https://github.com/huggingface/safetensors): 8-byte little-endian header length N,
 // N bytes of JSON header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}},
-// then the data section. Readers memory-map the file; F32, F16 and BF16 tensors load as float32.
+// then the data section. F32, F16 and BF16 tensors load as float32.
 //
 // Every malformed file is rejected with one line naming the file and the problem (truncated file,
 // header past the end, offsets past the end or overlapping, size not matching dtype x shape, unknown
-// dtype, bad JSON); nothing is read outside the mapped bytes.
+// dtype, bad JSON); nothing is read outside the file's bytes.
+//
+// A file is read with pread, one tensor at a time, never memory-mapped: a file truncated by another
+// process while it loads (a concurrent save, a full disk) then ends in an error naming the tensor
+// rather than in SIGBUS, and only the tensor being copied is held twice (no mapped pages add to
+// the resident size).
 #pragma once
 
 #include <cstdint>
@@ -28,7 +33,7 @@ struct SafeTensorInfo {
 
 class SafeTensors {
  public:
-  // Memory-maps and validates `path`.
+  // Reads and validates `path`'s header; tensors are read from the open file when loaded.
   static SafeTensors open(const std::string& path);
   // Validates an in-memory file image; `owner` keeps `bytes` alive. `what` names it in errors.
   static SafeTensors parse(std::span<const uint8_t> bytes, std::shared_ptr<void> owner, const std::string& what);
@@ -46,8 +51,16 @@ class SafeTensors {
   std::vector<int64_t> load_int(const std::string& name) const;
 
  private:
+  // Validates the header (`head`: the length and the JSON) of a file whose data section has
+  // `data_size` bytes.
+  static SafeTensors parse_header(std::span<const uint8_t> head, uint64_t data_size, const std::string& what);
+  // Copies bytes [begin, begin + n) of the data section to `dst`; mf::Error when they are gone.
+  void read_data(size_t begin, size_t n, uint8_t* dst, const std::string& tensor) const;
+
   std::shared_ptr<void> owner_;
-  std::span<const uint8_t> data_;  // the data section
+  std::span<const uint8_t> data_;  // the data section of an in-memory file
+  std::shared_ptr<const int> fd_;  // or the open file, its data section starting at data_offset_
+  uint64_t data_offset_ = 0;
   std::string what_;
   std::vector<std::string> names_;
   std::map<std::string, SafeTensorInfo> index_;

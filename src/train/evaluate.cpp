@@ -60,7 +60,8 @@ EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, in
     }
     r.count += B;
   }
-  r.skipped = static_cast<int64_t>(loader.skipped().size());
+  r.skipped_messages = loader.skipped();
+  r.skipped = static_cast<int64_t>(r.skipped_messages.size());
   if (r.count) {
     r.loss = loss_sum / static_cast<double>(r.count);
     r.top1 = static_cast<double>(top1) / static_cast<double>(r.count);

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "data/dataset.h"
 #include "model/metaformer.h"
@@ -16,6 +17,7 @@ struct EvalResult {
   double top5 = 0;
   int64_t count = 0;      // samples evaluated
   int64_t skipped = 0;    // unreadable samples left out
+  std::vector<std::string> skipped_messages;  // one line each, naming the file and the reason
   int64_t nonfinite = 0;  // samples with a NaN or Inf logit: counted as wrong (a diverged model must show)
 };
 

@@ -1,11 +1,15 @@
 #include "train/trainer.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -23,6 +27,7 @@
 #include "train/ema.h"
 #include "train/evaluate.h"
 #include "train/optimizer.h"
+#include "train/run_lock.h"
 #include "train/schedule.h"
 
 namespace mf {
@@ -198,13 +203,173 @@ void maybe_die_at_step(int64_t step) {
   if (v && std::atoll(v) == step) std::raise(SIGKILL);
 }
 
+// Appends one line, with the reason on failure (an ofstream would only say that it failed).
+void append_line(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot append to {}: {}", path, std::strerror(errno));
+  const std::string text = line + "\n";
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      ::close(fd);
+      fail("cannot append to {}: {}", path, std::strerror(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::close(fd) != 0) fail("cannot append to {}: {}", path, std::strerror(errno));
+}
+
+// The training options a resumed run must share with the run it continues: everything that decides
+// which data is seen, in which order, and how the weights move. The others (epochs, max_steps,
+// threads, workers, progress, profile, where the data lives, backend, eval_batch, keep_checkpoints)
+// may change; docs/training.md lists them.
+json fixed_options(const TrainOptions& o) {
+  json j = o.to_json();
+  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "eval_batch", "keep_checkpoints"})
+    j.erase(k);
+  return j;
+}
+
+// What a checkpoint records about its run, compared on resume: the model description and the fixed
+// options, with a CRC-32 digest of each for a quick look.
+json run_record(const MetaFormerConfig& config, const TrainOptions& o) {
+  const json model = config_to_json(config), options = fixed_options(o);
+  auto digest = [](const json& j) {
+    const std::string d = j.dump();
+    return fmt::format("{:08x}", crc32_of(std::vector<uint8_t>(d.begin(), d.end())));
+  };
+  return {{"model", model}, {"model_digest", digest(model)}, {"options", options}, {"options_digest", digest(options)}};
+}
+
+// A run's own files disagree with its checkpoint: no older checkpoint can fix that, so resume stops.
+class RecordMismatch : public Error {
+  using Error::Error;
+};
+
+struct ResumePoint {
+  std::string dir;
+  int epoch = 0;
+  int64_t step = 0;
+  double elapsed_seconds = 0;
+  json metrics_row;  // the row of the checkpoint's epoch, as recorded in its manifest
+};
+
+// Loads checkpoint `dir` into the model, optimizer and EMA after checking that it is intact (the
+// manifest's checksums), that it belongs to this run (description and fixed options), that every
+// float it holds is finite and that its counters are in range. mf::Error names the first problem.
+ResumePoint load_checkpoint(const std::string& dir, const std::string& run_dir, const json& record,
+                            const TrainOptions& o, int64_t steps_per_epoch, MetaFormer& model, AdamW& opt,
+                            ModelEma* ema) {
+  ResumePoint p;
+  p.dir = dir;
+  const int folder_epoch = checkpoint_folder_epoch(dir);
+  const std::optional<json> manifest = verify_checkpoint_files(dir);
+  if (manifest) {
+    MF_CHECK(manifest->value("epoch", -1) == folder_epoch, "{}/manifest.json names epoch {}", dir,
+             manifest->value("epoch", -1));
+    if (manifest->contains("record")) {
+      const json& recorded = (*manifest)["record"];
+      for (const char* part : {"model", "options"}) {
+        if (!recorded.contains(part)) continue;
+        const std::string d = first_json_difference(recorded[part], record[part]);
+        if (!d.empty())
+          throw RecordMismatch(fmt::format(
+              "{}/{} differs from what checkpoint {} was written with ({}: the checkpoint's value, then the run's); "
+              "restore it, or start a new run",
+              run_dir, std::string(part) == "model" ? "config.json" : "train_args.json", dir, d));
+      }
+    }
+    p.metrics_row = manifest->value("metrics_row", json());
+  } else {
+    fmt::print(stderr,
+               "warning: checkpoint {} has no manifest.json (written by an older version): its files cannot be checked "
+               "for damage; resuming with its values range-checked only\n",
+               dir);
+  }
+  const SafeTensors weights = SafeTensors::open(dir + "/model.safetensors");
+  check_all_finite(weights);
+  const SafeTensors state = SafeTensors::open(dir + "/train_state.safetensors");
+  check_all_finite(state);
+  load_weights(model, weights);
+  opt.load_state(state, "optimizer.");
+  if (ema) {
+    const SafeTensors averaged = SafeTensors::open(dir + "/model_ema.safetensors");
+    check_all_finite(averaged);
+    ema->load(averaged);
+  }
+  auto scalar = [&](const char* name) {
+    const auto v = state.load_int(name);
+    MF_CHECK(v.size() == 1, "{}: '{}' holds {} values, not 1", state.what(), name, v.size());
+    return v[0];
+  };
+  const int64_t epoch = scalar("epoch"), step = scalar("step"), elapsed_ms = scalar("elapsed_ms"),
+                seed = scalar("seed");
+  MF_CHECK(epoch == folder_epoch, "{}: the state says epoch {}, the folder is epoch {}", state.what(), epoch,
+           folder_epoch);
+  MF_CHECK(epoch >= 1, "{}: epoch {} is out of range", state.what(), epoch);
+  // An epoch ends after all its steps, or earlier only when --max-steps stopped the run in it.
+  const int64_t first = (epoch - 1) * steps_per_epoch + 1, last = epoch * steps_per_epoch;
+  MF_CHECK(step >= first && step <= last,
+           "{}: step {} is outside epoch {}'s steps {} to {} ({} per epoch; is --data the run's data?)", state.what(),
+           step, epoch, first, last, steps_per_epoch);
+  MF_CHECK(opt.steps() == step, "{}: the optimizer has taken {} steps but the run {}", state.what(), opt.steps(), step);
+  MF_CHECK(elapsed_ms >= 0, "{}: elapsed time {} ms is negative", state.what(), elapsed_ms);
+  MF_CHECK(static_cast<uint64_t>(seed) == o.seed, "{}: the state's seed is {}, the run's is {}", state.what(),
+           static_cast<uint64_t>(seed), o.seed);
+  p.epoch = static_cast<int>(epoch);
+  p.step = step;
+  p.elapsed_seconds = static_cast<double>(elapsed_ms) / 1000.0;
+  return p;
+}
+
+// The newest checkpoint of `run_dir` that passes load_checkpoint; a damaged newer one is named in
+// one line. mf::Error when none is usable.
+ResumePoint resume_point(const std::string& run_dir, const json& record, const TrainOptions& o,
+                         int64_t steps_per_epoch, MetaFormer& model, AdamW& opt, ModelEma* ema) {
+  const std::vector<std::string> candidates = checkpoint_candidates(run_dir);
+  MF_CHECK(!candidates.empty(), "{}: no checkpoint to resume from", run_dir);
+  std::string newest_problem;
+  for (const std::string& dir : candidates) {
+    try {
+      ResumePoint p = load_checkpoint(dir, run_dir, record, o, steps_per_epoch, model, opt, ema);
+      if (!newest_problem.empty())
+        fmt::print(stderr, "checkpoint {} cannot be used ({}); resuming from the previous intact one, {}\n",
+                   candidates.front(), newest_problem, dir);
+      return p;
+    } catch (const RecordMismatch&) {
+      throw;
+    } catch (const Error& e) {
+      if (newest_problem.empty()) newest_problem = e.what();
+    }
+  }
+  fail("{}: no intact checkpoint to resume from; the newest, {}, cannot be used: {}", run_dir, candidates.front(),
+       newest_problem);
+}
+
+// Names every skipped file in RUN_DIR/skipped.txt, and says how many on stderr.
+void log_skipped(const std::string& run_dir, const std::string& when, const std::vector<std::string>& messages) {
+  if (messages.empty()) return;
+  const std::string path = run_dir + "/skipped.txt";
+  for (const auto& m : messages) append_line(path, when + ": " + m);
+  fmt::print(stderr, "skipped {} unreadable file{} {} (first: {}); all are named in {}\n", messages.size(),
+             messages.size() == 1 ? "" : "s", when, messages.front(), path);
+}
+
 }  // namespace
 
 TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSplits& data, const std::string& run_dir,
                    bool resume, const std::string& init_weights) {
   MF_CHECK(o.epochs >= 1, "--epochs must be at least 1");
   MF_CHECK(o.batch >= 1, "--batch must be at least 1");
-  MF_CHECK(o.lr > 0, "--lr must be positive");
+  MF_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr must be positive (it is {})", o.lr);
+  MF_CHECK(std::isfinite(o.min_lr) && o.min_lr >= 0, "--min-lr must be zero or positive (it is {})", o.min_lr);
+  MF_CHECK(std::isfinite(o.warmup_lr) && o.warmup_lr >= 0, "the warm-up learning rate must be zero or positive (it is {})",
+           o.warmup_lr);
+  MF_CHECK(std::isfinite(o.warmup_epochs) && o.warmup_epochs >= 0, "--warmup-epochs must be zero or positive (it is {})",
+           o.warmup_epochs);
   set_num_threads(o.threads);
   Backend& backend = get_backend(o.backend);
   if (o.drop_path >= 0) config.drop_path_rate = o.drop_path;
@@ -220,50 +385,14 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   std::unique_ptr<ModelEma> ema;
   if (o.ema_decay > 0) ema = std::make_unique<ModelEma>(model, o.ema_decay);
 
-  fs::create_directories(run_dir);
-  const std::string metrics_path = run_dir + "/metrics.jsonl";
-  int start_epoch = 0;
-  int64_t step = 0;
-  double elapsed_before = 0;
-  std::vector<json> rows;
-  if (resume) {
-    const auto ckpt = latest_checkpoint(run_dir);
-    MF_CHECK(ckpt.has_value(), "{}: no checkpoint to resume from", run_dir);
-    load_weights(model, SafeTensors::open(*ckpt + "/model.safetensors"));
-    const SafeTensors state = SafeTensors::open(*ckpt + "/train_state.safetensors");
-    opt.load_state(state, "optimizer.");
-    if (ema) ema->load(SafeTensors::open(*ckpt + "/model_ema.safetensors"));
-    start_epoch = static_cast<int>(state.load_int("epoch").at(0));
-    step = state.load_int("step").at(0);
-    elapsed_before = static_cast<double>(state.load_int("elapsed_ms").at(0)) / 1000.0;
-    // Metrics of epochs after the checkpoint (written before a kill) are dropped: they will be redone.
-    for (auto& r : read_metrics(metrics_path))
-      if (r.value("epoch", 0) <= start_epoch) rows.push_back(std::move(r));
-    std::string text;
-    for (auto& r : rows) text += r.dump() + "\n";
-    write_text(metrics_path, text);
-    fmt::print("resuming {} from {} (epoch {}, step {})\n", run_dir, *ckpt, start_epoch, step);
-  } else {
-    MF_CHECK(!latest_checkpoint(run_dir).has_value(),
-             "{} already holds a training run: resume it with --resume {}, or choose another --out", run_dir,
-             run_dir);
-    if (!init_weights.empty()) load_initial_weights(model, init_weights);
-    write_text(run_dir + "/config.json", config_to_json(config).dump(2) + "\n");
-    write_text(run_dir + "/train_args.json", o.to_json().dump(2) + "\n");
-    write_text(metrics_path, "");
-  }
-  if (start_epoch >= o.epochs) {
-    fmt::print("{}: all {} epochs are done\n", run_dir, o.epochs);
-    return {start_epoch, step, 0, 0, 0, elapsed_before};
-  }
-
   LoaderOptions lo;
   lo.batch = o.batch;
   lo.seed = o.seed;
   lo.workers = o.workers;
   lo.subset = o.subset;
-  const int64_t steps_per_epoch = DataLoader::epoch_order(data.train->size(), lo).size() / static_cast<size_t>(o.batch);
-  MF_CHECK(steps_per_epoch >= 1, "{} samples make no batch of {}", data.train->size(), o.batch);
+  const int64_t samples_used = static_cast<int64_t>(DataLoader::epoch_order(data.train->size(), lo).size());
+  const int64_t steps_per_epoch = samples_used / o.batch;
+  MF_CHECK(steps_per_epoch >= 1, "{} samples make no batch of {}", samples_used, o.batch);
   LrSchedule sched;
   sched.lr = o.lr;
   sched.min_lr = o.min_lr;
@@ -272,6 +401,59 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   sched.total_steps = steps_per_epoch * o.epochs;
   const int64_t total_steps = o.max_steps > 0 ? std::min(o.max_steps, sched.total_steps) : sched.total_steps;
 
+  // Taken before anything in the folder is written, held until train() returns.
+  const RunLock lock(run_dir);
+  const std::string metrics_path = run_dir + "/metrics.jsonl";
+  const json record = run_record(config, o);
+  int start_epoch = 0;
+  int64_t step = 0;
+  double elapsed_before = 0;
+  std::vector<json> rows;
+  if (resume) {
+    const ResumePoint p = resume_point(run_dir, record, o, steps_per_epoch, model, opt, ema.get());
+    start_epoch = p.epoch;
+    step = p.step;
+    elapsed_before = p.elapsed_seconds;
+    // Metrics of epochs after the checkpoint (written before a kill) are dropped: they will be redone.
+    // The checkpoint's own row is taken from its manifest if a kill came between the two writes.
+    for (auto& r : read_metrics(metrics_path))
+      if (r.value("epoch", 0) <= start_epoch) rows.push_back(std::move(r));
+    if ((rows.empty() || rows.back().value("epoch", 0) != start_epoch) && p.metrics_row.is_object())
+      rows.push_back(p.metrics_row);
+    std::string text;
+    for (auto& r : rows) text += r.dump() + "\n";
+    write_text(metrics_path, text);
+    fmt::print("resuming {} from {} (epoch {}, step {})\n", run_dir, p.dir, start_epoch, step);
+  } else {
+    MF_CHECK(checkpoint_candidates(run_dir).empty(),
+             "{} already holds a training run: resume it with --resume {}, or choose another --out", run_dir,
+             run_dir);
+    if (!init_weights.empty()) load_initial_weights(model, init_weights);
+    write_text(run_dir + "/config.json", config_to_json(config).dump(2) + "\n");
+    write_text(run_dir + "/train_args.json", o.to_json().dump(2) + "\n");
+    write_text(metrics_path, "");
+    std::error_code ec;
+    fs::remove(run_dir + "/skipped.txt", ec);
+  }
+  TrainSummary summary;
+  for (const auto& r : rows) {
+    summary.last_top1 = r.value("top1", 0.0) / 100.0;
+    summary.last_top5 = r.value("top5", 0.0) / 100.0;
+    summary.best_top1 = std::max(summary.best_top1, summary.last_top1);
+  }
+  if (start_epoch >= o.epochs) {
+    fmt::print("{}: all {} epochs are done\n", run_dir, o.epochs);
+    summary.epochs_done = start_epoch;
+    summary.steps = step;
+    summary.seconds = elapsed_before;
+    return summary;
+  }
+  if (!resume) {
+    log_skipped(run_dir, "while listing the training data", data.train->skipped_files());
+    if (data.eval.get() != data.train.get())
+      log_skipped(run_dir, "while listing the evaluation data", data.eval->skipped_files());
+  }
+
   MixupOptions mix;
   mix.mixup_alpha = o.mixup;
   mix.cutmix_alpha = o.cutmix;
@@ -279,12 +461,12 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   mix.switch_prob = o.mix_switch_prob;
   mix.label_smoothing = o.label_smoothing;
 
-  fmt::print("training {} ({:.2f} M parameters) on {}: {} epochs x {} steps of {}, {} threads\n", config.name,
-             static_cast<double>(model.num_parameters()) / 1e6, data.train->describe(), o.epochs, steps_per_epoch,
-             o.batch, num_threads());
+  fmt::print("training {} ({:.2f} M parameters) on {}{}: {} epochs x {} steps of {}, {} threads\n", config.name,
+             static_cast<double>(model.num_parameters()) / 1e6, data.train->describe(),
+             samples_used < data.train->size() ? fmt::format(", {} of them used (--subset)", samples_used) : "",
+             o.epochs, steps_per_epoch, o.batch, num_threads());
   std::fflush(stdout);
 
-  TrainSummary summary;
   const auto run_start = std::chrono::steady_clock::now();
   double step_seconds_sum = 0;
   int64_t steps_timed = 0;
@@ -364,18 +546,15 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       row["ema_nonfinite_samples"] = e2.nonfinite;
       if (const std::string w = nonfinite_warning(e2); !w.empty()) fmt::print(stderr, "EMA weights: {}\n", w);
     }
-    for (const auto& msg : loader.skipped()) fmt::print(stderr, "skipped an unreadable sample: {}\n", msg);
-    rows.push_back(row);
-    {
-      std::ofstream f(metrics_path, std::ios::app);
-      f << row.dump() << "\n";
-      f.flush();
-      MF_CHECK(f.good(), "cannot append to {}", metrics_path);
-    }
-    write_curves(run_dir, rows, config.name);
+    log_skipped(run_dir, fmt::format("in training epoch {}", epoch + 1), loader.skipped());
+    log_skipped(run_dir, fmt::format("in the evaluation after epoch {}", epoch + 1), ev.skipped_messages);
 
+    // The checkpoint first, then the metrics row: a row in metrics.jsonl always has its checkpoint.
+    // A kill between the two loses no row, as the manifest keeps a copy that a resume restores.
     CheckpointFiles files;
     files.metadata = {{"format", "pt"}, {"model", config.name}, {"written_by", "metaformer.cpp"}};
+    files.record = record;
+    files.metrics_row = row;
     for (auto& [name, p] : model.named_parameters()) files.model.push_back({name, p->value, {}, {}});
     if (ema) files.model_ema = ema->entries();
     opt.save_state(files.state, "optimizer.");
@@ -387,6 +566,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     write_checkpoint(run_dir, epoch + 1, files, o.keep_checkpoints);
     save_safetensors(run_dir + "/model.safetensors", files.model, files.metadata);
     if (ema) save_safetensors(run_dir + "/model_ema.safetensors", files.model_ema, files.metadata);
+    rows.push_back(row);
+    append_line(metrics_path, row.dump());
+    write_curves(run_dir, rows, config.name);
 
     fmt::print("epoch {}/{}: train loss {:.4f}, test loss {:.4f}, top-1 {:.2f}%, top-5 {:.2f}%{}, {:.0f} img/s, "
                "{} elapsed\n",

@@ -220,7 +220,7 @@ INSTANTIATE_TEST_SUITE_P(
                [](const std::string& run) {
                  json c = json::parse(text_of(run + "/config.json"));
                  ASSERT_TRUE(c.contains("norms"));
-                 c["norms"] = "group_norm";
+                 c["norms"] = "group_norm1";
                  const std::string t = c.dump(2);
                  write_bytes(run + "/config.json", {t.begin(), t.end()});
                },
@@ -244,12 +244,13 @@ TEST(ResumeState, TheDifferenceInTheRecordIsNamed) {
   TempDir tmp;
   const std::string run = copy_run(tmp, 1);
   json c = json::parse(text_of(run + "/config.json"));
-  c["norms"] = "group_norm";
+  c["norms"] = "group_norm1";
   const std::string t = c.dump(2);
   write_bytes(run + "/config.json", {t.begin(), t.end()});
   CliResult r = run_cli(resume_args(run, {"--epochs", "2"}));
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(contains(r.err, "norms")) << r.err;
+  EXPECT_TRUE(contains(r.err, "norms[0]")) << r.err;
+  EXPECT_TRUE(contains(r.err, "recorded,")) << r.err;
 }
 
 TEST(ResumeState, ADamagedNewestCheckpointFallsBackToThePreviousIntactOne) {

@@ -118,10 +118,12 @@ void register_eval(CLI::App& app) {
     m.config_override = config;
     LoadedModel lm = load_model(m);
     const Dataset& data = a->split == "train" ? *splits.train : *splits.eval;
+    for (const auto& m : data.skipped_files()) fmt::print(stderr, "skipped an unreadable file: {}\n", m);
     const EvalResult r = evaluate(*lm.model, *lm.backend, data, a->batch, a->workers);
     fmt::print("{}: {} samples, top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}{}\n", data.describe(), r.count,
                100 * r.top1, 100 * r.top5, r.loss,
                r.skipped ? fmt::format(" ({} unreadable samples skipped)", r.skipped) : "");
+    for (const auto& m : r.skipped_messages) fmt::print(stderr, "skipped an unreadable sample: {}\n", m);
     if (const std::string w = nonfinite_warning(r); !w.empty()) fmt::print(stderr, "{}\n", w);
   });
 }

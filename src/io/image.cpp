@@ -129,8 +129,11 @@ Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int6
          max_pixels);
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels)) {
+    // stb's info reports only the last format it tried, "unknown image type", even for a PNG it
+    // found too large or damaged: say what the header said instead.
     if (has_size && hw > 0 && hh > 0)
-      fail("cannot decode image {} of {}x{} pixels: {}", what, hw, hh, stbi_failure_reason() ? stbi_failure_reason() : "unknown error");
+      fail("cannot decode image {}: stb_image cannot read it (damaged, or too large for it); its header says {}x{} "
+           "pixels", what, hw, hh);
     fail("cannot decode image {}: {}", what, stb_reason());
   }
   MF_CHECK(w > 0 && h > 0, "cannot decode image {}: invalid size {}x{}", what, w, h);

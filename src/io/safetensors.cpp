@@ -159,10 +159,10 @@ bool pread_exact(int fd, uint8_t* dst, size_t n, uint64_t offset, const std::str
 // Test hook: MF_DEBUG_TRUNCATE_AFTER_HEADER=N truncates the file to N bytes right after its header
 // is read, as another process could at that moment, so that a test can show that loading then
 // fails cleanly (it used to die of SIGBUS) without depending on timing.
-void maybe_truncate_after_header(int fd) {
+void maybe_truncate_after_header(const std::string& path) {
   const char* v = std::getenv("MF_DEBUG_TRUNCATE_AFTER_HEADER");
   if (v && *v) {
-    const int rc = ::ftruncate(fd, static_cast<off_t>(std::atoll(v)));
+    const int rc = ::truncate(path.c_str(), static_cast<off_t>(std::atoll(v)));
     (void)rc;
   }
 }
@@ -190,7 +190,7 @@ SafeTensors SafeTensors::open(const std::string& path) {
   std::memcpy(head.data(), len, 8);
   MF_CHECK(pread_exact(raw, head.data() + 8, static_cast<size_t>(n), 8, path),
            "{}: truncated file: the header claims {} bytes but the file ended first", path, n);
-  maybe_truncate_after_header(raw);
+  maybe_truncate_after_header(path);
   SafeTensors st_out = parse_header(head, size - 8 - n, path);
   st_out.fd_ = std::move(fd);
   st_out.data_offset_ = 8 + n;

@@ -206,11 +206,12 @@ std::string first_json_difference(const json& recorded, const json& now, const s
   if (recorded.is_object() && now.is_object()) {
     for (const auto& [k, v] : recorded.items()) {
       const std::string p = path.empty() ? k : path + "." + k;
-      if (!now.contains(k)) return fmt::format("{}: {} vs (absent)", p, v.dump());
+      if (!now.contains(k)) return fmt::format("{}: {} recorded, absent now", p, v.dump());
       if (std::string d = first_json_difference(v, now.at(k), p); !d.empty()) return d;
     }
     for (const auto& [k, v] : now.items())
-      if (!recorded.contains(k)) return fmt::format("{}: (absent) vs {}", path.empty() ? k : path + "." + k, v.dump());
+      if (!recorded.contains(k))
+        return fmt::format("{}: absent in the record, {} now", path.empty() ? k : path + "." + k, v.dump());
     return "";
   }
   if (recorded.is_array() && now.is_array() && recorded.size() == now.size()) {
@@ -222,7 +223,7 @@ std::string first_json_difference(const json& recorded, const json& now, const s
   // Numbers compare by value: 1 and 1.0 are the same setting.
   if (recorded.is_number() && now.is_number() && recorded.get<double>() == now.get<double>()) return "";
   if (recorded == now) return "";
-  return fmt::format("{}: {} vs {}", path.empty() ? "(value)" : path, recorded.dump(), now.dump());
+  return fmt::format("{}: {} recorded, {} now", path.empty() ? "(value)" : path, recorded.dump(), now.dump());
 }
 
 }  // namespace mf

@@ -53,7 +53,7 @@ std::optional<nlohmann::json> verify_checkpoint_files(const std::string& dir);
 // mf::Error naming the first tensor of `file` holding a NaN or an infinity.
 void check_all_finite(const SafeTensors& file);
 
-// The first difference between two JSON values, as "KEY: A vs B" ("" when equal); `path` prefixes
+// The first difference between two JSON values, as "KEY: A recorded, B now" ("" when equal); `path` prefixes
 // the key. Used to name what changed between a checkpoint's record and the run's files.
 std::string first_json_difference(const nlohmann::json& recorded, const nlohmann::json& now,
                                   const std::string& path = "");

@@ -277,8 +277,7 @@ ResumePoint load_checkpoint(const std::string& dir, const std::string& run_dir, 
         const std::string d = first_json_difference(recorded[part], record[part]);
         if (!d.empty())
           throw RecordMismatch(fmt::format(
-              "{}/{} differs from what checkpoint {} was written with ({}: the checkpoint's value, then the run's); "
-              "restore it, or start a new run",
+              "{}/{} differs from what checkpoint {} was written with: {}; restore it, or start a new run",
               run_dir, std::string(part) == "model" ? "config.json" : "train_args.json", dir, d));
       }
     }

@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -149,6 +151,24 @@ TEST(Compare, ReusesOnlyRunsTrainedWithTheSameSettings) {
   EXPECT_NE(r.out.find("== pooling seed 0: done earlier, skipped"), std::string::npos) << r.out;
   EXPECT_EQ(slurp(identity_dir + "/result.json"), identity_result);
   EXPECT_EQ(slurp(pooling_dir + "/result.json"), pooling_result);
+
+  // An interrupted run (killed in epoch 2 of 2, after the epoch-1 checkpoint) is resumed only under
+  // its own settings: a 3-epoch request must not continue it.
+  const std::string killed_out = tmp.file("killed");
+  setenv("MF_DEBUG_KILL_AT_STEP", "6", 1);
+  r = run_cli(tiny_compare_args(killed_out, "pooling", 2));
+  unsetenv("MF_DEBUG_KILL_AT_STEP");
+  ASSERT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
+  r = run_cli(tiny_compare_args(killed_out, "pooling", 3));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("runs/pooling/seed0 was trained with epochs=2, this request has epochs=3;"), std::string::npos)
+      << r.err;
+  r = run_cli(tiny_compare_args(killed_out, "pooling", 2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("== pooling seed 0 (resuming)"), std::string::npos) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(slurp(killed_out + "/results.json"))["runs"][0]["top1"],
+            nlohmann::json::parse(pooling_result)["top1"])
+      << "the resumed run ends where the uninterrupted one did";
 }
 
 TEST(Compare, EveryMixerIsCheckedBeforeAnyTraining) {

@@ -126,7 +126,7 @@ class Runner:
             cmd += ["--dtype", dtype]
         sh(cmd)
         p = json.loads(j.read_text())[0]
-        return {"ms": p["median_ms"], "rss": p["rss"], "gmacs": p["gmacs"]}
+        return {"ms": p["median_ms"], "rss": p["peak_rss_mb"], "gmacs": p["gmacs_per_image"]}
 
     def time_ort(self, d, batch, runs):
         p = last_json(sh(["node", HERE / "ort_bench.js", "time", d / "model.onnx", d / "input.bin", str(batch),

@@ -2,7 +2,7 @@
 # The MetaFormer Baselines experiment of docs/experiments/: every token mixer of the engine in the same
 # MetaFormer, two seeds, on the synthetic long-range task and on Fashion-MNIST, with short schedules
 # (about 30 minutes on a quiet 2-core machine). Run folders go to runs/ (not committed); the reports and
-# plots are copied to docs/experiments/<task>/. Re-running skips finished runs; extra arguments go to
+# plots are copied to docs/experiments/<task>/. Re-running skips finished runs (trained with the same settings); extra arguments go to
 # both commands (e.g. --remeasure to time inference again on a quiet machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -47,7 +47,7 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
 }  // namespace
 
 std::string MixerCase::label() const {
-  return fmt::format("{} {} [2, {}, {}, {}]", name, options.dump(), height, width, dim);
+  return fmt::format("{} {} [2, {}, {}, {}]", name, options.is_null() ? std::string("{}") : options.dump(), height, width, dim);
 }
 
 std::vector<MixerCase> mixer_cases() {

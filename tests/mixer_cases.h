@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,9 @@ struct MixerCase {
   int64_t dim = 16, height = 7, width = 7;
   std::string label() const;  // "gated_cnn {"conv_ratio":0.5} [2, 5, 6, 18]"
 };
+
+// GoogleTest prints a failing case's parameter with this instead of its bytes.
+inline void PrintTo(const MixerCase& c, std::ostream* os) { *os << c.label(); }
 
 // One case per registered mixer at least, in the registry's order.
 std::vector<MixerCase> mixer_cases();

@@ -1,9 +1,13 @@
-// metaformer compare (a tiny run: two mixers, two seeds, a few dozen steps) and the synthetic
-// long-range task.
+// metaformer compare (a tiny run: two mixers, two seeds, a few dozen steps; reuse of runs only under
+// the same settings; every mixer checked before training; the budget in the report) and the
+// synthetic long-range task.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -83,6 +87,143 @@ TEST(Compare, BadMixerListsAreOneClearError) {
                "fashion-mnist", "--out", tmp.file("y")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("unknown token mixer 'poolng'"), std::string::npos) << r.err;
+}
+
+// A comparison small enough to take about a second: the two-block long-range model, `batch`-sized
+// steps over `subset` generated images, on one thread and without loader threads (steps this small
+// are dominated by thread hand-offs, which a busy machine makes slow).
+std::vector<std::string> tiny_compare_args(const std::string& out, const std::string& mixers, int epochs,
+                                           const std::vector<std::string>& extra = {}, int subset = 64,
+                                           int batch = 16, int seeds = 1) {
+  std::vector<std::string> args{"compare", "--base", source_path("configs/compare_long_range.json"), "--mixers",
+                                mixers, "--data", "long-range", "--epochs", std::to_string(epochs), "--batch",
+                                std::to_string(batch), "--subset", std::to_string(subset), "--eval-subset", "32",
+                                "--seeds", std::to_string(seeds), "--threads", "1", "--workers", "0", "--latency-runs", "1",
+                                "--throughput-runs", "1", "--no-progress", "--out", out};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+int64_t epochs_trained_with(const std::string& run_dir) {
+  return nlohmann::json::parse(slurp(run_dir + "/train_args.json"))["epochs"].get<int64_t>();
+}
+
+TEST(Compare, ReusesOnlyRunsTrainedWithTheSameSettings) {
+  TempDir tmp;
+  const std::string out = tmp.file("cmp");
+  // identity trained for 1 epoch, pooling for 2, into the same folder.
+  CliResult r = run_cli(tiny_compare_args(out, "identity", 1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli(tiny_compare_args(out, "pooling", 2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string identity_dir = out + "/runs/identity/seed0", pooling_dir = out + "/runs/pooling/seed0";
+  const std::string pooling_result = slurp(pooling_dir + "/result.json");
+
+  // A request for 2 epochs must not pass the 1-epoch identity run off as its own: one line naming the
+  // first difference, exit 1, nothing trained.
+  r = run_cli(tiny_compare_args(out, "identity,pooling", 2));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.err, "metaformer: error: " + identity_dir +
+                       " was trained with epochs=1, this request has epochs=2; use a new --out or --force to retrain\n");
+  EXPECT_EQ(r.out.find("== "), std::string::npos) << r.out;
+  EXPECT_EQ(epochs_trained_with(identity_dir), 1);
+  // Another schedule is a difference too, named with its values.
+  r = run_cli(tiny_compare_args(out, "pooling", 2, {"--lr", "0.001"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(pooling_dir + " was trained with lr=0.002, this request has lr=0.001;"), std::string::npos)
+      << r.err;
+
+  // --force retrains the mismatching identity run and keeps the matching pooling run.
+  r = run_cli(tiny_compare_args(out, "identity,pooling", 2, {"--force"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(identity_dir + " was trained with epochs=1, this request has epochs=2; retraining it (--force)"),
+            std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("== identity seed 0\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("== pooling seed 0: done earlier, skipped"), std::string::npos) << r.out;
+  EXPECT_EQ(epochs_trained_with(identity_dir), 2);
+  EXPECT_EQ(slurp(pooling_dir + "/result.json"), pooling_result);
+
+  // The same settings again: both runs are reused as they are.
+  const std::string identity_result = slurp(identity_dir + "/result.json");
+  r = run_cli(tiny_compare_args(out, "identity,pooling", 2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("== identity seed 0: done earlier, skipped"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("== pooling seed 0: done earlier, skipped"), std::string::npos) << r.out;
+  EXPECT_EQ(slurp(identity_dir + "/result.json"), identity_result);
+  EXPECT_EQ(slurp(pooling_dir + "/result.json"), pooling_result);
+
+  // An interrupted run (killed in epoch 2 of 2, after the epoch-1 checkpoint) is resumed only under
+  // its own settings: a 3-epoch request must not continue it.
+  const std::string killed_out = tmp.file("killed");
+  setenv("MF_DEBUG_KILL_AT_STEP", "6", 1);
+  r = run_cli(tiny_compare_args(killed_out, "pooling", 2));
+  unsetenv("MF_DEBUG_KILL_AT_STEP");
+  ASSERT_EQ(r.exit_code, 128 + SIGKILL) << r.err;
+  r = run_cli(tiny_compare_args(killed_out, "pooling", 3));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("runs/pooling/seed0 was trained with epochs=2, this request has epochs=3;"), std::string::npos)
+      << r.err;
+  r = run_cli(tiny_compare_args(killed_out, "pooling", 2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("== pooling seed 0 (resuming)"), std::string::npos) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(slurp(killed_out + "/results.json"))["runs"][0]["top1"],
+            nlohmann::json::parse(pooling_result)["top1"])
+      << "the resumed run ends where the uninterrupted one did";
+}
+
+TEST(Compare, EveryMixerIsCheckedBeforeAnyTraining) {
+  TempDir tmp;
+  const std::string out = tmp.file("cmp");
+  // The misspelt mixer comes after a good one: the good one must not be trained first.
+  CliResult r = run_cli(tiny_compare_args(out, "pooling,poolng", 1));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("'poolng' cannot be built: unknown token mixer 'poolng'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("== pooling"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out)) << "nothing is written before every mixer is known to build";
+
+  // A candidate listed twice would share its run folders.
+  r = run_cli(tiny_compare_args(out, "pooling,identity,pooling", 1));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--mixers names 'pooling' twice"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Compare, ReportStatesTheBudgetAndWhatItCannotShow) {
+  TempDir tmp;
+  // One seed and 4 steps (64 images in batches of 16): the report says so and what that cannot show.
+  const std::string out = tmp.file("small");
+  CliResult r = run_cli(tiny_compare_args(out, "identity,pooling", 1));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string report = slurp(out + "/report.md");
+  const std::string budget =
+      "Budget:** 4 optimizer steps per run (batch 16; 1 epoch over 64 of 20000 training images), 1 seed per mixer, "
+      "top-1 on 32 of 4000 test images.";
+  EXPECT_NE(report.find("**" + budget), std::string::npos) << report;
+  EXPECT_LT(report.find(budget), report.find("Ranking by mean top-1")) << "the budget stands before the ranking";
+  EXPECT_NE(report.find("**Caveat:** one seed per mixer and only 4 steps per run"), std::string::npos) << report;
+  EXPECT_NE(report.find("the ranking cannot show differences smaller than the seed noise"), std::string::npos)
+      << report;
+  // The printed table carries the same budget and caveat.
+  EXPECT_NE(r.out.find("Budget: 4 optimizer steps per run"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Caveat: one seed per mixer"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rank  mixer"), std::string::npos) << r.out;
+  const auto results = nlohmann::json::parse(slurp(out + "/results.json"));
+  EXPECT_EQ(results["budget"]["steps_per_run_min"], 4);
+  EXPECT_EQ(results["budget"]["seeds"], 1);
+  EXPECT_EQ(results["budget"]["train_images"], 64);
+  EXPECT_TRUE(results.contains("caveat"));
+
+  // Two seeds of 100 steps (200 images in batches of 2): budget stated, no caveat.
+  const std::string out2 = tmp.file("enough");
+  r = run_cli(tiny_compare_args(out2, "identity", 1, {}, 200, 2, 2));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string report2 = slurp(out2 + "/report.md");
+  EXPECT_NE(report2.find("**Budget:** 100 optimizer steps per run (batch 2; 1 epoch over 200 of 20000 training "
+                         "images), 2 seeds per mixer"),
+            std::string::npos) << report2;
+  EXPECT_EQ(report2.find("Caveat"), std::string::npos) << report2;
+  EXPECT_EQ(r.out.find("Caveat"), std::string::npos) << r.out;
 }
 
 TEST(LongRange, SamplesAreDeterministicAndBalanced) {

@@ -331,8 +331,9 @@ TEST(SafeTensorsLoad, TruncationDuringACliLoadIsOneLine) {
   const std::string w = tmp.file("w.safetensors");
   fs::copy_file(run + "/model.safetensors", w);
   setenv("MF_DEBUG_TRUNCATE_AFTER_HEADER", "1000", 1);
-  CliResult r = run_cli({"eval", "--config", kConfig, "--weights", w, "--data", template_data(),
-                         "--threads", "1"});
+  // Fine-tuning opens the weights once, then reads them: the hook truncates in between.
+  CliResult r = run_cli({"train", "--config", kConfig, "--weights", w, "--data", template_data(), "--out",
+                         tmp.file("ft"), "--batch", "16", "--threads", "1", "--no-progress"});
   unsetenv("MF_DEBUG_TRUNCATE_AFTER_HEADER");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_TRUE(contains(r.err, "truncated while loading")) << r.err;

@@ -5,9 +5,11 @@
 // warm-up passes, then timed passes; the table gives the median latency with its min-max spread,
 // images/s from the median, GFLOP/s (2 FLOPs per MAC), and the peak RSS of the process.
 //
+// `--config` times a JSON model description (a new mixer, say) as the other commands take it.
 // `--weights` and `--input` time given weights on a given batch (bench/side_by_side.py gives the
-// engine and its peers the same ones); `--json` also writes the points for scripts; `--gemm`
-// measures the machine's GEMM ceiling through oneDNN, the library the engine's GEMMs run on.
+// engine and its peers the same ones); `--json` also writes the points for scripts, one object per
+// point with a name on every field (with --profile, "ops" lists each op's calls, time and MACs);
+// `--gemm` measures the machine's GEMM ceiling through oneDNN, the library the engine's GEMMs run on.
 #include <fmt/format.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -71,7 +73,7 @@ Tensor bench_input(const std::string& input, int batch, int res, int chans, cons
 Point measure(const ModelArgs& base, const std::string& model, const std::string& input, int batch, int resolution,
               int warmup, int runs, bool profile) {
   ModelArgs a = base;
-  a.model = model;
+  if (a.config.empty()) a.model = model;  // with --config, the description is the file's
   LoadedModel lm = load_model(a);
   const auto& c = lm.model->config();
   const int res = resolution > 0 ? resolution : c.input.size;
@@ -80,7 +82,7 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   for (int i = 0; i < warmup; ++i) lm.model->run(ctx, x);
 
   Point p;
-  p.model = model;
+  p.model = model.empty() ? c.name : model;
   p.batch = batch;
   std::vector<double> ms;
   for (int i = 0; i < runs; ++i) {
@@ -108,6 +110,7 @@ nlohmann::json to_json(const Point& p) {
                    {"rss", p.peak_rss_mb}, {"runs", p.runs}};
   j["seconds"] = p.profile.seconds;
   j["calls"] = p.profile.calls;
+  j["macs"] = p.profile.macs;
   return j;
 }
 
@@ -123,7 +126,45 @@ Point from_json(const nlohmann::json& j) {
   p.runs = j["runs"];
   p.profile.seconds = j["seconds"];
   p.profile.calls = j["calls"];
+  p.profile.macs = j["macs"];
   return p;
+}
+
+// What --json writes for one point: every value under a name that says what it is and in which
+// unit, so that scripts need no knowledge of positions (the wire format above is internal).
+nlohmann::json labelled_json(const Point& p, int threads, const ModelArgs& m, int resolution, int warmup,
+                             bool profiled) {
+  nlohmann::json j{{"model", p.model},
+                   {"batch", p.batch},
+                   {"threads", threads},
+                   {"backend", m.backend},
+                   {"dtype", m.dtype},
+                   {"resolution", resolution},  // 0: the model's own input size
+                   {"weights", m.weights.empty() ? "random" : m.weights},
+                   {"warmup_runs", warmup},
+                   {"timed_runs", p.runs},
+                   {"median_ms", p.median_ms},
+                   {"min_ms", p.min_ms},
+                   {"max_ms", p.max_ms},
+                   {"images_per_s", 1000.0 * p.batch / p.median_ms},
+                   {"gmacs_per_image", p.gmacs_per_image},
+                   {"gflops_per_s", 2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0)},
+                   {"peak_rss_mb", p.peak_rss_mb}};
+  // Per op, from the one profiled pass (with --profile only: without it the child keeps no profile).
+  if (profiled) {
+    nlohmann::json ops = nlohmann::json::array();
+    for (int k = 0; k < static_cast<int>(OpKind::kCount); ++k) {
+      const auto i = static_cast<size_t>(k);
+      if (p.profile.calls[i] == 0) continue;
+      ops.push_back({{"op", op_name(OpKind(k))},
+                     {"family", op_family_name(op_family(OpKind(k)))},
+                     {"calls", p.profile.calls[i]},
+                     {"ms", p.profile.seconds[i] * 1e3},
+                     {"gmacs", static_cast<double>(p.profile.macs[i]) / 1e9}});
+    }
+    j["ops"] = ops;
+  }
+  return j;
 }
 
 // Forks, measures in the child, and reads its result back through a pipe.
@@ -182,7 +223,10 @@ void register_bench(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* sub = app.add_subcommand("bench", "time random-weight models and print a markdown table");
-  sub->add_option("--model,-m", args->model.model, "comma-separated zoo names");
+  auto* model = sub->add_option("--model,-m", args->model.model, "comma-separated zoo names");
+  auto* config = sub->add_option("--config,-c", args->model.config, "JSON model description (docs/config.md)");
+  model->excludes(config);
+  config->excludes(model);
   sub->add_option("--weights,-w", args->model.weights, "weights (.safetensors; default: random) for a single model");
   sub->add_option("--input,-i", args->input, "timed images, NCHW float32 .npy (default: a constant image)");
   sub->add_option("--json", args->json, "also write the measurements to this JSON file");
@@ -191,7 +235,8 @@ void register_bench(CLI::App& app) {
   sub->add_option("--threads,-t", args->model.threads, "threads (default: all cores)");
   sub->add_option("--backend", args->model.backend, "cpu or ref")->capture_default_str();
   sub->add_option("--dtype", args->model.dtype, "precision of the matrix products: fp32 or bf16")->capture_default_str();
-  sub->add_option("--resolution,-r", args->resolution, "input size (default: the model's)");
+  sub->add_option("--resolution,-r", args->resolution, "input size (default: the model's)")->check(CLI::Range(1, 4096));
+  sub->add_option("--seed", args->model.seed, "seed of the random weights used without --weights")->capture_default_str();
   sub->add_option("--warmup", args->warmup, "untimed passes first")->capture_default_str()->check(CLI::Range(0, 100));
   sub->add_option("--runs", args->runs, "timed passes")->capture_default_str()->check(CLI::Range(1, 10000));
   sub->add_flag("--profile", args->profile, "also print the time spent per op family");
@@ -210,9 +255,13 @@ void register_bench(CLI::App& app) {
       }
       return;
     }
-    MF_CHECK(!args->model.model.empty(), "bench: --model is required (or --gemm)");
-    MF_CHECK(args->model.weights.empty() || split_list(args->model.model, ',').size() == 1,
-             "bench: --weights needs a single --model");
+    MF_CHECK(!args->model.model.empty() || !args->model.config.empty(),
+             "bench: give --model NAMES or --config FILE (or --gemm)");
+    // With --config there is one model, the file's; measure() takes its name from the description.
+    const std::vector<std::string> models =
+        args->model.config.empty() ? split_list(args->model.model, ',') : std::vector<std::string>{""};
+    MF_CHECK(args->model.weights.empty() || models.size() == 1, "bench: --weights needs a single --model");
+    if (!args->model.config.empty()) resolve_config(args->model);  // a bad file fails here, once, not in each child
     std::vector<int> batches;
     for (auto& b : split_list(args->batches, ',')) {
       int v = 0;
@@ -229,7 +278,7 @@ void register_bench(CLI::App& app) {
                "GFLOP/s | peak RSS MB |\n");
     fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
     std::vector<Point> points;
-    for (auto& model : split_list(args->model.model, ','))
+    for (auto& model : models)
       for (int b : batches) {
         Point p = measure_in_child(args->model, model, args->input, b, args->resolution, args->warmup, args->runs, args->profile);
         fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |\n", p.model,
@@ -241,11 +290,8 @@ void register_bench(CLI::App& app) {
       }
     if (!args->json.empty()) {
       nlohmann::json j = nlohmann::json::array();
-      for (auto& p : points) {
-        auto pj = to_json(p);
-        pj["threads"] = threads;
-        j.push_back(pj);
-      }
+      for (auto& p : points)
+        j.push_back(labelled_json(p, threads, args->model, args->resolution, args->warmup, args->profile));
       write_text(args->json, j.dump(2) + "\n");
     }
     if (!args->profile) return;

@@ -1,4 +1,5 @@
 // metaformer classify: images in, top-5 classes out, with the model's timm evaluation preprocessing.
+// Without --weights the model is seeded random (to try the command), and a note says so.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -20,7 +21,8 @@ void register_classify(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* sub = app.add_subcommand("classify", "classify JPEG/PNG images and print the top classes");
-  add_model_options(sub, args->model, /*weights_required=*/true);
+  add_model_options(sub, args->model, /*weights_required=*/false);
+  sub->add_option("--seed", args->model.seed, "seed of the random weights used without --weights")->capture_default_str();
   sub->add_option("images", args->images, "image files (JPEG, PNG)")->required();
   sub->add_option("--top", args->top, "how many classes to print")->capture_default_str()->check(CLI::Range(1, 100));
   sub->callback([args] {
@@ -63,6 +65,8 @@ void register_classify(CLI::App& app) {
                    k);
       }
     }
+    // After the results, so that a failure above stays one line.
+    note_if_weights_are_random(args->model);
   });
 }
 

@@ -1,9 +1,12 @@
 // metaformer compare: the MetaFormer experiment as one command. Trains the same MetaFormer with only
 // the token mixer changed (identical data order, schedule and augmentation for a given seed),
 // evaluates each run, counts parameters and MACs, times inference on this machine, and writes
-// OUT/report.md (table + ranking), OUT/results.json (every number) and three plots. Every run is its
-// own run folder OUT/runs/<mixer>/seed<k>; a finished run holds result.json and is skipped when the
-// command is repeated, an interrupted one is resumed from its last checkpoint.
+// OUT/report.md (table, budget, ranking), OUT/results.json (every number) and three plots
+// (compare_report.cpp). Every run is its own run folder OUT/runs/<mixer>/seed<k>. Before anything is
+// trained, every candidate model is built once and every existing run folder is checked: a finished
+// run (result.json) is reused, and an interrupted one resumed from its last checkpoint, only when it
+// was trained with this request's settings (run_settings.cpp); otherwise the command stops naming
+// the difference, or with --force retrains just that run.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -16,11 +19,12 @@
 #include <sstream>
 
 #include "cli/common.h"
+#include "cli/compare_report.h"
+#include "cli/run_settings.h"
 #include "core/error.h"
 #include "core/threading.h"
 #include "io/file.h"
 #include "model/metaformer.h"
-#include "report/svg_plot.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
@@ -91,114 +95,201 @@ Candidate parse_candidate(const std::string& text, size_t stages) {
   return c;
 }
 
-std::string mean_pm(const std::vector<double>& v, int digits) {
-  double m = 0;
-  for (double x : v) m += x;
-  m /= static_cast<double>(v.size());
-  double lo = *std::min_element(v.begin(), v.end()), hi = *std::max_element(v.begin(), v.end());
-  return v.size() > 1 ? fmt::format("{:.{}f} ± {:.{}f}", m, digits, (hi - lo) / 2, digits) : fmt::format("{:.{}f}", m, digits);
+struct CompareArgs {
+  ModelArgs base;
+  std::string mixers, data, out;
+  int seeds = 2;
+  int runs1 = 20, runs8 = 5;
+  bool no_progress = false;
+  bool remeasure = false;
+  bool force = false;
+  TrainOptions o;
+};
+
+// The command that reproduces the comparison, for report.md: every option that changes a run.
+std::string command_line(const CompareArgs& a, const TrainOptions& o) {
+  const TrainOptions defaults;
+  std::string command = "metaformer compare";
+  command += a.base.config.empty() ? " --model " + a.base.model : " --base " + a.base.config;
+  command += fmt::format(" --mixers {} --data {} --epochs {} --batch {} --lr {} --seeds {}", a.mixers, a.data,
+                         o.epochs, o.batch, o.lr, a.seeds);
+  if (o.warmup_epochs != defaults.warmup_epochs) command += fmt::format(" --warmup-epochs {}", o.warmup_epochs);
+  if (o.weight_decay != defaults.weight_decay) command += fmt::format(" --weight-decay {}", o.weight_decay);
+  if (o.drop_path >= 0) command += fmt::format(" --drop-path {}", o.drop_path);
+  if (o.subset) command += fmt::format(" --subset {}", o.subset);
+  if (o.eval_subset) command += fmt::format(" --eval-subset {}", o.eval_subset);
+  if (o.max_steps) command += fmt::format(" --max-steps {}", o.max_steps);
+  if (o.threads) command += fmt::format(" --threads {}", o.threads);
+  command += " --out " + a.out;
+  return command;
 }
 
-void write_report(const std::string& out, const std::string& command, const std::string& data,
-                  const std::vector<json>& per_mixer, const std::vector<json>& runs) {
-  // Ranking by mean top-1.
-  std::vector<const json*> order;
-  for (auto& m : per_mixer) order.push_back(&m);
-  // Ties (equal mean accuracy) go to the cheaper mixer first.
-  std::sort(order.begin(), order.end(), [](auto* a, auto* b) {
-    const double ta = (*a)["top1_mean"], tb = (*b)["top1_mean"];
-    if (ta != tb) return ta > tb;
-    return (*a)["macs"].template get<double>() < (*b)["macs"].template get<double>();
-  });
-
-  std::string md = "# Token-mixer comparison\n\n";
-  md += fmt::format("Data: `{}`. Every run trains the same MetaFormer with only the token mixer changed, with the "
-                    "same data order, schedule and augmentation per seed. Top-1 is the mean over seeds ± half the "
-                    "range (min to max); latency is batch 1 and throughput batch 8, measured on this machine.\n\n",
-                    data);
-  md += fmt::format("Command:\n\n```\n{}\n```\n\n", command);
-  md += "| rank | mixer | params (M) | MACs (M) | top-1 (%) | seeds | latency (ms) | images/s | training time (s) |\n";
-  md += "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
-  int rank = 0;
-  for (auto* m : order) {
-    md += fmt::format("| {} | {} | {:.3f} | {:.1f} | {} | {} | {:.2f} | {:.1f} | {:.0f} |\n", ++rank,
-                      (*m)["mixer"].get<std::string>(), (*m)["params"].get<double>() / 1e6,
-                      (*m)["macs"].get<double>() / 1e6, (*m)["top1_text"].get<std::string>(),
-                      (*m)["seeds"].get<int>(), (*m)["latency_ms"].get<double>(), (*m)["images_per_s"].get<double>(),
-                      (*m)["train_seconds_mean"].get<double>());
-  }
-  // A short automatic summary: the ranking, and which neighbours are within each other's spread.
-  md += "\n## Summary\n\n";
-  // "≈" between neighbours whose seed ranges overlap (this experiment does not separate them), ">"
-  // where the better one's worst seed beats the other's best.
-  std::string ranking;
-  for (size_t i = 0; i < order.size(); ++i) {
-    if (i) {
-      const json &a = *order[i - 1], &b = *order[i];
-      ranking += a["top1_min"].get<double>() <= b["top1_max"].get<double>() ? " ≈ " : " > ";
+// Builds every candidate's model once (parameters allocated, not initialised or run), before
+// anything is trained or written: a misspelt mixer, or an option or size a mixer rejects, then stops
+// the command at once instead of after hours of training the candidates listed before it.
+void check_every_candidate_builds(const std::vector<Candidate>& candidates,
+                                  const std::vector<MetaFormerConfig>& configs) {
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    for (size_t d = 0; d < c; ++d)
+      MF_CHECK(candidates[d].label != candidates[c].label, "--mixers names '{}' twice", candidates[c].label);
+    try {
+      configs[c].validate();
+      MetaFormer model(configs[c]);
+    } catch (const std::exception& e) {
+      fail("--mixers: '{}' cannot be built: {}", candidates[c].label, e.what());
     }
-    ranking += fmt::format("{} ({:.2f})", (*order[i])["mixer"].get<std::string>(), (*order[i])["top1_mean"].get<double>());
   }
-  md += fmt::format("Ranking by mean top-1 (%): {}. \"≈\" joins neighbours whose seed ranges overlap, which this "
-                    "experiment does not separate.", ranking);
-  const json& best = *order.front();
-  const json* cheapest = order.front();
-  for (auto* m : order)
-    if ((*m)["macs"].get<double>() < (*cheapest)["macs"].get<double>()) cheapest = m;
-  md += fmt::format(" Best: {} ({:.2f}%); cheapest in MACs: {} ({:.1f} M MACs, {:.2f}%).\n",
-                    best["mixer"].get<std::string>(), best["top1_mean"].get<double>(),
-                    (*cheapest)["mixer"].get<std::string>(), (*cheapest)["macs"].get<double>() / 1e6,
-                    (*cheapest)["top1_mean"].get<double>());
-  md += "\nPlots: [accuracy against MACs](accuracy_vs_macs.svg), [accuracy against latency](accuracy_vs_latency.svg), "
-        "[training curves](curves.svg). Every number: `results.json`; every run: `runs/<mixer>/seed<k>/`.\n";
-  write_text(out + "/report.md", md);
-  write_text(out + "/results.json", json{{"data", data}, {"command", command}, {"mixers", per_mixer}, {"runs", runs}}.dump(2) + "\n");
+}
 
-  // Plots: one point per mixer (mean over seeds), labelled.
-  auto scatter = [&](const char* key, const std::string& title, const std::string& x_label, bool log_x) {
-    Plot p{title, x_label, "test top-1 accuracy (%)", {}, log_x, 640, 420};
-    for (auto* m : order) {
-      const std::string name = (*m)["mixer"].get<std::string>();
-      Series s{name, {(*m)[key].get<double>() / (std::string(key) == "macs" ? 1e6 : 1.0)},
-               {(*m)["top1_mean"].get<double>()}, false, true, {name}};
-      s.style = static_cast<int>(&*m - &per_mixer[0]);  // the same style for a mixer in every plot
-      p.series.push_back(s);
-    }
+// What `compare` does with one run folder, decided for all of them before any training starts.
+struct PlannedRun {
+  enum class Action { train, resume, reuse };
+  Action action = Action::train;
+  std::string dir;
+  std::string retrain_reason;  // --force: why an existing run is trained again from scratch
+};
+
+std::string run_dir_of(const std::string& out, const Candidate& cand, int seed) {
+  return fmt::format("{}/runs/{}/seed{}", out, cand.label, seed);
+}
+
+// A finished run (result.json) is reused, and an interrupted one (a checkpoint) resumed, only when
+// the settings it was trained with equal this request's; otherwise the command stops naming the
+// first difference, or with --force that run alone is trained again.
+PlannedRun plan_run(const std::string& dir, const MetaFormerConfig& config, const TrainOptions& options, bool force) {
+  PlannedRun p;
+  p.dir = dir;
+  const bool finished = fs::exists(dir + "/result.json");
+  if (!finished && !latest_checkpoint(dir).has_value()) return p;  // nothing to keep: train
+  std::string mismatch;
+  if (const auto recorded = recorded_settings(dir); !recorded) {
+    mismatch = fmt::format("{} has no readable record of its settings (config.json, train_args.json)", dir);
+  } else if (const auto d = first_difference(*recorded, requested_settings(config, options))) {
+    mismatch = fmt::format("{} was trained with {}={}, this request has {}={}", dir, d->key, d->recorded, d->key,
+                           d->requested);
+  }
+  if (mismatch.empty()) {
+    p.action = finished ? PlannedRun::Action::reuse : PlannedRun::Action::resume;
     return p;
-  };
-  write_svg(out + "/accuracy_vs_macs.svg", render_svg(scatter("macs", "Accuracy against cost", "MACs per image (millions)", true)));
-  write_svg(out + "/accuracy_vs_latency.svg",
-            render_svg(scatter("latency_ms", "Accuracy against latency", "batch-1 latency on this machine (ms)", true)));
-  Plot curves{"Training curves (every run and seed; one style per mixer)", "epoch", "test top-1 accuracy (%)", {},
-              false, 760, 520};
-  std::map<std::string, int> style;
-  for (size_t i = 0; i < per_mixer.size(); ++i) style[per_mixer[i]["mixer"].get<std::string>()] = static_cast<int>(i);
-  for (auto& r : runs) {
-    const std::string name = r["mixer"].get<std::string>();
-    Series s{r["seed"].get<int>() == 0 ? name : "", {}, {}, true, false, {}};
-    s.style = style[name];
-    for (auto& e : r["curve"]) {
-      s.x.push_back(e["epoch"].get<double>());
-      s.y.push_back(e["top1"].get<double>());
-    }
-    curves.series.push_back(s);
   }
-  write_svg(out + "/curves.svg", render_svg(curves));
+  MF_CHECK(force, "{}; use a new --out or --force to retrain", mismatch);
+  p.retrain_reason = mismatch;
+  return p;
+}
+
+void run_compare(const CompareArgs& a) {
+  MF_CHECK(!a.base.model.empty() || !a.base.config.empty(), "give the base model: --base FILE or --model NAME");
+  TrainOptions o = a.o;
+  o.progress = !a.no_progress;
+  o.data = a.data;
+  if (o.threads > 0) set_num_threads(o.threads);
+  const MetaFormerConfig base = resolve_config(a.base);
+  std::vector<Candidate> candidates;
+  for (const auto& text : split_list(a.mixers, ',')) candidates.push_back(parse_candidate(text, base.num_stages()));
+  MF_CHECK(!candidates.empty(), "--mixers names no mixer");
+
+  // The data fits the description (classes, channels, resolution) the same way for every mixer, so
+  // it is opened once and every run reads the same (read-only) splits.
+  MetaFormerConfig fitted = base;
+  const DataSplits splits = open_data_for(a.data, fitted);
+  std::vector<MetaFormerConfig> configs;
+  for (const Candidate& cand : candidates) {
+    MetaFormerConfig config = fitted;
+    config.mixers = cand.mixers;
+    config.name = base.name + "_" + cand.label;
+    configs.push_back(config);
+  }
+  check_every_candidate_builds(candidates, configs);
+  auto options_for_seed = [&](int seed) {
+    TrainOptions ro = o;
+    ro.seed = static_cast<uint64_t>(seed);
+    return ro;
+  };
+  std::vector<std::vector<PlannedRun>> plan(candidates.size());
+  for (size_t c = 0; c < candidates.size(); ++c)
+    for (int seed = 0; seed < a.seeds; ++seed)
+      plan[c].push_back(plan_run(run_dir_of(a.out, candidates[c], seed), configs[c], options_for_seed(seed), a.force));
+
+  fs::create_directories(a.out);
+  std::vector<json> runs, per_mixer;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    const Candidate& cand = candidates[c];
+    const MetaFormerConfig& config = configs[c];
+    json cost;
+    if (a.remeasure) cost = measure_inference(config, a.runs1, a.runs8);
+    std::vector<double> top1, seconds;
+    for (int seed = 0; seed < a.seeds; ++seed) {
+      const PlannedRun& p = plan[c][static_cast<size_t>(seed)];
+      const std::string result_path = p.dir + "/result.json";
+      if (p.action != PlannedRun::Action::reuse) {
+        const bool resume = p.action == PlannedRun::Action::resume;
+        if (!p.retrain_reason.empty()) fmt::print("{}; retraining it (--force)\n", p.retrain_reason);
+        fmt::print("== {} seed {}{}\n", cand.label, seed, resume ? " (resuming)" : "");
+        if (!resume && fs::exists(p.dir)) fs::remove_all(p.dir);  // stale, or started with no checkpoint: redo
+        const TrainSummary s = train(config, options_for_seed(seed), splits, p.dir, resume);
+        if (cost.is_null()) cost = measure_inference(config, a.runs1, a.runs8);
+        json curve = json::array();
+        for (auto& r : read_jsonl(p.dir + "/metrics.jsonl"))
+          curve.push_back({{"epoch", r["epoch"]}, {"top1", r["top1"]}, {"train_loss", r["train_loss"]}});
+        json result{{"mixer", cand.label},     {"seed", seed},         {"top1", 100.0 * s.last_top1},
+                    {"top5", 100.0 * s.last_top5}, {"best_top1", 100.0 * s.best_top1}, {"epochs", s.epochs_done},
+                    {"steps", s.steps},        {"train_seconds", s.seconds}, {"curve", curve}};
+        for (auto& [k, v] : cost.items()) result[k] = v;
+        write_text(result_path, result.dump(2) + "\n");
+      } else {
+        fmt::print("== {} seed {}: done earlier, skipped (same settings)\n", cand.label, seed);
+      }
+      const auto bytes = read_file(result_path);
+      json r = json::parse(bytes.begin(), bytes.end());
+      if (a.remeasure) {
+        for (auto& [k, v] : cost.items()) r[k] = v;
+        write_text(result_path, r.dump(2) + "\n");
+      }
+      if (cost.is_null()) cost = json{{"params", r["params"]}, {"macs", r["macs"]}, {"latency_ms", r["latency_ms"]},
+                                      {"images_per_s", r["images_per_s"]}};
+      top1.push_back(r["top1"].get<double>());
+      seconds.push_back(r["train_seconds"].get<double>());
+      runs.push_back(r);
+    }
+    double mean = 0, secs = 0;
+    for (double t : top1) mean += t;
+    for (double t : seconds) secs += t;
+    json m{{"mixer", cand.label},
+           {"seeds", static_cast<int>(top1.size())},
+           {"top1", top1},
+           {"top1_mean", mean / static_cast<double>(top1.size())},
+           {"top1_min", *std::min_element(top1.begin(), top1.end())},
+           {"top1_max", *std::max_element(top1.begin(), top1.end())},
+           {"top1_text", mean_pm(top1, 2)},
+           {"train_seconds_mean", secs / static_cast<double>(seconds.size())}};
+    for (auto& [k, v] : cost.items()) m[k] = v;
+    per_mixer.push_back(m);
+  }
+
+  CompareBudget budget;
+  budget.steps_min = budget.steps_max = runs.front()["steps"].get<int64_t>();
+  for (const auto& r : runs) {
+    budget.steps_min = std::min(budget.steps_min, r["steps"].get<int64_t>());
+    budget.steps_max = std::max(budget.steps_max, r["steps"].get<int64_t>());
+  }
+  budget.epochs = o.epochs;
+  budget.max_steps = o.max_steps;
+  budget.batch = o.batch;
+  budget.seeds = a.seeds;
+  budget.train_images_available = splits.train->size();
+  budget.train_images = o.subset > 0 ? std::min(o.subset, splits.train->size()) : splits.train->size();
+  budget.eval_images_available = splits.eval->size();
+  budget.eval_images = o.eval_subset > 0 ? std::min(o.eval_subset, splits.eval->size()) : splits.eval->size();
+  write_compare_report(a.out, command_line(a, o), a.data, budget, per_mixer, runs);
+  fmt::print("\n{}\n", compare_table_text(budget, per_mixer));
+  fmt::print("wrote {0}/report.md, {0}/results.json, {0}/accuracy_vs_macs.svg, {0}/accuracy_vs_latency.svg, "
+             "{0}/curves.svg\n", a.out);
 }
 
 }  // namespace
 
 void register_compare(CLI::App& app) {
-  struct Args {
-    ModelArgs base;
-    std::string mixers, data, out;
-    int seeds = 2;
-    int runs1 = 20, runs8 = 5;
-    bool no_progress = false;
-    bool remeasure = false;
-    TrainOptions o;
-  };
-  auto a = std::make_shared<Args>();
+  auto a = std::make_shared<CompareArgs>();
   auto* sub = app.add_subcommand("compare", "train one MetaFormer per token mixer under identical settings and report");
   auto* base = sub->add_option("--base", a->base.config, "JSON model description (docs/config.md) whose mixers are swapped");
   auto* model = sub->add_option("--model,-m", a->base.model, "or a zoo model as the base");
@@ -224,93 +315,9 @@ void register_compare(CLI::App& app) {
   sub->add_option("--throughput-runs", a->runs8, "timed batch-8 passes per mixer")->capture_default_str();
   sub->add_flag("--no-progress", a->no_progress, "no progress bars");
   sub->add_flag("--remeasure", a->remeasure, "time inference again for finished runs too (e.g. on a quiet machine)");
-  sub->callback([a] {
-    MF_CHECK(!a->base.model.empty() || !a->base.config.empty(), "give the base model: --base FILE or --model NAME");
-    TrainOptions o = a->o;
-    o.progress = !a->no_progress;
-    o.data = a->data;
-    if (o.threads > 0) set_num_threads(o.threads);
-    const MetaFormerConfig base = resolve_config(a->base);
-    std::vector<Candidate> candidates;
-    for (const auto& text : split_list(a->mixers, ',')) candidates.push_back(parse_candidate(text, base.num_stages()));
-    MF_CHECK(!candidates.empty(), "--mixers names no mixer");
-    fs::create_directories(a->out);
-    std::string command = "metaformer compare";
-    command += a->base.config.empty() ? " --model " + a->base.model : " --base " + a->base.config;
-    command += fmt::format(" --mixers {} --data {} --epochs {} --batch {} --lr {} --seeds {}", a->mixers, a->data,
-                           o.epochs, o.batch, o.lr, a->seeds);
-    if (o.subset) command += fmt::format(" --subset {}", o.subset);
-    if (o.eval_subset) command += fmt::format(" --eval-subset {}", o.eval_subset);
-    if (o.max_steps) command += fmt::format(" --max-steps {}", o.max_steps);
-    if (o.threads) command += fmt::format(" --threads {}", o.threads);
-    command += " --out " + a->out;
-
-    std::vector<json> runs, per_mixer;
-    for (const Candidate& cand : candidates) {
-      MetaFormerConfig config = base;
-      config.mixers = cand.mixers;
-      config.name = base.name + "_" + cand.label;
-      json cost;
-      if (a->remeasure) {
-        MetaFormerConfig c = config;
-        open_data_for(a->data, c);  // fits channels, classes and resolution to the data
-        cost = measure_inference(c, a->runs1, a->runs8);
-      }
-      std::vector<double> top1, seconds;
-      for (int seed = 0; seed < a->seeds; ++seed) {
-        const std::string dir = fmt::format("{}/runs/{}/seed{}", a->out, cand.label, seed);
-        const std::string result_path = dir + "/result.json";
-        if (!fs::exists(result_path)) {
-          MetaFormerConfig c = config;
-          DataSplits splits = open_data_for(a->data, c);
-          TrainOptions ro = o;
-          ro.seed = static_cast<uint64_t>(seed);
-          const bool resume = latest_checkpoint(dir).has_value();
-          fmt::print("== {} seed {}{}\n", cand.label, seed, resume ? " (resuming)" : "");
-          if (!resume && fs::exists(dir)) fs::remove_all(dir);  // started but no checkpoint yet: redo
-          const TrainSummary s = train(c, ro, splits, dir, resume);
-          if (cost.is_null()) cost = measure_inference(c, a->runs1, a->runs8);
-          json curve = json::array();
-          for (auto& r : read_jsonl(dir + "/metrics.jsonl"))
-            curve.push_back({{"epoch", r["epoch"]}, {"top1", r["top1"]}, {"train_loss", r["train_loss"]}});
-          json result{{"mixer", cand.label},     {"seed", seed},         {"top1", 100.0 * s.last_top1},
-                      {"top5", 100.0 * s.last_top5}, {"best_top1", 100.0 * s.best_top1}, {"epochs", s.epochs_done},
-                      {"steps", s.steps},        {"train_seconds", s.seconds}, {"curve", curve}};
-          for (auto& [k, v] : cost.items()) result[k] = v;
-          write_text(result_path, result.dump(2) + "\n");
-        } else {
-          fmt::print("== {} seed {}: done earlier, skipped\n", cand.label, seed);
-        }
-        const auto bytes = read_file(result_path);
-        json r = json::parse(bytes.begin(), bytes.end());
-        if (a->remeasure) {
-          for (auto& [k, v] : cost.items()) r[k] = v;
-          write_text(result_path, r.dump(2) + "\n");
-        }
-        if (cost.is_null()) cost = json{{"params", r["params"]}, {"macs", r["macs"]}, {"latency_ms", r["latency_ms"]},
-                                        {"images_per_s", r["images_per_s"]}};
-        top1.push_back(r["top1"].get<double>());
-        seconds.push_back(r["train_seconds"].get<double>());
-        runs.push_back(r);
-      }
-      double mean = 0, secs = 0;
-      for (double t : top1) mean += t;
-      for (double t : seconds) secs += t;
-      json m{{"mixer", cand.label},
-             {"seeds", static_cast<int>(top1.size())},
-             {"top1", top1},
-             {"top1_mean", mean / static_cast<double>(top1.size())},
-             {"top1_min", *std::min_element(top1.begin(), top1.end())},
-             {"top1_max", *std::max_element(top1.begin(), top1.end())},
-             {"top1_text", mean_pm(top1, 2)},
-             {"train_seconds_mean", secs / static_cast<double>(seconds.size())}};
-      for (auto& [k, v] : cost.items()) m[k] = v;
-      per_mixer.push_back(m);
-    }
-    write_report(a->out, command, a->data, per_mixer, runs);
-    fmt::print("wrote {0}/report.md, {0}/results.json, {0}/accuracy_vs_macs.svg, {0}/accuracy_vs_latency.svg, "
-               "{0}/curves.svg\n", a->out);
-  });
+  sub->add_flag("--force", a->force,
+                "retrain the runs in OUT whose recorded settings differ from this request (matching runs are kept)");
+  sub->callback([a] { run_compare(*a); });
 }
 
 }  // namespace mf::cli

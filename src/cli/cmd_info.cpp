@@ -48,8 +48,11 @@ void register_info(CLI::App& app) {
   add_model_options(sub, args->model, /*weights_required=*/false);
   sub->add_flag("--list", args->list, "list the zoo models and the token mixers");
   sub->add_flag("--json", args->json, "print the model description as a JSON config");
-  sub->add_option("--resolution,-r", args->resolution, "input size for MACs (default: the model's)");
-  sub->add_option("--depth", args->depth, "levels of the layer tree to print")->capture_default_str();
+  // Out-of-range values are argument errors: --resolution 0 used to fall back to the model's size silently.
+  sub->add_option("--resolution,-r", args->resolution, "input size for MACs (default: the model's)")
+      ->check(CLI::Range(1, 4096));
+  sub->add_option("--depth", args->depth, "levels of the layer tree to print")->capture_default_str()->check(
+      CLI::Range(0, 100));
   sub->callback([args] {
     if (args->list) {
       fmt::print("models:\n");

@@ -16,6 +16,7 @@ void register_run(CLI::App& app) {
   auto args = std::make_shared<Args>();
   auto* sub = app.add_subcommand("run", "run a batch of images (NCHW float32 .npy) and write the logits (.npy)");
   add_model_options(sub, args->model, /*weights_required=*/false);
+  sub->add_option("--seed", args->model.seed, "seed of the random weights used without --weights")->capture_default_str();
   sub->add_option("--input,-i", args->input, "input batch [B, C, H, W], float32 .npy")->required();
   sub->add_option("--output,-o", args->output, "output logits [B, classes], float32 .npy")->required();
   sub->callback([args] {
@@ -26,6 +27,8 @@ void register_run(CLI::App& app) {
     Tensor y = lm.model->forward_nchw(ctx, x);
     write_npy(args->output, y);
     fmt::print("{}: logits {} from input {}\n", args->output, y.shape().str(), x.shape().str());
+    // After the results, so that a failure above stays one line.
+    note_if_weights_are_random(args->model);
   });
 }
 

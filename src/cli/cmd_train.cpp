@@ -6,6 +6,8 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "io/file.h"
+#include "io/safetensors.h"
+#include "model/loader.h"
 #include "model/zoo.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
@@ -25,7 +27,8 @@ void register_train(CLI::App& app) {
   auto* model = sub->add_option("--model,-m", a->model.model, "model name from the zoo");
   auto* config = sub->add_option("--config,-c", a->model.config, "JSON model description (docs/config.md)");
   model->excludes(config);
-  sub->add_option("--data,-d", a->data, "fashion-mnist, a folder of IDX files, or an image folder (DIR/<class>/...)");
+  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), a folder of IDX "
+                  "files, or an image folder (DIR/<class>/...)");
   sub->add_option("--out,-o", a->out, "run folder: checkpoints, metrics.jsonl, curves.svg");
   auto* resume = sub->add_option("--resume", a->resume, "continue the run in this folder from its last checkpoint");
   resume->excludes(model)->excludes(config);
@@ -106,7 +109,8 @@ void register_eval(CLI::App& app) {
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("eval", "accuracy of a model on Fashion-MNIST or an image folder");
   add_model_options(sub, a->model, /*weights_required=*/true);
-  sub->add_option("--data,-d", a->data, "fashion-mnist, a folder of IDX files, or an image folder")->required();
+  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), a folder of IDX "
+                  "files, or an image folder")->required();
   sub->add_option("--split", a->split, "eval (test/val data) or train")->capture_default_str()->check(
       CLI::IsMember({"eval", "train"}));
   sub->add_option("--batch,-b", a->batch, "batch size")->capture_default_str();
@@ -114,16 +118,24 @@ void register_eval(CLI::App& app) {
   sub->callback([a] {
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config);
+    // Accuracy means something only over the data's classes: a checkpoint whose classifier has
+    // another size (ImageNet weights on Fashion-MNIST) is refused, not evaluated 1000-way.
+    // (`train --weights` instead re-initialises such a head and fine-tunes it.)
+    const int weight_classes = checkpoint_num_classes(SafeTensors::open(a->model.weights));
+    MF_CHECK(weight_classes == 0 || weight_classes == config.num_classes,
+             "{}: its classifier has {} classes but {} has {}; eval needs weights trained on this data's classes "
+             "(`train --weights` fine-tunes them to it)",
+             a->model.weights, weight_classes, a->data, config.num_classes);
     ModelArgs m = a->model;
     m.config_override = config;
     LoadedModel lm = load_model(m);
     const Dataset& data = a->split == "train" ? *splits.train : *splits.eval;
-    for (const auto& m : data.skipped_files()) fmt::print(stderr, "skipped an unreadable file: {}\n", m);
+    for (const auto& line : data.skipped_files()) fmt::print(stderr, "skipped an unreadable file: {}\n", line);
     const EvalResult r = evaluate(*lm.model, *lm.backend, data, a->batch, a->workers);
     fmt::print("{}: {} samples, top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}{}\n", data.describe(), r.count,
                100 * r.top1, 100 * r.top5, r.loss,
                r.skipped ? fmt::format(" ({} unreadable samples skipped)", r.skipped) : "");
-    for (const auto& m : r.skipped_messages) fmt::print(stderr, "skipped an unreadable sample: {}\n", m);
+    for (const auto& line : r.skipped_messages) fmt::print(stderr, "skipped an unreadable sample: {}\n", line);
     if (const std::string w = nonfinite_warning(r); !w.empty()) fmt::print(stderr, "{}\n", w);
   });
 }

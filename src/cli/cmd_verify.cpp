@@ -77,11 +77,21 @@ void register_verify(CLI::App& app) {
   sub->callback([args] {
     set_num_threads(args->threads);
     Backend& backend = get_backend(args->backend, parse_precision(args->dtype));
+    // Every folder is checked before the table starts, so that a wrong path is one line on stderr
+    // rather than a table header followed by an error.
+    std::vector<MetaFormerConfig> configs;
+    for (const auto& dir : args->dirs) {
+      MF_CHECK(std::filesystem::is_directory(dir), "{}: no such folder", dir);
+      configs.push_back(config_in(dir));
+      for (const char* file : {"weights.safetensors", "io.safetensors"})
+        MF_CHECK(std::filesystem::exists(dir + "/" + file), "{}: {} is missing", dir, file);
+    }
     fmt::print("| model | input | logits rel. error | top-1 agrees | worst intermediate (rel. error) | result |\n");
     fmt::print("|---|---|---:|---:|---|---|\n");
     int failures = 0;
-    for (const auto& dir : args->dirs) {
-      MetaFormer model(config_in(dir));
+    for (size_t i = 0; i < args->dirs.size(); ++i) {
+      const std::string& dir = args->dirs[i];
+      MetaFormer model(configs[i]);
       model.check_backend(backend);
       load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
       SafeTensors io = SafeTensors::open(dir + "/io.safetensors");

@@ -31,10 +31,11 @@ void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
   if (weights_required) w->required();
   app->add_option("--backend", a.backend, "compute backend: cpu (fast) or ref (plain reference loops)")
       ->capture_default_str();
-  app->add_option("--threads,-t", a.threads, "threads (default: all cores)");
+  app->add_option("--threads,-t", a.threads, "threads (default: all cores)")->check(CLI::Range(0, 4096));
   app->add_option("--dtype", a.dtype, "precision of the matrix products: fp32, or bf16 (cpu backend; docs/bf16.md)")
       ->capture_default_str();
-  app->add_option("--num-classes", a.num_classes, "classifier size (default: the weights' or the config's)");
+  app->add_option("--num-classes", a.num_classes, "classifier size (default: the weights' or the config's)")
+      ->check(CLI::Range(1, 1000000));
 }
 
 MetaFormerConfig resolve_config(const ModelArgs& a) {
@@ -51,14 +52,14 @@ Ctx LoadedModel::ctx() const {
   return c;
 }
 
-LoadedModel load_model(const ModelArgs& a, uint64_t seed) {
+LoadedModel load_model(const ModelArgs& a) {
   set_num_threads(a.threads);
   MetaFormerConfig c = resolve_config(a);
   LoadedModel lm;
   lm.backend = &get_backend(a.backend, parse_precision(a.dtype));
   if (a.weights.empty()) {
     lm.model = std::make_unique<MetaFormer>(c);
-    initialize_parameters(*lm.model, seed);
+    initialize_parameters(*lm.model, a.seed);
   } else {
     SafeTensors file = SafeTensors::open(a.weights);
     // A checkpoint with another classifier size (ImageNet-22k: 21841) builds the matching head.
@@ -69,6 +70,12 @@ LoadedModel load_model(const ModelArgs& a, uint64_t seed) {
   }
   lm.model->check_backend(*lm.backend);
   return lm;
+}
+
+void note_if_weights_are_random(const ModelArgs& a) {
+  if (a.weights.empty())
+    fmt::print(stderr, "note: no --weights given: the weights are random (seed {}), so the outputs are meaningless\n",
+               a.seed);
 }
 
 DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int64_t max_image_pixels) {

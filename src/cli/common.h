@@ -22,6 +22,7 @@ struct ModelArgs {
   std::string dtype = "fp32";  // precision of the matrix products: fp32 or bf16 (docs/bf16.md)
   int threads = 0;      // 0: all hardware threads
   int num_classes = 0;  // 0: the config's, or the checkpoint's classifier when weights are given
+  uint64_t seed = 0;    // of the random initialisation, used when no weights are given
   std::optional<MetaFormerConfig> config_override;  // an already resolved description
 };
 
@@ -34,9 +35,12 @@ struct LoadedModel {
   Ctx ctx() const;
 };
 
-// Resolves the config, builds the model, loads weights (or initialises randomly with `seed` when
+// Resolves the config, builds the model, loads weights (or initialises randomly with args.seed when
 // none are given), checks that the backend runs every op, and sets the thread count.
-LoadedModel load_model(const ModelArgs& args, uint64_t seed = 0);
+LoadedModel load_model(const ModelArgs& args);
+// For commands whose output means something only with trained weights (run, classify): without
+// --weights, a note on stderr that the weights are random and the outputs meaningless.
+void note_if_weights_are_random(const ModelArgs& args);
 MetaFormerConfig resolve_config(const ModelArgs& args);
 
 // Opens --data and fits the description to it: its classes, input channels and, for Fashion-MNIST,
@@ -56,5 +60,6 @@ void register_verify(CLI::App& app);
 void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_compare(CLI::App& app);
+void register_init(CLI::App& app);
 
 }  // namespace mf::cli

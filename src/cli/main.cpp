@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <new>
+#include <string>
 
 #include "cli/common.h"
 #include "core/error.h"
@@ -20,10 +21,32 @@ int main(int argc, char** argv) {
   mf::cli::register_train(app);
   mf::cli::register_eval(app);
   mf::cli::register_compare(app);
+  mf::cli::register_init(app);
+  // CLI11 would answer an unknown command with "A subcommand is required", without naming it.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands({})) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known |= sub->check_name(argv[1]);
+    }
+    if (!known) {
+      fmt::print(stderr, "metaformer: error: unknown command '{}' (commands: {})\n", argv[1], names);
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version are "parse errors" that succeed; CLI11 prints those as it likes.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
+    // A real argument error is one line and exit status 1, as for every other bad input (README),
+    // instead of CLI11's own exit codes (105, 106, 109, ...) and its second "Run with --help" line.
+    std::string message = e.what();
+    for (char& c : message)
+      if (c == '\n' || c == '\r') c = ' ';
+    fmt::print(stderr, "metaformer: error: {} (see --help)\n", message);
+    return 1;
   } catch (const mf::Error& e) {
     fmt::print(stderr, "metaformer: error: {}\n", e.what());
     return 1;

@@ -31,12 +31,17 @@ class Timed {
     if (e_.profile) {
       e_.profile->calls[static_cast<size_t>(op)] += 1;
       e_.profile->macs[static_cast<size_t>(op)] += macs;
+      e_.backend->synchronize();  // a GPU's earlier ops must not be counted here
       start_ = std::chrono::steady_clock::now();
     }
   }
   ~Timed() {
-    if (e_.profile)
-      e_.profile->seconds[static_cast<size_t>(op_)] +=
+    if (!e_.profile) return;
+    try {
+      e_.backend->synchronize();
+    } catch (...) {  // a destructor must not throw; the next op reports the device's error
+    }
+    e_.profile->seconds[static_cast<size_t>(op_)] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 

@@ -1,12 +1,15 @@
 #include "ops/cuda/cuda_backend.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/cuda_context.h"
 #include "ops/cuda/fft.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/kernels/kernels.h"
 #include "ops/cuda/simple_kernels.h"
 
 namespace mf {
@@ -37,6 +40,38 @@ float* out(Tensor& y) {
 void launched(const char* what) { MF_CUDA_LAUNCHED(what); }
 
 int act_code(const Activation& a) { return static_cast<int>(a.kind); }
+namespace k = cuda::kernels;
+k::Act kact(const Activation& a) {
+  return k::Act{static_cast<k::ActKind>(static_cast<int>(a.kind)), a.scale, a.bias, a.threshold};
+}
+void ok(cudaError_t e, const char* what) { cuda::check(e, what); }
+
+// METAFORMER_CUDA_KERNELS=simple runs the plain one-thread-per-output kernels (simple_kernels.cu)
+// instead of the tuned ones (kernels/): a second GPU implementation to tell a kernel's bug from
+// the backend's, op by op, with the op harness.
+bool simple_kernels() {
+  static const bool v = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_KERNELS");
+    return e && std::strcmp(e, "simple") == 0;
+  }();
+  return v;
+}
+
+// Scratch space in the pool, for one call (freed in stream order when it goes out of scope).
+Tensor scratch(size_t bytes) { return Tensor::empty({static_cast<int64_t>((bytes + 3) / 4) + 1}, Device::CUDA); }
+
+// A depthwise weight [C, 1, kh, kw] as [kh, kw, C] (what the tuned kernel reads), cached with it.
+const float* depthwise_weight(const Tensor& w) {
+  static const std::string key = "cuda.dw_hwc";
+  if (auto d = w.derived(key)) return static_cast<Tensor*>(d.get())->data();
+  const int64_t C = w.dim(0);
+  const int kh = static_cast<int>(w.dim(2)), kw = static_cast<int>(w.dim(3));
+  auto t = std::make_shared<Tensor>(Tensor::empty({kh, kw, C}, Device::CUDA));
+  ok(k::depthwise_weight_to_hwc(dev(w), t->data(), C, kh, kw, context().stream), "depthwise_weight_to_hwc");
+  const float* p = t->data();
+  w.set_derived(key, t);
+  return p;
+}
 
 // A dense convolution's weight [Co, Ci, kh, kw] as [Co, kh, kw, Ci], the column order of
 // im2col_nhwc, on the GPU; cached with the weight.
@@ -88,38 +123,76 @@ class CudaBackend final : public Backend {
     cuda::linear_rows(cols.data(), conv_weight(w), dev(b), out(y), B * Ho * Wo, Co, K);
   }
   void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override {
-    cuda::simple::depthwise_conv2d(dev(x), dev(w), dev(b), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), g.kernel_h,
-                                   g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, y.dim(1), y.dim(2), stream());
-    launched("depthwise_conv2d");
+    if (simple_kernels()) {
+      cuda::simple::depthwise_conv2d(dev(x), dev(w), dev(b), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
+                                     g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, y.dim(1),
+                                     y.dim(2), stream());
+      return launched("depthwise_conv2d");
+    }
+    const int64_t C = x.dim(3);
+    ok(k::depthwise_conv2d(dev(x), C, depthwise_weight(w), dev(b), out(y), C, x.dim(0), x.dim(1), x.dim(2), C, y.dim(1),
+                           y.dim(2), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, k::Act{},
+                           k::Act{}, stream()),
+       "depthwise_conv2d");
   }
   void pool_minus_input(const Tensor& x, int kernel, Tensor& y) override {
-    cuda::simple::pool_minus_input(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stream());
-    launched("pool_minus_input");
+    if (simple_kernels()) {
+      cuda::simple::pool_minus_input(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stream());
+      return launched("pool_minus_input");
+    }
+    ok(k::pool_minus_input(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), kernel, stream()), "pool_minus_input");
+  }
+  void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales, Tensor& y) override {
+    if (simple_kernels()) return Backend::pool_branch(x, norm, kernel, scales, y);
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+    Tensor ws = scratch(k::group_norm1_workspace_bytes(B, H * W * C));
+    ok(k::pool_branch(dev(x), dev(norm.weight), dev(norm.bias), norm.eps, kernel, dev(scales.res_scale),
+                      dev(scales.layer_scale), out(y), B, H, W, C, ws.data(), stream()),
+       "pool_branch");
   }
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override {
     const int64_t C = x.shape().last();
-    cuda::simple::layer_norm(dev(x), dev(w), dev(b), eps, out(y), x.numel() / C, C, stream());
-    launched("layer_norm");
+    if (simple_kernels()) {
+      cuda::simple::layer_norm(dev(x), dev(w), dev(b), eps, out(y), x.numel() / C, C, stream());
+      return launched("layer_norm");
+    }
+    ok(k::layer_norm(dev(x), dev(w), dev(b), eps, out(y), x.numel() / C, C, stream()), "layer_norm");
   }
   void group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override {
     const int64_t B = x.dim(0);
-    cuda::simple::group_norm1(dev(x), dev(w), dev(b), eps, out(y), B, x.numel() / B, x.shape().last(), stream());
-    launched("group_norm1");
+    if (simple_kernels()) {
+      cuda::simple::group_norm1(dev(x), dev(w), dev(b), eps, out(y), B, x.numel() / B, x.shape().last(), stream());
+      return launched("group_norm1");
+    }
+    Tensor ws = scratch(k::group_norm1_workspace_bytes(B, x.numel() / B));
+    ok(k::group_norm1(dev(x), dev(w), dev(b), eps, out(y), B, x.numel() / B, x.shape().last(), ws.data(), stream()),
+       "group_norm1");
   }
   void activation(const Tensor& x, const Activation& act, Tensor& y) override {
-    cuda::simple::activation(dev(x), out(y), x.numel(), act_code(act), act.scale, act.bias, act.threshold, stream());
-    launched("activation");
+    if (simple_kernels()) {
+      cuda::simple::activation(dev(x), out(y), x.numel(), act_code(act), act.scale, act.bias, act.threshold, stream());
+      return launched("activation");
+    }
+    ok(k::activation(dev(x), out(y), x.numel(), kact(act), stream()), "activation");
   }
   void scaled_residual(const Tensor& x, const Tensor* res_scale, const Tensor& branch, const Tensor* layer_scale,
                        Tensor& y) override {
-    cuda::simple::scaled_residual(dev(x), dev(res_scale), dev(branch), dev(layer_scale), out(y), x.numel(),
-                                  x.shape().last(), stream());
-    launched("scaled_residual");
+    const int64_t C = x.shape().last();
+    if (simple_kernels()) {
+      cuda::simple::scaled_residual(dev(x), dev(res_scale), dev(branch), dev(layer_scale), out(y), x.numel(), C,
+                                    stream());
+      return launched("scaled_residual");
+    }
+    ok(k::scaled_residual(dev(x), dev(res_scale), dev(branch), dev(layer_scale), out(y), x.numel() / C, C, stream()),
+       "scaled_residual");
   }
   void global_avg_pool(const Tensor& x, Tensor& y) override {
     const int64_t B = x.dim(0), C = x.shape().last();
-    cuda::simple::global_avg_pool(dev(x), out(y), B, x.numel() / (B * C), C, stream());
-    launched("global_avg_pool");
+    if (simple_kernels()) {
+      cuda::simple::global_avg_pool(dev(x), out(y), B, x.numel() / (B * C), C, stream());
+      return launched("global_avg_pool");
+    }
+    ok(k::global_avg_pool(dev(x), out(y), B, x.numel() / (B * C), C, stream()), "global_avg_pool");
   }
   void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override {
     MF_CHECK(head_dim <= 128, "attention: head_dim {} is over the CUDA kernel's 128", head_dim);
@@ -142,30 +215,47 @@ class CudaBackend final : public Backend {
     }
   }
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override {
-    cuda::nchw_to_nhwc_scaled(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), 1.f, stream());
-    launched("nchw_to_nhwc");
+    if (simple_kernels()) {
+      cuda::nchw_to_nhwc_scaled(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), 1.f, stream());
+      return launched("nchw_to_nhwc");
+    }
+    ok(k::nchw_to_nhwc(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), stream()), "nchw_to_nhwc");
   }
   void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override {
     const int64_t B = x.dim(0);
-    cuda::simple::sample_scale(dev(x), dev(s), out(y), B, B ? x.numel() / B : 0, stream());
-    launched("sample_scale");
+    if (simple_kernels()) {
+      cuda::simple::sample_scale(dev(x), dev(s), out(y), B, B ? x.numel() / B : 0, stream());
+      return launched("sample_scale");
+    }
+    ok(k::sample_scale(dev(x), dev(s), out(y), B, B ? x.numel() / B : 0, stream()), "sample_scale");
   }
   void channel_slice(const Tensor& x, int64_t offset, Tensor& y) override {
     const int64_t C = x.shape().last();
-    cuda::simple::channel_slice(dev(x), out(y), x.numel() / C, C, offset, y.shape().last(), stream());
-    launched("channel_slice");
+    if (simple_kernels()) {
+      cuda::simple::channel_slice(dev(x), out(y), x.numel() / C, C, offset, y.shape().last(), stream());
+      return launched("channel_slice");
+    }
+    ok(k::channel_slice(dev(x), out(y), x.numel() / C, C, offset, y.shape().last(), stream()), "channel_slice");
   }
   void glu(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, const Activation& act,
            Tensor& y) override {
     const int64_t Ct = t.shape().last(), width = y.shape().last(), rows = t.numel() / Ct;
     const int64_t cw = c ? c->shape().last() : 0;
-    cuda::simple::glu(dev(t), dev(c), out(y), rows, Ct, cw, gate_offset, value_offset, width, act_code(act), act.scale,
-                      act.bias, act.threshold, stream());
-    launched("glu");
+    if (simple_kernels()) {
+      cuda::simple::glu(dev(t), dev(c), out(y), rows, Ct, cw, gate_offset, value_offset, width, act_code(act),
+                        act.scale, act.bias, act.threshold, stream());
+      return launched("glu");
+    }
+    ok(k::glu(dev(t), Ct, dev(c), cw, gate_offset, value_offset, out(y), rows, width, kact(act), stream()), "glu");
   }
   void channel_affine(const Tensor& x, const Tensor& alpha, const Tensor& beta, Tensor& y) override {
-    cuda::simple::channel_affine(dev(x), dev(alpha), dev(beta), out(y), x.numel(), x.shape().last(), stream());
-    launched("channel_affine");
+    const int64_t C = x.shape().last();
+    if (simple_kernels()) {
+      cuda::simple::channel_affine(dev(x), dev(alpha), dev(beta), out(y), x.numel(), C, stream());
+      return launched("channel_affine");
+    }
+    ok(k::channel_affine_act(dev(x), dev(alpha), dev(beta), out(y), x.numel() / C, C, k::Act{}, stream()),
+       "channel_affine");
   }
   void rfft2(const Tensor& x, float mid_scale, Tensor& y) override {
     cuda::rfft2(dev(x), out(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), mid_scale);
@@ -175,15 +265,25 @@ class CudaBackend final : public Backend {
   }
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override {
     const int64_t C = a.shape().last();
-    cuda::simple::complex_mul(dev(a), dev(b), out(y), a.numel() / (2 * C), b.numel() / (2 * C), C, conj_b, stream());
-    launched("complex_mul");
+    if (simple_kernels()) {
+      cuda::simple::complex_mul(dev(a), dev(b), out(y), a.numel() / (2 * C), b.numel() / (2 * C), C, conj_b, stream());
+      return launched("complex_mul");
+    }
+    ok(k::complex_mul(dev(a), dev(b), out(y), a.numel() / (2 * C), b.numel() / (2 * C), C, conj_b, stream()),
+       "complex_mul");
   }
   void haar2d(const Tensor& x, bool inverse, Tensor& y) override {
     const Tensor& img = inverse ? y : x;
     const Tensor& bands = inverse ? x : y;
-    cuda::simple::haar2d(dev(x), out(y), img.dim(0), img.dim(1), img.dim(2), img.dim(3), bands.dim(1), bands.dim(2),
-                         inverse, stream());
-    launched("haar2d");
+    if (simple_kernels()) {
+      cuda::simple::haar2d(dev(x), out(y), img.dim(0), img.dim(1), img.dim(2), img.dim(3), bands.dim(1), bands.dim(2),
+                           inverse, stream());
+      return launched("haar2d");
+    }
+    if (inverse)
+      ok(k::haar2d_inverse(dev(x), out(y), img.dim(0), img.dim(1), img.dim(2), img.dim(3), stream()), "haar2d_inverse");
+    else
+      ok(k::haar2d(dev(x), out(y), img.dim(0), img.dim(1), img.dim(2), img.dim(3), stream()), "haar2d");
   }
 
  private:

@@ -47,6 +47,10 @@ if has ops; then
   echo "== op harness, cuda vs ref (fp32)"
   timeout 300 "$T" --backend cuda > "$OUT/ops.log" 2>&1; echo "rc=$?"
   grep -E "FAIL|cases," "$OUT/ops.log" | tail -25
+  echo "== op harness with the plain kernels (METAFORMER_CUDA_KERNELS=simple)" | tee -a "$OUT/ops.log"
+  METAFORMER_CUDA_KERNELS=simple timeout 300 "$T" --backend cuda > /tmp/ops_simple.log 2>&1; echo "rc=$?"
+  cat /tmp/ops_simple.log >> "$OUT/ops.log"
+  grep -E "FAIL|cases," /tmp/ops_simple.log | tail -15
 fi
 
 if has checks; then

@@ -35,10 +35,11 @@ if has build; then
   t0=$(date +%s)
   { cmake -S "$S" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc &&
-    ninja -C "$B" -j"$(nproc)" metaformer test-backend-ops mf_tests; } > "$OUT/build.log" 2>&1
+    ninja -C "$B" -k 0 -j"$(nproc)" metaformer test-backend-ops mf_tests; } > "$OUT/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
-  if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -20 "$OUT/build.log"; exit 1; fi
+  if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -5 "$OUT/build.log"; fi
+  [ -x "$B/metaformer" ] && [ -x "$B/tests/test-backend-ops" ] || exit 1
 fi
 M=$B/metaformer
 T=$B/tests/test-backend-ops

@@ -28,6 +28,8 @@ g++ --version | head -1
 cmake --version | head -1
 nproc
 
+# A later call on a machine still warm reuses the build; a fresh machine builds first.
+if ! has build && [ ! -x "$B/metaformer" ]; then steps="build $steps"; fi
 if has build; then
   echo "== build"
   tar -xJf "$stage/deps.tar.xz" --skip-old-files -C / && ldconfig

@@ -41,7 +41,7 @@ fi
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
-"$BIN" 2>&1 | tee "$OUT/selftest.log"
+"$BIN" --perf 2>&1 | tee "$OUT/selftest.log"
 selftest_rc=${PIPESTATUS[0]}
 echo "selftest exit status: $selftest_rc"
 

@@ -728,9 +728,97 @@ template <typename T> void run_all() {
   t_haar<T>(1, 8, 6, 4);
 }
 
+// ---- --perf: times at the sizes of a batch-256 224² model (bf16 storage), each kernel's median of
+// 20 launches with CUDA events, against the fewest bytes it must move (inputs read once, outputs
+// written once) or, for attention, its two products' FLOPs. Informative only: no pass/fail.
+template <typename F> float median_ms(F&& launch) {
+  cudaEvent_t a, b;
+  cuda_check(cudaEventCreate(&a), "event");
+  cuda_check(cudaEventCreate(&b), "event");
+  for (int i = 0; i < 3; ++i) launch();
+  std::vector<float> t;
+  for (int i = 0; i < 20; ++i) {
+    cuda_check(cudaEventRecord(a), "record");
+    launch();
+    cuda_check(cudaEventRecord(b), "record");
+    cuda_check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    cuda_check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+void perf_line(const char* name, float ms, double bytes, double flops = 0) {
+  if (flops > 0)
+    std::printf("perf  %-52s %8.3f ms  %7.1f TFLOP/s\n", name, ms, flops / (ms * 1e-3) / 1e12);
+  else
+    std::printf("perf  %-52s %8.3f ms  %7.0f GB/s\n", name, ms, bytes / (ms * 1e-3) / 1e9);
+}
+template <typename T> T* dev_random(size_t n) {
+  std::vector<float> h = randv(n);
+  std::vector<T> tmp(n);
+  for (size_t i = 0; i < n; ++i) tmp[i] = store<T>(h[i]);
+  T* p = nullptr;
+  cuda_check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
+  cuda_check(cudaMemcpy(p, tmp.data(), n * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  return p;
+}
+void run_perf() {
+  const int64_t B = 256, H = 56, W = 56, C = 64, rows = B * H * W, per = H * W * C;
+  const size_t e = 2;  // bytes per bf16
+  bf16* x = dev_random<bf16>(rows * C * 4);
+  bf16* y = dev_random<bf16>(rows * C * 4);
+  bf16* z = dev_random<bf16>(rows * C * 4);
+  float* w = dev_random<float>(65536);
+  float* bb = dev_random<float>(65536);
+  void* ws = nullptr;
+  cuda_check(cudaMalloc(&ws, k::group_norm1_workspace_bytes(B, per)), "cudaMalloc");
+  const Act id{}, gelu{ActKind::GELU};
+  perf_line("layer_norm 802816x64", median_ms([&] { k::layer_norm(x, w, bb, 1e-6f, y, rows, C, 0); }), 2.0 * rows * C * e);
+  perf_line("residual_layer_norm 802816x64",
+            median_ms([&] { k::residual_layer_norm(x, w, y, w, x, w, bb, 1e-6f, z, rows, C, 0); }), 4.0 * rows * C * e);
+  perf_line("group_norm1 256x56x56x64",
+            median_ms([&] { k::group_norm1(x, w, bb, 1e-5f, y, B, per, C, ws, 0); }), 2.0 * rows * C * e);
+  perf_line("pool_branch 256x56x56x64",
+            median_ms([&] { k::pool_branch(x, w, bb, 1e-5f, 3, w, w, y, B, H, W, C, ws, 0); }), 2.0 * rows * C * e);
+  perf_line("pool_minus_input 256x56x56x64", median_ms([&] { k::pool_minus_input(x, y, B, H, W, C, 3, 0); }),
+            2.0 * rows * C * e);
+  perf_line("scaled_residual 802816x64", median_ms([&] { k::scaled_residual(x, w, y, w, z, rows, C, 0); }),
+            3.0 * rows * C * e);
+  perf_line("activation gelu 802816x256", median_ms([&] { k::activation(x, y, rows * 256, gelu, 0); }),
+            2.0 * rows * 256 * e);
+  perf_line("depthwise 7x7 256x56x56x128 starrelu-in",
+            median_ms([&] { k::depthwise_conv2d(x, 128, w, nullptr, y, 128, B, H, W, 128, H, W, 7, 7, 1, 1, 3, 3, star(), id, 0); }),
+            2.0 * rows * 128 * e);
+  perf_line("depthwise 7x7 256x14x14x640 (stage 3)",
+            median_ms([&] { k::depthwise_conv2d(x, 640, w, nullptr, y, 640, B, 14, 14, 640, 14, 14, 7, 7, 1, 1, 3, 3, id, id, 0); }),
+            2.0 * B * 196 * 640 * e);
+  perf_line("global_avg_pool 256x49x512", median_ms([&] { k::global_avg_pool(x, y, B, 49, 512, 0); }),
+            double(B) * 49 * 512 * e);
+  float* img = dev_random<float>(B * 3 * 224 * 224);
+  perf_line("nchw_to_nhwc f32->bf16 256x3x224x224", median_ms([&] { k::nchw_to_nhwc(img, y, B, 3, 224, 224, 0); }),
+            double(B) * 3 * 224 * 224 * 6);
+  for (const std::pair<int64_t, int>& shape : {std::pair<int64_t, int>{196, 10}, std::pair<int64_t, int>{49, 16}}) {
+    const int64_t n = shape.first;
+    const int heads = shape.second;
+    char name[96];
+    const double flops = 4.0 * B * heads * n * n * 32;
+    std::snprintf(name, sizeof name, "attention bf16 B256 N%lld heads%d d32 (mma)", (long long)n, heads);
+    perf_line(name, median_ms([&] { k::attention(x, y, B, n, heads, 32, 0.17677f, 0); }), 0, flops);
+    std::snprintf(name, sizeof name, "attention f32 B256 N%lld heads%d d32 (scalar)", (long long)n, heads);
+    perf_line(name, median_ms([&] { k::attention(reinterpret_cast<float*>(x), reinterpret_cast<float*>(z), B / 2, n, heads, 32, 0.17677f, 0); }),
+              0, flops / 2);
+  }
+  cuda_check(cudaDeviceSynchronize(), "perf");
+  for (void* p : {(void*)x, (void*)y, (void*)z, (void*)w, (void*)bb, ws, (void*)img}) cudaFree(p);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     std::fprintf(stderr, "selftest: no CUDA device\n");
@@ -748,5 +836,6 @@ int main() {
   t_cast(10007);
   t_bad_arguments();
   std::printf("summary: %d passed, %d failed\n", g_pass, g_fail);
+  if (argc > 1 && std::strcmp(argv[1], "--perf") == 0) run_perf();
   return g_fail == 0 ? 0 : 1;
 }

@@ -195,9 +195,12 @@ class CudaBackend final : public Backend {
     ok(k::global_avg_pool(dev(x), out(y), B, x.numel() / (B * C), C, stream()), "global_avg_pool");
   }
   void attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override {
-    MF_CHECK(head_dim <= 128, "attention: head_dim {} is over the CUDA kernel's 128", head_dim);
-    cuda::simple::attention(dev(qkv), out(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream());
-    launched("attention");
+    MF_CHECK(head_dim <= 128, "attention: head_dim {} is over the CUDA kernels' 128", head_dim);
+    if (simple_kernels()) {
+      cuda::simple::attention(dev(qkv), out(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream());
+      return launched("attention");
+    }
+    ok(k::attention(dev(qkv), out(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream()), "attention");
   }
   void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y) override {
     // y[b] (M×C row-major) = r (M×N) · x[b] (N×C): column-major y[b]ᵀ = x[b]ᵀ · rᵀ, one strided batch.

@@ -209,7 +209,8 @@ void select_device(const std::string& spec, const std::string& backend) {
 #ifdef MF_HAVE_CUDA
   cuda_select_device(index);
 #else
-  fail("device {} (cuda:{}) is not available: this build has no CUDA", spec, index);
+  static_cast<void>(index);
+  fail("device {} is not available: this build has no CUDA", spec);
 #endif
 }
 

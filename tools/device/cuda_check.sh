@@ -94,9 +94,9 @@ fi
 
 if has memcheck; then
   echo "== compute-sanitizer memcheck"
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda > "$OUT/memcheck.log" 2>&1
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda > "$OUT/memcheck.log" 2>&1
   echo "op harness under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
-  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18 --backend cuda -b 2 \
+  timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18 --backend cuda -b 2 \
     --runs 1 --warmup 0 >> "$OUT/memcheck.log" 2>&1
   echo "caformer_s18 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
   grep -E "ERROR SUMMARY" "$OUT/memcheck.log"

@@ -33,6 +33,9 @@ if ! has build && [ ! -x "$B/metaformer" ]; then steps="build $steps"; fi
 if has build; then
   echo "== build"
   tar -xJf "$stage/deps.tar.xz" --skip-old-files -C / && ldconfig
+  # Debian's libz.so points at its own zlib version; point it at whatever libz.so.1 this machine has.
+  z=/usr/lib/x86_64-linux-gnu/libz.so
+  [ -e "$z" ] || ln -sf "$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)" "$z"
   rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
   if has parity; then  # timm's float64 references on the CPU, while the build runs
     (cd "$S" && OMP_NUM_THREADS=8 timeout 500 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1;

@@ -80,6 +80,7 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   Ctx ctx = lm.ctx();
   Tensor x = bench_input(input, batch, res, c.in_chans, ctx.exec);
   for (int i = 0; i < warmup; ++i) lm.model->run(ctx, x);
+  lm.backend->synchronize();  // a GPU runs asynchronously: every timed pass ends with a wait
 
   Point p;
   p.model = model.empty() ? c.name : model;
@@ -88,6 +89,7 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   for (int i = 0; i < runs; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     lm.model->run(ctx, x);
+    lm.backend->synchronize();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
@@ -233,7 +235,8 @@ void register_bench(CLI::App& app) {
   sub->add_flag("--gemm", args->gemm, "measure the GEMM ceiling (oneDNN, fp32 and bf16) instead of a model");
   sub->add_option("--batch,-b", args->batches, "comma-separated batch sizes")->capture_default_str();
   sub->add_option("--threads,-t", args->model.threads, "threads (default: all cores)");
-  sub->add_option("--backend", args->model.backend, "cpu or ref")->capture_default_str();
+  sub->add_option("--backend", args->model.backend, "cpu, ref or cuda")->capture_default_str();
+  sub->add_option("--device", args->model.device, "cuda or cuda:N with --backend cuda");
   sub->add_option("--dtype", args->model.dtype, "precision of the matrix products: fp32 or bf16")->capture_default_str();
   sub->add_option("--resolution,-r", args->resolution, "input size (default: the model's)")->check(CLI::Range(1, 4096));
   sub->add_option("--seed", args->model.seed, "seed of the random weights used without --weights")->capture_default_str();

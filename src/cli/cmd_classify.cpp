@@ -45,7 +45,7 @@ void register_classify(CLI::App& app) {
       std::copy(img.data(), img.data() + img.numel(), batch.data() + i * img.numel());
     }
     Ctx ctx = lm.ctx();
-    Tensor logits = lm.model->run(ctx, batch);
+    Tensor logits = lm.model->run(ctx, batch).to(Device::CPU);
     const int64_t classes = logits.dim(1);
     const int top = static_cast<int>(std::min<int64_t>(args->top, classes));
     for (int64_t i = 0; i < n; ++i) {

@@ -24,7 +24,7 @@ void register_run(CLI::App& app) {
     LoadedModel lm = load_model(args->model);
     MF_CHECK(x.ndim() == 4, "{}: expected a batch of images [B, C, H, W], got shape {}", args->input, x.shape().str());
     Ctx ctx = lm.ctx();
-    Tensor y = lm.model->forward_nchw(ctx, x);
+    Tensor y = lm.model->forward_nchw(ctx, x).to(Device::CPU);
     write_npy(args->output, y);
     fmt::print("{}: logits {} from input {}\n", args->output, y.shape().str(), x.shape().str());
     // After the results, so that a failure above stays one line.

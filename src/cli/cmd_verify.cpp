@@ -60,7 +60,7 @@ MetaFormerConfig config_in(const std::string& dir) {
 void register_verify(CLI::App& app) {
   struct Args {
     std::vector<std::string> dirs;
-    std::string backend = "cpu", dtype = "fp32";
+    std::string backend = "cpu", dtype = "fp32", device;
     int threads = 0;
     double tolerance = 1e-4;
   };
@@ -68,7 +68,8 @@ void register_verify(CLI::App& app) {
   auto* sub = app.add_subcommand("verify", "check this build against reference outputs from timm (golden folders)");
   sub->add_option("dirs", args->dirs, "golden folders (weights.safetensors, io.safetensors, config.json | model.txt)")
       ->required();
-  sub->add_option("--backend", args->backend, "cpu or ref")->capture_default_str();
+  sub->add_option("--backend", args->backend, "cpu, ref or cuda")->capture_default_str();
+  sub->add_option("--device", args->device, "cuda or cuda:N with --backend cuda");
   sub->add_option("--threads,-t", args->threads, "threads (default: all cores)");
   sub->add_option("--dtype", args->dtype, "precision of the matrix products: fp32 or bf16 (bf16 needs a looser "
                   "--tolerance; docs/bf16.md)")->capture_default_str();
@@ -76,6 +77,7 @@ void register_verify(CLI::App& app) {
       ->capture_default_str();
   sub->callback([args] {
     set_num_threads(args->threads);
+    select_device(args->device, args->backend);
     Backend& backend = get_backend(args->backend, parse_precision(args->dtype));
     // Every folder is checked before the table starts, so that a wrong path is one line on stderr
     // rather than a table header followed by an error.
@@ -99,10 +101,10 @@ void register_verify(CLI::App& app) {
       Ctx ctx;
       ctx.exec.backend = &backend;
       ctx.on_output = [&](const std::string& name, const Tensor& t) {
-        if (io.contains(name)) seen[name] = t.clone();
+        if (io.contains(name)) seen[name] = t.device() == Device::CPU ? t.clone() : t.to(Device::CPU);
       };
       const Tensor input = io.load("input");
-      Tensor logits = model.forward_nchw(ctx, input);
+      Tensor logits = model.forward_nchw(ctx, input).to(Device::CPU);
       const Tensor ref_logits = io.load("logits");
       const double err = rel_error(logits, ref_logits);
       const auto [same, rows] = top1_agreement(logits, ref_logits);

@@ -29,8 +29,10 @@ void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
   config->excludes(model);
   auto* w = app->add_option("--weights,-w", a.weights, "weights (.safetensors) with timm's key names");
   if (weights_required) w->required();
-  app->add_option("--backend", a.backend, "compute backend: cpu (fast) or ref (plain reference loops)")
+  app->add_option("--backend", a.backend,
+                  "compute backend: cpu (fast), ref (plain reference loops) or cuda (NVIDIA GPU; docs/cuda.md)")
       ->capture_default_str();
+  app->add_option("--device", a.device, "cuda or cuda:N with --backend cuda (default: cuda:0)");
   app->add_option("--threads,-t", a.threads, "threads (default: all cores)")->check(CLI::Range(0, 4096));
   app->add_option("--dtype", a.dtype, "precision of the matrix products: fp32, or bf16 (cpu backend; docs/bf16.md)")
       ->capture_default_str();
@@ -56,6 +58,7 @@ LoadedModel load_model(const ModelArgs& a) {
   set_num_threads(a.threads);
   MetaFormerConfig c = resolve_config(a);
   LoadedModel lm;
+  select_device(a.device, a.backend);
   lm.backend = &get_backend(a.backend, parse_precision(a.dtype));
   if (a.weights.empty()) {
     lm.model = std::make_unique<MetaFormer>(c);

@@ -19,6 +19,7 @@ struct ModelArgs {
   std::string config;   // JSON file
   std::string weights;  // .safetensors
   std::string backend = "cpu";
+  std::string device;  // --device: cpu, cuda or cuda:N (empty: the backend's default)
   std::string dtype = "fp32";  // precision of the matrix products: fp32 or bf16 (docs/bf16.md)
   int threads = 0;      // 0: all hardware threads
   int num_classes = 0;  // 0: the config's, or the checkpoint's classifier when weights are given

@@ -5,11 +5,18 @@
 #include <cstring>
 
 #include "core/buffer_pool.h"
+#include "core/device_memory.h"
 #include "core/error.h"
 
 namespace mf {
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+namespace {
+DeviceMemory* g_device_memory = nullptr;
+}  // namespace
+DeviceMemory* device_memory() { return g_device_memory; }
+void set_device_memory(DeviceMemory* m) { g_device_memory = m; }
 
 Storage::~Storage() {
   if (release) release(*this);
@@ -23,15 +30,22 @@ uint64_t next_storage_id() {
 }  // namespace
 
 Tensor Tensor::empty(const Shape& shape, Device device) {
-  MF_CHECK(device == Device::CPU, "device {} is not available in this build", device_name(device));
   Tensor t;
   const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
   auto st = std::make_shared<Storage>();
-  st->data = BufferPool::host().acquire(bytes);
+  if (device == Device::CPU) {
+    st->data = BufferPool::host().acquire(bytes);
+    st->release = [](Storage& s) { BufferPool::host().release(s.data, s.bytes); };
+  } else {
+    DeviceMemory* dm = device_memory();
+    MF_CHECK(dm != nullptr, "device {} is not available (no CUDA backend in this build, or no GPU)",
+             device_name(device));
+    st->data = dm->allocate(bytes);
+    st->release = [dm](Storage& s) { dm->release(s.data, s.bytes); };
+  }
   st->bytes = bytes;
   st->device = device;
   st->id = next_storage_id();
-  st->release = [](Storage& s) { BufferPool::host().release(s.data, s.bytes); };
   t.storage_ = std::move(st);
   t.shape_ = shape;
   return t;
@@ -95,17 +109,39 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
 
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, device());
-  if (numel()) std::memcpy(t.data(), data(), static_cast<size_t>(numel()) * sizeof(float));
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::to(Device target) const {
+  if (!defined() || device() == target) return *this;
+  Tensor t = empty(shape_, target);
+  t.copy_from(*this);
   return t;
 }
 
 void Tensor::copy_from(const Tensor& src) {
   MF_CHECK(src.numel() == numel(), "copy of {} into {}", src.shape().str(), shape_.str());
-  if (numel() && !same_memory(src)) std::memmove(data(), src.data(), static_cast<size_t>(numel()) * sizeof(float));
+  if (!numel() || same_memory(src)) return;
+  const size_t bytes = static_cast<size_t>(numel()) * sizeof(float);
+  if (device() == Device::CPU && src.device() == Device::CPU) {
+    std::memmove(data(), src.data(), bytes);
+    return;
+  }
+  using Dir = DeviceMemory::Direction;
+  const Dir dir = device() == Device::CPU       ? Dir::device_to_host
+                  : src.device() == Device::CPU ? Dir::host_to_device
+                                                : Dir::device_to_device;
+  MF_ASSERT(device_memory() != nullptr);
+  device_memory()->copy(data(), src.data(), bytes, dir);
 }
 
 void Tensor::fill(float value) {
   float* p = data();
+  if (device() != Device::CPU) {
+    device_memory()->fill(p, static_cast<size_t>(numel()), value);
+    return;
+  }
   std::fill(p, p + numel(), value);
 }
 

@@ -5,8 +5,9 @@
 // shapes exactly (conv weights [out, in/groups, kh, kw], linear weights [out, in]) so that names,
 // shapes and bytes round-trip with timm's state dicts.
 //
-// Copies of a Tensor share storage (like torch.Tensor); clone() makes a deep copy. Only the CPU
-// device exists today; the tag lets a CUDA backend check where data lives without touching model code.
+// Copies of a Tensor share storage (like torch.Tensor); clone() makes a deep copy. A tensor lives on
+// the CPU or, in a build with CUDA, on the GPU (Device::CUDA: data() is then a device pointer that
+// only the CUDA backend dereferences; to(Device::CPU) brings it back). The element type is fp32.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +68,8 @@ class Tensor {
   // Rows [begin, end) of the first dimension, sharing storage.
   Tensor slice0(int64_t begin, int64_t end) const;
   Tensor clone() const;
+  // This tensor on `device`: itself when it is already there, else a copy.
+  Tensor to(Device device) const;
   void copy_from(const Tensor& src);
   void fill(float value);
   void zero() { fill(0.f); }

@@ -3,6 +3,9 @@
 #include "core/error.h"
 #include "ops/cpu/cpu_backend.h"
 #include "ops/ref/ref_backend.h"
+#ifdef MF_HAVE_CUDA
+#include "ops/cuda/cuda_backend.h"
+#endif
 
 namespace mf {
 
@@ -150,6 +153,14 @@ Backend& get_backend(const std::string& name, Precision precision) {
     return ref;
   }
   if (name == "cpu") return precision == Precision::bf16 ? cpu_bf16 : cpu;
+  if (name == "cuda") {
+#ifdef MF_HAVE_CUDA
+    return cuda_backend(precision);
+#else
+    fail("backend cuda is not available: this build has no CUDA (configure on a machine with the CUDA toolkit, "
+         "-DMETAFORMER_CUDA=ON)");
+#endif
+  }
   fail("unknown backend '{}' (available: {})", name, available_backends());
 }
 
@@ -161,6 +172,46 @@ Precision parse_precision(const std::string& name) {
   fail("unknown precision '{}' (available: fp32, bf16)", name);
 }
 
-std::string available_backends() { return "cpu, ref"; }
+std::string available_backends() { return built_with_cuda() ? "cpu, cuda, ref" : "cpu, ref"; }
+
+bool built_with_cuda() {
+#ifdef MF_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int gpu_count() {
+#ifdef MF_HAVE_CUDA
+  return cuda_device_count();
+#else
+  return 0;
+#endif
+}
+
+void select_device(const std::string& spec, const std::string& backend) {
+  if (spec.empty()) return;
+  if (spec == "cpu") {
+    MF_CHECK(backend != "cuda", "--device cpu does not go with --backend cuda (use --device cuda:N)");
+    return;
+  }
+  MF_CHECK(spec.rfind("cuda", 0) == 0, "unknown device '{}' (use cpu, cuda or cuda:N)", spec);
+  int index = 0;
+  if (spec != "cuda") {
+    const std::string n = spec.substr(4);
+    MF_CHECK(n.size() >= 2 && n[0] == ':' && n.find_first_not_of("0123456789", 1) == std::string::npos,
+             "unknown device '{}' (use cpu, cuda or cuda:N)", spec);
+    MF_CHECK(n.size() < 6, "device {} does not exist", spec);
+    index = std::stoi(n.substr(1));
+  }
+  MF_CHECK(backend == "cuda", "--device {} needs --backend cuda (the {} backend runs on the CPU)", spec, backend);
+#ifdef MF_HAVE_CUDA
+  cuda_select_device(index);
+#else
+  static_cast<void>(index);
+  fail("device {} is not available: this build has no CUDA", spec);
+#endif
+}
 
 }  // namespace mf

@@ -10,6 +10,7 @@
 //           for depthwise convolution, pooling, norms and elementwise work. Ops it has no fast kernel
 //           for run the reference code, on the same device (it derives from the reference backend).
 //           Also in bf16 precision (get_backend("cpu", Precision::bf16); docs/bf16.md).
+//   "cuda" — NVIDIA GPUs, forward ops in fp32 (ops/cuda/, docs/cuda.md); only in builds with CUDA.
 // A backend that lacks an op says so in supports(); models check every op they need at load time,
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once
@@ -50,6 +51,9 @@ class Backend {
   virtual Device device() const = 0;
   virtual bool supports(OpKind op) const = 0;
   virtual Precision precision() const { return Precision::fp32; }
+  // Waits until the device has finished the ops issued so far (a GPU runs them asynchronously);
+  // before reading a host clock. No-op on the CPU.
+  virtual void synchronize() {}
 
   // x [..., K], w [N, K] (or [N, K, 1, 1]), b [N] or null -> y [..., N]
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
@@ -175,9 +179,17 @@ class Backend {
   [[noreturn]] void unsupported(OpKind op) const;
 };
 
-// "ref" or "cpu"; throws mf::Error listing the available names otherwise, or when the backend has no
-// implementation in `precision` (only "cpu" has bf16).
+// "ref", "cpu" or "cuda"; throws mf::Error listing the available names otherwise, or when the backend
+// has no implementation in `precision` (only "cpu" has bf16), or for "cuda" in a build without CUDA
+// or on a machine without a GPU.
 Backend& get_backend(const std::string& name, Precision precision = Precision::fp32);
 std::string available_backends();
+// --device: "cpu", "cuda" or "cuda:N". Chooses the GPU the cuda backend will use; throws when it
+// does not exist, when the build has no CUDA, or when the device does not match the backend.
+void select_device(const std::string& spec, const std::string& backend);
+// True when this build contains the CUDA backend (whether or not a GPU is present).
+bool built_with_cuda();
+// CUDA GPUs this process can use (0 without CUDA in the build, a driver or a GPU).
+int gpu_count();
 
 }  // namespace mf

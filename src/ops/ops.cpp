@@ -31,12 +31,17 @@ class Timed {
     if (e_.profile) {
       e_.profile->calls[static_cast<size_t>(op)] += 1;
       e_.profile->macs[static_cast<size_t>(op)] += macs;
+      e_.backend->synchronize();  // a GPU's earlier ops must not be counted here
       start_ = std::chrono::steady_clock::now();
     }
   }
   ~Timed() {
-    if (e_.profile)
-      e_.profile->seconds[static_cast<size_t>(op_)] +=
+    if (!e_.profile) return;
+    try {
+      e_.backend->synchronize();
+    } catch (...) {  // a destructor must not throw; the next op reports the device's error
+    }
+    e_.profile->seconds[static_cast<size_t>(op_)] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
 
@@ -228,6 +233,12 @@ Tensor activation(const Exec& e, const Tensor& x, const Activation& act) {
 void activation_(const Exec& e, Tensor& x, const Activation& act) {
   if (act.kind == ActKind::Identity) return;
   Timed t(e, OpKind::Activation, 0);
+  if (x.device() != e.backend->device()) {  // in place across devices: the result replaces x
+    Tensor y = out(e, x.shape());
+    e.backend->activation(x, act, y);
+    x = y;
+    return;
+  }
   e.backend->activation(x, act, x);
 }
 
@@ -238,8 +249,9 @@ Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, 
   check_vec(res_scale, x.shape().last(), "res_scale", OpKind::ScaledResidual);
   check_vec(layer_scale, x.shape().last(), "layer_scale", OpKind::ScaledResidual);
   Timed t(e, OpKind::ScaledResidual, 0);
-  e.backend->scaled_residual(x, res_scale, branch, layer_scale, branch);
-  return branch;
+  Tensor y = branch.device() == e.backend->device() ? branch : out(e, branch.shape());
+  e.backend->scaled_residual(x, res_scale, branch, layer_scale, y);
+  return y;
 }
 
 Tensor scaled_residual_new(const Exec& e, const Tensor& x, const Tensor* res_scale, const Tensor& branch,

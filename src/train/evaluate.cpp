@@ -41,15 +41,18 @@ EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, in
   DataLoader loader(data, o);
   Ctx ctx;
   ctx.exec.backend = &backend;
+  // The loss and ranks are computed on the host from the logits brought back (a GPU backend has no
+  // cross-entropy op; this is a tiny [B, K] computation).
+  const Exec host{backend.device() == Device::CPU ? &backend : &get_backend("cpu"), nullptr};
   EvalResult r;
   double loss_sum = 0;
   int64_t top1 = 0, top5 = 0;
   while (auto b = loader.next()) {
     if (b->labels.empty()) continue;
-    Tensor logits = model.run(ctx, b->images);
+    Tensor logits = model.run(ctx, b->images).to(Device::CPU);
     const int64_t K = logits.dim(1), B = logits.dim(0);
     Tensor dl;
-    loss_sum += op::cross_entropy(ctx.exec, logits, smoothed_targets(b->labels, K, 0.0), dl) * static_cast<double>(B);
+    loss_sum += op::cross_entropy(host, logits, smoothed_targets(b->labels, K, 0.0), dl) * static_cast<double>(B);
     for (int64_t i = 0; i < B; ++i) {
       MF_CHECK(b->labels[static_cast<size_t>(i)] >= 0 && b->labels[static_cast<size_t>(i)] < K,
                "label {} is outside the classifier's {} classes", b->labels[static_cast<size_t>(i)], K);

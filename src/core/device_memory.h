@@ -1,0 +1,26 @@
+// DeviceMemory: how the core reaches an accelerator's memory without depending on its runtime. The
+// CUDA backend (src/ops/cuda/) registers one at start-up when the build has CUDA; without it, a
+// tensor on Device::CUDA cannot be made and says so. All copies and fills are ordered on the
+// backend's stream; copies to or from the host wait for it (the host reads the result next).
+#pragma once
+
+#include <cstddef>
+
+namespace mf {
+
+class DeviceMemory {
+ public:
+  virtual ~DeviceMemory() = default;
+  // Throws mf::Error (naming the size) when the device is out of memory or over its limit.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void release(void* p, size_t bytes) = 0;
+  enum class Direction { host_to_device, device_to_host, device_to_device };
+  virtual void copy(void* dst, const void* src, size_t bytes, Direction dir) = 0;
+  virtual void fill(float* p, size_t count, float value) = 0;
+};
+
+// The registered device memory, or null when no accelerator is available in this build.
+DeviceMemory* device_memory();
+void set_device_memory(DeviceMemory* m);
+
+}  // namespace mf

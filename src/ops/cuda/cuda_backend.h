@@ -1,0 +1,25 @@
+// The "cuda" backend: every forward op of every zoo model on an NVIDIA GPU, fp32 (docs/cuda.md).
+// GEMMs, 1×1 convolutions and the dense convolutions (through im2col) go to cuBLASLt with its bias
+// and ReLU epilogues, FFTs to cuFFT, everything else to CUDA kernels. Inputs on the CPU (a model's
+// images, its parameters) are uploaded on first use and cached with the tensor's storage, like the
+// CPU backend's derived weight layouts; outputs are Device::CUDA tensors from the memory pool.
+// Backward passes are not implemented (inference only): those ops fail with "not supported".
+#pragma once
+
+#include <memory>
+
+#include "ops/backend.h"
+
+namespace mf {
+
+// The backend object (created on first use: it selects the device and makes the context);
+// throws mf::Error when there is no usable GPU or the precision is not available.
+Backend& cuda_backend(Precision precision);
+// "cuda:N" has been asked for; checked against the devices present.
+void cuda_select_device(int index);
+int cuda_device_count();
+std::string cuda_device_description();
+size_t cuda_peak_bytes();
+void cuda_reset_peak();
+
+}  // namespace mf

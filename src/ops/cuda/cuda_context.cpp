@@ -1,0 +1,169 @@
+#include "ops/cuda/cuda_context.h"
+
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+
+#include "core/device_memory.h"
+#include "ops/cuda/backend_kernels.h"
+
+namespace mf::cuda {
+
+void check(cudaError_t status, const char* what) {
+  if (status == cudaSuccess) return;
+  cudaGetLastError();  // clear a sticky-free error so that the next call starts clean
+  fail("CUDA error in {}: {}", what, cudaGetErrorString(status));
+}
+
+void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error {} in {}", static_cast<int>(status), what);
+}
+
+namespace {
+
+int g_selected = 0;
+Context* g_context = nullptr;  // never destroyed: tensors freed during static destruction still need it
+
+size_t parse_limit(const char* s) {
+  char* end = nullptr;
+  const double v = std::strtod(s, &end);
+  MF_CHECK(end != s && v > 0, "METAFORMER_CUDA_MEMORY_LIMIT must be a positive size such as 8G or 512M, got '{}'", s);
+  const std::string unit = end;
+  double mul = 1;
+  if (unit == "K" || unit == "k") mul = 1024.0;
+  else if (unit == "M" || unit == "m") mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "g") mul = 1024.0 * 1024 * 1024;
+  else MF_CHECK(unit.empty(), "METAFORMER_CUDA_MEMORY_LIMIT: unknown unit '{}' (use K, M or G)", unit);
+  return static_cast<size_t>(v * mul);
+}
+
+// Stream-ordered caching pool: cudaMallocAsync from the device's default pool with its release
+// threshold raised to "never", so freed blocks stay with the pool and later requests of the same
+// shapes are served without cudaMalloc. Frees are ordered on the stream, so a block is reused only
+// after the kernels that read it.
+class CudaPool final : public DeviceMemory {
+ public:
+  void* allocate(size_t bytes) override {
+    Context& c = context();
+    if (bytes == 0) bytes = 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (limit_ && in_use_ + bytes > limit_)
+        fail("out of GPU memory: {:.1f} MiB requested with {:.1f} MiB in use, over METAFORMER_CUDA_MEMORY_LIMIT ({:.1f} MiB)",
+             bytes / 1048576.0, in_use_ / 1048576.0, limit_ / 1048576.0);
+    }
+    void* p = nullptr;
+    const cudaError_t st = cudaMallocAsync(&p, bytes, c.stream);
+    if (st != cudaSuccess) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail("out of GPU memory on cuda:{}: {:.1f} MiB requested, {:.1f} MiB in use by tensors, {:.1f} of {:.1f} MiB free "
+           "({})", c.device, bytes / 1048576.0, in_use_ / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
+           cudaGetErrorString(st));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use_ += bytes;
+    if (in_use_ > peak_) peak_ = in_use_;
+    return p;
+  }
+  void release(void* p, size_t bytes) override {
+    if (!p) return;
+    cudaFreeAsync(p, g_context->stream);
+    std::lock_guard<std::mutex> lock(mu_);
+    in_use_ -= bytes == 0 ? 1 : bytes;
+  }
+  void copy(void* dst, const void* src, size_t bytes, Direction dir) override {
+    Context& c = context();
+    const cudaMemcpyKind kind = dir == Direction::host_to_device   ? cudaMemcpyHostToDevice
+                                : dir == Direction::device_to_host ? cudaMemcpyDeviceToHost
+                                                                   : cudaMemcpyDeviceToDevice;
+    MF_CUDA(cudaMemcpyAsync(dst, src, bytes, kind, c.stream));
+    // The host reads what came back, or may reuse the pageable source: wait either way.
+    if (dir != Direction::device_to_device) MF_CUDA(cudaStreamSynchronize(c.stream));
+  }
+  void fill(float* p, size_t count, float value) override {
+    mf::cuda::fill(p, static_cast<int64_t>(count), value, context().stream);
+    MF_CUDA_LAUNCHED("fill");
+  }
+
+  void set_limit(size_t l) { limit_ = l; }
+  size_t in_use() const { return in_use_; }
+  size_t peak() const { return peak_; }
+  void reset_peak() { peak_ = in_use_; }
+
+ private:
+  std::mutex mu_;
+  size_t in_use_ = 0, peak_ = 0, limit_ = 0;
+};
+
+CudaPool& pool() {
+  static CudaPool* p = new CudaPool();
+  return *p;
+}
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+void select_device(int index) {
+  const int n = device_count();
+  MF_CHECK(n > 0, "no CUDA GPU is available (cudaGetDeviceCount found none)");
+  MF_CHECK(index >= 0 && index < n, "device cuda:{} does not exist ({} CUDA device{}: cuda:0{})", index, n,
+           n == 1 ? "" : "s", n > 1 ? fmt::format("..cuda:{}", n - 1) : "");
+  MF_CHECK(g_context == nullptr || g_context->device == index,
+           "the CUDA backend already runs on cuda:{}; one device per process", g_context ? g_context->device : 0);
+  g_selected = index;
+}
+
+Context& context() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const int n = device_count();
+    MF_CHECK(n > 0, "backend cuda needs a GPU, but no CUDA device is available");
+    MF_CHECK(g_selected < n, "device cuda:{} does not exist ({} CUDA devices)", g_selected, n);
+    auto* c = new Context();
+    c->device = g_selected;
+    MF_CUDA(cudaSetDevice(c->device));
+    MF_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    cudaMemPool_t mp;
+    MF_CUDA(cudaDeviceGetDefaultMemPool(&mp, c->device));
+    uint64_t keep = UINT64_MAX;
+    MF_CUDA(cudaMemPoolSetAttribute(mp, cudaMemPoolAttrReleaseThreshold, &keep));
+    MF_CUBLAS(cublasLtCreate(&c->lt));
+    c->workspace_bytes = 32u << 20;
+    MF_CUDA(cudaMalloc(&c->workspace, c->workspace_bytes));
+    if (const char* l = std::getenv("METAFORMER_CUDA_MEMORY_LIMIT")) pool().set_limit(parse_limit(l));
+    g_context = c;
+    set_device_memory(&pool());
+  });
+  MF_CHECK(g_context != nullptr, "the CUDA context could not be created");
+  return *g_context;
+}
+
+std::string device_description() {
+  Context& c = context();
+  cudaDeviceProp p{};
+  MF_CUDA(cudaGetDeviceProperties(&p, c.device));
+  return fmt::format("cuda:{} {} ({} SMs, {:.0f} GiB)", c.device, p.name, p.multiProcessorCount,
+                     p.totalGlobalMem / 1073741824.0);
+}
+
+void synchronize() {
+  if (g_context) MF_CUDA(cudaStreamSynchronize(g_context->stream));
+}
+
+size_t pool_bytes_in_use() { return pool().in_use(); }
+size_t pool_peak_bytes() { return pool().peak(); }
+void pool_reset_peak() { pool().reset_peak(); }
+
+}  // namespace mf::cuda

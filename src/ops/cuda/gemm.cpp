@@ -1,0 +1,120 @@
+#include "ops/cuda/gemm.h"
+
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "ops/cuda/cuda_context.h"
+
+namespace mf::cuda {
+namespace {
+
+// Everything cuBLASLt needs for one problem shape, made once: the descriptors and the algorithm its
+// heuristic chose (the heuristic is slow next to a small GEMM).
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  ~Plan() {
+    if (op) cublasLtMatmulDescDestroy(op);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+  }
+};
+
+using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int, int>;
+
+uint32_t alignment(const void* p) {
+  const auto v = reinterpret_cast<uintptr_t>(p);
+  uint32_t a = 256;
+  while (a > 4 && v % a) a /= 2;
+  return a;
+}
+
+cublasLtMatrixLayout_t layout(int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+  cublasLtMatrixLayout_t l;
+  MF_CUBLAS(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, rows, cols, ld));
+  if (batch > 1) {
+    const int32_t count = static_cast<int32_t>(batch);
+    MF_CUBLAS(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+    MF_CUBLAS(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return l;
+}
+
+std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
+  Context& c = context();
+  auto p = std::make_unique<Plan>();
+  MF_CUBLAS(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // not _FAST_TF32: parity
+  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  cublasLtEpilogue_t epi = g.epilogue == Epilogue::bias        ? CUBLASLT_EPILOGUE_BIAS
+                           : g.epilogue == Epilogue::relu_bias ? (g.bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                                                               : CUBLASLT_EPILOGUE_DEFAULT;
+  MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  p->la = g.trans_a ? layout(g.k, g.m, g.lda, g.batch, g.stride_a) : layout(g.m, g.k, g.lda, g.batch, g.stride_a);
+  p->lb = g.trans_b ? layout(g.n, g.k, g.ldb, g.batch, g.stride_b) : layout(g.k, g.n, g.ldb, g.batch, g.stride_b);
+  p->ld = layout(g.m, g.n, g.ldd, g.batch, g.stride_d);
+
+  cublasLtMatmulPreference_t pref;
+  MF_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+  MF_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c.workspace_bytes,
+                                                 sizeof(c.workspace_bytes)));
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    MF_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(c.lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  MF_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
+           "cuBLASLt has no algorithm for a {}x{}x{} fp32 product (batch {}, status {})", g.m, g.n, g.k, g.batch,
+           static_cast<int>(st));
+  p->algo = result.algo;
+  return p;
+}
+
+}  // namespace
+
+void run_gemm(const Gemm& g) {
+  if (g.m == 0 || g.n == 0) return;
+  Context& c = context();
+  uint32_t align = std::min(std::min(alignment(g.a), alignment(g.b)), alignment(g.d));
+  if (g.bias) align = std::min(align, alignment(g.bias));
+  for (int64_t ld : {g.lda, g.ldb, g.ldd})
+    while (align > 4 && (ld * 4) % align) align /= 2;
+  static std::map<Key, std::unique_ptr<Plan>> plans;
+  const Key key{g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
+                static_cast<int>(g.epilogue) * 2 + (g.bias != nullptr), static_cast<int>(align)};
+  auto it = plans.find(key);
+  if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;
+  Plan& p = *it->second;
+  if (g.bias) MF_CUBLAS(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)));
+  const float one = 1.f, zero = 0.f;
+  if (g.k == 0) {  // an empty sum: cuBLASLt would not write D
+    MF_CUDA(cudaMemsetAsync(g.d, 0, sizeof(float) * g.ldd * g.n * g.batch, c.stream));
+    MF_CHECK(g.bias == nullptr, "an empty product with a bias is not supported on the GPU");
+    return;
+  }
+  MF_CUBLAS(cublasLtMatmul(c.lt, p.op, &one, g.a, p.la, g.b, p.lb, &zero, g.d, p.ld, g.d, p.ld, &p.algo, c.workspace,
+                           c.workspace_bytes, c.stream));
+}
+
+void linear_rows(const float* x, const float* w, const float* bias, float* y, int64_t M, int64_t N, int64_t K,
+                 bool relu) {
+  Gemm g;
+  g.trans_a = true;  // W [N, K] row-major is Wᵀ column-major (K×N); op(A) = W, N×K
+  g.m = N, g.n = M, g.k = K;
+  g.a = w, g.lda = K;
+  g.b = x, g.ldb = K;
+  g.d = y, g.ldd = N;
+  g.bias = bias;
+  g.epilogue = relu ? Epilogue::relu_bias : (bias ? Epilogue::bias : Epilogue::none);
+  run_gemm(g);
+}
+
+}  // namespace mf::cuda

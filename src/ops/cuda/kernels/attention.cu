@@ -1,0 +1,285 @@
+// Fused multi-head attention forward, flash-style: each CTA owns a tile of queries of one (image,
+// head), streams the keys and values through shared memory in tiles and keeps a running (online)
+// softmax, so the N×N logits never reach global memory. Softmax and accumulation are fp32.
+//
+// Two kernels:
+// - attn_scalar_kernel: any head_dim ≤ 128, float or bf16 storage, CUDA cores; one thread per
+//   query (q and the output row in registers), keys in groups of 16 per softmax rescale.
+// - attn_mma_d32_kernel: bf16 with head_dim 32 (every shipped CAFormer), tensor cores through
+//   mma.sync.m16n8k16 (sm_80+ PTX, so Debian's CUDA 11.8 builds it too). Four warps of 16 queries
+//   each; the score fragments of QKᵀ are reused in registers as the A operand of P·V (the
+//   FlashAttention-2 layout identity), with P rounded to bf16 for that product.
+#include "common.cuh"
+
+namespace mf::cuda::kernels {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- generic CUDA-core kernel ----
+
+constexpr int kScalarQueries = 64;  // threads per CTA = queries per CTA
+constexpr int kScoreGroup = 16;     // keys per softmax rescale
+
+template <typename T, int MAXD, int KT>
+__global__ void __launch_bounds__(kScalarQueries)
+    attn_scalar_kernel(const T* qkv, T* y, int64_t N, int heads, int D, float scale_log2) {
+  __shared__ float Ks[KT][MAXD];
+  __shared__ float Vs[KT][MAXD];
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y;
+  const int64_t A = int64_t(heads) * D, stride = 3 * A;
+  const int64_t qi = int64_t(blockIdx.x) * kScalarQueries + threadIdx.x;
+  const bool valid = qi < N;
+  const T* base = qkv + b * N * stride + int64_t(h) * D;
+
+  float q[MAXD], o[MAXD];
+#pragma unroll
+  for (int d = 0; d < MAXD; ++d) {
+    q[d] = (valid && d < D) ? to_f(base[qi * stride + d]) * scale_log2 : 0.f;
+    o[d] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;  // running max (log2 units) and sum
+
+  for (int64_t k0 = 0; k0 < N; k0 += KT) {
+    __syncthreads();  // the previous tile is no longer read
+    for (int idx = threadIdx.x; idx < KT * MAXD; idx += kScalarQueries) {
+      const int j = idx / MAXD, d = idx % MAXD;
+      const int64_t key = k0 + j;
+      const bool in = key < N && d < D;
+      Ks[j][d] = in ? to_f(base[key * stride + A + d]) : 0.f;
+      Vs[j][d] = in ? to_f(base[key * stride + 2 * A + d]) : 0.f;
+    }
+    __syncthreads();
+    const int nk = N - k0 < KT ? static_cast<int>(N - k0) : KT;
+    for (int j0 = 0; j0 < nk; j0 += kScoreGroup) {
+      float s[kScoreGroup];
+      float mx = m;
+#pragma unroll
+      for (int jj = 0; jj < kScoreGroup; ++jj) {
+        const int j = j0 + jj;
+        float acc = -INFINITY;
+        if (j < nk) {
+          acc = 0.f;
+#pragma unroll
+          for (int d = 0; d < MAXD; ++d) acc = fmaf(q[d], Ks[j][d], acc);
+        }
+        s[jj] = acc;
+        mx = fmaxf(mx, acc);
+      }
+      const float corr = exp2f(m - mx);  // 0 on the first group (m = -inf)
+      m = mx;
+      l *= corr;
+#pragma unroll
+      for (int d = 0; d < MAXD; ++d) o[d] *= corr;
+#pragma unroll
+      for (int jj = 0; jj < kScoreGroup; ++jj) {
+        const int j = j0 + jj;
+        if (j < nk) {
+          const float p = exp2f(s[jj] - m);
+          l += p;
+#pragma unroll
+          for (int d = 0; d < MAXD; ++d) o[d] = fmaf(p, Vs[j][d], o[d]);
+        }
+      }
+    }
+  }
+  if (!valid) return;
+  const float inv = 1.f / l;
+  T* out = y + (b * N + qi) * A + int64_t(h) * D;
+#pragma unroll
+  for (int d = 0; d < MAXD; ++d)
+    if (d < D) out[d] = from_f<T>(o[d] * inv);
+}
+
+template <typename T, int MAXD, int KT>
+void launch_scalar(const T* qkv, T* y, int64_t B, int64_t N, int heads, int D, float scale, cudaStream_t s) {
+  const dim3 grid(static_cast<unsigned>((N + kScalarQueries - 1) / kScalarQueries), static_cast<unsigned>(heads),
+                  static_cast<unsigned>(B));
+  attn_scalar_kernel<T, MAXD, KT><<<grid, kScalarQueries, 0, s>>>(qkv, y, N, heads, D, scale * kLog2e);
+}
+
+template <typename T>
+cudaError_t attention_scalar(const T* qkv, T* y, int64_t B, int64_t N, int heads, int D, float scale, cudaStream_t s) {
+  if (D <= 8) launch_scalar<T, 8, 64>(qkv, y, B, N, heads, D, scale, s);
+  else if (D <= 16) launch_scalar<T, 16, 64>(qkv, y, B, N, heads, D, scale, s);
+  else if (D <= 32) launch_scalar<T, 32, 64>(qkv, y, B, N, heads, D, scale, s);
+  else if (D <= 64) launch_scalar<T, 64, 64>(qkv, y, B, N, heads, D, scale, s);
+  else launch_scalar<T, 128, 32>(qkv, y, B, N, heads, D, scale, s);
+  return cudaGetLastError();
+}
+
+// ---- bf16 tensor-core kernel, head_dim 32 ----
+
+constexpr int kMmaWarps = 4, kMmaQueries = 16 * kMmaWarps, kMmaKeys = 64, kD = 32;
+constexpr int kKPad = kD + 8;         // K tile row (bf16): 80 bytes, conflict-free fragment loads
+constexpr int kVPad = kMmaKeys + 8;   // transposed V tile row (bf16)
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo (lower address / lower bits)
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// D = A·B + D for one m16n8k16 tile: A 16×16 bf16 (4 registers), B 16×8 bf16 (2), D 16×8 fp32 (4).
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    attn_mma_d32_kernel(const __nv_bfloat16* qkv, __nv_bfloat16* y, int64_t N, int heads, float scale_log2) {
+  __shared__ __align__(16) __nv_bfloat16 Ks[kMmaKeys][kKPad];
+  __shared__ __align__(16) __nv_bfloat16 Vt[kD][kVPad];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;  // mma fragment coordinates: row group, thread in group
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y;
+  const int64_t A = int64_t(heads) * kD, stride = 3 * A;
+  const __nv_bfloat16* base = qkv + b * N * stride + int64_t(h) * kD;
+  const int64_t q0 = int64_t(blockIdx.x) * kMmaQueries + warp * 16;
+  const int64_t row_lo = q0 + g, row_hi = q0 + g + 8;
+
+  // Q fragments (two k-steps of 16 dims), zero for rows past N.
+  uint32_t qa[2][4];
+  {
+    const uint32_t zero = 0;
+    auto ld = [&](int64_t row, int dim) -> uint32_t {
+      return row < N ? *reinterpret_cast<const uint32_t*>(base + row * stride + dim) : zero;
+    };
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      qa[ks][0] = ld(row_lo, ks * 16 + 2 * t);
+      qa[ks][1] = ld(row_hi, ks * 16 + 2 * t);
+      qa[ks][2] = ld(row_lo, ks * 16 + 2 * t + 8);
+      qa[ks][3] = ld(row_hi, ks * 16 + 2 * t + 8);
+    }
+  }
+  float o[4][4];  // output fragments: 4 tiles of 8 dims
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) o[i][j] = 0.f;
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f;
+
+  for (int64_t k0 = 0; k0 < N; k0 += kMmaKeys) {
+    __syncthreads();
+    // K tile: 64 keys × 32 dims as 16-byte vectors; V tile transposed to [dim][key].
+    for (int idx = threadIdx.x; idx < kMmaKeys * (kD / 8); idx += kMmaWarps * 32) {
+      const int j = idx / (kD / 8), part = idx % (kD / 8);
+      const int64_t key = k0 + j;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (key < N) {
+        kv = *reinterpret_cast<const uint4*>(base + key * stride + A + part * 8);
+        vv = *reinterpret_cast<const uint4*>(base + key * stride + 2 * A + part * 8);
+      }
+      *reinterpret_cast<uint4*>(&Ks[j][part * 8]) = kv;
+      const __nv_bfloat16* ve = reinterpret_cast<const __nv_bfloat16*>(&vv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) Vt[part * 8 + e][j] = ve[e];
+    }
+    __syncthreads();
+
+    // S = Q Kᵀ: 8 tiles of 8 keys.
+    float sc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&Ks[nt * 8 + g][ks * 16 + 2 * t]);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&Ks[nt * 8 + g][ks * 16 + 2 * t + 8]);
+        mma_bf16(sc[nt], qa[ks], b0, b1);
+      }
+    }
+    // Scale into log2 units, mask keys past N, and the running max of rows g and g + 8 (shared by
+    // the 4 threads of a row group).
+    float mx_lo = m_lo, mx_hi = m_hi;
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = k0 + nt * 8 + 2 * t + (e & 1);
+        sc[nt][e] = key < N ? sc[nt][e] * scale_log2 : -INFINITY;
+        if (e < 2) mx_lo = fmaxf(mx_lo, sc[nt][e]);
+        else mx_hi = fmaxf(mx_hi, sc[nt][e]);
+      }
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, off));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, off));
+    }
+    const float c_lo = exp2f(m_lo - mx_lo), c_hi = exp2f(m_hi - mx_hi);
+    m_lo = mx_lo, m_hi = mx_hi;
+    l_lo *= c_lo, l_hi *= c_hi;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o[i][0] *= c_lo, o[i][1] *= c_lo, o[i][2] *= c_hi, o[i][3] *= c_hi;
+
+    // P = exp2(S − m); its fragments of key tiles 2k, 2k+1 are the A operand of k-step k of P·V.
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t pa[4];
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int nt = 2 * kk + half;
+        const float p0 = exp2f(sc[nt][0] - m_lo), p1 = exp2f(sc[nt][1] - m_lo);
+        const float p2 = exp2f(sc[nt][2] - m_hi), p3 = exp2f(sc[nt][3] - m_hi);
+        l_lo += p0 + p1;
+        l_hi += p2 + p3;
+        pa[half * 2 + 0] = pack_bf16(p0, p1);
+        pa[half * 2 + 1] = pack_bf16(p2, p3);
+      }
+#pragma unroll
+      for (int dt = 0; dt < 4; ++dt) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&Vt[dt * 8 + g][kk * 16 + 2 * t]);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&Vt[dt * 8 + g][kk * 16 + 2 * t + 8]);
+        mma_bf16(o[dt], pa, b0, b1);
+      }
+    }
+  }
+  // Row sums over the 4 threads of each row group, then normalise and store.
+#pragma unroll
+  for (int off = 1; off < 4; off <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, off);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
+  }
+  const float inv_lo = 1.f / l_lo, inv_hi = 1.f / l_hi;
+#pragma unroll
+  for (int dt = 0; dt < 4; ++dt) {
+    const int dim = dt * 8 + 2 * t;
+    if (row_lo < N)
+      *reinterpret_cast<uint32_t*>(y + (b * N + row_lo) * A + int64_t(h) * kD + dim) =
+          pack_bf16(o[dt][0] * inv_lo, o[dt][1] * inv_lo);
+    if (row_hi < N)
+      *reinterpret_cast<uint32_t*>(y + (b * N + row_hi) * A + int64_t(h) * kD + dim) =
+          pack_bf16(o[dt][2] * inv_hi, o[dt][3] * inv_hi);
+  }
+}
+
+}  // namespace
+
+cudaError_t attention(const float* qkv, float* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
+                      cudaStream_t s) {
+  if (head_dim < 1 || head_dim > 128 || heads < 1 || heads > 65535 || B > 65535) return cudaErrorInvalidValue;
+  if (B <= 0 || N <= 0) return cudaSuccess;
+  return attention_scalar(qkv, y, B, N, heads, head_dim, scale, s);
+}
+
+cudaError_t attention(const bf16* qkv, bf16* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
+                      cudaStream_t s) {
+  if (head_dim < 1 || head_dim > 128 || heads < 1 || heads > 65535 || B > 65535) return cudaErrorInvalidValue;
+  if (B <= 0 || N <= 0) return cudaSuccess;
+  // The tensor-core kernel reads 16-byte vectors of K and V and 4-byte pairs of Q, and writes pairs.
+  const bool aligned = (reinterpret_cast<uintptr_t>(qkv) % 16 == 0) && (reinterpret_cast<uintptr_t>(y) % 4 == 0);
+  if (head_dim == kD && aligned) {
+    const dim3 grid(static_cast<unsigned>((N + kMmaQueries - 1) / kMmaQueries), static_cast<unsigned>(heads),
+                    static_cast<unsigned>(B));
+    attn_mma_d32_kernel<<<grid, kMmaWarps * 32, 0, s>>>(dev(qkv), dev(y), N, heads, scale * kLog2e);
+    return cudaGetLastError();
+  }
+  return attention_scalar(dev(qkv), dev(y), B, N, heads, head_dim, scale, s);
+}
+
+}  // namespace mf::cuda::kernels

@@ -1,0 +1,92 @@
+// Helpers shared by the kernel files (device side only; not part of the public header).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace mf::cuda::kernels {
+
+static_assert(sizeof(bf16) == sizeof(__nv_bfloat16), "bf16 must match __nv_bfloat16");
+
+// The public bf16 is an opaque 16-bit struct; kernels see CUDA's type.
+template <typename T> struct Dev { using type = T; };
+template <> struct Dev<bf16> { using type = __nv_bfloat16; };
+template <typename T> inline typename Dev<T>::type* dev(T* p) { return reinterpret_cast<typename Dev<T>::type*>(p); }
+template <typename T> inline const typename Dev<T>::type* dev(const T* p) {
+  return reinterpret_cast<const typename Dev<T>::type*>(p);
+}
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// fp32 activation math. GELU is the exact erf form (PyTorch's default), computed with erff (no fast
+// math anywhere in these files).
+__device__ __forceinline__ float act_apply(const Act& a, float x) {
+  switch (a.kind) {
+    case ActKind::Identity: return x;
+    case ActKind::GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case ActKind::StarReLU: {
+      const float r = x > 0.f ? x : 0.f;
+      return fmaf(a.scale, r * r, a.bias);
+    }
+    case ActKind::SquaredReLU: {
+      const float r = x > 0.f ? x : 0.f;
+      return r * r;
+    }
+    case ActKind::ReLU: return x > 0.f ? x : 0.f;
+    case ActKind::SiLU: return x / (1.f + expf(-x));
+    case ActKind::SoftShrink: return x > a.threshold ? x - a.threshold : x < -a.threshold ? x + a.threshold : 0.f;
+  }
+  return x;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, ≤ 1024); every thread gets the result. `scratch`
+// holds 32 floats; the call ends with a barrier so scratch can be reused at once.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = lane < warps ? scratch[lane] : 0.f;
+  t = warp_sum(t);
+  __syncthreads();
+  return t;
+}
+
+// Grid size for a grid-stride loop over n items with `block` threads (capped: each SM gets plenty).
+inline unsigned grid_for(int64_t n, int block, int64_t cap = 65535LL * 8) {
+  int64_t g = (n + block - 1) / block;
+  if (g < 1) g = 1;
+  if (g > cap) g = cap;
+  return static_cast<unsigned>(g);
+}
+
+// GroupNorm-1 statistics (norms.cu, used by conv.cu's pool_branch too): each sample's `per` elements
+// are cut into chunks of kGnChunk; the workspace holds [B, chunks, 3] partials (count, mean, M2) and
+// then [B, 2] (mean, rstd).
+constexpr int kGnThreads = 256, kGnPerThread = 8, kGnChunk = kGnThreads * kGnPerThread;
+inline int64_t gn_chunks(int64_t per) { return (per + kGnChunk - 1) / kGnChunk; }
+inline int64_t gn_partial_floats(int64_t B, int64_t per) { return B * gn_chunks(per) * 3; }
+template <typename T>
+cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t per, float eps, float* partial,
+                                cudaStream_t s);
+
+}  // namespace mf::cuda::kernels

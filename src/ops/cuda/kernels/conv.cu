@@ -1,0 +1,345 @@
+// Channels-last convolutions and pooling: depthwise k×k (with fused input/output activations and
+// bias), PoolFormer's pool − x and its whole fused branch, global average pooling, and the im2col /
+// weight reorders that turn dense convolutions into GEMMs.
+#include "common.cuh"
+
+namespace mf::cuda::kernels {
+namespace {
+
+constexpr int kBlock = 256;
+
+// ---- depthwise convolution ----
+// Consecutive threads take consecutive channels (coalesced loads of each pixel's channel vector);
+// each thread computes a strip of kStrip outputs along W so that the weights it loads are reused.
+
+constexpr int kStrip = 8;
+
+template <typename T>
+__device__ __forceinline__ float dw_load(const T* x, int64_t at, const Act& pre, bool has_pre) {
+  const float v = to_f(x[at]);
+  return has_pre ? act_apply(pre, v) : v;
+}
+
+// Stride 1 with a compile-time kernel width KW: each kernel row's input segment (kStrip + KW − 1
+// values) is loaded once into registers, activation included, and reused by the whole strip.
+template <typename T, int KW>
+__global__ void dw_stride1_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys,
+                                  int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int ph,
+                                  int pw, Act pre, Act post) {
+  const bool has_pre = pre.kind != ActKind::Identity;
+  const int64_t strips = (Wo + kStrip - 1) / kStrip;
+  const int64_t total = B * Ho * strips * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    int64_t r = i / C;
+    const int64_t ow0 = (r % strips) * kStrip;
+    r /= strips;
+    const int64_t oh = r % Ho, b = r / Ho;
+    const float b0 = bias ? bias[c] : 0.f;
+    float acc[kStrip];
+#pragma unroll
+    for (int t = 0; t < kStrip; ++t) acc[t] = b0;
+    for (int ki = 0; ki < kh; ++ki) {
+      const int64_t ih = oh - ph + ki;
+      if (ih < 0 || ih >= H) continue;
+      const T* xrow = x + (b * H + ih) * W * xs + c;
+      float seg[kStrip + KW - 1];
+#pragma unroll
+      for (int j = 0; j < kStrip + KW - 1; ++j) {
+        const int64_t iw = ow0 - pw + j;
+        seg[j] = (iw >= 0 && iw < W) ? dw_load(xrow, iw * xs, pre, has_pre) : 0.f;
+      }
+#pragma unroll
+      for (int kj = 0; kj < KW; ++kj) {
+        const float wv = w[(int64_t(ki) * KW + kj) * C + c];
+#pragma unroll
+        for (int t = 0; t < kStrip; ++t) acc[t] = fmaf(seg[t + kj], wv, acc[t]);
+      }
+    }
+    T* yrow = y + ((b * Ho + oh) * Wo) * ys + c;
+#pragma unroll
+    for (int t = 0; t < kStrip; ++t)
+      if (ow0 + t < Wo) yrow[(ow0 + t) * ys] = from_f<T>(act_apply(post, acc[t]));
+  }
+}
+
+// Any geometry: the same strips, bounds checked per tap.
+template <typename T>
+__global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys,
+                                  int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
+                                  int sh, int sw, int ph, int pw, Act pre, Act post) {
+  const bool has_pre = pre.kind != ActKind::Identity;
+  const int64_t strips = (Wo + kStrip - 1) / kStrip;
+  const int64_t total = B * Ho * strips * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    int64_t r = i / C;
+    const int64_t ow0 = (r % strips) * kStrip;
+    r /= strips;
+    const int64_t oh = r % Ho, b = r / Ho;
+    const float b0 = bias ? bias[c] : 0.f;
+    float acc[kStrip];
+#pragma unroll
+    for (int t = 0; t < kStrip; ++t) acc[t] = b0;
+    for (int ki = 0; ki < kh; ++ki) {
+      const int64_t ih = oh * sh - ph + ki;
+      if (ih < 0 || ih >= H) continue;
+      const T* xrow = x + (b * H + ih) * W * xs + c;
+      for (int kj = 0; kj < kw; ++kj) {
+        const float wv = w[(int64_t(ki) * kw + kj) * C + c];
+#pragma unroll
+        for (int t = 0; t < kStrip; ++t) {
+          const int64_t iw = (ow0 + t) * sw - pw + kj;
+          if (ow0 + t < Wo && iw >= 0 && iw < W) acc[t] = fmaf(dw_load(xrow, iw * xs, pre, has_pre), wv, acc[t]);
+        }
+      }
+    }
+    T* yrow = y + ((b * Ho + oh) * Wo) * ys + c;
+#pragma unroll
+    for (int t = 0; t < kStrip; ++t)
+      if (ow0 + t < Wo) yrow[(ow0 + t) * ys] = from_f<T>(act_apply(post, acc[t]));
+  }
+}
+
+__global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps) {
+  const int64_t n = C * taps;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i / taps, t = i % taps;
+    out[t * C + c] = w[i];
+  }
+}
+
+template <typename T>
+cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t B,
+                             int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw,
+                             int ph, int pw, Act pre, Act post, cudaStream_t s) {
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || xs < C || ys < C || C < 0) return cudaErrorInvalidValue;
+  if ((H + 2 * ph - kh) / sh + 1 != Ho || (W + 2 * pw - kw) / sw + 1 != Wo) return cudaErrorInvalidValue;
+  if (B <= 0 || C == 0 || Ho <= 0 || Wo <= 0) return cudaSuccess;
+  const int64_t total = B * Ho * ((Wo + kStrip - 1) / kStrip) * C;
+  using D = typename Dev<T>::type;
+  const unsigned grid = grid_for(total, kBlock);
+  if (sh == 1 && sw == 1 && kw == 7)
+    dw_stride1_kernel<D, 7><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph, pw,
+                                                    pre, post);
+  else if (sh == 1 && sw == 1 && kw == 3)
+    dw_stride1_kernel<D, 3><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph, pw,
+                                                    pre, post);
+  else
+    dw_generic_kernel<D><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, kw, sh, sw,
+                                                 ph, pw, pre, post);
+  return cudaGetLastError();
+}
+
+// ---- pooling ----
+
+// avg_pool_k(x) − x at one element (count_include_pad=False), fp32.
+template <typename T>
+__device__ __forceinline__ float pool_minus_at(const T* x, int64_t b, int64_t h, int64_t w, int64_t c, int64_t H,
+                                               int64_t W, int64_t C, int k, float* self) {
+  const int pad = k / 2;
+  const int64_t h0 = h - pad < 0 ? 0 : h - pad, h1 = h - pad + k > H ? H : h - pad + k;
+  const int64_t w0 = w - pad < 0 ? 0 : w - pad, w1 = w - pad + k > W ? W : w - pad + k;
+  float acc = 0.f;
+  for (int64_t i = h0; i < h1; ++i)
+    for (int64_t j = w0; j < w1; ++j) acc += to_f(x[((b * H + i) * W + j) * C + c]);
+  *self = to_f(x[((b * H + h) * W + w) * C + c]);
+  return acc / static_cast<float>((h1 - h0) * (w1 - w0)) - *self;
+}
+
+template <typename T>
+__global__ void pool_minus_kernel(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k) {
+  const int64_t n = B * H * W * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    int64_t r = i / C;
+    const int64_t w = r % W;
+    r /= W;
+    const int64_t h = r % H, b = r / H;
+    float self;
+    y[i] = from_f<T>(pool_minus_at(x, b, h, w, c, H, W, C, k, &self));
+  }
+}
+
+// y = rs ⊙ x + ls ⊙ w ⊙ rstd ⊙ (pool(x) − x), the per-sample rstd from group_norm1_stats.
+template <typename T>
+__global__ void pool_branch_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs,
+                                   const float* ls, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k) {
+  const int64_t n = B * H * W * C;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    int64_t r = i / C;
+    const int64_t w = r % W;
+    r /= W;
+    const int64_t h = r % H, b = r / H;
+    float self;
+    const float d = pool_minus_at(x, b, h, w, c, H, W, C, k, &self);
+    const float branch = d * mean_rstd[2 * b + 1] * gw[c];
+    y[i] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
+  }
+}
+
+// x [B, HW, C] -> y [B, C]: block (32 channels × 8 row groups) per (channel tile, sample).
+template <typename TI, typename TO>
+__global__ void global_avg_pool_kernel(const TI* x, TO* y, int64_t HW, int64_t C) {
+  __shared__ float part[8][33];
+  const int64_t b = blockIdx.y, c = int64_t(blockIdx.x) * 32 + threadIdx.x;
+  float acc = 0.f;
+  if (c < C)
+    for (int64_t p = threadIdx.y; p < HW; p += 8) acc += to_f(x[(b * HW + p) * C + c]);
+  part[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float t = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) t += part[j][threadIdx.x];
+    y[b * C + c] = from_f<TO>(t / static_cast<float>(HW));
+  }
+}
+
+// ---- dense convolution helpers ----
+
+template <typename T>
+__global__ void im2col_kernel(const T* x, T* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
+                              int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+  const int64_t K = int64_t(kh) * kw * C, n = B * Ho * Wo * K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t col = i % K, row = i / K;
+    const int64_t c = col % C, tap = col / C;
+    const int kx = static_cast<int>(tap % kw), ky = static_cast<int>(tap / kw);
+    const int64_t ow = row % Wo, oh = (row / Wo) % Ho, b = row / (Wo * Ho);
+    const int64_t ih = oh * sh - ph + ky, iw = ow * sw - pw + kx;
+    cols[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[((b * H + ih) * W + iw) * C + c] : from_f<T>(0.f);
+  }
+}
+
+template <typename TO>
+__global__ void conv_weight_kernel(const float* w, TO* out, int64_t Co, int64_t Ci, int kh, int kw) {
+  const int64_t taps = int64_t(kh) * kw, n = Co * Ci * taps;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    // i indexes the source [co, ci, tap]; the destination is [co, tap, ci].
+    const int64_t tap = i % taps, ci = (i / taps) % Ci, co = i / (taps * Ci);
+    out[(co * taps + tap) * Ci + ci] = from_f<TO>(w[i]);
+  }
+}
+
+template <typename T>
+cudaError_t pool_minus_launch(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k, cudaStream_t s) {
+  if (k < 1 || k % 2 == 0) return cudaErrorInvalidValue;
+  const int64_t n = B * H * W * C;
+  if (n <= 0) return cudaSuccess;
+  pool_minus_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), B, H, W, C, k);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, const float* rs, const float* ls, T* y,
+                               int64_t B, int64_t H, int64_t W, int64_t C, void* workspace, cudaStream_t s) {
+  if (k < 1 || k % 2 == 0 || !workspace) return cudaErrorInvalidValue;
+  const int64_t per = H * W * C, n = B * per;
+  if (n <= 0) return cudaSuccess;
+  float* partial = static_cast<float*>(workspace);
+  float* mean_rstd = partial + gn_partial_floats(B, per);
+  const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
+  if (e != cudaSuccess) return e;
+  pool_branch_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), B, H, W, C, k);
+  return cudaGetLastError();
+}
+
+template <typename TI, typename TO>
+cudaError_t global_avg_pool_launch(const TI* x, TO* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+  if (B <= 0 || C <= 0) return cudaSuccess;
+  if (HW <= 0 || B > 65535) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>(B));
+  global_avg_pool_kernel<<<grid, dim3(32, 8), 0, s>>>(dev(x), dev(y), HW, C);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t im2col_launch(const T* x, T* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
+                          int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) return cudaErrorInvalidValue;
+  if ((H + 2 * ph - kh) / sh + 1 != Ho || (W + 2 * pw - kw) / sw + 1 != Wo) return cudaErrorInvalidValue;
+  const int64_t n = B * Ho * Wo * kh * kw * C;
+  if (n <= 0) return cudaSuccess;
+  im2col_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(cols), B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  return cudaGetLastError();
+}
+
+template <typename TO>
+cudaError_t conv_weight_launch(const float* w, TO* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+  const int64_t n = Co * Ci * kh * kw;
+  if (n <= 0) return cudaSuccess;
+  conv_weight_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(w, dev(wg), Co, Ci, kh, kw);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t depthwise_weight_to_hwc(const float* w_chw, float* w_hwc, int64_t C, int kh, int kw, cudaStream_t s) {
+  if (C <= 0 || kh < 1 || kw < 1) return C == 0 ? cudaSuccess : cudaErrorInvalidValue;
+  dw_weight_kernel<<<grid_for(C * kh * kw, kBlock), kBlock, 0, s>>>(w_chw, w_hwc, C, kh * kw);
+  return cudaGetLastError();
+}
+
+cudaError_t depthwise_conv2d(const float* x, int64_t x_stride, const float* w_hwc, const float* bias, float* y,
+                             int64_t y_stride, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo,
+                             int kh, int kw, int sh, int sw, int ph, int pw, Act pre_act, Act post_act,
+                             cudaStream_t s) {
+  return depthwise_launch(x, x_stride, w_hwc, bias, y, y_stride, B, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw, pre_act,
+                          post_act, s);
+}
+cudaError_t depthwise_conv2d(const bf16* x, int64_t x_stride, const float* w_hwc, const float* bias, bf16* y,
+                             int64_t y_stride, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo,
+                             int kh, int kw, int sh, int sw, int ph, int pw, Act pre_act, Act post_act,
+                             cudaStream_t s) {
+  return depthwise_launch(x, x_stride, w_hwc, bias, y, y_stride, B, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw, pre_act,
+                          post_act, s);
+}
+
+cudaError_t pool_minus_input(const float* x, float* y, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,
+                             cudaStream_t s) {
+  return pool_minus_launch(x, y, B, H, W, C, kernel, s);
+}
+cudaError_t pool_minus_input(const bf16* x, bf16* y, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,
+                             cudaStream_t s) {
+  return pool_minus_launch(x, y, B, H, W, C, kernel, s);
+}
+
+cudaError_t pool_branch(const float* x, const float* w, const float*, float eps, int kernel, const float* res_scale,
+                        const float* layer_scale, float* y, int64_t B, int64_t H, int64_t W, int64_t C,
+                        void* workspace, cudaStream_t s) {
+  return pool_branch_launch(x, w, eps, kernel, res_scale, layer_scale, y, B, H, W, C, workspace, s);
+}
+cudaError_t pool_branch(const bf16* x, const float* w, const float*, float eps, int kernel, const float* res_scale,
+                        const float* layer_scale, bf16* y, int64_t B, int64_t H, int64_t W, int64_t C,
+                        void* workspace, cudaStream_t s) {
+  return pool_branch_launch(x, w, eps, kernel, res_scale, layer_scale, y, B, H, W, C, workspace, s);
+}
+
+cudaError_t global_avg_pool(const float* x, float* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+  return global_avg_pool_launch(x, y, B, HW, C, s);
+}
+cudaError_t global_avg_pool(const bf16* x, bf16* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+  return global_avg_pool_launch(x, y, B, HW, C, s);
+}
+cudaError_t global_avg_pool(const bf16* x, float* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+  return global_avg_pool_launch(x, y, B, HW, C, s);
+}
+
+cudaError_t im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
+                        int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+  return conv_weight_launch(w, wg, Co, Ci, kh, kw, s);
+}
+cudaError_t conv_weight_to_gemm(const float* w, bf16* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+  return conv_weight_launch(w, wg, Co, Ci, kh, kw, s);
+}
+
+}  // namespace mf::cuda::kernels

@@ -1,0 +1,214 @@
+// Elementwise kernels: binary ops, activations, per-channel affine maps, residuals, gated products,
+// channel windows and storage casts. Grid-stride loops, fp32 arithmetic on float or bf16 storage.
+#include "common.cuh"
+
+namespace mf::cuda::kernels {
+namespace {
+
+constexpr int kBlock = 256;
+
+template <typename T, int OP>  // OP 0: add, 1: mul
+__global__ void binary_kernel(const T* a, const T* b, T* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float u = to_f(a[i]), v = to_f(b[i]);
+    y[i] = from_f<T>(OP == 0 ? u + v : u * v);
+  }
+}
+
+template <typename T>
+__global__ void activation_kernel(const T* x, T* y, int64_t n, Act act) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = from_f<T>(act_apply(act, to_f(x[i])));
+}
+
+// One block row of threads per channel range keeps c = i % C cheap: grid-stride over rows, threads
+// over channels (blockDim.x = 256 covers C in a loop).
+template <typename T>
+__global__ void channel_affine_act_kernel(const T* x, const float* scale, const float* bias, T* y, int64_t rows,
+                                          int64_t C, Act act) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+      const int64_t i = r * C + c;
+      float v = to_f(x[i]);
+      if (scale) v *= scale[c];
+      if (bias) v += bias[c];
+      y[i] = from_f<T>(act_apply(act, v));
+    }
+}
+
+template <typename T>
+__global__ void scaled_residual_kernel(const T* x, const float* rs, const T* br, const float* ls, T* y, int64_t rows,
+                                       int64_t C) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+      const int64_t i = r * C + c;
+      const float a = to_f(x[i]) * (rs ? rs[c] : 1.f);
+      y[i] = from_f<T>(fmaf(to_f(br[i]), ls ? ls[c] : 1.f, a));
+    }
+}
+
+template <typename T>
+__global__ void sample_scale_kernel(const T* x, const float* s, T* y, int64_t B, int64_t per) {
+  const int64_t n = B * per;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = from_f<T>(to_f(x[i]) * s[i / per]);
+}
+
+template <typename T>
+__global__ void channel_slice_kernel(const T* x, T* y, int64_t rows, int64_t C, int64_t offset, int64_t width) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) y[r * width + j] = x[r * C + offset + j];
+}
+
+template <typename T>
+__global__ void glu_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
+                           T* y, int64_t rows, int64_t width, Act act) {
+  const int64_t from_t = width - cw;
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
+    for (int64_t j = threadIdx.x; j < width; j += blockDim.x) {
+      const float g = act_apply(act, to_f(t[r * Ct + gate_offset + j]));
+      const float v = j < from_t ? to_f(t[r * Ct + value_offset + j]) : to_f(c[r * cw + j - from_t]);
+      y[r * width + j] = from_f<T>(g * v);
+    }
+}
+
+template <typename A, typename B>
+__global__ void cast_kernel(const A* x, B* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = from_f<B>(to_f(x[i]));
+}
+
+// Rows handled per launch: one block per row up to the grid cap, then grid-stride.
+inline unsigned row_grid(int64_t rows) { return grid_for(rows, 1); }
+
+template <typename T>
+cudaError_t binary(int op, const T* a, const T* b, T* y, int64_t n, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  if (op == 0)
+    binary_kernel<typename Dev<T>::type, 0><<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(a), dev(b), dev(y), n);
+  else
+    binary_kernel<typename Dev<T>::type, 1><<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(a), dev(b), dev(y), n);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t activation_t(const T* x, T* y, int64_t n, Act act, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  activation_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n, act);
+  return cudaGetLastError();
+}
+
+// Threads per block for per-row kernels: enough to cover C once where possible.
+inline int row_block(int64_t C) { return C >= 256 ? 256 : C > 64 ? 128 : 64; }
+
+template <typename T>
+cudaError_t channel_affine_act_t(const T* x, const float* scale, const float* bias, T* y, int64_t rows, int64_t C,
+                                 Act act, cudaStream_t s) {
+  if (rows <= 0 || C <= 0) return cudaSuccess;
+  channel_affine_act_kernel<<<row_grid(rows), row_block(C), 0, s>>>(dev(x), scale, bias, dev(y), rows, C, act);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t scaled_residual_t(const T* x, const float* rs, const T* br, const float* ls, T* y, int64_t rows, int64_t C,
+                              cudaStream_t s) {
+  if (rows <= 0 || C <= 0) return cudaSuccess;
+  scaled_residual_kernel<<<row_grid(rows), row_block(C), 0, s>>>(dev(x), rs, dev(br), ls, dev(y), rows, C);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t sample_scale_t(const T* x, const float* sc, T* y, int64_t B, int64_t per, cudaStream_t s) {
+  if (B <= 0 || per <= 0) return cudaSuccess;
+  sample_scale_kernel<<<grid_for(B * per, kBlock), kBlock, 0, s>>>(dev(x), sc, dev(y), B, per);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t channel_slice_t(const T* x, T* y, int64_t rows, int64_t C, int64_t offset, int64_t width, cudaStream_t s) {
+  if (offset < 0 || width < 0 || offset + width > C) return cudaErrorInvalidValue;
+  if (rows <= 0 || width == 0) return cudaSuccess;
+  channel_slice_kernel<<<row_grid(rows), row_block(width), 0, s>>>(dev(x), dev(y), rows, C, offset, width);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t glu_t(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset, T* y,
+                  int64_t rows, int64_t width, Act act, cudaStream_t s) {
+  if (cw < 0 || cw > width || (cw > 0 && !c) || gate_offset < 0 || gate_offset + width > Ct || value_offset < 0 ||
+      value_offset + (width - cw) > Ct)
+    return cudaErrorInvalidValue;
+  if (rows <= 0 || width == 0) return cudaSuccess;
+  glu_kernel<<<row_grid(rows), row_block(width), 0, s>>>(dev(t), Ct, dev(c), cw, gate_offset, value_offset, dev(y),
+                                                         rows, width, act);
+  return cudaGetLastError();
+}
+
+template <typename A, typename B>
+cudaError_t cast_t(const A* x, B* y, int64_t n, cudaStream_t s) {
+  if (n <= 0) return cudaSuccess;
+  cast_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t add(const float* a, const float* b, float* y, int64_t n, cudaStream_t s) { return binary(0, a, b, y, n, s); }
+cudaError_t add(const bf16* a, const bf16* b, bf16* y, int64_t n, cudaStream_t s) { return binary(0, a, b, y, n, s); }
+cudaError_t mul(const float* a, const float* b, float* y, int64_t n, cudaStream_t s) { return binary(1, a, b, y, n, s); }
+cudaError_t mul(const bf16* a, const bf16* b, bf16* y, int64_t n, cudaStream_t s) { return binary(1, a, b, y, n, s); }
+
+cudaError_t activation(const float* x, float* y, int64_t n, Act act, cudaStream_t s) {
+  return activation_t(x, y, n, act, s);
+}
+cudaError_t activation(const bf16* x, bf16* y, int64_t n, Act act, cudaStream_t s) {
+  return activation_t(x, y, n, act, s);
+}
+
+cudaError_t channel_affine_act(const float* x, const float* scale, const float* bias, float* y, int64_t rows,
+                               int64_t C, Act act, cudaStream_t s) {
+  return channel_affine_act_t(x, scale, bias, y, rows, C, act, s);
+}
+cudaError_t channel_affine_act(const bf16* x, const float* scale, const float* bias, bf16* y, int64_t rows, int64_t C,
+                               Act act, cudaStream_t s) {
+  return channel_affine_act_t(x, scale, bias, y, rows, C, act, s);
+}
+
+cudaError_t scaled_residual(const float* x, const float* res_scale, const float* branch, const float* layer_scale,
+                            float* y, int64_t rows, int64_t C, cudaStream_t s) {
+  return scaled_residual_t(x, res_scale, branch, layer_scale, y, rows, C, s);
+}
+cudaError_t scaled_residual(const bf16* x, const float* res_scale, const bf16* branch, const float* layer_scale,
+                            bf16* y, int64_t rows, int64_t C, cudaStream_t s) {
+  return scaled_residual_t(x, res_scale, branch, layer_scale, y, rows, C, s);
+}
+
+cudaError_t sample_scale(const float* x, const float* scale, float* y, int64_t B, int64_t per, cudaStream_t s) {
+  return sample_scale_t(x, scale, y, B, per, s);
+}
+cudaError_t sample_scale(const bf16* x, const float* scale, bf16* y, int64_t B, int64_t per, cudaStream_t s) {
+  return sample_scale_t(x, scale, y, B, per, s);
+}
+
+cudaError_t channel_slice(const float* x, float* y, int64_t rows, int64_t C, int64_t offset, int64_t width,
+                          cudaStream_t s) {
+  return channel_slice_t(x, y, rows, C, offset, width, s);
+}
+cudaError_t channel_slice(const bf16* x, bf16* y, int64_t rows, int64_t C, int64_t offset, int64_t width,
+                          cudaStream_t s) {
+  return channel_slice_t(x, y, rows, C, offset, width, s);
+}
+
+cudaError_t glu(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
+                float* y, int64_t rows, int64_t width, Act act, cudaStream_t s) {
+  return glu_t(t, Ct, c, cw, gate_offset, value_offset, y, rows, width, act, s);
+}
+cudaError_t glu(const bf16* t, int64_t Ct, const bf16* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
+                bf16* y, int64_t rows, int64_t width, Act act, cudaStream_t s) {
+  return glu_t(t, Ct, c, cw, gate_offset, value_offset, y, rows, width, act, s);
+}
+
+cudaError_t cast(const float* x, bf16* y, int64_t n, cudaStream_t s) { return cast_t(x, y, n, s); }
+cudaError_t cast(const bf16* x, float* y, int64_t n, cudaStream_t s) { return cast_t(x, y, n, s); }
+
+}  // namespace mf::cuda::kernels

@@ -1,0 +1,247 @@
+// Norms: LayerNorm over channels (one warp per row), the residual + LayerNorm fusion, and GroupNorm
+// with one group (chunked statistics merged with Chan's formula, then one apply pass). Statistics
+// are fp32 and two-pass (mean first, then squared deviations from it), never E[x²] − E[x]².
+#include "common.cuh"
+
+namespace mf::cuda::kernels {
+namespace {
+
+constexpr int kLnWarps = 8;            // rows per block of the LayerNorm kernel
+constexpr int kLnCached = 32;          // values per lane kept in registers: C ≤ 1024 in one read
+constexpr int kLnMaxCachedC = 32 * kLnCached;
+
+// One warp per row. kResidual: the row is first r = x ⊙ rs + branch ⊙ ls, stored to `resid` (and
+// normalised as stored, i.e. after rounding to TI).
+template <typename TI, typename TO, bool kResidual>
+__global__ void __launch_bounds__(kLnWarps * 32)
+    layer_norm_kernel(const TI* x, const float* rs, const TI* br, const float* ls, TI* resid, const float* w,
+                      const float* b, float eps, TO* y, int64_t rows, int C) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t(blockIdx.x) * kLnWarps + (threadIdx.x >> 5);
+  if (row >= rows) return;  // a whole warp leaves; no block-level barrier below
+  const int64_t base = row * C;
+  auto input = [&](int c) {
+    float t = to_f(x[base + c]);
+    if (kResidual) {
+      t = fmaf(to_f(br[base + c]), ls ? ls[c] : 1.f, t * (rs ? rs[c] : 1.f));
+      const TI stored = from_f<TI>(t);
+      resid[base + c] = stored;
+      t = to_f(stored);
+    }
+    return t;
+  };
+  const float inv_c = 1.f / static_cast<float>(C);
+  if (C <= kLnMaxCachedC) {
+    float v[kLnCached];
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kLnCached; ++i) {
+      const int c = lane + 32 * i;
+      v[i] = c < C ? input(c) : 0.f;
+      sum += v[i];
+    }
+    const float mean = warp_sum(sum) * inv_c;
+    float sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < kLnCached; ++i) {
+      const int c = lane + 32 * i;
+      const float d = c < C ? v[i] - mean : 0.f;
+      sq = fmaf(d, d, sq);
+    }
+    const float rstd = 1.f / sqrtf(warp_sum(sq) * inv_c + eps);
+#pragma unroll
+    for (int i = 0; i < kLnCached; ++i) {
+      const int c = lane + 32 * i;
+      if (c < C) y[base + c] = from_f<TO>(fmaf((v[i] - mean) * rstd, w[c], b ? b[c] : 0.f));
+    }
+    return;
+  }
+  // Wide rows: three passes over global memory (the row stays in L1/L2). With the residual, the
+  // first pass writes it and the others read it back (ordered within the warp by __syncwarp).
+  const TI* src = kResidual ? resid : x;
+  float sum = 0.f;
+  for (int c = lane; c < C; c += 32) sum += input(c);
+  if (kResidual) __syncwarp();
+  const float mean = warp_sum(sum) * inv_c;
+  float sq = 0.f;
+  for (int c = lane; c < C; c += 32) {
+    const float d = to_f(src[base + c]) - mean;
+    sq = fmaf(d, d, sq);
+  }
+  const float rstd = 1.f / sqrtf(warp_sum(sq) * inv_c + eps);
+  for (int c = lane; c < C; c += 32)
+    y[base + c] = from_f<TO>(fmaf((to_f(src[base + c]) - mean) * rstd, w[c], b ? b[c] : 0.f));
+}
+
+template <typename TI, typename TO, bool kResidual>
+cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const float* ls, TI* resid, const float* w,
+                              const float* b, float eps, TO* y, int64_t rows, int64_t C, cudaStream_t s) {
+  if (C <= 0 || C > (int64_t(1) << 30)) return cudaErrorInvalidValue;
+  if (rows <= 0) return cudaSuccess;
+  const unsigned grid = static_cast<unsigned>((rows + kLnWarps - 1) / kLnWarps);
+  layer_norm_kernel<typename Dev<TI>::type, typename Dev<TO>::type, kResidual><<<grid, kLnWarps * 32, 0, s>>>(
+      dev(x), rs, dev(br), ls, dev(resid), w, b, eps, dev(y), rows, static_cast<int>(C));
+  return cudaGetLastError();
+}
+
+// ---- GroupNorm with one group ----
+
+// Partial statistics of one chunk of kGnChunk elements of sample blockIdx.y: count, mean and the sum
+// of squared deviations from that mean (the values stay in registers between the two reductions).
+template <typename T>
+__global__ void __launch_bounds__(kGnThreads) gn_partial_kernel(const T* x, int64_t per, float* partial) {
+  __shared__ float scratch[32];
+  const int64_t n0 = int64_t(blockIdx.x) * kGnChunk;
+  const T* xs = x + int64_t(blockIdx.y) * per + n0;
+  const int64_t count = per - n0 < kGnChunk ? per - n0 : kGnChunk;
+  float v[kGnPerThread];
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < kGnPerThread; ++i) {
+    const int64_t j = int64_t(i) * kGnThreads + threadIdx.x;
+    v[i] = j < count ? to_f(xs[j]) : 0.f;
+    sum += v[i];
+  }
+  const float mean = block_sum(sum, scratch) / static_cast<float>(count);
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < kGnPerThread; ++i) {
+    const int64_t j = int64_t(i) * kGnThreads + threadIdx.x;
+    const float d = j < count ? v[i] - mean : 0.f;
+    sq = fmaf(d, d, sq);
+  }
+  const float m2 = block_sum(sq, scratch);
+  if (threadIdx.x == 0) {
+    float* p = partial + (int64_t(blockIdx.y) * gridDim.x + blockIdx.x) * 3;
+    p[0] = static_cast<float>(count);
+    p[1] = mean;
+    p[2] = m2;
+  }
+}
+
+// Chan et al.'s pairwise update of (count, mean, M2).
+__device__ __forceinline__ void chan_merge(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
+  const float total = n + nb;
+  if (nb == 0.f) return;
+  if (n == 0.f) {
+    n = nb, mean = mb, m2 = m2b;
+    return;
+  }
+  const float d = mb - mean, fb = nb / total;
+  mean = fmaf(d, fb, mean);
+  m2 = m2 + m2b + d * d * n * fb;
+  n = total;
+}
+
+// One warp per sample merges its chunks: (mean, rstd) -> mean_rstd[b].
+__global__ void gn_merge_kernel(const float* partial, int64_t chunks, int64_t per, float eps, float* mean_rstd) {
+  const int lane = threadIdx.x;
+  const float* p = partial + int64_t(blockIdx.x) * chunks * 3;
+  float n = 0.f, mean = 0.f, m2 = 0.f;
+  for (int64_t j = lane; j < chunks; j += 32) chan_merge(n, mean, m2, p[j * 3], p[j * 3 + 1], p[j * 3 + 2]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float nb = __shfl_xor_sync(0xffffffffu, n, o), mb = __shfl_xor_sync(0xffffffffu, mean, o),
+                m2b = __shfl_xor_sync(0xffffffffu, m2, o);
+    chan_merge(n, mean, m2, nb, mb, m2b);
+  }
+  if (lane == 0) {
+    mean_rstd[2 * blockIdx.x] = mean;
+    mean_rstd[2 * blockIdx.x + 1] = 1.f / sqrtf(m2 / static_cast<float>(per) + eps);
+  }
+}
+
+template <typename TI, typename TO>
+__global__ void gn_apply_kernel(const TI* x, const float* w, const float* b, const float* mean_rstd, TO* y, int64_t B,
+                                int64_t per, int64_t C) {
+  const int64_t sample = blockIdx.y;
+  const float mean = mean_rstd[2 * sample], rstd = mean_rstd[2 * sample + 1];
+  const TI* xs = x + sample * per;
+  TO* ys = y + sample * per;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < per; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = i % C;
+    ys[i] = from_f<TO>(fmaf((to_f(xs[i]) - mean) * rstd, w[c], b ? b[c] : 0.f));
+  }
+}
+
+template <typename TI, typename TO>
+cudaError_t group_norm1_launch(const TI* x, const float* w, const float* b, float eps, TO* y, int64_t B, int64_t per,
+                               int64_t C, void* workspace, cudaStream_t s) {
+  if (C <= 0 || per % C != 0 || !workspace) return cudaErrorInvalidValue;
+  if (B <= 0 || per == 0) return cudaSuccess;
+  float* partial = static_cast<float*>(workspace);
+  float* mean_rstd = partial + gn_partial_floats(B, per);
+  const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
+  if (e != cudaSuccess) return e;
+  const int64_t blocks_per_sample = (per + 1023) / 1024;
+  const dim3 grid(static_cast<unsigned>(blocks_per_sample < 1024 ? blocks_per_sample : 1024),
+                  static_cast<unsigned>(B));
+  gn_apply_kernel<<<grid, 256, 0, s>>>(dev(x), w, b, mean_rstd, dev(y), B, per, C);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t per, float eps, float* partial,
+                                cudaStream_t s) {
+  if (B <= 0 || per <= 0) return cudaSuccess;
+  if (B > 65535) return cudaErrorInvalidValue;  // samples are grid.y
+  const int64_t chunks = gn_chunks(per);
+  gn_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)), kGnThreads, 0, s>>>(dev(x), per,
+                                                                                                       partial);
+  gn_merge_kernel<<<static_cast<unsigned>(B), 32, 0, s>>>(partial, chunks, per, eps, mean_rstd);
+  return cudaGetLastError();
+}
+template cudaError_t group_norm1_stats_t<float>(const float*, float*, int64_t, int64_t, float, float*, cudaStream_t);
+template cudaError_t group_norm1_stats_t<bf16>(const bf16*, float*, int64_t, int64_t, float, float*, cudaStream_t);
+
+size_t group_norm1_workspace_bytes(int64_t B, int64_t per) {
+  return static_cast<size_t>(gn_partial_floats(B, per) + 2 * B) * sizeof(float);
+}
+
+cudaError_t layer_norm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t C,
+                       cudaStream_t s) {
+  return layer_norm_launch<float, float, false>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
+}
+cudaError_t layer_norm(const bf16* x, const float* w, const float* b, float eps, bf16* y, int64_t rows, int64_t C,
+                       cudaStream_t s) {
+  return layer_norm_launch<bf16, bf16, false>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
+}
+cudaError_t layer_norm(const float* x, const float* w, const float* b, float eps, bf16* y, int64_t rows, int64_t C,
+                       cudaStream_t s) {
+  return layer_norm_launch<float, bf16, false>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
+}
+cudaError_t residual_layer_norm(const float* x, const float* res_scale, const float* branch, const float* layer_scale,
+                                float* residual, const float* w, const float* b, float eps, float* y, int64_t rows,
+                                int64_t C, cudaStream_t s) {
+  return layer_norm_launch<float, float, true>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+}
+cudaError_t residual_layer_norm(const bf16* x, const float* res_scale, const bf16* branch, const float* layer_scale,
+                                bf16* residual, const float* w, const float* b, float eps, bf16* y, int64_t rows,
+                                int64_t C, cudaStream_t s) {
+  return layer_norm_launch<bf16, bf16, true>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+}
+
+cudaError_t group_norm1(const float* x, const float* w, const float* b, float eps, float* y, int64_t B, int64_t per,
+                        int64_t C, void* workspace, cudaStream_t s) {
+  return group_norm1_launch(x, w, b, eps, y, B, per, C, workspace, s);
+}
+cudaError_t group_norm1(const bf16* x, const float* w, const float* b, float eps, bf16* y, int64_t B, int64_t per,
+                        int64_t C, void* workspace, cudaStream_t s) {
+  return group_norm1_launch(x, w, b, eps, y, B, per, C, workspace, s);
+}
+cudaError_t group_norm1(const float* x, const float* w, const float* b, float eps, bf16* y, int64_t B, int64_t per,
+                        int64_t C, void* workspace, cudaStream_t s) {
+  return group_norm1_launch(x, w, b, eps, y, B, per, C, workspace, s);
+}
+cudaError_t group_norm1_stats(const float* x, float* mean_rstd, int64_t B, int64_t per, float eps, void* workspace,
+                              cudaStream_t s) {
+  return group_norm1_stats_t(x, mean_rstd, B, per, eps, static_cast<float*>(workspace), s);
+}
+cudaError_t group_norm1_stats(const bf16* x, float* mean_rstd, int64_t B, int64_t per, float eps, void* workspace,
+                              cudaStream_t s) {
+  return group_norm1_stats_t(x, mean_rstd, B, per, eps, static_cast<float*>(workspace), s);
+}
+
+}  // namespace mf::cuda::kernels

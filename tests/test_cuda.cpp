@@ -1,0 +1,132 @@
+// The CUDA backend (docs/cuda.md). Compiled into every build: without CUDA in the build, or without a
+// GPU, the GPU tests are reported as skipped (not passed); the error paths a CPU machine can reach
+// are tested there too.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "model/loader.h"
+#include "model/metaformer.h"
+#include "model/zoo.h"
+#include "op_cases.h"
+#include "test_util.h"
+
+namespace mf::test {
+namespace {
+
+#define MF_REQUIRE_GPU()                                                       \
+  do {                                                                         \
+    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";  \
+    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";       \
+  } while (0)
+
+void expect_clean_failure(const CliResult& r, const std::string& phrase) {
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find(phrase), std::string::npos) << "stderr: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
+}
+
+TEST(CudaBackend, AbsentBuildOrGpuIsOneClearError) {
+  if (built_with_cuda() && gpu_count() > 0) GTEST_SKIP() << "a GPU is present";
+  try {
+    get_backend("cuda");
+    FAIL() << "get_backend(\"cuda\") succeeded without a GPU";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(m.find("no CUDA") != std::string::npos || m.find("needs a GPU") != std::string::npos ||
+                m.find("no CUDA GPU") != std::string::npos)
+        << m;
+  }
+}
+
+TEST(CudaBackend, CliRefusesCudaWithoutAGpu) {
+  if (built_with_cuda() && gpu_count() > 0) GTEST_SKIP() << "a GPU is present";
+  write_npy_helper:;
+  const CliResult r = run_cli({"bench", "--model", "poolformer_s12", "--backend", "cuda", "--batch", "1", "--runs", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
+}
+
+TEST(CudaBackend, DeviceThatDoesNotExist) {
+  // Without a GPU this is the "no CUDA" error; with one, the index check. One line, exit 1 either way.
+  const CliResult r = run_cli({"info", "--model", "poolformer_s12"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const CliResult bad = run_cli({"bench", "--model", "poolformer_s12", "--backend", "cuda", "--device", "cuda:99",
+                                 "--batch", "1", "--runs", "1"});
+  expect_clean_failure(bad, built_with_cuda() && gpu_count() > 0 ? "cuda:99 does not exist" : "cuda");
+}
+
+TEST(CudaBackend, DeviceNeedsTheCudaBackend) {
+  expect_clean_failure(run_cli({"bench", "--model", "poolformer_s12", "--device", "cuda:0", "--batch", "1"}),
+                       "needs --backend cuda");
+}
+
+TEST(CudaBackend, EveryOpCaseMatchesTheReference) {
+  MF_REQUIRE_GPU();
+  Exec ref{&get_backend("ref"), nullptr};
+  Exec gpu{&get_backend("cuda"), nullptr};
+  int ran = 0;
+  for (const auto& c : op_cases()) {
+    if (!gpu.backend->supports(c.op)) continue;
+    const Tensor y = c.run(gpu, 1);
+    EXPECT_EQ(y.device(), Device::CUDA) << c.name;
+    EXPECT_LE(rel_error(y.to(Device::CPU), c.run(ref, 1)), c.tolerance) << c.name;
+    ++ran;
+  }
+  EXPECT_GT(ran, 50);
+}
+
+TEST(CudaBackend, OutOfMemoryIsAnErrorAndTheBackendStillWorks) {
+  MF_REQUIRE_GPU();
+  get_backend("cuda");
+  EXPECT_THROW(Tensor::empty({int64_t{1} << 40}, Device::CUDA), Error);  // 4 TiB
+  Tensor t = Tensor::full({1000}, 2.f).to(Device::CUDA);
+  t.fill(3.f);
+  EXPECT_EQ(t.to(Device::CPU).data()[999], 3.f);
+}
+
+TEST(CudaBackend, OutOfMemoryOnTheCommandLine) {
+  MF_REQUIRE_GPU();
+  // A limit keeps the test small (a real exhaustion, batch 100000, is run by tools/device/cuda_check.sh
+  // and its in-process form by the test above): the same error path, one line and exit 1.
+  setenv("METAFORMER_CUDA_MEMORY_LIMIT", "256M", 1);
+  const CliResult r = run_cli({"bench", "--model", "poolformer_s12", "--backend", "cuda", "--batch", "64", "--runs",
+                               "1", "--warmup", "0"});
+  unsetenv("METAFORMER_CUDA_MEMORY_LIMIT");
+  expect_clean_failure(r, "out of GPU memory");
+}
+
+TEST(CudaBackend, GoldenModelsMatchTimm) {
+  MF_REQUIRE_GPU();
+  for (const char* family : {"poolformer", "poolformerv2", "convformer", "caformer", "identityformer", "randformer",
+                             "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp", "gmlp"}) {
+    const std::string dir = data_path(std::string("golden/") + family);
+    MetaFormer model(load_config(dir + "/config.json"));
+    load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+    SafeTensors io = SafeTensors::open(dir + "/io.safetensors");
+    Ctx ctx;
+    ctx.exec.backend = &get_backend("cuda");
+    model.check_backend(*ctx.exec.backend);
+    const Tensor logits = model.forward_nchw(ctx, io.load("input")).to(Device::CPU);
+    const double err = rel_error(logits, io.load("logits"));
+    EXPECT_LE(err, 2e-5) << family;  // the CPU backends' golden bar (tests/test_golden.cpp)
+  }
+}
+
+TEST(CudaBackend, SteadyStateAllocatesNothingNew) {
+  MF_REQUIRE_GPU();
+  MetaFormer model(zoo_config("poolformer_s12"));
+  initialize_parameters(model, 1);
+  Ctx ctx;
+  ctx.exec.backend = &get_backend("cuda");
+  const Tensor x = random_tensor({2, 224, 224, 3}, 5);
+  const Tensor first = model.run(ctx, x).to(Device::CPU);
+  const Tensor second = model.run(ctx, x).to(Device::CPU);
+  EXPECT_EQ(max_abs_diff(first, second), 0.0) << "the same input gave different logits";
+}
+
+}  // namespace
+}  // namespace mf::test

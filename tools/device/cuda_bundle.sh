@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Here (Debian 12): stages what tools/device/cuda_check.sh needs on the GPU machine, which has CUDA,
+# cmake, ninja, a C++ compiler, PyTorch and timm but none of our Debian build dependencies:
+#   STAGE/src.tar.gz   this checkout's committed tree (git archive HEAD)
+#   STAGE/deps.tar.xz  the Debian packages' files the build needs (oneDNN, FFTW, fmt, nlohmann-json,
+#                      CLI11, stb, GoogleTest, zlib headers, pkgconf), unpacked there into / without
+#                      overwriting anything the machine already has
+#   STAGE/cuda_check.sh
+# Usage: tools/device/cuda_bundle.sh STAGE   (e.g. /work/main/build/cuda-device, carried to the device)
+set -euo pipefail
+stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
+cd "$(dirname "$0")/../.."
+mkdir -p "$stage"
+git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD
+cp tools/device/cuda_check.sh "$stage/"
+if [ ! -f "$stage/deps.tar.xz" ]; then
+  tmp=$(mktemp -d)
+  for p in libdnnl-dev libdnnl2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libstb-dev libstb0 libgtest-dev \
+           libfftw3-dev libfftw3-single3 zlib1g-dev libpkgconf3 pkgconf-bin pkgconf ocl-icd-libopencl1 \
+           opencl-c-headers ocl-icd-opencl-dev; do
+    dpkg -L "$p"
+  done | grep -v -E '^/usr/share/(doc|man|lintian|info)' | sort -u | while read -r f; do
+    if [ -f "$f" ] || [ -L "$f" ]; then echo "${f#/}"; fi
+  done | grep -v -E 'libfftw3(l|q|_|\.)' | grep -v -E '\.a$' > "$tmp/list"
+  grep -E 'lib(gtest|gmock)[a-z_]*\.a$' <(dpkg -L libgtest-dev | sed 's|^/||') >> "$tmp/list"
+  tar -C / -cf "$tmp/deps.tar" -T "$tmp/list"
+  xz -T2 -6 -c "$tmp/deps.tar" > "$stage/deps.tar.xz"
+  rm -rf "$tmp"
+fi
+du -sh "$stage"/*

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# On the GPU machine (one H200; see docs/cuda.md): builds the CUDA backend from the staged source
+# (tools/device/cuda_bundle.sh) and runs, logging under $OUT:
+#   ops.log       test-backend-ops --backend cuda: every op case against the reference backend (fp32)
+#   checks.log    the golden models on cuda (verify), the CUDA unit tests, out of GPU memory, a bad device
+#   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
+#   bench.md      batch-256 throughput (fp32, TF32 off) of poolformer_s12, convformer_s18, caformer_s18,
+#                 mambaout_femto, with --profile
+#   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
+#   build.log
+# Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
+# build ops checks parity bench memcheck (default: all).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+stage=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT:-/tmp/cuda_out}
+mkdir -p "$OUT"
+steps=${*:-build ops checks parity bench memcheck}
+has() { [[ " $steps " == *" $1 "* ]]; }
+B=/tmp/mfb
+S=/tmp/mfsrc
+export PATH=/usr/local/cuda/bin:$PATH
+
+echo "== machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
+nvcc --version | tail -1
+g++ --version | head -1
+cmake --version | head -1
+nproc
+
+# A later call on a machine still warm reuses the build; a fresh machine builds first.
+if ! has build && [ ! -x "$B/metaformer" ]; then steps="build $steps"; fi
+if has build; then
+  echo "== build"
+  tar -xJf "$stage/deps.tar.xz" --skip-old-files -C / && ldconfig
+  # Debian's libz.so points at its own zlib version; point it at whatever libz.so.1 this machine has.
+  z=/usr/lib/x86_64-linux-gnu/libz.so
+  [ -e "$z" ] || ln -sf "$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)" "$z"
+  rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
+  if has parity; then  # timm's float64 references on the CPU, while the build runs
+    (cd "$S" && OMP_NUM_THREADS=8 timeout 500 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1;
+     echo "rc=$?" >> /tmp/parity_gen.log; touch /tmp/parity_gen.done) &
+  fi
+  t0=$(date +%s)
+  { cmake -S "$S" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON \
+      -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc &&
+    ninja -C "$B" -k 0 -j"$(nproc)" metaformer test-backend-ops mf_tests; } > "$OUT/build.log" 2>&1
+  rc=$?
+  echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
+  if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -5 "$OUT/build.log"; fi
+  [ -x "$B/metaformer" ] && [ -x "$B/tests/test-backend-ops" ] || exit 1
+fi
+M=$B/metaformer
+T=$B/tests/test-backend-ops
+
+if has ops; then
+  echo "== op harness, cuda vs ref (fp32)"
+  timeout 300 "$T" --backend cuda > "$OUT/ops.log" 2>&1; echo "rc=$?"
+  grep -E "FAIL|cases," "$OUT/ops.log" | tail -25
+  if grep -q FAIL "$OUT/ops.log"; then  # tell a tuned kernel's bug from the backend's
+    echo "== op harness with the plain kernels (METAFORMER_CUDA_KERNELS=simple)" | tee -a "$OUT/ops.log"
+    METAFORMER_CUDA_KERNELS=simple timeout 300 "$T" --backend cuda > /tmp/ops_simple.log 2>&1; echo "rc=$?"
+    cat /tmp/ops_simple.log >> "$OUT/ops.log"
+    grep -E "FAIL|cases," /tmp/ops_simple.log | tail -15
+  fi
+fi
+
+if has checks; then
+  echo "== golden models on cuda" | tee "$OUT/checks.log"
+  timeout 120 "$M" verify --backend cuda $(ls -d "$S"/tests/data/golden/*/) --tolerance 2e-5 2>&1 | tee -a "$OUT/checks.log"
+  echo "== CUDA unit tests" | tee -a "$OUT/checks.log"
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaBackend.*' 2>&1 | tail -30 | tee -a "$OUT/checks.log"
+  # (bench caps --batch at 4096: a 4096x4096 input at batch 64 needs well over the H200's 141 GB)
+  echo "== out of GPU memory: bench at batch 64, 4096x4096" | tee -a "$OUT/checks.log"
+  timeout 240 "$M" bench -m poolformer_s12 --backend cuda -b 64 -r 4096 --runs 1 --warmup 0 >> "$OUT/checks.log" 2>&1
+  echo "exit code $?" | tee -a "$OUT/checks.log"; tail -2 "$OUT/checks.log"
+  echo "== bad device index" | tee -a "$OUT/checks.log"
+  "$M" bench -m poolformer_s12 --backend cuda --device cuda:7 -b 1 --runs 1 >> "$OUT/checks.log" 2>&1
+  echo "exit code $?" | tee -a "$OUT/checks.log"; tail -2 "$OUT/checks.log"
+fi
+
+if has parity; then
+  echo "== full-size parity against timm float64"
+  if [ ! -f /tmp/parity_gen.done ] && ! pgrep -f full_parity.py > /dev/null; then
+    (cd "$S" && timeout 400 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1; touch /tmp/parity_gen.done)
+  fi
+  while [ ! -f /tmp/parity_gen.done ]; do sleep 2; done
+  tail -3 /tmp/parity_gen.log
+  timeout 200 "$M" verify --backend cuda /tmp/full/*/ --tolerance 1e-4 2>&1 | tee "$OUT/parity.md"
+fi
+
+if has bench; then
+  echo "== throughput, batch 256, fp32 (TF32 off)"
+  timeout 300 "$M" bench --backend cuda -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256 \
+    --runs 10 --warmup 2 --profile 2>&1 | tee "$OUT/bench.md"
+fi
+
+if has memcheck; then
+  echo "== compute-sanitizer memcheck"
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda > "$OUT/memcheck.log" 2>&1
+  echo "op harness under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
+  timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18 --backend cuda -b 2 \
+    --runs 1 --warmup 0 >> "$OUT/memcheck.log" 2>&1
+  echo "caformer_s18 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
+  grep -E "ERROR SUMMARY" "$OUT/memcheck.log"
+fi

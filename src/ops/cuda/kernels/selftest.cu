@@ -18,8 +18,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -95,11 +93,15 @@ template <typename T> struct Dev {
   }
 };
 
-std::mt19937 g_rng(1234);
+// A fixed-seed 64-bit LCG (not <random>: nvcc 11.8's front end rejects libstdc++ 12's <random>).
+uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+float uniform01() {
+  g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+  return static_cast<float>(g_rng >> 40) * (1.f / 16777216.f);  // 24 random bits
+}
 std::vector<float> randv(size_t n, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
-  for (auto& x : v) x = d(g_rng);
+  for (auto& x : v) x = lo + (hi - lo) * uniform01();
   return v;
 }
 

@@ -147,36 +147,37 @@ __device__ __forceinline__ float pool_minus_at(const T* x, int64_t b, int64_t h,
   return acc / static_cast<float>((h1 - h0) * (w1 - w0)) - *self;
 }
 
+// Grid (image row chunks of kBlock elements of W·C, H, B): the index within an image row is 32-bit,
+// so the split into (w, c) is one cheap division. Requires W·C < 2^31, H and B ≤ 65535 (launcher).
 template <typename T>
-__global__ void pool_minus_kernel(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k) {
-  const int64_t n = B * H * W * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t r = i / C;
-    const int64_t w = r % W;
-    r /= W;
-    const int64_t h = r % H, b = r / H;
-    float self;
-    y[i] = from_f<T>(pool_minus_at(x, b, h, w, c, H, W, C, k, &self));
-  }
+__global__ void pool_minus_kernel(const T* x, T* y, int64_t H, int64_t W, int64_t C, int k) {
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const uint32_t wc = blockIdx.x * blockDim.x + threadIdx.x;
+  if (wc >= static_cast<uint32_t>(W * C)) return;
+  const uint32_t w = wc / static_cast<uint32_t>(C), c = wc - w * static_cast<uint32_t>(C);
+  float self;
+  y[((b * H + h) * W) * C + wc] = from_f<T>(pool_minus_at(x, b, h, int64_t(w), int64_t(c), H, W, C, k, &self));
 }
 
 // y = rs ⊙ x + ls ⊙ w ⊙ rstd ⊙ (pool(x) − x), the per-sample rstd from group_norm1_stats.
 template <typename T>
 __global__ void pool_branch_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs,
-                                   const float* ls, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k) {
-  const int64_t n = B * H * W * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t r = i / C;
-    const int64_t w = r % W;
-    r /= W;
-    const int64_t h = r % H, b = r / H;
-    float self;
-    const float d = pool_minus_at(x, b, h, w, c, H, W, C, k, &self);
-    const float branch = d * mean_rstd[2 * b + 1] * gw[c];
-    y[i] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
-  }
+                                   const float* ls, T* y, int64_t H, int64_t W, int64_t C, int k) {
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const uint32_t wc = blockIdx.x * blockDim.x + threadIdx.x;
+  if (wc >= static_cast<uint32_t>(W * C)) return;
+  const uint32_t w = wc / static_cast<uint32_t>(C), c = wc - w * static_cast<uint32_t>(C);
+  float self;
+  const float d = pool_minus_at(x, b, h, int64_t(w), int64_t(c), H, W, C, k, &self);
+  const float branch = d * mean_rstd[2 * b + 1] * gw[c];
+  y[((b * H + h) * W) * C + wc] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
+}
+
+inline bool pool_grid(int64_t B, int64_t H, int64_t W, int64_t C, dim3* grid) {
+  if (W * C >= (int64_t(1) << 31) || H > 65535 || B > 65535) return false;
+  *grid = dim3(static_cast<unsigned>((W * C + kBlock - 1) / kBlock), static_cast<unsigned>(H),
+               static_cast<unsigned>(B));
+  return true;
 }
 
 // x [B, HW, C] -> y [B, C]: block (32 channels × 8 row groups) per (channel tile, sample).
@@ -228,7 +229,9 @@ cudaError_t pool_minus_launch(const T* x, T* y, int64_t B, int64_t H, int64_t W,
   if (k < 1 || k % 2 == 0) return cudaErrorInvalidValue;
   const int64_t n = B * H * W * C;
   if (n <= 0) return cudaSuccess;
-  pool_minus_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), B, H, W, C, k);
+  dim3 grid;
+  if (!pool_grid(B, H, W, C, &grid)) return cudaErrorInvalidValue;
+  pool_minus_kernel<<<grid, kBlock, 0, s>>>(dev(x), dev(y), H, W, C, k);
   return cudaGetLastError();
 }
 
@@ -238,11 +241,13 @@ cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, co
   if (k < 1 || k % 2 == 0 || !workspace) return cudaErrorInvalidValue;
   const int64_t per = H * W * C, n = B * per;
   if (n <= 0) return cudaSuccess;
+  dim3 grid;
+  if (!pool_grid(B, H, W, C, &grid)) return cudaErrorInvalidValue;
   float* partial = static_cast<float*>(workspace);
   float* mean_rstd = partial + gn_partial_floats(B, per);
   const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
   if (e != cudaSuccess) return e;
-  pool_branch_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), B, H, W, C, k);
+  pool_branch_kernel<<<grid, kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), H, W, C, k);
   return cudaGetLastError();
 }
 

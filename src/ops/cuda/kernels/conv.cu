@@ -20,46 +20,70 @@ __device__ __forceinline__ float dw_load(const T* x, int64_t at, const Act& pre,
   return has_pre ? act_apply(pre, v) : v;
 }
 
+// V consecutive channels as one aligned vector access (8 or 16 bytes instead of V small ones).
+template <typename T, int V> struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
 // Stride 1 with a compile-time kernel width KW: each kernel row's input segment (kStrip + KW − 1
-// values) is loaded once into registers, activation included, and reused by the whole strip.
-template <typename T, int KW>
+// pixels) is loaded once into registers, activation included, and reused by the whole strip. Each
+// thread takes V consecutive channels (V = 4 where the channel count, strides and pointers allow
+// vector loads; the launcher checks).
+template <typename T, int KW, int V>
 __global__ void dw_stride1_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys,
                                   int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int ph,
                                   int pw, Act pre, Act post) {
   const bool has_pre = pre.kind != ActKind::Identity;
-  const int64_t strips = (Wo + kStrip - 1) / kStrip;
-  const int64_t total = B * Ho * strips * C;
+  const int64_t strips = (Wo + kStrip - 1) / kStrip, Cv = C / V;
+  const int64_t total = B * Ho * strips * Cv;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t r = i / C;
+    const int64_t c = (i % Cv) * V;
+    int64_t r = i / Cv;
     const int64_t ow0 = (r % strips) * kStrip;
     r /= strips;
     const int64_t oh = r % Ho, b = r / Ho;
-    const float b0 = bias ? bias[c] : 0.f;
-    float acc[kStrip];
+    float acc[kStrip][V];
 #pragma unroll
-    for (int t = 0; t < kStrip; ++t) acc[t] = b0;
+    for (int e = 0; e < V; ++e) {
+      const float b0 = bias ? bias[c + e] : 0.f;
+#pragma unroll
+      for (int t = 0; t < kStrip; ++t) acc[t][e] = b0;
+    }
     for (int ki = 0; ki < kh; ++ki) {
       const int64_t ih = oh - ph + ki;
       if (ih < 0 || ih >= H) continue;
       const T* xrow = x + (b * H + ih) * W * xs + c;
-      float seg[kStrip + KW - 1];
+      float seg[kStrip + KW - 1][V];
 #pragma unroll
       for (int j = 0; j < kStrip + KW - 1; ++j) {
         const int64_t iw = ow0 - pw + j;
-        seg[j] = (iw >= 0 && iw < W) ? dw_load(xrow, iw * xs, pre, has_pre) : 0.f;
+        if (iw >= 0 && iw < W) {
+          const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(xrow + iw * xs);
+#pragma unroll
+          for (int e = 0; e < V; ++e) seg[j][e] = has_pre ? act_apply(pre, to_f(p.v[e])) : to_f(p.v[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e) seg[j][e] = 0.f;
+        }
       }
 #pragma unroll
       for (int kj = 0; kj < KW; ++kj) {
-        const float wv = w[(int64_t(ki) * KW + kj) * C + c];
+        const Pack<float, V> wv = *reinterpret_cast<const Pack<float, V>*>(w + (int64_t(ki) * KW + kj) * C + c);
 #pragma unroll
-        for (int t = 0; t < kStrip; ++t) acc[t] = fmaf(seg[t + kj], wv, acc[t]);
+        for (int t = 0; t < kStrip; ++t)
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[t][e] = fmaf(seg[t + kj][e], wv.v[e], acc[t][e]);
       }
     }
     T* yrow = y + ((b * Ho + oh) * Wo) * ys + c;
 #pragma unroll
     for (int t = 0; t < kStrip; ++t)
-      if (ow0 + t < Wo) yrow[(ow0 + t) * ys] = from_f<T>(act_apply(post, acc[t]));
+      if (ow0 + t < Wo) {
+        Pack<T, V> o;
+#pragma unroll
+        for (int e = 0; e < V; ++e) o.v[e] = from_f<T>(act_apply(post, acc[t][e]));
+        *reinterpret_cast<Pack<T, V>*>(yrow + (ow0 + t) * ys) = o;
+      }
   }
 }
 
@@ -116,18 +140,29 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || xs < C || ys < C || C < 0) return cudaErrorInvalidValue;
   if ((H + 2 * ph - kh) / sh + 1 != Ho || (W + 2 * pw - kw) / sw + 1 != Wo) return cudaErrorInvalidValue;
   if (B <= 0 || C == 0 || Ho <= 0 || Wo <= 0) return cudaSuccess;
-  const int64_t total = B * Ho * ((Wo + kStrip - 1) / kStrip) * C;
   using D = typename Dev<T>::type;
-  const unsigned grid = grid_for(total, kBlock);
-  if (sh == 1 && sw == 1 && kw == 7)
-    dw_stride1_kernel<D, 7><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph, pw,
-                                                    pre, post);
-  else if (sh == 1 && sw == 1 && kw == 3)
-    dw_stride1_kernel<D, 3><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph, pw,
-                                                    pre, post);
+  constexpr int V = 4;
+  auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  const bool vec = C % V == 0 && xs % V == 0 && ys % V == 0 && aligned(x, V * sizeof(T)) &&
+                   aligned(y, V * sizeof(T)) && aligned(w, V * sizeof(float)) && (!bias || aligned(bias, 4));
+  const int64_t strips = (Wo + kStrip - 1) / kStrip;
+  const unsigned grid = grid_for(B * Ho * strips * (vec ? C / V : C), kBlock);
+  const bool s1 = sh == 1 && sw == 1;
+  if (s1 && kw == 7 && vec)
+    dw_stride1_kernel<D, 7, V><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
+  else if (s1 && kw == 7)
+    dw_stride1_kernel<D, 7, 1><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
+  else if (s1 && kw == 3 && vec)
+    dw_stride1_kernel<D, 3, V><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
+  else if (s1 && kw == 3)
+    dw_stride1_kernel<D, 3, 1><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
   else
-    dw_generic_kernel<D><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, kw, sh, sw,
-                                                 ph, pw, pre, post);
+    dw_generic_kernel<D><<<grid_for(B * Ho * strips * C, kBlock), kBlock, 0, s>>>(
+        dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw, pre, post);
   return cudaGetLastError();
 }
 

@@ -704,6 +704,10 @@ template <typename T> void run_all() {
   t_depthwise<T>(1, 6, 10, 35, {3, 3, 1, 1, 1, 1}, false, id, id);
   t_depthwise<T>(2, 9, 10, 11, {5, 5, 1, 1, 2, 2}, true, gelu, id);
   t_depthwise<T>(3, 8, 9, 21, {7, 7, 1, 1, 3, 3}, true, id, id, 50, 17, 5);  // a channel window of a wider tensor
+  // 4 channels per thread (vector loads): C, strides and offsets multiples of 4
+  t_depthwise<T>(1, 3, 30, 16, {7, 7, 1, 1, 3, 3}, false, id, id);
+  t_depthwise<T>(2, 6, 10, 36, {3, 3, 1, 1, 1, 1}, true, star(), id);
+  t_depthwise<T>(2, 8, 9, 24, {7, 7, 1, 1, 3, 3}, true, id, gelu, 32, 8, 4);  // MambaOut's conv-channel window
   t_pool_minus<T>(3, 7, 9, 37, 3);
   t_pool_minus<T>(1, 1, 1, 5, 3);
   t_pool_minus<T>(2, 4, 5, 3, 5);

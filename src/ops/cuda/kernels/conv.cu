@@ -249,6 +249,21 @@ __global__ void im2col_kernel(const T* x, T* cols, int64_t B, int64_t H, int64_t
   }
 }
 
+// The same columns read straight from an NCHW float image (the stem: no separate layout pass).
+template <typename TO>
+__global__ void im2col_nchw_kernel(const float* x, TO* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                                   int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+  const int64_t K = int64_t(kh) * kw * C, n = B * Ho * Wo * K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t col = i % K, row = i / K;
+    const int64_t c = col % C, tap = col / C;
+    const int kx = static_cast<int>(tap % kw), ky = static_cast<int>(tap / kw);
+    const int64_t ow = row % Wo, oh = (row / Wo) % Ho, b = row / (Wo * Ho);
+    const int64_t ih = oh * sh - ph + ky, iw = ow * sw - pw + kx;
+    cols[i] = from_f<TO>((ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[((b * C + c) * H + ih) * W + iw] : 0.f);
+  }
+}
+
 template <typename TO>
 __global__ void conv_weight_kernel(const float* w, TO* out, int64_t Co, int64_t Ci, int kh, int kw) {
   const int64_t taps = int64_t(kh) * kw, n = Co * Ci * taps;
@@ -303,6 +318,17 @@ cudaError_t im2col_launch(const T* x, T* cols, int64_t B, int64_t H, int64_t W, 
   const int64_t n = B * Ho * Wo * kh * kw * C;
   if (n <= 0) return cudaSuccess;
   im2col_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(cols), B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  return cudaGetLastError();
+}
+
+template <typename TO>
+cudaError_t im2col_nchw_launch(const float* x, TO* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                               int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) return cudaErrorInvalidValue;
+  if ((H + 2 * ph - kh) / sh + 1 != Ho || (W + 2 * pw - kw) / sw + 1 != Wo) return cudaErrorInvalidValue;
+  const int64_t n = B * Ho * Wo * kh * kw * C;
+  if (n <= 0) return cudaSuccess;
+  im2col_nchw_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(x, dev(cols), B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
   return cudaGetLastError();
 }
 
@@ -374,6 +400,14 @@ cudaError_t im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64
 cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
                         int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   return im2col_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nchw(const float* x, float* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_nchw_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nchw(const float* x, bf16* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_nchw_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
 }
 cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
   return conv_weight_launch(w, wg, Co, Ci, kh, kw, s);

@@ -6,6 +6,7 @@
 # Usage: tools/device/cudak_selftest.sh [KERNEL_SRC_DIR]
 #   KERNEL_SRC_DIR  the folder holding kernels.h and the .cu files (default src/ops/cuda/kernels)
 #   NVCC            the compiler (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc)
+#   NVCC_EXTRA      extra nvcc flags (Debian's CUDA 11.8: NVCC=/usr/bin/nvcc NVCC_EXTRA="-ccbin clang++-14")
 #   CUDAK_BIN       a self-test binary built beforehand (same flags): skips the build
 # Build flags: sm_90 machine code plus compute_90 PTX, -O3, C++17, no fast math.
 # Exit status: 0 when the self-test and memcheck both pass, 1 otherwise.
@@ -16,6 +17,8 @@ OUT=${OUT:-$PWD/cudak-out}
 mkdir -p "$OUT"
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 FLAGS=(-std=c++17 -O3 -lineinfo -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90)
+read -r -a EXTRA <<<"${NVCC_EXTRA:-}"
+FLAGS+=("${EXTRA[@]}")
 
 if [[ -n "${CUDAK_BIN:-}" ]]; then
   BIN=$CUDAK_BIN

@@ -20,46 +20,70 @@ __device__ __forceinline__ float dw_load(const T* x, int64_t at, const Act& pre,
   return has_pre ? act_apply(pre, v) : v;
 }
 
+// V consecutive channels as one aligned vector access (8 or 16 bytes instead of V small ones).
+template <typename T, int V> struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
 // Stride 1 with a compile-time kernel width KW: each kernel row's input segment (kStrip + KW − 1
-// values) is loaded once into registers, activation included, and reused by the whole strip.
-template <typename T, int KW>
+// pixels) is loaded once into registers, activation included, and reused by the whole strip. Each
+// thread takes V consecutive channels (V = 4 where the channel count, strides and pointers allow
+// vector loads; the launcher checks).
+template <typename T, int KW, int V>
 __global__ void dw_stride1_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys,
                                   int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int ph,
                                   int pw, Act pre, Act post) {
   const bool has_pre = pre.kind != ActKind::Identity;
-  const int64_t strips = (Wo + kStrip - 1) / kStrip;
-  const int64_t total = B * Ho * strips * C;
+  const int64_t strips = (Wo + kStrip - 1) / kStrip, Cv = C / V;
+  const int64_t total = B * Ho * strips * Cv;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t r = i / C;
+    const int64_t c = (i % Cv) * V;
+    int64_t r = i / Cv;
     const int64_t ow0 = (r % strips) * kStrip;
     r /= strips;
     const int64_t oh = r % Ho, b = r / Ho;
-    const float b0 = bias ? bias[c] : 0.f;
-    float acc[kStrip];
+    float acc[kStrip][V];
 #pragma unroll
-    for (int t = 0; t < kStrip; ++t) acc[t] = b0;
+    for (int e = 0; e < V; ++e) {
+      const float b0 = bias ? bias[c + e] : 0.f;
+#pragma unroll
+      for (int t = 0; t < kStrip; ++t) acc[t][e] = b0;
+    }
     for (int ki = 0; ki < kh; ++ki) {
       const int64_t ih = oh - ph + ki;
       if (ih < 0 || ih >= H) continue;
       const T* xrow = x + (b * H + ih) * W * xs + c;
-      float seg[kStrip + KW - 1];
+      float seg[kStrip + KW - 1][V];
 #pragma unroll
       for (int j = 0; j < kStrip + KW - 1; ++j) {
         const int64_t iw = ow0 - pw + j;
-        seg[j] = (iw >= 0 && iw < W) ? dw_load(xrow, iw * xs, pre, has_pre) : 0.f;
+        if (iw >= 0 && iw < W) {
+          const Pack<T, V> p = *reinterpret_cast<const Pack<T, V>*>(xrow + iw * xs);
+#pragma unroll
+          for (int e = 0; e < V; ++e) seg[j][e] = has_pre ? act_apply(pre, to_f(p.v[e])) : to_f(p.v[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e) seg[j][e] = 0.f;
+        }
       }
 #pragma unroll
       for (int kj = 0; kj < KW; ++kj) {
-        const float wv = w[(int64_t(ki) * KW + kj) * C + c];
+        const Pack<float, V> wv = *reinterpret_cast<const Pack<float, V>*>(w + (int64_t(ki) * KW + kj) * C + c);
 #pragma unroll
-        for (int t = 0; t < kStrip; ++t) acc[t] = fmaf(seg[t + kj], wv, acc[t]);
+        for (int t = 0; t < kStrip; ++t)
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[t][e] = fmaf(seg[t + kj][e], wv.v[e], acc[t][e]);
       }
     }
     T* yrow = y + ((b * Ho + oh) * Wo) * ys + c;
 #pragma unroll
     for (int t = 0; t < kStrip; ++t)
-      if (ow0 + t < Wo) yrow[(ow0 + t) * ys] = from_f<T>(act_apply(post, acc[t]));
+      if (ow0 + t < Wo) {
+        Pack<T, V> o;
+#pragma unroll
+        for (int e = 0; e < V; ++e) o.v[e] = from_f<T>(act_apply(post, acc[t][e]));
+        *reinterpret_cast<Pack<T, V>*>(yrow + (ow0 + t) * ys) = o;
+      }
   }
 }
 
@@ -116,18 +140,29 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || xs < C || ys < C || C < 0) return cudaErrorInvalidValue;
   if ((H + 2 * ph - kh) / sh + 1 != Ho || (W + 2 * pw - kw) / sw + 1 != Wo) return cudaErrorInvalidValue;
   if (B <= 0 || C == 0 || Ho <= 0 || Wo <= 0) return cudaSuccess;
-  const int64_t total = B * Ho * ((Wo + kStrip - 1) / kStrip) * C;
   using D = typename Dev<T>::type;
-  const unsigned grid = grid_for(total, kBlock);
-  if (sh == 1 && sw == 1 && kw == 7)
-    dw_stride1_kernel<D, 7><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph, pw,
-                                                    pre, post);
-  else if (sh == 1 && sw == 1 && kw == 3)
-    dw_stride1_kernel<D, 3><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph, pw,
-                                                    pre, post);
+  constexpr int V = 4;
+  auto aligned = [](const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; };
+  const bool vec = C % V == 0 && xs % V == 0 && ys % V == 0 && aligned(x, V * sizeof(T)) &&
+                   aligned(y, V * sizeof(T)) && aligned(w, V * sizeof(float)) && (!bias || aligned(bias, 4));
+  const int64_t strips = (Wo + kStrip - 1) / kStrip;
+  const unsigned grid = grid_for(B * Ho * strips * (vec ? C / V : C), kBlock);
+  const bool s1 = sh == 1 && sw == 1;
+  if (s1 && kw == 7 && vec)
+    dw_stride1_kernel<D, 7, V><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
+  else if (s1 && kw == 7)
+    dw_stride1_kernel<D, 7, 1><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
+  else if (s1 && kw == 3 && vec)
+    dw_stride1_kernel<D, 3, V><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
+  else if (s1 && kw == 3)
+    dw_stride1_kernel<D, 3, 1><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
+                                                       pw, pre, post);
   else
-    dw_generic_kernel<D><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, kw, sh, sw,
-                                                 ph, pw, pre, post);
+    dw_generic_kernel<D><<<grid_for(B * Ho * strips * C, kBlock), kBlock, 0, s>>>(
+        dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw, pre, post);
   return cudaGetLastError();
 }
 
@@ -147,36 +182,37 @@ __device__ __forceinline__ float pool_minus_at(const T* x, int64_t b, int64_t h,
   return acc / static_cast<float>((h1 - h0) * (w1 - w0)) - *self;
 }
 
+// Grid (image row chunks of kBlock elements of W·C, H, B): the index within an image row is 32-bit,
+// so the split into (w, c) is one cheap division. Requires W·C < 2^31, H and B ≤ 65535 (launcher).
 template <typename T>
-__global__ void pool_minus_kernel(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k) {
-  const int64_t n = B * H * W * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t r = i / C;
-    const int64_t w = r % W;
-    r /= W;
-    const int64_t h = r % H, b = r / H;
-    float self;
-    y[i] = from_f<T>(pool_minus_at(x, b, h, w, c, H, W, C, k, &self));
-  }
+__global__ void pool_minus_kernel(const T* x, T* y, int64_t H, int64_t W, int64_t C, int k) {
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const uint32_t wc = blockIdx.x * blockDim.x + threadIdx.x;
+  if (wc >= static_cast<uint32_t>(W * C)) return;
+  const uint32_t w = wc / static_cast<uint32_t>(C), c = wc - w * static_cast<uint32_t>(C);
+  float self;
+  y[((b * H + h) * W) * C + wc] = from_f<T>(pool_minus_at(x, b, h, int64_t(w), int64_t(c), H, W, C, k, &self));
 }
 
 // y = rs ⊙ x + ls ⊙ w ⊙ rstd ⊙ (pool(x) − x), the per-sample rstd from group_norm1_stats.
 template <typename T>
 __global__ void pool_branch_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs,
-                                   const float* ls, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int k) {
-  const int64_t n = B * H * W * C;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
-    int64_t r = i / C;
-    const int64_t w = r % W;
-    r /= W;
-    const int64_t h = r % H, b = r / H;
-    float self;
-    const float d = pool_minus_at(x, b, h, w, c, H, W, C, k, &self);
-    const float branch = d * mean_rstd[2 * b + 1] * gw[c];
-    y[i] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
-  }
+                                   const float* ls, T* y, int64_t H, int64_t W, int64_t C, int k) {
+  const int64_t h = blockIdx.y, b = blockIdx.z;
+  const uint32_t wc = blockIdx.x * blockDim.x + threadIdx.x;
+  if (wc >= static_cast<uint32_t>(W * C)) return;
+  const uint32_t w = wc / static_cast<uint32_t>(C), c = wc - w * static_cast<uint32_t>(C);
+  float self;
+  const float d = pool_minus_at(x, b, h, int64_t(w), int64_t(c), H, W, C, k, &self);
+  const float branch = d * mean_rstd[2 * b + 1] * gw[c];
+  y[((b * H + h) * W) * C + wc] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
+}
+
+inline bool pool_grid(int64_t B, int64_t H, int64_t W, int64_t C, dim3* grid) {
+  if (W * C >= (int64_t(1) << 31) || H > 65535 || B > 65535) return false;
+  *grid = dim3(static_cast<unsigned>((W * C + kBlock - 1) / kBlock), static_cast<unsigned>(H),
+               static_cast<unsigned>(B));
+  return true;
 }
 
 // x [B, HW, C] -> y [B, C]: block (32 channels × 8 row groups) per (channel tile, sample).
@@ -213,6 +249,21 @@ __global__ void im2col_kernel(const T* x, T* cols, int64_t B, int64_t H, int64_t
   }
 }
 
+// The same columns read straight from an NCHW float image (the stem: no separate layout pass).
+template <typename TO>
+__global__ void im2col_nchw_kernel(const float* x, TO* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                                   int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+  const int64_t K = int64_t(kh) * kw * C, n = B * Ho * Wo * K;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t col = i % K, row = i / K;
+    const int64_t c = col % C, tap = col / C;
+    const int kx = static_cast<int>(tap % kw), ky = static_cast<int>(tap / kw);
+    const int64_t ow = row % Wo, oh = (row / Wo) % Ho, b = row / (Wo * Ho);
+    const int64_t ih = oh * sh - ph + ky, iw = ow * sw - pw + kx;
+    cols[i] = from_f<TO>((ih >= 0 && ih < H && iw >= 0 && iw < W) ? x[((b * C + c) * H + ih) * W + iw] : 0.f);
+  }
+}
+
 template <typename TO>
 __global__ void conv_weight_kernel(const float* w, TO* out, int64_t Co, int64_t Ci, int kh, int kw) {
   const int64_t taps = int64_t(kh) * kw, n = Co * Ci * taps;
@@ -228,7 +279,9 @@ cudaError_t pool_minus_launch(const T* x, T* y, int64_t B, int64_t H, int64_t W,
   if (k < 1 || k % 2 == 0) return cudaErrorInvalidValue;
   const int64_t n = B * H * W * C;
   if (n <= 0) return cudaSuccess;
-  pool_minus_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), B, H, W, C, k);
+  dim3 grid;
+  if (!pool_grid(B, H, W, C, &grid)) return cudaErrorInvalidValue;
+  pool_minus_kernel<<<grid, kBlock, 0, s>>>(dev(x), dev(y), H, W, C, k);
   return cudaGetLastError();
 }
 
@@ -238,11 +291,13 @@ cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, co
   if (k < 1 || k % 2 == 0 || !workspace) return cudaErrorInvalidValue;
   const int64_t per = H * W * C, n = B * per;
   if (n <= 0) return cudaSuccess;
+  dim3 grid;
+  if (!pool_grid(B, H, W, C, &grid)) return cudaErrorInvalidValue;
   float* partial = static_cast<float*>(workspace);
   float* mean_rstd = partial + gn_partial_floats(B, per);
   const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
   if (e != cudaSuccess) return e;
-  pool_branch_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), B, H, W, C, k);
+  pool_branch_kernel<<<grid, kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), H, W, C, k);
   return cudaGetLastError();
 }
 
@@ -263,6 +318,17 @@ cudaError_t im2col_launch(const T* x, T* cols, int64_t B, int64_t H, int64_t W, 
   const int64_t n = B * Ho * Wo * kh * kw * C;
   if (n <= 0) return cudaSuccess;
   im2col_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(cols), B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  return cudaGetLastError();
+}
+
+template <typename TO>
+cudaError_t im2col_nchw_launch(const float* x, TO* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                               int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0) return cudaErrorInvalidValue;
+  if ((H + 2 * ph - kh) / sh + 1 != Ho || (W + 2 * pw - kw) / sw + 1 != Wo) return cudaErrorInvalidValue;
+  const int64_t n = B * Ho * Wo * kh * kw * C;
+  if (n <= 0) return cudaSuccess;
+  im2col_nchw_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(x, dev(cols), B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
   return cudaGetLastError();
 }
 
@@ -334,6 +400,14 @@ cudaError_t im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64
 cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
                         int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   return im2col_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nchw(const float* x, float* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_nchw_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nchw(const float* x, bf16* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_nchw_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
 }
 cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
   return conv_weight_launch(w, wg, Co, Ci, kh, kw, s);

@@ -21,31 +21,29 @@ __global__ void activation_kernel(const T* x, T* y, int64_t n, Act act) {
     y[i] = from_f<T>(act_apply(act, to_f(x[i])));
 }
 
-// One block row of threads per channel range keeps c = i % C cheap: grid-stride over rows, threads
-// over channels (blockDim.x = 256 covers C in a loop).
-template <typename T>
-__global__ void channel_affine_act_kernel(const T* x, const float* scale, const float* bias, T* y, int64_t rows,
-                                          int64_t C, Act act) {
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      const int64_t i = r * C + c;
-      float v = to_f(x[i]);
-      if (scale) v *= scale[c];
-      if (bias) v += bias[c];
-      y[i] = from_f<T>(act_apply(act, v));
-    }
+// Per-channel kernels run flat over rows × C with c = i % C; the index type I is 32-bit when the
+// tensor allows it (64-bit division is many times slower on the GPU).
+template <typename T, typename I>
+__global__ void channel_affine_act_kernel(const T* x, const float* scale, const float* bias, T* y, I n, I C, Act act) {
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
+    const I c = i % C;
+    float v = to_f(x[i]);
+    if (scale) v *= scale[c];
+    if (bias) v += bias[c];
+    y[i] = from_f<T>(act_apply(act, v));
+  }
 }
 
-template <typename T>
-__global__ void scaled_residual_kernel(const T* x, const float* rs, const T* br, const float* ls, T* y, int64_t rows,
-                                       int64_t C) {
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x)
-    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      const int64_t i = r * C + c;
-      const float a = to_f(x[i]) * (rs ? rs[c] : 1.f);
-      y[i] = from_f<T>(fmaf(to_f(br[i]), ls ? ls[c] : 1.f, a));
-    }
+template <typename T, typename I>
+__global__ void scaled_residual_kernel(const T* x, const float* rs, const T* br, const float* ls, T* y, I n, I C) {
+  for (I i = blockIdx.x * I(blockDim.x) + threadIdx.x; i < n; i += I(gridDim.x) * blockDim.x) {
+    const I c = i % C;
+    const float a = to_f(x[i]) * (rs ? rs[c] : 1.f);
+    y[i] = from_f<T>(fmaf(to_f(br[i]), ls ? ls[c] : 1.f, a));
+  }
 }
+
+inline bool fits32(int64_t n) { return n < (int64_t(1) << 31) - 65536LL * 8 * 256; }
 
 template <typename T>
 __global__ void sample_scale_kernel(const T* x, const float* s, T* y, int64_t B, int64_t per) {
@@ -105,7 +103,13 @@ template <typename T>
 cudaError_t channel_affine_act_t(const T* x, const float* scale, const float* bias, T* y, int64_t rows, int64_t C,
                                  Act act, cudaStream_t s) {
   if (rows <= 0 || C <= 0) return cudaSuccess;
-  channel_affine_act_kernel<<<row_grid(rows), row_block(C), 0, s>>>(dev(x), scale, bias, dev(y), rows, C, act);
+  const int64_t n = rows * C;
+  if (fits32(n))
+    channel_affine_act_kernel<typename Dev<T>::type, uint32_t><<<grid_for(n, kBlock), kBlock, 0, s>>>(
+        dev(x), scale, bias, dev(y), uint32_t(n), uint32_t(C), act);
+  else
+    channel_affine_act_kernel<typename Dev<T>::type, int64_t><<<grid_for(n, kBlock), kBlock, 0, s>>>(
+        dev(x), scale, bias, dev(y), n, C, act);
   return cudaGetLastError();
 }
 
@@ -113,7 +117,13 @@ template <typename T>
 cudaError_t scaled_residual_t(const T* x, const float* rs, const T* br, const float* ls, T* y, int64_t rows, int64_t C,
                               cudaStream_t s) {
   if (rows <= 0 || C <= 0) return cudaSuccess;
-  scaled_residual_kernel<<<row_grid(rows), row_block(C), 0, s>>>(dev(x), rs, dev(br), ls, dev(y), rows, C);
+  const int64_t n = rows * C;
+  if (fits32(n))
+    scaled_residual_kernel<typename Dev<T>::type, uint32_t><<<grid_for(n, kBlock), kBlock, 0, s>>>(
+        dev(x), rs, dev(br), ls, dev(y), uint32_t(n), uint32_t(C));
+  else
+    scaled_residual_kernel<typename Dev<T>::type, int64_t><<<grid_for(n, kBlock), kBlock, 0, s>>>(
+        dev(x), rs, dev(br), ls, dev(y), n, C);
   return cudaGetLastError();
 }
 

@@ -158,6 +158,12 @@ cudaError_t im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
                         int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
+// The stem's form: the same columns straight from the NCHW float input images x [B, C, H, W]
+// (no separate layout pass), stored as float or bf16.
+cudaError_t im2col_nchw(const float* x, float* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
+cudaError_t im2col_nchw(const float* x, bf16* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
 cudaError_t conv_weight_to_gemm(const float* w, bf16* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
 

@@ -159,7 +159,7 @@ __global__ void gn_apply_kernel(const TI* x, const float* w, const float* b, con
   const TI* xs = x + sample * per;
   TO* ys = y + sample * per;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < per; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C;
+    const uint32_t c = static_cast<uint32_t>(i) % static_cast<uint32_t>(C);  // per < 2^31 (launcher)
     ys[i] = from_f<TO>(fmaf((to_f(xs[i]) - mean) * rstd, w[c], b ? b[c] : 0.f));
   }
 }
@@ -167,7 +167,7 @@ __global__ void gn_apply_kernel(const TI* x, const float* w, const float* b, con
 template <typename TI, typename TO>
 cudaError_t group_norm1_launch(const TI* x, const float* w, const float* b, float eps, TO* y, int64_t B, int64_t per,
                                int64_t C, void* workspace, cudaStream_t s) {
-  if (C <= 0 || per % C != 0 || !workspace) return cudaErrorInvalidValue;
+  if (C <= 0 || per % C != 0 || per >= (int64_t(1) << 31) || !workspace) return cudaErrorInvalidValue;
   if (B <= 0 || per == 0) return cudaSuccess;
   float* partial = static_cast<float*>(workspace);
   float* mean_rstd = partial + gn_partial_floats(B, per);

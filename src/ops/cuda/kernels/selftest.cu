@@ -18,8 +18,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <functional>
-#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -95,11 +93,15 @@ template <typename T> struct Dev {
   }
 };
 
-std::mt19937 g_rng(1234);
+// A fixed-seed 64-bit LCG (not <random>: nvcc 11.8's front end rejects libstdc++ 12's <random>).
+uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+float uniform01() {
+  g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+  return static_cast<float>(g_rng >> 40) * (1.f / 16777216.f);  // 24 random bits
+}
 std::vector<float> randv(size_t n, float lo = -1.f, float hi = 1.f) {
-  std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
-  for (auto& x : v) x = d(g_rng);
+  for (auto& x : v) x = lo + (hi - lo) * uniform01();
   return v;
 }
 
@@ -521,6 +523,30 @@ template <typename T> void t_im2col(int64_t B, int64_t H, int64_t W, int64_t C, 
   report(name, dtype_name<T>(), dc.get(), ref, 0);
 }
 
+template <typename T> void t_im2col_nchw(int64_t B, int64_t C, int64_t H, int64_t W, Geo g) {
+  const int64_t Ho = (H + 2 * g.ph - g.kh) / g.sh + 1, Wo = (W + 2 * g.pw - g.kw) / g.sw + 1;
+  const int64_t K = int64_t(g.kh) * g.kw * C;
+  auto x = randv(B * C * H * W);
+  Dev<float> dx(x);
+  Dev<T> dc(B * Ho * Wo * K);
+  launched(k::im2col_nchw(dx.p, dc.p, B, C, H, W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, Ho, Wo, 0), "im2col_nchw");
+  std::vector<double> ref(B * Ho * Wo * K);
+  for (int64_t n = 0; n < B; ++n)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow)
+        for (int ky = 0; ky < g.kh; ++ky)
+          for (int kx = 0; kx < g.kw; ++kx)
+            for (int64_t c = 0; c < C; ++c) {
+              const int64_t ih = oh * g.sh - g.ph + ky, iw = ow * g.sw - g.pw + kx;
+              ref[((n * Ho + oh) * Wo + ow) * K + (ky * g.kw + kx) * C + c] =
+                  (ih >= 0 && ih < H && iw >= 0 && iw < W) ? load(store<T>(x[((n * C + c) * H + ih) * W + iw])) : 0.0;
+            }
+  char name[128];
+  std::snprintf(name, sizeof name, "im2col_nchw/%lldx%lldx%lldx%lld k%d s%d p%d", (long long)B, (long long)C,
+                (long long)H, (long long)W, g.kh, g.sh, g.ph);
+  report(name, dtype_name<T>(), dc.get(), ref, 0);
+}
+
 template <typename T> void t_conv_weight(int64_t Co, int64_t Ci, int kh, int kw) {
   auto w = randv(Co * Ci * kh * kw);
   Dev<float> dw(w);
@@ -702,6 +728,10 @@ template <typename T> void run_all() {
   t_depthwise<T>(1, 6, 10, 35, {3, 3, 1, 1, 1, 1}, false, id, id);
   t_depthwise<T>(2, 9, 10, 11, {5, 5, 1, 1, 2, 2}, true, gelu, id);
   t_depthwise<T>(3, 8, 9, 21, {7, 7, 1, 1, 3, 3}, true, id, id, 50, 17, 5);  // a channel window of a wider tensor
+  // 4 channels per thread (vector loads): C, strides and offsets multiples of 4
+  t_depthwise<T>(1, 3, 30, 16, {7, 7, 1, 1, 3, 3}, false, id, id);
+  t_depthwise<T>(2, 6, 10, 36, {3, 3, 1, 1, 1, 1}, true, star(), id);
+  t_depthwise<T>(2, 8, 9, 24, {7, 7, 1, 1, 3, 3}, true, id, gelu, 32, 8, 4);  // MambaOut's conv-channel window
   t_pool_minus<T>(3, 7, 9, 37, 3);
   t_pool_minus<T>(1, 1, 1, 5, 3);
   t_pool_minus<T>(2, 4, 5, 3, 5);
@@ -713,6 +743,7 @@ template <typename T> void run_all() {
   t_im2col<T>(1, 8, 8, 3, {4, 4, 4, 4, 0, 0});
   t_im2col<T>(3, 5, 7, 21, {3, 3, 2, 2, 1, 1});
   t_conv_weight<T>(7, 5, 3, 3);
+  t_im2col_nchw<T>(3, 3, 17, 19, {7, 7, 4, 4, 2, 2});  // the stem's geometry on an odd image
   t_nchw<T, T>(3, 37, 7, 9);
   t_nchw<T, T>(1, 3, 33, 35);
   t_attention<T>(3, 49, 5, 8);

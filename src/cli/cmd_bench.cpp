@@ -225,10 +225,7 @@ void register_bench(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* sub = app.add_subcommand("bench", "time random-weight models and print a markdown table");
-  auto* model = sub->add_option("--model,-m", args->model.model, "comma-separated zoo names");
-  auto* config = sub->add_option("--config,-c", args->model.config, "JSON model description (docs/config.md)");
-  model->excludes(config);
-  config->excludes(model);
+  add_model_choice(sub, args->model, "comma-separated zoo names");
   sub->add_option("--weights,-w", args->model.weights, "weights (.safetensors; default: random) for a single model");
   sub->add_option("--input,-i", args->input, "timed images, NCHW float32 .npy (default: a constant image)");
   sub->add_option("--json", args->json, "also write the measurements to this JSON file");

@@ -17,10 +17,7 @@ void register_init(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("init", "write a model's seeded random initial weights (.safetensors)");
-  auto* model = sub->add_option("--model,-m", a->model.model, "model name from the zoo (see `metaformer info --list`)");
-  auto* config = sub->add_option("--config,-c", a->model.config, "JSON model description (docs/config.md)");
-  model->excludes(config);
-  config->excludes(model);
+  add_model_choice(sub, a->model);
   sub->add_option("--out,-o", a->out, "weights file to write (.safetensors)")->required();
   sub->add_option("--seed", a->model.seed, "seed of the initialisation (as `train --seed`)")->capture_default_str();
   sub->add_option("--num-classes", a->model.num_classes, "classifier size (default: the config's)")

@@ -24,9 +24,7 @@ void register_train(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("train", "train or fine-tune a model (Fashion-MNIST or an image folder)");
-  auto* model = sub->add_option("--model,-m", a->model.model, "model name from the zoo");
-  auto* config = sub->add_option("--config,-c", a->model.config, "JSON model description (docs/config.md)");
-  model->excludes(config);
+  const auto [model, config] = add_model_choice(sub, a->model, "model name from the zoo");
   sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), a folder of IDX "
                   "files, or an image folder (DIR/<class>/...)");
   sub->add_option("--out,-o", a->out, "run folder: checkpoints, metrics.jsonl, curves.svg");

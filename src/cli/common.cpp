@@ -22,11 +22,16 @@ std::vector<std::string> split_list(const std::string& s, char sep) {
   return out;
 }
 
-void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
-  auto* model = app->add_option("--model,-m", a.model, "model name from the zoo (see `metaformer info --list`)");
+ModelChoice add_model_choice(CLI::App* app, ModelArgs& a, const std::string& model_help) {
+  auto* model = app->add_option("--model,-m", a.model, model_help);
   auto* config = app->add_option("--config,-c", a.config, "JSON model description (docs/config.md)");
   model->excludes(config);
   config->excludes(model);
+  return {model, config};
+}
+
+void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
+  add_model_choice(app, a);
   auto* w = app->add_option("--weights,-w", a.weights, "weights (.safetensors) with timm's key names");
   if (weights_required) w->required();
   app->add_option("--backend", a.backend,

@@ -30,6 +30,14 @@ struct ModelArgs {
 // Adds --model/--config (exactly one required), --weights, --backend, --threads, --num-classes.
 void add_model_options(CLI::App* app, ModelArgs& args, bool weights_required);
 
+// Adds just the mutually exclusive --model/--config pair (commands whose other options differ).
+struct ModelChoice {
+  CLI::Option* model;
+  CLI::Option* config;
+};
+ModelChoice add_model_choice(CLI::App* app, ModelArgs& args,
+                             const std::string& model_help = "model name from the zoo (see `metaformer info --list`)");
+
 struct LoadedModel {
   std::unique_ptr<MetaFormer> model;
   Backend* backend = nullptr;

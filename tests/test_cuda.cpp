@@ -116,7 +116,9 @@ TEST(CudaBackend, GoldenModelsMatchTimm) {
   }
 }
 
-TEST(CudaBackend, SteadyStateAllocatesNothingNew) {
+// Only determinism: that the steady state needs no new cudaMallocAsync from the pool is not checked here
+// (the pool statistics live behind CUDA headers this file does not include).
+TEST(CudaBackend, RepeatedRunsGiveIdenticalLogits) {
   MF_REQUIRE_GPU();
   MetaFormer model(zoo_config("poolformer_s12"));
   initialize_parameters(model, 1);

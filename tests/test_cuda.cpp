@@ -44,7 +44,6 @@ TEST(CudaBackend, AbsentBuildOrGpuIsOneClearError) {
 
 TEST(CudaBackend, CliRefusesCudaWithoutAGpu) {
   if (built_with_cuda() && gpu_count() > 0) GTEST_SKIP() << "a GPU is present";
-  write_npy_helper:;
   const CliResult r = run_cli({"bench", "--model", "poolformer_s12", "--backend", "cuda", "--batch", "1", "--runs", "1"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;

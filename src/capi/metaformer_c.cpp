@@ -108,17 +108,7 @@ mf_status mf_model_create(const char* model, const char* weights, const mf_optio
     mf::MetaFormerConfig c = is_file ? mf::load_config(spec) : mf::zoo_config(spec);
     if (o.num_classes > 0) c.num_classes = o.num_classes;
     m->backend = &mf::get_backend(backend, mf::parse_precision(dtype));
-    if (weights == nullptr) {
-      m->net = std::make_unique<mf::MetaFormer>(c);
-      mf::initialize_parameters(*m->net, 0);
-    } else {
-      mf::SafeTensors file = mf::SafeTensors::open(weights);
-      // A checkpoint with another classifier size (ImageNet-22k: 21841) builds the matching head.
-      const int classes = mf::checkpoint_num_classes(file);
-      if (o.num_classes == 0 && classes > 0) c.num_classes = classes;
-      m->net = std::make_unique<mf::MetaFormer>(c);
-      mf::load_weights(*m->net, file);
-    }
+    m->net = mf::build_model(c, weights ? weights : "", /*seed=*/0, /*keep_num_classes=*/o.num_classes > 0);
     m->net->check_backend(*m->backend);
     m->threads = o.threads;
     m->name = c.name;

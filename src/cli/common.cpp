@@ -65,17 +65,7 @@ LoadedModel load_model(const ModelArgs& a) {
   LoadedModel lm;
   select_device(a.device, a.backend);
   lm.backend = &get_backend(a.backend, parse_precision(a.dtype));
-  if (a.weights.empty()) {
-    lm.model = std::make_unique<MetaFormer>(c);
-    initialize_parameters(*lm.model, a.seed);
-  } else {
-    SafeTensors file = SafeTensors::open(a.weights);
-    // A checkpoint with another classifier size (ImageNet-22k: 21841) builds the matching head.
-    const int classes = checkpoint_num_classes(file);
-    if (a.num_classes == 0 && classes > 0) c.num_classes = classes;
-    lm.model = std::make_unique<MetaFormer>(c);
-    load_weights(*lm.model, file);
-  }
+  lm.model = build_model(c, a.weights, a.seed, /*keep_num_classes=*/a.num_classes > 0);
   lm.model->check_backend(*lm.backend);
   return lm;
 }

@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "core/error.h"
+#include "model/metaformer.h"
 
 namespace mf {
 
@@ -152,6 +153,21 @@ void save_weights(Module& model, const std::string& path, const std::map<std::st
   std::vector<SafeTensorEntry> entries;
   for (auto& [name, param] : model.named_parameters()) entries.push_back({name, param->value, {}, {}});
   save_safetensors(path, entries, metadata);
+}
+
+std::unique_ptr<MetaFormer> build_model(MetaFormerConfig config, const std::string& weights, uint64_t seed,
+                                        bool keep_num_classes) {
+  if (weights.empty()) {
+    auto model = std::make_unique<MetaFormer>(config);
+    initialize_parameters(*model, seed);
+    return model;
+  }
+  SafeTensors file = SafeTensors::open(weights);
+  const int classes = checkpoint_num_classes(file);
+  if (!keep_num_classes && classes > 0) config.num_classes = classes;
+  auto model = std::make_unique<MetaFormer>(config);
+  load_weights(*model, file);
+  return model;
 }
 
 }  // namespace mf

@@ -6,6 +6,8 @@
 // naming (PoolFormer, MetaFormer Baselines) are recognised and renamed with timm's rules first.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -40,5 +42,13 @@ std::string original_to_timm_key(const std::string& key, bool original_poolforme
 // Reads the number of classes of a checkpoint's classifier (head.fc.weight or head.fc.fc2.weight,
 // in timm or original naming), or 0 when none is found.
 int checkpoint_num_classes(const SafeTensors& file);
+
+// A ready model from a description and a weights file: with `weights` empty, seeded random weights;
+// otherwise the file's, with the classifier sized as the checkpoint's (ImageNet-22k: 21841) unless
+// `keep_num_classes` says the caller fixed it. The CLI and the C API both build models this way.
+class MetaFormer;
+struct MetaFormerConfig;
+std::unique_ptr<MetaFormer> build_model(MetaFormerConfig config, const std::string& weights, uint64_t seed,
+                                        bool keep_num_classes);
 
 }  // namespace mf

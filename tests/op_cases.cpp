@@ -528,4 +528,11 @@ const std::vector<OpCase>& op_cases() {
   return cases;
 }
 
+double forward_tolerance(const OpCase& c, const Backend& backend) {
+  if (backend.activation_dtype() == DType::bf16) return std::max(c.tolerance, kBf16Tolerance);
+  const bool rounds = c.op == OpKind::Linear || c.op == OpKind::Conv2d || c.op == OpKind::Attention;
+  if (backend.precision() == Precision::bf16 && rounds) return kBf16Tolerance;
+  return c.tolerance;
+}
+
 }  // namespace mf::test

@@ -37,6 +37,13 @@ struct OpCase {
 
 const std::vector<OpCase>& op_cases();
 
+// The bar of a forward case on `backend` against the reference (docs/tolerances.md): the case's own
+// tolerance in fp32; 1e-2 for the matrix products in bf16 precision (rounded operands); and 1e-2 for
+// every op on a backend that stores its activations in bf16 (cuda: inputs and output rounded to 8
+// significant bits, ≤ 2⁻⁹ relative each).
+double forward_tolerance(const OpCase& c, const Backend& backend);
+constexpr double kBf16Tolerance = 1e-2;
+
 // Directional finite-difference check of `c.backward` on `e`: for each differentiable input i and a
 // random direction d, compares (L(x + εd) - L(x - εd)) / 2ε with <grad_i, d>, where
 // L = <forward(x), dy>. Returns the worst error relative to the typical size of <grad_i, d>.

@@ -18,7 +18,6 @@ class BackendOps : public ::testing::TestWithParam<size_t> {};
 // uniform in [-1, 1] and whose products sum up to a few hundred terms, that leaves a relative error of
 // a few 1e-3 (measured ≤ 4e-3); the bar is 1e-2 (docs/tolerances.md). Every other op must be exactly
 // as in fp32.
-constexpr double kBf16Tolerance = 1e-2;
 
 TEST_P(BackendOps, Bf16MatchesReference) {
   const OpCase& c = op_cases()[GetParam()];

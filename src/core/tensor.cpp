@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <vector>
 
 #include "core/buffer_pool.h"
 #include "core/device_memory.h"
@@ -11,6 +12,8 @@
 namespace mf {
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+const char* dtype_name(DType t) { return t == DType::f32 ? "fp32" : "bf16"; }
+size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
 
 namespace {
 DeviceMemory* g_device_memory = nullptr;
@@ -29,9 +32,10 @@ uint64_t next_storage_id() {
 }
 }  // namespace
 
-Tensor Tensor::empty(const Shape& shape, Device device) {
+Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
+  MF_CHECK(dtype == DType::f32 || device != Device::CPU, "bf16 tensors live on a device, not on the host");
   Tensor t;
-  const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
+  const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
   auto st = std::make_shared<Storage>();
   if (device == Device::CPU) {
     st->data = BufferPool::host().acquire(bytes);
@@ -48,6 +52,7 @@ Tensor Tensor::empty(const Shape& shape, Device device) {
   st->id = next_storage_id();
   t.storage_ = std::move(st);
   t.shape_ = shape;
+  t.dtype_ = dtype;
   return t;
 }
 
@@ -83,12 +88,26 @@ Device Tensor::device() const { return storage_ ? storage_->device : Device::CPU
 
 float* Tensor::data() {
   MF_ASSERT(storage_ != nullptr);
+  MF_CHECK(dtype_ == DType::f32, "a {} tensor read as fp32 (bring it to the host with to(Device::CPU))",
+           dtype_name(dtype_));
   return static_cast<float*>(storage_->data) + offset_;
 }
 
 const float* Tensor::data() const {
   MF_ASSERT(storage_ != nullptr);
+  MF_CHECK(dtype_ == DType::f32, "a {} tensor read as fp32 (bring it to the host with to(Device::CPU))",
+           dtype_name(dtype_));
   return static_cast<const float*>(storage_->data) + offset_;
+}
+
+void* Tensor::raw() {
+  MF_ASSERT(storage_ != nullptr);
+  return static_cast<char*>(storage_->data) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+}
+
+const void* Tensor::raw() const {
+  MF_ASSERT(storage_ != nullptr);
+  return static_cast<const char*>(storage_->data) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {
@@ -108,14 +127,14 @@ Tensor Tensor::slice0(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor t = empty(shape_, device());
+  Tensor t = empty(shape_, device(), dtype_);
   t.copy_from(*this);
   return t;
 }
 
 Tensor Tensor::to(Device target) const {
   if (!defined() || device() == target) return *this;
-  Tensor t = empty(shape_, target);
+  Tensor t = empty(shape_, target, target == Device::CPU ? DType::f32 : dtype_);
   t.copy_from(*this);
   return t;
 }
@@ -123,7 +142,20 @@ Tensor Tensor::to(Device target) const {
 void Tensor::copy_from(const Tensor& src) {
   MF_CHECK(src.numel() == numel(), "copy of {} into {}", src.shape().str(), shape_.str());
   if (!numel() || same_memory(src)) return;
-  const size_t bytes = static_cast<size_t>(numel()) * sizeof(float);
+  if (src.dtype() == DType::bf16 && dtype_ == DType::f32 && device() == Device::CPU) {
+    // Widen on the host: bf16 is the top half of an fp32, so this is exact.
+    std::vector<uint16_t> bits(static_cast<size_t>(numel()));
+    MF_ASSERT(device_memory() != nullptr);
+    device_memory()->copy(bits.data(), src.raw(), bits.size() * 2, DeviceMemory::Direction::device_to_host);
+    float* d = data();
+    for (size_t i = 0; i < bits.size(); ++i) {
+      const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+      std::memcpy(d + i, &u, 4);
+    }
+    return;
+  }
+  MF_CHECK(src.dtype() == dtype_, "copy of a {} tensor into a {} one", dtype_name(src.dtype()), dtype_name(dtype_));
+  const size_t bytes = static_cast<size_t>(numel()) * dtype_size(dtype_);
   if (device() == Device::CPU && src.device() == Device::CPU) {
     std::memmove(data(), src.data(), bytes);
     return;
@@ -133,11 +165,11 @@ void Tensor::copy_from(const Tensor& src) {
                   : src.device() == Device::CPU ? Dir::host_to_device
                                                 : Dir::device_to_device;
   MF_ASSERT(device_memory() != nullptr);
-  device_memory()->copy(data(), src.data(), bytes, dir);
+  device_memory()->copy(raw(), src.raw(), bytes, dir);
 }
 
 void Tensor::fill(float value) {
-  float* p = data();
+  float* p = data();  // fp32 only (the backends never fill activations)
   if (device() != Device::CPU) {
     device_memory()->fill(p, static_cast<size_t>(numel()), value);
     return;
@@ -146,7 +178,7 @@ void Tensor::fill(float value) {
 }
 
 bool Tensor::same_memory(const Tensor& o) const {
-  return defined() && o.defined() && storage_ == o.storage_ && offset_ == o.offset_;
+  return defined() && o.defined() && storage_ == o.storage_ && offset_ == o.offset_ && dtype_ == o.dtype_;
 }
 
 uint64_t Tensor::storage_id() const { return storage_ ? storage_->id : 0; }

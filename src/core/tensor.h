@@ -7,7 +7,10 @@
 //
 // Copies of a Tensor share storage (like torch.Tensor); clone() makes a deep copy. A tensor lives on
 // the CPU or, in a build with CUDA, on the GPU (Device::CUDA: data() is then a device pointer that
-// only the CUDA backend dereferences; to(Device::CPU) brings it back). The element type is fp32.
+// only the CUDA backend dereferences; to(Device::CPU) brings it back). The element type is fp32,
+// except the activations of the CUDA backend in bf16 mode, which are stored as bfloat16 on the GPU:
+// only that backend reads them (raw()), and to(Device::CPU) widens them to fp32, so host code only
+// ever sees fp32 (docs/cuda.md, "Devices and dtypes").
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,10 @@ namespace mf {
 
 enum class Device : uint8_t { CPU, CUDA };
 const char* device_name(Device d);
+// The element type. bf16 exists only on devices (see above).
+enum class DType : uint8_t { f32, bf16 };
+const char* dtype_name(DType t);
+size_t dtype_size(DType t);
 
 struct Storage {
   void* data = nullptr;
@@ -42,8 +49,8 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // Uninitialised tensor from the buffer pool.
-  static Tensor empty(const Shape& shape, Device device = Device::CPU);
+  // Uninitialised tensor from the buffer pool (host) or the device's pool. bf16 only on a device.
+  static Tensor empty(const Shape& shape, Device device = Device::CPU, DType dtype = DType::f32);
   static Tensor zeros(const Shape& shape);
   static Tensor full(const Shape& shape, float value);
   static Tensor from(const Shape& shape, std::span<const float> values);
@@ -57,9 +64,15 @@ class Tensor {
   int64_t dim(int i) const { return shape_[i]; }
   int64_t numel() const { return shape_.numel(); }
   Device device() const;
+  DType dtype() const { return dtype_; }
 
+  // The fp32 elements; a bf16 tensor has none (this throws: read it with raw() on its device, or
+  // bring it to the host with to(Device::CPU)).
   float* data();
   const float* data() const;
+  // The first element, whatever the dtype.
+  void* raw();
+  const void* raw() const;
   std::span<float> span() { return {data(), static_cast<size_t>(numel())}; }
   std::span<const float> span() const { return {data(), static_cast<size_t>(numel())}; }
 
@@ -68,8 +81,10 @@ class Tensor {
   // Rows [begin, end) of the first dimension, sharing storage.
   Tensor slice0(int64_t begin, int64_t end) const;
   Tensor clone() const;
-  // This tensor on `device`: itself when it is already there, else a copy.
+  // This tensor on `device`: itself when it is already there, else a copy. On the host the copy is
+  // always fp32 (a bf16 device tensor is widened exactly); on a device it keeps the dtype.
   Tensor to(Device device) const;
+  // Same dtype on both sides, or a bf16 source into an fp32 host tensor (widened).
   void copy_from(const Tensor& src);
   void fill(float value);
   void zero() { fill(0.f); }
@@ -89,6 +104,7 @@ class Tensor {
   std::shared_ptr<Storage> storage_;
   Shape shape_;
   int64_t offset_ = 0;  // in elements
+  DType dtype_ = DType::f32;
 };
 
 // Throws mf::Error naming `what` unless t has exactly `expected`.

@@ -35,13 +35,13 @@ constexpr uint64_t kMaxElements = uint64_t{1} << 48;
 
 enum class Kind { Float, Int, Unsupported };
 
-struct DType {
+struct FileDType {
   std::string_view name;
   size_t size;
   Kind kind;
 };
 
-constexpr DType kDTypes[] = {
+constexpr FileDType kDTypes[] = {
     {"F64", 8, Kind::Float},
     {"F32", 4, Kind::Float},
     {"F16", 2, Kind::Float},
@@ -60,8 +60,8 @@ constexpr DType kDTypes[] = {
     {"F8_E8M0", 1, Kind::Unsupported},
 };
 
-const DType* find_dtype(std::string_view name) {
-  for (const DType& d : kDTypes)
+const FileDType* find_dtype(std::string_view name) {
+  for (const FileDType& d : kDTypes)
     if (d.name == name) return &d;
   return nullptr;
 }
@@ -244,7 +244,7 @@ SafeTensors SafeTensors::parse_header(std::span<const uint8_t> head, uint64_t da
     SafeTensorInfo info;
     info.name = name;
     info.dtype = dt->get<std::string>();
-    const DType* dtype = find_dtype(info.dtype);
+    const FileDType* dtype = find_dtype(info.dtype);
     MF_CHECK(dtype, "{}: tensor '{}' has unknown dtype '{}'", what, name, info.dtype);
     MF_CHECK(sh->size() <= static_cast<size_t>(Shape::kMaxDims), "{}: tensor '{}' has {} dimensions (at most {})", what,
              name, sh->size(), Shape::kMaxDims);
@@ -303,7 +303,7 @@ const SafeTensorInfo& SafeTensors::info(const std::string& name) const {
 
 Tensor SafeTensors::load(const std::string& name) const {
   const SafeTensorInfo& in = info(name);
-  const DType* dtype = find_dtype(in.dtype);
+  const FileDType* dtype = find_dtype(in.dtype);
   MF_ASSERT(dtype);
   MF_CHECK(dtype->kind == Kind::Float,
            "{}: tensor '{}' has dtype {}; only floating-point tensors load as float32 (F32, F16, BF16, F64)", what_,
@@ -332,7 +332,7 @@ Tensor SafeTensors::load(const std::string& name) const {
 
 std::vector<int64_t> SafeTensors::load_int(const std::string& name) const {
   const SafeTensorInfo& in = info(name);
-  const DType* dtype = find_dtype(in.dtype);
+  const FileDType* dtype = find_dtype(in.dtype);
   MF_ASSERT(dtype);
   MF_CHECK(dtype->kind == Kind::Int, "{}: tensor '{}' has dtype {}; only integer and BOOL tensors load as integers",
            what_, name, in.dtype);

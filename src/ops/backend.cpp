@@ -17,20 +17,20 @@ void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { uns
 void Backend::mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                          const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
                          Tensor& y) {
-  Tensor n = Tensor::empty(x.shape(), device());
+  Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
   if (norm.type == BranchNorm::Type::layer_norm)
     layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
   else
     group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
-  Tensor m = Tensor::empty(y.shape(), device());
+  Tensor m = Tensor::empty(y.shape(), device(), activation_dtype());
   mlp(n, w1, b1, act, w2, b2, m);
   scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
 }
 void Backend::pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
                           Tensor& y) {
-  Tensor n = Tensor::empty(x.shape(), device());
+  Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
   group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
-  Tensor m = Tensor::empty(x.shape(), device());
+  Tensor m = Tensor::empty(x.shape(), device(), activation_dtype());
   pool_minus_input(n, kernel, m);
   scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
 }
@@ -38,13 +38,13 @@ void Backend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, 
                           const Activation& act, const Tensor& w, const Tensor* b, Tensor& y) {
   Shape s = t.shape();
   s[-1] = width;
-  Tensor h = Tensor::empty(s, device());
+  Tensor h = Tensor::empty(s, device(), activation_dtype());
   glu(t, c, gate_offset, value_offset, act, h);
   linear(h, w, b, y);
 }
 void Backend::depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                                const Tensor& w, const Tensor* b, Tensor& y) {
-  Tensor h = Tensor::empty({x.dim(0), g.out_h(x.dim(1)), g.out_w(x.dim(2)), x.dim(3)}, device());
+  Tensor h = Tensor::empty({x.dim(0), g.out_h(x.dim(1)), g.out_w(x.dim(2)), x.dim(3)}, device(), activation_dtype());
   depthwise_conv2d(x, dw_w, dw_b, g, h);
   linear(h, w, b, y);
 }
@@ -52,7 +52,7 @@ void Backend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Act
                   const Tensor* b2, Tensor& y) {
   Shape hs = x.shape();
   hs[-1] = w1.dim(0);
-  Tensor h = Tensor::empty(hs, device());
+  Tensor h = Tensor::empty(hs, device(), activation_dtype());
   linear_act(x, w1, b1, act, h);
   linear(h, w2, b2, y);
 }

@@ -51,6 +51,9 @@ class Backend {
   virtual Device device() const = 0;
   virtual bool supports(OpKind op) const = 0;
   virtual Precision precision() const { return Precision::fp32; }
+  // The dtype of the activations this backend writes (the dispatcher allocates outputs in it): fp32,
+  // or bf16 for the cuda backend in bf16 (its activations are stored in bf16; docs/cuda.md).
+  virtual DType activation_dtype() const { return DType::f32; }
   // Waits until the device has finished the ops issued so far (a GPU runs them asynchronously);
   // before reading a host clock. No-op on the CPU.
   virtual void synchronize() {}

@@ -51,7 +51,9 @@ class Timed {
   std::chrono::steady_clock::time_point start_;
 };
 
-Tensor out(const Exec& e, const Shape& s) { return Tensor::empty(s, e.backend->device()); }
+Tensor out(const Exec& e, const Shape& s) {
+  return Tensor::empty(s, e.backend->device(), e.backend->activation_dtype());
+}
 
 void check_vec(const Tensor* t, int64_t n, const char* what, OpKind op) {
   if (!t) return;
@@ -233,7 +235,8 @@ Tensor activation(const Exec& e, const Tensor& x, const Activation& act) {
 void activation_(const Exec& e, Tensor& x, const Activation& act) {
   if (act.kind == ActKind::Identity) return;
   Timed t(e, OpKind::Activation, 0);
-  if (x.device() != e.backend->device()) {  // in place across devices: the result replaces x
+  if (x.device() != e.backend->device() || x.dtype() != e.backend->activation_dtype()) {
+    // in place across devices or dtypes: the result replaces x
     Tensor y = out(e, x.shape());
     e.backend->activation(x, act, y);
     x = y;
@@ -249,7 +252,8 @@ Tensor scaled_residual(const Exec& e, const Tensor& x, const Tensor* res_scale, 
   check_vec(res_scale, x.shape().last(), "res_scale", OpKind::ScaledResidual);
   check_vec(layer_scale, x.shape().last(), "layer_scale", OpKind::ScaledResidual);
   Timed t(e, OpKind::ScaledResidual, 0);
-  Tensor y = branch.device() == e.backend->device() ? branch : out(e, branch.shape());
+  const bool in_place = branch.device() == e.backend->device() && branch.dtype() == e.backend->activation_dtype();
+  Tensor y = in_place ? branch : out(e, branch.shape());
   e.backend->scaled_residual(x, res_scale, branch, layer_scale, y);
   return y;
 }

@@ -2,6 +2,8 @@
 // mixer or stem, never inside a block's hot path, so simplicity wins over tuning.
 #include "ops/cuda/backend_kernels.h"
 
+#include <cuda_bf16.h>
+
 namespace mf::cuda {
 namespace {
 
@@ -97,6 +99,10 @@ __global__ void add_token_bias_kernel(float* y, const float* bias, int64_t B, in
   const int64_t n = B * M * C;
   MF_GRID_LOOP(i, n) y[i] += bias[(i / C) % M];
 }
+__global__ void add_token_bias_bf16_kernel(__nv_bfloat16* y, const float* bias, int64_t B, int64_t M, int64_t C) {
+  const int64_t n = B * M * C;
+  MF_GRID_LOOP(i, n) y[i] = __float2bfloat16(__bfloat162float(y[i]) + bias[(i / C) % M]);
+}
 
 }  // namespace
 
@@ -137,6 +143,11 @@ void im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64_t W, i
 void add_token_bias(float* y, const float* bias, int64_t B, int64_t M, int64_t C, cudaStream_t s) {
   const int64_t n = B * M * C;
   if (n > 0) add_token_bias_kernel<<<blocks_for(n), kThreads, 0, s>>>(y, bias, B, M, C);
+}
+void add_token_bias_bf16(void* y, const float* bias, int64_t B, int64_t M, int64_t C, cudaStream_t s) {
+  const int64_t n = B * M * C;
+  if (n > 0)
+    add_token_bias_bf16_kernel<<<blocks_for(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(y), bias, B, M, C);
 }
 
 }  // namespace mf::cuda

@@ -30,5 +30,7 @@ void im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64_t W, i
                  int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 // y [B, M, C] += bias[m]
 void add_token_bias(float* y, const float* bias, int64_t B, int64_t M, int64_t C, cudaStream_t s);
+// the same on bf16 storage (y is __nv_bfloat16), the sum in fp32
+void add_token_bias_bf16(void* y, const float* bias, int64_t B, int64_t M, int64_t C, cudaStream_t s);
 
 }  // namespace mf::cuda

@@ -23,19 +23,22 @@ struct Plan {
   }
 };
 
-using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int, int>;
+using Key = std::tuple<int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, int, int>;
+
+cudaDataType_t data_type(GemmType t) { return t == GemmType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+int64_t element_bytes(GemmType t) { return t == GemmType::bf16 ? 2 : 4; }
 
 uint32_t alignment(const void* p) {
   const auto v = reinterpret_cast<uintptr_t>(p);
   uint32_t a = 256;
-  while (a > 4 && v % a) a /= 2;
+  while (a > 2 && v % a) a /= 2;
   return a;
 }
 
-cublasLtMatrixLayout_t layout(int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+cublasLtMatrixLayout_t layout(GemmType t, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
   cublasLtMatrixLayout_t l;
-  MF_CUBLAS(cublasLtMatrixLayoutCreate(&l, CUDA_R_32F, rows, cols, ld));
+  MF_CUBLAS(cublasLtMatrixLayoutCreate(&l, data_type(t), rows, cols, ld));
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
     MF_CUBLAS(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
@@ -51,13 +54,22 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  cublasLtEpilogue_t epi = g.epilogue == Epilogue::bias        ? CUBLASLT_EPILOGUE_BIAS
-                           : g.epilogue == Epilogue::relu_bias ? (g.bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
-                                                               : CUBLASLT_EPILOGUE_DEFAULT;
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  switch (g.epilogue) {
+    case Epilogue::none: break;
+    case Epilogue::bias: epi = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT; break;
+    case Epilogue::relu_bias: epi = g.bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU; break;
+    case Epilogue::gelu_bias: epi = g.bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU; break;
+  }
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-  p->la = g.trans_a ? layout(g.k, g.m, g.lda, g.batch, g.stride_a) : layout(g.m, g.k, g.lda, g.batch, g.stride_a);
-  p->lb = g.trans_b ? layout(g.n, g.k, g.ldb, g.batch, g.stride_b) : layout(g.k, g.n, g.ldb, g.batch, g.stride_b);
-  p->ld = layout(g.m, g.n, g.ldd, g.batch, g.stride_d);
+  if (g.bias) {
+    const cudaDataType_t bias_type = data_type(g.type);
+    MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+  }
+  const GemmType t = g.type;
+  p->la = g.trans_a ? layout(t, g.k, g.m, g.lda, g.batch, g.stride_a) : layout(t, g.m, g.k, g.lda, g.batch, g.stride_a);
+  p->lb = g.trans_b ? layout(t, g.n, g.k, g.ldb, g.batch, g.stride_b) : layout(t, g.k, g.n, g.ldb, g.batch, g.stride_b);
+  p->ld = layout(t, g.m, g.n, g.ldd, g.batch, g.stride_d);
 
   cublasLtMatmulPreference_t pref;
   MF_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
@@ -72,8 +84,8 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
       cublasLtMatmulAlgoGetHeuristic(c.lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   MF_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
-           "cuBLASLt has no algorithm for a {}x{}x{} fp32 product (batch {}, status {})", g.m, g.n, g.k, g.batch,
-           static_cast<int>(st));
+           "cuBLASLt has no algorithm for a {}x{}x{} {} product (batch {}, status {})", g.m, g.n, g.k,
+           g.type == GemmType::bf16 ? "bf16" : "fp32", g.batch, static_cast<int>(st));
   p->algo = result.algo;
   return p;
 }
@@ -83,12 +95,13 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
 void run_gemm(const Gemm& g) {
   if (g.m == 0 || g.n == 0) return;
   Context& c = context();
+  const int64_t esize = element_bytes(g.type);
   uint32_t align = std::min(std::min(alignment(g.a), alignment(g.b)), alignment(g.d));
   if (g.bias) align = std::min(align, alignment(g.bias));
   for (int64_t ld : {g.lda, g.ldb, g.ldd})
-    while (align > 4 && (ld * 4) % align) align /= 2;
+    while (align > esize && (ld * esize) % align) align /= 2;
   static std::map<Key, std::unique_ptr<Plan>> plans;
-  const Key key{g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
+  const Key key{static_cast<int>(g.type), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
                 static_cast<int>(g.epilogue) * 2 + (g.bias != nullptr), static_cast<int>(align)};
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;
@@ -96,7 +109,7 @@ void run_gemm(const Gemm& g) {
   if (g.bias) MF_CUBLAS(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)));
   const float one = 1.f, zero = 0.f;
   if (g.k == 0) {  // an empty sum: cuBLASLt would not write D
-    MF_CUDA(cudaMemsetAsync(g.d, 0, sizeof(float) * g.ldd * g.n * g.batch, c.stream));
+    MF_CUDA(cudaMemsetAsync(g.d, 0, static_cast<size_t>(esize * g.ldd * g.n * g.batch), c.stream));
     MF_CHECK(g.bias == nullptr, "an empty product with a bias is not supported on the GPU");
     return;
   }
@@ -104,16 +117,17 @@ void run_gemm(const Gemm& g) {
                            c.workspace_bytes, c.stream));
 }
 
-void linear_rows(const float* x, const float* w, const float* bias, float* y, int64_t M, int64_t N, int64_t K,
-                 bool relu) {
+void linear_rows(GemmType type, const void* x, const void* w, const void* bias, void* y, int64_t M, int64_t N,
+                 int64_t K, Epilogue epilogue) {
   Gemm g;
+  g.type = type;
   g.trans_a = true;  // W [N, K] row-major is Wᵀ column-major (K×N); op(A) = W, N×K
   g.m = N, g.n = M, g.k = K;
   g.a = w, g.lda = K;
   g.b = x, g.ldb = K;
   g.d = y, g.ldd = N;
   g.bias = bias;
-  g.epilogue = relu ? Epilogue::relu_bias : (bias ? Epilogue::bias : Epilogue::none);
+  g.epilogue = epilogue;
   run_gemm(g);
 }
 

@@ -1,33 +1,38 @@
-// Matrix products on the GPU through cuBLASLt, fp32 in and out with fp32 accumulation (TF32 off:
-// parity with float64 references needs full fp32 products).
+// Matrix products on the GPU through cuBLASLt, always with fp32 accumulation: fp32 operands (TF32
+// off: parity with float64 references needs full fp32 products), or bf16 operands and output (the
+// bf16 mode; the tensor cores' rate).
 #pragma once
 
 #include <cstdint>
 
 namespace mf::cuda {
 
-enum class Epilogue { none, bias, relu_bias };
+// gelu_bias is cuBLASLt's GELU, the tanh approximation; the backend uses it only in bf16, where its
+// difference from the erf GELU (≤ 4.8e-4) is far below the bf16 rounding of the stored result.
+enum class Epilogue { none, bias, relu_bias, gelu_bias };
+enum class GemmType { f32, bf16 };  // of A, B, D and the bias
 
 // Column-major D[m, n] = op(A) · op(B) (+ bias[m] per row with Epilogue::bias), `batch` products
 // with the given element strides (0: the same matrix for every product). Row-major callers swap
 // the operands: y = x · Wᵀ is yᵀ = W · xᵀ.
 struct Gemm {
+  GemmType type = GemmType::f32;
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
-  const float* a = nullptr;
+  const void* a = nullptr;
   int64_t lda = 0, stride_a = 0;
-  const float* b = nullptr;
+  const void* b = nullptr;
   int64_t ldb = 0, stride_b = 0;
-  float* d = nullptr;
+  void* d = nullptr;
   int64_t ldd = 0, stride_d = 0;
   int64_t batch = 1;
-  const float* bias = nullptr;
+  const void* bias = nullptr;
   Epilogue epilogue = Epilogue::none;
 };
 void run_gemm(const Gemm& g);
 
-// Row-major y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]), optionally ReLU: the Linear layer.
-void linear_rows(const float* x, const float* w, const float* bias, float* y, int64_t M, int64_t N, int64_t K,
-                 bool relu = false);
+// Row-major y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]) with an epilogue: the Linear layer.
+void linear_rows(GemmType type, const void* x, const void* w, const void* bias, void* y, int64_t M, int64_t N,
+                 int64_t K, Epilogue epilogue = Epilogue::bias);
 
 }  // namespace mf::cuda

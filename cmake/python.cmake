@@ -75,8 +75,10 @@ if(NOT DEFINED METAFORMER_PYTHON_INSTALL_DIR)
   set(METAFORMER_PYTHON_INSTALL_DIR ${_mf_python_dir} CACHE STRING
       "Where `cmake --install` puts the metaformer package (relative to the prefix, or absolute)")
 endif()
-install(TARGETS mf_python LIBRARY DESTINATION ${METAFORMER_PYTHON_INSTALL_DIR}/metaformer)
-install(FILES ${MF_PYTHON_FILES} DESTINATION ${METAFORMER_PYTHON_INSTALL_DIR}/metaformer)
+# Its own component, so that scripts/setup.sh can install just the module:
+# `cmake --install build --component python`.
+install(TARGETS mf_python LIBRARY DESTINATION ${METAFORMER_PYTHON_INSTALL_DIR}/metaformer COMPONENT python)
+install(FILES ${MF_PYTHON_FILES} DESTINATION ${METAFORMER_PYTHON_INSTALL_DIR}/metaformer COMPONENT python)
 message(STATUS "Python module: on (${Python_EXECUTABLE} ${Python_VERSION}, installs into "
                "PREFIX/${METAFORMER_PYTHON_INSTALL_DIR})")
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-import metaformer
+from conftest import SKIP_REASON
+
+metaformer = pytest.importorskip("metaformer", reason=SKIP_REASON)
 
 
 def test_list_models_with_wildcards():

@@ -3,11 +3,12 @@ every kind of input (numpy, buffer protocol, DLPack), and a clear exception for 
 
 import os
 
-import numpy as np
 import pytest
 
-import metaformer
-from conftest import golden_dir, read_safetensors, rel_error, run_cli
+from conftest import SKIP_REASON, golden_dir, read_safetensors, rel_error, run_cli
+
+np = pytest.importorskip("numpy")
+metaformer = pytest.importorskip("metaformer", reason=SKIP_REASON)
 
 
 def test_golden_logits_match_timm(golden_poolformer):

@@ -4,11 +4,12 @@
 import os
 import re
 
-import numpy as np
 import pytest
 
-import metaformer
-from conftest import DATA, golden_dir, run_cli
+from conftest import SKIP_REASON, DATA, golden_dir, run_cli
+
+np = pytest.importorskip("numpy")
+metaformer = pytest.importorskip("metaformer", reason=SKIP_REASON)
 
 PHOTO = os.path.join(DATA, "image", "photo.png")
 

@@ -4,8 +4,10 @@ import os
 
 import pytest
 
-import metaformer
-from conftest import REPO
+from conftest import SKIP_REASON, REPO
+
+np = pytest.importorskip("numpy")
+metaformer = pytest.importorskip("metaformer", reason=SKIP_REASON)
 
 CONFIG = os.path.join(REPO, "configs", "fmnist_convformer.json")
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -13,7 +15,7 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 def test_a_tiny_run_returns_its_metrics(tmp_path):
     data = "fashion-mnist" if os.path.isdir(FASHION_MNIST) else "long-range"
-    metrics = metaformer.train(config=CONFIG, data=data, epochs=1, subset=256, eval_subset=256, batch=32,
+    metrics = metaformer.train(config=CONFIG, data=data, epochs=1, subset=128, eval_subset=128, batch=32,
                                out=tmp_path / "run", threads=2, workers=1, seed=3, no_progress=True, lr=3e-3)
     assert isinstance(metrics, list) and len(metrics) == 1
     assert metrics[0]["epoch"] == 1

@@ -145,3 +145,23 @@ def test_pretrained_offline_without_a_cache_is_a_metaformer_error(monkeypatch, t
         metaformer.create_model("poolformer_s12", pretrained=True)
     with pytest.raises(ValueError, match="not both"):
         metaformer.create_model("poolformer_s12", pretrained=True, weights="w.safetensors")
+
+
+def test_threads_may_share_a_model(golden_poolformer):
+    # Runs release the GIL and take turns on the engine: concurrent calls give the serial results.
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, io = golden_poolformer
+    expected = model(io["input"])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: model(io["input"]), range(8)))
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+def test_a_torch_cpu_tensor_goes_through_dlpack(golden_poolformer):
+    torch = pytest.importorskip("torch")
+    model, io = golden_poolformer
+    np.testing.assert_array_equal(model(torch.from_numpy(io["input"])), model(io["input"]))
+    with pytest.raises(TypeError, match="float32; got float64"):
+        model(torch.from_numpy(io["input"]).double())

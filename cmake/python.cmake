@@ -10,6 +10,12 @@ if(METAFORMER_PYTHON STREQUAL "OFF")
   message(STATUS "Python module: off (METAFORMER_PYTHON=OFF)")
   return()
 endif()
+# An extension built with AddressSanitizer cannot be loaded by an uninstrumented python3 (the ASan
+# runtime must come first), so the sanitizer build leaves it out unless asked for.
+if(METAFORMER_SANITIZE AND METAFORMER_PYTHON STREQUAL "AUTO")
+  message(STATUS "Python module: off (sanitizer build; METAFORMER_PYTHON=ON to build it anyway)")
+  return()
+endif()
 
 # The system's interpreter (what a fresh Debian machine has, and what its python3-numpy and
 # pybind11-dev belong to), not the first python3 on PATH (a pyenv or venv without numpy).

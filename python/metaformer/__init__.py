@@ -11,6 +11,7 @@ preprocessing, the same training code.
 
 import fnmatch
 import json
+import numbers
 import os
 import struct
 
@@ -63,8 +64,9 @@ def _threads_arg(threads, what="threads"):
     """None -> 0 (all hardware threads); otherwise an int in 1.._MAX_THREADS."""
     if threads is None:
         return 0
-    if isinstance(threads, bool) or not isinstance(threads, int):
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
         raise TypeError(f"{what} must be an int (or None for all cores), got {type(threads).__name__}")
+    threads = int(threads)
     if not 1 <= threads <= _MAX_THREADS:
         raise ValueError(f"{what} must be 1..{_MAX_THREADS} (or None for all cores), got {threads}")
     return threads
@@ -94,8 +96,11 @@ def create_model(model_name=None, pretrained=False, weights=None, *, checkpoint_
     dtype        "float32", or "bfloat16" (the matrix products in bf16, cpu backend).
     threads      compute threads, 1..1024; None: all cores.
     num_classes  the classifier's size; None: the checkpoint's (or the description's).
-    config       a JSON model description (docs/config.md) instead of model_name.
+    config       a JSON model description (docs/config.md) instead of model_name (a model_name
+                 ending in ".json" is taken as one, as the C API does).
     """
+    if config is None and isinstance(model_name, str) and model_name.endswith(".json"):
+        model_name, config = None, model_name  # a description's path, as the C API takes it
     if checkpoint_path is not None:
         if weights is not None:
             raise ValueError("give weights= or checkpoint_path= (the same thing), not both")
@@ -116,10 +121,11 @@ def create_model(model_name=None, pretrained=False, weights=None, *, checkpoint_
     threads = _threads_arg(threads)
     if num_classes is None:
         num_classes = 0
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int):
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
         raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
     elif not 1 <= num_classes <= 1000000:
         raise ValueError(f"num_classes must be 1..1000000, got {num_classes}")
+    num_classes = int(num_classes)
 
     architecture, tag = None, None
     if model_name is not None:
@@ -343,11 +349,15 @@ def train(**options):
             raise TypeError(f"train(): {key} takes a value, not {value!r}")
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
-        elif isinstance(value, float):
-            value = repr(value)
-        elif not isinstance(value, (str, int)):
+        elif isinstance(value, numbers.Integral):
+            value = int(value)
+        elif isinstance(value, numbers.Real):
+            value = repr(float(value))  # every digit: 3e-3 stays 0.003
+        elif not isinstance(value, str):
             raise TypeError(f"train(): {key} must be a string or a number, got {type(value).__name__}")
         args += [option, str(value)]
+    if options.get("out") is None and options.get("resume") is None:
+        raise TypeError("train() needs out= (the run folder to create) or resume= (a run folder to continue)")
     _core.run_train(args)
     run_dir = options.get("out") or options.get("resume")
     return _read_metrics(os.path.join(os.fspath(run_dir), "metrics.jsonl"))

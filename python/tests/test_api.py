@@ -1,8 +1,10 @@
 """The package's timm-style surface: list_models, info, pretrained_cfg."""
 
+import os
+
 import pytest
 
-from conftest import SKIP_REASON
+from conftest import SKIP_REASON, golden_dir
 
 metaformer = pytest.importorskip("metaformer", reason=SKIP_REASON)
 
@@ -44,3 +46,9 @@ def test_num_classes_and_dtype_options():
     model = metaformer.create_model("poolformer_s12", num_classes=7, dtype="bfloat16", threads=1)
     assert model.num_classes == 7 and model.info()["dtype"] == "bfloat16"
     assert model.pretrained_cfg["num_classes"] == 7
+
+
+def test_a_json_path_as_the_name_is_a_description():
+    path = os.path.join(golden_dir("poolformer"), "config.json")
+    model = metaformer.create_model(path, threads=1)
+    assert model.name == "golden_poolformer" and model.num_classes == 10

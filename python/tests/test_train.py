@@ -37,5 +37,7 @@ def test_bad_values_are_value_errors_and_engine_refusals_metaformer_errors(tmp_p
         metaformer.train(config=CONFIG, data="fashion-mnist", epochs=0, out=tmp_path / "a")
     with pytest.raises(ValueError, match="threads must be 1..1024"):
         metaformer.train(config=CONFIG, data="fashion-mnist", threads=0, out=tmp_path / "a")
-    with pytest.raises(metaformer.Error, match="give --out"):
+    with pytest.raises(TypeError, match="needs out="):
         metaformer.train(config=CONFIG, data="fashion-mnist")
+    with pytest.raises(metaformer.Error, match="give --data"):
+        metaformer.train(config=CONFIG, out=tmp_path / "b")

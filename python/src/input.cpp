@@ -22,9 +22,9 @@ std::string buffer_dtype_name(const char* format, Py_ssize_t itemsize) {
     f.erase(0, 1);
   }
   static const std::pair<const char*, const char*> names[] = {
-      {"f", "float32"}, {"d", "float64"}, {"e", "float16"}, {"g", "float128"}, {"b", "int8"},   {"B", "uint8"},
-      {"h", "int16"},   {"H", "uint16"},  {"i", "int32"},   {"I", "uint32"},   {"q", "int64"},  {"Q", "uint64"},
-      {"?", "bool"},    {"Zf", "complex64"}, {"Zd", "complex128"}};
+      {"f", "float32"}, {"d", "float64"}, {"e", "float16"}, {"g", "float128"},   {"b", "int8"},
+      {"B", "uint8"},   {"h", "int16"},   {"H", "uint16"},  {"i", "int32"},      {"I", "uint32"},
+      {"q", "int64"},   {"Q", "uint64"},  {"?", "bool"},    {"Zf", "complex64"}, {"Zd", "complex128"}};
   for (const auto& [code, name] : names)
     if (f == code) return order + name;
   if (f == "l" || f == "L") return fmt::format("{}int{}", f == "L" ? "u" : "", 8 * itemsize);
@@ -32,13 +32,13 @@ std::string buffer_dtype_name(const char* format, Py_ssize_t itemsize) {
 }
 
 std::string dlpack_dtype_name(const dlpack::DataType& t) {
-  const char* kind = t.code == dlpack::kFloat    ? "float"
-                     : t.code == dlpack::kInt    ? "int"
-                     : t.code == dlpack::kUInt   ? "uint"
-                     : t.code == dlpack::kBfloat ? "bfloat"
+  const char* kind = t.code == dlpack::kFloat     ? "float"
+                     : t.code == dlpack::kInt     ? "int"
+                     : t.code == dlpack::kUInt    ? "uint"
+                     : t.code == dlpack::kBfloat  ? "bfloat"
                      : t.code == dlpack::kComplex ? "complex"
-                     : t.code == dlpack::kBool   ? "bool"
-                                                 : "type code ";
+                     : t.code == dlpack::kBool    ? "bool"
+                                                  : "type code ";
   std::string name = t.code == dlpack::kBool ? "bool" : fmt::format("{}{}", kind, t.bits);
   return t.lanes == 1 ? name : fmt::format("{}x{}", name, t.lanes);
 }
@@ -46,7 +46,8 @@ std::string dlpack_dtype_name(const dlpack::DataType& t) {
 [[noreturn]] void wrong_dtype(const std::string& got) {
   throw py::type_error(fmt::format(
       "model input must be float32; got {} (convert it with x.astype(numpy.float32), or x.float() for a torch "
-      "tensor)", got));
+      "tensor)",
+      got));
 }
 
 // Row-major with unit element stride; dimensions of size 1 may have any stride.
@@ -76,14 +77,16 @@ InputBatch::InputBatch(py::handle object) {
   } else {
     throw py::type_error(fmt::format(
         "model input must be a float32 array [N, C, H, W] or [C, H, W]: a numpy array, or an object with the "
-        "buffer protocol or __dlpack__ (a torch CPU tensor); got {}", std::string(py::str(py::type::of(object)))));
+        "buffer protocol or __dlpack__ (a torch CPU tensor); got {}",
+        std::string(py::str(py::type::of(object)))));
   }
 }
 
 void InputBatch::set_shape(const int64_t* dims, int ndim) {
   if (ndim != 3 && ndim != 4)
-    throw py::value_error(fmt::format(
-        "model input must be a batch of images (N, C, H, W) or one image (C, H, W); got shape {}", shape_str(dims, ndim)));
+    throw py::value_error(
+        fmt::format("model input must be a batch of images (N, C, H, W) or one image (C, H, W); got shape {}",
+                    shape_str(dims, ndim)));
   const int offset = ndim == 3 ? 1 : 0;
   shape_[0] = 1;
   for (int i = 0; i < ndim; ++i) shape_[static_cast<size_t>(i + offset)] = dims[i];
@@ -97,8 +100,7 @@ void InputBatch::from_buffer(py::handle object) {
   if (fmt_name != "float32" || view_.itemsize != 4) wrong_dtype(fmt_name);
   std::array<int64_t, 8> dims{}, strides{};
   const int ndim = view_.ndim;
-  if (ndim < 0 || ndim > 8)
-    throw py::value_error(fmt::format("model input must have 3 or 4 dimensions; got {}", ndim));
+  if (ndim < 0 || ndim > 8) throw py::value_error(fmt::format("model input must have 3 or 4 dimensions; got {}", ndim));
   for (int i = 0; i < ndim; ++i) {
     dims[static_cast<size_t>(i)] = view_.shape[i];
     // Strides in bytes; one that is not a whole number of floats is never contiguous.
@@ -107,9 +109,9 @@ void InputBatch::from_buffer(py::handle object) {
   }
   set_shape(dims.data(), ndim);
   if (view_.strides && !c_contiguous(dims.data(), strides.data(), ndim))
-    throw py::value_error(fmt::format("model input is not C-contiguous (shape {}, strides in bytes {}); {}",
-                                      shape_str(dims.data(), ndim),
-                                      shape_str(reinterpret_cast<const int64_t*>(view_.strides), ndim), kContiguousHint));
+    throw py::value_error(
+        fmt::format("model input is not C-contiguous (shape {}, strides in bytes {}); {}", shape_str(dims.data(), ndim),
+                    shape_str(reinterpret_cast<const int64_t*>(view_.strides), ndim), kContiguousHint));
   data_ = static_cast<const float*>(view_.buf);
 }
 
@@ -127,7 +129,8 @@ void InputBatch::from_dlpack(py::handle object) {
     throw py::value_error(fmt::format(
         "model input is on DLPack device type {} (id {}); the engine reads CPU memory: move it first (x.cpu())",
         t.device.device_type, t.device.device_id));
-  if (!(t.dtype.code == dlpack::kFloat && t.dtype.bits == 32 && t.dtype.lanes == 1)) wrong_dtype(dlpack_dtype_name(t.dtype));
+  if (!(t.dtype.code == dlpack::kFloat && t.dtype.bits == 32 && t.dtype.lanes == 1))
+    wrong_dtype(dlpack_dtype_name(t.dtype));
   if (t.ndim < 0 || t.ndim > 8)
     throw py::value_error(fmt::format("model input must have 3 or 4 dimensions; got {}", t.ndim));
   set_shape(t.shape, t.ndim);

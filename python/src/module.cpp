@@ -7,8 +7,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -93,12 +93,14 @@ class Model {
     if (h < 1 || w < 1 || h > 16384 || w > 16384)
       throw py::value_error(fmt::format("height and width must be 1..16384; got shape {}", shape_str(dims, 4)));
     if (fixed_input_size_ && (h != cfg.input.size || w != cfg.input.size))
-      throw py::value_error(fmt::format("model {} runs only at {}x{} (its token-mixing weights fix the size); got "
-                                        "shape {}", cfg.name, cfg.input.size, cfg.input.size, shape_str(dims, 4)));
+      throw py::value_error(
+          fmt::format("model {} runs only at {}x{} (its token-mixing weights fix the size); got "
+                      "shape {}",
+                      cfg.name, cfg.input.size, cfg.input.size, shape_str(dims, 4)));
     const ConvSpec& stem = cfg.stem;
     if (h + 2 * stem.padding < stem.kernel_size || w + 2 * stem.padding < stem.kernel_size)
-      throw py::value_error(fmt::format("input {}x{} is smaller than the stem's {}x{} kernel", h, w, stem.kernel_size,
-                                        stem.kernel_size));
+      throw py::value_error(
+          fmt::format("input {}x{} is smaller than the stem's {}x{} kernel", h, w, stem.kernel_size, stem.kernel_size));
     py::array_t<float> logits({n, static_cast<int64_t>(cfg.num_classes)});
     float* out = logits.mutable_data();
     {
@@ -157,8 +159,10 @@ class Model {
   EvalTransform transform() const {
     const MetaFormerConfig& c = config();
     if (c.in_chans != 3)
-      throw py::value_error(fmt::format("the preprocessing transform makes RGB batches; model {} takes {} input "
-                                        "channel(s)", c.name, c.in_chans));
+      throw py::value_error(
+          fmt::format("the preprocessing transform makes RGB batches; model {} takes {} input "
+                      "channel(s)",
+                      c.name, c.in_chans));
     EvalTransform t;  // as `metaformer classify` builds it
     t.size = c.input.size;
     t.crop_pct = c.input.crop_pct;

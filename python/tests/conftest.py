@@ -9,6 +9,11 @@ import subprocess
 
 import pytest
 
+# As scripts/test.sh does for ctest: libgomp's threads wait passively, so that the engine in this
+# process and the CLI runs it starts do not spin against each other on a busy machine. Read when
+# the engine's OpenMP runtime starts, so set before any test module imports metaformer.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     import numpy
 except ImportError:  # the test modules skip, each with the reason

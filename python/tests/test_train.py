@@ -15,8 +15,8 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 def test_a_tiny_run_returns_its_metrics(tmp_path):
     data = "fashion-mnist" if os.path.isdir(FASHION_MNIST) else "long-range"
-    metrics = metaformer.train(config=CONFIG, data=data, epochs=1, subset=128, eval_subset=128, batch=32,
-                               out=tmp_path / "run", threads=2, workers=1, seed=3, no_progress=True, lr=3e-3)
+    metrics = metaformer.train(config=CONFIG, data=data, epochs=1, subset=64, eval_subset=64, batch=32,
+                               out=tmp_path / "run", threads=1, workers=1, seed=3, no_progress=True, lr=3e-3)
     assert isinstance(metrics, list) and len(metrics) == 1
     assert metrics[0]["epoch"] == 1
     assert os.path.exists(tmp_path / "run" / "model.safetensors")

@@ -12,6 +12,8 @@ PACKAGES=(
   libgtest-dev libbenchmark-dev             # tests and microbenchmarks
   clang libclang-rt-14-dev libomp-dev       # libFuzzer targets (clang + sanitizer runtimes)
   dataset-fashion-mnist                     # the embedded default dataset
+  pybind11-dev python3-dev                  # the Python module (import metaformer; docs/python.md)
+  python3-numpy python3-pytest              # its arrays and its tests
   "$@"                                      # extra packages a caller needs (bench/run.sh: the peers)
 )
 missing=()

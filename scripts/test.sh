@@ -11,4 +11,11 @@ cd "$(dirname "$0")/.."
 # alone, measured). Passive waiting keeps two at once at the speed of one (1.2 s each). Tests check
 # correctness, never speed, so the suite runs with it.
 OMP_WAIT_POLICY=PASSIVE ctest --test-dir build --output-on-failure -j"$(nproc)"
+# The Python module's pytest tests (python/tests) are the ctest test Python.Pytest, run against the
+# build tree (PYTHONPATH=build/python); without the module or pytest they are not there.
+python_tests=$(ctest --test-dir build -N -R '^Python\.Pytest$')
+if [[ "$python_tests" != *"Total Tests: 1"* ]]; then
+  echo "note: the Python tests were skipped: the module was not built (needs pybind11-dev, python3-dev) or" \
+       "python3-pytest/python3-numpy are missing"
+fi
 ./scripts/fuzz.sh smoke

@@ -41,6 +41,7 @@ struct Point {
   std::string model;
   int batch = 1;
   double median_ms = 0, min_ms = 0, max_ms = 0, gmacs_per_image = 0, peak_rss_mb = 0;
+  double peak_gpu_mb = 0;  // the GPU memory pool's peak (cuda backend), weights included
   int runs = 0;
   OpProfile profile;
 };
@@ -78,6 +79,8 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   const auto& c = lm.model->config();
   const int res = resolution > 0 ? resolution : c.input.size;
   Ctx ctx = lm.ctx();
+  const bool gpu = lm.backend->device() == Device::CUDA;
+  if (gpu) reset_gpu_peak();
   Tensor x = bench_input(input, batch, res, c.in_chans, ctx.exec);
   for (int i = 0; i < warmup; ++i) lm.model->run(ctx, x);
   lm.backend->synchronize();  // a GPU runs asynchronously: every timed pass ends with a wait
@@ -103,13 +106,14 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   p.gmacs_per_image = static_cast<double>(p.profile.total_macs()) / 1e9 / batch;
   if (!profile) p.profile.clear();
   p.peak_rss_mb = peak_rss_mb();
+  if (gpu) p.peak_gpu_mb = static_cast<double>(gpu_peak_bytes()) / (1 << 20);
   return p;
 }
 
 nlohmann::json to_json(const Point& p) {
   nlohmann::json j{{"model", p.model},   {"batch", p.batch},   {"median_ms", p.median_ms},
                    {"min_ms", p.min_ms}, {"max_ms", p.max_ms}, {"gmacs", p.gmacs_per_image},
-                   {"rss", p.peak_rss_mb}, {"runs", p.runs}};
+                   {"rss", p.peak_rss_mb}, {"gpu", p.peak_gpu_mb}, {"runs", p.runs}};
   j["seconds"] = p.profile.seconds;
   j["calls"] = p.profile.calls;
   j["macs"] = p.profile.macs;
@@ -125,6 +129,7 @@ Point from_json(const nlohmann::json& j) {
   p.max_ms = j["max_ms"];
   p.gmacs_per_image = j["gmacs"];
   p.peak_rss_mb = j["rss"];
+  p.peak_gpu_mb = j["gpu"];
   p.runs = j["runs"];
   p.profile.seconds = j["seconds"];
   p.profile.calls = j["calls"];
@@ -152,6 +157,7 @@ nlohmann::json labelled_json(const Point& p, int threads, const ModelArgs& m, in
                    {"gmacs_per_image", p.gmacs_per_image},
                    {"gflops_per_s", 2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0)},
                    {"peak_rss_mb", p.peak_rss_mb}};
+  if (m.backend == "cuda") j["peak_gpu_mb"] = p.peak_gpu_mb;
   // Per op, from the one profiled pass (with --profile only: without it the child keeps no profile).
   if (profiled) {
     nlohmann::json ops = nlohmann::json::array();
@@ -234,7 +240,7 @@ void register_bench(CLI::App& app) {
   sub->add_option("--threads,-t", args->model.threads, "threads (default: all cores)");
   sub->add_option("--backend", args->model.backend, "cpu, ref or cuda")->capture_default_str();
   sub->add_option("--device", args->model.device, "cuda or cuda:N with --backend cuda");
-  sub->add_option("--dtype", args->model.dtype, "precision of the matrix products: fp32 or bf16")->capture_default_str();
+  sub->add_option("--dtype", args->model.dtype, "fp32, or bf16 (matrix products on cpu, activations on cuda)")->capture_default_str();
   sub->add_option("--resolution,-r", args->resolution, "input size (default: the model's)")->check(CLI::Range(1, 4096));
   sub->add_option("--seed", args->model.seed, "seed of the random weights used without --weights")->capture_default_str();
   sub->add_option("--warmup", args->warmup, "untimed passes first")->capture_default_str()->check(CLI::Range(0, 100));
@@ -274,17 +280,21 @@ void register_bench(CLI::App& app) {
       batches.push_back(v);
     }
     parse_precision(args->model.dtype);  // a bad name fails here, once, not in each child
-    fmt::print("| model | batch | threads | backend | latency ms (median) | min-max ms | images/s | GMACs/img | "
-               "GFLOP/s | peak RSS MB |\n");
-    fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    const bool gpu = args->model.backend == "cuda";
     std::vector<Point> points;
     for (auto& model : models)
       for (int b : batches) {
         Point p = measure_in_child(args->model, model, args->input, b, args->resolution, args->warmup, args->runs, args->profile);
-        fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |\n", p.model,
+        if (points.empty()) {  // after the first point: a model that cannot run prints its error line alone
+          fmt::print("| model | batch | threads | backend | latency ms (median) | min-max ms | images/s | GMACs/img | "
+                     "GFLOP/s | peak RSS MB |{}\n", gpu ? " peak GPU MB |" : "");
+          fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|{}\n", gpu ? "---:|" : "");
+        }
+        fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |{}\n", p.model,
                    p.batch, threads, args->model.dtype == "fp32" ? args->model.backend : args->model.backend + " " + args->model.dtype, p.median_ms, p.min_ms, p.max_ms,
                    1000.0 * p.batch / p.median_ms, p.gmacs_per_image,
-                   2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0), p.peak_rss_mb);
+                   2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0), p.peak_rss_mb,
+                   gpu ? fmt::format(" {:.0f} |", p.peak_gpu_mb) : "");
         std::fflush(stdout);
         points.push_back(std::move(p));
       }

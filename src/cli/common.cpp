@@ -39,7 +39,7 @@ void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
       ->capture_default_str();
   app->add_option("--device", a.device, "cuda or cuda:N with --backend cuda (default: cuda:0)");
   app->add_option("--threads,-t", a.threads, "threads (default: all cores)")->check(CLI::Range(0, 4096));
-  app->add_option("--dtype", a.dtype, "precision of the matrix products: fp32, or bf16 (cpu backend; docs/bf16.md)")
+  app->add_option("--dtype", a.dtype, "fp32, or bf16: bf16 matrix products on cpu (docs/bf16.md), bf16 activations on cuda (docs/cuda.md)")
       ->capture_default_str();
   app->add_option("--num-classes", a.num_classes, "classifier size (default: the weights' or the config's)")
       ->check(CLI::Range(1, 1000000));

@@ -190,6 +190,20 @@ int gpu_count() {
 #endif
 }
 
+size_t gpu_peak_bytes() {
+#ifdef MF_HAVE_CUDA
+  return gpu_count() > 0 ? cuda_peak_bytes() : 0;
+#else
+  return 0;
+#endif
+}
+
+void reset_gpu_peak() {
+#ifdef MF_HAVE_CUDA
+  if (gpu_count() > 0) cuda_reset_peak();
+#endif
+}
+
 void select_device(const std::string& spec, const std::string& backend) {
   if (spec.empty()) return;
   if (spec == "cpu") {

@@ -194,5 +194,9 @@ void select_device(const std::string& spec, const std::string& backend);
 bool built_with_cuda();
 // CUDA GPUs this process can use (0 without CUDA in the build, a driver or a GPU).
 int gpu_count();
+// The most bytes the GPU memory pool has held for tensors since the last reset (0 without CUDA or
+// before the cuda backend's first use); what bench reports as peak GPU memory.
+size_t gpu_peak_bytes();
+void reset_gpu_peak();
 
 }  // namespace mf

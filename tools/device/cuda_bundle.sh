@@ -17,7 +17,7 @@ if [ ! -f "$stage/deps.tar.xz" ]; then
   tmp=$(mktemp -d)
   for p in libdnnl-dev libdnnl2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libstb-dev libstb0 libgtest-dev \
            libfftw3-dev libfftw3-single3 zlib1g-dev libpkgconf3 pkgconf-bin pkgconf ocl-icd-libopencl1 \
-           opencl-c-headers ocl-icd-opencl-dev; do
+           opencl-c-headers ocl-icd-opencl-dev libcurl4-openssl-dev; do
     dpkg -L "$p"
   done | grep -v -E '^/usr/share/(doc|man|lintian|info)' | sort -u | while read -r f; do
     if [ -f "$f" ] || [ -L "$f" ]; then echo "${f#/}"; fi

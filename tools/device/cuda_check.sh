@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # On the GPU machine (one H200; see docs/cuda.md): builds the CUDA backend from the staged source
 # (tools/device/cuda_bundle.sh) and runs, logging under $OUT:
-#   ops.log       test-backend-ops --backend cuda: every op case against the reference backend (fp32)
+#   ops.log       test-backend-ops --backend cuda: every op case against the reference backend (fp32,
+#                 then bf16 storage)
 #   checks.log    the golden models on cuda (verify), the CUDA unit tests, out of GPU memory, a bad device
 #   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
-#   bench.md      batch-256 throughput (fp32, TF32 off) of poolformer_s12, convformer_s18, caformer_s18,
-#                 mambaout_femto, with --profile
+#   bench.md      batch-256 throughput (fp32, TF32 off; then bf16) of poolformer_s12, convformer_s18,
+#                 caformer_s18, mambaout_femto, with --profile
+#   sbs.md        (step sbs, not in the default set: minutes of torch.compile) bench/gpu_side_by_side.py:
+#                 the engine against timm eager and torch.compile in bf16, batch 256 and 1, peak memory
 #   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops checks parity bench memcheck (default: all).
+# build ops checks parity bench memcheck sbs (default: all but sbs).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 stage=$(cd "$(dirname "$0")" && pwd)
@@ -42,7 +45,7 @@ if has build; then
      echo "rc=$?" >> /tmp/parity_gen.log; touch /tmp/parity_gen.done) &
   fi
   t0=$(date +%s)
-  { cmake -S "$S" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON \
+  { cmake -S "$S" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON -DMETAFORMER_PYTHON=OFF \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc &&
     ninja -C "$B" -k 0 -j"$(nproc)" metaformer test-backend-ops mf_tests; } > "$OUT/build.log" 2>&1
   rc=$?
@@ -57,6 +60,9 @@ if has ops; then
   echo "== op harness, cuda vs ref (fp32)"
   timeout 300 "$T" --backend cuda > "$OUT/ops.log" 2>&1; echo "rc=$?"
   grep -E "FAIL|cases," "$OUT/ops.log" | tail -25
+  echo "== op harness, cuda bf16 vs ref"
+  timeout 300 "$T" --backend cuda --dtype bf16 > "$OUT/ops_bf16.log" 2>&1; echo "rc=$?"
+  grep -E "FAIL|cases," "$OUT/ops_bf16.log" | tail -25
   if grep -q FAIL "$OUT/ops.log"; then  # tell a tuned kernel's bug from the backend's
     echo "== op harness with the plain kernels (METAFORMER_CUDA_KERNELS=simple)" | tee -a "$OUT/ops.log"
     METAFORMER_CUDA_KERNELS=simple timeout 300 "$T" --backend cuda > /tmp/ops_simple.log 2>&1; echo "rc=$?"
@@ -68,6 +74,8 @@ fi
 if has checks; then
   echo "== golden models on cuda" | tee "$OUT/checks.log"
   timeout 120 "$M" verify --backend cuda $(ls -d "$S"/tests/data/golden/*/) --tolerance 2e-5 2>&1 | tee -a "$OUT/checks.log"
+  echo "== golden models on cuda, bf16 (bar 5e-2, top-1 agreement printed)" | tee -a "$OUT/checks.log"
+  timeout 120 "$M" verify --backend cuda --dtype bf16 $(ls -d "$S"/tests/data/golden/*/) --tolerance 5e-2 2>&1 | tee -a "$OUT/checks.log"
   echo "== CUDA unit tests" | tee -a "$OUT/checks.log"
   timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaBackend.*' 2>&1 | tail -30 | tee -a "$OUT/checks.log"
   # (bench caps --batch at 4096: a 4096x4096 input at batch 64 needs well over the H200's 141 GB)
@@ -93,6 +101,14 @@ if has bench; then
   echo "== throughput, batch 256, fp32 (TF32 off)"
   timeout 300 "$M" bench --backend cuda -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256 \
     --runs 10 --warmup 2 --profile 2>&1 | tee "$OUT/bench.md"
+  echo "== throughput, batch 256 and 1, bf16"
+  timeout 300 "$M" bench --backend cuda --dtype bf16 -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto \
+    -b 256,1 --runs 20 --warmup 3 --profile 2>&1 | tee -a "$OUT/bench.md"
+fi
+
+if has sbs; then
+  echo "== side by side with timm eager and torch.compile (bf16)"
+  (cd "$S" && timeout 560 python3 bench/gpu_side_by_side.py --metaformer "$M" --json "$OUT/sbs.json" 2>&1) | tee "$OUT/sbs.md"
 fi
 
 if has memcheck; then

@@ -1,6 +1,6 @@
-// The "cuda" backend: every forward op of every zoo model on an NVIDIA GPU, fp32 (docs/cuda.md).
-// GEMMs, 1×1 convolutions and the dense convolutions (through im2col) go to cuBLASLt with its bias
-// and ReLU epilogues, FFTs to cuFFT, everything else to CUDA kernels. Inputs on the CPU (a model's
+// The "cuda" backend: every forward op of every zoo model on an NVIDIA GPU, in fp32 or with bf16
+// activations (docs/cuda.md). GEMMs, 1×1 convolutions and the dense convolutions (through im2col)
+// go to cuBLASLt with its bias, ReLU and (bf16) GELU epilogues, FFTs to cuFFT, everything else to CUDA kernels. Inputs on the CPU (a model's
 // images, its parameters) are uploaded on first use and cached with the tensor's storage, like the
 // CPU backend's derived weight layouts; outputs are Device::CUDA tensors from the memory pool.
 // Backward passes are not implemented (inference only): those ops fail with "not supported".

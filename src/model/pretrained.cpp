@@ -106,7 +106,8 @@ void apply_pretrained_cfg(MetaFormerConfig& c, const std::string& model, const s
     c.num_classes = t.num_classes;
     return;
   }
-  fail("unknown pretrained tag '{}' for {} (tags: {})", tag_name, model, tag_list(tags));
+  fail("unknown pretrained tag '{}' for {}: timm has no timm/{}.{} (tags: {})", tag_name, model, model, tag_name,
+       tag_list(tags));
 }
 
 }  // namespace mf

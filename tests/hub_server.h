@@ -4,7 +4,8 @@
 //        X-Repo-Commit, X-Linked-Etag (the sha256), X-Linked-Size and a git ETag; 404 + X-Error-Code
 //        RepoNotFound for unknown repositories; 401 when a token is required and not sent
 //   GET /cdn/<sha256>  -> the bytes, honouring "Range: bytes=N-" (206, or 416 past the end)
-// Faults on the /cdn transfers: drop the connection after some bytes (a number of times), or flip a byte.
+// Faults on the /cdn transfers: drop the connection after some bytes (a number of times), flip a byte,
+// or ignore Range requests.
 // Every request is recorded for the tests to inspect. One connection at a time, closed after each answer.
 #pragma once
 
@@ -42,6 +43,7 @@ class HubTestServer {
     int64_t drop_after = -1;  // body bytes sent before the connection is dropped
     int drops = 0;            // how many /cdn transfers are dropped so
     bool corrupt = false;     // flip the first byte of every /cdn body
+    bool ignore_range = false;  // answer every /cdn GET with the whole file (200), as some servers do
     std::string token;        // required as "Authorization: Bearer <token>" on /resolve when not empty
   };
 
@@ -165,7 +167,8 @@ class HubTestServer {
       std::string body = repo->content;
       if (faults_.corrupt && !body.empty()) body[0] = static_cast<char>(body[0] ^ 0x5a);
       size_t from = 0;
-      if (const std::string range = r.header("range"); range.rfind("bytes=", 0) == 0) from = std::stoull(range.substr(6));
+      if (const std::string range = r.header("range"); range.rfind("bytes=", 0) == 0 && !faults_.ignore_range)
+        from = std::stoull(range.substr(6));
       std::vector<std::string> headers{"Content-Type: application/octet-stream", "Accept-Ranges: bytes"};
       std::string status = "200 OK";
       if (from > 0) {

@@ -208,6 +208,33 @@ TEST_F(Hub, AnIncompleteFileFromAnEarlierRunIsResumed) {
   EXPECT_FALSE(fs::exists(blobs / (sha + ".incomplete")));
 }
 
+TEST_F(Hub, AServerThatIgnoresRangeRestartsTheFileFromZero) {
+  const std::string content = random_bytes(50000, 9);
+  const std::string sha = server.add("timm/poolformer_s12.sail_in1k", content);
+  const fs::path blobs = repo_dir("poolformer_s12.sail_in1k") / "blobs";
+  fs::create_directories(blobs);
+  std::ofstream(blobs / (sha + ".incomplete"), std::ios::binary) << content.substr(0, 20000);
+  HubTestServer::Faults faults;
+  faults.ignore_range = true;
+  server.set_faults(faults);
+  // The whole file arrives (200) after a Range request: appended, it would be corrupt; it is rewritten.
+  EXPECT_EQ(read_text(hub::fetch_pretrained("poolformer_s12", quiet())), content);
+  EXPECT_EQ(server.requests().at(1).header("range"), "bytes=20000-");
+}
+
+TEST_F(Hub, ACompleteIncompleteFileIsVerifiedAndKept) {
+  // An earlier run received every byte but stopped before the rename: the Range request is answered
+  // 416, and the file is verified and moved into place.
+  const std::string content = random_bytes(30000, 10);
+  const std::string sha = server.add("timm/poolformer_s12.sail_in1k", content);
+  const fs::path blobs = repo_dir("poolformer_s12.sail_in1k") / "blobs";
+  fs::create_directories(blobs);
+  std::ofstream(blobs / (sha + ".incomplete"), std::ios::binary) << content;
+  EXPECT_EQ(read_text(hub::fetch_pretrained("poolformer_s12", quiet())), content);
+  EXPECT_EQ(server.requests().at(1).header("range"), "bytes=30000-");
+  EXPECT_FALSE(has_incomplete(repo_dir("poolformer_s12.sail_in1k")));
+}
+
 TEST_F(Hub, ACorruptedDownloadIsRejectedAndNothingOfItStays) {
   const std::string content = random_bytes(100000, 4);
   const std::string sha = server.add("timm/poolformer_s12.sail_in1k", content);

@@ -115,10 +115,11 @@ struct Sink {
 size_t write_body(char* data, size_t size, size_t n, void* user) {
   auto& s = *static_cast<Sink*>(user);
   const size_t bytes = size * n;
+  long status = 0;
+  curl_easy_getinfo(s.curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status != 200 && status != 206) return bytes;  // a redirect's or an error's page: not part of the file
   if (!s.started) {
     s.started = true;
-    long status = 0;
-    curl_easy_getinfo(s.curl, CURLINFO_RESPONSE_CODE, &status);
     if (status == 200 && s.offset > 0) {
       // The server sent the whole file instead of the range: start again from zero.
       if (std::fflush(s.file) != 0 || ::ftruncate(fileno(s.file), 0) != 0 || std::fseek(s.file, 0, SEEK_SET) != 0) {
@@ -128,9 +129,6 @@ size_t write_body(char* data, size_t size, size_t n, void* user) {
       s.offset = 0;
     }
   }
-  long status = 0;
-  curl_easy_getinfo(s.curl, CURLINFO_RESPONSE_CODE, &status);
-  if (status != 200 && status != 206) return bytes;  // an error page: not part of the file
   if (std::fwrite(data, 1, bytes, s.file) != bytes) {
     s.failed_write = true;
     return 0;

@@ -52,11 +52,19 @@ fs::path hub_cache_dir() {
   return fs::path(home) / ".cache" / "huggingface" / "hub";
 }
 
-bool hub_offline() {
-  std::string v = env("HF_HUB_OFFLINE");
+namespace {
+
+// huggingface_hub's reading of boolean variables.
+bool env_true(const char* name) {
+  std::string v = env(name);
   std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
   return v == "1" || v == "ON" || v == "YES" || v == "TRUE";
 }
+
+}  // namespace
+
+bool hub_offline() { return env_true("HF_HUB_OFFLINE"); }
+bool hub_progress_disabled() { return env_true("HF_HUB_DISABLE_PROGRESS_BARS"); }
 
 std::string hub_endpoint() {
   std::string v = env("HF_ENDPOINT");

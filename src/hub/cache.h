@@ -16,6 +16,8 @@ namespace mf::hub {
 std::filesystem::path hub_cache_dir();
 // HF_HUB_OFFLINE set to 1, ON, YES or TRUE (any case), as huggingface_hub reads it.
 bool hub_offline();
+// HF_HUB_DISABLE_PROGRESS_BARS set to a true value (as for HF_HUB_OFFLINE).
+bool hub_progress_disabled();
 // HF_ENDPOINT without a trailing slash, or https://huggingface.co.
 std::string hub_endpoint();
 // A 40-hex-digit git commit hash (a revision that names a snapshot directly).

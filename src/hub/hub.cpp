@@ -76,7 +76,7 @@ void download_blob(const std::string& repo, const std::string& endpoint, const R
   MF_CHECK(!ec, "{}: cannot create {} ({})", repo, partial.parent_path().string(), ec.message());
   // The file storage is another host on the real hub: the token goes only to the hub itself.
   const bool send_token = url_origin(m.location) == url_origin(endpoint);
-  ProgressBar bar(repo, m.size, options.progress);
+  ProgressBar bar(repo, m.size, options.progress && !hub_progress_disabled());
   for (int resumes = 0;; ++resumes) {
     const int64_t before = size_of(partial);
     const DownloadResult d = http_download(m.location, token(), send_token, partial, [&](int64_t n) { bar.update(n); });

@@ -4,12 +4,15 @@
 // `metaformer classify --pretrained` end to end. No internet needed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <optional>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "hub/hub.h"
@@ -235,6 +238,30 @@ TEST_F(Hub, ACompleteIncompleteFileIsVerifiedAndKept) {
   EXPECT_FALSE(has_incomplete(repo_dir("poolformer_s12.sail_in1k")));
 }
 
+TEST_F(Hub, ADownloadThatKeepsFailingLeavesOnlyItsIncompleteFileForTheNextRun) {
+  const std::string content = random_bytes(40000, 11);
+  const std::string sha = server.add("timm/poolformer_s12.sail_in1k", content);
+  HubTestServer::Faults faults;
+  faults.drop_after = 1000;
+  faults.drops = 1000;  // every transfer stops after 1000 bytes: the resumes run out
+  server.set_faults(faults);
+  const std::string e = error_of([&] { hub::fetch_pretrained("poolformer_s12", quiet()); });
+  EXPECT_NE(e.find("timm/poolformer_s12.sail_in1k: the download stopped after"), std::string::npos) << e;
+  EXPECT_NE(e.find("run the command again to resume"), std::string::npos) << e;
+  const fs::path root = repo_dir("poolformer_s12.sail_in1k");
+  EXPECT_FALSE(fs::exists(root / "blobs" / sha));
+  EXPECT_FALSE(fs::exists(root / "snapshots"));
+  EXPECT_FALSE(fs::exists(root / "refs"));
+  const int64_t kept = static_cast<int64_t>(fs::file_size(root / "blobs" / (sha + ".incomplete")));
+  EXPECT_GT(kept, 0);
+  EXPECT_LT(kept, static_cast<int64_t>(content.size()));
+
+  server.set_faults({});
+  server.clear_requests();
+  EXPECT_EQ(read_text(hub::fetch_pretrained("poolformer_s12", quiet())), content);
+  EXPECT_EQ(server.requests().at(1).header("range"), "bytes=" + std::to_string(kept) + "-");
+}
+
 TEST_F(Hub, ACorruptedDownloadIsRejectedAndNothingOfItStays) {
   const std::string content = random_bytes(100000, 4);
   const std::string sha = server.add("timm/poolformer_s12.sail_in1k", content);
@@ -348,6 +375,38 @@ TEST_F(Hub, ClassifyPretrainedDownloadsTheModelAndNeedsNothingElse) {
                                               weights, test::data_path("image/photo.jpg")});
   EXPECT_EQ(both.exit_code, 1);
   EXPECT_NE(both.err.find("excludes"), std::string::npos) << both.err;
+}
+
+}  // namespace
+}  // namespace mf
+
+namespace mf {
+namespace {
+
+TEST(HubCli, PretrainedNeedsAZooModelAndNoOtherWeights) {
+  auto fails_with = [](const std::vector<std::string>& args, const std::string& phrase) {
+    const test::CliResult r = test::run_cli(args);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find(phrase), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  };
+  fails_with({"classify", "--config", "c.json", "--pretrained", "x.jpg"}, "--config excludes --pretrained");
+  fails_with({"run", "--pretrained", "-i", "x.npy", "-o", "y.npy"}, "--pretrained requires --model");
+  fails_with({"eval", "--model", "poolformer_s12", "--data", "fashion-mnist"}, "--weights FILE, or --pretrained");
+  fails_with({"info", "--model", "caformer_s18.sail_in2k", "--json"}, "timm has no timm/caformer_s18.sail_in2k");
+  fails_with({"classify", "--model", "randformer_s12", "--pretrained", "x.jpg"}, "no pretrained weights");
+}
+
+TEST(HubCli, AModelNameWithATagTakesTheTagsPretrainedCfg) {
+  const test::CliResult r = test::run_cli({"info", "--model", "caformer_s18.sail_in22k_ft_in1k_384", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["name"], "caformer_s18");
+  EXPECT_EQ(j["input"]["size"], 384);
+  EXPECT_EQ(j["num_classes"], 1000);
+  const test::CliResult in22k = test::run_cli({"info", "--model", "convformer_s18.sail_in22k", "--json"});
+  ASSERT_EQ(in22k.exit_code, 0) << in22k.err;
+  EXPECT_EQ(nlohmann::json::parse(in22k.out)["num_classes"], 21841);
 }
 
 }  // namespace

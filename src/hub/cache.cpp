@@ -106,7 +106,8 @@ fs::path RepoCache::link(const std::string& revision, const std::string& commit,
   std::error_code ec;
   fs::create_directories(target.parent_path(), ec);
   MF_CHECK(!ec, "{}: cannot create ({})", target.parent_path().string(), ec.message());
-  const fs::path relative = fs::relative(blob(etag), target.parent_path());
+  // Lexical, so that symlinks above the cache folder do not change the link: ../../blobs/<etag>.
+  const fs::path relative = blob(etag).lexically_relative(target.parent_path());
   const fs::path tmp = target.string() + ".tmp" + std::to_string(::getpid());
   fs::remove(tmp, ec);
   fs::create_symlink(relative, tmp, ec);

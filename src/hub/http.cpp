@@ -116,7 +116,7 @@ struct Sink {
   int64_t offset = 0;    // bytes already in the file when the transfer started
   int64_t written = 0;   // bytes written in this transfer
   bool started = false;
-  bool failed_write = false;
+  int write_errno = 0;  // why writing the file failed (0: it did not)
   const std::function<void(int64_t)>* progress = nullptr;
 };
 
@@ -131,14 +131,14 @@ size_t write_body(char* data, size_t size, size_t n, void* user) {
     if (status == 200 && s.offset > 0) {
       // The server sent the whole file instead of the range: start again from zero.
       if (std::fflush(s.file) != 0 || ::ftruncate(fileno(s.file), 0) != 0 || std::fseek(s.file, 0, SEEK_SET) != 0) {
-        s.failed_write = true;
+        s.write_errno = errno ? errno : EIO;
         return 0;
       }
       s.offset = 0;
     }
   }
   if (std::fwrite(data, 1, bytes, s.file) != bytes) {
-    s.failed_write = true;
+    s.write_errno = errno ? errno : EIO;
     return 0;
   }
   s.written += static_cast<int64_t>(bytes);
@@ -225,9 +225,9 @@ DownloadResult http_download(const std::string& url, const std::string& token, b
   curl_easy_setopt(c.get(), CURLOPT_WRITEDATA, &sink);
   const CURLcode rc = curl_easy_perform(c.get());
   curl_easy_getinfo(c.get(), CURLINFO_RESPONSE_CODE, &r.status);
-  const bool closed = std::fclose(f) == 0;
-  if (sink.failed_write || !closed) {
-    r.error = fmt::format("cannot write {} ({})", file.string(), std::strerror(errno));
+  if (std::fclose(f) != 0 && !sink.write_errno) sink.write_errno = errno ? errno : EIO;
+  if (sink.write_errno) {
+    r.error = fmt::format("cannot write {} ({})", file.string(), std::strerror(sink.write_errno));
   } else if (rc != CURLE_OK) {
     r.error = transport_error(rc, errbuf);
   }

@@ -8,6 +8,7 @@ PACKAGES=(
   libfftw3-dev                              # FFTs (frequency-domain mixers)
   libstb-dev                                # JPEG/PNG decoding
   zlib1g-dev                                # gzip (the IDX files of Fashion-MNIST)
+  libcurl4-openssl-dev                      # HTTPS downloads of pretrained weights from the Hugging Face hub
   nlohmann-json3-dev libcli11-dev libfmt-dev  # JSON, command line, formatting
   libgtest-dev libbenchmark-dev             # tests and microbenchmarks
   clang libclang-rt-14-dev libomp-dev       # libFuzzer targets (clang + sanitizer runtimes)

@@ -231,8 +231,10 @@ void register_bench(CLI::App& app) {
   };
   auto args = std::make_shared<Args>();
   auto* sub = app.add_subcommand("bench", "time random-weight models and print a markdown table");
-  add_model_choice(sub, args->model, "comma-separated zoo names");
-  sub->add_option("--weights,-w", args->model.weights, "weights (.safetensors; default: random) for a single model");
+  const auto [model, config] = add_model_choice(sub, args->model, "comma-separated zoo names");
+  auto* weights = sub->add_option("--weights,-w", args->model.weights,
+                                  "weights (.safetensors; default: random) for a single model");
+  add_pretrained_option(sub, args->model, model, config, weights);
   sub->add_option("--input,-i", args->input, "timed images, NCHW float32 .npy (default: a constant image)");
   sub->add_option("--json", args->json, "also write the measurements to this JSON file");
   sub->add_flag("--gemm", args->gemm, "measure the GEMM ceiling (oneDNN, fp32 and bf16) instead of a model");
@@ -267,6 +269,11 @@ void register_bench(CLI::App& app) {
     const std::vector<std::string> models =
         args->model.config.empty() ? split_list(args->model.model, ',') : std::vector<std::string>{""};
     MF_CHECK(args->model.weights.empty() || models.size() == 1, "bench: --weights needs a single --model");
+    MF_CHECK(!args->model.pretrained || models.size() == 1, "bench: --pretrained needs a single --model");
+    if (args->model.pretrained) {
+      args->model.weights = weights_file(args->model);  // downloaded here, once, not in each child
+      args->model.pretrained = false;
+    }
     if (!args->model.config.empty()) resolve_config(args->model);  // a bad file fails here, once, not in each child
     std::vector<int> batches;
     for (auto& b : split_list(args->batches, ',')) {

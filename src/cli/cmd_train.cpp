@@ -30,8 +30,9 @@ void register_train(CLI::App& app) {
   sub->add_option("--out,-o", a->out, "run folder: checkpoints, metrics.jsonl, curves.svg");
   auto* resume = sub->add_option("--resume", a->resume, "continue the run in this folder from its last checkpoint");
   resume->excludes(model)->excludes(config);
-  sub->add_option("--weights,-w", a->model.weights, "fine-tune from these weights (a classifier of another size "
-                  "is re-initialised)")->excludes(resume);
+  auto* weights = sub->add_option("--weights,-w", a->model.weights, "fine-tune from these weights (a classifier of "
+                                  "another size is re-initialised)")->excludes(resume);
+  add_pretrained_option(sub, a->model, model, config, weights);
   auto& o = a->o;
   sub->add_option("--epochs,-e", o.epochs, "epochs")->capture_default_str()->check(CLI::Range(1, 100000));
   sub->add_option("--batch,-b", o.batch, "batch size")->capture_default_str()->check(CLI::Range(1, 65536));
@@ -90,7 +91,7 @@ void register_train(CLI::App& app) {
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config, a->max_image_pixels);
     o.data = a->data;
-    TrainSummary s = train(config, o, splits, a->out, /*resume=*/false, a->model.weights);
+    TrainSummary s = train(config, o, splits, a->out, /*resume=*/false, weights_file(a->model));
     fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
                s.seconds);
   });
@@ -114,18 +115,22 @@ void register_eval(CLI::App& app) {
   sub->add_option("--batch,-b", a->batch, "batch size")->capture_default_str();
   sub->add_option("--workers", a->workers, "data-loading threads")->capture_default_str();
   sub->callback([a] {
+    check_weights_given(a->model);
+    const std::string weights = weights_file(a->model);
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config);
     // Accuracy means something only over the data's classes: a checkpoint whose classifier has
     // another size (ImageNet weights on Fashion-MNIST) is refused, not evaluated 1000-way.
     // (`train --weights` instead re-initialises such a head and fine-tunes it.)
-    const int weight_classes = checkpoint_num_classes(SafeTensors::open(a->model.weights));
+    const int weight_classes = checkpoint_num_classes(SafeTensors::open(weights));
     MF_CHECK(weight_classes == 0 || weight_classes == config.num_classes,
              "{}: its classifier has {} classes but {} has {}; eval needs weights trained on this data's classes "
              "(`train --weights` fine-tunes them to it)",
-             a->model.weights, weight_classes, a->data, config.num_classes);
+             weights, weight_classes, a->data, config.num_classes);
     ModelArgs m = a->model;
     m.config_override = config;
+    m.weights = weights;  // fetched once
+    m.pretrained = false;
     LoadedModel lm = load_model(m);
     const Dataset& data = a->split == "train" ? *splits.train : *splits.eval;
     for (const auto& line : data.skipped_files()) fmt::print(stderr, "skipped an unreadable file: {}\n", line);

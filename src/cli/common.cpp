@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/threading.h"
+#include "hub/hub.h"
 #include "io/safetensors.h"
 #include "model/loader.h"
 #include "model/zoo.h"
@@ -30,10 +31,29 @@ ModelChoice add_model_choice(CLI::App* app, ModelArgs& a, const std::string& mod
   return {model, config};
 }
 
+void add_pretrained_option(CLI::App* app, ModelArgs& a, CLI::Option* model, CLI::Option* config, CLI::Option* weights) {
+  auto* p = app->add_flag("--pretrained", a.pretrained,
+                          "timm's weights for --model NAME[.TAG] from the Hugging Face hub, cached (docs/hub.md)");
+  p->needs(model)->excludes(config)->excludes(weights);
+  weights->excludes(p);
+}
+
+std::string weights_file(const ModelArgs& a) {
+  if (!a.pretrained) return a.weights;
+  MF_CHECK(!a.model.empty(), "--pretrained needs --model NAME[.TAG]");
+  return hub::fetch_pretrained(a.model).string();
+}
+
+void check_weights_given(const ModelArgs& a) {
+  MF_CHECK(!a.weights.empty() || a.pretrained, "give the weights: --weights FILE, or --pretrained with --model NAME");
+}
+
 void add_model_options(CLI::App* app, ModelArgs& a, bool weights_required) {
-  add_model_choice(app, a);
-  auto* w = app->add_option("--weights,-w", a.weights, "weights (.safetensors) with timm's key names");
-  if (weights_required) w->required();
+  const ModelChoice choice = add_model_choice(app, a);
+  auto* w = app->add_option("--weights,-w", a.weights,
+                            weights_required ? "weights (.safetensors) with timm's key names (or --pretrained)"
+                                             : "weights (.safetensors) with timm's key names");
+  add_pretrained_option(app, a, choice.model, choice.config, w);
   app->add_option("--backend", a.backend,
                   "compute backend: cpu (fast), ref (plain reference loops) or cuda (NVIDIA GPU; docs/cuda.md)")
       ->capture_default_str();
@@ -65,13 +85,13 @@ LoadedModel load_model(const ModelArgs& a) {
   LoadedModel lm;
   select_device(a.device, a.backend);
   lm.backend = &get_backend(a.backend, parse_precision(a.dtype));
-  lm.model = build_model(c, a.weights, a.seed, /*keep_num_classes=*/a.num_classes > 0);
+  lm.model = build_model(c, weights_file(a), a.seed, /*keep_num_classes=*/a.num_classes > 0);
   lm.model->check_backend(*lm.backend);
   return lm;
 }
 
 void note_if_weights_are_random(const ModelArgs& a) {
-  if (a.weights.empty())
+  if (a.weights.empty() && !a.pretrained)
     fmt::print(stderr, "note: no --weights given: the weights are random (seed {}), so the outputs are meaningless\n",
                a.seed);
 }

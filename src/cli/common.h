@@ -18,6 +18,7 @@ struct ModelArgs {
   std::string model;    // zoo name
   std::string config;   // JSON file
   std::string weights;  // .safetensors
+  bool pretrained = false;  // --pretrained: timm's weights for --model NAME[.TAG] from the Hugging Face hub
   std::string backend = "cpu";
   std::string device;  // --device: cpu, cuda or cuda:N (empty: the backend's default)
   std::string dtype = "fp32";  // precision of the matrix products: fp32 or bf16 (docs/bf16.md)
@@ -27,8 +28,16 @@ struct ModelArgs {
   std::optional<MetaFormerConfig> config_override;  // an already resolved description
 };
 
-// Adds --model/--config (exactly one required), --weights, --backend, --threads, --num-classes.
+// Adds --model/--config (exactly one required), --weights (or --pretrained), --backend, --threads,
+// --num-classes. With `weights_required` the command needs --weights or --pretrained (check_weights_given).
 void add_model_options(CLI::App* app, ModelArgs& args, bool weights_required);
+// Adds --pretrained: needs --model, excludes --config and --weights (docs/hub.md).
+void add_pretrained_option(CLI::App* app, ModelArgs& args, CLI::Option* model, CLI::Option* config,
+                           CLI::Option* weights);
+// The weights file to load: --weights, or with --pretrained the hub's model.safetensors for --model
+// (downloaded into the hub's cache the first time, then read from it); empty for random weights.
+std::string weights_file(const ModelArgs& args);
+void check_weights_given(const ModelArgs& args);  // one error unless --weights or --pretrained
 
 // Adds just the mutually exclusive --model/--config pair (commands whose other options differ).
 struct ModelChoice {

@@ -8,8 +8,12 @@
 namespace mf::hub {
 
 struct FetchOptions {
-  bool progress = true;  // a progress bar on stderr while downloading
+  bool progress = true;  // a progress bar on stderr while downloading (drawn only when stderr is a terminal)
+  std::string revision = "main";  // a branch, tag or commit hash of the hub repository
 };
+
+// The file every timm repository on the hub holds.
+inline constexpr const char* kWeightsFile = "model.safetensors";
 
 // "caformer_s18" (the zoo's default pretrained tag is used) or "caformer_s18.sail_in1k" -> the hub
 // repository "timm/caformer_s18.sail_in1k". Unknown models are one clear error.

@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "model/pretrained.h"
 
 namespace mf {
 
@@ -215,9 +216,16 @@ std::vector<std::string> zoo_names() {
 
 bool zoo_has(const std::string& name) { return zoo().count(name) != 0; }
 
-MetaFormerConfig zoo_config(const std::string& name) {
+MetaFormerConfig zoo_config(const std::string& name_or_tag) {
+  // "caformer_s18.sail_in1k_384": the architecture, with the preprocessing and classifier size of that
+  // pretrained tag's checkpoint.
+  const auto [name, tag] = split_model_tag(name_or_tag);
   auto it = zoo().find(name);
-  if (it != zoo().end()) return it->second;
+  if (it != zoo().end()) {
+    MetaFormerConfig c = it->second;
+    if (!tag.empty()) apply_pretrained_cfg(c, name, tag);
+    return c;
+  }
   // Suggest names sharing the family prefix ("convformer_s19" -> convformer_*).
   const std::string family = name.substr(0, name.find('_'));
   std::string similar;

@@ -12,7 +12,8 @@
 #   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops checks parity bench memcheck sbs (default: all but sbs).
+# build ops checks parity bench memcheck sbs ncu (default: all but sbs and ncu). SBS_MODELS and
+# SBS_TIMEOUT narrow the side-by-side run.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 stage=$(cd "$(dirname "$0")" && pwd)
@@ -108,7 +109,19 @@ fi
 
 if has sbs; then
   echo "== side by side with timm eager and torch.compile (bf16)"
-  (cd "$S" && timeout 560 python3 bench/gpu_side_by_side.py --metaformer "$M" --json "$OUT/sbs.json" 2>&1) | tee "$OUT/sbs.md"
+  (cd "$S" && timeout "${SBS_TIMEOUT:-560}" python3 bench/gpu_side_by_side.py --metaformer "$M" \
+     --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/sbs.json" 2>&1) |
+    tee "$OUT/sbs.md"
+fi
+
+if has ncu; then  # where the bf16 time goes inside the slowest kernels (Nsight Compute, when installed)
+  echo "== ncu: depthwise convolution and LayerNorm kernels, mambaout_femto / convformer_s18 bf16 batch 256"
+  for m in mambaout_femto convformer_s18; do
+    timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --kernel-name regex:'dw_stride1|layer_norm|im2col' --launch-count 3 \
+      "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "$OUT/ncu_$m.log" 2>&1
+    echo "$m: rc=$?"; grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per" "$OUT/ncu_$m.log" | head -40
+  done
 fi
 
 if has memcheck; then

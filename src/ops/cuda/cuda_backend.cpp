@@ -128,13 +128,21 @@ T* out(Tensor& y) {
   return static_cast<T*>(y.raw());
 }
 
-// A dense convolution's GEMM weight in bf16 (the fp32 [Co, kh, kw, Ci] form, converted once).
-const bf16* conv_weight_bf16(const Tensor& w) {
+// A dense convolution's GEMM weight in bf16: [Co, kh, kw, Ci] (im2col's column order) with each
+// row padded with zeros to ldk elements, made once on the host and cached with the weight.
+const bf16* conv_weight_bf16(const Tensor& w, int64_t ldk) {
   static const std::string key = "cuda.conv_khwc_bf16";
   if (auto d = w.derived(key)) return static_cast<const bf16*>(static_cast<Tensor*>(d.get())->raw());
-  const int64_t n = w.numel();
-  auto t = std::make_shared<Tensor>(Tensor::empty({n}, Device::CUDA, DType::bf16));
-  ok(k::cast(conv_weight(w), static_cast<bf16*>(t->raw()), n, stream()), "cast conv weight to bf16");
+  const Tensor host = w.to(Device::CPU);
+  const int64_t Co = w.dim(0), Ci = w.dim(1), kh = w.dim(2), kw = w.dim(3);
+  Tensor r = Tensor::zeros({Co, ldk});
+  for (int64_t o = 0; o < Co; ++o)
+    for (int64_t i = 0; i < Ci; ++i)
+      for (int64_t y = 0; y < kh; ++y)
+        for (int64_t x = 0; x < kw; ++x) r.data()[o * ldk + (y * kw + x) * Ci + i] = host.data()[((o * Ci + i) * kh + y) * kw + x];
+  const Tensor up = r.to(Device::CUDA);
+  auto t = std::make_shared<Tensor>(Tensor::empty({Co, ldk}, Device::CUDA, DType::bf16));
+  ok(k::cast(up.data(), static_cast<bf16*>(t->raw()), Co * ldk, stream()), "cast conv weight to bf16");
   const bf16* p = static_cast<const bf16*>(t->raw());
   w.set_derived(key, t);
   return p;
@@ -173,15 +181,18 @@ class CudaBackend final : public Backend {
       gemm_rows(x, w, b, y, B * H * W, Ci, cuda::Epilogue::bias);
       return;
     }
-    Tensor cols = Tensor::empty({B * Ho * Wo, K}, Device::CUDA, activation_dtype());
     if (bf16_) {
-      ok(k::im2col_nhwc(in<bf16>(x), out<bf16>(cols), B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                        g.pad_h, g.pad_w, Ho, Wo, stream()),
+      // Rows padded to a multiple of 8 elements (16 bytes), which cuBLASLt's fast kernels need.
+      const int64_t ldk = (K + 7) / 8 * 8;
+      Tensor cols = Tensor::empty({B * Ho * Wo, ldk}, Device::CUDA, DType::bf16);
+      ok(k::im2col_nhwc_padded(in<bf16>(x), out<bf16>(cols), ldk, B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h,
+                               g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
          "im2col");
-      cuda::linear_rows(cuda::GemmType::bf16, cols.raw(), conv_weight_bf16(w), b ? in<bf16>(*b) : nullptr, y.raw(),
-                        B * Ho * Wo, Co, K);
+      cuda::linear_rows(cuda::GemmType::bf16, cols.raw(), conv_weight_bf16(w, ldk), in<bf16>(b), y.raw(), B * Ho * Wo,
+                        Co, ldk);
       return;
     }
+    Tensor cols = Tensor::empty({B * Ho * Wo, K}, Device::CUDA);
     cuda::im2col_nhwc(in<float>(x), out<float>(cols), B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
                       g.pad_h, g.pad_w, Ho, Wo, stream());
     launched("im2col");

@@ -264,6 +264,35 @@ __global__ void im2col_nchw_kernel(const float* x, TO* cols, int64_t B, int64_t 
   }
 }
 
+// One thread per (output pixel, kernel tap): the tap's C channels are contiguous in both x and
+// cols, so the index arithmetic is done once per tap instead of once per element. Rows are ldk ≥ K
+// elements apart; one extra "tap" per row zero-fills the padding columns K .. ldk − 1.
+template <typename T>
+__global__ void im2col_taps_kernel(const T* x, T* cols, int64_t ldk, int64_t rows, int64_t H, int64_t W, int64_t C,
+                                   int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+  const int taps = kh * kw;
+  const int64_t K = int64_t(taps) * C, n = rows * (taps + 1);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int tap = static_cast<int>(i % (taps + 1));
+    const int64_t row = i / (taps + 1);
+    T* out = cols + row * ldk;
+    if (tap == taps) {
+      for (int64_t c = K; c < ldk; ++c) out[c] = from_f<T>(0.f);
+      continue;
+    }
+    const int kx = tap % kw, ky = tap / kw;
+    const int64_t ow = row % Wo, oh = (row / Wo) % Ho, b = row / (Wo * Ho);
+    const int64_t ih = oh * sh - ph + ky, iw = ow * sw - pw + kx;
+    out += int64_t(tap) * C;
+    if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
+      const T* in = x + ((b * H + ih) * W + iw) * C;
+      for (int64_t c = 0; c < C; ++c) out[c] = in[c];
+    } else {
+      for (int64_t c = 0; c < C; ++c) out[c] = from_f<T>(0.f);
+    }
+  }
+}
+
 template <typename TO>
 __global__ void conv_weight_kernel(const float* w, TO* out, int64_t Co, int64_t Ci, int kh, int kw) {
   const int64_t taps = int64_t(kh) * kw, n = Co * Ci * taps;
@@ -400,6 +429,17 @@ cudaError_t im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64
 cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
                         int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   return im2col_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nhwc_padded(const bf16* x, bf16* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C,
+                               int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || C < 1 || ldk < int64_t(kh) * kw * C)
+    return cudaErrorInvalidValue;
+  const int64_t rows = B * Ho * Wo;
+  if (rows <= 0) return cudaSuccess;
+  using D = typename Dev<bf16>::type;
+  im2col_taps_kernel<D><<<grid_for(rows * (kh * kw + 1), kBlock), kBlock, 0, s>>>(
+      dev(x), dev(cols), ldk, rows, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  return cudaGetLastError();
 }
 cudaError_t im2col_nchw(const float* x, float* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {

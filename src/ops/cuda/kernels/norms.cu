@@ -7,12 +7,13 @@ namespace mf::cuda::kernels {
 namespace {
 
 constexpr int kLnWarps = 8;            // rows per block of the LayerNorm kernel
-constexpr int kLnCached = 32;          // values per lane kept in registers: C ≤ 1024 in one read
-constexpr int kLnMaxCachedC = 32 * kLnCached;
 
 // One warp per row. kResidual: the row is first r = x ⊙ rs + branch ⊙ ls, stored to `resid` (and
 // normalised as stored, i.e. after rounding to TI).
-template <typename TI, typename TO, bool kResidual>
+// kCached values per lane stay in registers (the launcher picks the smallest power of two with
+// 32 · kCached ≥ C, so that a 64-channel row costs two loads a lane, not 32 predicated ones); rows
+// wider than 1024 take the three-pass path.
+template <typename TI, typename TO, bool kResidual, int kCached>
 __global__ void __launch_bounds__(kLnWarps * 32)
     layer_norm_kernel(const TI* x, const float* rs, const TI* br, const float* ls, TI* resid, const float* w,
                       const float* b, float eps, TO* y, int64_t rows, int C) {
@@ -31,11 +32,11 @@ __global__ void __launch_bounds__(kLnWarps * 32)
     return t;
   };
   const float inv_c = 1.f / static_cast<float>(C);
-  if (C <= kLnMaxCachedC) {
-    float v[kLnCached];
+  if (C <= 32 * kCached) {
+    float v[kCached];
     float sum = 0.f;
 #pragma unroll
-    for (int i = 0; i < kLnCached; ++i) {
+    for (int i = 0; i < kCached; ++i) {
       const int c = lane + 32 * i;
       v[i] = c < C ? input(c) : 0.f;
       sum += v[i];
@@ -43,14 +44,14 @@ __global__ void __launch_bounds__(kLnWarps * 32)
     const float mean = warp_sum(sum) * inv_c;
     float sq = 0.f;
 #pragma unroll
-    for (int i = 0; i < kLnCached; ++i) {
+    for (int i = 0; i < kCached; ++i) {
       const int c = lane + 32 * i;
       const float d = c < C ? v[i] - mean : 0.f;
       sq = fmaf(d, d, sq);
     }
     const float rstd = 1.f / sqrtf(warp_sum(sq) * inv_c + eps);
 #pragma unroll
-    for (int i = 0; i < kLnCached; ++i) {
+    for (int i = 0; i < kCached; ++i) {
       const int c = lane + 32 * i;
       if (c < C) y[base + c] = from_f<TO>(fmaf((v[i] - mean) * rstd, w[c], b ? b[c] : 0.f));
     }
@@ -79,8 +80,24 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
   if (C <= 0 || C > (int64_t(1) << 30)) return cudaErrorInvalidValue;
   if (rows <= 0) return cudaSuccess;
   const unsigned grid = static_cast<unsigned>((rows + kLnWarps - 1) / kLnWarps);
-  layer_norm_kernel<typename Dev<TI>::type, typename Dev<TO>::type, kResidual><<<grid, kLnWarps * 32, 0, s>>>(
-      dev(x), rs, dev(br), ls, dev(resid), w, b, eps, dev(y), rows, static_cast<int>(C));
+  using DI = typename Dev<TI>::type;
+  using DO = typename Dev<TO>::type;
+#define MF_LN_LAUNCH(N)                                                                                   \
+  layer_norm_kernel<DI, DO, kResidual, N><<<grid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, b, \
+                                                                          eps, dev(y), rows, static_cast<int>(C))
+  if (C <= 32)
+    MF_LN_LAUNCH(1);
+  else if (C <= 64)
+    MF_LN_LAUNCH(2);
+  else if (C <= 128)
+    MF_LN_LAUNCH(4);
+  else if (C <= 256)
+    MF_LN_LAUNCH(8);
+  else if (C <= 512)
+    MF_LN_LAUNCH(16);
+  else
+    MF_LN_LAUNCH(32);  // C > 1024: the three-pass path inside
+#undef MF_LN_LAUNCH
   return cudaGetLastError();
 }
 

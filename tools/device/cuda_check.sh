@@ -13,7 +13,8 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops checks parity bench memcheck sbs ncu (default: all but sbs and ncu). SBS_MODELS and
-# SBS_TIMEOUT narrow the side-by-side run.
+# SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
+# when the unit tests are not needed: the checks step wants mf_tests).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 stage=$(cd "$(dirname "$0")" && pwd)
@@ -48,7 +49,7 @@ if has build; then
   t0=$(date +%s)
   { cmake -S "$S" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON -DMETAFORMER_PYTHON=OFF \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc &&
-    ninja -C "$B" -k 0 -j"$(nproc)" metaformer test-backend-ops mf_tests; } > "$OUT/build.log" 2>&1
+    ninja -C "$B" -k 0 -j"$(nproc)" ${BUILD_TARGETS:-metaformer test-backend-ops mf_tests}; } > "$OUT/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -5 "$OUT/build.log"; fi

@@ -132,5 +132,10 @@ if has memcheck; then
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18 --backend cuda -b 2 \
     --runs 1 --warmup 0 >> "$OUT/memcheck.log" 2>&1
   echo "caformer_s18 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 >> "$OUT/memcheck.log" 2>&1
+  echo "op harness bf16 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
+  timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18,mambaout_femto,poolformer_s12 \
+    --backend cuda --dtype bf16 -b 2 --runs 1 --warmup 0 >> "$OUT/memcheck.log" 2>&1
+  echo "caformer_s18, mambaout_femto, poolformer_s12 bf16 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
   grep -E "ERROR SUMMARY" "$OUT/memcheck.log"
 fi

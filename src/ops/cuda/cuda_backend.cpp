@@ -1,5 +1,6 @@
 #include "ops/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -183,13 +184,22 @@ class CudaBackend final : public Backend {
     }
     if (bf16_) {
       // Rows padded to a multiple of 8 elements (16 bytes), which cuBLASLt's fast kernels need.
-      const int64_t ldk = (K + 7) / 8 * 8;
-      Tensor cols = Tensor::empty({B * Ho * Wo, ldk}, Device::CUDA, DType::bf16);
-      ok(k::im2col_nhwc_padded(in<bf16>(x), out<bf16>(cols), ldk, B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h,
-                               g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
-         "im2col");
-      cuda::linear_rows(cuda::GemmType::bf16, cols.raw(), conv_weight_bf16(w, ldk), in<bf16>(b), y.raw(), B * Ho * Wo,
-                        Co, ldk);
+      // The columns are made for a few images at a time (at most 32 M elements, 64 MiB): the stem's
+      // columns for a whole batch of 256 would be 244 MiB, the largest buffer of the pass.
+      const int64_t ldk = (K + 7) / 8 * 8, per_image = Ho * Wo * ldk;
+      const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{32} << 20) / std::max<int64_t>(per_image, 1)));
+      Tensor cols = Tensor::empty({chunk * Ho * Wo, ldk}, Device::CUDA, DType::bf16);
+      const bf16* wg = conv_weight_bf16(w, ldk);
+      const bf16* bias = in<bf16>(b);
+      const bf16* xs = in<bf16>(x);
+      bf16* ys = out<bf16>(y);
+      for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+        const int64_t n = std::min(chunk, B - b0);
+        ok(k::im2col_nhwc_padded(xs + b0 * H * W * Ci, out<bf16>(cols), ldk, n, H, W, Ci, g.kernel_h, g.kernel_w,
+                                 g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
+           "im2col");
+        cuda::linear_rows(cuda::GemmType::bf16, cols.raw(), wg, bias, ys + b0 * Ho * Wo * Co, n * Ho * Wo, Co, ldk);
+      }
       return;
     }
     Tensor cols = Tensor::empty({B * Ho * Wo, K}, Device::CUDA);

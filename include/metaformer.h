@@ -44,7 +44,8 @@ typedef enum mf_status {
 
 /* How a model runs. Zero-initialise it (or use mf_default_options()) and set what you need. */
 typedef struct mf_options {
-  const char* backend; /* "cpu" (default when NULL) or "ref" (plain reference loops) */
+  const char* backend; /* "cpu" (default when NULL), "ref" (plain reference loops) or "cuda" (GPU 0; a
+                          build with CUDA and a GPU, else MF_ERROR_UNSUPPORTED) */
   const char* dtype;   /* "fp32" (default when NULL) or "bf16" (matrix products in bf16; cpu) */
   int threads;         /* 0: all hardware threads; otherwise 1..1024 */
   int num_classes;     /* 0: the weights' classifier size (or the description's without weights) */

@@ -96,8 +96,12 @@ mf_status mf_model_create(const char* model, const char* weights, const mf_optio
                 fmt::format("mf_model_create: num_classes must be 0..1000000, got {}", o.num_classes));
   const std::string backend = o.backend ? o.backend : "cpu";
   const std::string dtype = o.dtype ? o.dtype : "fp32";
-  if (backend != "cpu" && backend != "ref")
-    return fail(MF_ERROR_UNSUPPORTED, fmt::format("mf_model_create: unknown backend '{}' (cpu or ref)", backend));
+  if (backend != "cpu" && backend != "ref" && backend != "cuda")
+    return fail(MF_ERROR_UNSUPPORTED, fmt::format("mf_model_create: unknown backend '{}' (cpu, ref or cuda)", backend));
+  if (backend == "cuda" && (!mf::built_with_cuda() || mf::gpu_count() == 0))
+    return fail(MF_ERROR_UNSUPPORTED, mf::built_with_cuda()
+                                          ? "mf_model_create: backend cuda needs a GPU, and none is available"
+                                          : "mf_model_create: backend cuda: this library was built without CUDA");
   if (dtype != "fp32" && dtype != "bf16")
     return fail(MF_ERROR_UNSUPPORTED, fmt::format("mf_model_create: unknown dtype '{}' (fp32 or bf16)", dtype));
 
@@ -183,7 +187,8 @@ mf_status mf_model_run(mf_model* model, const float* input, int64_t batch, int64
     ctx.exec.backend = model->backend;
     mf::Tensor y = model->net->forward_nchw(ctx, x);
     MF_CHECK(y.numel() == batch * c.num_classes, "mf_model_run: unexpected output shape {}", y.shape().str());
-    std::memcpy(logits, y.data(), sizeof(float) * static_cast<size_t>(y.numel()));
+    const mf::Tensor host = y.to(mf::Device::CPU);  // the cuda backend's logits (bf16 ones widened)
+    std::memcpy(logits, host.data(), sizeof(float) * static_cast<size_t>(host.numel()));
     return MF_OK;
   });
 }

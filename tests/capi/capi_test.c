@@ -134,6 +134,14 @@ int main(int argc, char** argv) {
   opt.backend = "tpu";
   s = mf_model_create(config, weights, &opt, &other);
   CHECK(s == MF_ERROR_UNSUPPORTED && strstr(mf_last_error(), "tpu"), "backend tpu: %s", mf_last_error());
+  /* cuda: a model where the build has CUDA and the machine a GPU, otherwise one clear refusal */
+  opt.backend = "cuda";
+  s = mf_model_create(config, weights, &opt, &other);
+  CHECK((s == MF_OK && other != NULL) ||
+            (s == MF_ERROR_UNSUPPORTED && other == NULL && strstr(mf_last_error(), "cuda")),
+        "backend cuda: %s", mf_last_error());
+  if (other) mf_model_free(other);
+  other = NULL;
   opt.backend = NULL;
   opt.dtype = "fp8";
   s = mf_model_create(config, weights, &opt, &other);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <utility>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -114,37 +115,35 @@ TEST(CudaBackend, OutOfMemoryOnTheCommandLine) {
   expect_clean_failure(r, "out of GPU memory");
 }
 
+const char* const kGoldenFamilies[] = {"poolformer", "poolformerv2", "convformer", "caformer",
+                                       "identityformer", "randformer", "mambaout", "mambaout_rw",
+                                       "mixer", "gmixer", "resmlp", "gmlp"};
+
+// A golden model's logits on `backend` (brought to the host), and timm's.
+std::pair<Tensor, Tensor> golden_logits(const std::string& family, Backend& backend) {
+  const std::string dir = data_path("golden/" + family);
+  MetaFormer model(load_config(dir + "/config.json"));
+  load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+  SafeTensors io = SafeTensors::open(dir + "/io.safetensors");
+  Ctx ctx;
+  ctx.exec.backend = &backend;
+  model.check_backend(backend);
+  return {model.forward_nchw(ctx, io.load("input")).to(Device::CPU), io.load("logits")};
+}
+
 TEST(CudaBackend, GoldenModelsMatchTimm) {
   MF_REQUIRE_GPU();
-  for (const char* family : {"poolformer", "poolformerv2", "convformer", "caformer", "identityformer", "randformer",
-                             "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp", "gmlp"}) {
-    const std::string dir = data_path(std::string("golden/") + family);
-    MetaFormer model(load_config(dir + "/config.json"));
-    load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
-    SafeTensors io = SafeTensors::open(dir + "/io.safetensors");
-    Ctx ctx;
-    ctx.exec.backend = &get_backend("cuda");
-    model.check_backend(*ctx.exec.backend);
-    const Tensor logits = model.forward_nchw(ctx, io.load("input")).to(Device::CPU);
-    const double err = rel_error(logits, io.load("logits"));
-    EXPECT_LE(err, 2e-5) << family;  // the CPU backends' golden bar (tests/test_golden.cpp)
+  for (const char* family : kGoldenFamilies) {
+    const auto [logits, expected] = golden_logits(family, get_backend("cuda"));
+    EXPECT_LE(rel_error(logits, expected), 2e-5) << family;  // the CPU backends' golden bar (tests/test_golden.cpp)
   }
 }
 
 // bf16 storage keeps timm's top-1 on every golden input, within the bf16 bar of docs/tolerances.md.
 TEST(CudaBackend, GoldenModelsKeepTimmsTop1InBf16) {
   MF_REQUIRE_GPU();
-  for (const char* family : {"poolformer", "poolformerv2", "convformer", "caformer", "identityformer", "randformer",
-                             "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp", "gmlp"}) {
-    const std::string dir = data_path(std::string("golden/") + family);
-    MetaFormer model(load_config(dir + "/config.json"));
-    load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
-    SafeTensors io = SafeTensors::open(dir + "/io.safetensors");
-    Ctx ctx;
-    ctx.exec.backend = &get_backend("cuda", Precision::bf16);
-    model.check_backend(*ctx.exec.backend);
-    const Tensor logits = model.forward_nchw(ctx, io.load("input")).to(Device::CPU);
-    const Tensor expected = io.load("logits");
+  for (const char* family : kGoldenFamilies) {
+    const auto [logits, expected] = golden_logits(family, get_backend("cuda", Precision::bf16));
     EXPECT_LE(rel_error(logits, expected), kBf16Tolerance * 5) << family;  // the golden bf16 bar, 5e-2
     const int64_t B = expected.dim(0), K = expected.dim(1);
     for (int64_t b = 0; b < B; ++b) {

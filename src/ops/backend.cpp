@@ -17,13 +17,25 @@ void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { uns
 void Backend::mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                          const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
                          Tensor& y) {
-  Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
-  if (norm.type == BranchNorm::Type::layer_norm)
-    layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
-  else
-    group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
-  Tensor m = Tensor::empty(y.shape(), device(), activation_dtype());
-  mlp(n, w1, b1, act, w2, b2, m);
+  // fc1 and fc2 one after the other (not mlp()), so that the norm's output is released before fc2
+  // runs and the hidden activation before the residual: the 4x-wide hidden tensor is the largest
+  // of a pass, and on a GPU the peak memory is what lives beside it.
+  Tensor m;
+  {
+    Shape hs = x.shape();
+    hs[-1] = w1.dim(0);
+    Tensor h = Tensor::empty(hs, device(), activation_dtype());
+    {
+      Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
+      if (norm.type == BranchNorm::Type::layer_norm)
+        layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
+      else
+        group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      linear_act(n, w1, b1, act, h);
+    }
+    m = Tensor::empty(y.shape(), device(), activation_dtype());
+    linear(h, w2, b2, m);
+  }
   scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
 }
 void Backend::pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,

@@ -3,6 +3,9 @@
 // weight reorders that turn dense convolutions into GEMMs.
 #include "common.cuh"
 
+#include <cstdlib>
+#include <cstring>
+
 namespace mf::cuda::kernels {
 namespace {
 
@@ -125,6 +128,66 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
   }
 }
 
+// Stride 1, square K×K kernel, through shared memory: a block computes a kDwTile × kDwTile patch of
+// outputs for kDwCh channels. It stages the input patch with its halo (activation applied, fp32) and
+// the patch's K·K·kDwCh weights in shared memory once, so each input value is read from global
+// memory once per block instead of once per tap. Thread (row r, channel c) computes one output row
+// of the patch for one channel; a warp is 32 consecutive channels of one row, so its shared-memory
+// reads hit 32 different banks. (The strip kernel above needs 64-128 registers a thread and ran at
+// 25 % occupancy; this one needs about 40.)
+constexpr int kDwTile = 8, kDwCh = 32;
+
+template <typename T, int K>
+__global__ void __launch_bounds__(kDwTile * kDwCh)
+    dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
+                    int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, Act pre, Act post) {
+  constexpr int S = kDwTile + K - 1;  // the staged patch is S × S pixels
+  __shared__ float in_s[S * S * kDwCh];
+  __shared__ float w_s[K * K * kDwCh];
+  const bool has_pre = pre.kind != ActKind::Identity;
+  const int64_t b = blockIdx.z;
+  const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
+  const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * kDwTile, ow0 = int64_t(blockIdx.x % tiles_w) * kDwTile;
+  const int tid = threadIdx.x;
+  for (int i = tid; i < S * S * kDwCh; i += blockDim.x) {
+    const int c = i % kDwCh, p = i / kDwCh;
+    const int64_t ih = oh0 - ph + p / S, iw = ow0 - pw + p % S;
+    float v = 0.f;
+    if (c0 + c < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
+      v = to_f(x[((b * H + ih) * W + iw) * xs + c0 + c]);
+      if (has_pre) v = act_apply(pre, v);
+    }
+    in_s[i] = v;
+  }
+  for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
+    const int c = i % kDwCh, tap = i / kDwCh;
+    w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
+  }
+  __syncthreads();
+  const int c = tid % kDwCh, r = tid / kDwCh;
+  if (c0 + c >= C || oh0 + r >= Ho) return;
+  const float b0 = bias ? bias[c0 + c] : 0.f;
+  float acc[kDwTile];
+#pragma unroll
+  for (int t = 0; t < kDwTile; ++t) acc[t] = b0;
+#pragma unroll
+  for (int ki = 0; ki < K; ++ki) {
+    float seg[S];
+#pragma unroll
+    for (int j = 0; j < S; ++j) seg[j] = in_s[((r + ki) * S + j) * kDwCh + c];
+#pragma unroll
+    for (int kj = 0; kj < K; ++kj) {
+      const float wv = w_s[(ki * K + kj) * kDwCh + c];
+#pragma unroll
+      for (int t = 0; t < kDwTile; ++t) acc[t] = fmaf(seg[t + kj], wv, acc[t]);
+    }
+  }
+  T* yrow = y + ((b * Ho + oh0 + r) * Wo + ow0) * ys + c0 + c;
+#pragma unroll
+  for (int t = 0; t < kDwTile; ++t)
+    if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post, acc[t]));
+}
+
 __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps) {
   const int64_t n = C * taps;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -148,6 +211,26 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   const int64_t strips = (Wo + kStrip - 1) / kStrip;
   const unsigned grid = grid_for(B * Ho * strips * (vec ? C / V : C), kBlock);
   const bool s1 = sh == 1 && sw == 1;
+  // The shared-memory kernel for the square 7×7 and 3×3 of the zoo (METAFORMER_CUDA_DW=strip keeps the
+  // strip kernels, to compare the two); the grid's z is the batch (≤ 65535 images a call).
+  static const bool strip_only = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_DW");
+    return e && std::strcmp(e, "strip") == 0;
+  }();
+  if (s1 && kh == kw && (kh == 7 || kh == 3) && !strip_only && B <= 65535) {
+    const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);
+    const int64_t tiles = int64_t(tiles_w) * ((Ho + kDwTile - 1) / kDwTile);
+    const dim3 tgrid(static_cast<unsigned>(tiles), static_cast<unsigned>((C + kDwCh - 1) / kDwCh),
+                     static_cast<unsigned>(B));
+    if (tiles > 0x7fffffff || tgrid.y > 65535) return cudaErrorInvalidValue;
+    if (kh == 7)
+      dw_tiled_kernel<D, 7><<<tgrid, kDwTile * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw,
+                                                             tiles_w, pre, post);
+    else
+      dw_tiled_kernel<D, 3><<<tgrid, kDwTile * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw,
+                                                             tiles_w, pre, post);
+    return cudaGetLastError();
+  }
   if (s1 && kw == 7 && vec)
     dw_stride1_kernel<D, 7, V><<<grid, kBlock, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, B, H, W, C, Ho, Wo, kh, ph,
                                                        pw, pre, post);

@@ -211,13 +211,14 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   const int64_t strips = (Wo + kStrip - 1) / kStrip;
   const unsigned grid = grid_for(B * Ho * strips * (vec ? C / V : C), kBlock);
   const bool s1 = sh == 1 && sw == 1;
-  // The shared-memory kernel for the square 7×7 and 3×3 of the zoo (METAFORMER_CUDA_DW=strip keeps the
-  // strip kernels, to compare the two); the grid's z is the batch (≤ 65535 images a call).
-  static const bool strip_only = [] {
+  // The shared-memory kernel for the square 7×7 and 3×3 of the zoo, opt-in with METAFORMER_CUDA_DW=tiled
+  // until it has been measured against the strip kernels on a GPU; the grid's z is the batch (≤ 65535
+  // images a call).
+  static const bool tiled = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW");
-    return e && std::strcmp(e, "strip") == 0;
+    return e && std::strcmp(e, "tiled") == 0;
   }();
-  if (s1 && kh == kw && (kh == 7 || kh == 3) && !strip_only && B <= 65535) {
+  if (s1 && kh == kw && (kh == 7 || kh == 3) && tiled && B <= 65535) {
     const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);
     const int64_t tiles = int64_t(tiles_w) * ((Ho + kDwTile - 1) / kDwTile);
     const dim3 tgrid(static_cast<unsigned>(tiles), static_cast<unsigned>((C + kDwCh - 1) / kDwCh),

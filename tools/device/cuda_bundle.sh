@@ -12,7 +12,7 @@ stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
 cd "$(dirname "$0")/../.."
 mkdir -p "$stage"
 git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD
-cp tools/device/cuda_check.sh "$stage/"
+cp tools/device/cuda_check.sh tools/device/kernel_table.py "$stage/"
 if [ ! -f "$stage/deps.tar.xz" ]; then
   tmp=$(mktemp -d)
   for p in libdnnl-dev libdnnl2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libstb-dev libstb0 libgtest-dev \

@@ -10,9 +10,13 @@
 #   sbs.md        (step sbs, not in the default set: minutes of torch.compile) bench/gpu_side_by_side.py:
 #                 the engine against timm eager and torch.compile in bf16, batch 256 and 1, peak memory
 #   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
+#   kernels_<model>.md  (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
+#                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
+#   dwab.log      (step dwab) the shared-memory depthwise kernel (METAFORMER_CUDA_DW=tiled) against the
+#                 default: op harness in fp32 and bf16, then bf16 batch-256 throughput of both
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops checks parity bench memcheck sbs ncu (default: all but sbs and ncu). SBS_MODELS and
+# build ops checks parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
 set -uo pipefail
@@ -122,6 +126,29 @@ if has ncu; then  # where the bf16 time goes inside the slowest kernels (Nsight 
       --kernel-name regex:'dw_stride1|layer_norm|im2col' --launch-count 3 \
       "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "$OUT/ncu_$m.log" 2>&1
     echo "$m: rc=$?"; grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per" "$OUT/ncu_$m.log" | head -40
+  done
+fi
+
+if has kernels; then  # where the GPU time goes, kernel by kernel (no synchronisation between ops)
+  echo "== kernels: GPU time per kernel, bf16 batch 256, one pass (the first: weight casts included)"
+  for m in ${KERNEL_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}; do
+    timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
+      "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "/tmp/kernels_$m.csv" 2> "$OUT/kernels_$m.err"
+    echo "$m: rc=$?"
+    python3 "$stage/kernel_table.py" "/tmp/kernels_$m.csv" > "$OUT/kernels_$m.md" 2>> "$OUT/kernels_$m.err"
+    head -22 "$OUT/kernels_$m.md"
+  done
+fi
+
+if has dwab; then
+  echo "== depthwise A/B: METAFORMER_CUDA_DW=tiled against the default" | tee "$OUT/dwab.log"
+  for dt in f32 bf16; do
+    METAFORMER_CUDA_DW=tiled timeout 200 "$T" --backend cuda --dtype $dt > /tmp/dw_ops.log 2>&1
+    echo "op harness tiled $dt: rc=$?" | tee -a "$OUT/dwab.log"; grep -E "FAIL|cases," /tmp/dw_ops.log | tail -8 | tee -a "$OUT/dwab.log"
+  done
+  for v in strip tiled strip tiled; do
+    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 -m convformer_s18,caformer_s18,mambaout_femto \
+      -b 256 --runs 20 --warmup 3 2>&1 | sed "s/^/$v /" | tee -a "$OUT/dwab.log"
   done
 fi
 

@@ -204,7 +204,9 @@ const std::vector<OpCase>& op_cases() {
     for (const BranchCase& k : {BranchCase{{2, 7, 7, 32}, false, true, false, true},
                                 BranchCase{{3, 1000, 8}, false, false, true, false},
                                 BranchCase{{2, 7, 7, 32}, true, true, true, true},
-                                BranchCase{{3, 30, 34, 8}, true, false, false, false}}) {
+                                BranchCase{{3, 30, 34, 8}, true, false, false, false},
+                                BranchCase{{2, 7, 7, 32}, false, false, false, true},
+                                BranchCase{{1, 9, 10, 16}, false, true, false, false}}) {
       const int64_t C = k.x[-1], hidden = 4 * C;
       // Inputs: x (an offset mean), norm weight, fc1, fc2, res scale, layer scale, then the biases.
       std::vector<OpInput> inputs{{k.x, -2.f, 3.f},          {{C}, 0.5f, 1.5f}, {{hidden, C}, -0.3f, 0.3f},
@@ -242,6 +244,44 @@ const std::vector<OpCase>& op_cases() {
                      },
                      nullptr});
       }
+
+    // ConvFormer's first half, norm -> pwconv1 -> StarReLU -> depthwise -> pwconv2 -> residual, with
+    // each combination of scales, an odd size, a channel tail and a 3x3 window.
+    struct SepCase {
+      Shape x;
+      int k;
+      bool group, bias, res_scale, layer_scale;
+    };
+    for (const SepCase& k : {SepCase{{2, 9, 11, 24}, 7, false, false, false, false},
+                             SepCase{{1, 14, 14, 40}, 7, false, true, false, true},
+                             SepCase{{2, 7, 7, 20}, 7, false, false, true, false},
+                             SepCase{{3, 5, 6, 12}, 3, true, true, true, true},
+                             SepCase{{1, 10, 9, 36}, 3, false, false, false, true}}) {
+      const int64_t C = k.x[-1], M = 2 * C;
+      // Inputs: x, norm weight, pwconv1, depthwise, pwconv2, res scale, layer scale, then the biases.
+      std::vector<OpInput> inputs{{k.x, -2.f, 3.f},         {{C}, 0.5f, 1.5f},         {{M, C}, -0.3f, 0.3f},
+                                  {{M, 1, k.k, k.k}, -0.3f, 0.3f}, {{C, M}, -0.3f, 0.3f}, {{C}, 0.5f, 1.5f},
+                                  {{C}, -0.5f, 0.5f}};
+      if (k.bias) {
+        inputs.push_back({{C}});  // norm bias
+        inputs.push_back({{M}});
+        inputs.push_back({{M}});
+        inputs.push_back({{C}});
+      }
+      v.push_back({fmt::format("sepconv_branch/{} k{} {}{}{}{}", k.x.str(), k.k, k.group ? "group_norm1" : "layer_norm",
+                               k.bias ? " +bias" : "", k.res_scale ? " rs" : "", k.layer_scale ? " ls" : ""),
+                   OpKind::Linear, 1e-5, inputs,
+                   [k](const Exec& e, const std::vector<Tensor>& in) {
+                     BranchNorm n{k.group ? BranchNorm::Type::group_norm1 : BranchNorm::Type::layer_norm, &in[1],
+                                  k.bias ? &in[7] : nullptr, k.group ? 1e-5f : 1e-6f};
+                     const ConvGeometry g{k.k, k.k, 1, 1, k.k / 2, k.k / 2};
+                     return op::sepconv_branch(e, in[0], n, in[2], k.bias ? &in[8] : nullptr,
+                                               act_of(ActKind::StarReLU), in[3], k.bias ? &in[9] : nullptr, g, in[4],
+                                               k.bias ? &in[10] : nullptr,
+                                               {k.res_scale ? &in[5] : nullptr, k.layer_scale ? &in[6] : nullptr});
+                   },
+                   nullptr});
+    }
 
     add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);  // a stem on an odd image
     add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);   // a downsampling
@@ -442,6 +482,37 @@ const std::vector<OpCase>& op_cases() {
                    {{t}, {c}, {{11, 13}, -0.3f, 0.3f}, {{11}}},
                    [](const Exec& e, const std::vector<Tensor>& in) {
                      return op::glu_linear(e, in[0], &in[1], 0, 13, 13, Activation{ActKind::GELU}, in[2], &in[3]);
+                   },
+                   nullptr});
+    }
+
+    // MambaOut's whole block (norm, fc1, the split, depthwise on the last channels, gated product, fc2,
+    // residual): a 7x7 on a part of the hidden width, a 3x3 on all of it with GroupNorm and scales.
+    struct GatedCase {
+      Shape x;
+      int64_t hidden, conv;
+      int k;
+      bool group, res_scale, layer_scale;
+    };
+    for (const GatedCase& k : {GatedCase{{2, 9, 11, 16}, 24, 8, 7, false, false, false},
+                               GatedCase{{1, 7, 7, 24}, 40, 40, 3, true, true, true},
+                               GatedCase{{2, 5, 6, 8}, 16, 3, 7, false, false, true}}) {
+      const int64_t C = k.x[-1];
+      std::vector<OpInput> inputs{{k.x, -2.f, 3.f},         {{C}, 0.5f, 1.5f},      {{2 * k.hidden, C}, -0.3f, 0.3f},
+                                  {{2 * k.hidden}},         {{k.conv, 1, k.k, k.k}, -0.3f, 0.3f},
+                                  {{k.conv}},               {{C, k.hidden}, -0.3f, 0.3f}, {{C}},
+                                  {{C}, 0.5f, 1.5f},        {{C}, -0.5f, 0.5f},     {{C}}};
+      v.push_back({fmt::format("gated_cnn_branch/{} hidden {} conv {} k{} {}{}{}", k.x.str(), k.hidden, k.conv, k.k,
+                               k.group ? "group_norm1" : "layer_norm", k.res_scale ? " rs" : "",
+                               k.layer_scale ? " ls" : ""),
+                   OpKind::Linear, 1e-5, inputs,
+                   [k](const Exec& e, const std::vector<Tensor>& in) {
+                     BranchNorm n{k.group ? BranchNorm::Type::group_norm1 : BranchNorm::Type::layer_norm, &in[1],
+                                  &in[10], k.group ? 1e-5f : 1e-6f};
+                     const ConvGeometry g{k.k, k.k, 1, 1, k.k / 2, k.k / 2};
+                     return op::gated_cnn_branch(e, in[0], n, in[2], &in[3], k.hidden, in[4], &in[5], g,
+                                                 Activation{ActKind::GELU}, in[6], &in[7],
+                                                 {k.res_scale ? &in[8] : nullptr, k.layer_scale ? &in[9] : nullptr});
                    },
                    nullptr});
     }

@@ -12,6 +12,7 @@
 #include "nn/activation.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
+#include "nn/norm.h"
 
 namespace mf {
 
@@ -41,6 +42,15 @@ class GatedCnn : public TokenMixer {
                             opt(fc2_->bias()));
     saved_t_ = t, saved_c_ = c;
     return fc2_->run(ctx, op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}));
+  }
+
+  // Inference with a LayerNorm or GroupNorm in front: the whole block as one op.
+  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
+    const std::optional<BranchNorm> bn = norm.as_branch_norm();
+    if (ctx.training || !bn || x.ndim() != 4) return TokenMixer::run_branch(ctx, x, norm, scales);
+    return op::gated_cnn_branch(ctx.exec, x, *bn, v(fc1_->weight()), opt(fc1_->bias()), hidden_, v(conv_->weight()),
+                                opt(conv_->bias()), conv_->geometry(), Activation{act_}, v(fc2_->weight()),
+                                opt(fc2_->bias()), scales);
   }
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {

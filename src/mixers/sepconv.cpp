@@ -7,6 +7,7 @@
 #include "nn/activation.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
+#include "nn/norm.h"
 
 namespace mf {
 
@@ -30,6 +31,15 @@ class SepConv : public TokenMixer {
     Tensor h = dw_->run(ctx, pw1_->run_then(ctx, x, *act1_));
     act2_->apply_(ctx, h);
     return pw2_->run(ctx, h);
+  }
+
+  // Inference with a LayerNorm or GroupNorm in front: the norm, the mixer and the residual as one op.
+  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
+    const std::optional<BranchNorm> bn = norm.as_branch_norm();
+    if (ctx.training || !bn || act2_->params().kind != ActKind::Identity || x.ndim() != 4)
+      return TokenMixer::run_branch(ctx, x, norm, scales);
+    return op::sepconv_branch(ctx.exec, x, *bn, v(pw1_->weight()), opt(pw1_->bias()), act1_->params(), v(dw_->weight()),
+                              opt(dw_->bias()), dw_->geometry(), v(pw2_->weight()), opt(pw2_->bias()), scales);
   }
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {

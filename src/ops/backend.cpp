@@ -54,6 +54,57 @@ void Backend::glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, 
   glu(t, c, gate_offset, value_offset, act, h);
   linear(h, w, b, y);
 }
+void Backend::gated_cnn_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                               int64_t hidden, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                               const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                               Tensor& y) {
+  const int64_t conv_ch = dw_w.dim(0);
+  Tensor m = Tensor::empty(y.shape(), device(), activation_dtype());
+  {
+    Shape ts = x.shape();
+    ts[-1] = 2 * hidden;
+    Tensor t = Tensor::empty(ts, device(), activation_dtype());
+    {
+      Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
+      if (norm.type == BranchNorm::Type::layer_norm)
+        layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
+      else
+        group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      linear(n, w1, b1, t);
+    }
+    Shape cs = x.shape();
+    cs[-1] = conv_ch;
+    Tensor c = Tensor::empty(cs, device(), activation_dtype());
+    {
+      Tensor s = Tensor::empty(cs, device(), activation_dtype());
+      channel_slice(t, 2 * hidden - conv_ch, s);
+      depthwise_conv2d(s, dw_w, dw_b, g, c);
+    }
+    glu_linear(t, &c, 0, hidden, hidden, act, w2, b2, m);
+  }
+  scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
+}
+void Backend::sepconv_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                             const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                             const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) {
+  // Each intermediate released as soon as the next one exists (the widest, h, is 2x the input).
+  Tensor m = Tensor::empty(y.shape(), device(), activation_dtype());
+  {
+    Shape hs = x.shape();
+    hs[-1] = w1.dim(0);
+    Tensor h = Tensor::empty(hs, device(), activation_dtype());
+    {
+      Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
+      if (norm.type == BranchNorm::Type::layer_norm)
+        layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
+      else
+        group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      linear_act(n, w1, b1, act, h);
+    }
+    depthwise_linear(h, dw_w, dw_b, g, w2, b2, m);
+  }
+  scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
+}
 void Backend::depthwise_linear(const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                                const Tensor& w, const Tensor* b, Tensor& y) {
   Tensor h = Tensor::empty({x.dim(0), g.out_h(x.dim(1)), g.out_w(x.dim(2)), x.dim(3)}, device(), activation_dtype());

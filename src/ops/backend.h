@@ -15,6 +15,7 @@
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -57,6 +58,14 @@ class Backend {
   // Waits until the device has finished the ops issued so far (a GPU runs them asynchronously);
   // before reading a host clock. No-op on the CPU.
   virtual void synchronize() {}
+  // One whole inference pass, pass(x), of the model `owner`. A backend that can record passes (CUDA
+  // graphs) replays a recording on later calls with an input of the same shape and dtype; the pass
+  // must then depend on nothing but its input's contents, and must not be profiled (a profile waits
+  // for the device around each op). By default it just runs.
+  virtual Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) {
+    (void)owner;
+    return pass(x);
+  }
 
   // x [..., K], w [N, K] (or [N, K, 1, 1]), b [N] or null -> y [..., N]
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
@@ -71,6 +80,19 @@ class Backend {
   // by default group_norm1, pool_minus_input and scaled_residual
   virtual void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,
                            Tensor& y);
+  // y = res_scale ⊙ x + layer_scale ⊙ pw2(dw(act(pw1(norm(x))))): ConvFormer's first half (the
+  // depthwise convolution keeps the size); by default the norm, linear_act, depthwise_linear and
+  // scaled_residual ops (a backend may apply act as the depthwise convolution reads its input)
+  virtual void sepconv_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                              const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                              const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y);
+  // y = res_scale ⊙ x + layer_scale ⊙ fc2(act(g) ⊙ [i, dw(c)]) with [g, i, c] = fc1(norm(x)) split at
+  // hidden and 2·hidden − conv channels: MambaOut's gated CNN block; by default the norm, linear,
+  // channel_slice, depthwise_conv2d, glu_linear and scaled_residual ops
+  virtual void gated_cnn_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                                int64_t hidden, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                                const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                                Tensor& y);
   // y = linear(glu(t, c, ...)) with glu's output `width` wide; by default the two ops
   virtual void glu_linear(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset, int64_t width,
                           const Activation& act, const Tensor& w, const Tensor* b, Tensor& y);

@@ -122,6 +122,53 @@ Tensor mlp_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const 
   return y;
 }
 
+Tensor gated_cnn_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                        int64_t hidden, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                        const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales) {
+  check_rank(x, 4, OpKind::DepthwiseConv2d);
+  check_branch(x, norm, scales);
+  const int64_t C = x.dim(3), conv_ch = dw_w.ndim() == 4 ? dw_w.dim(0) : -1;
+  MF_CHECK(hidden >= 1 && w1.dim(0) == 2 * hidden && w1.dim(1) == C && w2.dim(0) == C && w2.dim(1) == hidden,
+           "gated_cnn_branch: weights {} and {} do not fit {} features and a hidden width of {}", w1.shape().str(),
+           w2.shape().str(), C, hidden);
+  MF_CHECK(conv_ch >= 1 && conv_ch <= hidden && dw_w.dim(1) == 1 && dw_w.dim(2) == g.kernel_h &&
+               dw_w.dim(3) == g.kernel_w,
+           "gated_cnn_branch: depthwise weight {} does not fit a hidden width of {}", dw_w.shape().str(), hidden);
+  MF_CHECK(g.out_h(x.dim(1)) == x.dim(1) && g.out_w(x.dim(2)) == x.dim(2),
+           "gated_cnn_branch: the depthwise convolution must keep the size {}x{}", x.dim(1), x.dim(2));
+  check_vec(b1, 2 * hidden, "fc1 bias", OpKind::Linear);
+  check_vec(dw_b, conv_ch, "depthwise bias", OpKind::DepthwiseConv2d);
+  check_vec(b2, C, "fc2 bias", OpKind::Linear);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::Linear, x.shape().rows() * (3 * hidden * C + conv_ch * g.kernel_h * g.kernel_w));
+  e.backend->gated_cnn_branch(x, norm, w1, b1, hidden, dw_w, dw_b, g, act, w2, b2, scales, y);
+  return y;
+}
+
+Tensor sepconv_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                      const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                      const Tensor& w2, const Tensor* b2, const BranchScales& scales) {
+  check_rank(x, 4, OpKind::DepthwiseConv2d);
+  check_branch(x, norm, scales);
+  const int64_t C = x.dim(3), M = w1.dim(0);
+  MF_CHECK(w1.dim(1) == C && w2.dim(0) == C && w2.dim(1) == M,
+           "sepconv_branch: weights {} and {} do not map {} features back to themselves", w1.shape().str(),
+           w2.shape().str(), C);
+  MF_CHECK(dw_w.ndim() == 4 && dw_w.dim(0) == M && dw_w.dim(1) == 1 && dw_w.dim(2) == g.kernel_h &&
+               dw_w.dim(3) == g.kernel_w,
+           "sepconv_branch: depthwise weight {} does not fit {} channels", dw_w.shape().str(), M);
+  MF_CHECK(g.out_h(x.dim(1)) == x.dim(1) && g.out_w(x.dim(2)) == x.dim(2),
+           "sepconv_branch: the depthwise convolution must keep the size {}x{}", x.dim(1), x.dim(2));
+  check_vec(b1, M, "pwconv1 bias", OpKind::Linear);
+  check_vec(dw_b, M, "depthwise bias", OpKind::DepthwiseConv2d);
+  check_vec(b2, C, "pwconv2 bias", OpKind::Linear);
+  Tensor y = out(e, x.shape());
+  // Profiled as GEMM work (its larger part); MACs of the three products.
+  Timed t(e, OpKind::Linear, x.shape().rows() * M * (2 * C + g.kernel_h * g.kernel_w));
+  e.backend->sepconv_branch(x, norm, w1, b1, act, dw_w, dw_b, g, w2, b2, scales, y);
+  return y;
+}
+
 Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                         const Tensor& w, const Tensor* b) {
   check_rank(x, 4, OpKind::DepthwiseConv2d);

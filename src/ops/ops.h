@@ -58,6 +58,20 @@ Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
 // res_scale ⊙ x + layer_scale ⊙ (pool(n) − n), n = group_norm1(x): PoolFormer's norm, mixer and
 // residual as one op (norm.type must be group_norm1). Inference only.
 Tensor pool_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales);
+// res_scale ⊙ x + layer_scale ⊙ fc2(act(g) ⊙ [i, dw(c)]), [g, i, c] = fc1(norm(x)) split at hidden and
+// 2·hidden − conv channels (dw_w [conv, 1, k, k], size-preserving): MambaOut's whole block as one op.
+// The CUDA backend convolves c where fc1 wrote it (no copy) and adds the residual in fc2's epilogue.
+// Inference only.
+Tensor gated_cnn_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                        int64_t hidden, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                        const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales);
+// res_scale ⊙ x + layer_scale ⊙ pw2(dw(act(pw1(norm(x))))): ConvFormer's norm, SepConv mixer and
+// residual as one op (the depthwise convolution must keep the size: stride 1, same padding). The
+// CUDA backend applies act while the depthwise kernel stages its input and adds the residual in
+// pw2's GEMM epilogue. Inference only.
+Tensor sepconv_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                      const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                      const Tensor& w2, const Tensor* b2, const BranchScales& scales);
 Tensor layer_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps);
 Tensor group_norm1(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps);
 Tensor activation(const Exec& e, const Tensor& x, const Activation& act);

@@ -10,10 +10,11 @@
 #   sbs.md        (step sbs, not in the default set: minutes of torch.compile) bench/gpu_side_by_side.py:
 #                 the engine against timm eager and torch.compile in bf16, batch 256 and 1, peak memory
 #   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
-#   kernels_<model>.md  (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
+#   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
-#   dwab.log      (step dwab) the shared-memory depthwise kernel (METAFORMER_CUDA_DW=tiled) against the
-#                 default: op harness in fp32 and bf16, then bf16 batch-256 throughput of both
+#   dwab.log      (step dwab) A/B of the defaults against the strip depthwise kernels
+#                 (METAFORMER_CUDA_DW=strip) and against no CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op
+#                 harness with the strip kernels in fp32 and bf16, then bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops checks parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
@@ -130,25 +131,28 @@ if has ncu; then  # where the bf16 time goes inside the slowest kernels (Nsight 
 fi
 
 if has kernels; then  # where the GPU time goes, kernel by kernel (no synchronisation between ops)
+  : > "$OUT/kernels.md"
   echo "== kernels: GPU time per kernel, bf16 batch 256, one pass (the first: weight casts included)"
   for m in ${KERNEL_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}; do
     timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
-      "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "/tmp/kernels_$m.csv" 2> "$OUT/kernels_$m.err"
-    echo "$m: rc=$?"
-    python3 "$stage/kernel_table.py" "/tmp/kernels_$m.csv" > "$OUT/kernels_$m.md" 2>> "$OUT/kernels_$m.err"
-    head -22 "$OUT/kernels_$m.md"
+      "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "/tmp/kernels_$m.csv" 2> /tmp/kernels.err
+    echo "$m: rc=$?"; tail -3 /tmp/kernels.err
+    python3 "$stage/kernel_table.py" "/tmp/kernels_$m.csv" > /tmp/kernels_$m.md 2>&1
+    { echo "## $m"; cat /tmp/kernels_$m.md; echo; } >> "$OUT/kernels.md"
+    head -16 /tmp/kernels_$m.md | cut -c1-150
   done
 fi
 
 if has dwab; then
-  echo "== depthwise A/B: METAFORMER_CUDA_DW=tiled against the default" | tee "$OUT/dwab.log"
-  for dt in f32 bf16; do
-    METAFORMER_CUDA_DW=tiled timeout 200 "$T" --backend cuda --dtype $dt > /tmp/dw_ops.log 2>&1
-    echo "op harness tiled $dt: rc=$?" | tee -a "$OUT/dwab.log"; grep -E "FAIL|cases," /tmp/dw_ops.log | tail -8 | tee -a "$OUT/dwab.log"
+  echo "== depthwise A/B: the strip kernels (METAFORMER_CUDA_DW=strip) against the default tiled one" | tee "$OUT/dwab.log"
+  for dt in fp32 bf16; do
+    METAFORMER_CUDA_DW=strip timeout 200 "$T" --backend cuda --dtype $dt > /tmp/dw_ops.log 2>&1
+    echo "op harness strip $dt: rc=$?" | tee -a "$OUT/dwab.log"; grep -E "FAIL|cases," /tmp/dw_ops.log | tail -8 | tee -a "$OUT/dwab.log"
   done
-  for v in strip tiled strip tiled; do
-    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 -m convformer_s18,caformer_s18,mambaout_femto \
-      -b 256 --runs 20 --warmup 3 2>&1 | sed "s/^/$v /" | tee -a "$OUT/dwab.log"
+  for v in default METAFORMER_CUDA_DW=strip METAFORMER_CUDA_GRAPHS=0; do
+    env $([ $v = default ] || echo $v) timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
+      grep "cuda" | sed "s/^/$v /" | tee -a "$OUT/dwab.log"
   done
 fi
 

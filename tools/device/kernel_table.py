@@ -10,7 +10,7 @@ import csv
 import sys
 from collections import defaultdict
 
-UNIT = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3}
+UNIT = {"nsecond": 1e-6, "usecond": 1e-3, "msecond": 1.0, "second": 1e3, "ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def main(path):
@@ -20,7 +20,10 @@ def main(path):
     for r in csv.DictReader(lines):
         if r.get("Metric Name") != "gpu__time_duration.sum":
             continue
-        ms = float(r["Metric Value"].replace(",", "")) * UNIT.get(r["Metric Unit"], float("nan"))
+        unit = r["Metric Unit"].strip()
+        if unit not in UNIT:
+            sys.exit(f"kernel_table: unknown time unit {unit!r} in {path}")
+        ms = float(r["Metric Value"].replace(",", "")) * UNIT[unit]
         rows.append((r["Kernel Name"], ms))
     total = sum(ms for _, ms in rows)
     by = defaultdict(lambda: [0, 0.0])

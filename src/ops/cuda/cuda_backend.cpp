@@ -11,6 +11,7 @@
 #include "ops/cuda/cuda_context.h"
 #include "ops/cuda/fft.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/graphs.h"
 #include "ops/cuda/kernels/kernels.h"
 #include "ops/cuda/simple_kernels.h"
 
@@ -149,6 +150,34 @@ const bf16* conv_weight_bf16(const Tensor& w, int64_t ldk) {
   return p;
 }
 
+// A Linear's weight [N, K(, 1, 1)] and bias [N] with a layer scale ls [N] folded in (each output
+// row times ls), so that y = x + ls ⊙ (h·wᵀ + b) is one GEMM with the residual in its epilogue.
+// Made once on the host, cached with w and keyed by the scale's and the bias's storage and version.
+struct LayerScaled {
+  Tensor w, b;  // b undefined when there is no bias
+};
+const LayerScaled& layer_scaled(const Tensor& w, const Tensor* b, const Tensor& ls) {
+  const std::string key = "cuda.layer_scaled." + std::to_string(ls.storage_id()) + "." + std::to_string(ls.version()) +
+                          (b ? "." + std::to_string(b->storage_id()) + "." + std::to_string(b->version()) : "");
+  if (auto d = w.derived(key)) return *static_cast<LayerScaled*>(d.get());
+  const int64_t N = w.dim(0), K = w.numel() / N;
+  const Tensor hw = w.to(Device::CPU), hs = ls.to(Device::CPU);
+  auto f = std::make_shared<LayerScaled>();
+  Tensor sw = Tensor::empty({N, K});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k) sw.data()[n * K + k] = hw.data()[n * K + k] * hs.data()[n];
+  f->w = sw.to(Device::CUDA);
+  if (b) {
+    const Tensor hb = b->to(Device::CPU);
+    Tensor sb = Tensor::empty({N});
+    for (int64_t n = 0; n < N; ++n) sb.data()[n] = hb.data()[n] * hs.data()[n];
+    f->b = sb.to(Device::CUDA);
+  }
+  const LayerScaled& r = *f;
+  w.set_derived(key, f);
+  return r;
+}
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(Precision p) : precision_(p), bf16_(p == Precision::bf16) {
@@ -161,6 +190,9 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return bf16_ ? DType::bf16 : DType::f32; }
   bool supports(OpKind op) const override { return op != OpKind::CrossEntropy; }
   void synchronize() override { cuda::synchronize(); }
+  Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {
+    return cuda::run_recorded(owner, x, pass);
+  }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override {
     gemm_rows(x, w, b, y, x.shape().rows(), w.dim(1), cuda::Epilogue::bias);
@@ -245,6 +277,82 @@ class CudaBackend final : public Backend {
                         dev(scales.layer_scale), out<T>(y), B, H, W, C, ws.data(), stream()),
          "pool_branch");
     });
+  }
+  // The block's second half with its residual (and layer scale, folded into fc2) in fc2's epilogue;
+  // with a res scale as the default composition.
+  void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, const Activation& act,
+                  const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
+    if (scales.res_scale || simple_kernels()) return Backend::mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
+    Shape hs = x.shape();
+    hs[-1] = w1.dim(0);
+    Tensor h = Tensor::empty(hs, Device::CUDA, activation_dtype());
+    {
+      Tensor n = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
+      branch_norm(x, norm, n);
+      linear_act(n, w1, b1, act, h);
+    }
+    residual_linear(h, w2, b2, scales.layer_scale, x, y);
+  }
+  // ConvFormer's first half: pwconv1 without its activation, which the depthwise kernel applies as it
+  // stages its input (the 2x-wide activation never makes a round trip through memory for it), and
+  // the residual in pwconv2's epilogue.
+  void sepconv_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                      const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                      const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
+    if (simple_kernels())
+      return Backend::sepconv_branch(x, norm, w1, b1, act, dw_w, dw_b, g, w2, b2, scales, y);
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), M = w1.dim(0);
+    Tensor d = Tensor::empty({B, H, W, M}, Device::CUDA, activation_dtype());
+    {
+      Tensor h = Tensor::empty({B, H, W, M}, Device::CUDA, activation_dtype());
+      {
+        Tensor n = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
+        branch_norm(x, norm, n);
+        linear(n, w1, b1, h);
+      }
+      typed([&](auto tag) {
+        using T = decltype(tag);
+        ok(k::depthwise_conv2d(in<T>(h), M, depthwise_weight(dw_w), dev(dw_b), out<T>(d), M, B, H, W, M, H, W,
+                               g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, kact(act), k::Act{},
+                               stream()),
+           "depthwise_conv2d");
+      });
+    }
+    if (!scales.res_scale) return residual_linear(d, w2, b2, scales.layer_scale, x, y);
+    Tensor m = Tensor::empty(y.shape(), Device::CUDA, activation_dtype());
+    linear(d, w2, b2, m);
+    scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
+  }
+  // MambaOut's block: the depthwise convolution reads its channels where fc1 wrote them (no slice
+  // copy), and the residual is added in fc2's epilogue.
+  void gated_cnn_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, int64_t hidden,
+                        const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Activation& act,
+                        const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
+    if (simple_kernels())
+      return Backend::gated_cnn_branch(x, norm, w1, b1, hidden, dw_w, dw_b, g, act, w2, b2, scales, y);
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), T2 = 2 * hidden, conv = dw_w.dim(0);
+    Tensor z = Tensor::empty({B, H, W, hidden}, Device::CUDA, activation_dtype());
+    {
+      Tensor t = Tensor::empty({B, H, W, T2}, Device::CUDA, activation_dtype());
+      {
+        Tensor n = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
+        branch_norm(x, norm, n);
+        linear(n, w1, b1, t);
+      }
+      Tensor c = Tensor::empty({B, H, W, conv}, Device::CUDA, activation_dtype());
+      typed([&](auto tag) {
+        using T = decltype(tag);
+        ok(k::depthwise_conv2d(in<T>(t) + (T2 - conv), T2, depthwise_weight(dw_w), dev(dw_b), out<T>(c), conv, B, H, W,
+                               conv, H, W, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, k::Act{},
+                               k::Act{}, stream()),
+           "depthwise_conv2d");
+      });
+      glu(t, &c, 0, hidden, act, z);
+    }
+    if (!scales.res_scale) return residual_linear(z, w2, b2, scales.layer_scale, x, y);
+    Tensor m = Tensor::empty(y.shape(), Device::CUDA, activation_dtype());
+    linear(z, w2, b2, m);
+    scaled_residual(x, scales.res_scale, m, scales.layer_scale, y);
   }
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override {
     const int64_t C = x.shape().last();
@@ -462,6 +570,31 @@ class CudaBackend final : public Backend {
       cuda::linear_rows(cuda::GemmType::bf16, in<bf16>(x), in<bf16>(w), in<bf16>(b), out<bf16>(y), rows, N, K, e);
     else
       cuda::linear_rows(cuda::GemmType::f32, in<float>(x), dev(w), dev(b), out<float>(y), rows, N, K, e);
+  }
+
+  void branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n) {
+    if (norm.type == BranchNorm::Type::layer_norm)
+      layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
+    else
+      group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+  }
+  // y = x + ls ⊙ (h · wᵀ + b) (ls null: 1), the residual added in the GEMM's epilogue.
+  void residual_linear(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor* ls, const Tensor& x,
+                       Tensor& y) {
+    const Tensor* wp = &w;
+    const Tensor* bp = b;
+    if (ls) {
+      const LayerScaled& f = layer_scaled(w, b, *ls);
+      wp = &f.w;
+      bp = f.b.defined() ? &f.b : nullptr;
+    }
+    const int64_t rows = h.shape().rows(), N = w.dim(0), K = h.shape().last();
+    if (bf16_)
+      cuda::linear_rows(cuda::GemmType::bf16, in<bf16>(h), in<bf16>(*wp), in<bf16>(bp), out<bf16>(y), rows, N, K,
+                        cuda::Epilogue::bias, in<bf16>(x));
+    else
+      cuda::linear_rows(cuda::GemmType::f32, in<float>(h), dev(*wp), dev(bp), out<float>(y), rows, N, K,
+                        cuda::Epilogue::bias, in<float>(x));
   }
 
   Precision precision_;

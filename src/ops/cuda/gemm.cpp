@@ -98,27 +98,28 @@ void run_gemm(const Gemm& g) {
   const int64_t esize = element_bytes(g.type);
   uint32_t align = std::min(std::min(alignment(g.a), alignment(g.b)), alignment(g.d));
   if (g.bias) align = std::min(align, alignment(g.bias));
+  if (g.c) align = std::min(align, alignment(g.c));
   for (int64_t ld : {g.lda, g.ldb, g.ldd})
     while (align > esize && (ld * esize) % align) align /= 2;
   static std::map<Key, std::unique_ptr<Plan>> plans;
   const Key key{static_cast<int>(g.type), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
-                static_cast<int>(g.epilogue) * 2 + (g.bias != nullptr), static_cast<int>(align)};
+                static_cast<int>(g.epilogue) * 4 + (g.bias != nullptr) * 2 + (g.c != nullptr), static_cast<int>(align)};
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;
   Plan& p = *it->second;
   if (g.bias) MF_CUBLAS(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)));
   const float one = 1.f, zero = 0.f;
   if (g.k == 0) {  // an empty sum: cuBLASLt would not write D
+    MF_CHECK(g.bias == nullptr && g.c == nullptr, "an empty product with a bias or residual is not supported on the GPU");
     MF_CUDA(cudaMemsetAsync(g.d, 0, static_cast<size_t>(esize * g.ldd * g.n * g.batch), c.stream));
-    MF_CHECK(g.bias == nullptr, "an empty product with a bias is not supported on the GPU");
     return;
   }
-  MF_CUBLAS(cublasLtMatmul(c.lt, p.op, &one, g.a, p.la, g.b, p.lb, &zero, g.d, p.ld, g.d, p.ld, &p.algo, c.workspace,
-                           c.workspace_bytes, c.stream));
+  MF_CUBLAS(cublasLtMatmul(c.lt, p.op, &one, g.a, p.la, g.b, p.lb, g.c ? &one : &zero, g.c ? g.c : g.d, p.ld, g.d,
+                           p.ld, &p.algo, c.workspace, c.workspace_bytes, c.stream));
 }
 
 void linear_rows(GemmType type, const void* x, const void* w, const void* bias, void* y, int64_t M, int64_t N,
-                 int64_t K, Epilogue epilogue) {
+                 int64_t K, Epilogue epilogue, const void* residual) {
   Gemm g;
   g.type = type;
   g.trans_a = true;  // W [N, K] row-major is Wᵀ column-major (K×N); op(A) = W, N×K
@@ -128,6 +129,7 @@ void linear_rows(GemmType type, const void* x, const void* w, const void* bias, 
   g.d = y, g.ldd = N;
   g.bias = bias;
   g.epilogue = epilogue;
+  g.c = residual;
   run_gemm(g);
 }
 

@@ -12,9 +12,10 @@ namespace mf::cuda {
 enum class Epilogue { none, bias, relu_bias, gelu_bias };
 enum class GemmType { f32, bf16 };  // of A, B, D and the bias
 
-// Column-major D[m, n] = op(A) · op(B) (+ bias[m] per row with Epilogue::bias), `batch` products
-// with the given element strides (0: the same matrix for every product). Row-major callers swap
-// the operands: y = x · Wᵀ is yᵀ = W · xᵀ.
+// Column-major D[m, n] = op(A) · op(B) (+ bias[m] per row with Epilogue::bias) (+ C, laid out as
+// D, when c is given: a residual added in the epilogue, rounded once with the product), `batch`
+// products with the given element strides (0: the same matrix for every product). Row-major callers
+// swap the operands: y = x · Wᵀ is yᵀ = W · xᵀ.
 struct Gemm {
   GemmType type = GemmType::f32;
   bool trans_a = false, trans_b = false;
@@ -25,14 +26,16 @@ struct Gemm {
   int64_t ldb = 0, stride_b = 0;
   void* d = nullptr;
   int64_t ldd = 0, stride_d = 0;
+  const void* c = nullptr;  // added to the product (beta = 1); same type and layout as D
   int64_t batch = 1;
   const void* bias = nullptr;
   Epilogue epilogue = Epilogue::none;
 };
 void run_gemm(const Gemm& g);
 
-// Row-major y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]) with an epilogue: the Linear layer.
+// Row-major y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]) (+ residual[M, N]) with an epilogue: the
+// Linear layer, and a block's last Linear with the block's residual add.
 void linear_rows(GemmType type, const void* x, const void* w, const void* bias, void* y, int64_t M, int64_t N,
-                 int64_t K, Epilogue epilogue = Epilogue::bias);
+                 int64_t K, Epilogue epilogue = Epilogue::bias, const void* residual = nullptr);
 
 }  // namespace mf::cuda

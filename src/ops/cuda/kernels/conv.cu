@@ -211,12 +211,13 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   const int64_t strips = (Wo + kStrip - 1) / kStrip;
   const unsigned grid = grid_for(B * Ho * strips * (vec ? C / V : C), kBlock);
   const bool s1 = sh == 1 && sw == 1;
-  // The shared-memory kernel for the square 7×7 and 3×3 of the zoo, opt-in with METAFORMER_CUDA_DW=tiled
-  // until it has been measured against the strip kernels on a GPU; the grid's z is the batch (≤ 65535
-  // images a call).
+  // The shared-memory kernel for the square 7×7 and 3×3 of the zoo (bf16 batch 256 on an H200: 1.38x
+  // ConvFormer-S18's and 1.25x MambaOut-Femto's images/s over the strip kernels, docs/cuda.md);
+  // METAFORMER_CUDA_DW=strip keeps the strip kernels for comparison. The grid's z is the batch
+  // (≤ 65535 images a call).
   static const bool tiled = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW");
-    return e && std::strcmp(e, "tiled") == 0;
+    return !(e && std::strcmp(e, "strip") == 0);
   }();
   if (s1 && kh == kw && (kh == 7 || kh == 3) && tiled && B <= 65535) {
     const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);

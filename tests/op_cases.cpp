@@ -286,6 +286,7 @@ const std::vector<OpCase>& op_cases() {
     add_conv(v, {3, 23, 17, 3}, 13, 7, 4, 2, true);  // a stem on an odd image
     add_conv(v, {1, 7, 7, 21}, 19, 3, 2, 1, true);   // a downsampling
     add_conv(v, {2, 9, 6, 5}, 7, 3, 1, 1, false);
+    add_conv(v, {2, 9, 10, 16}, 24, 3, 2, 1, true);  // channels a multiple of 8: the vector im2col
 
     add_depthwise(v, {3, 7, 7, 37}, 7, 1, 3, false);
     add_depthwise(v, {1, 14, 14, 130}, 7, 1, 3, true);  // > 2 channel blocks, one partial

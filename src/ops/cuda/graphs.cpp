@@ -1,5 +1,6 @@
 #include "ops/cuda/graphs.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -24,10 +25,15 @@ bool graphs_enabled() {
 // freed by the next replay (cudaGraphInstantiateFlagAutoFreeOnLaunch), so callers get a copy.
 struct Recording {
   int calls = 0;
-  bool failed = false;
+  bool eager = false;       // recording failed, or replays were slower than eager passes
+  double eager_ms = 0;      // the second (eager, warm) pass, timed
   Tensor input, output;
   cudaGraphExec_t exec = nullptr;
 };
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 size_t bytes_of(const Tensor& t) { return static_cast<size_t>(t.numel()) * dtype_size(t.dtype()); }
 
@@ -66,6 +72,7 @@ bool record(Recording& r, const std::function<Tensor(const Tensor&)>& pass) {
     r.exec = nullptr;
     return false;
   }
+  MF_CUDA(cudaGraphUpload(r.exec, c.stream));  // the one-time upload is not part of the first replay
   // The eager passes' blocks stay cached in the stream pool, but the graph has memory of its own
   // now: hand the unused cached blocks back, so the replays do not hold two copies.
   cudaMemPool_t mp;
@@ -79,24 +86,48 @@ Tensor run_recorded(const void* owner, const Tensor& x, const std::function<Tens
   if (!graphs_enabled()) return pass(x);
   using Key = std::tuple<const void*, std::vector<int64_t>, int>;
   static std::map<Key, Recording> recordings;  // never destroyed, like the context
-  const std::vector<int64_t> dims = x.shape().vec();
-  Recording& r = recordings[Key{owner, dims, static_cast<int>(x.dtype())}];
-  if (r.failed || ++r.calls == 1) return pass(x);
-  if (!r.exec) {
+  Recording& r = recordings[Key{owner, x.shape().vec(), static_cast<int>(x.dtype())}];
+  Context& c = context();
+  ++r.calls;
+  if (r.eager || r.calls == 1) return pass(x);  // the first pass fills the caches
+  if (r.calls == 2) {  // a warm eager pass, timed: what a replay has to beat
+    MF_CUDA(cudaStreamSynchronize(c.stream));
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor y = pass(x);
+    MF_CUDA(cudaStreamSynchronize(c.stream));
+    r.eager_ms = ms_since(t0);
+    return y;
+  }
+  const bool first_replay = r.exec == nullptr;
+  if (first_replay) {
     r.input = Tensor::empty(x.shape(), Device::CUDA, x.dtype());
     copy_into(r.input, x);
     if (!record(r, pass)) {
-      r.failed = true;
+      r.eager = true;
       r.input = Tensor();
       return pass(x);
     }
   } else {
     copy_into(r.input, x);
   }
-  Context& c = context();
+  const auto t0 = std::chrono::steady_clock::now();
   MF_CUDA(cudaGraphLaunch(r.exec, c.stream));
   Tensor y = Tensor::empty(r.output.shape(), Device::CUDA, r.output.dtype());
   MF_CUDA(cudaMemcpyAsync(y.raw(), r.output.raw(), bytes_of(y), cudaMemcpyDeviceToDevice, c.stream));
+  if (first_replay) {
+    // Keep the graph only if it is faster: it saves launches (small batches), but at large batches
+    // it was measured slower than the eager pass (docs/cuda.md), so the choice is measured here.
+    MF_CUDA(cudaStreamSynchronize(c.stream));
+    const double replay_ms = ms_since(t0);
+    if (replay_ms > r.eager_ms) {
+      MF_CUDA(cudaGraphExecDestroy(r.exec));
+      r.exec = nullptr;
+      r.output = Tensor();
+      r.input = Tensor();
+      r.eager = true;
+      MF_CUDA(cudaDeviceGraphMemTrim(c.device));
+    }
+  }
   return y;
 }
 

@@ -8,10 +8,11 @@
 namespace mf::cuda {
 
 // pass(x) for one model (`owner`) and one input shape and dtype: the first call runs eagerly (it
-// fills the weight caches), the second records the pass into a graph reading a private copy of the
-// input, and every call from then on copies x in, replays the graph and returns a copy of its
-// output. A pass that cannot be recorded runs eagerly from then on. METAFORMER_CUDA_GRAPHS=0 turns
-// recording off.
+// fills the weight caches), the second runs eagerly and is timed, the third records the pass into a
+// graph reading a private copy of the input and replays it, timed. If the replay was faster, every
+// later call copies x in, replays the graph and returns a copy of its output; otherwise (and when
+// the pass cannot be recorded) the graph is dropped and the calls run eagerly.
+// METAFORMER_CUDA_GRAPHS=0 turns recording off.
 Tensor run_recorded(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass);
 
 }  // namespace mf::cuda

@@ -293,6 +293,57 @@ __global__ void pool_branch_kernel(const T* x, const float* gw, const float* mea
   y[((b * H + h) * W) * C + wc] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
 }
 
+// Both pooling kernels above, 16 bytes of channels a thread (C a multiple of the vector): the
+// scalar kernels spent most of their time on 2-byte loads and index arithmetic. branch = false:
+// pool(x) − x; true: PoolFormer's fused branch, as pool_branch_kernel. Flat over B·H·W·C/V, 32-bit.
+template <typename T>
+__global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs, const float* ls,
+                                T* y, uint32_t H, uint32_t W, uint32_t CV, uint32_t total, int k, bool branch) {
+  constexpr int V = kVec<T>;
+  const int pad = k / 2;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t cv = i % CV;
+    uint32_t p = i / CV;
+    const int w = static_cast<int>(p % W);
+    p /= W;
+    const int h = static_cast<int>(p % H);
+    const uint32_t b = p / H;
+    const int h0 = max(h - pad, 0), h1 = min(h - pad + k, int(H)), w0 = max(w - pad, 0), w1 = min(w - pad + k, int(W));
+    const size_t C = size_t(CV) * V, img = size_t(b) * H * W;
+    float acc[V], v[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = 0.f;
+    for (int ih = h0; ih < h1; ++ih)
+      for (int iw = w0; iw < w1; ++iw) {
+        load_vec(x + (img + size_t(ih) * W + iw) * C + size_t(cv) * V, v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] += v[e];
+      }
+    const size_t at = (img + size_t(h) * W + w) * C + size_t(cv) * V;
+    load_vec(x + at, v);
+    const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
+    if (branch) {
+      const float rstd = mean_rstd[2 * b + 1];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const uint32_t c = cv * V + e;
+        const float d = (acc[e] * inv - v[e]) * rstd * gw[c];
+        acc[e] = fmaf(d, ls ? ls[c] : 1.f, v[e] * (rs ? rs[c] : 1.f));
+      }
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e] = acc[e] * inv - v[e];
+    }
+    store_vec(y + at, acc);
+  }
+}
+
+template <typename T>
+bool pool_vec_fits(const T* x, const T* y, int64_t B, int64_t H, int64_t W, int64_t C) {
+  constexpr int V = kVec<T>;
+  return C % V == 0 && aligned16(x) && aligned16(y) && B * H * W * (C / V) < (int64_t(1) << 31);
+}
+
 inline bool pool_grid(int64_t B, int64_t H, int64_t W, int64_t C, dim3* grid) {
   if (W * C >= (int64_t(1) << 31) || H > 65535 || B > 65535) return false;
   *grid = dim3(static_cast<unsigned>((W * C + kBlock - 1) / kBlock), static_cast<unsigned>(H),
@@ -378,6 +429,36 @@ __global__ void im2col_taps_kernel(const T* x, T* cols, int64_t ldk, int64_t row
   }
 }
 
+// The same padded columns, one thread per V consecutive columns of a row (V = 8 bf16 with 16-byte
+// accesses when C is a multiple of 8, so that a vector never straddles two taps; else V = 1): the
+// writes of a warp are contiguous, where the kernel above had each thread copy a whole tap.
+// Flat over rows × ldk / V, 32-bit (the launcher checks).
+template <typename T, int V>
+__global__ void im2col_cols_kernel(const T* x, T* cols, uint32_t vpr, uint32_t total, int H, int W, int C, int K,
+                                   int kw, int sh, int sw, int ph, int pw, uint32_t Ho, uint32_t Wo) {
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t row = i / vpr;
+    const int k = static_cast<int>(i - row * vpr) * V;
+    T* out = cols + size_t(i) * V;
+    bool inside = false;
+    const T* in = nullptr;
+    if (k < K) {
+      const int tap = k / C, c = k - tap * C, ky = tap / kw, kx = tap - ky * kw;
+      const uint32_t ow = row % Wo, t = row / Wo, oh = t % Ho, b = t / Ho;
+      const int ih = int(oh) * sh - ph + ky, iw = int(ow) * sw - pw + kx;
+      inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+      in = x + ((size_t(b) * H + ih) * W + iw) * C + c;
+    }
+    if constexpr (V == 1) {
+      *out = inside ? *in : from_f<T>(0.f);
+    } else {
+      uint4 u = make_uint4(0, 0, 0, 0);
+      if (inside) u = *reinterpret_cast<const uint4*>(in);
+      *reinterpret_cast<uint4*>(out) = u;
+    }
+  }
+}
+
 template <typename TO>
 __global__ void conv_weight_kernel(const float* w, TO* out, int64_t Co, int64_t Ci, int kh, int kw) {
   const int64_t taps = int64_t(kh) * kw, n = Co * Ci * taps;
@@ -393,6 +474,14 @@ cudaError_t pool_minus_launch(const T* x, T* y, int64_t B, int64_t H, int64_t W,
   if (k < 1 || k % 2 == 0) return cudaErrorInvalidValue;
   const int64_t n = B * H * W * C;
   if (n <= 0) return cudaSuccess;
+  using D = typename Dev<T>::type;
+  if (pool_vec_fits(dev(x), dev(y), B, H, W, C)) {
+    const int64_t total = B * H * W * (C / kVec<D>);
+    pool_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), nullptr, nullptr, nullptr, nullptr, dev(y),
+                                                               uint32_t(H), uint32_t(W), uint32_t(C / kVec<D>),
+                                                               uint32_t(total), k, false);
+    return cudaGetLastError();
+  }
   dim3 grid;
   if (!pool_grid(B, H, W, C, &grid)) return cudaErrorInvalidValue;
   pool_minus_kernel<<<grid, kBlock, 0, s>>>(dev(x), dev(y), H, W, C, k);
@@ -411,6 +500,14 @@ cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, co
   float* mean_rstd = partial + gn_partial_floats(B, per);
   const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
   if (e != cudaSuccess) return e;
+  using D = typename Dev<T>::type;
+  if (pool_vec_fits(dev(x), dev(y), B, H, W, C)) {
+    const int64_t total = B * H * W * (C / kVec<D>);
+    pool_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H),
+                                                               uint32_t(W), uint32_t(C / kVec<D>), uint32_t(total), k,
+                                                               true);
+    return cudaGetLastError();
+  }
   pool_branch_kernel<<<grid, kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), H, W, C, k);
   return cudaGetLastError();
 }
@@ -522,6 +619,20 @@ cudaError_t im2col_nhwc_padded(const bf16* x, bf16* cols, int64_t ldk, int64_t B
   const int64_t rows = B * Ho * Wo;
   if (rows <= 0) return cudaSuccess;
   using D = typename Dev<bf16>::type;
+  if (rows * ldk < (int64_t(1) << 31) && H * W * C < (int64_t(1) << 31)) {
+    if (C % 8 == 0 && ldk % 8 == 0 && aligned16(x) && aligned16(cols)) {
+      const int64_t total = rows * (ldk / 8);
+      im2col_cols_kernel<D, 8><<<grid_for(total, kBlock), kBlock, 0, s>>>(
+          dev(x), dev(cols), uint32_t(ldk / 8), uint32_t(total), int(H), int(W), int(C), int(kh * kw * C), kw, sh, sw,
+          ph, pw, uint32_t(Ho), uint32_t(Wo));
+    } else {
+      const int64_t total = rows * ldk;
+      im2col_cols_kernel<D, 1><<<grid_for(total, kBlock), kBlock, 0, s>>>(
+          dev(x), dev(cols), uint32_t(ldk), uint32_t(total), int(H), int(W), int(C), int(kh * kw * C), kw, sh, sw, ph,
+          pw, uint32_t(Ho), uint32_t(Wo));
+    }
+    return cudaGetLastError();
+  }
   im2col_taps_kernel<D><<<grid_for(rows * (kh * kw + 1), kBlock), kBlock, 0, s>>>(
       dev(x), dev(cols), ldk, rows, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
   return cudaGetLastError();

@@ -45,26 +45,6 @@ __global__ void scaled_residual_kernel(const T* x, const float* rs, const T* br,
 
 inline bool fits32(int64_t n) { return n < (int64_t(1) << 31) - 65536LL * 8 * 256; }
 
-// 16-byte accesses (8 bf16 or 4 floats a thread): the scalar 2-byte loads above leave much of the
-// memory bandwidth unused, and these kernels are pure traffic. Used when the sizes and pointers allow.
-template <typename T>
-constexpr int kVec = 16 / sizeof(T);
-template <typename T>
-__device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec<T>]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&u);
-#pragma unroll
-  for (int j = 0; j < kVec<T>; ++j) v[j] = to_f(e[j]);
-}
-template <typename T>
-__device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec<T>]) {
-  uint4 u;
-  T* e = reinterpret_cast<T*>(&u);
-#pragma unroll
-  for (int j = 0; j < kVec<T>; ++j) e[j] = from_f<T>(v[j]);
-  *reinterpret_cast<uint4*>(p) = u;
-}
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <typename T>
 __global__ void activation_vec_kernel(const T* x, T* y, int64_t nvec, Act act) {
@@ -115,6 +95,27 @@ __global__ void glu_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64
       const float v = j < from_t ? to_f(t[r * Ct + value_offset + j]) : to_f(c[r * cw + j - from_t]);
       y[r * width + j] = from_f<T>(g * v);
     }
+}
+
+// The gated product 16 bytes a thread: every width and offset a multiple of the vector, so that no
+// vector straddles the t / c boundary. Flat over rows × width / V (32-bit: the launcher checks).
+template <typename T>
+__global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw, uint32_t gate_offset,
+                               uint32_t value_offset, T* y, uint32_t width, uint32_t total, Act act) {
+  constexpr int V = kVec<T>;
+  const uint32_t wv = width / V, from_t = width - cw;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t r = i / wv, j = (i - r * wv) * V;
+    float g[V], v[V];
+    load_vec(t + size_t(r) * Ct + gate_offset + j, g);
+    if (j < from_t)
+      load_vec(t + size_t(r) * Ct + value_offset + j, v);
+    else
+      load_vec(c + size_t(r) * cw + (j - from_t), v);
+#pragma unroll
+    for (int e = 0; e < V; ++e) g[e] = act_apply(act, g[e]) * v[e];
+    store_vec(y + size_t(r) * width + j, g);
+  }
 }
 
 template <typename A, typename B>
@@ -208,6 +209,16 @@ cudaError_t glu_t(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_o
       value_offset + (width - cw) > Ct)
     return cudaErrorInvalidValue;
   if (rows <= 0 || width == 0) return cudaSuccess;
+  using D = typename Dev<T>::type;
+  constexpr int V = kVec<D>;
+  const int64_t total = rows * width / V;
+  if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 &&
+      aligned16(t) && (!c || aligned16(c)) && aligned16(y) && total < (int64_t(1) << 31)) {
+    glu_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(t), uint32_t(Ct), dev(c), uint32_t(cw),
+                                                             uint32_t(gate_offset), uint32_t(value_offset), dev(y),
+                                                             uint32_t(width), uint32_t(total), act);
+    return cudaGetLastError();
+  }
   glu_kernel<<<row_grid(rows), row_block(width), 0, s>>>(dev(t), Ct, dev(c), cw, gate_offset, value_offset, dev(y),
                                                          rows, width, act);
   return cudaGetLastError();

@@ -72,7 +72,9 @@ void register_info(CLI::App& app) {
     LoadedModel lm = load_model(args->model);
     print_tree(*lm.model, "", 0, args->depth);
     const int res = args->resolution > 0 ? args->resolution : c.input.size;
-    const OpProfile p = count_ops(*lm.model, *lm.backend, res, res);
+    // A sequence model's nominal input: one row of sequence.length steps (ids 0).
+    const OpProfile p = c.is_sequence() ? count_ops(*lm.model, *lm.backend, 1, c.sequence.length)
+                                        : count_ops(*lm.model, *lm.backend, res, res);
     fmt::print("\nmodel:      {}\n", c.name);
     fmt::print("parameters: {} ({:.2f} M)\n", lm.model->num_parameters(),
                static_cast<double>(lm.model->num_parameters()) / 1e6);

@@ -323,6 +323,10 @@ TEST(SequenceCli, RunRefusesBadIdsWithOneLine) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("token id 99 at position 4 of sequence 0 is outside the vocabulary"), std::string::npos) << r.err;
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  CliResult info = run_cli({"info", "--config", dir.file("m.json")});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("at length 16"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("token ids of 16 ids (16 tokens)"), std::string::npos) << info.out;
   x.data()[4] = 3;
   write_npy(dir.file("x.npy"), x);
   r = run_cli({"run", "--config", dir.file("m.json"), "--weights", dir.file("w.safetensors"), "--input",

@@ -78,6 +78,15 @@ void register_info(CLI::App& app) {
     fmt::print("\nmodel:      {}\n", c.name);
     fmt::print("parameters: {} ({:.2f} M)\n", lm.model->num_parameters(),
                static_cast<double>(lm.model->num_parameters()) / 1e6);
+    if (c.is_sequence()) {  // the image preprocessing does not apply
+      const SequenceSpec& q = c.sequence;
+      fmt::print("MACs:       {:.3f} G at length {} (batch 1; linear layers, attention, token matrices, scans)\n",
+                 static_cast<double>(p.total_macs()) / 1e9, q.length);
+      fmt::print("input:      {} of {} {} ({} tokens), {} channel(s), positions: {}\n",
+                 q.input == "tokens" ? "token ids" : "series", q.length, q.input == "tokens" ? "ids" : "steps",
+                 q.tokens(q.length), c.in_chans, q.position);
+      return;
+    }
     fmt::print("MACs:       {:.3f} G at {}x{} (batch 1; convolutions, linear layers, attention and token "
                "matrices)\n",
                static_cast<double>(p.total_macs()) / 1e9, res, res);

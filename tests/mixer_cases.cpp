@@ -39,6 +39,21 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     add({"axial_mlp", {}, 6, 5, 6});
     add({"wavelet", {}, 5, 6, 8});
     add({"wavelet", {}, 3, 7, 5});
+    // Sequences (docs/sequences.md): a 1 × L token grid. Mixers listed here lose their default 7 × 7
+    // case unless it is added back.
+    add({"pooling"});
+    add({"pooling", {}, 16, 1, 9});
+    add({"random"});
+    add({"random", {}, 16, 1, 9});
+    add({"attention", {{"head_dim", 8}, {"causal", true}}, 16, 1, 9});
+    add({"attention", {{"head_dim", 8}, {"causal", true}}, 16, 3, 4});
+    add({"token_mlp", {}, 16, 1, 9});
+    add({"global_filter", {}, 6, 1, 10});
+    // S6: scan chunks shorter than the sequence (the cpu backward's recomputation crosses them), a
+    // 2-D grid (its tokens in row-major order), and the defaults but for a small state.
+    add({"s6", {{"d_state", 4}, {"dt_rank", 2}, {"chunk", 4}}, 8, 1, 11});
+    add({"s6", {{"d_state", 3}, {"expand", 1}, {"d_conv", 3}, {"bias", true}}, 6, 3, 4});
+    add({"s6", {{"d_state", 4}}, 16, 1, 9});
     return m;
   }();
   return cases;

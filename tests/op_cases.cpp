@@ -178,6 +178,100 @@ double finite_difference_error(const OpCase& c, const Exec& e, uint64_t seed, st
   return worst;
 }
 
+namespace {
+// Token ids from a uniform [-1, 1) input: integers in [0, vocab).
+Tensor ids_from(const Tensor& x, int64_t vocab) {
+  Tensor ids = Tensor::empty(x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i)
+    ids.data()[i] = std::min(static_cast<float>(vocab - 1), std::floor((x.data()[i] + 1.f) * 0.5f * static_cast<float>(vocab)));
+  return ids;
+}
+
+// The sequence ops (docs/sequences.md): embedding, position tables, causal attention, Mamba's conv
+// and selective scan. The scan's cases use checkpoint intervals shorter than the sequence, so the
+// cpu backend's chunked recomputation crosses chunk edges (the reference keeps every state).
+void add_sequence_cases(std::vector<OpCase>& v) {
+  v.push_back({"embedding/[3, 11] vocab 13 -> 7", OpKind::Embedding, 0.0, {{{3, 11}}, {{13, 7}}},
+               [](const Exec& e, const std::vector<Tensor>& in) { return op::embedding(e, ids_from(in[0], 13), in[1]); },
+               [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dt = zeros_like(in[1]);
+                 op::embedding_backward_(e, ids_from(in[0], 13), dy, dt);
+                 return std::vector<Tensor>{Tensor(), dt};
+               }});
+  v.back().inputs[0].differentiable = false;
+  v.push_back({"add_positions/[3, 9, 7] table 12", OpKind::AddPositions, 1e-7, {{{3, 9, 7}}, {{12, 7}}},
+               [](const Exec& e, const std::vector<Tensor>& in) { return op::add_positions(e, in[0], in[1]); },
+               [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dp = zeros_like(in[1]);
+                 op::add_positions_backward_(e, dy, dp);
+                 return std::vector<Tensor>{dy.clone(), dp};
+               }});
+  struct Att {
+    int64_t b, n;
+    int heads, d;
+  };
+  for (Att a : {Att{3, 49, 5, 8}, Att{2, 7, 1, 3}, Att{1, 1, 2, 4}}) {
+    const float scale = 1.f / std::sqrt(static_cast<float>(a.d));
+    v.push_back({fmt::format("causal_attention/B{} N{} heads{} d{}", a.b, a.n, a.heads, a.d), OpKind::CausalAttention,
+                 1e-5, {{{a.b, a.n, 3 * a.heads * a.d}, -2.f, 2.f}},
+                 [=](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::causal_attention(e, in[0], a.heads, a.d, scale);
+                 },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   return std::vector<Tensor>{op::causal_attention_backward(e, in[0], a.heads, a.d, scale, dy)};
+                 }});
+  }
+  for (const auto& [shape, kernel, with_bias] : std::vector<std::tuple<Shape, int64_t, bool>>{
+           {{3, 13, 7}, 4, true}, {{2, 5, 3}, 1, false}, {{1, 3, 5}, 6, true}}) {
+    const Shape x = shape;  // copies: the lambdas below capture them
+    const int64_t k = kernel;
+    const bool bias = with_bias;
+    std::vector<OpInput> inputs{{x}, {{x[2], 1, k}}};
+    if (bias) inputs.push_back({{x[2]}});
+    v.push_back({fmt::format("causal_conv1d/{} k{}{}", x.str(), k, bias ? "+bias" : ""), OpKind::CausalConv1d, 1e-6,
+                 inputs,
+                 [=](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::causal_conv1d(e, in[0], in[1], bias ? &in[2] : nullptr);
+                 },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                   Tensor dx = op::causal_conv1d_backward(e, in[0], in[1], dy, &dw, bias ? &db : nullptr);
+                   std::vector<Tensor> g{dx, dw};
+                   if (bias) g.push_back(db);
+                   return g;
+                 }});
+  }
+  for (Shape x : {Shape{3, 7, 37}, Shape{2, 1, 5, 16}})
+    v.push_back({"rms_norm/" + x.str(), OpKind::RmsNorm, 1e-6, {{x}, {{x[-1]}}},
+                 [](const Exec& e, const std::vector<Tensor>& in) { return op::rms_norm(e, in[0], in[1], 1e-5f); },
+                 [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   Tensor dw = zeros_like(in[1]);
+                   Tensor dx = op::rms_norm_backward(e, in[0], in[1], 1e-5f, dy, &dw);
+                   return std::vector<Tensor>{dx, dw};
+                 }});
+  struct Scan {
+    int64_t b, l, d, n, rank, chunk;
+  };
+  for (Scan s : {Scan{2, 13, 6, 4, 3, 4}, Scan{1, 40, 5, 3, 1, 7}, Scan{3, 9, 4, 2, 2, 64}, Scan{1, 6, 3, 5, 0, 1}}) {
+    // u, dt_raw (around softplus's bend), A_log, x_proj's output [dt | B | C], D, z
+    std::vector<OpInput> inputs{{{s.b, s.l, s.d}},       {{s.b, s.l, s.d}, -3.f, 1.f}, {{s.d, s.n}},
+                                {{s.b, s.l, s.rank + 2 * s.n}}, {{s.d}},                      {{s.b, s.l, s.d}, -2.f, 2.f}};
+    v.push_back({fmt::format("selective_scan/B{} L{} D{} N{} chunk{}", s.b, s.l, s.d, s.n, s.chunk),
+                 OpKind::SelectiveScan, 1e-5, inputs,
+                 [=](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::selective_scan(e, in[0], in[1], in[2], in[3], s.rank, in[4], in[5]);
+                 },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   Tensor da = zeros_like(in[2]), dd = zeros_like(in[4]);
+                   op::SelectiveScanGrads g =
+                       op::selective_scan_backward(e, in[0], in[1], in[2], in[3], s.rank, in[4], in[5], dy, s.chunk,
+                                                   &da, &dd);
+                   return std::vector<Tensor>{g.du, g.ddt_raw, da, g.dbc, dd, g.dz};
+                 }});
+  }
+}
+}  // namespace
+
 const std::vector<OpCase>& op_cases() {
   static const std::vector<OpCase> cases = [] {
     std::vector<OpCase> v;
@@ -592,6 +686,8 @@ const std::vector<OpCase>& op_cases() {
                      return std::vector<Tensor>{dl, Tensor()};
                    }});
     for (size_t i = v.size() - 3; i < v.size(); ++i) v[i].inputs[1].differentiable = false;
+
+    add_sequence_cases(v);
 
     v.push_back({"nchw_to_nhwc/[3, 37, 7, 5]", OpKind::NchwToNhwc, 0.0, {{{3, 37, 7, 5}}},
                  [](const Exec& e, const std::vector<Tensor>& in) { return op::nchw_to_nhwc(e, in[0]); }, nullptr});

@@ -130,7 +130,7 @@ TEST(ZooMixers, TokenMlpsRefuseAnotherInputSize) {
 TEST(ZooMixers, BadBlockLayoutStemAndHeadAreClearErrors) {
   const std::string base = R"({"depths": [1], "dims": [8], "mixers": "pooling", )";
   const std::vector<std::pair<std::string, std::string>> bad{
-      {R"("block": "mamba"})", "unknown block 'mamba'"},
+      {R"("block": "mamba2"})", "unknown block 'mamba2'"},  // ("mamba" is transformers' MambaBlock)
       {R"("layout": "flat"})", "layout must be 'hierarchical' or 'isotropic'"},
       {R"("stem": {"type": "triple_conv"}})", "stem type must be"},
       {R"("head": {"type": "fancy"}})", "unknown head type 'fancy'"},

@@ -81,7 +81,9 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   Ctx ctx = lm.ctx();
   const bool gpu = lm.backend->device() == Device::CUDA;
   if (gpu) reset_gpu_peak();
-  Tensor x = bench_input(input, batch, res, c.in_chans, ctx.exec);
+  // A sequence model's nominal input: sequence.length steps of zeros (id 0 for tokens).
+  Tensor x = c.is_sequence() && input.empty() ? Tensor::zeros({batch, 1, c.sequence.length, c.in_chans})
+                                              : bench_input(input, batch, res, c.in_chans, ctx.exec);
   // Whole passes through the backend's recorder (CUDA graphs); the profiled pass below is not recorded.
   const auto pass = [&](const Tensor& in) { return lm.model->run(ctx, in); };
   for (int i = 0; i < warmup; ++i) lm.backend->run_pass(lm.model.get(), x, pass);

@@ -49,8 +49,13 @@ json measure_inference(const MetaFormerConfig& config, int runs1, int runs8) {
   ctx.exec.backend = &get_backend("cpu");
   model.check_backend(*ctx.exec.backend);
   const int s = config.input.size;
+  // Images: a constant image at the nominal size; sequences: sequence.length steps of zeros (id 0).
+  auto input = [&](int batch) {
+    return config.is_sequence() ? Tensor::zeros({batch, 1, config.sequence.length, config.in_chans})
+                                : Tensor::full({batch, s, s, config.in_chans}, 0.5f);
+  };
   auto time_batch = [&](int batch, int runs) {
-    Tensor x = Tensor::full({batch, s, s, config.in_chans}, 0.5f);
+    Tensor x = input(batch);
     for (int i = 0; i < 2; ++i) model.run(ctx, x);
     std::vector<double> ms;
     for (int i = 0; i < runs; ++i) {
@@ -62,7 +67,7 @@ json measure_inference(const MetaFormerConfig& config, int runs1, int runs8) {
   };
   OpProfile profile;
   ctx.exec.profile = &profile;
-  model.run(ctx, Tensor::full({1, s, s, config.in_chans}, 0.5f));
+  model.run(ctx, input(1));
   ctx.exec.profile = nullptr;
   const double latency = time_batch(1, runs1);
   const double batch8 = time_batch(8, runs8);
@@ -296,7 +301,7 @@ void register_compare(CLI::App& app) {
   base->excludes(model);
   sub->add_option("--mixers", a->mixers, "mixers to compare, comma-separated; per stage joined by '+' "
                                           "(pooling,sepconv+sepconv+attention)")->required();
-  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic), or a data folder")->required();
+  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic), listops[-N] (sequences), or a data folder")->required();
   sub->add_option("--out,-o", a->out, "output folder (report.md, results.json, plots, runs/)")->required();
   sub->add_option("--seeds", a->seeds, "seeds per mixer (0, 1, ...)")->capture_default_str()->check(CLI::Range(1, 100));
   TrainOptions& o = a->o;

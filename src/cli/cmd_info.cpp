@@ -72,10 +72,21 @@ void register_info(CLI::App& app) {
     LoadedModel lm = load_model(args->model);
     print_tree(*lm.model, "", 0, args->depth);
     const int res = args->resolution > 0 ? args->resolution : c.input.size;
-    const OpProfile p = count_ops(*lm.model, *lm.backend, res, res);
+    // A sequence model's nominal input: one row of sequence.length steps (ids 0).
+    const OpProfile p = c.is_sequence() ? count_ops(*lm.model, *lm.backend, 1, c.sequence.length)
+                                        : count_ops(*lm.model, *lm.backend, res, res);
     fmt::print("\nmodel:      {}\n", c.name);
     fmt::print("parameters: {} ({:.2f} M)\n", lm.model->num_parameters(),
                static_cast<double>(lm.model->num_parameters()) / 1e6);
+    if (c.is_sequence()) {  // the image preprocessing does not apply
+      const SequenceSpec& q = c.sequence;
+      fmt::print("MACs:       {:.3f} G at length {} (batch 1; linear layers, attention, token matrices, scans)\n",
+                 static_cast<double>(p.total_macs()) / 1e9, q.length);
+      fmt::print("input:      {} of {} {} ({} tokens), {} channel(s), positions: {}\n",
+                 q.input == "tokens" ? "token ids" : "series", q.length, q.input == "tokens" ? "ids" : "steps",
+                 q.tokens(q.length), c.in_chans, q.position);
+      return;
+    }
     fmt::print("MACs:       {:.3f} G at {}x{} (batch 1; convolutions, linear layers, attention and token "
                "matrices)\n",
                static_cast<double>(p.total_macs()) / 1e9, res, res);

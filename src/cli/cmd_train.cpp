@@ -25,8 +25,8 @@ void register_train(CLI::App& app) {
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("train", "train or fine-tune a model (Fashion-MNIST or an image folder)");
   const auto [model, config] = add_model_choice(sub, a->model, "model name from the zoo");
-  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), a folder of IDX "
-                  "files, or an image folder (DIR/<class>/...)");
+  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), listops[-N] (sequences; "
+                  "docs/sequences.md), a folder of IDX files, or an image folder (DIR/<class>/...)");
   sub->add_option("--out,-o", a->out, "run folder: checkpoints, metrics.jsonl, curves.svg");
   auto* resume = sub->add_option("--resume", a->resume, "continue the run in this folder from its last checkpoint");
   resume->excludes(model)->excludes(config);
@@ -108,8 +108,8 @@ void register_eval(CLI::App& app) {
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("eval", "accuracy of a model on Fashion-MNIST or an image folder");
   add_model_options(sub, a->model, /*weights_required=*/true);
-  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), a folder of IDX "
-                  "files, or an image folder")->required();
+  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), listops[-N] (sequences; "
+                  "docs/sequences.md), a folder of IDX files, or an image folder")->required();
   sub->add_option("--split", a->split, "eval (test/val data) or train")->capture_default_str()->check(
       CLI::IsMember({"eval", "train"}));
   sub->add_option("--batch,-b", a->batch, "batch size")->capture_default_str();

@@ -79,6 +79,35 @@ Ctx LoadedModel::ctx() const {
   return c;
 }
 
+namespace {
+// A token-sequence task (ListOps) for a token model: the classifier, vocabulary and nominal length
+// follow the data, with a note for each change (as the classes of image data do).
+DataSplits open_sequence_data_for(const std::string& spec, MetaFormerConfig& config) {
+  MF_CHECK(config.is_sequence() && config.sequence.input == "tokens",
+           "{} is a token-sequence task: the model needs a \"sequence\": {{\"input\": \"tokens\", ...}} description "
+           "(docs/sequences.md)", spec);
+  DataSplits s = open_dataset(spec, DataTransform{});
+  const Dataset& d = *s.train;
+  if (config.num_classes != d.num_classes()) {
+    fmt::print("note: {} classes in {}; the classifier gets {} outputs (was {})\n", d.num_classes(), spec,
+               d.num_classes(), config.num_classes);
+    config.num_classes = d.num_classes();
+  }
+  if (config.sequence.vocab_size < d.vocab_size()) {
+    fmt::print("note: {} has {} token ids; the embedding gets {} rows (was {})\n", spec, d.vocab_size(),
+               d.vocab_size(), config.sequence.vocab_size);
+    config.sequence.vocab_size = d.vocab_size();
+  }
+  if (config.sequence.length != d.sequence_length()) {
+    fmt::print("note: {} has sequences of {} tokens (padded); the model's nominal length is {} (was {})\n", spec,
+               d.sequence_length(), d.sequence_length(), config.sequence.length);
+    config.sequence.length = static_cast<int>(d.sequence_length());
+  }
+  config.validate();
+  return s;
+}
+}  // namespace
+
 LoadedModel load_model(const ModelArgs& a) {
   set_num_threads(a.threads);
   MetaFormerConfig c = resolve_config(a);
@@ -97,6 +126,9 @@ void note_if_weights_are_random(const ModelArgs& a) {
 }
 
 DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int64_t max_image_pixels) {
+  if (is_listops_spec(spec)) return open_sequence_data_for(spec, config);
+  MF_CHECK(!config.is_sequence(), "model '{}' takes sequences, and {} holds images (sequence data: listops, "
+           "listops-N; docs/sequences.md)", config.name, spec);
   // Fashion-MNIST keeps its own resolution and statistics; image folders use the model's.
   DataTransform t;
   t.size = config.input.size;

@@ -34,6 +34,10 @@ class Dataset {
   // Files left out when the dataset was listed (a dangling or looping symlink, an unreadable or
   // empty file, one that is not an image), one line each naming the file and the reason.
   virtual std::vector<std::string> skipped_files() const { return {}; }
+  // Sequence tasks (docs/sequences.md): samples are [1, L, C] with this L; 0 for images.
+  virtual int64_t sequence_length() const { return 0; }
+  // Token tasks: ids are in [0, vocab_size); 0 for images and real-valued series.
+  virtual int vocab_size() const { return 0; }
 };
 
 // How images are turned into model inputs (resolution and normalisation come from the model).
@@ -77,5 +81,18 @@ extern const char* const kDebianFashionMnistDir;
 // the fly; the keyword "long-range" of --data (20 000 training and 4 000 test images).
 DataSplits open_long_range(int64_t train_size = 20000, int64_t eval_size = 4000);
 constexpr const char* kLongRange = "long-range";
+
+// ListOps (data/listops.cpp): LRA's nested MAX/MIN/MED/SUM_MOD expressions as token ids, 10 classes.
+// "listops": LRA's sizes (500 to 2000 tokens, 96 000 training and 2 000 test sequences);
+// "listops-N": N/4 to N tokens, 2 000 training and 500 test sequences (quick runs, tests).
+struct ListOpsSpec {
+  int max_depth = 10, max_args = 10;
+  int64_t min_length = 500, max_length = 2000;
+  int64_t train_size = 96000, eval_size = 2000;
+};
+constexpr const char* kListOps = "listops";
+bool is_listops_spec(const std::string& spec);
+ListOpsSpec parse_listops_spec(const std::string& spec);  // throws for a malformed "listops-N"
+DataSplits open_listops(const ListOpsSpec& spec);
 
 }  // namespace mf

@@ -262,6 +262,7 @@ std::unique_ptr<Dataset> open_image_folder(const std::string& dir, const DataTra
 DataSplits open_dataset(const std::string& spec, const DataTransform& transform) {
   namespace fs = std::filesystem;
   if (spec == kLongRange) return open_long_range();
+  if (is_listops_spec(spec)) return open_listops(parse_listops_spec(spec));
   DataSplits s;
   const std::string dir = spec == "fashion-mnist" ? kDebianFashionMnistDir : spec;
   MF_CHECK(fs::is_directory(dir), "{}: no such data folder{}", dir,

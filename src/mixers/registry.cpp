@@ -18,6 +18,7 @@ void register_global_filter_mixer(MixerRegistry& r);
 void register_aff_mixer(MixerRegistry& r);
 void register_axial_mlp_mixer(MixerRegistry& r);
 void register_wavelet_mixer(MixerRegistry& r);
+void register_s6_mixer(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -35,6 +36,7 @@ MixerRegistry& MixerRegistry::get() {
     register_aff_mixer(r);
     register_axial_mlp_mixer(r);
     register_wavelet_mixer(r);
+    register_s6_mixer(r);
     return r;
   }();
   return registry;

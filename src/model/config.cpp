@@ -16,7 +16,9 @@ NormSpec norm_from_name(const std::string& name) {
   if (name == "group_norm1") return {"group_norm1", 1e-5, true};
   if (name == "group_norm1_nobias") return {"group_norm1", 1e-6, false};
   if (name == "affine") return {"affine", 0.0, true};
-  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine)", name);
+  if (name == "rms_norm") return {"rms_norm", 1e-5, false};  // transformers' MambaConfig.layer_norm_epsilon
+  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine, rms_norm)",
+       name);
 }
 
 namespace {
@@ -136,6 +138,34 @@ json conv_to_json(const ConvSpec& c) {
 
 }  // namespace
 
+namespace {
+void validate_sequence(const MetaFormerConfig& c) {
+  const SequenceSpec& q = c.sequence;
+  const std::string& name = c.name;
+  MF_CHECK(q.input == "tokens" || q.input == "series", "model '{}': sequence.input must be 'tokens' or 'series', not "
+           "'{}'", name, q.input);
+  MF_CHECK(c.isotropic(), "model '{}': sequence models are isotropic (one stage, \"layout\": \"isotropic\")", name);
+  MF_CHECK(q.length >= 1 && q.length <= (1 << 22), "model '{}': sequence.length {} is out of range [1, 4194304]", name,
+           q.length);
+  MF_CHECK(q.position == "none" || q.position == "learned" || q.position == "sinusoidal",
+           "model '{}': sequence.position must be 'none', 'learned' or 'sinusoidal', not '{}'", name, q.position);
+  if (q.input == "tokens") {
+    MF_CHECK(q.vocab_size >= 1 && q.vocab_size <= (1 << 24), "model '{}': tokens need sequence.vocab_size in [1, "
+             "16777216], have {}", name, q.vocab_size);
+    MF_CHECK(c.in_chans == 1, "model '{}': a token model takes one input channel (the ids), not in_chans {}", name,
+             c.in_chans);
+    MF_CHECK(q.patch_size == 1 && q.patch_stride == 1, "model '{}': patches are for series, not tokens", name);
+  } else {
+    MF_CHECK(q.vocab_size == 0, "model '{}': vocab_size is for tokens, not series", name);
+    MF_CHECK(q.patch_size >= 1 && q.patch_size <= q.length, "model '{}': sequence.patch_size {} must be in [1, length "
+             "{}]", name, q.patch_size, q.length);
+    MF_CHECK(q.patch_stride >= 1 && q.patch_stride <= 4096, "model '{}': sequence.patch_stride {} is out of range", name,
+             q.patch_stride);
+  }
+  MF_CHECK(c.dims[0] % 2 == 0 || q.position != "sinusoidal", "model '{}': sinusoidal positions need an even dim", name);
+}
+}  // namespace
+
 void MetaFormerConfig::validate() const {
   const size_t n = depths.size();
   MF_CHECK(n >= 1 && n <= 8, "model '{}': needs 1 to 8 stages, has {}", name, n);
@@ -156,9 +186,9 @@ void MetaFormerConfig::validate() const {
   const std::set<std::string> heads{"linear", "mlp", "mambaout_mlp", "norm_mlp", "token_norm_linear"};
   MF_CHECK(heads.count(head.type), "model '{}': unknown head type '{}' (known: linear, mlp, mambaout_mlp, norm_mlp, "
            "token_norm_linear)", name, head.type);
-  const std::set<std::string> blocks{"metaformer", "mambaout", "mlp_mixer", "resmlp", "gmlp"};
-  MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp)",
-           name, block);
+  const std::set<std::string> blocks{"metaformer", "mambaout", "mlp_mixer", "resmlp", "gmlp", "mamba"};
+  MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp, "
+           "mamba)", name, block);
   MF_CHECK(layout == "hierarchical" || layout == "isotropic",
            "model '{}': layout must be 'hierarchical' or 'isotropic', not '{}'", name, layout);
   MF_CHECK(!isotropic() || n == 1, "model '{}': an isotropic model has exactly one stage, not {}", name, n);
@@ -171,6 +201,10 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(input.size >= 1 && input.size <= 8192, "model '{}': input size {} is out of range", name, input.size);
   MF_CHECK(input.crop_pct > 0 && input.crop_pct <= 1.0, "model '{}': crop_pct must be in (0, 1]", name);
   MF_CHECK(drop_path_rate >= 0 && drop_path_rate < 1, "model '{}': drop_path_rate must be in [0, 1)", name);
+  if (is_sequence()) {
+    validate_sequence(*this);
+    return;  // the image preprocessing (input.*) does not apply
+  }
   MF_CHECK(input.mean.size() == static_cast<size_t>(in_chans) && input.std.size() == static_cast<size_t>(in_chans),
            "model '{}': input mean and std need {} values (one per input channel), have {} and {}", name, in_chans,
            input.mean.size(), input.std.size());
@@ -293,6 +327,17 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     ir.finish();
   }
   c.drop_path_rate = r.number("drop_path_rate", 0.0, 0.0, 0.99);
+  if (const json* q = r.get("sequence"); q && !q->is_null()) {
+    Reader sr(*q, what + ": sequence");
+    c.sequence.input = sr.string("input", "");
+    c.sequence.vocab_size = sr.integer("vocab_size", 0, 0, 1 << 24);
+    c.sequence.length = sr.integer("length", 0, 0, 1 << 22);
+    c.sequence.patch_size = sr.integer("patch_size", 1, 1, 1 << 16);
+    c.sequence.patch_stride = sr.integer("patch_stride", c.sequence.patch_size, 1, 1 << 16);
+    c.sequence.position = sr.string("position", "none");
+    sr.finish();
+    MF_CHECK(c.sequence.enabled(), "{}: sequence.input is required ('tokens' or 'series')", what);
+  }
   r.finish();
   c.validate();
   return c;
@@ -342,6 +387,15 @@ json config_to_json(const MetaFormerConfig& c) {
                     {"interpolation", c.input.interpolation}, {"crop_mode", c.input.crop_mode},
                     {"mean", c.input.mean},         {"std", c.input.std}};
   j["drop_path_rate"] = c.drop_path_rate;
+  if (c.is_sequence()) {
+    const SequenceSpec& q = c.sequence;
+    j["sequence"] = json{{"input", q.input}, {"length", q.length}, {"position", q.position}};
+    if (q.input == "tokens") j["sequence"]["vocab_size"] = q.vocab_size;
+    if (q.input == "series") {
+      j["sequence"]["patch_size"] = q.patch_size;
+      j["sequence"]["patch_stride"] = q.patch_stride;
+    }
+  }
   return j;
 }
 

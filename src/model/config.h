@@ -61,6 +61,24 @@ struct InputSpec {
   bool operator==(const InputSpec&) const = default;
 };
 
+// A 1-D MetaFormer's input (docs/sequences.md): tokens laid out as a 1 × L grid ([B, 1, L, C],
+// channels-last), so that every layer, mixer and tool works on them unchanged. `input` empty: an
+// image model.
+struct SequenceSpec {
+  std::string input;            // "", "tokens" (ids through stem.embed) or "series" (stem.proj patches)
+  int vocab_size = 0;           // tokens: ids are integers in [0, vocab_size)
+  int length = 0;               // nominal input length (ids, or time steps); with learned positions the longest
+  int patch_size = 1;           // series: each token is a linear map of patch_size steps × in_chans,
+  int patch_stride = 1;         //   patches patch_stride steps apart (PatchTST's strided patching)
+  std::string position = "none";  // "none", "learned" (stem.pos_embed [tokens, dim]) or "sinusoidal"
+  bool enabled() const { return !input.empty(); }
+  // Tokens made from `steps` input steps (for ids, one each).
+  int64_t tokens(int64_t steps) const {
+    return input == "series" ? (steps - patch_size) / patch_stride + 1 : steps;
+  }
+  bool operator==(const SequenceSpec&) const = default;
+};
+
 struct MetaFormerConfig {
   std::string name = "custom";
   int in_chans = 3;
@@ -75,6 +93,7 @@ struct MetaFormerConfig {
   //   "mlp_mixer":  norm1, mlp_tokens, norm2, mlp_channels
   //   "resmlp":     norm1, linear_tokens, ls1, norm2, mlp_channels, ls2
   //   "gmlp":       norm, mlp_channels (one residual branch)
+  //   "mamba":      norm, mixer (one residual branch: transformers' MambaBlock)
   std::string block = "metaformer";
   // "hierarchical": stem, stages.{s}.{downsample, blocks.{b}}, head.  "isotropic" (MLP-Mixer family):
   // one stage without downsampling: stem, blocks.{b}, norm, head.
@@ -90,11 +109,13 @@ struct MetaFormerConfig {
   HeadSpec head;
   InputSpec input;
   double drop_path_rate = 0.0;  // training only
+  SequenceSpec sequence;         // set: a 1-D MetaFormer over sequences (isotropic)
 
   size_t num_stages() const { return depths.size(); }
   bool isotropic() const { return layout == "isotropic"; }
+  bool is_sequence() const { return sequence.enabled(); }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
-  bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp"; }
+  bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp" && block != "mamba"; }
   // Throws mf::Error describing the first inconsistency.
   void validate() const;
   bool operator==(const MetaFormerConfig&) const = default;

@@ -83,6 +83,7 @@ MetaFormerBlock::MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t h
                   : c.block == "mlp_mixer" ? Names{"norm1", "mlp_tokens", "ls1", "norm2", "mlp_channels", "ls2", ""}
                   : c.block == "resmlp"    ? Names{"norm1", "linear_tokens", "ls1", "norm2", "mlp_channels", "ls2", ""}
                   : c.block == "gmlp"      ? Names{"norm", "mlp_channels", "ls", "", "", "", "gamma"}
+                  : c.block == "mamba"     ? Names{"norm", "mixer", "ls", "", "", "", "gamma"}
                                            : Names{"norm1", "token_mixer", "layer_scale1", "norm2", "mlp",
                                                    "layer_scale2", "scale"};
   const auto ls = c.layer_scale_init[s], rs = c.res_scale_init[s];
@@ -255,9 +256,16 @@ Tensor MetaFormerHead::backward(Ctx& ctx, const Tensor& dy) {
 MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   config_.validate();
   const auto& c = config_;
-  stem_ = add_child("stem", std::make_unique<Stem>(c.in_chans, c.dims[0], c.stem));
-  // Token grid of each stage at the nominal input size (needed by mixers tied to a size).
-  int64_t h = stem_->out_size(c.input.size);
+  // Token grid of each stage at the nominal input size (needed by mixers tied to a size); a sequence
+  // model's is 1 × (tokens at the nominal length).
+  int64_t h = 0, w = 0;
+  if (c.is_sequence()) {
+    seq_stem_ = add_child("stem", std::make_unique<SequenceStem>(c));
+    h = 1, w = c.sequence.tokens(c.sequence.length);
+  } else {
+    stem_ = add_child("stem", std::make_unique<Stem>(c.in_chans, c.dims[0], c.stem));
+    h = w = stem_->out_size(c.input.size);
+  }
   // Stochastic depth grows linearly from 0 at the first block to drop_path_rate at the last.
   int total = 0;
   for (int d : c.depths) total += d;
@@ -265,7 +273,7 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   if (c.isotropic()) {
     // mlp_mixer.py: stem, blocks, norm over every token, mean over tokens, linear head.
     blocks_ = add_child("blocks", std::make_unique<Sequential>());
-    for (int b = 0; b < c.depths[0]; ++b) blocks_->append(std::make_unique<MetaFormerBlock>(c, 0, h, h, rate(b)));
+    for (int b = 0; b < c.depths[0]; ++b) blocks_->append(std::make_unique<MetaFormerBlock>(c, 0, h, w, rate(b)));
     norm_ = add_child("norm", std::make_unique<Norm>(c.head.norm, c.dims[0]));
     linear_head_ = add_child("head", std::make_unique<Linear>(c.dims[0], c.num_classes, true));
     assign_paths();
@@ -288,6 +296,10 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
 }
 
 void MetaFormer::check_input(const Shape& s) const {
+  if (seq_stem_) {
+    seq_stem_->check_input(s);
+    return;
+  }
   MF_CHECK(s.ndim() == 4, "model input must be a batch of images [B, {}, H, W]; got shape {}", config_.in_chans,
            s.str());
   MF_CHECK(s[3] == config_.in_chans, "model {} takes {} input channels; got {}", config_.name, config_.in_chans, s[3]);
@@ -309,7 +321,7 @@ void MetaFormer::check_backend(const Backend& backend) const {
 
 Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   check_input(x.shape());
-  Tensor y = stem_->run(ctx, x);
+  Tensor y = seq_stem_ ? seq_stem_->run(ctx, x) : stem_->run(ctx, x);
   if (blocks_) {
     y = norm_->run(ctx, blocks_->run(ctx, y));
     if (ctx.training) saved_tokens_shape_ = y.shape();
@@ -322,7 +334,8 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
 Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
   if (blocks_) {
     Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
-    return stem_->backward(ctx, blocks_->backward(ctx, norm_->backward(ctx, d)));
+    d = blocks_->backward(ctx, norm_->backward(ctx, d));
+    return seq_stem_ ? seq_stem_->backward(ctx, d) : stem_->backward(ctx, d);
   }
   Tensor d = head_->backward(ctx, dlogits);
   d = stages_->backward(ctx, d);
@@ -330,6 +343,10 @@ Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
 }
 
 Tensor MetaFormer::forward_nchw(Ctx& ctx, const Tensor& x) {
+  if (seq_stem_) {  // [B, C, 1, L]: the sequence's channels first, as an NCHW image of height 1
+    MF_CHECK(x.ndim() == 4 && x.dim(2) == 1, "a sequence model's input is [B, {}, 1, L] (NCHW); got shape {}",
+             config_.in_chans, x.shape().str());
+  }
   MF_CHECK(x.ndim() == 4, "model input must be [B, C, H, W]; got shape {}", x.shape().str());
   MF_CHECK(x.dim(1) == config_.in_chans, "model {} takes {} input channels; got shape {} (NCHW expected)",
            config_.name, config_.in_chans, x.shape().str());

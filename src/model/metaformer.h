@@ -13,6 +13,7 @@
 
 #include "mixers/mixer.h"
 #include "model/config.h"
+#include "model/sequence_stem.h"
 #include "nn/activation.h"
 #include "nn/conv.h"
 #include "nn/linear.h"
@@ -150,7 +151,8 @@ class MetaFormer : public Module {
     ops.insert(OpKind::GlobalAvgPool);
   }
 
-  // x: [B, H, W, in_chans] channels-last -> logits [B, num_classes]
+  // x: [B, H, W, in_chans] channels-last -> logits [B, num_classes]; a sequence model's x is
+  // [B, 1, L, in_chans] (docs/sequences.md)
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   // d(loss)/d(logits) -> accumulates every parameter's gradient (the input's is not computed).
   Tensor backward(Ctx& ctx, const Tensor& dlogits) override;
@@ -163,7 +165,8 @@ class MetaFormer : public Module {
 
  private:
   MetaFormerConfig config_;
-  Stem* stem_;
+  Stem* stem_ = nullptr;               // image models
+  SequenceStem* seq_stem_ = nullptr;   // sequence models (config.sequence)
   Sequential* stages_ = nullptr;  // hierarchical layout
   MetaFormerHead* head_ = nullptr;
   Sequential* blocks_ = nullptr;  // isotropic layout: blocks, then norm over tokens, pooling, linear head

@@ -10,8 +10,14 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, boo
   if (bias) bias_ = &add_param("bias", {out}, Init::zeros(), false);
 }
 
+Conv2d::Conv2d(int64_t in, int64_t out, const ConvGeometry& g, bool bias) : in_(in), out_(out), g_(g) {
+  weight_ = &add_param("weight", {out, in, g.kernel_h, g.kernel_w}, Init::trunc_normal(0.02f), true);
+  if (bias) bias_ = &add_param("bias", {out}, Init::zeros(), false);
+}
+
 std::string Conv2d::describe() const {
-  return fmt::format("{} -> {}, {}x{}, stride {}, padding {}{}", in_, out_, g_.kernel_h, g_.kernel_w, g_.stride_h,
+  return fmt::format("{} -> {}, {}x{}, stride {}, padding {}{}", in_, out_, g_.kernel_h, g_.kernel_w,
+                     g_.stride_h == g_.stride_w ? fmt::format("{}", g_.stride_h) : fmt::format("{}x{}", g_.stride_h, g_.stride_w),
                      g_.pad_h, bias_ ? ", bias" : "");
 }
 

@@ -9,6 +9,8 @@ namespace mf {
 class Conv2d : public Module {
  public:
   Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias);
+  // Any geometry: a sequence model's patch embedding is 1 × patch with stride 1 × patch_stride.
+  Conv2d(int64_t in, int64_t out, const ConvGeometry& g, bool bias);
   std::string kind() const override { return "Conv2d"; }
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;

@@ -93,6 +93,11 @@ void initialize_parameters(Module& root, uint64_t seed) {
         for (int64_t i = 0; i < t.dim(0); ++i) d[i * t.dim(0) + i] = 1.f;
         break;
       }
+      case Init::Kind::LogColumnIndex: {
+        MF_ASSERT(t.ndim() == 2);
+        for (int64_t i = 0; i < n; ++i) d[i] = std::log(static_cast<float>(i % t.dim(1) + 1));
+        break;
+      }
       case Init::Kind::RowSoftmaxUniform: {
         MF_ASSERT(t.ndim() == 2);
         const int64_t rows = t.dim(0), cols = t.dim(1);

@@ -20,7 +20,7 @@ namespace mf {
 
 // How a parameter is initialised for training from scratch (and for random-weight benchmarks).
 struct Init {
-  enum class Kind { Zeros, Ones, Constant, TruncNormal, RowSoftmaxUniform, Identity } kind = Kind::Zeros;
+  enum class Kind { Zeros, Ones, Constant, TruncNormal, RowSoftmaxUniform, Identity, LogColumnIndex } kind = Kind::Zeros;
   float value = 0.f;  // the constant, or the standard deviation of TruncNormal
   static Init zeros() { return {Kind::Zeros, 0.f}; }
   static Init ones() { return {Kind::Ones, 1.f}; }
@@ -29,6 +29,8 @@ struct Init {
   // RandFormer's token matrix: softmax over each row of a U[0, 1) matrix.
   static Init row_softmax_uniform() { return {Kind::RowSoftmaxUniform, 0.f}; }
   static Init identity() { return {Kind::Identity, 1.f}; }  // a square matrix's identity
+  // t[r, c] = log(c + 1): Mamba's S4D-real A_log (A = -(1, 2, ..., N) in every channel).
+  static Init log_column_index() { return {Kind::LogColumnIndex, 0.f}; }
 };
 
 struct Parameter {

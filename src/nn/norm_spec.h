@@ -8,7 +8,7 @@
 namespace mf {
 
 struct NormSpec {
-  std::string type = "layer_norm";  // "layer_norm" (over C) | "group_norm1" (over H·W·C)
+  std::string type = "layer_norm";  // "layer_norm" (over C) | "group_norm1" (over H·W·C) | "affine" | "rms_norm" (over C)
   double eps = 1e-6;
   bool bias = true;
   std::string str() const { return fmt::format("{}{} eps={:g}", type, bias ? "" : "_nobias", eps); }

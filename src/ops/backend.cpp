@@ -158,6 +158,33 @@ void Backend::rfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Rfft2);
 void Backend::irfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Irfft2); }
 void Backend::complex_mul(const Tensor&, const Tensor&, bool, Tensor&) { unsupported(OpKind::ComplexMul); }
 void Backend::haar2d(const Tensor&, bool, Tensor&) { unsupported(OpKind::Haar2d); }
+void Backend::embedding(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::Embedding); }
+void Backend::add_positions(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::AddPositions); }
+void Backend::causal_attention(const Tensor&, int, int, float, Tensor&) { unsupported(OpKind::CausalAttention); }
+void Backend::causal_conv1d(const Tensor&, const Tensor&, const Tensor*, Tensor&) {
+  unsupported(OpKind::CausalConv1d);
+}
+void Backend::selective_scan(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, const Tensor&,
+                             const Tensor&, Tensor&) {
+  unsupported(OpKind::SelectiveScan);
+}
+void Backend::rms_norm(const Tensor&, const Tensor&, float, Tensor&) { unsupported(OpKind::RmsNorm); }
+void Backend::rms_norm_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*) {
+  unsupported(OpKind::RmsNorm);
+}
+void Backend::embedding_backward(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::Embedding); }
+void Backend::add_positions_backward(const Tensor&, Tensor&) { unsupported(OpKind::AddPositions); }
+void Backend::causal_attention_backward(const Tensor&, int, int, float, const Tensor&, Tensor&) {
+  unsupported(OpKind::CausalAttention);
+}
+void Backend::causal_conv1d_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*, Tensor*) {
+  unsupported(OpKind::CausalConv1d);
+}
+void Backend::selective_scan_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t,
+                                      const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&, Tensor&, Tensor&,
+                                      Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::SelectiveScan);
+}
 void Backend::complex_mul_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::ComplexMul);
 }

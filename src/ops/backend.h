@@ -164,6 +164,29 @@ class Backend {
   // symmetric and orthogonal, so each direction's adjoint is the other.
   virtual void haar2d(const Tensor& x, bool inverse, Tensor& y);
 
+  // ---- sequence ops (docs/sequences.md); each has a default that throws "unsupported"
+  // ids [B, N] (token ids stored as exact integers in float32, checked by the dispatcher), table
+  // [V, D] -> y [B, N, D] = table[ids]
+  virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& y);
+  // x [B, N, D], pos [T, D] with T >= N -> y[b, n] = x[b, n] + pos[n]; in-place allowed
+  virtual void add_positions(const Tensor& x, const Tensor& pos, Tensor& y);
+  // As attention(), with token i attending to tokens j <= i only (row-major token order)
+  virtual void causal_attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y);
+  // x [B, L, C], w [C, 1, K] (nn.Conv1d's depthwise layout), b [C] or null -> y [B, L, C],
+  // y[t, c] = b[c] + Σ_k w[c, k] · x[t - K + 1 + k, c] (zero before the start): Mamba's conv1d with
+  // padding K - 1 cut to the first L outputs
+  virtual void causal_conv1d(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
+  // Mamba's S6 with its skip and gate, per sequence b and channel d (state n = 0..N-1):
+  //   dt[t] = softplus(dt_raw[t, d]), A[n] = -exp(a_log[d, n]),
+  //   h[t, n] = exp(dt[t] A[n]) h[t-1, n] + dt[t] B[t, n] u[t, d],   h[-1] = 0,
+  //   y[t, d] = (Σ_n h[t, n] C[t, n] + d_skip[d] u[t, d]) · silu(z[t, d])
+  // u, dt_raw, z [B, L, D]; a_log [D, N]; bc [B, L, *] holding B at channels [b_offset, b_offset + N)
+  // and C right after (x_proj's output, whose first channels are dt's low-rank input); d_skip [D].
+  virtual void selective_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                              int64_t b_offset, const Tensor& d_skip, const Tensor& z, Tensor& y);
+  // x [..., C], w [C] -> y = x · rsqrt(mean over C of x² + eps) · w (no mean subtracted, no bias)
+  virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).
   // Input gradients (dx, ...) are overwritten; parameter gradients (dw, db, ...) are ACCUMULATED,
@@ -199,6 +222,22 @@ class Backend {
                                        Tensor* dalpha, Tensor* dbeta);
   // da = dy ⊙ conj(b) (overwritten); db += dy ⊙ conj(a), summed over the batch when b is broadcast
   virtual void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db);
+  // dtable [V, D] += the rows of dy scattered to their ids
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable);
+  // dpos [T, D]: rows n < N += Σ_b dy[b, n] (the input's gradient is dy itself)
+  virtual void add_positions_backward(const Tensor& dy, Tensor& dpos);
+  virtual void causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                         Tensor& dqkv);
+  virtual void causal_conv1d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                                      Tensor* db);
+  // du, ddt_raw, dz [B, L, D] overwritten; dbc [B, L, *] overwritten (B's and C's gradients, zero in
+  // the other channels); da_log [D, N] and dd_skip [D] accumulated. The states are recomputed from
+  // checkpoints every `chunk` steps, never all kept at once.
+  virtual void selective_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                                       int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy,
+                                       int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz,
+                                       Tensor* da_log, Tensor* dd_skip);
+  virtual void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

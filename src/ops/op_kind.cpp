@@ -25,6 +25,12 @@ const char* op_name(OpKind op) {
     case OpKind::Irfft2: return "irfft2";
     case OpKind::ComplexMul: return "complex_mul";
     case OpKind::Haar2d: return "haar2d";
+    case OpKind::Embedding: return "embedding";
+    case OpKind::AddPositions: return "add_positions";
+    case OpKind::CausalAttention: return "causal_attention";
+    case OpKind::CausalConv1d: return "causal_conv1d";
+    case OpKind::SelectiveScan: return "selective_scan";
+    case OpKind::RmsNorm: return "rms_norm";
     case OpKind::kCount: break;
   }
   return "?";
@@ -53,6 +59,12 @@ OpFamily op_family(OpKind op) {
     case OpKind::Irfft2: return OpFamily::Spectral;
     case OpKind::ComplexMul: return OpFamily::Elementwise;
     case OpKind::Haar2d: return OpFamily::Spectral;
+    case OpKind::Embedding: return OpFamily::Layout;
+    case OpKind::AddPositions: return OpFamily::Elementwise;
+    case OpKind::CausalAttention: return OpFamily::Attention;
+    case OpKind::CausalConv1d: return OpFamily::Depthwise;
+    case OpKind::SelectiveScan: return OpFamily::Attention;  // the token mixing of S6, as attention's
+    case OpKind::RmsNorm: return OpFamily::Norm;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -28,6 +28,12 @@ enum class OpKind : uint8_t {
   Irfft2,           // its inverse (Hermitian half spectrum -> real)
   ComplexMul,       // elementwise complex product in the split layout (spectral filters)
   Haar2d,           // one-level orthonormal 2-D Haar wavelet transform and its inverse
+  Embedding,        // token ids -> rows of a table (sequence models' stem)
+  AddPositions,     // x[b, n] + pos[n]: a position table added to every sequence of the batch
+  CausalAttention,  // attention in which token i sees tokens j <= i only
+  CausalConv1d,     // per-channel 1-D convolution over the sequence that reads only the past (Mamba)
+  SelectiveScan,    // Mamba's S6 recurrence with input-dependent dt, B, C, the D skip and the SiLU gate
+  RmsNorm,          // x · rsqrt(mean(x²) + eps) · w over the last dimension (Mamba's, T5's)
   kCount
 };
 

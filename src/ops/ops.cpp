@@ -673,5 +673,164 @@ Tensor channel_affine_backward(const Exec& e, const Tensor& x, const Tensor& alp
   return dx;
 }
 
+// ---------------------------------------------------------------------------------- sequence ops
+Tensor embedding(const Exec& e, const Tensor& ids, const Tensor& table) {
+  check_rank(ids, 2, OpKind::Embedding);
+  check_rank(table, 2, OpKind::Embedding);
+  const int64_t V = table.dim(0);
+  // Ids are data: checked here, on the host, so that every backend gets only valid rows.
+  if (ids.device() == Device::CPU) {
+    const float* p = ids.data();
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      const float v = p[i];
+      MF_CHECK(std::isfinite(v) && v == std::floor(v) && v >= 0 && v < static_cast<float>(V),
+               "token id {} at position {} of sequence {} is outside the vocabulary: ids must be integers in [0, {})",
+               v, i % ids.dim(1), i / ids.dim(1), V);
+    }
+  }
+  Tensor y = out(e, {ids.dim(0), ids.dim(1), table.dim(1)});
+  Timed t(e, OpKind::Embedding, 0);
+  e.backend->embedding(ids, table, y);
+  return y;
+}
+
+Tensor add_positions(const Exec& e, const Tensor& x, const Tensor& pos) {
+  check_rank(x, 3, OpKind::AddPositions);
+  check_rank(pos, 2, OpKind::AddPositions);
+  MF_CHECK(pos.dim(1) == x.dim(2), "add_positions: a position table of width {} for {} channels", pos.dim(1), x.dim(2));
+  MF_CHECK(x.dim(1) <= pos.dim(0), "a sequence of {} tokens is longer than the position table ({} positions)",
+           x.dim(1), pos.dim(0));
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::AddPositions, 0);
+  e.backend->add_positions(x, pos, y);
+  return y;
+}
+
+Tensor causal_attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale) {
+  check_rank(qkv, 3, OpKind::CausalAttention);
+  const int64_t A = static_cast<int64_t>(heads) * head_dim;
+  MF_CHECK(heads > 0 && head_dim > 0 && qkv.dim(2) == 3 * A,
+           "causal attention: qkv has {} channels, expected 3 x {} heads x {}", qkv.dim(2), heads, head_dim);
+  Tensor y = out(e, {qkv.dim(0), qkv.dim(1), A});
+  const int64_t N = qkv.dim(1);
+  Timed t(e, OpKind::CausalAttention, qkv.dim(0) * N * (N + 1) * A);  // half of attention's products
+  e.backend->causal_attention(qkv, heads, head_dim, scale, y);
+  return y;
+}
+
+namespace {
+void check_conv1d(const Tensor& x, const Tensor& w, const Tensor* b) {
+  check_rank(x, 3, OpKind::CausalConv1d);
+  MF_CHECK(w.ndim() == 3 && w.dim(0) == x.dim(2) && w.dim(1) == 1 && w.dim(2) >= 1,
+           "causal_conv1d: weight {} for {} channels (expected [C, 1, K])", w.shape().str(), x.dim(2));
+  check_vec(b, x.dim(2), "bias", OpKind::CausalConv1d);
+}
+
+void check_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc, int64_t b_offset,
+                const Tensor& d_skip, const Tensor& z) {
+  check_rank(u, 3, OpKind::SelectiveScan);
+  MF_CHECK(dt_raw.shape() == u.shape() && z.shape() == u.shape(), "selective_scan: u {}, dt {} and z {} differ",
+           u.shape().str(), dt_raw.shape().str(), z.shape().str());
+  MF_CHECK(a_log.ndim() == 2 && a_log.dim(0) == u.dim(2), "selective_scan: A_log {} for {} channels",
+           a_log.shape().str(), u.dim(2));
+  const int64_t N = a_log.dim(1);
+  MF_CHECK(bc.ndim() == 3 && bc.dim(0) == u.dim(0) && bc.dim(1) == u.dim(1) && b_offset >= 0 &&
+               b_offset + 2 * N <= bc.dim(2),
+           "selective_scan: B and C at channel {} of {} do not fit {} states each", b_offset, bc.shape().str(), N);
+  check_vec(&d_skip, u.dim(2), "D", OpKind::SelectiveScan);
+}
+}  // namespace
+
+Tensor causal_conv1d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) {
+  check_conv1d(x, w, b);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::CausalConv1d, x.numel() * w.dim(2));
+  e.backend->causal_conv1d(x, w, b, y);
+  return y;
+}
+
+Tensor selective_scan(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                      int64_t b_offset, const Tensor& d_skip, const Tensor& z) {
+  check_scan(u, dt_raw, a_log, bc, b_offset, d_skip, z);
+  Tensor y = out(e, u.shape());
+  Timed t(e, OpKind::SelectiveScan, 3 * u.numel() * a_log.dim(1));
+  e.backend->selective_scan(u, dt_raw, a_log, bc, b_offset, d_skip, z, y);
+  return y;
+}
+
+Tensor rms_norm(const Exec& e, const Tensor& x, const Tensor& w, float eps) {
+  check_vec(&w, x.shape().last(), "weight", OpKind::RmsNorm);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::RmsNorm, 0);
+  e.backend->rms_norm(x, w, eps, y);
+  return y;
+}
+
+Tensor rms_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw) {
+  check_vec(&w, x.shape().last(), "weight", OpKind::RmsNorm);
+  MF_CHECK(dy.shape() == x.shape(), "rms_norm backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::RmsNorm);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::RmsNorm, 0);
+  e.backend->rms_norm_backward(x, w, eps, dy, dx, dw);
+  return dx;
+}
+
+void embedding_backward_(const Exec& e, const Tensor& ids, const Tensor& dy, Tensor& dtable) {
+  MF_CHECK(ids.ndim() == 2 && dy.ndim() == 3 && dy.dim(0) == ids.dim(0) && dy.dim(1) == ids.dim(1) &&
+               dtable.ndim() == 2 && dtable.dim(1) == dy.dim(2),
+           "embedding backward: dy {} for ids {} and table {}", dy.shape().str(), ids.shape().str(),
+           dtable.shape().str());
+  Timed t(e, OpKind::Embedding, 0);
+  e.backend->embedding_backward(ids, dy, dtable);
+}
+
+void add_positions_backward_(const Exec& e, const Tensor& dy, Tensor& dpos) {
+  MF_CHECK(dy.ndim() == 3 && dpos.ndim() == 2 && dpos.dim(1) == dy.dim(2) && dpos.dim(0) >= dy.dim(1),
+           "add_positions backward: dy {} for a table {}", dy.shape().str(), dpos.shape().str());
+  Timed t(e, OpKind::AddPositions, 0);
+  e.backend->add_positions_backward(dy, dpos);
+}
+
+Tensor causal_attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale,
+                                 const Tensor& dy) {
+  const int64_t A = static_cast<int64_t>(heads) * head_dim;
+  MF_CHECK(qkv.ndim() == 3 && qkv.dim(2) == 3 * A && dy.ndim() == 3 && dy.dim(0) == qkv.dim(0) &&
+               dy.dim(1) == qkv.dim(1) && dy.dim(2) == A,
+           "causal attention backward: dy {} for qkv {}", dy.shape().str(), qkv.shape().str());
+  Tensor dqkv = out(e, qkv.shape());
+  const int64_t N = qkv.dim(1);
+  Timed t(e, OpKind::CausalAttention, 5 * qkv.dim(0) * N * (N + 1) / 2 * A);
+  e.backend->causal_attention_backward(qkv, heads, head_dim, scale, dy, dqkv);
+  return dqkv;
+}
+
+Tensor causal_conv1d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dw,
+                              Tensor* db) {
+  check_conv1d(x, w, nullptr);
+  MF_CHECK(dy.shape() == x.shape(), "causal_conv1d backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::CausalConv1d);
+  check_vec(db, x.dim(2), "bias gradient", OpKind::CausalConv1d);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::CausalConv1d, 2 * x.numel() * w.dim(2));
+  e.backend->causal_conv1d_backward(x, w, dy, &dx, dw, db);
+  return dx;
+}
+
+SelectiveScanGrads selective_scan_backward(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log,
+                                           const Tensor& bc, int64_t b_offset, const Tensor& d_skip, const Tensor& z,
+                                           const Tensor& dy, int64_t chunk, Tensor* da_log, Tensor* dd_skip) {
+  check_scan(u, dt_raw, a_log, bc, b_offset, d_skip, z);
+  MF_CHECK(dy.shape() == u.shape(), "selective_scan backward: dy {} for u {}", dy.shape().str(), u.shape().str());
+  MF_CHECK(chunk >= 1, "selective_scan backward: chunk must be positive, got {}", chunk);
+  check_grad(da_log, a_log, "A_log", OpKind::SelectiveScan);
+  check_grad(dd_skip, d_skip, "D", OpKind::SelectiveScan);
+  SelectiveScanGrads g{out(e, u.shape()), out(e, u.shape()), out(e, bc.shape()), out(e, u.shape())};
+  Timed t(e, OpKind::SelectiveScan, 9 * u.numel() * a_log.dim(1));
+  e.backend->selective_scan_backward(u, dt_raw, a_log, bc, b_offset, d_skip, z, dy, chunk, g.du, g.ddt_raw, g.dbc,
+                                     g.dz, da_log, dd_skip);
+  return g;
+}
+
 }  // namespace op
 }  // namespace mf

@@ -111,6 +111,19 @@ Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // to 1); writes d(mean loss)/d(logits) into dlogits.
 double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);
 
+// ---- sequence ops (see Backend; docs/sequences.md)
+// ids [B, N] (float32 holding integers) -> [B, N, D]. Every id is checked first: one that is not an
+// integer in [0, V) is an error naming it and its position.
+Tensor embedding(const Exec& e, const Tensor& ids, const Tensor& table);
+// x [B, N, D] + pos[:N] for every b; pos [T, D] must have T >= N.
+Tensor add_positions(const Exec& e, const Tensor& x, const Tensor& pos);
+Tensor causal_attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale);
+// x [B, L, C], w [C, 1, K], b [C] or null -> [B, L, C]
+Tensor causal_conv1d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b);
+Tensor selective_scan(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                      int64_t b_offset, const Tensor& d_skip, const Tensor& z);
+Tensor rms_norm(const Exec& e, const Tensor& x, const Tensor& w, float eps);
+
 // ---- backward passes (see Backend): return the input gradient; parameter gradients (dw, db, ...)
 // are accumulated into the given tensors when not null.
 Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, bool need_dx, Tensor* dw,
@@ -146,6 +159,21 @@ Tensor rfft2_backward(const Exec& e, const Tensor& dy, int64_t width);
 Tensor irfft2_backward(const Exec& e, const Tensor& dy);
 // Returns da = dy ⊙ conj(b); accumulates db += dy ⊙ conj(a) (summed over a broadcast batch).
 Tensor complex_mul_backward(const Exec& e, const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* db);
+
+void embedding_backward_(const Exec& e, const Tensor& ids, const Tensor& dy, Tensor& dtable);
+Tensor rms_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw);
+void add_positions_backward_(const Exec& e, const Tensor& dy, Tensor& dpos);
+Tensor causal_attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale,
+                                 const Tensor& dy);
+Tensor causal_conv1d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dw,
+                              Tensor* db);
+struct SelectiveScanGrads {
+  Tensor du, ddt_raw, dbc, dz;  // dbc: zero outside B's and C's channels
+};
+// `chunk`: steps between the kept states (the backward pass recomputes the states in between).
+SelectiveScanGrads selective_scan_backward(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log,
+                                           const Tensor& bc, int64_t b_offset, const Tensor& d_skip, const Tensor& z,
+                                           const Tensor& dy, int64_t chunk, Tensor* da_log, Tensor* dd_skip);
 
 }  // namespace op
 }  // namespace mf

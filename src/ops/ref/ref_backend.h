@@ -38,6 +38,24 @@ class RefBackend : public Backend {
   void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
   void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& y) override;
+  void add_positions(const Tensor& x, const Tensor& pos, Tensor& y) override;
+  void causal_attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
+  void causal_conv1d(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
+  void selective_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc, int64_t b_offset,
+                      const Tensor& d_skip, const Tensor& z, Tensor& y) override;
+  void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable) override;
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override;
+  void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) override;
+  void add_positions_backward(const Tensor& dy, Tensor& dpos) override;
+  void causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                 Tensor& dqkv) override;
+  void causal_conv1d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                              Tensor* db) override;
+  void selective_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                               int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy, int64_t chunk,
+                               Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz, Tensor* da_log,
+                               Tensor* dd_skip) override;
   void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,

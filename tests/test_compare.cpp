@@ -14,6 +14,7 @@
 
 #include "core/rng.h"
 #include "data/dataset.h"
+#include "ops/backend.h"
 #include "test_util.h"
 
 namespace mf::test {
@@ -187,6 +188,25 @@ TEST(Compare, EveryMixerIsCheckedBeforeAnyTraining) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--mixers names 'pooling' twice"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
+}
+
+// --timing-backend cuda: on a machine without a GPU one clear line before anything is trained; with
+// a GPU the report and every result say which backend timed them.
+TEST(Compare, TimingOnTheGpuIsCheckedFirstAndReported) {
+  TempDir tmp;
+  const std::string out = tmp.file("cmp");
+  CliResult r = run_cli(tiny_compare_args(out, "pooling", 1, {"--timing-backend", "cuda", "--timing-dtype", "bf16"}));
+  if (gpu_count() == 0) {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << "nothing is trained before the timing backend is known to work";
+    return;
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(slurp(out + "/report.md").find("(backend cuda bf16)"), std::string::npos);
+  const auto results = nlohmann::json::parse(slurp(out + "/results.json"));
+  EXPECT_NE(results.dump().find("\"timing\":\"cuda bf16\""), std::string::npos);
 }
 
 TEST(Compare, ReportStatesTheBudgetAndWhatItCannotShow) {

@@ -40,14 +40,24 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
+// Where inference is timed: --timing-backend cpu (default) or cuda, --timing-dtype, --device.
+struct Timing {
+  std::string backend = "cpu", dtype = "fp32", device;
+  std::string label() const { return backend + " " + dtype; }
+};
+
 // Inference cost of a description on this machine: MACs per image, batch-1 latency (median of
-// `runs1`) and batch-8 throughput (median of `runs8`), random weights (the cost does not depend on them).
-json measure_inference(const MetaFormerConfig& config, int runs1, int runs8) {
+// `runs1`) and batch-8 throughput (median of `runs8`), random weights (the cost does not depend on them),
+// on the timing backend (a GPU is waited for after every pass; whole passes go through the backend's
+// recorder, as in bench). "timing" names the backend and dtype.
+json measure_inference(const MetaFormerConfig& config, int runs1, int runs8, const Timing& timing) {
   MetaFormer model(config);
   initialize_parameters(model, 0);
   Ctx ctx;
-  ctx.exec.backend = &get_backend("cpu");
-  model.check_backend(*ctx.exec.backend);
+  ctx.exec.backend = &get_backend(timing.backend, parse_precision(timing.dtype));
+  Backend& backend = *ctx.exec.backend;
+  model.check_backend(backend);
+  const auto pass = [&](const Tensor& in) { return model.run(ctx, in); };
   const int s = config.input.size;
   // Images: a constant image at the nominal size; sequences: sequence.length steps of zeros (id 0).
   auto input = [&](int batch) {
@@ -56,11 +66,13 @@ json measure_inference(const MetaFormerConfig& config, int runs1, int runs8) {
   };
   auto time_batch = [&](int batch, int runs) {
     Tensor x = input(batch);
-    for (int i = 0; i < 2; ++i) model.run(ctx, x);
+    for (int i = 0; i < 3; ++i) backend.run_pass(&model, x, pass);  // 3: a CUDA graph is decided by then
+    backend.synchronize();
     std::vector<double> ms;
     for (int i = 0; i < runs; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      model.run(ctx, x);
+      backend.run_pass(&model, x, pass);
+      backend.synchronize();
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     return median(ms);
@@ -74,7 +86,8 @@ json measure_inference(const MetaFormerConfig& config, int runs1, int runs8) {
   return {{"params", model.num_parameters()},
           {"macs", profile.total_macs()},
           {"latency_ms", latency},
-          {"images_per_s", 8000.0 / batch8}};
+          {"images_per_s", 8000.0 / batch8},
+          {"timing", timing.label()}};
 }
 
 std::vector<json> read_jsonl(const std::string& path) {
@@ -105,6 +118,7 @@ struct CompareArgs {
   std::string mixers, data, out;
   int seeds = 2;
   int runs1 = 20, runs8 = 5;
+  Timing timing;
   bool no_progress = false;
   bool remeasure = false;
   bool force = false;
@@ -125,6 +139,8 @@ std::string command_line(const CompareArgs& a, const TrainOptions& o) {
   if (o.eval_subset) command += fmt::format(" --eval-subset {}", o.eval_subset);
   if (o.max_steps) command += fmt::format(" --max-steps {}", o.max_steps);
   if (o.threads) command += fmt::format(" --threads {}", o.threads);
+  if (a.timing.backend != "cpu" || a.timing.dtype != "fp32")
+    command += fmt::format(" --timing-backend {} --timing-dtype {}", a.timing.backend, a.timing.dtype);
   command += " --out " + a.out;
   return command;
 }
@@ -188,6 +204,9 @@ void run_compare(const CompareArgs& a) {
   o.progress = !a.no_progress;
   o.data = a.data;
   if (o.threads > 0) set_num_threads(o.threads);
+  // The timing backend is checked (a GPU that is not there, a bad --device) before any training.
+  select_device(a.timing.device, a.timing.backend);
+  get_backend(a.timing.backend, parse_precision(a.timing.dtype));
   const MetaFormerConfig base = resolve_config(a.base);
   std::vector<Candidate> candidates;
   for (const auto& text : split_list(a.mixers, ',')) candidates.push_back(parse_candidate(text, base.num_stages()));
@@ -221,7 +240,8 @@ void run_compare(const CompareArgs& a) {
     const Candidate& cand = candidates[c];
     const MetaFormerConfig& config = configs[c];
     json cost;
-    if (a.remeasure) cost = measure_inference(config, a.runs1, a.runs8);
+    if (a.remeasure) cost = measure_inference(config, a.runs1, a.runs8, a.timing);
+    bool retimed = a.remeasure;  // measured in this invocation: finished runs get the same cost
     std::vector<double> top1, seconds;
     for (int seed = 0; seed < a.seeds; ++seed) {
       const PlannedRun& p = plan[c][static_cast<size_t>(seed)];
@@ -232,7 +252,10 @@ void run_compare(const CompareArgs& a) {
         fmt::print("== {} seed {}{}\n", cand.label, seed, resume ? " (resuming)" : "");
         if (!resume && fs::exists(p.dir)) fs::remove_all(p.dir);  // stale, or started with no checkpoint: redo
         const TrainSummary s = train(config, options_for_seed(seed), splits, p.dir, resume);
-        if (cost.is_null()) cost = measure_inference(config, a.runs1, a.runs8);
+        if (cost.is_null()) {
+          cost = measure_inference(config, a.runs1, a.runs8, a.timing);
+          retimed = true;
+        }
         json curve = json::array();
         for (auto& r : read_jsonl(p.dir + "/metrics.jsonl"))
           curve.push_back({{"epoch", r["epoch"]}, {"top1", r["top1"]}, {"train_loss", r["train_loss"]}});
@@ -246,12 +269,18 @@ void run_compare(const CompareArgs& a) {
       }
       const auto bytes = read_file(result_path);
       json r = json::parse(bytes.begin(), bytes.end());
-      if (a.remeasure) {
+      // A finished run timed on another backend (results before this option: the cpu) is timed again.
+      if (cost.is_null() && r.value("timing", std::string("cpu fp32")) != a.timing.label()) {
+        cost = measure_inference(config, a.runs1, a.runs8, a.timing);
+        retimed = true;
+      }
+      if (retimed && p.action == PlannedRun::Action::reuse) {
         for (auto& [k, v] : cost.items()) r[k] = v;
         write_text(result_path, r.dump(2) + "\n");
       }
       if (cost.is_null()) cost = json{{"params", r["params"]}, {"macs", r["macs"]}, {"latency_ms", r["latency_ms"]},
-                                      {"images_per_s", r["images_per_s"]}};
+                                      {"images_per_s", r["images_per_s"]},
+                                      {"timing", r.value("timing", std::string("cpu fp32"))}};
       top1.push_back(r["top1"].get<double>());
       seconds.push_back(r["train_seconds"].get<double>());
       runs.push_back(r);
@@ -318,6 +347,13 @@ void register_compare(CLI::App& app) {
   sub->add_option("--workers", o.workers, "data-loading threads")->capture_default_str();
   sub->add_option("--latency-runs", a->runs1, "timed batch-1 passes per mixer")->capture_default_str();
   sub->add_option("--throughput-runs", a->runs8, "timed batch-8 passes per mixer")->capture_default_str();
+  sub->add_option("--timing-backend", a->timing.backend, "backend the latency and throughput are measured on: cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--timing-dtype", a->timing.dtype, "fp32 or bf16 for the timing backend (docs/cuda.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  sub->add_option("--device", a->timing.device, "cuda:N with --timing-backend cuda (default cuda:0)");
   sub->add_flag("--no-progress", a->no_progress, "no progress bars");
   sub->add_flag("--remeasure", a->remeasure, "time inference again for finished runs too (e.g. on a quiet machine)");
   sub->add_flag("--force", a->force,

@@ -105,8 +105,9 @@ void write_compare_report(const std::string& out, const std::string& command, co
   std::string md = "# Token-mixer comparison\n\n";
   md += fmt::format("Data: `{}`. Every run trains the same MetaFormer with only the token mixer changed, with the "
                     "same data order, schedule and augmentation per seed. Top-1 is the mean over seeds ± half the "
-                    "range (min to max); latency is batch 1 and throughput batch 8, measured on this machine.\n\n",
-                    data);
+                    "range (min to max); latency is batch 1 and throughput batch 8, measured on this machine "
+                    "(backend {}).\n\n",
+                    data, per_mixer.empty() ? std::string("cpu fp32") : per_mixer.front().value("timing", std::string("cpu fp32")));
   md += fmt::format("Command:\n\n```\n{}\n```\n\n", command);
   md += "| rank | mixer | params (M) | MACs (M) | top-1 (%) | seeds | latency (ms) | images/s | training time (s) |\n";
   md += "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";

@@ -16,7 +16,9 @@ NormSpec norm_from_name(const std::string& name) {
   if (name == "group_norm1") return {"group_norm1", 1e-5, true};
   if (name == "group_norm1_nobias") return {"group_norm1", 1e-6, false};
   if (name == "affine") return {"affine", 0.0, true};
-  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine)", name);
+  if (name == "batch_norm") return {"batch_norm", 1e-5, true, 0.1};  // nn.BatchNorm2d's defaults
+  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine, batch_norm)",
+       name);
 }
 
 namespace {
@@ -83,6 +85,10 @@ NormSpec parse_norm(const json& v, const std::string& where) {
   NormSpec n = norm_from_name(r.string("type", "layer_norm"));
   n.bias = r.boolean("bias", n.bias);
   n.eps = r.number("eps", n.eps, 0.0, 1.0);
+  if (n.type == "batch_norm") {
+    n.momentum = r.number("momentum", n.momentum, -1.0, 1.0);
+    MF_CHECK(n.bias, "{}: batch_norm always has a bias", where);
+  }
   r.finish();
   return n;
 }
@@ -92,7 +98,11 @@ std::optional<NormSpec> parse_optional_norm(const json* v, const std::string& wh
   return parse_norm(*v, where);
 }
 
-json norm_to_json(const NormSpec& n) { return json{{"type", n.type}, {"bias", n.bias}, {"eps", n.eps}}; }
+json norm_to_json(const NormSpec& n) {
+  json j{{"type", n.type}, {"bias", n.bias}, {"eps", n.eps}};
+  if (n.type == "batch_norm") j["momentum"] = n.momentum;
+  return j;
+}
 
 // A per-stage list given either as one value for all stages or as an array of one per stage.
 template <typename T, typename F>

@@ -29,12 +29,10 @@ int64_t Stem::out_size(int64_t in) const {
 }
 
 Tensor Stem::forward(Ctx& ctx, const Tensor& x) {
-  Tensor y = conv_->run(ctx, x);
-  if (norm_) y = norm_->run(ctx, y);
+  Tensor y = conv_then_norm(ctx, *conv_, norm_, x);  // a BatchNorm folds into the conv at inference
   if (!conv2_) return y;
   act_->apply_(ctx, y);
-  y = conv2_->run(ctx, y);
-  return norm2_ ? norm2_->run(ctx, y) : y;
+  return conv_then_norm(ctx, *conv2_, norm2_, y);
 }
 
 Tensor Stem::backward(Ctx& ctx, const Tensor& dy) {
@@ -56,10 +54,7 @@ Downsampling::Downsampling(int in_chans, int out_chans, const ConvSpec& spec) : 
 }
 
 Tensor Downsampling::forward(Ctx& ctx, const Tensor& x) {
-  if (norm_after_) {
-    Tensor y = conv_->run(ctx, x);
-    return norm_ ? norm_->run(ctx, y) : y;
-  }
+  if (norm_after_) return conv_then_norm(ctx, *conv_, norm_, x);  // a BatchNorm folds in at inference
   return conv_->run(ctx, norm_ ? norm_->run(ctx, x) : x);
 }
 

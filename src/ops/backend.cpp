@@ -107,6 +107,14 @@ void Backend::rfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Rfft2);
 void Backend::irfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Irfft2); }
 void Backend::complex_mul(const Tensor&, const Tensor&, bool, Tensor&) { unsupported(OpKind::ComplexMul); }
 void Backend::haar2d(const Tensor&, bool, Tensor&) { unsupported(OpKind::Haar2d); }
+void Backend::batch_norm_stats(const Tensor&, Tensor&, Tensor&) { unsupported(OpKind::BatchNorm); }
+void Backend::batch_norm(const Tensor&, const Tensor&, const Tensor*, const Tensor&, const Tensor&, float, Tensor&) {
+  unsupported(OpKind::BatchNorm);
+}
+void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, bool,
+                                  const Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::BatchNorm);
+}
 void Backend::complex_mul_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::ComplexMul);
 }

@@ -25,6 +25,7 @@ const char* op_name(OpKind op) {
     case OpKind::Irfft2: return "irfft2";
     case OpKind::ComplexMul: return "complex_mul";
     case OpKind::Haar2d: return "haar2d";
+    case OpKind::BatchNorm: return "batch_norm";
     case OpKind::kCount: break;
   }
   return "?";
@@ -53,6 +54,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::Irfft2: return OpFamily::Spectral;
     case OpKind::ComplexMul: return OpFamily::Elementwise;
     case OpKind::Haar2d: return OpFamily::Spectral;
+    case OpKind::BatchNorm: return OpFamily::Norm;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -28,6 +28,7 @@ enum class OpKind : uint8_t {
   Irfft2,           // its inverse (Hermitian half spectrum -> real)
   ComplexMul,       // elementwise complex product in the split layout (spectral filters)
   Haar2d,           // one-level orthonormal 2-D Haar wavelet transform and its inverse
+  BatchNorm,        // per-channel statistics over every position of the batch (BatchNorm2d, channels-last)
   kCount
 };
 

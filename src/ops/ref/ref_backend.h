@@ -38,6 +38,11 @@ class RefBackend : public Backend {
   void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
   void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
+  void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) override;
+  void batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean, const Tensor& var, float eps,
+                  Tensor& y) override;
+  void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
+                           bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) override;
   void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,

@@ -2,6 +2,7 @@
 
 #include "core/rng.h"
 #include "mixers/mixer.h"
+#include "model/affnet.h"
 
 namespace mf {
 
@@ -250,6 +251,11 @@ Tensor MetaFormerHead::backward(Ctx& ctx, const Tensor& dy) {
 MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   config_.validate();
   const auto& c = config_;
+  if (c.is_affnet()) {  // the authors' AFFNet (model/affnet.h): its own top-level modules
+    for (auto& [name, layer] : make_affnet_layers(c)) affnet_layers_.push_back(add_child(name, std::move(layer)));
+    assign_paths();
+    return;
+  }
   stem_ = add_child("stem", std::make_unique<Stem>(c.in_chans, c.dims[0], c.stem));
   // Token grid of each stage at the nominal input size (needed by mixers tied to a size).
   int64_t h = stem_->out_size(c.input.size);
@@ -304,6 +310,11 @@ void MetaFormer::check_backend(const Backend& backend) const {
 
 Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   check_input(x.shape());
+  if (!affnet_layers_.empty()) {
+    Tensor y = x;
+    for (Module* layer : affnet_layers_) y = layer->run(ctx, y);
+    return y;
+  }
   Tensor y = stem_->run(ctx, x);
   if (blocks_) {
     y = norm_->run(ctx, blocks_->run(ctx, y));
@@ -315,6 +326,11 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
 }
 
 Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
+  if (!affnet_layers_.empty()) {
+    Tensor d = dlogits;
+    for (auto it = affnet_layers_.rbegin(); it != affnet_layers_.rend(); ++it) d = (*it)->backward(ctx, d);
+    return d;
+  }
   if (blocks_) {
     Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
     return stem_->backward(ctx, blocks_->backward(ctx, norm_->backward(ctx, d)));

@@ -163,13 +163,14 @@ class MetaFormer : public Module {
 
  private:
   MetaFormerConfig config_;
-  Stem* stem_;
+  Stem* stem_ = nullptr;
   Sequential* stages_ = nullptr;  // hierarchical layout
   MetaFormerHead* head_ = nullptr;
   Sequential* blocks_ = nullptr;  // isotropic layout: blocks, then norm over tokens, pooling, linear head
   Norm* norm_ = nullptr;
   Linear* linear_head_ = nullptr;
   Shape saved_tokens_shape_;
+  std::vector<Module*> affnet_layers_;  // layout "affnet": conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier
 };
 
 }  // namespace mf

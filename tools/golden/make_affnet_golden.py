@@ -14,15 +14,16 @@ AFF blocks' norm layer_norm_2d (GroupNorm with one group), the getattr default o
 "_bn" cases set that norm to batch_norm instead.
 
 Writes (all float32 from the float64 run, except num_batches_tracked, kept as PyTorch's int64):
-  OUT/tiny_64x64/, OUT/tiny_64x96/, OUT/tiny_bn_64x64/: a reduced AFFNet (the authors' class with a
-      smaller layer table, below; 10 classes): config.json (metaformer.cpp's description),
-      weights.safetensors (state_dict() as saved from their model), io.safetensors ("input" NCHW,
-      "logits", and "layer_N" / "conv_1" outputs NCHW)
+  OUT/tiny/, OUT/tiny_bn/: a reduced AFFNet (the authors' class with a smaller layer table, below;
+      10 classes): config.json (metaformer.cpp's description), weights.safetensors (state_dict() as
+      saved from their model), io.safetensors ("input" [2, 3, 64, 64] NCHW, "logits", and the
+      outputs of layer_2 .. layer_5 and conv_1x1_exp, NCHW); tiny/ also io_64x96.safetensors (input
+      and logits only)
   OUT/counts.json: for xx_small (AFFNet-ET), x_small (AFFNet-T) and small (AFFNet): the number of
       parameters (buffers excluded) and every state-dict key with its shape
   OUT/full/<name>_<H>x<W>/: the full-size models at 224x224 and 192x256 with 1000 classes
-      (model.txt, io.safetensors; weights.safetensors in the 224x224 folder only: the same weights
-      serve both sizes. Tens of MB: for `metaformer verify`, not for CI)
+      (model.txt, weights, io; tens of MB: for `metaformer verify` on the machine that made them,
+      tools/device/affnet_parity.sh, not for CI)
 """
 import argparse
 import importlib
@@ -235,11 +236,11 @@ def forward(model, x, taps):
     return logits, outputs
 
 
-def write_io(folder, x, logits, outputs, config=None, model_txt=None):
+def write_io(folder, x, logits, outputs, config=None, model_txt=None, name='io.safetensors'):
     os.makedirs(folder, exist_ok=True)
     io = {'input': x.to(torch.float32).contiguous(), 'logits': logits.to(torch.float32).contiguous()}
     io.update(outputs)
-    save_file(io, os.path.join(folder, 'io.safetensors'))
+    save_file(io, os.path.join(folder, name))
     if config is not None:
         with open(os.path.join(folder, 'config.json'), 'w') as f:
             json.dump(config, f, indent=1)
@@ -260,7 +261,7 @@ def save_weights(model, folder):
     save_file(state_dict_file(model), os.path.join(folder, 'weights.safetensors'))
 
 
-TAPS = ['conv_1', 'layer_1', 'layer_2', 'layer_3', 'layer_4', 'layer_5', 'conv_1x1_exp']
+TAPS = ['layer_2', 'layer_3', 'layer_4', 'layer_5', 'conv_1x1_exp']  # the earlier ones are large and checked through these
 
 
 def import_affnet(authors):
@@ -320,24 +321,26 @@ def main():
         for attn_norm, tag, shapes in [('layer_norm_2d', 'tiny', [(2, 3, 64, 64), (2, 3, 64, 96)]),
                                        ('batch_norm', 'tiny_bn', [(2, 3, 64, 64)])]:
             model = new_model(AffNet, make_opts('xx_small', 10, attn_norm), gen)
-            for shape in shapes:
-                folder = os.path.join(out, f'{tag}_{shape[2]}x{shape[3]}')
+            folder = os.path.join(out, tag)
+            save_weights(model, folder)
+            for k, shape in enumerate(shapes):
                 x = torch.rand(shape, generator=gen, dtype=torch.float64)  # cvnets' inputs: [0, 1]
-                logits, outputs = forward(model, x, TAPS)
-                save_weights(model, folder)
-                write_io(folder, x, logits, outputs, config=tiny_json(attn_norm))
+                logits, outputs = forward(model, x, TAPS if k == 0 else [])
+                write_io(folder, x, logits, outputs, config=tiny_json(attn_norm),
+                         name='io.safetensors' if k == 0 else f'io_{shape[2]}x{shape[3]}.safetensors')
             print(f'{tag}: {sum(p.numel() for p in model.parameters())} parameters')
     finally:
         mod.get_configuration = original
 
-    # Full size, 1000 classes, at 224x224 and 192x256 (one weights file per model, in the first folder).
+    # Full size, 1000 classes, at 224x224 and 192x256.
     for mode, ours in [('xx_small', 'affnet_et'), ('x_small', 'affnet_t'), ('small', 'affnet')]:
         model = new_model(AffNet, make_opts(mode, 1000, 'layer_norm_2d'), gen)
-        save_weights(model, os.path.join(out, 'full', f'{ours}_224x224'))
         for h, w in [(224, 224), (192, 256)]:
+            folder = os.path.join(out, 'full', f'{ours}_{h}x{w}')
+            save_weights(model, folder)
             x = torch.rand((2, 3, h, w), generator=gen, dtype=torch.float64)
             logits, _ = forward(model, x, [])
-            write_io(os.path.join(out, 'full', f'{ours}_{h}x{w}'), x, logits, {}, model_txt=ours)
+            write_io(folder, x, logits, {}, model_txt=ours)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fmt/format.h>
+
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -92,6 +95,79 @@ TEST(AffNet, KeysShapesAndCountsEqualTheAuthors) {
       std::vector<int64_t> dims = theirs["keys"][i][1];
       EXPECT_EQ(ours[i].first, key) << name << " #" << i;
       EXPECT_EQ(ours[i].second->value.shape(), Shape(dims)) << name << " " << key;
+    }
+  }
+}
+
+// SplitMix64 uniforms in [0, 1) at counters seed + 1 .. seed + n: tools/golden/make_affnet_golden.py's
+// splitmix_uniform, so that the full-size models' weights and inputs need not be stored.
+std::vector<double> splitmix_uniform(uint64_t seed, int64_t n) {
+  std::vector<double> u(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    uint64_t z = static_cast<uint64_t>(i + 1) * 0x9E3779B97F4A7C15ull + seed;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    u[static_cast<size_t>(i)] = static_cast<double>(z >> 11) * 0x1.0p-53;
+  }
+  return u;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// The script's formula_weights: state-dict tensor k from splitmix_uniform(1000003 · (k + 1), numel).
+void formula_weights(Module& model) {
+  uint64_t k = 0;
+  for (auto& [name, p] : model.named_parameters()) {
+    const Shape& s = p->value.shape();
+    const std::vector<double> u = splitmix_uniform(1000003 * ++k, s.numel());
+    for (int64_t i = 0; i < s.numel(); ++i) {
+      const double x = u[static_cast<size_t>(i)], unit = std::sqrt(3.0) * (2 * x - 1);
+      double v;
+      if (ends_with(name, ".b1") || ends_with(name, ".b2")) v = 0.1 * unit;
+      else if (ends_with(name, ".w1") || ends_with(name, ".w2")) v = unit / std::sqrt(static_cast<double>(s[-1]));
+      else if (ends_with(name, "num_batches_tracked")) v = 1234;
+      else if (ends_with(name, "running_mean")) v = 0.1 * unit;
+      else if (ends_with(name, "running_var")) v = 0.5 + x;
+      else if (s.ndim() >= 2) v = unit / std::sqrt(static_cast<double>(s.numel() / s[0]));
+      else if (ends_with(name, ".weight")) v = 1 + 0.2 * unit;
+      else v = 0.1 * unit;
+      p->value.data()[i] = static_cast<float>(v);
+    }
+    p->value.bump_version();
+  }
+}
+
+// The generator's first numbers, printed by the script's splitmix_uniform: both sides draw the same.
+TEST(AffNet, FormulaUniformsMatchTheScripts) {
+  const std::vector<double> u = splitmix_uniform(777, 5);
+  const std::vector<double> want{0.4759388389962902, 0.6525941185344672, 0.31186616352816166, 0.4924825768175368,
+                                 0.0853197638644323};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_DOUBLE_EQ(u[i], want[i]) << i;
+}
+
+// The full-size AFFNet-ET, -T and AFFNet (1000 classes) at 224×224 and 192×256 against the
+// authors' class in float64, with the formula's weights and input (batch 1).
+TEST(AffNet, FullSizeLogitsMatchTheAuthors) {
+  SafeTensors golden = SafeTensors::open(data_path("affnet/full_logits.safetensors"));
+  Ctx ctx;
+  ctx.exec.backend = &get_backend("cpu");
+  for (const char* name : {"affnet_et", "affnet_t", "affnet"}) {
+    MetaFormer model(zoo_config(name));
+    formula_weights(model);
+    for (auto [h, w] : std::vector<std::pair<int64_t, int64_t>>{{224, 224}, {192, 256}}) {
+      const std::vector<double> u = splitmix_uniform(777, 3 * h * w);
+      Tensor x = Tensor::zeros({1, 3, h, w});
+      for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = static_cast<float>(u[static_cast<size_t>(i)]);
+      const Tensor logits = model.forward_nchw(ctx, x);
+      const std::string key = fmt::format("{}.{}x{}", name, h, w);
+      const Tensor expected = golden.load(key);
+      ASSERT_EQ(logits.shape(), expected.shape()) << key;
+      const double err = rel_error(logits, expected);
+      EXPECT_LE(err, kAffNetTolerance) << key;
+      RecordProperty(key, std::to_string(err));
     }
   }
 }

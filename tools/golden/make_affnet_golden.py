@@ -2,7 +2,7 @@
 """Golden files for AFFNet from the authors' own model class (microsoft/TokenMixers, "Adaptive
 Frequency Filters", class AffNet in affnet/models/classification/affnet.py), in float64 on the CPU.
 
-Usage: python3 make_affnet_golden.py OUT AUTHORS
+Usage: python3 make_affnet_golden.py OUT AUTHORS [--full-dirs]
   AUTHORS: a copy of the repository's "Adaptive Frequency Filters" folder (holding affnet/, utils/,
   options/ ...). Third-party packages the folder imports but the model does not use (pycocotools,
   matplotlib, einops, wandb ...) are replaced by empty stand-ins when they are not installed.
@@ -21,7 +21,10 @@ Writes (all float32 from the float64 run, except num_batches_tracked, kept as Py
       and logits only)
   OUT/counts.json: for xx_small (AFFNet-ET), x_small (AFFNet-T) and small (AFFNet): the number of
       parameters (buffers excluded) and every state-dict key with its shape
-  OUT/full/<name>_<H>x<W>/: the full-size models at 224x224 and 192x256 with 1000 classes
+  OUT/full_logits.safetensors: the logits of the three full-size models at 224x224 and 192x256,
+      batch 1, with weights and input from a formula (SplitMix64; formula_weights) that
+      tests/test_affnet.cpp repeats: full-size parity in CI without storing the weights
+  OUT/full/<name>_<H>x<W>/ (with --full-dirs): the full-size models at 224x224 and 192x256 with 1000 classes
       (model.txt, weights, io; tens of MB: for `metaformer verify` on the machine that made them,
       tools/device/affnet_parity.sh, not for CI)
 """
@@ -200,6 +203,47 @@ def randomise(model, gen):
                 b.fill_(1234)
 
 
+def splitmix_uniform(seed, n):
+    """n uniforms in [0, 1) from SplitMix64 at counters seed + 1 .. seed + n: the same numbers as
+    tests/test_affnet.cpp computes, so full-size weights need not be stored."""
+    import numpy as np
+    x = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) + np.uint64(seed)
+    z = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 2 ** 53)
+
+
+def formula_value(name, shape, u):
+    """Tensor `name` from uniforms u: the rule tests/test_affnet.cpp repeats."""
+    s = 3 ** 0.5 * (2 * u - 1)  # unit variance
+    numel = int(u.size)
+    if name.endswith(('.b1', '.b2')):
+        return 0.1 * s
+    if name.endswith(('.w1', '.w2')):
+        return s / shape[-1] ** 0.5
+    if name.endswith('num_batches_tracked'):
+        return u * 0 + 1234
+    if name.endswith('running_mean'):
+        return 0.1 * s
+    if name.endswith('running_var'):
+        return 0.5 + u
+    if len(shape) >= 2:
+        return s / (numel // shape[0]) ** 0.5
+    if name.endswith('.weight'):
+        return 1 + 0.2 * s
+    return 0.1 * s
+
+
+def formula_weights(model):
+    """Every state-dict tensor k (in order) from splitmix_uniform(1000003 * (k + 1), numel)."""
+    with torch.no_grad():
+        for k, (name, t) in enumerate(model.state_dict().items()):
+            u = splitmix_uniform(1000003 * (k + 1), t.numel())
+            v = torch.from_numpy(formula_value(name, list(t.shape), u)).reshape(t.shape)
+            t.copy_(v.to(t.dtype))
+
+
 def state_dict_file(model):
     out = {}
     for k, v in model.state_dict().items():
@@ -332,7 +376,22 @@ def main():
     finally:
         mod.get_configuration = original
 
-    # Full size, 1000 classes, at 224x224 and 192x256.
+    # Full size with formula weights and inputs (reproduced by tests/test_affnet.cpp): the logits
+    # only, batch 1, at 224x224 and 192x256.
+    full_logits = {}
+    for mode, ours in [('xx_small', 'affnet_et'), ('x_small', 'affnet_t'), ('small', 'affnet')]:
+        model = AffNet(make_opts(mode, 1000, 'layer_norm_2d')).to(torch.float64).eval()
+        formula_weights(model)
+        for h, w in [(224, 224), (192, 256)]:
+            x = torch.from_numpy(splitmix_uniform(777, 3 * h * w)).reshape(1, 3, h, w)
+            logits, _ = forward(model, x, [])
+            full_logits[f'{ours}.{h}x{w}'] = logits.to(torch.float32).contiguous()
+            print(f'{ours} {h}x{w} (formula weights): |logits| max {logits.abs().max().item():.3f}')
+    save_file(full_logits, os.path.join(out, 'full_logits.safetensors'))
+
+    # Full size, 1000 classes, at 224x224 and 192x256, weights saved (only with --full-dirs).
+    if '--full-dirs' not in sys.argv[3:]:
+        return
     for mode, ours in [('xx_small', 'affnet_et'), ('x_small', 'affnet_t'), ('small', 'affnet')]:
         model = new_model(AffNet, make_opts(mode, 1000, 'layer_norm_2d'), gen)
         for h, w in [(224, 224), (192, 256)]:

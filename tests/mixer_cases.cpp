@@ -36,6 +36,7 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     add({"aff", {{"num_blocks", 4}, {"act", "gelu"}, {"sparsity_threshold", 0.0}}, 8, 5, 6});
     add({"aff", {{"num_blocks", 4}, {"act", "gelu"}}, 8, 5, 6});
     add({"aff", {{"num_blocks", 2}, {"sparsity_threshold", 0.0}}, 4, 7, 7});
+    add({"aff_bn", {{"num_blocks", 4}, {"act", "gelu"}}, 8, 5, 6});
     add({"axial_mlp", {}, 6, 5, 6});
     add({"wavelet", {}, 5, 6, 8});
     add({"wavelet", {}, 3, 7, 5});
@@ -84,7 +85,8 @@ std::unique_ptr<TokenMixer> make_mixer(const MixerCase& c) {
   // Random values everywhere (not the training init, which leaves scales at 1 and biases at 0).
   uint64_t seed = 1;
   for (auto& [name, p] : m->named_parameters()) {
-    const bool scalar_scale = p->value.numel() == 1;
+    // Scalars (scales) and buffers (BatchNorm's running statistics: a variance) positive.
+    const bool scalar_scale = p->value.numel() == 1 || p->buffer;
     p->value.copy_from(random_tensor(p->value.shape(), seed++, scalar_scale ? 0.5f : -0.5f, scalar_scale ? 1.5f : 0.5f));
     p->grad = Tensor::zeros(p->value.shape());
   }
@@ -103,10 +105,12 @@ MixerGradientCheck check_mixer_gradient(const MixerCase& c) {
     for (int64_t i = 0; i < y.numel(); ++i) l += static_cast<double>(y.data()[i]) * g.data()[i];
     return l;
   };
+  // The differences are taken of the training-mode forward too: the function backward
+  // differentiates (BatchNorm's training mode normalises with the batch's statistics, eval with
+  // the running ones).
   ctx.training = true;
   loss(x);
   const Tensor dx = m->backward(ctx, g);
-  ctx.training = false;
 
   MixerGradientCheck r;
   const Tensor dir_x = random_tensor(x.shape(), 9);
@@ -135,6 +139,7 @@ MixerGradientCheck check_mixer_gradient(const MixerCase& c) {
     return l;
   };
   r.numeric = (shifted(eps) - shifted(-eps)) / (2 * eps);
+  ctx.training = false;
 
   // The fast backend's forward against the reference one.
   Ctx cpu;

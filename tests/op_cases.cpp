@@ -427,6 +427,44 @@ const std::vector<OpCase>& op_cases() {
         }
       }
 
+    // BatchNorm: eval mode (given running statistics: not differentiated, as PyTorch treats
+    // buffers) and training mode (the batch's own statistics, which backward differentiates through).
+    for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 1, 1, 5}, Shape{2, 49, 64}}) {
+      const int64_t c = x[-1];
+      for (bool bias : {false, true}) {
+        v.push_back({fmt::format("batch_norm_eval/{}{}", x.str(), bias ? "+bias" : ""), OpKind::BatchNorm, 1e-6,
+                     {{x, 2.f, 4.f}, {{c}}, {{c}}, {{c}, 2.f, 4.f}, {{c}, 0.2f, 2.f}},
+                     [bias](const Exec& e, const std::vector<Tensor>& in) {
+                       return op::batch_norm(e, in[0], in[1], bias ? &in[2] : nullptr, in[3], in[4], 1e-5f);
+                     },
+                     [bias](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                       Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                       Tensor dx = op::batch_norm_backward(e, in[0], in[1], in[3], in[4], 1e-5f, false, dy, &dw,
+                                                           bias ? &db : nullptr);
+                       return std::vector<Tensor>{dx, dw, db, Tensor(), Tensor()};
+                     }});
+        v.back().inputs[3].differentiable = v.back().inputs[4].differentiable = false;
+      }
+    }
+    // (Two values per channel would normalise to ±1 whatever they are: a gradient of ~0 that finite
+    // differences cannot check. Six is the smallest case here.)
+    for (Shape x : {Shape{3, 7, 7, 37}, Shape{3, 1, 2, 5}, Shape{4, 5, 3, 64}}) {
+      const int64_t c = x[-1];
+      v.push_back({"batch_norm_train/" + x.str(), OpKind::BatchNorm, 1e-5, {{x, 2.f, 4.f}, {{c}}, {{c}}},
+                   [](const Exec& e, const std::vector<Tensor>& in) {
+                     Tensor mean, var;
+                     return op::batch_norm_train(e, in[0], in[1], &in[2], 1e-5f, mean, var);
+                   },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor mean, var;
+                     op::batch_norm_train(e, in[0], in[1], &in[2], 1e-5f, mean, var);
+                     Tensor dw = zeros_like(in[1]), db = zeros_like(in[2]);
+                     Tensor dx = op::batch_norm_backward(e, in[0], in[1], mean, var, 1e-5f, true, dy, &dw, &db);
+                     return std::vector<Tensor>{dx, dw, db};
+                   },
+                   1e-5});
+    }
+
     const std::vector<Activation> acts{{ActKind::GELU, 1, 0},        {ActKind::StarReLU, 0.8944f, -0.4472f},
                                        {ActKind::SquaredReLU, 1, 0}, {ActKind::ReLU, 1, 0},
                                        {ActKind::SiLU, 1, 0},        {ActKind::Identity, 1, 0}};

@@ -88,6 +88,11 @@ TEST(Compare, BadMixerListsAreOneClearError) {
                "fashion-mnist", "--out", tmp.file("y")});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("unknown token mixer 'poolng'"), std::string::npos) << r.err;
+  // AFFNet's own network (layout affnet) has no token mixers to swap.
+  r = run_cli({"compare", "--model", "affnet_et", "--mixers", "aff,aff_bn", "--data", "fashion-mnist", "--out",
+               tmp.file("z")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("affnet_et is AFFNet's own network"), std::string::npos) << r.err;
 }
 
 // A comparison small enough to take about a second: the two-block long-range model, `batch`-sized

@@ -114,7 +114,7 @@ TEST(Config, RejectsMistakesWithAClearMessage) {
   expect_error(R"({"depths": [1], "dims": [8], "mixers": ["pooling", "pooling"]})", "has 2 entries");
   expect_error(R"({"depths": [1], "dims": [-8], "mixers": "pooling"})", "out of range");
   expect_error(R"({"depths": [1], "dims": [8], "mixers": {"type": "sepconv", "kernel": 5}})", "no option 'kernel'");
-  expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "norms": "batch_norm"})", "unknown norm");
+  expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "norms": "instance_norm"})", "unknown norm");
   expect_error(R"({"depths": [1], "dims": [8], "mixers": "pooling", "mlp": {"act": "tanh"}})",
                "unknown activation 'tanh'");
   expect_error(std::string(100, '[') + std::string(100, ']'), "nested");

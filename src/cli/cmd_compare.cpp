@@ -208,6 +208,9 @@ void run_compare(const CompareArgs& a) {
   select_device(a.timing.device, a.timing.backend);
   get_backend(a.timing.backend, parse_precision(a.timing.dtype));
   const MetaFormerConfig base = resolve_config(a.base);
+  // AFFNet's own network has no per-stage token mixers to swap (its AFF blocks are fixed).
+  MF_CHECK(!base.is_affnet(), "compare swaps the token mixers of a MetaFormer, and {} is AFFNet's own network; "
+           "use a MetaFormer base (the mixers aff and aff_bn are AFF with BatchNorm off and on)", base.name);
   std::vector<Candidate> candidates;
   for (const auto& text : split_list(a.mixers, ',')) candidates.push_back(parse_candidate(text, base.num_stages()));
   MF_CHECK(!candidates.empty(), "--mixers names no mixer");

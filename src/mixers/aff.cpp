@@ -10,17 +10,22 @@
 // layout ([re(C) | im(C)] per frequency bin) a complex block-diagonal layer is one real Linear over
 // 2C numbers, with weight [[Wr, -Wi], [Wi, Wr]] (per block, transposed to out × in); the module
 // builds that matrix from the parameters at each forward and folds the Linear's weight gradient back.
+//
+// "aff_bn" is the same filter after its own BatchNorm2d (child "norm"): AFFNet's global branch,
+// norm2 (BatchNorm) then the filter, whose skip adds the normalised input. In the generic MetaFormer
+// it lets `metaformer compare` name AFF with BatchNorm on (aff_bn) or off (aff).
 #include <fmt/format.h>
 
 #include "mixers/mixer.h"
 #include "nn/activation.h"
+#include "nn/norm.h"
 
 namespace mf {
 
 namespace {
 class AdaptiveFrequencyFilter : public TokenMixer {
  public:
-  AdaptiveFrequencyFilter(int64_t dim, int64_t blocks, ActKind act, float threshold)
+  AdaptiveFrequencyFilter(int64_t dim, int64_t blocks, ActKind act, float threshold, bool batch_norm)
       : dim_(dim), blocks_(blocks), block_size_(dim / blocks), act_(act), threshold_(threshold) {
     const int64_t nb = blocks_, bs = block_size_;
     // The official initialisation: 0.02 · randn.
@@ -28,10 +33,12 @@ class AdaptiveFrequencyFilter : public TokenMixer {
     b1_ = &add_param("b1", {2, nb, bs}, Init::trunc_normal(0.02f), false);
     w2_ = &add_param("w2", {2, nb, bs, bs}, Init::trunc_normal(0.02f), true);
     b2_ = &add_param("b2", {2, nb, bs}, Init::trunc_normal(0.02f), false);
+    if (batch_norm) norm_ = add_child("norm", std::make_unique<Norm>(NormSpec{"batch_norm", 1e-5, true, 0.1}, dim));
   }
   std::string kind() const override { return "AFNO2D"; }
   std::string describe() const override {
-    return fmt::format("{} channels in {} blocks, {}, softshrink {:g}", dim_, blocks_, act_name(act_), threshold_);
+    return fmt::format("{}{} channels in {} blocks, {}, softshrink {:g}", norm_ ? "BatchNorm, then " : "", dim_,
+                       blocks_, act_name(act_), threshold_);
   }
   void collect_ops(std::set<OpKind>& ops) const override {
     for (OpKind k : {OpKind::Rfft2, OpKind::Irfft2, OpKind::ComplexMul, OpKind::Linear, OpKind::Activation,
@@ -39,8 +46,9 @@ class AdaptiveFrequencyFilter : public TokenMixer {
       ops.insert(k);
   }
 
-  Tensor forward(Ctx& ctx, const Tensor& x) override {
-    MF_CHECK(x.dim(3) == dim_, "{}: built for {} channels, got {}", path(), dim_, x.dim(3));
+  Tensor forward(Ctx& ctx, const Tensor& input) override {
+    MF_CHECK(input.dim(3) == dim_, "{}: built for {} channels, got {}", path(), dim_, input.dim(3));
+    const Tensor x = norm_ ? norm_->run(ctx, input) : input;
     const Tensor spectrum = op::rfft2(ctx.exec, x);  // [B, H, Wf, 2, C]
     const Shape s = spectrum.shape();
     const Tensor bins = spectrum.reshape({s[0] * s[1] * s[2], 2 * dim_});
@@ -83,7 +91,8 @@ class AdaptiveFrequencyFilter : public TokenMixer {
     d_spectrum = op::scaled_residual(ctx.exec, d_spectrum, nullptr, d_bins.reshape(s), nullptr);
     Tensor dx = op::rfft2_backward(ctx.exec, d_spectrum, width_);
     saved_.clear();
-    return op::scaled_residual(ctx.exec, dy, nullptr, dx, nullptr);
+    Tensor d_in = op::scaled_residual(ctx.exec, dy, nullptr, dx, nullptr);
+    return norm_ ? norm_->backward(ctx, d_in) : d_in;
   }
 
  private:
@@ -132,26 +141,32 @@ class AdaptiveFrequencyFilter : public TokenMixer {
   ActKind act_;
   float threshold_;
   Parameter *w1_, *b1_, *w2_, *b2_;
+  Norm* norm_ = nullptr;
   std::vector<Tensor> saved_;
   int64_t width_ = 0;
 };
 }  // namespace
 
+namespace {
+std::unique_ptr<TokenMixer> make_aff(const MixerContext& ctx, const char* name, bool batch_norm) {
+  MixerOptions o(name, ctx.options);
+  const int64_t blocks = o.get_int("num_blocks", 8);
+  const std::string act = o.get_string("act", "relu");
+  const double threshold = o.get_double("sparsity_threshold", 0.01);
+  o.finish();
+  MF_CHECK(blocks >= 1 && ctx.dim % blocks == 0, "{}: {} channels do not split into {} blocks", name, ctx.dim, blocks);
+  MF_CHECK(threshold >= 0, "{}: sparsity_threshold must be >= 0", name);
+  return std::make_unique<AdaptiveFrequencyFilter>(ctx.dim, blocks, parse_activation(act),
+                                                   static_cast<float>(threshold), batch_norm);
+}
+}  // namespace
+
 void register_aff_mixer(MixerRegistry& r) {
   r.add({"aff", "adaptive frequency filter: rfft2 -> input-dependent complex mask (grouped complex MLP, "
                 "softshrink) -> irfft2, plus skip (AFFNet)",
-         [](const MixerContext& ctx) {
-           MixerOptions o("aff", ctx.options);
-           const int64_t blocks = o.get_int("num_blocks", 8);
-           const std::string act = o.get_string("act", "relu");
-           const double threshold = o.get_double("sparsity_threshold", 0.01);
-           o.finish();
-           MF_CHECK(blocks >= 1 && ctx.dim % blocks == 0, "aff: {} channels do not split into {} blocks", ctx.dim,
-                    blocks);
-           MF_CHECK(threshold >= 0, "aff: sparsity_threshold must be >= 0");
-           return std::make_unique<AdaptiveFrequencyFilter>(ctx.dim, blocks, parse_activation(act),
-                                                            static_cast<float>(threshold));
-         }});
+         [](const MixerContext& ctx) { return make_aff(ctx, "aff", false); }});
+  r.add({"aff_bn", "AFFNet's global branch: BatchNorm2d, then the adaptive frequency filter (as aff)",
+         [](const MixerContext& ctx) { return make_aff(ctx, "aff_bn", true); }});
 }
 
 }  // namespace mf

@@ -17,7 +17,9 @@ NormSpec norm_from_name(const std::string& name) {
   if (name == "group_norm1_nobias") return {"group_norm1", 1e-6, false};
   if (name == "affine") return {"affine", 0.0, true};
   if (name == "rms_norm") return {"rms_norm", 1e-5, false};  // transformers' MambaConfig.layer_norm_epsilon
-  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine, rms_norm)",
+  if (name == "batch_norm") return {"batch_norm", 1e-5, true, 0.1};  // nn.BatchNorm2d's defaults
+  fail("unknown norm '{}' (known: layer_norm, layer_norm_nobias, group_norm1, group_norm1_nobias, affine, rms_norm, "
+       "batch_norm)",
        name);
 }
 
@@ -85,6 +87,10 @@ NormSpec parse_norm(const json& v, const std::string& where) {
   NormSpec n = norm_from_name(r.string("type", "layer_norm"));
   n.bias = r.boolean("bias", n.bias);
   n.eps = r.number("eps", n.eps, 0.0, 1.0);
+  if (n.type == "batch_norm") {
+    n.momentum = r.number("momentum", n.momentum, -1.0, 1.0);
+    MF_CHECK(n.bias, "{}: batch_norm always has a bias", where);
+  }
   r.finish();
   return n;
 }
@@ -94,7 +100,11 @@ std::optional<NormSpec> parse_optional_norm(const json* v, const std::string& wh
   return parse_norm(*v, where);
 }
 
-json norm_to_json(const NormSpec& n) { return json{{"type", n.type}, {"bias", n.bias}, {"eps", n.eps}}; }
+json norm_to_json(const NormSpec& n) {
+  json j{{"type", n.type}, {"bias", n.bias}, {"eps", n.eps}};
+  if (n.type == "batch_norm") j["momentum"] = n.momentum;
+  return j;
+}
 
 // A per-stage list given either as one value for all stages or as an array of one per stage.
 template <typename T, typename F>
@@ -167,6 +177,35 @@ void validate_sequence(const MetaFormerConfig& c) {
 }  // namespace
 
 void MetaFormerConfig::validate() const {
+  if (is_affnet()) {  // the structure is the authors' mode table (model/affnet.h); depths etc. describe it
+    MF_CHECK(affnet.mode == "xx_small" || affnet.mode == "x_small" || affnet.mode == "small" ||
+                 affnet.mode == "custom",
+             "model '{}': unknown AFFNet mode '{}' (known: xx_small, x_small, small, custom)", name, affnet.mode);
+    MF_CHECK((affnet.mode == "custom") == !affnet.layers.empty(),
+             "model '{}': AFFNet layers are given with (and only with) mode 'custom'", name);
+    if (affnet.mode == "custom") {
+      MF_CHECK(affnet.layers.size() == 5, "model '{}': AFFNet has 5 layers, not {}", name, affnet.layers.size());
+      MF_CHECK(affnet.expand_ratio > 0 && affnet.expand_ratio <= 16, "model '{}': expand_ratio {} is out of range",
+               name, affnet.expand_ratio);
+      for (const AffNetLayer& l : affnet.layers) {
+        MF_CHECK(l.out >= 8 && l.out <= 4096 && (!l.aff || l.out % 8 == 0),
+                 "model '{}': AFFNet layer width {} (an AFF layer's must be a multiple of the filter's 8 blocks)",
+                 name, l.out);
+        MF_CHECK(l.blocks >= 1 && l.blocks <= 64 && (l.stride == 1 || l.stride == 2) &&
+                     (!l.aff || (l.ffn >= 1 && l.ffn <= 16384 && l.stride == 2)),
+                 "model '{}': an AFFNet layer needs 1 to 64 blocks, stride 1 or 2 (an AFF layer: 2), and (AFF) an "
+                 "ffn width", name);
+      }
+    }
+    MF_CHECK(affnet.attn_norm.type == "group_norm1" || affnet.attn_norm.type == "batch_norm",
+             "model '{}': AFFNet's attn_norm must be group_norm1 (cvnets' layer_norm_2d) or batch_norm", name);
+    MF_CHECK(in_chans >= 1 && in_chans <= 64, "model '{}': in_chans {} is out of range", name, in_chans);
+    MF_CHECK(num_classes >= 1 && num_classes <= 1000000, "model '{}': num_classes {} is out of range", name,
+             num_classes);
+    MF_CHECK(input.size >= 32 && input.size <= 8192, "model '{}': input size {} is out of range", name, input.size);
+    MF_CHECK(drop_path_rate == 0, "model '{}': AFFNet here has no drop path", name);
+    return;
+  }
   const size_t n = depths.size();
   MF_CHECK(n >= 1 && n <= 8, "model '{}': needs 1 to 8 stages, has {}", name, n);
   MF_CHECK(dims.size() == n, "model '{}': {} depths but {} dims", name, n, dims.size());
@@ -210,6 +249,40 @@ void MetaFormerConfig::validate() const {
            input.mean.size(), input.std.size());
 }
 
+namespace {
+void parse_input(Reader& r, MetaFormerConfig& c, const std::string& what) {
+  if (const json* in = r.get("input")) {
+    Reader ir(*in, what + ": input");
+    c.input.size = ir.integer("size", c.input.size, 1, 8192);
+    c.input.crop_pct = ir.number("crop_pct", c.input.crop_pct, 1e-3, 1.0);
+    c.input.interpolation = ir.string("interpolation", c.input.interpolation);
+    c.input.crop_mode = ir.string("crop_mode", c.input.crop_mode);
+    for (const char* key : {"mean", "std"}) {
+      const json* v = ir.get(key);
+      if (!v) continue;
+      MF_CHECK(v->is_array() && !v->empty() && v->size() <= 64, "{}: input.{} must be an array of numbers, one per "
+               "input channel", what, key);
+      auto& dst = std::string(key) == "mean" ? c.input.mean : c.input.std;
+      dst.clear();
+      for (size_t i = 0; i < v->size(); ++i) {
+        MF_CHECK((*v)[i].is_number(), "{}: input.{} must be an array of numbers", what, key);
+        const double x = (*v)[i].get<double>();
+        const bool ok = std::string(key) == "std" ? (x > 0 && x <= 1e4) : (x >= -1e4 && x <= 1e4);
+        MF_CHECK(ok, "{}: input.{}[{}] = {} is out of range", what, key, i, x);
+        dst.push_back(static_cast<float>(x));
+      }
+    }
+    ir.finish();
+  }
+}
+}  // namespace
+
+namespace {
+// layout "affnet": {"layout": "affnet", "affnet": {"mode": ..., "attn_norm": ..., "act": ...},
+// "name", "in_chans", "num_classes", "input"}; the rest follows from the mode.
+MetaFormerConfig parse_affnet(Reader& r, const json& j, const MetaFormerConfig& base, const std::string& what);
+}  // namespace
+
 MetaFormerConfig parse_config(const std::string& text, const std::string& what) {
   // Depth bomb guard: nlohmann's parser recurses per nesting level.
   int depth = 0, max_depth = 0;
@@ -234,6 +307,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
   c.name = r.string("name", "custom");
   c.in_chans = r.integer("in_chans", 3, 1, 64);
   c.num_classes = r.integer("num_classes", 1000, 1, 1000000);
+  if (r.has("layout") && j["layout"] == "affnet") return parse_affnet(r, j, c, what);
 
   const json* depths = r.get("depths");
   const json* dims = r.get("dims");
@@ -303,29 +377,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     hr.finish();
   }
 
-  if (const json* in = r.get("input")) {
-    Reader ir(*in, what + ": input");
-    c.input.size = ir.integer("size", c.input.size, 1, 8192);
-    c.input.crop_pct = ir.number("crop_pct", c.input.crop_pct, 1e-3, 1.0);
-    c.input.interpolation = ir.string("interpolation", c.input.interpolation);
-    c.input.crop_mode = ir.string("crop_mode", c.input.crop_mode);
-    for (const char* key : {"mean", "std"}) {
-      const json* v = ir.get(key);
-      if (!v) continue;
-      MF_CHECK(v->is_array() && !v->empty() && v->size() <= 64, "{}: input.{} must be an array of numbers, one per "
-               "input channel", what, key);
-      auto& dst = std::string(key) == "mean" ? c.input.mean : c.input.std;
-      dst.clear();
-      for (size_t i = 0; i < v->size(); ++i) {
-        MF_CHECK((*v)[i].is_number(), "{}: input.{} must be an array of numbers", what, key);
-        const double x = (*v)[i].get<double>();
-        const bool ok = std::string(key) == "std" ? (x > 0 && x <= 1e4) : (x >= -1e4 && x <= 1e4);
-        MF_CHECK(ok, "{}: input.{}[{}] = {} is out of range", what, key, i, x);
-        dst.push_back(static_cast<float>(x));
-      }
-    }
-    ir.finish();
-  }
+  parse_input(r, c, what);
   c.drop_path_rate = r.number("drop_path_rate", 0.0, 0.0, 0.99);
   if (const json* q = r.get("sequence"); q && !q->is_null()) {
     Reader sr(*q, what + ": sequence");
@@ -343,6 +395,69 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
   return c;
 }
 
+MetaFormerConfig affnet_description(const std::string& name, const std::string& mode) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "affnet";
+  c.affnet.mode = mode;
+  c.stem = {3, 2, 1, NormSpec{"batch_norm", 1e-5, true, 0.1}};  // conv_1: what check_input reads
+  // cvnets feeds images scaled to [0, 1] without mean/std normalisation; AFFNet is trained and
+  // evaluated at 256×256 (resize 288, centre crop 256, bilinear).
+  c.input.size = 256;
+  c.input.crop_pct = 256.0 / 288.0;
+  c.input.interpolation = "bilinear";
+  c.input.mean = {0.f, 0.f, 0.f};
+  c.input.std = {1.f, 1.f, 1.f};
+  return c;
+}
+
+namespace {
+MetaFormerConfig parse_affnet(Reader& r, const json& j, const MetaFormerConfig& base, const std::string& what) {
+  (void)j;
+  r.string("layout", "affnet");
+  std::string mode = "small";
+  NormSpec attn_norm{"group_norm1", 1e-5, true};
+  std::string act = "silu";
+  double expand_ratio = 4;
+  std::vector<AffNetLayer> layers;
+  if (const json* a = r.get("affnet")) {
+    Reader ar(*a, what + ": affnet");
+    mode = ar.string("mode", mode);
+    if (ar.has("attn_norm")) attn_norm = parse_norm(*ar.get("attn_norm"), what + ": affnet.attn_norm");
+    act = ar.string("act", act);
+    expand_ratio = ar.number("expand_ratio", expand_ratio, 1e-3, 16);
+    if (const json* ls = ar.get("layers")) {
+      MF_CHECK(ls->is_array(), "{}: affnet.layers must be an array", what);
+      for (const json& lj : *ls) {
+        Reader lr(lj, what + ": affnet.layers");
+        AffNetLayer l;
+        const std::string type = lr.string("type", "mv2");
+        MF_CHECK(type == "mv2" || type == "aff", "{}: an AFFNet layer's type is 'mv2' or 'aff', not '{}'", what, type);
+        l.aff = type == "aff";
+        l.out = lr.integer("out", 0, 1, 4096);
+        l.blocks = lr.integer("blocks", 1, 1, 64);
+        l.stride = lr.integer("stride", 1, 1, 2);
+        l.ffn = lr.integer("ffn", 0, 0, 16384);
+        lr.finish();
+        layers.push_back(l);
+      }
+    }
+    ar.finish();
+  }
+  MetaFormerConfig c = affnet_description(base.name, mode);
+  c.affnet.expand_ratio = expand_ratio;
+  c.affnet.layers = layers;
+  c.in_chans = base.in_chans;
+  c.num_classes = base.num_classes;
+  c.affnet.attn_norm = attn_norm;
+  c.affnet.act = act;
+  parse_input(r, c, what);
+  r.finish();
+  c.validate();
+  return c;
+}
+}  // namespace
+
 MetaFormerConfig load_config(const std::string& path) {
   const auto bytes = read_file(path);
   MF_CHECK(bytes.size() <= (16u << 20), "{}: config file is larger than 16 MB", path);
@@ -354,6 +469,22 @@ json config_to_json(const MetaFormerConfig& c) {
   j["name"] = c.name;
   j["in_chans"] = c.in_chans;
   j["num_classes"] = c.num_classes;
+  if (c.is_affnet()) {  // everything else follows from the mode
+    j["layout"] = c.layout;
+    j["affnet"] = json{{"mode", c.affnet.mode}, {"attn_norm", norm_to_json(c.affnet.attn_norm)}, {"act", c.affnet.act}};
+    if (c.affnet.mode == "custom") {
+      j["affnet"]["expand_ratio"] = c.affnet.expand_ratio;
+      json ls = json::array();
+      for (const AffNetLayer& l : c.affnet.layers)
+        ls.push_back(json{{"type", l.aff ? "aff" : "mv2"}, {"out", l.out}, {"blocks", l.blocks}, {"stride", l.stride},
+                          {"ffn", l.ffn}});
+      j["affnet"]["layers"] = ls;
+    }
+    j["input"] = json{{"size", c.input.size},         {"crop_pct", c.input.crop_pct},
+                      {"interpolation", c.input.interpolation}, {"crop_mode", c.input.crop_mode},
+                      {"mean", c.input.mean},         {"std", c.input.std}};
+    return j;
+  }
   j["depths"] = c.depths;
   j["dims"] = c.dims;
   json mixers = json::array(), norms = json::array(), ls = json::array(), rs = json::array();

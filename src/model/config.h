@@ -79,6 +79,29 @@ struct SequenceSpec {
   bool operator==(const SequenceSpec&) const = default;
 };
 
+// AFFNet (microsoft/TokenMixers, "Adaptive Frequency Filters"): a MobileViT-v2-style network of
+// inverted residual (MobileNetV2) layers and AFF blocks, built by layout "affnet" (model/affnet.h).
+struct AffNetLayer {
+  bool aff = false;  // an AFF layer (a stride-2 inverted residual, then an AFF block); else inverted residuals
+  int out = 0;       // out_channels (= transformer_channels)
+  int blocks = 1;    // num_blocks of inverted residuals, or transformer_blocks of the AFF block
+  int stride = 1;
+  int ffn = 0;       // AFF layers: ffn_dim
+  bool operator==(const AffNetLayer&) const = default;
+};
+struct AffNetSpec {
+  // The authors' modes: "xx_small" (AFFNet-ET), "x_small" (-T), "small" (AFFNet); or "custom", with
+  // the five layers and the expansion ratio given here (small test models in the same format).
+  std::string mode = "small";
+  double expand_ratio = 4;          // custom: mv2_exp_mult
+  std::vector<AffNetLayer> layers;  // custom: layer_1 .. layer_5
+  // The norm of the AFF blocks' global branch (norm1, norm2 and the norm after them): cvnets'
+  // layer_norm_2d (GroupNorm with one group, eps 1e-5) or batch_norm.
+  NormSpec attn_norm{"group_norm1", 1e-5, true};
+  std::string act = "silu";  // every activation, the filter's too (cvnets' model.activation.name: swish)
+  bool operator==(const AffNetSpec&) const = default;
+};
+
 struct MetaFormerConfig {
   std::string name = "custom";
   int in_chans = 3;
@@ -96,8 +119,10 @@ struct MetaFormerConfig {
   //   "mamba":      norm, mixer (one residual branch: transformers' MambaBlock)
   std::string block = "metaformer";
   // "hierarchical": stem, stages.{s}.{downsample, blocks.{b}}, head.  "isotropic" (MLP-Mixer family):
-  // one stage without downsampling: stem, blocks.{b}, norm, head.
+  // one stage without downsampling: stem, blocks.{b}, norm, head.  "affnet": the authors' AFFNet
+  // (conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier.fc), described by `affnet` alone.
   std::string layout = "hierarchical";
+  AffNetSpec affnet;  // layout "affnet" only
   std::string mlp_act = "starrelu";
   bool mlp_bias = false;
   double mlp_ratio = 4.0;
@@ -114,6 +139,7 @@ struct MetaFormerConfig {
   size_t num_stages() const { return depths.size(); }
   bool isotropic() const { return layout == "isotropic"; }
   bool is_sequence() const { return sequence.enabled(); }
+  bool is_affnet() const { return layout == "affnet"; }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
   bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp" && block != "mamba"; }
   // Throws mf::Error describing the first inconsistency.
@@ -129,5 +155,9 @@ nlohmann::json config_to_json(const MetaFormerConfig& c);
 // "layer_norm", "layer_norm_nobias", "group_norm1", "group_norm1_nobias" with timm's eps, and
 // "affine" (ResMLP).
 NormSpec norm_from_name(const std::string& name);
+
+// An AFFNet of one of the authors' modes ("xx_small", "x_small", "small"), layout "affnet", with
+// cvnets' preprocessing (model/affnet.h builds it).
+MetaFormerConfig affnet_description(const std::string& name, const std::string& mode);
 
 }  // namespace mf

@@ -132,7 +132,15 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
 
   for (auto& [name, param] : model.named_parameters()) {
     if (std::find(result.skipped.begin(), result.skipped.end(), name) != result.skipped.end()) continue;
-    Tensor t = file.load(file_key_of.at(name));
+    Tensor t;
+    if (param->integer && file.info(file_key_of.at(name)).dtype[0] != 'F' &&
+        file.info(file_key_of.at(name)).dtype != "BF16") {  // PyTorch's I64 num_batches_tracked
+      const std::vector<int64_t> ints = file.load_int(file_key_of.at(name));
+      t = Tensor::zeros(param->value.shape());
+      for (size_t i = 0; i < ints.size(); ++i) t.data()[i] = static_cast<float>(ints[i]);
+    } else {
+      t = file.load(file_key_of.at(name));
+    }
     if (t.shape() != param->value.shape() && options.adapt_input_channels && is_input_conv(name) &&
         t.ndim() == 4 && t.dim(1) != 1 && param->value.dim(1) == 1) {
       const int64_t out = t.dim(0), in = t.dim(1), taps = t.dim(2) * t.dim(3);
@@ -151,7 +159,15 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
 
 void save_weights(Module& model, const std::string& path, const std::map<std::string, std::string>& metadata) {
   std::vector<SafeTensorEntry> entries;
-  for (auto& [name, param] : model.named_parameters()) entries.push_back({name, param->value, {}, {}});
+  for (auto& [name, param] : model.named_parameters()) {
+    if (param->integer) {  // as PyTorch stores it: I64
+      std::vector<int64_t> ints;
+      for (float f : param->value.span()) ints.push_back(static_cast<int64_t>(f));
+      entries.push_back({name, Tensor(), ints, param->value.shape()});
+    } else {
+      entries.push_back({name, param->value, {}, {}});
+    }
+  }
   save_safetensors(path, entries, metadata);
 }
 

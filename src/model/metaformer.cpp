@@ -2,6 +2,7 @@
 
 #include "core/rng.h"
 #include "mixers/mixer.h"
+#include "model/affnet.h"
 
 namespace mf {
 
@@ -29,12 +30,10 @@ int64_t Stem::out_size(int64_t in) const {
 }
 
 Tensor Stem::forward(Ctx& ctx, const Tensor& x) {
-  Tensor y = conv_->run(ctx, x);
-  if (norm_) y = norm_->run(ctx, y);
+  Tensor y = conv_then_norm(ctx, *conv_, norm_, x);  // a BatchNorm folds into the conv at inference
   if (!conv2_) return y;
   act_->apply_(ctx, y);
-  y = conv2_->run(ctx, y);
-  return norm2_ ? norm2_->run(ctx, y) : y;
+  return conv_then_norm(ctx, *conv2_, norm2_, y);
 }
 
 Tensor Stem::backward(Ctx& ctx, const Tensor& dy) {
@@ -56,10 +55,7 @@ Downsampling::Downsampling(int in_chans, int out_chans, const ConvSpec& spec) : 
 }
 
 Tensor Downsampling::forward(Ctx& ctx, const Tensor& x) {
-  if (norm_after_) {
-    Tensor y = conv_->run(ctx, x);
-    return norm_ ? norm_->run(ctx, y) : y;
-  }
+  if (norm_after_) return conv_then_norm(ctx, *conv_, norm_, x);  // a BatchNorm folds in at inference
   return conv_->run(ctx, norm_ ? norm_->run(ctx, x) : x);
 }
 
@@ -256,6 +252,11 @@ Tensor MetaFormerHead::backward(Ctx& ctx, const Tensor& dy) {
 MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   config_.validate();
   const auto& c = config_;
+  if (c.is_affnet()) {  // the authors' AFFNet (model/affnet.h): its own top-level modules
+    for (auto& [name, layer] : make_affnet_layers(c)) affnet_layers_.push_back(add_child(name, std::move(layer)));
+    assign_paths();
+    return;
+  }
   // Token grid of each stage at the nominal input size (needed by mixers tied to a size); a sequence
   // model's is 1 × (tokens at the nominal length).
   int64_t h = 0, w = 0;
@@ -321,6 +322,11 @@ void MetaFormer::check_backend(const Backend& backend) const {
 
 Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   check_input(x.shape());
+  if (!affnet_layers_.empty()) {
+    Tensor y = x;
+    for (Module* layer : affnet_layers_) y = layer->run(ctx, y);
+    return y;
+  }
   Tensor y = seq_stem_ ? seq_stem_->run(ctx, x) : stem_->run(ctx, x);
   if (blocks_) {
     y = norm_->run(ctx, blocks_->run(ctx, y));
@@ -332,6 +338,11 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
 }
 
 Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
+  if (!affnet_layers_.empty()) {
+    Tensor d = dlogits;
+    for (auto it = affnet_layers_.rbegin(); it != affnet_layers_.rend(); ++it) d = (*it)->backward(ctx, d);
+    return d;
+  }
   if (blocks_) {
     Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
     d = blocks_->backward(ctx, norm_->backward(ctx, d));

@@ -173,6 +173,7 @@ class MetaFormer : public Module {
   Norm* norm_ = nullptr;
   Linear* linear_head_ = nullptr;
   Shape saved_tokens_shape_;
+  std::vector<Module*> affnet_layers_;  // layout "affnet": conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier
 };
 
 }  // namespace mf

@@ -201,6 +201,10 @@ const std::map<std::string, MetaFormerConfig>& zoo() {
       c.input.mean = c.input.std = kHalf;
       add(c);
     }
+    // AFFNet (microsoft/TokenMixers): the authors' modes under the paper's names (model/affnet.h).
+    for (auto [name, mode] : std::vector<std::pair<std::string, std::string>>{
+             {"affnet_et", "xx_small"}, {"affnet_t", "x_small"}, {"affnet", "small"}})
+      add(affnet_description(name, mode));
     return m;
   }();
   return z;

@@ -19,6 +19,8 @@ class Conv2d : public Module {
   const ConvGeometry& geometry() const { return g_; }
   // The stem's input is data: its gradient is never needed.
   void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
+  Parameter* weight() { return weight_; }
+  Parameter* bias() { return bias_; }
 
  private:
   int64_t in_, out_;

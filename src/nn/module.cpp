@@ -49,7 +49,8 @@ std::vector<std::pair<std::string, const Parameter*>> Module::named_parameters()
 
 int64_t Module::num_parameters() const {
   int64_t n = 0;
-  for (auto& [name, p] : named_parameters()) n += p->value.numel();
+  for (auto& [name, p] : named_parameters())
+    if (!p->buffer) n += p->value.numel();
   return n;
 }
 
@@ -66,6 +67,14 @@ Parameter& Module::add_param(const std::string& name, const Shape& shape, Init i
   Parameter& ref = *p;
   params_.emplace_back(name, std::move(p));
   return ref;
+}
+
+Parameter& Module::add_buffer(const std::string& name, const Shape& shape, Init init, bool integer) {
+  Parameter& p = add_param(name, shape, init, false);
+  p.trainable = false;
+  p.buffer = true;
+  p.integer = integer;
+  return p;
 }
 
 void initialize_parameters(Module& root, uint64_t seed) {

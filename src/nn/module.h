@@ -39,6 +39,12 @@ struct Parameter {
   Init init;
   bool trainable = true;   // false: kept and saved, never updated (RandFormer's matrix)
   bool decay = true;       // weight decay applies (timm: not to 1-D tensors: norms, biases, scales)
+  // A buffer (BatchNorm's running statistics): in the state dict, but not a parameter: not
+  // trainable, not counted by num_parameters(), updated by the module's own training forward.
+  bool buffer = false;
+  // An integer buffer (num_batches_tracked): held as float (exact to 2^24), saved as I64 as PyTorch
+  // does, loaded from an integer or a float tensor.
+  bool integer = false;
 };
 
 class Rng;
@@ -94,6 +100,8 @@ class Module {
 
  protected:
   Parameter& add_param(const std::string& name, const Shape& shape, Init init, bool decay);
+  // A buffer (see Parameter::buffer): not trainable, no weight decay.
+  Parameter& add_buffer(const std::string& name, const Shape& shape, Init init, bool integer = false);
   template <typename T>
   T* add_child(const std::string& name, std::unique_ptr<T> child) {
     T* raw = child.get();

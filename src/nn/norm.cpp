@@ -2,14 +2,28 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
+#include "nn/conv.h"
+
 namespace mf {
 
 Norm::Norm(const NormSpec& spec, int64_t channels) : spec_(spec), channels_(channels) {
-  MF_CHECK(spec.type == "layer_norm" || spec.type == "group_norm1" || spec.type == "affine" || spec.type == "rms_norm",
-           "unknown norm '{}' (known: layer_norm, group_norm1, affine, rms_norm)", spec.type);
+  MF_CHECK(spec.type == "layer_norm" || spec.type == "group_norm1" || spec.type == "affine" ||
+               spec.type == "rms_norm" || spec.type == "batch_norm",
+           "unknown norm '{}' (known: layer_norm, group_norm1, affine, rms_norm, batch_norm)", spec.type);
   if (spec.type == "rms_norm") {  // Mamba's RMSNorm: a weight, never a bias
     MF_CHECK(!spec.bias, "the rms_norm has no bias");
     weight_ = &add_param("weight", {channels}, Init::ones(), false);
+    return;
+  }
+  if (spec.type == "batch_norm") {
+    MF_CHECK(spec.bias, "batch_norm always has a bias");
+    weight_ = &add_param("weight", {channels}, Init::ones(), false);
+    bias_ = &add_param("bias", {channels}, Init::zeros(), false);
+    running_mean_ = &add_buffer("running_mean", {channels}, Init::zeros());
+    running_var_ = &add_buffer("running_var", {channels}, Init::ones());
+    num_batches_tracked_ = &add_buffer("num_batches_tracked", Shape{}, Init::zeros(), true);  // a 0-d I64
     return;
   }
   if (spec.type == "affine") {
@@ -27,11 +41,13 @@ Norm::Norm(const NormSpec& spec, int64_t channels) : spec_(spec), channels_(chan
 std::string Norm::kind() const {
   if (spec_.type == "affine") return "Affine";
   if (spec_.type == "rms_norm") return "RMSNorm";
+  if (spec_.type == "batch_norm") return "BatchNorm2d";
   const std::string base = spec_.type == "layer_norm" ? "LayerNorm" : "GroupNorm1";
   return spec_.bias ? base : base + "NoBias";
 }
 
 std::string Norm::describe() const {
+  if (spec_.type == "batch_norm") return fmt::format("{}, eps {:g}, momentum {:g}", channels_, spec_.eps, spec_.momentum);
   return spec_.type == "affine" ? fmt::format("{}", channels_) : fmt::format("{}, eps {:g}", channels_, spec_.eps);
 }
 
@@ -40,12 +56,48 @@ Tensor Norm::forward(Ctx& ctx, const Tensor& x) {
   const float eps = static_cast<float>(spec_.eps);
   if (spec_.type == "affine") return op::channel_affine(ctx.exec, x, v(weight_), v(bias_));
   if (spec_.type == "rms_norm") return op::rms_norm(ctx.exec, x, v(weight_), eps);
+  if (spec_.type == "batch_norm") {
+    if (!ctx.training) return op::batch_norm(ctx.exec, x, v(weight_), opt(bias_), v(running_mean_), v(running_var_), eps);
+    Tensor y = op::batch_norm_train(ctx.exec, x, v(weight_), opt(bias_), eps, saved_mean_, saved_var_);
+    update_running_stats(saved_mean_, saved_var_, x.shape().rows());
+    return y;
+  }
   if (spec_.type == "layer_norm") return op::layer_norm(ctx.exec, x, v(weight_), opt(bias_), eps);
   return op::group_norm1(ctx.exec, x, v(weight_), opt(bias_), eps);
 }
 
+// PyTorch's _BatchNorm.forward in training: num_batches_tracked += 1; the factor is momentum, or
+// 1 / num_batches_tracked when momentum is None (a cumulative average); the running variance takes
+// the unbiased batch variance (n / (n - 1) times the biased one it normalised with).
+void Norm::update_running_stats(const Tensor& batch_mean, const Tensor& batch_var, int64_t count) {
+  float& tracked = num_batches_tracked_->value.data()[0];
+  tracked += 1.f;
+  const double factor = spec_.momentum < 0 ? 1.0 / tracked : spec_.momentum;
+  const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
+  float* rm = running_mean_->value.data();
+  float* rv = running_var_->value.data();
+  for (int64_t c = 0; c < channels_; ++c) {
+    rm[c] = static_cast<float>((1 - factor) * rm[c] + factor * batch_mean.data()[c]);
+    rv[c] = static_cast<float>((1 - factor) * rv[c] + factor * batch_var.data()[c] * unbias);
+  }
+  running_mean_->value.bump_version();
+  running_var_->value.bump_version();
+  num_batches_tracked_->value.bump_version();
+}
+
+std::pair<Tensor, Tensor> Norm::eval_affine() const {
+  MF_CHECK(spec_.type == "batch_norm", "{}: only BatchNorm folds into a neighbouring layer", path());
+  Tensor scale = Tensor::zeros({channels_}), shift = Tensor::zeros({channels_});
+  for (int64_t c = 0; c < channels_; ++c) {
+    const double s = weight_->value.data()[c] / std::sqrt(static_cast<double>(running_var_->value.data()[c]) + spec_.eps);
+    scale.data()[c] = static_cast<float>(s);
+    shift.data()[c] = static_cast<float>(bias_->value.data()[c] - running_mean_->value.data()[c] * s);
+  }
+  return {scale, shift};
+}
+
 std::optional<BranchNorm> Norm::as_branch_norm() {
-  if (spec_.type == "affine" || spec_.type == "rms_norm") return std::nullopt;
+  if (spec_.type == "affine" || spec_.type == "rms_norm" || spec_.type == "batch_norm") return std::nullopt;
   BranchNorm n;
   n.type = spec_.type == "layer_norm" ? BranchNorm::Type::layer_norm : BranchNorm::Type::group_norm1;
   n.weight = &v(weight_);
@@ -67,6 +119,12 @@ Tensor Norm::backward(Ctx& ctx, const Tensor& dy) {
     saved_x_ = Tensor();
     return dx;
   }
+  if (spec_.type == "batch_norm") {
+    Tensor dx = op::batch_norm_backward(ctx.exec, saved_x_, v(weight_), saved_mean_, saved_var_, eps, true, dy,
+                                        grad_of(weight_), grad_of(bias_));
+    saved_x_ = saved_mean_ = saved_var_ = Tensor();
+    return dx;
+  }
   Tensor dx = spec_.type == "layer_norm"
                   ? op::layer_norm_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_))
                   : op::group_norm1_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_));
@@ -75,10 +133,36 @@ Tensor Norm::backward(Ctx& ctx, const Tensor& dy) {
 }
 
 void Norm::collect_ops(std::set<OpKind>& ops) const {
+  if (spec_.type == "batch_norm") {
+    ops.insert(OpKind::BatchNorm);
+    return;
+  }
   ops.insert(spec_.type == "affine"       ? OpKind::ChannelAffine
              : spec_.type == "rms_norm"   ? OpKind::RmsNorm
              : spec_.type == "layer_norm" ? OpKind::LayerNorm
                                           : OpKind::GroupNorm1);
+}
+
+std::pair<Tensor, Tensor> fold_batch_norm(const Tensor& weight, const Tensor* bias, const Norm& bn) {
+  const auto [scale, shift] = bn.eval_affine();
+  const int64_t out = weight.dim(0), per = weight.numel() / out;
+  MF_CHECK(out == scale.numel(), "folding BatchNorm: {} channels after a layer of {} outputs", scale.numel(), out);
+  Tensor w = weight.clone(), b = Tensor::zeros({out});
+  for (int64_t o = 0; o < out; ++o) {
+    const float s = scale.data()[o];
+    for (int64_t k = 0; k < per; ++k) w.data()[o * per + k] *= s;
+    b.data()[o] = (bias ? bias->data()[o] : 0.f) * s + shift.data()[o];
+  }
+  return {w, b};
+}
+
+Tensor conv_then_norm(Ctx& ctx, Conv2d& conv, Norm* norm, const Tensor& x) {
+  if (norm && !ctx.training && norm->spec().type == "batch_norm") {
+    const auto [w, b] = fold_batch_norm(conv.weight()->value, conv.bias() ? &conv.bias()->value : nullptr, *norm);
+    return op::conv2d(ctx.exec, x, w, &b, conv.geometry());
+  }
+  Tensor y = conv.run(ctx, x);
+  return norm ? norm->run(ctx, y) : y;
 }
 
 }  // namespace mf

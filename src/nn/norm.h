@@ -2,6 +2,12 @@
 // LayerNormNoBias and LayerNorm2dNoBias are one op (normalise over C at each position); GroupNorm1
 // and GroupNorm1NoBias normalise each sample over H·W·C. NoBias variants have no bias parameter
 // (and so no state-dict key).
+//
+// BatchNorm ("batch_norm", nn.BatchNorm2d on channels-last data) normalises each channel over every
+// position of the batch: in training with the batch's statistics, updating the running ones as
+// PyTorch does (running = (1 - momentum) · running + momentum · batch, with the unbiased batch
+// variance; num_batches_tracked counts the updates), in eval with the running statistics. Its
+// state-dict keys are PyTorch's: weight, bias, running_mean, running_var, num_batches_tracked.
 #pragma once
 
 #include <memory>
@@ -27,13 +33,34 @@ class Norm : public Module {
   // This norm as a fused block branch's argument, if it is one such a branch can apply (LayerNorm or
   // GroupNorm with one group; not ResMLP's affine).
   std::optional<BranchNorm> as_branch_norm();
+  // BatchNorm in eval mode as y = x ⊙ scale + shift per channel: scale = w / sqrt(running_var + eps),
+  // shift = b - running_mean ⊙ scale; what folding into a neighbouring conv or linear layer uses.
+  std::pair<Tensor, Tensor> eval_affine() const;
+  Parameter* running_mean() { return running_mean_; }
+  Parameter* running_var() { return running_var_; }
+  Parameter* num_batches_tracked() { return num_batches_tracked_; }
 
  private:
   NormSpec spec_;
   int64_t channels_;
   Parameter* weight_;
   Parameter* bias_ = nullptr;
+  Parameter* running_mean_ = nullptr;  // batch_norm: the buffers
+  Parameter* running_var_ = nullptr;
+  Parameter* num_batches_tracked_ = nullptr;
   Tensor saved_x_;
+  Tensor saved_mean_, saved_var_;  // batch_norm: the statistics the training forward used
+  void update_running_stats(const Tensor& batch_mean, const Tensor& batch_var, int64_t count);
 };
+
+// A conv or linear layer (weight [out, ...], bias [out] or null) followed by `bn`, a BatchNorm in eval
+// mode, as one layer: weight ⊙ scale[out] and bias ⊙ scale + shift (Norm::eval_affine). Computed at
+// each call from the current values, so it can never go stale after loading or training.
+std::pair<Tensor, Tensor> fold_batch_norm(const Tensor& weight, const Tensor* bias, const Norm& bn);
+// conv then (optionally) norm. At inference a BatchNorm is folded into the convolution: one op,
+// no pass over the activations for the norm (neither layer then reports its own output to
+// ctx.on_output). In training, the two layers as usual.
+class Conv2d;
+Tensor conv_then_norm(Ctx& ctx, Conv2d& conv, Norm* norm, const Tensor& x);
 
 }  // namespace mf

@@ -184,6 +184,13 @@ void Backend::selective_scan_backward(const Tensor&, const Tensor&, const Tensor
                                       const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&, Tensor&, Tensor&,
                                       Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::SelectiveScan);
+void Backend::batch_norm_stats(const Tensor&, Tensor&, Tensor&) { unsupported(OpKind::BatchNorm); }
+void Backend::batch_norm(const Tensor&, const Tensor&, const Tensor*, const Tensor&, const Tensor&, float, Tensor&) {
+  unsupported(OpKind::BatchNorm);
+}
+void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, bool,
+                                  const Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::BatchNorm);
 }
 void Backend::complex_mul_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::ComplexMul);

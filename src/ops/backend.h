@@ -163,6 +163,14 @@ class Backend {
   // w, 4, C] -> y [B, H, W, C] (H, W from y; the padding is cropped). The 4×4 Haar matrix is
   // symmetric and orthogonal, so each direction's adjoint is the other.
   virtual void haar2d(const Tensor& x, bool inverse, Tensor& y);
+  // BatchNorm, channels-last: x [..., C], channel = last dimension, statistics over all other
+  // positions (B·H·W of them for an image batch).
+  // batch_norm_stats: mean [C] and the biased variance [C] of x (what training-mode BatchNorm
+  // normalises with; the running update's unbiased correction is the caller's).
+  virtual void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var);
+  // y = (x - mean) / sqrt(var + eps) · w + b, w, b, mean, var [C], b may be null; in-place allowed
+  virtual void batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean, const Tensor& var,
+                          float eps, Tensor& y);
 
   // ---- sequence ops (docs/sequences.md); each has a default that throws "unsupported"
   // ids [B, N] (token ids stored as exact integers in float32, checked by the dispatcher), table
@@ -238,6 +246,11 @@ class Backend {
                                        int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz,
                                        Tensor* da_log, Tensor* dd_skip);
   virtual void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw);
+  // mean, var: the statistics the forward normalised with. batch_stats: they were x's own (training
+  // mode), so dx includes their dependence on x; otherwise (eval, running statistics) they are
+  // constants and dx = dy · w / sqrt(var + eps).
+  virtual void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
+                                   bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

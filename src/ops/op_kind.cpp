@@ -31,6 +31,7 @@ const char* op_name(OpKind op) {
     case OpKind::CausalConv1d: return "causal_conv1d";
     case OpKind::SelectiveScan: return "selective_scan";
     case OpKind::RmsNorm: return "rms_norm";
+    case OpKind::BatchNorm: return "batch_norm";
     case OpKind::kCount: break;
   }
   return "?";
@@ -65,6 +66,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::CausalConv1d: return OpFamily::Depthwise;
     case OpKind::SelectiveScan: return OpFamily::Attention;  // the token mixing of S6, as attention's
     case OpKind::RmsNorm: return OpFamily::Norm;
+    case OpKind::BatchNorm: return OpFamily::Norm;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

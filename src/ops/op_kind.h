@@ -34,6 +34,7 @@ enum class OpKind : uint8_t {
   CausalConv1d,     // per-channel 1-D convolution over the sequence that reads only the past (Mamba)
   SelectiveScan,    // Mamba's S6 recurrence with input-dependent dt, B, C, the D skip and the SiLU gate
   RmsNorm,          // x · rsqrt(mean(x²) + eps) · w over the last dimension (Mamba's, T5's)
+  BatchNorm,        // per-channel statistics over every position of the batch (BatchNorm2d, channels-last)
   kCount
 };
 

@@ -832,5 +832,51 @@ SelectiveScanGrads selective_scan_backward(const Exec& e, const Tensor& u, const
   return g;
 }
 
+Tensor batch_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean,
+                  const Tensor& var, float eps) {
+  MF_CHECK(x.ndim() >= 2, "batch_norm: input must have a batch dimension, got {}", x.shape().str());
+  const int64_t C = x.shape().last();
+  check_vec(&w, C, "weight", OpKind::BatchNorm);
+  check_vec(b, C, "bias", OpKind::BatchNorm);
+  check_vec(&mean, C, "mean", OpKind::BatchNorm);
+  check_vec(&var, C, "variance", OpKind::BatchNorm);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::BatchNorm, 0);
+  e.backend->batch_norm(x, w, b, mean, var, eps, y);
+  return y;
+}
+
+Tensor batch_norm_train(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps,
+                        Tensor& batch_mean, Tensor& batch_var) {
+  MF_CHECK(x.ndim() >= 2, "batch_norm: input must have a batch dimension, got {}", x.shape().str());
+  const int64_t C = x.shape().last();
+  MF_CHECK(x.shape().rows() > 1, "batch_norm: training needs more than one value per channel, got input {}",
+           x.shape().str());
+  check_vec(&w, C, "weight", OpKind::BatchNorm);
+  check_vec(b, C, "bias", OpKind::BatchNorm);
+  batch_mean = out(e, {C});
+  batch_var = out(e, {C});
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::BatchNorm, 0);
+  e.backend->batch_norm_stats(x, batch_mean, batch_var);
+  e.backend->batch_norm(x, w, b, batch_mean, batch_var, eps, y);
+  return y;
+}
+
+Tensor batch_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var,
+                           float eps, bool batch_stats, const Tensor& dy, Tensor* dw, Tensor* db) {
+  MF_CHECK(dy.shape() == x.shape(), "batch_norm backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  const int64_t C = x.shape().last();
+  check_vec(&w, C, "weight", OpKind::BatchNorm);
+  check_vec(&mean, C, "mean", OpKind::BatchNorm);
+  check_vec(&var, C, "variance", OpKind::BatchNorm);
+  check_grad(dw, w, "weight", OpKind::BatchNorm);
+  check_grad(db, w, "bias", OpKind::BatchNorm);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::BatchNorm, 0);
+  e.backend->batch_norm_backward(x, w, mean, var, eps, batch_stats, dy, dx, dw, db);
+  return dx;
+}
+
 }  // namespace op
 }  // namespace mf

@@ -105,6 +105,15 @@ Tensor complex_mul(const Exec& e, const Tensor& a, const Tensor& b);
 Tensor haar2d(const Exec& e, const Tensor& x);
 Tensor haar2d_inverse(const Exec& e, const Tensor& bands, int64_t height, int64_t width);
 Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
+// BatchNorm over channels-last x [..., C] (statistics over every position but the channel):
+// batch_norm is eval mode, normalising with the given (running) statistics mean, var [C];
+// batch_norm_train is training mode, normalising with x's own mean and biased variance, which it
+// returns in batch_mean, batch_var (for the running update and for backward). PyTorch's rule: a
+// training batch needs more than one value per channel.
+Tensor batch_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean,
+                  const Tensor& var, float eps);
+Tensor batch_norm_train(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps,
+                        Tensor& batch_mean, Tensor& batch_var);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
@@ -159,6 +168,9 @@ Tensor rfft2_backward(const Exec& e, const Tensor& dy, int64_t width);
 Tensor irfft2_backward(const Exec& e, const Tensor& dy);
 // Returns da = dy ⊙ conj(b); accumulates db += dy ⊙ conj(a) (summed over a broadcast batch).
 Tensor complex_mul_backward(const Exec& e, const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* db);
+// mean, var: the statistics the forward used; batch_stats: they were the batch's own (training).
+Tensor batch_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var,
+                           float eps, bool batch_stats, const Tensor& dy, Tensor* dw, Tensor* db);
 
 void embedding_backward_(const Exec& e, const Tensor& ids, const Tensor& dy, Tensor& dtable);
 Tensor rms_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw);

@@ -18,6 +18,10 @@ void ModelEma::update() {
     const float* w = params_[k].second->value.data();
     float* s = shadow_[k].data();
     const int64_t n = shadow_[k].numel();
+    if (params_[k].second->integer) {  // a counter (num_batches_tracked) is copied, as timm's EMA does
+      for (int64_t i = 0; i < n; ++i) s[i] = w[i];
+      continue;
+    }
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) s[i] = s[i] * d + w[i] * r;
   }

@@ -60,6 +60,11 @@ class CpuBackend : public RefBackend {
                                int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy, int64_t chunk,
                                Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz, Tensor* da_log,
                                Tensor* dd_skip) override;
+  void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) override;
+  void batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean, const Tensor& var, float eps,
+                  Tensor& y) override;
+  void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
+                           bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

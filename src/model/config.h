@@ -78,7 +78,13 @@ struct MetaFormerConfig {
   std::string block = "metaformer";
   // "hierarchical": stem, stages.{s}.{downsample, blocks.{b}}, head.  "isotropic" (MLP-Mixer family):
   // one stage without downsampling: stem, blocks.{b}, norm, head.
+  // "raftmlp" (RaftMLP) and "msmlp" (MS-MLP): the authors' own module trees (model/custom_layouts.h);
+  // RaftMLP reads its raft sizes from the "raft" mixers and its embeddings from embed_kernels, MS-MLP
+  // its stem, downsampling, gamma and mixers from the usual fields.
   std::string layout = "hierarchical";
+  // RaftMLP only: per stage, the kernel sizes of the cross-scale patch embedding; the first is the
+  // patch size (the stride), as in the authors' configs ([[4, 8], [2, 4], [2, 4], [2]]).
+  std::vector<std::vector<int>> embed_kernels;
   std::string mlp_act = "starrelu";
   bool mlp_bias = false;
   double mlp_ratio = 4.0;
@@ -93,6 +99,8 @@ struct MetaFormerConfig {
 
   size_t num_stages() const { return depths.size(); }
   bool isotropic() const { return layout == "isotropic"; }
+  // The authors' module trees rather than the MetaFormer's (RaftMLP, MS-MLP).
+  bool custom_layout() const { return layout == "raftmlp" || layout == "msmlp"; }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
   bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp"; }
   // Throws mf::Error describing the first inconsistency.

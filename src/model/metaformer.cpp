@@ -2,6 +2,7 @@
 
 #include "core/rng.h"
 #include "mixers/mixer.h"
+#include "model/custom_layouts.h"
 
 namespace mf {
 
@@ -255,6 +256,12 @@ Tensor MetaFormerHead::backward(Ctx& ctx, const Tensor& dy) {
 MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   config_.validate();
   const auto& c = config_;
+  if (c.custom_layout()) {
+    // Registered under an empty name: its children are the model's top-level keys.
+    body_ = add_child("", c.layout == "raftmlp" ? make_raftmlp_net(c) : make_msmlp_net(c));
+    assign_paths();
+    return;
+  }
   stem_ = add_child("stem", std::make_unique<Stem>(c.in_chans, c.dims[0], c.stem));
   // Token grid of each stage at the nominal input size (needed by mixers tied to a size).
   int64_t h = stem_->out_size(c.input.size);
@@ -294,6 +301,7 @@ void MetaFormer::check_input(const Shape& s) const {
   MF_CHECK(s[0] >= 1, "empty batch");
   // Every stride must leave at least one pixel.
   int64_t h = s[1], w = s[2];
+  if (body_) return;  // the custom layouts check their own sizes
   const auto& st = config_.stem;
   MF_CHECK(h + 2 * st.padding >= st.kernel_size && w + 2 * st.padding >= st.kernel_size,
            "input {}x{} is smaller than the stem's {}x{} kernel", h, w, st.kernel_size, st.kernel_size);
@@ -309,6 +317,7 @@ void MetaFormer::check_backend(const Backend& backend) const {
 
 Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   check_input(x.shape());
+  if (body_) return body_->forward(ctx, x);
   Tensor y = stem_->run(ctx, x);
   if (blocks_) {
     y = norm_->run(ctx, blocks_->run(ctx, y));
@@ -320,6 +329,7 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
 }
 
 Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
+  if (body_) return body_->backward(ctx, dlogits);
   if (blocks_) {
     Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
     return stem_->backward(ctx, blocks_->backward(ctx, norm_->backward(ctx, d)));

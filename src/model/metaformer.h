@@ -163,13 +163,14 @@ class MetaFormer : public Module {
 
  private:
   MetaFormerConfig config_;
-  Stem* stem_;
+  Stem* stem_ = nullptr;  // null in the custom layouts
   Sequential* stages_ = nullptr;  // hierarchical layout
   MetaFormerHead* head_ = nullptr;
   Sequential* blocks_ = nullptr;  // isotropic layout: blocks, then norm over tokens, pooling, linear head
   Norm* norm_ = nullptr;
   Linear* linear_head_ = nullptr;
   Shape saved_tokens_shape_;
+  Module* body_ = nullptr;  // the custom layouts' whole network (model/custom_layouts.h)
 };
 
 }  // namespace mf

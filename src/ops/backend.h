@@ -17,6 +17,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/op_kind.h"
@@ -141,6 +142,12 @@ class Backend {
   // w, 4, C] -> y [B, H, W, C] (H, W from y; the padding is cropped). The 4×4 Haar matrix is
   // symmetric and orthogonal, so each direction's adjoint is the other.
   virtual void haar2d(const Tensor& x, bool inverse, Tensor& y);
+  // x (rank <= 6) -> y with y.dim(i) = x.dim(perm[i]): a contiguous copy of torch's x.permute(perm)
+  virtual void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y);
+  // x [B, H, W, C] -> y: channel c, of group g = c / group_width, rolled cyclically by shifts[g]
+  // along `axis` (1: H, 2: W), as torch.roll: y[.., i, ..] = x[.., (i - shift) mod n, ..]
+  virtual void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                             Tensor& y);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).

@@ -25,6 +25,8 @@ const char* op_name(OpKind op) {
     case OpKind::Irfft2: return "irfft2";
     case OpKind::ComplexMul: return "complex_mul";
     case OpKind::Haar2d: return "haar2d";
+    case OpKind::Permute: return "permute";
+    case OpKind::SpatialShift: return "spatial_shift";
     case OpKind::kCount: break;
   }
   return "?";
@@ -53,6 +55,8 @@ OpFamily op_family(OpKind op) {
     case OpKind::Irfft2: return OpFamily::Spectral;
     case OpKind::ComplexMul: return OpFamily::Elementwise;
     case OpKind::Haar2d: return OpFamily::Spectral;
+    case OpKind::Permute: return OpFamily::Layout;
+    case OpKind::SpatialShift: return OpFamily::Layout;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

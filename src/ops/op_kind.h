@@ -28,6 +28,8 @@ enum class OpKind : uint8_t {
   Irfft2,           // its inverse (Hermitian half spectrum -> real)
   ComplexMul,       // elementwise complex product in the split layout (spectral filters)
   Haar2d,           // one-level orthonormal 2-D Haar wavelet transform and its inverse
+  Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)
+  SpatialShift,     // channel groups rolled cyclically along H or W (MS-MLP's shift)
   kCount
 };
 

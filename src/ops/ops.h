@@ -91,6 +91,16 @@ Tensor complex_mul(const Exec& e, const Tensor& a, const Tensor& b);
 Tensor haar2d(const Exec& e, const Tensor& x);
 Tensor haar2d_inverse(const Exec& e, const Tensor& bands, int64_t height, int64_t width);
 Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
+// A contiguous copy of x.permute(perm) (torch's meaning: output axis i is input axis perm[i]). Its
+// backward is the same op with inverse_permutation(perm).
+Tensor permute(const Exec& e, const Tensor& x, const std::vector<int>& perm);
+std::vector<int> inverse_permutation(const std::vector<int>& perm);
+// x [B, H, W, C]: each group of group_width channels (the last may be narrower, as torch.chunk makes
+// it) rolled cyclically by its own shift along axis 1 (H) or 2 (W), as torch.roll. Its backward is
+// the same op with the shifts negated (spatial_shift_backward).
+Tensor spatial_shift(const Exec& e, const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts);
+Tensor spatial_shift_backward(const Exec& e, const Tensor& dy, int axis, int64_t group_width,
+                              const std::vector<int>& shifts);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums

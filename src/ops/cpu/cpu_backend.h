@@ -51,6 +51,9 @@ class CpuBackend : public RefBackend {
   void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
   void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
+  void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y) override;
+  void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                     Tensor& y) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

@@ -159,7 +159,10 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   Precision precision() const override { return precision_; }
   DType activation_dtype() const override { return bf16_ ? DType::bf16 : DType::f32; }
-  bool supports(OpKind op) const override { return op != OpKind::CrossEntropy; }
+  bool supports(OpKind op) const override {
+    // No kernels yet for the layout ops of RaftMLP and MS-MLP: those models are refused at load time.
+    return op != OpKind::CrossEntropy && op != OpKind::Permute && op != OpKind::SpatialShift;
+  }
   void synchronize() override { cuda::synchronize(); }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override {

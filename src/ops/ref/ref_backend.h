@@ -38,6 +38,9 @@ class RefBackend : public Backend {
   void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
   void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
+  void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y) override;
+  void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                     Tensor& y) override;
   void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,

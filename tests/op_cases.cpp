@@ -525,6 +525,7 @@ const std::vector<OpCase>& op_cases() {
     // Layout ops. permute: RaftMLP's raft layouts (the last axis moved, and kept), and a 6-D case.
     for (auto [x, perm] : std::vector<std::pair<Shape, std::vector<int>>>{
              {Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}},
+             {Shape{2, 40, 6, 4, 2}, {0, 2, 3, 4, 1}},  // tiled: H against the merged channels
              {Shape{2, 5, 6, 2, 3}, {0, 1, 2, 4, 3}},
              {Shape{3, 4, 5}, {2, 0, 1}},
              {Shape{2, 3, 1, 4, 2, 3}, {5, 1, 0, 3, 2, 4}}}) {

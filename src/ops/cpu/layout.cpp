@@ -1,6 +1,6 @@
-// Layout ops on the CPU, parallel over output rows. permute copies runs of the output's last axis:
-// with memcpy when that axis is also the input's last (a reordering of whole channel vectors), else
-// with a strided gather. spatial_shift moves each channel group of a position as one memcpy.
+// Layout ops on the CPU. permute first merges axes that stay neighbours, then copies whole runs of the
+// last axis with memcpy when that axis stays last, and otherwise transposes the two axes that change
+// places in cache-sized tiles, parallel over the other axes. spatial_shift moves each channel group of a position as one memcpy.
 #include <algorithm>
 #include <cstring>
 
@@ -13,25 +13,66 @@ void CpuBackend::permute(const Tensor& x, const std::vector<int>& perm, Tensor& 
   int64_t in_stride[Shape::kMaxDims];
   in_stride[rank - 1] = 1;
   for (int a = rank - 2; a >= 0; --a) in_stride[a] = in_stride[a + 1] * x.dim(a + 1);
-  int64_t stride[Shape::kMaxDims];  // input stride of each output axis
-  for (int a = 0; a < rank; ++a) stride[a] = in_stride[perm[static_cast<size_t>(a)]];
-  const int64_t inner = y.dim(rank - 1), rows = y.numel() / inner, inner_stride = stride[rank - 1];
+  // Output axes that are also neighbours, in the same order, in the input merge into one (RaftMLP's
+  // [B, H, W, C/r, r] -> [B, W, C/r, r, H] is a transpose of H and the C/r·r channels).
+  int n = 0;
+  int64_t dim[Shape::kMaxDims], stride[Shape::kMaxDims];  // per merged output axis: size, input stride
+  for (int a = 0; a < rank; ++a) {
+    const int64_t d = y.dim(a), st = in_stride[perm[static_cast<size_t>(a)]];
+    if (n > 0 && stride[n - 1] == st * d) {
+      dim[n - 1] *= d;
+      stride[n - 1] = st;
+    } else {
+      dim[n] = d;
+      stride[n++] = st;
+    }
+  }
+  int64_t out_stride[Shape::kMaxDims];
+  out_stride[n - 1] = 1;
+  for (int a = n - 2; a >= 0; --a) out_stride[a] = out_stride[a + 1] * dim[a + 1];
+  int q = n - 1;  // the merged output axis read with input stride 1
+  for (int a = 0; a < n; ++a)
+    if (stride[a] == 1) q = a;
   const float* src = x.data();
   float* dst = y.data();
+  const int64_t inner = dim[n - 1];
+  if (q == n - 1) {  // whole runs of the last axis move: one memcpy each
+    const int64_t rows = y.numel() / inner;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t rest = r, from = 0;
-    for (int a = rank - 2; a >= 0; --a) {
-      const int64_t i = rest % y.dim(a);
-      rest /= y.dim(a);
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t rest = r, from = 0;
+      for (int a = n - 2; a >= 0; --a) {
+        from += (rest % dim[a]) * stride[a];
+        rest /= dim[a];
+      }
+      std::memcpy(dst + r * inner, src + from, static_cast<size_t>(inner) * sizeof(float));
+    }
+    return;
+  }
+  // A transpose of axes q and last (for every index of the others), in 32×32 tiles so that both the
+  // reads (contiguous along q) and the writes (contiguous along the last axis) stay in cache.
+  constexpr int64_t kTile = 32;
+  const int64_t nq = dim[q], sl = stride[n - 1], yq = out_stride[q];
+  const int64_t outer = y.numel() / (nq * inner);
+#pragma omp parallel for schedule(static)
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t rest = o, from = 0, to = 0;
+    for (int a = n - 2; a >= 0; --a) {
+      if (a == q) continue;
+      const int64_t i = rest % dim[a];
+      rest /= dim[a];
       from += i * stride[a];
+      to += i * out_stride[a];
     }
-    float* out = dst + r * inner;
-    if (inner_stride == 1) {
-      std::memcpy(out, src + from, static_cast<size_t>(inner) * sizeof(float));
-    } else {
-      for (int64_t j = 0; j < inner; ++j) out[j] = src[from + j * inner_stride];
-    }
+    for (int64_t i0 = 0; i0 < nq; i0 += kTile)
+      for (int64_t j0 = 0; j0 < inner; j0 += kTile) {
+        const int64_t i1 = std::min(nq, i0 + kTile), j1 = std::min(inner, j0 + kTile);
+        for (int64_t i = i0; i < i1; ++i) {
+          float* out = dst + to + i * yq;
+          const float* in = src + from + i;
+          for (int64_t j = j0; j < j1; ++j) out[j] = in[j * sl];
+        }
+      }
   }
 }
 

@@ -90,7 +90,8 @@ class CrossScaleEmbedding : public Module {
     if (auto cached = w.derived("cross_scale_kernel")) return *std::static_pointer_cast<Tensor>(cached);
     auto k = std::make_shared<Tensor>(Tensor::zeros({out_, in_, max_kernel_, max_kernel_}));
     int64_t col = 0;
-    for_each_tap([&](int64_t o, int64_t kc, int64_t tap) { k->data()[tap] = w.data()[o * w.dim(1) + kc]; }, col);
+    // Summed: the kernels overlap at the centre, and each contributes there.
+    for_each_tap([&](int64_t o, int64_t kc, int64_t tap) { k->data()[tap] += w.data()[o * w.dim(1) + kc]; }, col);
     w.set_derived("cross_scale_kernel", k);
     return *k;
   }

@@ -241,7 +241,7 @@ def make_ms(out, authors, gen, counts):
     # built for; no parameter depends on it).
     wide = ms_model(MS_MLP, (192, 256), 10, [1, 1, 1, 1], 10)
     wide.load_state_dict(model.state_dict())
-    write(os.path.join(out, "msmlp_192x256"), wide, ms_config("msmlp_narrow_224", 10, [1, 1, 1, 1], 224, 10),
+    write(os.path.join(out, "msmlp_192x256"), wide, ms_config("msmlp_narrow_192x256", 10, [1, 1, 1, 1], 224, 10),
           image(gen, 1, 192, 256))
 
     counts["msmlp_tiny"] = count(ms_model(MS_MLP, 224, 96, [3, 3, 9, 3], 1000))

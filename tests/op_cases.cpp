@@ -549,6 +549,18 @@ const std::vector<OpCase>& op_cases() {
                      }});
       }
 
+    // resize_bicubic: RaftMLP's resizes between the actual and the nominal token grids (up, down, and
+    // one axis each way), and the identity size.
+    for (auto [x, h, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{
+             {Shape{2, 6, 8, 5}, 7, 7}, {Shape{1, 7, 7, 3}, 6, 8}, {Shape{2, 5, 9, 4}, 11, 4}, {Shape{1, 4, 5, 3}, 4, 5}}) {
+      const int64_t H = x[1], W = x[2];
+      v.push_back({fmt::format("resize_bicubic/{}->{}x{}", x.str(), h, w), OpKind::ResizeBicubic, 1e-5, {{x}},
+                   [=](const Exec& e, const std::vector<Tensor>& in) { return op::resize_bicubic(e, in[0], h, w); },
+                   [=](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::resize_bicubic_backward(e, dy, H, W)};
+                   }});
+    }
+
     v.push_back({"nchw_to_nhwc/[3, 37, 7, 5]", OpKind::NchwToNhwc, 0.0, {{{3, 37, 7, 5}}},
                  [](const Exec& e, const std::vector<Tensor>& in) { return op::nchw_to_nhwc(e, in[0]); }, nullptr});
     return v;

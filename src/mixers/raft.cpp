@@ -52,8 +52,8 @@ Tensor RaftAxisMlp::mix(Ctx& ctx, const Tensor& x, bool raft_minor_input) {
   MF_CHECK(x.ndim() == 4 && x.dim(3) == channels_, "{}: expected [B, H, W, {}], got {}", path(), channels_,
            x.shape().str());
   MF_CHECK(x.dim(1) == height_ && x.dim(2) == width_,
-           "{}: RaftMLP's token MLPs were built for a {}x{} token grid and cannot mix {}x{} (the authors' code "
-           "resizes bicubically there; this engine does not)", path(), height_, width_, x.dim(1), x.dim(2));
+           "{}: RaftMLP's token MLPs were built for a {}x{} token grid and cannot mix {}x{}", path(), height_, width_,
+           x.dim(1), x.dim(2));
   const int64_t B = x.dim(0), k = channels_ / raft_;
   const Shape five = raft_minor_input ? Shape{B, height_, width_, k, raft_} : Shape{B, height_, width_, raft_, k};
   Tensor t = op::permute(ctx.exec, x.reshape(five), in_perm(raft_minor_input));

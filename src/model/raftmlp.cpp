@@ -161,11 +161,14 @@ class ChannelBlock : public Module {
   TorchSeqMlp* mlp_;
 };
 
-// One serial-permuted block: vertical (1), horizontal (3), channel (5).
+// One serial-permuted block: vertical (1), horizontal (3), channel (5). The token MLPs are tied to
+// the nominal grid; on another grid the authors resize the token stream bicubically to it before
+// them (RaftShrink) and back after them (RaftExpansion), and so does this block.
 class RaftBlock : public Module {
  public:
   RaftBlock(int64_t dim, int64_t height, int64_t width, int64_t raft, int64_t expansion, int64_t hidden,
-            const NormSpec& norm) {
+            const NormSpec& norm)
+      : height_(height), width_(width) {
     using Axis = RaftAxisMlp::Axis;
     parts_.push_back(add_child("1", std::make_unique<RaftTokenBlock>(Axis::vertical, raft, dim, height, width,
                                                                      expansion, norm)));
@@ -174,18 +177,28 @@ class RaftBlock : public Module {
     parts_.push_back(add_child("5", std::make_unique<ChannelBlock>(dim, hidden, norm)));
   }
   std::string kind() const override { return "RaftBlock"; }
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::ResizeBicubic); }
   Tensor forward(Ctx& ctx, const Tensor& x) override {
-    Tensor y = x;
-    for (Module* m : parts_) y = m->run(ctx, y);
-    return y;
+    const int64_t h = x.dim(1), w = x.dim(2);
+    const bool resize = h != height_ || w != width_;
+    if (ctx.training) saved_hw_ = {h, w};
+    Tensor y = resize ? op::resize_bicubic(ctx.exec, x, height_, width_) : x;
+    y = parts_[1]->run(ctx, parts_[0]->run(ctx, y));
+    if (resize) y = op::resize_bicubic(ctx.exec, y, h, w);
+    return parts_[2]->run(ctx, y);
   }
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
-    Tensor d = dy;
-    for (auto it = parts_.rbegin(); it != parts_.rend(); ++it) d = (*it)->backward(ctx, d);
-    return d;
+    const auto [h, w] = saved_hw_;
+    const bool resize = h != height_ || w != width_;
+    Tensor d = parts_[2]->backward(ctx, dy);
+    if (resize) d = op::resize_bicubic_backward(ctx.exec, d, height_, width_);
+    d = parts_[0]->backward(ctx, parts_[1]->backward(ctx, d));
+    return resize ? op::resize_bicubic_backward(ctx.exec, d, h, w) : d;
   }
 
  private:
+  int64_t height_, width_;  // the nominal token grid
+  std::pair<int64_t, int64_t> saved_hw_{0, 0};
   std::vector<Module*> parts_;
 };
 

@@ -108,6 +108,7 @@ void Backend::irfft2(const Tensor&, float, Tensor&) { unsupported(OpKind::Irfft2
 void Backend::complex_mul(const Tensor&, const Tensor&, bool, Tensor&) { unsupported(OpKind::ComplexMul); }
 void Backend::haar2d(const Tensor&, bool, Tensor&) { unsupported(OpKind::Haar2d); }
 void Backend::permute(const Tensor&, const std::vector<int>&, Tensor&) { unsupported(OpKind::Permute); }
+void Backend::resize_bicubic(const Tensor&, bool, Tensor&) { unsupported(OpKind::ResizeBicubic); }
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
   unsupported(OpKind::SpatialShift);
 }

@@ -148,6 +148,10 @@ class Backend {
   // along `axis` (1: H, 2: W), as torch.roll: y[.., i, ..] = x[.., (i - shift) mod n, ..]
   virtual void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
                              Tensor& y);
+  // Forward: x [B, H, W, C] -> y [B, Ho, Wo, C], torch's F.interpolate(mode="bicubic",
+  // align_corners=False) (cubic convolution, A = -0.75, source taps clamped to the border). Adjoint
+  // (`adjoint` set): x [B, Ho, Wo, C] -> y [B, H, W, C], the transpose of that map (its backward).
+  virtual void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).

@@ -27,6 +27,7 @@ const char* op_name(OpKind op) {
     case OpKind::Haar2d: return "haar2d";
     case OpKind::Permute: return "permute";
     case OpKind::SpatialShift: return "spatial_shift";
+    case OpKind::ResizeBicubic: return "resize_bicubic";
     case OpKind::kCount: break;
   }
   return "?";
@@ -57,6 +58,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::Haar2d: return OpFamily::Spectral;
     case OpKind::Permute: return OpFamily::Layout;
     case OpKind::SpatialShift: return OpFamily::Layout;
+    case OpKind::ResizeBicubic: return OpFamily::Pooling;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -30,6 +30,7 @@ enum class OpKind : uint8_t {
   Haar2d,           // one-level orthonormal 2-D Haar wavelet transform and its inverse
   Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)
   SpatialShift,     // channel groups rolled cyclically along H or W (MS-MLP's shift)
+  ResizeBicubic,    // torch's bicubic interpolation (align_corners=False) and its adjoint (RaftMLP)
   kCount
 };
 

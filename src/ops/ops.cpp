@@ -490,6 +490,26 @@ Tensor spatial_shift_backward(const Exec& e, const Tensor& dy, int axis, int64_t
   return spatial_shift(e, dy, axis, group_width, back);
 }
 
+Tensor resize_bicubic(const Exec& e, const Tensor& x, int64_t height, int64_t width) {
+  check_rank(x, 4, OpKind::ResizeBicubic);
+  MF_CHECK(height >= 1 && width >= 1 && height <= 65536 && width <= 65536, "resize_bicubic: size {}x{} is out of range",
+           height, width);
+  Tensor y = out(e, {x.dim(0), height, width, x.dim(3)});
+  Timed t(e, OpKind::ResizeBicubic, 0);
+  e.backend->resize_bicubic(x, false, y);
+  return y;
+}
+
+Tensor resize_bicubic_backward(const Exec& e, const Tensor& dy, int64_t height, int64_t width) {
+  check_rank(dy, 4, OpKind::ResizeBicubic);
+  MF_CHECK(height >= 1 && width >= 1 && height <= 65536 && width <= 65536, "resize_bicubic: size {}x{} is out of range",
+           height, width);
+  Tensor dx = out(e, {dy.dim(0), height, width, dy.dim(3)});
+  Timed t(e, OpKind::ResizeBicubic, 0);
+  e.backend->resize_bicubic(dy, true, dx);
+  return dx;
+}
+
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s) {
   MF_CHECK(x.ndim() >= 1 && s.numel() == x.dim(0), "sample_scale: {} scales for a batch of {}", s.numel(),
            x.ndim() ? x.dim(0) : 0);

@@ -101,6 +101,10 @@ std::vector<int> inverse_permutation(const std::vector<int>& perm);
 Tensor spatial_shift(const Exec& e, const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts);
 Tensor spatial_shift_backward(const Exec& e, const Tensor& dy, int axis, int64_t group_width,
                               const std::vector<int>& shifts);
+// torch's F.interpolate(x, (height, width), mode="bicubic", align_corners=False) on [B, H, W, C], and
+// its backward: dy [B, height, width, C] -> dx [B, H, W, C].
+Tensor resize_bicubic(const Exec& e, const Tensor& x, int64_t height, int64_t width);
+Tensor resize_bicubic_backward(const Exec& e, const Tensor& dy, int64_t height, int64_t width);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums

@@ -54,6 +54,7 @@ class CpuBackend : public RefBackend {
   void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y) override;
   void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
                      Tensor& y) override;
+  void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

@@ -3,7 +3,9 @@
 // places in cache-sized tiles, parallel over the other axes. spatial_shift moves each channel group of a position as one memcpy.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "ops/bicubic_taps.h"
 #include "ops/cpu/cpu_backend.h"
 
 namespace mf {
@@ -94,6 +96,77 @@ void CpuBackend::spatial_shift(const Tensor& x, int axis, int64_t group_width, c
         const int64_t from = ((i - s) % n + n) % n;
         const int64_t sh = axis == 1 ? from : h, sw = axis == 1 ? w : from;
         std::memcpy(out + c0, src + ((b * H + sh) * W + sw) * C + c0, static_cast<size_t>(width) * sizeof(float));
+      }
+    }
+  }
+}
+
+// Separable: along W into a [B, H, Wo, C] buffer, then along H; each step a 4-tap weighted sum of
+// whole channel vectors. The adjoint runs the transposed steps in the reverse order, each parallel
+// over the lines it writes (no two threads add into one row).
+void CpuBackend::resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) {
+  const Tensor& in = adjoint ? y : x;
+  const Tensor& out = adjoint ? x : y;
+  const int64_t B = in.dim(0), H = in.dim(1), W = in.dim(2), C = in.dim(3), Ho = out.dim(1), Wo = out.dim(2);
+  const BicubicTaps ty = bicubic_taps(H, Ho), tx = bicubic_taps(W, Wo);
+  std::vector<float> wy(ty.weight.begin(), ty.weight.end()), wx(tx.weight.begin(), tx.weight.end());
+  std::vector<float> tmp(static_cast<size_t>(B * H * Wo * C), 0.f);
+  float* t = tmp.data();
+  if (!adjoint) {
+    const float* src = x.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t bh = 0; bh < B * H; ++bh)
+      for (int64_t ox = 0; ox < Wo; ++ox) {
+        float* o = t + (bh * Wo + ox) * C;
+        for (int j = 0; j < 4; ++j) {
+          const float w = wx[static_cast<size_t>(ox * 4 + j)];
+          const float* s = src + (bh * W + tx.index[static_cast<size_t>(ox * 4 + j)]) * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) o[c] += w * s[c];
+        }
+      }
+    float* dst = y.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t by = 0; by < B * Ho; ++by) {
+      const int64_t b = by / Ho, oy = by % Ho;
+      float* o = dst + by * Wo * C;
+      std::fill(o, o + Wo * C, 0.f);
+      for (int i = 0; i < 4; ++i) {
+        const float w = wy[static_cast<size_t>(oy * 4 + i)];
+        const float* s = t + (b * H + ty.index[static_cast<size_t>(oy * 4 + i)]) * Wo * C;
+#pragma omp simd
+        for (int64_t k = 0; k < Wo * C; ++k) o[k] += w * s[k];
+      }
+    }
+    return;
+  }
+  // Adjoint: x is dy [B, Ho, Wo, C], y is dx [B, H, W, C].
+  const float* dy = x.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t bx = 0; bx < B * Wo; ++bx) {  // transpose of the H step, one output column each
+    const int64_t b = bx / Wo, ox = bx % Wo;
+    for (int64_t oy = 0; oy < Ho; ++oy) {
+      const float* g = dy + ((b * Ho + oy) * Wo + ox) * C;
+      for (int i = 0; i < 4; ++i) {
+        const float w = wy[static_cast<size_t>(oy * 4 + i)];
+        float* o = t + ((b * H + ty.index[static_cast<size_t>(oy * 4 + i)]) * Wo + ox) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] += w * g[c];
+      }
+    }
+  }
+  float* dx = y.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t bh = 0; bh < B * H; ++bh) {  // transpose of the W step, one input row each
+    float* o = dx + bh * W * C;
+    std::fill(o, o + W * C, 0.f);
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const float* g = t + (bh * Wo + ox) * C;
+      for (int j = 0; j < 4; ++j) {
+        const float w = wx[static_cast<size_t>(ox * 4 + j)];
+        float* d = o + tx.index[static_cast<size_t>(ox * 4 + j)] * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) d[c] += w * g[c];
       }
     }
   }

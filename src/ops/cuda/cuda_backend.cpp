@@ -161,7 +161,8 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return bf16_ ? DType::bf16 : DType::f32; }
   bool supports(OpKind op) const override {
     // No kernels yet for the layout ops of RaftMLP and MS-MLP: those models are refused at load time.
-    return op != OpKind::CrossEntropy && op != OpKind::Permute && op != OpKind::SpatialShift;
+    return op != OpKind::CrossEntropy && op != OpKind::Permute && op != OpKind::SpatialShift &&
+           op != OpKind::ResizeBicubic;
   }
   void synchronize() override { cuda::synchronize(); }
 

@@ -1,4 +1,6 @@
-// Layout ops: an axis permutation and MS-MLP's grouped cyclic shift, as plain index arithmetic.
+// Layout ops: an axis permutation, MS-MLP's grouped cyclic shift and torch's bicubic resize, as plain
+// index arithmetic.
+#include "ops/bicubic_taps.h"
 #include "ops/ref/ref_backend.h"
 
 namespace mf {
@@ -35,6 +37,36 @@ void RefBackend::spatial_shift(const Tensor& x, int axis, int64_t group_width, c
           const int64_t sh = axis == 1 ? from : h, sw = axis == 1 ? w : from;
           y.data()[((b * H + h) * W + w) * C + c] = x.data()[((b * H + sh) * W + sw) * C + c];
         }
+}
+
+void RefBackend::resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) {
+  // Forward: small [B, h, w, C] -> large [B, Ho, Wo, C] (or any sizes); taps from the input grid to
+  // the output grid. Adjoint: the same taps (from y's grid to x's), transposed.
+  const Tensor& in = adjoint ? y : x;     // the forward map's input grid
+  const Tensor& out = adjoint ? x : y;    // and its output grid
+  const int64_t B = in.dim(0), H = in.dim(1), W = in.dim(2), C = in.dim(3), Ho = out.dim(1), Wo = out.dim(2);
+  const BicubicTaps ty = bicubic_taps(H, Ho), tx = bicubic_taps(W, Wo);
+  std::vector<double> acc(static_cast<size_t>(adjoint ? in.numel() : 0));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t oy = 0; oy < Ho; ++oy)
+      for (int64_t ox = 0; ox < Wo; ++ox)
+        for (int64_t c = 0; c < C; ++c) {
+          double sum = 0;
+          const int64_t o = ((b * Ho + oy) * Wo + ox) * C + c;
+          for (int i = 0; i < 4; ++i)
+            for (int j = 0; j < 4; ++j) {
+              const double w = ty.weight[static_cast<size_t>(oy * 4 + i)] * tx.weight[static_cast<size_t>(ox * 4 + j)];
+              const int64_t s = ((b * H + ty.index[static_cast<size_t>(oy * 4 + i)]) * W +
+                                 tx.index[static_cast<size_t>(ox * 4 + j)]) * C + c;
+              if (adjoint)
+                acc[static_cast<size_t>(s)] += w * x.data()[o];
+              else
+                sum += w * x.data()[s];
+            }
+          if (!adjoint) y.data()[o] = static_cast<float>(sum);
+        }
+  if (adjoint)
+    for (int64_t i = 0; i < y.numel(); ++i) y.data()[i] = static_cast<float>(acc[static_cast<size_t>(i)]);
 }
 
 }  // namespace mf

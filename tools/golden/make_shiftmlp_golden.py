@@ -11,7 +11,8 @@ Usage: python3 make_shiftmlp_golden.py OUT AUTHORS
 Writes, each folder as `metaformer verify` reads it (config.json, weights.safetensors = the model's
 state_dict() under the authors' keys, float32; io.safetensors = "input" NCHW and "logits"):
   OUT/raftmlp/          a 3-level RaftMLP (raft sizes 2, 4, 2), 32x32, batch 2   (CI)
-  OUT/raftmlp_224/      RaftMLP-S's layout at width 8..32, one block per level, 224x224, batch 1
+  OUT/raftmlp_224/      RaftMLP-S's layout at width 8..32, one block per level, 224x224, batch 1;
+                        io_192x256.safetensors: the same model at 192x256
   OUT/msmlp/            a 4-stage MS-MLP (dims 10..80), 64x64, batch 2              (CI)
   OUT/msmlp_224/        MS-MLP-T's layout at width 10..80, one block per stage, 224x224, batch 1
   OUT/msmlp_192x256/    the same weights at 192x256 (MS-MLP built for img_size (192, 256))
@@ -199,6 +200,13 @@ def make_raft(out, authors, gen, counts):
     randomise(model, gen)
     write(os.path.join(out, "raftmlp_224"), model, raft_config("raftmlp_narrow_224", layers, 224, 10),
           image(gen, 1, 224, 224))
+    # The same model at 192x256: the authors resize bicubically to the 224x224 grids around the token
+    # MLPs. Only the input and logits (the weights are raftmlp_224's).
+    wide = image(gen, 1, 192, 256)
+    with torch.no_grad():
+        logits = model(wide)
+    save_file({"input": wide.float().contiguous(), "logits": logits.float().contiguous()},
+              os.path.join(out, "raftmlp_224", "io_192x256.safetensors"))
 
     for tag, dims in RAFT_SIZES.items():
         full = raft_model(RaftMLP, raft_layers([2, 2, 6, 2], dims, [2, 2, 2, 2], s_kernels), 224, 1000)

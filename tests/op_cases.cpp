@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -726,6 +727,44 @@ const std::vector<OpCase>& op_cases() {
     for (size_t i = v.size() - 3; i < v.size(); ++i) v[i].inputs[1].differentiable = false;
 
     add_sequence_cases(v);
+    // Layout ops. permute: RaftMLP's raft layouts (the last axis moved, and kept), and a 6-D case.
+    for (auto [x, perm] : std::vector<std::pair<Shape, std::vector<int>>>{
+             {Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}},
+             {Shape{2, 40, 6, 4, 2}, {0, 2, 3, 4, 1}},  // tiled: H against the merged channels
+             {Shape{2, 5, 6, 2, 3}, {0, 1, 2, 4, 3}},
+             {Shape{3, 4, 5}, {2, 0, 1}},
+             {Shape{2, 3, 1, 4, 2, 3}, {5, 1, 0, 3, 2, 4}}}) {
+      v.push_back({fmt::format("permute/{}->({})", x.str(), fmt::join(perm, ",")), OpKind::Permute, 0.0, {{x}},
+                   [perm](const Exec& e, const std::vector<Tensor>& in) { return op::permute(e, in[0], perm); },
+                   [perm](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::permute(e, dy, op::inverse_permutation(perm))};
+                   }});
+    }
+    // spatial_shift: MS-MLP's five groups of torch.chunk (the last narrower), shifts beyond the size.
+    for (int axis : {1, 2})
+      for (auto [x, width] : std::vector<std::pair<Shape, int64_t>>{{Shape{2, 5, 6, 14}, 3}, {Shape{1, 3, 2, 10}, 2}}) {
+        const std::vector<int> shifts{-2, -1, 0, 1, 2};
+        v.push_back({fmt::format("spatial_shift/{} axis {} groups of {}", x.str(), axis, width), OpKind::SpatialShift,
+                     0.0, {{x}},
+                     [=](const Exec& e, const std::vector<Tensor>& in) {
+                       return op::spatial_shift(e, in[0], axis, width, shifts);
+                     },
+                     [=](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                       return std::vector<Tensor>{op::spatial_shift_backward(e, dy, axis, width, shifts)};
+                     }});
+      }
+
+    // resize_bicubic: RaftMLP's resizes between the actual and the nominal token grids (up, down, and
+    // one axis each way), and the identity size.
+    for (auto [x, h, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{
+             {Shape{2, 6, 8, 5}, 7, 7}, {Shape{1, 7, 7, 3}, 6, 8}, {Shape{2, 5, 9, 4}, 11, 4}, {Shape{1, 4, 5, 3}, 4, 5}}) {
+      const int64_t H = x[1], W = x[2];
+      v.push_back({fmt::format("resize_bicubic/{}->{}x{}", x.str(), h, w), OpKind::ResizeBicubic, 1e-5, {{x}},
+                   [=](const Exec& e, const std::vector<Tensor>& in) { return op::resize_bicubic(e, in[0], h, w); },
+                   [=](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                     return std::vector<Tensor>{op::resize_bicubic_backward(e, dy, H, W)};
+                   }});
+    }
 
     v.push_back({"nchw_to_nhwc/[3, 37, 7, 5]", OpKind::NchwToNhwc, 0.0, {{{3, 37, 7, 5}}},
                  [](const Exec& e, const std::vector<Tensor>& in) { return op::nchw_to_nhwc(e, in[0]); }, nullptr});

@@ -46,6 +46,7 @@ class MixerOptions {
   double get_double(const std::string& key, double fallback);
   bool get_bool(const std::string& key, bool fallback);
   std::string get_string(const std::string& key, const std::string& fallback);
+  std::vector<int> get_int_list(const std::string& key, const std::vector<int>& fallback);  // 1 to 64 integers
   void finish() const;  // throws if an option was never read
 
  private:

@@ -19,6 +19,8 @@ void register_aff_mixer(MixerRegistry& r);
 void register_axial_mlp_mixer(MixerRegistry& r);
 void register_wavelet_mixer(MixerRegistry& r);
 void register_s6_mixer(MixerRegistry& r);
+void register_raft_mixer(MixerRegistry& r);
+void register_mix_shift_mixer(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -37,6 +39,8 @@ MixerRegistry& MixerRegistry::get() {
     register_axial_mlp_mixer(r);
     register_wavelet_mixer(r);
     register_s6_mixer(r);
+    register_raft_mixer(r);
+    register_mix_shift_mixer(r);
     return r;
   }();
   return registry;
@@ -109,6 +113,20 @@ std::string MixerOptions::get_string(const std::string& key, const std::string& 
   if (!v) return fallback;
   MF_CHECK(v->is_string(), "mixer '{}': option '{}' must be a string", mixer_, key);
   return v->get<std::string>();
+}
+
+std::vector<int> MixerOptions::get_int_list(const std::string& key, const std::vector<int>& fallback) {
+  const auto* v = find(key);
+  if (!v) return fallback;
+  MF_CHECK(v->is_array() && !v->empty() && v->size() <= 64, "mixer '{}': option '{}' must be a list of 1 to 64 "
+           "integers", mixer_, key);
+  std::vector<int> out;
+  for (const auto& x : *v) {
+    MF_CHECK(x.is_number_integer() && x.get<int64_t>() >= -1000000 && x.get<int64_t>() <= 1000000,
+             "mixer '{}': option '{}' must be a list of integers", mixer_, key);
+    out.push_back(static_cast<int>(x.get<int64_t>()));
+  }
+  return out;
 }
 
 void MixerOptions::finish() const {

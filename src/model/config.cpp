@@ -228,8 +228,28 @@ void MetaFormerConfig::validate() const {
   const std::set<std::string> blocks{"metaformer", "mambaout", "mlp_mixer", "resmlp", "gmlp", "mamba"};
   MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp, "
            "mamba)", name, block);
-  MF_CHECK(layout == "hierarchical" || layout == "isotropic",
-           "model '{}': layout must be 'hierarchical' or 'isotropic', not '{}'", name, layout);
+  MF_CHECK(layout == "hierarchical" || layout == "isotropic" || custom_layout(),
+           "model '{}': layout must be 'hierarchical' or 'isotropic' (or the authors' 'raftmlp' or 'msmlp'), not '{}'", name, layout);
+  if (layout == "raftmlp") {
+    MF_CHECK(embed_kernels.size() == n, "model '{}': a raftmlp model needs embed_kernels for each of its {} stages",
+             name, n);
+    for (size_t i = 0; i < n; ++i) {
+      MF_CHECK(mixers[i].type == "raft", "model '{}': every stage of a raftmlp model mixes with 'raft', not '{}'",
+               name, mixers[i].type);
+      const auto& k = embed_kernels[i];
+      MF_CHECK(!k.empty(), "model '{}': embed_kernels[{}] is empty", name, i);
+      for (int x : k)
+        MF_CHECK(x >= k[0] && x <= 64 && (x - k[0]) % 2 == 0, "model '{}': embed_kernels[{}] has {}: each kernel must "
+                 "be at least the patch size {} (the first), at most 64, and differ from it by an even number", name, i,
+                 x, k[0]);
+    }
+  } else {
+    MF_CHECK(embed_kernels.empty(), "model '{}': embed_kernels belongs to the raftmlp layout only", name);
+  }
+  if (layout == "msmlp")
+    for (size_t i = 0; i < n; ++i)
+      MF_CHECK(mixers[i].type == "mix_shift", "model '{}': every stage of an msmlp model mixes with 'mix_shift', not "
+               "'{}'", name, mixers[i].type);
   MF_CHECK(!isotropic() || n == 1, "model '{}': an isotropic model has exactly one stage, not {}", name, n);
   MF_CHECK(isotropic() == (head.type == "token_norm_linear"),
            "model '{}': the 'token_norm_linear' head goes with (and only with) the isotropic layout", name);
@@ -378,6 +398,16 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
   }
 
   parse_input(r, c, what);
+  if (const json* ek = r.get("embed_kernels")) {
+    MF_CHECK(ek->is_array() && ek->size() == n, "{}: 'embed_kernels' must be an array of one list per stage", what);
+    for (const auto& stage : *ek) {
+      MF_CHECK(stage.is_array() && !stage.empty() && stage.size() <= 8, "{}: 'embed_kernels' must hold lists of 1 to "
+               "8 kernel sizes", what);
+      std::vector<int> k;
+      for (const auto& x : stage) k.push_back(r.to_int(x, "embed_kernels", 1, 64));
+      c.embed_kernels.push_back(k);
+    }
+  }
   c.drop_path_rate = r.number("drop_path_rate", 0.0, 0.0, 0.99);
   if (const json* q = r.get("sequence"); q && !q->is_null()) {
     Reader sr(*q, what + ": sequence");
@@ -517,6 +547,7 @@ json config_to_json(const MetaFormerConfig& c) {
   j["input"] = json{{"size", c.input.size},         {"crop_pct", c.input.crop_pct},
                     {"interpolation", c.input.interpolation}, {"crop_mode", c.input.crop_mode},
                     {"mean", c.input.mean},         {"std", c.input.std}};
+  if (!c.embed_kernels.empty()) j["embed_kernels"] = c.embed_kernels;
   j["drop_path_rate"] = c.drop_path_rate;
   if (c.is_sequence()) {
     const SequenceSpec& q = c.sequence;

@@ -121,8 +121,14 @@ struct MetaFormerConfig {
   // "hierarchical": stem, stages.{s}.{downsample, blocks.{b}}, head.  "isotropic" (MLP-Mixer family):
   // one stage without downsampling: stem, blocks.{b}, norm, head.  "affnet": the authors' AFFNet
   // (conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier.fc), described by `affnet` alone.
+  // "raftmlp" (RaftMLP) and "msmlp" (MS-MLP): the authors' own module trees (model/custom_layouts.h);
+  // RaftMLP reads its raft sizes from the "raft" mixers and its embeddings from embed_kernels, MS-MLP
+  // its stem, downsampling, gamma and mixers from the usual fields.
   std::string layout = "hierarchical";
   AffNetSpec affnet;  // layout "affnet" only
+  // RaftMLP only: per stage, the kernel sizes of the cross-scale patch embedding; the first is the
+  // patch size (the stride), as in the authors' configs ([[4, 8], [2, 4], [2, 4], [2]]).
+  std::vector<std::vector<int>> embed_kernels;
   std::string mlp_act = "starrelu";
   bool mlp_bias = false;
   double mlp_ratio = 4.0;
@@ -140,6 +146,8 @@ struct MetaFormerConfig {
   bool isotropic() const { return layout == "isotropic"; }
   bool is_sequence() const { return sequence.enabled(); }
   bool is_affnet() const { return layout == "affnet"; }
+  // The authors' module trees rather than the MetaFormer's (RaftMLP, MS-MLP).
+  bool custom_layout() const { return layout == "raftmlp" || layout == "msmlp"; }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
   bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp" && block != "mamba"; }
   // Throws mf::Error describing the first inconsistency.

@@ -3,6 +3,7 @@
 #include "core/rng.h"
 #include "mixers/mixer.h"
 #include "model/affnet.h"
+#include "model/custom_layouts.h"
 
 namespace mf {
 
@@ -257,6 +258,12 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
     assign_paths();
     return;
   }
+  if (c.custom_layout()) {
+    // Registered under an empty name: its children are the model's top-level keys.
+    body_ = add_child("", c.layout == "raftmlp" ? make_raftmlp_net(c) : make_msmlp_net(c));
+    assign_paths();
+    return;
+  }
   // Token grid of each stage at the nominal input size (needed by mixers tied to a size); a sequence
   // model's is 1 × (tokens at the nominal length).
   int64_t h = 0, w = 0;
@@ -307,6 +314,7 @@ void MetaFormer::check_input(const Shape& s) const {
   MF_CHECK(s[0] >= 1, "empty batch");
   // Every stride must leave at least one pixel.
   int64_t h = s[1], w = s[2];
+  if (body_) return;  // the custom layouts check their own sizes
   const auto& st = config_.stem;
   MF_CHECK(h + 2 * st.padding >= st.kernel_size && w + 2 * st.padding >= st.kernel_size,
            "input {}x{} is smaller than the stem's {}x{} kernel", h, w, st.kernel_size, st.kernel_size);
@@ -327,6 +335,7 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
     for (Module* layer : affnet_layers_) y = layer->run(ctx, y);
     return y;
   }
+  if (body_) return body_->forward(ctx, x);
   Tensor y = seq_stem_ ? seq_stem_->run(ctx, x) : stem_->run(ctx, x);
   if (blocks_) {
     y = norm_->run(ctx, blocks_->run(ctx, y));
@@ -343,6 +352,7 @@ Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
     for (auto it = affnet_layers_.rbegin(); it != affnet_layers_.rend(); ++it) d = (*it)->backward(ctx, d);
     return d;
   }
+  if (body_) return body_->backward(ctx, dlogits);
   if (blocks_) {
     Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
     d = blocks_->backward(ctx, norm_->backward(ctx, d));

@@ -165,7 +165,7 @@ class MetaFormer : public Module {
 
  private:
   MetaFormerConfig config_;
-  Stem* stem_ = nullptr;               // image models
+  Stem* stem_ = nullptr;               // image models (null in the authors' layouts)
   SequenceStem* seq_stem_ = nullptr;   // sequence models (config.sequence)
   Sequential* stages_ = nullptr;  // hierarchical layout
   MetaFormerHead* head_ = nullptr;
@@ -174,6 +174,7 @@ class MetaFormer : public Module {
   Linear* linear_head_ = nullptr;
   Shape saved_tokens_shape_;
   std::vector<Module*> affnet_layers_;  // layout "affnet": conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier
+  Module* body_ = nullptr;  // the custom layouts' whole network (model/custom_layouts.h)
 };
 
 }  // namespace mf

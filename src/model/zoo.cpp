@@ -125,6 +125,54 @@ MetaFormerConfig isotropic(const std::string& name, int patch, int depth, int di
   return c;
 }
 
+// RaftMLP-S/M/L (okojoalg/raft-mlp, configs/settings/imagenet-raft-mlp-cross-mlp-emb-{s,m,l}.yaml):
+// serial-permuted raft token mixing, rafts of 2, cross-scale embeddings, no shortcut heads; the
+// authors' nn.LayerNorm (eps 1e-5) and evaluation transform (resize 256, crop 224, bilinear).
+MetaFormerConfig raftmlp(const std::string& name, std::vector<int> dims) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "raftmlp";
+  c.depths = {2, 2, 6, 2};
+  c.dims = std::move(dims);
+  c.mixers.assign(4, MixerSpec{"raft", {{"raft_size", 2}, {"expansion", 2}}});
+  c.embed_kernels = {{4, 8}, {2, 4}, {2, 4}, {2}};
+  c.norms.assign(4, NormSpec{"layer_norm", 1e-5, true});
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.layer_scale_init.assign(4, std::nullopt);
+  c.res_scale_init.assign(4, std::nullopt);
+  c.head.type = "linear";
+  c.head.norm = NormSpec{"layer_norm", 1e-5, true};
+  c.input.crop_pct = 0.875;
+  c.input.interpolation = "bilinear";
+  return c;
+}
+
+// MS-MLP-T (JegZheng/MS-MLP, configs/msmlp_tiny_patch4_shift5_224.yaml): five channel groups shifted
+// by -2..2, the per-stage kernel sizes of the config, LayerNorms with eps 1e-6, gamma initialised to
+// 1e-6; the Swin-style evaluation transform (resize 256, crop 224, bicubic).
+MetaFormerConfig msmlp(const std::string& name, int dim, std::vector<int> depths,
+                       const std::vector<std::vector<int>>& kernels) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "msmlp";
+  c.depths = std::move(depths);
+  c.dims = {dim, 2 * dim, 4 * dim, 8 * dim};
+  for (const auto& k : kernels) c.mixers.push_back(MixerSpec{"mix_shift", {{"shifts", {-2, -1, 0, 1, 2}}, {"kernels", k}}});
+  c.norms.assign(4, norm_from_name("layer_norm"));
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.layer_scale_init.assign(4, 1e-6);
+  c.res_scale_init.assign(4, std::nullopt);
+  c.stem = ConvSpec{4, 4, 0, norm_from_name("layer_norm")};
+  c.downsample = ConvSpec{2, 2, 0, norm_from_name("layer_norm")};
+  c.downsample.norm_after = true;
+  c.head.type = "linear";
+  c.head.norm = norm_from_name("layer_norm");
+  c.input.crop_pct = 0.875;
+  return c;
+}
+
 const std::map<std::string, MetaFormerConfig>& zoo() {
   static const std::map<std::string, MetaFormerConfig> z = [] {
     std::map<std::string, MetaFormerConfig> m;
@@ -205,6 +253,11 @@ const std::map<std::string, MetaFormerConfig>& zoo() {
     for (auto [name, mode] : std::vector<std::pair<std::string, std::string>>{
              {"affnet_et", "xx_small"}, {"affnet_t", "x_small"}, {"affnet", "small"}})
       add(affnet_description(name, mode));
+    // RaftMLP and MS-MLP (the authors' module trees and key names).
+    add(raftmlp("raftmlp_s", {64, 128, 256, 512}));
+    add(raftmlp("raftmlp_m", {96, 192, 384, 768}));
+    add(raftmlp("raftmlp_l", {128, 192, 512, 1024}));
+    add(msmlp("msmlp_tiny", 96, {3, 3, 9, 3}, {{1, 1, 3, 5, 7}, {1, 3, 3, 5, 7}, {1, 5, 5, 5, 7}, {1, 7, 7, 7, 7}}));
     return m;
   }();
   return z;

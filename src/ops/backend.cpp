@@ -191,6 +191,10 @@ void Backend::batch_norm(const Tensor&, const Tensor&, const Tensor*, const Tens
 void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, bool,
                                   const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::BatchNorm);
+void Backend::permute(const Tensor&, const std::vector<int>&, Tensor&) { unsupported(OpKind::Permute); }
+void Backend::resize_bicubic(const Tensor&, bool, Tensor&) { unsupported(OpKind::ResizeBicubic); }
+void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
+  unsupported(OpKind::SpatialShift);
 }
 void Backend::complex_mul_backward(const Tensor&, const Tensor&, const Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::ComplexMul);

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/op_kind.h"
@@ -194,6 +195,16 @@ class Backend {
                               int64_t b_offset, const Tensor& d_skip, const Tensor& z, Tensor& y);
   // x [..., C], w [C] -> y = x · rsqrt(mean over C of x² + eps) · w (no mean subtracted, no bias)
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+  // x (rank <= 6) -> y with y.dim(i) = x.dim(perm[i]): a contiguous copy of torch's x.permute(perm)
+  virtual void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y);
+  // x [B, H, W, C] -> y: channel c, of group g = c / group_width, rolled cyclically by shifts[g]
+  // along `axis` (1: H, 2: W), as torch.roll: y[.., i, ..] = x[.., (i - shift) mod n, ..]
+  virtual void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                             Tensor& y);
+  // Forward: x [B, H, W, C] -> y [B, Ho, Wo, C], torch's F.interpolate(mode="bicubic",
+  // align_corners=False) (cubic convolution, A = -0.75, source taps clamped to the border). Adjoint
+  // (`adjoint` set): x [B, Ho, Wo, C] -> y [B, H, W, C], the transpose of that map (its backward).
+  virtual void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).

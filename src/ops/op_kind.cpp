@@ -32,6 +32,9 @@ const char* op_name(OpKind op) {
     case OpKind::SelectiveScan: return "selective_scan";
     case OpKind::RmsNorm: return "rms_norm";
     case OpKind::BatchNorm: return "batch_norm";
+    case OpKind::Permute: return "permute";
+    case OpKind::SpatialShift: return "spatial_shift";
+    case OpKind::ResizeBicubic: return "resize_bicubic";
     case OpKind::kCount: break;
   }
   return "?";
@@ -67,6 +70,9 @@ OpFamily op_family(OpKind op) {
     case OpKind::SelectiveScan: return OpFamily::Attention;  // the token mixing of S6, as attention's
     case OpKind::RmsNorm: return OpFamily::Norm;
     case OpKind::BatchNorm: return OpFamily::Norm;
+    case OpKind::Permute: return OpFamily::Layout;
+    case OpKind::SpatialShift: return OpFamily::Layout;
+    case OpKind::ResizeBicubic: return OpFamily::Pooling;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

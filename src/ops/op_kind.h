@@ -35,6 +35,9 @@ enum class OpKind : uint8_t {
   SelectiveScan,    // Mamba's S6 recurrence with input-dependent dt, B, C, the D skip and the SiLU gate
   RmsNorm,          // x · rsqrt(mean(x²) + eps) · w over the last dimension (Mamba's, T5's)
   BatchNorm,        // per-channel statistics over every position of the batch (BatchNorm2d, channels-last)
+  Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)
+  SpatialShift,     // channel groups rolled cyclically along H or W (MS-MLP's shift)
+  ResizeBicubic,    // torch's bicubic interpolation (align_corners=False) and its adjoint (RaftMLP)
   kCount
 };
 

@@ -487,6 +487,76 @@ Tensor nchw_to_nhwc(const Exec& e, const Tensor& x) {
   return y;
 }
 
+std::vector<int> inverse_permutation(const std::vector<int>& perm) {
+  std::vector<int> inv(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i) inv[static_cast<size_t>(perm[i])] = static_cast<int>(i);
+  return inv;
+}
+
+Tensor permute(const Exec& e, const Tensor& x, const std::vector<int>& perm) {
+  const int rank = x.ndim();
+  MF_CHECK(rank >= 1 && rank <= Shape::kMaxDims && perm.size() == static_cast<size_t>(rank),
+           "permute: {} axes given for a rank-{} tensor {}", perm.size(), rank, x.shape().str());
+  std::vector<int64_t> dims(perm.size());
+  std::vector<bool> seen(perm.size(), false);
+  for (size_t i = 0; i < perm.size(); ++i) {
+    MF_CHECK(perm[i] >= 0 && perm[i] < rank && !seen[static_cast<size_t>(perm[i])],
+             "permute: the axes must be a permutation of 0..{}", rank - 1);
+    seen[static_cast<size_t>(perm[i])] = true;
+    dims[i] = x.dim(perm[i]);
+  }
+  Tensor y = out(e, Shape(dims));
+  Timed t(e, OpKind::Permute, 0);
+  e.backend->permute(x, perm, y);
+  return y;
+}
+
+namespace {
+void check_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts) {
+  check_rank(x, 4, OpKind::SpatialShift);
+  MF_CHECK(axis == 1 || axis == 2, "spatial_shift: axis must be 1 (H) or 2 (W), not {}", axis);
+  MF_CHECK(group_width >= 1, "spatial_shift: group width {} must be positive", group_width);
+  const int64_t groups = (x.dim(3) + group_width - 1) / group_width;
+  MF_CHECK(static_cast<int64_t>(shifts.size()) >= groups, "spatial_shift: {} channels in groups of {} need {} shifts, "
+           "{} given", x.dim(3), group_width, groups, shifts.size());
+}
+}  // namespace
+
+Tensor spatial_shift(const Exec& e, const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts) {
+  check_shift(x, axis, group_width, shifts);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::SpatialShift, 0);
+  e.backend->spatial_shift(x, axis, group_width, shifts, y);
+  return y;
+}
+
+Tensor spatial_shift_backward(const Exec& e, const Tensor& dy, int axis, int64_t group_width,
+                              const std::vector<int>& shifts) {
+  std::vector<int> back(shifts.size());
+  for (size_t i = 0; i < shifts.size(); ++i) back[i] = -shifts[i];
+  return spatial_shift(e, dy, axis, group_width, back);
+}
+
+Tensor resize_bicubic(const Exec& e, const Tensor& x, int64_t height, int64_t width) {
+  check_rank(x, 4, OpKind::ResizeBicubic);
+  MF_CHECK(height >= 1 && width >= 1 && height <= 65536 && width <= 65536, "resize_bicubic: size {}x{} is out of range",
+           height, width);
+  Tensor y = out(e, {x.dim(0), height, width, x.dim(3)});
+  Timed t(e, OpKind::ResizeBicubic, 0);
+  e.backend->resize_bicubic(x, false, y);
+  return y;
+}
+
+Tensor resize_bicubic_backward(const Exec& e, const Tensor& dy, int64_t height, int64_t width) {
+  check_rank(dy, 4, OpKind::ResizeBicubic);
+  MF_CHECK(height >= 1 && width >= 1 && height <= 65536 && width <= 65536, "resize_bicubic: size {}x{} is out of range",
+           height, width);
+  Tensor dx = out(e, {dy.dim(0), height, width, dy.dim(3)});
+  Timed t(e, OpKind::ResizeBicubic, 0);
+  e.backend->resize_bicubic(dy, true, dx);
+  return dx;
+}
+
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s) {
   MF_CHECK(x.ndim() >= 1 && s.numel() == x.dim(0), "sample_scale: {} scales for a batch of {}", s.numel(),
            x.ndim() ? x.dim(0) : 0);

@@ -114,6 +114,20 @@ Tensor batch_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
                   const Tensor& var, float eps);
 Tensor batch_norm_train(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, float eps,
                         Tensor& batch_mean, Tensor& batch_var);
+// A contiguous copy of x.permute(perm) (torch's meaning: output axis i is input axis perm[i]). Its
+// backward is the same op with inverse_permutation(perm).
+Tensor permute(const Exec& e, const Tensor& x, const std::vector<int>& perm);
+std::vector<int> inverse_permutation(const std::vector<int>& perm);
+// x [B, H, W, C]: each group of group_width channels (the last may be narrower, as torch.chunk makes
+// it) rolled cyclically by its own shift along axis 1 (H) or 2 (W), as torch.roll. Its backward is
+// the same op with the shifts negated (spatial_shift_backward).
+Tensor spatial_shift(const Exec& e, const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts);
+Tensor spatial_shift_backward(const Exec& e, const Tensor& dy, int axis, int64_t group_width,
+                              const std::vector<int>& shifts);
+// torch's F.interpolate(x, (height, width), mode="bicubic", align_corners=False) on [B, H, W, C], and
+// its backward: dy [B, height, width, C] -> dx [B, H, W, C].
+Tensor resize_bicubic(const Exec& e, const Tensor& x, int64_t height, int64_t width);
+Tensor resize_bicubic_backward(const Exec& e, const Tensor& dy, int64_t height, int64_t width);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums

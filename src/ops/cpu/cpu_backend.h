@@ -65,6 +65,10 @@ class CpuBackend : public RefBackend {
                   Tensor& y) override;
   void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
                            bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) override;
+  void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y) override;
+  void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                     Tensor& y) override;
+  void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

@@ -1,0 +1,18 @@
+// Networks whose module tree is not the generic MetaFormer's: RaftMLP (layout "raftmlp") and MS-MLP
+// (layout "msmlp"). Each is built from a MetaFormerConfig and names its children exactly as the
+// authors' state dicts do, so their checkpoints load without renaming; MetaFormer holds one of them
+// as its body (docs/raft-and-shift-mlps.md). Input and output as MetaFormer::forward: channels-last
+// image batch in, logits out.
+#pragma once
+
+#include <memory>
+
+#include "model/config.h"
+#include "nn/module.h"
+
+namespace mf {
+
+std::unique_ptr<Module> make_raftmlp_net(const MetaFormerConfig& c);
+std::unique_ptr<Module> make_msmlp_net(const MetaFormerConfig& c);
+
+}  // namespace mf

@@ -24,6 +24,38 @@ uint32_t pcg32(uint64_t& state) {
 
 }  // namespace
 
+DirectionalDerivative directional_derivative(Module& model, const std::function<double(bool backward)>& loss,
+                                             float eps) {
+  std::vector<Parameter*> params;
+  for (auto& [name, p] : model.named_parameters()) {
+    if (!p->trainable || p->buffer) continue;
+    if (!p->grad.defined()) p->grad = Tensor::empty(p->value.shape());
+    p->grad.zero();
+    params.push_back(p);
+  }
+  loss(true);
+  DirectionalDerivative d;
+  std::vector<Tensor> dirs;
+  for (size_t k = 0; k < params.size(); ++k) {
+    dirs.push_back(random_tensor(params[k]->value.shape(), 100 + k));
+    for (int64_t i = 0; i < params[k]->value.numel(); ++i)
+      d.analytic += static_cast<double>(params[k]->grad.data()[i]) * dirs[k].data()[i];
+  }
+  auto shift = [&](float by) {
+    for (size_t k = 0; k < params.size(); ++k) {
+      for (int64_t i = 0; i < params[k]->value.numel(); ++i) params[k]->value.data()[i] += by * dirs[k].data()[i];
+      params[k]->value.bump_version();
+    }
+  };
+  shift(eps);
+  const double up = loss(false);
+  shift(-2 * eps);
+  const double down = loss(false);
+  shift(eps);
+  d.numeric = (up - down) / (2 * static_cast<double>(eps));
+  return d;
+}
+
 Tensor random_tensor(const Shape& shape, uint64_t seed, float lo, float hi) {
   Tensor t = Tensor::empty(shape);
   uint64_t state = seed * 0x9E3779B97F4A7C15ULL + 1;

@@ -2,15 +2,27 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
+#include "nn/module.h"
 
 namespace mf::test {
 
 // Uniform in [lo, hi), deterministic in `seed` (a small PCG, identical on every platform).
 Tensor random_tensor(const Shape& shape, uint64_t seed, float lo = -1.f, float hi = 1.f);
+
+// The derivative of a model's loss along a random direction in every trainable parameter (seeded),
+// two ways: `analytic` from the gradients one backward pass leaves, `numeric` from central
+// differences of two forward passes a step `eps` either side. loss(backward) runs the forward pass
+// (and the backward pass when asked) and returns the loss; the parameters end as they started.
+struct DirectionalDerivative {
+  double analytic = 0, numeric = 0;
+};
+DirectionalDerivative directional_derivative(Module& model, const std::function<double(bool backward)>& loss,
+                                             float eps);
 
 // ||a - b|| / ||b|| (b is the reference); 0 when both are zero.
 double rel_error(const Tensor& a, const Tensor& ref);

@@ -14,6 +14,12 @@ void Backend::unsupported(OpKind op) const {
 }
 
 void Backend::linear(const Tensor&, const Tensor&, const Tensor*, Tensor&) { unsupported(OpKind::Linear); }
+void Backend::branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n) {
+  if (norm.type == BranchNorm::Type::layer_norm)
+    layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
+  else
+    group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+}
 void Backend::mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                          const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
                          Tensor& y) {
@@ -27,10 +33,7 @@ void Backend::mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& 
     Tensor h = Tensor::empty(hs, device(), activation_dtype());
     {
       Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
-      if (norm.type == BranchNorm::Type::layer_norm)
-        layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
-      else
-        group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      branch_norm(x, norm, n);
       linear_act(n, w1, b1, act, h);
     }
     m = Tensor::empty(y.shape(), device(), activation_dtype());
@@ -66,10 +69,7 @@ void Backend::gated_cnn_branch(const Tensor& x, const BranchNorm& norm, const Te
     Tensor t = Tensor::empty(ts, device(), activation_dtype());
     {
       Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
-      if (norm.type == BranchNorm::Type::layer_norm)
-        layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
-      else
-        group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      branch_norm(x, norm, n);
       linear(n, w1, b1, t);
     }
     Shape cs = x.shape();
@@ -95,10 +95,7 @@ void Backend::sepconv_branch(const Tensor& x, const BranchNorm& norm, const Tens
     Tensor h = Tensor::empty(hs, device(), activation_dtype());
     {
       Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
-      if (norm.type == BranchNorm::Type::layer_norm)
-        layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
-      else
-        group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      branch_norm(x, norm, n);
       linear_act(n, w1, b1, act, h);
     }
     depthwise_linear(h, dw_w, dw_b, g, w2, b2, m);
@@ -184,6 +181,7 @@ void Backend::selective_scan_backward(const Tensor&, const Tensor&, const Tensor
                                       const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&, Tensor&, Tensor&,
                                       Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::SelectiveScan);
+}
 void Backend::batch_norm_stats(const Tensor&, Tensor&, Tensor&) { unsupported(OpKind::BatchNorm); }
 void Backend::batch_norm(const Tensor&, const Tensor&, const Tensor*, const Tensor&, const Tensor&, float, Tensor&) {
   unsupported(OpKind::BatchNorm);
@@ -191,6 +189,7 @@ void Backend::batch_norm(const Tensor&, const Tensor&, const Tensor*, const Tens
 void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, float, bool,
                                   const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::BatchNorm);
+}
 void Backend::permute(const Tensor&, const std::vector<int>&, Tensor&) { unsupported(OpKind::Permute); }
 void Backend::resize_bicubic(const Tensor&, bool, Tensor&) { unsupported(OpKind::ResizeBicubic); }
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {

@@ -265,6 +265,8 @@ class Backend {
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;
+  // n = the branch's norm of x (layer_norm or group_norm1), for the fused branches' compositions.
+  void branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n);
 };
 
 // "ref", "cpu" or "cuda"; throws mf::Error listing the available names otherwise, or when the backend

@@ -580,12 +580,6 @@ class CudaBackend final : public Backend {
       cuda::linear_rows(cuda::GemmType::f32, in<float>(x), dev(w), dev(b), out<float>(y), rows, N, K, e);
   }
 
-  void branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n) {
-    if (norm.type == BranchNorm::Type::layer_norm)
-      layer_norm(x, *norm.weight, norm.bias, norm.eps, n);
-    else
-      group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
-  }
   // y = x + ls ⊙ (h · wᵀ + b) (ls null: 1), the residual added in the GEMM's epilogue.
   void residual_linear(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor* ls, const Tensor& x,
                        Tensor& y) {

@@ -58,6 +58,17 @@ json measure_inference(const MetaFormerConfig& config, int runs1, int runs8, con
   Backend& backend = *ctx.exec.backend;
   model.check_backend(backend);
   const auto pass = [&](const Tensor& in) { return model.run(ctx, in); };
+  // The recordings die with the model (the next mixer's model may live at the same address).
+  struct Release {
+    Backend& b;
+    const void* owner;
+    ~Release() {
+      try {
+        b.release_passes(owner);
+      } catch (...) {  // a destructor must not throw; the next GPU call reports the device's error
+      }
+    }
+  } release{backend, &model};
   const int s = config.input.size;
   // Images: a constant image at the nominal size; sequences: sequence.length steps of zeros (id 0).
   auto input = [&](int batch) {

@@ -67,6 +67,9 @@ class Backend {
     (void)owner;
     return pass(x);
   }
+  // Drops whatever run_pass recorded for `owner`; call it before the owner goes away, since another
+  // object may later live at the same address.
+  virtual void release_passes(const void* owner) { (void)owner; }
 
   // x [..., K], w [N, K] (or [N, K, 1, 1]), b [N] or null -> y [..., N]
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);

@@ -201,6 +201,7 @@ class CudaBackend final : public Backend {
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {
     return cuda::run_recorded(owner, x, pass);
   }
+  void release_passes(const void* owner) override { cuda::release_recorded(owner); }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override {
     gemm_rows(x, w, b, y, x.shape().rows(), w.dim(1), cuda::Epilogue::bias);

@@ -80,13 +80,33 @@ bool record(Recording& r, const std::function<Tensor(const Tensor&)>& pass) {
   return true;
 }
 
+using Key = std::tuple<const void*, std::vector<int64_t>, int>;
+std::map<Key, Recording>& recordings() {
+  static auto* r = new std::map<Key, Recording>();  // never destroyed, like the context
+  return *r;
+}
+
 }  // namespace
+
+void release_recorded(const void* owner) {
+  auto& all = recordings();
+  bool any = false;
+  for (auto it = all.begin(); it != all.end();) {
+    if (std::get<0>(it->first) != owner) {
+      ++it;
+      continue;
+    }
+    if (it->second.exec) MF_CUDA(cudaGraphExecDestroy(it->second.exec));
+    any = any || it->second.exec != nullptr;
+    it = all.erase(it);
+  }
+  if (any) MF_CUDA(cudaDeviceGraphMemTrim(context().device));
+}
 
 Tensor run_recorded(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) {
   if (!graphs_enabled()) return pass(x);
-  using Key = std::tuple<const void*, std::vector<int64_t>, int>;
-  static std::map<Key, Recording> recordings;  // never destroyed, like the context
-  Recording& r = recordings[Key{owner, x.shape().vec(), static_cast<int>(x.dtype())}];
+  auto& all = recordings();
+  Recording& r = all[Key{owner, x.shape().vec(), static_cast<int>(x.dtype())}];
   Context& c = context();
   ++r.calls;
   if (r.eager || r.calls == 1) return pass(x);  // the first pass fills the caches

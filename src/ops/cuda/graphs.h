@@ -14,5 +14,7 @@ namespace mf::cuda {
 // the pass cannot be recorded) the graph is dropped and the calls run eagerly.
 // METAFORMER_CUDA_GRAPHS=0 turns recording off.
 Tensor run_recorded(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass);
+// Destroys every recording of `owner` (its graphs and their memory).
+void release_recorded(const void* owner);
 
 }  // namespace mf::cuda

@@ -12,9 +12,10 @@
 #   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
-#   dwab.log      (step dwab) A/B of the defaults against the strip depthwise kernels
-#                 (METAFORMER_CUDA_DW=strip) and against no CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op
-#                 harness with the strip kernels in fp32 and bf16, then bf16 batch 256 and 1 of each
+#   dwab.log      (step dwab) A/B of the defaults against the previous depthwise kernels
+#                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
+#                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
+#                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops checks parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
@@ -144,12 +145,12 @@ if has kernels; then  # where the GPU time goes, kernel by kernel (no synchronis
 fi
 
 if has dwab; then
-  echo "== depthwise A/B: the strip kernels (METAFORMER_CUDA_DW=strip) against the default tiled one" | tee "$OUT/dwab.log"
+  echo "== depthwise A/B: the default against METAFORMER_CUDA_DW=tiled1 and =strip, and graphs off" | tee "$OUT/dwab.log"
   for dt in fp32 bf16; do
-    METAFORMER_CUDA_DW=strip timeout 200 "$T" --backend cuda --dtype $dt > /tmp/dw_ops.log 2>&1
-    echo "op harness strip $dt: rc=$?" | tee -a "$OUT/dwab.log"; grep -E "FAIL|cases," /tmp/dw_ops.log | tail -8 | tee -a "$OUT/dwab.log"
+    METAFORMER_CUDA_DW=tiled1 timeout 200 "$T" --backend cuda --dtype $dt > /tmp/dw_ops.log 2>&1
+    echo "op harness tiled1 $dt: rc=$?" | tee -a "$OUT/dwab.log"; grep -E "FAIL|cases," /tmp/dw_ops.log | tail -8 | tee -a "$OUT/dwab.log"
   done
-  for v in default METAFORMER_CUDA_DW=strip METAFORMER_CUDA_GRAPHS=0; do
+  for v in default METAFORMER_CUDA_DW=tiled1 METAFORMER_CUDA_DW=strip METAFORMER_CUDA_GRAPHS=0; do
     env $([ $v = default ] || echo $v) timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
       grep "cuda" | sed "s/^/$v /" | tee -a "$OUT/dwab.log"

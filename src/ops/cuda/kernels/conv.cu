@@ -128,64 +128,104 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
   }
 }
 
-// Stride 1, square K×K kernel, through shared memory: a block computes a kDwTile × kDwTile patch of
-// outputs for kDwCh channels. It stages the input patch with its halo (activation applied, fp32) and
-// the patch's K·K·kDwCh weights in shared memory once, so each input value is read from global
-// memory once per block instead of once per tap. Thread (row r, channel c) computes one output row
-// of the patch for one channel; a warp is 32 consecutive channels of one row, so its shared-memory
-// reads hit 32 different banks. (The strip kernel above needs 64-128 registers a thread and ran at
-// 25 % occupancy; this one needs about 40.)
+// Stride 1, square K×K kernel, through shared memory: a block computes a (kDwTile·RH) × kDwTile
+// patch of outputs for kDwCh channels. It stages the input patch with its halo (activation applied,
+// fp32) and the K·K·kDwCh weights in shared memory once, so each input value is read from global
+// memory once per block instead of once per tap. Thread (row group g, channel c) computes RH output
+// rows × kDwTile columns of the patch for one channel; a warp is 32 consecutive channels, so its
+// shared-memory reads hit 32 different banks.
+// - RH = 2 (maps taller than one tile): an input row loaded into registers serves both output rows,
+//   so a thread reads K + 1 staged rows for 2·K·K·kDwTile FMAs instead of K rows for half as
+//   many, and the staged halo is 2.4× the patch instead of 3.1×.
+// - Staging moves 16 bytes (8 bf16 channels) a load where the channel count, row stride and pointer
+//   allow (`vec`): scalar 2-byte staging with its index arithmetic per element cost more
+//   instructions than the 392 FMAs a thread does.
+// (The strip kernel above needs 64-128 registers a thread and ran at 25 % occupancy; this one about
+// 40-60. METAFORMER_CUDA_DW=tiled1 keeps RH = 1 with scalar staging, the previous version, for A/B.)
 constexpr int kDwTile = 8, kDwCh = 32;
 
-template <typename T, int K>
+template <typename T, int K, int RH>
 __global__ void __launch_bounds__(kDwTile * kDwCh)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
-                    int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, Act pre, Act post) {
-  constexpr int S = kDwTile + K - 1;  // the staged patch is S × S pixels
-  __shared__ float in_s[S * S * kDwCh];
+                    int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
+  constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
+  __shared__ __align__(16) float in_s[SH * SW * kDwCh];
   __shared__ float w_s[K * K * kDwCh];
   const bool has_pre = pre.kind != ActKind::Identity;
   const int64_t b = blockIdx.z;
   const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
-  const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * kDwTile, ow0 = int64_t(blockIdx.x % tiles_w) * kDwTile;
+  const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * TH, ow0 = int64_t(blockIdx.x % tiles_w) * kDwTile;
   const int tid = threadIdx.x;
-  for (int i = tid; i < S * S * kDwCh; i += blockDim.x) {
-    const int c = i % kDwCh, p = i / kDwCh;
-    const int64_t ih = oh0 - ph + p / S, iw = ow0 - pw + p % S;
-    float v = 0.f;
-    if (c0 + c < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
-      v = to_f(x[((b * H + ih) * W + iw) * xs + c0 + c]);
-      if (has_pre) v = act_apply(pre, v);
+  if (vec) {  // C, xs and x are multiples of V elements / 16 bytes: a vector is wholly in or out of range
+    constexpr int V = kVec<T>, G = kDwCh / V;
+    for (int i = tid; i < SH * SW * G; i += blockDim.x) {
+      const int g = i % G, p = i / G;
+      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
+      float v[V];
+      if (c < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
+        load_vec(x + ((b * H + ih) * W + iw) * xs + c, v);
+        if (has_pre) {
+#pragma unroll
+          for (int e = 0; e < V; ++e) v[e] = act_apply(pre, v[e]);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) v[e] = 0.f;
+      }
+      float4* dst = reinterpret_cast<float4*>(in_s + p * kDwCh + g * V);
+#pragma unroll
+      for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
     }
-    in_s[i] = v;
+  } else {
+    for (int i = tid; i < SH * SW * kDwCh; i += blockDim.x) {
+      const int c = i % kDwCh, p = i / kDwCh;
+      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW;
+      float v = 0.f;
+      if (c0 + c < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
+        v = to_f(x[((b * H + ih) * W + iw) * xs + c0 + c]);
+        if (has_pre) v = act_apply(pre, v);
+      }
+      in_s[i] = v;
+    }
   }
   for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
     const int c = i % kDwCh, tap = i / kDwCh;
     w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
   }
   __syncthreads();
-  const int c = tid % kDwCh, r = tid / kDwCh;
-  if (c0 + c >= C || oh0 + r >= Ho) return;
+  const int c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
+  if (c0 + c >= C || oh0 + r0 >= Ho) return;
   const float b0 = bias ? bias[c0 + c] : 0.f;
-  float acc[kDwTile];
+  float acc[RH][kDwTile];
 #pragma unroll
-  for (int t = 0; t < kDwTile; ++t) acc[t] = b0;
+  for (int rr = 0; rr < RH; ++rr)
 #pragma unroll
-  for (int ki = 0; ki < K; ++ki) {
-    float seg[S];
+    for (int t = 0; t < kDwTile; ++t) acc[rr][t] = b0;
 #pragma unroll
-    for (int j = 0; j < S; ++j) seg[j] = in_s[((r + ki) * S + j) * kDwCh + c];
+  for (int ir = 0; ir < RH + K - 1; ++ir) {  // staged input row r0 + ir feeds output row rr through tap row ir − rr
+    float seg[SW];
 #pragma unroll
-    for (int kj = 0; kj < K; ++kj) {
-      const float wv = w_s[(ki * K + kj) * kDwCh + c];
+    for (int j = 0; j < SW; ++j) seg[j] = in_s[((r0 + ir) * SW + j) * kDwCh + c];
 #pragma unroll
-      for (int t = 0; t < kDwTile; ++t) acc[t] = fmaf(seg[t + kj], wv, acc[t]);
+    for (int rr = 0; rr < RH; ++rr) {
+      const int ki = ir - rr;
+      if (ki < 0 || ki >= K) continue;
+#pragma unroll
+      for (int kj = 0; kj < K; ++kj) {
+        const float wv = w_s[(ki * K + kj) * kDwCh + c];
+#pragma unroll
+        for (int t = 0; t < kDwTile; ++t) acc[rr][t] = fmaf(seg[t + kj], wv, acc[rr][t]);
+      }
     }
   }
-  T* yrow = y + ((b * Ho + oh0 + r) * Wo + ow0) * ys + c0 + c;
 #pragma unroll
-  for (int t = 0; t < kDwTile; ++t)
-    if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post, acc[t]));
+  for (int rr = 0; rr < RH; ++rr) {
+    if (oh0 + r0 + rr >= Ho) break;
+    T* yrow = y + ((b * Ho + oh0 + r0 + rr) * Wo + ow0) * ys + c0 + c;
+#pragma unroll
+    for (int t = 0; t < kDwTile; ++t)
+      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post, acc[rr][t]));
+  }
 }
 
 __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps) {
@@ -215,22 +255,31 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // ConvFormer-S18's and 1.25x MambaOut-Femto's images/s over the strip kernels, docs/cuda.md);
   // METAFORMER_CUDA_DW=strip keeps the strip kernels for comparison. The grid's z is the batch
   // (≤ 65535 images a call).
-  static const bool tiled = [] {
+  // Which depthwise kernels: the default (tiled, two rows a thread, vector staging), "tiled1" (the
+  // tiled kernel's first version: one row a thread, scalar staging) or "strip".
+  static const int variant = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW");
-    return !(e && std::strcmp(e, "strip") == 0);
+    if (e && std::strcmp(e, "strip") == 0) return 0;
+    if (e && std::strcmp(e, "tiled1") == 0) return 1;
+    return 2;
   }();
-  if (s1 && kh == kw && (kh == 7 || kh == 3) && tiled && B <= 65535) {
+  if (s1 && kh == kw && (kh == 7 || kh == 3) && variant > 0 && B <= 65535) {
+    const bool two_rows = variant == 2 && Ho > kDwTile;
+    const bool vec_stage = variant == 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x);
+    const int64_t th = kDwTile * (two_rows ? 2 : 1);
     const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);
-    const int64_t tiles = int64_t(tiles_w) * ((Ho + kDwTile - 1) / kDwTile);
+    const int64_t tiles = int64_t(tiles_w) * ((Ho + th - 1) / th);
     const dim3 tgrid(static_cast<unsigned>(tiles), static_cast<unsigned>((C + kDwCh - 1) / kDwCh),
                      static_cast<unsigned>(B));
     if (tiles > 0x7fffffff || tgrid.y > 65535) return cudaErrorInvalidValue;
+    auto launch = [&](auto kernel) {
+      kernel<<<tgrid, kDwTile * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
+                                               vec_stage, pre, post);
+    };
     if (kh == 7)
-      dw_tiled_kernel<D, 7><<<tgrid, kDwTile * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw,
-                                                             tiles_w, pre, post);
+      two_rows ? launch(dw_tiled_kernel<D, 7, 2>) : launch(dw_tiled_kernel<D, 7, 1>);
     else
-      dw_tiled_kernel<D, 3><<<tgrid, kDwTile * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw,
-                                                             tiles_w, pre, post);
+      two_rows ? launch(dw_tiled_kernel<D, 3, 2>) : launch(dw_tiled_kernel<D, 3, 1>);
     return cudaGetLastError();
   }
   if (s1 && kw == 7 && vec)

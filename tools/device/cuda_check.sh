@@ -124,10 +124,10 @@ fi
 if has ncu; then  # where the bf16 time goes inside the slowest kernels (Nsight Compute, when installed)
   echo "== ncu: depthwise convolution and LayerNorm kernels, mambaout_femto / convformer_s18 bf16 batch 256"
   for m in mambaout_femto convformer_s18; do
-    timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
-      --kernel-name regex:'dw_stride1|layer_norm|im2col' --launch-count 3 \
+    timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section MemoryWorkloadAnalysis --kernel-name regex:"${NCU_KERNELS:-dw_tiled|layer_norm|im2col}" --launch-count 3 \
       "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "$OUT/ncu_$m.log" 2>&1
-    echo "$m: rc=$?"; grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per" "$OUT/ncu_$m.log" | head -40
+    echo "$m: rc=$?"; grep -E "^  [a-z_]+.*\(|Duration|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Registers Per|Stall|Warp Cycles|Issued Warp" "$OUT/ncu_$m.log" | head -60
   done
 fi
 

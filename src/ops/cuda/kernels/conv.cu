@@ -145,63 +145,36 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 constexpr int kDwTile = 8, kDwCh = 32;
 
 template <typename T, int K, int RH>
-__global__ void __launch_bounds__(kDwTile * kDwCh, sizeof(T) == 2 ? 4 : 2)  // bf16: ≤ 64 registers, four blocks an SM as shared memory allows
+__global__ void __launch_bounds__(kDwTile * kDwCh)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
   constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
   __shared__ __align__(16) float in_s[SH * SW * kDwCh];
-  __shared__ __align__(16) float w_s[K * K * kDwCh];
+  __shared__ float w_s[K * K * kDwCh];
   const bool has_pre = pre.kind != ActKind::Identity;
   const int64_t b = blockIdx.z;
   const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
   const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * TH, ow0 = int64_t(blockIdx.x % tiles_w) * kDwTile;
   const int tid = threadIdx.x;
-  if (vec) {  // C, xs, x and w are multiples of 16 bytes: a vector is wholly in or out of range
-    // Every load of the thread is issued before the first is used (NV / blockDim of them, a
-    // compile-time count), so the block waits for one memory latency instead of one per load.
-    constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G, PER = (NV + kDwTile * kDwCh - 1) / (kDwTile * kDwCh);
-    constexpr int NW = K * K * kDwCh / 4, PERW = (NW + kDwTile * kDwCh - 1) / (kDwTile * kDwCh);
-    uint4 raw[PER];
-    float4 wraw[PERW];
-#pragma unroll
-    for (int k = 0; k < PER; ++k) {
-      const int i = tid + k * kDwTile * kDwCh;
+  if (vec) {  // C, xs and x are multiples of V elements / 16 bytes: a vector is wholly in or out of range
+    constexpr int V = kVec<T>, G = kDwCh / V;
+    for (int i = tid; i < SH * SW * G; i += blockDim.x) {
       const int g = i % G, p = i / G;
       const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
-      raw[k] = make_uint4(0, 0, 0, 0);  // zero bits are 0.0 in fp32 and bf16
-      if (i < NV && c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)
-        raw[k] = *reinterpret_cast<const uint4*>(x + ((b * H + ih) * W + iw) * xs + c);
-    }
-#pragma unroll
-    for (int k = 0; k < PERW; ++k) {
-      const int i = tid + k * kDwTile * kDwCh, c = (i * 4) % kDwCh, tap = (i * 4) / kDwCh;
-      wraw[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (i < NW && c0 + c < C) wraw[k] = *reinterpret_cast<const float4*>(w + int64_t(tap) * C + c0 + c);
-    }
-#pragma unroll
-    for (int k = 0; k < PER; ++k) {
-      const int i = tid + k * kDwTile * kDwCh;
-      if (i >= NV) break;
-      const T* e = reinterpret_cast<const T*>(&raw[k]);
       float v[V];
+      if (c < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
+        load_vec(x + ((b * H + ih) * W + iw) * xs + c, v);
+        if (has_pre) {
 #pragma unroll
-      for (int j = 0; j < V; ++j) v[j] = has_pre ? act_apply(pre, to_f(e[j])) : to_f(e[j]);
-      if (has_pre) {  // outside the image the padding is zero after the activation too
-        const int g = i % G, p = i / G;
-        const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
-        if (!(c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)) {
-#pragma unroll
-          for (int j = 0; j < V; ++j) v[j] = 0.f;
+          for (int e = 0; e < V; ++e) v[e] = act_apply(pre, v[e]);
         }
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) v[e] = 0.f;
       }
-      float4* dst = reinterpret_cast<float4*>(in_s + i * V);  // pixel p = i / G, channels g·V..: at p·kDwCh + g·V
+      float4* dst = reinterpret_cast<float4*>(in_s + p * kDwCh + g * V);
 #pragma unroll
-      for (int j = 0; j < V; j += 4) dst[j / 4] = make_float4(v[j], v[j + 1], v[j + 2], v[j + 3]);
-    }
-#pragma unroll
-    for (int k = 0; k < PERW; ++k) {
-      const int i = tid + k * kDwTile * kDwCh;
-      if (i < NW) reinterpret_cast<float4*>(w_s)[i] = wraw[k];
+      for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
     }
   } else {
     for (int i = tid; i < SH * SW * kDwCh; i += blockDim.x) {
@@ -214,10 +187,10 @@ __global__ void __launch_bounds__(kDwTile * kDwCh, sizeof(T) == 2 ? 4 : 2)  // b
       }
       in_s[i] = v;
     }
-    for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
-      const int c = i % kDwCh, tap = i / kDwCh;
-      w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
-    }
+  }
+  for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
+    const int c = i % kDwCh, tap = i / kDwCh;
+    w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
   }
   __syncthreads();
   const int c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
@@ -292,7 +265,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   }();
   if (s1 && kh == kw && (kh == 7 || kh == 3) && variant > 0 && B <= 65535) {
     const bool two_rows = variant == 2 && Ho > kDwTile;
-    const bool vec_stage = variant == 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x) && aligned16(w);
+    const bool vec_stage = variant == 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x);
     const int64_t th = kDwTile * (two_rows ? 2 : 1);
     const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);
     const int64_t tiles = int64_t(tiles_w) * ((Ho + th - 1) / th);

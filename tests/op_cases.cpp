@@ -405,7 +405,9 @@ const std::vector<OpCase>& op_cases() {
     pool_case({1, 9, 8, 5}, 5);
 
     for (bool bias : {false, true})
-      for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 49, 512}, Shape{2, 1, 1, 2048}}) {
+      // 64, 320 and 8 channels: the CUDA LayerNorm's vector path with 8, 32 (two vectors a lane) and 1 lanes a row
+      for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 49, 512}, Shape{2, 1, 1, 2048}, Shape{2, 5, 7, 64}, Shape{1, 3, 5, 320},
+                      Shape{3, 11, 8}}) {
         const int64_t c = x[-1];
         std::vector<OpInput> inputs{{x, 2.f, 4.f}, {{c}}};  // an offset mean: variance around the mean
         if (bias) inputs.push_back({{c}});

@@ -3,6 +3,8 @@
 // are fp32 and two-pass (mean first, then squared deviations from it), never E[x²] − E[x]².
 #include "common.cuh"
 
+#include <type_traits>
+
 namespace mf::cuda::kernels {
 namespace {
 
@@ -74,6 +76,74 @@ __global__ void __launch_bounds__(kLnWarps * 32)
     y[base + c] = from_f<TO>(fmaf((to_f(src[base + c]) - mean) * rstd, w[c], b ? b[c] : 0.f));
 }
 
+// The same for rows of whole 16-byte vectors (C a multiple of V = 8 bf16 or 4 floats, pointers
+// aligned, TI = TO): a group of G lanes (a power of two) takes a row, each lane NV vectors, and the
+// reductions shuffle inside the group. A 64-channel bf16 row is 8 lanes × one 16-byte load, four rows
+// a warp, where the kernel above issued two 2-byte loads a lane (130 µs against about 50 µs of
+// traffic for ConvFormer's first stage at batch 256 on an H200).
+template <int G>
+__device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+  for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T, bool kResidual, int G, int NV>
+__global__ void __launch_bounds__(kLnWarps * 32)
+    layer_norm_vec_kernel(const T* x, const float* rs, const T* br, const float* ls, T* resid, const float* w,
+                          const float* b, float eps, T* y, int64_t rows, int C) {
+  constexpr int V = kVec<T>;
+  const int lane = threadIdx.x & 31, sub = lane % G;
+  const int64_t row = (int64_t(blockIdx.x) * kLnWarps + (threadIdx.x >> 5)) * (32 / G) + lane / G;
+  const bool live = row < rows;  // no early return: the whole warp takes part in the shuffles
+  const int64_t base = (live ? row : 0) * C;
+  float v[NV][V];
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = (sub + G * i) * V;
+    if (live && c < C) {
+      load_vec(x + base + c, v[i]);
+      if (kResidual) {
+        float r[V];
+        load_vec(br + base + c, r);
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[i][j] = fmaf(r[j], ls ? ls[c + j] : 1.f, v[i][j] * (rs ? rs[c + j] : 1.f));
+        store_vec(resid + base + c, v[i]);
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[i][j] = to_f(from_f<T>(v[i][j]));  // normalised as stored
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[i][j] = 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < V; ++j) sum += v[i][j];
+  }
+  const float inv_c = 1.f / static_cast<float>(C);
+  const float mean = group_sum<G>(sum) * inv_c;
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < NV; ++i)
+    if ((sub + G * i) * V < C) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        const float d = v[i][j] - mean;
+        sq = fmaf(d, d, sq);
+      }
+    }
+  const float rstd = 1.f / sqrtf(group_sum<G>(sq) * inv_c + eps);
+#pragma unroll
+  for (int i = 0; i < NV; ++i) {
+    const int c = (sub + G * i) * V;
+    if (!live || c >= C) continue;
+    float o[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) o[j] = fmaf((v[i][j] - mean) * rstd, w[c + j], b ? b[c + j] : 0.f);
+    store_vec(y + base + c, o);
+  }
+}
+
 template <typename TI, typename TO, bool kResidual>
 cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const float* ls, TI* resid, const float* w,
                               const float* b, float eps, TO* y, int64_t rows, int64_t C, cudaStream_t s) {
@@ -82,6 +152,33 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
   const unsigned grid = static_cast<unsigned>((rows + kLnWarps - 1) / kLnWarps);
   using DI = typename Dev<TI>::type;
   using DO = typename Dev<TO>::type;
+  if constexpr (std::is_same_v<TI, TO>) {
+    constexpr int V = kVec<DI>;
+    const int64_t nvec = C / V;
+    const bool vec = C % V == 0 && nvec <= 32 * 4 && aligned16(x) && aligned16(y) &&
+                     (!kResidual || (aligned16(br) && aligned16(resid)));
+    if (vec) {
+      const int g = nvec <= 1 ? 1 : nvec <= 2 ? 2 : nvec <= 4 ? 4 : nvec <= 8 ? 8 : nvec <= 16 ? 16 : 32;
+      const int64_t rows_per_block = int64_t(kLnWarps) * (32 / g);
+      const unsigned vgrid = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
+#define MF_LN_VEC(G, NV)                                                                                         \
+  layer_norm_vec_kernel<DI, kResidual, G, NV><<<vgrid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, \
+                                                                             b, eps, dev(y), rows, static_cast<int>(C))
+      switch (g) {
+        case 1: MF_LN_VEC(1, 1); break;
+        case 2: MF_LN_VEC(2, 1); break;
+        case 4: MF_LN_VEC(4, 1); break;
+        case 8: MF_LN_VEC(8, 1); break;
+        case 16: MF_LN_VEC(16, 1); break;
+        default:
+          if (nvec <= 32) MF_LN_VEC(32, 1);
+          else if (nvec <= 64) MF_LN_VEC(32, 2);
+          else MF_LN_VEC(32, 4);
+      }
+#undef MF_LN_VEC
+      return cudaGetLastError();
+    }
+  }
 #define MF_LN_LAUNCH(N)                                                                                   \
   layer_norm_kernel<DI, DO, kResidual, N><<<grid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, b, \
                                                                           eps, dev(y), rows, static_cast<int>(C))

@@ -175,7 +175,7 @@ TEST(AffNet, FullSizeLogitsMatchTheAuthors) {
         ASSERT_EQ(logits.shape(), expected.shape()) << key;
         const double err = rel_error(logits, expected);
         EXPECT_LE(err, kAffNetTolerance) << key << " " << backend;
-        RecordProperty(key + "." + backend, std::to_string(err));
+        RecordProperty(key + "." + backend, fmt::format("{:.3g}", err));
       }
     }
   }

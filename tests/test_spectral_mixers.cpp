@@ -225,6 +225,28 @@ TEST(LinearMixers, AffFilterIsACircularDepthwiseConvolutionForAFixedInput) {
   EXPECT_LE(rel_error(filtered, apply_token_matrices(M, {}, x)), 1e-5);
 }
 
+// The cpu backend's FFTW transforms against the ref backend's at the feature maps of AFFNet-ET at
+// 224×224 and 192×256 (layer_3 .. layer_5), both directions and the round trip. The inverse's
+// complex pass once ran a plan made for ii = ri + C on swapped pointers (ii = ri − C), which FFTW
+// does not allow: at 28×28×64 it gave values off by 1e9, at 24×32×64 it wrote C floats past the
+// spectrum and the process aborted in malloc (the full-size AFFNet logits test met both). The small
+// op-harness shapes happened to get FFTW solvers that never used that separation.
+TEST(SpectralOps, CpuTransformsMatchTheReferenceAtAffNetMapSizes) {
+  const Exec cpu{&get_backend("cpu"), nullptr}, ref{&get_backend("ref"), nullptr};
+  uint64_t seed = 31;
+  for (const Shape& x_shape : {Shape{1, 28, 28, 64}, Shape{1, 24, 32, 64}, Shape{1, 14, 14, 104},
+                               Shape{1, 12, 16, 104}, Shape{1, 7, 7, 144}, Shape{1, 6, 8, 144}}) {
+    const int64_t W = x_shape[2];
+    const Tensor x = random_tensor(x_shape, seed++);
+    EXPECT_LE(rel_error(op::rfft2(cpu, x), op::rfft2(ref, x)), 1e-5) << "rfft2 " << x_shape.str();
+    // A spectrum that is not Hermitian, as AFF's masked ones are not.
+    const Tensor spectrum = random_tensor({x_shape[0], x_shape[1], W / 2 + 1, 2, x_shape[3]}, seed++);
+    EXPECT_LE(rel_error(op::irfft2(cpu, spectrum, W), op::irfft2(ref, spectrum, W)), 1e-5)
+        << "irfft2 " << x_shape.str();
+    EXPECT_LE(rel_error(op::irfft2(cpu, op::rfft2(cpu, x), W), x), 1e-5) << "round trip " << x_shape.str();
+  }
+}
+
 TEST(Aff, MatchesPyTorchForwardAndGradients) {
   const std::string path = data_path("aff/aff.safetensors");
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is missing (tools/golden/make_aff_golden.py)";

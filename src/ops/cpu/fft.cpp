@@ -73,12 +73,18 @@ const Plans& plans_for(int64_t B, int64_t H, int64_t W, int64_t C, bool inverse)
                                {static_cast<int>(C), 1, 1}};
     p.real = fftwf_plan_guru_split_dft_c2r(1, &dim_c2r, 3, loops_c2r, re, im, real.data(), flags);
   }
-  // Along H, in place on the spectrum, for every (b, j, c).
+  // Along H, in place on the spectrum, for every (b, j, c). The inverse is the forward transform
+  // with real and imaginary parts swapped, and it is planned on swapped pointers: FFTW executes a
+  // plan on new arrays only when their ii - ri and io - ro are those it was planned with (FFTW
+  // manual, "New-array Execute Functions"). A plan made for ii = ri + C and run with ii = ri - C
+  // computed wrong values for some sizes (a 28×28 map of 64 channels) and wrote past the spectrum
+  // for others (24×32), corrupting the heap.
   fftwf_iodim dim_h{static_cast<int>(H), static_cast<int>(Wf * 2 * C), static_cast<int>(Wf * 2 * C)};
   fftwf_iodim loops_h[3] = {{static_cast<int>(B), static_cast<int>(H * Wf * 2 * C), static_cast<int>(H * Wf * 2 * C)},
                            {static_cast<int>(Wf), static_cast<int>(2 * C), static_cast<int>(2 * C)},
                            {static_cast<int>(C), 1, 1}};
-  p.complex = fftwf_plan_guru_split_dft(1, &dim_h, 3, loops_h, re, im, re, im, flags);
+  p.complex = inverse ? fftwf_plan_guru_split_dft(1, &dim_h, 3, loops_h, im, re, im, re, flags)
+                      : fftwf_plan_guru_split_dft(1, &dim_h, 3, loops_h, re, im, re, im, flags);
   MF_CHECK(p.real && p.complex, "FFTW could not plan a {}x{} transform of {} channels", H, W, C);
   return cache.emplace(key, p).first->second;
 }
@@ -114,7 +120,8 @@ void CpuBackend::irfft2(const Tensor& x, float mid_scale, Tensor& y) {
   scale_spectrum(spec.data(), B * H, Wf, W, C, mid_scale, static_cast<float>(1.0 / std::sqrt(static_cast<double>(H * W))));
   float* re = spec.data();
   float* im = spec.data() + C;
-  // The inverse complex transform is the forward one with real and imaginary parts swapped.
+  // The inverse complex transform is the forward one with real and imaginary parts swapped (planned
+  // so: plans_for).
   fftwf_execute_split_dft(p.complex, im, re, im, re);
   fftwf_execute_split_dft_c2r(p.real, re, im, y.data());
 }

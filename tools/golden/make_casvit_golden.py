@@ -56,6 +56,7 @@ def load_authors(authors):
     path = os.path.join(authors, "CAS-ViT", "classification", "model", "rcvit.py")
     spec = importlib.util.spec_from_file_location("authors_rcvit", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # timm's register_model looks its module up there
     spec.loader.exec_module(module)
     return module.RCViT
 

@@ -160,8 +160,10 @@ TEST(StripMlp, DirectionalDerivativeMatchesFiniteDifferences) {
   const Tensor targets = smoothed_targets({3, 1}, 5, 0.1);
   Ctx ctx;
   ctx.exec.backend = &get_backend("ref");
+  // Both the differences and backward of the training-mode forward (BatchNorm with the batch's
+  // statistics: the function backward differentiates).
+  ctx.training = true;
   auto loss = [&](bool backward) {
-    ctx.training = backward;
     Tensor logits = model.run(ctx, x), dl;
     const double l = op::cross_entropy(ctx.exec, logits, targets, dl);
     if (backward) model.backward(ctx, dl);

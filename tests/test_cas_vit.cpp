@@ -114,7 +114,7 @@ TEST_P(CasVitGolden, MatchesTheAuthorsCode) {
   ASSERT_EQ(logits.shape(), expected.shape());
   const double err = rel_error(logits, expected);
   EXPECT_LE(err, kGoldenTolerance) << GetParam().folder << " " << GetParam().io;
-  RecordProperty("logits_rel_error", std::to_string(err));
+  RecordProperty("logits_rel_error", fmt::format("{:.2e}", err));
 }
 
 std::vector<GoldenCase> golden_cases() {

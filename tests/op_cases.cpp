@@ -768,6 +768,67 @@ const std::vector<OpCase>& op_cases() {
                    }});
     }
 
+    // strip_mix: Strip-MLP's proj_h (axis 2: rows) and proj_w (axis 1: columns), with groups of channels
+    // (channel c in group c mod G), a non-square map, one group, and without the bias.
+    for (auto [x, axis, groups, bias] : std::vector<std::tuple<Shape, int, int64_t, bool>>{
+             {Shape{2, 5, 5, 12}, 2, 3, true}, {Shape{1, 6, 4, 8}, 1, 4, true}, {Shape{2, 3, 7, 6}, 2, 2, false},
+             {Shape{1, 4, 3, 5}, 1, 1, true}, {Shape{2, 1, 1, 4}, 2, 2, true}}) {
+      const int64_t L = x[axis];
+      v.push_back({fmt::format("strip_mix/{} axis {} groups {}{}", x.str(), axis, groups, bias ? "+bias" : ""),
+                   OpKind::StripMix, 1e-5, {{x}, {{groups * L, L, 1, 3}}, {{groups * L}}},
+                   [=](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::strip_mix(e, in[0], in[1], bias ? &in[2] : nullptr, axis);
+                   },
+                   [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dw = zeros_like(in[1]), db = zeros_like(in[2]);
+                     Tensor dx = op::strip_mix_backward(e, in[0], in[1], axis, dy, true, &dw, bias ? &db : nullptr);
+                     return std::vector<Tensor>{dx, dw, bias ? db : Tensor()};
+                   }});
+      if (!bias) v.back().inputs[2].differentiable = false;
+    }
+    // split_attention: Strip-MLP's reweight (three branches, softmax per sample and channel), and two.
+    for (auto [x, K] : std::vector<std::pair<Shape, int>>{{Shape{2, 5, 6, 7}, 3}, {Shape{3, 4, 4, 5}, 2}}) {
+      std::vector<OpInput> inputs(static_cast<size_t>(K), OpInput{x});
+      inputs.push_back({{x[0], x[-1] * K}, -2.f, 2.f});
+      v.push_back({fmt::format("split_attention/{} x {}", x.str(), K), OpKind::SplitAttention, 1e-6, inputs,
+                   [K](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::split_attention(e, std::vector<Tensor>(in.begin(), in.begin() + K), in[K]);
+                   },
+                   [K](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dl;
+                     auto d = op::split_attention_backward(e, std::vector<Tensor>(in.begin(), in.begin() + K), in[K],
+                                                           dy, dl);
+                     d.push_back(dl);
+                     return d;
+                   }});
+    }
+    // grn: ConvNeXt-V2's GRN as Strip-MLP's channel mixing has it (gamma, beta [1, 1, 1, C]).
+    for (Shape x : {Shape{2, 5, 6, 7}, Shape{1, 3, 3, 16}, Shape{3, 1, 2, 3}}) {
+      const int64_t c = x[-1];
+      v.push_back({"grn/" + x.str(), OpKind::Grn, 1e-6, {{x}, {{1, 1, 1, c}}, {{1, 1, 1, c}}},
+                   [](const Exec& e, const std::vector<Tensor>& in) { return op::grn(e, in[0], in[1], in[2]); },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor dg = zeros_like(in[1]), db = zeros_like(in[2]);
+                     Tensor dx = op::grn_backward(e, in[0], in[1], dy, &dg, &db);
+                     return std::vector<Tensor>{dx, dg, db};
+                   }});
+    }
+
+    // gate: CAS-ViT's spatial (one sigmoid gate per position) and channel (one per sample and channel)
+    // operations, and its plain product of two maps.
+    for (auto [x, g, sigmoid] : std::vector<std::tuple<Shape, Shape, bool>>{
+             {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 1}, true}, {Shape{3, 4, 4, 9}, Shape{3, 9}, true},
+             {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 7}, false}, {Shape{1, 3, 2, 5}, Shape{1, 3, 2, 5}, true},
+             {Shape{2, 1, 1, 3}, Shape{2, 3}, false}}) {
+      v.push_back({fmt::format("gate/{} by {}{}", x.str(), g.str(), sigmoid ? " sigmoid" : ""), OpKind::Gate, 1e-6,
+                   {{x}, {g, -3.f, 3.f}},
+                   [sigmoid](const Exec& e, const std::vector<Tensor>& in) { return op::gate(e, in[0], in[1], sigmoid); },
+                   [sigmoid](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     auto [dx, dg] = op::gate_backward(e, in[0], in[1], sigmoid, dy);
+                     return std::vector<Tensor>{dx, dg};
+                   }});
+    }
+
     v.push_back({"nchw_to_nhwc/[3, 37, 7, 5]", OpKind::NchwToNhwc, 0.0, {{{3, 37, 7, 5}}},
                  [](const Exec& e, const std::vector<Tensor>& in) { return op::nchw_to_nhwc(e, in[0]); }, nullptr});
     return v;

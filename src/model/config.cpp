@@ -229,7 +229,7 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp, "
            "mamba)", name, block);
   MF_CHECK(layout == "hierarchical" || layout == "isotropic" || custom_layout(),
-           "model '{}': layout must be 'hierarchical' or 'isotropic' (or the authors' 'raftmlp' or 'msmlp'), not '{}'", name, layout);
+           "model '{}': layout must be 'hierarchical' or 'isotropic' (or the authors' 'raftmlp', 'msmlp', 'stripmlp' or 'casvit'), not '{}'", name, layout);
   if (layout == "raftmlp") {
     MF_CHECK(embed_kernels.size() == n, "model '{}': a raftmlp model needs embed_kernels for each of its {} stages",
              name, n);
@@ -246,6 +246,14 @@ void MetaFormerConfig::validate() const {
   } else {
     MF_CHECK(embed_kernels.empty(), "model '{}': embed_kernels belongs to the raftmlp layout only", name);
   }
+  if (layout == "stripmlp")
+    for (size_t i = 0; i < n; ++i)
+      MF_CHECK(mixers[i].type == "strip", "model '{}': every stage of a stripmlp model mixes with 'strip', not '{}'",
+               name, mixers[i].type);
+  if (layout == "casvit")
+    for (size_t i = 0; i < n; ++i)
+      MF_CHECK(mixers[i].type == "additive", "model '{}': every stage of a casvit model mixes with 'additive', not "
+               "'{}'", name, mixers[i].type);
   if (layout == "msmlp")
     for (size_t i = 0; i < n; ++i)
       MF_CHECK(mixers[i].type == "mix_shift", "model '{}': every stage of an msmlp model mixes with 'mix_shift', not "

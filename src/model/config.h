@@ -123,7 +123,10 @@ struct MetaFormerConfig {
   // (conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier.fc), described by `affnet` alone.
   // "raftmlp" (RaftMLP) and "msmlp" (MS-MLP): the authors' own module trees (model/custom_layouts.h);
   // RaftMLP reads its raft sizes from the "raft" mixers and its embeddings from embed_kernels, MS-MLP
-  // its stem, downsampling, gamma and mixers from the usual fields.
+  // its stem, downsampling, gamma and mixers from the usual fields. "stripmlp" (Strip-MLP): `strip`
+  // mixers, stem (the patch size) and downsampling (2×2) convs, mlp_ratio (the authors' alpha), the
+  // channel mixing's LayerNorm in norms, the final BatchNorm in head.norm. "casvit" (CAS-ViT, the
+  // authors' RCViT): `additive` mixers, a two_conv stem, norm_after downsampling, BatchNorms in norms.
   std::string layout = "hierarchical";
   AffNetSpec affnet;  // layout "affnet" only
   // RaftMLP only: per stage, the kernel sizes of the cross-scale patch embedding; the first is the
@@ -147,7 +150,8 @@ struct MetaFormerConfig {
   bool is_sequence() const { return sequence.enabled(); }
   bool is_affnet() const { return layout == "affnet"; }
   // The authors' module trees rather than the MetaFormer's (RaftMLP, MS-MLP).
-  bool custom_layout() const { return layout == "raftmlp" || layout == "msmlp"; }
+  bool custom_layout() const { return layout == "raftmlp" || layout == "msmlp" || layout == "stripmlp" ||
+                                        layout == "casvit"; }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
   bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp" && block != "mamba"; }
   // Throws mf::Error describing the first inconsistency.

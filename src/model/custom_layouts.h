@@ -1,5 +1,5 @@
-// Networks whose module tree is not the generic MetaFormer's: RaftMLP (layout "raftmlp") and MS-MLP
-// (layout "msmlp"). Each is built from a MetaFormerConfig and names its children exactly as the
+// Networks whose module tree is not the generic MetaFormer's: RaftMLP (layout "raftmlp"), MS-MLP
+// (layout "msmlp"), Strip-MLP (layout "stripmlp") and CAS-ViT (layout "casvit"). Each is built from a MetaFormerConfig and names its children exactly as the
 // authors' state dicts do, so their checkpoints load without renaming; MetaFormer holds one of them
 // as its body (docs/raft-and-shift-mlps.md). Input and output as MetaFormer::forward: channels-last
 // image batch in, logits out.
@@ -14,5 +14,7 @@ namespace mf {
 
 std::unique_ptr<Module> make_raftmlp_net(const MetaFormerConfig& c);
 std::unique_ptr<Module> make_msmlp_net(const MetaFormerConfig& c);
+std::unique_ptr<Module> make_stripmlp_net(const MetaFormerConfig& c);
+std::unique_ptr<Module> make_casvit_net(const MetaFormerConfig& c);
 
 }  // namespace mf

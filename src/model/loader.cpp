@@ -74,8 +74,12 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
   LoadResult result;
   // Original sail-sg checkpoints lack timm's stem key; rename theirs (timm's checkpoint_filter_fn).
   std::map<std::string, std::string> file_key_of;  // timm key -> key in the file
+  // A model whose own keys are named that way (CAS-ViT's network.{i}.{b}) loads its file as it is.
+  bool model_uses_original_names = false;
+  for (auto& [name, param] : model.named_parameters())
+    model_uses_original_names |= name == "network.0.0.mlp.fc1.weight" || name == "downsample_layers.0.proj.weight";
   const bool original_poolformer = file.contains("network.0.0.mlp.fc1.weight");
-  const bool rename = !file.contains("stem.conv.weight") &&
+  const bool rename = !model_uses_original_names && !file.contains("stem.conv.weight") &&
                       (original_poolformer || file.contains("downsample_layers.0.proj.weight"));
   for (const auto& name : file.names()) file_key_of[rename ? original_to_timm_key(name, original_poolformer) : name] = name;
   result.renamed_from_original = rename;

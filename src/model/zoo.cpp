@@ -173,6 +173,57 @@ MetaFormerConfig msmlp(const std::string& name, int dim, std::vector<int> depths
   return c;
 }
 
+// Strip-MLP-T (Med-Process/Strip_MLP, configs/smlp_tiny_alpha3_patch4_224_imagenet1k.yaml): embed dim 80,
+// layers 2, 2, 12, 2, alpha 3; the channel mixing's nn.LayerNorm (eps 1e-5), the final BatchNorm2d; the
+// Swin-style evaluation transform of the authors' code base (resize 256, crop 224, bicubic).
+MetaFormerConfig stripmlp(const std::string& name, int dim, std::vector<int> depths) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "stripmlp";
+  c.depths = std::move(depths);
+  c.dims = {dim, 2 * dim, 4 * dim, 8 * dim};
+  c.mixers.assign(4, MixerSpec{"strip", nlohmann::json::object()});
+  c.norms.assign(4, NormSpec{"layer_norm", 1e-5, true});
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.mlp_ratio = 3;
+  c.layer_scale_init.assign(4, std::nullopt);
+  c.res_scale_init.assign(4, std::nullopt);
+  c.stem = ConvSpec{4, 4, 0, std::nullopt};
+  c.downsample = ConvSpec{2, 2, 0, std::nullopt};
+  c.head.type = "linear";
+  c.head.norm = norm_from_name("batch_norm");
+  c.input.crop_pct = 0.875;
+  return c;
+}
+
+// CAS-ViT XS/S/M/T (Tianfang-Zhang/CAS-ViT, classification/model/rcvit.py: rcvit_xs, _s, _m, _t): BatchNorm
+// (eps 1e-5) everywhere, GELU, MLP ratio 4, the distillation head kept (logits are the two heads'
+// mean); the authors' evaluation transform (resize 256, crop 224, bicubic).
+MetaFormerConfig casvit(const std::string& name, std::vector<int> depths, std::vector<int> dims) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "casvit";
+  c.depths = std::move(depths);
+  c.dims = std::move(dims);
+  c.mixers.assign(4, MixerSpec{"additive", nlohmann::json::object()});
+  c.norms.assign(4, norm_from_name("batch_norm"));
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.mlp_ratio = 4;
+  c.layer_scale_init.assign(4, std::nullopt);
+  c.res_scale_init.assign(4, std::nullopt);
+  c.stem = ConvSpec{3, 2, 1, norm_from_name("batch_norm")};
+  c.stem.type = "two_conv";
+  c.stem.act = "relu";
+  c.downsample = ConvSpec{3, 2, 1, norm_from_name("batch_norm")};
+  c.downsample.norm_after = true;
+  c.head.type = "linear";
+  c.head.norm = norm_from_name("batch_norm");
+  c.input.crop_pct = 0.875;
+  return c;
+}
+
 const std::map<std::string, MetaFormerConfig>& zoo() {
   static const std::map<std::string, MetaFormerConfig> z = [] {
     std::map<std::string, MetaFormerConfig> m;
@@ -257,6 +308,11 @@ const std::map<std::string, MetaFormerConfig>& zoo() {
     add(raftmlp("raftmlp_s", {64, 128, 256, 512}));
     add(raftmlp("raftmlp_m", {96, 192, 384, 768}));
     add(raftmlp("raftmlp_l", {128, 192, 512, 1024}));
+    add(stripmlp("stripmlp_tiny", 80, {2, 2, 12, 2}));
+    add(casvit("casvit_xs", {2, 2, 4, 2}, {48, 56, 112, 220}));
+    add(casvit("casvit_s", {3, 3, 6, 3}, {48, 64, 128, 256}));
+    add(casvit("casvit_m", {3, 3, 6, 3}, {64, 96, 192, 384}));
+    add(casvit("casvit_t", {3, 3, 6, 3}, {96, 128, 256, 512}));
     add(msmlp("msmlp_tiny", 96, {3, 3, 9, 3}, {{1, 1, 3, 5, 7}, {1, 3, 3, 5, 7}, {1, 5, 5, 5, 7}, {1, 7, 7, 7, 7}}));
     return m;
   }();

@@ -192,6 +192,25 @@ void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, c
 }
 void Backend::permute(const Tensor&, const std::vector<int>&, Tensor&) { unsupported(OpKind::Permute); }
 void Backend::resize_bicubic(const Tensor&, bool, Tensor&) { unsupported(OpKind::ResizeBicubic); }
+void Backend::strip_mix(const Tensor&, const Tensor&, const Tensor*, int, Tensor&) { unsupported(OpKind::StripMix); }
+void Backend::strip_mix_backward(const Tensor&, const Tensor&, int, const Tensor&, Tensor*, Tensor*, Tensor*) {
+  unsupported(OpKind::StripMix);
+}
+void Backend::split_attention(const std::vector<Tensor>&, const Tensor&, Tensor&) {
+  unsupported(OpKind::SplitAttention);
+}
+void Backend::split_attention_backward(const std::vector<Tensor>&, const Tensor&, const Tensor&, std::vector<Tensor>&,
+                                       Tensor&) {
+  unsupported(OpKind::SplitAttention);
+}
+void Backend::grn(const Tensor&, const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::Grn); }
+void Backend::gate(const Tensor&, const Tensor&, bool, Tensor&) { unsupported(OpKind::Gate); }
+void Backend::gate_backward(const Tensor&, const Tensor&, bool, const Tensor&, Tensor&, Tensor&) {
+  unsupported(OpKind::Gate);
+}
+void Backend::grn_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::Grn);
+}
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
   unsupported(OpKind::SpatialShift);
 }

@@ -208,6 +208,23 @@ class Backend {
   // align_corners=False) (cubic convolution, A = -0.75, source taps clamped to the border). Adjoint
   // (`adjoint` set): x [B, Ho, Wo, C] -> y [B, H, W, C], the transpose of that map (its backward).
   virtual void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y);
+  // Strip-MLP's strip projection (its proj_h / proj_w, docs/strip-mlp-and-cas-vit.md): x [B, H, W, C],
+  // w [G·L, L, 1, 3] (the authors' grouped-conv weight), b [G·L] or null; channel c belongs to group
+  // g = c mod G. axis 2 (L = W): a whole row mixed, 3 taps along H (zero outside),
+  //   y[b, h, o, c] = b[g·L + o] + Σ_{w, t} w[g·L + o, w, 0, t] · x[b, h + t − 1, w, c];
+  // axis 1 (L = H): a whole column mixed, 3 taps along W,
+  //   y[b, o, w, c] = b[g·L + o] + Σ_{h, t} w[g·L + o, h, 0, t] · x[b, h, w + t − 1, c].
+  virtual void strip_mix(const Tensor& x, const Tensor& w, const Tensor* b, int axis, Tensor& y);
+  // branches: K tensors [B, ..., C]; logits [B, C·K] (channel-major: logit k of channel c at c·K + k)
+  // -> y = Σ_k softmax_k(logits[b, c·K + ·]) · branches[k] (Strip-MLP's reweight of three branches)
+  virtual void split_attention(const std::vector<Tensor>& branches, const Tensor& logits, Tensor& y);
+  // x [B, H, W, C], gamma, beta of C values: ConvNeXt-V2's GRN, g[b, c] = ‖x[b, :, :, c]‖₂,
+  // n = g / (mean_c g + 1e-6), y = gamma · x · n + beta + x
+  virtual void grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y);
+  // y = x ⊙ f(g), f = sigmoid or the identity; x [B, ..., C], g the same shape, or [B, ..., 1] (one
+  // value per position, CAS-ViT's spatial operation), or [B, C] (one per sample and channel, its
+  // channel operation)
+  virtual void gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).
@@ -265,6 +282,15 @@ class Backend {
   // constants and dx = dy · w / sqrt(var + eps).
   virtual void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
                                    bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db);
+  virtual void strip_mix_backward(const Tensor& x, const Tensor& w, int axis, const Tensor& dy, Tensor* dx, Tensor* dw,
+                                  Tensor* db);
+  // dbranches (K tensors) and dlogits overwritten
+  virtual void split_attention_backward(const std::vector<Tensor>& branches, const Tensor& logits, const Tensor& dy,
+                                        std::vector<Tensor>& dbranches, Tensor& dlogits);
+  virtual void grn_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy, Tensor& dx, Tensor* dgamma,
+                            Tensor* dbeta);
+  // dx and dg (g's shape, summed over the positions or channels it is broadcast to) overwritten
+  virtual void gate_backward(const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy, Tensor& dx, Tensor& dg);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

@@ -35,6 +35,10 @@ const char* op_name(OpKind op) {
     case OpKind::Permute: return "permute";
     case OpKind::SpatialShift: return "spatial_shift";
     case OpKind::ResizeBicubic: return "resize_bicubic";
+    case OpKind::StripMix: return "strip_mix";
+    case OpKind::SplitAttention: return "split_attention";
+    case OpKind::Grn: return "grn";
+    case OpKind::Gate: return "gate";
     case OpKind::kCount: break;
   }
   return "?";
@@ -73,6 +77,10 @@ OpFamily op_family(OpKind op) {
     case OpKind::Permute: return OpFamily::Layout;
     case OpKind::SpatialShift: return OpFamily::Layout;
     case OpKind::ResizeBicubic: return OpFamily::Pooling;
+    case OpKind::StripMix: return OpFamily::Gemm;
+    case OpKind::SplitAttention: return OpFamily::Elementwise;
+    case OpKind::Grn: return OpFamily::Norm;
+    case OpKind::Gate: return OpFamily::Elementwise;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -38,6 +38,10 @@ enum class OpKind : uint8_t {
   Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)
   SpatialShift,     // channel groups rolled cyclically along H or W (MS-MLP's shift)
   ResizeBicubic,    // torch's bicubic interpolation (align_corners=False) and its adjoint (RaftMLP)
+  StripMix,         // Strip-MLP's strip projection: a whole row (or column) mixed per channel group, 3 taps across
+  SplitAttention,   // softmax over K branches' per-channel logits, then their weighted sum (Strip-MLP's reweight)
+  Grn,              // global response normalisation (ConvNeXt-V2's GRN; Strip-MLP's channel mixing)
+  Gate,             // x ⊙ f(g), g full, per position or per sample and channel; f sigmoid or identity (CAS-ViT)
   kCount
 };
 

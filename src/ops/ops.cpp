@@ -592,6 +592,132 @@ void check_grad(const Tensor* g, const Tensor& like, const char* what, OpKind op
 }
 }  // namespace
 
+namespace {
+// Checks strip_mix's arguments; returns L, the length of the mixed axis.
+int64_t check_strip(const Tensor& x, const Tensor& w, const Tensor* b, int axis) {
+  check_rank(x, 4, OpKind::StripMix);
+  MF_CHECK(axis == 1 || axis == 2, "strip_mix: axis must be 1 (H) or 2 (W), not {}", axis);
+  const int64_t L = x.dim(axis);
+  MF_CHECK(w.ndim() == 4 && w.dim(1) == L && w.dim(2) == 1 && w.dim(3) == 3 && w.dim(0) % L == 0,
+           "strip_mix: weight {} does not fit an input {} mixed along axis {} (expected [G·{}, {}, 1, 3])",
+           w.shape().str(), x.shape().str(), axis, L, L);
+  const int64_t groups = w.dim(0) / L;
+  MF_CHECK(groups >= 1 && x.dim(3) % groups == 0, "strip_mix: {} channels do not split into {} groups", x.dim(3),
+           groups);
+  check_vec(b, w.dim(0), "bias", OpKind::StripMix);
+  return L;
+}
+}  // namespace
+
+Tensor strip_mix(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, int axis) {
+  const int64_t L = check_strip(x, w, b, axis);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::StripMix, x.numel() * L * 3);
+  e.backend->strip_mix(x, w, b, axis, y);
+  return y;
+}
+
+Tensor strip_mix_backward(const Exec& e, const Tensor& x, const Tensor& w, int axis, const Tensor& dy, bool need_dx,
+                          Tensor* dw, Tensor* db) {
+  const int64_t L = check_strip(x, w, nullptr, axis);
+  MF_CHECK(dy.shape() == x.shape(), "strip_mix backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::StripMix);
+  check_vec(db, w.dim(0), "bias gradient", OpKind::StripMix);
+  Tensor dx = need_dx ? out(e, x.shape()) : Tensor();
+  Timed t(e, OpKind::StripMix, 2 * x.numel() * L * 3);
+  e.backend->strip_mix_backward(x, w, axis, dy, need_dx ? &dx : nullptr, dw, db);
+  return dx;
+}
+
+namespace {
+void check_split_attention(const std::vector<Tensor>& branches, const Tensor& logits) {
+  MF_CHECK(!branches.empty() && branches.size() <= 16, "split_attention: {} branches (1 to 16)", branches.size());
+  const Shape& s = branches[0].shape();
+  MF_CHECK(s.ndim() >= 2, "split_attention: a branch must have a batch and a channel dimension, got {}", s.str());
+  for (const Tensor& t : branches)
+    MF_CHECK(t.shape() == s, "split_attention: branches {} and {} differ", s.str(), t.shape().str());
+  const auto K = static_cast<int64_t>(branches.size());
+  MF_CHECK(logits.ndim() == 2 && logits.dim(0) == s[0] && logits.dim(1) == s.last() * K,
+           "split_attention: logits {} for {} branches of {} (expected [{}, {}])", logits.shape().str(), K, s.str(),
+           s[0], s.last() * K);
+}
+}  // namespace
+
+Tensor split_attention(const Exec& e, const std::vector<Tensor>& branches, const Tensor& logits) {
+  check_split_attention(branches, logits);
+  Tensor y = out(e, branches[0].shape());
+  Timed t(e, OpKind::SplitAttention, 0);
+  e.backend->split_attention(branches, logits, y);
+  return y;
+}
+
+std::vector<Tensor> split_attention_backward(const Exec& e, const std::vector<Tensor>& branches, const Tensor& logits,
+                                             const Tensor& dy, Tensor& dlogits) {
+  check_split_attention(branches, logits);
+  MF_CHECK(dy.shape() == branches[0].shape(), "split_attention backward: dy {} for branches {}", dy.shape().str(),
+           branches[0].shape().str());
+  std::vector<Tensor> d;
+  for (size_t k = 0; k < branches.size(); ++k) d.push_back(out(e, dy.shape()));
+  dlogits = out(e, logits.shape());
+  Timed t(e, OpKind::SplitAttention, 0);
+  e.backend->split_attention_backward(branches, logits, dy, d, dlogits);
+  return d;
+}
+
+Tensor grn(const Exec& e, const Tensor& x, const Tensor& gamma, const Tensor& beta) {
+  check_rank(x, 4, OpKind::Grn);
+  check_vec(&gamma, x.dim(3), "gamma", OpKind::Grn);
+  check_vec(&beta, x.dim(3), "beta", OpKind::Grn);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::Grn, 0);
+  e.backend->grn(x, gamma, beta, y);
+  return y;
+}
+
+Tensor grn_backward(const Exec& e, const Tensor& x, const Tensor& gamma, const Tensor& dy, Tensor* dgamma,
+                    Tensor* dbeta) {
+  check_rank(x, 4, OpKind::Grn);
+  check_vec(&gamma, x.dim(3), "gamma", OpKind::Grn);
+  MF_CHECK(dy.shape() == x.shape(), "grn backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  check_vec(dgamma, x.dim(3), "gamma gradient", OpKind::Grn);
+  check_vec(dbeta, x.dim(3), "beta gradient", OpKind::Grn);
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::Grn, 0);
+  e.backend->grn_backward(x, gamma, dy, dx, dgamma, dbeta);
+  return dx;
+}
+
+namespace {
+void check_gate(const Tensor& x, const Tensor& g) {
+  MF_CHECK(x.ndim() >= 2, "gate: input must have a batch and a channel dimension, got {}", x.shape().str());
+  const bool full = g.shape() == x.shape();
+  Shape per_position = x.shape();
+  per_position[-1] = 1;
+  const bool position = g.shape() == per_position;
+  const bool channel = g.ndim() == 2 && g.dim(0) == x.dim(0) && g.dim(1) == x.shape().last();
+  MF_CHECK(full || position || channel, "gate: a gate {} fits neither {} itself, one value per position ({}) nor "
+           "one per sample and channel ([{}, {}])", g.shape().str(), x.shape().str(), per_position.str(), x.dim(0),
+           x.shape().last());
+}
+}  // namespace
+
+Tensor gate(const Exec& e, const Tensor& x, const Tensor& g, bool sigmoid) {
+  check_gate(x, g);
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::Gate, 0);
+  e.backend->gate(x, g, sigmoid, y);
+  return y;
+}
+
+std::pair<Tensor, Tensor> gate_backward(const Exec& e, const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy) {
+  check_gate(x, g);
+  MF_CHECK(dy.shape() == x.shape(), "gate backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  Tensor dx = out(e, x.shape()), dg = out(e, g.shape());
+  Timed t(e, OpKind::Gate, 0);
+  e.backend->gate_backward(x, g, sigmoid, dy, dx, dg);
+  return {dx, dg};
+}
+
 Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, bool need_dx, Tensor* dw,
                        Tensor* db) {
   const int64_t N = w.dim(0), K = w.dim(1);

@@ -128,6 +128,15 @@ Tensor spatial_shift_backward(const Exec& e, const Tensor& dy, int axis, int64_t
 // its backward: dy [B, height, width, C] -> dx [B, H, W, C].
 Tensor resize_bicubic(const Exec& e, const Tensor& x, int64_t height, int64_t width);
 Tensor resize_bicubic_backward(const Exec& e, const Tensor& dy, int64_t height, int64_t width);
+// Strip-MLP's strip projection (Backend::strip_mix): x [B, H, W, C], w [G·L, L, 1, 3], b [G·L] or
+// null; axis 2 mixes whole rows (L = W), axis 1 whole columns (L = H); channel c uses group c mod G.
+Tensor strip_mix(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, int axis);
+// K same-shaped branches and logits [B, C·K] -> Σ_k softmax_k(logits) · branches[k] (Backend::split_attention).
+Tensor split_attention(const Exec& e, const std::vector<Tensor>& branches, const Tensor& logits);
+// ConvNeXt-V2's global response normalisation over x [B, H, W, C]; gamma, beta of C values.
+Tensor grn(const Exec& e, const Tensor& x, const Tensor& gamma, const Tensor& beta);
+// x ⊙ f(g) (Backend::gate): g of x's shape, [B, ..., 1] or [B, C]; f sigmoid or the identity.
+Tensor gate(const Exec& e, const Tensor& x, const Tensor& g, bool sigmoid);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
@@ -185,6 +194,17 @@ Tensor complex_mul_backward(const Exec& e, const Tensor& a, const Tensor& b, con
 // mean, var: the statistics the forward used; batch_stats: they were the batch's own (training).
 Tensor batch_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var,
                            float eps, bool batch_stats, const Tensor& dy, Tensor* dw, Tensor* db);
+
+// Returns dx when need_dx (else an undefined tensor); dw, db accumulated.
+Tensor strip_mix_backward(const Exec& e, const Tensor& x, const Tensor& w, int axis, const Tensor& dy, bool need_dx,
+                          Tensor* dw, Tensor* db);
+// Returns the branches' gradients; dlogits overwritten (allocated here).
+std::vector<Tensor> split_attention_backward(const Exec& e, const std::vector<Tensor>& branches, const Tensor& logits,
+                                             const Tensor& dy, Tensor& dlogits);
+Tensor grn_backward(const Exec& e, const Tensor& x, const Tensor& gamma, const Tensor& dy, Tensor* dgamma,
+                    Tensor* dbeta);
+// Returns {dx, dg}.
+std::pair<Tensor, Tensor> gate_backward(const Exec& e, const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy);
 
 void embedding_backward_(const Exec& e, const Tensor& ids, const Tensor& dy, Tensor& dtable);
 Tensor rms_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw);

@@ -28,6 +28,11 @@ class CpuBackend : public RefBackend {
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;
   void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g,
                         Tensor& y) override;
+  void strip_mix(const Tensor& x, const Tensor& w, const Tensor* b, int axis, Tensor& y) override;
+  void strip_mix_backward(const Tensor& x, const Tensor& w, int axis, const Tensor& dy, Tensor* dx, Tensor* dw,
+                          Tensor* db) override;
+  void grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y) override;
+  void gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y) override;
   void pool_minus_input(const Tensor& x, int kernel, Tensor& y) override;
   void layer_norm(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override;
   void group_norm1(const Tensor& x, const Tensor& w, const Tensor* b, float eps, Tensor& y) override;

@@ -189,13 +189,14 @@ class CudaBackend final : public Backend {
   Precision precision() const override { return precision_; }
   DType activation_dtype() const override { return bf16_ ? DType::bf16 : DType::f32; }
   // The sequence ops (embedding, positions, causal attention, Mamba's conv, scan and RMSNorm),
-  // BatchNorm and the layout ops of RaftMLP and MS-MLP have no CUDA kernels yet: models that need
-  // them are refused at load time (MetaFormer::check_backend).
+  // BatchNorm, the layout ops of RaftMLP and MS-MLP and Strip-MLP's and CAS-ViT's ops have no CUDA kernels yet:
+  // models that need them are refused at load time (MetaFormer::check_backend).
   bool supports(OpKind op) const override {
     return op != OpKind::CrossEntropy && op != OpKind::Embedding && op != OpKind::AddPositions &&
            op != OpKind::CausalAttention && op != OpKind::CausalConv1d && op != OpKind::SelectiveScan &&
            op != OpKind::RmsNorm && op != OpKind::BatchNorm && op != OpKind::Permute &&
-           op != OpKind::SpatialShift && op != OpKind::ResizeBicubic;
+           op != OpKind::SpatialShift && op != OpKind::ResizeBicubic && op != OpKind::StripMix &&
+           op != OpKind::SplitAttention && op != OpKind::Grn && op != OpKind::Gate;
   }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {

@@ -65,6 +65,18 @@ class RefBackend : public Backend {
   void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
                      Tensor& y) override;
   void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) override;
+  void strip_mix(const Tensor& x, const Tensor& w, const Tensor* b, int axis, Tensor& y) override;
+  void strip_mix_backward(const Tensor& x, const Tensor& w, int axis, const Tensor& dy, Tensor* dx, Tensor* dw,
+                          Tensor* db) override;
+  void split_attention(const std::vector<Tensor>& branches, const Tensor& logits, Tensor& y) override;
+  void split_attention_backward(const std::vector<Tensor>& branches, const Tensor& logits, const Tensor& dy,
+                                std::vector<Tensor>& dbranches, Tensor& dlogits) override;
+  void grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y) override;
+  void grn_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy, Tensor& dx, Tensor* dgamma,
+                    Tensor* dbeta) override;
+  void gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y) override;
+  void gate_backward(const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy, Tensor& dx,
+                     Tensor& dg) override;
   void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,

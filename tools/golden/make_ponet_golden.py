@@ -127,7 +127,7 @@ def main():
     assert all(math.isfinite(float(t.abs().max())) for t in io.values()), "non-finite reference output"
     save_file({k: v.float().contiguous() for k, v in p.items()}, os.path.join(out_dir, "ponet_mixer.safetensors"))
     save_file({k: v.float().contiguous() for k, v in io.items()}, os.path.join(out_dir, "ponet_io.safetensors"))
-    options = {"type": "ponet", "heads": HEADS, "segments": SEGMENTS, "local_kernel": LOCAL}
+    options = {"type": "ponet", "head_dim": DIM // HEADS, "segments": SEGMENTS, "local_kernel": LOCAL}
     with open(os.path.join(out_dir, "ponet_config.json"), "w") as f:
         json.dump({"dim": DIM, "options": options, "batch": BATCH, "length": LENGTH, "torch": torch.__version__},
                   f, indent=1)

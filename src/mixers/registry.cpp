@@ -19,6 +19,9 @@ void register_aff_mixer(MixerRegistry& r);
 void register_axial_mlp_mixer(MixerRegistry& r);
 void register_wavelet_mixer(MixerRegistry& r);
 void register_s6_mixer(MixerRegistry& r);
+void register_hydra_mixer(MixerRegistry& r);
+void register_ponet_mixer(MixerRegistry& r);
+void register_channel_scan_mixer(MixerRegistry& r);
 void register_raft_mixer(MixerRegistry& r);
 void register_mix_shift_mixer(MixerRegistry& r);
 
@@ -39,6 +42,9 @@ MixerRegistry& MixerRegistry::get() {
     register_axial_mlp_mixer(r);
     register_wavelet_mixer(r);
     register_s6_mixer(r);
+    register_hydra_mixer(r);
+    register_ponet_mixer(r);
+    register_channel_scan_mixer(r);
     register_raft_mixer(r);
     register_mix_shift_mixer(r);
     return r;

@@ -18,13 +18,6 @@ struct Ponet {
   int64_t L, C, heads, hd, segment;
   int local;
   int64_t at(int64_t b, int64_t t, int k, int64_t c) const { return (b * L + t) * 6 * C + k * C + c; }
-  int64_t argmax(int64_t b, int k, int64_t c, int64_t lo, int64_t hi) const {
-    int64_t best = lo;
-    float v = P[at(b, lo, k, c)];
-    for (int64_t t = lo + 1; t < hi; ++t)
-      if (P[at(b, t, k, c)] > v) v = P[at(b, best = t, k, c)];
-    return best;
-  }
   // One head's global aggregation: g [hd] (mean query), a [L] (softmax weights), g2 [hd] (pooled value).
   void global(int64_t b, int64_t h, float* g, float* a, float* g2) const {
     const int64_t c0 = h * hd;
@@ -50,27 +43,51 @@ struct Ponet {
 };
 }  // namespace
 
+// Both passes walk the tokens in order with a head's channels innermost (contiguous in memory), so a
+// long sequence streams through the cache once per part instead of once per channel. Maxima keep
+// the first token attaining them (as the reference).
+namespace {
+// Per channel of head h: the maximum of projection k over tokens [lo, hi) and the token attaining it.
+void head_max(const Ponet& k, int64_t b, int proj, int64_t c0, int64_t lo, int64_t hi, float* mx, int64_t* arg) {
+  for (int64_t c = 0; c < k.hd; ++c) {
+    mx[c] = k.P[k.at(b, lo, proj, c0 + c)];
+    arg[c] = lo;
+  }
+  for (int64_t t = lo + 1; t < hi; ++t) {
+    const float* row = k.P + k.at(b, t, proj, c0);
+    for (int64_t c = 0; c < k.hd; ++c)
+      if (row[c] > mx[c]) {
+        mx[c] = row[c];
+        arg[c] = t;
+      }
+  }
+}
+}  // namespace
+
 void CpuBackend::ponet_pool(const Tensor& p, int heads, int64_t segment, int local_kernel, Tensor& y) {
-  const int64_t C = p.dim(2) / 6, L = p.dim(1), Bn = p.dim(0);
-  const Ponet k{p.data(), L, C, heads, C / heads, segment, local_kernel};
+  const int64_t C = p.dim(2) / 6, L = p.dim(1), Bn = p.dim(0), hd = C / heads;
+  const Ponet k{p.data(), L, C, heads, hd, segment, local_kernel};
   float* Y = y.data();
 #pragma omp parallel
   {
-    std::vector<float> g(static_cast<size_t>(k.hd)), g2(static_cast<size_t>(k.hd)), a(static_cast<size_t>(L));
+    std::vector<float> g(static_cast<size_t>(hd)), g2(static_cast<size_t>(hd)), a(static_cast<size_t>(L)),
+        smax(static_cast<size_t>(hd)), lmax(static_cast<size_t>(hd));
+    std::vector<int64_t> sarg(static_cast<size_t>(hd)), larg(static_cast<size_t>(hd));
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < Bn; ++b)
       for (int64_t h = 0; h < heads; ++h) {
+        const int64_t c0 = h * hd;
         k.global(b, h, g.data(), a.data(), g2.data());
-        for (int64_t c = h * k.hd; c < (h + 1) * k.hd; ++c) {
-          const float gc = g2[static_cast<size_t>(c - h * k.hd)];
-          for (int64_t lo = 0; lo < L; lo += segment) {
-            const int64_t hi = std::min(L, lo + segment);
-            const float s = k.P[k.at(b, k.argmax(b, 4, c, lo, hi), 4, c)];
-            for (int64_t t = lo; t < hi; ++t) {
-              const int64_t tl = k.argmax(b, 5, c, std::max<int64_t>(0, t - local_kernel / 2),
-                                          std::min(L, t + local_kernel / 2 + 1));
-              Y[(b * L + t) * C + c] = k.P[k.at(b, t, 3, c)] * (gc + s) + k.P[k.at(b, tl, 5, c)];
-            }
+        for (int64_t lo = 0; lo < L; lo += segment) {
+          const int64_t hi = std::min(L, lo + segment);
+          head_max(k, b, 4, c0, lo, hi, smax.data(), sarg.data());
+          for (int64_t t = lo; t < hi; ++t) {
+            head_max(k, b, 5, c0, std::max<int64_t>(0, t - local_kernel / 2), std::min(L, t + local_kernel / 2 + 1),
+                     lmax.data(), larg.data());
+            const float* o = k.P + k.at(b, t, 3, c0);
+            float* out = Y + (b * L + t) * C + c0;
+            for (int64_t c = 0; c < hd; ++c) out[c] = o[c] * (g2[static_cast<size_t>(c)] + smax[static_cast<size_t>(c)]) +
+                                                     lmax[static_cast<size_t>(c)];
           }
         }
       }
@@ -88,29 +105,36 @@ void CpuBackend::ponet_pool_backward(const Tensor& p, int heads, int64_t segment
 #pragma omp parallel
   {
     std::vector<float> g(static_cast<size_t>(hd)), g2(static_cast<size_t>(hd)), dg2(static_cast<size_t>(hd)),
-        dg(static_cast<size_t>(hd)), a(static_cast<size_t>(L)), da(static_cast<size_t>(L));
+        dg(static_cast<size_t>(hd)), a(static_cast<size_t>(L)), da(static_cast<size_t>(L)),
+        smax(static_cast<size_t>(hd)), lmax(static_cast<size_t>(hd)), dseg(static_cast<size_t>(hd));
+    std::vector<int64_t> sarg(static_cast<size_t>(hd)), larg(static_cast<size_t>(hd));
 #pragma omp for schedule(static) collapse(2)
     for (int64_t b = 0; b < Bn; ++b)
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t c0 = h * hd;
         k.global(b, h, g.data(), a.data(), g2.data());
         std::fill(dg2.begin(), dg2.end(), 0.f);
-        for (int64_t c = c0; c < c0 + hd; ++c) {  // fusion and the two maxima
-          const auto cc = static_cast<size_t>(c - c0);
-          for (int64_t lo = 0; lo < L; lo += segment) {
-            const int64_t hi = std::min(L, lo + segment), ts = k.argmax(b, 4, c, lo, hi);
-            const float s = k.P[k.at(b, ts, 4, c)];
-            float dseg = 0;
-            for (int64_t t = lo; t < hi; ++t) {
-              const float gy = G[(b * L + t) * C + c], o = k.P[k.at(b, t, 3, c)];
-              const int64_t tl = k.argmax(b, 5, c, std::max<int64_t>(0, t - local_kernel / 2),
-                                          std::min(L, t + local_kernel / 2 + 1));
-              DP[k.at(b, t, 3, c)] = gy * (g2[cc] + s);
-              DP[k.at(b, tl, 5, c)] += gy;
-              dseg += gy * o;
+        for (int64_t lo = 0; lo < L; lo += segment) {  // fusion and the two maxima
+          const int64_t hi = std::min(L, lo + segment);
+          head_max(k, b, 4, c0, lo, hi, smax.data(), sarg.data());
+          std::fill(dseg.begin(), dseg.end(), 0.f);
+          for (int64_t t = lo; t < hi; ++t) {
+            head_max(k, b, 5, c0, std::max<int64_t>(0, t - local_kernel / 2), std::min(L, t + local_kernel / 2 + 1),
+                     lmax.data(), larg.data());
+            const float* gy = G + (b * L + t) * C + c0;
+            const float* o = k.P + k.at(b, t, 3, c0);
+            float* d_o = DP + k.at(b, t, 3, c0);
+            for (int64_t c = 0; c < hd; ++c) {
+              const auto cc = static_cast<size_t>(c);
+              d_o[c] = gy[c] * (g2[cc] + smax[cc]);
+              DP[k.at(b, larg[cc], 5, c0 + c)] += gy[c];
+              dseg[cc] += gy[c] * o[c];
             }
-            DP[k.at(b, ts, 4, c)] = dseg;
-            dg2[cc] += dseg;
+          }
+          for (int64_t c = 0; c < hd; ++c) {
+            const auto cc = static_cast<size_t>(c);
+            DP[k.at(b, sarg[cc], 4, c0 + c)] = dseg[cc];
+            dg2[cc] += dseg[cc];
           }
         }
         // the global aggregation: g2 = Σ_t a[t] V[t], a = softmax(scale <g, K[t]>), g = mean_t Q[t]

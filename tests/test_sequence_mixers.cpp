@@ -130,6 +130,15 @@ TEST(ChannelScan, ReplacesTheMlpAndRoundTrips) {
   EXPECT_TRUE(found);
   EXPECT_THROW(parse_config(R"({"name": "x", "depths": [1], "dims": [8], "mixers": "pooling",
                                 "mlp": {"mixer": {"kind": "channel_scan"}}})", "x"), Error);
+  // A block without an MLP branch has nothing to replace.
+  try {
+    parse_config(R"({"name": "x", "depths": [1], "dims": [8], "mixers": "s6", "block": "mamba", "norms": "rms_norm",
+                     "mlp": {"mixer": "channel_scan"}})", "x");
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mlp.mixer replaces the MLP, but the 'mamba' block has none"), std::string::npos)
+        << e.what();
+  }
 }
 
 // One short training run per new mixer on ListOps-32: the training loss falls over two epochs.

@@ -37,7 +37,8 @@ class SequenceConv : public Module {
   }
   std::string kind() const override { return "Conv1d"; }
   std::string describe() const override {
-    return fmt::format("{} channels, depthwise {} centred{}", weight_->value.dim(0), g_.kernel_w, bias_ ? ", bias" : "");
+    return fmt::format("{} channels, depthwise {} centred{}", weight_->value.dim(0), g_.kernel_w,
+                       bias_ ? ", bias" : "");
   }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::DepthwiseConv2d); }
   // x [B, L, C] -> [B, L, C]
@@ -169,7 +170,8 @@ void register_hydra_mixer(MixerRegistry& r) {
                     "1..1048576, got {}", inner);
            MF_CHECK(kernel >= 1 && kernel <= 63 && kernel % 2 == 1, "hydra: d_conv must be odd, in 1..63 (a centred "
                     "window), got {}", kernel);
-           MF_CHECK(rank >= 1 && rank <= inner, "hydra: dt_rank must be in 1..{} (the inner width), got {}", inner, rank);
+           MF_CHECK(rank >= 1 && rank <= inner, "hydra: dt_rank must be in 1..{} (the inner width), got {}", inner,
+                    rank);
            MF_CHECK(headdim >= 1 && inner % headdim == 0, "hydra: headdim {} must divide the inner width {}", headdim,
                     inner);
            MF_CHECK(chunk >= 1 && chunk <= (1 << 20), "hydra: chunk must be positive, got {}", chunk);

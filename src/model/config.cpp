@@ -222,6 +222,8 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(num_classes >= 1 && num_classes <= 1000000, "model '{}': num_classes {} is out of range", name,
            num_classes);
   MF_CHECK(mlp_ratio > 0 && mlp_ratio <= 64, "model '{}': mlp_ratio {} is out of range", name, mlp_ratio);
+  MF_CHECK(mlp_mixer.type.empty() || has_mlp_branch(), "model '{}': mlp.mixer replaces the MLP, but the '{}' block "
+           "has none", name, block);
   const std::set<std::string> heads{"linear", "mlp", "mambaout_mlp", "norm_mlp", "token_norm_linear"};
   MF_CHECK(heads.count(head.type), "model '{}': unknown head type '{}' (known: linear, mlp, mambaout_mlp, norm_mlp, "
            "token_norm_linear)", name, head.type);

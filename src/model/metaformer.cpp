@@ -121,7 +121,8 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   if (!ctx.training) {
     // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
     const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
-    if (channel_mixer_) return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
+    if (channel_mixer_)
+      return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
     if (!mlp_) return h;
     return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
   }

@@ -86,8 +86,10 @@ void CpuBackend::ponet_pool(const Tensor& p, int heads, int64_t segment, int loc
                      lmax.data(), larg.data());
             const float* o = k.P + k.at(b, t, 3, c0);
             float* out = Y + (b * L + t) * C + c0;
-            for (int64_t c = 0; c < hd; ++c) out[c] = o[c] * (g2[static_cast<size_t>(c)] + smax[static_cast<size_t>(c)]) +
-                                                     lmax[static_cast<size_t>(c)];
+            for (int64_t c = 0; c < hd; ++c) {
+              const auto cc = static_cast<size_t>(c);
+              out[c] = o[c] * (g2[cc] + smax[cc]) + lmax[cc];
+            }
           }
         }
       }
@@ -157,7 +159,8 @@ void CpuBackend::ponet_pool_backward(const Tensor& p, int heads, int64_t segment
           }
         }
         for (int64_t t = 0; t < L; ++t)
-          for (int64_t c = 0; c < hd; ++c) DP[k.at(b, t, 0, c0 + c)] = dg[static_cast<size_t>(c)] / static_cast<float>(L);
+          for (int64_t c = 0; c < hd; ++c)
+            DP[k.at(b, t, 0, c0 + c)] = dg[static_cast<size_t>(c)] / static_cast<float>(L);
       }
   }
 }

@@ -55,6 +55,14 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     add({"s6", {{"d_state", 4}, {"dt_rank", 2}, {"chunk", 4}}, 8, 1, 11});
     add({"s6", {{"d_state", 3}, {"expand", 1}, {"d_conv", 3}, {"bias", true}}, 6, 3, 4});
     add({"s6", {{"d_state", 4}}, 16, 1, 9});
+    // Hydra: chunks shorter than the sequence, several diagonal heads, a 2-D grid; PoNet: segments
+    // that split the sequence unevenly, a wider local window, several heads.
+    add({"hydra", {{"d_state", 4}, {"dt_rank", 2}, {"chunk", 4}, {"headdim", 4}}, 8, 1, 11});
+    add({"hydra", {{"d_state", 3}, {"expand", 1}, {"d_conv", 3}, {"bias", true}}, 6, 3, 4});
+    add({"hydra", {{"d_state", 4}}, 16, 1, 9});
+    add({"ponet", {{"head_dim", 4}, {"segments", 3}}, 8, 1, 11});
+    add({"ponet", {{"local_kernel", 5}}, 16, 1, 9});
+    add({"ponet", {{"head_dim", 2}, {"segments", 2}}, 6, 3, 4});
     return m;
   }();
   return cases;

@@ -270,6 +270,46 @@ void add_sequence_cases(std::vector<OpCase>& v) {
                    return std::vector<Tensor>{g.du, g.ddt_raw, da, g.dbc, dd, g.dz};
                  }});
   }
+  // Hydra's bidirectional scan: chunks shorter than the sequence, one and several diagonal heads, a
+  // single token (both shifted outputs empty).
+  struct BiScan {
+    int64_t b, l, d, n, rank, heads, chunk;
+  };
+  for (BiScan s : {BiScan{2, 13, 6, 4, 3, 2, 4}, BiScan{1, 40, 4, 3, 1, 1, 7}, BiScan{3, 9, 4, 2, 2, 4, 64},
+                   BiScan{1, 1, 3, 2, 0, 3, 1}}) {
+    // u, dt_raw [2D] (around softplus's bend), A_log, x_proj's output [dt | B_f C_f B_b C_b], dd, D
+    std::vector<OpInput> inputs{{{s.b, s.l, s.d}}, {{s.b, s.l, 2 * s.d}, -3.f, 1.f}, {{s.d, s.n}},
+                                {{s.b, s.l, s.rank + 4 * s.n}}, {{s.b, s.l, s.heads}}, {{s.heads}}};
+    v.push_back({fmt::format("bidirectional_scan/B{} L{} D{} N{} heads{} chunk{}", s.b, s.l, s.d, s.n, s.heads,
+                             s.chunk),
+                 OpKind::BidirectionalScan, 1e-5, inputs,
+                 [=](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::bidirectional_scan(e, in[0], in[1], in[2], in[3], s.rank, in[4], in[5]);
+                 },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   Tensor da = zeros_like(in[2]), dd = zeros_like(in[5]);
+                   op::BidirectionalScanGrads g = op::bidirectional_scan_backward(
+                       e, in[0], in[1], in[2], in[3], s.rank, in[4], in[5], dy, s.chunk, &da, &dd);
+                   return std::vector<Tensor>{g.du, g.ddt_raw, da, g.dbc, g.ddd, dd};
+                 }});
+  }
+  // PoNet's pooling: segments that divide the sequence and that do not, one token, a wide window.
+  struct Pool {
+    int64_t b, l, c;
+    int heads;
+    int64_t segment;
+    int local;
+  };
+  for (Pool k : {Pool{2, 13, 8, 2, 5, 3}, Pool{1, 12, 6, 3, 4, 5}, Pool{3, 1, 4, 1, 2, 3}, Pool{1, 9, 4, 4, 10, 7}})
+    v.push_back({fmt::format("ponet_pool/B{} L{} C{} heads{} segment{} local{}", k.b, k.l, k.c, k.heads, k.segment,
+                             k.local),
+                 OpKind::PonetPool, 1e-5, {{{k.b, k.l, 6 * k.c}, -2.f, 2.f}},
+                 [=](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::ponet_pool(e, in[0], k.heads, k.segment, k.local);
+                 },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   return std::vector<Tensor>{op::ponet_pool_backward(e, in[0], k.heads, k.segment, k.local, dy)};
+                 }});
 }
 }  // namespace
 

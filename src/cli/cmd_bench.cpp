@@ -10,6 +10,8 @@
 // engine and its peers the same ones); `--json` also writes the points for scripts, one object per
 // point with a name on every field (with --profile, "ops" lists each op's calls, time and MACs);
 // `--gemm` measures the machine's GEMM ceiling through oneDNN, the library the engine's GEMMs run on.
+// `--lengths` times a sequence model at several sequence lengths (its nominal one otherwise): how a
+// mixer's cost grows with L (docs/sequences.md's cost table).
 #include <fmt/format.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -40,6 +42,7 @@ namespace {
 struct Point {
   std::string model;
   int batch = 1;
+  int64_t length = 0;  // a sequence model's timed length (0: its nominal sequence.length)
   double median_ms = 0, min_ms = 0, max_ms = 0, gmacs_per_image = 0, peak_rss_mb = 0;
   double peak_gpu_mb = 0;  // the GPU memory pool's peak (cuda backend), weights included
   int runs = 0;
@@ -72,7 +75,7 @@ Tensor bench_input(const std::string& input, int batch, int res, int chans, cons
 }
 
 Point measure(const ModelArgs& base, const std::string& model, const std::string& input, int batch, int resolution,
-              int warmup, int runs, bool profile) {
+              int64_t length, int warmup, int runs, bool profile) {
   ModelArgs a = base;
   if (a.config.empty()) a.model = model;  // with --config, the description is the file's
   LoadedModel lm = load_model(a);
@@ -82,8 +85,10 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   const bool gpu = lm.backend->device() == Device::CUDA;
   if (gpu) reset_gpu_peak();
   // A sequence model's nominal input: sequence.length steps of zeros (id 0 for tokens).
-  Tensor x = c.is_sequence() && input.empty() ? Tensor::zeros({batch, 1, c.sequence.length, c.in_chans})
-                                              : bench_input(input, batch, res, c.in_chans, ctx.exec);
+  MF_CHECK(length == 0 || c.is_sequence(), "--lengths: {} is not a sequence model", c.name);
+  Tensor x = c.is_sequence() && input.empty()
+                 ? Tensor::zeros({batch, 1, length > 0 ? length : c.sequence.length, c.in_chans})
+                 : bench_input(input, batch, res, c.in_chans, ctx.exec);
   // Whole passes through the backend's recorder (CUDA graphs); the profiled pass below is not recorded.
   const auto pass = [&](const Tensor& in) { return lm.model->run(ctx, in); };
   for (int i = 0; i < warmup; ++i) lm.backend->run_pass(lm.model.get(), x, pass);
@@ -92,6 +97,7 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   Point p;
   p.model = model.empty() ? c.name : model;
   p.batch = batch;
+  p.length = length;
   std::vector<double> ms;
   for (int i = 0; i < runs; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -115,7 +121,7 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
 }
 
 nlohmann::json to_json(const Point& p) {
-  nlohmann::json j{{"model", p.model},   {"batch", p.batch},   {"median_ms", p.median_ms},
+  nlohmann::json j{{"model", p.model},   {"batch", p.batch},   {"length", p.length}, {"median_ms", p.median_ms},
                    {"min_ms", p.min_ms}, {"max_ms", p.max_ms}, {"gmacs", p.gmacs_per_image},
                    {"rss", p.peak_rss_mb}, {"gpu", p.peak_gpu_mb}, {"runs", p.runs}};
   j["seconds"] = p.profile.seconds;
@@ -128,6 +134,7 @@ Point from_json(const nlohmann::json& j) {
   Point p;
   p.model = j["model"];
   p.batch = j["batch"];
+  p.length = j["length"];
   p.median_ms = j["median_ms"];
   p.min_ms = j["min_ms"];
   p.max_ms = j["max_ms"];
@@ -147,6 +154,7 @@ nlohmann::json labelled_json(const Point& p, int threads, const ModelArgs& m, in
                              bool profiled) {
   nlohmann::json j{{"model", p.model},
                    {"batch", p.batch},
+                   {"length", p.length},  // 0: the model's nominal sequence length (or an image model)
                    {"threads", threads},
                    {"backend", m.backend},
                    {"dtype", m.dtype},
@@ -181,7 +189,7 @@ nlohmann::json labelled_json(const Point& p, int threads, const ModelArgs& m, in
 
 // Forks, measures in the child, and reads its result back through a pipe.
 Point measure_in_child(const ModelArgs& base, const std::string& model, const std::string& input, int batch,
-                       int resolution, int warmup, int runs, bool profile) {
+                       int resolution, int64_t length, int warmup, int runs, bool profile) {
   int fds[2];
   MF_CHECK(pipe(fds) == 0, "pipe failed: {}", std::strerror(errno));
   const pid_t parent = getpid();
@@ -197,7 +205,7 @@ Point measure_in_child(const ModelArgs& base, const std::string& model, const st
     std::string msg;
     int code = 0;
     try {
-      msg = to_json(measure(base, model, input, batch, resolution, warmup, runs, profile)).dump();
+      msg = to_json(measure(base, model, input, batch, resolution, length, warmup, runs, profile)).dump();
     } catch (const std::exception& e) {
       msg = nlohmann::json{{"error", e.what()}}.dump();
       code = 1;
@@ -229,7 +237,7 @@ Point measure_in_child(const ModelArgs& base, const std::string& model, const st
 void register_bench(CLI::App& app) {
   struct Args {
     ModelArgs model;
-    std::string batches = "1,8", input, json;
+    std::string batches = "1,8", input, json, lengths;
     int resolution = 0, warmup = 3, runs = 10;
     bool profile = false, gemm = false;
   };
@@ -252,6 +260,8 @@ void register_bench(CLI::App& app) {
   sub->add_option("--warmup", args->warmup, "untimed passes first")->capture_default_str()->check(CLI::Range(0, 100));
   sub->add_option("--runs", args->runs, "timed passes")->capture_default_str()->check(CLI::Range(1, 10000));
   sub->add_flag("--profile", args->profile, "also print the time spent per op family");
+  sub->add_option("--lengths", args->lengths, "comma-separated sequence lengths (sequence models; default: the "
+                  "model's sequence.length)");
   sub->callback([args] {
     const int threads = args->model.threads > 0 ? args->model.threads : static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
     if (args->gemm) {
@@ -290,25 +300,40 @@ void register_bench(CLI::App& app) {
       MF_CHECK(v >= 1 && v <= 4096, "--batch: {} is out of range [1, 4096]", v);
       batches.push_back(v);
     }
+    std::vector<int64_t> lengths;
+    for (auto& l : split_list(args->lengths, ',')) {
+      int64_t v = 0;
+      try {
+        v = std::stoll(l);
+      } catch (const std::exception&) {
+        fail("--lengths: '{}' is not a number", l);
+      }
+      MF_CHECK(v >= 1 && v <= (int64_t{1} << 24), "--lengths: {} is out of range [1, 16777216]", v);
+      lengths.push_back(v);
+    }
+    if (lengths.empty()) lengths.push_back(0);
     parse_precision(args->model.dtype);  // a bad name fails here, once, not in each child
     const bool gpu = args->model.backend == "cuda";
     std::vector<Point> points;
     for (auto& model : models)
-      for (int b : batches) {
-        Point p = measure_in_child(args->model, model, args->input, b, args->resolution, args->warmup, args->runs, args->profile);
-        if (points.empty()) {  // after the first point: a model that cannot run prints its error line alone
-          fmt::print("| model | batch | threads | backend | latency ms (median) | min-max ms | images/s | GMACs/img | "
-                     "GFLOP/s | peak RSS MB |{}\n", gpu ? " peak GPU MB |" : "");
-          fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|{}\n", gpu ? "---:|" : "");
+      for (int b : batches)
+        for (int64_t len : lengths) {
+          Point p = measure_in_child(args->model, model, args->input, b, args->resolution, len, args->warmup, args->runs,
+                                     args->profile);
+          if (len > 0) p.model += fmt::format(" L={}", len);
+          if (points.empty()) {  // after the first point: a model that cannot run prints its error line alone
+            fmt::print("| model | batch | threads | backend | latency ms (median) | min-max ms | images/s | GMACs/img | "
+                       "GFLOP/s | peak RSS MB |{}\n", gpu ? " peak GPU MB |" : "");
+            fmt::print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|{}\n", gpu ? "---:|" : "");
+          }
+          fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |{}\n", p.model,
+                     p.batch, threads, args->model.dtype == "fp32" ? args->model.backend : args->model.backend + " " + args->model.dtype, p.median_ms, p.min_ms, p.max_ms,
+                     1000.0 * p.batch / p.median_ms, p.gmacs_per_image,
+                     2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0), p.peak_rss_mb,
+                     gpu ? fmt::format(" {:.0f} |", p.peak_gpu_mb) : "");
+          std::fflush(stdout);
+          points.push_back(std::move(p));
         }
-        fmt::print("| {} | {} | {} | {} | {:.2f} | {:.2f}-{:.2f} | {:.1f} | {:.3f} | {:.1f} | {:.0f} |{}\n", p.model,
-                   p.batch, threads, args->model.dtype == "fp32" ? args->model.backend : args->model.backend + " " + args->model.dtype, p.median_ms, p.min_ms, p.max_ms,
-                   1000.0 * p.batch / p.median_ms, p.gmacs_per_image,
-                   2.0 * p.gmacs_per_image * p.batch / (p.median_ms / 1000.0), p.peak_rss_mb,
-                   gpu ? fmt::format(" {:.0f} |", p.peak_gpu_mb) : "");
-        std::fflush(stdout);
-        points.push_back(std::move(p));
-      }
     if (!args->json.empty()) {
       nlohmann::json j = nlohmann::json::array();
       for (auto& p : points)

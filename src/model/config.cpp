@@ -222,6 +222,8 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(num_classes >= 1 && num_classes <= 1000000, "model '{}': num_classes {} is out of range", name,
            num_classes);
   MF_CHECK(mlp_ratio > 0 && mlp_ratio <= 64, "model '{}': mlp_ratio {} is out of range", name, mlp_ratio);
+  MF_CHECK(mlp_mixer.type.empty() || has_mlp_branch(), "model '{}': mlp.mixer replaces the MLP, but the '{}' block "
+           "has none", name, block);
   const std::set<std::string> heads{"linear", "mlp", "mambaout_mlp", "norm_mlp", "token_norm_linear"};
   MF_CHECK(heads.count(head.type), "model '{}': unknown head type '{}' (known: linear, mlp, mambaout_mlp, norm_mlp, "
            "token_norm_linear)", name, head.type);
@@ -352,7 +354,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
 
   const json* mixers = r.get("mixers");
   MF_CHECK(mixers != nullptr, "{}: 'mixers' is required (one name, or one per stage)", what);
-  c.mixers = per_stage<MixerSpec>(mixers, n, what + ": mixers", [](const json& v, const std::string& w) {
+  auto parse_mixer = [](const json& v, const std::string& w) {
     if (v.is_string()) return MixerSpec{v.get<std::string>(), json::object()};
     MF_CHECK(v.is_object() && v.contains("type") && v["type"].is_string(),
              "{}: a mixer is a name or an object with a string 'type'", w);
@@ -360,7 +362,8 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     std::string type = opts["type"].get<std::string>();
     opts.erase("type");
     return MixerSpec{type, opts};
-  });
+  };
+  c.mixers = per_stage<MixerSpec>(mixers, n, what + ": mixers", parse_mixer);
 
   c.block = r.string("block", c.block);
   c.layout = r.string("layout", c.layout);
@@ -374,6 +377,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     c.mlp_bias = m.boolean("bias", c.mlp_bias);
     c.mlp_ratio = m.number("ratio", c.mlp_ratio, 1e-3, 64);
     c.mlp_glu = m.boolean("glu", c.mlp_glu);
+    if (const json* mixer = m.get("mixer")) c.mlp_mixer = parse_mixer(*mixer, what + ": mlp.mixer");
     m.finish();
   }
 
@@ -543,6 +547,11 @@ json config_to_json(const MetaFormerConfig& c) {
   j["block"] = c.block;
   j["layout"] = c.layout;
   j["mlp"] = json{{"act", c.mlp_act}, {"bias", c.mlp_bias}, {"ratio", c.mlp_ratio}, {"glu", c.mlp_glu}};
+  if (!c.mlp_mixer.type.empty()) {
+    json m = c.mlp_mixer.options;
+    m["type"] = c.mlp_mixer.type;
+    j["mlp"]["mixer"] = m;
+  }
   j["layer_scale_init"] = ls;
   j["res_scale_init"] = rs;
   j["stem"] = conv_to_json(c.stem);

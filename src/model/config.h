@@ -136,6 +136,9 @@ struct MetaFormerConfig {
   bool mlp_bias = false;
   double mlp_ratio = 4.0;
   bool mlp_glu = false;  // timm's GluMlp (gMixer): fc2 reads x1 ⊙ act(x2)
+  // "mlp": {"mixer": ...}: a registered mixer in the MLP's place (a channel mixer such as
+  // "channel_scan", MambaMixer's); empty type: the MLP.
+  MixerSpec mlp_mixer;
   std::vector<std::optional<double>> layer_scale_init;  // per stage; empty optional = no layer scale
   std::vector<std::optional<double>> res_scale_init;    // per stage; empty optional = no res scale
   ConvSpec stem{7, 4, 2, std::nullopt};

@@ -94,8 +94,13 @@ MetaFormerBlock::MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t h
   // timm: int(mlp_ratio * dim); MetaFormer's token-stage (attention) MLPs are nn.Linear, its other
   // stages' 1×1 convs (weights [out, in, 1, 1]); mlp_mixer.py's are nn.Linear.
   const bool conv1x1 = c.block == "metaformer" && c.mixers[s].type != "attention";
-  mlp_ = add_child(n.mlp, std::make_unique<Mlp>(dim, static_cast<int64_t>(c.mlp_ratio * static_cast<double>(dim)),
-                                                c.mlp_act, c.mlp_bias, conv1x1, c.mlp_glu));
+  if (!c.mlp_mixer.type.empty()) {  // a channel mixer in the MLP's place, under the MLP's name
+    MixerContext cc{dim, stage, height, width, c.mlp_mixer.options};
+    channel_mixer_ = add_child(n.mlp, MixerRegistry::get().create(c.mlp_mixer.type, cc));
+  } else {
+    mlp_ = add_child(n.mlp, std::make_unique<Mlp>(dim, static_cast<int64_t>(c.mlp_ratio * static_cast<double>(dim)),
+                                                  c.mlp_act, c.mlp_bias, conv1x1, c.mlp_glu));
+  }
   if (ls) layer_scale2_ = add_child(n.ls2, std::make_unique<Scale>(dim, static_cast<float>(*ls), n.ls_param));
   if (rs) res_scale2_ = add_child("res_scale2", std::make_unique<Scale>(dim, static_cast<float>(*rs)));
 }
@@ -116,6 +121,8 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   if (!ctx.training) {
     // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
     const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
+    if (channel_mixer_)
+      return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
     if (!mlp_) return h;
     return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
   }
@@ -126,8 +133,8 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   Tensor h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
   saved_x_ = x;
   saved_mixer_out_ = m;
-  if (!mlp_) return h;
-  Tensor p = mlp_->run(ctx, norm2_->run(ctx, h));
+  if (!second_branch()) return h;
+  Tensor p = second_branch()->run(ctx, norm2_->run(ctx, h));
   if (drop) p = op::sample_scale(ctx.exec, p, mask2_ = drop_path_mask(ctx, x.dim(0)));
   Tensor y = op::scaled_residual_new(ctx.exec, h, scale_of(res_scale2_), p, scale_of(layer_scale2_));
   saved_h_ = h;
@@ -146,7 +153,7 @@ Tensor* scale_grad(Scale* s) {
 Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   Tensor dh = dy;
-  if (mlp_) dh = mlp_branch_backward(ctx, dy);
+  if (second_branch()) dh = mlp_branch_backward(ctx, dy);
   // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
   auto [dx, dm] = op::scaled_residual_backward(ctx.exec, saved_x_, scale_of(res_scale1_), saved_mixer_out_,
                                                scale_of(layer_scale1_), dh, scale_grad(res_scale1_),
@@ -163,7 +170,7 @@ Tensor MetaFormerBlock::mlp_branch_backward(Ctx& ctx, const Tensor& dy) {
                                                scale_of(layer_scale2_), dy, scale_grad(res_scale2_),
                                                scale_grad(layer_scale2_));
   if (mask2_.defined()) dp = op::sample_scale(ctx.exec, dp, mask2_);
-  return op::scaled_residual(ctx.exec, dh, nullptr, norm2_->backward(ctx, mlp_->backward(ctx, dp)), nullptr);
+  return op::scaled_residual(ctx.exec, dh, nullptr, norm2_->backward(ctx, second_branch()->backward(ctx, dp)), nullptr);
 }
 
 // ------------------------------------------------------------------------------------------- stage

@@ -78,6 +78,8 @@ class MetaFormerBlock : public Module {
   Scale* res_scale1_ = nullptr;
   Norm* norm2_ = nullptr;  // null (with mlp_) in one-branch blocks
   Mlp* mlp_ = nullptr;
+  TokenMixer* channel_mixer_ = nullptr;  // "mlp": {"mixer": ...} instead of the MLP
+  Module* second_branch() const { return mlp_ ? static_cast<Module*>(mlp_) : channel_mixer_; }
   Scale* layer_scale2_ = nullptr;
   Scale* res_scale2_ = nullptr;
 };

@@ -165,6 +165,19 @@ void Backend::selective_scan(const Tensor&, const Tensor&, const Tensor&, const 
                              const Tensor&, Tensor&) {
   unsupported(OpKind::SelectiveScan);
 }
+void Backend::bidirectional_scan(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t, const Tensor&,
+                                 const Tensor&, Tensor&) {
+  unsupported(OpKind::BidirectionalScan);
+}
+void Backend::bidirectional_scan_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, int64_t,
+                                          const Tensor&, const Tensor&, const Tensor&, int64_t, Tensor&, Tensor&,
+                                          Tensor&, Tensor&, Tensor*, Tensor*) {
+  unsupported(OpKind::BidirectionalScan);
+}
+void Backend::ponet_pool(const Tensor&, int, int64_t, int, Tensor&) { unsupported(OpKind::PonetPool); }
+void Backend::ponet_pool_backward(const Tensor&, int, int64_t, int, const Tensor&, Tensor&) {
+  unsupported(OpKind::PonetPool);
+}
 void Backend::rms_norm(const Tensor&, const Tensor&, float, Tensor&) { unsupported(OpKind::RmsNorm); }
 void Backend::rms_norm_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*) {
   unsupported(OpKind::RmsNorm);

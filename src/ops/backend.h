@@ -196,6 +196,22 @@ class Backend {
   // and C right after (x_proj's output, whose first channels are dt's low-rank input); d_skip [D].
   virtual void selective_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
                               int64_t b_offset, const Tensor& d_skip, const Tensor& z, Tensor& y);
+  // Hydra's quasiseparable mixer, S6's recurrence run once each way per sequence b and channel d:
+  //   dt_f[t] = softplus(dt_raw[t, d]), dt_b[t] = softplus(dt_raw[t, D + d]), A[n] = -exp(a_log[d, n]),
+  //   f[t] = exp(dt_f[t] A) f[t-1] + dt_f[t] B_f[t] u[t],   f[-1] = 0   (forward)
+  //   g[t] = exp(dt_b[t] A) g[t+1] + dt_b[t] B_b[t] u[t],   g[L] = 0    (backward)
+  //   y[t, d] = <f[t-1], C_f[t-1]> + <g[t+1], C_b[t+1]> + u[t, d] (dd[t, h] + d_skip[h])
+  // (the two scans' outputs shifted by one token away from t: shift(SS) + flip(shift(SS(flip))), and
+  // the diagonal, one value per head h = d / (D / H)). u [B, L, D]; dt_raw [B, L, 2D]; a_log [D, N];
+  // bc [B, L, *] holding B_f, C_f, B_b, C_b (N channels each) from channel b_offset; dd [B, L, H];
+  // d_skip [H].
+  virtual void bidirectional_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                                  int64_t b_offset, const Tensor& dd, const Tensor& d_skip, Tensor& y);
+  // PoNet's pooling and fusion. p [B, L, 6C] holds per token Q, K, V, O, S, Lo (C channels each);
+  // per head h of C / heads channels: g = mean_t Q[t], a = softmax_t(<g, K[t]> / sqrt(C / heads)),
+  // g' = Σ_t a[t] V[t]; s[t] = max of S over t's segment (tokens [k·seg, (k+1)·seg)); l[t] = max of Lo
+  // over tokens t - K/2 .. t + K/2 that exist -> y [B, L, C] = O ⊙ (g' + s) + l
+  virtual void ponet_pool(const Tensor& p, int heads, int64_t segment, int local_kernel, Tensor& y);
   // x [..., C], w [C] -> y = x · rsqrt(mean over C of x² + eps) · w (no mean subtracted, no bias)
   virtual void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
   // x (rank <= 6) -> y with y.dim(i) = x.dim(perm[i]): a contiguous copy of torch's x.permute(perm)
@@ -276,6 +292,15 @@ class Backend {
                                        int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy,
                                        int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz,
                                        Tensor* da_log, Tensor* dd_skip);
+  // du, ddt_raw [B, L, 2D], ddd [B, L, H] overwritten; dbc overwritten (zero outside B_f .. C_b);
+  // da_log and dd_skip accumulated. States recomputed from checkpoints every `chunk` steps.
+  virtual void bidirectional_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log,
+                                           const Tensor& bc, int64_t b_offset, const Tensor& dd, const Tensor& d_skip,
+                                           const Tensor& dy, int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc,
+                                           Tensor& ddd, Tensor* da_log, Tensor* dd_skip);
+  // dp [B, L, 6C] overwritten (a maximum's gradient goes to the token that attained it).
+  virtual void ponet_pool_backward(const Tensor& p, int heads, int64_t segment, int local_kernel, const Tensor& dy,
+                                   Tensor& dp);
   virtual void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw);
   // mean, var: the statistics the forward normalised with. batch_stats: they were x's own (training
   // mode), so dx includes their dependence on x; otherwise (eval, running statistics) they are

@@ -30,6 +30,8 @@ const char* op_name(OpKind op) {
     case OpKind::CausalAttention: return "causal_attention";
     case OpKind::CausalConv1d: return "causal_conv1d";
     case OpKind::SelectiveScan: return "selective_scan";
+    case OpKind::BidirectionalScan: return "bidirectional_scan";
+    case OpKind::PonetPool: return "ponet_pool";
     case OpKind::RmsNorm: return "rms_norm";
     case OpKind::BatchNorm: return "batch_norm";
     case OpKind::Permute: return "permute";
@@ -72,6 +74,8 @@ OpFamily op_family(OpKind op) {
     case OpKind::CausalAttention: return OpFamily::Attention;
     case OpKind::CausalConv1d: return OpFamily::Depthwise;
     case OpKind::SelectiveScan: return OpFamily::Attention;  // the token mixing of S6, as attention's
+    case OpKind::BidirectionalScan: return OpFamily::Attention;
+    case OpKind::PonetPool: return OpFamily::Pooling;
     case OpKind::RmsNorm: return OpFamily::Norm;
     case OpKind::BatchNorm: return OpFamily::Norm;
     case OpKind::Permute: return OpFamily::Layout;

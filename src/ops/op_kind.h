@@ -33,6 +33,8 @@ enum class OpKind : uint8_t {
   CausalAttention,  // attention in which token i sees tokens j <= i only
   CausalConv1d,     // per-channel 1-D convolution over the sequence that reads only the past (Mamba)
   SelectiveScan,    // Mamba's S6 recurrence with input-dependent dt, B, C, the D skip and the SiLU gate
+  BidirectionalScan,  // Hydra's quasiseparable mixer: two shifted selective scans (forward, backward) + diagonal
+  PonetPool,        // PoNet's multi-granularity pooling (global attention-pooling, segment and local max) and fusion
   RmsNorm,          // x · rsqrt(mean(x²) + eps) · w over the last dimension (Mamba's, T5's)
   BatchNorm,        // per-channel statistics over every position of the batch (BatchNorm2d, channels-last)
   Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)

@@ -1028,6 +1028,80 @@ SelectiveScanGrads selective_scan_backward(const Exec& e, const Tensor& u, const
   return g;
 }
 
+namespace {
+void check_bidirectional(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                         int64_t b_offset, const Tensor& dd, const Tensor& d_skip) {
+  check_rank(u, 3, OpKind::BidirectionalScan);
+  const int64_t B = u.dim(0), L = u.dim(1), D = u.dim(2);
+  MF_CHECK(dt_raw.shape() == Shape({B, L, 2 * D}), "bidirectional_scan: dt {} for u {} (expected [B, L, 2D])",
+           dt_raw.shape().str(), u.shape().str());
+  MF_CHECK(a_log.ndim() == 2 && a_log.dim(0) == D, "bidirectional_scan: A_log {} for {} channels",
+           a_log.shape().str(), D);
+  const int64_t N = a_log.dim(1);
+  MF_CHECK(bc.ndim() == 3 && bc.dim(0) == B && bc.dim(1) == L && b_offset >= 0 && b_offset + 4 * N <= bc.dim(2),
+           "bidirectional_scan: B and C of both directions at channel {} of {} do not fit {} states each", b_offset,
+           bc.shape().str(), N);
+  MF_CHECK(dd.ndim() == 3 && dd.dim(0) == B && dd.dim(1) == L && dd.dim(2) >= 1 && D % dd.dim(2) == 0,
+           "bidirectional_scan: the diagonal {} must be [B, L, heads] with heads dividing {} channels",
+           dd.shape().str(), D);
+  check_vec(&d_skip, dd.dim(2), "D", OpKind::BidirectionalScan);
+}
+
+void check_ponet(const Tensor& p, int heads, int64_t segment, int local_kernel) {
+  check_rank(p, 3, OpKind::PonetPool);
+  MF_CHECK(p.dim(2) % 6 == 0 && heads >= 1 && (p.dim(2) / 6) % heads == 0,
+           "ponet_pool: {} channels are not 6 projections of a width divisible by {} heads", p.dim(2), heads);
+  MF_CHECK(segment >= 1, "ponet_pool: the segment length must be positive, got {}", segment);
+  MF_CHECK(local_kernel >= 1 && local_kernel % 2 == 1, "ponet_pool: the local window must be odd, got {}",
+           local_kernel);
+}
+}  // namespace
+
+Tensor bidirectional_scan(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                          int64_t b_offset, const Tensor& dd, const Tensor& d_skip) {
+  check_bidirectional(u, dt_raw, a_log, bc, b_offset, dd, d_skip);
+  Tensor y = out(e, u.shape());
+  Timed t(e, OpKind::BidirectionalScan, 6 * u.numel() * a_log.dim(1));
+  e.backend->bidirectional_scan(u, dt_raw, a_log, bc, b_offset, dd, d_skip, y);
+  return y;
+}
+
+BidirectionalScanGrads bidirectional_scan_backward(const Exec& e, const Tensor& u, const Tensor& dt_raw,
+                                                   const Tensor& a_log, const Tensor& bc, int64_t b_offset,
+                                                   const Tensor& dd, const Tensor& d_skip, const Tensor& dy,
+                                                   int64_t chunk, Tensor* da_log, Tensor* dd_skip) {
+  check_bidirectional(u, dt_raw, a_log, bc, b_offset, dd, d_skip);
+  MF_CHECK(dy.shape() == u.shape(), "bidirectional_scan backward: dy {} for u {}", dy.shape().str(), u.shape().str());
+  MF_CHECK(chunk >= 1, "bidirectional_scan backward: chunk must be positive, got {}", chunk);
+  check_grad(da_log, a_log, "A_log", OpKind::BidirectionalScan);
+  check_grad(dd_skip, d_skip, "D", OpKind::BidirectionalScan);
+  BidirectionalScanGrads g{out(e, u.shape()), out(e, dt_raw.shape()), out(e, bc.shape()), out(e, dd.shape())};
+  Timed t(e, OpKind::BidirectionalScan, 18 * u.numel() * a_log.dim(1));
+  e.backend->bidirectional_scan_backward(u, dt_raw, a_log, bc, b_offset, dd, d_skip, dy, chunk, g.du, g.ddt_raw,
+                                         g.dbc, g.ddd, da_log, dd_skip);
+  return g;
+}
+
+Tensor ponet_pool(const Exec& e, const Tensor& p, int heads, int64_t segment, int local_kernel) {
+  check_ponet(p, heads, segment, local_kernel);
+  Tensor y = out(e, {p.dim(0), p.dim(1), p.dim(2) / 6});
+  // the global attention's two passes over the tokens, and the two maxima's windows
+  Timed t(e, OpKind::PonetPool, p.numel() / 6 * (4 + local_kernel));
+  e.backend->ponet_pool(p, heads, segment, local_kernel, y);
+  return y;
+}
+
+Tensor ponet_pool_backward(const Exec& e, const Tensor& p, int heads, int64_t segment, int local_kernel,
+                           const Tensor& dy) {
+  check_ponet(p, heads, segment, local_kernel);
+  MF_CHECK(dy.shape() == Shape({p.dim(0), p.dim(1), p.dim(2) / 6}), "ponet_pool backward: dy {} for p {}",
+           dy.shape().str(), p.shape().str());
+  Tensor dp = out(e, p.shape());
+  Timed t(e, OpKind::PonetPool, p.numel() / 6 * (8 + local_kernel));
+  e.backend->ponet_pool_backward(p, heads, segment, local_kernel, dy, dp);
+  return dp;
+}
+
 Tensor batch_norm(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean,
                   const Tensor& var, float eps) {
   MF_CHECK(x.ndim() >= 2, "batch_norm: input must have a batch dimension, got {}", x.shape().str());

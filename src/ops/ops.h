@@ -154,6 +154,12 @@ Tensor causal_attention(const Exec& e, const Tensor& qkv, int heads, int head_di
 Tensor causal_conv1d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b);
 Tensor selective_scan(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
                       int64_t b_offset, const Tensor& d_skip, const Tensor& z);
+// Hydra's quasiseparable mixer without its gate (see Backend::bidirectional_scan): u [B, L, D],
+// dt_raw [B, L, 2D], bc holding B_f, C_f, B_b, C_b from b_offset, dd [B, L, H], d_skip [H].
+Tensor bidirectional_scan(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                          int64_t b_offset, const Tensor& dd, const Tensor& d_skip);
+// PoNet's pooling and fusion: p [B, L, 6C] (Q, K, V, O, S, Lo) -> [B, L, C] (see Backend::ponet_pool).
+Tensor ponet_pool(const Exec& e, const Tensor& p, int heads, int64_t segment, int local_kernel);
 Tensor rms_norm(const Exec& e, const Tensor& x, const Tensor& w, float eps);
 
 // ---- backward passes (see Backend): return the input gradient; parameter gradients (dw, db, ...)
@@ -220,6 +226,15 @@ struct SelectiveScanGrads {
 SelectiveScanGrads selective_scan_backward(const Exec& e, const Tensor& u, const Tensor& dt_raw, const Tensor& a_log,
                                            const Tensor& bc, int64_t b_offset, const Tensor& d_skip, const Tensor& z,
                                            const Tensor& dy, int64_t chunk, Tensor* da_log, Tensor* dd_skip);
+struct BidirectionalScanGrads {
+  Tensor du, ddt_raw, dbc, ddd;  // dbc: zero outside the two directions' B and C
+};
+BidirectionalScanGrads bidirectional_scan_backward(const Exec& e, const Tensor& u, const Tensor& dt_raw,
+                                                   const Tensor& a_log, const Tensor& bc, int64_t b_offset,
+                                                   const Tensor& dd, const Tensor& d_skip, const Tensor& dy,
+                                                   int64_t chunk, Tensor* da_log, Tensor* dd_skip);
+Tensor ponet_pool_backward(const Exec& e, const Tensor& p, int heads, int64_t segment, int local_kernel,
+                           const Tensor& dy);
 
 }  // namespace op
 }  // namespace mf

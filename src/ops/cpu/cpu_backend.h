@@ -65,6 +65,15 @@ class CpuBackend : public RefBackend {
                                int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy, int64_t chunk,
                                Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz, Tensor* da_log,
                                Tensor* dd_skip) override;
+  void bidirectional_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc, int64_t b_offset,
+                          const Tensor& dd, const Tensor& d_skip, Tensor& y) override;
+  void bidirectional_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                                   int64_t b_offset, const Tensor& dd, const Tensor& d_skip, const Tensor& dy,
+                                   int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& ddd, Tensor* da_log,
+                                   Tensor* dd_skip) override;
+  void ponet_pool(const Tensor& p, int heads, int64_t segment, int local_kernel, Tensor& y) override;
+  void ponet_pool_backward(const Tensor& p, int heads, int64_t segment, int local_kernel, const Tensor& dy,
+                           Tensor& dp) override;
   void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) override;
   void batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean, const Tensor& var, float eps,
                   Tensor& y) override;

@@ -194,6 +194,7 @@ class CudaBackend final : public Backend {
   bool supports(OpKind op) const override {
     return op != OpKind::CrossEntropy && op != OpKind::Embedding && op != OpKind::AddPositions &&
            op != OpKind::CausalAttention && op != OpKind::CausalConv1d && op != OpKind::SelectiveScan &&
+           op != OpKind::BidirectionalScan && op != OpKind::PonetPool &&
            op != OpKind::RmsNorm && op != OpKind::BatchNorm && op != OpKind::Permute &&
            op != OpKind::SpatialShift && op != OpKind::ResizeBicubic && op != OpKind::StripMix &&
            op != OpKind::SplitAttention && op != OpKind::Grn && op != OpKind::Gate;

@@ -21,6 +21,8 @@ void register_wavelet_mixer(MixerRegistry& r);
 void register_s6_mixer(MixerRegistry& r);
 void register_raft_mixer(MixerRegistry& r);
 void register_mix_shift_mixer(MixerRegistry& r);
+void register_wavemix_mixer(MixerRegistry& r);
+void register_inception_mixer(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -41,6 +43,8 @@ MixerRegistry& MixerRegistry::get() {
     register_s6_mixer(r);
     register_raft_mixer(r);
     register_mix_shift_mixer(r);
+    register_wavemix_mixer(r);
+    register_inception_mixer(r);
     return r;
   }();
   return registry;

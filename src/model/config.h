@@ -147,7 +147,10 @@ struct MetaFormerConfig {
   bool is_sequence() const { return sequence.enabled(); }
   bool is_affnet() const { return layout == "affnet"; }
   // The authors' module trees rather than the MetaFormer's (RaftMLP, MS-MLP).
-  bool custom_layout() const { return layout == "raftmlp" || layout == "msmlp"; }
+  bool custom_layout() const {
+    // wavemix, iformer: model/wavemix.cpp, model/iformer.cpp
+    return layout == "raftmlp" || layout == "msmlp" || layout == "wavemix" || layout == "iformer";
+  }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
   bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp" && block != "mamba"; }
   // Throws mf::Error describing the first inconsistency.

@@ -260,7 +260,10 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   }
   if (c.custom_layout()) {
     // Registered under an empty name: its children are the model's top-level keys.
-    body_ = add_child("", c.layout == "raftmlp" ? make_raftmlp_net(c) : make_msmlp_net(c));
+    body_ = add_child("", c.layout == "raftmlp"   ? make_raftmlp_net(c)
+                          : c.layout == "wavemix" ? make_wavemix_net(c)
+                          : c.layout == "iformer" ? make_iformer_net(c)
+                                                  : make_msmlp_net(c));
     assign_paths();
     return;
   }

@@ -192,6 +192,19 @@ void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, c
 }
 void Backend::permute(const Tensor&, const std::vector<int>&, Tensor&) { unsupported(OpKind::Permute); }
 void Backend::resize_bicubic(const Tensor&, bool, Tensor&) { unsupported(OpKind::ResizeBicubic); }
+void Backend::conv_transpose2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
+  unsupported(OpKind::ConvTranspose2d);
+}
+void Backend::conv_transpose2d_backward(const Tensor&, const Tensor&, const ConvGeometry&, const Tensor&, Tensor*,
+                                        Tensor*, Tensor*) {
+  unsupported(OpKind::ConvTranspose2d);
+}
+void Backend::max_pool2d(const Tensor&, const ConvGeometry&, Tensor&) { unsupported(OpKind::MaxPool2d); }
+void Backend::max_pool2d_backward(const Tensor&, const ConvGeometry&, const Tensor&, Tensor&) {
+  unsupported(OpKind::MaxPool2d);
+}
+void Backend::sum_pool2d(const Tensor&, int, float, Tensor&) { unsupported(OpKind::AvgPool2d); }
+void Backend::upsample_nearest(const Tensor&, int, float, Tensor&) { unsupported(OpKind::UpsampleNearest); }
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
   unsupported(OpKind::SpatialShift);
 }

@@ -35,6 +35,10 @@ const char* op_name(OpKind op) {
     case OpKind::Permute: return "permute";
     case OpKind::SpatialShift: return "spatial_shift";
     case OpKind::ResizeBicubic: return "resize_bicubic";
+    case OpKind::ConvTranspose2d: return "conv_transpose2d";
+    case OpKind::MaxPool2d: return "max_pool2d";
+    case OpKind::AvgPool2d: return "avg_pool2d";
+    case OpKind::UpsampleNearest: return "upsample_nearest";
     case OpKind::kCount: break;
   }
   return "?";
@@ -73,6 +77,10 @@ OpFamily op_family(OpKind op) {
     case OpKind::Permute: return OpFamily::Layout;
     case OpKind::SpatialShift: return OpFamily::Layout;
     case OpKind::ResizeBicubic: return OpFamily::Pooling;
+    case OpKind::ConvTranspose2d: return OpFamily::Conv;
+    case OpKind::MaxPool2d: return OpFamily::Pooling;
+    case OpKind::AvgPool2d: return OpFamily::Pooling;
+    case OpKind::UpsampleNearest: return OpFamily::Pooling;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -38,6 +38,10 @@ enum class OpKind : uint8_t {
   Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)
   SpatialShift,     // channel groups rolled cyclically along H or W (MS-MLP's shift)
   ResizeBicubic,    // torch's bicubic interpolation (align_corners=False) and its adjoint (RaftMLP)
+  ConvTranspose2d,  // nn.ConvTranspose2d, channels-last: the adjoint of conv2d (WaveMix's upsampling)
+  MaxPool2d,        // nn.MaxPool2d (padding never wins), channels-last (iFormer's high-frequency branch)
+  AvgPool2d,        // non-overlapping f×f mean pooling (iFormer's low-frequency branch)
+  UpsampleNearest,  // f× nearest-neighbour upsampling, the adjoint of f×f sum pooling (iFormer)
   kCount
 };
 

@@ -162,13 +162,20 @@ void register_inception_mixer(MixerRegistry& r) {
          "low-frequency ones through (pooled) attention, fused by a depthwise conv and a 1x1 projection",
          [](const MixerContext& ctx) {
            MixerOptions o("inception", ctx.options);
-           const int64_t heads = o.get_int("heads", std::max<int64_t>(1, ctx.dim / 32));  // iFormer: head dim 32
+           // iFormer: head dim 32 (at least two heads here, so that one can be attention's and the other's
+           // channels the high-frequency part); half the heads for attention; pooling in the first two
+           // stages, where the grid allows it.
+           const int64_t heads = o.get_int("heads", std::max<int64_t>(2, ctx.dim / 32));
            const int64_t attention = o.get_int("attention_heads", std::max<int64_t>(1, heads / 2));
-           const int64_t pool = o.get_int("pool_size", ctx.stage < 2 ? 2 : 1);  // iFormer pools in stages 1-2
+           const bool even = ctx.height % 2 == 0 && ctx.width % 2 == 0;
+           const int64_t pool = o.get_int("pool_size", ctx.stage < 2 && even ? 2 : 1);
            o.finish();
            MF_CHECK(heads >= 1 && heads <= 1024 && attention >= 1 && attention <= heads,
                     "inception: heads {} and attention_heads {} must satisfy 1 <= attention_heads <= heads <= 1024",
                     heads, attention);
+           MF_CHECK(pool >= 1 && pool <= 8, "inception: pool_size {} is out of range [1, 8]", pool);
+           MF_CHECK(ctx.height % pool == 0 && ctx.width % pool == 0, "inception: stage {}'s {}x{} token grid does not "
+                    "divide into {}x{} pooling windows", ctx.stage, ctx.height, ctx.width, pool, pool);
            return std::make_unique<InceptionMixer>(ctx.dim, static_cast<int>(heads), static_cast<int>(attention),
                                                    static_cast<int>(pool));
          }});

@@ -141,10 +141,17 @@ void register_wavemix_mixer(MixerRegistry& r) {
          "transposed-conv upsampling and BatchNorm, coarse to fine",
          [](const MixerContext& ctx) {
            MixerOptions o("wavemix", ctx.options);
-           const int64_t level = o.get_int("level", 2);
+           // By default two levels where the stage's token grid halves twice, else one.
+           const bool quarters = ctx.height % 4 == 0 && ctx.width % 4 == 0;
+           const int64_t level = o.get_int("level", quarters ? 2 : 1);
            const int64_t mult = o.get_int("mult", 2);
            const int64_t ff = o.get_int("ff_channel", ctx.dim);
            o.finish();
+           MF_CHECK(level >= 1 && level <= 4, "wavemix: level {} is out of range (the authors' blocks have 1 to 4)", level);
+           const int64_t step = int64_t{1} << level;
+           MF_CHECK(ctx.height % step == 0 && ctx.width % step == 0,
+                    "wavemix: stage {}'s {}x{} token grid does not halve {} times (level {})", ctx.stage, ctx.height,
+                    ctx.width, level, level);
            return std::make_unique<WaveMixBlock>(ctx.dim, static_cast<int>(level), mult, ff);
          }});
 }

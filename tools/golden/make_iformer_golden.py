@@ -10,7 +10,7 @@ Usage: python3 make_iformer_golden.py OUT AUTHORS
 
 Writes, each folder as `metaformer verify` reads it (config.json, weights.safetensors = the model's
 state_dict() under the authors' keys, float32; io.safetensors = "input" NCHW and "logits"):
-  OUT/iformer/           a 4-stage iFormer (dims 16..64, 1-2 blocks per stage), img_size 64, batch 2 (CI)
+  OUT/iformer/           a 4-stage iFormer (dims 8..32, 1-2 blocks per stage), img_size 64, batch 2 (CI)
   OUT/iformer_224/       the same widths at img_size 224 (iFormer-S's 56, 28, 14, 7 grids), batch 1
   OUT/param_counts_iformer.json  the full-size models' parameter counts (iformer_small, _base, _large)
 No 192x256 case: the authors' LowMixer reshapes its attention output to a square grid
@@ -135,7 +135,7 @@ FULL = {
 # Reduced: head_dim = dim / heads; the low-frequency (attention) part is attention_heads × head_dim
 # channels and the high-frequency part the rest, which must be even (split into the conv and max-pool
 # halves). Stage 3 has two blocks with different attention widths, as iFormer-S's stage 3 does.
-SMALL = ([1, 1, 2, 1], [16, 32, 48, 64], [2, 2, 4, 4], [1, 1, 2, 3, 2])
+SMALL = ([1, 1, 2, 1], [8, 16, 24, 32], [2, 2, 4, 4], [1, 1, 2, 3, 2])
 
 
 def iformer_model(module, img, depths, dims, heads, att, classes):

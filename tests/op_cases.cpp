@@ -151,10 +151,25 @@ void add_wavemix_iformer_cases(std::vector<OpCase>& v) {
   for (auto [x, k, stride, pad] : std::vector<std::tuple<Shape, int, int, int>>{
            {Shape{2, 7, 6, 5}, 3, 1, 1}, {Shape{1, 8, 8, 19}, 2, 2, 0}, {Shape{1, 7, 7, 4}, 3, 2, 1}}) {
     const ConvGeometry g{k, k, stride, stride, pad, pad};
+    // Max pooling has no derivative where two values of a window tie, and uniform inputs come close
+    // enough to a tie in some window for the finite differences to step across it. So the op runs on
+    // x + s, where s = 3 · ((i mod 3) · 3 + j mod 3) differs by at least 3 between any two pixels of a
+    // window of up to 3×3 consecutive pixels: larger than x's range [-1, 1] plus the step, so no
+    // window's maximum ever changes place.
+    auto separated = [](const Tensor& in) {
+      Tensor t = in.clone();
+      const int64_t H = t.dim(1), W = t.dim(2), C = t.dim(3);
+      for (int64_t n = 0; n < t.dim(0); ++n)
+        for (int64_t i = 0; i < H; ++i)
+          for (int64_t j = 0; j < W; ++j)
+            for (int64_t c = 0; c < C; ++c)
+              t.data()[((n * H + i) * W + j) * C + c] += static_cast<float>(3 * ((i % 3) * 3 + j % 3));
+      return t;
+    };
     v.push_back({fmt::format("max_pool2d/{} k{} s{} p{}", x.str(), k, stride, pad), OpKind::MaxPool2d, 0.0, {{x}},
-                 [=](const Exec& e, const std::vector<Tensor>& in) { return op::max_pool2d(e, in[0], g); },
+                 [=](const Exec& e, const std::vector<Tensor>& in) { return op::max_pool2d(e, separated(in[0]), g); },
                  [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
-                   return std::vector<Tensor>{op::max_pool2d_backward(e, in[0], g, dy)};
+                   return std::vector<Tensor>{op::max_pool2d_backward(e, separated(in[0]), g, dy)};
                  }});
   }
   for (auto [x, f] : std::vector<std::pair<Shape, int>>{{Shape{2, 6, 8, 5}, 2}, {Shape{1, 9, 6, 3}, 3}}) {

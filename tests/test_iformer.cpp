@@ -123,7 +123,8 @@ std::vector<GoldenCase> golden_cases() {
 INSTANTIATE_TEST_SUITE_P(Sizes, IFormerGolden, ::testing::ValuesIn(golden_cases()),
                          [](const auto& info) { return info.param.folder + "_" + info.param.backend; });
 
-// The golden script's CI model (dims 16..64), described here so that the tests below need no files.
+// A small iFormer of the golden CI model's layout (at twice its widths), described here so that the tests below
+// need no files.
 MetaFormerConfig small_iformer(const std::string& stage3_attention) {
   return parse_config(fmt::format(R"({{"name": "iformer_small_test", "layout": "iformer", "num_classes": 10,
       "depths": [1, 1, 2, 1], "dims": [16, 32, 48, 64],

@@ -40,6 +40,14 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     add({"axial_mlp", {}, 6, 5, 6});
     add({"wavelet", {}, 5, 6, 8});
     add({"wavelet", {}, 3, 7, 5});
+    // WaveMix's block needs widths of 4k and grids that halve `level` times; iFormer's mixer needs an
+    // even high-frequency part (heads and attention_heads chosen for it) and, with pooling, even grids.
+    add({"wavemix", {{"level", 1}}, 16, 6, 8});
+    add({"wavemix", {{"level", 2}, {"ff_channel", 6}, {"mult", 1}}, 8, 8, 4});
+    // Few max-pooled channels and small grids: the fewer windows, the less likely the finite differences
+    // step across a near-tie of a window's maximum (where max pooling has no derivative).
+    add({"inception", {{"heads", 4}, {"attention_heads", 3}}, 16, 4, 6});
+    add({"inception", {{"heads", 4}, {"attention_heads", 3}, {"pool_size", 1}}, 16, 3, 5});
     // Sequences (docs/sequences.md): a 1 × L token grid. Mixers listed here lose their default 7 × 7
     // case unless it is added back.
     add({"pooling"});

@@ -129,6 +129,64 @@ void add_conv(std::vector<OpCase>& v, Shape x, int64_t out, int k, int stride, i
                }});
 }
 
+// WaveMix's transposed convolution (4×4, stride 2, padding 1) and iFormer's pooling ops, on odd shapes.
+void add_wavemix_iformer_cases(std::vector<OpCase>& v) {
+  for (auto [x, out, k, stride, pad, bias] : std::vector<std::tuple<Shape, int64_t, int, int, int, bool>>{
+           {Shape{2, 5, 6, 7}, 9, 4, 2, 1, true}, {Shape{1, 3, 4, 5}, 6, 3, 1, 0, false},
+           {Shape{1, 4, 3, 6}, 5, 2, 2, 0, true}}) {
+    const ConvGeometry g{k, k, stride, stride, pad, pad};
+    std::vector<OpInput> inputs{{x}, {{x[-1], out, k, k}, -0.3f, 0.3f}};
+    if (bias) inputs.push_back({{out}});
+    v.push_back({fmt::format("conv_transpose2d/{}->{} k{} s{} p{}{}", x.str(), out, k, stride, pad, bias ? "+bias" : ""),
+                 OpKind::ConvTranspose2d, 1e-5, inputs,
+                 [=](const Exec& e, const std::vector<Tensor>& in) {
+                   return op::conv_transpose2d(e, in[0], in[1], bias ? &in[2] : nullptr, g);
+                 },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                   Tensor dx = op::conv_transpose2d_backward(e, in[0], in[1], g, dy, true, &dw, bias ? &db : nullptr);
+                   return std::vector<Tensor>{dx, dw, db};
+                 }});
+  }
+  for (auto [x, k, stride, pad] : std::vector<std::tuple<Shape, int, int, int>>{
+           {Shape{2, 7, 6, 5}, 3, 1, 1}, {Shape{1, 8, 8, 19}, 2, 2, 0}, {Shape{1, 7, 7, 4}, 3, 2, 1}}) {
+    const ConvGeometry g{k, k, stride, stride, pad, pad};
+    // Max pooling has no derivative where two values of a window tie, and uniform inputs come close
+    // enough to a tie in some window for the finite differences to step across it. So the op runs on
+    // x + s, where s = 3 · ((i mod 3) · 3 + j mod 3) differs by at least 3 between any two pixels of a
+    // window of up to 3×3 consecutive pixels: larger than x's range [-1, 1] plus the step, so no
+    // window's maximum ever changes place.
+    auto separated = [](const Tensor& in) {
+      Tensor t = in.clone();
+      const int64_t H = t.dim(1), W = t.dim(2), C = t.dim(3);
+      for (int64_t n = 0; n < t.dim(0); ++n)
+        for (int64_t i = 0; i < H; ++i)
+          for (int64_t j = 0; j < W; ++j)
+            for (int64_t c = 0; c < C; ++c)
+              t.data()[((n * H + i) * W + j) * C + c] += static_cast<float>(3 * ((i % 3) * 3 + j % 3));
+      return t;
+    };
+    v.push_back({fmt::format("max_pool2d/{} k{} s{} p{}", x.str(), k, stride, pad), OpKind::MaxPool2d, 0.0, {{x}},
+                 [=](const Exec& e, const std::vector<Tensor>& in) { return op::max_pool2d(e, separated(in[0]), g); },
+                 [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   return std::vector<Tensor>{op::max_pool2d_backward(e, separated(in[0]), g, dy)};
+                 }});
+  }
+  for (auto [x, f] : std::vector<std::pair<Shape, int>>{{Shape{2, 6, 8, 5}, 2}, {Shape{1, 9, 6, 3}, 3}}) {
+    v.push_back({fmt::format("avg_pool2d/{} f{}", x.str(), f), OpKind::AvgPool2d, 1e-6, {{x}},
+                 [=](const Exec& e, const std::vector<Tensor>& in) { return op::avg_pool2d(e, in[0], f); },
+                 [=](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                   return std::vector<Tensor>{op::avg_pool2d_backward(e, dy, f)};
+                 }});
+    const Shape small{x[0], x[1] / f, x[2] / f, x[3]};
+    v.push_back({fmt::format("upsample_nearest/{} f{}", small.str(), f), OpKind::UpsampleNearest, 0.0, {{small}},
+                 [=](const Exec& e, const std::vector<Tensor>& in) { return op::upsample_nearest(e, in[0], f); },
+                 [=](const Exec& e, const std::vector<Tensor>&, const Tensor& dy) {
+                   return std::vector<Tensor>{op::upsample_nearest_backward(e, dy, f)};
+                 }});
+  }
+}
+
 void add_depthwise(std::vector<OpCase>& v, Shape x, int k, int stride, int pad, bool bias) {
   const int64_t c = x[-1];
   const ConvGeometry g{k, k, stride, stride, pad, pad};
@@ -733,6 +791,8 @@ const std::vector<OpCase>& op_cases() {
                      return std::vector<Tensor>{op::haar2d(e, dy)};
                    }});
     }
+
+    add_wavemix_iformer_cases(v);
 
     for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 196, 8}})
       v.push_back({"channel_affine/" + x.str(), OpKind::ChannelAffine, 1e-6, {{x}, {{x[-1]}}, {{x[-1]}}},

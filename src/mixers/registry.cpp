@@ -26,6 +26,8 @@ void register_raft_mixer(MixerRegistry& r);
 void register_mix_shift_mixer(MixerRegistry& r);
 void register_strip_mixer(MixerRegistry& r);
 void register_additive_mixer(MixerRegistry& r);
+void register_wavemix_mixer(MixerRegistry& r);
+void register_inception_mixer(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -51,6 +53,8 @@ MixerRegistry& MixerRegistry::get() {
     register_mix_shift_mixer(r);
     register_strip_mixer(r);
     register_additive_mixer(r);
+    register_wavemix_mixer(r);
+    register_inception_mixer(r);
     return r;
   }();
   return registry;

@@ -231,7 +231,8 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp, "
            "mamba)", name, block);
   MF_CHECK(layout == "hierarchical" || layout == "isotropic" || custom_layout(),
-           "model '{}': layout must be 'hierarchical' or 'isotropic' (or the authors' 'raftmlp', 'msmlp', 'stripmlp' or 'casvit'), not '{}'", name, layout);
+           "model '{}': layout must be 'hierarchical' or 'isotropic' (or the authors' 'raftmlp', 'msmlp', 'stripmlp', "
+           "'casvit', 'wavemix' or 'iformer'), not '{}'", name, layout);
   if (layout == "raftmlp") {
     MF_CHECK(embed_kernels.size() == n, "model '{}': a raftmlp model needs embed_kernels for each of its {} stages",
              name, n);
@@ -256,6 +257,23 @@ void MetaFormerConfig::validate() const {
     for (size_t i = 0; i < n; ++i)
       MF_CHECK(mixers[i].type == "additive", "model '{}': every stage of a casvit model mixes with 'additive', not "
                "'{}'", name, mixers[i].type);
+  if (layout == "wavemix") {  // model/wavemix.cpp
+    MF_CHECK(n == 1 && mixers[0].type == "wavemix", "model '{}': a wavemix model is one stage of 'wavemix' blocks", name);
+    MF_CHECK(dims[0] % 4 == 0, "model '{}': WaveMix's width {} must be a multiple of 4", name, dims[0]);
+    MF_CHECK((stem.type == "patch" && stem.kernel_size == stem.stride && stem.norm && stem.norm->type == "batch_norm") ||
+                 (stem.type == "two_conv" && !stem.norm),
+             "model '{}': WaveMix's stem is 'patch' (the authors' 'pachify': kernel = stride, then GELU and "
+             "batch_norm) or 'two_conv' (their 'strided', no norm)", name);
+  }
+  if (layout == "iformer") {  // model/iformer.cpp
+    for (size_t i = 0; i < n; ++i)
+      MF_CHECK(mixers[i].type == "inception", "model '{}': every stage of an iformer model mixes with 'inception', "
+               "not '{}'", name, mixers[i].type);
+    MF_CHECK(stem.type == "two_conv" && stem.norm && downsample.norm && dims[0] % 2 == 0 && input.size % 4 == 0 &&
+                 (input.size >> (n + 1)) >= 1,
+             "model '{}': iFormer's stem is 'two_conv' with a norm (its FirstPatchEmbed), its downsampling has a norm, "
+             "and its input size is a multiple of 4 that halves once per stage", name);
+  }
   if (layout == "msmlp")
     for (size_t i = 0; i < n; ++i)
       MF_CHECK(mixers[i].type == "mix_shift", "model '{}': every stage of an msmlp model mixes with 'mix_shift', not "

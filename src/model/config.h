@@ -153,8 +153,11 @@ struct MetaFormerConfig {
   bool is_sequence() const { return sequence.enabled(); }
   bool is_affnet() const { return layout == "affnet"; }
   // The authors' module trees rather than the MetaFormer's (RaftMLP, MS-MLP).
-  bool custom_layout() const { return layout == "raftmlp" || layout == "msmlp" || layout == "stripmlp" ||
-                                        layout == "casvit"; }
+  bool custom_layout() const {
+    // model/raftmlp.cpp, msmlp.cpp, stripmlp.cpp, casvit.cpp, wavemix.cpp, iformer.cpp
+    return layout == "raftmlp" || layout == "msmlp" || layout == "stripmlp" || layout == "casvit" ||
+           layout == "wavemix" || layout == "iformer";
+  }
   // Blocks with a second residual branch (the channel MLP); "mambaout" and "gmlp" have one.
   bool has_mlp_branch() const { return block != "mambaout" && block != "gmlp" && block != "mamba"; }
   // Throws mf::Error describing the first inconsistency.

@@ -16,5 +16,7 @@ std::unique_ptr<Module> make_raftmlp_net(const MetaFormerConfig& c);
 std::unique_ptr<Module> make_msmlp_net(const MetaFormerConfig& c);
 std::unique_ptr<Module> make_stripmlp_net(const MetaFormerConfig& c);
 std::unique_ptr<Module> make_casvit_net(const MetaFormerConfig& c);
+std::unique_ptr<Module> make_wavemix_net(const MetaFormerConfig& c);  // layout "wavemix"
+std::unique_ptr<Module> make_iformer_net(const MetaFormerConfig& c);  // layout "iformer"
 
 }  // namespace mf

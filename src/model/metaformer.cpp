@@ -268,9 +268,11 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   if (c.custom_layout()) {
     // Registered under an empty name: its children are the model's top-level keys.
     body_ = add_child("", c.layout == "raftmlp"    ? make_raftmlp_net(c)
-                          : c.layout == "msmlp" ? make_msmlp_net(c)
+                          : c.layout == "msmlp"    ? make_msmlp_net(c)
                           : c.layout == "stripmlp" ? make_stripmlp_net(c)
-                                                   : make_casvit_net(c));
+                          : c.layout == "casvit"   ? make_casvit_net(c)
+                          : c.layout == "wavemix"  ? make_wavemix_net(c)
+                                                   : make_iformer_net(c));
     assign_paths();
     return;
   }

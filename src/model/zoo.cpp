@@ -224,6 +224,69 @@ MetaFormerConfig casvit(const std::string& name, std::vector<int> depths, std::v
   return c;
 }
 
+// WaveMix-192/16 for ImageNet (pranavphoenix/WaveMix, Saved_weights/ImageNet/wavemix_28M_75.06.py at
+// level 3, wavemix_12M_71.18.py at level 1; Image_Classification/timm.py's wavemix and wavemix_lite):
+// 16 blocks of width 192, ff_channel 192, mult 2, 4×4 patches ('pachify'); timm.py's evaluation
+// transform (crop 1.0, bicubic, ImageNet mean and std).
+MetaFormerConfig wavemix(const std::string& name, int level) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "wavemix";
+  c.depths = {16};
+  c.dims = {192};
+  c.mixers = {MixerSpec{"wavemix", {{"level", level}, {"ff_channel", 192}, {"mult", 2}}}};
+  c.norms = {NormSpec{"batch_norm", 1e-5, true, 0.1}};
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.layer_scale_init = {std::nullopt};
+  c.res_scale_init = {std::nullopt};
+  c.stem = ConvSpec{4, 4, 0, NormSpec{"batch_norm", 1e-5, true, 0.1}};
+  c.stem.type = "patch";
+  c.head.type = "linear";
+  return c;
+}
+
+// iFormer-S/B/L (sail-sg/iFormer, models/inception_transformer.py's iformer_small, _base, _large): the
+// heads per stage, the attention heads of each block (the flat list of the authors' functions), pooling
+// in the low-frequency mixers of stages 1-2, layer scale (1e-6) in stages 3-4; their evaluation
+// transform (crop 0.9, bicubic, ImageNet mean and std).
+MetaFormerConfig iformer(const std::string& name, std::vector<int> depths, std::vector<int> dims,
+                         const std::vector<int>& heads, const std::vector<int>& attention_heads) {
+  MetaFormerConfig c;
+  c.name = name;
+  c.layout = "iformer";
+  c.depths = std::move(depths);
+  c.dims = std::move(dims);
+  size_t block = 0;
+  for (size_t s = 0; s < 4; ++s) {
+    const std::vector<int> att(attention_heads.begin() + static_cast<std::ptrdiff_t>(block),
+                               attention_heads.begin() + static_cast<std::ptrdiff_t>(block + c.depths[s]));
+    block += static_cast<size_t>(c.depths[s]);
+    c.mixers.push_back(MixerSpec{"inception", {{"heads", heads[s]}, {"attention_heads", att}, {"pool_size", s < 2 ? 2 : 1}}});
+  }
+  c.norms.assign(4, norm_from_name("layer_norm"));
+  c.mlp_act = "gelu";
+  c.mlp_bias = true;
+  c.layer_scale_init = {std::nullopt, std::nullopt, 1e-6, 1e-6};
+  c.res_scale_init.assign(4, std::nullopt);
+  const NormSpec bn{"batch_norm", 1e-5, true, 0.1};
+  c.stem = ConvSpec{3, 2, 1, bn};
+  c.stem.type = "two_conv";
+  c.stem.mid_norm = true;
+  c.downsample = ConvSpec{3, 2, 1, bn};
+  c.downsample.norm_after = true;
+  c.head.type = "linear";
+  c.head.norm = norm_from_name("layer_norm");
+  c.input.crop_pct = 0.9;
+  return c;
+}
+
+std::vector<int> repeat(std::initializer_list<std::pair<int, int>> runs) {  // {{value, count}, ...}
+  std::vector<int> v;
+  for (auto [value, count] : runs) v.insert(v.end(), static_cast<size_t>(count), value);
+  return v;
+}
+
 const std::map<std::string, MetaFormerConfig>& zoo() {
   static const std::map<std::string, MetaFormerConfig> z = [] {
     std::map<std::string, MetaFormerConfig> m;
@@ -314,6 +377,16 @@ const std::map<std::string, MetaFormerConfig>& zoo() {
     add(casvit("casvit_m", {3, 3, 6, 3}, {64, 96, 192, 384}));
     add(casvit("casvit_t", {3, 3, 6, 3}, {96, 128, 256, 512}));
     add(msmlp("msmlp_tiny", 96, {3, 3, 9, 3}, {{1, 1, 3, 5, 7}, {1, 3, 3, 5, 7}, {1, 5, 5, 5, 7}, {1, 7, 7, 7, 7}}));
+    // WaveMix (the authors' module tree and keys; model/wavemix.cpp).
+    add(wavemix("wavemix", 3));
+    add(wavemix("wavemix_lite", 1));
+    // iFormer (the authors' module tree and keys; model/iformer.cpp).
+    add(iformer("iformer_small", {3, 3, 9, 3}, {96, 192, 320, 384}, {3, 6, 10, 12},
+                repeat({{1, 3}, {3, 3}, {7, 4}, {9, 5}, {11, 3}})));
+    add(iformer("iformer_base", {4, 6, 14, 6}, {96, 192, 384, 512}, {3, 6, 12, 16},
+                repeat({{1, 4}, {3, 6}, {8, 7}, {10, 7}, {15, 6}})));
+    add(iformer("iformer_large", {4, 6, 18, 8}, {96, 192, 448, 640}, {3, 6, 14, 20},
+                repeat({{1, 4}, {3, 6}, {10, 9}, {12, 9}, {19, 8}})));
     return m;
   }();
   return z;

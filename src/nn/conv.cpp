@@ -34,6 +34,30 @@ Tensor Conv2d::backward(Ctx& ctx, const Tensor& dy) {
   return dx;
 }
 
+ConvTranspose2d::ConvTranspose2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias)
+    : in_(in), out_(out), g_{kernel, kernel, stride, stride, padding, padding} {
+  weight_ = &add_param("weight", {in, out, kernel, kernel}, Init::trunc_normal(0.02f), true);
+  if (bias) bias_ = &add_param("bias", {out}, Init::zeros(), false);
+}
+
+std::string ConvTranspose2d::describe() const {
+  return fmt::format("{} -> {}, {}x{} transposed, stride {}, padding {}{}", in_, out_, g_.kernel_h, g_.kernel_w,
+                     g_.stride_h, g_.pad_h, bias_ ? ", bias" : "");
+}
+
+Tensor ConvTranspose2d::forward(Ctx& ctx, const Tensor& x) {
+  if (ctx.training) saved_x_ = x;
+  return op::conv_transpose2d(ctx.exec, x, v(weight_), opt(bias_), g_);
+}
+
+Tensor ConvTranspose2d::backward(Ctx& ctx, const Tensor& dy) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  Tensor dx = op::conv_transpose2d_backward(ctx.exec, saved_x_, v(weight_), g_, dy, true, grad_of(weight_),
+                                            grad_of(bias_));
+  saved_x_ = Tensor();
+  return dx;
+}
+
 DepthwiseConv2d::DepthwiseConv2d(int64_t channels, int kernel, int padding, bool bias, int stride)
     : channels_(channels), g_{kernel, kernel, stride, stride, padding, padding} {
   weight_ = &add_param("weight", {channels, 1, kernel, kernel}, Init::trunc_normal(0.02f), true);

@@ -31,6 +31,25 @@ class Conv2d : public Module {
   Tensor saved_x_;
 };
 
+// nn.ConvTranspose2d with groups = 1: weight [in, out, k, k] (PyTorch's layout), bias [out];
+// output side (in_side - 1)·stride - 2·padding + k (WaveMix's 4×4 stride-2 upsampling doubles it).
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias);
+  std::string kind() const override { return "ConvTranspose2d"; }
+  std::string describe() const override;
+  Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::ConvTranspose2d); }
+
+ private:
+  int64_t in_, out_;
+  ConvGeometry g_;
+  Parameter* weight_;
+  Parameter* bias_ = nullptr;
+  Tensor saved_x_;
+};
+
 // nn.Conv2d with groups = channels: weight [C, 1, k, k].
 class DepthwiseConv2d : public Module {
  public:

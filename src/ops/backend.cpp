@@ -224,6 +224,19 @@ void Backend::gate_backward(const Tensor&, const Tensor&, bool, const Tensor&, T
 void Backend::grn_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::Grn);
 }
+void Backend::conv_transpose2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
+  unsupported(OpKind::ConvTranspose2d);
+}
+void Backend::conv_transpose2d_backward(const Tensor&, const Tensor&, const ConvGeometry&, const Tensor&, Tensor*,
+                                        Tensor*, Tensor*) {
+  unsupported(OpKind::ConvTranspose2d);
+}
+void Backend::max_pool2d(const Tensor&, const ConvGeometry&, Tensor&) { unsupported(OpKind::MaxPool2d); }
+void Backend::max_pool2d_backward(const Tensor&, const ConvGeometry&, const Tensor&, Tensor&) {
+  unsupported(OpKind::MaxPool2d);
+}
+void Backend::sum_pool2d(const Tensor&, int, float, Tensor&) { unsupported(OpKind::AvgPool2d); }
+void Backend::upsample_nearest(const Tensor&, int, float, Tensor&) { unsupported(OpKind::UpsampleNearest); }
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
   unsupported(OpKind::SpatialShift);
 }

@@ -167,6 +167,19 @@ class Backend {
   // w, 4, C] -> y [B, H, W, C] (H, W from y; the padding is cropped). The 4×4 Haar matrix is
   // symmetric and orthogonal, so each direction's adjoint is the other.
   virtual void haar2d(const Tensor& x, bool inverse, Tensor& y);
+  // ---- WaveMix's and iFormer's ops (docs/wavemix-and-iformer.md); ref + cpu, not cuda
+  // nn.ConvTranspose2d (groups 1): x [B, H, W, Ci], w [Ci, Co, kh, kw] (PyTorch's layout), b [Co] or
+  // null -> y [B, Ho, Wo, Co], Ho = (H - 1)·stride - 2·pad + kh: input pixel (i, j) adds w[ci]·x to
+  // the window of y at (i·stride - pad, j·stride - pad). The adjoint of conv2d with that geometry.
+  virtual void conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
+  // nn.MaxPool2d: y = the maximum of the window at (i·stride - pad, j·stride - pad), over the pixels
+  // inside the map only (PyTorch pads with -inf: the padding never wins).
+  virtual void max_pool2d(const Tensor& x, const ConvGeometry& g, Tensor& y);
+  // x [B, H, W, C] (H, W multiples of f) -> y [B, H/f, W/f, C]: scale · the sum of each f×f window
+  // (scale 1/f²: AvgPool2d(f, stride f); scale 1: the adjoint of upsample_nearest).
+  virtual void sum_pool2d(const Tensor& x, int factor, float scale, Tensor& y);
+  // x [B, h, w, C] -> y [B, h·f, w·f, C]: y[i, j] = scale · x[i / f, j / f] (nn.Upsample, nearest).
+  virtual void upsample_nearest(const Tensor& x, int factor, float scale, Tensor& y);
   // BatchNorm, channels-last: x [..., C], channel = last dimension, statistics over all other
   // positions (B·H·W of them for an image batch).
   // batch_norm_stats: mean [C] and the biased variance [C] of x (what training-mode BatchNorm
@@ -253,6 +266,10 @@ class Backend {
   virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                          Tensor* dx, Tensor* dw, Tensor* db);
   virtual void pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx);
+  virtual void conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                         Tensor* dx, Tensor* dw, Tensor* db);
+  // dy of each window goes to its maximum (the first in row-major window order at ties, as PyTorch's)
+  virtual void max_pool2d_backward(const Tensor& x, const ConvGeometry& g, const Tensor& dy, Tensor& dx);
   virtual void layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                    Tensor* dw, Tensor* db);
   virtual void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,

@@ -41,6 +41,10 @@ const char* op_name(OpKind op) {
     case OpKind::SplitAttention: return "split_attention";
     case OpKind::Grn: return "grn";
     case OpKind::Gate: return "gate";
+    case OpKind::ConvTranspose2d: return "conv_transpose2d";
+    case OpKind::MaxPool2d: return "max_pool2d";
+    case OpKind::AvgPool2d: return "avg_pool2d";
+    case OpKind::UpsampleNearest: return "upsample_nearest";
     case OpKind::kCount: break;
   }
   return "?";
@@ -85,6 +89,10 @@ OpFamily op_family(OpKind op) {
     case OpKind::SplitAttention: return OpFamily::Elementwise;
     case OpKind::Grn: return OpFamily::Norm;
     case OpKind::Gate: return OpFamily::Elementwise;
+    case OpKind::ConvTranspose2d: return OpFamily::Conv;
+    case OpKind::MaxPool2d: return OpFamily::Pooling;
+    case OpKind::AvgPool2d: return OpFamily::Pooling;
+    case OpKind::UpsampleNearest: return OpFamily::Pooling;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

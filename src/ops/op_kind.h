@@ -44,6 +44,10 @@ enum class OpKind : uint8_t {
   SplitAttention,   // softmax over K branches' per-channel logits, then their weighted sum (Strip-MLP's reweight)
   Grn,              // global response normalisation (ConvNeXt-V2's GRN; Strip-MLP's channel mixing)
   Gate,             // x ⊙ f(g), g full, per position or per sample and channel; f sigmoid or identity (CAS-ViT)
+  ConvTranspose2d,  // nn.ConvTranspose2d, channels-last: the adjoint of conv2d (WaveMix's upsampling)
+  MaxPool2d,        // nn.MaxPool2d (padding never wins), channels-last (iFormer's high-frequency branch)
+  AvgPool2d,        // non-overlapping f×f mean pooling (iFormer's low-frequency branch)
+  UpsampleNearest,  // f× nearest-neighbour upsampling, the adjoint of f×f sum pooling (iFormer)
   kCount
 };
 

@@ -1148,5 +1148,107 @@ Tensor batch_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, cons
   return dx;
 }
 
+// ---- WaveMix's and iFormer's ops (after check_grad, which their backward uses)
+Tensor conv_transpose2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
+  check_rank(x, 4, OpKind::ConvTranspose2d);
+  MF_CHECK(w.ndim() == 4 && w.dim(0) == x.dim(3) && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "conv_transpose2d: weight {} does not fit input {} with a {}x{} kernel", w.shape().str(), x.shape().str(),
+           g.kernel_h, g.kernel_w);
+  MF_CHECK(!b || (b->ndim() == 1 && b->dim(0) == w.dim(1)), "conv_transpose2d: bias {} does not fit weight {}",
+           b ? b->shape().str() : "", w.shape().str());
+  MF_CHECK(g.stride_h >= 1 && g.stride_w >= 1 && g.pad_h >= 0 && g.pad_w >= 0, "conv_transpose2d: bad geometry");
+  const int64_t Ho = (x.dim(1) - 1) * g.stride_h - 2 * g.pad_h + g.kernel_h;
+  const int64_t Wo = (x.dim(2) - 1) * g.stride_w - 2 * g.pad_w + g.kernel_w;
+  MF_CHECK(Ho > 0 && Wo > 0, "conv_transpose2d: input {} gives an empty output", x.shape().str());
+  Tensor y = out(e, {x.dim(0), Ho, Wo, w.dim(1)});
+  Timed t(e, OpKind::ConvTranspose2d, x.numel() * w.dim(1) * g.kernel_h * g.kernel_w);
+  e.backend->conv_transpose2d(x, w, b, g, y);
+  return y;
+}
+
+Tensor conv_transpose2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                                 const Tensor& dy, bool need_dx, Tensor* dw, Tensor* db) {
+  MF_CHECK(dy.ndim() == 4 && dy.dim(0) == x.dim(0) && dy.dim(3) == w.dim(1) &&
+               dy.dim(1) == (x.dim(1) - 1) * g.stride_h - 2 * g.pad_h + g.kernel_h &&
+               dy.dim(2) == (x.dim(2) - 1) * g.stride_w - 2 * g.pad_w + g.kernel_w,
+           "conv_transpose2d backward: dy {} does not fit x {}", dy.shape().str(), x.shape().str());
+  check_grad(dw, w, "weight", OpKind::ConvTranspose2d);
+  check_vec(db, w.dim(1), "bias gradient", OpKind::ConvTranspose2d);
+  Tensor dx = need_dx ? out(e, x.shape()) : Tensor();
+  const int64_t macs = x.numel() * w.dim(1) * g.kernel_h * g.kernel_w;
+  Timed t(e, OpKind::ConvTranspose2d, macs * ((need_dx ? 1 : 0) + (dw ? 1 : 0)));
+  e.backend->conv_transpose2d_backward(x, w, g, dy, need_dx ? &dx : nullptr, dw, db);
+  return dx;
+}
+
+namespace {
+Shape max_pool_shape(const Tensor& x, const ConvGeometry& g) {
+  check_rank(x, 4, OpKind::MaxPool2d);
+  MF_CHECK(g.kernel_h >= 1 && g.kernel_w >= 1 && g.stride_h >= 1 && g.stride_w >= 1 && 2 * g.pad_h <= g.kernel_h &&
+               2 * g.pad_w <= g.kernel_w && g.pad_h >= 0 && g.pad_w >= 0,
+           "max_pool2d: padding must be at most half the kernel (PyTorch's rule), kernel {}x{}, padding {}x{}",
+           g.kernel_h, g.kernel_w, g.pad_h, g.pad_w);
+  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
+  MF_CHECK(Ho > 0 && Wo > 0, "max_pool2d: input {} is too small for a {}x{} window", x.shape().str(), g.kernel_h,
+           g.kernel_w);
+  return {x.dim(0), Ho, Wo, x.dim(3)};
+}
+
+void check_factor(const Tensor& x, int factor, OpKind op, bool divides) {
+  check_rank(x, 4, op);
+  MF_CHECK(factor >= 1 && factor <= 64, "{}: factor {} is out of range [1, 64]", op_name(op), factor);
+  MF_CHECK(!divides || (x.dim(1) % factor == 0 && x.dim(2) % factor == 0),
+           "{}: a {}x{} map does not divide into {}x{} windows", op_name(op), x.dim(1), x.dim(2), factor, factor);
+}
+}  // namespace
+
+Tensor max_pool2d(const Exec& e, const Tensor& x, const ConvGeometry& g) {
+  Tensor y = out(e, max_pool_shape(x, g));
+  Timed t(e, OpKind::MaxPool2d, 0);
+  e.backend->max_pool2d(x, g, y);
+  return y;
+}
+
+Tensor max_pool2d_backward(const Exec& e, const Tensor& x, const ConvGeometry& g, const Tensor& dy) {
+  MF_CHECK(dy.shape() == max_pool_shape(x, g), "max_pool2d backward: dy {} does not fit x {}", dy.shape().str(),
+           x.shape().str());
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::MaxPool2d, 0);
+  e.backend->max_pool2d_backward(x, g, dy, dx);
+  return dx;
+}
+
+Tensor avg_pool2d(const Exec& e, const Tensor& x, int factor) {
+  check_factor(x, factor, OpKind::AvgPool2d, true);
+  Tensor y = out(e, {x.dim(0), x.dim(1) / factor, x.dim(2) / factor, x.dim(3)});
+  Timed t(e, OpKind::AvgPool2d, 0);
+  e.backend->sum_pool2d(x, factor, 1.f / static_cast<float>(factor * factor), y);
+  return y;
+}
+
+Tensor avg_pool2d_backward(const Exec& e, const Tensor& dy, int factor) {
+  check_factor(dy, factor, OpKind::AvgPool2d, false);
+  Tensor dx = out(e, {dy.dim(0), dy.dim(1) * factor, dy.dim(2) * factor, dy.dim(3)});
+  Timed t(e, OpKind::AvgPool2d, 0);
+  e.backend->upsample_nearest(dy, factor, 1.f / static_cast<float>(factor * factor), dx);
+  return dx;
+}
+
+Tensor upsample_nearest(const Exec& e, const Tensor& x, int factor) {
+  check_factor(x, factor, OpKind::UpsampleNearest, false);
+  Tensor y = out(e, {x.dim(0), x.dim(1) * factor, x.dim(2) * factor, x.dim(3)});
+  Timed t(e, OpKind::UpsampleNearest, 0);
+  e.backend->upsample_nearest(x, factor, 1.f, y);
+  return y;
+}
+
+Tensor upsample_nearest_backward(const Exec& e, const Tensor& dy, int factor) {
+  check_factor(dy, factor, OpKind::UpsampleNearest, true);
+  Tensor dx = out(e, {dy.dim(0), dy.dim(1) / factor, dy.dim(2) / factor, dy.dim(3)});
+  Timed t(e, OpKind::UpsampleNearest, 0);
+  e.backend->sum_pool2d(dy, factor, 1.f, dx);
+  return dx;
+}
+
 }  // namespace op
 }  // namespace mf

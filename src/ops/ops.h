@@ -104,6 +104,22 @@ Tensor complex_mul(const Exec& e, const Tensor& a, const Tensor& b);
 // One-level orthonormal Haar DWT: [B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 4, C], and its inverse.
 Tensor haar2d(const Exec& e, const Tensor& x);
 Tensor haar2d_inverse(const Exec& e, const Tensor& bands, int64_t height, int64_t width);
+// nn.ConvTranspose2d (groups 1): x [B, H, W, Ci], w [Ci, Co, kh, kw], b [Co] or null -> [B, Ho, Wo, Co],
+// Ho = (H - 1)·stride - 2·pad + kh (WaveMix's 4×4 stride-2 upsampling). Its backward: dx is conv2d
+// of dy with the same geometry and weight; dw and db are accumulated.
+Tensor conv_transpose2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
+Tensor conv_transpose2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                                 const Tensor& dy, bool need_dx, Tensor* dw, Tensor* db);
+// nn.MaxPool2d(kernel, stride, padding), channels-last (iFormer's 3×3 stride-1 high-frequency pooling),
+// and its backward (each window's gradient to its first maximum).
+Tensor max_pool2d(const Exec& e, const Tensor& x, const ConvGeometry& g);
+Tensor max_pool2d_backward(const Exec& e, const Tensor& x, const ConvGeometry& g, const Tensor& dy);
+// nn.AvgPool2d(f, stride f) on maps whose sides are multiples of f, and nn.Upsample(scale_factor=f)
+// (nearest); each one's backward is the other, scaled (iFormer's low-frequency branch).
+Tensor avg_pool2d(const Exec& e, const Tensor& x, int factor);
+Tensor avg_pool2d_backward(const Exec& e, const Tensor& dy, int factor);
+Tensor upsample_nearest(const Exec& e, const Tensor& x, int factor);
+Tensor upsample_nearest_backward(const Exec& e, const Tensor& dy, int factor);
 Tensor nchw_to_nhwc(const Exec& e, const Tensor& x);
 // BatchNorm over channels-last x [..., C] (statistics over every position but the channel):
 // batch_norm is eval mode, normalising with the given (running) statistics mean, var [C];

@@ -56,6 +56,14 @@ class CpuBackend : public RefBackend {
   void irfft2(const Tensor& x, float mid_scale, Tensor& y) override;
   void complex_mul(const Tensor& a, const Tensor& b, bool conj_b, Tensor& y) override;
   void haar2d(const Tensor& x, bool inverse, Tensor& y) override;
+  // WaveMix's and iFormer's ops
+  void conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;
+  void conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
+                                 Tensor* dw, Tensor* db) override;
+  void max_pool2d(const Tensor& x, const ConvGeometry& g, Tensor& y) override;
+  void max_pool2d_backward(const Tensor& x, const ConvGeometry& g, const Tensor& dy, Tensor& dx) override;
+  void sum_pool2d(const Tensor& x, int factor, float scale, Tensor& y) override;
+  void upsample_nearest(const Tensor& x, int factor, float scale, Tensor& y) override;
   void causal_conv1d(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
   void causal_conv1d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                               Tensor* db) override;

@@ -197,7 +197,10 @@ class CudaBackend final : public Backend {
            op != OpKind::BidirectionalScan && op != OpKind::PonetPool &&
            op != OpKind::RmsNorm && op != OpKind::BatchNorm && op != OpKind::Permute &&
            op != OpKind::SpatialShift && op != OpKind::ResizeBicubic && op != OpKind::StripMix &&
-           op != OpKind::SplitAttention && op != OpKind::Grn && op != OpKind::Gate;
+           op != OpKind::SplitAttention && op != OpKind::Grn && op != OpKind::Gate &&
+           // WaveMix's and iFormer's ops: ref and cpu only
+           op != OpKind::ConvTranspose2d && op != OpKind::MaxPool2d && op != OpKind::AvgPool2d &&
+           op != OpKind::UpsampleNearest;
   }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {

@@ -10,7 +10,7 @@ BatchNorm running statistics included), run in float64 on the CPU with dropout 0
                    linear head per channel over the flattened patches.
   classification   PatchTSMixerForTimeSeriesClassification, mode common_channel, BatchNorm (eval:
                    running statistics), no gating, no scaling (so no InjectScalerStatistics4D),
-                   max-pool over the patches, a linear classifier over the flattened channels.
+                   mean over the patches, a linear classifier over the flattened channels.
 
 Both use a context that does not divide into patches (30 steps, patches of 8 every 4): PatchTSMixer
 keeps the LAST 28 steps (it drops the first 2), which the engine must reproduce.
@@ -64,7 +64,7 @@ COMMON = dict(
 PREDICTION = dict(COMMON, norm_mlp="LayerNorm", gated_attn=True, scaling="std", loss="mse",
                   prediction_length=5)
 CLASSIFICATION = dict(COMMON, norm_mlp="BatchNorm", gated_attn=False, scaling=None, num_targets=4,
-                      head_aggregation="max_pool", output_range=None)
+                      head_aggregation="avg_pool", output_range=None)
 BATCH = 2
 
 

@@ -55,6 +55,13 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     add({"s6", {{"d_state", 4}, {"dt_rank", 2}, {"chunk", 4}}, 8, 1, 11});
     add({"s6", {{"d_state", 3}, {"expand", 1}, {"d_conv", 3}, {"bias", true}}, 6, 3, 4});
     add({"s6", {{"d_state", 4}}, 16, 1, 9});
+    // Time mixing: the defaults on 7 × 7 (rows mixed separately), 1 × L sequences, TSMixer's one
+    // layer, and the softmax gate over the tokens.
+    add({"time_mlp"});
+    add({"time_mlp", {}, 6, 1, 10});
+    add({"time_mlp", {{"layers", 1}}, 5, 2, 6});
+    add({"gated_time_mlp"});
+    add({"gated_time_mlp", {{"ratio", 1.5}}, 6, 1, 10});
     return m;
   }();
   return cases;

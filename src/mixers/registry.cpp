@@ -21,6 +21,7 @@ void register_wavelet_mixer(MixerRegistry& r);
 void register_s6_mixer(MixerRegistry& r);
 void register_raft_mixer(MixerRegistry& r);
 void register_mix_shift_mixer(MixerRegistry& r);
+void register_time_mlp_mixers(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -41,6 +42,7 @@ MixerRegistry& MixerRegistry::get() {
     register_s6_mixer(r);
     register_raft_mixer(r);
     register_mix_shift_mixer(r);
+    register_time_mlp_mixers(r);
     return r;
   }();
   return registry;

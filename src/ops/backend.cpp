@@ -192,6 +192,10 @@ void Backend::batch_norm_backward(const Tensor&, const Tensor&, const Tensor&, c
 }
 void Backend::permute(const Tensor&, const std::vector<int>&, Tensor&) { unsupported(OpKind::Permute); }
 void Backend::resize_bicubic(const Tensor&, bool, Tensor&) { unsupported(OpKind::ResizeBicubic); }
+void Backend::softmax_gate(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::SoftmaxGate); }
+void Backend::softmax_gate_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&) {
+  unsupported(OpKind::SoftmaxGate);
+}
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
   unsupported(OpKind::SpatialShift);
 }

@@ -208,6 +208,11 @@ class Backend {
   // align_corners=False) (cubic convolution, A = -0.75, source taps clamped to the border). Adjoint
   // (`adjoint` set): x [B, Ho, Wo, C] -> y [B, H, W, C], the transpose of that map (its backward).
   virtual void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y);
+  // PatchTSMixer's gated attention: x, logits [A, N, I] -> y = x ⊙ softmax(logits) over N, for each
+  // (a, i). Backward (its own, no parameters): dx = dy ⊙ s, dlogits = s ⊙ (g - Σ_n s g), g = dy ⊙ x.
+  virtual void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y);
+  virtual void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
+                                     Tensor& dlogits);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).

@@ -35,6 +35,7 @@ const char* op_name(OpKind op) {
     case OpKind::Permute: return "permute";
     case OpKind::SpatialShift: return "spatial_shift";
     case OpKind::ResizeBicubic: return "resize_bicubic";
+    case OpKind::SoftmaxGate: return "softmax_gate";
     case OpKind::kCount: break;
   }
   return "?";
@@ -73,6 +74,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::Permute: return OpFamily::Layout;
     case OpKind::SpatialShift: return OpFamily::Layout;
     case OpKind::ResizeBicubic: return OpFamily::Pooling;
+    case OpKind::SoftmaxGate: return OpFamily::Elementwise;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

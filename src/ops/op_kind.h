@@ -38,6 +38,7 @@ enum class OpKind : uint8_t {
   Permute,          // a contiguous copy with the axes reordered (RaftMLP's raft layouts)
   SpatialShift,     // channel groups rolled cyclically along H or W (MS-MLP's shift)
   ResizeBicubic,    // torch's bicubic interpolation (align_corners=False) and its adjoint (RaftMLP)
+  SoftmaxGate,      // x ⊙ softmax(logits) over the middle axis of [A, N, I] (PatchTSMixer's gated attention)
   kCount
 };
 

@@ -195,7 +195,7 @@ class CudaBackend final : public Backend {
     return op != OpKind::CrossEntropy && op != OpKind::Embedding && op != OpKind::AddPositions &&
            op != OpKind::CausalAttention && op != OpKind::CausalConv1d && op != OpKind::SelectiveScan &&
            op != OpKind::RmsNorm && op != OpKind::BatchNorm && op != OpKind::Permute &&
-           op != OpKind::SpatialShift && op != OpKind::ResizeBicubic;
+           op != OpKind::SpatialShift && op != OpKind::ResizeBicubic && op != OpKind::SoftmaxGate;
   }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {

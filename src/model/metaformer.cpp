@@ -403,8 +403,7 @@ Tensor MetaFormer::series_head_forward(Ctx& ctx, const Tensor& tokens) {
 }
 
 Tensor MetaFormer::series_head_backward(Ctx& ctx, const Tensor& dy) {
-  const int64_t rows = seq_stem_->rows_per_sample(), BR = saved_tokens_shape_[0], n = saved_tokens_shape_[2],
-                D = saved_tokens_shape_[3];
+  const int64_t rows = seq_stem_->rows_per_sample(), BR = saved_tokens_shape_[0], D = saved_tokens_shape_[3];
   if (config_.head.type == "channel_mean_linear") {
     const Tensor d = linear_head_->backward(ctx, dy).reshape({BR, D});
     return op::global_avg_pool_backward(ctx.exec, d, saved_tokens_shape_);

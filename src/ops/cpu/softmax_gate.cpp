@@ -67,7 +67,8 @@ void CpuBackend::softmax_gate_backward(const Tensor& x, const Tensor& logits, co
         for (int64_t i = 0; i < I; ++i) {
           const int64_t k = off + n * I + i;
           const float sn = s[n * I + i];
-          DL[k] = sn * (G[k] * X[k] - static_cast<float>(dot[static_cast<size_t>(i)]));
+          // In double: a float product is exact there, so a one-token softmax gives exactly 0.
+          DL[k] = static_cast<float>(sn * (static_cast<double>(G[k]) * X[k] - dot[static_cast<size_t>(i)]));
           s[n * I + i] = G[k] * sn;
         }
     }

@@ -257,7 +257,8 @@ void MetaFormerConfig::validate() const {
                "'{}'", name, mixers[i].type);
   MF_CHECK(!isotropic() || n == 1, "model '{}': an isotropic model has exactly one stage, not {}", name, n);
   MF_CHECK(isotropic() == (head.type == "token_norm_linear" || head.series_head()),
-           "model '{}': the '{}' head goes with (and only with) the isotropic layout", name, head.type);
+           "model '{}': the isotropic layout goes with (and only with) the 'token_norm_linear' head (or, for series, "
+           "'forecast' or 'channel_mean_linear'); here layout '{}' and head '{}'", name, layout, head.type);
   MF_CHECK(!head.series_head() || sequence.input == "series", "model '{}': the '{}' head is for series models "
            "(sequence.input 'series')", name, head.type);
   MF_CHECK(!sequence.independent_channels() || head.series_head(), "model '{}': independent channels need a series "

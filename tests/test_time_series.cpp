@@ -296,6 +296,7 @@ void expect_golden_outputs(const std::string& task) {
   const bool classification = task == "classification";
   MetaFormer model(patchtsmixer_config(g.info["config"], classification));
   EXPECT_EQ(load_patchtsmixer(model, g.model), static_cast<int>(g.model.names().size()));
+  EXPECT_EQ(model.num_parameters(), g.info["num_parameters"].get<int64_t>());  // transformers' count
   for (const char* backend : {"ref", "cpu"}) {
     Ctx ctx = cpu_ctx(backend);
     std::map<std::string, Tensor> seen;

@@ -20,6 +20,7 @@
 #include "test_util.h"
 #include "train/forecast.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 
 namespace mf::test {
 namespace {
@@ -251,6 +252,17 @@ TEST(TimeSeries, BadSeriesGetOneClearError) {
   EXPECT_THROW(forecast_windows(Tensor::zeros({20, 3}), 30, 5), Error);
   Tensor dp;
   EXPECT_THROW(forecast_mse(Tensor::zeros({2, 5, 3}), Tensor::zeros({2, 5, 2}), dp), Error);
+}
+
+// The classification training loop refuses a forecaster with one line instead of misusing its output.
+TEST(TimeSeries, ClassifierTrainingLoopRefusesAForecaster) {
+  TempDir dir;
+  try {
+    train(parse_config(kForecaster, "t"), TrainOptions{}, DataSplits{}, dir.path(), false);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("forecasters train through"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TimeSeries, ChannelMeanHeadClassifiesEachSample) {

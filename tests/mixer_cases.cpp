@@ -71,6 +71,13 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     add({"ponet", {{"head_dim", 4}, {"segments", 3}}, 8, 1, 11});
     add({"ponet", {{"local_kernel", 5}}, 16, 1, 9});
     add({"ponet", {{"head_dim", 2}, {"segments", 2}}, 6, 3, 4});
+    // Time mixing: the defaults on 7 × 7 (rows mixed separately), 1 × L sequences, TSMixer's one
+    // layer, and the softmax gate over the tokens.
+    add({"time_mlp"});
+    add({"time_mlp", {}, 6, 1, 10});
+    add({"time_mlp", {{"layers", 1}}, 5, 2, 6});
+    add({"gated_time_mlp"});
+    add({"gated_time_mlp", {{"ratio", 1.5}}, 6, 1, 10});
     return m;
   }();
   return cases;

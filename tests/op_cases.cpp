@@ -249,6 +249,19 @@ Tensor ids_from(const Tensor& x, int64_t vocab) {
 // The sequence ops (docs/sequences.md): embedding, position tables, causal attention, Mamba's conv
 // and selective scan. The scan's cases use checkpoint intervals shorter than the sequence, so the
 // cpu backend's chunked recomputation crosses chunk edges (the reference keeps every state).
+// PatchTSMixer's gated attention: softmax over the patches (I = channels), over the channels (I = 1),
+// and a single-element axis (softmax 1: the gate passes x through).
+void add_softmax_gate_cases(std::vector<OpCase>& v) {
+  for (Shape s : {Shape{6, 7, 5}, Shape{21, 16, 1}, Shape{3, 1, 4}}) {
+    v.push_back({fmt::format("softmax_gate/{}", s.str()), OpKind::SoftmaxGate, 1e-6, {{s}, {s}},
+                 [](const Exec& e, const std::vector<Tensor>& in) { return op::softmax_gate(e, in[0], in[1]); },
+                 [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                   auto [dx, dl] = op::softmax_gate_backward(e, in[0], in[1], dy);
+                   return std::vector<Tensor>{dx, dl};
+                 }});
+  }
+}
+
 void add_sequence_cases(std::vector<OpCase>& v) {
   v.push_back({"embedding/[3, 11] vocab 13 -> 7", OpKind::Embedding, 0.0, {{{3, 11}}, {{13, 7}}},
                [](const Exec& e, const std::vector<Tensor>& in) { return op::embedding(e, ids_from(in[0], 13), in[1]); },
@@ -829,6 +842,7 @@ const std::vector<OpCase>& op_cases() {
     for (size_t i = v.size() - 3; i < v.size(); ++i) v[i].inputs[1].differentiable = false;
 
     add_sequence_cases(v);
+    add_softmax_gate_cases(v);
     // Layout ops. permute: RaftMLP's raft layouts (the last axis moved, and kept), and a 6-D case.
     for (auto [x, perm] : std::vector<std::pair<Shape, std::vector<int>>>{
              {Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}},

@@ -18,7 +18,7 @@ void register_run(CLI::App& app) {
   add_model_options(sub, args->model, /*weights_required=*/false);
   sub->add_option("--seed", args->model.seed, "seed of the random weights used without --weights")->capture_default_str();
   sub->add_option("--input,-i", args->input, "input batch [B, C, H, W], float32 .npy")->required();
-  sub->add_option("--output,-o", args->output, "output logits [B, classes], float32 .npy")->required();
+  sub->add_option("--output,-o", args->output, "output logits [B, classes] (a forecasting model: the forecast [B, horizon, C]), float32 .npy")->required();
   sub->callback([args] {
     Tensor x = read_npy(args->input);
     LoadedModel lm = load_model(args->model);
@@ -26,7 +26,9 @@ void register_run(CLI::App& app) {
     Ctx ctx = lm.ctx();
     Tensor y = lm.model->forward_nchw(ctx, x).to(Device::CPU);
     write_npy(args->output, y);
-    fmt::print("{}: logits {} from input {}\n", args->output, y.shape().str(), x.shape().str());
+    const bool forecast = lm.model->config().head.type == "forecast";  // [B, horizon, C] (docs/sequences.md)
+    fmt::print("{}: {} {} from input {}\n", args->output, forecast ? "forecast" : "logits", y.shape().str(),
+               x.shape().str());
     // After the results, so that a failure above stays one line.
     note_if_weights_are_random(args->model);
   });

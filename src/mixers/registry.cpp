@@ -28,6 +28,7 @@ void register_strip_mixer(MixerRegistry& r);
 void register_additive_mixer(MixerRegistry& r);
 void register_wavemix_mixer(MixerRegistry& r);
 void register_inception_mixer(MixerRegistry& r);
+void register_time_mlp_mixers(MixerRegistry& r);
 
 MixerRegistry& MixerRegistry::get() {
   static MixerRegistry registry = [] {
@@ -55,6 +56,7 @@ MixerRegistry& MixerRegistry::get() {
     register_additive_mixer(r);
     register_wavemix_mixer(r);
     register_inception_mixer(r);
+    register_time_mlp_mixers(r);
     return r;
   }();
   return registry;

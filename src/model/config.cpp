@@ -172,6 +172,10 @@ void validate_sequence(const MetaFormerConfig& c) {
     MF_CHECK(q.patch_stride >= 1 && q.patch_stride <= 4096, "model '{}': sequence.patch_stride {} is out of range", name,
              q.patch_stride);
   }
+  MF_CHECK(q.channels == "mixed" || (q.channels == "independent" && q.input == "series"), "model '{}': "
+           "sequence.channels must be 'mixed' or (for series) 'independent', not '{}'", name, q.channels);
+  MF_CHECK(q.scaling == "none" || (q.scaling == "std" && q.input == "series"), "model '{}': sequence.scaling must be "
+           "'none' or (for series) 'std', not '{}'", name, q.scaling);
   MF_CHECK(c.dims[0] % 2 == 0 || q.position != "sinusoidal", "model '{}': sinusoidal positions need an even dim", name);
 }
 }  // namespace
@@ -224,9 +228,10 @@ void MetaFormerConfig::validate() const {
   MF_CHECK(mlp_ratio > 0 && mlp_ratio <= 64, "model '{}': mlp_ratio {} is out of range", name, mlp_ratio);
   MF_CHECK(mlp_mixer.type.empty() || has_mlp_branch(), "model '{}': mlp.mixer replaces the MLP, but the '{}' block "
            "has none", name, block);
-  const std::set<std::string> heads{"linear", "mlp", "mambaout_mlp", "norm_mlp", "token_norm_linear"};
+  const std::set<std::string> heads{"linear", "mlp", "mambaout_mlp", "norm_mlp", "token_norm_linear", "forecast",
+                                    "channel_mean_linear"};
   MF_CHECK(heads.count(head.type), "model '{}': unknown head type '{}' (known: linear, mlp, mambaout_mlp, norm_mlp, "
-           "token_norm_linear)", name, head.type);
+           "token_norm_linear, forecast, channel_mean_linear)", name, head.type);
   const std::set<std::string> blocks{"metaformer", "mambaout", "mlp_mixer", "resmlp", "gmlp", "mamba"};
   MF_CHECK(blocks.count(block), "model '{}': unknown block '{}' (known: metaformer, mambaout, mlp_mixer, resmlp, gmlp, "
            "mamba)", name, block);
@@ -279,8 +284,15 @@ void MetaFormerConfig::validate() const {
       MF_CHECK(mixers[i].type == "mix_shift", "model '{}': every stage of an msmlp model mixes with 'mix_shift', not "
                "'{}'", name, mixers[i].type);
   MF_CHECK(!isotropic() || n == 1, "model '{}': an isotropic model has exactly one stage, not {}", name, n);
-  MF_CHECK(isotropic() == (head.type == "token_norm_linear"),
-           "model '{}': the 'token_norm_linear' head goes with (and only with) the isotropic layout", name);
+  MF_CHECK(isotropic() == (head.type == "token_norm_linear" || head.series_head()),
+           "model '{}': the isotropic layout goes with (and only with) the 'token_norm_linear' head (or, for series, "
+           "'forecast' or 'channel_mean_linear'); here layout '{}' and head '{}'", name, layout, head.type);
+  MF_CHECK(!head.series_head() || sequence.input == "series", "model '{}': the '{}' head is for series models "
+           "(sequence.input 'series')", name, head.type);
+  MF_CHECK(!sequence.independent_channels() || head.series_head(), "model '{}': independent channels need a series "
+           "head ('forecast' or 'channel_mean_linear'), which gathers each sample's channels", name);
+  MF_CHECK((head.type == "forecast") == (head.horizon > 0), "model '{}': head.horizon (the steps to forecast) goes "
+           "with (and only with) the 'forecast' head", name);
   MF_CHECK(stem.type == "conv" || stem.type == "two_conv" || stem.type == "patch",
            "model '{}': stem type must be 'conv', 'two_conv' or 'patch', not '{}'", name, stem.type);
   MF_CHECK(downsample.type == "conv", "model '{}': downsample type must be 'conv'", name);
@@ -396,6 +408,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     c.mlp_ratio = m.number("ratio", c.mlp_ratio, 1e-3, 64);
     c.mlp_glu = m.boolean("glu", c.mlp_glu);
     if (const json* mixer = m.get("mixer")) c.mlp_mixer = parse_mixer(*mixer, what + ": mlp.mixer");
+    c.mlp_gate = m.boolean("gate", c.mlp_gate);
     m.finish();
   }
 
@@ -422,6 +435,7 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     c.head.type = hr.string("type", c.head.type);
     if (hr.has("norm")) c.head.norm = parse_norm(*hr.get("norm"), what + ": head.norm");
     c.head.mlp_ratio = hr.number("mlp_ratio", c.head.mlp_ratio, 1e-3, 64);
+    c.head.horizon = hr.integer("horizon", c.head.horizon, 0, 1 << 20);
     c.head.act = hr.string("act", c.head.act);
     if (hr.has("mlp_norm")) c.head.mlp_norm = parse_norm(*hr.get("mlp_norm"), what + ": head.mlp_norm");
     hr.finish();
@@ -447,6 +461,8 @@ MetaFormerConfig parse_config(const std::string& text, const std::string& what) 
     c.sequence.patch_size = sr.integer("patch_size", 1, 1, 1 << 16);
     c.sequence.patch_stride = sr.integer("patch_stride", c.sequence.patch_size, 1, 1 << 16);
     c.sequence.position = sr.string("position", "none");
+    c.sequence.channels = sr.string("channels", "mixed");
+    c.sequence.scaling = sr.string("scaling", "none");
     sr.finish();
     MF_CHECK(c.sequence.enabled(), "{}: sequence.input is required ('tokens' or 'series')", what);
   }
@@ -570,6 +586,7 @@ json config_to_json(const MetaFormerConfig& c) {
     m["type"] = c.mlp_mixer.type;
     j["mlp"]["mixer"] = m;
   }
+  if (c.mlp_gate) j["mlp"]["gate"] = true;
   j["layer_scale_init"] = ls;
   j["res_scale_init"] = rs;
   j["stem"] = conv_to_json(c.stem);
@@ -579,6 +596,7 @@ json config_to_json(const MetaFormerConfig& c) {
                    {"mlp_ratio", c.head.mlp_ratio},
                    {"act", c.head.act},
                    {"mlp_norm", norm_to_json(c.head.mlp_norm)}};
+  if (c.head.horizon > 0) j["head"]["horizon"] = c.head.horizon;
   j["input"] = json{{"size", c.input.size},         {"crop_pct", c.input.crop_pct},
                     {"interpolation", c.input.interpolation}, {"crop_mode", c.input.crop_mode},
                     {"mean", c.input.mean},         {"std", c.input.std}};
@@ -591,6 +609,8 @@ json config_to_json(const MetaFormerConfig& c) {
     if (q.input == "series") {
       j["sequence"]["patch_size"] = q.patch_size;
       j["sequence"]["patch_stride"] = q.patch_stride;
+      j["sequence"]["channels"] = q.channels;
+      j["sequence"]["scaling"] = q.scaling;
     }
   }
   return j;

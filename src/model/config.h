@@ -47,6 +47,12 @@ struct HeadSpec {
   double mlp_ratio = 4.0;
   std::string act = "squared_relu";
   NormSpec mlp_norm{"layer_norm", 1e-6, true};
+  // Series models (docs/sequences.md), no norm: "forecast": a linear map of each sequence's flattened
+  // tokens to `horizon` future steps (per channel with independent channels; all channels at once
+  // otherwise), output [B, horizon, in_chans]; "channel_mean_linear": the mean over each sequence's
+  // tokens, the channels' means side by side, a linear classifier (PatchTSMixer's avg_pool head).
+  int horizon = 0;
+  bool series_head() const { return type == "forecast" || type == "channel_mean_linear"; }
   bool operator==(const HeadSpec&) const = default;
 };
 
@@ -71,6 +77,13 @@ struct SequenceSpec {
   int patch_size = 1;           // series: each token is a linear map of patch_size steps × in_chans,
   int patch_stride = 1;         //   patches patch_stride steps apart (PatchTST's strided patching)
   std::string position = "none";  // "none", "learned" (stem.pos_embed [tokens, dim]) or "sinusoidal"
+  // series: "mixed" (one token per patch of all channels) or "independent" (PatchTST/PatchTSMixer:
+  // each channel's patches are a sequence of their own, folded into the batch: [B·C, 1, N, dim]).
+  std::string channels = "mixed";
+  // series: "none" or "std" (PatchTSMixer's std scaler: each channel of each sample standardised by
+  // its mean and sqrt(variance + 1e-5) over the context; a forecast is mapped back with them).
+  std::string scaling = "none";
+  bool independent_channels() const { return channels == "independent"; }
   bool enabled() const { return !input.empty(); }
   // Tokens made from `steps` input steps (for ids, one each).
   int64_t tokens(int64_t steps) const {
@@ -139,6 +152,7 @@ struct MetaFormerConfig {
   // "mlp": {"mixer": ...}: a registered mixer in the MLP's place (a channel mixer such as
   // "channel_scan", MambaMixer's); empty type: the MLP.
   MixerSpec mlp_mixer;
+  bool mlp_gate = false;  // PatchTSMixer's gated attention after the MLP: y ⊙ softmax(mlp.gate(y)) over channels
   std::vector<std::optional<double>> layer_scale_init;  // per stage; empty optional = no layer scale
   std::vector<std::optional<double>> res_scale_init;    // per stage; empty optional = no res scale
   ConvSpec stem{7, 4, 2, std::nullopt};

@@ -99,7 +99,7 @@ MetaFormerBlock::MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t h
     channel_mixer_ = add_child(n.mlp, MixerRegistry::get().create(c.mlp_mixer.type, cc));
   } else {
     mlp_ = add_child(n.mlp, std::make_unique<Mlp>(dim, static_cast<int64_t>(c.mlp_ratio * static_cast<double>(dim)),
-                                                  c.mlp_act, c.mlp_bias, conv1x1, c.mlp_glu));
+                                                  c.mlp_act, c.mlp_bias, conv1x1, c.mlp_glu, c.mlp_gate));
   }
   if (ls) layer_scale2_ = add_child(n.ls2, std::make_unique<Scale>(dim, static_cast<float>(*ls), n.ls_param));
   if (rs) res_scale2_ = add_child("res_scale2", std::make_unique<Scale>(dim, static_cast<float>(*rs)));
@@ -294,6 +294,15 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
     // mlp_mixer.py: stem, blocks, norm over every token, mean over tokens, linear head.
     blocks_ = add_child("blocks", std::make_unique<Sequential>());
     for (int b = 0; b < c.depths[0]; ++b) blocks_->append(std::make_unique<MetaFormerBlock>(c, 0, h, w, rate(b)));
+    if (c.head.series_head()) {  // PatchTSMixer's heads: no final norm (docs/sequences.md)
+      const int64_t rows = seq_stem_->rows_per_sample();
+      const bool forecast = c.head.type == "forecast";
+      const int64_t in = forecast ? w * c.dims[0] : rows * c.dims[0];
+      const int64_t out = forecast ? int64_t{c.head.horizon} * (c.in_chans / rows) : c.num_classes;
+      linear_head_ = add_child("head", std::make_unique<Linear>(in, out, true));
+      assign_paths();
+      return;
+    }
     norm_ = add_child("norm", std::make_unique<Norm>(c.head.norm, c.dims[0]));
     linear_head_ = add_child("head", std::make_unique<Linear>(c.dims[0], c.num_classes, true));
     assign_paths();
@@ -349,6 +358,7 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   }
   if (body_) return body_->forward(ctx, x);
   Tensor y = seq_stem_ ? seq_stem_->run(ctx, x) : stem_->run(ctx, x);
+  if (blocks_ && !norm_) return series_head_forward(ctx, blocks_->run(ctx, y));
   if (blocks_) {
     y = norm_->run(ctx, blocks_->run(ctx, y));
     if (ctx.training) saved_tokens_shape_ = y.shape();
@@ -365,6 +375,7 @@ Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
     return d;
   }
   if (body_) return body_->backward(ctx, dlogits);
+  if (blocks_ && !norm_) return seq_stem_->backward(ctx, blocks_->backward(ctx, series_head_backward(ctx, dlogits)));
   if (blocks_) {
     Tensor d = op::global_avg_pool_backward(ctx.exec, linear_head_->backward(ctx, dlogits), saved_tokens_shape_);
     d = blocks_->backward(ctx, norm_->backward(ctx, d));
@@ -373,6 +384,52 @@ Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
   Tensor d = head_->backward(ctx, dlogits);
   d = stages_->backward(ctx, d);
   return stem_->backward(ctx, d);
+}
+
+// tokens [B·rows, 1, N, dim] (rows: the sequences of a sample, in_chans with independent channels).
+//   forecast: each sequence's N·dim values -> horizon · (in_chans / rows) steps -> [B, horizon, in_chans]
+//             (independent channels: the [B, C, horizon] result transposed), then, with std scaling,
+//             each channel mapped back: y · scale + loc.
+//   channel_mean_linear: mean over each sequence's tokens, the rows' means side by side -> classes.
+Tensor MetaFormer::series_head_forward(Ctx& ctx, const Tensor& tokens) {
+  const int64_t rows = seq_stem_->rows_per_sample(), B = tokens.dim(0) / rows, C = config_.in_chans;
+  if (ctx.training) saved_tokens_shape_ = tokens.shape();
+  if (config_.head.type == "channel_mean_linear")
+    return linear_head_->run(ctx, op::global_avg_pool(ctx.exec, tokens).reshape({B, rows * tokens.dim(3)}));
+  const int64_t n = tokens.dim(2), H = config_.head.horizon;
+  MF_CHECK(n * tokens.dim(3) == linear_head_->in_features(), "the forecast head was built for {} tokens (sequence.length "
+           "{}); this series gives {}", linear_head_->in_features() / tokens.dim(3), config_.sequence.length, n);
+  Tensor y = linear_head_->run(ctx, tokens.reshape({tokens.dim(0), n * tokens.dim(3)}));
+  y = rows > 1 ? op::permute(ctx.exec, y.reshape({B, C, H}), {0, 2, 1}) : y.reshape({B, H, C});
+  if (config_.sequence.scaling == "std") {
+    MF_CHECK(y.device() == Device::CPU, "std scaling maps a forecast back on the host: use the ref or cpu backend");
+    const auto &loc = seq_stem_->loc(), &scale = seq_stem_->scale();
+    Tensor z = Tensor::empty(y.shape());
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      const auto bc = static_cast<size_t>((i / (H * C)) * C + i % C);
+      z.data()[i] = y.data()[i] * scale[bc] + loc[bc];
+    }
+    y = z;
+  }
+  return y;
+}
+
+Tensor MetaFormer::series_head_backward(Ctx& ctx, const Tensor& dy) {
+  const int64_t rows = seq_stem_->rows_per_sample(), BR = saved_tokens_shape_[0], D = saved_tokens_shape_[3];
+  if (config_.head.type == "channel_mean_linear") {
+    const Tensor d = linear_head_->backward(ctx, dy).reshape({BR, D});
+    return op::global_avg_pool_backward(ctx.exec, d, saved_tokens_shape_);
+  }
+  const int64_t B = BR / rows, C = config_.in_chans, H = config_.head.horizon;
+  Tensor d = dy;
+  if (config_.sequence.scaling == "std") {  // y = u · scale + loc: du = dy · scale
+    const auto& scale = seq_stem_->scale();
+    d = Tensor::empty(dy.shape());
+    for (int64_t i = 0; i < dy.numel(); ++i)
+      d.data()[i] = dy.data()[i] * scale[static_cast<size_t>((i / (H * C)) * C + i % C)];
+  }
+  d = rows > 1 ? op::permute(ctx.exec, d.reshape({B, H, C}), {0, 2, 1}) : d;
+  return linear_head_->backward(ctx, d.reshape({BR, (C / rows) * H})).reshape(saved_tokens_shape_);
 }
 
 Tensor MetaFormer::forward_nchw(Ctx& ctx, const Tensor& x) {

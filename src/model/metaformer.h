@@ -151,6 +151,7 @@ class MetaFormer : public Module {
   void collect_ops(std::set<OpKind>& ops) const override {
     ops.insert(OpKind::NchwToNhwc);
     ops.insert(OpKind::GlobalAvgPool);
+    if (config_.head.type == "forecast" && config_.sequence.independent_channels()) ops.insert(OpKind::Permute);
   }
 
   // x: [B, H, W, in_chans] channels-last -> logits [B, num_classes]; a sequence model's x is
@@ -175,6 +176,9 @@ class MetaFormer : public Module {
   Norm* norm_ = nullptr;
   Linear* linear_head_ = nullptr;
   Shape saved_tokens_shape_;
+  // The series heads (HeadSpec::series_head): the head after the blocks, and its backward.
+  Tensor series_head_forward(Ctx& ctx, const Tensor& tokens);
+  Tensor series_head_backward(Ctx& ctx, const Tensor& dy);
   std::vector<Module*> affnet_layers_;  // layout "affnet": conv_1, layer_1 .. layer_5, conv_1x1_exp, classifier
   Module* body_ = nullptr;  // the custom layouts' whole network (model/custom_layouts.h)
 };

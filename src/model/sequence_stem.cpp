@@ -29,6 +29,9 @@ Tensor Embedding::backward(Ctx& ctx, const Tensor& dy) {
 SequenceStem::SequenceStem(const MetaFormerConfig& c) : spec_(c.sequence), in_chans_(c.in_chans), dim_(c.dims[0]) {
   if (spec_.input == "tokens") {
     embed_ = add_child("embed", std::make_unique<Embedding>(spec_.vocab_size, dim_));
+  } else if (spec_.independent_channels()) {
+    patch_proj_ = add_child("proj", std::make_unique<Linear>(spec_.patch_size, dim_, /*bias=*/true));
+    patch_proj_->set_needs_input_grad(false);  // the input is data
   } else {
     const ConvGeometry g{1, spec_.patch_size, 1, spec_.patch_stride, 0, 0};
     proj_ = add_child("proj", std::make_unique<Conv2d>(c.in_chans, dim_, g, /*bias=*/true));
@@ -42,8 +45,9 @@ SequenceStem::SequenceStem(const MetaFormerConfig& c) : spec_(c.sequence), in_ch
 
 std::string SequenceStem::describe() const {
   const std::string what = embed_ ? fmt::format("token ids (vocabulary {})", spec_.vocab_size)
-                                  : fmt::format("series of {} channels, patches of {} every {} steps", in_chans_,
-                                                spec_.patch_size, spec_.patch_stride);
+                                  : fmt::format("series of {} {} channels, patches of {} every {} steps{}", in_chans_,
+                                                spec_.channels, spec_.patch_size, spec_.patch_stride,
+                                                spec_.scaling == "std" ? ", std scaling" : "");
   return fmt::format("{}, length {}, positions: {}", what, spec_.length, spec_.position);
 }
 
@@ -57,7 +61,7 @@ void SequenceStem::check_input(const Shape& s) const {
   MF_CHECK(s[0] >= 1, "empty batch");
   MF_CHECK(s[3] == in_chans_, "this sequence model takes {} channel(s) per step; got {}", in_chans_, s[3]);
   const int64_t L = s[2];
-  if (proj_)
+  if (proj_ || patch_proj_)
     MF_CHECK(L >= spec_.patch_size, "a series of {} steps is shorter than one patch ({} steps)", L, spec_.patch_size);
   MF_CHECK(L >= 1, "an empty sequence");
   if (pos_embed_) {
@@ -93,18 +97,64 @@ Tensor SequenceStem::forward(Ctx& ctx, const Tensor& x) {
         MF_CHECK(!std::isnan(p[i]), "the series has a NaN at step {}, channel {} of sample {}", (i / in_chans_) % L,
                  i % in_chans_, i / (in_chans_ * L));
     }
-    Tensor y = proj_->run(ctx, x);
-    t = y.reshape({B, y.dim(2), dim_});
+    if (patch_proj_ || spec_.scaling == "std")
+      MF_CHECK(x.device() == Device::CPU, "series with independent channels or std scaling are prepared on the host: "
+               "run them on the ref or cpu backend");
+    if (patch_proj_) {
+      const Tensor patches = channel_patches(scaled(x));
+      const int64_t n = patches.dim(0) / (B * in_chans_);
+      t = patch_proj_->run(ctx, patches).reshape({B * in_chans_, n, dim_});
+    } else {
+      Tensor y = proj_->run(ctx, scaled(x));
+      t = y.reshape({B, y.dim(2), dim_});
+    }
   }
   if (pos_embed_) t = op::add_positions(ctx.exec, t, v(pos_embed_));
   if (spec_.position == "sinusoidal") t = op::add_positions(ctx.exec, t, sinusoids(t.dim(1), dim_));
-  return t.reshape({B, 1, t.dim(1), dim_});
+  return t.reshape({t.dim(0), 1, t.dim(1), dim_});
+}
+
+Tensor SequenceStem::scaled(const Tensor& x) {
+  if (spec_.scaling != "std") return x;
+  // PatchTSMixer's std scaler over the whole context: loc = mean, scale = sqrt(biased variance + 1e-5).
+  const int64_t B = x.dim(0), L = x.dim(2), C = in_chans_;
+  loc_.assign(static_cast<size_t>(B * C), 0.f);
+  scale_.assign(static_cast<size_t>(B * C), 1.f);
+  Tensor y = Tensor::empty(x.shape());
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* xs = x.data() + b * L * C + c;
+      double mean = 0, var = 0;
+      for (int64_t t = 0; t < L; ++t) mean += xs[t * C];
+      mean /= static_cast<double>(L);
+      for (int64_t t = 0; t < L; ++t) var += (xs[t * C] - mean) * (xs[t * C] - mean);
+      const double scale = std::sqrt(var / static_cast<double>(L) + 1e-5);
+      loc_[static_cast<size_t>(b * C + c)] = static_cast<float>(mean);
+      scale_[static_cast<size_t>(b * C + c)] = static_cast<float>(scale);
+      for (int64_t t = 0; t < L; ++t)
+        y.data()[b * L * C + t * C + c] = static_cast<float>((xs[t * C] - mean) / scale);
+    }
+  return y;
+}
+
+Tensor SequenceStem::channel_patches(const Tensor& x) const {
+  const int64_t B = x.dim(0), L = x.dim(2), C = in_chans_, P = spec_.patch_size, S = spec_.patch_stride;
+  const int64_t N = spec_.tokens(L);
+  const int64_t start = L - (P + S * (N - 1));  // the steps before the first patch are left out
+  Tensor p = Tensor::empty({B * C * N, P});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < P; ++k)
+          p.data()[((b * C + c) * N + n) * P + k] = x.data()[(b * L + start + n * S + k) * C + c];
+  return p;
 }
 
 Tensor SequenceStem::backward(Ctx& ctx, const Tensor& dy) {
   const Tensor d = dy.reshape({dy.dim(0), dy.dim(2), dy.dim(3)});
   if (Tensor* g = grad_of(pos_embed_)) op::add_positions_backward_(ctx.exec, d, *g);
   if (embed_) return embed_->backward(ctx, d);
+  if (patch_proj_) return patch_proj_->backward(ctx, d.reshape({d.dim(0) * d.dim(1), dim_}));
   return proj_->backward(ctx, dy);
 }
 

@@ -1,6 +1,7 @@
 // timm's Mlp and GluMlp: fc1 -> act -> fc2 (dropouts are identity at inference). With `glu`, fc1's
 // output is split in halves (x1, x2) and fc2 reads x1 ⊙ act(x2) (timm's GluMlp, gate last, as gMixer
-// uses it), so fc2 has hidden / 2 inputs.
+// uses it), so fc2 has hidden / 2 inputs. With `softmax_gate` (PatchTSMixer's gated attention in its
+// feature mixer), the output y becomes y ⊙ softmax(gate(y)) over the channels, gate a Linear [dim, dim].
 #pragma once
 
 #include "nn/activation.h"
@@ -12,7 +13,8 @@ namespace mf {
 class Mlp : public Module {
  public:
   // conv1x1: timm builds fc1/fc2 as 1×1 Conv2d (weights [out, in, 1, 1]) in channels-first stages.
-  Mlp(int64_t dim, int64_t hidden, const std::string& act, bool bias, bool conv1x1, bool glu = false);
+  Mlp(int64_t dim, int64_t hidden, const std::string& act, bool bias, bool conv1x1, bool glu = false,
+      bool softmax_gate = false);
   std::string kind() const override { return glu_ ? "GluMlp" : "Mlp"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
@@ -22,9 +24,14 @@ class Mlp : public Module {
   Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales);
   void collect_ops(std::set<OpKind>& ops) const override {
     if (glu_) ops.insert(OpKind::Glu);
+    if (gate_) ops.insert(OpKind::SoftmaxGate);
   }
 
  private:
+  Tensor forward_mlp(Ctx& ctx, const Tensor& x);
+  Tensor backward_mlp(Ctx& ctx, const Tensor& dy);
+  Linear* gate_ = nullptr;
+  Tensor saved_y_, saved_logits_;  // softmax_gate: the MLP's output and the gate's logits
   bool glu_;
   int64_t hidden_;
   Linear* fc1_;

@@ -237,6 +237,10 @@ void Backend::max_pool2d_backward(const Tensor&, const ConvGeometry&, const Tens
 }
 void Backend::sum_pool2d(const Tensor&, int, float, Tensor&) { unsupported(OpKind::AvgPool2d); }
 void Backend::upsample_nearest(const Tensor&, int, float, Tensor&) { unsupported(OpKind::UpsampleNearest); }
+void Backend::softmax_gate(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::SoftmaxGate); }
+void Backend::softmax_gate_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&) {
+  unsupported(OpKind::SoftmaxGate);
+}
 void Backend::spatial_shift(const Tensor&, int, int64_t, const std::vector<int>&, Tensor&) {
   unsupported(OpKind::SpatialShift);
 }

@@ -254,6 +254,11 @@ class Backend {
   // value per position, CAS-ViT's spatial operation), or [B, C] (one per sample and channel, its
   // channel operation)
   virtual void gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y);
+  // PatchTSMixer's gated attention: x, logits [A, N, I] -> y = x ⊙ softmax(logits) over N, for each
+  // (a, i). Backward (its own, no parameters): dx = dy ⊙ s, dlogits = s ⊙ (g - Σ_n s g), g = dy ⊙ x.
+  virtual void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y);
+  virtual void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
+                                     Tensor& dlogits);
 
   // ---- backward passes ------------------------------------------------------------------------
   // Each takes the forward inputs and dy (the gradient of the loss with respect to the output).

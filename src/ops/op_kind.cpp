@@ -45,6 +45,7 @@ const char* op_name(OpKind op) {
     case OpKind::MaxPool2d: return "max_pool2d";
     case OpKind::AvgPool2d: return "avg_pool2d";
     case OpKind::UpsampleNearest: return "upsample_nearest";
+    case OpKind::SoftmaxGate: return "softmax_gate";
     case OpKind::kCount: break;
   }
   return "?";
@@ -93,6 +94,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::MaxPool2d: return OpFamily::Pooling;
     case OpKind::AvgPool2d: return OpFamily::Pooling;
     case OpKind::UpsampleNearest: return OpFamily::Pooling;
+    case OpKind::SoftmaxGate: return OpFamily::Elementwise;
     case OpKind::kCount: break;
   }
   return OpFamily::Elementwise;

@@ -48,6 +48,7 @@ enum class OpKind : uint8_t {
   MaxPool2d,        // nn.MaxPool2d (padding never wins), channels-last (iFormer's high-frequency branch)
   AvgPool2d,        // non-overlapping f×f mean pooling (iFormer's low-frequency branch)
   UpsampleNearest,  // f× nearest-neighbour upsampling, the adjoint of f×f sum pooling (iFormer)
+  SoftmaxGate,      // x ⊙ softmax(logits) over the middle axis of [A, N, I] (PatchTSMixer's gated attention)
   kCount
 };
 

@@ -902,6 +902,25 @@ Tensor add_positions(const Exec& e, const Tensor& x, const Tensor& pos) {
   return y;
 }
 
+Tensor softmax_gate(const Exec& e, const Tensor& x, const Tensor& logits) {
+  check_rank(x, 3, OpKind::SoftmaxGate);
+  MF_CHECK(logits.shape() == x.shape(), "softmax_gate: logits {} for x {}", logits.shape().str(), x.shape().str());
+  Tensor y = out(e, x.shape());
+  Timed t(e, OpKind::SoftmaxGate, 0);
+  e.backend->softmax_gate(x, logits, y);
+  return y;
+}
+
+std::pair<Tensor, Tensor> softmax_gate_backward(const Exec& e, const Tensor& x, const Tensor& logits, const Tensor& dy) {
+  check_rank(x, 3, OpKind::SoftmaxGate);
+  MF_CHECK(logits.shape() == x.shape() && dy.shape() == x.shape(), "softmax_gate backward: logits {}, dy {} for x {}",
+           logits.shape().str(), dy.shape().str(), x.shape().str());
+  Tensor dx = out(e, x.shape()), dl = out(e, x.shape());
+  Timed t(e, OpKind::SoftmaxGate, 0);
+  e.backend->softmax_gate_backward(x, logits, dy, dx, dl);
+  return {dx, dl};
+}
+
 Tensor causal_attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale) {
   check_rank(qkv, 3, OpKind::CausalAttention);
   const int64_t A = static_cast<int64_t>(heads) * head_dim;

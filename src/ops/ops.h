@@ -158,6 +158,10 @@ Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
 // to 1); writes d(mean loss)/d(logits) into dlogits.
 double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);
+// y = x ⊙ softmax(logits) over the middle axis of [A, N, I] (PatchTSMixer's gated attention: over the
+// patches with I = channels, or over the channels with I = 1); the backward returns {dx, dlogits}.
+Tensor softmax_gate(const Exec& e, const Tensor& x, const Tensor& logits);
+std::pair<Tensor, Tensor> softmax_gate_backward(const Exec& e, const Tensor& x, const Tensor& logits, const Tensor& dy);
 
 // ---- sequence ops (see Backend; docs/sequences.md)
 // ids [B, N] (float32 holding integers) -> [B, N, D]. Every id is checked first: one that is not an

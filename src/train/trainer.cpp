@@ -361,6 +361,9 @@ void log_skipped(const std::string& run_dir, const std::string& when, const std:
 
 TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSplits& data, const std::string& run_dir,
                    bool resume, const std::string& init_weights) {
+  // This loop's loss is the classifiers' cross-entropy; a forecaster trains with train/forecast.h's MSE.
+  MF_CHECK(config.head.type != "forecast", "model '{}' forecasts (head 'forecast'): this training loop trains "
+           "classifiers; forecasters train through the library's forecast_train_step (docs/sequences.md)", config.name);
   MF_CHECK(o.epochs >= 1, "--epochs must be at least 1");
   MF_CHECK(o.batch >= 1, "--batch must be at least 1");
   MF_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr must be positive (it is {})", o.lr);

@@ -91,6 +91,9 @@ class CpuBackend : public RefBackend {
   void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
                      Tensor& y) override;
   void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) override;
+  void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y) override;
+  void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
+                             Tensor& dlogits) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;

@@ -200,7 +200,7 @@ class CudaBackend final : public Backend {
            op != OpKind::SplitAttention && op != OpKind::Grn && op != OpKind::Gate &&
            // WaveMix's and iFormer's ops: ref and cpu only
            op != OpKind::ConvTranspose2d && op != OpKind::MaxPool2d && op != OpKind::AvgPool2d &&
-           op != OpKind::UpsampleNearest;
+           op != OpKind::UpsampleNearest && op != OpKind::SoftmaxGate;
   }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {

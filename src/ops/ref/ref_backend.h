@@ -94,6 +94,9 @@ class RefBackend : public Backend {
   void gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y) override;
   void gate_backward(const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy, Tensor& dx,
                      Tensor& dg) override;
+  void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y) override;
+  void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
+                             Tensor& dlogits) override;
   void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,

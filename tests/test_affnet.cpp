@@ -154,8 +154,8 @@ TEST(AffNet, FormulaUniformsMatchTheScripts) {
 // (28×28×64, 24×32×64, ...) found the cpu irfft2's FFTW misuse (SpectralOps test).
 TEST(AffNet, FullSizeLogitsMatchTheAuthors) {
   const std::string file = data_path("affnet/full_logits.safetensors");
-  if (!std::filesystem::exists(file))  // pending a device run (docs/affnet.md)
-    GTEST_SKIP() << "tests/data/affnet/full_logits.safetensors is not generated yet: run "
+  if (!std::filesystem::exists(file))  // committed from a device run (docs/affnet.md)
+    FAIL() << "tests/data/affnet/full_logits.safetensors is missing: run "
                     "tools/golden/make_affnet_golden.py where torch is and copy it there";
   SafeTensors golden = SafeTensors::open(file);
   for (const char* backend : {"cpu", "ref"}) {
@@ -214,13 +214,7 @@ TEST(AffNet, TrainingGradientMatchesFiniteDifferences) {
   Ctx ctx;
   ctx.exec.backend = &get_backend("ref");
   ctx.training = true;
-  auto loss = [&](bool backward) {
-    Tensor logits = model.run(ctx, x), dl;
-    const double l = op::cross_entropy(ctx.exec, logits, targets, dl);
-    if (backward) model.backward(ctx, dl);
-    return l;
-  };
-  const DirectionalDerivative d = directional_derivative(model, loss, 2.5e-4f);  // as test_model_backward.cpp
+  const DirectionalDerivative d = cross_entropy_derivative(model, ctx, x, targets);
   EXPECT_NEAR(d.numeric, d.analytic, 2e-2 * std::fabs(d.analytic));
 }
 

@@ -62,7 +62,7 @@ std::unique_ptr<TokenMixer> load_mixer(const Golden& g, int layer) {
 Tensor as_grid(const Tensor& t) { return t.reshape({t.dim(0), 1, t.dim(1), t.dim(2)}); }
 
 TEST(MambaGolden, MixerMatchesTransformersMambaMixer) {
-  if (!std::filesystem::exists(data_path("mamba/mamba_io.safetensors"))) GTEST_SKIP() << "golden files not present";
+  if (!std::filesystem::exists(data_path("mamba/mamba_io.safetensors"))) FAIL() << "golden files not present";
   const Golden g = open_golden();
   for (int layer = 0; layer < g.config["num_hidden_layers"].get<int>(); ++layer)
     for (const char* backend : {"ref", "cpu"}) {
@@ -78,7 +78,7 @@ TEST(MambaGolden, MixerMatchesTransformersMambaMixer) {
 }
 
 TEST(MambaGolden, MixerGradientsMatchTransformersAutograd) {
-  if (!std::filesystem::exists(data_path("mamba/mamba_io.safetensors"))) GTEST_SKIP() << "golden files not present";
+  if (!std::filesystem::exists(data_path("mamba/mamba_io.safetensors"))) FAIL() << "golden files not present";
   const Golden g = open_golden();
   // chunk 64 (default) and 16: the golden sequence (70 tokens) crosses chunk edges either way.
   for (int64_t chunk : {64, 16})
@@ -113,7 +113,7 @@ TEST(MambaGolden, MixerGradientsMatchTransformersAutograd) {
 // MambaModel as a 1-D MetaFormer: embeddings -> stem.embed, layers.{i} -> blocks.{i} ("mamba" block:
 // norm, mixer, one residual branch), norm_f -> norm (the isotropic model's norm over every token).
 TEST(MambaGolden, WholeBackboneMatchesTransformersMambaModel) {
-  if (!std::filesystem::exists(data_path("mamba/mamba_io.safetensors"))) GTEST_SKIP() << "golden files not present";
+  if (!std::filesystem::exists(data_path("mamba/mamba_io.safetensors"))) FAIL() << "golden files not present";
   const Golden g = open_golden();
   const auto& c = g.config;
   nlohmann::json j{{"name", "mamba_golden"}, {"in_chans", 1}, {"num_classes", 2},

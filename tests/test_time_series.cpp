@@ -326,17 +326,17 @@ void expect_golden_outputs(const std::string& task) {
 }
 
 TEST(PatchTsMixerGolden, ForecasterMatchesTransformersPatchTSMixerForPrediction) {
-  if (!have_golden()) GTEST_SKIP() << "golden files not present (tools/golden/make_patchtsmixer_golden.py)";
+  if (!have_golden()) FAIL() << "golden files not present (tools/golden/make_patchtsmixer_golden.py)";
   expect_golden_outputs("prediction");
 }
 
 TEST(PatchTsMixerGolden, ClassifierMatchesTransformersPatchTSMixerForTimeSeriesClassification) {
-  if (!have_golden()) GTEST_SKIP() << "golden files not present (tools/golden/make_patchtsmixer_golden.py)";
+  if (!have_golden()) FAIL() << "golden files not present (tools/golden/make_patchtsmixer_golden.py)";
   expect_golden_outputs("classification");
 }
 
 TEST(PatchTsMixerGolden, ForecasterGradientsMatchTransformersAutograd) {
-  if (!have_golden()) GTEST_SKIP() << "golden files not present (tools/golden/make_patchtsmixer_golden.py)";
+  if (!have_golden()) FAIL() << "golden files not present (tools/golden/make_patchtsmixer_golden.py)";
   const Golden g = open_golden("prediction");
   MetaFormer model(patchtsmixer_config(g.info["config"], false));
   load_patchtsmixer(model, g.model);

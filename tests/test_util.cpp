@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "ops/ops.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
@@ -23,6 +25,17 @@ uint32_t pcg32(uint64_t& state) {
 }
 
 }  // namespace
+
+DirectionalDerivative cross_entropy_derivative(Module& model, Ctx& ctx, const Tensor& x, const Tensor& targets,
+                                               float eps) {
+  auto loss = [&](bool backward) {
+    Tensor logits = model.run(ctx, x), dl;
+    const double l = op::cross_entropy(ctx.exec, logits, targets, dl);
+    if (backward) model.backward(ctx, dl);
+    return l;
+  };
+  return directional_derivative(model, loss, eps);
+}
 
 DirectionalDerivative directional_derivative(Module& model, const std::function<double(bool backward)>& loss,
                                              float eps) {

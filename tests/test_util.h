@@ -23,6 +23,10 @@ struct DirectionalDerivative {
 };
 DirectionalDerivative directional_derivative(Module& model, const std::function<double(bool backward)>& loss,
                                              float eps);
+// The same for the cross-entropy of model.run(ctx, x) against `targets` (soft labels), with ctx as the
+// caller set it up (backend, training mode), at test_model_backward.cpp's step.
+DirectionalDerivative cross_entropy_derivative(Module& model, Ctx& ctx, const Tensor& x, const Tensor& targets,
+                                               float eps = 2.5e-4f);
 
 // ||a - b|| / ||b|| (b is the reference); 0 when both are zero.
 double rel_error(const Tensor& a, const Tensor& ref);

@@ -200,6 +200,12 @@ TEST(SequenceBench, LengthsGiveOneRowEach) {
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("is not a sequence model"), std::string::npos) << bad.err;
   EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
+  for (const char* garbage : {"16,x", "0"}) {  // not a number; out of range
+    CliResult r2 = run_cli({"bench", "--config", dir.file("m.json"), "--lengths", garbage, "--batch", "1"});
+    EXPECT_EQ(r2.exit_code, 1) << garbage;
+    EXPECT_NE(r2.err.find("--lengths"), std::string::npos) << r2.err;
+    EXPECT_EQ(count_lines(r2.err), 1) << r2.err;
+  }
 }
 
 }  // namespace

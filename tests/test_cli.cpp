@@ -15,18 +15,11 @@
 #include "model/metaformer.h"
 #include "model/zoo.h"
 #include "core/error.h"
+#include "cli_expect.h"
 #include "test_util.h"
 
 namespace mf::test {
 namespace {
-
-// One line of text on stderr that contains `phrase`, and a failing exit code.
-void expect_clean_failure(const CliResult& r, const std::string& phrase) {
-  EXPECT_NE(r.exit_code, 0) << r.err;
-  EXPECT_LT(r.exit_code, 128) << "killed by a signal: " << r.err;
-  EXPECT_NE(r.err.find(phrase), std::string::npos) << "stderr: " << r.err;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
-}
 
 std::string golden(const std::string& family, const std::string& file) {
   return data_path("golden/" + family + "/" + file);

@@ -30,6 +30,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::HubTestServer;
 using test::TempDir;
+using test::error_of;
 
 const char* kCommit = "0123456789abcdef0123456789abcdef01234567";
 
@@ -100,15 +101,6 @@ class Hub : public ::testing::Test {
   TempDir dir;
   HubTestServer server;
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(Sha256, MatchesTheFipsVectorsInOneOrManyPieces) {
   EXPECT_EQ(hub::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

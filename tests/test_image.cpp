@@ -18,6 +18,7 @@
 
 namespace mf {
 namespace {
+using test::error_of;
 
 std::string image_path(const std::string& name) { return test::data_path("image/" + name); }
 std::vector<uint8_t> image_bytes(const std::string& name) { return test::read_bytes(image_path(name)); }
@@ -43,17 +44,6 @@ std::vector<std::vector<std::string>> refs(const std::string& kind) {
     if (!f.empty() && f[0] == kind) out.push_back(f);
   }
   return out;
-}
-
-// The message of the mf::Error that `f` throws, or "" (and a test failure) if it throws none.
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an mf::Error";
-  return "";
 }
 
 const uint8_t* pixel(const Image& img, int x, int y) {

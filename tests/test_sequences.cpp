@@ -56,15 +56,6 @@ Tensor ids(const std::vector<std::vector<int>>& rows) {
   return t;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 TEST(SequenceConfig, ParsesAndRoundTripsThroughJson) {
   for (const char* text : {kTokenModel, kSeriesModel}) {
     const MetaFormerConfig c = parse_config(text, "test");

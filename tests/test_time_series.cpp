@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "data/dataset.h"
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "mixers/mixer.h"
@@ -255,13 +256,14 @@ TEST(TimeSeries, BadSeriesGetOneClearError) {
 }
 
 // The classification training loop refuses a forecaster with one line instead of misusing its output.
-TEST(TimeSeries, ClassifierTrainingLoopRefusesAForecaster) {
+TEST(TimeSeries, TrainingLoopRefusesAForecasterOnClassificationData) {
   TempDir dir;
+  const DataSplits data = open_long_range(64, 16);
   try {
-    train(parse_config(kForecaster, "t"), TrainOptions{}, DataSplits{}, dir.path(), false);
+    train(parse_config(kForecaster, "t"), TrainOptions{}, data, dir.path(), false);
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("forecasters train through"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("is not a forecasting task"), std::string::npos) << e.what();
   }
 }
 

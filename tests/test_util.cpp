@@ -1,5 +1,6 @@
 #include "test_util.h"
 
+#include "core/error.h"
 #include "ops/ops.h"
 
 #include <fcntl.h>
@@ -160,6 +161,15 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 std::vector<uint8_t> read_bytes(const std::string& path) {

@@ -55,6 +55,10 @@ CliResult run_cli(const std::vector<std::string>& args);
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
 std::vector<uint8_t> read_bytes(const std::string& path);
 
+// The message of the mf::Error that `f` throws, or "(no error)" when it throws none (so that an
+// expectation about the message fails, naming why).
+std::string error_of(const std::function<void()>& f);
+
 std::string data_path(const std::string& rel);  // tests/data/<rel>
 std::string source_path(const std::string& rel);  // <repo>/<rel>
 

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -238,6 +239,9 @@ void run_compare(const CompareArgs& a) {
     configs.push_back(config);
   }
   check_every_candidate_builds(candidates, configs);
+  // Classifiers are ranked by test top-1, forecasters by test MSE (with the MAE beside it).
+  const bool forecast = fitted.head.type == "forecast";
+  const CompareMetric metric = forecast ? CompareMetric::forecast_mse() : CompareMetric::accuracy();
   auto options_for_seed = [&](int seed) {
     TrainOptions ro = o;
     ro.seed = static_cast<uint64_t>(seed);
@@ -256,7 +260,7 @@ void run_compare(const CompareArgs& a) {
     json cost;
     if (a.remeasure) cost = measure_inference(config, a.runs1, a.runs8, a.timing);
     bool retimed = a.remeasure;  // measured in this invocation: finished runs get the same cost
-    std::vector<double> top1, seconds;
+    std::vector<double> score, second, seconds;
     for (int seed = 0; seed < a.seeds; ++seed) {
       const PlannedRun& p = plan[c][static_cast<size_t>(seed)];
       const std::string result_path = p.dir + "/result.json";
@@ -271,11 +275,23 @@ void run_compare(const CompareArgs& a) {
           retimed = true;
         }
         json curve = json::array();
-        for (auto& r : read_jsonl(p.dir + "/metrics.jsonl"))
-          curve.push_back({{"epoch", r["epoch"]}, {"top1", r["top1"]}, {"train_loss", r["train_loss"]}});
-        json result{{"mixer", cand.label},     {"seed", seed},         {"top1", 100.0 * s.last_top1},
-                    {"top5", 100.0 * s.last_top5}, {"best_top1", 100.0 * s.best_top1}, {"epochs", s.epochs_done},
-                    {"steps", s.steps},        {"train_seconds", s.seconds}, {"curve", curve}};
+        for (auto& r : read_jsonl(p.dir + "/metrics.jsonl")) {
+          json e{{"epoch", r["epoch"]}, {"train_loss", r["train_loss"]}};
+          for (const char* k : {"top1", "mse", "mae"})
+            if (r.contains(k)) e[k] = r[k];
+          curve.push_back(e);
+        }
+        json result{{"mixer", cand.label}, {"seed", seed},         {"epochs", s.epochs_done},
+                    {"steps", s.steps},    {"train_seconds", s.seconds}, {"curve", curve}};
+        if (forecast) {
+          result["mse"] = s.last_mse;
+          result["mae"] = s.last_mae;
+          result["best_mse"] = s.best_mse;
+        } else {
+          result["top1"] = 100.0 * s.last_top1;
+          result["top5"] = 100.0 * s.last_top5;
+          result["best_top1"] = 100.0 * s.best_top1;
+        }
         for (auto& [k, v] : cost.items()) result[k] = v;
         write_text(result_path, result.dump(2) + "\n");
       } else {
@@ -295,21 +311,33 @@ void run_compare(const CompareArgs& a) {
       if (cost.is_null()) cost = json{{"params", r["params"]}, {"macs", r["macs"]}, {"latency_ms", r["latency_ms"]},
                                       {"images_per_s", r["images_per_s"]},
                                       {"timing", r.value("timing", std::string("cpu fp32"))}};
-      top1.push_back(r["top1"].get<double>());
+      // A diverged forecaster's NaN MSE was written as null.
+      const auto number = [&](const std::string& k) {
+        MF_CHECK(r.contains(k), "{} has no '{}': it was trained for another task; use a new --out", result_path, k);
+        return r[k].is_number() ? r[k].get<double>() : std::numeric_limits<double>::quiet_NaN();
+      };
+      score.push_back(number(metric.key));
+      if (!metric.second_key.empty()) second.push_back(number(metric.second_key));
       seconds.push_back(r["train_seconds"].get<double>());
       runs.push_back(r);
     }
-    double mean = 0, secs = 0;
-    for (double t : top1) mean += t;
+    double secs = 0;
     for (double t : seconds) secs += t;
     json m{{"mixer", cand.label},
-           {"seeds", static_cast<int>(top1.size())},
-           {"top1", top1},
-           {"top1_mean", mean / static_cast<double>(top1.size())},
-           {"top1_min", *std::min_element(top1.begin(), top1.end())},
-           {"top1_max", *std::max_element(top1.begin(), top1.end())},
-           {"top1_text", mean_pm(top1, 2)},
+           {"seeds", static_cast<int>(score.size())},
            {"train_seconds_mean", secs / static_cast<double>(seconds.size())}};
+    // <key>, <key>_mean, _min, _max, _text: accuracies with 2 decimals (%), errors with 4.
+    auto summarise = [&](const std::string& key, const std::vector<double>& v) {
+      double mean = 0;
+      for (double t : v) mean += t;
+      m[key] = v;
+      m[key + "_mean"] = mean / static_cast<double>(v.size());
+      m[key + "_min"] = *std::min_element(v.begin(), v.end());
+      m[key + "_max"] = *std::max_element(v.begin(), v.end());
+      m[key + "_text"] = mean_pm(v, forecast ? 4 : 2);
+    };
+    summarise(metric.key, score);
+    if (!metric.second_key.empty()) summarise(metric.second_key, second);
     for (auto& [k, v] : cost.items()) m[k] = v;
     per_mixer.push_back(m);
   }
@@ -328,10 +356,14 @@ void run_compare(const CompareArgs& a) {
   budget.train_images = o.subset > 0 ? std::min(o.subset, splits.train->size()) : splits.train->size();
   budget.eval_images_available = splits.eval->size();
   budget.eval_images = o.eval_subset > 0 ? std::min(o.eval_subset, splits.eval->size()) : splits.eval->size();
-  write_compare_report(a.out, command_line(a, o), a.data, budget, per_mixer, runs);
-  fmt::print("\n{}\n", compare_table_text(budget, per_mixer));
-  fmt::print("wrote {0}/report.md, {0}/results.json, {0}/accuracy_vs_macs.svg, {0}/accuracy_vs_latency.svg, "
-             "{0}/curves.svg\n", a.out);
+  if (forecast) {
+    budget.metric = "MSE and MAE";
+    budget.samples = "windows";
+  }
+  write_compare_report(a.out, command_line(a, o), a.data, budget, per_mixer, runs, metric);
+  fmt::print("\n{}\n", compare_table_text(budget, per_mixer, metric));
+  fmt::print("wrote {0}/report.md, {0}/results.json, {0}/{1}_vs_macs.svg, {0}/{1}_vs_latency.svg, {0}/curves.svg\n",
+             a.out, metric.file_stem);
 }
 
 }  // namespace
@@ -344,7 +376,7 @@ void register_compare(CLI::App& app) {
   base->excludes(model);
   sub->add_option("--mixers", a->mixers, "mixers to compare, comma-separated; per stage joined by '+' "
                                           "(pooling,sepconv+sepconv+attention)")->required();
-  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic), listops[-N] (sequences), or a data folder")->required();
+  sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic), listops[-N] (sequences), co2, sunspots or csv:PATH (forecasting; ranked by test MSE), or a data folder")->required();
   sub->add_option("--out,-o", a->out, "output folder (report.md, results.json, plots, runs/)")->required();
   sub->add_option("--seeds", a->seeds, "seeds per mixer (0, 1, ...)")->capture_default_str()->check(CLI::Range(1, 100));
   TrainOptions& o = a->o;

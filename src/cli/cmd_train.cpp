@@ -14,6 +14,17 @@
 
 namespace mf::cli {
 
+namespace {
+void print_done(const TrainSummary& s) {
+  if (s.forecast)
+    fmt::print("done: {} epochs, {} steps, test MSE {:.4f}, MAE {:.4f}, {:.0f} s\n", s.epochs_done, s.steps, s.last_mse,
+               s.last_mae, s.seconds);
+  else
+    fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
+               s.seconds);
+}
+}  // namespace
+
 void register_train(CLI::App& app) {
   struct Args {
     ModelArgs model;
@@ -23,10 +34,11 @@ void register_train(CLI::App& app) {
     int64_t max_image_pixels = int64_t{1} << 28;
   };
   auto a = std::make_shared<Args>();
-  auto* sub = app.add_subcommand("train", "train or fine-tune a model (Fashion-MNIST or an image folder)");
+  auto* sub = app.add_subcommand("train", "train or fine-tune a model (Fashion-MNIST, an image folder, ListOps, or a forecasting series)");
   const auto [model, config] = add_model_choice(sub, a->model, "model name from the zoo");
   sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), listops[-N] (sequences; "
-                  "docs/sequences.md), a folder of IDX files, or an image folder (DIR/<class>/...)");
+                  "docs/sequences.md), co2, sunspots or csv:PATH (forecasting; docs/sequences.md), a folder of IDX "
+                  "files, or an image folder (DIR/<class>/...)");
   sub->add_option("--out,-o", a->out, "run folder: checkpoints, metrics.jsonl, curves.svg");
   auto* resume = sub->add_option("--resume", a->resume, "continue the run in this folder from its last checkpoint");
   resume->excludes(model)->excludes(config);
@@ -81,8 +93,7 @@ void register_train(CLI::App& app) {
       saved.progress = o.progress;
       DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);
-      fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
-                 s.seconds);
+      print_done(s);
       return;
     }
     MF_CHECK(!a->model.model.empty() || !a->model.config.empty(), "give a model: --model NAME or --config FILE");
@@ -92,8 +103,7 @@ void register_train(CLI::App& app) {
     DataSplits splits = open_data_for(a->data, config, a->max_image_pixels);
     o.data = a->data;
     TrainSummary s = train(config, o, splits, a->out, /*resume=*/false, weights_file(a->model));
-    fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
-               s.seconds);
+    print_done(s);
   });
 }
 
@@ -106,10 +116,12 @@ void register_eval(CLI::App& app) {
     int workers = 2;
   };
   auto a = std::make_shared<Args>();
-  auto* sub = app.add_subcommand("eval", "accuracy of a model on Fashion-MNIST or an image folder");
+  auto* sub = app.add_subcommand("eval", "accuracy of a model on Fashion-MNIST, an image folder or ListOps; a "
+                                 "forecaster's MSE and MAE on a series");
   add_model_options(sub, a->model, /*weights_required=*/true);
   sub->add_option("--data,-d", a->data, "fashion-mnist, long-range (synthetic; docs/compare.md), listops[-N] (sequences; "
-                  "docs/sequences.md), a folder of IDX files, or an image folder")->required();
+                  "docs/sequences.md), co2, sunspots or csv:PATH[:val] (forecasting), a folder of IDX files, or an "
+                  "image folder")->required();
   sub->add_option("--split", a->split, "eval (test/val data) or train")->capture_default_str()->check(
       CLI::IsMember({"eval", "train"}));
   sub->add_option("--batch,-b", a->batch, "batch size")->capture_default_str();
@@ -119,6 +131,21 @@ void register_eval(CLI::App& app) {
     const std::string weights = weights_file(a->model);
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config);
+    if (config.head.type == "forecast") {
+      ModelArgs m = a->model;
+      m.config_override = config;
+      m.weights = weights;
+      m.pretrained = false;
+      LoadedModel lm = load_model(m);
+      const Dataset& data = a->split == "train" ? *splits.train : *splits.eval;
+      const ForecastEvalResult r = evaluate_forecast(*lm.model, *lm.backend, data, a->batch, a->workers);
+      fmt::print("{}: {} windows, MSE {:.4f}, MAE {:.4f} (standardised with the training part's statistics)\n",
+                 data.describe(), r.count, r.mse, r.mae);
+      if (r.nonfinite)
+        fmt::print(stderr, "warning: {} of {} windows had non-finite forecasts; the MSE is {}\n", r.nonfinite, r.count,
+                   r.mse);
+      return;
+    }
     // Accuracy means something only over the data's classes: a checkpoint whose classifier has
     // another size (ImageNet weights on Fashion-MNIST) is refused, not evaluated 1000-way.
     // (`train --weights` instead re-initialises such a head and fine-tunes it.)

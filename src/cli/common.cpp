@@ -125,10 +125,27 @@ void note_if_weights_are_random(const ModelArgs& a) {
                a.seed);
 }
 
+// A forecasting task for a forecaster: the windows are cut to the model's context (sequence.length)
+// and horizon, and the stem takes the series' channels.
+static DataSplits open_forecast_data_for(const std::string& spec, MetaFormerConfig& config) {
+  MF_CHECK(config.is_sequence() && config.sequence.input == "series" && config.head.type == "forecast",
+           "{} is a forecasting task: the model needs \"sequence\": {{\"input\": \"series\", ...}} and a "
+           "\"forecast\" head (docs/sequences.md)", spec);
+  DataSplits s = open_forecast(spec, config.sequence.length, config.head.horizon);
+  if (config.in_chans != s.train->channels()) {
+    fmt::print("note: {} has {} channel(s); the model takes {} (was {})\n", spec, s.train->channels(),
+               s.train->channels(), config.in_chans);
+    config.in_chans = s.train->channels();
+  }
+  config.validate();
+  return s;
+}
+
 DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int64_t max_image_pixels) {
   if (is_listops_spec(spec)) return open_sequence_data_for(spec, config);
+  if (is_forecast_spec(spec)) return open_forecast_data_for(spec, config);
   MF_CHECK(!config.is_sequence(), "model '{}' takes sequences, and {} holds images (sequence data: listops, "
-           "listops-N; docs/sequences.md)", config.name, spec);
+           "listops-N; series: co2, sunspots, csv:PATH; docs/sequences.md)", config.name, spec);
   // Fashion-MNIST keeps its own resolution and statistics; image folders use the model's.
   DataTransform t;
   t.size = config.input.size;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include "io/file.h"
@@ -14,13 +16,20 @@ namespace {
 
 using nlohmann::json;
 
-// Best mean top-1 first; ties (equal mean accuracy) go to the cheaper mixer first.
-std::vector<const json*> ranked(const std::vector<json>& per_mixer) {
+// Best mean score first (highest top-1, lowest MSE); ties go to the cheaper mixer first. A NaN score
+// (a diverged run) ranks last.
+std::vector<const json*> ranked(const std::vector<json>& per_mixer, const CompareMetric& metric) {
   std::vector<const json*> order;
   for (auto& m : per_mixer) order.push_back(&m);
-  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) {
-    const double ta = (*a)["top1_mean"], tb = (*b)["top1_mean"];
-    if (ta != tb) return ta > tb;
+  const std::string mean_key = metric.key + "_mean";
+  auto score = [&](const json* m) {
+    const json& v = (*m)[mean_key];
+    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+  };
+  std::stable_sort(order.begin(), order.end(), [&](auto* a, auto* b) {
+    const double ta = score(a), tb = score(b);
+    if (std::isnan(ta) != std::isnan(tb)) return std::isnan(tb);
+    if (ta != tb && !std::isnan(ta)) return metric.higher_is_better ? ta > tb : ta < tb;
     return (*a)["macs"].template get<double>() < (*b)["macs"].template get<double>();
   });
   return order;
@@ -37,19 +46,24 @@ std::string images_text(int64_t used, int64_t available) {
 }  // namespace
 
 json CompareBudget::to_json() const {
-  return json{{"steps_per_run_min", steps_min}, {"steps_per_run_max", steps_max}, {"epochs", epochs},
-              {"max_steps", max_steps},         {"batch", batch},                 {"seeds", seeds},
-              {"train_images", train_images},   {"train_images_available", train_images_available},
-              {"eval_images", eval_images},     {"eval_images_available", eval_images_available}};
+  json j{{"steps_per_run_min", steps_min}, {"steps_per_run_max", steps_max}, {"epochs", epochs},
+         {"max_steps", max_steps},         {"batch", batch},                 {"seeds", seeds},
+         {"train_images", train_images},   {"train_images_available", train_images_available},
+         {"eval_images", eval_images},     {"eval_images_available", eval_images_available}};
+  if (metric != "top-1") {
+    j["metric"] = metric;
+    j["samples"] = samples;
+  }
+  return j;
 }
 
 std::string budget_sentence(const CompareBudget& b) {
-  return fmt::format("Budget: {} optimizer steps per run (batch {}; {} epoch{} over {} training images{}), {} seed{} "
-                     "per mixer, top-1 on {} test images.",
+  return fmt::format("Budget: {} optimizer steps per run (batch {}; {} epoch{} over {} training {}{}), {} seed{} "
+                     "per mixer, {} on {} test {}.",
                      steps_text(b), b.batch, b.epochs, b.epochs == 1 ? "" : "s",
-                     images_text(b.train_images, b.train_images_available),
+                     images_text(b.train_images, b.train_images_available), b.samples,
                      b.max_steps > 0 ? fmt::format(", cut at --max-steps {}", b.max_steps) : "", b.seeds,
-                     b.seeds == 1 ? "" : "s", images_text(b.eval_images, b.eval_images_available));
+                     b.seeds == 1 ? "" : "s", b.metric, images_text(b.eval_images, b.eval_images_available), b.samples);
 }
 
 std::string caveat_sentence(const CompareBudget& b) {
@@ -78,18 +92,24 @@ std::string mean_pm(const std::vector<double>& v, int digits) {
   return v.size() > 1 ? fmt::format("{:.{}f} ± {:.{}f}", m, digits, (hi - lo) / 2, digits) : fmt::format("{:.{}f}", m, digits);
 }
 
-std::string compare_table_text(const CompareBudget& budget, const std::vector<json>& per_mixer) {
-  std::string t = fmt::format("{:>4}  {:<28} {:>10} {:>10} {:>15} {:>5} {:>12} {:>9}\n", "rank", "mixer",
-                              "params (M)", "MACs (M)", "top-1 (%)", "seeds", "latency (ms)", "images/s");
+std::string compare_table_text(const CompareBudget& budget, const std::vector<json>& per_mixer,
+                               const CompareMetric& metric) {
+  const bool second = !metric.second_key.empty();
+  std::string t = fmt::format("{:>4}  {:<28} {:>10} {:>10} {:>15}{} {:>5} {:>12} {:>9}\n", "rank", "mixer",
+                              "params (M)", "MACs (M)", metric.column,
+                              second ? fmt::format(" {:>15}", metric.second_column) : "", "seeds", "latency (ms)",
+                              "images/s");
+  // "±" is one column wide but two bytes: widen the field by the extra byte.
+  auto cell = [](const std::string& text) {
+    return fmt::format("{:>{}}", text, 15 + (text.find("±") != std::string::npos ? 1 : 0));
+  };
   int rank = 0;
-  for (auto* m : ranked(per_mixer)) {
-    // "±" is one column wide but three bytes: widen the field by the two extra bytes.
-    const std::string top1 = (*m)["top1_text"].get<std::string>();
-    const int top1_width = 15 + (top1.find("±") != std::string::npos ? 1 : 0);
-    t += fmt::format("{:>4}  {:<28} {:>10.3f} {:>10.1f} {:>{}} {:>5} {:>12.2f} {:>9.1f}\n", ++rank,
+  for (auto* m : ranked(per_mixer, metric)) {
+    t += fmt::format("{:>4}  {:<28} {:>10.3f} {:>10.1f} {}{} {:>5} {:>12.2f} {:>9.1f}\n", ++rank,
                      (*m)["mixer"].get<std::string>(), (*m)["params"].get<double>() / 1e6,
-                     (*m)["macs"].get<double>() / 1e6, top1, top1_width, (*m)["seeds"].get<int>(),
-                     (*m)["latency_ms"].get<double>(), (*m)["images_per_s"].get<double>());
+                     (*m)["macs"].get<double>() / 1e6, cell((*m)[metric.key + "_text"].get<std::string>()),
+                     second ? fmt::format(" {}", cell((*m)[metric.second_key + "_text"].get<std::string>())) : std::string(),
+                     (*m)["seeds"].get<int>(), (*m)["latency_ms"].get<double>(), (*m)["images_per_s"].get<double>());
   }
   t += budget_sentence(budget) + "\n";
   const std::string caveat = caveat_sentence(budget);
@@ -99,24 +119,35 @@ std::string compare_table_text(const CompareBudget& budget, const std::vector<js
 
 void write_compare_report(const std::string& out, const std::string& command, const std::string& data,
                           const CompareBudget& budget, const std::vector<json>& per_mixer,
-                          const std::vector<json>& runs) {
-  const std::vector<const json*> order = ranked(per_mixer);
+                          const std::vector<json>& runs, const CompareMetric& metric) {
+  const std::vector<const json*> order = ranked(per_mixer, metric);
+  const std::string K = metric.key;
+  const bool second = !metric.second_key.empty();
+  const auto text = [](const json& m, const std::string& key) { return m[key + "_text"].get<std::string>(); };
+  const auto mean = [](const json& m, const std::string& key) {
+    const json& v = m[key + "_mean"];
+    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+  };
+  const int digits = metric.higher_is_better ? 2 : 4;
 
   std::string md = "# Token-mixer comparison\n\n";
   md += fmt::format("Data: `{}`. Every run trains the same MetaFormer with only the token mixer changed, with the "
-                    "same data order, schedule and augmentation per seed. Top-1 is the mean over seeds ± half the "
-                    "range (min to max); latency is batch 1 and throughput batch 8, measured on this machine "
+                    "same data order, schedule and augmentation per seed. {} is the mean over seeds ± half the "
+                    "range (min to max){}; latency is batch 1 and throughput batch 8, measured on this machine "
                     "(backend {}).\n\n",
-                    data, per_mixer.empty() ? std::string("cpu fp32") : per_mixer.front().value("timing", std::string("cpu fp32")));
+                    data, metric.higher_is_better ? "Top-1" : "The test MSE (and MAE)",
+                    metric.higher_is_better ? "" : ", in the units of the series standardised with its training part",
+                    per_mixer.empty() ? std::string("cpu fp32") : per_mixer.front().value("timing", std::string("cpu fp32")));
   md += fmt::format("Command:\n\n```\n{}\n```\n\n", command);
-  md += "| rank | mixer | params (M) | MACs (M) | top-1 (%) | seeds | latency (ms) | images/s | training time (s) |\n";
-  md += "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+  md += fmt::format("| rank | mixer | params (M) | MACs (M) | {} |{} seeds | latency (ms) | {}/s | training time (s) |\n",
+                    metric.column, second ? fmt::format(" {} |", metric.second_column) : std::string(), budget.samples);
+  md += fmt::format("| ---: | --- | ---: | ---: | ---: |{} ---: | ---: | ---: | ---: |\n", second ? " ---: |" : "");
   int rank = 0;
   for (auto* m : order) {
-    md += fmt::format("| {} | {} | {:.3f} | {:.1f} | {} | {} | {:.2f} | {:.1f} | {:.0f} |\n", ++rank,
+    md += fmt::format("| {} | {} | {:.3f} | {:.1f} | {} |{} {} | {:.2f} | {:.1f} | {:.0f} |\n", ++rank,
                       (*m)["mixer"].get<std::string>(), (*m)["params"].get<double>() / 1e6,
-                      (*m)["macs"].get<double>() / 1e6, (*m)["top1_text"].get<std::string>(),
-                      (*m)["seeds"].get<int>(), (*m)["latency_ms"].get<double>(), (*m)["images_per_s"].get<double>(),
+                      (*m)["macs"].get<double>() / 1e6, text(*m, K),
+                      second ? fmt::format(" {} |", text(*m, metric.second_key)) : std::string(), (*m)["seeds"].get<int>(), (*m)["latency_ms"].get<double>(), (*m)["images_per_s"].get<double>(),
                       (*m)["train_seconds_mean"].get<double>());
   }
   // The budget and what it cannot show stand right under the table, before anyone reads the ranking.
@@ -138,23 +169,30 @@ void write_compare_report(const std::string& out, const std::string& command, co
   for (size_t i = 0; i < order.size(); ++i) {
     if (i) {
       const json &a = *order[i - 1], &b = *order[i];
-      ranking += one_seed ? ", " : a["top1_min"].get<double>() <= b["top1_max"].get<double>() ? " ≈ " : " > ";
+      // The better one's worst seed against the other's best: overlapping ranges are not separated.
+      const bool overlap = metric.higher_is_better ? a[K + "_min"].get<double>() <= b[K + "_max"].get<double>()
+                                                   : a[K + "_max"].get<double>() >= b[K + "_min"].get<double>();
+      ranking += one_seed ? ", " : overlap ? " ≈ " : metric.higher_is_better ? " > " : " < ";
     }
-    ranking += fmt::format("{} ({:.2f})", (*order[i])["mixer"].get<std::string>(), (*order[i])["top1_mean"].get<double>());
+    ranking += fmt::format("{} ({:.{}f})", (*order[i])["mixer"].get<std::string>(), mean(*order[i], K), digits);
   }
-  md += fmt::format("Ranking by mean top-1 (%): {}.", ranking);
+  md += fmt::format("Ranking by mean {}{}: {}.", metric.name, metric.higher_is_better ? " (%)" : " (lowest first)",
+                    ranking);
   md += one_seed ? " With one seed per mixer the order is not tested against the seed noise (see the caveat)."
                  : " \"≈\" joins neighbours whose seed ranges overlap, which this experiment does not separate.";
   const json& best = *order.front();
   const json* cheapest = order.front();
   for (auto* m : order)
     if ((*m)["macs"].get<double>() < (*cheapest)["macs"].get<double>()) cheapest = m;
-  md += fmt::format(" Best: {} ({:.2f}%); cheapest in MACs: {} ({:.1f} M MACs, {:.2f}%).\n",
-                    best["mixer"].get<std::string>(), best["top1_mean"].get<double>(),
+  const std::string unit = metric.higher_is_better ? "%" : "";
+  md += fmt::format(" Best: {} ({:.{}f}{}); cheapest in MACs: {} ({:.1f} M MACs, {:.{}f}{}).\n",
+                    best["mixer"].get<std::string>(), mean(best, K), digits, unit,
                     (*cheapest)["mixer"].get<std::string>(), (*cheapest)["macs"].get<double>() / 1e6,
-                    (*cheapest)["top1_mean"].get<double>());
-  md += "\nPlots: [accuracy against MACs](accuracy_vs_macs.svg), [accuracy against latency](accuracy_vs_latency.svg), "
-        "[training curves](curves.svg). Every number: `results.json`; every run: `runs/<mixer>/seed<k>/`.\n";
+                    mean(*cheapest, K), digits, unit);
+  const std::string what = metric.higher_is_better ? "accuracy" : "test MSE";
+  md += fmt::format("\nPlots: [{0} against MACs]({1}_vs_macs.svg), [{0} against latency]({1}_vs_latency.svg), "
+                    "[training curves](curves.svg). Every number: `results.json`; every run: `runs/<mixer>/seed<k>/`.\n",
+                    what, metric.file_stem);
   write_text(out + "/report.md", md);
   json results{{"data", data}, {"command", command}, {"budget", budget.to_json()}, {"mixers", per_mixer}, {"runs", runs}};
   if (!caveat.empty()) results["caveat"] = caveat_sentence(budget);
@@ -162,21 +200,23 @@ void write_compare_report(const std::string& out, const std::string& command, co
 
   // Plots: one point per mixer (mean over seeds), labelled.
   auto scatter = [&](const char* key, const std::string& title, const std::string& x_label, bool log_x) {
-    Plot p{title, x_label, "test top-1 accuracy (%)", {}, log_x, 640, 420};
+    Plot p{title, x_label, metric.axis, {}, log_x, 640, 420};
     for (auto* m : order) {
       const std::string name = (*m)["mixer"].get<std::string>();
       Series s{name, {(*m)[key].get<double>() / (std::string(key) == "macs" ? 1e6 : 1.0)},
-               {(*m)["top1_mean"].get<double>()}, false, true, {name}};
+               {mean(*m, K)}, false, true, {name}};
       s.style = static_cast<int>(&*m - &per_mixer[0]);  // the same style for a mixer in every plot
       p.series.push_back(s);
     }
     return p;
   };
-  write_svg(out + "/accuracy_vs_macs.svg", render_svg(scatter("macs", "Accuracy against cost", "MACs per image (millions)", true)));
-  write_svg(out + "/accuracy_vs_latency.svg",
-            render_svg(scatter("latency_ms", "Accuracy against latency", "batch-1 latency on this machine (ms)", true)));
-  Plot curves{"Training curves (every run and seed; one style per mixer)", "epoch", "test top-1 accuracy (%)", {},
-              false, 760, 520};
+  const std::string title = metric.higher_is_better ? "Accuracy" : "Test MSE";
+  write_svg(out + "/" + metric.file_stem + "_vs_macs.svg",
+            render_svg(scatter("macs", title + " against cost", fmt::format("MACs per {} (millions)",
+                               budget.samples == "images" ? "image" : "sample"), true)));
+  write_svg(out + "/" + metric.file_stem + "_vs_latency.svg",
+            render_svg(scatter("latency_ms", title + " against latency", "batch-1 latency on this machine (ms)", true)));
+  Plot curves{"Training curves (every run and seed; one style per mixer)", "epoch", metric.axis, {}, false, 760, 520};
   std::map<std::string, int> style;
   for (size_t i = 0; i < per_mixer.size(); ++i) style[per_mixer[i]["mixer"].get<std::string>()] = static_cast<int>(i);
   for (auto& r : runs) {
@@ -184,8 +224,9 @@ void write_compare_report(const std::string& out, const std::string& command, co
     Series s{r["seed"].get<int>() == 0 ? name : "", {}, {}, true, false, {}};
     s.style = style[name];
     for (auto& e : r["curve"]) {
+      if (!e[K].is_number()) continue;  // a diverged epoch (NaN is stored as null)
       s.x.push_back(e["epoch"].get<double>());
-      s.y.push_back(e["top1"].get<double>());
+      s.y.push_back(e[K].get<double>());
     }
     curves.series.push_back(s);
   }

@@ -20,7 +20,26 @@ struct CompareBudget {
   int seeds = 0;                          // seeds per mixer
   int64_t train_images = 0, train_images_available = 0;  // after --subset, and in the data
   int64_t eval_images = 0, eval_images_available = 0;    // after --eval-subset, and in the data
+  std::string metric = "top-1";    // what the test data measures, and what its samples are
+  std::string samples = "images";
   nlohmann::json to_json() const;
+};
+
+// What the comparison ranks by: test top-1 accuracy for classifiers (higher is better), the test MSE
+// for forecasters (lower is better, with the MAE beside it). per_mixer holds <key>_mean, <key>_min,
+// <key>_max and <key>_text for the key and the second key; every run's curve holds <key> per epoch.
+struct CompareMetric {
+  std::string key = "top1";
+  std::string name = "top-1";              // in sentences
+  std::string column = "top-1 (%)";        // table heading
+  std::string axis = "test top-1 accuracy (%)";
+  std::string file_stem = "accuracy";      // OUT/<stem>_vs_macs.svg, <stem>_vs_latency.svg
+  bool higher_is_better = true;
+  std::string second_key, second_column;   // an extra column (forecasting: the MAE)
+  static CompareMetric accuracy() { return {}; }
+  static CompareMetric forecast_mse() {
+    return {"mse", "test MSE", "MSE", "test MSE (standardised)", "mse", false, "mae", "MAE"};
+  }
 };
 
 // Below this many optimizer steps per run a model is still early in training: its accuracy moves by
@@ -33,14 +52,16 @@ constexpr int64_t kFewStepsPerRun = 100;
 std::string budget_sentence(const CompareBudget& budget);
 std::string caveat_sentence(const CompareBudget& budget);
 
-// `per_mixer`: one object per mixer (mixer, seeds, top1_mean, top1_min, top1_max, top1_text, params,
+// `per_mixer`: one object per mixer (mixer, seeds, top1_mean, top1_min, top1_max, top1_text (or the
+// metric's keys), params,
 // macs, latency_ms, images_per_s, train_seconds_mean); `runs`: every run's result.json.
 void write_compare_report(const std::string& out, const std::string& command, const std::string& data,
                           const CompareBudget& budget, const std::vector<nlohmann::json>& per_mixer,
-                          const std::vector<nlohmann::json>& runs);
+                          const std::vector<nlohmann::json>& runs, const CompareMetric& metric = {});
 
 // The ranked table with the budget and caveat below it, for the terminal.
-std::string compare_table_text(const CompareBudget& budget, const std::vector<nlohmann::json>& per_mixer);
+std::string compare_table_text(const CompareBudget& budget, const std::vector<nlohmann::json>& per_mixer,
+                               const CompareMetric& metric = {});
 
 // "m ± h" (mean ± half the range) over seeds, or just "m" for one seed.
 std::string mean_pm(const std::vector<double>& v, int digits);

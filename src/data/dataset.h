@@ -16,6 +16,7 @@ namespace mf {
 struct Sample {
   Tensor image;  // [H, W, C], normalised
   int64_t label = 0;
+  Tensor target;  // forecasting: the future steps [horizon, C] (undefined for classification)
 };
 
 class Dataset {
@@ -38,6 +39,8 @@ class Dataset {
   virtual int64_t sequence_length() const { return 0; }
   // Token tasks: ids are in [0, vocab_size); 0 for images and real-valued series.
   virtual int vocab_size() const { return 0; }
+  // Forecasting tasks: each sample's target holds this many future steps; 0 for classification.
+  virtual int64_t horizon() const { return 0; }
 };
 
 // How images are turned into model inputs (resolution and normalisation come from the model).
@@ -94,5 +97,23 @@ constexpr const char* kListOps = "listops";
 bool is_listops_spec(const std::string& spec);
 ListOpsSpec parse_listops_spec(const std::string& spec);  // throws for a malformed "listops-N"
 DataSplits open_listops(const ListOpsSpec& spec);
+
+// Forecasting (data/series.cpp, docs/sequences.md): "co2" or "sunspots" (CSV series of Debian's
+// python3-statsmodels, in kStatsmodelsDatasetsDir or $METAFORMER_STATSMODELS_DATASETS), or "csv:PATH"
+// (a header line, a time column, then one column per channel), optionally followed by ":val" to
+// evaluate on the validation part instead of the test part. Split by time 70/10/20 %, standardised
+// with the training part's statistics, cut into windows of `context` steps ([1, context, C]) and
+// their next `horizon` steps (Sample::target, [horizon, C]). co2's 59 empty weeks are interpolated
+// linearly; a gap or NaN anywhere else is an error naming its line.
+extern const char* const kStatsmodelsDatasetsDir;
+bool is_forecast_spec(const std::string& spec);
+DataSplits open_forecast(const std::string& spec, int64_t context, int64_t horizon);
+struct SeriesSplit {
+  int64_t train = 0, val = 0, test = 0;  // steps in each part, in time order
+};
+SeriesSplit forecast_split(int64_t steps);
+// The series [T, C] of `columns` (every column after the first when empty). Empty and NaN cells are
+// an error, or with `interpolate_gaps` filled linearly between their neighbours.
+Tensor read_series_csv(const std::string& path, const std::vector<std::string>& columns, bool interpolate_gaps);
 
 }  // namespace mf

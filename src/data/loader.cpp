@@ -80,6 +80,14 @@ Batch DataLoader::build(int64_t b) {
       std::copy_n(samples[i].image.data(), s.numel(), batch.images.data() + static_cast<int64_t>(i) * s.numel());
       batch.labels.push_back(samples[i].label);
     }
+    if (samples[0].target.defined()) {
+      const Shape t = samples[0].target.shape();
+      batch.targets = Tensor::empty({static_cast<int64_t>(samples.size()), t[0], t[1]});
+      for (size_t i = 0; i < samples.size(); ++i) {
+        MF_CHECK(samples[i].target.shape() == t, "{}: targets of different sizes in one batch", data_.describe());
+        std::copy_n(samples[i].target.data(), t.numel(), batch.targets.data() + static_cast<int64_t>(i) * t.numel());
+      }
+    }
   }
   if (!errors.empty()) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -24,6 +24,7 @@ namespace mf {
 struct Batch {
   Tensor images;                 // [B, H, W, C]
   std::vector<int64_t> labels;   // [B]
+  Tensor targets;                // forecasting: [B, horizon, C] (the samples' targets)
   int64_t index = 0;             // position of the batch in the epoch
 };
 

@@ -11,6 +11,20 @@
 
 namespace mf {
 
+namespace {
+// Every sample once, in order, with the evaluation transform, the last batch possibly partial.
+LoaderOptions evaluation_order(int64_t batch, int workers, int64_t subset) {
+  LoaderOptions o;
+  o.batch = batch;
+  o.train = false;
+  o.shuffle = false;
+  o.drop_last = false;
+  o.workers = workers;
+  o.subset = subset;
+  return o;
+}
+}  // namespace
+
 int64_t target_rank(std::span<const float> logits, int64_t target) {
   const float t = logits[static_cast<size_t>(target)];
   int64_t rank = 0;
@@ -31,14 +45,7 @@ std::string nonfinite_warning(const EvalResult& r) {
 
 EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch, int workers,
                     int64_t subset) {
-  LoaderOptions o;
-  o.batch = batch;
-  o.train = false;
-  o.shuffle = false;
-  o.drop_last = false;
-  o.workers = workers;
-  o.subset = subset;
-  DataLoader loader(data, o);
+  DataLoader loader(data, evaluation_order(batch, workers, subset));
   Ctx ctx;
   ctx.exec.backend = &backend;
   // The loss and ranks are computed on the host from the logits brought back (a GPU backend has no
@@ -69,6 +76,41 @@ EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, in
     r.loss = loss_sum / static_cast<double>(r.count);
     r.top1 = static_cast<double>(top1) / static_cast<double>(r.count);
     r.top5 = static_cast<double>(top5) / static_cast<double>(r.count);
+  }
+  return r;
+}
+
+ForecastEvalResult evaluate_forecast(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch,
+                                     int workers, int64_t subset) {
+  MF_CHECK(data.horizon() > 0, "{} is not a forecasting task", data.describe());
+  DataLoader loader(data, evaluation_order(batch, workers, subset));
+  Ctx ctx;
+  ctx.exec.backend = &backend;
+  ForecastEvalResult r;
+  double se = 0, ae = 0;
+  int64_t values = 0;
+  while (auto b = loader.next()) {
+    if (b->labels.empty()) continue;
+    const Tensor pred = model.run(ctx, b->images).to(Device::CPU);
+    MF_CHECK(pred.shape() == b->targets.shape(), "the model forecasts {} but the data's futures are {}",
+             pred.shape().str(), b->targets.shape().str());
+    const int64_t B = pred.dim(0), per = pred.numel() / std::max<int64_t>(B, 1);
+    for (int64_t i = 0; i < B; ++i) {
+      bool finite = true;
+      for (int64_t k = 0; k < per; ++k) {
+        const double d = static_cast<double>(pred.data()[i * per + k]) - b->targets.data()[i * per + k];
+        finite = finite && std::isfinite(d);
+        se += d * d;
+        ae += std::fabs(d);
+      }
+      r.nonfinite += !finite;
+    }
+    values += pred.numel();
+    r.count += B;
+  }
+  if (values) {
+    r.mse = se / static_cast<double>(values);
+    r.mae = ae / static_cast<double>(values);
   }
   return r;
 }

@@ -29,6 +29,17 @@ int64_t target_rank(std::span<const float> logits, int64_t target);
 EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch, int workers,
                     int64_t subset = 0);
 
+// Forecasting (docs/sequences.md): mean squared and absolute error of the forecasts against the
+// windows' futures, over every step and channel, in float64. A window whose forecast has a NaN or Inf
+// is counted in `nonfinite`, and then mse and mae are NaN (a diverged model must show).
+struct ForecastEvalResult {
+  double mse = 0, mae = 0;
+  int64_t count = 0;      // windows evaluated
+  int64_t nonfinite = 0;
+};
+ForecastEvalResult evaluate_forecast(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch,
+                                     int workers, int64_t subset = 0);
+
 // "warning: 12 of 10000 samples had non-finite logits (counted as wrong); the loss is nan" or "" when
 // every logit and the loss are finite.
 std::string nonfinite_warning(const EvalResult& r);

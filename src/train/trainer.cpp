@@ -26,6 +26,7 @@
 #include "train/checkpoint.h"
 #include "train/ema.h"
 #include "train/evaluate.h"
+#include "train/forecast.h"
 #include "train/optimizer.h"
 #include "train/run_lock.h"
 #include "train/schedule.h"
@@ -133,6 +134,7 @@ std::vector<json> read_metrics(const std::string& path) {
 void write_curves(const std::string& run_dir, const std::vector<json>& rows, const std::string& title) {
   Series train_loss{"train loss (smoothed, augmented)", {}, {}, true, true, {}}, eval_loss{"test loss", {}, {}, true, true, {}};
   Series top1{"test top-1", {}, {}, true, true, {}}, ema1{"test top-1 (EMA)", {}, {}, true, true, {}};
+  Series mse{"test MSE", {}, {}, true, true, {}}, mae{"test MAE", {}, {}, true, true, {}};
   // A diverged epoch's NaN loss is stored as null (JSON has no NaN): such points are left out.
   auto add = [](Series& s, const json& r, const char* key) {
     const auto it = r.find(key);
@@ -145,6 +147,14 @@ void write_curves(const std::string& run_dir, const std::vector<json>& rows, con
     add(eval_loss, r, "eval_loss");
     add(top1, r, "top1");
     add(ema1, r, "ema_top1");
+    add(mse, r, "mse");
+    add(mae, r, "mae");
+  }
+  if (!mse.x.empty()) {  // a forecaster: its loss is the MSE, and the test errors take the second panel
+    Plot loss{title + ": loss", "epoch", "mean squared error", {train_loss, eval_loss}, false, 600, 380};
+    Plot err{title + ": test error", "epoch", "error (standardised units)", {mse, mae}, false, 600, 380};
+    write_svg(run_dir + "/curves.svg", render_svg(std::vector<Plot>{loss, err}, 2));
+    return;
   }
   Plot loss{title + ": loss", "epoch", "cross-entropy (nats)", {train_loss, eval_loss}, false, 600, 380};
   Plot acc{title + ": accuracy", "epoch", "test top-1 accuracy (%)", {top1}, false, 600, 380};
@@ -361,9 +371,13 @@ void log_skipped(const std::string& run_dir, const std::string& when, const std:
 
 TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSplits& data, const std::string& run_dir,
                    bool resume, const std::string& init_weights) {
-  // This loop's loss is the classifiers' cross-entropy; a forecaster trains with train/forecast.h's MSE.
-  MF_CHECK(config.head.type != "forecast", "model '{}' forecasts (head 'forecast'): this training loop trains "
-           "classifiers; forecasters train through the library's forecast_train_step (docs/sequences.md)", config.name);
+  // A classifier trains with the cross-entropy on labelled data; a forecaster (head "forecast") with
+  // the mean squared error on a forecasting task's windows (train/forecast.h).
+  const bool forecast = config.head.type == "forecast";
+  MF_CHECK(!forecast || data.train->horizon() > 0, "model '{}' forecasts (head 'forecast'), and {} is not a "
+           "forecasting task (co2, sunspots, csv:PATH; docs/sequences.md)", config.name, data.train->describe());
+  MF_CHECK(forecast || data.train->horizon() == 0, "model '{}' is a classifier, and {} is a forecasting task: give "
+           "the model a \"forecast\" head (docs/sequences.md)", config.name, data.train->describe());
   MF_CHECK(o.epochs >= 1, "--epochs must be at least 1");
   MF_CHECK(o.batch >= 1, "--batch must be at least 1");
   MF_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr must be positive (it is {})", o.lr);
@@ -375,8 +389,17 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   set_num_threads(o.threads);
   Backend& backend = get_backend(o.backend);
   if (o.drop_path >= 0) config.drop_path_rate = o.drop_path;
-  MF_CHECK(config.num_classes == data.train->num_classes(), "the model has {} classes but {} has {}",
-           config.num_classes, data.train->describe(), data.train->num_classes());
+  if (forecast) {
+    MF_CHECK(config.head.horizon == data.train->horizon(), "the model forecasts {} steps but {} has {}",
+             config.head.horizon, data.train->describe(), data.train->horizon());
+    MF_CHECK(config.sequence.length == data.train->sequence_length(), "the model reads {} steps but {} has {}",
+             config.sequence.length, data.train->describe(), data.train->sequence_length());
+    MF_CHECK(o.mixup == 0 && o.cutmix == 0, "mixup and cutmix mix class labels; a forecaster has none (drop --mixup "
+             "and --cutmix)");
+  } else {
+    MF_CHECK(config.num_classes == data.train->num_classes(), "the model has {} classes but {} has {}",
+             config.num_classes, data.train->describe(), data.train->num_classes());
+  }
   MF_CHECK(config.in_chans == data.train->channels(), "the model takes {} input channels but {} has {}",
            config.in_chans, data.train->describe(), data.train->channels());
 
@@ -438,10 +461,22 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     fs::remove(run_dir + "/skipped.txt", ec);
   }
   TrainSummary summary;
+  summary.forecast = forecast;
+  auto note_forecast = [&](double mse, double mae) {
+    if (summary.epochs_done == 0 || std::isnan(summary.best_mse) || mse < summary.best_mse) summary.best_mse = mse;
+    summary.last_mse = mse;
+    summary.last_mae = mae;
+  };
   for (const auto& r : rows) {
     summary.last_top1 = r.value("top1", 0.0) / 100.0;
     summary.last_top5 = r.value("top5", 0.0) / 100.0;
     summary.best_top1 = std::max(summary.best_top1, summary.last_top1);
+    if (forecast) {
+      // A diverged epoch's NaN is stored as null (JSON has no NaN).
+      const auto number = [&](const char* k) { return r.contains(k) && r[k].is_number() ? r[k].get<double>() : NAN; };
+      note_forecast(number("mse"), number("mae"));
+    }
+    summary.epochs_done = r.value("epoch", 0);
   }
   if (start_epoch >= o.epochs) {
     fmt::print("{}: all {} epochs are done\n", run_dir, o.epochs);
@@ -488,7 +523,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       if (batch->labels.empty()) continue;
       const auto t0 = std::chrono::steady_clock::now();
       Rng rng(step_seed(o.seed, step));
-      Tensor targets = mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
+      Tensor targets = forecast ? batch->targets : mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
       Ctx ctx;
       ctx.exec.backend = &backend;
       ctx.exec.profile = o.profile ? &profile : nullptr;
@@ -497,7 +532,8 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       opt.zero_grad();
       Tensor logits = model.run(ctx, batch->images);
       Tensor dlogits;
-      const double loss = op::cross_entropy(ctx.exec, logits, targets, dlogits);
+      const double loss = forecast ? forecast_mse(logits.to(Device::CPU), targets, dlogits)
+                                   : op::cross_entropy(ctx.exec, logits, targets, dlogits);
       MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", step, loss);
       model.backward(ctx, dlogits);
       if (o.clip_grad > 0) opt.clip_grad_norm(o.clip_grad);
@@ -524,22 +560,35 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       fmt::print("\n");
     }
 
-    const EvalResult ev = evaluate(model, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+    const EvalResult ev = forecast ? EvalResult{} : evaluate(model, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+    ForecastEvalResult fev;
+    if (forecast) fev = evaluate_forecast(model, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
     json row{{"epoch", epoch + 1},
              {"step", step},
              {"lr", sched.at(std::max<int64_t>(0, step - 1))},
              {"train_loss", loss_count ? loss_sum / static_cast<double>(loss_count) : 0.0},
-             {"eval_loss", ev.loss},
-             {"top1", 100.0 * ev.top1},
-             {"top5", 100.0 * ev.top5},
+             {"eval_loss", forecast ? fev.mse : ev.loss},
              {"images_per_s", train_seconds > 0 ? static_cast<double>(images) / train_seconds : 0.0},
              {"epoch_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count()},
              {"elapsed_seconds",
               elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()},
              {"peak_rss_mb", peak_rss_mb()},
              {"skipped_samples", static_cast<int64_t>(loader.skipped().size()) + ev.skipped},
-             {"nonfinite_samples", ev.nonfinite}};
-    if (ema) {
+             {"nonfinite_samples", forecast ? fev.nonfinite : ev.nonfinite}};
+    if (forecast) {
+      row["mse"] = fev.mse;
+      row["mae"] = fev.mae;
+    } else {
+      row["top1"] = 100.0 * ev.top1;
+      row["top5"] = 100.0 * ev.top5;
+    }
+    if (ema && forecast) {
+      MetaFormer averaged(config);
+      ema->copy_to(averaged);
+      const ForecastEvalResult e2 = evaluate_forecast(averaged, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+      row["ema_mse"] = e2.mse;
+      row["ema_mae"] = e2.mae;
+    } else if (ema) {
       MetaFormer averaged(config);
       ema->copy_to(averaged);
       const EvalResult e2 = evaluate(averaged, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
@@ -572,13 +621,24 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     append_line(metrics_path, row.dump());
     write_curves(run_dir, rows, config.name);
 
-    fmt::print("epoch {}/{}: train loss {:.4f}, test loss {:.4f}, top-1 {:.2f}%, top-5 {:.2f}%{}, {:.0f} img/s, "
-               "{} elapsed\n",
-               epoch + 1, o.epochs, row["train_loss"].get<double>(), ev.loss, 100.0 * ev.top1, 100.0 * ev.top5,
-               ema ? fmt::format(" (EMA top-1 {:.2f}%)", row["ema_top1"].get<double>()) : "",
-               row["images_per_s"].get<double>(), format_duration(row["elapsed_seconds"].get<double>()));
+    if (forecast) {
+      fmt::print("epoch {}/{}: train MSE {:.4f}, test MSE {:.4f}, test MAE {:.4f}{}, {:.0f} windows/s, {} elapsed\n",
+                 epoch + 1, o.epochs, row["train_loss"].get<double>(), fev.mse, fev.mae,
+                 ema ? fmt::format(" (EMA test MSE {:.4f})", row["ema_mse"].get<double>()) : "",
+                 row["images_per_s"].get<double>(), format_duration(row["elapsed_seconds"].get<double>()));
+      if (fev.nonfinite)
+        fmt::print(stderr, "warning: {} of {} test windows had non-finite forecasts; the MSE is {}\n", fev.nonfinite,
+                   fev.count, fev.mse);
+      note_forecast(fev.mse, fev.mae);
+    } else {
+      fmt::print("epoch {}/{}: train loss {:.4f}, test loss {:.4f}, top-1 {:.2f}%, top-5 {:.2f}%{}, {:.0f} img/s, "
+                 "{} elapsed\n",
+                 epoch + 1, o.epochs, row["train_loss"].get<double>(), ev.loss, 100.0 * ev.top1, 100.0 * ev.top5,
+                 ema ? fmt::format(" (EMA top-1 {:.2f}%)", row["ema_top1"].get<double>()) : "",
+                 row["images_per_s"].get<double>(), format_duration(row["elapsed_seconds"].get<double>()));
+      if (const std::string w = nonfinite_warning(ev); !w.empty()) fmt::print(stderr, "{}\n", w);
+    }
     std::fflush(stdout);
-    if (const std::string w = nonfinite_warning(ev); !w.empty()) fmt::print(stderr, "{}\n", w);
     summary.epochs_done = epoch + 1;
     summary.last_top1 = ev.top1;
     summary.last_top5 = ev.top5;

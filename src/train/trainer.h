@@ -54,6 +54,10 @@ struct TrainSummary {
   int epochs_done = 0;
   int64_t steps = 0;
   double last_top1 = 0, last_top5 = 0, best_top1 = 0;
+  // Forecasters (head "forecast", trained on a forecasting task with the MSE loss): test MSE and MAE
+  // after the last epoch, and the lowest test MSE of any epoch.
+  bool forecast = false;
+  double last_mse = 0, last_mae = 0, best_mse = 0;
   double seconds = 0;
 };
 

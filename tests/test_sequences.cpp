@@ -42,6 +42,15 @@ const char* kSeriesModel = R"({
   "sequence": {"input": "series", "length": 20, "patch_size": 4, "patch_stride": 2, "position": "sinusoidal"}
 })";
 
+// A hierarchical token model: two stages (pooling, then attention) with a 1-D downsampling between
+// them (a 1 × 3 convolution, stride 2 along the sequence), MetaFormer's pooled head.
+const char* kHierarchicalModel = R"({
+  "name": "seq_hier", "in_chans": 1, "num_classes": 3, "depths": [1, 1], "dims": [8, 16],
+  "mixers": [{"type": "pooling", "pool_size": 3}, {"type": "attention", "head_dim": 8}],
+  "mlp": {"act": "gelu", "ratio": 2},
+  "sequence": {"input": "tokens", "vocab_size": 12, "length": 16, "position": "learned"}
+})";
+
 Ctx cpu_ctx() {
   Ctx ctx;
   ctx.exec.backend = &get_backend("cpu");
@@ -82,10 +91,10 @@ TEST(SequenceConfig, RejectsInconsistentDescriptions) {
   EXPECT_NE(err(R"({"input": "tokens", "vocab_size": 5, "length": 4, "lenght": 3})").find("unknown key 'lenght'"),
             std::string::npos);
   const std::string hier = error_of([] {
-    parse_config(R"({"depths": [1, 1], "dims": [8, 8], "mixers": "identity", "in_chans": 1,
-                    "sequence": {"input": "tokens", "vocab_size": 5, "length": 4}})", "t");
+    parse_config(R"({"depths": [1, 1], "dims": [8, 16], "mixers": "identity", "in_chans": 2,
+                    "sequence": {"input": "series", "length": 8, "channels": "independent"}})", "t");
   });
-  EXPECT_NE(hier.find("isotropic"), std::string::npos) << hier;
+  EXPECT_NE(hier.find("independent channels need a series head"), std::string::npos) << hier;
 }
 
 TEST(SequenceModel, NamesItsStemParametersAndRunsBatches) {
@@ -110,6 +119,20 @@ TEST(SequenceModel, NamesItsStemParametersAndRunsBatches) {
   EXPECT_EQ(series.run(ctx, random_tensor({3, 1, 13, 2}, 5)).shape(), (Shape{3, 4}));
   // NCHW ([B, C, 1, L]) as `metaformer run` passes it.
   EXPECT_EQ(series.forward_nchw(ctx, random_tensor({1, 2, 1, 20}, 6)).shape(), (Shape{1, 4}));
+}
+
+// Hierarchical: the downsampling is 1-D (timm's stages.N.downsample keys, a [out, in, 1, 3] kernel),
+// and any length runs (the second stage on half the tokens).
+TEST(SequenceModel, HierarchicalStagesDownsampleAlongTheSequence) {
+  MetaFormer m(parse_config(kHierarchicalModel, "t"));
+  initialize_parameters(m, 1);
+  std::map<std::string, Shape> shapes;
+  for (auto& [n, p] : m.named_parameters()) shapes[n] = p->value.shape();
+  EXPECT_EQ(shapes["stages.1.downsample.conv.weight"], (Shape{16, 8, 1, 3}));
+  EXPECT_EQ(shapes["stages.1.downsample.norm.weight"], (Shape{8}));
+  Ctx ctx = cpu_ctx();
+  EXPECT_EQ(m.run(ctx, ids({{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4}})).shape(), (Shape{1, 3}));
+  EXPECT_EQ(m.run(ctx, ids({{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}})).shape(), (Shape{2, 3}));
 }
 
 TEST(SequenceModel, RefusesBadSequencesWithOneClearError) {
@@ -204,7 +227,7 @@ TEST(SequenceModel, SinusoidalPositionsAreTheTransformers) {
 // Whole-model backward of both stems (embedding and position-table gradients included) along a
 // random direction in parameter space, against central differences of the loss.
 TEST(SequenceModel, BackwardMatchesFiniteDifferences) {
-  for (const char* text : {kTokenModel, kSeriesModel}) {
+  for (const char* text : {kTokenModel, kSeriesModel, kHierarchicalModel}) {
     MetaFormer model(parse_config(text, "t"));
     initialize_parameters(model, 3);
     const bool tokens = model.config().sequence.input == "tokens";

@@ -98,7 +98,7 @@ std::string compare_table_text(const CompareBudget& budget, const std::vector<js
   std::string t = fmt::format("{:>4}  {:<28} {:>10} {:>10} {:>15}{} {:>5} {:>12} {:>9}\n", "rank", "mixer",
                               "params (M)", "MACs (M)", metric.column,
                               second ? fmt::format(" {:>15}", metric.second_column) : "", "seeds", "latency (ms)",
-                              "images/s");
+                              budget.samples + "/s");
   // "±" is one column wide but two bytes: widen the field by the extra byte.
   auto cell = [](const std::string& text) {
     return fmt::format("{:>{}}", text, 15 + (text.find("±") != std::string::npos ? 1 : 0));

@@ -154,7 +154,8 @@ void validate_sequence(const MetaFormerConfig& c) {
   const std::string& name = c.name;
   MF_CHECK(q.input == "tokens" || q.input == "series", "model '{}': sequence.input must be 'tokens' or 'series', not "
            "'{}'", name, q.input);
-  MF_CHECK(c.isotropic(), "model '{}': sequence models are isotropic (one stage, \"layout\": \"isotropic\")", name);
+  MF_CHECK(c.isotropic() || c.layout == "hierarchical", "model '{}': a sequence model is isotropic or hierarchical, "
+           "not '{}'", name, c.layout);
   MF_CHECK(q.length >= 1 && q.length <= (1 << 22), "model '{}': sequence.length {} is out of range [1, 4194304]", name,
            q.length);
   MF_CHECK(q.position == "none" || q.position == "learned" || q.position == "sinusoidal",

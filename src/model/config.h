@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "nn/norm_spec.h"
+#include "ops/op_kind.h"
 
 namespace mf {
 
@@ -160,11 +161,18 @@ struct MetaFormerConfig {
   HeadSpec head;
   InputSpec input;
   double drop_path_rate = 0.0;  // training only
-  SequenceSpec sequence;         // set: a 1-D MetaFormer over sequences (isotropic)
+  SequenceSpec sequence;         // set: a 1-D MetaFormer over sequences (isotropic or hierarchical)
 
   size_t num_stages() const { return depths.size(); }
   bool isotropic() const { return layout == "isotropic"; }
   bool is_sequence() const { return sequence.enabled(); }
+  // The stages' downsampling convolution: downsample's square kernel, stride and padding over an
+  // image; over a sequence (a 1 × L grid) the same numbers along the sequence only.
+  ConvGeometry downsample_geometry() const {
+    const ConvSpec& d = downsample;
+    if (is_sequence()) return {1, d.kernel_size, 1, d.stride, 0, d.padding};
+    return {d.kernel_size, d.kernel_size, d.stride, d.stride, d.padding, d.padding};
+  }
   bool is_affnet() const { return layout == "affnet"; }
   // The authors' module trees rather than the MetaFormer's (RaftMLP, MS-MLP).
   bool custom_layout() const {

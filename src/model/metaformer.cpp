@@ -48,10 +48,10 @@ Tensor Stem::backward(Ctx& ctx, const Tensor& dy) {
 }
 
 // -------------------------------------------------------------------------------------- downsampling
-Downsampling::Downsampling(int in_chans, int out_chans, const ConvSpec& spec) : norm_after_(spec.norm_after) {
+Downsampling::Downsampling(int in_chans, int out_chans, const ConvSpec& spec, const ConvGeometry& geometry)
+    : norm_after_(spec.norm_after) {
   if (spec.norm && !norm_after_) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, in_chans));
-  conv_ = add_child("conv", std::make_unique<Conv2d>(in_chans, out_chans, spec.kernel_size, spec.stride, spec.padding,
-                                                     /*bias=*/true));
+  conv_ = add_child("conv", std::make_unique<Conv2d>(in_chans, out_chans, geometry, /*bias=*/true));
   if (spec.norm && norm_after_) norm_ = add_child("norm", std::make_unique<Norm>(*spec.norm, out_chans));
 }
 
@@ -178,7 +178,8 @@ MetaFormerStage::MetaFormerStage(const MetaFormerConfig& c, int stage, int in_ch
                                  const std::vector<double>& drop_path) {
   const int out = c.dims[static_cast<size_t>(stage)];
   // As timm: a stage downsamples exactly when its width changes (stage 0's reduction is the stem's).
-  if (stage > 0 && in_chans != out) downsample_ = add_child("downsample", std::make_unique<Downsampling>(in_chans, out, c.downsample));
+  if (stage > 0 && in_chans != out)
+    downsample_ = add_child("downsample", std::make_unique<Downsampling>(in_chans, out, c.downsample, c.downsample_geometry()));
   blocks_ = add_child("blocks", std::make_unique<Sequential>());
   for (int b = 0; b < c.depths[static_cast<size_t>(stage)]; ++b)
     blocks_->append(std::make_unique<MetaFormerBlock>(c, stage, height, width, drop_path[static_cast<size_t>(b)]));
@@ -311,13 +312,12 @@ MetaFormer::MetaFormer(const MetaFormerConfig& config) : config_(config) {
   stages_ = add_child("stages", std::make_unique<Sequential>());
   int prev = c.dims[0];
   int block = 0;
-  const ConvGeometry down{c.downsample.kernel_size, c.downsample.kernel_size, c.downsample.stride,
-                          c.downsample.stride,      c.downsample.padding,     c.downsample.padding};
+  const ConvGeometry down = c.downsample_geometry();
   for (size_t s = 0; s < c.num_stages(); ++s) {
-    if (s > 0 && prev != c.dims[s]) h = down.out_h(h);
+    if (s > 0 && prev != c.dims[s]) h = down.out_h(h), w = down.out_w(w);
     std::vector<double> rates;
     for (int b = 0; b < c.depths[s]; ++b, ++block) rates.push_back(rate(block));
-    stages_->append(std::make_unique<MetaFormerStage>(c, static_cast<int>(s), prev, h, h, rates));
+    stages_->append(std::make_unique<MetaFormerStage>(c, static_cast<int>(s), prev, h, w, rates));
     prev = c.dims[s];
   }
   head_ = add_child("head", std::make_unique<MetaFormerHead>(c.dims.back(), c.num_classes, c.head));
@@ -383,7 +383,7 @@ Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
   }
   Tensor d = head_->backward(ctx, dlogits);
   d = stages_->backward(ctx, d);
-  return stem_->backward(ctx, d);
+  return seq_stem_ ? seq_stem_->backward(ctx, d) : stem_->backward(ctx, d);
 }
 
 // tokens [B·rows, 1, N, dim] (rows: the sequences of a sample, in_chans with independent channels).

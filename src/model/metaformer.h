@@ -46,7 +46,12 @@ class Stem : public Module {
 
 class Downsampling : public Module {
  public:
-  Downsampling(int in_chans, int out_chans, const ConvSpec& spec);
+  // `geometry`: the spec's square kernel, stride and padding for images; for 1-D sequences the same
+  // numbers along the sequence only (a 1 × k kernel, stride 1 × s).
+  Downsampling(int in_chans, int out_chans, const ConvSpec& spec, const ConvGeometry& geometry);
+  Downsampling(int in_chans, int out_chans, const ConvSpec& spec)  // over images
+      : Downsampling(in_chans, out_chans, spec,
+                     {spec.kernel_size, spec.kernel_size, spec.stride, spec.stride, spec.padding, spec.padding}) {}
   std::string kind() const override { return "Downsampling"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;

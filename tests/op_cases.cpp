@@ -607,7 +607,9 @@ const std::vector<OpCase>& op_cases() {
                  },
                  [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
                    Tensor dp = Tensor::zeros({2});
-                   Tensor dx = op::activation_backward(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f}, dy, &dp);
+                   // Packed on the host (from a GPU backend, dx comes back first).
+                   const Tensor dx = op::activation_backward(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f}, dy, &dp)
+                                         .to(Device::CPU);
                    // Fold the scalar gradients into the returned input gradient check: compare dp too.
                    Tensor both = Tensor::empty({dx.numel() + 2});
                    std::copy(dx.data(), dx.data() + dx.numel(), both.data());
@@ -836,6 +838,7 @@ const std::vector<OpCase>& op_cases() {
                      const Tensor target = normalised_rows(in[1]);
                      Tensor dl;
                      op::cross_entropy(e, in[0], target, dl);
+                     dl = dl.to(Device::CPU);  // scaled on the host (from a GPU backend, a copy)
                      for (float& g : dl.span()) g *= dy.data()[0];
                      return std::vector<Tensor>{dl, Tensor()};
                    }});

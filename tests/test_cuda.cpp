@@ -73,7 +73,10 @@ TEST(CudaBackend, EveryOpCaseMatchesTheReference) {
   for (const auto& c : op_cases()) {
     if (!gpu.backend->supports(c.op)) continue;
     const Tensor y = c.run(gpu, 1);
-    EXPECT_EQ(y.device(), Device::CUDA) << c.name;
+    // (the cross-entropy cases return their mean loss, a number the dispatcher brings to the host)
+    if (c.op != OpKind::CrossEntropy) {
+      EXPECT_EQ(y.device(), Device::CUDA) << c.name;
+    }
     EXPECT_LE(rel_error(y.to(Device::CPU), c.run(ref, 1)), c.tolerance) << c.name;
     ++ran;
   }
@@ -93,6 +96,40 @@ TEST(CudaBackend, EveryOpCaseMatchesTheReferenceInBf16) {
     ++ran;
   }
   EXPECT_GT(ran, 50);
+}
+
+// The backward passes the cuda backend has (issue 13), each op case's gradients against the reference
+// backend's with the bar the CPU backends meet (OpCase::grad_tolerance), as test-backend-ops --mode grad.
+TEST(CudaBackend, EveryBackwardCaseMatchesTheReference) {
+  MF_REQUIRE_GPU();
+  Exec ref{&get_backend("ref"), nullptr};
+  Exec gpu{&get_backend("cuda"), nullptr};
+  int ran = 0;
+  for (const auto& c : op_cases()) {
+    if (!c.backward || !gpu.backend->supports(c.op) || !gpu.backend->supports_backward(c.op)) continue;
+    const auto in = c.make_inputs(3);
+    const Tensor dy = random_tensor(c.forward(ref, in).shape(), 77);
+    const auto expected = c.backward(ref, in, dy);
+    const auto got = c.backward(gpu, in, dy);
+    ASSERT_EQ(got.size(), expected.size()) << c.name;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (!got[i].defined() || !expected[i].defined()) continue;
+      EXPECT_LE(rel_error(got[i].to(Device::CPU), expected[i]), c.grad_tolerance) << c.name << ", gradient " << i;
+    }
+    ++ran;
+  }
+  EXPECT_GT(ran, 40);
+}
+
+// Backward passes are fp32 only on the GPU: the bf16 backend lists none, and refuses one in one line.
+TEST(CudaBackend, Bf16HasNoBackwardPasses) {
+  MF_REQUIRE_GPU();
+  Backend& bf16 = get_backend("cuda", Precision::bf16);
+  for (OpKind op : {OpKind::Linear, OpKind::LayerNorm, OpKind::Attention, OpKind::CrossEntropy})
+    EXPECT_FALSE(bf16.supports_backward(op)) << op_name(op);
+  Exec e{&bf16, nullptr};
+  const Tensor x = random_tensor({2, 3, 8}, 1), w = random_tensor({8}, 2);
+  EXPECT_THROW(op::layer_norm_backward(e, x, w, 1e-6f, x, nullptr, nullptr), Error);
 }
 
 TEST(CudaBackend, OutOfMemoryIsAnErrorAndTheBackendStillWorks) {

@@ -136,6 +136,18 @@ TEST(ReferenceOps, AttentionWithOneKeyReturnsItsValue) {
   EXPECT_FLOAT_EQ(y.data()[1], -4.f);
 }
 
+// test-backend-ops --mode grad runs a case's backward on a backend only where supports_backward says
+// so: the CPU backends say it for every op they support, so that check skips nothing on the CPU.
+TEST(OpDispatcher, CpuBackendsHaveTheBackwardOfEveryOpTheySupport) {
+  for (const char* name : {"ref", "cpu"}) {
+    const Backend& b = get_backend(name);
+    for (int k = 0; k < static_cast<int>(OpKind::kCount); ++k) {
+      const auto op = static_cast<OpKind>(k);
+      EXPECT_EQ(b.supports_backward(op), b.supports(op)) << name << ": " << op_name(op);
+    }
+  }
+}
+
 TEST(OpDispatcher, RejectsMismatchedShapes) {
   Exec cpu{&get_backend("cpu"), nullptr};
   EXPECT_THROW(op::linear(cpu, Tensor::zeros({2, 5}), Tensor::zeros({3, 4}), nullptr), Error);

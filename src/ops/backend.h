@@ -10,7 +10,8 @@
 //           for depthwise convolution, pooling, norms and elementwise work. Ops it has no fast kernel
 //           for run the reference code, on the same device (it derives from the reference backend).
 //           Also in bf16 precision (get_backend("cpu", Precision::bf16); docs/bf16.md).
-//   "cuda" — NVIDIA GPUs, forward ops in fp32 (ops/cuda/, docs/cuda.md); only in builds with CUDA.
+//   "cuda" — NVIDIA GPUs, forward ops in fp32 and bf16, the backward passes of the MetaFormer
+//           families' ops in fp32 (ops/cuda/, docs/cuda.md); only in builds with CUDA.
 // A backend that lacks an op says so in supports(); models check every op they need at load time,
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once
@@ -52,6 +53,10 @@ class Backend {
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
   virtual bool supports(OpKind op) const = 0;
+  // Whether the backward pass of `op` runs on this backend (its *_backward virtual, or the forward
+  // ops the backward is made of). The CPU backends have the backward of every op they support; the
+  // cuda backend lists its own (docs/cuda.md, "Backward passes").
+  virtual bool supports_backward(OpKind op) const { return device() == Device::CPU && supports(op); }
   virtual Precision precision() const { return Precision::fp32; }
   // The dtype of the activations this backend writes (the dispatcher allocates outputs in it): fp32,
   // or bf16 for the cuda backend in bf16 (its activations are stored in bf16; docs/cuda.md).

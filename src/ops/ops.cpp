@@ -579,7 +579,8 @@ double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, 
     e.backend->cross_entropy(logits, target, 1.f / static_cast<float>(B), loss, dlogits);
   }
   double sum = 0;
-  for (float v : loss.span()) sum += v;
+  const Tensor host_loss = loss.to(Device::CPU);  // a GPU backend's losses come back first
+  for (float v : host_loss.span()) sum += v;
   return sum / static_cast<double>(B);
 }
 

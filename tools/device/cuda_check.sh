@@ -3,13 +3,15 @@
 # (tools/device/cuda_bundle.sh) and runs, logging under $OUT:
 #   ops.log       test-backend-ops --backend cuda: every op case against the reference backend (fp32,
 #                 then bf16 storage)
+#   grad.log      test-backend-ops --mode grad --backend cuda: every backward pass the cuda backend has
+#                 (fp32) against the reference backward, the rest listed as "skip (no cuda backward)"
 #   checks.log    the golden models on cuda (verify), the CUDA unit tests, out of GPU memory, a bad device
 #   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
 #   bench.md      batch-256 throughput (fp32, TF32 off; then bf16) of poolformer_s12, convformer_s18,
 #                 caformer_s18, mambaout_femto, with --profile
 #   sbs.md        (step sbs, not in the default set: minutes of torch.compile) bench/gpu_side_by_side.py:
 #                 the engine against timm eager and torch.compile in bf16, batch 256 and 1, peak memory
-#   memcheck.log  compute-sanitizer memcheck on the op harness and on one model run
+#   memcheck.log  compute-sanitizer memcheck on the op harness (forward and grad modes) and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
 #   dwab.log      (step dwab) A/B of the defaults against the previous depthwise kernels
@@ -18,7 +20,7 @@
 #                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops checks parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
+# build ops grad checks parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
 set -uo pipefail
@@ -26,7 +28,7 @@ export PYTHONUNBUFFERED=1
 stage=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/cuda_out}
 mkdir -p "$OUT"
-steps=${*:-build ops checks parity bench memcheck}
+steps=${*:-build ops grad checks parity bench memcheck}
 has() { [[ " $steps " == *" $1 "* ]]; }
 B=/tmp/mfb
 S=/tmp/mfsrc
@@ -77,6 +79,13 @@ if has ops; then
     cat /tmp/ops_simple.log >> "$OUT/ops.log"
     grep -E "FAIL|cases," /tmp/ops_simple.log | tail -15
   fi
+fi
+
+if has grad; then
+  echo "== op harness, backward passes: cuda vs ref (fp32)"
+  timeout 400 "$T" --mode grad --backend cuda > "$OUT/grad.log" 2>&1; echo "rc=$?"
+  grep -E "FAIL|cases," "$OUT/grad.log" | tail -25
+  echo "skipped, no cuda backward: $(grep -c 'no cuda backward' "$OUT/grad.log") cases"
 fi
 
 if has checks; then
@@ -161,6 +170,8 @@ if has memcheck; then
   echo "== compute-sanitizer memcheck"
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda > "$OUT/memcheck.log" 2>&1
   echo "op harness under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --mode grad --backend cuda >> "$OUT/memcheck.log" 2>&1
+  echo "op harness, grad mode, under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18 --backend cuda -b 2 \
     --runs 1 --warmup 0 >> "$OUT/memcheck.log" 2>&1
   echo "caformer_s18 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"

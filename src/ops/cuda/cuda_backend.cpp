@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ops/cuda/backend_kernels.h"
+#include "ops/cuda/cuda_backward.h"
 #include "ops/cuda/cuda_context.h"
 #include "ops/cuda/fft.h"
 #include "ops/cuda/gemm.h"
@@ -178,7 +179,7 @@ const LayerScaled& layer_scaled(const Tensor& w, const Tensor* b, const Tensor& 
   return r;
 }
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public CudaBackwardOps {
  public:
   explicit CudaBackend(Precision p) : precision_(p), bf16_(p == Precision::bf16) {
     context();
@@ -190,9 +191,10 @@ class CudaBackend final : public Backend {
   DType activation_dtype() const override { return bf16_ ? DType::bf16 : DType::f32; }
   // The sequence ops (embedding, positions, causal attention, Mamba's conv, scan and RMSNorm),
   // BatchNorm, the layout ops of RaftMLP and MS-MLP and Strip-MLP's and CAS-ViT's ops have no CUDA kernels yet:
-  // models that need them are refused at load time (MetaFormer::check_backend).
+  // models that need them are refused at load time (MetaFormer::check_backend). The cross-entropy
+  // (training only) is fp32 only, like the backward passes (cuda_backward.cpp).
   bool supports(OpKind op) const override {
-    return op != OpKind::CrossEntropy && op != OpKind::Embedding && op != OpKind::AddPositions &&
+    return (op != OpKind::CrossEntropy || !bf16_) && op != OpKind::Embedding && op != OpKind::AddPositions &&
            op != OpKind::CausalAttention && op != OpKind::CausalConv1d && op != OpKind::SelectiveScan &&
            op != OpKind::BidirectionalScan && op != OpKind::PonetPool &&
            op != OpKind::RmsNorm && op != OpKind::BatchNorm && op != OpKind::Permute &&
@@ -628,6 +630,10 @@ Backend& cuda_backend(Precision precision) {
   static CudaBackend* backend = new CudaBackend(Precision::fp32);
   return *backend;
 }
+
+namespace cuda {
+const float* device_f32(const Tensor& t) { return in<float>(t); }
+}  // namespace cuda
 
 void cuda_select_device(int index) { cuda::select_device(index); }
 int cuda_device_count() { return cuda::device_count(); }

@@ -3,7 +3,8 @@
 // go to cuBLASLt with its bias, ReLU and (bf16) GELU epilogues, FFTs to cuFFT, everything else to CUDA kernels. Inputs on the CPU (a model's
 // images, its parameters) are uploaded on first use and cached with the tensor's storage, like the
 // CPU backend's derived weight layouts; outputs are Device::CUDA tensors from the memory pool.
-// Backward passes are not implemented (inference only): those ops fail with "not supported".
+// The backward passes of the MetaFormer families' ops run in fp32 (cuda_backward.h); the others fail
+// with "not supported" (supports_backward says which).
 #pragma once
 
 #include <memory>

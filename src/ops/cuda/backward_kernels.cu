@@ -1,0 +1,733 @@
+// Backward kernels of the CUDA backend: see backward_kernels.h. Simple by design: grid-stride loops
+// with one thread per output element, and two reduction patterns, both in double and atomics-free:
+//   - column sums (a parameter gradient per channel): a [rows, cols] view, blocks of 32 columns ×
+//     8 row lanes summing one chunk of rows each into a partial, then one thread per column adding
+//     the chunks' partials in order;
+//   - group sums (norm statistics, StarReLU's two scalars): each group's n contiguous values cut into
+//     chunks, one block per (group, chunk), then one thread per group adding the chunks in order.
+#include "ops/cuda/backward_kernels.h"
+
+#include <cuda_runtime.h>
+
+namespace mf::cuda::backward {
+namespace {
+
+constexpr int kThreads = 256;
+
+unsigned blocks_for(int64_t n, int block = kThreads) {
+  int64_t g = (n + block - 1) / block;
+  if (g < 1) g = 1;
+  if (g > 65535LL * 16) g = 65535LL * 16;
+  return static_cast<unsigned>(g);
+}
+
+#define MF_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+__device__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ double warp_max(double v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Over the block (blockDim.x a multiple of 32); every thread gets the result; ends with a barrier,
+// so `scratch` (32 doubles) can be reused at once.
+__device__ double block_sum(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum(t);
+  __syncthreads();
+  return t;
+}
+__device__ double block_max(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : -INFINITY;
+  t = warp_max(t);
+  __syncthreads();
+  return t;
+}
+
+// ---- activations, as the reference computes them (ops/ref/elementwise.cpp), in double ---------
+constexpr double kSqrtHalf = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;
+
+// apply_activation: the value rounded to float, as the reference's glu backward uses it.
+__device__ float act_value(const Act& a, float x) {
+  const double v = x;
+  switch (a.kind) {
+    case 0: return x;
+    case 1: return static_cast<float>(0.5 * v * (1.0 + erf(v * kSqrtHalf)));
+    case 2: {
+      const double r = v > 0 ? v : 0;
+      return static_cast<float>(a.scale * r * r + a.bias);
+    }
+    case 3: {
+      const double r = v > 0 ? v : 0;
+      return static_cast<float>(r * r);
+    }
+    case 4: return x > 0 ? x : 0.f;
+    case 5: return static_cast<float>(v / (1.0 + exp(-v)));
+    case 6: {
+      const float t = a.threshold;
+      return x > t ? x - t : x < -t ? x + t : 0.f;
+    }
+  }
+  return x;
+}
+
+// activation_derivative
+__device__ double act_derivative(const Act& a, double x) {
+  switch (a.kind) {
+    case 0: return 1.0;
+    case 1: {
+      const double cdf = 0.5 * (1.0 + erf(x * kSqrtHalf));
+      const double pdf = exp(-0.5 * x * x) * kInvSqrt2Pi;
+      return cdf + x * pdf;
+    }
+    case 2: return x > 0 ? 2.0 * a.scale * x : 0.0;
+    case 3: return x > 0 ? 2.0 * x : 0.0;
+    case 4: return x > 0 ? 1.0 : 0.0;
+    case 5: {
+      const double s = 1.0 / (1.0 + exp(-x));
+      return s * (1.0 + x * (1.0 - s));
+    }
+    case 6: return fabs(x) > a.threshold ? 1.0 : 0.0;
+  }
+  return 1.0;
+}
+
+// ---- column sums: out[col] (+)= Σ_rows f(row, col), K sums at a time ----------------------------
+constexpr int kColTile = 32, kRowLanes = 8;
+constexpr int64_t kRowsPerChunk = 256, kMaxChunks = 1024;
+
+int64_t column_chunks(int64_t rows) {
+  int64_t c = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  return c < 1 ? 1 : c > kMaxChunks ? kMaxChunks : c;
+}
+int64_t column_work(int64_t rows, int64_t cols, int K) { return column_chunks(rows) * cols * K; }
+
+// F: __device__ void operator()(int64_t row, int64_t col, double* v) const   (v[0..K) for one cell)
+//    __device__ void store(int64_t col, const double* sums) const
+template <int K, class F>
+__global__ void column_partials_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, double* partial) {
+  __shared__ double sh[K][kRowLanes][kColTile];
+  const int64_t col = blockIdx.x * static_cast<int64_t>(kColTile) + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t per = (rows + chunks - 1) / chunks;
+  const int64_t r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
+  double acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = 0;
+  if (col < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
+      double v[K];
+      f(r, col, v);
+      for (int k = 0; k < K; ++k) acc[k] += v[k];
+    }
+  for (int k = 0; k < K; ++k) sh[k][threadIdx.y][threadIdx.x] = acc[k];
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols)
+    for (int k = 0; k < K; ++k) {
+      double s = 0;
+      for (int y = 0; y < kRowLanes; ++y) s += sh[k][y][threadIdx.x];
+      partial[(chunk * K + k) * cols + col] = s;
+    }
+}
+
+template <int K, class F>
+__global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const double* partial) {
+  MF_GRID_STRIDE(col, cols) {
+    double s[K];
+    for (int k = 0; k < K; ++k) {
+      s[k] = 0;
+      for (int64_t c = 0; c < chunks; ++c) s[k] += partial[(c * K + k) * cols + col];
+    }
+    f.store(col, s);
+  }
+}
+
+template <int K, class F>
+void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStream_t s) {
+  if (cols <= 0) return;
+  const int64_t chunks = column_chunks(rows);
+  const dim3 grid(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+  column_partials_kernel<K><<<grid, dim3(kColTile, kRowLanes), 0, s>>>(f, rows, cols, chunks, work);
+  column_finish_kernel<K><<<blocks_for(cols), kThreads, 0, s>>>(f, cols, chunks, work);
+}
+
+// ---- group sums: per group g of n contiguous values, Σ_i f(g, i) ---------------------------------
+constexpr int64_t kGroupChunk = 8192;
+
+int64_t group_chunks(int64_t n) {
+  int64_t c = (n + kGroupChunk - 1) / kGroupChunk;
+  return c < 1 ? 1 : c > 65535 ? 65535 : c;
+}
+int64_t group_work(int64_t groups, int64_t n, int K) { return groups * group_chunks(n) * K; }
+
+// F: __device__ void operator()(int64_t group, int64_t i, double* v) const
+//    __device__ void finish(int64_t group, const double* sums) const
+template <int K, class F>
+__global__ void group_partials_kernel(F f, int64_t n, int64_t chunks, double* partial) {
+  __shared__ double scratch[32];
+  const int64_t g = blockIdx.x, chunk = blockIdx.y;
+  const int64_t per = (n + chunks - 1) / chunks;
+  const int64_t i0 = chunk * per, i1 = i0 + per < n ? i0 + per : n;
+  double acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = 0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    double v[K];
+    f(g, i, v);
+    for (int k = 0; k < K; ++k) acc[k] += v[k];
+  }
+  for (int k = 0; k < K; ++k) {
+    const double t = block_sum(acc[k], scratch);
+    if (threadIdx.x == 0) partial[(g * chunks + chunk) * K + k] = t;
+  }
+}
+
+template <int K, class F>
+__global__ void group_finish_kernel(F f, int64_t groups, int64_t chunks, const double* partial) {
+  MF_GRID_STRIDE(g, groups) {
+    double s[K];
+    for (int k = 0; k < K; ++k) s[k] = 0;
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int k = 0; k < K; ++k) s[k] += partial[(g * chunks + c) * K + k];
+    f.finish(g, s);
+  }
+}
+
+template <int K, class F>
+void group_sums(const F& f, int64_t groups, int64_t n, double* work, cudaStream_t s) {
+  if (groups <= 0) return;
+  const int64_t chunks = group_chunks(n);
+  // Narrow blocks for short groups (LayerNorm rows of 64 channels).
+  const int64_t per = (n + chunks - 1) / chunks;
+  const int block = per >= kThreads ? kThreads : per <= 32 ? 32 : static_cast<int>((per + 31) / 32 * 32);
+  group_partials_kernel<K><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(chunks)), block, 0, s>>>(
+      f, n, chunks, work);
+  group_finish_kernel<K><<<blocks_for(groups), kThreads, 0, s>>>(f, groups, chunks, work);
+}
+
+// ---- bias gradient -------------------------------------------------------------------------------
+struct ColumnSum {
+  const float* dy;
+  float* out;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = dy[r * cols + c]; }
+  __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
+};
+
+// ---- norms ---------------------------------------------------------------------------------------
+// stats [groups, 4]: mean, rstd, mean(g), mean(g · x̂)
+struct NormMoments {
+  const float* x;
+  double* stats;
+  int64_t n;
+  float eps;
+  __device__ void operator()(int64_t g, int64_t i, double* v) const {
+    const double xv = x[g * n + i];
+    v[0] = xv;
+    v[1] = xv * xv;  // exact in double; the cancellation below loses ~2 of its 16 digits
+  }
+  __device__ void finish(int64_t g, const double* s) const {
+    const double mean = s[0] / static_cast<double>(n);
+    double var = s[1] / static_cast<double>(n) - mean * mean;
+    if (var < 0) var = 0;
+    stats[g * 4 + 0] = mean;
+    stats[g * 4 + 1] = 1.0 / sqrt(var + static_cast<double>(eps));
+  }
+};
+
+struct NormGradMoments {
+  const float *x, *w, *dy;
+  double* stats;
+  int64_t n, C;
+  __device__ void operator()(int64_t g, int64_t i, double* v) const {
+    const int64_t at = g * n + i;
+    const double xh = (x[at] - stats[g * 4 + 0]) * stats[g * 4 + 1];
+    const double gg = static_cast<double>(dy[at]) * w[i % C];
+    v[0] = gg;
+    v[1] = gg * xh;
+  }
+  __device__ void finish(int64_t g, const double* s) const {
+    stats[g * 4 + 2] = s[0] / static_cast<double>(n);
+    stats[g * 4 + 3] = s[1] / static_cast<double>(n);
+  }
+};
+
+__global__ void norm_dx_kernel(const float* x, const float* w, const float* dy, const double* stats, float* dx,
+                               int64_t total, int64_t n, int64_t C) {
+  MF_GRID_STRIDE(at, total) {
+    const int64_t g = at / n, i = at % n;
+    const double* st = stats + g * 4;
+    const double xh = (x[at] - st[0]) * st[1];
+    const double gg = static_cast<double>(dy[at]) * w[i % C];
+    dx[at] = static_cast<float>(st[1] * (gg - st[2] - xh * st[3]));
+  }
+}
+
+struct NormParamGrads {
+  const float *x, *dy;
+  const double* stats;
+  float *dw, *db;
+  int64_t n, C;
+  __device__ void operator()(int64_t r, int64_t c, double* v) const {
+    const int64_t at = r * C + c, g = at / n;
+    const double xh = (x[at] - stats[g * 4 + 0]) * stats[g * 4 + 1];
+    v[0] = dy[at] * xh;
+    v[1] = dy[at];
+  }
+  __device__ void store(int64_t c, const double* s) const {
+    if (dw) dw[c] += static_cast<float>(s[0]);
+    if (db) db[c] += static_cast<float>(s[1]);
+  }
+};
+
+// ---- activation ----------------------------------------------------------------------------------
+__global__ void activation_backward_kernel(const float* x, Act act, const float* dy, float* dx, int64_t n) {
+  MF_GRID_STRIDE(i, n) dx[i] = static_cast<float>(static_cast<double>(dy[i]) * act_derivative(act, x[i]));
+}
+
+struct StarReluParams {
+  const float *x, *dy;
+  float* dparams;
+  __device__ void operator()(int64_t, int64_t i, double* v) const {
+    const double xv = x[i], r = xv > 0 ? xv : 0, g = dy[i];
+    v[0] = g * r * r;
+    v[1] = g;
+  }
+  __device__ void finish(int64_t, const double* s) const {
+    dparams[0] += static_cast<float>(s[0]);
+    dparams[1] += static_cast<float>(s[1]);
+  }
+};
+
+// ---- scaled residual -----------------------------------------------------------------------------
+__global__ void scaled_residual_backward_kernel(const float* rs, const float* ls, const float* dy, float* dx,
+                                                float* dbranch, int64_t total, int64_t C) {
+  MF_GRID_STRIDE(i, total) {
+    const int64_t c = i % C;
+    const double g = dy[i];
+    dx[i] = static_cast<float>(g * (rs ? rs[c] : 1.0));
+    dbranch[i] = static_cast<float>(g * (ls ? ls[c] : 1.0));
+  }
+}
+
+struct ScaleGrads {
+  const float *x, *branch, *dy;
+  float *d_rs, *d_ls;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, double* v) const {
+    const int64_t at = r * C + c;
+    const double g = dy[at];
+    v[0] = g * x[at];
+    v[1] = g * branch[at];
+  }
+  __device__ void store(int64_t c, const double* s) const {
+    if (d_rs) d_rs[c] += static_cast<float>(s[0]);
+    if (d_ls) d_ls[c] += static_cast<float>(s[1]);
+  }
+};
+
+// ---- small gathers -------------------------------------------------------------------------------
+__global__ void global_avg_pool_backward_kernel(const float* dy, float* dx, int64_t total, int64_t HW, int64_t C) {
+  MF_GRID_STRIDE(i, total) {
+    const int64_t c = i % C, b = i / (HW * C);
+    dx[i] = static_cast<float>(dy[b * C + c] / static_cast<double>(HW));
+  }
+}
+
+__global__ void channel_slice_backward_kernel(const float* dy, float* dx, int64_t total, int64_t C, int64_t offset,
+                                              int64_t width) {
+  MF_GRID_STRIDE(i, total) {
+    const int64_t r = i / width, j = i % width;
+    dx[r * C + offset + j] += dy[i];
+  }
+}
+
+// One thread per element of t: its gradient as the gate of output j = k − gate_offset and as the
+// value of output j = k − value_offset (the windows may overlap; no two threads write one element).
+__global__ void glu_dt_kernel(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset,
+                              int64_t value_offset, Act act, const float* dy, int64_t width, float* dt, int64_t total) {
+  const int64_t from_t = width - cw;
+  MF_GRID_STRIDE(i, total) {
+    const int64_t r = i / Ct, k = i % Ct;
+    const float* tr = t + r * Ct;
+    const float* dyr = dy + r * width;
+    float acc = 0.f;
+    const int64_t jg = k - gate_offset;
+    if (jg >= 0 && jg < width) {
+      const double gin = tr[k];
+      const double v = jg < from_t ? tr[value_offset + jg] : c[r * cw + jg - from_t];
+      acc += static_cast<float>(static_cast<double>(dyr[jg]) * v * act_derivative(act, gin));
+    }
+    const int64_t jv = k - value_offset;
+    if (jv >= 0 && jv < from_t) {
+      const double g = act_value(act, tr[gate_offset + jv]);
+      acc += static_cast<float>(static_cast<double>(dyr[jv]) * g);
+    }
+    dt[i] = acc;
+  }
+}
+
+__global__ void glu_dc_kernel(const float* t, int64_t Ct, int64_t cw, int64_t gate_offset, Act act, const float* dy,
+                              int64_t width, float* dc, int64_t total) {
+  const int64_t from_t = width - cw;
+  MF_GRID_STRIDE(i, total) {
+    const int64_t r = i / cw, jj = i % cw, j = from_t + jj;
+    const double g = act_value(act, t[r * Ct + gate_offset + j]);
+    dc[i] = static_cast<float>(static_cast<double>(dy[r * width + j]) * g);
+  }
+}
+
+__global__ void pool_minus_input_backward_kernel(const float* dy, float* dx, int64_t total, int64_t H, int64_t W,
+                                                 int64_t C, int kernel) {
+  const int64_t pad = kernel / 2;
+  MF_GRID_STRIDE(at, total) {
+    const int64_t c = at % C, j = (at / C) % W, i = (at / (C * W)) % H, n = at / (C * W * H);
+    double acc = -static_cast<double>(dy[at]);
+    // Outputs (h, w) whose window [h − pad, h − pad + k) contains (i, j).
+    const int64_t hlo = i - (kernel - 1 - pad) > 0 ? i - (kernel - 1 - pad) : 0;
+    const int64_t hhi = i + pad < H - 1 ? i + pad : H - 1;
+    const int64_t wlo = j - (kernel - 1 - pad) > 0 ? j - (kernel - 1 - pad) : 0;
+    const int64_t whi = j + pad < W - 1 ? j + pad : W - 1;
+    for (int64_t h = hlo; h <= hhi; ++h)
+      for (int64_t w = wlo; w <= whi; ++w) {
+        const int64_t h0 = h - pad > 0 ? h - pad : 0, h1 = h - pad + kernel < H ? h - pad + kernel : H;
+        const int64_t w0 = w - pad > 0 ? w - pad : 0, w1 = w - pad + kernel < W ? w - pad + kernel : W;
+        acc += dy[((n * H + h) * W + w) * C + c] / static_cast<double>((h1 - h0) * (w1 - w0));
+      }
+    dx[at] = static_cast<float>(acc);
+  }
+}
+
+// ---- depthwise convolution -----------------------------------------------------------------------
+// dx of input pixel (n, ih, iw, c): the taps (ki, kj) whose output (ih + ph − ki) / sh,
+// (iw + pw − kj) / sw is a whole number inside the output.
+__global__ void depthwise_dx_kernel(const float* w, const float* dy, float* dx, int64_t total, int64_t H, int64_t W,
+                                    int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw) {
+  MF_GRID_STRIDE(at, total) {
+    const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
+    double acc = 0;
+    for (int ki = 0; ki < kh; ++ki) {
+      const int64_t th = ih + ph - ki;
+      if (th < 0 || th % sh) continue;
+      const int64_t oh = th / sh;
+      if (oh >= Ho) continue;
+      for (int kj = 0; kj < kw; ++kj) {
+        const int64_t tw = iw + pw - kj;
+        if (tw < 0 || tw % sw) continue;
+        const int64_t ow = tw / sw;
+        if (ow >= Wo) continue;
+        acc += static_cast<double>(dy[((n * Ho + oh) * Wo + ow) * C + c]) * w[(c * kh + ki) * kw + kj];
+      }
+    }
+    dx[at] = static_cast<float>(acc);
+  }
+}
+
+// dw as a column sum: column (tap, c) = tap · C + c over the rows (n, oh, ow) of dy.
+struct DepthwiseWeightGrad {
+  const float *x, *dy;
+  float* dw;
+  int64_t H, W, C, Ho, Wo;
+  int kh, kw, sh, sw, ph, pw;
+  __device__ void operator()(int64_t r, int64_t col, double* v) const {
+    const int64_t tap = col / C, c = col % C;
+    const int ki = static_cast<int>(tap / kw), kj = static_cast<int>(tap % kw);
+    const int64_t ow = r % Wo, oh = (r / Wo) % Ho, n = r / (Wo * Ho);
+    const int64_t ih = oh * sh - ph + ki, iw = ow * sw - pw + kj;
+    v[0] = ih < 0 || ih >= H || iw < 0 || iw >= W
+               ? 0.0
+               : static_cast<double>(dy[r * C + c]) * x[((n * H + ih) * W + iw) * C + c];
+  }
+  __device__ void store(int64_t col, const double* s) const {
+    const int64_t tap = col / C, c = col % C;
+    dw[c * kh * kw + tap] += static_cast<float>(s[0]);
+  }
+};
+
+// ---- dense convolution helpers -------------------------------------------------------------------
+__global__ void conv_weight_to_khwc_kernel(const float* w, float* wk, int64_t total, int64_t Ci, int kh, int kw) {
+  MF_GRID_STRIDE(i, total) {  // i indexes w [Co, Ci, kh, kw]
+    const int64_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % Ci, co = i / (kw * kh * Ci);
+    wk[((co * kh + ky) * kw + kx) * Ci + ci] = w[i];
+  }
+}
+
+__global__ void conv_weight_grad_add_kernel(const float* dwk, float* dw, int64_t total, int64_t Ci, int kh, int kw) {
+  MF_GRID_STRIDE(i, total) {
+    const int64_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % Ci, co = i / (kw * kh * Ci);
+    dw[i] += dwk[((co * kh + ky) * kw + kx) * Ci + ci];
+  }
+}
+
+__global__ void col2im_kernel(const float* dcols, float* dx, int64_t total, int64_t H, int64_t W, int64_t C, int kh,
+                              int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+  const int64_t K = static_cast<int64_t>(kh) * kw * C;
+  MF_GRID_STRIDE(at, total) {
+    const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
+    double acc = 0;
+    for (int ky = 0; ky < kh; ++ky) {
+      const int64_t th = ih + ph - ky;
+      if (th < 0 || th % sh) continue;
+      const int64_t oh = th / sh;
+      if (oh >= Ho) continue;
+      for (int kx = 0; kx < kw; ++kx) {
+        const int64_t tw = iw + pw - kx;
+        if (tw < 0 || tw % sw) continue;
+        const int64_t ow = tw / sw;
+        if (ow >= Wo) continue;
+        acc += dcols[((n * Ho + oh) * Wo + ow) * K + (static_cast<int64_t>(ky) * kw + kx) * C + c];
+      }
+    }
+    dx[at] = static_cast<float>(acc);
+  }
+}
+
+// ---- attention -----------------------------------------------------------------------------------
+// qkv [batch, N, 3A], A = heads · d; P and dS [batch, heads, N, N] (double). One block per row
+// (b, h, i) for the softmax and dS; one thread per element of dqkv for the products.
+__global__ void attention_probs_kernel(const float* qkv, double* P, int64_t N, int heads, int d, float scale) {
+  __shared__ double scratch[32];
+  const int64_t A = static_cast<int64_t>(heads) * d;
+  const int64_t row = blockIdx.x;  // (b · heads + h) · N + i
+  const int64_t i = row % N, bh = row / N, h = bh % heads, b = bh / heads;
+  const float* q = qkv + (b * N + i) * 3 * A + h * d;
+  double* p = P + row * N;
+  double mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+    const float* k = qkv + (b * N + j) * 3 * A + A + h * d;
+    double s = 0;
+    for (int c = 0; c < d; ++c) s += static_cast<double>(q[c]) * k[c];
+    p[j] = s * scale;
+    mx = fmax(mx, p[j]);
+  }
+  mx = block_max(mx, scratch);
+  double sum = 0;
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) sum += (p[j] = exp(p[j] - mx));
+  sum = block_sum(sum, scratch);
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) p[j] /= sum;
+}
+
+__global__ void attention_ds_kernel(const float* qkv, const float* dy, const double* P, double* dS, int64_t N,
+                                    int heads, int d) {
+  __shared__ double scratch[32];
+  const int64_t A = static_cast<int64_t>(heads) * d;
+  const int64_t row = blockIdx.x;
+  const int64_t i = row % N, bh = row / N, h = bh % heads, b = bh / heads;
+  const float* go = dy + (b * N + i) * A + h * d;
+  const double* p = P + row * N;
+  double* ds = dS + row * N;
+  double acc = 0;
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) {
+    const float* v = qkv + (b * N + j) * 3 * A + 2 * A + h * d;
+    double s = 0;
+    for (int c = 0; c < d; ++c) s += static_cast<double>(go[c]) * v[c];
+    ds[j] = s;  // dP for now
+    acc += s * p[j];
+  }
+  const double rowsum = block_sum(acc, scratch);
+  for (int64_t j = threadIdx.x; j < N; j += blockDim.x) ds[j] = p[j] * (ds[j] - rowsum);
+}
+
+// dq_i = scale · Σ_j dS_ij k_j, dk_i = scale · Σ_j dS_ji q_j, dv_i = Σ_j P_ji dO_j.
+__global__ void attention_dqkv_kernel(const float* qkv, const float* dy, const double* P, const double* dS,
+                                      float* dqkv, int64_t total, int64_t N, int heads, int d, float scale) {
+  const int64_t A = static_cast<int64_t>(heads) * d;
+  MF_GRID_STRIDE(at, total) {  // at indexes dqkv [batch, N, 3, heads, d]
+    const int64_t c = at % d, h = (at / d) % heads, part = (at / A) % 3, i = (at / (3 * A)) % N, b = at / (3 * A * N);
+    const int64_t base = (b * heads + h) * N * N;
+    double acc = 0;
+    if (part == 0) {
+      for (int64_t j = 0; j < N; ++j) acc += dS[base + i * N + j] * qkv[(b * N + j) * 3 * A + A + h * d + c];
+      acc *= scale;
+    } else if (part == 1) {
+      for (int64_t j = 0; j < N; ++j) acc += dS[base + j * N + i] * qkv[(b * N + j) * 3 * A + h * d + c];
+      acc *= scale;
+    } else {
+      for (int64_t j = 0; j < N; ++j) acc += P[base + j * N + i] * dy[(b * N + j) * A + h * d + c];
+    }
+    dqkv[at] = static_cast<float>(acc);
+  }
+}
+
+// ---- cross-entropy -------------------------------------------------------------------------------
+__global__ void cross_entropy_kernel(const float* logits, const float* target, float grad_scale, float* loss,
+                                     float* dlogits, int64_t K) {
+  __shared__ double scratch[32];
+  const int64_t b = blockIdx.x;
+  const float* l = logits + b * K;
+  const float* t = target + b * K;
+  double mx = -INFINITY;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) mx = fmax(mx, static_cast<double>(l[k]));
+  mx = block_max(mx, scratch);
+  double sum = 0;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) sum += exp(l[k] - mx);
+  sum = block_sum(sum, scratch);
+  const double lse = mx + log(sum);
+  double value = 0;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+    value -= t[k] * (l[k] - lse);
+    dlogits[b * K + k] = static_cast<float>((exp(l[k] - lse) - t[k]) * grad_scale);
+  }
+  value = block_sum(value, scratch);
+  if (threadIdx.x == 0) loss[b] = static_cast<float>(value);
+}
+
+}  // namespace
+
+// ---- launchers -----------------------------------------------------------------------------------
+int64_t column_sum_work(int64_t rows, int64_t cols) { return column_work(rows, cols, 1); }
+
+cudaError_t column_sum_add(const float* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s) {
+  column_sums<1>(ColumnSum{dy, db, cols}, rows, cols, work, s);
+  return cudaGetLastError();
+}
+
+int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
+  const int64_t g = group_work(groups, n, 2), c = column_work(groups * n / C, C, 2);
+  return groups * 4 + (g > c ? g : c);
+}
+
+cudaError_t norm_backward(const float* x, const float* w, const float* dy, float eps, float* dx, float* dw, float* db,
+                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s) {
+  if (groups <= 0 || n <= 0) return cudaGetLastError();
+  double* stats = work;
+  double* partial = work + groups * 4;
+  group_sums<2>(NormMoments{x, stats, n, eps}, groups, n, partial, s);
+  group_sums<2>(NormGradMoments{x, w, dy, stats, n, C}, groups, n, partial, s);
+  const int64_t total = groups * n;
+  norm_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+  if (dw || db) column_sums<2>(NormParamGrads{x, dy, stats, dw, db, n, C}, total / C, C, partial, s);
+  return cudaGetLastError();
+}
+
+int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
+
+cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dparams, int64_t n,
+                                double* work, cudaStream_t s) {
+  if (n <= 0) return cudaGetLastError();
+  activation_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
+  if (dparams && act.kind == 2) group_sums<2>(StarReluParams{x, dy, dparams}, 1, n, work, s);
+  return cudaGetLastError();
+}
+
+int64_t scaled_residual_backward_work(int64_t rows, int64_t C) { return column_work(rows, C, 2); }
+
+cudaError_t scaled_residual_backward(const float* x, const float* rs, const float* branch, const float* ls,
+                                     const float* dy, float* dx, float* dbranch, float* d_rs, float* d_ls, int64_t rows,
+                                     int64_t C, double* work, cudaStream_t s) {
+  const int64_t total = rows * C;
+  if (total <= 0) return cudaGetLastError();
+  scaled_residual_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
+  if (d_rs || d_ls) column_sums<2>(ScaleGrads{x, branch, dy, d_rs, d_ls, C}, rows, C, work, s);
+  return cudaGetLastError();
+}
+
+cudaError_t global_avg_pool_backward(const float* dy, float* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+  const int64_t total = B * HW * C;
+  if (total > 0) global_avg_pool_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, HW, C);
+  return cudaGetLastError();
+}
+
+cudaError_t channel_slice_backward(const float* dy, float* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
+                                   cudaStream_t s) {
+  const int64_t total = rows * width;
+  if (total > 0) channel_slice_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, C, offset, width);
+  return cudaGetLastError();
+}
+
+cudaError_t glu_backward(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset,
+                         int64_t value_offset, Act act, const float* dy, int64_t width, float* dt, float* dc,
+                         int64_t rows, cudaStream_t s) {
+  if (rows * Ct > 0)
+    glu_dt_kernel<<<blocks_for(rows * Ct), kThreads, 0, s>>>(t, Ct, c, cw, gate_offset, value_offset, act, dy, width,
+                                                             dt, rows * Ct);
+  if (dc && rows * cw > 0)
+    glu_dc_kernel<<<blocks_for(rows * cw), kThreads, 0, s>>>(t, Ct, cw, gate_offset, act, dy, width, dc, rows * cw);
+  return cudaGetLastError();
+}
+
+cudaError_t pool_minus_input_backward(const float* dy, float* dx, int64_t B, int64_t H, int64_t W, int64_t C,
+                                      int kernel, cudaStream_t s) {
+  const int64_t total = B * H * W * C;
+  if (total > 0)
+    pool_minus_input_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, H, W, C, kernel);
+  return cudaGetLastError();
+}
+
+int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw) {
+  return column_work(B * Ho * Wo, static_cast<int64_t>(kh) * kw * C, 1);  // ≥ the bias's C columns
+}
+
+cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                                      int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
+                                      int sh, int sw, int ph, int pw, double* work, cudaStream_t s) {
+  const int64_t total = B * H * W * C;
+  if (dx && total > 0)
+    depthwise_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, H, W, C, Ho, Wo, kh, kw, sh, sw, ph,
+                                                               pw);
+  const int64_t rows = B * Ho * Wo;
+  if (dw)
+    column_sums<1>(DepthwiseWeightGrad{x, dy, dw, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw}, rows,
+                   static_cast<int64_t>(kh) * kw * C, work, s);
+  if (db) column_sums<1>(ColumnSum{dy, db, C}, rows, C, work, s);
+  return cudaGetLastError();
+}
+
+cudaError_t conv_weight_to_khwc(const float* w, float* wk, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+  const int64_t total = Co * Ci * kh * kw;
+  if (total > 0) conv_weight_to_khwc_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, wk, total, Ci, kh, kw);
+  return cudaGetLastError();
+}
+
+cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+  const int64_t total = Co * Ci * kh * kw;
+  if (total > 0) conv_weight_grad_add_kernel<<<blocks_for(total), kThreads, 0, s>>>(dwk, dw, total, Ci, kh, kw);
+  return cudaGetLastError();
+}
+
+cudaError_t col2im_nhwc(const float* dcols, float* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  const int64_t total = B * H * W * C;
+  if (total > 0)
+    col2im_kernel<<<blocks_for(total), kThreads, 0, s>>>(dcols, dx, total, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  return cudaGetLastError();
+}
+
+int64_t attention_backward_work(int64_t batch, int64_t N, int heads) { return 2 * batch * heads * N * N; }
+
+cudaError_t attention_backward(const float* qkv, const float* dy, float* dqkv, int64_t batch, int64_t N, int heads,
+                               int head_dim, float scale, double* work, cudaStream_t s) {
+  const int64_t rows = batch * heads * N;
+  if (rows <= 0 || head_dim <= 0) return cudaGetLastError();
+  double* P = work;
+  double* dS = work + rows * N;
+  const int block = N >= 128 ? 128 : 32;
+  attention_probs_kernel<<<static_cast<unsigned>(rows), block, 0, s>>>(qkv, P, N, heads, head_dim, scale);
+  attention_ds_kernel<<<static_cast<unsigned>(rows), block, 0, s>>>(qkv, dy, P, dS, N, heads, head_dim);
+  const int64_t total = batch * N * 3 * heads * head_dim;
+  attention_dqkv_kernel<<<blocks_for(total), kThreads, 0, s>>>(qkv, dy, P, dS, dqkv, total, N, heads, head_dim, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t cross_entropy(const float* logits, const float* target, float grad_scale, float* loss, float* dlogits,
+                          int64_t B, int64_t K, cudaStream_t s) {
+  if (B > 0 && K > 0)
+    cross_entropy_kernel<<<static_cast<unsigned>(B), K >= 256 ? 256 : 32, 0, s>>>(logits, target, grad_scale, loss,
+                                                                                   dlogits, K);
+  return cudaGetLastError();
+}
+
+}  // namespace mf::cuda::backward

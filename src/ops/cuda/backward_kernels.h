@@ -1,0 +1,100 @@
+// Backward kernels of the CUDA backend (issue 13; docs/cuda.md "Backward passes"): the parts of the
+// backward passes that are not GEMMs (those go to cuBLASLt, from cuda_backward.cpp). fp32 storage.
+// Written to be obviously right before fast: one thread per output element (gathers, never
+// scatters), and every reduction (norm statistics, parameter gradients) in double, in a fixed order,
+// without atomics, so that the results are deterministic and within float rounding of the reference
+// backend (which accumulates in double too). The semantics are those of src/ops/ref/*.cpp, including
+// which gradients are overwritten and which accumulated (+=).
+//
+// Raw device pointers and one stream; compiled by nvcc as C++17 (nothing here includes the engine's
+// C++20 headers). Each function returns cudaGetLastError() after its launches. Functions that
+// reduce take a device workspace `work` of the number of doubles their *_work function gives.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace mf::cuda::backward {
+
+// An activation, in mf::ActKind's order: 0 Identity, 1 GELU (erf), 2 StarReLU (scale · relu(x)² +
+// bias), 3 SquaredReLU, 4 ReLU, 5 SiLU, 6 SoftShrink (threshold).
+struct Act {
+  int kind = 0;
+  float scale = 1.f;
+  float bias = 0.f;
+  float threshold = 0.f;
+};
+
+// db[n] += Σ_m dy[m, n] (dy [M, N]): a Linear's or a convolution's bias gradient.
+int64_t column_sum_work(int64_t rows, int64_t cols);
+cudaError_t column_sum_add(const float* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s);
+
+// LayerNorm (groups = rows, n = C) and GroupNorm with one group (groups = B, n = H·W·C) backward:
+// x̂ = (x − mean) · rstd over each group of n values, channel of element i = i % C;
+// dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w (overwritten);
+// dw[c] += Σ dy · x̂, db[c] += Σ dy (either may be null).
+int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C);
+cudaError_t norm_backward(const float* x, const float* w, const float* dy, float eps, float* dx, float* dw, float* db,
+                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s);
+
+// dx = dy · act'(x) (overwritten); for StarReLU with dparams: dparams[0] += Σ dy · relu(x)²,
+// dparams[1] += Σ dy.
+int64_t activation_backward_work(int64_t n);
+cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dparams, int64_t n,
+                                double* work, cudaStream_t s);
+
+// y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs, dbranch = dy ⊙ ls (rs, ls null: 1);
+// d_rs[c] += Σ dy · x, d_ls[c] += Σ dy · branch (either may be null).
+int64_t scaled_residual_backward_work(int64_t rows, int64_t C);
+cudaError_t scaled_residual_backward(const float* x, const float* rs, const float* branch, const float* ls,
+                                     const float* dy, float* dx, float* dbranch, float* d_rs, float* d_ls, int64_t rows,
+                                     int64_t C, double* work, cudaStream_t s);
+
+// dx [B, HW, C] = dy [B, C] / HW
+cudaError_t global_avg_pool_backward(const float* dy, float* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s);
+
+// dx [rows, C] += dy [rows, width] at channels [offset, offset + width)
+cudaError_t channel_slice_backward(const float* dy, float* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
+                                   cudaStream_t s);
+
+// Backend::glu's backward: dt [rows, Ct] overwritten (zero outside the gate and value windows), dc
+// [rows, cw] overwritten (may be null).
+cudaError_t glu_backward(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset,
+                         int64_t value_offset, Act act, const float* dy, int64_t width, float* dt, float* dc,
+                         int64_t rows, cudaStream_t s);
+
+// The adjoint of y = avg_pool_k(x) − x (stride 1, padding k/2, padded cells not counted): dx overwritten.
+cudaError_t pool_minus_input_backward(const float* dy, float* dx, int64_t B, int64_t H, int64_t W, int64_t C,
+                                      int kernel, cudaStream_t s);
+
+// Depthwise convolution x [B, H, W, C], w [C, 1, kh, kw], dy [B, Ho, Wo, C]: dx overwritten (may be
+// null), dw += and db += (either may be null).
+int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw);
+cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                                      int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
+                                      int sh, int sw, int ph, int pw, double* work, cudaStream_t s);
+
+// Dense convolution helpers (the products are cuBLASLt's): w [Co, Ci, kh, kw] -> wk [Co, kh, kw, Ci]
+// (im2col's column order); dw [Co, Ci, kh, kw] += dwk [Co, kh, kw, Ci]; and col2im, the adjoint of
+// im2col_nhwc: dx [B, H, W, C] (overwritten) = Σ of the columns dcols [B·Ho·Wo, kh·kw·C] that read
+// each pixel.
+cudaError_t conv_weight_to_khwc(const float* w, float* wk, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
+cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
+cudaError_t col2im_nhwc(const float* dcols, float* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
+
+// Attention backward (Backend::attention_backward) for `batch` samples: qkv [batch, N, 3·heads·d],
+// dy [batch, N, heads·d] -> dqkv (overwritten). The probabilities P and dS = P ⊙ (dP − rowsum(P ⊙ dP))
+// are materialised, N×N per sample and head, in double, in `work` (attention_backward_work doubles):
+// the straightforward version; the caller chunks the batch to bound it.
+int64_t attention_backward_work(int64_t batch, int64_t N, int heads);
+cudaError_t attention_backward(const float* qkv, const float* dy, float* dqkv, int64_t batch, int64_t N, int heads,
+                               int head_dim, float scale, double* work, cudaStream_t s);
+
+// Cross-entropy with soft targets, logits and target [B, K]: loss[b] = −Σ target · log_softmax(logits),
+// dlogits = (softmax(logits) − target) · grad_scale (both overwritten).
+cudaError_t cross_entropy(const float* logits, const float* target, float grad_scale, float* loss, float* dlogits,
+                          int64_t B, int64_t K, cudaStream_t s);
+
+}  // namespace mf::cuda::backward

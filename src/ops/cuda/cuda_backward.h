@@ -1,0 +1,57 @@
+// The backward passes of the "cuda" backend (issue 13; docs/cuda.md "Backward passes"), fp32 only:
+// a base class of the backend (cuda_backend.cpp), so that they live apart from its forward ops. The
+// matrix products (linear, the dense convolution's im2col GEMMs) are cuBLASLt's with fp32 compute
+// (TF32 off); the rest are the kernels of backward_kernels.cu. Semantics as the reference backend's:
+// input gradients overwritten, parameter gradients accumulated. A gradient the caller passes in (a
+// parameter's, or channel_slice's dx) may live on the host: it is copied up, updated and copied back.
+#pragma once
+
+#include "ops/backend.h"
+
+namespace mf {
+
+namespace cuda {
+// t's fp32 elements on the GPU: t itself, its cached upload (a host tensor) or its cached fp32 copy
+// (a bf16 tensor). Defined in cuda_backend.cpp, next to the forward ops' uploads.
+const float* device_f32(const Tensor& t);
+}  // namespace cuda
+
+class CudaBackwardOps : public Backend {
+ public:
+  // The ops whose backward runs on the GPU (in fp32); the others throw "not supported".
+  bool supports_backward(OpKind op) const override;
+
+  void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                       Tensor* db) override;
+  void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
+                       Tensor* dw, Tensor* db) override;
+  void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                 Tensor* dx, Tensor* dw, Tensor* db) override;
+  void pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx) override;
+  void layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
+                           Tensor* db) override;
+  void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
+                            Tensor* db) override;
+  void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
+                           Tensor* dparams) override;
+  void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
+                                const Tensor* layer_scale, const Tensor& dy, Tensor& dx, Tensor& dbranch,
+                                Tensor* d_res_scale, Tensor* d_layer_scale) override;
+  void global_avg_pool_backward(const Tensor& dy, Tensor& dx) override;
+  // P and dS materialised (N×N per sample and head, in double), the batch cut into chunks of at most
+  // 1 GiB of them: the straightforward version, before a flash-style backward.
+  void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                          Tensor& dqkv) override;
+  void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
+  void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
+                    const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc) override;
+  // The loss and its gradient (a forward op, for training only; fp32).
+  void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
+                     Tensor& dlogits) override;
+
+ private:
+  // Throws "not supported" for a backend whose activations are bf16: backward passes are fp32 only.
+  void require_fp32(OpKind op) const;
+};
+
+}  // namespace mf

@@ -359,6 +359,8 @@ void run_compare(const CompareArgs& a) {
   if (forecast) {
     budget.metric = "MSE and MAE";
     budget.samples = "windows";
+  } else if (fitted.is_sequence()) {
+    budget.samples = "sequences";
   }
   write_compare_report(a.out, command_line(a, o), a.data, budget, per_mixer, runs, metric);
   fmt::print("\n{}\n", compare_table_text(budget, per_mixer, metric));

@@ -6,6 +6,8 @@
 #   grad.log      test-backend-ops --mode grad --backend cuda: every backward pass the cuda backend has
 #                 (fp32) against the reference backward, the rest listed as "skip (no cuda backward)"
 #   checks.log    the golden models on cuda (verify), the CUDA unit tests, out of GPU memory, a bad device
+#   train.log     (step train) the training goldens on cuda: gradients and three AdamW steps of every
+#                 family against PyTorch float64 (tests/test_train_golden.cpp)
 #   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
 #   bench.md      batch-256 throughput (fp32, TF32 off; then bf16) of poolformer_s12, convformer_s18,
 #                 caformer_s18, mambaout_femto, with --profile
@@ -20,7 +22,7 @@
 #                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
+# build ops grad checks train parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
 set -uo pipefail
@@ -102,6 +104,14 @@ if has checks; then
   echo "== bad device index" | tee -a "$OUT/checks.log"
   "$M" bench -m poolformer_s12 --backend cuda --device cuda:7 -b 1 --runs 1 >> "$OUT/checks.log" 2>&1
   echo "exit code $?" | tee -a "$OUT/checks.log"; tail -2 "$OUT/checks.log"
+fi
+
+if has train; then
+  # Issue 13's gradient parity: every golden family's loss, parameter gradients and three AdamW steps
+  # on the cuda backend (fp32) against PyTorch float64 (tests/test_train_golden.cpp, the CPU bars).
+  echo "== training goldens on cuda (gradients and AdamW steps against PyTorch float64)" | tee "$OUT/train.log"
+  timeout 400 "$B/tests/mf_tests" --gtest_filter='Families/TrainGolden.*_cuda' 2>&1 | tee -a "$OUT/train.log" |
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |OK \]|Failure|rel|skipped" | head -60
 fi
 
 if has parity; then

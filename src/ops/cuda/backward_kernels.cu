@@ -339,6 +339,26 @@ struct ScaleGrads {
   }
 };
 
+// ResMLP's Affine, y = x ⊙ alpha + beta: dalpha = Σ_rows dy ⊙ x, dbeta = Σ_rows dy.
+struct AffineGrads {
+  const float *x, *dy;
+  float *dalpha, *dbeta;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, double* v) const {
+    const int64_t at = r * C + c;
+    v[0] = static_cast<double>(dy[at]) * x[at];
+    v[1] = dy[at];
+  }
+  __device__ void store(int64_t c, const double* s) const {
+    if (dalpha) dalpha[c] += static_cast<float>(s[0]);
+    if (dbeta) dbeta[c] += static_cast<float>(s[1]);
+  }
+};
+
+__global__ void channel_scale_kernel(const float* dy, const float* alpha, float* dx, int64_t total, int64_t C) {
+  MF_GRID_STRIDE(i, total) { dx[i] = static_cast<float>(static_cast<double>(dy[i]) * alpha[i % C]); }
+}
+
 // ---- small gathers -------------------------------------------------------------------------------
 __global__ void global_avg_pool_backward_kernel(const float* dy, float* dx, int64_t total, int64_t HW, int64_t C) {
   MF_GRID_STRIDE(i, total) {
@@ -632,6 +652,17 @@ cudaError_t scaled_residual_backward(const float* x, const float* rs, const floa
   if (total <= 0) return cudaGetLastError();
   scaled_residual_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
   if (d_rs || d_ls) column_sums<2>(ScaleGrads{x, branch, dy, d_rs, d_ls, C}, rows, C, work, s);
+  return cudaGetLastError();
+}
+
+int64_t channel_affine_backward_work(int64_t rows, int64_t C) { return column_work(rows, C, 2); }
+
+cudaError_t channel_affine_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha,
+                                    float* dbeta, int64_t rows, int64_t C, double* work, cudaStream_t s) {
+  const int64_t total = rows * C;
+  if (total <= 0) return cudaGetLastError();
+  channel_scale_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, alpha, dx, total, C);
+  if (dalpha || dbeta) column_sums<2>(AffineGrads{x, dy, dalpha, dbeta, C}, rows, C, work, s);
   return cudaGetLastError();
 }
 

@@ -51,6 +51,12 @@ cudaError_t scaled_residual_backward(const float* x, const float* rs, const floa
                                      const float* dy, float* dx, float* dbranch, float* d_rs, float* d_ls, int64_t rows,
                                      int64_t C, double* work, cudaStream_t s);
 
+// ResMLP's Affine y = x ⊙ alpha + beta over [rows, C]: dx = dy ⊙ alpha; dalpha, dbeta (when given)
+// += the column sums of dy ⊙ x and of dy.
+int64_t channel_affine_backward_work(int64_t rows, int64_t C);
+cudaError_t channel_affine_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha,
+                                    float* dbeta, int64_t rows, int64_t C, double* work, cudaStream_t s);
+
 // dx [B, HW, C] = dy [B, C] / HW
 cudaError_t global_avg_pool_backward(const float* dy, float* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s);
 

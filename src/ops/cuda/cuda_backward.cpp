@@ -108,6 +108,8 @@ bool CudaBackwardOps::supports_backward(OpKind op) const {
     case OpKind::GlobalAvgPool:
     case OpKind::Attention:
     case OpKind::ChannelSlice:
+    case OpKind::TokenMix:
+    case OpKind::ChannelAffine:
     case OpKind::Glu:
     case OpKind::CrossEntropy:
     // Backward passes made of forward ops the backend has (the adjoint transforms, a rescale).
@@ -289,6 +291,74 @@ void CudaBackwardOps::glu_backward(const Tensor& t, const Tensor* c, int64_t gat
                       stream()),
      "glu backward");
   gc.finish();
+}
+
+void CudaBackwardOps::token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
+                                         Tensor* dbias) {
+  require_fp32(OpKind::TokenMix);
+  const int64_t B = x.dim(0), N = x.dim(1), C = x.dim(2), M = r.dim(0);
+  const float *R = in(r), *X = in(x), *G = in(dy);
+  if (dx) {
+    // Row-major dx[b] (N×C) = Rᵀ (N×M) · dy[b] (M×C): column-major dx[b]ᵀ (C×N) = dy[b]ᵀ (C×M) · R (M×N),
+    // R read as the transpose of its column-major N×M storage.
+    cuda::Gemm g;
+    g.type = cuda::GemmType::f32;
+    g.trans_b = true;
+    g.m = C, g.n = N, g.k = M;
+    g.a = G, g.lda = C, g.stride_a = M * C;
+    g.b = R, g.ldb = N, g.stride_b = 0;
+    g.d = out(*dx), g.ldd = C, g.stride_d = N * C;
+    g.batch = B;
+    cuda::run_gemm(g);
+  }
+  if (dr) {
+    // Row-major dR (M×N) += dy[b] (M×C) · x[b]ᵀ (C×N): column-major dRᵀ (N×M) += x[b] (N×C, the
+    // transpose of its column-major C×N storage) · dy[b]ᵀ (C×M), sample after sample.
+    DeviceGrad d(dr, true);
+    for (int64_t b = 0; b < B; ++b) {
+      cuda::Gemm g;
+      g.type = cuda::GemmType::f32;
+      g.trans_a = true;
+      g.m = N, g.n = M, g.k = C;
+      g.a = X + b * N * C, g.lda = C;
+      g.b = G + b * M * C, g.ldb = C;
+      g.d = d.get(), g.ldd = N;
+      g.c = d.get();  // beta = 1: accumulate
+      cuda::run_gemm(g);
+    }
+    d.finish();
+  }
+  if (dbias) {
+    // dbias[m] += Σ_b Σ_c dy[b, m, c]: the column sums of dy viewed as [B, M·C], then the row sums of
+    // that [M, C] result (the column sums of its transpose, [C, M] read through a ones-vector product).
+    DeviceGrad d(dbias, true);
+    Tensor per_mc = Tensor::zeros({M * C}).to(Device::CUDA);
+    Work work(bw::column_sum_work(B, M * C));
+    ok(bw::column_sum_add(G, per_mc.data(), B, M * C, work.p, stream()), "token_mix backward: bias");
+    const Tensor ones = Tensor::full({C}, 1.f).to(Device::CUDA);
+    // Column-major dbias (1×M) += onesᵀ (1×C) · per_mc (C×M, its row-major [M, C] storage).
+    cuda::Gemm g;
+    g.type = cuda::GemmType::f32;
+    g.m = 1, g.n = M, g.k = C;
+    g.a = ones.data(), g.lda = 1;
+    g.b = per_mc.data(), g.ldb = C;
+    g.d = d.get(), g.ldd = 1;
+    g.c = d.get();
+    cuda::run_gemm(g);
+    d.finish();
+  }
+}
+
+void CudaBackwardOps::channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
+                                              Tensor* dalpha, Tensor* dbeta) {
+  require_fp32(OpKind::ChannelAffine);
+  const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
+  DeviceGrad ga(dalpha, true), gb(dbeta, true);
+  Work work(bw::channel_affine_backward_work(rows, C));
+  ok(bw::channel_affine_backward(in(x), in(alpha), in(dy), out(dx), ga.get(), gb.get(), rows, C, work.p, stream()),
+     "channel_affine backward");
+  ga.finish();
+  gb.finish();
 }
 
 void CudaBackwardOps::cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,

@@ -43,6 +43,13 @@ class CudaBackwardOps : public Backend {
   void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                           Tensor& dqkv) override;
   void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
+  // RandFormer's and the token MLPs' y[b] = R · x[b] (+ bias): dx[b] = Rᵀ · dy[b] as one strided
+  // batch of cuBLASLt products; dR += Σ_b dy[b] · x[b]ᵀ and dbias += Σ_b dy[b] · 1 as one product per
+  // sample, accumulated in order (deterministic, no atomics).
+  void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
+                          Tensor* dbias) override;
+  void channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx, Tensor* dalpha,
+                               Tensor* dbeta) override;
   void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                     const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc) override;
   // The loss and its gradient (a forward op, for training only; fp32).

@@ -334,7 +334,7 @@ void run_compare(const CompareArgs& a) {
       m[key + "_mean"] = mean / static_cast<double>(v.size());
       m[key + "_min"] = *std::min_element(v.begin(), v.end());
       m[key + "_max"] = *std::max_element(v.begin(), v.end());
-      m[key + "_text"] = mean_pm(v, forecast ? 4 : 2);
+      m[key + "_text"] = mean_pm(v, metric.digits);
     };
     summarise(metric.key, score);
     if (!metric.second_key.empty()) summarise(metric.second_key, second);

@@ -16,18 +16,19 @@ namespace {
 
 using nlohmann::json;
 
+// A mixer's mean score under `key` ("top1", "mse"); NaN where a diverged run left null (JSON has no NaN).
+double mean_of(const json& mixer, const std::string& key) {
+  const json& v = mixer[key + "_mean"];
+  return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+
 // Best mean score first (highest top-1, lowest MSE); ties go to the cheaper mixer first. A NaN score
 // (a diverged run) ranks last.
 std::vector<const json*> ranked(const std::vector<json>& per_mixer, const CompareMetric& metric) {
   std::vector<const json*> order;
   for (auto& m : per_mixer) order.push_back(&m);
-  const std::string mean_key = metric.key + "_mean";
-  auto score = [&](const json* m) {
-    const json& v = (*m)[mean_key];
-    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
-  };
   std::stable_sort(order.begin(), order.end(), [&](auto* a, auto* b) {
-    const double ta = score(a), tb = score(b);
+    const double ta = mean_of(*a, metric.key), tb = mean_of(*b, metric.key);
     if (std::isnan(ta) != std::isnan(tb)) return std::isnan(tb);
     if (ta != tb && !std::isnan(ta)) return metric.higher_is_better ? ta > tb : ta < tb;
     return (*a)["macs"].template get<double>() < (*b)["macs"].template get<double>();
@@ -124,11 +125,7 @@ void write_compare_report(const std::string& out, const std::string& command, co
   const std::string K = metric.key;
   const bool second = !metric.second_key.empty();
   const auto text = [](const json& m, const std::string& key) { return m[key + "_text"].get<std::string>(); };
-  const auto mean = [](const json& m, const std::string& key) {
-    const json& v = m[key + "_mean"];
-    return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN();
-  };
-  const int digits = metric.higher_is_better ? 2 : 4;
+  const int digits = metric.digits;
 
   std::string md = "# Token-mixer comparison\n\n";
   md += fmt::format("Data: `{}`. Every run trains the same MetaFormer with only the token mixer changed, with the "
@@ -174,7 +171,7 @@ void write_compare_report(const std::string& out, const std::string& command, co
                                                    : a[K + "_max"].get<double>() >= b[K + "_min"].get<double>();
       ranking += one_seed ? ", " : overlap ? " ≈ " : metric.higher_is_better ? " > " : " < ";
     }
-    ranking += fmt::format("{} ({:.{}f})", (*order[i])["mixer"].get<std::string>(), mean(*order[i], K), digits);
+    ranking += fmt::format("{} ({:.{}f})", (*order[i])["mixer"].get<std::string>(), mean_of(*order[i], K), digits);
   }
   md += fmt::format("Ranking by mean {}{}: {}.", metric.name, metric.higher_is_better ? " (%)" : " (lowest first)",
                     ranking);
@@ -186,9 +183,9 @@ void write_compare_report(const std::string& out, const std::string& command, co
     if ((*m)["macs"].get<double>() < (*cheapest)["macs"].get<double>()) cheapest = m;
   const std::string unit = metric.higher_is_better ? "%" : "";
   md += fmt::format(" Best: {} ({:.{}f}{}); cheapest in MACs: {} ({:.1f} M MACs, {:.{}f}{}).\n",
-                    best["mixer"].get<std::string>(), mean(best, K), digits, unit,
+                    best["mixer"].get<std::string>(), mean_of(best, K), digits, unit,
                     (*cheapest)["mixer"].get<std::string>(), (*cheapest)["macs"].get<double>() / 1e6,
-                    mean(*cheapest, K), digits, unit);
+                    mean_of(*cheapest, K), digits, unit);
   const std::string what = metric.higher_is_better ? "accuracy" : "test MSE";
   md += fmt::format("\nPlots: [{0} against MACs]({1}_vs_macs.svg), [{0} against latency]({1}_vs_latency.svg), "
                     "[training curves](curves.svg). Every number: `results.json`; every run: `runs/<mixer>/seed<k>/`.\n",
@@ -204,7 +201,7 @@ void write_compare_report(const std::string& out, const std::string& command, co
     for (auto* m : order) {
       const std::string name = (*m)["mixer"].get<std::string>();
       Series s{name, {(*m)[key].get<double>() / (std::string(key) == "macs" ? 1e6 : 1.0)},
-               {mean(*m, K)}, false, true, {name}};
+               {mean_of(*m, K)}, false, true, {name}};
       s.style = static_cast<int>(&*m - &per_mixer[0]);  // the same style for a mixer in every plot
       p.series.push_back(s);
     }

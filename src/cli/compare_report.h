@@ -36,9 +36,10 @@ struct CompareMetric {
   std::string file_stem = "accuracy";      // OUT/<stem>_vs_macs.svg, <stem>_vs_latency.svg
   bool higher_is_better = true;
   std::string second_key, second_column;   // an extra column (forecasting: the MAE)
+  int digits = 2;                          // decimals of the means in the table and the text
   static CompareMetric accuracy() { return {}; }
   static CompareMetric forecast_mse() {
-    return {"mse", "test MSE", "MSE", "test MSE (standardised)", "mse", false, "mae", "MAE"};
+    return {"mse", "test MSE", "MSE", "test MSE (standardised)", "mse", false, "mae", "MAE", 4};
   }
 };
 

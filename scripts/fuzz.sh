@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# libFuzzer targets for every parser (safetensors, .npy, JSON config, images), built with clang,
+# libFuzzer targets for every parser (safetensors, .npy, JSON config, images, IDX, series CSV), built with clang,
 # AddressSanitizer and UndefinedBehaviorSanitizer in build-fuzz/.
 #   scripts/fuzz.sh smoke         run each target over its seed corpus only (CI)
 #   scripts/fuzz.sh run SECONDS   fuzz each target for SECONDS (new inputs go to fuzz/work/, ignored)

@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "io/series_csv.h"
 #include "cli_expect.h"
 #include "test_util.h"
 

@@ -112,8 +112,5 @@ struct SeriesSplit {
   int64_t train = 0, val = 0, test = 0;  // steps in each part, in time order
 };
 SeriesSplit forecast_split(int64_t steps);
-// The series [T, C] of `columns` (every column after the first when empty). Empty and NaN cells are
-// an error, or with `interpolate_gaps` filled linearly between their neighbours.
-Tensor read_series_csv(const std::string& path, const std::vector<std::string>& columns, bool interpolate_gaps);
 
 }  // namespace mf

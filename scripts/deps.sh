@@ -15,6 +15,7 @@ PACKAGES=(
   dataset-fashion-mnist                     # the embedded default dataset
   pybind11-dev python3-dev                  # the Python module (import metaformer; docs/python.md)
   python3-numpy python3-pytest              # its arrays and its tests
+  libopenmpi-dev openmpi-bin                # data-parallel training across processes (mpirun; docs/distributed.md)
   "$@"                                      # extra packages a caller needs (bench/run.sh: the peers)
 )
 missing=()

@@ -27,6 +27,7 @@
 #include "io/file.h"
 #include "model/metaformer.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace mf::cli {
@@ -406,7 +407,13 @@ void register_compare(CLI::App& app) {
   sub->add_flag("--remeasure", a->remeasure, "time inference again for finished runs too (e.g. on a quiet machine)");
   sub->add_flag("--force", a->force,
                 "retrain the runs in OUT whose recorded settings differ from this request (matching runs are kept)");
-  sub->callback([a] { run_compare(*a); });
+  sub->callback([a] {
+    // Its trainings would each be split over the ranks while every rank wrote the report.
+    if (distributed().world() > 1)
+      throw CollectiveError("compare runs as one process, not under mpirun (train is data-parallel; "
+                            "docs/distributed.md)");
+    run_compare(*a);
+  });
 }
 
 }  // namespace mf::cli

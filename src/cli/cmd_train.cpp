@@ -1,6 +1,7 @@
 // metaformer train: train from scratch, fine-tune (--weights) or resume (--resume) a MetaFormer.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "cli/common.h"
@@ -9,6 +10,7 @@
 #include "io/safetensors.h"
 #include "model/loader.h"
 #include "model/zoo.h"
+#include "train/distributed.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
 
@@ -47,7 +49,7 @@ void register_train(CLI::App& app) {
   add_pretrained_option(sub, a->model, model, config, weights);
   auto& o = a->o;
   sub->add_option("--epochs,-e", o.epochs, "epochs")->capture_default_str()->check(CLI::Range(1, 100000));
-  sub->add_option("--batch,-b", o.batch, "batch size")->capture_default_str()->check(CLI::Range(1, 65536));
+  sub->add_option("--batch,-b", o.batch, "batch size (per rank under mpirun: the step's batch is ranks x this)")->capture_default_str()->check(CLI::Range(1, 65536));
   sub->add_option("--lr", o.lr, "peak learning rate (AdamW)")->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--min-lr", o.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
   sub->add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up length")->capture_default_str();
@@ -76,6 +78,14 @@ void register_train(CLI::App& app) {
   sub->callback([a] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
+    // Under mpirun: one rank of a data-parallel job (docs/distributed.md). Rank 0 alone prints; the
+    // others' standard output goes nowhere (their errors still reach stderr).
+    const Distributed& dist = distributed();
+    if (!dist.is_root()) {
+      std::fflush(stdout);
+      if (std::FILE* null = std::freopen("/dev/null", "w", stdout); !null) fail("cannot silence rank {}", dist.rank());
+    }
+    if (o.threads == 0) o.threads = default_rank_threads(dist);
     if (!a->resume.empty()) {
       // The run's own description and options; --epochs may extend it, --threads/--workers may change.
       const std::string dir = a->resume;
@@ -102,6 +112,9 @@ void register_train(CLI::App& app) {
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config, a->max_image_pixels);
     o.data = a->data;
+    // --batch is per rank; the run records the global batch, which a --resume keeps whatever the number
+    // of ranks then (each takes its share).
+    o.batch *= dist.world();
     TrainSummary s = train(config, o, splits, a->out, /*resume=*/false, weights_file(a->model));
     print_done(s);
   });

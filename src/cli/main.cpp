@@ -8,6 +8,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "train/distributed.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"metaformer: run, train, classify, inspect and benchmark MetaFormer models (timm-compatible)"};
@@ -47,15 +48,11 @@ int main(int argc, char** argv) {
       if (c == '\n' || c == '\r') c = ' ';
     fmt::print(stderr, "metaformer: error: {} (see --help)\n", message);
     return 1;
-  } catch (const mf::Error& e) {
-    fmt::print(stderr, "metaformer: error: {}\n", e.what());
-    return 1;
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "metaformer: error: out of memory\n");
-    return 1;
+    return mf::exit_after_error(std::runtime_error("out of memory"));
   } catch (const std::exception& e) {
-    fmt::print(stderr, "metaformer: error: {}\n", e.what());
-    return 1;
+    // mf::Error and the rest: one line (under mpirun, once for the job, which it ends; train/distributed.h).
+    return mf::exit_after_error(e);
   }
   return 0;
 }

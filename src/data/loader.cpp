@@ -38,12 +38,27 @@ std::vector<int64_t> DataLoader::epoch_order(int64_t n, const LoaderOptions& o) 
   return order;
 }
 
+std::pair<int64_t, int64_t> DataLoader::batch_positions(int64_t n, const LoaderOptions& o, int64_t b) {
+  const int64_t begin = b * o.world * o.batch + o.rank * o.batch;
+  return {std::min(begin, n), std::min(begin + o.batch, n)};
+}
+
+int64_t DataLoader::batches_of_rank(int64_t n, const LoaderOptions& o) {
+  const int64_t global = o.world * o.batch;
+  if (o.drop_last) return n / global;
+  // Global batches that reach this rank's slice: those starting at or before n - 1 - rank*batch.
+  const int64_t first_position = o.rank * o.batch;
+  return n > first_position ? (n - first_position + global - 1) / global : 0;
+}
+
 DataLoader::DataLoader(const Dataset& data, LoaderOptions options) : data_(data), o_(options) {
   MF_CHECK(o_.batch >= 1, "batch size must be at least 1");
+  MF_CHECK(o_.world >= 1 && o_.rank >= 0 && o_.rank < o_.world, "rank {} of a world of {}", o_.rank, o_.world);
   order_ = epoch_order(data.size(), o_);
   const auto n = static_cast<int64_t>(order_.size());
-  num_batches_ = o_.drop_last ? n / o_.batch : (n + o_.batch - 1) / o_.batch;
-  MF_CHECK(num_batches_ > 0 || n == 0, "{}: {} samples make no batch of {}", data.describe(), n, o_.batch);
+  num_batches_ = batches_of_rank(n, o_);
+  MF_CHECK(num_batches_ > 0 || n == 0 || !o_.drop_last, "{}: {} samples make no batch of {}", data.describe(), n,
+           o_.batch * o_.world);
   for (int w = 0; w < o_.workers; ++w) workers_.emplace_back([this] { work(); });
 }
 
@@ -57,8 +72,7 @@ DataLoader::~DataLoader() {
 }
 
 Batch DataLoader::build(int64_t b) {
-  const int64_t begin = b * o_.batch;
-  const int64_t end = std::min<int64_t>(begin + o_.batch, static_cast<int64_t>(order_.size()));
+  const auto [begin, end] = batch_positions(static_cast<int64_t>(order_.size()), o_, b);
   std::vector<Sample> samples;
   std::vector<std::string> errors;
   for (int64_t p = begin; p < end; ++p) {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "data/dataset.h"
@@ -29,7 +30,7 @@ struct Batch {
 };
 
 struct LoaderOptions {
-  int64_t batch = 64;
+  int64_t batch = 64;      // per rank, with world > 1
   bool train = true;       // augmentation
   bool shuffle = true;
   bool drop_last = true;   // training: only full batches
@@ -38,6 +39,14 @@ struct LoaderOptions {
   int workers = 2;         // 0: load on the calling thread
   int64_t subset = 0;      // > 0: use only this many samples (a fixed seeded selection)
   int prefetch = 4;        // batches decoded ahead
+  // Data parallelism (docs/distributed.md): the epoch's order is the same on every rank, and its
+  // batch k of world * batch positions is split in rank order: rank r takes positions
+  // [k*world*batch + r*batch, k*world*batch + (r+1)*batch). N ranks at batch b therefore see, step by
+  // step, exactly the samples of one process at batch N*b. With drop_last only whole global batches
+  // are used; without it (evaluation) the last global batch is split as far as it goes, and a rank
+  // may get a shorter batch, or none.
+  int rank = 0;
+  int world = 1;
 };
 
 class DataLoader {
@@ -54,8 +63,12 @@ class DataLoader {
   // Unreadable samples skipped so far, with one message each.
   std::vector<std::string> skipped() const;
 
-  // The samples of an epoch, in order: exposed for tests.
+  // The samples of an epoch, in order (all ranks alike): exposed for tests.
   static std::vector<int64_t> epoch_order(int64_t dataset_size, const LoaderOptions& o);
+  // The positions in epoch_order of this rank's batch `b`: [first, second).
+  static std::pair<int64_t, int64_t> batch_positions(int64_t order_size, const LoaderOptions& o, int64_t b);
+  // How many batches this rank gets from an order of `order_size` samples.
+  static int64_t batches_of_rank(int64_t order_size, const LoaderOptions& o);
 
  private:
   Batch build(int64_t b);

@@ -7,14 +7,17 @@
 
 #include "core/error.h"
 #include "data/loader.h"
+#include "train/distributed.h"
 #include "train/targets.h"
 
 namespace mf {
 
 namespace {
 // Every sample once, in order, with the evaluation transform, the last batch possibly partial.
-LoaderOptions evaluation_order(int64_t batch, int workers, int64_t subset) {
+LoaderOptions evaluation_order(int64_t batch, int workers, int64_t subset, int rank, int world) {
   LoaderOptions o;
+  o.rank = rank;
+  o.world = world;
   o.batch = batch;
   o.train = false;
   o.shuffle = false;
@@ -44,8 +47,8 @@ std::string nonfinite_warning(const EvalResult& r) {
 }
 
 EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch, int workers,
-                    int64_t subset) {
-  DataLoader loader(data, evaluation_order(batch, workers, subset));
+                    int64_t subset, int rank, int world) {
+  DataLoader loader(data, evaluation_order(batch, workers, subset, rank, world));
   Ctx ctx;
   ctx.exec.backend = &backend;
   // The loss and ranks are computed on the host from the logits brought back (a GPU backend has no
@@ -81,9 +84,9 @@ EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, in
 }
 
 ForecastEvalResult evaluate_forecast(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch,
-                                     int workers, int64_t subset) {
+                                     int workers, int64_t subset, int rank, int world) {
   MF_CHECK(data.horizon() > 0, "{} is not a forecasting task", data.describe());
-  DataLoader loader(data, evaluation_order(batch, workers, subset));
+  DataLoader loader(data, evaluation_order(batch, workers, subset, rank, world));
   Ctx ctx;
   ctx.exec.backend = &backend;
   ForecastEvalResult r;
@@ -112,6 +115,34 @@ ForecastEvalResult evaluate_forecast(MetaFormer& model, Backend& backend, const 
     r.mse = se / static_cast<double>(values);
     r.mae = ae / static_cast<double>(values);
   }
+  return r;
+}
+
+EvalResult sum_over_ranks(const Distributed& dist, EvalResult r) {
+  if (dist.world() == 1) return r;
+  const auto count = static_cast<double>(r.count);
+  double sums[6] = {r.loss * count, std::round(r.top1 * count), std::round(r.top5 * count), count,
+                    static_cast<double>(r.skipped), static_cast<double>(r.nonfinite)};
+  dist.allreduce_sum(sums, 6);
+  r.count = static_cast<int64_t>(sums[3]);
+  r.loss = r.count ? sums[0] / sums[3] : 0;
+  r.top1 = r.count ? sums[1] / sums[3] : 0;
+  r.top5 = r.count ? sums[2] / sums[3] : 0;
+  r.skipped = static_cast<int64_t>(sums[4]);
+  r.nonfinite = static_cast<int64_t>(sums[5]);
+  return r;
+}
+
+ForecastEvalResult sum_over_ranks(const Distributed& dist, ForecastEvalResult r) {
+  if (dist.world() == 1) return r;
+  const auto count = static_cast<double>(r.count);
+  // Every window has the same number of values, so the means weigh by windows.
+  double sums[4] = {r.count ? r.mse * count : 0, r.count ? r.mae * count : 0, count, static_cast<double>(r.nonfinite)};
+  dist.allreduce_sum(sums, 4);
+  r.count = static_cast<int64_t>(sums[2]);
+  r.mse = r.count ? sums[0] / sums[2] : 0;
+  r.mae = r.count ? sums[1] / sums[2] : 0;
+  r.nonfinite = static_cast<int64_t>(sums[3]);
   return r;
 }
 

@@ -26,8 +26,10 @@ struct EvalResult {
 // or infinite: such a prediction is wrong at every k.
 int64_t target_rank(std::span<const float> logits, int64_t target);
 
+// With world > 1, only this rank's share of the samples (LoaderOptions::rank): the trainer sums the
+// ranks' results (docs/distributed.md).
 EvalResult evaluate(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch, int workers,
-                    int64_t subset = 0);
+                    int64_t subset = 0, int rank = 0, int world = 1);
 
 // Forecasting (docs/sequences.md): mean squared and absolute error of the forecasts against the
 // windows' futures, over every step and channel, in float64. A window whose forecast has a NaN or Inf
@@ -38,7 +40,13 @@ struct ForecastEvalResult {
   int64_t nonfinite = 0;
 };
 ForecastEvalResult evaluate_forecast(MetaFormer& model, Backend& backend, const Dataset& data, int64_t batch,
-                                     int workers, int64_t subset = 0);
+                                     int workers, int64_t subset = 0, int rank = 0, int world = 1);
+
+// Data parallelism: the results of each rank's share (rank, world above) summed over the ranks, on
+// every rank: counts added, means weighted by their counts. Unchanged in a world of one.
+class Distributed;
+EvalResult sum_over_ranks(const Distributed& dist, EvalResult r);
+ForecastEvalResult sum_over_ranks(const Distributed& dist, ForecastEvalResult r);
 
 // "warning: 12 of 10000 samples had non-finite logits (counted as wrong); the loss is nan" or "" when
 // every logit and the loss are finite.

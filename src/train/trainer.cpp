@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -24,6 +25,7 @@
 #include "model/metaformer.h"
 #include "report/svg_plot.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/ema.h"
 #include "train/evaluate.h"
 #include "train/forecast.h"
@@ -105,6 +107,16 @@ namespace {
 
 uint64_t step_seed(uint64_t seed, int64_t step) {
   uint64_t s = seed ^ (static_cast<uint64_t>(step) * 0xD1B54A32D192ED03ULL) ^ 0x7A11ULL;
+  return splitmix64(s);
+}
+
+// Each rank draws its own drop-path masks and Mixup/CutMix for its part of the global batch; rank 0
+// draws what a single process draws (docs/distributed.md: with these, N ranks are not bit-identical
+// to one process at N times the batch).
+uint64_t rank_step_seed(uint64_t seed, int64_t step, int rank) {
+  uint64_t s = step_seed(seed, step);
+  if (rank == 0) return s;
+  s ^= static_cast<uint64_t>(rank) * 0x9E3779B97F4A7C15ULL;
   return splitmix64(s);
 }
 
@@ -208,9 +220,11 @@ class Progress {
 };
 
 // Test hook: MF_DEBUG_KILL_AT_STEP=N kills the process with SIGKILL right after optimizer step N.
+// With MF_DEBUG_KILL_RANK=R, only rank R of a data-parallel run dies.
 void maybe_die_at_step(int64_t step) {
   static const char* v = std::getenv("MF_DEBUG_KILL_AT_STEP");
-  if (v && std::atoll(v) == step) std::raise(SIGKILL);
+  static const char* rank = std::getenv("MF_DEBUG_KILL_RANK");
+  if (v && std::atoll(v) == step && (!rank || std::atoi(rank) == distributed().rank())) std::raise(SIGKILL);
 }
 
 // Appends one line, with the reason on failure (an ofstream would only say that it failed).
@@ -361,6 +375,11 @@ ResumePoint resume_point(const std::string& run_dir, const json& record, const T
 // Names every skipped file in RUN_DIR/skipped.txt, and says how many on stderr.
 void log_skipped(const std::string& run_dir, const std::string& when, const std::vector<std::string>& messages) {
   if (messages.empty()) return;
+  if (const Distributed& dist = distributed(); !dist.is_root()) {  // rank 0 alone writes in the run folder
+    fmt::print(stderr, "rank {}: skipped {} unreadable file{} {} (first: {})\n", dist.rank(), messages.size(),
+               messages.size() == 1 ? "" : "s", when, messages.front());
+    return;
+  }
   const std::string path = run_dir + "/skipped.txt";
   for (const auto& m : messages) append_line(path, when + ": " + m);
   fmt::print(stderr, "skipped {} unreadable file{} {} (first: {}); all are named in {}\n", messages.size(),
@@ -387,6 +406,10 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   MF_CHECK(std::isfinite(o.warmup_epochs) && o.warmup_epochs >= 0, "--warmup-epochs must be zero or positive (it is {})",
            o.warmup_epochs);
   set_num_threads(o.threads);
+  // Data parallelism (docs/distributed.md): o.batch is the global batch, split over the ranks.
+  const Distributed& dist = distributed();
+  MF_CHECK(o.batch % dist.world() == 0, "the run's global batch of {} does not split evenly over {} ranks; use a "
+           "number of ranks that divides it", o.batch, dist.world());
   Backend& backend = get_backend(o.backend);
   if (o.drop_path >= 0) config.drop_path_rate = o.drop_path;
   if (forecast) {
@@ -411,7 +434,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   if (o.ema_decay > 0) ema = std::make_unique<ModelEma>(model, o.ema_decay);
 
   LoaderOptions lo;
-  lo.batch = o.batch;
+  lo.batch = o.batch / dist.world();
+  lo.rank = dist.rank();
+  lo.world = dist.world();
   lo.seed = o.seed;
   lo.workers = o.workers;
   lo.subset = o.subset;
@@ -426,10 +451,17 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   sched.total_steps = steps_per_epoch * o.epochs;
   const int64_t total_steps = o.max_steps > 0 ? std::min(o.max_steps, sched.total_steps) : sched.total_steps;
 
-  // Taken before anything in the folder is written, held until train() returns.
-  const RunLock lock(run_dir);
+  // Taken before anything in the folder is written, held until train() returns; rank 0 alone
+  // writes in the folder.
+  std::optional<RunLock> lock;
+  if (dist.is_root()) lock.emplace(run_dir);
   const std::string metrics_path = run_dir + "/metrics.jsonl";
   const json record = run_record(config, o);
+  // Ranks started differently would train different things, or wait for each other forever.
+  dist.check_same("the model", record["model"].dump());
+  dist.check_same("the training options", json{{"fixed", record["options"]}, {"epochs", o.epochs},
+                  {"max_steps", o.max_steps}, {"backend", o.backend}, {"resume", resume}}.dump());
+  dist.check_same("the data", fmt::format("{} {} {}", data.train->describe(), data.train->size(), data.eval->size()));
   int start_epoch = 0;
   int64_t step = 0;
   double elapsed_before = 0;
@@ -447,18 +479,21 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       rows.push_back(p.metrics_row);
     std::string text;
     for (auto& r : rows) text += r.dump() + "\n";
-    write_text(metrics_path, text);
+    if (dist.is_root()) write_text(metrics_path, text);
+    dist.check_same("the checkpoint to resume from", fmt::format("epoch {} step {}", start_epoch, step));
     fmt::print("resuming {} from {} (epoch {}, step {})\n", run_dir, p.dir, start_epoch, step);
   } else {
     MF_CHECK(checkpoint_candidates(run_dir).empty(),
              "{} already holds a training run: resume it with --resume {}, or choose another --out", run_dir,
              run_dir);
     if (!init_weights.empty()) load_initial_weights(model, init_weights);
-    write_text(run_dir + "/config.json", config_to_json(config).dump(2) + "\n");
-    write_text(run_dir + "/train_args.json", o.to_json().dump(2) + "\n");
-    write_text(metrics_path, "");
-    std::error_code ec;
-    fs::remove(run_dir + "/skipped.txt", ec);
+    if (dist.is_root()) {
+      write_text(run_dir + "/config.json", config_to_json(config).dump(2) + "\n");
+      write_text(run_dir + "/train_args.json", o.to_json().dump(2) + "\n");
+      write_text(metrics_path, "");
+      std::error_code ec;
+      fs::remove(run_dir + "/skipped.txt", ec);
+    }
   }
   TrainSummary summary;
   summary.forecast = forecast;
@@ -502,6 +537,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              static_cast<double>(model.num_parameters()) / 1e6, data.train->describe(),
              samples_used < data.train->size() ? fmt::format(", {} of them used (--subset)", samples_used) : "",
              o.epochs, steps_per_epoch, o.batch, num_threads());
+  if (dist.world() > 1)
+    fmt::print("data parallel: {} ranks x batch {} = {} per step ({} threads each)\n", dist.world(), lo.batch,
+               o.batch, num_threads());
   std::fflush(stdout);
 
   const auto run_start = std::chrono::steady_clock::now();
@@ -511,7 +549,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     lo.epoch = epoch;
     lo.train = true;
     DataLoader loader(*data.train, lo);
-    Progress progress(o.progress, epoch + 1, o.epochs, std::min(loader.num_batches(), total_steps - step));
+    Progress progress(o.progress && dist.is_root(), epoch + 1, o.epochs, std::min(loader.num_batches(), total_steps - step));
     const auto epoch_start = std::chrono::steady_clock::now();
     double loss_sum = 0;
     int64_t loss_count = 0, images = 0, done = 0;
@@ -520,9 +558,14 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       auto batch = loader.next();
       if (!batch) break;
       ++done;
-      if (batch->labels.empty()) continue;
+      if (batch->labels.empty()) {
+        // Ranks step together: one cannot skip a step alone.
+        MF_CHECK(dist.world() == 1, "every sample of batch {} of epoch {} is unreadable (rank {}); a data-parallel "
+                 "run cannot skip a step on one rank", batch->index, epoch + 1, dist.rank());
+        continue;
+      }
       const auto t0 = std::chrono::steady_clock::now();
-      Rng rng(step_seed(o.seed, step));
+      Rng rng(rank_step_seed(o.seed, step, dist.rank()));
       Tensor targets = forecast ? batch->targets : mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
       Ctx ctx;
       ctx.exec.backend = &backend;
@@ -536,6 +579,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                                    : op::cross_entropy(ctx.exec, logits, targets, dlogits);
       MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", step, loss);
       model.backward(ctx, dlogits);
+      average_gradients(dist, opt.params());
       if (o.clip_grad > 0) opt.clip_grad_norm(o.clip_grad);
       opt.step(sched.at(step));
       if (ema) ema->update();
@@ -547,10 +591,17 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       step_seconds_sum += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++steps_timed;
       const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
-      progress.update(done, loss_sum / static_cast<double>(loss_count), static_cast<double>(images) / since,
+      progress.update(done, loss_sum / static_cast<double>(loss_count),
+                      static_cast<double>(images * dist.world()) / since,
                       static_cast<double>(total_steps - step) * (step_seconds_sum / static_cast<double>(steps_timed)));
     }
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    // The epoch's figures over all ranks: the mean of their losses, their images, their skipped samples.
+    double epoch_sums[3] = {loss_sum, static_cast<double>(images), static_cast<double>(loader.skipped().size())};
+    dist.allreduce_sum(epoch_sums, 3);
+    loss_sum = epoch_sums[0] / dist.world();
+    images = static_cast<int64_t>(epoch_sums[1]);
+    const auto train_skipped = static_cast<int64_t>(epoch_sums[2]);
     if (o.profile) {
       fmt::print("time per op (forward + backward, {:.1f} s of {:.1f} s training):", profile.total_seconds(),
                  train_seconds);
@@ -560,9 +611,13 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       fmt::print("\n");
     }
 
-    const EvalResult ev = forecast ? EvalResult{} : evaluate(model, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+    // Each rank evaluates its share of the evaluation data; the sums are reduced.
+    const EvalResult ev = forecast ? EvalResult{} : sum_over_ranks(dist, evaluate(model, backend, *data.eval,
+        o.eval_batch, o.workers, o.eval_subset, dist.rank(), dist.world()));
     ForecastEvalResult fev;
-    if (forecast) fev = evaluate_forecast(model, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+    if (forecast)
+      fev = sum_over_ranks(dist, evaluate_forecast(model, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset,
+                                                   dist.rank(), dist.world()));
     json row{{"epoch", epoch + 1},
              {"step", step},
              {"lr", sched.at(std::max<int64_t>(0, step - 1))},
@@ -573,7 +628,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              {"elapsed_seconds",
               elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()},
              {"peak_rss_mb", peak_rss_mb()},
-             {"skipped_samples", static_cast<int64_t>(loader.skipped().size()) + ev.skipped},
+             {"skipped_samples", train_skipped + ev.skipped},
              {"nonfinite_samples", forecast ? fev.nonfinite : ev.nonfinite}};
     if (forecast) {
       row["mse"] = fev.mse;
@@ -585,17 +640,21 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     if (ema && forecast) {
       MetaFormer averaged(config);
       ema->copy_to(averaged);
-      const ForecastEvalResult e2 = evaluate_forecast(averaged, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+      const ForecastEvalResult e2 = sum_over_ranks(dist, evaluate_forecast(averaged, backend, *data.eval, o.eval_batch,
+                                                                           o.workers, o.eval_subset, dist.rank(),
+                                                                           dist.world()));
       row["ema_mse"] = e2.mse;
       row["ema_mae"] = e2.mae;
     } else if (ema) {
       MetaFormer averaged(config);
       ema->copy_to(averaged);
-      const EvalResult e2 = evaluate(averaged, backend, *data.eval, o.eval_batch, o.workers, o.eval_subset);
+      const EvalResult e2 = sum_over_ranks(dist, evaluate(averaged, backend, *data.eval, o.eval_batch, o.workers,
+                                                          o.eval_subset, dist.rank(), dist.world()));
       row["ema_top1"] = 100.0 * e2.top1;
       row["ema_top5"] = 100.0 * e2.top5;
       row["ema_nonfinite_samples"] = e2.nonfinite;
-      if (const std::string w = nonfinite_warning(e2); !w.empty()) fmt::print(stderr, "EMA weights: {}\n", w);
+      if (const std::string w = nonfinite_warning(e2); !w.empty() && dist.is_root())
+        fmt::print(stderr, "EMA weights: {}\n", w);
     }
     log_skipped(run_dir, fmt::format("in training epoch {}", epoch + 1), loader.skipped());
     log_skipped(run_dir, fmt::format("in the evaluation after epoch {}", epoch + 1), ev.skipped_messages);
@@ -614,19 +673,24 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     files.state.push_back({"step", Tensor(), {step}, Shape{1}});
     files.state.push_back({"elapsed_ms", Tensor(), {elapsed_ms}, Shape{1}});
     files.state.push_back({"seed", Tensor(), {static_cast<int64_t>(o.seed)}, Shape{1}});
-    write_checkpoint(run_dir, epoch + 1, files, o.keep_checkpoints);
-    save_safetensors(run_dir + "/model.safetensors", files.model, files.metadata);
-    if (ema) save_safetensors(run_dir + "/model_ema.safetensors", files.model_ema, files.metadata);
-    rows.push_back(row);
-    append_line(metrics_path, row.dump());
-    write_curves(run_dir, rows, config.name);
+    // The ranks hold the same weights bit for bit (same start, same averaged steps): checked before
+    // rank 0 alone writes them.
+    check_same_parameters(dist, opt.params(), fmt::format("the weights after epoch {}", epoch + 1));
+    if (dist.is_root()) {
+      write_checkpoint(run_dir, epoch + 1, files, o.keep_checkpoints);
+      save_safetensors(run_dir + "/model.safetensors", files.model, files.metadata);
+      if (ema) save_safetensors(run_dir + "/model_ema.safetensors", files.model_ema, files.metadata);
+      rows.push_back(row);
+      append_line(metrics_path, row.dump());
+      write_curves(run_dir, rows, config.name);
+    }
 
     if (forecast) {
       fmt::print("epoch {}/{}: train MSE {:.4f}, test MSE {:.4f}, test MAE {:.4f}{}, {:.0f} windows/s, {} elapsed\n",
                  epoch + 1, o.epochs, row["train_loss"].get<double>(), fev.mse, fev.mae,
                  ema ? fmt::format(" (EMA test MSE {:.4f})", row["ema_mse"].get<double>()) : "",
                  row["images_per_s"].get<double>(), format_duration(row["elapsed_seconds"].get<double>()));
-      if (fev.nonfinite)
+      if (fev.nonfinite && dist.is_root())
         fmt::print(stderr, "warning: {} of {} test windows had non-finite forecasts; the MSE is {}\n", fev.nonfinite,
                    fev.count, fev.mse);
       note_forecast(fev.mse, fev.mae);
@@ -636,7 +700,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                  epoch + 1, o.epochs, row["train_loss"].get<double>(), ev.loss, 100.0 * ev.top1, 100.0 * ev.top5,
                  ema ? fmt::format(" (EMA top-1 {:.2f}%)", row["ema_top1"].get<double>()) : "",
                  row["images_per_s"].get<double>(), format_duration(row["elapsed_seconds"].get<double>()));
-      if (const std::string w = nonfinite_warning(ev); !w.empty()) fmt::print(stderr, "{}\n", w);
+      if (const std::string w = nonfinite_warning(ev); !w.empty() && dist.is_root()) fmt::print(stderr, "{}\n", w);
     }
     std::fflush(stdout);
     summary.epochs_done = epoch + 1;

@@ -1,0 +1,237 @@
+#include "train/distributed.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "nn/module.h"
+
+#ifdef MF_HAVE_MPI
+// Only the C API is used: OpenMPI's deprecated C++ bindings would need libmpi_cxx at link time.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+
+namespace mf {
+
+namespace {
+
+Distributed* g_instance = nullptr;  // set once distributed() has built it, for exit_after_error
+
+// The world size and rank a launcher gives its processes before MPI_Init: OpenMPI's mpirun sets
+// OMPI_COMM_WORLD_*, PMI launchers (MPICH's hydra, Slurm's srun --mpi=pmi2) PMI_*. 1 and 0 when
+// neither is there: a process started on its own.
+int launcher_value(const char* ompi, const char* pmi, int otherwise) {
+  for (const char* name : {ompi, pmi})
+    if (const char* v = std::getenv(name); v && *v) return std::atoi(v);
+  return otherwise;
+}
+int launcher_world() { return launcher_value("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", 1); }
+int launcher_rank() { return launcher_value("OMPI_COMM_WORLD_RANK", "PMI_RANK", 0); }
+
+uint64_t fnv1a64(const std::string& s) {
+  uint64_t h = 0xCBF29CE484222325ULL;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ULL;
+  return h;
+}
+
+#ifdef MF_HAVE_MPI
+void check_mpi(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  fail("{} failed: {}", what, std::string(text, static_cast<size_t>(len)));
+}
+
+// MPI counts are int: long buffers go in pieces.
+constexpr int64_t kMaxCount = int64_t{1} << 30;
+#endif
+
+}  // namespace
+
+bool Distributed::compiled_with_mpi() {
+#ifdef MF_HAVE_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+Distributed::Distributed() {
+  const int launched = launcher_world();
+  if (launched <= 1) return;  // a world of one: MPI is never initialised
+#ifdef MF_HAVE_MPI
+  int provided = 0;
+  // Only the main thread calls MPI; loader threads and OpenMP teams never do.
+  check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  mpi_ = true;
+  // Errors come back as return codes (check_mpi), so that they reach the one-line error path.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  check_mpi(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(MPI_COMM_WORLD, &world_), "MPI_Comm_size");
+  MPI_Comm local;
+  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local),
+            "MPI_Comm_split_type");
+  check_mpi(MPI_Comm_rank(local, &local_rank_), "MPI_Comm_rank");
+  check_mpi(MPI_Comm_size(local, &local_world_), "MPI_Comm_size");
+  MPI_Comm_free(&local);
+#else
+  throw CollectiveError(fmt::format(
+      "started as one of {} ranks (by mpirun or another launcher), but this build has no MPI: rebuild with "
+      "libopenmpi-dev installed (scripts/deps.sh; docs/distributed.md), or run without mpirun",
+      launched));
+#endif
+}
+
+Distributed::~Distributed() {
+#ifdef MF_HAVE_MPI
+  if (mpi_) MPI_Finalize();
+#endif
+  g_instance = nullptr;
+}
+
+Distributed& distributed() {
+  static Distributed instance;
+  g_instance = &instance;
+  return instance;
+}
+
+void Distributed::allreduce_sum(float* data, int64_t n) const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  for (int64_t at = 0; at < n; at += kMaxCount)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(kMaxCount, n - at)), MPI_FLOAT, MPI_SUM,
+                            MPI_COMM_WORLD),
+              "MPI_Allreduce");
+#endif
+}
+
+void Distributed::allreduce_mean(float* data, int64_t n) const {
+  if (world_ == 1) return;
+  allreduce_sum(data, n);
+  const auto count = static_cast<float>(world_);
+  for (int64_t i = 0; i < n; ++i) data[i] /= count;
+}
+
+void Distributed::allreduce_sum(double* data, int64_t n) const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  for (int64_t at = 0; at < n; at += kMaxCount)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(kMaxCount, n - at)), MPI_DOUBLE,
+                            MPI_SUM, MPI_COMM_WORLD),
+              "MPI_Allreduce");
+#endif
+}
+
+void Distributed::check_same(const std::string& what, const std::string& value) const {
+  check_same_digest(what, fnv1a64(value));
+}
+
+void Distributed::check_same_digest(const std::string& what, uint64_t digest) const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  const unsigned long long mine = digest;
+  std::vector<unsigned long long> all(static_cast<size_t>(world_));
+  check_mpi(MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD),
+            "MPI_Allgather");
+  std::string differ;
+  int count = 0;
+  for (int r = 1; r < world_; ++r)
+    if (all[static_cast<size_t>(r)] != all[0]) {
+      if (++count <= 4) differ += fmt::format("{}{}", differ.empty() ? "" : ", ", r);
+    }
+  if (count > 4) differ += fmt::format(" and {} more", count - 4);
+  if (count > 0)
+    throw CollectiveError(fmt::format("the ranks disagree on {}: rank{} {}'s differ{} from rank 0's; start every rank "
+                                      "with the same command, data and files",
+                                      what, count > 1 ? "s" : "", differ, count > 1 ? "" : "s"));
+#endif
+}
+
+void Distributed::barrier() const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+#endif
+}
+
+void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params) {
+  if (dist.world() == 1) return;
+  int64_t total = 0;
+  for (const auto& [name, p] : params) {
+    MF_CHECK(p->grad.defined(), "no gradient for {} before the all-reduce", name);
+    MF_CHECK(p->grad.device() == Device::CPU,
+             "data-parallel training across ranks runs on the CPU backend only (the GPU's NCCL path is not done; "
+             "docs/distributed.md)");
+    total += p->grad.numel();
+  }
+  std::vector<float> bucket(static_cast<size_t>(total));
+  int64_t at = 0;
+  for (const auto& [name, p] : params) {
+    std::copy_n(p->grad.data(), p->grad.numel(), bucket.data() + at);
+    at += p->grad.numel();
+  }
+  dist.allreduce_mean(bucket.data(), total);
+  at = 0;
+  for (const auto& [name, p] : params) {
+    std::copy_n(bucket.data() + at, p->grad.numel(), p->grad.data());
+    at += p->grad.numel();
+  }
+}
+
+void check_same_parameters(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,
+                           const std::string& what) {
+  if (dist.world() == 1) return;
+  uint64_t h = 0xCBF29CE484222325ULL;
+  for (const auto& [name, p] : params) {
+    const auto* bytes = reinterpret_cast<const unsigned char*>(p->value.data());
+    for (int64_t i = 0; i < p->value.numel() * static_cast<int64_t>(sizeof(float)); ++i)
+      h = (h ^ bytes[i]) * 0x100000001B3ULL;
+  }
+  dist.check_same_digest(what, h);
+}
+
+int default_rank_threads(const Distributed& dist) {
+  if (dist.world() == 1) return 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int allowed = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : hardware;
+  // A rank bound to some cores uses them; an unbound rank shares the host with its local ranks.
+  const int share = allowed >= hardware ? hardware / std::max(1, dist.local_world()) : allowed;
+  return std::max(1, share);
+}
+
+int exit_after_error(const std::exception& e) {
+  const Distributed* d = g_instance;
+  const int world = d ? d->world() : launcher_world(), rank = d ? d->rank() : launcher_rank();
+  const bool collective = dynamic_cast<const CollectiveError*>(&e) != nullptr;
+  if (world > 1 && rank > 0) {
+    if (collective) return 1;  // rank 0 says it
+    // Most errors are the same on every rank (a bad option, a missing file): rank 0's line, and its
+    // MPI_Abort, come first and end this rank before it repeats the line. An error of this rank alone
+    // is printed a moment later, naming the rank.
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  fmt::print(stderr, "metaformer: error: {}{}\n", world > 1 && rank > 0 ? fmt::format("rank {}: ", rank) : "",
+             e.what());
+  std::fflush(stdout);
+  std::fflush(stderr);
+#ifdef MF_HAVE_MPI
+  // One rank's own error: the others may be blocked in a collective, waiting for it. MPI_Abort ends
+  // every rank of the job now (mpirun then exits non-zero).
+  if (d && d->mpi_ && !collective) MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
+  return 1;
+}
+
+}  // namespace mf

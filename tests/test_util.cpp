@@ -111,7 +111,9 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-CliResult run_cli(const std::vector<std::string>& args) {
+CliResult run_cli(const std::vector<std::string>& args) { return run_program(MF_CLI_PATH, args); }
+
+CliResult run_program(const std::string& program, const std::vector<std::string>& args) {
   int out_pipe[2], err_pipe[2];
   if (pipe(out_pipe) || pipe(err_pipe)) throw std::runtime_error("pipe failed");
   const pid_t pid = fork();
@@ -121,7 +123,7 @@ CliResult run_cli(const std::vector<std::string>& args) {
     close(out_pipe[0]);
     close(err_pipe[0]);
     std::vector<char*> argv;
-    std::string exe = MF_CLI_PATH;
+    std::string exe = program;
     argv.push_back(exe.data());
     std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());

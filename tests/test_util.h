@@ -51,6 +51,8 @@ struct CliResult {
 };
 // Runs the built `metaformer` binary with the given arguments (no shell involved).
 CliResult run_cli(const std::vector<std::string>& args);
+// Runs `program` (a path) with the given arguments, as run_cli does.
+CliResult run_program(const std::string& program, const std::vector<std::string>& args);
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes);
 std::vector<uint8_t> read_bytes(const std::string& path);

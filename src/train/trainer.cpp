@@ -630,6 +630,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              {"peak_rss_mb", peak_rss_mb()},
              {"skipped_samples", train_skipped + ev.skipped},
              {"nonfinite_samples", forecast ? fev.nonfinite : ev.nonfinite}};
+    if (dist.world() > 1) row["ranks"] = dist.world();
     if (forecast) {
       row["mse"] = fev.mse;
       row["mae"] = fev.mae;

@@ -188,6 +188,32 @@ void average_gradients(const Distributed& dist, const std::vector<std::pair<std:
   }
 }
 
+void average_buffers(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params) {
+  if (dist.world() == 1) return;
+  std::vector<Parameter*> buffers;
+  int64_t total = 0;
+  for (const auto& [name, p] : params)
+    if (p->buffer && !p->integer) {  // num_batches_tracked counts alike on every rank
+      MF_CHECK(p->value.device() == Device::CPU, "data-parallel training across ranks runs on the CPU backend only");
+      buffers.push_back(p);
+      total += p->value.numel();
+    }
+  if (total == 0) return;
+  std::vector<float> bucket(static_cast<size_t>(total));
+  int64_t at = 0;
+  for (Parameter* p : buffers) {
+    std::copy_n(p->value.data(), p->value.numel(), bucket.data() + at);
+    at += p->value.numel();
+  }
+  dist.allreduce_mean(bucket.data(), total);
+  at = 0;
+  for (Parameter* p : buffers) {
+    std::copy_n(bucket.data() + at, p->value.numel(), p->value.data());
+    p->value.bump_version();  // cached derivations (a folded BatchNorm) are stale
+    at += p->value.numel();
+  }
+}
+
 void check_same_parameters(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,
                            const std::string& what) {
   if (dist.world() == 1) return;

@@ -76,6 +76,11 @@ Distributed& distributed();
 // division by the world size: the mean of the ranks' batch means. Nothing happens in a world of one.
 void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params);
 
+// BatchNorm's running statistics (the float buffers among `params`) are each rank's own, from its
+// share of every batch: this sets them to their mean over the ranks (timm's --dist-bn reduce), with one
+// MPI_Allreduce. Nothing happens in a world of one or without such buffers.
+void average_buffers(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params);
+
 // Every rank must hold bit for bit the same parameters (they start alike and take the same averaged
 // steps): check_same over a 64-bit digest of their values, naming `what` ("the weights after epoch 3").
 void check_same_parameters(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,

@@ -411,6 +411,8 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   MF_CHECK(o.batch % dist.world() == 0, "the run's global batch of {} does not split evenly over {} ranks; use a "
            "number of ranks that divides it", o.batch, dist.world());
   Backend& backend = get_backend(o.backend);
+  MF_CHECK(dist.world() == 1 || backend.device() == Device::CPU, "data-parallel training across ranks runs on the "
+           "CPU backend only (the GPU's NCCL path is not done; docs/distributed.md)");
   if (o.drop_path >= 0) config.drop_path_rate = o.drop_path;
   if (forecast) {
     MF_CHECK(config.head.horizon == data.train->horizon(), "the model forecasts {} steps but {} has {}",
@@ -602,6 +604,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     loss_sum = epoch_sums[0] / dist.world();
     images = static_cast<int64_t>(epoch_sums[1]);
     const auto train_skipped = static_cast<int64_t>(epoch_sums[2]);
+    average_buffers(dist, model.named_parameters());  // BatchNorm statistics: the ranks' mean
     if (o.profile) {
       fmt::print("time per op (forward + backward, {:.1f} s of {:.1f} s training):", profile.total_seconds(),
                  train_seconds);
@@ -676,7 +679,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     files.state.push_back({"seed", Tensor(), {static_cast<int64_t>(o.seed)}, Shape{1}});
     // The ranks hold the same weights bit for bit (same start, same averaged steps): checked before
     // rank 0 alone writes them.
-    check_same_parameters(dist, opt.params(), fmt::format("the weights after epoch {}", epoch + 1));
+    check_same_parameters(dist, model.named_parameters(), fmt::format("the weights after epoch {}", epoch + 1));
     if (dist.is_root()) {
       write_checkpoint(run_dir, epoch + 1, files, o.keep_checkpoints);
       save_safetensors(run_dir + "/model.safetensors", files.model, files.metadata);

@@ -315,6 +315,28 @@ TEST(Distributed, MismatchedRanksAreCaughtAtStart) {
   EXPECT_EQ(count(model.err, "the ranks disagree on the model"), 1u) << model.err;
 }
 
+TEST(Distributed, BatchNormStatisticsAreAveragedOverTheRanks) {
+  SKIP_WITHOUT_MPI();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  // The ConvFormer with BatchNorm: each rank's running statistics come from its own half of every
+  // batch. Unaveraged, they would differ between the ranks, and the check that every rank holds the
+  // same parameters and buffers before rank 0 writes would stop the run.
+  nlohmann::json config = nlohmann::json::parse(read_bytes(kConfig));
+  config["norms"] = "batch_norm";
+  const std::string text = config.dump();
+  write_bytes(tmp.file("bn.json"), std::vector<uint8_t>(text.begin(), text.end()));
+  auto args = train_args(tmp.file("data"), tmp.file("run"), 16);
+  *(std::find(args.begin(), args.end(), "--config") + 1) = tmp.file("bn.json");
+  CliResult r = mpirun(2, args);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const SafeTensors weights = SafeTensors::open(tmp.file("run/model.safetensors"));
+  const Tensor mean = weights.load("stages.0.blocks.0.norm1.running_mean");
+  double moved = 0;
+  for (float v : mean.span()) moved = std::max(moved, static_cast<double>(std::fabs(v)));
+  EXPECT_GT(moved, 0.0) << "the running statistics never moved";
+}
+
 TEST(Distributed, BuildWithoutMpiRefusesToRunAsOneOfSeveralRanks) {
   if (Distributed::compiled_with_mpi()) GTEST_SKIP() << "this build has MPI";
   // What mpirun tells each process it starts, without mpirun.

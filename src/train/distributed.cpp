@@ -132,11 +132,11 @@ void Distributed::allreduce_sum(double* data, int64_t n) const {
 #endif
 }
 
-void Distributed::check_same(const std::string& what, const std::string& value) const {
-  check_same_digest(what, fnv1a64(value));
+void Distributed::check_same(const std::string& what, const std::string& value, const std::string& hint) const {
+  check_same_digest(what, fnv1a64(value), hint);
 }
 
-void Distributed::check_same_digest(const std::string& what, uint64_t digest) const {
+void Distributed::check_same_digest(const std::string& what, uint64_t digest, const std::string& hint) const {
   if (world_ == 1) return;
 #ifdef MF_HAVE_MPI
   const unsigned long long mine = digest;
@@ -151,9 +151,8 @@ void Distributed::check_same_digest(const std::string& what, uint64_t digest) co
     }
   if (count > 4) differ += fmt::format(" and {} more", count - 4);
   if (count > 0)
-    throw CollectiveError(fmt::format("the ranks disagree on {}: rank{} {}'s differ{} from rank 0's; start every rank "
-                                      "with the same command, data and files",
-                                      what, count > 1 ? "s" : "", differ, count > 1 ? "" : "s"));
+    throw CollectiveError(fmt::format("the ranks disagree on {}: rank{} {}'s differ{} from rank 0's; {}", what,
+                                      count > 1 ? "s" : "", differ, count > 1 ? "" : "s", hint));
 #endif
 }
 
@@ -223,7 +222,8 @@ void check_same_parameters(const Distributed& dist, const std::vector<std::pair<
     for (int64_t i = 0; i < p->value.numel() * static_cast<int64_t>(sizeof(float)); ++i)
       h = (h ^ bytes[i]) * 0x100000001B3ULL;
   }
-  dist.check_same_digest(what, h);
+  // Identical gradients and identical steps cannot make different weights: this is a bug, not a user's.
+  dist.check_same_digest(what, h, "the ranks' training diverged (a bug in metaformer.cpp: please report it)");
 }
 
 int default_rank_threads(const Distributed& dist) {

@@ -49,10 +49,11 @@ class Distributed {
   void allreduce_sum(double* data, int64_t n) const;
   // Every rank must hold the same `value` (a model description, the options, the data...): a 64-bit
   // digest of it is gathered from every rank, and if any differs from rank 0's, every rank throws
-  // CollectiveError "ranks disagree on WHAT: rank 1's differs from rank 0's ...". Nothing happens in
-  // a world of one.
-  void check_same(const std::string& what, const std::string& value) const;
-  void check_same_digest(const std::string& what, uint64_t digest) const;
+  // CollectiveError "the ranks disagree on WHAT: rank 1's differs from rank 0's; HINT". Nothing happens
+  // in a world of one.
+  static constexpr const char* kSameStartHint = "start every rank with the same command, data and files";
+  void check_same(const std::string& what, const std::string& value, const std::string& hint = kSameStartHint) const;
+  void check_same_digest(const std::string& what, uint64_t digest, const std::string& hint = kSameStartHint) const;
   void barrier() const;
 
   ~Distributed();

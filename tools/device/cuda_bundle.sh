@@ -6,6 +6,7 @@
 #                      CLI11, stb, GoogleTest, zlib headers, pkgconf), unpacked there into / without
 #                      overwriting anything the machine already has
 #   STAGE/cuda_check.sh
+#   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain step), when installed
 # Usage: tools/device/cuda_bundle.sh STAGE   (e.g. /work/main/build/cuda-device, carried to the device)
 set -euo pipefail
 stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
@@ -13,6 +14,9 @@ cd "$(dirname "$0")/../.."
 mkdir -p "$stage"
 git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD
 cp tools/device/cuda_check.sh tools/device/kernel_table.py "$stage/"
+if [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
+  cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"
+fi
 if [ ! -f "$stage/deps.tar.xz" ]; then
   tmp=$(mktemp -d)
   for p in libdnnl-dev libdnnl2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libstb-dev libstb0 libgtest-dev \

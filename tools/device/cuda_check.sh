@@ -54,7 +54,11 @@ if has build; then
   # Debian's libz.so points at its own zlib version; point it at whatever libz.so.1 this machine has.
   z=/usr/lib/x86_64-linux-gnu/libz.so
   [ -e "$z" ] || ln -sf "$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)" "$z"
-  rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
+  if [ -f "$stage/src.tar.gz" ]; then
+    rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
+  else  # NO_SRC=1 bundle: the checkout the stage lives in (build/cuda-device/../..)
+    rm -rf "$S" && ln -s "$(cd "$stage/../.." && pwd)" "$S"
+  fi
   if has parity; then  # timm's float64 references on the CPU, while the build runs
     (cd "$S" && OMP_NUM_THREADS=8 timeout 500 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1;
      echo "rc=$?" >> /tmp/parity_gen.log; touch /tmp/parity_gen.done) &

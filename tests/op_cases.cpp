@@ -846,6 +846,7 @@ const std::vector<OpCase>& op_cases() {
 
     add_sequence_cases(v);
     add_softmax_gate_cases(v);
+    add_optimizer_cases(v);
     // Layout ops. permute: RaftMLP's raft layouts (the last axis moved, and kept), and a 6-D case.
     for (auto [x, perm] : std::vector<std::pair<Shape, std::vector<int>>>{
              {Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}},

@@ -36,6 +36,8 @@ struct OpCase {
 };
 
 const std::vector<OpCase>& op_cases();
+// The optimizer's ops (tests/optimizer_cases.cpp), part of op_cases().
+void add_optimizer_cases(std::vector<OpCase>& v);
 
 // The bar of a forward case on `backend` against the reference (docs/tolerances.md): the case's own
 // tolerance in fp32; 1e-2 for the matrix products in bf16 precision (rounded operands); and 1e-2 for

@@ -221,7 +221,8 @@ TEST(Distributed, OnlyRankZeroWrites) {
   write_idx_dataset(tmp.file("data"), 320, 64);
   // Rank 1 is given another run folder (the folder is not among what the ranks must agree on), so
   // that anything it wrote would show there; with the progress bar on (it goes to stderr).
-  auto args0 = train_args(tmp.file("data"), tmp.file("run"), 16), args1 = train_args(tmp.file("data"), tmp.file("rank1"), 16);
+  auto args0 = train_args(tmp.file("data"), tmp.file("run"), 16);
+  auto args1 = train_args(tmp.file("data"), tmp.file("rank1"), 16);
   args0.erase(std::find(args0.begin(), args0.end(), "--no-progress"));
   args1.erase(std::find(args1.begin(), args1.end(), "--no-progress"));
   CliResult r = mpirun_two(args0, args1);
@@ -276,7 +277,8 @@ TEST(Distributed, ResumeWithAnotherWorldSize) {
   unsetenv("MF_DEBUG_KILL_RANK");
   ASSERT_NE(killed.exit_code, 0);
   // Resumed by one process: it takes the whole global batch of 32.
-  CliResult resumed = run_cli({"train", "--resume", tmp.file("run"), "--threads", "1", "--workers", "1", "--no-progress"});
+  CliResult resumed =
+      run_cli({"train", "--resume", tmp.file("run"), "--threads", "1", "--workers", "1", "--no-progress"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.out.find("resuming"), std::string::npos);
   EXPECT_NE(resumed.out.find("steps of 32"), std::string::npos) << resumed.out;

@@ -30,7 +30,7 @@ void print_done(const TrainSummary& s) {
 void register_train(CLI::App& app) {
   struct Args {
     ModelArgs model;
-    std::string data, out, resume;
+    std::string data, out, resume, device;
     TrainOptions o;
     bool no_progress = false;
     int64_t max_image_pixels = int64_t{1} << 28;
@@ -49,7 +49,9 @@ void register_train(CLI::App& app) {
   add_pretrained_option(sub, a->model, model, config, weights);
   auto& o = a->o;
   sub->add_option("--epochs,-e", o.epochs, "epochs")->capture_default_str()->check(CLI::Range(1, 100000));
-  sub->add_option("--batch,-b", o.batch, "batch size (per rank under mpirun: the step's batch is ranks x this)")->capture_default_str()->check(CLI::Range(1, 65536));
+  sub->add_option("--batch,-b", o.batch, "batch size (per rank under mpirun: a step's batch is ranks x this)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   sub->add_option("--lr", o.lr, "peak learning rate (AdamW)")->capture_default_str()->check(CLI::PositiveNumber);
   sub->add_option("--min-lr", o.min_lr, "learning rate at the end of the cosine decay")->capture_default_str();
   sub->add_option("--warmup-epochs", o.warmup_epochs, "linear warm-up length")->capture_default_str();
@@ -68,14 +70,16 @@ void register_train(CLI::App& app) {
   sub->add_option("--subset", o.subset, "train on only this many samples (0: all)")->capture_default_str();
   sub->add_option("--eval-subset", o.eval_subset, "evaluate on only this many samples (0: all)")->capture_default_str();
   sub->add_option("--max-steps", o.max_steps, "stop after this many steps (0: all epochs)")->capture_default_str();
-  sub->add_option("--backend", o.backend, "cpu or ref")->capture_default_str();
+  auto* backend = sub->add_option("--backend", o.backend, "cpu, ref or cuda (fp32 on the GPU; docs/cuda.md); may change on --resume")
+                      ->capture_default_str();
+  sub->add_option("--device", a->device, "cuda:N with --backend cuda (default cuda:0)");
   sub->add_option("--max-image-pixels", a->max_image_pixels,
                   "image folders: skip images with more pixels than this (decompression bombs)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_flag("--no-progress", a->no_progress, "no progress bar");
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
-  sub->callback([a] {
+  sub->callback([a, backend] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
     // Under mpirun: one rank of a data-parallel job (docs/distributed.md). Rank 0 alone prints; the
@@ -101,6 +105,8 @@ void register_train(CLI::App& app) {
       saved.threads = o.threads;
       saved.workers = o.workers;
       saved.progress = o.progress;
+      if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
+      select_device(a->device, saved.backend);
       DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);
       print_done(s);
@@ -109,6 +115,7 @@ void register_train(CLI::App& app) {
     MF_CHECK(!a->model.model.empty() || !a->model.config.empty(), "give a model: --model NAME or --config FILE");
     MF_CHECK(!a->data.empty(), "give --data (fashion-mnist, or a folder)");
     MF_CHECK(!a->out.empty(), "give --out RUN_DIR");
+    select_device(a->device, o.backend);
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config, a->max_image_pixels);
     o.data = a->data;

@@ -146,6 +146,10 @@ DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int6
   if (is_forecast_spec(spec)) return open_forecast_data_for(spec, config);
   MF_CHECK(!config.is_sequence(), "model '{}' takes sequences, and {} holds images (sequence data: listops, "
            "listops-N; series: co2, sunspots, csv:PATH; docs/sequences.md)", config.name, spec);
+  if (is_synthetic_spec(spec)) {  // random images shaped as the model takes them (no normalisation)
+    MF_CHECK(config.input.size > 0, "model '{}' has no input size for synthetic images", config.name);
+    return open_synthetic(spec, config.input.size, config.in_chans, config.num_classes);
+  }
   // Fashion-MNIST keeps its own resolution and statistics; image folders use the model's.
   DataTransform t;
   t.size = config.input.size;

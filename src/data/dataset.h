@@ -85,6 +85,12 @@ extern const char* const kDebianFashionMnistDir;
 DataSplits open_long_range(int64_t train_size = 20000, int64_t eval_size = 4000);
 constexpr const char* kLongRange = "long-range";
 
+// Random images for throughput measurements (data/synthetic.cpp): "synthetic" (50 000 training
+// images) or "synthetic:N", of the model's input size, channels and classes, 1 024 test images.
+constexpr const char* kSynthetic = "synthetic";
+bool is_synthetic_spec(const std::string& spec);
+DataSplits open_synthetic(const std::string& spec, int image_size, int channels, int classes);
+
 // ListOps (data/listops.cpp): LRA's nested MAX/MIN/MED/SUM_MOD expressions as token ids, 10 classes.
 // "listops": LRA's sizes (500 to 2000 tokens, 96 000 training and 2 000 test sequences);
 // "listops-N": N/4 to N tokens, 2 000 training and 500 test sequences (quick runs, tests).

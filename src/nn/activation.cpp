@@ -33,11 +33,36 @@ std::string ActivationLayer::kind() const {
   return "?";
 }
 
+namespace {
+// A one-element parameter's value on the host. The kernels take StarReLU's scale and bias as
+// arguments; when training on a GPU the parameters live there, so the value is copied down once per
+// version (once per optimizer step) and cached with the tensor.
+float host_scalar(const Tensor& t) {
+  if (t.device() == Device::CPU) return t.data()[0];
+  static const std::string key = "host_scalar";
+  if (auto d = t.derived(key)) return *static_cast<const float*>(d.get());
+  auto v = std::make_shared<float>(t.to(Device::CPU).data()[0]);
+  t.set_derived(key, v);
+  return *v;
+}
+
+// g[0] += v for a one-element gradient wherever it lives (a GPU one goes down and back up).
+void add_to_scalar(Tensor& g, float v) {
+  if (g.device() == Device::CPU) {
+    g.data()[0] += v;
+    return;
+  }
+  Tensor h = g.to(Device::CPU);
+  h.data()[0] += v;
+  g.copy_from(h);
+}
+}  // namespace
+
 Activation ActivationLayer::params() const {
   Activation a{kind_, 1.f, 0.f};
   if (scale_) {
-    a.scale = scale_->value.data()[0];
-    a.bias = bias_->value.data()[0];
+    a.scale = host_scalar(scale_->value);
+    a.bias = host_scalar(bias_->value);
   }
   return a;
 }
@@ -65,8 +90,8 @@ Tensor ActivationLayer::backward(Ctx& ctx, const Tensor& dy) {
   if (!gs && !gb) return op::activation_backward(ctx.exec, x, params(), dy, nullptr);
   Tensor dparams = Tensor::zeros({2});
   Tensor dx = op::activation_backward(ctx.exec, x, params(), dy, &dparams);
-  if (gs) gs->data()[0] += dparams.data()[0];
-  if (gb) gb->data()[0] += dparams.data()[1];
+  if (gs) add_to_scalar(*gs, dparams.data()[0]);
+  if (gb) add_to_scalar(*gb, dparams.data()[1]);
   return dx;
 }
 

@@ -77,6 +77,13 @@ Parameter& Module::add_buffer(const std::string& name, const Shape& shape, Init 
   return p;
 }
 
+void move_parameters(Module& root, Device device) {
+  for (auto& [name, p] : root.named_parameters()) {
+    p->value = p->value.to(device);
+    if (p->grad.defined()) p->grad = p->grad.to(device);
+  }
+}
+
 void initialize_parameters(Module& root, uint64_t seed) {
   for (auto& [name, p] : root.named_parameters()) {
     Rng rng(seed ^ hash_string(name));

@@ -124,5 +124,9 @@ class Module {
 // Fills every parameter from its Init, deterministically from `seed` and the parameter's name
 // (so adding a parameter never changes the values drawn for the others).
 void initialize_parameters(Module& root, uint64_t seed);
+// Moves every parameter and buffer (and any gradient) of the tree to `device`: training on a GPU
+// keeps the weights there, so the optimizer updates them in place and nothing is uploaded per step.
+// Loading (model/loader.h) copies into the tensors wherever they are; saving takes host copies.
+void move_parameters(Module& root, Device device);
 
 }  // namespace mf

@@ -47,6 +47,24 @@ struct BranchScales {
   const Tensor* layer_scale = nullptr;
 };
 
+// One parameter's tensors for an AdamW step (Backend::adamw_step), all on the backend's device.
+struct AdamWTensors {
+  Tensor* weight;
+  const Tensor* grad;
+  Tensor* exp_avg;
+  Tensor* exp_avg_sq;
+  bool decay;  // weight decay applies (timm's groups: not to norms, biases, scales)
+};
+// The step's scalars, as torch.optim.AdamW computes them from lr and the step count: every element
+// then runs the same float32 sequence (see Backend::adamw_step).
+struct AdamWScalars {
+  float decay_factor;  // 1 − lr · weight_decay (for tensors with decay)
+  float one_minus_beta1, beta2, one_minus_beta2;
+  float bias_correction2_sqrt;  // √(1 − β₂ᵗ)
+  float eps;
+  float step_size;  // lr / (1 − β₁ᵗ)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -343,6 +361,21 @@ class Backend {
                             Tensor* dbeta);
   // dx and dg (g's shape, summed over the positions or channels it is broadcast to) overwritten
   virtual void gate_backward(const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy, Tensor& dx, Tensor& dg);
+
+  // ---- the optimizer's ops: lists of fp32 tensors on this backend's device. The defaults are host
+  // loops (the ref and cpu backends); the cuda backend runs each list in one or two launches.
+  // For every element, in float32 and in this order (torch's single-tensor AdamW):
+  //   w ·= decay_factor (tensors with decay); m += (g − m) · (1 − β₁); v = v · β₂ + g · g · (1 − β₂);
+  //   w −= step_size · (m / (√v / √(1 − β₂ᵗ) + eps))
+  virtual void adamw_step(const std::vector<AdamWTensors>& tensors, const AdamWScalars& s);
+  // Σ over the tensors of Σ x², accumulated in double in a fixed order (the same result every run).
+  virtual double sum_of_squares(const std::vector<const Tensor*>& tensors);
+  // x = float(double(x) · factor) for every element of every tensor (gradient clipping).
+  virtual void scale_(const std::vector<Tensor*>& tensors, double factor);
+  // avg = avg · decay + w · (1 − decay) elementwise, in float32 (decay and 1 − decay given as floats);
+  // where copy[k], avg[k] = w[k] instead (an integer counter).
+  virtual void ema_update(const std::vector<Tensor*>& avg, const std::vector<const Tensor*>& w,
+                          const std::vector<bool>& copy, float decay, float one_minus_decay);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

@@ -256,5 +256,14 @@ BidirectionalScanGrads bidirectional_scan_backward(const Exec& e, const Tensor& 
 Tensor ponet_pool_backward(const Exec& e, const Tensor& p, int heads, int64_t segment, int local_kernel,
                            const Tensor& dy);
 
+// ---- the optimizer's ops (see Backend; train/optimizer.h, train/ema.h): every tensor on the
+// backend's device, fp32. Each bumps the version of what it updates (cached layouts are stale).
+void adamw_step(const Exec& e, const std::vector<AdamWTensors>& tensors, const AdamWScalars& s);
+double sum_of_squares(const Exec& e, const std::vector<const Tensor*>& tensors);
+void scale_(const Exec& e, const std::vector<Tensor*>& tensors, double factor);
+// avg = decay · avg + (1 − decay) · w, or a copy of w where copy[k].
+void ema_update(const Exec& e, const std::vector<Tensor*>& avg, const std::vector<const Tensor*>& w,
+                const std::vector<bool>& copy, double decay);
+
 }  // namespace op
 }  // namespace mf

@@ -1,6 +1,7 @@
 #include "train/ema.h"
 
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace mf {
 
@@ -8,23 +9,21 @@ ModelEma::ModelEma(Module& model, double decay) : decay_(decay) {
   MF_CHECK(decay > 0 && decay < 1, "EMA decay must be in (0, 1), got {}", decay);
   for (auto& [name, p] : model.named_parameters()) {
     params_.emplace_back(name, p);
-    shadow_.push_back(p->value.clone());
+    shadow_.push_back(p->value.clone());  // on the parameter's device
   }
 }
 
 void ModelEma::update() {
-  const auto d = static_cast<float>(decay_), r = static_cast<float>(1.0 - decay_);
+  std::vector<Tensor*> avg;
+  std::vector<const Tensor*> w;
+  std::vector<bool> copy;
   for (size_t k = 0; k < params_.size(); ++k) {
-    const float* w = params_[k].second->value.data();
-    float* s = shadow_[k].data();
-    const int64_t n = shadow_[k].numel();
-    if (params_[k].second->integer) {  // a counter (num_batches_tracked) is copied, as timm's EMA does
-      for (int64_t i = 0; i < n; ++i) s[i] = w[i];
-      continue;
-    }
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) s[i] = s[i] * d + w[i] * r;
+    avg.push_back(&shadow_[k]);
+    w.push_back(&params_[k].second->value);
+    copy.push_back(params_[k].second->integer);  // a counter (num_batches_tracked) is copied, as timm's EMA does
   }
+  const Device d = params_.empty() ? Device::CPU : params_.front().second->value.device();
+  op::ema_update(Exec{&get_backend(d == Device::CUDA ? "cuda" : "cpu"), nullptr}, avg, w, copy, decay_);
 }
 
 void ModelEma::copy_to(Module& other) const {
@@ -39,7 +38,7 @@ void ModelEma::copy_to(Module& other) const {
 
 std::vector<SafeTensorEntry> ModelEma::entries() const {
   std::vector<SafeTensorEntry> out;
-  for (size_t k = 0; k < params_.size(); ++k) out.push_back({params_[k].first, shadow_[k], {}, {}});
+  for (size_t k = 0; k < params_.size(); ++k) out.push_back({params_[k].first, shadow_[k].to(Device::CPU), {}, {}});
   return out;
 }
 

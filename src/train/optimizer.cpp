@@ -3,81 +3,79 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace mf {
+
+namespace {
+// The optimizer runs where the parameters live: the cpu backend for host tensors, cuda for GPU ones.
+Exec exec_on(Device d) { return Exec{&get_backend(d == Device::CUDA ? "cuda" : "cpu"), nullptr}; }
+}  // namespace
 
 AdamW::AdamW(Module& model, AdamWOptions options) : options_(options) {
   for (auto& [name, p] : model.named_parameters()) {
     if (!p->trainable) continue;
     params_.emplace_back(name, p);
-    exp_avg_.push_back(Tensor::zeros(p->value.shape()));
-    exp_avg_sq_.push_back(Tensor::zeros(p->value.shape()));
+    exp_avg_.push_back(Tensor::zeros(p->value.shape()).to(p->value.device()));
+    exp_avg_sq_.push_back(Tensor::zeros(p->value.shape()).to(p->value.device()));
   }
 }
 
+Device AdamW::device() const { return params_.empty() ? Device::CPU : params_.front().second->value.device(); }
+
 void AdamW::zero_grad() {
   for (auto& [name, p] : params_) {
-    if (!p->grad.defined()) p->grad = Tensor::empty(p->value.shape());
+    if (!p->grad.defined() || p->grad.device() != p->value.device()) p->grad = Tensor::empty(p->value.shape(), p->value.device());
     p->grad.zero();
   }
 }
 
 double AdamW::grad_norm() const {
-  double sq = 0;
-  for (auto& [name, p] : params_) {
-    if (!p->grad.defined()) continue;
-    const float* g = p->grad.data();
-    for (int64_t i = 0; i < p->grad.numel(); ++i) sq += static_cast<double>(g[i]) * g[i];
-  }
-  return std::sqrt(sq);
+  std::vector<const Tensor*> grads;
+  for (auto& [name, p] : params_)
+    if (p->grad.defined()) grads.push_back(&p->grad);
+  return std::sqrt(op::sum_of_squares(exec_on(device()), grads));
 }
 
 double AdamW::clip_grad_norm(double max_norm) {
   const double norm = grad_norm();
   // torch: clip_coef = max_norm / (total_norm + 1e-6), applied when below 1.
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0)
-    for (auto& [name, p] : params_) {
-      if (!p->grad.defined()) continue;
-      for (float& g : p->grad.span()) g = static_cast<float>(g * coef);
-    }
+  if (coef < 1.0) {
+    std::vector<Tensor*> grads;
+    for (auto& [name, p] : params_)
+      if (p->grad.defined()) grads.push_back(&p->grad);
+    op::scale_(exec_on(device()), grads, coef);
+  }
   return norm;
 }
 
 void AdamW::step(double lr) {
   ++steps_;
   const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(steps_));
-  const double bc2_sqrt = std::sqrt(1.0 - std::pow(b2, static_cast<double>(steps_)));
-  const float step_size = static_cast<float>(lr / bc1);
+  AdamWScalars s;
+  s.decay_factor = static_cast<float>(1.0 - lr * options_.weight_decay);
+  s.one_minus_beta1 = static_cast<float>(1.0 - b1);
+  s.beta2 = static_cast<float>(b2);
+  s.one_minus_beta2 = static_cast<float>(1.0 - b2);
+  s.bias_correction2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(b2, static_cast<double>(steps_))));
+  s.eps = static_cast<float>(options_.eps);
+  s.step_size = static_cast<float>(lr / (1.0 - std::pow(b1, static_cast<double>(steps_))));
+  std::vector<AdamWTensors> tensors;
+  tensors.reserve(params_.size());
   for (size_t k = 0; k < params_.size(); ++k) {
     Parameter* p = params_[k].second;
     MF_CHECK(p->grad.defined(), "optimizer step before any backward pass ({})", params_[k].first);
-    float* w = p->value.data();
-    const float* g = p->grad.data();
-    float* m = exp_avg_[k].data();
-    float* v = exp_avg_sq_[k].data();
-    const float decay = p->decay ? static_cast<float>(1.0 - lr * options_.weight_decay) : 1.f;
-    const float fb1 = static_cast<float>(1.0 - b1), fb2 = static_cast<float>(b2), fb2c = static_cast<float>(1.0 - b2);
-    const float fbc2 = static_cast<float>(bc2_sqrt), feps = static_cast<float>(options_.eps);
-    const int64_t n = p->value.numel();
-    // The same sequence of float32 operations as torch's single-tensor AdamW.
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      w[i] *= decay;
-      m[i] += (g[i] - m[i]) * fb1;  // lerp(m, g, 1 - beta1)
-      v[i] = v[i] * fb2 + g[i] * g[i] * fb2c;
-      const float denom = std::sqrt(v[i]) / fbc2 + feps;
-      w[i] -= step_size * (m[i] / denom);
-    }
-    p->value.bump_version();
+    tensors.push_back({&p->value, &p->grad, &exp_avg_[k], &exp_avg_sq_[k], p->decay});
   }
+  // The same sequence of float32 operations as torch's single-tensor AdamW (Backend::adamw_step).
+  op::adamw_step(exec_on(device()), tensors, s);
 }
 
 void AdamW::save_state(std::vector<SafeTensorEntry>& out, const std::string& prefix) const {
   for (size_t k = 0; k < params_.size(); ++k) {
-    out.push_back({prefix + params_[k].first + ".exp_avg", exp_avg_[k], {}, {}});
-    out.push_back({prefix + params_[k].first + ".exp_avg_sq", exp_avg_sq_[k], {}, {}});
+    out.push_back({prefix + params_[k].first + ".exp_avg", exp_avg_[k].to(Device::CPU), {}, {}});
+    out.push_back({prefix + params_[k].first + ".exp_avg_sq", exp_avg_sq_[k].to(Device::CPU), {}, {}});
   }
   out.push_back({prefix + "step", Tensor(), {steps_}, Shape{1}});
 }

@@ -1,7 +1,7 @@
 // AdamW with PyTorch's semantics (torch.optim.AdamW, decoupled weight decay), over the trainable
 // parameters of a module tree. As timm's param_groups_weight_decay does, weight decay applies only to
 // parameters with decay = true (weights of convolutions and linear layers; not norms, biases, scales
-// or other 1-D parameters).
+// or other 1-D parameters). The optimizer state lives on the parameters' device.
 #pragma once
 
 #include <string>
@@ -34,6 +34,9 @@ class AdamW {
   double grad_norm() const;
 
   int64_t steps() const { return steps_; }
+  // Where the parameters, their gradients and the moments live (all on one device; the step runs
+  // there: the cpu backend's loop, or the cuda backend's multi-tensor kernels).
+  Device device() const;
   const AdamWOptions& options() const { return options_; }
   const std::vector<std::pair<std::string, Parameter*>>& params() const { return params_; }
 

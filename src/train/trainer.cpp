@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -372,6 +373,17 @@ ResumePoint resume_point(const std::string& run_dir, const json& record, const T
        newest_problem);
 }
 
+// Training runs every op's backward pass on the backend: one missing there is named before anything
+// is written (the layout change of the input is never differentiated).
+void check_backward_ops(const MetaFormer& model, const Backend& backend) {
+  std::set<OpKind> ops;
+  model.all_ops(ops);
+  for (OpKind op : ops)
+    MF_CHECK(op == OpKind::NchwToNhwc || backend.supports_backward(op),
+             "model '{}' cannot train on the {} backend: {} has no backward pass there yet (train it on the cpu "
+             "backend)", model.config().name, backend.name(), op_name(op));
+}
+
 // Names every skipped file in RUN_DIR/skipped.txt, and says how many on stderr.
 void log_skipped(const std::string& run_dir, const std::string& when, const std::vector<std::string>& messages) {
   if (messages.empty()) return;
@@ -430,7 +442,11 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
 
   MetaFormer model(config);
   model.check_backend(backend);
+  check_backward_ops(model, backend);
   initialize_parameters(model, o.seed);
+  // On a GPU the weights, their gradients, the optimizer's moments and the EMA live there for the
+  // whole run: the optimizer updates them in place, and checkpoints take host copies.
+  if (backend.device() != Device::CPU) move_parameters(model, backend.device());
   AdamW opt(model, {o.lr, 0.9, 0.999, 1e-8, o.weight_decay});
   std::unique_ptr<ModelEma> ema;
   if (o.ema_decay > 0) ema = std::make_unique<ModelEma>(model, o.ema_decay);
@@ -551,7 +567,8 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     lo.epoch = epoch;
     lo.train = true;
     DataLoader loader(*data.train, lo);
-    Progress progress(o.progress && dist.is_root(), epoch + 1, o.epochs, std::min(loader.num_batches(), total_steps - step));
+    Progress progress(o.progress && dist.is_root(), epoch + 1, o.epochs,
+                      std::min(loader.num_batches(), total_steps - step));
     const auto epoch_start = std::chrono::steady_clock::now();
     double loss_sum = 0;
     int64_t loss_count = 0, images = 0, done = 0;
@@ -633,6 +650,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              {"peak_rss_mb", peak_rss_mb()},
              {"skipped_samples", train_skipped + ev.skipped},
              {"nonfinite_samples", forecast ? fev.nonfinite : ev.nonfinite}};
+    if (backend.device() != Device::CPU) row["peak_gpu_mb"] = static_cast<double>(gpu_peak_bytes()) / (1024.0 * 1024.0);
     if (dist.world() > 1) row["ranks"] = dist.world();
     if (forecast) {
       row["mse"] = fev.mse;
@@ -669,7 +687,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     files.metadata = {{"format", "pt"}, {"model", config.name}, {"written_by", "metaformer.cpp"}};
     files.record = record;
     files.metrics_row = row;
-    for (auto& [name, p] : model.named_parameters()) files.model.push_back({name, p->value, {}, {}});
+    for (auto& [name, p] : model.named_parameters()) files.model.push_back({name, p->value.to(Device::CPU), {}, {}});
     if (ema) files.model_ema = ema->entries();
     opt.save_state(files.state, "optimizer.");
     const auto elapsed_ms = static_cast<int64_t>(row["elapsed_seconds"].get<double>() * 1000.0);

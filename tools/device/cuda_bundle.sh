@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # Here (Debian 12): stages what tools/device/cuda_check.sh needs on the GPU machine, which has CUDA,
 # cmake, ninja, a C++ compiler, PyTorch and timm but none of our Debian build dependencies:
-#   STAGE/src.tar.gz   this checkout's committed tree (git archive HEAD)
+#   STAGE/src.tar.gz   this checkout's committed tree (git archive HEAD); not with NO_SRC=1, when
+#                      the device builds the working tree the call ships (cuda_check.sh: ../..)
 #   STAGE/deps.tar.xz  the Debian packages' files the build needs (oneDNN, FFTW, fmt, nlohmann-json,
 #                      CLI11, stb, GoogleTest, zlib headers, pkgconf), unpacked there into / without
 #                      overwriting anything the machine already has
 #   STAGE/cuda_check.sh
+#   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain step), when installed
 # Usage: tools/device/cuda_bundle.sh STAGE   (e.g. /work/main/build/cuda-device, carried to the device)
 set -euo pipefail
 stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
 cd "$(dirname "$0")/../.."
 mkdir -p "$stage"
-git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD
+# The device call ships the working tree too; with it the 21 MB archive is redundant, and leaving it
+# out (NO_SRC=1) keeps the carry under the 64 MiB limit when Fashion-MNIST is staged.
+if [ "${NO_SRC:-0}" = 1 ]; then rm -f "$stage/src.tar.gz"; else git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD; fi
 cp tools/device/cuda_check.sh tools/device/kernel_table.py "$stage/"
+if [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
+  cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"
+fi
 if [ ! -f "$stage/deps.tar.xz" ]; then
   tmp=$(mktemp -d)
   for p in libdnnl-dev libdnnl2 libfmt-dev libfmt9 nlohmann-json3-dev libcli11-dev libstb-dev libstb0 libgtest-dev \

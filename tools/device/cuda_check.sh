@@ -8,6 +8,9 @@
 #   checks.log    the golden models on cuda (verify), the CUDA unit tests, out of GPU memory, a bad device
 #   train.log     (step train) the training goldens on cuda: gradients and three AdamW steps of every
 #                 family against PyTorch float64 (tests/test_train_golden.cpp)
+#   gputrain.log  (step gputrain) training on the GPU: the CudaTraining tests (bit-exact resume, runs moving
+#                 between GPU and CPU), the README's Fashion-MNIST configuration trained there, and
+#                 bench/gpu_train_side_by_side.py (training images/s against timm eager, batch 128)
 #   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
 #   bench.md      batch-256 throughput (fp32, TF32 off; then bf16) of poolformer_s12, convformer_s18,
 #                 caformer_s18, mambaout_femto, with --profile
@@ -51,7 +54,11 @@ if has build; then
   # Debian's libz.so points at its own zlib version; point it at whatever libz.so.1 this machine has.
   z=/usr/lib/x86_64-linux-gnu/libz.so
   [ -e "$z" ] || ln -sf "$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)" "$z"
-  rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
+  if [ -f "$stage/src.tar.gz" ]; then
+    rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
+  else  # NO_SRC=1 bundle: the checkout the stage lives in (build/cuda-device/../..)
+    rm -rf "$S" && ln -s "$(cd "$stage/../.." && pwd)" "$S"
+  fi
   if has parity; then  # timm's float64 references on the CPU, while the build runs
     (cd "$S" && OMP_NUM_THREADS=8 timeout 500 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1;
      echo "rc=$?" >> /tmp/parity_gen.log; touch /tmp/parity_gen.done) &
@@ -112,6 +119,26 @@ if has train; then
   echo "== training goldens on cuda (gradients and AdamW steps against PyTorch float64)" | tee "$OUT/train.log"
   timeout 400 "$B/tests/mf_tests" --gtest_filter='Families/TrainGolden.*_cuda' 2>&1 | tee -a "$OUT/train.log" |
     grep -E "^\[  (FAILED|PASSED|SKIPPED) |OK \]|Failure|rel|skipped" | head -60
+fi
+
+if has gputrain; then
+  echo "== training on the GPU: CudaTraining tests" | tee "$OUT/gputrain.log"
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*' 2>&1 | tee -a "$OUT/gputrain.log" |
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |OK \]|Failure|error" | head -20
+  echo "== Fashion-MNIST, the README's configuration, on the GPU" | tee -a "$OUT/gputrain.log"
+  [ -d "$stage/fashion-mnist" ] && FMNIST_DIR=${FMNIST_DIR:-$stage/fashion-mnist}
+  if [ -d /usr/share/datasets/fashion-mnist ] || [ -d "${FMNIST_DIR:-/nonexistent}" ]; then
+    timeout "${FMNIST_TIMEOUT:-240}" "$M" train --config "$S/configs/fmnist_convformer.json" \
+      --data "${FMNIST_DIR:-fashion-mnist}" --epochs "${FMNIST_EPOCHS:-10}" --batch 128 --lr 2e-3 --backend cuda \
+      --workers 8 --no-progress --out /tmp/fmnist_gpu 2>&1 | tee -a "$OUT/gputrain.log" | grep -E "epoch|done|rror"
+    cp /tmp/fmnist_gpu/metrics.jsonl "$OUT/fmnist_gpu_metrics.jsonl" 2>/dev/null
+  else
+    echo "no Fashion-MNIST here (set FMNIST_DIR)" | tee -a "$OUT/gputrain.log"
+  fi
+  echo "== training throughput against timm eager (batch 128)" | tee -a "$OUT/gputrain.log"
+  (cd "$S" && timeout "${TRAIN_SBS_TIMEOUT:-300}" python3 bench/gpu_train_side_by_side.py --metaformer "$M" \
+     --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/train_sbs.json" 2>&1) |
+    tee -a "$OUT/gputrain.log" | tail -8
 fi
 
 if has parity; then

@@ -56,6 +56,14 @@ class CudaBackwardOps : public Backend {
   void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
                      Tensor& dlogits) override;
 
+  // The optimizer's ops (cuda_optimizer.cpp): multi-tensor kernels, one launch per list.
+  void adamw_step(const std::vector<AdamWTensors>& tensors, const AdamWScalars& s) override;
+  double sum_of_squares(const std::vector<const Tensor*>& tensors) override;
+  void scale_(const std::vector<Tensor*>& tensors, double factor) override;
+  void ema_update(const std::vector<Tensor*>& avg, const std::vector<const Tensor*>& w, const std::vector<bool>& copy,
+                  float decay, float one_minus_decay) override;
+
+
  private:
   // Throws "not supported" for a backend whose activations are bf16: backward passes are fp32 only.
   void require_fp32(OpKind op) const;

@@ -1,0 +1,109 @@
+"""Training throughput on one GPU: metaformer.cpp's `train --backend cuda` against timm, in one run.
+
+For each model, at batch 128, 224x224, random data, cross-entropy, AdamW:
+  - the engine: `metaformer train --backend cuda --data synthetic` (fp32, TF32 off: the engine's GPU
+    training has no bf16 mode yet). Two runs of the same job, --max-steps 8 and 8 + N; the training
+    seconds they record (images / images_per_s) differ by the time of N steady steps, which excludes
+    start-up (uploads, the first cudaMallocs, cuBLASLt's heuristics) and the evaluation;
+  - timm eager fp32 (TF32 off), the engine's own arithmetic;
+  - timm eager with bf16 autocast, channels-last, fused AdamW (issue 13's peer settings without
+    torch.compile, which the full side by side adds).
+Peak GPU memory: torch's max_memory_allocated; the engine's memory-pool peak (metrics' peak_gpu_mb).
+Prints a markdown table; --json writes every figure.
+
+  python3 bench/gpu_train_side_by_side.py --metaformer build/metaformer [--models a,b] [--steps N]
+"""
+import argparse
+import json
+import pathlib
+import subprocess
+import tempfile
+import time
+
+import torch
+
+MODELS = ["poolformer_s12", "convformer_s18", "caformer_s18", "mambaout_femto"]
+
+
+def engine(binary, model, batch, steps):
+    """(images/s over `steps` steady steps, peak GPU MiB)."""
+    seconds, peak = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (8, 8 + steps):
+            out = pathlib.Path(tmp) / f"run{n}"
+            cmd = [binary, "train", "-m", model, "--data", f"synthetic:{batch * (8 + steps)}", "--batch", str(batch),
+                   "--epochs", "1", "--max-steps", str(n), "--backend", "cuda", "--out", str(out), "--workers", "8",
+                   "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0"]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+            seconds.append(n * batch / row["images_per_s"])
+            peak = max(peak, row.get("peak_gpu_mb", 0.0))
+    return steps * batch / (seconds[1] - seconds[0]), peak
+
+
+def timm_train(model_name, batch, steps, bf16):
+    import timm
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, num_classes=1000).cuda()
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    x = torch.randn(batch, 3, 224, 224, device="cuda")
+    if bf16:
+        x = x.to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,), device="cuda")
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / 2**20
+    del model, opt
+    torch.cuda.empty_cache()
+    return steps * batch / dt, peak
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--metaformer", required=True)
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--json")
+    a = p.parse_args()
+    rows = []
+    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {a.batch}, 224x224, {a.steps} timed steps")
+    print()
+    print("| model | engine fp32 img/s | peak MiB | timm eager fp32 img/s | peak MiB | engine / timm fp32 "
+          "| timm eager bf16 img/s | peak MiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for m in a.models.split(","):
+        e, e_mem = engine(a.metaformer, m, a.batch, a.steps)
+        t32, t32_mem = timm_train(m, a.batch, a.steps, False)
+        t16, t16_mem = timm_train(m, a.batch, a.steps, True)
+        rows.append(dict(model=m, engine=e, engine_mib=e_mem, timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16,
+                         timm_bf16_mib=t16_mem))
+        print(f"| {m} | {e:,.0f} | {e_mem:,.0f} | {t32:,.0f} | {t32_mem:,.0f} | {e / t32:.2f} | {t16:,.0f} | "
+              f"{t16_mem:,.0f} |", flush=True)
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

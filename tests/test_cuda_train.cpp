@@ -1,0 +1,109 @@
+// Training on the GPU (issue 13): `train --backend cuda` keeps the weights, gradients, AdamW's moments
+// and the EMA on the device. Deterministic there too: a run repeated, or killed with SIGKILL and
+// resumed, ends with the same bytes; checkpoints are the CPU's files, so a run moves between the GPU
+// and the CPU on --resume. Each test skips itself where the build has no CUDA or the machine no GPU.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.h"
+#include "ops/backend.h"
+#include "test_util.h"
+#include "train_fixtures.h"
+
+namespace mf::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+#define MF_REQUIRE_GPU()                                                       \
+  do {                                                                         \
+    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";  \
+    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";       \
+  } while (0)
+
+// The CPU resume test's run (tests/test_train.cpp): every random part of the recipe on (drop path,
+// Mixup, CutMix, EMA, clipping), on the GPU.
+std::vector<std::string> gpu_train_args(const std::string& data, const std::string& out, int epochs) {
+  return {"train", "--config", kConfig, "--data", data, "--epochs", std::to_string(epochs), "--batch", "32",
+          "--lr", "3e-3", "--out", out, "--threads", "2", "--workers", "2", "--no-progress", "--seed", "7",
+          "--drop-path", "0.1", "--mixup", "0.2", "--cutmix", "1.0", "--mix-prob", "0.5", "--ema", "0.99",
+          "--clip-grad", "5", "--backend", "cuda"};
+}
+
+TEST(CudaTraining, SameSeedSameWeightsAndResumeAfterKillIsBitExact) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  const std::string data = tmp.file("data");
+  CliResult a = run_cli(gpu_train_args(data, tmp.file("a"), 3));
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const auto reference = read_bytes(tmp.file("a/model.safetensors"));
+  const auto reference_ema = read_bytes(tmp.file("a/model_ema.safetensors"));
+  const auto rows = metrics(tmp.file("a"));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_LT(rows.back()["train_loss"].get<double>(), rows.front()["train_loss"].get<double>());
+  EXPECT_GT(rows.back()["peak_gpu_mb"].get<double>(), 0.0);
+
+  CliResult b = run_cli(gpu_train_args(data, tmp.file("b"), 3));
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_TRUE(read_bytes(tmp.file("b/model.safetensors")) == reference) << "two GPU runs with one seed differ";
+
+  setenv("MF_DEBUG_KILL_AT_STEP", "15", 1);
+  CliResult killed = run_cli(gpu_train_args(data, tmp.file("c"), 3));
+  unsetenv("MF_DEBUG_KILL_AT_STEP");
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL);
+  CliResult resumed = run_cli({"train", "--resume", tmp.file("c"), "--no-progress"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_TRUE(read_bytes(tmp.file("c/model.safetensors")) == reference) << "resumed GPU run differs";
+  EXPECT_TRUE(read_bytes(tmp.file("c/model_ema.safetensors")) == reference_ema) << "resumed EMA differs";
+}
+
+// A GPU run's checkpoint continues on the CPU, and a CPU run's on the GPU: the same files, the same
+// keys (timm's), and --backend may change on --resume.
+TEST(CudaTraining, RunsMoveBetweenTheGpuAndTheCpu) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  const std::string data = tmp.file("data");
+  for (const auto& [first, second] : {std::pair{"cuda", "cpu"}, std::pair{"cpu", "cuda"}}) {
+    const std::string run = tmp.file(std::string("run-") + first);
+    auto args = gpu_train_args(data, run, 1);
+    args.back() = first;
+    CliResult r = run_cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    CliResult more = run_cli({"train", "--resume", run, "--epochs", "2", "--backend", second, "--no-progress"});
+    ASSERT_EQ(more.exit_code, 0) << more.err;
+    const auto rows = metrics(run);
+    ASSERT_EQ(rows.size(), 2u);
+    EXPECT_TRUE(std::isfinite(rows.back()["train_loss"].get<double>()));
+    EXPECT_EQ(rows.back().contains("peak_gpu_mb"), std::string(second) == "cuda");
+  }
+  const SafeTensors gpu = SafeTensors::open(tmp.file("run-cuda/model.safetensors"));
+  const SafeTensors cpu = SafeTensors::open(tmp.file("run-cpu/model.safetensors"));
+  EXPECT_EQ(gpu.names(), cpu.names());
+}
+
+// A model with an op whose backward has no CUDA kernel is refused before anything is written.
+TEST(CudaTraining, ModelWithoutGpuBackwardIsRefusedUpFront) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 32);
+  // The comparison's small model with GFNet's global filter (complex_mul has no CUDA backward yet).
+  auto config = nlohmann::json::parse(read_bytes(source_path("configs/compare_fmnist.json")));
+  config["mixers"] = "global_filter";
+  const std::string text = config.dump();
+  write_bytes(tmp.file("gf.json"), std::vector<uint8_t>(text.begin(), text.end()));
+  CliResult r = run_cli({"train", "--config", tmp.file("gf.json"), "--data", tmp.file("data"), "--out",
+                         tmp.file("run"), "--backend", "cuda", "--no-progress"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("has no backward pass there yet"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
+}
+
+}  // namespace
+}  // namespace mf::test

@@ -40,9 +40,10 @@ class Distributed {
 
   // Sums `n` floats over the ranks (MPI_Allreduce, MPI_SUM), then divides by world() on every rank.
   // The sum's association is the MPI library's, fixed for a given world size and message size (so a
-  // run is reproducible for a given N), and every rank receives the same bits; it is not the order of
-  // a single process summing the whole batch, so N ranks match 1 rank to float tolerance, not bit for
-  // bit. Nothing happens in a world of one.
+  // run is reproducible for a given N), and with OpenMPI every rank receives the same bits (the
+  // trainer checks the ranks' weights at every epoch's end: check_same_parameters). It is not the
+  // order of a single process summing the whole batch, so N ranks match 1 rank to float tolerance,
+  // not bit for bit. Nothing happens in a world of one.
   void allreduce_mean(float* data, int64_t n) const;
   void allreduce_sum(float* data, int64_t n) const;
   // Sums in float64: evaluation sums, losses and counts.

@@ -64,10 +64,12 @@ std::vector<std::string> concat(std::vector<std::string> a, const std::vector<st
 // mpirun's own options: as root it needs the two OMPI_ALLOW_* variables; --oversubscribe allows more
 // ranks than cores; --bind-to none leaves the cores to the scheduler (concurrent tests would otherwise
 // pin their ranks to the same cores); --timeout ends a job that hangs (a bug) instead of the test
-// waiting forever, saying so in a line the tests look for.
+// waiting forever, saying so in a line the tests look for. Shared memory without cross-process
+// memory attach (CMA): containers often forbid it, and OpenMPI would then print a warning per message.
 constexpr const char* kTimeLimitMessage = "time limit for job execution";
 std::vector<std::string> mpirun_options(int ranks) {
-  return {"--oversubscribe", "--bind-to", "none", "--timeout", "300", "-np", std::to_string(ranks)};
+  return {"--oversubscribe", "--bind-to", "none", "--timeout", "300", "--mca", "btl_vader_single_copy_mechanism",
+          "none", "-np", std::to_string(ranks)};
 }
 
 CliResult mpirun(int ranks, const std::vector<std::string>& args) {

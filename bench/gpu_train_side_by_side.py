@@ -1,8 +1,9 @@
 """Training throughput on one GPU: metaformer.cpp's `train --backend cuda` against timm, in one run.
 
 For each model, at batch 128, 224x224, random data, cross-entropy, AdamW:
-  - the engine: `metaformer train --backend cuda --data synthetic` (fp32, TF32 off: the engine's GPU
-    training has no bf16 mode yet). Two runs of the same job, --max-steps 8 and 8 + N; the training
+  - the engine: `metaformer train --backend cuda --data synthetic`, fp32 storage, with exact fp32
+    matrix products (--matmul fp32, TF32 off) and with bf16 tensor-core products (--matmul bf16; the
+    engine has no bf16 activation storage for training yet). Two runs of the same job, --max-steps 8 and 8 + N; the training
     seconds they record (images / images_per_s) differ by the time of N steady steps, which excludes
     start-up (uploads, the first cudaMallocs, cuBLASLt's heuristics) and the evaluation;
   - timm eager fp32 (TF32 off), the engine's own arithmetic;
@@ -25,7 +26,7 @@ import torch
 MODELS = ["poolformer_s12", "convformer_s18", "caformer_s18", "mambaout_femto"]
 
 
-def engine(binary, model, batch, steps):
+def engine(binary, model, batch, steps, matmul):
     """(images/s over `steps` steady steps, peak GPU MiB)."""
     seconds, peak = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,7 +34,7 @@ def engine(binary, model, batch, steps):
             out = pathlib.Path(tmp) / f"run{n}"
             cmd = [binary, "train", "-m", model, "--data", f"synthetic:{batch * (8 + steps)}", "--batch", str(batch),
                    "--epochs", "1", "--max-steps", str(n), "--backend", "cuda", "--out", str(out), "--workers", "8",
-                   "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0"]
+                   "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0", "--matmul", matmul]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
             seconds.append(n * batch / row["images_per_s"])
@@ -90,17 +91,18 @@ def main():
     rows = []
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {a.batch}, 224x224, {a.steps} timed steps")
     print()
-    print("| model | engine fp32 img/s | peak MiB | timm eager fp32 img/s | peak MiB | engine / timm fp32 "
-          "| timm eager bf16 img/s | peak MiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| model | engine fp32 img/s (MiB) | timm eager fp32 img/s (MiB) | engine / timm, fp32 "
+          "| engine --matmul bf16 img/s (MiB) | timm eager bf16 autocast img/s (MiB) | engine bf16 matmul / timm bf16 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for m in a.models.split(","):
-        e, e_mem = engine(a.metaformer, m, a.batch, a.steps)
+        e, e_mem = engine(a.metaformer, m, a.batch, a.steps, "fp32")
+        eb, eb_mem = engine(a.metaformer, m, a.batch, a.steps, "bf16")
         t32, t32_mem = timm_train(m, a.batch, a.steps, False)
         t16, t16_mem = timm_train(m, a.batch, a.steps, True)
-        rows.append(dict(model=m, engine=e, engine_mib=e_mem, timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16,
-                         timm_bf16_mib=t16_mem))
-        print(f"| {m} | {e:,.0f} | {e_mem:,.0f} | {t32:,.0f} | {t32_mem:,.0f} | {e / t32:.2f} | {t16:,.0f} | "
-              f"{t16_mem:,.0f} |", flush=True)
+        rows.append(dict(model=m, engine=e, engine_mib=e_mem, engine_bf16_matmul=eb, engine_bf16_matmul_mib=eb_mem,
+                         timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16, timm_bf16_mib=t16_mem))
+        print(f"| {m} | {e:,.0f} ({e_mem:,.0f}) | {t32:,.0f} ({t32_mem:,.0f}) | {e / t32:.2f} | {eb:,.0f} ({eb_mem:,.0f}) "
+              f"| {t16:,.0f} ({t16_mem:,.0f}) | {eb / t16:.2f} |", flush=True)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 

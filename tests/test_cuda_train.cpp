@@ -12,6 +12,7 @@
 
 #include "io/safetensors.h"
 #include "ops/backend.h"
+#include "cli_expect.h"
 #include "test_util.h"
 #include "train_fixtures.h"
 
@@ -103,6 +104,36 @@ TEST(CudaTraining, ModelWithoutGpuBackwardIsRefusedUpFront) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("has no backward pass there yet"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
+}
+
+// --matmul chooses how the GPU's fp32 products multiply; elsewhere it is one clear line (no GPU needed).
+TEST(CudaTraining, MatmulIsAGpuOption) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 32);
+  expect_clean_failure(run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--out", tmp.file("run"),
+                                "--matmul", "bf16", "--no-progress"}),
+                       "--matmul bf16 applies to --backend cuda");
+  EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
+  expect_clean_failure(run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--out", tmp.file("run"),
+                                "--matmul", "fp16", "--no-progress"}),
+                       "--matmul");
+}
+
+// With bf16 tensor-core products the GPU run still learns, and stays deterministic.
+TEST(CudaTraining, Bf16MatmulTrainsDeterministically) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  for (const char* run : {"a", "b"}) {
+    auto args = gpu_train_args(tmp.file("data"), tmp.file(run), 2);
+    args.insert(args.end(), {"--matmul", "bf16"});
+    CliResult r = run_cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_TRUE(read_bytes(tmp.file("a/model.safetensors")) == read_bytes(tmp.file("b/model.safetensors")));
+  const auto rows = metrics(tmp.file("a"));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_LT(rows.back()["train_loss"].get<double>(), rows.front()["train_loss"].get<double>());
 }
 
 }  // namespace

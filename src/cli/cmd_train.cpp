@@ -73,13 +73,17 @@ void register_train(CLI::App& app) {
   auto* backend = sub->add_option("--backend", o.backend, "cpu, ref or cuda (fp32 on the GPU; docs/cuda.md); may change on --resume")
                       ->capture_default_str();
   sub->add_option("--device", a->device, "cuda:N with --backend cuda (default cuda:0)");
+  auto* matmul = sub->add_option("--matmul", o.matmul, "cuda: how fp32 matrix products multiply: fp32 (exact), tf32 or "
+                                 "bf16 (tensor cores; docs/cuda.md); may change on --resume")
+                     ->capture_default_str()
+                     ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
   sub->add_option("--max-image-pixels", a->max_image_pixels,
                   "image folders: skip images with more pixels than this (decompression bombs)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_flag("--no-progress", a->no_progress, "no progress bar");
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
-  sub->callback([a, backend] {
+  sub->callback([a, backend, matmul] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
     // Under mpirun: one rank of a data-parallel job (docs/distributed.md). Rank 0 alone prints; the
@@ -106,6 +110,7 @@ void register_train(CLI::App& app) {
       saved.workers = o.workers;
       saved.progress = o.progress;
       if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
+      if (matmul->count() > 0) saved.matmul = o.matmul;
       select_device(a->device, saved.backend);
       DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);

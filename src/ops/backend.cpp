@@ -353,6 +353,15 @@ void reset_gpu_peak() {
 #endif
 }
 
+void set_gpu_matmul(const std::string& mode) {
+  MF_CHECK(mode == "fp32" || mode == "tf32" || mode == "bf16", "unknown --matmul '{}' (fp32, tf32 or bf16)", mode);
+#ifdef MF_HAVE_CUDA
+  cuda_set_fp32_matmul(mode);
+#else
+  MF_CHECK(mode == "fp32", "--matmul {} needs the cuda backend: this build has no CUDA", mode);
+#endif
+}
+
 void select_device(const std::string& spec, const std::string& backend) {
   if (spec.empty()) return;
   if (spec == "cpu") {

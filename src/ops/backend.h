@@ -393,6 +393,10 @@ std::string available_backends();
 void select_device(const std::string& spec, const std::string& backend);
 // True when this build contains the CUDA backend (whether or not a GPU is present).
 bool built_with_cuda();
+// How the cuda backend's fp32 matrix products multiply: "fp32" (exact: the default, parity), "tf32" or
+// "bf16" (tensor cores, operands rounded inside cuBLASLt, fp32 accumulation and storage; docs/cuda.md).
+// Throws for another name, or for tf32/bf16 in a build without CUDA.
+void set_gpu_matmul(const std::string& mode);
 // CUDA GPUs this process can use (0 without CUDA in the build, a driver or a GPU).
 int gpu_count();
 // The most bytes the GPU memory pool has held for tensors since the last reset (0 without CUDA or

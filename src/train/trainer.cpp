@@ -63,6 +63,7 @@ json TrainOptions::to_json() const {
               {"max_steps", max_steps},
               {"keep_checkpoints", keep_checkpoints},
               {"backend", backend},
+              {"matmul", matmul},
               {"threads", threads},
               {"data", data}};
 }
@@ -96,6 +97,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
     get("max_steps", o.max_steps);
     get("keep_checkpoints", o.keep_checkpoints);
     get("backend", o.backend);
+    get("matmul", o.matmul);
     get("threads", o.threads);
     get("data", o.data);
   } catch (const json::exception& e) {
@@ -249,11 +251,12 @@ void append_line(const std::string& path, const std::string& line) {
 
 // The training options a resumed run must share with the run it continues: everything that decides
 // which data is seen, in which order, and how the weights move. The others (epochs, max_steps,
-// threads, workers, progress, profile, where the data lives, backend, eval_batch, keep_checkpoints)
+// threads, workers, progress, profile, where the data lives, backend, matmul, eval_batch, keep_checkpoints)
 // may change; docs/training.md lists them.
 json fixed_options(const TrainOptions& o) {
   json j = o.to_json();
-  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "eval_batch", "keep_checkpoints"})
+  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "eval_batch",
+                        "keep_checkpoints"})
     j.erase(k);
   return j;
 }
@@ -425,6 +428,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   Backend& backend = get_backend(o.backend);
   MF_CHECK(dist.world() == 1 || backend.device() == Device::CPU, "data-parallel training across ranks runs on the "
            "CPU backend only (the GPU's NCCL path is not done; docs/distributed.md)");
+  MF_CHECK(o.matmul == "fp32" || backend.name() == "cuda", "--matmul {} applies to --backend cuda (the {} backend "
+           "multiplies in fp32; its bf16 mode is docs/bf16.md)", o.matmul, backend.name());
+  set_gpu_matmul(o.matmul);
   if (o.drop_path >= 0) config.drop_path_rate = o.drop_path;
   if (forecast) {
     MF_CHECK(config.head.horizon == data.train->horizon(), "the model forecasts {} steps but {} has {}",

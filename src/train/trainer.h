@@ -41,6 +41,9 @@ struct TrainOptions {
   int64_t max_steps = 0;   // stop after this many optimizer steps in total (0: all epochs)
   int keep_checkpoints = 2;
   std::string backend = "cpu";
+  // The cuda backend's fp32 matrix products: "fp32" (exact), "tf32" or "bf16" (tensor cores;
+  // set_gpu_matmul). Storage, norms and the optimizer stay fp32.
+  std::string matmul = "fp32";
   int threads = 0;
   bool progress = true;    // progress bar on stderr
   bool profile = false;    // print the time per op family after each epoch

@@ -135,6 +135,13 @@ if has gputrain; then
   else
     echo "no Fashion-MNIST here (set FMNIST_DIR)" | tee -a "$OUT/gputrain.log"
   fi
+  echo "== where a GPU training step's time goes (--profile, --matmul bf16, batch 128, synthetic)" | tee -a "$OUT/gputrain.log"
+  for m in $(echo "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" | tr , ' '); do
+    rm -rf /tmp/prof_$m
+    timeout 120 "$M" train -m $m --data synthetic:1280 --batch 128 --epochs 1 --max-steps 6 --backend cuda --matmul bf16 \
+      --workers 8 --eval-subset 128 --no-progress --profile --out /tmp/prof_$m 2>&1 | grep -E "time per op|rror" |
+      sed "s/^/$m: /" | tee -a "$OUT/gputrain.log"
+  done
   echo "== training throughput against timm eager (batch 128)" | tee -a "$OUT/gputrain.log"
   (cd "$S" && timeout "${TRAIN_SBS_TIMEOUT:-300}" python3 bench/gpu_train_side_by_side.py --metaformer "$M" \
      --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/train_sbs.json" 2>&1) |

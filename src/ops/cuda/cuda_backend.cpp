@@ -641,4 +641,8 @@ std::string cuda_device_description() { return cuda::device_description(); }
 size_t cuda_peak_bytes() { return cuda::pool_peak_bytes(); }
 void cuda_reset_peak() { cuda::pool_reset_peak(); }
 
+void cuda_set_fp32_matmul(const std::string& mode) {
+  cuda::set_fp32_math(mode == "tf32" ? cuda::Fp32Math::tf32 : mode == "bf16" ? cuda::Fp32Math::bf16 : cuda::Fp32Math::exact);
+}
+
 }  // namespace mf

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "ops/backend.h"
 
@@ -22,5 +23,7 @@ int cuda_device_count();
 std::string cuda_device_description();
 size_t cuda_peak_bytes();
 void cuda_reset_peak();
+// The arithmetic of the backend's fp32 matrix products: "fp32" (exact), "tf32" or "bf16" (gemm.h).
+void cuda_set_fp32_matmul(const std::string& mode);
 
 }  // namespace mf

@@ -47,10 +47,15 @@ cublasLtMatrixLayout_t layout(GemmType t, int64_t rows, int64_t cols, int64_t ld
   return l;
 }
 
+Fp32Math g_fp32_math = Fp32Math::exact;
+
 std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
   Context& c = context();
   auto p = std::make_unique<Plan>();
-  MF_CUBLAS(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // not _FAST_TF32: parity
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;  // exact fp32 products by default: parity
+  if (g.type == GemmType::f32 && g_fp32_math == Fp32Math::tf32) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+  if (g.type == GemmType::f32 && g_fp32_math == Fp32Math::bf16) compute = CUBLAS_COMPUTE_32F_FAST_16BF;
+  MF_CUBLAS(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
   const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
@@ -92,6 +97,9 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
 
 }  // namespace
 
+void set_fp32_math(Fp32Math m) { g_fp32_math = m; }
+Fp32Math fp32_math() { return g_fp32_math; }
+
 void run_gemm(const Gemm& g) {
   if (g.m == 0 || g.n == 0) return;
   Context& c = context();
@@ -102,7 +110,7 @@ void run_gemm(const Gemm& g) {
   for (int64_t ld : {g.lda, g.ldb, g.ldd})
     while (align > esize && (ld * esize) % align) align /= 2;
   static std::map<Key, std::unique_ptr<Plan>> plans;
-  const Key key{static_cast<int>(g.type), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
+  const Key key{static_cast<int>(g.type) + 2 * static_cast<int>(g_fp32_math), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
                 static_cast<int>(g.epilogue) * 4 + (g.bias != nullptr) * 2 + (g.c != nullptr), static_cast<int>(align)};
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;

@@ -12,6 +12,14 @@ namespace mf::cuda {
 enum class Epilogue { none, bias, relu_bias, gelu_bias };
 enum class GemmType { f32, bf16 };  // of A, B, D and the bias
 
+// How the fp32 products (GemmType::f32) multiply: exactly (CUBLAS_COMPUTE_32F, the default: parity
+// with float64 references), or on the tensor cores with the operands rounded inside cuBLASLt to
+// TF32 (10-bit mantissa) or to bf16 (7-bit) and fp32 accumulation (CUBLAS_COMPUTE_32F_FAST_TF32,
+// _FAST_16BF). Storage stays fp32 either way: what `train --matmul` chooses (docs/cuda.md).
+enum class Fp32Math { exact, tf32, bf16 };
+void set_fp32_math(Fp32Math m);
+Fp32Math fp32_math();
+
 // Column-major D[m, n] = op(A) · op(B) (+ bias[m] per row with Epilogue::bias) (+ C, laid out as
 // D, when c is given: a residual added in the epilogue, rounded once with the product), `batch`
 // products with the given element strides (0: the same matrix for every product). Row-major callers

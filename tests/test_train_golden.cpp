@@ -11,8 +11,9 @@
 // below 1e-6 of the norm of the whole gradient, float32 rounding noise.
 //
 // The same check runs on the cuda backend (fp32, TF32 off) when this build has it and a GPU is
-// present: forward, cross-entropy and backward on the GPU, AdamW on the host (issue 13's gradient
-// parity). A family with an op whose backward has no CUDA kernel yet is skipped, naming the op.
+// present: the parameters on the GPU (as `train --backend cuda` keeps them), forward, cross-entropy,
+// backward and AdamW there (issue 13's gradient parity). A family with an op whose backward has no
+// CUDA kernel yet is skipped, naming the op.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -61,6 +62,8 @@ TEST_P(TrainGolden, GradientsAndAdamWStepsMatchPyTorch) {
         GTEST_SKIP() << op_name(op) << " has no CUDA backward yet";
   }
   load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+  // On the GPU the parameters live there, as in `train --backend cuda`: gradients and AdamW too.
+  if (backend == "cuda") move_parameters(model, Device::CUDA);
   const SafeTensors io = SafeTensors::open(dir + "/train.safetensors");
   const Tensor x = io.load("input");
   const Tensor targets = smoothed_targets(io.load_int("labels"), model.config().num_classes, 0.1);
@@ -84,7 +87,7 @@ TEST_P(TrainGolden, GradientsAndAdamWStepsMatchPyTorch) {
     double ref_norm = 0;
     for (float g : ref.span()) ref_norm += static_cast<double>(g) * g;
     ref_norm = std::sqrt(ref_norm);
-    const double err = rel_error(p->grad, ref) * ref_norm;  // ||g - ref||
+    const double err = rel_error(p->grad.to(Device::CPU), ref) * ref_norm;  // ||g - ref||
     const double pytorch_fp32 = io.load("fp32_error." + name).data()[0];
     if (ref_norm < 1e-9 * total)
       EXPECT_LE(err, 1e-6 * total) << family << " " << name << " (zero true gradient)";

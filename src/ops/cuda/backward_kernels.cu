@@ -477,6 +477,105 @@ struct DepthwiseWeightGrad {
   }
 };
 
+// The common kernel sizes (3, 5, 7) with the taps known at compile time and 32-bit index arithmetic
+// (the generic kernels above spend most of their time in 64-bit divisions): the first kernels the
+// training profile asked for. Same sums in the same kind of order, so as deterministic.
+struct DwShape {
+  int H, W, C, Ho, Wo, sh, sw, ph, pw;
+};
+
+// dx: one thread per input element, the taps that read it, in double.
+template <int KH, int KW>
+__global__ void depthwise_dx_fixed_kernel(const float* w, const float* dy, float* dx, int total, DwShape d) {
+  for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total; at += gridDim.x * blockDim.x) {
+    const int c = at % d.C, iw = (at / d.C) % d.W, rest = at / (d.C * d.W), ih = rest % d.H, n = rest / d.H;
+    double acc = 0;
+#pragma unroll
+    for (int ki = 0; ki < KH; ++ki) {
+      const int th = ih + d.ph - ki;
+      if (th < 0 || th % d.sh) continue;
+      const int oh = th / d.sh;
+      if (oh >= d.Ho) continue;
+#pragma unroll
+      for (int kj = 0; kj < KW; ++kj) {
+        const int tw = iw + d.pw - kj;
+        if (tw < 0 || tw % d.sw) continue;
+        const int ow = tw / d.sw;
+        if (ow >= d.Wo) continue;
+        acc += static_cast<double>(dy[((n * d.Ho + oh) * d.Wo + ow) * d.C + c]) * w[(c * KH + ki) * KW + kj];
+      }
+    }
+    dx[at] = static_cast<float>(acc);
+  }
+}
+
+// dw partials: block (32 channels, kRowLanes lanes), blockIdx.y a chunk of output rows. Each thread
+// keeps all KH·KW taps' sums for its channel in registers (dy read once per row, not once per tap),
+// then the lanes are added in order, tap by tap, into partial[(chunk · taps + tap) · C + c].
+template <int KH, int KW>
+__global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int rows, int chunks, DwShape d,
+                                          double* partial) {
+  __shared__ double sh[kRowLanes][kColTile];
+  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
+  const int per = (rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
+  double acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
+  if (c < d.C)
+    for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
+      const int ow = r % d.Wo, oh = (r / d.Wo) % d.Ho, n = r / (d.Wo * d.Ho);
+      const double g = dy[r * d.C + c];
+      const int ih0 = oh * d.sh - d.ph, iw0 = ow * d.sw - d.pw;
+#pragma unroll
+      for (int ki = 0; ki < KH; ++ki) {
+        const int ih = ih0 + ki;
+        if (ih < 0 || ih >= d.H) continue;
+        const float* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+#pragma unroll
+        for (int kj = 0; kj < KW; ++kj) {
+          const int iw = iw0 + kj;
+          if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * xr[iw * d.C];
+        }
+      }
+    }
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) {
+    sh[threadIdx.y][threadIdx.x] = acc[t];
+    __syncthreads();
+    if (threadIdx.y == 0 && c < d.C) {
+      double s = 0;
+      for (int y = 0; y < kRowLanes; ++y) s += sh[y][threadIdx.x];
+      partial[(static_cast<int64_t>(chunk) * KH * KW + t) * d.C + c] = s;
+    }
+    __syncthreads();
+  }
+}
+
+// dw[c, tap] += Σ over the chunks, in order.
+__global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int chunks, int taps, int C) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < taps * C; i += gridDim.x * blockDim.x) {
+    const int tap = i / C, c = i % C;
+    double s = 0;
+    for (int k = 0; k < chunks; ++k) s += partial[(static_cast<int64_t>(k) * taps + tap) * C + c];
+    dw[c * taps + tap] += static_cast<float>(s);
+  }
+}
+
+template <int KH, int KW>
+void depthwise_backward_fixed(const float* x, const float* w, const float* dy, float* dx, float* dw, int B, DwShape d,
+                              double* work, cudaStream_t s) {
+  const int total = B * d.H * d.W * d.C;
+  if (dx && total > 0) depthwise_dx_fixed_kernel<KH, KW><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, d);
+  const int rows = B * d.Ho * d.Wo;
+  if (dw && rows > 0) {
+    const int chunks = static_cast<int>(column_chunks(rows));
+    const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+    depthwise_dw_fixed_kernel<KH, KW><<<grid, dim3(kColTile, kRowLanes), 0, s>>>(x, dy, rows, chunks, d, work);
+    depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(KH) * KW * d.C), kThreads, 0, s>>>(work, dw, chunks,
+                                                                                                  KH * KW, d.C);
+  }
+}
+
 // ---- dense convolution helpers -------------------------------------------------------------------
 __global__ void conv_weight_to_khwc_kernel(const float* w, float* wk, int64_t total, int64_t Ci, int kh, int kw) {
   MF_GRID_STRIDE(i, total) {  // i indexes w [Co, Ci, kh, kw]
@@ -706,6 +805,17 @@ cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const floa
                                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
                                       int sh, int sw, int ph, int pw, double* work, cudaStream_t s) {
   const int64_t total = B * H * W * C;
+  const bool fits_int = total < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31);
+  const DwShape d{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), static_cast<int>(Ho),
+                  static_cast<int>(Wo), sh, sw, ph, pw};
+  if (fits_int && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
+    const int b = static_cast<int>(B);
+    if (kh == 3) depthwise_backward_fixed<3, 3>(x, w, dy, dx, dw, b, d, work, s);
+    if (kh == 5) depthwise_backward_fixed<5, 5>(x, w, dy, dx, dw, b, d, work, s);
+    if (kh == 7) depthwise_backward_fixed<7, 7>(x, w, dy, dx, dw, b, d, work, s);
+    if (db) column_sums<1>(ColumnSum{dy, db, C}, B * Ho * Wo, C, work, s);  // after dw's finish: work is free
+    return cudaGetLastError();
+  }
   if (dx && total > 0)
     depthwise_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, H, W, C, Ho, Wo, kh, kw, sh, sw, ph,
                                                                pw);

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "io/safetensors.h"
 #include "ops/backend.h"
 #include "cli_expect.h"
@@ -104,6 +105,22 @@ TEST(CudaTraining, ModelWithoutGpuBackwardIsRefusedUpFront) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("has no backward pass there yet"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
+}
+
+// The NCCL path of multi-GPU data parallelism, on the one GPU a single-GPU machine has: a communicator
+// of one rank (its id still drawn by rank 0 and NCCL's all-reduce run on the backend's stream); the
+// mean over one rank is the tensor itself, bit for bit. Several GPUs: docs/distributed.md.
+TEST(CudaTraining, NcclAllReduceRunsOnOneGpu) {
+  MF_REQUIRE_GPU();
+  Backend& b = get_backend("cuda");
+  if (!b.supports_allreduce()) GTEST_SKIP() << "this build has no NCCL";
+  const Tensor ha = random_tensor({3, 1000}, 1), hc = random_tensor({5}, 2);
+  Tensor a = ha.to(Device::CUDA), c = hc.to(Device::CUDA);
+  b.allreduce_mean({&a, &c}, RankGroup{0, 1, nullptr});
+  b.allreduce_mean({&c}, RankGroup{0, 1, nullptr});  // the communicator is made once and reused
+  EXPECT_EQ(max_abs_diff(a.to(Device::CPU), ha), 0.0);
+  EXPECT_EQ(max_abs_diff(c.to(Device::CPU), hc), 0.0);
+  EXPECT_THROW(b.allreduce_mean({&a}, RankGroup{0, 2, nullptr}), Error);  // another job: refused, not hung
 }
 
 // --matmul chooses how the GPU's fp32 products multiply; elsewhere it is one clear line (no GPU needed).

@@ -25,6 +25,13 @@ void print_done(const TrainSummary& s) {
     fmt::print("done: {} epochs, {} steps, top-1 {:.2f}%, {:.0f} s\n", s.epochs_done, s.steps, 100 * s.last_top1,
                s.seconds);
 }
+
+// --device, or for one rank of several on GPUs, the GPU of its local rank (cuda:0, cuda:1, ... on
+// each host; docs/distributed.md).
+std::string device_of_rank(const std::string& device, const std::string& backend, const Distributed& dist) {
+  if (!device.empty() || backend != "cuda" || dist.world() == 1) return device;
+  return "cuda:" + std::to_string(dist.local_rank());
+}
 }  // namespace
 
 void register_train(CLI::App& app) {
@@ -111,7 +118,7 @@ void register_train(CLI::App& app) {
       saved.progress = o.progress;
       if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
       if (matmul->count() > 0) saved.matmul = o.matmul;
-      select_device(a->device, saved.backend);
+      select_device(device_of_rank(a->device, saved.backend, dist), saved.backend);
       DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);
       print_done(s);
@@ -120,7 +127,7 @@ void register_train(CLI::App& app) {
     MF_CHECK(!a->model.model.empty() || !a->model.config.empty(), "give a model: --model NAME or --config FILE");
     MF_CHECK(!a->data.empty(), "give --data (fashion-mnist, or a folder)");
     MF_CHECK(!a->out.empty(), "give --out RUN_DIR");
-    select_device(a->device, o.backend);
+    select_device(device_of_rank(a->device, o.backend, dist), o.backend);
     MetaFormerConfig config = resolve_config(a->model);
     DataSplits splits = open_data_for(a->data, config, a->max_image_pixels);
     o.data = a->data;

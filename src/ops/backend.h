@@ -65,6 +65,13 @@ struct AdamWScalars {
   float step_size;  // lr / (1 − β₁ᵗ)
 };
 
+// The ranks of a data-parallel job (train/distributed.h), as a backend's collectives see them: its
+// place, and how rank 0's bytes reach every rank (MPI_Bcast), to agree on a communicator.
+struct RankGroup {
+  int rank = 0, world = 1;
+  std::function<void(void* data, size_t bytes)> broadcast_from_root;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -376,6 +383,12 @@ class Backend {
   // where copy[k], avg[k] = w[k] instead (an integer counter).
   virtual void ema_update(const std::vector<Tensor*>& avg, const std::vector<const Tensor*>& w,
                           const std::vector<bool>& copy, float decay, float one_minus_decay);
+
+  // ---- collectives: each fp32 tensor on this backend's device replaced by its mean over the ranks of
+  // `group`. The host's is MPI's (train/distributed.cpp, not here); the cuda backend's is NCCL's, in a
+  // build that has NCCL. The default refuses.
+  virtual bool supports_allreduce() const { return false; }
+  virtual void allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group);
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

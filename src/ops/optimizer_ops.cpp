@@ -71,6 +71,10 @@ void Backend::ema_update(const std::vector<Tensor*>& avg, const std::vector<cons
   }
 }
 
+void Backend::allreduce_mean(const std::vector<Tensor*>&, const RankGroup&) {
+  fail("the {} backend has no all-reduce across ranks in this build", name());
+}
+
 namespace op {
 
 namespace {

@@ -163,6 +163,19 @@ void Distributed::barrier() const {
 #endif
 }
 
+void Distributed::broadcast(void* data, int64_t bytes) const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  for (int64_t at = 0; at < bytes; at += kMaxCount)
+    check_mpi(MPI_Bcast(static_cast<char*>(data) + at, static_cast<int>(std::min(kMaxCount, bytes - at)), MPI_BYTE, 0,
+                        MPI_COMM_WORLD),
+              "MPI_Bcast");
+#else
+  static_cast<void>(data);
+  static_cast<void>(bytes);
+#endif
+}
+
 void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params) {
   if (dist.world() == 1) return;
   int64_t total = 0;
@@ -218,8 +231,9 @@ void check_same_parameters(const Distributed& dist, const std::vector<std::pair<
   if (dist.world() == 1) return;
   uint64_t h = 0xCBF29CE484222325ULL;
   for (const auto& [name, p] : params) {
-    const auto* bytes = reinterpret_cast<const unsigned char*>(p->value.data());
-    for (int64_t i = 0; i < p->value.numel() * static_cast<int64_t>(sizeof(float)); ++i)
+    const Tensor host = p->value.to(Device::CPU);  // a GPU run's weights: a copy
+    const auto* bytes = reinterpret_cast<const unsigned char*>(host.data());
+    for (int64_t i = 0; i < host.numel() * static_cast<int64_t>(sizeof(float)); ++i)
       h = (h ^ bytes[i]) * 0x100000001B3ULL;
   }
   // Identical gradients and identical steps cannot make different weights: this is a bug, not a user's.

@@ -56,6 +56,9 @@ class Distributed {
   void check_same(const std::string& what, const std::string& value, const std::string& hint = kSameStartHint) const;
   void check_same_digest(const std::string& what, uint64_t digest, const std::string& hint = kSameStartHint) const;
   void barrier() const;
+  // Rank 0's `bytes` bytes at `data` to every rank (MPI_Bcast): how a GPU communicator's id travels
+  // (the cuda backend's NCCL all-reduce). Nothing happens in a world of one.
+  void broadcast(void* data, int64_t bytes) const;
 
   ~Distributed();
   Distributed(const Distributed&) = delete;

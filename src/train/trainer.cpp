@@ -426,8 +426,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   MF_CHECK(o.batch % dist.world() == 0, "the run's global batch of {} does not split evenly over {} ranks; use a "
            "number of ranks that divides it", o.batch, dist.world());
   Backend& backend = get_backend(o.backend);
-  MF_CHECK(dist.world() == 1 || backend.device() == Device::CPU, "data-parallel training across ranks runs on the "
-           "CPU backend only (the GPU's NCCL path is not done; docs/distributed.md)");
+  MF_CHECK(dist.world() == 1 || backend.device() == Device::CPU || backend.supports_allreduce(),
+           "data-parallel training across ranks on the {} backend needs NCCL, and this build has none "
+           "(docs/distributed.md)", backend.name());
   MF_CHECK(o.matmul == "fp32" || backend.name() == "cuda", "--matmul {} applies to --backend cuda (the {} backend "
            "multiplies in fp32; its bf16 mode is docs/bf16.md)", o.matmul, backend.name());
   set_gpu_matmul(o.matmul);
@@ -604,7 +605,15 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                                    : op::cross_entropy(ctx.exec, logits, targets, dlogits);
       MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", step, loss);
       model.backward(ctx, dlogits);
-      average_gradients(dist, opt.params());
+      if (backend.device() == Device::CPU) {
+        average_gradients(dist, opt.params());  // MPI
+      } else if (dist.world() > 1) {  // NCCL, on the device, on the backend's stream
+        std::vector<Tensor*> grads;
+        for (auto& [name, p] : opt.params()) grads.push_back(&p->grad);
+        backend.allreduce_mean(grads, RankGroup{dist.rank(), dist.world(), [&dist](void* d, size_t n) {
+                                                  dist.broadcast(d, static_cast<int64_t>(n));
+                                                }});
+      }
       if (o.clip_grad > 0) opt.clip_grad_norm(o.clip_grad);
       opt.step(sched.at(step));
       if (ema) ema->update();

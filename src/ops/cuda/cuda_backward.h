@@ -62,6 +62,9 @@ class CudaBackwardOps : public Backend {
   void scale_(const std::vector<Tensor*>& tensors, double factor) override;
   void ema_update(const std::vector<Tensor*>& avg, const std::vector<const Tensor*>& w, const std::vector<bool>& copy,
                   float decay, float one_minus_decay) override;
+  // NCCL (collectives.cpp): one communicator per process, made on first use; true when built with it.
+  bool supports_allreduce() const override;
+  void allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group) override;
 
 
  private:

@@ -1,0 +1,79 @@
+// The cuda backend's all-reduce across the ranks of a data-parallel job: NCCL (docs/distributed.md,
+// "On GPUs"). One communicator per process, made on the first call: rank 0 draws NCCL's unique id
+// and the job's own transport (MPI, through RankGroup::broadcast_from_root) carries it to the other
+// ranks, as llm.c does. The gradients are averaged in place on the backend's stream, so the
+// all-reduce is ordered after the backward kernels that wrote them and before the optimizer step,
+// with no synchronisation; the tensors of one call form one NCCL group (fused by NCCL into few
+// launches). ncclAvg divides by the world size inside the reduction.
+//
+// Without NCCL in the build (MF_HAVE_NCCL unset) the backend says so in supports_allreduce(), and
+// the trainer refuses a multi-rank GPU run at start.
+#include "ops/cuda/cuda_backward.h"
+#include "ops/cuda/cuda_context.h"
+
+#ifdef MF_HAVE_NCCL
+#include <nccl.h>
+#endif
+
+namespace mf {
+
+#ifdef MF_HAVE_NCCL
+namespace {
+
+void check_nccl(ncclResult_t r, const char* what) {
+  if (r != ncclSuccess) fail("{} failed: {} ({})", what, ncclGetErrorString(r), static_cast<int>(r));
+}
+
+struct Communicator {
+  ncclComm_t comm = nullptr;
+  int rank = -1, world = 0;
+};
+
+Communicator& communicator(const RankGroup& group) {
+  static Communicator c;
+  if (c.comm) {
+    MF_CHECK(c.rank == group.rank && c.world == group.world, "NCCL: the job changed from rank {} of {} to rank {} of {}",
+             c.rank, c.world, group.rank, group.world);
+    return c;
+  }
+  ncclUniqueId id{};
+  if (group.rank == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  if (group.world > 1) {
+    MF_CHECK(static_cast<bool>(group.broadcast_from_root), "NCCL: no way to share the communicator's id");
+    group.broadcast_from_root(&id, sizeof id);
+  }
+  check_nccl(ncclCommInitRank(&c.comm, group.world, id, group.rank), "ncclCommInitRank");
+  c.rank = group.rank;
+  c.world = group.world;
+  return c;
+}
+
+}  // namespace
+
+bool CudaBackwardOps::supports_allreduce() const { return true; }
+
+void CudaBackwardOps::allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group) {
+  Communicator& c = communicator(group);
+  check_nccl(ncclGroupStart(), "ncclGroupStart");
+  for (Tensor* t : tensors) {
+    MF_CHECK(t->device() == Device::CUDA && t->dtype() == DType::f32, "NCCL all-reduce of a {} {} tensor",
+             device_name(t->device()), dtype_name(t->dtype()));
+    check_nccl(ncclAllReduce(t->data(), t->data(), static_cast<size_t>(t->numel()), ncclFloat32, ncclAvg, c.comm,
+                             cuda::context().stream),
+               "ncclAllReduce");
+  }
+  check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+  for (Tensor* t : tensors) t->bump_version();
+}
+
+#else
+
+bool CudaBackwardOps::supports_allreduce() const { return false; }
+
+void CudaBackwardOps::allreduce_mean(const std::vector<Tensor*>&, const RankGroup&) {
+  fail("this build has no NCCL: the cuda backend cannot all-reduce across ranks (docs/distributed.md)");
+}
+
+#endif
+
+}  // namespace mf

@@ -136,6 +136,15 @@ TEST(CudaTraining, MatmulIsAGpuOption) {
                        "--matmul");
 }
 
+// --data synthetic:N takes a positive count; anything else is one clear line (no GPU needed).
+TEST(CudaTraining, MalformedSyntheticDataIsOneClearLine) {
+  TempDir tmp;
+  for (const char* bad : {"synthetic:", "synthetic:abc", "synthetic:0", "synthetic:12x"})
+    expect_clean_failure(run_cli({"train", "--config", kConfig, "--data", bad, "--out", tmp.file("run"), "--no-progress"}),
+                         "synthetic:N");
+  EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
+}
+
 // With bf16 tensor-core products the GPU run still learns, and stays deterministic.
 TEST(CudaTraining, Bf16MatmulTrainsDeterministically) {
   MF_REQUIRE_GPU();

@@ -227,6 +227,25 @@ struct ColumnSum {
   __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
 };
 
+// ---- complex product's weight gradient ----------------------------------------------------------
+// Column j = br · C + c of a [rows / brows, brows · C] view: row k is the input row k · brows + br.
+struct ComplexWeightGrad {
+  const float *a, *dy;
+  float* db;
+  int64_t brows, C;
+  __device__ void operator()(int64_t k, int64_t j, double* v) const {
+    const int64_t br = j / C, c = j - br * C, at = (k * brows + br) * 2 * C;
+    const double ar = a[at + c], ai = a[at + C + c], gr = dy[at + c], gi = dy[at + C + c];
+    v[0] = gr * ar + gi * ai;
+    v[1] = gi * ar - gr * ai;
+  }
+  __device__ void store(int64_t j, const double* s) const {
+    const int64_t br = j / C, c = j - br * C;
+    db[br * 2 * C + c] += static_cast<float>(s[0]);
+    db[br * 2 * C + C + c] += static_cast<float>(s[1]);
+  }
+};
+
 // ---- norms ---------------------------------------------------------------------------------------
 // stats [groups, 4]: mean, rstd, mean(g), mean(g · x̂)
 struct NormMoments {
@@ -751,6 +770,17 @@ cudaError_t scaled_residual_backward(const float* x, const float* rs, const floa
   if (total <= 0) return cudaGetLastError();
   scaled_residual_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
   if (d_rs || d_ls) column_sums<2>(ScaleGrads{x, branch, dy, d_rs, d_ls, C}, rows, C, work, s);
+  return cudaGetLastError();
+}
+
+int64_t complex_mul_weight_grad_work(int64_t rows, int64_t brows, int64_t C) {
+  return column_work(rows / brows, brows * C, 2);
+}
+
+cudaError_t complex_mul_weight_grad(const float* a, const float* dy, float* db, int64_t rows, int64_t brows, int64_t C,
+                                    double* work, cudaStream_t s) {
+  if (rows <= 0 || brows <= 0 || C <= 0) return cudaGetLastError();
+  column_sums<2>(ComplexWeightGrad{a, dy, db, brows, C}, rows / brows, brows * C, work, s);
   return cudaGetLastError();
 }
 

@@ -57,6 +57,13 @@ int64_t channel_affine_backward_work(int64_t rows, int64_t C);
 cudaError_t channel_affine_backward(const float* x, const float* alpha, const float* dy, float* dx, float* dalpha,
                                     float* dbeta, int64_t rows, int64_t C, double* work, cudaStream_t s);
 
+// The spectral filter's weight gradient (GFNet, AFF): y[r] = a[r] ⊙ b[r mod brows] in complex numbers,
+// rows [re C | im C]; db[br] += Σ over the rows r ≡ br (mod brows) of dy[r] ⊙ conj(a[r]), in double
+// in a fixed order. (da = dy ⊙ conj(b) is the forward complex_mul.)
+int64_t complex_mul_weight_grad_work(int64_t rows, int64_t brows, int64_t C);
+cudaError_t complex_mul_weight_grad(const float* a, const float* dy, float* db, int64_t rows, int64_t brows, int64_t C,
+                                    double* work, cudaStream_t s);
+
 // dx [B, HW, C] = dy [B, C] / HW
 cudaError_t global_avg_pool_backward(const float* dy, float* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s);
 

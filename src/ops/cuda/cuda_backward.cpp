@@ -110,6 +110,7 @@ bool CudaBackwardOps::supports_backward(OpKind op) const {
     case OpKind::ChannelSlice:
     case OpKind::TokenMix:
     case OpKind::ChannelAffine:
+    case OpKind::ComplexMul:
     case OpKind::Glu:
     case OpKind::CrossEntropy:
     // Backward passes made of forward ops the backend has (the adjoint transforms, a rescale).
@@ -358,6 +359,21 @@ void CudaBackwardOps::channel_affine_backward(const Tensor& x, const Tensor& alp
   ok(bw::channel_affine_backward(in(x), in(alpha), in(dy), out(dx), ga.get(), gb.get(), rows, C, work.p, stream()),
      "channel_affine backward");
   ga.finish();
+  gb.finish();
+}
+
+void CudaBackwardOps::complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da,
+                                           Tensor* db) {
+  require_fp32(OpKind::ComplexMul);
+  const int64_t C = a.shape().last(), rows = a.numel() / std::max<int64_t>(2 * C, 1);
+  const int64_t brows = b.numel() / std::max<int64_t>(2 * C, 1);
+  if (da) complex_mul(dy, b, /*conj_b=*/true, *da);
+  if (!db) return;
+  MF_CHECK(brows > 0 && rows % brows == 0, "complex_mul backward: {} rows do not repeat {} filter rows", rows, brows);
+  DeviceGrad gb(db, true);
+  Work work(bw::complex_mul_weight_grad_work(rows, brows, C));
+  ok(bw::complex_mul_weight_grad(in(a), in(dy), gb.get(), rows, brows, C, work.p, stream()),
+     "complex_mul backward");
   gb.finish();
 }
 

@@ -50,6 +50,8 @@ class CudaBackwardOps : public Backend {
                           Tensor* dbias) override;
   void channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx, Tensor* dalpha,
                                Tensor* dbeta) override;
+  // GFNet's and AFF's filter: da = dy ⊙ conj(b) by the forward kernel, db by column sums in double.
+  void complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da, Tensor* db) override;
   void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                     const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc) override;
   // The loss and its gradient (a forward op, for training only; fp32).

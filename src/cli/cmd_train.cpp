@@ -90,6 +90,8 @@ void register_train(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   sub->add_flag("--no-progress", a->no_progress, "no progress bar");
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
+  sub->add_option("--trace", a->o.trace, "write the initial weights and every step's lr, loss and batch to this folder, "
+                  "to replay the run elsewhere (bench/loss_curve_vs_torch.py; needs --drop-path 0, no mixup)");
   sub->callback([a, backend, matmul] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
@@ -116,6 +118,7 @@ void register_train(CLI::App& app) {
       saved.threads = o.threads;
       saved.workers = o.workers;
       saved.progress = o.progress;
+      saved.trace = o.trace;  // refused by train(): a trace starts at the first step
       if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
       if (matmul->count() > 0) saved.matmul = o.matmul;
       select_device(device_of_rank(a->device, saved.backend, dist), saved.backend);

@@ -33,6 +33,7 @@
 #include "train/optimizer.h"
 #include "train/run_lock.h"
 #include "train/schedule.h"
+#include "train/step_trace.h"
 
 namespace mf {
 
@@ -376,17 +377,6 @@ ResumePoint resume_point(const std::string& run_dir, const json& record, const T
        newest_problem);
 }
 
-// Training runs every op's backward pass on the backend: one missing there is named before anything
-// is written (the layout change of the input is never differentiated).
-void check_backward_ops(const MetaFormer& model, const Backend& backend) {
-  std::set<OpKind> ops;
-  model.all_ops(ops);
-  for (OpKind op : ops)
-    MF_CHECK(op == OpKind::NchwToNhwc || backend.supports_backward(op),
-             "model '{}' cannot train on the {} backend: {} has no backward pass there yet (train it on the cpu "
-             "backend)", model.config().name, backend.name(), op_name(op));
-}
-
 // Names every skipped file in RUN_DIR/skipped.txt, and says how many on stderr.
 void log_skipped(const std::string& run_dir, const std::string& when, const std::vector<std::string>& messages) {
   if (messages.empty()) return;
@@ -402,6 +392,16 @@ void log_skipped(const std::string& run_dir, const std::string& when, const std:
 }
 
 }  // namespace
+
+// The layout change of the input is never differentiated.
+void check_backward_ops(const MetaFormer& model, const Backend& backend) {
+  std::set<OpKind> ops;
+  model.all_ops(ops);
+  for (OpKind op : ops)
+    MF_CHECK(op == OpKind::NchwToNhwc || backend.supports_backward(op),
+             "model '{}' cannot train on the {} backend: {} has no backward pass there yet (train it on the cpu "
+             "backend)", model.config().name, backend.name(), op_name(op));
+}
 
 TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSplits& data, const std::string& run_dir,
                    bool resume, const std::string& init_weights) {
@@ -447,6 +447,15 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   MF_CHECK(config.in_chans == data.train->channels(), "the model takes {} input channels but {} has {}",
            config.in_chans, data.train->describe(), data.train->channels());
 
+  if (!o.trace.empty()) {
+    // A replay elsewhere sees the batches and the weights, not this run's random draws.
+    MF_CHECK(!resume, "--trace records a run from its first step; it does not combine with --resume");
+    MF_CHECK(!forecast && o.mixup == 0 && o.cutmix == 0 && config.drop_path_rate == 0,
+             "--trace records batches and weights, not random draws inside a step: it needs --drop-path 0 and no "
+             "mixup or cutmix, on a classifier");
+    MF_CHECK(dist.world() == 1, "--trace records a run of one process");
+  }
+
   MetaFormer model(config);
   model.check_backend(backend);
   check_backward_ops(model, backend);
@@ -490,6 +499,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   int start_epoch = 0;
   int64_t step = 0;
   double elapsed_before = 0;
+  std::unique_ptr<StepTrace> trace;
   std::vector<json> rows;
   if (resume) {
     const ResumePoint p = resume_point(run_dir, record, o, steps_per_epoch, model, opt, ema.get());
@@ -512,6 +522,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              "{} already holds a training run: resume it with --resume {}, or choose another --out", run_dir,
              run_dir);
     if (!init_weights.empty()) load_initial_weights(model, init_weights);
+    if (!o.trace.empty()) trace = std::make_unique<StepTrace>(o.trace, model);
     if (dist.is_root()) {
       write_text(run_dir + "/config.json", config_to_json(config).dump(2) + "\n");
       write_text(run_dir + "/train_args.json", o.to_json().dump(2) + "\n");
@@ -604,6 +615,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       const double loss = forecast ? forecast_mse(logits.to(Device::CPU), targets, dlogits)
                                    : op::cross_entropy(ctx.exec, logits, targets, dlogits);
       MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", step, loss);
+      if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
       model.backward(ctx, dlogits);
       if (backend.device() == Device::CPU) {
         average_gradients(dist, opt.params());  // MPI

@@ -20,6 +20,9 @@
 
 namespace mf {
 
+class Backend;
+class MetaFormer;
+
 struct TrainOptions {
   int epochs = 10;
   int64_t batch = 128;
@@ -48,6 +51,9 @@ struct TrainOptions {
   bool progress = true;    // progress bar on stderr
   bool profile = false;    // print the time per op family after each epoch
   std::string data;        // what --data named (recorded for --resume)
+  // --trace DIR: the initial weights and every step's lr, loss and batch, for replaying the run in
+  // another framework (train/step_trace.h). A diagnostic: not recorded, not compared on resume.
+  std::string trace;
 
   nlohmann::json to_json() const;
   static TrainOptions from_json(const nlohmann::json& j);
@@ -67,6 +73,11 @@ struct TrainSummary {
 // Trains `config` on `data` into `run_dir`. With `resume`, continues from run_dir's latest
 // checkpoint (its description and options are read from run_dir). `init_weights` (fine-tuning)
 // loads a checkpoint first, re-initialising a classifier whose size differs.
+// Training runs every op's backward pass on the backend: a model with an op that has none there is
+// refused in one line naming the op (train() checks before it writes anything; compare checks
+// every candidate before the first run).
+void check_backward_ops(const MetaFormer& model, const Backend& backend);
+
 TrainSummary train(MetaFormerConfig config, const TrainOptions& options, const DataSplits& data,
                    const std::string& run_dir, bool resume, const std::string& init_weights = "");
 

@@ -214,6 +214,40 @@ TEST(Compare, TimingOnTheGpuIsCheckedFirstAndReported) {
   EXPECT_NE(results.dump().find("\"timing\":\"cuda bf16\""), std::string::npos);
 }
 
+// --backend cuda trains every run on the GPU (and times there unless --timing-backend says
+// otherwise). Without a GPU, or with --matmul on the CPU, one clear line before anything is written;
+// with one, a mixer lacking a GPU backward pass is named before the first run.
+TEST(Compare, TrainingOnTheGpuIsCheckedFirst) {
+  TempDir tmp;
+  const std::string out = tmp.file("cmp");
+  CliResult r = run_cli(tiny_compare_args(out, "pooling", 1, {"--matmul", "bf16"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("--matmul bf16 applies to --backend cuda"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+
+  r = run_cli(tiny_compare_args(out, "pooling", 1, {"--backend", "cuda"}));
+  if (gpu_count() == 0) {
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << "nothing is trained before the backend is known to work";
+    return;
+  }
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(slurp(out + "/report.md").find("(backend cuda fp32)"), std::string::npos);
+  EXPECT_NE(slurp(out + "/report.md").find("--backend cuda"), std::string::npos);
+  const auto args = nlohmann::json::parse(slurp(out + "/runs/pooling/seed0/train_args.json"));
+  EXPECT_EQ(args["backend"], "cuda");
+
+  const std::string out2 = tmp.file("cmp2");
+  r = run_cli(tiny_compare_args(out2, "pooling,mix_shift", 1, {"--backend", "cuda"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("'mix_shift'"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("no backward pass there"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out2));
+}
+
 TEST(Compare, ReportStatesTheBudgetAndWhatItCannotShow) {
   TempDir tmp;
   // One seed and 4 steps (64 images in batches of 16): the report says so and what that cannot show.

@@ -26,6 +26,7 @@
 #include "core/threading.h"
 #include "io/file.h"
 #include "model/metaformer.h"
+#include "ops/backend.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
@@ -152,7 +153,9 @@ std::string command_line(const CompareArgs& a, const TrainOptions& o) {
   if (o.eval_subset) command += fmt::format(" --eval-subset {}", o.eval_subset);
   if (o.max_steps) command += fmt::format(" --max-steps {}", o.max_steps);
   if (o.threads) command += fmt::format(" --threads {}", o.threads);
-  if (a.timing.backend != "cpu" || a.timing.dtype != "fp32")
+  if (o.backend != "cpu") command += fmt::format(" --backend {}", o.backend);
+  if (o.matmul != "fp32") command += fmt::format(" --matmul {}", o.matmul);
+  if (a.timing.backend != o.backend || a.timing.dtype != "fp32")
     command += fmt::format(" --timing-backend {} --timing-dtype {}", a.timing.backend, a.timing.dtype);
   command += " --out " + a.out;
   return command;
@@ -162,15 +165,22 @@ std::string command_line(const CompareArgs& a, const TrainOptions& o) {
 // anything is trained or written: a misspelt mixer, or an option or size a mixer rejects, then stops
 // the command at once instead of after hours of training the candidates listed before it.
 void check_every_candidate_builds(const std::vector<Candidate>& candidates,
-                                  const std::vector<MetaFormerConfig>& configs) {
+                                  const std::vector<MetaFormerConfig>& configs, const Backend& training) {
   for (size_t c = 0; c < candidates.size(); ++c) {
     for (size_t d = 0; d < c; ++d)
       MF_CHECK(candidates[d].label != candidates[c].label, "--mixers names '{}' twice", candidates[c].label);
+    std::unique_ptr<MetaFormer> model;
     try {
       configs[c].validate();
-      MetaFormer model(configs[c]);
+      model = std::make_unique<MetaFormer>(configs[c]);
     } catch (const std::exception& e) {
       fail("--mixers: '{}' cannot be built: {}", candidates[c].label, e.what());
+    }
+    try {  // every op trains on the backend (a GPU lacks some backward passes)
+      model->check_backend(training);
+      check_backward_ops(*model, training);
+    } catch (const std::exception& e) {
+      fail("--mixers: '{}': {}", candidates[c].label, e.what());
     }
   }
 }
@@ -217,8 +227,11 @@ void run_compare(const CompareArgs& a) {
   o.progress = !a.no_progress;
   o.data = a.data;
   if (o.threads > 0) set_num_threads(o.threads);
-  // The timing backend is checked (a GPU that is not there, a bad --device) before any training.
-  select_device(a.timing.device, a.timing.backend);
+  // The training and timing backends are checked (a GPU that is not there, a bad --device) before
+  // any training; both use --device.
+  MF_CHECK(o.matmul == "fp32" || o.backend == "cuda", "--matmul {} applies to --backend cuda", o.matmul);
+  select_device(a.timing.device, o.backend == "cuda" ? o.backend : a.timing.backend);
+  const Backend& training = get_backend(o.backend);
   get_backend(a.timing.backend, parse_precision(a.timing.dtype));
   const MetaFormerConfig base = resolve_config(a.base);
   // AFFNet's own network has no per-stage token mixers to swap (its AFF blocks are fixed).
@@ -239,7 +252,7 @@ void run_compare(const CompareArgs& a) {
     config.name = base.name + "_" + cand.label;
     configs.push_back(config);
   }
-  check_every_candidate_builds(candidates, configs);
+  check_every_candidate_builds(candidates, configs, training);
   // Classifiers are ranked by test top-1, forecasters by test MSE (with the MAE beside it).
   const bool forecast = fitted.head.type == "forecast";
   const CompareMetric metric = forecast ? CompareMetric::forecast_mse() : CompareMetric::accuracy();
@@ -396,18 +409,26 @@ void register_compare(CLI::App& app) {
   sub->add_option("--workers", o.workers, "data-loading threads")->capture_default_str();
   sub->add_option("--latency-runs", a->runs1, "timed batch-1 passes per mixer")->capture_default_str();
   sub->add_option("--throughput-runs", a->runs8, "timed batch-8 passes per mixer")->capture_default_str();
-  sub->add_option("--timing-backend", a->timing.backend, "backend the latency and throughput are measured on: cpu or cuda")
+  sub->add_option("--backend", o.backend, "backend every run trains on: cpu or cuda (docs/cuda.md)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  sub->add_option("--matmul", o.matmul, "with --backend cuda: fp32 (exact), tf32 or bf16 matrix products")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  auto* timing_backend =
+      sub->add_option("--timing-backend", a->timing.backend,
+                      "backend the latency and throughput are measured on: cpu or cuda (default: --backend)")
+          ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->add_option("--timing-dtype", a->timing.dtype, "fp32 or bf16 for the timing backend (docs/cuda.md)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
-  sub->add_option("--device", a->timing.device, "cuda:N with --timing-backend cuda (default cuda:0)");
+  sub->add_option("--device", a->timing.device, "cuda:N with --backend or --timing-backend cuda (default cuda:0)");
   sub->add_flag("--no-progress", a->no_progress, "no progress bars");
   sub->add_flag("--remeasure", a->remeasure, "time inference again for finished runs too (e.g. on a quiet machine)");
   sub->add_flag("--force", a->force,
                 "retrain the runs in OUT whose recorded settings differ from this request (matching runs are kept)");
-  sub->callback([a] {
+  sub->callback([a, timing_backend] {
+    if (timing_backend->count() == 0) a->timing.backend = a->o.backend;
     // Its trainings would each be split over the ranks while every rank wrote the report.
     if (distributed().world() > 1)
       throw CollectiveError("compare runs as one process, not under mpirun (train is data-parallel; "

@@ -141,17 +141,13 @@ static DataSplits open_forecast_data_for(const std::string& spec, MetaFormerConf
   return s;
 }
 
-DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int64_t max_image_pixels) {
-  if (is_listops_spec(spec)) return open_sequence_data_for(spec, config);
-  if (is_forecast_spec(spec)) return open_forecast_data_for(spec, config);
-  MF_CHECK(!config.is_sequence(), "model '{}' takes sequences, and {} holds images (sequence data: listops, "
-           "listops-N; series: co2, sunspots, csv:PATH; docs/sequences.md)", config.name, spec);
-  if (is_synthetic_spec(spec)) {  // random images shaped as the model takes them (no normalisation)
-    MF_CHECK(config.input.size > 0, "model '{}' has no input size for synthetic images", config.name);
-    return open_synthetic(spec, config.input.size, config.in_chans, config.num_classes);
-  }
-  // Fashion-MNIST keeps its own resolution and statistics; image folders use the model's.
+// Fashion-MNIST keeps its own resolution (unless "fashion-mnist:N" resizes it) and statistics;
+// image folders use the model's.
+static DataSplits open_image_data_for(const std::string& spec_text, MetaFormerConfig& config,
+                                      int64_t max_image_pixels) {
   DataTransform t;
+  const auto [spec, upscale] = split_idx_upscale(spec_text);
+  t.upscale = upscale;
   t.size = config.input.size;
   t.crop_pct = config.input.crop_pct;
   t.interpolation = config.input.interpolation;
@@ -201,6 +197,18 @@ DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int6
     config.input.crop_pct = 1.0;
   }
   return s;
+}
+
+DataSplits open_data_for(const std::string& spec, MetaFormerConfig& config, int64_t max_image_pixels) {
+  if (is_listops_spec(spec)) return open_sequence_data_for(spec, config);
+  if (is_forecast_spec(spec)) return open_forecast_data_for(spec, config);
+  MF_CHECK(!config.is_sequence(), "model '{}' takes sequences, and {} holds images (sequence data: listops, "
+           "listops-N; series: co2, sunspots, csv:PATH; docs/sequences.md)", config.name, spec);
+  if (is_synthetic_spec(spec)) {  // random images shaped as the model takes them (no normalisation)
+    MF_CHECK(config.input.size > 0, "model '{}' has no input size for synthetic images", config.name);
+    return open_synthetic(spec, config.input.size, config.in_chans, config.num_classes);
+  }
+  return open_image_data_for(spec, config, max_image_pixels);
 }
 
 }  // namespace mf::cli

@@ -52,6 +52,7 @@ struct DataTransform {
   std::vector<float> std{0.229f, 0.224f, 0.225f};
   bool hflip = true;            // random horizontal flip when training
   int random_crop_padding = 2;  // Fashion-MNIST: random crop of the image padded by this many pixels
+  int upscale = 0;              // Fashion-MNIST: resize the (augmented) image to this side, bilinear (0: keep)
   double min_scale = 0.08;      // image folders: RandomResizedCrop scale range [min_scale, 1]
   int channels = 3;             // image folders: 3 (RGB) or 1 (grey: luma, as PIL's convert('L'))
   int64_t max_pixels = int64_t{1} << 28;  // image folders: larger images are skipped (--max-image-pixels)
@@ -77,6 +78,11 @@ struct DataSplits {
   std::unique_ptr<Dataset> eval;
 };
 DataSplits open_dataset(const std::string& spec, const DataTransform& transform);
+
+// "fashion-mnist:64" (or "<IDX folder>:64"): Fashion-MNIST resized to 64×64 (bilinear, as PyTorch's
+// interpolate with align_corners=False), for models that need more tokens than 28×28 gives. Returns
+// the spec without the suffix and the side, or the spec unchanged and 0 when it has no such suffix.
+std::pair<std::string, int> split_idx_upscale(const std::string& spec);
 
 extern const char* const kDebianFashionMnistDir;
 

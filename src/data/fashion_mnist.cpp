@@ -1,7 +1,11 @@
 // Fashion-MNIST (and MNIST) from IDX files: 28×28 grey images, 10 classes. Training augmentation:
 // a random crop of the image padded with `random_crop_padding` black pixels, and a random horizontal
-// flip (clothes are left-right symmetric as classes).
+// flip (clothes are left-right symmetric as classes). "fashion-mnist:N" then resizes the image to
+// N×N, bilinear with half-pixel centres (PyTorch's interpolate, align_corners=False), so that a
+// model's stages get more tokens than 28×28 gives.
+#include <algorithm>
 #include <filesystem>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -44,6 +48,7 @@ class FashionMnist : public Dataset {
       MF_CHECK(labels.data[i] < 10, "{}: label {} of sample {} is outside 0..9", label_path, labels.data[i], i);
     n_ = images.dims[0];
     side_ = static_cast<int>(images.dims[1]);
+    out_side_ = t_.upscale > 0 ? t_.upscale : side_;
     pixels_ = std::move(images.data);
     labels_ = std::move(labels.data);
     MF_CHECK(t_.mean.size() == 1 && t_.std.size() == 1, "Fashion-MNIST is grey: give one mean and one std");
@@ -52,20 +57,21 @@ class FashionMnist : public Dataset {
   int64_t size() const override { return n_; }
   int num_classes() const override { return 10; }
   int channels() const override { return 1; }
-  int image_size() const override { return side_; }
+  int image_size() const override { return out_side_; }
   std::vector<std::string> class_names() const override {
     return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
   }
   int64_t label(int64_t i) const override { return labels_[static_cast<size_t>(i)]; }
-  std::string describe() const override { return fmt::format("Fashion-MNIST {} ({} images)", split_, n_); }
+  std::string describe() const override {
+    return fmt::format("Fashion-MNIST {} ({} images{})", split_, n_,
+                       out_side_ != side_ ? fmt::format(", resized to {}x{}", out_side_, out_side_) : "");
+  }
 
   Sample get(int64_t i, bool train, Rng& rng) const override {
     const uint8_t* src = pixels_.data() + static_cast<size_t>(i) * side_ * side_;
     const float mean = t_.mean[0], inv_std = 1.f / t_.std[0];
     Sample s;
     s.label = labels_[static_cast<size_t>(i)];
-    s.image = Tensor::empty({side_, side_, 1});
-    float* dst = s.image.data();
     int dx = 0, dy = 0;
     bool flip = false;
     if (train) {
@@ -74,14 +80,43 @@ class FashionMnist : public Dataset {
       dx = static_cast<int>(rng.below(static_cast<uint64_t>(2 * pad + 1))) - pad;
       flip = t_.hflip && rng.uniform() < 0.5f;
     }
+    // The augmented image in [0, 1], at the file's resolution.
+    std::vector<float> pixels(static_cast<size_t>(side_) * side_);
     for (int y = 0; y < side_; ++y)
       for (int x = 0; x < side_; ++x) {
         const int sy = y + dy, sx0 = x + dx;
         const int sx = flip ? side_ - 1 - sx0 : sx0;
         const bool inside = sy >= 0 && sy < side_ && sx >= 0 && sx < side_;
-        const float v = inside ? src[sy * side_ + sx] / 255.f : 0.f;
-        dst[y * side_ + x] = (v - mean) * inv_std;
+        pixels[static_cast<size_t>(y) * side_ + x] = inside ? src[sy * side_ + sx] / 255.f : 0.f;
       }
+    s.image = Tensor::empty({out_side_, out_side_, 1});
+    float* dst = s.image.data();
+    if (out_side_ == side_) {
+      for (size_t k = 0; k < pixels.size(); ++k) dst[k] = (pixels[k] - mean) * inv_std;
+      return s;
+    }
+    // Bilinear, half-pixel centres, the source coordinate clamped at 0 (PyTorch's upsample_bilinear2d).
+    const float ratio = static_cast<float>(side_) / static_cast<float>(out_side_);
+    auto source = [&](int o, int& i0, int& i1, float& w1) {
+      const float f = std::max(0.f, (static_cast<float>(o) + 0.5f) * ratio - 0.5f);
+      i0 = std::min(static_cast<int>(f), side_ - 1);
+      i1 = std::min(i0 + 1, side_ - 1);
+      w1 = f - static_cast<float>(i0);
+    };
+    for (int y = 0; y < out_side_; ++y) {
+      int y0, y1;
+      float wy;
+      source(y, y0, y1, wy);
+      for (int x = 0; x < out_side_; ++x) {
+        int x0, x1;
+        float wx;
+        source(x, x0, x1, wx);
+        const float* r0 = pixels.data() + static_cast<size_t>(y0) * side_;
+        const float* r1 = pixels.data() + static_cast<size_t>(y1) * side_;
+        const float top = (1.f - wx) * r0[x0] + wx * r0[x1], bottom = (1.f - wx) * r1[x0] + wx * r1[x1];
+        dst[static_cast<size_t>(y) * out_side_ + x] = ((1.f - wy) * top + wy * bottom - mean) * inv_std;
+      }
+    }
     return s;
   }
 
@@ -89,7 +124,7 @@ class FashionMnist : public Dataset {
   DataTransform t_;
   std::string split_;
   int64_t n_ = 0;
-  int side_ = 0;
+  int side_ = 0, out_side_ = 0;
   std::vector<uint8_t> pixels_, labels_;
 };
 

@@ -259,6 +259,21 @@ std::unique_ptr<Dataset> open_image_folder(const std::string& dir, const DataTra
   return std::make_unique<ImageFolder>(dir, transform);
 }
 
+std::pair<std::string, int> split_idx_upscale(const std::string& spec) {
+  namespace fs = std::filesystem;
+  const size_t colon = spec.rfind(':');
+  if (colon == std::string::npos || colon + 1 == spec.size()) return {spec, 0};
+  const std::string base = spec.substr(0, colon), side = spec.substr(colon + 1);
+  const bool idx = base == "fashion-mnist" || fs::exists(base + "/train-images-idx3-ubyte") ||
+                   fs::exists(base + "/train-images-idx3-ubyte.gz");
+  if (!idx) return {spec, 0};
+  MF_CHECK(side.size() <= 4 && side.find_first_not_of("0123456789") == std::string::npos,
+           "{}: the size after ':' must be a number of pixels, like {}:64", spec, base);
+  const int n = std::stoi(side);
+  MF_CHECK(n >= 8 && n <= 1024, "{}: the image side must be between 8 and 1024 pixels", spec);
+  return {base, n};
+}
+
 DataSplits open_dataset(const std::string& spec, const DataTransform& transform) {
   namespace fs = std::filesystem;
   if (spec == kLongRange) return open_long_range();

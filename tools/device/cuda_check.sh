@@ -16,6 +16,12 @@
 #                 caformer_s18, mambaout_femto, with --profile
 #   sbs.md        (step sbs, not in the default set: minutes of torch.compile) bench/gpu_side_by_side.py:
 #                 the engine against timm eager and torch.compile in bf16, batch 256 and 1, peak memory
+#   curve.md      (step curve, not in the default set) bench/loss_curve_vs_torch.py: the engine's training loss
+#                 over 300 Fashion-MNIST steps (--matmul fp32 and bf16, --trace) against PyTorch fp32 and bf16
+#                 autocast from the same initial weights and batches; loss_curves.csv and loss_curves.svg beside it
+#   compare.log   (step compare, not in the default set) scripts/compare_experiment_gpu.sh: the MetaFormer
+#                 experiment on the GPU (runs in /tmp/cmp_gpu, resumed by a later call; COMPARE_TIMEOUT);
+#                 its report and plots in fmnist_gpu/, each finished run's result in cmp_runs/
 #   memcheck.log  compute-sanitizer memcheck on the op harness (forward and grad modes) and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
@@ -25,7 +31,8 @@
 #                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train parity bench memcheck sbs ncu kernels dwab (default: all but the last four). SBS_MODELS and
+# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels dwab curve compare (default: build ops grad
+# checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
 set -uo pipefail
@@ -59,7 +66,25 @@ if has build; then
   else  # NO_SRC=1 bundle: the checkout the stage lives in (build/cuda-device/../..)
     rm -rf "$S" && ln -s "$(cd "$stage/../.." && pwd)" "$S"
   fi
-  if has parity; then  # timm's float64 references on the CPU, while the build runs
+  if has compare; then
+  # The MetaFormer experiment redone on the GPU (docs/experiments/README.md). A call that runs out of
+  # time leaves its finished runs in /tmp/cmp_gpu; the next call on the same warm machine goes on.
+  echo "== the MetaFormer experiment on the GPU: scripts/compare_experiment_gpu.sh" | tee "$OUT/compare.log"
+  if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -d "$stage/fashion-mnist" ]; then
+    mkdir -p /usr/share/datasets && ln -sfn "$stage/fashion-mnist" /usr/share/datasets/fashion-mnist
+  fi
+  (cd "$S" && BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout "${COMPARE_TIMEOUT:-500}" \
+     bash scripts/compare_experiment_gpu.sh 2>&1) > /tmp/compare.out
+  echo "rc=$?" | tee -a "$OUT/compare.log"
+  grep -vE "^epoch|^training|^resuming|^  " /tmp/compare.out | tail -40 | tee -a "$OUT/compare.log"
+  mkdir -p "$OUT/cmp_runs"
+  for r in /tmp/cmp_gpu/runs/*/seed*; do
+    [ -f "$r/result.json" ] && cp "$r/result.json" "$OUT/cmp_runs/$(basename "$(dirname "$r")")_$(basename "$r").json"
+  done
+  ls "$OUT/cmp_runs" | wc -l | sed 's/^/finished runs: /' | tee -a "$OUT/compare.log"
+fi
+
+if has parity; then  # timm's float64 references on the CPU, while the build runs
     (cd "$S" && OMP_NUM_THREADS=8 timeout 500 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1;
      echo "rc=$?" >> /tmp/parity_gen.log; touch /tmp/parity_gen.done) &
   fi
@@ -148,6 +173,17 @@ if has gputrain; then
   (cd "$S" && timeout "${TRAIN_SBS_TIMEOUT:-300}" python3 bench/gpu_train_side_by_side.py --metaformer "$M" \
      --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/train_sbs.json" 2>&1) |
     tee -a "$OUT/gputrain.log" | tail -8
+fi
+
+if has curve; then
+  # The issue's bf16 loss-curve check: 300 traced engine steps (fp32, then --matmul bf16) replayed in PyTorch.
+  echo "== loss curve against PyTorch: Fashion-MNIST, 300 steps, fp32 and bf16" | tee "$OUT/curve.md"
+  [ -d "$stage/fashion-mnist" ] && FMNIST_DIR=${FMNIST_DIR:-$stage/fashion-mnist}
+  rm -rf /tmp/curve
+  (cd "$S" && timeout 400 python3 bench/loss_curve_vs_torch.py --engine "$M" --config configs/fmnist_convformer.json \
+     --data "${FMNIST_DIR:-fashion-mnist}" --steps 300 --out /tmp/curve 2>&1) | tee -a "$OUT/curve.md"
+  echo "rc=${PIPESTATUS[0]}" | tee -a "$OUT/curve.md"
+  cp /tmp/curve/loss_curves.csv /tmp/curve/loss_curves.svg "$OUT/" 2>/dev/null
 fi
 
 if has parity; then

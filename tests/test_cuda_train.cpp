@@ -12,7 +12,11 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/config.h"
+#include "model/metaformer.h"
 #include "ops/backend.h"
+#include "ops/ref/ref_backend.h"
+#include "train/trainer.h"
 #include "cli_expect.h"
 #include "test_util.h"
 #include "train_fixtures.h"
@@ -90,21 +94,36 @@ TEST(CudaTraining, RunsMoveBetweenTheGpuAndTheCpu) {
   EXPECT_EQ(gpu.names(), cpu.names());
 }
 
-// A model with an op whose backward has no CUDA kernel is refused before anything is written.
+// A model the GPU cannot train is refused before anything is written. Today every op with a CUDA
+// forward pass has a CUDA backward pass, so a model with an op the GPU lacks altogether (MS-MLP's
+// spatial shift) stands in; the backward check itself is BackwardCheckNamesTheOp.
 TEST(CudaTraining, ModelWithoutGpuBackwardIsRefusedUpFront) {
   MF_REQUIRE_GPU();
   TempDir tmp;
   write_idx_dataset(tmp.file("data"), 64, 32);
-  // The comparison's small model with GFNet's global filter (complex_mul has no CUDA backward yet).
   auto config = nlohmann::json::parse(read_bytes(source_path("configs/compare_fmnist.json")));
-  config["mixers"] = "global_filter";
+  config["mixers"] = "mix_shift";
   const std::string text = config.dump();
-  write_bytes(tmp.file("gf.json"), std::vector<uint8_t>(text.begin(), text.end()));
-  CliResult r = run_cli({"train", "--config", tmp.file("gf.json"), "--data", tmp.file("data"), "--out",
-                         tmp.file("run"), "--backend", "cuda", "--no-progress"});
+  write_bytes(tmp.file("ms.json"), std::vector<uint8_t>(text.begin(), text.end()));
+  CliResult r = run_cli({"train", "--config", tmp.file("ms.json"), "--data", tmp.file("data"), "--out",
+                         tmp.file("run"), "--backend", "cuda", "--batch", "16", "--no-progress"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
-  EXPECT_NE(r.err.find("has no backward pass there yet"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("spatial_shift"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
+}
+
+// The check train() and compare make before anything is written: a backend that has an op's forward
+// pass but not its backward is refused in one line naming the model, the backend and the op.
+TEST(CudaTraining, BackwardCheckNamesTheOp) {
+  class NoPoolingBackward : public RefBackend {
+   public:
+    bool supports_backward(OpKind op) const override { return op != OpKind::PoolMinusInput; }
+  } backend;
+  const auto bytes = read_bytes(source_path("configs/compare_fmnist.json"));
+  MetaFormer model(parse_config(std::string(bytes.begin(), bytes.end()), "compare_fmnist.json"));
+  const std::string err = error_of([&] { check_backward_ops(model, backend); });
+  EXPECT_NE(err.find("model 'cmp_fmnist' cannot train on the ref backend: pool_minus_input has no backward pass "
+                     "there yet"), std::string::npos) << err;
 }
 
 // The NCCL path of multi-GPU data parallelism, on the one GPU a single-GPU machine has: a communicator

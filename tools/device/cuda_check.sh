@@ -66,25 +66,7 @@ if has build; then
   else  # NO_SRC=1 bundle: the checkout the stage lives in (build/cuda-device/../..)
     rm -rf "$S" && ln -s "$(cd "$stage/../.." && pwd)" "$S"
   fi
-  if has compare; then
-  # The MetaFormer experiment redone on the GPU (docs/experiments/README.md). A call that runs out of
-  # time leaves its finished runs in /tmp/cmp_gpu; the next call on the same warm machine goes on.
-  echo "== the MetaFormer experiment on the GPU: scripts/compare_experiment_gpu.sh" | tee "$OUT/compare.log"
-  if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -d "$stage/fashion-mnist" ]; then
-    mkdir -p /usr/share/datasets && ln -sfn "$stage/fashion-mnist" /usr/share/datasets/fashion-mnist
-  fi
-  (cd "$S" && BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout "${COMPARE_TIMEOUT:-500}" \
-     bash scripts/compare_experiment_gpu.sh 2>&1) > /tmp/compare.out
-  echo "rc=$?" | tee -a "$OUT/compare.log"
-  grep -vE "^epoch|^training|^resuming|^  " /tmp/compare.out | tail -40 | tee -a "$OUT/compare.log"
-  mkdir -p "$OUT/cmp_runs"
-  for r in /tmp/cmp_gpu/runs/*/seed*; do
-    [ -f "$r/result.json" ] && cp "$r/result.json" "$OUT/cmp_runs/$(basename "$(dirname "$r")")_$(basename "$r").json"
-  done
-  ls "$OUT/cmp_runs" | wc -l | sed 's/^/finished runs: /' | tee -a "$OUT/compare.log"
-fi
-
-if has parity; then  # timm's float64 references on the CPU, while the build runs
+  if has parity; then  # timm's float64 references on the CPU, while the build runs
     (cd "$S" && OMP_NUM_THREADS=8 timeout 500 python3 tools/golden/full_parity.py /tmp/full > /tmp/parity_gen.log 2>&1;
      echo "rc=$?" >> /tmp/parity_gen.log; touch /tmp/parity_gen.done) &
   fi
@@ -184,6 +166,24 @@ if has curve; then
      --data "${FMNIST_DIR:-fashion-mnist}" --steps 300 --out /tmp/curve 2>&1) | tee -a "$OUT/curve.md"
   echo "rc=${PIPESTATUS[0]}" | tee -a "$OUT/curve.md"
   cp /tmp/curve/loss_curves.csv /tmp/curve/loss_curves.svg "$OUT/" 2>/dev/null
+fi
+
+if has compare; then
+  # The MetaFormer experiment redone on the GPU (docs/experiments/README.md). A call that runs out of
+  # time leaves its finished runs in /tmp/cmp_gpu; the next call on the same warm machine goes on.
+  echo "== the MetaFormer experiment on the GPU: scripts/compare_experiment_gpu.sh" | tee "$OUT/compare.log"
+  if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -d "$stage/fashion-mnist" ]; then
+    mkdir -p /usr/share/datasets && ln -sfn "$stage/fashion-mnist" /usr/share/datasets/fashion-mnist
+  fi
+  (cd "$S" && BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout "${COMPARE_TIMEOUT:-500}" \
+     bash scripts/compare_experiment_gpu.sh 2>&1) > /tmp/compare.out
+  echo "rc=$?" | tee -a "$OUT/compare.log"
+  grep -vE "^epoch|^training|^resuming|^  " /tmp/compare.out | tail -40 | tee -a "$OUT/compare.log"
+  mkdir -p "$OUT/cmp_runs"
+  for r in /tmp/cmp_gpu/runs/*/seed*; do
+    [ -f "$r/result.json" ] && cp "$r/result.json" "$OUT/cmp_runs/$(basename "$(dirname "$r")")_$(basename "$r").json"
+  done
+  ls "$OUT/cmp_runs" | wc -l | sed 's/^/finished runs: /' | tee -a "$OUT/compare.log"
 fi
 
 if has parity; then

@@ -84,6 +84,10 @@ void register_train(CLI::App& app) {
                                  "bf16 (tensor cores; docs/cuda.md); may change on --resume")
                      ->capture_default_str()
                      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  auto* allreduce = sub->add_option("--allreduce", o.allreduce, "under mpirun: gradients travel between the ranks in "
+                                    "fp32 or bf16 (half the bytes; docs/distributed.md); may change on --resume")
+                        ->capture_default_str()
+                        ->check(CLI::IsMember({"fp32", "bf16"}));
   sub->add_option("--max-image-pixels", a->max_image_pixels,
                   "image folders: skip images with more pixels than this (decompression bombs)")
       ->capture_default_str()
@@ -92,7 +96,7 @@ void register_train(CLI::App& app) {
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
   sub->add_option("--trace", a->o.trace, "write the initial weights and every step's lr, loss and batch to this folder, "
                   "to replay the run elsewhere (bench/loss_curve_vs_torch.py; needs --drop-path 0, no mixup)");
-  sub->callback([a, backend, matmul] {
+  sub->callback([a, backend, matmul, allreduce] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
     // Under mpirun: one rank of a data-parallel job (docs/distributed.md). Rank 0 alone prints; the
@@ -121,6 +125,7 @@ void register_train(CLI::App& app) {
       saved.trace = o.trace;  // refused by train(): a trace starts at the first step
       if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
       if (matmul->count() > 0) saved.matmul = o.matmul;
+      if (allreduce->count() > 0) saved.allreduce = o.allreduce;
       select_device(device_of_rank(a->device, saved.backend, dist), saved.backend);
       DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);

@@ -70,6 +70,9 @@ struct AdamWScalars {
 struct RankGroup {
   int rank = 0, world = 1;
   std::function<void(void* data, size_t bytes)> broadcast_from_root;
+  // The tensors travel as bf16 (train --allreduce bf16): half the bytes, each rank's values rounded
+  // once to bf16 before the reduction, the mean rounded to bf16 again, then widened in place.
+  bool bf16 = false;
 };
 
 class Backend {

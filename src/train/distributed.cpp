@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -122,6 +123,48 @@ void Distributed::allreduce_mean(float* data, int64_t n) const {
   for (int64_t i = 0; i < n; ++i) data[i] /= count;
 }
 
+namespace {
+// bf16 as the top 16 bits of a float, rounded to nearest with ties to even (a NaN stays a NaN).
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float from_bf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+#ifdef MF_HAVE_MPI
+// MPI has no bf16 type: 16-bit words with a sum of our own, each addition rounded to bf16.
+void sum_bf16(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+}
+#endif
+}  // namespace
+
+void Distributed::allreduce_mean_bf16(float* data, int64_t n) const {
+  if (world_ == 1) return;
+  std::vector<uint16_t> low(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) low[static_cast<size_t>(i)] = to_bf16(data[i]);
+#ifdef MF_HAVE_MPI
+  MPI_Op op;
+  check_mpi(MPI_Op_create(&sum_bf16, /*commute=*/1, &op), "MPI_Op_create");
+  for (int64_t at = 0; at < n; at += kMaxCount)
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, low.data() + at, static_cast<int>(std::min(kMaxCount, n - at)),
+                            MPI_UINT16_T, op, MPI_COMM_WORLD),
+              "MPI_Allreduce (bf16)");
+  MPI_Op_free(&op);
+#endif
+  const float inv = 1.f / static_cast<float>(world_);
+  for (int64_t i = 0; i < n; ++i) data[i] = from_bf16(low[static_cast<size_t>(i)]) * inv;
+}
+
 void Distributed::allreduce_sum(double* data, int64_t n) const {
   if (world_ == 1) return;
 #ifdef MF_HAVE_MPI
@@ -176,7 +219,8 @@ void Distributed::broadcast(void* data, int64_t bytes) const {
 #endif
 }
 
-void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params) {
+void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,
+                       bool bf16) {
   if (dist.world() == 1) return;
   int64_t total = 0;
   for (const auto& [name, p] : params) {
@@ -192,7 +236,11 @@ void average_gradients(const Distributed& dist, const std::vector<std::pair<std:
     std::copy_n(p->grad.data(), p->grad.numel(), bucket.data() + at);
     at += p->grad.numel();
   }
-  dist.allreduce_mean(bucket.data(), total);
+  if (bf16) {
+    dist.allreduce_mean_bf16(bucket.data(), total);
+  } else {
+    dist.allreduce_mean(bucket.data(), total);
+  }
   at = 0;
   for (const auto& [name, p] : params) {
     std::copy_n(bucket.data() + at, p->grad.numel(), p->grad.data());

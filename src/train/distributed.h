@@ -45,6 +45,10 @@ class Distributed {
   // order of a single process summing the whole batch, so N ranks match 1 rank to float tolerance,
   // not bit for bit. Nothing happens in a world of one.
   void allreduce_mean(float* data, int64_t n) const;
+  // The same mean with the values on the wire in bf16 (train --allreduce bf16): half the bytes. Each
+  // rank's values are rounded to bf16 (to nearest, ties to even), every partial sum is rounded to
+  // bf16 again (a user MPI_Op adding in float), and the sum is divided by world() in float.
+  void allreduce_mean_bf16(float* data, int64_t n) const;
   void allreduce_sum(float* data, int64_t n) const;
   // Sums in float64: evaluation sums, losses and counts.
   void allreduce_sum(double* data, int64_t n) const;
@@ -78,8 +82,10 @@ Distributed& distributed();
 
 // Averages the gradients of `params` over the ranks: one MPI_Allreduce over one flat buffer (the
 // gradients in order; on the CPU a copy costs far less than one MPI call per parameter), then a
-// division by the world size: the mean of the ranks' batch means. Nothing happens in a world of one.
-void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params);
+// division by the world size: the mean of the ranks' batch means; with `bf16`, allreduce_mean_bf16.
+// Nothing happens in a world of one.
+void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,
+                       bool bf16 = false);
 
 // BatchNorm's running statistics (the float buffers among `params`) are each rank's own, from its
 // share of every batch: this sets them to their mean over the ranks (timm's --dist-bn reduce), with one

@@ -65,6 +65,7 @@ json TrainOptions::to_json() const {
               {"keep_checkpoints", keep_checkpoints},
               {"backend", backend},
               {"matmul", matmul},
+              {"allreduce", allreduce},
               {"threads", threads},
               {"data", data}};
 }
@@ -99,6 +100,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
     get("keep_checkpoints", o.keep_checkpoints);
     get("backend", o.backend);
     get("matmul", o.matmul);
+    get("allreduce", o.allreduce);
     get("threads", o.threads);
     get("data", o.data);
   } catch (const json::exception& e) {
@@ -256,8 +258,8 @@ void append_line(const std::string& path, const std::string& line) {
 // may change; docs/training.md lists them.
 json fixed_options(const TrainOptions& o) {
   json j = o.to_json();
-  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "eval_batch",
-                        "keep_checkpoints"})
+  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "allreduce",
+                        "eval_batch", "keep_checkpoints"})
     j.erase(k);
   return j;
 }
@@ -432,6 +434,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   MF_CHECK(o.matmul == "fp32" || backend.name() == "cuda", "--matmul {} applies to --backend cuda (the {} backend "
            "multiplies in fp32; its bf16 mode is docs/bf16.md)", o.matmul, backend.name());
   set_gpu_matmul(o.matmul);
+  MF_CHECK(o.allreduce == "fp32" || o.allreduce == "bf16", "--allreduce is fp32 or bf16, not '{}'", o.allreduce);
   if (o.drop_path >= 0) config.drop_path_rate = o.drop_path;
   if (forecast) {
     MF_CHECK(config.head.horizon == data.train->horizon(), "the model forecasts {} steps but {} has {}",
@@ -618,13 +621,15 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
       model.backward(ctx, dlogits);
       if (backend.device() == Device::CPU) {
-        average_gradients(dist, opt.params());  // MPI
+        average_gradients(dist, opt.params(), o.allreduce == "bf16");  // MPI
       } else if (dist.world() > 1) {  // NCCL, on the device, on the backend's stream
         std::vector<Tensor*> grads;
         for (auto& [name, p] : opt.params()) grads.push_back(&p->grad);
-        backend.allreduce_mean(grads, RankGroup{dist.rank(), dist.world(), [&dist](void* d, size_t n) {
+        backend.allreduce_mean(grads, RankGroup{dist.rank(), dist.world(),
+                                                [&dist](void* d, size_t n) {
                                                   dist.broadcast(d, static_cast<int64_t>(n));
-                                                }});
+                                                },
+                                                o.allreduce == "bf16"});
       }
       if (o.clip_grad > 0) opt.clip_grad_norm(o.clip_grad);
       opt.step(sched.at(step));

@@ -47,6 +47,9 @@ struct TrainOptions {
   // The cuda backend's fp32 matrix products: "fp32" (exact), "tf32" or "bf16" (tensor cores;
   // set_gpu_matmul). Storage, norms and the optimizer stay fp32.
   std::string matmul = "fp32";
+  // How gradients travel between the ranks of a data-parallel run: "fp32", or "bf16" (half the
+  // bytes; docs/distributed.md). May change on resume, as the backend may.
+  std::string allreduce = "fp32";
   int threads = 0;
   bool progress = true;    // progress bar on stderr
   bool profile = false;    // print the time per op family after each epoch

@@ -10,6 +10,7 @@
 // the trainer refuses a multi-rank GPU run at start.
 #include "ops/cuda/cuda_backward.h"
 #include "ops/cuda/cuda_context.h"
+#include "ops/cuda/kernels/kernels.h"
 
 #ifdef MF_HAVE_NCCL
 #include <nccl.h>
@@ -22,6 +23,10 @@ namespace {
 
 void check_nccl(ncclResult_t r, const char* what) {
   if (r != ncclSuccess) fail("{} failed: {} ({})", what, ncclGetErrorString(r), static_cast<int>(r));
+}
+
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("{} failed: {}", what, cudaGetErrorString(e));
 }
 
 struct Communicator {
@@ -54,15 +59,33 @@ bool CudaBackwardOps::supports_allreduce() const { return true; }
 
 void CudaBackwardOps::allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group) {
   Communicator& c = communicator(group);
-  check_nccl(ncclGroupStart(), "ncclGroupStart");
-  for (Tensor* t : tensors) {
+  cudaStream_t stream = cuda::context().stream;
+  for (Tensor* t : tensors)
     MF_CHECK(t->device() == Device::CUDA && t->dtype() == DType::f32, "NCCL all-reduce of a {} {} tensor",
              device_name(t->device()), dtype_name(t->dtype()));
-    check_nccl(ncclAllReduce(t->data(), t->data(), static_cast<size_t>(t->numel()), ncclFloat32, ncclAvg, c.comm,
-                             cuda::context().stream),
+  // bf16 (RankGroup::bf16): each gradient narrowed into a pooled bf16 copy, reduced as ncclBfloat16,
+  // widened back; all on the same stream, so still no synchronisation.
+  std::vector<Tensor> low;
+  if (group.bf16) {
+    low.reserve(tensors.size());
+    for (Tensor* t : tensors) {
+      low.push_back(Tensor::empty(t->shape(), Device::CUDA, DType::bf16));
+      cuda_ok(cuda::kernels::cast(t->data(), static_cast<cuda::kernels::bf16*>(low.back().raw()), t->numel(), stream),
+              "cast a gradient to bf16");
+    }
+  }
+  check_nccl(ncclGroupStart(), "ncclGroupStart");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    void* data = group.bf16 ? low[i].raw() : tensors[i]->data();
+    check_nccl(ncclAllReduce(data, data, static_cast<size_t>(tensors[i]->numel()),
+                             group.bf16 ? ncclBfloat16 : ncclFloat32, ncclAvg, c.comm, stream),
                "ncclAllReduce");
   }
   check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+  for (size_t i = 0; i < low.size(); ++i)
+    cuda_ok(cuda::kernels::cast(static_cast<const cuda::kernels::bf16*>(low[i].raw()), tensors[i]->data(),
+                                tensors[i]->numel(), stream),
+            "widen a gradient from bf16");
   for (Tensor* t : tensors) t->bump_version();
 }
 

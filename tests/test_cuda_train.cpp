@@ -59,11 +59,7 @@ TEST(CudaTraining, SameSeedSameWeightsAndResumeAfterKillIsBitExact) {
   ASSERT_EQ(b.exit_code, 0) << b.err;
   EXPECT_TRUE(read_bytes(tmp.file("b/model.safetensors")) == reference) << "two GPU runs with one seed differ";
 
-  setenv("MF_DEBUG_KILL_AT_STEP", "15", 1);
-  CliResult killed = run_cli(gpu_train_args(data, tmp.file("c"), 3));
-  unsetenv("MF_DEBUG_KILL_AT_STEP");
-  EXPECT_EQ(killed.exit_code, 128 + SIGKILL);
-  CliResult resumed = run_cli({"train", "--resume", tmp.file("c"), "--no-progress"});
+  CliResult resumed = kill_at_step_then_resume(gpu_train_args(data, tmp.file("c"), 3), tmp.file("c"), 15);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_TRUE(read_bytes(tmp.file("c/model.safetensors")) == reference) << "resumed GPU run differs";
   EXPECT_TRUE(read_bytes(tmp.file("c/model_ema.safetensors")) == reference_ema) << "resumed EMA differs";

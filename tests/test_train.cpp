@@ -68,14 +68,9 @@ TEST(Train, SameSeedSameWeightsAndResumeAfterKillIsBitExact) {
   EXPECT_TRUE(read_bytes(tmp.file("b/model.safetensors")) == reference) << "two runs with one seed differ";
 
   // Killed with SIGKILL after step 15 (in epoch 2), then resumed from the epoch-1 checkpoint.
-  setenv("MF_DEBUG_KILL_AT_STEP", "15", 1);
-  CliResult killed = run_cli(train_args(data, tmp.file("c"), 3));
-  unsetenv("MF_DEBUG_KILL_AT_STEP");
-  EXPECT_EQ(killed.exit_code, 128 + SIGKILL);
-  EXPECT_TRUE(fs::exists(tmp.file("c/checkpoints/epoch-0001/model.safetensors")));
-  CliResult resumed = run_cli({"train", "--resume", tmp.file("c"), "--threads", "2", "--no-progress"});
+  CliResult resumed = kill_at_step_then_resume(train_args(data, tmp.file("c"), 3), tmp.file("c"), 15, {"--threads", "2"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
-  EXPECT_NE(resumed.out.find("resuming"), std::string::npos);
+  EXPECT_NE(resumed.out.find("(epoch 1, step 10)"), std::string::npos) << resumed.out;  // the epoch-1 checkpoint
   EXPECT_TRUE(read_bytes(tmp.file("c/model.safetensors")) == reference) << "resumed run differs";
   EXPECT_TRUE(read_bytes(tmp.file("c/model_ema.safetensors")) == reference_ema) << "resumed EMA differs";
   EXPECT_EQ(metrics(tmp.file("c")).size(), 3u);

@@ -1,12 +1,15 @@
 // Fixtures shared by the training tests: a small IDX dataset, a small image folder, the model
-// description they train, and reading a run's metrics.jsonl.
+// description they train, reading a run's metrics.jsonl, and killing a run to resume it.
 #pragma once
 
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -54,6 +57,20 @@ inline std::vector<nlohmann::json> metrics(const std::string& run) {
   for (std::string line; std::getline(f, line);)
     if (!line.empty()) rows.push_back(nlohmann::json::parse(line));
   return rows;
+}
+
+// The kill-and-resume check of the training tests (CPU and GPU): `args` (a train command writing
+// into `run`) is run with MF_DEBUG_KILL_AT_STEP=`step`, must die by SIGKILL there, and is resumed with
+// `train --resume run` plus `resume_extra`; returns the resume's result for the caller's checks.
+inline CliResult kill_at_step_then_resume(const std::vector<std::string>& args, const std::string& run, int step,
+                                          const std::vector<std::string>& resume_extra = {}) {
+  setenv("MF_DEBUG_KILL_AT_STEP", std::to_string(step).c_str(), 1);
+  CliResult killed = run_cli(args);
+  unsetenv("MF_DEBUG_KILL_AT_STEP");
+  EXPECT_EQ(killed.exit_code, 128 + SIGKILL) << killed.err;
+  std::vector<std::string> resume{"train", "--resume", run, "--no-progress"};
+  resume.insert(resume.end(), resume_extra.begin(), resume_extra.end());
+  return run_cli(resume);
 }
 
 // An image folder with two classes of small PNGs (from the test fixtures).

@@ -19,6 +19,9 @@
 #   curve.md      (step curve, not in the default set) bench/loss_curve_vs_torch.py: the engine's training loss
 #                 over 300 Fashion-MNIST steps (--matmul fp32 and bf16, --trace) against PyTorch fp32 and bf16
 #                 autocast from the same initial weights and batches; loss_curves.csv and loss_curves.svg beside it
+#   attnab.log    (step attnab, not in the default set) the fused attention backward
+#                 (METAFORMER_CUDA_ATTN_BWD=fused) against the materialised one: grad cases, memcheck,
+#                 the training goldens, a caformer_s18 training profile each way
 #   compare.log   (step compare, not in the default set) scripts/compare_experiment_gpu.sh: the MetaFormer
 #                 experiment on the GPU (runs in /tmp/cmp_gpu, resumed by a later call; COMPARE_TIMEOUT);
 #                 its report and plots in fmnist_gpu/, each finished run's result in cmp_runs/
@@ -31,7 +34,7 @@
 #                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels dwab curve compare (default: build ops grad
+# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels dwab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -166,6 +169,27 @@ if has curve; then
      --data "${FMNIST_DIR:-fashion-mnist}" --steps 300 --out /tmp/curve 2>&1) | tee -a "$OUT/curve.md"
   echo "rc=${PIPESTATUS[0]}" | tee -a "$OUT/curve.md"
   cp /tmp/curve/loss_curves.csv /tmp/curve/loss_curves.svg "$OUT/" 2>/dev/null
+fi
+
+if has attnab; then
+  # The fused attention backward (METAFORMER_CUDA_ATTN_BWD=fused, attention_backward.cu) against the
+  # materialised default: the op harness's attention cases in grad mode, under memcheck too, the
+  # training goldens that have attention, and a caformer_s18 training profile each way.
+  echo "== attention backward: fused against materialised" | tee "$OUT/attnab.log"
+  METAFORMER_CUDA_ATTN_BWD=fused timeout 120 "$T" --mode grad --backend cuda --op attention 2>&1 |
+    grep -E "FAIL|cases|attention" | tail -12 | tee -a "$OUT/attnab.log"
+  METAFORMER_CUDA_ATTN_BWD=fused timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --mode grad \
+    --backend cuda --op attention > /tmp/attn_memcheck.log 2>&1
+  echo "fused attention grad cases under memcheck: rc=$?" | tee -a "$OUT/attnab.log"
+  grep -E "ERROR SUMMARY" /tmp/attn_memcheck.log | tee -a "$OUT/attnab.log"
+  METAFORMER_CUDA_ATTN_BWD=fused timeout 200 "$B/tests/mf_tests" --gtest_filter='*TrainGolden*former*cuda*' 2>&1 |
+    grep -E "^\[  (FAILED|PASSED)|OK \]" | tee -a "$OUT/attnab.log"
+  for v in materialised fused; do
+    rm -rf /tmp/attn_$v
+    METAFORMER_CUDA_ATTN_BWD=$v timeout 150 "$M" train -m caformer_s18 --data synthetic:1280 --batch 128 --epochs 1 \
+      --max-steps 6 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --profile \
+      --out /tmp/attn_$v 2>&1 | grep -E "time per op|img/s|rror" | sed "s/^/$v: /" | tee -a "$OUT/attnab.log"
+  done
 fi
 
 if has compare; then

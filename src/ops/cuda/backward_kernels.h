@@ -105,6 +105,15 @@ int64_t attention_backward_work(int64_t batch, int64_t N, int heads);
 cudaError_t attention_backward(const float* qkv, const float* dy, float* dqkv, int64_t batch, int64_t N, int heads,
                                int head_dim, float scale, double* work, cudaStream_t s);
 
+// The same gradient without P and dS in global memory (attention_backward.cu): P recomputed from q
+// and k, one warp per query row for dq and the row statistics, one warp per key row for dk and dv;
+// in double, in a fixed order. Head sizes up to 128; `work` holds 3 doubles per (sample, head, row).
+// Chosen with METAFORMER_CUDA_ATTN_BWD=fused until the device A/B has checked it (docs/cuda.md).
+bool attention_backward_fused_supports(int head_dim);
+int64_t attention_backward_fused_work(int64_t batch, int64_t N, int heads);
+cudaError_t attention_backward_fused(const float* qkv, const float* dy, float* dqkv, int64_t batch, int64_t N,
+                                     int heads, int head_dim, float scale, double* work, cudaStream_t s);
+
 // Cross-entropy with soft targets, logits and target [B, K]: loss[b] = −Σ target · log_softmax(logits),
 // dlogits = (softmax(logits) − target) · grad_scale (both overwritten).
 cudaError_t cross_entropy(const float* logits, const float* target, float grad_scale, float* loss, float* dlogits,

@@ -1,6 +1,8 @@
 #include "ops/cuda/cuda_backward.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/backward_kernels.h"
@@ -58,6 +60,16 @@ class DeviceGrad {
   Tensor copy_;
   float* p_ = nullptr;
 };
+
+// METAFORMER_CUDA_ATTN_BWD=fused: attention's backward without the N×N matrices in global memory
+// (attention_backward.cu), under test on the device before it becomes the default.
+bool fused_attention_backward() {
+  static const bool fused = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_ATTN_BWD");
+    return e != nullptr && std::string(e) == "fused";
+  }();
+  return fused;
+}
 
 bw::Act bact(const Activation& a) { return bw::Act{static_cast<int>(a.kind), a.scale, a.bias, a.threshold}; }
 
@@ -259,6 +271,12 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
                                          Tensor& dqkv) {
   require_fp32(OpKind::Attention);
   const int64_t B = qkv.dim(0), N = qkv.dim(1), A = static_cast<int64_t>(heads) * head_dim;
+  if (fused_attention_backward() && bw::attention_backward_fused_supports(head_dim)) {
+    Work work(bw::attention_backward_fused_work(B, N, heads));
+    ok(bw::attention_backward_fused(in(qkv), in(dy), out(dqkv), B, N, heads, head_dim, scale, work.p, stream()),
+       "attention backward (fused)");
+    return;
+  }
   const int64_t per_sample = bw::attention_backward_work(1, N, heads);
   const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 27) / std::max<int64_t>(per_sample, 1), 1, std::max<int64_t>(B, 1));
   Work work(per_sample * chunk);

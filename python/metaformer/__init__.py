@@ -22,6 +22,7 @@ __all__ = [
     "Error",
     "Model",
     "Transform",
+    "compare",
     "create_model",
     "create_transform",
     "list_models",
@@ -320,17 +321,12 @@ def resolve_data_config(model):
     return {k: cfg[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")}
 
 
-def train(**options):
-    """`metaformer train` in this process, with the same options (docs/training.md): each keyword is
-    a long option with "_" for "-" (epochs=1, data="fashion-mnist", out="runs/a", no_progress=True).
-    Returns the run's metrics: one dict per epoch, from OUT/metrics.jsonl.
-
-        metaformer.train(model="poolformer_s12", data="fashion-mnist", epochs=1, subset=256, out="runs/a")
-    """
-    known = dict(_core.train_options())  # long option -> takes a value (False: a flag)
+def _command_args(command, options):
+    """A CLI command's arguments from keywords: each a long option with "_" for "-"."""
+    known = dict(_core.command_options(command))  # long option -> takes a value (False: a flag)
     unknown = [k for k in options if k.replace("_", "-") not in known]
     if unknown:
-        raise TypeError(f"train() got unexpected keyword argument(s): {', '.join(sorted(unknown))} (options: "
+        raise TypeError(f"{command}() got unexpected keyword argument(s): {', '.join(sorted(unknown))} (options: "
                         f"{', '.join(sorted(o.replace('-', '_') for o in known))})")
     if "threads" in options:
         _threads_arg(options["threads"])
@@ -341,26 +337,57 @@ def train(**options):
             continue
         if not known[key.replace("_", "-")]:
             if not isinstance(value, bool):
-                raise TypeError(f"train(): {key} is a flag: pass True or False, got {value!r}")
+                raise TypeError(f"{command}(): {key} is a flag: pass True or False, got {value!r}")
             if value:
                 args.append(option)
             continue
         if isinstance(value, bool):
-            raise TypeError(f"train(): {key} takes a value, not {value!r}")
+            raise TypeError(f"{command}(): {key} takes a value, not {value!r}")
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
         elif isinstance(value, numbers.Integral):
             value = int(value)
         elif isinstance(value, numbers.Real):
             value = repr(float(value))  # every digit: 3e-3 stays 0.003
+        elif isinstance(value, (list, tuple)) and command == "compare" and key == "mixers":
+            value = ",".join(str(v) for v in value)  # mixers=["pooling", "sepconv"]
         elif not isinstance(value, str):
-            raise TypeError(f"train(): {key} must be a string or a number, got {type(value).__name__}")
+            raise TypeError(f"{command}(): {key} must be a string or a number, got {type(value).__name__}")
         args += [option, str(value)]
+    return args
+
+
+def train(**options):
+    """`metaformer train` in this process, with the same options (docs/training.md): each keyword is
+    a long option with "_" for "-" (epochs=1, data="fashion-mnist", out="runs/a", no_progress=True).
+    Returns the run's metrics: one dict per epoch, from OUT/metrics.jsonl.
+
+        metaformer.train(model="poolformer_s12", data="fashion-mnist", epochs=1, subset=256, out="runs/a")
+    """
+    args = _command_args("train", options)
     if options.get("out") is None and options.get("resume") is None:
         raise TypeError("train() needs out= (the run folder to create) or resume= (a run folder to continue)")
-    _core.run_train(args)
+    _core.run_command("train", args)
     run_dir = options.get("out") or options.get("resume")
     return _read_metrics(os.path.join(os.fspath(run_dir), "metrics.jsonl"))
+
+
+def compare(**options):
+    """`metaformer compare` in this process (docs/compare.md): the same MetaFormer trained once per
+    token mixer and seed, with the same keywords-as-options rule as train(); `mixers` may be a list.
+    Returns OUT/results.json as a dict (per-mixer means and spreads, every run, the budget); the
+    report and plots are in OUT as with the command.
+
+        r = metaformer.compare(base="configs/compare_fmnist.json", mixers=["identity", "pooling"],
+                               data="fashion-mnist", epochs=1, subset=512, seeds=2, out="runs/cmp")
+        [(m["mixer"], m["top1_mean"]) for m in r["mixers"]]
+    """
+    args = _command_args("compare", options)
+    if options.get("out") is None:
+        raise TypeError("compare() needs out= (the folder for the report and the runs)")
+    _core.run_command("compare", args)
+    with open(os.path.join(os.fspath(options["out"]), "results.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _read_metrics(path):

@@ -191,24 +191,35 @@ class Model {
   bool fixed_input_size_ = false;
 };
 
-// The long options of `metaformer train` and whether each takes a value (flags do not).
-std::vector<std::pair<std::string, bool>> train_options() {
+// The CLI commands the package runs in-process (metaformer.train, metaformer.compare), by name.
+void register_command(CLI::App& app, const std::string& command) {
+  if (command == "train") {
+    cli::register_train(app);
+  } else if (command == "compare") {
+    cli::register_compare(app);
+  } else {
+    throw py::value_error("no in-process command '" + command + "' (train or compare)");
+  }
+}
+
+// The long options of `metaformer COMMAND` and whether each takes a value (flags do not).
+std::vector<std::pair<std::string, bool>> command_options(const std::string& command) {
   CLI::App app;
-  cli::register_train(app);
+  register_command(app, command);
   std::vector<std::pair<std::string, bool>> out;
-  for (const CLI::Option* o : app.get_subcommand("train")->get_options()) {
+  for (const CLI::Option* o : app.get_subcommand(command)->get_options()) {
     if (o->get_lnames().empty() || o->get_lnames()[0] == "help") continue;
     out.emplace_back(o->get_lnames()[0], o->get_expected_max() != 0);
   }
   return out;
 }
 
-// `metaformer train ARGS...`, in this process, with the CLI's parser and code.
-void run_train(const std::vector<std::string>& args) {
+// `metaformer COMMAND ARGS...`, in this process, with the CLI's parser and code.
+void run_command(const std::string& command, const std::vector<std::string>& args) {
   CLI::App app{"metaformer"};
   app.require_subcommand(1);
-  cli::register_train(app);
-  std::vector<std::string> words = {"metaformer", "train"};
+  register_command(app, command);
+  std::vector<std::string> words = {"metaformer", command};
   words.insert(words.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& w : words) argv.push_back(w.data());
@@ -223,7 +234,7 @@ void run_train(const std::vector<std::string>& args) {
     }
     std::fflush(stdout);  // the run's report, before Python prints anything more
   }
-  if (!parse_error.empty()) throw py::value_error("train: " + parse_error);
+  if (!parse_error.empty()) throw py::value_error(command + ": " + parse_error);
 }
 
 }  // namespace
@@ -262,6 +273,6 @@ PYBIND11_MODULE(_core, m) {
         return mf::hub::fetch_pretrained(name).string();
       },
       py::arg("name"));
-  m.def("train_options", &mf::python::train_options);
-  m.def("run_train", &mf::python::run_train, py::arg("args"));
+  m.def("command_options", &mf::python::command_options, py::arg("command"));
+  m.def("run_command", &mf::python::run_command, py::arg("command"), py::arg("args"));
 }

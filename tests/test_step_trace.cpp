@@ -147,6 +147,19 @@ TEST(FashionMnistResized, SpecIsCheckedAndOnlyForIdxData) {
   EXPECT_THROW(split_idx_upscale("fashion-mnist:99999"), Error);
 }
 
+TEST(FashionMnistResized, ABadSizeOnTheCommandLineIsOneClearLine) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 16);
+  for (const std::string& spec : {tmp.file("data") + ":4", tmp.file("data") + ":big"}) {
+    CliResult r = run_cli({"train", "--config", kConfig, "--data", spec, "--epochs", "1", "--out", tmp.file("run"),
+                           "--no-progress"});
+    EXPECT_EQ(r.exit_code, 1) << spec;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(spec), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(tmp.file("run")));
+  }
+}
+
 TEST(FashionMnistResized, TrainsAtTheRequestedSize) {
   TempDir tmp;
   write_idx_dataset(tmp.file("data"), 64, 16);

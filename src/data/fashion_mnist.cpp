@@ -80,21 +80,23 @@ class FashionMnist : public Dataset {
       dx = static_cast<int>(rng.below(static_cast<uint64_t>(2 * pad + 1))) - pad;
       flip = t_.hflip && rng.uniform() < 0.5f;
     }
-    // The augmented image in [0, 1], at the file's resolution.
-    std::vector<float> pixels(static_cast<size_t>(side_) * side_);
-    for (int y = 0; y < side_; ++y)
-      for (int x = 0; x < side_; ++x) {
-        const int sy = y + dy, sx0 = x + dx;
-        const int sx = flip ? side_ - 1 - sx0 : sx0;
-        const bool inside = sy >= 0 && sy < side_ && sx >= 0 && sx < side_;
-        pixels[static_cast<size_t>(y) * side_ + x] = inside ? src[sy * side_ + sx] / 255.f : 0.f;
-      }
+    // The augmented pixel (y, x) in [0, 1], at the file's resolution.
+    auto pixel = [&](int y, int x) {
+      const int sy = y + dy, sx0 = x + dx;
+      const int sx = flip ? side_ - 1 - sx0 : sx0;
+      const bool inside = sy >= 0 && sy < side_ && sx >= 0 && sx < side_;
+      return inside ? src[sy * side_ + sx] / 255.f : 0.f;
+    };
     s.image = Tensor::empty({out_side_, out_side_, 1});
     float* dst = s.image.data();
-    if (out_side_ == side_) {
-      for (size_t k = 0; k < pixels.size(); ++k) dst[k] = (pixels[k] - mean) * inv_std;
+    if (out_side_ == side_) {  // written straight into the sample
+      for (int y = 0; y < side_; ++y)
+        for (int x = 0; x < side_; ++x) dst[y * side_ + x] = (pixel(y, x) - mean) * inv_std;
       return s;
     }
+    std::vector<float> pixels(static_cast<size_t>(side_) * side_);
+    for (int y = 0; y < side_; ++y)
+      for (int x = 0; x < side_; ++x) pixels[static_cast<size_t>(y) * side_ + x] = pixel(y, x);
     // Bilinear, half-pixel centres, the source coordinate clamped at 0 (PyTorch's upsample_bilinear2d).
     const float ratio = static_cast<float>(side_) / static_cast<float>(out_side_);
     auto source = [&](int o, int& i0, int& i1, float& w1) {

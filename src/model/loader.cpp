@@ -164,12 +164,13 @@ LoadResult load_weights(Module& model, const SafeTensors& file, const LoadOption
 void save_weights(Module& model, const std::string& path, const std::map<std::string, std::string>& metadata) {
   std::vector<SafeTensorEntry> entries;
   for (auto& [name, param] : model.named_parameters()) {
+    const Tensor host = param->value.to(Device::CPU);  // a GPU run's weights: a copy; on the CPU, itself
     if (param->integer) {  // as PyTorch stores it: I64
       std::vector<int64_t> ints;
-      for (float f : param->value.span()) ints.push_back(static_cast<int64_t>(f));
-      entries.push_back({name, Tensor(), ints, param->value.shape()});
+      for (float f : host.span()) ints.push_back(static_cast<int64_t>(f));
+      entries.push_back({name, Tensor(), ints, host.shape()});
     } else {
-      entries.push_back({name, param->value, {}, {}});
+      entries.push_back({name, host, {}, {}});
     }
   }
   save_safetensors(path, entries, metadata);

@@ -153,13 +153,15 @@ void Distributed::allreduce_mean_bf16(float* data, int64_t n) const {
   std::vector<uint16_t> low(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) low[static_cast<size_t>(i)] = to_bf16(data[i]);
 #ifdef MF_HAVE_MPI
-  MPI_Op op;
-  check_mpi(MPI_Op_create(&sum_bf16, /*commute=*/1, &op), "MPI_Op_create");
+  static const MPI_Op op = [] {  // made once: the reduction runs every step
+    MPI_Op o;
+    check_mpi(MPI_Op_create(&sum_bf16, /*commute=*/1, &o), "MPI_Op_create");
+    return o;
+  }();
   for (int64_t at = 0; at < n; at += kMaxCount)
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, low.data() + at, static_cast<int>(std::min(kMaxCount, n - at)),
                             MPI_UINT16_T, op, MPI_COMM_WORLD),
               "MPI_Allreduce (bf16)");
-  MPI_Op_free(&op);
 #endif
   const float inv = 1.f / static_cast<float>(world_);
   for (int64_t i = 0; i < n; ++i) data[i] = from_bf16(low[static_cast<size_t>(i)]) * inv;

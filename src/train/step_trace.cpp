@@ -3,7 +3,7 @@
 #include <filesystem>
 
 #include "core/error.h"
-#include "io/safetensors.h"
+#include "model/loader.h"
 
 namespace mf {
 
@@ -20,26 +20,14 @@ StepTrace::StepTrace(const std::string& dir, Module& model) : path_(dir + "/step
   MF_CHECK(!ec, "--trace {}: cannot create the folder: {}", dir, ec.message());
   MF_CHECK(!std::filesystem::exists(path_), "--trace {}: it already holds a trace ({}); choose another folder", dir,
            path_);
-  // Host copies: a GPU run's weights live on the device.
-  std::vector<SafeTensorEntry> entries;
-  for (auto& [name, p] : model.named_parameters()) {
-    const Tensor host = p->value.to(Device::CPU);
-    if (p->integer) {  // as PyTorch stores it: I64 (save_weights)
-      std::vector<int64_t> ints;
-      for (float f : host.span()) ints.push_back(static_cast<int64_t>(f));
-      entries.push_back({name, Tensor(), ints, host.shape()});
-    } else {
-      entries.push_back({name, host, {}, {}});
-    }
-  }
-  save_safetensors(dir + "/init.safetensors", entries, {{"format", "pt"}});
+  save_weights(model, dir + "/init.safetensors", {{"format", "pt"}});  // host copies of a GPU run's weights
   out_.open(path_, std::ios::binary);
   MF_CHECK(out_.good(), "--trace: cannot write {}", path_);
   out_.write("MFTRACE1", 8);
 }
 
 void StepTrace::record(int64_t step, double lr, double loss, const Tensor& images, const std::vector<int64_t>& labels) {
-  const Tensor host = images.device() == Device::CPU ? images : images.to(Device::CPU);
+  const Tensor host = images.to(Device::CPU);  // itself on the CPU
   MF_CHECK(host.dtype() == DType::f32 && host.shape().ndim() == 4, "--trace records fp32 [B, H, W, C] images");
   MF_CHECK(host.dim(0) == static_cast<int64_t>(labels.size()), "--trace: {} images but {} labels", host.dim(0),
            labels.size());

@@ -23,8 +23,9 @@
 #                 (METAFORMER_CUDA_ATTN_BWD=fused) against the materialised one: grad cases, memcheck,
 #                 the training goldens, a caformer_s18 training profile each way
 #   compare.log   (step compare, not in the default set) scripts/compare_experiment_gpu.sh: the MetaFormer
-#                 experiment on the GPU (runs in /tmp/cmp_gpu, resumed by a later call; COMPARE_TIMEOUT);
-#                 its report and plots in fmnist_gpu/, each finished run's result in cmp_runs/
+#                 experiment on the GPU (runs in /tmp/cmp_gpu, resumed by a later call; COMPARE_TIMEOUT;
+#                 runs finished on an earlier machine are carried in build/cuda-device/cmp_prior/runs);
+#                 compare.tgz holds the report, its plots and every run's record (runs.tar)
 #   memcheck.log  compute-sanitizer memcheck on the op harness (forward and grad modes) and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
@@ -199,15 +200,28 @@ if has compare; then
   if [ ! -e /usr/share/datasets/fashion-mnist ] && [ -d "$stage/fashion-mnist" ]; then
     mkdir -p /usr/share/datasets && ln -sfn "$stage/fashion-mnist" /usr/share/datasets/fashion-mnist
   fi
+  # Runs finished on an earlier machine (their result.json, metrics.jsonl and settings files, carried
+  # in $stage/cmp_prior) are reused: compare checks that their recorded settings equal this request's.
+  if [ -d "$stage/cmp_prior/runs" ] && [ ! -d /tmp/cmp_gpu/runs ]; then
+    mkdir -p /tmp/cmp_gpu && cp -r "$stage/cmp_prior/runs" /tmp/cmp_gpu/
+  fi
   (cd "$S" && BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout "${COMPARE_TIMEOUT:-500}" \
      bash scripts/compare_experiment_gpu.sh 2>&1) > /tmp/compare.out
-  echo "rc=$?" | tee -a "$OUT/compare.log"
+  rc=$?
+  echo "rc=$rc" | tee -a "$OUT/compare.log"
+  if [ $rc = 0 ]; then  # every run finished: time every mixer again in one process, so latencies compare
+    (cd "$S" && BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout 200 \
+       bash scripts/compare_experiment_gpu.sh --remeasure 2>&1) > /tmp/compare.out
+    echo "retimed: rc=$?" | tee -a "$OUT/compare.log"
+  fi
   grep -vE "^epoch|^training|^resuming|^  " /tmp/compare.out | tail -40 | tee -a "$OUT/compare.log"
-  mkdir -p "$OUT/cmp_runs"
-  for r in /tmp/cmp_gpu/runs/*/seed*; do
-    [ -f "$r/result.json" ] && cp "$r/result.json" "$OUT/cmp_runs/$(basename "$(dirname "$r")")_$(basename "$r").json"
-  done
-  ls "$OUT/cmp_runs" | wc -l | sed 's/^/finished runs: /' | tee -a "$OUT/compare.log"
+  ls /tmp/cmp_gpu/runs/*/seed*/result.json 2> /dev/null | wc -l | sed 's/^/finished runs: /' | tee -a "$OUT/compare.log"
+  # One archive (the device returns few files): every run's record, and the report with its plots.
+  rm -rf /tmp/cmp_pack && mkdir -p /tmp/cmp_pack && cp -r "$OUT/fmnist_gpu" /tmp/cmp_pack/ 2> /dev/null
+  rm -rf "$OUT/fmnist_gpu"
+  (cd /tmp/cmp_gpu && tar cf /tmp/cmp_pack/runs.tar runs/*/seed*/{result.json,metrics.jsonl,train_args.json,config.json} \
+     2> /dev/null)
+  tar czf "$OUT/compare.tgz" -C /tmp/cmp_pack .
 fi
 
 if has parity; then

@@ -213,6 +213,14 @@ if has compare; then
     (cd "$S" && BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout 200 \
        bash scripts/compare_experiment_gpu.sh --remeasure 2>&1) > /tmp/compare.out
     echo "retimed: rc=$?" | tee -a "$OUT/compare.log"
+  else  # out of time: report the candidates whose every seed has finished (timed in one process)
+    done_mixers=$(cd "$S" && sed -n 's/^MIXERS=\${MIXERS:-\(.*\)}$/\1/p' scripts/compare_experiment_gpu.sh | tr ',' '\n' |
+      while read -r m; do [ -f "/tmp/cmp_gpu/runs/$m/seed0/result.json" ] && [ -f "/tmp/cmp_gpu/runs/$m/seed1/result.json" ] &&
+        echo "$m"; done | paste -sd,)
+    echo "reporting the finished candidates: $done_mixers" | tee -a "$OUT/compare.log"
+    (cd "$S" && MIXERS="$done_mixers" BIN="$M" RUNS=/tmp/cmp_gpu DOCS="$OUT/fmnist_gpu" timeout 200 \
+       bash scripts/compare_experiment_gpu.sh --remeasure 2>&1) > /tmp/compare.out
+    echo "partial report: rc=$?" | tee -a "$OUT/compare.log"
   fi
   grep -vE "^epoch|^training|^resuming|^  " /tmp/compare.out | tail -40 | tee -a "$OUT/compare.log"
   ls /tmp/cmp_gpu/runs/*/seed*/result.json 2> /dev/null | wc -l | sed 's/^/finished runs: /' | tee -a "$OUT/compare.log"

@@ -4,7 +4,9 @@
 //                backend has a backward for: Backend::supports_backward; the others are skipped with
 //                "no <backend> backward"), and the reference backward against finite differences;
 //                then, on a CPU backend, every registered token mixer's backward against finite
-//                differences (tests/mixer_cases.h), as "mixer/<name> ..."
+//                differences (tests/mixer_cases.h), as "mixer/<name> ..."; on a device backend,
+//                every mixer whose ops it has, trained there (parameters on the device) against
+//                the reference backend
 //   --mode perf  median time per case on --backend, with GFLOP/s for the ops that count MACs
 //   --op NAME    only cases whose name contains NAME (a filter that matches no case is an error)
 //   --dtype bf16 the backend in bf16 precision (test mode: the matrix-product ops against the
@@ -113,6 +115,34 @@ int main(int argc, char** argv) {
         }
         failures += !problem.empty();
         fmt::print("  {}  {:<60} {}\n", problem.empty() ? "ok  " : "FAIL", name, problem.empty() ? "backward vs finite diff. ok" : problem);
+      }
+    }
+    if (mode == "grad" && under.backend->device() != mf::Device::CPU) {
+      // Token mixers as modules on a device, as a GPU run trains them: the parameters and their
+      // gradients live there, so a mixer whose host code touches them (a weight rearranged on the
+      // host) fails here, not in a user's run. Mixers with an op the backend lacks are skipped (the
+      // trainer refuses them up front). Bar: 1e-4 relative (docs/tolerances.md).
+      for (const auto& c : mf::test::mixer_cases()) {
+        const std::string name = "mixer/" + c.label();
+        if (!filter.empty() && name.find(filter) == std::string::npos) continue;
+        ++matched;
+        std::string unsupported, problem;
+        double err = 0;
+        try {
+          const auto r = mf::test::mixer_gradient_error_on(c, *under.backend, unsupported);
+          if (!r) {
+            fmt::print("  skip  {} ({} has no {} forward or backward)\n", name, unsupported, backend);
+            continue;
+          }
+          err = *r;
+          if (!(err <= 1e-4)) problem = fmt::format("gradients vs ref {:.2e} (tol 1e-04)", err);
+        } catch (const std::exception& e) {
+          problem = e.what();
+        }
+        ++ran;
+        failures += !problem.empty();
+        fmt::print("  {}  {:<60} {}\n", problem.empty() ? "ok  " : "FAIL", name,
+                   problem.empty() ? fmt::format("gradients vs ref {:.2e} (tol 1e-04)", err) : problem);
       }
     }
     if (matched == 0) {

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "mixers/mixer.h"
 #include "test_util.h"
@@ -169,6 +171,38 @@ MixerGradientCheck check_mixer_gradient(const MixerCase& c) {
   cpu.exec.backend = &get_backend("cpu");
   r.cpu_vs_ref = rel_error(m->run(cpu, x), m->run(ctx, x));
   return r;
+}
+
+std::optional<double> mixer_gradient_error_on(const MixerCase& c, Backend& backend, std::string& unsupported) {
+  auto ref_mixer = make_mixer(c), mixer = make_mixer(c);
+  std::set<OpKind> ops;
+  mixer->all_ops(ops);
+  for (OpKind op : ops)
+    if (!backend.supports(op) || !backend.supports_backward(op)) {
+      unsupported = op_name(op);
+      return std::nullopt;
+    }
+  auto ref_params = ref_mixer->named_parameters(), params = mixer->named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) params[i].second->value.copy_from(ref_params[i].second->value);
+  move_parameters(*mixer, backend.device());
+  const Tensor x = random_tensor({2, c.height, c.width, c.dim}, 7);
+  const Tensor g = random_tensor({2, c.height, c.width, c.dim}, 8);
+  Ctx ref;
+  ref.exec.backend = &get_backend("ref");
+  ref.training = true;
+  ref_mixer->run(ref, x);
+  const Tensor dx_ref = ref_mixer->backward(ref, g);
+  Ctx under;
+  under.exec.backend = &backend;
+  under.training = true;
+  mixer->run(under, x.to(backend.device()));
+  const Tensor dx = mixer->backward(under, g.to(backend.device()));
+  backend.synchronize();
+  double err = rel_error(dx.to(Device::CPU), dx_ref);
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].second->trainable)
+      err = std::max(err, rel_error(params[i].second->grad.to(Device::CPU), ref_params[i].second->grad));
+  return err;
 }
 
 }  // namespace mf::test

@@ -6,11 +6,13 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "mixers/mixer.h"
+#include "ops/backend.h"
 
 namespace mf::test {
 
@@ -42,5 +44,12 @@ struct MixerGradientCheck {
 // trainable parameters), against central differences. Throws mf::Error when the mixer has no
 // backward pass.
 MixerGradientCheck check_mixer_gradient(const MixerCase& c);
+
+// The mixer trained as a GPU run trains it: its parameters and gradients moved to `backend`'s
+// device, one training forward and backward there, against the same on the reference backend.
+// Returns the largest relative error (tests/test_util.h rel_error) over the input gradient and
+// every trainable parameter's gradient, or nothing with `unsupported` set to the first op that
+// has no forward or backward on `backend` (the trainer refuses such a mixer up front).
+std::optional<double> mixer_gradient_error_on(const MixerCase& c, Backend& backend, std::string& unsupported);
 
 }  // namespace mf::test

@@ -74,13 +74,13 @@ class AdaptiveFrequencyFilter : public TokenMixer {
     const int64_t rows = s[0] * s[1] * s[2];
     Tensor d_filtered = op::irfft2_backward(ctx.exec, dy);
     // ∂/∂X through the product M ⊙ X; ∂/∂M.
-    Tensor d_spectrum = Tensor::zeros(s);
+    Tensor d_spectrum = zeros_on(s, dy.device());
     Tensor d_mask = op::complex_mul_backward(ctx.exec, mask, spectrum, d_filtered, &d_spectrum);
     Tensor d_pre2 = op::activation_backward(ctx.exec, pre2, shrink(), d_mask.reshape({rows, 2 * dim_}), nullptr);
-    Tensor da2 = Tensor::zeros(a2.shape()), dc2 = Tensor::zeros({2 * dim_});
+    Tensor da2 = zeros_on(a2.shape(), dy.device()), dc2 = zeros_on({2 * dim_}, dy.device());
     Tensor d_o1 = op::linear_backward(ctx.exec, o1, a2, d_pre2, true, &da2, &dc2);
     Tensor d_pre1 = op::activation_backward(ctx.exec, pre1, Activation{act_}, d_o1, nullptr);
-    Tensor da1 = Tensor::zeros(a1.shape()), dc1 = Tensor::zeros({2 * dim_});
+    Tensor da1 = zeros_on(a1.shape(), dy.device()), dc1 = zeros_on({2 * dim_}, dy.device());
     const Tensor bins = spectrum.reshape({rows, 2 * dim_});
     Tensor d_bins = op::linear_backward(ctx.exec, bins, a1, d_pre1, true, &da1, &dc1);
     fold_weight_grad(da1, grad_of(w1_));
@@ -101,12 +101,15 @@ class AdaptiveFrequencyFilter : public TokenMixer {
     a.threshold = threshold_;
     return a;
   }
-  // [2, nb, bs, bs] -> the real [2C, 2C] Linear weight (out × in) of the complex block-diagonal layer.
+  // [2, nb, bs, bs] -> the real [2C, 2C] Linear weight (out × in) of the complex block-diagonal layer,
+  // built on the host (nn/module.h, add_on_host) and placed where the parameter lives (a GPU run
+  // keeps the parameters on the GPU; inference keeps them on the host and the backend uploads).
   Tensor real_weight(const Tensor& w) const {
     const int64_t C = dim_, nb = blocks_, bs = block_size_;
     Tensor a = Tensor::zeros({2 * C, 2 * C});
     float* A = a.data();
-    const float* W = w.data();
+    const Tensor host = w.to(Device::CPU);
+    const float* W = host.data();
     for (int64_t k = 0; k < nb; ++k)
       for (int64_t i = 0; i < bs; ++i)
         for (int64_t o = 0; o < bs; ++o) {
@@ -117,24 +120,30 @@ class AdaptiveFrequencyFilter : public TokenMixer {
           A[(C + out) * 2 * C + in] = im;       // im <- re
           A[(C + out) * 2 * C + C + in] = re;   // im <- im
         }
-    return a;
+    return a.to(w.device());
   }
   Tensor real_bias(const Tensor& b) const { return b.reshape({2 * dim_}).clone(); }  // [re | im] per channel
   void fold_weight_grad(const Tensor& da, Tensor* dw) const {
     if (!dw) return;
     const int64_t C = dim_, nb = blocks_, bs = block_size_;
-    const float* D = da.data();
-    for (int64_t k = 0; k < nb; ++k)
-      for (int64_t i = 0; i < bs; ++i)
-        for (int64_t o = 0; o < bs; ++o) {
-          const int64_t in = k * bs + i, out = k * bs + o;
-          dw->data()[((0 * nb + k) * bs + i) * bs + o] += D[out * 2 * C + in] + D[(C + out) * 2 * C + C + in];
-          dw->data()[((1 * nb + k) * bs + i) * bs + o] += -D[out * 2 * C + C + in] + D[(C + out) * 2 * C + in];
-        }
+    const Tensor host = da.to(Device::CPU);
+    const float* D = host.data();
+    add_on_host(*dw, [&](float* g) {
+      for (int64_t k = 0; k < nb; ++k)
+        for (int64_t i = 0; i < bs; ++i)
+          for (int64_t o = 0; o < bs; ++o) {
+            const int64_t in = k * bs + i, out = k * bs + o;
+            g[((0 * nb + k) * bs + i) * bs + o] += D[out * 2 * C + in] + D[(C + out) * 2 * C + C + in];
+            g[((1 * nb + k) * bs + i) * bs + o] += -D[out * 2 * C + C + in] + D[(C + out) * 2 * C + in];
+          }
+    });
   }
   static void fold_bias_grad(const Tensor& dc, Tensor* db) {
     if (!db) return;
-    for (int64_t i = 0; i < dc.numel(); ++i) db->data()[i] += dc.data()[i];
+    const Tensor host = dc.to(Device::CPU);
+    add_on_host(*db, [&](float* g) {
+      for (int64_t i = 0; i < host.numel(); ++i) g[i] += host.data()[i];
+    });
   }
 
   int64_t dim_, blocks_, block_size_;

@@ -61,32 +61,38 @@ std::pair<Tensor, Tensor> MixShift::combined(const Direction& d) const {
   const int K = max_kernel_;
   Tensor w = Tensor::zeros({channels_, 1, K, K}), b = Tensor::empty({channels_});
   int64_t c0 = 0;
+  // Built on the host, placed where the parameters live (nn/module.h, add_on_host).
   for (size_t g = 0; g < d.weights.size(); ++g) {
-    const Tensor& wg = v(d.weights[g]);
+    const Tensor wg = v(d.weights[g]).to(Device::CPU), bg = v(d.biases[g]).to(Device::CPU);
     const int64_t width = wg.dim(0), k = wg.dim(2), off = (K - k) / 2;
     for (int64_t c = 0; c < width; ++c) {
       for (int64_t i = 0; i < k; ++i)
         for (int64_t j = 0; j < k; ++j)
           w.data()[((c0 + c) * K + off + i) * K + off + j] = wg.data()[(c * k + i) * k + j];
-      b.data()[c0 + c] = v(d.biases[g]).data()[c];
+      b.data()[c0 + c] = bg.data()[c];
     }
     c0 += width;
   }
-  return {w, b};
+  const Device device = v(d.weights[0]).device();
+  return {w.to(device), b.to(device)};
 }
 
-void MixShift::scatter_grads(Direction& d, const Tensor& dw, const Tensor& db) {
+void MixShift::scatter_grads(Direction& d, const Tensor& dw_any, const Tensor& db_any) {
   const int K = max_kernel_;
+  const Tensor dw = dw_any.to(Device::CPU), db = db_any.to(Device::CPU);
   int64_t c0 = 0;
   for (size_t g = 0; g < d.weights.size(); ++g) {
     const int64_t width = v(d.weights[g]).dim(0), k = v(d.weights[g]).dim(2), off = (K - k) / 2;
     if (Tensor* gw = grad_of(d.weights[g]))
-      for (int64_t c = 0; c < width; ++c)
-        for (int64_t i = 0; i < k; ++i)
-          for (int64_t j = 0; j < k; ++j)
-            gw->data()[(c * k + i) * k + j] += dw.data()[((c0 + c) * K + off + i) * K + off + j];
+      add_on_host(*gw, [&](float* out) {
+        for (int64_t c = 0; c < width; ++c)
+          for (int64_t i = 0; i < k; ++i)
+            for (int64_t j = 0; j < k; ++j) out[(c * k + i) * k + j] += dw.data()[((c0 + c) * K + off + i) * K + off + j];
+      });
     if (Tensor* gb = grad_of(d.biases[g]))
-      for (int64_t c = 0; c < width; ++c) gb->data()[c] += db.data()[c0 + c];
+      add_on_host(*gb, [&](float* out) {
+        for (int64_t c = 0; c < width; ++c) out[c] += db.data()[c0 + c];
+      });
     c0 += width;
   }
 }

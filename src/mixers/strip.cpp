@@ -104,24 +104,29 @@ RelativePosition::RelativePosition(int64_t channels, int64_t max_distance) : max
 int64_t RelativePosition::row(int64_t i, int64_t j) const { return std::clamp(j - i, -max_, max_) + max_; }
 
 Tensor RelativePosition::table_for(int64_t height, int64_t width) const {
-  const int64_t C = v(table_).dim(1);
+  // Gathered on the host, placed where the table lives (nn/module.h, add_on_host).
+  const Tensor table = v(table_).to(Device::CPU);
+  const int64_t C = table.dim(1);
   Tensor pos = Tensor::empty({height * width, C});
   for (int64_t i = 0; i < height; ++i)
     for (int64_t j = 0; j < width; ++j)
-      std::copy_n(v(table_).data() + row(i, j) * C, C, pos.data() + (i * width + j) * C);
-  return pos;
+      std::copy_n(table.data() + row(i, j) * C, C, pos.data() + (i * width + j) * C);
+  return pos.to(v(table_).device());
 }
 
 void RelativePosition::accumulate_grad(const Tensor& dpos, int64_t height, int64_t width) {
   Tensor* g = grad_of(table_);
   if (!g) return;
   const int64_t C = v(table_).dim(1);
-  for (int64_t i = 0; i < height; ++i)
-    for (int64_t j = 0; j < width; ++j) {
-      float* dst = g->data() + row(i, j) * C;
-      const float* src = dpos.data() + (i * width + j) * C;
-      for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
-    }
+  const Tensor d = dpos.to(Device::CPU);
+  add_on_host(*g, [&](float* table) {
+    for (int64_t i = 0; i < height; ++i)
+      for (int64_t j = 0; j < width; ++j) {
+        float* dst = table + row(i, j) * C;
+        const float* src = d.data() + (i * width + j) * C;
+        for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+      }
+  });
 }
 
 // -------------------------------------------------------------------------------- StripMlpBlock

@@ -84,6 +84,22 @@ void move_parameters(Module& root, Device device) {
   }
 }
 
+void add_on_host(Tensor& t, const std::function<void(float*)>& update) {
+  if (t.device() == Device::CPU) {
+    update(t.data());
+    return;
+  }
+  Tensor host = t.to(Device::CPU);
+  update(host.data());
+  t.copy_from(host);
+}
+
+Tensor zeros_on(const Shape& shape, Device device) {
+  Tensor t = Tensor::empty(shape, device);
+  t.zero();
+  return t;
+}
+
 void initialize_parameters(Module& root, uint64_t seed) {
   for (auto& [name, p] : root.named_parameters()) {
     Rng rng(seed ^ hash_string(name));

@@ -129,4 +129,14 @@ void initialize_parameters(Module& root, uint64_t seed);
 // Loading (model/loader.h) copies into the tensors wherever they are; saving takes host copies.
 void move_parameters(Module& root, Device device);
 
+// A few modules rearrange a small parameter on the host each step (AFF's block-diagonal complex
+// weights, MS-MLP's padded kernels, Strip-MLP's position table). On a GPU run the parameter and
+// its gradient live on the device, where host code may not dereference them, so they read it
+// through to(Device::CPU), send what they build back with to(device), and add the gradient they
+// fold on the host with add_on_host: `update` gets the tensor's elements on the host, and the
+// result is written back when the tensor lives elsewhere. Costs a small copy each way per step.
+void add_on_host(Tensor& t, const std::function<void(float*)>& update);
+// A zero fp32 tensor on `device`.
+Tensor zeros_on(const Shape& shape, Device device);
+
 }  // namespace mf

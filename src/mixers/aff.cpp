@@ -16,6 +16,8 @@
 // it lets `metaformer compare` name AFF with BatchNorm on (aff_bn) or off (aff).
 #include <fmt/format.h>
 
+#include <memory>
+
 #include "mixers/mixer.h"
 #include "nn/activation.h"
 #include "nn/norm.h"
@@ -104,7 +106,10 @@ class AdaptiveFrequencyFilter : public TokenMixer {
   // [2, nb, bs, bs] -> the real [2C, 2C] Linear weight (out × in) of the complex block-diagonal layer,
   // built on the host (nn/module.h, add_on_host) and placed where the parameter lives (a GPU run
   // keeps the parameters on the GPU; inference keeps them on the host and the backend uploads).
+  // Cached on the parameter until it changes (Tensor::derived): inference builds it once, and the
+  // backend then keeps its own upload of it; training rebuilds it after every optimizer step.
   Tensor real_weight(const Tensor& w) const {
+    if (auto cached = w.derived("aff_real_weight")) return *std::static_pointer_cast<Tensor>(cached);
     const int64_t C = dim_, nb = blocks_, bs = block_size_;
     Tensor a = Tensor::zeros({2 * C, 2 * C});
     float* A = a.data();
@@ -120,7 +125,9 @@ class AdaptiveFrequencyFilter : public TokenMixer {
           A[(C + out) * 2 * C + in] = im;       // im <- re
           A[(C + out) * 2 * C + C + in] = re;   // im <- im
         }
-    return a.to(w.device());
+    auto placed = std::make_shared<Tensor>(a.to(w.device()));
+    w.set_derived("aff_real_weight", placed);
+    return *placed;
   }
   Tensor real_bias(const Tensor& b) const { return b.reshape({2 * dim_}).clone(); }  // [re | im] per channel
   void fold_weight_grad(const Tensor& da, Tensor* dw) const {

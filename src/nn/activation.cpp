@@ -1,5 +1,7 @@
 #include "nn/activation.h"
 
+#include <limits>
+
 namespace mf {
 
 ActKind parse_activation(const std::string& name) {
@@ -33,36 +35,19 @@ std::string ActivationLayer::kind() const {
   return "?";
 }
 
-namespace {
-// A one-element parameter's value on the host. The kernels take StarReLU's scale and bias as
-// arguments; when training on a GPU the parameters live there, so the value is copied down once per
-// version (once per optimizer step) and cached with the tensor.
-float host_scalar(const Tensor& t) {
-  if (t.device() == Device::CPU) return t.data()[0];
-  static const std::string key = "host_scalar";
-  if (auto d = t.derived(key)) return *static_cast<const float*>(d.get());
-  auto v = std::make_shared<float>(t.to(Device::CPU).data()[0]);
-  t.set_derived(key, v);
-  return *v;
-}
-
-// g[0] += v for a one-element gradient wherever it lives (a GPU one goes down and back up).
-void add_to_scalar(Tensor& g, float v) {
-  if (g.device() == Device::CPU) {
-    g.data()[0] += v;
-    return;
-  }
-  Tensor h = g.to(Device::CPU);
-  h.data()[0] += v;
-  g.copy_from(h);
-}
-}  // namespace
-
+// StarReLU's scale and bias: values on the host; on a GPU run, where the parameters live on the
+// device, their addresses, which the CUDA kernels read there (no copy to the host per step; the
+// values are then NaN, so a path that missed the addresses shows at once).
 Activation ActivationLayer::params() const {
   Activation a{kind_, 1.f, 0.f};
-  if (scale_) {
-    a.scale = host_scalar(scale_->value);
-    a.bias = host_scalar(bias_->value);
+  if (!scale_) return a;
+  if (scale_->value.device() == Device::CPU) {
+    a.scale = scale_->value.data()[0];
+    a.bias = bias_->value.data()[0];
+  } else {
+    a.scale_on_device = scale_->value.data();
+    a.bias_on_device = bias_->value.data();
+    a.scale = a.bias = std::numeric_limits<float>::quiet_NaN();
   }
   return a;
 }
@@ -85,14 +70,8 @@ Tensor ActivationLayer::backward(Ctx& ctx, const Tensor& dy) {
   Tensor x = std::move(saved_x_);
   saved_x_ = Tensor();
   if (kind_ == ActKind::Identity) return dy;
-  Tensor* gs = grad_of(scale_);
-  Tensor* gb = grad_of(bias_);
-  if (!gs && !gb) return op::activation_backward(ctx.exec, x, params(), dy, nullptr);
-  Tensor dparams = Tensor::zeros({2});
-  Tensor dx = op::activation_backward(ctx.exec, x, params(), dy, &dparams);
-  if (gs) add_to_scalar(*gs, dparams.data()[0]);
-  if (gb) add_to_scalar(*gb, dparams.data()[1]);
-  return dx;
+  // The scalars' gradients accumulate where they live (the device on a GPU run).
+  return op::activation_backward(ctx.exec, x, params(), dy, grad_of(scale_), grad_of(bias_));
 }
 
 void ActivationLayer::collect_ops(std::set<OpKind>& ops) const {

@@ -277,7 +277,7 @@ void Backend::layer_norm_backward(const Tensor&, const Tensor&, float, const Ten
 void Backend::group_norm1_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::GroupNorm1);
 }
-void Backend::activation_backward(const Tensor&, const Activation&, const Tensor&, Tensor&, Tensor*) {
+void Backend::activation_backward(const Tensor&, const Activation&, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::Activation);
 }
 void Backend::scaled_residual_backward(const Tensor&, const Tensor*, const Tensor&, const Tensor*, const Tensor&,

@@ -312,9 +312,9 @@ class Backend {
                                    Tensor* dw, Tensor* db);
   virtual void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                     Tensor* dw, Tensor* db);
-  // dparams (StarReLU only): [d scale, d bias], accumulated
+  // dscale, dbias (StarReLU only, one element each, on the backend's device or the host): accumulated
   virtual void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
-                                   Tensor* dparams);
+                                   Tensor* dscale, Tensor* dbias);
   virtual void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
                                         const Tensor* layer_scale, const Tensor& dy, Tensor& dx, Tensor& dbranch,
                                         Tensor* d_res_scale, Tensor* d_layer_scale);

@@ -72,6 +72,11 @@ struct Activation {
   float scale = 1.f;
   float bias = 0.f;
   float threshold = 0.f;  // SoftShrink's λ: x - λ above λ, x + λ below -λ, 0 between
+  // StarReLU's scale and bias where a GPU run keeps them (one float each on the device): the CUDA
+  // kernels read them there, so a training step copies nothing to the host for them. Null on the
+  // host, where `scale` and `bias` hold the values.
+  const float* scale_on_device = nullptr;
+  const float* bias_on_device = nullptr;
 };
 
 // Geometry of a 2-D convolution, PyTorch semantics (symmetric zero padding).

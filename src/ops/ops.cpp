@@ -761,12 +761,14 @@ Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, flo
   return dx;
 }
 
-Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy, Tensor* dparams) {
+Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy, Tensor* dscale,
+                           Tensor* dbias) {
   MF_CHECK(dy.shape() == x.shape(), "activation backward: dy {} for x {}", dy.shape().str(), x.shape().str());
-  if (dparams) check_vec(dparams, 2, "parameter gradient", OpKind::Activation);
+  if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
+  if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::Activation, 0);
-  e.backend->activation_backward(x, act, dy, dx, dparams);
+  e.backend->activation_backward(x, act, dy, dx, dscale, dbias);
   return dx;
 }
 

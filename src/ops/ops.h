@@ -195,7 +195,8 @@ Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, floa
                            Tensor* db);
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
                             Tensor* db);
-Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy, Tensor* dparams);
+Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy,
+                           Tensor* dscale = nullptr, Tensor* dbias = nullptr);
 // Returns {dx, dbranch}.
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,

@@ -109,7 +109,7 @@ void CpuBackend::nchw_to_nhwc(const Tensor& x, Tensor& y) {
 
 
 void CpuBackend::activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
-                                     Tensor* dparams) {
+                                     Tensor* dscale, Tensor* dbias) {
   const int64_t n = x.numel();
   const float* X = x.data();
   const float* G = dy.data();
@@ -152,10 +152,8 @@ void CpuBackend::activation_backward(const Tensor& x, const Activation& act, con
         acc[0] += a0;
         acc[1] += a1;
       });
-      if (dparams) {
-        dparams->data()[0] += static_cast<float>(sums[0]);
-        dparams->data()[1] += static_cast<float>(sums[1]);
-      }
+      if (dscale) dscale->data()[0] += static_cast<float>(sums[0]);
+      if (dbias) dbias->data()[0] += static_cast<float>(sums[1]);
       return;
     }
     case ActKind::SquaredReLU:

@@ -62,6 +62,10 @@ __device__ double block_max(double v, double* scratch) {
 constexpr double kSqrtHalf = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.3989422804014327;
 
+// StarReLU's scalars, from the device when a GPU run keeps them there.
+__device__ __forceinline__ float act_scale(const Act& a) { return a.scale_p ? *a.scale_p : a.scale; }
+__device__ __forceinline__ float act_bias(const Act& a) { return a.bias_p ? *a.bias_p : a.bias; }
+
 // apply_activation: the value rounded to float, as the reference's glu backward uses it.
 __device__ float act_value(const Act& a, float x) {
   const double v = x;
@@ -70,7 +74,7 @@ __device__ float act_value(const Act& a, float x) {
     case 1: return static_cast<float>(0.5 * v * (1.0 + erf(v * kSqrtHalf)));
     case 2: {
       const double r = v > 0 ? v : 0;
-      return static_cast<float>(a.scale * r * r + a.bias);
+      return static_cast<float>(act_scale(a) * r * r + act_bias(a));
     }
     case 3: {
       const double r = v > 0 ? v : 0;
@@ -95,7 +99,7 @@ __device__ double act_derivative(const Act& a, double x) {
       const double pdf = exp(-0.5 * x * x) * kInvSqrt2Pi;
       return cdf + x * pdf;
     }
-    case 2: return x > 0 ? 2.0 * a.scale * x : 0.0;
+    case 2: return x > 0 ? 2.0 * act_scale(a) * x : 0.0;
     case 3: return x > 0 ? 2.0 * x : 0.0;
     case 4: return x > 0 ? 1.0 : 0.0;
     case 5: {
@@ -319,15 +323,15 @@ __global__ void activation_backward_kernel(const float* x, Act act, const float*
 
 struct StarReluParams {
   const float *x, *dy;
-  float* dparams;
+  float *dscale, *dbias;
   __device__ void operator()(int64_t, int64_t i, double* v) const {
     const double xv = x[i], r = xv > 0 ? xv : 0, g = dy[i];
     v[0] = g * r * r;
     v[1] = g;
   }
   __device__ void finish(int64_t, const double* s) const {
-    dparams[0] += static_cast<float>(s[0]);
-    dparams[1] += static_cast<float>(s[1]);
+    if (dscale) dscale[0] += static_cast<float>(s[0]);
+    if (dbias) dbias[0] += static_cast<float>(s[1]);
   }
 };
 
@@ -753,11 +757,11 @@ cudaError_t norm_backward(const float* x, const float* w, const float* dy, float
 
 int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
 
-cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dparams, int64_t n,
-                                double* work, cudaStream_t s) {
+cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dscale, float* dbias,
+                                int64_t n, double* work, cudaStream_t s) {
   if (n <= 0) return cudaGetLastError();
   activation_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
-  if (dparams && act.kind == 2) group_sums<2>(StarReluParams{x, dy, dparams}, 1, n, work, s);
+  if ((dscale || dbias) && act.kind == 2) group_sums<2>(StarReluParams{x, dy, dscale, dbias}, 1, n, work, s);
   return cudaGetLastError();
 }
 

@@ -24,6 +24,9 @@ struct Act {
   float scale = 1.f;
   float bias = 0.f;
   float threshold = 0.f;
+  // StarReLU's scale and bias read on the device (a GPU run's parameters) instead of scale, bias.
+  const float* scale_p = nullptr;
+  const float* bias_p = nullptr;
 };
 
 // db[n] += Σ_m dy[m, n] (dy [M, N]): a Linear's or a convolution's bias gradient.
@@ -38,11 +41,11 @@ int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C);
 cudaError_t norm_backward(const float* x, const float* w, const float* dy, float eps, float* dx, float* dw, float* db,
                           int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s);
 
-// dx = dy · act'(x) (overwritten); for StarReLU with dparams: dparams[0] += Σ dy · relu(x)²,
-// dparams[1] += Σ dy.
+// dx = dy · act'(x) (overwritten); for StarReLU: dscale[0] += Σ dy · relu(x)², dbias[0] += Σ dy
+// (either may be null).
 int64_t activation_backward_work(int64_t n);
-cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dparams, int64_t n,
-                                double* work, cudaStream_t s);
+cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dscale, float* dbias,
+                                int64_t n, double* work, cudaStream_t s);
 
 // y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs, dbranch = dy ⊙ ls (rs, ls null: 1);
 // d_rs[c] += Σ dy · x, d_ls[c] += Σ dy · branch (either may be null).

@@ -41,7 +41,16 @@ void launched(const char* what) { MF_CUDA_LAUNCHED(what); }
 int act_code(const Activation& a) { return static_cast<int>(a.kind); }
 namespace k = cuda::kernels;
 k::Act kact(const Activation& a) {
-  return k::Act{static_cast<k::ActKind>(static_cast<int>(a.kind)), a.scale, a.bias, a.threshold};
+  return k::Act{static_cast<k::ActKind>(static_cast<int>(a.kind)), a.scale, a.bias, a.threshold, a.scale_on_device,
+                a.bias_on_device};
+}
+// The activation with StarReLU's scalars as values, for the plain kernels that take them so (a
+// debugging path: this copies them down, a synchronising copy each).
+Activation with_host_scalars(Activation a) {
+  if (a.scale_on_device) cuda::check(cudaMemcpy(&a.scale, a.scale_on_device, sizeof(float), cudaMemcpyDeviceToHost), "scale");
+  if (a.bias_on_device) cuda::check(cudaMemcpy(&a.bias, a.bias_on_device, sizeof(float), cudaMemcpyDeviceToHost), "bias");
+  a.scale_on_device = a.bias_on_device = nullptr;
+  return a;
 }
 void ok(cudaError_t e, const char* what) { cuda::check(e, what); }
 
@@ -405,8 +414,8 @@ class CudaBackend final : public CudaBackwardOps {
   }
   void activation(const Tensor& x, const Activation& act, Tensor& y) override {
     if (simple_kernels()) {
-      cuda::simple::activation(dev(x), out<float>(y), x.numel(), act_code(act), act.scale, act.bias, act.threshold,
-                               stream());
+      const Activation h = with_host_scalars(act);
+      cuda::simple::activation(dev(x), out<float>(y), x.numel(), act_code(h), h.scale, h.bias, h.threshold, stream());
       return launched("activation");
     }
     typed([&](auto tag) {
@@ -510,8 +519,9 @@ class CudaBackend final : public CudaBackwardOps {
     const int64_t Ct = t.shape().last(), width = y.shape().last(), rows = t.numel() / Ct;
     const int64_t cw = c ? c->shape().last() : 0;
     if (simple_kernels()) {
-      cuda::simple::glu(dev(t), dev(c), out<float>(y), rows, Ct, cw, gate_offset, value_offset, width, act_code(act),
-                        act.scale, act.bias, act.threshold, stream());
+      const Activation h = with_host_scalars(act);
+      cuda::simple::glu(dev(t), dev(c), out<float>(y), rows, Ct, cw, gate_offset, value_offset, width, act_code(h),
+                        h.scale, h.bias, h.threshold, stream());
       return launched("glu");
     }
     typed([&](auto tag) {

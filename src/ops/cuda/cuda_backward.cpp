@@ -71,7 +71,9 @@ bool fused_attention_backward() {
   return fused;
 }
 
-bw::Act bact(const Activation& a) { return bw::Act{static_cast<int>(a.kind), a.scale, a.bias, a.threshold}; }
+bw::Act bact(const Activation& a) {
+  return bw::Act{static_cast<int>(a.kind), a.scale, a.bias, a.threshold, a.scale_on_device, a.bias_on_device};
+}
 
 // Column-major cuBLASLt product in fp32 (TF32 off); D = op(A) · op(B) (+ D when accumulate).
 void gemm_f32(bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
@@ -238,13 +240,15 @@ void CudaBackwardOps::group_norm1_backward(const Tensor& x, const Tensor& w, flo
 }
 
 void CudaBackwardOps::activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
-                                          Tensor* dparams) {
+                                          Tensor* dscale, Tensor* dbias) {
   require_fp32(OpKind::Activation);
-  DeviceGrad gp(act.kind == ActKind::StarReLU ? dparams : nullptr, true);
-  Work work(gp.get() ? bw::activation_backward_work(x.numel()) : 0);
-  ok(bw::activation_backward(in(x), bact(act), in(dy), out(dx), gp.get(), x.numel(), work.p, stream()),
+  const bool star = act.kind == ActKind::StarReLU;
+  DeviceGrad gs(star ? dscale : nullptr, true), gb(star ? dbias : nullptr, true);
+  Work work(gs.get() || gb.get() ? bw::activation_backward_work(x.numel()) : 0);
+  ok(bw::activation_backward(in(x), bact(act), in(dy), out(dx), gs.get(), gb.get(), x.numel(), work.p, stream()),
      "activation backward");
-  gp.finish();
+  gs.finish();
+  gb.finish();
 }
 
 void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,

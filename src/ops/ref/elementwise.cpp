@@ -89,20 +89,20 @@ double activation_derivative(const Activation& act, double x) {
 }
 
 void RefBackend::activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
-                                     Tensor* dparams) {
-  double ds = 0, dbias = 0;
+                                     Tensor* dscale, Tensor* dbias) {
+  double ds = 0, db = 0;
   for (int64_t i = 0; i < x.numel(); ++i) {
     const double v = x.data()[i], g = dy.data()[i];
     if (act.kind == ActKind::StarReLU) {
       const double r = v > 0 ? v : 0;
       ds += g * r * r;
-      dbias += g;
+      db += g;
     }
     dx.data()[i] = static_cast<float>(g * activation_derivative(act, v));
   }
-  if (dparams && act.kind == ActKind::StarReLU) {
-    dparams->data()[0] += static_cast<float>(ds);
-    dparams->data()[1] += static_cast<float>(dbias);
+  if (act.kind == ActKind::StarReLU) {
+    if (dscale) dscale->data()[0] += static_cast<float>(ds);
+    if (dbias) dbias->data()[0] += static_cast<float>(db);
   }
 }
 

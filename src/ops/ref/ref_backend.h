@@ -111,7 +111,7 @@ class RefBackend : public Backend {
   void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
                             Tensor* db) override;
   void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
-                           Tensor* dparams) override;
+                           Tensor* dscale, Tensor* dbias) override;
   void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
                                 const Tensor* layer_scale, const Tensor& dy, Tensor& dx, Tensor& dbranch,
                                 Tensor* d_res_scale, Tensor* d_layer_scale) override;

@@ -34,7 +34,7 @@ __device__ __forceinline__ float act_apply(const Act& a, float x) {
     case ActKind::GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
     case ActKind::StarReLU: {
       const float r = x > 0.f ? x : 0.f;
-      return fmaf(a.scale, r * r, a.bias);
+      return fmaf(a.scale_p ? *a.scale_p : a.scale, r * r, a.bias_p ? *a.bias_p : a.bias);
     }
     case ActKind::SquaredReLU: {
       const float r = x > 0.f ? x : 0.f;

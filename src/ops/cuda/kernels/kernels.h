@@ -34,6 +34,9 @@ struct Act {
   float scale = 1.f;
   float bias = 0.f;
   float threshold = 0.f;
+  // StarReLU's scale and bias read on the device (a GPU run's parameters) instead of scale, bias.
+  const float* scale_p = nullptr;
+  const float* bias_p = nullptr;
 };
 
 // ---- elementwise (elementwise.cu) --------------------------------------------------------------

@@ -221,32 +221,13 @@ void Distributed::broadcast(void* data, int64_t bytes) const {
 #endif
 }
 
-void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,
-                       bool bf16) {
-  if (dist.world() == 1) return;
-  int64_t total = 0;
-  for (const auto& [name, p] : params) {
-    MF_CHECK(p->grad.defined(), "no gradient for {} before the all-reduce", name);
-    MF_CHECK(p->grad.device() == Device::CPU,
-             "data-parallel training across ranks runs on the CPU backend only (the GPU's NCCL path is not done; "
-             "docs/distributed.md)");
-    total += p->grad.numel();
-  }
-  std::vector<float> bucket(static_cast<size_t>(total));
-  int64_t at = 0;
-  for (const auto& [name, p] : params) {
-    std::copy_n(p->grad.data(), p->grad.numel(), bucket.data() + at);
-    at += p->grad.numel();
-  }
+void average_gradients(const Distributed& dist, Tensor& flat_gradients, bool bf16) {
+  if (dist.world() == 1 || !flat_gradients.defined()) return;
+  MF_CHECK(flat_gradients.device() == Device::CPU, "MPI averages gradients on the host (a GPU run uses NCCL)");
   if (bf16) {
-    dist.allreduce_mean_bf16(bucket.data(), total);
+    dist.allreduce_mean_bf16(flat_gradients.data(), flat_gradients.numel());
   } else {
-    dist.allreduce_mean(bucket.data(), total);
-  }
-  at = 0;
-  for (const auto& [name, p] : params) {
-    std::copy_n(bucket.data() + at, p->grad.numel(), p->grad.data());
-    at += p->grad.numel();
+    dist.allreduce_mean(flat_gradients.data(), flat_gradients.numel());
   }
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/tensor.h"
 
 namespace mf {
 
@@ -80,12 +81,10 @@ class Distributed {
 // mf::Error when launched as one of several ranks by a build without MPI.
 Distributed& distributed();
 
-// Averages the gradients of `params` over the ranks: one MPI_Allreduce over one flat buffer (the
-// gradients in order; on the CPU a copy costs far less than one MPI call per parameter), then a
-// division by the world size: the mean of the ranks' batch means; with `bf16`, allreduce_mean_bf16.
-// Nothing happens in a world of one.
-void average_gradients(const Distributed& dist, const std::vector<std::pair<std::string, Parameter*>>& params,
-                       bool bf16 = false);
+// Averages the gradients over the ranks in place: one MPI_Allreduce over the flat buffer that every
+// gradient views (AdamW::flat_gradients, on the host), then a division by the world size: the mean
+// of the ranks' batch means; with `bf16`, allreduce_mean_bf16. Nothing happens in a world of one.
+void average_gradients(const Distributed& dist, Tensor& flat_gradients, bool bf16 = false);
 
 // BatchNorm's running statistics (the float buffers among `params`) are each rank's own, from its
 // share of every batch: this sets them to their mean over the ranks (timm's --dist-bn reduce), with one

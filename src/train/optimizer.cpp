@@ -23,11 +23,30 @@ AdamW::AdamW(Module& model, AdamWOptions options) : options_(options) {
 
 Device AdamW::device() const { return params_.empty() ? Device::CPU : params_.front().second->value.device(); }
 
-void AdamW::zero_grad() {
-  for (auto& [name, p] : params_) {
-    if (!p->grad.defined() || p->grad.device() != p->value.device()) p->grad = Tensor::empty(p->value.shape(), p->value.device());
-    p->grad.zero();
+bool AdamW::gradients_are_views() const {
+  if (!flat_grads_.defined() || flat_grads_.device() != device()) return false;
+  const float* at = flat_grads_.data();  // compared as addresses only (a device's are not read here)
+  for (const auto& [name, p] : params_) {
+    if (!p->grad.defined() || p->grad.device() != flat_grads_.device() || p->grad.data() != at) return false;
+    at += p->value.numel();
   }
+  return true;
+}
+
+void AdamW::zero_grad() {
+  if (params_.empty()) return;
+  if (!gradients_are_views()) {
+    int64_t total = 0;
+    for (const auto& [name, p] : params_) total += p->value.numel();
+    flat_grads_ = Tensor::empty({total}, device());
+    int64_t at = 0;
+    for (auto& [name, p] : params_) {
+      const int64_t n = p->value.numel();
+      p->grad = flat_grads_.slice0(at, at + n).reshape(p->value.shape());
+      at += n;
+    }
+  }
+  flat_grads_.zero();
 }
 
 double AdamW::grad_norm() const {

@@ -24,8 +24,12 @@ class AdamW {
  public:
   AdamW(Module& model, AdamWOptions options);
 
-  // Allocates (if needed) and zeroes every trainable parameter's gradient.
+  // Allocates (if needed) and zeroes every trainable parameter's gradient. The gradients are views
+  // of one flat buffer, in parameter order (flat_gradients()): zeroing them is one fill (one launch
+  // on a GPU instead of one per tensor), and a data-parallel step all-reduces the buffer in one call.
   void zero_grad();
+  // The buffer that every gradient views; defined after zero_grad().
+  Tensor& flat_gradients() { return flat_grads_; }
   // One update with learning rate `lr` (the schedule's value for this step).
   void step(double lr);
   // Scales all gradients so that their global L2 norm is at most max_norm (torch's
@@ -48,7 +52,10 @@ class AdamW {
   AdamWOptions options_;
   std::vector<std::pair<std::string, Parameter*>> params_;  // trainable only
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
+  Tensor flat_grads_;
   int64_t steps_ = 0;
+  // True while every gradient is still its view of flat_grads_ (a move between devices replaces them).
+  bool gradients_are_views() const;
 };
 
 }  // namespace mf

@@ -621,11 +621,10 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
       model.backward(ctx, dlogits);
       if (backend.device() == Device::CPU) {
-        average_gradients(dist, opt.params(), o.allreduce == "bf16");  // MPI
+        average_gradients(dist, opt.flat_gradients(), o.allreduce == "bf16");  // MPI, in place
       } else if (dist.world() > 1) {  // NCCL, on the device, on the backend's stream
-        std::vector<Tensor*> grads;
-        for (auto& [name, p] : opt.params()) grads.push_back(&p->grad);
-        backend.allreduce_mean(grads, RankGroup{dist.rank(), dist.world(),
+        // One all-reduce over the buffer that every gradient views (AdamW::zero_grad).
+        backend.allreduce_mean({&opt.flat_gradients()}, RankGroup{dist.rank(), dist.world(),
                                                 [&dist](void* d, size_t n) {
                                                   dist.broadcast(d, static_cast<int64_t>(n));
                                                 },

@@ -23,12 +23,15 @@
 #include "cli/compare_report.h"
 #include "cli/run_settings.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/threading.h"
+#include "data/loader.h"
 #include "io/file.h"
 #include "model/metaformer.h"
 #include "ops/backend.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
+#include "train/optimizer.h"
 #include "train/trainer.h"
 
 namespace mf::cli {
@@ -164,8 +167,40 @@ std::string command_line(const CompareArgs& a, const TrainOptions& o) {
 // Builds every candidate's model once (parameters allocated, not initialised or run), before
 // anything is trained or written: a misspelt mixer, or an option or size a mixer rejects, then stops
 // the command at once instead of after hours of training the candidates listed before it.
+// One training forward and backward of a candidate on the first two training samples, its
+// parameters initialised and placed as a run places them (on the GPU for --backend cuda), then the
+// backend's queue drained so that a kernel's failure shows here. A mixer that cannot train (an
+// error in its backward pass, parameters read where they do not live) thus stops compare in seconds,
+// before the candidates ahead of it have spent their hours.
+void training_step_smoke(const MetaFormerConfig& config, Backend& backend, const Dataset& train) {
+  MetaFormer model(config);
+  initialize_parameters(model, 0);
+  if (backend.device() != Device::CPU) move_parameters(model, backend.device());
+  AdamW opt(model, {});
+  opt.zero_grad();
+  LoaderOptions lo;
+  lo.batch = std::min<int64_t>(2, train.size());
+  lo.train = false;
+  lo.shuffle = false;
+  lo.workers = 0;
+  if (lo.batch < 1) return;
+  DataLoader loader(train, lo);
+  const auto batch = loader.next();
+  if (!batch) return;
+  Ctx ctx;
+  ctx.exec.backend = &backend;
+  ctx.training = true;
+  Rng rng(0);
+  ctx.rng = &rng;
+  const Tensor logits = model.run(ctx, batch->images);
+  Tensor dlogits = Tensor::full(logits.shape(), 1e-3f);
+  model.backward(ctx, dlogits.to(logits.device()));
+  backend.synchronize();
+}
+
 void check_every_candidate_builds(const std::vector<Candidate>& candidates,
-                                  const std::vector<MetaFormerConfig>& configs, const Backend& training) {
+                                  const std::vector<MetaFormerConfig>& configs, Backend& training,
+                                  const Dataset& train) {
   for (size_t c = 0; c < candidates.size(); ++c) {
     for (size_t d = 0; d < c; ++d)
       MF_CHECK(candidates[d].label != candidates[c].label, "--mixers names '{}' twice", candidates[c].label);
@@ -181,6 +216,12 @@ void check_every_candidate_builds(const std::vector<Candidate>& candidates,
       check_backward_ops(*model, training);
     } catch (const std::exception& e) {
       fail("--mixers: '{}': {}", candidates[c].label, e.what());
+    }
+    try {
+      training_step_smoke(configs[c], training, train);
+    } catch (const std::exception& e) {
+      fail("--mixers: '{}' failed a training step on the {} backend: {}", candidates[c].label, training.name(),
+           e.what());
     }
   }
 }
@@ -231,7 +272,7 @@ void run_compare(const CompareArgs& a) {
   // any training; both use --device.
   MF_CHECK(o.matmul == "fp32" || o.backend == "cuda", "--matmul {} applies to --backend cuda", o.matmul);
   select_device(a.timing.device, o.backend == "cuda" ? o.backend : a.timing.backend);
-  const Backend& training = get_backend(o.backend);
+  Backend& training = get_backend(o.backend);
   get_backend(a.timing.backend, parse_precision(a.timing.dtype));
   const MetaFormerConfig base = resolve_config(a.base);
   // AFFNet's own network has no per-stage token mixers to swap (its AFF blocks are fixed).
@@ -252,7 +293,7 @@ void run_compare(const CompareArgs& a) {
     config.name = base.name + "_" + cand.label;
     configs.push_back(config);
   }
-  check_every_candidate_builds(candidates, configs, training);
+  check_every_candidate_builds(candidates, configs, training, *splits.train);
   // Classifiers are ranked by test top-1, forecasters by test MSE (with the MAE beside it).
   const bool forecast = fitted.head.type == "forecast";
   const CompareMetric metric = forecast ? CompareMetric::forecast_mse() : CompareMetric::accuracy();

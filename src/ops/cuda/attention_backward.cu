@@ -5,9 +5,9 @@
 // Flash-attention's recomputation, written for CAFormer's small token counts (49 and 196 tokens,
 // head size 32): P is recomputed from q and k wherever it is needed instead of being stored.
 //   kernel 1, one warp per query row (b, h, i), lanes over the head's channels:
-//     pass 1: m_i = max_j s_ij and l_i = Σ_j exp(s_ij − m_i) (online), s_ij = scale · q_i·k_j;
-//     pass 2: D_i = Σ_j P_ij dP_ij with dP_ij = dO_i·v_j;
-//     pass 3: dq_i = scale · Σ_j P_ij (dP_ij − D_i) k_j; (m_i, l_i, D_i) kept for kernel 2.
+//     pass 1 (online, one exp per key): m_i = max_j s_ij, l_i = Σ_j exp(s_ij − m_i) with
+//             s_ij = scale · q_i·k_j, and D_i = Σ_j P_ij dP_ij with dP_ij = dO_i·v_j;
+//     pass 2: dq_i = scale · Σ_j P_ij (dP_ij − D_i) k_j; (m_i, l_i, D_i) kept for kernel 2.
 //   kernel 2, one warp per key row (b, h, j):
 //     dk_j = scale · Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, with P and dS recomputed from the stats.
 // Every sum runs in double in a fixed order (a warp's butterfly, then the loop order), with no
@@ -61,18 +61,29 @@ __global__ void attention_dq_kernel(const float* qkv, const float* dy, float* dq
   HeadRow<DPL> q, go;
   q.load(base + i * 3 * A, d, lane);
   go.load(dy + (b * N + i) * A + h * d, d, lane);
-  double m = -INFINITY, l = 0;
+  // Pass 1, online over the keys: the running max m, l = Σ_j e^{s_j − m} and Dn = Σ_j e^{s_j − m} dP_j,
+  // both rescaled by e^{m_old − m_new} whenever the max grows, so D_i = Dn / l comes out of the same
+  // sweep as the softmax statistics (no separate pass recomputing P), with one exp per key: the new key
+  // is either the new max (its own weight is e^0 = 1 and only the old sums need e^{m − s}) or not (its
+  // weight is e^{s − m} and the sums stay). s is a butterfly result, identical on every lane, so the
+  // branch is warp-uniform. With m = −∞ at the first key, e^{−∞} = 0 clears the (zero) sums.
+  double m = -INFINITY, l = 0, Dn = 0;
   for (int64_t j = 0; j < N; ++j) {
-    const double s = q.dot(base + j * 3 * A + A, d, lane) * scale;
-    const double m2 = fmax(m, s);
-    l = l * exp(m - m2) + exp(s - m2);
-    m = m2;
+    const float* kj = base + j * 3 * A + A;
+    const double s = q.dot(kj, d, lane) * scale;
+    const double dp = go.dot(kj + A, d, lane);
+    if (s > m) {
+      const double c = exp(m - s);
+      l = l * c + 1.0;
+      Dn = Dn * c + dp;
+      m = s;
+    } else {
+      const double e = exp(s - m);
+      l += e;
+      Dn += e * dp;
+    }
   }
-  double D = 0;
-  for (int64_t j = 0; j < N; ++j) {
-    const double p = exp(q.dot(base + j * 3 * A + A, d, lane) * scale - m) / l;
-    D += p * go.dot(base + j * 3 * A + 2 * A, d, lane);
-  }
+  const double D = Dn / l;
   double acc[DPL];
 #pragma unroll
   for (int k = 0; k < DPL; ++k) acc[k] = 0;

@@ -164,9 +164,6 @@ std::string command_line(const CompareArgs& a, const TrainOptions& o) {
   return command;
 }
 
-// Builds every candidate's model once (parameters allocated, not initialised or run), before
-// anything is trained or written: a misspelt mixer, or an option or size a mixer rejects, then stops
-// the command at once instead of after hours of training the candidates listed before it.
 // One training forward and backward of a candidate on the first two training samples, its
 // parameters initialised and placed as a run places them (on the GPU for --backend cuda), then the
 // backend's queue drained so that a kernel's failure shows here. A mixer that cannot train (an
@@ -198,6 +195,10 @@ void training_step_smoke(const MetaFormerConfig& config, Backend& backend, const
   backend.synchronize();
 }
 
+// Builds every candidate's model once, before anything is trained or written: a misspelt mixer, or
+// an option or size a mixer rejects, then stops the command at once instead of after hours of
+// training the candidates listed before it. Then checks that each trains on the backend: its ops
+// (a GPU lacks some backward passes), and one training step (training_step_smoke).
 void check_every_candidate_builds(const std::vector<Candidate>& candidates,
                                   const std::vector<MetaFormerConfig>& configs, Backend& training,
                                   const Dataset& train) {

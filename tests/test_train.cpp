@@ -309,5 +309,36 @@ TEST(TrainParts, AdamWFirstStepMatchesTheClosedForm) {
   EXPECT_NEAR(opt.grad_norm(), 1.0, 1e-5);
 }
 
+TEST(TrainParts, GradientsAreViewsOfOneFlatBufferThatOneFillZeroes) {
+  // The data-parallel all-reduce and zero_grad work on AdamW::flat_gradients, so every gradient
+  // must view it, in parameter order, and stay a view (or be made one again) across steps.
+  struct Two : Module {
+    Two() {
+      a = &add_param("a", {2, 3}, Init::ones(), true);
+      b = &add_param("b", {4}, Init::zeros(), false);
+    }
+    std::string kind() const override { return "Two"; }
+    Parameter *a, *b;
+  } m;
+  AdamW opt(m, {});
+  opt.zero_grad();
+  Tensor& flat = opt.flat_gradients();
+  ASSERT_TRUE(flat.defined());
+  ASSERT_EQ(flat.numel(), 10);
+  EXPECT_EQ(m.a->grad.data(), flat.data());
+  EXPECT_EQ(m.b->grad.data(), flat.data() + 6);
+  EXPECT_EQ(m.a->grad.shape(), Shape({2, 3}));
+  flat.fill(2.f);  // written through the buffer, seen through the views
+  EXPECT_EQ(m.b->grad.data()[3], 2.f);
+  opt.zero_grad();
+  for (int64_t i = 0; i < flat.numel(); ++i) EXPECT_EQ(flat.data()[i], 0.f);
+  // A gradient replaced behind the optimizer's back (a move between devices does this) is made a
+  // view again by the next zero_grad.
+  m.b->grad = Tensor::full({4}, 5.f);
+  opt.zero_grad();
+  EXPECT_EQ(m.b->grad.data(), opt.flat_gradients().data() + 6);
+  EXPECT_EQ(m.b->grad.data()[0], 0.f);
+}
+
 }  // namespace
 }  // namespace mf::test

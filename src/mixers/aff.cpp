@@ -79,16 +79,17 @@ class AdaptiveFrequencyFilter : public TokenMixer {
     Tensor d_spectrum = zeros_on(s, dy.device());
     Tensor d_mask = op::complex_mul_backward(ctx.exec, mask, spectrum, d_filtered, &d_spectrum);
     Tensor d_pre2 = op::activation_backward(ctx.exec, pre2, shrink(), d_mask.reshape({rows, 2 * dim_}), nullptr);
-    Tensor da2 = zeros_on(a2.shape(), dy.device()), dc2 = zeros_on({2 * dim_}, dy.device());
-    Tensor d_o1 = op::linear_backward(ctx.exec, o1, a2, d_pre2, true, &da2, &dc2);
+    // The biases' [2, nb, bs] gradients are already the Linear's [re | im] layout (real_bias), so the
+    // products accumulate into them directly; only the weights need folding back.
+    Tensor dc2 = bias_grad_view(b2_), dc1 = bias_grad_view(b1_);
+    Tensor da2 = zeros_on(a2.shape(), dy.device());
+    Tensor d_o1 = op::linear_backward(ctx.exec, o1, a2, d_pre2, true, &da2, dc2.defined() ? &dc2 : nullptr);
     Tensor d_pre1 = op::activation_backward(ctx.exec, pre1, Activation{act_}, d_o1, nullptr);
-    Tensor da1 = zeros_on(a1.shape(), dy.device()), dc1 = zeros_on({2 * dim_}, dy.device());
+    Tensor da1 = zeros_on(a1.shape(), dy.device());
     const Tensor bins = spectrum.reshape({rows, 2 * dim_});
-    Tensor d_bins = op::linear_backward(ctx.exec, bins, a1, d_pre1, true, &da1, &dc1);
+    Tensor d_bins = op::linear_backward(ctx.exec, bins, a1, d_pre1, true, &da1, dc1.defined() ? &dc1 : nullptr);
     fold_weight_grad(da1, grad_of(w1_));
     fold_weight_grad(da2, grad_of(w2_));
-    fold_bias_grad(dc1, grad_of(b1_));
-    fold_bias_grad(dc2, grad_of(b2_));
     // ∂/∂X through the mask's input too, then back to the image; plus the skip.
     d_spectrum = op::scaled_residual(ctx.exec, d_spectrum, nullptr, d_bins.reshape(s), nullptr);
     Tensor dx = op::rfft2_backward(ctx.exec, d_spectrum, width_);
@@ -129,7 +130,12 @@ class AdaptiveFrequencyFilter : public TokenMixer {
     w.set_derived("aff_real_weight", placed);
     return *placed;
   }
-  Tensor real_bias(const Tensor& b) const { return b.reshape({2 * dim_}).clone(); }  // [re | im] per channel
+  Tensor real_bias(const Tensor& b) const { return b.reshape({2 * dim_}); }  // [re | im] per channel
+  // The bias's gradient seen as the Linear's [2C] bias gradient (no tensor when it has none).
+  Tensor bias_grad_view(Parameter* b) {
+    Tensor* g = grad_of(b);
+    return g ? g->reshape({2 * dim_}) : Tensor();
+  }
   void fold_weight_grad(const Tensor& da, Tensor* dw) const {
     if (!dw) return;
     const int64_t C = dim_, nb = blocks_, bs = block_size_;
@@ -143,13 +149,6 @@ class AdaptiveFrequencyFilter : public TokenMixer {
             g[((0 * nb + k) * bs + i) * bs + o] += D[out * 2 * C + in] + D[(C + out) * 2 * C + C + in];
             g[((1 * nb + k) * bs + i) * bs + o] += -D[out * 2 * C + C + in] + D[(C + out) * 2 * C + in];
           }
-    });
-  }
-  static void fold_bias_grad(const Tensor& dc, Tensor* db) {
-    if (!db) return;
-    const Tensor host = dc.to(Device::CPU);
-    add_on_host(*db, [&](float* g) {
-      for (int64_t i = 0; i < host.numel(); ++i) g[i] += host.data()[i];
     });
   }
 

@@ -29,13 +29,15 @@
 #   memcheck.log  compute-sanitizer memcheck on the op harness (forward and grad modes) and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
+#   trainkernels.md (step trainkernels) every kernel's GPU time in two training steps (--matmul bf16, batch
+#                 128, synthetic) of poolformer_s12 and caformer_s18 (TRAINK_MODELS), by kernel and by launch shape
 #   dwab.log      (step dwab) A/B of the defaults against the previous depthwise kernels
 #                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels dwab curve compare attnab (default: build ops grad
+# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels dwab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -278,6 +280,21 @@ if has kernels; then  # where the GPU time goes, kernel by kernel (no synchronis
     python3 "$stage/kernel_table.py" "/tmp/kernels_$m.csv" > /tmp/kernels_$m.md 2>&1
     { echo "## $m"; cat /tmp/kernels_$m.md; echo; } >> "$OUT/kernels.md"
     head -16 /tmp/kernels_$m.md | cut -c1-150
+  done
+fi
+
+if has trainkernels; then  # where a training step's GPU time goes, kernel by kernel
+  : > "$OUT/trainkernels.md"
+  echo "== trainkernels: GPU time per kernel, two training steps, --matmul bf16, batch 128"
+  for m in $(echo "${TRAINK_MODELS:-poolformer_s12,caformer_s18}" | tr , ' '); do
+    rm -rf /tmp/tk_$m
+    timeout 240 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train -m $m \
+      --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --matmul bf16 --workers 4 \
+      --eval-subset 128 --no-progress --out /tmp/tk_$m > "/tmp/tk_$m.csv" 2> /tmp/tk.err
+    echo "$m: rc=$?"; tail -3 /tmp/tk.err
+    python3 "$stage/kernel_table.py" "/tmp/tk_$m.csv" > /tmp/tk_$m.md 2>&1
+    { echo "## $m (two steps and one small evaluation)"; cat /tmp/tk_$m.md; echo; } >> "$OUT/trainkernels.md"
+    head -24 /tmp/tk_$m.md | cut -c1-160
   done
 fi
 

@@ -4,6 +4,8 @@
 Input: the CSV of `ncu --csv --metrics gpu__time_duration.sum <program>` (one row per launch).
 Output: a markdown table, largest total first: kernel (name cut to its first 90 characters),
 launches, total ms, share of the total.
+Then the launch shapes that took longest: kernel, grid and block, launches, total ms (so that one
+kernel used by several layers, e.g. a GEMM, shows which shape is slow).
 Usage: kernel_table.py NCU.csv [--skip-first-pass-casts]
 """
 import csv
@@ -24,18 +26,24 @@ def main(path):
         if unit not in UNIT:
             sys.exit(f"kernel_table: unknown time unit {unit!r} in {path}")
         ms = float(r["Metric Value"].replace(",", "")) * UNIT[unit]
-        rows.append((r["Kernel Name"], ms))
-    total = sum(ms for _, ms in rows)
+        rows.append((r["Kernel Name"], ms, r.get("Grid Size", "?"), r.get("Block Size", "?")))
+    total = sum(r[1] for r in rows)
     by = defaultdict(lambda: [0, 0.0])
-    for name, ms in rows:
+    shapes = defaultdict(lambda: [0, 0.0])
+    for name, ms, grid, block in rows:
         short = name.split("(")[0] if not name.startswith("void ") else name[5:].split("(")[0]
         short = short[:90]
         by[short][0] += 1
         by[short][1] += ms
+        shapes[(short[:60], grid, block)][0] += 1
+        shapes[(short[:60], grid, block)][1] += ms
     print(f"{len(rows)} launches, {total:.3f} ms of kernel time\n")
     print("| kernel | launches | ms | share |\n|---|---:|---:|---:|")
     for name, (n, ms) in sorted(by.items(), key=lambda kv: -kv[1][1]):
         print(f"| `{name}` | {n} | {ms:.3f} | {100 * ms / total:.1f} % |")
+    print("\n| kernel | grid | block | launches | ms |\n|---|---|---|---:|---:|")
+    for (name, grid, block), (n, ms) in sorted(shapes.items(), key=lambda kv: -kv[1][1])[:40]:
+        print(f"| `{name}` | {grid} | {block} | {n} | {ms:.3f} |")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ struct Act {
 int64_t column_sum_work(int64_t rows, int64_t cols);
 cudaError_t column_sum_add(const float* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s);
 
+// dbias[m] += Σ_b Σ_c dy[b, m, c] (dy [B, M, C]): a token-mixing map's bias gradient.
+int64_t token_bias_grad_work(int64_t B, int64_t M, int64_t C);
+cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_t M, int64_t C, double* work,
+                                cudaStream_t s);
+
 // LayerNorm (groups = rows, n = C) and GroupNorm with one group (groups = B, n = H·W·C) backward:
 // x̂ = (x − mean) · rstd over each group of n values, channel of element i = i % C;
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w (overwritten);
@@ -96,9 +101,17 @@ cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const floa
 // im2col_nhwc: dx [B, H, W, C] (overwritten) = Σ of the columns dcols [B·Ho·Wo, kh·kw·C] that read
 // each pixel.
 cudaError_t conv_weight_to_khwc(const float* w, float* wk, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
+// A depthwise weight [C, 1, kh, kw] turned by 180° into [kh, kw, C] (the forward kernel's layout):
+// at stride 1 its convolution of dy is dx.
+cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s);
 cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
 cudaError_t col2im_nhwc(const float* dcols, float* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
+
+// The default attention backward runs its five products through cuBLASLt (cuda_backward.cpp) and
+// this kernel between them, over `rows` rows of N: S (the raw products q·k) becomes P =
+// softmax(scale · S) and dP (dy·v) becomes scale · P ⊙ (dP − rowsum(P ⊙ dP)); row sums in double.
+cudaError_t attention_softmax_grad(float* S, float* dP, int64_t rows, int64_t N, float scale, cudaStream_t s);
 
 // Attention backward (Backend::attention_backward) for `batch` samples: qkv [batch, N, 3·heads·d],
 // dy [batch, N, heads·d] -> dqkv (overwritten). The probabilities P and dS = P ⊙ (dP − rowsum(P ⊙ dP))

@@ -8,6 +8,7 @@
 #include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/cuda_context.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/kernels/kernels.h"
 
 namespace mf {
 namespace {
@@ -61,14 +62,33 @@ class DeviceGrad {
   float* p_ = nullptr;
 };
 
-// METAFORMER_CUDA_ATTN_BWD=fused: attention's backward without the N×N matrices in global memory
-// (attention_backward.cu), under test on the device before it becomes the default.
-bool fused_attention_backward() {
-  static const bool fused = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_ATTN_BWD");
-    return e != nullptr && std::string(e) == "fused";
+// Attention's backward comes in three versions (docs/cuda.md, "Backward passes"):
+//   gemm (default)  the five products (S = QKᵀ, dP = dY·Vᵀ, dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q) through
+//                   cuBLASLt, strided over the samples, one head at a time, with the softmax rows in
+//                   one kernel between them; P and dS in fp32 in a workspace;
+//   materialised    one thread per output in double, P and dS in double (the plain version);
+//   fused           no N×N matrices in global memory (attention_backward.cu).
+// METAFORMER_CUDA_ATTN_BWD=materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
+// attnab: on the H200 the fused kernel was slower than the materialised one, which was 0.34 s of
+// two caformer_s18 training steps at batch 128).
+// METAFORMER_CUDA_DW_BWD=gather: the depthwise convolution's dx by the plain gather in double at
+// every stride (the default convolves dy with the flipped kernel at stride 1).
+bool gather_depthwise_dx() {
+  static const bool gather = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_DW_BWD");
+    return e != nullptr && std::string(e) == "gather";
   }();
-  return fused;
+  return gather;
+}
+
+enum class AttnBwd { gemm, materialised, fused };
+AttnBwd attention_backward_version() {
+  static const AttnBwd v = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_ATTN_BWD");
+    const std::string s = e ? e : "";
+    return s == "fused" ? AttnBwd::fused : s == "materialised" ? AttnBwd::materialised : AttnBwd::gemm;
+  }();
+  return v;
 }
 
 bw::Act bact(const Activation& a) {
@@ -199,9 +219,23 @@ void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w
                                                 const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) {
   require_fp32(OpKind::DepthwiseConv2d);
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3), Ho = dy.dim(1), Wo = dy.dim(2);
+  const int kh = g.kernel_h, kw = g.kernel_w;
+  // At stride 1, dx is the forward convolution of dy with the kernel flipped, padded by k − 1 − p:
+  // the tiled forward kernel (fp32 sums) instead of a gather per input element in double, which
+  // was 8 % of a caformer_s18 training step (kernel time) on the H200.
+  const bool dx_by_forward = dx && g.stride_h == 1 && g.stride_w == 1 && g.pad_h <= kh - 1 && g.pad_w <= kw - 1 &&
+                             !gather_depthwise_dx();
+  if (dx_by_forward) {
+    Tensor flipped = Tensor::empty({static_cast<int64_t>(kh) * kw * C}, Device::CUDA);
+    ok(bw::depthwise_weight_flip_hwc(in(w), flipped.data(), C, kh, kw, stream()), "depthwise_conv2d backward: flip");
+    ok(cuda::kernels::depthwise_conv2d(in(dy), C, flipped.data(), nullptr, out(*dx), C, B, Ho, Wo, C, H, W, kh, kw, 1,
+                                       1, kh - 1 - g.pad_h, kw - 1 - g.pad_w, cuda::kernels::Act{},
+                                       cuda::kernels::Act{}, stream()),
+       "depthwise_conv2d backward: dx");
+  }
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::depthwise_backward_work(B, Ho, Wo, C, g.kernel_h, g.kernel_w));
-  ok(bw::depthwise_conv2d_backward(in(x), in(w), in(dy), dx ? out(*dx) : nullptr, gw.get(), gb.get(), B, H, W, C, Ho,
+  ok(bw::depthwise_conv2d_backward(in(x), in(w), in(dy), dx && !dx_by_forward ? out(*dx) : nullptr, gw.get(), gb.get(), B, H, W, C, Ho,
                                    Wo, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, work.p,
                                    stream()),
      "depthwise_conv2d backward");
@@ -275,18 +309,66 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
                                          Tensor& dqkv) {
   require_fp32(OpKind::Attention);
   const int64_t B = qkv.dim(0), N = qkv.dim(1), A = static_cast<int64_t>(heads) * head_dim;
-  if (fused_attention_backward() && bw::attention_backward_fused_supports(head_dim)) {
+  const AttnBwd version = attention_backward_version();
+  if (version == AttnBwd::fused && bw::attention_backward_fused_supports(head_dim)) {
     Work work(bw::attention_backward_fused_work(B, N, heads));
     ok(bw::attention_backward_fused(in(qkv), in(dy), out(dqkv), B, N, heads, head_dim, scale, work.p, stream()),
        "attention backward (fused)");
     return;
   }
-  const int64_t per_sample = bw::attention_backward_work(1, N, heads);
-  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 27) / std::max<int64_t>(per_sample, 1), 1, std::max<int64_t>(B, 1));
-  Work work(per_sample * chunk);
   const float* q = in(qkv);
   const float* g = in(dy);
   float* d = out(dqkv);
+  if (version == AttnBwd::gemm) {
+    // Row-major products as column-major cuBLASLt calls (see gemm_f32): a row-major X = op(L) · op(R)
+    // is the column-major Xᵀ = op(R)ᵀ · op(L)ᵀ, and a row-major matrix is its column-major transpose.
+    const int64_t NN = N * N, ld = 3 * A;
+    const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 26) / std::max<int64_t>(heads * NN, 1), 1,
+                                              std::max<int64_t>(B, 1));
+    Tensor work = Tensor::empty({2 * heads * chunk * NN}, Device::CUDA);
+    auto product = [&](bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t sa,
+                       const float* b, int64_t ldb, int64_t sb, float* out_d, int64_t ldd, int64_t sd, int64_t batch) {
+      cuda::Gemm p;
+      p.type = cuda::GemmType::f32;
+      p.trans_a = ta, p.trans_b = tb;
+      p.m = m, p.n = n, p.k = k;
+      p.a = a, p.lda = lda, p.stride_a = sa;
+      p.b = b, p.ldb = ldb, p.stride_b = sb;
+      p.d = out_d, p.ldd = ldd, p.stride_d = sd;
+      p.batch = batch;
+      cuda::run_gemm(p);
+    };
+    for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+      const int64_t nb = std::min(chunk, B - b0);
+      const float* q0 = q + b0 * N * ld;
+      const float* g0 = g + b0 * N * A;
+      float* d0 = d + b0 * N * ld;
+      float* S = work.data();                // [heads, nb, N, N]
+      float* dP = work.data() + heads * nb * NN;
+      for (int h = 0; h < heads; ++h) {
+        const int64_t o = static_cast<int64_t>(h) * head_dim;
+        float* Sh = S + h * nb * NN;
+        float* dPh = dP + h * nb * NN;
+        // S = Q·Kᵀ and dP = dY·Vᵀ, [N, N] per sample
+        product(true, false, N, N, head_dim, q0 + A + o, ld, N * ld, q0 + o, ld, N * ld, Sh, N, NN, nb);
+        product(true, false, N, N, head_dim, q0 + 2 * A + o, ld, N * ld, g0 + o, A, N * A, dPh, N, NN, nb);
+      }
+      ok(bw::attention_softmax_grad(S, dP, heads * nb * N, N, scale, stream()), "attention backward: softmax");
+      for (int h = 0; h < heads; ++h) {
+        const int64_t o = static_cast<int64_t>(h) * head_dim;
+        const float* Ph = S + h * nb * NN;
+        const float* dSh = dP + h * nb * NN;
+        // dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q, [N, head_dim] per sample, into dqkv's slices
+        product(false, true, head_dim, N, N, g0 + o, A, N * A, Ph, N, NN, d0 + 2 * A + o, ld, N * ld, nb);
+        product(false, false, head_dim, N, N, q0 + A + o, ld, N * ld, dSh, N, NN, d0 + o, ld, N * ld, nb);
+        product(false, true, head_dim, N, N, q0 + o, ld, N * ld, dSh, N, NN, d0 + A + o, ld, N * ld, nb);
+      }
+    }
+    return;
+  }
+  const int64_t per_sample = bw::attention_backward_work(1, N, heads);
+  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 27) / std::max<int64_t>(per_sample, 1), 1, std::max<int64_t>(B, 1));
+  Work work(per_sample * chunk);
   for (int64_t b0 = 0; b0 < B; b0 += chunk) {
     const int64_t n = std::min(chunk, B - b0);
     ok(bw::attention_backward(q + b0 * N * 3 * A, g + b0 * N * A, d + b0 * N * 3 * A, n, N, heads, head_dim, scale,
@@ -335,39 +417,34 @@ void CudaBackwardOps::token_mix_backward(const Tensor& r, const Tensor& x, const
     cuda::run_gemm(g);
   }
   if (dr) {
-    // Row-major dR (M×N) += dy[b] (M×C) · x[b]ᵀ (C×N): column-major dRᵀ (N×M) += x[b] (N×C, the
-    // transpose of its column-major C×N storage) · dy[b]ᵀ (C×M), sample after sample.
+    // Row-major dR (M×N) += Σ_b dy[b] (M×C) · x[b]ᵀ (C×N). Per sample, column-major dR[b]ᵀ (N×M) =
+    // x[b] (N×C, the transpose of its column-major C×N storage) · dy[b]ᵀ (C×M): one strided batched
+    // product for a chunk of samples into a workspace, then its column sums (in double, a fixed
+    // order) added to dR. (A product per sample was thousands of launches for an axial or wavelet
+    // mixer, whose "batch" is B·H rows or B·h·w positions.)
     DeviceGrad d(dr, true);
-    for (int64_t b = 0; b < B; ++b) {
+    const int64_t per = N * M, chunk = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{16} << 20) / per));
+    Tensor partial = Tensor::empty({chunk * per}, Device::CUDA);
+    Work work(bw::column_sum_work(chunk, per));
+    for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+      const int64_t nb = std::min(chunk, B - b0);
       cuda::Gemm g;
       g.type = cuda::GemmType::f32;
       g.trans_a = true;
       g.m = N, g.n = M, g.k = C;
-      g.a = X + b * N * C, g.lda = C;
-      g.b = G + b * M * C, g.ldb = C;
-      g.d = d.get(), g.ldd = N;
-      g.c = d.get();  // beta = 1: accumulate
+      g.a = X + b0 * N * C, g.lda = C, g.stride_a = N * C;
+      g.b = G + b0 * M * C, g.ldb = C, g.stride_b = M * C;
+      g.d = partial.data(), g.ldd = N, g.stride_d = per;
+      g.batch = nb;
       cuda::run_gemm(g);
+      ok(bw::column_sum_add(partial.data(), d.get(), nb, per, work.p, stream()), "token_mix backward: map");
     }
     d.finish();
   }
   if (dbias) {
-    // dbias[m] += Σ_b Σ_c dy[b, m, c]: the column sums of dy viewed as [B, M·C], then the row sums of
-    // that [M, C] result (the column sums of its transpose, [C, M] read through a ones-vector product).
     DeviceGrad d(dbias, true);
-    Tensor per_mc = Tensor::zeros({M * C}).to(Device::CUDA);
-    Work work(bw::column_sum_work(B, M * C));
-    ok(bw::column_sum_add(G, per_mc.data(), B, M * C, work.p, stream()), "token_mix backward: bias");
-    const Tensor ones = Tensor::full({C}, 1.f).to(Device::CUDA);
-    // Column-major dbias (1×M) += onesᵀ (1×C) · per_mc (C×M, its row-major [M, C] storage).
-    cuda::Gemm g;
-    g.type = cuda::GemmType::f32;
-    g.m = 1, g.n = M, g.k = C;
-    g.a = ones.data(), g.lda = 1;
-    g.b = per_mc.data(), g.ldb = C;
-    g.d = d.get(), g.ldd = 1;
-    g.c = d.get();
-    cuda::run_gemm(g);
+    Work work(bw::token_bias_grad_work(B, M, C));
+    ok(bw::token_bias_grad_add(G, d.get(), B, M, C, work.p, stream()), "token_mix backward: bias");
     d.finish();
   }
 }

@@ -3,7 +3,7 @@
 # ranking can mean something: Fashion-MNIST resized to 64×64 (a 32×32 token grid in the first stage),
 # 9 epochs of all 60 000 training images at batch 128 (4 212 steps per run: 22× the CPU run's 188,
 # and 44× its images), the full 10 000-image test set, two seeds, every mixer that has GPU backward
-# passes. About 40 minutes on one H200 (40–125 s of training a run, plus data loading and evaluation;
+# passes. About 35 minutes on one H200 (37–122 s of training a run, plus data loading and evaluation;
 # docs/experiments/README.md).
 # Run folders go to $RUNS (default runs/compare_fmnist_gpu); the report and plots are copied to
 # $DOCS (default docs/experiments/fmnist_gpu). Re-running skips finished runs and resumes interrupted

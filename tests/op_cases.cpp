@@ -582,13 +582,15 @@ const std::vector<OpCase>& op_cases() {
     const std::vector<Activation> acts{{ActKind::GELU, 1, 0},        {ActKind::StarReLU, 0.8944f, -0.4472f},
                                        {ActKind::SquaredReLU, 1, 0}, {ActKind::ReLU, 1, 0},
                                        {ActKind::SiLU, 1, 0},        {ActKind::Identity, 1, 0}};
+    // An odd size, and one of whole 16-byte vectors (the GPU's backward takes four elements a thread there).
     for (const Activation& a : acts)
-      v.push_back({fmt::format("activation/{}/[3, 7, 7, 37]", act_name(a.kind)), OpKind::Activation, 1e-6,
-                   {{{3, 7, 7, 37}, -6.f, 6.f}},
-                   [a](const Exec& e, const std::vector<Tensor>& in) { return op::activation(e, in[0], a); },
-                   [a](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
-                     return std::vector<Tensor>{op::activation_backward(e, in[0], a, dy, nullptr)};
-                   }});
+      for (const Shape& shape : {Shape{3, 7, 7, 37}, Shape{2, 7, 7, 64}})
+        v.push_back({fmt::format("activation/{}/{}", act_name(a.kind), shape.str()), OpKind::Activation, 1e-6,
+                     {{shape, -6.f, 6.f}},
+                     [a](const Exec& e, const std::vector<Tensor>& in) { return op::activation(e, in[0], a); },
+                     [a](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                       return std::vector<Tensor>{op::activation_backward(e, in[0], a, dy, nullptr)};
+                     }});
     // SoftShrink (λ = 0.5) away from its kinks at ±λ, where central differences are meaningless: each
     // branch on its own range (above λ, below -λ, and the dead zone).
     for (auto [lo, hi] : {std::pair<float, float>{0.6f, 6.f}, {-6.f, -0.6f}, {-0.4f, 0.4f}}) {

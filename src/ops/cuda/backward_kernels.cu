@@ -346,6 +346,53 @@ __global__ void norm_dx_kernel(const float* x, const float* w, const float* dy, 
   }
 }
 
+// LayerNorm's backward for short rows (n ≤ kWarpRowMax): one warp per row does what NormMoments,
+// NormGradMoments and norm_dx_kernel do in three launches with a block per row — the statistics, the
+// two sums of dx's formula (double, lane strides then the butterfly: a fixed order) and dx — and
+// leaves the four statistics for the parameter gradients' column sums.
+constexpr int64_t kWarpRowMax = 2048;
+__global__ void norm_rows_backward_kernel(const float* x, const float* w, const float* dy, float eps, float* dx,
+                                          double* stats, int64_t rows, int n, int C) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {
+    const float* xr = x + r * n;
+    const float* gr = dy + r * n;
+    double s0 = 0, s1 = 0;
+    for (int i = lane; i < n; i += 32) {
+      const double v = xr[i];
+      s0 += v;
+      s1 += v * v;
+    }
+    s0 = warp_sum(s0);
+    s1 = warp_sum(s1);
+    const double mean = s0 / n;
+    double var = s1 / n - mean * mean;
+    if (var < 0) var = 0;
+    const double rstd = 1.0 / sqrt(var + static_cast<double>(eps));
+    double t0 = 0, t1 = 0;
+    for (int i = lane; i < n; i += 32) {
+      const double xh = (xr[i] - mean) * rstd;
+      const double gg = static_cast<double>(gr[i]) * w[i % C];
+      t0 += gg;
+      t1 += gg * xh;
+    }
+    t0 = warp_sum(t0) / n;
+    t1 = warp_sum(t1) / n;
+    for (int i = lane; i < n; i += 32) {
+      const double xh = (xr[i] - mean) * rstd;
+      const double gg = static_cast<double>(gr[i]) * w[i % C];
+      dx[r * n + i] = static_cast<float>(rstd * (gg - t0 - xh * t1));
+    }
+    if (lane == 0) {
+      stats[r * 4 + 0] = mean;
+      stats[r * 4 + 1] = rstd;
+      stats[r * 4 + 2] = t0;
+      stats[r * 4 + 3] = t1;
+    }
+  }
+}
+
 struct NormParamGrads {
   const float *x, *dy;
   const double* stats;
@@ -366,6 +413,33 @@ struct NormParamGrads {
 // ---- activation ----------------------------------------------------------------------------------
 __global__ void activation_backward_kernel(const float* x, Act act, const float* dy, float* dx, int64_t n) {
   MF_GRID_STRIDE(i, n) dx[i] = static_cast<float>(static_cast<double>(dy[i]) * act_derivative(act, x[i]));
+}
+
+// GELU's and SiLU's derivatives in float (erff, expf: a few ulp) — in double they made the
+// activation backward compute-bound (10 % of a poolformer_s12 training step's kernel time); the rest
+// as above. The product with dy is one float rounding, as before.
+__device__ float act_derivative_f(const Act& a, float x) {
+  switch (a.kind) {
+    case 1: {
+      const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
+      const float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
+      return cdf + x * pdf;
+    }
+    case 5: {
+      const float s = 1.f / (1.f + expf(-x));
+      return s * (1.f + x * (1.f - s));
+    }
+    default: return static_cast<float>(act_derivative(a, x));
+  }
+}
+
+// Four elements a thread (16-byte loads): n a multiple of 4, the pointers 16-byte aligned.
+__global__ void activation_backward_vec_kernel(const float4* x, Act act, const float4* dy, float4* dx, int64_t n4) {
+  MF_GRID_STRIDE(i, n4) {
+    const float4 v = x[i], g = dy[i];
+    dx[i] = make_float4(g.x * act_derivative_f(act, v.x), g.y * act_derivative_f(act, v.y),
+                        g.z * act_derivative_f(act, v.z), g.w * act_derivative_f(act, v.w));
+  }
 }
 
 struct StarReluParams {
@@ -642,6 +716,61 @@ __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int r
   }
 }
 
+// The same partials at horizontal stride 1, one image row (n, oh) of dy at a time: for each kernel
+// row ki the thread slides a window of KW input values along the row, loading one new x and one dy
+// per output pixel instead of KW·KH x values (the kernel above read x 49 times per output for 7×7,
+// a quarter of a convformer_s18 training step's kernel time on the H200). Same double sums; the
+// rows of a chunk are split over the kRowLanes lanes, then added in order, as above.
+template <int KH, int KW>
+__global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int img_rows, int chunks, DwShape d,
+                                         double* partial) {
+  __shared__ double sh[kRowLanes][kColTile];
+  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
+  const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
+  double acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
+  if (c < d.C)
+    for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
+      const int oh = r % d.Ho, n = r / d.Ho;
+      const float* g_row = dy + r * d.Wo * d.C + c;
+#pragma unroll
+      for (int ki = 0; ki < KH; ++ki) {
+        const int ih = oh * d.sh - d.ph + ki;
+        if (ih < 0 || ih >= d.H) continue;
+        const float* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+        // win[kj] holds x at iw = ow − pw + kj; start with the window of ow = −1 (win[0] unused).
+        float win[KW];
+        win[0] = 0.f;
+#pragma unroll
+        for (int kj = 1; kj < KW; ++kj) {
+          const int iw = kj - 1 - d.pw;
+          win[kj] = iw >= 0 && iw < d.W ? xr[iw * d.C] : 0.f;
+        }
+        for (int ow = 0; ow < d.Wo; ++ow) {
+#pragma unroll
+          for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
+          const int iw = ow + KW - 1 - d.pw;
+          win[KW - 1] = iw >= 0 && iw < d.W ? xr[iw * d.C] : 0.f;
+          const double g = g_row[ow * d.C];
+#pragma unroll
+          for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] += g * win[kj];
+        }
+      }
+    }
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) {
+    sh[threadIdx.y][threadIdx.x] = acc[t];
+    __syncthreads();
+    if (threadIdx.y == 0 && c < d.C) {
+      double s = 0;
+      for (int y = 0; y < kRowLanes; ++y) s += sh[y][threadIdx.x];
+      partial[(static_cast<int64_t>(chunk) * KH * KW + t) * d.C + c] = s;
+    }
+    __syncthreads();
+  }
+}
+
 // dw[c, tap] += Σ over the chunks, in order.
 __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int chunks, int taps, int C) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < taps * C; i += gridDim.x * blockDim.x) {
@@ -659,9 +788,17 @@ void depthwise_backward_fixed(const float* x, const float* w, const float* dy, f
   if (dx && total > 0) depthwise_dx_fixed_kernel<KH, KW><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, d);
   const int rows = B * d.Ho * d.Wo;
   if (dw && rows > 0) {
-    const int chunks = static_cast<int>(column_chunks(rows));
-    const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-    depthwise_dw_fixed_kernel<KH, KW><<<grid, dim3(kColTile, kRowLanes), 0, s>>>(x, dy, rows, chunks, d, work);
+    int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
+    const dim3 block(kColTile, kRowLanes);
+    if (d.sw == 1) {  // 16 image rows a chunk, 2 a lane
+      const int img_rows = B * d.Ho, want = (img_rows + 15) / 16;
+      chunks = want < chunks ? want : chunks;
+      const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+      depthwise_dw_rows_kernel<KH, KW><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+    } else {
+      const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+      depthwise_dw_fixed_kernel<KH, KW><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);
+    }
     depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(KH) * KW * d.C), kThreads, 0, s>>>(work, dw, chunks,
                                                                                                   KH * KW, d.C);
   }
@@ -862,10 +999,15 @@ cudaError_t norm_backward(const float* x, const float* w, const float* dy, float
   if (groups <= 0 || n <= 0) return cudaGetLastError();
   double* stats = work;
   double* partial = work + groups * 4;
-  group_sums<2>(NormMoments{x, stats, n, eps}, groups, n, partial, s);
-  group_sums<2>(NormGradMoments{x, w, dy, stats, n, C}, groups, n, partial, s);
   const int64_t total = groups * n;
-  norm_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+  if (n <= kWarpRowMax) {
+    norm_rows_backward_kernel<<<blocks_for(groups * 32), kThreads, 0, s>>>(x, w, dy, eps, dx, stats, groups,
+                                                                          static_cast<int>(n), static_cast<int>(C));
+  } else {
+    group_sums<2>(NormMoments{x, stats, n, eps}, groups, n, partial, s);
+    group_sums<2>(NormGradMoments{x, w, dy, stats, n, C}, groups, n, partial, s);
+    norm_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+  }
   if (dw || db) column_sums<2>(NormParamGrads{x, dy, stats, dw, db, n, C}, total / C, C, partial, s);
   return cudaGetLastError();
 }
@@ -875,7 +1017,14 @@ int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
 cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dscale, float* dbias,
                                 int64_t n, double* work, cudaStream_t s) {
   if (n <= 0) return cudaGetLastError();
-  activation_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
+  const bool vec = n % 4 == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy) |
+                                    reinterpret_cast<uintptr_t>(dx)) & 15) == 0;
+  if (vec)
+    activation_backward_vec_kernel<<<blocks_for(n / 4), kThreads, 0, s>>>(
+        reinterpret_cast<const float4*>(x), act, reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx),
+        n / 4);
+  else
+    activation_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
   if ((dscale || dbias) && act.kind == 2) group_sums<2>(StarReluParams{x, dy, dscale, dbias}, 1, n, work, s);
   return cudaGetLastError();
 }

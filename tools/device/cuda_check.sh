@@ -20,8 +20,8 @@
 #                 over 300 Fashion-MNIST steps (--matmul fp32 and bf16, --trace) against PyTorch fp32 and bf16
 #                 autocast from the same initial weights and batches; loss_curves.csv and loss_curves.svg beside it
 #   attnab.log    (step attnab, not in the default set) the fused attention backward
-#                 (METAFORMER_CUDA_ATTN_BWD=fused) against the materialised one: grad cases, memcheck,
-#                 the training goldens, a caformer_s18 training profile each way
+#                 (METAFORMER_CUDA_ATTN_BWD=fused): grad cases, memcheck, the training goldens; then a
+#                 caformer_s18 training profile with each version (gemm, the default; materialised; fused)
 #   compare.log   (step compare, not in the default set) scripts/compare_experiment_gpu.sh: the MetaFormer
 #                 experiment on the GPU (runs in /tmp/cmp_gpu, resumed by a later call; COMPARE_TIMEOUT;
 #                 runs finished on an earlier machine are carried in build/cuda-device/cmp_prior/runs);
@@ -175,10 +175,10 @@ if has curve; then
 fi
 
 if has attnab; then
-  # The fused attention backward (METAFORMER_CUDA_ATTN_BWD=fused, attention_backward.cu) against the
-  # materialised default: the op harness's attention cases in grad mode, under memcheck too, the
-  # training goldens that have attention, and a caformer_s18 training profile each way.
-  echo "== attention backward: fused against materialised" | tee "$OUT/attnab.log"
+  # The fused attention backward (METAFORMER_CUDA_ATTN_BWD=fused, attention_backward.cu): the op
+  # harness's attention cases in grad mode, under memcheck too, the training goldens that have
+  # attention; then a caformer_s18 training profile with each of the three versions.
+  echo "== attention backward: fused, then the three versions timed" | tee "$OUT/attnab.log"
   METAFORMER_CUDA_ATTN_BWD=fused timeout 120 "$T" --mode grad --backend cuda --op attention 2>&1 |
     grep -E "FAIL|cases|attention" | tail -12 | tee -a "$OUT/attnab.log"
   METAFORMER_CUDA_ATTN_BWD=fused timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --mode grad \
@@ -187,7 +187,7 @@ if has attnab; then
   grep -E "ERROR SUMMARY" /tmp/attn_memcheck.log | tee -a "$OUT/attnab.log"
   METAFORMER_CUDA_ATTN_BWD=fused timeout 200 "$B/tests/mf_tests" --gtest_filter='*TrainGolden*former*cuda*' 2>&1 |
     grep -E "^\[  (FAILED|PASSED)|OK \]" | tee -a "$OUT/attnab.log"
-  for v in materialised fused; do
+  for v in gemm materialised fused; do
     rm -rf /tmp/attn_$v
     METAFORMER_CUDA_ATTN_BWD=$v timeout 150 "$M" train -m caformer_s18 --data synthetic:1280 --batch 128 --epochs 1 \
       --max-steps 6 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --profile \

@@ -243,18 +243,23 @@ TEST(TrainParts, LoaderBatchesDoNotDependOnWorkers) {
   t.mean = {0.5f};
   t.std = {0.5f};
   auto ds = open_fashion_mnist(tmp.file("data"), "train", t);
-  std::vector<Tensor> seen[2];
-  for (int w : {0, 3}) {
+  // Nor on where the images are put: `pinned` asks the device for page-locked memory (a GPU run),
+  // and without a device (or without METAFORMER_CUDA_PINNED_BATCHES=1 on one) gets ordinary memory.
+  std::vector<Tensor> seen[3];
+  for (int k : {0, 1, 2}) {
     LoaderOptions o;
     o.batch = 16;
-    o.workers = w;
+    o.workers = k == 0 ? 0 : 3;
+    o.pinned = k == 2;
     o.seed = 5;
     DataLoader loader(*ds, o);
-    while (auto b = loader.next()) seen[w ? 1 : 0].push_back(b->images);
+    while (auto b = loader.next()) seen[k].push_back(b->images);
   }
-  ASSERT_EQ(seen[0].size(), 6u);
-  ASSERT_EQ(seen[1].size(), 6u);
-  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(max_abs_diff(seen[0][i], seen[1][i]), 0.0);
+  for (int k : {0, 1, 2}) ASSERT_EQ(seen[k].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(max_abs_diff(seen[0][i], seen[1][i]), 0.0);
+    EXPECT_EQ(max_abs_diff(seen[0][i], seen[2][i]), 0.0);
+  }
 }
 
 TEST(TrainParts, ScheduleWarmsUpThenDecays) {

@@ -17,6 +17,15 @@ class DeviceMemory {
   enum class Direction { host_to_device, device_to_host, device_to_device };
   virtual void copy(void* dst, const void* src, size_t bytes, Direction dir) = 0;
   virtual void fill(float* p, size_t count, float value) = 0;
+  // Page-locked host memory for what is uploaded every step (a training batch), or null where the
+  // device has none to give (the caller then uses ordinary memory). A copy to the device from such
+  // a block does not wait for the device; a block handed back is reused only after every copy from
+  // it has finished.
+  virtual void* allocate_pinned(size_t bytes) {
+    (void)bytes;
+    return nullptr;
+  }
+  virtual void release_pinned(void* p) { (void)p; }
 };
 
 // The registered device memory, or null when no accelerator is available in this build.

@@ -84,6 +84,14 @@ Tensor Tensor::borrow(float* data, const Shape& shape, std::shared_ptr<void> kee
   return t;
 }
 
+Tensor Tensor::empty_pinned(const Shape& shape) {
+  DeviceMemory* dm = device_memory();
+  const size_t bytes = static_cast<size_t>(shape.numel()) * sizeof(float);
+  void* p = dm && bytes ? dm->allocate_pinned(bytes) : nullptr;
+  if (!p) return empty(shape);
+  return borrow(static_cast<float*>(p), shape, std::shared_ptr<void>(p, [dm](void* q) { dm->release_pinned(q); }));
+}
+
 Device Tensor::device() const { return storage_ ? storage_->device : Device::CPU; }
 
 float* Tensor::data() {

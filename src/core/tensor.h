@@ -57,6 +57,9 @@ class Tensor {
   // Borrows memory owned elsewhere (e.g. a memory-mapped file); `keep_alive` is held until the last
   // tensor sharing this storage is gone.
   static Tensor borrow(float* data, const Shape& shape, std::shared_ptr<void> keep_alive);
+  // A host tensor in the device's page-locked memory when it gives some (DeviceMemory::allocate_pinned),
+  // else an ordinary one: for data uploaded every step.
+  static Tensor empty_pinned(const Shape& shape);
 
   bool defined() const { return storage_ != nullptr; }
   const Shape& shape() const { return shape_; }

@@ -88,7 +88,8 @@ Batch DataLoader::build(int64_t b) {
   batch.index = b;
   if (!samples.empty()) {
     const Shape s = samples[0].image.shape();
-    batch.images = Tensor::empty({static_cast<int64_t>(samples.size()), s[0], s[1], s[2]});
+    const Shape shape{static_cast<int64_t>(samples.size()), s[0], s[1], s[2]};
+    batch.images = o_.pinned ? Tensor::empty_pinned(shape) : Tensor::empty(shape);
     for (size_t i = 0; i < samples.size(); ++i) {
       MF_CHECK(samples[i].image.shape() == s, "{}: samples of different sizes in one batch", data_.describe());
       std::copy_n(samples[i].image.data(), s.numel(), batch.images.data() + static_cast<int64_t>(i) * s.numel());

@@ -39,6 +39,7 @@ struct LoaderOptions {
   int workers = 2;         // 0: load on the calling thread
   int64_t subset = 0;      // > 0: use only this many samples (a fixed seeded selection)
   int prefetch = 4;        // batches decoded ahead
+  bool pinned = false;     // images in the device's page-locked memory, when it gives some (GPU runs)
   // Data parallelism (docs/distributed.md): the epoch's order is the same on every rank, and its
   // batch k of world * batch positions is split in rank order: rank r takes positions
   // [k*world*batch + r*batch, k*world*batch + (r+1)*batch). N ranks at batch b therefore see, step by

@@ -477,6 +477,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   lo.seed = o.seed;
   lo.workers = o.workers;
   lo.subset = o.subset;
+  lo.pinned = backend.device() == Device::CUDA;  // the CUDA backend decides whether to give any
   const int64_t samples_used = static_cast<int64_t>(DataLoader::epoch_order(data.train->size(), lo).size());
   const int64_t steps_per_epoch = samples_used / o.batch;
   MF_CHECK(steps_per_epoch >= 1, "{} samples make no batch of {}", samples_used, o.batch);

@@ -31,13 +31,16 @@
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
 #   trainkernels.md (step trainkernels) every kernel's GPU time in two training steps (--matmul bf16, batch
 #                 128, synthetic) of poolformer_s12 and caformer_s18 (TRAINK_MODELS), by kernel and by launch shape
+#   pinnedab.log  (step pinnedab) training batches in page-locked memory (METAFORMER_CUDA_PINNED_BATCHES=1)
+#                 against the default: the CudaTraining tests with it, then 40-step training runs of
+#                 poolformer_s12 and convformer_s18 each way, twice, alternating
 #   dwab.log      (step dwab) A/B of the defaults against the previous depthwise kernels
 #                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels dwab curve compare attnab (default: build ops grad
+# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels pinnedab dwab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -295,6 +298,22 @@ if has trainkernels; then  # where a training step's GPU time goes, kernel by ke
     python3 "$stage/kernel_table.py" "/tmp/tk_$m.csv" > /tmp/tk_$m.md 2>&1
     { echo "## $m (two steps and one small evaluation)"; cat /tmp/tk_$m.md; echo; } >> "$OUT/trainkernels.md"
     head -24 /tmp/tk_$m.md | cut -c1-160
+  done
+fi
+
+if has pinnedab; then
+  echo "== pinned training batches (METAFORMER_CUDA_PINNED_BATCHES=1) against the default" | tee "$OUT/pinnedab.log"
+  METAFORMER_CUDA_PINNED_BATCHES=1 timeout 200 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*' 2>&1 |
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |OK \]|Failure" | tee -a "$OUT/pinnedab.log"
+  for round in 1 2; do
+    for v in 0 1; do
+      for m in poolformer_s12 convformer_s18; do
+        rm -rf /tmp/pin
+        METAFORMER_CUDA_PINNED_BATCHES=$v timeout 90 "$M" train -m $m --data synthetic:5120 --batch 128 --epochs 1 \
+          --max-steps 40 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/pin 2>&1 |
+          grep -E "img/s|rror" | sed "s/^/round $round pinned=$v $m: /" | tee -a "$OUT/pinnedab.log"
+      done
+    done
   done
 fi
 

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <mutex>
+#include <string>
 
 #include "core/device_memory.h"
 #include "ops/cuda/backend_kernels.h"
@@ -77,6 +79,16 @@ class CudaPool final : public DeviceMemory {
   }
   void copy(void* dst, const void* src, size_t bytes, Direction dir) override {
     Context& c = context();
+    if (dir == Direction::host_to_device && bytes > 0) {
+      // From a pinned block: queued without waiting, the block marked busy until the copy is done.
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      if (PinnedBlock* b = pinned_block_of(src, bytes)) {
+        MF_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c.stream));
+        MF_CUDA(cudaEventRecord(b->copied, c.stream));
+        b->busy = true;
+        return;
+      }
+    }
     const cudaMemcpyKind kind = dir == Direction::host_to_device   ? cudaMemcpyHostToDevice
                                 : dir == Direction::device_to_host ? cudaMemcpyDeviceToHost
                                                                    : cudaMemcpyDeviceToDevice;
@@ -89,14 +101,75 @@ class CudaPool final : public DeviceMemory {
     MF_CUDA_LAUNCHED("fill");
   }
 
+  // Page-locked blocks for training batches (the loader's workers write the images straight into
+  // them), opt-in with METAFORMER_CUDA_PINNED_BATCHES=1 until a device A/B has shown that it pays
+  // (docs/cuda.md; tools/device/cuda_check.sh pinnedab). A free block is reused once its last copy
+  // has finished (its event); otherwise a new one is made, so there are about as many as the loader
+  // keeps batches ahead, plus the one being uploaded. Never freed (cudaFreeHost waits for the device).
+  void* allocate_pinned(size_t bytes) override {
+    static const bool enabled = [] {
+      const char* e = std::getenv("METAFORMER_CUDA_PINNED_BATCHES");
+      return e != nullptr && std::string(e) == "1";
+    }();
+    if (!enabled || bytes == 0) return nullptr;
+    Context& c = context();
+    MF_CUDA(cudaSetDevice(c.device));  // a loader thread: the run's device, not device 0
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    for (auto& [start, b] : pinned_) {
+      if (b.in_use || b.bytes < bytes) continue;
+      if (b.busy) {
+        const cudaError_t st = cudaEventQuery(b.copied);
+        if (st == cudaErrorNotReady) {
+          cudaGetLastError();  // not an error (and the last error is this thread's own)
+          continue;
+        }
+        MF_CUDA(st);
+        b.busy = false;
+      }
+      b.in_use = true;
+      return b.host;
+    }
+    PinnedBlock b;
+    MF_CUDA(cudaHostAlloc(&b.host, bytes, cudaHostAllocPortable));
+    MF_CUDA(cudaEventCreateWithFlags(&b.copied, cudaEventDisableTiming));
+    b.bytes = bytes;
+    b.in_use = true;
+    pinned_.emplace(reinterpret_cast<uintptr_t>(b.host), b);
+    return b.host;
+  }
+  void release_pinned(void* p) override {
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    auto it = pinned_.find(reinterpret_cast<uintptr_t>(p));
+    if (it != pinned_.end()) it->second.in_use = false;
+  }
+
   void set_limit(size_t l) { limit_ = l; }
   size_t in_use() const { return in_use_; }
   size_t peak() const { return peak_; }
   void reset_peak() { peak_ = in_use_; }
 
  private:
+  struct PinnedBlock {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;  // recorded after each copy from the block
+    bool in_use = false;           // a tensor holds it
+    bool busy = false;             // a copy from it may still be running
+  };
+  // The block holding [p, p + bytes), if any (pin_mu_ held).
+  PinnedBlock* pinned_block_of(const void* p, size_t bytes) {
+    if (pinned_.empty()) return nullptr;
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    auto it = pinned_.upper_bound(a);
+    if (it == pinned_.begin()) return nullptr;
+    --it;
+    return a + bytes <= it->first + it->second.bytes ? &it->second : nullptr;
+  }
+
   std::mutex mu_;
   size_t in_use_ = 0, peak_ = 0, limit_ = 0;
+  std::mutex pin_mu_;
+  std::map<uintptr_t, PinnedBlock> pinned_;
 };
 
 CudaPool& pool() {

@@ -143,6 +143,26 @@ TEST(Distributed, TwoRanksMatchOneRankAtTwiceTheBatch) {
   EXPECT_EQ(nlohmann::json::parse(args)["batch"], 32);
 }
 
+// Gradient buckets (--bucket-mb, train/grad_buckets.h) start the averaging during the backward pass.
+// With 2 ranks each averaged element is (a + b) / 2 however the buffer is cut into messages, so tiny
+// buckets (many MPI_Iallreduce calls, started while the backward pass goes on) must give the very
+// same weights as one MPI_Allreduce after it. (The default, 25 MiB, is one bucket for this model.)
+TEST(Distributed, GradientBucketsGiveTheWeightsOfOneAllReduce) {
+  SKIP_WITHOUT_MPI();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 160, 32);
+  auto with_buckets = [&](const std::string& out, const std::string& mb) {
+    std::vector<std::string> args = train_args(tmp.file("data"), tmp.file(out), 16);
+    args.insert(args.end(), {"--bucket-mb", mb});
+    return mpirun(2, args);
+  };
+  CliResult small = with_buckets("small", "0.01");
+  ASSERT_EQ(small.exit_code, 0) << small.out << small.err;
+  CliResult none = with_buckets("none", "0");
+  ASSERT_EQ(none.exit_code, 0) << none.out << none.err;
+  EXPECT_EQ(weights_relative_difference(tmp.file("small/model.safetensors"), tmp.file("none/model.safetensors")), 0.0);
+}
+
 // --allreduce bf16: the gradients travel as bf16 (half the bytes). Repeatable bit for bit, different
 // from the fp32 exchange, and close to it: bf16 keeps 8 bits of mantissa, so each averaged gradient
 // moves by at most about 2^-8 of itself, and AdamW's steps by about as much (measured 2.9e-4

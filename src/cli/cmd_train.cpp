@@ -88,6 +88,11 @@ void register_train(CLI::App& app) {
                                     "fp32 or bf16 (half the bytes; docs/distributed.md); may change on --resume")
                         ->capture_default_str()
                         ->check(CLI::IsMember({"fp32", "bf16"}));
+  auto* bucket = sub->add_option("--bucket-mb", o.bucket_mb, "under mpirun: average the gradients across the ranks in "
+                                 "buckets of this many MiB while the backward pass goes on (0: all at once after "
+                                 "it; docs/distributed.md); may change on --resume")
+                     ->capture_default_str()
+                     ->check(CLI::Range(0.0, 1e6));
   sub->add_option("--max-image-pixels", a->max_image_pixels,
                   "image folders: skip images with more pixels than this (decompression bombs)")
       ->capture_default_str()
@@ -96,7 +101,7 @@ void register_train(CLI::App& app) {
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
   sub->add_option("--trace", a->o.trace, "write the initial weights and every step's lr, loss and batch to this folder, "
                   "to replay the run elsewhere (bench/loss_curve_vs_torch.py; needs --drop-path 0, no mixup)");
-  sub->callback([a, backend, matmul, allreduce] {
+  sub->callback([a, backend, matmul, allreduce, bucket] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
     // Under mpirun: one rank of a data-parallel job (docs/distributed.md). Rank 0 alone prints; the
@@ -126,6 +131,7 @@ void register_train(CLI::App& app) {
       if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
       if (matmul->count() > 0) saved.matmul = o.matmul;
       if (allreduce->count() > 0) saved.allreduce = o.allreduce;
+      if (bucket->count() > 0) saved.bucket_mb = o.bucket_mb;
       select_device(device_of_rank(a->device, saved.backend, dist), saved.backend);
       DataSplits splits = open_data_for(data, config, a->max_image_pixels);
       const TrainSummary s = train(config, saved, splits, dir, /*resume=*/true);

@@ -94,6 +94,8 @@ class Tensor {
 
   // True when both tensors view the very same memory range.
   bool same_memory(const Tensor& o) const;
+  // True when both view (parts of) one storage.
+  bool shares_storage(const Tensor& o) const { return storage_ != nullptr && storage_ == o.storage_; }
 
   // Caches of data derived from this tensor's current contents (see Storage::id / version).
   uint64_t storage_id() const;

@@ -382,6 +382,7 @@ Tensor MetaFormer::backward(Ctx& ctx, const Tensor& dlogits) {
     return seq_stem_ ? seq_stem_->backward(ctx, d) : stem_->backward(ctx, d);
   }
   Tensor d = head_->backward(ctx, dlogits);
+  if (ctx.on_backward_done) ctx.on_backward_done(*head_);
   d = stages_->backward(ctx, d);
   return seq_stem_ ? seq_stem_->backward(ctx, d) : stem_->backward(ctx, d);
 }

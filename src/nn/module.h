@@ -54,6 +54,8 @@ class Rng;
 // Training: with `training` set, every module keeps what its backward pass needs (its input, and
 // for blocks the branch outputs) until backward() consumes it, and stochastic layers (drop path)
 // draw from `rng`.
+class Module;
+
 struct Ctx {
   Exec exec;
   bool training = false;
@@ -61,6 +63,11 @@ struct Ctx {
   // Called with (module path, output) after every module that has a path, when set: lets tools
   // and tests compare any intermediate with timm's (named exactly as timm's modules).
   std::function<void(const std::string&, const Tensor&)> on_output;
+  // Called during backward with a module whose backward has just returned (the children of a
+  // Sequential, the classifier head), when set: from then on its parameters' gradients are final,
+  // so a data-parallel run can start averaging them while the rest of the backward runs
+  // (train/grad_buckets.h).
+  std::function<void(const Module&)> on_backward_done;
 };
 
 class Module {

@@ -14,7 +14,10 @@ namespace mf {
 
 Tensor Sequential::backward(Ctx& ctx, const Tensor& dy) {
   Tensor d = dy;
-  for (auto it = children().rbegin(); it != children().rend(); ++it) d = it->second->backward(ctx, d);
+  for (auto it = children().rbegin(); it != children().rend(); ++it) {
+    d = it->second->backward(ctx, d);
+    if (ctx.on_backward_done) ctx.on_backward_done(*it->second);
+  }
   return d;
 }
 

@@ -392,6 +392,13 @@ class Backend {
   // build that has NCCL. The default refuses.
   virtual bool supports_allreduce() const { return false; }
   virtual void allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group);
+  // The same mean of one tensor (a range of the flat gradient buffer) started now and finished by
+  // allreduce_wait(): work queued after the start may run while the ranks exchange (the cuda backend:
+  // NCCL on a stream of its own, after the work queued so far), and work queued after the wait sees
+  // every started mean. The tensor must not be written in between. The default is allreduce_mean at
+  // once and a wait that does nothing.
+  virtual void allreduce_mean_start(Tensor& t, const RankGroup& group);
+  virtual void allreduce_wait() {}
 
  protected:
   [[noreturn]] void unsupported(OpKind op) const;

@@ -75,6 +75,8 @@ void Backend::allreduce_mean(const std::vector<Tensor*>&, const RankGroup&) {
   fail("the {} backend has no all-reduce across ranks in this build", name());
 }
 
+void Backend::allreduce_mean_start(Tensor& t, const RankGroup& group) { allreduce_mean({&t}, group); }
+
 namespace op {
 
 namespace {

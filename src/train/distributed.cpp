@@ -123,6 +123,36 @@ void Distributed::allreduce_mean(float* data, int64_t n) const {
   for (int64_t i = 0; i < n; ++i) data[i] /= count;
 }
 
+#ifdef MF_HAVE_MPI
+namespace {
+std::vector<MPI_Request> g_pending;  // started sums (one trainer per process)
+}  // namespace
+#endif
+
+void Distributed::start_allreduce_sum(float* data, int64_t n) const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  for (int64_t at = 0; at < n; at += kMaxCount) {
+    g_pending.emplace_back();
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data + at, static_cast<int>(std::min(kMaxCount, n - at)), MPI_FLOAT,
+                             MPI_SUM, MPI_COMM_WORLD, &g_pending.back()),
+              "MPI_Iallreduce");
+  }
+#endif
+}
+
+void Distributed::finish_allreduce_mean(float* data, int64_t n) const {
+  if (world_ == 1) return;
+#ifdef MF_HAVE_MPI
+  if (!g_pending.empty()) {
+    check_mpi(MPI_Waitall(static_cast<int>(g_pending.size()), g_pending.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    g_pending.clear();
+  }
+#endif
+  const auto count = static_cast<float>(world_);
+  for (int64_t i = 0; i < n; ++i) data[i] /= count;
+}
+
 namespace {
 // bf16 as the top 16 bits of a float, rounded to nearest with ties to even (a NaN stays a NaN).
 uint16_t to_bf16(float f) {

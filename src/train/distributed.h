@@ -50,6 +50,13 @@ class Distributed {
   // rank's values are rounded to bf16 (to nearest, ties to even), every partial sum is rounded to
   // bf16 again (a user MPI_Op adding in float), and the sum is divided by world() in float.
   void allreduce_mean_bf16(float* data, int64_t n) const;
+  // The sum of allreduce_mean split in two, so that the ranks exchange while the caller computes
+  // (gradient buckets during the backward pass, train/grad_buckets.h): start_allreduce_sum starts an
+  // in-place sum over the ranks (MPI_Iallreduce) and returns at once; the range must not be touched
+  // until finish_allreduce_mean, which waits for every started sum and then divides data[0, n) by
+  // world(), as allreduce_mean does. Nothing happens in a world of one.
+  void start_allreduce_sum(float* data, int64_t n) const;
+  void finish_allreduce_mean(float* data, int64_t n) const;
   void allreduce_sum(float* data, int64_t n) const;
   // Sums in float64: evaluation sums, losses and counts.
   void allreduce_sum(double* data, int64_t n) const;

@@ -30,6 +30,7 @@
 #include "train/ema.h"
 #include "train/evaluate.h"
 #include "train/forecast.h"
+#include "train/grad_buckets.h"
 #include "train/optimizer.h"
 #include "train/run_lock.h"
 #include "train/schedule.h"
@@ -66,6 +67,7 @@ json TrainOptions::to_json() const {
               {"backend", backend},
               {"matmul", matmul},
               {"allreduce", allreduce},
+              {"bucket_mb", bucket_mb},
               {"threads", threads},
               {"data", data}};
 }
@@ -101,6 +103,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
     get("backend", o.backend);
     get("matmul", o.matmul);
     get("allreduce", o.allreduce);
+    get("bucket_mb", o.bucket_mb);
     get("threads", o.threads);
     get("data", o.data);
   } catch (const json::exception& e) {
@@ -254,11 +257,12 @@ void append_line(const std::string& path, const std::string& line) {
 
 // The training options a resumed run must share with the run it continues: everything that decides
 // which data is seen, in which order, and how the weights move. The others (epochs, max_steps,
-// threads, workers, progress, profile, where the data lives, backend, matmul, eval_batch, keep_checkpoints)
+// threads, workers, progress, profile, where the data lives, backend, matmul, allreduce, bucket_mb, eval_batch,
+// keep_checkpoints)
 // may change; docs/training.md lists them.
 json fixed_options(const TrainOptions& o) {
   json j = o.to_json();
-  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "allreduce",
+  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "allreduce", "bucket_mb",
                         "eval_batch", "keep_checkpoints"})
     j.erase(k);
   return j;
@@ -583,6 +587,36 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   std::fflush(stdout);
 
   const auto run_start = std::chrono::steady_clock::now();
+  // Gradient buckets: with several ranks and fp32 all-reduces, each bucket of final gradients is
+  // averaged while the backward pass goes on (MPI_Iallreduce on the host, NCCL on a stream of its
+  // own on a GPU; train/grad_buckets.h). Made again if the flat gradient buffer is ever replaced.
+  const bool bucketed = dist.world() > 1 && o.allreduce == "fp32" && o.bucket_mb > 0;
+  std::unique_ptr<GradientBuckets> buckets_made;
+  const void* buckets_flat = nullptr;
+  auto gradient_buckets = [&]() -> GradientBuckets& {
+    Tensor& flat = opt.flat_gradients();
+    if (!buckets_made || buckets_flat != flat.raw()) {
+      GradientBuckets::Reduce reduce;
+      if (backend.device() == Device::CPU) {
+        reduce = [&dist, &opt](int64_t offset, int64_t count) {
+          dist.start_allreduce_sum(opt.flat_gradients().data() + offset, count);
+        };
+      } else {
+        reduce = [&dist, &opt, &backend](int64_t offset, int64_t count) {
+          Tensor range = opt.flat_gradients().slice0(offset, offset + count);
+          backend.allreduce_mean_start(range, RankGroup{dist.rank(), dist.world(),
+                                                        [&dist](void* d, size_t n) {
+                                                          dist.broadcast(d, static_cast<int64_t>(n));
+                                                        },
+                                                        false});
+        };
+      }
+      const auto elements = static_cast<int64_t>(o.bucket_mb * 1024 * 1024 / sizeof(float));
+      buckets_made = std::make_unique<GradientBuckets>(model.named_parameters(), flat, elements, std::move(reduce));
+      buckets_flat = flat.raw();
+    }
+    return *buckets_made;
+  };
   double step_seconds_sum = 0;
   int64_t steps_timed = 0;
   for (int epoch = start_epoch; epoch < o.epochs && step < total_steps; ++epoch) {
@@ -614,6 +648,13 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       ctx.training = true;
       ctx.rng = &rng;
       opt.zero_grad();
+      // Gradient buckets (data parallelism): averaged across the ranks as the backward pass finishes
+      // them, instead of all after it.
+      GradientBuckets* buckets = bucketed ? &gradient_buckets() : nullptr;
+      if (buckets) {
+        buckets->begin_step();
+        ctx.on_backward_done = [buckets](const Module& m) { buckets->module_done(m); };
+      }
       Tensor logits = model.run(ctx, batch->images);
       Tensor dlogits;
       const double loss = forecast ? forecast_mse(logits.to(Device::CPU), targets, dlogits)
@@ -621,7 +662,15 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", step, loss);
       if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
       model.backward(ctx, dlogits);
-      if (backend.device() == Device::CPU) {
+      if (buckets) {
+        buckets->finish();
+        if (backend.device() == Device::CPU) {
+          dist.finish_allreduce_mean(opt.flat_gradients().data(), opt.flat_gradients().numel());
+        } else {
+          backend.allreduce_wait();
+          opt.flat_gradients().bump_version();
+        }
+      } else if (backend.device() == Device::CPU) {
         average_gradients(dist, opt.flat_gradients(), o.allreduce == "bf16");  // MPI, in place
       } else if (dist.world() > 1) {  // NCCL, on the device, on the backend's stream
         // One all-reduce over the buffer that every gradient views (AdamW::zero_grad).

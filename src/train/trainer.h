@@ -50,6 +50,9 @@ struct TrainOptions {
   // How gradients travel between the ranks of a data-parallel run: "fp32", or "bf16" (half the
   // bytes; docs/distributed.md). May change on resume, as the backend may.
   std::string allreduce = "fp32";
+  // Gradient buckets of this many MiB are averaged across the ranks while the backward pass goes on
+  // (train/grad_buckets.h); 0: one all-reduce after it. fp32 all-reduce only. May change on resume.
+  double bucket_mb = 25;
   int threads = 0;
   bool progress = true;    // progress bar on stderr
   bool profile = false;    // print the time per op family after each epoch

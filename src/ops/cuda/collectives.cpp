@@ -89,9 +89,58 @@ void CudaBackwardOps::allreduce_mean(const std::vector<Tensor*>& tensors, const 
   for (Tensor* t : tensors) t->bump_version();
 }
 
+namespace {
+// The stream the started all-reduces run on, and the events that order it against the backend's.
+struct CommStream {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t ready = nullptr, done = nullptr;
+  bool pending = false;
+};
+CommStream& comm_stream() {
+  static CommStream s;
+  if (!s.stream) {
+    cuda_ok(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    cuda_ok(cudaEventCreateWithFlags(&s.ready, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_ok(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  return s;
+}
+}  // namespace
+
+// A bucket of gradients: the communication stream waits for what the backend's stream has queued so
+// far (the backward kernels that wrote the bucket), then NCCL averages it there while the backend's
+// stream goes on with the rest of the backward pass. fp32 only (the trainer keeps bf16 all-reduces
+// on the single call after the backward pass).
+void CudaBackwardOps::allreduce_mean_start(Tensor& t, const RankGroup& group) {
+  MF_CHECK(!group.bf16, "bucketed all-reduce is fp32 only");
+  MF_CHECK(t.device() == Device::CUDA && t.dtype() == DType::f32, "NCCL all-reduce of a {} {} tensor",
+           device_name(t.device()), dtype_name(t.dtype()));
+  Communicator& c = communicator(group);
+  CommStream& s = comm_stream();
+  cuda_ok(cudaEventRecord(s.ready, cuda::context().stream), "cudaEventRecord");
+  cuda_ok(cudaStreamWaitEvent(s.stream, s.ready, 0), "cudaStreamWaitEvent");
+  check_nccl(ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()), ncclFloat32, ncclAvg, c.comm, s.stream),
+             "ncclAllReduce");
+  s.pending = true;
+}
+
+// The backend's stream waits for every started all-reduce (no host synchronisation).
+void CudaBackwardOps::allreduce_wait() {
+  CommStream& s = comm_stream();
+  if (!s.pending) return;
+  cuda_ok(cudaEventRecord(s.done, s.stream), "cudaEventRecord");
+  cuda_ok(cudaStreamWaitEvent(cuda::context().stream, s.done, 0), "cudaStreamWaitEvent");
+  s.pending = false;
+}
+
 #else
 
 bool CudaBackwardOps::supports_allreduce() const { return false; }
+
+void CudaBackwardOps::allreduce_mean_start(Tensor&, const RankGroup&) {
+  fail("this build has no NCCL: the cuda backend cannot all-reduce across ranks (docs/distributed.md)");
+}
+void CudaBackwardOps::allreduce_wait() {}
 
 void CudaBackwardOps::allreduce_mean(const std::vector<Tensor*>&, const RankGroup&) {
   fail("this build has no NCCL: the cuda backend cannot all-reduce across ranks (docs/distributed.md)");

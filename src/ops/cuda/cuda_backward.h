@@ -67,6 +67,8 @@ class CudaBackwardOps : public Backend {
   // NCCL (collectives.cpp): one communicator per process, made on first use; true when built with it.
   bool supports_allreduce() const override;
   void allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group) override;
+  void allreduce_mean_start(Tensor& t, const RankGroup& group) override;
+  void allreduce_wait() override;
 
 
  private:

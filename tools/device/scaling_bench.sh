@@ -59,7 +59,9 @@
 # KEEP_RESULTS=1 (add to an earlier call's results in $RUNS/results.jsonl on the same warm machine,
 # e.g. SKIP_ENGINE=1 SKIP_RESUME=1 KEEP_RESULTS=1 to finish peer runs a first call had no time for),
 # MPIRUN_ARGS (default "--bind-to none"), ENGINE_ARGS (more options for the engine's benchmark runs,
-# e.g. "--allreduce bf16" where the build has it; the default, fp32 gradients, is what DDP sends).
+# e.g. "--allreduce bf16" where the build has it; the default, fp32 gradients, is what DDP sends; or
+# "--bucket-mb 0" for one all-reduce after the backward pass instead of the default 25 MiB buckets
+# overlapped with it, to measure what the overlap gives).
 # NCCL_NVLS_ENABLE=0 is exported for every run (the lent machines need NVLink SHARP off). The
 # inductor cache (TORCHINDUCTOR_CACHE_DIR, default /tmp/scaling_inductor) serves a model's later
 # torchrun launches after its first has compiled it.

@@ -299,6 +299,20 @@ struct ComplexWeightGrad {
 
 // ---- norms ---------------------------------------------------------------------------------------
 // stats [groups, 4]: mean, rstd, mean(g), mean(g · x̂)
+// The two formulas every norm backward shares (per group of n values, in double):
+// mean and rstd = 1 / sqrt(var + eps) from Σx and Σx² (var clamped at 0: the cancellation loses
+// ~2 of double's 16 digits), and dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w.
+__device__ __forceinline__ void norm_statistics(double sum, double sum_sq, double n, float eps, double& mean,
+                                                double& rstd) {
+  mean = sum / n;
+  double var = sum_sq / n - mean * mean;
+  if (var < 0) var = 0;
+  rstd = 1.0 / sqrt(var + static_cast<double>(eps));
+}
+__device__ __forceinline__ float norm_dx_value(double rstd, double g, double xh, double mean_g, double mean_g_xh) {
+  return static_cast<float>(rstd * (g - mean_g - xh * mean_g_xh));
+}
+
 struct NormMoments {
   const float* x;
   double* stats;
@@ -307,14 +321,10 @@ struct NormMoments {
   __device__ void operator()(int64_t g, int64_t i, double* v) const {
     const double xv = x[g * n + i];
     v[0] = xv;
-    v[1] = xv * xv;  // exact in double; the cancellation below loses ~2 of its 16 digits
+    v[1] = xv * xv;  // exact in double
   }
   __device__ void finish(int64_t g, const double* s) const {
-    const double mean = s[0] / static_cast<double>(n);
-    double var = s[1] / static_cast<double>(n) - mean * mean;
-    if (var < 0) var = 0;
-    stats[g * 4 + 0] = mean;
-    stats[g * 4 + 1] = 1.0 / sqrt(var + static_cast<double>(eps));
+    norm_statistics(s[0], s[1], static_cast<double>(n), eps, stats[g * 4 + 0], stats[g * 4 + 1]);
   }
 };
 
@@ -342,7 +352,7 @@ __global__ void norm_dx_kernel(const float* x, const float* w, const float* dy, 
     const double* st = stats + g * 4;
     const double xh = (x[at] - st[0]) * st[1];
     const double gg = static_cast<double>(dy[at]) * w[i % C];
-    dx[at] = static_cast<float>(st[1] * (gg - st[2] - xh * st[3]));
+    dx[at] = norm_dx_value(st[1], gg, xh, st[2], st[3]);
   }
 }
 
@@ -366,10 +376,8 @@ __global__ void norm_rows_backward_kernel(const float* x, const float* w, const 
     }
     s0 = warp_sum(s0);
     s1 = warp_sum(s1);
-    const double mean = s0 / n;
-    double var = s1 / n - mean * mean;
-    if (var < 0) var = 0;
-    const double rstd = 1.0 / sqrt(var + static_cast<double>(eps));
+    double mean, rstd;
+    norm_statistics(s0, s1, static_cast<double>(n), eps, mean, rstd);
     double t0 = 0, t1 = 0;
     for (int i = lane; i < n; i += 32) {
       const double xh = (xr[i] - mean) * rstd;
@@ -382,7 +390,7 @@ __global__ void norm_rows_backward_kernel(const float* x, const float* w, const 
     for (int i = lane; i < n; i += 32) {
       const double xh = (xr[i] - mean) * rstd;
       const double gg = static_cast<double>(gr[i]) * w[i % C];
-      dx[r * n + i] = static_cast<float>(rstd * (gg - t0 - xh * t1));
+      dx[r * n + i] = norm_dx_value(rstd, gg, xh, t0, t1);
     }
     if (lane == 0) {
       stats[r * 4 + 0] = mean;
@@ -674,13 +682,30 @@ __global__ void depthwise_dx_fixed_kernel(const float* w, const float* dy, float
   }
 }
 
+// The end of both dW partial kernels below: each thread's TAPS sums for channel c, added over the
+// block's kRowLanes lanes in order, tap by tap, into partial[(chunk · TAPS + tap) · C + c].
+template <int TAPS>
+__device__ __forceinline__ void store_tap_partials(const double* acc, int c, int chunk, int C, double* partial) {
+  __shared__ double sh[kRowLanes][kColTile];
+#pragma unroll
+  for (int t = 0; t < TAPS; ++t) {
+    sh[threadIdx.y][threadIdx.x] = acc[t];
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+      double s = 0;
+      for (int y = 0; y < kRowLanes; ++y) s += sh[y][threadIdx.x];
+      partial[(static_cast<int64_t>(chunk) * TAPS + t) * C + c] = s;
+    }
+    __syncthreads();
+  }
+}
+
 // dw partials: block (32 channels, kRowLanes lanes), blockIdx.y a chunk of output rows. Each thread
 // keeps all KH·KW taps' sums for its channel in registers (dy read once per row, not once per tap),
 // then the lanes are added in order, tap by tap, into partial[(chunk · taps + tap) · C + c].
 template <int KH, int KW>
 __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int rows, int chunks, DwShape d,
                                           double* partial) {
-  __shared__ double sh[kRowLanes][kColTile];
   const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
   const int per = (rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
   double acc[KH * KW];
@@ -703,17 +728,7 @@ __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int r
         }
       }
     }
-#pragma unroll
-  for (int t = 0; t < KH * KW; ++t) {
-    sh[threadIdx.y][threadIdx.x] = acc[t];
-    __syncthreads();
-    if (threadIdx.y == 0 && c < d.C) {
-      double s = 0;
-      for (int y = 0; y < kRowLanes; ++y) s += sh[y][threadIdx.x];
-      partial[(static_cast<int64_t>(chunk) * KH * KW + t) * d.C + c] = s;
-    }
-    __syncthreads();
-  }
+  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
 // The same partials at horizontal stride 1, one image row (n, oh) of dy at a time: for each kernel
@@ -724,7 +739,6 @@ __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int r
 template <int KH, int KW>
 __global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int img_rows, int chunks, DwShape d,
                                          double* partial) {
-  __shared__ double sh[kRowLanes][kColTile];
   const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
   const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
   double acc[KH * KW];
@@ -758,17 +772,7 @@ __global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int im
         }
       }
     }
-#pragma unroll
-  for (int t = 0; t < KH * KW; ++t) {
-    sh[threadIdx.y][threadIdx.x] = acc[t];
-    __syncthreads();
-    if (threadIdx.y == 0 && c < d.C) {
-      double s = 0;
-      for (int y = 0; y < kRowLanes; ++y) s += sh[y][threadIdx.x];
-      partial[(static_cast<int64_t>(chunk) * KH * KW + t) * d.C + c] = s;
-    }
-    __syncthreads();
-  }
+  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
 // dw[c, tap] += Σ over the chunks, in order.

@@ -109,6 +109,22 @@ void gemm_f32(bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int
   cuda::run_gemm(g);
 }
 
+// A strided batch of column-major fp32 products, D[i] = op(A[i]) · op(B[i]) (overwritten), the i-th
+// operands `batch` strides apart (stride 0: the same matrix for every i).
+void strided_gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                      int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float* d, int64_t ldd,
+                      int64_t stride_d, int64_t batch) {
+  cuda::Gemm g;
+  g.type = cuda::GemmType::f32;
+  g.trans_a = trans_a, g.trans_b = trans_b;
+  g.m = m, g.n = n, g.k = k;
+  g.a = a, g.lda = lda, g.stride_a = stride_a;
+  g.b = b, g.ldb = ldb, g.stride_b = stride_b;
+  g.d = d, g.ldd = ldd, g.stride_d = stride_d;
+  g.batch = batch;
+  cuda::run_gemm(g);
+}
+
 // Row-major dx [M, K] = dy [M, N] · w [N, K]: column-major dxᵀ (K×M) = wᵀ (K×N) · dyᵀ (N×M).
 void input_grad(const float* dy, const float* w, float* dx, int64_t M, int64_t N, int64_t K) {
   gemm_f32(false, K, M, N, w, K, dy, N, dx, K, false);
@@ -326,18 +342,7 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
     const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 26) / std::max<int64_t>(heads * NN, 1), 1,
                                               std::max<int64_t>(B, 1));
     Tensor work = Tensor::empty({2 * heads * chunk * NN}, Device::CUDA);
-    auto product = [&](bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, int64_t sa,
-                       const float* b, int64_t ldb, int64_t sb, float* out_d, int64_t ldd, int64_t sd, int64_t batch) {
-      cuda::Gemm p;
-      p.type = cuda::GemmType::f32;
-      p.trans_a = ta, p.trans_b = tb;
-      p.m = m, p.n = n, p.k = k;
-      p.a = a, p.lda = lda, p.stride_a = sa;
-      p.b = b, p.ldb = ldb, p.stride_b = sb;
-      p.d = out_d, p.ldd = ldd, p.stride_d = sd;
-      p.batch = batch;
-      cuda::run_gemm(p);
-    };
+    const auto product = strided_gemm_f32;
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t nb = std::min(chunk, B - b0);
       const float* q0 = q + b0 * N * ld;
@@ -406,15 +411,7 @@ void CudaBackwardOps::token_mix_backward(const Tensor& r, const Tensor& x, const
   if (dx) {
     // Row-major dx[b] (N×C) = Rᵀ (N×M) · dy[b] (M×C): column-major dx[b]ᵀ (C×N) = dy[b]ᵀ (C×M) · R (M×N),
     // R read as the transpose of its column-major N×M storage.
-    cuda::Gemm g;
-    g.type = cuda::GemmType::f32;
-    g.trans_b = true;
-    g.m = C, g.n = N, g.k = M;
-    g.a = G, g.lda = C, g.stride_a = M * C;
-    g.b = R, g.ldb = N, g.stride_b = 0;
-    g.d = out(*dx), g.ldd = C, g.stride_d = N * C;
-    g.batch = B;
-    cuda::run_gemm(g);
+    strided_gemm_f32(false, true, C, N, M, G, C, M * C, R, N, 0, out(*dx), C, N * C, B);
   }
   if (dr) {
     // Row-major dR (M×N) += Σ_b dy[b] (M×C) · x[b]ᵀ (C×N). Per sample, column-major dR[b]ᵀ (N×M) =
@@ -428,15 +425,8 @@ void CudaBackwardOps::token_mix_backward(const Tensor& r, const Tensor& x, const
     Work work(bw::column_sum_work(chunk, per));
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
       const int64_t nb = std::min(chunk, B - b0);
-      cuda::Gemm g;
-      g.type = cuda::GemmType::f32;
-      g.trans_a = true;
-      g.m = N, g.n = M, g.k = C;
-      g.a = X + b0 * N * C, g.lda = C, g.stride_a = N * C;
-      g.b = G + b0 * M * C, g.ldb = C, g.stride_b = M * C;
-      g.d = partial.data(), g.ldd = N, g.stride_d = per;
-      g.batch = nb;
-      cuda::run_gemm(g);
+      strided_gemm_f32(true, false, N, M, C, X + b0 * N * C, C, N * C, G + b0 * M * C, C, M * C, partial.data(), N,
+                       per, nb);
       ok(bw::column_sum_add(partial.data(), d.get(), nb, per, work.p, stream()), "token_mix backward: map");
     }
     d.finish();

@@ -41,6 +41,15 @@ size_t parse_limit(const char* s) {
   return static_cast<size_t>(v * mul);
 }
 
+// METAFORMER_CUDA_PINNED_BATCHES=1: training batches in page-locked memory (CudaPool::allocate_pinned).
+bool pinned_batches_enabled() {
+  static const bool enabled = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_PINNED_BATCHES");
+    return e != nullptr && std::string(e) == "1";
+  }();
+  return enabled;
+}
+
 // Stream-ordered caching pool: cudaMallocAsync from the device's default pool with its release
 // threshold raised to "never", so freed blocks stay with the pool and later requests of the same
 // shapes are served without cudaMalloc. Frees are ordered on the stream, so a block is reused only
@@ -79,7 +88,7 @@ class CudaPool final : public DeviceMemory {
   }
   void copy(void* dst, const void* src, size_t bytes, Direction dir) override {
     Context& c = context();
-    if (dir == Direction::host_to_device && bytes > 0) {
+    if (dir == Direction::host_to_device && bytes > 0 && pinned_batches_enabled()) {
       // From a pinned block: queued without waiting, the block marked busy until the copy is done.
       std::lock_guard<std::mutex> lock(pin_mu_);
       if (PinnedBlock* b = pinned_block_of(src, bytes)) {
@@ -107,11 +116,7 @@ class CudaPool final : public DeviceMemory {
   // has finished (its event); otherwise a new one is made, so there are about as many as the loader
   // keeps batches ahead, plus the one being uploaded. Never freed (cudaFreeHost waits for the device).
   void* allocate_pinned(size_t bytes) override {
-    static const bool enabled = [] {
-      const char* e = std::getenv("METAFORMER_CUDA_PINNED_BATCHES");
-      return e != nullptr && std::string(e) == "1";
-    }();
-    if (!enabled || bytes == 0) return nullptr;
+    if (!pinned_batches_enabled() || bytes == 0) return nullptr;
     Context& c = context();
     MF_CUDA(cudaSetDevice(c.device));  // a loader thread: the run's device, not device 0
     std::lock_guard<std::mutex> lock(pin_mu_);

@@ -17,6 +17,7 @@
 #include "data/idx.h"
 #include "data/loader.h"
 #include "io/safetensors.h"
+#include "cli_expect.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
@@ -161,6 +162,19 @@ TEST(Distributed, GradientBucketsGiveTheWeightsOfOneAllReduce) {
   CliResult none = with_buckets("none", "0");
   ASSERT_EQ(none.exit_code, 0) << none.out << none.err;
   EXPECT_EQ(weights_relative_difference(tmp.file("small/model.safetensors"), tmp.file("none/model.safetensors")), 0.0);
+}
+
+// A bucket size that is not a size is refused before anything is read or written, in one line.
+TEST(Distributed, BadBucketSizeIsOneClearLine) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 32, 16);
+  for (const char* bad : {"-1", "lots", "1e9"}) {
+    SCOPED_TRACE(bad);
+    std::vector<std::string> args = train_args(tmp.file("data"), tmp.file("run"), 16);
+    args.insert(args.end(), {"--bucket-mb", bad});
+    expect_clean_failure(run_cli(args), "--bucket-mb");
+    EXPECT_FALSE(std::filesystem::exists(tmp.file("run")));
+  }
 }
 
 // --allreduce bf16: the gradients travel as bf16 (half the bytes). Repeatable bit for bit, different

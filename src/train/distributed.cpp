@@ -116,11 +116,18 @@ void Distributed::allreduce_sum(float* data, int64_t n) const {
 #endif
 }
 
+namespace {
+// The sum over the ranks made a mean, in float32 as every rank does it alike.
+void divide_by(float* data, int64_t n, int world) {
+  const auto count = static_cast<float>(world);
+  for (int64_t i = 0; i < n; ++i) data[i] /= count;
+}
+}  // namespace
+
 void Distributed::allreduce_mean(float* data, int64_t n) const {
   if (world_ == 1) return;
   allreduce_sum(data, n);
-  const auto count = static_cast<float>(world_);
-  for (int64_t i = 0; i < n; ++i) data[i] /= count;
+  divide_by(data, n, world_);
 }
 
 #ifdef MF_HAVE_MPI
@@ -149,8 +156,7 @@ void Distributed::finish_allreduce_mean(float* data, int64_t n) const {
     g_pending.clear();
   }
 #endif
-  const auto count = static_cast<float>(world_);
-  for (int64_t i = 0; i < n; ++i) data[i] /= count;
+  divide_by(data, n, world_);
 }
 
 namespace {

@@ -257,13 +257,12 @@ void append_line(const std::string& path, const std::string& line) {
 
 // The training options a resumed run must share with the run it continues: everything that decides
 // which data is seen, in which order, and how the weights move. The others (epochs, max_steps,
-// threads, workers, progress, profile, where the data lives, backend, matmul, allreduce, bucket_mb, eval_batch,
-// keep_checkpoints)
-// may change; docs/training.md lists them.
+// threads, workers, progress, profile, where the data lives, backend, matmul, allreduce, bucket_mb,
+// eval_batch, keep_checkpoints) may change; docs/training.md lists them.
 json fixed_options(const TrainOptions& o) {
   json j = o.to_json();
-  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "allreduce", "bucket_mb",
-                        "eval_batch", "keep_checkpoints"})
+  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "allreduce",
+                        "bucket_mb", "eval_batch", "keep_checkpoints"})
     j.erase(k);
   return j;
 }
@@ -591,6 +590,11 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   // averaged while the backward pass goes on (MPI_Iallreduce on the host, NCCL on a stream of its
   // own on a GPU; train/grad_buckets.h). Made again if the flat gradient buffer is ever replaced.
   const bool bucketed = dist.world() > 1 && o.allreduce == "fp32" && o.bucket_mb > 0;
+  // The ranks, for the backend's NCCL all-reduce (MPI carries the communicator's id).
+  auto rank_group = [&dist](bool bf16) {
+    return RankGroup{dist.rank(), dist.world(),
+                     [&dist](void* d, size_t n) { dist.broadcast(d, static_cast<int64_t>(n)); }, bf16};
+  };
   std::unique_ptr<GradientBuckets> buckets_made;
   const void* buckets_flat = nullptr;
   auto gradient_buckets = [&]() -> GradientBuckets& {
@@ -602,13 +606,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
           dist.start_allreduce_sum(opt.flat_gradients().data() + offset, count);
         };
       } else {
-        reduce = [&dist, &opt, &backend](int64_t offset, int64_t count) {
+        reduce = [&opt, &backend, rank_group](int64_t offset, int64_t count) {
           Tensor range = opt.flat_gradients().slice0(offset, offset + count);
-          backend.allreduce_mean_start(range, RankGroup{dist.rank(), dist.world(),
-                                                        [&dist](void* d, size_t n) {
-                                                          dist.broadcast(d, static_cast<int64_t>(n));
-                                                        },
-                                                        false});
+          backend.allreduce_mean_start(range, rank_group(false));
         };
       }
       const auto elements = static_cast<int64_t>(o.bucket_mb * 1024 * 1024 / sizeof(float));
@@ -674,11 +674,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
         average_gradients(dist, opt.flat_gradients(), o.allreduce == "bf16");  // MPI, in place
       } else if (dist.world() > 1) {  // NCCL, on the device, on the backend's stream
         // One all-reduce over the buffer that every gradient views (AdamW::zero_grad).
-        backend.allreduce_mean({&opt.flat_gradients()}, RankGroup{dist.rank(), dist.world(),
-                                                [&dist](void* d, size_t n) {
-                                                  dist.broadcast(d, static_cast<int64_t>(n));
-                                                },
-                                                o.allreduce == "bf16"});
+        backend.allreduce_mean({&opt.flat_gradients()}, rank_group(o.allreduce == "bf16"));
       }
       if (o.clip_grad > 0) opt.clip_grad_norm(o.clip_grad);
       opt.step(sched.at(step));

@@ -80,21 +80,6 @@ __global__ void transpose_complex_kernel(const float2* z, float2* y, int64_t N, 
   }
 }
 
-__global__ void im2col_kernel(const float* x, float* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
-                              int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
-  const int64_t K = (int64_t)kh * kw * C;
-  const int64_t n = B * Ho * Wo * K;
-  MF_GRID_LOOP(i, n) {
-    int64_t k = i % K, row = i / K;
-    int64_t c = k % C, t = k / C;
-    int kx = (int)(t % kw), ky = (int)(t / kw);
-    int64_t ox = row % Wo, r2 = row / Wo;
-    int64_t oy = r2 % Ho, b = r2 / Ho;
-    int64_t iy = oy * sh - ph + ky, ix = ox * sw - pw + kx;
-    cols[i] = (iy >= 0 && iy < H && ix >= 0 && ix < W) ? x[((b * H + iy) * W + ix) * C + c] : 0.f;
-  }
-}
-
 __global__ void add_token_bias_kernel(float* y, const float* bias, int64_t B, int64_t M, int64_t C) {
   const int64_t n = B * M * C;
   MF_GRID_LOOP(i, n) y[i] += bias[(i / C) % M];
@@ -134,11 +119,6 @@ void transpose_complex(const float* z, float* y, int64_t N, int64_t R, int64_t S
   if (n > 0)
     transpose_complex_kernel<<<blocks_for(n), kThreads, 0, s>>>(reinterpret_cast<const float2*>(z),
                                                                 reinterpret_cast<float2*>(y), N, R, S);
-}
-void im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
-                 int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
-  const int64_t n = B * Ho * Wo * kh * kw * C;
-  if (n > 0) im2col_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
 }
 void add_token_bias(float* y, const float* bias, int64_t B, int64_t M, int64_t C, cudaStream_t s) {
   const int64_t n = B * M * C;

@@ -25,9 +25,6 @@ void spectrum_join_transposed(const float* x, float* z, int64_t B, int64_t C, in
                               float scale, float mid_scale, cudaStream_t s);
 // complex z [N, R, S] -> [N, S, R]
 void transpose_complex(const float* z, float* y, int64_t N, int64_t R, int64_t S, cudaStream_t s);
-// x [B, H, W, C] -> cols [B·Ho·Wo, kh·kw·C], column order (ky, kx, c); zero outside the image
-void im2col_nhwc(const float* x, float* cols, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
-                 int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 // y [B, M, C] += bias[m]
 void add_token_bias(float* y, const float* bias, int64_t B, int64_t M, int64_t C, cudaStream_t s);
 // the same on bf16 storage (y is __nv_bfloat16), the sum in fp32

@@ -684,8 +684,8 @@ __global__ void depthwise_dx_fixed_kernel(const float* w, const float* dy, float
 
 // The end of both dW partial kernels below: each thread's TAPS sums for channel c, added over the
 // block's kRowLanes lanes in order, tap by tap, into partial[(chunk · TAPS + tap) · C + c].
-template <int TAPS>
-__device__ __forceinline__ void store_tap_partials(const double* acc, int c, int chunk, int C, double* partial) {
+template <int TAPS, class Acc>
+__device__ __forceinline__ void store_tap_partials(const Acc* acc, int c, int chunk, int C, double* partial) {
   __shared__ double sh[kRowLanes][kColTile];
 #pragma unroll
   for (int t = 0; t < TAPS; ++t) {
@@ -734,14 +734,17 @@ __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int r
 // The same partials at horizontal stride 1, one image row (n, oh) of dy at a time: for each kernel
 // row ki the thread slides a window of KW input values along the row, loading one new x and one dy
 // per output pixel instead of KW·KH x values (the kernel above read x 49 times per output for 7×7,
-// a quarter of a convformer_s18 training step's kernel time on the H200). Same double sums; the
-// rows of a chunk are split over the kRowLanes lanes, then added in order, as above.
+// a quarter of a convformer_s18 training step's kernel time on the H200). The rows of a chunk are
+// split over the kRowLanes lanes, then added in order, as above. Each thread sums in float (two
+// image rows: about a hundred products a tap at 56 wide, so float's rounding stays near 1e-6), the
+// lanes and chunks in double: float · float products widened to double cost a conversion each, and
+// on the H200 those conversions, not the loads, bounded the kernel (0.9 ms a launch).
 template <int KH, int KW>
 __global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int img_rows, int chunks, DwShape d,
                                          double* partial) {
   const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
   const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
-  double acc[KH * KW];
+  float acc[KH * KW];
 #pragma unroll
   for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
   if (c < d.C)
@@ -766,9 +769,9 @@ __global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int im
           for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
           const int iw = ow + KW - 1 - d.pw;
           win[KW - 1] = iw >= 0 && iw < d.W ? xr[iw * d.C] : 0.f;
-          const double g = g_row[ow * d.C];
+          const float g = g_row[ow * d.C];
 #pragma unroll
-          for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] += g * win[kj];
+          for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g, win[kj], acc[ki * KW + kj]);
         }
       }
     }

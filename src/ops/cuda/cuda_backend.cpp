@@ -267,9 +267,9 @@ class CudaBackend final : public CudaBackwardOps {
       return;
     }
     Tensor cols = Tensor::empty({B * Ho * Wo, K}, Device::CUDA);
-    cuda::im2col_nhwc(in<float>(x), out<float>(cols), B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                      g.pad_h, g.pad_w, Ho, Wo, stream());
-    launched("im2col");
+    ok(k::im2col_nhwc_padded(in<float>(x), out<float>(cols), K, B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h,
+                             g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
+       "im2col");
     cuda::linear_rows(cuda::GemmType::f32, cols.raw(), conv_weight(w), dev(b), out<float>(y), B * Ho * Wo, Co, K);
   }
   void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override {

@@ -212,9 +212,9 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
     Tensor dwk = Tensor::empty({Co, K}, Device::CUDA);
     {
       Tensor cols = Tensor::empty({M, K}, Device::CUDA);
-      cuda::im2col_nhwc(in(x), cols.data(), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo,
-                        stream());
-      ok(cudaGetLastError(), "conv2d backward: im2col");
+      ok(cuda::kernels::im2col_nhwc_padded(in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h,
+                                           g.pad_w, Ho, Wo, stream()),
+         "conv2d backward: im2col");
       weight_grad(G, cols.data(), dwk.data(), M, Co, K, false);
     }
     ok(bw::conv_weight_grad_add(dwk.data(), d.get(), Co, Ci, kh, kw, stream()), "conv2d backward: weight");

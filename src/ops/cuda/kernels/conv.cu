@@ -661,18 +661,23 @@ cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t
                         int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   return im2col_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
 }
-cudaError_t im2col_nhwc_padded(const bf16* x, bf16* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C,
-                               int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+namespace {
+// im2col_nhwc_padded for either element type: V = 16 bytes of elements a thread where the channels
+// allow it (8 bf16, 4 float), else one element; 32-bit indices where they fit.
+template <typename T>
+cudaError_t im2col_padded_launch(const T* x, T* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C, int kh,
+                                 int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || ph < 0 || pw < 0 || C < 1 || ldk < int64_t(kh) * kw * C)
     return cudaErrorInvalidValue;
   const int64_t rows = B * Ho * Wo;
   if (rows <= 0) return cudaSuccess;
-  using D = typename Dev<bf16>::type;
+  using D = typename Dev<T>::type;
+  constexpr int V = 16 / sizeof(D);
   if (rows * ldk < (int64_t(1) << 31) && H * W * C < (int64_t(1) << 31)) {
-    if (C % 8 == 0 && ldk % 8 == 0 && aligned16(x) && aligned16(cols)) {
-      const int64_t total = rows * (ldk / 8);
-      im2col_cols_kernel<D, 8><<<grid_for(total, kBlock), kBlock, 0, s>>>(
-          dev(x), dev(cols), uint32_t(ldk / 8), uint32_t(total), int(H), int(W), int(C), int(kh * kw * C), kw, sh, sw,
+    if (C % V == 0 && ldk % V == 0 && aligned16(x) && aligned16(cols)) {
+      const int64_t total = rows * (ldk / V);
+      im2col_cols_kernel<D, V><<<grid_for(total, kBlock), kBlock, 0, s>>>(
+          dev(x), dev(cols), uint32_t(ldk / V), uint32_t(total), int(H), int(W), int(C), int(kh * kw * C), kw, sh, sw,
           ph, pw, uint32_t(Ho), uint32_t(Wo));
     } else {
       const int64_t total = rows * ldk;
@@ -685,6 +690,16 @@ cudaError_t im2col_nhwc_padded(const bf16* x, bf16* cols, int64_t ldk, int64_t B
   im2col_taps_kernel<D><<<grid_for(rows * (kh * kw + 1), kBlock), kBlock, 0, s>>>(
       dev(x), dev(cols), ldk, rows, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
   return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t im2col_nhwc_padded(const bf16* x, bf16* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C,
+                               int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_padded_launch(x, cols, ldk, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
+}
+cudaError_t im2col_nhwc_padded(const float* x, float* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C,
+                               int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  return im2col_padded_launch(x, cols, ldk, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
 }
 cudaError_t im2col_nchw(const float* x, float* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {

@@ -163,8 +163,11 @@ cudaError_t im2col_nhwc(const bf16* x, bf16* cols, int64_t B, int64_t H, int64_t
                         int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 // The same with rows ldk ≥ kh·kw·C elements apart and the columns past K zero: a GEMM operand whose
 // leading dimension is a multiple of 8 elements (the stem's K = 147 would force cuBLASLt's
-// unaligned kernels). One thread per (pixel, tap) copies the tap's C contiguous channels.
+// unaligned kernels). The writes of a warp are contiguous, 16 bytes a thread where C allows.
+// The float form (ldk = K where no padding is wanted) is the fp32 path's and the weight gradient's.
 cudaError_t im2col_nhwc_padded(const bf16* x, bf16* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C,
+                               int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
+cudaError_t im2col_nhwc_padded(const float* x, float* cols, int64_t ldk, int64_t B, int64_t H, int64_t W, int64_t C,
                                int kh, int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 // The stem's form: the same columns straight from the NCHW float input images x [B, C, H, W]
 // (no separate layout pass), stored as float or bf16.

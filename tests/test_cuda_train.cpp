@@ -135,6 +135,16 @@ TEST(CudaTraining, NcclAllReduceRunsOnOneGpu) {
   b.allreduce_mean({&c}, RankGroup{0, 1, nullptr});  // the communicator is made once and reused
   EXPECT_EQ(max_abs_diff(a.to(Device::CPU), ha), 0.0);
   EXPECT_EQ(max_abs_diff(c.to(Device::CPU), hc), 0.0);
+  // The bucketed path (trainer: --bucket-mb): a range started on the communication stream, waited
+  // for by the compute stream.
+  Tensor range = a.slice0(1, 3);
+  b.allreduce_mean_start(range, RankGroup{0, 1, nullptr});
+  b.allreduce_wait();
+  EXPECT_EQ(max_abs_diff(a.to(Device::CPU), ha), 0.0);
+  // --allreduce bf16: through bf16 copies, so each value comes back rounded to bf16.
+  b.allreduce_mean({&c}, RankGroup{0, 1, nullptr, true});
+  const Tensor back = c.to(Device::CPU);
+  for (int64_t i = 0; i < hc.numel(); ++i) EXPECT_NEAR(back.data()[i], hc.data()[i], 1e-2 * std::abs(hc.data()[i]) + 1e-6);
   EXPECT_THROW(b.allreduce_mean({&a}, RankGroup{0, 2, nullptr}), Error);  // another job: refused, not hung
 }
 

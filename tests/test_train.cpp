@@ -15,11 +15,15 @@
 #include "data/idx.h"
 #include "data/loader.h"
 #include "io/safetensors.h"
+#include "ops/backend.h"
+#include "ops/ops.h"
+#include "cli_expect.h"
 #include "test_util.h"
 #include "train_fixtures.h"
 #include "train/mixup.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
+#include "train/targets.h"
 
 namespace mf::test {
 namespace {
@@ -244,7 +248,7 @@ TEST(TrainParts, LoaderBatchesDoNotDependOnWorkers) {
   t.std = {0.5f};
   auto ds = open_fashion_mnist(tmp.file("data"), "train", t);
   // Nor on where the images are put: `pinned` asks the device for page-locked memory (a GPU run),
-  // and without a device (or without METAFORMER_CUDA_PINNED_BATCHES=1 on one) gets ordinary memory.
+  // and without a device (or with METAFORMER_CUDA_PINNED_BATCHES=0 on one) gets ordinary memory.
   std::vector<Tensor> seen[3];
   for (int k : {0, 1, 2}) {
     LoaderOptions o;
@@ -291,6 +295,36 @@ TEST(TrainParts, MixupTargetsAreDistributionsAndCutmixAreaMatchesLambda) {
   double mean = 0;
   for (int i = 0; i < 4000; ++i) mean += sample_beta(0.8, rng);
   EXPECT_NEAR(mean / 4000, 0.5, 0.02);
+}
+
+// The trainer reads each step's losses a step late (op::cross_entropy_losses, Tensor::to_host_later);
+// their mean is the loss cross_entropy returns, bit for bit, with the same gradient.
+TEST(TrainParts, PerSampleLossesReadLaterGiveTheMeanLoss) {
+  const Exec e{&get_backend("cpu"), nullptr};
+  const Tensor logits = random_tensor({5, 7}, 3);
+  std::vector<int64_t> labels{0, 6, 3, 3, 1};
+  const Tensor targets = smoothed_targets(labels, 7, 0.1);
+  Tensor d1, d2;
+  const double loss = op::cross_entropy(e, logits, targets, d1);
+  const Tensor losses = op::cross_entropy_losses(e, logits, targets, d2);
+  ASSERT_EQ(losses.shape(), Shape({5}));
+  auto later = losses.to_host_later();
+  const Tensor host = later();
+  EXPECT_TRUE(host.same_memory(losses));  // a host tensor is given as it is
+  EXPECT_EQ(op::mean_loss(host), loss);
+  EXPECT_EQ(max_abs_diff(d1, d2), 0.0);
+}
+
+// A loss that stops being finite ends the run with one line naming the step, and no checkpoint
+// of the diverged weights is written (the check runs a step late, before the epoch's checkpoint).
+TEST(Train, DivergedLossIsOneClearLineNamingTheStep) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 32);
+  CliResult r = run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--epochs", "1", "--batch", "16",
+                         "--lr", "1e30", "--warmup-epochs", "0", "--out", tmp.file("run"), "--threads", "2",
+                         "--no-progress"});
+  expect_clean_failure(r, "the loss diverged at step");
+  EXPECT_FALSE(fs::exists(tmp.file("run/model.safetensors")));
 }
 
 TEST(TrainParts, AdamWFirstStepMatchesTheClosedForm) {

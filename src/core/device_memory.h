@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 
 namespace mf {
 
@@ -26,6 +27,14 @@ class DeviceMemory {
     return nullptr;
   }
   virtual void release_pinned(void* p) { (void)p; }
+  // Queues a copy of `bytes` from device memory at src for the host and returns without waiting for
+  // the device; calling the returned function (once) waits for that copy and writes the bytes to
+  // dst. The host reads a result (a training step's losses) later while the device keeps working.
+  // This default copies at once.
+  virtual std::function<void()> copy_to_host_later(void* dst, const void* src, size_t bytes) {
+    copy(dst, src, bytes, Direction::device_to_host);
+    return [] {};
+  }
 };
 
 // The registered device memory, or null when no accelerator is available in this build.

@@ -147,6 +147,23 @@ Tensor Tensor::to(Device target) const {
   return t;
 }
 
+std::function<Tensor()> Tensor::to_host_later() const {
+  if (!defined() || device() == Device::CPU) return [t = *this] { return t; };
+  if (dtype_ != DType::f32) return [t = to(Device::CPU)] { return t; };  // widened now, on the host
+  Tensor host = empty(shape_);
+  MF_ASSERT(device_memory() != nullptr);
+  auto wait = device_memory()->copy_to_host_later(host.data(), raw(),
+                                                  static_cast<size_t>(numel()) * sizeof(float));
+  // The device tensor may go now: its memory is reused in stream order, after the copy.
+  return [host, wait]() mutable {
+    if (wait) {
+      wait();
+      wait = nullptr;
+    }
+    return host;
+  };
+}
+
 void Tensor::copy_from(const Tensor& src) {
   MF_CHECK(src.numel() == numel(), "copy of {} into {}", src.shape().str(), shape_.str());
   if (!numel() || same_memory(src)) return;

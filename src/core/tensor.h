@@ -87,6 +87,9 @@ class Tensor {
   // This tensor on `device`: itself when it is already there, else a copy. On the host the copy is
   // always fp32 (a bf16 device tensor is widened exactly); on a device it keeps the dtype.
   Tensor to(Device device) const;
+  // to(Device::CPU), read later: the copy is queued now (a GPU keeps working) and the returned
+  // function waits for it and gives the host tensor. A host tensor is given as it is.
+  std::function<Tensor()> to_host_later() const;
   // Same dtype on both sides, or a bf16 source into an fp32 host tensor (widened).
   void copy_from(const Tensor& src);
   void fill(float value);

@@ -540,7 +540,7 @@ Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s) {
   return y;
 }
 
-double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits) {
+Tensor cross_entropy_losses(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits) {
   check_rank(logits, 2, OpKind::CrossEntropy);
   MF_CHECK(target.shape() == logits.shape(), "cross_entropy: targets {} for logits {}", target.shape().str(),
            logits.shape().str());
@@ -548,14 +548,21 @@ double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, 
   MF_CHECK(B > 0, "cross_entropy: empty batch");
   Tensor loss = out(e, {B});
   dlogits = out(e, logits.shape());
-  {
-    Timed t(e, OpKind::CrossEntropy, 0);
-    e.backend->cross_entropy(logits, target, 1.f / static_cast<float>(B), loss, dlogits);
-  }
+  Timed t(e, OpKind::CrossEntropy, 0);
+  e.backend->cross_entropy(logits, target, 1.f / static_cast<float>(B), loss, dlogits);
+  return loss;
+}
+
+double mean_loss(const Tensor& host_losses) {
+  MF_CHECK(host_losses.device() == Device::CPU && host_losses.numel() > 0, "mean_loss: {} losses on {}",
+           host_losses.numel(), device_name(host_losses.device()));
   double sum = 0;
-  const Tensor host_loss = loss.to(Device::CPU);  // a GPU backend's losses come back first
-  for (float v : host_loss.span()) sum += v;
-  return sum / static_cast<double>(B);
+  for (float v : host_losses.span()) sum += v;
+  return sum / static_cast<double>(host_losses.numel());
+}
+
+double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits) {
+  return mean_loss(cross_entropy_losses(e, logits, target, dlogits).to(Device::CPU));  // a GPU's losses come back first
 }
 
 // ---- backward ------------------------------------------------------------------------------------

@@ -16,7 +16,14 @@ struct OpProfile {
   std::array<double, static_cast<size_t>(OpKind::kCount)> seconds{};
   std::array<int64_t, static_cast<size_t>(OpKind::kCount)> calls{};
   std::array<int64_t, static_cast<size_t>(OpKind::kCount)> macs{};
-  void clear() { *this = OpProfile{}; }
+  // The host's time per op only: no waiting for the device around each op, so a GPU run shows where
+  // the host spends a step queuing work (and any op that makes it wait). Off: each op's device time.
+  bool host_only = false;
+  void clear() {
+    const bool h = host_only;
+    *this = OpProfile{};
+    host_only = h;
+  }
   int64_t total_macs() const;
   double total_seconds() const;
 };
@@ -158,6 +165,11 @@ Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
 // to 1); writes d(mean loss)/d(logits) into dlogits.
 double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);
+// The same, leaving the B per-sample losses on the backend's device (their mean is the loss): a
+// trainer reads them later (Tensor::to_host_later) instead of waiting for the GPU mid-step.
+Tensor cross_entropy_losses(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);
+// The mean of per-sample losses on the host, summed in order in double (what cross_entropy returns).
+double mean_loss(const Tensor& host_losses);
 // y = x ⊙ softmax(logits) over the middle axis of [A, N, I] (PatchTSMixer's gated attention: over the
 // patches with I = channels, or over the channels with I = 1); the backward returns {dx, dlogits}.
 Tensor softmax_gate(const Exec& e, const Tensor& x, const Tensor& logits);

@@ -1,5 +1,6 @@
 // The dispatcher's timing of one op (ops.cpp, optimizer_ops.cpp): with a profile attached, counts
-// the call and its multiply-accumulates and adds the op's wall time, waiting for the device first.
+// the call and its multiply-accumulates and adds the op's wall time, waiting for the device first
+// (unless the profile counts host time only: OpProfile::host_only).
 #pragma once
 
 #include <chrono>
@@ -17,14 +18,14 @@ class Timed {
     if (e_.profile) {
       e_.profile->calls[static_cast<size_t>(op)] += 1;
       e_.profile->macs[static_cast<size_t>(op)] += macs;
-      e_.backend->synchronize();  // a GPU's earlier ops must not be counted here
+      if (!e_.profile->host_only) e_.backend->synchronize();  // a GPU's earlier ops must not be counted here
       start_ = std::chrono::steady_clock::now();
     }
   }
   ~Timed() {
     if (!e_.profile) return;
     try {
-      e_.backend->synchronize();
+      if (!e_.profile->host_only) e_.backend->synchronize();
     } catch (...) {  // a destructor must not throw; the next op reports the device's error
     }
     e_.profile->seconds[static_cast<size_t>(op_)] +=

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -37,6 +38,14 @@
 #include "train/step_trace.h"
 
 namespace mf {
+
+namespace {
+// METAFORMER_STEP_TIMES=1: one stderr line per epoch on where the step time goes (host or device).
+bool step_times_wanted() {
+  const char* e = std::getenv("METAFORMER_STEP_TIMES");
+  return e != nullptr && std::string(e) == "1";
+}
+}  // namespace
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -629,6 +638,31 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     double loss_sum = 0;
     int64_t loss_count = 0, images = 0, done = 0;
     OpProfile profile;
+    // METAFORMER_PROFILE_HOST=1: --profile counts the host's time per op, without waiting for the GPU.
+    if (const char* h = std::getenv("METAFORMER_PROFILE_HOST")) profile.host_only = std::string(h) == "1";
+    // A step's loss is read by the host one step late (Tensor::to_host_later): waiting for it
+    // mid-step left the GPU idle while the host queued the backward pass. The order of the sum, the
+    // divergence check (naming the step that diverged) and the checkpoint are unchanged; only the
+    // progress line trails by a step.
+    struct PendingLoss {
+      int64_t step = 0;
+      std::function<double()> mean;
+    };
+    std::optional<PendingLoss> pending;
+    // METAFORMER_STEP_TIMES=1: each step after the first is waited for, and the time the host took
+    // to queue it is told apart from the time it then waited for the GPU to finish it.
+    const bool time_steps = step_times_wanted();
+    double queue_seconds = 0, finish_wait_seconds = 0;
+    std::array<double, 3> phase_seconds{};  // forward (with the batch's upload), backward, optimizer
+    int64_t steps_split = 0;
+    auto account_loss = [&] {
+      if (!pending) return;
+      const double loss = pending->mean();
+      MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", pending->step, loss);
+      loss_sum += loss;
+      ++loss_count;
+      pending.reset();
+    };
     while (step < total_steps) {
       auto batch = loader.next();
       if (!batch) break;
@@ -656,12 +690,26 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
         ctx.on_backward_done = [buckets](const Module& m) { buckets->module_done(m); };
       }
       Tensor logits = model.run(ctx, batch->images);
+      const auto t_forward = std::chrono::steady_clock::now();
       Tensor dlogits;
-      const double loss = forecast ? forecast_mse(logits.to(Device::CPU), targets, dlogits)
-                                   : op::cross_entropy(ctx.exec, logits, targets, dlogits);
-      MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", step, loss);
-      if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
+      account_loss();  // the previous step's, long computed by now
+      if (forecast) {
+        const double mse = forecast_mse(logits.to(Device::CPU), targets, dlogits);
+        pending = PendingLoss{step, [mse] { return mse; }};
+      } else {
+        auto losses = op::cross_entropy_losses(ctx.exec, logits, targets, dlogits).to_host_later();
+        pending = PendingLoss{step, [losses] { return op::mean_loss(losses()); }};
+      }
+      if (trace || loss_count == 0) {
+        // The trace records each step's loss with its step; the first step's is read at once, so
+        // that the progress line has a loss to show.
+        const double loss = pending->mean();
+        pending->mean = [loss] { return loss; };
+        if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
+        account_loss();
+      }
       model.backward(ctx, dlogits);
+      const auto t_backward = std::chrono::steady_clock::now();
       if (buckets) {
         buckets->finish();
         if (backend.device() == Device::CPU) {
@@ -681,9 +729,17 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       if (ema) ema->update();
       ++step;
       maybe_die_at_step(step);
-      loss_sum += loss;
-      ++loss_count;
       images += static_cast<int64_t>(batch->labels.size());
+      if (time_steps && done > 1) {
+        const auto s0 = std::chrono::steady_clock::now();
+        backend.synchronize();
+        queue_seconds += std::chrono::duration<double>(s0 - t0).count();
+        phase_seconds[0] += std::chrono::duration<double>(t_forward - t0).count();
+        phase_seconds[1] += std::chrono::duration<double>(t_backward - t_forward).count();
+        phase_seconds[2] += std::chrono::duration<double>(s0 - t_backward).count();
+        finish_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+        ++steps_split;
+      }
       step_seconds_sum += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++steps_timed;
       const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
@@ -691,7 +747,19 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                       static_cast<double>(images * dist.world()) / since,
                       static_cast<double>(total_steps - step) * (step_seconds_sum / static_cast<double>(steps_timed)));
     }
+    account_loss();
+    backend.synchronize();  // the epoch's time includes its last step on the device
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    if (time_steps && steps_split > 0)
+      // Where a GPU step's wall time goes: a host that queues a step in less time than the GPU then
+      // takes to finish it is not the bound (docs/cuda.md).
+      fmt::print(stderr, "step times over {} steps: the host queued a step in {:.2f} ms (forward and loss {:.2f}, "
+                 "backward {:.2f}, gradient exchange and optimizer {:.2f}), then waited {:.2f} ms for the GPU to "
+                 "finish it\n", steps_split, 1e3 * queue_seconds / static_cast<double>(steps_split),
+                 1e3 * phase_seconds[0] / static_cast<double>(steps_split),
+                 1e3 * phase_seconds[1] / static_cast<double>(steps_split),
+                 1e3 * phase_seconds[2] / static_cast<double>(steps_split),
+                 1e3 * finish_wait_seconds / static_cast<double>(steps_split));
     // The epoch's figures over all ranks: the mean of their losses, their images, their skipped samples.
     double epoch_sums[3] = {loss_sum, static_cast<double>(images), static_cast<double>(loader.skipped().size())};
     dist.allreduce_sum(epoch_sums, 3);
@@ -700,8 +768,8 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     const auto train_skipped = static_cast<int64_t>(epoch_sums[2]);
     average_buffers(dist, model.named_parameters());  // BatchNorm statistics: the ranks' mean
     if (o.profile) {
-      fmt::print("time per op (forward + backward, {:.1f} s of {:.1f} s training):", profile.total_seconds(),
-                 train_seconds);
+      fmt::print("{} per op (forward + backward, {:.1f} s of {:.1f} s training):",
+                 profile.host_only ? "host time" : "time", profile.total_seconds(), train_seconds);
       for (int k = 0; k < static_cast<int>(OpKind::kCount); ++k)
         if (profile.seconds[static_cast<size_t>(k)] > 0.005)
           fmt::print(" {} {:.2f} s", op_name(OpKind(k)), profile.seconds[static_cast<size_t>(k)]);

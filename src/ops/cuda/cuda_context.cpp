@@ -4,7 +4,11 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -41,13 +45,32 @@ size_t parse_limit(const char* s) {
   return static_cast<size_t>(v * mul);
 }
 
-// METAFORMER_CUDA_PINNED_BATCHES=1: training batches in page-locked memory (CudaPool::allocate_pinned).
+// Training batches in page-locked memory (CudaPool::allocate_pinned); METAFORMER_CUDA_PINNED_BATCHES=0
+// turns it off, for an A/B.
 bool pinned_batches_enabled() {
   static const bool enabled = [] {
     const char* e = std::getenv("METAFORMER_CUDA_PINNED_BATCHES");
-    return e != nullptr && std::string(e) == "1";
+    return e == nullptr || std::string(e) != "0";
   }();
   return enabled;
+}
+
+// METAFORMER_CUDA_STAGED_COPIES=0 turns off the page-locked staging of small copies between the host
+// and the device (CudaPool::copy), for an A/B.
+bool staged_copies_enabled() {
+  static const bool enabled = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_STAGED_COPIES");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return enabled;
+}
+
+// Whether work queued on `s` now would be captured into a CUDA graph (graphs.cpp): a staged copy
+// must not be, as its staging block is reused after the copy.
+bool capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  MF_CUDA(cudaStreamIsCapturing(s, &st));
+  return st != cudaStreamCaptureStatusNone;
 }
 
 // Stream-ordered caching pool: cudaMallocAsync from the device's default pool with its release
@@ -98,6 +121,18 @@ class CudaPool final : public DeviceMemory {
         return;
       }
     }
+    if (dir == Direction::host_to_device && bytes > 0 && bytes <= kStagedCopyMax && staged_copies_enabled() &&
+        !capturing(c.stream)) {
+      // A small upload (a step's targets, drop-path scales): through a staging block, so the host
+      // need not wait for the stream before it may change the source.
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      Staging st = take_staging(bytes);
+      std::memcpy(st.host, src, bytes);
+      MF_CUDA(cudaMemcpyAsync(dst, st.host, bytes, cudaMemcpyHostToDevice, c.stream));
+      MF_CUDA(cudaEventRecord(st.done, c.stream));
+      give_back_staging(st);
+      return;
+    }
     const cudaMemcpyKind kind = dir == Direction::host_to_device   ? cudaMemcpyHostToDevice
                                 : dir == Direction::device_to_host ? cudaMemcpyDeviceToHost
                                                                    : cudaMemcpyDeviceToDevice;
@@ -105,14 +140,36 @@ class CudaPool final : public DeviceMemory {
     // The host reads what came back, or may reuse the pageable source: wait either way.
     if (dir != Direction::device_to_device) MF_CUDA(cudaStreamSynchronize(c.stream));
   }
+  std::function<void()> copy_to_host_later(void* dst, const void* src, size_t bytes) override {
+    Context& c = context();
+    if (bytes == 0 || bytes > kStagedCopyMax || !staged_copies_enabled() || capturing(c.stream))
+      return DeviceMemory::copy_to_host_later(dst, src, bytes);
+    std::shared_ptr<Staging> st;
+    {
+      std::lock_guard<std::mutex> lock(pin_mu_);
+      // Held by the waiting function, not by the pool, until the host has read it; given back
+      // when that function goes, called or not.
+      st = std::shared_ptr<Staging>(new Staging(take_staging(bytes)), [this](Staging* b) {
+        std::lock_guard<std::mutex> l(pin_mu_);
+        give_back_staging(*b);
+        delete b;
+      });
+    }
+    MF_CUDA(cudaMemcpyAsync(st->host, src, bytes, cudaMemcpyDeviceToHost, c.stream));
+    MF_CUDA(cudaEventRecord(st->done, c.stream));
+    return [st, dst, bytes] {
+      MF_CUDA(cudaEventSynchronize(st->done));
+      std::memcpy(dst, st->host, bytes);
+    };
+  }
   void fill(float* p, size_t count, float value) override {
     mf::cuda::fill(p, static_cast<int64_t>(count), value, context().stream);
     MF_CUDA_LAUNCHED("fill");
   }
 
   // Page-locked blocks for training batches (the loader's workers write the images straight into
-  // them), opt-in with METAFORMER_CUDA_PINNED_BATCHES=1 until a device A/B has shown that it pays
-  // (docs/cuda.md; tools/device/cuda_check.sh pinnedab). A free block is reused once its last copy
+  // them; on by default since the A/B of tools/device/cuda_check.sh pinnedab, docs/cuda.md: 10-25 %
+  // more training images/s on the H200). A free block is reused once its last copy
   // has finished (its event); otherwise a new one is made, so there are about as many as the loader
   // keeps batches ahead, plus the one being uploaded. Never freed (cudaFreeHost waits for the device).
   void* allocate_pinned(size_t bytes) override {
@@ -161,6 +218,38 @@ class CudaPool final : public DeviceMemory {
     bool in_use = false;           // a tensor holds it
     bool busy = false;             // a copy from it may still be running
   };
+  // Page-locked blocks for the small copies that CudaPool::copy and copy_to_host_later stage, one
+  // queue per power-of-two size, oldest first. A block is reused once the event recorded after its
+  // last copy has fired (and, for a copy to the host, once the host has read it: it is out of the
+  // queue until then). About as many per size as copies are in flight; never freed.
+  static constexpr size_t kStagedCopyMax = 4u << 20;
+  struct Staging {
+    void* host = nullptr;
+    cudaEvent_t done = nullptr;
+    size_t size_class = 0;
+  };
+  Staging take_staging(size_t bytes) {  // pin_mu_ held
+    size_t size_class = 256;
+    while (size_class < bytes) size_class *= 2;
+    auto& queue = staging_[size_class];
+    if (!queue.empty()) {
+      const cudaError_t st = cudaEventQuery(queue.front().done);
+      if (st == cudaSuccess) {
+        Staging b = queue.front();
+        queue.pop_front();
+        return b;
+      }
+      if (st != cudaErrorNotReady) MF_CUDA(st);
+      cudaGetLastError();  // not ready is not an error
+    }
+    Staging b;
+    b.size_class = size_class;
+    MF_CUDA(cudaHostAlloc(&b.host, size_class, cudaHostAllocPortable));
+    MF_CUDA(cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming));
+    return b;
+  }
+  void give_back_staging(const Staging& b) { staging_[b.size_class].push_back(b); }  // pin_mu_ held
+
   // The block holding [p, p + bytes), if any (pin_mu_ held).
   PinnedBlock* pinned_block_of(const void* p, size_t bytes) {
     if (pinned_.empty()) return nullptr;
@@ -175,6 +264,7 @@ class CudaPool final : public DeviceMemory {
   size_t in_use_ = 0, peak_ = 0, limit_ = 0;
   std::mutex pin_mu_;
   std::map<uintptr_t, PinnedBlock> pinned_;
+  std::map<size_t, std::deque<Staging>> staging_;
 };
 
 CudaPool& pool() {

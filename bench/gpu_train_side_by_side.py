@@ -7,12 +7,13 @@ For each model, at batch 128, 224x224, random data, cross-entropy, AdamW:
     seconds they record (images / images_per_s) differ by the time of N steady steps, which excludes
     start-up (uploads, the first cudaMallocs, cuBLASLt's heuristics) and the evaluation;
   - timm eager fp32 (TF32 off), the engine's own arithmetic;
-  - timm eager with bf16 autocast, channels-last, fused AdamW (issue 13's peer settings without
-    torch.compile, which the full side by side adds).
+  - timm eager with bf16 autocast, channels-last, fused AdamW (issue 13's peer settings);
+  - with --compile, the same plus torch.compile (mode "default") on the model: issue 13's peer,
+    measured in the same run (its compilation happens in the warm-up steps, untimed).
 Peak GPU memory: torch's max_memory_allocated; the engine's memory-pool peak (metrics' peak_gpu_mb).
 Prints a markdown table; --json writes every figure.
 
-  python3 bench/gpu_train_side_by_side.py --metaformer build/metaformer [--models a,b] [--steps N]
+  python3 bench/gpu_train_side_by_side.py --metaformer build/metaformer [--models a,b] [--steps N] [--compile]
 """
 import argparse
 import json
@@ -42,7 +43,7 @@ def engine(binary, model, batch, steps, matmul):
     return steps * batch / (seconds[1] - seconds[0]), peak
 
 
-def timm_train(model_name, batch, steps, bf16):
+def timm_train(model_name, batch, steps, bf16, compile_model=False):
     import timm
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -52,6 +53,7 @@ def timm_train(model_name, batch, steps, bf16):
     if bf16:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    forward = torch.compile(model) if compile_model else model
     x = torch.randn(batch, 3, 224, 224, device="cuda")
     if bf16:
         x = x.to(memory_format=torch.channels_last)
@@ -61,7 +63,7 @@ def timm_train(model_name, batch, steps, bf16):
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(forward(x), y)
         loss.backward()
         opt.step()
 
@@ -75,7 +77,9 @@ def timm_train(model_name, batch, steps, bf16):
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**20
-    del model, opt
+    del model, opt, forward
+    if compile_model:
+        torch._dynamo.reset()
     torch.cuda.empty_cache()
     return steps * batch / dt, peak
 
@@ -86,23 +90,33 @@ def main():
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="add timm + torch.compile, bf16 autocast")
     p.add_argument("--json")
     a = p.parse_args()
     rows = []
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {a.batch}, 224x224, {a.steps} timed steps")
     print()
-    print("| model | engine fp32 img/s (MiB) | timm eager fp32 img/s (MiB) | engine / timm, fp32 "
-          "| engine --matmul bf16 img/s (MiB) | timm eager bf16 autocast img/s (MiB) | engine bf16 matmul / timm bf16 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    head = ("| model | engine fp32 img/s (MiB) | timm eager fp32 img/s (MiB) | engine / timm, fp32 "
+            "| engine --matmul bf16 img/s (MiB) | timm eager bf16 autocast img/s (MiB) | engine bf16 matmul / timm bf16 |")
+    if a.compile:
+        head += " torch.compile bf16 img/s (MiB) | engine bf16 matmul / torch.compile |"
+    print(head)
+    print("| --- " + "| ---: " * (head.count("|") - 2) + "|")
     for m in a.models.split(","):
         e, e_mem = engine(a.metaformer, m, a.batch, a.steps, "fp32")
         eb, eb_mem = engine(a.metaformer, m, a.batch, a.steps, "bf16")
         t32, t32_mem = timm_train(m, a.batch, a.steps, False)
         t16, t16_mem = timm_train(m, a.batch, a.steps, True)
-        rows.append(dict(model=m, engine=e, engine_mib=e_mem, engine_bf16_matmul=eb, engine_bf16_matmul_mib=eb_mem,
-                         timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16, timm_bf16_mib=t16_mem))
-        print(f"| {m} | {e:,.0f} ({e_mem:,.0f}) | {t32:,.0f} ({t32_mem:,.0f}) | {e / t32:.2f} | {eb:,.0f} ({eb_mem:,.0f}) "
-              f"| {t16:,.0f} ({t16_mem:,.0f}) | {eb / t16:.2f} |", flush=True)
+        row = dict(model=m, engine=e, engine_mib=e_mem, engine_bf16_matmul=eb, engine_bf16_matmul_mib=eb_mem,
+                   timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16, timm_bf16_mib=t16_mem)
+        line = (f"| {m} | {e:,.0f} ({e_mem:,.0f}) | {t32:,.0f} ({t32_mem:,.0f}) | {e / t32:.2f} | {eb:,.0f} ({eb_mem:,.0f}) "
+                f"| {t16:,.0f} ({t16_mem:,.0f}) | {eb / t16:.2f} |")
+        if a.compile:
+            tc, tc_mem = timm_train(m, a.batch, a.steps, True, compile_model=True)
+            row.update(compile_bf16=tc, compile_bf16_mib=tc_mem)
+            line += f" {tc:,.0f} ({tc_mem:,.0f}) | {eb / tc:.2f} |"
+        rows.append(row)
+        print(line, flush=True)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -10,7 +10,9 @@
 #                 family against PyTorch float64 (tests/test_train_golden.cpp)
 #   gputrain.log  (step gputrain) training on the GPU: the CudaTraining tests (bit-exact resume, runs moving
 #                 between GPU and CPU), the README's Fashion-MNIST configuration trained there, and
-#                 bench/gpu_train_side_by_side.py (training images/s against timm eager, batch 128)
+#                 bench/gpu_train_side_by_side.py (training images/s against timm eager, batch 128;
+#                 TRAIN_SBS_COMPILE=1 adds timm + torch.compile, minutes of compilation; FMNIST_EPOCHS=0
+#                 skips the Fashion-MNIST run)
 #   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
 #   bench.md      batch-256 throughput (fp32, TF32 off; then bf16) of poolformer_s12, convformer_s18,
 #                 caformer_s18, mambaout_femto, with --profile
@@ -31,16 +33,24 @@
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
 #   trainkernels.md (step trainkernels) every kernel's GPU time in two training steps (--matmul bf16, batch
 #                 128, synthetic) of poolformer_s12 and caformer_s18 (TRAINK_MODELS), by kernel and by launch shape
-#   pinnedab.log  (step pinnedab) training batches in page-locked memory (METAFORMER_CUDA_PINNED_BATCHES=1)
-#                 against the default: the CudaTraining tests with it, then 40-step training runs of
-#                 poolformer_s12 and convformer_s18 each way, twice, alternating
+#   pinnedab.log  (step pinnedab) how a step is fed: the CudaTraining tests with training batches in
+#                 page-locked memory (METAFORMER_CUDA_PINNED_BATCHES=1), then 40-step training runs of
+#                 poolformer_s12 and convformer_s18 (PINNED_MODELS) with every upload waiting for the
+#                 stream (METAFORMER_CUDA_STAGED_COPIES=0), with small copies staged (the default) and
+#                 with pinned batches as well, twice, alternating
 #   dwab.log      (step dwab) A/B of the defaults against the previous depthwise kernels
 #                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
+#   steptimes.log (step steptimes) per model, 40 training steps with METAFORMER_STEP_TIMES=1, pinned batches
+#                 on and off: the wall time of a step and how long the host waited for the losses
+#   hostprofile.log (step hostprofile) the host's time per op family over 30 training steps
+#                 (METAFORMER_PROFILE_HOST=1 --profile): where it spends the time it takes to queue a step
+#   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels pinnedab dwab curve compare attnab (default: build ops grad
+# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile trainmemcheck pinnedab dwab
+# curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -86,7 +96,7 @@ if has build; then
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -5 "$OUT/build.log"; fi
-  [ -x "$B/metaformer" ] && [ -x "$B/tests/test-backend-ops" ] || exit 1
+  [ -x "$B/metaformer" ] || exit 1  # (the other targets are checked by the steps that use them)
 fi
 M=$B/metaformer
 T=$B/tests/test-backend-ops
@@ -162,7 +172,8 @@ if has gputrain; then
   done
   echo "== training throughput against timm eager (batch 128)" | tee -a "$OUT/gputrain.log"
   (cd "$S" && timeout "${TRAIN_SBS_TIMEOUT:-300}" python3 bench/gpu_train_side_by_side.py --metaformer "$M" \
-     --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/train_sbs.json" 2>&1) |
+     --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/train_sbs.json" \
+     $([ "${TRAIN_SBS_COMPILE:-0}" = 1 ] && echo --compile) 2>&1) |
     tee -a "$OUT/gputrain.log" | tail -8
 fi
 
@@ -301,17 +312,67 @@ if has trainkernels; then  # where a training step's GPU time goes, kernel by ke
   done
 fi
 
+if has steptimes; then  # is a training step bound by the host queuing work or by the GPU?
+  echo "== step times (METAFORMER_STEP_TIMES=1): the host queuing a step, then waiting for the GPU to finish it" | tee "$OUT/steptimes.log"
+  for m in $(echo "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" | tr , ' '); do
+    for pinned in 1 0; do
+      rm -rf /tmp/st
+      METAFORMER_STEP_TIMES=1 METAFORMER_CUDA_PINNED_BATCHES=$pinned timeout 120 "$M" train -m $m \
+        --data synthetic:5120 --batch 128 --epochs 1 --max-steps 40 --backend cuda --matmul bf16 --workers 8 \
+        --eval-subset 128 --no-progress --out /tmp/st 2>&1 | grep -E "step times|img/s|rror" | tr '\n' ' ' |
+        sed "s/^/$m pinned=$pinned: /; s/$/\n/" | tee -a "$OUT/steptimes.log"
+    done
+  done
+  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [ -n "$NSYS" ]; then  # the host's CUDA calls, summed by API, over 20 steps of the first model
+    m=$(echo "${SBS_MODELS:-poolformer_s12}" | cut -d, -f1)
+    rm -rf /tmp/st /tmp/ns.*
+    timeout 150 "$NSYS" profile -t cuda,osrt -o /tmp/ns "$M" train -m $m --data synthetic:2560 --batch 128 --epochs 1 \
+      --max-steps 20 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/st > /tmp/ns.log 2>&1
+    echo "nsys rc=$?" | tee -a "$OUT/steptimes.log"
+    timeout 120 "$NSYS" stats --report cuda_api_sum,cuda_gpu_kern_sum --format csv /tmp/ns.nsys-rep > "$OUT/nsys_stats.csv" 2>&1
+    grep -A14 -i "api" "$OUT/nsys_stats.csv" | cut -c1-200 | head -16 | tee -a "$OUT/steptimes.log"
+  else
+    echo "no nsys here" | tee -a "$OUT/steptimes.log"
+  fi
+fi
+
+if has hostprofile; then  # the host's time per op while it queues training steps (no waiting around ops)
+  echo "== host time per op (METAFORMER_PROFILE_HOST=1 --profile), 30 steps, --matmul bf16, batch 128" | tee "$OUT/hostprofile.log"
+  for m in $(echo "${SBS_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
+    rm -rf /tmp/hp
+    METAFORMER_PROFILE_HOST=1 METAFORMER_STEP_TIMES=1 timeout 120 "$M" train -m $m --data synthetic:3840 --batch 128 \
+      --epochs 1 --max-steps 30 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --profile \
+      --out /tmp/hp 2>&1 | grep -E "per op|step times|rror" | sed "s/^/$m: /" | tee -a "$OUT/hostprofile.log"
+  done
+fi
+
+if has trainmemcheck; then  # the training step's copies (staged, pinned, read late) under memcheck
+  echo "== compute-sanitizer memcheck on 3 GPU training steps" | tee "$OUT/trainmemcheck.log"
+  rm -rf /tmp/tm
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" train -m poolformer_s12 \
+    --data synthetic:48 --batch 8 --epochs 2 --max-steps 4 --backend cuda --workers 4 --eval-subset 8 \
+    --drop-path 0.1 --mixup 0.2 --no-progress --out /tmp/tm >> "$OUT/trainmemcheck.log" 2>&1
+  echo "training under memcheck: rc=$?" | tee -a "$OUT/trainmemcheck.log"
+  tail -3 "$OUT/trainmemcheck.log"
+fi
+
 if has pinnedab; then
-  echo "== pinned training batches (METAFORMER_CUDA_PINNED_BATCHES=1) against the default" | tee "$OUT/pinnedab.log"
+  # Three ways of feeding a step: every host-to-device copy waiting for the stream (staged=0 pinned=0,
+  # the old default), small copies staged through page-locked blocks (staged=1 pinned=0, the default),
+  # and the batch itself written by the loader into page-locked memory too (staged=1 pinned=1).
+  echo "== staged small copies and pinned training batches against the old default" | tee "$OUT/pinnedab.log"
   METAFORMER_CUDA_PINNED_BATCHES=1 timeout 200 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*' 2>&1 |
     grep -E "^\[  (FAILED|PASSED|SKIPPED) |OK \]|Failure" | tee -a "$OUT/pinnedab.log"
   for round in 1 2; do
-    for v in 0 1; do
-      for m in poolformer_s12 convformer_s18; do
+    for v in "0 0" "1 0" "1 1"; do
+      read -r staged pinned <<< "$v"
+      for m in ${PINNED_MODELS:-poolformer_s12 convformer_s18}; do
         rm -rf /tmp/pin
-        METAFORMER_CUDA_PINNED_BATCHES=$v timeout 90 "$M" train -m $m --data synthetic:5120 --batch 128 --epochs 1 \
-          --max-steps 40 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/pin 2>&1 |
-          grep -E "img/s|rror" | sed "s/^/round $round pinned=$v $m: /" | tee -a "$OUT/pinnedab.log"
+        METAFORMER_CUDA_STAGED_COPIES=$staged METAFORMER_CUDA_PINNED_BATCHES=$pinned timeout 90 "$M" train -m $m \
+          --data synthetic:5120 --batch 128 --epochs 1 --max-steps 40 --backend cuda --matmul bf16 --workers 8 \
+          --eval-subset 128 --no-progress --out /tmp/pin 2>&1 |
+          grep -E "img/s|rror" | sed "s/^/round $round staged=$staged pinned=$pinned $m: /" | tee -a "$OUT/pinnedab.log"
       done
     done
   done

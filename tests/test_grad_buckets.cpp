@@ -79,7 +79,9 @@ TEST(GradientBuckets, RangesAreFinalWhenHandedOutAndTileTheBuffer) {
       // stem's (the first parameters) waits for finish().
       EXPECT_GT(handed.size(), 8u);
     }
-    if (bucket == (int64_t{1} << 40)) EXPECT_EQ(handed.size(), 1u);  // all at finish()
+    if (bucket == (int64_t{1} << 40)) {
+      EXPECT_EQ(handed.size(), 1u);  // all at finish()
+    }
   }
 }
 

@@ -197,7 +197,9 @@ TEST(ShiftMlps, MixersTrainInsideTheGenericMetaFormer) {
       double norm = 0;
       for (float g : p->grad.span()) norm += std::fabs(g);
       reached += norm > 0;
-      if (name.find("token_mixer") != std::string::npos) EXPECT_GT(norm, 0.0) << mixer << " " << name;
+      if (name.find("token_mixer") != std::string::npos) {
+        EXPECT_GT(norm, 0.0) << mixer << " " << name;
+      }
     }
     EXPECT_GT(reached, 0) << mixer;
   }

@@ -54,7 +54,9 @@ TEST(TimeSeries, TimeMlpMixesEachRowOnItsOwn) {
     const Tensor y2 = m->run(ctx, x);
     for (int64_t i = 0; i < y.numel(); ++i) {
       const int64_t c = i % 4, row = (i / 24) % 3, b = i / 72;
-      if (b != 1 || row != 1 || c != 1) EXPECT_EQ(y.data()[i], y2.data()[i]) << type << " " << i;
+      if (b != 1 || row != 1 || c != 1) {
+        EXPECT_EQ(y.data()[i], y2.data()[i]) << type << " " << i;
+      }
     }
     EXPECT_NE(y.data()[(1 * 3 + 1) * 24 + 5 * 4 + 1], y2.data()[(1 * 3 + 1) * 24 + 5 * 4 + 1]) << type;
     // A row of another length is refused (the token MLP is built for the nominal length).

@@ -40,9 +40,9 @@
 namespace mf {
 
 namespace {
-// METAFORMER_STEP_TIMES=1: one stderr line per epoch on where the step time goes (host or device).
-bool step_times_wanted() {
-  const char* e = std::getenv("METAFORMER_STEP_TIMES");
+// A measurement switch (METAFORMER_STEP_TIMES, METAFORMER_PROFILE_HOST): on when set to 1.
+bool env_is_one(const char* name) {
+  const char* e = std::getenv(name);
   return e != nullptr && std::string(e) == "1";
 }
 }  // namespace
@@ -639,7 +639,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     int64_t loss_count = 0, images = 0, done = 0;
     OpProfile profile;
     // METAFORMER_PROFILE_HOST=1: --profile counts the host's time per op, without waiting for the GPU.
-    if (const char* h = std::getenv("METAFORMER_PROFILE_HOST")) profile.host_only = std::string(h) == "1";
+    profile.host_only = env_is_one("METAFORMER_PROFILE_HOST");
     // A step's loss is read by the host one step late (Tensor::to_host_later): waiting for it
     // mid-step left the GPU idle while the host queued the backward pass. The order of the sum, the
     // divergence check (naming the step that diverged) and the checkpoint are unchanged; only the
@@ -651,17 +651,19 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     std::optional<PendingLoss> pending;
     // METAFORMER_STEP_TIMES=1: each step after the first is waited for, and the time the host took
     // to queue it is told apart from the time it then waited for the GPU to finish it.
-    const bool time_steps = step_times_wanted();
+    const bool time_steps = env_is_one("METAFORMER_STEP_TIMES");
     double queue_seconds = 0, finish_wait_seconds = 0;
     std::array<double, 3> phase_seconds{};  // forward (with the batch's upload), backward, optimizer
     int64_t steps_split = 0;
-    auto account_loss = [&] {
-      if (!pending) return;
+    // Adds the pending step's loss to the epoch's sum and returns it (0 when none is pending).
+    auto account_loss = [&]() -> double {
+      if (!pending) return 0.0;
       const double loss = pending->mean();
       MF_CHECK(std::isfinite(loss), "the loss diverged at step {} (it is {}); try a lower --lr", pending->step, loss);
       loss_sum += loss;
       ++loss_count;
       pending.reset();
+      return loss;
     };
     while (step < total_steps) {
       auto batch = loader.next();
@@ -703,10 +705,8 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       if (trace || loss_count == 0) {
         // The trace records each step's loss with its step; the first step's is read at once, so
         // that the progress line has a loss to show.
-        const double loss = pending->mean();
-        pending->mean = [loss] { return loss; };
+        const double loss = account_loss();
         if (trace) trace->record(step, sched.at(step), loss, batch->images, batch->labels);
-        account_loss();
       }
       model.backward(ctx, dlogits);
       const auto t_backward = std::chrono::steady_clock::now();

@@ -45,23 +45,23 @@ size_t parse_limit(const char* s) {
   return static_cast<size_t>(v * mul);
 }
 
+// A default that an A/B can turn off: on unless the variable is set to 0.
+bool on_unless_zero(const char* name) {
+  const char* e = std::getenv(name);
+  return e == nullptr || std::string(e) != "0";
+}
+
 // Training batches in page-locked memory (CudaPool::allocate_pinned); METAFORMER_CUDA_PINNED_BATCHES=0
-// turns it off, for an A/B.
+// turns it off.
 bool pinned_batches_enabled() {
-  static const bool enabled = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_PINNED_BATCHES");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool enabled = on_unless_zero("METAFORMER_CUDA_PINNED_BATCHES");
   return enabled;
 }
 
-// METAFORMER_CUDA_STAGED_COPIES=0 turns off the page-locked staging of small copies between the host
-// and the device (CudaPool::copy), for an A/B.
+// The page-locked staging of small copies between the host and the device (CudaPool::copy);
+// METAFORMER_CUDA_STAGED_COPIES=0 turns it off.
 bool staged_copies_enabled() {
-  static const bool enabled = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_STAGED_COPIES");
-    return e == nullptr || std::string(e) != "0";
-  }();
+  static const bool enabled = on_unless_zero("METAFORMER_CUDA_STAGED_COPIES");
   return enabled;
 }
 

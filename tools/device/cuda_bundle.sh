@@ -16,7 +16,7 @@ mkdir -p "$stage"
 # The device call ships the working tree too; with it the 21 MB archive is redundant, and leaving it
 # out (NO_SRC=1) keeps the carry under the 64 MiB limit when Fashion-MNIST is staged.
 if [ "${NO_SRC:-0}" = 1 ]; then rm -f "$stage/src.tar.gz"; else git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD; fi
-cp tools/device/cuda_check.sh tools/device/kernel_table.py "$stage/"
+cp tools/device/cuda_check.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
 if [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
   cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"
 fi

@@ -46,10 +46,12 @@
 #                 on and off: the wall time of a step and how long the host waited for the losses
 #   hostprofile.log (step hostprofile) the host's time per op family over 30 training steps
 #                 (METAFORMER_PROFILE_HOST=1 --profile): where it spends the time it takes to queue a step
+#   hoststacks.log (step hoststacks) backtraces of the training process sampled with cuda-gdb: the functions
+#                 the main thread is in while it queues steps (stacks.txt: the raw samples)
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile trainmemcheck pinnedab dwab
+# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
 # curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -345,6 +347,32 @@ if has hostprofile; then  # the host's time per op while it queues training step
       --epochs 1 --max-steps 30 --backend cuda --matmul bf16 --workers 8 --eval-subset 128 --no-progress --profile \
       --out /tmp/hp 2>&1 | grep -E "per op|step times|rror" | sed "s/^/$m: /" | tee -a "$OUT/hostprofile.log"
   done
+fi
+
+if has hoststacks; then  # a sampling profile of the host thread that queues the training steps
+  # The device has no perf or nsys; cuda-gdb attaches. Each sample is one attach and one backtrace of
+  # every thread; tools/device/stack_table.py counts the functions on the main thread's stacks.
+  GDB=$(command -v gdb || command -v cuda-gdb || ls /usr/local/cuda/bin/cuda-gdb 2>/dev/null | head -1)
+  m=$(echo "${SBS_MODELS:-poolformer_s12}" | cut -d, -f1)
+  echo "== host stacks of $m training (--matmul bf16, batch 128), sampled with $GDB" | tee "$OUT/hoststacks.log"
+  rm -rf /tmp/hs /tmp/stacks.txt
+  timeout 200 "$M" train -m $m --data synthetic:64000 --batch 128 --epochs 1 --max-steps 480 --backend cuda \
+    --matmul bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/hs > /tmp/hs.log 2>&1 &
+  tpid=$!
+  sleep 12
+  pid=$(pgrep -P $tpid | head -1)  # the training process, not the timeout that runs it
+  t0=$(date +%s)
+  for i in $(seq 1 ${HOSTSTACK_SAMPLES:-30}); do
+    kill -0 $pid 2>/dev/null || break
+    [ $(( $(date +%s) - t0 )) -lt ${HOSTSTACK_SECONDS:-100} ] || break
+    echo "=== sample $i" >> /tmp/stacks.txt
+    timeout 30 "$GDB" -p $pid -batch -nx -ex "set pagination off" -ex "thread apply all bt 40" >> /tmp/stacks.txt 2>/dev/null
+    sleep 0.3
+  done
+  kill $pid 2>/dev/null; wait $tpid 2>/dev/null
+  echo "samples taken: $(grep -c '^=== sample' /tmp/stacks.txt) in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/hoststacks.log"
+  cp /tmp/stacks.txt "$OUT/stacks.txt"
+  python3 "$stage/stack_table.py" /tmp/stacks.txt 2>&1 | tee -a "$OUT/hoststacks.log"
 fi
 
 if has trainmemcheck; then  # the training step's copies (staged, pinned, read late) under memcheck

@@ -822,13 +822,6 @@ __global__ void depthwise_weight_flip_hwc_kernel(const float* w, float* flipped,
 }
 
 // ---- dense convolution helpers -------------------------------------------------------------------
-__global__ void conv_weight_to_khwc_kernel(const float* w, float* wk, int64_t total, int64_t Ci, int kh, int kw) {
-  MF_GRID_STRIDE(i, total) {  // i indexes w [Co, Ci, kh, kw]
-    const int64_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % Ci, co = i / (kw * kh * Ci);
-    wk[((co * kh + ky) * kw + kx) * Ci + ci] = w[i];
-  }
-}
-
 __global__ void conv_weight_grad_add_kernel(const float* dwk, float* dw, int64_t total, int64_t Ci, int kh, int kw) {
   MF_GRID_STRIDE(i, total) {
     const int64_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % Ci, co = i / (kw * kh * Ci);
@@ -1138,12 +1131,6 @@ cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const floa
 cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s) {
   const int64_t total = C * kh * kw;
   if (total > 0) depthwise_weight_flip_hwc_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, flipped, total, C, kh, kw);
-  return cudaGetLastError();
-}
-
-cudaError_t conv_weight_to_khwc(const float* w, float* wk, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
-  const int64_t total = Co * Ci * kh * kw;
-  if (total > 0) conv_weight_to_khwc_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, wk, total, Ci, kh, kw);
   return cudaGetLastError();
 }
 

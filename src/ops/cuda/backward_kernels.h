@@ -96,11 +96,10 @@ cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const floa
                                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
                                       int sh, int sw, int ph, int pw, double* work, cudaStream_t s);
 
-// Dense convolution helpers (the products are cuBLASLt's): w [Co, Ci, kh, kw] -> wk [Co, kh, kw, Ci]
-// (im2col's column order); dw [Co, Ci, kh, kw] += dwk [Co, kh, kw, Ci]; and col2im, the adjoint of
-// im2col_nhwc: dx [B, H, W, C] (overwritten) = Σ of the columns dcols [B·Ho·Wo, kh·kw·C] that read
+// Dense convolution helpers (the products are cuBLASLt's; the weight's GEMM layout is
+// kernels::conv_weight_to_gemm): dw [Co, Ci, kh, kw] += dwk [Co, kh, kw, Ci]; and col2im, the adjoint
+// of im2col_nhwc: dx [B, H, W, C] (overwritten) = Σ of the columns dcols [B·Ho·Wo, kh·kw·C] that read
 // each pixel.
-cudaError_t conv_weight_to_khwc(const float* w, float* wk, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
 // A depthwise weight [C, 1, kh, kw] turned by 180° into [kh, kw, C] (the forward kernel's layout):
 // at stride 1 its convolution of dy is dx.
 cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s);

@@ -81,21 +81,23 @@ const float* depthwise_weight(const Tensor& w) {
   return p;
 }
 
-// A dense convolution's weight [Co, Ci, kh, kw] as [Co, kh, kw, Ci], the column order of
-// im2col_nhwc, on the GPU; cached with the weight.
-const float* conv_weight(const Tensor& w) {
-  static const std::string key = "cuda.conv_khwc";
-  if (auto d = w.derived(key)) return static_cast<Tensor*>(d.get())->data();
-  const Tensor host = w.to(Device::CPU);
+// A dense convolution's GEMM weight: [Co, Ci, kh, kw] as [Co, kh, kw, Ci] (im2col_nhwc's column
+// order), each row ldk ≥ K elements long and zero past K, as T; made on the GPU and cached with the
+// weight. Training changes the weight each step, so this runs once a step: a copy through the host
+// here made every step wait for the GPU to finish the previous one (docs/cuda.md).
+template <class T>
+const T* conv_weight_gemm(const Tensor& w, int64_t ldk) {
+  const std::string key = std::string(std::is_same_v<T, float> ? "cuda.conv_khwc" : "cuda.conv_khwc_bf16") + "." +
+                          std::to_string(ldk);
+  if (auto d = w.derived(key)) return static_cast<const T*>(static_cast<Tensor*>(d.get())->raw());
   const int64_t Co = w.dim(0), Ci = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  Tensor r = Tensor::empty({Co, kh, kw, Ci});
-  for (int64_t o = 0; o < Co; ++o)
-    for (int64_t i = 0; i < Ci; ++i)
-      for (int64_t y = 0; y < kh; ++y)
-        for (int64_t x = 0; x < kw; ++x) r.data()[((o * kh + y) * kw + x) * Ci + i] = host.data()[((o * Ci + i) * kh + y) * kw + x];
-  auto up = std::make_shared<Tensor>(r.to(Device::CUDA));
-  const float* p = up->data();
-  w.set_derived(key, up);
+  auto t = std::make_shared<Tensor>(
+      Tensor::empty({Co, ldk}, Device::CUDA, std::is_same_v<T, float> ? DType::f32 : DType::bf16));
+  ok(k::conv_weight_to_gemm(dev(w), static_cast<T*>(t->raw()), ldk, Co, Ci, static_cast<int>(kh), static_cast<int>(kw),
+                            context().stream),
+     "conv_weight_to_gemm");
+  const T* p = static_cast<const T*>(t->raw());
+  w.set_derived(key, t);
   return p;
 }
 
@@ -140,29 +142,9 @@ T* out(Tensor& y) {
   return static_cast<T*>(y.raw());
 }
 
-// A dense convolution's GEMM weight in bf16: [Co, kh, kw, Ci] (im2col's column order) with each
-// row padded with zeros to ldk elements, made once on the host and cached with the weight.
-const bf16* conv_weight_bf16(const Tensor& w, int64_t ldk) {
-  static const std::string key = "cuda.conv_khwc_bf16";
-  if (auto d = w.derived(key)) return static_cast<const bf16*>(static_cast<Tensor*>(d.get())->raw());
-  const Tensor host = w.to(Device::CPU);
-  const int64_t Co = w.dim(0), Ci = w.dim(1), kh = w.dim(2), kw = w.dim(3);
-  Tensor r = Tensor::zeros({Co, ldk});
-  for (int64_t o = 0; o < Co; ++o)
-    for (int64_t i = 0; i < Ci; ++i)
-      for (int64_t y = 0; y < kh; ++y)
-        for (int64_t x = 0; x < kw; ++x) r.data()[o * ldk + (y * kw + x) * Ci + i] = host.data()[((o * Ci + i) * kh + y) * kw + x];
-  const Tensor up = r.to(Device::CUDA);
-  auto t = std::make_shared<Tensor>(Tensor::empty({Co, ldk}, Device::CUDA, DType::bf16));
-  ok(k::cast(up.data(), static_cast<bf16*>(t->raw()), Co * ldk, stream()), "cast conv weight to bf16");
-  const bf16* p = static_cast<const bf16*>(t->raw());
-  w.set_derived(key, t);
-  return p;
-}
-
 // A Linear's weight [N, K(, 1, 1)] and bias [N] with a layer scale ls [N] folded in (each output
 // row times ls), so that y = x + ls ⊙ (h·wᵀ + b) is one GEMM with the residual in its epilogue.
-// Made once on the host, cached with w and keyed by the scale's and the bias's storage and version.
+// Made on the GPU, cached with w and keyed by the scale's and the bias's storage and version.
 struct LayerScaled {
   Tensor w, b;  // b undefined when there is no bias
 };
@@ -171,17 +153,13 @@ const LayerScaled& layer_scaled(const Tensor& w, const Tensor* b, const Tensor& 
                           (b ? "." + std::to_string(b->storage_id()) + "." + std::to_string(b->version()) : "");
   if (auto d = w.derived(key)) return *static_cast<LayerScaled*>(d.get());
   const int64_t N = w.dim(0), K = w.numel() / N;
-  const Tensor hw = w.to(Device::CPU), hs = ls.to(Device::CPU);
   auto f = std::make_shared<LayerScaled>();
-  Tensor sw = Tensor::empty({N, K});
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t k = 0; k < K; ++k) sw.data()[n * K + k] = hw.data()[n * K + k] * hs.data()[n];
-  f->w = sw.to(Device::CUDA);
+  // On the GPU: each row of w (and each bias) times its output's scale.
+  f->w = Tensor::empty({N, K}, Device::CUDA);
+  ok(k::sample_scale(dev(w), dev(ls), f->w.data(), N, K, stream()), "layer-scaled weight");
   if (b) {
-    const Tensor hb = b->to(Device::CPU);
-    Tensor sb = Tensor::empty({N});
-    for (int64_t n = 0; n < N; ++n) sb.data()[n] = hb.data()[n] * hs.data()[n];
-    f->b = sb.to(Device::CUDA);
+    f->b = Tensor::empty({N}, Device::CUDA);
+    ok(k::sample_scale(dev(*b), dev(ls), f->b.data(), N, 1, stream()), "layer-scaled bias");
   }
   const LayerScaled& r = *f;
   w.set_derived(key, f);
@@ -253,7 +231,7 @@ class CudaBackend final : public CudaBackwardOps {
       const int64_t ldk = (K + 7) / 8 * 8, per_image = Ho * Wo * ldk;
       const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{32} << 20) / std::max<int64_t>(per_image, 1)));
       Tensor cols = Tensor::empty({chunk * Ho * Wo, ldk}, Device::CUDA, DType::bf16);
-      const bf16* wg = conv_weight_bf16(w, ldk);
+      const bf16* wg = conv_weight_gemm<bf16>(w, ldk);
       const bf16* bias = in<bf16>(b);
       const bf16* xs = in<bf16>(x);
       bf16* ys = out<bf16>(y);
@@ -270,7 +248,8 @@ class CudaBackend final : public CudaBackwardOps {
     ok(k::im2col_nhwc_padded(in<float>(x), out<float>(cols), K, B, H, W, Ci, g.kernel_h, g.kernel_w, g.stride_h,
                              g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
        "im2col");
-    cuda::linear_rows(cuda::GemmType::f32, cols.raw(), conv_weight(w), dev(b), out<float>(y), B * Ho * Wo, Co, K);
+    cuda::linear_rows(cuda::GemmType::f32, cols.raw(), conv_weight_gemm<float>(w, K), dev(b), out<float>(y), B * Ho * Wo,
+                      Co, K);
   }
   void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override {
     if (simple_kernels()) {

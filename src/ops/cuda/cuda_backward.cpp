@@ -222,7 +222,7 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
   }
   if (dx) {
     Tensor wk = Tensor::empty({Co, K}, Device::CUDA);
-    ok(bw::conv_weight_to_khwc(in(w), wk.data(), Co, Ci, kh, kw, stream()), "conv2d backward: weight layout");
+    ok(cuda::kernels::conv_weight_to_gemm(in(w), wk.data(), K, Co, Ci, kh, kw, stream()), "conv2d backward: weight layout");
     Tensor dcols = Tensor::empty({M, K}, Device::CUDA);
     input_grad(G, wk.data(), dcols.data(), M, Co, K);
     ok(bw::col2im_nhwc(dcols.data(), out(*dx), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo,

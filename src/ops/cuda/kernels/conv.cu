@@ -509,12 +509,14 @@ __global__ void im2col_cols_kernel(const T* x, T* cols, uint32_t vpr, uint32_t t
 }
 
 template <typename TO>
-__global__ void conv_weight_kernel(const float* w, TO* out, int64_t Co, int64_t Ci, int kh, int kw) {
-  const int64_t taps = int64_t(kh) * kw, n = Co * Ci * taps;
+__global__ void conv_weight_kernel(const float* w, TO* out, int64_t ldk, int64_t Co, int64_t Ci, int kh, int kw) {
+  const int64_t taps = int64_t(kh) * kw, K = Ci * taps, n = Co * ldk;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    // i indexes the source [co, ci, tap]; the destination is [co, tap, ci].
-    const int64_t tap = i % taps, ci = (i / taps) % Ci, co = i / (taps * Ci);
-    out[(co * taps + tap) * Ci + ci] = from_f<TO>(w[i]);
+    // i indexes the destination [co, j] with j = tap·Ci + ci below K, zero padding past it; the
+    // source is w [co, ci, tap].
+    const int64_t co = i / ldk, j = i % ldk;
+    const int64_t tap = j / Ci, ci = j % Ci;
+    out[i] = j < K ? from_f<TO>(w[(co * Ci + ci) * taps + tap]) : from_f<TO>(0.f);
   }
 }
 
@@ -593,10 +595,12 @@ cudaError_t im2col_nchw_launch(const float* x, TO* cols, int64_t B, int64_t H, i
 }
 
 template <typename TO>
-cudaError_t conv_weight_launch(const float* w, TO* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
-  const int64_t n = Co * Ci * kh * kw;
+cudaError_t conv_weight_launch(const float* w, TO* wg, int64_t ldk, int64_t Co, int64_t Ci, int kh, int kw,
+                               cudaStream_t s) {
+  if (ldk < Ci * kh * kw) return cudaErrorInvalidValue;
+  const int64_t n = Co * ldk;
   if (n <= 0) return cudaSuccess;
-  conv_weight_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(w, dev(wg), Co, Ci, kh, kw);
+  conv_weight_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(w, dev(wg), ldk, Co, Ci, kh, kw);
   return cudaGetLastError();
 }
 
@@ -709,11 +713,13 @@ cudaError_t im2col_nchw(const float* x, bf16* cols, int64_t B, int64_t C, int64_
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   return im2col_nchw_launch(x, cols, B, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo, s);
 }
-cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
-  return conv_weight_launch(w, wg, Co, Ci, kh, kw, s);
+cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t ldk, int64_t Co, int64_t Ci, int kh, int kw,
+                                cudaStream_t s) {
+  return conv_weight_launch(w, wg, ldk, Co, Ci, kh, kw, s);
 }
-cudaError_t conv_weight_to_gemm(const float* w, bf16* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
-  return conv_weight_launch(w, wg, Co, Ci, kh, kw, s);
+cudaError_t conv_weight_to_gemm(const float* w, bf16* wg, int64_t ldk, int64_t Co, int64_t Ci, int kh, int kw,
+                                cudaStream_t s) {
+  return conv_weight_launch(w, wg, ldk, Co, Ci, kh, kw, s);
 }
 
 }  // namespace mf::cuda::kernels

@@ -175,8 +175,11 @@ cudaError_t im2col_nchw(const float* x, float* cols, int64_t B, int64_t C, int64
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 cudaError_t im2col_nchw(const float* x, bf16* cols, int64_t B, int64_t C, int64_t H, int64_t W, int kh, int kw,
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
-cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
-cudaError_t conv_weight_to_gemm(const float* w, bf16* wg, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
+// Rows ldk ≥ K = kh·kw·Ci elements apart, zero past K (the padded columns of im2col_nhwc_padded).
+cudaError_t conv_weight_to_gemm(const float* w, float* wg, int64_t ldk, int64_t Co, int64_t Ci, int kh, int kw,
+                                cudaStream_t s);
+cudaError_t conv_weight_to_gemm(const float* w, bf16* wg, int64_t ldk, int64_t Co, int64_t Ci, int kh, int kw,
+                                cudaStream_t s);
 
 // ---- layout (layout.cu) ------------------------------------------------------------------------
 // x [B, C, H, W] -> y [B, H, W, C] and back (tiled through shared memory). The float → bf16 form

@@ -547,18 +547,17 @@ template <typename T> void t_im2col_nchw(int64_t B, int64_t C, int64_t H, int64_
   report(name, dtype_name<T>(), dc.get(), ref, 0);
 }
 
-template <typename T> void t_conv_weight(int64_t Co, int64_t Ci, int kh, int kw) {
+template <typename T> void t_conv_weight(int64_t Co, int64_t Ci, int kh, int kw, int64_t ldk) {
   auto w = randv(Co * Ci * kh * kw);
   Dev<float> dw(w);
-  Dev<T> dg(w.size());
-  launched(k::conv_weight_to_gemm(dw.p, dg.p, Co, Ci, kh, kw, 0), "conv_weight_to_gemm");
-  std::vector<double> ref(w.size());
+  Dev<T> dg(static_cast<size_t>(Co * ldk));
+  launched(k::conv_weight_to_gemm(dw.p, dg.p, ldk, Co, Ci, kh, kw, 0), "conv_weight_to_gemm");
+  std::vector<double> ref(static_cast<size_t>(Co * ldk), 0.0);  // zero past K
   for (int64_t co = 0; co < Co; ++co)
     for (int64_t ci = 0; ci < Ci; ++ci)
-      for (int t = 0; t < kh * kw; ++t)
-        ref[(co * kh * kw + t) * Ci + ci] = load(store<T>(w[(co * Ci + ci) * kh * kw + t]));
+      for (int t = 0; t < kh * kw; ++t) ref[co * ldk + t * Ci + ci] = load(store<T>(w[(co * Ci + ci) * kh * kw + t]));
   report("conv_weight_to_gemm/" + std::to_string(Co) + "x" + std::to_string(Ci) + "x" + std::to_string(kh) + "x" +
-             std::to_string(kw),
+             std::to_string(kw) + " ldk" + std::to_string(ldk),
          dtype_name<T>(), dg.get(), ref, 0);
 }
 
@@ -742,7 +741,8 @@ template <typename T> void run_all() {
   t_im2col<T>(2, 9, 11, 5, {7, 7, 4, 4, 2, 2});
   t_im2col<T>(1, 8, 8, 3, {4, 4, 4, 4, 0, 0});
   t_im2col<T>(3, 5, 7, 21, {3, 3, 2, 2, 1, 1});
-  t_conv_weight<T>(7, 5, 3, 3);
+  t_conv_weight<T>(7, 5, 3, 3, 45);
+  t_conv_weight<T>(7, 3, 7, 7, 152);  // the stem: K = 147 padded to a multiple of 8
   t_im2col_nchw<T>(3, 3, 17, 19, {7, 7, 4, 4, 2, 2});  // the stem's geometry on an odd image
   t_nchw<T, T>(3, 37, 7, 9);
   t_nchw<T, T>(1, 3, 33, 35);

@@ -5,9 +5,14 @@
 //     the chunks' partials in order;
 //   - group sums (norm statistics, StarReLU's two scalars): each group's n contiguous values cut into
 //     chunks, one block per (group, chunk), then one thread per group adding the chunks in order.
+// Short fixed sums that are no reductions over the batch (PoolFormer's pool − x backward, col2im:
+// at most k² terms an element) are in float, like their forward kernels.
 #include "ops/cuda/backward_kernels.h"
 
 #include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
 
 namespace mf::cuda::backward {
 namespace {
@@ -358,39 +363,52 @@ __global__ void norm_dx_kernel(const float* x, const float* w, const float* dy, 
 
 // LayerNorm's backward for short rows (n ≤ kWarpRowMax): one warp per row does what NormMoments,
 // NormGradMoments and norm_dx_kernel do in three launches with a block per row — the statistics, the
-// two sums of dx's formula (double, lane strides then the butterfly: a fixed order) and dx — and
-// leaves the four statistics for the parameter gradients' column sums.
+// two sums of dx's formula and dx — and leaves the four statistics (double) for the parameter
+// gradients' column sums. Each lane sums its elements in float (at most 64); the lanes' sums are
+// added in double (the butterfly: a fixed order). The variance is two-pass (Σ (x − mean)², no
+// cancellation), rstd a float rsqrt refined by one Newton step in double, and 1 / n a multiply.
+// (With every element and every row scalar in double — a division, a square root and the
+// conversions, which all 32 lanes execute — this kernel ran at a quarter of memory speed on rows of
+// 64 channels: 7 % of convformer_s18's training kernel time.)
 constexpr int64_t kWarpRowMax = 2048;
 __global__ void norm_rows_backward_kernel(const float* x, const float* w, const float* dy, float eps, float* dx,
-                                          double* stats, int64_t rows, int n, int C) {
+                                          double* stats, int64_t rows, int n, int C, double inv_n) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {
     const float* xr = x + r * n;
     const float* gr = dy + r * n;
-    double s0 = 0, s1 = 0;
+    float s = 0.f;
+    for (int i = lane; i < n; i += 32) s += xr[i];
+    const double mean = warp_sum(static_cast<double>(s)) * inv_n;
+    const float meanf = static_cast<float>(mean);
+    float q = 0.f;
     for (int i = lane; i < n; i += 32) {
-      const double v = xr[i];
-      s0 += v;
-      s1 += v * v;
+      const float d = xr[i] - meanf;
+      q = fmaf(d, d, q);
     }
-    s0 = warp_sum(s0);
-    s1 = warp_sum(s1);
-    double mean, rstd;
-    norm_statistics(s0, s1, static_cast<double>(n), eps, mean, rstd);
-    double t0 = 0, t1 = 0;
+    // Σ (x − meanf)² = Σ (x − mean)² + n (mean − meanf)²: the second term taken off in double.
+    const double dm = mean - static_cast<double>(meanf);
+    double var = warp_sum(static_cast<double>(q)) * inv_n - dm * dm;
+    if (var < 0) var = 0;
+    const double v = var + static_cast<double>(eps);
+    double rstd = rsqrtf(static_cast<float>(v));
+    rstd = rstd * (1.5 - 0.5 * v * rstd * rstd);
+    const float rstdf = static_cast<float>(rstd);
+    float t0f = 0.f, t1f = 0.f;
     for (int i = lane; i < n; i += 32) {
-      const double xh = (xr[i] - mean) * rstd;
-      const double gg = static_cast<double>(gr[i]) * w[i % C];
-      t0 += gg;
-      t1 += gg * xh;
+      const float xh = (xr[i] - meanf) * rstdf;
+      const float gg = gr[i] * w[i % C];
+      t0f += gg;
+      t1f = fmaf(gg, xh, t1f);
     }
-    t0 = warp_sum(t0) / n;
-    t1 = warp_sum(t1) / n;
+    const double t0 = warp_sum(static_cast<double>(t0f)) * inv_n;
+    const double t1 = warp_sum(static_cast<double>(t1f)) * inv_n;
+    const float m0 = static_cast<float>(t0), m1 = static_cast<float>(t1);
     for (int i = lane; i < n; i += 32) {
-      const double xh = (xr[i] - mean) * rstd;
-      const double gg = static_cast<double>(gr[i]) * w[i % C];
-      dx[r * n + i] = norm_dx_value(rstd, gg, xh, t0, t1);
+      const float xh = (xr[i] - meanf) * rstdf;
+      const float gg = gr[i] * w[i % C];
+      dx[r * n + i] = rstdf * (gg - m0 - xh * m1);
     }
     if (lane == 0) {
       stats[r * 4 + 0] = mean;
@@ -450,11 +468,17 @@ __global__ void activation_backward_vec_kernel(const float4* x, Act act, const f
   }
 }
 
+// StarReLU's two scalar gradients, and dx (as the vector kernel computes it) in the same pass: one
+// read of x and dy instead of two (the separate passes were 9 % of convformer_s18's backward).
 struct StarReluParams {
   const float *x, *dy;
   float *dscale, *dbias;
+  Act act;
+  float* dx;
   __device__ void operator()(int64_t, int64_t i, double* v) const {
-    const double xv = x[i], r = xv > 0 ? xv : 0, g = dy[i];
+    const float xf = x[i], gf = dy[i];
+    dx[i] = gf * act_derivative_f(act, xf);
+    const double xv = xf, r = xv > 0 ? xv : 0, g = gf;
     v[0] = g * r * r;
     v[1] = g;
   }
@@ -475,15 +499,21 @@ __global__ void scaled_residual_backward_kernel(const float* rs, const float* ls
   }
 }
 
+// The scales' gradients, and dx and dbranch as scaled_residual_backward_kernel computes them, in the
+// same pass over dy (each cell is visited once; all reads come before the writes, which may alias).
 struct ScaleGrads {
   const float *x, *branch, *dy;
   float *d_rs, *d_ls;
   int64_t C;
+  const float *rs, *ls;
+  float *dx, *dbranch;
   __device__ void operator()(int64_t r, int64_t c, double* v) const {
     const int64_t at = r * C + c;
     const double g = dy[at];
     v[0] = g * x[at];
     v[1] = g * branch[at];
+    dx[at] = static_cast<float>(g * (rs ? rs[c] : 1.0));
+    dbranch[at] = static_cast<float>(g * (ls ? ls[c] : 1.0));
   }
   __device__ void store(int64_t c, const double* s) const {
     if (d_rs) d_rs[c] += static_cast<float>(s[0]);
@@ -583,24 +613,40 @@ __global__ void pool_minus_input_backward_kernel(const float* dy, float* dx, int
   }
 }
 
-// The same sums with 32-bit indices and each window's 1 / count as a reciprocal (the 64-bit divisions
-// and the division per term made this 12 % of a poolformer_s12 training step's kernel time).
-__global__ void pool_minus_input_backward_i32_kernel(const float* dy, float* dx, int total, int H, int W, int C,
-                                                     int kernel) {
-  const int pad = kernel / 2;
-  for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total; at += gridDim.x * blockDim.x) {
-    const int c = at % C, pix = at / C, j = pix % W, i = (pix / W) % H, n = pix / (W * H);
-    double acc = -static_cast<double>(dy[at]);
+// The same sums with 32-bit indices, in float (at most k² terms, each a value times its window's
+// 1 / count), V consecutive channels a thread (V = 4: 16-byte loads, where C and the pointers allow).
+// The 64-bit version's divisions, then double arithmetic, made this kernel 7-12 % of a poolformer_s12
+// training step's kernel time.
+template <int V>
+__global__ void pool_minus_input_backward_i32_kernel(const float* dy, float* dx, int total_vectors, int H, int W,
+                                                     int C, int kernel) {
+  using Vec = std::conditional_t<V == 4, float4, float>;
+  const int pad = kernel / 2, Cv = C / V;
+  for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
+    const int cv = at % Cv, pix = at / Cv, j = pix % W, i = (pix / W) % H, n = pix / (W * H);
+    float acc[V];
+    const Vec self = reinterpret_cast<const Vec*>(dy)[at];
+    const float* sp = reinterpret_cast<const float*>(&self);
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = -sp[e];
     const int hlo = max(i - (kernel - 1 - pad), 0), hhi = min(i + pad, H - 1);
     const int wlo = max(j - (kernel - 1 - pad), 0), whi = min(j + pad, W - 1);
     for (int h = hlo; h <= hhi; ++h) {
       const int rows = min(h - pad + kernel, H) - max(h - pad, 0);
       for (int w = wlo; w <= whi; ++w) {
         const int cols = min(w - pad + kernel, W) - max(w - pad, 0);
-        acc += static_cast<double>(dy[((n * H + h) * W + w) * C + c]) * __drcp_rn(static_cast<double>(rows * cols));
+        const float inv = __frcp_rn(static_cast<float>(rows * cols));
+        const Vec v = reinterpret_cast<const Vec*>(dy)[((n * H + h) * W + w) * Cv + cv];
+        const float* vp = reinterpret_cast<const float*>(&v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = fmaf(vp[e], inv, acc[e]);
       }
     }
-    dx[at] = static_cast<float>(acc);
+    Vec out;
+    float* op = reinterpret_cast<float*>(&out);
+#pragma unroll
+    for (int e = 0; e < V; ++e) op[e] = acc[e];
+    reinterpret_cast<Vec*>(dx)[at] = out;
   }
 }
 
@@ -852,6 +898,43 @@ __global__ void col2im_kernel(const float* dcols, float* dx, int64_t total, int6
   }
 }
 
+// The same with 32-bit indices, float sums (at most ⌈kh/sh⌉·⌈kw/sw⌉ terms: 4 for the downsampling
+// convolutions) and V = 4 channels a thread where C allows: the 64-bit version's divisions and double
+// sums made it 2-4 % of a training step's kernel time.
+template <int V>
+__global__ void col2im_i32_kernel(const float* dcols, float* dx, int total_vectors, int H, int W, int C, int kh, int kw,
+                                  int sh, int sw, int ph, int pw, int Ho, int Wo) {
+  using Vec = std::conditional_t<V == 4, float4, float>;
+  const int K = kh * kw * C, Cv = C / V;
+  for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
+    const int cv = at % Cv, pix = at / Cv, iw = pix % W, ih = (pix / W) % H, n = pix / (W * H);
+    float acc[V] = {};
+    for (int ky = 0; ky < kh; ++ky) {
+      const int th = ih + ph - ky;
+      if (th < 0 || th % sh) continue;
+      const int oh = th / sh;
+      if (oh >= Ho) continue;
+      for (int kx = 0; kx < kw; ++kx) {
+        const int tw = iw + pw - kx;
+        if (tw < 0 || tw % sw) continue;
+        const int ow = tw / sw;
+        if (ow >= Wo) continue;
+        // dcols row (n, oh, ow), column (ky, kx, c): K is a multiple of V when C is.
+        const Vec v = reinterpret_cast<const Vec*>(dcols)[(static_cast<int64_t>((n * Ho + oh) * Wo + ow) * K +
+                                                           (ky * kw + kx) * C) / V + cv];
+        const float* vp = reinterpret_cast<const float*>(&v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] += vp[e];
+      }
+    }
+    Vec out;
+    float* op = reinterpret_cast<float*>(&out);
+#pragma unroll
+    for (int e = 0; e < V; ++e) op[e] = acc[e];
+    reinterpret_cast<Vec*>(dx)[at] = out;
+  }
+}
+
 // ---- attention through GEMMs: the softmax rows between them ----------------------------------------
 // One warp per row r of S (raw q·k products) and dP (dy·v products), N values each: S becomes
 // P = softmax(scale · S) and dP becomes scale · P ⊙ (dP − Σ_j P ⊙ dP), the gradient with respect to
@@ -1001,8 +1084,8 @@ cudaError_t norm_backward(const float* x, const float* w, const float* dy, float
   double* partial = work + groups * 4;
   const int64_t total = groups * n;
   if (n <= kWarpRowMax) {
-    norm_rows_backward_kernel<<<blocks_for(groups * 32), kThreads, 0, s>>>(x, w, dy, eps, dx, stats, groups,
-                                                                          static_cast<int>(n), static_cast<int>(C));
+    norm_rows_backward_kernel<<<blocks_for(groups * 32), kThreads, 0, s>>>(
+        x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
   } else {
     group_sums<2>(NormMoments{x, stats, n, eps}, groups, n, partial, s);
     group_sums<2>(NormGradMoments{x, w, dy, stats, n, C}, groups, n, partial, s);
@@ -1017,6 +1100,10 @@ int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
 cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dscale, float* dbias,
                                 int64_t n, double* work, cudaStream_t s) {
   if (n <= 0) return cudaGetLastError();
+  if ((dscale || dbias) && act.kind == 2) {  // dx in the scalars' pass
+    group_sums<2>(StarReluParams{x, dy, dscale, dbias, act, dx}, 1, n, work, s);
+    return cudaGetLastError();
+  }
   const bool vec = n % 4 == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy) |
                                     reinterpret_cast<uintptr_t>(dx)) & 15) == 0;
   if (vec)
@@ -1025,7 +1112,6 @@ cudaError_t activation_backward(const float* x, Act act, const float* dy, float*
         n / 4);
   else
     activation_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
-  if ((dscale || dbias) && act.kind == 2) group_sums<2>(StarReluParams{x, dy, dscale, dbias}, 1, n, work, s);
   return cudaGetLastError();
 }
 
@@ -1036,8 +1122,10 @@ cudaError_t scaled_residual_backward(const float* x, const float* rs, const floa
                                      int64_t C, double* work, cudaStream_t s) {
   const int64_t total = rows * C;
   if (total <= 0) return cudaGetLastError();
-  scaled_residual_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
-  if (d_rs || d_ls) column_sums<2>(ScaleGrads{x, branch, dy, d_rs, d_ls, C}, rows, C, work, s);
+  if (d_rs || d_ls)
+    column_sums<2>(ScaleGrads{x, branch, dy, d_rs, d_ls, C, rs, ls, dx, dbranch}, rows, C, work, s);
+  else
+    scaled_residual_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
   return cudaGetLastError();
 }
 
@@ -1091,8 +1179,16 @@ cudaError_t pool_minus_input_backward(const float* dy, float* dx, int64_t B, int
                                       int kernel, cudaStream_t s) {
   const int64_t total = B * H * W * C;
   if (total > 0 && total < (int64_t{1} << 31))
-    pool_minus_input_backward_i32_kernel<<<blocks_for(total), kThreads, 0, s>>>(
-        dy, dx, static_cast<int>(total), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
+  {
+    const bool vec4 = C % 4 == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+    const int64_t vectors = vec4 ? total / 4 : total;
+    if (vec4)
+      pool_minus_input_backward_i32_kernel<4><<<blocks_for(vectors), kThreads, 0, s>>>(
+          dy, dx, static_cast<int>(vectors), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
+    else
+      pool_minus_input_backward_i32_kernel<1><<<blocks_for(vectors), kThreads, 0, s>>>(
+          dy, dx, static_cast<int>(vectors), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
+  }
   else if (total > 0)
     pool_minus_input_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, H, W, C, kernel);
   return cudaGetLastError();
@@ -1143,8 +1239,19 @@ cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_
 cudaError_t col2im_nhwc(const float* dcols, float* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
                         int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
   const int64_t total = B * H * W * C;
-  if (total > 0)
-    col2im_kernel<<<blocks_for(total), kThreads, 0, s>>>(dcols, dx, total, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  if (total <= 0) return cudaGetLastError();
+  if (total < (int64_t{1} << 31) && B * Ho * Wo < (int64_t{1} << 31)) {
+    const bool vec4 = C % 4 == 0 && reinterpret_cast<uintptr_t>(dcols) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+    const int64_t vectors = vec4 ? total / 4 : total;
+    const int h = static_cast<int>(H), w = static_cast<int>(W), c = static_cast<int>(C), ho = static_cast<int>(Ho),
+              wo = static_cast<int>(Wo), n = static_cast<int>(vectors);
+    if (vec4)
+      col2im_i32_kernel<4><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw, ho, wo);
+    else
+      col2im_i32_kernel<1><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw, ho, wo);
+    return cudaGetLastError();
+  }
+  col2im_kernel<<<blocks_for(total), kThreads, 0, s>>>(dcols, dx, total, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
   return cudaGetLastError();
 }
 

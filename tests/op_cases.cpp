@@ -602,24 +602,28 @@ const std::vector<OpCase>& op_cases() {
                      return std::vector<Tensor>{op::activation_backward(e, in[0], a, dy, nullptr)};
                    }});
     }
-    // StarReLU's own scalars: d scale, d bias as a two-element "input".
-    v.push_back({"activation/starrelu-params/[2, 5, 5, 7]", OpKind::Activation, 1e-6, {{{2, 5, 5, 7}, -3.f, 3.f}},
-                 [](const Exec& e, const std::vector<Tensor>& in) {
-                   return op::activation(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f});
-                 },
-                 [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
-                   Tensor ds = Tensor::zeros({1}), db = Tensor::zeros({1});
-                   // Packed on the host (from a GPU backend, dx comes back first).
-                   const Tensor dx = op::activation_backward(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f}, dy, &ds, &db)
-                                         .to(Device::CPU);
-                   // Fold the scalar gradients into the returned input gradient check: compare dp too.
-                   Tensor both = Tensor::empty({dx.numel() + 2});
-                   std::copy(dx.data(), dx.data() + dx.numel(), both.data());
-                   both.data()[dx.numel()] = ds.data()[0];
-                   both.data()[dx.numel() + 1] = db.data()[0];
-                   return std::vector<Tensor>{both};
-                 }});
-    v.back().inputs[0].differentiable = false;  // the packed gradient is not the input's shape
+    // StarReLU's own scalars: d scale, d bias as a two-element "input". An odd size (the GPU's scalar
+    // path), whole 16-byte vectors in one chunk of the GPU's sums, and 64 chunks (its wide finish).
+    for (const Shape& shape : {Shape{2, 5, 5, 7}, Shape{2, 5, 5, 8}, Shape{2, 64, 64, 64}}) {
+      v.push_back({fmt::format("activation/starrelu-params/{}", shape.str()), OpKind::Activation, 1e-6,
+                   {{shape, -3.f, 3.f}},
+                   [](const Exec& e, const std::vector<Tensor>& in) {
+                     return op::activation(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f});
+                   },
+                   [](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor ds = Tensor::zeros({1}), db = Tensor::zeros({1});
+                     // Packed on the host (from a GPU backend, dx comes back first).
+                     const Tensor dx =
+                         op::activation_backward(e, in[0], {ActKind::StarReLU, 1.3f, 0.2f}, dy, &ds, &db).to(Device::CPU);
+                     // Fold the scalar gradients into the returned input gradient check: compare dp too.
+                     Tensor both = Tensor::empty({dx.numel() + 2});
+                     std::copy(dx.data(), dx.data() + dx.numel(), both.data());
+                     both.data()[dx.numel()] = ds.data()[0];
+                     both.data()[dx.numel() + 1] = db.data()[0];
+                     return std::vector<Tensor>{both};
+                   }});
+      v.back().inputs[0].differentiable = false;  // the packed gradient is not the input's shape
+    }
 
     for (int mode = 0; mode < 4; ++mode)
       v.push_back({fmt::format("scaled_residual/[3, 7, 7, 37] rs={} ls={}", mode & 1, mode >> 1),

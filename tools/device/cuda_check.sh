@@ -352,6 +352,9 @@ fi
 if has hoststacks; then  # a sampling profile of the host thread that queues the training steps
   # The device has no perf or nsys; cuda-gdb attaches. Each sample is one attach and one backtrace of
   # every thread; tools/device/stack_table.py counts the functions on the main thread's stacks.
+  # Caveat (docs/cuda.md, eleventh session): once attached, cuda-gdb's library (libcudadebugger)
+  # takes a lock in every kernel launch, so samples inside cuLaunchKernel say nothing about an
+  # undisturbed run. Good for hangs and for host code between launches, not for launch costs.
   GDB=$(command -v gdb || command -v cuda-gdb || ls /usr/local/cuda/bin/cuda-gdb 2>/dev/null | head -1)
   m=$(echo "${SBS_MODELS:-poolformer_s12}" | cut -d, -f1)
   echo "== host stacks of $m training (--matmul bf16, batch 128), sampled with $GDB" | tee "$OUT/hoststacks.log"

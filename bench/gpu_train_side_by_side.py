@@ -1,9 +1,10 @@
 """Training throughput on one GPU: metaformer.cpp's `train --backend cuda` against timm, in one run.
 
 For each model, at batch 128, 224x224, random data, cross-entropy, AdamW:
-  - the engine: `metaformer train --backend cuda --data synthetic`, fp32 storage, with exact fp32
-    matrix products (--matmul fp32, TF32 off) and with bf16 tensor-core products (--matmul bf16; the
-    engine has no bf16 activation storage for training yet). Two runs of the same job, --max-steps 8 and 8 + N; the training
+  - the engine: `metaformer train --backend cuda --data synthetic`, fp32 storage with exact fp32
+    matrix products (--matmul fp32, TF32 off) and with bf16 tensor-core products (--matmul bf16), and
+    with bf16 activations (--dtype bf16: autocast's mixed precision, the peers' mode). A run that fails
+    is reported as such and the others go on. Two runs of the same job, --max-steps 8 and 8 + N; the training
     seconds they record (images / images_per_s) differ by the time of N steady steps, which excludes
     start-up (uploads, the first cudaMallocs, cuBLASLt's heuristics) and the evaluation;
   - timm eager fp32 (TF32 off), the engine's own arithmetic;
@@ -27,16 +28,21 @@ import torch
 MODELS = ["poolformer_s12", "convformer_s18", "caformer_s18", "mambaout_femto"]
 
 
-def engine(binary, model, batch, steps, matmul):
-    """(images/s over `steps` steady steps, peak GPU MiB)."""
+def engine(binary, model, batch, steps, mode):
+    """(images/s over `steps` steady steps, peak GPU MiB); (nan, nan) when the engine fails (its error printed).
+    mode: extra arguments of `train` (the precision)."""
     seconds, peak = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for n in (8, 8 + steps):
             out = pathlib.Path(tmp) / f"run{n}"
             cmd = [binary, "train", "-m", model, "--data", f"synthetic:{batch * (8 + steps)}", "--batch", str(batch),
                    "--epochs", "1", "--max-steps", str(n), "--backend", "cuda", "--out", str(out), "--workers", "8",
-                   "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0", "--matmul", matmul]
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                   "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0"] + mode
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                err = r.stderr.strip().splitlines()
+                print(f"engine {' '.join(mode)} on {model} failed ({r.returncode}): {err[-1] if err else ''}", flush=True)
+                return float("nan"), float("nan")
             row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
             seconds.append(n * batch / row["images_per_s"])
             peak = max(peak, row.get("peak_gpu_mb", 0.0))
@@ -97,24 +103,27 @@ def main():
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {a.batch}, 224x224, {a.steps} timed steps")
     print()
     head = ("| model | engine fp32 img/s (MiB) | timm eager fp32 img/s (MiB) | engine / timm, fp32 "
-            "| engine --matmul bf16 img/s (MiB) | timm eager bf16 autocast img/s (MiB) | engine bf16 matmul / timm bf16 |")
+            "| engine --matmul bf16 img/s (MiB) | engine --dtype bf16 img/s (MiB) "
+            "| timm eager bf16 autocast img/s (MiB) | engine --dtype bf16 / timm bf16 |")
     if a.compile:
-        head += " torch.compile bf16 img/s (MiB) | engine bf16 matmul / torch.compile |"
+        head += " torch.compile bf16 img/s (MiB) | engine --dtype bf16 / torch.compile |"
     print(head)
     print("| --- " + "| ---: " * (head.count("|") - 2) + "|")
     for m in a.models.split(","):
-        e, e_mem = engine(a.metaformer, m, a.batch, a.steps, "fp32")
-        eb, eb_mem = engine(a.metaformer, m, a.batch, a.steps, "bf16")
+        e, e_mem = engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "fp32"])
+        eb, eb_mem = engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "bf16"])
+        ed, ed_mem = engine(a.metaformer, m, a.batch, a.steps, ["--dtype", "bf16"])
         t32, t32_mem = timm_train(m, a.batch, a.steps, False)
         t16, t16_mem = timm_train(m, a.batch, a.steps, True)
         row = dict(model=m, engine=e, engine_mib=e_mem, engine_bf16_matmul=eb, engine_bf16_matmul_mib=eb_mem,
-                   timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16, timm_bf16_mib=t16_mem)
+                   engine_bf16=ed, engine_bf16_mib=ed_mem, timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16,
+                   timm_bf16_mib=t16_mem)
         line = (f"| {m} | {e:,.0f} ({e_mem:,.0f}) | {t32:,.0f} ({t32_mem:,.0f}) | {e / t32:.2f} | {eb:,.0f} ({eb_mem:,.0f}) "
-                f"| {t16:,.0f} ({t16_mem:,.0f}) | {eb / t16:.2f} |")
+                f"| {ed:,.0f} ({ed_mem:,.0f}) | {t16:,.0f} ({t16_mem:,.0f}) | {ed / t16:.2f} |")
         if a.compile:
             tc, tc_mem = timm_train(m, a.batch, a.steps, True, compile_model=True)
             row.update(compile_bf16=tc, compile_bf16_mib=tc_mem)
-            line += f" {tc:,.0f} ({tc_mem:,.0f}) | {eb / tc:.2f} |"
+            line += f" {tc:,.0f} ({tc_mem:,.0f}) | {ed / tc:.2f} |"
         rows.append(row)
         print(line, flush=True)
     if a.json:

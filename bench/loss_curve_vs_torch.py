@@ -6,25 +6,27 @@ on bf16 tensor cores; the claim to check is that its training follows what a PyT
 that the fp32 engine follows PyTorch fp32 (TF32 off). A throughput table cannot show that; a loss
 curve from identical inputs can.
 
-How: the engine trains twice on Fashion-MNIST with `--trace` (same seed: the same initial weights and
-the same batches; --matmul fp32, then bf16). A trace holds the weights before the first step
+How: the engine trains three times on Fashion-MNIST with `--trace` (same seed: the same initial weights
+and the same batches; --matmul fp32, --matmul bf16, then --dtype bf16: bf16 activations, autocast's
+mode). A trace holds the weights before the first step
 (TRACE/init.safetensors, timm's key names) and, per optimizer step, the lr that step's AdamW update
 used, the engine's loss (mean label-smoothed cross-entropy before the update) and the exact
 normalised, augmented batch (TRACE/steps.bin, format in src/train/step_trace.h). The script checks
-both traces carry the same batches, lrs and initial weights, then trains bench/reference_model.py (the
+the traces carry the same batches, lrs and initial weights, then trains bench/reference_model.py (the
 PyTorch MetaFormer built from the engine's resolved description, RUN/config.json) from init.safetensors
 on the traced batches at the traced lrs with torch.optim.AdamW and the engine's weight-decay groups
 (decay on tensors of 2 or more dimensions: conv and linear weights; none on norms, biases, scales),
 label smoothing 0.1, no clipping:
   - fp32: TF32 off for matmuls and cuDNN, no autocast;
   - bf16: autocast(bfloat16) around forward and loss, fp32 master weights.
-It writes OUTDIR/loss_curves.csv (step, lr, engine_fp32, torch_fp32, engine_bf16, torch_bf16) and
+It writes OUTDIR/loss_curves.csv (step, lr, engine_fp32, torch_fp32, engine_bf16, engine_bf16act,
+torch_bf16) and
 OUTDIR/loss_curves.svg, and prints a markdown summary: per pair the first step's difference (a pure
 forward check: same weights, same batch), the max and mean absolute difference over all steps, the mean
 loss over the first and last 20 steps, a verdict, and the losses every 25 steps. Engine bf16 against
 engine fp32 is printed for scale (how far rounding alone moves a curve).
 
-Exit status: 0 when both pairs follow each other, 3 when a pair's verdict is "differs", 1 on an error
+Exit status: 0 when every pair follows, 3 when a pair's verdict is "differs", 1 on an error
 (engine failed, malformed trace, weights that do not load), with one line saying which.
 
   python3 bench/loss_curve_vs_torch.py --engine build/metaformer --config configs/fmnist_convformer.json \
@@ -206,13 +208,18 @@ def selftest_reader():
 # ----------------------------------------------------------------------------- the engine
 
 
+# The engine's precisions: fp32 (exact products), bf16 (--matmul bf16: bf16 products, fp32 storage) and
+# bf16act (--dtype bf16: bf16 activations too, autocast's mode).
+PRECISION_ARGS = {"fp32": ["--matmul", "fp32"], "bf16": ["--matmul", "bf16"], "bf16act": ["--dtype", "bf16"]}
+
+
 def run_engine(a, matmul, out):
     run, trace = out / f"engine_{matmul}", out / f"trace_{matmul}"
     for d in (run, trace):  # the engine refuses a folder that holds a trace already
         if d.exists():
             shutil.rmtree(d)
     cmd = [a.engine, "train", "-c", a.config, "--data", a.data, "--out", str(run), "--trace", str(trace),
-           "--backend", "cuda", "--matmul", matmul, "--epochs", "1", "--max-steps", str(a.steps), "--batch",
+           "--backend", "cuda", *PRECISION_ARGS[matmul], "--epochs", "1", "--max-steps", str(a.steps), "--batch",
            str(a.batch), "--lr", str(a.lr), "--drop-path", "0", "--seed", str(a.seed), "--workers", str(a.workers),
            "--eval-subset", str(a.batch), "--no-progress"]
     log = out / f"engine_{matmul}.log"
@@ -224,7 +231,8 @@ def run_engine(a, matmul, out):
             fail(f"cannot run the engine {a.engine}: {e.strerror}")
     if rc != 0:
         lines = [l for l in log.read_text(errors="replace").splitlines() if l.strip()]
-        fail(f"the engine (--matmul {matmul}) exited with {rc}: {lines[-1] if lines else '(no output)'} (log: {log})")
+        fail(f"the engine ({' '.join(PRECISION_ARGS[matmul])}) exited with {rc}: {lines[-1] if lines else '(no output)'} "
+             f"(log: {log})")
     return run, trace
 
 
@@ -393,7 +401,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
 
     runs, traces = {}, {}
-    for matmul in ("fp32", "bf16"):
+    for matmul in ("fp32", "bf16", "bf16act"):
         if a.reuse_traces:
             runs[matmul], traces[matmul] = out / f"engine_{matmul}", out / f"trace_{matmul}"
         else:
@@ -402,23 +410,26 @@ def main():
     try:
         t32 = read_trace(traces["fp32"] / "steps.bin", keep_batches=True)
         t16 = read_trace(traces["bf16"] / "steps.bin", keep_batches=False)
+        t16a = read_trace(traces["bf16act"] / "steps.bin", keep_batches=False)
         init32 = read_safetensors_np(traces["fp32"] / "init.safetensors")
-        init16 = read_safetensors_np(traces["bf16"] / "init.safetensors")
+        init16 = {k: read_safetensors_np(traces[k] / "init.safetensors") for k in ("bf16", "bf16act")}
     except (TraceError, OSError, ValueError, KeyError) as e:
         fail(str(e))
-    for name, t in (("fp32", t32), ("bf16", t16)):
+    for name, t in (("fp32", t32), ("bf16", t16), ("bf16act", t16a)):
         if len(t["steps"]) != a.steps:
             fail(f"the {name} trace holds {len(t['steps'])} steps, not the {a.steps} asked for")
-    if t32["digest"] != t16["digest"]:
+    if t32["digest"] != t16["digest"] or t32["digest"] != t16a["digest"]:
         fail("the fp32 and bf16 runs did not see the same batches or lrs (trace digests differ): the seed "
-             "does not fix the data order, or --matmul changes it")
-    if set(init32) != set(init16) or any(init32[k].tobytes() != init16[k].tobytes() for k in init32):
-        fail("the fp32 and bf16 runs did not start from the same weights (init.safetensors differ)")
+             "does not fix the data order, or --matmul/--dtype changes it")
+    for name, init in init16.items():
+        if set(init32) != set(init) or any(init32[k].tobytes() != init[k].tobytes() for k in init32):
+            fail(f"the fp32 and {name} runs did not start from the same weights (init.safetensors differ)")
 
     cfg = model_description(a, runs["fp32"])
-    cfg16 = runs["bf16"] / "config.json"
-    if cfg16.exists() and json.loads(cfg16.read_text()) != cfg:
-        fail("the fp32 and bf16 runs trained different model descriptions (config.json differ)")
+    for name in ("bf16", "bf16act"):
+        cfg16 = runs[name] / "config.json"
+        if cfg16.exists() and json.loads(cfg16.read_text()) != cfg:
+            fail(f"the fp32 and {name} runs trained different model descriptions (config.json differ)")
     b0, h0, w0, c0 = t32["batches"][0][0].shape
     if c0 != cfg.get("in_chans", 3):
         fail(f"the traced images have {c0} channels, the model {cfg.get('in_chans', 3)}")
@@ -432,14 +443,14 @@ def main():
     if not torch.cuda.is_available():
         fail("PyTorch sees no CUDA device")
     lrs = t32["lrs"]
-    curves = {"engine_fp32": t32["losses"], "engine_bf16": t16["losses"]}
+    curves = {"engine_fp32": t32["losses"], "engine_bf16": t16["losses"], "engine_bf16act": t16a["losses"]}
     print("PyTorch fp32 (TF32 off) ...", flush=True)
     curves["torch_fp32"] = torch_curve(cfg, init32, t32["batches"], lrs, False, a)
     print("PyTorch bf16 autocast ...", flush=True)
     curves["torch_bf16"] = torch_curve(cfg, init32, t32["batches"], lrs, True, a)
 
     steps = t32["steps"]
-    cols = ["engine_fp32", "torch_fp32", "engine_bf16", "torch_bf16"]
+    cols = ["engine_fp32", "torch_fp32", "engine_bf16", "engine_bf16act", "torch_bf16"]
     with open(out / "loss_curves.csv", "w") as f:
         f.write("step,lr," + ",".join(cols) + "\n")
         for i, s in enumerate(steps):
@@ -448,12 +459,14 @@ def main():
               [("engine fp32", "#1f5fbf", False, curves["engine_fp32"]),
                ("PyTorch fp32", "#6fa8ff", True, curves["torch_fp32"]),
                ("engine --matmul bf16", "#c0392b", False, curves["engine_bf16"]),
+               ("engine --dtype bf16", "#27ae60", False, curves["engine_bf16act"]),
                ("PyTorch bf16 autocast", "#f39c12", True, curves["torch_bf16"])],
               f"{cfg.get('name', 'model')}: training loss, engine vs PyTorch (same weights, same batches)")
 
     w = a.window
     pairs = [("engine fp32 vs PyTorch fp32", "engine_fp32", "torch_fp32", "fp32"),
              ("engine bf16 vs PyTorch bf16 autocast", "engine_bf16", "torch_bf16", "bf16"),
+             ("engine --dtype bf16 vs PyTorch bf16 autocast", "engine_bf16act", "torch_bf16", "bf16"),
              ("engine bf16 vs engine fp32 (scale)", "engine_bf16", "engine_fp32", None)]
     results = []
     gpu = torch.cuda.get_device_name()
@@ -461,7 +474,7 @@ def main():
     print(f"## Loss curve: engine against PyTorch ({cfg.get('name', 'model')}, {len(steps)} steps, batch {b0}, "
           f"lr {a.lr:g} peak, seed {a.seed})")
     print()
-    print(f"{gpu}, torch {torch.__version__}. Same initial weights and batches for all four curves; "
+    print(f"{gpu}, torch {torch.__version__}. Same initial weights and batches for all five curves; "
           f"losses are each step's mean label-smoothed cross-entropy before the update.")
     print()
     print(f"| pair | first step abs diff | max abs diff | mean abs diff | first {w} mean (a / b) | last {w} mean (a / b) | verdict |")
@@ -478,8 +491,8 @@ def main():
     print(f"Bars: first-step |diff| <= {tol_first['fp32']:g} (fp32) / {tol_first['bf16']:g} (bf16), mean |diff| <= "
           f"{a.tol_mean:g}, last-{w}-step means within {a.tol_end:g}.")
     print()
-    print("| step | lr | engine fp32 | PyTorch fp32 | engine bf16 | PyTorch bf16 |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| step | lr | engine fp32 | PyTorch fp32 | engine --matmul bf16 | engine --dtype bf16 | PyTorch bf16 |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rows = sorted(set(range(0, len(steps), a.every)) | {len(steps) - 1})
     for i in rows:
         print(f"| {steps[i]} | {lrs[i]:.3e} | " + " | ".join(f"{curves[c][i]:.4f}" for c in cols) + " |")
@@ -488,7 +501,7 @@ def main():
     if bad:
         print(f"verdict: DIFFERS: {'; '.join(bad)} (files: {out / 'loss_curves.csv'}, {out / 'loss_curves.svg'})")
         return 3
-    print(f"verdict: the engine's loss curves follow PyTorch's in fp32 and in bf16 "
+    print(f"verdict: the engine's loss curves follow PyTorch's in fp32 and in both bf16 modes "
           f"(files: {out / 'loss_curves.csv'}, {out / 'loss_curves.svg'})")
     return 0
 

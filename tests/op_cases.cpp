@@ -970,4 +970,11 @@ double forward_tolerance(const OpCase& c, const Backend& backend) {
   return c.tolerance;
 }
 
+double grad_tolerance(const OpCase& c, const Backend& backend) {
+  if (backend.activation_dtype() == DType::bf16) return std::max(c.grad_tolerance, kBf16Tolerance);
+  const bool rounds = c.op == OpKind::Linear || c.op == OpKind::Conv2d || c.op == OpKind::Attention;
+  if (backend.precision() == Precision::bf16 && rounds) return std::max(c.grad_tolerance, kBf16Tolerance);
+  return c.grad_tolerance;
+}
+
 }  // namespace mf::test

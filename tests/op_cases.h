@@ -45,6 +45,10 @@ void add_optimizer_cases(std::vector<OpCase>& v);
 // significant bits, ≤ 2⁻⁹ relative each).
 double forward_tolerance(const OpCase& c, const Backend& backend);
 constexpr double kBf16Tolerance = 1e-2;
+// The bar of a backward case against the reference backward: the case's own in fp32, and the bf16
+// bar where forward_tolerance uses it (the inputs, dy and the input gradients rounded to bf16 on a
+// backend that stores activations in bf16; parameter gradients accumulate in fp32 there).
+double grad_tolerance(const OpCase& c, const Backend& backend);
 
 // Directional finite-difference check of `c.backward` on `e`: for each differentiable input i and a
 // random direction d, compares (L(x + εd) - L(x - εd)) / 2ε with <grad_i, d>, where

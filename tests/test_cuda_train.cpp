@@ -148,17 +148,28 @@ TEST(CudaTraining, NcclAllReduceRunsOnOneGpu) {
   EXPECT_THROW(b.allreduce_mean({&a}, RankGroup{0, 2, nullptr}), Error);  // another job: refused, not hung
 }
 
-// --matmul chooses how the GPU's fp32 products multiply; elsewhere it is one clear line (no GPU needed).
-TEST(CudaTraining, MatmulIsAGpuOption) {
+// A GPU-only option given to a CPU run, and an unknown value of it: each one clear line, before anything
+// is written (no GPU needed).
+void expect_gpu_option(const std::string& flag, const std::string& value, const std::string& refusal) {
   TempDir tmp;
   write_idx_dataset(tmp.file("data"), 64, 32);
   expect_clean_failure(run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--out", tmp.file("run"),
-                                "--matmul", "bf16", "--no-progress"}),
-                       "--matmul bf16 applies to --backend cuda");
+                                flag, value, "--no-progress"}),
+                       refusal);
   EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
   expect_clean_failure(run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--out", tmp.file("run"),
-                                "--matmul", "fp16", "--no-progress"}),
-                       "--matmul");
+                                flag, "fp16", "--no-progress"}),
+                       flag);
+}
+
+// --matmul chooses how the GPU's fp32 products multiply.
+TEST(CudaTraining, MatmulIsAGpuOption) {
+  expect_gpu_option("--matmul", "bf16", "--matmul bf16 applies to --backend cuda");
+}
+
+// --dtype bf16 (bf16 activations) is the GPU's mixed precision.
+TEST(CudaTraining, Bf16ActivationsAreAGpuOption) {
+  expect_gpu_option("--dtype", "bf16", "--dtype bf16 trains with bf16 activations on --backend cuda");
 }
 
 // --data synthetic:N takes a positive count; anything else is one clear line (no GPU needed).
@@ -170,14 +181,13 @@ TEST(CudaTraining, MalformedSyntheticDataIsOneClearLine) {
   EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));
 }
 
-// With bf16 tensor-core products the GPU run still learns, and stays deterministic.
-TEST(CudaTraining, Bf16MatmulTrainsDeterministically) {
-  MF_REQUIRE_GPU();
-  TempDir tmp;
+// Two GPU runs of the same job with `extra` arguments (2 epochs, folders a and b): the same bytes, and
+// a falling loss.
+void expect_deterministic_learning(const TempDir& tmp, const std::vector<std::string>& extra) {
   write_idx_dataset(tmp.file("data"), 320, 64);
   for (const char* run : {"a", "b"}) {
     auto args = gpu_train_args(tmp.file("data"), tmp.file(run), 2);
-    args.insert(args.end(), {"--matmul", "bf16"});
+    args.insert(args.end(), extra.begin(), extra.end());
     CliResult r = run_cli(args);
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
@@ -185,6 +195,26 @@ TEST(CudaTraining, Bf16MatmulTrainsDeterministically) {
   const auto rows = metrics(tmp.file("a"));
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_LT(rows.back()["train_loss"].get<double>(), rows.front()["train_loss"].get<double>());
+}
+
+// With bf16 tensor-core products the GPU run still learns, and stays deterministic.
+TEST(CudaTraining, Bf16MatmulTrainsDeterministically) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  expect_deterministic_learning(tmp, {"--matmul", "bf16"});
+}
+
+// With bf16 activations (autocast's mixed precision: fp32 masters, bf16 activations and products) the
+// GPU run learns, stays deterministic, and writes the same fp32 checkpoints: a run moves from bf16 to
+// fp32 on --resume.
+TEST(CudaTraining, Bf16ActivationsTrainDeterministically) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  expect_deterministic_learning(tmp, {"--dtype", "bf16"});
+  if (HasFatalFailure()) return;
+  CliResult r = run_cli({"train", "--resume", tmp.file("a"), "--epochs", "3", "--dtype", "fp32", "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(metrics(tmp.file("a")).size(), 3u);
 }
 
 }  // namespace

@@ -84,6 +84,10 @@ void register_train(CLI::App& app) {
                                  "bf16 (tensor cores; docs/cuda.md); may change on --resume")
                      ->capture_default_str()
                      ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  auto* dtype = sub->add_option("--dtype", o.dtype, "cuda: activations stored in fp32, or bf16 (autocast's mixed "
+                                "precision: fp32 weights and optimizer; docs/cuda.md); may change on --resume")
+                    ->capture_default_str()
+                    ->check(CLI::IsMember({"fp32", "bf16"}));
   auto* allreduce = sub->add_option("--allreduce", o.allreduce, "under mpirun: gradients travel between the ranks in "
                                     "fp32 or bf16 (half the bytes; docs/distributed.md); may change on --resume")
                         ->capture_default_str()
@@ -101,7 +105,7 @@ void register_train(CLI::App& app) {
   sub->add_flag("--profile", a->o.profile, "print the time per op family after each epoch");
   sub->add_option("--trace", a->o.trace, "write the initial weights and every step's lr, loss and batch to this folder, "
                   "to replay the run elsewhere (bench/loss_curve_vs_torch.py; needs --drop-path 0, no mixup)");
-  sub->callback([a, backend, matmul, allreduce, bucket] {
+  sub->callback([a, backend, matmul, dtype, allreduce, bucket] {
     TrainOptions o = a->o;
     o.progress = !a->no_progress;
     // Under mpirun: one rank of a data-parallel job (docs/distributed.md). Rank 0 alone prints; the
@@ -130,6 +134,7 @@ void register_train(CLI::App& app) {
       saved.trace = o.trace;  // refused by train(): a trace starts at the first step
       if (backend->count() > 0) saved.backend = o.backend;  // a run may move between CPU and GPU
       if (matmul->count() > 0) saved.matmul = o.matmul;
+      if (dtype->count() > 0) saved.dtype = o.dtype;
       if (allreduce->count() > 0) saved.allreduce = o.allreduce;
       if (bucket->count() > 0) saved.bucket_mb = o.bucket_mb;
       select_device(device_of_rank(a->device, saved.backend, dist), saved.backend);

@@ -55,7 +55,7 @@ class GatedCnn : public TokenMixer {
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     Tensor dz = fc2_->backward(ctx, dy);
-    Tensor dc = Tensor::empty(saved_c_.shape(), saved_c_.device());
+    Tensor dc = Tensor::empty(saved_c_.shape(), saved_c_.device(), saved_c_.dtype());
     Tensor dt = op::glu_backward(ctx.exec, saved_t_, &saved_c_, 0, hidden_, Activation{act_}, dz, &dc);
     op::channel_slice_backward_(ctx.exec, conv_->backward(ctx, dc), 2 * hidden_ - conv_ch_, dt);
     saved_t_ = saved_c_ = Tensor();

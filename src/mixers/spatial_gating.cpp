@@ -66,7 +66,7 @@ class SpatialGating : public TokenMixer {
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     Tensor dz = fc2_->backward(ctx, dy);
-    Tensor dgv = Tensor::empty(saved_gv_.shape(), saved_gv_.device());
+    Tensor dgv = Tensor::empty(saved_gv_.shape(), saved_gv_.device(), saved_gv_.dtype());
     Tensor dt = op::glu_backward(ctx.exec, saved_t_, &saved_gv_, 0, 0, Activation{ActKind::Identity}, dz, &dgv);
     op::channel_slice_backward_(ctx.exec, gate_->backward(ctx, dgv), half_, dt);
     saved_t_ = saved_gv_ = Tensor();

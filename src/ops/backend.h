@@ -11,7 +11,7 @@
 //           for run the reference code, on the same device (it derives from the reference backend).
 //           Also in bf16 precision (get_backend("cpu", Precision::bf16); docs/bf16.md).
 //   "cuda" — NVIDIA GPUs, forward ops in fp32 and bf16, the backward passes of the MetaFormer
-//           families' ops in fp32 (ops/cuda/, docs/cuda.md); only in builds with CUDA.
+//           families' ops in both (ops/cuda/, docs/cuda.md); only in builds with CUDA.
 // A backend that lacks an op says so in supports(); models check every op they need at load time,
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once

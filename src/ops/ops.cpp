@@ -546,7 +546,9 @@ Tensor cross_entropy_losses(const Exec& e, const Tensor& logits, const Tensor& t
            logits.shape().str());
   const int64_t B = logits.dim(0);
   MF_CHECK(B > 0, "cross_entropy: empty batch");
-  Tensor loss = out(e, {B});
+  // The losses are fp32 whatever the activations' dtype (bf16 on a bf16 GPU backend); dlogits is an
+  // activation gradient.
+  Tensor loss = Tensor::empty({B}, e.backend->device());
   dlogits = out(e, logits.shape());
   Timed t(e, OpKind::CrossEntropy, 0);
   e.backend->cross_entropy(logits, target, 1.f / static_cast<float>(B), loss, dlogits);

@@ -75,6 +75,7 @@ json TrainOptions::to_json() const {
               {"keep_checkpoints", keep_checkpoints},
               {"backend", backend},
               {"matmul", matmul},
+              {"dtype", dtype},
               {"allreduce", allreduce},
               {"bucket_mb", bucket_mb},
               {"threads", threads},
@@ -111,6 +112,7 @@ TrainOptions TrainOptions::from_json(const json& j) {
     get("keep_checkpoints", o.keep_checkpoints);
     get("backend", o.backend);
     get("matmul", o.matmul);
+    get("dtype", o.dtype);
     get("allreduce", o.allreduce);
     get("bucket_mb", o.bucket_mb);
     get("threads", o.threads);
@@ -266,12 +268,12 @@ void append_line(const std::string& path, const std::string& line) {
 
 // The training options a resumed run must share with the run it continues: everything that decides
 // which data is seen, in which order, and how the weights move. The others (epochs, max_steps,
-// threads, workers, progress, profile, where the data lives, backend, matmul, allreduce, bucket_mb,
-// eval_batch, keep_checkpoints) may change; docs/training.md lists them.
+// threads, workers, progress, profile, where the data lives, backend, matmul, dtype, allreduce,
+// bucket_mb, eval_batch, keep_checkpoints) may change; docs/training.md lists them.
 json fixed_options(const TrainOptions& o) {
   json j = o.to_json();
-  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "allreduce",
-                        "bucket_mb", "eval_batch", "keep_checkpoints"})
+  for (const char* k : {"epochs", "max_steps", "threads", "workers", "data", "backend", "matmul", "dtype",
+                        "allreduce", "bucket_mb", "eval_batch", "keep_checkpoints"})
     j.erase(k);
   return j;
 }
@@ -439,7 +441,10 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   const Distributed& dist = distributed();
   MF_CHECK(o.batch % dist.world() == 0, "the run's global batch of {} does not split evenly over {} ranks; use a "
            "number of ranks that divides it", o.batch, dist.world());
-  Backend& backend = get_backend(o.backend);
+  MF_CHECK(o.dtype == "fp32" || o.dtype == "bf16", "--dtype is fp32 or bf16, not '{}'", o.dtype);
+  MF_CHECK(o.dtype == "fp32" || o.backend == "cuda", "--dtype bf16 trains with bf16 activations on --backend cuda; "
+           "the {} backend trains in fp32 (docs/cuda.md)", o.backend);
+  Backend& backend = get_backend(o.backend, parse_precision(o.dtype));
   MF_CHECK(dist.world() == 1 || backend.device() == Device::CPU || backend.supports_allreduce(),
            "data-parallel training across ranks on the {} backend needs NCCL, and this build has none "
            "(docs/distributed.md)", backend.name());

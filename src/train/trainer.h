@@ -47,6 +47,11 @@ struct TrainOptions {
   // The cuda backend's fp32 matrix products: "fp32" (exact), "tf32" or "bf16" (tensor cores;
   // set_gpu_matmul). Storage, norms and the optimizer stay fp32.
   std::string matmul = "fp32";
+  // The activations' storage on the cuda backend: "fp32", or "bf16" (autocast's mixed precision:
+  // activations and their gradients stored in bf16, products in bf16 with fp32 accumulation; the
+  // weights, their gradients, AdamW's moments, norm statistics and the loss stay fp32; docs/cuda.md).
+  // May change on resume.
+  std::string dtype = "fp32";
   // How gradients travel between the ranks of a data-parallel run: "fp32", or "bf16" (half the
   // bytes; docs/distributed.md). May change on resume, as the backend may.
   std::string allreduce = "fp32";

@@ -4,6 +4,9 @@
 #   ops.log       test-backend-ops --backend cuda: every op case against the reference backend (fp32,
 #                 then bf16 storage)
 #   grad.log      test-backend-ops --mode grad --backend cuda: every backward pass the cuda backend has
+#                 (grad_bf16.log: the same with bf16 activations, --dtype bf16)
+#   bf16train.log (step bf16train) train --dtype bf16: its tests, then 40 steps of each model with
+#                 --matmul bf16 and --dtype bf16 (images/s, peak pool MiB, step times)
 #                 (fp32) against the reference backward, the rest listed as "skip (no cuda backward)"
 #   checks.log    the golden models on cuda (verify), the CUDA unit tests, out of GPU memory, a bad device
 #   train.log     (step train) the training goldens on cuda: gradients and three AdamW steps of every
@@ -32,7 +35,8 @@
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
 #   trainkernels.md (step trainkernels) every kernel's GPU time in two training steps (--matmul bf16, batch
-#                 128, synthetic) of poolformer_s12 and caformer_s18 (TRAINK_MODELS), by kernel and by launch shape
+#                 128, synthetic) of poolformer_s12 and caformer_s18 (TRAINK_MODELS; TRAINK_ARGS="--dtype bf16"
+#                 for bf16 activations), by kernel and by launch shape
 #   pinnedab.log  (step pinnedab) how a step is fed: the CudaTraining tests with training batches in
 #                 page-locked memory (METAFORMER_CUDA_PINNED_BATCHES=1), then 40-step training runs of
 #                 poolformer_s12 and convformer_s18 (PINNED_MODELS) with every upload waiting for the
@@ -51,7 +55,7 @@
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
+# build ops grad checks train gputrain bf16train parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
 # curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -123,6 +127,26 @@ if has grad; then
   timeout 400 "$T" --mode grad --backend cuda > "$OUT/grad.log" 2>&1; echo "rc=$?"
   grep -E "FAIL|cases," "$OUT/grad.log" | tail -25
   echo "skipped, no cuda backward: $(grep -c 'no cuda backward' "$OUT/grad.log") cases"
+  echo "== op harness, backward passes: cuda with bf16 activations vs ref (bar 1e-2; mixers 5e-2)"
+  timeout 400 "$T" --mode grad --backend cuda --dtype bf16 > "$OUT/grad_bf16.log" 2>&1; echo "rc=$?"
+  grep -E "FAIL|cases," "$OUT/grad_bf16.log" | tail -25
+fi
+
+if has bf16train; then  # train --dtype bf16: the tests, then throughput and memory against --matmul bf16
+  echo "== bf16 activations in training: tests" | tee "$OUT/bf16train.log"
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaTraining.Bf16*:CudaBackend.EveryBackwardCaseMatchesTheReferenceInBf16' \
+    2>&1 | tail -12 | tee -a "$OUT/bf16train.log"
+  echo "== 40 steps, batch 128, synthetic: images/s and peak pool MiB, --matmul bf16 then --dtype bf16" | tee -a "$OUT/bf16train.log"
+  for m in $(echo "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" | tr , ' '); do
+    for mode in "--matmul bf16" "--dtype bf16"; do
+      rm -rf /tmp/bt
+      METAFORMER_STEP_TIMES=1 timeout 150 "$M" train -m $m --data synthetic:5120 --batch 128 --epochs 1 --max-steps 40 \
+        --backend cuda $mode --workers 8 --eval-subset 128 --no-progress --out /tmp/bt > /tmp/bt.log 2>&1
+      rc=$?
+      peak=$(tail -1 /tmp/bt/metrics.jsonl 2>/dev/null | python3 -c "import json,sys; r=json.loads(sys.stdin.read()); print(r.get('peak_gpu_mb'), r.get('images_per_s'), r.get('train_loss'))" 2>/dev/null)
+      echo "$m $mode: rc=$rc peak_mib,img/s,loss=$peak $(grep -E 'step times' /tmp/bt.log | cut -c1-160) $(grep -iE 'error' /tmp/bt.log | tail -1)" | tee -a "$OUT/bf16train.log"
+    done
+  done
 fi
 
 if has checks; then
@@ -301,11 +325,11 @@ fi
 
 if has trainkernels; then  # where a training step's GPU time goes, kernel by kernel
   : > "$OUT/trainkernels.md"
-  echo "== trainkernels: GPU time per kernel, two training steps, --matmul bf16, batch 128"
+  echo "== trainkernels: GPU time per kernel, two training steps, ${TRAINK_ARGS:---matmul bf16}, batch 128"
   for m in $(echo "${TRAINK_MODELS:-poolformer_s12,caformer_s18}" | tr , ' '); do
     rm -rf /tmp/tk_$m
     timeout 240 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train -m $m \
-      --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --matmul bf16 --workers 4 \
+      --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda ${TRAINK_ARGS:---matmul bf16} --workers 4 \
       --eval-subset 128 --no-progress --out /tmp/tk_$m > "/tmp/tk_$m.csv" 2> /tmp/tk.err
     echo "$m: rc=$?"; tail -3 /tmp/tk.err
     python3 "$stage/kernel_table.py" "/tmp/tk_$m.csv" > /tmp/tk_$m.md 2>&1
@@ -433,6 +457,8 @@ if has memcheck; then
   echo "caformer_s18 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 >> "$OUT/memcheck.log" 2>&1
   echo "op harness bf16 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --mode grad --backend cuda --dtype bf16 >> "$OUT/memcheck.log" 2>&1
+  echo "op harness, grad mode, bf16 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"
   timeout 100 compute-sanitizer --tool memcheck --error-exitcode 9 "$M" bench -m caformer_s18,mambaout_femto,poolformer_s12 \
     --backend cuda --dtype bf16 -b 2 --runs 1 --warmup 0 >> "$OUT/memcheck.log" 2>&1
   echo "caformer_s18, mambaout_femto, poolformer_s12 bf16 under memcheck: rc=$?" | tee -a "$OUT/memcheck.log"

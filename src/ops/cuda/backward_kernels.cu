@@ -9,7 +9,10 @@
 // at most k² terms an element) are in float, like their forward kernels.
 #include "ops/cuda/backward_kernels.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+
+#include "ops/cuda/kernels/common.cuh"
 
 #include <cstdint>
 #include <type_traits>
@@ -18,6 +21,31 @@ namespace mf::cuda::backward {
 namespace {
 
 constexpr int kThreads = 256;
+
+// Activations and their gradients are float, or bf16 on the bf16 backend (the public bf16 is an
+// opaque 16-bit struct; kernels read CUDA's type): the kernel files' helpers (kernels/common.cuh).
+// Arithmetic is fp32 or double either way.
+template <class T> using DevT = kernels::Dev<T>;
+template <class T> auto dptr(T* p) { return kernels::dev(p); }
+using kernels::kVec;
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return kernels::to_f(v); }
+template <class T> __device__ __forceinline__ T narrow(float v) { return kernels::from_f<T>(v); }
+template <class T>
+__device__ __forceinline__ void load16(const T* p, float (&v)[kVec<T>]) { kernels::load_vec(p, v); }
+template <class T>
+__device__ __forceinline__ void store16(T* p, const float (&v)[kVec<T>]) { kernels::store_vec(p, v); }
+// V = 1 (one element) or kVec<T> (16 bytes).
+template <class T, int V>
+__device__ __forceinline__ void load_v(const T* p, float (&v)[V]) {
+  if constexpr (V == 1) v[0] = ld(*p);
+  else load16(p, v);
+}
+template <class T, int V>
+__device__ __forceinline__ void store_v(T* p, const float (&v)[V]) {
+  if constexpr (V == 1) *p = narrow<T>(v[0]);
+  else store16(p, v);
+}
 
 unsigned blocks_for(int64_t n, int block = kThreads) {
   int64_t g = (n + block - 1) / block;
@@ -263,11 +291,12 @@ void group_sums(const F& f, int64_t groups, int64_t n, double* work, cudaStream_
 }
 
 // ---- bias gradient -------------------------------------------------------------------------------
+template <class T>
 struct ColumnSum {
-  const float* dy;
+  const T* dy;
   float* out;
   int64_t cols;
-  __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = dy[r * cols + c]; }
+  __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = ld(dy[r * cols + c]); }
   __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
 };
 
@@ -318,13 +347,14 @@ __device__ __forceinline__ float norm_dx_value(double rstd, double g, double xh,
   return static_cast<float>(rstd * (g - mean_g - xh * mean_g_xh));
 }
 
+template <class T>
 struct NormMoments {
-  const float* x;
+  const T* x;
   double* stats;
   int64_t n;
   float eps;
   __device__ void operator()(int64_t g, int64_t i, double* v) const {
-    const double xv = x[g * n + i];
+    const double xv = ld(x[g * n + i]);
     v[0] = xv;
     v[1] = xv * xv;  // exact in double
   }
@@ -333,14 +363,17 @@ struct NormMoments {
   }
 };
 
+template <class T>
 struct NormGradMoments {
-  const float *x, *w, *dy;
+  const T* x;
+  const float* w;
+  const T* dy;
   double* stats;
   int64_t n, C;
   __device__ void operator()(int64_t g, int64_t i, double* v) const {
     const int64_t at = g * n + i;
-    const double xh = (x[at] - stats[g * 4 + 0]) * stats[g * 4 + 1];
-    const double gg = static_cast<double>(dy[at]) * w[i % C];
+    const double xh = (ld(x[at]) - stats[g * 4 + 0]) * stats[g * 4 + 1];
+    const double gg = static_cast<double>(ld(dy[at])) * w[i % C];
     v[0] = gg;
     v[1] = gg * xh;
   }
@@ -350,14 +383,15 @@ struct NormGradMoments {
   }
 };
 
-__global__ void norm_dx_kernel(const float* x, const float* w, const float* dy, const double* stats, float* dx,
-                               int64_t total, int64_t n, int64_t C) {
+template <class T>
+__global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx, int64_t total,
+                               int64_t n, int64_t C) {
   MF_GRID_STRIDE(at, total) {
     const int64_t g = at / n, i = at % n;
     const double* st = stats + g * 4;
-    const double xh = (x[at] - st[0]) * st[1];
-    const double gg = static_cast<double>(dy[at]) * w[i % C];
-    dx[at] = norm_dx_value(st[1], gg, xh, st[2], st[3]);
+    const double xh = (ld(x[at]) - st[0]) * st[1];
+    const double gg = static_cast<double>(ld(dy[at])) * w[i % C];
+    dx[at] = narrow<T>(norm_dx_value(st[1], gg, xh, st[2], st[3]));
   }
 }
 
@@ -371,20 +405,21 @@ __global__ void norm_dx_kernel(const float* x, const float* w, const float* dy, 
 // conversions, which all 32 lanes execute — this kernel ran at a quarter of memory speed on rows of
 // 64 channels: 7 % of convformer_s18's training kernel time.)
 constexpr int64_t kWarpRowMax = 2048;
-__global__ void norm_rows_backward_kernel(const float* x, const float* w, const float* dy, float eps, float* dx,
-                                          double* stats, int64_t rows, int n, int C, double inv_n) {
+template <class T>
+__global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, double* stats,
+                                          int64_t rows, int n, int C, double inv_n) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {
-    const float* xr = x + r * n;
-    const float* gr = dy + r * n;
+    const T* xr = x + r * n;
+    const T* gr = dy + r * n;
     float s = 0.f;
-    for (int i = lane; i < n; i += 32) s += xr[i];
+    for (int i = lane; i < n; i += 32) s += ld(xr[i]);
     const double mean = warp_sum(static_cast<double>(s)) * inv_n;
     const float meanf = static_cast<float>(mean);
     float q = 0.f;
     for (int i = lane; i < n; i += 32) {
-      const float d = xr[i] - meanf;
+      const float d = ld(xr[i]) - meanf;
       q = fmaf(d, d, q);
     }
     // Σ (x − meanf)² = Σ (x − mean)² + n (mean − meanf)²: the second term taken off in double.
@@ -397,8 +432,8 @@ __global__ void norm_rows_backward_kernel(const float* x, const float* w, const 
     const float rstdf = static_cast<float>(rstd);
     float t0f = 0.f, t1f = 0.f;
     for (int i = lane; i < n; i += 32) {
-      const float xh = (xr[i] - meanf) * rstdf;
-      const float gg = gr[i] * w[i % C];
+      const float xh = (ld(xr[i]) - meanf) * rstdf;
+      const float gg = ld(gr[i]) * w[i % C];
       t0f += gg;
       t1f = fmaf(gg, xh, t1f);
     }
@@ -406,9 +441,9 @@ __global__ void norm_rows_backward_kernel(const float* x, const float* w, const 
     const double t1 = warp_sum(static_cast<double>(t1f)) * inv_n;
     const float m0 = static_cast<float>(t0), m1 = static_cast<float>(t1);
     for (int i = lane; i < n; i += 32) {
-      const float xh = (xr[i] - meanf) * rstdf;
-      const float gg = gr[i] * w[i % C];
-      dx[r * n + i] = rstdf * (gg - m0 - xh * m1);
+      const float xh = (ld(xr[i]) - meanf) * rstdf;
+      const float gg = ld(gr[i]) * w[i % C];
+      dx[r * n + i] = narrow<T>(rstdf * (gg - m0 - xh * m1));
     }
     if (lane == 0) {
       stats[r * 4 + 0] = mean;
@@ -419,16 +454,18 @@ __global__ void norm_rows_backward_kernel(const float* x, const float* w, const 
   }
 }
 
+template <class T>
 struct NormParamGrads {
-  const float *x, *dy;
+  const T *x, *dy;
   const double* stats;
   float *dw, *db;
   int64_t n, C;
   __device__ void operator()(int64_t r, int64_t c, double* v) const {
     const int64_t at = r * C + c, g = at / n;
-    const double xh = (x[at] - stats[g * 4 + 0]) * stats[g * 4 + 1];
-    v[0] = dy[at] * xh;
-    v[1] = dy[at];
+    const double xh = (ld(x[at]) - stats[g * 4 + 0]) * stats[g * 4 + 1];
+    const double gv = ld(dy[at]);
+    v[0] = gv * xh;
+    v[1] = gv;
   }
   __device__ void store(int64_t c, const double* s) const {
     if (dw) dw[c] += static_cast<float>(s[0]);
@@ -437,8 +474,10 @@ struct NormParamGrads {
 };
 
 // ---- activation ----------------------------------------------------------------------------------
-__global__ void activation_backward_kernel(const float* x, Act act, const float* dy, float* dx, int64_t n) {
-  MF_GRID_STRIDE(i, n) dx[i] = static_cast<float>(static_cast<double>(dy[i]) * act_derivative(act, x[i]));
+template <class T>
+__global__ void activation_backward_kernel(const T* x, Act act, const T* dy, T* dx, int64_t n) {
+  MF_GRID_STRIDE(i, n)
+  dx[i] = narrow<T>(static_cast<float>(static_cast<double>(ld(dy[i])) * act_derivative(act, ld(x[i]))));
 }
 
 // GELU's and SiLU's derivatives in float (erff, expf: a few ulp) — in double they made the
@@ -459,25 +498,39 @@ __device__ float act_derivative_f(const Act& a, float x) {
   }
 }
 
-// Four elements a thread (16-byte loads): n a multiple of 4, the pointers 16-byte aligned.
-__global__ void activation_backward_vec_kernel(const float4* x, Act act, const float4* dy, float4* dx, int64_t n4) {
-  MF_GRID_STRIDE(i, n4) {
-    const float4 v = x[i], g = dy[i];
-    dx[i] = make_float4(g.x * act_derivative_f(act, v.x), g.y * act_derivative_f(act, v.y),
-                        g.z * act_derivative_f(act, v.z), g.w * act_derivative_f(act, v.w));
+// dx of the i-th 16-byte vector (4 floats or 8 bf16); leaves x's values in v and dy's in g.
+template <class T>
+__device__ __forceinline__ void activation_dx_vector(const T* x, const Act& act, const T* dy, T* dx, int64_t i,
+                                                     float (&v)[kVec<T>], float (&g)[kVec<T>]) {
+  constexpr int V = kVec<T>;
+  float d[V];
+  load16(x + i * V, v);
+  load16(dy + i * V, g);
+#pragma unroll
+  for (int j = 0; j < V; ++j) d[j] = g[j] * act_derivative_f(act, v[j]);
+  store16(dx + i * V, d);
+}
+
+// 16 bytes a thread: n a multiple of kVec<T>, the pointers 16-byte aligned.
+template <class T>
+__global__ void activation_backward_vec_kernel(const T* x, Act act, const T* dy, T* dx, int64_t nv) {
+  MF_GRID_STRIDE(i, nv) {
+    float v[kVec<T>], g[kVec<T>];
+    activation_dx_vector(x, act, dy, dx, i, v, g);
   }
 }
 
 // StarReLU's two scalar gradients, and dx (as the vector kernel computes it) in the same pass: one
 // read of x and dy instead of two (the separate passes were 9 % of convformer_s18's backward).
+template <class T>
 struct StarReluParams {
-  const float *x, *dy;
+  const T *x, *dy;
   float *dscale, *dbias;
   Act act;
-  float* dx;
+  T* dx;
   __device__ void operator()(int64_t, int64_t i, double* v) const {
-    const float xf = x[i], gf = dy[i];
-    dx[i] = gf * act_derivative_f(act, xf);
+    const float xf = ld(x[i]), gf = ld(dy[i]);
+    dx[i] = narrow<T>(gf * act_derivative_f(act, xf));
     const double xv = xf, r = xv > 0 ? xv : 0, g = gf;
     v[0] = g * r * r;
     v[1] = g;
@@ -490,20 +543,26 @@ struct StarReluParams {
 
 // The same pass with 16-byte loads and each thread's sums in float (the chunk's kGroupChunk elements
 // over 256 threads: 8 vectors a thread), added across the block in double: the functor version
-// converted every element's products to double, which made this pass compute-bound.
-__global__ void star_relu_backward_vec_kernel(const float4* x, Act act, const float4* dy, float4* dx, int64_t n4,
-                                              int64_t chunks, double* partial) {
+// converted every element's products to double, which made this pass compute-bound. 16 bytes a
+// thread: 4 floats (one group of four below) or 8 bf16 (two).
+template <class T>
+__global__ void star_relu_backward_vec_kernel(const T* x, Act act, const T* dy, T* dx, int64_t nv, int64_t chunks,
+                                              double* partial) {
+  constexpr int V = kVec<T>;
   __shared__ double scratch[32];
-  const int64_t chunk = blockIdx.x, per = (n4 + chunks - 1) / chunks;
-  const int64_t i0 = chunk * per, i1 = i0 + per < n4 ? i0 + per : n4;
+  const int64_t chunk = blockIdx.x, per = (nv + chunks - 1) / chunks;
+  const int64_t i0 = chunk * per, i1 = i0 + per < nv ? i0 + per : nv;
   float s0 = 0.f, s1 = 0.f;
   for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
-    const float4 v = x[i], g = dy[i];
-    dx[i] = make_float4(g.x * act_derivative_f(act, v.x), g.y * act_derivative_f(act, v.y),
-                        g.z * act_derivative_f(act, v.z), g.w * act_derivative_f(act, v.w));
-    const float rx = fmaxf(v.x, 0.f), ry = fmaxf(v.y, 0.f), rz = fmaxf(v.z, 0.f), rw = fmaxf(v.w, 0.f);
-    s0 += g.x * rx * rx + g.y * ry * ry + g.z * rz * rz + g.w * rw * rw;
-    s1 += (g.x + g.y) + (g.z + g.w);
+    float v[V], g[V];
+    activation_dx_vector(x, act, dy, dx, i, v, g);
+#pragma unroll
+    for (int q = 0; q < V; q += 4) {
+      const float rx = fmaxf(v[q], 0.f), ry = fmaxf(v[q + 1], 0.f), rz = fmaxf(v[q + 2], 0.f),
+                  rw = fmaxf(v[q + 3], 0.f);
+      s0 += g[q] * rx * rx + g[q + 1] * ry * ry + g[q + 2] * rz * rz + g[q + 3] * rw * rw;
+      s1 += (g[q] + g[q + 1]) + (g[q + 2] + g[q + 3]);
+    }
   }
   const double t0 = block_sum(static_cast<double>(s0), scratch);
   const double t1 = block_sum(static_cast<double>(s1), scratch);
@@ -514,31 +573,33 @@ __global__ void star_relu_backward_vec_kernel(const float4* x, Act act, const fl
 }
 
 // ---- scaled residual -----------------------------------------------------------------------------
-__global__ void scaled_residual_backward_kernel(const float* rs, const float* ls, const float* dy, float* dx,
-                                                float* dbranch, int64_t total, int64_t C) {
+template <class T>
+__global__ void scaled_residual_backward_kernel(const float* rs, const float* ls, const T* dy, T* dx, T* dbranch,
+                                                int64_t total, int64_t C) {
   MF_GRID_STRIDE(i, total) {
     const int64_t c = i % C;
-    const double g = dy[i];
-    dx[i] = static_cast<float>(g * (rs ? rs[c] : 1.0));
-    dbranch[i] = static_cast<float>(g * (ls ? ls[c] : 1.0));
+    const double g = ld(dy[i]);
+    dx[i] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
+    dbranch[i] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }
 }
 
 // The scales' gradients, and dx and dbranch as scaled_residual_backward_kernel computes them, in the
 // same pass over dy (each cell is visited once; all reads come before the writes, which may alias).
+template <class T>
 struct ScaleGrads {
-  const float *x, *branch, *dy;
+  const T *x, *branch, *dy;
   float *d_rs, *d_ls;
   int64_t C;
   const float *rs, *ls;
-  float *dx, *dbranch;
+  T *dx, *dbranch;
   __device__ void operator()(int64_t r, int64_t c, double* v) const {
     const int64_t at = r * C + c;
-    const double g = dy[at];
-    v[0] = g * x[at];
-    v[1] = g * branch[at];
-    dx[at] = static_cast<float>(g * (rs ? rs[c] : 1.0));
-    dbranch[at] = static_cast<float>(g * (ls ? ls[c] : 1.0));
+    const double g = ld(dy[at]);
+    v[0] = g * ld(x[at]);
+    v[1] = g * ld(branch[at]);
+    dx[at] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
+    dbranch[at] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }
   __device__ void store(int64_t c, const double* s) const {
     if (d_rs) d_rs[c] += static_cast<float>(s[0]);
@@ -584,45 +645,48 @@ __global__ void channel_slice_backward_kernel(const float* dy, float* dx, int64_
 
 // One thread per element of t: its gradient as the gate of output j = k − gate_offset and as the
 // value of output j = k − value_offset (the windows may overlap; no two threads write one element).
-__global__ void glu_dt_kernel(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset,
-                              int64_t value_offset, Act act, const float* dy, int64_t width, float* dt, int64_t total) {
+template <class T>
+__global__ void glu_dt_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset,
+                              int64_t value_offset, Act act, const T* dy, int64_t width, T* dt, int64_t total) {
   const int64_t from_t = width - cw;
   MF_GRID_STRIDE(i, total) {
     const int64_t r = i / Ct, k = i % Ct;
-    const float* tr = t + r * Ct;
-    const float* dyr = dy + r * width;
+    const T* tr = t + r * Ct;
+    const T* dyr = dy + r * width;
     float acc = 0.f;
     const int64_t jg = k - gate_offset;
     if (jg >= 0 && jg < width) {
-      const double gin = tr[k];
-      const double v = jg < from_t ? tr[value_offset + jg] : c[r * cw + jg - from_t];
-      acc += static_cast<float>(static_cast<double>(dyr[jg]) * v * act_derivative(act, gin));
+      const double gin = ld(tr[k]);
+      const double v = ld(jg < from_t ? tr[value_offset + jg] : c[r * cw + jg - from_t]);
+      acc += static_cast<float>(static_cast<double>(ld(dyr[jg])) * v * act_derivative(act, gin));
     }
     const int64_t jv = k - value_offset;
     if (jv >= 0 && jv < from_t) {
-      const double g = act_value(act, tr[gate_offset + jv]);
-      acc += static_cast<float>(static_cast<double>(dyr[jv]) * g);
+      const double g = act_value(act, ld(tr[gate_offset + jv]));
+      acc += static_cast<float>(static_cast<double>(ld(dyr[jv])) * g);
     }
-    dt[i] = acc;
+    dt[i] = narrow<T>(acc);
   }
 }
 
-__global__ void glu_dc_kernel(const float* t, int64_t Ct, int64_t cw, int64_t gate_offset, Act act, const float* dy,
-                              int64_t width, float* dc, int64_t total) {
+template <class T>
+__global__ void glu_dc_kernel(const T* t, int64_t Ct, int64_t cw, int64_t gate_offset, Act act, const T* dy,
+                              int64_t width, T* dc, int64_t total) {
   const int64_t from_t = width - cw;
   MF_GRID_STRIDE(i, total) {
     const int64_t r = i / cw, jj = i % cw, j = from_t + jj;
-    const double g = act_value(act, t[r * Ct + gate_offset + j]);
-    dc[i] = static_cast<float>(static_cast<double>(dy[r * width + j]) * g);
+    const double g = act_value(act, ld(t[r * Ct + gate_offset + j]));
+    dc[i] = narrow<T>(static_cast<float>(static_cast<double>(ld(dy[r * width + j])) * g));
   }
 }
 
-__global__ void pool_minus_input_backward_kernel(const float* dy, float* dx, int64_t total, int64_t H, int64_t W,
-                                                 int64_t C, int kernel) {
+template <class T>
+__global__ void pool_minus_input_backward_kernel(const T* dy, T* dx, int64_t total, int64_t H, int64_t W, int64_t C,
+                                                 int kernel) {
   const int64_t pad = kernel / 2;
   MF_GRID_STRIDE(at, total) {
     const int64_t c = at % C, j = (at / C) % W, i = (at / (C * W)) % H, n = at / (C * W * H);
-    double acc = -static_cast<double>(dy[at]);
+    double acc = -static_cast<double>(ld(dy[at]));
     // Outputs (h, w) whose window [h − pad, h − pad + k) contains (i, j).
     const int64_t hlo = i - (kernel - 1 - pad) > 0 ? i - (kernel - 1 - pad) : 0;
     const int64_t hhi = i + pad < H - 1 ? i + pad : H - 1;
@@ -632,9 +696,9 @@ __global__ void pool_minus_input_backward_kernel(const float* dy, float* dx, int
       for (int64_t w = wlo; w <= whi; ++w) {
         const int64_t h0 = h - pad > 0 ? h - pad : 0, h1 = h - pad + kernel < H ? h - pad + kernel : H;
         const int64_t w0 = w - pad > 0 ? w - pad : 0, w1 = w - pad + kernel < W ? w - pad + kernel : W;
-        acc += dy[((n * H + h) * W + w) * C + c] / static_cast<double>((h1 - h0) * (w1 - w0));
+        acc += ld(dy[((n * H + h) * W + w) * C + c]) / static_cast<double>((h1 - h0) * (w1 - w0));
       }
-    dx[at] = static_cast<float>(acc);
+    dx[at] = narrow<T>(static_cast<float>(acc));
   }
 }
 
@@ -642,18 +706,16 @@ __global__ void pool_minus_input_backward_kernel(const float* dy, float* dx, int
 // 1 / count), V consecutive channels a thread (V = 4: 16-byte loads, where C and the pointers allow).
 // The 64-bit version's divisions, then double arithmetic, made this kernel 7-12 % of a poolformer_s12
 // training step's kernel time.
-template <int V>
-__global__ void pool_minus_input_backward_i32_kernel(const float* dy, float* dx, int total_vectors, int H, int W,
-                                                     int C, int kernel) {
-  using Vec = std::conditional_t<V == 4, float4, float>;
+template <class T, int V>
+__global__ void pool_minus_input_backward_i32_kernel(const T* dy, T* dx, int total_vectors, int H, int W, int C,
+                                                     int kernel) {
   const int pad = kernel / 2, Cv = C / V;
   for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
     const int cv = at % Cv, pix = at / Cv, j = pix % W, i = (pix / W) % H, n = pix / (W * H);
     float acc[V];
-    const Vec self = reinterpret_cast<const Vec*>(dy)[at];
-    const float* sp = reinterpret_cast<const float*>(&self);
+    load_v<T, V>(dy + static_cast<int64_t>(at) * V, acc);
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc[e] = -sp[e];
+    for (int e = 0; e < V; ++e) acc[e] = -acc[e];
     const int hlo = max(i - (kernel - 1 - pad), 0), hhi = min(i + pad, H - 1);
     const int wlo = max(j - (kernel - 1 - pad), 0), whi = min(j + pad, W - 1);
     for (int h = hlo; h <= hhi; ++h) {
@@ -661,25 +723,22 @@ __global__ void pool_minus_input_backward_i32_kernel(const float* dy, float* dx,
       for (int w = wlo; w <= whi; ++w) {
         const int cols = min(w - pad + kernel, W) - max(w - pad, 0);
         const float inv = __frcp_rn(static_cast<float>(rows * cols));
-        const Vec v = reinterpret_cast<const Vec*>(dy)[((n * H + h) * W + w) * Cv + cv];
-        const float* vp = reinterpret_cast<const float*>(&v);
+        float vp[V];
+        load_v<T, V>(dy + static_cast<int64_t>(((n * H + h) * W + w) * Cv + cv) * V, vp);
 #pragma unroll
         for (int e = 0; e < V; ++e) acc[e] = fmaf(vp[e], inv, acc[e]);
       }
     }
-    Vec out;
-    float* op = reinterpret_cast<float*>(&out);
-#pragma unroll
-    for (int e = 0; e < V; ++e) op[e] = acc[e];
-    reinterpret_cast<Vec*>(dx)[at] = out;
+    store_v<T, V>(dx + static_cast<int64_t>(at) * V, acc);
   }
 }
 
 // ---- depthwise convolution -----------------------------------------------------------------------
 // dx of input pixel (n, ih, iw, c): the taps (ki, kj) whose output (ih + ph − ki) / sh,
 // (iw + pw − kj) / sw is a whole number inside the output.
-__global__ void depthwise_dx_kernel(const float* w, const float* dy, float* dx, int64_t total, int64_t H, int64_t W,
-                                    int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw) {
+template <class T>
+__global__ void depthwise_dx_kernel(const float* w, const T* dy, T* dx, int64_t total, int64_t H, int64_t W, int64_t C,
+                                    int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw) {
   MF_GRID_STRIDE(at, total) {
     const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
     double acc = 0;
@@ -693,16 +752,17 @@ __global__ void depthwise_dx_kernel(const float* w, const float* dy, float* dx, 
         if (tw < 0 || tw % sw) continue;
         const int64_t ow = tw / sw;
         if (ow >= Wo) continue;
-        acc += static_cast<double>(dy[((n * Ho + oh) * Wo + ow) * C + c]) * w[(c * kh + ki) * kw + kj];
+        acc += static_cast<double>(ld(dy[((n * Ho + oh) * Wo + ow) * C + c])) * w[(c * kh + ki) * kw + kj];
       }
     }
-    dx[at] = static_cast<float>(acc);
+    dx[at] = narrow<T>(static_cast<float>(acc));
   }
 }
 
 // dw as a column sum: column (tap, c) = tap · C + c over the rows (n, oh, ow) of dy.
+template <class T>
 struct DepthwiseWeightGrad {
-  const float *x, *dy;
+  const T *x, *dy;
   float* dw;
   int64_t H, W, C, Ho, Wo;
   int kh, kw, sh, sw, ph, pw;
@@ -713,7 +773,7 @@ struct DepthwiseWeightGrad {
     const int64_t ih = oh * sh - ph + ki, iw = ow * sw - pw + kj;
     v[0] = ih < 0 || ih >= H || iw < 0 || iw >= W
                ? 0.0
-               : static_cast<double>(dy[r * C + c]) * x[((n * H + ih) * W + iw) * C + c];
+               : static_cast<double>(ld(dy[r * C + c])) * ld(x[((n * H + ih) * W + iw) * C + c]);
   }
   __device__ void store(int64_t col, const double* s) const {
     const int64_t tap = col / C, c = col % C;
@@ -729,8 +789,8 @@ struct DwShape {
 };
 
 // dx: one thread per input element, the taps that read it, in double.
-template <int KH, int KW>
-__global__ void depthwise_dx_fixed_kernel(const float* w, const float* dy, float* dx, int total, DwShape d) {
+template <int KH, int KW, class T>
+__global__ void depthwise_dx_fixed_kernel(const float* w, const T* dy, T* dx, int total, DwShape d) {
   for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total; at += gridDim.x * blockDim.x) {
     const int c = at % d.C, iw = (at / d.C) % d.W, rest = at / (d.C * d.W), ih = rest % d.H, n = rest / d.H;
     double acc = 0;
@@ -746,10 +806,10 @@ __global__ void depthwise_dx_fixed_kernel(const float* w, const float* dy, float
         if (tw < 0 || tw % d.sw) continue;
         const int ow = tw / d.sw;
         if (ow >= d.Wo) continue;
-        acc += static_cast<double>(dy[((n * d.Ho + oh) * d.Wo + ow) * d.C + c]) * w[(c * KH + ki) * KW + kj];
+        acc += static_cast<double>(ld(dy[((n * d.Ho + oh) * d.Wo + ow) * d.C + c])) * w[(c * KH + ki) * KW + kj];
       }
     }
-    dx[at] = static_cast<float>(acc);
+    dx[at] = narrow<T>(static_cast<float>(acc));
   }
 }
 
@@ -774,9 +834,8 @@ __device__ __forceinline__ void store_tap_partials(const Acc* acc, int c, int ch
 // dw partials: block (32 channels, kRowLanes lanes), blockIdx.y a chunk of output rows. Each thread
 // keeps all KH·KW taps' sums for its channel in registers (dy read once per row, not once per tap),
 // then the lanes are added in order, tap by tap, into partial[(chunk · taps + tap) · C + c].
-template <int KH, int KW>
-__global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int rows, int chunks, DwShape d,
-                                          double* partial) {
+template <int KH, int KW, class T>
+__global__ void depthwise_dw_fixed_kernel(const T* x, const T* dy, int rows, int chunks, DwShape d, double* partial) {
   const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
   const int per = (rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
   double acc[KH * KW];
@@ -785,17 +844,17 @@ __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int r
   if (c < d.C)
     for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
       const int ow = r % d.Wo, oh = (r / d.Wo) % d.Ho, n = r / (d.Wo * d.Ho);
-      const double g = dy[r * d.C + c];
+      const double g = ld(dy[r * d.C + c]);
       const int ih0 = oh * d.sh - d.ph, iw0 = ow * d.sw - d.pw;
 #pragma unroll
       for (int ki = 0; ki < KH; ++ki) {
         const int ih = ih0 + ki;
         if (ih < 0 || ih >= d.H) continue;
-        const float* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+        const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
 #pragma unroll
         for (int kj = 0; kj < KW; ++kj) {
           const int iw = iw0 + kj;
-          if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * xr[iw * d.C];
+          if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * ld(xr[iw * d.C]);
         }
       }
     }
@@ -810,8 +869,8 @@ __global__ void depthwise_dw_fixed_kernel(const float* x, const float* dy, int r
 // image rows: about a hundred products a tap at 56 wide, so float's rounding stays near 1e-6), the
 // lanes and chunks in double: float · float products widened to double cost a conversion each, and
 // on the H200 those conversions, not the loads, bounded the kernel (0.9 ms a launch).
-template <int KH, int KW>
-__global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int img_rows, int chunks, DwShape d,
+template <int KH, int KW, class T>
+__global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, int chunks, DwShape d,
                                          double* partial) {
   const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
   const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
@@ -821,26 +880,26 @@ __global__ void depthwise_dw_rows_kernel(const float* x, const float* dy, int im
   if (c < d.C)
     for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
       const int oh = r % d.Ho, n = r / d.Ho;
-      const float* g_row = dy + r * d.Wo * d.C + c;
+      const T* g_row = dy + r * d.Wo * d.C + c;
 #pragma unroll
       for (int ki = 0; ki < KH; ++ki) {
         const int ih = oh * d.sh - d.ph + ki;
         if (ih < 0 || ih >= d.H) continue;
-        const float* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+        const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
         // win[kj] holds x at iw = ow − pw + kj; start with the window of ow = −1 (win[0] unused).
         float win[KW];
         win[0] = 0.f;
 #pragma unroll
         for (int kj = 1; kj < KW; ++kj) {
           const int iw = kj - 1 - d.pw;
-          win[kj] = iw >= 0 && iw < d.W ? xr[iw * d.C] : 0.f;
+          win[kj] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
         }
         for (int ow = 0; ow < d.Wo; ++ow) {
 #pragma unroll
           for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
           const int iw = ow + KW - 1 - d.pw;
-          win[KW - 1] = iw >= 0 && iw < d.W ? xr[iw * d.C] : 0.f;
-          const float g = g_row[ow * d.C];
+          win[KW - 1] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+          const float g = ld(g_row[ow * d.C]);
 #pragma unroll
           for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g, win[kj], acc[ki * KW + kj]);
         }
@@ -859,11 +918,12 @@ __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int
   }
 }
 
-template <int KH, int KW>
-void depthwise_backward_fixed(const float* x, const float* w, const float* dy, float* dx, float* dw, int B, DwShape d,
+template <int KH, int KW, class T>
+void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, float* dw, int B, DwShape d,
                               double* work, cudaStream_t s) {
   const int total = B * d.H * d.W * d.C;
-  if (dx && total > 0) depthwise_dx_fixed_kernel<KH, KW><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, d);
+  if (dx && total > 0)
+    depthwise_dx_fixed_kernel<KH, KW, T><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, d);
   const int rows = B * d.Ho * d.Wo;
   if (dw && rows > 0) {
     int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
@@ -872,10 +932,10 @@ void depthwise_backward_fixed(const float* x, const float* w, const float* dy, f
       const int img_rows = B * d.Ho, want = (img_rows + 15) / 16;
       chunks = want < chunks ? want : chunks;
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-      depthwise_dw_rows_kernel<KH, KW><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+      depthwise_dw_rows_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
     } else {
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-      depthwise_dw_fixed_kernel<KH, KW><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);
+      depthwise_dw_fixed_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);
     }
     depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(KH) * KW * d.C), kThreads, 0, s>>>(work, dw, chunks,
                                                                                                   KH * KW, d.C);
@@ -1085,7 +1145,11 @@ __global__ void cross_entropy_kernel(const float* logits, const float* target, f
 int64_t column_sum_work(int64_t rows, int64_t cols) { return column_work(rows, cols, 1); }
 
 cudaError_t column_sum_add(const float* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s) {
-  column_sums<1>(ColumnSum{dy, db, cols}, rows, cols, work, s);
+  column_sums<1>(ColumnSum<float>{dy, db, cols}, rows, cols, work, s);
+  return cudaGetLastError();
+}
+cudaError_t column_sum_add(const bf16* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s) {
+  column_sums<1>(ColumnSum<__nv_bfloat16>{dptr(dy), db, cols}, rows, cols, work, s);
   return cudaGetLastError();
 }
 
@@ -1102,41 +1166,54 @@ int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
   return groups * 4 + (g > c ? g : c);
 }
 
-cudaError_t norm_backward(const float* x, const float* w, const float* dy, float eps, float* dx, float* dw, float* db,
+template <class H>
+cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, H* dxh, float* dw, float* db,
                           int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s) {
   if (groups <= 0 || n <= 0) return cudaGetLastError();
+  using T = typename DevT<H>::type;
+  const T *x = dptr(xh), *dy = dptr(dyh);
+  T* dx = dptr(dxh);
   double* stats = work;
   double* partial = work + groups * 4;
   const int64_t total = groups * n;
   if (n <= kWarpRowMax) {
-    norm_rows_backward_kernel<<<blocks_for(groups * 32), kThreads, 0, s>>>(
+    norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
         x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
   } else {
-    group_sums<2>(NormMoments{x, stats, n, eps}, groups, n, partial, s);
-    group_sums<2>(NormGradMoments{x, w, dy, stats, n, C}, groups, n, partial, s);
-    norm_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+    group_sums<2>(NormMoments<T>{x, stats, n, eps}, groups, n, partial, s);
+    group_sums<2>(NormGradMoments<T>{x, w, dy, stats, n, C}, groups, n, partial, s);
+    norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
   }
-  if (dw || db) column_sums<2>(NormParamGrads{x, dy, stats, dw, db, n, C}, total / C, C, partial, s);
+  if (dw || db) column_sums<2>(NormParamGrads<T>{x, dy, stats, dw, db, n, C}, total / C, C, partial, s);
   return cudaGetLastError();
 }
+template cudaError_t norm_backward(const float*, const float*, const float*, float, float*, float*, float*, int64_t,
+                                   int64_t, int64_t, double*, cudaStream_t);
+template cudaError_t norm_backward(const bf16*, const float*, const bf16*, float, bf16*, float*, float*, int64_t,
+                                   int64_t, int64_t, double*, cudaStream_t);
 
 int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
 
-cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dscale, float* dbias,
-                                int64_t n, double* work, cudaStream_t s) {
+template <class H>
+cudaError_t activation_backward(const H* xh, Act act, const H* dyh, H* dxh, float* dscale, float* dbias, int64_t n,
+                                double* work, cudaStream_t s) {
   if (n <= 0) return cudaGetLastError();
-  const bool vec = n % 4 == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy) |
+  using T = typename DevT<H>::type;
+  constexpr int V = kVec<T>;
+  const T *x = dptr(xh), *dy = dptr(dyh);
+  T* dx = dptr(dxh);
+  const bool vec = n % V == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy) |
                                     reinterpret_cast<uintptr_t>(dx)) & 15) == 0;
   if ((dscale || dbias) && act.kind == 2) {  // dx in the scalars' pass
-    const StarReluParams f{x, dy, dscale, dbias, act, dx};
+    const StarReluParams<T> f{x, dy, dscale, dbias, act, dx};
     if (!vec) {
       group_sums<2>(f, 1, n, work, s);
       return cudaGetLastError();
     }
-    const int64_t chunks = group_chunks(n);  // ≤ the work group_sums<2>(…, 1, n) was sized for
-    star_relu_backward_vec_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, s>>>(
-        reinterpret_cast<const float4*>(x), act, reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx),
-        n / 4, chunks, work);
+    // ≤ the work group_sums<2>(…, 1, n) was sized for; the chunks cut the vectors, as before for floats
+    const int64_t chunks = group_chunks(n * 4 / V);
+    star_relu_backward_vec_kernel<T><<<static_cast<unsigned>(chunks), kThreads, 0, s>>>(x, act, dy, dx, n / V,
+                                                                                         chunks, work);
     if (chunks >= 64)
       group_finish_wide_kernel<2><<<1, kThreads, 0, s>>>(f, 1, chunks, work);
     else
@@ -1144,27 +1221,37 @@ cudaError_t activation_backward(const float* x, Act act, const float* dy, float*
     return cudaGetLastError();
   }
   if (vec)
-    activation_backward_vec_kernel<<<blocks_for(n / 4), kThreads, 0, s>>>(
-        reinterpret_cast<const float4*>(x), act, reinterpret_cast<const float4*>(dy), reinterpret_cast<float4*>(dx),
-        n / 4);
+    activation_backward_vec_kernel<T><<<blocks_for(n / V), kThreads, 0, s>>>(x, act, dy, dx, n / V);
   else
-    activation_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
+    activation_backward_kernel<T><<<blocks_for(n), kThreads, 0, s>>>(x, act, dy, dx, n);
   return cudaGetLastError();
 }
+template cudaError_t activation_backward(const float*, Act, const float*, float*, float*, float*, int64_t, double*,
+                                         cudaStream_t);
+template cudaError_t activation_backward(const bf16*, Act, const bf16*, bf16*, float*, float*, int64_t, double*,
+                                         cudaStream_t);
 
 int64_t scaled_residual_backward_work(int64_t rows, int64_t C) { return column_work(rows, C, 2); }
 
-cudaError_t scaled_residual_backward(const float* x, const float* rs, const float* branch, const float* ls,
-                                     const float* dy, float* dx, float* dbranch, float* d_rs, float* d_ls, int64_t rows,
-                                     int64_t C, double* work, cudaStream_t s) {
+template <class H>
+cudaError_t scaled_residual_backward(const H* xh, const float* rs, const H* branchh, const float* ls, const H* dyh,
+                                     H* dxh, H* dbranchh, float* d_rs, float* d_ls, int64_t rows, int64_t C,
+                                     double* work, cudaStream_t s) {
   const int64_t total = rows * C;
   if (total <= 0) return cudaGetLastError();
+  using T = typename DevT<H>::type;
+  const T *x = dptr(xh), *branch = dptr(branchh), *dy = dptr(dyh);
+  T *dx = dptr(dxh), *dbranch = dptr(dbranchh);
   if (d_rs || d_ls)
-    column_sums<2>(ScaleGrads{x, branch, dy, d_rs, d_ls, C, rs, ls, dx, dbranch}, rows, C, work, s);
+    column_sums<2>(ScaleGrads<T>{x, branch, dy, d_rs, d_ls, C, rs, ls, dx, dbranch}, rows, C, work, s);
   else
-    scaled_residual_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
+    scaled_residual_backward_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(rs, ls, dy, dx, dbranch, total, C);
   return cudaGetLastError();
 }
+template cudaError_t scaled_residual_backward(const float*, const float*, const float*, const float*, const float*,
+                                              float*, float*, float*, float*, int64_t, int64_t, double*, cudaStream_t);
+template cudaError_t scaled_residual_backward(const bf16*, const float*, const bf16*, const float*, const bf16*, bf16*,
+                                              bf16*, float*, float*, int64_t, int64_t, double*, cudaStream_t);
 
 int64_t complex_mul_weight_grad_work(int64_t rows, int64_t brows, int64_t C) {
   return column_work(rows / brows, brows * C, 2);
@@ -1201,43 +1288,61 @@ cudaError_t channel_slice_backward(const float* dy, float* dx, int64_t rows, int
   return cudaGetLastError();
 }
 
-cudaError_t glu_backward(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset,
-                         int64_t value_offset, Act act, const float* dy, int64_t width, float* dt, float* dc,
-                         int64_t rows, cudaStream_t s) {
+template <class H_>
+cudaError_t glu_backward(const H_* t, int64_t Ct, const H_* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
+                         Act act, const H_* dy, int64_t width, H_* dt, H_* dc, int64_t rows, cudaStream_t s) {
+  using T = typename DevT<H_>::type;
   if (rows * Ct > 0)
-    glu_dt_kernel<<<blocks_for(rows * Ct), kThreads, 0, s>>>(t, Ct, c, cw, gate_offset, value_offset, act, dy, width,
-                                                             dt, rows * Ct);
+    glu_dt_kernel<T><<<blocks_for(rows * Ct), kThreads, 0, s>>>(dptr(t), Ct, dptr(c), cw, gate_offset, value_offset,
+                                                                act, dptr(dy), width, dptr(dt), rows * Ct);
   if (dc && rows * cw > 0)
-    glu_dc_kernel<<<blocks_for(rows * cw), kThreads, 0, s>>>(t, Ct, cw, gate_offset, act, dy, width, dc, rows * cw);
+    glu_dc_kernel<T><<<blocks_for(rows * cw), kThreads, 0, s>>>(dptr(t), Ct, cw, gate_offset, act, dptr(dy), width,
+                                                                dptr(dc), rows * cw);
   return cudaGetLastError();
 }
+template cudaError_t glu_backward(const float*, int64_t, const float*, int64_t, int64_t, int64_t, Act, const float*,
+                                  int64_t, float*, float*, int64_t, cudaStream_t);
+template cudaError_t glu_backward(const bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, Act, const bf16*,
+                                  int64_t, bf16*, bf16*, int64_t, cudaStream_t);
 
-cudaError_t pool_minus_input_backward(const float* dy, float* dx, int64_t B, int64_t H, int64_t W, int64_t C,
-                                      int kernel, cudaStream_t s) {
+template <class H_>
+cudaError_t pool_minus_input_backward(const H_* dyh, H_* dxh, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,
+                                      cudaStream_t s) {
+  using T = typename DevT<H_>::type;
+  constexpr int V = kVec<T>;
+  const T* dy = dptr(dyh);
+  T* dx = dptr(dxh);
   const int64_t total = B * H * W * C;
-  if (total > 0 && total < (int64_t{1} << 31))
-  {
-    const bool vec4 = C % 4 == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
-    const int64_t vectors = vec4 ? total / 4 : total;
-    if (vec4)
-      pool_minus_input_backward_i32_kernel<4><<<blocks_for(vectors), kThreads, 0, s>>>(
+  if (total > 0 && total < (int64_t{1} << 31)) {
+    const bool vec = C % V == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+    const int64_t vectors = vec ? total / V : total;
+    if (vec)
+      pool_minus_input_backward_i32_kernel<T, V><<<blocks_for(vectors), kThreads, 0, s>>>(
           dy, dx, static_cast<int>(vectors), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
     else
-      pool_minus_input_backward_i32_kernel<1><<<blocks_for(vectors), kThreads, 0, s>>>(
+      pool_minus_input_backward_i32_kernel<T, 1><<<blocks_for(vectors), kThreads, 0, s>>>(
           dy, dx, static_cast<int>(vectors), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
+  } else if (total > 0) {
+    pool_minus_input_backward_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, H, W, C, kernel);
   }
-  else if (total > 0)
-    pool_minus_input_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, H, W, C, kernel);
   return cudaGetLastError();
 }
+template cudaError_t pool_minus_input_backward(const float*, float*, int64_t, int64_t, int64_t, int64_t, int,
+                                               cudaStream_t);
+template cudaError_t pool_minus_input_backward(const bf16*, bf16*, int64_t, int64_t, int64_t, int64_t, int,
+                                               cudaStream_t);
 
 int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw) {
   return column_work(B * Ho * Wo, static_cast<int64_t>(kh) * kw * C, 1);  // ≥ the bias's C columns
 }
 
-cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+template <class H_>
+cudaError_t depthwise_conv2d_backward(const H_* xh, const float* w, const H_* dyh, H_* dxh, float* dw, float* db,
                                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
                                       int sh, int sw, int ph, int pw, double* work, cudaStream_t s) {
+  using T = typename DevT<H_>::type;
+  const T *x = dptr(xh), *dy = dptr(dyh);
+  T* dx = dptr(dxh);
   const int64_t total = B * H * W * C;
   const bool fits_int = total < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31);
   const DwShape d{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), static_cast<int>(Ho),
@@ -1247,19 +1352,25 @@ cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const floa
     if (kh == 3) depthwise_backward_fixed<3, 3>(x, w, dy, dx, dw, b, d, work, s);
     if (kh == 5) depthwise_backward_fixed<5, 5>(x, w, dy, dx, dw, b, d, work, s);
     if (kh == 7) depthwise_backward_fixed<7, 7>(x, w, dy, dx, dw, b, d, work, s);
-    if (db) column_sums<1>(ColumnSum{dy, db, C}, B * Ho * Wo, C, work, s);  // after dw's finish: work is free
+    if (db) column_sums<1>(ColumnSum<T>{dy, db, C}, B * Ho * Wo, C, work, s);  // after dw's finish: work is free
     return cudaGetLastError();
   }
   if (dx && total > 0)
-    depthwise_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, H, W, C, Ho, Wo, kh, kw, sh, sw, ph,
-                                                               pw);
+    depthwise_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, H, W, C, Ho, Wo, kh, kw, sh, sw,
+                                                                  ph, pw);
   const int64_t rows = B * Ho * Wo;
   if (dw)
-    column_sums<1>(DepthwiseWeightGrad{x, dy, dw, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw}, rows,
+    column_sums<1>(DepthwiseWeightGrad<T>{x, dy, dw, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw}, rows,
                    static_cast<int64_t>(kh) * kw * C, work, s);
-  if (db) column_sums<1>(ColumnSum{dy, db, C}, rows, C, work, s);
+  if (db) column_sums<1>(ColumnSum<T>{dy, db, C}, rows, C, work, s);
   return cudaGetLastError();
 }
+template cudaError_t depthwise_conv2d_backward(const float*, const float*, const float*, float*, float*, float*,
+                                               int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
+                                               int, int, double*, cudaStream_t);
+template cudaError_t depthwise_conv2d_backward(const bf16*, const float*, const bf16*, bf16*, float*, float*, int64_t,
+                                               int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
+                                               int, double*, cudaStream_t);
 
 cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s) {
   const int64_t total = C * kh * kw;

@@ -15,7 +15,11 @@
 
 #include <cstdint>
 
+#include "ops/cuda/kernels/kernels.h"
+
 namespace mf::cuda::backward {
+
+using kernels::bf16;
 
 // An activation, in mf::ActKind's order: 0 Identity, 1 GELU (erf), 2 StarReLU (scale · relu(x)² +
 // bias), 3 SquaredReLU, 4 ReLU, 5 SiLU, 6 SoftShrink (threshold).
@@ -32,6 +36,7 @@ struct Act {
 // db[n] += Σ_m dy[m, n] (dy [M, N]): a Linear's or a convolution's bias gradient.
 int64_t column_sum_work(int64_t rows, int64_t cols);
 cudaError_t column_sum_add(const float* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s);
+cudaError_t column_sum_add(const bf16* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s);
 
 // dbias[m] += Σ_b Σ_c dy[b, m, c] (dy [B, M, C]): a token-mixing map's bias gradient.
 int64_t token_bias_grad_work(int64_t B, int64_t M, int64_t C);
@@ -43,21 +48,27 @@ cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w (overwritten);
 // dw[c] += Σ dy · x̂, db[c] += Σ dy (either may be null).
 int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C);
-cudaError_t norm_backward(const float* x, const float* w, const float* dy, float eps, float* dx, float* dw, float* db,
+// T: float, or bf16 (x, dy and dx stored in bf16; the sums in fp32 and double as for float).
+template <class T>
+cudaError_t norm_backward(const T* x, const float* w, const T* dy, float eps, T* dx, float* dw, float* db,
                           int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s);
 
 // dx = dy · act'(x) (overwritten); for StarReLU: dscale[0] += Σ dy · relu(x)², dbias[0] += Σ dy
 // (either may be null).
 int64_t activation_backward_work(int64_t n);
-cudaError_t activation_backward(const float* x, Act act, const float* dy, float* dx, float* dscale, float* dbias,
-                                int64_t n, double* work, cudaStream_t s);
+// T: float or bf16.
+template <class T>
+cudaError_t activation_backward(const T* x, Act act, const T* dy, T* dx, float* dscale, float* dbias, int64_t n,
+                                double* work, cudaStream_t s);
 
 // y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs, dbranch = dy ⊙ ls (rs, ls null: 1);
 // d_rs[c] += Σ dy · x, d_ls[c] += Σ dy · branch (either may be null).
 int64_t scaled_residual_backward_work(int64_t rows, int64_t C);
-cudaError_t scaled_residual_backward(const float* x, const float* rs, const float* branch, const float* ls,
-                                     const float* dy, float* dx, float* dbranch, float* d_rs, float* d_ls, int64_t rows,
-                                     int64_t C, double* work, cudaStream_t s);
+// T: float or bf16 (the scales and their gradients are float).
+template <class T>
+cudaError_t scaled_residual_backward(const T* x, const float* rs, const T* branch, const float* ls, const T* dy, T* dx,
+                                     T* dbranch, float* d_rs, float* d_ls, int64_t rows, int64_t C, double* work,
+                                     cudaStream_t s);
 
 // ResMLP's Affine y = x ⊙ alpha + beta over [rows, C]: dx = dy ⊙ alpha; dalpha, dbeta (when given)
 // += the column sums of dy ⊙ x and of dy.
@@ -81,20 +92,25 @@ cudaError_t channel_slice_backward(const float* dy, float* dx, int64_t rows, int
 
 // Backend::glu's backward: dt [rows, Ct] overwritten (zero outside the gate and value windows), dc
 // [rows, cw] overwritten (may be null).
-cudaError_t glu_backward(const float* t, int64_t Ct, const float* c, int64_t cw, int64_t gate_offset,
-                         int64_t value_offset, Act act, const float* dy, int64_t width, float* dt, float* dc,
-                         int64_t rows, cudaStream_t s);
+// T: float or bf16.
+template <class T>
+cudaError_t glu_backward(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
+                         Act act, const T* dy, int64_t width, T* dt, T* dc, int64_t rows, cudaStream_t s);
 
 // The adjoint of y = avg_pool_k(x) − x (stride 1, padding k/2, padded cells not counted): dx overwritten.
-cudaError_t pool_minus_input_backward(const float* dy, float* dx, int64_t B, int64_t H, int64_t W, int64_t C,
-                                      int kernel, cudaStream_t s);
+// T: float or bf16.
+template <class T>
+cudaError_t pool_minus_input_backward(const T* dy, T* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,
+                                      cudaStream_t s);
 
 // Depthwise convolution x [B, H, W, C], w [C, 1, kh, kw], dy [B, Ho, Wo, C]: dx overwritten (may be
 // null), dw += and db += (either may be null).
 int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw);
-cudaError_t depthwise_conv2d_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
-                                      int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
-                                      int sh, int sw, int ph, int pw, double* work, cudaStream_t s);
+// T: float or bf16 (x, dy, dx; the weight and its gradients are float).
+template <class T>
+cudaError_t depthwise_conv2d_backward(const T* x, const float* w, const T* dy, T* dx, float* dw, float* db, int64_t B,
+                                      int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh,
+                                      int sw, int ph, int pw, double* work, cudaStream_t s);
 
 // Dense convolution helpers (the products are cuBLASLt's; the weight's GEMM layout is
 // kernels::conv_weight_to_gemm): dw [Co, Ci, kh, kw] += dwk [Co, kh, kw, Ci]; and col2im, the adjoint

@@ -179,9 +179,9 @@ class CudaBackend final : public CudaBackwardOps {
   // The sequence ops (embedding, positions, causal attention, Mamba's conv, scan and RMSNorm),
   // BatchNorm, the layout ops of RaftMLP and MS-MLP and Strip-MLP's and CAS-ViT's ops have no CUDA kernels yet:
   // models that need them are refused at load time (MetaFormer::check_backend). The cross-entropy
-  // (training only) is fp32 only, like the backward passes (cuda_backward.cpp).
+  // (training only) reads bf16 logits widened, and its loss is fp32 (cuda_backward.cpp).
   bool supports(OpKind op) const override {
-    return (op != OpKind::CrossEntropy || !bf16_) && op != OpKind::Embedding && op != OpKind::AddPositions &&
+    return op != OpKind::Embedding && op != OpKind::AddPositions &&
            op != OpKind::CausalAttention && op != OpKind::CausalConv1d && op != OpKind::SelectiveScan &&
            op != OpKind::BidirectionalScan && op != OpKind::PonetPool &&
            op != OpKind::RmsNorm && op != OpKind::BatchNorm && op != OpKind::Permute &&
@@ -622,6 +622,7 @@ Backend& cuda_backend(Precision precision) {
 
 namespace cuda {
 const float* device_f32(const Tensor& t) { return in<float>(t); }
+const kernels::bf16* device_bf16(const Tensor& t) { return in<bf16>(t); }
 }  // namespace cuda
 
 void cuda_select_device(int index) { cuda::select_device(index); }

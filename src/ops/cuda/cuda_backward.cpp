@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <exception>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/backward_kernels.h"
@@ -18,14 +21,68 @@ namespace bw = cuda::backward;
 cudaStream_t stream() { return cuda::context().stream; }
 void ok(cudaError_t e, const char* what) { cuda::check(e, what); }
 
-const float* in(const Tensor& t) { return cuda::device_f32(t); }
-const float* in(const Tensor* t) { return t ? cuda::device_f32(*t) : nullptr; }
+namespace k = cuda::kernels;
+using k::bf16;
 
-// An output the dispatcher allocated on the backend's device.
-float* out(Tensor& t) {
-  MF_CHECK(t.device() == Device::CUDA && t.dtype() == DType::f32, "a GPU backward pass writes fp32 device tensors");
-  return t.data();
-}
+// The fp32 view of a backward op's activations. The backward kernels are fp32; on the bf16 backend
+// (train --dtype bf16) an op without bf16 kernels of its own reads widened copies of its bf16 inputs
+// and writes its bf16 outputs through fp32 temporaries, rounded to bf16 once when the op ends (the
+// destructor queues those casts). The copies are the call's own and die with it, never cached with
+// the tensor: an activation may later be overwritten in place, and its cached copy would then be
+// stale. fp32 tensors pass through (a host one is uploaded, cached by version, as the forward ops do).
+class Widened {
+ public:
+  Widened() : unwinding_(std::uncaught_exceptions()) {}
+  Widened(const Widened&) = delete;
+  Widened& operator=(const Widened&) = delete;
+  ~Widened() {
+    if (std::uncaught_exceptions() > unwinding_) return;  // the op failed: its outputs are not used
+    for (auto& [target, wide] : pending_)
+      (void)k::cast(wide.data(), static_cast<bf16*>(target->raw()), wide.numel(), stream());
+  }
+  const float* in(const Tensor& t) {
+    if (t.dtype() == DType::f32) return cuda::device_f32(t);
+    Tensor wide = Tensor::empty(t.shape(), Device::CUDA);
+    ok(k::cast(static_cast<const bf16*>(t.raw()), wide.data(), t.numel(), stream()), "widen to fp32");
+    kept_.push_back(wide);
+    return wide.data();
+  }
+  const float* in(const Tensor* t) { return t ? in(*t) : nullptr; }
+  // An output the dispatcher allocated on the backend's device.
+  float* out(Tensor& t) {
+    MF_CHECK(t.device() == Device::CUDA, "a GPU backward pass writes device tensors");
+    if (t.dtype() == DType::f32) return t.data();
+    Tensor wide = Tensor::empty(t.shape(), Device::CUDA);
+    pending_.emplace_back(&t, wide);
+    return wide.data();
+  }
+  // The bf16 side, for the kernels that read and write bf16 activations: a bf16 tensor is itself; an
+  // fp32 one (the op harness's host inputs) is rounded into the call's own copy.
+  const bf16* in16(const Tensor& t) {
+    if (t.dtype() == DType::bf16) return static_cast<const bf16*>(t.raw());
+    Tensor narrow = Tensor::empty(t.shape(), Device::CUDA, DType::bf16);
+    ok(k::cast(cuda::device_f32(t), static_cast<bf16*>(narrow.raw()), t.numel(), stream()), "round to bf16");
+    kept_.push_back(narrow);
+    return static_cast<const bf16*>(narrow.raw());
+  }
+  bf16* out16(Tensor& t) {
+    MF_CHECK(t.device() == Device::CUDA && t.dtype() == DType::bf16, "a GPU backward pass in bf16 writes bf16 device "
+             "tensors, not {}", dtype_name(t.dtype()));
+    return static_cast<bf16*>(t.raw());
+  }
+  // An output that is added into (channel_slice's dx): its widened values, rounded back at the end.
+  float* inout(Tensor& t) {
+    float* p = out(t);
+    if (t.dtype() == DType::bf16)
+      ok(k::cast(static_cast<const bf16*>(t.raw()), p, t.numel(), stream()), "widen to fp32");
+    return p;
+  }
+
+ private:
+  int unwinding_;
+  std::vector<Tensor> kept_;
+  std::vector<std::pair<Tensor*, Tensor>> pending_;
+};
 
 // Scratch space for n doubles, from the pool, for one call (freed in stream order with the tensor).
 struct Work {
@@ -109,6 +166,21 @@ void gemm_f32(bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int
   cuda::run_gemm(g);
 }
 
+// The same product with bf16 operands and fp32 accumulation, into bf16 (GemmType::bf16) or into fp32
+// (GemmType::bf16_f32out; with accumulate, added to D).
+void gemm_bf16(cuda::GemmType type, bool trans_b, int64_t m, int64_t n, int64_t k, const bf16* a, int64_t lda,
+               const bf16* b, int64_t ldb, void* d, int64_t ldd, bool accumulate) {
+  cuda::Gemm g;
+  g.type = type;
+  g.trans_b = trans_b;
+  g.m = m, g.n = n, g.k = k;
+  g.a = a, g.lda = lda;
+  g.b = b, g.ldb = ldb;
+  g.d = d, g.ldd = ldd;
+  g.c = accumulate ? d : nullptr;
+  cuda::run_gemm(g);
+}
+
 // A strided batch of column-major fp32 products, D[i] = op(A[i]) · op(B[i]) (overwritten), the i-th
 // operands `batch` strides apart (stride 0: the same matrix for every i).
 void strided_gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
@@ -138,14 +210,9 @@ void weight_grad(const float* dy, const float* x, float* dw, int64_t M, int64_t 
 
 }  // namespace
 
-void CudaBackwardOps::require_fp32(OpKind op) const {
-  if (activation_dtype() != DType::f32)
-    fail("the backward pass of {} on backend cuda is fp32 only (asked for {})", op_name(op),
-         precision_name(precision()));
-}
-
+// In both precisions: on the bf16 backend the ops without bf16 kernels run their fp32 ones through
+// Widened copies.
 bool CudaBackwardOps::supports_backward(OpKind op) const {
-  if (activation_dtype() != DType::f32) return false;
   switch (op) {
     case OpKind::Linear:
     case OpKind::Conv2d:
@@ -174,19 +241,34 @@ bool CudaBackwardOps::supports_backward(OpKind op) const {
 
 void CudaBackwardOps::linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                                       Tensor* db) {
-  require_fp32(OpKind::Linear);
   const int64_t K = x.shape().last(), M = x.shape().rows(), N = w.dim(0);
-  const float* G = in(dy);
-  if (dx) input_grad(G, in(w), out(*dx), M, N, K);
-  if (dw) {
+  // With bf16 activations the products take bf16 operands with fp32 accumulation: dx = dy·W into
+  // bf16 (from W's bf16 copy, the one the forward reads), and dW += dyᵀ·x added by cuBLASLt straight
+  // into the fp32 gradient (GemmType::bf16_f32out).
+  const bool bf16_acts = activation_dtype() == DType::bf16;
+  Widened f;
+  const bf16* G16 = bf16_acts ? f.in16(dy) : nullptr;
+  const float* G = bf16_acts ? nullptr : f.in(dy);
+  if (dx) {
+    if (bf16_acts)
+      gemm_bf16(cuda::GemmType::bf16, false, K, M, N, cuda::device_bf16(w), K, G16, N, f.out16(*dx), K, false);
+    else
+      input_grad(G, f.in(w), f.out(*dx), M, N, K);
+  }
+  if (dw && M > 0) {
     DeviceGrad g(dw, true);
-    weight_grad(G, in(x), g.get(), M, N, K, true);
+    if (bf16_acts)
+      gemm_bf16(cuda::GemmType::bf16_f32out, true, K, N, M, f.in16(x), K, G16, N, g.get(), K, true);
+    else
+      weight_grad(G, f.in(x), g.get(), M, N, K, true);
     g.finish();
   }
   if (db) {
     DeviceGrad g(db, true);
     Work work(bw::column_sum_work(M, N));
-    ok(bw::column_sum_add(G, g.get(), M, N, work.p, stream()), "linear backward: bias");
+    ok(bf16_acts ? bw::column_sum_add(G16, g.get(), M, N, work.p, stream())
+                 : bw::column_sum_add(G, g.get(), M, N, work.p, stream()),
+       "linear backward: bias");
     g.finish();
   }
 }
@@ -195,12 +277,12 @@ void CudaBackwardOps::linear_backward(const Tensor& x, const Tensor& w, const Te
 // (W as [Co, kh, kw, Ci]) and dx = col2im(dcols).
 void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                       Tensor* dx, Tensor* dw, Tensor* db) {
-  require_fp32(OpKind::Conv2d);
+  Widened f;
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Co = w.dim(0);
   const int64_t Ho = dy.dim(1), Wo = dy.dim(2);
   const int kh = g.kernel_h, kw = g.kernel_w;
   const int64_t K = Ci * kh * kw, M = B * Ho * Wo;
-  const float* G = in(dy);
+  const float* G = f.in(dy);
   if (db) {
     DeviceGrad d(db, true);
     Work work(bw::column_sum_work(M, Co));
@@ -212,7 +294,7 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
     Tensor dwk = Tensor::empty({Co, K}, Device::CUDA);
     {
       Tensor cols = Tensor::empty({M, K}, Device::CUDA);
-      ok(cuda::kernels::im2col_nhwc_padded(in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h,
+      ok(cuda::kernels::im2col_nhwc_padded(f.in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h,
                                            g.pad_w, Ho, Wo, stream()),
          "conv2d backward: im2col");
       weight_grad(G, cols.data(), dwk.data(), M, Co, K, false);
@@ -222,10 +304,10 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
   }
   if (dx) {
     Tensor wk = Tensor::empty({Co, K}, Device::CUDA);
-    ok(cuda::kernels::conv_weight_to_gemm(in(w), wk.data(), K, Co, Ci, kh, kw, stream()), "conv2d backward: weight layout");
+    ok(cuda::kernels::conv_weight_to_gemm(f.in(w), wk.data(), K, Co, Ci, kh, kw, stream()), "conv2d backward: weight layout");
     Tensor dcols = Tensor::empty({M, K}, Device::CUDA);
     input_grad(G, wk.data(), dcols.data(), M, Co, K);
-    ok(bw::col2im_nhwc(dcols.data(), out(*dx), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo,
+    ok(bw::col2im_nhwc(dcols.data(), f.out(*dx), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo,
                        stream()),
        "conv2d backward: col2im");
   }
@@ -233,9 +315,10 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
 
 void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g,
                                                 const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) {
-  require_fp32(OpKind::DepthwiseConv2d);
+  Widened f;
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3), Ho = dy.dim(1), Wo = dy.dim(2);
   const int kh = g.kernel_h, kw = g.kernel_w;
+  const bool bf16_acts = activation_dtype() == DType::bf16;
   // At stride 1, dx is the forward convolution of dy with the kernel flipped, padded by k − 1 − p:
   // the tiled forward kernel (fp32 sums) instead of a gather per input element in double, which
   // was 8 % of a caformer_s18 training step (kernel time) on the H200.
@@ -243,60 +326,95 @@ void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w
                              !gather_depthwise_dx();
   if (dx_by_forward) {
     Tensor flipped = Tensor::empty({static_cast<int64_t>(kh) * kw * C}, Device::CUDA);
-    ok(bw::depthwise_weight_flip_hwc(in(w), flipped.data(), C, kh, kw, stream()), "depthwise_conv2d backward: flip");
-    ok(cuda::kernels::depthwise_conv2d(in(dy), C, flipped.data(), nullptr, out(*dx), C, B, Ho, Wo, C, H, W, kh, kw, 1,
-                                       1, kh - 1 - g.pad_h, kw - 1 - g.pad_w, cuda::kernels::Act{},
-                                       cuda::kernels::Act{}, stream()),
-       "depthwise_conv2d backward: dx");
+    ok(bw::depthwise_weight_flip_hwc(f.in(w), flipped.data(), C, kh, kw, stream()), "depthwise_conv2d backward: flip");
+    const auto forward = [&](const auto* in, auto* out) {
+      ok(cuda::kernels::depthwise_conv2d(in, C, flipped.data(), nullptr, out, C, B, Ho, Wo, C, H, W, kh, kw, 1, 1,
+                                         kh - 1 - g.pad_h, kw - 1 - g.pad_w, cuda::kernels::Act{},
+                                         cuda::kernels::Act{}, stream()),
+         "depthwise_conv2d backward: dx");
+    };
+    if (bf16_acts)
+      forward(f.in16(dy), f.out16(*dx));
+    else
+      forward(f.in(dy), f.out(*dx));
   }
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::depthwise_backward_work(B, Ho, Wo, C, g.kernel_h, g.kernel_w));
-  ok(bw::depthwise_conv2d_backward(in(x), in(w), in(dy), dx && !dx_by_forward ? out(*dx) : nullptr, gw.get(), gb.get(), B, H, W, C, Ho,
-                                   Wo, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, work.p,
-                                   stream()),
-     "depthwise_conv2d backward");
+  const bool gather_dx = dx && !dx_by_forward;
+  if (bf16_acts)
+    ok(bw::depthwise_conv2d_backward(f.in16(x), f.in(w), f.in16(dy), gather_dx ? f.out16(*dx) : nullptr, gw.get(),
+                                     gb.get(), B, H, W, C, Ho, Wo, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
+                                     g.pad_h, g.pad_w, work.p, stream()),
+       "depthwise_conv2d backward");
+  else
+    ok(bw::depthwise_conv2d_backward(f.in(x), f.in(w), f.in(dy), gather_dx ? f.out(*dx) : nullptr, gw.get(), gb.get(),
+                                     B, H, W, C, Ho, Wo, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h,
+                                     g.pad_w, work.p, stream()),
+       "depthwise_conv2d backward");
   gw.finish();
   gb.finish();
 }
 
 void CudaBackwardOps::pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx) {
-  require_fp32(OpKind::PoolMinusInput);
-  ok(bw::pool_minus_input_backward(in(dy), out(dx), dy.dim(0), dy.dim(1), dy.dim(2), dy.dim(3), kernel, stream()),
-     "pool_minus_input backward");
+  Widened f;
+  if (activation_dtype() == DType::bf16)
+    ok(bw::pool_minus_input_backward(f.in16(dy), f.out16(dx), dy.dim(0), dy.dim(1), dy.dim(2), dy.dim(3), kernel,
+                                     stream()),
+       "pool_minus_input backward");
+  else
+    ok(bw::pool_minus_input_backward(f.in(dy), f.out(dx), dy.dim(0), dy.dim(1), dy.dim(2), dy.dim(3), kernel,
+                                     stream()),
+       "pool_minus_input backward");
 }
 
 void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                           Tensor* dw, Tensor* db) {
-  require_fp32(OpKind::LayerNorm);
+  Widened f;
   const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::norm_backward_work(rows, C, C));
-  ok(bw::norm_backward(in(x), in(w), in(dy), eps, out(dx), gw.get(), gb.get(), rows, C, C, work.p, stream()),
-     "layer_norm backward");
+  if (activation_dtype() == DType::bf16)
+    ok(bw::norm_backward(f.in16(x), f.in(w), f.in16(dy), eps, f.out16(dx), gw.get(), gb.get(), rows, C, C, work.p,
+                         stream()),
+       "layer_norm backward");
+  else
+    ok(bw::norm_backward(f.in(x), f.in(w), f.in(dy), eps, f.out(dx), gw.get(), gb.get(), rows, C, C, work.p, stream()),
+       "layer_norm backward");
   gw.finish();
   gb.finish();
 }
 
 void CudaBackwardOps::group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                            Tensor* dw, Tensor* db) {
-  require_fp32(OpKind::GroupNorm1);
+  Widened f;
   const int64_t B = x.dim(0), C = x.shape().last(), per = B ? x.numel() / B : 0;
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::norm_backward_work(B, per, C));
-  ok(bw::norm_backward(in(x), in(w), in(dy), eps, out(dx), gw.get(), gb.get(), B, per, C, work.p, stream()),
-     "group_norm1 backward");
+  if (activation_dtype() == DType::bf16)
+    ok(bw::norm_backward(f.in16(x), f.in(w), f.in16(dy), eps, f.out16(dx), gw.get(), gb.get(), B, per, C, work.p,
+                         stream()),
+       "group_norm1 backward");
+  else
+    ok(bw::norm_backward(f.in(x), f.in(w), f.in(dy), eps, f.out(dx), gw.get(), gb.get(), B, per, C, work.p, stream()),
+       "group_norm1 backward");
   gw.finish();
   gb.finish();
 }
 
 void CudaBackwardOps::activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
                                           Tensor* dscale, Tensor* dbias) {
-  require_fp32(OpKind::Activation);
+  Widened f;
   const bool star = act.kind == ActKind::StarReLU;
   DeviceGrad gs(star ? dscale : nullptr, true), gb(star ? dbias : nullptr, true);
   Work work(gs.get() || gb.get() ? bw::activation_backward_work(x.numel()) : 0);
-  ok(bw::activation_backward(in(x), bact(act), in(dy), out(dx), gs.get(), gb.get(), x.numel(), work.p, stream()),
-     "activation backward");
+  if (activation_dtype() == DType::bf16)
+    ok(bw::activation_backward(f.in16(x), bact(act), f.in16(dy), f.out16(dx), gs.get(), gb.get(), x.numel(), work.p,
+                               stream()),
+       "activation backward");
+  else
+    ok(bw::activation_backward(f.in(x), bact(act), f.in(dy), f.out(dx), gs.get(), gb.get(), x.numel(), work.p,
+                               stream()),
+       "activation backward");
   gs.finish();
   gb.finish();
 }
@@ -304,37 +422,46 @@ void CudaBackwardOps::activation_backward(const Tensor& x, const Activation& act
 void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
                                                const Tensor* layer_scale, const Tensor& dy, Tensor& dx,
                                                Tensor& dbranch, Tensor* d_res_scale, Tensor* d_layer_scale) {
-  require_fp32(OpKind::ScaledResidual);
+  Widened f;
   const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
   DeviceGrad grs(d_res_scale, true), gls(d_layer_scale, true);
   Work work(grs.get() || gls.get() ? bw::scaled_residual_backward_work(rows, C) : 0);
-  ok(bw::scaled_residual_backward(in(x), in(res_scale), in(branch), in(layer_scale), in(dy), out(dx), out(dbranch),
-                                  grs.get(), gls.get(), rows, C, work.p, stream()),
-     "scaled_residual backward");
+  if (activation_dtype() == DType::bf16) {
+    // x and branch are read only for the scales' gradients.
+    const bool sums = grs.get() || gls.get();
+    ok(bw::scaled_residual_backward(sums ? f.in16(x) : nullptr, f.in(res_scale), sums ? f.in16(branch) : nullptr,
+                                    f.in(layer_scale), f.in16(dy), f.out16(dx), f.out16(dbranch), grs.get(), gls.get(),
+                                    rows, C, work.p, stream()),
+       "scaled_residual backward");
+  } else {
+    ok(bw::scaled_residual_backward(f.in(x), f.in(res_scale), f.in(branch), f.in(layer_scale), f.in(dy), f.out(dx),
+                                    f.out(dbranch), grs.get(), gls.get(), rows, C, work.p, stream()),
+       "scaled_residual backward");
+  }
   grs.finish();
   gls.finish();
 }
 
 void CudaBackwardOps::global_avg_pool_backward(const Tensor& dy, Tensor& dx) {
-  require_fp32(OpKind::GlobalAvgPool);
+  Widened f;
   const int64_t B = dx.dim(0), C = dx.shape().last(), HW = B && C ? dx.numel() / (B * C) : 0;
-  ok(bw::global_avg_pool_backward(in(dy), out(dx), B, HW, C, stream()), "global_avg_pool backward");
+  ok(bw::global_avg_pool_backward(f.in(dy), f.out(dx), B, HW, C, stream()), "global_avg_pool backward");
 }
 
 void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                                          Tensor& dqkv) {
-  require_fp32(OpKind::Attention);
+  Widened f;
   const int64_t B = qkv.dim(0), N = qkv.dim(1), A = static_cast<int64_t>(heads) * head_dim;
   const AttnBwd version = attention_backward_version();
   if (version == AttnBwd::fused && bw::attention_backward_fused_supports(head_dim)) {
     Work work(bw::attention_backward_fused_work(B, N, heads));
-    ok(bw::attention_backward_fused(in(qkv), in(dy), out(dqkv), B, N, heads, head_dim, scale, work.p, stream()),
+    ok(bw::attention_backward_fused(f.in(qkv), f.in(dy), f.out(dqkv), B, N, heads, head_dim, scale, work.p, stream()),
        "attention backward (fused)");
     return;
   }
-  const float* q = in(qkv);
-  const float* g = in(dy);
-  float* d = out(dqkv);
+  const float* q = f.in(qkv);
+  const float* g = f.in(dy);
+  float* d = f.out(dqkv);
   if (version == AttnBwd::gemm) {
     // Row-major products as column-major cuBLASLt calls (see gemm_f32): a row-major X = op(L) · op(R)
     // is the column-major Xᵀ = op(R)ᵀ · op(L)ᵀ, and a row-major matrix is its column-major transpose.
@@ -383,35 +510,46 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
 }
 
 void CudaBackwardOps::channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) {
-  require_fp32(OpKind::ChannelSlice);
+  Widened f;
   const int64_t C = dx.shape().last(), width = dy.shape().last();
-  DeviceGrad g(&dx, true);
-  ok(bw::channel_slice_backward(in(dy), g.get(), dy.numel() / std::max<int64_t>(width, 1), C, offset, width, stream()),
+  // dx is an activation gradient (bf16 on the bf16 backend), or one on the host (the op harness's).
+  const bool wide = dx.device() == Device::CUDA && dx.dtype() == DType::bf16;
+  DeviceGrad g(wide ? nullptr : &dx, true);
+  ok(bw::channel_slice_backward(f.in(dy), wide ? f.inout(dx) : g.get(), dy.numel() / std::max<int64_t>(width, 1), C,
+                                offset, width, stream()),
      "channel_slice backward");
   g.finish();
 }
 
 void CudaBackwardOps::glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                                    const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc) {
-  require_fp32(OpKind::Glu);
+  Widened f;
   const int64_t Ct = t.shape().last(), width = dy.shape().last(), rows = dy.numel() / std::max<int64_t>(width, 1);
   const int64_t cw = c ? c->shape().last() : 0;
-  DeviceGrad gc(dc, false);
-  ok(bw::glu_backward(in(t), Ct, in(c), cw, gate_offset, value_offset, bact(act), in(dy), width, out(dt), gc.get(), rows,
-                      stream()),
+  // dc is an activation gradient (bf16 on the bf16 backend), or one on the host (the op harness's).
+  const bool bf16_dc = dc && dc->device() == Device::CUDA && dc->dtype() == DType::bf16;
+  if (activation_dtype() == DType::bf16 && (!dc || bf16_dc)) {
+    ok(bw::glu_backward(f.in16(t), Ct, c ? f.in16(*c) : nullptr, cw, gate_offset, value_offset, bact(act), f.in16(dy),
+                        width, f.out16(dt), dc ? f.out16(*dc) : nullptr, rows, stream()),
+       "glu backward");
+    return;
+  }
+  DeviceGrad gc(bf16_dc ? nullptr : dc, false);
+  ok(bw::glu_backward(f.in(t), Ct, f.in(c), cw, gate_offset, value_offset, bact(act), f.in(dy), width, f.out(dt),
+                      bf16_dc ? f.out(*dc) : gc.get(), rows, stream()),
      "glu backward");
   gc.finish();
 }
 
 void CudaBackwardOps::token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
                                          Tensor* dbias) {
-  require_fp32(OpKind::TokenMix);
+  Widened f;
   const int64_t B = x.dim(0), N = x.dim(1), C = x.dim(2), M = r.dim(0);
-  const float *R = in(r), *X = in(x), *G = in(dy);
+  const float *R = f.in(r), *X = f.in(x), *G = f.in(dy);
   if (dx) {
     // Row-major dx[b] (N×C) = Rᵀ (N×M) · dy[b] (M×C): column-major dx[b]ᵀ (C×N) = dy[b]ᵀ (C×M) · R (M×N),
     // R read as the transpose of its column-major N×M storage.
-    strided_gemm_f32(false, true, C, N, M, G, C, M * C, R, N, 0, out(*dx), C, N * C, B);
+    strided_gemm_f32(false, true, C, N, M, G, C, M * C, R, N, 0, f.out(*dx), C, N * C, B);
   }
   if (dr) {
     // Row-major dR (M×N) += Σ_b dy[b] (M×C) · x[b]ᵀ (C×N). Per sample, column-major dR[b]ᵀ (N×M) =
@@ -441,11 +579,11 @@ void CudaBackwardOps::token_mix_backward(const Tensor& r, const Tensor& x, const
 
 void CudaBackwardOps::channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
                                               Tensor* dalpha, Tensor* dbeta) {
-  require_fp32(OpKind::ChannelAffine);
+  Widened f;
   const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
   DeviceGrad ga(dalpha, true), gb(dbeta, true);
   Work work(bw::channel_affine_backward_work(rows, C));
-  ok(bw::channel_affine_backward(in(x), in(alpha), in(dy), out(dx), ga.get(), gb.get(), rows, C, work.p, stream()),
+  ok(bw::channel_affine_backward(f.in(x), f.in(alpha), f.in(dy), f.out(dx), ga.get(), gb.get(), rows, C, work.p, stream()),
      "channel_affine backward");
   ga.finish();
   gb.finish();
@@ -453,7 +591,7 @@ void CudaBackwardOps::channel_affine_backward(const Tensor& x, const Tensor& alp
 
 void CudaBackwardOps::complex_mul_backward(const Tensor& a, const Tensor& b, const Tensor& dy, Tensor* da,
                                            Tensor* db) {
-  require_fp32(OpKind::ComplexMul);
+  Widened f;
   const int64_t C = a.shape().last(), rows = a.numel() / std::max<int64_t>(2 * C, 1);
   const int64_t brows = b.numel() / std::max<int64_t>(2 * C, 1);
   if (da) complex_mul(dy, b, /*conj_b=*/true, *da);
@@ -461,15 +599,15 @@ void CudaBackwardOps::complex_mul_backward(const Tensor& a, const Tensor& b, con
   MF_CHECK(brows > 0 && rows % brows == 0, "complex_mul backward: {} rows do not repeat {} filter rows", rows, brows);
   DeviceGrad gb(db, true);
   Work work(bw::complex_mul_weight_grad_work(rows, brows, C));
-  ok(bw::complex_mul_weight_grad(in(a), in(dy), gb.get(), rows, brows, C, work.p, stream()),
+  ok(bw::complex_mul_weight_grad(f.in(a), f.in(dy), gb.get(), rows, brows, C, work.p, stream()),
      "complex_mul backward");
   gb.finish();
 }
 
 void CudaBackwardOps::cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
                                     Tensor& dlogits) {
-  require_fp32(OpKind::CrossEntropy);
-  ok(bw::cross_entropy(in(logits), in(target), grad_scale, out(loss), out(dlogits), logits.dim(0), logits.dim(1),
+  Widened f;
+  ok(bw::cross_entropy(f.in(logits), f.in(target), grad_scale, f.out(loss), f.out(dlogits), logits.dim(0), logits.dim(1),
                        stream()),
      "cross_entropy");
 }

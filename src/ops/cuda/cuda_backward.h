@@ -1,12 +1,15 @@
-// The backward passes of the "cuda" backend (issue 13; docs/cuda.md "Backward passes"), fp32 only:
-// a base class of the backend (cuda_backend.cpp), so that they live apart from its forward ops. The
-// matrix products (linear, the dense convolution's im2col GEMMs) are cuBLASLt's with fp32 compute
-// (TF32 off); the rest are the kernels of backward_kernels.cu. Semantics as the reference backend's:
+// The backward passes of the "cuda" backend (issue 13; docs/cuda.md "Backward passes"): a base class
+// of the backend (cuda_backend.cpp), so that they live apart from its forward ops. The matrix
+// products (linear, the dense convolution's im2col GEMMs) are cuBLASLt's with fp32 compute (TF32
+// off); the rest are the kernels of backward_kernels.cu. On the bf16 backend (bf16 activations,
+// train --dtype bf16) the products take bf16 operands, and an op without bf16 kernels runs its fp32
+// ones on widened copies (cuda_backward.cpp, Widened). Semantics as the reference backend's:
 // input gradients overwritten, parameter gradients accumulated. A gradient the caller passes in (a
 // parameter's, or channel_slice's dx) may live on the host: it is copied up, updated and copied back.
 #pragma once
 
 #include "ops/backend.h"
+#include "ops/cuda/kernels/kernels.h"
 
 namespace mf {
 
@@ -14,6 +17,9 @@ namespace cuda {
 // t's fp32 elements on the GPU: t itself, its cached upload (a host tensor) or its cached fp32 copy
 // (a bf16 tensor). Defined in cuda_backend.cpp, next to the forward ops' uploads.
 const float* device_f32(const Tensor& t);
+// t's elements as bf16 on the GPU: t itself (a bf16 activation) or its cached bf16 copy (a parameter:
+// remade when its version changes, i.e. once after each optimizer step).
+const kernels::bf16* device_bf16(const Tensor& t);
 }  // namespace cuda
 
 class CudaBackwardOps : public Backend {
@@ -69,11 +75,6 @@ class CudaBackwardOps : public Backend {
   void allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group) override;
   void allreduce_mean_start(Tensor& t, const RankGroup& group) override;
   void allreduce_wait() override;
-
-
- private:
-  // Throws "not supported" for a backend whose activations are bf16: backward passes are fp32 only.
-  void require_fp32(OpKind op) const;
 };
 
 }  // namespace mf

@@ -26,8 +26,14 @@ struct Plan {
 using Key = std::tuple<int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int, int>;
 
-cudaDataType_t data_type(GemmType t) { return t == GemmType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
-int64_t element_bytes(GemmType t) { return t == GemmType::bf16 ? 2 : 4; }
+// Of the operands A and B, and of C, D and the bias.
+cudaDataType_t operand_type(GemmType t) { return t == GemmType::f32 ? CUDA_R_32F : CUDA_R_16BF; }
+cudaDataType_t output_type(GemmType t) { return t == GemmType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
+int64_t operand_bytes(GemmType t) { return t == GemmType::f32 ? 4 : 2; }
+int64_t output_bytes(GemmType t) { return t == GemmType::bf16 ? 2 : 4; }
+const char* type_name(GemmType t) {
+  return t == GemmType::f32 ? "fp32" : t == GemmType::bf16 ? "bf16" : "bf16 (fp32 output)";
+}
 
 uint32_t alignment(const void* p) {
   const auto v = reinterpret_cast<uintptr_t>(p);
@@ -36,9 +42,9 @@ uint32_t alignment(const void* p) {
   return a;
 }
 
-cublasLtMatrixLayout_t layout(GemmType t, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+cublasLtMatrixLayout_t layout(cudaDataType_t t, int64_t rows, int64_t cols, int64_t ld, int64_t batch, int64_t stride) {
   cublasLtMatrixLayout_t l;
-  MF_CUBLAS(cublasLtMatrixLayoutCreate(&l, data_type(t), rows, cols, ld));
+  MF_CUBLAS(cublasLtMatrixLayoutCreate(&l, t, rows, cols, ld));
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
     MF_CUBLAS(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
@@ -68,13 +74,13 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
   }
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
   if (g.bias) {
-    const cudaDataType_t bias_type = data_type(g.type);
+    const cudaDataType_t bias_type = output_type(g.type);
     MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
   }
-  const GemmType t = g.type;
+  const cudaDataType_t t = operand_type(g.type);
   p->la = g.trans_a ? layout(t, g.k, g.m, g.lda, g.batch, g.stride_a) : layout(t, g.m, g.k, g.lda, g.batch, g.stride_a);
   p->lb = g.trans_b ? layout(t, g.n, g.k, g.ldb, g.batch, g.stride_b) : layout(t, g.k, g.n, g.ldb, g.batch, g.stride_b);
-  p->ld = layout(t, g.m, g.n, g.ldd, g.batch, g.stride_d);
+  p->ld = layout(output_type(g.type), g.m, g.n, g.ldd, g.batch, g.stride_d);
 
   cublasLtMatmulPreference_t pref;
   MF_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
@@ -90,7 +96,7 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
   cublasLtMatmulPreferenceDestroy(pref);
   MF_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
            "cuBLASLt has no algorithm for a {}x{}x{} {} product (batch {}, status {})", g.m, g.n, g.k,
-           g.type == GemmType::bf16 ? "bf16" : "fp32", g.batch, static_cast<int>(st));
+           type_name(g.type), g.batch, static_cast<int>(st));
   p->algo = result.algo;
   return p;
 }
@@ -103,14 +109,15 @@ Fp32Math fp32_math() { return g_fp32_math; }
 void run_gemm(const Gemm& g) {
   if (g.m == 0 || g.n == 0) return;
   Context& c = context();
-  const int64_t esize = element_bytes(g.type);
+  const int64_t asize = operand_bytes(g.type), dsize = output_bytes(g.type);
   uint32_t align = std::min(std::min(alignment(g.a), alignment(g.b)), alignment(g.d));
   if (g.bias) align = std::min(align, alignment(g.bias));
   if (g.c) align = std::min(align, alignment(g.c));
-  for (int64_t ld : {g.lda, g.ldb, g.ldd})
-    while (align > esize && (ld * esize) % align) align /= 2;
+  for (int64_t ld : {g.lda, g.ldb})
+    while (align > asize && (ld * asize) % align) align /= 2;
+  while (align > dsize && (g.ldd * dsize) % align) align /= 2;
   static std::map<Key, std::unique_ptr<Plan>> plans;
-  const Key key{static_cast<int>(g.type) + 2 * static_cast<int>(g_fp32_math), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
+  const Key key{static_cast<int>(g.type) + 3 * static_cast<int>(g_fp32_math), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
                 static_cast<int>(g.epilogue) * 4 + (g.bias != nullptr) * 2 + (g.c != nullptr), static_cast<int>(align)};
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;
@@ -119,7 +126,7 @@ void run_gemm(const Gemm& g) {
   const float one = 1.f, zero = 0.f;
   if (g.k == 0) {  // an empty sum: cuBLASLt would not write D
     MF_CHECK(g.bias == nullptr && g.c == nullptr, "an empty product with a bias or residual is not supported on the GPU");
-    MF_CUDA(cudaMemsetAsync(g.d, 0, static_cast<size_t>(esize * g.ldd * g.n * g.batch), c.stream));
+    MF_CUDA(cudaMemsetAsync(g.d, 0, static_cast<size_t>(dsize * g.ldd * g.n * g.batch), c.stream));
     return;
   }
   MF_CUBLAS(cublasLtMatmul(c.lt, p.op, &one, g.a, p.la, g.b, p.lb, g.c ? &one : &zero, g.c ? g.c : g.d, p.ld, g.d,

@@ -10,7 +10,9 @@ namespace mf::cuda {
 // gelu_bias is cuBLASLt's GELU, the tanh approximation; the backend uses it only in bf16, where its
 // difference from the erf GELU (≤ 4.8e-4) is far below the bf16 rounding of the stored result.
 enum class Epilogue { none, bias, relu_bias, gelu_bias };
-enum class GemmType { f32, bf16 };  // of A, B, D and the bias
+// The element types: f32 and bf16 are those of A, B, C, D and the bias; bf16_f32out multiplies bf16
+// A and B into an fp32 C and D (a weight gradient of bf16 activations, added into its fp32 buffer).
+enum class GemmType { f32, bf16, bf16_f32out };
 
 // How the fp32 products (GemmType::f32) multiply: exactly (CUBLAS_COMPUTE_32F, the default: parity
 // with float64 references), or on the tensor cores with the operands rounded inside cuBLASLt to

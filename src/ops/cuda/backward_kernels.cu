@@ -960,8 +960,9 @@ __global__ void conv_weight_grad_add_kernel(const float* dwk, float* dw, int64_t
   }
 }
 
-__global__ void col2im_kernel(const float* dcols, float* dx, int64_t total, int64_t H, int64_t W, int64_t C, int kh,
-                              int kw, int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+template <class T>
+__global__ void col2im_kernel(const T* dcols, T* dx, int64_t total, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                              int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
   const int64_t K = static_cast<int64_t>(kh) * kw * C;
   MF_GRID_STRIDE(at, total) {
     const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
@@ -976,20 +977,19 @@ __global__ void col2im_kernel(const float* dcols, float* dx, int64_t total, int6
         if (tw < 0 || tw % sw) continue;
         const int64_t ow = tw / sw;
         if (ow >= Wo) continue;
-        acc += dcols[((n * Ho + oh) * Wo + ow) * K + (static_cast<int64_t>(ky) * kw + kx) * C + c];
+        acc += ld(dcols[((n * Ho + oh) * Wo + ow) * K + (static_cast<int64_t>(ky) * kw + kx) * C + c]);
       }
     }
-    dx[at] = static_cast<float>(acc);
+    dx[at] = narrow<T>(static_cast<float>(acc));
   }
 }
 
 // The same with 32-bit indices, float sums (at most ⌈kh/sh⌉·⌈kw/sw⌉ terms: 4 for the downsampling
 // convolutions) and V = 4 channels a thread where C allows: the 64-bit version's divisions and double
 // sums made it 2-4 % of a training step's kernel time.
-template <int V>
-__global__ void col2im_i32_kernel(const float* dcols, float* dx, int total_vectors, int H, int W, int C, int kh, int kw,
-                                  int sh, int sw, int ph, int pw, int Ho, int Wo) {
-  using Vec = std::conditional_t<V == 4, float4, float>;
+template <class T, int V>
+__global__ void col2im_i32_kernel(const T* dcols, T* dx, int total_vectors, int H, int W, int C, int kh, int kw, int sh,
+                                  int sw, int ph, int pw, int Ho, int Wo) {
   const int K = kh * kw * C, Cv = C / V;
   for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
     const int cv = at % Cv, pix = at / Cv, iw = pix % W, ih = (pix / W) % H, n = pix / (W * H);
@@ -1005,18 +1005,13 @@ __global__ void col2im_i32_kernel(const float* dcols, float* dx, int total_vecto
         const int ow = tw / sw;
         if (ow >= Wo) continue;
         // dcols row (n, oh, ow), column (ky, kx, c): K is a multiple of V when C is.
-        const Vec v = reinterpret_cast<const Vec*>(dcols)[(static_cast<int64_t>((n * Ho + oh) * Wo + ow) * K +
-                                                           (ky * kw + kx) * C) / V + cv];
-        const float* vp = reinterpret_cast<const float*>(&v);
+        float v[V];
+        load_v<T, V>(dcols + static_cast<int64_t>((n * Ho + oh) * Wo + ow) * K + (ky * kw + kx) * C + cv * V, v);
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] += vp[e];
+        for (int e = 0; e < V; ++e) acc[e] += v[e];
       }
     }
-    Vec out;
-    float* op = reinterpret_cast<float*>(&out);
-#pragma unroll
-    for (int e = 0; e < V; ++e) op[e] = acc[e];
-    reinterpret_cast<Vec*>(dx)[at] = out;
+    store_v<T, V>(dx + static_cast<int64_t>(at) * V, acc);
   }
 }
 
@@ -1384,24 +1379,35 @@ cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_
   return cudaGetLastError();
 }
 
-cudaError_t col2im_nhwc(const float* dcols, float* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
-                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+template <class H_>
+cudaError_t col2im_nhwc(const H_* dcolsh, H_* dxh, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
+                        int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  using T = typename DevT<H_>::type;
+  constexpr int V = kVec<T>;
+  const T* dcols = dptr(dcolsh);
+  T* dx = dptr(dxh);
   const int64_t total = B * H * W * C;
   if (total <= 0) return cudaGetLastError();
   if (total < (int64_t{1} << 31) && B * Ho * Wo < (int64_t{1} << 31)) {
-    const bool vec4 = C % 4 == 0 && reinterpret_cast<uintptr_t>(dcols) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
-    const int64_t vectors = vec4 ? total / 4 : total;
+    const bool vec = C % V == 0 && reinterpret_cast<uintptr_t>(dcols) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+    const int64_t vectors = vec ? total / V : total;
     const int h = static_cast<int>(H), w = static_cast<int>(W), c = static_cast<int>(C), ho = static_cast<int>(Ho),
               wo = static_cast<int>(Wo), n = static_cast<int>(vectors);
-    if (vec4)
-      col2im_i32_kernel<4><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw, ho, wo);
+    if (vec)
+      col2im_i32_kernel<T, V><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw,
+                                                                        ho, wo);
     else
-      col2im_i32_kernel<1><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw, ho, wo);
+      col2im_i32_kernel<T, 1><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw,
+                                                                        ho, wo);
     return cudaGetLastError();
   }
-  col2im_kernel<<<blocks_for(total), kThreads, 0, s>>>(dcols, dx, total, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  col2im_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(dcols, dx, total, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
   return cudaGetLastError();
 }
+template cudaError_t col2im_nhwc(const float*, float*, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
+                                 int, int64_t, int64_t, cudaStream_t);
+template cudaError_t col2im_nhwc(const bf16*, bf16*, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int, int,
+                                 int64_t, int64_t, cudaStream_t);
 
 cudaError_t attention_softmax_grad(float* S, float* dP, int64_t rows, int64_t N, float scale, cudaStream_t s) {
   if (rows > 0 && N > 0)

@@ -120,8 +120,10 @@ cudaError_t depthwise_conv2d_backward(const T* x, const float* w, const T* dy, T
 // at stride 1 its convolution of dy is dx.
 cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s);
 cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
-cudaError_t col2im_nhwc(const float* dcols, float* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw,
-                        int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
+// T: float or bf16.
+template <class T>
+cudaError_t col2im_nhwc(const T* dcols, T* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
+                        int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s);
 
 // The default attention backward runs its five products through cuBLASLt (cuda_backward.cpp) and
 // this kernel between them, over `rows` rows of N: S (the raw products q·k) becomes P =

@@ -84,12 +84,16 @@ const float* depthwise_weight(const Tensor& w) {
 // A dense convolution's GEMM weight: [Co, Ci, kh, kw] as [Co, kh, kw, Ci] (im2col_nhwc's column
 // order), each row ldk ≥ K elements long and zero past K, as T; made on the GPU and cached with the
 // weight. Training changes the weight each step, so this runs once a step: a copy through the host
-// here made every step wait for the GPU to finish the previous one (docs/cuda.md).
+// here made every step wait for the GPU to finish the previous one (docs/cuda.md). One key per type
+// (each type has one row length: K in fp32, K padded to 8 in bf16), made once rather than a string
+// built on every call; the cached copy's row length is checked.
 template <class T>
 const T* conv_weight_gemm(const Tensor& w, int64_t ldk) {
-  const std::string key = std::string(std::is_same_v<T, float> ? "cuda.conv_khwc" : "cuda.conv_khwc_bf16") + "." +
-                          std::to_string(ldk);
-  if (auto d = w.derived(key)) return static_cast<const T*>(static_cast<Tensor*>(d.get())->raw());
+  static const std::string key = std::is_same_v<T, float> ? "cuda.conv_khwc" : "cuda.conv_khwc_bf16";
+  if (auto d = w.derived(key)) {
+    const Tensor& t = *static_cast<Tensor*>(d.get());
+    if (t.dim(1) == ldk) return static_cast<const T*>(t.raw());
+  }
   const int64_t Co = w.dim(0), Ci = w.dim(1), kh = w.dim(2), kw = w.dim(3);
   auto t = std::make_shared<Tensor>(
       Tensor::empty({Co, ldk}, Device::CUDA, std::is_same_v<T, float> ? DType::f32 : DType::bf16));

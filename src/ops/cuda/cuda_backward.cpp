@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -183,11 +184,11 @@ void gemm_bf16(cuda::GemmType type, bool trans_b, int64_t m, int64_t n, int64_t 
 
 // A strided batch of column-major fp32 products, D[i] = op(A[i]) · op(B[i]) (overwritten), the i-th
 // operands `batch` strides apart (stride 0: the same matrix for every i).
-void strided_gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                      int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float* d, int64_t ldd,
-                      int64_t stride_d, int64_t batch) {
+void strided_gemm(cuda::GemmType type, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a,
+                  int64_t lda, int64_t stride_a, const void* b, int64_t ldb, int64_t stride_b, void* d, int64_t ldd,
+                  int64_t stride_d, int64_t batch) {
   cuda::Gemm g;
-  g.type = cuda::GemmType::f32;
+  g.type = type;
   g.trans_a = trans_a, g.trans_b = trans_b;
   g.m = m, g.n = n, g.k = k;
   g.a = a, g.lda = lda, g.stride_a = stride_a;
@@ -195,6 +196,67 @@ void strided_gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
   g.d = d, g.ldd = ldd, g.stride_d = stride_d;
   g.batch = batch;
   cuda::run_gemm(g);
+}
+
+void strided_gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                      int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float* d, int64_t ldd,
+                      int64_t stride_d, int64_t batch) {
+  strided_gemm(cuda::GemmType::f32, trans_a, trans_b, m, n, k, a, lda, stride_a, b, ldb, stride_b, d, ldd, stride_d,
+               batch);
+}
+
+// Attention's default backward: the five products through cuBLASLt, strided over the samples, one
+// head at a time (the heads are column windows of qkv: no copies), with the softmax rows in one
+// kernel between them. E: the activations' type. In bf16, S = Q·Kᵀ and dP = dY·Vᵀ come out in fp32
+// (bf16 operands), the softmax kernel makes P and dS in fp32, and they are rounded to bf16 for the
+// three products that read them (as flash attention does), which write dqkv in bf16.
+// Row-major products as column-major cuBLASLt calls (see gemm_f32): a row-major X = op(L) · op(R)
+// is the column-major Xᵀ = op(R)ᵀ · op(L)ᵀ, and a row-major matrix is its column-major transpose.
+template <class E>
+void attention_backward_gemm(const E* q, const E* g, E* d, int64_t B, int64_t N, int heads, int head_dim,
+                             float scale) {
+  constexpr bool half = std::is_same_v<E, bf16>;
+  const cuda::GemmType scores = half ? cuda::GemmType::bf16_f32out : cuda::GemmType::f32;
+  const cuda::GemmType grads = half ? cuda::GemmType::bf16 : cuda::GemmType::f32;
+  const int64_t A = static_cast<int64_t>(heads) * head_dim, NN = N * N, ld = 3 * A;
+  const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 26) / std::max<int64_t>(heads * NN, 1), 1,
+                                            std::max<int64_t>(B, 1));
+  Tensor work = Tensor::empty({2 * heads * chunk * NN}, Device::CUDA);
+  Tensor work16 = half ? Tensor::empty({2 * heads * chunk * NN}, Device::CUDA, DType::bf16) : Tensor();
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    const int64_t nb = std::min(chunk, B - b0);
+    const E* q0 = q + b0 * N * ld;
+    const E* g0 = g + b0 * N * A;
+    E* d0 = d + b0 * N * ld;
+    float* S = work.data();  // [heads, nb, N, N]
+    float* dP = work.data() + heads * nb * NN;
+    for (int h = 0; h < heads; ++h) {
+      const int64_t o = static_cast<int64_t>(h) * head_dim;
+      // S = Q·Kᵀ and dP = dY·Vᵀ, [N, N] per sample
+      strided_gemm(scores, true, false, N, N, head_dim, q0 + A + o, ld, N * ld, q0 + o, ld, N * ld, S + h * nb * NN, N,
+                   NN, nb);
+      strided_gemm(scores, true, false, N, N, head_dim, q0 + 2 * A + o, ld, N * ld, g0 + o, A, N * A,
+                   dP + h * nb * NN, N, NN, nb);
+    }
+    ok(bw::attention_softmax_grad(S, dP, heads * nb * N, N, scale, stream()), "attention backward: softmax");
+    const E* P = reinterpret_cast<const E*>(S);
+    const E* dS = reinterpret_cast<const E*>(dP);
+    if constexpr (half) {
+      bf16* P16 = static_cast<bf16*>(work16.raw());
+      ok(k::cast(S, P16, 2 * heads * nb * NN, stream()), "attention backward: P and dS to bf16");  // S, dP adjacent
+      P = P16;
+      dS = P16 + heads * nb * NN;
+    }
+    for (int h = 0; h < heads; ++h) {
+      const int64_t o = static_cast<int64_t>(h) * head_dim;
+      const E* Ph = P + h * nb * NN;
+      const E* dSh = dS + h * nb * NN;
+      // dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q, [N, head_dim] per sample, into dqkv's slices
+      strided_gemm(grads, false, true, head_dim, N, N, g0 + o, A, N * A, Ph, N, NN, d0 + 2 * A + o, ld, N * ld, nb);
+      strided_gemm(grads, false, false, head_dim, N, N, q0 + A + o, ld, N * ld, dSh, N, NN, d0 + o, ld, N * ld, nb);
+      strided_gemm(grads, false, true, head_dim, N, N, q0 + o, ld, N * ld, dSh, N, NN, d0 + A + o, ld, N * ld, nb);
+    }
+  }
 }
 
 // Row-major dx [M, K] = dy [M, N] · w [N, K]: column-major dxᵀ (K×M) = wᵀ (K×N) · dyᵀ (N×M).
@@ -274,7 +336,8 @@ void CudaBackwardOps::linear_backward(const Tensor& x, const Tensor& w, const Te
 }
 
 // Through im2col, as the forward: dW = dyᵀ · cols (then reordered to [Co, Ci, kh, kw]), dcols = dy · W
-// (W as [Co, kh, kw, Ci]) and dx = col2im(dcols).
+// (W as [Co, kh, kw, Ci]) and dx = col2im(dcols). With bf16 activations the columns, dcols and the
+// weight's GEMM layout are bf16, dW's product comes out in fp32 (bf16_f32out).
 void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                       Tensor* dx, Tensor* dw, Tensor* db) {
   Widened f;
@@ -282,34 +345,58 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
   const int64_t Ho = dy.dim(1), Wo = dy.dim(2);
   const int kh = g.kernel_h, kw = g.kernel_w;
   const int64_t K = Ci * kh * kw, M = B * Ho * Wo;
-  const float* G = f.in(dy);
+  const bool bf16_acts = activation_dtype() == DType::bf16;
+  const DType act = bf16_acts ? DType::bf16 : DType::f32;
+  const bf16* G16 = bf16_acts ? f.in16(dy) : nullptr;
+  const float* G = bf16_acts ? nullptr : f.in(dy);
   if (db) {
     DeviceGrad d(db, true);
     Work work(bw::column_sum_work(M, Co));
-    ok(bw::column_sum_add(G, d.get(), M, Co, work.p, stream()), "conv2d backward: bias");
+    ok(bf16_acts ? bw::column_sum_add(G16, d.get(), M, Co, work.p, stream())
+                 : bw::column_sum_add(G, d.get(), M, Co, work.p, stream()),
+       "conv2d backward: bias");
     d.finish();
   }
   if (dw && M > 0) {
     DeviceGrad d(dw, true);
     Tensor dwk = Tensor::empty({Co, K}, Device::CUDA);
     {
-      Tensor cols = Tensor::empty({M, K}, Device::CUDA);
-      ok(cuda::kernels::im2col_nhwc_padded(f.in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h,
-                                           g.pad_w, Ho, Wo, stream()),
-         "conv2d backward: im2col");
-      weight_grad(G, cols.data(), dwk.data(), M, Co, K, false);
+      Tensor cols = Tensor::empty({M, K}, Device::CUDA, act);
+      if (bf16_acts) {
+        ok(cuda::kernels::im2col_nhwc_padded(f.in16(x), static_cast<bf16*>(cols.raw()), K, B, H, W, Ci, kh, kw,
+                                             g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
+           "conv2d backward: im2col");
+        gemm_bf16(cuda::GemmType::bf16_f32out, true, K, Co, M, static_cast<const bf16*>(cols.raw()), K, G16, Co,
+                  dwk.data(), K, false);
+      } else {
+        ok(cuda::kernels::im2col_nhwc_padded(f.in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w,
+                                             g.pad_h, g.pad_w, Ho, Wo, stream()),
+           "conv2d backward: im2col");
+        weight_grad(G, cols.data(), dwk.data(), M, Co, K, false);
+      }
     }
     ok(bw::conv_weight_grad_add(dwk.data(), d.get(), Co, Ci, kh, kw, stream()), "conv2d backward: weight");
     d.finish();
   }
   if (dx) {
-    Tensor wk = Tensor::empty({Co, K}, Device::CUDA);
-    ok(cuda::kernels::conv_weight_to_gemm(f.in(w), wk.data(), K, Co, Ci, kh, kw, stream()), "conv2d backward: weight layout");
-    Tensor dcols = Tensor::empty({M, K}, Device::CUDA);
-    input_grad(G, wk.data(), dcols.data(), M, Co, K);
-    ok(bw::col2im_nhwc(dcols.data(), f.out(*dx), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo,
-                       stream()),
-       "conv2d backward: col2im");
+    Tensor wk = Tensor::empty({Co, K}, Device::CUDA, act);
+    Tensor dcols = Tensor::empty({M, K}, Device::CUDA, act);
+    if (bf16_acts) {
+      bf16* wk16 = static_cast<bf16*>(wk.raw());
+      bf16* dcols16 = static_cast<bf16*>(dcols.raw());
+      ok(cuda::kernels::conv_weight_to_gemm(f.in(w), wk16, K, Co, Ci, kh, kw, stream()), "conv2d backward: weight layout");
+      gemm_bf16(cuda::GemmType::bf16, false, K, M, Co, wk16, K, G16, Co, dcols16, K, false);
+      ok(bw::col2im_nhwc<bf16>(dcols16, f.out16(*dx), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho,
+                               Wo, stream()),
+         "conv2d backward: col2im");
+    } else {
+      ok(cuda::kernels::conv_weight_to_gemm(f.in(w), wk.data(), K, Co, Ci, kh, kw, stream()),
+         "conv2d backward: weight layout");
+      input_grad(G, wk.data(), dcols.data(), M, Co, K);
+      ok(bw::col2im_nhwc<float>(dcols.data(), f.out(*dx), B, H, W, Ci, kh, kw, g.stride_h, g.stride_w, g.pad_h,
+                                g.pad_w, Ho, Wo, stream()),
+         "conv2d backward: col2im");
+    }
   }
 }
 
@@ -459,45 +546,16 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
        "attention backward (fused)");
     return;
   }
+  if (version == AttnBwd::gemm) {
+    if (activation_dtype() == DType::bf16)
+      attention_backward_gemm(f.in16(qkv), f.in16(dy), f.out16(dqkv), B, N, heads, head_dim, scale);
+    else
+      attention_backward_gemm(f.in(qkv), f.in(dy), f.out(dqkv), B, N, heads, head_dim, scale);
+    return;
+  }
   const float* q = f.in(qkv);
   const float* g = f.in(dy);
   float* d = f.out(dqkv);
-  if (version == AttnBwd::gemm) {
-    // Row-major products as column-major cuBLASLt calls (see gemm_f32): a row-major X = op(L) · op(R)
-    // is the column-major Xᵀ = op(R)ᵀ · op(L)ᵀ, and a row-major matrix is its column-major transpose.
-    const int64_t NN = N * N, ld = 3 * A;
-    const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 26) / std::max<int64_t>(heads * NN, 1), 1,
-                                              std::max<int64_t>(B, 1));
-    Tensor work = Tensor::empty({2 * heads * chunk * NN}, Device::CUDA);
-    const auto product = strided_gemm_f32;
-    for (int64_t b0 = 0; b0 < B; b0 += chunk) {
-      const int64_t nb = std::min(chunk, B - b0);
-      const float* q0 = q + b0 * N * ld;
-      const float* g0 = g + b0 * N * A;
-      float* d0 = d + b0 * N * ld;
-      float* S = work.data();                // [heads, nb, N, N]
-      float* dP = work.data() + heads * nb * NN;
-      for (int h = 0; h < heads; ++h) {
-        const int64_t o = static_cast<int64_t>(h) * head_dim;
-        float* Sh = S + h * nb * NN;
-        float* dPh = dP + h * nb * NN;
-        // S = Q·Kᵀ and dP = dY·Vᵀ, [N, N] per sample
-        product(true, false, N, N, head_dim, q0 + A + o, ld, N * ld, q0 + o, ld, N * ld, Sh, N, NN, nb);
-        product(true, false, N, N, head_dim, q0 + 2 * A + o, ld, N * ld, g0 + o, A, N * A, dPh, N, NN, nb);
-      }
-      ok(bw::attention_softmax_grad(S, dP, heads * nb * N, N, scale, stream()), "attention backward: softmax");
-      for (int h = 0; h < heads; ++h) {
-        const int64_t o = static_cast<int64_t>(h) * head_dim;
-        const float* Ph = S + h * nb * NN;
-        const float* dSh = dP + h * nb * NN;
-        // dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q, [N, head_dim] per sample, into dqkv's slices
-        product(false, true, head_dim, N, N, g0 + o, A, N * A, Ph, N, NN, d0 + 2 * A + o, ld, N * ld, nb);
-        product(false, false, head_dim, N, N, q0 + A + o, ld, N * ld, dSh, N, NN, d0 + o, ld, N * ld, nb);
-        product(false, true, head_dim, N, N, q0 + o, ld, N * ld, dSh, N, NN, d0 + A + o, ld, N * ld, nb);
-      }
-    }
-    return;
-  }
   const int64_t per_sample = bw::attention_backward_work(1, N, heads);
   const int64_t chunk = std::clamp<int64_t>((int64_t{1} << 27) / std::max<int64_t>(per_sample, 1), 1, std::max<int64_t>(B, 1));
   Work work(per_sample * chunk);

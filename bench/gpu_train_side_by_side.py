@@ -15,6 +15,7 @@ Peak GPU memory: torch's max_memory_allocated; the engine's memory-pool peak (me
 Prints a markdown table; --json writes every figure.
 
   python3 bench/gpu_train_side_by_side.py --metaformer build/metaformer [--models a,b] [--steps N] [--compile]
+      [--no-fp32]
 """
 import argparse
 import json
@@ -97,6 +98,7 @@ def main():
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="add timm + torch.compile, bf16 autocast")
+    p.add_argument("--no-fp32", action="store_true", help="skip the fp32 columns (engine and timm eager): a shorter run")
     p.add_argument("--json")
     a = p.parse_args()
     rows = []
@@ -110,10 +112,11 @@ def main():
     print(head)
     print("| --- " + "| ---: " * (head.count("|") - 2) + "|")
     for m in a.models.split(","):
-        e, e_mem = engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "fp32"])
+        nan = (float("nan"), float("nan"))
+        e, e_mem = nan if a.no_fp32 else engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "fp32"])
         eb, eb_mem = engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "bf16"])
         ed, ed_mem = engine(a.metaformer, m, a.batch, a.steps, ["--dtype", "bf16"])
-        t32, t32_mem = timm_train(m, a.batch, a.steps, False)
+        t32, t32_mem = nan if a.no_fp32 else timm_train(m, a.batch, a.steps, False)
         t16, t16_mem = timm_train(m, a.batch, a.steps, True)
         row = dict(model=m, engine=e, engine_mib=e_mem, engine_bf16_matmul=eb, engine_bf16_matmul_mib=eb_mem,
                    engine_bf16=ed, engine_bf16_mib=ed_mem, timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16,

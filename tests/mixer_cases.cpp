@@ -22,6 +22,7 @@ const std::multimap<std::string, MixerCase>& tailored_cases() {
     std::multimap<std::string, MixerCase> m;
     auto add = [&](MixerCase c) { m.emplace(c.name, std::move(c)); };
     add({"sepconv", {{"kernel_size", 5}}});
+    add({"sepconv", {}});  // ConvFormer's own 7x7 (the tiled kernels)
     add({"attention", {{"head_dim", 8}}});  // the default head_dim 32 exceeds 16 channels
     add({"gated_cnn", {}, 18, 5, 6});
     add({"gated_cnn", {{"conv_ratio", 0.5}, {"act", "silu"}}});
@@ -173,7 +174,8 @@ MixerGradientCheck check_mixer_gradient(const MixerCase& c) {
   return r;
 }
 
-std::optional<double> mixer_gradient_error_on(const MixerCase& c, Backend& backend, std::string& unsupported) {
+std::optional<MixerDeviceErrors> mixer_gradient_error_on(const MixerCase& c, Backend& backend, std::string& unsupported,
+                                                         bool judge_scalars) {
   auto ref_mixer = make_mixer(c), mixer = make_mixer(c);
   std::set<OpKind> ops;
   mixer->all_ops(ops);
@@ -198,11 +200,19 @@ std::optional<double> mixer_gradient_error_on(const MixerCase& c, Backend& backe
   mixer->run(under, x.to(backend.device()));
   const Tensor dx = mixer->backward(under, g.to(backend.device()));
   backend.synchronize();
-  double err = rel_error(dx.to(Device::CPU), dx_ref);
-  for (size_t i = 0; i < params.size(); ++i)
-    if (params[i].second->trainable)
-      err = std::max(err, rel_error(params[i].second->grad.to(Device::CPU), ref_params[i].second->grad));
-  return err;
+  MixerDeviceErrors r;
+  r.worst = rel_error(dx.to(Device::CPU), dx_ref);
+  r.worst_name = "the input";
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& p = *params[i].second;
+    if (!p.trainable) continue;
+    const double e = rel_error(p.grad.to(Device::CPU), ref_params[i].second->grad);
+    const bool scalar = !judge_scalars && p.value.numel() == 1;
+    double& worst = scalar ? r.scalar_worst : r.worst;
+    std::string& name = scalar ? r.scalar_name : r.worst_name;
+    if (!(e <= worst)) worst = e, name = params[i].first;
+  }
+  return r;
 }
 
 }  // namespace mf::test

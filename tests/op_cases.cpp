@@ -502,6 +502,9 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {1, 6, 10, 35}, 3, 1, 1, false);  // 3x3 window with a channel tail
     add_depthwise(v, {2, 4, 37, 32}, 3, 1, 1, true);   // wide rows: interior windows (no bounds checks)
     add_depthwise(v, {1, 3, 30, 16}, 7, 1, 3, false);  // the same for 7x7
+    add_depthwise(v, {2, 7, 7, 32}, 5, 1, 2, false);   // 5x5: the generic forward kernel, the fixed backward
+    add_depthwise(v, {1, 9, 10, 24}, 5, 1, 2, true);
+    add_depthwise(v, {2, 9, 9, 16}, 5, 2, 2, false);   // 5x5 at stride 2: the gather for dx
 
 
     auto pool_case = [&](Shape x, int k) {

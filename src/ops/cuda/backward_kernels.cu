@@ -497,6 +497,14 @@ __device__ float act_derivative_f(const Act& a, float x) {
     default: return static_cast<float>(act_derivative(a, x));
   }
 }
+// The activation's value, GELU and SiLU in float likewise (for glu's backward).
+__device__ float act_value_f(const Act& a, float x) {
+  switch (a.kind) {
+    case 1: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case 5: return x / (1.f + expf(-x));
+    default: return act_value(a, x);
+  }
+}
 
 // dx of the i-th 16-byte vector (4 floats or 8 bf16); leaves x's values in v and dy's in g.
 template <class T>
@@ -628,55 +636,57 @@ __global__ void channel_scale_kernel(const float* dy, const float* alpha, float*
 }
 
 // ---- small gathers -------------------------------------------------------------------------------
-__global__ void global_avg_pool_backward_kernel(const float* dy, float* dx, int64_t total, int64_t HW, int64_t C) {
+template <class T>
+__global__ void global_avg_pool_backward_kernel(const T* dy, T* dx, int64_t total, int64_t HW, int64_t C) {
   MF_GRID_STRIDE(i, total) {
     const int64_t c = i % C, b = i / (HW * C);
-    dx[i] = static_cast<float>(dy[b * C + c] / static_cast<double>(HW));
+    dx[i] = narrow<T>(static_cast<float>(ld(dy[b * C + c]) / static_cast<double>(HW)));
   }
 }
 
-__global__ void channel_slice_backward_kernel(const float* dy, float* dx, int64_t total, int64_t C, int64_t offset,
+// In bf16 the sum is rounded once, as fp32's is.
+template <class T>
+__global__ void channel_slice_backward_kernel(const T* dy, T* dx, int64_t total, int64_t C, int64_t offset,
                                               int64_t width) {
   MF_GRID_STRIDE(i, total) {
     const int64_t r = i / width, j = i % width;
-    dx[r * C + offset + j] += dy[i];
+    T& d = dx[r * C + offset + j];
+    d = narrow<T>(ld(d) + ld(dy[i]));
   }
 }
 
 // One thread per element of t: its gradient as the gate of output j = k − gate_offset and as the
 // value of output j = k − value_offset (the windows may overlap; no two threads write one element).
+// Float arithmetic (GELU's and SiLU's erff and expf) and 32-bit indices (the launcher checks the
+// sizes): the double version was a fifth of MambaOut-Femto's training kernel time.
 template <class T>
-__global__ void glu_dt_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset,
-                              int64_t value_offset, Act act, const T* dy, int64_t width, T* dt, int64_t total) {
-  const int64_t from_t = width - cw;
-  MF_GRID_STRIDE(i, total) {
-    const int64_t r = i / Ct, k = i % Ct;
-    const T* tr = t + r * Ct;
-    const T* dyr = dy + r * width;
+__global__ void glu_dt_kernel(const T* t, int Ct, const T* c, int cw, int gate_offset, int value_offset, Act act,
+                              const T* dy, int width, T* dt, int total) {
+  const int from_t = width - cw;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const int r = i / Ct, k = i - r * Ct;
+    const T* tr = t + static_cast<int64_t>(r) * Ct;
+    const T* dyr = dy + static_cast<int64_t>(r) * width;
     float acc = 0.f;
-    const int64_t jg = k - gate_offset;
+    const int jg = k - gate_offset;
     if (jg >= 0 && jg < width) {
-      const double gin = ld(tr[k]);
-      const double v = ld(jg < from_t ? tr[value_offset + jg] : c[r * cw + jg - from_t]);
-      acc += static_cast<float>(static_cast<double>(ld(dyr[jg])) * v * act_derivative(act, gin));
+      const float v = ld(jg < from_t ? tr[value_offset + jg] : c[static_cast<int64_t>(r) * cw + jg - from_t]);
+      acc += ld(dyr[jg]) * v * act_derivative_f(act, ld(tr[k]));
     }
-    const int64_t jv = k - value_offset;
-    if (jv >= 0 && jv < from_t) {
-      const double g = act_value(act, ld(tr[gate_offset + jv]));
-      acc += static_cast<float>(static_cast<double>(ld(dyr[jv])) * g);
-    }
+    const int jv = k - value_offset;
+    if (jv >= 0 && jv < from_t) acc += ld(dyr[jv]) * act_value_f(act, ld(tr[gate_offset + jv]));
     dt[i] = narrow<T>(acc);
   }
 }
 
 template <class T>
-__global__ void glu_dc_kernel(const T* t, int64_t Ct, int64_t cw, int64_t gate_offset, Act act, const T* dy,
-                              int64_t width, T* dc, int64_t total) {
-  const int64_t from_t = width - cw;
-  MF_GRID_STRIDE(i, total) {
-    const int64_t r = i / cw, jj = i % cw, j = from_t + jj;
-    const double g = act_value(act, ld(t[r * Ct + gate_offset + j]));
-    dc[i] = narrow<T>(static_cast<float>(static_cast<double>(ld(dy[r * width + j])) * g));
+__global__ void glu_dc_kernel(const T* t, int Ct, int cw, int gate_offset, Act act, const T* dy, int width, T* dc,
+                              int total) {
+  const int from_t = width - cw;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const int r = i / cw, j = from_t + (i - r * cw);
+    const float g = act_value_f(act, ld(t[static_cast<int64_t>(r) * Ct + gate_offset + j]));
+    dc[i] = narrow<T>(ld(dy[static_cast<int64_t>(r) * width + j]) * g);
   }
 }
 
@@ -1270,29 +1280,44 @@ cudaError_t channel_affine_backward(const float* x, const float* alpha, const fl
   return cudaGetLastError();
 }
 
-cudaError_t global_avg_pool_backward(const float* dy, float* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+template <class H_>
+cudaError_t global_avg_pool_backward(const H_* dy, H_* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {
+  using T = typename DevT<H_>::type;
   const int64_t total = B * HW * C;
-  if (total > 0) global_avg_pool_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, HW, C);
+  if (total > 0)
+    global_avg_pool_backward_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(dptr(dy), dptr(dx), total, HW, C);
   return cudaGetLastError();
 }
+template cudaError_t global_avg_pool_backward(const float*, float*, int64_t, int64_t, int64_t, cudaStream_t);
+template cudaError_t global_avg_pool_backward(const bf16*, bf16*, int64_t, int64_t, int64_t, cudaStream_t);
 
-cudaError_t channel_slice_backward(const float* dy, float* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
+template <class H_>
+cudaError_t channel_slice_backward(const H_* dy, H_* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
                                    cudaStream_t s) {
+  using T = typename DevT<H_>::type;
   const int64_t total = rows * width;
-  if (total > 0) channel_slice_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, dx, total, C, offset, width);
+  if (total > 0)
+    channel_slice_backward_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(dptr(dy), dptr(dx), total, C, offset,
+                                                                            width);
   return cudaGetLastError();
 }
+template cudaError_t channel_slice_backward(const float*, float*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
+template cudaError_t channel_slice_backward(const bf16*, bf16*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
 
 template <class H_>
 cudaError_t glu_backward(const H_* t, int64_t Ct, const H_* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
                          Act act, const H_* dy, int64_t width, H_* dt, H_* dc, int64_t rows, cudaStream_t s) {
   using T = typename DevT<H_>::type;
+  constexpr int64_t kMax = int64_t{1} << 31;
+  if (rows * Ct >= kMax || rows * width >= kMax || rows * cw >= kMax) return cudaErrorInvalidValue;
+  const int ct = static_cast<int>(Ct), w = static_cast<int>(width), c_w = static_cast<int>(cw);
   if (rows * Ct > 0)
-    glu_dt_kernel<T><<<blocks_for(rows * Ct), kThreads, 0, s>>>(dptr(t), Ct, dptr(c), cw, gate_offset, value_offset,
-                                                                act, dptr(dy), width, dptr(dt), rows * Ct);
+    glu_dt_kernel<T><<<blocks_for(rows * Ct), kThreads, 0, s>>>(dptr(t), ct, dptr(c), c_w, static_cast<int>(gate_offset),
+                                                                static_cast<int>(value_offset), act, dptr(dy), w,
+                                                                dptr(dt), static_cast<int>(rows * Ct));
   if (dc && rows * cw > 0)
-    glu_dc_kernel<T><<<blocks_for(rows * cw), kThreads, 0, s>>>(dptr(t), Ct, cw, gate_offset, act, dptr(dy), width,
-                                                                dptr(dc), rows * cw);
+    glu_dc_kernel<T><<<blocks_for(rows * cw), kThreads, 0, s>>>(dptr(t), ct, c_w, static_cast<int>(gate_offset), act,
+                                                                dptr(dy), w, dptr(dc), static_cast<int>(rows * cw));
   return cudaGetLastError();
 }
 template cudaError_t glu_backward(const float*, int64_t, const float*, int64_t, int64_t, int64_t, Act, const float*,

@@ -84,15 +84,19 @@ cudaError_t complex_mul_weight_grad(const float* a, const float* dy, float* db, 
                                     double* work, cudaStream_t s);
 
 // dx [B, HW, C] = dy [B, C] / HW
-cudaError_t global_avg_pool_backward(const float* dy, float* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s);
+// T: float or bf16.
+template <class T>
+cudaError_t global_avg_pool_backward(const T* dy, T* dx, int64_t B, int64_t HW, int64_t C, cudaStream_t s);
 
 // dx [rows, C] += dy [rows, width] at channels [offset, offset + width)
-cudaError_t channel_slice_backward(const float* dy, float* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
+// T: float or bf16.
+template <class T>
+cudaError_t channel_slice_backward(const T* dy, T* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
                                    cudaStream_t s);
 
 // Backend::glu's backward: dt [rows, Ct] overwritten (zero outside the gate and value windows), dc
-// [rows, cw] overwritten (may be null).
-// T: float or bf16.
+// [rows, cw] overwritten (may be null). T: float or bf16. Fewer than 2^31 elements in t, dy and c
+// (cudaErrorInvalidValue otherwise).
 template <class T>
 cudaError_t glu_backward(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
                          Act act, const T* dy, int64_t width, T* dt, T* dc, int64_t rows, cudaStream_t s);

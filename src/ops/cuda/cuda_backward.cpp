@@ -71,13 +71,6 @@ class Widened {
              "tensors, not {}", dtype_name(t.dtype()));
     return static_cast<bf16*>(t.raw());
   }
-  // An output that is added into (channel_slice's dx): its widened values, rounded back at the end.
-  float* inout(Tensor& t) {
-    float* p = out(t);
-    if (t.dtype() == DType::bf16)
-      ok(k::cast(static_cast<const bf16*>(t.raw()), p, t.numel(), stream()), "widen to fp32");
-    return p;
-  }
 
  private:
   int unwinding_;
@@ -532,7 +525,10 @@ void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* re
 void CudaBackwardOps::global_avg_pool_backward(const Tensor& dy, Tensor& dx) {
   Widened f;
   const int64_t B = dx.dim(0), C = dx.shape().last(), HW = B && C ? dx.numel() / (B * C) : 0;
-  ok(bw::global_avg_pool_backward(f.in(dy), f.out(dx), B, HW, C, stream()), "global_avg_pool backward");
+  if (activation_dtype() == DType::bf16)
+    ok(bw::global_avg_pool_backward(f.in16(dy), f.out16(dx), B, HW, C, stream()), "global_avg_pool backward");
+  else
+    ok(bw::global_avg_pool_backward(f.in(dy), f.out(dx), B, HW, C, stream()), "global_avg_pool backward");
 }
 
 void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
@@ -570,12 +566,16 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
 void CudaBackwardOps::channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) {
   Widened f;
   const int64_t C = dx.shape().last(), width = dy.shape().last();
-  // dx is an activation gradient (bf16 on the bf16 backend), or one on the host (the op harness's).
-  const bool wide = dx.device() == Device::CUDA && dx.dtype() == DType::bf16;
-  DeviceGrad g(wide ? nullptr : &dx, true);
-  ok(bw::channel_slice_backward(f.in(dy), wide ? f.inout(dx) : g.get(), dy.numel() / std::max<int64_t>(width, 1), C,
-                                offset, width, stream()),
-     "channel_slice backward");
+  const int64_t rows = dy.numel() / std::max<int64_t>(width, 1);
+  // dx is an activation gradient (bf16 on the bf16 backend, added into in place), or one on the host
+  // (the op harness's).
+  if (dx.device() == Device::CUDA && dx.dtype() == DType::bf16) {
+    ok(bw::channel_slice_backward(f.in16(dy), static_cast<bf16*>(dx.raw()), rows, C, offset, width, stream()),
+       "channel_slice backward");
+    return;
+  }
+  DeviceGrad g(&dx, true);
+  ok(bw::channel_slice_backward(f.in(dy), g.get(), rows, C, offset, width, stream()), "channel_slice backward");
   g.finish();
 }
 

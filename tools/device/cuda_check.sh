@@ -204,7 +204,7 @@ if has gputrain; then
 fi
 
 if has curve; then
-  # The bf16 loss-curve check: 300 traced engine steps (fp32, then --matmul bf16) replayed in PyTorch.
+  # The bf16 loss-curve check: 300 traced engine steps (fp32, --matmul bf16, --dtype bf16) replayed in PyTorch.
   echo "== loss curve against PyTorch: Fashion-MNIST, 300 steps, fp32 and bf16" | tee "$OUT/curve.md"
   [ -d "$stage/fashion-mnist" ] && FMNIST_DIR=${FMNIST_DIR:-$stage/fashion-mnist}
   rm -rf /tmp/curve

@@ -941,6 +941,8 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
     if (d.sw == 1) {  // 16 image rows a chunk, 2 a lane
       const int img_rows = B * d.Ho, want = (img_rows + 15) / 16;
       chunks = want < chunks ? want : chunks;
+      // (Two bf16 channels a thread with 4-byte loads was tried on the H200 and was slower: 24.5
+      // against 19.0 ms in two convformer_s18 steps, with twice the accumulators; docs/cuda.md.)
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       depthwise_dw_rows_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
     } else {
@@ -1051,6 +1053,35 @@ __global__ void attention_softmax_grad_kernel(float* S, float* dP, int64_t rows,
     }
     dot = warp_sum(dot);
     for (int64_t j = lane; j < N; j += 32) g[j] = static_cast<float>(scale * s[j] * (g[j] - dot));
+  }
+}
+
+// The same rows for bf16 training: P and dS written as bf16 into their own buffers (the products that
+// read them take bf16 operands), S and dP read once more instead of rewritten in fp32 and cast. The
+// exponentials in float (expf; at most 2⁻²⁴ relative, far below the bf16 rounding of the results),
+// each lane's sums in float, the lanes added in double.
+__global__ void attention_softmax_grad_bf16_kernel(const float* S, const float* dP, __nv_bfloat16* P,
+                                                   __nv_bfloat16* dS, int64_t rows, int N, float scale) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
+  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t r = warp; r < rows; r += warps) {
+    const float* s = S + r * N;
+    const float* g = dP + r * N;
+    float mx = -INFINITY;
+    for (int j = lane; j < N; j += 32) mx = fmaxf(mx, s[j]);
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float sum_f = 0.f;
+    for (int j = lane; j < N; j += 32) sum_f += expf(scale * (s[j] - mx));
+    const float inv = static_cast<float>(1.0 / warp_sum(static_cast<double>(sum_f)));
+    float dot_f = 0.f;
+    for (int j = lane; j < N; j += 32) dot_f = fmaf(expf(scale * (s[j] - mx)) * inv, g[j], dot_f);
+    const float dot = static_cast<float>(warp_sum(static_cast<double>(dot_f)));
+    for (int j = lane; j < N; j += 32) {
+      const float p = expf(scale * (s[j] - mx)) * inv;
+      P[r * N + j] = __float2bfloat16_rn(p);
+      dS[r * N + j] = __float2bfloat16_rn(scale * p * (g[j] - dot));
+    }
   }
 }
 
@@ -1437,6 +1468,15 @@ template cudaError_t col2im_nhwc(const bf16*, bf16*, int64_t, int64_t, int64_t, 
 cudaError_t attention_softmax_grad(float* S, float* dP, int64_t rows, int64_t N, float scale, cudaStream_t s) {
   if (rows > 0 && N > 0)
     attention_softmax_grad_kernel<<<blocks_for(rows * 32), kThreads, 0, s>>>(S, dP, rows, N, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t attention_softmax_grad(const float* S, const float* dP, bf16* P, bf16* dS, int64_t rows, int64_t N,
+                                   float scale, cudaStream_t s) {
+  if (N >= (int64_t{1} << 31)) return cudaErrorInvalidValue;
+  if (rows > 0 && N > 0)
+    attention_softmax_grad_bf16_kernel<<<blocks_for(rows * 32), kThreads, 0, s>>>(S, dP, dptr(P), dptr(dS), rows,
+                                                                                  static_cast<int>(N), scale);
   return cudaGetLastError();
 }
 

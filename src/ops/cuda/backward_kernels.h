@@ -133,6 +133,10 @@ cudaError_t col2im_nhwc(const T* dcols, T* dx, int64_t B, int64_t H, int64_t W, 
 // this kernel between them, over `rows` rows of N: S (the raw products q·k) becomes P =
 // softmax(scale · S) and dP (dy·v) becomes scale · P ⊙ (dP − rowsum(P ⊙ dP)); row sums in double.
 cudaError_t attention_softmax_grad(float* S, float* dP, int64_t rows, int64_t N, float scale, cudaStream_t s);
+// The same for bf16 training: P and dS written as bf16 into their own buffers (S, dP unchanged), the
+// exponentials in float.
+cudaError_t attention_softmax_grad(const float* S, const float* dP, bf16* P, bf16* dS, int64_t rows, int64_t N,
+                                   float scale, cudaStream_t s);
 
 // Attention backward (Backend::attention_backward) for `batch` samples: qkv [batch, N, 3·heads·d],
 // dy [batch, N, heads·d] -> dqkv (overwritten). The probabilities P and dS = P ⊙ (dP − rowsum(P ⊙ dP))

@@ -201,8 +201,8 @@ void strided_gemm_f32(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
 // Attention's default backward: the five products through cuBLASLt, strided over the samples, one
 // head at a time (the heads are column windows of qkv: no copies), with the softmax rows in one
 // kernel between them. E: the activations' type. In bf16, S = Q·Kᵀ and dP = dY·Vᵀ come out in fp32
-// (bf16 operands), the softmax kernel makes P and dS in fp32, and they are rounded to bf16 for the
-// three products that read them (as flash attention does), which write dqkv in bf16.
+// (bf16 operands), and the softmax kernel writes P and dS in bf16 for the three products that read
+// them (as flash attention does), which write dqkv in bf16.
 // Row-major products as column-major cuBLASLt calls (see gemm_f32): a row-major X = op(L) · op(R)
 // is the column-major Xᵀ = op(R)ᵀ · op(L)ᵀ, and a row-major matrix is its column-major transpose.
 template <class E>
@@ -231,14 +231,16 @@ void attention_backward_gemm(const E* q, const E* g, E* d, int64_t B, int64_t N,
       strided_gemm(scores, true, false, N, N, head_dim, q0 + 2 * A + o, ld, N * ld, g0 + o, A, N * A,
                    dP + h * nb * NN, N, NN, nb);
     }
-    ok(bw::attention_softmax_grad(S, dP, heads * nb * N, N, scale, stream()), "attention backward: softmax");
     const E* P = reinterpret_cast<const E*>(S);
     const E* dS = reinterpret_cast<const E*>(dP);
     if constexpr (half) {
       bf16* P16 = static_cast<bf16*>(work16.raw());
-      ok(k::cast(S, P16, 2 * heads * nb * NN, stream()), "attention backward: P and dS to bf16");  // S, dP adjacent
+      bf16* dS16 = P16 + heads * nb * NN;
+      ok(bw::attention_softmax_grad(S, dP, P16, dS16, heads * nb * N, N, scale, stream()), "attention backward: softmax");
       P = P16;
-      dS = P16 + heads * nb * NN;
+      dS = dS16;
+    } else {
+      ok(bw::attention_softmax_grad(S, dP, heads * nb * N, N, scale, stream()), "attention backward: softmax");
     }
     for (int h = 0; h < heads; ++h) {
       const int64_t o = static_cast<int64_t>(h) * head_dim;

@@ -215,8 +215,9 @@ TEST(Compare, TimingOnTheGpuIsCheckedFirstAndReported) {
 }
 
 // --backend cuda trains every run on the GPU (and times there unless --timing-backend says
-// otherwise). Without a GPU, or with --matmul on the CPU, one clear line before anything is written;
-// with one, a mixer the GPU cannot train (here MS-MLP's spatial shift) is named before the first run.
+// otherwise). Without a GPU, or with --matmul or --dtype bf16 on the CPU, one clear line before anything
+// is written; with one, a mixer the GPU cannot train (here MS-MLP's spatial shift) is named before the
+// first run.
 TEST(Compare, TrainingOnTheGpuIsCheckedFirst) {
   TempDir tmp;
   const std::string out = tmp.file("cmp");
@@ -224,6 +225,11 @@ TEST(Compare, TrainingOnTheGpuIsCheckedFirst) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find("--matmul bf16 applies to --backend cuda"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+  r = run_cli(tiny_compare_args(out, "pooling", 1, {"--dtype", "bf16"}));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("--dtype bf16 trains with bf16 activations on --backend cuda"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
 
   r = run_cli(tiny_compare_args(out, "pooling", 1, {"--backend", "cuda"}));

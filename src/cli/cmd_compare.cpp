@@ -157,6 +157,7 @@ std::string command_line(const CompareArgs& a, const TrainOptions& o) {
   if (o.threads) command += fmt::format(" --threads {}", o.threads);
   if (o.backend != "cpu") command += fmt::format(" --backend {}", o.backend);
   if (o.matmul != "fp32") command += fmt::format(" --matmul {}", o.matmul);
+  if (o.dtype != "fp32") command += fmt::format(" --dtype {}", o.dtype);
   if (a.timing.backend != o.backend || a.timing.dtype != "fp32")
     command += fmt::format(" --timing-backend {} --timing-dtype {}", a.timing.backend, a.timing.dtype);
   command += " --out " + a.out;
@@ -271,8 +272,10 @@ void run_compare(const CompareArgs& a) {
   // The training and timing backends are checked (a GPU that is not there, a bad --device) before
   // any training; both use --device.
   MF_CHECK(o.matmul == "fp32" || o.backend == "cuda", "--matmul {} applies to --backend cuda", o.matmul);
+  MF_CHECK(o.dtype == "fp32" || o.backend == "cuda", "--dtype {} trains with bf16 activations on --backend cuda",
+           o.dtype);
   select_device(a.timing.device, o.backend == "cuda" ? o.backend : a.timing.backend);
-  Backend& training = get_backend(o.backend);
+  Backend& training = get_backend(o.backend, parse_precision(o.dtype));
   get_backend(a.timing.backend, parse_precision(a.timing.dtype));
   const MetaFormerConfig base = resolve_config(a.base);
   // AFFNet's own network has no per-stage token mixers to swap (its AFF blocks are fixed).
@@ -456,6 +459,10 @@ void register_compare(CLI::App& app) {
   sub->add_option("--matmul", o.matmul, "with --backend cuda: fp32 (exact), tf32 or bf16 matrix products")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "tf32", "bf16"}));
+  sub->add_option("--dtype", o.dtype, "with --backend cuda: activations in fp32, or bf16 (autocast's mixed "
+                  "precision; docs/cuda.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   auto* timing_backend =
       sub->add_option("--timing-backend", a->timing.backend,
                       "backend the latency and throughput are measured on: cpu or cuda (default: --backend)")

@@ -27,7 +27,8 @@ const char* const kTrainingOrder[] = {"data",       "subset",        "eval_subse
                                       "batch",      "lr",            "min_lr",          "warmup_lr", "warmup_epochs",
                                       "weight_decay", "label_smoothing", "drop_path",   "clip_grad", "mixup",
                                       "cutmix",     "mix_prob",      "mix_switch_prob", "ema_decay", "seed",
-                                      "eval_batch", "backend",       "matmul",          "allreduce",  "threads"};
+                                      "eval_batch", "backend",       "matmul",          "dtype",     "allreduce",
+                                      "threads"};
 
 json normalised_training(const json& j) {
   json t = TrainOptions::from_json(j).to_json();

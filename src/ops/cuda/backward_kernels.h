@@ -1,5 +1,7 @@
 // Backward kernels of the CUDA backend (issue 13; docs/cuda.md "Backward passes"): the parts of the
-// backward passes that are not GEMMs (those go to cuBLASLt, from cuda_backward.cpp). fp32 storage.
+// backward passes that are not GEMMs (those go to cuBLASLt, from cuda_backward.cpp). Activations and
+// their gradients stored in fp32, or in bf16 for the templated functions (train --dtype bf16; the
+// arithmetic and the parameter gradients stay fp32 and double).
 // Written to be obviously right before fast: one thread per output element (gathers, never
 // scatters), and every reduction (norm statistics, parameter gradients) in double, in a fixed order,
 // without atomics, so that the results are deterministic and within float rounding of the reference

@@ -24,7 +24,7 @@ const kernels::bf16* device_bf16(const Tensor& t);
 
 class CudaBackwardOps : public Backend {
  public:
-  // The ops whose backward runs on the GPU (in fp32); the others throw "not supported".
+  // The ops whose backward runs on the GPU (in either precision); the others throw "not supported".
   bool supports_backward(OpKind op) const override;
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,

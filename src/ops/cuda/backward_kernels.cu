@@ -15,6 +15,8 @@
 #include "ops/cuda/kernels/common.cuh"
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 namespace mf::cuda::backward {
@@ -918,6 +920,68 @@ __global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, 
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
+// The same partials with the row walked in blocks of OB outputs, every loop unrolled: per kernel row,
+// the OB + KW − 1 input values of the block are loaded into registers and all OB · KW products taken
+// from there, and dy is loaded once per block instead of once per kernel row. The kernel above
+// shifts its window by KW − 1 register moves per output and kernel row, about as many instructions
+// as its FMAs. Each tap's terms are added in the same order (rows, then ascending ow), with zero
+// products for the positions past the row's end, so the sums are the same. A candidate, chosen with
+// METAFORMER_CUDA_DW_DW=blocked until the device A/B has measured it (tools/device/cuda_check.sh
+// dwdwab).
+template <int KH, int KW, class T, int OB = 8>
+__global__ void depthwise_dw_rows_blocked_kernel(const T* x, const T* dy, int img_rows, int chunks, DwShape d,
+                                                 double* partial) {
+  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
+  const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
+  float acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
+  if (c < d.C)
+    for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
+      const int oh = r % d.Ho, n = r / d.Ho;
+      const T* g_row = dy + r * d.Wo * d.C + c;
+      for (int ow0 = 0; ow0 < d.Wo; ow0 += OB) {
+        float g[OB];
+#pragma unroll
+        for (int o = 0; o < OB; ++o) g[o] = ow0 + o < d.Wo ? ld(g_row[(ow0 + o) * d.C]) : 0.f;
+        const int iw0 = ow0 - d.pw;  // the block's first input column (stride 1)
+        const bool interior = iw0 >= 0 && iw0 + OB + KW - 1 <= d.W;
+#pragma unroll
+        for (int ki = 0; ki < KH; ++ki) {
+          const int ih = oh * d.sh - d.ph + ki;
+          if (ih < 0 || ih >= d.H) continue;
+          const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+          float win[OB + KW - 1];
+          if (interior) {
+#pragma unroll
+            for (int j = 0; j < OB + KW - 1; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
+          } else {
+#pragma unroll
+            for (int j = 0; j < OB + KW - 1; ++j) {
+              const int iw = iw0 + j;
+              win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+            }
+          }
+#pragma unroll
+          for (int o = 0; o < OB; ++o)
+#pragma unroll
+            for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[o], win[o + kj], acc[ki * KW + kj]);
+        }
+      }
+    }
+  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
+}
+
+// Which dW kernel at stride 1: the sliding window (the default), or the blocked candidate
+// (METAFORMER_CUDA_DW_DW=blocked).
+bool dw_weight_grad_blocked() {
+  static const bool blocked = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_DW_DW");
+    return e != nullptr && std::strcmp(e, "blocked") == 0;
+  }();
+  return blocked;
+}
+
 // dw[c, tap] += Σ over the chunks, in order.
 __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int chunks, int taps, int C) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < taps * C; i += gridDim.x * blockDim.x) {
@@ -944,7 +1008,10 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
       // (Two bf16 channels a thread with 4-byte loads was tried on the H200 and was slower: 24.5
       // against 19.0 ms in two convformer_s18 steps, with twice the accumulators; docs/cuda.md.)
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-      depthwise_dw_rows_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+      if (dw_weight_grad_blocked())
+        depthwise_dw_rows_blocked_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+      else
+        depthwise_dw_rows_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
     } else {
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       depthwise_dw_fixed_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);

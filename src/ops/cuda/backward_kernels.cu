@@ -873,15 +873,91 @@ __global__ void depthwise_dw_fixed_kernel(const T* x, const T* dy, int rows, int
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
-// The same partials at horizontal stride 1, one image row (n, oh) of dy at a time: for each kernel
-// row ki the thread slides a window of KW input values along the row, loading one new x and one dy
-// per output pixel instead of KW·KH x values (the kernel above read x 49 times per output for 7×7,
-// a quarter of a convformer_s18 training step's kernel time on the H200). The rows of a chunk are
-// split over the kRowLanes lanes, then added in order, as above. Each thread sums in float (two
-// image rows: about a hundred products a tap at 56 wide, so float's rounding stays near 1e-6), the
-// lanes and chunks in double: float · float products widened to double cost a conversion each, and
-// on the H200 those conversions, not the loads, bounded the kernel (0.9 ms a launch).
-template <int KH, int KW, class T>
+// One image row (n, oh) of dy's products for channel c, added into the thread's KH·KW tap sums. x
+// points at image n's channel c, g_row at the row's channel c. The sliding window: for each kernel
+// row ki the thread slides a window of KW input values along the row, one new x and one dy per
+// output pixel.
+struct SlidingRow {
+  template <int KH, int KW, class T>
+  __device__ __forceinline__ static void add(float (&acc)[KH * KW], const T* x_img, const T* g_row, int oh,
+                                             const DwShape& d) {
+#pragma unroll
+    for (int ki = 0; ki < KH; ++ki) {
+      const int ih = oh * d.sh - d.ph + ki;
+      if (ih < 0 || ih >= d.H) continue;
+      const T* xr = x_img + ih * d.W * d.C;
+      // win[kj] holds x at iw = ow − pw + kj; start with the window of ow = −1 (win[0] unused).
+      float win[KW];
+      win[0] = 0.f;
+#pragma unroll
+      for (int kj = 1; kj < KW; ++kj) {
+        const int iw = kj - 1 - d.pw;
+        win[kj] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+      }
+      for (int ow = 0; ow < d.Wo; ++ow) {
+#pragma unroll
+        for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
+        const int iw = ow + KW - 1 - d.pw;
+        win[KW - 1] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+        const float g = ld(g_row[ow * d.C]);
+#pragma unroll
+        for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g, win[kj], acc[ki * KW + kj]);
+      }
+    }
+  }
+};
+
+// The same row walked in blocks of OB outputs, every loop unrolled: per kernel row, the OB + KW − 1
+// input values of the block are loaded into registers and all OB · KW products taken from there,
+// and dy is loaded once per block instead of once per kernel row. SlidingRow shifts its window by
+// KW − 1 register moves per output and kernel row, about as many instructions as its FMAs. Each tap's terms are added in the same order (rows, then ascending ow), with zero
+// products for the positions past the row's end, so the sums are the same. A candidate, chosen with
+// METAFORMER_CUDA_DW_DW=blocked until the device A/B has measured it (tools/device/cuda_check.sh
+// dwdwab).
+struct BlockedRow {
+  static constexpr int OB = 8;
+  template <int KH, int KW, class T>
+  __device__ __forceinline__ static void add(float (&acc)[KH * KW], const T* x_img, const T* g_row, int oh,
+                                             const DwShape& d) {
+    for (int ow0 = 0; ow0 < d.Wo; ow0 += OB) {
+      float g[OB];
+#pragma unroll
+      for (int o = 0; o < OB; ++o) g[o] = ow0 + o < d.Wo ? ld(g_row[(ow0 + o) * d.C]) : 0.f;
+      const int iw0 = ow0 - d.pw;  // the block's first input column (stride 1)
+      const bool interior = iw0 >= 0 && iw0 + OB + KW - 1 <= d.W;
+#pragma unroll
+      for (int ki = 0; ki < KH; ++ki) {
+        const int ih = oh * d.sh - d.ph + ki;
+        if (ih < 0 || ih >= d.H) continue;
+        const T* xr = x_img + ih * d.W * d.C;
+        float win[OB + KW - 1];
+        if (interior) {
+#pragma unroll
+          for (int j = 0; j < OB + KW - 1; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < OB + KW - 1; ++j) {
+            const int iw = iw0 + j;
+            win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+          }
+        }
+#pragma unroll
+        for (int o = 0; o < OB; ++o)
+#pragma unroll
+          for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[o], win[o + kj], acc[ki * KW + kj]);
+      }
+    }
+  }
+};
+
+// dw partials at horizontal stride 1, one image row (n, oh) of dy at a time (Row: SlidingRow or
+// BlockedRow): block (32 channels, kRowLanes lanes), blockIdx.y a chunk of image rows split over the
+// lanes, then the lanes added in order, as above. (The kernel above read x 49 times per output for
+// 7×7, a quarter of a convformer_s18 training step's kernel time on the H200.) Each thread sums in
+// float (two image rows: about a hundred products a tap at 56 wide, so float's rounding stays near
+// 1e-6), the lanes and chunks in double: float · float products widened to double cost a conversion
+// each, and on the H200 those conversions, not the loads, bounded the kernel (0.9 ms a launch).
+template <int KH, int KW, class T, class Row>
 __global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, int chunks, DwShape d,
                                          double* partial) {
   const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
@@ -892,82 +968,7 @@ __global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, 
   if (c < d.C)
     for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
       const int oh = r % d.Ho, n = r / d.Ho;
-      const T* g_row = dy + r * d.Wo * d.C + c;
-#pragma unroll
-      for (int ki = 0; ki < KH; ++ki) {
-        const int ih = oh * d.sh - d.ph + ki;
-        if (ih < 0 || ih >= d.H) continue;
-        const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
-        // win[kj] holds x at iw = ow − pw + kj; start with the window of ow = −1 (win[0] unused).
-        float win[KW];
-        win[0] = 0.f;
-#pragma unroll
-        for (int kj = 1; kj < KW; ++kj) {
-          const int iw = kj - 1 - d.pw;
-          win[kj] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
-        }
-        for (int ow = 0; ow < d.Wo; ++ow) {
-#pragma unroll
-          for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
-          const int iw = ow + KW - 1 - d.pw;
-          win[KW - 1] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
-          const float g = ld(g_row[ow * d.C]);
-#pragma unroll
-          for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g, win[kj], acc[ki * KW + kj]);
-        }
-      }
-    }
-  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
-}
-
-// The same partials with the row walked in blocks of OB outputs, every loop unrolled: per kernel row,
-// the OB + KW − 1 input values of the block are loaded into registers and all OB · KW products taken
-// from there, and dy is loaded once per block instead of once per kernel row. The kernel above
-// shifts its window by KW − 1 register moves per output and kernel row, about as many instructions
-// as its FMAs. Each tap's terms are added in the same order (rows, then ascending ow), with zero
-// products for the positions past the row's end, so the sums are the same. A candidate, chosen with
-// METAFORMER_CUDA_DW_DW=blocked until the device A/B has measured it (tools/device/cuda_check.sh
-// dwdwab).
-template <int KH, int KW, class T, int OB = 8>
-__global__ void depthwise_dw_rows_blocked_kernel(const T* x, const T* dy, int img_rows, int chunks, DwShape d,
-                                                 double* partial) {
-  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
-  const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
-  float acc[KH * KW];
-#pragma unroll
-  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
-  if (c < d.C)
-    for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
-      const int oh = r % d.Ho, n = r / d.Ho;
-      const T* g_row = dy + r * d.Wo * d.C + c;
-      for (int ow0 = 0; ow0 < d.Wo; ow0 += OB) {
-        float g[OB];
-#pragma unroll
-        for (int o = 0; o < OB; ++o) g[o] = ow0 + o < d.Wo ? ld(g_row[(ow0 + o) * d.C]) : 0.f;
-        const int iw0 = ow0 - d.pw;  // the block's first input column (stride 1)
-        const bool interior = iw0 >= 0 && iw0 + OB + KW - 1 <= d.W;
-#pragma unroll
-        for (int ki = 0; ki < KH; ++ki) {
-          const int ih = oh * d.sh - d.ph + ki;
-          if (ih < 0 || ih >= d.H) continue;
-          const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
-          float win[OB + KW - 1];
-          if (interior) {
-#pragma unroll
-            for (int j = 0; j < OB + KW - 1; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
-          } else {
-#pragma unroll
-            for (int j = 0; j < OB + KW - 1; ++j) {
-              const int iw = iw0 + j;
-              win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
-            }
-          }
-#pragma unroll
-          for (int o = 0; o < OB; ++o)
-#pragma unroll
-            for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[o], win[o + kj], acc[ki * KW + kj]);
-        }
-      }
+      Row::template add<KH, KW>(acc, x + n * d.H * d.W * d.C + c, dy + r * d.Wo * d.C + c, oh, d);
     }
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
@@ -1009,9 +1010,9 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
       // against 19.0 ms in two convformer_s18 steps, with twice the accumulators; docs/cuda.md.)
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       if (dw_weight_grad_blocked())
-        depthwise_dw_rows_blocked_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+        depthwise_dw_rows_kernel<KH, KW, T, BlockedRow><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
       else
-        depthwise_dw_rows_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+        depthwise_dw_rows_kernel<KH, KW, T, SlidingRow><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
     } else {
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       depthwise_dw_fixed_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);

@@ -1,0 +1,248 @@
+// Shared by the backward kernel files (backward_kernels.cu, conv_backward.cu; device side only, not
+// part of the public header): grid-stride loops, the float/bf16 element helpers, and the two
+// atomics-free reductions in double and a fixed order:
+//   - column sums (a parameter gradient per channel): a [rows, cols] view, blocks of 32 columns ×
+//     8 row lanes summing one chunk of rows each into a partial, then the chunks' partials added in
+//     order;
+//   - group sums (norm statistics, StarReLU's two scalars): each group's n contiguous values cut into
+//     chunks, one block per (group, chunk), then the chunks added in order.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/kernels/common.cuh"
+
+namespace mf::cuda::backward::detail {
+
+constexpr int kThreads = 256;
+
+// Activations and their gradients are float, or bf16 on the bf16 backend (the public bf16 is an
+// opaque 16-bit struct; kernels read CUDA's type): the kernel files' helpers (kernels/common.cuh).
+// Arithmetic is fp32 or double either way.
+template <class T> using DevT = kernels::Dev<T>;
+template <class T> auto dptr(T* p) { return kernels::dev(p); }
+using kernels::kVec;
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(__nv_bfloat16 v) { return kernels::to_f(v); }
+template <class T> __device__ __forceinline__ T narrow(float v) { return kernels::from_f<T>(v); }
+template <class T>
+__device__ __forceinline__ void load16(const T* p, float (&v)[kVec<T>]) { kernels::load_vec(p, v); }
+template <class T>
+__device__ __forceinline__ void store16(T* p, const float (&v)[kVec<T>]) { kernels::store_vec(p, v); }
+// V = 1 (one element) or kVec<T> (16 bytes).
+template <class T, int V>
+__device__ __forceinline__ void load_v(const T* p, float (&v)[V]) {
+  if constexpr (V == 1) v[0] = ld(*p);
+  else load16(p, v);
+}
+template <class T, int V>
+__device__ __forceinline__ void store_v(T* p, const float (&v)[V]) {
+  if constexpr (V == 1) *p = narrow<T>(v[0]);
+  else store16(p, v);
+}
+
+inline unsigned blocks_for(int64_t n, int block = kThreads) {
+  int64_t g = (n + block - 1) / block;
+  if (g < 1) g = 1;
+  if (g > 65535LL * 16) g = 65535LL * 16;
+  return static_cast<unsigned>(g);
+}
+
+#define MF_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+__device__ inline double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ inline double warp_max(double v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Over the block (blockDim.x a multiple of 32); every thread gets the result; ends with a barrier,
+// so `scratch` (32 doubles) can be reused at once.
+__device__ inline double block_sum(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : 0.0;
+  t = warp_sum(t);
+  __syncthreads();
+  return t;
+}
+__device__ inline double block_max(double v, double* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  double t = lane < warps ? scratch[lane] : -INFINITY;
+  t = warp_max(t);
+  __syncthreads();
+  return t;
+}
+
+// ---- column sums: out[col] (+)= Σ_rows f(row, col), K sums at a time ----------------------------
+constexpr int kColTile = 32, kRowLanes = 8;
+constexpr int64_t kRowsPerChunk = 256, kMaxChunks = 1024;
+
+inline int64_t column_chunks(int64_t rows) {
+  int64_t c = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
+  return c < 1 ? 1 : c > kMaxChunks ? kMaxChunks : c;
+}
+inline int64_t column_work(int64_t rows, int64_t cols, int K) { return column_chunks(rows) * cols * K; }
+
+// F: __device__ void operator()(int64_t row, int64_t col, double* v) const   (v[0..K) for one cell)
+//    __device__ void store(int64_t col, const double* sums) const
+template <int K, class F>
+__global__ void column_partials_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, double* partial) {
+  __shared__ double sh[K][kRowLanes][kColTile];
+  const int64_t col = blockIdx.x * static_cast<int64_t>(kColTile) + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t per = (rows + chunks - 1) / chunks;
+  const int64_t r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
+  double acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = 0;
+  if (col < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
+      double v[K];
+      f(r, col, v);
+      for (int k = 0; k < K; ++k) acc[k] += v[k];
+    }
+  for (int k = 0; k < K; ++k) sh[k][threadIdx.y][threadIdx.x] = acc[k];
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols)
+    for (int k = 0; k < K; ++k) {
+      double s = 0;
+      for (int y = 0; y < kRowLanes; ++y) s += sh[k][y][threadIdx.x];
+      partial[(chunk * K + k) * cols + col] = s;
+    }
+}
+
+// The chunks' partials of each column, in a fixed order: lane y of a 32 × 32 block adds chunks
+// y, y + 32, … of column x, then lane 0 adds the 32 lane sums in order. (One thread per column adding
+// up to 1,024 chunks alone was a serial tail: 0.25 ms per call on the H200 for 64 columns.)
+constexpr int kFinishLanes = 32;
+template <int K, class F>
+__global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const double* partial) {
+  __shared__ double sh[K][kFinishLanes][kColTile + 1];
+  for (int64_t tile = blockIdx.x; tile * kColTile < cols; tile += gridDim.x) {
+    const int64_t col = tile * kColTile + threadIdx.x;
+    double acc[K];
+    for (int k = 0; k < K; ++k) acc[k] = 0;
+    if (col < cols)
+      for (int64_t c = threadIdx.y; c < chunks; c += kFinishLanes)
+        for (int k = 0; k < K; ++k) acc[k] += partial[(c * K + k) * cols + col];
+    for (int k = 0; k < K; ++k) sh[k][threadIdx.y][threadIdx.x] = acc[k];
+    __syncthreads();
+    if (threadIdx.y == 0 && col < cols) {
+      double s[K];
+      for (int k = 0; k < K; ++k) {
+        s[k] = 0;
+        for (int y = 0; y < kFinishLanes; ++y) s[k] += sh[k][y][threadIdx.x];
+      }
+      f.store(col, s);
+    }
+    __syncthreads();
+  }
+}
+
+template <int K, class F>
+void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStream_t s) {
+  if (cols <= 0) return;
+  const int64_t chunks = column_chunks(rows);
+  const dim3 grid(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+  column_partials_kernel<K><<<grid, dim3(kColTile, kRowLanes), 0, s>>>(f, rows, cols, chunks, work);
+  column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, chunks, work);
+}
+
+// ---- group sums: per group g of n contiguous values, Σ_i f(g, i) ---------------------------------
+constexpr int64_t kGroupChunk = 8192;
+
+inline int64_t group_chunks(int64_t n) {
+  int64_t c = (n + kGroupChunk - 1) / kGroupChunk;
+  return c < 1 ? 1 : c > 65535 ? 65535 : c;
+}
+inline int64_t group_work(int64_t groups, int64_t n, int K) { return groups * group_chunks(n) * K; }
+
+// F: __device__ void operator()(int64_t group, int64_t i, double* v) const
+//    __device__ void finish(int64_t group, const double* sums) const
+template <int K, class F>
+__global__ void group_partials_kernel(F f, int64_t n, int64_t chunks, double* partial) {
+  __shared__ double scratch[32];
+  const int64_t g = blockIdx.x, chunk = blockIdx.y;
+  const int64_t per = (n + chunks - 1) / chunks;
+  const int64_t i0 = chunk * per, i1 = i0 + per < n ? i0 + per : n;
+  double acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = 0;
+  for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) {
+    double v[K];
+    f(g, i, v);
+    for (int k = 0; k < K; ++k) acc[k] += v[k];
+  }
+  for (int k = 0; k < K; ++k) {
+    const double t = block_sum(acc[k], scratch);
+    if (threadIdx.x == 0) partial[(g * chunks + chunk) * K + k] = t;
+  }
+}
+
+template <int K, class F>
+__global__ void group_finish_kernel(F f, int64_t groups, int64_t chunks, const double* partial) {
+  MF_GRID_STRIDE(g, groups) {
+    double s[K];
+    for (int k = 0; k < K; ++k) s[k] = 0;
+    for (int64_t c = 0; c < chunks; ++c)
+      for (int k = 0; k < K; ++k) s[k] += partial[(g * chunks + c) * K + k];
+    f.finish(g, s);
+  }
+}
+
+// The same sums for groups of many chunks (StarReLU's two scalars over a whole activation: one
+// group of up to 65,535 chunks): one block per group, its threads adding strided chunks, then a
+// block sum — a fixed order still, without one thread adding every chunk alone.
+template <int K, class F>
+__global__ void group_finish_wide_kernel(F f, int64_t groups, int64_t chunks, const double* partial) {
+  __shared__ double scratch[32];
+  for (int64_t g = blockIdx.x; g < groups; g += gridDim.x) {
+    double s[K];
+    for (int k = 0; k < K; ++k) s[k] = 0;
+    for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x)
+      for (int k = 0; k < K; ++k) s[k] += partial[(g * chunks + c) * K + k];
+    for (int k = 0; k < K; ++k) s[k] = block_sum(s[k], scratch);
+    if (threadIdx.x == 0) f.finish(g, s);
+  }
+}
+
+template <int K, class F>
+void group_sums(const F& f, int64_t groups, int64_t n, double* work, cudaStream_t s) {
+  if (groups <= 0) return;
+  const int64_t chunks = group_chunks(n);
+  // Narrow blocks for short groups (LayerNorm rows of 64 channels).
+  const int64_t per = (n + chunks - 1) / chunks;
+  const int block = per >= kThreads ? kThreads : per <= 32 ? 32 : static_cast<int>((per + 31) / 32 * 32);
+  group_partials_kernel<K><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(chunks)), block, 0, s>>>(
+      f, n, chunks, work);
+  if (chunks >= 64)
+    group_finish_wide_kernel<K><<<blocks_for(groups, 1), kThreads, 0, s>>>(f, groups, chunks, work);
+  else
+    group_finish_kernel<K><<<blocks_for(groups), kThreads, 0, s>>>(f, groups, chunks, work);
+}
+
+// ---- bias gradient -------------------------------------------------------------------------------
+template <class T>
+struct ColumnSum {
+  const T* dy;
+  float* out;
+  int64_t cols;
+  __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = ld(dy[r * cols + c]); }
+  __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
+};
+
+}  // namespace mf::cuda::backward::detail

@@ -1,0 +1,451 @@
+// Backward kernels of the convolutions (see backward_kernels.h): the depthwise convolution's dx and
+// weight gradient, and the dense convolution's helpers (the weight's layout, col2im). The reductions
+// (column sums) are backward_common.cuh's: double across lanes and chunks, a fixed order, no atomics.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "ops/cuda/backward_common.cuh"
+#include "ops/cuda/backward_kernels.h"
+
+namespace mf::cuda::backward {
+using namespace detail;
+namespace {
+
+// ---- depthwise convolution -----------------------------------------------------------------------
+// dx of input pixel (n, ih, iw, c): the taps (ki, kj) whose output (ih + ph − ki) / sh,
+// (iw + pw − kj) / sw is a whole number inside the output.
+template <class T>
+__global__ void depthwise_dx_kernel(const float* w, const T* dy, T* dx, int64_t total, int64_t H, int64_t W, int64_t C,
+                                    int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw) {
+  MF_GRID_STRIDE(at, total) {
+    const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
+    double acc = 0;
+    for (int ki = 0; ki < kh; ++ki) {
+      const int64_t th = ih + ph - ki;
+      if (th < 0 || th % sh) continue;
+      const int64_t oh = th / sh;
+      if (oh >= Ho) continue;
+      for (int kj = 0; kj < kw; ++kj) {
+        const int64_t tw = iw + pw - kj;
+        if (tw < 0 || tw % sw) continue;
+        const int64_t ow = tw / sw;
+        if (ow >= Wo) continue;
+        acc += static_cast<double>(ld(dy[((n * Ho + oh) * Wo + ow) * C + c])) * w[(c * kh + ki) * kw + kj];
+      }
+    }
+    dx[at] = narrow<T>(static_cast<float>(acc));
+  }
+}
+
+// dw as a column sum: column (tap, c) = tap · C + c over the rows (n, oh, ow) of dy.
+template <class T>
+struct DepthwiseWeightGrad {
+  const T *x, *dy;
+  float* dw;
+  int64_t H, W, C, Ho, Wo;
+  int kh, kw, sh, sw, ph, pw;
+  __device__ void operator()(int64_t r, int64_t col, double* v) const {
+    const int64_t tap = col / C, c = col % C;
+    const int ki = static_cast<int>(tap / kw), kj = static_cast<int>(tap % kw);
+    const int64_t ow = r % Wo, oh = (r / Wo) % Ho, n = r / (Wo * Ho);
+    const int64_t ih = oh * sh - ph + ki, iw = ow * sw - pw + kj;
+    v[0] = ih < 0 || ih >= H || iw < 0 || iw >= W
+               ? 0.0
+               : static_cast<double>(ld(dy[r * C + c])) * ld(x[((n * H + ih) * W + iw) * C + c]);
+  }
+  __device__ void store(int64_t col, const double* s) const {
+    const int64_t tap = col / C, c = col % C;
+    dw[c * kh * kw + tap] += static_cast<float>(s[0]);
+  }
+};
+
+// The common kernel sizes (3, 5, 7) with the taps known at compile time and 32-bit index arithmetic
+// (the generic kernels above spend most of their time in 64-bit divisions): the first kernels the
+// training profile asked for. Same sums in the same kind of order, so as deterministic.
+struct DwShape {
+  int H, W, C, Ho, Wo, sh, sw, ph, pw;
+};
+
+// dx: one thread per input element, the taps that read it, in double.
+template <int KH, int KW, class T>
+__global__ void depthwise_dx_fixed_kernel(const float* w, const T* dy, T* dx, int total, DwShape d) {
+  for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total; at += gridDim.x * blockDim.x) {
+    const int c = at % d.C, iw = (at / d.C) % d.W, rest = at / (d.C * d.W), ih = rest % d.H, n = rest / d.H;
+    double acc = 0;
+#pragma unroll
+    for (int ki = 0; ki < KH; ++ki) {
+      const int th = ih + d.ph - ki;
+      if (th < 0 || th % d.sh) continue;
+      const int oh = th / d.sh;
+      if (oh >= d.Ho) continue;
+#pragma unroll
+      for (int kj = 0; kj < KW; ++kj) {
+        const int tw = iw + d.pw - kj;
+        if (tw < 0 || tw % d.sw) continue;
+        const int ow = tw / d.sw;
+        if (ow >= d.Wo) continue;
+        acc += static_cast<double>(ld(dy[((n * d.Ho + oh) * d.Wo + ow) * d.C + c])) * w[(c * KH + ki) * KW + kj];
+      }
+    }
+    dx[at] = narrow<T>(static_cast<float>(acc));
+  }
+}
+
+// The end of both dW partial kernels below: each thread's TAPS sums for channel c, added over the
+// block's kRowLanes lanes in order, tap by tap, into partial[(chunk · TAPS + tap) · C + c].
+template <int TAPS, class Acc>
+__device__ __forceinline__ void store_tap_partials(const Acc* acc, int c, int chunk, int C, double* partial) {
+  __shared__ double sh[kRowLanes][kColTile];
+#pragma unroll
+  for (int t = 0; t < TAPS; ++t) {
+    sh[threadIdx.y][threadIdx.x] = acc[t];
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+      double s = 0;
+      for (int y = 0; y < kRowLanes; ++y) s += sh[y][threadIdx.x];
+      partial[(static_cast<int64_t>(chunk) * TAPS + t) * C + c] = s;
+    }
+    __syncthreads();
+  }
+}
+
+// dw partials: block (32 channels, kRowLanes lanes), blockIdx.y a chunk of output rows. Each thread
+// keeps all KH·KW taps' sums for its channel in registers (dy read once per row, not once per tap),
+// then the lanes are added in order, tap by tap, into partial[(chunk · taps + tap) · C + c].
+template <int KH, int KW, class T>
+__global__ void depthwise_dw_fixed_kernel(const T* x, const T* dy, int rows, int chunks, DwShape d, double* partial) {
+  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
+  const int per = (rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
+  double acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
+  if (c < d.C)
+    for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
+      const int ow = r % d.Wo, oh = (r / d.Wo) % d.Ho, n = r / (d.Wo * d.Ho);
+      const double g = ld(dy[r * d.C + c]);
+      const int ih0 = oh * d.sh - d.ph, iw0 = ow * d.sw - d.pw;
+#pragma unroll
+      for (int ki = 0; ki < KH; ++ki) {
+        const int ih = ih0 + ki;
+        if (ih < 0 || ih >= d.H) continue;
+        const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+#pragma unroll
+        for (int kj = 0; kj < KW; ++kj) {
+          const int iw = iw0 + kj;
+          if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * ld(xr[iw * d.C]);
+        }
+      }
+    }
+  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
+}
+
+// One image row (n, oh) of dy's products for channel c, added into the thread's KH·KW tap sums. x
+// points at image n's channel c, g_row at the row's channel c. The sliding window: for each kernel
+// row ki the thread slides a window of KW input values along the row, one new x and one dy per
+// output pixel.
+struct SlidingRow {
+  template <int KH, int KW, class T>
+  __device__ __forceinline__ static void add(float (&acc)[KH * KW], const T* x_img, const T* g_row, int oh,
+                                             const DwShape& d) {
+#pragma unroll
+    for (int ki = 0; ki < KH; ++ki) {
+      const int ih = oh * d.sh - d.ph + ki;
+      if (ih < 0 || ih >= d.H) continue;
+      const T* xr = x_img + ih * d.W * d.C;
+      // win[kj] holds x at iw = ow − pw + kj; start with the window of ow = −1 (win[0] unused).
+      float win[KW];
+      win[0] = 0.f;
+#pragma unroll
+      for (int kj = 1; kj < KW; ++kj) {
+        const int iw = kj - 1 - d.pw;
+        win[kj] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+      }
+      for (int ow = 0; ow < d.Wo; ++ow) {
+#pragma unroll
+        for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
+        const int iw = ow + KW - 1 - d.pw;
+        win[KW - 1] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+        const float g = ld(g_row[ow * d.C]);
+#pragma unroll
+        for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g, win[kj], acc[ki * KW + kj]);
+      }
+    }
+  }
+};
+
+// The same row walked in blocks of OB outputs, every loop unrolled: per kernel row, the OB + KW − 1
+// input values of the block are loaded into registers and all OB · KW products taken from there,
+// and dy is loaded once per block instead of once per kernel row. SlidingRow shifts its window by
+// KW − 1 register moves per output and kernel row, about as many instructions as its FMAs. Each tap's terms are added in the same order (rows, then ascending ow), with zero
+// products for the positions past the row's end, so the sums are the same. A candidate, chosen with
+// METAFORMER_CUDA_DW_DW=blocked until the device A/B has measured it (tools/device/cuda_check.sh
+// dwdwab).
+struct BlockedRow {
+  static constexpr int OB = 8;
+  template <int KH, int KW, class T>
+  __device__ __forceinline__ static void add(float (&acc)[KH * KW], const T* x_img, const T* g_row, int oh,
+                                             const DwShape& d) {
+    for (int ow0 = 0; ow0 < d.Wo; ow0 += OB) {
+      float g[OB];
+#pragma unroll
+      for (int o = 0; o < OB; ++o) g[o] = ow0 + o < d.Wo ? ld(g_row[(ow0 + o) * d.C]) : 0.f;
+      const int iw0 = ow0 - d.pw;  // the block's first input column (stride 1)
+      const bool interior = iw0 >= 0 && iw0 + OB + KW - 1 <= d.W;
+#pragma unroll
+      for (int ki = 0; ki < KH; ++ki) {
+        const int ih = oh * d.sh - d.ph + ki;
+        if (ih < 0 || ih >= d.H) continue;
+        const T* xr = x_img + ih * d.W * d.C;
+        float win[OB + KW - 1];
+        if (interior) {
+#pragma unroll
+          for (int j = 0; j < OB + KW - 1; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < OB + KW - 1; ++j) {
+            const int iw = iw0 + j;
+            win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+          }
+        }
+#pragma unroll
+        for (int o = 0; o < OB; ++o)
+#pragma unroll
+          for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[o], win[o + kj], acc[ki * KW + kj]);
+      }
+    }
+  }
+};
+
+// dw partials at horizontal stride 1, one image row (n, oh) of dy at a time (Row: SlidingRow or
+// BlockedRow): block (32 channels, kRowLanes lanes), blockIdx.y a chunk of image rows split over the
+// lanes, then the lanes added in order, as above. (The kernel above read x 49 times per output for
+// 7×7, a quarter of a convformer_s18 training step's kernel time on the H200.) Each thread sums in
+// float (two image rows: about a hundred products a tap at 56 wide, so float's rounding stays near
+// 1e-6), the lanes and chunks in double: float · float products widened to double cost a conversion
+// each, and on the H200 those conversions, not the loads, bounded the kernel (0.9 ms a launch).
+template <int KH, int KW, class T, class Row>
+__global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, int chunks, DwShape d,
+                                         double* partial) {
+  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
+  const int per = (img_rows + chunks - 1) / chunks, r0 = chunk * per, r1 = r0 + per < img_rows ? r0 + per : img_rows;
+  float acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
+  if (c < d.C)
+    for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
+      const int oh = r % d.Ho, n = r / d.Ho;
+      Row::template add<KH, KW>(acc, x + n * d.H * d.W * d.C + c, dy + r * d.Wo * d.C + c, oh, d);
+    }
+  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
+}
+
+// Which dW kernel at stride 1: the sliding window (the default), or the blocked candidate
+// (METAFORMER_CUDA_DW_DW=blocked).
+bool dw_weight_grad_blocked() {
+  static const bool blocked = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_DW_DW");
+    return e != nullptr && std::strcmp(e, "blocked") == 0;
+  }();
+  return blocked;
+}
+
+// dw[c, tap] += Σ over the chunks, in order.
+__global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int chunks, int taps, int C) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < taps * C; i += gridDim.x * blockDim.x) {
+    const int tap = i / C, c = i % C;
+    double s = 0;
+    for (int k = 0; k < chunks; ++k) s += partial[(static_cast<int64_t>(k) * taps + tap) * C + c];
+    dw[c * taps + tap] += static_cast<float>(s);
+  }
+}
+
+template <int KH, int KW, class T>
+void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, float* dw, int B, DwShape d,
+                              double* work, cudaStream_t s) {
+  const int total = B * d.H * d.W * d.C;
+  if (dx && total > 0)
+    depthwise_dx_fixed_kernel<KH, KW, T><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, d);
+  const int rows = B * d.Ho * d.Wo;
+  if (dw && rows > 0) {
+    int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
+    const dim3 block(kColTile, kRowLanes);
+    if (d.sw == 1) {  // 16 image rows a chunk, 2 a lane
+      const int img_rows = B * d.Ho, want = (img_rows + 15) / 16;
+      chunks = want < chunks ? want : chunks;
+      // (Two bf16 channels a thread with 4-byte loads was tried on the H200 and was slower: 24.5
+      // against 19.0 ms in two convformer_s18 steps, with twice the accumulators; docs/cuda.md.)
+      const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+      if (dw_weight_grad_blocked())
+        depthwise_dw_rows_kernel<KH, KW, T, BlockedRow><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+      else
+        depthwise_dw_rows_kernel<KH, KW, T, SlidingRow><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
+    } else {
+      const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+      depthwise_dw_fixed_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);
+    }
+    depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(KH) * KW * d.C), kThreads, 0, s>>>(work, dw, chunks,
+                                                                                                  KH * KW, d.C);
+  }
+}
+
+// w [C, 1, kh, kw] -> flipped [kh, kw, C]: flipped[ki][kj][c] = w[c][kh − 1 − ki][kw − 1 − kj].
+__global__ void depthwise_weight_flip_hwc_kernel(const float* w, float* flipped, int64_t total, int64_t C, int kh,
+                                                 int kw) {
+  MF_GRID_STRIDE(i, total) {  // i indexes flipped
+    const int64_t c = i % C, tap = i / C;
+    const int ki = static_cast<int>(tap / kw), kj = static_cast<int>(tap % kw);
+    flipped[i] = w[(c * kh + (kh - 1 - ki)) * kw + (kw - 1 - kj)];
+  }
+}
+
+// ---- dense convolution helpers -------------------------------------------------------------------
+__global__ void conv_weight_grad_add_kernel(const float* dwk, float* dw, int64_t total, int64_t Ci, int kh, int kw) {
+  MF_GRID_STRIDE(i, total) {
+    const int64_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % Ci, co = i / (kw * kh * Ci);
+    dw[i] += dwk[((co * kh + ky) * kw + kx) * Ci + ci];
+  }
+}
+
+template <class T>
+__global__ void col2im_kernel(const T* dcols, T* dx, int64_t total, int64_t H, int64_t W, int64_t C, int kh, int kw,
+                              int sh, int sw, int ph, int pw, int64_t Ho, int64_t Wo) {
+  const int64_t K = static_cast<int64_t>(kh) * kw * C;
+  MF_GRID_STRIDE(at, total) {
+    const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
+    double acc = 0;
+    for (int ky = 0; ky < kh; ++ky) {
+      const int64_t th = ih + ph - ky;
+      if (th < 0 || th % sh) continue;
+      const int64_t oh = th / sh;
+      if (oh >= Ho) continue;
+      for (int kx = 0; kx < kw; ++kx) {
+        const int64_t tw = iw + pw - kx;
+        if (tw < 0 || tw % sw) continue;
+        const int64_t ow = tw / sw;
+        if (ow >= Wo) continue;
+        acc += ld(dcols[((n * Ho + oh) * Wo + ow) * K + (static_cast<int64_t>(ky) * kw + kx) * C + c]);
+      }
+    }
+    dx[at] = narrow<T>(static_cast<float>(acc));
+  }
+}
+
+// The same with 32-bit indices, float sums (at most ⌈kh/sh⌉·⌈kw/sw⌉ terms: 4 for the downsampling
+// convolutions) and V = 4 channels a thread where C allows: the 64-bit version's divisions and double
+// sums made it 2-4 % of a training step's kernel time.
+template <class T, int V>
+__global__ void col2im_i32_kernel(const T* dcols, T* dx, int total_vectors, int H, int W, int C, int kh, int kw, int sh,
+                                  int sw, int ph, int pw, int Ho, int Wo) {
+  const int K = kh * kw * C, Cv = C / V;
+  for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
+    const int cv = at % Cv, pix = at / Cv, iw = pix % W, ih = (pix / W) % H, n = pix / (W * H);
+    float acc[V] = {};
+    for (int ky = 0; ky < kh; ++ky) {
+      const int th = ih + ph - ky;
+      if (th < 0 || th % sh) continue;
+      const int oh = th / sh;
+      if (oh >= Ho) continue;
+      for (int kx = 0; kx < kw; ++kx) {
+        const int tw = iw + pw - kx;
+        if (tw < 0 || tw % sw) continue;
+        const int ow = tw / sw;
+        if (ow >= Wo) continue;
+        // dcols row (n, oh, ow), column (ky, kx, c): K is a multiple of V when C is.
+        float v[V];
+        load_v<T, V>(dcols + static_cast<int64_t>((n * Ho + oh) * Wo + ow) * K + (ky * kw + kx) * C + cv * V, v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] += v[e];
+      }
+    }
+    store_v<T, V>(dx + static_cast<int64_t>(at) * V, acc);
+  }
+}
+}  // namespace
+
+int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw) {
+  return column_work(B * Ho * Wo, static_cast<int64_t>(kh) * kw * C, 1);  // ≥ the bias's C columns
+}
+
+template <class H_>
+cudaError_t depthwise_conv2d_backward(const H_* xh, const float* w, const H_* dyh, H_* dxh, float* dw, float* db,
+                                      int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
+                                      int sh, int sw, int ph, int pw, double* work, cudaStream_t s) {
+  using T = typename DevT<H_>::type;
+  const T *x = dptr(xh), *dy = dptr(dyh);
+  T* dx = dptr(dxh);
+  const int64_t total = B * H * W * C;
+  const bool fits_int = total < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31);
+  const DwShape d{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), static_cast<int>(Ho),
+                  static_cast<int>(Wo), sh, sw, ph, pw};
+  if (fits_int && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
+    const int b = static_cast<int>(B);
+    if (kh == 3) depthwise_backward_fixed<3, 3>(x, w, dy, dx, dw, b, d, work, s);
+    if (kh == 5) depthwise_backward_fixed<5, 5>(x, w, dy, dx, dw, b, d, work, s);
+    if (kh == 7) depthwise_backward_fixed<7, 7>(x, w, dy, dx, dw, b, d, work, s);
+    if (db) column_sums<1>(ColumnSum<T>{dy, db, C}, B * Ho * Wo, C, work, s);  // after dw's finish: work is free
+    return cudaGetLastError();
+  }
+  if (dx && total > 0)
+    depthwise_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, H, W, C, Ho, Wo, kh, kw, sh, sw,
+                                                                  ph, pw);
+  const int64_t rows = B * Ho * Wo;
+  if (dw)
+    column_sums<1>(DepthwiseWeightGrad<T>{x, dy, dw, H, W, C, Ho, Wo, kh, kw, sh, sw, ph, pw}, rows,
+                   static_cast<int64_t>(kh) * kw * C, work, s);
+  if (db) column_sums<1>(ColumnSum<T>{dy, db, C}, rows, C, work, s);
+  return cudaGetLastError();
+}
+template cudaError_t depthwise_conv2d_backward(const float*, const float*, const float*, float*, float*, float*,
+                                               int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
+                                               int, int, double*, cudaStream_t);
+template cudaError_t depthwise_conv2d_backward(const bf16*, const float*, const bf16*, bf16*, float*, float*, int64_t,
+                                               int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
+                                               int, double*, cudaStream_t);
+
+cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s) {
+  const int64_t total = C * kh * kw;
+  if (total > 0) depthwise_weight_flip_hwc_kernel<<<blocks_for(total), kThreads, 0, s>>>(w, flipped, total, C, kh, kw);
+  return cudaGetLastError();
+}
+
+cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+  const int64_t total = Co * Ci * kh * kw;
+  if (total > 0) conv_weight_grad_add_kernel<<<blocks_for(total), kThreads, 0, s>>>(dwk, dw, total, Ci, kh, kw);
+  return cudaGetLastError();
+}
+
+template <class H_>
+cudaError_t col2im_nhwc(const H_* dcolsh, H_* dxh, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,
+                        int sw, int ph, int pw, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  using T = typename DevT<H_>::type;
+  constexpr int V = kVec<T>;
+  const T* dcols = dptr(dcolsh);
+  T* dx = dptr(dxh);
+  const int64_t total = B * H * W * C;
+  if (total <= 0) return cudaGetLastError();
+  if (total < (int64_t{1} << 31) && B * Ho * Wo < (int64_t{1} << 31)) {
+    const bool vec = C % V == 0 && reinterpret_cast<uintptr_t>(dcols) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
+    const int64_t vectors = vec ? total / V : total;
+    const int h = static_cast<int>(H), w = static_cast<int>(W), c = static_cast<int>(C), ho = static_cast<int>(Ho),
+              wo = static_cast<int>(Wo), n = static_cast<int>(vectors);
+    if (vec)
+      col2im_i32_kernel<T, V><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw,
+                                                                        ho, wo);
+    else
+      col2im_i32_kernel<T, 1><<<blocks_for(vectors), kThreads, 0, s>>>(dcols, dx, n, h, w, c, kh, kw, sh, sw, ph, pw,
+                                                                        ho, wo);
+    return cudaGetLastError();
+  }
+  col2im_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(dcols, dx, total, H, W, C, kh, kw, sh, sw, ph, pw, Ho, Wo);
+  return cudaGetLastError();
+}
+template cudaError_t col2im_nhwc(const float*, float*, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
+                                 int, int64_t, int64_t, cudaStream_t);
+template cudaError_t col2im_nhwc(const bf16*, bf16*, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int, int,
+                                 int64_t, int64_t, cudaStream_t);
+
+}  // namespace mf::cuda::backward

@@ -71,12 +71,33 @@ class Widened {
              "tensors, not {}", dtype_name(t.dtype()));
     return static_cast<bf16*>(t.raw());
   }
+  // An activation (or its gradient) as the kernels' element type T, float or bf16.
+  template <class T>
+  const T* act(const Tensor& t) {
+    if constexpr (std::is_same_v<T, bf16>) return in16(t);
+    else return in(t);
+  }
+  template <class T>
+  T* act_out(Tensor& t) {
+    if constexpr (std::is_same_v<T, bf16>) return out16(t);
+    else return out(t);
+  }
 
  private:
   int unwinding_;
   std::vector<Tensor> kept_;
   std::vector<std::pair<Tensor*, Tensor>> pending_;
 };
+
+// f(tag) with tag a float or a bf16: the backend's activation type, for the kernels that take either
+// (their templates and overloads), as the forward ops' typed() does.
+template <class F>
+void typed_acts(DType activations, F&& f) {
+  if (activations == DType::bf16)
+    f(bf16{});
+  else
+    f(float{});
+}
 
 // Scratch space for n doubles, from the pool, for one call (freed in stream order with the tensor).
 struct Work {
@@ -400,7 +421,6 @@ void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w
   Widened f;
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3), Ho = dy.dim(1), Wo = dy.dim(2);
   const int kh = g.kernel_h, kw = g.kernel_w;
-  const bool bf16_acts = activation_dtype() == DType::bf16;
   // At stride 1, dx is the forward convolution of dy with the kernel flipped, padded by k − 1 − p:
   // the tiled forward kernel (fp32 sums) instead of a gather per input element in double, which
   // was 8 % of a caformer_s18 training step (kernel time) on the H200.
@@ -415,38 +435,33 @@ void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w
                                          cuda::kernels::Act{}, stream()),
          "depthwise_conv2d backward: dx");
     };
-    if (bf16_acts)
-      forward(f.in16(dy), f.out16(*dx));
-    else
-      forward(f.in(dy), f.out(*dx));
+    typed_acts(activation_dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      forward(f.act<T>(dy), f.act_out<T>(*dx));
+    });
   }
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::depthwise_backward_work(B, Ho, Wo, C, g.kernel_h, g.kernel_w));
   const bool gather_dx = dx && !dx_by_forward;
-  if (bf16_acts)
-    ok(bw::depthwise_conv2d_backward(f.in16(x), f.in(w), f.in16(dy), gather_dx ? f.out16(*dx) : nullptr, gw.get(),
-                                     gb.get(), B, H, W, C, Ho, Wo, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
-                                     g.pad_h, g.pad_w, work.p, stream()),
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::depthwise_conv2d_backward(f.act<T>(x), f.in(w), f.act<T>(dy), gather_dx ? f.act_out<T>(*dx) : nullptr,
+                                     gw.get(), gb.get(), B, H, W, C, Ho, Wo, g.kernel_h, g.kernel_w, g.stride_h,
+                                     g.stride_w, g.pad_h, g.pad_w, work.p, stream()),
        "depthwise_conv2d backward");
-  else
-    ok(bw::depthwise_conv2d_backward(f.in(x), f.in(w), f.in(dy), gather_dx ? f.out(*dx) : nullptr, gw.get(), gb.get(),
-                                     B, H, W, C, Ho, Wo, g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h,
-                                     g.pad_w, work.p, stream()),
-       "depthwise_conv2d backward");
+  });
   gw.finish();
   gb.finish();
 }
 
 void CudaBackwardOps::pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx) {
   Widened f;
-  if (activation_dtype() == DType::bf16)
-    ok(bw::pool_minus_input_backward(f.in16(dy), f.out16(dx), dy.dim(0), dy.dim(1), dy.dim(2), dy.dim(3), kernel,
-                                     stream()),
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::pool_minus_input_backward(f.act<T>(dy), f.act_out<T>(dx), dy.dim(0), dy.dim(1), dy.dim(2), dy.dim(3),
+                                     kernel, stream()),
        "pool_minus_input backward");
-  else
-    ok(bw::pool_minus_input_backward(f.in(dy), f.out(dx), dy.dim(0), dy.dim(1), dy.dim(2), dy.dim(3), kernel,
-                                     stream()),
-       "pool_minus_input backward");
+  });
 }
 
 void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
@@ -455,13 +470,12 @@ void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, floa
   const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::norm_backward_work(rows, C, C));
-  if (activation_dtype() == DType::bf16)
-    ok(bw::norm_backward(f.in16(x), f.in(w), f.in16(dy), eps, f.out16(dx), gw.get(), gb.get(), rows, C, C, work.p,
-                         stream()),
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), rows, C, C,
+                         work.p, stream()),
        "layer_norm backward");
-  else
-    ok(bw::norm_backward(f.in(x), f.in(w), f.in(dy), eps, f.out(dx), gw.get(), gb.get(), rows, C, C, work.p, stream()),
-       "layer_norm backward");
+  });
   gw.finish();
   gb.finish();
 }
@@ -472,13 +486,12 @@ void CudaBackwardOps::group_norm1_backward(const Tensor& x, const Tensor& w, flo
   const int64_t B = x.dim(0), C = x.shape().last(), per = B ? x.numel() / B : 0;
   DeviceGrad gw(dw, true), gb(db, true);
   Work work(bw::norm_backward_work(B, per, C));
-  if (activation_dtype() == DType::bf16)
-    ok(bw::norm_backward(f.in16(x), f.in(w), f.in16(dy), eps, f.out16(dx), gw.get(), gb.get(), B, per, C, work.p,
-                         stream()),
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), B, per, C,
+                         work.p, stream()),
        "group_norm1 backward");
-  else
-    ok(bw::norm_backward(f.in(x), f.in(w), f.in(dy), eps, f.out(dx), gw.get(), gb.get(), B, per, C, work.p, stream()),
-       "group_norm1 backward");
+  });
   gw.finish();
   gb.finish();
 }
@@ -489,14 +502,12 @@ void CudaBackwardOps::activation_backward(const Tensor& x, const Activation& act
   const bool star = act.kind == ActKind::StarReLU;
   DeviceGrad gs(star ? dscale : nullptr, true), gb(star ? dbias : nullptr, true);
   Work work(gs.get() || gb.get() ? bw::activation_backward_work(x.numel()) : 0);
-  if (activation_dtype() == DType::bf16)
-    ok(bw::activation_backward(f.in16(x), bact(act), f.in16(dy), f.out16(dx), gs.get(), gb.get(), x.numel(), work.p,
-                               stream()),
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::activation_backward(f.act<T>(x), bact(act), f.act<T>(dy), f.act_out<T>(dx), gs.get(), gb.get(), x.numel(),
+                               work.p, stream()),
        "activation backward");
-  else
-    ok(bw::activation_backward(f.in(x), bact(act), f.in(dy), f.out(dx), gs.get(), gb.get(), x.numel(), work.p,
-                               stream()),
-       "activation backward");
+  });
   gs.finish();
   gb.finish();
 }
@@ -508,18 +519,15 @@ void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* re
   const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
   DeviceGrad grs(d_res_scale, true), gls(d_layer_scale, true);
   Work work(grs.get() || gls.get() ? bw::scaled_residual_backward_work(rows, C) : 0);
-  if (activation_dtype() == DType::bf16) {
-    // x and branch are read only for the scales' gradients.
-    const bool sums = grs.get() || gls.get();
-    ok(bw::scaled_residual_backward(sums ? f.in16(x) : nullptr, f.in(res_scale), sums ? f.in16(branch) : nullptr,
-                                    f.in(layer_scale), f.in16(dy), f.out16(dx), f.out16(dbranch), grs.get(), gls.get(),
-                                    rows, C, work.p, stream()),
+  // x and branch are read only for the scales' gradients (not rounded to bf16 otherwise).
+  const bool sums = grs.get() || gls.get();
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::scaled_residual_backward(sums ? f.act<T>(x) : nullptr, f.in(res_scale), sums ? f.act<T>(branch) : nullptr,
+                                    f.in(layer_scale), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dbranch),
+                                    grs.get(), gls.get(), rows, C, work.p, stream()),
        "scaled_residual backward");
-  } else {
-    ok(bw::scaled_residual_backward(f.in(x), f.in(res_scale), f.in(branch), f.in(layer_scale), f.in(dy), f.out(dx),
-                                    f.out(dbranch), grs.get(), gls.get(), rows, C, work.p, stream()),
-       "scaled_residual backward");
-  }
+  });
   grs.finish();
   gls.finish();
 }
@@ -527,10 +535,10 @@ void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* re
 void CudaBackwardOps::global_avg_pool_backward(const Tensor& dy, Tensor& dx) {
   Widened f;
   const int64_t B = dx.dim(0), C = dx.shape().last(), HW = B && C ? dx.numel() / (B * C) : 0;
-  if (activation_dtype() == DType::bf16)
-    ok(bw::global_avg_pool_backward(f.in16(dy), f.out16(dx), B, HW, C, stream()), "global_avg_pool backward");
-  else
-    ok(bw::global_avg_pool_backward(f.in(dy), f.out(dx), B, HW, C, stream()), "global_avg_pool backward");
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(bw::global_avg_pool_backward(f.act<T>(dy), f.act_out<T>(dx), B, HW, C, stream()), "global_avg_pool backward");
+  });
 }
 
 void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
@@ -545,10 +553,10 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
     return;
   }
   if (version == AttnBwd::gemm) {
-    if (activation_dtype() == DType::bf16)
-      attention_backward_gemm(f.in16(qkv), f.in16(dy), f.out16(dqkv), B, N, heads, head_dim, scale);
-    else
-      attention_backward_gemm(f.in(qkv), f.in(dy), f.out(dqkv), B, N, heads, head_dim, scale);
+    typed_acts(activation_dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      attention_backward_gemm(f.act<T>(qkv), f.act<T>(dy), f.act_out<T>(dqkv), B, N, heads, head_dim, scale);
+    });
     return;
   }
   const float* q = f.in(qkv);

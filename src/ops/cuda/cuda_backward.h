@@ -1,9 +1,9 @@
 // The backward passes of the "cuda" backend (issue 13; docs/cuda.md "Backward passes"): a base class
 // of the backend (cuda_backend.cpp), so that they live apart from its forward ops. The matrix
 // products (linear, the dense convolution's im2col GEMMs) are cuBLASLt's with fp32 compute (TF32
-// off); the rest are the kernels of backward_kernels.cu and conv_backward.cu. On the bf16 backend (bf16 activations,
-// train --dtype bf16) the products take bf16 operands, and an op without bf16 kernels runs its fp32
-// ones on widened copies (cuda_backward.cpp, Widened). Semantics as the reference backend's:
+// off); the rest are the kernels of backward_kernels.cu and conv_backward.cu. On the bf16 backend
+// (bf16 activations, train --dtype bf16) the products take bf16 operands, and an op without bf16
+// kernels runs its fp32 ones on widened copies (cuda_backward.cpp, Widened). Semantics as the reference backend's:
 // input gradients overwritten, parameter gradients accumulated. A gradient the caller passes in (a
 // parameter's, or channel_slice's dx) may live on the host: it is copied up, updated and copied back.
 #pragma once

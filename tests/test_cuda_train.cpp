@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/metaformer.h"
@@ -170,6 +171,26 @@ TEST(CudaTraining, MatmulIsAGpuOption) {
 // --dtype bf16 (bf16 activations) is the GPU's mixed precision.
 TEST(CudaTraining, Bf16ActivationsAreAGpuOption) {
   expect_gpu_option("--dtype", "bf16", "--dtype bf16 trains with bf16 activations on --backend cuda");
+}
+
+// A run's recorded dtype (train_args.json, read on --resume) is checked like the flag: a hand-edited
+// value is one clear line, and nothing of the run is touched (no GPU needed).
+TEST(CudaTraining, UnknownDtypeInARunsRecordIsOneClearLine) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 32);
+  CliResult r = run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--out", tmp.file("run"),
+                         "--epochs", "1", "--batch", "32", "--threads", "2", "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args_path = tmp.file("run/train_args.json");
+  const auto bytes = read_bytes(args_path);
+  auto args = nlohmann::json::parse(bytes.begin(), bytes.end());
+  EXPECT_EQ(args["dtype"], "fp32");
+  args["dtype"] = "fp16";
+  write_text(args_path, args.dump(2));
+  const auto weights = read_bytes(tmp.file("run/model.safetensors"));
+  expect_clean_failure(run_cli({"train", "--resume", tmp.file("run"), "--epochs", "2", "--no-progress"}),
+                       "--dtype is fp32 or bf16, not 'fp16'");
+  EXPECT_TRUE(read_bytes(tmp.file("run/model.safetensors")) == weights);
 }
 
 // --data synthetic:N takes a positive count; anything else is one clear line (no GPU needed).

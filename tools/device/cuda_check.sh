@@ -49,6 +49,10 @@
 #   dwdwab.log    (step dwdwab) the depthwise weight gradient's blocked candidate (METAFORMER_CUDA_DW_DW=blocked):
 #                 grad cases in fp32 and bf16, then its kernel time against the default's in two
 #                 convformer_s18 --dtype bf16 steps
+#   candidates.log (step candidates) every kernel candidate behind a switch (the blocked depthwise dW, the
+#                 fused LayerNorm backward): grad cases in fp32 and bf16, kernel time against the default in
+#                 two convformer_s18 --dtype bf16 steps, then 40-step images/s of each model with each
+#                 candidate alone and all together (CAND_MODELS narrows the models)
 #   steptimes.log (step steptimes) per model, 40 training steps with METAFORMER_STEP_TIMES=1, pinned batches
 #                 on and off: the wall time of a step and how long the host waited for the losses
 #   hostprofile.log (step hostprofile) the host's time per op family over 30 training steps
@@ -59,7 +63,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab dwdwab
-# curve compare attnab (default: build ops grad
+# candidates curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -355,6 +359,48 @@ if has dwdwab; then  # the depthwise weight gradient: the sliding window (defaul
       --workers 4 --eval-subset 128 --no-progress --out /tmp/dwab > /tmp/dwab.csv 2> /dev/null
     python3 "$stage/kernel_table.py" /tmp/dwab.csv 2>&1 | grep -E "launches|depthwise_dw" | head -4 | cut -c1-140 |
       sed "s/^/$v: /" | tee -a "$OUT/dwdwab.log"
+  done
+fi
+
+if has candidates; then
+  # Every kernel candidate behind an environment switch, in one call: its grad cases in fp32 and bf16,
+  # its kernels' time against the default's (two convformer_s18 --dtype bf16 steps under Nsight
+  # Compute), then training images/s over 40 steps with each candidate on alone and all on together.
+  # A candidate: "SWITCH=VALUE|harness filters|kernel-name pattern".
+  log=$OUT/candidates.log
+  echo "== candidates: correctness, kernel time and throughput of each switch against the default" | tee "$log"
+  cands=(
+    "METAFORMER_CUDA_DW_DW=blocked|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
+    "METAFORMER_CUDA_NORM_BWD=fused|layer_norm mlp_branch sepconv_branch|norm_rows|column_partials|column_finish"
+  )
+  all_on=()
+  for cand in "${cands[@]}"; do
+    IFS='|' read -r switch filters pattern <<< "$cand"
+    all_on+=("$switch")
+    for dt in fp32 bf16; do
+      for op in $filters; do
+        env "$switch" "$T" --backend cuda --dtype $dt --mode grad --op "$op" 2>&1 | grep -E "FAIL|cases,"
+      done | tr '\n' ' ' | sed "s/^/$switch, $dt grad: /" | tee -a "$log"; echo | tee -a "$log"
+    done
+    for v in default "$switch"; do
+      rm -rf /tmp/cand
+      env ${v/#default/METAFORMER_CANDIDATE_NONE=1} timeout 120 ncu --clock-control none --csv --metrics \
+        gpu__time_duration.sum "$M" train -m convformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 \
+        --backend cuda --dtype bf16 --workers 4 --eval-subset 128 --no-progress --out /tmp/cand > /tmp/cand.csv 2> /dev/null
+      python3 "$stage/kernel_table.py" /tmp/cand.csv 2>&1 | grep -E "launches|${pattern}" | head -6 | cut -c1-150 |
+        sed "s/^/$v: /" | tee -a "$log"
+    done
+  done
+  for m in $(echo "${CAND_MODELS:-convformer_s18,caformer_s18,mambaout_femto,poolformer_s12}" | tr , ' '); do
+    for v in default "${all_on[@]}" all; do
+      sw=(METAFORMER_CANDIDATE_NONE=1)
+      [ "$v" = all ] && sw=("${all_on[@]}")
+      [ "$v" != all ] && [ "$v" != default ] && sw=("$v")
+      rm -rf /tmp/cand
+      env "${sw[@]}" timeout 120 "$M" train -m $m --data synthetic:5120 --batch 128 --epochs 1 --max-steps 40 \
+        --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/cand 2>&1 |
+        grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
+    done
   done
 fi
 

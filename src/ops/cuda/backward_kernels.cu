@@ -9,6 +9,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "ops/cuda/backward_common.cuh"
 
@@ -173,6 +175,18 @@ __global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const do
 // (With every element and every row scalar in double — a division, a square root and the
 // conversions, which all 32 lanes execute — this kernel ran at a quarter of memory speed on rows of
 // 64 channels: 7 % of convformer_s18's training kernel time.)
+// rstd = 1 / sqrt(var + eps) of a row whose lanes hold q = their float Σ (x − meanf)²: the lanes added
+// in double (the butterfly: a fixed order), Σ (x − meanf)² = Σ (x − mean)² + n (mean − meanf)² with
+// the second term taken off in double, then a float rsqrt refined by one Newton step in double.
+__device__ __forceinline__ double warp_row_rstd(float q, double mean, float meanf, double inv_n, float eps) {
+  const double dm = mean - static_cast<double>(meanf);
+  double var = warp_sum(static_cast<double>(q)) * inv_n - dm * dm;
+  if (var < 0) var = 0;
+  const double v = var + static_cast<double>(eps);
+  double rstd = rsqrtf(static_cast<float>(v));
+  return rstd * (1.5 - 0.5 * v * rstd * rstd);
+}
+
 constexpr int64_t kWarpRowMax = 2048;
 template <class T>
 __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, double* stats,
@@ -191,13 +205,7 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
       const float d = ld(xr[i]) - meanf;
       q = fmaf(d, d, q);
     }
-    // Σ (x − meanf)² = Σ (x − mean)² + n (mean − meanf)²: the second term taken off in double.
-    const double dm = mean - static_cast<double>(meanf);
-    double var = warp_sum(static_cast<double>(q)) * inv_n - dm * dm;
-    if (var < 0) var = 0;
-    const double v = var + static_cast<double>(eps);
-    double rstd = rsqrtf(static_cast<float>(v));
-    rstd = rstd * (1.5 - 0.5 * v * rstd * rstd);
+    const double rstd = warp_row_rstd(q, mean, meanf, inv_n, eps);
     const float rstdf = static_cast<float>(rstd);
     float t0f = 0.f, t1f = 0.f;
     for (int i = lane; i < n; i += 32) {
@@ -221,6 +229,126 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
       stats[r * 4 + 3] = t1;
     }
   }
+}
+
+// The same rows with the parameter gradients in the same pass (a candidate until the device A/B has
+// measured it: METAFORMER_CUDA_NORM_BWD=fused, tools/device/cuda_check.sh candidates). LayerNorm only
+// (n = C ≤ 32 · NPL). norm_rows_backward_kernel leaves the statistics for a second pass,
+// NormParamGrads, which reads x and dy again and sums dy · x̂ and dy per channel in double (9 % of
+// convformer_s18's bf16 step with the row kernel itself). Here each lane keeps its NPL elements of
+// the row in registers (channels lane, lane + 32, …: x and dy are read once), computes dx with the
+// row kernel's arithmetic in the row kernel's order, and adds dy · x̂ and dy into per-lane float
+// sums over the rows its warp takes. Block b takes rows [b · per, (b + 1) · per), warp w every
+// eighth of them from w: a fixed assignment. The block's 8 warps are then added in order in double
+// into partial[(b · 2 + k) · C + c], and column_finish_kernel adds the blocks in order: deterministic,
+// without atomics, as the two-pass version. The float sums run over at most per / 8 rows (per ≤
+// kFusedNormRowsPerBlock until the chunk cap, about 25 rows at 400k rows).
+constexpr int kFusedNormMaxNpl = 24;  // channels a lane: LayerNorm rows up to 768
+constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 2048;
+inline int64_t fused_norm_chunks(int64_t rows) {
+  const int64_t c = (rows + kFusedNormRowsPerBlock - 1) / kFusedNormRowsPerBlock;
+  return c < 1 ? 1 : c > kFusedNormMaxChunks ? kFusedNormMaxChunks : c;
+}
+
+template <class T, int NPL>
+__global__ void __launch_bounds__(kThreads)
+    norm_rows_backward_fused_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
+                                    int64_t rows, int n, double inv_n, double* partial) {
+  constexpr int kWarps = kThreads / 32;
+  __shared__ float red[kWarps][32 * NPL];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t chunks = gridDim.x, per = (rows + chunks - 1) / chunks;
+  const int64_t r0 = blockIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
+  float wv[NPL], pw[NPL], pb[NPL];
+#pragma unroll
+  for (int j = 0; j < NPL; ++j) {
+    const int i = lane + 32 * j;
+    wv[j] = i < n ? w[i] : 0.f;
+    pw[j] = pb[j] = 0.f;
+  }
+  for (int64_t r = r0 + warp; r < r1; r += kWarps) {
+    const T* xr = x + r * n;
+    const T* gr = dy + r * n;
+    float xv[NPL], gv[NPL];
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < NPL; ++j) {
+      const int i = lane + 32 * j;
+      xv[j] = i < n ? ld(xr[i]) : 0.f;
+      gv[j] = i < n ? ld(gr[i]) : 0.f;
+      if (i < n) s += xv[j];
+    }
+    const double mean = warp_sum(static_cast<double>(s)) * inv_n;
+    const float meanf = static_cast<float>(mean);
+    float q = 0.f;
+#pragma unroll
+    for (int j = 0; j < NPL; ++j)
+      if (lane + 32 * j < n) {
+        const float d = xv[j] - meanf;
+        q = fmaf(d, d, q);
+      }
+    const double rstd = warp_row_rstd(q, mean, meanf, inv_n, eps);
+    const float rstdf = static_cast<float>(rstd);
+    float t0f = 0.f, t1f = 0.f;
+#pragma unroll
+    for (int j = 0; j < NPL; ++j)
+      if (lane + 32 * j < n) {
+        const float xh = (xv[j] - meanf) * rstdf;
+        const float gg = gv[j] * wv[j];
+        t0f += gg;
+        t1f = fmaf(gg, xh, t1f);
+      }
+    const float m0 = static_cast<float>(warp_sum(static_cast<double>(t0f)) * inv_n);
+    const float m1 = static_cast<float>(warp_sum(static_cast<double>(t1f)) * inv_n);
+#pragma unroll
+    for (int j = 0; j < NPL; ++j) {
+      const int i = lane + 32 * j;
+      if (i < n) {
+        const float xh = (xv[j] - meanf) * rstdf;
+        const float gg = gv[j] * wv[j];
+        dx[r * n + i] = narrow<T>(rstdf * (gg - m0 - xh * m1));
+        pw[j] = fmaf(gv[j], xh, pw[j]);
+        pb[j] += gv[j];
+      }
+    }
+  }
+  if (!params) return;  // the same for every thread of the launch: no barrier is skipped by some only
+  for (int k = 0; k < 2; ++k) {
+#pragma unroll
+    for (int j = 0; j < NPL; ++j) red[warp][lane + 32 * j] = k == 0 ? pw[j] : pb[j];
+    __syncthreads();
+    for (int c = threadIdx.x; c < n; c += kThreads) {
+      double t = 0;
+#pragma unroll
+      for (int y = 0; y < kWarps; ++y) t += red[y][c];
+      partial[(static_cast<int64_t>(blockIdx.x) * 2 + k) * n + c] = t;
+    }
+    __syncthreads();
+  }
+}
+
+// Which LayerNorm backward: the row kernel and a column-sum pass (the default), or the fused
+// candidate above (METAFORMER_CUDA_NORM_BWD=fused).
+bool norm_backward_fused() {
+  static const bool fused = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_NORM_BWD");
+    return e != nullptr && std::strcmp(e, "fused") == 0;
+  }();
+  return fused;
+}
+
+template <class T>
+void launch_norm_rows_backward_fused(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
+                                     int64_t rows, int n, double* partial, cudaStream_t s) {
+  const unsigned grid = static_cast<unsigned>(fused_norm_chunks(rows));
+  const double inv_n = 1.0 / static_cast<double>(n);
+  auto go = [&](auto kernel) { kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, dx, params, rows, n, inv_n, partial); };
+  if (n <= 64) go(norm_rows_backward_fused_kernel<T, 2>);
+  else if (n <= 128) go(norm_rows_backward_fused_kernel<T, 4>);
+  else if (n <= 256) go(norm_rows_backward_fused_kernel<T, 8>);
+  else if (n <= 384) go(norm_rows_backward_fused_kernel<T, 12>);
+  else if (n <= 512) go(norm_rows_backward_fused_kernel<T, 16>);
+  else go(norm_rows_backward_fused_kernel<T, kFusedNormMaxNpl>);
 }
 
 template <class T>
@@ -684,7 +812,9 @@ cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_
 
 int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
   const int64_t g = group_work(groups, n, 2), c = column_work(groups * n / C, C, 2);
-  return groups * 4 + (g > c ? g : c);
+  const int64_t f = n == C ? fused_norm_chunks(groups) * C * 2 : 0;  // the fused candidate's partials
+  const int64_t most = g > c ? g : c;
+  return groups * 4 + (most > f ? most : f);
 }
 
 template <class H>
@@ -697,6 +827,13 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   double* stats = work;
   double* partial = work + groups * 4;
   const int64_t total = groups * n;
+  if (n == C && n <= 32 * kFusedNormMaxNpl && norm_backward_fused()) {
+    launch_norm_rows_backward_fused(x, w, dy, eps, dx, dw || db, groups, static_cast<int>(n), partial, s);
+    if (dw || db)
+      column_finish_kernel<2><<<blocks_for(C, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(
+          NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C, fused_norm_chunks(groups), partial);
+    return cudaGetLastError();
+  }
   if (n <= kWarpRowMax) {
     norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
         x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));

@@ -149,6 +149,42 @@ TEST(CudaTraining, NcclAllReduceRunsOnOneGpu) {
   EXPECT_THROW(b.allreduce_mean({&a}, RankGroup{0, 2, nullptr}), Error);  // another job: refused, not hung
 }
 
+// The GPU path of data parallelism inside training, on a machine with one GPU
+// (METAFORMER_ALLREDUCE_ONE_RANK=1: a world of one averages its gradients through NCCL anyway). The
+// buckets (several a step at 0.01 MiB, each started on the communication stream as the backward pass
+// reports its modules, then waited for by the compute stream) and the single call after the backward
+// pass both leave an fp32 run's bytes as they were: the mean over one rank is the rank's own
+// gradients, and a missing wait or a bucket averaged before its gradients were written would show.
+// The bf16 all-reduce rounds the gradients to bf16, so that run only has to learn.
+TEST(CudaTraining, DataParallelGpuPathOfOneRankChangesNoBit) {
+  MF_REQUIRE_GPU();
+  if (!get_backend("cuda").supports_allreduce()) GTEST_SKIP() << "this build has no NCCL";
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  auto run = [&](const std::string& out, const std::vector<std::string>& extra, bool reduce) {
+    auto args = gpu_train_args(tmp.file("data"), tmp.file(out), 2);
+    args.insert(args.end(), extra.begin(), extra.end());
+    if (reduce) setenv("METAFORMER_ALLREDUCE_ONE_RANK", "1", 1);
+    CliResult r = run_cli(args);
+    unsetenv("METAFORMER_ALLREDUCE_ONE_RANK");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    if (reduce) {
+      EXPECT_NE(r.out.find("gradients averaged through NCCL anyway"), std::string::npos) << r.out;
+    }
+  };
+  run("plain", {}, false);
+  run("buckets", {"--bucket-mb", "0.01"}, true);
+  run("flat", {"--bucket-mb", "0"}, true);
+  run("bf16", {"--allreduce", "bf16"}, true);
+  if (HasFailure()) return;
+  const auto reference = read_bytes(tmp.file("plain/model.safetensors"));
+  EXPECT_TRUE(read_bytes(tmp.file("buckets/model.safetensors")) == reference) << "bucketed NCCL averaging changed the run";
+  EXPECT_TRUE(read_bytes(tmp.file("flat/model.safetensors")) == reference) << "NCCL averaging after backward changed the run";
+  const auto rows = metrics(tmp.file("bf16"));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_LT(rows.back()["train_loss"].get<double>(), rows.front()["train_loss"].get<double>());
+}
+
 // A GPU-only option given to a CPU run, and an unknown value of it: each one clear line, before anything
 // is written (no GPU needed).
 void expect_gpu_option(const std::string& flag, const std::string& value, const std::string& refusal) {

@@ -445,7 +445,15 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   MF_CHECK(o.dtype == "fp32" || o.backend == "cuda", "--dtype bf16 trains with bf16 activations on --backend cuda; "
            "the {} backend trains in fp32 (docs/cuda.md)", o.backend);
   Backend& backend = get_backend(o.backend, parse_precision(o.dtype));
-  MF_CHECK(dist.world() == 1 || backend.device() == Device::CPU || backend.supports_allreduce(),
+  // METAFORMER_ALLREDUCE_ONE_RANK=1, a check for machines with one GPU (docs/distributed.md): a world of
+  // one averages its gradients through the GPU path of data parallelism anyway (an NCCL communicator of
+  // one rank; the buckets on their own stream, or the one call after the backward pass), so that the
+  // path runs where no second GPU is. The mean over one rank is the rank's own gradients: an fp32 run
+  // must end with the same bytes as without it.
+  const bool reduce_alone =
+      dist.world() == 1 && backend.device() != Device::CPU && env_is_one("METAFORMER_ALLREDUCE_ONE_RANK");
+  const bool reduce_gradients = dist.world() > 1 || reduce_alone;
+  MF_CHECK(!reduce_gradients || backend.device() == Device::CPU || backend.supports_allreduce(),
            "data-parallel training across ranks on the {} backend needs NCCL, and this build has none "
            "(docs/distributed.md)", backend.name());
   MF_CHECK(o.matmul == "fp32" || backend.name() == "cuda", "--matmul {} applies to --backend cuda (the {} backend "
@@ -597,13 +605,17 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   if (dist.world() > 1)
     fmt::print("data parallel: {} ranks x batch {} = {} per step ({} threads each)\n", dist.world(), lo.batch,
                o.batch, num_threads());
+  if (reduce_alone)
+    fmt::print("data parallel: one rank, gradients averaged through NCCL anyway ({}; METAFORMER_ALLREDUCE_ONE_RANK)\n",
+               o.allreduce == "fp32" && o.bucket_mb > 0 ? fmt::format("buckets of {} MiB", o.bucket_mb)
+                                                         : fmt::format("one {} call", o.allreduce));
   std::fflush(stdout);
 
   const auto run_start = std::chrono::steady_clock::now();
   // Gradient buckets: with several ranks and fp32 all-reduces, each bucket of final gradients is
   // averaged while the backward pass goes on (MPI_Iallreduce on the host, NCCL on a stream of its
   // own on a GPU; train/grad_buckets.h). Made again if the flat gradient buffer is ever replaced.
-  const bool bucketed = dist.world() > 1 && o.allreduce == "fp32" && o.bucket_mb > 0;
+  const bool bucketed = reduce_gradients && o.allreduce == "fp32" && o.bucket_mb > 0;
   // The ranks, for the backend's NCCL all-reduce (MPI carries the communicator's id).
   auto rank_group = [&dist](bool bf16) {
     return RankGroup{dist.rank(), dist.world(),
@@ -725,7 +737,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
         }
       } else if (backend.device() == Device::CPU) {
         average_gradients(dist, opt.flat_gradients(), o.allreduce == "bf16");  // MPI, in place
-      } else if (dist.world() > 1) {  // NCCL, on the device, on the backend's stream
+      } else if (reduce_gradients) {  // NCCL, on the device, on the backend's stream
         // One all-reduce over the buffer that every gradient views (AdamW::zero_grad).
         backend.allreduce_mean({&opt.flat_gradients()}, rank_group(o.allreduce == "bf16"));
       }

@@ -50,7 +50,8 @@
 #                 grad cases in fp32 and bf16, then its kernel time against the default's in two
 #                 convformer_s18 --dtype bf16 steps
 #   candidates.log (step candidates) every kernel candidate behind a switch (the blocked depthwise dW, the
-#                 fused LayerNorm backward): grad cases in fp32 and bf16, kernel time against the default in
+#                 fused LayerNorm backward, the depthwise forward with weights in registers): op and grad
+#                 cases in fp32 and bf16, kernel time against the default in
 #                 two convformer_s18 --dtype bf16 steps, then 40-step images/s of each model with each
 #                 candidate alone and all together (CAND_MODELS narrows the models)
 #   steptimes.log (step steptimes) per model, 40 training steps with METAFORMER_STEP_TIMES=1, pinned batches
@@ -372,15 +373,18 @@ if has candidates; then
   cands=(
     "METAFORMER_CUDA_DW_DW=blocked|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
     "METAFORMER_CUDA_NORM_BWD=fused|layer_norm mlp_branch sepconv_branch|norm_rows|column_partials|column_finish"
+    "METAFORMER_CUDA_DW=regw|depthwise sepconv mixer/sepconv mixer/gated_cnn gated_cnn|dw_tiled"
   )
   all_on=()
   for cand in "${cands[@]}"; do
     IFS='|' read -r switch filters pattern <<< "$cand"
     all_on+=("$switch")
-    for dt in fp32 bf16; do
-      for op in $filters; do
-        env "$switch" "$T" --backend cuda --dtype $dt --mode grad --op "$op" 2>&1 | grep -E "FAIL|cases,"
-      done | tr '\n' ' ' | sed "s/^/$switch, $dt grad: /" | tee -a "$log"; echo | tee -a "$log"
+    for mode in test grad; do
+      for dt in fp32 bf16; do
+        for op in $filters; do
+          env "$switch" "$T" --backend cuda --dtype $dt --mode $mode --op "$op" 2>&1 | grep -E "FAIL|cases,"
+        done | tr '\n' ' ' | sed "s/^/$switch, $dt $mode: /" | tee -a "$log"; echo | tee -a "$log"
+      done
     done
     for v in default "$switch"; do
       rm -rf /tmp/cand
@@ -390,6 +394,12 @@ if has candidates; then
       python3 "$stage/kernel_table.py" /tmp/cand.csv 2>&1 | grep -E "launches|${pattern}" | head -6 | cut -c1-150 |
         sed "s/^/$v: /" | tee -a "$log"
     done
+  done
+  # Inference, batch 256 in bf16 (issue 12's measure), for the switches that touch forward kernels.
+  for v in default METAFORMER_CUDA_DW=regw; do
+    env ${v/#default/METAFORMER_CANDIDATE_NONE=1} timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
+      sed "s/^/inference $v: /" | tee -a "$log"
   done
   for m in $(echo "${CAND_MODELS:-convformer_s18,caformer_s18,mambaout_femto,poolformer_s12}" | tr , ' '); do
     for v in default "${all_on[@]}" all; do

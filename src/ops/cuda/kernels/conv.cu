@@ -142,15 +142,22 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 //   instructions than the 392 FMAs a thread does.
 // (The strip kernel above needs 64-128 registers a thread and ran at 25 % occupancy; this one about
 // 40-60. METAFORMER_CUDA_DW=tiled1 keeps RH = 1 with scalar staging, the previous version, for A/B.)
+// G row groups of kDwCh threads (kDwTile by default); the patch is kDwTile columns wide.
+// WREG (a candidate, METAFORMER_CUDA_DW=regw, not yet measured): each thread keeps its channel's K·K
+// weights in registers instead of reading them from shared memory for every tap row. With RH = 2 a
+// thread issues 98 shared-memory loads of weights and 112 of inputs for 784 FMAs; an SM issues one
+// shared-memory load a clock against four FMA instructions, so the loads, not the FMAs, bound it.
+// Weights in registers and RH = 4 (G = 4, the same 16-row patch) make it 140 input loads and 49
+// weight loads for 1,568 FMAs. The sums are the same, added in the same order.
 constexpr int kDwTile = 8, kDwCh = 32;
 
-template <typename T, int K, int RH>
-__global__ void __launch_bounds__(kDwTile * kDwCh)
+template <typename T, int K, int RH, int G = kDwTile, bool WREG = false>
+__global__ void __launch_bounds__(G * kDwCh)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
-  constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
+  constexpr int TH = G * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
   __shared__ __align__(16) float in_s[SH * SW * kDwCh];
-  __shared__ float w_s[K * K * kDwCh];
+  __shared__ float w_s[WREG ? 1 : K * K * kDwCh];
   const bool has_pre = pre.kind != ActKind::Identity;
   const int64_t b = blockIdx.z;
   const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
@@ -188,13 +195,19 @@ __global__ void __launch_bounds__(kDwTile * kDwCh)
       in_s[i] = v;
     }
   }
-  for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
-    const int c = i % kDwCh, tap = i / kDwCh;
-    w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
-  }
+  if (!WREG)
+    for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
+      const int c = i % kDwCh, tap = i / kDwCh;
+      w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
+    }
   __syncthreads();
   const int c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
   if (c0 + c >= C || oh0 + r0 >= Ho) return;
+  float wr[WREG ? K * K : 1];
+  if (WREG) {
+#pragma unroll
+    for (int tap = 0; tap < K * K; ++tap) wr[tap] = w[int64_t(tap) * C + c0 + c];
+  }
   const float b0 = bias ? bias[c0 + c] : 0.f;
   float acc[RH][kDwTile];
 #pragma unroll
@@ -212,7 +225,7 @@ __global__ void __launch_bounds__(kDwTile * kDwCh)
       if (ki < 0 || ki >= K) continue;
 #pragma unroll
       for (int kj = 0; kj < K; ++kj) {
-        const float wv = w_s[(ki * K + kj) * kDwCh + c];
+        const float wv = WREG ? wr[WREG ? ki * K + kj : 0] : w_s[(ki * K + kj) * kDwCh + c];
 #pragma unroll
         for (int t = 0; t < kDwTile; ++t) acc[rr][t] = fmaf(seg[t + kj], wv, acc[rr][t]);
       }
@@ -256,30 +269,40 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // METAFORMER_CUDA_DW=strip keeps the strip kernels for comparison. The grid's z is the batch
   // (≤ 65535 images a call).
   // Which depthwise kernels: the default (tiled, two rows a thread, vector staging), "tiled1" (the
-  // tiled kernel's first version: one row a thread, scalar staging) or "strip".
+  // tiled kernel's first version: one row a thread, scalar staging), "strip", or the candidate "regw"
+  // (weights in registers, four rows a thread in four row groups: the same 16-row patches).
   static const int variant = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW");
     if (e && std::strcmp(e, "strip") == 0) return 0;
     if (e && std::strcmp(e, "tiled1") == 0) return 1;
+    if (e && std::strcmp(e, "regw") == 0) return 3;
     return 2;
   }();
   if (s1 && kh == kw && (kh == 7 || kh == 3) && variant > 0 && B <= 65535) {
-    const bool two_rows = variant == 2 && Ho > kDwTile;
-    const bool vec_stage = variant == 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x);
-    const int64_t th = kDwTile * (two_rows ? 2 : 1);
+    // Row groups and rows a thread: regw four rows in four groups (two on maps of 8 rows or fewer:
+    // the 8-row patch of a 7×7 map); the default two rows in eight groups (one on such maps).
+    const bool regw = variant == 3;
+    const int groups = regw ? 4 : kDwTile;
+    const int rows = regw ? (Ho > 2 * groups ? 4 : 2) : (variant == 2 && Ho > kDwTile ? 2 : 1);
+    const bool vec_stage = variant >= 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x);
+    const int64_t th = int64_t(groups) * rows;
     const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);
     const int64_t tiles = int64_t(tiles_w) * ((Ho + th - 1) / th);
     const dim3 tgrid(static_cast<unsigned>(tiles), static_cast<unsigned>((C + kDwCh - 1) / kDwCh),
                      static_cast<unsigned>(B));
     if (tiles > 0x7fffffff || tgrid.y > 65535) return cudaErrorInvalidValue;
     auto launch = [&](auto kernel) {
-      kernel<<<tgrid, kDwTile * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
-                                               vec_stage, pre, post);
+      kernel<<<tgrid, groups * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
+                                              vec_stage, pre, post);
     };
-    if (kh == 7)
-      two_rows ? launch(dw_tiled_kernel<D, 7, 2>) : launch(dw_tiled_kernel<D, 7, 1>);
+    if (regw && kh == 7)
+      rows == 4 ? launch(dw_tiled_kernel<D, 7, 4, 4, true>) : launch(dw_tiled_kernel<D, 7, 2, 4, true>);
+    else if (regw)
+      rows == 4 ? launch(dw_tiled_kernel<D, 3, 4, 4, true>) : launch(dw_tiled_kernel<D, 3, 2, 4, true>);
+    else if (kh == 7)
+      rows == 2 ? launch(dw_tiled_kernel<D, 7, 2>) : launch(dw_tiled_kernel<D, 7, 1>);
     else
-      two_rows ? launch(dw_tiled_kernel<D, 3, 2>) : launch(dw_tiled_kernel<D, 3, 1>);
+      rows == 2 ? launch(dw_tiled_kernel<D, 3, 2>) : launch(dw_tiled_kernel<D, 3, 1>);
     return cudaGetLastError();
   }
   if (s1 && kw == 7 && vec)

@@ -505,6 +505,8 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {2, 7, 7, 32}, 5, 1, 2, false);   // 5x5: the generic forward kernel, the fixed backward
     add_depthwise(v, {1, 9, 10, 24}, 5, 1, 2, true);
     add_depthwise(v, {2, 9, 9, 16}, 5, 2, 2, false);   // 5x5 at stride 2: the gather for dx
+    add_depthwise(v, {2, 21, 19, 40}, 7, 1, 3, true);  // two 16-row patches (the second partial), a channel tail
+    add_depthwise(v, {1, 18, 17, 24}, 3, 1, 1, false);  // the same for 3x3
 
 
     auto pool_case = [&](Shape x, int k) {

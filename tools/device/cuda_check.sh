@@ -49,11 +49,12 @@
 #   dwdwab.log    (step dwdwab) the depthwise weight gradient's blocked candidate (METAFORMER_CUDA_DW_DW=blocked):
 #                 grad cases in fp32 and bf16, then its kernel time against the default's in two
 #                 convformer_s18 --dtype bf16 steps
-#   candidates.log (step candidates) every kernel candidate behind a switch (the blocked depthwise dW, the
+#   candidates.log (step candidates) every kernel candidate behind a switch (the depthwise dW kernels, the
 #                 fused LayerNorm backward, the depthwise forward with weights in registers): op and grad
 #                 cases in fp32 and bf16, kernel time against the default in
-#                 two convformer_s18 --dtype bf16 steps, then 40-step images/s of each model with each
-#                 candidate alone and all together (CAND_MODELS narrows the models)
+#                 two convformer_s18 --dtype bf16 steps (CAND_PARTS=checks), then bf16 inference at
+#                 batch 256 and 40-step training images/s of each model with each candidate alone and
+#                 all together (CAND_PARTS=speed; CAND_MODELS, CAND_ALL); each part fits one call
 #   steptimes.log (step steptimes) per model, 40 training steps with METAFORMER_STEP_TIMES=1, pinned batches
 #                 on and off: the wall time of a step and how long the host waited for the losses
 #   hostprofile.log (step hostprofile) the host's time per op family over 30 training steps
@@ -364,21 +365,34 @@ if has dwdwab; then  # the depthwise weight gradient: the sliding window (defaul
 fi
 
 if has candidates; then
-  # Every kernel candidate behind an environment switch, in one call: its grad cases in fp32 and bf16,
-  # its kernels' time against the default's (two convformer_s18 --dtype bf16 steps under Nsight
-  # Compute), then training images/s over 40 steps with each candidate on alone and all on together.
+  # Every kernel candidate behind an environment switch, in one call: its op and grad cases in fp32
+  # and bf16, its kernels' time against the default's (two convformer_s18 --dtype bf16 steps under
+  # Nsight Compute), bf16 inference at batch 256 where it touches forward kernels, then training
+  # images/s over 40 steps with each candidate alone and the best guess of all together (CAND_ALL).
   # A candidate: "SWITCH=VALUE|harness filters|kernel-name pattern".
   log=$OUT/candidates.log
   echo "== candidates: correctness, kernel time and throughput of each switch against the default" | tee "$log"
   cands=(
     "METAFORMER_CUDA_DW_DW=blocked|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
+    "METAFORMER_CUDA_DW_DW=rows4|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
+    "METAFORMER_CUDA_DW_DW=rows2|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
     "METAFORMER_CUDA_NORM_BWD=fused|layer_norm mlp_branch sepconv_branch|norm_rows|column_partials|column_finish"
     "METAFORMER_CUDA_DW=regw|depthwise sepconv mixer/sepconv mixer/gated_cnn gated_cnn|dw_tiled"
   )
-  all_on=()
-  for cand in "${cands[@]}"; do
+  read -r -a all_on <<< "${CAND_ALL:-METAFORMER_CUDA_DW_DW=rows2 METAFORMER_CUDA_NORM_BWD=fused METAFORMER_CUDA_DW=regw}"
+  kernels_of() {  # kernels_of LABEL PATTERN SWITCH...: two convformer_s18 steps under ncu, the lines matching
+    local label=$1 pattern=$2; shift 2
+    rm -rf /tmp/cand
+    env METAFORMER_CANDIDATE=1 "$@" timeout 120 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
+      "$M" train -m convformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda \
+      --dtype bf16 --workers 4 --eval-subset 128 --no-progress --out /tmp/cand > /tmp/cand.csv 2> /dev/null
+    python3 "$stage/kernel_table.py" /tmp/cand.csv > /tmp/cand_table.txt 2>&1
+    grep -E "launches|${pattern}" /tmp/cand_table.txt | head -6 | cut -c1-150 | sed "s/^/$label: /" | tee -a "$log"
+  }
+  parts=" ${CAND_PARTS:-checks speed} "  # the two halves fit one 10-minute call each
+  [[ $parts == *" checks "* ]] && kernels_of default "depthwise_dw|norm_rows|column_partials|column_finish|dw_tiled"
+  [[ $parts == *" checks "* ]] && for cand in "${cands[@]}"; do
     IFS='|' read -r switch filters pattern <<< "$cand"
-    all_on+=("$switch")
     for mode in test grad; do
       for dt in fp32 bf16; do
         for op in $filters; do
@@ -386,30 +400,23 @@ if has candidates; then
         done | tr '\n' ' ' | sed "s/^/$switch, $dt $mode: /" | tee -a "$log"; echo | tee -a "$log"
       done
     done
-    for v in default "$switch"; do
-      rm -rf /tmp/cand
-      env ${v/#default/METAFORMER_CANDIDATE_NONE=1} timeout 120 ncu --clock-control none --csv --metrics \
-        gpu__time_duration.sum "$M" train -m convformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 \
-        --backend cuda --dtype bf16 --workers 4 --eval-subset 128 --no-progress --out /tmp/cand > /tmp/cand.csv 2> /dev/null
-      python3 "$stage/kernel_table.py" /tmp/cand.csv 2>&1 | grep -E "launches|${pattern}" | head -6 | cut -c1-150 |
-        sed "s/^/$v: /" | tee -a "$log"
-    done
+    kernels_of "$switch" "$pattern" "$switch"
   done
-  # Inference, batch 256 in bf16 (issue 12's measure), for the switches that touch forward kernels.
-  for v in default METAFORMER_CUDA_DW=regw; do
-    env ${v/#default/METAFORMER_CANDIDATE_NONE=1} timeout 200 "$M" bench --backend cuda --dtype bf16 \
+  # Inference, batch 256 in bf16 (issue 12's measure), for the switch that touches forward kernels.
+  [[ $parts == *" speed "* ]] && for v in default METAFORMER_CUDA_DW=regw; do
+    env METAFORMER_CANDIDATE=1 ${v/#default/} timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
       sed "s/^/inference $v: /" | tee -a "$log"
   done
-  for m in $(echo "${CAND_MODELS:-convformer_s18,caformer_s18,mambaout_femto,poolformer_s12}" | tr , ' '); do
-    for v in default "${all_on[@]}" all; do
-      sw=(METAFORMER_CANDIDATE_NONE=1)
+  [[ $parts == *" speed "* ]] && for m in $(echo "${CAND_MODELS:-convformer_s18,caformer_s18,mambaout_femto}" | tr , ' '); do
+    for v in default "${cands[@]%%|*}" all; do
+      sw=()
       [ "$v" = all ] && sw=("${all_on[@]}")
       [ "$v" != all ] && [ "$v" != default ] && sw=("$v")
       rm -rf /tmp/cand
-      env "${sw[@]}" timeout 120 "$M" train -m $m --data synthetic:5120 --batch 128 --epochs 1 --max-steps 40 \
-        --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/cand 2>&1 |
-        grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
+      env METAFORMER_CANDIDATE=1 "${sw[@]}" timeout 120 "$M" train -m $m --data synthetic:5120 --batch 128 \
+        --epochs 1 --max-steps 40 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress \
+        --out /tmp/cand 2>&1 | grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
     done
   done
 fi

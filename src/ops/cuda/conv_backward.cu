@@ -243,14 +243,83 @@ __global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, 
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
-// Which dW kernel at stride 1: the sliding window (the default), or the blocked candidate
-// (METAFORMER_CUDA_DW_DW=blocked).
-bool dw_weight_grad_blocked() {
-  static const bool blocked = [] {
+// dw partials at stride 1 (both directions), RH consecutive output rows of one image at a time: a
+// candidate (METAFORMER_CUDA_DW_DW=rows4). Both kernels above walk one output row per pass, and each
+// input row is loaded by KH passes (once per output row it feeds), each value with a global load of
+// its own: about 106 loads for 392 FMAs per block of 8 outputs. Here a thread takes a unit of RH
+// output rows (n, oh0 … oh0 + RH − 1) in blocks of OB columns: it loads the RH · OB dy values of the
+// block once, then each of the RH + KH − 1 input rows that feed them once (OB + KW − 1 values), and
+// adds every product of that row into the KH · KW tap sums: for RH = 4, 172 loads for 1,568 FMAs.
+// Units are n · ceil(Ho / RH) + oh0 / RH (rows past Ho are zero), one unit a lane and chunk (kRowLanes
+// units a chunk); each thread sums in float (RH · Wo products a tap), the lanes and chunks in double
+// as above: deterministic, a different order from the row kernels' (so not their exact bits).
+template <int KH, int KW, class T, int RH>
+__global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, int chunks, DwShape d,
+                                          double* partial) {
+  constexpr int OB = 8, SW = OB + KW - 1;
+  const int c = blockIdx.x * kColTile + threadIdx.x, chunk = blockIdx.y;
+  const int per = (units + chunks - 1) / chunks, u0 = chunk * per, u1 = u0 + per < units ? u0 + per : units;
+  const int row_units = (d.Ho + RH - 1) / RH;
+  float acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0;
+  if (c < d.C)
+    for (int u = u0 + threadIdx.y; u < u1; u += kRowLanes) {
+      const int n = u / row_units, oh0 = (u % row_units) * RH;
+      const T* x_img = x + n * d.H * d.W * d.C + c;
+      const T* g_img = dy + n * d.Ho * d.Wo * d.C + c;
+      for (int ow0 = 0; ow0 < d.Wo; ow0 += OB) {
+        float g[RH][OB];
+#pragma unroll
+        for (int rr = 0; rr < RH; ++rr)
+#pragma unroll
+          for (int o = 0; o < OB; ++o)
+            g[rr][o] = oh0 + rr < d.Ho && ow0 + o < d.Wo ? ld(g_img[((oh0 + rr) * d.Wo + ow0 + o) * d.C]) : 0.f;
+        const int iw0 = ow0 - d.pw;
+        const bool interior = iw0 >= 0 && iw0 + SW <= d.W;
+#pragma unroll
+        for (int j = 0; j < RH + KH - 1; ++j) {  // input row ih = oh0 − ph + j feeds output row rr by tap j − rr
+          const int ih = oh0 - d.ph + j;
+          if (ih < 0 || ih >= d.H) continue;
+          const T* xr = x_img + ih * d.W * d.C;
+          float win[SW];
+          if (interior) {
+#pragma unroll
+            for (int q = 0; q < SW; ++q) win[q] = ld(xr[(iw0 + q) * d.C]);
+          } else {
+#pragma unroll
+            for (int q = 0; q < SW; ++q) {
+              const int iw = iw0 + q;
+              win[q] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+            }
+          }
+#pragma unroll
+          for (int rr = 0; rr < RH; ++rr) {
+            const int ki = j - rr;
+            if (ki < 0 || ki >= KH) continue;
+#pragma unroll
+            for (int o = 0; o < OB; ++o)
+#pragma unroll
+              for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[rr][o], win[o + kj], acc[ki * KW + kj]);
+          }
+        }
+      }
+    }
+  store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
+}
+
+// Which dW kernel at stride 1: the sliding window (the default), or a candidate:
+// METAFORMER_CUDA_DW_DW=blocked (BlockedRow), rows4 or rows2 (depthwise_dw_units_kernel, RH = 4 or 2:
+// 160 or 128 registers at 7×7, ptxas sm_90: one block of 256 threads an SM, or two).
+int dw_weight_grad_variant() {
+  static const int variant = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW_DW");
-    return e != nullptr && std::strcmp(e, "blocked") == 0;
+    if (e != nullptr && std::strcmp(e, "blocked") == 0) return 1;
+    if (e != nullptr && std::strcmp(e, "rows4") == 0) return 2;
+    if (e != nullptr && std::strcmp(e, "rows2") == 0) return 3;
+    return 0;
   }();
-  return blocked;
+  return variant;
 }
 
 // dw[c, tap] += Σ over the chunks, in order.
@@ -273,13 +342,22 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
   if (dw && rows > 0) {
     int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
     const dim3 block(kColTile, kRowLanes);
-    if (d.sw == 1) {  // 16 image rows a chunk, 2 a lane
+    if (d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() >= 2) {  // one unit of RH output rows a lane
+      const int rh = dw_weight_grad_variant() == 2 ? 4 : 2;
+      const int units = B * ((d.Ho + rh - 1) / rh), want = (units + kRowLanes - 1) / kRowLanes;
+      chunks = want < chunks ? want : chunks;
+      const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+      if (rh == 4)
+        depthwise_dw_units_kernel<KH, KW, T, 4><<<grid, block, 0, s>>>(x, dy, units, chunks, d, work);
+      else
+        depthwise_dw_units_kernel<KH, KW, T, 2><<<grid, block, 0, s>>>(x, dy, units, chunks, d, work);
+    } else if (d.sw == 1) {  // 16 image rows a chunk, 2 a lane
       const int img_rows = B * d.Ho, want = (img_rows + 15) / 16;
       chunks = want < chunks ? want : chunks;
       // (Two bf16 channels a thread with 4-byte loads was tried on the H200 and was slower: 24.5
       // against 19.0 ms in two convformer_s18 steps, with twice the accumulators; docs/cuda.md.)
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-      if (dw_weight_grad_blocked())
+      if (dw_weight_grad_variant() == 1)
         depthwise_dw_rows_kernel<KH, KW, T, BlockedRow><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);
       else
         depthwise_dw_rows_kernel<KH, KW, T, SlidingRow><<<grid, block, 0, s>>>(x, dy, img_rows, chunks, d, work);

@@ -369,7 +369,7 @@ if has candidates; then
   # and bf16, its kernels' time against the default's (two convformer_s18 --dtype bf16 steps under
   # Nsight Compute), bf16 inference at batch 256 where it touches forward kernels, then training
   # images/s over 40 steps with each candidate alone and the best guess of all together (CAND_ALL).
-  # A candidate: "SWITCH=VALUE|harness filters|kernel-name pattern".
+  # A candidate: "SWITCH=VALUE|harness filters|kernel-name pattern[|model whose kernels are timed]".
   log=$OUT/candidates.log
   echo "== candidates: correctness, kernel time and throughput of each switch against the default" | tee "$log"
   cands=(
@@ -378,21 +378,25 @@ if has candidates; then
     "METAFORMER_CUDA_DW_DW=rows2|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
     "METAFORMER_CUDA_NORM_BWD=fused|layer_norm mlp_branch sepconv_branch|norm_rows|column_partials|column_finish"
     "METAFORMER_CUDA_DW=regw|depthwise sepconv mixer/sepconv mixer/gated_cnn gated_cnn|dw_tiled"
+    "METAFORMER_CUDA_ATTN_BWD=wmma|attention mixer/attention|attention|softmax|caformer_s18"
   )
-  read -r -a all_on <<< "${CAND_ALL:-METAFORMER_CUDA_DW_DW=rows2 METAFORMER_CUDA_NORM_BWD=fused METAFORMER_CUDA_DW=regw}"
-  kernels_of() {  # kernels_of LABEL PATTERN SWITCH...: two convformer_s18 steps under ncu, the lines matching
-    local label=$1 pattern=$2; shift 2
+  read -r -a all_on <<< "${CAND_ALL:-METAFORMER_CUDA_DW_DW=rows2 METAFORMER_CUDA_NORM_BWD=fused METAFORMER_CUDA_DW=regw METAFORMER_CUDA_ATTN_BWD=wmma}"
+  kernels_of() {  # kernels_of LABEL MODEL PATTERN SWITCH...: two steps of MODEL under ncu, the lines matching
+    local label=$1 model=$2 pattern=$3; shift 3
     rm -rf /tmp/cand
     env METAFORMER_CANDIDATE=1 "$@" timeout 120 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
-      "$M" train -m convformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda \
+      "$M" train -m "$model" --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda \
       --dtype bf16 --workers 4 --eval-subset 128 --no-progress --out /tmp/cand > /tmp/cand.csv 2> /dev/null
     python3 "$stage/kernel_table.py" /tmp/cand.csv > /tmp/cand_table.txt 2>&1
-    grep -E "launches|${pattern}" /tmp/cand_table.txt | head -6 | cut -c1-150 | sed "s/^/$label: /" | tee -a "$log"
+    grep -E "launches|${pattern}" /tmp/cand_table.txt | head -8 | cut -c1-150 | sed "s/^/$label $model: /" | tee -a "$log"
   }
   parts=" ${CAND_PARTS:-checks speed} "  # the two halves fit one 10-minute call each
-  [[ $parts == *" checks "* ]] && kernels_of default "depthwise_dw|norm_rows|column_partials|column_finish|dw_tiled"
+  [[ $parts == *" checks "* ]] && kernels_of default convformer_s18 "depthwise_dw|norm_rows|column_partials|column_finish|dw_tiled"
+  [[ $parts == *" checks "* ]] && kernels_of default caformer_s18 "attention|softmax|gemm|Kernel"
   [[ $parts == *" checks "* ]] && for cand in "${cands[@]}"; do
     IFS='|' read -r switch filters pattern <<< "$cand"
+    model=convformer_s18
+    if [[ $pattern == *"|caformer_s18" ]]; then model=caformer_s18; pattern=${pattern%|caformer_s18}; fi
     for mode in test grad; do
       for dt in fp32 bf16; do
         for op in $filters; do
@@ -400,7 +404,7 @@ if has candidates; then
         done | tr '\n' ' ' | sed "s/^/$switch, $dt $mode: /" | tee -a "$log"; echo | tee -a "$log"
       done
     done
-    kernels_of "$switch" "$pattern" "$switch"
+    kernels_of "$switch" "$model" "$pattern" "$switch"
   done
   # Inference, batch 256 in bf16 (issue 12's measure), for the switch that touches forward kernels.
   [[ $parts == *" speed "* ]] && for v in default METAFORMER_CUDA_DW=regw; do

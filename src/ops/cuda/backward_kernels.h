@@ -157,6 +157,16 @@ int64_t attention_backward_fused_work(int64_t batch, int64_t N, int heads);
 cudaError_t attention_backward_fused(const float* qkv, const float* dy, float* dqkv, int64_t batch, int64_t N,
                                      int heads, int head_dim, float scale, double* work, cudaStream_t s);
 
+// The same gradient in bf16 on the tensor cores (attention_backward_wmma.cu): one block per (sample,
+// head) with q, k, v and dO in shared memory, WMMA products with fp32 accumulation, P and dS rounded
+// to bf16 for the products that read them, as the default (GEMM) version does in bf16. Head sizes 32
+// and 64, up to 288 tokens (192 at 64), 16-byte aligned pointers; no workspace. Chosen with
+// METAFORMER_CUDA_ATTN_BWD=wmma (bf16 activations) until the device A/B has checked it.
+bool attention_backward_wmma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
+                                      const void* dqkv);
+cudaError_t attention_backward_wmma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,
+                                    int head_dim, float scale, cudaStream_t s);
+
 // Cross-entropy with soft targets, logits and target [B, K]: loss[b] = −Σ target · log_softmax(logits),
 // dlogits = (softmax(logits) − target) · grad_scale (both overwritten).
 cudaError_t cross_entropy(const float* logits, const float* target, float grad_scale, float* loss, float* dlogits,

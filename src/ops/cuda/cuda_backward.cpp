@@ -139,8 +139,10 @@ class DeviceGrad {
 //                   cuBLASLt, strided over the samples, one head at a time, with the softmax rows in
 //                   one kernel between them; P and dS in fp32 in a workspace;
 //   materialised    one thread per output in double, P and dS in double (the plain version);
-//   fused           no N×N matrices in global memory (attention_backward.cu).
-// METAFORMER_CUDA_ATTN_BWD=materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
+//   fused           no N×N matrices in global memory (attention_backward.cu);
+//   wmma            bf16 activations only: one block per (sample, head) on the tensor cores, nothing
+//                   N×N in global memory (attention_backward_wmma.cu; a candidate, not yet measured).
+// METAFORMER_CUDA_ATTN_BWD=materialised|fused|wmma picks another (the device A/B, tools/device/cuda_check.sh
 // attnab: on the H200 the fused kernel was slower than the materialised one, which was 0.34 s of
 // two caformer_s18 training steps at batch 128).
 // METAFORMER_CUDA_DW_BWD=gather: the depthwise convolution's dx by the plain gather in double at
@@ -153,12 +155,15 @@ bool gather_depthwise_dx() {
   return gather;
 }
 
-enum class AttnBwd { gemm, materialised, fused };
+enum class AttnBwd { gemm, materialised, fused, wmma };
 AttnBwd attention_backward_version() {
   static const AttnBwd v = [] {
     const char* e = std::getenv("METAFORMER_CUDA_ATTN_BWD");
     const std::string s = e ? e : "";
-    return s == "fused" ? AttnBwd::fused : s == "materialised" ? AttnBwd::materialised : AttnBwd::gemm;
+    return s == "fused"          ? AttnBwd::fused
+           : s == "materialised" ? AttnBwd::materialised
+           : s == "wmma"         ? AttnBwd::wmma
+                                 : AttnBwd::gemm;
   }();
   return v;
 }
@@ -552,7 +557,15 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
        "attention backward (fused)");
     return;
   }
-  if (version == AttnBwd::gemm) {
+  if (version == AttnBwd::wmma && activation_dtype() == DType::bf16) {
+    const bf16 *q = f.in16(qkv), *g = f.in16(dy);
+    bf16* d = f.out16(dqkv);
+    if (bw::attention_backward_wmma_supports(N, heads, head_dim, q, g, d)) {
+      ok(bw::attention_backward_wmma(q, g, d, B, N, heads, head_dim, scale, stream()), "attention backward (wmma)");
+      return;
+    }
+  }
+  if (version == AttnBwd::gemm || version == AttnBwd::wmma) {  // wmma: where it does not apply
     typed_acts(activation_dtype(), [&](auto tag) {
       using T = decltype(tag);
       attention_backward_gemm(f.act<T>(qkv), f.act<T>(dy), f.act_out<T>(dqkv), B, N, heads, head_dim, scale);

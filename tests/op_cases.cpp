@@ -641,7 +641,9 @@ const std::vector<OpCase>& op_cases() {
                    },
                    [mode](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
                      Tensor drs = zeros_like(in[2]), dls = zeros_like(in[3]);
-                     auto [dx, db] = op::scaled_residual_backward(e, in[0], (mode & 1) ? &in[2] : nullptr, in[1],
+                     // Without a layer scale the branch output is not kept (MetaFormerBlock): undefined.
+                     auto [dx, db] = op::scaled_residual_backward(e, in[0], (mode & 1) ? &in[2] : nullptr,
+                                                                  (mode >> 1) ? in[1] : Tensor(),
                                                                   (mode >> 1) ? &in[3] : nullptr, dy,
                                                                   (mode & 1) ? &drs : nullptr,
                                                                   (mode >> 1) ? &dls : nullptr);

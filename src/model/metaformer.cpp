@@ -107,6 +107,14 @@ MetaFormerBlock::MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t h
 
 namespace {
 const Tensor* scale_of(const Scale* s) { return s ? &s->value() : nullptr; }
+// Whether the scale is a trainable parameter (its gradient then needs the branch output).
+bool scale_trains(Scale* s) { return s && s->param()->trainable; }
+// The scale's gradient, where it has one this step (a trainable parameter with its gradient made).
+Tensor* scale_grad(Scale* s) {
+  if (!s) return nullptr;
+  Parameter* p = s->param();
+  return p->trainable && p->grad.defined() ? &p->grad : nullptr;
+}
 }  // namespace
 
 Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
@@ -126,29 +134,24 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
     if (!mlp_) return h;
     return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
   }
-  // Training: keep the inputs of both residual adds; with drop path, mask each branch per sample.
+  // Training: keep the inputs of both residual adds; with drop path, mask each branch per sample. A
+  // branch's output is kept only where a layer scale's gradient reads it (the residual's input is
+  // kept anyway by the norm that reads it): ConvFormer and CAFormer have no layer scale, and their
+  // branch outputs held the size of two residual streams a block until the backward pass.
   const bool drop = drop_path_ > 0;
   Tensor m = mixer_->run(ctx, norm1_->run(ctx, x));
   if (drop) m = op::sample_scale(ctx.exec, m, mask1_ = drop_path_mask(ctx, x.dim(0)));
   Tensor h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
   saved_x_ = x;
-  saved_mixer_out_ = m;
+  if (scale_trains(layer_scale1_)) saved_mixer_out_ = m;
   if (!second_branch()) return h;
   Tensor p = second_branch()->run(ctx, norm2_->run(ctx, h));
   if (drop) p = op::sample_scale(ctx.exec, p, mask2_ = drop_path_mask(ctx, x.dim(0)));
   Tensor y = op::scaled_residual_new(ctx.exec, h, scale_of(res_scale2_), p, scale_of(layer_scale2_));
   saved_h_ = h;
-  saved_mlp_out_ = p;
+  if (scale_trains(layer_scale2_)) saved_mlp_out_ = p;
   return y;
 }
-
-namespace {
-Tensor* scale_grad(Scale* s) {
-  if (!s) return nullptr;
-  Parameter* p = s->param();
-  return p->trainable && p->grad.defined() ? &p->grad : nullptr;
-}
-}  // namespace
 
 Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());

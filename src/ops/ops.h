@@ -209,7 +209,9 @@ Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, flo
                             Tensor* db);
 Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy,
                            Tensor* dscale = nullptr, Tensor* dbias = nullptr);
-// Returns {dx, dbranch}.
+// Returns {dx, dbranch}. y = x ⊙ res_scale + branch ⊙ layer_scale: x is read only for d_res_scale and
+// branch only for d_layer_scale, so a caller without a layer-scale gradient need not keep the branch
+// output (an undefined `branch`; MetaFormerBlock then does not save it).
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
                                                    Tensor* d_res_scale, Tensor* d_layer_scale);

@@ -185,7 +185,7 @@ void CpuBackend::scaled_residual_backward(const Tensor& x, const Tensor* res_sca
                                           Tensor* d_res_scale, Tensor* d_layer_scale) {
   const int64_t C = x.shape().last(), rows = x.shape().rows();
   const float* X = x.data();
-  const float* Br = branch.data();
+  const float* Br = d_layer_scale ? branch.data() : nullptr;  // read only for the layer scale's gradient
   const float* G = dy.data();
   const float* rs = res_scale ? res_scale->data() : nullptr;
   const float* ls = layer_scale ? layer_scale->data() : nullptr;
@@ -210,9 +210,10 @@ void CpuBackend::scaled_residual_backward(const Tensor& x, const Tensor* res_sca
     const int64_t width = C;
     for (int64_t r = r0; r < r1; ++r) {
 #pragma omp simd
-      for (int64_t c = 0; c < width; ++c) {
-        a[c] += g[r * width + c] * x[r * width + c];
-        a[width + c] += g[r * width + c] * br[r * width + c];
+      for (int64_t c = 0; c < width; ++c) a[c] += g[r * width + c] * x[r * width + c];
+      if (br) {
+#pragma omp simd
+        for (int64_t c = 0; c < width; ++c) a[width + c] += g[r * width + c] * br[r * width + c];
       }
     }
   });

@@ -501,8 +501,8 @@ struct ScaleGrads {
   __device__ void operator()(int64_t r, int64_t c, double* v) const {
     const int64_t at = r * C + c;
     const double g = ld(dy[at]);
-    v[0] = g * ld(x[at]);
-    v[1] = g * ld(branch[at]);
+    v[0] = d_rs ? g * ld(x[at]) : 0.0;  // each read only for its own gradient (x or branch may be null)
+    v[1] = d_ls ? g * ld(branch[at]) : 0.0;
     dx[at] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
     dbranch[at] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }

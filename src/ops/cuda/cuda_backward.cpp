@@ -524,11 +524,12 @@ void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* re
   const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
   DeviceGrad grs(d_res_scale, true), gls(d_layer_scale, true);
   Work work(grs.get() || gls.get() ? bw::scaled_residual_backward_work(rows, C) : 0);
-  // x and branch are read only for the scales' gradients (not rounded to bf16 otherwise).
-  const bool sums = grs.get() || gls.get();
+  // x is read only for the res scale's gradient and branch only for the layer scale's (neither is
+  // rounded to bf16 otherwise; branch may be undefined without the latter).
   typed_acts(activation_dtype(), [&](auto tag) {
     using T = decltype(tag);
-    ok(bw::scaled_residual_backward(sums ? f.act<T>(x) : nullptr, f.in(res_scale), sums ? f.act<T>(branch) : nullptr,
+    ok(bw::scaled_residual_backward(grs.get() ? f.act<T>(x) : nullptr, f.in(res_scale),
+                                    gls.get() ? f.act<T>(branch) : nullptr,
                                     f.in(layer_scale), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dbranch),
                                     grs.get(), gls.get(), rows, C, work.p, stream()),
        "scaled_residual backward");

@@ -142,20 +142,20 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 //   instructions than the 392 FMAs a thread does.
 // (The strip kernel above needs 64-128 registers a thread and ran at 25 % occupancy; this one about
 // 40-60. METAFORMER_CUDA_DW=tiled1 keeps RH = 1 with scalar staging, the previous version, for A/B.)
-// G row groups of kDwCh threads (kDwTile by default); the patch is kDwTile columns wide.
+// RG row groups of kDwCh threads (kDwTile by default); the patch is kDwTile columns wide.
 // WREG (a candidate, METAFORMER_CUDA_DW=regw, not yet measured): each thread keeps its channel's K·K
 // weights in registers instead of reading them from shared memory for every tap row. With RH = 2 a
 // thread issues 98 shared-memory loads of weights and 112 of inputs for 784 FMAs; an SM issues one
 // shared-memory load a clock against four FMA instructions, so the loads, not the FMAs, bound it.
-// Weights in registers and RH = 4 (G = 4, the same 16-row patch) make it 140 input loads and 49
+// Weights in registers and RH = 4 (RG = 4 row groups, the same 16-row patch) make it 140 input loads and 49
 // weight loads for 1,568 FMAs. The sums are the same, added in the same order.
 constexpr int kDwTile = 8, kDwCh = 32;
 
-template <typename T, int K, int RH, int G = kDwTile, bool WREG = false>
-__global__ void __launch_bounds__(G * kDwCh)
+template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false>
+__global__ void __launch_bounds__(RG * kDwCh)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
-  constexpr int TH = G * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
+  constexpr int TH = RG * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
   __shared__ __align__(16) float in_s[SH * SW * kDwCh];
   __shared__ float w_s[WREG ? 1 : K * K * kDwCh];
   const bool has_pre = pre.kind != ActKind::Identity;

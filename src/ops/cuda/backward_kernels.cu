@@ -234,15 +234,16 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
 // The same rows with the parameter gradients in the same pass (a candidate until the device A/B has
 // measured it: METAFORMER_CUDA_NORM_BWD=fused, tools/device/cuda_check.sh candidates). LayerNorm only
 // (n = C ≤ 32 · NPL). norm_rows_backward_kernel leaves the statistics for a second pass,
-// NormParamGrads, which reads x and dy again and sums dy · x̂ and dy per channel in double (9 % of
-// convformer_s18's bf16 step with the row kernel itself). Here each lane keeps its NPL elements of
-// the row in registers (channels lane, lane + 32, …: x and dy are read once), computes dx with the
-// row kernel's arithmetic in the row kernel's order, and adds dy · x̂ and dy into per-lane float
-// sums over the rows its warp takes. Block b takes rows [b · per, (b + 1) · per), warp w every
-// eighth of them from w: a fixed assignment. The block's 8 warps are then added in order in double
-// into partial[(b · 2 + k) · C + c], and column_finish_kernel adds the blocks in order: deterministic,
-// without atomics, as the two-pass version. The float sums run over at most per / 8 rows (per ≤
-// kFusedNormRowsPerBlock until the chunk cap, about 25 rows at 400k rows).
+// NormParamGrads, which reads x and dy again and sums dy · x̂ and dy per channel in double (with the
+// row kernel itself, 12 % of convformer_s18's bf16 kernel time: 10.8 of 89.8 ms in two steps).
+// Here each lane keeps its NPL elements of the row in registers (channels lane, lane + 32, …: x and
+// dy are read once), computes dx with the row kernel's arithmetic in the row kernel's order, and
+// adds dy · x̂ and dy into per-lane float sums over the rows its warp takes. Block b takes rows
+// [b · per, (b + 1) · per), warp w every eighth of them from w: a fixed assignment. The block's 8
+// warps are then added in order in double into partial[(b · 2 + k) · C + c], and
+// column_finish_kernel adds the blocks in order: deterministic, without atomics, as the two-pass
+// version. The float sums run over at most per / 8 rows (per ≤ kFusedNormRowsPerBlock until the
+// chunk cap, about 25 rows at 400k rows).
 constexpr int kFusedNormMaxNpl = 24;  // channels a lane: LayerNorm rows up to 768
 constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 2048;
 inline int64_t fused_norm_chunks(int64_t rows) {

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -213,7 +216,12 @@ TEST(CudaBackend, GoldenModelsKeepTimmsTop1InBf16) {
     for (int64_t b = 0; b < B; ++b) {
       const float* g = logits.data() + b * K;
       const float* e = expected.data() + b * K;
-      EXPECT_EQ(std::max_element(g, g + K) - g, std::max_element(e, e + K) - e) << family << " sample " << b;
+      // On a mismatch, how far apart timm's two best logits are: a near tie is below what bf16 resolves.
+      std::vector<float> sorted(e, e + K);
+      std::partial_sort(sorted.begin(), sorted.begin() + std::min<int64_t>(2, K), sorted.end(), std::greater<>());
+      const double margin = K > 1 ? (sorted[0] - sorted[1]) / std::max(std::abs(sorted[0]), 1e-30f) : 1.0;
+      EXPECT_EQ(std::max_element(g, g + K) - g, std::max_element(e, e + K) - e)
+          << family << " sample " << b << ": timm's two best logits are " << margin << " apart (relative)";
     }
   }
 }

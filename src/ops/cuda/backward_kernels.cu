@@ -813,7 +813,8 @@ cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_
 
 int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
   const int64_t g = group_work(groups, n, 2), c = column_work(groups * n / C, C, 2);
-  const int64_t f = n == C ? fused_norm_chunks(groups) * C * 2 : 0;  // the fused candidate's partials
+  // The fused candidate's partials, where it runs (the default's workspace stays as it was).
+  const int64_t f = n == C && norm_backward_fused() ? fused_norm_chunks(groups) * C * 2 : 0;
   const int64_t most = g > c ? g : c;
   return groups * 4 + (most > f ? most : f);
 }

@@ -46,11 +46,9 @@
 #                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
-#   dwdwab.log    (step dwdwab) the depthwise weight gradient's blocked candidate (METAFORMER_CUDA_DW_DW=blocked):
-#                 grad cases in fp32 and bf16, then its kernel time against the default's in two
-#                 convformer_s18 --dtype bf16 steps
 #   candidates.log (step candidates) every kernel candidate behind a switch (the depthwise dW kernels, the
-#                 fused LayerNorm backward, the depthwise forward with weights in registers): op and grad
+#                 fused LayerNorm backward, the depthwise forward with weights in registers, attention's
+#                 tensor-core backward): op and grad
 #                 cases in fp32 and bf16, kernel time against the default in
 #                 two convformer_s18 --dtype bf16 steps (CAND_PARTS=checks), then bf16 inference at
 #                 batch 256 and 40-step training images/s of each model with each candidate alone and
@@ -64,7 +62,7 @@
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain bf16train parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab dwdwab
+# build ops grad checks train gputrain bf16train parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
 # candidates curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -344,23 +342,6 @@ if has trainkernels; then  # where a training step's GPU time goes, kernel by ke
     python3 "$stage/kernel_table.py" "/tmp/tk_$m.csv" > /tmp/tk_$m.md 2>&1
     { echo "## $m (two steps and one small evaluation)"; cat /tmp/tk_$m.md; echo; } >> "$OUT/trainkernels.md"
     head -24 /tmp/tk_$m.md | cut -c1-160
-  done
-fi
-
-if has dwdwab; then  # the depthwise weight gradient: the sliding window (default) against the blocked candidate
-  echo "== dwdwab: depthwise dW kernels, correctness then kernel time (METAFORMER_CUDA_DW_DW=blocked)" | tee "$OUT/dwdwab.log"
-  for dt in fp32 bf16; do
-    for op in depthwise mixer/sepconv mixer/gated_cnn; do
-      METAFORMER_CUDA_DW_DW=blocked "$T" --backend cuda --dtype $dt --mode grad --op $op 2>&1 | grep -E "FAIL|cases,"
-    done | tr '\n' ' ' | sed "s/^/blocked, $dt grad: /" | tee -a "$OUT/dwdwab.log"; echo | tee -a "$OUT/dwdwab.log"
-  done
-  for v in default blocked; do
-    rm -rf /tmp/dwab
-    METAFORMER_CUDA_DW_DW=$v timeout 120 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train \
-      -m convformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
-      --workers 4 --eval-subset 128 --no-progress --out /tmp/dwab > /tmp/dwab.csv 2> /dev/null
-    python3 "$stage/kernel_table.py" /tmp/dwab.csv 2>&1 | grep -E "launches|depthwise_dw" | head -4 | cut -c1-140 |
-      sed "s/^/$v: /" | tee -a "$OUT/dwdwab.log"
   done
 fi
 

@@ -15,28 +15,39 @@ namespace mf::cuda::backward {
 using namespace detail;
 namespace {
 
+// The gathers of a convolution's dx (the depthwise one's and col2im's): f(oh, ow, ki, kj) for each
+// tap (ki, kj) that reads input pixel (ih, iw), i.e. whose output (ih + ph − ki) / sh,
+// (iw + pw − kj) / sw is a whole number inside the output; ki outer, kj inner. I: the index type
+// (int64_t, or int where the launcher has checked the sizes).
+template <class I, class F>
+__device__ __forceinline__ void for_each_tap_reading(I ih, I iw, I Ho, I Wo, int kh, int kw, int sh, int sw, int ph,
+                                                     int pw, F f) {
+  for (int ki = 0; ki < kh; ++ki) {
+    const I th = ih + ph - ki;
+    if (th < 0 || th % sh) continue;
+    const I oh = th / sh;
+    if (oh >= Ho) continue;
+    for (int kj = 0; kj < kw; ++kj) {
+      const I tw = iw + pw - kj;
+      if (tw < 0 || tw % sw) continue;
+      const I ow = tw / sw;
+      if (ow >= Wo) continue;
+      f(oh, ow, ki, kj);
+    }
+  }
+}
+
 // ---- depthwise convolution -----------------------------------------------------------------------
-// dx of input pixel (n, ih, iw, c): the taps (ki, kj) whose output (ih + ph − ki) / sh,
-// (iw + pw − kj) / sw is a whole number inside the output.
+// dx of input pixel (n, ih, iw, c): the taps that read it, in double.
 template <class T>
 __global__ void depthwise_dx_kernel(const float* w, const T* dy, T* dx, int64_t total, int64_t H, int64_t W, int64_t C,
                                     int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw) {
   MF_GRID_STRIDE(at, total) {
     const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
     double acc = 0;
-    for (int ki = 0; ki < kh; ++ki) {
-      const int64_t th = ih + ph - ki;
-      if (th < 0 || th % sh) continue;
-      const int64_t oh = th / sh;
-      if (oh >= Ho) continue;
-      for (int kj = 0; kj < kw; ++kj) {
-        const int64_t tw = iw + pw - kj;
-        if (tw < 0 || tw % sw) continue;
-        const int64_t ow = tw / sw;
-        if (ow >= Wo) continue;
-        acc += static_cast<double>(ld(dy[((n * Ho + oh) * Wo + ow) * C + c])) * w[(c * kh + ki) * kw + kj];
-      }
-    }
+    for_each_tap_reading(ih, iw, Ho, Wo, kh, kw, sh, sw, ph, pw, [&](int64_t oh, int64_t ow, int ki, int kj) {
+      acc += static_cast<double>(ld(dy[((n * Ho + oh) * Wo + ow) * C + c])) * w[(c * kh + ki) * kw + kj];
+    });
     dx[at] = narrow<T>(static_cast<float>(acc));
   }
 }
@@ -177,13 +188,30 @@ struct SlidingRow {
   }
 };
 
+// win[j] = x at input column iw0 + j of row xr (one channel, C apart), zero outside the row; `interior`
+// (the whole window inside the row) skips the bounds checks.
+template <int N, class T>
+__device__ __forceinline__ void load_row_window(float (&win)[N], const T* xr, int iw0, bool interior,
+                                                const DwShape& d) {
+  if (interior) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const int iw = iw0 + j;
+      win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+    }
+  }
+}
+
 // The same row walked in blocks of OB outputs, every loop unrolled: per kernel row, the OB + KW − 1
 // input values of the block are loaded into registers and all OB · KW products taken from there,
 // and dy is loaded once per block instead of once per kernel row. SlidingRow shifts its window by
 // KW − 1 register moves per output and kernel row, about as many instructions as its FMAs. Each tap's terms are added in the same order (rows, then ascending ow), with zero
 // products for the positions past the row's end, so the sums are the same. A candidate, chosen with
 // METAFORMER_CUDA_DW_DW=blocked until the device A/B has measured it (tools/device/cuda_check.sh
-// dwdwab).
+// candidates).
 struct BlockedRow {
   static constexpr int OB = 8;
   template <int KH, int KW, class T>
@@ -199,18 +227,8 @@ struct BlockedRow {
       for (int ki = 0; ki < KH; ++ki) {
         const int ih = oh * d.sh - d.ph + ki;
         if (ih < 0 || ih >= d.H) continue;
-        const T* xr = x_img + ih * d.W * d.C;
         float win[OB + KW - 1];
-        if (interior) {
-#pragma unroll
-          for (int j = 0; j < OB + KW - 1; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
-        } else {
-#pragma unroll
-          for (int j = 0; j < OB + KW - 1; ++j) {
-            const int iw = iw0 + j;
-            win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
-          }
-        }
+        load_row_window(win, x_img + ih * d.W * d.C, iw0, interior, d);
 #pragma unroll
         for (int o = 0; o < OB; ++o)
 #pragma unroll
@@ -281,18 +299,8 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
         for (int j = 0; j < RH + KH - 1; ++j) {  // input row ih = oh0 − ph + j feeds output row rr by tap j − rr
           const int ih = oh0 - d.ph + j;
           if (ih < 0 || ih >= d.H) continue;
-          const T* xr = x_img + ih * d.W * d.C;
           float win[SW];
-          if (interior) {
-#pragma unroll
-            for (int q = 0; q < SW; ++q) win[q] = ld(xr[(iw0 + q) * d.C]);
-          } else {
-#pragma unroll
-            for (int q = 0; q < SW; ++q) {
-              const int iw = iw0 + q;
-              win[q] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
-            }
-          }
+          load_row_window(win, x_img + ih * d.W * d.C, iw0, interior, d);
 #pragma unroll
           for (int rr = 0; rr < RH; ++rr) {
             const int ki = j - rr;
@@ -395,19 +403,9 @@ __global__ void col2im_kernel(const T* dcols, T* dx, int64_t total, int64_t H, i
   MF_GRID_STRIDE(at, total) {
     const int64_t c = at % C, iw = (at / C) % W, ih = (at / (C * W)) % H, n = at / (C * W * H);
     double acc = 0;
-    for (int ky = 0; ky < kh; ++ky) {
-      const int64_t th = ih + ph - ky;
-      if (th < 0 || th % sh) continue;
-      const int64_t oh = th / sh;
-      if (oh >= Ho) continue;
-      for (int kx = 0; kx < kw; ++kx) {
-        const int64_t tw = iw + pw - kx;
-        if (tw < 0 || tw % sw) continue;
-        const int64_t ow = tw / sw;
-        if (ow >= Wo) continue;
-        acc += ld(dcols[((n * Ho + oh) * Wo + ow) * K + (static_cast<int64_t>(ky) * kw + kx) * C + c]);
-      }
-    }
+    for_each_tap_reading(ih, iw, Ho, Wo, kh, kw, sh, sw, ph, pw, [&](int64_t oh, int64_t ow, int ky, int kx) {
+      acc += ld(dcols[((n * Ho + oh) * Wo + ow) * K + (static_cast<int64_t>(ky) * kw + kx) * C + c]);
+    });
     dx[at] = narrow<T>(static_cast<float>(acc));
   }
 }
@@ -422,23 +420,13 @@ __global__ void col2im_i32_kernel(const T* dcols, T* dx, int total_vectors, int 
   for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
     const int cv = at % Cv, pix = at / Cv, iw = pix % W, ih = (pix / W) % H, n = pix / (W * H);
     float acc[V] = {};
-    for (int ky = 0; ky < kh; ++ky) {
-      const int th = ih + ph - ky;
-      if (th < 0 || th % sh) continue;
-      const int oh = th / sh;
-      if (oh >= Ho) continue;
-      for (int kx = 0; kx < kw; ++kx) {
-        const int tw = iw + pw - kx;
-        if (tw < 0 || tw % sw) continue;
-        const int ow = tw / sw;
-        if (ow >= Wo) continue;
-        // dcols row (n, oh, ow), column (ky, kx, c): K is a multiple of V when C is.
-        float v[V];
-        load_v<T, V>(dcols + static_cast<int64_t>((n * Ho + oh) * Wo + ow) * K + (ky * kw + kx) * C + cv * V, v);
+    for_each_tap_reading(ih, iw, Ho, Wo, kh, kw, sh, sw, ph, pw, [&](int oh, int ow, int ky, int kx) {
+      // dcols row (n, oh, ow), column (ky, kx, c): K is a multiple of V when C is.
+      float v[V];
+      load_v<T, V>(dcols + static_cast<int64_t>((n * Ho + oh) * Wo + ow) * K + (ky * kw + kx) * C + cv * V, v);
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] += v[e];
-      }
-    }
+      for (int e = 0; e < V; ++e) acc[e] += v[e];
+    });
     store_v<T, V>(dx + static_cast<int64_t>(at) * V, acc);
   }
 }

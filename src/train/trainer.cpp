@@ -605,10 +605,6 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   if (dist.world() > 1)
     fmt::print("data parallel: {} ranks x batch {} = {} per step ({} threads each)\n", dist.world(), lo.batch,
                o.batch, num_threads());
-  if (reduce_alone)
-    fmt::print("data parallel: one rank, gradients averaged through NCCL anyway ({}; METAFORMER_ALLREDUCE_ONE_RANK)\n",
-               o.allreduce == "fp32" && o.bucket_mb > 0 ? fmt::format("buckets of {} MiB", o.bucket_mb)
-                                                         : fmt::format("one {} call", o.allreduce));
   std::fflush(stdout);
 
   const auto run_start = std::chrono::steady_clock::now();
@@ -616,6 +612,11 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   // averaged while the backward pass goes on (MPI_Iallreduce on the host, NCCL on a stream of its
   // own on a GPU; train/grad_buckets.h). Made again if the flat gradient buffer is ever replaced.
   const bool bucketed = reduce_gradients && o.allreduce == "fp32" && o.bucket_mb > 0;
+  if (reduce_alone) {
+    fmt::print("data parallel: one rank, gradients averaged through NCCL anyway ({}; METAFORMER_ALLREDUCE_ONE_RANK)\n",
+               bucketed ? fmt::format("buckets of {} MiB", o.bucket_mb) : fmt::format("one {} call", o.allreduce));
+    std::fflush(stdout);
+  }
   // The ranks, for the backend's NCCL all-reduce (MPI carries the communicator's id).
   auto rank_group = [&dist](bool bf16) {
     return RankGroup{dist.rank(), dist.world(),

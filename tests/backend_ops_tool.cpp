@@ -8,7 +8,8 @@
 //                every mixer whose ops it has, trained there (parameters on the device) against
 //                the reference backend
 //   --mode perf  median time per case on --backend, with GFLOP/s for the ops that count MACs
-//   --op NAME    only cases whose name contains NAME (a filter that matches no case is an error)
+//   --op NAME    only cases whose name contains NAME, or any of NAME,NAME2,... (a filter that matches no
+//                case is an error)
 //   --dtype bf16 the backend in bf16 precision (test mode: the matrix-product ops against the
 //                bf16 bar of tests/test_ops.cpp, 1e-2, the others against their own tolerance; on a
 //                backend that stores activations in bf16 (cuda), every op against 1e-2; grad mode
@@ -19,6 +20,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "core/threading.h"
 #include "mixer_cases.h"
@@ -31,7 +35,7 @@ int main(int argc, char** argv) {
   int reps = 20, threads = 0;
   app.add_option("--mode", mode, "test | grad | perf")->check(CLI::IsMember({"test", "grad", "perf"}));
   app.add_option("--backend,-b", backend, "backend under test")->capture_default_str();
-  app.add_option("--op", filter, "only cases whose name contains this");
+  app.add_option("--op", filter, "only cases whose name contains this (or any of a comma-separated list)");
   app.add_option("--reps", reps, "timed repetitions in perf mode")->capture_default_str();
   app.add_option("--threads,-t", threads, "threads (default: all)");
   app.add_option("--dtype", dtype, "precision of the backend under test: fp32 or bf16")->capture_default_str();
@@ -42,8 +46,20 @@ int main(int argc, char** argv) {
     const mf::Precision precision = mf::parse_precision(dtype);
     mf::Exec under{&mf::get_backend(backend, precision), nullptr};
     int failures = 0, ran = 0, matched = 0;
+    // --op a,b,c: a case is chosen when its name contains any of them.
+    std::vector<std::string> wanted;
+    for (size_t at = 0; !filter.empty() && at <= filter.size();) {
+      const size_t comma = std::min(filter.find(',', at), filter.size());
+      if (comma > at) wanted.push_back(filter.substr(at, comma - at));
+      at = comma + 1;
+    }
+    if (!filter.empty() && wanted.empty()) throw std::runtime_error("--op '" + filter + "' names no case");
+    const auto chosen = [&](const std::string& name) {
+      if (wanted.empty()) return true;
+      return std::any_of(wanted.begin(), wanted.end(), [&](const std::string& w) { return name.find(w) != std::string::npos; });
+    };
     for (const auto& c : mf::test::op_cases()) {
-      if (!filter.empty() && c.name.find(filter) == std::string::npos) continue;
+      if (!chosen(c.name)) continue;
       ++matched;
       if (!under.backend->supports(c.op)) {
         fmt::print("  skip  {} (not supported on {})\n", c.name, backend);
@@ -105,7 +121,7 @@ int main(int argc, char** argv) {
       // forward is compared with it.
       for (const auto& c : mf::test::mixer_cases()) {
         const std::string name = "mixer/" + c.label();
-        if (!filter.empty() && name.find(filter) == std::string::npos) continue;
+        if (!chosen(name)) continue;
         ++matched, ++ran;
         std::string problem;
         try {
@@ -131,7 +147,7 @@ int main(int argc, char** argv) {
       const double mixer_tol = bf16_acts ? 5e-2 : 1e-4;
       for (const auto& c : mf::test::mixer_cases()) {
         const std::string name = "mixer/" + c.label();
-        if (!filter.empty() && name.find(filter) == std::string::npos) continue;
+        if (!chosen(name)) continue;
         ++matched;
         std::string unsupported, problem, note;
         double err = 0;

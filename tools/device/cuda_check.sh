@@ -31,6 +31,10 @@
 #                 experiment on the GPU (runs in /tmp/cmp_gpu, resumed by a later call; COMPARE_TIMEOUT;
 #                 runs finished on an earlier machine are carried in build/cuda-device/cmp_prior/runs);
 #                 compare.tgz holds the report, its plots and every run's record (runs.tar)
+#   families.log  (step families) the paper networks' ops (RaftMLP, MS-MLP, Strip-MLP, CAS-ViT, WaveMix,
+#                 iFormer, AFFNet; METAFORMER_CUDA_FAMILY_OPS=1): their op cases (test and grad, fp32 and
+#                 bf16), every mixer trained on the GPU, the CudaFamily tests (golden logits, one step's
+#                 gradients), verify on their golden folders, memcheck, bf16 bench and 10 training steps
 #   memcheck.log  compute-sanitizer memcheck on the op harness (forward and grad modes) and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
@@ -62,7 +66,7 @@
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain bf16train parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
+# build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
 # candidates curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -512,6 +516,58 @@ if has dwab; then
       -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
       grep "cuda" | sed "s/^/$v /" | tee -a "$OUT/dwab.log"
   done
+fi
+
+if has families; then
+  # The paper networks' ops (src/ops/cuda/cuda_family_ops.h), offered only with
+  # METAFORMER_CUDA_FAMILY_OPS=1 until this step has passed: every op case in both modes and dtypes,
+  # the mixers trained on the GPU, the families' golden models (logits, one step's gradients against
+  # the reference backend), memcheck, then bf16 inference and a few training steps of each family.
+  export METAFORMER_CUDA_FAMILY_OPS=1
+  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm
+  : > "$OUT/families.log"
+  for dtype in fp32 bf16; do
+    for mode in test grad; do
+      echo "== family op cases: $mode, $dtype" | tee -a "$OUT/families.log"
+      timeout 200 "$T" --backend cuda --dtype $dtype --mode $mode --op "$fam_ops" >> "$OUT/families.log" 2>&1
+      echo "rc=$?" | tee -a "$OUT/families.log"
+    done
+  done
+  echo "op cases: $(grep -c '^  ok' "$OUT/families.log") ok, $(grep -c '^  FAIL' "$OUT/families.log") failed"
+  grep -E "^  FAIL" "$OUT/families.log" | head -30
+  for dtype in fp32 bf16; do
+    echo "== every mixer trained on the GPU ($dtype)" | tee -a "$OUT/families.log"
+    timeout 300 "$T" --backend cuda --dtype $dtype --mode grad --op mixer/ >> "$OUT/families.log" 2>&1
+    echo "rc=$?" | tee -a "$OUT/families.log"
+  done
+  grep -E "FAIL  mixer" "$OUT/families.log" | head -20
+  echo "== the families' golden models (CudaFamily tests) and the CUDA backend's tests" | tee -a "$OUT/families.log"
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='Families/CudaFamily.*:CudaBackend.*' 2>&1 | tee -a "$OUT/families.log" |
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|actual" | head -30
+  fam_dirs=$(ls -d "$S"/tests/data/golden/{raftmlp,msmlp,stripmlp,casvit,wavemix,iformer}*/ 2>/dev/null)
+  echo "== verify, fp32 (2e-5) then bf16 (5e-2)" | tee -a "$OUT/families.log"
+  timeout 120 "$M" verify --backend cuda $fam_dirs --tolerance 2e-5 2>&1 | tee -a "$OUT/families.log" | tail -25
+  timeout 120 "$M" verify --backend cuda --dtype bf16 $fam_dirs --tolerance 5e-2 2>&1 | tee -a "$OUT/families.log" | tail -25
+  echo "== compute-sanitizer memcheck on the family op cases" | tee -a "$OUT/families.log"
+  for dtype in fp32 bf16; do
+    for mode in test grad; do
+      timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype $dtype --mode $mode \
+        --op "$fam_ops" > /tmp/fam_mc.log 2>&1
+      echo "$mode $dtype under memcheck: rc=$? $(grep -m1 'ERROR SUMMARY' /tmp/fam_mc.log)" | tee -a "$OUT/families.log"
+      grep -m5 -E "Invalid|out of bounds" /tmp/fam_mc.log
+    done
+  done
+  echo "== bf16 inference, batch 64, and 10 training steps (--dtype bf16, batch 32) of each family" | tee -a "$OUT/families.log"
+  fam_models=${FAM_MODELS:-raftmlp_s,msmlp_tiny,stripmlp_tiny,casvit_xs,wavemix_lite,iformer_small,affnet_t}
+  timeout 300 "$M" bench -m $fam_models --backend cuda --dtype bf16 -b 64 --runs 5 2>&1 | tee -a "$OUT/families.log" | tail -12
+  for m in $(echo "$fam_models" | tr , ' '); do
+    rm -rf /tmp/famt
+    timeout 120 "$M" train -m $m --data synthetic:640 --batch 32 --epochs 1 --max-steps 10 --backend cuda --dtype bf16 \
+      --workers 4 --eval-subset 64 --no-progress --out /tmp/famt > /tmp/famt.log 2>&1
+    echo "$m: rc=$? $(tail -1 /tmp/famt/metrics.jsonl 2>/dev/null | cut -c1-200) $(grep -iE 'error' /tmp/famt.log | tail -1)" |
+      tee -a "$OUT/families.log"
+  done
+  unset METAFORMER_CUDA_FAMILY_OPS
 fi
 
 if has memcheck; then

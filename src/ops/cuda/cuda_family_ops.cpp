@@ -1,0 +1,458 @@
+#include "ops/cuda/cuda_family_ops.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "ops/bicubic_taps.h"
+#include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/gemm.h"
+#include "ops/cuda/op_buffers.h"
+
+namespace mf {
+
+namespace cuda {
+
+bool is_family_op(OpKind op) {
+  switch (op) {
+    case OpKind::Permute:
+    case OpKind::SpatialShift:
+    case OpKind::ResizeBicubic:
+    case OpKind::MaxPool2d:
+    case OpKind::AvgPool2d:
+    case OpKind::UpsampleNearest:
+    case OpKind::ConvTranspose2d:
+    case OpKind::StripMix:
+    case OpKind::SplitAttention:
+    case OpKind::Grn:
+    case OpKind::Gate:
+    case OpKind::BatchNorm: return true;
+    default: return false;
+  }
+}
+
+bool family_ops_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_FAMILY_OPS");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
+}  // namespace cuda
+
+namespace {
+
+namespace fam = cuda::families;
+namespace bw = cuda::backward;
+using cuda::ops::DeviceGrad;
+using cuda::ops::ok;
+using cuda::ops::stream;
+using cuda::ops::typed_acts;
+using cuda::ops::Widened;
+using cuda::ops::Work;
+using cuda::kernels::bf16;
+
+fam::Window window(const ConvGeometry& g) {
+  return fam::Window{g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w};
+}
+
+// The bicubic tables of one axis (in -> out), on the GPU: made on the host from the taps the
+// reference backend reads (ops/bicubic_taps.h) on first use, kept for the life of the process (a
+// model has a handful of sizes). Made during a pass's first, eager run, so a recorded pass only
+// reads them.
+struct BicubicTables {
+  Tensor index, weight, adj_begin, adj_out, adj_weight;  // int32 and double stored in fp32 tensors' bytes
+  fam::BicubicAxis axis;
+};
+
+template <class V>
+Tensor upload_bytes(const std::vector<V>& v) {
+  const size_t bytes = std::max<size_t>(v.size() * sizeof(V), 4);
+  Tensor host = Tensor::zeros({static_cast<int64_t>((bytes + 3) / 4)});
+  if (!v.empty()) std::memcpy(host.data(), v.data(), v.size() * sizeof(V));
+  return host.to(Device::CUDA);
+}
+
+const fam::BicubicAxis& bicubic_axis(int64_t in, int64_t out) {
+  static std::mutex mu;
+  static auto* tables = new std::map<std::pair<int64_t, int64_t>, std::unique_ptr<BicubicTables>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = (*tables)[{in, out}];
+  if (slot) return slot->axis;
+  const BicubicTaps taps = bicubic_taps(in, out);
+  std::vector<int> index(taps.index.begin(), taps.index.end());
+  // The adjoint: input i receives from every output whose taps land on it (a clamped border index
+  // can be several taps of one output: their weights are summed, in tap order).
+  std::vector<std::vector<std::pair<int, double>>> from(static_cast<size_t>(in));
+  for (int64_t o = 0; o < out; ++o)
+    for (int k = 0; k < 4; ++k) {
+      auto& list = from[static_cast<size_t>(taps.index[static_cast<size_t>(o * 4 + k)])];
+      const double w = taps.weight[static_cast<size_t>(o * 4 + k)];
+      if (!list.empty() && list.back().first == o)
+        list.back().second += w;
+      else
+        list.emplace_back(static_cast<int>(o), w);
+    }
+  std::vector<int> begin{0}, adj_out;
+  std::vector<double> adj_weight;
+  for (const auto& list : from) {
+    for (const auto& [o, w] : list) adj_out.push_back(o), adj_weight.push_back(w);
+    begin.push_back(static_cast<int>(adj_out.size()));
+  }
+  auto t = std::make_unique<BicubicTables>();
+  t->index = upload_bytes(index);
+  t->weight = upload_bytes(taps.weight);
+  t->adj_begin = upload_bytes(begin);
+  t->adj_out = upload_bytes(adj_out);
+  t->adj_weight = upload_bytes(adj_weight);
+  t->axis = fam::BicubicAxis{in,
+                             out,
+                             reinterpret_cast<const int*>(t->index.data()),
+                             reinterpret_cast<const double*>(t->weight.data()),
+                             reinterpret_cast<const int*>(t->adj_begin.data()),
+                             reinterpret_cast<const int*>(t->adj_out.data()),
+                             reinterpret_cast<const double*>(t->adj_weight.data())};
+  slot = std::move(t);
+  return slot->axis;
+}
+
+// The transposed convolution's GEMM weight [kh·kw·Co, Ci] as T, cached with the weight (remade when
+// its version changes).
+template <class T>
+const T* conv_transpose_weight(const Tensor& w, Widened& f) {
+  constexpr bool half = std::is_same_v<T, bf16>;
+  static const std::string key = half ? "cuda.convT_gemm_bf16" : "cuda.convT_gemm";
+  if (auto d = w.derived(key)) return static_cast<const T*>(static_cast<Tensor*>(d.get())->raw());
+  const int64_t Ci = w.dim(0), Co = w.dim(1);
+  const int kh = static_cast<int>(w.dim(2)), kw = static_cast<int>(w.dim(3));
+  auto t = std::make_shared<Tensor>(
+      Tensor::empty({kh * kw * Co, Ci}, Device::CUDA, half ? DType::bf16 : DType::f32));
+  ok(fam::conv_transpose_weight_to_gemm(f.in(w), static_cast<T*>(t->raw()), Ci, Co, kh, kw, stream()),
+     "conv_transpose2d: weight layout");
+  const T* p = static_cast<const T*>(t->raw());
+  w.set_derived(key, t);
+  return p;
+}
+
+}  // namespace
+
+bool CudaFamilyOps::supports_backward(OpKind op) const {
+  // Permute, SpatialShift, ResizeBicubic, AvgPool2d and UpsampleNearest: backward passes made of
+  // forward ops (the inverse permutation, the negated shifts, the adjoint, each other).
+  if (cuda::is_family_op(op)) return supports(op);
+  return CudaBackwardOps::supports_backward(op);
+}
+
+void CudaFamilyOps::permute(const Tensor& x, const std::vector<int>& perm, Tensor& y) {
+  Widened f;
+  const int rank = x.ndim();
+  MF_CHECK(rank <= fam::kMaxRank, "permute on the GPU: rank {} (at most {})", rank, fam::kMaxRank);
+  int64_t dims[fam::kMaxRank];
+  for (int a = 0; a < rank; ++a) dims[a] = x.dim(a);
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::permute(f.act<T>(x), f.act_out<T>(y), rank, dims, perm.data(), stream()), "permute");
+  });
+}
+
+void CudaFamilyOps::spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                                  Tensor& y) {
+  Widened f;
+  MF_CHECK(shifts.size() <= static_cast<size_t>(fam::kMaxShiftGroups), "spatial_shift on the GPU: {} groups (at most {})",
+           shifts.size(), fam::kMaxShiftGroups);
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::spatial_shift(f.act<T>(x), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), axis, group_width,
+                          shifts.data(), static_cast<int>(shifts.size()), stream()),
+       "spatial_shift");
+  });
+}
+
+void CudaFamilyOps::resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) {
+  Widened f;
+  const Tensor& from = adjoint ? y : x;  // the forward map's input grid
+  const Tensor& to = adjoint ? x : y;    // and its output grid
+  const fam::BicubicAxis& ay = bicubic_axis(from.dim(1), to.dim(1));
+  const fam::BicubicAxis& ax = bicubic_axis(from.dim(2), to.dim(2));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::resize_bicubic(f.act<T>(x), f.act_out<T>(y), x.dim(0), x.dim(3), ay, ax, adjoint, stream()),
+       "resize_bicubic");
+  });
+}
+
+void CudaFamilyOps::max_pool2d(const Tensor& x, const ConvGeometry& g, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::max_pool2d(f.act<T>(x), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), y.dim(1), y.dim(2),
+                       window(g), stream()),
+       "max_pool2d");
+  });
+}
+
+void CudaFamilyOps::max_pool2d_backward(const Tensor& x, const ConvGeometry& g, const Tensor& dy, Tensor& dx) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::max_pool2d_backward(f.act<T>(x), f.act<T>(dy), f.act_out<T>(dx), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
+                                dy.dim(1), dy.dim(2), window(g), stream()),
+       "max_pool2d backward");
+  });
+}
+
+void CudaFamilyOps::sum_pool2d(const Tensor& x, int factor, float scale, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::sum_pool2d(f.act<T>(x), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), factor, scale, stream()),
+       "sum_pool2d");
+  });
+}
+
+void CudaFamilyOps::upsample_nearest(const Tensor& x, int factor, float scale, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::upsample_nearest(f.act<T>(x), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), factor, scale,
+                             stream()),
+       "upsample_nearest");
+  });
+}
+
+void CudaFamilyOps::conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g,
+                                     Tensor& y) {
+  Widened f;
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Ho = y.dim(1), Wo = y.dim(2), Co = y.dim(3);
+  const int kh = g.kernel_h, kw = g.kernel_w;
+  const int64_t M = B * H * W, N = kh * kw * Co;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    constexpr bool half = std::is_same_v<T, bf16>;
+    T* ys = f.act_out<T>(y);
+    {
+      Tensor cols = Tensor::empty({M, N}, Device::CUDA, half ? DType::bf16 : DType::f32);
+      cuda::linear_rows(half ? cuda::GemmType::bf16 : cuda::GemmType::f32, f.act<T>(x), conv_transpose_weight<T>(w, f),
+                        nullptr, cols.raw(), M, N, Ci, cuda::Epilogue::none);
+      // Column (ky, kx, co) of input pixel (i, j) lands on output pixel (i·s − p + ky, j·s − p + kx):
+      // col2im with the geometry of the convolution that maps y's grid onto x's.
+      ok(bw::col2im_nhwc<T>(static_cast<const T*>(cols.raw()), ys, B, Ho, Wo, Co, kh, kw, g.stride_h, g.stride_w,
+                            g.pad_h, g.pad_w, H, W, stream()),
+         "conv_transpose2d: col2im");
+    }
+    if (b)
+      ok(cuda::kernels::channel_affine_act(ys, nullptr, f.in(*b), ys, B * Ho * Wo, Co, cuda::kernels::Act{}, stream()),
+         "conv_transpose2d: bias");
+  });
+}
+
+void CudaFamilyOps::conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                                              const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) {
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Ho = dy.dim(1), Wo = dy.dim(2), Co = dy.dim(3);
+  const int kh = g.kernel_h, kw = g.kernel_w;
+  const int64_t M = B * H * W, K2 = kh * kw * Co;
+  // dx: the convolution of dy whose weight [out Ci, in Co, kh, kw] is w itself.
+  if (dx) conv2d(dy, w, nullptr, g, *dx);
+  Widened f;
+  if (db) {
+    DeviceGrad d(db, true);
+    Work work(bw::column_sum_work(B * Ho * Wo, Co));
+    typed_acts(activation_dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      ok(bw::column_sum_add(f.act<T>(dy), d.get(), B * Ho * Wo, Co, work.p, stream()), "conv_transpose2d backward: bias");
+    });
+    d.finish();
+  }
+  if (dw && M > 0) {
+    DeviceGrad d(dw, true);
+    Tensor dwk = Tensor::empty({Ci, K2}, Device::CUDA);  // [Ci, (ky, kx, co)]
+    typed_acts(activation_dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      constexpr bool half = std::is_same_v<T, bf16>;
+      Tensor cols = Tensor::empty({M, K2}, Device::CUDA, half ? DType::bf16 : DType::f32);
+      ok(cuda::kernels::im2col_nhwc_padded(f.act<T>(dy), static_cast<T*>(cols.raw()), K2, B, Ho, Wo, Co, kh, kw,
+                                           g.stride_h, g.stride_w, g.pad_h, g.pad_w, H, W, stream()),
+         "conv_transpose2d backward: im2col");
+      // Row-major dwk [Ci, K2] = xᵀ [Ci, M] · cols [M, K2]: column-major dwkᵀ (K2×Ci) = cols (K2×M) · x (M×Ci
+      // stored column-major as Ci×M, so transposed).
+      cuda::Gemm p;
+      p.type = half ? cuda::GemmType::bf16_f32out : cuda::GemmType::f32;
+      p.trans_b = true;
+      p.m = K2, p.n = Ci, p.k = M;
+      p.a = cols.raw(), p.lda = K2;
+      p.b = f.act<T>(x), p.ldb = Ci;
+      p.d = dwk.data(), p.ldd = K2;
+      cuda::run_gemm(p);
+    });
+    // dwk [Ci, kh, kw, Co] into dw [Ci, Co, kh, kw]: the dense convolution's reorder with Ci as its
+    // output channels.
+    ok(bw::conv_weight_grad_add(dwk.data(), d.get(), Ci, Co, kh, kw, stream()), "conv_transpose2d backward: weight");
+    d.finish();
+  }
+}
+
+void CudaFamilyOps::strip_mix(const Tensor& x, const Tensor& w, const Tensor* b, int axis, Tensor& y) {
+  Widened f;
+  const int64_t L = x.dim(axis), G = w.dim(0) / L;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::strip_mix(f.act<T>(x), f.in(w), f.in(b), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), axis,
+                      G, stream()),
+       "strip_mix");
+  });
+}
+
+void CudaFamilyOps::strip_mix_backward(const Tensor& x, const Tensor& w, int axis, const Tensor& dy, Tensor* dx,
+                                       Tensor* dw, Tensor* db) {
+  Widened f;
+  const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3), L = x.dim(axis), G = w.dim(0) / L;
+  DeviceGrad gw(dw, true), gb(db, true);
+  Work work(fam::strip_mix_backward_work(B, H, W, C, axis, G));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::strip_mix_backward(f.act<T>(x), f.in(w), f.act<T>(dy), dx ? f.act_out<T>(*dx) : nullptr, gw.get(), gb.get(),
+                               B, H, W, C, axis, G, work.p, stream()),
+       "strip_mix backward");
+  });
+  gw.finish();
+  gb.finish();
+}
+
+void CudaFamilyOps::split_attention(const std::vector<Tensor>& branches, const Tensor& logits, Tensor& y) {
+  Widened f;
+  const int K = static_cast<int>(branches.size());
+  MF_CHECK(K <= fam::kMaxBranches, "split_attention on the GPU: {} branches (at most {})", K, fam::kMaxBranches);
+  const int64_t B = y.dim(0), C = y.shape().last(), per = y.numel() / (B * C);
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    fam::Branches<T> br{};
+    br.K = K;
+    for (int k = 0; k < K; ++k) br.p[k] = f.act<T>(branches[static_cast<size_t>(k)]);
+    ok(fam::split_attention(br, f.in(logits), f.act_out<T>(y), B, per, C, stream()), "split_attention");
+  });
+}
+
+void CudaFamilyOps::split_attention_backward(const std::vector<Tensor>& branches, const Tensor& logits,
+                                             const Tensor& dy, std::vector<Tensor>& dbranches, Tensor& dlogits) {
+  Widened f;
+  const int K = static_cast<int>(branches.size());
+  MF_CHECK(K <= fam::kMaxBranches && dbranches.size() == branches.size(),
+           "split_attention backward on the GPU: {} branches (at most {})", K, fam::kMaxBranches);
+  const int64_t B = dy.dim(0), C = dy.shape().last(), per = dy.numel() / (B * C);
+  Work work(fam::split_attention_backward_work(B, per, C, K));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    fam::Branches<T> br{};
+    fam::BranchGrads<T> d{};
+    br.K = d.K = K;
+    for (int k = 0; k < K; ++k) {
+      br.p[k] = f.act<T>(branches[static_cast<size_t>(k)]);
+      d.p[k] = f.act_out<T>(dbranches[static_cast<size_t>(k)]);
+    }
+    ok(fam::split_attention_backward(br, f.in(logits), f.act<T>(dy), d, f.out(dlogits), B, per, C, work.p, stream()),
+       "split_attention backward");
+  });
+}
+
+void CudaFamilyOps::grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y) {
+  Widened f;
+  const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
+  Work work(fam::grn_work(B, N, C));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::grn(f.act<T>(x), f.in(gamma), f.in(beta), f.act_out<T>(y), B, N, C, work.p, stream()), "grn");
+  });
+}
+
+void CudaFamilyOps::grn_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy, Tensor& dx, Tensor* dgamma,
+                                 Tensor* dbeta) {
+  Widened f;
+  const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
+  DeviceGrad gg(dgamma, true), gb(dbeta, true);
+  Work work(fam::grn_backward_work(B, N, C));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::grn_backward(f.act<T>(x), f.in(gamma), f.act<T>(dy), f.act_out<T>(dx), gg.get(), gb.get(), B, N, C, work.p,
+                         stream()),
+       "grn backward");
+  });
+  gg.finish();
+  gb.finish();
+}
+
+namespace {
+fam::GateKind gate_kind(const Tensor& x, const Tensor& g) {
+  if (g.shape() == x.shape()) return fam::GateKind::full;
+  return g.ndim() == x.ndim() ? fam::GateKind::position : fam::GateKind::channel;
+}
+}  // namespace
+
+void CudaFamilyOps::gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y) {
+  Widened f;
+  const int64_t B = x.dim(0), C = x.shape().last(), per = x.numel() / (B * C);
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::gate(f.act<T>(x), f.act<T>(g), f.act_out<T>(y), B, per, C, gate_kind(x, g), sigmoid, stream()), "gate");
+  });
+}
+
+void CudaFamilyOps::gate_backward(const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy, Tensor& dx,
+                                  Tensor& dg) {
+  Widened f;
+  const int64_t B = x.dim(0), C = x.shape().last(), per = x.numel() / (B * C);
+  const fam::GateKind kind = gate_kind(x, g);
+  Work work(fam::gate_backward_work(B, per, C, kind));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::gate_backward(f.act<T>(x), f.act<T>(g), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dg), B, per, C, kind,
+                          sigmoid, work.p, stream()),
+       "gate backward");
+  });
+}
+
+// The statistics and the per-channel parameters are fp32 (Widened widens them if a bf16 backend's
+// dispatcher allocated the statistics in the activations' dtype, and rounds them back once).
+void CudaFamilyOps::batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) {
+  Widened f;
+  const int64_t C = x.shape().last(), rows = x.shape().rows();
+  Work work(fam::batch_norm_stats_work(rows, C));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::batch_norm_stats(f.act<T>(x), f.out(mean), f.out(var), rows, C, work.p, stream()), "batch_norm statistics");
+  });
+}
+
+void CudaFamilyOps::batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean,
+                               const Tensor& var, float eps, Tensor& y) {
+  Widened f;
+  const int64_t C = x.shape().last(), rows = x.shape().rows();
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::batch_norm(f.act<T>(x), f.in(w), f.in(b), f.in(mean), f.in(var), eps, f.act_out<T>(y), rows, C, stream()),
+       "batch_norm");
+  });
+}
+
+void CudaFamilyOps::batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var,
+                                        float eps, bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw,
+                                        Tensor* db) {
+  Widened f;
+  const int64_t C = x.shape().last(), rows = x.shape().rows();
+  DeviceGrad gw(dw, true), gb(db, true);
+  Work work(fam::batch_norm_backward_work(rows, C));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::batch_norm_backward(f.act<T>(x), f.in(w), f.in(mean), f.in(var), eps, batch_stats, f.act<T>(dy),
+                                f.act_out<T>(dx), gw.get(), gb.get(), rows, C, work.p, stream()),
+       "batch_norm backward");
+  });
+  gw.finish();
+  gb.finish();
+}
+
+}  // namespace mf

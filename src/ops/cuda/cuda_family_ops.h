@@ -1,0 +1,61 @@
+// The ops of the paper mixers' own networks on the GPU (RaftMLP, MS-MLP, Strip-MLP, CAS-ViT, WaveMix,
+// iFormer, AFFNet; docs/cuda.md "The other families"), forward and backward: a base class of the
+// cuda backend (cuda_backend.cpp), between its backward passes and its forward ops. Kernels in
+// families/ (one file per family of ops), the transposed convolution's products through cuBLASLt.
+//
+// Until these kernels have passed the op harness on a GPU, the backend offers them only with
+// METAFORMER_CUDA_FAMILY_OPS=1 (the device scripts set it): without it, supports() says no and a
+// model that needs them is refused at load time, as before they existed.
+#pragma once
+
+#include <vector>
+
+#include "ops/cuda/cuda_backward.h"
+
+namespace mf {
+
+namespace cuda {
+// True for the ops this file adds (forward and backward).
+bool is_family_op(OpKind op);
+// METAFORMER_CUDA_FAMILY_OPS=1: offer them (see above).
+bool family_ops_enabled();
+}  // namespace cuda
+
+class CudaFamilyOps : public CudaBackwardOps {
+ public:
+  bool supports_backward(OpKind op) const override;
+
+  void permute(const Tensor& x, const std::vector<int>& perm, Tensor& y) override;
+  void spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
+                     Tensor& y) override;
+  void resize_bicubic(const Tensor& x, bool adjoint, Tensor& y) override;
+  void max_pool2d(const Tensor& x, const ConvGeometry& g, Tensor& y) override;
+  void max_pool2d_backward(const Tensor& x, const ConvGeometry& g, const Tensor& dy, Tensor& dx) override;
+  void sum_pool2d(const Tensor& x, int factor, float scale, Tensor& y) override;
+  void upsample_nearest(const Tensor& x, int factor, float scale, Tensor& y) override;
+  // The columns x · W (W [Ci, kh·kw·Co], made once per weight version) through cuBLASLt, then
+  // col2im adds each column into the output pixels it covers, then the bias.
+  void conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;
+  // dx is conv2d(dy) with the same weight (the transposed convolution's adjoint); dw one product of x
+  // with dy's columns; db a column sum.
+  void conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                 Tensor* dx, Tensor* dw, Tensor* db) override;
+  void strip_mix(const Tensor& x, const Tensor& w, const Tensor* b, int axis, Tensor& y) override;
+  void strip_mix_backward(const Tensor& x, const Tensor& w, int axis, const Tensor& dy, Tensor* dx, Tensor* dw,
+                          Tensor* db) override;
+  void split_attention(const std::vector<Tensor>& branches, const Tensor& logits, Tensor& y) override;
+  void split_attention_backward(const std::vector<Tensor>& branches, const Tensor& logits, const Tensor& dy,
+                                std::vector<Tensor>& dbranches, Tensor& dlogits) override;
+  void grn(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y) override;
+  void grn_backward(const Tensor& x, const Tensor& gamma, const Tensor& dy, Tensor& dx, Tensor* dgamma,
+                    Tensor* dbeta) override;
+  void gate(const Tensor& x, const Tensor& g, bool sigmoid, Tensor& y) override;
+  void gate_backward(const Tensor& x, const Tensor& g, bool sigmoid, const Tensor& dy, Tensor& dx, Tensor& dg) override;
+  void batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var) override;
+  void batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean, const Tensor& var, float eps,
+                  Tensor& y) override;
+  void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
+                           bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) override;
+};
+
+}  // namespace mf

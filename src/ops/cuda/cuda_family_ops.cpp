@@ -7,8 +7,8 @@
 #include <mutex>
 #include <utility>
 
-#include "ops/bicubic_taps.h"
 #include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/families/bicubic_tables.h"
 #include "ops/cuda/families/family_kernels.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/op_buffers.h"
@@ -61,9 +61,8 @@ fam::Window window(const ConvGeometry& g) {
   return fam::Window{g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w};
 }
 
-// The bicubic tables of one axis (in -> out), on the GPU: made on the host from the taps the
-// reference backend reads (ops/bicubic_taps.h) on first use, kept for the life of the process (a
-// model has a handful of sizes). Made during a pass's first, eager run, so a recorded pass only
+// The bicubic tables of one axis (in -> out), on the GPU: made on the host (bicubic_tables.h) on first
+// use, kept for the life of the process (a model has a handful of sizes). Made during a pass's first, eager run, so a recorded pass only
 // reads them.
 struct BicubicTables {
   Tensor index, weight, adj_begin, adj_out, adj_weight;  // int32 and double stored in fp32 tensors' bytes
@@ -84,32 +83,13 @@ const fam::BicubicAxis& bicubic_axis(int64_t in, int64_t out) {
   std::lock_guard<std::mutex> lock(mu);
   auto& slot = (*tables)[{in, out}];
   if (slot) return slot->axis;
-  const BicubicTaps taps = bicubic_taps(in, out);
-  std::vector<int> index(taps.index.begin(), taps.index.end());
-  // The adjoint: input i receives from every output whose taps land on it (a clamped border index
-  // can be several taps of one output: their weights are summed, in tap order).
-  std::vector<std::vector<std::pair<int, double>>> from(static_cast<size_t>(in));
-  for (int64_t o = 0; o < out; ++o)
-    for (int k = 0; k < 4; ++k) {
-      auto& list = from[static_cast<size_t>(taps.index[static_cast<size_t>(o * 4 + k)])];
-      const double w = taps.weight[static_cast<size_t>(o * 4 + k)];
-      if (!list.empty() && list.back().first == o)
-        list.back().second += w;
-      else
-        list.emplace_back(static_cast<int>(o), w);
-    }
-  std::vector<int> begin{0}, adj_out;
-  std::vector<double> adj_weight;
-  for (const auto& list : from) {
-    for (const auto& [o, w] : list) adj_out.push_back(o), adj_weight.push_back(w);
-    begin.push_back(static_cast<int>(adj_out.size()));
-  }
+  const fam::BicubicHostTables host = fam::bicubic_host_tables(in, out);
   auto t = std::make_unique<BicubicTables>();
-  t->index = upload_bytes(index);
-  t->weight = upload_bytes(taps.weight);
-  t->adj_begin = upload_bytes(begin);
-  t->adj_out = upload_bytes(adj_out);
-  t->adj_weight = upload_bytes(adj_weight);
+  t->index = upload_bytes(host.index);
+  t->weight = upload_bytes(host.weight);
+  t->adj_begin = upload_bytes(host.adj_begin);
+  t->adj_out = upload_bytes(host.adj_out);
+  t->adj_weight = upload_bytes(host.adj_weight);
   t->axis = fam::BicubicAxis{in,
                              out,
                              reinterpret_cast<const int*>(t->index.data()),

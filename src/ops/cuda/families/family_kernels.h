@@ -5,7 +5,8 @@
 //   pool2d.cu      max_pool2d (+ backward), sum_pool2d, upsample_nearest, conv_transpose2d's helpers
 //   strip.cu       strip_mix, split_attention, grn (+ backward)
 //   gate_bn.cu     gate, batch_norm_stats, batch_norm (+ backward)
-// Written to be obviously right before fast, like the backward kernels (../backward_kernels.h): one
+// The per-element arithmetic is family_math.h's (also compiled and tested on the host). Written to be
+// obviously right before fast, like the backward kernels (../backward_kernels.h): one
 // thread per output element (gathers, never scatters), sums of more than a few terms in double, and
 // every reduction in a fixed order without atomics (../backward_common.cuh), so that training stays
 // deterministic. The semantics are the reference backend's (src/ops/ref/*.cpp), including which
@@ -22,6 +23,7 @@
 
 #include <cstdint>
 
+#include "ops/cuda/families/family_math.h"
 #include "ops/cuda/kernels/kernels.h"
 
 namespace mf::cuda::families {
@@ -30,30 +32,16 @@ using kernels::bf16;
 
 // ---- layout.cu ------------------------------------------------------------------------------------
 // y = x.permute(perm) made contiguous; rank ≤ 6 (cudaErrorInvalidValue otherwise). dims: x's shape.
-constexpr int kMaxRank = 6;
 template <class T>
 cudaError_t permute(const T* x, T* y, int rank, const int64_t* dims, const int* perm, cudaStream_t s);
 
 // MS-MLP's shift, x and y [B, H, W, C]: channel c of group g = c / group_width rolled by shifts[g]
 // along axis 1 (H) or 2 (W), as torch.roll. At most kMaxShiftGroups groups.
-constexpr int kMaxShiftGroups = 64;
 template <class T>
 cudaError_t spatial_shift(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int axis,
                           int64_t group_width, const int* shifts, int groups, cudaStream_t s);
 
-// torch's bicubic interpolation along both axes, as tables made on the host from the taps the
-// reference backend uses (ops/bicubic_taps.h), on the device:
-//   forward: output o of an axis reads the input indices index[4·o + k] with weight[4·o + k];
-//   adjoint: input i of an axis receives from the outputs adj_out[adj_begin[i] .. adj_begin[i+1])
-//            with the weights adj_weight[...] (each output's taps that land on i, summed).
-struct BicubicAxis {
-  int64_t in = 0, out = 0;
-  const int* index = nullptr;        // [out, 4]
-  const double* weight = nullptr;    // [out, 4]
-  const int* adj_begin = nullptr;    // [in + 1]
-  const int* adj_out = nullptr;      // [adj_begin[in]]
-  const double* adj_weight = nullptr;
-};
+// torch's bicubic interpolation along both axes, through the tables of family_math.h's BicubicAxis.
 // Forward: x [B, ay.in, ax.in, C] -> y [B, ay.out, ax.out, C]. Adjoint: x [B, ay.out, ax.out, C] ->
 // y [B, ay.in, ax.in, C]. Sums in double.
 template <class T>
@@ -61,9 +49,6 @@ cudaError_t resize_bicubic(const T* x, T* y, int64_t B, int64_t C, const Bicubic
                            bool adjoint, cudaStream_t s);
 
 // ---- pool2d.cu ------------------------------------------------------------------------------------
-struct Window {
-  int kh, kw, sh, sw, ph, pw;
-};
 // nn.MaxPool2d, x [B, H, W, C] -> y [B, Ho, Wo, C]: the first maximum in row-major window order over
 // the pixels inside the map (the padding never wins).
 template <class T>
@@ -101,19 +86,8 @@ template <class T>
 cudaError_t strip_mix_backward(const T* x, const float* w, const T* dy, T* dx, float* dw, float* db, int64_t B,
                                int64_t H, int64_t W, int64_t C, int axis, int64_t G, double* work, cudaStream_t s);
 
-// Strip-MLP's reweighting of K ≤ kMaxBranches branches [B, per, C] by softmax over logits [B, C·K]
+// Strip-MLP's reweighting of K ≤ kMaxBranches (family_math.h) branches [B, per, C] by softmax over logits [B, C·K]
 // (logit k of channel c at c·K + k).
-constexpr int kMaxBranches = 4;
-template <class T>
-struct Branches {
-  const T* p[kMaxBranches];
-  int K;
-};
-template <class T>
-struct BranchGrads {
-  T* p[kMaxBranches];
-  int K;
-};
 template <class T>
 cudaError_t split_attention(Branches<T> branches, const float* logits, T* y, int64_t B, int64_t per, int64_t C,
                             cudaStream_t s);
@@ -137,7 +111,6 @@ cudaError_t grn_backward(const T* x, const float* gamma, const T* dy, T* dx, flo
 // ---- gate_bn.cu -----------------------------------------------------------------------------------
 // CAS-ViT's y = x ⊙ f(g) (f sigmoid or the identity) over x [B, per, C] (per positions a sample): g
 // full (x's shape), per position ([B, per, 1]) or per sample and channel ([B, C]).
-enum class GateKind : int { full = 0, position = 1, channel = 2 };
 // g comes out of a layer in all three forms, so it has the activations' type T.
 template <class T>
 cudaError_t gate(const T* x, const T* g, T* y, int64_t B, int64_t per, int64_t C, GateKind kind, bool sigmoid,

@@ -7,30 +7,21 @@
 namespace mf::cuda::families {
 namespace {
 
-using namespace backward::detail;
-
-__device__ __forceinline__ int64_t gate_index(int64_t i, int64_t per, int64_t C, GateKind kind) {
-  switch (kind) {
-    case GateKind::full: return i;
-    case GateKind::position: return i / C;
-    case GateKind::channel: return i / (per * C) * C + i % C;
-  }
-  return i;
-}
-__device__ __forceinline__ double sigmoid(double v) { return 1.0 / (1.0 + exp(-v)); }
-// f(g) and f'(g).
-__device__ __forceinline__ double gate_value(double g, bool sig) { return sig ? sigmoid(g) : g; }
-__device__ __forceinline__ double gate_slope(double g, bool sig) {
-  if (!sig) return 1.0;
-  const double s = sigmoid(g);
-  return s * (1.0 - s);
-}
+using backward::detail::blocks_for;
+using backward::detail::column_sums;
+using backward::detail::column_work;
+using backward::detail::DevT;
+using backward::detail::dptr;
+using backward::detail::group_sums;
+using backward::detail::group_work;
+using backward::detail::kThreads;
+using math::narrow;
 
 template <class T>
 __global__ void gate_kernel(const T* x, const T* g, T* y, int64_t per, int64_t C, GateKind kind, bool sig, int64_t n) {
   MF_GRID_STRIDE(i, n) {
-    const double v = gate_value(ld(g[gate_index(i, per, C, kind)]), sig);
-    y[i] = narrow<T>(static_cast<float>(static_cast<double>(ld(x[i])) * v));
+    const double v = math::gate_value(math::ld(g[math::gate_index(i, per, C, kind)]), sig);
+    y[i] = narrow<T>(static_cast<float>(static_cast<double>(math::ld(x[i])) * v));
   }
 }
 
@@ -39,121 +30,24 @@ template <class T>
 __global__ void gate_dx_kernel(const T* x, const T* g, const T* dy, T* dx, T* dg_full, int64_t per, int64_t C,
                                GateKind kind, bool sig, int64_t n) {
   MF_GRID_STRIDE(i, n) {
-    const double gv = ld(g[gate_index(i, per, C, kind)]), d = ld(dy[i]);
-    dx[i] = narrow<T>(static_cast<float>(d * gate_value(gv, sig)));
-    if (dg_full) dg_full[i] = narrow<T>(static_cast<float>(d * ld(x[i]) * gate_slope(gv, sig)));
+    const double gv = math::ld(g[math::gate_index(i, per, C, kind)]), d = math::ld(dy[i]);
+    dx[i] = narrow<T>(static_cast<float>(d * math::gate_value(gv, sig)));
+    if (dg_full) dg_full[i] = narrow<T>(static_cast<float>(d * math::ld(x[i]) * math::gate_slope(gv, sig)));
   }
-}
-
-// A gate per position: dg[p] = f'(g[p]) · Σ_c dy · x over the position's C contiguous channels.
-template <class T>
-struct PositionGateGrad {
-  const T *x, *dy, *g;
-  T* dg;
-  int64_t C;
-  bool sig;
-  __device__ void operator()(int64_t p, int64_t c, double* v) const {
-    const int64_t i = p * C + c;
-    v[0] = static_cast<double>(ld(dy[i])) * ld(x[i]);
-  }
-  __device__ void finish(int64_t p, const double* s) const {
-    dg[p] = narrow<T>(static_cast<float>(s[0] * gate_slope(ld(g[p]), sig)));
-  }
-};
-
-// A gate per sample and channel: dg[b, c] = f'(g[b, c]) · Σ over the positions of dy · x, a column
-// of the [per, B·C] view.
-template <class T>
-struct ChannelGateGrad {
-  const T *x, *dy, *g;
-  T* dg;
-  int64_t per, C;
-  bool sig;
-  __device__ void operator()(int64_t r, int64_t col, double* v) const {
-    const int64_t i = ((col / C) * per + r) * C + col % C;
-    v[0] = static_cast<double>(ld(dy[i])) * ld(x[i]);
-  }
-  __device__ void store(int64_t col, const double* s) const {
-    dg[col] = narrow<T>(static_cast<float>(s[0] * gate_slope(ld(g[col]), sig)));
-  }
-};
-
-// BatchNorm's statistics: the mean first (kept in double for the second pass), then the centred squares.
-template <class T>
-struct ChannelMean {
-  const T* x;
-  float* mean;
-  double* mean_d;
-  int64_t rows, C;
-  __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = ld(x[r * C + c]); }
-  __device__ void store(int64_t c, const double* s) const {
-    mean_d[c] = s[0] / static_cast<double>(rows);
-    mean[c] = static_cast<float>(mean_d[c]);
-  }
-};
-template <class T>
-struct ChannelVar {
-  const T* x;
-  const double* mean_d;
-  float* var;
-  int64_t rows, C;
-  __device__ void operator()(int64_t r, int64_t c, double* v) const {
-    const double d = ld(x[r * C + c]) - mean_d[c];
-    v[0] = d * d;
-  }
-  __device__ void store(int64_t c, const double* s) const { var[c] = static_cast<float>(s[0] / static_cast<double>(rows)); }
-};
-
-__device__ __forceinline__ double bn_rstd(const float* var, int64_t c, float eps) {
-  return 1.0 / sqrt(static_cast<double>(var[c]) + eps);
 }
 
 template <class T>
 __global__ void batch_norm_kernel(const T* x, const float* w, const float* b, const float* mean, const float* var,
                                   float eps, T* y, int64_t C, int64_t n) {
-  MF_GRID_STRIDE(i, n) {
-    const int64_t c = i % C;
-    const double v = (ld(x[i]) - static_cast<double>(mean[c])) * bn_rstd(var, c, eps) * w[c] + (b ? b[c] : 0.0);
-    y[i] = narrow<T>(static_cast<float>(v));
-  }
+  MF_GRID_STRIDE(i, n) { y[i] = narrow<T>(static_cast<float>(math::batch_norm_at(x, w, b, mean, var, eps, i, C))); }
 }
-
-// Σ dy and Σ dy · x̂ per channel, kept for dx and added into dw, db.
-template <class T>
-struct BatchNormSums {
-  const T *x, *dy;
-  const float *mean, *var;
-  float eps;
-  double* sums;  // [C, 2]
-  float *dw, *db;
-  int64_t C;
-  __device__ void operator()(int64_t r, int64_t c, double* v) const {
-    const int64_t i = r * C + c;
-    const double g = ld(dy[i]);
-    v[0] = g;
-    v[1] = g * (ld(x[i]) - static_cast<double>(mean[c])) * bn_rstd(var, c, eps);
-  }
-  __device__ void store(int64_t c, const double* s) const {
-    sums[c * 2] = s[0];
-    sums[c * 2 + 1] = s[1];
-    if (dw) dw[c] += static_cast<float>(s[1]);
-    if (db) db[c] += static_cast<float>(s[0]);
-  }
-};
 
 template <class T>
 __global__ void batch_norm_dx_kernel(const T* x, const float* w, const float* mean, const float* var, float eps,
                                      bool batch_stats, const T* dy, const double* sums, T* dx, int64_t rows, int64_t C,
                                      int64_t n) {
   MF_GRID_STRIDE(i, n) {
-    const int64_t c = i % C;
-    const double rstd = bn_rstd(var, c, eps);
-    double g = ld(dy[i]);
-    if (batch_stats) {
-      const double xh = (ld(x[i]) - static_cast<double>(mean[c])) * rstd, nr = static_cast<double>(rows);
-      g -= sums[c * 2] / nr + xh * sums[c * 2 + 1] / nr;
-    }
-    dx[i] = narrow<T>(static_cast<float>(rstd * w[c] * g));
+    dx[i] = narrow<T>(static_cast<float>(math::batch_norm_dx_at(x, w, mean, var, eps, batch_stats, dy, sums, i, rows, C)));
   }
 }
 
@@ -187,9 +81,9 @@ cudaError_t gate_backward(const T* x, const T* g, const T* dy, T* dx, T* dg, int
                                                     kind == GateKind::full ? dptr(dg) : nullptr, per, C, kind,
                                                     sigmoid, n);
   if (kind == GateKind::position)
-    group_sums<1>(PositionGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), C, sigmoid}, B * per, C, work, s);
+    group_sums<1>(math::PositionGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), C, sigmoid}, B * per, C, work, s);
   else if (kind == GateKind::channel)
-    column_sums<1>(ChannelGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), per, C, sigmoid}, per, B * C, work, s);
+    column_sums<1>(math::ChannelGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), per, C, sigmoid}, per, B * C, work, s);
   return cudaGetLastError();
 }
 
@@ -202,8 +96,8 @@ cudaError_t batch_norm_stats(const T* x, float* mean, float* var, int64_t rows, 
   if (rows <= 0) return cudaErrorInvalidValue;  // no statistics of nothing
   using E = typename DevT<T>::type;
   double* mean_d = work + column_work(rows, C, 1);
-  column_sums<1>(ChannelMean<E>{dptr(x), mean, mean_d, rows, C}, rows, C, work, s);
-  column_sums<1>(ChannelVar<E>{dptr(x), mean_d, var, rows, C}, rows, C, work, s);
+  column_sums<1>(math::ChannelMean<E>{dptr(x), mean, mean_d, rows, C}, rows, C, work, s);
+  column_sums<1>(math::ChannelVar<E>{dptr(x), mean_d, var, rows, C}, rows, C, work, s);
   return cudaGetLastError();
 }
 
@@ -226,7 +120,7 @@ cudaError_t batch_norm_backward(const T* x, const float* w, const float* mean, c
   if (C <= 0) return cudaSuccess;
   using E = typename DevT<T>::type;
   double* sums = work + column_work(rows, C, 2);
-  column_sums<2>(BatchNormSums<E>{dptr(x), dptr(dy), mean, var, eps, sums, dw, db, C}, rows, C, work, s);
+  column_sums<2>(math::BatchNormSums<E>{dptr(x), dptr(dy), mean, var, eps, sums, dw, db, C}, rows, C, work, s);
   if (n > 0)
     batch_norm_dx_kernel<<<blocks_for(n), kThreads, 0, s>>>(dptr(x), w, mean, var, eps, batch_stats, dptr(dy), sums,
                                                             dptr(dx), rows, C, n);

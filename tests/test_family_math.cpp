@@ -1,0 +1,358 @@
+// The arithmetic of the paper networks' CUDA kernels (src/ops/cuda/families/family_math.h), run on the
+// host against the reference backend: each kernel's per-element function over every element, and its
+// fixed-order sums through plain loops in place of ../backward_common.cuh's column and group sums. On
+// any machine, GPU or not: what only a GPU can check is the launches around these functions
+// (tools/device/cuda_check.sh families). The bars are the op cases' (tests/op_cases.cpp).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "ops/backend.h"
+#include "ops/cuda/families/bicubic_tables.h"
+#include "ops/cuda/families/family_math.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace mf::test {
+namespace {
+
+namespace fam = cuda::families;
+namespace fm = cuda::families::math;
+
+Exec ref() { return Exec{&get_backend("ref"), nullptr}; }
+
+// y[i] = f(i) over a fresh tensor of `shape`.
+Tensor each(const Shape& shape, const std::function<double(int64_t)>& f) {
+  Tensor y = Tensor::empty(shape);
+  for (int64_t i = 0; i < y.numel(); ++i) y.data()[i] = static_cast<float>(f(i));
+  return y;
+}
+
+// What column_sums / group_sums compute, in the plainest order (the kernels' order differs only in
+// how the double sums are grouped).
+template <int K, class F>
+void column_sums(const F& f, int64_t rows, int64_t cols) {
+  for (int64_t col = 0; col < cols; ++col) {
+    double acc[K] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      double v[K];
+      f(r, col, v);
+      for (int k = 0; k < K; ++k) acc[k] += v[k];
+    }
+    f.store(col, acc);
+  }
+}
+template <int K, class F>
+void group_sums(const F& f, int64_t groups, int64_t n) {
+  for (int64_t g = 0; g < groups; ++g) {
+    double acc[K] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      double v[K];
+      f(g, i, v);
+      for (int k = 0; k < K; ++k) acc[k] += v[k];
+    }
+    f.finish(g, acc);
+  }
+}
+
+TEST(FamilyMath, PermuteAndShiftMatchTheReference) {
+  for (auto [shape, perm] : std::vector<std::pair<Shape, std::vector<int>>>{
+           {Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}}, {Shape{3, 4, 5}, {2, 0, 1}}, {Shape{2, 3, 1, 4, 2, 3}, {5, 1, 0, 3, 2, 4}}}) {
+    const Tensor x = random_tensor(shape, 1);
+    const Tensor expected = op::permute(ref(), x, perm);
+    fam::PermuteGeometry g{};
+    ASSERT_TRUE(fm::permute_geometry(shape.ndim(), shape.vec().data(), perm.data(), g));
+    EXPECT_EQ(rel_error(each(expected.shape(), [&](int64_t i) { return x.data()[fm::permute_source(i, g)]; }), expected), 0)
+        << shape.str();
+  }
+  fam::PermuteGeometry g{};
+  const int64_t dims[7] = {1, 1, 1, 1, 1, 1, 1};
+  const int bad[3] = {0, 3, 1};
+  EXPECT_FALSE(fm::permute_geometry(7, dims, bad, g));
+  EXPECT_FALSE(fm::permute_geometry(3, dims, bad, g));
+
+  const std::vector<int> shifts{-2, -1, 0, 1, 2};
+  for (int axis : {1, 2})
+    for (auto [shape, width] : std::vector<std::pair<Shape, int64_t>>{{Shape{2, 5, 6, 14}, 3}, {Shape{1, 3, 2, 10}, 2}}) {
+      const Tensor x = random_tensor(shape, 2);
+      const Tensor expected = op::spatial_shift(ref(), x, axis, width, shifts);
+      const Tensor got = each(shape, [&](int64_t i) {
+        return x.data()[fm::shift_source(i, shape[1], shape[2], shape[3], axis, width, shifts.data())];
+      });
+      EXPECT_EQ(rel_error(got, expected), 0) << shape.str() << " axis " << axis;
+    }
+}
+
+TEST(FamilyMath, BicubicResizeAndItsAdjointMatchTheReference) {
+  for (auto [shape, h, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{
+           {Shape{2, 6, 8, 5}, 7, 7}, {Shape{1, 7, 7, 3}, 6, 8}, {Shape{2, 5, 9, 4}, 11, 4}, {Shape{1, 4, 5, 3}, 4, 5}}) {
+    const int64_t B = shape[0], H = shape[1], W = shape[2], C = shape[3];
+    const auto ty = fam::bicubic_host_tables(H, h), tx = fam::bicubic_host_tables(W, w);
+    const fam::BicubicAxis ay = ty.view(), ax = tx.view();
+    const Tensor x = random_tensor(shape, 3);
+    const Tensor y = each({B, h, w, C}, [&](int64_t i) { return fm::bicubic_forward_at(x.data(), i, C, ay, ax); });
+    EXPECT_LE(rel_error(y, op::resize_bicubic(ref(), x, h, w)), 1e-6) << shape.str();
+    const Tensor dy = random_tensor({B, h, w, C}, 4);
+    const Tensor dx = each(shape, [&](int64_t i) { return fm::bicubic_adjoint_at(dy.data(), i, C, ay, ax); });
+    EXPECT_LE(rel_error(dx, op::resize_bicubic_backward(ref(), dy, H, W)), 1e-6) << shape.str();
+  }
+}
+
+TEST(FamilyMath, PoolingMatchesTheReference) {
+  for (auto [shape, k, s, p] : std::vector<std::tuple<Shape, int, int, int>>{
+           {Shape{2, 7, 6, 5}, 3, 1, 1}, {Shape{1, 8, 8, 19}, 2, 2, 0}, {Shape{1, 7, 7, 4}, 3, 2, 1}}) {
+    const ConvGeometry g{k, k, s, s, p, p};
+    const fam::Window win{k, k, s, s, p, p};
+    const int64_t H = shape[1], W = shape[2], C = shape[3];
+    const Tensor x = random_tensor(shape, 5);  // ties have probability zero
+    const Tensor expected = op::max_pool2d(ref(), x, g);
+    const int64_t Ho = expected.dim(1), Wo = expected.dim(2);
+    const Tensor y = each(expected.shape(), [&](int64_t i) {
+      const int64_t at = fm::max_pool_source(x.data(), i, H, W, C, Ho, Wo, win);
+      return at < 0 ? -INFINITY : x.data()[at];
+    });
+    EXPECT_EQ(rel_error(y, expected), 0) << shape.str();
+    const Tensor dy = random_tensor(expected.shape(), 6);
+    const Tensor dx =
+        each(shape, [&](int64_t e) { return fm::max_pool_backward_at(x.data(), dy.data(), e, H, W, C, Ho, Wo, win); });
+    EXPECT_LE(rel_error(dx, op::max_pool2d_backward(ref(), x, g, dy)), 1e-6) << shape.str();
+  }
+  for (auto [shape, f] : std::vector<std::pair<Shape, int>>{{Shape{2, 6, 8, 5}, 2}, {Shape{1, 9, 6, 3}, 3}}) {
+    const int64_t B = shape[0], H = shape[1], W = shape[2], C = shape[3], h = H / f, w = W / f;
+    const float scale = 1.f / static_cast<float>(f * f);
+    const Tensor x = random_tensor(shape, 7), small = random_tensor({B, h, w, C}, 8);
+    const Tensor pooled = each({B, h, w, C}, [&](int64_t e) { return fm::sum_pool_at(x.data(), e, H, W, C, f, scale); });
+    EXPECT_LE(rel_error(pooled, op::avg_pool2d(ref(), x, f)), 1e-6);
+    const Tensor summed = each({B, h, w, C}, [&](int64_t e) { return fm::sum_pool_at(x.data(), e, H, W, C, f, 1.f); });
+    EXPECT_LE(rel_error(summed, op::upsample_nearest_backward(ref(), x, f)), 1e-6);
+    const Tensor up = each(shape, [&](int64_t e) { return small.data()[fm::upsample_source(e, h, w, C, f)]; });
+    EXPECT_EQ(rel_error(up, op::upsample_nearest(ref(), small, f)), 0);
+    const Tensor up_scaled =
+        each(shape, [&](int64_t e) { return scale * small.data()[fm::upsample_source(e, h, w, C, f)]; });
+    EXPECT_LE(rel_error(up_scaled, op::avg_pool2d_backward(ref(), small, f)), 1e-6);
+  }
+}
+
+// The transposed convolution as the GPU computes it: columns x · W (W reordered), scattered by col2im,
+// plus the bias; dW from dy's im2col columns; dx as the convolution of dy with the same weight.
+TEST(FamilyMath, TransposedConvolutionMatchesTheReference) {
+  for (auto [shape, Co, k, s, p] : std::vector<std::tuple<Shape, int64_t, int, int, int>>{
+           {Shape{2, 5, 6, 7}, 9, 4, 2, 1}, {Shape{1, 3, 4, 5}, 6, 3, 1, 0}, {Shape{1, 4, 3, 6}, 5, 2, 2, 0}}) {
+    const int64_t B = shape[0], H = shape[1], W = shape[2], Ci = shape[3];
+    const ConvGeometry g{k, k, s, s, p, p};
+    const Tensor x = random_tensor(shape, 9), w = random_tensor({Ci, Co, k, k}, 10, -0.3f, 0.3f),
+                 b = random_tensor({Co}, 11);
+    const Tensor expected = op::conv_transpose2d(ref(), x, w, &b, g);
+    const int64_t Ho = expected.dim(1), Wo = expected.dim(2), N = k * k * Co, M = B * H * W;
+    const Tensor wg = each({N, Ci}, [&](int64_t e) { return w.data()[fm::conv_transpose_weight_source(e, Ci, Co, k, k)]; });
+    std::vector<double> y(static_cast<size_t>(B * Ho * Wo * Co));
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        double col = 0;
+        for (int64_t ci = 0; ci < Ci; ++ci) col += static_cast<double>(x.data()[m * Ci + ci]) * wg.data()[n * Ci + ci];
+        const int64_t co = n % Co, kx = (n / Co) % k, ky = n / (Co * k);
+        const int64_t j = m % W, i = (m / W) % H, bb = m / (W * H);
+        const int64_t oh = i * s - p + ky, ow = j * s - p + kx;
+        if (oh >= 0 && oh < Ho && ow >= 0 && ow < Wo) y[static_cast<size_t>(((bb * Ho + oh) * Wo + ow) * Co + co)] += col;
+      }
+    const Tensor got = each(expected.shape(), [&](int64_t e) { return y[static_cast<size_t>(e)] + b.data()[e % Co]; });
+    EXPECT_LE(rel_error(got, expected), 1e-6) << shape.str();
+
+    const Tensor dy = random_tensor(expected.shape(), 12);
+    Tensor dw_ref = Tensor::zeros(w.shape()), db_ref = Tensor::zeros({Co});
+    const Tensor dx_ref = op::conv_transpose2d_backward(ref(), x, w, g, dy, true, &dw_ref, &db_ref);
+    EXPECT_LE(rel_error(op::conv2d(ref(), dy, w, nullptr, g), dx_ref), 1e-6) << "dx is conv2d(dy, w): " << shape.str();
+    // dwk[ci, (ky, kx, co)] = Σ_m x[m, ci] · im2col(dy)[m, (ky, kx, co)], then reordered to [Ci, Co, k, k].
+    Tensor dw = Tensor::zeros(w.shape());
+    for (int64_t ci = 0; ci < Ci; ++ci)
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t co = n % Co, kx = (n / Co) % k, ky = n / (Co * k);
+        double acc = 0;
+        for (int64_t m = 0; m < M; ++m) {
+          const int64_t j = m % W, i = (m / W) % H, bb = m / (W * H);
+          const int64_t oh = i * s - p + ky, ow = j * s - p + kx;
+          if (oh >= 0 && oh < Ho && ow >= 0 && ow < Wo)
+            acc += static_cast<double>(x.data()[m * Ci + ci]) * dy.data()[((bb * Ho + oh) * Wo + ow) * Co + co];
+        }
+        dw.data()[((ci * Co + co) * k + ky) * k + kx] = static_cast<float>(acc);
+      }
+    EXPECT_LE(rel_error(dw, dw_ref), 1e-6) << shape.str();
+  }
+}
+
+TEST(FamilyMath, StripMixAndItsGradientsMatchTheReference) {
+  for (auto [shape, axis, G] : std::vector<std::tuple<Shape, int, int64_t>>{
+           {Shape{2, 5, 5, 12}, 2, 3}, {Shape{1, 6, 4, 8}, 1, 4}, {Shape{2, 3, 7, 6}, 2, 2}, {Shape{1, 4, 3, 5}, 1, 1},
+           {Shape{2, 1, 1, 4}, 2, 2}}) {
+    const int64_t L = shape[axis];
+    const fm::Strip st(shape[0], shape[1], shape[2], shape[3], axis, G);
+    const Tensor x = random_tensor(shape, 13), w = random_tensor({G * L, L, 1, 3}, 14), b = random_tensor({G * L}, 15);
+    const Tensor y = each(shape, [&](int64_t i) { return fm::strip_mix_at(x.data(), w.data(), b.data(), i, st); });
+    EXPECT_LE(rel_error(y, op::strip_mix(ref(), x, w, &b, axis)), 1e-6) << shape.str();
+    const Tensor dy = random_tensor(shape, 16);
+    Tensor dw_ref = Tensor::zeros(w.shape()), db_ref = Tensor::zeros(b.shape());
+    const Tensor dx_ref = op::strip_mix_backward(ref(), x, w, axis, dy, true, &dw_ref, &db_ref);
+    const Tensor dx = each(shape, [&](int64_t i) { return fm::strip_mix_dx_at(w.data(), dy.data(), i, st); });
+    EXPECT_LE(rel_error(dx, dx_ref), 1e-6) << shape.str();
+    Tensor dw = Tensor::zeros(w.shape()), db = Tensor::zeros(b.shape());
+    const int64_t terms = shape[0] * st.P * st.per_group();
+    group_sums<1>(fm::StripWeightGrad<float>{x.data(), dy.data(), dw.data(), st}, G * L * L * 3, terms);
+    group_sums<1>(fm::StripBiasGrad<float>{dy.data(), db.data(), st}, G * L, terms);
+    EXPECT_LE(rel_error(dw, dw_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(db, db_ref), 1e-6) << shape.str();
+  }
+}
+
+template <int K>
+void check_split_attention(const Shape& shape) {
+  const int64_t B = shape[0], C = shape[-1], per = shape.numel() / (B * C);
+  std::vector<Tensor> branches;
+  fam::Branches<float> br{};
+  br.K = K;
+  for (int k = 0; k < K; ++k) {
+    branches.push_back(random_tensor(shape, 20 + static_cast<uint64_t>(k)));
+    br.p[k] = branches.back().data();
+  }
+  const Tensor logits = random_tensor({B, C * K}, 30, -2.f, 2.f);
+  const Tensor y = each(shape, [&](int64_t i) { return fm::split_attention_at(br, logits.data(), i, per, C); });
+  EXPECT_LE(rel_error(y, op::split_attention(ref(), branches, logits)), 1e-6) << shape.str();
+  const Tensor dy = random_tensor(shape, 31);
+  Tensor dlogits_ref;
+  const auto d_ref = op::split_attention_backward(ref(), branches, logits, dy, dlogits_ref);
+  std::vector<Tensor> d;
+  fam::BranchGrads<float> dg{};
+  dg.K = K;
+  for (int k = 0; k < K; ++k) {
+    d.push_back(Tensor::empty(shape));
+    dg.p[k] = d.back().data();
+  }
+  for (int64_t i = 0; i < shape.numel(); ++i) fm::split_attention_dbranches_at(logits.data(), dy.data(), dg, i, per, C);
+  for (int k = 0; k < K; ++k) EXPECT_LE(rel_error(d[static_cast<size_t>(k)], d_ref[static_cast<size_t>(k)]), 1e-6);
+  Tensor dlogits = Tensor::empty(logits.shape());
+  column_sums<K>(fm::SplitLogitGrad<float, K>{br, dy.data(), logits.data(), dlogits.data(), per, C}, per, B * C);
+  EXPECT_LE(rel_error(dlogits, dlogits_ref), 1e-6) << shape.str();
+}
+
+TEST(FamilyMath, SplitAttentionAndItsGradientsMatchTheReference) {
+  check_split_attention<3>(Shape{2, 5, 6, 7});
+  check_split_attention<2>(Shape{3, 4, 4, 5});
+  check_split_attention<4>(Shape{2, 3, 9});
+}
+
+TEST(FamilyMath, GrnAndItsGradientsMatchTheReference) {
+  for (Shape shape : {Shape{2, 5, 6, 7}, Shape{1, 3, 3, 16}, Shape{3, 1, 2, 3}}) {
+    const int64_t B = shape[0], N = shape[1] * shape[2], C = shape[3];
+    const Tensor x = random_tensor(shape, 40), gamma = random_tensor({1, 1, 1, C}, 41), beta = random_tensor({1, 1, 1, C}, 42);
+    // Forward: Σx² per (sample, channel), then per sample (grn_norm_kernel) n = g / (mean g + 1e-6).
+    std::vector<double> nx(static_cast<size_t>(B * C));
+    column_sums<1>(fm::GrnSums<float, 1>{x.data(), nullptr, nx.data(), N, C}, N, B * C);
+    for (int64_t b = 0; b < B; ++b) {
+      double mean = 0;
+      for (int64_t c = 0; c < C; ++c) mean += std::sqrt(nx[static_cast<size_t>(b * C + c)]);
+      mean /= static_cast<double>(C);
+      for (int64_t c = 0; c < C; ++c) nx[static_cast<size_t>(b * C + c)] = std::sqrt(nx[static_cast<size_t>(b * C + c)]) / (mean + 1e-6);
+    }
+    const Tensor y = each(shape, [&](int64_t i) { return fm::grn_at(x.data(), gamma.data(), beta.data(), nx.data(), i, N, C); });
+    EXPECT_LE(rel_error(y, op::grn(ref(), x, gamma, beta)), 1e-6) << shape.str();
+
+    const Tensor dy = random_tensor(shape, 43);
+    Tensor dg_ref = Tensor::zeros(gamma.shape()), db_ref = Tensor::zeros(beta.shape());
+    const Tensor dx_ref = op::grn_backward(ref(), x, gamma, dy, &dg_ref, &db_ref);
+    std::vector<double> S(static_cast<size_t>(B * C * 3)), E(static_cast<size_t>(B * C * 4));
+    column_sums<3>(fm::GrnSums<float, 3>{x.data(), dy.data(), S.data(), N, C}, N, B * C);
+    for (int64_t b = 0; b < B; ++b) {  // grn_backward_coef_kernel
+      const double* s = S.data() + b * C * 3;
+      double mean = 0, sg = 0;
+      for (int64_t c = 0; c < C; ++c) mean += std::sqrt(s[c * 3]);
+      mean /= static_cast<double>(C);
+      for (int64_t c = 0; c < C; ++c) sg += gamma.data()[c] * s[c * 3 + 1] * std::sqrt(s[c * 3]);
+      for (int64_t c = 0; c < C; ++c)
+        fm::grn_coefficients(s + c * 3, gamma.data()[c], 1.0 / (mean + 1e-6), sg, C, E.data() + (b * C + c) * 4);
+    }
+    Tensor dg = Tensor::zeros(gamma.shape()), db = Tensor::zeros(beta.shape());
+    for (int64_t c = 0; c < C; ++c) {  // grn_param_grad_kernel
+      double a = 0, z = 0;
+      for (int64_t b = 0; b < B; ++b) a += E[static_cast<size_t>((b * C + c) * 4 + 2)], z += E[static_cast<size_t>((b * C + c) * 4 + 3)];
+      dg.data()[c] = static_cast<float>(a);
+      db.data()[c] = static_cast<float>(z);
+    }
+    const Tensor dx = each(shape, [&](int64_t i) {  // grn_dx_kernel
+      const double* e = E.data() + ((i / (N * C)) * C + i % C) * 4;
+      return dy.data()[i] * e[0] + e[1] * x.data()[i];
+    });
+    EXPECT_LE(rel_error(dx, dx_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(dg, dg_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(db, db_ref), 1e-6) << shape.str();
+  }
+}
+
+TEST(FamilyMath, GateAndItsGradientsMatchTheReference) {
+  for (auto [shape, gshape, sig] : std::vector<std::tuple<Shape, Shape, bool>>{
+           {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 1}, true}, {Shape{3, 4, 4, 9}, Shape{3, 9}, true},
+           {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 7}, false}, {Shape{2, 1, 1, 3}, Shape{2, 3}, false}}) {
+    const int64_t B = shape[0], C = shape[-1], per = shape.numel() / (B * C);
+    const fam::GateKind kind = gshape == shape          ? fam::GateKind::full
+                               : gshape.ndim() == shape.ndim() ? fam::GateKind::position
+                                                               : fam::GateKind::channel;
+    const Tensor x = random_tensor(shape, 50), g = random_tensor(gshape, 51, -3.f, 3.f), dy = random_tensor(shape, 52);
+    const Tensor y = each(shape, [&](int64_t i) {
+      return x.data()[i] * fm::gate_value(g.data()[fm::gate_index(i, per, C, kind)], sig);
+    });
+    EXPECT_LE(rel_error(y, op::gate(ref(), x, g, sig)), 1e-6) << shape.str() << " by " << gshape.str();
+    const auto [dx_ref, dg_ref] = op::gate_backward(ref(), x, g, sig, dy);
+    const Tensor dx = each(shape, [&](int64_t i) {
+      return dy.data()[i] * fm::gate_value(g.data()[fm::gate_index(i, per, C, kind)], sig);
+    });
+    Tensor dg = Tensor::empty(gshape);
+    if (kind == fam::GateKind::full)
+      for (int64_t i = 0; i < dg.numel(); ++i)
+        dg.data()[i] = static_cast<float>(static_cast<double>(dy.data()[i]) * x.data()[i] * fm::gate_slope(g.data()[i], sig));
+    else if (kind == fam::GateKind::position)
+      group_sums<1>(fm::PositionGateGrad<float>{x.data(), dy.data(), g.data(), dg.data(), C, sig}, B * per, C);
+    else
+      column_sums<1>(fm::ChannelGateGrad<float>{x.data(), dy.data(), g.data(), dg.data(), per, C, sig}, per, B * C);
+    EXPECT_LE(rel_error(dx, dx_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(dg, dg_ref), 1e-6) << shape.str() << " by " << gshape.str();
+  }
+}
+
+TEST(FamilyMath, BatchNormAndItsGradientsMatchTheReference) {
+  for (Shape shape : {Shape{3, 7, 7, 37}, Shape{3, 1, 2, 5}, Shape{2, 49, 64}}) {
+    const int64_t C = shape[-1], rows = shape.numel() / C;
+    const Tensor x = random_tensor(shape, 60, 2.f, 4.f), w = random_tensor({C}, 61), b = random_tensor({C}, 62);
+    Tensor mean_ref, var_ref;
+    const Tensor y_ref = op::batch_norm_train(ref(), x, w, &b, 1e-5f, mean_ref, var_ref);
+    Tensor mean = Tensor::empty({C}), var = Tensor::empty({C});
+    std::vector<double> mean_d(static_cast<size_t>(C));
+    column_sums<1>(fm::ChannelMean<float>{x.data(), mean.data(), mean_d.data(), rows, C}, rows, C);
+    column_sums<1>(fm::ChannelVar<float>{x.data(), mean_d.data(), var.data(), rows, C}, rows, C);
+    EXPECT_LE(rel_error(mean, mean_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(var, var_ref), 1e-6) << shape.str();
+    const Tensor y = each(shape, [&](int64_t i) {
+      return fm::batch_norm_at(x.data(), w.data(), b.data(), mean.data(), var.data(), 1e-5f, i, C);
+    });
+    EXPECT_LE(rel_error(y, y_ref), 1e-6) << shape.str();
+    const Tensor dy = random_tensor(shape, 63);
+    for (bool batch_stats : {true, false}) {
+      Tensor dw_ref = Tensor::zeros({C}), db_ref = Tensor::zeros({C});
+      const Tensor dx_ref = op::batch_norm_backward(ref(), x, w, mean, var, 1e-5f, batch_stats, dy, &dw_ref, &db_ref);
+      Tensor dw = Tensor::zeros({C}), db = Tensor::zeros({C});
+      std::vector<double> sums(static_cast<size_t>(2 * C));
+      column_sums<2>(fm::BatchNormSums<float>{x.data(), dy.data(), mean.data(), var.data(), 1e-5f, sums.data(), dw.data(),
+                                              db.data(), C},
+                     rows, C);
+      const Tensor dx = each(shape, [&](int64_t i) {
+        return fm::batch_norm_dx_at(x.data(), w.data(), mean.data(), var.data(), 1e-5f, batch_stats, dy.data(),
+                                    sums.data(), i, rows, C);
+      });
+      EXPECT_LE(rel_error(dx, dx_ref), 1e-6) << shape.str() << (batch_stats ? " train" : " eval");
+      EXPECT_LE(rel_error(dw, dw_ref), 1e-6) << shape.str();
+      EXPECT_LE(rel_error(db, db_ref), 1e-6) << shape.str();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mf::test

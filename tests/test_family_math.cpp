@@ -354,5 +354,16 @@ TEST(FamilyMath, BatchNormAndItsGradientsMatchTheReference) {
   }
 }
 
+TEST(FamilyMath, PositionTablesAndTheirGradientMatchTheReference) {
+  const int64_t B = 3, N = 9, D = 7, T = 12;
+  const Tensor x = random_tensor({B, N, D}, 70), pos = random_tensor({T, D}, 71), dy = random_tensor({B, N, D}, 72);
+  const Tensor y = each(x.shape(), [&](int64_t i) { return fm::add_positions_at(x.data(), pos.data(), i, N * D); });
+  EXPECT_EQ(rel_error(y, op::add_positions(ref(), x, pos)), 0);
+  Tensor dpos_ref = Tensor::zeros(pos.shape()), dpos = Tensor::zeros(pos.shape());
+  op::add_positions_backward_(ref(), dy, dpos_ref);
+  column_sums<1>(fm::PositionGrad<float>{dy.data(), dpos.data(), N * D}, B, N * D);
+  EXPECT_LE(rel_error(dpos, dpos_ref), 1e-7);
+}
+
 }  // namespace
 }  // namespace mf::test

@@ -30,7 +30,8 @@ bool is_family_op(OpKind op) {
     case OpKind::SplitAttention:
     case OpKind::Grn:
     case OpKind::Gate:
-    case OpKind::BatchNorm: return true;
+    case OpKind::BatchNorm:
+    case OpKind::AddPositions: return true;
     default: return false;
   }
 }
@@ -433,6 +434,27 @@ void CudaFamilyOps::batch_norm_backward(const Tensor& x, const Tensor& w, const 
   });
   gw.finish();
   gb.finish();
+}
+
+void CudaFamilyOps::add_positions(const Tensor& x, const Tensor& pos, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::add_positions(f.act<T>(x), f.in(pos), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), stream()),
+       "add_positions");
+  });
+}
+
+void CudaFamilyOps::add_positions_backward(const Tensor& dy, Tensor& dpos) {
+  Widened f;
+  DeviceGrad g(&dpos, true);
+  Work work(fam::add_positions_backward_work(dy.dim(0), dy.dim(1), dy.dim(2)));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::add_positions_backward(f.act<T>(dy), g.get(), dy.dim(0), dy.dim(1), dy.dim(2), work.p, stream()),
+       "add_positions backward");
+  });
+  g.finish();
 }
 
 }  // namespace mf

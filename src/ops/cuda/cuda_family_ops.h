@@ -56,6 +56,9 @@ class CudaFamilyOps : public CudaBackwardOps {
                   Tensor& y) override;
   void batch_norm_backward(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& var, float eps,
                            bool batch_stats, const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db) override;
+  // Strip-MLP's and iFormer's position embeddings (and the sequence stems'): in place allowed.
+  void add_positions(const Tensor& x, const Tensor& pos, Tensor& y) override;
+  void add_positions_backward(const Tensor& dy, Tensor& dpos) override;
 };
 
 }  // namespace mf

@@ -5,6 +5,7 @@
 //   pool2d.cu      max_pool2d (+ backward), sum_pool2d, upsample_nearest, conv_transpose2d's helpers
 //   strip.cu       strip_mix, split_attention, grn (+ backward)
 //   gate_bn.cu     gate, batch_norm_stats, batch_norm (+ backward)
+//   tokens.cu      add_positions (+ backward)
 // The per-element arithmetic is family_math.h's (also compiled and tested on the host). Written to be
 // obviously right before fast, like the backward kernels (../backward_kernels.h): one
 // thread per output element (gathers, never scatters), sums of more than a few terms in double, and
@@ -138,5 +139,15 @@ template <class T>
 cudaError_t batch_norm_backward(const T* x, const float* w, const float* mean, const float* var, float eps,
                                 bool batch_stats, const T* dy, T* dx, float* dw, float* db, int64_t rows, int64_t C,
                                 double* work, cudaStream_t s);
+
+// ---- tokens.cu ------------------------------------------------------------------------------------
+// y [B, N, D] = x + pos[:N] (pos [T ≥ N, D]); in place allowed.
+template <class T>
+cudaError_t add_positions(const T* x, const float* pos, T* y, int64_t B, int64_t N, int64_t D, cudaStream_t s);
+// dpos[:N] += Σ_b dy[b] (the input's gradient is dy itself).
+int64_t add_positions_backward_work(int64_t B, int64_t N, int64_t D);
+template <class T>
+cudaError_t add_positions_backward(const T* dy, float* dpos, int64_t B, int64_t N, int64_t D, double* work,
+                                   cudaStream_t s);
 
 }  // namespace mf::cuda::families

@@ -573,5 +573,21 @@ MF_HD double batch_norm_dx_at(const T* x, const float* w, const float* mean, con
   return rstd * w[c] * g;
 }
 
+// ---- position tables (Strip-MLP, iFormer, the sequence stems) ---------------------------------
+// Element i of y [B, N, D] = x[i] + pos[i mod N·D] (the table's first N rows).
+template <class T>
+MF_HD double add_positions_at(const T* x, const float* pos, int64_t i, int64_t ND) {
+  return static_cast<double>(ld(x[i])) + pos[i % ND];
+}
+// dpos[n, d] += Σ_b dy[b, n, d]: column col = n·D + d of the [B, N·D] view.
+template <class T>
+struct PositionGrad {
+  const T* dy;
+  float* dpos;
+  int64_t ND;
+  MF_HD void operator()(int64_t r, int64_t col, double* v) const { v[0] = ld(dy[r * ND + col]); }
+  MF_HD void store(int64_t col, const double* s) const { dpos[col] += static_cast<float>(s[0]); }
+};
+
 }  // namespace math
 }  // namespace mf::cuda::families

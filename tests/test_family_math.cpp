@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "ops/backend.h"
-#include "ops/cuda/families/bicubic_tables.h"
+#include "ops/cuda/families/host_tables.h"
 #include "ops/cuda/families/family_math.h"
 #include "ops/ops.h"
 #include "test_util.h"
@@ -363,6 +363,58 @@ TEST(FamilyMath, PositionTablesAndTheirGradientMatchTheReference) {
   op::add_positions_backward_(ref(), dy, dpos_ref);
   column_sums<1>(fm::PositionGrad<float>{dy.data(), dpos.data(), N * D}, B, N * D);
   EXPECT_LE(rel_error(dpos, dpos_ref), 1e-7);
+}
+
+TEST(FamilyMath, EmbeddingRmsNormAndSoftmaxGateMatchTheReference) {
+  // Embedding: ids with repeats and an unused id; the gradient through the host's counting sort.
+  const int64_t V = 13, D = 7;
+  Tensor ids = Tensor::empty({3, 11});
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.data()[i] = static_cast<float>((i * 5 + 3) % 12);
+  const Tensor table = random_tensor({V, D}, 80), dy = random_tensor({3, 11, D}, 81);
+  const Tensor y = each({3, 11, D}, [&](int64_t i) { return table.data()[fm::embedding_source(ids.data(), i, D)]; });
+  EXPECT_EQ(rel_error(y, op::embedding(ref(), ids, table)), 0);
+  Tensor dt_ref = Tensor::zeros(table.shape());
+  op::embedding_backward_(ref(), ids, dy, dt_ref);
+  const fam::TokenRows rows = fam::token_rows(ids.data(), ids.numel(), V);
+  ASSERT_EQ(rows.begin.back(), ids.numel());
+  const Tensor dt = each(table.shape(), [&](int64_t e) {
+    return fm::embedding_grad_at(dy.data(), rows.order.data(), rows.begin.data(), e, D);
+  });
+  EXPECT_LE(rel_error(dt, dt_ref), 1e-7);
+
+  // RMSNorm: rows of 5 and of 64 channels.
+  for (Shape shape : {Shape{2, 3, 5}, Shape{4, 64}}) {
+    const int64_t C = shape[-1], rows_n = shape.numel() / C;
+    const Tensor x = random_tensor(shape, 82), w = random_tensor({C}, 83), g = random_tensor(shape, 84);
+    std::vector<double> stats(static_cast<size_t>(rows_n * 2));
+    group_sums<1>(fm::RmsRowSums<float, 1>{x.data(), nullptr, w.data(), stats.data(), C, 1e-5f}, rows_n, C);
+    const Tensor yn = each(shape, [&](int64_t i) { return fm::rms_norm_at(x.data(), w.data(), stats.data(), i, C); });
+    EXPECT_LE(rel_error(yn, op::rms_norm(ref(), x, w, 1e-5f)), 1e-6) << shape.str();
+    Tensor dw_ref = Tensor::zeros({C}), dw = Tensor::zeros({C});
+    const Tensor dx_ref = op::rms_norm_backward(ref(), x, w, 1e-5f, g, &dw_ref);
+    group_sums<2>(fm::RmsRowSums<float, 2>{x.data(), g.data(), w.data(), stats.data(), C, 1e-5f}, rows_n, C);
+    const Tensor dx =
+        each(shape, [&](int64_t i) { return fm::rms_norm_dx_at(x.data(), w.data(), g.data(), stats.data(), i, C); });
+    column_sums<1>(fm::RmsWeightGrad<float>{x.data(), g.data(), stats.data(), dw.data(), C}, rows_n, C);
+    EXPECT_LE(rel_error(dx, dx_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(dw, dw_ref), 1e-6) << shape.str();
+  }
+
+  // PatchTSMixer's gate over [A, N, I].
+  const Shape s{3, 5, 4};
+  const Tensor x = random_tensor(s, 85), logits = random_tensor(s, 86, -2.f, 2.f), g = random_tensor(s, 87);
+  const Tensor yg = each(s, [&](int64_t i) { return fm::softmax_gate_at(x.data(), logits.data(), i, 5, 4); });
+  EXPECT_LE(rel_error(yg, op::softmax_gate(ref(), x, logits)), 1e-6);
+  const auto [dx_ref, dl_ref] = op::softmax_gate_backward(ref(), x, logits, g);
+  Tensor dx = Tensor::empty(s), dl = Tensor::empty(s);
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    double a, b;
+    fm::softmax_gate_backward_at(x.data(), logits.data(), g.data(), i, 5, 4, a, b);
+    dx.data()[i] = static_cast<float>(a);
+    dl.data()[i] = static_cast<float>(b);
+  }
+  EXPECT_LE(rel_error(dx, dx_ref), 1e-6);
+  EXPECT_LE(rel_error(dl, dl_ref), 1e-6);
 }
 
 }  // namespace

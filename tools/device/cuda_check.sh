@@ -32,9 +32,10 @@
 #                 runs finished on an earlier machine are carried in build/cuda-device/cmp_prior/runs);
 #                 compare.tgz holds the report, its plots and every run's record (runs.tar)
 #   families.log  (step families) the paper networks' ops (RaftMLP, MS-MLP, Strip-MLP, CAS-ViT, WaveMix,
-#                 iFormer, AFFNet; METAFORMER_CUDA_FAMILY_OPS=1): their op cases (test and grad, fp32 and
-#                 bf16), every mixer trained on the GPU, the CudaFamily tests (golden logits, one step's
-#                 gradients), verify on their golden folders, memcheck, bf16 bench and 10 training steps
+#                 iFormer, AFFNet) and the simpler sequence ops (METAFORMER_CUDA_FAMILY_OPS=1): their op
+#                 cases (test and grad, fp32 and bf16), every mixer trained on the GPU, the CudaFamily
+#                 tests (golden logits, one step's gradients), verify on their golden folders, memcheck,
+#                 bf16 bench and 10 training steps of each family, ListOps models trained on CPU and GPU
 #   memcheck.log  compute-sanitizer memcheck on the op harness (forward and grad modes) and on one model run
 #   kernels.md    (step kernels) every kernel's GPU time in one bf16 batch-256 pass (ncu's
 #                 gpu__time_duration, summed by kernel name: tools/device/kernel_table.py)
@@ -524,7 +525,7 @@ if has families; then
   # the mixers trained on the GPU, the families' golden models (logits, one step's gradients against
   # the reference backend), memcheck, then bf16 inference and a few training steps of each family.
   export METAFORMER_CUDA_FAMILY_OPS=1
-  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm,add_positions
+  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm,add_positions,embedding,rms_norm,softmax_gate
   : > "$OUT/families.log"
   for dtype in fp32 bf16; do
     for mode in test grad; do
@@ -566,6 +567,19 @@ if has families; then
       --workers 4 --eval-subset 64 --no-progress --out /tmp/famt > /tmp/famt.log 2>&1
     echo "$m: rc=$? $(tail -1 /tmp/famt/metrics.jsonl 2>/dev/null | cut -c1-200) $(grep -iE 'error' /tmp/famt.log | tail -1)" |
       tee -a "$OUT/families.log"
+  done
+  echo "== sequence models: ListOps, 5 steps on the CPU and on the GPU (fp32), the last losses side by side" |
+    tee -a "$OUT/families.log"
+  for mx in identity pooling attention time_mlp gated_time_mlp; do
+    python3 -c "import json,sys; c=json.load(open('$S/configs/compare_listops.json')); c['mixers']='$mx'; json.dump(c, open('/tmp/lo_$mx.json','w'))"
+    line="$mx:"
+    for be in cpu cuda; do
+      rm -rf /tmp/lo_run
+      timeout 120 "$M" train --config /tmp/lo_$mx.json --data listops --batch 16 --epochs 1 --max-steps 5 --eval-subset 32 \
+        --backend $be --seed 0 --workers 2 --no-progress --out /tmp/lo_run > /tmp/lo.log 2>&1
+      line="$line $be rc=$? loss=$(tail -1 /tmp/lo_run/metrics.jsonl 2>/dev/null | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['train_loss'])" 2>/dev/null) $(grep -iE 'error' /tmp/lo.log | tail -1)"
+    done
+    echo "$line" | tee -a "$OUT/families.log"
   done
   unset METAFORMER_CUDA_FAMILY_OPS
 fi

@@ -1,5 +1,7 @@
 #include "ops/cuda/cuda_family_ops.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -8,7 +10,7 @@
 #include <utility>
 
 #include "ops/cuda/backward_kernels.h"
-#include "ops/cuda/families/bicubic_tables.h"
+#include "ops/cuda/families/host_tables.h"
 #include "ops/cuda/families/family_kernels.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/op_buffers.h"
@@ -31,7 +33,10 @@ bool is_family_op(OpKind op) {
     case OpKind::Grn:
     case OpKind::Gate:
     case OpKind::BatchNorm:
-    case OpKind::AddPositions: return true;
+    case OpKind::AddPositions:
+    case OpKind::Embedding:
+    case OpKind::RmsNorm:
+    case OpKind::SoftmaxGate: return true;
     default: return false;
   }
 }
@@ -62,7 +67,7 @@ fam::Window window(const ConvGeometry& g) {
   return fam::Window{g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w};
 }
 
-// The bicubic tables of one axis (in -> out), on the GPU: made on the host (bicubic_tables.h) on first
+// The bicubic tables of one axis (in -> out), on the GPU: made on the host (host_tables.h) on first
 // use, kept for the life of the process (a model has a handful of sizes). Made during a pass's first, eager run, so a recorded pass only
 // reads them.
 struct BicubicTables {
@@ -455,6 +460,82 @@ void CudaFamilyOps::add_positions_backward(const Tensor& dy, Tensor& dpos) {
        "add_positions backward");
   });
   g.finish();
+}
+
+void CudaFamilyOps::embedding(const Tensor& ids, const Tensor& table, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::embedding(f.in(ids), f.in(table), f.act_out<T>(y), ids.numel(), table.dim(1), stream()), "embedding");
+  });
+}
+
+void CudaFamilyOps::embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable) {
+  // Each id's positions, sorted on the host (the ids are the batch's data: a few KB), so that every
+  // row of the gradient is one fixed-order sum.
+  const Tensor host = ids.to(Device::CPU);
+  const int64_t V = dtable.dim(0), n = host.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = host.data()[i];
+    MF_CHECK(std::isfinite(v) && v == std::floor(v) && v >= 0 && v < static_cast<float>(V),
+             "embedding backward: token id {} at position {} is outside the vocabulary [0, {})", v, i, V);
+  }
+  const fam::TokenRows rows = fam::token_rows(host.data(), n, V);
+  const Tensor order = upload_bytes(rows.order), begin = upload_bytes(rows.begin);
+  Widened f;
+  DeviceGrad g(&dtable, true);
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::embedding_backward(f.act<T>(dy), reinterpret_cast<const int*>(order.data()),
+                               reinterpret_cast<const int*>(begin.data()), g.get(), V, dtable.dim(1), stream()),
+       "embedding backward");
+  });
+  g.finish();
+}
+
+void CudaFamilyOps::rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
+  Widened f;
+  const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
+  Work work(fam::rms_norm_work(rows, C));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::rms_norm(f.act<T>(x), f.in(w), eps, f.act_out<T>(y), rows, C, work.p, stream()), "rms_norm");
+  });
+}
+
+void CudaFamilyOps::rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                      Tensor* dw) {
+  Widened f;
+  const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
+  DeviceGrad g(dw, true);
+  Work work(fam::rms_norm_work(rows, C));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::rms_norm_backward(f.act<T>(x), f.in(w), eps, f.act<T>(dy), f.act_out<T>(dx), g.get(), rows, C, work.p,
+                              stream()),
+       "rms_norm backward");
+  });
+  g.finish();
+}
+
+void CudaFamilyOps::softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::softmax_gate(f.act<T>(x), f.act<T>(logits), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), stream()),
+       "softmax_gate");
+  });
+}
+
+void CudaFamilyOps::softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
+                                          Tensor& dlogits) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::softmax_gate_backward(f.act<T>(x), f.act<T>(logits), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dlogits),
+                                  x.dim(0), x.dim(1), x.dim(2), stream()),
+       "softmax_gate backward");
+  });
 }
 
 }  // namespace mf

@@ -1,5 +1,6 @@
 // The ops of the paper mixers' own networks on the GPU (RaftMLP, MS-MLP, Strip-MLP, CAS-ViT, WaveMix,
-// iFormer, AFFNet; docs/cuda.md "The other families"), forward and backward: a base class of the
+// iFormer, AFFNet) and the simpler sequence ops (positions, embedding, RMSNorm, PatchTSMixer's gate;
+// docs/cuda.md "The other families"), forward and backward: a base class of the
 // cuda backend (cuda_backend.cpp), between its backward passes and its forward ops. Kernels in
 // families/ (one file per family of ops), the transposed convolution's products through cuBLASLt.
 //
@@ -59,6 +60,15 @@ class CudaFamilyOps : public CudaBackwardOps {
   // Strip-MLP's and iFormer's position embeddings (and the sequence stems'): in place allowed.
   void add_positions(const Tensor& x, const Tensor& pos, Tensor& y) override;
   void add_positions_backward(const Tensor& dy, Tensor& dpos) override;
+  // The sequence models' stem, norm and PatchTSMixer's gate. The embedding's gradient sorts the ids'
+  // positions on the host (a counting sort of the batch's ids), then sums each row in order.
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& y) override;
+  void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable) override;
+  void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override;
+  void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) override;
+  void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y) override;
+  void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
+                             Tensor& dlogits) override;
 };
 
 }  // namespace mf

@@ -5,7 +5,7 @@
 //   pool2d.cu      max_pool2d (+ backward), sum_pool2d, upsample_nearest, conv_transpose2d's helpers
 //   strip.cu       strip_mix, split_attention, grn (+ backward)
 //   gate_bn.cu     gate, batch_norm_stats, batch_norm (+ backward)
-//   tokens.cu      add_positions (+ backward)
+//   sequence.cu    add_positions, embedding, rms_norm, softmax_gate (+ backward)
 // The per-element arithmetic is family_math.h's (also compiled and tested on the host). Written to be
 // obviously right before fast, like the backward kernels (../backward_kernels.h): one
 // thread per output element (gathers, never scatters), sums of more than a few terms in double, and
@@ -140,7 +140,7 @@ cudaError_t batch_norm_backward(const T* x, const float* w, const float* mean, c
                                 bool batch_stats, const T* dy, T* dx, float* dw, float* db, int64_t rows, int64_t C,
                                 double* work, cudaStream_t s);
 
-// ---- tokens.cu ------------------------------------------------------------------------------------
+// ---- sequence.cu ------------------------------------------------------------------------------------
 // y [B, N, D] = x + pos[:N] (pos [T ≥ N, D]); in place allowed.
 template <class T>
 cudaError_t add_positions(const T* x, const float* pos, T* y, int64_t B, int64_t N, int64_t D, cudaStream_t s);
@@ -149,5 +149,29 @@ int64_t add_positions_backward_work(int64_t B, int64_t N, int64_t D);
 template <class T>
 cudaError_t add_positions_backward(const T* dy, float* dpos, int64_t B, int64_t N, int64_t D, double* work,
                                    cudaStream_t s);
+
+// table [V, D], ids [n] (exact integers in float) -> y [n, D].
+template <class T>
+cudaError_t embedding(const float* ids, const float* table, T* y, int64_t n, int64_t D, cudaStream_t s);
+// dtable[v] += Σ of dy over the positions of id v (order, begin: host_tables.h's TokenRows, on the
+// device), in increasing position order.
+template <class T>
+cudaError_t embedding_backward(const T* dy, const int* order, const int* begin, float* dtable, int64_t V, int64_t D,
+                               cudaStream_t s);
+// RMSNorm over rows of C: y = x · w / √(mean(x²) + eps); in place allowed. Workspace: rows · 2
+// doubles (the rows' statistics) and the group sums'.
+int64_t rms_norm_work(int64_t rows, int64_t C);
+template <class T>
+cudaError_t rms_norm(const T* x, const float* w, float eps, T* y, int64_t rows, int64_t C, double* work, cudaStream_t s);
+// dx overwritten, dw accumulated (may be null).
+template <class T>
+cudaError_t rms_norm_backward(const T* x, const float* w, float eps, const T* dy, T* dx, float* dw, int64_t rows,
+                              int64_t C, double* work, cudaStream_t s);
+// PatchTSMixer's gate over [A, N, I]: y = x ⊙ softmax over N of the logits; dx, dlogits overwritten.
+template <class T>
+cudaError_t softmax_gate(const T* x, const T* logits, T* y, int64_t A, int64_t N, int64_t I, cudaStream_t s);
+template <class T>
+cudaError_t softmax_gate_backward(const T* x, const T* logits, const T* dy, T* dx, T* dlogits, int64_t A, int64_t N,
+                                  int64_t I, cudaStream_t s);
 
 }  // namespace mf::cuda::families

@@ -589,5 +589,99 @@ struct PositionGrad {
   MF_HD void store(int64_t col, const double* s) const { dpos[col] += static_cast<float>(s[0]); }
 };
 
+// ---- embedding, RMSNorm, PatchTSMixer's gate (the sequence models) ----------------------------
+// The element of table [V, D] that element i of y [B·N, D] copies (ids: exact integers in float,
+// checked by the dispatcher).
+MF_HD inline int64_t embedding_source(const float* ids, int64_t i, int64_t D) {
+  return static_cast<int64_t>(ids[i / D]) * D + i % D;
+}
+// Element e = v·D + c of the table's gradient (to be added): Σ of dy[p, c] over the positions p whose
+// id is v, listed in increasing order in order[begin[v] .. begin[v + 1]) (host_tables.h).
+template <class T>
+MF_HD double embedding_grad_at(const T* dy, const int* order, const int* begin, int64_t e, int64_t D) {
+  const int64_t v = e / D, c = e % D;
+  double sum = 0;
+  for (int k = begin[v]; k < begin[v + 1]; ++k) sum += ld(dy[static_cast<int64_t>(order[k]) * D + c]);
+  return sum;
+}
+
+// RMSNorm over rows of C: per row (a group sum over its channels) Σx² and, for the backward (K = 2),
+// Σ dy·w·x; finish keeps inv = 1 / √(Σx²/C + eps) and dot = Σ dy·w·x · inv / C in stats [rows, 2].
+template <class T, int K>
+struct RmsRowSums {
+  const T* x;
+  const T* dy;  // null when K = 1
+  const float* w;
+  double* stats;
+  int64_t C;
+  float eps;
+  MF_HD void operator()(int64_t r, int64_t c, double* v) const {
+    const double xv = ld(x[r * C + c]);
+    v[0] = xv * xv;
+    if constexpr (K == 2) v[1] = static_cast<double>(ld(dy[r * C + c])) * w[c] * xv;
+  }
+  MF_HD void finish(int64_t r, const double* s) const {
+    const double inv = 1 / sqrt(s[0] / static_cast<double>(C) + eps);
+    stats[r * 2] = inv;
+    if constexpr (K == 2) stats[r * 2 + 1] = s[1] * inv / static_cast<double>(C);
+  }
+};
+template <class T>
+MF_HD double rms_norm_at(const T* x, const float* w, const double* stats, int64_t i, int64_t C) {
+  return static_cast<double>(ld(x[i])) * stats[(i / C) * 2] * w[i % C];
+}
+// dx = inv · (dy·w − x·inv·dot).
+template <class T>
+MF_HD double rms_norm_dx_at(const T* x, const float* w, const T* dy, const double* stats, int64_t i, int64_t C) {
+  const double inv = stats[(i / C) * 2], dot = stats[(i / C) * 2 + 1];
+  return inv * (static_cast<double>(ld(dy[i])) * w[i % C] - static_cast<double>(ld(x[i])) * inv * dot);
+}
+// dw[c] += Σ_rows dy · x · inv (column sums).
+template <class T>
+struct RmsWeightGrad {
+  const T *x, *dy;
+  const double* stats;
+  float* dw;
+  int64_t C;
+  MF_HD void operator()(int64_t r, int64_t c, double* v) const {
+    v[0] = static_cast<double>(ld(dy[r * C + c])) * ld(x[r * C + c]) * stats[r * 2];
+  }
+  MF_HD void store(int64_t c, const double* s) const { dw[c] += static_cast<float>(s[0]); }
+};
+
+// PatchTSMixer's gate over [A, N, I]: the softmax of column (a, i) of the logits at row n, in double.
+template <class T>
+MF_HD double column_softmax_at(const T* logits, int64_t base, int64_t n, int64_t N, int64_t I, double& mx,
+                               double& sum) {
+  mx = -INFINITY;
+  for (int64_t m = 0; m < N; ++m) mx = fmax(mx, static_cast<double>(ld(logits[base + m * I])));
+  sum = 0;
+  for (int64_t m = 0; m < N; ++m) sum += exp(static_cast<double>(ld(logits[base + m * I])) - mx);
+  return exp(static_cast<double>(ld(logits[base + n * I])) - mx) / sum;
+}
+// Element i of y = x ⊙ softmax over N.
+template <class T>
+MF_HD double softmax_gate_at(const T* x, const T* logits, int64_t i, int64_t N, int64_t I) {
+  const int64_t a = i / (N * I), n = (i / I) % N, base = a * N * I + i % I;
+  double mx, sum;
+  return static_cast<double>(ld(x[i])) * column_softmax_at(logits, base, n, N, I, mx, sum);
+}
+// Element i of dx = dy · s and of dlogits = s · (dy·x − Σ_m s_m dy_m x_m).
+template <class T>
+MF_HD void softmax_gate_backward_at(const T* x, const T* logits, const T* dy, int64_t i, int64_t N, int64_t I,
+                                    double& dx, double& dl) {
+  const int64_t a = i / (N * I), n = (i / I) % N, base = a * N * I + i % I;
+  double mx, sum;
+  const double s = column_softmax_at(logits, base, n, N, I, mx, sum);
+  double dot = 0;
+  for (int64_t m = 0; m < N; ++m) {
+    const int64_t at = base + m * I;
+    dot += exp(static_cast<double>(ld(logits[at])) - mx) / sum * ld(dy[at]) * ld(x[at]);
+  }
+  const double g = ld(dy[i]);
+  dx = g * s;
+  dl = s * (g * ld(x[i]) - dot);
+}
+
 }  // namespace math
 }  // namespace mf::cuda::families

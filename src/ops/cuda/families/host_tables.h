@@ -1,6 +1,8 @@
-// The tables of family_math.h's BicubicAxis, made on the host from the taps the reference backend
-// reads (ops/bicubic_taps.h): the CUDA backend uploads them (cuda_family_ops.cpp), the host test of
-// the kernels' arithmetic reads them in place (tests/test_family_math.cpp).
+// Index tables that the paper networks' and sequence models' CUDA kernels read, made on the host: the
+// CUDA backend uploads them (cuda_family_ops.cpp), the host test of the kernels' arithmetic reads
+// them in place (tests/test_family_math.cpp).
+//   - family_math.h's BicubicAxis, from the taps the reference backend reads (ops/bicubic_taps.h);
+//   - the positions of each token id, for the embedding's deterministic gradient.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +47,22 @@ inline BicubicHostTables bicubic_host_tables(int64_t in, int64_t out) {
     for (const auto& [o, w] : list) t.adj_out.push_back(o), t.adj_weight.push_back(w);
     t.adj_begin.push_back(static_cast<int>(t.adj_out.size()));
   }
+  return t;
+}
+
+// The positions of each id of ids (n exact integers in [0, V)) in increasing order: those of id v
+// are order[begin[v] .. begin[v + 1]) (a counting sort).
+struct TokenRows {
+  std::vector<int> begin, order;
+};
+inline TokenRows token_rows(const float* ids, int64_t n, int64_t V) {
+  TokenRows t;
+  t.begin.assign(static_cast<size_t>(V + 1), 0);
+  for (int64_t i = 0; i < n; ++i) ++t.begin[static_cast<size_t>(ids[i]) + 1];
+  for (int64_t v = 0; v < V; ++v) t.begin[static_cast<size_t>(v + 1)] += t.begin[static_cast<size_t>(v)];
+  t.order.resize(static_cast<size_t>(n));
+  std::vector<int> next(t.begin.begin(), t.begin.end() - 1);
+  for (int64_t i = 0; i < n; ++i) t.order[static_cast<size_t>(next[static_cast<size_t>(ids[i])]++)] = static_cast<int>(i);
   return t;
 }
 

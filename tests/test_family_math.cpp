@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <functional>
+#include <tuple>
 #include <vector>
 
 #include "ops/backend.h"
@@ -415,6 +416,51 @@ TEST(FamilyMath, EmbeddingRmsNormAndSoftmaxGateMatchTheReference) {
   }
   EXPECT_LE(rel_error(dx, dx_ref), 1e-6);
   EXPECT_LE(rel_error(dl, dl_ref), 1e-6);
+}
+
+TEST(FamilyMath, CausalConvolutionAndAttentionMatchTheReference) {
+  for (const auto& [shape, K, bias] : std::vector<std::tuple<Shape, int64_t, bool>>{
+           {{3, 13, 7}, 4, true}, {{2, 5, 3}, 1, false}, {{1, 3, 5}, 6, true}}) {
+    const int64_t L = shape[1], C = shape[2];
+    const Tensor x = random_tensor(shape, 90), w = random_tensor({C, 1, K}, 91), b = random_tensor({C}, 92),
+                 dy = random_tensor(shape, 93);
+    const float* bp = bias ? b.data() : nullptr;
+    const Tensor y = each(shape, [&](int64_t i) { return fm::causal_conv1d_at(x.data(), w.data(), bp, i, L, C, K); });
+    EXPECT_LE(rel_error(y, op::causal_conv1d(ref(), x, w, bias ? &b : nullptr)), 1e-6) << shape.str();
+    Tensor dw_ref = Tensor::zeros(w.shape()), db_ref = Tensor::zeros({C});
+    const Tensor dx_ref = op::causal_conv1d_backward(ref(), x, w, dy, &dw_ref, &db_ref);
+    const Tensor dx = each(shape, [&](int64_t i) { return fm::causal_conv1d_dx_at(w.data(), dy.data(), i, L, C, K); });
+    Tensor dw = Tensor::zeros(w.shape());
+    group_sums<1>(fm::CausalConvWeightGrad<float>{x.data(), dy.data(), dw.data(), L, C, K}, C * K, shape[0] * L);
+    EXPECT_LE(rel_error(dx, dx_ref), 1e-6) << shape.str();
+    EXPECT_LE(rel_error(dw, dw_ref), 1e-6) << shape.str();
+  }
+  struct Att {
+    int64_t b, n;
+    int heads, d;
+  };
+  for (Att a : {Att{3, 49, 5, 8}, Att{2, 7, 1, 3}, Att{1, 1, 2, 4}}) {
+    const float scale = 1.f / std::sqrt(static_cast<float>(a.d));
+    const int64_t A = a.heads * a.d;
+    const Tensor qkv = random_tensor({a.b, a.n, 3 * A}, 94, -2.f, 2.f), dy = random_tensor({a.b, a.n, A}, 95);
+    const fm::CausalAttention att{a.n, a.heads, a.d, static_cast<double>(scale)};
+    Tensor y = Tensor::empty({a.b, a.n, A}), dqkv = Tensor::empty(qkv.shape());
+    std::vector<double> stats(static_cast<size_t>(a.b * a.heads * a.n * 3));
+    for (int64_t b = 0; b < a.b; ++b)
+      for (int h = 0; h < a.heads; ++h)
+        for (int64_t i = 0; i < a.n; ++i) {
+          att.forward_row(qkv.data(), y.data(), b, h, i);
+          att.backward_stats(qkv.data(), dy.data(), b, h, i, stats.data() + ((b * a.heads + h) * a.n + i) * 3);
+        }
+    for (int64_t b = 0; b < a.b; ++b)
+      for (int h = 0; h < a.heads; ++h)
+        for (int64_t i = 0; i < a.n; ++i) {
+          att.dq_row(qkv.data(), dy.data(), stats.data() + ((b * a.heads + h) * a.n + i) * 3, dqkv.data(), b, h, i);
+          att.dkv_row(qkv.data(), dy.data(), stats.data(), dqkv.data(), b, h, i);
+        }
+    EXPECT_LE(rel_error(y, op::causal_attention(ref(), qkv, a.heads, a.d, scale)), 1e-6) << a.n;
+    EXPECT_LE(rel_error(dqkv, op::causal_attention_backward(ref(), qkv, a.heads, a.d, scale, dy)), 1e-6) << a.n;
+  }
 }
 
 }  // namespace

@@ -36,7 +36,9 @@ bool is_family_op(OpKind op) {
     case OpKind::AddPositions:
     case OpKind::Embedding:
     case OpKind::RmsNorm:
-    case OpKind::SoftmaxGate: return true;
+    case OpKind::SoftmaxGate:
+    case OpKind::CausalConv1d:
+    case OpKind::CausalAttention: return true;
     default: return false;
   }
 }
@@ -535,6 +537,57 @@ void CudaFamilyOps::softmax_gate_backward(const Tensor& x, const Tensor& logits,
     ok(fam::softmax_gate_backward(f.act<T>(x), f.act<T>(logits), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dlogits),
                                   x.dim(0), x.dim(1), x.dim(2), stream()),
        "softmax_gate backward");
+  });
+}
+
+void CudaFamilyOps::causal_conv1d(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) {
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::causal_conv1d(f.act<T>(x), f.in(w), f.in(b), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), w.dim(2),
+                          stream()),
+       "causal_conv1d");
+  });
+}
+
+void CudaFamilyOps::causal_conv1d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                                           Tensor* db) {
+  Widened f;
+  const int64_t B = x.dim(0), L = x.dim(1), C = x.dim(2), K = w.dim(2);
+  DeviceGrad gw(dw, true), gb(db, true);
+  Work work(fam::causal_conv1d_backward_work(B, L, C, K));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::causal_conv1d_backward(f.act<T>(x), f.in(w), f.act<T>(dy), dx ? f.act_out<T>(*dx) : nullptr, gw.get(),
+                                   gb.get(), B, L, C, K, work.p, stream()),
+       "causal_conv1d backward");
+  });
+  gw.finish();
+  gb.finish();
+}
+
+void CudaFamilyOps::causal_attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
+  MF_CHECK(head_dim <= fam::math::kMaxHeadDim, "causal attention on the GPU: head size {} (at most {})", head_dim,
+           fam::math::kMaxHeadDim);
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::causal_attention(f.act<T>(qkv), f.act_out<T>(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream()),
+       "causal_attention");
+  });
+}
+
+void CudaFamilyOps::causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale,
+                                              const Tensor& dy, Tensor& dqkv) {
+  MF_CHECK(head_dim <= fam::math::kMaxHeadDim, "causal attention on the GPU: head size {} (at most {})", head_dim,
+           fam::math::kMaxHeadDim);
+  Widened f;
+  Work work(fam::causal_attention_backward_work(qkv.dim(0), qkv.dim(1), heads));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::causal_attention_backward(f.act<T>(qkv), f.act<T>(dy), f.act_out<T>(dqkv), qkv.dim(0), qkv.dim(1), heads,
+                                      head_dim, scale, work.p, stream()),
+       "causal_attention backward");
   });
 }
 

@@ -69,6 +69,15 @@ class CudaFamilyOps : public CudaBackwardOps {
   void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y) override;
   void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
                              Tensor& dlogits) override;
+  // Mamba's causal convolution, and attention with a causal mask: one thread per (sample, head,
+  // query) row in double, recomputing P from the rows' statistics in the backward pass (no N×N
+  // matrix anywhere). Not fast: the correct first version.
+  void causal_conv1d(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override;
+  void causal_conv1d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
+                              Tensor* db) override;
+  void causal_attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
+  void causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                 Tensor& dqkv) override;
 };
 
 }  // namespace mf

@@ -5,7 +5,8 @@
 //   pool2d.cu      max_pool2d (+ backward), sum_pool2d, upsample_nearest, conv_transpose2d's helpers
 //   strip.cu       strip_mix, split_attention, grn (+ backward)
 //   gate_bn.cu     gate, batch_norm_stats, batch_norm (+ backward)
-//   sequence.cu    add_positions, embedding, rms_norm, softmax_gate (+ backward)
+//   sequence.cu    add_positions, embedding, rms_norm, softmax_gate, causal_conv1d, causal_attention
+//                  (+ backward)
 // The per-element arithmetic is family_math.h's (also compiled and tested on the host). Written to be
 // obviously right before fast, like the backward kernels (../backward_kernels.h): one
 // thread per output element (gathers, never scatters), sums of more than a few terms in double, and
@@ -173,5 +174,26 @@ cudaError_t softmax_gate(const T* x, const T* logits, T* y, int64_t A, int64_t N
 template <class T>
 cudaError_t softmax_gate_backward(const T* x, const T* logits, const T* dy, T* dx, T* dlogits, int64_t A, int64_t N,
                                   int64_t I, cudaStream_t s);
+
+// Mamba's causal depthwise convolution, x, y [B, L, C], w [C, 1, K], b [C] or null.
+template <class T>
+cudaError_t causal_conv1d(const T* x, const float* w, const float* b, T* y, int64_t B, int64_t L, int64_t C, int64_t K,
+                          cudaStream_t s);
+// dx overwritten (may be null); dw, db accumulated (either may be null).
+int64_t causal_conv1d_backward_work(int64_t B, int64_t L, int64_t C, int64_t K);
+template <class T>
+cudaError_t causal_conv1d_backward(const T* x, const float* w, const T* dy, T* dx, float* dw, float* db, int64_t B,
+                                   int64_t L, int64_t C, int64_t K, double* work, cudaStream_t s);
+// Attention in which token i sees tokens j ≤ i: one thread per (sample, head, query) row, sums in
+// double (head_dim ≤ math::kMaxHeadDim; cudaErrorInvalidValue otherwise).
+template <class T>
+cudaError_t causal_attention(const T* qkv, T* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
+                             cudaStream_t s);
+// dqkv overwritten: the rows' statistics (max, normaliser, Σ P·dP) into `work`, then dq by query rows
+// and dk, dv by key rows.
+int64_t causal_attention_backward_work(int64_t B, int64_t N, int heads);
+template <class T>
+cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads,
+                                      int head_dim, float scale, double* work, cudaStream_t s);
 
 }  // namespace mf::cuda::families

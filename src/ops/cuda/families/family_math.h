@@ -683,5 +683,129 @@ MF_HD void softmax_gate_backward_at(const T* x, const T* logits, const T* dy, in
   dl = s * (g * ld(x[i]) - dot);
 }
 
+// ---- Mamba's causal convolution over [B, L, C], w [C, 1, K] -------------------------------------
+// Element i of y = b[c] + Σ_k w[c, k] · x[t − K + 1 + k] (zero before the start).
+template <class T>
+MF_HD double causal_conv1d_at(const T* x, const float* w, const float* b, int64_t i, int64_t L, int64_t C, int64_t K) {
+  const int64_t c = i % C, t = (i / C) % L, n = i / (C * L);
+  double acc = b ? b[c] : 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t s = t - (K - 1) + k;
+    if (s >= 0) acc += static_cast<double>(w[c * K + k]) * ld(x[(n * L + s) * C + c]);
+  }
+  return acc;
+}
+// Element i of dx: x[s] feeds y[s + K − 1 − k] through w[c, k].
+template <class T>
+MF_HD double causal_conv1d_dx_at(const float* w, const T* dy, int64_t i, int64_t L, int64_t C, int64_t K) {
+  const int64_t c = i % C, s = (i / C) % L, n = i / (C * L);
+  double acc = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t t = s + K - 1 - k;
+    if (t < L) acc += static_cast<double>(w[c * K + k]) * ld(dy[(n * L + t) * C + c]);
+  }
+  return acc;
+}
+// dw[c, k] += Σ_{n, s} dy[n, s, c] · x[n, s − (K − 1) + k, c]: a group sum per weight (group = c·K + k),
+// its terms i = n·L + s.
+template <class T>
+struct CausalConvWeightGrad {
+  const T *x, *dy;
+  float* dw;
+  int64_t L, C, K;
+  MF_HD void operator()(int64_t group, int64_t i, double* v) const {
+    const int64_t c = group / K, k = group % K, s = i % L, n = i / L, src = s - (K - 1) + k;
+    v[0] = src >= 0 ? static_cast<double>(ld(dy[(n * L + s) * C + c])) * ld(x[(n * L + src) * C + c]) : 0.0;
+  }
+  MF_HD void finish(int64_t group, const double* sums) const { dw[group] += static_cast<float>(sums[0]); }
+};
+
+// ---- causal attention over qkv [B, N, 3·heads·d] ([q | k | v], each head-major) -----------------
+// Rows are (b, h, i); query i sees keys j ≤ i. Sums in double, as the reference's.
+constexpr int kMaxHeadDim = 128;
+struct CausalAttention {
+  int64_t N;
+  int heads, d;
+  double scale;
+  MF_HD int64_t at(int64_t b, int64_t i, int part, int64_t h, int64_t c) const {
+    const int64_t A = static_cast<int64_t>(heads) * d;
+    return (b * N + i) * 3 * A + part * A + h * d + c;
+  }
+  MF_HD int64_t out_at(int64_t b, int64_t i, int64_t h, int64_t c) const {
+    return (b * N + i) * static_cast<int64_t>(heads) * d + h * d + c;
+  }
+  template <class T>
+  MF_HD double score(const T* qkv, int64_t b, int64_t h, int64_t i, int64_t j) const {
+    double s = 0;
+    for (int c = 0; c < d; ++c) s += static_cast<double>(ld(qkv[at(b, i, 0, h, c)])) * ld(qkv[at(b, j, 1, h, c)]);
+    return s * scale;
+  }
+  // Row (b, h, i)'s maximum and normaliser over j ≤ i.
+  template <class T>
+  MF_HD void row_stats(const T* qkv, int64_t b, int64_t h, int64_t i, double& mx, double& sum) const {
+    mx = -INFINITY;
+    for (int64_t j = 0; j <= i; ++j) mx = fmax(mx, score(qkv, b, h, i, j));
+    sum = 0;
+    for (int64_t j = 0; j <= i; ++j) sum += exp(score(qkv, b, h, i, j) - mx);
+  }
+  // y of row (b, h, i): Σ_j P_ij v_j, d values.
+  template <class T, class O>
+  MF_HD void forward_row(const T* qkv, O* y, int64_t b, int64_t h, int64_t i) const {
+    double mx, sum, acc[kMaxHeadDim];
+    row_stats(qkv, b, h, i, mx, sum);
+    for (int c = 0; c < d; ++c) acc[c] = 0;
+    for (int64_t j = 0; j <= i; ++j) {
+      const double p = exp(score(qkv, b, h, i, j) - mx);
+      for (int c = 0; c < d; ++c) acc[c] += p * ld(qkv[at(b, j, 2, h, c)]);
+    }
+    for (int c = 0; c < d; ++c) y[out_at(b, i, h, c)] = narrow<O>(static_cast<float>(acc[c] / sum));
+  }
+  // dP_ij = dy_i · v_j.
+  template <class T>
+  MF_HD double dp(const T* qkv, const T* dy, int64_t b, int64_t h, int64_t i, int64_t j) const {
+    double s = 0;
+    for (int c = 0; c < d; ++c) s += static_cast<double>(ld(dy[out_at(b, i, h, c)])) * ld(qkv[at(b, j, 2, h, c)]);
+    return s;
+  }
+  // Row (b, h, i)'s statistics for the backward pass: max, normaliser, and D_i = Σ_j P_ij dP_ij.
+  template <class T>
+  MF_HD void backward_stats(const T* qkv, const T* dy, int64_t b, int64_t h, int64_t i, double* st) const {
+    double mx, sum;
+    row_stats(qkv, b, h, i, mx, sum);
+    double D = 0;
+    for (int64_t j = 0; j <= i; ++j) D += exp(score(qkv, b, h, i, j) - mx) / sum * dp(qkv, dy, b, h, i, j);
+    st[0] = mx, st[1] = sum, st[2] = D;
+  }
+  // dq of row i = scale · Σ_{j ≤ i} dS_ij k_j with dS_ij = P_ij (dP_ij − D_i); st: row i's statistics.
+  template <class T, class O>
+  MF_HD void dq_row(const T* qkv, const T* dy, const double* st, O* dqkv, int64_t b, int64_t h, int64_t i) const {
+    double acc[kMaxHeadDim];
+    for (int c = 0; c < d; ++c) acc[c] = 0;
+    for (int64_t j = 0; j <= i; ++j) {
+      const double p = exp(score(qkv, b, h, i, j) - st[0]) / st[1], ds = p * (dp(qkv, dy, b, h, i, j) - st[2]);
+      for (int c = 0; c < d; ++c) acc[c] += ds * ld(qkv[at(b, j, 1, h, c)]);
+    }
+    for (int c = 0; c < d; ++c) dqkv[at(b, i, 0, h, c)] = narrow<O>(static_cast<float>(acc[c] * scale));
+  }
+  // dk and dv of key j = scale · Σ_{i ≥ j} dS_ij q_i and Σ_{i ≥ j} P_ij dy_i; stats: [B, heads, N, 3].
+  template <class T, class O>
+  MF_HD void dkv_row(const T* qkv, const T* dy, const double* stats, O* dqkv, int64_t b, int64_t h, int64_t j) const {
+    double ak[kMaxHeadDim], av[kMaxHeadDim];
+    for (int c = 0; c < d; ++c) ak[c] = av[c] = 0;
+    for (int64_t i = j; i < N; ++i) {
+      const double* st = stats + ((b * heads + h) * N + i) * 3;
+      const double p = exp(score(qkv, b, h, i, j) - st[0]) / st[1], ds = p * (dp(qkv, dy, b, h, i, j) - st[2]);
+      for (int c = 0; c < d; ++c) {
+        ak[c] += ds * ld(qkv[at(b, i, 0, h, c)]);
+        av[c] += p * ld(dy[out_at(b, i, h, c)]);
+      }
+    }
+    for (int c = 0; c < d; ++c) {
+      dqkv[at(b, j, 1, h, c)] = narrow<O>(static_cast<float>(ak[c] * scale));
+      dqkv[at(b, j, 2, h, c)] = narrow<O>(static_cast<float>(av[c]));
+    }
+  }
+};
+
 }  // namespace math
 }  // namespace mf::cuda::families

@@ -2,6 +2,7 @@
 // embeddings), the token embedding, RMSNorm and PatchTSMixer's softmax gate, forward and backward;
 // every sum in double and in a fixed order.
 #include "ops/cuda/backward_common.cuh"
+#include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/families/family_kernels.h"
 
 namespace mf::cuda::families {
@@ -58,6 +59,41 @@ __global__ void softmax_gate_backward_kernel(const T* x, const T* logits, const 
     dx[i] = narrow<T>(static_cast<float>(gx));
     dl[i] = narrow<T>(static_cast<float>(gl));
   }
+}
+
+template <class T>
+__global__ void causal_conv1d_kernel(const T* x, const float* w, const float* b, T* y, int64_t L, int64_t C, int64_t K,
+                                     int64_t n) {
+  MF_GRID_STRIDE(i, n) { y[i] = narrow<T>(static_cast<float>(math::causal_conv1d_at(x, w, b, i, L, C, K))); }
+}
+
+template <class T>
+__global__ void causal_conv1d_dx_kernel(const float* w, const T* dy, T* dx, int64_t L, int64_t C, int64_t K, int64_t n) {
+  MF_GRID_STRIDE(i, n) { dx[i] = narrow<T>(static_cast<float>(math::causal_conv1d_dx_at(w, dy, i, L, C, K))); }
+}
+
+// Row r = (b·heads + h)·N + i.
+template <class T>
+__global__ void causal_attention_kernel(const T* qkv, T* y, math::CausalAttention a, int64_t rows) {
+  MF_GRID_STRIDE(r, rows) { a.forward_row(qkv, y, r / (a.heads * a.N), (r / a.N) % a.heads, r % a.N); }
+}
+
+template <class T>
+__global__ void causal_attention_stats_kernel(const T* qkv, const T* dy, double* stats, math::CausalAttention a,
+                                              int64_t rows) {
+  MF_GRID_STRIDE(r, rows) { a.backward_stats(qkv, dy, r / (a.heads * a.N), (r / a.N) % a.heads, r % a.N, stats + r * 3); }
+}
+
+template <class T>
+__global__ void causal_attention_dq_kernel(const T* qkv, const T* dy, const double* stats, T* dqkv,
+                                           math::CausalAttention a, int64_t rows) {
+  MF_GRID_STRIDE(r, rows) { a.dq_row(qkv, dy, stats + r * 3, dqkv, r / (a.heads * a.N), (r / a.N) % a.heads, r % a.N); }
+}
+
+template <class T>
+__global__ void causal_attention_dkv_kernel(const T* qkv, const T* dy, const double* stats, T* dqkv,
+                                            math::CausalAttention a, int64_t rows) {
+  MF_GRID_STRIDE(r, rows) { a.dkv_row(qkv, dy, stats, dqkv, r / (a.heads * a.N), (r / a.N) % a.heads, r % a.N); }
 }
 
 }  // namespace
@@ -145,6 +181,58 @@ cudaError_t softmax_gate_backward(const T* x, const T* logits, const T* dy, T* d
   return cudaGetLastError();
 }
 
+template <class T>
+cudaError_t causal_conv1d(const T* x, const float* w, const float* b, T* y, int64_t B, int64_t L, int64_t C, int64_t K,
+                          cudaStream_t s) {
+  const int64_t n = B * L * C;
+  if (n <= 0) return cudaSuccess;
+  causal_conv1d_kernel<<<blocks_for(n), kThreads, 0, s>>>(dptr(x), w, b, dptr(y), L, C, K, n);
+  return cudaGetLastError();
+}
+
+int64_t causal_conv1d_backward_work(int64_t B, int64_t L, int64_t C, int64_t K) {
+  const int64_t g = group_work(C * K, B * L, 1), c = column_work(B * L, C, 1);
+  return g > c ? g : c;
+}
+
+template <class T>
+cudaError_t causal_conv1d_backward(const T* x, const float* w, const T* dy, T* dx, float* dw, float* db, int64_t B,
+                                   int64_t L, int64_t C, int64_t K, double* work, cudaStream_t s) {
+  const int64_t n = B * L * C;
+  if (n <= 0) return cudaSuccess;
+  using E = typename DevT<T>::type;
+  if (dx) causal_conv1d_dx_kernel<<<blocks_for(n), kThreads, 0, s>>>(w, dptr(dy), dptr(dx), L, C, K, n);
+  if (dw) group_sums<1>(math::CausalConvWeightGrad<E>{dptr(x), dptr(dy), dw, L, C, K}, C * K, B * L, work, s);
+  if (db) return backward::column_sum_add(dy, db, B * L, C, work, s);
+  return cudaGetLastError();
+}
+
+template <class T>
+cudaError_t causal_attention(const T* qkv, T* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
+                             cudaStream_t s) {
+  if (head_dim < 1 || head_dim > math::kMaxHeadDim) return cudaErrorInvalidValue;
+  const int64_t rows = B * heads * N;
+  if (rows <= 0) return cudaSuccess;
+  const math::CausalAttention a{N, heads, head_dim, static_cast<double>(scale)};
+  causal_attention_kernel<<<blocks_for(rows, 128), 128, 0, s>>>(dptr(qkv), dptr(y), a, rows);
+  return cudaGetLastError();
+}
+
+int64_t causal_attention_backward_work(int64_t B, int64_t N, int heads) { return B * heads * N * 3; }
+
+template <class T>
+cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads,
+                                      int head_dim, float scale, double* work, cudaStream_t s) {
+  if (head_dim < 1 || head_dim > math::kMaxHeadDim) return cudaErrorInvalidValue;
+  const int64_t rows = B * heads * N;
+  if (rows <= 0) return cudaSuccess;
+  const math::CausalAttention a{N, heads, head_dim, static_cast<double>(scale)};
+  causal_attention_stats_kernel<<<blocks_for(rows, 128), 128, 0, s>>>(dptr(qkv), dptr(dy), work, a, rows);
+  causal_attention_dq_kernel<<<blocks_for(rows, 128), 128, 0, s>>>(dptr(qkv), dptr(dy), work, dptr(dqkv), a, rows);
+  causal_attention_dkv_kernel<<<blocks_for(rows, 128), 128, 0, s>>>(dptr(qkv), dptr(dy), work, dptr(dqkv), a, rows);
+  return cudaGetLastError();
+}
+
 #define MF_TOKENS_INSTANTIATE(T)                                                                              \
   template cudaError_t add_positions<T>(const T*, const float*, T*, int64_t, int64_t, int64_t, cudaStream_t); \
   template cudaError_t add_positions_backward<T>(const T*, float*, int64_t, int64_t, int64_t, double*,             \
@@ -157,7 +245,14 @@ cudaError_t softmax_gate_backward(const T* x, const T* logits, const T* dy, T* d
                                             double*, cudaStream_t);                                               \
   template cudaError_t softmax_gate<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, cudaStream_t);          \
   template cudaError_t softmax_gate_backward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,  \
-                                                cudaStream_t);
+                                                cudaStream_t);                                                   \
+  template cudaError_t causal_conv1d<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t,       \
+                                        int64_t, cudaStream_t);                                                  \
+  template cudaError_t causal_conv1d_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t,    \
+                                                 int64_t, int64_t, int64_t, double*, cudaStream_t);              \
+  template cudaError_t causal_attention<T>(const T*, T*, int64_t, int64_t, int, int, float, cudaStream_t);        \
+  template cudaError_t causal_attention_backward<T>(const T*, const T*, T*, int64_t, int64_t, int, int, float,    \
+                                                    double*, cudaStream_t);
 MF_TOKENS_INSTANTIATE(float)
 MF_TOKENS_INSTANTIATE(bf16)
 #undef MF_TOKENS_INSTANTIATE

@@ -5,6 +5,7 @@
 // (tools/device/cuda_check.sh families). The bars are the op cases' (tests/op_cases.cpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <tuple>
@@ -460,6 +461,63 @@ TEST(FamilyMath, CausalConvolutionAndAttentionMatchTheReference) {
         }
     EXPECT_LE(rel_error(y, op::causal_attention(ref(), qkv, a.heads, a.d, scale)), 1e-6) << a.n;
     EXPECT_LE(rel_error(dqkv, op::causal_attention_backward(ref(), qkv, a.heads, a.d, scale, dy)), 1e-6) << a.n;
+  }
+}
+
+TEST(FamilyMath, SelectiveScanAndItsGradientsMatchTheReference) {
+  struct Case {
+    int64_t b, l, d, n, rank, chunk;
+  };
+  for (Case k : {Case{2, 13, 6, 4, 3, 4}, Case{1, 40, 5, 3, 1, 7}, Case{3, 9, 4, 2, 2, 64}, Case{1, 6, 3, 5, 0, 1}}) {
+    const int64_t B = k.b, L = k.l, D = k.d, N = k.n, W = k.rank + 2 * N;
+    const Tensor u = random_tensor({B, L, D}, 100), dt_raw = random_tensor({B, L, D}, 101, -3.f, 1.f),
+                 a_log = random_tensor({D, N}, 102), bc = random_tensor({B, L, W}, 103), d_skip = random_tensor({D}, 104),
+                 z = random_tensor({B, L, D}, 105, -2.f, 2.f), dy = random_tensor({B, L, D}, 106);
+    const fm::Scan<float> sc{u.data(), dt_raw.data(), bc.data(), z.data(), a_log.data(), d_skip.data(), k.rank, L, D, N, W};
+    Tensor y = Tensor::empty({B, L, D});
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t d = 0; d < D; ++d) sc.forward(b, d, y.data());
+    EXPECT_LE(rel_error(y, op::selective_scan(ref(), u, dt_raw, a_log, bc, k.rank, d_skip, z)), 1e-6) << L;
+
+    Tensor da_ref = Tensor::zeros(a_log.shape()), dd_ref = Tensor::zeros(d_skip.shape());
+    const op::SelectiveScanGrads g =
+        op::selective_scan_backward(ref(), u, dt_raw, a_log, bc, k.rank, d_skip, z, dy, k.chunk, &da_ref, &dd_ref);
+    // What selective_scan_backward's launches do, in order (families/scan.cu).
+    const int64_t S = std::min<int64_t>(std::max<int64_t>(k.chunk, 1), fm::kMaxScanChunk), chunks = (L + S - 1) / S;
+    std::vector<double> ckpt(static_cast<size_t>(B * D * chunks * N)), lam(static_cast<size_t>(B * D * N)),
+        next_dt(static_cast<size_t>(B * D)), gA(static_cast<size_t>(B * D * N)), gD(static_cast<size_t>(B * D)),
+        contrib(static_cast<size_t>(B * S * D * 2 * N));
+    Tensor du = Tensor::empty(u.shape()), ddt = Tensor::empty(u.shape()), dz = Tensor::empty(u.shape()),
+           dbc = Tensor::zeros(bc.shape());
+    for (int64_t r = 0; r < B * D; ++r) sc.checkpoints(r / D, r % D, S, ckpt.data() + r * chunks * N);
+    for (int64_t c = chunks - 1; c >= 0; --c) {
+      for (int64_t r = 0; r < B * D; ++r)
+        sc.backward_chunk(dy.data(), r / D, r % D, c, S, ckpt.data() + r * chunks * N, lam.data() + r * N,
+                          next_dt[static_cast<size_t>(r)], gA.data() + r * N, gD[static_cast<size_t>(r)], contrib.data(),
+                          du.data(), ddt.data(), dz.data());
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t tl = 0; tl < S && c * S + tl < L; ++tl)
+          for (int64_t j = 0; j < 2 * N; ++j)
+            dbc.data()[(b * L + c * S + tl) * W + k.rank + j] =
+                static_cast<float>(fm::scan_bc_grad_at(contrib.data(), b, tl, j, S, D, N));
+    }
+    Tensor da = Tensor::zeros(a_log.shape()), dd = Tensor::zeros(d_skip.shape());
+    for (int64_t d = 0; d < D; ++d) {
+      for (int64_t n = 0; n < N; ++n) {
+        double sum = 0;
+        for (int64_t b = 0; b < B; ++b) sum += gA[static_cast<size_t>((b * D + d) * N + n)];
+        da.data()[d * N + n] = static_cast<float>(sum * sc.A(d, n));
+      }
+      double sum = 0;
+      for (int64_t b = 0; b < B; ++b) sum += gD[static_cast<size_t>(b * D + d)];
+      dd.data()[d] = static_cast<float>(sum);
+    }
+    EXPECT_LE(rel_error(du, g.du), 1e-6) << L;
+    EXPECT_LE(rel_error(ddt, g.ddt_raw), 1e-6) << L;
+    EXPECT_LE(rel_error(dz, g.dz), 1e-6) << L;
+    EXPECT_LE(rel_error(dbc, g.dbc), 1e-6) << L;
+    EXPECT_LE(rel_error(da, da_ref), 1e-6) << L;
+    EXPECT_LE(rel_error(dd, dd_ref), 1e-6) << L;
   }
 }
 

@@ -525,7 +525,7 @@ if has families; then
   # the mixers trained on the GPU, the families' golden models (logits, one step's gradients against
   # the reference backend), memcheck, then bf16 inference and a few training steps of each family.
   export METAFORMER_CUDA_FAMILY_OPS=1
-  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm,add_positions,embedding,rms_norm,softmax_gate,causal_conv1d,causal_attention
+  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm,add_positions,embedding,rms_norm,softmax_gate,causal_conv1d,causal_attention,selective_scan
   : > "$OUT/families.log"
   for dtype in fp32 bf16; do
     for mode in test grad; do

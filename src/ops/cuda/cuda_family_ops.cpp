@@ -38,7 +38,8 @@ bool is_family_op(OpKind op) {
     case OpKind::RmsNorm:
     case OpKind::SoftmaxGate:
     case OpKind::CausalConv1d:
-    case OpKind::CausalAttention: return true;
+    case OpKind::CausalAttention:
+    case OpKind::SelectiveScan: return true;
     default: return false;
   }
 }
@@ -589,6 +590,42 @@ void CudaFamilyOps::causal_attention_backward(const Tensor& qkv, int heads, int 
                                       head_dim, scale, work.p, stream()),
        "causal_attention backward");
   });
+}
+
+void CudaFamilyOps::selective_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                                   int64_t b_offset, const Tensor& d_skip, const Tensor& z, Tensor& y) {
+  MF_CHECK(a_log.dim(1) <= fam::math::kMaxState, "selective scan on the GPU: state size {} (at most {})", a_log.dim(1),
+           fam::math::kMaxState);
+  Widened f;
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::selective_scan(f.act<T>(u), f.act<T>(dt_raw), f.in(a_log), f.act<T>(bc), b_offset, f.in(d_skip),
+                           f.act<T>(z), f.act_out<T>(y), u.dim(0), u.dim(1), u.dim(2), a_log.dim(1), bc.dim(2),
+                           stream()),
+       "selective_scan");
+  });
+}
+
+void CudaFamilyOps::selective_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log,
+                                            const Tensor& bc, int64_t b_offset, const Tensor& d_skip, const Tensor& z,
+                                            const Tensor& dy, int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc,
+                                            Tensor& dz, Tensor* da_log, Tensor* dd_skip) {
+  MF_CHECK(a_log.dim(1) <= fam::math::kMaxState, "selective scan on the GPU: state size {} (at most {})", a_log.dim(1),
+           fam::math::kMaxState);
+  const int64_t B = u.dim(0), L = u.dim(1), D = u.dim(2), N = a_log.dim(1);
+  Widened f;
+  DeviceGrad ga(da_log, true), gd(dd_skip, true);
+  Work work(fam::selective_scan_backward_work(B, L, D, N, chunk));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::selective_scan_backward(f.act<T>(u), f.act<T>(dt_raw), f.in(a_log), f.act<T>(bc), b_offset, f.in(d_skip),
+                                    f.act<T>(z), f.act<T>(dy), chunk, f.act_out<T>(du), f.act_out<T>(ddt_raw),
+                                    f.act_out<T>(dbc), f.act_out<T>(dz), ga.get(), gd.get(), B, L, D, N, bc.dim(2),
+                                    work.p, stream()),
+       "selective_scan backward");
+  });
+  ga.finish();
+  gd.finish();
 }
 
 }  // namespace mf

@@ -78,6 +78,14 @@ class CudaFamilyOps : public CudaBackwardOps {
   void causal_attention(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) override;
   void causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                                  Tensor& dqkv) override;
+  // Mamba's S6: one thread per (sequence, channel) walking the recurrence in double; the backward pass
+  // recomputes the states chunk by chunk from checkpoints (families/scan.cu).
+  void selective_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc, int64_t b_offset,
+                      const Tensor& d_skip, const Tensor& z, Tensor& y) override;
+  void selective_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                               int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy, int64_t chunk,
+                               Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz, Tensor* da_log,
+                               Tensor* dd_skip) override;
 };
 
 }  // namespace mf

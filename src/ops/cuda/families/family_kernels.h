@@ -7,6 +7,7 @@
 //   gate_bn.cu     gate, batch_norm_stats, batch_norm (+ backward)
 //   sequence.cu    add_positions, embedding, rms_norm, softmax_gate, causal_conv1d, causal_attention
 //                  (+ backward)
+//   scan.cu        selective_scan (+ backward)
 // The per-element arithmetic is family_math.h's (also compiled and tested on the host). Written to be
 // obviously right before fast, like the backward kernels (../backward_kernels.h): one
 // thread per output element (gathers, never scatters), sums of more than a few terms in double, and
@@ -195,5 +196,22 @@ int64_t causal_attention_backward_work(int64_t B, int64_t N, int heads);
 template <class T>
 cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads,
                                       int head_dim, float scale, double* work, cudaStream_t s);
+
+// ---- scan.cu --------------------------------------------------------------------------------------
+// Mamba's S6 with its skip and gate (Backend::selective_scan): one thread per (sequence, channel), the
+// state in double (N ≤ math::kMaxState; cudaErrorInvalidValue otherwise).
+template <class T>
+cudaError_t selective_scan(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
+                           const float* d_skip, const T* z, T* y, int64_t B, int64_t L, int64_t D, int64_t N,
+                           int64_t W, cudaStream_t s);
+// du, ddt_raw, dz overwritten; dbc overwritten (zero outside B and C); da_log, dd_skip accumulated
+// (either may be null). The states are recomputed from checkpoints every min(chunk, kMaxScanChunk)
+// steps; B's and C's gradients are added over the channels in order, chunk by chunk.
+int64_t selective_scan_backward_work(int64_t B, int64_t L, int64_t D, int64_t N, int64_t chunk);
+template <class T>
+cudaError_t selective_scan_backward(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
+                                    const float* d_skip, const T* z, const T* dy, int64_t chunk, T* du, T* ddt_raw,
+                                    T* dbc, T* dz, float* da_log, float* dd_skip, int64_t B, int64_t L, int64_t D,
+                                    int64_t N, int64_t W, double* work, cudaStream_t s);
 
 }  // namespace mf::cuda::families

@@ -807,5 +807,112 @@ struct CausalAttention {
   }
 };
 
+// ---- Mamba's selective scan (S6) over [B, L, D], state N ---------------------------------------
+// One (sequence b, channel d) at a time, as the reference: the forward recurrence, then the adjoint
+// recurrence backwards, chunk by chunk from states checkpointed at the chunks' starts (docs/sequences.md
+// has the derivation). B and C are shared by all channels, so their gradients are per-channel
+// contributions that a separate pass adds over d in order.
+constexpr int kMaxState = 64, kMaxScanChunk = 32;
+MF_HD inline double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
+MF_HD inline double sigmoid(double x) { return 1 / (1 + exp(-x)); }
+MF_HD inline double silu(double x) { return x * sigmoid(x); }
+MF_HD inline double silu_grad(double x) {
+  const double s = sigmoid(x);
+  return s * (1 + x * (1 - s));
+}
+
+template <class T>
+struct Scan {
+  const T *u, *dt_raw, *bc, *z;
+  const float *a_log, *d_skip;
+  int64_t b_offset, L, D, N, W;
+  MF_HD int64_t at(int64_t b, int64_t t, int64_t d) const { return (b * L + t) * D + d; }
+  // B of step t (C follows at + N).
+  MF_HD const T* b_row(int64_t b, int64_t t) const { return bc + (b * L + t) * W + b_offset; }
+  MF_HD double A(int64_t d, int64_t k) const { return -exp(static_cast<double>(a_log[d * N + k])); }
+  // h = exp(dt A) h + dt B x, the state update of step t.
+  MF_HD void step(int64_t b, int64_t t, int64_t d, const double* h_prev, double* h) const {
+    const int64_t i = at(b, t, d);
+    const double dt = softplus(ld(dt_raw[i])), x = ld(u[i]);
+    const T* Bt = b_row(b, t);
+    for (int64_t k = 0; k < N; ++k) h[k] = exp(dt * A(d, k)) * h_prev[k] + dt * ld(Bt[k]) * x;
+  }
+  template <class O>
+  MF_HD void forward(int64_t b, int64_t d, O* y) const {
+    double h[kMaxState];
+    for (int64_t k = 0; k < N; ++k) h[k] = 0;
+    for (int64_t t = 0; t < L; ++t) {
+      step(b, t, d, h, h);
+      const int64_t i = at(b, t, d);
+      const T* Ct = b_row(b, t) + N;
+      double s = 0;
+      for (int64_t k = 0; k < N; ++k) s += h[k] * ld(Ct[k]);
+      y[i] = narrow<O>(static_cast<float>((s + d_skip[d] * static_cast<double>(ld(u[i]))) * silu(ld(z[i]))));
+    }
+  }
+  // The state before each chunk of S steps: ckpt[c·N .. (c+1)·N) = h[c·S − 1] (zero for c = 0).
+  MF_HD void checkpoints(int64_t b, int64_t d, int64_t S, double* ckpt) const {
+    double h[kMaxState];
+    for (int64_t k = 0; k < N; ++k) h[k] = 0;
+    for (int64_t t = 0; t < L; ++t) {
+      if (t % S == 0)
+        for (int64_t k = 0; k < N; ++k) ckpt[(t / S) * N + k] = h[k];
+      step(b, t, d, h, h);
+    }
+  }
+  // The adjoint recurrence over chunk c (steps [c·S, min(L, (c+1)·S))), from its end down, for one
+  // (b, d). Carries between chunks (this (b, d)'s): lam [N] (λ, zero past the end), next_dt (dt of the
+  // step after the chunk, 0 past the end), gA [N] (Σ of A's gradient factor), gD (D's gradient).
+  // Writes du, ddt_raw, dz of the chunk's steps, and this channel's contributions to dB and dC of
+  // each step tl of the chunk at contrib[((b·S + tl)·D + d)·2N + (k | N + k)].
+  template <class O>
+  MF_HD void backward_chunk(const T* dy, int64_t b, int64_t d, int64_t c, int64_t S, const double* ckpt, double* lam,
+                            double& next_dt, double* gA, double& gD, double* contrib, O* du, O* ddt_raw_grad,
+                            O* dz) const {
+    const int64_t t0 = c * S, t1 = t0 + S < L ? t0 + S : L;
+    double hs[(kMaxScanChunk + 1) * kMaxState];  // hs[tl·N + k] = h[t0 + tl − 1]
+    for (int64_t k = 0; k < N; ++k) hs[k] = ckpt[c * N + k];
+    for (int64_t t = t0; t < t1; ++t) step(b, t, d, hs + (t - t0) * N, hs + (t - t0 + 1) * N);
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      const int64_t i = at(b, t, d), tl = t - t0;
+      const double r = ld(dt_raw[i]), dt = softplus(r), x = ld(u[i]), zz = ld(z[i]), Dd = d_skip[d];
+      const T* Bt = b_row(b, t);
+      const T* Ct = Bt + N;
+      const double* h_t = hs + (tl + 1) * N;
+      const double* h_prev = hs + tl * N;
+      double s = 0;
+      for (int64_t k = 0; k < N; ++k) s += h_t[k] * ld(Ct[k]);
+      const double pre = s + Dd * x, g = ld(dy[i]);
+      dz[i] = narrow<O>(static_cast<float>(g * pre * silu_grad(zz)));
+      const double dpre = g * silu(zz);
+      gD += dpre * x;
+      double gx = dpre * Dd, gdt = 0;
+      double* out = contrib + ((b * S + tl) * D + d) * 2 * N;
+      for (int64_t k = 0; k < N; ++k) {
+        const double Ak = A(d, k), Bk = ld(Bt[k]);
+        out[N + k] = dpre * h_t[k];  // dC
+        lam[k] = dpre * ld(Ct[k]) + exp(next_dt * Ak) * lam[k];
+        const double decay = exp(dt * Ak), g_decay = lam[k] * h_prev[k];
+        gdt += g_decay * decay * Ak + lam[k] * Bk * x;
+        gA[k] += g_decay * decay * dt;
+        out[k] = lam[k] * dt * x;  // dB
+        gx += lam[k] * dt * Bk;
+      }
+      du[i] = narrow<O>(static_cast<float>(gx));
+      ddt_raw_grad[i] = narrow<O>(static_cast<float>(gdt * (r > 20 ? 1.0 : sigmoid(r))));
+      next_dt = dt;
+    }
+  }
+};
+
+// dB and dC of step t = c·S + tl of sequence b, channel j of 2N: the channels' contributions added in
+// order of d.
+MF_HD inline double scan_bc_grad_at(const double* contrib, int64_t b, int64_t tl, int64_t j, int64_t S, int64_t D,
+                                    int64_t N) {
+  double sum = 0;
+  for (int64_t d = 0; d < D; ++d) sum += contrib[((b * S + tl) * D + d) * 2 * N + j];
+  return sum;
+}
+
 }  // namespace math
 }  // namespace mf::cuda::families

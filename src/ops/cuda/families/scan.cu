@@ -1,0 +1,134 @@
+// Mamba's selective scan (S6), forward and backward: one thread per (sequence, channel) walking the
+// recurrence in double (family_math.h's Scan), as the reference does. The backward pass recomputes
+// the states chunk by chunk from checkpoints, writes each channel's share of B's and C's gradients,
+// and adds the shares over the channels in order (deterministic, no atomics). Correct first: a
+// sequential walk per thread, not a parallel scan.
+#include "ops/cuda/backward_common.cuh"
+#include "ops/cuda/families/family_kernels.h"
+
+namespace mf::cuda::families {
+namespace {
+
+using backward::detail::blocks_for;
+using backward::detail::DevT;
+using backward::detail::dptr;
+using math::narrow;
+
+// Threads of a block for the walks: each keeps up to 17 KB of states in local memory.
+constexpr int kScanThreads = 64;
+
+template <class T>
+__global__ void scan_forward_kernel(math::Scan<T> sc, T* y, int64_t n) {
+  MF_GRID_STRIDE(r, n) { sc.forward(r / sc.D, r % sc.D, y); }
+}
+
+template <class T>
+__global__ void scan_checkpoint_kernel(math::Scan<T> sc, int64_t S, int64_t chunks, double* ckpt, int64_t n) {
+  MF_GRID_STRIDE(r, n) { sc.checkpoints(r / sc.D, r % sc.D, S, ckpt + r * chunks * sc.N); }
+}
+
+template <class T>
+__global__ void scan_backward_chunk_kernel(math::Scan<T> sc, const T* dy, int64_t c, int64_t S, int64_t chunks,
+                                           const double* ckpt, double* lam, double* next_dt, double* gA, double* gD,
+                                           double* contrib, T* du, T* ddt_raw, T* dz, int64_t n) {
+  MF_GRID_STRIDE(r, n) {
+    sc.backward_chunk(dy, r / sc.D, r % sc.D, c, S, ckpt + r * chunks * sc.N, lam + r * sc.N, next_dt[r],
+                      gA + r * sc.N, gD[r], contrib, du, ddt_raw, dz);
+  }
+}
+
+// e = (b·S + tl)·2N + j: dB, dC of step c·S + tl.
+template <class T>
+__global__ void scan_bc_grad_kernel(const double* contrib, T* dbc, int64_t c, int64_t S, int64_t L, int64_t D,
+                                    int64_t N, int64_t W, int64_t b_offset, int64_t n) {
+  MF_GRID_STRIDE(e, n) {
+    const int64_t j = e % (2 * N), tl = (e / (2 * N)) % S, b = e / (2 * N * S), t = c * S + tl;
+    if (t < L) dbc[(b * L + t) * W + b_offset + j] = narrow<T>(static_cast<float>(math::scan_bc_grad_at(contrib, b, tl, j, S, D, N)));
+  }
+}
+
+// da_log[d, k] += A · Σ_b gA[b, d, k]; dd_skip[d] += Σ_b gD[b, d]; the sequences in order.
+__global__ void scan_param_grad_kernel(const double* gA, const double* gD, const float* a_log, float* da_log,
+                                       float* dd_skip, int64_t B, int64_t D, int64_t N) {
+  MF_GRID_STRIDE(d, D) {
+    if (da_log)
+      for (int64_t k = 0; k < N; ++k) {
+        double sum = 0;
+        for (int64_t b = 0; b < B; ++b) sum += gA[(b * D + d) * N + k];
+        da_log[d * N + k] += static_cast<float>(sum * -exp(static_cast<double>(a_log[d * N + k])));
+      }
+    if (dd_skip) {
+      double sum = 0;
+      for (int64_t b = 0; b < B; ++b) sum += gD[b * D + d];
+      dd_skip[d] += static_cast<float>(sum);
+    }
+  }
+}
+
+int64_t chunk_steps(int64_t chunk) { return chunk < 1 ? 1 : chunk > math::kMaxScanChunk ? math::kMaxScanChunk : chunk; }
+
+}  // namespace
+
+template <class T>
+cudaError_t selective_scan(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
+                           const float* d_skip, const T* z, T* y, int64_t B, int64_t L, int64_t D, int64_t N,
+                           int64_t W, cudaStream_t s) {
+  if (N < 1 || N > math::kMaxState) return cudaErrorInvalidValue;
+  const int64_t n = B * D;
+  if (n <= 0 || L <= 0) return cudaSuccess;
+  using E = typename DevT<T>::type;
+  const math::Scan<E> sc{dptr(u), dptr(dt_raw), dptr(bc), dptr(z), a_log, d_skip, b_offset, L, D, N, W};
+  scan_forward_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(sc, dptr(y), n);
+  return cudaGetLastError();
+}
+
+// [checkpoints B·D·chunks·N | λ B·D·N | next dt B·D | gA B·D·N | gD B·D | contributions B·S·D·2N]
+int64_t selective_scan_backward_work(int64_t B, int64_t L, int64_t D, int64_t N, int64_t chunk) {
+  const int64_t S = chunk_steps(chunk), chunks = (L + S - 1) / S;
+  return B * D * (chunks * N + 2 * N + 2) + B * S * D * 2 * N;
+}
+
+template <class T>
+cudaError_t selective_scan_backward(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
+                                    const float* d_skip, const T* z, const T* dy, int64_t chunk, T* du, T* ddt_raw,
+                                    T* dbc, T* dz, float* da_log, float* dd_skip, int64_t B, int64_t L, int64_t D,
+                                    int64_t N, int64_t W, double* work, cudaStream_t s) {
+  if (N < 1 || N > math::kMaxState) return cudaErrorInvalidValue;
+  const int64_t n = B * D;
+  if (n <= 0 || L <= 0) return cudaSuccess;
+  using E = typename DevT<T>::type;
+  const math::Scan<E> sc{dptr(u), dptr(dt_raw), dptr(bc), dptr(z), a_log, d_skip, b_offset, L, D, N, W};
+  const int64_t S = chunk_steps(chunk), chunks = (L + S - 1) / S;
+  double* ckpt = work;
+  double* lam = ckpt + n * chunks * N;
+  double* next_dt = lam + n * N;
+  double* gA = next_dt + n;
+  double* gD = gA + n * N;
+  double* contrib = gD + n;
+  cudaError_t e = cudaMemsetAsync(lam, 0, static_cast<size_t>(n * (2 * N + 2)) * sizeof(double), s);
+  if (e != cudaSuccess) return e;
+  e = cudaMemsetAsync(dbc, 0, static_cast<size_t>(B * L * W) * sizeof(T), s);
+  if (e != cudaSuccess) return e;
+  scan_checkpoint_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(sc, S, chunks, ckpt, n);
+  for (int64_t c = chunks - 1; c >= 0; --c) {
+    scan_backward_chunk_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(
+        sc, dptr(dy), c, S, chunks, ckpt, lam, next_dt, gA, gD, contrib, dptr(du), dptr(ddt_raw), dptr(dz), n);
+    const int64_t m = B * S * 2 * N;
+    scan_bc_grad_kernel<<<blocks_for(m), 256, 0, s>>>(contrib, dptr(dbc), c, S, L, D, N, W, b_offset, m);
+  }
+  if (da_log || dd_skip) scan_param_grad_kernel<<<blocks_for(D), 256, 0, s>>>(gA, gD, a_log, da_log, dd_skip, B, D, N);
+  return cudaGetLastError();
+}
+
+#define MF_SCAN_INSTANTIATE(T)                                                                                    \
+  template cudaError_t selective_scan<T>(const T*, const T*, const float*, const T*, int64_t, const float*,        \
+                                         const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t); \
+  template cudaError_t selective_scan_backward<T>(const T*, const T*, const float*, const T*, int64_t,             \
+                                                  const float*, const T*, const T*, int64_t, T*, T*, T*, T*,       \
+                                                  float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t,     \
+                                                  double*, cudaStream_t);
+MF_SCAN_INSTANTIATE(float)
+MF_SCAN_INSTANTIATE(bf16)
+#undef MF_SCAN_INSTANTIATE
+
+}  // namespace mf::cuda::families

@@ -33,17 +33,17 @@ constexpr double kLogitTolerance = 2e-5, kAffNetLogitTolerance = 1e-4, kGradTole
 class CudaFamily : public ::testing::TestWithParam<std::string> {};
 
 // Skips unless the cuda backend has every op of the model, forward and backward.
-#define MF_REQUIRE_GPU_OPS(model)                                                                           \
-  do {                                                                                                      \
-    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";                               \
-    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";                                    \
-    std::set<OpKind> ops;                                                                                   \
-    (model).all_ops(ops);                                                                                   \
-    for (OpKind op : ops)                                                                                   \
-      if (op != OpKind::NchwToNhwc &&                                                                       \
-          (!get_backend("cuda").supports(op) || !get_backend("cuda").supports_backward(op)))                \
+#define MF_REQUIRE_GPU_OPS(model)                                                                             \
+  do {                                                                                                        \
+    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";                                 \
+    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";                                      \
+    std::set<OpKind> ops;                                                                                     \
+    (model).all_ops(ops);                                                                                     \
+    for (OpKind op : ops)                                                                                     \
+      if (op != OpKind::NchwToNhwc &&                                                                         \
+          (!get_backend("cuda").supports(op) || !get_backend("cuda").supports_backward(op)))                  \
         GTEST_SKIP() << op_name(op) << " is not offered on the GPU (METAFORMER_CUDA_FAMILY_OPS=1 offers the " \
-                     << "paper networks' ops)";                                                             \
+                     << "paper networks' ops)";                                                               \
   } while (0)
 
 std::string dir_of(const std::string& family) {

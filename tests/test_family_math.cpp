@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "ops/backend.h"
-#include "ops/cuda/families/host_tables.h"
 #include "ops/cuda/families/family_math.h"
+#include "ops/cuda/families/host_tables.h"
+#include "ops/cuda/families/sequence_math.h"
 #include "ops/ops.h"
 #include "test_util.h"
 
@@ -60,13 +61,16 @@ void group_sums(const F& f, int64_t groups, int64_t n) {
 }
 
 TEST(FamilyMath, PermuteAndShiftMatchTheReference) {
-  for (auto [shape, perm] : std::vector<std::pair<Shape, std::vector<int>>>{
-           {Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}}, {Shape{3, 4, 5}, {2, 0, 1}}, {Shape{2, 3, 1, 4, 2, 3}, {5, 1, 0, 3, 2, 4}}}) {
+  for (auto [shape, perm] :
+       std::vector<std::pair<Shape, std::vector<int>>>{{Shape{2, 5, 6, 3, 4}, {0, 2, 4, 3, 1}},
+                                                       {Shape{3, 4, 5}, {2, 0, 1}},
+                                                       {Shape{2, 3, 1, 4, 2, 3}, {5, 1, 0, 3, 2, 4}}}) {
     const Tensor x = random_tensor(shape, 1);
     const Tensor expected = op::permute(ref(), x, perm);
     fam::PermuteGeometry g{};
     ASSERT_TRUE(fm::permute_geometry(shape.ndim(), shape.vec().data(), perm.data(), g));
-    EXPECT_EQ(rel_error(each(expected.shape(), [&](int64_t i) { return x.data()[fm::permute_source(i, g)]; }), expected), 0)
+    EXPECT_EQ(
+        rel_error(each(expected.shape(), [&](int64_t i) { return x.data()[fm::permute_source(i, g)]; }), expected), 0)
         << shape.str();
   }
   fam::PermuteGeometry g{};
@@ -77,7 +81,8 @@ TEST(FamilyMath, PermuteAndShiftMatchTheReference) {
 
   const std::vector<int> shifts{-2, -1, 0, 1, 2};
   for (int axis : {1, 2})
-    for (auto [shape, width] : std::vector<std::pair<Shape, int64_t>>{{Shape{2, 5, 6, 14}, 3}, {Shape{1, 3, 2, 10}, 2}}) {
+    for (auto [shape, width] :
+         std::vector<std::pair<Shape, int64_t>>{{Shape{2, 5, 6, 14}, 3}, {Shape{1, 3, 2, 10}, 2}}) {
       const Tensor x = random_tensor(shape, 2);
       const Tensor expected = op::spatial_shift(ref(), x, axis, width, shifts);
       const Tensor got = each(shape, [&](int64_t i) {
@@ -88,8 +93,10 @@ TEST(FamilyMath, PermuteAndShiftMatchTheReference) {
 }
 
 TEST(FamilyMath, BicubicResizeAndItsAdjointMatchTheReference) {
-  for (auto [shape, h, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{
-           {Shape{2, 6, 8, 5}, 7, 7}, {Shape{1, 7, 7, 3}, 6, 8}, {Shape{2, 5, 9, 4}, 11, 4}, {Shape{1, 4, 5, 3}, 4, 5}}) {
+  for (auto [shape, h, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{{Shape{2, 6, 8, 5}, 7, 7},
+                                                                             {Shape{1, 7, 7, 3}, 6, 8},
+                                                                             {Shape{2, 5, 9, 4}, 11, 4},
+                                                                             {Shape{1, 4, 5, 3}, 4, 5}}) {
     const int64_t B = shape[0], H = shape[1], W = shape[2], C = shape[3];
     const auto ty = fam::bicubic_host_tables(H, h), tx = fam::bicubic_host_tables(W, w);
     const fam::BicubicAxis ay = ty.view(), ax = tx.view();
@@ -125,7 +132,8 @@ TEST(FamilyMath, PoolingMatchesTheReference) {
     const int64_t B = shape[0], H = shape[1], W = shape[2], C = shape[3], h = H / f, w = W / f;
     const float scale = 1.f / static_cast<float>(f * f);
     const Tensor x = random_tensor(shape, 7), small = random_tensor({B, h, w, C}, 8);
-    const Tensor pooled = each({B, h, w, C}, [&](int64_t e) { return fm::sum_pool_at(x.data(), e, H, W, C, f, scale); });
+    const Tensor pooled =
+        each({B, h, w, C}, [&](int64_t e) { return fm::sum_pool_at(x.data(), e, H, W, C, f, scale); });
     EXPECT_LE(rel_error(pooled, op::avg_pool2d(ref(), x, f)), 1e-6);
     const Tensor summed = each({B, h, w, C}, [&](int64_t e) { return fm::sum_pool_at(x.data(), e, H, W, C, f, 1.f); });
     EXPECT_LE(rel_error(summed, op::upsample_nearest_backward(ref(), x, f)), 1e-6);
@@ -148,7 +156,8 @@ TEST(FamilyMath, TransposedConvolutionMatchesTheReference) {
                  b = random_tensor({Co}, 11);
     const Tensor expected = op::conv_transpose2d(ref(), x, w, &b, g);
     const int64_t Ho = expected.dim(1), Wo = expected.dim(2), N = k * k * Co, M = B * H * W;
-    const Tensor wg = each({N, Ci}, [&](int64_t e) { return w.data()[fm::conv_transpose_weight_source(e, Ci, Co, k, k)]; });
+    const Tensor wg =
+        each({N, Ci}, [&](int64_t e) { return w.data()[fm::conv_transpose_weight_source(e, Ci, Co, k, k)]; });
     std::vector<double> y(static_cast<size_t>(B * Ho * Wo * Co));
     for (int64_t m = 0; m < M; ++m)
       for (int64_t n = 0; n < N; ++n) {
@@ -157,7 +166,8 @@ TEST(FamilyMath, TransposedConvolutionMatchesTheReference) {
         const int64_t co = n % Co, kx = (n / Co) % k, ky = n / (Co * k);
         const int64_t j = m % W, i = (m / W) % H, bb = m / (W * H);
         const int64_t oh = i * s - p + ky, ow = j * s - p + kx;
-        if (oh >= 0 && oh < Ho && ow >= 0 && ow < Wo) y[static_cast<size_t>(((bb * Ho + oh) * Wo + ow) * Co + co)] += col;
+        if (oh >= 0 && oh < Ho && ow >= 0 && ow < Wo)
+          y[static_cast<size_t>(((bb * Ho + oh) * Wo + ow) * Co + co)] += col;
       }
     const Tensor got = each(expected.shape(), [&](int64_t e) { return y[static_cast<size_t>(e)] + b.data()[e % Co]; });
     EXPECT_LE(rel_error(got, expected), 1e-6) << shape.str();
@@ -185,9 +195,11 @@ TEST(FamilyMath, TransposedConvolutionMatchesTheReference) {
 }
 
 TEST(FamilyMath, StripMixAndItsGradientsMatchTheReference) {
-  for (auto [shape, axis, G] : std::vector<std::tuple<Shape, int, int64_t>>{
-           {Shape{2, 5, 5, 12}, 2, 3}, {Shape{1, 6, 4, 8}, 1, 4}, {Shape{2, 3, 7, 6}, 2, 2}, {Shape{1, 4, 3, 5}, 1, 1},
-           {Shape{2, 1, 1, 4}, 2, 2}}) {
+  for (auto [shape, axis, G] : std::vector<std::tuple<Shape, int, int64_t>>{{Shape{2, 5, 5, 12}, 2, 3},
+                                                                            {Shape{1, 6, 4, 8}, 1, 4},
+                                                                            {Shape{2, 3, 7, 6}, 2, 2},
+                                                                            {Shape{1, 4, 3, 5}, 1, 1},
+                                                                            {Shape{2, 1, 1, 4}, 2, 2}}) {
     const int64_t L = shape[axis];
     const fm::Strip st(shape[0], shape[1], shape[2], shape[3], axis, G);
     const Tensor x = random_tensor(shape, 13), w = random_tensor({G * L, L, 1, 3}, 14), b = random_tensor({G * L}, 15);
@@ -246,7 +258,8 @@ TEST(FamilyMath, SplitAttentionAndItsGradientsMatchTheReference) {
 TEST(FamilyMath, GrnAndItsGradientsMatchTheReference) {
   for (Shape shape : {Shape{2, 5, 6, 7}, Shape{1, 3, 3, 16}, Shape{3, 1, 2, 3}}) {
     const int64_t B = shape[0], N = shape[1] * shape[2], C = shape[3];
-    const Tensor x = random_tensor(shape, 40), gamma = random_tensor({1, 1, 1, C}, 41), beta = random_tensor({1, 1, 1, C}, 42);
+    const Tensor x = random_tensor(shape, 40), gamma = random_tensor({1, 1, 1, C}, 41),
+                 beta = random_tensor({1, 1, 1, C}, 42);
     // Forward: Σx² per (sample, channel), then per sample (grn_norm_kernel) n = g / (mean g + 1e-6).
     std::vector<double> nx(static_cast<size_t>(B * C));
     column_sums<1>(fm::GrnSums<float, 1>{x.data(), nullptr, nx.data(), N, C}, N, B * C);
@@ -254,9 +267,11 @@ TEST(FamilyMath, GrnAndItsGradientsMatchTheReference) {
       double mean = 0;
       for (int64_t c = 0; c < C; ++c) mean += std::sqrt(nx[static_cast<size_t>(b * C + c)]);
       mean /= static_cast<double>(C);
-      for (int64_t c = 0; c < C; ++c) nx[static_cast<size_t>(b * C + c)] = std::sqrt(nx[static_cast<size_t>(b * C + c)]) / (mean + 1e-6);
+      for (int64_t c = 0; c < C; ++c)
+        nx[static_cast<size_t>(b * C + c)] = std::sqrt(nx[static_cast<size_t>(b * C + c)]) / (mean + 1e-6);
     }
-    const Tensor y = each(shape, [&](int64_t i) { return fm::grn_at(x.data(), gamma.data(), beta.data(), nx.data(), i, N, C); });
+    const Tensor y =
+        each(shape, [&](int64_t i) { return fm::grn_at(x.data(), gamma.data(), beta.data(), nx.data(), i, N, C); });
     EXPECT_LE(rel_error(y, op::grn(ref(), x, gamma, beta)), 1e-6) << shape.str();
 
     const Tensor dy = random_tensor(shape, 43);
@@ -276,7 +291,8 @@ TEST(FamilyMath, GrnAndItsGradientsMatchTheReference) {
     Tensor dg = Tensor::zeros(gamma.shape()), db = Tensor::zeros(beta.shape());
     for (int64_t c = 0; c < C; ++c) {  // grn_param_grad_kernel
       double a = 0, z = 0;
-      for (int64_t b = 0; b < B; ++b) a += E[static_cast<size_t>((b * C + c) * 4 + 2)], z += E[static_cast<size_t>((b * C + c) * 4 + 3)];
+      for (int64_t b = 0; b < B; ++b)
+        a += E[static_cast<size_t>((b * C + c) * 4 + 2)], z += E[static_cast<size_t>((b * C + c) * 4 + 3)];
       dg.data()[c] = static_cast<float>(a);
       db.data()[c] = static_cast<float>(z);
     }
@@ -291,17 +307,18 @@ TEST(FamilyMath, GrnAndItsGradientsMatchTheReference) {
 }
 
 TEST(FamilyMath, GateAndItsGradientsMatchTheReference) {
-  for (auto [shape, gshape, sig] : std::vector<std::tuple<Shape, Shape, bool>>{
-           {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 1}, true}, {Shape{3, 4, 4, 9}, Shape{3, 9}, true},
-           {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 7}, false}, {Shape{2, 1, 1, 3}, Shape{2, 3}, false}}) {
+  for (auto [shape, gshape, sig] :
+       std::vector<std::tuple<Shape, Shape, bool>>{{Shape{2, 5, 6, 7}, Shape{2, 5, 6, 1}, true},
+                                                   {Shape{3, 4, 4, 9}, Shape{3, 9}, true},
+                                                   {Shape{2, 5, 6, 7}, Shape{2, 5, 6, 7}, false},
+                                                   {Shape{2, 1, 1, 3}, Shape{2, 3}, false}}) {
     const int64_t B = shape[0], C = shape[-1], per = shape.numel() / (B * C);
-    const fam::GateKind kind = gshape == shape          ? fam::GateKind::full
+    const fam::GateKind kind = gshape == shape                 ? fam::GateKind::full
                                : gshape.ndim() == shape.ndim() ? fam::GateKind::position
                                                                : fam::GateKind::channel;
     const Tensor x = random_tensor(shape, 50), g = random_tensor(gshape, 51, -3.f, 3.f), dy = random_tensor(shape, 52);
-    const Tensor y = each(shape, [&](int64_t i) {
-      return x.data()[i] * fm::gate_value(g.data()[fm::gate_index(i, per, C, kind)], sig);
-    });
+    const Tensor y = each(
+        shape, [&](int64_t i) { return x.data()[i] * fm::gate_value(g.data()[fm::gate_index(i, per, C, kind)], sig); });
     EXPECT_LE(rel_error(y, op::gate(ref(), x, g, sig)), 1e-6) << shape.str() << " by " << gshape.str();
     const auto [dx_ref, dg_ref] = op::gate_backward(ref(), x, g, sig, dy);
     const Tensor dx = each(shape, [&](int64_t i) {
@@ -310,7 +327,8 @@ TEST(FamilyMath, GateAndItsGradientsMatchTheReference) {
     Tensor dg = Tensor::empty(gshape);
     if (kind == fam::GateKind::full)
       for (int64_t i = 0; i < dg.numel(); ++i)
-        dg.data()[i] = static_cast<float>(static_cast<double>(dy.data()[i]) * x.data()[i] * fm::gate_slope(g.data()[i], sig));
+        dg.data()[i] =
+            static_cast<float>(static_cast<double>(dy.data()[i]) * x.data()[i] * fm::gate_slope(g.data()[i], sig));
     else if (kind == fam::GateKind::position)
       group_sums<1>(fm::PositionGateGrad<float>{x.data(), dy.data(), g.data(), dg.data(), C, sig}, B * per, C);
     else
@@ -342,8 +360,8 @@ TEST(FamilyMath, BatchNormAndItsGradientsMatchTheReference) {
       const Tensor dx_ref = op::batch_norm_backward(ref(), x, w, mean, var, 1e-5f, batch_stats, dy, &dw_ref, &db_ref);
       Tensor dw = Tensor::zeros({C}), db = Tensor::zeros({C});
       std::vector<double> sums(static_cast<size_t>(2 * C));
-      column_sums<2>(fm::BatchNormSums<float>{x.data(), dy.data(), mean.data(), var.data(), 1e-5f, sums.data(), dw.data(),
-                                              db.data(), C},
+      column_sums<2>(fm::BatchNormSums<float>{x.data(), dy.data(), mean.data(), var.data(), 1e-5f, sums.data(),
+                                              dw.data(), db.data(), C},
                      rows, C);
       const Tensor dx = each(shape, [&](int64_t i) {
         return fm::batch_norm_dx_at(x.data(), w.data(), mean.data(), var.data(), 1e-5f, batch_stats, dy.data(),
@@ -471,9 +489,11 @@ TEST(FamilyMath, SelectiveScanAndItsGradientsMatchTheReference) {
   for (Case k : {Case{2, 13, 6, 4, 3, 4}, Case{1, 40, 5, 3, 1, 7}, Case{3, 9, 4, 2, 2, 64}, Case{1, 6, 3, 5, 0, 1}}) {
     const int64_t B = k.b, L = k.l, D = k.d, N = k.n, W = k.rank + 2 * N;
     const Tensor u = random_tensor({B, L, D}, 100), dt_raw = random_tensor({B, L, D}, 101, -3.f, 1.f),
-                 a_log = random_tensor({D, N}, 102), bc = random_tensor({B, L, W}, 103), d_skip = random_tensor({D}, 104),
-                 z = random_tensor({B, L, D}, 105, -2.f, 2.f), dy = random_tensor({B, L, D}, 106);
-    const fm::Scan<float> sc{u.data(), dt_raw.data(), bc.data(), z.data(), a_log.data(), d_skip.data(), k.rank, L, D, N, W};
+                 a_log = random_tensor({D, N}, 102), bc = random_tensor({B, L, W}, 103),
+                 d_skip = random_tensor({D}, 104), z = random_tensor({B, L, D}, 105, -2.f, 2.f),
+                 dy = random_tensor({B, L, D}, 106);
+    const fm::Scan<float> sc{u.data(), dt_raw.data(), bc.data(), z.data(), a_log.data(), d_skip.data(), k.rank, L, D, N,
+                             W};
     Tensor y = Tensor::empty({B, L, D});
     for (int64_t b = 0; b < B; ++b)
       for (int64_t d = 0; d < D; ++d) sc.forward(b, d, y.data());
@@ -493,8 +513,8 @@ TEST(FamilyMath, SelectiveScanAndItsGradientsMatchTheReference) {
     for (int64_t c = chunks - 1; c >= 0; --c) {
       for (int64_t r = 0; r < B * D; ++r)
         sc.backward_chunk(dy.data(), r / D, r % D, c, S, ckpt.data() + r * chunks * N, lam.data() + r * N,
-                          next_dt[static_cast<size_t>(r)], gA.data() + r * N, gD[static_cast<size_t>(r)], contrib.data(),
-                          du.data(), ddt.data(), dz.data());
+                          next_dt[static_cast<size_t>(r)], gA.data() + r * N, gD[static_cast<size_t>(r)],
+                          contrib.data(), du.data(), ddt.data(), dz.data());
       for (int64_t b = 0; b < B; ++b)
         for (int64_t tl = 0; tl < S && c * S + tl < L; ++tl)
           for (int64_t j = 0; j < 2 * N; ++j)
@@ -518,6 +538,104 @@ TEST(FamilyMath, SelectiveScanAndItsGradientsMatchTheReference) {
     EXPECT_LE(rel_error(dbc, g.dbc), 1e-6) << L;
     EXPECT_LE(rel_error(da, da_ref), 1e-6) << L;
     EXPECT_LE(rel_error(dd, dd_ref), 1e-6) << L;
+  }
+}
+
+TEST(FamilyMath, PonetPoolingAndItsGradientMatchTheReference) {
+  struct Pool {
+    int64_t b, l, c;
+    int heads;
+    int64_t segment;
+    int local;
+  };
+  for (Pool k : {Pool{2, 13, 8, 2, 5, 3}, Pool{1, 12, 6, 3, 4, 5}, Pool{3, 1, 4, 1, 2, 3}, Pool{1, 9, 4, 4, 10, 7}}) {
+    const Tensor p = random_tensor({k.b, k.l, 6 * k.c}, 110, -2.f, 2.f), dy = random_tensor({k.b, k.l, k.c}, 111);
+    const fm::Ponet<float> pn{p.data(), k.l, k.c, k.heads, k.c / k.heads, k.segment, k.local};
+    std::vector<double> work(static_cast<size_t>(k.b * pn.work_per_sequence()));
+    for (int64_t b = 0; b < k.b; ++b) pn.global(b, work.data() + b * pn.work_per_sequence());
+    const Tensor y = each({k.b, k.l, k.c}, [&](int64_t i) {
+      const int64_t c = i % k.c, t = (i / k.c) % k.l, b = i / (k.c * k.l);
+      return pn.forward_at(b, t, c, work.data() + b * pn.work_per_sequence());
+    });
+    EXPECT_LE(rel_error(y, op::ponet_pool(ref(), p, k.heads, k.segment, k.local)), 1e-6) << k.l;
+    for (int64_t i = 0; i < k.b * k.c; ++i)
+      pn.dg2_at(dy.data(), i / k.c, i % k.c, work.data() + (i / k.c) * pn.work_per_sequence());
+    for (int64_t b = 0; b < k.b; ++b) pn.global_backward(b, work.data() + b * pn.work_per_sequence());
+    const Tensor dp = each(p.shape(), [&](int64_t e) { return pn.dp_at(dy.data(), e, work.data()); });
+    EXPECT_LE(rel_error(dp, op::ponet_pool_backward(ref(), p, k.heads, k.segment, k.local, dy)), 1e-6) << k.l;
+  }
+}
+
+TEST(FamilyMath, BidirectionalScanAndItsGradientsMatchTheReference) {
+  struct Case {
+    int64_t b, l, d, n, rank, heads, chunk;
+  };
+  for (Case k : {Case{2, 13, 6, 4, 3, 2, 4}, Case{1, 40, 4, 3, 1, 1, 7}, Case{3, 9, 4, 2, 2, 4, 64},
+                 Case{1, 1, 3, 2, 0, 3, 1}}) {
+    const int64_t B = k.b, L = k.l, D = k.d, N = k.n, W = k.rank + 4 * N, H = k.heads;
+    const Tensor u = random_tensor({B, L, D}, 120), dt_raw = random_tensor({B, L, 2 * D}, 121, -3.f, 1.f),
+                 a_log = random_tensor({D, N}, 122), bc = random_tensor({B, L, W}, 123),
+                 dd = random_tensor({B, L, H}, 124), d_skip = random_tensor({H}, 125),
+                 dy = random_tensor({B, L, D}, 126);
+    const fm::BiScan<float> sc{
+        u.data(), dt_raw.data(), bc.data(), dd.data(), a_log.data(), d_skip.data(), k.rank, L, D, N, W, H};
+    std::vector<double> ybuf(static_cast<size_t>(B * L * D));
+    Tensor y = Tensor::empty({B, L, D});
+    for (int64_t r = 0; r < B * D; ++r) sc.forward_g_terms(r / D, r % D, ybuf.data());
+    for (int64_t r = 0; r < B * D; ++r) sc.forward_out(r / D, r % D, ybuf.data(), y.data());
+    EXPECT_LE(rel_error(y, op::bidirectional_scan(ref(), u, dt_raw, a_log, bc, k.rank, dd, d_skip)), 1e-6) << L;
+
+    Tensor da_ref = Tensor::zeros(a_log.shape()), ds_ref = Tensor::zeros(d_skip.shape());
+    const op::BidirectionalScanGrads g =
+        op::bidirectional_scan_backward(ref(), u, dt_raw, a_log, bc, k.rank, dd, d_skip, dy, k.chunk, &da_ref, &ds_ref);
+    // What bidirectional_scan_backward's launches do, in order (families/scan.cu).
+    const int64_t S = std::min<int64_t>(std::max<int64_t>(k.chunk, 1), fm::kMaxScanChunk), chunks = (L + S - 1) / S;
+    const int64_t n = B * D;
+    std::vector<double> ckf(static_cast<size_t>(n * chunks * N)), ckg(ckf.size()), lam(static_cast<size_t>(n * N)),
+        carry(static_cast<size_t>(n)), gA(static_cast<size_t>(n * N)), gu(static_cast<size_t>(B * L * D)),
+        contrib(static_cast<size_t>(B * S * D * 2 * N));
+    Tensor du = Tensor::empty(u.shape()), ddt = Tensor::empty(dt_raw.shape()), dbc = Tensor::zeros(bc.shape()),
+           ddd = Tensor::empty(dd.shape());
+    for (int64_t r = 0; r < n; ++r)
+      sc.checkpoints(r / D, r % D, S, ckf.data() + r * chunks * N, ckg.data() + r * chunks * N);
+    for (int64_t i = 0; i < B * L * D; ++i) gu[static_cast<size_t>(i)] = sc.skip_grad_at(dy.data(), i);
+    auto reduce = [&](int64_t c, int64_t offset) {
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t tl = 0; tl < S && c * S + tl < L; ++tl)
+          for (int64_t j = 0; j < 2 * N; ++j)
+            dbc.data()[(b * L + c * S + tl) * W + offset + j] =
+                static_cast<float>(fm::scan_bc_grad_at(contrib.data(), b, tl, j, S, D, N));
+    };
+    for (int64_t c = chunks - 1; c >= 0; --c) {
+      for (int64_t r = 0; r < n; ++r)
+        sc.backward_chunk_f(dy.data(), r / D, r % D, c, S, ckf.data() + r * chunks * N, lam.data() + r * N,
+                            carry[static_cast<size_t>(r)], gA.data() + r * N, gu.data(), contrib.data(), ddt.data());
+      reduce(c, k.rank);
+    }
+    std::fill(lam.begin(), lam.end(), 0.0);
+    std::fill(carry.begin(), carry.end(), 0.0);
+    for (int64_t c = 0; c < chunks; ++c) {
+      for (int64_t r = 0; r < n; ++r)
+        sc.backward_chunk_b(dy.data(), r / D, r % D, c, S, ckg.data() + r * chunks * N, lam.data() + r * N,
+                            carry[static_cast<size_t>(r)], gA.data() + r * N, gu.data(), contrib.data(), ddt.data());
+      reduce(c, k.rank + 2 * N);
+    }
+    for (int64_t i = 0; i < B * L * D; ++i) du.data()[i] = static_cast<float>(gu[static_cast<size_t>(i)]);
+    for (int64_t e = 0; e < B * L * H; ++e) ddd.data()[e] = static_cast<float>(sc.ddd_at(dy.data(), e));
+    Tensor da = Tensor::zeros(a_log.shape()), ds = Tensor::zeros(d_skip.shape());
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < N; ++j) {
+        double sum = 0;
+        for (int64_t b = 0; b < B; ++b) sum += gA[static_cast<size_t>((b * D + d) * N + j)];
+        da.data()[d * N + j] = static_cast<float>(sum * sc.A(d, j));
+      }
+    for (int64_t h = 0; h < H; ++h) ds.data()[h] = static_cast<float>(sc.d_skip_grad(dy.data(), h, B));
+    EXPECT_LE(rel_error(du, g.du), 1e-6) << L;
+    EXPECT_LE(rel_error(ddt, g.ddt_raw), 1e-6) << L;
+    EXPECT_LE(rel_error(dbc, g.dbc), 1e-6) << L;
+    EXPECT_LE(rel_error(ddd, g.ddd), 1e-6) << L;
+    EXPECT_LE(rel_error(da, da_ref), 1e-6) << L;
+    EXPECT_LE(rel_error(ds, ds_ref), 1e-6) << L;
   }
 }
 

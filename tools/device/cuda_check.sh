@@ -525,7 +525,7 @@ if has families; then
   # the mixers trained on the GPU, the families' golden models (logits, one step's gradients against
   # the reference backend), memcheck, then bf16 inference and a few training steps of each family.
   export METAFORMER_CUDA_FAMILY_OPS=1
-  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm,add_positions,embedding,rms_norm,softmax_gate,causal_conv1d,causal_attention,selective_scan
+  fam_ops=permute,spatial_shift,resize_bicubic,max_pool2d,avg_pool2d,upsample_nearest,conv_transpose2d,strip_mix,split_attention,grn,gate/,batch_norm,add_positions,embedding,rms_norm,softmax_gate,causal_conv1d,causal_attention,selective_scan,bidirectional_scan,ponet_pool
   : > "$OUT/families.log"
   for dtype in fp32 bf16; do
     for mode in test grad; do
@@ -568,9 +568,9 @@ if has families; then
     echo "$m: rc=$? $(tail -1 /tmp/famt/metrics.jsonl 2>/dev/null | cut -c1-200) $(grep -iE 'error' /tmp/famt.log | tail -1)" |
       tee -a "$OUT/families.log"
   done
-  echo "== sequence models: ListOps, 5 steps on the CPU and on the GPU (fp32), the last losses side by side" |
+  echo "== sequence models: ListOps with eight mixers, 5 steps on the CPU and on the GPU (fp32), the last losses side by side" |
     tee -a "$OUT/families.log"
-  for mx in identity pooling attention time_mlp gated_time_mlp; do
+  for mx in identity pooling attention time_mlp gated_time_mlp s6 hydra ponet; do
     python3 -c "import json,sys; c=json.load(open('$S/configs/compare_listops.json')); c['mixers']='$mx'; json.dump(c, open('/tmp/lo_$mx.json','w'))"
     line="$mx:"
     for be in cpu cuda; do

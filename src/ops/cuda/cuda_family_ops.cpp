@@ -10,8 +10,8 @@
 #include <utility>
 
 #include "ops/cuda/backward_kernels.h"
-#include "ops/cuda/families/host_tables.h"
 #include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/host_tables.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/op_buffers.h"
 
@@ -39,8 +39,12 @@ bool is_family_op(OpKind op) {
     case OpKind::SoftmaxGate:
     case OpKind::CausalConv1d:
     case OpKind::CausalAttention:
-    case OpKind::SelectiveScan: return true;
-    default: return false;
+    case OpKind::SelectiveScan:
+    case OpKind::BidirectionalScan:
+    case OpKind::PonetPool:
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -58,21 +62,21 @@ namespace {
 
 namespace fam = cuda::families;
 namespace bw = cuda::backward;
+using cuda::kernels::bf16;
 using cuda::ops::DeviceGrad;
 using cuda::ops::ok;
 using cuda::ops::stream;
 using cuda::ops::typed_acts;
 using cuda::ops::Widened;
 using cuda::ops::Work;
-using cuda::kernels::bf16;
 
 fam::Window window(const ConvGeometry& g) {
   return fam::Window{g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w};
 }
 
 // The bicubic tables of one axis (in -> out), on the GPU: made on the host (host_tables.h) on first
-// use, kept for the life of the process (a model has a handful of sizes). Made during a pass's first, eager run, so a recorded pass only
-// reads them.
+// use, kept for the life of the process (a model has a handful of sizes). They are made during a
+// pass's first run, which is eager, so a recorded pass only reads them.
 struct BicubicTables {
   Tensor index, weight, adj_begin, adj_out, adj_weight;  // int32 and double stored in fp32 tensors' bytes
   fam::BicubicAxis axis;
@@ -119,8 +123,7 @@ const T* conv_transpose_weight(const Tensor& w, Widened& f) {
   if (auto d = w.derived(key)) return static_cast<const T*>(static_cast<Tensor*>(d.get())->raw());
   const int64_t Ci = w.dim(0), Co = w.dim(1);
   const int kh = static_cast<int>(w.dim(2)), kw = static_cast<int>(w.dim(3));
-  auto t = std::make_shared<Tensor>(
-      Tensor::empty({kh * kw * Co, Ci}, Device::CUDA, half ? DType::bf16 : DType::f32));
+  auto t = std::make_shared<Tensor>(Tensor::empty({kh * kw * Co, Ci}, Device::CUDA, half ? DType::bf16 : DType::f32));
   ok(fam::conv_transpose_weight_to_gemm(f.in(w), static_cast<T*>(t->raw()), Ci, Co, kh, kw, stream()),
      "conv_transpose2d: weight layout");
   const T* p = static_cast<const T*>(t->raw());
@@ -152,8 +155,8 @@ void CudaFamilyOps::permute(const Tensor& x, const std::vector<int>& perm, Tenso
 void CudaFamilyOps::spatial_shift(const Tensor& x, int axis, int64_t group_width, const std::vector<int>& shifts,
                                   Tensor& y) {
   Widened f;
-  MF_CHECK(shifts.size() <= static_cast<size_t>(fam::kMaxShiftGroups), "spatial_shift on the GPU: {} groups (at most {})",
-           shifts.size(), fam::kMaxShiftGroups);
+  MF_CHECK(shifts.size() <= static_cast<size_t>(fam::kMaxShiftGroups),
+           "spatial_shift on the GPU: {} groups (at most {})", shifts.size(), fam::kMaxShiftGroups);
   typed_acts(activation_dtype(), [&](auto tag) {
     using T = decltype(tag);
     ok(fam::spatial_shift(f.act<T>(x), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), axis, group_width,
@@ -240,8 +243,8 @@ void CudaFamilyOps::conv_transpose2d(const Tensor& x, const Tensor& w, const Ten
   });
 }
 
-void CudaFamilyOps::conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g,
-                                              const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* db) {
+void CudaFamilyOps::conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
+                                              Tensor* dx, Tensor* dw, Tensor* db) {
   const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Ho = dy.dim(1), Wo = dy.dim(2), Co = dy.dim(3);
   const int kh = g.kernel_h, kw = g.kernel_w;
   const int64_t M = B * H * W, K2 = kh * kw * Co;
@@ -253,7 +256,8 @@ void CudaFamilyOps::conv_transpose2d_backward(const Tensor& x, const Tensor& w, 
     Work work(bw::column_sum_work(B * Ho * Wo, Co));
     typed_acts(activation_dtype(), [&](auto tag) {
       using T = decltype(tag);
-      ok(bw::column_sum_add(f.act<T>(dy), d.get(), B * Ho * Wo, Co, work.p, stream()), "conv_transpose2d backward: bias");
+      ok(bw::column_sum_add(f.act<T>(dy), d.get(), B * Ho * Wo, Co, work.p, stream()),
+         "conv_transpose2d backward: bias");
     });
     d.finish();
   }
@@ -290,8 +294,8 @@ void CudaFamilyOps::strip_mix(const Tensor& x, const Tensor& w, const Tensor* b,
   const int64_t L = x.dim(axis), G = w.dim(0) / L;
   typed_acts(activation_dtype(), [&](auto tag) {
     using T = decltype(tag);
-    ok(fam::strip_mix(f.act<T>(x), f.in(w), f.in(b), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), axis,
-                      G, stream()),
+    ok(fam::strip_mix(f.act<T>(x), f.in(w), f.in(b), f.act_out<T>(y), x.dim(0), x.dim(1), x.dim(2), x.dim(3), axis, G,
+                      stream()),
        "strip_mix");
   });
 }
@@ -416,8 +420,8 @@ void CudaFamilyOps::batch_norm_stats(const Tensor& x, Tensor& mean, Tensor& var)
   });
 }
 
-void CudaFamilyOps::batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean,
-                               const Tensor& var, float eps, Tensor& y) {
+void CudaFamilyOps::batch_norm(const Tensor& x, const Tensor& w, const Tensor* b, const Tensor& mean, const Tensor& var,
+                               float eps, Tensor& y) {
   Widened f;
   const int64_t C = x.shape().last(), rows = x.shape().rows();
   typed_acts(activation_dtype(), [&](auto tag) {
@@ -578,8 +582,8 @@ void CudaFamilyOps::causal_attention(const Tensor& qkv, int heads, int head_dim,
   });
 }
 
-void CudaFamilyOps::causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale,
-                                              const Tensor& dy, Tensor& dqkv) {
+void CudaFamilyOps::causal_attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                              Tensor& dqkv) {
   MF_CHECK(head_dim <= fam::math::kMaxHeadDim, "causal attention on the GPU: head size {} (at most {})", head_dim,
            fam::math::kMaxHeadDim);
   Widened f;
@@ -626,6 +630,69 @@ void CudaFamilyOps::selective_scan_backward(const Tensor& u, const Tensor& dt_ra
   });
   ga.finish();
   gd.finish();
+}
+
+void CudaFamilyOps::bidirectional_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                                       int64_t b_offset, const Tensor& dd, const Tensor& d_skip, Tensor& y) {
+  MF_CHECK(a_log.dim(1) <= fam::math::kMaxState, "bidirectional scan on the GPU: state size {} (at most {})",
+           a_log.dim(1), fam::math::kMaxState);
+  const int64_t B = u.dim(0), L = u.dim(1), D = u.dim(2);
+  Widened f;
+  Work work(fam::bidirectional_scan_work(B, L, D));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::bidirectional_scan(f.act<T>(u), f.act<T>(dt_raw), f.in(a_log), f.act<T>(bc), b_offset, f.act<T>(dd),
+                               f.in(d_skip), f.act_out<T>(y), B, L, D, a_log.dim(1), bc.dim(2), dd.dim(2), work.p,
+                               stream()),
+       "bidirectional_scan");
+  });
+}
+
+void CudaFamilyOps::bidirectional_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log,
+                                                const Tensor& bc, int64_t b_offset, const Tensor& dd,
+                                                const Tensor& d_skip, const Tensor& dy, int64_t chunk, Tensor& du,
+                                                Tensor& ddt_raw, Tensor& dbc, Tensor& ddd, Tensor* da_log,
+                                                Tensor* dd_skip) {
+  MF_CHECK(a_log.dim(1) <= fam::math::kMaxState, "bidirectional scan on the GPU: state size {} (at most {})",
+           a_log.dim(1), fam::math::kMaxState);
+  const int64_t B = u.dim(0), L = u.dim(1), D = u.dim(2), N = a_log.dim(1);
+  Widened f;
+  DeviceGrad ga(da_log, true), gd(dd_skip, true);
+  Work work(fam::bidirectional_scan_backward_work(B, L, D, N, chunk));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::bidirectional_scan_backward(f.act<T>(u), f.act<T>(dt_raw), f.in(a_log), f.act<T>(bc), b_offset,
+                                        f.act<T>(dd), f.in(d_skip), f.act<T>(dy), chunk, f.act_out<T>(du),
+                                        f.act_out<T>(ddt_raw), f.act_out<T>(dbc), f.act_out<T>(ddd), ga.get(), gd.get(),
+                                        B, L, D, N, bc.dim(2), dd.dim(2), work.p, stream()),
+       "bidirectional_scan backward");
+  });
+  ga.finish();
+  gd.finish();
+}
+
+void CudaFamilyOps::ponet_pool(const Tensor& p, int heads, int64_t segment, int local_kernel, Tensor& y) {
+  Widened f;
+  const int64_t B = p.dim(0), L = p.dim(1), C = p.dim(2) / 6;
+  Work work(fam::ponet_pool_work(B, L, C, heads));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::ponet_pool(f.act<T>(p), f.act_out<T>(y), B, L, C, heads, segment, local_kernel, work.p, stream()),
+       "ponet_pool");
+  });
+}
+
+void CudaFamilyOps::ponet_pool_backward(const Tensor& p, int heads, int64_t segment, int local_kernel, const Tensor& dy,
+                                        Tensor& dp) {
+  Widened f;
+  const int64_t B = p.dim(0), L = p.dim(1), C = p.dim(2) / 6;
+  Work work(fam::ponet_pool_work(B, L, C, heads));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(fam::ponet_pool_backward(f.act<T>(p), f.act<T>(dy), f.act_out<T>(dp), B, L, C, heads, segment, local_kernel,
+                                work.p, stream()),
+       "ponet_pool backward");
+  });
 }
 
 }  // namespace mf

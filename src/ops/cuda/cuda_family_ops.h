@@ -39,8 +39,8 @@ class CudaFamilyOps : public CudaBackwardOps {
   void conv_transpose2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override;
   // dx is conv2d(dy) with the same weight (the transposed convolution's adjoint); dw one product of x
   // with dy's columns; db a column sum.
-  void conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
-                                 Tensor* dx, Tensor* dw, Tensor* db) override;
+  void conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
+                                 Tensor* dw, Tensor* db) override;
   void strip_mix(const Tensor& x, const Tensor& w, const Tensor* b, int axis, Tensor& y) override;
   void strip_mix_backward(const Tensor& x, const Tensor& w, int axis, const Tensor& dy, Tensor* dx, Tensor* dw,
                           Tensor* db) override;
@@ -65,7 +65,8 @@ class CudaFamilyOps : public CudaBackwardOps {
   void embedding(const Tensor& ids, const Tensor& table, Tensor& y) override;
   void embedding_backward(const Tensor& ids, const Tensor& dy, Tensor& dtable) override;
   void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) override;
-  void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw) override;
+  void rms_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                         Tensor* dw) override;
   void softmax_gate(const Tensor& x, const Tensor& logits, Tensor& y) override;
   void softmax_gate_backward(const Tensor& x, const Tensor& logits, const Tensor& dy, Tensor& dx,
                              Tensor& dlogits) override;
@@ -86,6 +87,19 @@ class CudaFamilyOps : public CudaBackwardOps {
                                int64_t b_offset, const Tensor& d_skip, const Tensor& z, const Tensor& dy, int64_t chunk,
                                Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& dz, Tensor* da_log,
                                Tensor* dd_skip) override;
+  // Hydra's bidirectional scan: the two directions walked per (sequence, channel) in double; the
+  // backward pass runs each direction's adjoint chunk by chunk from checkpoints (families/scan.cu).
+  void bidirectional_scan(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                          int64_t b_offset, const Tensor& dd, const Tensor& d_skip, Tensor& y) override;
+  void bidirectional_scan_backward(const Tensor& u, const Tensor& dt_raw, const Tensor& a_log, const Tensor& bc,
+                                   int64_t b_offset, const Tensor& dd, const Tensor& d_skip, const Tensor& dy,
+                                   int64_t chunk, Tensor& du, Tensor& ddt_raw, Tensor& dbc, Tensor& ddd, Tensor* da_log,
+                                   Tensor* dd_skip) override;
+  // PoNet's pooling: the global attention pooling one thread a sequence, the maxima one thread an
+  // element, the backward pass as gathers (families/ponet.cu).
+  void ponet_pool(const Tensor& p, int heads, int64_t segment, int local_kernel, Tensor& y) override;
+  void ponet_pool_backward(const Tensor& p, int heads, int64_t segment, int local_kernel, const Tensor& dy,
+                           Tensor& dp) override;
 };
 
 }  // namespace mf

@@ -65,20 +65,26 @@ class Widened {
     return static_cast<const bf16*>(narrow.raw());
   }
   bf16* out16(Tensor& t) {
-    MF_CHECK(t.device() == Device::CUDA && t.dtype() == DType::bf16, "a GPU backward pass in bf16 writes bf16 device "
-             "tensors, not {}", dtype_name(t.dtype()));
+    MF_CHECK(t.device() == Device::CUDA && t.dtype() == DType::bf16,
+             "a GPU backward pass in bf16 writes bf16 device "
+             "tensors, not {}",
+             dtype_name(t.dtype()));
     return static_cast<bf16*>(t.raw());
   }
   // An activation (or its gradient) as the kernels' element type T, float or bf16.
   template <class T>
   const T* act(const Tensor& t) {
-    if constexpr (std::is_same_v<T, bf16>) return in16(t);
-    else return in(t);
+    if constexpr (std::is_same_v<T, bf16>)
+      return in16(t);
+    else
+      return in(t);
   }
   template <class T>
   T* act_out(Tensor& t) {
-    if constexpr (std::is_same_v<T, bf16>) return out16(t);
-    else return out(t);
+    if constexpr (std::is_same_v<T, bf16>)
+      return out16(t);
+    else
+      return out(t);
   }
 
  private:
@@ -131,6 +137,5 @@ class DeviceGrad {
   Tensor copy_;
   float* p_ = nullptr;
 };
-
 
 }  // namespace mf::cuda::ops

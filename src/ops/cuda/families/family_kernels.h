@@ -1,19 +1,20 @@
-// CUDA kernels of the ops that only the paper mixers' own networks use (RaftMLP, MS-MLP, Strip-MLP,
-// CAS-ViT, WaveMix, iFormer, AFFNet; docs/cuda.md "The other families"), forward and backward beside
-// each other, one file per family of ops:
+// CUDA kernels of the ops that only the paper mixers' own networks (RaftMLP, MS-MLP, Strip-MLP,
+// CAS-ViT, WaveMix, iFormer, AFFNet) and the sequence models use (docs/cuda.md "The other families"),
+// forward and backward beside each other, one file per family of ops:
 //   layout.cu      permute, spatial_shift, resize_bicubic (and its adjoint)
 //   pool2d.cu      max_pool2d (+ backward), sum_pool2d, upsample_nearest, conv_transpose2d's helpers
 //   strip.cu       strip_mix, split_attention, grn (+ backward)
 //   gate_bn.cu     gate, batch_norm_stats, batch_norm (+ backward)
 //   sequence.cu    add_positions, embedding, rms_norm, softmax_gate, causal_conv1d, causal_attention
 //                  (+ backward)
-//   scan.cu        selective_scan (+ backward)
-// The per-element arithmetic is family_math.h's (also compiled and tested on the host). Written to be
-// obviously right before fast, like the backward kernels (../backward_kernels.h): one
-// thread per output element (gathers, never scatters), sums of more than a few terms in double, and
-// every reduction in a fixed order without atomics (../backward_common.cuh), so that training stays
-// deterministic. The semantics are the reference backend's (src/ops/ref/*.cpp), including which
-// gradients are overwritten and which accumulated (+=).
+//   scan.cu        selective_scan, bidirectional_scan (+ backward)
+//   ponet.cu       ponet_pool (+ backward)
+// The per-element arithmetic is family_math.h's and sequence_math.h's, which the host compiler also
+// builds for tests/test_family_math.cpp. Written to be obviously right before fast, like the backward
+// kernels (../backward_kernels.h): one thread per output element (gathers, never scatters), sums of
+// more than a few terms in double, and every reduction in a fixed order without atomics
+// (../backward_common.cuh), so that training stays deterministic. The semantics are the reference
+// backend's (src/ops/ref/*.cpp), including which gradients are overwritten and which accumulated (+=).
 //
 // Activations (x, y, dy, dx) are float, or bf16 on the bf16 backend (T); parameters and their
 // gradients are float. Raw device pointers and one stream; compiled by nvcc as C++17. Each function
@@ -27,6 +28,7 @@
 #include <cstdint>
 
 #include "ops/cuda/families/family_math.h"
+#include "ops/cuda/families/sequence_math.h"
 #include "ops/cuda/kernels/kernels.h"
 
 namespace mf::cuda::families {
@@ -41,8 +43,8 @@ cudaError_t permute(const T* x, T* y, int rank, const int64_t* dims, const int* 
 // MS-MLP's shift, x and y [B, H, W, C]: channel c of group g = c / group_width rolled by shifts[g]
 // along axis 1 (H) or 2 (W), as torch.roll. At most kMaxShiftGroups groups.
 template <class T>
-cudaError_t spatial_shift(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int axis,
-                          int64_t group_width, const int* shifts, int groups, cudaStream_t s);
+cudaError_t spatial_shift(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int axis, int64_t group_width,
+                          const int* shifts, int groups, cudaStream_t s);
 
 // torch's bicubic interpolation along both axes, through the tables of family_math.h's BicubicAxis.
 // Forward: x [B, ay.in, ax.in, C] -> y [B, ay.out, ax.out, C]. Adjoint: x [B, ay.out, ax.out, C] ->
@@ -55,12 +57,12 @@ cudaError_t resize_bicubic(const T* x, T* y, int64_t B, int64_t C, const Bicubic
 // nn.MaxPool2d, x [B, H, W, C] -> y [B, Ho, Wo, C]: the first maximum in row-major window order over
 // the pixels inside the map (the padding never wins).
 template <class T>
-cudaError_t max_pool2d(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo,
-                       Window g, cudaStream_t s);
+cudaError_t max_pool2d(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, Window g,
+                       cudaStream_t s);
 // dx (overwritten) = Σ of dy over the windows whose maximum is that pixel (recomputed from x).
 template <class T>
-cudaError_t max_pool2d_backward(const T* x, const T* dy, T* dx, int64_t B, int64_t H, int64_t W, int64_t C,
-                                int64_t Ho, int64_t Wo, Window g, cudaStream_t s);
+cudaError_t max_pool2d_backward(const T* x, const T* dy, T* dx, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho,
+                                int64_t Wo, Window g, cudaStream_t s);
 // x [B, H, W, C] -> y [B, H/f, W/f, C] = scale · the sum of each f×f window.
 template <class T>
 cudaError_t sum_pool2d(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int f, float scale,
@@ -132,8 +134,8 @@ cudaError_t batch_norm_stats(const T* x, float* mean, float* var, int64_t rows, 
                              cudaStream_t s);
 // y = (x − mean) / sqrt(var + eps) · w + b (b may be null), in double per element; in place allowed.
 template <class T>
-cudaError_t batch_norm(const T* x, const float* w, const float* b, const float* mean, const float* var, float eps,
-                       T* y, int64_t rows, int64_t C, cudaStream_t s);
+cudaError_t batch_norm(const T* x, const float* w, const float* b, const float* mean, const float* var, float eps, T* y,
+                       int64_t rows, int64_t C, cudaStream_t s);
 // dx overwritten; dw, db accumulated (either may be null). batch_stats: the statistics were x's own
 // (training mode), so dx includes their dependence on x.
 int64_t batch_norm_backward_work(int64_t rows, int64_t C);
@@ -164,7 +166,8 @@ cudaError_t embedding_backward(const T* dy, const int* order, const int* begin, 
 // doubles (the rows' statistics) and the group sums'.
 int64_t rms_norm_work(int64_t rows, int64_t C);
 template <class T>
-cudaError_t rms_norm(const T* x, const float* w, float eps, T* y, int64_t rows, int64_t C, double* work, cudaStream_t s);
+cudaError_t rms_norm(const T* x, const float* w, float eps, T* y, int64_t rows, int64_t C, double* work,
+                     cudaStream_t s);
 // dx overwritten, dw accumulated (may be null).
 template <class T>
 cudaError_t rms_norm_backward(const T* x, const float* w, float eps, const T* dy, T* dx, float* dw, int64_t rows,
@@ -194,16 +197,16 @@ cudaError_t causal_attention(const T* qkv, T* y, int64_t B, int64_t N, int heads
 // and dk, dv by key rows.
 int64_t causal_attention_backward_work(int64_t B, int64_t N, int heads);
 template <class T>
-cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads,
-                                      int head_dim, float scale, double* work, cudaStream_t s);
+cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads, int head_dim,
+                                      float scale, double* work, cudaStream_t s);
 
 // ---- scan.cu --------------------------------------------------------------------------------------
 // Mamba's S6 with its skip and gate (Backend::selective_scan): one thread per (sequence, channel), the
 // state in double (N ≤ math::kMaxState; cudaErrorInvalidValue otherwise).
 template <class T>
 cudaError_t selective_scan(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
-                           const float* d_skip, const T* z, T* y, int64_t B, int64_t L, int64_t D, int64_t N,
-                           int64_t W, cudaStream_t s);
+                           const float* d_skip, const T* z, T* y, int64_t B, int64_t L, int64_t D, int64_t N, int64_t W,
+                           cudaStream_t s);
 // du, ddt_raw, dz overwritten; dbc overwritten (zero outside B and C); da_log, dd_skip accumulated
 // (either may be null). The states are recomputed from checkpoints every min(chunk, kMaxScanChunk)
 // steps; B's and C's gradients are added over the channels in order, chunk by chunk.
@@ -213,5 +216,31 @@ cudaError_t selective_scan_backward(const T* u, const T* dt_raw, const float* a_
                                     const float* d_skip, const T* z, const T* dy, int64_t chunk, T* du, T* ddt_raw,
                                     T* dbc, T* dz, float* da_log, float* dd_skip, int64_t B, int64_t L, int64_t D,
                                     int64_t N, int64_t W, double* work, cudaStream_t s);
+
+// Hydra's bidirectional scan (Backend::bidirectional_scan), dt_raw [B, L, 2D], dd [B, L, H], d_skip [H].
+// Workspace: a double per element (the backward scan's terms).
+int64_t bidirectional_scan_work(int64_t B, int64_t L, int64_t D);
+template <class T>
+cudaError_t bidirectional_scan(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
+                               const T* dd, const float* d_skip, T* y, int64_t B, int64_t L, int64_t D, int64_t N,
+                               int64_t W, int64_t H, double* work, cudaStream_t s);
+// du, ddt_raw, ddd overwritten; dbc overwritten (zero outside B_f .. C_b); da_log, dd_skip accumulated.
+int64_t bidirectional_scan_backward_work(int64_t B, int64_t L, int64_t D, int64_t N, int64_t chunk);
+template <class T>
+cudaError_t bidirectional_scan_backward(const T* u, const T* dt_raw, const float* a_log, const T* bc, int64_t b_offset,
+                                        const T* dd, const float* d_skip, const T* dy, int64_t chunk, T* du, T* ddt_raw,
+                                        T* dbc, T* ddd, float* da_log, float* dd_skip, int64_t B, int64_t L, int64_t D,
+                                        int64_t N, int64_t W, int64_t H, double* work, cudaStream_t s);
+
+// ---- ponet.cu -------------------------------------------------------------------------------------
+// PoNet's pooling, p [B, L, 6C] -> y [B, L, C] (Backend::ponet_pool); dp overwritten. Workspace: B
+// sequences' global statistics (math::Ponet::work_per_sequence doubles each).
+int64_t ponet_pool_work(int64_t B, int64_t L, int64_t C, int heads);
+template <class T>
+cudaError_t ponet_pool(const T* p, T* y, int64_t B, int64_t L, int64_t C, int heads, int64_t segment, int local,
+                       double* work, cudaStream_t s);
+template <class T>
+cudaError_t ponet_pool_backward(const T* p, const T* dy, T* dp, int64_t B, int64_t L, int64_t C, int heads,
+                                int64_t segment, int local, double* work, cudaStream_t s);
 
 }  // namespace mf::cuda::families

@@ -47,7 +47,8 @@ __global__ void batch_norm_dx_kernel(const T* x, const float* w, const float* me
                                      bool batch_stats, const T* dy, const double* sums, T* dx, int64_t rows, int64_t C,
                                      int64_t n) {
   MF_GRID_STRIDE(i, n) {
-    dx[i] = narrow<T>(static_cast<float>(math::batch_norm_dx_at(x, w, mean, var, eps, batch_stats, dy, sums, i, rows, C)));
+    dx[i] =
+        narrow<T>(static_cast<float>(math::batch_norm_dx_at(x, w, mean, var, eps, batch_stats, dy, sums, i, rows, C)));
   }
 }
 
@@ -64,9 +65,12 @@ cudaError_t gate(const T* x, const T* g, T* y, int64_t B, int64_t per, int64_t C
 
 int64_t gate_backward_work(int64_t B, int64_t per, int64_t C, GateKind kind) {
   switch (kind) {
-    case GateKind::full: return 0;
-    case GateKind::position: return group_work(B * per, C, 1);
-    case GateKind::channel: return column_work(per, B * C, 1);
+    case GateKind::full:
+      return 0;
+    case GateKind::position:
+      return group_work(B * per, C, 1);
+    case GateKind::channel:
+      return column_work(per, B * C, 1);
   }
   return 0;
 }
@@ -77,13 +81,13 @@ cudaError_t gate_backward(const T* x, const T* g, const T* dy, T* dx, T* dg, int
   const int64_t n = B * per * C;
   if (n <= 0) return cudaSuccess;
   using E = typename DevT<T>::type;
-  gate_dx_kernel<<<blocks_for(n), kThreads, 0, s>>>(dptr(x), dptr(g), dptr(dy), dptr(dx),
-                                                    kind == GateKind::full ? dptr(dg) : nullptr, per, C, kind,
-                                                    sigmoid, n);
+  gate_dx_kernel<<<blocks_for(n), kThreads, 0, s>>>(
+      dptr(x), dptr(g), dptr(dy), dptr(dx), kind == GateKind::full ? dptr(dg) : nullptr, per, C, kind, sigmoid, n);
   if (kind == GateKind::position)
     group_sums<1>(math::PositionGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), C, sigmoid}, B * per, C, work, s);
   else if (kind == GateKind::channel)
-    column_sums<1>(math::ChannelGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), per, C, sigmoid}, per, B * C, work, s);
+    column_sums<1>(math::ChannelGateGrad<E>{dptr(x), dptr(dy), dptr(g), dptr(dg), per, C, sigmoid}, per, B * C, work,
+                   s);
   return cudaGetLastError();
 }
 
@@ -102,8 +106,8 @@ cudaError_t batch_norm_stats(const T* x, float* mean, float* var, int64_t rows, 
 }
 
 template <class T>
-cudaError_t batch_norm(const T* x, const float* w, const float* b, const float* mean, const float* var, float eps,
-                       T* y, int64_t rows, int64_t C, cudaStream_t s) {
+cudaError_t batch_norm(const T* x, const float* w, const float* b, const float* mean, const float* var, float eps, T* y,
+                       int64_t rows, int64_t C, cudaStream_t s) {
   const int64_t n = rows * C;
   if (n <= 0) return cudaSuccess;
   batch_norm_kernel<<<blocks_for(n), kThreads, 0, s>>>(dptr(x), w, b, mean, var, eps, dptr(y), C, n);

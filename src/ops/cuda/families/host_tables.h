@@ -62,7 +62,8 @@ inline TokenRows token_rows(const float* ids, int64_t n, int64_t V) {
   for (int64_t v = 0; v < V; ++v) t.begin[static_cast<size_t>(v + 1)] += t.begin[static_cast<size_t>(v)];
   t.order.resize(static_cast<size_t>(n));
   std::vector<int> next(t.begin.begin(), t.begin.end() - 1);
-  for (int64_t i = 0; i < n; ++i) t.order[static_cast<size_t>(next[static_cast<size_t>(ids[i])]++)] = static_cast<int>(i);
+  for (int64_t i = 0; i < n; ++i)
+    t.order[static_cast<size_t>(next[static_cast<size_t>(ids[i])]++)] = static_cast<int>(i);
   return t;
 }
 

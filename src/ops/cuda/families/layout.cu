@@ -46,8 +46,8 @@ cudaError_t permute(const T* x, T* y, int rank, const int64_t* dims, const int* 
 }
 
 template <class T>
-cudaError_t spatial_shift(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int axis,
-                          int64_t group_width, const int* shifts, int groups, cudaStream_t s) {
+cudaError_t spatial_shift(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int axis, int64_t group_width,
+                          const int* shifts, int groups, cudaStream_t s) {
   if ((axis != 1 && axis != 2) || group_width <= 0 || groups > kMaxShiftGroups || groups * group_width < C)
     return cudaErrorInvalidValue;
   Shifts sh{};
@@ -70,12 +70,12 @@ cudaError_t resize_bicubic(const T* x, T* y, int64_t B, int64_t C, const Bicubic
   return cudaGetLastError();
 }
 
-#define MF_LAYOUT_INSTANTIATE(T)                                                                                  \
-  template cudaError_t permute<T>(const T*, T*, int, const int64_t*, const int*, cudaStream_t);                   \
-  template cudaError_t spatial_shift<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, int64_t,           \
-                                        const int*, int, cudaStream_t);                                           \
-  template cudaError_t resize_bicubic<T>(const T*, T*, int64_t, int64_t, const BicubicAxis&, const BicubicAxis&, \
-                                         bool, cudaStream_t);
+#define MF_LAYOUT_INSTANTIATE(T)                                                                                       \
+  template cudaError_t permute<T>(const T*, T*, int, const int64_t*, const int*, cudaStream_t);                        \
+  template cudaError_t spatial_shift<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, int64_t, const int*,    \
+                                        int, cudaStream_t);                                                            \
+  template cudaError_t resize_bicubic<T>(const T*, T*, int64_t, int64_t, const BicubicAxis&, const BicubicAxis&, bool, \
+                                         cudaStream_t);
 MF_LAYOUT_INSTANTIATE(float)
 MF_LAYOUT_INSTANTIATE(bf16)
 #undef MF_LAYOUT_INSTANTIATE

@@ -40,16 +40,15 @@ __global__ void upsample_kernel(const T* x, T* y, int64_t h, int64_t w, int64_t 
 }
 
 template <class O>
-__global__ void conv_transpose_weight_kernel(const float* w, O* wg, int64_t Ci, int64_t Co, int kh, int kw,
-                                             int64_t n) {
+__global__ void conv_transpose_weight_kernel(const float* w, O* wg, int64_t Ci, int64_t Co, int kh, int kw, int64_t n) {
   MF_GRID_STRIDE(e, n) { wg[e] = narrow<O>(w[math::conv_transpose_weight_source(e, Ci, Co, kh, kw)]); }
 }
 
 }  // namespace
 
 template <class T>
-cudaError_t max_pool2d(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo,
-                       Window g, cudaStream_t s) {
+cudaError_t max_pool2d(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, Window g,
+                       cudaStream_t s) {
   if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1) return cudaErrorInvalidValue;
   const int64_t n = B * Ho * Wo * C;
   if (n <= 0) return cudaSuccess;
@@ -58,8 +57,8 @@ cudaError_t max_pool2d(const T* x, T* y, int64_t B, int64_t H, int64_t W, int64_
 }
 
 template <class T>
-cudaError_t max_pool2d_backward(const T* x, const T* dy, T* dx, int64_t B, int64_t H, int64_t W, int64_t C,
-                                int64_t Ho, int64_t Wo, Window g, cudaStream_t s) {
+cudaError_t max_pool2d_backward(const T* x, const T* dy, T* dx, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho,
+                                int64_t Wo, Window g, cudaStream_t s) {
   if (g.kh < 1 || g.kw < 1 || g.sh < 1 || g.sw < 1) return cudaErrorInvalidValue;
   const int64_t n = B * H * W * C;
   if (n <= 0) return cudaSuccess;
@@ -102,14 +101,13 @@ cudaError_t conv_transpose_weight_to_gemm(const float* w, bf16* wg, int64_t Ci, 
   return cudaGetLastError();
 }
 
-#define MF_POOL_INSTANTIATE(T)                                                                                    \
-  template cudaError_t max_pool2d<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, Window,  \
-                                     cudaStream_t);                                                               \
-  template cudaError_t max_pool2d_backward<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t,         \
-                                              int64_t, int64_t, Window, cudaStream_t);                            \
-  template cudaError_t sum_pool2d<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, float, cudaStream_t); \
-  template cudaError_t upsample_nearest<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, float,          \
-                                           cudaStream_t);
+#define MF_POOL_INSTANTIATE(T)                                                                                     \
+  template cudaError_t max_pool2d<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, Window,   \
+                                     cudaStream_t);                                                                \
+  template cudaError_t max_pool2d_backward<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                              int64_t, Window, cudaStream_t);                                      \
+  template cudaError_t sum_pool2d<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, float, cudaStream_t);  \
+  template cudaError_t upsample_nearest<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int, float, cudaStream_t);
 MF_POOL_INSTANTIATE(float)
 MF_POOL_INSTANTIATE(bf16)
 #undef MF_POOL_INSTANTIATE

@@ -68,7 +68,8 @@ __global__ void causal_conv1d_kernel(const T* x, const float* w, const float* b,
 }
 
 template <class T>
-__global__ void causal_conv1d_dx_kernel(const float* w, const T* dy, T* dx, int64_t L, int64_t C, int64_t K, int64_t n) {
+__global__ void causal_conv1d_dx_kernel(const float* w, const T* dy, T* dx, int64_t L, int64_t C, int64_t K,
+                                        int64_t n) {
   MF_GRID_STRIDE(i, n) { dx[i] = narrow<T>(static_cast<float>(math::causal_conv1d_dx_at(w, dy, i, L, C, K))); }
 }
 
@@ -81,7 +82,9 @@ __global__ void causal_attention_kernel(const T* qkv, T* y, math::CausalAttentio
 template <class T>
 __global__ void causal_attention_stats_kernel(const T* qkv, const T* dy, double* stats, math::CausalAttention a,
                                               int64_t rows) {
-  MF_GRID_STRIDE(r, rows) { a.backward_stats(qkv, dy, r / (a.heads * a.N), (r / a.N) % a.heads, r % a.N, stats + r * 3); }
+  MF_GRID_STRIDE(r, rows) {
+    a.backward_stats(qkv, dy, r / (a.heads * a.N), (r / a.N) % a.heads, r % a.N, stats + r * 3);
+  }
 }
 
 template <class T>
@@ -140,7 +143,8 @@ int64_t rms_norm_work(int64_t rows, int64_t C) {
 }
 
 template <class T>
-cudaError_t rms_norm(const T* x, const float* w, float eps, T* y, int64_t rows, int64_t C, double* work, cudaStream_t s) {
+cudaError_t rms_norm(const T* x, const float* w, float eps, T* y, int64_t rows, int64_t C, double* work,
+                     cudaStream_t s) {
   const int64_t n = rows * C;
   if (n <= 0) return cudaSuccess;
   using E = typename DevT<T>::type;
@@ -221,8 +225,8 @@ cudaError_t causal_attention(const T* qkv, T* y, int64_t B, int64_t N, int heads
 int64_t causal_attention_backward_work(int64_t B, int64_t N, int heads) { return B * heads * N * 3; }
 
 template <class T>
-cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads,
-                                      int head_dim, float scale, double* work, cudaStream_t s) {
+cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_t B, int64_t N, int heads, int head_dim,
+                                      float scale, double* work, cudaStream_t s) {
   if (head_dim < 1 || head_dim > math::kMaxHeadDim) return cudaErrorInvalidValue;
   const int64_t rows = B * heads * N;
   if (rows <= 0) return cudaSuccess;
@@ -233,25 +237,24 @@ cudaError_t causal_attention_backward(const T* qkv, const T* dy, T* dqkv, int64_
   return cudaGetLastError();
 }
 
-#define MF_TOKENS_INSTANTIATE(T)                                                                              \
-  template cudaError_t add_positions<T>(const T*, const float*, T*, int64_t, int64_t, int64_t, cudaStream_t); \
-  template cudaError_t add_positions_backward<T>(const T*, float*, int64_t, int64_t, int64_t, double*,             \
-                                                 cudaStream_t);                                                   \
-  template cudaError_t embedding<T>(const float*, const float*, T*, int64_t, int64_t, cudaStream_t);              \
-  template cudaError_t embedding_backward<T>(const T*, const int*, const int*, float*, int64_t, int64_t,          \
-                                             cudaStream_t);                                                       \
-  template cudaError_t rms_norm<T>(const T*, const float*, float, T*, int64_t, int64_t, double*, cudaStream_t);   \
-  template cudaError_t rms_norm_backward<T>(const T*, const float*, float, const T*, T*, float*, int64_t, int64_t, \
-                                            double*, cudaStream_t);                                               \
-  template cudaError_t softmax_gate<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, cudaStream_t);          \
-  template cudaError_t softmax_gate_backward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,  \
-                                                cudaStream_t);                                                   \
-  template cudaError_t causal_conv1d<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t,       \
-                                        int64_t, cudaStream_t);                                                  \
-  template cudaError_t causal_conv1d_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t,    \
-                                                 int64_t, int64_t, int64_t, double*, cudaStream_t);              \
-  template cudaError_t causal_attention<T>(const T*, T*, int64_t, int64_t, int, int, float, cudaStream_t);        \
-  template cudaError_t causal_attention_backward<T>(const T*, const T*, T*, int64_t, int64_t, int, int, float,    \
+#define MF_TOKENS_INSTANTIATE(T)                                                                                      \
+  template cudaError_t add_positions<T>(const T*, const float*, T*, int64_t, int64_t, int64_t, cudaStream_t);         \
+  template cudaError_t add_positions_backward<T>(const T*, float*, int64_t, int64_t, int64_t, double*, cudaStream_t); \
+  template cudaError_t embedding<T>(const float*, const float*, T*, int64_t, int64_t, cudaStream_t);                  \
+  template cudaError_t embedding_backward<T>(const T*, const int*, const int*, float*, int64_t, int64_t,              \
+                                             cudaStream_t);                                                           \
+  template cudaError_t rms_norm<T>(const T*, const float*, float, T*, int64_t, int64_t, double*, cudaStream_t);       \
+  template cudaError_t rms_norm_backward<T>(const T*, const float*, float, const T*, T*, float*, int64_t, int64_t,    \
+                                            double*, cudaStream_t);                                                   \
+  template cudaError_t softmax_gate<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, cudaStream_t);              \
+  template cudaError_t softmax_gate_backward<T>(const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,      \
+                                                cudaStream_t);                                                        \
+  template cudaError_t causal_conv1d<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t, int64_t, \
+                                        cudaStream_t);                                                                \
+  template cudaError_t causal_conv1d_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t,       \
+                                                 int64_t, int64_t, int64_t, double*, cudaStream_t);                   \
+  template cudaError_t causal_attention<T>(const T*, T*, int64_t, int64_t, int, int, float, cudaStream_t);            \
+  template cudaError_t causal_attention_backward<T>(const T*, const T*, T*, int64_t, int64_t, int, int, float,        \
                                                     double*, cudaStream_t);
 MF_TOKENS_INSTANTIATE(float)
 MF_TOKENS_INSTANTIATE(bf16)

@@ -68,7 +68,8 @@ __global__ void grn_backward_coef_kernel(const double* S, const float* gamma, do
   part = 0;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) part += gamma[c] * s[c * 3 + 1] * sqrt(s[c * 3]);
   const double sg = block_sum(part, scratch);
-  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) math::grn_coefficients(s + c * 3, gamma[c], inv, sg, C, e + c * 4);
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
+    math::grn_coefficients(s + c * 3, gamma[c], inv, sg, C, e + c * 4);
 }
 
 // dγ[c] += Σ_b E[b, c, 2], dβ[c] += Σ_b E[b, c, 3], the samples in order.
@@ -161,10 +162,18 @@ cudaError_t split_attention_backward(Branches<T> branches, const float* logits, 
   for (int k = 0; k < K; ++k) br.p[k] = dptr(branches.p[k]), d.p[k] = dptr(dbranches.p[k]);
   if (n > 0) split_attention_dbranch_kernel<<<blocks_for(n), kThreads, 0, s>>>(logits, dptr(dy), d, per, C, n);
   switch (K) {
-    case 1: split_logit_grads<E, 1>(br, dptr(dy), logits, dlogits, B, per, C, work, s); break;
-    case 2: split_logit_grads<E, 2>(br, dptr(dy), logits, dlogits, B, per, C, work, s); break;
-    case 3: split_logit_grads<E, 3>(br, dptr(dy), logits, dlogits, B, per, C, work, s); break;
-    default: split_logit_grads<E, 4>(br, dptr(dy), logits, dlogits, B, per, C, work, s); break;
+    case 1:
+      split_logit_grads<E, 1>(br, dptr(dy), logits, dlogits, B, per, C, work, s);
+      break;
+    case 2:
+      split_logit_grads<E, 2>(br, dptr(dy), logits, dlogits, B, per, C, work, s);
+      break;
+    case 3:
+      split_logit_grads<E, 3>(br, dptr(dy), logits, dlogits, B, per, C, work, s);
+      break;
+    default:
+      split_logit_grads<E, 4>(br, dptr(dy), logits, dlogits, B, per, C, work, s);
+      break;
   }
   return cudaGetLastError();
 }
@@ -193,7 +202,7 @@ cudaError_t grn_backward(const T* x, const float* gamma, const T* dy, T* dx, flo
   if (n <= 0) return cudaSuccess;
   using E = typename DevT<T>::type;
   double* S = work + column_work(N, B * C, 3);  // [B, C, 3]
-  double* coef = S + B * C * 3;                  // [B, C, 4]
+  double* coef = S + B * C * 3;                 // [B, C, 4]
   column_sums<3>(math::GrnSums<E, 3>{dptr(x), dptr(dy), S, N, C}, N, B * C, work, s);
   grn_backward_coef_kernel<<<static_cast<unsigned>(B), kThreads, 0, s>>>(S, gamma, coef, C);
   if (dgamma || dbeta) grn_param_grad_kernel<<<blocks_for(C), kThreads, 0, s>>>(coef, dgamma, dbeta, B, C);
@@ -201,17 +210,17 @@ cudaError_t grn_backward(const T* x, const float* gamma, const T* dy, T* dx, flo
   return cudaGetLastError();
 }
 
-#define MF_STRIP_INSTANTIATE(T)                                                                                      \
-  template cudaError_t strip_mix<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t, int64_t,    \
-                                    int, int64_t, cudaStream_t);                                                     \
-  template cudaError_t strip_mix_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t, int64_t, \
-                                             int64_t, int64_t, int, int64_t, double*, cudaStream_t);                 \
-  template cudaError_t split_attention<T>(Branches<T>, const float*, T*, int64_t, int64_t, int64_t, cudaStream_t);   \
-  template cudaError_t split_attention_backward<T>(Branches<T>, const float*, const T*, BranchGrads<T>, float*,      \
-                                                   int64_t, int64_t, int64_t, double*, cudaStream_t);                \
-  template cudaError_t grn<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t, double*,          \
-                              cudaStream_t);                                                                         \
-  template cudaError_t grn_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t, int64_t,       \
+#define MF_STRIP_INSTANTIATE(T)                                                                                        \
+  template cudaError_t strip_mix<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t, int64_t, int, \
+                                    int64_t, cudaStream_t);                                                            \
+  template cudaError_t strip_mix_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t, int64_t,   \
+                                             int64_t, int64_t, int, int64_t, double*, cudaStream_t);                   \
+  template cudaError_t split_attention<T>(Branches<T>, const float*, T*, int64_t, int64_t, int64_t, cudaStream_t);     \
+  template cudaError_t split_attention_backward<T>(Branches<T>, const float*, const T*, BranchGrads<T>, float*,        \
+                                                   int64_t, int64_t, int64_t, double*, cudaStream_t);                  \
+  template cudaError_t grn<T>(const T*, const float*, const float*, T*, int64_t, int64_t, int64_t, double*,            \
+                              cudaStream_t);                                                                           \
+  template cudaError_t grn_backward<T>(const T*, const float*, const T*, T*, float*, float*, int64_t, int64_t,         \
                                        int64_t, double*, cudaStream_t);
 MF_STRIP_INSTANTIATE(float)
 MF_STRIP_INSTANTIATE(bf16)

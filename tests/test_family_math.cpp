@@ -506,7 +506,7 @@ TEST(FamilyMath, SelectiveScanAndItsGradientsMatchTheReference) {
     const int64_t S = std::min<int64_t>(std::max<int64_t>(k.chunk, 1), fm::kMaxScanChunk), chunks = (L + S - 1) / S;
     std::vector<double> ckpt(static_cast<size_t>(B * D * chunks * N)), lam(static_cast<size_t>(B * D * N)),
         next_dt(static_cast<size_t>(B * D)), gA(static_cast<size_t>(B * D * N)), gD(static_cast<size_t>(B * D)),
-        contrib(static_cast<size_t>(B * S * D * 2 * N));
+        contrib(static_cast<size_t>(B * S * D * 2 * N)), states(static_cast<size_t>((S + 1) * N));
     Tensor du = Tensor::empty(u.shape()), ddt = Tensor::empty(u.shape()), dz = Tensor::empty(u.shape()),
            dbc = Tensor::zeros(bc.shape());
     for (int64_t r = 0; r < B * D; ++r) sc.checkpoints(r / D, r % D, S, ckpt.data() + r * chunks * N);
@@ -514,7 +514,7 @@ TEST(FamilyMath, SelectiveScanAndItsGradientsMatchTheReference) {
       for (int64_t r = 0; r < B * D; ++r)
         sc.backward_chunk(dy.data(), r / D, r % D, c, S, ckpt.data() + r * chunks * N, lam.data() + r * N,
                           next_dt[static_cast<size_t>(r)], gA.data() + r * N, gD[static_cast<size_t>(r)],
-                          contrib.data(), du.data(), ddt.data(), dz.data());
+                          contrib.data(), states.data(), du.data(), ddt.data(), dz.data());
       for (int64_t b = 0; b < B; ++b)
         for (int64_t tl = 0; tl < S && c * S + tl < L; ++tl)
           for (int64_t j = 0; j < 2 * N; ++j)
@@ -593,7 +593,7 @@ TEST(FamilyMath, BidirectionalScanAndItsGradientsMatchTheReference) {
     const int64_t n = B * D;
     std::vector<double> ckf(static_cast<size_t>(n * chunks * N)), ckg(ckf.size()), lam(static_cast<size_t>(n * N)),
         carry(static_cast<size_t>(n)), gA(static_cast<size_t>(n * N)), gu(static_cast<size_t>(B * L * D)),
-        contrib(static_cast<size_t>(B * S * D * 2 * N));
+        contrib(static_cast<size_t>(B * S * D * 2 * N)), states(static_cast<size_t>((S + 1) * N));
     Tensor du = Tensor::empty(u.shape()), ddt = Tensor::empty(dt_raw.shape()), dbc = Tensor::zeros(bc.shape()),
            ddd = Tensor::empty(dd.shape());
     for (int64_t r = 0; r < n; ++r)
@@ -609,7 +609,8 @@ TEST(FamilyMath, BidirectionalScanAndItsGradientsMatchTheReference) {
     for (int64_t c = chunks - 1; c >= 0; --c) {
       for (int64_t r = 0; r < n; ++r)
         sc.backward_chunk_f(dy.data(), r / D, r % D, c, S, ckf.data() + r * chunks * N, lam.data() + r * N,
-                            carry[static_cast<size_t>(r)], gA.data() + r * N, gu.data(), contrib.data(), ddt.data());
+                            carry[static_cast<size_t>(r)], gA.data() + r * N, gu.data(), contrib.data(), states.data(),
+                            ddt.data());
       reduce(c, k.rank);
     }
     std::fill(lam.begin(), lam.end(), 0.0);
@@ -617,7 +618,8 @@ TEST(FamilyMath, BidirectionalScanAndItsGradientsMatchTheReference) {
     for (int64_t c = 0; c < chunks; ++c) {
       for (int64_t r = 0; r < n; ++r)
         sc.backward_chunk_b(dy.data(), r / D, r % D, c, S, ckg.data() + r * chunks * N, lam.data() + r * N,
-                            carry[static_cast<size_t>(r)], gA.data() + r * N, gu.data(), contrib.data(), ddt.data());
+                            carry[static_cast<size_t>(r)], gA.data() + r * N, gu.data(), contrib.data(), states.data(),
+                            ddt.data());
       reduce(c, k.rank + 2 * N);
     }
     for (int64_t i = 0; i < B * L * D; ++i) du.data()[i] = static_cast<float>(gu[static_cast<size_t>(i)]);

@@ -31,10 +31,10 @@ __global__ void scan_checkpoint_kernel(math::Scan<T> sc, int64_t S, int64_t chun
 template <class T>
 __global__ void scan_backward_chunk_kernel(math::Scan<T> sc, const T* dy, int64_t c, int64_t S, int64_t chunks,
                                            const double* ckpt, double* lam, double* next_dt, double* gA, double* gD,
-                                           double* contrib, T* du, T* ddt_raw, T* dz, int64_t n) {
+                                           double* contrib, double* states, T* du, T* ddt_raw, T* dz, int64_t n) {
   MF_GRID_STRIDE(r, n) {
     sc.backward_chunk(dy, r / sc.D, r % sc.D, c, S, ckpt + r * chunks * sc.N, lam + r * sc.N, next_dt[r], gA + r * sc.N,
-                      gD[r], contrib, du, ddt_raw, dz);
+                      gD[r], contrib, states + r * (S + 1) * sc.N, du, ddt_raw, dz);
   }
 }
 
@@ -92,15 +92,16 @@ __global__ void bi_gu_init_kernel(math::BiScan<T> sc, const T* dy, double* gu, i
 template <class T>
 __global__ void bi_chunk_kernel(math::BiScan<T> sc, int dir, const T* dy, int64_t c, int64_t S, int64_t chunks,
                                 const double* ck, double* lam, double* carry_dt, double* gA, double* gu,
-                                double* contrib, T* ddt_raw, int64_t n) {
+                                double* contrib, double* states, T* ddt_raw, int64_t n) {
   MF_GRID_STRIDE(r, n) {
     const int64_t b = r / sc.D, d = r % sc.D;
+    double* mine = states + r * (S + 1) * sc.N;  // this (b, d)'s scratch for the chunk's states
     if (dir == 0)
       sc.backward_chunk_f(dy, b, d, c, S, ck + r * chunks * sc.N, lam + r * sc.N, carry_dt[r], gA + r * sc.N, gu,
-                          contrib, ddt_raw);
+                          contrib, mine, ddt_raw);
     else
       sc.backward_chunk_b(dy, b, d, c, S, ck + r * chunks * sc.N, lam + r * sc.N, carry_dt[r], gA + r * sc.N, gu,
-                          contrib, ddt_raw);
+                          contrib, mine, ddt_raw);
   }
 }
 
@@ -137,10 +138,11 @@ cudaError_t selective_scan(const T* u, const T* dt_raw, const float* a_log, cons
   return cudaGetLastError();
 }
 
-// [checkpoints B·D·chunks·N | λ B·D·N | next dt B·D | gA B·D·N | gD B·D | contributions B·S·D·2N]
+// [checkpoints B·D·chunks·N | λ B·D·N | next dt B·D | gA B·D·N | gD B·D | contributions B·S·D·2N |
+//  a chunk's states B·D·(S + 1)·N]
 int64_t selective_scan_backward_work(int64_t B, int64_t L, int64_t D, int64_t N, int64_t chunk) {
   const int64_t S = chunk_steps(chunk), chunks = (L + S - 1) / S;
-  return B * D * (chunks * N + 2 * N + 2) + B * S * D * 2 * N;
+  return B * D * (chunks * N + 2 * N + 2) + B * S * D * 2 * N + B * D * (S + 1) * N;
 }
 
 template <class T>
@@ -160,6 +162,7 @@ cudaError_t selective_scan_backward(const T* u, const T* dt_raw, const float* a_
   double* gA = next_dt + n;
   double* gD = gA + n * N;
   double* contrib = gD + n;
+  double* states = contrib + B * S * D * 2 * N;
   cudaError_t e = cudaMemsetAsync(lam, 0, static_cast<size_t>(n * (2 * N + 2)) * sizeof(double), s);
   if (e != cudaSuccess) return e;
   e = cudaMemsetAsync(dbc, 0, static_cast<size_t>(B * L * W) * sizeof(T), s);
@@ -167,7 +170,7 @@ cudaError_t selective_scan_backward(const T* u, const T* dt_raw, const float* a_
   scan_checkpoint_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(sc, S, chunks, ckpt, n);
   for (int64_t c = chunks - 1; c >= 0; --c) {
     scan_backward_chunk_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(
-        sc, dptr(dy), c, S, chunks, ckpt, lam, next_dt, gA, gD, contrib, dptr(du), dptr(ddt_raw), dptr(dz), n);
+        sc, dptr(dy), c, S, chunks, ckpt, lam, next_dt, gA, gD, contrib, states, dptr(du), dptr(ddt_raw), dptr(dz), n);
     const int64_t m = B * S * 2 * N;
     scan_bc_grad_kernel<<<blocks_for(m), 256, 0, s>>>(contrib, dptr(dbc), c, S, L, D, N, W, b_offset, m);
   }
@@ -191,10 +194,11 @@ cudaError_t bidirectional_scan(const T* u, const T* dt_raw, const float* a_log, 
   return cudaGetLastError();
 }
 
-// [ckf, ckg: B·D·chunks·N each | λ B·D·N | carried dt B·D | gA B·D·N | gu B·L·D | contributions B·S·D·2N]
+// [ckf, ckg: B·D·chunks·N each | λ B·D·N | carried dt B·D | gA B·D·N | gu B·L·D | contributions B·S·D·2N |
+//  a chunk's states B·D·(S + 1)·N]
 int64_t bidirectional_scan_backward_work(int64_t B, int64_t L, int64_t D, int64_t N, int64_t chunk) {
   const int64_t S = chunk_steps(chunk), chunks = (L + S - 1) / S;
-  return B * D * (2 * chunks * N + 2 * N + 1) + B * L * D + B * S * D * 2 * N;
+  return B * D * (2 * chunks * N + 2 * N + 1) + B * L * D + B * S * D * 2 * N + B * D * (S + 1) * N;
 }
 
 template <class T>
@@ -215,6 +219,7 @@ cudaError_t bidirectional_scan_backward(const T* u, const T* dt_raw, const float
   double* gA = carry_dt + n;
   double* gu = gA + n * N;
   double* contrib = gu + B * L * D;
+  double* states = contrib + B * S * D * 2 * N;
   cudaError_t e = cudaMemsetAsync(lam, 0, static_cast<size_t>(n * (2 * N + 1)) * sizeof(double), s);
   if (e != cudaSuccess) return e;
   e = cudaMemsetAsync(dbc, 0, static_cast<size_t>(B * L * W) * sizeof(T), s);
@@ -224,15 +229,15 @@ cudaError_t bidirectional_scan_backward(const T* u, const T* dt_raw, const float
   const int64_t m = B * S * 2 * N;
   // The forward direction's adjoint, from the last chunk; then the backward direction's, from the first.
   for (int64_t c = chunks - 1; c >= 0; --c) {
-    bi_chunk_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(sc, 0, dptr(dy), c, S, chunks, ckf, lam,
-                                                                         carry_dt, gA, gu, contrib, dptr(ddt_raw), n);
+    bi_chunk_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(
+        sc, 0, dptr(dy), c, S, chunks, ckf, lam, carry_dt, gA, gu, contrib, states, dptr(ddt_raw), n);
     scan_bc_grad_kernel<<<blocks_for(m), 256, 0, s>>>(contrib, dptr(dbc), c, S, L, D, N, W, b_offset, m);
   }
   e = cudaMemsetAsync(lam, 0, static_cast<size_t>(n * (N + 1)) * sizeof(double), s);  // λ and the carried dt
   if (e != cudaSuccess) return e;
   for (int64_t c = 0; c < chunks; ++c) {
-    bi_chunk_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(sc, 1, dptr(dy), c, S, chunks, ckg, lam,
-                                                                         carry_dt, gA, gu, contrib, dptr(ddt_raw), n);
+    bi_chunk_kernel<<<blocks_for(n, kScanThreads), kScanThreads, 0, s>>>(
+        sc, 1, dptr(dy), c, S, chunks, ckg, lam, carry_dt, gA, gu, contrib, states, dptr(ddt_raw), n);
     scan_bc_grad_kernel<<<blocks_for(m), 256, 0, s>>>(contrib, dptr(dbc), c, S, L, D, N, W, b_offset + 2 * N, m);
   }
   bi_finish_kernel<<<blocks_for(B * L * (D + H)), 256, 0, s>>>(sc, dptr(dy), gu, dptr(du), dptr(ddd), B);

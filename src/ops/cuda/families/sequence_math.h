@@ -246,8 +246,10 @@ struct CausalAttention {
 // ---- Mamba's selective scan (S6) over [B, L, D], state N ---------------------------------------
 // One (sequence b, channel d) at a time, as the reference: the forward recurrence, then the adjoint
 // recurrence backwards, chunk by chunk from states checkpointed at the chunks' starts (docs/sequences.md
-// has the derivation). B and C are shared by all channels, so their gradients are per-channel
-// contributions that a separate pass adds over d in order.
+// has the derivation). A chunk's states are recomputed into a scratch region of global memory per
+// (b, d), not a local array: 33 × 64 doubles a thread made every thread of the GPU reserve 17 KB of
+// local memory. B and C are shared by all channels, so their gradients are per-channel contributions
+// that a separate pass adds over d in order.
 constexpr int kMaxState = 64, kMaxScanChunk = 32;
 MF_HD inline double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 MF_HD inline double sigmoid(double x) { return 1 / (1 + exp(-x)); }
@@ -303,10 +305,10 @@ struct Scan {
   // each step tl of the chunk at contrib[((b·S + tl)·D + d)·2N + (k | N + k)].
   template <class O>
   MF_HD void backward_chunk(const T* dy, int64_t b, int64_t d, int64_t c, int64_t S, const double* ckpt, double* lam,
-                            double& next_dt, double* gA, double& gD, double* contrib, O* du, O* ddt_raw_grad,
-                            O* dz) const {
+                            double& next_dt, double* gA, double& gD, double* contrib, double* hs, O* du,
+                            O* ddt_raw_grad, O* dz) const {
     const int64_t t0 = c * S, t1 = t0 + S < L ? t0 + S : L;
-    double hs[(kMaxScanChunk + 1) * kMaxState];  // hs[tl·N + k] = h[t0 + tl − 1]
+    // hs (this (b, d)'s scratch, (S + 1)·N doubles): hs[tl·N + k] = h[t0 + tl − 1]
     for (int64_t k = 0; k < N; ++k) hs[k] = ckpt[c * N + k];
     for (int64_t t = t0; t < t1; ++t) step(b, t, d, hs + (t - t0) * N, hs + (t - t0 + 1) * N);
     for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -539,9 +541,10 @@ struct BiScan {
   // in double, added to; contributions to dB_f, dC_f as in Scan::backward_chunk).
   template <class G, class O>
   MF_HD void backward_chunk_f(const G* dy, int64_t b, int64_t d, int64_t c, int64_t S, const double* ckf, double* lam,
-                              double& next_dt, double* gA, double* gu, double* contrib, O* ddt_raw_grad) const {
+                              double& next_dt, double* gA, double* gu, double* contrib, double* fs,
+                              O* ddt_raw_grad) const {
     const int64_t t0 = c * S, t1 = t0 + S < L ? t0 + S : L;
-    double fs[(kMaxScanChunk + 1) * kMaxState];  // fs[tl·N + k] = F[t0 + tl − 1]
+    // fs (this (b, d)'s scratch, (S + 1)·N doubles): fs[tl·N + k] = F[t0 + tl − 1]
     for (int64_t k = 0; k < N; ++k) fs[k] = ckf[c * N + k];
     for (int64_t t = t0; t < t1; ++t) step(b, t, 0, d, fs + (t - t0) * N, fs + (t - t0 + 1) * N);
     for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -569,9 +572,10 @@ struct BiScan {
   // The backward direction's adjoint over chunk c, t ascending (carries lam, prev_dt).
   template <class G, class O>
   MF_HD void backward_chunk_b(const G* dy, int64_t b, int64_t d, int64_t c, int64_t S, const double* ckg, double* lam,
-                              double& prev_dt, double* gA, double* gu, double* contrib, O* ddt_raw_grad) const {
+                              double& prev_dt, double* gA, double* gu, double* contrib, double* gs,
+                              O* ddt_raw_grad) const {
     const int64_t t0 = c * S, t1 = t0 + S < L ? t0 + S : L, n = t1 - t0;
-    double gs[(kMaxScanChunk + 1) * kMaxState];  // gs[tl·N + k] = G[t0 + tl]
+    // gs (this (b, d)'s scratch, (S + 1)·N doubles): gs[tl·N + k] = G[t0 + tl]
     for (int64_t k = 0; k < N; ++k) gs[n * N + k] = ckg[c * N + k];
     for (int64_t t = t1 - 1; t >= t0; --t) step(b, t, 1, d, gs + (t - t0 + 1) * N, gs + (t - t0) * N);
     for (int64_t t = t0; t < t1; ++t) {

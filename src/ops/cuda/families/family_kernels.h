@@ -9,6 +9,7 @@
 //                  (+ backward)
 //   scan.cu        selective_scan, bidirectional_scan (+ backward)
 //   ponet.cu       ponet_pool (+ backward)
+// (launch.cuh: the helpers every one of those files uses.)
 // The per-element arithmetic is family_math.h's and sequence_math.h's, which the host compiler also
 // builds for tests/test_family_math.cpp. Written to be obviously right before fast, like the backward
 // kernels (../backward_kernels.h): one thread per output element (gathers, never scatters), sums of

@@ -1,21 +1,10 @@
 // CAS-ViT's gate x ⊙ f(g) and BatchNorm (CAS-ViT, WaveMix, AFFNet), forward and backward. The sums
 // (a broadcast gate's gradient, the batch statistics, the norm's parameter gradients) are in double,
 // in a fixed order, without atomics.
-#include "ops/cuda/backward_common.cuh"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::blocks_for;
-using backward::detail::column_sums;
-using backward::detail::column_work;
-using backward::detail::DevT;
-using backward::detail::dptr;
-using backward::detail::group_sums;
-using backward::detail::group_work;
-using backward::detail::kThreads;
-using math::narrow;
 
 template <class T>
 __global__ void gate_kernel(const T* x, const T* g, T* y, int64_t per, int64_t C, GateKind kind, bool sig, int64_t n) {

@@ -1,15 +1,9 @@
 // RaftMLP's and MS-MLP's layout ops: an axis permutation, the grouped cyclic shift and torch's bicubic
 // resize with its adjoint. Pure index arithmetic, one thread per output element.
-#include "ops/cuda/backward_common.cuh"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::blocks_for;
-using backward::detail::dptr;
-using backward::detail::kThreads;
-using math::narrow;
 
 template <class T>
 __global__ void permute_kernel(const T* x, T* y, PermuteGeometry g, int64_t n) {

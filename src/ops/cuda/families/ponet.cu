@@ -1,17 +1,10 @@
 // PoNet's multi-granularity pooling, forward and backward (family_math.h's Ponet): the global
 // attention pooling one thread a sequence, the segment and local maxima one thread an element, and the
 // backward pass as gathers. Sums in double; correct first.
-#include "ops/cuda/backward_common.cuh"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::blocks_for;
-using backward::detail::DevT;
-using backward::detail::dptr;
-using backward::detail::kThreads;
-using math::narrow;
 
 template <class T>
 __global__ void ponet_global_kernel(math::Ponet<T> pn, int64_t B, double* work) {

@@ -1,16 +1,10 @@
 // iFormer's and WaveMix's pooling ops: max pooling (and its backward), non-overlapping sum pooling,
 // nearest upsampling, and the weight layout of the transposed convolution (whose products are
 // cuBLASLt's and whose scatter is col2im, ../conv_backward.cu).
-#include "ops/cuda/backward_common.cuh"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::blocks_for;
-using backward::detail::dptr;
-using backward::detail::kThreads;
-using math::narrow;
 
 template <class T>
 __global__ void max_pool_kernel(const T* x, T* y, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, Window g,

@@ -4,16 +4,10 @@
 // the states chunk by chunk from checkpoints, writes each channel's share of B's and C's gradients,
 // and adds the shares over the channels in order (deterministic, no atomics). Correct first: a
 // sequential walk per thread, not a parallel scan.
-#include "ops/cuda/backward_common.cuh"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::blocks_for;
-using backward::detail::DevT;
-using backward::detail::dptr;
-using math::narrow;
 
 // Threads of a block for the walks: each keeps up to 17 KB of states in local memory.
 constexpr int kScanThreads = 64;

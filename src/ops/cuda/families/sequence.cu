@@ -1,22 +1,11 @@
 // Sequence ops: the position table added to every sequence (also Strip-MLP's and iFormer's position
 // embeddings), the token embedding, RMSNorm and PatchTSMixer's softmax gate, forward and backward;
 // every sum in double and in a fixed order.
-#include "ops/cuda/backward_common.cuh"
 #include "ops/cuda/backward_kernels.h"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::blocks_for;
-using backward::detail::column_sums;
-using backward::detail::column_work;
-using backward::detail::DevT;
-using backward::detail::dptr;
-using backward::detail::group_sums;
-using backward::detail::group_work;
-using backward::detail::kThreads;
-using math::narrow;
 
 template <class T>
 __global__ void add_positions_kernel(const T* x, const float* pos, T* y, int64_t ND, int64_t n) {

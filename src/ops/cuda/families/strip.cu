@@ -1,21 +1,9 @@
 // Strip-MLP's ops: the strip projection (a whole row or column mixed per channel group, three taps
 // across), the softmax reweighting of its branches, and ConvNeXt-V2's GRN; forward and backward.
-#include "ops/cuda/backward_common.cuh"
-#include "ops/cuda/families/family_kernels.h"
+#include "ops/cuda/families/launch.cuh"
 
 namespace mf::cuda::families {
 namespace {
-
-using backward::detail::block_sum;
-using backward::detail::blocks_for;
-using backward::detail::column_sums;
-using backward::detail::column_work;
-using backward::detail::DevT;
-using backward::detail::dptr;
-using backward::detail::group_sums;
-using backward::detail::group_work;
-using backward::detail::kThreads;
-using math::narrow;
 
 using math::Strip;
 

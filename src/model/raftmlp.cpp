@@ -57,9 +57,13 @@ class CrossScaleEmbedding : public Module {
     const Tensor k = kernel();
     Tensor dk = Tensor::zeros(k.shape());
     Tensor dx = op::conv2d_backward(ctx.exec, saved_x_, k, geometry(), dy, needs_input_grad_, &dk, grad_of(bias_));
-    if (Tensor* g = grad_of(weight_)) {
-      int64_t col = 0;
-      for_each_tap([&](int64_t o, int64_t kc, int64_t tap) { g->data()[o * g->dim(1) + kc] += dk.data()[tap]; }, col);
+    if (Tensor* g = grad_of(weight_)) {  // on the host, where the gradient may not live (nn/module.h)
+      const Tensor dkh = dk.to(Device::CPU);
+      const int64_t cols = g->dim(1);
+      add_on_host(*g, [&](float* gp) {
+        int64_t col = 0;
+        for_each_tap([&](int64_t o, int64_t kc, int64_t tap) { gp[o * cols + kc] += dkh.data()[tap]; }, col);
+      });
     }
     saved_x_ = Tensor();
     return dx;
@@ -90,8 +94,9 @@ class CrossScaleEmbedding : public Module {
     if (auto cached = w.derived("cross_scale_kernel")) return *std::static_pointer_cast<Tensor>(cached);
     auto k = std::make_shared<Tensor>(Tensor::zeros({out_, in_, max_kernel_, max_kernel_}));
     int64_t col = 0;
+    const Tensor wh = w.to(Device::CPU);  // built on the host, where the weight may not live
     // Summed: the kernels overlap at the centre, and each contributes there.
-    for_each_tap([&](int64_t o, int64_t kc, int64_t tap) { k->data()[tap] += w.data()[o * w.dim(1) + kc]; }, col);
+    for_each_tap([&](int64_t o, int64_t kc, int64_t tap) { k->data()[tap] += wh.data()[o * wh.dim(1) + kc]; }, col);
     w.set_derived("cross_scale_kernel", k);
     return *k;
   }

@@ -127,10 +127,13 @@ class GroupedConv : public Module {
     const Tensor w = dense();
     Tensor dw = Tensor::zeros(w.shape());
     Tensor dx = op::conv2d_backward(ctx.exec, saved_x_, w, g_, dy, true, &dw, nullptr);
-    if (Tensor* g = grad_of(weight_)) {
+    if (Tensor* g = grad_of(weight_)) {  // on the host, where the gradient may not live (nn/module.h)
       const int64_t per = out_ / in_, kk = int64_t{g_.kernel_h} * g_.kernel_w;
-      for (int64_t o = 0; o < out_; ++o)
-        for (int64_t k = 0; k < kk; ++k) g->data()[o * kk + k] += dw.data()[(o * in_ + o / per) * kk + k];
+      const Tensor dwh = dw.to(Device::CPU);
+      add_on_host(*g, [&](float* gp) {
+        for (int64_t o = 0; o < out_; ++o)
+          for (int64_t k = 0; k < kk; ++k) gp[o * kk + k] += dwh.data()[(o * in_ + o / per) * kk + k];
+      });
     }
     saved_x_ = Tensor();
     return dx;
@@ -140,8 +143,9 @@ class GroupedConv : public Module {
   Tensor dense() const {
     const int64_t per = out_ / in_, kk = int64_t{g_.kernel_h} * g_.kernel_w;
     Tensor w = Tensor::zeros({out_, in_, g_.kernel_h, g_.kernel_w});
+    const Tensor grouped = v(weight_).to(Device::CPU);  // built on the host, where the weight may not live
     for (int64_t o = 0; o < out_; ++o)
-      for (int64_t k = 0; k < kk; ++k) w.data()[(o * in_ + o / per) * kk + k] = v(weight_).data()[o * kk + k];
+      for (int64_t k = 0; k < kk; ++k) w.data()[(o * in_ + o / per) * kk + k] = grouped.data()[o * kk + k];
     return w;
   }
   int64_t in_, out_;

@@ -70,16 +70,20 @@ Tensor Norm::forward(Ctx& ctx, const Tensor& x) {
 // 1 / num_batches_tracked when momentum is None (a cumulative average); the running variance takes
 // the unbiased batch variance (n / (n - 1) times the biased one it normalised with).
 void Norm::update_running_stats(const Tensor& batch_mean, const Tensor& batch_var, int64_t count) {
-  float& tracked = num_batches_tracked_->value.data()[0];
-  tracked += 1.f;
+  // On the host, where the buffers may not live (a GPU run keeps them on the device: add_on_host
+  // copies them down and back; the batch's statistics come down once).
+  float tracked = 0;
+  add_on_host(num_batches_tracked_->value, [&](float* t) { tracked = t[0] += 1.f; });
   const double factor = spec_.momentum < 0 ? 1.0 / tracked : spec_.momentum;
   const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
-  float* rm = running_mean_->value.data();
-  float* rv = running_var_->value.data();
-  for (int64_t c = 0; c < channels_; ++c) {
-    rm[c] = static_cast<float>((1 - factor) * rm[c] + factor * batch_mean.data()[c]);
-    rv[c] = static_cast<float>((1 - factor) * rv[c] + factor * batch_var.data()[c] * unbias);
-  }
+  const Tensor mean = batch_mean.to(Device::CPU), var = batch_var.to(Device::CPU);
+  add_on_host(running_mean_->value, [&](float* rm) {
+    for (int64_t c = 0; c < channels_; ++c) rm[c] = static_cast<float>((1 - factor) * rm[c] + factor * mean.data()[c]);
+  });
+  add_on_host(running_var_->value, [&](float* rv) {
+    for (int64_t c = 0; c < channels_; ++c)
+      rv[c] = static_cast<float>((1 - factor) * rv[c] + factor * var.data()[c] * unbias);
+  });
   running_mean_->value.bump_version();
   running_var_->value.bump_version();
   num_batches_tracked_->value.bump_version();
@@ -88,10 +92,13 @@ void Norm::update_running_stats(const Tensor& batch_mean, const Tensor& batch_va
 std::pair<Tensor, Tensor> Norm::eval_affine() const {
   MF_CHECK(spec_.type == "batch_norm", "{}: only BatchNorm folds into a neighbouring layer", path());
   Tensor scale = Tensor::zeros({channels_}), shift = Tensor::zeros({channels_});
+  // Read on the host (a GPU run keeps the parameters and buffers on the device).
+  const Tensor w = weight_->value.to(Device::CPU), b = bias_->value.to(Device::CPU);
+  const Tensor mean = running_mean_->value.to(Device::CPU), var = running_var_->value.to(Device::CPU);
   for (int64_t c = 0; c < channels_; ++c) {
-    const double s = weight_->value.data()[c] / std::sqrt(static_cast<double>(running_var_->value.data()[c]) + spec_.eps);
+    const double s = w.data()[c] / std::sqrt(static_cast<double>(var.data()[c]) + spec_.eps);
     scale.data()[c] = static_cast<float>(s);
-    shift.data()[c] = static_cast<float>(bias_->value.data()[c] - running_mean_->value.data()[c] * s);
+    shift.data()[c] = static_cast<float>(b.data()[c] - mean.data()[c] * s);
   }
   return {scale, shift};
 }
@@ -147,11 +154,14 @@ std::pair<Tensor, Tensor> fold_batch_norm(const Tensor& weight, const Tensor* bi
   const auto [scale, shift] = bn.eval_affine();
   const int64_t out = weight.dim(0), per = weight.numel() / out;
   MF_CHECK(out == scale.numel(), "folding BatchNorm: {} channels after a layer of {} outputs", scale.numel(), out);
-  Tensor w = weight.clone(), b = Tensor::zeros({out});
+  // On the host (the weights may live on the GPU); the folded copies are host tensors, uploaded by
+  // the backend that reads them.
+  Tensor w = weight.to(Device::CPU).clone(), b = Tensor::zeros({out});
+  const Tensor bh = bias ? bias->to(Device::CPU) : Tensor();
   for (int64_t o = 0; o < out; ++o) {
     const float s = scale.data()[o];
     for (int64_t k = 0; k < per; ++k) w.data()[o * per + k] *= s;
-    b.data()[o] = (bias ? bias->data()[o] : 0.f) * s + shift.data()[o];
+    b.data()[o] = (bias ? bh.data()[o] : 0.f) * s + shift.data()[o];
   }
   return {w, b};
 }

@@ -1132,8 +1132,10 @@ Tensor batch_norm_train(const Exec& e, const Tensor& x, const Tensor& w, const T
            x.shape().str());
   check_vec(&w, C, "weight", OpKind::BatchNorm);
   check_vec(b, C, "bias", OpKind::BatchNorm);
-  batch_mean = out(e, {C});
-  batch_var = out(e, {C});
+  // The statistics stay fp32 on every backend (a bf16 backend's activations are bf16; its norm
+  // statistics are not: docs/bf16.md).
+  batch_mean = Tensor::empty({C}, e.backend->device());
+  batch_var = Tensor::empty({C}, e.backend->device());
   Tensor y = out(e, x.shape());
   Timed t(e, OpKind::BatchNorm, 0);
   e.backend->batch_norm_stats(x, batch_mean, batch_var);

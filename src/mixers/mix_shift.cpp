@@ -2,6 +2,9 @@
 // is the token-mixing branch; MS-MLP's own block (model/msmlp.cpp) applies it before its norm.
 #include "mixers/mix_shift.h"
 
+#include <memory>
+#include <string>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -58,6 +61,21 @@ void MixShift::collect_ops(std::set<OpKind>& ops) const {
 }
 
 std::pair<Tensor, Tensor> MixShift::combined(const Direction& d) const {
+  // Cached with the first weight, and remade when any of the direction's parameters changes: a pass
+  // replayed as a CUDA graph must not copy between host and device (docs/cuda.md), and the combined
+  // kernel only changes when an optimizer step does.
+  struct Cached {
+    std::string signature;
+    Tensor w, b;
+  };
+  std::string signature;
+  for (size_t g = 0; g < d.weights.size(); ++g)
+    for (const Parameter* p : {d.weights[g], d.biases[g]})
+      signature += std::to_string(p->value.storage_id()) + ":" + std::to_string(p->value.version()) + ",";
+  const std::string key = d.axis == 2 ? "mix_shift.combined.lr" : "mix_shift.combined.td";
+  const Tensor& anchor = v(d.weights[0]);
+  if (auto c = std::static_pointer_cast<Cached>(anchor.derived(key)); c && c->signature == signature)
+    return {c->w, c->b};
   const int K = max_kernel_;
   Tensor w = Tensor::zeros({channels_, 1, K, K}), b = Tensor::empty({channels_});
   int64_t c0 = 0;
@@ -74,7 +92,9 @@ std::pair<Tensor, Tensor> MixShift::combined(const Direction& d) const {
     c0 += width;
   }
   const Device device = v(d.weights[0]).device();
-  return {w.to(device), b.to(device)};
+  auto c = std::make_shared<Cached>(Cached{signature, w.to(device), b.to(device)});
+  anchor.set_derived(key, c);
+  return {c->w, c->b};
 }
 
 void MixShift::scatter_grads(Direction& d, const Tensor& dw_any, const Tensor& db_any) {

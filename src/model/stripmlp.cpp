@@ -140,13 +140,19 @@ class GroupedConv : public Module {
   }
 
  private:
+  // Cached with the weight until it changes: built on the host (where the weight may not live), and
+  // a pass replayed as a CUDA graph must not copy between host and device.
   Tensor dense() const {
+    const Tensor& weight = v(weight_);
+    if (auto cached = weight.derived("strip_dense_kernel")) return *std::static_pointer_cast<Tensor>(cached);
     const int64_t per = out_ / in_, kk = int64_t{g_.kernel_h} * g_.kernel_w;
     Tensor w = Tensor::zeros({out_, in_, g_.kernel_h, g_.kernel_w});
-    const Tensor grouped = v(weight_).to(Device::CPU);  // built on the host, where the weight may not live
+    const Tensor grouped = weight.to(Device::CPU);
     for (int64_t o = 0; o < out_; ++o)
       for (int64_t k = 0; k < kk; ++k) w.data()[(o * in_ + o / per) * kk + k] = grouped.data()[o * kk + k];
-    return w;
+    auto k = std::make_shared<Tensor>(w.to(weight.device()));
+    weight.set_derived("strip_dense_kernel", k);
+    return *k;
   }
   int64_t in_, out_;
   ConvGeometry g_;

@@ -104,14 +104,21 @@ RelativePosition::RelativePosition(int64_t channels, int64_t max_distance) : max
 int64_t RelativePosition::row(int64_t i, int64_t j) const { return std::clamp(j - i, -max_, max_) + max_; }
 
 Tensor RelativePosition::table_for(int64_t height, int64_t width) const {
-  // Gathered on the host, placed where the table lives (nn/module.h, add_on_host).
-  const Tensor table = v(table_).to(Device::CPU);
+  // Gathered on the host, placed where the table lives (nn/module.h, add_on_host), and cached with
+  // the table until it changes: every pass reads it, and a pass replayed as a CUDA graph must not copy
+  // between host and device.
+  const Tensor& live = v(table_);
+  const std::string key = "relative_position." + std::to_string(height) + "x" + std::to_string(width);
+  if (auto cached = live.derived(key)) return *std::static_pointer_cast<Tensor>(cached);
+  const Tensor table = live.to(Device::CPU);
   const int64_t C = table.dim(1);
   Tensor pos = Tensor::empty({height * width, C});
   for (int64_t i = 0; i < height; ++i)
     for (int64_t j = 0; j < width; ++j)
       std::copy_n(table.data() + row(i, j) * C, C, pos.data() + (i * width + j) * C);
-  return pos.to(v(table_).device());
+  auto placed = std::make_shared<Tensor>(pos.to(live.device()));
+  live.set_derived(key, placed);
+  return *placed;
 }
 
 void RelativePosition::accumulate_grad(const Tensor& dpos, int64_t height, int64_t width) {

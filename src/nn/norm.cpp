@@ -103,6 +103,13 @@ std::pair<Tensor, Tensor> Norm::eval_affine() const {
   return {scale, shift};
 }
 
+std::string Norm::affine_signature() const {
+  std::string s;
+  for (const Parameter* p : {weight_, bias_, running_mean_, running_var_})
+    if (p) s += std::to_string(p->value.storage_id()) + ":" + std::to_string(p->value.version()) + ",";
+  return s;
+}
+
 std::optional<BranchNorm> Norm::as_branch_norm() {
   if (spec_.type == "affine" || spec_.type == "rms_norm" || spec_.type == "batch_norm") return std::nullopt;
   BranchNorm n;
@@ -151,6 +158,18 @@ void Norm::collect_ops(std::set<OpKind>& ops) const {
 }
 
 std::pair<Tensor, Tensor> fold_batch_norm(const Tensor& weight, const Tensor* bias, const Norm& bn) {
+  // Cached with the weight until it, the bias or the norm's parameters and statistics change: every
+  // inference pass folds again, and a pass replayed as a CUDA graph must not copy between host and
+  // device (a fresh folded tensor is a fresh upload).
+  struct Folded {
+    std::string signature;
+    Tensor w, b;
+  };
+  std::string signature = bn.affine_signature();
+  for (const Tensor* t : {&weight, bias})
+    if (t) signature += std::to_string(t->storage_id()) + ":" + std::to_string(t->version()) + ",";
+  if (auto c = std::static_pointer_cast<Folded>(weight.derived("fold_batch_norm")); c && c->signature == signature)
+    return {c->w, c->b};
   const auto [scale, shift] = bn.eval_affine();
   const int64_t out = weight.dim(0), per = weight.numel() / out;
   MF_CHECK(out == scale.numel(), "folding BatchNorm: {} channels after a layer of {} outputs", scale.numel(), out);
@@ -163,6 +182,7 @@ std::pair<Tensor, Tensor> fold_batch_norm(const Tensor& weight, const Tensor* bi
     for (int64_t k = 0; k < per; ++k) w.data()[o * per + k] *= s;
     b.data()[o] = (bias ? bh.data()[o] : 0.f) * s + shift.data()[o];
   }
+  weight.set_derived("fold_batch_norm", std::make_shared<Folded>(Folded{signature, w, b}));
   return {w, b};
 }
 

@@ -36,6 +36,8 @@ class Norm : public Module {
   // BatchNorm in eval mode as y = x ⊙ scale + shift per channel: scale = w / sqrt(running_var + eps),
   // shift = b - running_mean ⊙ scale; what folding into a neighbouring conv or linear layer uses.
   std::pair<Tensor, Tensor> eval_affine() const;
+  // The storage and version of every value eval_affine reads: a key for caches of folded weights.
+  std::string affine_signature() const;
   Parameter* running_mean() { return running_mean_; }
   Parameter* running_var() { return running_var_; }
   Parameter* num_batches_tracked() { return num_batches_tracked_; }

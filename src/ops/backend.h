@@ -10,8 +10,9 @@
 //           for depthwise convolution, pooling, norms and elementwise work. Ops it has no fast kernel
 //           for run the reference code, on the same device (it derives from the reference backend).
 //           Also in bf16 precision (get_backend("cpu", Precision::bf16); docs/bf16.md).
-//   "cuda" — NVIDIA GPUs, forward ops in fp32 and bf16, the backward passes of the MetaFormer
-//           families' ops in both (ops/cuda/, docs/cuda.md); only in builds with CUDA.
+//   "cuda" — NVIDIA GPUs, every op forward and backward in fp32 and bf16 (ops/cuda/, docs/cuda.md; the
+//           paper networks' and sequence models' ops with METAFORMER_CUDA_FAMILY_OPS=1); only in
+//           builds with CUDA.
 // A backend that lacks an op says so in supports(); models check every op they need at load time,
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once
@@ -200,7 +201,7 @@ class Backend {
   // w, 4, C] -> y [B, H, W, C] (H, W from y; the padding is cropped). The 4×4 Haar matrix is
   // symmetric and orthogonal, so each direction's adjoint is the other.
   virtual void haar2d(const Tensor& x, bool inverse, Tensor& y);
-  // ---- WaveMix's and iFormer's ops (docs/wavemix-and-iformer.md); ref + cpu, not cuda
+  // ---- WaveMix's and iFormer's ops (docs/wavemix-and-iformer.md); ref, cpu and cuda (cuda_family_ops.h)
   // nn.ConvTranspose2d (groups 1): x [B, H, W, Ci], w [Ci, Co, kh, kw] (PyTorch's layout), b [Co] or
   // null -> y [B, Ho, Wo, Co], Ho = (H - 1)·stride - 2·pad + kh: input pixel (i, j) adds w[ci]·x to
   // the window of y at (i·stride - pad, j·stride - pad). The adjoint of conv2d with that geometry.

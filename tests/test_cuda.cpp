@@ -231,6 +231,36 @@ TEST(CudaBackend, GoldenModelsKeepTimmsTop1InBf16) {
   }
 }
 
+// graphs.cpp: a pass that cannot be recorded (here it copies through the host, which the pool refuses
+// while a graph is being captured) runs eagerly from then on, gives the same result every call and
+// leaves no error behind for the next kernel; a pass that can be recorded gives the eager result
+// from its replays. The third call is the one that records.
+TEST(CudaBackend, PassThatCannotBeRecordedRunsWithoutAGraph) {
+  MF_REQUIRE_GPU();
+  Backend& be = get_backend("cuda");
+  const Tensor host = random_tensor({4, 8, 8, 16}, 3);
+  const Tensor x = host.to(Device::CUDA);
+  const auto doubled = [&](const Tensor& in) {
+    Tensor y = in.clone();
+    std::vector<Tensor*> ts{&y};
+    be.scale_(ts, 2.0);
+    return y;
+  };
+  const auto through_host = [&](const Tensor& in) { return doubled(doubled(in).to(Device::CPU).to(Device::CUDA)); };
+  int owner_a = 0, owner_b = 0;
+  for (int call = 1; call <= 5; ++call) {
+    const Tensor a = be.run_pass(&owner_a, x, through_host).to(Device::CPU);
+    const Tensor b = be.run_pass(&owner_b, x, doubled).to(Device::CPU);
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      ASSERT_EQ(a.data()[i], 4.f * host.data()[i]) << "call " << call << ", element " << i;
+      ASSERT_EQ(b.data()[i], 2.f * host.data()[i]) << "call " << call << ", element " << i;
+    }
+  }
+  be.release_passes(&owner_a);
+  be.release_passes(&owner_b);
+  be.synchronize();
+}
+
 // Only determinism: that the steady state needs no new cudaMallocAsync from the pool is not checked here
 // (the pool statistics live behind CUDA headers this file does not include).
 TEST(CudaBackend, RepeatedRunsGiveIdenticalLogits) {

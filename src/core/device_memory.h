@@ -18,6 +18,8 @@ class DeviceMemory {
   enum class Direction { host_to_device, device_to_host, device_to_device };
   virtual void copy(void* dst, const void* src, size_t bytes, Direction dir) = 0;
   virtual void fill(float* p, size_t count, float value) = 0;
+  // Sets `bytes` bytes at p to zero: a zero of every dtype (fp32 and bf16 zeros are all-zero bits).
+  virtual void zero(void* p, size_t bytes) = 0;
   // Page-locked host memory for what is uploaded every step (a training batch), or null where the
   // device has none to give (the caller then uses ordinary memory). A copy to the device from such
   // a block does not wait for the device; a block handed back is reused only after every copy from

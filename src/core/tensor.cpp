@@ -202,6 +202,15 @@ void Tensor::fill(float value) {
   std::fill(p, p + numel(), value);
 }
 
+void Tensor::zero() {
+  const size_t bytes = static_cast<size_t>(numel()) * dtype_size(dtype_);
+  if (device() != Device::CPU) {
+    device_memory()->zero(raw(), bytes);
+    return;
+  }
+  std::memset(raw(), 0, bytes);
+}
+
 bool Tensor::same_memory(const Tensor& o) const {
   return defined() && o.defined() && storage_ == o.storage_ && offset_ == o.offset_ && dtype_ == o.dtype_;
 }

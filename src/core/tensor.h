@@ -93,7 +93,7 @@ class Tensor {
   // Same dtype on both sides, or a bf16 source into an fp32 host tensor (widened).
   void copy_from(const Tensor& src);
   void fill(float value);
-  void zero() { fill(0.f); }
+  void zero();  // any dtype, on any device
 
   // True when both tensors view the very same memory range.
   bool same_memory(const Tensor& o) const;

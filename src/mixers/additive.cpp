@@ -153,7 +153,7 @@ Tensor AdditiveTokenMixer::backward(Ctx& ctx, const Tensor& dy) {
   const Tensor dsum = dwc_->backward(ctx, dmix);
   Shape s = dy.shape();
   s[3] = 3 * dim_;
-  Tensor dqkv = Tensor::zeros(s);
+  Tensor dqkv = op::zeros(e, s);
   op::channel_slice_backward_(e, oper_q_->backward(ctx, dsum), 0, dqkv);
   op::channel_slice_backward_(e, oper_k_->backward(ctx, dsum), dim_, dqkv);
   op::channel_slice_backward_(e, dv, 2 * dim_, dqkv);

@@ -114,7 +114,7 @@ class HydraMixer : public TokenMixer {
     MF_CHECK(saved_.u.defined(), "{}: backward without a training forward", path());
     const int64_t B = dy.dim(0), L = dy.dim(1) * dy.dim(2);
     const Tensor dgated = out_proj_->backward(ctx, dy.reshape({B, L, dy.dim(3)}));
-    Tensor dn = Tensor::zeros(saved_.n.shape());
+    Tensor dn = op::zeros(ctx.exec, saved_.n.shape());
     Tensor dxz = op::glu_backward(ctx.exec, saved_.xz, &saved_.n, inner_, 0, silu(), dgated, &dn);
     const Tensor dq = norm_->backward(ctx, dn);
     op::BidirectionalScanGrads g =

@@ -12,15 +12,6 @@
 namespace mf {
 
 namespace {
-// A contiguous [..., a + b] tensor holding `first` in channels [0, a) and `second` in [a, a + b).
-Tensor concat_channels(const Exec& e, const Tensor& first, const Tensor& second) {
-  Shape s = first.shape();
-  s[-1] = first.shape().last() + second.shape().last();
-  Tensor both = Tensor::zeros(s);
-  op::channel_slice_backward_(e, first, 0, both);
-  op::channel_slice_backward_(e, second, first.shape().last(), both);
-  return both;
-}
 const ConvGeometry kMaxPool{3, 3, 1, 1, 1, 1};  // nn.MaxPool2d(3, stride=1, padding=1)
 }  // namespace
 
@@ -45,7 +36,7 @@ class InceptionHighMixer : public Module {
     Tensor px_in = op::channel_slice(e, x, half_, half_);
     Tensor px = proj2_->run_then(ctx, op::max_pool2d(e, px_in, kMaxPool), *gelu2_);
     if (ctx.training) saved_px_in_ = px_in;
-    return concat_channels(e, cx, px);
+    return op::concat_channels(e, cx, px);
   }
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     MF_CHECK(saved_px_in_.defined(), "{}: backward without a training forward", path());
@@ -54,7 +45,7 @@ class InceptionHighMixer : public Module {
     Tensor dpooled = proj2_->backward(ctx, gelu2_->backward(ctx, op::channel_slice(e, dy, 2 * half_, 2 * half_)));
     Tensor dpx = op::max_pool2d_backward(e, saved_px_in_, kMaxPool, dpooled);
     saved_px_in_ = Tensor();
-    return concat_channels(e, dcx, dpx);
+    return op::concat_channels(e, dcx, dpx);
   }
 
  private:
@@ -144,7 +135,7 @@ Tensor InceptionMixer::forward(Ctx& ctx, const Tensor& x) {
   const Exec& e = ctx.exec;
   Tensor hx = high_mixer_->run(ctx, op::channel_slice(e, x, 0, high_));
   Tensor lx = low_mixer_->run(ctx, op::channel_slice(e, x, high_, low_));
-  Tensor f = concat_channels(e, hx, lx);
+  Tensor f = op::concat_channels(e, hx, lx);
   return proj_->run(ctx, op::scaled_residual(e, f, nullptr, conv_fuse_->run(ctx, f), nullptr));  // f + conv_fuse(f)
 }
 
@@ -154,7 +145,7 @@ Tensor InceptionMixer::backward(Ctx& ctx, const Tensor& dy) {
   Tensor df = op::scaled_residual(e, dsum, nullptr, conv_fuse_->backward(ctx, dsum), nullptr);
   Tensor dhx = high_mixer_->backward(ctx, op::channel_slice(e, df, 0, 2 * high_));
   Tensor dlx = low_mixer_->backward(ctx, op::channel_slice(e, df, 2 * high_, low_));
-  return concat_channels(e, dhx, dlx);
+  return op::concat_channels(e, dhx, dlx);
 }
 
 void register_inception_mixer(MixerRegistry& r) {

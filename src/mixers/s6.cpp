@@ -109,7 +109,7 @@ class SelectiveSsm : public TokenMixer {
     op::channel_slice_backward_(ctx.exec, dt_proj_->backward(ctx, g.ddt_raw), 0, g.dbc);
     const Tensor du = op::scaled_residual(ctx.exec, g.du, nullptr, x_proj_->backward(ctx, g.dbc), nullptr);
     const Tensor dconv = op::activation_backward(ctx.exec, saved_.conv, silu(), du, nullptr);
-    Tensor dxz = Tensor::zeros({B, L, 2 * inner_});
+    Tensor dxz = op::zeros(ctx.exec, {B, L, 2 * inner_});
     op::channel_slice_backward_(ctx.exec, conv1d_->backward(ctx, dconv), 0, dxz);
     op::channel_slice_backward_(ctx.exec, g.dz, inner_, dxz);
     saved_ = {};

@@ -191,14 +191,7 @@ Tensor StripMlpBlock::forward(Ctx& ctx, const Tensor& x) {
   MF_CHECK(H == grid_ && W == grid_, "{}: Strip-MLP's strip projections were built for a {}x{} token grid and cannot "
            "mix {}x{}", path(), grid_, grid_, H, W);
   const Exec& e = ctx.exec;
-  auto cat = [&](const Tensor& a, const Tensor& b) {
-    Shape s = a.shape();
-    s[3] = a.dim(3) + b.dim(3);
-    Tensor both = Tensor::zeros(s);
-    op::channel_slice_backward_(e, a, 0, both);
-    op::channel_slice_backward_(e, b, a.dim(3), both);
-    return both;
-  };
+  auto cat = [&](const Tensor& a, const Tensor& b) { return op::concat_channels(e, a, b); };
   // mlp: 1×1 conv, BatchNorm, GELU (the norm folded into the conv at inference).
   Tensor m;
   if (ctx.training) {
@@ -263,21 +256,23 @@ Tensor StripMlpBlock::backward(Ctx& ctx, const Tensor& dy) {
   const Tensor dcols = op::channel_slice(e, d_cat_w, half_, half_);
   const Tensor du = op::strip_mix_backward(e, saved_u_, v(proj_w_w_), 1, dcols, true, grad_of(proj_w_w_),
                                            grad_of(proj_w_b_));
-  Tensor dpos = Tensor::zeros({H * W, half_});
+  // The position gradient is a parameter's (fp32), on the backend's device.
+  Tensor dpos = Tensor::empty({H * W, half_}, e.backend->device());
+  dpos.zero();
   op::add_positions_backward_(e, du.reshape(tokens), dpos);
   pos_w_->accumulate_grad(dpos, H, W);
   const Tensor d_cat_h = fuse_h_->backward(ctx, bn_->backward(ctx, act_->backward(ctx, du)));
   dx1 = add(ctx, dx1, op::channel_slice(e, d_cat_h, half_, half_));
   const Tensor da = op::strip_mix_backward(e, saved_a_, v(proj_h_w_), 2, op::channel_slice(e, d_cat_h, 0, half_), true,
                                            grad_of(proj_h_w_), grad_of(proj_h_b_));
-  dpos = Tensor::zeros({H * W, half_});
+  dpos.zero();
   op::add_positions_backward_(e, da.reshape(tokens), dpos);
   pos_h_->accumulate_grad(dpos, H, W);
   dx1 = add(ctx, dx1, da);
 
   Shape s = saved_shape_;
   s[3] = channels_;
-  Tensor dm = Tensor::zeros(s);
+  Tensor dm = op::zeros(e, s);
   op::channel_slice_backward_(e, dx1, 0, dm);
   op::channel_slice_backward_(e, dx2, half_, dm);
   saved_a_ = saved_u_ = saved_x2_ = saved_xh_ = saved_xw_ = saved_logits_ = Tensor();

@@ -85,7 +85,7 @@ Tensor dwt_level_backward(const Exec& e, const Tensor& d_into, const Tensor& d_l
   if (d_ll.defined()) d_low = op::scaled_residual(e, d_low, nullptr, d_ll, nullptr);
   const Tensor d_details = op::channel_slice(e, d_into, q, 3 * q).reshape({B * h * w, q, 3});
   const Tensor band_major = op::permute(e, d_details, {0, 2, 1}).reshape({B, h, w, 3 * q});
-  Tensor d_bands = Tensor::zeros({B, h, w, 4 * q});
+  Tensor d_bands = op::zeros(e, {B, h, w, 4 * q});
   op::channel_slice_backward_(e, d_low, 0, d_bands);
   op::channel_slice_backward_(e, band_major, q, d_bands);
   // The orthonormal transform's adjoint is its inverse (which also crops any zero padding).
@@ -105,7 +105,7 @@ Tensor WaveMixBlock::forward(Ctx& ctx, const Tensor& x) {
   if (ctx.training) level_shapes_.clear();
   for (int j = 1; j <= levels_; ++j) {
     const int64_t h = t.dim(1) / 2, w = t.dim(2) / 2;
-    Tensor z = Tensor::zeros({x.dim(0), h, w, j == levels_ ? dim_ : dim_ + dim_ / 2});
+    Tensor z = op::zeros(e, {x.dim(0), h, w, j == levels_ ? dim_ : dim_ + dim_ / 2});
     if (ctx.training) level_shapes_.push_back(t.shape());
     t = dwt_level(e, t, z);
     inputs.push_back(z);

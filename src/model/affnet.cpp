@@ -211,13 +211,7 @@ class AffBlock : public Module {
   }
   Tensor forward(Ctx& ctx, const Tensor& x) override {
     Tensor fm = proj_->run(ctx, global_->run(ctx, x));
-    // torch.cat((res, fm), dim=1): each written into its window of the channels.
-    Shape s = x.shape();
-    s[3] = 2 * dim_;
-    Tensor both = Tensor::zeros(s);
-    op::channel_slice_backward_(ctx.exec, x, 0, both);
-    op::channel_slice_backward_(ctx.exec, fm, dim_, both);
-    return fusion_->run(ctx, both);
+    return fusion_->run(ctx, op::concat_channels(ctx.exec, x, fm));  // torch.cat((res, fm), dim=1)
   }
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     Tensor d_both = fusion_->backward(ctx, dy);

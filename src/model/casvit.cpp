@@ -175,6 +175,7 @@ class CasVitNet : public Module {
     head_ = add_child("head", std::make_unique<Linear>(c.dims.back(), c.num_classes, true));
     dist_head_ = add_child("dist_head", std::make_unique<Linear>(c.dims.back(), c.num_classes, true));
     half_ = Tensor::full({c.num_classes}, 0.5f);
+    zero_ = Tensor::zeros({c.num_classes});  // made once: the backend keeps one upload of each
   }
   std::string kind() const override { return "RCViT"; }
   void collect_ops(std::set<OpKind>& ops) const override {
@@ -190,8 +191,7 @@ class CasVitNet : public Module {
     return op::scaled_residual_new(ctx.exec, head_->run(ctx, pooled), &half_, dist_head_->run(ctx, pooled), &half_);
   }
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
-    const Tensor zero = Tensor::zeros(half_.shape());
-    const Tensor dhalf = op::channel_affine(ctx.exec, dy, half_, zero);
+    const Tensor dhalf = op::channel_affine(ctx.exec, dy, half_, zero_);
     const Tensor dpooled = add(ctx, head_->backward(ctx, dhalf), dist_head_->backward(ctx, dhalf));
     const Tensor d = norm_->backward(ctx, op::global_avg_pool_backward(ctx.exec, dpooled, saved_shape_));
     return stem_->backward(ctx, network_->backward(ctx, d));
@@ -203,7 +203,7 @@ class CasVitNet : public Module {
   Norm* norm_;
   Linear* head_;
   Linear* dist_head_;
-  Tensor half_;
+  Tensor half_, zero_;
   Shape saved_shape_;
 };
 

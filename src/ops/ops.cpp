@@ -836,6 +836,22 @@ void channel_slice_backward_(const Exec& e, const Tensor& dy, int64_t offset, Te
   e.backend->channel_slice_backward(dy, offset, dx);
 }
 
+Tensor zeros(const Exec& e, const Shape& s) {
+  Tensor z = out(e, s);
+  z.zero();
+  return z;
+}
+
+Tensor concat_channels(const Exec& e, const Tensor& a, const Tensor& b) {
+  MF_CHECK(a.shape().rows() == b.shape().rows(), "concatenating channels: {} and {}", a.shape().str(), b.shape().str());
+  Shape s = a.shape();
+  s[-1] = a.shape().last() + b.shape().last();
+  Tensor both = zeros(e, s);
+  channel_slice_backward_(e, a, 0, both);
+  channel_slice_backward_(e, b, a.shape().last(), both);
+  return both;
+}
+
 Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                     const Activation& act, const Tensor& dy, Tensor* dc) {
   check_glu(t, c, gate_offset, value_offset, dy.shape().last());

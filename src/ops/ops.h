@@ -221,6 +221,12 @@ Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const
                           Tensor* dbias = nullptr);
 // dx += dy placed at channels [offset, offset + width) (dx is accumulated, not overwritten).
 void channel_slice_backward_(const Exec& e, const Tensor& dy, int64_t offset, Tensor& dx);
+// A zero tensor where the backend keeps activations (its device, its activation dtype): what
+// channel_slice_backward_ and the other accumulating ops add into. A host tensor there would be
+// uploaded by a GPU backend on every pass, and copied back after each addition.
+Tensor zeros(const Exec& e, const Shape& s);
+// torch.cat((a, b), dim=-1) of two activations with the same leading dimensions.
+Tensor concat_channels(const Exec& e, const Tensor& a, const Tensor& b);
 // Returns dt (zero outside the gate and value windows); dc (same shape as c) is overwritten.
 Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                     const Activation& act, const Tensor& dy, Tensor* dc);

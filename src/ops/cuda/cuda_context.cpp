@@ -73,6 +73,15 @@ bool capturing(cudaStream_t s) {
   return st != cudaStreamCaptureStatusNone;
 }
 
+// A copy between the host and the GPU inside a recorded pass (graphs.cpp) would be replayed from a
+// host buffer that no longer holds that data, and its wait for the stream is not allowed while
+// capturing: refused with an error naming the cause, which ends the recording, and the pass then
+// runs without a graph.
+void refuse_while_capturing(cudaStream_t s) {
+  if (capturing(s))
+    fail("a copy between the host and the GPU inside a pass being recorded as a CUDA graph (the pass runs without one)");
+}
+
 // Stream-ordered caching pool: cudaMallocAsync from the device's default pool with its release
 // threshold raised to "never", so freed blocks stay with the pool and later requests of the same
 // shapes are served without cudaMalloc. Frees are ordered on the stream, so a block is reused only
@@ -105,12 +114,16 @@ class CudaPool final : public DeviceMemory {
   }
   void release(void* p, size_t bytes) override {
     if (!p) return;
-    cudaFreeAsync(p, g_context->stream);
+    // A destructor cannot throw, and an error left behind here would be reported by the next
+    // launch's check under that kernel's name (a block allocated inside a graph capture that was
+    // abandoned is one way to get here): clear it.
+    if (cudaFreeAsync(p, g_context->stream) != cudaSuccess) cudaGetLastError();
     std::lock_guard<std::mutex> lock(mu_);
     in_use_ -= bytes == 0 ? 1 : bytes;
   }
   void copy(void* dst, const void* src, size_t bytes, Direction dir) override {
     Context& c = context();
+    if (dir != Direction::device_to_device) refuse_while_capturing(c.stream);
     if (dir == Direction::host_to_device && bytes > 0 && pinned_batches_enabled()) {
       // From a pinned block: queued without waiting, the block marked busy until the copy is done.
       std::lock_guard<std::mutex> lock(pin_mu_);
@@ -142,6 +155,7 @@ class CudaPool final : public DeviceMemory {
   }
   std::function<void()> copy_to_host_later(void* dst, const void* src, size_t bytes) override {
     Context& c = context();
+    refuse_while_capturing(c.stream);
     if (bytes == 0 || bytes > kStagedCopyMax || !staged_copies_enabled() || capturing(c.stream))
       return DeviceMemory::copy_to_host_later(dst, src, bytes);
     std::shared_ptr<Staging> st;
@@ -166,6 +180,7 @@ class CudaPool final : public DeviceMemory {
     mf::cuda::fill(p, static_cast<int64_t>(count), value, context().stream);
     MF_CUDA_LAUNCHED("fill");
   }
+  void zero(void* p, size_t bytes) override { MF_CUDA(cudaMemsetAsync(p, 0, bytes, context().stream)); }
 
   // Page-locked blocks for training batches (the loader's workers write the images straight into
   // them; on by default since the A/B of tools/device/cuda_check.sh pinnedab, docs/cuda.md: 10-25 %

@@ -2,8 +2,11 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <exception>
 #include <map>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -45,8 +48,30 @@ void copy_into(Tensor& dst, const Tensor& src) {
   if (from_host) MF_CUDA(cudaStreamSynchronize(c.stream));  // the host buffer may change after we return
 }
 
+// Ends a capture that cannot become a graph and leaves the stream and the thread's last error as
+// they were before it: the pass then runs eagerly, and no error of the abandoned capture may be
+// reported later under another kernel's name. METAFORMER_CUDA_GRAPHS=1 says why, once a process.
+void abandon(const std::string& why) {
+  Context& c = context();
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(c.stream, &st) == cudaSuccess && st != cudaStreamCaptureStatusNone) {
+    cudaGraph_t graph = nullptr;
+    cudaStreamEndCapture(c.stream, &graph);
+    if (graph) cudaGraphDestroy(graph);
+  }
+  cudaGetLastError();
+  MF_CUDA(cudaStreamSynchronize(c.stream));
+  const char* e = std::getenv("METAFORMER_CUDA_GRAPHS");
+  static bool said = false;
+  if (e && std::strcmp(e, "1") == 0 && !said) {
+    said = true;
+    std::fprintf(stderr, "metaformer: note: a pass could not be recorded as a CUDA graph and runs without one: %s\n",
+                 why.c_str());
+  }
+}
+
 // Records pass(r.input) into r.exec; false (the capture abandoned) when the pass did something a
-// graph cannot hold.
+// graph cannot hold, such as a copy from or to the host (refused by the pool while capturing).
 bool record(Recording& r, const std::function<Tensor(const Tensor&)>& pass) {
   Context& c = context();
   MF_CUDA(cudaStreamSynchronize(c.stream));
@@ -54,22 +79,28 @@ bool record(Recording& r, const std::function<Tensor(const Tensor&)>& pass) {
   cudaGraph_t graph = nullptr;
   try {
     r.output = pass(r.input);
+  } catch (const std::exception& e) {
+    r.output = Tensor();
+    abandon(e.what());
+    return false;
   } catch (...) {
-    cudaStreamEndCapture(c.stream, &graph);
-    if (graph) cudaGraphDestroy(graph);
-    cudaGetLastError();
+    r.output = Tensor();
+    abandon("an exception that is not a std::exception");
     return false;
   }
-  if (cudaStreamEndCapture(c.stream, &graph) != cudaSuccess || graph == nullptr) {
-    cudaGetLastError();
+  const cudaError_t ended = cudaStreamEndCapture(c.stream, &graph);
+  if (ended != cudaSuccess || graph == nullptr) {
     if (graph) cudaGraphDestroy(graph);
+    r.output = Tensor();  // allocated inside the capture: freed while nothing is being captured
+    abandon(std::string("ending the capture: ") + cudaGetErrorString(ended));
     return false;
   }
   const cudaError_t st = cudaGraphInstantiateWithFlags(&r.exec, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch);
   cudaGraphDestroy(graph);
   if (st != cudaSuccess) {
-    cudaGetLastError();
     r.exec = nullptr;
+    r.output = Tensor();
+    abandon(std::string("instantiating the graph: ") + cudaGetErrorString(st));
     return false;
   }
   MF_CUDA(cudaGraphUpload(r.exec, c.stream));  // the one-time upload is not part of the first replay

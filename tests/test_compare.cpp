@@ -246,8 +246,12 @@ TEST(Compare, TrainingOnTheGpuIsCheckedFirst) {
   const auto args = nlohmann::json::parse(slurp(out + "/runs/pooling/seed0/train_args.json"));
   EXPECT_EQ(args["backend"], "cuda");
 
+  // Every op has a CUDA kernel; METAFORMER_CUDA_FAMILY_OPS=0 withdraws MS-MLP's spatial shift (the
+  // child process reads it), which makes a mixer the GPU cannot train.
   const std::string out2 = tmp.file("cmp2");
+  setenv("METAFORMER_CUDA_FAMILY_OPS", "0", 1);
   r = run_cli(tiny_compare_args(out2, "pooling,mix_shift", 1, {"--backend", "cuda"}));
+  unsetenv("METAFORMER_CUDA_FAMILY_OPS");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("'mix_shift'"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("spatial_shift"), std::string::npos) << r.err;

@@ -191,9 +191,8 @@ TEST(CudaBackend, GoldenModelsMatchTimm) {
 }
 
 // verify over every golden folder: the models the cuda backend can run are checked against timm, and
-// one that needs an op the backend does not offer (CAS-ViT's batch_norm, unless
-// METAFORMER_CUDA_FAMILY_OPS=1 offers the paper networks' ops) is a "not run" row, not the end of the
-// table.
+// one that needs an op the backend does not offer (CAS-ViT's batch_norm with
+// METAFORMER_CUDA_FAMILY_OPS=0) is a "not run" row, not the end of the table.
 TEST(CudaBackend, VerifyRunsEveryGoldenItCanAndNamesTheOthers) {
   MF_REQUIRE_GPU();
   std::vector<std::string> args{"verify", "--backend", "cuda", "--tolerance", "2e-5"};

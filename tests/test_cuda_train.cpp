@@ -102,8 +102,12 @@ TEST(CudaTraining, ModelWithoutGpuBackwardIsRefusedUpFront) {
   config["mixers"] = "mix_shift";
   const std::string text = config.dump();
   write_bytes(tmp.file("ms.json"), std::vector<uint8_t>(text.begin(), text.end()));
+  // Every op has a GPU backward; METAFORMER_CUDA_FAMILY_OPS=0 (read by the child process) withdraws
+  // MS-MLP's spatial shift, which makes a model without one.
+  setenv("METAFORMER_CUDA_FAMILY_OPS", "0", 1);
   CliResult r = run_cli({"train", "--config", tmp.file("ms.json"), "--data", tmp.file("data"), "--out",
                          tmp.file("run"), "--backend", "cuda", "--batch", "16", "--no-progress"});
+  unsetenv("METAFORMER_CUDA_FAMILY_OPS");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("spatial_shift"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp.file("run/config.json")));

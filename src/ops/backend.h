@@ -10,9 +10,8 @@
 //           for depthwise convolution, pooling, norms and elementwise work. Ops it has no fast kernel
 //           for run the reference code, on the same device (it derives from the reference backend).
 //           Also in bf16 precision (get_backend("cpu", Precision::bf16); docs/bf16.md).
-//   "cuda" — NVIDIA GPUs, every op forward and backward in fp32 and bf16 (ops/cuda/, docs/cuda.md; the
-//           paper networks' and sequence models' ops with METAFORMER_CUDA_FAMILY_OPS=1); only in
-//           builds with CUDA.
+//   "cuda" — NVIDIA GPUs, every op forward and backward in fp32 and bf16 (ops/cuda/, docs/cuda.md);
+//           only in builds with CUDA.
 // A backend that lacks an op says so in supports(); models check every op they need at load time,
 // so a missing kernel fails loudly instead of silently falling back to another device.
 #pragma once

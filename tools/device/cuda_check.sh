@@ -32,7 +32,7 @@
 #                 runs finished on an earlier machine are carried in build/cuda-device/cmp_prior/runs);
 #                 compare.tgz holds the report, its plots and every run's record (runs.tar)
 #   families.log  (step families) the paper networks' ops (RaftMLP, MS-MLP, Strip-MLP, CAS-ViT, WaveMix,
-#                 iFormer, AFFNet) and the simpler sequence ops (METAFORMER_CUDA_FAMILY_OPS=1): their op
+#                 iFormer, AFFNet) and the simpler sequence ops: their op
 #                 cases (test and grad, fp32 and bf16), every mixer trained on the GPU, the CudaFamily
 #                 tests (golden logits, one step's gradients), verify on their golden folders, memcheck,
 #                 bf16 bench and 10 training steps of each family, ListOps models trained on CPU and GPU
@@ -520,8 +520,8 @@ if has dwab; then
 fi
 
 if has families; then
-  # The paper networks' ops (src/ops/cuda/cuda_family_ops.h), offered only with
-  # METAFORMER_CUDA_FAMILY_OPS=1 until this step has passed: every op case in both modes and dtypes,
+  # The paper networks' and sequence models' ops (src/ops/cuda/cuda_family_ops.h; offered by default
+  # since this step passed, the variable kept for older trees): every op case in both modes and dtypes,
   # the mixers trained on the GPU, the families' golden models (logits, one step's gradients against
   # the reference backend), memcheck, then bf16 inference and a few training steps of each family.
   export METAFORMER_CUDA_FAMILY_OPS=1

@@ -181,10 +181,9 @@ class CudaBackend final : public CudaFamilyOps {
   Device device() const override { return Device::CUDA; }
   Precision precision() const override { return precision_; }
   DType activation_dtype() const override { return bf16_ ? DType::bf16 : DType::f32; }
-  // Every op has a CUDA kernel. The ops of the paper mixers' own networks and of the sequence models
-  // (cuda_family_ops.h) are offered only with METAFORMER_CUDA_FAMILY_OPS=1 until they have passed the
-  // op harness on a GPU; models that need them are refused at load time otherwise
-  // (MetaFormer::check_backend). The cross-entropy (training only) reads bf16 logits widened, and its
+  // Every op has a CUDA kernel. METAFORMER_CUDA_FAMILY_OPS=0 withdraws the ops of the paper mixers'
+  // own networks and of the sequence models (cuda_family_ops.h); models that need them are then
+  // refused at load time (MetaFormer::check_backend). The cross-entropy (training only) reads bf16 logits widened, and its
   // loss is fp32 (cuda_backward.cpp).
   bool supports(OpKind op) const override {
     if (cuda::is_family_op(op)) return cuda::family_ops_enabled();

@@ -51,7 +51,7 @@ bool is_family_op(OpKind op) {
 bool family_ops_enabled() {
   static const bool on = [] {
     const char* e = std::getenv("METAFORMER_CUDA_FAMILY_OPS");
-    return e && std::strcmp(e, "1") == 0;
+    return !(e && std::strcmp(e, "0") == 0);
   }();
   return on;
 }

@@ -4,9 +4,9 @@
 // cuda backend (cuda_backend.cpp), between its backward passes and its forward ops. Kernels in
 // families/ (one file per family of ops), the transposed convolution's products through cuBLASLt.
 //
-// Until these kernels have passed the op harness on a GPU, the backend offers them only with
-// METAFORMER_CUDA_FAMILY_OPS=1 (the device scripts set it): without it, supports() says no and a
-// model that needs them is refused at load time, as before they existed.
+// They have passed the op harness, the golden models and training on an H200 (docs/cuda.md) and are
+// offered by default. METAFORMER_CUDA_FAMILY_OPS=0 withdraws them: supports() then says no and a
+// model that needs them is refused at load time (the tests of that refusal use it).
 #pragma once
 
 #include <vector>
@@ -18,7 +18,7 @@ namespace mf {
 namespace cuda {
 // True for the ops this file adds (forward and backward).
 bool is_family_op(OpKind op);
-// METAFORMER_CUDA_FAMILY_OPS=1: offer them (see above).
+// Offered unless METAFORMER_CUDA_FAMILY_OPS=0 (see above).
 bool family_ops_enabled();
 }  // namespace cuda
 

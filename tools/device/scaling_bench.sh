@@ -5,9 +5,9 @@
 # least 1.5x as fast as timm + torch.compile under DDP, and a 2-GPU run with one rank killed resumes
 # on 1 GPU from its last checkpoint. This script measures all three and logs under $OUT:
 #   scaling.md   the table: for each model and N (1, 2, 4, 8: those <= the GPUs present) training
-#                images/s at 128 images per GPU, bf16 products, 224x224, synthetic data, of
+#                images/s at 128 images per GPU, bf16 activations, 224x224, synthetic data, of
 #                  - the engine:  mpirun -np N $M train -m MODEL --data synthetic:S --batch 128
-#                                 --backend cuda --matmul bf16 --epochs 1 ...
+#                                 --backend cuda --dtype bf16 --epochs 1 ...
 #                  - the peer:    torchrun --standalone --nproc_per_node N bench/ddp_train_bench.py
 #                                 (timm, channels-last, bf16 autocast, fused AdamW, torch.compile, DDP)
 #                their scaling efficiencies (img/s at N / (N x img/s at 1)), the engine / peer ratio,
@@ -85,6 +85,9 @@ ENGINE_TIMEOUT=${ENGINE_TIMEOUT:-150}
 PEER_TIMEOUT=${PEER_TIMEOUT:-300}
 read -r -a MPI_EXTRA <<< "${MPIRUN_ARGS---bind-to none}"
 read -r -a ENGINE_EXTRA <<< "${ENGINE_ARGS:-}"
+# bf16 activations (autocast's mode, the fastest on one GPU: docs/cuda.md); PRECISION="--matmul bf16"
+# keeps fp32 storage with bf16 products.
+read -r -a PRECISION_ARGS <<< "${PRECISION:---dtype bf16}"
 mkdir -p "$OUT" "$RUNS"
 RES=$RUNS/results.jsonl
 [ "${KEEP_RESULTS:-0}" = 1 ] || : > "$RES"
@@ -212,7 +215,7 @@ engine_run() {  # model n
   local s=$(( BATCH * n * total ))
   rm -rf "$dir"
   local cmd=(mpirun --allow-run-as-root --oversubscribe "${MPI_EXTRA[@]}" -x NCCL_NVLS_ENABLE -np "$n"
-             "$M" train -m "$m" --data "synthetic:$s" --batch "$BATCH" --backend cuda --matmul bf16 --epochs 1
+             "$M" train -m "$m" --data "synthetic:$s" --batch "$BATCH" --backend cuda "${PRECISION_ARGS[@]}" --epochs 1
              --max-steps "$total" --warmup-epochs 0 --eval-subset $(( BATCH * n )) --workers 4 --out "$dir"
              "${ENGINE_EXTRA[@]}")
   t0=$(date +%s)
@@ -303,7 +306,7 @@ resume_demo() {
   rm -rf "$dir" "$RUNS"/resume_*.out "$RUNS"/resume_*.err
   : > "$log"
   local cmd=(mpirun --allow-run-as-root --oversubscribe "${MPI_EXTRA[@]}" -x NCCL_NVLS_ENABLE -np 2
-             "$M" train -m convformer_s18 --data "synthetic:$s" --batch 64 --backend cuda --matmul bf16 --epochs 3
+             "$M" train -m convformer_s18 --data "synthetic:$s" --batch 64 --backend cuda "${PRECISION_ARGS[@]}" --epochs 3
              --workers 4 --eval-subset 256 --no-progress --out "$dir")
   say "== 2 GPUs, 3 epochs of $per_epoch steps (global batch 128): kill one rank in epoch 2, resume on 1 GPU"
   say "\$ NCCL_NVLS_ENABLE=0 ${cmd[*]} &"
@@ -394,7 +397,7 @@ if [ ! -x "$M" ]; then
 fi
 
 if [ "${SKIP_ENGINE:-0}" != 1 ]; then
-  echo "== engine: mpirun -np N $M train --backend cuda --matmul bf16, batch $BATCH per GPU, $ENGINE_WARMUP + $STEPS steps"
+  echo "== engine: mpirun -np N $M train --backend cuda ${PRECISION_ARGS[*]}, batch $BATCH per GPU, $ENGINE_WARMUP + $STEPS steps"
   for m in $MODELS; do
     for n in $counts; do
       can_start 30 engine "$m" "$n" || continue

@@ -51,13 +51,14 @@
 #                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
-#   candidates.log (step candidates) every kernel candidate behind a switch (the depthwise dW kernels, the
-#                 fused LayerNorm backward, the depthwise forward with weights in registers, attention's
-#                 tensor-core backward): op and grad
+#   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
+#                 LayerNorm backward in two passes, the depthwise forward with weights in registers,
+#                 attention's GEMM backward): op and grad
 #                 cases in fp32 and bf16, kernel time against the default in
 #                 two convformer_s18 --dtype bf16 steps (CAND_PARTS=checks), then bf16 inference at
-#                 batch 256 and 40-step training images/s of each model with each candidate alone and
-#                 all together (CAND_PARTS=speed; CAND_MODELS, CAND_ALL); each part fits one call
+#                 batch 256 and 40-step training images/s of each model with each switch alone and
+#                 all of CAND_ALL together (the previous defaults; CAND_PARTS=speed; CAND_MODELS);
+#                 each part fits one call
 #   steptimes.log (step steptimes) per model, 40 training steps with METAFORMER_STEP_TIMES=1, pinned batches
 #                 on and off: the wall time of a step and how long the host waited for the losses
 #   hostprofile.log (step hostprofile) the host's time per op family over 30 training steps
@@ -358,15 +359,17 @@ if has candidates; then
   # A candidate: "SWITCH=VALUE|harness filters|kernel-name pattern[|model whose kernels are timed]".
   log=$OUT/candidates.log
   echo "== candidates: correctness, kernel time and throughput of each switch against the default" | tee "$log"
+  # Since the A/B of 2026-12-05 (docs/cuda.md) rows2, the fused LayerNorm backward and the wmma
+  # attention backward are the defaults; the switches below are the previous defaults and the losers.
   cands=(
+    "METAFORMER_CUDA_DW_DW=window|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
     "METAFORMER_CUDA_DW_DW=blocked|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
     "METAFORMER_CUDA_DW_DW=rows4|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
-    "METAFORMER_CUDA_DW_DW=rows2|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
-    "METAFORMER_CUDA_NORM_BWD=fused|layer_norm mlp_branch sepconv_branch|norm_rows|column_partials|column_finish"
+    "METAFORMER_CUDA_NORM_BWD=split|layer_norm mlp_branch sepconv_branch|norm_rows|column_partials|column_finish"
     "METAFORMER_CUDA_DW=regw|depthwise sepconv mixer/sepconv mixer/gated_cnn gated_cnn|dw_tiled"
-    "METAFORMER_CUDA_ATTN_BWD=wmma|attention mixer/attention|attention|softmax|caformer_s18"
+    "METAFORMER_CUDA_ATTN_BWD=gemm|attention mixer/attention|attention|softmax|caformer_s18"
   )
-  read -r -a all_on <<< "${CAND_ALL:-METAFORMER_CUDA_DW_DW=rows2 METAFORMER_CUDA_NORM_BWD=fused METAFORMER_CUDA_DW=regw METAFORMER_CUDA_ATTN_BWD=wmma}"
+  read -r -a all_on <<< "${CAND_ALL:-METAFORMER_CUDA_DW_DW=window METAFORMER_CUDA_NORM_BWD=split METAFORMER_CUDA_ATTN_BWD=gemm}"
   kernels_of() {  # kernels_of LABEL MODEL PATTERN SWITCH...: two steps of MODEL under ncu, the lines matching
     local label=$1 model=$2 pattern=$3; shift 3
     rm -rf /tmp/cand

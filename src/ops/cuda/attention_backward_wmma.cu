@@ -1,6 +1,6 @@
 // Attention's backward pass in bf16 on the tensor cores, one block per (sample, head), nothing N×N in
-// global memory: a candidate (METAFORMER_CUDA_ATTN_BWD=wmma, bf16 activations only) until the
-// device A/B (tools/device/cuda_check.sh candidates) has checked and timed it against the default.
+// global memory: the default with bf16 activations since the H200 A/B of 2026-12-05
+// (tools/device/cuda_check.sh candidates; METAFORMER_CUDA_ATTN_BWD=gemm runs the previous default).
 //
 // Why: the default (cuda_backward.cpp, attention_backward_gemm) runs the five products through
 // cuBLASLt one head at a time. At CAFormer's sizes (196 or 49 tokens, head size 32) each is a batch of

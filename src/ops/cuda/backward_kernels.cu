@@ -231,8 +231,8 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
   }
 }
 
-// The same rows with the parameter gradients in the same pass (a candidate until the device A/B has
-// measured it: METAFORMER_CUDA_NORM_BWD=fused, tools/device/cuda_check.sh candidates). LayerNorm only
+// The same rows with the parameter gradients in the same pass (the default; METAFORMER_CUDA_NORM_BWD=split
+// runs the two passes below instead). LayerNorm only
 // (n = C ≤ 32 · NPL). norm_rows_backward_kernel leaves the statistics for a second pass,
 // NormParamGrads, which reads x and dy again and sums dy · x̂ and dy per channel in double (with the
 // row kernel itself, 12 % of convformer_s18's bf16 kernel time: 10.8 of 89.8 ms in two steps).
@@ -328,12 +328,13 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Which LayerNorm backward: the row kernel and a column-sum pass (the default), or the fused
-// candidate above (METAFORMER_CUDA_NORM_BWD=fused).
+// Which LayerNorm backward: the fused kernel above (the default since the H200 A/B of 2026-12-05:
+// 3-5 % more training images/s alone, docs/cuda.md), or the row kernel and a column-sum pass
+// (METAFORMER_CUDA_NORM_BWD=split).
 bool norm_backward_fused() {
   static const bool fused = [] {
     const char* e = std::getenv("METAFORMER_CUDA_NORM_BWD");
-    return e != nullptr && std::strcmp(e, "fused") == 0;
+    return !(e != nullptr && std::strcmp(e, "split") == 0);
   }();
   return fused;
 }

@@ -161,8 +161,8 @@ cudaError_t attention_backward_fused(const float* qkv, const float* dy, float* d
 // The same gradient in bf16 on the tensor cores (attention_backward_wmma.cu): one block per (sample,
 // head) with q, k, v and dO in shared memory, WMMA products with fp32 accumulation, P and dS rounded
 // to bf16 for the products that read them, as the default (GEMM) version does in bf16. Head sizes 32
-// and 64, up to 288 tokens (192 at 64), 16-byte aligned pointers; no workspace. Chosen with
-// METAFORMER_CUDA_ATTN_BWD=wmma (bf16 activations) until the device A/B has checked it.
+// and 64, up to 288 tokens (192 at 64), 16-byte aligned pointers; no workspace. The default with bf16
+// activations where it applies (METAFORMER_CUDA_ATTN_BWD=gemm turns it off).
 bool attention_backward_wmma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
                                       const void* dqkv);
 cudaError_t attention_backward_wmma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,

@@ -316,16 +316,19 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
-// Which dW kernel at stride 1: the sliding window (the default), or a candidate:
-// METAFORMER_CUDA_DW_DW=blocked (BlockedRow), rows4 or rows2 (depthwise_dw_units_kernel, RH = 4 or 2:
-// 160 or 128 registers at 7×7, ptxas sm_90: one block of 256 threads an SM, or two).
+// Which dW kernel at stride 1: two output rows a thread (depthwise_dw_units_kernel, RH = 2; 128
+// registers at 7×7, ptxas sm_90: two blocks of 256 threads an SM), the default since the H200 A/B of
+// 2026-12-05 (convformer_s18 trained 11 % faster with it alone, docs/cuda.md), or another:
+// METAFORMER_CUDA_DW_DW=window (the sliding window, the previous default), blocked (BlockedRow) or
+// rows4 (RH = 4, 160 registers). rows2 and rows4 add each tap's terms in another order than the
+// window kernels: deterministic, but not the same bits.
 int dw_weight_grad_variant() {
   static const int variant = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW_DW");
+    if (e != nullptr && std::strcmp(e, "window") == 0) return 0;
     if (e != nullptr && std::strcmp(e, "blocked") == 0) return 1;
     if (e != nullptr && std::strcmp(e, "rows4") == 0) return 2;
-    if (e != nullptr && std::strcmp(e, "rows2") == 0) return 3;
-    return 0;
+    return 3;
   }();
   return variant;
 }

@@ -29,15 +29,17 @@ using cuda::ops::Work;
 namespace k = cuda::kernels;
 using k::bf16;
 
-// Attention's backward comes in three versions (docs/cuda.md, "Backward passes"):
-//   gemm (default)  the five products (S = QKᵀ, dP = dY·Vᵀ, dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q) through
+// Attention's backward comes in four versions (docs/cuda.md, "Backward passes"):
+//   wmma (default)  bf16 activations, head sizes 32 and 64: one block per (sample, head) on the tensor
+//                   cores, nothing N×N in global memory (attention_backward_wmma.cu). Chosen by the
+//                   H200 A/B of 2026-12-05: caformer_s18 trained 5 % faster with it alone; elsewhere
+//                   (fp32 activations, other head sizes) the gemm version runs;
+//   gemm            the five products (S = QKᵀ, dP = dY·Vᵀ, dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q) through
 //                   cuBLASLt, strided over the samples, one head at a time, with the softmax rows in
 //                   one kernel between them; P and dS in fp32 in a workspace;
 //   materialised    one thread per output in double, P and dS in double (the plain version);
-//   fused           no N×N matrices in global memory (attention_backward.cu);
-//   wmma            bf16 activations only: one block per (sample, head) on the tensor cores, nothing
-//                   N×N in global memory (attention_backward_wmma.cu; a candidate, not yet measured).
-// METAFORMER_CUDA_ATTN_BWD=materialised|fused|wmma picks another (the device A/B, tools/device/cuda_check.sh
+//   fused           no N×N matrices in global memory (attention_backward.cu).
+// METAFORMER_CUDA_ATTN_BWD=gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
 // attnab: on the H200 the fused kernel was slower than the materialised one, which was 0.34 s of
 // two caformer_s18 training steps at batch 128).
 // METAFORMER_CUDA_DW_BWD=gather: the depthwise convolution's dx by the plain gather in double at
@@ -57,8 +59,8 @@ AttnBwd attention_backward_version() {
     const std::string s = e ? e : "";
     return s == "fused"          ? AttnBwd::fused
            : s == "materialised" ? AttnBwd::materialised
-           : s == "wmma"         ? AttnBwd::wmma
-                                 : AttnBwd::gemm;
+           : s == "gemm"         ? AttnBwd::gemm
+                                 : AttnBwd::wmma;
   }();
   return v;
 }

@@ -217,6 +217,10 @@ bool Tensor::same_memory(const Tensor& o) const {
 
 uint64_t Tensor::storage_id() const { return storage_ ? storage_->id : 0; }
 uint64_t Tensor::version() const { return storage_ ? storage_->version : 0; }
+std::string Tensor::version_key() const {
+  return std::to_string(storage_id()) + ":" + std::to_string(version()) + ",";
+}
+
 void Tensor::bump_version() {
   if (storage_) ++storage_->version;
 }

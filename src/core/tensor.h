@@ -103,6 +103,9 @@ class Tensor {
   // Caches of data derived from this tensor's current contents (see Storage::id / version).
   uint64_t storage_id() const;
   uint64_t version() const;
+  // "storage:version,": appended for each input of a cache that depends on several tensors (a
+  // derived value is keyed by its own tensor's version only), so the key changes with any of them.
+  std::string version_key() const;
   void bump_version();  // call after changing the contents of a parameter in place
   // Returns the cached object under `key` if it was made from the current version, else null.
   std::shared_ptr<void> derived(const std::string& key) const;

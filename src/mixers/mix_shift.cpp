@@ -71,7 +71,7 @@ std::pair<Tensor, Tensor> MixShift::combined(const Direction& d) const {
   std::string signature;
   for (size_t g = 0; g < d.weights.size(); ++g)
     for (const Parameter* p : {d.weights[g], d.biases[g]})
-      signature += std::to_string(p->value.storage_id()) + ":" + std::to_string(p->value.version()) + ",";
+      signature += p->value.version_key();
   const std::string key = d.axis == 2 ? "mix_shift.combined.lr" : "mix_shift.combined.td";
   const Tensor& anchor = v(d.weights[0]);
   if (auto c = std::static_pointer_cast<Cached>(anchor.derived(key)); c && c->signature == signature)

@@ -106,7 +106,7 @@ std::pair<Tensor, Tensor> Norm::eval_affine() const {
 std::string Norm::affine_signature() const {
   std::string s;
   for (const Parameter* p : {weight_, bias_, running_mean_, running_var_})
-    if (p) s += std::to_string(p->value.storage_id()) + ":" + std::to_string(p->value.version()) + ",";
+    if (p) s += p->value.version_key();
   return s;
 }
 
@@ -167,7 +167,7 @@ std::pair<Tensor, Tensor> fold_batch_norm(const Tensor& weight, const Tensor* bi
   };
   std::string signature = bn.affine_signature();
   for (const Tensor* t : {&weight, bias})
-    if (t) signature += std::to_string(t->storage_id()) + ":" + std::to_string(t->version()) + ",";
+    if (t) signature += t->version_key();
   if (auto c = std::static_pointer_cast<Folded>(weight.derived("fold_batch_norm")); c && c->signature == signature)
     return {c->w, c->b};
   const auto [scale, shift] = bn.eval_affine();

@@ -51,6 +51,9 @@
 #                 (METAFORMER_CUDA_DW=tiled1: one row a thread, scalar staging; =strip) and against no
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
+#   dwmma.log     (step dwmma) the tensor-core depthwise forward (METAFORMER_CUDA_DW=mma, mma2): bf16 op
+#                 and grad cases of the depthwise ops, the bf16 gtests, memcheck, then inference (batch
+#                 256 and 1) and 40-step training images/s against the default
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
 #                 LayerNorm backward in two passes, the depthwise forward with weights in registers,
 #                 attention's GEMM backward): op and grad
@@ -69,7 +72,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates curve compare attnab (default: build ops grad
+# candidates dwmma curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -519,6 +522,42 @@ if has dwab; then
     env $([ $v = default ] || echo $v) timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
       grep "cuda" | sed "s/^/$v /" | tee -a "$OUT/dwab.log"
+  done
+fi
+
+if has dwmma; then
+  # The tensor-core depthwise forward (src/ops/cuda/kernels/depthwise_mma.cu; METAFORMER_CUDA_DW=mma,
+  # mma2 for the tall blocks), in one call: the bf16 op and grad cases of every op that runs a
+  # depthwise convolution (dx at stride 1 is the forward kernel), the golden models in bf16 and the
+  # bf16 training tests, memcheck on the op cases, then bf16 inference at batch 256 and 1 and 40-step
+  # training images/s against the default kernel.
+  log=$OUT/dwmma.log
+  echo "== tensor-core depthwise: checks, then speed against the default" | tee "$log"
+  dw_ops=depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout
+  for v in mma mma2; do
+    for mode in test grad; do
+      METAFORMER_CUDA_DW=$v timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op "$dw_ops" > /tmp/dwm.log 2>&1
+      echo "op harness $v bf16 $mode: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/dwm.log | tail -8 | tee -a "$log"
+    done
+  done
+  METAFORMER_CUDA_DW=mma timeout 300 "$B/tests/mf_tests" \
+    --gtest_filter='CudaBackend.*Bf16*:CudaTraining.Bf16*' 2>&1 | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |error|rel" |
+    head -40 | sed "s/^/mma gtest: /" | tee -a "$log"
+  METAFORMER_CUDA_DW=mma timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda \
+    --dtype bf16 --op depthwise,sepconv,gated_cnn > /tmp/dwm_mc.log 2>&1
+  echo "memcheck mma: rc=$? $(grep -c 'Invalid' /tmp/dwm_mc.log) invalid accesses" | tee -a "$log"
+  for v in default METAFORMER_CUDA_DW=mma METAFORMER_CUDA_DW=mma2; do
+    env $([ $v = default ] || echo $v) timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
+      grep "cuda" | sed "s/^/$v /" | tee -a "$log"
+  done
+  for m in convformer_s18 mambaout_femto; do
+    for v in default METAFORMER_CUDA_DW=mma METAFORMER_CUDA_DW=mma2; do
+      rm -rf /tmp/cand
+      env $([ $v = default ] || echo $v) timeout 120 "$M" train -m $m --data synthetic:5120 --batch 128 \
+        --epochs 1 --max-steps 40 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress \
+        --out /tmp/cand 2>&1 | grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
+    done
   done
 fi
 

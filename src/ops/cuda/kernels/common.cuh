@@ -110,4 +110,12 @@ template <typename T>
 cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t per, float eps, float* partial,
                                 cudaStream_t s);
 
+// The tensor-core depthwise convolution (depthwise_mma.cu): bf16, stride 1, K×K with K ∈ {3, 5, 7};
+// the arguments as depthwise_conv2d's; `tall`: 32×16 blocks of 16 channels on maps taller than 16
+// rows (depthwise_mma.h). `supported` says whether it takes this geometry.
+bool depthwise_mma_supported(int64_t B, int64_t C, int kh, int kw, int sh, int sw);
+cudaError_t depthwise_mma(const bf16* x, int64_t xs, const float* w_hwc, const float* bias, bf16* y, int64_t ys,
+                          int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int k, int ph, int pw,
+                          bool tall, Act pre, Act post, cudaStream_t s);
+
 }  // namespace mf::cuda::kernels

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 namespace mf::cuda::kernels {
 namespace {
@@ -271,20 +272,29 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // Which depthwise kernels: the default (tiled, two rows a thread, vector staging), "tiled1" (the
   // tiled kernel's first version: one row a thread, scalar staging), "strip", or the candidate "regw"
   // (weights in registers, four rows a thread in four row groups: the same 16-row patches).
+  // "mma" and "mma2" are the tensor-core kernel of depthwise_mma.cu for bf16 storage (candidates:
+  // fp32 and the geometries it does not take stay on the default).
   static const int variant = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW");
     if (e && std::strcmp(e, "strip") == 0) return 0;
     if (e && std::strcmp(e, "tiled1") == 0) return 1;
     if (e && std::strcmp(e, "regw") == 0) return 3;
+    if (e && std::strcmp(e, "mma") == 0) return 4;
+    if (e && std::strcmp(e, "mma2") == 0) return 5;
     return 2;
   }();
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (variant >= 4 && depthwise_mma_supported(B, C, kh, kw, sh, sw))
+      return depthwise_mma(x, xs, w, bias, y, ys, B, H, W, C, Ho, Wo, kh, ph, pw, variant == 5, pre, post, s);
+  }
   if (s1 && kh == kw && (kh == 7 || kh == 3) && variant > 0 && B <= 65535) {
+    const int tiled_variant = variant >= 4 ? 2 : variant;  // mma's fp32 calls take the default
     // Row groups and rows a thread: regw four rows in four groups (two on maps of 8 rows or fewer:
     // the 8-row patch of a 7×7 map); the default two rows in eight groups (one on such maps).
     const bool regw = variant == 3;
     const int groups = regw ? 4 : kDwTile;
-    const int rows = regw ? (Ho > 2 * groups ? 4 : 2) : (variant == 2 && Ho > kDwTile ? 2 : 1);
-    const bool vec_stage = variant >= 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x);
+    const int rows = regw ? (Ho > 2 * groups ? 4 : 2) : (tiled_variant == 2 && Ho > kDwTile ? 2 : 1);
+    const bool vec_stage = tiled_variant >= 2 && C % kVec<T> == 0 && xs % kVec<T> == 0 && aligned16(x);
     const int64_t th = int64_t(groups) * rows;
     const int tiles_w = static_cast<int>((Wo + kDwTile - 1) / kDwTile);
     const int64_t tiles = int64_t(tiles_w) * ((Ho + th - 1) / th);

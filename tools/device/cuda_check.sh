@@ -54,6 +54,8 @@
 #   dwmma.log     (step dwmma) the tensor-core depthwise forward (METAFORMER_CUDA_DW=mma, mma2): bf16 op
 #                 and grad cases of the depthwise ops, the bf16 gtests, memcheck, then inference (batch
 #                 256 and 1) and 40-step training images/s against the default
+#   chunkab.log   (step chunkab) sample-chunked branches (METAFORMER_CUDA_CHUNK_MB): op cases and golden
+#                 models with tiny chunks, then bf16 inference time and peak memory at budgets 0-48 MiB
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
 #                 LayerNorm backward in two passes, the depthwise forward with weights in registers,
 #                 attention's GEMM backward): op and grad
@@ -72,7 +74,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma curve compare attnab (default: build ops grad
+# candidates dwmma chunkab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -558,6 +560,28 @@ if has dwmma; then
         --epochs 1 --max-steps 40 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress \
         --out /tmp/cand 2>&1 | grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
     done
+  done
+fi
+
+if has chunkab; then
+  # Sample-chunked branches (METAFORMER_CUDA_CHUNK_MB, src/ops/cuda/cuda_backend.cpp): first the
+  # chunked path's correctness with chunks of a few samples (0.01 MiB: every op case of a branch is
+  # cut), the op cases in fp32 and bf16 and the golden models against timm; then bf16 inference at
+  # batch 256 and 1 (time and peak memory) with budgets of 8, 16, 32 and 48 MiB against none.
+  log=$OUT/chunkab.log
+  echo "== sample-chunked branches: checks, then speed and memory" | tee "$log"
+  for dt in fp32 bf16; do
+    METAFORMER_CUDA_CHUNK_MB=0.01 timeout 200 "$T" --backend cuda --dtype $dt \
+      --op mlp_branch,sepconv,gated_cnn,pool_branch,mixer/,convformer,mambaout,poolformer > /tmp/chk.log 2>&1
+    echo "op harness chunked $dt: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/chk.log | tail -8 | tee -a "$log"
+  done
+  METAFORMER_CUDA_CHUNK_MB=0.01 timeout 300 "$B/tests/mf_tests" \
+    --gtest_filter='CudaBackend.GoldenModels*:CudaBackend.RepeatedRuns*' 2>&1 |
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |rel" | head -40 | sed "s/^/chunked gtest: /" | tee -a "$log"
+  for mb in 0 8 16 32 48; do
+    METAFORMER_CUDA_CHUNK_MB=$mb timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
+      grep "cuda" | sed "s/^/chunk ${mb} MiB: /" | tee -a "$log"
   done
 fi
 

@@ -106,6 +106,22 @@ const T* conv_weight_gemm(const Tensor& w, int64_t ldk) {
   return p;
 }
 
+// METAFORMER_CUDA_CHUNK_MB (a candidate, off by default until the device has measured it): the
+// fused branches (mlp, sepconv, gated CNN) run over chunks of whole samples whose intermediates (the
+// norm's output, the 2-4x wide hidden activations) take at most this many MiB. A chunk's
+// intermediates are then written and read back while they are still in the GPU's L2 cache (50 MB on
+// an H100/H200) instead of making a round trip through memory, which at batch 256 is most of a
+// MetaFormer block's traffic; and the pass's peak memory holds one chunk's of them, not the batch's.
+// The price is more, smaller launches (docs/cuda.md, "Sample-chunked branches").
+int64_t chunk_budget_bytes() {
+  static const int64_t bytes = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_CHUNK_MB");  // a fraction is fine: tests chunk tiny cases
+    const double mb = e ? std::atof(e) : 0.0;
+    return mb > 0 ? std::max<int64_t>(1, static_cast<int64_t>(mb * 1048576.0)) : int64_t{0};
+  }();
+  return bytes;
+}
+
 using k::bf16;
 template <class T>
 constexpr DType dtype_of() {
@@ -288,9 +304,19 @@ class CudaBackend final : public CudaFamilyOps {
     });
   }
   // The block's second half with its residual (and layer scale, folded into fc2) in fc2's epilogue;
-  // with a res scale as the default composition.
+  // with a res scale as the default composition. In chunks of samples where METAFORMER_CUDA_CHUNK_MB
+  // asks for them (the norm's output and the hidden activation a sample).
   void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, const Activation& act,
                   const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
+    if (by_sample_chunks(x, y, x.shape().last() + w1.dim(0), [&](const Tensor& xc, Tensor& yc) {
+          mlp_branch_whole(xc, norm, w1, b1, act, w2, b2, scales, yc);
+        }))
+      return;
+    mlp_branch_whole(x, norm, w1, b1, act, w2, b2, scales, y);
+  }
+  void mlp_branch_whole(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                        const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                        Tensor& y) {
     if (scales.res_scale || simple_kernels()) return Backend::mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
     Shape hs = x.shape();
     hs[-1] = w1.dim(0);
@@ -308,6 +334,16 @@ class CudaBackend final : public CudaFamilyOps {
   void sepconv_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                       const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
                       const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
+    if (!simple_kernels() && x.ndim() == 4 &&
+        by_sample_chunks(x, y, x.shape().last() + 2 * w1.dim(0), [&](const Tensor& xc, Tensor& yc) {
+          sepconv_branch_whole(xc, norm, w1, b1, act, dw_w, dw_b, g, w2, b2, scales, yc);
+        }))
+      return;
+    sepconv_branch_whole(x, norm, w1, b1, act, dw_w, dw_b, g, w2, b2, scales, y);
+  }
+  void sepconv_branch_whole(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                            const Activation& act, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                            const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) {
     if (simple_kernels())
       return Backend::sepconv_branch(x, norm, w1, b1, act, dw_w, dw_b, g, w2, b2, scales, y);
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), M = w1.dim(0);
@@ -337,6 +373,19 @@ class CudaBackend final : public CudaFamilyOps {
   void gated_cnn_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, int64_t hidden,
                         const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g, const Activation& act,
                         const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
+    // A sample's intermediates: the norm's output, fc1's (2·hidden), the convolved channels, the
+    // gated product.
+    if (!simple_kernels() && x.ndim() == 4 &&
+        by_sample_chunks(x, y, x.shape().last() + 3 * hidden + dw_w.dim(0), [&](const Tensor& xc, Tensor& yc) {
+          gated_cnn_branch_whole(xc, norm, w1, b1, hidden, dw_w, dw_b, g, act, w2, b2, scales, yc);
+        }))
+      return;
+    gated_cnn_branch_whole(x, norm, w1, b1, hidden, dw_w, dw_b, g, act, w2, b2, scales, y);
+  }
+  void gated_cnn_branch_whole(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                              int64_t hidden, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
+                              const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
+                              Tensor& y) {
     if (simple_kernels())
       return Backend::gated_cnn_branch(x, norm, w1, b1, hidden, dw_w, dw_b, g, act, w2, b2, scales, y);
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), T2 = 2 * hidden, conv = dw_w.dim(0);
@@ -563,6 +612,29 @@ class CudaBackend final : public CudaFamilyOps {
   }
 
  private:
+  // f(x_chunk, y_chunk) over chunks of whole samples (rows of the first dimension) whose
+  // intermediates, `per_pixel` elements for each of a sample's pixels (tokens), fit the budget of
+  // METAFORMER_CUDA_CHUNK_MB. False (nothing run) when the budget is off, one chunk would hold the
+  // whole batch, or x and y are not device activations (a chunk is a view of their storage, and
+  // conversions are cached per storage, not per view).
+  template <class F>
+  bool by_sample_chunks(const Tensor& x, Tensor& y, int64_t per_pixel, F&& f) {
+    const int64_t budget = chunk_budget_bytes();
+    if (budget <= 0 || x.ndim() < 2 || x.dim(0) < 2 || y.ndim() < 1 || y.dim(0) != x.dim(0)) return false;
+    if (x.device() != Device::CUDA || x.dtype() != activation_dtype() || y.device() != Device::CUDA ||
+        y.dtype() != activation_dtype())
+      return false;
+    const int64_t B = x.dim(0), pixels = x.numel() / B / std::max<int64_t>(x.shape().last(), 1);
+    const int64_t sample_bytes = pixels * per_pixel * (bf16_ ? 2 : 4);
+    const int64_t n = std::max<int64_t>(1, budget / std::max<int64_t>(sample_bytes, 1));
+    if (n >= B) return false;
+    for (int64_t b0 = 0; b0 < B; b0 += n) {
+      const int64_t b1 = std::min(B, b0 + n);
+      Tensor yc = y.slice0(b0, b1);
+      f(x.slice0(b0, b1), yc);
+    }
+    return true;
+  }
   // Runs f(float{}) or f(bf16{}) for the storage type of this backend's activations.
   template <class F>
   void typed(F&& f) const {

@@ -226,9 +226,13 @@ void Tensor::bump_version() {
 }
 
 namespace {
+// A derived value belongs to the view it was made from: the storage's version, and the view's offset
+// and element count (a reshaped view shares it; a row slice of the same storage does not, even one
+// that starts where the whole tensor does).
 struct Derived {
   uint64_t version;
   int64_t offset;
+  int64_t numel;
   std::shared_ptr<void> value;
 };
 }  // namespace
@@ -238,12 +242,12 @@ std::shared_ptr<void> Tensor::derived(const std::string& key) const {
   auto it = storage_->derived.find(key);
   if (it == storage_->derived.end()) return nullptr;
   auto d = std::static_pointer_cast<Derived>(it->second);
-  return d->version == storage_->version && d->offset == offset_ ? d->value : nullptr;
+  return d->version == storage_->version && d->offset == offset_ && d->numel == numel() ? d->value : nullptr;
 }
 
 void Tensor::set_derived(const std::string& key, std::shared_ptr<void> value) const {
   MF_ASSERT(storage_ != nullptr);
-  storage_->derived[key] = std::make_shared<Derived>(Derived{storage_->version, offset_, std::move(value)});
+  storage_->derived[key] = std::make_shared<Derived>(Derived{storage_->version, offset_, numel(), std::move(value)});
 }
 
 void check_shape(const Tensor& t, const Shape& expected, const std::string& what) {

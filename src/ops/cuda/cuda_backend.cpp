@@ -107,7 +107,7 @@ const T* conv_weight_gemm(const Tensor& w, int64_t ldk) {
 }
 
 // METAFORMER_CUDA_CHUNK_MB (a candidate, off by default until the device has measured it): the
-// fused branches (mlp, sepconv, gated CNN) run over chunks of whole samples whose intermediates (the
+// fused branches (mlp, sepconv, gated CNN, pool) run over chunks of whole samples whose intermediates (the
 // norm's output, the 2-4x wide hidden activations) take at most this many MiB. A chunk's
 // intermediates are then written and read back while they are still in the GPU's L2 cache (50 MB on
 // an H100/H200) instead of making a round trip through memory, which at batch 256 is most of a
@@ -292,8 +292,17 @@ class CudaBackend final : public CudaFamilyOps {
          "pool_minus_input");
     });
   }
+  // PoolFormer's first half: one kernel after the GroupNorm statistics, which read x once before it
+  // (so in sample chunks its second read of x can come from L2).
   void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales, Tensor& y) override {
     if (simple_kernels()) return Backend::pool_branch(x, norm, kernel, scales, y);
+    if (x.ndim() == 4 && by_sample_chunks(x, y, x.shape().last(), [&](const Tensor& xc, Tensor& yc) {
+          pool_branch_whole(xc, norm, kernel, scales, yc);
+        }))
+      return;
+    pool_branch_whole(x, norm, kernel, scales, y);
+  }
+  void pool_branch_whole(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales, Tensor& y) {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
     Tensor ws = scratch(k::group_norm1_workspace_bytes(B, H * W * C));
     typed([&](auto tag) {

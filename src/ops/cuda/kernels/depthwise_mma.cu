@@ -26,8 +26,13 @@ struct DeviceMma {
   }
 };
 
+// Three blocks an SM (24 warps to hide the staging loads' latency): left free, ptxas gave the 16×16
+// blocks 128 registers and the 32×16 ones 94 (sm_90, K = 7: two blocks an SM); capped, both take 80
+// with 12–48 bytes of spills.
+constexpr int kMinBlocks = 3;
+
 template <class G>
-__global__ void __launch_bounds__(dwmma::kThreads) dw_mma_kernel(dwmma::Args a, Act pre, Act post) {
+__global__ void __launch_bounds__(dwmma::kThreads, kMinBlocks) dw_mma_kernel(dwmma::Args a, Act pre, Act post) {
   extern __shared__ __align__(16) uint32_t smem[];
   uint32_t* in_s = smem;
   uint32_t* out_s = smem + G::CB * G::kInPlane;

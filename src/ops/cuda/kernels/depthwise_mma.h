@@ -36,7 +36,9 @@
 #if defined(__CUDACC__)
 #define MF_DWMMA_HD __host__ __device__ __forceinline__
 #define MF_DWMMA_UNROLL _Pragma("unroll")
+#define MF_DWMMA_UNROLL2 _Pragma("unroll 2")
 #else
+#define MF_DWMMA_UNROLL2
 #define MF_DWMMA_HD inline
 #define MF_DWMMA_UNROLL
 #endif
@@ -162,6 +164,7 @@ template <class G, class Pre>
 MF_DWMMA_HD void stage(int tid, int threads, const Args& a, const BlockPos& at, uint32_t* in_s, const Pre& pre) {
   constexpr int kGroups = G::CB / 8;
   constexpr int kItems = G::SR * G::kRowWords * kGroups;
+  MF_DWMMA_UNROLL2  // two items' four 16-byte loads in flight at once
   for (int i = tid; i < kItems; i += threads) {
     const int cg = i % kGroups, rest = i / kGroups;
     const int j = rest % G::kRowWords, r = rest / G::kRowWords;
@@ -230,45 +233,53 @@ MF_DWMMA_HD void compute(int warp, int lane0, const Args& a, const BlockPos& at,
     float b0[2];
     MF_DWMMA_UNROLL
     for (int q = 0; q < 2; ++q) b0[q] = a.bias && ch0 + q < a.C ? a.bias[ch0 + q] : 0.f;
+    // For each row of tiles, the NT column tiles and the two channels are 2·NT independent chains of
+    // K products (latency hidden within the warp), and neighbouring column tiles share half their A
+    // words (tile n's columns 8 … 15 are tile n + 1's 0 … 7: loaded once).
     MF_DWMMA_UNROLL
-    for (int mt = 0; mt < G::MT; ++mt)
+    for (int mt = 0; mt < G::MT; ++mt) {
+      float d[G::NT][2][4][S];
       MF_DWMMA_UNROLL
-      for (int nt = 0; nt < G::NT; ++nt) {
-        float d[2][4][S];
+      for (int nt = 0; nt < G::NT; ++nt)
         MF_DWMMA_UNROLL
         for (int q = 0; q < 2; ++q)
           MF_DWMMA_UNROLL
           for (int e = 0; e < 4; ++e)
             MF_DWMMA_UNROLL
-            for (int s = 0; s < S; ++s) d[q][e][s] = b0[q];
+            for (int s = 0; s < S; ++s) d[nt][q][e][s] = b0[q];
+      MF_DWMMA_UNROLL
+      for (int ki = 0; ki < G::K; ++ki)
         MF_DWMMA_UNROLL
-        for (int ki = 0; ki < G::K; ++ki)
+        for (int q = 0; q < 2; ++q) {
+          const uint32_t* plane = in_s + (2 * pp + q) * G::kInPlane;
           MF_DWMMA_UNROLL
-          for (int q = 0; q < 2; ++q) {
-            const uint32_t* plane = in_s + (2 * pp + q) * G::kInPlane;
+          for (int nt = 0; nt < G::NT; ++nt) {
             uint32_t af[4][S];
             MF_DWMMA_UNROLL
             for (int s = 0; s < S; ++s) {
               const int lane = lane0 + s, g = lane >> 2, t = lane & 3;
               const int w0 = (mt * 16 + ki + g) * G::kRowWords + nt * 4 + t;  // row g, columns 2t, 2t + 1
               af[0][s] = plane[w0];
-              af[1][s] = plane[w0 + 8 * G::kRowWords];      // row g + 8
-              af[2][s] = plane[w0 + 4];                     // columns 2t + 8, 2t + 9
+              af[1][s] = plane[w0 + 8 * G::kRowWords];  // row g + 8
+              af[2][s] = plane[w0 + 4];                 // columns 2t + 8, 2t + 9
               af[3][s] = plane[w0 + 8 * G::kRowWords + 4];
             }
-            mma(d[q], af, bf[q][ki][0], bf[q][ki][1]);
+            mma(d[nt][q], af, bf[q][ki][0], bf[q][ki][1]);
           }
-        uint32_t* oplane = out_s + pp * G::kOutPlane;
+        }
+      uint32_t* oplane = out_s + pp * G::kOutPlane;
+      MF_DWMMA_UNROLL
+      for (int nt = 0; nt < G::NT; ++nt)
         MF_DWMMA_UNROLL
         for (int s = 0; s < S; ++s) {
           const int lane = lane0 + s, g = lane >> 2, t = lane & 3;
           MF_DWMMA_UNROLL
           for (int e = 0; e < 4; ++e) {
             const int row = mt * 16 + g + 8 * (e >> 1), col = nt * 8 + 2 * t + (e & 1);
-            oplane[G::out_word(row * G::TC + col)] = pack_bf16x2(post(d[0][e][s]), post(d[1][e][s]));
+            oplane[G::out_word(row * G::TC + col)] = pack_bf16x2(post(d[nt][0][e][s]), post(d[nt][1][e][s]));
           }
         }
-      }
+    }
   }
 }
 

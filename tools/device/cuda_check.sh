@@ -548,6 +548,18 @@ if has dwmma; then
   METAFORMER_CUDA_DW=mma timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda \
     --dtype bf16 --op depthwise,sepconv,gated_cnn > /tmp/dwm_mc.log 2>&1
   echo "memcheck mma: rc=$? $(grep -c 'Invalid' /tmp/dwm_mc.log) invalid accesses" | tee -a "$log"
+  # The kernels' own self-test (a double host reference, src/ops/cuda/kernels/selftest.cu) with each
+  # variant, and its kernel times at ConvFormer's four depthwise shapes (batch 256, bf16).
+  if CUDAK_BUILD_TO=/tmp/cudak OUT=/tmp/cudak_out bash "$S/tools/device/cudak_selftest.sh" "$S/src/ops/cuda/kernels" > /tmp/cudak_build.log 2>&1; then
+    for v in default mma mma2; do
+      env $([ $v = default ] || echo METAFORMER_CUDA_DW=$v) timeout 200 /tmp/cudak --perf > /tmp/cudak_$v.log 2>&1
+      echo "selftest $v: rc=$? $(grep -c '^PASS' /tmp/cudak_$v.log) passed, $(grep -c '^FAIL' /tmp/cudak_$v.log) failed" | tee -a "$log"
+      grep -E "^FAIL" /tmp/cudak_$v.log | head -5 | tee -a "$log"
+      grep -E "^perf +depthwise" /tmp/cudak_$v.log | sed "s/^/$v /" | tee -a "$log"
+    done
+  else
+    echo "selftest build failed" | tee -a "$log"; tail -5 /tmp/cudak_build.log | tee -a "$log"
+  fi
   for v in default METAFORMER_CUDA_DW=mma METAFORMER_CUDA_DW=mma2; do
     env $([ $v = default ] || echo $v) timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |

@@ -8,6 +8,7 @@
 #   NVCC            the compiler (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc)
 #   NVCC_EXTRA      extra nvcc flags (Debian's CUDA 11.8: NVCC=/usr/bin/nvcc NVCC_EXTRA="-ccbin clang++-14")
 #   CUDAK_BIN       a self-test binary built beforehand (same flags): skips the build
+#   CUDAK_BUILD_TO  build the self-test binary to this path and stop (no run, no memcheck)
 # Build flags: sm_90 machine code plus compute_90 PTX, -O3, C++17, no fast math.
 # Exit status: 0 when the self-test and memcheck both pass, 1 otherwise.
 set -uo pipefail
@@ -40,6 +41,10 @@ else
     exit 1
   fi
   "$NVCC" "${FLAGS[@]}" "$BUILD"/*.o -o "$BIN" || { echo "link failed"; exit 1; }
+  if [[ -n "${CUDAK_BUILD_TO:-}" ]]; then
+    cp "$BIN" "$CUDAK_BUILD_TO" && echo "built $CUDAK_BUILD_TO" && exit 0
+    exit 1
+  fi
 fi
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"

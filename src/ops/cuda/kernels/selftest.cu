@@ -824,9 +824,15 @@ void run_perf() {
   perf_line("depthwise 7x7 256x56x56x128 starrelu-in",
             median_ms([&] { k::depthwise_conv2d(x, 128, w, nullptr, y, 128, B, H, W, 128, H, W, 7, 7, 1, 1, 3, 3, star(), id, 0); }),
             2.0 * rows * 128 * e);
+  perf_line("depthwise 7x7 256x28x28x256 (stage 2)",
+            median_ms([&] { k::depthwise_conv2d(x, 256, w, nullptr, y, 256, B, 28, 28, 256, 28, 28, 7, 7, 1, 1, 3, 3, star(), id, 0); }),
+            2.0 * B * 784 * 256 * e);
   perf_line("depthwise 7x7 256x14x14x640 (stage 3)",
             median_ms([&] { k::depthwise_conv2d(x, 640, w, nullptr, y, 640, B, 14, 14, 640, 14, 14, 7, 7, 1, 1, 3, 3, id, id, 0); }),
             2.0 * B * 196 * 640 * e);
+  perf_line("depthwise 7x7 256x7x7x1024 (stage 4)",
+            median_ms([&] { k::depthwise_conv2d(x, 1024, w, nullptr, y, 1024, B, 7, 7, 1024, 7, 7, 7, 7, 1, 1, 3, 3, id, id, 0); }),
+            2.0 * B * 49 * 1024 * e);
   perf_line("global_avg_pool 256x49x512", median_ms([&] { k::global_avg_pool(x, y, B, 49, 512, 0); }),
             double(B) * 49 * 512 * e);
   float* img = dev_random<float>(B * 3 * 224 * 224);

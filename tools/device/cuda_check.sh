@@ -52,8 +52,9 @@
 #                 CUDA graphs (METAFORMER_CUDA_GRAPHS=0): op harness with tiled1 in fp32 and bf16, then
 #                 bf16 batch 256 and 1 of each
 #   dwmma.log     (step dwmma) the tensor-core depthwise forward (METAFORMER_CUDA_DW=mma, mma2): bf16 op
-#                 and grad cases of the depthwise ops, the bf16 gtests, memcheck, then inference (batch
-#                 256 and 1) and 40-step training images/s against the default
+#                 and grad cases of the depthwise ops, the bf16 gtests, memcheck (DWMMA_PARTS=checks),
+#                 the kernels' self-test and kernel times with each variant (kernel), then inference
+#                 (batch 256 and 1) and 40-step training images/s against the default (speed)
 #   chunkab.log   (step chunkab) sample-chunked branches (METAFORMER_CUDA_CHUNK_MB): op cases and golden
 #                 models with tiny chunks, then bf16 inference time and peak memory at budgets 0-48 MiB
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -529,43 +530,48 @@ fi
 
 if has dwmma; then
   # The tensor-core depthwise forward (src/ops/cuda/kernels/depthwise_mma.cu; METAFORMER_CUDA_DW=mma,
-  # mma2 for the tall blocks), in one call: the bf16 op and grad cases of every op that runs a
+  # mma2 for the tall blocks): the bf16 op and grad cases of every op that runs a
   # depthwise convolution (dx at stride 1 is the forward kernel), the golden models in bf16 and the
   # bf16 training tests, memcheck on the op cases, then bf16 inference at batch 256 and 1 and 40-step
   # training images/s against the default kernel.
+  # DWMMA_PARTS picks parts ("checks kernel speed" by default; each is a few minutes, so a call
+  # near its 10-minute limit can take them one or two at a time).
   log=$OUT/dwmma.log
-  echo "== tensor-core depthwise: checks, then speed against the default" | tee "$log"
+  echo "== tensor-core depthwise: checks, then speed against the default" | tee -a "$log"
+  dw_parts=" ${DWMMA_PARTS:-checks kernel speed} "
   dw_ops=depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout
-  for v in mma mma2; do
+  [[ $dw_parts == *" checks "* ]] && for v in mma mma2; do
     for mode in test grad; do
       METAFORMER_CUDA_DW=$v timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op "$dw_ops" > /tmp/dwm.log 2>&1
       echo "op harness $v bf16 $mode: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/dwm.log | tail -8 | tee -a "$log"
     done
   done
-  METAFORMER_CUDA_DW=mma timeout 300 "$B/tests/mf_tests" \
+  [[ $dw_parts == *" checks "* ]] && METAFORMER_CUDA_DW=mma timeout 300 "$B/tests/mf_tests" \
     --gtest_filter='CudaBackend.*Bf16*:CudaTraining.Bf16*' 2>&1 | grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |error|rel" |
     head -40 | sed "s/^/mma gtest: /" | tee -a "$log"
-  METAFORMER_CUDA_DW=mma timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda \
-    --dtype bf16 --op depthwise,sepconv,gated_cnn > /tmp/dwm_mc.log 2>&1
-  echo "memcheck mma: rc=$? $(grep -c 'Invalid' /tmp/dwm_mc.log) invalid accesses" | tee -a "$log"
+  if [[ $dw_parts == *" checks "* ]]; then
+    METAFORMER_CUDA_DW=mma timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda \
+      --dtype bf16 --op depthwise,sepconv,gated_cnn > /tmp/dwm_mc.log 2>&1
+    echo "memcheck mma: rc=$? $(grep -c 'Invalid' /tmp/dwm_mc.log) invalid accesses" | tee -a "$log"
+  fi
   # The kernels' own self-test (a double host reference, src/ops/cuda/kernels/selftest.cu) with each
   # variant, and its kernel times at ConvFormer's four depthwise shapes (batch 256, bf16).
-  if CUDAK_BUILD_TO=/tmp/cudak OUT=/tmp/cudak_out bash "$S/tools/device/cudak_selftest.sh" "$S/src/ops/cuda/kernels" > /tmp/cudak_build.log 2>&1; then
+  if [[ $dw_parts == *" kernel "* ]] && CUDAK_BUILD_TO=/tmp/cudak OUT=/tmp/cudak_out bash "$S/tools/device/cudak_selftest.sh" "$S/src/ops/cuda/kernels" > /tmp/cudak_build.log 2>&1; then
     for v in default mma mma2; do
       env $([ $v = default ] || echo METAFORMER_CUDA_DW=$v) timeout 200 /tmp/cudak --perf > /tmp/cudak_$v.log 2>&1
       echo "selftest $v: rc=$? $(grep -c '^PASS' /tmp/cudak_$v.log) passed, $(grep -c '^FAIL' /tmp/cudak_$v.log) failed" | tee -a "$log"
       grep -E "^FAIL" /tmp/cudak_$v.log | head -5 | tee -a "$log"
       grep -E "^perf +depthwise" /tmp/cudak_$v.log | sed "s/^/$v /" | tee -a "$log"
     done
-  else
+  elif [[ $dw_parts == *" kernel "* ]]; then
     echo "selftest build failed" | tee -a "$log"; tail -5 /tmp/cudak_build.log | tee -a "$log"
   fi
-  for v in default METAFORMER_CUDA_DW=mma METAFORMER_CUDA_DW=mma2; do
+  [[ $dw_parts == *" speed "* ]] && for v in default METAFORMER_CUDA_DW=mma METAFORMER_CUDA_DW=mma2; do
     env $([ $v = default ] || echo $v) timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
       grep "cuda" | sed "s/^/$v /" | tee -a "$log"
   done
-  for m in convformer_s18 mambaout_femto; do
+  [[ $dw_parts == *" speed "* ]] && for m in convformer_s18 mambaout_femto; do
     for v in default METAFORMER_CUDA_DW=mma METAFORMER_CUDA_DW=mma2; do
       rm -rf /tmp/cand
       env $([ $v = default ] || echo $v) timeout 120 "$M" train -m $m --data synthetic:5120 --batch 128 \

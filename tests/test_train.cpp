@@ -5,8 +5,13 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -263,6 +268,104 @@ TEST(TrainParts, LoaderBatchesDoNotDependOnWorkers) {
   for (size_t i = 0; i < 6; ++i) {
     EXPECT_EQ(max_abs_diff(seen[0][i], seen[1][i]), 0.0);
     EXPECT_EQ(max_abs_diff(seen[0][i], seen[2][i]), 0.0);
+  }
+}
+
+// A dataset of tiny images whose value and label are the index, that refuses the indices in `bad`
+// (as an unreadable file), and that can hold each call until `hold` calls are running at once (or
+// two seconds pass), recording the most it saw: how many workers the loader really keeps busy.
+class ProbeDataset : public Dataset {
+ public:
+  ProbeDataset(int64_t n, std::set<int64_t> bad, int hold) : n_(n), bad_(std::move(bad)), hold_(hold) {}
+  int64_t size() const override { return n_; }
+  int num_classes() const override { return 1000; }
+  int channels() const override { return 1; }
+  int image_size() const override { return 2; }
+  std::vector<std::string> class_names() const override { return {}; }
+  int64_t label(int64_t index) const override { return index; }
+  std::string describe() const override { return "probe"; }
+  Sample get(int64_t index, bool, Rng& rng) const override {
+    if (hold_ > 0) {
+      std::unique_lock<std::mutex> lock(mu_);
+      most_ = std::max(most_, ++running_);
+      cv_.notify_all();
+      cv_.wait_for(lock, std::chrono::seconds(2), [&] { return running_ >= hold_ || released_; });
+      released_ = released_ || running_ >= hold_;
+      --running_;
+    }
+    if (bad_.count(index)) throw Error(fmt::format("sample {} is unreadable", index));
+    Sample s;
+    s.image = Tensor::full({2, 2, 1}, static_cast<float>(index) + static_cast<float>(rng.uniform()));
+    s.label = index;
+    return s;
+  }
+  int most() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return most_;
+  }
+
+ private:
+  int64_t n_;
+  std::set<int64_t> bad_;
+  int hold_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable int running_ = 0, most_ = 0;
+  mutable bool released_ = false;
+};
+
+TEST(TrainParts, LoaderKeepsEveryWorkerBusyWhateverTheBatch) {
+  // Eight workers, batches of 16, four batches ahead: all eight decode at once. (Workers that each
+  // built a whole batch kept at most `prefetch` of them busy.)
+  ProbeDataset data(256, {}, 8);
+  LoaderOptions o;
+  o.batch = 16;
+  o.workers = 8;
+  o.prefetch = 4;
+  DataLoader loader(data, o);
+  int batches = 0;
+  while (auto b = loader.next()) ++batches;
+  EXPECT_EQ(batches, 16);
+  EXPECT_EQ(data.most(), 8);
+}
+
+TEST(TrainParts, LoaderLeavesOutUnreadableSamplesInOrderWhateverTheWorkers) {
+  // Unreadable samples anywhere in a batch, and a batch with none readable: the same batches, labels
+  // and messages with the calling thread alone and with five workers.
+  std::set<int64_t> bad;
+  for (int64_t i = 0; i < 64; ++i)
+    if (i % 7 == 3) bad.insert(i);
+  for (int64_t i = 40; i < 48; ++i) bad.insert(i);
+  ProbeDataset data(64, bad, 0);
+  std::vector<std::vector<int64_t>> labels[2];
+  std::vector<Tensor> images[2];
+  std::vector<std::string> skipped[2];
+  for (int k : {0, 1}) {
+    LoaderOptions o;
+    o.batch = 8;
+    o.workers = k == 0 ? 0 : 5;
+    o.shuffle = false;
+    o.seed = 11;
+    DataLoader loader(data, o);
+    while (auto b = loader.next()) {
+      labels[k].push_back(b->labels);
+      images[k].push_back(b->images);
+    }
+    skipped[k] = loader.skipped();
+  }
+  ASSERT_EQ(labels[0].size(), 8u);
+  EXPECT_EQ(labels[0], labels[1]);
+  EXPECT_EQ(skipped[0], skipped[1]);
+  EXPECT_EQ(skipped[0].size(), bad.size());
+  EXPECT_TRUE(labels[0][5].empty());  // samples 40..47: none readable
+  EXPECT_FALSE(images[0][5].defined());
+  for (size_t b = 0; b < labels[0].size(); ++b) {
+    for (int64_t l : labels[0][b]) EXPECT_EQ(bad.count(l), 0u) << l;
+    if (!images[0][b].defined()) continue;
+    ASSERT_EQ(images[0][b].dim(0), static_cast<int64_t>(labels[0][b].size()));
+    EXPECT_EQ(max_abs_diff(images[0][b], images[1][b]), 0.0);
+    for (size_t r = 0; r < labels[0][b].size(); ++r)  // each row is its own sample's
+      EXPECT_EQ(std::floor(images[0][b].data()[r * 4]), static_cast<float>(labels[0][b][r]));
   }
 }
 

@@ -71,68 +71,174 @@ DataLoader::~DataLoader() {
   for (auto& t : workers_) t.join();
 }
 
-Batch DataLoader::build(int64_t b) {
+// A started batch: positions [begin, end) of the epoch's order. `claimed` and `finished` count
+// positions handed out and done (under the loader's lock). Rows are written by the workers that
+// decoded them, concurrently (each its own row); the first sample to arrive allocates the tensors,
+// under `mu`.
+struct DataLoader::Building {
+  int64_t index = 0, begin = 0, end = 0;
+  int64_t claimed = 0, finished = 0;
+  std::mutex mu;
+  Tensor images, targets;
+  std::vector<int64_t> labels;      // per position
+  std::vector<char> placed;         // per position: its sample is in its row
+  std::vector<std::string> errors;  // per position: why it is not (an unreadable sample)
+  std::string failure;              // the whole batch is dropped (samples of different sizes, ...)
+  int64_t size() const { return end - begin; }
+};
+
+std::unique_ptr<DataLoader::Building> DataLoader::start(int64_t b) const {
+  auto bb = std::make_unique<Building>();
   const auto [begin, end] = batch_positions(static_cast<int64_t>(order_.size()), o_, b);
-  std::vector<Sample> samples;
-  std::vector<std::string> errors;
-  for (int64_t p = begin; p < end; ++p) {
-    const int64_t index = order_[static_cast<size_t>(p)];
-    Rng rng(mix(mix(o_.seed, static_cast<uint64_t>(o_.epoch)), static_cast<uint64_t>(index)));
-    try {
-      samples.push_back(data_.get(index, o_.train, rng));
-    } catch (const Error& e) {
-      errors.push_back(e.what());
+  bb->index = b;
+  bb->begin = begin;
+  bb->end = end;
+  bb->labels.assign(static_cast<size_t>(bb->size()), 0);
+  bb->placed.assign(static_cast<size_t>(bb->size()), 0);
+  bb->errors.resize(static_cast<size_t>(bb->size()));
+  return bb;
+}
+
+void DataLoader::decode_into(Building& bb, int64_t slot) const {
+  const int64_t index = order_[static_cast<size_t>(bb.begin + slot)];
+  const auto at = static_cast<size_t>(slot);
+  Rng rng(mix(mix(o_.seed, static_cast<uint64_t>(o_.epoch)), static_cast<uint64_t>(index)));
+  Sample s;
+  try {
+    s = data_.get(index, o_.train, rng);
+  } catch (const Error& e) {
+    bb.errors[at] = e.what();
+    return;
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(bb.mu);
+    if (bb.failure.empty()) bb.failure = e.what();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(bb.mu);
+    const Shape is = s.image.shape();
+    if (!bb.images.defined()) {
+      const Shape shape{bb.size(), is[0], is[1], is[2]};
+      bb.images = o_.pinned ? Tensor::empty_pinned(shape) : Tensor::empty(shape);
+      if (s.target.defined()) bb.targets = Tensor::empty({bb.size(), s.target.dim(0), s.target.dim(1)});
+    }
+    const bool same = is.ndim() == 3 && is[0] == bb.images.dim(1) && is[1] == bb.images.dim(2) &&
+                      is[2] == bb.images.dim(3) && s.target.defined() == bb.targets.defined() &&
+                      (!s.target.defined() || (s.target.dim(0) == bb.targets.dim(1) && s.target.dim(1) == bb.targets.dim(2)));
+    if (!same) {
+      if (bb.failure.empty()) bb.failure = fmt::format("{}: samples of different sizes in one batch", data_.describe());
+      return;
     }
   }
+  const int64_t per = s.image.numel();
+  std::copy_n(s.image.data(), per, bb.images.data() + slot * per);
+  if (s.target.defined()) {
+    const int64_t t = s.target.numel();
+    std::copy_n(s.target.data(), t, bb.targets.data() + slot * t);
+  }
+  bb.labels[at] = s.label;
+  bb.placed[at] = 1;
+}
+
+Batch DataLoader::finish(Building& bb, std::vector<std::string>& errors) const {
   Batch batch;
-  batch.index = b;
-  if (!samples.empty()) {
-    const Shape s = samples[0].image.shape();
-    const Shape shape{static_cast<int64_t>(samples.size()), s[0], s[1], s[2]};
-    batch.images = o_.pinned ? Tensor::empty_pinned(shape) : Tensor::empty(shape);
-    for (size_t i = 0; i < samples.size(); ++i) {
-      MF_CHECK(samples[i].image.shape() == s, "{}: samples of different sizes in one batch", data_.describe());
-      std::copy_n(samples[i].image.data(), s.numel(), batch.images.data() + static_cast<int64_t>(i) * s.numel());
-      batch.labels.push_back(samples[i].label);
-    }
-    if (samples[0].target.defined()) {
-      const Shape t = samples[0].target.shape();
-      batch.targets = Tensor::empty({static_cast<int64_t>(samples.size()), t[0], t[1]});
-      for (size_t i = 0; i < samples.size(); ++i) {
-        MF_CHECK(samples[i].target.shape() == t, "{}: targets of different sizes in one batch", data_.describe());
-        std::copy_n(samples[i].target.data(), t.numel(), batch.targets.data() + static_cast<int64_t>(i) * t.numel());
+  batch.index = bb.index;
+  if (!bb.failure.empty()) {
+    errors.push_back(fmt::format("batch {}: {}", bb.index, bb.failure));
+  } else {
+    for (const auto& e : bb.errors)
+      if (!e.empty()) errors.push_back(e);
+    const int64_t kept = std::count(bb.placed.begin(), bb.placed.end(), char{1});
+    if (kept == bb.size()) {
+      batch.images = std::move(bb.images);
+      batch.targets = std::move(bb.targets);
+      batch.labels = std::move(bb.labels);
+    } else if (kept > 0) {  // unreadable samples left out: the others, in order, in a batch of their own
+      Shape shape = bb.images.shape();
+      shape[0] = kept;
+      batch.images = o_.pinned ? Tensor::empty_pinned(shape) : Tensor::empty(shape);
+      const int64_t per = bb.images.numel() / bb.size();
+      const int64_t tper = bb.targets.defined() ? bb.targets.numel() / bb.size() : 0;
+      if (bb.targets.defined()) {
+        Shape ts = bb.targets.shape();
+        ts[0] = kept;
+        batch.targets = Tensor::empty(ts);
+      }
+      int64_t row = 0;
+      for (int64_t slot = 0; slot < bb.size(); ++slot) {
+        if (!bb.placed[static_cast<size_t>(slot)]) continue;
+        std::copy_n(bb.images.data() + slot * per, per, batch.images.data() + row * per);
+        if (tper) std::copy_n(bb.targets.data() + slot * tper, tper, batch.targets.data() + row * tper);
+        batch.labels.push_back(bb.labels[static_cast<size_t>(slot)]);
+        ++row;
       }
     }
   }
-  if (!errors.empty()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& e : errors) skipped_.push_back(std::move(e));
-  }
+  return batch;
+}
+
+Batch DataLoader::build(int64_t b) {
+  std::unique_ptr<Building> bb = start(b);
+  for (int64_t slot = 0; slot < bb->size(); ++slot) decode_into(*bb, slot);
+  std::vector<std::string> errors;
+  Batch batch = finish(*bb, errors);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& e : errors) skipped_.push_back(std::move(e));
   return batch;
 }
 
 void DataLoader::work() {
   omp_set_num_threads(1);  // the cores' OpenMP team belongs to the model
   while (true) {
-    int64_t b;
+    Building* bb = nullptr;
+    int64_t slot = 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || next_to_build_ < std::min(num_batches_, next_to_take_ + o_.prefetch); });
+      // A position of the batch being handed out, or the next batch, while fewer than `prefetch`
+      // batches are started and not yet taken.
+      cv_.wait(lock, [&] {
+        return stop_ || filling_ != nullptr || next_to_build_ < std::min(num_batches_, next_to_take_ + o_.prefetch);
+      });
       if (stop_) return;
-      b = next_to_build_++;
+      if (filling_ == nullptr) {
+        auto started = start(next_to_build_++);
+        filling_ = started.get();
+        building_.emplace(filling_->index, std::move(started));
+      }
+      bb = filling_;
+      slot = bb->claimed++;
+      if (bb->claimed >= bb->size()) filling_ = nullptr;
     }
+    if (slot < bb->size()) {
+      try {
+        decode_into(*bb, slot);
+      } catch (const std::exception& e) {  // out of (page-locked) memory for the batch, ...
+        std::lock_guard<std::mutex> lock(bb->mu);
+        if (bb->failure.empty()) bb->failure = e.what();
+      }
+    }
+    bool last = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last = ++bb->finished >= bb->size();
+    }
+    if (!last) continue;
+    // This worker finished the batch's last sample (every other row is written: each was counted
+    // under the lock after its copy), so it hands the batch over.
     Batch batch;
+    std::vector<std::string> errors;
     try {
-      batch = build(b);
+      batch = finish(*bb, errors);
     } catch (const std::exception& e) {
       batch = Batch{};
-      batch.index = b;
-      std::lock_guard<std::mutex> lock(mu_);
-      skipped_.push_back(fmt::format("batch {}: {}", b, e.what()));
+      batch.index = bb->index;
+      errors.push_back(fmt::format("batch {}: {}", bb->index, e.what()));
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
-      ready_.emplace(b, std::move(batch));
+      ready_errors_.emplace(batch.index, std::move(errors));
+      ready_.emplace(batch.index, std::move(batch));
+      building_.erase(bb->index);
     }
     cv_.notify_all();
   }
@@ -145,6 +251,9 @@ std::optional<Batch> DataLoader::next() {
   cv_.wait(lock, [&] { return ready_.count(next_to_take_) != 0; });
   Batch b = std::move(ready_.at(next_to_take_));
   ready_.erase(next_to_take_);
+  // Messages in batch order (batches may finish in any order).
+  for (auto& e : ready_errors_[next_to_take_]) skipped_.push_back(std::move(e));
+  ready_errors_.erase(next_to_take_);
   ++next_to_take_;
   lock.unlock();
   cv_.notify_all();

@@ -654,6 +654,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                       std::min(loader.num_batches(), total_steps - step));
     const auto epoch_start = std::chrono::steady_clock::now();
     double loss_sum = 0;
+    // The time the step loop spent waiting for the loader's next batch: the model (on a GPU, its
+    // queue) starves when the workers cannot decode as fast as it trains.
+    double data_wait_seconds = 0;
     int64_t loss_count = 0, images = 0, done = 0;
     OpProfile profile;
     // METAFORMER_PROFILE_HOST=1: --profile counts the host's time per op, without waiting for the GPU.
@@ -684,7 +687,9 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       return loss;
     };
     while (step < total_steps) {
+      const auto wait_start = std::chrono::steady_clock::now();
       auto batch = loader.next();
+      data_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
       if (!batch) break;
       ++done;
       if (batch->labels.empty()) {
@@ -778,6 +783,10 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
                  1e3 * phase_seconds[1] / static_cast<double>(steps_split),
                  1e3 * phase_seconds[2] / static_cast<double>(steps_split),
                  1e3 * finish_wait_seconds / static_cast<double>(steps_split));
+    if (data_wait_seconds > 1.0 && data_wait_seconds > 0.1 * train_seconds && dist.is_root())
+      fmt::print(stderr, "training waited {:.1f} s of this epoch's {:.1f} s for data: the data loader ({} worker{}) "
+                 "is the bound; more --workers may help\n", data_wait_seconds, train_seconds, o.workers,
+                 o.workers == 1 ? "" : "s");
     // The epoch's figures over all ranks: the mean of their losses, their images, their skipped samples.
     double epoch_sums[3] = {loss_sum, static_cast<double>(images), static_cast<double>(loader.skipped().size())};
     dist.allreduce_sum(epoch_sums, 3);
@@ -807,6 +816,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              {"train_loss", loss_count ? loss_sum / static_cast<double>(loss_count) : 0.0},
              {"eval_loss", forecast ? fev.mse : ev.loss},
              {"images_per_s", train_seconds > 0 ? static_cast<double>(images) / train_seconds : 0.0},
+             {"data_wait_seconds", data_wait_seconds},
              {"epoch_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count()},
              {"elapsed_seconds",
               elapsed_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()},

@@ -57,6 +57,8 @@
 #                 (batch 256 and 1) and 40-step training images/s against the default (speed)
 #   chunkab.log   (step chunkab) sample-chunked branches (METAFORMER_CUDA_CHUNK_MB): op cases and golden
 #                 models with tiny chunks, then bf16 inference time and peak memory at budgets 0-48 MiB
+#   imagefolder.log (step imagefolder) bf16 training on a page-cached folder of 5,120 JPEGs against synthetic
+#                 data: images/s and the seconds the step loop waited for data
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
 #                 LayerNorm backward in two passes, the depthwise forward with weights in registers,
 #                 attention's GEMM backward): op and grad
@@ -75,7 +77,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -600,6 +602,40 @@ if has chunkab; then
     METAFORMER_CUDA_CHUNK_MB=$mb timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m poolformer_s12,convformer_s18,caformer_s18,mambaout_femto -b 256,1 --runs 20 --warmup 3 2>&1 |
       grep "cuda" | sed "s/^/chunk ${mb} MiB: /" | tee -a "$log"
+  done
+fi
+
+if has imagefolder; then
+  # Issue 13: "the GPU never waits for data on an image folder that fits in the page cache". A folder
+  # of 5,120 JPEGs of ImageNet's typical size (500×375, random content, 10 classes; made with PIL,
+  # read once so that it is in the page cache), then 60 bf16 training steps of each model at batch
+  # 128 with 14 decoding workers: images/s and the seconds the step loop waited for data
+  # (metrics.jsonl's data_wait_seconds), against the same run on synthetic data.
+  log=$OUT/imagefolder.log
+  echo "== image folder: does the GPU wait for data?" | tee "$log"
+  if [ ! -d /tmp/jpegs/train ]; then
+    python3 - <<'PY' >> "$log" 2>&1
+import os, numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+for split, n in (("train", 5120), ("val", 256)):
+    for i in range(n):
+        d = f"/tmp/jpegs/{split}/c{i % 10}"
+        os.makedirs(d, exist_ok=True)
+        base = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)  # smooth content, JPEG-sized like a photo
+        Image.fromarray(base).resize((500, 375), Image.BICUBIC).save(f"{d}/{i}.jpg", quality=90)
+print("made", sum(len(f) for _, _, f in os.walk("/tmp/jpegs")), "JPEGs,", os.popen("du -sh /tmp/jpegs").read().split()[0])
+PY
+  fi
+  cat /tmp/jpegs/*/*/*.jpg > /dev/null
+  for m in $(echo "${IMAGEFOLDER_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
+    for data in /tmp/jpegs synthetic:7680; do
+      rm -rf /tmp/imf
+      timeout 200 "$M" train -m $m --data $data --batch 128 --epochs 1 --max-steps 60 --backend cuda --dtype bf16 \
+        --workers 14 --eval-subset 128 --no-progress --out /tmp/imf 2>&1 | grep -E "img/s|waited|rror" | tail -2 |
+        sed "s|^|$m $data: |" | tee -a "$log"
+      grep -o '"data_wait_seconds":[0-9.]*' /tmp/imf/metrics.jsonl 2>/dev/null | sed "s|^|$m $data: |" | tee -a "$log"
+    done
   done
 fi
 

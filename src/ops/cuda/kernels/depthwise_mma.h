@@ -4,9 +4,9 @@
 // Why the tensor cores: a depthwise 7×7 is 49 multiply-adds per output and no reuse across
 // channels, so on the CUDA cores it is bound by instruction issue (docs/cuda.md: the best CUDA-core
 // kernel ran ConvFormer's convolutions at a tenth of the fp32 rate). For one channel and one kernel
-// row ki, eight neighbouring outputs of a row are a product with a banded (Toeplitz) matrix:
+// row ki, the eight outputs j0 … j0 + 7 of a row are a product with a banded (Toeplitz) matrix:
 //
-//   y[i, j] += Σ_k  x[i + ki, j + k − pw] · T_ki[k, j],   T_ki[k, j] = w[ki, k − j]  (0 ≤ k − j < K)
+//   y[i, j0 + n] += Σ_k x[i + ki − ph, j0 + k − pw] · T_ki[k, n],   T_ki[k, n] = w[ki, k − n] (0 ≤ k − n < K)
 //
 // so a 16×8 output tile of one channel is K products of a 16×16 input window (A) with a 16×8 band
 // (B), one `mma.m16n8k16` each: 16·8·16 multiply-adds of which 16·8·K are useful (44 % at K = 7),
@@ -27,7 +27,8 @@
 // The same code runs on the GPU (S = 1: a thread holds its own lane's registers) and on the host
 // (S = 32: `tests/test_depthwise_mma.cpp` holds all 32 lanes of a warp, runs every per-lane step for
 // each lane and emulates mma.sync with PTX's documented fragment layout), so the index arithmetic is
-// checked on machines without a GPU. Nothing here needs a CUDA header.
+// checked on machines without a GPU. On the host nothing here needs a CUDA header; device code uses
+// cuda_bf16.h's conversions and CUDA's vector types, which the .cu includes first (common.cuh).
 #pragma once
 
 #include <cstdint>
@@ -38,9 +39,9 @@
 #define MF_DWMMA_UNROLL _Pragma("unroll")
 #define MF_DWMMA_UNROLL2 _Pragma("unroll 2")
 #else
-#define MF_DWMMA_UNROLL2
 #define MF_DWMMA_HD inline
 #define MF_DWMMA_UNROLL
+#define MF_DWMMA_UNROLL2
 #endif
 
 namespace mf::cuda::dwmma {

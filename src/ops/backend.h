@@ -103,6 +103,15 @@ class Backend {
   // Drops whatever run_pass recorded for `owner`; call it before the owner goes away, since another
   // object may later live at the same address.
   virtual void release_passes(const void* owner) { (void)owner; }
+  // Training's next batch, uploaded while the current step computes: true when this backend wants it
+  // (the cuda backend with METAFORMER_CUDA_UPLOAD_AHEAD=1). The trainer then calls
+  // reserve_upload(shape) before queuing a step (room for the next batch, ordered before the step's
+  // work), and, once the step is queued, takes the next batch, applies its Mixup/CutMix and calls
+  // upload_ahead(images); that batch's images must not change afterwards. A batch of another shape
+  // than the reservation's is uploaded as usual when an op first reads it.
+  virtual bool uploads_ahead() const { return false; }
+  virtual void reserve_upload(const Shape& shape) { (void)shape; }
+  virtual void upload_ahead(const Tensor& images) { (void)images; }
 
   // x [..., K], w [N, K] (or [N, K, 1, 1]), b [N] or null -> y [..., N]
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);

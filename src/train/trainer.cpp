@@ -686,21 +686,55 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       pending.reset();
       return loss;
     };
-    while (step < total_steps) {
+    // A batch ready for its step: Mixup/CutMix applied with the step's generator, which the step
+    // then goes on drawing from (drop path). With uploads ahead (Backend::uploads_ahead), the next
+    // step's batch is made as soon as this step is queued, and uploaded while this step computes.
+    struct Prepared {
+      Batch batch;
+      Rng rng;
+      Tensor targets;
+      std::chrono::steady_clock::duration mixing{};  // host time of the Mixup/CutMix, part of its step's
+    };
+    const auto next_batch = [&]() {
       const auto wait_start = std::chrono::steady_clock::now();
-      auto batch = loader.next();
+      auto b = loader.next();
       data_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
-      if (!batch) break;
-      ++done;
-      if (batch->labels.empty()) {
-        // Ranks step together: one cannot skip a step alone.
-        MF_CHECK(dist.world() == 1, "every sample of batch {} of epoch {} is unreadable (rank {}); a data-parallel "
-                 "run cannot skip a step on one rank", batch->index, epoch + 1, dist.rank());
-        continue;
+      return b;
+    };
+    // The next batch with a readable sample, prepared for step `at`; nothing at the epoch's end.
+    const auto prepare = [&](int64_t at) -> std::optional<Prepared> {
+      while (true) {
+        auto batch = next_batch();
+        if (!batch) return std::nullopt;
+        ++done;
+        if (batch->labels.empty()) {
+          // Ranks step together: one cannot skip a step alone.
+          MF_CHECK(dist.world() == 1, "every sample of batch {} of epoch {} is unreadable (rank {}); a data-parallel "
+                   "run cannot skip a step on one rank", batch->index, epoch + 1, dist.rank());
+          continue;
+        }
+        const auto mix_start = std::chrono::steady_clock::now();
+        Rng rng(rank_step_seed(o.seed, at, dist.rank()));
+        Tensor targets =
+            forecast ? batch->targets : mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
+        return Prepared{std::move(*batch), rng, std::move(targets), std::chrono::steady_clock::now() - mix_start};
       }
-      const auto t0 = std::chrono::steady_clock::now();
-      Rng rng(rank_step_seed(o.seed, step, dist.rank()));
-      Tensor targets = forecast ? batch->targets : mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
+    };
+    const bool ahead = backend.uploads_ahead();
+    std::optional<Prepared> staged;
+    while (step < total_steps) {
+      const bool was_staged = staged.has_value();
+      std::optional<Prepared> prepared = was_staged ? std::move(staged) : prepare(step);
+      staged.reset();
+      if (!prepared) break;
+      // The step's host time starts with its own mixing (done during the previous step when staged).
+      const auto t0 = std::chrono::steady_clock::now() - (was_staged ? std::chrono::steady_clock::duration{}
+                                                                      : prepared->mixing);
+      // Room for the next batch's upload, in the device's order before this step's work.
+      if (ahead && step + 1 < total_steps) backend.reserve_upload(prepared->batch.images.shape());
+      const std::optional<Batch> batch(std::move(prepared->batch));
+      Rng rng = prepared->rng;
+      const Tensor targets = prepared->targets;
       Ctx ctx;
       ctx.exec.backend = &backend;
       ctx.exec.profile = o.profile ? &profile : nullptr;
@@ -751,6 +785,11 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       opt.step(sched.at(step));
       if (ema) ema->update();
       ++step;
+      // The next step's batch, with this step queued: its upload runs while this step computes.
+      if (ahead && step < total_steps) {
+        staged = prepare(step);
+        if (staged) backend.upload_ahead(staged->batch.images);
+      }
       maybe_die_at_step(step);
       images += static_cast<int64_t>(batch->labels.size());
       if (time_steps && done > 1) {

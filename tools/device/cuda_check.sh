@@ -59,6 +59,8 @@
 #                 models with tiny chunks, then bf16 inference time and peak memory at budgets 0-48 MiB
 #   imagefolder.log (step imagefolder) bf16 training on a page-cached folder of 5,120 JPEGs against synthetic
 #                 data: images/s and the seconds the step loop waited for data
+#   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
+#                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
 #                 LayerNorm backward in two passes, the depthwise forward with weights in registers,
 #                 attention's GEMM backward): op and grad
@@ -77,7 +79,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -635,6 +637,36 @@ PY
         --workers 14 --eval-subset 128 --no-progress --out /tmp/imf 2>&1 | grep -E "img/s|waited|rror" | tail -2 |
         sed "s|^|$m $data: |" | tee -a "$log"
       grep -o '"data_wait_seconds":[0-9.]*' /tmp/imf/metrics.jsonl 2>/dev/null | sed "s|^|$m $data: |" | tee -a "$log"
+    done
+  done
+fi
+
+if has uploadab; then
+  # The next batch uploaded on a copy stream while the step computes (METAFORMER_CUDA_UPLOAD_AHEAD=1,
+  # Backend::upload_ahead): first that it changes no bit (30 --dtype bf16 steps with drop path and
+  # Mixup, off and on: the same model.safetensors), the CudaTraining tests with it on, then images/s
+  # over 60 steps of each model, off and on, twice alternating.
+  log=$OUT/uploadab.log
+  echo "== upload ahead: the same bits, then images/s" | tee "$log"
+  for v in 0 1; do
+    rm -rf /tmp/upl_$v
+    METAFORMER_CUDA_UPLOAD_AHEAD=$v timeout 200 "$M" train -m poolformer_s12 --data synthetic:3840 --batch 128 \
+      --epochs 1 --max-steps 30 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --drop-path 0.1 \
+      --mixup 0.8 --cutmix 1.0 --seed 3 --no-progress --out /tmp/upl_$v 2>&1 | grep -E "img/s|rror" | tail -1 |
+      sed "s/^/bits $v: /" | tee -a "$log"
+  done
+  cmp /tmp/upl_0/model.safetensors /tmp/upl_1/model.safetensors && echo "upload ahead: the same weights, bit for bit" | tee -a "$log" ||
+    echo "upload ahead: THE WEIGHTS DIFFER" | tee -a "$log"
+  METAFORMER_CUDA_UPLOAD_AHEAD=1 timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*' 2>&1 |
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) " | sed "s/^/upload ahead gtest: /" | tee -a "$log"
+  for round in 1 2; do
+    for m in $(echo "${UPLOAD_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
+      for v in 0 1; do
+        rm -rf /tmp/upl
+        METAFORMER_CUDA_UPLOAD_AHEAD=$v timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 \
+          --max-steps 60 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/upl 2>&1 |
+          grep -E "img/s|rror" | tail -1 | sed "s/^/round $round $m ahead=$v: /" | tee -a "$log"
+      done
     done
   done
 fi

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -24,12 +26,30 @@ using cuda::context;
 
 cudaStream_t stream() { return context().stream; }
 
+// Uploads queued by upload_ahead on the copy stream, by device address: the event that completes
+// with each. The first use of such an upload makes the compute stream wait for it (dev()).
+std::mutex g_ahead_mu;
+std::map<const void*, cudaEvent_t> g_ahead;
+
+void wait_for_upload_ahead(const void* device_data) {
+  std::lock_guard<std::mutex> lock(g_ahead_mu);
+  auto it = g_ahead.find(device_data);
+  if (it == g_ahead.end()) return;
+  MF_CUDA(cudaStreamWaitEvent(cuda::context().stream, it->second, 0));
+  MF_CUDA(cudaEventDestroy(it->second));  // released once the wait is satisfied
+  g_ahead.erase(it);
+}
+
 // A device pointer to t's data: t itself when it is on the GPU, else its upload, cached with t's
 // storage (parameters are uploaded once; the cache follows their version).
 const float* dev(const Tensor& t) {
   if (t.device() == Device::CUDA) return t.data();
   static const std::string key = "cuda";
-  if (auto d = t.derived(key)) return static_cast<Tensor*>(d.get())->data();
+  if (auto d = t.derived(key)) {
+    const float* p = static_cast<Tensor*>(d.get())->data();
+    wait_for_upload_ahead(p);
+    return p;
+  }
   auto up = std::make_shared<Tensor>(t.to(Device::CUDA));
   const float* p = up->data();
   t.set_derived(key, up);
@@ -217,6 +237,37 @@ class CudaBackend final : public CudaFamilyOps {
     return cuda::run_recorded(owner, x, pass);
   }
   void release_passes(const void* owner) override { cuda::release_recorded(owner); }
+  bool uploads_ahead() const override { return cuda::upload_ahead_enabled(); }
+  // The next batch's device copy is allocated here, in the compute stream's order before the step
+  // about to be queued, so none of that step's work can be given its memory; an event marks the
+  // point. upload_ahead's copy (on the copy stream) waits for it, which completes when the previous
+  // step is done, and the first use of the upload waits for the copy (dev()).
+  void reserve_upload(const Shape& shape) override {
+    if (!cuda::upload_ahead_enabled()) return;
+    reserved_ = Tensor::empty(shape, Device::CUDA);  // an unused earlier one is freed in stream order
+    if (!reserved_at_) MF_CUDA(cudaEventCreateWithFlags(&reserved_at_, cudaEventDisableTiming));
+    MF_CUDA(cudaEventRecord(reserved_at_, stream()));
+  }
+  // A batch of another shape, or not in page-locked memory, is left to the usual upload.
+  void upload_ahead(const Tensor& x) override {
+    Tensor up = std::move(reserved_);
+    reserved_ = Tensor();
+    if (!up.defined() || x.device() == Device::CUDA || x.dtype() != DType::f32 || x.shape() != up.shape() ||
+        x.derived("cuda"))
+      return;
+    cudaEvent_t copied =
+        cuda::copy_ahead(up.raw(), x.raw(), static_cast<size_t>(x.numel()) * sizeof(float), reserved_at_);
+    if (!copied) return;
+    {
+      std::lock_guard<std::mutex> lock(g_ahead_mu);
+      auto [it, fresh] = g_ahead.emplace(up.raw(), copied);
+      if (!fresh) {  // an upload at this address was never read: its copy is long done
+        MF_CUDA(cudaEventDestroy(it->second));
+        it->second = copied;
+      }
+    }
+    x.set_derived("cuda", std::make_shared<Tensor>(std::move(up)));
+  }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override {
     gemm_rows(x, w, b, y, x.shape().rows(), w.dim(1), cuda::Epilogue::bias);
@@ -684,6 +735,8 @@ class CudaBackend final : public CudaFamilyOps {
 
   Precision precision_;
   bool bf16_;
+  Tensor reserved_;                   // reserve_upload's room for the next training batch
+  cudaEvent_t reserved_at_ = nullptr;  // the compute stream's point where it was made
 };
 
 }  // namespace

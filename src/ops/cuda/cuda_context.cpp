@@ -153,6 +153,23 @@ class CudaPool final : public DeviceMemory {
     // The host reads what came back, or may reuse the pageable source: wait either way.
     if (dir != Direction::device_to_device) MF_CUDA(cudaStreamSynchronize(c.stream));
   }
+  // copy_ahead (cuda_context.h): on the copy stream, after `after`.
+  cudaEvent_t copy_ahead(void* dst, const void* src, size_t bytes, cudaEvent_t after) {
+    Context& c = context();
+    refuse_while_capturing(c.stream);
+    std::lock_guard<std::mutex> lock(pin_mu_);
+    PinnedBlock* b = bytes > 0 && pinned_batches_enabled() ? pinned_block_of(src, bytes) : nullptr;
+    if (!b) return nullptr;
+    if (!copy_stream_) MF_CUDA(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    MF_CUDA(cudaStreamWaitEvent(copy_stream_, after, 0));
+    MF_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, copy_stream_));
+    MF_CUDA(cudaEventRecord(b->copied, copy_stream_));
+    b->busy = true;
+    cudaEvent_t done = nullptr;
+    MF_CUDA(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    MF_CUDA(cudaEventRecord(done, copy_stream_));
+    return done;
+  }
   std::function<void()> copy_to_host_later(void* dst, const void* src, size_t bytes) override {
     Context& c = context();
     refuse_while_capturing(c.stream);
@@ -279,6 +296,7 @@ class CudaPool final : public DeviceMemory {
   size_t in_use_ = 0, peak_ = 0, limit_ = 0;
   std::mutex pin_mu_;
   std::map<uintptr_t, PinnedBlock> pinned_;
+  cudaStream_t copy_stream_ = nullptr;  // copy_ahead's (made on first use, never destroyed)
   std::map<size_t, std::deque<Staging>> staging_;
 };
 
@@ -343,6 +361,18 @@ std::string device_description() {
 
 void synchronize() {
   if (g_context) MF_CUDA(cudaStreamSynchronize(g_context->stream));
+}
+
+bool upload_ahead_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_UPLOAD_AHEAD");
+    return e != nullptr && std::strcmp(e, "1") == 0;
+  }();
+  return on;
+}
+
+cudaEvent_t copy_ahead(void* dst, const void* src, size_t bytes, cudaEvent_t after) {
+  return pool().copy_ahead(dst, src, bytes, after);
 }
 
 size_t pool_bytes_in_use() { return pool().in_use(); }

@@ -39,6 +39,15 @@ std::string device_description();
 // Waits for the stream (before reading a host clock or host data).
 void synchronize();
 
+// METAFORMER_CUDA_UPLOAD_AHEAD=1 (a candidate, off by default until the device has measured it): the
+// trainer has the next batch uploaded on a copy stream while the current step computes.
+bool upload_ahead_enabled();
+// Copies `bytes` from page-locked host memory at `src` (a pinned training batch) to `dst` on a
+// stream of its own, once `after` (an event on the compute stream) has completed. Returns the event
+// that completes with the copy (the caller owns it), or null when `src` is not a pinned block (then
+// nothing was queued). The pinned block stays busy until the copy is done.
+cudaEvent_t copy_ahead(void* dst, const void* src, size_t bytes, cudaEvent_t after);
+
 // Memory pool statistics, in bytes.
 size_t pool_bytes_in_use();
 size_t pool_peak_bytes();

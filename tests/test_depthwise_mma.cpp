@@ -24,8 +24,8 @@ namespace {
 
 using namespace mf::cuda::dwmma;
 
-float lo_half(uint32_t w) { return bf16_to_float(uint16_t(w & 0xffffu)); }
-float hi_half(uint32_t w) { return bf16_to_float(uint16_t(w >> 16)); }
+float lo_half(uint32_t w) { return bf16_bits_to_float(uint16_t(w & 0xffffu)); }
+float hi_half(uint32_t w) { return bf16_bits_to_float(uint16_t(w >> 16)); }
 
 // mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 over a warp's 32 lanes (lane = 4g + t).
 struct EmulatedMma {
@@ -72,7 +72,7 @@ struct Case {
   bool bias, pre, post;
 };
 
-float round_bf16(float v) { return bf16_to_float(float_to_bf16(v)); }
+float round_bf16(float v) { return bf16_bits_to_float(float_to_bf16_bits(v)); }
 
 template <class G, class Pre, class Post>
 void run_grid(Args a, int64_t B, const Pre& pre, const Post& post) {
@@ -109,7 +109,7 @@ void check(const Case& c, bool tall, const Pre& pre, const Post& post) {
   std::mt19937 rng(uint32_t(c.H * 131 + c.W * 17 + c.C + c.k));
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   std::vector<uint16_t> x(size_t(c.B * c.H * c.W * c.xs + c.x_offset + 8));
-  for (auto& v : x) v = float_to_bf16(u(rng));
+  for (auto& v : x) v = float_to_bf16_bits(u(rng));
   std::vector<float> w(size_t(c.k * c.k * c.C)), bias(size_t(c.C));
   for (auto& v : w) v = u(rng) * 0.3f;
   for (auto& v : bias) v = u(rng);
@@ -151,12 +151,12 @@ void check(const Case& c, bool tall, const Pre& pre, const Post& post) {
             for (int kj = 0; kj < c.k; ++kj) {
               const int64_t ih = oh - c.pad + ki, iw = ow - c.pad + kj;
               if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
-              const float xv = bf16_to_float(x[size_t(((b * c.H + ih) * c.W + iw) * c.xs + c.x_offset + ch)]);
+              const float xv = bf16_bits_to_float(x[size_t(((b * c.H + ih) * c.W + iw) * c.xs + c.x_offset + ch)]);
               const double term = double(round_bf16(pre(xv))) * round_bf16(w[size_t((ki * c.k + kj) * c.C + ch)]);
               s += term;
               mag += std::fabs(term);
             }
-          const double want = post(float(s)), got = bf16_to_float(got_bits);
+          const double want = post(float(s)), got = bf16_bits_to_float(got_bits);
           const double tol = std::ldexp(std::fabs(want), -8) + 1e-5 * mag + 1e-30;
           if (!(std::fabs(got - want) <= tol) && bad++ < 5)
             ADD_FAILURE() << "at b" << b << " (" << oh << ", " << ow << ") c" << ch << ": " << got << " vs " << want;

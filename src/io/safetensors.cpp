@@ -16,6 +16,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "core/bf16_bits.h"
 #include "core/error.h"
 #include "io/file.h"
 
@@ -115,9 +116,6 @@ float half_to_float(uint16_t h) {
   }
   return std::bit_cast<float>(bits);
 }
-
-// bfloat16 is the upper half of a float32.
-float bf16_to_float(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
 
 template <typename T>
 T read_le(const uint8_t* p) {
@@ -321,7 +319,7 @@ Tensor SafeTensors::load(const std::string& name) const {
   if (in.dtype == "F16") {
     for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(read_le<uint16_t>(src + 2 * i));
   } else if (in.dtype == "BF16") {
-    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(read_le<uint16_t>(src + 2 * i));
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_float(read_le<uint16_t>(src + 2 * i));
   } else {
     MF_ASSERT(in.dtype == "F64");
     // Rounds to nearest; values beyond float's range become infinities (IEEE conversion).

@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "core/bf16_bits.h"
 #include "nn/module.h"
 
 #ifdef MF_HAVE_MPI
@@ -160,26 +161,12 @@ void Distributed::finish_allreduce_mean(float* data, int64_t n) const {
 }
 
 namespace {
-// bf16 as the top 16 bits of a float, rounded to nearest with ties to even (a NaN stays a NaN).
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7F800000u) == 0x7F800000u && (u & 0x007FFFFFu)) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-float from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 #ifdef MF_HAVE_MPI
 // MPI has no bf16 type: 16-bit words with a sum of our own, each addition rounded to bf16.
 void sum_bf16(void* in, void* inout, int* len, MPI_Datatype*) {
   const auto* a = static_cast<const uint16_t*>(in);
   auto* b = static_cast<uint16_t*>(inout);
-  for (int i = 0; i < *len; ++i) b[i] = to_bf16(from_bf16(a[i]) + from_bf16(b[i]));
+  for (int i = 0; i < *len; ++i) b[i] = float_to_bf16_bits(bf16_bits_to_float(a[i]) + bf16_bits_to_float(b[i]));
 }
 #endif
 }  // namespace
@@ -187,7 +174,7 @@ void sum_bf16(void* in, void* inout, int* len, MPI_Datatype*) {
 void Distributed::allreduce_mean_bf16(float* data, int64_t n) const {
   if (world_ == 1) return;
   std::vector<uint16_t> low(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) low[static_cast<size_t>(i)] = to_bf16(data[i]);
+  for (int64_t i = 0; i < n; ++i) low[static_cast<size_t>(i)] = float_to_bf16_bits(data[i]);
 #ifdef MF_HAVE_MPI
   static const MPI_Op op = [] {  // made once: the reduction runs every step
     MPI_Op o;
@@ -200,7 +187,7 @@ void Distributed::allreduce_mean_bf16(float* data, int64_t n) const {
               "MPI_Allreduce (bf16)");
 #endif
   const float inv = 1.f / static_cast<float>(world_);
-  for (int64_t i = 0; i < n; ++i) data[i] = from_bf16(low[static_cast<size_t>(i)]) * inv;
+  for (int64_t i = 0; i < n; ++i) data[i] = bf16_bits_to_float(low[static_cast<size_t>(i)]) * inv;
 }
 
 void Distributed::allreduce_sum(double* data, int64_t n) const {

@@ -32,6 +32,8 @@ std::mutex g_ahead_mu;
 std::map<const void*, cudaEvent_t> g_ahead;
 
 void wait_for_upload_ahead(const void* device_data) {
+  // dev() runs for every parameter an op reads: without the switch there is nothing to look up.
+  if (!cuda::upload_ahead_enabled()) return;
   std::lock_guard<std::mutex> lock(g_ahead_mu);
   auto it = g_ahead.find(device_data);
   if (it == g_ahead.end()) return;

@@ -34,6 +34,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/bf16_bits.h"
+
 #if defined(__CUDACC__)
 #define MF_DWMMA_HD __host__ __device__ __forceinline__
 #define MF_DWMMA_UNROLL _Pragma("unroll")
@@ -48,36 +50,17 @@ namespace mf::cuda::dwmma {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
 
-// ---- bf16 bits <-> float ----
-MF_DWMMA_HD float bf16_to_float(uint16_t b) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(uint32_t(b) << 16);
-#else
-  const uint32_t u = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-// Round to nearest even, as __float2bfloat16_rn (NaN stays a quiet NaN).
-MF_DWMMA_HD uint16_t float_to_bf16(float f) {
-#if defined(__CUDA_ARCH__)
-  uint32_t u = __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-#endif
-  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
+// ---- bf16 bits <-> float (core/bf16_bits.h) ----
+using mf::bf16_bits_to_float;
+using mf::float_to_bf16_bits;
+
 // Two floats as one bf16x2 word: `lo` in the low half (the lower address, the first element).
 MF_DWMMA_HD uint32_t pack_bf16x2(float lo, float hi) {
 #if defined(__CUDA_ARCH__)
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
 #else
-  return uint32_t(float_to_bf16(lo)) | (uint32_t(float_to_bf16(hi)) << 16);
+  return uint32_t(float_to_bf16_bits(lo)) | (uint32_t(float_to_bf16_bits(hi)) << 16);
 #endif
 }
 
@@ -188,12 +171,12 @@ MF_DWMMA_HD void stage(int tid, int threads, const Args& a, const BlockPos& at, 
         MF_DWMMA_UNROLL
         for (int e = 0; e < 8; ++e) {
           const uint16_t bits = uint16_t(e % 2 ? word[e / 2] >> 16 : word[e / 2] & 0xffffu);
-          v[h][e] = pre(bf16_to_float(bits));
+          v[h][e] = pre(bf16_bits_to_float(bits));
         }
       } else {
         MF_DWMMA_UNROLL
         for (int e = 0; e < 8; ++e)
-          v[h][e] = inside && c + e < a.C ? pre(bf16_to_float(a.x[((at.b * a.H + ih) * a.W + iw) * a.xs + c + e])) : 0.f;
+          v[h][e] = inside && c + e < a.C ? pre(bf16_bits_to_float(a.x[((at.b * a.H + ih) * a.W + iw) * a.xs + c + e])) : 0.f;
       }
     }
     MF_DWMMA_UNROLL

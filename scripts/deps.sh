@@ -6,7 +6,8 @@ PACKAGES=(
   build-essential cmake pkg-config          # toolchain
   libdnnl-dev ocl-icd-opencl-dev            # oneDNN: CPU GEMMs and convolutions (its CMake config asks for OpenCL)
   libfftw3-dev                              # FFTs (frequency-domain mixers)
-  libstb-dev                                # JPEG/PNG decoding
+  libstb-dev                                # PNG/BMP/... decoding
+  libjpeg62-turbo-dev                       # JPEG decoding (libjpeg-turbo, as Pillow)
   zlib1g-dev                                # gzip (the IDX files of Fashion-MNIST)
   libcurl4-openssl-dev                      # HTTPS downloads of pretrained weights from the Hugging Face hub
   nlohmann-json3-dev libcli11-dev libfmt-dev  # JSON, command line, formatting

@@ -15,6 +15,7 @@
 #include <stb/stb_image.h>
 
 #include "core/error.h"
+#include "io/jpeg.h"
 
 namespace mf {
 
@@ -127,6 +128,11 @@ Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int6
   if (has_size && hw > 0 && hh > 0 && hw * hh > max_pixels)
     fail("cannot decode image {}: {}x{} pixels is more than the limit of {} (see --max-image-pixels)", what, hw, hh,
          max_pixels);
+  // JPEGs go to libjpeg-turbo, Pillow's decoder (io/jpeg.h), except CMYK and YCCK ones.
+  if (looks_like_jpeg(bytes)) {
+    Image img;
+    if (decode_jpeg(bytes, what, max_pixels, img)) return img;
+  }
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(bytes.data(), len, &w, &h, &channels)) {
     // stb's info reports only the last format it tried, "unknown image type", even for a PNG it

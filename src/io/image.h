@@ -1,4 +1,5 @@
-// Image decoding (JPEG, PNG, and the other formats stb_image reads) to 8-bit RGB.
+// Image decoding to 8-bit RGB: JPEG with libjpeg-turbo (io/jpeg.h), PNG, BMP and the other formats
+// stb_image reads with stb_image.
 #pragma once
 
 #include <cstdint>

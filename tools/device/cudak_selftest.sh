@@ -18,6 +18,8 @@ OUT=${OUT:-$PWD/cudak-out}
 mkdir -p "$OUT"
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 FLAGS=(-std=c++17 -O3 -lineinfo -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90)
+# The kernels include a few project headers (core/bf16_bits.h): the src/ folder above them.
+FLAGS+=(-I "$(cd "$SRC/../../.." && pwd)")
 read -r -a EXTRA <<<"${NVCC_EXTRA:-}"
 FLAGS+=("${EXTRA[@]}")
 

@@ -14,6 +14,9 @@ Files (all sizes in pixels, W x H):
   photo.png         97x71 synthetic photo-like RGB image (gradients, shapes, noise, saturated areas)
   photo.jpg         the same image as JPEG (quality 90, 4:2:0)
   photo_jpg_pil.png Pillow's (libjpeg's) decode of photo.jpg, stored losslessly
+  photo_progressive.jpg, photo_444.jpg  the photo as a progressive JPEG (4:2:0) and as a 4:4:4 one
+  grey.jpg          grey.png as a one-channel JPEG
+  cmyk.jpg          the photo as a CMYK JPEG (decoded by stb_image, not libjpeg-turbo)
   grey.png          13x9 L, value (17x + 29y) % 256
   rgba.png          11x7 RGBA, RGB (20x, 30y, 7x + 11y) % 256, alpha (37(x + y)) % 256
   palette.png       9x5 P with the 4 colours of PALETTE, index (x + 2y) % 4
@@ -165,10 +168,15 @@ def main():
     Image.fromarray(photo).save(os.path.join(OUT, "photo.jpg"), format="JPEG", quality=90, subsampling=2)
     jpg = Image.open(os.path.join(OUT, "photo.jpg")).convert("RGB")
     save_png(jpg, os.path.join(OUT, "photo_jpg_pil.png"))
+    Image.fromarray(photo).save(os.path.join(OUT, "photo_progressive.jpg"), format="JPEG", quality=90, subsampling=2,
+                                progressive=True)
+    Image.fromarray(photo).save(os.path.join(OUT, "photo_444.jpg"), format="JPEG", quality=90, subsampling=0)
+    Image.fromarray(photo).convert("CMYK").save(os.path.join(OUT, "cmyk.jpg"), format="JPEG", quality=90)
 
     y, x = np.mgrid[0:9, 0:13]
     grey = ((17 * x + 29 * y) % 256).astype(np.uint8)
     save_png(Image.fromarray(grey, "L"), os.path.join(OUT, "grey.png"))
+    Image.fromarray(grey, "L").save(os.path.join(OUT, "grey.jpg"), format="JPEG", quality=90)
     y, x = np.mgrid[0:7, 0:11]
     rgba = np.stack([(20 * x) % 256, (30 * y) % 256, (7 * x + 11 * y) % 256, (37 * (x + y)) % 256], -1)
     save_png(Image.fromarray(rgba.astype(np.uint8), "RGBA"), os.path.join(OUT, "rgba.png"))
@@ -177,7 +185,8 @@ def main():
     pal.putpalette([c for rgb in PALETTE for c in rgb])
     save_png(pal, os.path.join(OUT, "palette.png"))
 
-    for name in ("photo.png", "photo.jpg", "grey.png", "rgba.png", "palette.png"):
+    for name in ("photo.png", "photo.jpg", "photo_progressive.jpg", "photo_444.jpg", "grey.jpg", "grey.png",
+                 "rgba.png", "palette.png"):
         im = Image.open(os.path.join(OUT, name)).convert("RGB")
         refs.append(f"decode {name} {im.width} {im.height} {fnv1a64(im.tobytes())}")
 
@@ -203,7 +212,8 @@ def main():
         fh.write("\n".join(refs) + "\n")
 
     # Fuzz seeds: the small images, and truncated copies that stop inside the compressed data.
-    for name in ("photo.png", "photo.jpg", "grey.png", "rgba.png", "palette.png"):
+    for name in ("photo.png", "photo.jpg", "photo_progressive.jpg", "grey.jpg", "cmyk.jpg", "grey.png", "rgba.png",
+                 "palette.png"):
         with open(os.path.join(OUT, name), "rb") as fh:
             data = fh.read()
         with open(os.path.join(CORPUS, name), "wb") as fh:

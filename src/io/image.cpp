@@ -125,7 +125,8 @@ Image decode_image(std::span<const uint8_t> bytes, const std::string& what, int6
   // allocates anything for its pixels.
   int64_t hw = 0, hh = 0;
   const bool has_size = header_size(bytes, hw, hh);
-  if (has_size && hw > 0 && hh > 0 && hw * hh > max_pixels)
+  // (Compared by division: a PNG header's 32-bit sides can multiply past int64's range.)
+  if (has_size && hw > 0 && hh > 0 && hw > max_pixels / hh)
     fail("cannot decode image {}: {}x{} pixels is more than the limit of {} (see --max-image-pixels)", what, hw, hh,
          max_pixels);
   // JPEGs go to libjpeg-turbo, Pillow's decoder (io/jpeg.h), except CMYK and YCCK ones.

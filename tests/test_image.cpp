@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/rng.h"
+#include "data/dataset.h"
 #include "io/image.h"
 #include "io/resample.h"
 #include "test_util.h"
@@ -337,6 +339,30 @@ TEST(Resize, ConstantImageStaysConstant) {
     }
 }
 
+// resize_region reads the box in place; it must give what resizing a copy of the box gives (whose
+// resize is Pillow's, MatchesPillowExactly), for every filter, growing, shrinking and keeping sizes.
+TEST(Resize, RegionIsTheResizeOfTheCrop) {
+  const Image photo = load_image(image_path("photo.png"));
+  const struct {
+    int x0, y0, w, h, out_w, out_h;
+  } cases[] = {{0, 0, 97, 71, 16, 16},  {10, 5, 40, 30, 224, 224}, {50, 20, 47, 51, 13, 29}, {3, 7, 1, 1, 5, 3},
+               {96, 70, 1, 1, 2, 2},    {20, 10, 33, 44, 33, 12},  {20, 10, 33, 44, 9, 44}, {5, 5, 60, 60, 60, 60},
+               {0, 30, 97, 41, 224, 96}};
+  for (const auto& c : cases) {
+    Image crop;
+    crop.width = c.w;
+    crop.height = c.h;
+    for (int y = 0; y < c.h; ++y)
+      for (int x = 0; x < c.w; ++x) crop.rgb.insert(crop.rgb.end(), pixel(photo, c.x0 + x, c.y0 + y), pixel(photo, c.x0 + x, c.y0 + y) + 3);
+    for (auto interp : {Interpolation::Nearest, Interpolation::Bilinear, Interpolation::Bicubic})
+      ASSERT_EQ(resize_region(photo, c.x0, c.y0, c.w, c.h, c.out_w, c.out_h, interp).rgb,
+                resize(crop, c.out_w, c.out_h, interp).rgb)
+          << c.w << "x" << c.h << " at " << c.x0 << "," << c.y0 << " -> " << c.out_w << "x" << c.out_h;
+  }
+  EXPECT_EQ(error_of([&] { resize_region(photo, 90, 0, 8, 10, 4, 4, Interpolation::Bicubic); }),
+            "resize_region: the box 8x10 at (90, 0) is not inside the 97x71 image");
+}
+
 TEST(Resize, InvalidArguments) {
   const Image img = coordinate_image(4, 3);
   EXPECT_EQ(error_of([&] { resize(img, 0, 3, Interpolation::Bicubic); }), "resize: invalid output size 0x3");
@@ -485,6 +511,74 @@ TEST(EvalTransform, InvalidArguments) {
   t.std[1] = 1;
   t.size = 0;
   EXPECT_EQ(error_of([&] { eval_transform(img, t); }), "eval_transform: invalid size 0");
+}
+
+
+// ------------------------------------------------------------------------------------------------
+// The image folder's training transform
+
+// A 24-bit BMP (bottom-up rows of B, G, R padded to 4 bytes), which stb_image reads.
+std::vector<uint8_t> bmp_bytes(const Image& img) {
+  const uint32_t row = (static_cast<uint32_t>(img.width) * 3 + 3) & ~3u, size = 54 + row * static_cast<uint32_t>(img.height);
+  std::vector<uint8_t> b(size, 0);
+  auto le32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) b[at + static_cast<size_t>(i)] = static_cast<uint8_t>(v >> (8 * i));
+  };
+  b[0] = 'B';
+  b[1] = 'M';
+  le32(2, size);
+  le32(10, 54);
+  le32(14, 40);
+  le32(18, static_cast<uint32_t>(img.width));
+  le32(22, static_cast<uint32_t>(img.height));
+  b[26] = 1;   // planes
+  b[28] = 24;  // bits per pixel
+  for (int y = 0; y < img.height; ++y)
+    for (int x = 0; x < img.width; ++x)
+      for (int c = 0; c < 3; ++c)
+        b[54 + static_cast<size_t>(img.height - 1 - y) * row + static_cast<size_t>(x) * 3 + static_cast<size_t>(2 - c)] =
+            pixel(img, x, y)[c];
+  return b;
+}
+
+// With scale [1, 1] a square image's RandomResizedCrop box is the whole image (an aspect ratio
+// other than about 1 does not fit, and the fallback is the whole image), so a training sample must
+// be the Pillow resize of the image, flipped or not, normalised with the same float expression as
+// the eval transform, whatever the generator draws.
+TEST(ImageFolderTransform, TrainingSampleIsTheResizedImageFlippedOrNotAndNormalised) {
+  const Image photo = load_image(image_path("photo.png"));
+  const Image square = resize_region(photo, 10, 5, 60, 60, 60, 60, Interpolation::Nearest);  // a 60x60 crop
+  test::TempDir dir;
+  for (const char* cls : {"a", "b"}) {
+    std::filesystem::create_directories(dir.file(cls));
+    test::write_bytes(dir.file(std::string(cls) + "/0.bmp"), bmp_bytes(square));
+  }
+  DataTransform t;
+  t.size = 24;
+  t.min_scale = 1.0;
+  const auto data = open_image_folder(dir.path(), t);
+  const Image resized = resize(square, 24, 24, Interpolation::Bicubic);
+  auto expected = [&](bool flip) {
+    std::vector<float> v;
+    for (int y = 0; y < 24; ++y)
+      for (int x = 0; x < 24; ++x)
+        for (int c = 0; c < 3; ++c)
+          v.push_back((float(pixel(resized, flip ? 23 - x : x, y)[c]) / 255.f - t.mean[static_cast<size_t>(c)]) /
+                      t.std[static_cast<size_t>(c)]);
+    return v;
+  };
+  const std::vector<float> plain = expected(false), flipped = expected(true);
+  int flips = 0;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    Rng rng(seed);
+    const Sample s = data->get(0, /*train=*/true, rng);
+    ASSERT_EQ(s.image.shape(), (Shape{24, 24, 3}));
+    const std::vector<float> got(s.image.data(), s.image.data() + s.image.numel());
+    ASSERT_TRUE(got == plain || got == flipped) << "seed " << seed;
+    flips += got == flipped;
+  }
+  EXPECT_GT(flips, 0);
+  EXPECT_LT(flips, 12);
 }
 
 }  // namespace

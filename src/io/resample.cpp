@@ -21,7 +21,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <climits>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "core/error.h"
@@ -63,6 +65,9 @@ struct Kernel {
   std::vector<int> count;
   std::vector<int32_t> k;
   int stride = 0;
+  // Every output's sum fits a 32-bit accumulator, as in Pillow (true for every real filter; a
+  // contrived kernel of millions of taps would not), so the 8-row pass below can use one.
+  bool fits32 = false;
 };
 
 Kernel make_kernel(int in_size, int out_size, Interpolation interp) {
@@ -105,6 +110,16 @@ Kernel make_kernel(int in_size, int out_size, Interpolation interp) {
       k[j] = static_cast<int32_t>(v < 0.0 ? f - 0.5 : f + 0.5);
     }
   }
+  int64_t most = 0, least = 0;  // the largest and smallest possible sums of one output
+  for (int x = 0; x < out_size; ++x) {
+    int64_t pos = 0, neg = 0;
+    const int32_t* k = kn.k.data() + static_cast<size_t>(x) * static_cast<size_t>(kn.stride);
+    for (int j = 0; j < kn.count[static_cast<size_t>(x)]; ++j) (k[j] > 0 ? pos : neg) += k[j];
+    most = std::max(most, 255 * pos);
+    least = std::min(least, 255 * neg);
+  }
+  const int64_t half = int64_t{1} << (kPrecisionBits - 1);
+  kn.fits32 = half + most <= INT32_MAX && half + least >= INT32_MIN;
   return kn;
 }
 
@@ -118,13 +133,77 @@ inline uint8_t clip8(int64_t acc) {
   return static_cast<uint8_t>(std::clamp<int64_t>(v, 0, 255));
 }
 
-// Resamples rows [row_begin, row_end) of `src` (in_w wide) to out_w columns.
-void horizontal_pass(const uint8_t* src, int in_w, int row_begin, int row_end, const Kernel& kn, uint8_t* dst,
-                     int out_w) {
+inline uint8_t clip8(int32_t acc) { return static_cast<uint8_t>(std::clamp(acc >> kPrecisionBits, 0, 255)); }
+
+// The horizontal pass eight rows at a time, for kernels whose sums fit 32 bits: the eight rows'
+// pixels are interleaved column by column (24 values: row, channel) and widened to int32 once, so
+// that every tap of an output column is one multiply-add of 24 contiguous values by one weight, in
+// three 8-lane vectors (the one-row loop below does three scalar ones). Integer sums in any order
+// are the same sums, so the bytes are those of the one-row pass. With the int32 vertical pass, a
+// RandomResizedCrop-sized bicubic resize (crops of 120x90 to 420x290 to 224x224, one thread) takes
+// 0.59x the time of the int64 passes.
+using I32x8 = int32_t __attribute__((vector_size(32)));
+
+void horizontal_pass_8rows(const uint8_t* src, size_t src_stride, int in_w, int row_begin, int row_end,
+                           const Kernel& kn, uint8_t* dst, int out_w) {
+  constexpr int R = 8, L = R * 3;
+  const int blocks = (row_end - row_begin + R - 1) / R;
+  const int64_t work = static_cast<int64_t>(row_end - row_begin) * out_w * kn.stride * 3;
+#pragma omp parallel if (work > kParallelWork)
+  {
+    std::vector<int32_t> cols(static_cast<size_t>(in_w) * L);  // widened once here, not once per tap
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < blocks; ++blk) {
+      const int y0 = row_begin + blk * R, rows = std::min(R, row_end - y0);
+      if (rows < R) std::fill(cols.begin(), cols.end(), 0);
+      for (int r = 0; r < rows; ++r) {
+        const uint8_t* in = src + static_cast<size_t>(y0 + r) * src_stride;
+        int32_t* col = cols.data() + static_cast<size_t>(r) * 3;
+        for (int x = 0; x < in_w; ++x, col += L, in += 3) {
+          col[0] = in[0];
+          col[1] = in[1];
+          col[2] = in[2];
+        }
+      }
+      for (int x = 0; x < out_w; ++x) {
+        const int32_t* k = kn.k.data() + static_cast<size_t>(x) * static_cast<size_t>(kn.stride);
+        const int32_t* p = cols.data() + static_cast<size_t>(kn.first[static_cast<size_t>(x)]) * L;
+        // Three 8-lane accumulators in registers (GCC/Clang vector extensions: AVX2 with
+        // -march=native, two SSE registers each without).
+        const I32x8 half = I32x8{} + (int32_t{1} << (kPrecisionBits - 1));
+        I32x8 a0 = half, a1 = half, a2 = half;
+        for (int j = 0, n = kn.count[static_cast<size_t>(x)]; j < n; ++j, p += L) {
+          const int32_t kj = k[j];
+          I32x8 b0, b1, b2;
+          std::memcpy(&b0, p, 32);
+          std::memcpy(&b1, p + 8, 32);
+          std::memcpy(&b2, p + 16, 32);
+          a0 += b0 * kj;
+          a1 += b1 * kj;
+          a2 += b2 * kj;
+        }
+        int32_t acc[L];
+        std::memcpy(acc, &a0, 32);
+        std::memcpy(acc + 8, &a1, 32);
+        std::memcpy(acc + 16, &a2, 32);
+        for (int r = 0; r < rows; ++r) {
+          uint8_t* out = dst + (static_cast<size_t>(y0 + r - row_begin) * static_cast<size_t>(out_w) + static_cast<size_t>(x)) * 3;
+          for (int c = 0; c < 3; ++c) out[c] = clip8(acc[r * 3 + c]);
+        }
+      }
+    }
+  }
+}
+
+// Resamples rows [row_begin, row_end) of `src` (in_w pixels, rows `src_stride` bytes apart) to out_w
+// columns.
+void horizontal_pass(const uint8_t* src, size_t src_stride, int in_w, int row_begin, int row_end, const Kernel& kn,
+                     uint8_t* dst, int out_w) {
+  if (kn.fits32) return horizontal_pass_8rows(src, src_stride, in_w, row_begin, row_end, kn, dst, out_w);
   const int64_t work = static_cast<int64_t>(row_end - row_begin) * out_w * kn.stride * 3;
 #pragma omp parallel for schedule(static) if (work > kParallelWork)
   for (int y = row_begin; y < row_end; ++y) {
-    const uint8_t* in = src + static_cast<size_t>(y) * static_cast<size_t>(in_w) * 3;
+    const uint8_t* in = src + static_cast<size_t>(y) * src_stride;
     uint8_t* out = dst + static_cast<size_t>(y - row_begin) * static_cast<size_t>(out_w) * 3;
     for (int x = 0; x < out_w; ++x) {
       const int32_t* k = kn.k.data() + static_cast<size_t>(x) * static_cast<size_t>(kn.stride);
@@ -142,25 +221,38 @@ void horizontal_pass(const uint8_t* src, int in_w, int row_begin, int row_end, c
   }
 }
 
-// Resamples the columns of `src`, whose row 0 is input row `row_offset`, to out_h rows.
-void vertical_pass(const uint8_t* src, int row_offset, int width, const Kernel& kn, uint8_t* dst, int out_h) {
+// Resamples the columns of `src` (rows `src_stride` bytes apart), whose row 0 is input row
+// `row_offset`, to out_h rows. Acc is int32_t for kernels that fit it (twice the vector lanes).
+template <typename Acc>
+void vertical_pass_with(const uint8_t* src, size_t src_stride, int row_offset, int width, const Kernel& kn,
+                        uint8_t* dst, int out_h) {
   const size_t row_bytes = static_cast<size_t>(width) * 3;
   const int64_t work = static_cast<int64_t>(out_h) * width * kn.stride * 3;
-#pragma omp parallel for schedule(static) if (work > kParallelWork)
-  for (int y = 0; y < out_h; ++y) {
-    const int32_t* k = kn.k.data() + static_cast<size_t>(y) * static_cast<size_t>(kn.stride);
-    const uint8_t* in = src + static_cast<size_t>(kn.first[static_cast<size_t>(y)] - row_offset) * row_bytes;
-    const int n = kn.count[static_cast<size_t>(y)];
-    uint8_t* out = dst + static_cast<size_t>(y) * row_bytes;
-    // Row by row over the taps, so that memory is read in order and the inner loop vectorises.
-    std::vector<int64_t> acc(row_bytes, int64_t{1} << (kPrecisionBits - 1));
-    for (int j = 0; j < n; ++j) {
-      const uint8_t* row = in + static_cast<size_t>(j) * row_bytes;
-      const int64_t kj = k[j];
-      for (size_t i = 0; i < row_bytes; ++i) acc[i] += row[i] * kj;
+#pragma omp parallel if (work > kParallelWork)
+  {
+    std::vector<Acc> acc(row_bytes);  // one per thread, not one per row
+#pragma omp for schedule(static)
+    for (int y = 0; y < out_h; ++y) {
+      const int32_t* k = kn.k.data() + static_cast<size_t>(y) * static_cast<size_t>(kn.stride);
+      const uint8_t* in = src + static_cast<size_t>(kn.first[static_cast<size_t>(y)] - row_offset) * src_stride;
+      const int n = kn.count[static_cast<size_t>(y)];
+      uint8_t* out = dst + static_cast<size_t>(y) * row_bytes;
+      // Row by row over the taps, so that memory is read in order and the inner loop vectorises.
+      std::fill(acc.begin(), acc.end(), Acc{1} << (kPrecisionBits - 1));
+      for (int j = 0; j < n; ++j) {
+        const uint8_t* row = in + static_cast<size_t>(j) * src_stride;
+        const Acc kj = k[j];
+        for (size_t i = 0; i < row_bytes; ++i) acc[i] += static_cast<Acc>(row[i]) * kj;
+      }
+      for (size_t i = 0; i < row_bytes; ++i) out[i] = clip8(acc[i]);
     }
-    for (size_t i = 0; i < row_bytes; ++i) out[i] = clip8(acc[i]);
   }
+}
+
+void vertical_pass(const uint8_t* src, size_t src_stride, int row_offset, int width, const Kernel& kn, uint8_t* dst,
+                   int out_h) {
+  if (kn.fits32) return vertical_pass_with<int32_t>(src, src_stride, row_offset, width, kn, dst, out_h);
+  vertical_pass_with<int64_t>(src, src_stride, row_offset, width, kn, dst, out_h);
 }
 
 // Source index of each output position for nearest-neighbour scaling (see the note at the top).
@@ -175,15 +267,26 @@ std::vector<int> nearest_index(int in_size, int out_size) {
   return idx;
 }
 
-Image resize_nearest(const Image& img, int width, int height) {
-  const std::vector<int> xs = nearest_index(img.width, width);
-  const std::vector<int> ys = nearest_index(img.height, height);
+// The box's pixel (x, y) is img's (x0 + x, y0 + y).
+struct Box {
+  int x0, y0, w, h;
+};
+
+const uint8_t* box_origin(const Image& img, const Box& b) {
+  return img.rgb.data() + (static_cast<size_t>(b.y0) * static_cast<size_t>(img.width) + static_cast<size_t>(b.x0)) * 3;
+}
+
+Image resize_nearest(const Image& img, const Box& box, int width, int height) {
+  const std::vector<int> xs = nearest_index(box.w, width);
+  const std::vector<int> ys = nearest_index(box.h, height);
+  const uint8_t* origin = box_origin(img, box);
+  const size_t stride = static_cast<size_t>(img.width) * 3;
   Image out;
   out.width = width;
   out.height = height;
   out.rgb.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
   for (int y = 0; y < height; ++y) {
-    const uint8_t* in = img.rgb.data() + static_cast<size_t>(ys[static_cast<size_t>(y)]) * img.width * 3;
+    const uint8_t* in = origin + static_cast<size_t>(ys[static_cast<size_t>(y)]) * stride;
     uint8_t* o = out.rgb.data() + static_cast<size_t>(y) * width * 3;
     for (int x = 0; x < width; ++x) std::copy_n(in + static_cast<size_t>(xs[static_cast<size_t>(x)]) * 3, 3, o + 3 * x);
   }
@@ -221,29 +324,49 @@ Interpolation parse_interpolation(const std::string& name) {
 Image resize(const Image& img, int width, int height, Interpolation interp) {
   check_image(img, "resize");
   check_size(width, height, "resize");
-  if (width == img.width && height == img.height) return img;
-  if (interp == Interpolation::Nearest) return resize_nearest(img, width, height);
+  return resize_region(img, 0, 0, img.width, img.height, width, height, interp);
+}
 
-  const bool horizontal = width != img.width;
-  const bool vertical = height != img.height;
+Image resize_region(const Image& img, int x0, int y0, int w, int h, int width, int height, Interpolation interp) {
+  check_image(img, "resize_region");
+  check_size(width, height, "resize_region");
+  MF_CHECK(x0 >= 0 && y0 >= 0 && w > 0 && h > 0 && w <= img.width - x0 && h <= img.height - y0,
+           "resize_region: the box {}x{} at ({}, {}) is not inside the {}x{} image", w, h, x0, y0, img.width,
+           img.height);
+  const Box box{x0, y0, w, h};
+  const uint8_t* origin = box_origin(img, box);
+  const size_t stride = static_cast<size_t>(img.width) * 3;
+  if (width == w && height == h) {  // a crop
+    Image out;
+    out.width = w;
+    out.height = h;
+    out.rgb.resize(static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
+    for (int y = 0; y < h; ++y)
+      std::copy_n(origin + static_cast<size_t>(y) * stride, static_cast<size_t>(w) * 3,
+                  out.rgb.data() + static_cast<size_t>(y) * static_cast<size_t>(w) * 3);
+    return out;
+  }
+  if (interp == Interpolation::Nearest) return resize_nearest(img, box, width, height);
+
+  const bool horizontal = width != w;
+  const bool vertical = height != h;
   Image out;
   out.width = width;
   out.height = height;
   out.rgb.resize(static_cast<size_t>(width) * static_cast<size_t>(height) * 3);
 
   if (!vertical) {
-    horizontal_pass(img.rgb.data(), img.width, 0, img.height, make_kernel(img.width, width, interp), out.rgb.data(),
-                    width);
+    horizontal_pass(origin, stride, w, 0, h, make_kernel(w, width, interp), out.rgb.data(), width);
     return out;
   }
-  const Kernel vk = make_kernel(img.height, height, interp);
+  const Kernel vk = make_kernel(h, height, interp);
   if (!horizontal) {
-    vertical_pass(img.rgb.data(), 0, width, vk, out.rgb.data(), height);
+    vertical_pass(origin, stride, 0, width, vk, out.rgb.data(), height);
     return out;
   }
   // Only the input rows that the vertical pass reads need the horizontal one (as in Pillow; this
   // saves work when enlarging, and does not change any value).
-  int row_begin = img.height, row_end = 0;
+  int row_begin = h, row_end = 0;
   for (int y = 0; y < height; ++y) {
     if (vk.count[static_cast<size_t>(y)] == 0) continue;
     row_begin = std::min(row_begin, vk.first[static_cast<size_t>(y)]);
@@ -251,9 +374,8 @@ Image resize(const Image& img, int width, int height, Interpolation interp) {
   }
   if (row_end <= row_begin) row_begin = row_end = 0;
   std::vector<uint8_t> tmp(static_cast<size_t>(row_end - row_begin) * static_cast<size_t>(width) * 3);
-  horizontal_pass(img.rgb.data(), img.width, row_begin, row_end, make_kernel(img.width, width, interp), tmp.data(),
-                  width);
-  vertical_pass(tmp.data(), row_begin, width, vk, out.rgb.data(), height);
+  horizontal_pass(origin, stride, w, row_begin, row_end, make_kernel(w, width, interp), tmp.data(), width);
+  vertical_pass(tmp.data(), static_cast<size_t>(width) * 3, row_begin, width, vk, out.rgb.data(), height);
   return out;
 }
 

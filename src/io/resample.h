@@ -19,6 +19,10 @@ Interpolation parse_interpolation(const std::string& name);  // "nearest" | "bil
 // pass first, 8-bit rounding and clipping after each pass.
 Image resize(const Image& img, int width, int height, Interpolation interp);
 
+// resize(crop(img, box), ...) without the copy: Pillow's img.crop((x0, y0, x0 + w, y0 + h)).resize(...),
+// as torchvision's RandomResizedCrop does it. The box must lie inside the image.
+Image resize_region(const Image& img, int x0, int y0, int w, int h, int width, int height, Interpolation interp);
+
 // torchvision CenterCrop: offsets round((in - out) / 2); pads with zeros when the crop is larger.
 Image center_crop(const Image& img, int width, int height);
 

@@ -630,13 +630,19 @@ print("made", sum(len(f) for _, _, f in os.walk("/tmp/jpegs")), "JPEGs,", os.pop
 PY
   fi
   cat /tmp/jpegs/*/*/*.jpg > /dev/null
+  # IMAGEFOLDER_STEPS (default 120: the loader's start is a smaller part of the run than in 60) and
+  # IMAGEFOLDER_WORKERS (default "14 8": do fewer decoding threads leave the step loop more CPU?).
+  steps_if=${IMAGEFOLDER_STEPS:-120}
   for m in $(echo "${IMAGEFOLDER_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
-    for data in /tmp/jpegs synthetic:7680; do
-      rm -rf /tmp/imf
-      timeout 200 "$M" train -m $m --data $data --batch 128 --epochs 1 --max-steps 60 --backend cuda --dtype bf16 \
-        --workers 14 --eval-subset 128 --no-progress --out /tmp/imf 2>&1 | grep -E "img/s|waited|rror" | tail -2 |
-        sed "s|^|$m $data: |" | tee -a "$log"
-      grep -o '"data_wait_seconds":[0-9.]*' /tmp/imf/metrics.jsonl 2>/dev/null | sed "s|^|$m $data: |" | tee -a "$log"
+    for w in ${IMAGEFOLDER_WORKERS:-14 8}; do
+      for data in /tmp/jpegs synthetic:$((steps_if * 128)); do
+        rm -rf /tmp/imf
+        timeout 200 "$M" train -m $m --data $data --batch 128 --epochs 1 --max-steps $steps_if --backend cuda \
+          --dtype bf16 --workers $w --eval-subset 128 --no-progress --out /tmp/imf 2>&1 | grep -E "img/s|waited|rror" |
+          tail -2 | sed "s|^|$m $w workers $data: |" | tee -a "$log"
+        grep -o '"data_wait_seconds":[0-9.]*' /tmp/imf/metrics.jsonl 2>/dev/null | sed "s|^|$m $w workers $data: |" |
+          tee -a "$log"
+      done
     done
   done
 fi

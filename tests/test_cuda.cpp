@@ -7,12 +7,16 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <utility>
 #include <vector>
 
+#include "core/bf16_bits.h"
 #include "core/error.h"
+#include "data/dataset.h"
+#include "data/loader.h"
 #include "io/safetensors.h"
 #include "model/loader.h"
 #include "model/metaformer.h"
@@ -238,6 +242,49 @@ TEST(CudaBackend, GoldenModelsKeepTimmsTop1InBf16) {
       EXPECT_TRUE(pick == best || behind <= kBf16Step)
           << family << " sample " << b << ": the engine picks class " << pick << ", timm " << best << ", "
           << behind << " behind (relative); timm's two best logits are " << margin << " apart";
+    }
+  }
+}
+
+// augment_crops on the GPU (data/device_crops.h, src/ops/cuda/kernels/augment.cu) against the CPU
+// backend, on loader batches of the RGB fixtures: packed rows (224: every box fits) and rows the
+// workers finished (16: none fits). fp32 must be the same bits; bf16 the CPU values rounded to bf16
+// (round to nearest even, as every upload of fp32 images in bf16 mode rounds them).
+TEST(CudaAugment, ImagesAreTheCpuTransformsBitForBit) {
+  MF_REQUIRE_GPU();
+  TempDir dir;
+  for (const char* cls : {"a", "b"})
+    for (const char* f : {"photo.jpg", "photo_progressive.jpg", "photo_444.jpg", "photo.png"}) {
+      std::filesystem::create_directories(dir.file(cls));
+      write_bytes(dir.file(std::string(cls) + "/" + f), read_bytes(data_path(std::string("image/") + f)));
+    }
+  for (int size : {224, 16}) {
+    DataTransform t;
+    t.size = size;
+    const auto data = open_image_folder(dir.path(), t);
+    const std::vector<float> tv = data->byte_normalisation();
+    Tensor table = Tensor::empty({3, 256});
+    std::copy(tv.begin(), tv.end(), table.data());
+    LoaderOptions o;
+    o.batch = 8;
+    o.seed = 11;
+    o.workers = 2;
+    o.packed_crops = true;
+    DataLoader loader(*data, o);
+    auto batch = loader.next();
+    ASSERT_TRUE(batch.has_value());
+    Exec cpu{&get_backend("cpu"), nullptr};
+    const Tensor want = op::augment_crops(cpu, batch->images, batch->crop_headers, table);
+    for (Precision p : {Precision::fp32, Precision::bf16}) {
+      Exec gpu{&get_backend("cuda", p), nullptr};
+      const Tensor got = op::augment_crops(gpu, batch->images, batch->crop_headers, table).to(Device::CPU);
+      ASSERT_EQ(got.shape(), want.shape());
+      int64_t differ = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) {
+        const float w = p == Precision::fp32 ? want.data()[i] : bf16_bits_to_float(float_to_bf16_bits(want.data()[i]));
+        differ += std::memcmp(&w, got.data() + i, sizeof w) != 0;
+      }
+      EXPECT_EQ(differ, 0) << "size " << size << (p == Precision::fp32 ? " fp32" : " bf16") << ", of " << want.numel();
     }
   }
 }

@@ -41,6 +41,16 @@ class Dataset {
   virtual int vocab_size() const { return 0; }
   // Forecasting tasks: each sample's target holds this many future steps; 0 for classification.
   virtual int64_t horizon() const { return 0; }
+
+  // Augmentation by the backend (data/device_crops.h): whether get_packed works.
+  virtual bool supports_crops() const { return false; }
+  // Training sample i, drawing from `rng` exactly what get(i, true, rng) draws: packed into `row`
+  // (room for row_floats fp32 values) and `header` (crops::kHeaderInts) and true; or false, with
+  // `finished` the sample get() gives, when it does not fit its row. May throw as get() does.
+  virtual bool get_packed(int64_t index, Rng& rng, float* row, int64_t row_floats, int32_t* header,
+                          Sample& finished) const;
+  // Each byte's normalised value per channel ([channels][256]), as the training transform computes it.
+  virtual std::vector<float> byte_normalisation() const { return {}; }
 };
 
 // How images are turned into model inputs (resolution and normalisation come from the model).

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "data/dataset.h"
+#include "data/device_crops.h"
 #include "io/resample.h"
 
 namespace mf {
@@ -144,8 +145,40 @@ class ImageFolder : public Dataset {
       s.image = to_grey(rgb);
       return s;
     }
-    // torchvision RandomResizedCrop.get_params: ten tries at a random area and aspect ratio, then
-    // a center crop clamped to the ratio range.
+    const Box box = draw_box(img, rng);
+    const bool flip = t_.hflip && rng.uniform() < 0.5f;
+    return finish_training(img, box, flip, item.label);
+  }
+
+  bool supports_crops() const override { return t_.channels == 3; }
+
+  bool get_packed(int64_t i, Rng& rng, float* row, int64_t row_floats, int32_t* header,
+                  Sample& finished) const override {
+    MF_CHECK(supports_crops(), "{}: grey images are not augmented by the backend", describe());
+    const auto& item = items_[static_cast<size_t>(i)];
+    const Image img = load_image(item.path, t_.max_pixels);
+    const Box box = draw_box(img, rng);  // the same draws, in the same order, as get(i, true, rng)
+    const bool flip = t_.hflip && rng.uniform() < 0.5f;
+    if (crops::pack(img, box.x0, box.y0, box.w, box.h, flip, t_.size, interpolation_, row, row_floats, header))
+      return true;
+    finished = finish_training(img, box, flip, item.label);
+    return false;
+  }
+
+  std::vector<float> byte_normalisation() const override {
+    std::vector<float> t;
+    for (int c = 0; c < t_.channels; ++c) t.insert(t.end(), normalised_[c], normalised_[c] + 256);
+    return t;
+  }
+
+ private:
+  struct Box {
+    int x0, y0, w, h;
+  };
+
+  // torchvision RandomResizedCrop.get_params: ten tries at a random area and aspect ratio, then
+  // a center crop clamped to the ratio range.
+  Box draw_box(const Image& img, Rng& rng) const {
     const double area = static_cast<double>(img.width) * img.height;
     int w = 0, h = 0, x0 = 0, y0 = 0;
     bool found = false;
@@ -178,8 +211,14 @@ class ImageFolder : public Dataset {
       y0 = (img.height - h) / 2;
       x0 = (img.width - w) / 2;
     }
-    const Image out = resize_region(img, x0, y0, w, h, t_.size, t_.size, interpolation_);
-    const bool flip = t_.hflip && rng.uniform() < 0.5f;
+    return Box{x0, y0, w, h};
+  }
+
+  // The training transform of the box: Pillow-exact resize, the flip, normalisation.
+  Sample finish_training(const Image& img, const Box& b, bool flip, int64_t label) const {
+    Sample s;
+    s.label = label;
+    const Image out = resize_region(img, b.x0, b.y0, b.w, b.h, t_.size, t_.size, interpolation_);
     const int C = t_.channels;
     s.image = Tensor::empty({t_.size, t_.size, C});
     float* dst = s.image.data();

@@ -7,12 +7,14 @@
 #endif
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <numeric>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "data/device_crops.h"
 
 namespace mf {
 
@@ -79,6 +81,8 @@ void keep_decoding_buffers_in_the_arenas() {
 DataLoader::DataLoader(const Dataset& data, LoaderOptions options) : data_(data), o_(options) {
   if (o_.workers > 0) keep_decoding_buffers_in_the_arenas();
   MF_CHECK(o_.batch >= 1, "batch size must be at least 1");
+  MF_CHECK(!o_.packed_crops || (o_.train && data.supports_crops()),
+           "{}: its samples cannot be packed for augmentation by the backend", data.describe());
   MF_CHECK(o_.world >= 1 && o_.rank >= 0 && o_.rank < o_.world, "rank {} of a world of {}", o_.rank, o_.world);
   order_ = epoch_order(data.size(), o_);
   const auto n = static_cast<int64_t>(order_.size());
@@ -106,6 +110,7 @@ struct DataLoader::Building {
   int64_t claimed = 0, finished = 0;
   std::mutex mu;
   Tensor images, targets;
+  Tensor headers;                   // packed crops: [size, crops::kHeaderInts]
   std::vector<int64_t> labels;      // per position
   std::vector<char> placed;         // per position: its sample is in its row
   std::vector<std::string> errors;  // per position: why it is not (an unreadable sample)
@@ -125,7 +130,47 @@ std::unique_ptr<DataLoader::Building> DataLoader::start(int64_t b) const {
   return bb;
 }
 
+// A training sample packed for augment_crops: the box's bytes and tables in its row, or the
+// finished image when they do not fit, and its header saying which.
+void DataLoader::pack_into(Building& bb, int64_t slot) const {
+  const int64_t index = order_[static_cast<size_t>(bb.begin + slot)];
+  const auto at = static_cast<size_t>(slot);
+  Rng rng(mix(mix(o_.seed, static_cast<uint64_t>(o_.epoch)), static_cast<uint64_t>(index)));
+  const int64_t S = data_.image_size(), C = data_.channels(), per = S * S * C;
+  {
+    std::lock_guard<std::mutex> lock(bb.mu);
+    if (!bb.images.defined()) {
+      const Shape shape{bb.size(), S, S, C};
+      bb.images = o_.pinned ? Tensor::empty_pinned(shape) : Tensor::empty(shape);
+      bb.headers = Tensor::zeros({bb.size(), crops::kHeaderInts});
+    }
+  }
+  float* row = bb.images.data() + slot * per;
+  int32_t header[crops::kHeaderInts] = {};
+  Sample finished;
+  try {
+    if (!data_.get_packed(index, rng, row, per, header, finished)) {
+      MF_CHECK(finished.image.numel() == per, "{}: a finished sample of {} values in a row of {}", data_.describe(),
+               finished.image.numel(), per);
+      std::copy_n(finished.image.data(), per, row);
+      std::fill(header, header + crops::kHeaderInts, 0);
+      header[crops::kMode] = crops::kFinished;
+    }
+  } catch (const Error& e) {
+    bb.errors[at] = e.what();
+    return;
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(bb.mu);
+    if (bb.failure.empty()) bb.failure = e.what();
+    return;
+  }
+  std::memcpy(bb.headers.data() + slot * crops::kHeaderInts, header, sizeof header);
+  bb.labels[at] = data_.label(index);
+  bb.placed[at] = 1;
+}
+
 void DataLoader::decode_into(Building& bb, int64_t slot) const {
+  if (o_.packed_crops) return pack_into(bb, slot);
   const int64_t index = order_[static_cast<size_t>(bb.begin + slot)];
   const auto at = static_cast<size_t>(slot);
   Rng rng(mix(mix(o_.seed, static_cast<uint64_t>(o_.epoch)), static_cast<uint64_t>(index)));
@@ -178,6 +223,7 @@ Batch DataLoader::finish(Building& bb, std::vector<std::string>& errors) const {
     if (kept == bb.size()) {
       batch.images = std::move(bb.images);
       batch.targets = std::move(bb.targets);
+      batch.crop_headers = std::move(bb.headers);
       batch.labels = std::move(bb.labels);
     } else if (kept > 0) {  // unreadable samples left out: the others, in order, in a batch of their own
       Shape shape = bb.images.shape();
@@ -190,10 +236,14 @@ Batch DataLoader::finish(Building& bb, std::vector<std::string>& errors) const {
         ts[0] = kept;
         batch.targets = Tensor::empty(ts);
       }
+      if (bb.headers.defined()) batch.crop_headers = Tensor::empty({kept, crops::kHeaderInts});
       int64_t row = 0;
       for (int64_t slot = 0; slot < bb.size(); ++slot) {
         if (!bb.placed[static_cast<size_t>(slot)]) continue;
         std::copy_n(bb.images.data() + slot * per, per, batch.images.data() + row * per);
+        if (bb.headers.defined())
+          std::copy_n(bb.headers.data() + slot * crops::kHeaderInts, crops::kHeaderInts,
+                      batch.crop_headers.data() + row * crops::kHeaderInts);
         if (tper) std::copy_n(bb.targets.data() + slot * tper, tper, batch.targets.data() + row * tper);
         batch.labels.push_back(bb.labels[static_cast<size_t>(slot)]);
         ++row;

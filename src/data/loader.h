@@ -31,7 +31,8 @@
 namespace mf {
 
 struct Batch {
-  Tensor images;                 // [B, H, W, C]
+  Tensor images;                 // [B, H, W, C]; with packed crops, rows for the backend's augment_crops
+  Tensor crop_headers;           // packed crops (LoaderOptions::packed_crops): [B, crops::kHeaderInts] int32 bits
   std::vector<int64_t> labels;   // [B]
   Tensor targets;                // forecasting: [B, horizon, C] (the samples' targets)
   int64_t index = 0;             // position of the batch in the epoch
@@ -48,6 +49,9 @@ struct LoaderOptions {
   int64_t subset = 0;      // > 0: use only this many samples (a fixed seeded selection)
   int prefetch = 4;        // batches decoded ahead
   bool pinned = false;     // images in the device's page-locked memory, when it gives some (GPU runs)
+  // Training samples packed for the backend's augment_crops (data/device_crops.h) instead of
+  // finished here; the dataset must support it (Dataset::supports_crops).
+  bool packed_crops = false;
   // Data parallelism (docs/distributed.md): the epoch's order is the same on every rank, and its
   // batch k of world * batch positions is split in rank order: rank r takes positions
   // [k*world*batch + r*batch, k*world*batch + (r+1)*batch). N ranks at batch b therefore see, step by
@@ -83,6 +87,7 @@ class DataLoader {
   struct Building;  // a batch whose samples are being decoded
   std::unique_ptr<Building> start(int64_t b) const;
   void decode_into(Building& bb, int64_t slot) const;
+  void pack_into(Building& bb, int64_t slot) const;
   Batch finish(Building& bb, std::vector<std::string>& errors) const;  // errors: its skipped samples' messages
   Batch build(int64_t b);  // every sample on the calling thread (workers = 0)
   void work();

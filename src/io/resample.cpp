@@ -58,17 +58,9 @@ double bilinear_filter(double t) {
   return t < 1.0 ? 1.0 - t : 0.0;
 }
 
-// The fixed-point weights of one 1-D pass: output i reads count[i] inputs starting at first[i],
-// weighted by k[i * stride + j].
-struct Kernel {
-  std::vector<int> first;
-  std::vector<int> count;
-  std::vector<int32_t> k;
-  int stride = 0;
-  // Every output's sum fits a 32-bit accumulator, as in Pillow (true for every real filter; a
-  // contrived kernel of millions of taps would not), so the 8-row pass below can use one.
-  bool fits32 = false;
-};
+// The fixed-point weights of one 1-D pass (resample.h).
+using Kernel = ResampleTaps;
+static_assert(kPrecisionBits == kResamplePrecisionBits);
 
 Kernel make_kernel(int in_size, int out_size, Interpolation interp) {
   const bool cubic = interp == Interpolation::Bicubic;
@@ -313,6 +305,12 @@ int half_round_even(int n) {
 }
 
 }  // namespace
+
+ResampleTaps resample_taps(int in_size, int out_size, Interpolation interp) {
+  MF_CHECK(interp != Interpolation::Nearest && in_size > 0 && out_size > 0,
+           "resample_taps: a bilinear or bicubic pass between positive sizes, not {} -> {}", in_size, out_size);
+  return make_kernel(in_size, out_size, interp);
+}
 
 Interpolation parse_interpolation(const std::string& name) {
   if (name == "nearest") return Interpolation::Nearest;

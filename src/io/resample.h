@@ -4,7 +4,9 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "io/image.h"
@@ -22,6 +24,20 @@ Image resize(const Image& img, int width, int height, Interpolation interp);
 // resize(crop(img, box), ...) without the copy: Pillow's img.crop((x0, y0, x0 + w, y0 + h)).resize(...),
 // as torchvision's RandomResizedCrop does it. The box must lie inside the image.
 Image resize_region(const Image& img, int x0, int y0, int w, int h, int width, int height, Interpolation interp);
+
+// The fixed-point weights of one 1-D bilinear or bicubic pass from in_size to out_size, as resize()
+// applies them: output i reads count[i] inputs from first[i], weighted by k[i * stride + j] (22
+// fractional bits); fits32 when every output's sum fits a 32-bit accumulator (every real filter).
+// Exposed for the backends' augment_crops (src/data/device_crops.h), which must use the same ones.
+struct ResampleTaps {
+  std::vector<int> first;
+  std::vector<int> count;
+  std::vector<int32_t> k;
+  int stride = 0;
+  bool fits32 = false;
+};
+ResampleTaps resample_taps(int in_size, int out_size, Interpolation interp);
+constexpr int kResamplePrecisionBits = 22;
 
 // torchvision CenterCrop: offsets round((in - out) / 2); pads with zeros when the crop is larger.
 Image center_crop(const Image& img, int width, int height);

@@ -256,6 +256,9 @@ void Backend::channel_affine_backward(const Tensor&, const Tensor&, const Tensor
 }
 void Backend::nchw_to_nhwc(const Tensor&, Tensor&) { unsupported(OpKind::NchwToNhwc); }
 void Backend::sample_scale(const Tensor&, const Tensor&, Tensor&) { unsupported(OpKind::SampleScale); }
+void Backend::augment_crops(const Tensor&, const Tensor&, const Tensor&, Tensor&) {
+  unsupported(OpKind::AugmentCrops);
+}
 void Backend::cross_entropy(const Tensor&, const Tensor&, float, Tensor&, Tensor&) {
   unsupported(OpKind::CrossEntropy);
 }

@@ -178,6 +178,9 @@ class Backend {
   virtual void nchw_to_nhwc(const Tensor& x, Tensor& y);
   // x [B, ...], s [B] -> y[b] = x[b] · s[b]; in-place allowed
   virtual void sample_scale(const Tensor& x, const Tensor& s, Tensor& y);
+  // rows [B, S, S, 3] as the loader packed them, headers [B, crops::kHeaderInts] (int32 bits),
+  // table [3, 256] -> y [B, S, S, 3]: the training images (data/device_crops.h)
+  virtual void augment_crops(const Tensor& rows, const Tensor& headers, const Tensor& table, Tensor& y);
   // logits [B, K], target [B, K] (rows sum to 1) -> loss[b] = -Σ target · log_softmax(logits),
   // dlogits = (softmax(logits) - target) · grad_scale
   virtual void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,

@@ -46,6 +46,7 @@ const char* op_name(OpKind op) {
     case OpKind::AvgPool2d: return "avg_pool2d";
     case OpKind::UpsampleNearest: return "upsample_nearest";
     case OpKind::SoftmaxGate: return "softmax_gate";
+    case OpKind::AugmentCrops: return "augment_crops";
     case OpKind::AdamWStep: return "adamw_step";
     case OpKind::GradNorm: return "grad_norm";
     case OpKind::EmaUpdate: return "ema_update";
@@ -98,6 +99,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::AvgPool2d: return OpFamily::Pooling;
     case OpKind::UpsampleNearest: return OpFamily::Pooling;
     case OpKind::SoftmaxGate: return OpFamily::Elementwise;
+    case OpKind::AugmentCrops: return OpFamily::Layout;
     case OpKind::AdamWStep: return OpFamily::Elementwise;
     case OpKind::GradNorm: return OpFamily::Elementwise;
     case OpKind::EmaUpdate: return OpFamily::Elementwise;

@@ -49,6 +49,7 @@ enum class OpKind : uint8_t {
   AvgPool2d,        // non-overlapping f×f mean pooling (iFormer's low-frequency branch)
   UpsampleNearest,  // f× nearest-neighbour upsampling, the adjoint of f×f sum pooling (iFormer)
   SoftmaxGate,      // x ⊙ softmax(logits) over the middle axis of [A, N, I] (PatchTSMixer's gated attention)
+  AugmentCrops,     // training crops packed by the loader -> finished images (data/device_crops.h)
   // The optimizer's ops (train/optimizer.h, train/ema.h): each runs over a list of tensors in one call
   AdamWStep,        // AdamW's update of weights and moments, decoupled weight decay (torch.optim.AdamW)
   GradNorm,         // Σ g² over a list of gradients (deterministic order), and their in-place scaling (clipping)

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "data/device_crops.h"
 #include "ops/timed.h"
 
 namespace mf {
@@ -537,6 +538,20 @@ Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s) {
   Tensor y = out(e, x.shape());
   Timed t(e, OpKind::SampleScale, 0);
   e.backend->sample_scale(x, s, y);
+  return y;
+}
+
+Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, const Tensor& table) {
+  check_rank(rows, 4, OpKind::AugmentCrops);
+  MF_CHECK(rows.dim(1) == rows.dim(2) && rows.dim(3) == 3, "augment_crops: rows {} are not [B, S, S, 3]",
+           rows.shape().str());
+  MF_CHECK(headers.device() == Device::CPU && headers.shape() == Shape({rows.dim(0), crops::kHeaderInts}),
+           "augment_crops: headers {} for {} rows (host, [B, {}])", headers.shape().str(), rows.dim(0),
+           crops::kHeaderInts);
+  MF_CHECK(table.numel() == 3 * 256, "augment_crops: a table of {} values, not 3 x 256", table.numel());
+  Tensor y = out(e, rows.shape());
+  Timed t(e, OpKind::AugmentCrops, 0);
+  e.backend->augment_crops(rows, headers, table, y);
   return y;
 }
 

@@ -162,6 +162,9 @@ Tensor grn(const Exec& e, const Tensor& x, const Tensor& gamma, const Tensor& be
 Tensor gate(const Exec& e, const Tensor& x, const Tensor& g, bool sigmoid);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
+// Training images from the rows a loader packed (LoaderOptions::packed_crops, data/device_crops.h),
+// in the backend's activation dtype: exactly the values the loader's own transform gives.
+Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, const Tensor& table);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
 // to 1); writes d(mean loss)/d(logits) into dlogits.
 double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);

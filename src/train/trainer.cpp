@@ -598,6 +598,25 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   mix.switch_prob = o.mix_switch_prob;
   mix.label_smoothing = o.label_smoothing;
 
+  // Augmentation by the backend (METAFORMER_BACKEND_AUGMENT=1; data/device_crops.h): the workers
+  // decode and draw, the backend resizes, flips and normalises, with the same bytes as the
+  // workers' own transform. Mixup and CutMix mix host images, so with them it stays on the workers.
+  Tensor crop_table;
+  if (const char* v = std::getenv("METAFORMER_BACKEND_AUGMENT"); v && std::string(v) == "1" && !forecast) {
+    if (!data.train->supports_crops())
+      fmt::print(stderr, "note: METAFORMER_BACKEND_AUGMENT=1 is ignored: {} is augmented by the loader only\n",
+                 data.train->describe());
+    else if (mix.enabled())
+      fmt::print(stderr, "note: METAFORMER_BACKEND_AUGMENT=1 is ignored: Mixup and CutMix mix the loader's images\n");
+    else {
+      lo.packed_crops = true;
+      fmt::print("augmentation: resized, flipped and normalised by the backend ({}), not the loader\n", backend.name());
+      const std::vector<float> table = data.train->byte_normalisation();
+      crop_table = Tensor::empty({3, 256});
+      std::copy(table.begin(), table.end(), crop_table.data());
+    }
+  }
+
   fmt::print("training {} ({:.2f} M parameters) on {}{}: {} epochs x {} steps of {}, {} threads\n", config.name,
              static_cast<double>(model.num_parameters()) / 1e6, data.train->describe(),
              samples_used < data.train->size() ? fmt::format(", {} of them used (--subset)", samples_used) : "",
@@ -748,7 +767,10 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
         buckets->begin_step();
         ctx.on_backward_done = [buckets](const Module& m) { buckets->module_done(m); };
       }
-      Tensor logits = model.run(ctx, batch->images);
+      const Tensor input = batch->crop_headers.defined()
+                               ? op::augment_crops(ctx.exec, batch->images, batch->crop_headers, crop_table)
+                               : batch->images;
+      Tensor logits = model.run(ctx, input);
       const auto t_forward = std::chrono::steady_clock::now();
       Tensor dlogits;
       account_loss();  // the previous step's, long computed by now

@@ -59,6 +59,9 @@
 #                 models with tiny chunks, then bf16 inference time and peak memory at budgets 0-48 MiB
 #   imagefolder.log (step imagefolder) bf16 training on a page-cached folder of 5,120 JPEGs against synthetic
 #                 data: images/s and the seconds the step loop waited for data
+#   gpuaug.log    (step gpuaug) augmentation by the backend (METAFORMER_BACKEND_AUGMENT=1): the CUDA kernels
+#                 against the CPU transform bit for bit, memcheck, the same weights after 30 steps with and
+#                 without it, images/s and data wait against the loader augmenting and synthetic data
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -79,7 +82,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -607,14 +610,10 @@ if has chunkab; then
   done
 fi
 
-if has imagefolder; then
-  # Issue 13: "the GPU never waits for data on an image folder that fits in the page cache". A folder
-  # of 5,120 JPEGs of ImageNet's typical size (500×375, random content, 10 classes; made with PIL,
-  # read once so that it is in the page cache), then 60 bf16 training steps of each model at batch
-  # 128 with 14 decoding workers: images/s and the seconds the step loop waited for data
-  # (metrics.jsonl's data_wait_seconds), against the same run on synthetic data.
-  log=$OUT/imagefolder.log
-  echo "== image folder: does the GPU wait for data?" | tee "$log"
+# A folder of 5,120 JPEGs of ImageNet's typical size (500x375, smooth random content, 10 classes;
+# made with PIL) and 256 for validation, in /tmp/jpegs, read once so that it is in the page cache.
+make_jpegs() {
+  local log=$1
   if [ ! -d /tmp/jpegs/train ]; then
     python3 - <<'PY' >> "$log" 2>&1
 import os, numpy as np
@@ -630,19 +629,67 @@ print("made", sum(len(f) for _, _, f in os.walk("/tmp/jpegs")), "JPEGs,", os.pop
 PY
   fi
   cat /tmp/jpegs/*/*/*.jpg > /dev/null
+}
+
+if has imagefolder; then
+  # Issue 13: "the GPU never waits for data on an image folder that fits in the page cache". A folder
+  # of 5,120 JPEGs of ImageNet's typical size (500×375, random content, 10 classes; made with PIL,
+  # read once so that it is in the page cache), then 60 bf16 training steps of each model at batch
+  # 128 with 14 decoding workers: images/s and the seconds the step loop waited for data
+  # (metrics.jsonl's data_wait_seconds), against the same run on synthetic data.
+  log=$OUT/imagefolder.log
+  echo "== image folder: does the GPU wait for data?" | tee "$log"
+  make_jpegs "$log"
   # IMAGEFOLDER_STEPS (default 120: the loader's start is a smaller part of the run than in 60) and
   # IMAGEFOLDER_WORKERS (default "14 8": do fewer decoding threads leave the step loop more CPU?).
   steps_if=${IMAGEFOLDER_STEPS:-120}
   for m in $(echo "${IMAGEFOLDER_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
     for w in ${IMAGEFOLDER_WORKERS:-14 8}; do
-      for data in /tmp/jpegs synthetic:$((steps_if * 128)); do
+      for data in /tmp/jpegs synthetic:5120; do
         rm -rf /tmp/imf
-        timeout 200 "$M" train -m $m --data $data --batch 128 --epochs 1 --max-steps $steps_if --backend cuda \
+        # 40 batches an epoch: as many epochs as the steps need
+        timeout 200 "$M" train -m $m --data $data --batch 128 --epochs $(( (steps_if + 39) / 40 )) --max-steps $steps_if --backend cuda \
           --dtype bf16 --workers $w --eval-subset 128 --no-progress --out /tmp/imf 2>&1 | grep -E "img/s|waited|rror" |
           tail -2 | sed "s|^|$m $w workers $data: |" | tee -a "$log"
         grep -o '"data_wait_seconds":[0-9.]*' /tmp/imf/metrics.jsonl 2>/dev/null | sed "s|^|$m $w workers $data: |" |
           tee -a "$log"
       done
+    done
+  done
+fi
+
+if has gpuaug; then
+  # Augmentation by the backend (METAFORMER_BACKEND_AUGMENT=1, data/device_crops.h): the CUDA kernels
+  # against the CPU transform (the gtests, bit for bit), memcheck on them, 30 bf16 steps on the image
+  # folder with and without it (the same model.safetensors), then images/s and the step loop's data
+  # wait with the loader augmenting, with the backend augmenting, and on synthetic data.
+  log=$OUT/gpuaug.log
+  echo "== augmentation by the backend: bits, then images/s" | tee "$log"
+  timeout 200 "$B/tests/mf_tests" --gtest_filter='CudaAugment.*:DeviceCrops.*' 2>&1 |
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure|differ|size" | head -20 | sed "s/^/gtest: /" | tee -a "$log"
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/tests/mf_tests" \
+    --gtest_filter='CudaAugment.*' > /tmp/aug_mc.log 2>&1
+  echo "memcheck CudaAugment: rc=$? $(grep -m1 'ERROR SUMMARY' /tmp/aug_mc.log)" | tee -a "$log"
+  make_jpegs "$log"
+  for v in 0 1; do
+    rm -rf /tmp/aug_$v
+    METAFORMER_BACKEND_AUGMENT=$v timeout 200 "$M" train -m poolformer_s12 --data /tmp/jpegs --batch 128 --epochs 1 \
+      --max-steps 30 --backend cuda --dtype bf16 --workers 14 --eval-subset 128 --drop-path 0.1 --seed 3 \
+      --no-progress --out /tmp/aug_$v 2>&1 | grep -E "img/s|augmentation|rror" | tail -2 | sed "s/^/bits $v: /" |
+      tee -a "$log"
+  done
+  cmp /tmp/aug_0/model.safetensors /tmp/aug_1/model.safetensors && echo "backend augmentation: the same weights, bit for bit" |
+    tee -a "$log" || echo "backend augmentation: THE WEIGHTS DIFFER" | tee -a "$log"
+  for m in $(echo "${GPUAUG_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
+    for v in loader backend synthetic; do
+      rm -rf /tmp/augs
+      data=/tmp/jpegs
+      [ $v = synthetic ] && data=synthetic:5120
+      # three epochs of the 40 batches: the last one's images/s, every epoch's data wait
+      METAFORMER_BACKEND_AUGMENT=$([ $v = backend ] && echo 1 || echo 0) timeout 200 "$M" train -m $m --data $data \
+        --batch 128 --epochs 3 --max-steps 120 --backend cuda --dtype bf16 --workers 14 --eval-subset 128 \
+        --no-progress --out /tmp/augs 2>&1 | grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
+      grep -o '"data_wait_seconds":[0-9.]*' /tmp/augs/metrics.jsonl 2>/dev/null | sed "s/^/$m $v: /" | tee -a "$log"
     done
   done
 fi

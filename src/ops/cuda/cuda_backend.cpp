@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "data/device_crops.h"
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/cuda_backward.h"
 #include "ops/cuda/cuda_context.h"
@@ -590,6 +591,26 @@ class CudaBackend final : public CudaFamilyOps {
       using T = decltype(tag);
       ok(k::sample_scale(in<T>(x), dev(s), out<T>(y), B, B ? x.numel() / B : 0, stream()), "sample_scale");
     });
+  }
+  // The rows come up as they are (their bytes: the box's pixels and tables, or a finished image),
+  // through the usual upload or upload_ahead's copy; the headers and the table are small uploads.
+  void augment_crops(const Tensor& rows, const Tensor& headers, const Tensor& table, Tensor& y) override {
+    const int64_t B = rows.dim(0);
+    const int S = static_cast<int>(rows.dim(1));
+    int max_rows = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      int32_t h[crops::kHeaderInts];
+      std::memcpy(h, headers.data() + b * crops::kHeaderInts, sizeof h);
+      if (h[crops::kMode] == crops::kPacked) max_rows = std::max(max_rows, h[crops::kRowEnd] - h[crops::kRowBegin]);
+    }
+    const int64_t tmp_bytes = B * max_rows * int64_t{S} * 3;
+    Tensor tmp = Tensor::empty({std::max<int64_t>(1, (tmp_bytes + 3) / 4)}, Device::CUDA);
+    const auto* hdr = reinterpret_cast<const int32_t*>(dev(headers));
+    auto* t = reinterpret_cast<uint8_t*>(tmp.data());
+    if (bf16_)
+      ok(k::augment_crops(dev(rows), hdr, B, S, max_rows, t, dev(table), out<k::bf16>(y), stream()), "augment_crops");
+    else
+      ok(k::augment_crops(dev(rows), hdr, B, S, max_rows, t, dev(table), out<float>(y), stream()), "augment_crops");
   }
   void channel_slice(const Tensor& x, int64_t offset, Tensor& y) override {
     const int64_t C = x.shape().last();

@@ -217,4 +217,12 @@ cudaError_t haar2d(const bf16* x, bf16* bands, int64_t B, int64_t H, int64_t W, 
 cudaError_t haar2d_inverse(const float* bands, float* x, int64_t B, int64_t H, int64_t W, int64_t C, cudaStream_t s);
 cudaError_t haar2d_inverse(const bf16* bands, bf16* x, int64_t B, int64_t H, int64_t W, int64_t C, cudaStream_t s);
 
+// Backend::augment_crops (data/device_crops.h): rows [B, S, S, 3] fp32 slots as the loader packed
+// them, headers [B, crops::kHeaderInts] int32, table [3][256] -> y [B, S, S, 3]. tmp holds the
+// horizontal pass: B * max_rows * S * 3 bytes, max_rows the largest kRowEnd - kRowBegin. B ≤ 65535.
+cudaError_t augment_crops(const float* rows, const int32_t* headers, int64_t B, int S, int max_rows, uint8_t* tmp,
+                          const float* table, float* y, cudaStream_t s);
+cudaError_t augment_crops(const float* rows, const int32_t* headers, int64_t B, int S, int max_rows, uint8_t* tmp,
+                          const float* table, bf16* y, cudaStream_t s);
+
 }  // namespace mf::cuda::kernels

@@ -49,13 +49,7 @@ bool pack(const Image& img, int x0, int y0, int w, int h, bool flip, int S, Inte
                 static_cast<size_t>(w) * 3);
   write_table(ht, S, bytes + h_at);
   write_table(vt, S, bytes + v_at);
-  int begin = h, end = 0;
-  for (int y = 0; y < S; ++y) {
-    if (vt.count[static_cast<size_t>(y)] == 0) continue;
-    begin = std::min(begin, vt.first[static_cast<size_t>(y)]);
-    end = std::max(end, vt.first[static_cast<size_t>(y)] + vt.count[static_cast<size_t>(y)]);
-  }
-  if (end <= begin) begin = end = 0;
+  const auto [begin, end] = inputs_read(vt);
   std::fill(header, header + kHeaderInts, 0);
   header[kMode] = kPacked;
   header[kWidth] = w;

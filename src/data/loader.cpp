@@ -130,6 +130,22 @@ std::unique_ptr<DataLoader::Building> DataLoader::start(int64_t b) const {
   return bb;
 }
 
+// Runs f, which reads sample `at`: false when it threw. An mf::Error is an unreadable sample, left
+// out of its batch with its message; anything else drops the whole batch.
+template <class F>
+bool DataLoader::guarded(Building& bb, size_t at, F&& f) {
+  try {
+    f();
+    return true;
+  } catch (const Error& e) {
+    bb.errors[at] = e.what();
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(bb.mu);
+    if (bb.failure.empty()) bb.failure = e.what();
+  }
+  return false;
+}
+
 // A training sample packed for augment_crops: the box's bytes and tables in its row, or the
 // finished image when they do not fit, and its header saying which.
 void DataLoader::pack_into(Building& bb, int64_t slot) const {
@@ -148,7 +164,7 @@ void DataLoader::pack_into(Building& bb, int64_t slot) const {
   float* row = bb.images.data() + slot * per;
   int32_t header[crops::kHeaderInts] = {};
   Sample finished;
-  try {
+  const bool ok = guarded(bb, at, [&] {
     if (!data_.get_packed(index, rng, row, per, header, finished)) {
       MF_CHECK(finished.image.numel() == per, "{}: a finished sample of {} values in a row of {}", data_.describe(),
                finished.image.numel(), per);
@@ -156,14 +172,8 @@ void DataLoader::pack_into(Building& bb, int64_t slot) const {
       std::fill(header, header + crops::kHeaderInts, 0);
       header[crops::kMode] = crops::kFinished;
     }
-  } catch (const Error& e) {
-    bb.errors[at] = e.what();
-    return;
-  } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(bb.mu);
-    if (bb.failure.empty()) bb.failure = e.what();
-    return;
-  }
+  });
+  if (!ok) return;
   std::memcpy(bb.headers.data() + slot * crops::kHeaderInts, header, sizeof header);
   bb.labels[at] = data_.label(index);
   bb.placed[at] = 1;
@@ -175,16 +185,7 @@ void DataLoader::decode_into(Building& bb, int64_t slot) const {
   const auto at = static_cast<size_t>(slot);
   Rng rng(mix(mix(o_.seed, static_cast<uint64_t>(o_.epoch)), static_cast<uint64_t>(index)));
   Sample s;
-  try {
-    s = data_.get(index, o_.train, rng);
-  } catch (const Error& e) {
-    bb.errors[at] = e.what();
-    return;
-  } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(bb.mu);
-    if (bb.failure.empty()) bb.failure = e.what();
-    return;
-  }
+  if (!guarded(bb, at, [&] { s = data_.get(index, o_.train, rng); })) return;
   {
     std::lock_guard<std::mutex> lock(bb.mu);
     const Shape is = s.image.shape();

@@ -88,6 +88,8 @@ class DataLoader {
   std::unique_ptr<Building> start(int64_t b) const;
   void decode_into(Building& bb, int64_t slot) const;
   void pack_into(Building& bb, int64_t slot) const;
+  template <class F>
+  static bool guarded(Building& bb, size_t at, F&& f);
   Batch finish(Building& bb, std::vector<std::string>& errors) const;  // errors: its skipped samples' messages
   Batch build(int64_t b);  // every sample on the calling thread (workers = 0)
   void work();

@@ -312,6 +312,16 @@ ResampleTaps resample_taps(int in_size, int out_size, Interpolation interp) {
   return make_kernel(in_size, out_size, interp);
 }
 
+std::pair<int, int> inputs_read(const ResampleTaps& t) {
+  int begin = INT_MAX, end = 0;
+  for (size_t i = 0; i < t.first.size(); ++i) {
+    if (t.count[i] == 0) continue;
+    begin = std::min(begin, t.first[i]);
+    end = std::max(end, t.first[i] + t.count[i]);
+  }
+  return end <= begin ? std::pair{0, 0} : std::pair{begin, end};
+}
+
 Interpolation parse_interpolation(const std::string& name) {
   if (name == "nearest") return Interpolation::Nearest;
   if (name == "bilinear") return Interpolation::Bilinear;
@@ -364,13 +374,7 @@ Image resize_region(const Image& img, int x0, int y0, int w, int h, int width, i
   }
   // Only the input rows that the vertical pass reads need the horizontal one (as in Pillow; this
   // saves work when enlarging, and does not change any value).
-  int row_begin = h, row_end = 0;
-  for (int y = 0; y < height; ++y) {
-    if (vk.count[static_cast<size_t>(y)] == 0) continue;
-    row_begin = std::min(row_begin, vk.first[static_cast<size_t>(y)]);
-    row_end = std::max(row_end, vk.first[static_cast<size_t>(y)] + vk.count[static_cast<size_t>(y)]);
-  }
-  if (row_end <= row_begin) row_begin = row_end = 0;
+  const auto [row_begin, row_end] = inputs_read(vk);
   std::vector<uint8_t> tmp(static_cast<size_t>(row_end - row_begin) * static_cast<size_t>(width) * 3);
   horizontal_pass(origin, stride, w, row_begin, row_end, make_kernel(w, width, interp), tmp.data(), width);
   vertical_pass(tmp.data(), static_cast<size_t>(width) * 3, row_begin, width, vk, out.rgb.data(), height);

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -37,6 +38,9 @@ struct ResampleTaps {
   bool fits32 = false;
 };
 ResampleTaps resample_taps(int in_size, int out_size, Interpolation interp);
+// The inputs [first, second) that any output of `t` reads ({0, 0} when none reads any): the rows a
+// horizontal pass must produce for a vertical pass with these taps.
+std::pair<int, int> inputs_read(const ResampleTaps& t);
 constexpr int kResamplePrecisionBits = 22;
 
 // torchvision CenterCrop: offsets round((in - out) / 2); pads with zeros when the crop is larger.

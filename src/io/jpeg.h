@@ -1,6 +1,7 @@
 // JPEG decoding with libjpeg-turbo (Debian's libjpeg62-turbo), the library Pillow decodes JPEGs
 // with: the same inverse DCT (islow) and the same chroma upsampling, so that the pixels are exactly
-// Pillow's Image.open(...).convert('RGB'), and about three times faster than stb_image's decoder.
+// Pillow's Image.open(...).convert('RGB'), and about 2.5x faster than stb_image's decoder
+// (bench/micro/input_pipeline.cpp).
 // See docs/training.md ("Data").
 #pragma once
 

@@ -9,6 +9,9 @@
 
 namespace mf::crops {
 
+// device_crops.h spells the fixed point for nvcc, which does not see resample.h: the same 22 bits.
+static_assert(kPrecisionBits == kResamplePrecisionBits);
+
 namespace {
 
 size_t align16(size_t n) { return (n + 15) & ~size_t{15}; }

@@ -723,7 +723,11 @@ const std::vector<OpCase>& op_cases() {
     };
     for (const GluCase& g : {GluCase{"mambaout", {3, 7, 7, 26}, 5, 0, 13, 13, ActKind::GELU},
                              GluCase{"gmixer", {2, 5, 38}, 0, 19, 0, 19, ActKind::SiLU},
-                             GluCase{"gmlp", {1, 9, 10}, 5, 0, 0, 5, ActKind::Identity}}) {
+                             GluCase{"gmlp", {1, 9, 10}, 5, 0, 0, 5, ActKind::Identity},
+                             // every width and offset a multiple of 8: the GPU's 16-byte kernels (t's
+                             // last 8 channels in neither window: their gradient is zero)
+                             GluCase{"mambaout16B", {2, 5, 6, 48}, 8, 0, 24, 24, ActKind::GELU},
+                             GluCase{"gmixer16B", {2, 5, 32}, 0, 16, 0, 16, ActKind::SiLU}}) {
       std::vector<OpInput> inputs{{g.t}};
       if (g.extra) {
         Shape c = g.t;

@@ -273,6 +273,39 @@ TEST(CudaAugment, ImagesAreTheCpuTransformsBitForBit) {
         differ += std::memcmp(&w, got.data() + i, sizeof w) != 0;
       }
       EXPECT_EQ(differ, 0) << "size " << size << (p == Precision::fp32 ? " fp32" : " bf16") << ", of " << want.numel();
+      // keep_fp32 (Mixup follows and rounds once): the fp32 values whatever the activations' dtype
+      const Tensor wide = op::augment_crops(gpu, batch->images, batch->crop_headers, table, true).to(Device::CPU);
+      ASSERT_EQ(wide.dtype(), DType::f32);
+      EXPECT_EQ(std::memcmp(wide.data(), want.data(), sizeof(float) * want.numel()), 0) << "size " << size << " keep_fp32";
+    }
+  }
+}
+
+// mix_images on the GPU (Mixup and CutMix by the backend, data/batch_mix.h) against the host's
+// mix_images_into: fp32 the same bits, bf16 the host's fp32 result rounded once; from a host batch
+// (the loader's images) and from augment_crops's fp32 output on the device.
+TEST(CudaAugment, MixedImagesAreTheHostsBitForBit) {
+  MF_REQUIRE_GPU();
+  const Tensor x = random_tensor({6, 20, 24, 3}, 5);
+  std::vector<MixPlan> plans(3);
+  plans[1].mode = MixPlan::Mode::blend, plans[1].keep = 0.3173f, plans[1].take = 0.6827f;
+  plans[2].mode = MixPlan::Mode::box, plans[2].y0 = 3, plans[2].y1 = 17, plans[2].x0 = 0, plans[2].x1 = 11;
+  for (const MixPlan& plan : plans) {
+    Tensor want = Tensor::empty(x.shape());
+    mix_images_into(x.data(), 6, 20, 24, 3, plan, want.data());
+    for (Precision p : {Precision::fp32, Precision::bf16}) {
+      Exec gpu{&get_backend("cuda", p), nullptr};
+      for (bool on_device : {false, true}) {
+        const Tensor got = op::mix_images(gpu, on_device ? x.to(Device::CUDA) : x, plan).to(Device::CPU);
+        ASSERT_EQ(got.shape(), want.shape());
+        int64_t differ = 0;
+        for (int64_t i = 0; i < want.numel(); ++i) {
+          const float w = p == Precision::fp32 ? want.data()[i] : bf16_bits_to_float(float_to_bf16_bits(want.data()[i]));
+          differ += std::memcmp(&w, got.data() + i, sizeof w) != 0;
+        }
+        EXPECT_EQ(differ, 0) << "mode " << static_cast<int>(plan.mode) << (p == Precision::fp32 ? " fp32" : " bf16")
+                             << (on_device ? ", device input" : ", host input");
+      }
     }
   }
 }

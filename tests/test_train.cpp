@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -398,6 +399,36 @@ TEST(TrainParts, MixupTargetsAreDistributionsAndCutmixAreaMatchesLambda) {
   double mean = 0;
   for (int i = 0; i < 4000; ++i) mean += sample_beta(0.8, rng);
   EXPECT_NEAR(mean / 4000, 0.5, 0.02);
+}
+
+// Mixup/CutMix split as the trainer runs it on a GPU: draw_mix + mix_targets + op::mix_images give
+// mix_batch's targets, λ, images (bit for bit) and leave the generator where mix_batch leaves it.
+TEST(TrainParts, MixPlanAndMixImagesAreMixBatch) {
+  const Exec cpu{&get_backend("cpu"), nullptr};
+  MixupOptions o;
+  o.mixup_alpha = 0.8;
+  o.cutmix_alpha = 1.0;
+  o.prob = 0.8;
+  int seen[3] = {0, 0, 0};
+  for (uint64_t trial = 0; trial < 40; ++trial) {
+    const Tensor images = random_tensor({4, 12, 10, 3}, trial);
+    const std::vector<int64_t> labels{0, 3, 1, 3};
+    Rng r1(trial), r2(trial);
+    Tensor mixed = images.clone();
+    double lam = 0;
+    const Tensor t1 = mix_batch(mixed, labels, 5, o, r1, &lam);
+    const MixPlan plan = draw_mix(12, 10, o, r2);
+    const Tensor t2 = mix_targets(labels, 5, o, plan);
+    ++seen[static_cast<int>(plan.mode)];
+    EXPECT_EQ(r1.next(), r2.next()) << "trial " << trial;
+    EXPECT_EQ(lam, plan.lambda);
+    EXPECT_EQ(max_abs_diff(t1, t2), 0.0);
+    const Tensor got = op::mix_images(cpu, images, plan);
+    EXPECT_EQ(std::memcmp(got.data(), mixed.data(), sizeof(float) * mixed.numel()), 0) << "trial " << trial;
+  }
+  EXPECT_GT(seen[0], 0);  // none, blend and box all drawn
+  EXPECT_GT(seen[1], 0);
+  EXPECT_GT(seen[2], 0);
 }
 
 // The trainer reads each step's losses a step late (op::cross_entropy_losses, Tensor::to_host_later);

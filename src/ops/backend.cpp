@@ -259,6 +259,7 @@ void Backend::sample_scale(const Tensor&, const Tensor&, Tensor&) { unsupported(
 void Backend::augment_crops(const Tensor&, const Tensor&, const Tensor&, Tensor&) {
   unsupported(OpKind::AugmentCrops);
 }
+void Backend::mix_images(const Tensor&, const MixPlan&, Tensor&) { unsupported(OpKind::MixImages); }
 void Backend::cross_entropy(const Tensor&, const Tensor&, float, Tensor&, Tensor&) {
   unsupported(OpKind::CrossEntropy);
 }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "data/batch_mix.h"
 #include "ops/op_kind.h"
 
 namespace mf {
@@ -181,6 +182,9 @@ class Backend {
   // rows [B, S, S, 3] as the loader packed them, headers [B, crops::kHeaderInts] (int32 bits),
   // table [3, 256] -> y [B, S, S, 3]: the training images (data/device_crops.h)
   virtual void augment_crops(const Tensor& rows, const Tensor& headers, const Tensor& table, Tensor& y);
+  // x [B, H, W, C] fp32 -> y [B, H, W, C]: Mixup/CutMix as `plan` says (data/batch_mix.h), computed
+  // in fp32 as mix_images_into does, then rounded once to y's dtype
+  virtual void mix_images(const Tensor& x, const MixPlan& plan, Tensor& y);
   // logits [B, K], target [B, K] (rows sum to 1) -> loss[b] = -Σ target · log_softmax(logits),
   // dlogits = (softmax(logits) - target) · grad_scale
   virtual void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,

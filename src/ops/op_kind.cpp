@@ -47,6 +47,7 @@ const char* op_name(OpKind op) {
     case OpKind::UpsampleNearest: return "upsample_nearest";
     case OpKind::SoftmaxGate: return "softmax_gate";
     case OpKind::AugmentCrops: return "augment_crops";
+    case OpKind::MixImages: return "mix_images";
     case OpKind::AdamWStep: return "adamw_step";
     case OpKind::GradNorm: return "grad_norm";
     case OpKind::EmaUpdate: return "ema_update";
@@ -100,6 +101,7 @@ OpFamily op_family(OpKind op) {
     case OpKind::UpsampleNearest: return OpFamily::Pooling;
     case OpKind::SoftmaxGate: return OpFamily::Elementwise;
     case OpKind::AugmentCrops: return OpFamily::Layout;
+    case OpKind::MixImages: return OpFamily::Layout;
     case OpKind::AdamWStep: return OpFamily::Elementwise;
     case OpKind::GradNorm: return OpFamily::Elementwise;
     case OpKind::EmaUpdate: return OpFamily::Elementwise;

@@ -50,6 +50,7 @@ enum class OpKind : uint8_t {
   UpsampleNearest,  // f× nearest-neighbour upsampling, the adjoint of f×f sum pooling (iFormer)
   SoftmaxGate,      // x ⊙ softmax(logits) over the middle axis of [A, N, I] (PatchTSMixer's gated attention)
   AugmentCrops,     // training crops packed by the loader -> finished images (data/device_crops.h)
+  MixImages,        // Mixup/CutMix of a batch with itself reversed (data/batch_mix.h)
   // The optimizer's ops (train/optimizer.h, train/ema.h): each runs over a list of tensors in one call
   AdamWStep,        // AdamW's update of weights and moments, decoupled weight decay (torch.optim.AdamW)
   GradNorm,         // Σ g² over a list of gradients (deterministic order), and their in-place scaling (clipping)

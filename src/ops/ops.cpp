@@ -541,7 +541,7 @@ Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s) {
   return y;
 }
 
-Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, const Tensor& table) {
+Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, const Tensor& table, bool keep_fp32) {
   check_rank(rows, 4, OpKind::AugmentCrops);
   MF_CHECK(rows.dim(1) == rows.dim(2) && rows.dim(3) == 3, "augment_crops: rows {} are not [B, S, S, 3]",
            rows.shape().str());
@@ -549,9 +549,22 @@ Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, c
            "augment_crops: headers {} for {} rows (host, [B, {}])", headers.shape().str(), rows.dim(0),
            crops::kHeaderInts);
   MF_CHECK(table.numel() == 3 * 256, "augment_crops: a table of {} values, not 3 x 256", table.numel());
-  Tensor y = out(e, rows.shape());
+  Tensor y = keep_fp32 ? Tensor::empty(rows.shape(), e.backend->device()) : out(e, rows.shape());
   Timed t(e, OpKind::AugmentCrops, 0);
   e.backend->augment_crops(rows, headers, table, y);
+  return y;
+}
+
+Tensor mix_images(const Exec& e, const Tensor& images, const MixPlan& plan) {
+  check_rank(images, 4, OpKind::MixImages);
+  MF_CHECK(images.dtype() == DType::f32, "mix_images: the images are {}, not fp32", dtype_name(images.dtype()));
+  const int64_t H = images.dim(1), W = images.dim(2);
+  MF_CHECK(plan.mode != MixPlan::Mode::box ||
+               (0 <= plan.y0 && plan.y0 <= plan.y1 && plan.y1 <= H && 0 <= plan.x0 && plan.x0 <= plan.x1 && plan.x1 <= W),
+           "mix_images: the box [{}, {}) x [{}, {}) is outside {} x {} images", plan.y0, plan.y1, plan.x0, plan.x1, H, W);
+  Tensor y = out(e, images.shape());
+  Timed t(e, OpKind::MixImages, 0);
+  e.backend->mix_images(images, plan, y);
   return y;
 }
 

@@ -163,8 +163,13 @@ Tensor gate(const Exec& e, const Tensor& x, const Tensor& g, bool sigmoid);
 // y[b] = x[b] · s[b] (drop path); also its own backward.
 Tensor sample_scale(const Exec& e, const Tensor& x, const Tensor& s);
 // Training images from the rows a loader packed (LoaderOptions::packed_crops, data/device_crops.h),
-// in the backend's activation dtype: exactly the values the loader's own transform gives.
-Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, const Tensor& table);
+// in the backend's activation dtype (fp32 with keep_fp32, for mix_images to round once): exactly the
+// values the loader's own transform gives.
+Tensor augment_crops(const Exec& e, const Tensor& rows, const Tensor& headers, const Tensor& table,
+                     bool keep_fp32 = false);
+// Mixup/CutMix of fp32 images [B, H, W, C] (host or device) as `plan` says, in the backend's
+// activation dtype: the host's mix_images_into (data/batch_mix.h), bit for bit, rounded once.
+Tensor mix_images(const Exec& e, const Tensor& images, const MixPlan& plan);
 // Mean over the batch of the cross-entropy of softmax(logits) against soft targets (each row sums
 // to 1); writes d(mean loss)/d(logits) into dlogits.
 double cross_entropy(const Exec& e, const Tensor& logits, const Tensor& target, Tensor& dlogits);

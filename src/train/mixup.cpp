@@ -36,47 +36,54 @@ double sample_beta(double a, Rng& rng) {
   return x + y > 0 ? x / (x + y) : 0.5;
 }
 
+MixPlan draw_mix(int64_t H, int64_t W, const MixupOptions& o, Rng& rng) {
+  MixPlan p;
+  if (!o.enabled() || !(rng.uniform() < o.prob)) return p;
+  bool cutmix = false;
+  if (o.mixup_alpha > 0 && o.cutmix_alpha > 0) cutmix = rng.uniform() < o.switch_prob;
+  else cutmix = o.cutmix_alpha > 0;
+  const double lam = sample_beta(cutmix ? o.cutmix_alpha : o.mixup_alpha, rng);
+  if (!(lam < 1.0)) return p;
+  if (cutmix) {
+    const double ratio = std::sqrt(1.0 - lam);
+    const auto ch = static_cast<int64_t>(static_cast<double>(H) * ratio);
+    const auto cw = static_cast<int64_t>(static_cast<double>(W) * ratio);
+    const auto cy = static_cast<int64_t>(rng.below(static_cast<uint64_t>(H)));
+    const auto cx = static_cast<int64_t>(rng.below(static_cast<uint64_t>(W)));
+    p.mode = MixPlan::Mode::box;
+    p.y0 = std::clamp<int64_t>(cy - ch / 2, 0, H), p.y1 = std::clamp<int64_t>(cy + ch / 2, 0, H);
+    p.x0 = std::clamp<int64_t>(cx - cw / 2, 0, W), p.x1 = std::clamp<int64_t>(cx + cw / 2, 0, W);
+    // λ corrected to the box's true area, as timm does
+    p.lambda = 1.0 - static_cast<double>((p.y1 - p.y0) * (p.x1 - p.x0)) / static_cast<double>(H * W);
+  } else {
+    p.mode = MixPlan::Mode::blend;
+    p.keep = static_cast<float>(lam), p.take = static_cast<float>(1.0 - lam);
+    p.lambda = lam;
+  }
+  return p;
+}
+
+Tensor mix_targets(const std::vector<int64_t>& labels, int64_t classes, const MixupOptions& o, const MixPlan& p) {
+  Tensor t1 = smoothed_targets(labels, classes, o.label_smoothing);
+  if (p.mode == MixPlan::Mode::none) return t1;
+  const std::vector<int64_t> flipped(labels.rbegin(), labels.rend());
+  const Tensor t2 = smoothed_targets(flipped, classes, o.label_smoothing);
+  for (int64_t i = 0; i < t1.numel(); ++i)
+    t1.data()[i] = static_cast<float>(p.lambda * t1.data()[i] + (1.0 - p.lambda) * t2.data()[i]);
+  return t1;
+}
+
 Tensor mix_batch(Tensor& images, const std::vector<int64_t>& labels, int64_t classes, const MixupOptions& o, Rng& rng,
                  double* lambda) {
   const int64_t B = images.dim(0), H = images.dim(1), W = images.dim(2), C = images.dim(3);
   MF_CHECK(static_cast<int64_t>(labels.size()) == B, "mixup: {} labels for {} images", labels.size(), B);
-  double lam = 1.0;
-  bool cutmix = false;
-  if (o.enabled() && rng.uniform() < o.prob) {
-    if (o.mixup_alpha > 0 && o.cutmix_alpha > 0) cutmix = rng.uniform() < o.switch_prob;
-    else cutmix = o.cutmix_alpha > 0;
-    lam = sample_beta(cutmix ? o.cutmix_alpha : o.mixup_alpha, rng);
+  const MixPlan p = draw_mix(H, W, o, rng);
+  if (p.mode != MixPlan::Mode::none) {
+    const Tensor src = images.clone();
+    mix_images_into(src.data(), B, H, W, C, p, images.data());
   }
-  const std::vector<int64_t> flipped(labels.rbegin(), labels.rend());
-  Tensor t1 = smoothed_targets(labels, classes, o.label_smoothing);
-  if (lam < 1.0) {
-    const Tensor src = images.clone();  // sample b is mixed with sample B - 1 - b
-    const int64_t per = H * W * C;
-    if (cutmix) {
-      const double ratio = std::sqrt(1.0 - lam);
-      const auto ch = static_cast<int64_t>(static_cast<double>(H) * ratio);
-      const auto cw = static_cast<int64_t>(static_cast<double>(W) * ratio);
-      const auto cy = static_cast<int64_t>(rng.below(static_cast<uint64_t>(H)));
-      const auto cx = static_cast<int64_t>(rng.below(static_cast<uint64_t>(W)));
-      const int64_t y0 = std::clamp<int64_t>(cy - ch / 2, 0, H), y1 = std::clamp<int64_t>(cy + ch / 2, 0, H);
-      const int64_t x0 = std::clamp<int64_t>(cx - cw / 2, 0, W), x1 = std::clamp<int64_t>(cx + cw / 2, 0, W);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t y = y0; y < y1; ++y)
-          std::copy_n(src.data() + (B - 1 - b) * per + (y * W + x0) * C, (x1 - x0) * C,
-                      images.data() + b * per + (y * W + x0) * C);
-      lam = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(H * W);
-    } else {
-      const auto fl = static_cast<float>(lam), fr = static_cast<float>(1.0 - lam);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t i = 0; i < per; ++i)
-          images.data()[b * per + i] = src.data()[b * per + i] * fl + src.data()[(B - 1 - b) * per + i] * fr;
-    }
-    const Tensor t2 = smoothed_targets(flipped, classes, o.label_smoothing);
-    for (int64_t i = 0; i < t1.numel(); ++i)
-      t1.data()[i] = static_cast<float>(lam * t1.data()[i] + (1.0 - lam) * t2.data()[i]);
-  }
-  if (lambda) *lambda = lam;
-  return t1;
+  if (lambda) *lambda = p.lambda;
+  return mix_targets(labels, classes, o, p);
 }
 
 }  // namespace mf

@@ -9,6 +9,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "data/batch_mix.h"
 
 namespace mf {
 
@@ -20,6 +21,12 @@ struct MixupOptions {
   double label_smoothing = 0.1;
   bool enabled() const { return mixup_alpha > 0 || cutmix_alpha > 0; }
 };
+
+// One batch's draw (data/batch_mix.h), from the generator in mix_batch's order, so that the
+// generator then goes on the same whichever of the two (host or backend) mixes the images.
+MixPlan draw_mix(int64_t H, int64_t W, const MixupOptions& o, Rng& rng);
+// The plan's soft targets [B, classes]: λ · smoothed(labels) + (1 − λ) · smoothed(labels reversed).
+Tensor mix_targets(const std::vector<int64_t>& labels, int64_t classes, const MixupOptions& o, const MixPlan& p);
 
 // images [B, H, W, C] are mixed in place; returns the soft targets [B, classes] and λ.
 Tensor mix_batch(Tensor& images, const std::vector<int64_t>& labels, int64_t classes, const MixupOptions& o, Rng& rng,

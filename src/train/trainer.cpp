@@ -598,16 +598,34 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
   mix.switch_prob = o.mix_switch_prob;
   mix.label_smoothing = o.label_smoothing;
 
-  // Augmentation by the backend (METAFORMER_BACKEND_AUGMENT=1; data/device_crops.h): the workers
-  // decode and draw, the backend resizes, flips and normalises, with the same bytes as the
-  // workers' own transform. Mixup and CutMix mix host images, so with them it stays on the workers.
+  // Mixup and CutMix on a GPU: the plan is drawn on the host with the step's generator (the same
+  // draws as mix_batch's), the images are mixed by the backend (op::mix_images, data/batch_mix.h):
+  // the same bits as mixing on the host, without a pass over the batch on the step's critical path.
+  // METAFORMER_BACKEND_MIX=0 mixes on the host as on the CPU. (--trace needs no Mixup, so its
+  // record of the images is never of an unmixed batch.)
+  const char* mix_env = std::getenv("METAFORMER_BACKEND_MIX");
+  const bool backend_mix = mix.enabled() && !forecast && backend.device() != Device::CPU &&
+                           !(mix_env && std::string(mix_env) == "0");
+  // Augmentation by the backend (data/device_crops.h): the workers decode and draw, the backend
+  // resizes, flips and normalises, with the same bytes as the workers' own transform. On by default
+  // on a GPU backend (the same bits; the workers' time a sample falls to about 0.6×),
+  // METAFORMER_BACKEND_AUGMENT=0 turns it off, =1 asks for it on any backend (the CPU's tests it).
+  // With Mixup or CutMix it needs the backend to mix too; --trace records the loader's images, so
+  // it keeps them.
   Tensor crop_table;
-  if (const char* v = std::getenv("METAFORMER_BACKEND_AUGMENT"); v && std::string(v) == "1" && !forecast) {
+  const char* augment_env = std::getenv("METAFORMER_BACKEND_AUGMENT");
+  const bool augment_asked = augment_env && std::string(augment_env) == "1";
+  const bool augment_default = !augment_env && backend.device() != Device::CPU;
+  if ((augment_asked || augment_default) && !forecast) {
+    const auto ignored = [&](const std::string& why) {
+      if (augment_asked) fmt::print(stderr, "note: METAFORMER_BACKEND_AUGMENT=1 is ignored: {}\n", why);
+    };
     if (!data.train->supports_crops())
-      fmt::print(stderr, "note: METAFORMER_BACKEND_AUGMENT=1 is ignored: {} is augmented by the loader only\n",
-                 data.train->describe());
-    else if (mix.enabled())
-      fmt::print(stderr, "note: METAFORMER_BACKEND_AUGMENT=1 is ignored: Mixup and CutMix mix the loader's images\n");
+      ignored(fmt::format("{} is augmented by the loader only", data.train->describe()));
+    else if (mix.enabled() && !backend_mix)
+      ignored("Mixup and CutMix mix the loader's images (on the CPU backend, or with METAFORMER_BACKEND_MIX=0)");
+    else if (!o.trace.empty())
+      ignored("--trace records the loader's images");
     else {
       lo.packed_crops = true;
       fmt::print("augmentation: resized, flipped and normalised by the backend ({}), not the loader\n", backend.name());
@@ -713,6 +731,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       Rng rng;
       Tensor targets;
       std::chrono::steady_clock::duration mixing{};  // host time of the Mixup/CutMix, part of its step's
+      MixPlan plan;  // with backend_mix: what the backend does to the images in the step
     };
     const auto next_batch = [&]() {
       const auto wait_start = std::chrono::steady_clock::now();
@@ -734,9 +753,18 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
         }
         const auto mix_start = std::chrono::steady_clock::now();
         Rng rng(rank_step_seed(o.seed, at, dist.rank()));
-        Tensor targets =
-            forecast ? batch->targets : mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
-        return Prepared{std::move(*batch), rng, std::move(targets), std::chrono::steady_clock::now() - mix_start};
+        MixPlan plan;
+        Tensor targets;
+        if (forecast) {
+          targets = batch->targets;
+        } else if (backend_mix) {
+          plan = draw_mix(batch->images.dim(1), batch->images.dim(2), mix, rng);
+          targets = mix_targets(batch->labels, config.num_classes, mix, plan);
+        } else {
+          targets = mix_batch(batch->images, batch->labels, config.num_classes, mix, rng);
+        }
+        return Prepared{std::move(*batch), rng, std::move(targets), std::chrono::steady_clock::now() - mix_start,
+                        plan};
       }
     };
     const bool ahead = backend.uploads_ahead();
@@ -767,9 +795,11 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
         buckets->begin_step();
         ctx.on_backward_done = [buckets](const Module& m) { buckets->module_done(m); };
       }
-      const Tensor input = batch->crop_headers.defined()
-                               ? op::augment_crops(ctx.exec, batch->images, batch->crop_headers, crop_table)
-                               : batch->images;
+      const bool mixing = prepared->plan.mode != MixPlan::Mode::none;
+      Tensor input = batch->crop_headers.defined()
+                         ? op::augment_crops(ctx.exec, batch->images, batch->crop_headers, crop_table, mixing)
+                         : batch->images;
+      if (mixing) input = op::mix_images(ctx.exec, input, prepared->plan);
       Tensor logits = model.run(ctx, input);
       const auto t_forward = std::chrono::steady_clock::now();
       Tensor dlogits;

@@ -62,6 +62,8 @@
 #   gpuaug.log    (step gpuaug) augmentation by the backend (METAFORMER_BACKEND_AUGMENT=1): the CUDA kernels
 #                 against the CPU transform bit for bit, memcheck, the same weights after 30 steps with and
 #                 without it, images/s and data wait against the loader augmenting and synthetic data
+#   gluvec.log    (step gluvec) the 16-byte GLU backward: op cases fp32/bf16, CUDA training tests, a bf16
+#                 mambaout_femto step's kernel table, an image folder run with the default augmentation
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -82,7 +84,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -665,7 +667,7 @@ if has gpuaug; then
   # wait with the loader augmenting, with the backend augmenting, and on synthetic data.
   log=$OUT/gpuaug.log
   echo "== augmentation by the backend: bits, then images/s" | tee "$log"
-  timeout 200 "$B/tests/mf_tests" --gtest_filter='CudaAugment.*:DeviceCrops.*' 2>&1 |
+  timeout 200 "$B/tests/mf_tests" --gtest_filter='CudaAugment.*:DeviceCrops.*:TrainParts.Mix*' 2>&1 |
     grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure|differ|size" | head -20 | sed "s/^/gtest: /" | tee -a "$log"
   timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/tests/mf_tests" \
     --gtest_filter='CudaAugment.*' > /tmp/aug_mc.log 2>&1
@@ -680,18 +682,64 @@ if has gpuaug; then
   done
   cmp /tmp/aug_0/model.safetensors /tmp/aug_1/model.safetensors && echo "backend augmentation: the same weights, bit for bit" |
     tee -a "$log" || echo "backend augmentation: THE WEIGHTS DIFFER" | tee -a "$log"
+  # Mixup and CutMix: on the host (METAFORMER_BACKEND_MIX=0), by the backend, and by the backend after
+  # its own augmentation: the same weights after 30 steps
+  for v in host backend both; do
+    rm -rf /tmp/mix_$v
+    METAFORMER_BACKEND_MIX=$([ $v = host ] && echo 0 || echo 1) METAFORMER_BACKEND_AUGMENT=$([ $v = both ] && echo 1 || echo 0) \
+      timeout 200 "$M" train -m poolformer_s12 --data /tmp/jpegs --batch 128 --epochs 1 --max-steps 30 --backend cuda \
+      --dtype bf16 --workers 14 --eval-subset 128 --drop-path 0.1 --mixup 0.8 --cutmix 1.0 --seed 3 --no-progress \
+      --out /tmp/mix_$v 2>&1 | grep -E "img/s|augmentation|rror|note" | tail -2 | sed "s/^/mix bits $v: /" | tee -a "$log"
+  done
+  for v in backend both; do
+    cmp /tmp/mix_host/model.safetensors /tmp/mix_$v/model.safetensors &&
+      echo "mixup $v: the same weights as mixing on the host, bit for bit" | tee -a "$log" ||
+      echo "mixup $v: THE WEIGHTS DIFFER from mixing on the host" | tee -a "$log"
+  done
   for m in $(echo "${GPUAUG_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
-    for v in loader backend synthetic; do
+    # loader-mix / backend-mix: with Mixup and CutMix, everything on the host against everything by
+    # the backend
+    for v in loader backend synthetic loader-mix backend-mix; do
       rm -rf /tmp/augs
       data=/tmp/jpegs
       [ $v = synthetic ] && data=synthetic:5120
+      mixargs=""
+      case $v in *-mix) mixargs="--mixup 0.8 --cutmix 1.0" ;; esac
       # three epochs of the 40 batches: the last one's images/s, every epoch's data wait
-      METAFORMER_BACKEND_AUGMENT=$([ $v = backend ] && echo 1 || echo 0) timeout 200 "$M" train -m $m --data $data \
-        --batch 128 --epochs 3 --max-steps 120 --backend cuda --dtype bf16 --workers 14 --eval-subset 128 \
+      METAFORMER_BACKEND_AUGMENT=$(case $v in backend*) echo 1 ;; *) echo 0 ;; esac) \
+      METAFORMER_BACKEND_MIX=$(case $v in backend*) echo 1 ;; *) echo 0 ;; esac) timeout 200 "$M" train -m $m --data $data \
+        --batch 128 --epochs 3 --max-steps 120 --backend cuda --dtype bf16 --workers 14 --eval-subset 128 $mixargs \
         --no-progress --out /tmp/augs 2>&1 | grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v: /" | tee -a "$log"
       grep -o '"data_wait_seconds":[0-9.]*' /tmp/augs/metrics.jsonl 2>/dev/null | sed "s/^/$m $v: /" | tee -a "$log"
     done
   done
+fi
+
+if has gluvec; then
+  # The 16-byte GLU backward kernels (backward_kernels.cu: glu_dt_vec_kernel, glu_dc_vec_kernel): the
+  # op harness's GLU cases and the gated mixers' in fp32 and bf16, the CUDA training tests, then where
+  # a bf16 mambaout_femto training step's kernel time goes, and the default augmentation by the
+  # backend on an image folder.
+  log=$OUT/gluvec.log
+  echo "== 16-byte GLU backward" | tee "$log"
+  for dt in fp32 bf16; do
+    for mode in test grad; do
+      timeout 200 "$T" --backend cuda --dtype $dt --mode $mode --op glu,gated,mambaout,token_mlp > /tmp/gv.log 2>&1
+      echo "op harness $dt $mode: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/gv.log | tail -6 | tee -a "$log"
+    done
+  done
+  timeout 400 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*' 2>&1 |
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -40 | sed "s/^/gtest: /" | tee -a "$log"
+  rm -rf /tmp/tk_gv
+  timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train -m mambaout_femto \
+    --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 --workers 4 \
+    --eval-subset 128 --no-progress --out /tmp/tk_gv > /tmp/tk_gv.csv 2> /tmp/tk.err
+  python3 "$stage/kernel_table.py" /tmp/tk_gv.csv 2>&1 | head -14 | tee -a "$log"
+  make_jpegs "$log"
+  rm -rf /tmp/gv_if
+  timeout 200 "$M" train -m poolformer_s12 --data /tmp/jpegs --batch 128 --epochs 1 --max-steps 30 --backend cuda \
+    --dtype bf16 --workers 14 --eval-subset 128 --mixup 0.8 --cutmix 1.0 --no-progress --out /tmp/gv_if 2>&1 |
+    grep -E "img/s|augmentation|rror" | sed "s/^/image folder, defaults: /" | tee -a "$log"
 fi
 
 if has uploadab; then

@@ -607,10 +607,21 @@ class CudaBackend final : public CudaFamilyOps {
     Tensor tmp = Tensor::empty({std::max<int64_t>(1, (tmp_bytes + 3) / 4)}, Device::CUDA);
     const auto* hdr = reinterpret_cast<const int32_t*>(dev(headers));
     auto* t = reinterpret_cast<uint8_t*>(tmp.data());
-    if (bf16_)
+    // fp32 when asked (op::augment_crops's keep_fp32: Mixup then rounds once), else the activations'
+    if (y.dtype() == DType::bf16)
       ok(k::augment_crops(dev(rows), hdr, B, S, max_rows, t, dev(table), out<k::bf16>(y), stream()), "augment_crops");
     else
       ok(k::augment_crops(dev(rows), hdr, B, S, max_rows, t, dev(table), out<float>(y), stream()), "augment_crops");
+  }
+  // x is fp32 (a host batch through its cached upload, or augment_crops's fp32 output).
+  void mix_images(const Tensor& x, const MixPlan& p, Tensor& y) override {
+    const int mode = p.mode == MixPlan::Mode::blend ? 1 : p.mode == MixPlan::Mode::box ? 2 : 0;
+    const int64_t box[4] = {p.y0, p.y1, p.x0, p.x1};
+    const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
+    if (y.dtype() == DType::bf16)
+      ok(k::mix_images(dev(x), out<k::bf16>(y), B, H, W, C, mode, p.keep, p.take, box, stream()), "mix_images");
+    else
+      ok(k::mix_images(dev(x), out<float>(y), B, H, W, C, mode, p.keep, p.take, box, stream()), "mix_images");
   }
   void channel_slice(const Tensor& x, int64_t offset, Tensor& y) override {
     const int64_t C = x.shape().last();

@@ -1,6 +1,8 @@
-// augment_crops, the reference: data/device_crops.h's finish, sample by sample.
+// augment_crops, the reference: data/device_crops.h's finish, sample by sample; and mix_images,
+// data/batch_mix.h's host function.
 #include <cstring>
 
+#include "data/batch_mix.h"
 #include "data/device_crops.h"
 #include "ops/ref/ref_backend.h"
 
@@ -13,6 +15,10 @@ void RefBackend::augment_crops(const Tensor& rows, const Tensor& headers, const 
     std::memcpy(header, headers.data() + b * crops::kHeaderInts, sizeof header);
     crops::finish(rows.data() + b * per, header, static_cast<int>(S), table.data(), y.data() + b * per);
   }
+}
+
+void RefBackend::mix_images(const Tensor& x, const MixPlan& plan, Tensor& y) {
+  mix_images_into(x.data(), x.dim(0), x.dim(1), x.dim(2), x.dim(3), plan, y.data());
 }
 
 }  // namespace mf

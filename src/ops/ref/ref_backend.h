@@ -29,6 +29,7 @@ class RefBackend : public Backend {
   void nchw_to_nhwc(const Tensor& x, Tensor& y) override;
   void sample_scale(const Tensor& x, const Tensor& s, Tensor& y) override;
   void augment_crops(const Tensor& rows, const Tensor& headers, const Tensor& table, Tensor& y) override;
+  void mix_images(const Tensor& x, const MixPlan& plan, Tensor& y) override;
   void cross_entropy(const Tensor& logits, const Tensor& target, float grad_scale, Tensor& loss,
                      Tensor& dlogits) override;
   void channel_slice(const Tensor& x, int64_t offset, Tensor& y) override;

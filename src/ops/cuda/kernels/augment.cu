@@ -1,6 +1,7 @@
 // augment_crops on the GPU (data/device_crops.h): the training samples' RandomResizedCrop resize,
 // flip and normalisation, from the rows the loader packed. The arithmetic is device_crops.h's
 // integer functions, the ones the reference backend runs, so the images are the CPU transform's.
+// And mix_images: Mixup/CutMix with data/batch_mix.h's arithmetic, rounded once.
 #include "common.cuh"
 #include "data/device_crops.h"
 
@@ -66,7 +67,48 @@ cudaError_t augment_crops_t(const float* rows, const int32_t* headers, int64_t B
   return cudaGetLastError();
 }
 
+// One thread an element: sample b against sample B − 1 − b, as mix_images_into computes it
+// (__fmaf_rn and __fmul_rn: no contraction may change the rounding).
+template <typename T>
+__global__ void mix_images_kernel(const float* x, T* y, int64_t B, int64_t per, int64_t W, int64_t C, int mode,
+                                  float keep, float take, int64_t y0, int64_t y1, int64_t x0, int64_t x1) {
+  const int64_t n = B * per;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / per, r = i - b * per;
+    const float* partner = x + (B - 1 - b) * per;
+    float v = x[i];
+    if (mode == 1) {
+      v = __fmaf_rn(v, keep, __fmul_rn(partner[r], take));
+    } else if (mode == 2) {
+      const int64_t pixel = r / C, row = pixel / W, col = pixel - row * W;
+      if (row >= y0 && row < y1 && col >= x0 && col < x1) v = partner[r];
+    }
+    y[i] = from_f<T>(v);
+  }
+}
+
+template <typename T>
+cudaError_t mix_images_t(const float* x, T* y, int64_t B, int64_t H, int64_t W, int64_t C, int mode, float keep,
+                         float take, const int64_t box[4], cudaStream_t s) {
+  const int64_t per = H * W * C;
+  if (B <= 0 || per <= 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((B * per + kAugBlock - 1) / kAugBlock, int64_t{1} << 16);
+  mix_images_kernel<typename Dev<T>::type><<<static_cast<unsigned>(blocks), kAugBlock, 0, s>>>(
+      x, dev(y), B, per, W, C, mode, keep, take, box[0], box[1], box[2], box[3]);
+  return cudaGetLastError();
+}
+
 }  // namespace
+
+cudaError_t mix_images(const float* x, float* y, int64_t B, int64_t H, int64_t W, int64_t C, int mode, float keep,
+                       float take, const int64_t box[4], cudaStream_t s) {
+  return mix_images_t(x, y, B, H, W, C, mode, keep, take, box, s);
+}
+cudaError_t mix_images(const float* x, bf16* y, int64_t B, int64_t H, int64_t W, int64_t C, int mode, float keep,
+                       float take, const int64_t box[4], cudaStream_t s) {
+  return mix_images_t(x, y, B, H, W, C, mode, keep, take, box, s);
+}
 
 cudaError_t augment_crops(const float* rows, const int32_t* headers, int64_t B, int S, int max_rows, uint8_t* tmp,
                           const float* table, float* y, cudaStream_t s) {

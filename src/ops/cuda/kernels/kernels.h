@@ -220,6 +220,12 @@ cudaError_t haar2d_inverse(const bf16* bands, bf16* x, int64_t B, int64_t H, int
 // Backend::augment_crops (data/device_crops.h): rows [B, S, S, 3] fp32 slots as the loader packed
 // them, headers [B, crops::kHeaderInts] int32, table [3][256] -> y [B, S, S, 3]. tmp holds the
 // horizontal pass: B * max_rows * S * 3 bytes, max_rows the largest kRowEnd - kRowBegin. B ≤ 65535.
+// Backend::mix_images (data/batch_mix.h): x [B, H, W, C] fp32 -> y; mode 0 copy, 1 blend
+// (fma(x_b, keep, x_partner · take)), 2 the partner's pixels inside box = {y0, y1, x0, x1}.
+cudaError_t mix_images(const float* x, float* y, int64_t B, int64_t H, int64_t W, int64_t C, int mode, float keep,
+                       float take, const int64_t box[4], cudaStream_t s);
+cudaError_t mix_images(const float* x, bf16* y, int64_t B, int64_t H, int64_t W, int64_t C, int mode, float keep,
+                       float take, const int64_t box[4], cudaStream_t s);
 cudaError_t augment_crops(const float* rows, const int32_t* headers, int64_t B, int S, int max_rows, uint8_t* tmp,
                           const float* table, float* y, cudaStream_t s);
 cudaError_t augment_crops(const float* rows, const int32_t* headers, int64_t B, int S, int max_rows, uint8_t* tmp,

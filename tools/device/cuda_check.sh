@@ -716,25 +716,29 @@ if has gpuaug; then
 fi
 
 if has gluvec; then
-  # The 16-byte GLU backward kernels (backward_kernels.cu: glu_dt_vec_kernel, glu_dc_vec_kernel): the
-  # op harness's GLU cases and the gated mixers' in fp32 and bf16, the CUDA training tests, then where
-  # a bf16 mambaout_femto training step's kernel time goes, and the default augmentation by the
-  # backend on an image folder.
+  # The 16-byte GLU backward kernels (backward_kernels.cu: glu_dt_vec_kernel, glu_dc_vec_kernel) and
+  # the stems' im2col (conv.cu: im2col_flat_kernel): the op harness's GLU, gated-mixer and conv2d
+  # cases in fp32 and bf16, the CUDA training tests and golden models, then where a bf16
+  # mambaout_femto and poolformer_s12 training step's kernel time goes, and the default
+  # augmentation by the backend on an image folder.
   log=$OUT/gluvec.log
   echo "== 16-byte GLU backward" | tee "$log"
   for dt in fp32 bf16; do
     for mode in test grad; do
-      timeout 200 "$T" --backend cuda --dtype $dt --mode $mode --op glu,gated,mambaout,token_mlp > /tmp/gv.log 2>&1
+      timeout 200 "$T" --backend cuda --dtype $dt --mode $mode --op glu,gated,mambaout,token_mlp,conv2d,stem > /tmp/gv.log 2>&1
       echo "op harness $dt $mode: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/gv.log | tail -6 | tee -a "$log"
     done
   done
-  timeout 400 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*' 2>&1 |
+  timeout 400 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*:CudaBackend.Golden*' 2>&1 |
     grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -40 | sed "s/^/gtest: /" | tee -a "$log"
-  rm -rf /tmp/tk_gv
-  timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train -m mambaout_femto \
-    --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 --workers 4 \
-    --eval-subset 128 --no-progress --out /tmp/tk_gv > /tmp/tk_gv.csv 2> /tmp/tk.err
-  python3 "$stage/kernel_table.py" /tmp/tk_gv.csv 2>&1 | head -14 | tee -a "$log"
+  for m in mambaout_femto poolformer_s12; do
+    rm -rf /tmp/tk_gv
+    timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train -m $m \
+      --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 --workers 4 \
+      --eval-subset 128 --no-progress --out /tmp/tk_gv > /tmp/tk_gv.csv 2> /tmp/tk.err
+    echo "## $m, two bf16 steps and one small evaluation" | tee -a "$log"
+    python3 "$stage/kernel_table.py" /tmp/tk_gv.csv 2>&1 | head -24 | grep -E "launches|glu|im2col|nvjet|kernel \|" | tee -a "$log"
+  done
   make_jpegs "$log"
   rm -rf /tmp/gv_if
   timeout 200 "$M" train -m poolformer_s12 --data /tmp/jpegs --batch 128 --epochs 1 --max-steps 30 --backend cuda \

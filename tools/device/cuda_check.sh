@@ -717,15 +717,15 @@ fi
 
 if has gluvec; then
   # The 16-byte GLU backward kernels (backward_kernels.cu: glu_dt_vec_kernel, glu_dc_vec_kernel) and
-  # the stems' im2col (conv.cu: im2col_flat_kernel): the op harness's GLU, gated-mixer and conv2d
-  # cases in fp32 and bf16, the CUDA training tests and golden models, then where a bf16
+  # the stems' im2col (conv.cu: im2col_flat_kernel) and the one-pass norm backward (NormAllMoments,
+  # norm_dx_vec_kernel): the op harness's GLU, gated-mixer, conv2d and norm cases in fp32 and bf16, the CUDA training tests and golden models, then where a bf16
   # mambaout_femto and poolformer_s12 training step's kernel time goes, and the default
   # augmentation by the backend on an image folder.
   log=$OUT/gluvec.log
   echo "== 16-byte GLU backward" | tee "$log"
   for dt in fp32 bf16; do
     for mode in test grad; do
-      timeout 200 "$T" --backend cuda --dtype $dt --mode $mode --op glu,gated,mambaout,token_mlp,conv2d,stem > /tmp/gv.log 2>&1
+      timeout 200 "$T" --backend cuda --dtype $dt --mode $mode --op glu,gated,mambaout,token_mlp,conv2d,stem,norm > /tmp/gv.log 2>&1
       echo "op harness $dt $mode: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/gv.log | tail -6 | tee -a "$log"
     done
   done

@@ -118,41 +118,62 @@ __device__ __forceinline__ float norm_dx_value(double rstd, double g, double xh,
   return static_cast<float>(rstd * (g - mean_g - xh * mean_g_xh));
 }
 
+// The statistics and the gradient's two means in one pass over x and dy (GroupNorm's long groups,
+// long LayerNorm rows): Σx, Σx², Σg and Σg·x, then mean(g · x̂) = rstd · (mean(g · x) − mean ·
+// mean(g)). In double the cancellation costs a few of its 16 digits, far from the float result.
+// The two passes this replaces (the statistics, then the means) were 8 % of a bf16 poolformer_s12
+// training step's kernel time (H100, 2026-12-05).
 template <class T>
-struct NormMoments {
-  const T* x;
-  double* stats;
-  int64_t n;
-  float eps;
-  __device__ void operator()(int64_t g, int64_t i, double* v) const {
-    const double xv = ld(x[g * n + i]);
-    v[0] = xv;
-    v[1] = xv * xv;  // exact in double
-  }
-  __device__ void finish(int64_t g, const double* s) const {
-    norm_statistics(s[0], s[1], static_cast<double>(n), eps, stats[g * 4 + 0], stats[g * 4 + 1]);
-  }
-};
-
-template <class T>
-struct NormGradMoments {
+struct NormAllMoments {
   const T* x;
   const float* w;
   const T* dy;
   double* stats;
   int64_t n, C;
+  float eps;
   __device__ void operator()(int64_t g, int64_t i, double* v) const {
     const int64_t at = g * n + i;
-    const double xh = (ld(x[at]) - stats[g * 4 + 0]) * stats[g * 4 + 1];
+    const double xv = ld(x[at]);
     const double gg = static_cast<double>(ld(dy[at])) * w[i % C];
-    v[0] = gg;
-    v[1] = gg * xh;
+    v[0] = xv;
+    v[1] = xv * xv;
+    v[2] = gg;
+    v[3] = gg * xv;
   }
   __device__ void finish(int64_t g, const double* s) const {
-    stats[g * 4 + 2] = s[0] / static_cast<double>(n);
-    stats[g * 4 + 3] = s[1] / static_cast<double>(n);
+    double mean, rstd;
+    const double dn = static_cast<double>(n);
+    norm_statistics(s[0], s[1], dn, eps, mean, rstd);
+    const double mean_g = s[2] / dn;
+    stats[g * 4 + 0] = mean;
+    stats[g * 4 + 1] = rstd;
+    stats[g * 4 + 2] = mean_g;
+    stats[g * 4 + 3] = rstd * (s[3] / dn - mean * mean_g);
   }
 };
+
+// norm_dx_kernel's values, 16 bytes a thread with 32-bit indices (n and C multiples of the vector,
+// so a vector lies in one group and its channels are consecutive; the launcher checks): the 64-bit
+// divisions a value made the scalar kernel about 2.5× slower than its bytes.
+template <class T>
+__global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx,
+                                   uint32_t vectors, uint32_t n, uint32_t C) {
+  constexpr int V = kVec<T>;
+  for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += gridDim.x * blockDim.x) {
+    const uint32_t at = v * V, g = at / n, c = (at - g * n) % C;
+    const double* st = stats + static_cast<size_t>(g) * 4;
+    float xs[V], ds[V], out[V];
+    load16(x + at, xs);
+    load16(dy + at, ds);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const double xh = (xs[e] - st[0]) * st[1];
+      const double gg = static_cast<double>(ds[e]) * w[c + e];
+      out[e] = norm_dx_value(st[1], gg, xh, st[2], st[3]);
+    }
+    store16(dx + at, out);
+  }
+}
 
 template <class T>
 __global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx, int64_t total,
@@ -166,8 +187,8 @@ __global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const do
   }
 }
 
-// LayerNorm's backward for short rows (n ≤ kWarpRowMax): one warp per row does what NormMoments,
-// NormGradMoments and norm_dx_kernel do in three launches with a block per row — the statistics, the
+// LayerNorm's backward for short rows (n ≤ kWarpRowMax): one warp per row does what NormAllMoments
+// and norm_dx_kernel do in two launches with a block per group — the statistics, the
 // two sums of dx's formula and dx — and leaves the four statistics (double) for the parameter
 // gradients' column sums. Each lane sums its elements in float (at most 64); the lanes' sums are
 // added in double (the butterfly: a fixed order). The variance is two-pass (Σ (x − mean)², no
@@ -868,7 +889,7 @@ cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_
 }
 
 int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
-  const int64_t g = group_work(groups, n, 2), c = column_work(groups * n / C, C, 2);
+  const int64_t g = group_work(groups, n, 4), c = column_work(groups * n / C, C, 2);
   // The fused candidate's partials, where it runs (the default's workspace stays as it was).
   const int64_t f = n == C && norm_backward_fused() ? fused_norm_chunks(groups) * C * 2 : 0;
   const int64_t most = g > c ? g : c;
@@ -896,9 +917,15 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
     norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
         x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
   } else {
-    group_sums<2>(NormMoments<T>{x, stats, n, eps}, groups, n, partial, s);
-    group_sums<2>(NormGradMoments<T>{x, w, dy, stats, n, C}, groups, n, partial, s);
-    norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+    group_sums<4>(NormAllMoments<T>{x, w, dy, stats, n, C, eps}, groups, n, partial, s);
+    constexpr int64_t V = kVec<T>;
+    const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && a16(x) && a16(dy) && a16(dx))
+      norm_dx_vec_kernel<T><<<blocks_for(total / V), kThreads, 0, s>>>(x, w, dy, stats, dx,
+                                                                     static_cast<uint32_t>(total / V),
+                                                                     static_cast<uint32_t>(n), static_cast<uint32_t>(C));
+    else
+      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
   }
   if (dw || db) column_sums<2>(NormParamGrads<T>{x, dy, stats, dw, db, n, C}, total / C, C, partial, s);
   return cudaGetLastError();

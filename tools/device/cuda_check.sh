@@ -730,7 +730,7 @@ if has gluvec; then
     done
   done
   timeout 400 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*:CudaBackend.Golden*' 2>&1 |
-    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -40 | sed "s/^/gtest: /" | tee -a "$log"
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure|sample" | head -40 | sed "s/^/gtest: /" | tee -a "$log"
   for m in mambaout_femto poolformer_s12; do
     rm -rf /tmp/tk_gv
     timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train -m $m \

@@ -64,6 +64,8 @@
 #                 without it, images/s and data wait against the loader augmenting and synthetic data
 #   gluvec.log    (step gluvec) the 16-byte GLU backward: op cases fp32/bf16, CUDA training tests, a bf16
 #                 mambaout_femto step's kernel table, an image folder run with the default augmentation
+#   colsumab.log  (step colsumab) the 16-byte column sums (METAFORMER_CUDA_COLSUM=vec): backward op cases
+#                 and CUDA training tests with them, bf16 training images/s off and on, a kernel table
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -84,7 +86,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -744,6 +746,36 @@ if has gluvec; then
   timeout 200 "$M" train -m poolformer_s12 --data /tmp/jpegs --batch 128 --epochs 1 --max-steps 30 --backend cuda \
     --dtype bf16 --workers 14 --eval-subset 128 --mixup 0.8 --cutmix 1.0 --no-progress --out /tmp/gv_if 2>&1 |
     grep -E "img/s|augmentation|rror" | sed "s/^/image folder, defaults: /" | tee -a "$log"
+fi
+
+if has colsumab; then
+  # The 16-byte column sums (METAFORMER_CUDA_COLSUM=vec; backward_common.cuh, column_partials_vec_kernel:
+  # bias gradients, the norms' parameter gradients, the layer and residual scales' gradients): the op
+  # harness's backward cases and the CUDA training tests with it, then bf16 training images/s off and
+  # on (60 steps, twice alternating) and the kernel table of two poolformer_s12 steps with it.
+  log=$OUT/colsumab.log
+  echo "== 16-byte column sums: checks, then images/s" | tee "$log"
+  for dt in fp32 bf16; do
+    METAFORMER_CUDA_COLSUM=vec timeout 300 "$T" --backend cuda --dtype $dt --mode grad > /tmp/cs.log 2>&1
+    echo "op harness grad $dt, vec: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/cs.log | tail -6 | tee -a "$log"
+  done
+  METAFORMER_CUDA_COLSUM=vec timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*' 2>&1 |
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -30 | sed "s/^/vec gtest: /" | tee -a "$log"
+  for round in 1 2; do
+    for m in $(echo "${COLSUM_MODELS:-poolformer_s12,convformer_s18,caformer_s18}" | tr , ' '); do
+      for v in scalar vec; do
+        rm -rf /tmp/cs
+        METAFORMER_CUDA_COLSUM=$v timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 \
+          --max-steps 60 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/cs 2>&1 |
+          grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v round $round: /" | tee -a "$log"
+      done
+    done
+  done
+  rm -rf /tmp/tk_cs
+  METAFORMER_CUDA_COLSUM=vec timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train \
+    -m poolformer_s12 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
+    --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_cs > /tmp/tk_cs.csv 2> /tmp/tk.err
+  python3 "$stage/kernel_table.py" /tmp/tk_cs.csv 2>&1 | head -20 | cut -c1-150 | tee -a "$log"
 fi
 
 if has uploadab; then

@@ -12,6 +12,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/kernels/common.cuh"
@@ -154,10 +157,80 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
   }
 }
 
+// The same partials, 16 bytes of columns a thread (a candidate, METAFORMER_CUDA_COLSUM=vec, waiting
+// for its measurement): a warp of the scalar kernel reads 64 bytes of a bf16 row per load, and each
+// cell pays its own index arithmetic. A functor opts in with kV (its columns a thread), aligned()
+// (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0 + e. A block is
+// lanes_x threads across vectors of columns times 256 / lanes_x row lanes. The sums' order differs
+// from the scalar kernel's (fixed all the same: deterministic, other bits).
+template <class F, class = void>
+struct HasColumnVec : std::false_type {};
+template <class F>
+struct HasColumnVec<F, std::void_t<decltype(F::kV)>> : std::true_type {};
+
+inline bool column_sums_vec_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_COLSUM");
+    return e != nullptr && std::strcmp(e, "vec") == 0;
+  }();
+  return on;
+}
+
+template <int K, int V, class F>
+__global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x,
+                                           double* partial) {
+  extern __shared__ double sh_vec[];  // [K][blockDim.x][V]
+  const int tx = threadIdx.x % lanes_x, ty = threadIdx.x / lanes_x, lanes_y = blockDim.x / lanes_x;
+  const int64_t col0 = (blockIdx.x * static_cast<int64_t>(lanes_x) + tx) * V;
+  const int64_t chunk = blockIdx.y;
+  const int64_t per = (rows + chunks - 1) / chunks;
+  const int64_t r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
+  double acc[K][V];
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[k][e] = 0;
+  if (col0 < cols)
+    for (int64_t r = r0 + ty; r < r1; r += lanes_y) {
+      double v[K][V];
+      f.vec(r, col0, v);
+#pragma unroll
+      for (int k = 0; k < K; ++k)
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[k][e] += v[k][e];
+    }
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+#pragma unroll
+    for (int e = 0; e < V; ++e) sh_vec[(k * blockDim.x + threadIdx.x) * V + e] = acc[k][e];
+  __syncthreads();
+  if (ty == 0 && col0 < cols)
+    for (int k = 0; k < K; ++k)
+      for (int e = 0; e < V; ++e) {
+        double s = 0;
+        for (int y = 0; y < lanes_y; ++y) s += sh_vec[(k * blockDim.x + y * lanes_x + tx) * V + e];
+        partial[(chunk * K + k) * cols + col0 + e] = s;
+      }
+}
+
 template <int K, class F>
 void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStream_t s) {
   if (cols <= 0) return;
   const int64_t chunks = column_chunks(rows);
+  if constexpr (HasColumnVec<F>::value) {
+    constexpr int V = F::kV;
+    if (column_sums_vec_enabled() && cols % V == 0 && f.aligned()) {
+      const int64_t vectors = cols / V;
+      const int lanes_x = vectors < 32 ? static_cast<int>(vectors) : 32;
+      const int block = lanes_x * (256 / lanes_x);
+      const dim3 grid(static_cast<unsigned>((vectors + lanes_x - 1) / lanes_x), static_cast<unsigned>(chunks));
+      column_partials_vec_kernel<K, V><<<grid, block, sizeof(double) * K * V * block, s>>>(f, rows, cols, chunks,
+                                                                                          lanes_x, work);
+      column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, chunks,
+                                                                                                 work);
+      return;
+    }
+  }
   const dim3 grid(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
   column_partials_kernel<K><<<grid, dim3(kColTile, kRowLanes), 0, s>>>(f, rows, cols, chunks, work);
   column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, chunks, work);
@@ -243,6 +316,14 @@ struct ColumnSum {
   int64_t cols;
   __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = ld(dy[r * cols + c]); }
   __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
+  static constexpr int kV = kVec<T>;
+  bool aligned() const { return reinterpret_cast<uintptr_t>(dy) % 16 == 0; }
+  __device__ void vec(int64_t r, int64_t c0, double (&v)[1][kV]) const {
+    float d[kV];
+    load16(dy + r * cols + c0, d);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) v[0][e] = d[e];
+  }
 };
 
 }  // namespace mf::cuda::backward::detail

@@ -391,6 +391,22 @@ struct NormParamGrads {
     if (dw) dw[c] += static_cast<float>(s[0]);
     if (db) db[c] += static_cast<float>(s[1]);
   }
+  // column_partials_vec_kernel's view: the vector's columns lie in one group (n is a multiple of C)
+  static constexpr int kV = kVec<T>;
+  bool aligned() const { return (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy)) % 16 == 0; }
+  __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
+    const int64_t at = r * C + c0, g = at / n;
+    const double mean = stats[g * 4 + 0], rstd = stats[g * 4 + 1];
+    float xs[kV], ds[kV];
+    load16(x + at, xs);
+    load16(dy + at, ds);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) {
+      const double xh = (xs[e] - mean) * rstd;
+      v[0][e] = ds[e] * xh;
+      v[1][e] = ds[e];
+    }
+  }
 };
 
 // ---- activation ----------------------------------------------------------------------------------
@@ -532,6 +548,28 @@ struct ScaleGrads {
   __device__ void store(int64_t c, const double* s) const {
     if (d_rs) d_rs[c] += static_cast<float>(s[0]);
     if (d_ls) d_ls[c] += static_cast<float>(s[1]);
+  }
+  static constexpr int kV = kVec<T>;
+  bool aligned() const {
+    return (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(branch) | reinterpret_cast<uintptr_t>(dy) |
+            reinterpret_cast<uintptr_t>(dx) | reinterpret_cast<uintptr_t>(dbranch)) % 16 == 0;
+  }
+  __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
+    const int64_t at = r * C + c0;
+    float g[kV], xs[kV], bs[kV], ox[kV], ob[kV];
+    load16(dy + at, g);
+    if (d_rs) load16(x + at, xs);
+    if (d_ls) load16(branch + at, bs);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) {
+      const double gd = g[e];
+      v[0][e] = d_rs ? gd * xs[e] : 0.0;
+      v[1][e] = d_ls ? gd * bs[e] : 0.0;
+      ox[e] = static_cast<float>(gd * (rs ? rs[c0 + e] : 1.0));
+      ob[e] = static_cast<float>(gd * (ls ? ls[c0 + e] : 1.0));
+    }
+    store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
+    store16(dbranch + at, ob);
   }
 };
 

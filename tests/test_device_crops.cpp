@@ -171,6 +171,13 @@ TEST(DeviceCrops, TrainingEndsWithTheSameWeights) {
   const test::CliResult mixed = run("1", dir.file("mixed"), {"--mixup", "0.8"});
   ASSERT_EQ(mixed.exit_code, 0) << mixed.err;
   EXPECT_NE(mixed.err.find("METAFORMER_BACKEND_AUGMENT=1 is ignored: Mixup and CutMix"), std::string::npos) << mixed.err;
+  // --trace records the images the model received: it keeps the loader's, never packed rows
+  const test::CliResult traced = run("1", dir.file("traced"), {"--trace", dir.file("trace"), "--drop-path", "0"});
+  ASSERT_EQ(traced.exit_code, 0) << traced.err;
+  EXPECT_NE(traced.err.find("METAFORMER_BACKEND_AUGMENT=1 is ignored: --trace records the loader's images"),
+            std::string::npos)
+      << traced.err;
+  EXPECT_EQ(traced.out.find("augmentation:"), std::string::npos) << traced.out;
 }
 
 }  // namespace

@@ -635,6 +635,22 @@ PY
   cat /tmp/jpegs/*/*/*.jpg > /dev/null
 }
 
+# A/B of an environment switch: bf16 training images/s over 60 steps (batch 128, synthetic data) of
+# each model with each value, twice alternating. Usage: ab_images_per_s LOG VARIABLE "VALUES" MODELS
+ab_images_per_s() {
+  local log=$1 var=$2 values=$3 models=$4 round m v
+  for round in 1 2; do
+    for m in $(echo "$models" | tr , ' '); do
+      for v in $values; do
+        rm -rf /tmp/ab
+        env "$var=$v" timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps 60 \
+          --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab 2>&1 |
+          grep -E "img/s|rror" | tail -1 | sed "s/^/round $round $m $var=$v: /" | tee -a "$log"
+      done
+    done
+  done
+}
+
 if has imagefolder; then
   # Issue 13: "the GPU never waits for data on an image folder that fits in the page cache". A folder
   # of 5,120 JPEGs of ImageNet's typical size (500×375, random content, 10 classes; made with PIL,
@@ -761,16 +777,7 @@ if has colsumab; then
   done
   METAFORMER_CUDA_COLSUM=vec timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*' 2>&1 |
     grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -30 | sed "s/^/vec gtest: /" | tee -a "$log"
-  for round in 1 2; do
-    for m in $(echo "${COLSUM_MODELS:-poolformer_s12,convformer_s18,caformer_s18}" | tr , ' '); do
-      for v in scalar vec; do
-        rm -rf /tmp/cs
-        METAFORMER_CUDA_COLSUM=$v timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 \
-          --max-steps 60 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/cs 2>&1 |
-          grep -E "img/s|rror" | tail -1 | sed "s/^/$m $v round $round: /" | tee -a "$log"
-      done
-    done
-  done
+  ab_images_per_s "$log" METAFORMER_CUDA_COLSUM "scalar vec" "${COLSUM_MODELS:-poolformer_s12,convformer_s18,caformer_s18}"
   rm -rf /tmp/tk_cs
   METAFORMER_CUDA_COLSUM=vec timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train \
     -m poolformer_s12 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
@@ -796,16 +803,7 @@ if has uploadab; then
     echo "upload ahead: THE WEIGHTS DIFFER" | tee -a "$log"
   METAFORMER_CUDA_UPLOAD_AHEAD=1 timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaTraining.*' 2>&1 |
     grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) " | sed "s/^/upload ahead gtest: /" | tee -a "$log"
-  for round in 1 2; do
-    for m in $(echo "${UPLOAD_MODELS:-poolformer_s12,convformer_s18}" | tr , ' '); do
-      for v in 0 1; do
-        rm -rf /tmp/upl
-        METAFORMER_CUDA_UPLOAD_AHEAD=$v timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 \
-          --max-steps 60 --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/upl 2>&1 |
-          grep -E "img/s|rror" | tail -1 | sed "s/^/round $round $m ahead=$v: /" | tee -a "$log"
-      done
-    done
-  done
+  ab_images_per_s "$log" METAFORMER_CUDA_UPLOAD_AHEAD "0 1" "${UPLOAD_MODELS:-poolformer_s12,convformer_s18}"
 fi
 
 if has families; then

@@ -734,11 +734,11 @@ if has gpuaug; then
 fi
 
 if has gluvec; then
-  # The 16-byte GLU backward kernels (backward_kernels.cu: glu_dt_vec_kernel, glu_dc_vec_kernel) and
+  # The 16-byte GLU backward kernels (backward_kernels.cu: glu_dt_vec_kernel, glu_dc_vec_kernel),
   # the stems' im2col (conv.cu: im2col_flat_kernel) and the one-pass norm backward (NormAllMoments,
-  # norm_dx_vec_kernel): the op harness's GLU, gated-mixer, conv2d and norm cases in fp32 and bf16, the CUDA training tests and golden models, then where a bf16
-  # mambaout_femto and poolformer_s12 training step's kernel time goes, and the default
-  # augmentation by the backend on an image folder.
+  # norm_dx_vec_kernel): the op harness's GLU, gated-mixer, conv2d and norm cases in fp32 and bf16,
+  # the CUDA training tests and golden models, then where a bf16 mambaout_femto and poolformer_s12
+  # training step's kernel time goes, and the default augmentation by the backend on an image folder.
   log=$OUT/gluvec.log
   echo "== 16-byte GLU backward" | tee "$log"
   for dt in fp32 bf16; do

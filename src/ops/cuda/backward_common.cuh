@@ -317,7 +317,7 @@ struct ColumnSum {
   __device__ void operator()(int64_t r, int64_t c, double* v) const { v[0] = ld(dy[r * cols + c]); }
   __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
   static constexpr int kV = kVec<T>;
-  bool aligned() const { return reinterpret_cast<uintptr_t>(dy) % 16 == 0; }
+  bool aligned() const { return kernels::aligned16(dy); }
   __device__ void vec(int64_t r, int64_t c0, double (&v)[1][kV]) const {
     float d[kV];
     load16(dy + r * cols + c0, d);

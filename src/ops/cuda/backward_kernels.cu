@@ -393,7 +393,7 @@ struct NormParamGrads {
   }
   // column_partials_vec_kernel's view: the vector's columns lie in one group (n is a multiple of C)
   static constexpr int kV = kVec<T>;
-  bool aligned() const { return (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(dy)) % 16 == 0; }
+  bool aligned() const { return kernels::aligned16(x) && kernels::aligned16(dy); }
   __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
     const int64_t at = r * C + c0, g = at / n;
     const double mean = stats[g * 4 + 0], rstd = stats[g * 4 + 1];
@@ -551,8 +551,8 @@ struct ScaleGrads {
   }
   static constexpr int kV = kVec<T>;
   bool aligned() const {
-    return (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(branch) | reinterpret_cast<uintptr_t>(dy) |
-            reinterpret_cast<uintptr_t>(dx) | reinterpret_cast<uintptr_t>(dbranch)) % 16 == 0;
+    using kernels::aligned16;
+    return aligned16(x) && aligned16(branch) && aligned16(dy) && aligned16(dx) && aligned16(dbranch);
   }
   __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
     const int64_t at = r * C + c0;
@@ -957,8 +957,8 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   } else {
     group_sums<4>(NormAllMoments<T>{x, w, dy, stats, n, C, eps}, groups, n, partial, s);
     constexpr int64_t V = kVec<T>;
-    const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && a16(x) && a16(dy) && a16(dx))
+    using kernels::aligned16;
+    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && aligned16(x) && aligned16(dy) && aligned16(dx))
       norm_dx_vec_kernel<T><<<blocks_for(total / V), kThreads, 0, s>>>(x, w, dy, stats, dx,
                                                                      static_cast<uint32_t>(total / V),
                                                                      static_cast<uint32_t>(n), static_cast<uint32_t>(C));
@@ -1088,9 +1088,9 @@ cudaError_t glu_backward(const H_* t, int64_t Ct, const H_* c, int64_t cw, int64
   if (rows * Ct >= kMax || rows * width >= kMax || rows * cw >= kMax) return cudaErrorInvalidValue;
   const int ct = static_cast<int>(Ct), w = static_cast<int>(width), c_w = static_cast<int>(cw);
   constexpr int64_t V = kVec<T>;
-  const auto a16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 && a16(t) &&
-      (!c || a16(c)) && a16(dy) && a16(dt) && (!dc || a16(dc))) {
+  using kernels::aligned16;
+  if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 &&
+      aligned16(t) && (!c || aligned16(c)) && aligned16(dy) && aligned16(dt) && (!dc || aligned16(dc))) {
     if (rows * Ct > 0)
       glu_dt_vec_kernel<T><<<blocks_for(rows * Ct / V), kThreads, 0, s>>>(
           dptr(t), static_cast<uint32_t>(Ct), dptr(c), static_cast<uint32_t>(cw), static_cast<uint32_t>(gate_offset),

@@ -66,6 +66,8 @@
 #                 mambaout_femto step's kernel table, an image folder run with the default augmentation
 #   colsumab.log  (step colsumab) the 16-byte column sums (METAFORMER_CUDA_COLSUM=vec): backward op cases
 #                 and CUDA training tests with them, bf16 training images/s off and on, a kernel table
+#   attntiles.log (step attntiles) the key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles): bf16
+#                 attention cases, memcheck and racecheck, CUDA training tests, kernel time, images/s
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -86,7 +88,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab attntiles uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -783,6 +785,36 @@ if has colsumab; then
     -m poolformer_s12 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
     --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_cs > /tmp/tk_cs.csv 2> /tmp/tk.err
   python3 "$stage/kernel_table.py" /tmp/tk_cs.csv 2>&1 | head -20 | cut -c1-150 | tee -a "$log"
+fi
+
+if has attntiles; then
+  # The key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles, attention_backward_wmma.cu): the
+  # op harness's attention cases in bf16 (grad and test), under memcheck and racecheck, the bf16
+  # backward and training tests with it; then its kernel time against the default's (two caformer_s18
+  # bf16 steps under Nsight Compute) and training images/s (60 steps, twice alternating).
+  log=$OUT/attntiles.log
+  echo "== key-tile attention backward: checks, kernel time, images/s" | tee "$log"
+  for mode in grad test; do
+    METAFORMER_CUDA_ATTN_BWD=tiles timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op attention > /tmp/at.log 2>&1
+    echo "op harness bf16 $mode, tiles: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/at.log | tail -8 | tee -a "$log"
+  done
+  for tool in memcheck racecheck; do
+    METAFORMER_CUDA_ATTN_BWD=tiles timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 "$T" --backend cuda \
+      --dtype bf16 --mode grad --op attention/ > /tmp/at_$tool.log 2>&1
+    echo "$tool, tiles: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/at_$tool.log | tail -1)" | tee -a "$log"
+  done
+  METAFORMER_CUDA_ATTN_BWD=tiles timeout 300 "$B/tests/mf_tests" \
+    --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*:*TrainGolden*former*cuda*' 2>&1 |
+    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -40 | sed "s/^/tiles gtest: /" | tee -a "$log"
+  for v in wmma tiles; do
+    rm -rf /tmp/tk_at
+    METAFORMER_CUDA_ATTN_BWD=$v timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train \
+      -m caformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
+      --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_at > /tmp/tk_at.csv 2> /tmp/tk.err
+    python3 "$stage/kernel_table.py" /tmp/tk_at.csv > /tmp/tk_at.md 2>&1
+    { head -1 /tmp/tk_at.md; grep -i attention /tmp/tk_at.md; } | cut -c1-150 | sed "s/^/$v: /" | tee -a "$log"
+  done
+  ab_images_per_s "$log" METAFORMER_CUDA_ATTN_BWD "wmma tiles" "${ATTN_MODELS:-caformer_s18}"
 fi
 
 if has uploadab; then

@@ -163,10 +163,13 @@ cudaError_t attention_backward_fused(const float* qkv, const float* dy, float* d
 // to bf16 for the products that read them, as the default (GEMM) version does in bf16. Head sizes 32
 // and 64, up to 288 tokens (192 at 64), 16-byte aligned pointers; no workspace. The default with bf16
 // activations where it applies (METAFORMER_CUDA_ATTN_BWD=gemm turns it off).
+// tiles = true (the default; METAFORMER_CUDA_ATTN_BWD=wmma turns it off): the key-tile kernel of the
+// same file (warps that work alone between two barriers, the scores recomputed), any token count
+// whose tiles fit in 200 KB of shared memory; false: the previous kernel, up to 288 tokens.
 bool attention_backward_wmma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
-                                      const void* dqkv);
+                                      const void* dqkv, bool tiles = false);
 cudaError_t attention_backward_wmma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,
-                                    int head_dim, float scale, cudaStream_t s);
+                                    int head_dim, float scale, bool tiles, cudaStream_t s);
 
 // Cross-entropy with soft targets, logits and target [B, K]: loss[b] = −Σ target · log_softmax(logits),
 // dlogits = (softmax(logits) − target) · grad_scale (both overwritten).

@@ -29,17 +29,20 @@ using cuda::ops::Work;
 namespace k = cuda::kernels;
 using k::bf16;
 
-// Attention's backward comes in four versions (docs/cuda.md, "Backward passes"):
-//   wmma (default)  bf16 activations, head sizes 32 and 64: one block per (sample, head) on the tensor
-//                   cores, nothing N×N in global memory (attention_backward_wmma.cu). Chosen by the
-//                   H200 A/B of 2026-12-05: caformer_s18 trained 5 % faster with it alone; elsewhere
-//                   (fp32 activations, other head sizes) the gemm version runs;
+// Attention's backward comes in five versions (docs/cuda.md, "Backward passes"):
+//   tiles (default) bf16 activations, head sizes 32 and 64: one block per (sample, head) on the tensor
+//                   cores, nothing N×N in global memory, warps that work alone between two barriers
+//                   on query blocks and key tiles, the scores recomputed (attention_backward_wmma.cu).
+//                   Chosen by the H100 A/B of 2026-12-05 (cuda_check.sh attntiles): 9.8 against
+//                   15.1 ms of two caformer_s18 steps' kernel time; elsewhere (fp32 activations,
+//                   other head sizes) the gemm version runs;
+//   wmma            the previous default, the same file: the warps in lock step over query row blocks;
 //   gemm            the five products (S = QKᵀ, dP = dY·Vᵀ, dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q) through
 //                   cuBLASLt, strided over the samples, one head at a time, with the softmax rows in
 //                   one kernel between them; P and dS in fp32 in a workspace;
 //   materialised    one thread per output in double, P and dS in double (the plain version);
 //   fused           no N×N matrices in global memory (attention_backward.cu).
-// METAFORMER_CUDA_ATTN_BWD=gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
+// METAFORMER_CUDA_ATTN_BWD=wmma|gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
 // attnab: on the H200 the fused kernel was slower than the materialised one, which was 0.34 s of
 // two caformer_s18 training steps at batch 128).
 // METAFORMER_CUDA_DW_BWD=gather: the depthwise convolution's dx by the plain gather in double at
@@ -52,15 +55,16 @@ bool gather_depthwise_dx() {
   return gather;
 }
 
-enum class AttnBwd { gemm, materialised, fused, wmma };
+enum class AttnBwd { gemm, materialised, fused, wmma, tiles };
 AttnBwd attention_backward_version() {
   static const AttnBwd v = [] {
     const char* e = std::getenv("METAFORMER_CUDA_ATTN_BWD");
     const std::string s = e ? e : "";
-    return s == "fused"          ? AttnBwd::fused
+    return s == "wmma"           ? AttnBwd::wmma
+           : s == "fused"        ? AttnBwd::fused
            : s == "materialised" ? AttnBwd::materialised
            : s == "gemm"         ? AttnBwd::gemm
-                                 : AttnBwd::wmma;
+                                 : AttnBwd::tiles;
   }();
   return v;
 }
@@ -455,15 +459,18 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
        "attention backward (fused)");
     return;
   }
-  if (version == AttnBwd::wmma && activation_dtype() == DType::bf16) {
+  const bool tensor_cores = version == AttnBwd::wmma || version == AttnBwd::tiles;
+  if (tensor_cores && activation_dtype() == DType::bf16) {
     const bf16 *q = f.in16(qkv), *g = f.in16(dy);
     bf16* d = f.out16(dqkv);
-    if (bw::attention_backward_wmma_supports(N, heads, head_dim, q, g, d)) {
-      ok(bw::attention_backward_wmma(q, g, d, B, N, heads, head_dim, scale, stream()), "attention backward (wmma)");
+    const bool tiles = version == AttnBwd::tiles;
+    if (bw::attention_backward_wmma_supports(N, heads, head_dim, q, g, d, tiles)) {
+      ok(bw::attention_backward_wmma(q, g, d, B, N, heads, head_dim, scale, tiles, stream()),
+         tiles ? "attention backward (key tiles)" : "attention backward (wmma)");
       return;
     }
   }
-  if (version == AttnBwd::gemm || version == AttnBwd::wmma) {  // wmma: where it does not apply
+  if (version == AttnBwd::gemm || tensor_cores) {  // wmma, tiles: where they do not apply
     typed_acts(activation_dtype(), [&](auto tag) {
       using T = decltype(tag);
       attention_backward_gemm(f.act<T>(qkv), f.act<T>(dy), f.act_out<T>(dqkv), B, N, heads, head_dim, scale);

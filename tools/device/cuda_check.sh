@@ -66,8 +66,13 @@
 #                 mambaout_femto step's kernel table, an image folder run with the default augmentation
 #   colsumab.log  (step colsumab) the 16-byte column sums (METAFORMER_CUDA_COLSUM=vec): backward op cases
 #                 and CUDA training tests with them, bf16 training images/s off and on, a kernel table
+#   kprofile.log  (step kprofile) Nsight Compute's full set on one launch of each of the largest kernels of a
+#                 bf16 training step (KPROFILE): throughput, occupancy, stall reasons, bank conflicts;
+#                 kprofile_<kernel>.txt the whole report
 #   attntiles.log (step attntiles) the key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles): bf16
 #                 attention cases, memcheck and racecheck, CUDA training tests, kernel time, images/s
+#   dwbatch.log   (step dwbatch) the depthwise forward with batched staging loads (METAFORMER_CUDA_DW=batch):
+#                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -87,8 +92,8 @@
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab attntiles uploadab curve compare attnab (default: build ops grad
+# build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab attntiles dwbatch uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -352,6 +357,30 @@ if has kernels; then  # where the GPU time goes, kernel by kernel (no synchronis
     python3 "$stage/kernel_table.py" "/tmp/kernels_$m.csv" > /tmp/kernels_$m.md 2>&1
     { echo "## $m"; cat /tmp/kernels_$m.md; echo; } >> "$OUT/kernels.md"
     head -16 /tmp/kernels_$m.md | cut -c1-150
+  done
+fi
+
+if has kprofile; then
+  # Why a kernel is slow, not only how slow: Nsight Compute's full set on one launch of each of the
+  # largest kernels of a bf16 training step, at its largest shape: throughput against the SM's and
+  # memory's peaks, occupancy, the warps' stall reasons, shared-memory bank conflicts. One text file
+  # a kernel (kprofile_<name>.txt) and the headline lines in kprofile.log. KPROFILE picks the list:
+  # "name|model|launches to skip" (backward passes run stage 4 first: skipping 15 of ConvFormer's
+  # 18 reaches stage 1, 3 of CAFormer's attention blocks reaches stage 3).
+  log=$OUT/kprofile.log
+  : > "$log"
+  for spec in ${KPROFILE:-dw_tiled_kernel\|convformer_s18\|0 depthwise_dw_units_kernel\|convformer_s18\|15 \
+      attention_backward_tiles_kernel\|caformer_s18\|3 star_relu_backward_vec_kernel\|convformer_s18\|30 \
+      activation_vec_kernel\|convformer_s18\|0 scaled_residual_vec_kernel\|poolformer_s12\|0}; do
+    IFS='|' read -r kname kmodel kskip <<< "$spec"
+    rm -rf /tmp/kp_run
+    timeout 300 ncu --set full -k "regex:$kname" --launch-skip "$kskip" --launch-count 1 "$M" train -m "$kmodel" \
+      --data synthetic:256 --batch 128 --epochs 1 --max-steps 1 --backend cuda --dtype bf16 --workers 4 \
+      --eval-subset 128 --no-progress --out /tmp/kp_run > "$OUT/kprofile_$kname.txt" 2>&1
+    echo "== $kname ($kmodel, skip $kskip): rc=$?" | tee -a "$log"
+    grep -E "^  [a-z_:<>, 0-9A-Z]+\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Bank Conflicts|Shared Memory Configuration Size|Dynamic Shared Memory|Grid Size|Block Size" \
+      "$OUT/kprofile_$kname.txt" | head -40 | tee -a "$log"
+    grep -E -A3 "^    (WRN|OPT) +" "$OUT/kprofile_$kname.txt" | cut -c1-200 | head -24 | tee -a "$log"
   done
 fi
 
@@ -787,34 +816,57 @@ if has colsumab; then
   python3 "$stage/kernel_table.py" /tmp/tk_cs.csv 2>&1 | head -20 | cut -c1-150 | tee -a "$log"
 fi
 
-if has attntiles; then
-  # The key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles, attention_backward_wmma.cu): the
-  # op harness's attention cases in bf16 (grad and test), under memcheck and racecheck, the bf16
-  # backward and training tests with it; then its kernel time against the default's (two caformer_s18
-  # bf16 steps under Nsight Compute) and training images/s (60 steps, twice alternating).
-  log=$OUT/attntiles.log
-  echo "== key-tile attention backward: checks, kernel time, images/s" | tee "$log"
+# One kernel candidate behind an environment switch, checked and timed against the default in one
+# go: the op harness's bf16 cases (grad and test) of OPS with it, under memcheck and racecheck, the
+# CUDA backward and training tests with it; then the kernels matching PATTERN in two bf16 training
+# steps of MODEL under Nsight Compute, default then candidate, and training images/s (60 steps,
+# twice alternating) of AB_MODELS.
+#   switch_check LOG VAR DEFAULT CANDIDATE OPS MODEL PATTERN AB_MODELS
+switch_check() {
+  local log=$1 var=$2 def=$3 cand=$4 ops=$5 model=$6 pattern=$7 ab_models=$8 mode tool v
   for mode in grad test; do
-    METAFORMER_CUDA_ATTN_BWD=tiles timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op attention > /tmp/at.log 2>&1
-    echo "op harness bf16 $mode, tiles: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/at.log | tail -8 | tee -a "$log"
+    env "$var=$cand" timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op "$ops" > /tmp/sc.log 2>&1
+    echo "op harness bf16 $mode, $var=$cand: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/sc.log | tail -8 | tee -a "$log"
   done
   for tool in memcheck racecheck; do
-    METAFORMER_CUDA_ATTN_BWD=tiles timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 "$T" --backend cuda \
-      --dtype bf16 --mode grad --op attention/ > /tmp/at_$tool.log 2>&1
-    echo "$tool, tiles: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/at_$tool.log | tail -1)" | tee -a "$log"
+    env "$var=$cand" timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 "$T" --backend cuda \
+      --dtype bf16 --mode grad --op "$ops" > /tmp/sc_$tool.log 2>&1
+    echo "$tool, $cand: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/sc_$tool.log | tail -1)" | tee -a "$log"
   done
-  METAFORMER_CUDA_ATTN_BWD=tiles timeout 300 "$B/tests/mf_tests" \
-    --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*:*TrainGolden*former*cuda*' 2>&1 |
-    grep -E "^\[ *(OK|FAILED|PASSED|SKIPPED) |Failure" | head -40 | sed "s/^/tiles gtest: /" | tee -a "$log"
-  for v in wmma tiles; do
-    rm -rf /tmp/tk_at
-    METAFORMER_CUDA_ATTN_BWD=$v timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train \
-      -m caformer_s18 --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
-      --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_at > /tmp/tk_at.csv 2> /tmp/tk.err
-    python3 "$stage/kernel_table.py" /tmp/tk_at.csv > /tmp/tk_at.md 2>&1
-    { head -1 /tmp/tk_at.md; grep -i attention /tmp/tk_at.md; } | cut -c1-150 | sed "s/^/$v: /" | tee -a "$log"
+  env "$var=$cand" timeout 300 "$B/tests/mf_tests" \
+    --gtest_filter='CudaTraining.*:CudaBackend.EveryBackwardCase*:CudaBackend.*Bf16*:*TrainGolden*former*cuda*' 2>&1 |
+    grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | head -40 | sed "s/^/$cand gtest: /" | tee -a "$log"
+  for v in $def $cand; do
+    rm -rf /tmp/tk_sc
+    env "$var=$v" timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$M" train \
+      -m "$model" --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 \
+      --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_sc > /tmp/tk_sc.csv 2> /tmp/tk.err
+    python3 "$stage/kernel_table.py" /tmp/tk_sc.csv > /tmp/tk_sc.md 2>&1
+    { head -1 /tmp/tk_sc.md; grep -E "$pattern" /tmp/tk_sc.md; } | cut -c1-150 | sed "s/^/$v: /" | tee -a "$log"
   done
-  ab_images_per_s "$log" METAFORMER_CUDA_ATTN_BWD "wmma tiles" "${ATTN_MODELS:-caformer_s18}"
+  ab_images_per_s "$log" "$var" "$def $cand" "$ab_models"
+}
+
+if has attntiles; then
+  # The key-tile attention backward (attention_backward_wmma.cu; the default since this step's run
+  # of 2026-12-05) against the lock-step kernel (METAFORMER_CUDA_ATTN_BWD=wmma).
+  log=$OUT/attntiles.log
+  echo "== key-tile attention backward: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_ATTN_BWD wmma tiles attention/ caformer_s18 "attention" "${ATTN_MODELS:-caformer_s18}"
+fi
+
+if has dwbatch; then
+  # The depthwise forward with the staging's global loads issued first (METAFORMER_CUDA_DW=batch,
+  # conv.cu's BATCH) against the default tiled kernel; then bf16 inference at batch 256.
+  log=$OUT/dwbatch.log
+  echo "== depthwise forward, batched staging: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_DW tiled batch depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}"
+  for v in tiled batch; do
+    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
+      sed "s/^/inference $v: /" | tee -a "$log"
+  done
 fi
 
 if has uploadab; then

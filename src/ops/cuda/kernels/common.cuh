@@ -47,6 +47,14 @@ __device__ __forceinline__ float act_apply(const Act& a, float x) {
   return x;
 }
 
+// `a` with StarReLU's device scalars read once, so that act_apply loads nothing per element (a loop
+// that applies it to many elements otherwise issues two dependent global loads for each).
+__device__ __forceinline__ Act act_resolved(Act a) {
+  if (a.scale_p) a.scale = *a.scale_p, a.scale_p = nullptr;
+  if (a.bias_p) a.bias = *a.bias_p, a.bias_p = nullptr;
+  return a;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

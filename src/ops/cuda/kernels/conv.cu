@@ -150,10 +150,21 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 // shared-memory load a clock against four FMA instructions, so the loads, not the FMAs, bound it.
 // Weights in registers and RH = 4 (RG = 4 row groups, the same 16-row patch) make it 140 input loads and 49
 // weight loads for 1,568 FMAs. The sums are the same, added in the same order.
+// BATCH (a candidate, METAFORMER_CUDA_DW=batch): the staging issues all of a thread's global loads
+// before it converts and stores any. The SASS of the default (nvcc 11.8, sm_90) shows why: the
+// vector staging loop's trip count depends on blockDim, so it is not unrolled, and each of its
+// about five iterations waits for its own 16-byte load before issuing the next; the weights' loop
+// likewise. The compute loop is 761 FFMAs and 161 shared loads (near the FMA bound), yet the
+// kernel runs at about a sixth of the FP32 rate, which fits blocks spending most of their life on
+// five to ten serial load latencies (72 registers a thread: three blocks an SM to overlap them).
+// Here the trip counts are compile-time (RG · kDwCh threads); the loads land in registers first,
+// then come the conversions, the input activation (its device scalars read once: act_resolved)
+// and the stores. The same values in shared memory, so the same sums. bf16 only; ptxas 11.8,
+// sm_90: 80 registers (bounded for three blocks an SM, as the default's 72 give), 56 bytes of spills.
 constexpr int kDwTile = 8, kDwCh = 32;
 
-template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false>
-__global__ void __launch_bounds__(RG * kDwCh)
+template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false>
+__global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
   constexpr int TH = RG * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
@@ -164,7 +175,44 @@ __global__ void __launch_bounds__(RG * kDwCh)
   const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
   const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * TH, ow0 = int64_t(blockIdx.x % tiles_w) * kDwTile;
   const int tid = threadIdx.x;
-  if (vec) {  // C, xs and x are multiples of V elements / 16 bytes: a vector is wholly in or out of range
+  if (BATCH && vec) {  // as below, every global load of the thread first
+    constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G, NT = RG * kDwCh, IT = (NV + NT - 1) / NT;
+    constexpr int NW = K * K * kDwCh, WIT = WREG ? 0 : (NW + NT - 1) / NT;
+    const Act pre_r = act_resolved(pre);
+    uint4 raw[IT];
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int i = tid + it * NT, g = i % G, p = i / G;
+      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
+      raw[it] = make_uint4(0, 0, 0, 0);
+      if (i < NV && c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)
+        raw[it] = *reinterpret_cast<const uint4*>(x + ((b * H + ih) * W + iw) * xs + c);
+    }
+    float wv[WIT > 0 ? WIT : 1];
+#pragma unroll
+    for (int it = 0; it < WIT; ++it) {
+      const int i = tid + it * NT, c = i % kDwCh, tap = i / kDwCh;
+      wv[it] = i < NW && c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
+    }
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int i = tid + it * NT;
+      if (i >= NV) break;
+      const int g = i % G, p = i / G;
+      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
+      const bool inside = c < C && ih >= 0 && ih < H && iw >= 0 && iw < W;  // outside: the zero padding
+      const T* e = reinterpret_cast<const T*>(&raw[it]);
+      float v[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = inside && has_pre ? act_apply(pre_r, to_f(e[j])) : to_f(e[j]);
+      float4* dst = reinterpret_cast<float4*>(in_s + p * kDwCh + g * V);
+#pragma unroll
+      for (int j = 0; j < V; j += 4) dst[j / 4] = make_float4(v[j], v[j + 1], v[j + 2], v[j + 3]);
+    }
+#pragma unroll
+    for (int it = 0; it < WIT; ++it)
+      if (tid + it * NT < NW) w_s[tid + it * NT] = wv[it];
+  } else if (vec) {  // C, xs and x are multiples of V elements / 16 bytes: a vector is wholly in or out of range
     constexpr int V = kVec<T>, G = kDwCh / V;
     for (int i = tid; i < SH * SW * G; i += blockDim.x) {
       const int g = i % G, p = i / G;
@@ -196,7 +244,7 @@ __global__ void __launch_bounds__(RG * kDwCh)
       in_s[i] = v;
     }
   }
-  if (!WREG)
+  if (!WREG && !(BATCH && vec))
     for (int i = tid; i < K * K * kDwCh; i += blockDim.x) {
       const int c = i % kDwCh, tap = i / kDwCh;
       w_s[i] = c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
@@ -210,6 +258,7 @@ __global__ void __launch_bounds__(RG * kDwCh)
     for (int tap = 0; tap < K * K; ++tap) wr[tap] = w[int64_t(tap) * C + c0 + c];
   }
   const float b0 = bias ? bias[c0 + c] : 0.f;
+  const Act post_r = BATCH ? act_resolved(post) : post;
   float acc[RH][kDwTile];
 #pragma unroll
   for (int rr = 0; rr < RH; ++rr)
@@ -238,7 +287,7 @@ __global__ void __launch_bounds__(RG * kDwCh)
     T* yrow = y + ((b * Ho + oh0 + r0 + rr) * Wo + ow0) * ys + c0 + c;
 #pragma unroll
     for (int t = 0; t < kDwTile; ++t)
-      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post, acc[rr][t]));
+      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post_r, acc[rr][t]));
   }
 }
 
@@ -273,7 +322,8 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // tiled kernel's first version: one row a thread, scalar staging), "strip", or the candidate "regw"
   // (weights in registers, four rows a thread in four row groups: the same 16-row patches).
   // "mma" and "mma2" are the tensor-core kernel of depthwise_mma.cu for bf16 storage (candidates:
-  // fp32 and the geometries it does not take stay on the default).
+  // fp32 and the geometries it does not take stay on the default). "batch": the default's shapes with
+  // every global load of the staging issued first (BATCH above; a candidate).
   static const int variant = [] {
     const char* e = std::getenv("METAFORMER_CUDA_DW");
     if (e && std::strcmp(e, "strip") == 0) return 0;
@@ -281,6 +331,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
     if (e && std::strcmp(e, "regw") == 0) return 3;
     if (e && std::strcmp(e, "mma") == 0) return 4;
     if (e && std::strcmp(e, "mma2") == 0) return 5;
+    if (e && std::strcmp(e, "batch") == 0) return 6;
     return 2;
   }();
   if constexpr (std::is_same_v<T, bf16>) {
@@ -288,7 +339,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
       return depthwise_mma(x, xs, w, bias, y, ys, B, H, W, C, Ho, Wo, kh, ph, pw, variant == 5, pre, post, s);
   }
   if (s1 && kh == kw && (kh == 7 || kh == 3) && variant > 0 && B <= 65535) {
-    const int tiled_variant = variant >= 4 ? 2 : variant;  // mma's fp32 calls take the default
+    const int tiled_variant = variant >= 4 ? 2 : variant;  // mma's fp32 calls take the default; batch is its shape
     // Row groups and rows a thread: regw four rows in four groups (two on maps of 8 rows or fewer:
     // the 8-row patch of a 7×7 map); the default two rows in eight groups (one on such maps).
     const bool regw = variant == 3;
@@ -305,6 +356,19 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
       kernel<<<tgrid, groups * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
                                               vec_stage, pre, post);
     };
+    // batch: bf16 only (fp32's 16-byte vectors hold half the channels: ten loads a thread in flight
+    // took 80 registers and 220 bytes of spills, ptxas 11.8).
+    if constexpr (std::is_same_v<T, bf16>) {
+      if (variant == 6 && vec_stage) {
+        if (kh == 7)
+          rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true>)
+                    : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true>);
+        else
+          rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true>)
+                    : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true>);
+        return cudaGetLastError();
+      }
+    }
     if (regw && kh == 7)
       rows == 4 ? launch(dw_tiled_kernel<D, 7, 4, 4, true>) : launch(dw_tiled_kernel<D, 7, 2, 4, true>);
     else if (regw)

@@ -335,11 +335,11 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
     return 2;
   }();
   if constexpr (std::is_same_v<T, bf16>) {
-    if (variant >= 4 && depthwise_mma_supported(B, C, kh, kw, sh, sw))
+    if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
       return depthwise_mma(x, xs, w, bias, y, ys, B, H, W, C, Ho, Wo, kh, ph, pw, variant == 5, pre, post, s);
   }
   if (s1 && kh == kw && (kh == 7 || kh == 3) && variant > 0 && B <= 65535) {
-    const int tiled_variant = variant >= 4 ? 2 : variant;  // mma's fp32 calls take the default; batch is its shape
+    const int tiled_variant = variant >= 4 ? 2 : variant;  // mma's fp32 calls take the default; batch has its shapes
     // Row groups and rows a thread: regw four rows in four groups (two on maps of 8 rows or fewer:
     // the 8-row patch of a 7×7 map); the default two rows in eight groups (one on such maps).
     const bool regw = variant == 3;

@@ -820,10 +820,11 @@ fi
 # go: the op harness's bf16 cases (grad and test) of OPS with it, under memcheck and racecheck, the
 # CUDA backward and training tests with it; then the kernels matching PATTERN in two bf16 training
 # steps of MODEL under Nsight Compute, default then candidate, and training images/s (60 steps,
-# twice alternating) of AB_MODELS.
-#   switch_check LOG VAR DEFAULT CANDIDATE OPS MODEL PATTERN AB_MODELS
+# twice alternating) of AB_MODELS. OWN is a pattern of the candidate's own kernel names: a run whose
+# table lacks it says so loudly (the first `batch` run of 2026-12-05 ran another kernel unnoticed).
+#   switch_check LOG VAR DEFAULT CANDIDATE OPS MODEL PATTERN AB_MODELS OWN
 switch_check() {
-  local log=$1 var=$2 def=$3 cand=$4 ops=$5 model=$6 pattern=$7 ab_models=$8 mode tool v
+  local log=$1 var=$2 def=$3 cand=$4 ops=$5 model=$6 pattern=$7 ab_models=$8 own=$9 mode tool v
   for mode in grad test; do
     env "$var=$cand" timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op "$ops" > /tmp/sc.log 2>&1
     echo "op harness bf16 $mode, $var=$cand: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/sc.log | tail -8 | tee -a "$log"
@@ -843,6 +844,8 @@ switch_check() {
       --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_sc > /tmp/tk_sc.csv 2> /tmp/tk.err
     python3 "$stage/kernel_table.py" /tmp/tk_sc.csv > /tmp/tk_sc.md 2>&1
     { head -1 /tmp/tk_sc.md; grep -E "$pattern" /tmp/tk_sc.md; } | cut -c1-150 | sed "s/^/$v: /" | tee -a "$log"
+    [ "$v" = "$cand" ] && ! grep -qE "$own" /tmp/tk_sc.md &&
+      echo "WARNING: $var=$cand did not run its own kernels ($own): the checks above did not test it" | tee -a "$log"
   done
   ab_images_per_s "$log" "$var" "$def $cand" "$ab_models"
 }
@@ -852,7 +855,8 @@ if has attntiles; then
   # of 2026-12-05) against the lock-step kernel (METAFORMER_CUDA_ATTN_BWD=wmma).
   log=$OUT/attntiles.log
   echo "== key-tile attention backward: checks, kernel time, images/s" | tee "$log"
-  switch_check "$log" METAFORMER_CUDA_ATTN_BWD wmma tiles attention/ caformer_s18 "attention" "${ATTN_MODELS:-caformer_s18}"
+  switch_check "$log" METAFORMER_CUDA_ATTN_BWD wmma tiles attention/ caformer_s18 "attention" "${ATTN_MODELS:-caformer_s18}" \
+    "attention_backward_tiles_kernel"
 fi
 
 if has dwbatch; then
@@ -861,7 +865,7 @@ if has dwbatch; then
   log=$OUT/dwbatch.log
   echo "== depthwise forward, batched staging: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_DW tiled batch depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}"
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 1>"
   for v in tiled batch; do
     METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "core/env_switch.h"
 #include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/kernels/common.cuh"
 
@@ -170,8 +171,7 @@ struct HasColumnVec<F, std::void_t<decltype(F::kV)>> : std::true_type {};
 
 inline bool column_sums_vec_enabled() {
   static const bool on = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_COLSUM");
-    return e != nullptr && std::strcmp(e, "vec") == 0;
+    return env_choice("METAFORMER_CUDA_COLSUM", {"scalar", "vec"}) == 1;
   }();
   return on;
 }

@@ -354,8 +354,7 @@ __global__ void __launch_bounds__(kThreads)
 // (METAFORMER_CUDA_NORM_BWD=split).
 bool norm_backward_fused() {
   static const bool fused = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_NORM_BWD");
-    return !(e != nullptr && std::strcmp(e, "split") == 0);
+    return env_choice("METAFORMER_CUDA_NORM_BWD", {"fused", "split"}) != 1;
   }();
   return fused;
 }

@@ -324,11 +324,8 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
 // window kernels: deterministic, but not the same bits.
 int dw_weight_grad_variant() {
   static const int variant = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_DW_DW");
-    if (e != nullptr && std::strcmp(e, "window") == 0) return 0;
-    if (e != nullptr && std::strcmp(e, "blocked") == 0) return 1;
-    if (e != nullptr && std::strcmp(e, "rows4") == 0) return 2;
-    return 3;
+    const int v = env_choice("METAFORMER_CUDA_DW_DW", {"window", "blocked", "rows4", "rows2"});
+    return v < 0 ? 3 : v;  // the index is the variant
   }();
   return variant;
 }

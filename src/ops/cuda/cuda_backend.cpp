@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/env_switch.h"
 #include "data/device_crops.h"
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/cuda_backward.h"
@@ -83,8 +84,7 @@ void ok(cudaError_t e, const char* what) { cuda::check(e, what); }
 // the backend's, op by op, with the op harness.
 bool simple_kernels() {
   static const bool v = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_KERNELS");
-    return e && std::strcmp(e, "simple") == 0;
+    return env_choice("METAFORMER_CUDA_KERNELS", {"tuned", "simple"}) == 1;
   }();
   return v;
 }

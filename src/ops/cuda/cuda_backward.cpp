@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/env_switch.h"
 #include "ops/cuda/backend_kernels.h"
 #include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/cuda_context.h"
@@ -49,8 +50,7 @@ using k::bf16;
 // every stride (the default convolves dy with the flipped kernel at stride 1).
 bool gather_depthwise_dx() {
   static const bool gather = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_DW_BWD");
-    return e != nullptr && std::string(e) == "gather";
+    return env_choice("METAFORMER_CUDA_DW_BWD", {"flip", "gather"}) == 1;
   }();
   return gather;
 }
@@ -58,13 +58,9 @@ bool gather_depthwise_dx() {
 enum class AttnBwd { gemm, materialised, fused, wmma, tiles };
 AttnBwd attention_backward_version() {
   static const AttnBwd v = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_ATTN_BWD");
-    const std::string s = e ? e : "";
-    return s == "wmma"           ? AttnBwd::wmma
-           : s == "fused"        ? AttnBwd::fused
-           : s == "materialised" ? AttnBwd::materialised
-           : s == "gemm"         ? AttnBwd::gemm
-                                 : AttnBwd::tiles;
+    constexpr AttnBwd order[] = {AttnBwd::tiles, AttnBwd::wmma, AttnBwd::gemm, AttnBwd::materialised, AttnBwd::fused};
+    const int v = env_choice("METAFORMER_CUDA_ATTN_BWD", {"tiles", "wmma", "gemm", "materialised", "fused"});
+    return order[v < 0 ? 0 : v];
   }();
   return v;
 }

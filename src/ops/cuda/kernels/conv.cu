@@ -2,6 +2,7 @@
 // bias), PoolFormer's pool − x and its whole fused branch, global average pooling, and the im2col /
 // weight reorders that turn dense convolutions into GEMMs.
 #include "common.cuh"
+#include "core/env_switch.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -325,14 +326,8 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // fp32 and the geometries it does not take stay on the default). "batch": the default's shapes with
   // every global load of the staging issued first (BATCH above; a candidate).
   static const int variant = [] {
-    const char* e = std::getenv("METAFORMER_CUDA_DW");
-    if (e && std::strcmp(e, "strip") == 0) return 0;
-    if (e && std::strcmp(e, "tiled1") == 0) return 1;
-    if (e && std::strcmp(e, "regw") == 0) return 3;
-    if (e && std::strcmp(e, "mma") == 0) return 4;
-    if (e && std::strcmp(e, "mma2") == 0) return 5;
-    if (e && std::strcmp(e, "batch") == 0) return 6;
-    return 2;
+    const int v = env_choice("METAFORMER_CUDA_DW", {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch"});
+    return v < 0 ? 2 : v;  // the index is the variant
   }();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))

@@ -71,6 +71,7 @@
 #                 kprofile_<kernel>.txt the whole report
 #   attntiles.log (step attntiles) the key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles): bf16
 #                 attention cases, memcheck and racecheck, CUDA training tests, kernel time, images/s
+#   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
 #   dwbatch.log   (step dwbatch) the depthwise forward with batched staging loads (METAFORMER_CUDA_DW=batch):
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
@@ -93,7 +94,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab attntiles dwbatch uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab attntiles attnmma dwbatch uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -857,6 +858,15 @@ if has attntiles; then
   echo "== key-tile attention backward: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_ATTN_BWD wmma tiles attention/ caformer_s18 "attention" "${ATTN_MODELS:-caformer_s18}" \
     "attention_backward_tiles_kernel"
+fi
+
+if has attnmma; then
+  # Attention's backward with raw mma.sync, P and dS in registers (attention_backward_mma.cu,
+  # METAFORMER_CUDA_ATTN_BWD=mma) against the key-tile default.
+  log=$OUT/attnmma.log
+  echo "== attention backward with raw mma.sync: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_ATTN_BWD tiles mma attention/ caformer_s18 "attention" "${ATTN_MODELS:-caformer_s18}" \
+    "attention_backward_mma_kernel"
 fi
 
 if has dwbatch; then

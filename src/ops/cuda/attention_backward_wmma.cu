@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ops/cuda/attention_rows.cuh"
 #include "ops/cuda/backward_kernels.h"
 
 namespace mf::cuda::backward {
@@ -377,40 +378,17 @@ __global__ void __launch_bounds__(kWarps * 32, HD == 32 ? 2 : 1)
       __syncwarp();  // the next key tile overwrites S and dP
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        float tmax = -INFINITY;
+        float sr[4], dpr[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[4 * hh + e] = kt * kTile + c + e < N ? s[4 * hh + e] * scale : -INFINITY;
-          tmax = fmaxf(tmax, s[4 * hh + e]);
+          sr[e] = kt * kTile + c + e < N ? s[4 * hh + e] * scale : -INFINITY;
+          dpr[e] = dp[4 * hh + e];
         }
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
-        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
-        const float m_new = fmaxf(m[hh], tmax);  // finite: every key tile holds a real key (Np − N < 16)
-        const float rescale = expf(m[hh] - m_new);
-        l[hh] *= rescale;
-        d[hh] *= rescale;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float p = s[4 * hh + e] == -INFINITY ? 0.f : expf(s[4 * hh + e] - m_new);
-          l[hh] += p;
-          d[hh] = fmaf(p, dp[4 * hh + e], d[hh]);
-        }
-        m[hh] = m_new;
+        row_stats_update(sr, dpr, m[hh], l[hh], d[hh]);
       }
     }
 #pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 1);
-      l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 2);
-      d[hh] += __shfl_xor_sync(0xffffffffu, d[hh], 1);
-      d[hh] += __shfl_xor_sync(0xffffffffu, d[hh], 2);
-      if ((lane & 3) == 0) {
-        const int i = qb * kTile + (lane >> 2) + 8 * hh;
-        stats[i] = m[hh];
-        stats[Np + i] = 1.f / l[hh];
-        stats[2 * Np + i] = d[hh] / l[hh];
-      }
-    }
+    for (int hh = 0; hh < 2; ++hh) row_stats_store(m[hh], l[hh], d[hh], stats, Np, qb * kTile + (lane >> 2) + 8 * hh, lane);
   }
   __syncthreads();
 

@@ -171,6 +171,14 @@ bool attention_backward_wmma_supports(int64_t N, int heads, int head_dim, const 
 cudaError_t attention_backward_wmma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,
                                     int head_dim, float scale, bool tiles, cudaStream_t s);
 
+// The key-tile kernel's phases with raw mma.sync, P and dS in registers (attention_backward_mma.cu;
+// a candidate: METAFORMER_CUDA_ATTN_BWD=mma). Head size 32, bf16, any token count whose head fits
+// in 200 KB of shared memory; qkv and dy 16-byte aligned.
+bool attention_backward_mma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
+                                     const void* dqkv);
+cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,
+                                   float scale, cudaStream_t s);
+
 // Cross-entropy with soft targets, logits and target [B, K]: loss[b] = −Σ target · log_softmax(logits),
 // dlogits = (softmax(logits) − target) · grad_scale (both overwritten).
 cudaError_t cross_entropy(const float* logits, const float* target, float grad_scale, float* loss, float* dlogits,

@@ -30,7 +30,7 @@ using cuda::ops::Work;
 namespace k = cuda::kernels;
 using k::bf16;
 
-// Attention's backward comes in five versions (docs/cuda.md, "Backward passes"):
+// Attention's backward comes in six versions (docs/cuda.md, "Backward passes"):
 //   tiles (default) bf16 activations, head sizes 32 and 64: one block per (sample, head) on the tensor
 //                   cores, nothing N×N in global memory, warps that work alone between two barriers
 //                   on query blocks and key tiles, the scores recomputed (attention_backward_wmma.cu).
@@ -38,12 +38,14 @@ using k::bf16;
 //                   15.1 ms of two caformer_s18 steps' kernel time; elsewhere (fp32 activations,
 //                   other head sizes) the gemm version runs;
 //   wmma            the previous default, the same file: the warps in lock step over query row blocks;
+//   mma             the key-tile kernel's phases with raw mma.sync, P and dS in registers, head size 32
+//                   (attention_backward_mma.cu; a candidate, not yet run on a GPU);
 //   gemm            the five products (S = QKᵀ, dP = dY·Vᵀ, dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q) through
 //                   cuBLASLt, strided over the samples, one head at a time, with the softmax rows in
 //                   one kernel between them; P and dS in fp32 in a workspace;
 //   materialised    one thread per output in double, P and dS in double (the plain version);
 //   fused           no N×N matrices in global memory (attention_backward.cu).
-// METAFORMER_CUDA_ATTN_BWD=wmma|gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
+// METAFORMER_CUDA_ATTN_BWD=wmma|mma|gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
 // attnab: on the H200 the fused kernel was slower than the materialised one, which was 0.34 s of
 // two caformer_s18 training steps at batch 128).
 // METAFORMER_CUDA_DW_BWD=gather: the depthwise convolution's dx by the plain gather in double at
@@ -55,11 +57,12 @@ bool gather_depthwise_dx() {
   return gather;
 }
 
-enum class AttnBwd { gemm, materialised, fused, wmma, tiles };
+enum class AttnBwd { gemm, materialised, fused, wmma, tiles, mma };
 AttnBwd attention_backward_version() {
   static const AttnBwd v = [] {
-    constexpr AttnBwd order[] = {AttnBwd::tiles, AttnBwd::wmma, AttnBwd::gemm, AttnBwd::materialised, AttnBwd::fused};
-    const int v = env_choice("METAFORMER_CUDA_ATTN_BWD", {"tiles", "wmma", "gemm", "materialised", "fused"});
+    constexpr AttnBwd order[] = {AttnBwd::tiles, AttnBwd::wmma, AttnBwd::gemm,
+                                 AttnBwd::materialised, AttnBwd::fused, AttnBwd::mma};
+    const int v = env_choice("METAFORMER_CUDA_ATTN_BWD", {"tiles", "wmma", "gemm", "materialised", "fused", "mma"});
     return order[v < 0 ? 0 : v];
   }();
   return v;
@@ -455,10 +458,14 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
        "attention backward (fused)");
     return;
   }
-  const bool tensor_cores = version == AttnBwd::wmma || version == AttnBwd::tiles;
+  const bool tensor_cores = version == AttnBwd::wmma || version == AttnBwd::tiles || version == AttnBwd::mma;
   if (tensor_cores && activation_dtype() == DType::bf16) {
     const bf16 *q = f.in16(qkv), *g = f.in16(dy);
     bf16* d = f.out16(dqkv);
+    if (version == AttnBwd::mma && bw::attention_backward_mma_supports(N, heads, head_dim, q, g, d)) {
+      ok(bw::attention_backward_mma(q, g, d, B, N, heads, scale, stream()), "attention backward (mma)");
+      return;
+    }
     const bool tiles = version == AttnBwd::tiles;
     if (bw::attention_backward_wmma_supports(N, heads, head_dim, q, g, d, tiles)) {
       ok(bw::attention_backward_wmma(q, g, d, B, N, heads, head_dim, scale, tiles, stream()),
@@ -466,7 +473,7 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
       return;
     }
   }
-  if (version == AttnBwd::gemm || tensor_cores) {  // wmma, tiles: where they do not apply
+  if (version == AttnBwd::gemm || tensor_cores) {  // wmma, tiles, mma: where they do not apply
     typed_acts(activation_dtype(), [&](auto tag) {
       using T = decltype(tag);
       attention_backward_gemm(f.act<T>(qkv), f.act<T>(dy), f.act_out<T>(dqkv), B, N, heads, head_dim, scale);

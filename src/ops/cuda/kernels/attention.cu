@@ -10,6 +10,7 @@
 //   each; the score fragments of QKᵀ are reused in registers as the A operand of P·V (the
 //   FlashAttention-2 layout identity), with P rounded to bf16 for that product.
 #include "common.cuh"
+#include "mma_sync.cuh"
 
 namespace mf::cuda::kernels {
 namespace {
@@ -114,20 +115,6 @@ cudaError_t attention_scalar(const T* qkv, T* y, int64_t B, int64_t N, int heads
 constexpr int kMmaWarps = 4, kMmaQueries = 16 * kMmaWarps, kMmaKeys = 64, kD = 32;
 constexpr int kKPad = kD + 8;         // K tile row (bf16): 80 bytes, conflict-free fragment loads
 constexpr int kVPad = kMmaKeys + 8;   // transposed V tile row (bf16)
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo (lower address / lower bits)
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// D = A·B + D for one m16n8k16 tile: A 16×16 bf16 (4 registers), B 16×8 bf16 (2), D 16×8 fp32 (4).
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 __global__ void __launch_bounds__(kMmaWarps * 32)
     attn_mma_d32_kernel(const __nv_bfloat16* qkv, __nv_bfloat16* y, int64_t N, int heads, float scale_log2) {

@@ -632,9 +632,12 @@ const std::vector<OpCase>& op_cases() {
       v.back().inputs[0].differentiable = false;  // the packed gradient is not the input's shape
     }
 
+    // 37 channels: the scalar column sums; 64: the 16-byte ones too (METAFORMER_CUDA_COLSUM=vec or
+    // batch on the GPU), 147 rows leaving a tail of a thread's batch of rows.
+    for (int64_t C : {37, 64})
     for (int mode = 0; mode < 4; ++mode)
-      v.push_back({fmt::format("scaled_residual/[3, 7, 7, 37] rs={} ls={}", mode & 1, mode >> 1),
-                   OpKind::ScaledResidual, 1e-6, {{{3, 7, 7, 37}}, {{3, 7, 7, 37}}, {{37}}, {{37}}},
+      v.push_back({fmt::format("scaled_residual/[3, 7, 7, {}] rs={} ls={}", C, mode & 1, mode >> 1),
+                   OpKind::ScaledResidual, 1e-6, {{{3, 7, 7, C}}, {{3, 7, 7, C}}, {{C}}, {{C}}},
                    [mode](const Exec& e, const std::vector<Tensor>& in) {
                      return op::scaled_residual_new(e, in[0], (mode & 1) ? &in[2] : nullptr, in[1],
                                                     (mode >> 1) ? &in[3] : nullptr);

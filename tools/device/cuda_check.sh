@@ -71,6 +71,7 @@
 #                 kprofile_<kernel>.txt the whole report
 #   attntiles.log (step attntiles) the key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles): bf16
 #                 attention cases, memcheck and racecheck, CUDA training tests, kernel time, images/s
+#   colsumbatch.log (step colsumbatch) column sums with rows batched (METAFORMER_CUDA_COLSUM=batch): as attntiles
 #   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
 #   dwbatch.log   (step dwbatch) the depthwise forward with batched staging loads (METAFORMER_CUDA_DW=batch):
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
@@ -94,7 +95,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab attntiles attnmma dwbatch uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -818,7 +819,7 @@ if has colsumab; then
 fi
 
 # One kernel candidate behind an environment switch, checked and timed against the default in one
-# go: the op harness's bf16 cases (grad and test) of OPS with it, under memcheck and racecheck, the
+# go: the op harness's cases of OPS (grad and test, bf16 and fp32) with it, under memcheck and racecheck, the
 # CUDA backward and training tests with it; then the kernels matching PATTERN in two bf16 training
 # steps of MODEL under Nsight Compute, default then candidate, and training images/s (60 steps,
 # twice alternating) of AB_MODELS. OWN is a pattern of the candidate's own kernel names: a run whose
@@ -826,9 +827,11 @@ fi
 #   switch_check LOG VAR DEFAULT CANDIDATE OPS MODEL PATTERN AB_MODELS OWN
 switch_check() {
   local log=$1 var=$2 def=$3 cand=$4 ops=$5 model=$6 pattern=$7 ab_models=$8 own=$9 mode tool v
-  for mode in grad test; do
-    env "$var=$cand" timeout 200 "$T" --backend cuda --dtype bf16 --mode $mode --op "$ops" > /tmp/sc.log 2>&1
-    echo "op harness bf16 $mode, $var=$cand: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/sc.log | tail -8 | tee -a "$log"
+  for dt in bf16 fp32; do
+    for mode in grad test; do
+      env "$var=$cand" timeout 200 "$T" --backend cuda --dtype $dt --mode $mode --op "$ops" > /tmp/sc.log 2>&1
+      echo "op harness $dt $mode, $var=$cand: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/sc.log | tail -8 | tee -a "$log"
+    done
   done
   for tool in memcheck racecheck; do
     env "$var=$cand" timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 "$T" --backend cuda \
@@ -867,6 +870,16 @@ if has attnmma; then
   echo "== attention backward with raw mma.sync: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_ATTN_BWD tiles mma attention/ caformer_s18 "attention" "${ATTN_MODELS:-caformer_s18}" \
     "attention_backward_mma_kernel"
+fi
+
+if has colsumbatch; then
+  # The column sums with a thread's next rows loaded before their stores (METAFORMER_CUDA_COLSUM=batch,
+  # backward_common.cuh; ScaleGrads opts in: the layer and residual scales' gradients with dx and
+  # dbranch) against the scalar default, on poolformer_s12, whose table it tops.
+  log=$OUT/colsumbatch.log
+  echo "== column sums, rows batched: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_COLSUM scalar batch scaled_residual,_branch,mixer/ poolformer_s12 \
+    "column_partials|ScaleGrads" "${COLSUM_MODELS:-poolformer_s12,convformer_s18}" "column_partials_vec_kernel<.*ScaleGrads.*, 4>"
 fi
 
 if has dwbatch; then

@@ -37,6 +37,13 @@ template <class T>
 __device__ __forceinline__ void load16(const T* p, float (&v)[kVec<T>]) { kernels::load_vec(p, v); }
 template <class T>
 __device__ __forceinline__ void store16(T* p, const float (&v)[kVec<T>]) { kernels::store_vec(p, v); }
+// 16 bytes loaded earlier (kVec<T> elements) as floats.
+template <class T>
+__device__ __forceinline__ void unpack16(const uint4& u, float (&v)[kVec<T>]) {
+  const T* e = reinterpret_cast<const T*>(&u);
+#pragma unroll
+  for (int j = 0; j < kVec<T>; ++j) v[j] = ld(e[j]);
+}
 // V = 1 (one element) or kVec<T> (16 bytes).
 template <class T, int V>
 __device__ __forceinline__ void load_v(const T* p, float (&v)[V]) {
@@ -169,14 +176,34 @@ struct HasColumnVec : std::false_type {};
 template <class F>
 struct HasColumnVec<F, std::void_t<decltype(F::kV)>> : std::true_type {};
 
-inline bool column_sums_vec_enabled() {
-  static const bool on = [] {
-    return env_choice("METAFORMER_CUDA_COLSUM", {"scalar", "vec"}) == 1;
+// R rows a step (METAFORMER_CUDA_COLSUM=batch, a candidate): the vector kernel with a thread's next R
+// rows' loads issued before any of their stores. Why: the functors that write a gradient while they
+// sum (ScaleGrads: dx and dbranch) store each row before the next row's loads in program order, and
+// those stores wait for their own row's loads, so a warp has one row's loads in flight at a time. In
+// the scalar kernel's SASS (nvcc 11.8, sm_90) each unrolled row is LDG, LDG, STG, LDG, STG, and
+// ScaleGrads reached about a quarter of the memory bandwidth (3.7 ms of two poolformer_s12 steps on
+// the H200 against about 1 ms of traffic), the same with 16-byte loads (`vec`): both latency-bound.
+// A functor opts in with `In` (the raw registers of one row's loads), `Cols` (what its columns need
+// on every row, such as the scales: read once a thread, where the vector kernel reads them every row),
+// vec_cols(col0, Cols&), vec_load(row, col0, In&) and vec_finish(row, col0, const In&, const Cols&, v);
+// its loads and stores of one row keep their order, and rows never alias each other. The sums are
+// the vector kernel's, in its order.
+template <class F, class = void>
+struct HasColumnBatch : std::false_type {};
+template <class F>
+struct HasColumnBatch<F, std::void_t<typename F::In>> : std::true_type {};
+constexpr int kColumnBatchRows = 4;  // ptxas 11.8, sm_90, ScaleGrads in bf16: 188 registers (2 rows: 160; vec: 145)
+
+// 0: scalar (the default), 1: vec, 2: batch (functors without batch support: scalar).
+inline int column_sums_mode() {
+  static const int mode = [] {
+    const int v = env_choice("METAFORMER_CUDA_COLSUM", {"scalar", "vec", "batch"});
+    return v < 0 ? 0 : v;
   }();
-  return on;
+  return mode;
 }
 
-template <int K, int V, class F>
+template <int K, int V, class F, int R = 1>
 __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x,
                                            double* partial) {
   extern __shared__ double sh_vec[];  // [K][blockDim.x][V]
@@ -190,15 +217,37 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
   for (int k = 0; k < K; ++k)
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[k][e] = 0;
-  if (col0 < cols)
-    for (int64_t r = r0 + ty; r < r1; r += lanes_y) {
-      double v[K][V];
-      f.vec(r, col0, v);
+  if (col0 < cols) {
+    if constexpr (R == 1) {
+      for (int64_t r = r0 + ty; r < r1; r += lanes_y) {
+        double v[K][V];
+        f.vec(r, col0, v);
 #pragma unroll
-      for (int k = 0; k < K; ++k)
+        for (int k = 0; k < K; ++k)
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[k][e] += v[k][e];
+          for (int e = 0; e < V; ++e) acc[k][e] += v[k][e];
+      }
+    } else {
+      typename F::Cols per_col;
+      f.vec_cols(col0, per_col);
+      for (int64_t r = r0 + ty; r < r1; r += R * lanes_y) {
+        typename F::In in[R];
+#pragma unroll
+        for (int j = 0; j < R; ++j)
+          if (r + j * lanes_y < r1) f.vec_load(r + j * lanes_y, col0, in[j]);
+#pragma unroll
+        for (int j = 0; j < R; ++j)
+          if (r + j * lanes_y < r1) {
+            double v[K][V];
+            f.vec_finish(r + j * lanes_y, col0, in[j], per_col, v);
+#pragma unroll
+            for (int k = 0; k < K; ++k)
+#pragma unroll
+              for (int e = 0; e < V; ++e) acc[k][e] += v[k][e];
+          }
+      }
     }
+  }
 #pragma unroll
   for (int k = 0; k < K; ++k)
 #pragma unroll
@@ -219,13 +268,23 @@ void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStrea
   const int64_t chunks = column_chunks(rows);
   if constexpr (HasColumnVec<F>::value) {
     constexpr int V = F::kV;
-    if (column_sums_vec_enabled() && cols % V == 0 && f.aligned()) {
+    const int mode = column_sums_mode();
+    const bool batch = mode == 2 && HasColumnBatch<F>::value;
+    if ((mode == 1 || batch) && cols % V == 0 && f.aligned()) {
       const int64_t vectors = cols / V;
       const int lanes_x = vectors < 32 ? static_cast<int>(vectors) : 32;
       const int block = lanes_x * (256 / lanes_x);
       const dim3 grid(static_cast<unsigned>((vectors + lanes_x - 1) / lanes_x), static_cast<unsigned>(chunks));
-      column_partials_vec_kernel<K, V><<<grid, block, sizeof(double) * K * V * block, s>>>(f, rows, cols, chunks,
-                                                                                          lanes_x, work);
+      const size_t shared = sizeof(double) * K * V * block;
+      if constexpr (HasColumnBatch<F>::value) {
+        if (batch)
+          column_partials_vec_kernel<K, V, F, kColumnBatchRows><<<grid, block, shared, s>>>(f, rows, cols, chunks,
+                                                                                             lanes_x, work);
+        else
+          column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, chunks, lanes_x, work);
+      } else {
+        column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, chunks, lanes_x, work);
+      }
       column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, chunks,
                                                                                                  work);
       return;

@@ -553,19 +553,47 @@ struct ScaleGrads {
     using kernels::aligned16;
     return aligned16(x) && aligned16(branch) && aligned16(dy) && aligned16(dx) && aligned16(dbranch);
   }
+  // One row's loads, raw (METAFORMER_CUDA_COLSUM=batch issues several rows' before their stores), and
+  // the columns' scales, read once.
+  struct In {
+    uint4 g, x, b;
+  };
+  struct Cols {
+    float rs[kV], ls[kV];
+  };
+  __device__ void vec_cols(int64_t c0, Cols& k) const {
+#pragma unroll
+    for (int e = 0; e < kV; ++e) {
+      k.rs[e] = rs ? rs[c0 + e] : 1.f;
+      k.ls[e] = ls ? ls[c0 + e] : 1.f;
+    }
+  }
+  __device__ void vec_load(int64_t r, int64_t c0, In& in) const {
+    const int64_t at = r * C + c0;
+    in.g = *reinterpret_cast<const uint4*>(dy + at);
+    if (d_rs) in.x = *reinterpret_cast<const uint4*>(x + at);
+    if (d_ls) in.b = *reinterpret_cast<const uint4*>(branch + at);
+  }
   __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
+    In in;
+    Cols k;
+    vec_cols(c0, k);
+    vec_load(r, c0, in);
+    vec_finish(r, c0, in, k, v);
+  }
+  __device__ void vec_finish(int64_t r, int64_t c0, const In& in, const Cols& k, double (&v)[2][kV]) const {
     const int64_t at = r * C + c0;
     float g[kV], xs[kV], bs[kV], ox[kV], ob[kV];
-    load16(dy + at, g);
-    if (d_rs) load16(x + at, xs);
-    if (d_ls) load16(branch + at, bs);
+    unpack16<T>(in.g, g);
+    if (d_rs) unpack16<T>(in.x, xs);
+    if (d_ls) unpack16<T>(in.b, bs);
 #pragma unroll
     for (int e = 0; e < kV; ++e) {
       const double gd = g[e];
       v[0][e] = d_rs ? gd * xs[e] : 0.0;
       v[1][e] = d_ls ? gd * bs[e] : 0.0;
-      ox[e] = static_cast<float>(gd * (rs ? rs[c0 + e] : 1.0));
-      ob[e] = static_cast<float>(gd * (ls ? ls[c0 + e] : 1.0));
+      ox[e] = static_cast<float>(gd * k.rs[e]);
+      ob[e] = static_cast<float>(gd * k.ls[e]);
     }
     store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
     store16(dbranch + at, ob);

@@ -30,6 +30,7 @@
 
 #include "ops/cuda/attention_rows.cuh"
 #include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/kernels/common.cuh"
 #include "ops/cuda/kernels/mma_sync.cuh"
 
 namespace mf::cuda::backward {
@@ -255,12 +256,9 @@ cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, 
   const int64_t Np = padded(N);
   const size_t bytes = shared_bytes(Np);
   static size_t allowed = 0;  // the kernel's dynamic shared memory limit, raised once as needed
-  if (bytes > allowed) {
-    const cudaError_t e = cudaFuncSetAttribute(attention_backward_mma_kernel,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-    if (e != cudaSuccess) return e;
-    allowed = bytes;
-  }
+  if (const cudaError_t e = kernels::allow_dynamic_shared(attention_backward_mma_kernel, bytes, allowed);
+      e != cudaSuccess)
+    return e;
   const int warps = static_cast<int>(std::min<int64_t>(kMaxWarps, 2 * (Np / 16)));
   attention_backward_mma_kernel<<<static_cast<unsigned>(batch * heads), warps * 32, bytes, s>>>(
       reinterpret_cast<const bf*>(qkv), reinterpret_cast<const bf*>(dy), reinterpret_cast<bf*>(dqkv),

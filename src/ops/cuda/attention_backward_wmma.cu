@@ -30,6 +30,7 @@
 
 #include "ops/cuda/attention_rows.cuh"
 #include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/kernels/common.cuh"
 
 namespace mf::cuda::backward {
 namespace {
@@ -388,7 +389,8 @@ __global__ void __launch_bounds__(kWarps * 32, HD == 32 ? 2 : 1)
       }
     }
 #pragma unroll
-    for (int hh = 0; hh < 2; ++hh) row_stats_store(m[hh], l[hh], d[hh], stats, Np, qb * kTile + (lane >> 2) + 8 * hh, lane);
+    for (int hh = 0; hh < 2; ++hh)
+      row_stats_store(m[hh], l[hh], d[hh], stats, Np, qb * kTile + (lane >> 2) + 8 * hh, lane);
   }
   __syncthreads();
 
@@ -483,15 +485,6 @@ size_t tiles_shared_bytes(int64_t Np, int head_dim) {
   return static_cast<size_t>(tiles_fixed_bytes(Np, head_dim)) + sizeof(WarpTiles) * tiles_warps(Np, head_dim);
 }
 
-// Raises `kernel`'s dynamic shared memory limit to `bytes` once it needs more (`allowed`: its limit).
-template <typename Kernel>
-cudaError_t allow_shared(Kernel kernel, size_t bytes, size_t& allowed) {
-  if (bytes <= allowed) return cudaSuccess;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e == cudaSuccess) allowed = bytes;
-  return e;
-}
-
 template <int HD>
 cudaError_t launch(const bf* qkv, const bf* dy, bf* dqkv, int64_t batch, int64_t N, int heads, float scale, bool tiles,
                    cudaStream_t s) {
@@ -499,14 +492,15 @@ cudaError_t launch(const bf* qkv, const bf* dy, bf* dqkv, int64_t batch, int64_t
   static size_t allowed = 0, allowed_tiles = 0;  // each kernel's dynamic shared memory limit, raised as needed
   if (tiles) {
     const size_t bytes = tiles_shared_bytes(Np, HD);
-    if (const cudaError_t e = allow_shared(attention_backward_tiles_kernel<HD>, bytes, allowed_tiles); e != cudaSuccess)
-      return e;
+    const cudaError_t e = kernels::allow_dynamic_shared(attention_backward_tiles_kernel<HD>, bytes, allowed_tiles);
+    if (e != cudaSuccess) return e;
     attention_backward_tiles_kernel<HD><<<static_cast<unsigned>(batch * heads), tiles_warps(Np, HD) * 32, bytes, s>>>(
         qkv, dy, dqkv, static_cast<int>(N), static_cast<int>(Np), heads, scale);
     return cudaGetLastError();
   }
   const size_t bytes = shared_bytes(Np, HD);
-  if (const cudaError_t e = allow_shared(attention_backward_wmma_kernel<HD>, bytes, allowed); e != cudaSuccess) return e;
+  const cudaError_t e = kernels::allow_dynamic_shared(attention_backward_wmma_kernel<HD>, bytes, allowed);
+  if (e != cudaSuccess) return e;
   attention_backward_wmma_kernel<HD><<<static_cast<unsigned>(batch * heads), kWarps * 32, bytes, s>>>(
       qkv, dy, dqkv, static_cast<int>(N), static_cast<int>(Np), heads, scale);
   return cudaGetLastError();

@@ -37,13 +37,8 @@ template <class T>
 __device__ __forceinline__ void load16(const T* p, float (&v)[kVec<T>]) { kernels::load_vec(p, v); }
 template <class T>
 __device__ __forceinline__ void store16(T* p, const float (&v)[kVec<T>]) { kernels::store_vec(p, v); }
-// 16 bytes loaded earlier (kVec<T> elements) as floats.
 template <class T>
-__device__ __forceinline__ void unpack16(const uint4& u, float (&v)[kVec<T>]) {
-  const T* e = reinterpret_cast<const T*>(&u);
-#pragma unroll
-  for (int j = 0; j < kVec<T>; ++j) v[j] = ld(e[j]);
-}
+__device__ __forceinline__ void unpack16(const uint4& u, float (&v)[kVec<T>]) { kernels::unpack_vec<T>(u, v); }
 // V = 1 (one element) or kVec<T> (16 bytes).
 template <class T, int V>
 __device__ __forceinline__ void load_v(const T* p, float (&v)[V]) {

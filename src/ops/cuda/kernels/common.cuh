@@ -83,12 +83,17 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 // bandwidth unused, and the memory-bound kernels are pure traffic. Used when sizes and pointers allow.
 template <typename T>
 constexpr int kVec = 16 / sizeof(T);
+// 16 bytes already loaded (kVec<T> elements) as floats: kernels that issue several loads before
+// using any (conv.cu's batched staging, the batched column sums) convert them here.
 template <typename T>
-__device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec<T>]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
+__device__ __forceinline__ void unpack_vec(const uint4& u, float (&v)[kVec<T>]) {
   const T* e = reinterpret_cast<const T*>(&u);
 #pragma unroll
   for (int j = 0; j < kVec<T>; ++j) v[j] = to_f(e[j]);
+}
+template <typename T>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec<T>]) {
+  unpack_vec<T>(*reinterpret_cast<const uint4*>(p), v);
 }
 template <typename T>
 __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec<T>]) {
@@ -99,6 +104,17 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec<T>]) {
   *reinterpret_cast<uint4*>(p) = u;
 }
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Raises `kernel`'s dynamic shared-memory limit to `bytes` when a launch needs more than `allowed`
+// (the limit set so far, kept by the caller per kernel), so the attribute is set once, not per launch.
+template <typename Kernel>
+inline cudaError_t allow_dynamic_shared(Kernel kernel, size_t bytes, size_t& allowed) {
+  if (bytes <= allowed) return cudaSuccess;
+  const cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (e == cudaSuccess) allowed = bytes;
+  return e;
+}
 
 // Grid size for a grid-stride loop over n items with `block` threads (capped: each SM gets plenty).
 inline unsigned grid_for(int64_t n, int block, int64_t cap = 65535LL * 8) {

@@ -409,7 +409,7 @@ if has candidates; then
   # A candidate: "SWITCH=VALUE|harness filters|kernel-name pattern[|model whose kernels are timed]".
   log=$OUT/candidates.log
   echo "== candidates: correctness, kernel time and throughput of each switch against the default" | tee "$log"
-  # Since the A/B of 2026-12-05 (docs/cuda.md) rows2, the fused LayerNorm backward and the wmma
+  # Since the A/B of 2026-12-05 (docs/cuda-log.md) rows2, the fused LayerNorm backward and the wmma
   # attention backward are the defaults; the switches below are the previous defaults and the losers.
   cands=(
     "METAFORMER_CUDA_DW_DW=window|depthwise mixer/sepconv mixer/gated_cnn|depthwise_dw"
@@ -502,7 +502,7 @@ fi
 if has hoststacks; then  # a sampling profile of the host thread that queues the training steps
   # The device has no perf or nsys; cuda-gdb attaches. Each sample is one attach and one backtrace of
   # every thread; tools/device/stack_table.py counts the functions on the main thread's stacks.
-  # Caveat (docs/cuda.md, eleventh session): once attached, cuda-gdb's library (libcudadebugger)
+  # Caveat (docs/cuda-log.md, eleventh session): once attached, cuda-gdb's library (libcudadebugger)
   # takes a lock in every kernel launch, so samples inside cuLaunchKernel say nothing about an
   # undisturbed run. Good for hangs and for host code between launches, not for launch costs.
   GDB=$(command -v gdb || command -v cuda-gdb || ls /usr/local/cuda/bin/cuda-gdb 2>/dev/null | head -1)

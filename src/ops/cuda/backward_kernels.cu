@@ -350,7 +350,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Which LayerNorm backward: the fused kernel above (the default since the H200 A/B of 2026-12-05:
-// 3-5 % more training images/s alone, docs/cuda.md), or the row kernel and a column-sum pass
+// 3-5 % more training images/s alone, docs/cuda-log.md), or the row kernel and a column-sum pass
 // (METAFORMER_CUDA_NORM_BWD=split).
 bool norm_backward_fused() {
   static const bool fused = [] {

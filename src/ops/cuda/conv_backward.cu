@@ -318,7 +318,7 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
 
 // Which dW kernel at stride 1: two output rows a thread (depthwise_dw_units_kernel, RH = 2; 128
 // registers at 7×7, ptxas sm_90: two blocks of 256 threads an SM), the default since the H200 A/B of
-// 2026-12-05 (convformer_s18 trained 11 % faster with it alone, docs/cuda.md), or another:
+// 2026-12-05 (convformer_s18 trained 11 % faster with it alone, docs/cuda-log.md), or another:
 // METAFORMER_CUDA_DW_DW=window (the sliding window, the previous default), blocked (BlockedRow) or
 // rows4 (RH = 4, 160 registers). rows2 and rows4 add each tap's terms in another order than the
 // window kernels: deterministic, but not the same bits.

@@ -135,7 +135,7 @@ const T* conv_weight_gemm(const Tensor& w, int64_t ldk) {
 // intermediates are then written and read back while they are still in the GPU's L2 cache (50 MB on
 // an H100/H200) instead of making a round trip through memory, which at batch 256 is most of a
 // MetaFormer block's traffic; and the pass's peak memory holds one chunk's of them, not the batch's.
-// The price is more, smaller launches (docs/cuda.md, "Sample-chunked branches").
+// The price is more, smaller launches (docs/cuda-log.md, "Sample-chunked branches").
 int64_t chunk_budget_bytes() {
   static const int64_t bytes = [] {
     const char* e = std::getenv("METAFORMER_CUDA_CHUNK_MB");  // a fraction is fine: tests chunk tiny cases

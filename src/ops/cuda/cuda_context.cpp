@@ -200,7 +200,7 @@ class CudaPool final : public DeviceMemory {
   void zero(void* p, size_t bytes) override { MF_CUDA(cudaMemsetAsync(p, 0, bytes, context().stream)); }
 
   // Page-locked blocks for training batches (the loader's workers write the images straight into
-  // them; on by default since the A/B of tools/device/cuda_check.sh pinnedab, docs/cuda.md: 10-25 %
+  // them; on by default since the A/B of tools/device/cuda_check.sh pinnedab, docs/cuda-log.md: 10-25 %
   // more training images/s on the H200). A free block is reused once its last copy
   // has finished (its event); otherwise a new one is made, so there are about as many as the loader
   // keeps batches ahead, plus the one being uploaded. Never freed (cudaFreeHost waits for the device).

@@ -4,9 +4,12 @@ For each model, at batch 128, 224x224, random data, cross-entropy, AdamW:
   - the engine: `metaformer train --backend cuda --data synthetic`, fp32 storage with exact fp32
     matrix products (--matmul fp32, TF32 off) and with bf16 tensor-core products (--matmul bf16), and
     with bf16 activations (--dtype bf16: autocast's mixed precision, the peers' mode). A run that fails
-    is reported as such and the others go on. Two runs of the same job, --max-steps 8 and 8 + N; the training
-    seconds they record (images / images_per_s) differ by the time of N steady steps, which excludes
-    start-up (uploads, the first cudaMallocs, cuBLASLt's heuristics) and the evaluation;
+    is reported as such and the others go on. One run of 5 + N steps; its metrics' steady_images_per_s
+    times the N steps after the fifth (a synchronize marks the start), which excludes start-up (uploads,
+    the first cudaMallocs, cuBLASLt's heuristics) and the evaluation, as the peers' 5 untimed steps do.
+    (Until 2026-12-05 it was the difference of two runs of 8 and 8 + N steps: two start-ups that differ
+    by tens of milliseconds move the difference by a tenth or more where N steps take 0.3 s, as
+    poolformer_s12's do);
   - timm eager fp32 (TF32 off), the engine's own arithmetic;
   - timm eager with bf16 autocast, channels-last, fused AdamW (issue 13's peer settings);
   - with --compile, the same plus torch.compile (mode "default") on the model: issue 13's peer,
@@ -27,27 +30,27 @@ import time
 import torch
 
 MODELS = ["poolformer_s12", "convformer_s18", "caformer_s18", "mambaout_femto"]
+# Untimed steps before the timed ones, for every engine and peer alike. The engine's are the first
+# steps of its run: its metrics' steady_images_per_s counts from the end of its fifth step.
+WARMUP_STEPS = 5
 
 
 def engine(binary, model, batch, steps, mode):
     """(images/s over `steps` steady steps, peak GPU MiB); (nan, nan) when the engine fails (its error printed).
     mode: extra arguments of `train` (the precision)."""
-    seconds, peak = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (8, 8 + steps):
-            out = pathlib.Path(tmp) / f"run{n}"
-            cmd = [binary, "train", "-m", model, "--data", f"synthetic:{batch * (8 + steps)}", "--batch", str(batch),
-                   "--epochs", "1", "--max-steps", str(n), "--backend", "cuda", "--out", str(out), "--workers", "8",
-                   "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0"] + mode
-            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if r.returncode != 0:
-                err = r.stderr.strip().splitlines()
-                print(f"engine {' '.join(mode)} on {model} failed ({r.returncode}): {err[-1] if err else ''}", flush=True)
-                return float("nan"), float("nan")
-            row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-            seconds.append(n * batch / row["images_per_s"])
-            peak = max(peak, row.get("peak_gpu_mb", 0.0))
-    return steps * batch / (seconds[1] - seconds[0]), peak
+        out = pathlib.Path(tmp) / "run"
+        n = WARMUP_STEPS + steps
+        cmd = [binary, "train", "-m", model, "--data", f"synthetic:{batch * n}", "--batch", str(batch),
+               "--epochs", "1", "--max-steps", str(n), "--backend", "cuda", "--out", str(out), "--workers", "8",
+               "--eval-subset", str(batch), "--no-progress", "--warmup-epochs", "0"] + mode
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            err = r.stderr.strip().splitlines()
+            print(f"engine {' '.join(mode)} on {model} failed ({r.returncode}): {err[-1] if err else ''}", flush=True)
+            return float("nan"), float("nan")
+        row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+        return row["steady_images_per_s"], row.get("peak_gpu_mb", float("nan"))
 
 
 def timm_train(model_name, batch, steps, bf16, compile_model=False):
@@ -74,7 +77,7 @@ def timm_train(model_name, batch, steps, bf16, compile_model=False):
         loss.backward()
         opt.step()
 
-    for _ in range(5):
+    for _ in range(WARMUP_STEPS):
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

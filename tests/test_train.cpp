@@ -62,6 +62,27 @@ TEST(Train, LossFallsOnFashionMnist) {
   EXPECT_TRUE(fs::exists(tmp.file("run/model.safetensors")));
 }
 
+// metrics.jsonl's steady_images_per_s times an epoch from the end of its fifth step (start-up left
+// out; the GPU training benchmark reads it): present in an epoch of 8 steps, absent in one of 4.
+TEST(Train, SteadyThroughputIsRecordedAfterTheFifthStep) {
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 64, 16);
+  for (const int batch : {8, 16}) {
+    const std::string run = tmp.file("run" + std::to_string(batch));
+    CliResult r = run_cli({"train", "--config", kConfig, "--data", tmp.file("data"), "--epochs", "1", "--batch",
+                           std::to_string(batch), "--out", run, "--threads", "1", "--workers", "1", "--no-progress"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto rows = metrics(run);
+    ASSERT_EQ(rows.size(), 1u);
+    if (batch == 8) {
+      ASSERT_TRUE(rows[0].contains("steady_images_per_s")) << rows[0].dump();
+      EXPECT_GT(rows[0]["steady_images_per_s"].get<double>(), 0.0);
+    } else {
+      EXPECT_FALSE(rows[0].contains("steady_images_per_s")) << rows[0].dump();
+    }
+  }
+}
+
 TEST(Train, SameSeedSameWeightsAndResumeAfterKillIsBitExact) {
   TempDir tmp;
   write_idx_dataset(tmp.file("data"), 320, 64);

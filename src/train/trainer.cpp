@@ -695,6 +695,13 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     // queue) starves when the workers cannot decode as fast as it trains.
     double data_wait_seconds = 0;
     int64_t loss_count = 0, images = 0, done = 0;
+    // Steady throughput: images/s from the end of the epoch's kSteadyAfter-th step to its end, which
+    // leaves out start-up (the first uploads and allocations, cuBLASLt's heuristics, graph captures)
+    // that images_per_s includes. One synchronize marks the start; an epoch of kSteadyAfter steps or
+    // fewer reports none. bench/gpu_train_side_by_side.py reads it.
+    constexpr int64_t kSteadyAfter = 5;
+    std::optional<std::chrono::steady_clock::time_point> steady_start;
+    int64_t steady_images = 0, steps_in_epoch = 0;
     OpProfile profile;
     // METAFORMER_PROFILE_HOST=1: --profile counts the host's time per op, without waiting for the GPU.
     profile.host_only = env_is_one("METAFORMER_PROFILE_HOST");
@@ -844,6 +851,11 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
       }
       maybe_die_at_step(step);
       images += static_cast<int64_t>(batch->labels.size());
+      if (++steps_in_epoch == kSteadyAfter && step < total_steps) {
+        backend.synchronize();
+        steady_start = std::chrono::steady_clock::now();
+        steady_images = images;
+      }
       if (time_steps && done > 1) {
         const auto s0 = std::chrono::steady_clock::now();
         backend.synchronize();
@@ -863,7 +875,14 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
     }
     account_loss();
     backend.synchronize();  // the epoch's time includes its last step on the device
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    const auto train_end = std::chrono::steady_clock::now();
+    const double train_seconds = std::chrono::duration<double>(train_end - epoch_start).count();
+    // Every rank steps together, so one rank's steady rate times the ranks is the job's.
+    double steady_images_per_s = 0;
+    if (steady_start && images > steady_images) {
+      const double seconds = std::chrono::duration<double>(train_end - *steady_start).count();
+      if (seconds > 0) steady_images_per_s = static_cast<double>((images - steady_images) * dist.world()) / seconds;
+    }
     if (time_steps && steps_split > 0)
       // Where a GPU step's wall time goes: a host that queues a step in less time than the GPU then
       // takes to finish it is not the bound (docs/cuda.md).
@@ -914,6 +933,7 @@ TrainSummary train(MetaFormerConfig config, const TrainOptions& o, const DataSpl
              {"peak_rss_mb", peak_rss_mb()},
              {"skipped_samples", train_skipped + ev.skipped},
              {"nonfinite_samples", forecast ? fev.nonfinite : ev.nonfinite}};
+    if (steady_images_per_s > 0) row["steady_images_per_s"] = steady_images_per_s;
     if (backend.device() != Device::CPU) row["peak_gpu_mb"] = static_cast<double>(gpu_peak_bytes()) / (1024.0 * 1024.0);
     if (dist.world() > 1) row["ranks"] = dist.world();
     if (forecast) {

@@ -75,6 +75,8 @@
 #   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
 #   dwbatch.log   (step dwbatch) the depthwise forward with batched staging loads (METAFORMER_CUDA_DW=batch):
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
+#   dwbatch2.log  (step dwbatch2) the batched staging with conflict-free shared stores (METAFORMER_CUDA_DW=batch2)
+#                 against batch: as dwbatch, then its Nsight Compute headline (bank conflicts, local traffic)
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -95,7 +97,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwbatch2 uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -879,7 +881,7 @@ if has colsumbatch; then
   log=$OUT/colsumbatch.log
   echo "== column sums, rows batched: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_COLSUM scalar batch scaled_residual,_branch,mixer/ poolformer_s12 \
-    "column_partials|ScaleGrads" "${COLSUM_MODELS:-poolformer_s12,convformer_s18}" "column_partials_vec_kernel<.*ScaleGrads.*, 4>"
+    "column_partials|ScaleGrads" "${COLSUM_MODELS:-poolformer_s12,convformer_s18}" "column_partials_vec_kernel<.*ScaleGrads.*, 4"
 fi
 
 if has dwbatch; then
@@ -888,12 +890,29 @@ if has dwbatch; then
   log=$OUT/dwbatch.log
   echo "== depthwise forward, batched staging: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_DW tiled batch depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 1>"
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 0"
   for v in tiled batch; do
     METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
       -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
       sed "s/^/inference $v: /" | tee -a "$log"
   done
+fi
+
+if has dwbatch2; then
+  # The batched staging's shared stores in a bank-conflict-free order (METAFORMER_CUDA_DW=batch2, conv.cu's
+  # store_staged with SWZ) against the batch default: Nsight Compute counted 5.5 wavefronts a shared
+  # store request in both tiled kernels (H100, 2026-12-05, kprofile). Then bf16 inference at batch 256.
+  log=$OUT/dwbatch2.log
+  echo "== depthwise forward, conflict-free staging stores: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_DW batch batch2 depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 1"
+  for v in batch batch2; do
+    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
+      sed "s/^/inference $v: /" | tee -a "$log"
+  done
+  KPROFILE="dw_tiled_kernel|convformer_s18|0" METAFORMER_CUDA_DW=batch2 NO_BUILD=1 bash "$0" kprofile > /dev/null 2>&1
+  grep -E "Duration|Registers|Bank|bank|local" "$OUT/kprofile.log" | cut -c1-160 | sed "s/^/batch2 kprofile: /" | tee -a "$log"
 fi
 
 if has uploadab; then

@@ -1,6 +1,7 @@
 // Attention's backward pass in bf16, head size 32, with raw mma.sync: the key-tile kernel of
 // attention_backward_wmma.cu (its phases A, B and C, its job pool, its statistics) with every
-// product's operands and results in registers (METAFORMER_CUDA_ATTN_BWD=mma; a candidate).
+// product's operands and results in registers (METAFORMER_CUDA_ATTN_BWD=mma; the default since the
+// H100 A/B of 2026-12-05, tools/device/cuda_check.sh attnmma: 5.9 against 9.8 ms in two caformer_s18 steps).
 //
 // Why: WMMA hides the accumulator's layout, so the key-tile kernel stages each 16 × 16 tile of S and
 // dP through shared memory as fp32, reads it back to compute P and dS, and writes those as bf16 to

@@ -1,7 +1,8 @@
 // Attention's backward pass in bf16 on the tensor cores, one block per (sample, head), nothing N×N in
 // global memory, in two kernels: the lock-step one first (METAFORMER_CUDA_ATTN_BWD=wmma; the default
 // from the H200 A/B of 2026-12-05 until the key-tile one below, the default since the H100 A/B of the
-// same day, tools/device/cuda_check.sh attntiles). METAFORMER_CUDA_ATTN_BWD=gemm runs cuBLASLt's.
+// same day, tools/device/cuda_check.sh attntiles, until attention_backward_mma.cu's; still the one
+// for head size 64). METAFORMER_CUDA_ATTN_BWD=gemm runs cuBLASLt's.
 //
 // Why: the GEMM version (cuda_backward.cpp, attention_backward_gemm) runs the five products through
 // cuBLASLt one head at a time. At CAFormer's sizes (196 or 49 tokens, head size 32) each is a batch of

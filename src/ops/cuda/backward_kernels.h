@@ -161,10 +161,10 @@ cudaError_t attention_backward_fused(const float* qkv, const float* dy, float* d
 // The same gradient in bf16 on the tensor cores (attention_backward_wmma.cu): one block per (sample,
 // head) with q, k, v and dO in shared memory, WMMA products with fp32 accumulation, P and dS rounded
 // to bf16 for the products that read them, as the default (GEMM) version does in bf16. Head sizes 32
-// and 64, up to 288 tokens (192 at 64), 16-byte aligned pointers; no workspace. The default with bf16
-// activations where it applies (METAFORMER_CUDA_ATTN_BWD=gemm turns it off).
-// tiles = true (the default; METAFORMER_CUDA_ATTN_BWD=wmma turns it off): the key-tile kernel of the
-// same file (warps that work alone between two barriers, the scores recomputed), any token count
+// and 64, up to 288 tokens (192 at 64), 16-byte aligned pointers; no workspace. With bf16 activations
+// where the mma kernel below does not apply (METAFORMER_CUDA_ATTN_BWD=gemm turns both off).
+// tiles = true (METAFORMER_CUDA_ATTN_BWD=tiles, and mma's fallback for head size 64): the key-tile
+// kernel of the same file (warps that work alone between two barriers, the scores recomputed), any token count
 // whose tiles fit in 200 KB of shared memory; false: the previous kernel, up to 288 tokens.
 bool attention_backward_wmma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
                                       const void* dqkv, bool tiles = false);
@@ -172,8 +172,8 @@ cudaError_t attention_backward_wmma(const bf16* qkv, const bf16* dy, bf16* dqkv,
                                     int head_dim, float scale, bool tiles, cudaStream_t s);
 
 // The key-tile kernel's phases with raw mma.sync, P and dS in registers (attention_backward_mma.cu;
-// a candidate: METAFORMER_CUDA_ATTN_BWD=mma). Head size 32, bf16, any token count whose head fits
-// in 200 KB of shared memory; qkv and dy 16-byte aligned.
+// the default with bf16 activations since 2026-12-05). Head size 32, bf16, any token count whose
+// head fits in 200 KB of shared memory; qkv and dy 16-byte aligned.
 bool attention_backward_mma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
                                      const void* dqkv);
 cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,

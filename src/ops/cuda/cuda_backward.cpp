@@ -31,21 +31,23 @@ namespace k = cuda::kernels;
 using k::bf16;
 
 // Attention's backward comes in six versions (docs/cuda.md, "Backward passes"):
-//   tiles (default) bf16 activations, head sizes 32 and 64: one block per (sample, head) on the tensor
-//                   cores, nothing N×N in global memory, warps that work alone between two barriers
-//                   on query blocks and key tiles, the scores recomputed (attention_backward_wmma.cu).
-//                   Chosen by the H100 A/B of 2026-12-05 (cuda_check.sh attntiles): 9.8 against
-//                   15.1 ms of two caformer_s18 steps' kernel time; elsewhere (fp32 activations,
-//                   other head sizes) the gemm version runs;
-//   wmma            the previous default, the same file: the warps in lock step over query row blocks;
-//   mma             the key-tile kernel's phases with raw mma.sync, P and dS in registers, head size 32
-//                   (attention_backward_mma.cu; a candidate, not yet run on a GPU);
+//   mma (default)   bf16 activations, head size 32: one block per (sample, head) on the tensor cores
+//                   with raw mma.sync, P and dS in registers, nothing N×N in global memory, the
+//                   scores recomputed per key tile (attention_backward_mma.cu). Chosen by the H100
+//                   A/B of 2026-12-05 (cuda_check.sh attnmma): 5.9 against 9.8 ms of two
+//                   caformer_s18 steps' attention backward, 77.0 against 80.9 ms of all their
+//                   kernels; where it does not apply (head size 64) the key-tile kernel runs, and
+//                   elsewhere (fp32 activations, other head sizes) the gemm version;
+//   tiles           the previous default (2026-12-05, attntiles: 9.8 against 15.1 ms of the lock-step
+//                   kernel), head sizes 32 and 64: warps that work alone between two barriers on query
+//                   blocks and key tiles, WMMA products through shared memory (attention_backward_wmma.cu);
+//   wmma            the default before that, the same file: the warps in lock step over query row blocks;
 //   gemm            the five products (S = QKᵀ, dP = dY·Vᵀ, dV = Pᵀ·dY, dQ = dS·K, dK = dSᵀ·Q) through
 //                   cuBLASLt, strided over the samples, one head at a time, with the softmax rows in
 //                   one kernel between them; P and dS in fp32 in a workspace;
 //   materialised    one thread per output in double, P and dS in double (the plain version);
 //   fused           no N×N matrices in global memory (attention_backward.cu).
-// METAFORMER_CUDA_ATTN_BWD=wmma|mma|gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
+// METAFORMER_CUDA_ATTN_BWD=tiles|wmma|gemm|materialised|fused picks another (the device A/B, tools/device/cuda_check.sh
 // attnab: on the H200 the fused kernel was slower than the materialised one, which was 0.34 s of
 // two caformer_s18 training steps at batch 128).
 // METAFORMER_CUDA_DW_BWD=gather: the depthwise convolution's dx by the plain gather in double at
@@ -60,9 +62,9 @@ bool gather_depthwise_dx() {
 enum class AttnBwd { gemm, materialised, fused, wmma, tiles, mma };
 AttnBwd attention_backward_version() {
   static const AttnBwd v = [] {
-    constexpr AttnBwd order[] = {AttnBwd::tiles, AttnBwd::wmma, AttnBwd::gemm,
-                                 AttnBwd::materialised, AttnBwd::fused, AttnBwd::mma};
-    const int v = env_choice("METAFORMER_CUDA_ATTN_BWD", {"tiles", "wmma", "gemm", "materialised", "fused", "mma"});
+    constexpr AttnBwd order[] = {AttnBwd::mma, AttnBwd::tiles, AttnBwd::wmma, AttnBwd::gemm,
+                                 AttnBwd::materialised, AttnBwd::fused};
+    const int v = env_choice("METAFORMER_CUDA_ATTN_BWD", {"mma", "tiles", "wmma", "gemm", "materialised", "fused"});
     return order[v < 0 ? 0 : v];
   }();
   return v;
@@ -466,7 +468,7 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
       ok(bw::attention_backward_mma(q, g, d, B, N, heads, scale, stream()), "attention backward (mma)");
       return;
     }
-    const bool tiles = version == AttnBwd::tiles;
+    const bool tiles = version == AttnBwd::tiles || version == AttnBwd::mma;  // mma's head size 64: key tiles
     if (bw::attention_backward_wmma_supports(N, heads, head_dim, q, g, d, tiles)) {
       ok(bw::attention_backward_wmma(q, g, d, B, N, heads, head_dim, scale, tiles, stream()),
          tiles ? "attention backward (key tiles)" : "attention backward (wmma)");

@@ -151,7 +151,9 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 // shared-memory load a clock against four FMA instructions, so the loads, not the FMAs, bound it.
 // Weights in registers and RH = 4 (RG = 4 row groups, the same 16-row patch) make it 140 input loads and 49
 // weight loads for 1,568 FMAs. The sums are the same, added in the same order.
-// BATCH (a candidate, METAFORMER_CUDA_DW=batch): the staging issues all of a thread's global loads
+// BATCH (the default for bf16 since the H100 A/B of 2026-12-05, cuda_check.sh dwbatch: 15.1 against
+// 16.3 ms of two convformer_s18 steps' 7×7 kernels, bf16 inference 1.6-2.4 % more images/s;
+// METAFORMER_CUDA_DW=tiled keeps the previous default): the staging issues all of a thread's global loads
 // before it converts and stores any. The SASS of the default (nvcc 11.8, sm_90) shows why: the
 // vector staging loop's trip count depends on blockDim, so it is not unrolled, and each of its
 // about five iterations waits for its own 16-byte load before issuing the next; the weights' loop
@@ -162,9 +164,42 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 // then come the conversions, the input activation (its device scalars read once: act_resolved)
 // and the stores. The same values in shared memory, so the same sums. bf16 only; ptxas 11.8,
 // sm_90: 80 registers (bounded for three blocks an SM, as the default's 72 give), 24 bytes of spills.
+
+// Stores one pixel's V staged channels (a 16-byte load's worth, converted to float) at dst. The
+// staging's consecutive threads write pixels' channel groups 4·V bytes apart: for bf16 (V = 8) that is
+// 32 bytes, two 16-byte stores a thread. Were every thread to store its first half first, a quarter
+// warp's eight 16-byte stores would land on banks 0-3, 8-11, 16-19 and 24-27 twice each (Nsight
+// Compute on the H100, 2026-12-05: 5.5 wavefronts per shared store request, 28 % estimated).
+// Threads of odd pixels (`swap`) store their second half first, so each quarter warp's eight cover
+// the 32 banks once. fp32 (V = 4) is one store, already consecutive.
+template <int V>
+__device__ __forceinline__ void store_staged(float* dst, const float (&v)[V], bool swap) {
+  float4* d = reinterpret_cast<float4*>(dst);
+  if constexpr (V == 8) {
+    // Component-wise selects: a select between two float4 objects went through a stack frame.
+    float a[4], b[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) a[e] = swap ? v[e + 4] : v[e], b[e] = swap ? v[e] : v[e + 4];
+    float4* first = d + (swap ? 1 : 0);
+    float4* second = d + (swap ? 0 : 1);
+    *first = make_float4(a[0], a[1], a[2], a[3]);
+    *second = make_float4(b[0], b[1], b[2], b[3]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; e += 4) d[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+  }
+}
+
 constexpr int kDwTile = 8, kDwCh = 32;
 
-template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false>
+// Element i of a block's staged weights, [K·K taps][kDwCh channels] from the [taps][C] fp32 layout;
+// zero past the NW elements or the channels.
+__device__ __forceinline__ float dw_weight_at(const float* w, int i, int NW, int64_t c0, int64_t C) {
+  const int c = i % kDwCh, tap = i / kDwCh;
+  return i < NW && c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
+}
+
+template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false, bool SWZ = false>
 __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
@@ -181,6 +216,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
     constexpr int NW = K * K * kDwCh, WIT = WREG ? 0 : (NW + NT - 1) / NT;
     const Act pre_r = act_resolved(pre);
     uint4 raw[IT];
+    float wv[WIT > 0 ? WIT : 1];
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
       const int i = tid + it * NT, g = i % G, p = i / G;
@@ -189,12 +225,8 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
       if (i < NV && c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)
         raw[it] = *reinterpret_cast<const uint4*>(x + ((b * H + ih) * W + iw) * xs + c);
     }
-    float wv[WIT > 0 ? WIT : 1];
 #pragma unroll
-    for (int it = 0; it < WIT; ++it) {
-      const int i = tid + it * NT, c = i % kDwCh, tap = i / kDwCh;
-      wv[it] = i < NW && c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
-    }
+    for (int it = 0; it < WIT; ++it) wv[it] = dw_weight_at(w, tid + it * NT, NW, c0, C);
 #pragma unroll
     for (int it = 0; it < IT; ++it) {
       const int i = tid + it * NT;
@@ -208,9 +240,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
 #pragma unroll
         for (int j = 0; j < V; ++j) v[j] = act_apply(pre_r, v[j]);
       }
-      float4* dst = reinterpret_cast<float4*>(in_s + p * kDwCh + g * V);
-#pragma unroll
-      for (int j = 0; j < V; j += 4) dst[j / 4] = make_float4(v[j], v[j + 1], v[j + 2], v[j + 3]);
+      store_staged<V>(in_s + p * kDwCh + g * V, v, SWZ && (p & 1));
     }
 #pragma unroll
     for (int it = 0; it < WIT; ++it)
@@ -231,9 +261,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
 #pragma unroll
         for (int e = 0; e < V; ++e) v[e] = 0.f;
       }
-      float4* dst = reinterpret_cast<float4*>(in_s + p * kDwCh + g * V);
-#pragma unroll
-      for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+      store_staged<V>(in_s + p * kDwCh + g * V, v, false);
     }
   } else {
     for (int i = tid; i < SH * SW * kDwCh; i += blockDim.x) {
@@ -325,11 +353,13 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // tiled kernel's first version: one row a thread, scalar staging), "strip", or the candidate "regw"
   // (weights in registers, four rows a thread in four row groups: the same 16-row patches).
   // "mma" and "mma2" are the tensor-core kernel of depthwise_mma.cu for bf16 storage (candidates:
-  // fp32 and the geometries it does not take stay on the default). "batch": the default's shapes with
-  // every global load of the staging issued first (BATCH above; a candidate).
+  // fp32 and the geometries it does not take stay on the default). "batch" (the default): the tiled
+  // kernel's shapes with every global load of the staging issued first (BATCH above), bf16 with
+  // vector staging; fp32 and scalar staging run "tiled". "batch2" (a candidate): batch with the
+  // staging's shared stores in a bank-conflict-free order (store_staged, SWZ).
   static const int variant = [] {
-    const int v = env_choice("METAFORMER_CUDA_DW", {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch"});
-    return v < 0 ? 2 : v;  // the index is the variant
+    const int v = env_choice("METAFORMER_CUDA_DW", {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2"});
+    return v < 0 ? 6 : v;  // the index is the variant; 6, batch, the default
   }();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
@@ -363,6 +393,15 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
         else
           rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true>)
                     : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true>);
+        return cudaGetLastError();
+      }
+      if (variant == 7 && vec_stage) {  // batch2: batch with conflict-free staging stores
+        if (kh == 7)
+          rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true, true>)
+                    : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true, true>);
+        else
+          rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true, true>)
+                    : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true, true>);
         return cudaGetLastError();
       }
     }

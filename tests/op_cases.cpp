@@ -502,6 +502,11 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {1, 6, 10, 35}, 3, 1, 1, false);  // 3x3 window with a channel tail
     add_depthwise(v, {2, 4, 37, 32}, 3, 1, 1, true);   // wide rows: interior windows (no bounds checks)
     add_depthwise(v, {1, 3, 30, 16}, 7, 1, 3, false);  // the same for 7x7
+    // The tiled dW kernel's shapes (bf16, channels in 16-byte vectors, 14 rows or more): tiles of 16 × 8
+    // cut at the map's bottom and right, a channel block of one vector; several chunks of tiles.
+    add_depthwise(v, {2, 18, 21, 40}, 7, 1, 3, true);
+    add_depthwise(v, {1, 16, 9, 16}, 3, 1, 1, false);
+    add_depthwise(v, {20, 14, 8, 8}, 7, 1, 3, false);
     add_depthwise(v, {2, 7, 7, 32}, 5, 1, 2, false);   // 5x5: the generic forward kernel, the fixed backward
     add_depthwise(v, {1, 9, 10, 24}, 5, 1, 2, true);
     add_depthwise(v, {2, 9, 9, 16}, 5, 2, 2, false);   // 5x5 at stride 2: the gather for dx

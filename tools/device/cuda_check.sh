@@ -77,6 +77,8 @@
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
 #   dwbatch2.log  (step dwbatch2) the batched staging with conflict-free shared stores (METAFORMER_CUDA_DW=batch2)
 #                 against batch: as dwbatch, then its Nsight Compute headline (bank conflicts, local traffic)
+#   dwdwtiled.log (step dwdwtiled) the depthwise weight gradient from staged tiles (METAFORMER_CUDA_DW_DW=tiled)
+#                 against rows2: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -97,7 +99,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwbatch2 uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwbatch2 dwdwtiled uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -913,6 +915,15 @@ if has dwbatch2; then
   done
   KPROFILE="dw_tiled_kernel|convformer_s18|0" METAFORMER_CUDA_DW=batch2 NO_BUILD=1 bash "$0" kprofile > /dev/null 2>&1
   grep -E "Duration|Registers|Bank|bank|local" "$OUT/kprofile.log" | cut -c1-160 | sed "s/^/batch2 kprofile: /" | tee -a "$log"
+fi
+
+if has dwdwtiled; then
+  # The depthwise weight gradient from tiles staged in shared memory (METAFORMER_CUDA_DW_DW=tiled,
+  # conv_backward.cu's depthwise_dw_tiled_kernel) against the units default (rows2).
+  log=$OUT/dwdwtiled.log
+  echo "== depthwise weight gradient, staged tiles: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_DW_DW rows2 tiled depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "depthwise_dw" "${DWDW_MODELS:-convformer_s18,mambaout_femto}" "depthwise_dw_tiled_kernel"
 fi
 
 if has uploadab; then

@@ -316,15 +316,116 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
+// dW partials from tiles staged in shared memory (METAFORMER_CUDA_DW_DW=tiled; a candidate, stride 1,
+// square K, 16-byte vectors of channels). The units kernel above does the same 784 FMAs a thread per
+// unit, but loads each input row's window from global memory just before its FMAs: Nsight Compute
+// (H100, 2026-12-05) found it issuing an instruction every 9 cycles a warp, a third of them spent
+// waiting on those loads, at 128 registers (25 % occupancy). Here a block of 32 channels and 8 lanes
+// takes a tile of TH = 16 output rows (two a lane) by TW = 8 columns: every thread first issues its
+// 16-byte loads of the tile's input patch (SH × SW pixels) and of dy (TH × TW), all of them before
+// any is used, as the forward's batched staging does; then converts them into shared memory, and
+// computes from there (each value read by the 32 channels' threads of a warp: no bank conflicts).
+// A chunk is a run of consecutive tiles; each thread sums in float, the lanes and chunks in double,
+// in a fixed order: deterministic, in another order than the units kernel (so not its bits).
+constexpr int kDwTileRows = 2 * kRowLanes, kDwTileCols = 8;
+constexpr size_t dw_tiled_smem_bytes(int K) {
+  return sizeof(float) * kColTile * ((kDwTileRows + K - 1) * (kDwTileCols + K - 1) + kDwTileRows * kDwTileCols);
+}
+template <int K, class T>
+__global__ void __launch_bounds__(kColTile* kRowLanes, 2)
+    depthwise_dw_tiled_kernel(const T* x, const T* dy, int B, int chunks, DwShape d, double* partial) {
+  constexpr int RH = 2, TH = kDwTileRows, TW = kDwTileCols, SH = TH + K - 1, SW = TW + K - 1;
+  constexpr int V = kVec<T>, G = kColTile / V, NT = kColTile * kRowLanes;
+  constexpr int NX = SH * SW * G, ND = TH * TW * G, IX = (NX + NT - 1) / NT, ID = (ND + NT - 1) / NT;
+  extern __shared__ float4 dw_tiles_smem[];  // dynamic: 55 KB at 7×7 (dw_tiled_smem_bytes)
+  float* xs = reinterpret_cast<float*>(dw_tiles_smem);  // [SH · SW pixels][32 channels]
+  float* gs = xs + SH * SW * kColTile;                  // [TH · TW pixels][32 channels]
+  const int tid = threadIdx.y * kColTile + threadIdx.x, c0 = blockIdx.x * kColTile, chunk = blockIdx.y;
+  const int tiles_h = (d.Ho + TH - 1) / TH, tiles_w = (d.Wo + TW - 1) / TW, tiles = tiles_h * tiles_w;
+  const int units = B * tiles, per = (units + chunks - 1) / chunks, u0 = chunk * per;
+  const int u1 = u0 + per < units ? u0 + per : units;
+  float acc[K * K];
+#pragma unroll
+  for (int t = 0; t < K * K; ++t) acc[t] = 0;
+  for (int u = u0; u < u1; ++u) {
+    const int n = u / tiles, oh0 = (u % tiles) / tiles_w * TH, ow0 = (u % tiles) % tiles_w * TW;
+    const int ih0 = oh0 - d.ph, iw0 = ow0 - d.pw;
+    uint4 rx[IX], rd[ID];
+#pragma unroll
+    for (int it = 0; it < IX; ++it) {
+      const int i = tid + it * NT, g = i % G, p = i / G, ih = ih0 + p / SW, iw = iw0 + p % SW, c = c0 + g * V;
+      rx[it] = make_uint4(0, 0, 0, 0);
+      if (i < NX && c < d.C && ih >= 0 && ih < d.H && iw >= 0 && iw < d.W)
+        rx[it] = *reinterpret_cast<const uint4*>(x + ((static_cast<int64_t>(n) * d.H + ih) * d.W + iw) * d.C + c);
+    }
+#pragma unroll
+    for (int it = 0; it < ID; ++it) {
+      const int i = tid + it * NT, g = i % G, p = i / G, oh = oh0 + p / TW, ow = ow0 + p % TW, c = c0 + g * V;
+      rd[it] = make_uint4(0, 0, 0, 0);
+      if (i < ND && c < d.C && oh < d.Ho && ow < d.Wo)
+        rd[it] = *reinterpret_cast<const uint4*>(dy + ((static_cast<int64_t>(n) * d.Ho + oh) * d.Wo + ow) * d.C + c);
+    }
+    __syncthreads();  // the previous tile's reads of xs and gs are done
+#pragma unroll
+    for (int it = 0; it < IX; ++it) {
+      const int i = tid + it * NT;
+      if (i < NX) {
+        float v[V];
+        unpack16<T>(rx[it], v);
+        float4* dst = reinterpret_cast<float4*>(xs + (i / G) * kColTile + (i % G) * V);
+#pragma unroll
+        for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+      }
+    }
+#pragma unroll
+    for (int it = 0; it < ID; ++it) {
+      const int i = tid + it * NT;
+      if (i < ND) {
+        float v[V];
+        unpack16<T>(rd[it], v);
+        float4* dst = reinterpret_cast<float4*>(gs + (i / G) * kColTile + (i % G) * V);
+#pragma unroll
+        for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+      }
+    }
+    __syncthreads();
+    const int c = threadIdx.x, r0 = threadIdx.y * RH;
+    if (oh0 + r0 >= d.Ho) continue;  // this lane's rows are past the map (its gs rows are zero anyway)
+    float g[RH][TW];
+#pragma unroll
+    for (int rr = 0; rr < RH; ++rr)
+#pragma unroll
+      for (int o = 0; o < TW; ++o) g[rr][o] = gs[((r0 + rr) * TW + o) * kColTile + c];
+#pragma unroll
+    for (int j = 0; j < RH + K - 1; ++j) {  // staged input row r0 + j feeds output row rr by tap j − rr
+      float win[SW];
+#pragma unroll
+      for (int q = 0; q < SW; ++q) win[q] = xs[((r0 + j) * SW + q) * kColTile + c];
+#pragma unroll
+      for (int rr = 0; rr < RH; ++rr) {
+        const int ki = j - rr;
+        if (ki < 0 || ki >= K) continue;
+#pragma unroll
+        for (int o = 0; o < TW; ++o)
+#pragma unroll
+          for (int kj = 0; kj < K; ++kj) acc[ki * K + kj] = fmaf(g[rr][o], win[o + kj], acc[ki * K + kj]);
+      }
+    }
+  }
+  store_tap_partials<K * K>(acc, c0 + threadIdx.x, chunk, d.C, partial);
+}
+
 // Which dW kernel at stride 1: two output rows a thread (depthwise_dw_units_kernel, RH = 2; 128
 // registers at 7×7, ptxas sm_90: two blocks of 256 threads an SM), the default since the H200 A/B of
 // 2026-12-05 (convformer_s18 trained 11 % faster with it alone, docs/cuda-log.md), or another:
 // METAFORMER_CUDA_DW_DW=window (the sliding window, the previous default), blocked (BlockedRow) or
-// rows4 (RH = 4, 160 registers). rows2 and rows4 add each tap's terms in another order than the
-// window kernels: deterministic, but not the same bits.
+// rows4 (RH = 4, 160 registers) or tiled (depthwise_dw_tiled_kernel, a candidate: square kernels
+// with 16-byte channel vectors, maps of 14 rows or more; elsewhere rows2 runs). rows2, rows4 and
+// tiled add each tap's terms in other orders than the window kernels: deterministic, but not the
+// same bits.
 int dw_weight_grad_variant() {
   static const int variant = [] {
-    const int v = env_choice("METAFORMER_CUDA_DW_DW", {"window", "blocked", "rows4", "rows2"});
+    const int v = env_choice("METAFORMER_CUDA_DW_DW", {"window", "blocked", "rows4", "rows2", "tiled"});
     return v < 0 ? 3 : v;  // the index is the variant
   }();
   return variant;
@@ -350,7 +451,29 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
   if (dw && rows > 0) {
     int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
     const dim3 block(kColTile, kRowLanes);
-    if (d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() >= 2) {  // one unit of RH output rows a lane
+    const bool vec = d.C % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(dy) % 16 == 0;
+    // bf16 only: fp32's 16-byte vectors hold half the channels, and its loads in flight spilled (200
+    // bytes at 7×7, ptxas 11.8).
+    bool tiled = false;
+    if constexpr (sizeof(T) == 2) {
+      tiled = KH == KW && d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() == 4 && vec && d.Ho >= 14;
+      if (tiled) {
+        // Tiles of 16 × 8 outputs, 8 tiles a chunk (the work holds column_chunks(rows) chunks).
+        const int tiles = ((d.Ho + kDwTileRows - 1) / kDwTileRows) * ((d.Wo + kDwTileCols - 1) / kDwTileCols);
+        const int want = (B * tiles + 7) / 8;
+        chunks = want < chunks ? want : chunks;
+        const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+        static size_t allowed = 0;
+        constexpr size_t bytes = dw_tiled_smem_bytes(KH);
+        // (A failure here is the caller's cudaGetLastError.)
+        if (kernels::allow_dynamic_shared(depthwise_dw_tiled_kernel<KH, T>, bytes, allowed) != cudaSuccess) return;
+        depthwise_dw_tiled_kernel<KH, T><<<grid, block, bytes, s>>>(x, dy, B, chunks, d, work);
+      }
+    }
+    if (tiled) {
+      // launched above
+    } else if (d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() >= 2) {  // one unit of RH output rows a lane
       const int rh = dw_weight_grad_variant() == 2 ? 4 : 2;
       const int units = B * ((d.Ho + rh - 1) / rh), want = (units + kRowLanes - 1) / kRowLanes;
       chunks = want < chunks ? want : chunks;

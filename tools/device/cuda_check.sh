@@ -77,6 +77,8 @@
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
 #   dwbatch2.log  (step dwbatch2) the batched staging with conflict-free shared stores (METAFORMER_CUDA_DW=batch2)
 #                 against batch: as dwbatch, then its Nsight Compute headline (bank conflicts, local traffic)
+#   dwwide.log    (step dwwide) the depthwise forward on 16-column patches (METAFORMER_CUDA_DW=wide) against
+#                 batch: as dwbatch, inference for batch, batch2 and wide
 #   dwdwtiled.log (step dwdwtiled) the depthwise weight gradient from staged tiles (METAFORMER_CUDA_DW_DW=tiled)
 #                 against rows2: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
@@ -99,7 +101,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwbatch2 dwdwtiled uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwbatch2 dwwide dwdwtiled uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -915,6 +917,21 @@ if has dwbatch2; then
   done
   KPROFILE="dw_tiled_kernel|convformer_s18|0" METAFORMER_CUDA_DW=batch2 NO_BUILD=1 bash "$0" kprofile > /dev/null 2>&1
   grep -E "Duration|Registers|Bank|bank|local" "$OUT/kprofile.log" | cut -c1-160 | sed "s/^/batch2 kprofile: /" | tee -a "$log"
+fi
+
+if has dwwide; then
+  # The depthwise forward on patches 16 columns wide (METAFORMER_CUDA_DW=wide: batch2 with TW = 16,
+  # two blocks an SM) against batch2 and the batch default: op checks and kernel time against batch,
+  # then bf16 inference at batch 256 for all three.
+  log=$OUT/dwwide.log
+  echo "== depthwise forward, 16-column patches: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_DW batch wide depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 1, 1, 16"
+  for v in batch batch2 wide; do
+    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
+      sed "s/^/inference $v: /" | tee -a "$log"
+  done
 fi
 
 if has dwdwtiled; then

@@ -191,6 +191,8 @@ __device__ __forceinline__ void store_staged(float* dst, const float (&v)[V], bo
 }
 
 constexpr int kDwTile = 8, kDwCh = 32;
+// Bytes of the staged patch of a dw_tiled_kernel with RG · RH rows and TW columns of outputs.
+constexpr size_t dw_patch_bytes(int K, int rows, int TW) { return sizeof(float) * (rows + K - 1) * (TW + K - 1) * kDwCh; }
 
 // Element i of a block's staged weights, [K·K taps][kDwCh channels] from the [taps][C] fp32 layout;
 // zero past the NW elements or the channels.
@@ -199,17 +201,26 @@ __device__ __forceinline__ float dw_weight_at(const float* w, int i, int NW, int
   return i < NW && c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
 }
 
-template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false, bool SWZ = false>
-__global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
+// TW (a candidate at 16, METAFORMER_CUDA_DW=wide): the patch's width in output columns. A thread's
+// shared-memory loads per FMA fall with it: at RH = 2 and 7×7, 112 input and 98 weight loads for 784
+// FMAs at TW = 8 (0.27 a FMA; the SM issues one such load a clock against four FMA instructions, so
+// the loads bound the loop), 176 and 98 for 1,568 at TW = 16 (0.17). Its 62 KB patch passes the
+// 48 KB of static shared memory, so it is dynamic (dw_patch_bytes).
+template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false, bool SWZ = false,
+          int TW = kDwTile>
+__global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
-  constexpr int TH = RG * RH, SH = TH + K - 1, SW = kDwTile + K - 1;  // staged patch: SH × SW pixels
-  __shared__ __align__(16) float in_s[SH * SW * kDwCh];
+  constexpr int TH = RG * RH, SH = TH + K - 1, SW = TW + K - 1;  // staged patch: SH × SW pixels
+  constexpr bool kDynamic = TW != kDwTile;
+  __shared__ __align__(16) float in_static[kDynamic ? 4 : SH * SW * kDwCh];
+  extern __shared__ float4 dw_patch_dynamic[];
+  float* const in_s = kDynamic ? reinterpret_cast<float*>(dw_patch_dynamic) : in_static;
   __shared__ float w_s[WREG ? 1 : K * K * kDwCh];
   const bool has_pre = pre.kind != ActKind::Identity;
   const int64_t b = blockIdx.z;
   const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
-  const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * TH, ow0 = int64_t(blockIdx.x % tiles_w) * kDwTile;
+  const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * TH, ow0 = int64_t(blockIdx.x % tiles_w) * TW;
   const int tid = threadIdx.x;
   if (BATCH && vec) {  // as below, every global load of the thread first
     constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G, NT = RG * kDwCh, IT = (NV + NT - 1) / NT;
@@ -290,11 +301,11 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
   }
   const float b0 = bias ? bias[c0 + c] : 0.f;
   const Act post_r = BATCH ? act_resolved(post) : post;
-  float acc[RH][kDwTile];
+  float acc[RH][TW];
 #pragma unroll
   for (int rr = 0; rr < RH; ++rr)
 #pragma unroll
-    for (int t = 0; t < kDwTile; ++t) acc[rr][t] = b0;
+    for (int t = 0; t < TW; ++t) acc[rr][t] = b0;
 #pragma unroll
   for (int ir = 0; ir < RH + K - 1; ++ir) {  // staged input row r0 + ir feeds output row rr through tap row ir − rr
     float seg[SW];
@@ -308,7 +319,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
       for (int kj = 0; kj < K; ++kj) {
         const float wv = WREG ? wr[WREG ? ki * K + kj : 0] : w_s[(ki * K + kj) * kDwCh + c];
 #pragma unroll
-        for (int t = 0; t < kDwTile; ++t) acc[rr][t] = fmaf(seg[t + kj], wv, acc[rr][t]);
+        for (int t = 0; t < TW; ++t) acc[rr][t] = fmaf(seg[t + kj], wv, acc[rr][t]);
       }
     }
   }
@@ -317,7 +328,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? 3 : 1)
     if (oh0 + r0 + rr >= Ho) break;
     T* yrow = y + ((b * Ho + oh0 + r0 + rr) * Wo + ow0) * ys + c0 + c;
 #pragma unroll
-    for (int t = 0; t < kDwTile; ++t)
+    for (int t = 0; t < TW; ++t)
       if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post_r, acc[rr][t]));
   }
 }
@@ -356,9 +367,11 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // fp32 and the geometries it does not take stay on the default). "batch" (the default): the tiled
   // kernel's shapes with every global load of the staging issued first (BATCH above), bf16 with
   // vector staging; fp32 and scalar staging run "tiled". "batch2" (a candidate): batch with the
-  // staging's shared stores in a bank-conflict-free order (store_staged, SWZ).
+  // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
+  // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
   static const int variant = [] {
-    const int v = env_choice("METAFORMER_CUDA_DW", {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2"});
+    const int v =
+        env_choice("METAFORMER_CUDA_DW", {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2", "wide"});
     return v < 0 ? 6 : v;  // the index is the variant; 6, batch, the default
   }();
   if constexpr (std::is_same_v<T, bf16>) {
@@ -395,7 +408,30 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
                     : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true>);
         return cudaGetLastError();
       }
-      if (variant == 7 && vec_stage) {  // batch2: batch with conflict-free staging stores
+      if (variant == 8 && vec_stage && Wo > kDwTile) {  // wide: batch2 on patches of 16 columns (TW above)
+        constexpr int TW = 2 * kDwTile;
+        const int wide_tiles_w = static_cast<int>((Wo + TW - 1) / TW);
+        const int64_t wide_tiles = int64_t(wide_tiles_w) * ((Ho + th - 1) / th);
+        if (wide_tiles > 0x7fffffff) return cudaErrorInvalidValue;
+        const dim3 wgrid(static_cast<unsigned>(wide_tiles), tgrid.y, tgrid.z);
+        auto launch_wide = [&](auto kernel, size_t bytes, size_t& allowed) {
+          if (const cudaError_t e = allow_dynamic_shared(kernel, bytes, allowed); e != cudaSuccess) return e;
+          kernel<<<wgrid, groups * kDwCh, bytes, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw,
+                                                      wide_tiles_w, vec_stage, pre, post);
+          return cudaGetLastError();
+        };
+        static size_t allowed[4] = {0, 0, 0, 0};
+        if (kh == 7)
+          return rows == 2 ? launch_wide(dw_tiled_kernel<D, 7, 2, kDwTile, false, true, true, TW>,
+                                         dw_patch_bytes(7, 2 * kDwTile, TW), allowed[0])
+                           : launch_wide(dw_tiled_kernel<D, 7, 1, kDwTile, false, true, true, TW>,
+                                         dw_patch_bytes(7, kDwTile, TW), allowed[1]);
+        return rows == 2 ? launch_wide(dw_tiled_kernel<D, 3, 2, kDwTile, false, true, true, TW>,
+                                       dw_patch_bytes(3, 2 * kDwTile, TW), allowed[2])
+                         : launch_wide(dw_tiled_kernel<D, 3, 1, kDwTile, false, true, true, TW>,
+                                       dw_patch_bytes(3, kDwTile, TW), allowed[3]);
+      }
+      if ((variant == 7 || variant == 8) && vec_stage) {  // batch2: batch with conflict-free staging stores
         if (kh == 7)
           rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true, true>)
                     : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true, true>);

@@ -682,9 +682,11 @@ ab_images_per_s() {
     for m in $(echo "$models" | tr , ' '); do
       for v in $values; do
         rm -rf /tmp/ab
+        # The epoch line's img/s includes start-up; steady_images_per_s (after the fifth step) does not.
         env "$var=$v" timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps 60 \
-          --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab 2>&1 |
-          grep -E "img/s|rror" | tail -1 | sed "s/^/round $round $m $var=$v: /" | tee -a "$log"
+          --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
+        steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
+        echo "round $round $m $var=$v: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
       done
     done
   done

@@ -862,6 +862,17 @@ switch_check() {
   ab_images_per_s "$log" "$var" "$def $cand" "$ab_models"
 }
 
+# bf16 inference at batch 256 for each value of a kernel switch, into LOG:
+#   inference_ab LOG VAR "VALUES"
+inference_ab() {
+  local log=$1 var=$2 v
+  for v in $3; do
+    env "$var=$v" timeout 200 "$M" bench --backend cuda --dtype bf16 \
+      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
+      sed "s/^/inference $v: /" | tee -a "$log"
+  done
+}
+
 if has attntiles; then
   # The key-tile attention backward (attention_backward_wmma.cu; the default since this step's run
   # of 2026-12-05) against the lock-step kernel (METAFORMER_CUDA_ATTN_BWD=wmma).
@@ -897,11 +908,7 @@ if has dwbatch; then
   echo "== depthwise forward, batched staging: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_DW tiled batch depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 0"
-  for v in tiled batch; do
-    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
-      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
-      sed "s/^/inference $v: /" | tee -a "$log"
-  done
+  inference_ab "$log" METAFORMER_CUDA_DW "tiled batch"
 fi
 
 if has dwbatch2; then
@@ -912,11 +919,7 @@ if has dwbatch2; then
   echo "== depthwise forward, conflict-free staging stores: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_DW batch batch2 depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 1"
-  for v in batch batch2; do
-    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
-      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
-      sed "s/^/inference $v: /" | tee -a "$log"
-  done
+  inference_ab "$log" METAFORMER_CUDA_DW "batch batch2"
   KPROFILE="dw_tiled_kernel|convformer_s18|0" METAFORMER_CUDA_DW=batch2 NO_BUILD=1 bash "$0" kprofile > /dev/null 2>&1
   grep -E "Duration|Registers|Bank|bank|local" "$OUT/kprofile.log" | cut -c1-160 | sed "s/^/batch2 kprofile: /" | tee -a "$log"
 fi
@@ -929,11 +932,7 @@ if has dwwide; then
   echo "== depthwise forward, 16-column patches: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_DW batch wide depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 1, 1, 16"
-  for v in batch batch2 wide; do
-    METAFORMER_CUDA_DW=$v timeout 200 "$M" bench --backend cuda --dtype bf16 \
-      -m convformer_s18,caformer_s18,mambaout_femto -b 256 --runs 20 --warmup 3 2>&1 | grep -E "^\|" |
-      sed "s/^/inference $v: /" | tee -a "$log"
-  done
+  inference_ab "$log" METAFORMER_CUDA_DW "batch batch2 wide"
 fi
 
 if has dwdwtiled; then

@@ -327,6 +327,24 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
 // computes from there (each value read by the 32 channels' threads of a warp: no bank conflicts).
 // A chunk is a run of consecutive tiles; each thread sums in float, the lanes and chunks in double,
 // in a fixed order: deterministic, in another order than the units kernel (so not its bits).
+// The tiled kernel's staging: a thread's loaded 16-byte vectors (raw[it] is vector tid + it · NT of the
+// N, kColTile / kVec<T> of them a pixel) as floats into dst, kColTile floats a pixel.
+template <class T, int N, int NT, int NI>
+__device__ __forceinline__ void store_loaded_vectors(const uint4 (&raw)[NI], float* dst, int tid) {
+  constexpr int V = kVec<T>, G = kColTile / V;
+#pragma unroll
+  for (int it = 0; it < NI; ++it) {
+    const int i = tid + it * NT;
+    if (i < N) {
+      float v[V];
+      unpack16<T>(raw[it], v);
+      float4* d = reinterpret_cast<float4*>(dst + (i / G) * kColTile + (i % G) * V);
+#pragma unroll
+      for (int e = 0; e < V; e += 4) d[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+    }
+  }
+}
+
 constexpr int kDwTileRows = 2 * kRowLanes, kDwTileCols = 8;
 constexpr size_t dw_tiled_smem_bytes(int K) {
   return sizeof(float) * kColTile * ((kDwTileRows + K - 1) * (kDwTileCols + K - 1) + kDwTileRows * kDwTileCols);
@@ -366,28 +384,8 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
         rd[it] = *reinterpret_cast<const uint4*>(dy + ((static_cast<int64_t>(n) * d.Ho + oh) * d.Wo + ow) * d.C + c);
     }
     __syncthreads();  // the previous tile's reads of xs and gs are done
-#pragma unroll
-    for (int it = 0; it < IX; ++it) {
-      const int i = tid + it * NT;
-      if (i < NX) {
-        float v[V];
-        unpack16<T>(rx[it], v);
-        float4* dst = reinterpret_cast<float4*>(xs + (i / G) * kColTile + (i % G) * V);
-#pragma unroll
-        for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < ID; ++it) {
-      const int i = tid + it * NT;
-      if (i < ND) {
-        float v[V];
-        unpack16<T>(rd[it], v);
-        float4* dst = reinterpret_cast<float4*>(gs + (i / G) * kColTile + (i % G) * V);
-#pragma unroll
-        for (int e = 0; e < V; e += 4) dst[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
-      }
-    }
+    store_loaded_vectors<T, NX, NT>(rx, xs, tid);
+    store_loaded_vectors<T, ND, NT>(rd, gs, tid);
     __syncthreads();
     const int c = threadIdx.x, r0 = threadIdx.y * RH;
     if (oh0 + r0 >= d.Ho) continue;  // this lane's rows are past the map (its gs rows are zero anyway)

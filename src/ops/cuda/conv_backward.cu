@@ -261,6 +261,24 @@ __global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, 
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
+// One input row's products for a thread's RH output rows of OB columns: input row j (counted from
+// the first row that feeds output row 0) feeds output row rr through kernel row j − rr; win holds its
+// OB + KW − 1 values, g the outputs' gradients. Tap (ki, kj) adds g[rr][o] · win[o + kj] over o in
+// ascending order.
+template <int KH, int KW, int RH, int OB, int SW>
+__device__ __forceinline__ void add_input_row_products(float (&acc)[KH * KW], const float (&g)[RH][OB],
+                                                       const float (&win)[SW], int j) {
+#pragma unroll
+  for (int rr = 0; rr < RH; ++rr) {
+    const int ki = j - rr;
+    if (ki < 0 || ki >= KH) continue;
+#pragma unroll
+    for (int o = 0; o < OB; ++o)
+#pragma unroll
+      for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[rr][o], win[o + kj], acc[ki * KW + kj]);
+  }
+}
+
 // dw partials at stride 1 (both directions), RH consecutive output rows of one image at a time: a
 // candidate (METAFORMER_CUDA_DW_DW=rows4). Both kernels above walk one output row per pass, and each
 // input row is loaded by KH passes (once per output row it feeds), each value with a global load of
@@ -301,15 +319,7 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
           if (ih < 0 || ih >= d.H) continue;
           float win[SW];
           load_row_window(win, x_img + ih * d.W * d.C, iw0, interior, d);
-#pragma unroll
-          for (int rr = 0; rr < RH; ++rr) {
-            const int ki = j - rr;
-            if (ki < 0 || ki >= KH) continue;
-#pragma unroll
-            for (int o = 0; o < OB; ++o)
-#pragma unroll
-              for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g[rr][o], win[o + kj], acc[ki * KW + kj]);
-          }
+          add_input_row_products<KH, KW>(acc, g, win, j);
         }
       }
     }
@@ -399,15 +409,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
       float win[SW];
 #pragma unroll
       for (int q = 0; q < SW; ++q) win[q] = xs[((r0 + j) * SW + q) * kColTile + c];
-#pragma unroll
-      for (int rr = 0; rr < RH; ++rr) {
-        const int ki = j - rr;
-        if (ki < 0 || ki >= K) continue;
-#pragma unroll
-        for (int o = 0; o < TW; ++o)
-#pragma unroll
-          for (int kj = 0; kj < K; ++kj) acc[ki * K + kj] = fmaf(g[rr][o], win[o + kj], acc[ki * K + kj]);
-      }
+      add_input_row_products<K, K>(acc, g, win, j);
     }
   }
   store_tap_partials<K * K>(acc, c0 + threadIdx.x, chunk, d.C, partial);

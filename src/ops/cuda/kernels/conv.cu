@@ -192,7 +192,9 @@ __device__ __forceinline__ void store_staged(float* dst, const float (&v)[V], bo
 
 constexpr int kDwTile = 8, kDwCh = 32;
 // Bytes of the staged patch of a dw_tiled_kernel with RG · RH rows and TW columns of outputs.
-constexpr size_t dw_patch_bytes(int K, int rows, int TW) { return sizeof(float) * (rows + K - 1) * (TW + K - 1) * kDwCh; }
+constexpr size_t dw_patch_bytes(int K, int rows, int TW) {
+  return sizeof(float) * (rows + K - 1) * (TW + K - 1) * kDwCh;
+}
 
 // Element i of a block's staged weights, [K·K taps][kDwCh channels] from the [taps][C] fp32 layout;
 // zero past the NW elements or the channels.
@@ -370,8 +372,8 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
   static const int variant = [] {
-    const int v =
-        env_choice("METAFORMER_CUDA_DW", {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2", "wide"});
+    const int v = env_choice("METAFORMER_CUDA_DW",
+                             {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2", "wide"});
     return v < 0 ? 6 : v;  // the index is the variant; 6, batch, the default
   }();
   if constexpr (std::is_same_v<T, bf16>) {

@@ -13,24 +13,31 @@
 
 namespace mf {
 
-// The index in `choices` of environment variable `name`'s value; -1 when it is unset or empty. A
-// value that is none of them prints one warning line naming the choices and gives -1 too, so the
-// caller's default runs.
-inline int env_choice(const char* name, std::initializer_list<const char*> choices) {
+// The index of `value` among the n choices, or -1.
+inline int choice_index(const char* value, const char* const* choices, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (std::strcmp(value, choices[i]) == 0) return static_cast<int>(i);
+  return -1;
+}
+
+// The index among the n `choices` of environment variable `name`'s value; -1 when it is unset or
+// empty. A value that is none of them prints one warning line naming the choices and gives -1 too,
+// so the caller's default runs.
+inline int env_choice(const char* name, const char* const* choices, size_t n) {
   const char* value = std::getenv(name);
   if (value == nullptr || *value == '\0') return -1;
-  int index = 0;
-  for (const char* c : choices) {
-    if (std::strcmp(value, c) == 0) return index;
-    ++index;
-  }
+  const int index = choice_index(value, choices, n);
+  if (index >= 0) return index;
   std::string names;
-  for (const char* c : choices) {
+  for (size_t i = 0; i < n; ++i) {
     if (!names.empty()) names.append(", ");
-    names.append(c);
+    names.append(choices[i]);
   }
   std::fprintf(stderr, "metaformer: warning: %s=%s is none of %s; the default runs\n", name, value, names.c_str());
   return -1;
+}
+inline int env_choice(const char* name, std::initializer_list<const char*> choices) {
+  return env_choice(name, choices.begin(), choices.size());
 }
 
 }  // namespace mf

@@ -75,6 +75,8 @@
 #   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
 #   dwbatch.log   (step dwbatch) the depthwise forward with batched staging loads (METAFORMER_CUDA_DW=batch):
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
+#   dwvariants.log (step dwvariants) every depthwise forward and weight-gradient variant timed against the
+#                 others in one process (build/bench/mf_cuda_dw_variants), outputs compared
 #   dwbatch2.log  (step dwbatch2) the batched staging with conflict-free shared stores (METAFORMER_CUDA_DW=batch2)
 #                 against batch: as dwbatch, then its Nsight Compute headline (bank conflicts, local traffic)
 #   dwwide.log    (step dwwide) the depthwise forward on 16-column patches (METAFORMER_CUDA_DW=wide) against
@@ -101,7 +103,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwbatch2 dwwide dwdwtiled uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -143,7 +145,7 @@ if has build; then
   t0=$(date +%s)
   { cmake -S "$S" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON -DMETAFORMER_PYTHON=OFF \
       -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc &&
-    ninja -C "$B" -k 0 -j"$(nproc)" ${BUILD_TARGETS:-metaformer test-backend-ops mf_tests}; } > "$OUT/build.log" 2>&1
+    ninja -C "$B" -k 0 -j"$(nproc)" ${BUILD_TARGETS:-metaformer test-backend-ops mf_tests mf_cuda_dw_variants}; } > "$OUT/build.log" 2>&1
   rc=$?
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -5 "$OUT/build.log"; fi
@@ -909,6 +911,19 @@ if has dwbatch; then
   switch_check "$log" METAFORMER_CUDA_DW tiled batch depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 0"
   inference_ab "$log" METAFORMER_CUDA_DW "tiled batch"
+fi
+
+if has dwvariants; then
+  # Every depthwise variant against the others in one process (bench/cuda_dev/depthwise_variants.cpp):
+  # ConvFormer-S18's four 7×7 shapes in bf16 at batch 128, CUDA-event medians, outputs compared with the
+  # first variant's. Needs the mf_cuda_dw_variants target (in the default build targets).
+  log=$OUT/dwvariants.log
+  echo "== depthwise variants, kernel by kernel" | tee "$log"
+  if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
+    timeout 200 "$B/bench/mf_cuda_dw_variants" ${DWVARIANTS_ARGS:-} 2>&1 | tee -a "$log"
+  else
+    echo "no $B/bench/mf_cuda_dw_variants: build it (BUILD_TARGETS)" | tee -a "$log"
+  fi
 fi
 
 if has dwbatch2; then

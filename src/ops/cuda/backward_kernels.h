@@ -112,6 +112,10 @@ cudaError_t pool_minus_input_backward(const T* dy, T* dx, int64_t B, int64_t H, 
 
 // Depthwise convolution x [B, H, W, C], w [C, 1, kh, kw], dy [B, Ho, Wo, C]: dx overwritten (may be
 // null), dw += and db += (either may be null).
+// For kernel benchmarks (bench/cuda_dev): the depthwise weight gradient's variant, by one of
+// METAFORMER_CUDA_DW_DW's names, for the calls that follow; null or "" goes back to the environment's
+// choice. False (and no change) for a name that is no variant.
+bool set_depthwise_weight_grad_variant(const char* name);
 int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw);
 // T: float or bf16 (x, dy, dx; the weight and its gradients are float).
 template <class T>

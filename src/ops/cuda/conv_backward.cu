@@ -4,9 +4,11 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 #include "ops/cuda/backward_common.cuh"
 #include "ops/cuda/backward_kernels.h"
@@ -423,12 +425,16 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
 // with 16-byte channel vectors, maps of 14 rows or more; elsewhere rows2 runs). rows2, rows4 and
 // tiled add each tap's terms in other orders than the window kernels: deterministic, but not the
 // same bits.
+constexpr const char* kDwGradVariants[] = {"window", "blocked", "rows4", "rows2", "tiled"};
+constexpr int kDwGradDefault = 3;  // rows2
+std::atomic<int> dw_grad_variant_override{-1};  // set_depthwise_weight_grad_variant (bench/cuda_dev)
 int dw_weight_grad_variant() {
-  static const int variant = [] {
-    const int v = env_choice("METAFORMER_CUDA_DW_DW", {"window", "blocked", "rows4", "rows2", "tiled"});
-    return v < 0 ? 3 : v;  // the index is the variant
+  static const int from_env = [] {
+    const int v = env_choice("METAFORMER_CUDA_DW_DW", kDwGradVariants, std::size(kDwGradVariants));
+    return v < 0 ? kDwGradDefault : v;  // the index is the variant
   }();
-  return variant;
+  const int o = dw_grad_variant_override.load(std::memory_order_relaxed);
+  return o >= 0 ? o : from_env;
 }
 
 // dw[c, tap] += Σ over the chunks, in order.
@@ -554,6 +560,16 @@ __global__ void col2im_i32_kernel(const T* dcols, T* dx, int total_vectors, int 
   }
 }
 }  // namespace
+
+bool set_depthwise_weight_grad_variant(const char* name) {
+  if (name == nullptr || *name == '\0') {
+    dw_grad_variant_override.store(-1);
+    return true;
+  }
+  const int v = choice_index(name, kDwGradVariants, std::size(kDwGradVariants));
+  if (v >= 0) dw_grad_variant_override.store(v);
+  return v >= 0;
+}
 
 int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw) {
   return column_work(B * Ho * Wo, static_cast<int64_t>(kh) * kw * C, 1);  // ≥ the bias's C columns

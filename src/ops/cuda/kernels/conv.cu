@@ -4,8 +4,10 @@
 #include "common.cuh"
 #include "core/env_switch.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <type_traits>
 
 namespace mf::cuda::kernels {
@@ -343,6 +345,22 @@ __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps
   }
 }
 
+// The depthwise forward's variants, by METAFORMER_CUDA_DW's names (the index is the variant; the
+// launcher below says what each is): the environment's choice, read once, unless a benchmark has
+// set another in-process (set_depthwise_variant, bench/cuda_dev).
+constexpr const char* kDepthwiseVariants[] = {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2",
+                                              "wide"};
+constexpr int kDepthwiseDefault = 6;  // batch
+std::atomic<int> depthwise_variant_override{-1};
+int depthwise_variant() {
+  static const int from_env = [] {
+    const int v = env_choice("METAFORMER_CUDA_DW", kDepthwiseVariants, std::size(kDepthwiseVariants));
+    return v < 0 ? kDepthwiseDefault : v;
+  }();
+  const int o = depthwise_variant_override.load(std::memory_order_relaxed);
+  return o >= 0 ? o : from_env;
+}
+
 template <typename T>
 cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t B,
                              int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw,
@@ -371,11 +389,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // vector staging; fp32 and scalar staging run "tiled". "batch2" (a candidate): batch with the
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
-  static const int variant = [] {
-    const int v = env_choice("METAFORMER_CUDA_DW",
-                             {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2", "wide"});
-    return v < 0 ? 6 : v;  // the index is the variant; 6, batch, the default
-  }();
+  const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
       return depthwise_mma(x, xs, w, bias, y, ys, B, H, W, C, Ho, Wo, kh, ph, pw, variant == 5, pre, post, s);
@@ -819,6 +833,16 @@ cudaError_t conv_weight_launch(const float* w, TO* wg, int64_t ldk, int64_t Co, 
 }
 
 }  // namespace
+
+bool set_depthwise_variant(const char* name) {
+  if (name == nullptr || *name == '\0') {
+    depthwise_variant_override.store(-1);
+    return true;
+  }
+  const int v = choice_index(name, kDepthwiseVariants, std::size(kDepthwiseVariants));
+  if (v >= 0) depthwise_variant_override.store(v);
+  return v >= 0;
+}
 
 cudaError_t depthwise_weight_to_hwc(const float* w_chw, float* w_hwc, int64_t C, int kh, int kw, cudaStream_t s) {
   if (C <= 0 || kh < 1 || kw < 1) return C == 0 ? cudaSuccess : cudaErrorInvalidValue;

@@ -133,6 +133,10 @@ cudaError_t depthwise_conv2d(const bf16* x, int64_t x_stride, const float* w_hwc
                              int64_t y_stride, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo,
                              int kh, int kw, int sh, int sw, int ph, int pw, Act pre_act, Act post_act,
                              cudaStream_t s);
+// For kernel benchmarks (bench/cuda_dev): the depthwise forward's variant, by one of
+// METAFORMER_CUDA_DW's names, for the calls that follow in this process; null or "" goes back to the
+// environment's choice. False (and no change) for a name that is no variant.
+bool set_depthwise_variant(const char* name);
 // PoolFormer's mixer: y = avg_pool_k(x) − x, stride 1, padding k/2, count_include_pad=False.
 cudaError_t pool_minus_input(const float* x, float* y, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,
                              cudaStream_t s);

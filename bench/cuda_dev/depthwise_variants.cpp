@@ -1,0 +1,211 @@
+// The depthwise convolution's kernel variants against each other, in one process, before one is made
+// the default (llm.c's dev/ practice): the forward (METAFORMER_CUDA_DW's variants) and the weight
+// gradient (METAFORMER_CUDA_DW_DW's) on ConvFormer-S18's four 7×7 shapes in bf16, each timed with CUDA
+// events (median of --reps launches after a warm-up), each output compared with the first variant's.
+// The in-process switch (set_depthwise_variant) replaces the environment variable, so one run times
+// them all on the same buffers; cuda_check.sh's switch steps still check them (op cases, sanitizers,
+// training) before a default changes.
+//
+//   build/bench/mf_cuda_dw_variants [--batch 128] [--reps 20] [--fwd batch,batch2,wide] [--dw rows2,tiled]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/kernels/kernels.h"
+
+namespace {
+
+using mf::cuda::kernels::Act;
+using mf::cuda::kernels::bf16;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "mf_cuda_dw_variants: %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+bf16 to_bf16(float f) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  return bf16{static_cast<uint16_t>(u >> 16)};
+}
+float from_bf16(bf16 b) {
+  const uint32_t u = static_cast<uint32_t>(b.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <class T>
+T* upload(const std::vector<T>& h) {
+  T* d = nullptr;
+  check(cudaMalloc(&d, h.size() * sizeof(T)), "cudaMalloc");
+  check(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  return d;
+}
+
+template <class T>
+std::vector<T> download(const T* d, size_t n) {
+  std::vector<T> h(n);
+  check(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), "download");
+  return h;
+}
+
+// Median milliseconds of `reps` runs of f after two warm-up runs.
+template <class F>
+double median_ms(int reps, F f) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  for (int i = 0; i < 2; ++i) f();
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    check(cudaEventRecord(a), "record");
+    f();
+    check(cudaEventRecord(b), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, a, b), "elapsed");
+    ms.push_back(t);
+  }
+  check(cudaEventDestroy(a), "event");
+  check(cudaEventDestroy(b), "event");
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+struct Shape {
+  const char* name;
+  int64_t H, C;  // square maps; C is ConvFormer's expanded width (2 · dim)
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t B = 128;
+  int reps = 20;
+  std::vector<std::string> fwd{"tiled", "batch", "batch2", "wide"}, dw{"rows2", "tiled"};
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--batch") B = std::stoll(v);
+    else if (k == "--reps") reps = std::stoi(v);
+    else if (k == "--fwd") fwd = split(v);
+    else if (k == "--dw") dw = split(v);
+    else {
+      std::fprintf(stderr, "mf_cuda_dw_variants: unknown option %s\n", k.c_str());
+      return 1;
+    }
+  }
+  int device_count = 0;
+  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
+    std::fprintf(stderr, "mf_cuda_dw_variants: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop{};
+  check(cudaGetDeviceProperties(&prop, 0), "properties");
+  std::printf("%s, bf16, batch %lld, 7x7, stride 1, padding 3; median of %d launches (ms); max |diff| against "
+              "the first variant\n\n", prop.name, static_cast<long long>(B), reps);
+  const Shape shapes[] = {{"stage 1", 56, 128}, {"stage 2", 28, 256}, {"stage 3", 14, 640}, {"stage 4", 7, 1024}};
+  constexpr int K = 7;
+  std::mt19937 rng(0);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::printf("| pass | shape | variant | ms | GMAC/s | max diff |\n| --- | --- | --- | ---: | ---: | ---: |\n");
+  for (const Shape& sh : shapes) {
+    const int64_t n = B * sh.H * sh.H * sh.C, taps = K * K;
+    std::vector<bf16> hx(n), hdy(n);
+    for (auto& v : hx) v = to_bf16(normal(rng));
+    for (auto& v : hdy) v = to_bf16(normal(rng));
+    std::vector<float> hw(taps * sh.C);
+    for (auto& v : hw) v = 0.1f * normal(rng);
+    bf16 *x = upload(hx), *dy = upload(hdy), *y = nullptr;
+    float* w = upload(hw);
+    check(cudaMalloc(&y, n * sizeof(bf16)), "cudaMalloc");
+    const double gmac = static_cast<double>(n) * taps / 1e9;
+    std::vector<float> first;
+    for (const std::string& v : fwd) {
+      if (!mf::cuda::kernels::set_depthwise_variant(v.c_str())) {
+        std::fprintf(stderr, "mf_cuda_dw_variants: no forward variant %s\n", v.c_str());
+        return 1;
+      }
+      auto run = [&] {
+        check(mf::cuda::kernels::depthwise_conv2d(x, sh.C, w, nullptr, y, sh.C, B, sh.H, sh.H, sh.C, sh.H, sh.H, K, K,
+                                                  1, 1, K / 2, K / 2, Act{}, Act{}, nullptr),
+              "depthwise_conv2d");
+      };
+      const double ms = median_ms(reps, run);
+      const std::vector<bf16> out = download(y, n);
+      double diff = 0;
+      if (first.empty()) {
+        for (const bf16& o : out) first.push_back(from_bf16(o));
+      } else {
+        for (int64_t i = 0; i < n; ++i)
+          diff = std::max(diff, static_cast<double>(std::fabs(from_bf16(out[i]) - first[i])));
+      }
+      std::printf("| forward | %s (%lld, %lld×%lld) | %s | %.3f | %.0f | %.3g |\n", sh.name,
+                  static_cast<long long>(sh.C), static_cast<long long>(sh.H), static_cast<long long>(sh.H), v.c_str(),
+                  ms, gmac / (ms / 1e3), diff);
+    }
+    mf::cuda::kernels::set_depthwise_variant(nullptr);
+    double* work = nullptr;
+    float* dwt = nullptr;
+    check(cudaMalloc(&work, mf::cuda::backward::depthwise_backward_work(B, sh.H, sh.H, sh.C, K, K) * sizeof(double)),
+          "cudaMalloc");
+    check(cudaMalloc(&dwt, taps * sh.C * sizeof(float)), "cudaMalloc");
+    std::vector<float> first_dw;
+    for (const std::string& v : dw) {
+      if (!mf::cuda::backward::set_depthwise_weight_grad_variant(v.c_str())) {
+        std::fprintf(stderr, "mf_cuda_dw_variants: no weight-gradient variant %s\n", v.c_str());
+        return 1;
+      }
+      auto run = [&] {
+        check(cudaMemset(dwt, 0, taps * sh.C * sizeof(float)), "memset");
+        check(mf::cuda::backward::depthwise_conv2d_backward(x, w, dy, static_cast<bf16*>(nullptr), dwt,
+                                                            static_cast<float*>(nullptr), B, sh.H, sh.H, sh.C, sh.H,
+                                                            sh.H, K, K, 1, 1, K / 2, K / 2, work, nullptr),
+              "depthwise_conv2d_backward");
+      };
+      const double ms = median_ms(reps, run);
+      const std::vector<float> out = download(dwt, taps * sh.C);
+      double diff = 0;  // relative to the largest |dw|: the variants add in different orders
+      if (first_dw.empty()) {
+        first_dw = out;
+      } else {
+        double scale = 0;
+        for (size_t i = 0; i < out.size(); ++i) {
+          diff = std::max(diff, static_cast<double>(std::fabs(out[i] - first_dw[i])));
+          scale = std::max(scale, static_cast<double>(std::fabs(first_dw[i])));
+        }
+        diff /= std::max(scale, 1e-30);
+      }
+      std::printf("| weight gradient | %s (%lld, %lld×%lld) | %s | %.3f | %.0f | %.3g%s |\n", sh.name,
+                  static_cast<long long>(sh.C), static_cast<long long>(sh.H), static_cast<long long>(sh.H), v.c_str(),
+                  ms, gmac / (ms / 1e3), diff, &v == &dw.front() ? "" : " (rel.)");
+    }
+    mf::cuda::backward::set_depthwise_weight_grad_variant(nullptr);
+    check(cudaFree(x), "free");
+    check(cudaFree(dy), "free");
+    check(cudaFree(y), "free");
+    check(cudaFree(w), "free");
+    check(cudaFree(work), "free");
+    check(cudaFree(dwt), "free");
+  }
+  return 0;
+}

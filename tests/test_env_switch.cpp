@@ -39,4 +39,21 @@ TEST(EnvSwitch, AnUnknownValueWarnsOnceNamingTheChoicesAndGivesTheDefault) {
   unsetenv(kVar);
 }
 
+// The in-process override a kernel benchmark sets (bench/cuda_dev): a choice sets its index, null or
+// "" clears it, an unknown name is refused and changes nothing.
+TEST(EnvSwitch, AnOverrideTakesAChoiceClearsAndRefusesUnknownNames) {
+  const char* const choices[] = {"tiled", "batch", "wide"};
+  std::atomic<int> override_index{-1};
+  EXPECT_TRUE(mf::set_switch_override(override_index, "wide", choices, 3));
+  EXPECT_EQ(override_index.load(), 2);
+  EXPECT_FALSE(mf::set_switch_override(override_index, "wider", choices, 3));
+  EXPECT_EQ(override_index.load(), 2);
+  EXPECT_TRUE(mf::set_switch_override(override_index, nullptr, choices, 3));
+  EXPECT_EQ(override_index.load(), -1);
+  EXPECT_TRUE(mf::set_switch_override(override_index, "tiled", choices, 3));
+  EXPECT_EQ(override_index.load(), 0);
+  EXPECT_TRUE(mf::set_switch_override(override_index, "", choices, 3));
+  EXPECT_EQ(override_index.load(), -1);
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 // Header-only: the kernels' standalone self-test (tools/device/cudak_selftest.sh) links no library.
 #pragma once
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +39,17 @@ inline int env_choice(const char* name, const char* const* choices, size_t n) {
 }
 inline int env_choice(const char* name, std::initializer_list<const char*> choices) {
   return env_choice(name, choices.begin(), choices.size());
+}
+
+// An in-process override of a switch (kernel benchmarks, bench/cuda_dev): `name` among the n choices
+// sets `override_index`, null or "" clears it (-1: the environment's choice). False, and no change,
+// for a name that is none of them.
+inline bool set_switch_override(std::atomic<int>& override_index, const char* name, const char* const* choices,
+                                size_t n) {
+  const int v = name == nullptr || *name == '\0' ? -1 : choice_index(name, choices, n);
+  if (v < 0 && name != nullptr && *name != '\0') return false;
+  override_index.store(v);
+  return true;
 }
 
 }  // namespace mf

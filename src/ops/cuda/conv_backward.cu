@@ -562,13 +562,7 @@ __global__ void col2im_i32_kernel(const T* dcols, T* dx, int total_vectors, int 
 }  // namespace
 
 bool set_depthwise_weight_grad_variant(const char* name) {
-  if (name == nullptr || *name == '\0') {
-    dw_grad_variant_override.store(-1);
-    return true;
-  }
-  const int v = choice_index(name, kDwGradVariants, std::size(kDwGradVariants));
-  if (v >= 0) dw_grad_variant_override.store(v);
-  return v >= 0;
+  return set_switch_override(dw_grad_variant_override, name, kDwGradVariants, std::size(kDwGradVariants));
 }
 
 int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw) {

@@ -835,13 +835,7 @@ cudaError_t conv_weight_launch(const float* w, TO* wg, int64_t ldk, int64_t Co, 
 }  // namespace
 
 bool set_depthwise_variant(const char* name) {
-  if (name == nullptr || *name == '\0') {
-    depthwise_variant_override.store(-1);
-    return true;
-  }
-  const int v = choice_index(name, kDepthwiseVariants, std::size(kDepthwiseVariants));
-  if (v >= 0) depthwise_variant_override.store(v);
-  return v >= 0;
+  return set_switch_override(depthwise_variant_override, name, kDepthwiseVariants, std::size(kDepthwiseVariants));
 }
 
 cudaError_t depthwise_weight_to_hwc(const float* w_chw, float* w_hwc, int64_t C, int kh, int kw, cudaStream_t s) {

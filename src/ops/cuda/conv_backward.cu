@@ -328,17 +328,6 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
 
-// dW partials from tiles staged in shared memory (METAFORMER_CUDA_DW_DW=tiled; a candidate, stride 1,
-// square K, 16-byte vectors of channels). The units kernel above does the same 784 FMAs a thread per
-// unit, but loads each input row's window from global memory just before its FMAs: Nsight Compute
-// (H100, 2026-12-05) found it issuing an instruction every 9 cycles a warp, a third of them spent
-// waiting on those loads, at 128 registers (25 % occupancy). Here a block of 32 channels and 8 lanes
-// takes a tile of TH = 16 output rows (two a lane) by TW = 8 columns: every thread first issues its
-// 16-byte loads of the tile's input patch (SH × SW pixels) and of dy (TH × TW), all of them before
-// any is used, as the forward's batched staging does; then converts them into shared memory, and
-// computes from there (each value read by the 32 channels' threads of a warp: no bank conflicts).
-// A chunk is a run of consecutive tiles; each thread sums in float, the lanes and chunks in double,
-// in a fixed order: deterministic, in another order than the units kernel (so not its bits).
 // The tiled kernel's staging: a thread's loaded 16-byte vectors (raw[it] is vector tid + it · NT of the
 // N, kColTile / kVec<T> of them a pixel) as floats into dst, kColTile floats a pixel.
 template <class T, int N, int NT, int NI>
@@ -361,6 +350,18 @@ constexpr int kDwTileRows = 2 * kRowLanes, kDwTileCols = 8;
 constexpr size_t dw_tiled_smem_bytes(int K) {
   return sizeof(float) * kColTile * ((kDwTileRows + K - 1) * (kDwTileCols + K - 1) + kDwTileRows * kDwTileCols);
 }
+
+// dW partials from tiles staged in shared memory (METAFORMER_CUDA_DW_DW=tiled; a candidate, stride 1,
+// square K, 16-byte vectors of channels). The units kernel above does the same 784 FMAs a thread per
+// unit, but loads each input row's window from global memory just before its FMAs: Nsight Compute
+// (H100, 2026-12-05) found it issuing an instruction every 9 cycles a warp, a third of them spent
+// waiting on those loads, at 128 registers (25 % occupancy). Here a block of 32 channels and 8 lanes
+// takes a tile of TH = 16 output rows (two a lane) by TW = 8 columns: every thread first issues its
+// 16-byte loads of the tile's input patch (SH × SW pixels) and of dy (TH × TW), all of them before
+// any is used, as the forward's batched staging does; then converts them into shared memory, and
+// computes from there (each value read by the 32 channels' threads of a warp: no bank conflicts).
+// A chunk is a run of consecutive tiles; each thread sums in float, the lanes and chunks in double,
+// in a fixed order: deterministic, in another order than the units kernel (so not its bits).
 template <int K, class T>
 __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
     depthwise_dw_tiled_kernel(const T* x, const T* dy, int B, int chunks, DwShape d, double* partial) {

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <random>
 #include <sstream>
 #include <string>
@@ -103,17 +104,40 @@ int main(int argc, char** argv) {
   int64_t B = 128;
   int reps = 20;
   std::vector<std::string> fwd{"tiled", "batch", "batch2", "wide"}, dw{"rows2", "tiled"};
+  // One clear line and exit 1 for an option, value or variant it does not know; the variants are
+  // checked here, before any GPU work (setting them needs no device).
+  auto refuse = [](const std::string& what) {
+    std::fprintf(stderr, "mf_cuda_dw_variants: %s\n", what.c_str());
+    std::exit(1);
+  };
+  auto positive = [&](const std::string& k, const std::string& v) {
+    size_t used = 0;
+    long long n = 0;
+    try {
+      n = std::stoll(v, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != v.size() || n < 1 || n > 1 << 20)
+      refuse(k + " takes a whole number from 1 to 1048576, not '" + v + "'");
+    return n;
+  };
+  if (argc % 2 == 0) refuse(std::string("option ") + argv[argc - 1] + " has no value");
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--batch") B = std::stoll(v);
-    else if (k == "--reps") reps = std::stoi(v);
+    if (k == "--batch") B = positive(k, v);
+    else if (k == "--reps") reps = static_cast<int>(positive(k, v));
     else if (k == "--fwd") fwd = split(v);
     else if (k == "--dw") dw = split(v);
-    else {
-      std::fprintf(stderr, "mf_cuda_dw_variants: unknown option %s\n", k.c_str());
-      return 1;
-    }
+    else refuse("unknown option " + k + " (--batch, --reps, --fwd, --dw)");
   }
+  for (const std::string& v : fwd)
+    if (!mf::cuda::kernels::set_depthwise_variant(v.c_str())) refuse("no forward variant " + v);
+  for (const std::string& v : dw)
+    if (!mf::cuda::backward::set_depthwise_weight_grad_variant(v.c_str())) refuse("no weight-gradient variant " + v);
+  if (fwd.empty() || dw.empty()) refuse("--fwd and --dw each need a variant");
+  mf::cuda::kernels::set_depthwise_variant(nullptr);
+  mf::cuda::backward::set_depthwise_weight_grad_variant(nullptr);
   int device_count = 0;
   if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
     std::fprintf(stderr, "mf_cuda_dw_variants: no CUDA device\n");
@@ -141,10 +165,7 @@ int main(int argc, char** argv) {
     const double gmac = static_cast<double>(n) * taps / 1e9;
     std::vector<float> first;
     for (const std::string& v : fwd) {
-      if (!mf::cuda::kernels::set_depthwise_variant(v.c_str())) {
-        std::fprintf(stderr, "mf_cuda_dw_variants: no forward variant %s\n", v.c_str());
-        return 1;
-      }
+      mf::cuda::kernels::set_depthwise_variant(v.c_str());  // checked above
       auto run = [&] {
         check(mf::cuda::kernels::depthwise_conv2d(x, sh.C, w, nullptr, y, sh.C, B, sh.H, sh.H, sh.C, sh.H, sh.H, K, K,
                                                   1, 1, K / 2, K / 2, Act{}, Act{}, nullptr),
@@ -171,10 +192,7 @@ int main(int argc, char** argv) {
     check(cudaMalloc(&dwt, taps * sh.C * sizeof(float)), "cudaMalloc");
     std::vector<float> first_dw;
     for (const std::string& v : dw) {
-      if (!mf::cuda::backward::set_depthwise_weight_grad_variant(v.c_str())) {
-        std::fprintf(stderr, "mf_cuda_dw_variants: no weight-gradient variant %s\n", v.c_str());
-        return 1;
-      }
+      mf::cuda::backward::set_depthwise_weight_grad_variant(v.c_str());  // checked above
       auto run = [&] {
         check(cudaMemset(dwt, 0, taps * sh.C * sizeof(float)), "memset");
         check(mf::cuda::backward::depthwise_conv2d_backward(x, w, dy, static_cast<bf16*>(nullptr), dwt,

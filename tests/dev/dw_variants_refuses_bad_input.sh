@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# bench/cuda_dev/depthwise_variants.cpp's options: every bad one ends the run with exit 1 and one
+# line naming it, before any GPU work (so this runs with or without a GPU).
+#   dw_variants_refuses_bad_input.sh BUILD/bench/mf_cuda_dw_variants
+set -u
+bin=$1
+fail=0
+check() {  # check EXPECTED-TEXT ARGS...
+  local want=$1
+  shift
+  local err rc
+  err=$("$bin" "$@" 2>&1 >/dev/null)
+  rc=$?
+  if [ "$rc" -ne 1 ] || [ "$(printf '%s\n' "$err" | wc -l)" -ne 1 ] || [[ "$err" != *"$want"* ]]; then
+    echo "FAIL: $* gave rc $rc and: $err"
+    fail=1
+  fi
+}
+check "--batch takes a whole number" --batch x
+check "--batch takes a whole number" --batch 0
+check "--reps takes a whole number" --reps 12abc
+check "option --reps has no value" --reps
+check "no forward variant nope" --fwd tiled,nope
+check "no weight-gradient variant nope" --dw nope
+check "unknown option --bogus" --bogus 1
+check "each need a variant" --fwd ,
+exit $fail

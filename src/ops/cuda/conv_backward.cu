@@ -448,6 +448,32 @@ __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int
   }
 }
 
+// The tiled dW kernel where METAFORMER_CUDA_DW_DW=tiled asks for it and it applies: bf16 (fp32's
+// 16-byte vectors hold half the channels, and its loads in flight spilled 200 bytes at 7×7, ptxas
+// 11.8), a square kernel at stride 1, channels in 16-byte vectors, maps of 14 rows or more. Lowers
+// chunks to the tiles' count; false, with nothing launched, where it does not apply.
+template <int KH, int KW, class T>
+bool launch_dw_tiled(const T* x, const T* dy, int B, const DwShape& d, int& chunks, double* work, cudaStream_t s) {
+  if constexpr (sizeof(T) != 2 || KH != KW) {
+    return false;
+  } else {
+    const bool vec = d.C % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(dy) % 16 == 0;
+    if (dw_weight_grad_variant() != 4 || d.sh != 1 || d.sw != 1 || !vec || d.Ho < 14) return false;
+    // Tiles of 16 × 8 outputs, 8 tiles a chunk (the work holds column_chunks(rows) chunks).
+    const int tiles = ((d.Ho + kDwTileRows - 1) / kDwTileRows) * ((d.Wo + kDwTileCols - 1) / kDwTileCols);
+    const int want = (B * tiles + 7) / 8;
+    chunks = want < chunks ? want : chunks;
+    const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
+    static size_t allowed = 0;
+    constexpr size_t bytes = dw_tiled_smem_bytes(KH);
+    // A refused shared-memory size launches nothing; the op reports it (the caller's cudaGetLastError).
+    if (kernels::allow_dynamic_shared(depthwise_dw_tiled_kernel<KH, T>, bytes, allowed) == cudaSuccess)
+      depthwise_dw_tiled_kernel<KH, T><<<grid, dim3(kColTile, kRowLanes), bytes, s>>>(x, dy, B, chunks, d, work);
+    return true;
+  }
+}
+
 template <int KH, int KW, class T>
 void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, float* dw, int B, DwShape d,
                               double* work, cudaStream_t s) {
@@ -458,28 +484,8 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
   if (dw && rows > 0) {
     int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
     const dim3 block(kColTile, kRowLanes);
-    const bool vec = d.C % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                     reinterpret_cast<uintptr_t>(dy) % 16 == 0;
-    // bf16 only: fp32's 16-byte vectors hold half the channels, and its loads in flight spilled (200
-    // bytes at 7×7, ptxas 11.8).
-    bool tiled = false;
-    if constexpr (sizeof(T) == 2) {
-      tiled = KH == KW && d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() == 4 && vec && d.Ho >= 14;
-      if (tiled) {
-        // Tiles of 16 × 8 outputs, 8 tiles a chunk (the work holds column_chunks(rows) chunks).
-        const int tiles = ((d.Ho + kDwTileRows - 1) / kDwTileRows) * ((d.Wo + kDwTileCols - 1) / kDwTileCols);
-        const int want = (B * tiles + 7) / 8;
-        chunks = want < chunks ? want : chunks;
-        const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-        static size_t allowed = 0;
-        constexpr size_t bytes = dw_tiled_smem_bytes(KH);
-        // (A failure here is the caller's cudaGetLastError.)
-        if (kernels::allow_dynamic_shared(depthwise_dw_tiled_kernel<KH, T>, bytes, allowed) != cudaSuccess) return;
-        depthwise_dw_tiled_kernel<KH, T><<<grid, block, bytes, s>>>(x, dy, B, chunks, d, work);
-      }
-    }
-    if (tiled) {
-      // launched above
+    if (launch_dw_tiled<KH, KW>(x, dy, B, d, chunks, work, s)) {
+      // METAFORMER_CUDA_DW_DW=tiled, where it applies
     } else if (d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() >= 2) {  // one unit of RH output rows a lane
       const int rh = dw_weight_grad_variant() == 2 ? 4 : 2;
       const int units = B * ((d.Ho + rh - 1) / rh), want = (units + kRowLanes - 1) / kRowLanes;

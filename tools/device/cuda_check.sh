@@ -875,6 +875,16 @@ inference_ab() {
   done
 }
 
+# A depthwise-forward candidate (METAFORMER_CUDA_DW) against a baseline: switch_check on the
+# depthwise ops and convformer_s18's dw_tiled kernels (OWN: the candidate's kernel names), then bf16
+# inference at batch 256 for each of INFERENCE.
+#   dw_forward_check LOG BASELINE CANDIDATE OWN "INFERENCE"
+dw_forward_check() {
+  switch_check "$1" METAFORMER_CUDA_DW "$2" "$3" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "$4"
+  inference_ab "$1" METAFORMER_CUDA_DW "$5"
+}
+
 if has attntiles; then
   # The key-tile attention backward (attention_backward_wmma.cu; the default since this step's run
   # of 2026-12-05) against the lock-step kernel (METAFORMER_CUDA_ATTN_BWD=wmma).
@@ -908,9 +918,7 @@ if has dwbatch; then
   # conv.cu's BATCH) against the default tiled kernel; then bf16 inference at batch 256.
   log=$OUT/dwbatch.log
   echo "== depthwise forward, batched staging: checks, kernel time, images/s" | tee "$log"
-  switch_check "$log" METAFORMER_CUDA_DW tiled batch depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 0"
-  inference_ab "$log" METAFORMER_CUDA_DW "tiled batch"
+  dw_forward_check "$log" tiled batch "dw_tiled_kernel<[^>]*, 0, 1, 0" "tiled batch"
 fi
 
 if has dwvariants; then
@@ -932,9 +940,7 @@ if has dwbatch2; then
   # store request in both tiled kernels (H100, 2026-12-05, kprofile). Then bf16 inference at batch 256.
   log=$OUT/dwbatch2.log
   echo "== depthwise forward, conflict-free staging stores: checks, kernel time, images/s" | tee "$log"
-  switch_check "$log" METAFORMER_CUDA_DW batch batch2 depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 0, 1, 1"
-  inference_ab "$log" METAFORMER_CUDA_DW "batch batch2"
+  dw_forward_check "$log" batch batch2 "dw_tiled_kernel<[^>]*, 0, 1, 1" "batch batch2"
   KPROFILE="dw_tiled_kernel|convformer_s18|0" METAFORMER_CUDA_DW=batch2 NO_BUILD=1 bash "$0" kprofile > /dev/null 2>&1
   grep -E "Duration|Registers|Bank|bank|local" "$OUT/kprofile.log" | cut -c1-160 | sed "s/^/batch2 kprofile: /" | tee -a "$log"
 fi
@@ -945,9 +951,7 @@ if has dwwide; then
   # then bf16 inference at batch 256 for all three.
   log=$OUT/dwwide.log
   echo "== depthwise forward, 16-column patches: checks, kernel time, images/s" | tee "$log"
-  switch_check "$log" METAFORMER_CUDA_DW batch wide depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 1, 1, 16"
-  inference_ab "$log" METAFORMER_CUDA_DW "batch batch2 wide"
+  dw_forward_check "$log" batch wide "dw_tiled_kernel<[^>]*, 1, 1, 16" "batch batch2 wide"
 fi
 
 if has dwdwtiled; then

@@ -351,7 +351,7 @@ constexpr size_t dw_tiled_smem_bytes(int K) {
   return sizeof(float) * kColTile * ((kDwTileRows + K - 1) * (kDwTileCols + K - 1) + kDwTileRows * kDwTileCols);
 }
 
-// dW partials from tiles staged in shared memory (METAFORMER_CUDA_DW_DW=tiled; a candidate, stride 1,
+// dW partials from tiles staged in shared memory (the default where it applies: stride 1,
 // square K, 16-byte vectors of channels). The units kernel above does the same 784 FMAs a thread per
 // unit, but loads each input row's window from global memory just before its FMAs: Nsight Compute
 // (H100, 2026-12-05) found it issuing an instruction every 9 cycles a warp, a third of them spent
@@ -418,16 +418,17 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
   store_tap_partials<K * K>(acc, c0 + threadIdx.x, chunk, d.C, partial);
 }
 
-// Which dW kernel at stride 1: two output rows a thread (depthwise_dw_units_kernel, RH = 2; 128
-// registers at 7×7, ptxas sm_90: two blocks of 256 threads an SM), the default since the H200 A/B of
-// 2026-12-05 (convformer_s18 trained 11 % faster with it alone, docs/cuda-log.md), or another:
-// METAFORMER_CUDA_DW_DW=window (the sliding window, the previous default), blocked (BlockedRow) or
-// rows4 (RH = 4, 160 registers) or tiled (depthwise_dw_tiled_kernel, a candidate: square kernels
-// with 16-byte channel vectors, maps of 14 rows or more; elsewhere rows2 runs). rows2, rows4 and
-// tiled add each tap's terms in other orders than the window kernels: deterministic, but not the
-// same bits.
+// Which dW kernel at stride 1: tiles staged in shared memory (depthwise_dw_tiled_kernel: bf16, square
+// kernels with 16-byte channel vectors, maps of 14 rows or more), the default since the H100 A/B of
+// 2026-12-05 (cuda_check.sh dwdwtiled: 4.4 against 9.5 ms of two convformer_s18 steps' dW kernels,
+// training 6 % faster; docs/cuda-log.md); where it does not apply, two output rows a thread
+// (depthwise_dw_units_kernel, RH = 2; 128 registers at 7×7, ptxas sm_90: two blocks of 256 threads an
+// SM), the default before it. Another: METAFORMER_CUDA_DW_DW=rows2 (the units kernel everywhere),
+// window (the sliding window, the default before rows2), blocked (BlockedRow) or rows4 (RH = 4, 160
+// registers). rows2, rows4 and tiled add each tap's terms in other orders than the window kernels
+// and than each other: deterministic, but not the same bits.
 constexpr const char* kDwGradVariants[] = {"window", "blocked", "rows4", "rows2", "tiled"};
-constexpr int kDwGradDefault = 3;  // rows2
+constexpr int kDwGradDefault = 4;  // tiled
 std::atomic<int> dw_grad_variant_override{-1};  // set_depthwise_weight_grad_variant (bench/cuda_dev)
 int dw_weight_grad_variant() {
   static const int from_env = [] {
@@ -448,7 +449,7 @@ __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int
   }
 }
 
-// The tiled dW kernel where METAFORMER_CUDA_DW_DW=tiled asks for it and it applies: bf16 (fp32's
+// The tiled dW kernel where the variant is tiled (the default) and it applies: bf16 (fp32's
 // 16-byte vectors hold half the channels, and its loads in flight spilled 200 bytes at 7×7, ptxas
 // 11.8), a square kernel at stride 1, channels in 16-byte vectors, maps of 14 rows or more. Lowers
 // chunks to the tiles' count; false, with nothing launched, where it does not apply.
@@ -485,7 +486,7 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
     int chunks = static_cast<int>(column_chunks(rows));  // the most the workspace holds
     const dim3 block(kColTile, kRowLanes);
     if (launch_dw_tiled<KH, KW>(x, dy, B, d, chunks, work, s)) {
-      // METAFORMER_CUDA_DW_DW=tiled, where it applies
+      // the tiled kernel (the default), where it applies
     } else if (d.sh == 1 && d.sw == 1 && dw_weight_grad_variant() >= 2) {  // one unit of RH output rows a lane
       const int rh = dw_weight_grad_variant() == 2 ? 4 : 2;
       const int units = B * ((d.Ho + rh - 1) / rh), want = (units + kRowLanes - 1) / kRowLanes;

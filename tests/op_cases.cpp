@@ -95,6 +95,34 @@ void add_mlp(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind
                nullptr});
 }
 
+// A training step's MLP through the ops it runs (Mlp in training): {h, pre} = linear_act_train(x, w1,
+// b1), y = linear(h, w2, b2); backward: linear_act_backward (fc2 and the activation), then fc1's
+// linear_backward. On the CUDA backend with bf16 activations GELU runs in the GEMMs' epilogues (the
+// tanh form, within the bf16 bar of the reference's erf form; METAFORMER_CUDA_GELU_EPILOGUE=0: not).
+void add_mlp_train(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind k) {
+  const int64_t in = x[-1];
+  std::vector<OpInput> inputs{{x}, {{hidden, in}, -0.3f, 0.3f}, {{in, hidden}, -0.3f, 0.3f}};
+  if (bias) {
+    inputs.push_back({{hidden}});
+    inputs.push_back({{in}});
+  }
+  v.push_back({fmt::format("mlp_train/{}->{}{} {}", x.str(), hidden, bias ? "+bias" : "", act_name(k)),
+               OpKind::Linear, 1e-5, inputs,
+               [bias, k](const Exec& e, const std::vector<Tensor>& in) {
+                 auto [h, pre] = op::linear_act_train(e, in[0], in[1], bias ? &in[3] : nullptr, act_of(k));
+                 return op::linear(e, h, in[2], bias ? &in[4] : nullptr);
+               },
+               [bias, k](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 auto [h, pre] = op::linear_act_train(e, in[0], in[1], bias ? &in[3] : nullptr, act_of(k));
+                 Tensor dw1 = zeros_like(in[1]), dw2 = zeros_like(in[2]);
+                 Tensor db1 = bias ? zeros_like(in[3]) : Tensor(), db2 = bias ? zeros_like(in[4]) : Tensor();
+                 Tensor dpre = op::linear_act_backward(e, h, pre, act_of(k), in[2], dy, &dw2, bias ? &db2 : nullptr);
+                 Tensor dx = op::linear_backward(e, in[0], in[1], dpre, true, &dw1, bias ? &db1 : nullptr);
+                 if (!bias) return std::vector<Tensor>{dx, dw1, dw2};
+                 return std::vector<Tensor>{dx, dw1, dw2, db1, db2};
+               }});
+}
+
 void add_depthwise_linear(std::vector<OpCase>& v, Shape x, int k, int64_t out, bool bias) {
   const int64_t C = x[-1];
   const ConvGeometry g{k, k, 1, 1, k / 2, k / 2};
@@ -395,6 +423,13 @@ const std::vector<OpCase>& op_cases() {
     for (ActKind k : {ActKind::GELU, ActKind::StarReLU, ActKind::SquaredReLU, ActKind::ReLU, ActKind::SiLU})
       add_linear_act(v, {2, 5, 7, 24}, 40, k != ActKind::StarReLU, k);
     add_linear_act(v, {1, 3, 3, 8}, 12, true, ActKind::SoftShrink);  // not fusable: the unfused path
+    // The training MLP: GELU at widths the CUDA epilogue takes (multiples of 8) and one it does not
+    // (36: the activation kernels), the identity, SiLU (smooth: ReLU's kink fails finite differences).
+    add_mlp_train(v, {2, 5, 7, 24}, 96, true, ActKind::GELU);
+    add_mlp_train(v, {3, 49, 16}, 64, false, ActKind::GELU);
+    add_mlp_train(v, {1, 3, 3, 12}, 36, true, ActKind::GELU);
+    add_mlp_train(v, {1, 4, 4, 8}, 16, true, ActKind::Identity);
+    add_mlp_train(v, {1, 4, 4, 8}, 24, true, ActKind::SiLU);
     add_depthwise_linear(v, {2, 9, 11, 48}, 7, 24, false);  // ConvFormer's dwconv -> pwconv2, odd sizes
     add_depthwise_linear(v, {1, 5, 6, 20}, 3, 7, true);      // a channel tail, biases
     add_depthwise_linear(v, {3, 60, 40, 16}, 7, 8, false);   // several blocks of rows

@@ -74,6 +74,13 @@ Tensor ActivationLayer::backward(Ctx& ctx, const Tensor& dy) {
   return op::activation_backward(ctx.exec, x, params(), dy, grad_of(scale_), grad_of(bias_));
 }
 
+ActivationLayer::Kept ActivationLayer::take_kept() {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  Kept k{std::move(saved_x_), grad_of(scale_), grad_of(bias_)};
+  saved_x_ = Tensor();
+  return k;
+}
+
 void ActivationLayer::collect_ops(std::set<OpKind>& ops) const {
   if (kind_ != ActKind::Identity) ops.insert(OpKind::Activation);
 }

@@ -20,6 +20,16 @@ class ActivationLayer : public Module {
   // kept for backward and x becomes a new tensor.
   void apply_(Ctx& ctx, Tensor& x);
   Activation params() const;
+  // For a Linear that runs this activation inside its own ops (Linear::run_act_train, then
+  // backward_through): keep_input stores the pre-activation the backward reads; take_kept hands it
+  // back, with this layer's scalar gradients (StarReLU's; null otherwise), and forgets it.
+  struct Kept {
+    Tensor pre;
+    Tensor* dscale = nullptr;
+    Tensor* dbias = nullptr;
+  };
+  void keep_input(const Tensor& pre) { saved_x_ = pre; }
+  Kept take_kept();
 
  private:
   ActKind kind_;

@@ -27,6 +27,23 @@ Tensor Linear::run_then(Ctx& ctx, const Tensor& x, ActivationLayer& act) {
   return op::linear_act(ctx.exec, x, v(weight_), opt(bias_), act.params());
 }
 
+Tensor Linear::run_act_train(Ctx& ctx, const Tensor& x, ActivationLayer& act) {
+  saved_x_ = x;
+  auto [y, pre] = op::linear_act_train(ctx.exec, x, v(weight_), opt(bias_), act.params());
+  if (ctx.on_output && !path().empty()) ctx.on_output(path(), pre);
+  act.keep_input(pre);
+  return y;
+}
+
+Tensor Linear::backward_through(Ctx& ctx, const Tensor& dy, ActivationLayer& act) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  ActivationLayer::Kept kept = act.take_kept();
+  Tensor dpre = op::linear_act_backward(ctx.exec, saved_x_, kept.pre, act.params(), v(weight_), dy, grad_of(weight_),
+                                        grad_of(bias_), kept.dscale, kept.dbias);
+  saved_x_ = Tensor();
+  return dpre;
+}
+
 Tensor Linear::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   Tensor dx = op::linear_backward(ctx.exec, saved_x_, v(weight_), dy, needs_input_grad_, grad_of(weight_),

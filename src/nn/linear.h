@@ -19,6 +19,13 @@ class Linear : public Module {
   // pre-activation written to memory); in training the two layers run as usual, each keeping what
   // its backward needs. When fused, neither layer reports its output to ctx.on_output.
   Tensor run_then(Ctx& ctx, const Tensor& x, ActivationLayer& act);
+  // act(this(x)) in a training step, for a caller that runs the pair's backward through the next
+  // Linear's backward_through (the MLP): one op (op::linear_act_train) that keeps x here and the
+  // pre-activation in `act`, whose own backward is then not called.
+  Tensor run_act_train(Ctx& ctx, const Tensor& x, ActivationLayer& act);
+  // This layer's backward together with that of the activation in front of it (`act`, which
+  // run_act_train ran): returns the gradient of act's input (op::linear_act_backward).
+  Tensor backward_through(Ctx& ctx, const Tensor& dy, ActivationLayer& act);
   // The first layer of a model need not compute the gradient of its input.
   void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Linear); }

@@ -36,7 +36,8 @@ Tensor Mlp::forward_mlp(Ctx& ctx, const Tensor& x) {
   if (!ctx.training)
     return op::mlp(ctx.exec, x, v(fc1_->weight()), opt(fc1_->bias()), act_->params(), v(fc2_->weight()),
                    opt(fc2_->bias()));
-  return fc2_->run(ctx, fc1_->run_then(ctx, x, *act_));
+  // Training: fc1 and the activation as one op, whose backward runs with fc2's (backward_mlp).
+  return fc2_->run(ctx, fc1_->run_act_train(ctx, x, *act_));
 }
 
 Tensor Mlp::run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) {
@@ -68,7 +69,7 @@ Tensor Mlp::backward_mlp(Ctx& ctx, const Tensor& dy) {
     saved_h_ = Tensor();
     return fc1_->backward(ctx, dh);
   }
-  return fc1_->backward(ctx, act_->backward(ctx, fc2_->backward(ctx, dy)));
+  return fc1_->backward(ctx, fc2_->backward_through(ctx, dy, *act_));
 }
 
 }  // namespace mf

@@ -123,6 +123,18 @@ void Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, cons
   linear(x, w, b, y);
   activation(y, act, y);
 }
+void Backend::linear_act_train(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& pre,
+                               Tensor& y) {
+  linear(x, w, b, pre);
+  activation(pre, act, y);
+}
+void Backend::linear_act_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                                  const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
+                                  Tensor* dbias) {
+  Tensor dh = Tensor::empty(h.shape(), device(), activation_dtype());
+  linear_backward(h, w, dy, &dh, dw, db);
+  activation_backward(pre, act, dh, dpre, dscale, dbias);
+}
 void Backend::conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
   unsupported(OpKind::Conv2d);
 }

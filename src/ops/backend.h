@@ -118,6 +118,11 @@ class Backend {
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y);
   // y = act(x · wᵀ + b); by default linear, then the activation in place (backends fuse it)
   virtual void linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y);
+  // The same in a training step, keeping the pre-activation pre = x · wᵀ + b (linear_act_backward reads
+  // it); by default linear into pre, then the activation into y. The CUDA backend computes both in one
+  // cuBLASLt call where its epilogue applies (bf16 GELU, METAFORMER_CUDA_GELU_EPILOGUE; docs/cuda.md).
+  virtual void linear_act_train(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& pre,
+                                Tensor& y);
   // y = res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the block's second half; by default the norm,
   // mlp and scaled_residual ops one after another
   virtual void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
@@ -315,6 +320,13 @@ class Backend {
   // so a trainer zeroes them once per step. Null pointers mean "not needed".
   virtual void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                                Tensor* db);
+  // The backward of y = linear(h, w, b) with h = act(pre), through the activation: dpre (overwritten),
+  // dw and db += (the linear's), dscale and dbias += (StarReLU's). By default linear_backward into a
+  // temporary dh, then activation_backward; the CUDA backend applies the activation's derivative in
+  // the dh product's epilogue where linear_act_train fused the activation (the same condition).
+  virtual void linear_act_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                                   const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
+                                   Tensor* dbias);
   virtual void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
                                Tensor* dw, Tensor* db);
   virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

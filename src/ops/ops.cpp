@@ -71,6 +71,19 @@ Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
   return y;
 }
 
+std::pair<Tensor, Tensor> linear_act_train(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b,
+                                           const Activation& act) {
+  if (act.kind == ActKind::Identity) {
+    Tensor y = linear(e, x, w, b);
+    return {y, y};
+  }
+  Tensor y = linear_output(e, x, w, b);
+  Tensor pre = out(e, y.shape());
+  Timed t(e, OpKind::Linear, x.shape().rows() * w.dim(1) * w.dim(0));
+  e.backend->linear_act_train(x, w, b, act, pre, y);
+  return {y, pre};
+}
+
 namespace {
 void check_branch(const Tensor& x, const BranchNorm& norm, const BranchScales& scales) {
   const OpKind kind = norm.type == BranchNorm::Type::layer_norm ? OpKind::LayerNorm : OpKind::GroupNorm1;
@@ -741,6 +754,24 @@ Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Te
   Timed t(e, OpKind::Linear, x.shape().rows() * K * N * ((need_dx ? 1 : 0) + (dw ? 1 : 0)));
   e.backend->linear_backward(x, w, dy, need_dx ? &dx : nullptr, dw, db);
   return dx;
+}
+
+Tensor linear_act_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                           const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dscale, Tensor* dbias) {
+  if (act.kind == ActKind::Identity) return linear_backward(e, h, w, dy, true, dw, db);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  MF_CHECK(h.shape() == pre.shape() && h.shape().last() == K && dy.shape().last() == N &&
+               dy.shape().rows() == h.shape().rows(),
+           "linear_act backward: h {}, pre {}, w {}, dy {} do not fit", h.shape().str(), pre.shape().str(),
+           w.shape().str(), dy.shape().str());
+  check_grad(dw, w, "weight", OpKind::Linear);
+  check_vec(db, N, "bias gradient", OpKind::Linear);
+  if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
+  if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
+  Tensor dpre = out(e, pre.shape());
+  Timed t(e, OpKind::Linear, h.shape().rows() * K * N * (dw ? 2 : 1));
+  e.backend->linear_act_backward(h, pre, act, w, dy, dpre, dw, db, dscale, dbias);
+  return dpre;
 }
 
 Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

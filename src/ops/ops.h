@@ -41,6 +41,11 @@ Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b);
 // backend, through oneDNN post-ops) never write the pre-activation to memory. Inference only: the
 // backward pass needs the pre-activation, which this does not keep.
 Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act);
+// act(x · wᵀ + b) in a training step: returns {y, pre} with pre = x · wᵀ + b, which
+// linear_act_backward reads (Backend::linear_act_train: the CUDA backend fuses a bf16 GELU into the
+// GEMM and writes both from it). With the identity, pre is y.
+std::pair<Tensor, Tensor> linear_act_train(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b,
+                                           const Activation& act);
 // linear(depthwise_conv2d(x)): ConvFormer's dwconv → pwconv2 as one op. The CPU backend runs it in
 // blocks of image rows whose depthwise output stays in cache on its way into the GEMM. Inference only.
 Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
@@ -206,6 +211,11 @@ Tensor rms_norm(const Exec& e, const Tensor& x, const Tensor& w, float eps);
 // are accumulated into the given tensors when not null.
 Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Tensor& dy, bool need_dx, Tensor* dw,
                        Tensor* db);
+// The backward of linear(h, w, b) with h = act(pre), through the activation, as linear_act_train made
+// pre and h: returns dpre; dw, db (the linear's) and dscale, dbias (StarReLU's) accumulated.
+Tensor linear_act_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                           const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dscale = nullptr,
+                           Tensor* dbias = nullptr);
 Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                        bool need_dx, Tensor* dw, Tensor* db);
 Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,

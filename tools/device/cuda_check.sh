@@ -83,6 +83,8 @@
 #                 batch: as dwbatch, inference for batch, batch2 and wide
 #   dwdwtiled.log (step dwdwtiled) the depthwise weight gradient from staged tiles (METAFORMER_CUDA_DW_DW=tiled)
 #                 against rows2: as attntiles
+#   geluepi.log   (step geluepi) the MLP's GELU in the GEMM epilogues in training
+#                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -103,7 +105,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
@@ -961,6 +963,17 @@ if has dwdwtiled; then
   echo "== depthwise weight gradient, staged tiles: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_DW_DW rows2 tiled depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "depthwise_dw" "${DWDW_MODELS:-convformer_s18,mambaout_femto}" "depthwise_dw_tiled_kernel"
+fi
+
+if has geluepi; then
+  # A training step's MLP GELU in cuBLASLt's epilogues (METAFORMER_CUDA_GELU_EPILOGUE=1, the default
+  # since this step's run of 2026-12-05: GELU_AUX_BIAS in fc1's GEMM, DGELU in fc2's dx product;
+  # Backend::linear_act_train and linear_act_backward) against the activation kernels (=0): the MLP op cases and the linear ones, sanitizers, CUDA tests, kernel time
+  # and images/s of poolformer_s12 (GELU MLPs; ConvFormer's and CAFormer's StarReLU are unchanged).
+  log=$OUT/geluepi.log
+  echo "== GELU in the GEMM epilogues in training: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_GELU_EPILOGUE 0 1 mlp_train,mlp/,linear poolformer_s12 \
+    "activation|gelu" "${GELU_MODELS:-poolformer_s12}" "gelu"
 fi
 
 if has uploadab; then

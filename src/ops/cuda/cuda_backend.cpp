@@ -285,6 +285,28 @@ class CudaBackend final : public CudaFamilyOps {
     gemm_rows(x, w, b, y, x.shape().rows(), w.dim(1), e);
     if (e == cuda::Epilogue::bias && act.kind != ActKind::Identity) activation(y, act, y);
   }
+  // A training step's fc1 → GELU: where gelu_epilogue_in_training holds, one GEMM writes both the
+  // GELU's output and its input (cuBLASLt's GELU_AUX_BIAS; linear_act_backward then applies the
+  // derivative in fc2's dx product). Elsewhere linear, then the activation kernel.
+  void linear_act_train(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& pre,
+                        Tensor& y) override {
+    const int64_t N = w.dim(0);
+    if (act.kind != ActKind::GELU || !cuda::gelu_epilogue_in_training(bf16_, N)) {
+      Backend::linear_act_train(x, w, b, act, pre, y);
+      return;
+    }
+    cuda::Gemm g;
+    g.type = cuda::GemmType::bf16;
+    g.trans_a = true;  // as linear_rows: yᵀ = W · xᵀ
+    g.m = N, g.n = x.shape().rows(), g.k = x.shape().last();
+    g.a = in<bf16>(w), g.lda = g.k;
+    g.b = in<bf16>(x), g.ldb = g.k;
+    g.d = out<bf16>(y), g.ldd = N;
+    g.bias = in<bf16>(b);
+    g.epilogue = cuda::Epilogue::gelu_aux_bias;
+    g.aux = out<bf16>(pre);
+    cuda::run_gemm(g);
+  }
   void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y) override {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Ci = x.dim(3), Co = w.dim(0);
     const int64_t Ho = y.dim(1), Wo = y.dim(2), K = Ci * g.kernel_h * g.kernel_w;

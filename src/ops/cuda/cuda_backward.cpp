@@ -258,6 +258,28 @@ void CudaBackwardOps::linear_backward(const Tensor& x, const Tensor& w, const Te
   }
 }
 
+void CudaBackwardOps::linear_act_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                                          const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
+                                          Tensor* dbias) {
+  const int64_t K = h.shape().last(), M = h.shape().rows(), N = w.dim(0);
+  const bool bf16_acts = activation_dtype() == DType::bf16;
+  if (act.kind != ActKind::GELU || !cuda::gelu_epilogue_in_training(bf16_acts, K)) {
+    Backend::linear_act_backward(h, pre, act, w, dy, dpre, dw, db, dscale, dbias);
+    return;
+  }
+  linear_backward(h, w, dy, nullptr, dw, db);  // the parameters' gradients
+  Widened f;
+  cuda::Gemm g;  // dpreᵀ [K, M] = W [K, N] (column-major view of w [N, K]) · dyᵀ [N, M], ⊙ GELU'(pre)
+  g.type = cuda::GemmType::bf16;
+  g.m = K, g.n = M, g.k = N;
+  g.a = cuda::device_bf16(w), g.lda = K;
+  g.b = f.in16(dy), g.ldb = N;
+  g.d = f.out16(dpre), g.ldd = K;
+  g.epilogue = cuda::Epilogue::dgelu;
+  g.aux = const_cast<bf16*>(f.in16(pre));  // read only (DGELU's input)
+  cuda::run_gemm(g);
+}
+
 // Through im2col, as the forward: dW = dyᵀ · cols (then reordered to [Co, Ci, kh, kw]), dcols = dy · W
 // (W as [Co, kh, kw, Ci]) and dx = col2im(dcols). With bf16 activations the columns, dcols and the
 // weight's GEMM layout are bf16, dW's product comes out in fp32 (bf16_f32out).

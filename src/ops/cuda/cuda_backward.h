@@ -29,6 +29,11 @@ class CudaBackwardOps : public Backend {
 
   void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw,
                        Tensor* db) override;
+  // Where linear_act_train fused the GELU (gelu_epilogue_in_training): dpre = (dy · W) ⊙ GELU'(pre)
+  // as one GEMM with cuBLASLt's DGELU epilogue; dw and db as linear_backward's.
+  void linear_act_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                           const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
+                           Tensor* dbias) override;
   void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
                        Tensor* dw, Tensor* db) override;
   void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

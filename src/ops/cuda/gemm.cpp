@@ -4,6 +4,7 @@
 #include <memory>
 #include <tuple>
 
+#include "core/env_switch.h"
 #include "ops/cuda/cuda_context.h"
 
 namespace mf::cuda {
@@ -71,8 +72,16 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
     case Epilogue::bias: epi = g.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT; break;
     case Epilogue::relu_bias: epi = g.bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU; break;
     case Epilogue::gelu_bias: epi = g.bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU; break;
+    case Epilogue::gelu_aux_bias: epi = g.bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX; break;
+    case Epilogue::dgelu: epi = CUBLASLT_EPILOGUE_DGELU; break;
   }
   MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+  if (g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::dgelu) {
+    // The aux matrix (the pre-activation) has D's layout. Its pointer is set here, before the
+    // heuristic (which reads its alignment; the plan's key holds that), and again per call.
+    MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &g.ldd, sizeof(g.ldd)));
+    MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g.aux, sizeof(g.aux)));
+  }
   if (g.bias) {
     const cudaDataType_t bias_type = output_type(g.type);
     MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
@@ -103,6 +112,11 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
 
 }  // namespace
 
+bool gelu_epilogue_in_training(bool bf16_activations, int64_t hidden) {
+  static const bool on = env_choice("METAFORMER_CUDA_GELU_EPILOGUE", {"1", "0"}) != 1;  // "0": off
+  return on && bf16_activations && hidden % 8 == 0;
+}
+
 void set_fp32_math(Fp32Math m) { g_fp32_math = m; }
 Fp32Math fp32_math() { return g_fp32_math; }
 
@@ -112,6 +126,10 @@ void run_gemm(const Gemm& g) {
   const int64_t asize = operand_bytes(g.type), dsize = output_bytes(g.type);
   uint32_t align = std::min(std::min(alignment(g.a), alignment(g.b)), alignment(g.d));
   if (g.bias) align = std::min(align, alignment(g.bias));
+  const bool aux = g.epilogue == Epilogue::gelu_aux_bias || g.epilogue == Epilogue::dgelu;
+  MF_CHECK(!aux || (g.aux != nullptr && g.type == GemmType::bf16 && g.batch == 1),
+           "a GELU epilogue with its pre-activation needs bf16, one product and the aux matrix");
+  if (aux) align = std::min(align, alignment(g.aux));
   if (g.c) align = std::min(align, alignment(g.c));
   for (int64_t ld : {g.lda, g.ldb})
     while (align > asize && (ld * asize) % align) align /= 2;
@@ -123,6 +141,7 @@ void run_gemm(const Gemm& g) {
   if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;
   Plan& p = *it->second;
   if (g.bias) MF_CUBLAS(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)));
+  if (aux) MF_CUBLAS(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g.aux, sizeof(g.aux)));
   const float one = 1.f, zero = 0.f;
   if (g.k == 0) {  // an empty sum: cuBLASLt would not write D
     MF_CHECK(g.bias == nullptr && g.c == nullptr, "an empty product with a bias or residual is not supported on the GPU");

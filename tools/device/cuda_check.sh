@@ -85,6 +85,8 @@
 #                 against rows2: as attntiles
 #   geluepi.log   (step geluepi) the MLP's GELU in the GEMM epilogues in training
 #                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
+#   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass)
+#                 against the default's two: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -105,8 +107,9 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi uploadab curve compare attnab (default: build ops grad
-# checks parity bench memcheck). SBS_MODELS and
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd uploadab curve compare attnab (default: build ops grad
+# checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
+# (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
 # when the unit tests are not needed: the checks step wants mf_tests).
 set -uo pipefail
@@ -687,7 +690,7 @@ ab_images_per_s() {
       for v in $values; do
         rm -rf /tmp/ab
         # The epoch line's img/s includes start-up; steady_images_per_s (after the fifth step) does not.
-        env "$var=$v" timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps 60 \
+        env "$var=$v" timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
           --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
         steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
         echo "round $round $m $var=$v: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
@@ -845,6 +848,11 @@ switch_check() {
       echo "op harness $dt $mode, $var=$cand: rc=$?" | tee -a "$log"; grep -E "FAIL|cases," /tmp/sc.log | tail -8 | tee -a "$log"
     done
   done
+  # SC_QUICK=1 (a call with little device time left): the op cases and images/s only.
+  if [ "${SC_QUICK:-0}" = 1 ]; then
+    ab_images_per_s "$log" "$var" "$def $cand" "$ab_models"
+    return
+  fi
   for tool in memcheck racecheck; do
     env "$var=$cand" timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 "$T" --backend cuda \
       --dtype bf16 --mode grad --op "$ops" > /tmp/sc_$tool.log 2>&1
@@ -974,6 +982,16 @@ if has geluepi; then
   echo "== GELU in the GEMM epilogues in training: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_GELU_EPILOGUE 0 1 mlp_train,mlp/,linear poolformer_s12 \
     "activation|gelu" "${GELU_MODELS:-poolformer_s12}" "gelu"
+fi
+
+if has gnbwd; then
+  # GroupNorm's backward with one reduction pass (METAFORMER_CUDA_GN_BWD=onepass: per sample and
+  # channel sums of x, x², dy and dy · x, from which the statistics, the gradient's means and the
+  # parameter gradients follow) against the default's two (split).
+  log=$OUT/gnbwd.log
+  echo "== GroupNorm backward in one reduction pass: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_GN_BWD split onepass group_norm1,_branch poolformer_s12 \
+    "Norm|norm_dx|gn_" "${GN_MODELS:-poolformer_s12}" "gn_onepass"
 fi
 
 if has uploadab; then

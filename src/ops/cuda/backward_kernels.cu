@@ -408,6 +408,80 @@ struct NormParamGrads {
   }
 };
 
+// GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass, a candidate): the
+// default reads x and dy three times, for the statistics and the gradient's means (NormAllMoments),
+// for dx, and for the parameter gradients (NormParamGrads, which needs the statistics first). Here
+// one column pass over the [n / C rows, groups · C columns] view (a column is one channel of one
+// sample) sums x, x², dy and dy · x per (sample, channel). Everything else follows from those cells:
+// per sample Σx, Σx², Σg = Σ_c w_c Σdy and Σg·x = Σ_c w_c Σdy·x (gn_onepass_stats_kernel), per
+// channel dW = Σ_s rstd_s (Σdy·x − mean_s Σdy) and db = Σ_s Σdy (gn_onepass_params_kernel). Sums in
+// double and in a fixed order (deterministic; other bits than the default's).
+template <class T>
+struct GnCellSums {
+  const T *x, *dy;
+  double* cells;  // [groups · C][4]
+  int64_t n, C;
+  __device__ void operator()(int64_t r, int64_t j, double* v) const {
+    const int64_t g = j / C, c = j - g * C, at = g * n + r * C + c;
+    const double xv = ld(x[at]), gv = ld(dy[at]);
+    v[0] = xv;
+    v[1] = xv * xv;
+    v[2] = gv;
+    v[3] = gv * xv;
+  }
+  __device__ void store(int64_t j, const double* s) const {
+    for (int k = 0; k < 4; ++k) cells[j * 4 + k] = s[k];
+  }
+};
+
+// One block a sample: its channels' cells added in a fixed order (lanes, then block_sum), then the
+// statistics as NormAllMoments::finish writes them.
+__global__ void gn_onepass_stats_kernel(const double* cells, const float* w, double* stats, int64_t n, int64_t C,
+                                        float eps) {
+  __shared__ double scratch[32];
+  const int64_t g = blockIdx.x;
+  double a[4] = {0, 0, 0, 0};
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const double* cell = cells + (g * C + c) * 4;
+    a[0] += cell[0];
+    a[1] += cell[1];
+    a[2] += w[c] * cell[2];
+    a[3] += w[c] * cell[3];
+  }
+  double t[4];
+  for (int k = 0; k < 4; ++k) t[k] = block_sum(a[k], scratch);
+  if (threadIdx.x == 0) {
+    double mean, rstd;
+    const double dn = static_cast<double>(n);
+    norm_statistics(t[0], t[1], dn, eps, mean, rstd);
+    const double mean_g = t[2] / dn;
+    stats[g * 4 + 0] = mean;
+    stats[g * 4 + 1] = rstd;
+    stats[g * 4 + 2] = mean_g;
+    stats[g * 4 + 3] = rstd * (t[3] / dn - mean * mean_g);
+  }
+}
+
+// One thread a channel, the samples in order.
+__global__ void gn_onepass_params_kernel(const double* cells, const double* stats, float* dw, float* db,
+                                         int64_t groups, int64_t C) {
+  MF_GRID_STRIDE(c, C) {
+    double sw = 0, sb = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+      const double* cell = cells + (g * C + c) * 4;
+      sw += stats[g * 4 + 1] * (cell[3] - stats[g * 4 + 0] * cell[2]);
+      sb += cell[2];
+    }
+    if (dw) dw[c] += static_cast<float>(sw);
+    if (db) db[c] += static_cast<float>(sb);
+  }
+}
+
+bool group_norm_backward_onepass() {
+  static const bool on = env_choice("METAFORMER_CUDA_GN_BWD", {"split", "onepass"}) == 1;
+  return on;
+}
+
 // ---- activation ----------------------------------------------------------------------------------
 template <class T>
 __global__ void activation_backward_kernel(const T* x, Act act, const T* dy, T* dx, int64_t n) {
@@ -958,7 +1032,12 @@ int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
   // The fused candidate's partials, where it runs (the default's workspace stays as it was).
   const int64_t f = n == C && norm_backward_fused() ? fused_norm_chunks(groups) * C * 2 : 0;
   const int64_t most = g > c ? g : c;
-  return groups * 4 + (most > f ? most : f);
+  // The one-pass GroupNorm candidate: the cells, then its column partials.
+  const int64_t o = n != C && n % C == 0 && group_norm_backward_onepass()
+                        ? groups * C * 4 + column_work(n / C, groups * C, 4)
+                        : 0;
+  const int64_t rest = most > f ? most : f;
+  return groups * 4 + (rest > o ? rest : o);
 }
 
 template <class H>
@@ -976,6 +1055,21 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
     if (dw || db)
       column_finish_kernel<2><<<blocks_for(C, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(
           NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C, fused_norm_chunks(groups), partial);
+    return cudaGetLastError();
+  }
+  const bool vec_dx = n % kVec<T> == 0 && C % kVec<T> == 0 && total < (int64_t{1} << 31) &&
+                      kernels::aligned16(x) && kernels::aligned16(dy) && kernels::aligned16(dx);
+  if (n > kWarpRowMax && n != C && n % C == 0 && group_norm_backward_onepass()) {
+    double* cells = partial;
+    column_sums<4>(GnCellSums<T>{x, dy, cells, n, C}, n / C, groups * C, cells + groups * C * 4, s);
+    gn_onepass_stats_kernel<<<static_cast<unsigned>(groups), kThreads, 0, s>>>(cells, w, stats, n, C, eps);
+    if (vec_dx)
+      norm_dx_vec_kernel<T><<<blocks_for(total / kVec<T>), kThreads, 0, s>>>(
+          x, w, dy, stats, dx, static_cast<uint32_t>(total / kVec<T>), static_cast<uint32_t>(n),
+          static_cast<uint32_t>(C));
+    else
+      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+    if (dw || db) gn_onepass_params_kernel<<<blocks_for(C), kThreads, 0, s>>>(cells, stats, dw, db, groups, C);
     return cudaGetLastError();
   }
   if (n <= kWarpRowMax) {

@@ -118,6 +118,19 @@ __device__ __forceinline__ float norm_dx_value(double rstd, double g, double xh,
   return static_cast<float>(rstd * (g - mean_g - xh * mean_g_xh));
 }
 
+// A group's stats [4] from its sums s = {Σx, Σx², Σg, Σg·x} over n values: mean, rstd, mean(g) and
+// mean(g · x̂) = rstd · (mean(g · x) − mean · mean(g)).
+__device__ __forceinline__ void store_norm_moments(const double* s, int64_t n, float eps, double* st) {
+  double mean, rstd;
+  const double dn = static_cast<double>(n);
+  norm_statistics(s[0], s[1], dn, eps, mean, rstd);
+  const double mean_g = s[2] / dn;
+  st[0] = mean;
+  st[1] = rstd;
+  st[2] = mean_g;
+  st[3] = rstd * (s[3] / dn - mean * mean_g);
+}
+
 // The statistics and the gradient's two means in one pass over x and dy (GroupNorm's long groups,
 // long LayerNorm rows): Σx, Σx², Σg and Σg·x, then mean(g · x̂) = rstd · (mean(g · x) − mean ·
 // mean(g)). In double the cancellation costs a few of its 16 digits, far from the float result.
@@ -140,16 +153,7 @@ struct NormAllMoments {
     v[2] = gg;
     v[3] = gg * xv;
   }
-  __device__ void finish(int64_t g, const double* s) const {
-    double mean, rstd;
-    const double dn = static_cast<double>(n);
-    norm_statistics(s[0], s[1], dn, eps, mean, rstd);
-    const double mean_g = s[2] / dn;
-    stats[g * 4 + 0] = mean;
-    stats[g * 4 + 1] = rstd;
-    stats[g * 4 + 2] = mean_g;
-    stats[g * 4 + 3] = rstd * (s[3] / dn - mean * mean_g);
-  }
+  __device__ void finish(int64_t g, const double* s) const { store_norm_moments(s, n, eps, stats + g * 4); }
 };
 
 // norm_dx_kernel's values, 16 bytes a thread with 32-bit indices (n and C multiples of the vector,
@@ -450,16 +454,7 @@ __global__ void gn_onepass_stats_kernel(const double* cells, const float* w, dou
   }
   double t[4];
   for (int k = 0; k < 4; ++k) t[k] = block_sum(a[k], scratch);
-  if (threadIdx.x == 0) {
-    double mean, rstd;
-    const double dn = static_cast<double>(n);
-    norm_statistics(t[0], t[1], dn, eps, mean, rstd);
-    const double mean_g = t[2] / dn;
-    stats[g * 4 + 0] = mean;
-    stats[g * 4 + 1] = rstd;
-    stats[g * 4 + 2] = mean_g;
-    stats[g * 4 + 3] = rstd * (t[3] / dn - mean * mean_g);
-  }
+  if (threadIdx.x == 0) store_norm_moments(t, n, eps, stats + g * 4);
 }
 
 // One thread a channel, the samples in order.

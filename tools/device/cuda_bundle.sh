@@ -7,8 +7,10 @@
 #                      CLI11, stb, GoogleTest, zlib headers, pkgconf), unpacked there into / without
 #                      overwriting anything the machine already has
 #   STAGE/cuda_check.sh
-#   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain step), when installed
-# Usage: tools/device/cuda_bundle.sh STAGE   (e.g. /work/main/build/cuda-device, carried to the device)
+#   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain and curve steps), only
+#                      with FMNIST=1 and when installed: with the working tree (about 27 MB) they
+#                      would pass the device call's 64 MiB carry limit, so other calls leave them out
+# Usage: [NO_SRC=1] [FMNIST=1] tools/device/cuda_bundle.sh STAGE   (e.g. build/cuda-device, carried to the device)
 set -euo pipefail
 stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
 cd "$(dirname "$0")/../.."
@@ -17,8 +19,10 @@ mkdir -p "$stage"
 # out (NO_SRC=1) keeps the carry under the 64 MiB limit when Fashion-MNIST is staged.
 if [ "${NO_SRC:-0}" = 1 ]; then rm -f "$stage/src.tar.gz"; else git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD; fi
 cp tools/device/cuda_check.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
-if [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
+if [ "${FMNIST:-0}" = 1 ] && [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
   cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"
+elif [ "${FMNIST:-0}" != 1 ]; then
+  rm -rf "$stage/fashion-mnist"
 fi
 if [ ! -f "$stage/deps.tar.xz" ]; then
   tmp=$(mktemp -d)

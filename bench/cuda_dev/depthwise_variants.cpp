@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ops/cuda/backward_kernels.h"
+#include "ops/cuda/kernels/event_timing.h"
 #include "ops/cuda/kernels/kernels.h"
 
 namespace {
@@ -73,24 +74,7 @@ std::vector<T> download(const T* d, size_t n) {
 // Median milliseconds of `reps` runs of f after two warm-up runs.
 template <class F>
 double median_ms(int reps, F f) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "event");
-  check(cudaEventCreate(&b), "event");
-  for (int i = 0; i < 2; ++i) f();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    check(cudaEventRecord(a), "record");
-    f();
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float t = 0;
-    check(cudaEventElapsedTime(&t, a, b), "elapsed");
-    ms.push_back(t);
-  }
-  check(cudaEventDestroy(a), "event");
-  check(cudaEventDestroy(b), "event");
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return mf::cuda::kernels::median_event_ms(2, reps, f, check);
 }
 
 struct Shape {

@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "event_timing.h"
 #include "kernels.h"
 
 namespace k = mf::cuda::kernels;
@@ -763,24 +764,7 @@ template <typename T> void run_all() {
 // 20 launches with CUDA events, against the fewest bytes it must move (inputs read once, outputs
 // written once) or, for attention, its two products' FLOPs. Informative only: no pass/fail.
 template <typename F> float median_ms(F&& launch) {
-  cudaEvent_t a, b;
-  cuda_check(cudaEventCreate(&a), "event");
-  cuda_check(cudaEventCreate(&b), "event");
-  for (int i = 0; i < 3; ++i) launch();
-  std::vector<float> t;
-  for (int i = 0; i < 20; ++i) {
-    cuda_check(cudaEventRecord(a), "record");
-    launch();
-    cuda_check(cudaEventRecord(b), "record");
-    cuda_check(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    cuda_check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return static_cast<float>(k::median_event_ms(3, 20, launch, cuda_check));
 }
 void perf_line(const char* name, float ms, double bytes, double flops = 0) {
   if (flops > 0)

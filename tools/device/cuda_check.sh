@@ -976,8 +976,9 @@ fi
 if has geluepi; then
   # A training step's MLP GELU in cuBLASLt's epilogues (METAFORMER_CUDA_GELU_EPILOGUE=1, the default
   # since this step's run of 2026-12-05: GELU_AUX_BIAS in fc1's GEMM, DGELU in fc2's dx product;
-  # Backend::linear_act_train and linear_act_backward) against the activation kernels (=0): the MLP op cases and the linear ones, sanitizers, CUDA tests, kernel time
-  # and images/s of poolformer_s12 (GELU MLPs; ConvFormer's and CAFormer's StarReLU are unchanged).
+  # Backend::linear_act_train and linear_act_backward) against the activation kernels (=0): the MLP
+  # op cases and the linear ones, sanitizers, CUDA tests, kernel time and images/s of poolformer_s12
+  # (GELU MLPs; ConvFormer's and CAFormer's StarReLU are unchanged).
   log=$OUT/geluepi.log
   echo "== GELU in the GEMM epilogues in training: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_GELU_EPILOGUE 0 1 mlp_train,mlp/,linear poolformer_s12 \

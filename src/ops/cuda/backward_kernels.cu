@@ -1052,26 +1052,8 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
           NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C, fused_norm_chunks(groups), partial);
     return cudaGetLastError();
   }
-  const bool vec_dx = n % kVec<T> == 0 && C % kVec<T> == 0 && total < (int64_t{1} << 31) &&
-                      kernels::aligned16(x) && kernels::aligned16(dy) && kernels::aligned16(dx);
-  if (n > kWarpRowMax && n != C && n % C == 0 && group_norm_backward_onepass()) {
-    double* cells = partial;
-    column_sums<4>(GnCellSums<T>{x, dy, cells, n, C}, n / C, groups * C, cells + groups * C * 4, s);
-    gn_onepass_stats_kernel<<<static_cast<unsigned>(groups), kThreads, 0, s>>>(cells, w, stats, n, C, eps);
-    if (vec_dx)
-      norm_dx_vec_kernel<T><<<blocks_for(total / kVec<T>), kThreads, 0, s>>>(
-          x, w, dy, stats, dx, static_cast<uint32_t>(total / kVec<T>), static_cast<uint32_t>(n),
-          static_cast<uint32_t>(C));
-    else
-      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
-    if (dw || db) gn_onepass_params_kernel<<<blocks_for(C), kThreads, 0, s>>>(cells, stats, dw, db, groups, C);
-    return cudaGetLastError();
-  }
-  if (n <= kWarpRowMax) {
-    norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
-        x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
-  } else {
-    group_sums<4>(NormAllMoments<T>{x, w, dy, stats, n, C, eps}, groups, n, partial, s);
+  // dx from the statistics, 16 bytes a thread where the sizes and addresses allow it.
+  auto launch_dx = [&] {
     constexpr int64_t V = kVec<T>;
     using kernels::aligned16;
     if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && aligned16(x) && aligned16(dy) && aligned16(dx))
@@ -1080,6 +1062,21 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
                                                                      static_cast<uint32_t>(n), static_cast<uint32_t>(C));
     else
       norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+  };
+  if (n > kWarpRowMax && n != C && n % C == 0 && group_norm_backward_onepass()) {
+    double* cells = partial;
+    column_sums<4>(GnCellSums<T>{x, dy, cells, n, C}, n / C, groups * C, cells + groups * C * 4, s);
+    gn_onepass_stats_kernel<<<static_cast<unsigned>(groups), kThreads, 0, s>>>(cells, w, stats, n, C, eps);
+    launch_dx();
+    if (dw || db) gn_onepass_params_kernel<<<blocks_for(C), kThreads, 0, s>>>(cells, stats, dw, db, groups, C);
+    return cudaGetLastError();
+  }
+  if (n <= kWarpRowMax) {
+    norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
+        x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
+  } else {
+    group_sums<4>(NormAllMoments<T>{x, w, dy, stats, n, C, eps}, groups, n, partial, s);
+    launch_dx();
   }
   if (dw || db) column_sums<2>(NormParamGrads<T>{x, dy, stats, dw, db, n, C}, total / C, C, partial, s);
   return cudaGetLastError();

@@ -87,6 +87,8 @@
 #                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
 #   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass)
 #                 against the default's two: as attntiles
+#   dwpipe.log    (step dwpipe) the depthwise forward in persistent pipelined blocks (METAFORMER_CUDA_DW=pipe)
+#                 against batch: op cases with the grid capped, the kernels one by one, then as dwbatch
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -107,7 +109,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwpipe uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -891,7 +893,7 @@ inference_ab() {
 #   dw_forward_check LOG BASELINE CANDIDATE OWN "INFERENCE"
 dw_forward_check() {
   switch_check "$1" METAFORMER_CUDA_DW "$2" "$3" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "$4"
+    convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "$4"
   inference_ab "$1" METAFORMER_CUDA_DW "$5"
 }
 
@@ -962,6 +964,27 @@ if has dwwide; then
   log=$OUT/dwwide.log
   echo "== depthwise forward, 16-column patches: checks, kernel time, images/s" | tee "$log"
   dw_forward_check "$log" batch wide "dw_tiled_kernel<[^>]*, 1, 1, 16" "batch batch2 wide"
+fi
+
+if has dwpipe; then
+  # The depthwise forward in persistent blocks that load the next tile during the current one's FMAs
+  # (METAFORMER_CUDA_DW=pipe, conv.cu's dw_pipe_kernel) against the batch default: first the op cases
+  # with the grid capped (METAFORMER_CUDA_DW_PIPE_SLOTS), so that small cases loop over several tiles
+  # a block, then the kernels one by one, the usual switch checks and bf16 inference at batch 256.
+  log=$OUT/dwpipe.log
+  echo "== depthwise forward, pipelined persistent blocks: checks, kernel time, images/s" | tee "$log"
+  for slots in 1 5; do
+    for mode in test grad; do
+      METAFORMER_CUDA_DW=pipe METAFORMER_CUDA_DW_PIPE_SLOTS=$slots timeout 200 "$T" --backend cuda --dtype bf16 \
+        --mode $mode --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
+      echo "op harness bf16 $mode, pipe capped at $slots blocks: rc=$?" | tee -a "$log"
+      grep -E "FAIL|cases," /tmp/sc.log | tail -4 | tee -a "$log"
+    done
+  done
+  if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
+    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,pipe --dw tiled 2>&1 | tee -a "$log"
+  fi
+  dw_forward_check "$log" batch pipe "dw_pipe_kernel" "batch pipe"
 fi
 
 if has dwdwtiled; then

@@ -4,6 +4,7 @@
 #include "common.cuh"
 #include "core/env_switch.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -205,6 +206,92 @@ __device__ __forceinline__ float dw_weight_at(const float* w, int i, int NW, int
   return i < NW && c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
 }
 
+// The batched staging (BATCH below, and the pipelined kernel) in two halves, so that a caller can
+// issue a patch's loads long before it stores them. dw_patch_load issues every 16-byte load of the
+// SH × SW-pixel patch whose top left input pixel is (ih0, iw0), kDwCh channels from c0, as the
+// NT threads' compile-time share (zero outside the map: the padding); dw_patch_store converts them
+// to float, applies the input activation inside the map and stores them at the patch's layout
+// ([pixel][kDwCh channels]). bf16 with vector staging only (the launchers check `vec`).
+template <typename T, int SH, int SW>
+constexpr int dw_patch_loads(int NT) {
+  return (SH * SW * (kDwCh / kVec<T>) + NT - 1) / NT;
+}
+template <typename T, int SH, int SW, int NT, int IT>
+__device__ __forceinline__ void dw_patch_load(uint4 (&raw)[IT], const T* x, int64_t xs, int64_t b, int64_t ih0,
+                                              int64_t iw0, int64_t c0, int64_t H, int64_t W, int64_t C, int tid) {
+  constexpr int G = kDwCh / kVec<T>, NV = SH * SW * G;
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int i = tid + it * NT, g = i % G, p = i / G;
+    const int64_t ih = ih0 + p / SW, iw = iw0 + p % SW, c = c0 + g * kVec<T>;
+    raw[it] = make_uint4(0, 0, 0, 0);
+    if (i < NV && c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)
+      raw[it] = *reinterpret_cast<const uint4*>(x + ((b * H + ih) * W + iw) * xs + c);
+  }
+}
+template <typename T, int SH, int SW, int NT, bool SWZ, int IT>
+__device__ __forceinline__ void dw_patch_store(const uint4 (&raw)[IT], float* in_s, int64_t ih0, int64_t iw0,
+                                               int64_t c0, int64_t H, int64_t W, int64_t C, int tid, const Act& pre_r,
+                                               bool has_pre) {
+  constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G;
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int i = tid + it * NT;
+    if (i >= NV) break;
+    const int g = i % G, p = i / G;
+    const int64_t ih = ih0 + p / SW, iw = iw0 + p % SW, c = c0 + g * V;
+    const bool inside = c < C && ih >= 0 && ih < H && iw >= 0 && iw < W;  // outside: the zero padding
+    float v[V];
+    unpack_vec<T>(raw[it], v);
+    if (inside && has_pre) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = act_apply(pre_r, v[j]);
+    }
+    store_staged<V>(in_s + p * kDwCh + g * V, v, SWZ && (p & 1));
+  }
+}
+
+// A thread's share of a staged patch: RH output rows from r0 and TW columns of channel c0 + c, from
+// the staged input rows r0 … r0 + RH + K − 2 (each loaded into registers once and used by every output
+// row it feeds), with the weights from shared memory (w_s, [tap][kDwCh]) or registers (WREG: wr);
+// bias first, the output activation last, rows and columns past the map skipped.
+template <typename T, int K, int RH, int TW, bool WREG>
+__device__ __forceinline__ void dw_patch_compute(const float* in_s, const float* w_s, const float (&wr)[WREG ? K * K : 1],
+                                                 float b0, const Act& post_r, T* y, int64_t ys, int64_t b, int64_t Ho,
+                                                 int64_t Wo, int64_t oh0, int64_t ow0, int64_t c0, int c, int r0) {
+  constexpr int SW = TW + K - 1;
+  float acc[RH][TW];
+#pragma unroll
+  for (int rr = 0; rr < RH; ++rr)
+#pragma unroll
+    for (int t = 0; t < TW; ++t) acc[rr][t] = b0;
+#pragma unroll
+  for (int ir = 0; ir < RH + K - 1; ++ir) {  // staged input row r0 + ir feeds output row rr through tap row ir − rr
+    float seg[SW];
+#pragma unroll
+    for (int j = 0; j < SW; ++j) seg[j] = in_s[((r0 + ir) * SW + j) * kDwCh + c];
+#pragma unroll
+    for (int rr = 0; rr < RH; ++rr) {
+      const int ki = ir - rr;
+      if (ki < 0 || ki >= K) continue;
+#pragma unroll
+      for (int kj = 0; kj < K; ++kj) {
+        const float wv = WREG ? wr[WREG ? ki * K + kj : 0] : w_s[(ki * K + kj) * kDwCh + c];
+#pragma unroll
+        for (int t = 0; t < TW; ++t) acc[rr][t] = fmaf(seg[t + kj], wv, acc[rr][t]);
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < RH; ++rr) {
+    if (oh0 + r0 + rr >= Ho) break;
+    T* yrow = y + ((b * Ho + oh0 + r0 + rr) * Wo + ow0) * ys + c0 + c;
+#pragma unroll
+    for (int t = 0; t < TW; ++t)
+      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post_r, acc[rr][t]));
+  }
+}
+
 // TW (a candidate at 16, METAFORMER_CUDA_DW=wide): the patch's width in output columns. A thread's
 // shared-memory loads per FMA fall with it: at RH = 2 and 7×7, 112 input and 98 weight loads for 784
 // FMAs at TW = 8 (0.27 a FMA; the SM issues one such load a clock against four FMA instructions, so
@@ -227,36 +314,14 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
   const int64_t oh0 = int64_t(blockIdx.x / tiles_w) * TH, ow0 = int64_t(blockIdx.x % tiles_w) * TW;
   const int tid = threadIdx.x;
   if (BATCH && vec) {  // as below, every global load of the thread first
-    constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G, NT = RG * kDwCh, IT = (NV + NT - 1) / NT;
-    constexpr int NW = K * K * kDwCh, WIT = WREG ? 0 : (NW + NT - 1) / NT;
+    constexpr int NW = K * K * kDwCh, NT = RG * kDwCh, WIT = WREG ? 0 : (NW + NT - 1) / NT;
     const Act pre_r = act_resolved(pre);
-    uint4 raw[IT];
+    uint4 raw[dw_patch_loads<T, SH, SW>(NT)];
     float wv[WIT > 0 ? WIT : 1];
-#pragma unroll
-    for (int it = 0; it < IT; ++it) {
-      const int i = tid + it * NT, g = i % G, p = i / G;
-      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
-      raw[it] = make_uint4(0, 0, 0, 0);
-      if (i < NV && c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)
-        raw[it] = *reinterpret_cast<const uint4*>(x + ((b * H + ih) * W + iw) * xs + c);
-    }
+    dw_patch_load<T, SH, SW, NT>(raw, x, xs, b, oh0 - ph, ow0 - pw, c0, H, W, C, tid);
 #pragma unroll
     for (int it = 0; it < WIT; ++it) wv[it] = dw_weight_at(w, tid + it * NT, NW, c0, C);
-#pragma unroll
-    for (int it = 0; it < IT; ++it) {
-      const int i = tid + it * NT;
-      if (i >= NV) break;
-      const int g = i % G, p = i / G;
-      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, c = c0 + g * V;
-      const bool inside = c < C && ih >= 0 && ih < H && iw >= 0 && iw < W;  // outside: the zero padding
-      float v[V];
-      unpack_vec<T>(raw[it], v);
-      if (inside && has_pre) {
-#pragma unroll
-        for (int j = 0; j < V; ++j) v[j] = act_apply(pre_r, v[j]);
-      }
-      store_staged<V>(in_s + p * kDwCh + g * V, v, SWZ && (p & 1));
-    }
+    dw_patch_store<T, SH, SW, NT, SWZ>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
 #pragma unroll
     for (int it = 0; it < WIT; ++it)
       if (tid + it * NT < NW) w_s[tid + it * NT] = wv[it];
@@ -304,36 +369,56 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
     for (int tap = 0; tap < K * K; ++tap) wr[tap] = w[int64_t(tap) * C + c0 + c];
   }
   const float b0 = bias ? bias[c0 + c] : 0.f;
-  const Act post_r = BATCH ? act_resolved(post) : post;
-  float acc[RH][TW];
-#pragma unroll
-  for (int rr = 0; rr < RH; ++rr)
-#pragma unroll
-    for (int t = 0; t < TW; ++t) acc[rr][t] = b0;
-#pragma unroll
-  for (int ir = 0; ir < RH + K - 1; ++ir) {  // staged input row r0 + ir feeds output row rr through tap row ir − rr
-    float seg[SW];
-#pragma unroll
-    for (int j = 0; j < SW; ++j) seg[j] = in_s[((r0 + ir) * SW + j) * kDwCh + c];
-#pragma unroll
-    for (int rr = 0; rr < RH; ++rr) {
-      const int ki = ir - rr;
-      if (ki < 0 || ki >= K) continue;
-#pragma unroll
-      for (int kj = 0; kj < K; ++kj) {
-        const float wv = WREG ? wr[WREG ? ki * K + kj : 0] : w_s[(ki * K + kj) * kDwCh + c];
-#pragma unroll
-        for (int t = 0; t < TW; ++t) acc[rr][t] = fmaf(seg[t + kj], wv, acc[rr][t]);
-      }
-    }
+  dw_patch_compute<T, K, RH, TW, WREG>(in_s, w_s, wr, b0, BATCH ? act_resolved(post) : post, y, ys, b, Ho, Wo, oh0,
+                                       ow0, c0, c, r0);
+}
+
+// PIPE (a candidate, METAFORMER_CUDA_DW=pipe): the batch kernel's tiles and sums, in persistent blocks
+// that issue the next tile's staging loads before computing the current one. Nsight Compute found the
+// batch kernel's issue slots 64 % busy at three blocks an SM (H100, 2026-12-05): each block waits for its
+// own patch's loads, then for the barrier, so an SM overlaps load latency only across its three
+// blocks. Here a block's loads for tile t + 1 are in flight during tile t's 784 FMAs a thread, and
+// its weights are staged once for all its tiles (blockIdx.y is the channel block; blockIdx.x walks
+// the tiles of every image, gridDim.x apart). The held loads cost IT·4 registers: two blocks an SM.
+// The launcher sizes the grid to what is resident at once. The same sums in the same order as batch.
+template <typename T, int K, int RH>
+__global__ void __launch_bounds__(kDwTile * kDwCh, 2)
+    dw_pipe_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
+                   int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, int tiles_hw, int64_t tiles, Act pre,
+                   Act post) {
+  constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1, NT = kDwTile * kDwCh, NW = K * K * kDwCh;
+  __shared__ __align__(16) float in_s[SH * SW * kDwCh];
+  __shared__ float w_s[NW];
+  const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
+  const int tid = threadIdx.x, c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
+  const bool has_pre = pre.kind != ActKind::Identity;
+  const Act pre_r = act_resolved(pre), post_r = act_resolved(post);
+  const float wr[1] = {0.f};
+  const float b0 = bias && c0 + c < C ? bias[c0 + c] : 0.f;
+  auto origin = [&](int64_t t, int64_t& b, int64_t& oh0, int64_t& ow0) {
+    b = t / tiles_hw;
+    const int64_t hw = t % tiles_hw;
+    oh0 = (hw / tiles_w) * TH, ow0 = (hw % tiles_w) * kDwTile;
+  };
+  uint4 raw[dw_patch_loads<T, SH, SW>(NT)];
+  int64_t t = blockIdx.x, b, oh0, ow0;
+  if (t < tiles) {
+    origin(t, b, oh0, ow0);
+    dw_patch_load<T, SH, SW, NT>(raw, x, xs, b, oh0 - ph, ow0 - pw, c0, H, W, C, tid);
   }
-#pragma unroll
-  for (int rr = 0; rr < RH; ++rr) {
-    if (oh0 + r0 + rr >= Ho) break;
-    T* yrow = y + ((b * Ho + oh0 + r0 + rr) * Wo + ow0) * ys + c0 + c;
-#pragma unroll
-    for (int t = 0; t < TW; ++t)
-      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post_r, acc[rr][t]));
+  for (int i = tid; i < NW; i += NT) w_s[i] = dw_weight_at(w, i, NW, c0, C);
+  for (; t < tiles; t += gridDim.x) {
+    origin(t, b, oh0, ow0);
+    __syncthreads();  // every thread is done reading the previous tile's patch
+    dw_patch_store<T, SH, SW, NT, false>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
+    __syncthreads();
+    if (t + gridDim.x < tiles) {  // the next tile's loads, in flight during this tile's FMAs
+      int64_t nb, noh0, now0;
+      origin(t + gridDim.x, nb, noh0, now0);
+      dw_patch_load<T, SH, SW, NT>(raw, x, xs, nb, noh0 - ph, now0 - pw, c0, H, W, C, tid);
+    }
+    if (c0 + c < C && oh0 + r0 < Ho)
+      dw_patch_compute<T, K, RH, kDwTile, false>(in_s, w_s, wr, b0, post_r, y, ys, b, Ho, Wo, oh0, ow0, c0, c, r0);
   }
 }
 
@@ -349,7 +434,7 @@ __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps
 // launcher below says what each is): the environment's choice, read once, unless a benchmark has
 // set another in-process (set_depthwise_variant, bench/cuda_dev).
 constexpr const char* kDepthwiseVariants[] = {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2",
-                                              "wide"};
+                                              "wide", "pipe"};
 constexpr int kDepthwiseDefault = 6;  // batch
 std::atomic<int> depthwise_variant_override{-1};
 int depthwise_variant() {
@@ -389,6 +474,8 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // vector staging; fp32 and scalar staging run "tiled". "batch2" (a candidate): batch with the
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
+  // "pipe" (a candidate): batch's tiles in persistent blocks that load the next tile while computing
+  // one (dw_pipe_kernel).
   const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
@@ -423,6 +510,35 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
           rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true>)
                     : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true>);
         return cudaGetLastError();
+      }
+      if (variant == 9 && vec_stage) {  // pipe: batch's tiles in persistent blocks (dw_pipe_kernel)
+        const int64_t all = tiles * B;
+        auto launch_pipe = [&](auto kernel, int& slots) {
+          // METAFORMER_CUDA_DW_PIPE_SLOTS=N (checks only) caps the grid at N blocks, so that the small op
+          // cases run several tiles a block too (cuda_check.sh dwpipe).
+          static const int forced = [] {
+            const char* e = std::getenv("METAFORMER_CUDA_DW_PIPE_SLOTS");
+            return e ? std::max(0, std::atoi(e)) : 0;
+          }();
+          if (forced > 0) slots = forced;
+          if (slots == 0) {  // blocks resident at once on this device, asked once per kernel
+            int device = 0, sms = 0, per_sm = 0;
+            cudaError_t e = cudaGetDevice(&device);
+            if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+            if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, groups * kDwCh, 0);
+            if (e != cudaSuccess) return e;
+            slots = std::max(1, sms * per_sm);
+          }
+          const int64_t per_channel_block = std::max<int64_t>(1, slots / int64_t(tgrid.y));
+          const dim3 pgrid(static_cast<unsigned>(std::min(all, per_channel_block)), tgrid.y);
+          kernel<<<pgrid, groups * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
+                                                  static_cast<int>(tiles), all, pre, post);
+          return cudaGetLastError();
+        };
+        static int slots[4] = {0, 0, 0, 0};
+        if (kh == 7)
+          return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 7, 2>, slots[0]) : launch_pipe(dw_pipe_kernel<D, 7, 1>, slots[1]);
+        return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 3, 2>, slots[2]) : launch_pipe(dw_pipe_kernel<D, 3, 1>, slots[3]);
       }
       if (variant == 8 && vec_stage && Wo > kDwTile) {  // wide: batch2 on patches of 16 columns (TW above)
         constexpr int TW = 2 * kDwTile;

@@ -87,8 +87,9 @@
 #                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
 #   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass)
 #                 against the default's two: as attntiles
-#   dwpipe.log    (step dwpipe) the depthwise forward in persistent pipelined blocks (METAFORMER_CUDA_DW=pipe)
-#                 against batch: op cases with the grid capped, the kernels one by one, then as dwbatch
+#   dwpipe.log    (step dwpipe) the depthwise forward in persistent pipelined blocks (METAFORMER_CUDA_DW=pipe,
+#                 pipecp) against batch: op cases with the grid capped, the kernels one by one, then as dwbatch
+#                 for DWPIPE_CAND (pipe), inference for all three
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -968,23 +969,29 @@ fi
 
 if has dwpipe; then
   # The depthwise forward in persistent blocks that load the next tile during the current one's FMAs
-  # (METAFORMER_CUDA_DW=pipe, conv.cu's dw_pipe_kernel) against the batch default: first the op cases
-  # with the grid capped (METAFORMER_CUDA_DW_PIPE_SLOTS), so that small cases loop over several tiles
-  # a block, then the kernels one by one, the usual switch checks and bf16 inference at batch 256.
+  # (METAFORMER_CUDA_DW=pipe: the loads held in registers, dw_pipe_kernel; pipecp: cp.async copies into
+  # shared memory, dw_pipe_async_kernel) against the batch default: first both candidates' op cases with
+  # the grid capped (METAFORMER_CUDA_DW_PIPE_SLOTS), so that small cases loop over several tiles a
+  # block, then the kernels one by one, the switch checks of DWPIPE_CAND (pipe) and bf16 inference.
   log=$OUT/dwpipe.log
   echo "== depthwise forward, pipelined persistent blocks: checks, kernel time, images/s" | tee "$log"
-  for slots in 1 5; do
-    for mode in test grad; do
-      METAFORMER_CUDA_DW=pipe METAFORMER_CUDA_DW_PIPE_SLOTS=$slots timeout 200 "$T" --backend cuda --dtype bf16 \
-        --mode $mode --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
-      echo "op harness bf16 $mode, pipe capped at $slots blocks: rc=$?" | tee -a "$log"
-      grep -E "FAIL|cases," /tmp/sc.log | tail -4 | tee -a "$log"
+  for cand in pipe pipecp; do
+    for slots in 1 5; do
+      for mode in test grad; do
+        METAFORMER_CUDA_DW=$cand METAFORMER_CUDA_DW_PIPE_SLOTS=$slots timeout 200 "$T" --backend cuda --dtype bf16 \
+          --mode $mode --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
+        echo "op harness bf16 $mode, $cand capped at $slots blocks: rc=$?" | tee -a "$log"
+        grep -E "FAIL|cases," /tmp/sc.log | tail -4 | tee -a "$log"
+      done
     done
   done
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
-    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,pipe --dw tiled 2>&1 | tee -a "$log"
+    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,pipe,pipecp --dw tiled 2>&1 | tee -a "$log"
   fi
-  dw_forward_check "$log" batch pipe "dw_pipe_kernel" "batch pipe"
+  cand=${DWPIPE_CAND:-pipe}
+  switch_check "$log" METAFORMER_CUDA_DW batch "$cand" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_pipe"
+  inference_ab "$log" METAFORMER_CUDA_DW "batch pipe pipecp"
 fi
 
 if has dwdwtiled; then

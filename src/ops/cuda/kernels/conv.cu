@@ -422,6 +422,85 @@ __global__ void __launch_bounds__(kDwTile * kDwCh, 2)
   }
 }
 
+// PIPECP (a candidate, METAFORMER_CUDA_DW=pipecp): pipe's persistent blocks with the next tile's patch
+// copied by cp.async into a raw bf16 buffer in shared memory instead of held in registers, so the
+// FMAs keep their registers and three blocks share an SM (pipe's held loads take it to 128 registers,
+// two blocks). Padding comes from the copies' zero fill (source size 0); the conversion to float, with
+// the input activation inside the map, is a shared-to-shared pass after the copies land.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Shared memory of a dw_pipe_async_kernel: the float patch, the raw patch and the weights.
+constexpr size_t dw_pipe_async_bytes(int K, int rows) {
+  return sizeof(float) * (rows + K - 1) * (kDwTile + K - 1) * kDwCh * 3 / 2 + sizeof(float) * K * K * kDwCh;
+}
+
+template <typename T, int K, int RH>
+__global__ void __launch_bounds__(kDwTile * kDwCh, 3)
+    dw_pipe_async_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H,
+                         int64_t W, int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, int tiles_hw,
+                         int64_t tiles, Act pre, Act post) {
+  constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1, NT = kDwTile * kDwCh, NW = K * K * kDwCh;
+  constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G, IT = (NV + NT - 1) / NT;
+  extern __shared__ float4 dw_pipe_smem[];
+  float* const in_s = reinterpret_cast<float*>(dw_pipe_smem);  // [SH · SW pixels][kDwCh], float
+  uint4* const raw_s = reinterpret_cast<uint4*>(in_s + SH * SW * kDwCh);  // the same pixels, T
+  float* const w_s = reinterpret_cast<float*>(raw_s + NV);
+  const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
+  const int tid = threadIdx.x, c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
+  const bool has_pre = pre.kind != ActKind::Identity;
+  const Act pre_r = act_resolved(pre), post_r = act_resolved(post);
+  const float wr[1] = {0.f};
+  const float b0 = bias && c0 + c < C ? bias[c0 + c] : 0.f;
+  auto origin = [&](int64_t t, int64_t& b, int64_t& oh0, int64_t& ow0) {
+    b = t / tiles_hw;
+    const int64_t hw = t % tiles_hw;
+    oh0 = (hw / tiles_w) * TH, ow0 = (hw % tiles_w) * kDwTile;
+  };
+  auto issue = [&](int64_t t) {  // tile t's patch into raw_s, zeros outside the map and the channels
+    int64_t b, oh0, ow0;
+    origin(t, b, oh0, ow0);
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int i = tid + it * NT, g = i % G, p = i / G;
+      if (i >= NV) break;
+      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, ch = c0 + g * V;
+      const bool valid = ch < C && ih >= 0 && ih < H && iw >= 0 && iw < W;
+      cp_async16(raw_s + i, valid ? x + ((b * H + ih) * W + iw) * xs + ch : x, valid);
+    }
+    cp_async_commit();
+  };
+  int64_t t = blockIdx.x, b, oh0, ow0;
+  if (t < tiles) issue(t);
+  for (int i = tid; i < NW; i += NT) w_s[i] = dw_weight_at(w, i, NW, c0, C);
+  for (; t < tiles; t += gridDim.x) {
+    origin(t, b, oh0, ow0);
+    cp_async_wait_all();
+    __syncthreads();  // every copy has landed, and every thread is done reading the previous patch
+#pragma unroll
+    for (int it = 0; it < IT; ++it) {
+      const int i = tid + it * NT, g = i % G, p = i / G;
+      if (i >= NV) break;
+      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW;
+      float v[V];
+      unpack_vec<T>(raw_s[i], v);
+      if (has_pre && c0 + g * V < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) v[j] = act_apply(pre_r, v[j]);
+      }
+      store_staged<V>(in_s + p * kDwCh + g * V, v, false);
+    }
+    __syncthreads();  // the float patch is complete; raw_s is free for the next tile
+    if (t + gridDim.x < tiles) issue(t + gridDim.x);
+    if (c0 + c < C && oh0 + r0 < Ho)
+      dw_patch_compute<T, K, RH, kDwTile, false>(in_s, w_s, wr, b0, post_r, y, ys, b, Ho, Wo, oh0, ow0, c0, c, r0);
+  }
+}
+
 __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps) {
   const int64_t n = C * taps;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -434,7 +513,7 @@ __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps
 // launcher below says what each is): the environment's choice, read once, unless a benchmark has
 // set another in-process (set_depthwise_variant, bench/cuda_dev).
 constexpr const char* kDepthwiseVariants[] = {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2",
-                                              "wide", "pipe"};
+                                              "wide", "pipe", "pipecp"};
 constexpr int kDepthwiseDefault = 6;  // batch
 std::atomic<int> depthwise_variant_override{-1};
 int depthwise_variant() {
@@ -475,7 +554,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
   // "pipe" (a candidate): batch's tiles in persistent blocks that load the next tile while computing
-  // one (dw_pipe_kernel).
+  // one (dw_pipe_kernel); "pipecp" (a candidate) the same with cp.async copies (dw_pipe_async_kernel).
   const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
@@ -511,9 +590,9 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
                     : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true>);
         return cudaGetLastError();
       }
-      if (variant == 9 && vec_stage) {  // pipe: batch's tiles in persistent blocks (dw_pipe_kernel)
+      if ((variant == 9 || variant == 10) && vec_stage) {  // pipe, pipecp: batch's tiles in persistent blocks
         const int64_t all = tiles * B;
-        auto launch_pipe = [&](auto kernel, int& slots) {
+        auto launch_pipe = [&](auto kernel, int& slots, size_t bytes = 0) {
           // METAFORMER_CUDA_DW_PIPE_SLOTS=N (checks only) caps the grid at N blocks, so that the small op
           // cases run several tiles a block too (cuda_check.sh dwpipe).
           static const int forced = [] {
@@ -525,17 +604,27 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
             int device = 0, sms = 0, per_sm = 0;
             cudaError_t e = cudaGetDevice(&device);
             if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-            if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, groups * kDwCh, 0);
+            if (e == cudaSuccess && bytes > 0) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                                         static_cast<int>(bytes));
+            if (e == cudaSuccess)
+              e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, groups * kDwCh, bytes);
             if (e != cudaSuccess) return e;
             slots = std::max(1, sms * per_sm);
           }
           const int64_t per_channel_block = std::max<int64_t>(1, slots / int64_t(tgrid.y));
           const dim3 pgrid(static_cast<unsigned>(std::min(all, per_channel_block)), tgrid.y);
-          kernel<<<pgrid, groups * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
-                                                  static_cast<int>(tiles), all, pre, post);
+          kernel<<<pgrid, groups * kDwCh, bytes, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
+                                                      static_cast<int>(tiles), all, pre, post);
           return cudaGetLastError();
         };
-        static int slots[4] = {0, 0, 0, 0};
+        static int slots[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (variant == 10) {
+          if (kh == 7)
+            return rows == 2 ? launch_pipe(dw_pipe_async_kernel<D, 7, 2>, slots[4], dw_pipe_async_bytes(7, 2 * kDwTile))
+                             : launch_pipe(dw_pipe_async_kernel<D, 7, 1>, slots[5], dw_pipe_async_bytes(7, kDwTile));
+          return rows == 2 ? launch_pipe(dw_pipe_async_kernel<D, 3, 2>, slots[6], dw_pipe_async_bytes(3, 2 * kDwTile))
+                           : launch_pipe(dw_pipe_async_kernel<D, 3, 1>, slots[7], dw_pipe_async_bytes(3, kDwTile));
+        }
         if (kh == 7)
           return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 7, 2>, slots[0]) : launch_pipe(dw_pipe_kernel<D, 7, 1>, slots[1]);
         return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 3, 2>, slots[2]) : launch_pipe(dw_pipe_kernel<D, 3, 1>, slots[3]);

@@ -985,9 +985,18 @@ if has dwpipe; then
       done
     done
   done
+  # The weight gradient's candidate from the same idea (METAFORMER_CUDA_DW_DW=tiledcp, conv_backward.cu's
+  # depthwise_dw_tiled_async_kernel): its grad cases, then training images/s against tiled.
+  for dt in bf16 fp32; do
+    METAFORMER_CUDA_DW_DW=tiledcp timeout 200 "$T" --backend cuda --dtype $dt --mode grad \
+      --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
+    echo "op harness $dt grad, METAFORMER_CUDA_DW_DW=tiledcp: rc=$?" | tee -a "$log"
+    grep -E "FAIL|cases," /tmp/sc.log | tail -4 | tee -a "$log"
+  done
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
-    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,pipe,pipecp --dw tiled 2>&1 | tee -a "$log"
+    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,pipe,pipecp --dw tiled,tiledcp 2>&1 | tee -a "$log"
   fi
+  ab_images_per_s "$log" METAFORMER_CUDA_DW_DW "tiled tiledcp" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}"
   cand=${DWPIPE_CAND:-pipe}
   switch_check "$log" METAFORMER_CUDA_DW batch "$cand" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_pipe"

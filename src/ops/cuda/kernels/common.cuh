@@ -103,6 +103,16 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec<T>]) {
   for (int j = 0; j < kVec<T>; ++j) e[j] = from_f<T>(v[j]);
   *reinterpret_cast<uint4*>(p) = u;
 }
+// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80 and up;
+// .cg: not kept in L1). With `valid` false it reads nothing and zero-fills dst (source size 0), the
+// padding of a staged patch; src must still be a mapped address. A thread's copies complete at
+// cp_async_wait_all, after cp_async_commit; a barrier then makes them visible to the block.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Raises `kernel`'s dynamic shared-memory limit to `bytes` when a launch needs more than `allowed`

@@ -427,13 +427,6 @@ __global__ void __launch_bounds__(kDwTile * kDwCh, 2)
 // FMAs keep their registers and three blocks share an SM (pipe's held loads take it to 128 registers,
 // two blocks). Padding comes from the copies' zero fill (source size 0); the conversion to float, with
 // the input activation inside the map, is a shared-to-shared pass after the copies land.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 // Shared memory of a dw_pipe_async_kernel: the float patch, the raw patch and the weights.
 constexpr size_t dw_pipe_async_bytes(int K, int rows) {
   return sizeof(float) * (rows + K - 1) * (kDwTile + K - 1) * kDwCh * 3 / 2 + sizeof(float) * K * K * kDwCh;

@@ -6,7 +6,7 @@
 // them all on the same buffers; cuda_check.sh's switch steps still check them (op cases, sanitizers,
 // training) before a default changes.
 //
-//   build/bench/mf_cuda_dw_variants [--batch 128] [--reps 20] [--fwd batch,pipe,pipecp] [--dw tiled,tiledcp]
+//   build/bench/mf_cuda_dw_variants [--batch 128] [--reps 20] [--fwd batch,batchact,pipe] [--dw tiled,rows2]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -26,6 +26,7 @@
 namespace {
 
 using mf::cuda::kernels::Act;
+using mf::cuda::kernels::ActKind;
 using mf::cuda::kernels::bf16;
 
 void check(cudaError_t e, const char* what) {
@@ -87,7 +88,7 @@ struct Shape {
 int main(int argc, char** argv) {
   int64_t B = 128;
   int reps = 20;
-  std::vector<std::string> fwd{"batch", "pipe", "pipecp", "tiled"}, dw{"tiled", "tiledcp", "rows2"};
+  std::vector<std::string> fwd{"batch", "batchact", "pipe"}, dw{"tiled", "rows2"};
   // One clear line and exit 1 for an option, value or variant it does not know; the variants are
   // checked here, before any GPU work (setting them needs no device).
   auto refuse = [](const std::string& what) {
@@ -109,11 +110,16 @@ int main(int argc, char** argv) {
   if (argc % 2 == 0) refuse(std::string("option ") + argv[argc - 1] + " has no value");
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--batch") B = positive(k, v);
-    else if (k == "--reps") reps = static_cast<int>(positive(k, v));
-    else if (k == "--fwd") fwd = split(v);
-    else if (k == "--dw") dw = split(v);
-    else refuse("unknown option " + k + " (--batch, --reps, --fwd, --dw)");
+    if (k == "--batch")
+      B = positive(k, v);
+    else if (k == "--reps")
+      reps = static_cast<int>(positive(k, v));
+    else if (k == "--fwd")
+      fwd = split(v);
+    else if (k == "--dw")
+      dw = split(v);
+    else
+      refuse("unknown option " + k + " (--batch, --reps, --fwd, --dw)");
   }
   for (const std::string& v : fwd)
     if (!mf::cuda::kernels::set_depthwise_variant(v.c_str())) refuse("no forward variant " + v);
@@ -129,8 +135,10 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "properties");
-  std::printf("%s, bf16, batch %lld, 7x7, stride 1, padding 3; median of %d launches (ms); max |diff| against "
-              "the first variant\n\n", prop.name, static_cast<long long>(B), reps);
+  std::printf(
+      "%s, bf16, batch %lld, 7x7, stride 1, padding 3; median of %d launches (ms); max |diff| against "
+      "the first variant\n\n",
+      prop.name, static_cast<long long>(B), reps);
   const Shape shapes[] = {{"stage 1", 56, 128}, {"stage 2", 28, 256}, {"stage 3", 14, 640}, {"stage 4", 7, 1024}};
   constexpr int K = 7;
   std::mt19937 rng(0);
@@ -147,27 +155,35 @@ int main(int argc, char** argv) {
     float* w = upload(hw);
     check(cudaMalloc(&y, n * sizeof(bf16)), "cudaMalloc");
     const double gmac = static_cast<double>(n) * taps / 1e9;
-    std::vector<float> first;
-    for (const std::string& v : fwd) {
-      mf::cuda::kernels::set_depthwise_variant(v.c_str());  // checked above
-      auto run = [&] {
-        check(mf::cuda::kernels::depthwise_conv2d(x, sh.C, w, nullptr, y, sh.C, B, sh.H, sh.H, sh.C, sh.H, sh.H, K, K,
-                                                  1, 1, K / 2, K / 2, Act{}, Act{}, nullptr),
-              "depthwise_conv2d");
-      };
-      const double ms = median_ms(reps, run);
-      const std::vector<bf16> out = download(y, n);
-      double diff = 0;
-      if (first.empty()) {
-        for (const bf16& o : out) first.push_back(from_bf16(o));
-      } else {
-        for (int64_t i = 0; i < n; ++i)
-          diff = std::max(diff, static_cast<double>(std::fabs(from_bf16(out[i]) - first[i])));
+    // Without an input activation (MambaOut's convolution, every dx) and with ConvFormer's StarReLU before
+    // it (its scalars in device memory, as the model passes them).
+    float* star_scalars = upload(std::vector<float>{0.8944f, -0.4472f});
+    Act star;
+    star.kind = ActKind::StarReLU, star.scale_p = star_scalars, star.bias_p = star_scalars + 1;
+    for (const Act& pre : {Act{}, star}) {
+      std::vector<float> first;
+      for (const std::string& v : fwd) {
+        mf::cuda::kernels::set_depthwise_variant(v.c_str());  // checked above
+        auto run = [&] {
+          check(mf::cuda::kernels::depthwise_conv2d(x, sh.C, w, nullptr, y, sh.C, B, sh.H, sh.H, sh.C, sh.H, sh.H, K, K,
+                                                    1, 1, K / 2, K / 2, pre, Act{}, nullptr),
+                "depthwise_conv2d");
+        };
+        const double ms = median_ms(reps, run);
+        const std::vector<bf16> out = download(y, n);
+        double diff = 0;
+        if (first.empty()) {
+          for (const bf16& o : out) first.push_back(from_bf16(o));
+        } else {
+          for (int64_t i = 0; i < n; ++i)
+            diff = std::max(diff, static_cast<double>(std::fabs(from_bf16(out[i]) - first[i])));
+        }
+        std::printf("| forward%s | %s (%lld, %lld×%lld) | %s | %.3f | %.0f | %.3g |\n",
+                    pre.kind == ActKind::StarReLU ? ", StarReLU first" : "", sh.name, static_cast<long long>(sh.C),
+                    static_cast<long long>(sh.H), static_cast<long long>(sh.H), v.c_str(), ms, gmac / (ms / 1e3), diff);
       }
-      std::printf("| forward | %s (%lld, %lld×%lld) | %s | %.3f | %.0f | %.3g |\n", sh.name,
-                  static_cast<long long>(sh.C), static_cast<long long>(sh.H), static_cast<long long>(sh.H), v.c_str(),
-                  ms, gmac / (ms / 1e3), diff);
     }
+    check(cudaFree(star_scalars), "free");
     mf::cuda::kernels::set_depthwise_variant(nullptr);
     double* work = nullptr;
     float* dwt = nullptr;

@@ -87,9 +87,9 @@
 #                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
 #   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass)
 #                 against the default's two: as attntiles
-#   dwpipe.log    (step dwpipe) the depthwise forward in persistent pipelined blocks (METAFORMER_CUDA_DW=pipe,
-#                 pipecp) against batch: op cases with the grid capped, the kernels one by one, then as dwbatch
-#                 for DWPIPE_CAND (pipe), inference for all three
+#   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact)
+#                 and in persistent pipelined blocks (pipe) against batch: op cases, the kernels one by one, then
+#                 as dwbatch for DWACT_CAND (batchact), inference for all three
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -110,7 +110,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwpipe uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -967,40 +967,31 @@ if has dwwide; then
   dw_forward_check "$log" batch wide "dw_tiled_kernel<[^>]*, 1, 1, 16" "batch batch2 wide"
 fi
 
-if has dwpipe; then
-  # The depthwise forward in persistent blocks that load the next tile during the current one's FMAs
-  # (METAFORMER_CUDA_DW=pipe: the loads held in registers, dw_pipe_kernel; pipecp: cp.async copies into
-  # shared memory, dw_pipe_async_kernel) against the batch default: first both candidates' op cases with
-  # the grid capped (METAFORMER_CUDA_DW_PIPE_SLOTS), so that small cases loop over several tiles a
-  # block, then the kernels one by one, the switch checks of DWPIPE_CAND (pipe) and bf16 inference.
-  log=$OUT/dwpipe.log
-  echo "== depthwise forward, pipelined persistent blocks: checks, kernel time, images/s" | tee "$log"
-  for cand in pipe pipecp; do
-    for slots in 1 5; do
-      for mode in test grad; do
-        METAFORMER_CUDA_DW=$cand METAFORMER_CUDA_DW_PIPE_SLOTS=$slots timeout 200 "$T" --backend cuda --dtype bf16 \
-          --mode $mode --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
-        echo "op harness bf16 $mode, $cand capped at $slots blocks: rc=$?" | tee -a "$log"
-        grep -E "FAIL|cases," /tmp/sc.log | tail -4 | tee -a "$log"
-      done
+if has dwact; then
+  # The depthwise forward with its activations' kinds fixed at compile time (METAFORMER_CUDA_DW=batchact,
+  # conv.cu's act_static: no switch per staged input and output) and the same in persistent blocks that
+  # load the next tile during the current one's FMAs (pipe, dw_pipe_kernel), against the batch
+  # default: op cases (pipe's with the grid capped by METAFORMER_CUDA_DW_PIPE_SLOTS, so that small
+  # cases loop over several tiles a block), the kernels one by one, the switch checks of DWACT_CAND
+  # (batchact), then bf16 inference for all three.
+  log=$OUT/dwact.log
+  echo "== depthwise forward, static activations and pipelined blocks: checks, kernel time, images/s" | tee "$log"
+  for run in "batchact 0" "pipe 1" "pipe 5"; do
+    read -r cand slots <<< "$run"
+    for mode in test grad; do
+      METAFORMER_CUDA_DW=$cand METAFORMER_CUDA_DW_PIPE_SLOTS=$slots timeout 200 "$T" --backend cuda --dtype bf16 \
+        --mode $mode --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
+      echo "op harness bf16 $mode, $cand (grid cap $slots): rc=$?" | tee -a "$log"
+      grep -E "FAIL|cases,|rror" /tmp/sc.log | tail -4 | tee -a "$log"
     done
   done
-  # The weight gradient's candidate from the same idea (METAFORMER_CUDA_DW_DW=tiledcp, conv_backward.cu's
-  # depthwise_dw_tiled_async_kernel): its grad cases, then training images/s against tiled.
-  for dt in bf16 fp32; do
-    METAFORMER_CUDA_DW_DW=tiledcp timeout 200 "$T" --backend cuda --dtype $dt --mode grad \
-      --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
-    echo "op harness $dt grad, METAFORMER_CUDA_DW_DW=tiledcp: rc=$?" | tee -a "$log"
-    grep -E "FAIL|cases," /tmp/sc.log | tail -4 | tee -a "$log"
-  done
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
-    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,pipe,pipecp --dw tiled,tiledcp 2>&1 | tee -a "$log"
+    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,batchact,pipe --dw tiled 2>&1 | tee -a "$log"
   fi
-  ab_images_per_s "$log" METAFORMER_CUDA_DW_DW "tiled tiledcp" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}"
-  cand=${DWPIPE_CAND:-pipe}
+  cand=${DWACT_CAND:-batchact}
   switch_check "$log" METAFORMER_CUDA_DW batch "$cand" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_pipe"
-  inference_ab "$log" METAFORMER_CUDA_DW "batch pipe pipecp"
+    convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 8, 2, 0>|dw_pipe"
+  inference_ab "$log" METAFORMER_CUDA_DW "batch batchact pipe"
 fi
 
 if has dwdwtiled; then

@@ -418,83 +418,6 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
   store_tap_partials<K * K>(acc, c0 + threadIdx.x, chunk, d.C, partial);
 }
 
-// TILEDCP (a candidate, METAFORMER_CUDA_DW_DW=tiledcp): the tiled kernel's tiles and sums, with the
-// next tile's x and dy copied by cp.async into raw buffers in shared memory while the current tile's
-// FMAs run (the tiled kernel issues a tile's loads and waits for them before its FMAs, at two blocks
-// an SM). The raw buffers are converted to the float tiles shared-to-shared; 84 KB a block at 7×7.
-constexpr size_t dw_tiled_async_smem_bytes(int K) { return dw_tiled_smem_bytes(K) * 3 / 2; }
-
-template <int K, class T>
-__global__ void __launch_bounds__(kColTile* kRowLanes, 2)
-    depthwise_dw_tiled_async_kernel(const T* x, const T* dy, int B, int chunks, DwShape d, double* partial) {
-  constexpr int RH = 2, TH = kDwTileRows, TW = kDwTileCols, SH = TH + K - 1, SW = TW + K - 1;
-  constexpr int V = kVec<T>, G = kColTile / V, NT = kColTile * kRowLanes;
-  constexpr int NX = SH * SW * G, ND = TH * TW * G, IX = (NX + NT - 1) / NT, ID = (ND + NT - 1) / NT;
-  extern __shared__ float4 dw_tiles_async_smem[];
-  float* xs = reinterpret_cast<float*>(dw_tiles_async_smem);  // [SH · SW pixels][32 channels]
-  float* gs = xs + SH * SW * kColTile;                        // [TH · TW pixels][32 channels]
-  uint4* raw_x = reinterpret_cast<uint4*>(gs + TH * TW * kColTile);  // the same pixels, T
-  uint4* raw_g = raw_x + NX;
-  const int tid = threadIdx.y * kColTile + threadIdx.x, c0 = blockIdx.x * kColTile, chunk = blockIdx.y;
-  const int tiles_h = (d.Ho + TH - 1) / TH, tiles_w = (d.Wo + TW - 1) / TW, tiles = tiles_h * tiles_w;
-  const int units = B * tiles, per = (units + chunks - 1) / chunks, u0 = chunk * per;
-  const int u1 = u0 + per < units ? u0 + per : units;
-  auto issue = [&](int u) {
-    const int n = u / tiles, oh0 = (u % tiles) / tiles_w * TH, ow0 = (u % tiles) % tiles_w * TW;
-    const int ih0 = oh0 - d.ph, iw0 = ow0 - d.pw;
-#pragma unroll
-    for (int it = 0; it < IX; ++it) {
-      const int i = tid + it * NT, g = i % G, p = i / G, ih = ih0 + p / SW, iw = iw0 + p % SW, c = c0 + g * V;
-      const bool valid = c < d.C && ih >= 0 && ih < d.H && iw >= 0 && iw < d.W;
-      const T* src = valid ? x + ((static_cast<int64_t>(n) * d.H + ih) * d.W + iw) * d.C + c : x;
-      if (i < NX) kernels::cp_async16(raw_x + i, src, valid);
-    }
-#pragma unroll
-    for (int it = 0; it < ID; ++it) {
-      const int i = tid + it * NT, g = i % G, p = i / G, oh = oh0 + p / TW, ow = ow0 + p % TW, c = c0 + g * V;
-      const bool valid = c < d.C && oh < d.Ho && ow < d.Wo;
-      const T* src = valid ? dy + ((static_cast<int64_t>(n) * d.Ho + oh) * d.Wo + ow) * d.C + c : dy;
-      if (i < ND) kernels::cp_async16(raw_g + i, src, valid);
-    }
-    kernels::cp_async_commit();
-  };
-  float acc[K * K];
-#pragma unroll
-  for (int t = 0; t < K * K; ++t) acc[t] = 0;
-  if (u0 < u1) issue(u0);
-  for (int u = u0; u < u1; ++u) {
-    const int oh0 = (u % tiles) / tiles_w * TH;
-    kernels::cp_async_wait_all();
-    __syncthreads();  // this tile's copies have landed; the previous tile's reads of xs and gs are done
-    {
-      uint4 rx[IX], rd[ID];
-#pragma unroll
-      for (int it = 0; it < IX; ++it) rx[it] = tid + it * NT < NX ? raw_x[tid + it * NT] : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int it = 0; it < ID; ++it) rd[it] = tid + it * NT < ND ? raw_g[tid + it * NT] : make_uint4(0, 0, 0, 0);
-      store_loaded_vectors<T, NX, NT>(rx, xs, tid);
-      store_loaded_vectors<T, ND, NT>(rd, gs, tid);
-    }
-    __syncthreads();  // the float tiles are complete; the raw buffers are free
-    if (u + 1 < u1) issue(u + 1);
-    const int c = threadIdx.x, r0 = threadIdx.y * RH;
-    if (oh0 + r0 >= d.Ho) continue;  // this lane's rows are past the map (its gs rows are zero anyway)
-    float g[RH][TW];
-#pragma unroll
-    for (int rr = 0; rr < RH; ++rr)
-#pragma unroll
-      for (int o = 0; o < TW; ++o) g[rr][o] = gs[((r0 + rr) * TW + o) * kColTile + c];
-#pragma unroll
-    for (int j = 0; j < RH + K - 1; ++j) {  // staged input row r0 + j feeds output row rr by tap j − rr
-      float win[SW];
-#pragma unroll
-      for (int q = 0; q < SW; ++q) win[q] = xs[((r0 + j) * SW + q) * kColTile + c];
-      add_input_row_products<K, K>(acc, g, win, j);
-    }
-  }
-  store_tap_partials<K * K>(acc, c0 + threadIdx.x, chunk, d.C, partial);
-}
-
 // Which dW kernel at stride 1: tiles staged in shared memory (depthwise_dw_tiled_kernel: bf16, square
 // kernels with 16-byte channel vectors, maps of 14 rows or more), the default since the H100 A/B of
 // 2026-12-05 (cuda_check.sh dwdwtiled: 4.4 against 9.5 ms of two convformer_s18 steps' dW kernels,
@@ -504,7 +427,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
 // window (the sliding window, the default before rows2), blocked (BlockedRow) or rows4 (RH = 4, 160
 // registers). rows2, rows4 and tiled add each tap's terms in other orders than the window kernels
 // and than each other: deterministic, but not the same bits.
-constexpr const char* kDwGradVariants[] = {"window", "blocked", "rows4", "rows2", "tiled", "tiledcp"};
+constexpr const char* kDwGradVariants[] = {"window", "blocked", "rows4", "rows2", "tiled"};
 constexpr int kDwGradDefault = 4;  // tiled
 std::atomic<int> dw_grad_variant_override{-1};  // set_depthwise_weight_grad_variant (bench/cuda_dev)
 int dw_weight_grad_variant() {
@@ -526,7 +449,7 @@ __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int
   }
 }
 
-// The tiled dW kernel where the variant is tiled (the default) or tiledcp and it applies: bf16 (fp32's
+// The tiled dW kernel where the variant is tiled (the default) and it applies: bf16 (fp32's
 // 16-byte vectors hold half the channels, and its loads in flight spilled 200 bytes at 7×7, ptxas
 // 11.8), a square kernel at stride 1, channels in 16-byte vectors, maps of 14 rows or more. Lowers
 // chunks to the tiles' count; false, with nothing launched, where it does not apply.
@@ -537,21 +460,12 @@ bool launch_dw_tiled(const T* x, const T* dy, int B, const DwShape& d, int& chun
   } else {
     const bool vec = d.C % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(dy) % 16 == 0;
-    const int variant = dw_weight_grad_variant();
-    if ((variant != 4 && variant != 5) || d.sh != 1 || d.sw != 1 || !vec || d.Ho < 14) return false;
+    if (dw_weight_grad_variant() != 4 || d.sh != 1 || d.sw != 1 || !vec || d.Ho < 14) return false;
     // Tiles of 16 × 8 outputs, 8 tiles a chunk (the work holds column_chunks(rows) chunks).
     const int tiles = ((d.Ho + kDwTileRows - 1) / kDwTileRows) * ((d.Wo + kDwTileCols - 1) / kDwTileCols);
     const int want = (B * tiles + 7) / 8;
     chunks = want < chunks ? want : chunks;
     const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-    if (variant == 5) {  // tiledcp
-      static size_t allowed_async = 0;
-      constexpr size_t bytes = dw_tiled_async_smem_bytes(KH);
-      if (kernels::allow_dynamic_shared(depthwise_dw_tiled_async_kernel<KH, T>, bytes, allowed_async) == cudaSuccess)
-        depthwise_dw_tiled_async_kernel<KH, T>
-            <<<grid, dim3(kColTile, kRowLanes), bytes, s>>>(x, dy, B, chunks, d, work);
-      return true;
-    }
     static size_t allowed = 0;
     constexpr size_t bytes = dw_tiled_smem_bytes(KH);
     // A refused shared-memory size launches nothing; the op reports it (the caller's cudaGetLastError).

@@ -55,6 +55,26 @@ __device__ __forceinline__ Act act_resolved(Act a) {
   return a;
 }
 
+// act_apply for a kind fixed at compile time (KIND = int(ActKind::…); -1 reads a.kind at run time),
+// with StarReLU's scalars already in `a` (act_resolved): no switch and no pointer test per element,
+// which a kernel that activates every staged input or output otherwise pays (the depthwise
+// forward's batchact). The same arithmetic as act_apply, so the same bits.
+template <int KIND>
+__device__ __forceinline__ float act_static(const Act& a, float x) {
+  if constexpr (KIND < 0) {
+    return act_apply(a, x);
+  } else if constexpr (KIND == static_cast<int>(ActKind::Identity)) {
+    return x;
+  } else if constexpr (KIND == static_cast<int>(ActKind::StarReLU)) {
+    const float r = x > 0.f ? x : 0.f;
+    return fmaf(a.scale, r * r, a.bias);
+  } else {
+    Act b = a;
+    b.kind = static_cast<ActKind>(KIND), b.scale_p = nullptr, b.bias_p = nullptr;
+    return act_apply(b, x);
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -103,16 +123,6 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec<T>]) {
   for (int j = 0; j < kVec<T>; ++j) e[j] = from_f<T>(v[j]);
   *reinterpret_cast<uint4*>(p) = u;
 }
-// 16 bytes from global to shared memory without passing through registers (cp.async, sm_80 and up;
-// .cg: not kept in L1). With `valid` false it reads nothing and zero-fills dst (source size 0), the
-// padding of a staged patch; src must still be a mapped address. A thread's copies complete at
-// cp_async_wait_all, after cp_async_commit; a barrier then makes them visible to the block.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Raises `kernel`'s dynamic shared-memory limit to `bytes` when a launch needs more than `allowed`

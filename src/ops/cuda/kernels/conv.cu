@@ -211,7 +211,8 @@ __device__ __forceinline__ float dw_weight_at(const float* w, int i, int NW, int
 // SH × SW-pixel patch whose top left input pixel is (ih0, iw0), kDwCh channels from c0, as the
 // NT threads' compile-time share (zero outside the map: the padding); dw_patch_store converts them
 // to float, applies the input activation inside the map and stores them at the patch's layout
-// ([pixel][kDwCh channels]). bf16 with vector staging only (the launchers check `vec`).
+// ([pixel][kDwCh channels]). bf16 with vector staging only (the launchers check `vec`). PRE and POST
+// (here and below): the input and output activations' kinds when fixed at compile time (act_static).
 template <typename T, int SH, int SW>
 constexpr int dw_patch_loads(int NT) {
   return (SH * SW * (kDwCh / kVec<T>) + NT - 1) / NT;
@@ -229,7 +230,7 @@ __device__ __forceinline__ void dw_patch_load(uint4 (&raw)[IT], const T* x, int6
       raw[it] = *reinterpret_cast<const uint4*>(x + ((b * H + ih) * W + iw) * xs + c);
   }
 }
-template <typename T, int SH, int SW, int NT, bool SWZ, int IT>
+template <typename T, int SH, int SW, int NT, bool SWZ, int PRE, int IT>
 __device__ __forceinline__ void dw_patch_store(const uint4 (&raw)[IT], float* in_s, int64_t ih0, int64_t iw0,
                                                int64_t c0, int64_t H, int64_t W, int64_t C, int tid, const Act& pre_r,
                                                bool has_pre) {
@@ -245,7 +246,7 @@ __device__ __forceinline__ void dw_patch_store(const uint4 (&raw)[IT], float* in
     unpack_vec<T>(raw[it], v);
     if (inside && has_pre) {
 #pragma unroll
-      for (int j = 0; j < V; ++j) v[j] = act_apply(pre_r, v[j]);
+      for (int j = 0; j < V; ++j) v[j] = act_static<PRE>(pre_r, v[j]);
     }
     store_staged<V>(in_s + p * kDwCh + g * V, v, SWZ && (p & 1));
   }
@@ -255,7 +256,7 @@ __device__ __forceinline__ void dw_patch_store(const uint4 (&raw)[IT], float* in
 // the staged input rows r0 … r0 + RH + K − 2 (each loaded into registers once and used by every output
 // row it feeds), with the weights from shared memory (w_s, [tap][kDwCh]) or registers (WREG: wr);
 // bias first, the output activation last, rows and columns past the map skipped.
-template <typename T, int K, int RH, int TW, bool WREG>
+template <typename T, int K, int RH, int TW, bool WREG, int POST>
 __device__ __forceinline__ void dw_patch_compute(const float* in_s, const float* w_s, const float (&wr)[WREG ? K * K : 1],
                                                  float b0, const Act& post_r, T* y, int64_t ys, int64_t b, int64_t Ho,
                                                  int64_t Wo, int64_t oh0, int64_t ow0, int64_t c0, int c, int r0) {
@@ -288,7 +289,7 @@ __device__ __forceinline__ void dw_patch_compute(const float* in_s, const float*
     T* yrow = y + ((b * Ho + oh0 + r0 + rr) * Wo + ow0) * ys + c0 + c;
 #pragma unroll
     for (int t = 0; t < TW; ++t)
-      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_apply(post_r, acc[rr][t]));
+      if (ow0 + t < Wo) yrow[t * ys] = from_f<T>(act_static<POST>(post_r, acc[rr][t]));
   }
 }
 
@@ -298,7 +299,7 @@ __device__ __forceinline__ void dw_patch_compute(const float* in_s, const float*
 // the loads bound the loop), 176 and 98 for 1,568 at TW = 16 (0.17). Its 62 KB patch passes the
 // 48 KB of static shared memory, so it is dynamic (dw_patch_bytes).
 template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false, bool SWZ = false,
-          int TW = kDwTile>
+          int TW = kDwTile, int PRE = -1, int POST = -1>
 __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
     dw_patch_load<T, SH, SW, NT>(raw, x, xs, b, oh0 - ph, ow0 - pw, c0, H, W, C, tid);
 #pragma unroll
     for (int it = 0; it < WIT; ++it) wv[it] = dw_weight_at(w, tid + it * NT, NW, c0, C);
-    dw_patch_store<T, SH, SW, NT, SWZ>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
+    dw_patch_store<T, SH, SW, NT, SWZ, PRE>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
 #pragma unroll
     for (int it = 0; it < WIT; ++it)
       if (tid + it * NT < NW) w_s[tid + it * NT] = wv[it];
@@ -369,8 +370,8 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
     for (int tap = 0; tap < K * K; ++tap) wr[tap] = w[int64_t(tap) * C + c0 + c];
   }
   const float b0 = bias ? bias[c0 + c] : 0.f;
-  dw_patch_compute<T, K, RH, TW, WREG>(in_s, w_s, wr, b0, BATCH ? act_resolved(post) : post, y, ys, b, Ho, Wo, oh0,
-                                       ow0, c0, c, r0);
+  dw_patch_compute<T, K, RH, TW, WREG, POST>(in_s, w_s, wr, b0, BATCH ? act_resolved(post) : post, y, ys, b, Ho, Wo,
+                                             oh0, ow0, c0, c, r0);
 }
 
 // PIPE (a candidate, METAFORMER_CUDA_DW=pipe): the batch kernel's tiles and sums, in persistent blocks
@@ -381,7 +382,7 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
 // its weights are staged once for all its tiles (blockIdx.y is the channel block; blockIdx.x walks
 // the tiles of every image, gridDim.x apart). The held loads cost IT·4 registers: two blocks an SM.
 // The launcher sizes the grid to what is resident at once. The same sums in the same order as batch.
-template <typename T, int K, int RH>
+template <typename T, int K, int RH, int PRE, int POST>
 __global__ void __launch_bounds__(kDwTile * kDwCh, 2)
     dw_pipe_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                    int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, int tiles_hw, int64_t tiles, Act pre,
@@ -410,7 +411,7 @@ __global__ void __launch_bounds__(kDwTile * kDwCh, 2)
   for (; t < tiles; t += gridDim.x) {
     origin(t, b, oh0, ow0);
     __syncthreads();  // every thread is done reading the previous tile's patch
-    dw_patch_store<T, SH, SW, NT, false>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
+    dw_patch_store<T, SH, SW, NT, false, PRE>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
     __syncthreads();
     if (t + gridDim.x < tiles) {  // the next tile's loads, in flight during this tile's FMAs
       int64_t nb, noh0, now0;
@@ -418,79 +419,8 @@ __global__ void __launch_bounds__(kDwTile * kDwCh, 2)
       dw_patch_load<T, SH, SW, NT>(raw, x, xs, nb, noh0 - ph, now0 - pw, c0, H, W, C, tid);
     }
     if (c0 + c < C && oh0 + r0 < Ho)
-      dw_patch_compute<T, K, RH, kDwTile, false>(in_s, w_s, wr, b0, post_r, y, ys, b, Ho, Wo, oh0, ow0, c0, c, r0);
-  }
-}
-
-// PIPECP (a candidate, METAFORMER_CUDA_DW=pipecp): pipe's persistent blocks with the next tile's patch
-// copied by cp.async into a raw bf16 buffer in shared memory instead of held in registers, so the
-// FMAs keep their registers and three blocks share an SM (pipe's held loads take it to 128 registers,
-// two blocks). Padding comes from the copies' zero fill (source size 0); the conversion to float, with
-// the input activation inside the map, is a shared-to-shared pass after the copies land.
-// Shared memory of a dw_pipe_async_kernel: the float patch, the raw patch and the weights.
-constexpr size_t dw_pipe_async_bytes(int K, int rows) {
-  return sizeof(float) * (rows + K - 1) * (kDwTile + K - 1) * kDwCh * 3 / 2 + sizeof(float) * K * K * kDwCh;
-}
-
-template <typename T, int K, int RH>
-__global__ void __launch_bounds__(kDwTile * kDwCh, 3)
-    dw_pipe_async_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H,
-                         int64_t W, int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, int tiles_hw,
-                         int64_t tiles, Act pre, Act post) {
-  constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1, NT = kDwTile * kDwCh, NW = K * K * kDwCh;
-  constexpr int V = kVec<T>, G = kDwCh / V, NV = SH * SW * G, IT = (NV + NT - 1) / NT;
-  extern __shared__ float4 dw_pipe_smem[];
-  float* const in_s = reinterpret_cast<float*>(dw_pipe_smem);  // [SH · SW pixels][kDwCh], float
-  uint4* const raw_s = reinterpret_cast<uint4*>(in_s + SH * SW * kDwCh);  // the same pixels, T
-  float* const w_s = reinterpret_cast<float*>(raw_s + NV);
-  const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
-  const int tid = threadIdx.x, c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
-  const bool has_pre = pre.kind != ActKind::Identity;
-  const Act pre_r = act_resolved(pre), post_r = act_resolved(post);
-  const float wr[1] = {0.f};
-  const float b0 = bias && c0 + c < C ? bias[c0 + c] : 0.f;
-  auto origin = [&](int64_t t, int64_t& b, int64_t& oh0, int64_t& ow0) {
-    b = t / tiles_hw;
-    const int64_t hw = t % tiles_hw;
-    oh0 = (hw / tiles_w) * TH, ow0 = (hw % tiles_w) * kDwTile;
-  };
-  auto issue = [&](int64_t t) {  // tile t's patch into raw_s, zeros outside the map and the channels
-    int64_t b, oh0, ow0;
-    origin(t, b, oh0, ow0);
-#pragma unroll
-    for (int it = 0; it < IT; ++it) {
-      const int i = tid + it * NT, g = i % G, p = i / G;
-      if (i >= NV) break;
-      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW, ch = c0 + g * V;
-      const bool valid = ch < C && ih >= 0 && ih < H && iw >= 0 && iw < W;
-      cp_async16(raw_s + i, valid ? x + ((b * H + ih) * W + iw) * xs + ch : x, valid);
-    }
-    cp_async_commit();
-  };
-  int64_t t = blockIdx.x, b, oh0, ow0;
-  if (t < tiles) issue(t);
-  for (int i = tid; i < NW; i += NT) w_s[i] = dw_weight_at(w, i, NW, c0, C);
-  for (; t < tiles; t += gridDim.x) {
-    origin(t, b, oh0, ow0);
-    cp_async_wait_all();
-    __syncthreads();  // every copy has landed, and every thread is done reading the previous patch
-#pragma unroll
-    for (int it = 0; it < IT; ++it) {
-      const int i = tid + it * NT, g = i % G, p = i / G;
-      if (i >= NV) break;
-      const int64_t ih = oh0 - ph + p / SW, iw = ow0 - pw + p % SW;
-      float v[V];
-      unpack_vec<T>(raw_s[i], v);
-      if (has_pre && c0 + g * V < C && ih >= 0 && ih < H && iw >= 0 && iw < W) {
-#pragma unroll
-        for (int j = 0; j < V; ++j) v[j] = act_apply(pre_r, v[j]);
-      }
-      store_staged<V>(in_s + p * kDwCh + g * V, v, false);
-    }
-    __syncthreads();  // the float patch is complete; raw_s is free for the next tile
-    if (t + gridDim.x < tiles) issue(t + gridDim.x);
-    if (c0 + c < C && oh0 + r0 < Ho)
-      dw_patch_compute<T, K, RH, kDwTile, false>(in_s, w_s, wr, b0, post_r, y, ys, b, Ho, Wo, oh0, ow0, c0, c, r0);
+      dw_patch_compute<T, K, RH, kDwTile, false, POST>(in_s, w_s, wr, b0, post_r, y, ys, b, Ho, Wo, oh0, ow0, c0, c,
+                                                       r0);
   }
 }
 
@@ -506,7 +436,7 @@ __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps
 // launcher below says what each is): the environment's choice, read once, unless a benchmark has
 // set another in-process (set_depthwise_variant, bench/cuda_dev).
 constexpr const char* kDepthwiseVariants[] = {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2",
-                                              "wide", "pipe", "pipecp"};
+                                              "wide", "pipe", "batchact"};
 constexpr int kDepthwiseDefault = 6;  // batch
 std::atomic<int> depthwise_variant_override{-1};
 int depthwise_variant() {
@@ -547,7 +477,8 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
   // "pipe" (a candidate): batch's tiles in persistent blocks that load the next tile while computing
-  // one (dw_pipe_kernel); "pipecp" (a candidate) the same with cp.async copies (dw_pipe_async_kernel).
+  // one (dw_pipe_kernel), with batchact's activations. "batchact" (a candidate): batch with the
+  // activations' kinds fixed at compile time where the zoo's calls allow (act_static).
   const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
@@ -574,53 +505,61 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
     // batch: bf16 only (fp32's 16-byte vectors hold half the channels: ten loads a thread in flight
     // took 80 registers and 220 bytes of spills, ptxas 11.8).
     if constexpr (std::is_same_v<T, bf16>) {
-      if (variant == 6 && vec_stage) {
-        if (kh == 7)
-          rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true>)
-                    : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true>);
-        else
-          rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true>)
-                    : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true>);
-        return cudaGetLastError();
+      // Calls `f(pre_kind, post_kind)` with the activations' kinds as compile-time constants where the
+      // zoo's calls have them (ConvFormer's StarReLU before the convolution, nothing after; MambaOut's
+      // and dx's none), -1 (read at run time) otherwise: batchact and pipe (act_static).
+      auto with_static_acts = [&](auto f) {
+        using Id = std::integral_constant<int, static_cast<int>(ActKind::Identity)>;
+        using Star = std::integral_constant<int, static_cast<int>(ActKind::StarReLU)>;
+        using Any = std::integral_constant<int, -1>;
+        if (post.kind == ActKind::Identity && pre.kind == ActKind::Identity) return f(Id{}, Id{});
+        if (post.kind == ActKind::Identity && pre.kind == ActKind::StarReLU) return f(Star{}, Id{});
+        return f(Any{}, Any{});
+      };
+      if ((variant == 6 || variant == 10) && vec_stage) {  // batch, batchact
+        auto run = [&](auto pre_kind, auto post_kind) {
+          constexpr int P = decltype(pre_kind)::value, Q = decltype(post_kind)::value;
+          if (kh == 7)
+            rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true, false, kDwTile, P, Q>)
+                      : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true, false, kDwTile, P, Q>);
+          else
+            rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true, false, kDwTile, P, Q>)
+                      : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true, false, kDwTile, P, Q>);
+          return cudaGetLastError();
+        };
+        if (variant == 6) return run(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{});
+        return with_static_acts(run);
       }
-      if ((variant == 9 || variant == 10) && vec_stage) {  // pipe, pipecp: batch's tiles in persistent blocks
+      if (variant == 9 && vec_stage) {  // pipe: batchact's tiles in persistent blocks (dw_pipe_kernel)
         const int64_t all = tiles * B;
-        auto launch_pipe = [&](auto kernel, int& slots, size_t bytes = 0) {
+        auto launch_pipe = [&](auto kernel) {
           // METAFORMER_CUDA_DW_PIPE_SLOTS=N (checks only) caps the grid at N blocks, so that the small op
           // cases run several tiles a block too (cuda_check.sh dwpipe).
           static const int forced = [] {
             const char* e = std::getenv("METAFORMER_CUDA_DW_PIPE_SLOTS");
             return e ? std::max(0, std::atoi(e)) : 0;
           }();
-          if (forced > 0) slots = forced;
-          if (slots == 0) {  // blocks resident at once on this device, asked once per kernel
+          int slots = forced;
+          if (slots == 0) {  // blocks resident at once on this device (a host-side computation)
             int device = 0, sms = 0, per_sm = 0;
             cudaError_t e = cudaGetDevice(&device);
             if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-            if (e == cudaSuccess && bytes > 0) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                                         static_cast<int>(bytes));
-            if (e == cudaSuccess)
-              e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, groups * kDwCh, bytes);
+            if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, groups * kDwCh, 0);
             if (e != cudaSuccess) return e;
             slots = std::max(1, sms * per_sm);
           }
           const int64_t per_channel_block = std::max<int64_t>(1, slots / int64_t(tgrid.y));
           const dim3 pgrid(static_cast<unsigned>(std::min(all, per_channel_block)), tgrid.y);
-          kernel<<<pgrid, groups * kDwCh, bytes, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
-                                                      static_cast<int>(tiles), all, pre, post);
+          kernel<<<pgrid, groups * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
+                                                  static_cast<int>(tiles), all, pre, post);
           return cudaGetLastError();
         };
-        static int slots[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (variant == 10) {
+        return with_static_acts([&](auto pre_kind, auto post_kind) {
+          constexpr int P = decltype(pre_kind)::value, Q = decltype(post_kind)::value;
           if (kh == 7)
-            return rows == 2 ? launch_pipe(dw_pipe_async_kernel<D, 7, 2>, slots[4], dw_pipe_async_bytes(7, 2 * kDwTile))
-                             : launch_pipe(dw_pipe_async_kernel<D, 7, 1>, slots[5], dw_pipe_async_bytes(7, kDwTile));
-          return rows == 2 ? launch_pipe(dw_pipe_async_kernel<D, 3, 2>, slots[6], dw_pipe_async_bytes(3, 2 * kDwTile))
-                           : launch_pipe(dw_pipe_async_kernel<D, 3, 1>, slots[7], dw_pipe_async_bytes(3, kDwTile));
-        }
-        if (kh == 7)
-          return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 7, 2>, slots[0]) : launch_pipe(dw_pipe_kernel<D, 7, 1>, slots[1]);
-        return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 3, 2>, slots[2]) : launch_pipe(dw_pipe_kernel<D, 3, 1>, slots[3]);
+            return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 7, 2, P, Q>) : launch_pipe(dw_pipe_kernel<D, 7, 1, P, Q>);
+          return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 3, 2, P, Q>) : launch_pipe(dw_pipe_kernel<D, 3, 1, P, Q>);
+        });
       }
       if (variant == 8 && vec_stage && Wo > kDwTile) {  // wide: batch2 on patches of 16 columns (TW above)
         constexpr int TW = 2 * kDwTile;

@@ -85,8 +85,8 @@
 #                 against rows2: as attntiles
 #   geluepi.log   (step geluepi) the MLP's GELU in the GEMM epilogues in training
 #                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
-#   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass)
-#                 against the default's two: as attntiles
+#   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass, the
+#                 default since 2026-12-06) against the two of split: as attntiles
 #   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact)
 #                 and in persistent pipelined blocks (pipe) against batch: op cases, the kernels one by one, then
 #                 as dwbatch for DWACT_CAND (batchact), inference for all three
@@ -1018,7 +1018,7 @@ fi
 if has gnbwd; then
   # GroupNorm's backward with one reduction pass (METAFORMER_CUDA_GN_BWD=onepass: per sample and
   # channel sums of x, x², dy and dy · x, from which the statistics, the gradient's means and the
-  # parameter gradients follow) against the default's two (split).
+  # parameter gradients follow; the default since 2026-12-06) against split's two.
   log=$OUT/gnbwd.log
   echo "== GroupNorm backward in one reduction pass: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_GN_BWD split onepass group_norm1,_branch poolformer_s12 \

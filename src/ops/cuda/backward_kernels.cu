@@ -412,7 +412,9 @@ struct NormParamGrads {
   }
 };
 
-// GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass, a candidate): the
+// GroupNorm's backward in one reduction pass (the default since the H200 A/B of 2026-12-06,
+// cuda_check.sh gnbwd: poolformer_s12's bf16 training 2-3 % more images/s; METAFORMER_CUDA_GN_BWD=split
+// runs the previous kernels): the
 // default reads x and dy three times, for the statistics and the gradient's means (NormAllMoments),
 // for dx, and for the parameter gradients (NormParamGrads, which needs the statistics first). Here
 // one column pass over the [n / C rows, groups · C columns] view (a column is one channel of one
@@ -457,23 +459,34 @@ __global__ void gn_onepass_stats_kernel(const double* cells, const float* w, dou
   if (threadIdx.x == 0) store_norm_moments(t, n, eps, stats + g * 4);
 }
 
-// One thread a channel, the samples in order.
+// kColTile channels a block, a lane each; the block's 8 rows of lanes take every 8th sample (row r: r,
+// r + 8, …), then the first row adds the 8 partial sums in order (deterministic). The first version
+// (one thread a channel over all samples: one or two blocks at PoolFormer's widths) took 57 µs a call
+// (H200, 2026-12-06).
+constexpr int kGnParamRows = 8;
 __global__ void gn_onepass_params_kernel(const double* cells, const double* stats, float* dw, float* db,
                                          int64_t groups, int64_t C) {
-  MF_GRID_STRIDE(c, C) {
-    double sw = 0, sb = 0;
-    for (int64_t g = 0; g < groups; ++g) {
+  __shared__ double part[kGnParamRows][kColTile][2];
+  const int64_t c = int64_t(blockIdx.x) * kColTile + threadIdx.x;
+  double sw = 0, sb = 0;
+  if (c < C)
+    for (int64_t g = threadIdx.y; g < groups; g += kGnParamRows) {
       const double* cell = cells + (g * C + c) * 4;
       sw += stats[g * 4 + 1] * (cell[3] - stats[g * 4 + 0] * cell[2]);
       sb += cell[2];
     }
-    if (dw) dw[c] += static_cast<float>(sw);
-    if (db) db[c] += static_cast<float>(sb);
-  }
+  part[threadIdx.y][threadIdx.x][0] = sw;
+  part[threadIdx.y][threadIdx.x][1] = sb;
+  __syncthreads();
+  if (threadIdx.y != 0 || c >= C) return;
+  double tw = 0, tb = 0;
+  for (int r = 0; r < kGnParamRows; ++r) tw += part[r][threadIdx.x][0], tb += part[r][threadIdx.x][1];
+  if (dw) dw[c] += static_cast<float>(tw);
+  if (db) db[c] += static_cast<float>(tb);
 }
 
 bool group_norm_backward_onepass() {
-  static const bool on = env_choice("METAFORMER_CUDA_GN_BWD", {"split", "onepass"}) == 1;
+  static const bool on = env_choice("METAFORMER_CUDA_GN_BWD", {"split", "onepass"}) != 0;
   return on;
 }
 
@@ -1068,7 +1081,9 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
     column_sums<4>(GnCellSums<T>{x, dy, cells, n, C}, n / C, groups * C, cells + groups * C * 4, s);
     gn_onepass_stats_kernel<<<static_cast<unsigned>(groups), kThreads, 0, s>>>(cells, w, stats, n, C, eps);
     launch_dx();
-    if (dw || db) gn_onepass_params_kernel<<<blocks_for(C), kThreads, 0, s>>>(cells, stats, dw, db, groups, C);
+    if (dw || db)
+      gn_onepass_params_kernel<<<blocks_for(C, kColTile), dim3(kColTile, kGnParamRows), 0, s>>>(cells, stats, dw, db,
+                                                                                             groups, C);
     return cudaGetLastError();
   }
   if (n <= kWarpRowMax) {

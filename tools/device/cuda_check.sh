@@ -89,7 +89,7 @@
 #                 default since 2026-12-06) against the two of split: as attntiles
 #   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact)
 #                 and in persistent pipelined blocks (pipe) against batch: op cases, the kernels one by one, then
-#                 as dwbatch for DWACT_CAND (batchact), inference for all three
+#                 as dwbatch for DWACT_CAND (batchact), inference for DWACT_INFERENCE (batch batchact)
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -973,7 +973,7 @@ if has dwact; then
   # load the next tile during the current one's FMAs (pipe, dw_pipe_kernel), against the batch
   # default: op cases (pipe's with the grid capped by METAFORMER_CUDA_DW_PIPE_SLOTS, so that small
   # cases loop over several tiles a block), the kernels one by one, the switch checks of DWACT_CAND
-  # (batchact), then bf16 inference for all three.
+  # (batchact), then bf16 inference (DWACT_INFERENCE: batch and batchact).
   log=$OUT/dwact.log
   echo "== depthwise forward, static activations and pipelined blocks: checks, kernel time, images/s" | tee "$log"
   for run in "batchact 0" "pipe 1" "pipe 5"; do
@@ -991,7 +991,7 @@ if has dwact; then
   cand=${DWACT_CAND:-batchact}
   switch_check "$log" METAFORMER_CUDA_DW batch "$cand" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 8, 2, 0>|dw_pipe"
-  inference_ab "$log" METAFORMER_CUDA_DW "batch batchact pipe"
+  inference_ab "$log" METAFORMER_CUDA_DW "${DWACT_INFERENCE:-batch batchact}"
 fi
 
 if has dwdwtiled; then

@@ -87,9 +87,8 @@
 #                 (METAFORMER_CUDA_GELU_EPILOGUE=1) against the activation kernels: as attntiles
 #   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass, the
 #                 default since 2026-12-06) against the two of split: as attntiles
-#   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact)
-#                 and in persistent pipelined blocks (pipe) against batch: op cases, the kernels one by one, then
-#                 as dwbatch for DWACT_CAND (batchact), inference for DWACT_INFERENCE (batch batchact)
+#   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact,
+#                 the default since 2026-12-06) against batch: the kernels one by one, then as dwbatch
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -894,7 +893,7 @@ inference_ab() {
 #   dw_forward_check LOG BASELINE CANDIDATE OWN "INFERENCE"
 dw_forward_check() {
   switch_check "$1" METAFORMER_CUDA_DW "$2" "$3" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "$4"
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "$4"
   inference_ab "$1" METAFORMER_CUDA_DW "$5"
 }
 
@@ -969,28 +968,16 @@ fi
 
 if has dwact; then
   # The depthwise forward with its activations' kinds fixed at compile time (METAFORMER_CUDA_DW=batchact,
-  # conv.cu's act_static: no switch per staged input and output) and the same in persistent blocks that
-  # load the next tile during the current one's FMAs (pipe, dw_pipe_kernel), against the batch
-  # default: op cases (pipe's with the grid capped by METAFORMER_CUDA_DW_PIPE_SLOTS, so that small
-  # cases loop over several tiles a block), the kernels one by one, the switch checks of DWACT_CAND
-  # (batchact), then bf16 inference (DWACT_INFERENCE: batch and batchact).
+  # conv.cu's act_static: no switch per staged input and output; the default since this step's run of
+  # 2026-12-06) against batch: its op cases, the kernels one by one (mf_cuda_dw_variants, with and
+  # without ConvFormer's StarReLU first), the switch checks, then bf16 inference (DWACT_INFERENCE).
   log=$OUT/dwact.log
-  echo "== depthwise forward, static activations and pipelined blocks: checks, kernel time, images/s" | tee "$log"
-  for run in "batchact 0" "pipe 1" "pipe 5"; do
-    read -r cand slots <<< "$run"
-    for mode in test grad; do
-      METAFORMER_CUDA_DW=$cand METAFORMER_CUDA_DW_PIPE_SLOTS=$slots timeout 200 "$T" --backend cuda --dtype bf16 \
-        --mode $mode --op depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout > /tmp/sc.log 2>&1
-      echo "op harness bf16 $mode, $cand (grid cap $slots): rc=$?" | tee -a "$log"
-      grep -E "FAIL|cases,|rror" /tmp/sc.log | tail -4 | tee -a "$log"
-    done
-  done
+  echo "== depthwise forward, static activations: checks, kernel time, images/s" | tee "$log"
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
-    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,batchact,pipe --dw tiled 2>&1 | tee -a "$log"
+    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,batchact --dw tiled 2>&1 | tee -a "$log"
   fi
-  cand=${DWACT_CAND:-batchact}
-  switch_check "$log" METAFORMER_CUDA_DW batch "$cand" depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled|dw_pipe" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 8, 2, 0>|dw_pipe"
+  switch_check "$log" METAFORMER_CUDA_DW batch batchact depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
+    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 8, 2, 0>"
   inference_ab "$log" METAFORMER_CUDA_DW "${DWACT_INFERENCE:-batch batchact}"
 fi
 

@@ -154,8 +154,8 @@ __global__ void dw_generic_kernel(const T* x, int64_t xs, const float* w, const 
 // shared-memory load a clock against four FMA instructions, so the loads, not the FMAs, bound it.
 // Weights in registers and RH = 4 (RG = 4 row groups, the same 16-row patch) make it 140 input loads and 49
 // weight loads for 1,568 FMAs. The sums are the same, added in the same order.
-// BATCH (the default for bf16 since the H100 A/B of 2026-12-05, cuda_check.sh dwbatch: 15.1 against
-// 16.3 ms of two convformer_s18 steps' 7×7 kernels, bf16 inference 1.6-2.4 % more images/s;
+// BATCH (METAFORMER_CUDA_DW=batch; the default for bf16 from the H100 A/B of 2026-12-05, cuda_check.sh
+// dwbatch: 15.1 against 16.3 ms of two convformer_s18 steps' 7×7 kernels, bf16 inference 1.6-2.4 % more images/s;
 // METAFORMER_CUDA_DW=tiled keeps the previous default): the staging issues all of a thread's global loads
 // before it converts and stores any. The SASS of the default (nvcc 11.8, sm_90) shows why: the
 // vector staging loop's trip count depends on blockDim, so it is not unrolled, and each of its
@@ -206,13 +206,17 @@ __device__ __forceinline__ float dw_weight_at(const float* w, int i, int NW, int
   return i < NW && c0 + c < C ? w[int64_t(tap) * C + c0 + c] : 0.f;
 }
 
-// The batched staging (BATCH below, and the pipelined kernel) in two halves, so that a caller can
-// issue a patch's loads long before it stores them. dw_patch_load issues every 16-byte load of the
+// The batched staging (BATCH below) in two halves, so that a caller can issue a patch's loads before
+// it stores them (a persistent, pipelined kernel did so a tile ahead: no faster, docs/cuda-log.md).
+// dw_patch_load issues every 16-byte load of the
 // SH × SW-pixel patch whose top left input pixel is (ih0, iw0), kDwCh channels from c0, as the
 // NT threads' compile-time share (zero outside the map: the padding); dw_patch_store converts them
 // to float, applies the input activation inside the map and stores them at the patch's layout
 // ([pixel][kDwCh channels]). bf16 with vector staging only (the launchers check `vec`). PRE and POST
-// (here and below): the input and output activations' kinds when fixed at compile time (act_static).
+// (here and below): the input and output activations' kinds when fixed at compile time (act_static;
+// -1: read at run time). Fixing them is what made batchact the default (H100, 2026-12-06: ConvFormer's
+// StarReLU-first stage-1 call 0.484 → 0.293 ms): a per-element switch on the kind, with StarReLU's
+// scalar pointers tested for every element, had been half of the kernel's instructions.
 template <typename T, int SH, int SW>
 constexpr int dw_patch_loads(int NT) {
   return (SH * SW * (kDwCh / kVec<T>) + NT - 1) / NT;
@@ -257,7 +261,8 @@ __device__ __forceinline__ void dw_patch_store(const uint4 (&raw)[IT], float* in
 // row it feeds), with the weights from shared memory (w_s, [tap][kDwCh]) or registers (WREG: wr);
 // bias first, the output activation last, rows and columns past the map skipped.
 template <typename T, int K, int RH, int TW, bool WREG, int POST>
-__device__ __forceinline__ void dw_patch_compute(const float* in_s, const float* w_s, const float (&wr)[WREG ? K * K : 1],
+__device__ __forceinline__ void dw_patch_compute(const float* in_s, const float* w_s,
+                                                 const float (&wr)[WREG ? K * K : 1],
                                                  float b0, const Act& post_r, T* y, int64_t ys, int64_t b, int64_t Ho,
                                                  int64_t Wo, int64_t oh0, int64_t ow0, int64_t c0, int c, int r0) {
   constexpr int SW = TW + K - 1;
@@ -374,56 +379,6 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
                                              oh0, ow0, c0, c, r0);
 }
 
-// PIPE (a candidate, METAFORMER_CUDA_DW=pipe): the batch kernel's tiles and sums, in persistent blocks
-// that issue the next tile's staging loads before computing the current one. Nsight Compute found the
-// batch kernel's issue slots 64 % busy at three blocks an SM (H100, 2026-12-05): each block waits for its
-// own patch's loads, then for the barrier, so an SM overlaps load latency only across its three
-// blocks. Here a block's loads for tile t + 1 are in flight during tile t's 784 FMAs a thread, and
-// its weights are staged once for all its tiles (blockIdx.y is the channel block; blockIdx.x walks
-// the tiles of every image, gridDim.x apart). The held loads cost IT·4 registers: two blocks an SM.
-// The launcher sizes the grid to what is resident at once. The same sums in the same order as batch.
-template <typename T, int K, int RH, int PRE, int POST>
-__global__ void __launch_bounds__(kDwTile * kDwCh, 2)
-    dw_pipe_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
-                   int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, int tiles_hw, int64_t tiles, Act pre,
-                   Act post) {
-  constexpr int TH = kDwTile * RH, SH = TH + K - 1, SW = kDwTile + K - 1, NT = kDwTile * kDwCh, NW = K * K * kDwCh;
-  __shared__ __align__(16) float in_s[SH * SW * kDwCh];
-  __shared__ float w_s[NW];
-  const int64_t c0 = int64_t(blockIdx.y) * kDwCh;
-  const int tid = threadIdx.x, c = tid % kDwCh, r0 = (tid / kDwCh) * RH;
-  const bool has_pre = pre.kind != ActKind::Identity;
-  const Act pre_r = act_resolved(pre), post_r = act_resolved(post);
-  const float wr[1] = {0.f};
-  const float b0 = bias && c0 + c < C ? bias[c0 + c] : 0.f;
-  auto origin = [&](int64_t t, int64_t& b, int64_t& oh0, int64_t& ow0) {
-    b = t / tiles_hw;
-    const int64_t hw = t % tiles_hw;
-    oh0 = (hw / tiles_w) * TH, ow0 = (hw % tiles_w) * kDwTile;
-  };
-  uint4 raw[dw_patch_loads<T, SH, SW>(NT)];
-  int64_t t = blockIdx.x, b, oh0, ow0;
-  if (t < tiles) {
-    origin(t, b, oh0, ow0);
-    dw_patch_load<T, SH, SW, NT>(raw, x, xs, b, oh0 - ph, ow0 - pw, c0, H, W, C, tid);
-  }
-  for (int i = tid; i < NW; i += NT) w_s[i] = dw_weight_at(w, i, NW, c0, C);
-  for (; t < tiles; t += gridDim.x) {
-    origin(t, b, oh0, ow0);
-    __syncthreads();  // every thread is done reading the previous tile's patch
-    dw_patch_store<T, SH, SW, NT, false, PRE>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
-    __syncthreads();
-    if (t + gridDim.x < tiles) {  // the next tile's loads, in flight during this tile's FMAs
-      int64_t nb, noh0, now0;
-      origin(t + gridDim.x, nb, noh0, now0);
-      dw_patch_load<T, SH, SW, NT>(raw, x, xs, nb, noh0 - ph, now0 - pw, c0, H, W, C, tid);
-    }
-    if (c0 + c < C && oh0 + r0 < Ho)
-      dw_patch_compute<T, K, RH, kDwTile, false, POST>(in_s, w_s, wr, b0, post_r, y, ys, b, Ho, Wo, oh0, ow0, c0, c,
-                                                       r0);
-  }
-}
-
 __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps) {
   const int64_t n = C * taps;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -436,8 +391,8 @@ __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps
 // launcher below says what each is): the environment's choice, read once, unless a benchmark has
 // set another in-process (set_depthwise_variant, bench/cuda_dev).
 constexpr const char* kDepthwiseVariants[] = {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2",
-                                              "wide", "pipe", "batchact"};
-constexpr int kDepthwiseDefault = 6;  // batch
+                                              "wide", "batchact"};
+constexpr int kDepthwiseDefault = 9;  // batchact
 std::atomic<int> depthwise_variant_override{-1};
 int depthwise_variant() {
   static const int from_env = [] {
@@ -471,14 +426,13 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // tiled kernel's first version: one row a thread, scalar staging), "strip", or the candidate "regw"
   // (weights in registers, four rows a thread in four row groups: the same 16-row patches).
   // "mma" and "mma2" are the tensor-core kernel of depthwise_mma.cu for bf16 storage (candidates:
-  // fp32 and the geometries it does not take stay on the default). "batch" (the default): the tiled
+  // fp32 and the geometries it does not take stay on the default). "batch" (the default before batchact): the tiled
   // kernel's shapes with every global load of the staging issued first (BATCH above), bf16 with
   // vector staging; fp32 and scalar staging run "tiled". "batch2" (a candidate): batch with the
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
-  // "pipe" (a candidate): batch's tiles in persistent blocks that load the next tile while computing
-  // one (dw_pipe_kernel), with batchact's activations. "batchact" (a candidate): batch with the
-  // activations' kinds fixed at compile time where the zoo's calls allow (act_static).
+  // "batchact" (the default for bf16 since the H100 A/B of 2026-12-06): batch with the activations'
+  // kinds fixed at compile time where the zoo's calls allow (act_static).
   const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
@@ -507,7 +461,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
     if constexpr (std::is_same_v<T, bf16>) {
       // Calls `f(pre_kind, post_kind)` with the activations' kinds as compile-time constants where the
       // zoo's calls have them (ConvFormer's StarReLU before the convolution, nothing after; MambaOut's
-      // and dx's none), -1 (read at run time) otherwise: batchact and pipe (act_static).
+      // and dx's none), -1 (read at run time) otherwise: batchact (act_static).
       auto with_static_acts = [&](auto f) {
         using Id = std::integral_constant<int, static_cast<int>(ActKind::Identity)>;
         using Star = std::integral_constant<int, static_cast<int>(ActKind::StarReLU)>;
@@ -516,7 +470,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
         if (post.kind == ActKind::Identity && pre.kind == ActKind::StarReLU) return f(Star{}, Id{});
         return f(Any{}, Any{});
       };
-      if ((variant == 6 || variant == 10) && vec_stage) {  // batch, batchact
+      if ((variant == 6 || variant == 9) && vec_stage) {  // batch, batchact
         auto run = [&](auto pre_kind, auto post_kind) {
           constexpr int P = decltype(pre_kind)::value, Q = decltype(post_kind)::value;
           if (kh == 7)
@@ -529,37 +483,6 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
         };
         if (variant == 6) return run(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{});
         return with_static_acts(run);
-      }
-      if (variant == 9 && vec_stage) {  // pipe: batchact's tiles in persistent blocks (dw_pipe_kernel)
-        const int64_t all = tiles * B;
-        auto launch_pipe = [&](auto kernel) {
-          // METAFORMER_CUDA_DW_PIPE_SLOTS=N (checks only) caps the grid at N blocks, so that the small op
-          // cases run several tiles a block too (cuda_check.sh dwpipe).
-          static const int forced = [] {
-            const char* e = std::getenv("METAFORMER_CUDA_DW_PIPE_SLOTS");
-            return e ? std::max(0, std::atoi(e)) : 0;
-          }();
-          int slots = forced;
-          if (slots == 0) {  // blocks resident at once on this device (a host-side computation)
-            int device = 0, sms = 0, per_sm = 0;
-            cudaError_t e = cudaGetDevice(&device);
-            if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-            if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, groups * kDwCh, 0);
-            if (e != cudaSuccess) return e;
-            slots = std::max(1, sms * per_sm);
-          }
-          const int64_t per_channel_block = std::max<int64_t>(1, slots / int64_t(tgrid.y));
-          const dim3 pgrid(static_cast<unsigned>(std::min(all, per_channel_block)), tgrid.y);
-          kernel<<<pgrid, groups * kDwCh, 0, s>>>(dev(x), xs, w, bias, dev(y), ys, H, W, C, Ho, Wo, ph, pw, tiles_w,
-                                                  static_cast<int>(tiles), all, pre, post);
-          return cudaGetLastError();
-        };
-        return with_static_acts([&](auto pre_kind, auto post_kind) {
-          constexpr int P = decltype(pre_kind)::value, Q = decltype(post_kind)::value;
-          if (kh == 7)
-            return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 7, 2, P, Q>) : launch_pipe(dw_pipe_kernel<D, 7, 1, P, Q>);
-          return rows == 2 ? launch_pipe(dw_pipe_kernel<D, 3, 2, P, Q>) : launch_pipe(dw_pipe_kernel<D, 3, 1, P, Q>);
-        });
       }
       if (variant == 8 && vec_stage && Wo > kDwTile) {  // wide: batch2 on patches of 16 columns (TW above)
         constexpr int TW = 2 * kDwTile;

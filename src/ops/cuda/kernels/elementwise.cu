@@ -2,6 +2,8 @@
 // channel windows and storage casts. Grid-stride loops, fp32 arithmetic on float or bf16 storage.
 #include "common.cuh"
 
+#include <type_traits>
+
 namespace mf::cuda::kernels {
 namespace {
 
@@ -46,14 +48,30 @@ __global__ void scaled_residual_kernel(const T* x, const float* rs, const T* br,
 inline bool fits32(int64_t n) { return n < (int64_t(1) << 31) - 65536LL * 8 * 256; }
 
 
-template <typename T>
+// KIND: the activation's kind fixed at compile time where launches name it (with_static_act), -1 read
+// at run time; either way StarReLU's scalars are read once a thread (act_resolved), not per element.
+// Nsight Compute found this kernel's issue slots 73 % busy with ConvFormer's StarReLU (H100,
+// 2026-12-05): for a copy-rate kernel, instructions were the limit.
+template <typename T, int KIND>
 __global__ void activation_vec_kernel(const T* x, T* y, int64_t nvec, Act act) {
+  const Act a = act_resolved(act);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nvec; i += int64_t(gridDim.x) * blockDim.x) {
     float v[kVec<T>];
     load_vec(x + i * kVec<T>, v);
 #pragma unroll
-    for (int j = 0; j < kVec<T>; ++j) v[j] = act_apply(act, v[j]);
+    for (int j = 0; j < kVec<T>; ++j) v[j] = act_static<KIND>(a, v[j]);
     store_vec(y + i * kVec<T>, v);
+  }
+}
+
+// Calls f(kind) with the activation's kind as a compile-time constant for the kinds the zoo's hot
+// paths use (StarReLU, GELU), -1 otherwise.
+template <typename F>
+cudaError_t with_static_act(ActKind kind, F f) {
+  switch (kind) {
+    case ActKind::StarReLU: return f(std::integral_constant<int, static_cast<int>(ActKind::StarReLU)>{});
+    case ActKind::GELU: return f(std::integral_constant<int, static_cast<int>(ActKind::GELU)>{});
+    default: return f(std::integral_constant<int, -1>{});
   }
 }
 
@@ -99,10 +117,11 @@ __global__ void glu_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64
 
 // The gated product 16 bytes a thread: every width and offset a multiple of the vector, so that no
 // vector straddles the t / c boundary. Flat over rows × width / V (32-bit: the launcher checks).
-template <typename T>
+template <typename T, int KIND>  // KIND: as activation_vec_kernel's
 __global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw, uint32_t gate_offset,
-                               uint32_t value_offset, T* y, uint32_t width, uint32_t total, Act act) {
+                               uint32_t value_offset, T* y, uint32_t width, uint32_t total, Act act_in) {
   constexpr int V = kVec<T>;
+  const Act act = act_resolved(act_in);
   const uint32_t wv = width / V, from_t = width - cw;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t r = i / wv, j = (i - r * wv) * V;
@@ -113,7 +132,7 @@ __global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw,
     else
       load_vec(c + size_t(r) * cw + (j - from_t), v);
 #pragma unroll
-    for (int e = 0; e < V; ++e) g[e] = act_apply(act, g[e]) * v[e];
+    for (int e = 0; e < V; ++e) g[e] = act_static<KIND>(act, g[e]) * v[e];
     store_vec(y + size_t(r) * width + j, g);
   }
 }
@@ -142,8 +161,11 @@ cudaError_t activation_t(const T* x, T* y, int64_t n, Act act, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   using D = typename Dev<T>::type;
   if (n % kVec<D> == 0 && aligned16(x) && aligned16(y)) {
-    activation_vec_kernel<<<grid_for(n / kVec<D>, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n / kVec<D>, act);
-    return cudaGetLastError();
+    return with_static_act(act.kind, [&](auto kind) {
+      activation_vec_kernel<D, decltype(kind)::value>
+          <<<grid_for(n / kVec<D>, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n / kVec<D>, act);
+      return cudaGetLastError();
+    });
   }
   activation_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n, act);
   return cudaGetLastError();
@@ -214,10 +236,12 @@ cudaError_t glu_t(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_o
   const int64_t total = rows * width / V;
   if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 &&
       aligned16(t) && (!c || aligned16(c)) && aligned16(y) && total < (int64_t(1) << 31)) {
-    glu_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(t), uint32_t(Ct), dev(c), uint32_t(cw),
-                                                             uint32_t(gate_offset), uint32_t(value_offset), dev(y),
-                                                             uint32_t(width), uint32_t(total), act);
-    return cudaGetLastError();
+    return with_static_act(act.kind, [&](auto kind) {
+      glu_vec_kernel<D, decltype(kind)::value><<<grid_for(total, kBlock), kBlock, 0, s>>>(
+          dev(t), uint32_t(Ct), dev(c), uint32_t(cw), uint32_t(gate_offset), uint32_t(value_offset), dev(y),
+          uint32_t(width), uint32_t(total), act);
+      return cudaGetLastError();
+    });
   }
   glu_kernel<<<row_grid(rows), row_block(width), 0, s>>>(dev(t), Ct, dev(c), cw, gate_offset, value_offset, dev(y),
                                                          rows, width, act);

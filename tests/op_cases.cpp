@@ -80,13 +80,14 @@ void add_linear_act(std::vector<OpCase>& v, Shape x, int64_t out, bool bias, Act
                nullptr});
 }
 
+// An MLP case's inputs: x, fc1's and fc2's weights, then (with bias) their biases.
+std::vector<OpInput> mlp_inputs(const Shape& x, int64_t hidden, bool bias) {
+  const std::vector<OpInput> inputs = mlp_inputs(x, hidden, bias);
+  return inputs;
+}
+
 void add_mlp(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind k) {
-  const int64_t in = x[-1];
-  std::vector<OpInput> inputs{{x}, {{hidden, in}, -0.3f, 0.3f}, {{in, hidden}, -0.3f, 0.3f}};
-  if (bias) {
-    inputs.push_back({{hidden}});
-    inputs.push_back({{in}});
-  }
+  const std::vector<OpInput> inputs = mlp_inputs(x, hidden, bias);
   v.push_back({fmt::format("mlp/{}->{}{} {}", x.str(), hidden, bias ? "+bias" : "", act_name(k)), OpKind::Linear,
                1e-5, inputs,
                [bias, k](const Exec& e, const std::vector<Tensor>& in) {
@@ -100,12 +101,7 @@ void add_mlp(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind
 // linear_backward. On the CUDA backend with bf16 activations GELU runs in the GEMMs' epilogues (the
 // tanh form, within the bf16 bar of the reference's erf form; METAFORMER_CUDA_GELU_EPILOGUE=0: not).
 void add_mlp_train(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind k) {
-  const int64_t in = x[-1];
-  std::vector<OpInput> inputs{{x}, {{hidden, in}, -0.3f, 0.3f}, {{in, hidden}, -0.3f, 0.3f}};
-  if (bias) {
-    inputs.push_back({{hidden}});
-    inputs.push_back({{in}});
-  }
+  const std::vector<OpInput> inputs = mlp_inputs(x, hidden, bias);
   v.push_back({fmt::format("mlp_train/{}->{}{} {}", x.str(), hidden, bias ? "+bias" : "", act_name(k)),
                OpKind::Linear, 1e-5, inputs,
                [bias, k](const Exec& e, const std::vector<Tensor>& in) {

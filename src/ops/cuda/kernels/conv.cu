@@ -4,7 +4,6 @@
 #include "common.cuh"
 #include "core/env_switch.h"
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>

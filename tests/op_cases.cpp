@@ -82,7 +82,12 @@ void add_linear_act(std::vector<OpCase>& v, Shape x, int64_t out, bool bias, Act
 
 // An MLP case's inputs: x, fc1's and fc2's weights, then (with bias) their biases.
 std::vector<OpInput> mlp_inputs(const Shape& x, int64_t hidden, bool bias) {
-  const std::vector<OpInput> inputs = mlp_inputs(x, hidden, bias);
+  const int64_t in = x[-1];
+  std::vector<OpInput> inputs{{x}, {{hidden, in}, -0.3f, 0.3f}, {{in, hidden}, -0.3f, 0.3f}};
+  if (bias) {
+    inputs.push_back({{hidden}});
+    inputs.push_back({{in}});
+  }
   return inputs;
 }
 

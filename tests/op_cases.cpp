@@ -750,7 +750,8 @@ const std::vector<OpCase>& op_cases() {
                      return std::vector<Tensor>{dx, dr, db};
                    }});
 
-    // {2, 5, 5, 48} [16:40]: widths and offset in whole 16-byte vectors of bf16, as MambaOut's.
+    // {2, 5, 5, 48} [16:40]: widths and offset in whole 16-byte vectors, as MambaOut's (the CUDA
+    // backend's vector kernels).
     for (auto [x, off, w] : std::vector<std::tuple<Shape, int64_t, int64_t>>{
              {{3, 7, 7, 37}, 5, 19}, {{2, 3, 8}, 0, 8}, {{2, 5, 5, 48}, 16, 24}})
       v.push_back({fmt::format("channel_slice/{}[{}:{}]", x.str(), off, off + w), OpKind::ChannelSlice, 0.0, {{x}},

@@ -2,6 +2,8 @@
 // channel windows and storage casts. Grid-stride loops, fp32 arithmetic on float or bf16 storage.
 #include "common.cuh"
 
+#include <type_traits>
+
 namespace mf::cuda::kernels {
 namespace {
 
@@ -46,14 +48,30 @@ __global__ void scaled_residual_kernel(const T* x, const float* rs, const T* br,
 inline bool fits32(int64_t n) { return n < (int64_t(1) << 31) - 65536LL * 8 * 256; }
 
 
-template <typename T>
+// KIND: the activation's kind fixed at compile time where launches name it (with_static_act), -1 read
+// at run time; either way StarReLU's scalars are read once a thread (act_resolved), not per element.
+// Nsight Compute found this kernel's issue slots 73 % busy with ConvFormer's StarReLU (H100,
+// 2026-12-05): for a copy-rate kernel, instructions were the limit.
+template <typename T, int KIND>
 __global__ void activation_vec_kernel(const T* x, T* y, int64_t nvec, Act act) {
+  const Act a = act_resolved(act);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nvec; i += int64_t(gridDim.x) * blockDim.x) {
     float v[kVec<T>];
     load_vec(x + i * kVec<T>, v);
 #pragma unroll
-    for (int j = 0; j < kVec<T>; ++j) v[j] = act_apply(act, v[j]);
+    for (int j = 0; j < kVec<T>; ++j) v[j] = act_static<KIND>(a, v[j]);
     store_vec(y + i * kVec<T>, v);
+  }
+}
+
+// Calls f(kind) with the activation's kind as a compile-time constant for the kinds the zoo's hot
+// paths use (StarReLU, GELU), -1 otherwise.
+template <typename F>
+cudaError_t with_static_act(ActKind kind, F f) {
+  switch (kind) {
+    case ActKind::StarReLU: return f(std::integral_constant<int, static_cast<int>(ActKind::StarReLU)>{});
+    case ActKind::GELU: return f(std::integral_constant<int, static_cast<int>(ActKind::GELU)>{});
+    default: return f(std::integral_constant<int, -1>{});
   }
 }
 
@@ -85,6 +103,22 @@ __global__ void channel_slice_kernel(const T* x, T* y, int64_t rows, int64_t C, 
     for (int64_t j = threadIdx.x; j < width; j += blockDim.x) y[r * width + j] = x[r * C + offset + j];
 }
 
+// 16 bytes a thread, flat over rows × width / V with 32-bit indices (the launcher checks the sizes,
+// the widths, the offset and the pointers): the row kernel above moves 2 bytes a thread in blocks as
+// wide as a row, and its bf16 copy was 4-5 % of MambaOut-Femto's training kernel time (H100 and H200,
+// 2026-12-05).
+template <typename T>
+__global__ void channel_slice_vec_kernel(const T* x, T* y, uint32_t C, uint32_t offset, uint32_t width,
+                                         uint32_t total) {
+  constexpr uint32_t V = kVec<T>;
+  const uint32_t wv = width / V;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const uint32_t r = i / wv, j = (i - r * wv) * V;
+    *reinterpret_cast<uint4*>(y + size_t(r) * width + j) =
+        *reinterpret_cast<const uint4*>(x + size_t(r) * C + offset + j);
+  }
+}
+
 template <typename T>
 __global__ void glu_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
                            T* y, int64_t rows, int64_t width, Act act) {
@@ -99,10 +133,11 @@ __global__ void glu_kernel(const T* t, int64_t Ct, const T* c, int64_t cw, int64
 
 // The gated product 16 bytes a thread: every width and offset a multiple of the vector, so that no
 // vector straddles the t / c boundary. Flat over rows × width / V (32-bit: the launcher checks).
-template <typename T>
+template <typename T, int KIND>  // KIND: as activation_vec_kernel's
 __global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw, uint32_t gate_offset,
-                               uint32_t value_offset, T* y, uint32_t width, uint32_t total, Act act) {
+                               uint32_t value_offset, T* y, uint32_t width, uint32_t total, Act act_in) {
   constexpr int V = kVec<T>;
+  const Act act = act_resolved(act_in);
   const uint32_t wv = width / V, from_t = width - cw;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t r = i / wv, j = (i - r * wv) * V;
@@ -113,7 +148,7 @@ __global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw,
     else
       load_vec(c + size_t(r) * cw + (j - from_t), v);
 #pragma unroll
-    for (int e = 0; e < V; ++e) g[e] = act_apply(act, g[e]) * v[e];
+    for (int e = 0; e < V; ++e) g[e] = act_static<KIND>(act, g[e]) * v[e];
     store_vec(y + size_t(r) * width + j, g);
   }
 }
@@ -142,8 +177,11 @@ cudaError_t activation_t(const T* x, T* y, int64_t n, Act act, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
   using D = typename Dev<T>::type;
   if (n % kVec<D> == 0 && aligned16(x) && aligned16(y)) {
-    activation_vec_kernel<<<grid_for(n / kVec<D>, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n / kVec<D>, act);
-    return cudaGetLastError();
+    return with_static_act(act.kind, [&](auto kind) {
+      activation_vec_kernel<D, decltype(kind)::value>
+          <<<grid_for(n / kVec<D>, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n / kVec<D>, act);
+      return cudaGetLastError();
+    });
   }
   activation_kernel<<<grid_for(n, kBlock), kBlock, 0, s>>>(dev(x), dev(y), n, act);
   return cudaGetLastError();
@@ -198,6 +236,14 @@ template <typename T>
 cudaError_t channel_slice_t(const T* x, T* y, int64_t rows, int64_t C, int64_t offset, int64_t width, cudaStream_t s) {
   if (offset < 0 || width < 0 || offset + width > C) return cudaErrorInvalidValue;
   if (rows <= 0 || width == 0) return cudaSuccess;
+  using D = typename Dev<T>::type;
+  constexpr int V = kVec<D>;
+  const int64_t total = rows * width / V;
+  if (C % V == 0 && offset % V == 0 && width % V == 0 && aligned16(x) && aligned16(y) && fits32(rows * C)) {
+    channel_slice_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), dev(y), uint32_t(C), uint32_t(offset),
+                                                                       uint32_t(width), uint32_t(total));
+    return cudaGetLastError();
+  }
   channel_slice_kernel<<<row_grid(rows), row_block(width), 0, s>>>(dev(x), dev(y), rows, C, offset, width);
   return cudaGetLastError();
 }
@@ -214,10 +260,12 @@ cudaError_t glu_t(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_o
   const int64_t total = rows * width / V;
   if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 &&
       aligned16(t) && (!c || aligned16(c)) && aligned16(y) && total < (int64_t(1) << 31)) {
-    glu_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(t), uint32_t(Ct), dev(c), uint32_t(cw),
-                                                             uint32_t(gate_offset), uint32_t(value_offset), dev(y),
-                                                             uint32_t(width), uint32_t(total), act);
-    return cudaGetLastError();
+    return with_static_act(act.kind, [&](auto kind) {
+      glu_vec_kernel<D, decltype(kind)::value><<<grid_for(total, kBlock), kBlock, 0, s>>>(
+          dev(t), uint32_t(Ct), dev(c), uint32_t(cw), uint32_t(gate_offset), uint32_t(value_offset), dev(y),
+          uint32_t(width), uint32_t(total), act);
+      return cudaGetLastError();
+    });
   }
   glu_kernel<<<row_grid(rows), row_block(width), 0, s>>>(dev(t), Ct, dev(c), cw, gate_offset, value_offset, dev(y),
                                                          rows, width, act);

@@ -89,6 +89,8 @@
 #                 default since 2026-12-06) against the two of split: as attntiles
 #   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact,
 #                 the default since 2026-12-06) against batch: the kernels one by one, then as dwbatch
+#   dwlean.log    (step dwlean) the depthwise forward with 32-bit staging index math (METAFORMER_CUDA_DW=lean)
+#                 against batchact: the kernels one by one, then as dwbatch
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -109,7 +111,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -989,6 +991,18 @@ if has dwact; then
   switch_check "$log" METAFORMER_CUDA_DW batch batchact depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
     convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 8, 2, 0>"
   inference_ab "$log" METAFORMER_CUDA_DW "${DWACT_INFERENCE:-batch batchact}"
+fi
+
+if has dwlean; then
+  # The depthwise forward's staging with 32-bit index math, walked (METAFORMER_CUDA_DW=lean,
+  # conv.cu's dw_patch_load_lean) against the batchact default: the kernels one by one
+  # (mf_cuda_dw_variants), the switch checks, then bf16 inference.
+  log=$OUT/dwlean.log
+  echo "== depthwise forward, 32-bit staging: checks, kernel time, images/s" | tee "$log"
+  if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
+    timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batchact,lean --dw tiled 2>&1 | tee -a "$log"
+  fi
+  dw_forward_check "$log" batchact lean "dw_tiled_kernel<[^>]*, 0, true>" "${DWLEAN_INFERENCE:-batchact lean}"
 fi
 
 if has dwdwtiled; then

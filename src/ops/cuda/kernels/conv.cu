@@ -255,6 +255,54 @@ __device__ __forceinline__ void dw_patch_store(const uint4 (&raw)[IT], float* in
   }
 }
 
+// The same staging with 32-bit index math, walked (lean, variant 10). The batchact kernel's SASS
+// (H200, 2026-12-06) spent about 830 instructions of staging before its first FMA: for every 16-byte
+// load a 64-bit pixel index, a division by the patch width and 64-bit bounds tests. NT is a multiple
+// of the G channel groups of a pixel, so a thread's channel group is the same at every step and its
+// pixel advances by NT / G: the walk keeps the row and column and steps them by constants. `x_img` is
+// the image's first pixel at channel c0; offsets within an image are 32-bit (the launcher checks
+// H·W·xs < 2^31). dw_patch_load_lean returns which loads were inside the map (bit it), for the store.
+template <typename T, int SH, int SW, int NT, int IT>
+__device__ __forceinline__ unsigned dw_patch_load_lean(uint4 (&raw)[IT], const T* x_img, int xs, int ih0, int iw0,
+                                                       int H, int W, bool channels_in, int tid) {
+  constexpr int G = kDwCh / kVec<T>, NP = SH * SW, PS = NT / G;
+  static_assert(NT % G == 0, "a thread's channel group must not change between steps");
+  static_assert(IT <= 32, "one bit a load");
+  const T* xg = x_img + (tid % G) * kVec<T>;
+  int p = tid / G, r = p / SW, col = p % SW;
+  unsigned inside = 0;
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int ih = ih0 + r, iw = iw0 + col;
+    raw[it] = make_uint4(0, 0, 0, 0);
+    if (((it + 1) * PS <= NP || p < NP) && channels_in && unsigned(ih) < unsigned(H) && unsigned(iw) < unsigned(W)) {
+      raw[it] = *reinterpret_cast<const uint4*>(xg + (ih * W + iw) * xs);
+      inside |= 1u << it;
+    }
+    p += PS, col += PS % SW, r += PS / SW;
+    if (col >= SW) col -= SW, ++r;
+  }
+  return inside;
+}
+template <typename T, int SH, int SW, int NT, bool SWZ, int PRE, int IT>
+__device__ __forceinline__ void dw_patch_store_lean(const uint4 (&raw)[IT], unsigned inside, float* in_s, int tid,
+                                                    const Act& pre_r, bool has_pre) {
+  constexpr int V = kVec<T>, G = kDwCh / V, NP = SH * SW, PS = NT / G;
+  const int g = tid % G, p0 = tid / G;
+#pragma unroll
+  for (int it = 0; it < IT; ++it) {
+    const int p = p0 + it * PS;
+    if ((it + 1) * PS > NP && p >= NP) break;
+    float v[V];
+    unpack_vec<T>(raw[it], v);
+    if (((inside >> it) & 1u) && has_pre) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) v[j] = act_static<PRE>(pre_r, v[j]);
+    }
+    store_staged<V>(in_s + p * kDwCh + g * V, v, SWZ && (p & 1));
+  }
+}
+
 // A thread's share of a staged patch: RH output rows from r0 and TW columns of channel c0 + c, from
 // the staged input rows r0 … r0 + RH + K − 2 (each loaded into registers once and used by every output
 // row it feeds), with the weights from shared memory (w_s, [tap][kDwCh]) or registers (WREG: wr);
@@ -303,7 +351,7 @@ __device__ __forceinline__ void dw_patch_compute(const float* in_s, const float*
 // the loads bound the loop), 176 and 98 for 1,568 at TW = 16 (0.17). Its 62 KB patch passes the
 // 48 KB of static shared memory, so it is dynamic (dw_patch_bytes).
 template <typename T, int K, int RH, int RG = kDwTile, bool WREG = false, bool BATCH = false, bool SWZ = false,
-          int TW = kDwTile, int PRE = -1, int POST = -1>
+          int TW = kDwTile, int PRE = -1, int POST = -1, bool LEAN = false>
 __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1)
     dw_tiled_kernel(const T* x, int64_t xs, const float* w, const float* bias, T* y, int64_t ys, int64_t H, int64_t W,
                     int64_t C, int64_t Ho, int64_t Wo, int ph, int pw, int tiles_w, bool vec, Act pre, Act post) {
@@ -323,10 +371,18 @@ __global__ void __launch_bounds__(RG * kDwCh, BATCH ? (TW > kDwTile ? 2 : 3) : 1
     const Act pre_r = act_resolved(pre);
     uint4 raw[dw_patch_loads<T, SH, SW>(NT)];
     float wv[WIT > 0 ? WIT : 1];
-    dw_patch_load<T, SH, SW, NT>(raw, x, xs, b, oh0 - ph, ow0 - pw, c0, H, W, C, tid);
+    unsigned inside = 0;
+    if constexpr (LEAN)
+      inside = dw_patch_load_lean<T, SH, SW, NT>(raw, x + b * H * W * xs + c0, int(xs), int(oh0 - ph), int(ow0 - pw),
+                                                 int(H), int(W), c0 + (tid % (kDwCh / kVec<T>)) * kVec<T> < C, tid);
+    else
+      dw_patch_load<T, SH, SW, NT>(raw, x, xs, b, oh0 - ph, ow0 - pw, c0, H, W, C, tid);
 #pragma unroll
     for (int it = 0; it < WIT; ++it) wv[it] = dw_weight_at(w, tid + it * NT, NW, c0, C);
-    dw_patch_store<T, SH, SW, NT, SWZ, PRE>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
+    if constexpr (LEAN)
+      dw_patch_store_lean<T, SH, SW, NT, SWZ, PRE>(raw, inside, in_s, tid, pre_r, has_pre);
+    else
+      dw_patch_store<T, SH, SW, NT, SWZ, PRE>(raw, in_s, oh0 - ph, ow0 - pw, c0, H, W, C, tid, pre_r, has_pre);
 #pragma unroll
     for (int it = 0; it < WIT; ++it)
       if (tid + it * NT < NW) w_s[tid + it * NT] = wv[it];
@@ -390,7 +446,7 @@ __global__ void dw_weight_kernel(const float* w, float* out, int64_t C, int taps
 // launcher below says what each is): the environment's choice, read once, unless a benchmark has
 // set another in-process (set_depthwise_variant, bench/cuda_dev).
 constexpr const char* kDepthwiseVariants[] = {"strip", "tiled1", "tiled", "regw", "mma", "mma2", "batch", "batch2",
-                                              "wide", "batchact"};
+                                              "wide", "batchact", "lean"};
 constexpr int kDepthwiseDefault = 9;  // batchact
 std::atomic<int> depthwise_variant_override{-1};
 int depthwise_variant() {
@@ -431,7 +487,8 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // staging's shared stores in a bank-conflict-free order (store_staged, SWZ). "wide" (a candidate):
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
   // "batchact" (the default for bf16 since the H100 A/B of 2026-12-06): batch with the activations'
-  // kinds fixed at compile time where the zoo's calls allow (act_static).
+  // kinds fixed at compile time where the zoo's calls allow (act_static). "lean" (a candidate): batchact
+  // with the staging's index math in 32 bits, walked (dw_patch_load_lean).
   const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {
     if ((variant == 4 || variant == 5) && depthwise_mma_supported(B, C, kh, kw, sh, sw))
@@ -469,19 +526,24 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
         if (post.kind == ActKind::Identity && pre.kind == ActKind::StarReLU) return f(Star{}, Id{});
         return f(Any{}, Any{});
       };
-      if ((variant == 6 || variant == 9) && vec_stage) {  // batch, batchact
-        auto run = [&](auto pre_kind, auto post_kind) {
+      // lean: an image's elements must have 32-bit offsets.
+      const bool lean = variant == 10 && H * W * xs < (int64_t(1) << 31);
+      if ((variant == 6 || variant == 9 || variant == 10) && vec_stage) {  // batch, batchact, lean
+        auto run = [&](auto pre_kind, auto post_kind, auto lean_walk) {
           constexpr int P = decltype(pre_kind)::value, Q = decltype(post_kind)::value;
+          constexpr bool L = decltype(lean_walk)::value;
           if (kh == 7)
-            rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true, false, kDwTile, P, Q>)
-                      : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true, false, kDwTile, P, Q>);
+            rows == 2 ? launch(dw_tiled_kernel<D, 7, 2, kDwTile, false, true, false, kDwTile, P, Q, L>)
+                      : launch(dw_tiled_kernel<D, 7, 1, kDwTile, false, true, false, kDwTile, P, Q, L>);
           else
-            rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true, false, kDwTile, P, Q>)
-                      : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true, false, kDwTile, P, Q>);
+            rows == 2 ? launch(dw_tiled_kernel<D, 3, 2, kDwTile, false, true, false, kDwTile, P, Q, L>)
+                      : launch(dw_tiled_kernel<D, 3, 1, kDwTile, false, true, false, kDwTile, P, Q, L>);
           return cudaGetLastError();
         };
-        if (variant == 6) return run(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{});
-        return with_static_acts(run);
+        if (variant == 6)
+          return run(std::integral_constant<int, -1>{}, std::integral_constant<int, -1>{}, std::false_type{});
+        if (lean) return with_static_acts([&](auto p, auto q) { return run(p, q, std::true_type{}); });
+        return with_static_acts([&](auto p, auto q) { return run(p, q, std::false_type{}); });
       }
       if (variant == 8 && vec_stage && Wo > kDwTile) {  // wide: batch2 on patches of 16 columns (TW above)
         constexpr int TW = 2 * kDwTile;

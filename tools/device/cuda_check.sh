@@ -1002,7 +1002,7 @@ if has dwlean; then
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
     timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batchact,lean --dw tiled 2>&1 | tee -a "$log"
   fi
-  dw_forward_check "$log" batchact lean "dw_tiled_kernel<[^>]*, 0, true>" "${DWLEAN_INFERENCE:-batchact lean}"
+  dw_forward_check "$log" batchact lean "dw_tiled_kernel<[^>]*, 0, 1>" "${DWLEAN_INFERENCE:-batchact lean}"
 fi
 
 if has dwdwtiled; then

@@ -488,7 +488,7 @@ cudaError_t depthwise_launch(const T* x, int64_t xs, const float* w, const float
   // batch2 with patches 16 columns wide (TW) on maps wider than 8; narrower ones run batch2.
   // "batchact" (the default for bf16 from the H100 A/B of 2026-12-06 until lean): batch with the
   // activations' kinds fixed at compile time where the zoo's calls allow (act_static). "lean" (the
-  // default since the H200 A/B of 2026-12-06: 8-16 % less time a launch, the same outputs): batchact
+  // default since the H200 A/B of 2026-12-06: 7-17 % less time a launch, the same outputs): batchact
   // with the staging's index math in 32 bits, walked (dw_patch_load_lean).
   const int variant = depthwise_variant();
   if constexpr (std::is_same_v<T, bf16>) {

@@ -6,7 +6,7 @@
 // them all on the same buffers; cuda_check.sh's switch steps still check them (op cases, sanitizers,
 // training) before a default changes.
 //
-//   build/bench/mf_cuda_dw_variants [--batch 128] [--reps 20] [--fwd batchact,batch] [--dw tiled,rows2]
+//   build/bench/mf_cuda_dw_variants [--batch 128] [--reps 20] [--fwd lean,batchact] [--dw tiled,rows2]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -88,7 +88,7 @@ struct Shape {
 int main(int argc, char** argv) {
   int64_t B = 128;
   int reps = 20;
-  std::vector<std::string> fwd{"batchact", "batch"}, dw{"tiled", "rows2"};
+  std::vector<std::string> fwd{"lean", "batchact"}, dw{"tiled", "rows2"};
   // One clear line and exit 1 for an option, value or variant it does not know; the variants are
   // checked here, before any GPU work (setting them needs no device).
   auto refuse = [](const std::string& what) {

@@ -88,9 +88,9 @@
 #   gnbwd.log     (step gnbwd) GroupNorm's backward in one reduction pass (METAFORMER_CUDA_GN_BWD=onepass, the
 #                 default since 2026-12-06) against the two of split: as attntiles
 #   dwact.log     (step dwact) the depthwise forward with compile-time activations (METAFORMER_CUDA_DW=batchact,
-#                 the default since 2026-12-06) against batch: the kernels one by one, then as dwbatch
+#                 the default from 2026-12-06 until lean) against batch: the kernels one by one, then as dwbatch
 #   dwlean.log    (step dwlean) the depthwise forward with 32-bit staging index math (METAFORMER_CUDA_DW=lean)
-#                 against batchact: the kernels one by one, then as dwbatch
+#                 (the default since 2026-12-06) against batchact: the kernels one by one, then as dwbatch
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -980,23 +980,22 @@ fi
 
 if has dwact; then
   # The depthwise forward with its activations' kinds fixed at compile time (METAFORMER_CUDA_DW=batchact,
-  # conv.cu's act_static: no switch per staged input and output; the default since this step's run of
-  # 2026-12-06) against batch: its op cases, the kernels one by one (mf_cuda_dw_variants, with and
+  # conv.cu's act_static: no switch per staged input and output; the default from this step's run of
+  # 2026-12-06 until lean) against batch: its op cases, the kernels one by one (mf_cuda_dw_variants, with and
   # without ConvFormer's StarReLU first), the switch checks, then bf16 inference (DWACT_INFERENCE).
   log=$OUT/dwact.log
   echo "== depthwise forward, static activations: checks, kernel time, images/s" | tee "$log"
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then
     timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batch,batchact --dw tiled 2>&1 | tee -a "$log"
   fi
-  switch_check "$log" METAFORMER_CUDA_DW batch batchact depthwise,sepconv,gated_cnn,mixer/,convformer,mambaout \
-    convformer_s18 "dw_tiled" "${DWBATCH_MODELS:-convformer_s18,mambaout_femto}" "dw_tiled_kernel<[^>]*, 8, 2, 0>"
-  inference_ab "$log" METAFORMER_CUDA_DW "${DWACT_INFERENCE:-batch batchact}"
+  # Own kernels: StarReLU first, nothing after, not lean (the template's last three arguments).
+  dw_forward_check "$log" batch batchact "dw_tiled_kernel<[^>]*, 8, 2, 0, 0>" "${DWACT_INFERENCE:-batch batchact}"
 fi
 
 if has dwlean; then
   # The depthwise forward's staging with 32-bit index math, walked (METAFORMER_CUDA_DW=lean,
-  # conv.cu's dw_patch_load_lean) against the batchact default: the kernels one by one
-  # (mf_cuda_dw_variants), the switch checks, then bf16 inference.
+  # conv.cu's dw_patch_load_lean; the default since this step's run of 2026-12-06) against batchact:
+  # the kernels one by one (mf_cuda_dw_variants), the switch checks, then bf16 inference.
   log=$OUT/dwlean.log
   echo "== depthwise forward, 32-bit staging: checks, kernel time, images/s" | tee "$log"
   if [ -x "$B/bench/mf_cuda_dw_variants" ]; then

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -105,11 +106,25 @@ template <typename T>
 constexpr int kVec = 16 / sizeof(T);
 // 16 bytes already loaded (kVec<T> elements) as floats: kernels that issue several loads before
 // using any (conv.cu's batched staging, the batched column sums) convert them here.
+// The conversion works on the four 32-bit words as values: a bf16 is the upper half of the float
+// with the same bits, a float its own bits. Reading the elements through a T* into the vector (as
+// this did until 2026-12-06) let nvcc (11.8 and 13.0 alike) split the 16-byte load that fed it into
+// eight 2-byte loads (ld.global.u16 in the PTX of every kernel built on load_vec): the same bytes
+// from memory, but eight load instructions where one was meant (tools/ptx_loads.py counts them).
 template <typename T>
 __device__ __forceinline__ void unpack_vec(const uint4& u, float (&v)[kVec<T>]) {
-  const T* e = reinterpret_cast<const T*>(&u);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
 #pragma unroll
-  for (int j = 0; j < kVec<T>; ++j) v[j] = to_f(e[j]);
+    for (int j = 0; j < 4; ++j) {
+      v[2 * j] = __uint_as_float(w[j] << 16);
+      v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+  } else {
+    static_assert(std::is_same_v<T, float>, "16-byte vectors of float or bf16");
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = __uint_as_float(w[j]);
+  }
 }
 template <typename T>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec<T>]) {

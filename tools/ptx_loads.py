@@ -4,9 +4,11 @@
 The kernels named *_vec* are written to move 16 bytes a thread. Until 2026-12-06 their shared
 unpacking helper read the loaded vector's elements through a pointer, and nvcc (11.8 and 13.0) split
 every such 16-byte load into eight 2-byte ones (ld.global.u16): the same bytes, eight times the load
-instructions. Nothing in the outputs shows that; the PTX does. This tool compiles the backend's .cu
-files to PTX with the flags of a configured build (its compile_commands.json) and prints, per kernel,
-how many 2-byte and 16-byte loads and stores it holds; it exits 1 if a *_vec* kernel loads 2 bytes.
+instructions. A 16-byte load can also come out in 4- and 8-byte pieces (ld.global.u32, .v2.u32) where
+nvcc cannot prove the address aligned: two loads in the branches of an if did. Nothing in the outputs
+shows either; the PTX does. This tool compiles the backend's .cu files to PTX with the flags of a
+configured build (its compile_commands.json) and prints, per kernel, its loads and stores by width;
+it exits 1 if a *_vec* kernel has 2-byte loads or 4/8-byte integer loads (pieces of a vector).
 
     tools/ptx_loads.py BUILD_DIR [--all] [--jobs N]
 
@@ -23,7 +25,7 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-LOAD = r"ld\.global(?:\.nc)?(?:\.L\w+::\w+)*"
+LOAD = r"ld\.global(?:\.(?:nc|ca|cg|cs|lu))?(?:\.L\w+::\w+)*"
 STORE = r"st\.global(?:\.L\w+::\w+)*"
 
 
@@ -80,19 +82,20 @@ def main():
                 if "bfloat16" not in plain:
                     continue
                 ld2 = len(re.findall(LOAD + r"\.(?:u16|b16)\b", body))
+                pieces = len(re.findall(LOAD + r"\.(?:v2\.)?(?:u32|b32)\b", body))
                 ld16 = len(re.findall(LOAD + r"\.v4\.", body))
                 st2 = len(re.findall(STORE + r"\.(?:u16|b16)\b", body))
                 st16 = len(re.findall(STORE + r"\.v4\.", body))
                 short = re.sub(r"mf::cuda::(?:kernels::|backward::)?(?:detail::)?\(anonymous namespace\)::", "", plain)
-                bad = "_vec" in short.split("(")[0] and ld2 > 0
+                bad = "_vec" in short.split("(")[0] and ld2 + pieces > 0
                 flagged += bad
                 if bad or a.all:
-                    rows.append((os.path.basename(src), ld2, ld16, st2, st16, short[:120], bad))
-    print("| file | 2-byte loads | 16-byte loads | 2-byte stores | 16-byte stores | kernel |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for f, ld2, ld16, st2, st16, k, bad in rows:
-        print(f"| {f} | {ld2}{' (!)' if bad else ''} | {ld16} | {st2} | {st16} | `{k}` |")
-    print(f"\n{flagged} *_vec* kernel(s) with 2-byte loads")
+                    rows.append((os.path.basename(src), ld2, pieces, ld16, st2, st16, short[:120], bad))
+    print("| file | 2-byte loads | 4/8-byte integer loads | 16-byte loads | 2-byte stores | 16-byte stores | kernel |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for f, ld2, pieces, ld16, st2, st16, k, bad in rows:
+        print(f"| {f} | {ld2} | {pieces} | {ld16} | {st2} | {st16} | `{k}`{' (flagged)' if bad else ''} |")
+    print(f"\n{flagged} *_vec* kernel(s) with 2-byte loads or pieces of 16-byte ones")
     return 1 if flagged else 0
 
 

@@ -806,8 +806,7 @@ __global__ void glu_dt_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t 
       const uint32_t jg = k - gate_offset;
       float g[V], v[V], d[V];
       load16(tr + k, g);
-      if (jg < from_t) load16(tr + value_offset + jg, v);
-      else load16(c + static_cast<size_t>(r) * cw + (jg - from_t), v);
+      load16(jg < from_t ? tr + value_offset + jg : c + static_cast<size_t>(r) * cw + (jg - from_t), v);  // one load
       load16(dyr + jg, d);
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[e] += d[e] * v[e] * act_derivative_f(act, g[e]);

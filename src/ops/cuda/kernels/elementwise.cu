@@ -143,10 +143,9 @@ __global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw,
     const uint32_t r = i / wv, j = (i - r * wv) * V;
     float g[V], v[V];
     load_vec(t + size_t(r) * Ct + gate_offset + j, g);
-    if (j < from_t)
-      load_vec(t + size_t(r) * Ct + value_offset + j, v);
-    else
-      load_vec(c + size_t(r) * cw + (j - from_t), v);
+    // One load from a chosen address: two loads in the two branches came out of nvcc as one 16-byte
+    // load and four 4-byte ones (tools/ptx_loads.py).
+    load_vec(j < from_t ? t + size_t(r) * Ct + value_offset + j : c + size_t(r) * cw + (j - from_t), v);
 #pragma unroll
     for (int e = 0; e < V; ++e) g[e] = act_static<KIND>(act, g[e]) * v[e];
     store_vec(y + size_t(r) * width + j, g);

@@ -202,26 +202,53 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
 
 // Partial statistics of one chunk of kGnChunk elements of sample blockIdx.y: count, mean and the sum
 // of squared deviations from that mean (the values stay in registers between the two reductions).
-template <typename T>
+// VEC (the launcher checks that a sample's elements come in whole 16-byte vectors from a 16-byte
+// aligned start, so every chunk's count is a whole number of vectors): each thread reads its
+// kGnPerThread consecutive elements as 16-byte loads. Otherwise each reads elements kGnThreads apart,
+// 2 bytes at a time for bf16: the only way before 2026-12-06, eight load instructions where one
+// would do, and 10 % of PoolFormer-S12's bf16 inference kernel time on an H200. The load is __ldca
+// (ld.global.ca.v4, the default caching spelled out): written as a uint4 read, nvcc split it into
+// 4 + 4 + 8 bytes here, in either arrangement of the two paths tried.
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(kGnThreads) gn_partial_kernel(const T* x, int64_t per, float* partial) {
+  static_assert(kGnPerThread % kVec<T> == 0, "a thread's elements in whole vectors");
   __shared__ float scratch[32];
   const int64_t n0 = int64_t(blockIdx.x) * kGnChunk;
   const T* xs = x + int64_t(blockIdx.y) * per + n0;
   const int64_t count = per - n0 < kGnChunk ? per - n0 : kGnChunk;
   float v[kGnPerThread];
   float sum = 0.f;
+  // Element i of this thread: index i · kGnThreads + tid of the chunk, or tid · kGnPerThread + i (VEC).
+  auto valid = [&](int i) {
+    return (VEC ? int64_t(threadIdx.x) * kGnPerThread + i : int64_t(i) * kGnThreads + threadIdx.x) < count;
+  };
+  if constexpr (VEC) {
+    const bool mine = int64_t(threadIdx.x) * kGnPerThread < count;  // counts are whole vectors
 #pragma unroll
-  for (int i = 0; i < kGnPerThread; ++i) {
-    const int64_t j = int64_t(i) * kGnThreads + threadIdx.x;
-    v[i] = j < count ? to_f(xs[j]) : 0.f;
-    sum += v[i];
+    for (int q = 0; q < kGnPerThread / kVec<T>; ++q) {
+      float part[kVec<T>];
+      if (mine && int64_t(threadIdx.x) * kGnPerThread + q * kVec<T> < count)
+        unpack_vec<T>(__ldca(reinterpret_cast<const uint4*>(xs + threadIdx.x * kGnPerThread + q * kVec<T>)), part);
+      else
+#pragma unroll
+        for (int e = 0; e < kVec<T>; ++e) part[e] = 0.f;
+#pragma unroll
+      for (int e = 0; e < kVec<T>; ++e) v[q * kVec<T> + e] = part[e];
+    }
+#pragma unroll
+    for (int i = 0; i < kGnPerThread; ++i) sum += v[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kGnPerThread; ++i) {
+      v[i] = valid(i) ? to_f(xs[int64_t(i) * kGnThreads + threadIdx.x]) : 0.f;
+      sum += v[i];
+    }
   }
   const float mean = block_sum(sum, scratch) / static_cast<float>(count);
   float sq = 0.f;
 #pragma unroll
   for (int i = 0; i < kGnPerThread; ++i) {
-    const int64_t j = int64_t(i) * kGnThreads + threadIdx.x;
-    const float d = j < count ? v[i] - mean : 0.f;
+    const float d = valid(i) ? v[i] - mean : 0.f;
     sq = fmaf(d, d, sq);
   }
   const float m2 = block_sum(sq, scratch);
@@ -334,8 +361,12 @@ cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t
   if (B <= 0 || per <= 0) return cudaSuccess;
   if (B > 65535) return cudaErrorInvalidValue;  // samples are grid.y
   const int64_t chunks = gn_chunks(per);
-  gn_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)), kGnThreads, 0, s>>>(dev(x), per,
-                                                                                                       partial);
+  using D = typename Dev<T>::type;
+  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
+  if (per % kVec<D> == 0 && aligned16(x))
+    gn_partial_kernel<D, true><<<grid, kGnThreads, 0, s>>>(dev(x), per, partial);
+  else
+    gn_partial_kernel<D, false><<<grid, kGnThreads, 0, s>>>(dev(x), per, partial);
   gn_merge_kernel<<<static_cast<unsigned>(B), 32, 0, s>>>(partial, chunks, per, eps, mean_rstd);
   return cudaGetLastError();
 }

@@ -105,10 +105,12 @@ __global__ void __launch_bounds__(kLnWarps * 32)
     if (live && c < C) {
       load_vec(x + base + c, v[i]);
       if (kResidual) {
-        float r[V];
+        float r[V], lv[V], rv[V];
         load_vec(br + base + c, r);
+        load_params(ls, c, 1.f, lv);
+        load_params(rs, c, 1.f, rv);
 #pragma unroll
-        for (int j = 0; j < V; ++j) v[i][j] = fmaf(r[j], ls ? ls[c + j] : 1.f, v[i][j] * (rs ? rs[c + j] : 1.f));
+        for (int j = 0; j < V; ++j) v[i][j] = fmaf(r[j], lv[j], v[i][j] * rv[j]);
         store_vec(resid + base + c, v[i]);
 #pragma unroll
         for (int j = 0; j < V; ++j) v[i][j] = to_f(from_f<T>(v[i][j]));  // normalised as stored
@@ -137,9 +139,11 @@ __global__ void __launch_bounds__(kLnWarps * 32)
   for (int i = 0; i < NV; ++i) {
     const int c = (sub + G * i) * V;
     if (!live || c >= C) continue;
-    float o[V];
+    float o[V], wv[V], bv[V];
+    load_params(w, c, 1.f, wv);
+    load_params(b, c, 0.f, bv);
 #pragma unroll
-    for (int j = 0; j < V; ++j) o[j] = fmaf((v[i][j] - mean) * rstd, w[c + j], b ? b[c + j] : 0.f);
+    for (int j = 0; j < V; ++j) o[j] = fmaf((v[i][j] - mean) * rstd, wv[j], bv[j]);
     store_vec(y + base + c, o);
   }
 }
@@ -156,7 +160,7 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
     constexpr int V = kVec<DI>;
     const int64_t nvec = C / V;
     const bool vec = C % V == 0 && nvec <= 32 * 4 && aligned16(x) && aligned16(y) &&
-                     (!kResidual || (aligned16(br) && aligned16(resid)));
+                     (!kResidual || (aligned16(br) && aligned16(resid))) && params_aligned16({w, b, rs, ls});
     if (vec) {
       const int g = nvec <= 1 ? 1 : nvec <= 2 ? 2 : nvec <= 4 ? 4 : nvec <= 8 ? 8 : nvec <= 16 ? 16 : 32;
       const int64_t rows_per_block = int64_t(kLnWarps) * (32 / g);
@@ -318,10 +322,12 @@ __global__ void gn_apply_vec_kernel(const T* x, const float* w, const float* b, 
   T* ys = y + sample * per;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < per_v; i += gridDim.x * blockDim.x) {
     const uint32_t c0 = (i * V) % C;
-    float v[V];
+    float v[V], wv[V], bv[V];
     load_vec(xs + size_t(i) * V, v);
+    load_params(w, c0, 1.f, wv);
+    load_params(b, c0, 0.f, bv);
 #pragma unroll
-    for (uint32_t e = 0; e < V; ++e) v[e] = fmaf((v[e] - mean) * rstd, w[c0 + e], b ? b[c0 + e] : 0.f);
+    for (uint32_t e = 0; e < V; ++e) v[e] = fmaf((v[e] - mean) * rstd, wv[e], bv[e]);
     store_vec(ys + size_t(i) * V, v);
   }
 }
@@ -338,7 +344,7 @@ cudaError_t group_norm1_launch(const TI* x, const float* w, const float* b, floa
   if constexpr (std::is_same_v<TI, TO>) {
     using D = typename Dev<TI>::type;
     constexpr int64_t V = kVec<D>;
-    if (C % V == 0 && aligned16(x) && aligned16(y)) {  // per is a multiple of C
+    if (C % V == 0 && aligned16(x) && aligned16(y) && params_aligned16({w, b})) {  // per is a multiple of C
       const int64_t per_v = per / V, blocks = (per_v + 255) / 256;
       const dim3 grid(static_cast<unsigned>(blocks < 1024 ? blocks : 1024), static_cast<unsigned>(B));
       gn_apply_vec_kernel<<<grid, 256, 0, s>>>(dev(x), w, b, mean_rstd, dev(y), per, static_cast<uint32_t>(per_v),

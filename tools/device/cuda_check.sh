@@ -91,6 +91,8 @@
 #                 the default from 2026-12-06 until lean) against batch: the kernels one by one, then as dwbatch
 #   dwlean.log    (step dwlean) the depthwise forward with 32-bit staging index math (METAFORMER_CUDA_DW=lean)
 #                 (the default since 2026-12-06) against batchact: the kernels one by one, then as dwbatch
+#   normvec.log   (step normvec) LayerNorm's one-pass backward 16 bytes a load (METAFORMER_CUDA_NORM_BWD=vec)
+#                 against the fused default: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
 #                 the same weights bit for bit, the CudaTraining tests, then images/s off and on
 #   candidates.log (step candidates) every kernel variant behind a switch (the depthwise dW kernels, the
@@ -111,7 +113,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -1002,6 +1004,15 @@ if has dwlean; then
     timeout 120 "$B/bench/mf_cuda_dw_variants" --fwd batchact,lean --dw tiled 2>&1 | tee -a "$log"
   fi
   dw_forward_check "$log" batchact lean "dw_tiled_kernel<[^>]*, 0, 1>" "${DWLEAN_INFERENCE:-batchact lean}"
+fi
+
+if has normvec; then
+  # LayerNorm's backward with the parameter gradients in one pass, G lanes a row and 16-byte loads
+  # (norm_backward_vec.cuh, METAFORMER_CUDA_NORM_BWD=vec) against the fused kernel (2-byte loads).
+  log=$OUT/normvec.log
+  echo "== LayerNorm backward, 16 bytes a load: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_NORM_BWD fused vec layer_norm,mlp_branch,sepconv_branch,gated_cnn_branch convformer_s18 \
+    "norm_rows" "${NORMVEC_MODELS:-convformer_s18,caformer_s18}" "norm_rows_backward_vec_kernel"
 fi
 
 if has dwdwtiled; then

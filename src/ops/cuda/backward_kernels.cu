@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "ops/cuda/backward_common.cuh"
+#include "ops/cuda/norm_backward_vec.cuh"
 
 namespace mf::cuda::backward {
 using namespace detail;
@@ -354,14 +355,17 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Which LayerNorm backward: the fused kernel above (the default since the H200 A/B of 2026-12-05:
-// 3-5 % more training images/s alone, docs/cuda-log.md), or the row kernel and a column-sum pass
-// (METAFORMER_CUDA_NORM_BWD=split).
-bool norm_backward_fused() {
-  static const bool fused = [] {
-    return env_choice("METAFORMER_CUDA_NORM_BWD", {"fused", "split"}) != 1;
+// 3-5 % more training images/s alone, docs/cuda-log.md), the row kernel and a column-sum pass
+// (METAFORMER_CUDA_NORM_BWD=split), or the fused pass 16 bytes a load (=vec, a candidate:
+// norm_backward_vec.cuh; rows it does not take run the fused kernel).
+int norm_backward_choice() {
+  static const int choice = [] {
+    const int c = env_choice("METAFORMER_CUDA_NORM_BWD", {"fused", "split", "vec"});
+    return c < 0 ? 0 : c;
   }();
-  return fused;
+  return choice;
 }
+bool norm_backward_fused() { return norm_backward_choice() != 1; }
 
 template <class T>
 void launch_norm_rows_backward_fused(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
@@ -806,8 +810,7 @@ __global__ void glu_dt_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t 
       const uint32_t jg = k - gate_offset;
       float g[V], v[V], d[V];
       load16(tr + k, g);
-      if (jg < from_t) load16(tr + value_offset + jg, v);
-      else load16(c + static_cast<size_t>(r) * cw + (jg - from_t), v);
+      load16(jg < from_t ? tr + value_offset + jg : c + static_cast<size_t>(r) * cw + (jg - from_t), v);  // one load
       load16(dyr + jg, d);
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[e] += d[e] * v[e] * act_derivative_f(act, g[e]);
@@ -1087,7 +1090,10 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   double* partial = work + groups * 4;
   const int64_t total = groups * n;
   if (n == C && n <= 32 * kFusedNormMaxNpl && norm_backward_fused()) {
-    launch_norm_rows_backward_fused(x, w, dy, eps, dx, dw || db, groups, static_cast<int>(n), partial, s);
+    const unsigned grid = static_cast<unsigned>(fused_norm_chunks(groups));
+    if (norm_backward_choice() != 2 || !launch_norm_rows_backward_vec(x, w, dy, eps, dx, dw || db, groups,
+                                                                      static_cast<int>(n), grid, partial, s))
+      launch_norm_rows_backward_fused(x, w, dy, eps, dx, dw || db, groups, static_cast<int>(n), partial, s);
     if (dw || db)
       column_finish_kernel<2><<<blocks_for(C, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(
           NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C, fused_norm_chunks(groups), partial);

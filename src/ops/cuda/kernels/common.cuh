@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -105,11 +107,25 @@ template <typename T>
 constexpr int kVec = 16 / sizeof(T);
 // 16 bytes already loaded (kVec<T> elements) as floats: kernels that issue several loads before
 // using any (conv.cu's batched staging, the batched column sums) convert them here.
+// The conversion works on the four 32-bit words as values: a bf16 is the upper half of the float
+// with the same bits, a float its own bits. Reading the elements through a T* into the vector (as
+// this did until 2026-12-06) let nvcc (11.8 and 13.0 alike) split the 16-byte load that fed it into
+// eight 2-byte loads (ld.global.u16 in the PTX of every kernel built on load_vec): the same bytes
+// from memory, but eight load instructions where one was meant (tools/ptx_loads.py counts them).
 template <typename T>
 __device__ __forceinline__ void unpack_vec(const uint4& u, float (&v)[kVec<T>]) {
-  const T* e = reinterpret_cast<const T*>(&u);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
 #pragma unroll
-  for (int j = 0; j < kVec<T>; ++j) v[j] = to_f(e[j]);
+    for (int j = 0; j < 4; ++j) {
+      v[2 * j] = __uint_as_float(w[j] << 16);
+      v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+  } else {
+    static_assert(std::is_same_v<T, float>, "16-byte vectors of float or bf16");
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = __uint_as_float(w[j]);
+  }
 }
 template <typename T>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec<T>]) {
@@ -124,6 +140,34 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[kVec<T>]) {
   *reinterpret_cast<uint4*>(p) = u;
 }
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// V consecutive fp32 per-channel parameters (norm weights and biases, layer and residual scales) from
+// p + c, or `fill` where p is null (an absent bias or scale). V / 4 16-byte loads through __ldg:
+// element by element they were two or three scalar loads per activation element (23 loads a
+// vector in the LayerNorm kernel, PTX of 2026-12-06), and a float4 read may be split into pieces
+// as the activations' uint4 reads were. The parameters are read-only while any kernel runs (the
+// optimizer writes them between kernels), which the non-coherent path needs. Callers check that
+// p is 16-byte aligned (params_aligned16) and c a multiple of 4.
+template <int V>
+__device__ __forceinline__ void load_params(const float* p, int64_t c, float fill, float (&v)[V]) {
+  static_assert(V % 4 == 0, "whole 16-byte vectors");
+  if (!p) {
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[j] = fill;
+    return;
+  }
+  const float4* q = reinterpret_cast<const float4*>(p + c);
+#pragma unroll
+  for (int k = 0; k < V / 4; ++k) {
+    const float4 f = __ldg(q + k);
+    v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
+  }
+}
+// True when every non-null pointer is 16-byte aligned.
+inline bool params_aligned16(std::initializer_list<const float*> ps) {
+  for (const float* p : ps)
+    if (p && !aligned16(p)) return false;
+  return true;
+}
 
 // Raises `kernel`'s dynamic shared-memory limit to `bytes` when a launch needs more than `allowed`
 // (the limit set so far, kept by the caller per kernel), so the attribute is set once, not per launch.

@@ -680,11 +680,14 @@ __global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_r
     const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
     if (branch) {
       const float rstd = mean_rstd[2 * b + 1];
+      float gv[V], lv[V], rv[V];
+      load_params(gw, int64_t(cv) * V, 1.f, gv);
+      load_params(ls, int64_t(cv) * V, 1.f, lv);
+      load_params(rs, int64_t(cv) * V, 1.f, rv);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const uint32_t c = cv * V + e;
-        const float d = (acc[e] * inv - v[e]) * rstd * gw[c];
-        acc[e] = fmaf(d, ls ? ls[c] : 1.f, v[e] * (rs ? rs[c] : 1.f));
+        const float d = (acc[e] * inv - v[e]) * rstd * gv[e];
+        acc[e] = fmaf(d, lv[e], v[e] * rv[e]);
       }
     } else {
 #pragma unroll
@@ -902,7 +905,7 @@ cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, co
   const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
   if (e != cudaSuccess) return e;
   using D = typename Dev<T>::type;
-  if (pool_vec_fits(dev(x), dev(y), B, H, W, C)) {
+  if (pool_vec_fits(dev(x), dev(y), B, H, W, C) && params_aligned16({gw, rs, ls})) {
     const int64_t total = B * H * W * (C / kVec<D>);
     pool_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H),
                                                                uint32_t(W), uint32_t(C / kVec<D>), uint32_t(total), k,

@@ -81,11 +81,13 @@ __global__ void scaled_residual_vec_kernel(const T* x, const float* rs, const T*
                                            uint32_t nvec, uint32_t C) {
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < nvec; i += gridDim.x * blockDim.x) {
     const uint32_t c0 = (i * kVec<T>) % C;
-    float a[kVec<T>], b[kVec<T>];
+    float a[kVec<T>], b[kVec<T>], lv[kVec<T>], rv[kVec<T>];
     load_vec(x + size_t(i) * kVec<T>, a);
     load_vec(br + size_t(i) * kVec<T>, b);
+    load_params(ls, c0, 1.f, lv);
+    load_params(rs, c0, 1.f, rv);
 #pragma unroll
-    for (int j = 0; j < kVec<T>; ++j) a[j] = fmaf(b[j], ls ? ls[c0 + j] : 1.f, a[j] * (rs ? rs[c0 + j] : 1.f));
+    for (int j = 0; j < kVec<T>; ++j) a[j] = fmaf(b[j], lv[j], a[j] * rv[j]);
     store_vec(y + size_t(i) * kVec<T>, a);
   }
 }
@@ -143,10 +145,9 @@ __global__ void glu_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw,
     const uint32_t r = i / wv, j = (i - r * wv) * V;
     float g[V], v[V];
     load_vec(t + size_t(r) * Ct + gate_offset + j, g);
-    if (j < from_t)
-      load_vec(t + size_t(r) * Ct + value_offset + j, v);
-    else
-      load_vec(c + size_t(r) * cw + (j - from_t), v);
+    // One load from a chosen address: two loads in the two branches came out of nvcc as one 16-byte
+    // load and four 4-byte ones (tools/ptx_loads.py).
+    load_vec(j < from_t ? t + size_t(r) * Ct + value_offset + j : c + size_t(r) * cw + (j - from_t), v);
 #pragma unroll
     for (int e = 0; e < V; ++e) g[e] = act_static<KIND>(act, g[e]) * v[e];
     store_vec(y + size_t(r) * width + j, g);
@@ -210,7 +211,7 @@ cudaError_t scaled_residual_t(const T* x, const float* rs, const T* br, const fl
   if (rows <= 0 || C <= 0) return cudaSuccess;
   const int64_t n = rows * C;
   using D = typename Dev<T>::type;
-  if (C % kVec<D> == 0 && fits32(n) && aligned16(x) && aligned16(br) && aligned16(y)) {
+  if (C % kVec<D> == 0 && fits32(n) && aligned16(x) && aligned16(br) && aligned16(y) && params_aligned16({rs, ls})) {
     const int64_t nvec = n / kVec<D>;
     scaled_residual_vec_kernel<<<grid_for(nvec, kBlock), kBlock, 0, s>>>(dev(x), rs, dev(br), ls, dev(y),
                                                                          uint32_t(nvec), uint32_t(C));

@@ -105,10 +105,12 @@ __global__ void __launch_bounds__(kLnWarps * 32)
     if (live && c < C) {
       load_vec(x + base + c, v[i]);
       if (kResidual) {
-        float r[V];
+        float r[V], lv[V], rv[V];
         load_vec(br + base + c, r);
+        load_params(ls, c, 1.f, lv);
+        load_params(rs, c, 1.f, rv);
 #pragma unroll
-        for (int j = 0; j < V; ++j) v[i][j] = fmaf(r[j], ls ? ls[c + j] : 1.f, v[i][j] * (rs ? rs[c + j] : 1.f));
+        for (int j = 0; j < V; ++j) v[i][j] = fmaf(r[j], lv[j], v[i][j] * rv[j]);
         store_vec(resid + base + c, v[i]);
 #pragma unroll
         for (int j = 0; j < V; ++j) v[i][j] = to_f(from_f<T>(v[i][j]));  // normalised as stored
@@ -137,9 +139,11 @@ __global__ void __launch_bounds__(kLnWarps * 32)
   for (int i = 0; i < NV; ++i) {
     const int c = (sub + G * i) * V;
     if (!live || c >= C) continue;
-    float o[V];
+    float o[V], wv[V], bv[V];
+    load_params(w, c, 1.f, wv);
+    load_params(b, c, 0.f, bv);
 #pragma unroll
-    for (int j = 0; j < V; ++j) o[j] = fmaf((v[i][j] - mean) * rstd, w[c + j], b ? b[c + j] : 0.f);
+    for (int j = 0; j < V; ++j) o[j] = fmaf((v[i][j] - mean) * rstd, wv[j], bv[j]);
     store_vec(y + base + c, o);
   }
 }
@@ -156,7 +160,7 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
     constexpr int V = kVec<DI>;
     const int64_t nvec = C / V;
     const bool vec = C % V == 0 && nvec <= 32 * 4 && aligned16(x) && aligned16(y) &&
-                     (!kResidual || (aligned16(br) && aligned16(resid)));
+                     (!kResidual || (aligned16(br) && aligned16(resid))) && params_aligned16({w, b, rs, ls});
     if (vec) {
       const int g = nvec <= 1 ? 1 : nvec <= 2 ? 2 : nvec <= 4 ? 4 : nvec <= 8 ? 8 : nvec <= 16 ? 16 : 32;
       const int64_t rows_per_block = int64_t(kLnWarps) * (32 / g);
@@ -202,26 +206,53 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
 
 // Partial statistics of one chunk of kGnChunk elements of sample blockIdx.y: count, mean and the sum
 // of squared deviations from that mean (the values stay in registers between the two reductions).
-template <typename T>
+// VEC (the launcher checks that a sample's elements come in whole 16-byte vectors from a 16-byte
+// aligned start, so every chunk's count is a whole number of vectors): each thread reads its
+// kGnPerThread consecutive elements as 16-byte loads. Otherwise each reads elements kGnThreads apart,
+// 2 bytes at a time for bf16: the only way before 2026-12-06, eight load instructions where one
+// would do, and 10 % of PoolFormer-S12's bf16 inference kernel time on an H200. The load is __ldca
+// (ld.global.ca.v4, the default caching spelled out): written as a uint4 read, nvcc split it into
+// 4 + 4 + 8 bytes here, in either arrangement of the two paths tried.
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(kGnThreads) gn_partial_kernel(const T* x, int64_t per, float* partial) {
+  static_assert(kGnPerThread % kVec<T> == 0, "a thread's elements in whole vectors");
   __shared__ float scratch[32];
   const int64_t n0 = int64_t(blockIdx.x) * kGnChunk;
   const T* xs = x + int64_t(blockIdx.y) * per + n0;
   const int64_t count = per - n0 < kGnChunk ? per - n0 : kGnChunk;
   float v[kGnPerThread];
   float sum = 0.f;
+  // Element i of this thread: index i · kGnThreads + tid of the chunk, or tid · kGnPerThread + i (VEC).
+  auto valid = [&](int i) {
+    return (VEC ? int64_t(threadIdx.x) * kGnPerThread + i : int64_t(i) * kGnThreads + threadIdx.x) < count;
+  };
+  if constexpr (VEC) {
+    const bool mine = int64_t(threadIdx.x) * kGnPerThread < count;  // counts are whole vectors
 #pragma unroll
-  for (int i = 0; i < kGnPerThread; ++i) {
-    const int64_t j = int64_t(i) * kGnThreads + threadIdx.x;
-    v[i] = j < count ? to_f(xs[j]) : 0.f;
-    sum += v[i];
+    for (int q = 0; q < kGnPerThread / kVec<T>; ++q) {
+      float part[kVec<T>];
+      if (mine && int64_t(threadIdx.x) * kGnPerThread + q * kVec<T> < count)
+        unpack_vec<T>(__ldca(reinterpret_cast<const uint4*>(xs + threadIdx.x * kGnPerThread + q * kVec<T>)), part);
+      else
+#pragma unroll
+        for (int e = 0; e < kVec<T>; ++e) part[e] = 0.f;
+#pragma unroll
+      for (int e = 0; e < kVec<T>; ++e) v[q * kVec<T> + e] = part[e];
+    }
+#pragma unroll
+    for (int i = 0; i < kGnPerThread; ++i) sum += v[i];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kGnPerThread; ++i) {
+      v[i] = valid(i) ? to_f(xs[int64_t(i) * kGnThreads + threadIdx.x]) : 0.f;
+      sum += v[i];
+    }
   }
   const float mean = block_sum(sum, scratch) / static_cast<float>(count);
   float sq = 0.f;
 #pragma unroll
   for (int i = 0; i < kGnPerThread; ++i) {
-    const int64_t j = int64_t(i) * kGnThreads + threadIdx.x;
-    const float d = j < count ? v[i] - mean : 0.f;
+    const float d = valid(i) ? v[i] - mean : 0.f;
     sq = fmaf(d, d, sq);
   }
   const float m2 = block_sum(sq, scratch);
@@ -291,10 +322,12 @@ __global__ void gn_apply_vec_kernel(const T* x, const float* w, const float* b, 
   T* ys = y + sample * per;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < per_v; i += gridDim.x * blockDim.x) {
     const uint32_t c0 = (i * V) % C;
-    float v[V];
+    float v[V], wv[V], bv[V];
     load_vec(xs + size_t(i) * V, v);
+    load_params(w, c0, 1.f, wv);
+    load_params(b, c0, 0.f, bv);
 #pragma unroll
-    for (uint32_t e = 0; e < V; ++e) v[e] = fmaf((v[e] - mean) * rstd, w[c0 + e], b ? b[c0 + e] : 0.f);
+    for (uint32_t e = 0; e < V; ++e) v[e] = fmaf((v[e] - mean) * rstd, wv[e], bv[e]);
     store_vec(ys + size_t(i) * V, v);
   }
 }
@@ -311,7 +344,7 @@ cudaError_t group_norm1_launch(const TI* x, const float* w, const float* b, floa
   if constexpr (std::is_same_v<TI, TO>) {
     using D = typename Dev<TI>::type;
     constexpr int64_t V = kVec<D>;
-    if (C % V == 0 && aligned16(x) && aligned16(y)) {  // per is a multiple of C
+    if (C % V == 0 && aligned16(x) && aligned16(y) && params_aligned16({w, b})) {  // per is a multiple of C
       const int64_t per_v = per / V, blocks = (per_v + 255) / 256;
       const dim3 grid(static_cast<unsigned>(blocks < 1024 ? blocks : 1024), static_cast<unsigned>(B));
       gn_apply_vec_kernel<<<grid, 256, 0, s>>>(dev(x), w, b, mean_rstd, dev(y), per, static_cast<uint32_t>(per_v),
@@ -334,8 +367,12 @@ cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t
   if (B <= 0 || per <= 0) return cudaSuccess;
   if (B > 65535) return cudaErrorInvalidValue;  // samples are grid.y
   const int64_t chunks = gn_chunks(per);
-  gn_partial_kernel<<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(B)), kGnThreads, 0, s>>>(dev(x), per,
-                                                                                                       partial);
+  using D = typename Dev<T>::type;
+  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
+  if (per % kVec<D> == 0 && aligned16(x))
+    gn_partial_kernel<D, true><<<grid, kGnThreads, 0, s>>>(dev(x), per, partial);
+  else
+    gn_partial_kernel<D, false><<<grid, kGnThreads, 0, s>>>(dev(x), per, partial);
   gn_merge_kernel<<<static_cast<unsigned>(B), 32, 0, s>>>(partial, chunks, per, eps, mean_rstd);
   return cudaGetLastError();
 }

@@ -6,11 +6,13 @@
 #   STAGE/deps.tar.xz  the Debian packages' files the build needs (oneDNN, FFTW, fmt, nlohmann-json,
 #                      CLI11, stb, GoogleTest, zlib headers, pkgconf), unpacked there into / without
 #                      overwriting anything the machine already has
+#   STAGE/base.tar.gz  with BASE=<commit>: that commit's tree, for cuda_check.sh's basebuild step (a baseline
+#                      timed on the same card); without BASE, no base.tar.gz
 #   STAGE/cuda_check.sh
 #   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain and curve steps), only
 #                      with FMNIST=1 and when installed: with the working tree (about 27 MB) they
 #                      would pass the device call's 64 MiB carry limit, so other calls leave them out
-# Usage: [NO_SRC=1] [FMNIST=1] tools/device/cuda_bundle.sh STAGE   (e.g. build/cuda-device, carried to the device)
+# Usage: [NO_SRC=1] [FMNIST=1] [BASE=commit] tools/device/cuda_bundle.sh STAGE   (e.g. build/cuda-device, carried to the device)
 set -euo pipefail
 stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
 cd "$(dirname "$0")/../.."
@@ -18,6 +20,13 @@ mkdir -p "$stage"
 # The device call ships the working tree too; with it the 21 MB archive is redundant, and leaving it
 # out (NO_SRC=1) keeps the carry under the 64 MiB limit when Fashion-MNIST is staged.
 if [ "${NO_SRC:-0}" = 1 ]; then rm -f "$stage/src.tar.gz"; else git archive --format=tar.gz -o "$stage/src.tar.gz" HEAD; fi
+if [ -n "${BASE:-}" ]; then
+  tmpb=$(mktemp -d) && git archive --format=tar -o "$tmpb/base.tar" "$BASE" &&
+    git rev-parse --short "$BASE" > "$tmpb/.base_commit" && tar -rf "$tmpb/base.tar" -C "$tmpb" .base_commit &&
+    gzip -c "$tmpb/base.tar" > "$stage/base.tar.gz" && rm -rf "$tmpb"
+else
+  rm -f "$stage/base.tar.gz"
+fi
 cp tools/device/cuda_check.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
 if [ "${FMNIST:-0}" = 1 ] && [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
   cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"

@@ -112,7 +112,7 @@
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
+# build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
 # candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
@@ -125,7 +125,7 @@ OUT=${OUT:-/tmp/cuda_out}
 mkdir -p "$OUT"
 steps=${*:-build ops grad checks parity bench memcheck}
 has() { [[ " $steps " == *" $1 "* ]]; }
-B=/tmp/mfb
+B=${MF_BUILD:-/tmp/mfb}  # MF_BUILD=/tmp/mfbase runs the steps on the basebuild step's binaries
 S=/tmp/mfsrc
 export PATH=/usr/local/cuda/bin:$PATH
 
@@ -161,6 +161,17 @@ if has build; then
   echo "build rc=$rc in $(( $(date +%s) - t0 )) s"
   if [ $rc -ne 0 ]; then grep -E "error|Error" "$OUT/build.log" | head -30; tail -5 "$OUT/build.log"; fi
   [ -x "$B/metaformer" ] || exit 1  # (the other targets are checked by the steps that use them)
+fi
+if has basebuild; then
+  # A baseline to time against on the same card: the stage's base.tar.gz (cuda_bundle.sh with
+  # BASE=<commit>) built into /tmp/mfbase (metaformer only); MF_BUILD=/tmp/mfbase OUT=... runs a step on it.
+  echo "== basebuild"
+  t0=$(date +%s)
+  rm -rf /tmp/mfbase_src && mkdir -p /tmp/mfbase_src && tar -xzf "$stage/base.tar.gz" -C /tmp/mfbase_src &&
+  { cmake -S /tmp/mfbase_src -B /tmp/mfbase -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON \
+      -DMETAFORMER_PYTHON=OFF -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc &&
+    ninja -C /tmp/mfbase -j"$(nproc)" metaformer; } > "$OUT/basebuild.log" 2>&1
+  echo "basebuild rc=$? in $(( $(date +%s) - t0 )) s ($(cat /tmp/mfbase_src/.base_commit 2>/dev/null))"
 fi
 M=$B/metaformer
 T=$B/tests/test-backend-ops

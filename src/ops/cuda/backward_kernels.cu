@@ -257,8 +257,8 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
   }
 }
 
-// The same rows with the parameter gradients in the same pass (the default; METAFORMER_CUDA_NORM_BWD=split
-// runs the two passes below instead). LayerNorm only
+// The same rows with the parameter gradients in the same pass (for rows vec does not take, and with
+// METAFORMER_CUDA_NORM_BWD=fused; =split runs the two passes below instead). LayerNorm only
 // (n = C ≤ 32 · NPL). norm_rows_backward_kernel leaves the statistics for a second pass,
 // NormParamGrads, which reads x and dy again and sums dy · x̂ and dy per channel in double (with the
 // row kernel itself, 12 % of convformer_s18's bf16 kernel time: 10.8 of 89.8 ms in two steps).
@@ -354,14 +354,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Which LayerNorm backward: the fused kernel above (the default since the H200 A/B of 2026-12-05:
-// 3-5 % more training images/s alone, docs/cuda-log.md), the row kernel and a column-sum pass
-// (METAFORMER_CUDA_NORM_BWD=split), or the fused pass 16 bytes a load (=vec, a candidate:
-// norm_backward_vec.cuh; rows it does not take run the fused kernel).
+// Which LayerNorm backward: the fused pass 16 bytes a load (norm_backward_vec.cuh; the default since
+// the H100 A/B of 2026-12-06, cuda_check.sh normvec: 2.8-4.0 % more training images/s; rows it does
+// not take run the fused kernel), the fused kernel above (METAFORMER_CUDA_NORM_BWD=fused, the default
+// from the H200 A/B of 2026-12-05: 3-5 % more images/s than split, docs/cuda-log.md), or the row
+// kernel and a column-sum pass (=split).
 int norm_backward_choice() {
   static const int choice = [] {
     const int c = env_choice("METAFORMER_CUDA_NORM_BWD", {"fused", "split", "vec"});
-    return c < 0 ? 0 : c;
+    return c < 0 ? 2 : c;
   }();
   return choice;
 }

@@ -1,5 +1,5 @@
-// LayerNorm's backward with its parameter gradients in one pass, 16 bytes a load: a candidate
-// (METAFORMER_CUDA_NORM_BWD=vec) beside backward_kernels.cu's norm_rows_backward_fused_kernel, which
+// LayerNorm's backward with its parameter gradients in one pass, 16 bytes a load: the default since
+// 2026-12-06 (METAFORMER_CUDA_NORM_BWD=vec; =fused the kernel before) beside backward_kernels.cu's norm_rows_backward_fused_kernel, which
 // gives each lane channels lane, lane + 32, …: 2-byte loads and stores for bf16, up to 24 of each a
 // lane and row. Here, as in the forward's layer_norm_vec_kernel, G lanes take a row (G the power of
 // two at least the row's vectors, at most 32; 32 / G rows a warp) and lane `sub` of a row holds its

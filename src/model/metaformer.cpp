@@ -115,6 +115,14 @@ Tensor* scale_grad(Scale* s) {
   Parameter* p = s->param();
   return p->trainable && p->grad.defined() ? &p->grad : nullptr;
 }
+// The skip and branch gradients of y = x ⊙ rs + m ⊙ ls. Without either scale both are dy itself: no
+// pass over the stream for two copies of it (the branch's backward only reads its dy, and the skip
+// gradient is then added by the norm's backward, Norm::backward_add).
+std::pair<Tensor, Tensor> residual_grads(Ctx& ctx, const Tensor& x, Scale* rs, const Tensor& m, Scale* ls,
+                                         const Tensor& dy) {
+  if (!rs && !ls) return {dy, dy};
+  return op::scaled_residual_backward(ctx.exec, x, scale_of(rs), m, scale_of(ls), dy, scale_grad(rs), scale_grad(ls));
+}
 }  // namespace
 
 Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
@@ -158,22 +166,18 @@ Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   Tensor dh = dy;
   if (second_branch()) dh = mlp_branch_backward(ctx, dy);
   // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
-  auto [dx, dm] = op::scaled_residual_backward(ctx.exec, saved_x_, scale_of(res_scale1_), saved_mixer_out_,
-                                               scale_of(layer_scale1_), dh, scale_grad(res_scale1_),
-                                               scale_grad(layer_scale1_));
+  auto [dx, dm] = residual_grads(ctx, saved_x_, res_scale1_, saved_mixer_out_, layer_scale1_, dh);
   if (mask1_.defined()) dm = op::sample_scale(ctx.exec, dm, mask1_);
-  dx = op::scaled_residual(ctx.exec, dx, nullptr, norm1_->backward(ctx, mixer_->backward(ctx, dm)), nullptr);
+  dx = norm1_->backward_add(ctx, mixer_->backward(ctx, dm), dx);
   saved_x_ = saved_mixer_out_ = saved_h_ = saved_mlp_out_ = mask1_ = mask2_ = Tensor();
   return dx;
 }
 
 Tensor MetaFormerBlock::mlp_branch_backward(Ctx& ctx, const Tensor& dy) {
   // y = h ⊙ rs2 + p ⊙ ls2, p = mlp(norm2(h))
-  auto [dh, dp] = op::scaled_residual_backward(ctx.exec, saved_h_, scale_of(res_scale2_), saved_mlp_out_,
-                                               scale_of(layer_scale2_), dy, scale_grad(res_scale2_),
-                                               scale_grad(layer_scale2_));
+  auto [dh, dp] = residual_grads(ctx, saved_h_, res_scale2_, saved_mlp_out_, layer_scale2_, dy);
   if (mask2_.defined()) dp = op::sample_scale(ctx.exec, dp, mask2_);
-  return op::scaled_residual(ctx.exec, dh, nullptr, norm2_->backward(ctx, second_branch()->backward(ctx, dp)), nullptr);
+  return norm2_->backward_add(ctx, second_branch()->backward(ctx, dp), dh);
 }
 
 // ------------------------------------------------------------------------------------------- stage

@@ -146,6 +146,20 @@ Tensor Norm::backward(Ctx& ctx, const Tensor& dy) {
   return dx;
 }
 
+Tensor Norm::backward_add(Ctx& ctx, const Tensor& dy, const Tensor& residual) {
+  if (spec_.type != "layer_norm" && spec_.type != "group_norm1")
+    return op::scaled_residual(ctx.exec, residual, nullptr, backward(ctx, dy), nullptr);
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  const float eps = static_cast<float>(spec_.eps);
+  Tensor dx = spec_.type == "layer_norm"
+                  ? op::layer_norm_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_),
+                                            &residual)
+                  : op::group_norm1_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_),
+                                             &residual);
+  saved_x_ = Tensor();
+  return dx;
+}
+
 void Norm::collect_ops(std::set<OpKind>& ops) const {
   if (spec_.type == "batch_norm") {
     ops.insert(OpKind::BatchNorm);

@@ -26,6 +26,9 @@ class Norm : public Module {
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // backward(dy) + residual: a block's skip gradient added as the norm writes dx (LayerNorm and
+  // GroupNorm: one op, Backend::layer_norm_backward_add; the other norms: backward, then an add).
+  Tensor backward_add(Ctx& ctx, const Tensor& dy, const Tensor& residual);
   void collect_ops(std::set<OpKind>& ops) const override;
   const NormSpec& spec() const { return spec_; }
   Parameter* weight() { return weight_; }

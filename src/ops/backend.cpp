@@ -293,6 +293,16 @@ void Backend::layer_norm_backward(const Tensor&, const Tensor&, float, const Ten
 void Backend::group_norm1_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::GroupNorm1);
 }
+void Backend::layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                      const Tensor& residual, Tensor& dx, Tensor* dw, Tensor* db) {
+  layer_norm_backward(x, w, eps, dy, dx, dw, db);
+  scaled_residual(residual, nullptr, dx, nullptr, dx);
+}
+void Backend::group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                       const Tensor& residual, Tensor& dx, Tensor* dw, Tensor* db) {
+  group_norm1_backward(x, w, eps, dy, dx, dw, db);
+  scaled_residual(residual, nullptr, dx, nullptr, dx);
+}
 void Backend::activation_backward(const Tensor&, const Activation&, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::Activation);
 }

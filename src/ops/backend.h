@@ -340,6 +340,14 @@ class Backend {
                                    Tensor* dw, Tensor* db);
   virtual void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                     Tensor* dw, Tensor* db);
+  // The same with a residual gradient added: dx = residual + the norm's dx (a block's skip path, so
+  // that dx is written once instead of being read back by an add). The default runs the backward,
+  // then scaled_residual(residual, -, dx, -) into dx: the bits of the two ops in turn. A backend that
+  // fuses the add (cuda) rounds once, where the two ops round the norm's dx and then the sum.
+  virtual void layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                       const Tensor& residual, Tensor& dx, Tensor* dw, Tensor* db);
+  virtual void group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                        const Tensor& residual, Tensor& dx, Tensor* dw, Tensor* db);
   // dscale, dbias (StarReLU only, one element each, on the backend's device or the host): accumulated
   virtual void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
                                    Tensor* dscale, Tensor* dbias);

@@ -808,24 +808,34 @@ Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel) {
 }
 
 Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                           Tensor* db) {
+                           Tensor* db, const Tensor* residual) {
   MF_CHECK(dy.shape() == x.shape(), "layer_norm backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  MF_CHECK(!residual || residual->shape() == x.shape(), "layer_norm backward: residual gradient {} for x {}",
+           residual ? residual->shape().str() : "", x.shape().str());
   check_grad(dw, w, "weight", OpKind::LayerNorm);
   check_grad(db, w, "bias", OpKind::LayerNorm);
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::LayerNorm, 0);
-  e.backend->layer_norm_backward(x, w, eps, dy, dx, dw, db);
+  if (residual)
+    e.backend->layer_norm_backward_add(x, w, eps, dy, *residual, dx, dw, db);
+  else
+    e.backend->layer_norm_backward(x, w, eps, dy, dx, dw, db);
   return dx;
 }
 
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                            Tensor* db) {
+                            Tensor* db, const Tensor* residual) {
   MF_CHECK(dy.shape() == x.shape(), "group_norm1 backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  MF_CHECK(!residual || residual->shape() == x.shape(), "group_norm1 backward: residual gradient {} for x {}",
+           residual ? residual->shape().str() : "", x.shape().str());
   check_grad(dw, w, "weight", OpKind::GroupNorm1);
   check_grad(db, w, "bias", OpKind::GroupNorm1);
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::GroupNorm1, 0);
-  e.backend->group_norm1_backward(x, w, eps, dy, dx, dw, db);
+  if (residual)
+    e.backend->group_norm1_backward_add(x, w, eps, dy, *residual, dx, dw, db);
+  else
+    e.backend->group_norm1_backward(x, w, eps, dy, dx, dw, db);
   return dx;
 }
 

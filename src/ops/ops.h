@@ -221,10 +221,11 @@ Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Co
 Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
                                  const Tensor& dy, Tensor* dw, Tensor* db);
 Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel);
+// With `residual`: dx = residual + the norm's dx (a block's skip gradient; Backend::layer_norm_backward_add).
 Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                           Tensor* db);
+                           Tensor* db, const Tensor* residual = nullptr);
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                            Tensor* db);
+                            Tensor* db, const Tensor* residual = nullptr);
 Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy,
                            Tensor* dscale = nullptr, Tensor* dbias = nullptr);
 // Returns {dx, dbranch}. y = x ⊙ res_scale + branch ⊙ layer_scale: x is read only for d_res_scale and

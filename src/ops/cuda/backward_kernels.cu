@@ -161,7 +161,7 @@ struct NormAllMoments {
 // so a vector lies in one group and its channels are consecutive; the launcher checks): the 64-bit
 // divisions a value made the scalar kernel about 2.5× slower than its bytes.
 template <class T>
-__global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx,
+__global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, const double* stats, const T* res, T* dx,
                                    uint32_t vectors, uint32_t n, uint32_t C) {
   constexpr int V = kVec<T>;
   for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += gridDim.x * blockDim.x) {
@@ -176,19 +176,26 @@ __global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, cons
       const double gg = static_cast<double>(ds[e]) * w[c + e];
       out[e] = norm_dx_value(st[1], gg, xh, st[2], st[3]);
     }
+    if (res) {
+      float rs[V];
+      load16(res + at, rs);
+#pragma unroll
+      for (int e = 0; e < V; ++e) out[e] = rs[e] + out[e];
+    }
     store16(dx + at, out);
   }
 }
 
 template <class T>
-__global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx, int64_t total,
-                               int64_t n, int64_t C) {
+__global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const double* stats, const T* res, T* dx,
+                               int64_t total, int64_t n, int64_t C) {
   MF_GRID_STRIDE(at, total) {
     const int64_t g = at / n, i = at % n;
     const double* st = stats + g * 4;
     const double xh = (ld(x[at]) - st[0]) * st[1];
     const double gg = static_cast<double>(ld(dy[at])) * w[i % C];
-    dx[at] = narrow<T>(norm_dx_value(st[1], gg, xh, st[2], st[3]));
+    const float v = norm_dx_value(st[1], gg, xh, st[2], st[3]);
+    dx[at] = narrow<T>(res ? ld(res[at]) + v : v);
   }
 }
 
@@ -215,8 +222,8 @@ __device__ __forceinline__ double warp_row_rstd(float q, double mean, float mean
 
 constexpr int64_t kWarpRowMax = 2048;
 template <class T>
-__global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, double* stats,
-                                          int64_t rows, int n, int C, double inv_n) {
+__global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
+                                          double* stats, int64_t rows, int n, int C, double inv_n) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {
@@ -246,7 +253,8 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
     for (int i = lane; i < n; i += 32) {
       const float xh = (ld(xr[i]) - meanf) * rstdf;
       const float gg = ld(gr[i]) * w[i % C];
-      dx[r * n + i] = narrow<T>(rstdf * (gg - m0 - xh * m1));
+      const float v = rstdf * (gg - m0 - xh * m1);
+      dx[r * n + i] = narrow<T>(res ? ld(res[r * n + i]) + v : v);
     }
     if (lane == 0) {
       stats[r * 4 + 0] = mean;
@@ -279,8 +287,8 @@ inline int64_t fused_norm_chunks(int64_t rows) {
 
 template <class T, int NPL>
 __global__ void __launch_bounds__(kThreads)
-    norm_rows_backward_fused_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                    int64_t rows, int n, double inv_n, double* partial) {
+    norm_rows_backward_fused_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
+                                    bool params, int64_t rows, int n, double inv_n, double* partial) {
   constexpr int kWarps = kThreads / 32;
   __shared__ float red[kWarps][32 * NPL];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -333,7 +341,8 @@ __global__ void __launch_bounds__(kThreads)
       if (i < n) {
         const float xh = (xv[j] - meanf) * rstdf;
         const float gg = gv[j] * wv[j];
-        dx[r * n + i] = narrow<T>(rstdf * (gg - m0 - xh * m1));
+        const float v = rstdf * (gg - m0 - xh * m1);
+        dx[r * n + i] = narrow<T>(res ? ld(res[r * n + i]) + v : v);
         pw[j] = fmaf(gv[j], xh, pw[j]);
         pb[j] += gv[j];
       }
@@ -369,11 +378,13 @@ int norm_backward_choice() {
 bool norm_backward_fused() { return norm_backward_choice() != 1; }
 
 template <class T>
-void launch_norm_rows_backward_fused(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                     int64_t rows, int n, double* partial, cudaStream_t s) {
+void launch_norm_rows_backward_fused(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
+                                     bool params, int64_t rows, int n, double* partial, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>(fused_norm_chunks(rows));
   const double inv_n = 1.0 / static_cast<double>(n);
-  auto go = [&](auto kernel) { kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, dx, params, rows, n, inv_n, partial); };
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, res, dx, params, rows, n, inv_n, partial);
+  };
   if (n <= 64) go(norm_rows_backward_fused_kernel<T, 2>);
   else if (n <= 128) go(norm_rows_backward_fused_kernel<T, 4>);
   else if (n <= 256) go(norm_rows_backward_fused_kernel<T, 8>);
@@ -1082,19 +1093,19 @@ int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
 
 template <class H>
 cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, H* dxh, float* dw, float* db,
-                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s) {
+                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s, const H* resh) {
   if (groups <= 0 || n <= 0) return cudaGetLastError();
   using T = typename DevT<H>::type;
-  const T *x = dptr(xh), *dy = dptr(dyh);
+  const T *x = dptr(xh), *dy = dptr(dyh), *res = resh ? dptr(resh) : nullptr;
   T* dx = dptr(dxh);
   double* stats = work;
   double* partial = work + groups * 4;
   const int64_t total = groups * n;
   if (n == C && n <= 32 * kFusedNormMaxNpl && norm_backward_fused()) {
     const unsigned grid = static_cast<unsigned>(fused_norm_chunks(groups));
-    if (norm_backward_choice() != 2 || !launch_norm_rows_backward_vec(x, w, dy, eps, dx, dw || db, groups,
+    if (norm_backward_choice() != 2 || !launch_norm_rows_backward_vec(x, w, dy, eps, res, dx, dw || db, groups,
                                                                       static_cast<int>(n), grid, partial, s))
-      launch_norm_rows_backward_fused(x, w, dy, eps, dx, dw || db, groups, static_cast<int>(n), partial, s);
+      launch_norm_rows_backward_fused(x, w, dy, eps, res, dx, dw || db, groups, static_cast<int>(n), partial, s);
     if (dw || db)
       column_finish_kernel<2><<<blocks_for(C, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(
           NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C, fused_norm_chunks(groups), partial);
@@ -1104,12 +1115,13 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   auto launch_dx = [&] {
     constexpr int64_t V = kVec<T>;
     using kernels::aligned16;
-    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && aligned16(x) && aligned16(dy) && aligned16(dx))
-      norm_dx_vec_kernel<T><<<blocks_for(total / V), kThreads, 0, s>>>(x, w, dy, stats, dx,
+    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && aligned16(x) && aligned16(dy) && aligned16(dx) &&
+        (!res || aligned16(res)))
+      norm_dx_vec_kernel<T><<<blocks_for(total / V), kThreads, 0, s>>>(x, w, dy, stats, res, dx,
                                                                      static_cast<uint32_t>(total / V),
                                                                      static_cast<uint32_t>(n), static_cast<uint32_t>(C));
     else
-      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, res, dx, total, n, C);
   };
   if (n > kWarpRowMax && n != C && n % C == 0 && group_norm_backward_onepass()) {
     double* cells = partial;
@@ -1123,7 +1135,7 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   }
   if (n <= kWarpRowMax) {
     norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
-        x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
+        x, w, dy, eps, res, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
   } else {
     group_sums<4>(NormAllMoments<T>{x, w, dy, stats, n, C, eps}, groups, n, partial, s);
     launch_dx();
@@ -1132,9 +1144,9 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   return cudaGetLastError();
 }
 template cudaError_t norm_backward(const float*, const float*, const float*, float, float*, float*, float*, int64_t,
-                                   int64_t, int64_t, double*, cudaStream_t);
+                                   int64_t, int64_t, double*, cudaStream_t, const float*);
 template cudaError_t norm_backward(const bf16*, const float*, const bf16*, float, bf16*, float*, float*, int64_t,
-                                   int64_t, int64_t, double*, cudaStream_t);
+                                   int64_t, int64_t, double*, cudaStream_t, const bf16*);
 
 int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
 

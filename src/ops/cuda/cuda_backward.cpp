@@ -393,36 +393,43 @@ void CudaBackwardOps::pool_minus_input_backward(const Tensor& dy, int kernel, Te
   });
 }
 
-void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
-                                          Tensor* dw, Tensor* db) {
+namespace {
+// LayerNorm (groups = rows, n = C) or GroupNorm with one group (groups = samples): dx, plus
+// `residual` where given (the block's skip gradient, added in the kernel that writes dx).
+void norm_backward_on_gpu(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor* residual,
+                          Tensor& dx, Tensor* dw, Tensor* db, bool group, DType acts) {
   Widened f;
-  const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
+  const int64_t C = x.shape().last();
+  const int64_t groups = group ? x.dim(0) : x.numel() / std::max<int64_t>(C, 1);
+  const int64_t n = group ? (groups ? x.numel() / groups : 0) : C;
   DeviceGrad gw(dw, true), gb(db, true);
-  Work work(bw::norm_backward_work(rows, C, C));
-  typed_acts(activation_dtype(), [&](auto tag) {
+  Work work(bw::norm_backward_work(groups, n, C));
+  typed_acts(acts, [&](auto tag) {
     using T = decltype(tag);
-    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), rows, C, C,
-                         work.p, stream()),
-       "layer_norm backward");
+    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), groups, n, C,
+                         work.p, stream(), residual ? f.act<T>(*residual) : nullptr),
+       group ? "group_norm1 backward" : "layer_norm backward");
   });
   gw.finish();
   gb.finish();
 }
+}  // namespace
 
+void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                          Tensor* dw, Tensor* db) {
+  norm_backward_on_gpu(x, w, eps, dy, nullptr, dx, dw, db, false, activation_dtype());
+}
 void CudaBackwardOps::group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                            Tensor* dw, Tensor* db) {
-  Widened f;
-  const int64_t B = x.dim(0), C = x.shape().last(), per = B ? x.numel() / B : 0;
-  DeviceGrad gw(dw, true), gb(db, true);
-  Work work(bw::norm_backward_work(B, per, C));
-  typed_acts(activation_dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), B, per, C,
-                         work.p, stream()),
-       "group_norm1 backward");
-  });
-  gw.finish();
-  gb.finish();
+  norm_backward_on_gpu(x, w, eps, dy, nullptr, dx, dw, db, true, activation_dtype());
+}
+void CudaBackwardOps::layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                              const Tensor& residual, Tensor& dx, Tensor* dw, Tensor* db) {
+  norm_backward_on_gpu(x, w, eps, dy, &residual, dx, dw, db, false, activation_dtype());
+}
+void CudaBackwardOps::group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                               const Tensor& residual, Tensor& dx, Tensor* dw, Tensor* db) {
+  norm_backward_on_gpu(x, w, eps, dy, &residual, dx, dw, db, true, activation_dtype());
 }
 
 void CudaBackwardOps::activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,

@@ -43,6 +43,10 @@ class CudaBackwardOps : public Backend {
                            Tensor* db) override;
   void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
                             Tensor* db) override;
+  void layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor& residual,
+                               Tensor& dx, Tensor* dw, Tensor* db) override;
+  void group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor& residual,
+                                Tensor& dx, Tensor* dw, Tensor* db) override;
   void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
                            Tensor* dscale, Tensor* dbias) override;
   void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,

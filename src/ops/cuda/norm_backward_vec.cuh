@@ -41,8 +41,8 @@ __device__ __forceinline__ double row_group_rstd(float q, double mean, float mea
 
 template <class T, int G, int NV>
 __global__ void __launch_bounds__(kThreads)
-    norm_rows_backward_vec_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                  int64_t rows, int n, double inv_n, double* partial) {
+    norm_rows_backward_vec_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
+                                  bool params, int64_t rows, int n, double inv_n, double* partial) {
   constexpr int V = kVec<T>, kWarps = kThreads / 32, R = 32 / G, E = NV * V;
   __shared__ float red[kWarps * 32 * E];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % G, slot = lane / G;
@@ -119,6 +119,12 @@ __global__ void __launch_bounds__(kThreads)
         pw[j] = fmaf(gv[j], xh, pw[j]);
         pb[j] += gv[j];
       }
+      if (res) {  // the block's skip gradient, added to the norm's value rounded to float
+        float rv[V];
+        load16(res + r * n + channel(i), rv);
+#pragma unroll
+        for (int e = 0; e < V; ++e) o[e] = rv[e] + o[e];
+      }
       store16(dx + r * n + channel(i), o);
     }
   }
@@ -143,14 +149,18 @@ __global__ void __launch_bounds__(kThreads)
 // reads the same partials) where it applies: rows of whole 16-byte vectors, at most 3 · 32 of them
 // (768 bf16 channels), 16-byte aligned pointers. Returns false (nothing launched) otherwise.
 template <class T>
-bool launch_norm_rows_backward_vec(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                   int64_t rows, int n, unsigned grid, double* partial, cudaStream_t s) {
+bool launch_norm_rows_backward_vec(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
+                                   bool params, int64_t rows, int n, unsigned grid, double* partial, cudaStream_t s) {
   constexpr int V = kVec<T>;
   using kernels::aligned16;
-  if (n % V != 0 || n / V > 3 * 32 || !aligned16(x) || !aligned16(dy) || !aligned16(dx) || !aligned16(w)) return false;
+  if (n % V != 0 || n / V > 3 * 32 || !aligned16(x) || !aligned16(dy) || !aligned16(dx) || !aligned16(w) ||
+      (res && !aligned16(res)))
+    return false;
   const int nvec = n / V;
   const double inv_n = 1.0 / static_cast<double>(n);
-  auto go = [&](auto kernel) { kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, dx, params, rows, n, inv_n, partial); };
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, res, dx, params, rows, n, inv_n, partial);
+  };
   if (nvec <= 1) go(norm_rows_backward_vec_kernel<T, 1, 1>);
   else if (nvec <= 2) go(norm_rows_backward_vec_kernel<T, 2, 1>);
   else if (nvec <= 4) go(norm_rows_backward_vec_kernel<T, 4, 1>);

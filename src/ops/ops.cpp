@@ -808,32 +808,40 @@ Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel) {
 }
 
 Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                           Tensor* db, const Tensor* residual) {
+                           Tensor* db, const Tensor* residual, const Tensor* res_scale, Tensor* d_res_scale) {
   MF_CHECK(dy.shape() == x.shape(), "layer_norm backward: dy {} for x {}", dy.shape().str(), x.shape().str());
   MF_CHECK(!residual || residual->shape() == x.shape(), "layer_norm backward: residual gradient {} for x {}",
            residual ? residual->shape().str() : "", x.shape().str());
+  MF_CHECK(residual || (!res_scale && !d_res_scale), "layer_norm backward: a res scale without a residual gradient");
   check_grad(dw, w, "weight", OpKind::LayerNorm);
   check_grad(db, w, "bias", OpKind::LayerNorm);
+  check_vec(res_scale, x.shape().last(), "res_scale", OpKind::LayerNorm);
+  check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::LayerNorm);
+  MF_CHECK(!d_res_scale || res_scale, "layer_norm backward: a res scale gradient without the res scale");
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::LayerNorm, 0);
   if (residual)
-    e.backend->layer_norm_backward_add(x, w, eps, dy, *residual, dx, dw, db);
+    e.backend->layer_norm_backward_add(x, w, eps, dy, *residual, res_scale, dx, dw, db, d_res_scale);
   else
     e.backend->layer_norm_backward(x, w, eps, dy, dx, dw, db);
   return dx;
 }
 
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                            Tensor* db, const Tensor* residual) {
+                            Tensor* db, const Tensor* residual, const Tensor* res_scale, Tensor* d_res_scale) {
   MF_CHECK(dy.shape() == x.shape(), "group_norm1 backward: dy {} for x {}", dy.shape().str(), x.shape().str());
   MF_CHECK(!residual || residual->shape() == x.shape(), "group_norm1 backward: residual gradient {} for x {}",
            residual ? residual->shape().str() : "", x.shape().str());
+  MF_CHECK(residual || (!res_scale && !d_res_scale), "group_norm1 backward: a res scale without a residual gradient");
   check_grad(dw, w, "weight", OpKind::GroupNorm1);
   check_grad(db, w, "bias", OpKind::GroupNorm1);
+  check_vec(res_scale, x.shape().last(), "res_scale", OpKind::GroupNorm1);
+  check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::GroupNorm1);
+  MF_CHECK(!d_res_scale || res_scale, "group_norm1 backward: a res scale gradient without the res scale");
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::GroupNorm1, 0);
   if (residual)
-    e.backend->group_norm1_backward_add(x, w, eps, dy, *residual, dx, dw, db);
+    e.backend->group_norm1_backward_add(x, w, eps, dy, *residual, res_scale, dx, dw, db, d_res_scale);
   else
     e.backend->group_norm1_backward(x, w, eps, dy, dx, dw, db);
   return dx;

@@ -221,11 +221,14 @@ Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Co
 Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
                                  const Tensor& dy, Tensor* dw, Tensor* db);
 Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel);
-// With `residual`: dx = residual + the norm's dx (a block's skip gradient; Backend::layer_norm_backward_add).
+// With `residual`: dx = residual ⊙ res_scale (1 without) + the norm's dx, d_res_scale += Σ x ⊙ residual
+// (a block's skip gradient; Backend::layer_norm_backward_add).
 Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                           Tensor* db, const Tensor* residual = nullptr);
+                           Tensor* db, const Tensor* residual = nullptr, const Tensor* res_scale = nullptr,
+                           Tensor* d_res_scale = nullptr);
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                            Tensor* db, const Tensor* residual = nullptr);
+                            Tensor* db, const Tensor* residual = nullptr, const Tensor* res_scale = nullptr,
+                            Tensor* d_res_scale = nullptr);
 Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy,
                            Tensor* dscale = nullptr, Tensor* dbias = nullptr);
 // Returns {dx, dbranch}. y = x ⊙ res_scale + branch ⊙ layer_scale: x is read only for d_res_scale and

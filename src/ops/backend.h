@@ -446,6 +446,10 @@ class Backend {
   void branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n);
   // layer_norm_backward_add's default: the skip gradient residual ⊙ res_scale, by scaled_residual_backward.
   Tensor scaled_skip(const Tensor& x, const Tensor& residual, const Tensor* res_scale, Tensor* d_res_scale);
+  // layer_norm_backward_add's and group_norm1_backward_add's default: those ops in turn.
+  void norm_backward_then_add(bool group, const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                              const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw, Tensor* db,
+                              Tensor* d_res_scale);
 };
 
 // "ref", "cpu" or "cuda"; throws mf::Error listing the available names otherwise, or when the backend

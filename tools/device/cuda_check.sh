@@ -712,18 +712,24 @@ PY
 
 # A/B of an environment switch: bf16 training images/s over 60 steps (batch 128, synthetic data) of
 # each model with each value, twice alternating. Usage: ab_images_per_s LOG VARIABLE "VALUES" MODELS
+# One 60-step (AB_STEPS) bf16 training run of MODEL with BIN under the environment ENV (NAME=VALUE,
+# or "" for none), its epoch line and steady images/s appended to LOG after LABEL:
+#   ab_train_run LOG LABEL BIN ENV MODEL
+ab_train_run() {
+  local log=$1 label=$2 bin=$3 envspec=$4 m=$5 steady
+  rm -rf /tmp/ab
+  # The epoch line's img/s includes start-up; steady_images_per_s (after the fifth step) does not.
+  env $envspec timeout 120 "$bin" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
+    --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
+  steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
+  echo "$label: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
+}
+
 ab_images_per_s() {
   local log=$1 var=$2 values=$3 models=$4 round m v
   for round in 1 2; do
     for m in $(echo "$models" | tr , ' '); do
-      for v in $values; do
-        rm -rf /tmp/ab
-        # The epoch line's img/s includes start-up; steady_images_per_s (after the fifth step) does not.
-        env "$var=$v" timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
-          --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
-        steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
-        echo "round $round $m $var=$v: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
-      done
+      for v in $values; do ab_train_run "$log" "round $round $m $var=$v" "$M" "$var=$v" $m; done
     done
   done
 }
@@ -737,13 +743,7 @@ if has baseab; then
   echo "== this tree against the base build ($(cat /tmp/mfbase_src/.base_commit 2>/dev/null)): images/s, kernels" | tee "$log"
   for round in 1 2; do
     for m in $(echo "${BASEAB_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" | tr , ' '); do
-      for bin in /tmp/mfbase/metaformer "$M"; do
-        rm -rf /tmp/ab
-        timeout 120 "$bin" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
-          --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
-        steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
-        echo "round $round $m $bin: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
-      done
+      for bin in /tmp/mfbase/metaformer "$M"; do ab_train_run "$log" "round $round $m $bin" "$bin" "" $m; done
     done
   done
   for bin in /tmp/mfbase/metaformer "$M"; do

@@ -615,8 +615,10 @@ const std::vector<OpCase>& op_cases() {
                [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
                  Tensor dw = zeros_like(in[1]), db = zeros_like(in[2]), dls = zeros_like(in[4]);
                  Tensor drs = scaled ? zeros_like(in[3]) : Tensor();
-                 const Tensor dn =
-                     op::scaled_residual_backward(e, in[0], nullptr, norm(e, in), &in[4], dy, nullptr, &dls).second;
+                 // (need_dx false: the branch's gradient alone, as a block with a layer scale and no res scale)
+                 const Tensor dn = op::scaled_residual_backward(e, in[0], nullptr, norm(e, in), &in[4], dy, nullptr,
+                                                                &dls, /*need_dx=*/false)
+                                       .second;
                  const Tensor* rs = scaled ? &in[3] : nullptr;
                  Tensor* d_rs = scaled ? &drs : nullptr;
                  Tensor dx = group ? op::group_norm1_backward(e, in[0], in[1], eps, dn, &dw, &db, &dy, rs, d_rs)

@@ -128,9 +128,10 @@ struct ResidualGrads {
 };
 ResidualGrads residual_grads(Ctx& ctx, const Tensor& x, Scale* rs, const Tensor& m, Scale* ls, const Tensor& dy) {
   if (!ls) return {dy, dy, scale_of(rs), scale_grad(rs)};
-  auto [skip, branch] =
-      op::scaled_residual_backward(ctx.exec, x, scale_of(rs), m, scale_of(ls), dy, scale_grad(rs), scale_grad(ls));
-  return {branch, skip};
+  // A layer scale alone (PoolFormer): the skip gradient is dy itself, so only the branch's is written.
+  auto [skip, branch] = op::scaled_residual_backward(ctx.exec, x, scale_of(rs), m, scale_of(ls), dy, scale_grad(rs),
+                                                     scale_grad(ls), /*need_dx=*/rs != nullptr);
+  return {branch, rs ? skip : dy};
 }
 }  // namespace
 

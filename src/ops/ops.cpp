@@ -860,14 +860,14 @@ Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act
 
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
-                                                   Tensor* d_res_scale, Tensor* d_layer_scale) {
+                                                   Tensor* d_res_scale, Tensor* d_layer_scale, bool need_dx) {
   MF_CHECK(dy.shape() == x.shape() && (!branch.defined() || branch.shape() == x.shape()),
            "scaled_residual backward: shapes differ");
   MF_CHECK(branch.defined() || d_layer_scale == nullptr, "scaled_residual backward: the layer scale's gradient needs "
            "the branch output");
   check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::ScaledResidual);
   check_vec(d_layer_scale, x.shape().last(), "layer_scale gradient", OpKind::ScaledResidual);
-  Tensor dx = out(e, x.shape()), dbranch = out(e, x.shape());
+  Tensor dx = need_dx ? out(e, x.shape()) : Tensor(), dbranch = out(e, x.shape());
   Timed t(e, OpKind::ScaledResidual, 0);
   e.backend->scaled_residual_backward(x, res_scale, branch, layer_scale, dy, dx, dbranch, d_res_scale, d_layer_scale);
   return {dx, dbranch};

@@ -654,7 +654,7 @@ __global__ void scaled_residual_backward_kernel(const float* rs, const float* ls
   MF_GRID_STRIDE(i, total) {
     const int64_t c = i % C;
     const double g = ld(dy[i]);
-    dx[i] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
+    if (dx) dx[i] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
     dbranch[i] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }
 }
@@ -673,7 +673,7 @@ struct ScaleGrads {
     const double g = ld(dy[at]);
     v[0] = d_rs ? g * ld(x[at]) : 0.0;  // each read only for its own gradient (x or branch may be null)
     v[1] = d_ls ? g * ld(branch[at]) : 0.0;
-    dx[at] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
+    if (dx) dx[at] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
     dbranch[at] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }
   __device__ void store(int64_t c, const double* s) const {
@@ -727,7 +727,7 @@ struct ScaleGrads {
       ox[e] = static_cast<float>(gd * k.rs[e]);
       ob[e] = static_cast<float>(gd * k.ls[e]);
     }
-    store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
+    if (dx) store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
     store16(dbranch + at, ob);
   }
 };

@@ -68,7 +68,8 @@ template <class T>
 cudaError_t activation_backward(const T* x, Act act, const T* dy, T* dx, float* dscale, float* dbias, int64_t n,
                                 double* work, cudaStream_t s);
 
-// y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs, dbranch = dy ⊙ ls (rs, ls null: 1);
+// y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs (dx null: not written), dbranch = dy ⊙ ls
+// (rs, ls null: 1);
 // d_rs[c] += Σ dy · x, d_ls[c] += Σ dy · branch (either may be null; x is read only for d_rs and
 // branch only for d_ls, so either may be null without its gradient).
 int64_t scaled_residual_backward_work(int64_t rows, int64_t C);

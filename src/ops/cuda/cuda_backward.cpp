@@ -472,7 +472,8 @@ void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* re
     using T = decltype(tag);
     ok(bw::scaled_residual_backward(grs.get() ? f.act<T>(x) : nullptr, f.in(res_scale),
                                     gls.get() ? f.act<T>(branch) : nullptr,
-                                    f.in(layer_scale), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dbranch),
+                                    f.in(layer_scale), f.act<T>(dy), dx.defined() ? f.act_out<T>(dx) : nullptr,
+                                    f.act_out<T>(dbranch),
                                     grs.get(), gls.get(), rows, C, work.p, stream()),
        "scaled_residual backward");
   });

@@ -379,7 +379,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Which LayerNorm backward: the fused pass 16 bytes a load (norm_backward_vec.cuh; the default since
-// the H100 A/B of 2026-12-06, cuda_check.sh normvec: 2.8-4.0 % more training images/s; rows it does
+// the H100 A/B of 2026-12-06, cuda_check.sh normvec: 2.8-4.3 % more training images/s; rows it does
 // not take run the fused kernel), the fused kernel above (METAFORMER_CUDA_NORM_BWD=fused, the default
 // from the H200 A/B of 2026-12-05: 3-5 % more images/s than split, docs/cuda-log.md), or the row
 // kernel and a column-sum pass (=split).

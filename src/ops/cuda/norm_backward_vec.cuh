@@ -1,9 +1,10 @@
 // LayerNorm's backward with its parameter gradients in one pass, 16 bytes a load: the default since
-// 2026-12-06 (METAFORMER_CUDA_NORM_BWD=vec; =fused the kernel before) beside backward_kernels.cu's norm_rows_backward_fused_kernel, which
-// gives each lane channels lane, lane + 32, …: 2-byte loads and stores for bf16, up to 24 of each a
-// lane and row. Here, as in the forward's layer_norm_vec_kernel, G lanes take a row (G the power of
-// two at least the row's vectors, at most 32; 32 / G rows a warp) and lane `sub` of a row holds its
-// vectors sub, sub + G, … (NV of them), so each load and store moves kVec<T> elements.
+// 2026-12-06 (METAFORMER_CUDA_NORM_BWD=vec; =fused runs the kernel before). Beside it,
+// backward_kernels.cu's norm_rows_backward_fused_kernel gives each lane channels lane, lane + 32, …:
+// 2-byte loads and stores for bf16, up to 24 of each a lane and row. Here, as in the forward's
+// layer_norm_vec_kernel, G lanes take a row (G the power of two at least the row's vectors, at most
+// 32; 32 / G rows a warp) and lane `sub` of a row holds its vectors sub, sub + G, … (NV of them), so
+// each load and store moves kVec<T> elements.
 //
 // The arithmetic is the fused kernel's: float element terms, the row sums in double over the row's
 // lanes, dx = rstd · (dy·w − m0 − x̂·m1). dW and db: float sums a lane over the rows it takes, then

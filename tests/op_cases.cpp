@@ -590,7 +590,44 @@ const std::vector<OpCase>& op_cases() {
                1e-5});
         }
       }
-
+    // A block's skip path with its norm: y = x ⊙ rs + norm(x) ⊙ ls, so dx = rs ⊙ dy + the norm's dx
+    // for dn = ls ⊙ dy, and drs = Σ x ⊙ dy: the skip gradient dy and rs passed to the norm's backward
+    // (Backend::layer_norm_backward_add, which the cuda backend adds in the kernel that writes dx; the
+    // layer scale only makes the norm's dy differ from the skip's). Without rs ("_skip"), dx = dy +
+    // the norm's dx. The shapes take each of the cuda kernels: 37 channels the scalar rows, 64 and 320
+    // the vector rows (8 and 32 lanes), 768 the widest; as GroupNorm, 3 × 7 × 7 × 37 the warp rows,
+    // 2 × 5 × 7 × 64 the one-pass statistics with 16-byte dx, 3 × 9 × 9 × 37 with scalar dx.
+    for (Shape x : {Shape{3, 7, 7, 37}, Shape{2, 5, 7, 64}, Shape{1, 3, 5, 320}, Shape{1, 2, 7, 768}, Shape{3, 9, 9, 37}})
+      for (const bool group : {false, true})
+        for (const bool scaled : {false, true}) {
+          const int64_t c = x[-1];
+          const float eps = group ? 1e-5f : 1e-6f;
+          auto norm = [=](const Exec& e, const std::vector<Tensor>& in) {
+            return group ? op::group_norm1(e, in[0], in[1], &in[2], eps) : op::layer_norm(e, in[0], in[1], &in[2], eps);
+          };
+          v.push_back(
+              {fmt::format("{}_{}/{}", group ? "group_norm1" : "layer_norm", scaled ? "res_scale" : "skip", x.str()),
+               group ? OpKind::GroupNorm1 : OpKind::LayerNorm, 1e-5,
+               {{x, 2.f, 4.f}, {{c}}, {{c}}, {{c}, 0.5f, 1.5f}, {{c}, 0.5f, 1.5f}},
+               [=](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::scaled_residual(e, in[0], scaled ? &in[3] : nullptr, norm(e, in), &in[4]);
+               },
+               [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = zeros_like(in[2]), dls = zeros_like(in[4]);
+                 Tensor drs = scaled ? zeros_like(in[3]) : Tensor();
+                 // (need_dx false: the branch's gradient alone, as a block with a layer scale and no res scale)
+                 const Tensor dn = op::scaled_residual_backward(e, in[0], nullptr, norm(e, in), &in[4], dy, nullptr,
+                                                                &dls, /*need_dx=*/false)
+                                       .second;
+                 const Tensor* rs = scaled ? &in[3] : nullptr;
+                 Tensor* d_rs = scaled ? &drs : nullptr;
+                 Tensor dx = group ? op::group_norm1_backward(e, in[0], in[1], eps, dn, &dw, &db, &dy, rs, d_rs)
+                                   : op::layer_norm_backward(e, in[0], in[1], eps, dn, &dw, &db, &dy, rs, d_rs);
+                 return std::vector<Tensor>{dx, dw, db, drs, dls};
+               },
+               1e-5});
+          if (!scaled) v.back().inputs[3].differentiable = false;
+        }
     // BatchNorm: eval mode (given running statistics: not differentiated, as PyTorch treats
     // buffers) and training mode (the batch's own statistics, which backward differentiates through).
     for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 1, 1, 5}, Shape{2, 49, 64}}) {

@@ -265,6 +265,28 @@ TEST(CudaTraining, Bf16MatmulTrainsDeterministically) {
   expect_deterministic_learning(tmp, {"--matmul", "bf16"});
 }
 
+// The AdamW step rewrites each weight's bf16 copy for the GEMMs as it updates the weight, instead of a
+// cast per weight in the next forward: the same bits (METAFORMER_CUDA_ADAMW_COPIES=0 runs the casts).
+TEST(CudaTraining, AdamWRefreshesTheBf16CopiesBitForBit) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  write_idx_dataset(tmp.file("data"), 320, 64);
+  auto run = [&](const std::string& out, bool copies) {
+    auto args = gpu_train_args(tmp.file("data"), tmp.file(out), 2);
+    args.insert(args.end(), {"--dtype", "bf16"});
+    if (!copies) setenv("METAFORMER_CUDA_ADAMW_COPIES", "0", 1);
+    CliResult r = run_cli(args);
+    unsetenv("METAFORMER_CUDA_ADAMW_COPIES");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  };
+  run("copies", true);
+  run("casts", false);
+  if (HasFailure()) return;
+  for (const char* file : {"model.safetensors", "model_ema.safetensors"})
+    EXPECT_TRUE(read_bytes(tmp.file(std::string("copies/") + file)) == read_bytes(tmp.file(std::string("casts/") + file)))
+        << file;
+}
+
 // With bf16 activations (autocast's mixed precision: fp32 masters, bf16 activations and products) the
 // GPU run learns, stays deterministic, and writes the same fp32 checkpoints: a run moves from bf16 to
 // fp32 on --resume.

@@ -31,4 +31,20 @@ TEST(TensorDerived, BelongsToTheViewItWasMadeFrom) {
   EXPECT_EQ(head.derived("k"), nullptr);
 }
 
+// An update that rewrites a derived value with its tensor (the cuda AdamW step and a weight's bf16
+// copy) finds it at any version, still only for its own view, and stamps it anew.
+TEST(TensorDerived, AnyVersionFindsAStaleValueOfTheSameView) {
+  Tensor t = Tensor::zeros({4, 3});
+  t.set_derived("k", std::make_shared<int>(7));
+  t.bump_version();
+  EXPECT_EQ(t.derived("k"), nullptr);
+  auto stale = t.derived_any_version("k");
+  ASSERT_NE(stale, nullptr);
+  EXPECT_EQ(*std::static_pointer_cast<int>(stale), 7);
+  EXPECT_EQ(t.slice0(0, 2).derived_any_version("k"), nullptr);
+  EXPECT_EQ(t.derived_any_version("other"), nullptr);
+  t.set_derived("k", stale);
+  EXPECT_NE(t.derived("k"), nullptr);
+}
+
 }  // namespace

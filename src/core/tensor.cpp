@@ -245,6 +245,14 @@ std::shared_ptr<void> Tensor::derived(const std::string& key) const {
   return d->version == storage_->version && d->offset == offset_ && d->numel == numel() ? d->value : nullptr;
 }
 
+std::shared_ptr<void> Tensor::derived_any_version(const std::string& key) const {
+  if (!storage_) return nullptr;
+  auto it = storage_->derived.find(key);
+  if (it == storage_->derived.end()) return nullptr;
+  auto d = std::static_pointer_cast<Derived>(it->second);
+  return d->offset == offset_ && d->numel == numel() ? d->value : nullptr;
+}
+
 void Tensor::set_derived(const std::string& key, std::shared_ptr<void> value) const {
   MF_ASSERT(storage_ != nullptr);
   storage_->derived[key] = std::make_shared<Derived>(Derived{storage_->version, offset_, numel(), std::move(value)});

@@ -109,6 +109,10 @@ class Tensor {
   void bump_version();  // call after changing the contents of a parameter in place
   // Returns the cached object under `key` if it was made from the current version, else null.
   std::shared_ptr<void> derived(const std::string& key) const;
+  // The cached object under `key` made from this view at any version (null if none): for an update
+  // that rewrites the derived value together with the tensor and then stamps it anew with set_derived
+  // (the cuda AdamW step refreshing a weight's bf16 copy).
+  std::shared_ptr<void> derived_any_version(const std::string& key) const;
   void set_derived(const std::string& key, std::shared_ptr<void> value) const;
 
  private:

@@ -115,6 +115,24 @@ Tensor* scale_grad(Scale* s) {
   Parameter* p = s->param();
   return p->trainable && p->grad.defined() ? &p->grad : nullptr;
 }
+// The gradients of y = x ⊙ rs + m ⊙ ls, m = branch(norm(x)), given dy: the branch's dy, and what the
+// norm's backward adds to its dx (Norm::backward_add: the skip gradient and the res scale it is to be
+// multiplied by). Without a layer scale the branch's dy is dy itself and the res scale's product and
+// gradient are left to the norm's backward: no pass over the stream for copies of dy (the branch's
+// backward only reads its dy) nor for the res scale. With one, scaled_residual_backward makes both
+// (then dx's skip term needs no scale).
+struct ResidualGrads {
+  Tensor branch, skip;
+  const Tensor* res_scale = nullptr;
+  Tensor* d_res_scale = nullptr;
+};
+ResidualGrads residual_grads(Ctx& ctx, const Tensor& x, Scale* rs, const Tensor& m, Scale* ls, const Tensor& dy) {
+  if (!ls) return {dy, dy, scale_of(rs), scale_grad(rs)};
+  // A layer scale alone (PoolFormer): the skip gradient is dy itself, so only the branch's is written.
+  auto [skip, branch] = op::scaled_residual_backward(ctx.exec, x, scale_of(rs), m, scale_of(ls), dy, scale_grad(rs),
+                                                     scale_grad(ls), /*need_dx=*/rs != nullptr);
+  return {branch, rs ? skip : dy};
+}
 }  // namespace
 
 Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
@@ -158,22 +176,18 @@ Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   Tensor dh = dy;
   if (second_branch()) dh = mlp_branch_backward(ctx, dy);
   // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
-  auto [dx, dm] = op::scaled_residual_backward(ctx.exec, saved_x_, scale_of(res_scale1_), saved_mixer_out_,
-                                               scale_of(layer_scale1_), dh, scale_grad(res_scale1_),
-                                               scale_grad(layer_scale1_));
-  if (mask1_.defined()) dm = op::sample_scale(ctx.exec, dm, mask1_);
-  dx = op::scaled_residual(ctx.exec, dx, nullptr, norm1_->backward(ctx, mixer_->backward(ctx, dm)), nullptr);
+  ResidualGrads g = residual_grads(ctx, saved_x_, res_scale1_, saved_mixer_out_, layer_scale1_, dh);
+  if (mask1_.defined()) g.branch = op::sample_scale(ctx.exec, g.branch, mask1_);
+  Tensor dx = norm1_->backward_add(ctx, mixer_->backward(ctx, g.branch), g.skip, g.res_scale, g.d_res_scale);
   saved_x_ = saved_mixer_out_ = saved_h_ = saved_mlp_out_ = mask1_ = mask2_ = Tensor();
   return dx;
 }
 
 Tensor MetaFormerBlock::mlp_branch_backward(Ctx& ctx, const Tensor& dy) {
   // y = h ⊙ rs2 + p ⊙ ls2, p = mlp(norm2(h))
-  auto [dh, dp] = op::scaled_residual_backward(ctx.exec, saved_h_, scale_of(res_scale2_), saved_mlp_out_,
-                                               scale_of(layer_scale2_), dy, scale_grad(res_scale2_),
-                                               scale_grad(layer_scale2_));
-  if (mask2_.defined()) dp = op::sample_scale(ctx.exec, dp, mask2_);
-  return op::scaled_residual(ctx.exec, dh, nullptr, norm2_->backward(ctx, second_branch()->backward(ctx, dp)), nullptr);
+  ResidualGrads g = residual_grads(ctx, saved_h_, res_scale2_, saved_mlp_out_, layer_scale2_, dy);
+  if (mask2_.defined()) g.branch = op::sample_scale(ctx.exec, g.branch, mask2_);
+  return norm2_->backward_add(ctx, second_branch()->backward(ctx, g.branch), g.skip, g.res_scale, g.d_res_scale);
 }
 
 // ------------------------------------------------------------------------------------------- stage

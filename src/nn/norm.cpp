@@ -146,6 +146,26 @@ Tensor Norm::backward(Ctx& ctx, const Tensor& dy) {
   return dx;
 }
 
+Tensor Norm::backward_add(Ctx& ctx, const Tensor& dy, const Tensor& residual, const Tensor* res_scale,
+                          Tensor* d_res_scale) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  if (spec_.type != "layer_norm" && spec_.type != "group_norm1") {
+    Tensor skip = residual;
+    if (res_scale)
+      skip = op::scaled_residual_backward(ctx.exec, saved_x_, res_scale, Tensor(), nullptr, residual, d_res_scale,
+                                          nullptr).first;
+    return op::scaled_residual(ctx.exec, skip, nullptr, backward(ctx, dy), nullptr);
+  }
+  const float eps = static_cast<float>(spec_.eps);
+  Tensor dx = spec_.type == "layer_norm"
+                  ? op::layer_norm_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_),
+                                            &residual, res_scale, d_res_scale)
+                  : op::group_norm1_backward(ctx.exec, saved_x_, v(weight_), eps, dy, grad_of(weight_), grad_of(bias_),
+                                             &residual, res_scale, d_res_scale);
+  saved_x_ = Tensor();
+  return dx;
+}
+
 void Norm::collect_ops(std::set<OpKind>& ops) const {
   if (spec_.type == "batch_norm") {
     ops.insert(OpKind::BatchNorm);

@@ -26,6 +26,12 @@ class Norm : public Module {
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // backward(dy) + residual ⊙ res_scale (1 without), and d_res_scale += Σ x ⊙ residual with x this
+  // norm's input: a block's skip gradient, y = x ⊙ res_scale + branch(norm(x)), added as the norm
+  // writes dx (LayerNorm and GroupNorm: one op, Backend::layer_norm_backward_add; the other norms:
+  // scaled_residual_backward, backward, then an add).
+  Tensor backward_add(Ctx& ctx, const Tensor& dy, const Tensor& residual, const Tensor* res_scale = nullptr,
+                      Tensor* d_res_scale = nullptr);
   void collect_ops(std::set<OpKind>& ops) const override;
   const NormSpec& spec() const { return spec_; }
   Parameter* weight() { return weight_; }

@@ -293,6 +293,35 @@ void Backend::layer_norm_backward(const Tensor&, const Tensor&, float, const Ten
 void Backend::group_norm1_backward(const Tensor&, const Tensor&, float, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::GroupNorm1);
 }
+// The skip gradient residual ⊙ res_scale (and d_res_scale's sum) by scaled_residual_backward, or
+// residual itself without a scale.
+Tensor Backend::scaled_skip(const Tensor& x, const Tensor& residual, const Tensor* res_scale, Tensor* d_res_scale) {
+  if (!res_scale) return residual;
+  Tensor skip = Tensor::empty(residual.shape(), device(), activation_dtype());
+  Tensor unused = Tensor::empty(residual.shape(), device(), activation_dtype());
+  scaled_residual_backward(x, res_scale, Tensor(), nullptr, residual, skip, unused, d_res_scale, nullptr);
+  return skip;
+}
+void Backend::layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                      const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                      Tensor* db, Tensor* d_res_scale) {
+  norm_backward_then_add(false, x, w, eps, dy, residual, res_scale, dx, dw, db, d_res_scale);
+}
+void Backend::group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                       const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                       Tensor* db, Tensor* d_res_scale) {
+  norm_backward_then_add(true, x, w, eps, dy, residual, res_scale, dx, dw, db, d_res_scale);
+}
+void Backend::norm_backward_then_add(bool group, const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                     const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                     Tensor* db, Tensor* d_res_scale) {
+  const Tensor skip = scaled_skip(x, residual, res_scale, d_res_scale);
+  if (group)
+    group_norm1_backward(x, w, eps, dy, dx, dw, db);
+  else
+    layer_norm_backward(x, w, eps, dy, dx, dw, db);
+  scaled_residual(skip, nullptr, dx, nullptr, dx);
+}
 void Backend::activation_backward(const Tensor&, const Activation&, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::Activation);
 }

@@ -340,6 +340,18 @@ class Backend {
                                    Tensor* dw, Tensor* db);
   virtual void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                     Tensor* dw, Tensor* db);
+  // The same with a block's skip gradient added, for y = x ⊙ res_scale + branch(norm(x)): dx =
+  // residual ⊙ res_scale + the norm's dx (res_scale null: 1), and d_res_scale (if given) += Σ over the
+  // rows of x ⊙ residual; x is the norm's input and the skip's alike. So dx is written once instead
+  // of being read back by an add, and the scale's gradient needs no pass of its own. The default runs
+  // scaled_residual_backward (with a res scale), the norm's backward and scaled_residual into dx: the
+  // bits of those ops in turn. A backend that fuses them (cuda) rounds dx once, not twice.
+  virtual void layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                       const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                       Tensor* db, Tensor* d_res_scale);
+  virtual void group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                        const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                        Tensor* db, Tensor* d_res_scale);
   // dscale, dbias (StarReLU only, one element each, on the backend's device or the host): accumulated
   virtual void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
                                    Tensor* dscale, Tensor* dbias);
@@ -432,6 +444,12 @@ class Backend {
   [[noreturn]] void unsupported(OpKind op) const;
   // n = the branch's norm of x (layer_norm or group_norm1), for the fused branches' compositions.
   void branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n);
+  // layer_norm_backward_add's default: the skip gradient residual ⊙ res_scale, by scaled_residual_backward.
+  Tensor scaled_skip(const Tensor& x, const Tensor& residual, const Tensor* res_scale, Tensor* d_res_scale);
+  // layer_norm_backward_add's and group_norm1_backward_add's default: those ops in turn.
+  void norm_backward_then_add(bool group, const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                              const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw, Tensor* db,
+                              Tensor* d_res_scale);
 };
 
 // "ref", "cpu" or "cuda"; throws mf::Error listing the available names otherwise, or when the backend

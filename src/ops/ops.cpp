@@ -808,24 +808,42 @@ Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel) {
 }
 
 Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                           Tensor* db) {
+                           Tensor* db, const Tensor* residual, const Tensor* res_scale, Tensor* d_res_scale) {
   MF_CHECK(dy.shape() == x.shape(), "layer_norm backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  MF_CHECK(!residual || residual->shape() == x.shape(), "layer_norm backward: residual gradient {} for x {}",
+           residual ? residual->shape().str() : "", x.shape().str());
+  MF_CHECK(residual || (!res_scale && !d_res_scale), "layer_norm backward: a res scale without a residual gradient");
   check_grad(dw, w, "weight", OpKind::LayerNorm);
   check_grad(db, w, "bias", OpKind::LayerNorm);
+  check_vec(res_scale, x.shape().last(), "res_scale", OpKind::LayerNorm);
+  check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::LayerNorm);
+  MF_CHECK(!d_res_scale || res_scale, "layer_norm backward: a res scale gradient without the res scale");
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::LayerNorm, 0);
-  e.backend->layer_norm_backward(x, w, eps, dy, dx, dw, db);
+  if (residual)
+    e.backend->layer_norm_backward_add(x, w, eps, dy, *residual, res_scale, dx, dw, db, d_res_scale);
+  else
+    e.backend->layer_norm_backward(x, w, eps, dy, dx, dw, db);
   return dx;
 }
 
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                            Tensor* db) {
+                            Tensor* db, const Tensor* residual, const Tensor* res_scale, Tensor* d_res_scale) {
   MF_CHECK(dy.shape() == x.shape(), "group_norm1 backward: dy {} for x {}", dy.shape().str(), x.shape().str());
+  MF_CHECK(!residual || residual->shape() == x.shape(), "group_norm1 backward: residual gradient {} for x {}",
+           residual ? residual->shape().str() : "", x.shape().str());
+  MF_CHECK(residual || (!res_scale && !d_res_scale), "group_norm1 backward: a res scale without a residual gradient");
   check_grad(dw, w, "weight", OpKind::GroupNorm1);
   check_grad(db, w, "bias", OpKind::GroupNorm1);
+  check_vec(res_scale, x.shape().last(), "res_scale", OpKind::GroupNorm1);
+  check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::GroupNorm1);
+  MF_CHECK(!d_res_scale || res_scale, "group_norm1 backward: a res scale gradient without the res scale");
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::GroupNorm1, 0);
-  e.backend->group_norm1_backward(x, w, eps, dy, dx, dw, db);
+  if (residual)
+    e.backend->group_norm1_backward_add(x, w, eps, dy, *residual, res_scale, dx, dw, db, d_res_scale);
+  else
+    e.backend->group_norm1_backward(x, w, eps, dy, dx, dw, db);
   return dx;
 }
 
@@ -842,14 +860,14 @@ Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act
 
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
-                                                   Tensor* d_res_scale, Tensor* d_layer_scale) {
+                                                   Tensor* d_res_scale, Tensor* d_layer_scale, bool need_dx) {
   MF_CHECK(dy.shape() == x.shape() && (!branch.defined() || branch.shape() == x.shape()),
            "scaled_residual backward: shapes differ");
   MF_CHECK(branch.defined() || d_layer_scale == nullptr, "scaled_residual backward: the layer scale's gradient needs "
            "the branch output");
   check_vec(d_res_scale, x.shape().last(), "res_scale gradient", OpKind::ScaledResidual);
   check_vec(d_layer_scale, x.shape().last(), "layer_scale gradient", OpKind::ScaledResidual);
-  Tensor dx = out(e, x.shape()), dbranch = out(e, x.shape());
+  Tensor dx = need_dx ? out(e, x.shape()) : Tensor(), dbranch = out(e, x.shape());
   Timed t(e, OpKind::ScaledResidual, 0);
   e.backend->scaled_residual_backward(x, res_scale, branch, layer_scale, dy, dx, dbranch, d_res_scale, d_layer_scale);
   return {dx, dbranch};

@@ -221,18 +221,23 @@ Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Co
 Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
                                  const Tensor& dy, Tensor* dw, Tensor* db);
 Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel);
+// With `residual`: dx = residual ⊙ res_scale (1 without) + the norm's dx, d_res_scale += Σ x ⊙ residual
+// (a block's skip gradient; Backend::layer_norm_backward_add).
 Tensor layer_norm_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                           Tensor* db);
+                           Tensor* db, const Tensor* residual = nullptr, const Tensor* res_scale = nullptr,
+                           Tensor* d_res_scale = nullptr);
 Tensor group_norm1_backward(const Exec& e, const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor* dw,
-                            Tensor* db);
+                            Tensor* db, const Tensor* residual = nullptr, const Tensor* res_scale = nullptr,
+                            Tensor* d_res_scale = nullptr);
 Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act, const Tensor& dy,
                            Tensor* dscale = nullptr, Tensor* dbias = nullptr);
 // Returns {dx, dbranch}. y = x ⊙ res_scale + branch ⊙ layer_scale: x is read only for d_res_scale and
 // branch only for d_layer_scale, so a caller without a layer-scale gradient need not keep the branch
-// output (an undefined `branch`; MetaFormerBlock then does not save it).
+// output (an undefined `branch`; MetaFormerBlock then does not save it). need_dx false: dx is not
+// written and comes back undefined (a block whose skip has no res scale uses dy itself).
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
-                                                   Tensor* d_res_scale, Tensor* d_layer_scale);
+                                                   Tensor* d_res_scale, Tensor* d_layer_scale, bool need_dx = true);
 Tensor global_avg_pool_backward(const Exec& e, const Tensor& dy, const Shape& x_shape);
 Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy);
 Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr,

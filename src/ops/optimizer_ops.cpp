@@ -98,11 +98,12 @@ void adamw_step(const Exec& e, const std::vector<AdamWTensors>& tensors, const A
     check_on(e, *t.exp_avg, *t.weight, OpKind::AdamWStep);
     check_on(e, *t.exp_avg_sq, *t.weight, OpKind::AdamWStep);
   }
-  {
-    Timed timed(e, OpKind::AdamWStep, 0);
-    e.backend->adamw_step(tensors, s);
-  }
-  for (const AdamWTensors& t : tensors) t.weight->bump_version();  // derived layouts are stale now
+  // Derived layouts are stale once the step is queued. The versions move first so that a backend that
+  // rewrites a derived copy in the step itself (cuda: the weights' bf16 copies) can stamp it with the
+  // new version (Tensor::derived_any_version, then set_derived).
+  for (const AdamWTensors& t : tensors) t.weight->bump_version();
+  Timed timed(e, OpKind::AdamWStep, 0);
+  e.backend->adamw_step(tensors, s);
 }
 
 double sum_of_squares(const Exec& e, const std::vector<const Tensor*>& tensors) {

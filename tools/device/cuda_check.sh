@@ -91,6 +91,8 @@
 #                 the default from 2026-12-06 until lean) against batch: the kernels one by one, then as dwbatch
 #   dwlean.log    (step dwlean) the depthwise forward with 32-bit staging index math (METAFORMER_CUDA_DW=lean)
 #                 (the default since 2026-12-06) against batchact: the kernels one by one, then as dwbatch
+#   baseab.log    (step baseab, after basebuild) this tree's training images/s and kernel times against the
+#                 base commit's (cuda_bundle.sh BASE=), for changes without a switch
 #   normvec.log   (step normvec) LayerNorm's one-pass backward 16 bytes a load (METAFORMER_CUDA_NORM_BWD=vec)
 #                 against the fused default: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
@@ -113,7 +115,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec baseab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -710,21 +712,50 @@ PY
 
 # A/B of an environment switch: bf16 training images/s over 60 steps (batch 128, synthetic data) of
 # each model with each value, twice alternating. Usage: ab_images_per_s LOG VARIABLE "VALUES" MODELS
+# One 60-step (AB_STEPS) bf16 training run of MODEL with BIN under the environment ENV (NAME=VALUE,
+# or "" for none), its epoch line and steady images/s appended to LOG after LABEL:
+#   ab_train_run LOG LABEL BIN ENV MODEL
+ab_train_run() {
+  local log=$1 label=$2 bin=$3 envspec=$4 m=$5 steady
+  rm -rf /tmp/ab
+  # The epoch line's img/s includes start-up; steady_images_per_s (after the fifth step) does not.
+  env $envspec timeout 120 "$bin" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
+    --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
+  steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
+  echo "$label: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
+}
+
 ab_images_per_s() {
   local log=$1 var=$2 values=$3 models=$4 round m v
   for round in 1 2; do
     for m in $(echo "$models" | tr , ' '); do
-      for v in $values; do
-        rm -rf /tmp/ab
-        # The epoch line's img/s includes start-up; steady_images_per_s (after the fifth step) does not.
-        env "$var=$v" timeout 120 "$M" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
-          --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
-        steady=$(python3 -c "import json; print(round(json.loads(open('/tmp/ab/metrics.jsonl').readlines()[-1]).get('steady_images_per_s', 0)))" 2>/dev/null)
-        echo "round $round $m $var=$v: $(grep -E "img/s|rror" /tmp/ab.log | tail -1), steady ${steady:-?} img/s" | tee -a "$log"
-      done
+      for v in $values; do ab_train_run "$log" "round $round $m $var=$v" "$M" "$var=$v" $m; done
     done
   done
 }
+
+if has baseab; then
+  # The working tree against the basebuild step's commit (/tmp/mfbase): for a change with no switch
+  # (model code, a kernel's signature), 60-step bf16 training images/s and losses of each model,
+  # alternating the two binaries, two rounds (BASEAB_MODELS), then their kernel time in two
+  # convformer_s18 steps (BASEAB_KERNELS: a grep pattern of the kernel table).
+  log=$OUT/baseab.log
+  echo "== this tree against the base build ($(cat /tmp/mfbase_src/.base_commit 2>/dev/null)): images/s, kernels" | tee "$log"
+  for round in 1 2; do
+    for m in $(echo "${BASEAB_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" | tr , ' '); do
+      for bin in /tmp/mfbase/metaformer "$M"; do ab_train_run "$log" "round $round $m $bin" "$bin" "" $m; done
+    done
+  done
+  for bin in /tmp/mfbase/metaformer "$M"; do
+    rm -rf /tmp/tk_sc
+    timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$bin" train -m convformer_s18 \
+      --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 --workers 4 \
+      --eval-subset 128 --no-progress --out /tmp/tk_sc > /tmp/tk_sc.csv 2> /tmp/tk.err
+    python3 "$stage/kernel_table.py" /tmp/tk_sc.csv > /tmp/tk_sc.md 2>&1
+    { head -1 /tmp/tk_sc.md; grep -E "${BASEAB_KERNELS:-norm|residual|column}" /tmp/tk_sc.md; } | cut -c1-150 |
+      sed "s|^|$bin: |" | tee -a "$log"
+  done
+fi
 
 if has imagefolder; then
   # Issue 13: "the GPU never waits for data on an image folder that fits in the page cache". A folder

@@ -189,16 +189,17 @@ void CpuBackend::scaled_residual_backward(const Tensor& x, const Tensor* res_sca
   const float* G = dy.data();
   const float* rs = res_scale ? res_scale->data() : nullptr;
   const float* ls = layer_scale ? layer_scale->data() : nullptr;
-  float* DX = dx.data();
+  float* DX = dx.defined() ? dx.data() : nullptr;  // undefined: the skip gradient is not wanted
   float* DB = dbranch.data();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* g = G + r * C;
+    if (DX) {
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      DX[r * C + c] = rs ? g[c] * rs[c] : g[c];
-      DB[r * C + c] = ls ? g[c] * ls[c] : g[c];
+      for (int64_t c = 0; c < C; ++c) DX[r * C + c] = rs ? g[c] * rs[c] : g[c];
     }
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) DB[r * C + c] = ls ? g[c] * ls[c] : g[c];
   }
   if (!d_res_scale && !d_layer_scale) return;
   std::vector<float> sums(static_cast<size_t>(2 * C), 0.f);  // [Σ dy·x | Σ dy·branch]

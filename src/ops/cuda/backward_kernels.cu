@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "ops/cuda/backward_common.cuh"
 #include "ops/cuda/norm_backward_vec.cuh"
@@ -161,7 +162,7 @@ struct NormAllMoments {
 // so a vector lies in one group and its channels are consecutive; the launcher checks): the 64-bit
 // divisions a value made the scalar kernel about 2.5× slower than its bytes.
 template <class T>
-__global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx,
+__global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, const double* stats, const T* res, T* dx,
                                    uint32_t vectors, uint32_t n, uint32_t C) {
   constexpr int V = kVec<T>;
   for (uint32_t v = blockIdx.x * blockDim.x + threadIdx.x; v < vectors; v += gridDim.x * blockDim.x) {
@@ -176,19 +177,26 @@ __global__ void norm_dx_vec_kernel(const T* x, const float* w, const T* dy, cons
       const double gg = static_cast<double>(ds[e]) * w[c + e];
       out[e] = norm_dx_value(st[1], gg, xh, st[2], st[3]);
     }
+    if (res) {
+      float rs[V];
+      load16(res + at, rs);
+#pragma unroll
+      for (int e = 0; e < V; ++e) out[e] = rs[e] + out[e];
+    }
     store16(dx + at, out);
   }
 }
 
 template <class T>
-__global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const double* stats, T* dx, int64_t total,
-                               int64_t n, int64_t C) {
+__global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const double* stats, const T* res, T* dx,
+                               int64_t total, int64_t n, int64_t C) {
   MF_GRID_STRIDE(at, total) {
     const int64_t g = at / n, i = at % n;
     const double* st = stats + g * 4;
     const double xh = (ld(x[at]) - st[0]) * st[1];
     const double gg = static_cast<double>(ld(dy[at])) * w[i % C];
-    dx[at] = narrow<T>(norm_dx_value(st[1], gg, xh, st[2], st[3]));
+    const float v = norm_dx_value(st[1], gg, xh, st[2], st[3]);
+    dx[at] = narrow<T>(res ? ld(res[at]) + v : v);
   }
 }
 
@@ -215,8 +223,8 @@ __device__ __forceinline__ double warp_row_rstd(float q, double mean, float mean
 
 constexpr int64_t kWarpRowMax = 2048;
 template <class T>
-__global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, double* stats,
-                                          int64_t rows, int n, int C, double inv_n) {
+__global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
+                                          double* stats, int64_t rows, int n, int C, double inv_n) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5; r < rows; r += warps) {
@@ -246,7 +254,8 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
     for (int i = lane; i < n; i += 32) {
       const float xh = (ld(xr[i]) - meanf) * rstdf;
       const float gg = ld(gr[i]) * w[i % C];
-      dx[r * n + i] = narrow<T>(rstdf * (gg - m0 - xh * m1));
+      const float v = rstdf * (gg - m0 - xh * m1);
+      dx[r * n + i] = narrow<T>(res ? ld(res[r * n + i]) + v : v);
     }
     if (lane == 0) {
       stats[r * 4 + 0] = mean;
@@ -270,6 +279,9 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
 // column_finish_kernel adds the blocks in order: deterministic, without atomics, as the two-pass
 // version. The float sums run over at most per / 8 rows (per ≤ kFusedNormRowsPerBlock until the
 // chunk cap, about 25 rows at 400k rows).
+// With res (a block's skip gradient) dx = res + that; with RS also times the res scale rs[c], and a
+// third per-lane sum, x · res (the res scale's gradient: x is the block's input as well as the
+// norm's), goes to partial[(b · 3 + 2) · C + c] (K = 3 sums a chunk instead of 2).
 constexpr int kFusedNormMaxNpl = 24;  // channels a lane: LayerNorm rows up to 768
 constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 2048;
 inline int64_t fused_norm_chunks(int64_t rows) {
@@ -277,21 +289,22 @@ inline int64_t fused_norm_chunks(int64_t rows) {
   return c < 1 ? 1 : c > kFusedNormMaxChunks ? kFusedNormMaxChunks : c;
 }
 
-template <class T, int NPL>
+template <class T, int NPL, bool RS = false>
 __global__ void __launch_bounds__(kThreads)
-    norm_rows_backward_fused_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                    int64_t rows, int n, double inv_n, double* partial) {
-  constexpr int kWarps = kThreads / 32;
+    norm_rows_backward_fused_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, const float* rs,
+                                    T* dx, bool params, int64_t rows, int n, double inv_n, double* partial) {
+  constexpr int kWarps = kThreads / 32, K = RS ? 3 : 2, NR = RS ? NPL : 1;
   __shared__ float red[kWarps][32 * NPL];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t chunks = gridDim.x, per = (rows + chunks - 1) / chunks;
   const int64_t r0 = blockIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
-  float wv[NPL], pw[NPL], pb[NPL];
+  float wv[NPL], pw[NPL], pb[NPL], sv[NR], pr[NR];
 #pragma unroll
   for (int j = 0; j < NPL; ++j) {
     const int i = lane + 32 * j;
     wv[j] = i < n ? w[i] : 0.f;
     pw[j] = pb[j] = 0.f;
+    if constexpr (RS) sv[j] = i < n ? rs[i] : 0.f, pr[j] = 0.f;
   }
   for (int64_t r = r0 + warp; r < r1; r += kWarps) {
     const T* xr = x + r * n;
@@ -333,22 +346,33 @@ __global__ void __launch_bounds__(kThreads)
       if (i < n) {
         const float xh = (xv[j] - meanf) * rstdf;
         const float gg = gv[j] * wv[j];
-        dx[r * n + i] = narrow<T>(rstdf * (gg - m0 - xh * m1));
+        const float v = rstdf * (gg - m0 - xh * m1);
+        if constexpr (RS) {
+          const float sk = ld(res[r * n + i]);
+          dx[r * n + i] = narrow<T>(sk * sv[j] + v);
+          pr[j] = fmaf(xv[j], sk, pr[j]);
+        } else {
+          dx[r * n + i] = narrow<T>(res ? ld(res[r * n + i]) + v : v);
+        }
         pw[j] = fmaf(gv[j], xh, pw[j]);
         pb[j] += gv[j];
       }
     }
   }
   if (!params) return;  // the same for every thread of the launch: no barrier is skipped by some only
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < K; ++k) {
 #pragma unroll
-    for (int j = 0; j < NPL; ++j) red[warp][lane + 32 * j] = k == 0 ? pw[j] : pb[j];
+    for (int j = 0; j < NPL; ++j) {
+      float p = k == 0 ? pw[j] : pb[j];
+      if constexpr (RS) p = k == 2 ? pr[j] : p;
+      red[warp][lane + 32 * j] = p;
+    }
     __syncthreads();
     for (int c = threadIdx.x; c < n; c += kThreads) {
       double t = 0;
 #pragma unroll
       for (int y = 0; y < kWarps; ++y) t += red[y][c];
-      partial[(static_cast<int64_t>(blockIdx.x) * 2 + k) * n + c] = t;
+      partial[(static_cast<int64_t>(blockIdx.x) * K + k) * n + c] = t;
     }
     __syncthreads();
   }
@@ -368,19 +392,31 @@ int norm_backward_choice() {
 }
 bool norm_backward_fused() { return norm_backward_choice() != 1; }
 
-template <class T>
-void launch_norm_rows_backward_fused(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                     int64_t rows, int n, double* partial, cudaStream_t s) {
+template <class T, bool RS>
+void launch_norm_rows_backward_fused(const T* x, const float* w, const T* dy, float eps, const T* res, const float* rs,
+                                     T* dx, bool params, int64_t rows, int n, double* partial, cudaStream_t s) {
   const unsigned grid = static_cast<unsigned>(fused_norm_chunks(rows));
   const double inv_n = 1.0 / static_cast<double>(n);
-  auto go = [&](auto kernel) { kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, dx, params, rows, n, inv_n, partial); };
-  if (n <= 64) go(norm_rows_backward_fused_kernel<T, 2>);
-  else if (n <= 128) go(norm_rows_backward_fused_kernel<T, 4>);
-  else if (n <= 256) go(norm_rows_backward_fused_kernel<T, 8>);
-  else if (n <= 384) go(norm_rows_backward_fused_kernel<T, 12>);
-  else if (n <= 512) go(norm_rows_backward_fused_kernel<T, 16>);
-  else go(norm_rows_backward_fused_kernel<T, kFusedNormMaxNpl>);
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, res, rs, dx, params, rows, n, inv_n, partial);
+  };
+  if (n <= 64) go(norm_rows_backward_fused_kernel<T, 2, RS>);
+  else if (n <= 128) go(norm_rows_backward_fused_kernel<T, 4, RS>);
+  else if (n <= 256) go(norm_rows_backward_fused_kernel<T, 8, RS>);
+  else if (n <= 384) go(norm_rows_backward_fused_kernel<T, 12, RS>);
+  else if (n <= 512) go(norm_rows_backward_fused_kernel<T, 16, RS>);
+  else go(norm_rows_backward_fused_kernel<T, kFusedNormMaxNpl, RS>);
 }
+
+// column_finish_kernel's store for the fused LayerNorm backward with a res scale (K = 3).
+struct NormSkipParamGrads {
+  float *dw, *db, *d_rs;
+  __device__ void store(int64_t c, const double* s) const {
+    if (dw) dw[c] += static_cast<float>(s[0]);
+    if (db) db[c] += static_cast<float>(s[1]);
+    if (d_rs) d_rs[c] += static_cast<float>(s[2]);
+  }
+};
 
 template <class T>
 struct NormParamGrads {
@@ -618,7 +654,7 @@ __global__ void scaled_residual_backward_kernel(const float* rs, const float* ls
   MF_GRID_STRIDE(i, total) {
     const int64_t c = i % C;
     const double g = ld(dy[i]);
-    dx[i] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
+    if (dx) dx[i] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
     dbranch[i] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }
 }
@@ -637,7 +673,7 @@ struct ScaleGrads {
     const double g = ld(dy[at]);
     v[0] = d_rs ? g * ld(x[at]) : 0.0;  // each read only for its own gradient (x or branch may be null)
     v[1] = d_ls ? g * ld(branch[at]) : 0.0;
-    dx[at] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
+    if (dx) dx[at] = narrow<T>(static_cast<float>(g * (rs ? rs[c] : 1.0)));
     dbranch[at] = narrow<T>(static_cast<float>(g * (ls ? ls[c] : 1.0)));
   }
   __device__ void store(int64_t c, const double* s) const {
@@ -691,7 +727,7 @@ struct ScaleGrads {
       ox[e] = static_cast<float>(gd * k.rs[e]);
       ob[e] = static_cast<float>(gd * k.ls[e]);
     }
-    store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
+    if (dx) store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
     store16(dbranch + at, ob);
   }
 };
@@ -1069,8 +1105,8 @@ cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_
 
 int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
   const int64_t g = group_work(groups, n, 4), c = column_work(groups * n / C, C, 2);
-  // The fused candidate's partials, where it runs (the default's workspace stays as it was).
-  const int64_t f = n == C && norm_backward_fused() ? fused_norm_chunks(groups) * C * 2 : 0;
+  // The fused kernels' partials, where they run: three sums a chunk (with a res scale's).
+  const int64_t f = n == C && norm_backward_fused() ? fused_norm_chunks(groups) * C * 3 : 0;
   const int64_t most = g > c ? g : c;
   // The one-pass GroupNorm candidate: the cells, then its column partials.
   const int64_t o = n != C && n % C == 0 && group_norm_backward_onepass()
@@ -1080,36 +1116,58 @@ int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C) {
   return groups * 4 + (rest > o ? rest : o);
 }
 
+bool norm_backward_fuses_res_scale(int64_t n, int64_t C) {
+  return n == C && n <= 32 * kFusedNormMaxNpl && norm_backward_fused();
+}
+
 template <class H>
 cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, H* dxh, float* dw, float* db,
-                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s) {
+                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s, const H* resh,
+                          const float* rs, float* d_rs) {
   if (groups <= 0 || n <= 0) return cudaGetLastError();
+  if ((rs && (!resh || !norm_backward_fuses_res_scale(n, C))) || (d_rs && !rs)) return cudaErrorInvalidValue;
   using T = typename DevT<H>::type;
-  const T *x = dptr(xh), *dy = dptr(dyh);
+  const T *x = dptr(xh), *dy = dptr(dyh), *res = resh ? dptr(resh) : nullptr;
   T* dx = dptr(dxh);
   double* stats = work;
   double* partial = work + groups * 4;
   const int64_t total = groups * n;
   if (n == C && n <= 32 * kFusedNormMaxNpl && norm_backward_fused()) {
     const unsigned grid = static_cast<unsigned>(fused_norm_chunks(groups));
-    if (norm_backward_choice() != 2 || !launch_norm_rows_backward_vec(x, w, dy, eps, dx, dw || db, groups,
-                                                                      static_cast<int>(n), grid, partial, s))
-      launch_norm_rows_backward_fused(x, w, dy, eps, dx, dw || db, groups, static_cast<int>(n), partial, s);
-    if (dw || db)
-      column_finish_kernel<2><<<blocks_for(C, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(
-          NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C, fused_norm_chunks(groups), partial);
+    const bool params = dw || db || d_rs;
+    auto rows_kernels = [&](auto rs_tag) {
+      constexpr bool RS = decltype(rs_tag)::value;
+      if (norm_backward_choice() != 2 || !launch_norm_rows_backward_vec<T, RS>(x, w, dy, eps, res, rs, dx, params,
+                                                                               groups, static_cast<int>(n), grid,
+                                                                               partial, s))
+        launch_norm_rows_backward_fused<T, RS>(x, w, dy, eps, res, rs, dx, params, groups, static_cast<int>(n), partial,
+                                               s);
+    };
+    const dim3 finish_grid(blocks_for(C, kColTile)), finish_block(kColTile, kFinishLanes);
+    if (rs) {
+      rows_kernels(std::true_type{});
+      if (params)
+        column_finish_kernel<3><<<finish_grid, finish_block, 0, s>>>(NormSkipParamGrads{dw, db, d_rs}, C,
+                                                                     fused_norm_chunks(groups), partial);
+    } else {
+      rows_kernels(std::false_type{});
+      if (params)
+        column_finish_kernel<2><<<finish_grid, finish_block, 0, s>>>(NormParamGrads<T>{x, dy, stats, dw, db, n, C}, C,
+                                                                     fused_norm_chunks(groups), partial);
+    }
     return cudaGetLastError();
   }
   // dx from the statistics, 16 bytes a thread where the sizes and addresses allow it.
   auto launch_dx = [&] {
     constexpr int64_t V = kVec<T>;
     using kernels::aligned16;
-    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && aligned16(x) && aligned16(dy) && aligned16(dx))
-      norm_dx_vec_kernel<T><<<blocks_for(total / V), kThreads, 0, s>>>(x, w, dy, stats, dx,
+    if (n % V == 0 && C % V == 0 && total < (int64_t{1} << 31) && aligned16(x) && aligned16(dy) && aligned16(dx) &&
+        (!res || aligned16(res)))
+      norm_dx_vec_kernel<T><<<blocks_for(total / V), kThreads, 0, s>>>(x, w, dy, stats, res, dx,
                                                                      static_cast<uint32_t>(total / V),
                                                                      static_cast<uint32_t>(n), static_cast<uint32_t>(C));
     else
-      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, dx, total, n, C);
+      norm_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(x, w, dy, stats, res, dx, total, n, C);
   };
   if (n > kWarpRowMax && n != C && n % C == 0 && group_norm_backward_onepass()) {
     double* cells = partial;
@@ -1123,7 +1181,7 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   }
   if (n <= kWarpRowMax) {
     norm_rows_backward_kernel<T><<<blocks_for(groups * 32), kThreads, 0, s>>>(
-        x, w, dy, eps, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
+        x, w, dy, eps, res, dx, stats, groups, static_cast<int>(n), static_cast<int>(C), 1.0 / static_cast<double>(n));
   } else {
     group_sums<4>(NormAllMoments<T>{x, w, dy, stats, n, C, eps}, groups, n, partial, s);
     launch_dx();
@@ -1132,9 +1190,9 @@ cudaError_t norm_backward(const H* xh, const float* w, const H* dyh, float eps, 
   return cudaGetLastError();
 }
 template cudaError_t norm_backward(const float*, const float*, const float*, float, float*, float*, float*, int64_t,
-                                   int64_t, int64_t, double*, cudaStream_t);
+                                   int64_t, int64_t, double*, cudaStream_t, const float*, const float*, float*);
 template cudaError_t norm_backward(const bf16*, const float*, const bf16*, float, bf16*, float*, float*, int64_t,
-                                   int64_t, int64_t, double*, cudaStream_t);
+                                   int64_t, int64_t, double*, cudaStream_t, const bf16*, const float*, float*);
 
 int64_t activation_backward_work(int64_t n) { return group_work(1, n, 2); }
 

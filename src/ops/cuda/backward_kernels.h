@@ -48,12 +48,17 @@ cudaError_t token_bias_grad_add(const float* dy, float* dbias, int64_t B, int64_
 // LayerNorm (groups = rows, n = C) and GroupNorm with one group (groups = B, n = H·W·C) backward:
 // x̂ = (x − mean) · rstd over each group of n values, channel of element i = i % C;
 // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) with g = dy · w (overwritten);
-// dw[c] += Σ dy · x̂, db[c] += Σ dy (either may be null).
+// dw[c] += Σ dy · x̂, db[c] += Σ dy (either may be null). With `res` (a block's skip gradient):
+// dx = res + that, the norm's value rounded to float first (fp32: the bits of a separate add); with
+// `rs` too (the block's res scale; only where norm_backward_fuses_res_scale, else cudaErrorInvalidValue)
+// dx = res · rs[c] + that, and d_rs[c] += Σ x · res (d_rs may be null).
 int64_t norm_backward_work(int64_t groups, int64_t n, int64_t C);
+bool norm_backward_fuses_res_scale(int64_t n, int64_t C);
 // T: float, or bf16 (x, dy and dx stored in bf16; the sums in fp32 and double as for float).
 template <class T>
 cudaError_t norm_backward(const T* x, const float* w, const T* dy, float eps, T* dx, float* dw, float* db,
-                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s);
+                          int64_t groups, int64_t n, int64_t C, double* work, cudaStream_t s, const T* res = nullptr,
+                          const float* rs = nullptr, float* d_rs = nullptr);
 
 // dx = dy · act'(x) (overwritten); for StarReLU: dscale[0] += Σ dy · relu(x)², dbias[0] += Σ dy
 // (either may be null).
@@ -63,7 +68,8 @@ template <class T>
 cudaError_t activation_backward(const T* x, Act act, const T* dy, T* dx, float* dscale, float* dbias, int64_t n,
                                 double* work, cudaStream_t s);
 
-// y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs, dbranch = dy ⊙ ls (rs, ls null: 1);
+// y = x ⊙ rs + branch ⊙ ls backward over rows × C: dx = dy ⊙ rs (dx null: not written), dbranch = dy ⊙ ls
+// (rs, ls null: 1);
 // d_rs[c] += Σ dy · x, d_ls[c] += Σ dy · branch (either may be null; x is read only for d_rs and
 // branch only for d_ls, so either may be null without its gradient).
 int64_t scaled_residual_backward_work(int64_t rows, int64_t C);

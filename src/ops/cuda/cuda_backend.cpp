@@ -154,7 +154,7 @@ constexpr DType dtype_of() {
 // t converted to the other dtype on the GPU, cached with t's storage (a parameter or an input is
 // converted once; an activation's copy dies with it).
 const void* converted(const Tensor& t, DType to) {
-  const std::string key = to == DType::bf16 ? "cuda.as_bf16" : "cuda.as_f32";
+  const std::string key = to == DType::bf16 ? cuda::kBf16CopyKey : "cuda.as_f32";
   if (auto d = t.derived(key)) return static_cast<Tensor*>(d.get())->raw();
   auto c = std::make_shared<Tensor>(Tensor::empty(t.shape(), Device::CUDA, to));
   if (to == DType::bf16)

@@ -393,36 +393,54 @@ void CudaBackwardOps::pool_minus_input_backward(const Tensor& dy, int kernel, Te
   });
 }
 
-void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
-                                          Tensor* dw, Tensor* db) {
+// LayerNorm (groups = rows, n = C) or GroupNorm with one group (groups = samples): dx, plus the
+// block's skip gradient `residual` where given, added in the kernel that writes dx. A res scale is
+// applied there too (and its gradient summed with the norm's parameters') where the kernels take it:
+// LayerNorm rows of up to 768 channels; elsewhere scaled_residual_backward makes the scaled skip first.
+void CudaBackwardOps::norm_backward_on_gpu(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                           const Tensor* residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                           Tensor* db, Tensor* d_res_scale, bool group) {
+  const int64_t C = x.shape().last();
+  const int64_t groups = group ? x.dim(0) : x.numel() / std::max<int64_t>(C, 1);
+  const int64_t n = group ? (groups ? x.numel() / groups : 0) : C;
+  Tensor skip;
+  if (res_scale && !bw::norm_backward_fuses_res_scale(n, C)) {
+    skip = scaled_skip(x, *residual, res_scale, d_res_scale);
+    residual = &skip;
+    res_scale = nullptr;
+    d_res_scale = nullptr;
+  }
   Widened f;
-  const int64_t C = x.shape().last(), rows = x.numel() / std::max<int64_t>(C, 1);
-  DeviceGrad gw(dw, true), gb(db, true);
-  Work work(bw::norm_backward_work(rows, C, C));
+  DeviceGrad gw(dw, true), gb(db, true), grs(d_res_scale, true);
+  Work work(bw::norm_backward_work(groups, n, C));
   typed_acts(activation_dtype(), [&](auto tag) {
     using T = decltype(tag);
-    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), rows, C, C,
-                         work.p, stream()),
-       "layer_norm backward");
+    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), groups, n, C,
+                         work.p, stream(), residual ? f.act<T>(*residual) : nullptr, f.in(res_scale), grs.get()),
+       group ? "group_norm1 backward" : "layer_norm backward");
   });
   gw.finish();
   gb.finish();
+  grs.finish();
 }
 
+void CudaBackwardOps::layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
+                                          Tensor* dw, Tensor* db) {
+  norm_backward_on_gpu(x, w, eps, dy, nullptr, nullptr, dx, dw, db, nullptr, false);
+}
 void CudaBackwardOps::group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx,
                                            Tensor* dw, Tensor* db) {
-  Widened f;
-  const int64_t B = x.dim(0), C = x.shape().last(), per = B ? x.numel() / B : 0;
-  DeviceGrad gw(dw, true), gb(db, true);
-  Work work(bw::norm_backward_work(B, per, C));
-  typed_acts(activation_dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    ok(bw::norm_backward(f.act<T>(x), f.in(w), f.act<T>(dy), eps, f.act_out<T>(dx), gw.get(), gb.get(), B, per, C,
-                         work.p, stream()),
-       "group_norm1 backward");
-  });
-  gw.finish();
-  gb.finish();
+  norm_backward_on_gpu(x, w, eps, dy, nullptr, nullptr, dx, dw, db, nullptr, true);
+}
+void CudaBackwardOps::layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                              const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                              Tensor* db, Tensor* d_res_scale) {
+  norm_backward_on_gpu(x, w, eps, dy, &residual, res_scale, dx, dw, db, d_res_scale, false);
+}
+void CudaBackwardOps::group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy,
+                                               const Tensor& residual, const Tensor* res_scale, Tensor& dx, Tensor* dw,
+                                               Tensor* db, Tensor* d_res_scale) {
+  norm_backward_on_gpu(x, w, eps, dy, &residual, res_scale, dx, dw, db, d_res_scale, true);
 }
 
 void CudaBackwardOps::activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
@@ -454,7 +472,8 @@ void CudaBackwardOps::scaled_residual_backward(const Tensor& x, const Tensor* re
     using T = decltype(tag);
     ok(bw::scaled_residual_backward(grs.get() ? f.act<T>(x) : nullptr, f.in(res_scale),
                                     gls.get() ? f.act<T>(branch) : nullptr,
-                                    f.in(layer_scale), f.act<T>(dy), f.act_out<T>(dx), f.act_out<T>(dbranch),
+                                    f.in(layer_scale), f.act<T>(dy), dx.defined() ? f.act_out<T>(dx) : nullptr,
+                                    f.act_out<T>(dbranch),
                                     grs.get(), gls.get(), rows, C, work.p, stream()),
        "scaled_residual backward");
   });

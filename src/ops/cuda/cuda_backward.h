@@ -43,6 +43,12 @@ class CudaBackwardOps : public Backend {
                            Tensor* db) override;
   void group_norm1_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
                             Tensor* db) override;
+  void layer_norm_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor& residual,
+                               const Tensor* res_scale, Tensor& dx, Tensor* dw, Tensor* db,
+                               Tensor* d_res_scale) override;
+  void group_norm1_backward_add(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor& residual,
+                                const Tensor* res_scale, Tensor& dx, Tensor* dw, Tensor* db,
+                                Tensor* d_res_scale) override;
   void activation_backward(const Tensor& x, const Activation& act, const Tensor& dy, Tensor& dx,
                            Tensor* dscale, Tensor* dbias) override;
   void scaled_residual_backward(const Tensor& x, const Tensor* res_scale, const Tensor& branch,
@@ -80,6 +86,11 @@ class CudaBackwardOps : public Backend {
   void allreduce_mean(const std::vector<Tensor*>& tensors, const RankGroup& group) override;
   void allreduce_mean_start(Tensor& t, const RankGroup& group) override;
   void allreduce_wait() override;
+
+ private:
+  void norm_backward_on_gpu(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor* residual,
+                            const Tensor* res_scale, Tensor& dx, Tensor* dw, Tensor* db, Tensor* d_res_scale,
+                            bool group);
 };
 
 }  // namespace mf

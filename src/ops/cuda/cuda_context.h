@@ -14,6 +14,10 @@
 
 namespace mf::cuda {
 
+// The derived-cache key of a tensor's bf16 copy on the GPU (cuda_backend.cpp's converted(); a weight's
+// is rewritten by the AdamW step, cuda_optimizer.cpp).
+inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
+
 // Throws mf::Error naming the failed call and CUDA's message.
 void check(cudaError_t status, const char* what);
 void check_cublas(cublasStatus_t status, const char* what);

@@ -6,6 +6,7 @@
 #include <deque>
 #include <vector>
 
+#include "core/env_switch.h"
 #include "ops/cuda/cuda_backward.h"
 #include "ops/cuda/cuda_context.h"
 #include "ops/cuda/optimizer_kernels.h"
@@ -66,19 +67,36 @@ const float* device_f32(const Tensor& t) {
 
 void CudaBackwardOps::adamw_step(const std::vector<AdamWTensors>& tensors, const AdamWScalars& s) {
   std::vector<opt::TensorSlot> slots;
-  for (const AdamWTensors& t : tensors)
+  // A weight's bf16 copy for the GEMMs (cuda_backend.cpp's converted(), made by the first forward) is
+  // rewritten by the step from the new weight, rounded as the cast kernel rounds, and stamped with the
+  // weight's new version (op::adamw_step bumped it): the next forward finds it instead of launching a
+  // cast per weight (about 75 a convformer_s18 step). METAFORMER_CUDA_ADAMW_COPIES=0 leaves them to the
+  // casts (read each step: CudaTraining.AdamWRefreshesTheBf16CopiesBitForBit compares the two).
+  const bool refresh = env_choice("METAFORMER_CUDA_ADAMW_COPIES", {"1", "0"}) != 1;
+  std::vector<std::pair<const Tensor*, std::shared_ptr<void>>> copies;
+  for (const AdamWTensors& t : tensors) {
+    void* bf16_copy = nullptr;
+    if (auto d = refresh ? t.weight->derived_any_version(cuda::kBf16CopyKey) : nullptr) {
+      const Tensor* c = static_cast<const Tensor*>(d.get());
+      if (c->device() == Device::CUDA && c->dtype() == DType::bf16 && c->numel() == t.weight->numel()) {
+        bf16_copy = const_cast<void*>(c->raw());
+        copies.emplace_back(t.weight, std::move(d));
+      }
+    }
     slots.push_back({device_f32(*t.weight), device_f32(*t.grad), device_f32(*t.exp_avg), device_f32(*t.exp_avg_sq),
-                     t.weight->numel(), t.decay ? 1 : 0});
+                     bf16_copy, t.weight->numel(), t.decay ? 1 : 0});
+  }
   const DeviceTable& table = table_of(slots);
   const opt::AdamW a{s.decay_factor, s.one_minus_beta1,       s.beta2,     s.one_minus_beta2,
                      s.bias_correction2_sqrt, s.eps, s.step_size};
   cuda::check(opt::adamw_step(table.slots, table.chunks, table.num_chunks, a, stream()), "adamw_step");
+  for (auto& [w, d] : copies) w->set_derived(cuda::kBf16CopyKey, std::move(d));
 }
 
 double CudaBackwardOps::sum_of_squares(const std::vector<const Tensor*>& tensors) {
   std::vector<opt::TensorSlot> slots;
   for (const Tensor* t : tensors)
-    slots.push_back({const_cast<float*>(device_f32(*t)), nullptr, nullptr, nullptr, t->numel(), 0});
+    slots.push_back({const_cast<float*>(device_f32(*t)), nullptr, nullptr, nullptr, nullptr, t->numel(), 0});
   const DeviceTable& table = table_of(slots);
   Tensor work = Tensor::empty({2 * (table.num_chunks + 1)}, Device::CUDA);  // num_chunks + 1 doubles
   double* partials = reinterpret_cast<double*>(work.data());
@@ -92,7 +110,7 @@ double CudaBackwardOps::sum_of_squares(const std::vector<const Tensor*>& tensors
 
 void CudaBackwardOps::scale_(const std::vector<Tensor*>& tensors, double factor) {
   std::vector<opt::TensorSlot> slots;
-  for (Tensor* t : tensors) slots.push_back({device_f32(*t), nullptr, nullptr, nullptr, t->numel(), 0});
+  for (Tensor* t : tensors) slots.push_back({device_f32(*t), nullptr, nullptr, nullptr, nullptr, t->numel(), 0});
   const DeviceTable& table = table_of(slots);
   cuda::check(opt::scale(table.slots, table.chunks, table.num_chunks, factor, stream()), "scale_");
 }
@@ -101,7 +119,8 @@ void CudaBackwardOps::ema_update(const std::vector<Tensor*>& avg, const std::vec
                                  const std::vector<bool>& copy, float decay, float one_minus_decay) {
   std::vector<opt::TensorSlot> slots;
   for (size_t k = 0; k < avg.size(); ++k)
-    slots.push_back({device_f32(*avg[k]), device_f32(*w[k]), nullptr, nullptr, avg[k]->numel(), copy[k] ? 1 : 0});
+    slots.push_back(
+        {device_f32(*avg[k]), device_f32(*w[k]), nullptr, nullptr, nullptr, avg[k]->numel(), copy[k] ? 1 : 0});
   const DeviceTable& table = table_of(slots);
   cuda::check(opt::ema_update(table.slots, table.chunks, table.num_chunks, decay, one_minus_decay, stream()),
               "ema_update");

@@ -40,28 +40,35 @@ __device__ __forceinline__ double row_group_rstd(float q, double mean, float mea
   return rstd * (1.5 - 0.5 * v * rstd * rstd);
 }
 
-template <class T, int G, int NV>
+// res and RS as in norm_rows_backward_fused_kernel: dx = res (· rs[c] with RS) + the norm's value,
+// and with RS a third sum, x · res, into the partials (K = 3 a chunk).
+template <class T, int G, int NV, bool RS = false>
 __global__ void __launch_bounds__(kThreads)
-    norm_rows_backward_vec_kernel(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                  int64_t rows, int n, double inv_n, double* partial) {
-  constexpr int V = kVec<T>, kWarps = kThreads / 32, R = 32 / G, E = NV * V;
+    norm_rows_backward_vec_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, const float* rs,
+                                  T* dx, bool params, int64_t rows, int n, double inv_n, double* partial) {
+  constexpr int V = kVec<T>, kWarps = kThreads / 32, R = 32 / G, E = NV * V, K = RS ? 3 : 2, ER = RS ? E : 1;
   __shared__ float red[kWarps * 32 * E];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % G, slot = lane / G;
   const int64_t chunks = gridDim.x, per = (rows + chunks - 1) / chunks;
   const int64_t r0 = blockIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
   // Vector i of this lane: channels (sub + G·i)·V … + V − 1 of its row, inside the row or not at all.
   auto channel = [&](int i) { return (sub + G * i) * V; };
-  float wv[E], pw[E], pb[E];
+  float wv[E], pw[E], pb[E], sv[ER], pr[ER];
 #pragma unroll
   for (int i = 0; i < NV; ++i) {
-    float t[V];
-    if (channel(i) < n)
+    float t[V], u[V];
+    if (channel(i) < n) {
       kernels::load_params(w, channel(i), 1.f, t);
-    else
+      if constexpr (RS) kernels::load_params(rs, channel(i), 1.f, u);
+    } else {
 #pragma unroll
-      for (int e = 0; e < V; ++e) t[e] = 0.f;
+      for (int e = 0; e < V; ++e) t[e] = 0.f, u[e] = 0.f;
+    }
 #pragma unroll
-    for (int e = 0; e < V; ++e) wv[i * V + e] = t[e], pw[i * V + e] = 0.f, pb[i * V + e] = 0.f;
+    for (int e = 0; e < V; ++e) {
+      wv[i * V + e] = t[e], pw[i * V + e] = 0.f, pb[i * V + e] = 0.f;
+      if constexpr (RS) sv[i * V + e] = u[e], pr[i * V + e] = 0.f;
+    }
   }
   // A warp takes R rows a step; the loop's test is the same for the whole warp (the shuffles below
   // need every lane), rows past the block's end are computed on zeros and not stored.
@@ -120,13 +127,30 @@ __global__ void __launch_bounds__(kThreads)
         pw[j] = fmaf(gv[j], xh, pw[j]);
         pb[j] += gv[j];
       }
+      if (res) {  // the block's skip gradient, added to the norm's value rounded to float
+        float rv[V];
+        load16(res + r * n + channel(i), rv);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          if constexpr (RS) {
+            o[e] = rv[e] * sv[i * V + e] + o[e];
+            pr[i * V + e] = fmaf(xv[i * V + e], rv[e], pr[i * V + e]);
+          } else {
+            o[e] = rv[e] + o[e];
+          }
+        }
+      }
       store16(dx + r * n + channel(i), o);
     }
   }
   if (!params) return;  // the same for every thread of the launch: no barrier is skipped by some only
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < K; ++k) {
 #pragma unroll
-    for (int j = 0; j < E; ++j) red[(warp * 32 + lane) * E + j] = k == 0 ? pw[j] : pb[j];
+    for (int j = 0; j < E; ++j) {
+      float p = k == 0 ? pw[j] : pb[j];
+      if constexpr (RS) p = k == 2 ? pr[j] : p;
+      red[(warp * 32 + lane) * E + j] = p;
+    }
     __syncthreads();
     for (int c = threadIdx.x; c < n; c += kThreads) {
       const int vq = c / V, e = c % V, sb = vq % G, i = vq / G;
@@ -134,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int y = 0; y < kWarps; ++y)
 #pragma unroll
         for (int sl = 0; sl < R; ++sl) t += red[(y * 32 + sl * G + sb) * E + i * V + e];
-      partial[(static_cast<int64_t>(blockIdx.x) * 2 + k) * n + c] = t;
+      partial[(static_cast<int64_t>(blockIdx.x) * K + k) * n + c] = t;
     }
     __syncthreads();
   }
@@ -143,23 +167,28 @@ __global__ void __launch_bounds__(kThreads)
 // Launches the kernel above on `grid` blocks (the fused kernel's chunks, so that column_finish_kernel
 // reads the same partials) where it applies: rows of whole 16-byte vectors, at most 3 · 32 of them
 // (768 bf16 channels), 16-byte aligned pointers. Returns false (nothing launched) otherwise.
-template <class T>
-bool launch_norm_rows_backward_vec(const T* x, const float* w, const T* dy, float eps, T* dx, bool params,
-                                   int64_t rows, int n, unsigned grid, double* partial, cudaStream_t s) {
+template <class T, bool RS>
+bool launch_norm_rows_backward_vec(const T* x, const float* w, const T* dy, float eps, const T* res, const float* rs,
+                                   T* dx, bool params, int64_t rows, int n, unsigned grid, double* partial,
+                                   cudaStream_t s) {
   constexpr int V = kVec<T>;
   using kernels::aligned16;
-  if (n % V != 0 || n / V > 3 * 32 || !aligned16(x) || !aligned16(dy) || !aligned16(dx) || !aligned16(w)) return false;
+  if (n % V != 0 || n / V > 3 * 32 || !aligned16(x) || !aligned16(dy) || !aligned16(dx) || !aligned16(w) ||
+      (res && !aligned16(res)) || (RS && !aligned16(rs)))
+    return false;
   const int nvec = n / V;
   const double inv_n = 1.0 / static_cast<double>(n);
-  auto go = [&](auto kernel) { kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, dx, params, rows, n, inv_n, partial); };
-  if (nvec <= 1) go(norm_rows_backward_vec_kernel<T, 1, 1>);
-  else if (nvec <= 2) go(norm_rows_backward_vec_kernel<T, 2, 1>);
-  else if (nvec <= 4) go(norm_rows_backward_vec_kernel<T, 4, 1>);
-  else if (nvec <= 8) go(norm_rows_backward_vec_kernel<T, 8, 1>);
-  else if (nvec <= 16) go(norm_rows_backward_vec_kernel<T, 16, 1>);
-  else if (nvec <= 32) go(norm_rows_backward_vec_kernel<T, 32, 1>);
-  else if (nvec <= 64) go(norm_rows_backward_vec_kernel<T, 32, 2>);
-  else go(norm_rows_backward_vec_kernel<T, 32, 3>);
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, s>>>(x, w, dy, eps, res, rs, dx, params, rows, n, inv_n, partial);
+  };
+  if (nvec <= 1) go(norm_rows_backward_vec_kernel<T, 1, 1, RS>);
+  else if (nvec <= 2) go(norm_rows_backward_vec_kernel<T, 2, 1, RS>);
+  else if (nvec <= 4) go(norm_rows_backward_vec_kernel<T, 4, 1, RS>);
+  else if (nvec <= 8) go(norm_rows_backward_vec_kernel<T, 8, 1, RS>);
+  else if (nvec <= 16) go(norm_rows_backward_vec_kernel<T, 16, 1, RS>);
+  else if (nvec <= 32) go(norm_rows_backward_vec_kernel<T, 32, 1, RS>);
+  else if (nvec <= 64) go(norm_rows_backward_vec_kernel<T, 32, 2, RS>);
+  else go(norm_rows_backward_vec_kernel<T, 32, 3, RS>);
   return true;
 }
 

@@ -2,6 +2,7 @@
 // of 4096 elements, 16 elements a thread, grid-stride over the chunk table when it is long.
 #include "ops/cuda/optimizer_kernels.h"
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 namespace mf::cuda::optim {
@@ -35,6 +36,7 @@ __global__ void adamw_kernel(const TensorSlot* slots, const Chunk* chunks, int64
       t.a[i] = w;
       t.c[i] = m;
       t.d[i] = v;
+      if (t.e) static_cast<__nv_bfloat16*>(t.e)[i] = __float2bfloat16_rn(w);  // as the cast kernel rounds
     }
   }
 }

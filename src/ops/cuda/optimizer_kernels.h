@@ -22,6 +22,7 @@ struct TensorSlot {
   const float* b;  // AdamW: gradient; EMA: weight
   float* c;        // AdamW: exp_avg
   float* d;        // AdamW: exp_avg_sq
+  void* e;         // AdamW: the weight's bf16 copy, rewritten with the new weight (or null)
   int64_t n;
   int flag;        // AdamW: weight decay applies; EMA: copy instead of averaging
 };

@@ -116,7 +116,7 @@ void RefBackend::scaled_residual_backward(const Tensor& x, const Tensor* res_sca
     const double g = dy.data()[i];
     grs[static_cast<size_t>(c)] += g * x.data()[i];
     if (d_layer_scale) gls[static_cast<size_t>(c)] += g * branch.data()[i];
-    dx.data()[i] = static_cast<float>(g * (res_scale ? res_scale->data()[c] : 1.0));
+    if (dx.defined()) dx.data()[i] = static_cast<float>(g * (res_scale ? res_scale->data()[c] : 1.0));
     dbranch.data()[i] = static_cast<float>(g * (layer_scale ? layer_scale->data()[c] : 1.0));
   }
   if (d_res_scale)

@@ -738,7 +738,7 @@ if has baseab; then
   # The working tree against the basebuild step's commit (/tmp/mfbase): for a change with no switch
   # (model code, a kernel's signature), 60-step bf16 training images/s and losses of each model,
   # alternating the two binaries, two rounds (BASEAB_MODELS), then their kernel time in two
-  # convformer_s18 steps (BASEAB_KERNELS: a grep pattern of the kernel table).
+  # steps of BASEAB_KMODEL (default convformer_s18; BASEAB_KERNELS: a grep pattern of the kernel table).
   log=$OUT/baseab.log
   echo "== this tree against the base build ($(cat /tmp/mfbase_src/.base_commit 2>/dev/null)): images/s, kernels" | tee "$log"
   for round in 1 2; do
@@ -748,9 +748,9 @@ if has baseab; then
   done
   for bin in /tmp/mfbase/metaformer "$M"; do
     rm -rf /tmp/tk_sc
-    timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$bin" train -m convformer_s18 \
-      --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda --dtype bf16 --workers 4 \
-      --eval-subset 128 --no-progress --out /tmp/tk_sc > /tmp/tk_sc.csv 2> /tmp/tk.err
+    timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum "$bin" train \
+      -m "${BASEAB_KMODEL:-convformer_s18}" --data synthetic:256 --batch 128 --epochs 1 --max-steps 2 --backend cuda \
+      --dtype bf16 --workers 4 --eval-subset 128 --no-progress --out /tmp/tk_sc > /tmp/tk_sc.csv 2> /tmp/tk.err
     python3 "$stage/kernel_table.py" /tmp/tk_sc.csv > /tmp/tk_sc.md 2>&1
     { head -1 /tmp/tk_sc.md; grep -E "${BASEAB_KERNELS:-norm|residual|column}" /tmp/tk_sc.md; } | cut -c1-150 |
       sed "s|^|$bin: |" | tee -a "$log"

@@ -46,9 +46,13 @@ __device__ __forceinline__ double row_group_rstd(float q, double mean, float mea
 // and 4) the kernel held rs in registers too and took 158 of them, one block of 8 warps an SM, and ran
 // at half the non-RS kernel's rate (H100, 2026-12-06: 3.2 against 1.55 ms in two convformer_s18
 // steps, for a third more bytes). rs is read where it is used (16 bytes from L1 a vector), and the
-// launch bound asks for two blocks an SM, as the non-RS kernel gets.
+// launch bound asks for two blocks an SM. The bound is given for every variant, at the blocks an SM
+// each had without one: a bound of one block let ptxas take 141 registers for the 16-lane kernel
+// (64 without a bound), which then ran 2.5 times slower (H100, 2026-12-06).
+constexpr int norm_backward_min_blocks(int nv, bool rs) { return nv == 1 ? (rs ? 3 : 4) : nv == 2 ? 2 : 1; }
+
 template <class T, int G, int NV, bool RS = false>
-__global__ void __launch_bounds__(kThreads, (RS && NV == 2) ? 2 : 1)
+__global__ void __launch_bounds__(kThreads, norm_backward_min_blocks(NV, RS))
     norm_rows_backward_vec_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, const float* rs,
                                   T* dx, bool params, int64_t rows, int n, double inv_n, double* partial) {
   constexpr int V = kVec<T>, kWarps = kThreads / 32, R = 32 / G, E = NV * V, K = RS ? 3 : 2, ER = RS ? E : 1;

@@ -42,8 +42,17 @@ __device__ __forceinline__ double row_group_rstd(float q, double mean, float mea
 
 // res and RS as in norm_rows_backward_fused_kernel: dx = res (· rs[c] with RS) + the norm's value,
 // and with RS a third sum, x · res, into the partials (K = 3 a chunk).
+// Registers: with RS and NV = 2 (rows of 257–512 bf16 channels: ConvFormer's and CAFormer's stages 3
+// and 4) the kernel held rs in registers too and took 158 of them, one block of 8 warps an SM, and ran
+// at half the non-RS kernel's rate (H100, 2026-12-06: 3.2 against 1.55 ms in two convformer_s18
+// steps, for a third more bytes). rs is read where it is used (16 bytes from L1 a vector), and the
+// launch bound asks for two blocks an SM. The bound is given for every variant, at the blocks an SM
+// each had without one: a bound of one block let ptxas take 141 registers for the 16-lane kernel
+// (64 without a bound), which then ran 2.5 times slower (H100, 2026-12-06).
+constexpr int norm_backward_min_blocks(int nv, bool rs) { return nv == 1 ? (rs ? 3 : 4) : nv == 2 ? 2 : 1; }
+
 template <class T, int G, int NV, bool RS = false>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, norm_backward_min_blocks(NV, RS))
     norm_rows_backward_vec_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, const float* rs,
                                   T* dx, bool params, int64_t rows, int n, double inv_n, double* partial) {
   constexpr int V = kVec<T>, kWarps = kThreads / 32, R = 32 / G, E = NV * V, K = RS ? 3 : 2, ER = RS ? E : 1;
@@ -53,21 +62,20 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r0 = blockIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
   // Vector i of this lane: channels (sub + G·i)·V … + V − 1 of its row, inside the row or not at all.
   auto channel = [&](int i) { return (sub + G * i) * V; };
-  float wv[E], pw[E], pb[E], sv[ER], pr[ER];
+  float wv[E], pw[E], pb[E], pr[ER];
 #pragma unroll
   for (int i = 0; i < NV; ++i) {
-    float t[V], u[V];
+    float t[V];
     if (channel(i) < n) {
       kernels::load_params(w, channel(i), 1.f, t);
-      if constexpr (RS) kernels::load_params(rs, channel(i), 1.f, u);
     } else {
 #pragma unroll
-      for (int e = 0; e < V; ++e) t[e] = 0.f, u[e] = 0.f;
+      for (int e = 0; e < V; ++e) t[e] = 0.f;
     }
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       wv[i * V + e] = t[e], pw[i * V + e] = 0.f, pb[i * V + e] = 0.f;
-      if constexpr (RS) sv[i * V + e] = u[e], pr[i * V + e] = 0.f;
+      if constexpr (RS) pr[i * V + e] = 0.f;
     }
   }
   // A warp takes R rows a step; the loop's test is the same for the whole warp (the shuffles below
@@ -128,12 +136,13 @@ __global__ void __launch_bounds__(kThreads)
         pb[j] += gv[j];
       }
       if (res) {  // the block's skip gradient, added to the norm's value rounded to float
-        float rv[V];
+        float rv[V], sv[V];
         load16(res + r * n + channel(i), rv);
+        if constexpr (RS) kernels::load_params(rs, channel(i), 1.f, sv);
 #pragma unroll
         for (int e = 0; e < V; ++e) {
           if constexpr (RS) {
-            o[e] = rv[e] * sv[i * V + e] + o[e];
+            o[e] = rv[e] * sv[e] + o[e];
             pr[i * V + e] = fmaf(xv[i * V + e], rv[e], pr[i * V + e]);
           } else {
             o[e] = rv[e] + o[e];

@@ -31,6 +31,11 @@ STORE = r"st\.global(?:\.L\w+::\w+)*"
 
 def ptx_command(entry, out):
     """The build's nvcc command for one file, turned into one that writes PTX to `out`."""
+    return nvcc_command(entry, ["-ptx", "-o", out])
+
+
+def nvcc_command(entry, tail):
+    """The build's nvcc command for one file for sm_90, without its -c, -o and code targets, then `tail`."""
     args = shlex.split(entry["command"]) if "command" in entry else list(entry["arguments"])
     keep, skip = [], False
     for a in args:
@@ -43,7 +48,7 @@ def ptx_command(entry, out):
         if a.startswith("--generate-code") or a.startswith("-gencode"):
             continue
         keep.append(a)
-    return keep + ["-arch=sm_90", "-ptx", "-o", out]
+    return keep + ["-arch=sm_90"] + tail
 
 
 def kernels(ptx_text):

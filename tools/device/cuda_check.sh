@@ -42,6 +42,8 @@
 #   trainkernels.md (step trainkernels) every kernel's GPU time in two training steps (--matmul bf16, batch
 #                 128, synthetic) of poolformer_s12 and caformer_s18 (TRAINK_MODELS; TRAINK_ARGS="--dtype bf16"
 #                 for bf16 activations), by kernel and by launch shape
+#   ptxas.md      (step ptxas) registers, spills and blocks an SM of every kernel that spills or takes 128
+#                 registers or more, from the device's CUDA (tools/ptxas_registers.py on the build)
 #   pinnedab.log  (step pinnedab) how a step is fed: the CudaTraining tests with training batches in
 #                 page-locked memory (METAFORMER_CUDA_PINNED_BATCHES=1), then 40-step training runs of
 #                 poolformer_s12 and convformer_s18 (PINNED_MODELS) with every upload waiting for the
@@ -426,6 +428,11 @@ if has kprofile; then
     grep -E "issue_stalled" "$OUT/kprofile_$kname.txt" | awk '{print $NF, $1}' | sort -gr | head -8 |
       sed "s/^/stall (cycles per issued instruction): /" | tee -a "$log"
   done
+fi
+
+if has ptxas; then  # what the device's ptxas gives each kernel (registers decide warps an SM)
+  python3 "$S/tools/ptxas_registers.py" "$B" --jobs 16 > "$OUT/ptxas.md" 2>&1
+  echo "== ptxas: $(tail -1 "$OUT/ptxas.md")"
 fi
 
 if has trainkernels; then  # where a training step's GPU time goes, kernel by kernel

@@ -51,6 +51,20 @@ def nvcc_command(entry, tail):
     return keep + ["-arch=sm_90"] + tail
 
 
+def cu_entries(build_dir, tool, wanted=()):
+    """The build's compile_commands.json entries of .cu files (those whose path contains one of
+    `wanted`, when given); exits with one line naming `tool` when there are none."""
+    db = os.path.join(build_dir, "compile_commands.json")
+    try:
+        entries = [e for e in json.load(open(db)) if e["file"].endswith(".cu")]
+    except (OSError, ValueError) as e:
+        sys.exit(f"{tool}: cannot read {db}: {e}")
+    entries = [e for e in entries if not wanted or any(w in e["file"] for w in wanted)]
+    if not entries:
+        sys.exit(f"{tool}: {db} lists no matching .cu files (configure with -DMETAFORMER_CUDA=ON)")
+    return entries
+
+
 def kernels(ptx_text):
     for m in re.finditer(r"\.entry (\S+)\((.*?)\n\}\n", ptx_text, re.S):
         yield m.group(1), m.group(0)
@@ -62,13 +76,7 @@ def main():
     ap.add_argument("--all", action="store_true", help="list every bf16 kernel")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     a = ap.parse_args()
-    db = os.path.join(a.build_dir, "compile_commands.json")
-    try:
-        entries = [e for e in json.load(open(db)) if e["file"].endswith(".cu")]
-    except (OSError, ValueError) as e:
-        sys.exit(f"ptx_loads: cannot read {db}: {e}")
-    if not entries:
-        sys.exit(f"ptx_loads: {db} lists no .cu files (configure with -DMETAFORMER_CUDA=ON)")
+    entries = cu_entries(a.build_dir, "ptx_loads")
     tmp = tempfile.mkdtemp(prefix="ptx_loads_")
 
     def build(e):

@@ -15,7 +15,6 @@ least --min-registers registers, with the blocks an SM their registers allow at 
 Informational: it exits 0 unless nvcc fails. Needs nvcc (the build's) and c++filt.
 """
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -24,7 +23,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ptx_loads import nvcc_command  # noqa: E402
+from ptx_loads import cu_entries, nvcc_command  # noqa: E402
 
 # sm_90: 65,536 registers an SM, allocated per warp in units of 256 (8 a thread), 2,048 threads.
 REGS_PER_SM, THREADS_PER_SM, UNIT = 65536, 2048, 8
@@ -61,15 +60,7 @@ def main():
     ap.add_argument("--all", action="store_true", help="list every kernel")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     a = ap.parse_args()
-    db = os.path.join(a.build_dir, "compile_commands.json")
-    try:
-        entries = [e for e in json.load(open(db)) if e["file"].endswith(".cu")]
-    except (OSError, ValueError) as e:
-        sys.exit(f"ptxas_registers: cannot read {db}: {e}")
-    wanted = [w for w in a.files.split(",") if w]
-    entries = [e for e in entries if not wanted or any(w in e["file"] for w in wanted)]
-    if not entries:
-        sys.exit(f"ptxas_registers: {db} lists no matching .cu files (configure with -DMETAFORMER_CUDA=ON)")
+    entries = cu_entries(a.build_dir, "ptxas_registers", [w for w in a.files.split(",") if w])
     tmp = tempfile.mkdtemp(prefix="ptxas_registers_")
 
     def build(e):

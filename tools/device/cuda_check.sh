@@ -95,6 +95,9 @@
 #                 (the default since 2026-12-06) against batchact: the kernels one by one, then as dwbatch
 #   baseab.log    (step baseab, after basebuild) this tree's training images/s and kernel times against the
 #                 base commit's (cuda_bundle.sh BASE=), for changes without a switch
+#   glurows.log   (step glurows) the gated product's backward in one pass over its inputs
+#                 (METAFORMER_CUDA_GLU_BWD=rows, glu_rows_vec_kernel) against glu_dt + glu_dc (split): op
+#                 cases, sanitizers, CUDA tests, kernel time of two mambaout_femto steps, images/s
 #   normvec.log   (step normvec) LayerNorm's one-pass backward 16 bytes a load (METAFORMER_CUDA_NORM_BWD=vec)
 #                 against the fused default: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
@@ -117,7 +120,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec baseab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows baseab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -1062,6 +1065,16 @@ if has normvec; then
   echo "== LayerNorm backward, 16 bytes a load: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_NORM_BWD fused vec layer_norm,mlp_branch,sepconv_branch,gated_cnn_branch convformer_s18 \
     "norm_rows" "${NORMVEC_MODELS:-convformer_s18,caformer_s18}" "norm_rows_backward_vec_kernel"
+fi
+
+if has glurows; then
+  # The gated product's backward reading its gate, value and dy once (backward_kernels.cu's
+  # glu_rows_vec_kernel, METAFORMER_CUDA_GLU_BWD=rows, the default on its branch) against glu_dt_vec
+  # and glu_dc_vec (split). The same float operations: the losses should match to the last digit.
+  log=$OUT/glurows.log
+  echo "== gated product backward in one pass: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_GLU_BWD split rows glu,gated_cnn,mlp,mixer/gated mambaout_femto \
+    "glu" "${GLUROWS_MODELS:-mambaout_femto}" "glu_rows_vec_kernel"
 fi
 
 if has dwdwtiled; then

@@ -880,6 +880,53 @@ __global__ void glu_dc_vec_kernel(const T* t, uint32_t Ct, uint32_t cw, uint32_t
   }
 }
 
+// The gate, value and dy of one 16-byte piece of the product read once: writes dt's gate window
+// (dy·v·act'(g)) and its value window (dy·act(g)) where the value comes from t, else dc (dy·act(g)) and
+// zeros in dt's value window, which the caller's channel slice then adds into. For the layouts where
+// the two windows tile t's columns (Ct = 2·width, offsets 0 and width in either order: MambaOut's gated
+// CNN, the GLU MLPs, Hydra). glu_dt_vec_kernel (a thread per 16 bytes of dt) reads the gate and dy
+// twice for it, and glu_dc_vec_kernel a third time where c is given: 7·width + cw elements a row
+// against 5·width + cw here. The same float operations, so the same bits (METAFORMER_CUDA_GLU_BWD=split
+// runs the pair). The glu_dt and glu_dc kernels were 12 % of a bf16 mambaout_femto training step's
+// kernel time (H100, 2026-12-06), at about 64 % of the copy rate.
+template <class T>
+__global__ void glu_rows_vec_kernel(const T* t, const T* c, uint32_t cw, uint32_t gate_offset, uint32_t value_offset,
+                                    Act act, const T* dy, uint32_t width, T* dt, T* dc, uint32_t vectors) {
+  constexpr int V = kVec<T>;
+  const uint32_t wv = width / V, from_t = width - cw, Ct = 2 * width;
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += gridDim.x * blockDim.x) {
+    const uint32_t r = i / wv, j = (i - r * wv) * V;
+    T* dtr = dt + static_cast<size_t>(r) * Ct;
+    const T* tr = t + static_cast<size_t>(r) * Ct;
+    float g[V], v[V], d[V], dg[V], dv[V];
+    load16(tr + gate_offset + j, g);
+    load16(j < from_t ? tr + value_offset + j : c + static_cast<size_t>(r) * cw + (j - from_t), v);  // one load
+    load16(dy + static_cast<size_t>(r) * width + j, d);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      dg[e] = d[e] * v[e] * act_derivative_f(act, g[e]);
+      dv[e] = d[e] * act_value_f(act, g[e]);
+    }
+    store16(dtr + gate_offset + j, dg);
+    if (j < from_t) {
+      store16(dtr + value_offset + j, dv);
+    } else {
+      if (dc) store16(dc + static_cast<size_t>(r) * cw + (j - from_t), dv);
+      float z[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) z[e] = 0.f;
+      store16(dtr + value_offset + j, z);
+    }
+  }
+}
+
+// Whether glu_backward's 16-byte path runs glu_rows_vec_kernel where the layout allows (the
+// default), or glu_dt_vec_kernel and glu_dc_vec_kernel (METAFORMER_CUDA_GLU_BWD=split).
+bool glu_backward_by_rows() {
+  static const bool rows = env_choice("METAFORMER_CUDA_GLU_BWD", {"rows", "split"}) != 1;
+  return rows;
+}
+
 template <class T>
 __global__ void pool_minus_input_backward_kernel(const T* dy, T* dx, int64_t total, int64_t H, int64_t W, int64_t C,
                                                  int kernel) {
@@ -1321,6 +1368,16 @@ cudaError_t glu_backward(const H_* t, int64_t Ct, const H_* c, int64_t cw, int64
   using kernels::aligned16;
   if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 &&
       aligned16(t) && (!c || aligned16(c)) && aligned16(dy) && aligned16(dt) && (!dc || aligned16(dc))) {
+    const bool tiled = Ct == 2 * width && ((gate_offset == 0 && value_offset == width) ||
+                                           (gate_offset == width && value_offset == 0));
+    if (tiled && glu_backward_by_rows()) {
+      if (rows * width > 0)
+        glu_rows_vec_kernel<T><<<blocks_for(rows * width / V), kThreads, 0, s>>>(
+            dptr(t), dptr(c), static_cast<uint32_t>(cw), static_cast<uint32_t>(gate_offset),
+            static_cast<uint32_t>(value_offset), act, dptr(dy), static_cast<uint32_t>(width), dptr(dt), dptr(dc),
+            static_cast<uint32_t>(rows * width / V));
+      return cudaGetLastError();
+    }
     if (rows * Ct > 0)
       glu_dt_vec_kernel<T><<<blocks_for(rows * Ct / V), kThreads, 0, s>>>(
           dptr(t), static_cast<uint32_t>(Ct), dptr(c), static_cast<uint32_t>(cw), static_cast<uint32_t>(gate_offset),

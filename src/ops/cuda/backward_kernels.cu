@@ -209,18 +209,6 @@ __global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const do
 // (With every element and every row scalar in double — a division, a square root and the
 // conversions, which all 32 lanes execute — this kernel ran at a quarter of memory speed on rows of
 // 64 channels: 7 % of convformer_s18's training kernel time.)
-// rstd = 1 / sqrt(var + eps) of a row whose lanes hold q = their float Σ (x − meanf)²: the lanes added
-// in double (the butterfly: a fixed order), Σ (x − meanf)² = Σ (x − mean)² + n (mean − meanf)² with
-// the second term taken off in double, then a float rsqrt refined by one Newton step in double.
-__device__ __forceinline__ double warp_row_rstd(float q, double mean, float meanf, double inv_n, float eps) {
-  const double dm = mean - static_cast<double>(meanf);
-  double var = warp_sum(static_cast<double>(q)) * inv_n - dm * dm;
-  if (var < 0) var = 0;
-  const double v = var + static_cast<double>(eps);
-  double rstd = rsqrtf(static_cast<float>(v));
-  return rstd * (1.5 - 0.5 * v * rstd * rstd);
-}
-
 constexpr int64_t kWarpRowMax = 2048;
 template <class T>
 __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
@@ -239,7 +227,7 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
       const float d = ld(xr[i]) - meanf;
       q = fmaf(d, d, q);
     }
-    const double rstd = warp_row_rstd(q, mean, meanf, inv_n, eps);
+    const double rstd = detail::row_group_rstd<32>(q, mean, meanf, inv_n, eps);
     const float rstdf = static_cast<float>(rstd);
     float t0f = 0.f, t1f = 0.f;
     for (int i = lane; i < n; i += 32) {
@@ -327,7 +315,7 @@ __global__ void __launch_bounds__(kThreads)
         const float d = xv[j] - meanf;
         q = fmaf(d, d, q);
       }
-    const double rstd = warp_row_rstd(q, mean, meanf, inv_n, eps);
+    const double rstd = detail::row_group_rstd<32>(q, mean, meanf, inv_n, eps);
     const float rstdf = static_cast<float>(rstd);
     float t0f = 0.f, t1f = 0.f;
 #pragma unroll

@@ -266,12 +266,17 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
 // warps are then added in order in double into partial[(b · 2 + k) · C + c], and
 // column_finish_kernel adds the blocks in order: deterministic, without atomics, as the two-pass
 // version. The float sums run over at most per / 8 rows (per ≤ kFusedNormRowsPerBlock until the
-// chunk cap, about 25 rows at 400k rows).
+// chunk cap, about 100 rows at 400k rows; norm_backward_vec.cuh's lanes take fewer, R rows a warp).
+// The cap: 512 chunks, about as many blocks as are resident at once (two to four an SM on 132 SMs),
+// so each block streams its rows and the partials stay small. At 2048 the blocks' K · C double
+// partials came to 12 MB for ConvFormer's 320-channel rows (1,568 chunks) and column_finish_kernel,
+// C / 32 blocks, read them back in 17 µs a call: 1.4 of 62.5 ms in two convformer_s18 steps (H100,
+// 2026-12-06), beside the partial writes' share of the rows kernel.
 // With res (a block's skip gradient) dx = res + that; with RS also times the res scale rs[c], and a
 // third per-lane sum, x · res (the res scale's gradient: x is the block's input as well as the
 // norm's), goes to partial[(b · 3 + 2) · C + c] (K = 3 sums a chunk instead of 2).
 constexpr int kFusedNormMaxNpl = 24;  // channels a lane: LayerNorm rows up to 768
-constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 2048;
+constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 512;
 inline int64_t fused_norm_chunks(int64_t rows) {
   const int64_t c = (rows + kFusedNormRowsPerBlock - 1) / kFusedNormRowsPerBlock;
   return c < 1 ? 1 : c > kFusedNormMaxChunks ? kFusedNormMaxChunks : c;

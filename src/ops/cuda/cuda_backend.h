@@ -22,6 +22,7 @@ void cuda_select_device(int index);
 int cuda_device_count();
 std::string cuda_device_description();
 size_t cuda_peak_bytes();
+std::string cuda_peak_blocks();
 void cuda_reset_peak();
 // The arithmetic of the backend's fp32 matrix products: "fp32" (exact), "tf32" or "bf16" (gemm.h).
 void cuda_set_fp32_matmul(const std::string& mode);

@@ -55,6 +55,8 @@ cudaEvent_t copy_ahead(void* dst, const void* src, size_t bytes, cudaEvent_t aft
 // Memory pool statistics, in bytes.
 size_t pool_bytes_in_use();
 size_t pool_peak_bytes();
+// The blocks held at that peak, by size (METAFORMER_CUDA_PEAK_BLOCKS=1; otherwise empty).
+std::string pool_peak_blocks();
 void pool_reset_peak();
 
 }  // namespace mf::cuda

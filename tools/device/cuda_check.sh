@@ -98,6 +98,8 @@
 #   glurows.log   (step glurows) the gated product's backward in one pass over its inputs
 #                 (METAFORMER_CUDA_GLU_BWD=rows, glu_rows_vec_kernel) against glu_dt + glu_dc (split): op
 #                 cases, sanitizers, CUDA tests, kernel time of two mambaout_femto steps, images/s
+#   colsummamba.log (step colsummamba) the 16-byte column sums (METAFORMER_CUDA_COLSUM=vec) on mambaout_femto,
+#                 as glurows
 #   normvec.log   (step normvec) LayerNorm's one-pass backward 16 bytes a load (METAFORMER_CUDA_NORM_BWD=vec)
 #                 against the fused default: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
@@ -120,7 +122,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows baseab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -1075,6 +1077,16 @@ if has glurows; then
   echo "== gated product backward in one pass: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_GLU_BWD split rows glu,gated_cnn,mlp,mixer/gated mambaout_femto \
     "glu" "${GLUROWS_MODELS:-mambaout_femto}" "glu_rows_vec_kernel"
+fi
+
+if has colsummamba; then
+  # The 16-byte column sums (METAFORMER_CUDA_COLSUM=vec) on mambaout_femto, where the bias gradients'
+  # column sums are 7.6 % of a bf16 step's kernel time (H100, 2026-12-06) and which colsumab never
+  # timed (its "no faster" was poolformer_s12, convformer_s18 and caformer_s18).
+  log=$OUT/colsummamba.log
+  echo "== 16-byte column sums on mambaout_femto: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_COLSUM scalar vec linear,glu,gated_cnn,conv2d mambaout_femto \
+    "Column|column" "${COLSUMMAMBA_MODELS:-mambaout_femto}" "column_partials_vec_kernel"
 fi
 
 if has dwdwtiled; then

@@ -14,6 +14,12 @@
 
 namespace mf {
 
+namespace cuda {
+// The derived-cache key of a tensor's bf16 copy on the GPU (cuda_backend.cpp's converted(); a weight's
+// is rewritten by the AdamW step, cuda_optimizer.cpp). Here, in a header without CUDA's, for the tests.
+inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
+}  // namespace cuda
+
 // The backend object (created on first use: it selects the device and makes the context);
 // throws mf::Error when there is no usable GPU or the precision is not available.
 Backend& cuda_backend(Precision precision);

@@ -11,12 +11,9 @@
 #include <string>
 
 #include "core/error.h"
+#include "ops/cuda/cuda_backend.h"  // kBf16CopyKey
 
 namespace mf::cuda {
-
-// The derived-cache key of a tensor's bf16 copy on the GPU (cuda_backend.cpp's converted(); a weight's
-// is rewritten by the AdamW step, cuda_optimizer.cpp).
-inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
 
 // Throws mf::Error naming the failed call and CUDA's message.
 void check(cudaError_t status, const char* what);

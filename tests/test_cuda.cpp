@@ -21,6 +21,7 @@
 #include "model/metaformer.h"
 #include "model/zoo.h"
 #include "op_cases.h"
+#include "ops/cuda/cuda_backend.h"
 #include "test_util.h"
 
 namespace mf::test {
@@ -148,6 +149,40 @@ TEST(CudaBackend, EveryBackwardCaseMatchesTheReference) {
 TEST(CudaBackend, EveryBackwardCaseMatchesTheReferenceInBf16) {
   MF_REQUIRE_GPU();
   expect_backward_cases_match_the_reference(get_backend("cuda", Precision::bf16));
+}
+
+// The AdamW step rewrites a weight's bf16 copy (the one the bf16 GEMMs read) as it updates the weight:
+// after the step the copy is current, so the next forward launches no cast, and it holds the new
+// weight rounded as the cast rounds. METAFORMER_CUDA_ADAMW_COPIES=0 leaves it stale (the next forward
+// casts). CudaTraining.AdamWRefreshesTheBf16CopiesBitForBit compares whole runs of the two.
+TEST(CudaOptimizer, AdamWStepLeavesACurrentBf16CopyOfTheWeight) {
+  MF_REQUIRE_GPU();
+  Exec gpu{&get_backend("cuda", Precision::bf16), nullptr};
+  const AdamWScalars scalars{0.99995f, 0.1f, 0.999f, 0.001f, 0.0316f, 1e-8f, 0.01f};
+  for (const bool copies : {true, false}) {
+    Tensor w = random_tensor({33, 40}, 3).to(Device::CUDA);
+    const Tensor g = random_tensor({33, 40}, 4).to(Device::CUDA);
+    Tensor m = Tensor::zeros({33, 40}).to(Device::CUDA), v = Tensor::zeros({33, 40}).to(Device::CUDA);
+    op::linear(gpu, random_tensor({5, 40}, 5), w, nullptr);  // makes the copy
+    ASSERT_TRUE(w.derived(cuda::kBf16CopyKey)) << "the bf16 linear read no bf16 copy of the weight";
+    if (!copies) setenv("METAFORMER_CUDA_ADAMW_COPIES", "0", 1);
+    op::adamw_step(gpu, {{&w, &g, &m, &v, true}}, scalars);
+    unsetenv("METAFORMER_CUDA_ADAMW_COPIES");
+    const auto copy = w.derived(cuda::kBf16CopyKey);
+    if (!copies) {
+      EXPECT_FALSE(copy) << "with the casts, the step leaves the copy to the next forward";
+      continue;
+    }
+    ASSERT_TRUE(copy) << "the step left the bf16 copy stale: the next forward would cast the weight again";
+    const Tensor got = static_cast<const Tensor*>(copy.get())->to(Device::CPU), want = w.to(Device::CPU);
+    ASSERT_EQ(got.numel(), want.numel());
+    int64_t differ = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+      const float r = bf16_bits_to_float(float_to_bf16_bits(want.data()[i]));
+      differ += std::memcmp(&r, got.data() + i, sizeof r) != 0;
+    }
+    EXPECT_EQ(differ, 0) << "of " << want.numel() << " elements";
+  }
 }
 
 TEST(CudaBackend, OutOfMemoryIsAnErrorAndTheBackendStillWorks) {

@@ -39,6 +39,16 @@ TEST(EnvSwitch, AnUnknownValueWarnsOnceNamingTheChoicesAndGivesTheDefault) {
   unsetenv(kVar);
 }
 
+// A switch read on every step (METAFORMER_CUDA_ADAMW_COPIES) warns once, not once a read.
+TEST(EnvSwitch, AnUnknownValueReadAgainDoesNotWarnAgain) {
+  setenv(kVar, "twice", 1);
+  testing::internal::CaptureStderr();
+  for (int read = 0; read < 3; ++read) EXPECT_EQ(mf::env_choice(kVar, {"strip", "batch"}), -1);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err, std::string("metaformer: warning: ") + kVar + "=twice is none of strip, batch; the default runs\n");
+  unsetenv(kVar);
+}
+
 // The in-process override a kernel benchmark sets (bench/cuda_dev): a choice sets its index, null or
 // "" clears it, an unknown name is refused and changes nothing.
 TEST(EnvSwitch, AnOverrideTakesAChoiceClearsAndRefusesUnknownNames) {

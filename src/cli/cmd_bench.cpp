@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <chrono>
 #include <fstream>
@@ -117,6 +118,8 @@ Point measure(const ModelArgs& base, const std::string& model, const std::string
   if (!profile) p.profile.clear();
   p.peak_rss_mb = peak_rss_mb();
   if (gpu) p.peak_gpu_mb = static_cast<double>(gpu_peak_bytes()) / (1 << 20);
+  if (const std::string blocks = gpu ? gpu_peak_blocks() : std::string(); !blocks.empty())
+    std::fprintf(stderr, "metaformer: peak GPU memory of %s at batch %d: %s\n", p.model.c_str(), batch, blocks.c_str());
   return p;
 }
 

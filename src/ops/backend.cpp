@@ -392,6 +392,14 @@ size_t gpu_peak_bytes() {
 #endif
 }
 
+std::string gpu_peak_blocks() {
+#ifdef MF_HAVE_CUDA
+  return gpu_count() > 0 ? cuda_peak_blocks() : std::string();
+#else
+  return {};
+#endif
+}
+
 void reset_gpu_peak() {
 #ifdef MF_HAVE_CUDA
   if (gpu_count() > 0) cuda_reset_peak();

@@ -471,6 +471,9 @@ int gpu_count();
 // The most bytes the GPU memory pool has held for tensors since the last reset (0 without CUDA or
 // before the cuda backend's first use); what bench reports as peak GPU memory.
 size_t gpu_peak_bytes();
+// The blocks the pool held at that peak, grouped by size, with METAFORMER_CUDA_PEAK_BLOCKS=1 (a
+// diagnostic: it keeps a table of every live block); otherwise empty.
+std::string gpu_peak_blocks();
 void reset_gpu_peak();
 
 }  // namespace mf

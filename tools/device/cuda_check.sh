@@ -95,6 +95,11 @@
 #                 (the default since 2026-12-06) against batchact: the kernels one by one, then as dwbatch
 #   baseab.log    (step baseab, after basebuild) this tree's training images/s and kernel times against the
 #                 base commit's (cuda_bundle.sh BASE=), for changes without a switch
+#   glurows.log   (step glurows) the gated product's backward in one pass over its inputs
+#                 (METAFORMER_CUDA_GLU_BWD=rows, glu_rows_vec_kernel) against glu_dt + glu_dc (split): op
+#                 cases, sanitizers, CUDA tests, kernel time of two mambaout_femto steps, images/s
+#   colsummamba.log (step colsummamba) the 16-byte column sums (METAFORMER_CUDA_COLSUM=vec) on mambaout_femto,
+#                 as glurows
 #   normvec.log   (step normvec) LayerNorm's one-pass backward 16 bytes a load (METAFORMER_CUDA_NORM_BWD=vec)
 #                 against the fused default: as attntiles
 #   uploadab.log  (step uploadab) the next batch's upload on a copy stream (METAFORMER_CUDA_UPLOAD_AHEAD=1):
@@ -117,7 +122,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec baseab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -228,7 +233,7 @@ if has checks; then
   echo "== golden models on cuda, bf16 (bar 5e-2, top-1 agreement printed)" | tee -a "$OUT/checks.log"
   timeout 120 "$M" verify --backend cuda --dtype bf16 $(ls -d "$S"/tests/data/golden/*/) --tolerance 5e-2 2>&1 | tee -a "$OUT/checks.log"
   echo "== CUDA unit tests, and compare timing its mixers on the GPU" | tee -a "$OUT/checks.log"
-  timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaBackend.*:Compare.TimingOnTheGpu*' 2>&1 | tail -30 | tee -a "$OUT/checks.log"
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='CudaBackend.*:CudaOptimizer.*:CudaTraining.AdamW*:Compare.TimingOnTheGpu*' 2>&1 | tail -30 | tee -a "$OUT/checks.log"
   # (bench caps --batch at 4096: a 4096x4096 input at batch 64 needs well over the H200's 141 GB)
   echo "== out of GPU memory: bench at batch 64, 4096x4096" | tee -a "$OUT/checks.log"
   timeout 240 "$M" bench -m poolformer_s12 --backend cuda -b 64 -r 4096 --runs 1 --warmup 0 >> "$OUT/checks.log" 2>&1
@@ -1062,6 +1067,26 @@ if has normvec; then
   echo "== LayerNorm backward, 16 bytes a load: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_NORM_BWD fused vec layer_norm,mlp_branch,sepconv_branch,gated_cnn_branch convformer_s18 \
     "norm_rows" "${NORMVEC_MODELS:-convformer_s18,caformer_s18}" "norm_rows_backward_vec_kernel"
+fi
+
+if has glurows; then
+  # The gated product's backward reading its gate, value and dy once (backward_kernels.cu's
+  # glu_rows_vec_kernel, METAFORMER_CUDA_GLU_BWD=rows, the default on its branch) against glu_dt_vec
+  # and glu_dc_vec (split). The same float operations: the losses should match to the last digit.
+  log=$OUT/glurows.log
+  echo "== gated product backward in one pass: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_GLU_BWD split rows glu,gated_cnn,mlp,mixer/gated mambaout_femto \
+    "glu" "${GLUROWS_MODELS:-mambaout_femto}" "glu_rows_vec_kernel"
+fi
+
+if has colsummamba; then
+  # The 16-byte column sums (METAFORMER_CUDA_COLSUM=vec) on mambaout_femto, where the bias gradients'
+  # column sums are 7.6 % of a bf16 step's kernel time (H100, 2026-12-06) and which colsumab never
+  # timed (its "no faster" was poolformer_s12, convformer_s18 and caformer_s18).
+  log=$OUT/colsummamba.log
+  echo "== 16-byte column sums on mambaout_femto: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_COLSUM scalar vec linear,glu,gated_cnn,conv2d mambaout_femto \
+    "Column|column" "${COLSUMMAMBA_MODELS:-mambaout_femto}" "column_partials_vec_kernel"
 fi
 
 if has dwdwtiled; then

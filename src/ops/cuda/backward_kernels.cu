@@ -1,6 +1,7 @@
 // Backward kernels of the CUDA backend: see backward_kernels.h. Simple by design: grid-stride loops
 // with one thread per output element, and the two reductions of backward_common.cuh (column sums,
-// group sums), both in double and atomics-free. The convolutions' kernels are in conv_backward.cu.
+// group sums), both in double and atomics-free. The convolutions' kernels are in conv_backward.cu,
+// the gated product's in glu_backward.cu.
 // Short fixed sums that are no reductions over the batch (PoolFormer's pool − x backward, col2im:
 // at most k² terms an element) are in float, like their forward kernels.
 #include "ops/cuda/backward_kernels.h"
@@ -13,65 +14,13 @@
 #include <cstring>
 #include <type_traits>
 
+#include "ops/cuda/activation_grad.cuh"
 #include "ops/cuda/backward_common.cuh"
 #include "ops/cuda/norm_backward_vec.cuh"
 
 namespace mf::cuda::backward {
 using namespace detail;
 namespace {
-
-// ---- activations, as the reference computes them (ops/ref/elementwise.cpp), in double ---------
-constexpr double kSqrtHalf = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.3989422804014327;
-
-// StarReLU's scalars, from the device when a GPU run keeps them there.
-__device__ __forceinline__ float act_scale(const Act& a) { return a.scale_p ? *a.scale_p : a.scale; }
-__device__ __forceinline__ float act_bias(const Act& a) { return a.bias_p ? *a.bias_p : a.bias; }
-
-// apply_activation: the value rounded to float, as the reference's glu backward uses it.
-__device__ float act_value(const Act& a, float x) {
-  const double v = x;
-  switch (a.kind) {
-    case 0: return x;
-    case 1: return static_cast<float>(0.5 * v * (1.0 + erf(v * kSqrtHalf)));
-    case 2: {
-      const double r = v > 0 ? v : 0;
-      return static_cast<float>(act_scale(a) * r * r + act_bias(a));
-    }
-    case 3: {
-      const double r = v > 0 ? v : 0;
-      return static_cast<float>(r * r);
-    }
-    case 4: return x > 0 ? x : 0.f;
-    case 5: return static_cast<float>(v / (1.0 + exp(-v)));
-    case 6: {
-      const float t = a.threshold;
-      return x > t ? x - t : x < -t ? x + t : 0.f;
-    }
-  }
-  return x;
-}
-
-// activation_derivative
-__device__ double act_derivative(const Act& a, double x) {
-  switch (a.kind) {
-    case 0: return 1.0;
-    case 1: {
-      const double cdf = 0.5 * (1.0 + erf(x * kSqrtHalf));
-      const double pdf = exp(-0.5 * x * x) * kInvSqrt2Pi;
-      return cdf + x * pdf;
-    }
-    case 2: return x > 0 ? 2.0 * act_scale(a) * x : 0.0;
-    case 3: return x > 0 ? 2.0 * x : 0.0;
-    case 4: return x > 0 ? 1.0 : 0.0;
-    case 5: {
-      const double s = 1.0 / (1.0 + exp(-x));
-      return s * (1.0 + x * (1.0 - s));
-    }
-    case 6: return fabs(x) > a.threshold ? 1.0 : 0.0;
-  }
-  return 1.0;
-}
 
 // dbias[m] += Σ_b Σ_c dy[b, m, c]: group m's n = B·C values, element i = (b, c) = (i / C, i % C).
 struct TokenBiasGrad {
@@ -209,18 +158,6 @@ __global__ void norm_dx_kernel(const T* x, const float* w, const T* dy, const do
 // (With every element and every row scalar in double — a division, a square root and the
 // conversions, which all 32 lanes execute — this kernel ran at a quarter of memory speed on rows of
 // 64 channels: 7 % of convformer_s18's training kernel time.)
-// rstd = 1 / sqrt(var + eps) of a row whose lanes hold q = their float Σ (x − meanf)²: the lanes added
-// in double (the butterfly: a fixed order), Σ (x − meanf)² = Σ (x − mean)² + n (mean − meanf)² with
-// the second term taken off in double, then a float rsqrt refined by one Newton step in double.
-__device__ __forceinline__ double warp_row_rstd(float q, double mean, float meanf, double inv_n, float eps) {
-  const double dm = mean - static_cast<double>(meanf);
-  double var = warp_sum(static_cast<double>(q)) * inv_n - dm * dm;
-  if (var < 0) var = 0;
-  const double v = var + static_cast<double>(eps);
-  double rstd = rsqrtf(static_cast<float>(v));
-  return rstd * (1.5 - 0.5 * v * rstd * rstd);
-}
-
 constexpr int64_t kWarpRowMax = 2048;
 template <class T>
 __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* dy, float eps, const T* res, T* dx,
@@ -239,7 +176,7 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
       const float d = ld(xr[i]) - meanf;
       q = fmaf(d, d, q);
     }
-    const double rstd = warp_row_rstd(q, mean, meanf, inv_n, eps);
+    const double rstd = detail::row_group_rstd<32>(q, mean, meanf, inv_n, eps);
     const float rstdf = static_cast<float>(rstd);
     float t0f = 0.f, t1f = 0.f;
     for (int i = lane; i < n; i += 32) {
@@ -278,12 +215,17 @@ __global__ void norm_rows_backward_kernel(const T* x, const float* w, const T* d
 // warps are then added in order in double into partial[(b · 2 + k) · C + c], and
 // column_finish_kernel adds the blocks in order: deterministic, without atomics, as the two-pass
 // version. The float sums run over at most per / 8 rows (per ≤ kFusedNormRowsPerBlock until the
-// chunk cap, about 25 rows at 400k rows).
+// chunk cap, about 100 rows at 400k rows; norm_backward_vec.cuh's lanes take fewer, R rows a warp).
+// The cap: 512 chunks, about as many blocks as are resident at once (two to four an SM on 132 SMs),
+// so each block streams its rows and the partials stay small. At 2048 the blocks' K · C double
+// partials came to 12 MB for ConvFormer's 320-channel rows (1,568 chunks) and column_finish_kernel,
+// C / 32 blocks, read them back in 17 µs a call: 1.4 of 62.5 ms in two convformer_s18 steps (H100,
+// 2026-12-06), beside the partial writes' share of the rows kernel.
 // With res (a block's skip gradient) dx = res + that; with RS also times the res scale rs[c], and a
 // third per-lane sum, x · res (the res scale's gradient: x is the block's input as well as the
 // norm's), goes to partial[(b · 3 + 2) · C + c] (K = 3 sums a chunk instead of 2).
 constexpr int kFusedNormMaxNpl = 24;  // channels a lane: LayerNorm rows up to 768
-constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 2048;
+constexpr int64_t kFusedNormRowsPerBlock = 16, kFusedNormMaxChunks = 512;
 inline int64_t fused_norm_chunks(int64_t rows) {
   const int64_t c = (rows + kFusedNormRowsPerBlock - 1) / kFusedNormRowsPerBlock;
   return c < 1 ? 1 : c > kFusedNormMaxChunks ? kFusedNormMaxChunks : c;
@@ -327,7 +269,7 @@ __global__ void __launch_bounds__(kThreads)
         const float d = xv[j] - meanf;
         q = fmaf(d, d, q);
       }
-    const double rstd = warp_row_rstd(q, mean, meanf, inv_n, eps);
+    const double rstd = detail::row_group_rstd<32>(q, mean, meanf, inv_n, eps);
     const float rstdf = static_cast<float>(rstd);
     float t0f = 0.f, t1f = 0.f;
 #pragma unroll
@@ -536,32 +478,6 @@ template <class T>
 __global__ void activation_backward_kernel(const T* x, Act act, const T* dy, T* dx, int64_t n) {
   MF_GRID_STRIDE(i, n)
   dx[i] = narrow<T>(static_cast<float>(static_cast<double>(ld(dy[i])) * act_derivative(act, ld(x[i]))));
-}
-
-// GELU's and SiLU's derivatives in float (erff, expf: a few ulp) — in double they made the
-// activation backward compute-bound (10 % of a poolformer_s12 training step's kernel time); the rest
-// as above. The product with dy is one float rounding, as before.
-__device__ float act_derivative_f(const Act& a, float x) {
-  switch (a.kind) {
-    case 1: {
-      const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
-      const float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
-      return cdf + x * pdf;
-    }
-    case 5: {
-      const float s = 1.f / (1.f + expf(-x));
-      return s * (1.f + x * (1.f - s));
-    }
-    default: return static_cast<float>(act_derivative(a, x));
-  }
-}
-// The activation's value, GELU and SiLU in float likewise (for glu's backward).
-__device__ float act_value_f(const Act& a, float x) {
-  switch (a.kind) {
-    case 1: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
-    case 5: return x / (1.f + expf(-x));
-    default: return act_value(a, x);
-  }
 }
 
 // dx of the i-th 16-byte vector (4 floats or 8 bf16); leaves x's values in v and dy's in g.
@@ -788,95 +704,6 @@ __global__ void channel_slice_backward_vec_kernel(const T* dy, T* dx, uint32_t t
 #pragma unroll
     for (uint32_t e = 0; e < V; ++e) a[e] += g[e];
     store16(d, a);
-  }
-}
-
-// One thread per element of t: its gradient as the gate of output j = k − gate_offset and as the
-// value of output j = k − value_offset (the windows may overlap; no two threads write one element).
-// Float arithmetic (GELU's and SiLU's erff and expf) and 32-bit indices (the launcher checks the
-// sizes): the double version was a fifth of MambaOut-Femto's training kernel time.
-template <class T>
-__global__ void glu_dt_kernel(const T* t, int Ct, const T* c, int cw, int gate_offset, int value_offset, Act act,
-                              const T* dy, int width, T* dt, int total) {
-  const int from_t = width - cw;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-    const int r = i / Ct, k = i - r * Ct;
-    const T* tr = t + static_cast<int64_t>(r) * Ct;
-    const T* dyr = dy + static_cast<int64_t>(r) * width;
-    float acc = 0.f;
-    const int jg = k - gate_offset;
-    if (jg >= 0 && jg < width) {
-      const float v = ld(jg < from_t ? tr[value_offset + jg] : c[static_cast<int64_t>(r) * cw + jg - from_t]);
-      acc += ld(dyr[jg]) * v * act_derivative_f(act, ld(tr[k]));
-    }
-    const int jv = k - value_offset;
-    if (jv >= 0 && jv < from_t) acc += ld(dyr[jv]) * act_value_f(act, ld(tr[gate_offset + jv]));
-    dt[i] = narrow<T>(acc);
-  }
-}
-
-template <class T>
-__global__ void glu_dc_kernel(const T* t, int Ct, int cw, int gate_offset, Act act, const T* dy, int width, T* dc,
-                              int total) {
-  const int from_t = width - cw;
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
-    const int r = i / cw, j = from_t + (i - r * cw);
-    const float g = act_value_f(act, ld(t[static_cast<int64_t>(r) * Ct + gate_offset + j]));
-    dc[i] = narrow<T>(ld(dy[static_cast<int64_t>(r) * width + j]) * g);
-  }
-}
-
-// The same sums, 16 bytes of dt (or dc) a thread, where every width and offset is a multiple of the
-// vector (MambaOut's and gMLP's are): a vector then lies in one region of t (gate, value or
-// neither), and the loads are 16-byte. The scalar kernels (one 2-byte load at a time, a division
-// per element) made glu_dt 15 % of a bf16 mambaout_femto training step's kernel time (H100,
-// 2026-12-05), about 2.6× the time its bytes take at the copy rate.
-template <class T>
-__global__ void glu_dt_vec_kernel(const T* t, uint32_t Ct, const T* c, uint32_t cw, uint32_t gate_offset,
-                                  uint32_t value_offset, Act act, const T* dy, uint32_t width, T* dt, uint32_t vectors) {
-  constexpr int V = kVec<T>;
-  const uint32_t ctv = Ct / V, from_t = width - cw;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += gridDim.x * blockDim.x) {
-    const uint32_t r = i / ctv, k = (i - r * ctv) * V;
-    const T* tr = t + static_cast<size_t>(r) * Ct;
-    const T* dyr = dy + static_cast<size_t>(r) * width;
-    float acc[V];
-#pragma unroll
-    for (int e = 0; e < V; ++e) acc[e] = 0.f;
-    if (k >= gate_offset && k - gate_offset < width) {
-      const uint32_t jg = k - gate_offset;
-      float g[V], v[V], d[V];
-      load16(tr + k, g);
-      load16(jg < from_t ? tr + value_offset + jg : c + static_cast<size_t>(r) * cw + (jg - from_t), v);  // one load
-      load16(dyr + jg, d);
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] += d[e] * v[e] * act_derivative_f(act, g[e]);
-    }
-    if (k >= value_offset && k - value_offset < from_t) {
-      const uint32_t jv = k - value_offset;
-      float g[V], d[V];
-      load16(tr + gate_offset + jv, g);
-      load16(dyr + jv, d);
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] += d[e] * act_value_f(act, g[e]);
-    }
-    store16(dt + static_cast<size_t>(r) * Ct + k, acc);
-  }
-}
-
-template <class T>
-__global__ void glu_dc_vec_kernel(const T* t, uint32_t Ct, uint32_t cw, uint32_t gate_offset, Act act, const T* dy,
-                                  uint32_t width, T* dc, uint32_t vectors) {
-  constexpr int V = kVec<T>;
-  const uint32_t cwv = cw / V, from_t = width - cw;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < vectors; i += gridDim.x * blockDim.x) {
-    const uint32_t r = i / cwv, j = from_t + (i - r * cwv) * V;
-    float g[V], d[V];
-    load16(t + static_cast<size_t>(r) * Ct + gate_offset + j, g);
-    load16(dy + static_cast<size_t>(r) * width + j, d);
-#pragma unroll
-    for (int e = 0; e < V; ++e) d[e] = d[e] * act_value_f(act, g[e]);
-    store16(dc + static_cast<size_t>(r) * cw + (j - from_t), d);
   }
 }
 
@@ -1309,42 +1136,6 @@ cudaError_t channel_slice_backward(const H_* dy, H_* dx, int64_t rows, int64_t C
 }
 template cudaError_t channel_slice_backward(const float*, float*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
 template cudaError_t channel_slice_backward(const bf16*, bf16*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
-
-template <class H_>
-cudaError_t glu_backward(const H_* t, int64_t Ct, const H_* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
-                         Act act, const H_* dy, int64_t width, H_* dt, H_* dc, int64_t rows, cudaStream_t s) {
-  using T = typename DevT<H_>::type;
-  constexpr int64_t kMax = int64_t{1} << 31;
-  if (rows * Ct >= kMax || rows * width >= kMax || rows * cw >= kMax) return cudaErrorInvalidValue;
-  const int ct = static_cast<int>(Ct), w = static_cast<int>(width), c_w = static_cast<int>(cw);
-  constexpr int64_t V = kVec<T>;
-  using kernels::aligned16;
-  if (Ct % V == 0 && cw % V == 0 && gate_offset % V == 0 && value_offset % V == 0 && width % V == 0 &&
-      aligned16(t) && (!c || aligned16(c)) && aligned16(dy) && aligned16(dt) && (!dc || aligned16(dc))) {
-    if (rows * Ct > 0)
-      glu_dt_vec_kernel<T><<<blocks_for(rows * Ct / V), kThreads, 0, s>>>(
-          dptr(t), static_cast<uint32_t>(Ct), dptr(c), static_cast<uint32_t>(cw), static_cast<uint32_t>(gate_offset),
-          static_cast<uint32_t>(value_offset), act, dptr(dy), static_cast<uint32_t>(width), dptr(dt),
-          static_cast<uint32_t>(rows * Ct / V));
-    if (dc && rows * cw > 0)
-      glu_dc_vec_kernel<T><<<blocks_for(rows * cw / V), kThreads, 0, s>>>(
-          dptr(t), static_cast<uint32_t>(Ct), static_cast<uint32_t>(cw), static_cast<uint32_t>(gate_offset), act,
-          dptr(dy), static_cast<uint32_t>(width), dptr(dc), static_cast<uint32_t>(rows * cw / V));
-    return cudaGetLastError();
-  }
-  if (rows * Ct > 0)
-    glu_dt_kernel<T><<<blocks_for(rows * Ct), kThreads, 0, s>>>(dptr(t), ct, dptr(c), c_w, static_cast<int>(gate_offset),
-                                                                static_cast<int>(value_offset), act, dptr(dy), w,
-                                                                dptr(dt), static_cast<int>(rows * Ct));
-  if (dc && rows * cw > 0)
-    glu_dc_kernel<T><<<blocks_for(rows * cw), kThreads, 0, s>>>(dptr(t), ct, c_w, static_cast<int>(gate_offset), act,
-                                                                dptr(dy), w, dptr(dc), static_cast<int>(rows * cw));
-  return cudaGetLastError();
-}
-template cudaError_t glu_backward(const float*, int64_t, const float*, int64_t, int64_t, int64_t, Act, const float*,
-                                  int64_t, float*, float*, int64_t, cudaStream_t);
-template cudaError_t glu_backward(const bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, Act, const bf16*,
-                                  int64_t, bf16*, bf16*, int64_t, cudaStream_t);
 
 template <class H_>
 cudaError_t pool_minus_input_backward(const H_* dyh, H_* dxh, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,

@@ -817,6 +817,7 @@ void cuda_select_device(int index) { cuda::select_device(index); }
 int cuda_device_count() { return cuda::device_count(); }
 std::string cuda_device_description() { return cuda::device_description(); }
 size_t cuda_peak_bytes() { return cuda::pool_peak_bytes(); }
+std::string cuda_peak_blocks() { return cuda::pool_peak_blocks(); }
 void cuda_reset_peak() { cuda::pool_reset_peak(); }
 
 void cuda_set_fp32_matmul(const std::string& mode) {

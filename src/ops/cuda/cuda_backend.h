@@ -14,6 +14,12 @@
 
 namespace mf {
 
+namespace cuda {
+// The derived-cache key of a tensor's bf16 copy on the GPU (cuda_backend.cpp's converted(); a weight's
+// is rewritten by the AdamW step, cuda_optimizer.cpp). Here, in a header without CUDA's, for the tests.
+inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
+}  // namespace cuda
+
 // The backend object (created on first use: it selects the device and makes the context);
 // throws mf::Error when there is no usable GPU or the precision is not available.
 Backend& cuda_backend(Precision precision);
@@ -22,6 +28,7 @@ void cuda_select_device(int index);
 int cuda_device_count();
 std::string cuda_device_description();
 size_t cuda_peak_bytes();
+std::string cuda_peak_blocks();
 void cuda_reset_peak();
 // The arithmetic of the backend's fp32 matrix products: "fp32" (exact), "tf32" or "bf16" (gemm.h).
 void cuda_set_fp32_matmul(const std::string& mode);

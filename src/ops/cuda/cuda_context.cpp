@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "core/device_memory.h"
 #include "ops/cuda/backend_kernels.h"
@@ -109,7 +113,11 @@ class CudaPool final : public DeviceMemory {
     }
     std::lock_guard<std::mutex> lock(mu_);
     in_use_ += bytes;
-    if (in_use_ > peak_) peak_ = in_use_;
+    if (trace_blocks_) live_[p] = bytes;
+    if (in_use_ > peak_) {
+      peak_ = in_use_;
+      if (trace_blocks_) snapshot_peak();
+    }
     return p;
   }
   void release(void* p, size_t bytes) override {
@@ -120,6 +128,7 @@ class CudaPool final : public DeviceMemory {
     if (cudaFreeAsync(p, g_context->stream) != cudaSuccess) cudaGetLastError();
     std::lock_guard<std::mutex> lock(mu_);
     in_use_ -= bytes == 0 ? 1 : bytes;
+    if (trace_blocks_) live_.erase(p);
   }
   void copy(void* dst, const void* src, size_t bytes, Direction dir) override {
     Context& c = context();
@@ -240,7 +249,34 @@ class CudaPool final : public DeviceMemory {
   void set_limit(size_t l) { limit_ = l; }
   size_t in_use() const { return in_use_; }
   size_t peak() const { return peak_; }
-  void reset_peak() { peak_ = in_use_; }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = in_use_;
+    if (trace_blocks_) snapshot_peak();
+  }
+  // The blocks held at the peak, grouped by size, largest total first: "154.1 MiB x 2, 77.1 MiB x 1,
+  // ..." (METAFORMER_CUDA_PEAK_BLOCKS=1; otherwise empty). What a peak is made of: the input and its
+  // copies, a wide hidden activation, the weights' copies.
+  std::string peak_blocks() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!trace_blocks_) return {};
+    std::map<size_t, int> by_size;
+    for (size_t b : peak_sizes_) ++by_size[b];
+    std::vector<std::pair<size_t, int>> groups(by_size.begin(), by_size.end());
+    std::sort(groups.begin(), groups.end(), [](const auto& a, const auto& b) {
+      return a.first * static_cast<size_t>(a.second) > b.first * static_cast<size_t>(b.second);
+    });
+    std::string out;
+    size_t shown = 0;
+    for (const auto& [bytes, n] : groups) {
+      if (shown == 12) {
+        out += ", ...";
+        break;
+      }
+      out += fmt::format("{}{:.1f} MiB x {}", shown++ ? ", " : "", bytes / 1048576.0, n);
+    }
+    return out;
+  }
 
  private:
   struct PinnedBlock {
@@ -292,8 +328,20 @@ class CudaPool final : public DeviceMemory {
     return a + bytes <= it->first + it->second.bytes ? &it->second : nullptr;
   }
 
+  void snapshot_peak() {  // mu_ held
+    peak_sizes_.clear();
+    for (const auto& [p, bytes] : live_) peak_sizes_.push_back(bytes);
+  }
+
   std::mutex mu_;
   size_t in_use_ = 0, peak_ = 0, limit_ = 0;
+  // METAFORMER_CUDA_PEAK_BLOCKS=1: every live block's size, and their sizes when the peak was reached.
+  const bool trace_blocks_ = [] {
+    const char* e = std::getenv("METAFORMER_CUDA_PEAK_BLOCKS");
+    return e && std::strcmp(e, "1") == 0;
+  }();
+  std::unordered_map<void*, size_t> live_;
+  std::vector<size_t> peak_sizes_;
   std::mutex pin_mu_;
   std::map<uintptr_t, PinnedBlock> pinned_;
   cudaStream_t copy_stream_ = nullptr;  // copy_ahead's (made on first use, never destroyed)
@@ -377,6 +425,7 @@ cudaEvent_t copy_ahead(void* dst, const void* src, size_t bytes, cudaEvent_t aft
 
 size_t pool_bytes_in_use() { return pool().in_use(); }
 size_t pool_peak_bytes() { return pool().peak(); }
+std::string pool_peak_blocks() { return pool().peak_blocks(); }
 void pool_reset_peak() { pool().reset_peak(); }
 
 }  // namespace mf::cuda

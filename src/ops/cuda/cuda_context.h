@@ -11,12 +11,9 @@
 #include <string>
 
 #include "core/error.h"
+#include "ops/cuda/cuda_backend.h"  // kBf16CopyKey
 
 namespace mf::cuda {
-
-// The derived-cache key of a tensor's bf16 copy on the GPU (cuda_backend.cpp's converted(); a weight's
-// is rewritten by the AdamW step, cuda_optimizer.cpp).
-inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
 
 // Throws mf::Error naming the failed call and CUDA's message.
 void check(cudaError_t status, const char* what);
@@ -55,6 +52,8 @@ cudaEvent_t copy_ahead(void* dst, const void* src, size_t bytes, cudaEvent_t aft
 // Memory pool statistics, in bytes.
 size_t pool_bytes_in_use();
 size_t pool_peak_bytes();
+// The blocks held at that peak, by size (METAFORMER_CUDA_PEAK_BLOCKS=1; otherwise empty).
+std::string pool_peak_blocks();
 void pool_reset_peak();
 
 }  // namespace mf::cuda

@@ -71,7 +71,8 @@ void CudaBackwardOps::adamw_step(const std::vector<AdamWTensors>& tensors, const
   // rewritten by the step from the new weight, rounded as the cast kernel rounds, and stamped with the
   // weight's new version (op::adamw_step bumped it): the next forward finds it instead of launching a
   // cast per weight (about 75 a convformer_s18 step). METAFORMER_CUDA_ADAMW_COPIES=0 leaves them to the
-  // casts (read each step: CudaTraining.AdamWRefreshesTheBf16CopiesBitForBit compares the two).
+  // casts (read each step, so that CudaTraining.AdamWRefreshesTheBf16CopiesBitForBit can compare the two
+  // in one process; env_choice warns about a bad value once).
   const bool refresh = env_choice("METAFORMER_CUDA_ADAMW_COPIES", {"1", "0"}) != 1;
   std::vector<std::pair<const Tensor*, std::shared_ptr<void>>> copies;
   for (const AdamWTensors& t : tensors) {

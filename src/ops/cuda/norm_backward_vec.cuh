@@ -29,7 +29,10 @@ __device__ __forceinline__ double row_group_sum(double v) {
   return v;
 }
 
-// The fused kernel's warp_row_rstd over a row's G lanes.
+// rstd = 1 / sqrt(var + eps) of a row whose G lanes hold q = their float Σ (x − meanf)²: the lanes
+// added in double (the butterfly: a fixed order, warp_sum's at G = 32), Σ (x − meanf)² = Σ (x − mean)²
+// + n (mean − meanf)² with the second term taken off in double, then a float rsqrt refined by one
+// Newton step in double. Also the warp-per-row kernels' (G = 32) in backward_kernels.cu.
 template <int G>
 __device__ __forceinline__ double row_group_rstd(float q, double mean, float meanf, double inv_n, float eps) {
   const double dm = mean - static_cast<double>(meanf);

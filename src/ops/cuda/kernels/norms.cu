@@ -227,11 +227,10 @@ __global__ void __launch_bounds__(kGnThreads) gn_partial_kernel(const T* x, int6
     return (VEC ? int64_t(threadIdx.x) * kGnPerThread + i : int64_t(i) * kGnThreads + threadIdx.x) < count;
   };
   if constexpr (VEC) {
-    const bool mine = int64_t(threadIdx.x) * kGnPerThread < count;  // counts are whole vectors
 #pragma unroll
-    for (int q = 0; q < kGnPerThread / kVec<T>; ++q) {
+    for (int q = 0; q < kGnPerThread / kVec<T>; ++q) {  // counts are whole vectors
       float part[kVec<T>];
-      if (mine && int64_t(threadIdx.x) * kGnPerThread + q * kVec<T> < count)
+      if (int64_t(threadIdx.x) * kGnPerThread + q * kVec<T> < count)
         unpack_vec<T>(__ldca(reinterpret_cast<const uint4*>(xs + threadIdx.x * kGnPerThread + q * kVec<T>)), part);
       else
 #pragma unroll

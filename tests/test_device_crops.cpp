@@ -78,9 +78,15 @@ TEST(DeviceCrops, PackedRowsFinishToTheLoadersOwnSamples) {
               << backend << ", size " << size << " " << interp << ", sample " << i << ", seed " << seed;
         }
       }
-    if (size == 224) EXPECT_EQ(packed, data->size() * 3) << "every 97x71 box fits a 224x224 row";
-    if (size == 16 || std::string(interp) == "nearest") EXPECT_EQ(packed, 0);
-    if (size == 40) EXPECT_GT(packed, 0);
+    if (size == 224) {
+      EXPECT_EQ(packed, data->size() * 3) << "every 97x71 box fits a 224x224 row";
+    }
+    if (size == 16 || std::string(interp) == "nearest") {
+      EXPECT_EQ(packed, 0);
+    }
+    if (size == 40) {
+      EXPECT_GT(packed, 0);
+    }
   }
 }
 

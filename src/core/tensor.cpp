@@ -258,6 +258,10 @@ void Tensor::set_derived(const std::string& key, std::shared_ptr<void> value) co
   storage_->derived[key] = std::make_shared<Derived>(Derived{storage_->version, offset_, numel(), std::move(value)});
 }
 
+void Tensor::drop_derived(const std::string& key) const {
+  if (storage_) storage_->derived.erase(key);
+}
+
 void check_shape(const Tensor& t, const Shape& expected, const std::string& what) {
   MF_CHECK(t.shape() == expected, "{}: expected shape {}, got {}", what, expected.str(), t.shape().str());
 }

@@ -114,6 +114,8 @@ class Tensor {
   // (the cuda AdamW step refreshing a weight's bf16 copy).
   std::shared_ptr<void> derived_any_version(const std::string& key) const;
   void set_derived(const std::string& key, std::shared_ptr<void> value) const;
+  // Forgets the cached object under `key`, if any (a device copy that is no longer needed).
+  void drop_derived(const std::string& key) const;
 
  private:
   std::shared_ptr<Storage> storage_;

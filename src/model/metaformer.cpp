@@ -143,6 +143,15 @@ Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
   return mask;
 }
 
+Tensor MetaFormerBlock::forward_owned(Ctx& ctx, Tensor x) {
+  if (ctx.training || !second_branch()) return forward(ctx, x);
+  const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
+  x = Tensor();  // read by the first half only: its memory serves the second (a GPU frees it in stream order)
+  if (channel_mixer_)
+    return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
+  return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
+}
+
 Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   if (!ctx.training) {
     // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
@@ -204,6 +213,11 @@ MetaFormerStage::MetaFormerStage(const MetaFormerConfig& c, int stage, int in_ch
 
 Tensor MetaFormerStage::forward(Ctx& ctx, const Tensor& x) {
   return blocks_->run(ctx, downsample_ ? downsample_->run(ctx, x) : x);
+}
+
+Tensor MetaFormerStage::forward_owned(Ctx& ctx, Tensor x) {
+  if (downsample_) x = downsample_->run(ctx, x);
+  return blocks_->run_owned(ctx, std::move(x));
 }
 
 Tensor MetaFormerStage::backward(Ctx& ctx, const Tensor& dy) {
@@ -375,13 +389,15 @@ Tensor MetaFormer::forward(Ctx& ctx, const Tensor& x) {
   }
   if (body_) return body_->forward(ctx, x);
   Tensor y = seq_stem_ ? seq_stem_->run(ctx, x) : stem_->run(ctx, x);
-  if (blocks_ && !norm_) return series_head_forward(ctx, blocks_->run(ctx, y));
+  if (blocks_ && !norm_) return series_head_forward(ctx, blocks_->run_owned(ctx, std::move(y)));
   if (blocks_) {
-    y = norm_->run(ctx, blocks_->run(ctx, y));
+    y = norm_->run(ctx, blocks_->run_owned(ctx, std::move(y)));
     if (ctx.training) saved_tokens_shape_ = y.shape();
     return linear_head_->run(ctx, op::global_avg_pool(ctx.exec, y));
   }
-  y = stages_->run(ctx, y);
+  // The stem's output handed over: the first stage drops it after its first block's first half
+  // (held here, it stayed through stage 0, one activation stream of the largest stage).
+  y = stages_->run_owned(ctx, std::move(y));
   return head_->run(ctx, y);
 }
 

@@ -67,6 +67,8 @@ class MetaFormerBlock : public Module {
   MetaFormerBlock(const MetaFormerConfig& c, int stage, int64_t height, int64_t width, double drop_path);
   std::string kind() const override { return "MetaFormerBlock"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  // Inference: the input dropped once the first half's residual has read it.
+  Tensor forward_owned(Ctx& ctx, Tensor x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
   double drop_path() const { return drop_path_; }
 
@@ -95,6 +97,7 @@ class MetaFormerStage : public Module {
                   const std::vector<double>& drop_path);
   std::string kind() const override { return "MetaFormerStage"; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  Tensor forward_owned(Ctx& ctx, Tensor x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
 
  private:

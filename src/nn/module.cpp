@@ -15,6 +15,12 @@ Tensor Module::run(Ctx& ctx, const Tensor& x) {
   return y;
 }
 
+Tensor Module::run_owned(Ctx& ctx, Tensor x) {
+  Tensor y = forward_owned(ctx, std::move(x));
+  if (ctx.on_output && !path_.empty()) ctx.on_output(path_, y);
+  return y;
+}
+
 namespace {
 // An empty name joins nothing: a child registered as "" puts its parameters directly under its
 // parent (MambaOut's `blocks.0.fc1` is the gated-CNN mixer's fc1), and a parameter named "" is

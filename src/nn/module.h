@@ -92,6 +92,12 @@ class Module {
 
   // forward() followed by the output hook.
   Tensor run(Ctx& ctx, const Tensor& x);
+  // forward() for a caller that hands its input over: a module that is done with its input before
+  // it is done (a block's first residual half) may drop it, so that a pass holds one stream of
+  // activations fewer (docs/design.md, "Memory"). The default keeps it to the end, as forward does.
+  virtual Tensor forward_owned(Ctx& ctx, Tensor x) { return forward(ctx, x); }
+  // forward_owned() followed by the output hook.
+  Tensor run_owned(Ctx& ctx, Tensor x);
 
   const std::string& path() const { return path_; }
   // Sets the dotted path of this module and all its descendants (call once on the root).

@@ -8,6 +8,11 @@ Tensor Sequential::forward(Ctx& ctx, const Tensor& x) {
   return y;
 }
 
+Tensor Sequential::forward_owned(Ctx& ctx, Tensor x) {
+  for (auto& [name, child] : children()) x = child->run_owned(ctx, std::move(x));
+  return x;
+}
+
 }  // namespace mf
 
 namespace mf {

@@ -15,6 +15,8 @@ class Sequential : public Module {
   size_t size() const { return children().size(); }
   Module& at(size_t i) const { return *children()[i].second; }
   Tensor forward(Ctx& ctx, const Tensor& x) override;
+  // Each child's input handed over to it: none is held here once the child has it.
+  Tensor forward_owned(Ctx& ctx, Tensor x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
 };
 

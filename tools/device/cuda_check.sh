@@ -19,6 +19,8 @@
 #   parity.md     full-size parity of every zoo family against timm's float64 logits (224, and 192x256)
 #   bench.md      batch-256 throughput (fp32, TF32 off; then bf16) of poolformer_s12, convformer_s18,
 #                 caformer_s18, mambaout_femto, with --profile
+#   peak.md       (step peak, not in the default set) the blocks of the GPU pool live at each model's bf16
+#                 batch-256 inference peak (METAFORMER_CUDA_PEAK_BLOCKS=1), with a host image and a .npy input
 #   sbs.md        (step sbs, not in the default set: minutes of torch.compile) bench/gpu_side_by_side.py:
 #                 the engine against timm eager and torch.compile in bf16, batch 256 and 1, peak memory
 #   curve.md      (step curve, not in the default set) bench/loss_curve_vs_torch.py: the engine's training loss
@@ -376,6 +378,17 @@ if has sbs; then
   (cd "$S" && timeout "${SBS_TIMEOUT:-560}" python3 bench/gpu_side_by_side.py --metaformer "$M" \
      --models "${SBS_MODELS:-poolformer_s12,convformer_s18,caformer_s18,mambaout_femto}" --json "$OUT/sbs.json" 2>&1) |
     tee "$OUT/sbs.md"
+fi
+
+if has peak; then  # what the inference peak is made of (METAFORMER_CUDA_PEAK_BLOCKS=1), bf16 batch 256
+  echo "== peak GPU memory: blocks live at the peak, bf16 batch 256, a constant host image and a .npy input"
+  python3 -c "import numpy as np; np.save('/tmp/peak_in.npy', np.random.default_rng(0).random((256, 3, 224, 224), dtype=np.float32))"
+  for m in ${PEAK_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}; do
+    for input in "" /tmp/peak_in.npy; do
+      METAFORMER_CUDA_PEAK_BLOCKS=1 timeout 120 "$M" bench -m $m --backend cuda --dtype bf16 -b 256 \
+        ${input:+-i $input} --runs 10 --warmup 3 2>&1 | grep -E "peak GPU memory of|^\| $m" | tee -a "$OUT/peak.md"
+    done
+  done
 fi
 
 if has ncu; then  # where the bf16 time goes inside the slowest kernels (Nsight Compute, when installed)

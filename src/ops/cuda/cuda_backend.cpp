@@ -48,7 +48,7 @@ void wait_for_upload_ahead(const void* device_data) {
 // storage (parameters are uploaded once; the cache follows their version).
 const float* dev(const Tensor& t) {
   if (t.device() == Device::CUDA) return t.data();
-  static const std::string key = "cuda";
+  static const std::string key = cuda::kUploadKey;
   if (auto d = t.derived(key)) {
     const float* p = static_cast<Tensor*>(d.get())->data();
     wait_for_upload_ahead(p);
@@ -230,13 +230,6 @@ class CudaBackend final : public CudaFamilyOps {
   }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {
-    // A host input goes in as its cached upload, the one an eager pass reads (dev()): otherwise each
-    // replay copied it from pageable host memory again, which at batch 256 (154 MB) took longer than
-    // the pass, and made graphs look slower than eager passes.
-    if (x.device() != Device::CUDA && x.dtype() == DType::f32) {
-      dev(x);
-      return cuda::run_recorded(owner, *static_cast<const Tensor*>(x.derived("cuda").get()), pass);
-    }
     return cuda::run_recorded(owner, x, pass);
   }
   void release_passes(const void* owner) override { cuda::release_recorded(owner); }
@@ -256,7 +249,7 @@ class CudaBackend final : public CudaFamilyOps {
     Tensor up = std::move(reserved_);
     reserved_ = Tensor();
     if (!up.defined() || x.device() == Device::CUDA || x.dtype() != DType::f32 || x.shape() != up.shape() ||
-        x.derived("cuda"))
+        x.derived(cuda::kUploadKey))
       return;
     cudaEvent_t copied =
         cuda::copy_ahead(up.raw(), x.raw(), static_cast<size_t>(x.numel()) * sizeof(float), reserved_at_);
@@ -269,7 +262,7 @@ class CudaBackend final : public CudaFamilyOps {
         it->second = copied;
       }
     }
-    x.set_derived("cuda", std::make_shared<Tensor>(std::move(up)));
+    x.set_derived(cuda::kUploadKey, std::make_shared<Tensor>(std::move(up)));
   }
 
   void linear(const Tensor& x, const Tensor& w, const Tensor* b, Tensor& y) override {

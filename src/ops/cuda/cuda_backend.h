@@ -18,6 +18,8 @@ namespace cuda {
 // The derived-cache key of a tensor's bf16 copy on the GPU (cuda_backend.cpp's converted(); a weight's
 // is rewritten by the AdamW step, cuda_optimizer.cpp). Here, in a header without CUDA's, for the tests.
 inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
+// The derived-cache key of a host tensor's fp32 upload (cuda_backend.cpp's dev()).
+inline constexpr const char* kUploadKey = "cuda";
 }  // namespace cuda
 
 // The backend object (created on first use: it selects the device and makes the context);

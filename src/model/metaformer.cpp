@@ -144,23 +144,18 @@ Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
 }
 
 Tensor MetaFormerBlock::forward_owned(Ctx& ctx, Tensor x) {
-  if (ctx.training || !second_branch()) return forward(ctx, x);
+  if (ctx.training) return forward(ctx, x);
+  // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
   const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
   x = Tensor();  // read by the first half only: its memory serves the second (a GPU frees it in stream order)
   if (channel_mixer_)
     return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
+  if (!mlp_) return h;
   return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
 }
 
 Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
-  if (!ctx.training) {
-    // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
-    const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
-    if (channel_mixer_)
-      return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
-    if (!mlp_) return h;
-    return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
-  }
+  if (!ctx.training) return forward_owned(ctx, x);  // a copy: the caller's x stays alive, as it holds it
   // Training: keep the inputs of both residual adds; with drop path, mask each branch per sample. A
   // branch's output is kept only where a layer scale's gradient reads it (the residual's input is
   // kept anyway by the norm that reads it): ConvFormer and CAFormer have no layer scale, and their

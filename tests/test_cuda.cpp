@@ -185,6 +185,38 @@ TEST(CudaOptimizer, AdamWStepLeavesACurrentBf16CopyOfTheWeight) {
   }
 }
 
+// The MLP branch written over its input (op::mlp_branch_, for a block that owns the input): the same
+// bits as into a new tensor, in the input's storage; an input another tensor shares is left alone.
+TEST(CudaBackend, MlpBranchOverItsInputGivesTheSameBits) {
+  MF_REQUIRE_GPU();
+  const Tensor image = random_tensor({2, 24, 7, 9}, 11);  // NCHW; the branch reads [2, 7, 9, 24]
+  const Tensor w1 = random_tensor({96, 24}, 12), b1 = random_tensor({96}, 13), w2 = random_tensor({24, 96}, 14);
+  const Tensor b2 = random_tensor({24}, 15), nw = random_tensor({24}, 16, 0.5f, 1.5f), nb = random_tensor({24}, 17);
+  const Tensor ls = random_tensor({24}, 18);
+  const Activation gelu{ActKind::GELU};
+  for (const Precision p : {Precision::fp32, Precision::bf16}) {
+    for (const auto type : {BranchNorm::Type::layer_norm, BranchNorm::Type::group_norm1}) {
+      Exec gpu{&get_backend("cuda", p), nullptr};
+      const BranchNorm norm{type, &nw, &nb, 1e-5f};
+      const BranchScales scales{nullptr, &ls};
+      const Tensor x = op::nchw_to_nhwc(gpu, image);
+      const Tensor want = op::mlp_branch(gpu, x, norm, w1, &b1, gelu, w2, &b2, scales).to(Device::CPU);
+      Tensor mine = op::nchw_to_nhwc(gpu, image);
+      const void* at = mine.raw();
+      const Tensor got = op::mlp_branch_(gpu, std::move(mine), norm, w1, &b1, gelu, w2, &b2, scales);
+      EXPECT_EQ(got.raw(), at) << "the output was not written over the handed-over input";
+      const Tensor host = got.to(Device::CPU);
+      EXPECT_EQ(std::memcmp(host.data(), want.data(), sizeof(float) * want.numel()), 0) << precision_name(p);
+      // x is shared (this test holds it): a new output, x unchanged
+      const Tensor before = x.to(Device::CPU);
+      const Tensor shared = op::mlp_branch_(gpu, x, norm, w1, &b1, gelu, w2, &b2, scales);
+      EXPECT_NE(shared.raw(), x.raw());
+      const Tensor after = x.to(Device::CPU);
+      EXPECT_EQ(std::memcmp(before.data(), after.data(), sizeof(float) * before.numel()), 0);
+    }
+  }
+}
+
 TEST(CudaBackend, OutOfMemoryIsAnErrorAndTheBackendStillWorks) {
   MF_REQUIRE_GPU();
   get_backend("cuda");

@@ -3,6 +3,7 @@
 // bytes in use, which every CPU tensor comes from.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 
 #include "core/buffer_pool.h"
@@ -82,6 +83,23 @@ TEST(Handover, TheStemOutputIsFreedInsideTheFirstBlock) {
   EXPECT_LT(at_block - before, activation + activation / 2)
       << "bytes in use grew by " << at_block - before << " with stage-0 activations of " << activation;
   EXPECT_EQ(logits.dim(1), model.config().num_classes);
+}
+
+// A backend that does not allow it (the CPU's) runs op::mlp_branch_ as op::mlp_branch: a new output,
+// the same values, the input untouched.
+TEST(Handover, MlpBranchOverItsInputFallsBackWhereTheBackendSaysNo) {
+  Exec cpu{&get_backend("cpu"), nullptr};
+  ASSERT_FALSE(cpu.backend->mlp_branch_in_place({}));
+  const Tensor x = random_tensor({2, 5, 6, 16}, 3);
+  const Tensor w1 = random_tensor({64, 16}, 4), w2 = random_tensor({16, 64}, 5), nw = random_tensor({16}, 6);
+  const BranchNorm norm{BranchNorm::Type::layer_norm, &nw, nullptr, 1e-5f};
+  const Activation gelu{ActKind::GELU};
+  const Tensor want = op::mlp_branch(cpu, x, norm, w1, nullptr, gelu, w2, nullptr, {});
+  Tensor mine = x.clone();
+  const void* at = mine.raw();
+  const Tensor got = op::mlp_branch_(cpu, std::move(mine), norm, w1, nullptr, gelu, w2, nullptr, {});
+  EXPECT_NE(got.raw(), at);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), sizeof(float) * want.numel()), 0);
 }
 
 }  // namespace

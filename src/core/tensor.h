@@ -99,6 +99,9 @@ class Tensor {
   bool same_memory(const Tensor& o) const;
   // True when both view (parts of) one storage.
   bool shares_storage(const Tensor& o) const { return storage_ != nullptr && storage_ == o.storage_; }
+  // No other tensor (no view, copy or hook's reference) shares this storage: an update in place is
+  // seen by nobody else.
+  bool sole_owner() const { return storage_ != nullptr && storage_.use_count() == 1; }
 
   // Caches of data derived from this tensor's current contents (see Storage::id / version).
   uint64_t storage_id() const;

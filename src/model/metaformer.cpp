@@ -146,12 +146,13 @@ Tensor MetaFormerBlock::drop_path_mask(Ctx& ctx, int64_t batch) const {
 Tensor MetaFormerBlock::forward_owned(Ctx& ctx, Tensor x) {
   if (ctx.training) return forward(ctx, x);
   // Each half as one call that may fuse its norm and residual (TokenMixer / Mlp::run_branch).
-  const Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
+  Tensor h = mixer_->run_branch(ctx, x, *norm1_, {scale_of(res_scale1_), scale_of(layer_scale1_)});
   x = Tensor();  // read by the first half only: its memory serves the second (a GPU frees it in stream order)
   if (channel_mixer_)
     return channel_mixer_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
   if (!mlp_) return h;
-  return mlp_->run_branch(ctx, h, *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
+  // h is the block's own: the second half may write over it (where no one else holds it).
+  return mlp_->run_branch_owned(ctx, std::move(h), *norm2_, {scale_of(res_scale2_), scale_of(layer_scale2_)});
 }
 
 Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {

@@ -49,6 +49,13 @@ Tensor Mlp::run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales
                         opt(fc2_->bias()), scales);
 }
 
+Tensor Mlp::run_branch_owned(Ctx& ctx, Tensor x, Norm& norm, const BranchScales& scales) {
+  const std::optional<BranchNorm> bn = norm.as_branch_norm();
+  if (ctx.training || glu_ || gate_ || !bn) return run_branch(ctx, x, norm, scales);
+  return op::mlp_branch_(ctx.exec, std::move(x), *bn, v(fc1_->weight()), opt(fc1_->bias()), act_->params(),
+                         v(fc2_->weight()), opt(fc2_->bias()), scales);
+}
+
 Tensor Mlp::backward(Ctx& ctx, const Tensor& dy) {
   if (!gate_) return backward_mlp(ctx, dy);
   MF_CHECK(saved_y_.defined(), "{}: backward without a training forward", path());

@@ -22,6 +22,8 @@ class Mlp : public Module {
   // (op::mlp_branch: neither the normalised rows nor the bare MLP output reach memory) where the
   // norm and activation allow; otherwise the modules and the residual add in turn.
   Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales);
+  // The same with x handed over: the fused branch may write its output over x (op::mlp_branch_).
+  Tensor run_branch_owned(Ctx& ctx, Tensor x, Norm& norm, const BranchScales& scales);
   void collect_ops(std::set<OpKind>& ops) const override {
     if (glu_) ops.insert(OpKind::Glu);
     if (gate_) ops.insert(OpKind::SoftmaxGate);

@@ -128,6 +128,12 @@ class Backend {
   virtual void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                           const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
                           Tensor& y);
+  // Whether mlp_branch may be given y = x (the same storage), for op::mlp_branch_: every element of x
+  // is read (by the norm, and as the residual) before its place in y is written. By default not.
+  virtual bool mlp_branch_in_place(const BranchScales& scales) const {
+    (void)scales;
+    return false;
+  }
   // y = res_scale ⊙ x + layer_scale ⊙ (pool(n) − n) with n = group_norm1(x): PoolFormer's first half;
   // by default group_norm1, pool_minus_input and scaled_residual
   virtual void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales,

@@ -60,6 +60,11 @@ Tensor glu_linear(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_
 // while it is still in cache. Inference only.
 Tensor mlp_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                   const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales);
+// The same for a caller that hands x over: written over x where x is its storage's only tensor and
+// the backend allows it (Backend::mlp_branch_in_place), so the branch needs no output stream of its
+// own; otherwise mlp_branch. The same values either way.
+Tensor mlp_branch_(const Exec& e, Tensor x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                   const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales);
 // fc2(act(fc1(x))), the MetaFormer MLP, as one op: the CPU backend runs it in blocks of rows so the
 // hidden activations (4× the width) stay in cache instead of going through memory. Inference only.
 Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, const Activation& act, const Tensor& w2,

@@ -390,6 +390,11 @@ class CudaBackend final : public CudaFamilyOps {
   // The block's second half with its residual (and layer scale, folded into fc2) in fc2's epilogue;
   // with a res scale as the default composition. In chunks of samples where METAFORMER_CUDA_CHUNK_MB
   // asks for them (the norm's output and the hidden activation a sample).
+  // y may be x: the norm reads each chunk of rows before fc2's residual epilogue (C = D, one layout,
+  // as cuBLASLt allows) writes over it. Not on the default composition (res scale, simple kernels).
+  bool mlp_branch_in_place(const BranchScales& scales) const override {
+    return !scales.res_scale && !simple_kernels();
+  }
   void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, const Activation& act,
                   const Tensor& w2, const Tensor* b2, const BranchScales& scales, Tensor& y) override {
     if (by_sample_chunks(x, y, x.shape().last() + w1.dim(0), [&](const Tensor& xc, Tensor& yc) {

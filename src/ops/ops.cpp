@@ -96,14 +96,21 @@ void check_branch(const Tensor& x, const BranchNorm& norm, const BranchScales& s
 }
 }  // namespace
 
-Tensor mlp_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
-                  const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales) {
+namespace {
+void check_mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1, const Tensor& w2,
+                      const Tensor* b2, const BranchScales& scales) {
   check_branch(x, norm, scales);
   MF_CHECK(w1.dim(1) == x.shape().last() && w2.dim(1) == w1.dim(0) && w2.dim(0) == x.shape().last(),
            "mlp_branch: weights {} and {} do not map {} features back to themselves", w1.shape().str(),
            w2.shape().str(), x.shape().last());
   check_vec(b1, w1.dim(0), "fc1 bias", OpKind::Linear);
   check_vec(b2, w2.dim(0), "fc2 bias", OpKind::Linear);
+}
+}  // namespace
+
+Tensor mlp_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
+                  const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales) {
+  check_mlp_branch(x, norm, w1, b1, w2, b2, scales);
   Tensor y = out(e, x.shape());
   Timed t(e, OpKind::Linear, x.shape().rows() * w1.dim(0) * (w1.dim(1) + w2.dim(0)));
   e.backend->mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
@@ -115,12 +122,7 @@ Tensor mlp_branch_(const Exec& e, Tensor x, const BranchNorm& norm, const Tensor
   if (!x.sole_owner() || !e.backend->mlp_branch_in_place(scales) || x.device() != e.backend->device() ||
       x.dtype() != e.backend->activation_dtype())
     return mlp_branch(e, x, norm, w1, b1, act, w2, b2, scales);
-  check_branch(x, norm, scales);
-  MF_CHECK(w1.dim(1) == x.shape().last() && w2.dim(1) == w1.dim(0) && w2.dim(0) == x.shape().last(),
-           "mlp_branch: weights {} and {} do not map {} features back to themselves", w1.shape().str(),
-           w2.shape().str(), x.shape().last());
-  check_vec(b1, w1.dim(0), "fc1 bias", OpKind::Linear);
-  check_vec(b2, w2.dim(0), "fc2 bias", OpKind::Linear);
+  check_mlp_branch(x, norm, w1, b1, w2, b2, scales);
   Timed t(e, OpKind::Linear, x.shape().rows() * w1.dim(0) * (w1.dim(1) + w2.dim(0)));
   Tensor y = x;  // the same storage
   e.backend->mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);

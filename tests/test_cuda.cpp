@@ -217,6 +217,39 @@ TEST(CudaBackend, MlpBranchOverItsInputGivesTheSameBits) {
   }
 }
 
+// PoolFormer's mixer half leaves its output's GroupNorm statistics with it (cuda::kGn1PartialsKey),
+// and the MLP half's norm takes them instead of reading its input for them: the same bits as the
+// norm's own pass, for a sample of two chunks, one of them partial, with and without the vector
+// kernel (C = 12 is not a whole number of bf16 vectors). A write to the output drops them.
+TEST(CudaBackend, PoolBranchStatisticsGiveTheNormsOwnBits) {
+  MF_REQUIRE_GPU();
+  for (const int64_t C : {24, 12}) {
+    const Tensor image = random_tensor({3, C, 11, 13}, 21);  // a sample: 11 · 13 · C elements
+    const Tensor gw = random_tensor({C}, 22, 0.5f, 1.5f), gb = random_tensor({C}, 23), ls = random_tensor({C}, 24);
+    const Tensor nw = random_tensor({C}, 25, 0.5f, 1.5f), nb = random_tensor({C}, 26);
+    for (const Precision p : {Precision::fp32, Precision::bf16}) {
+      Exec gpu{&get_backend("cuda", p), nullptr};
+      const BranchNorm norm{BranchNorm::Type::group_norm1, &gw, &gb, 1e-5f};
+      const Tensor x = op::nchw_to_nhwc(gpu, image);
+      const Tensor y = op::pool_branch(gpu, x, norm, 3, BranchScales{nullptr, &ls});
+      EXPECT_TRUE(y.derived(cuda::kGn1PartialsKey) != nullptr) << precision_name(p) << " C=" << C;
+      const Tensor taken = op::group_norm1(gpu, y, nw, &nb, 1e-6f).to(Device::CPU);
+      EXPECT_TRUE(y.derived(cuda::kGn1PartialsKey) == nullptr) << "the statistics are used once";
+      const Tensor own = op::group_norm1(gpu, y, nw, &nb, 1e-6f).to(Device::CPU);
+      EXPECT_EQ(std::memcmp(taken.data(), own.data(), sizeof(float) * own.numel()), 0)
+          << precision_name(p) << " C=" << C;
+      // written in place after the branch: the statistics of the old values must not be used
+      Tensor z = op::pool_branch(gpu, x, norm, 3, BranchScales{nullptr, &ls});
+      op::activation_(gpu, z, Activation{ActKind::GELU});
+      EXPECT_TRUE(z.derived(cuda::kGn1PartialsKey) == nullptr);
+      const Tensor fresh = op::group_norm1(gpu, op::activation(gpu, y, Activation{ActKind::GELU}), nw, &nb, 1e-6f);
+      const Tensor after = op::group_norm1(gpu, z, nw, &nb, 1e-6f);
+      const Tensor a = after.to(Device::CPU), f = fresh.to(Device::CPU);
+      EXPECT_EQ(std::memcmp(a.data(), f.data(), sizeof(float) * f.numel()), 0) << precision_name(p) << " C=" << C;
+    }
+  }
+}
+
 TEST(CudaBackend, OutOfMemoryIsAnErrorAndTheBackendStillWorks) {
   MF_REQUIRE_GPU();
   get_backend("cuda");

@@ -92,6 +92,13 @@ bool simple_kernels() {
 // Scratch space in the pool, for one call (freed in stream order when it goes out of scope).
 Tensor scratch(size_t bytes) { return Tensor::empty({static_cast<int64_t>((bytes + 3) / 4) + 1}, Device::CUDA); }
 
+// GroupNorm partial statistics of an activation ([B][chunks][3], k::group_norm1_partials_bytes),
+// kept with it under cuda::kGn1PartialsKey: the samples' count and size they were made for.
+struct Gn1Partials {
+  Tensor partials;
+  int64_t B = 0, per = 0;
+};
+
 // A depthwise weight [C, 1, kh, kw] as [kh, kw, C] (what the tuned kernel reads), cached with it.
 const float* depthwise_weight(const Tensor& w) {
   static const std::string key = "cuda.dw_hwc";
@@ -186,9 +193,12 @@ const T* in(const Tensor* t) {
   return t ? in<T>(*t) : nullptr;
 }
 
+// Every kernel's output pointer: statistics that described y's old contents go (kGn1PartialsKey).
 template <class T>
 T* out(Tensor& y) {
   MF_ASSERT(y.device() == Device::CUDA && y.dtype() == dtype_of<T>());
+  static const std::string stats_key = cuda::kGn1PartialsKey;
+  y.drop_derived(stats_key);
   return static_cast<T*>(y.raw());
 }
 
@@ -372,20 +382,29 @@ class CudaBackend final : public CudaFamilyOps {
   void pool_branch(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales, Tensor& y) override {
     if (simple_kernels()) return Backend::pool_branch(x, norm, kernel, scales, y);
     if (x.ndim() == 4 && by_sample_chunks(x, y, x.shape().last(), [&](const Tensor& xc, Tensor& yc) {
-          pool_branch_whole(xc, norm, kernel, scales, yc);
+          pool_branch_whole(xc, norm, kernel, scales, yc, false);
         }))
       return;
-    pool_branch_whole(x, norm, kernel, scales, y);
+    pool_branch_whole(x, norm, kernel, scales, y, true);
   }
-  void pool_branch_whole(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales, Tensor& y) {
+  // with_stats: y's GroupNorm partial statistics are written with it and kept with y
+  // (kGn1PartialsKey), for the MLP half's norm of y (group_norm1 below), which then reads y once.
+  void pool_branch_whole(const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales, Tensor& y,
+                         bool with_stats) {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), C = x.dim(3);
     Tensor ws = scratch(k::group_norm1_workspace_bytes(B, H * W * C));
+    std::shared_ptr<Gn1Partials> stats;
+    if (with_stats)
+      stats = std::make_shared<Gn1Partials>(
+          Gn1Partials{scratch(k::group_norm1_partials_bytes(B, H * W * C)), B, H * W * C});
     typed([&](auto tag) {
       using T = decltype(tag);
       ok(k::pool_branch(in<T>(x), dev(norm.weight), dev(norm.bias), norm.eps, kernel, dev(scales.res_scale),
-                        dev(scales.layer_scale), out<T>(y), B, H, W, C, ws.data(), stream()),
+                        dev(scales.layer_scale), out<T>(y), B, H, W, C, ws.data(), stream(),
+                        stats ? stats->partials.data() : nullptr),
          "pool_branch");
     });
+    if (stats) y.set_derived(cuda::kGn1PartialsKey, stats);
   }
   // The block's second half with its residual (and layer scale, folded into fc2) in fc2's epilogue;
   // with a res scale as the default composition. In chunks of samples where METAFORMER_CUDA_CHUNK_MB
@@ -520,11 +539,20 @@ class CudaBackend final : public CudaFamilyOps {
       return launched("group_norm1");
     }
     Tensor ws = scratch(k::group_norm1_workspace_bytes(B, x.numel() / B));
+    // x's statistics, where the kernel that wrote x left them (pool_branch): taken, so used once.
+    auto stats = std::static_pointer_cast<Gn1Partials>(x.derived(cuda::kGn1PartialsKey));
+    if (stats) x.drop_derived(cuda::kGn1PartialsKey);
+    if (stats && (stats->B != B || stats->per != x.numel() / B)) stats = nullptr;  // made for other samples
     typed([&](auto tag) {
       using T = decltype(tag);
-      ok(k::group_norm1(in<T>(x), dev(w), dev(b), eps, out<T>(y), B, x.numel() / B, x.shape().last(), ws.data(),
-                        stream()),
-         "group_norm1");
+      if (stats)
+        ok(k::group_norm1_from_partials(in<T>(x), stats->partials.data(), dev(w), dev(b), eps, out<T>(y), B,
+                                        x.numel() / B, x.shape().last(), ws.data(), stream()),
+           "group_norm1");
+      else
+        ok(k::group_norm1(in<T>(x), dev(w), dev(b), eps, out<T>(y), B, x.numel() / B, x.shape().last(), ws.data(),
+                          stream()),
+           "group_norm1");
     });
   }
   void activation(const Tensor& x, const Activation& act, Tensor& y) override {

@@ -20,6 +20,10 @@ namespace cuda {
 inline constexpr const char* kBf16CopyKey = "cuda.as_bf16";
 // The derived-cache key of a host tensor's fp32 upload (cuda_backend.cpp's dev()).
 inline constexpr const char* kUploadKey = "cuda";
+// The derived-cache key of an activation's GroupNorm partial statistics, written by the kernel that
+// wrote it (PoolFormer's pool_branch) and taken by the next group_norm1 of it; any later write to the
+// tensor through the backend drops them (cuda_backend.cpp's out()).
+inline constexpr const char* kGn1PartialsKey = "cuda.gn1_partials";
 }  // namespace cuda
 
 // The backend object (created on first use: it selects the device and makes the context);

@@ -197,6 +197,9 @@ inline int64_t gn_partial_floats(int64_t B, int64_t per) { return B * gn_chunks(
 template <typename T>
 cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t per, float eps, float* partial,
                                 cudaStream_t s);
+// Only the per-chunk partials ([B][gn_chunks(per)][3]: count, mean, M2), no merge.
+template <typename T>
+cudaError_t group_norm1_partials_t(const T* x, int64_t B, int64_t per, float* partial, cudaStream_t s);
 
 // The tensor-core depthwise convolution (depthwise_mma.cu): bf16, stride 1, K×K with K ∈ {3, 5, 7};
 // the arguments as depthwise_conv2d's; `tall`: 32×16 blocks of 16 channels on maps taller than 16

@@ -649,6 +649,44 @@ __global__ void pool_branch_kernel(const T* x, const float* gw, const float* mea
   y[((b * H + h) * W) * C + wc] = from_f<T>(fmaf(branch, ls ? ls[c] : 1.f, self * (rs ? rs[c] : 1.f)));
 }
 
+// One 16-byte vector of both pooling kernels above at pixel (b, h, w), channels cv·V …: pool(x) − x
+// (branch = false) or PoolFormer's fused branch, as pool_branch_kernel (branch = true), into out.
+template <typename T>
+__device__ __forceinline__ void pool_vec_at(const T* x, const float* gw, const float* mean_rstd, const float* rs,
+                                            const float* ls, uint32_t H, uint32_t W, uint32_t CV, uint32_t b, int h,
+                                            int w, uint32_t cv, int k, bool branch, float (&out)[kVec<T>]) {
+  constexpr int V = kVec<T>;
+  const int pad = k / 2;
+  const int h0 = max(h - pad, 0), h1 = min(h - pad + k, int(H)), w0 = max(w - pad, 0), w1 = min(w - pad + k, int(W));
+  const size_t C = size_t(CV) * V, img = size_t(b) * H * W;
+  float v[V];
+#pragma unroll
+  for (int e = 0; e < V; ++e) out[e] = 0.f;
+  for (int ih = h0; ih < h1; ++ih)
+    for (int iw = w0; iw < w1; ++iw) {
+      load_vec(x + (img + size_t(ih) * W + iw) * C + size_t(cv) * V, v);
+#pragma unroll
+      for (int e = 0; e < V; ++e) out[e] += v[e];
+    }
+  load_vec(x + (img + size_t(h) * W + w) * C + size_t(cv) * V, v);
+  const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
+  if (branch) {
+    const float rstd = mean_rstd[2 * b + 1];
+    float gv[V], lv[V], rv[V];
+    load_params(gw, int64_t(cv) * V, 1.f, gv);
+    load_params(ls, int64_t(cv) * V, 1.f, lv);
+    load_params(rs, int64_t(cv) * V, 1.f, rv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float d = (out[e] * inv - v[e]) * rstd * gv[e];
+      out[e] = fmaf(d, lv[e], v[e] * rv[e]);
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) out[e] = out[e] * inv - v[e];
+  }
+}
+
 // Both pooling kernels above, 16 bytes of channels a thread (C a multiple of the vector): the
 // scalar kernels spent most of their time on 2-byte loads and index arithmetic. branch = false:
 // pool(x) − x; true: PoolFormer's fused branch, as pool_branch_kernel. Flat over B·H·W·C/V, 32-bit.
@@ -656,7 +694,6 @@ template <typename T>
 __global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs, const float* ls,
                                 T* y, uint32_t H, uint32_t W, uint32_t CV, uint32_t total, int k, bool branch) {
   constexpr int V = kVec<T>;
-  const int pad = k / 2;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t cv = i % CV;
     uint32_t p = i / CV;
@@ -664,36 +701,62 @@ __global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_r
     p /= W;
     const int h = static_cast<int>(p % H);
     const uint32_t b = p / H;
-    const int h0 = max(h - pad, 0), h1 = min(h - pad + k, int(H)), w0 = max(w - pad, 0), w1 = min(w - pad + k, int(W));
-    const size_t C = size_t(CV) * V, img = size_t(b) * H * W;
-    float acc[V], v[V];
+    float acc[V];
+    pool_vec_at(x, gw, mean_rstd, rs, ls, H, W, CV, b, h, w, cv, k, branch, acc);
+    store_vec(y + (size_t(b) * H * W + size_t(h) * W + w) * size_t(CV) * V + size_t(cv) * V, acc);
+  }
+}
+
+// PoolFormer's fused branch (pool_vec_kernel's, branch = true) laid out as gn_partial_kernel's VEC
+// pass: a block is one chunk of kGnChunk elements of sample blockIdx.y, a thread its kGnPerThread
+// consecutive elements. Besides y it writes the chunk's partial statistics of y (count, mean, M2) as
+// gn_partial_kernel would compute them from the stored values, in the same order, so the MLP half's
+// GroupNorm (group_norm1_from_partials) gets the same bits without reading y a second time. A
+// PoolFormer-S12 stage-1 sample is 98 chunks exactly; the pass over y it saves was about 5 % of a
+// bf16 inference pass (gn_partial_kernel: 10 % for both of a block's norms, docs/cuda-log.md).
+template <typename T>
+__global__ void __launch_bounds__(kGnThreads)
+    pool_stats_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs, const float* ls, T* y,
+                      uint32_t H, uint32_t W, uint32_t CV, uint32_t per, int k, float* partial) {
+  constexpr int V = kVec<T>, Q = kGnPerThread / V;
+  static_assert(kGnPerThread % V == 0, "a thread's elements in whole vectors");
+  __shared__ float scratch[32];
+  const uint32_t b = blockIdx.y, n0 = blockIdx.x * uint32_t(kGnChunk);
+  const uint32_t count = per - n0 < uint32_t(kGnChunk) ? per - n0 : uint32_t(kGnChunk);
+  const uint32_t first = threadIdx.x * uint32_t(kGnPerThread);  // within the chunk
+  float v[kGnPerThread];
+  float sum = 0.f;
 #pragma unroll
-    for (int e = 0; e < V; ++e) acc[e] = 0.f;
-    for (int ih = h0; ih < h1; ++ih)
-      for (int iw = w0; iw < w1; ++iw) {
-        load_vec(x + (img + size_t(ih) * W + iw) * C + size_t(cv) * V, v);
+  for (int q = 0; q < Q; ++q) {
+    float acc[V];
+    if (first + q * V < count) {  // counts are whole vectors
+      const uint32_t n = n0 + first + q * V, p = n / (CV * V), cv = (n / V) % CV;
+      pool_vec_at(x, gw, mean_rstd, rs, ls, H, W, CV, b, int(p / W), int(p % W), cv, k, true, acc);
+      store_vec(y + size_t(b) * per + n, acc);
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] += v[e];
-      }
-    const size_t at = (img + size_t(h) * W + w) * C + size_t(cv) * V;
-    load_vec(x + at, v);
-    const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
-    if (branch) {
-      const float rstd = mean_rstd[2 * b + 1];
-      float gv[V], lv[V], rv[V];
-      load_params(gw, int64_t(cv) * V, 1.f, gv);
-      load_params(ls, int64_t(cv) * V, 1.f, lv);
-      load_params(rs, int64_t(cv) * V, 1.f, rv);
-#pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const float d = (acc[e] * inv - v[e]) * rstd * gv[e];
-        acc[e] = fmaf(d, lv[e], v[e] * rv[e]);
-      }
+      for (int e = 0; e < V; ++e) acc[e] = to_f(from_f<T>(acc[e]));  // the value stored
     } else {
 #pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] = acc[e] * inv - v[e];
+      for (int e = 0; e < V; ++e) acc[e] = 0.f;
     }
-    store_vec(y + at, acc);
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[q * V + e] = acc[e];
+  }
+#pragma unroll
+  for (int i = 0; i < kGnPerThread; ++i) sum += v[i];
+  const float mean = block_sum(sum, scratch) / static_cast<float>(count);
+  float sq = 0.f;
+#pragma unroll
+  for (int i = 0; i < kGnPerThread; ++i) {
+    const float d = first + i < count ? v[i] - mean : 0.f;
+    sq = fmaf(d, d, sq);
+  }
+  const float m2 = block_sum(sq, scratch);
+  if (threadIdx.x == 0) {
+    float* out = partial + (size_t(b) * gridDim.x + blockIdx.x) * 3;
+    out[0] = static_cast<float>(count);
+    out[1] = mean;
+    out[2] = m2;
   }
 }
 
@@ -894,7 +957,8 @@ cudaError_t pool_minus_launch(const T* x, T* y, int64_t B, int64_t H, int64_t W,
 
 template <typename T>
 cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, const float* rs, const float* ls, T* y,
-                               int64_t B, int64_t H, int64_t W, int64_t C, void* workspace, cudaStream_t s) {
+                               int64_t B, int64_t H, int64_t W, int64_t C, void* workspace, cudaStream_t s,
+                               float* y_partials) {
   if (k < 1 || k % 2 == 0 || !workspace) return cudaErrorInvalidValue;
   const int64_t per = H * W * C, n = B * per;
   if (n <= 0) return cudaSuccess;
@@ -906,13 +970,20 @@ cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, co
   if (e != cudaSuccess) return e;
   using D = typename Dev<T>::type;
   if (pool_vec_fits(dev(x), dev(y), B, H, W, C) && params_aligned16({gw, rs, ls})) {
+    if (y_partials && per < (int64_t(1) << 31)) {  // y's statistics as it is written: gn_partial_kernel's VEC grid
+      const dim3 sgrid(static_cast<unsigned>(gn_chunks(per)), static_cast<unsigned>(B));
+      pool_stats_kernel<<<sgrid, kGnThreads, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H), uint32_t(W),
+                                                     uint32_t(C / kVec<D>), uint32_t(per), k, y_partials);
+      return cudaGetLastError();
+    }
     const int64_t total = B * H * W * (C / kVec<D>);
     pool_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H),
                                                                uint32_t(W), uint32_t(C / kVec<D>), uint32_t(total), k,
                                                                true);
-    return cudaGetLastError();
+  } else {
+    pool_branch_kernel<<<grid, kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), H, W, C, k);
   }
-  pool_branch_kernel<<<grid, kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), H, W, C, k);
+  if (y_partials) return group_norm1_partials_t(y, B, per, y_partials, s);  // a pass over y after it
   return cudaGetLastError();
 }
 
@@ -995,13 +1066,13 @@ cudaError_t pool_minus_input(const bf16* x, bf16* y, int64_t B, int64_t H, int64
 
 cudaError_t pool_branch(const float* x, const float* w, const float*, float eps, int kernel, const float* res_scale,
                         const float* layer_scale, float* y, int64_t B, int64_t H, int64_t W, int64_t C,
-                        void* workspace, cudaStream_t s) {
-  return pool_branch_launch(x, w, eps, kernel, res_scale, layer_scale, y, B, H, W, C, workspace, s);
+                        void* workspace, cudaStream_t s, float* y_partials) {
+  return pool_branch_launch(x, w, eps, kernel, res_scale, layer_scale, y, B, H, W, C, workspace, s, y_partials);
 }
 cudaError_t pool_branch(const bf16* x, const float* w, const float*, float eps, int kernel, const float* res_scale,
                         const float* layer_scale, bf16* y, int64_t B, int64_t H, int64_t W, int64_t C,
-                        void* workspace, cudaStream_t s) {
-  return pool_branch_launch(x, w, eps, kernel, res_scale, layer_scale, y, B, H, W, C, workspace, s);
+                        void* workspace, cudaStream_t s, float* y_partials) {
+  return pool_branch_launch(x, w, eps, kernel, res_scale, layer_scale, y, B, H, W, C, workspace, s, y_partials);
 }
 
 cudaError_t global_avg_pool(const float* x, float* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s) {

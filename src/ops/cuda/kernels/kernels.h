@@ -108,6 +108,14 @@ cudaError_t group_norm1(const bf16* x, const float* w, const float* b, float eps
                         int64_t C, void* workspace, cudaStream_t s);
 cudaError_t group_norm1(const float* x, const float* w, const float* b, float eps, bf16* y, int64_t B, int64_t per,
                         int64_t C, void* workspace, cudaStream_t s);
+// group_norm1 of an x whose partial statistics the kernel that wrote it also wrote (pool_branch's
+// y_partials, group_norm1_partials_bytes(B, per) bytes): the merge and the normalisation only, x read
+// once instead of twice. The same statistics, bit for bit, as group_norm1's own pass over x.
+size_t group_norm1_partials_bytes(int64_t B, int64_t per);
+cudaError_t group_norm1_from_partials(const float* x, const float* partials, const float* w, const float* b, float eps,
+                                      float* y, int64_t B, int64_t per, int64_t C, void* workspace, cudaStream_t s);
+cudaError_t group_norm1_from_partials(const bf16* x, const float* partials, const float* w, const float* b, float eps,
+                                      bf16* y, int64_t B, int64_t per, int64_t C, void* workspace, cudaStream_t s);
 // Only the statistics: mean_rstd [B, 2] (float, device) from x; workspace as above (its [B, 2] part
 // is not used: mean_rstd may point anywhere).
 cudaError_t group_norm1_stats(const float* x, float* mean_rstd, int64_t B, int64_t per, float eps, void* workspace,
@@ -145,13 +153,16 @@ cudaError_t pool_minus_input(const bf16* x, bf16* y, int64_t B, int64_t H, int64
 // PoolFormer's whole token-mixer half (Backend::pool_branch): y = res_scale ⊙ x + layer_scale ⊙
 // (pool(n) − n), n = group_norm1(x; w, b, eps). pool(n) − n = w · rstd · (pool(x) − x), so the norm's
 // bias and mean cancel and are never applied (b is accepted for the signature's sake). Statistics
-// first (workspace: group_norm1_workspace_bytes(B, H·W·C)), then one pass.
+// first (workspace: group_norm1_workspace_bytes(B, H·W·C)), then one pass. y_partials (optional,
+// group_norm1_partials_bytes(B, H·W·C)): y's own GroupNorm partial statistics, written as y is (or,
+// where the vector kernel does not apply, by a pass over y after it), for the MLP half's norm of y
+// (group_norm1_from_partials).
 cudaError_t pool_branch(const float* x, const float* w, const float* b, float eps, int kernel, const float* res_scale,
                         const float* layer_scale, float* y, int64_t B, int64_t H, int64_t W, int64_t C,
-                        void* workspace, cudaStream_t s);
+                        void* workspace, cudaStream_t s, float* y_partials = nullptr);
 cudaError_t pool_branch(const bf16* x, const float* w, const float* b, float eps, int kernel, const float* res_scale,
                         const float* layer_scale, bf16* y, int64_t B, int64_t H, int64_t W, int64_t C,
-                        void* workspace, cudaStream_t s);
+                        void* workspace, cudaStream_t s, float* y_partials = nullptr);
 // x [B, HW, C] -> y [B, C]: the mean over the HW positions.
 cudaError_t global_avg_pool(const float* x, float* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s);
 cudaError_t global_avg_pool(const bf16* x, bf16* y, int64_t B, int64_t HW, int64_t C, cudaStream_t s);

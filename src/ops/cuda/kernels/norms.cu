@@ -331,15 +331,21 @@ __global__ void gn_apply_vec_kernel(const T* x, const float* w, const float* b, 
   }
 }
 
+// partials_in: x's partial statistics, written by the kernel that wrote x (pool_branch's y_partials),
+// in gn_partial_kernel's layout; null: read x for them here.
 template <typename TI, typename TO>
 cudaError_t group_norm1_launch(const TI* x, const float* w, const float* b, float eps, TO* y, int64_t B, int64_t per,
-                               int64_t C, void* workspace, cudaStream_t s) {
+                               int64_t C, void* workspace, cudaStream_t s, const float* partials_in = nullptr) {
   if (C <= 0 || per % C != 0 || per >= (int64_t(1) << 31) || !workspace) return cudaErrorInvalidValue;
   if (B <= 0 || per == 0) return cudaSuccess;
   float* partial = static_cast<float*>(workspace);
   float* mean_rstd = partial + gn_partial_floats(B, per);
-  const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s);
-  if (e != cudaSuccess) return e;
+  if (partials_in) {
+    if (B > 65535) return cudaErrorInvalidValue;
+    gn_merge_kernel<<<static_cast<unsigned>(B), 32, 0, s>>>(partials_in, gn_chunks(per), per, eps, mean_rstd);
+  } else if (const cudaError_t e = group_norm1_stats_t(x, mean_rstd, B, per, eps, partial, s); e != cudaSuccess) {
+    return e;
+  }
   if constexpr (std::is_same_v<TI, TO>) {
     using D = typename Dev<TI>::type;
     constexpr int64_t V = kVec<D>;
@@ -361,18 +367,26 @@ cudaError_t group_norm1_launch(const TI* x, const float* w, const float* b, floa
 }  // namespace
 
 template <typename T>
-cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t per, float eps, float* partial,
-                                cudaStream_t s) {
+cudaError_t group_norm1_partials_t(const T* x, int64_t B, int64_t per, float* partial, cudaStream_t s) {
   if (B <= 0 || per <= 0) return cudaSuccess;
   if (B > 65535) return cudaErrorInvalidValue;  // samples are grid.y
-  const int64_t chunks = gn_chunks(per);
   using D = typename Dev<T>::type;
-  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(B));
+  const dim3 grid(static_cast<unsigned>(gn_chunks(per)), static_cast<unsigned>(B));
   if (per % kVec<D> == 0 && aligned16(x))
     gn_partial_kernel<D, true><<<grid, kGnThreads, 0, s>>>(dev(x), per, partial);
   else
     gn_partial_kernel<D, false><<<grid, kGnThreads, 0, s>>>(dev(x), per, partial);
-  gn_merge_kernel<<<static_cast<unsigned>(B), 32, 0, s>>>(partial, chunks, per, eps, mean_rstd);
+  return cudaGetLastError();
+}
+template cudaError_t group_norm1_partials_t<float>(const float*, int64_t, int64_t, float*, cudaStream_t);
+template cudaError_t group_norm1_partials_t<bf16>(const bf16*, int64_t, int64_t, float*, cudaStream_t);
+
+template <typename T>
+cudaError_t group_norm1_stats_t(const T* x, float* mean_rstd, int64_t B, int64_t per, float eps, float* partial,
+                                cudaStream_t s) {
+  if (B <= 0 || per <= 0) return cudaSuccess;
+  if (const cudaError_t e = group_norm1_partials_t(x, B, per, partial, s); e != cudaSuccess) return e;
+  gn_merge_kernel<<<static_cast<unsigned>(B), 32, 0, s>>>(partial, gn_chunks(per), per, eps, mean_rstd);
   return cudaGetLastError();
 }
 template cudaError_t group_norm1_stats_t<float>(const float*, float*, int64_t, int64_t, float, float*, cudaStream_t);
@@ -416,6 +430,19 @@ cudaError_t group_norm1(const bf16* x, const float* w, const float* b, float eps
 cudaError_t group_norm1(const float* x, const float* w, const float* b, float eps, bf16* y, int64_t B, int64_t per,
                         int64_t C, void* workspace, cudaStream_t s) {
   return group_norm1_launch(x, w, b, eps, y, B, per, C, workspace, s);
+}
+cudaError_t group_norm1_from_partials(const float* x, const float* partials, const float* w, const float* b, float eps,
+                                      float* y, int64_t B, int64_t per, int64_t C, void* workspace, cudaStream_t s) {
+  if (!partials) return cudaErrorInvalidValue;
+  return group_norm1_launch(x, w, b, eps, y, B, per, C, workspace, s, partials);
+}
+cudaError_t group_norm1_from_partials(const bf16* x, const float* partials, const float* w, const float* b, float eps,
+                                      bf16* y, int64_t B, int64_t per, int64_t C, void* workspace, cudaStream_t s) {
+  if (!partials) return cudaErrorInvalidValue;
+  return group_norm1_launch(x, w, b, eps, y, B, per, C, workspace, s, partials);
+}
+size_t group_norm1_partials_bytes(int64_t B, int64_t per) {
+  return static_cast<size_t>(gn_partial_floats(B, per)) * sizeof(float);
 }
 cudaError_t group_norm1_stats(const float* x, float* mean_rstd, int64_t B, int64_t per, float eps, void* workspace,
                               cudaStream_t s) {

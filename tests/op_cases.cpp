@@ -747,8 +747,9 @@ const std::vector<OpCase>& op_cases() {
     // Head sizes 64 and 100 reach the GPU kernels' two and four elements a lane (with a tail lane
     // mask at 100); 49 and 50 tokens are not multiples of a warp's 8 rows. CAFormer's last stage (49
     // tokens, 16 heads of 32) and 17 tokens (a row block of one real row) for the tensor-core backward.
+    // 80 tokens: a second key tile of exactly 16 keys (the forward skips the key groups past N).
     for (Att a : {Att{3, 49, 5, 8}, Att{1, 196, 10, 32}, Att{2, 7, 1, 3}, Att{1, 1, 2, 4}, Att{1, 49, 2, 64},
-                  Att{1, 50, 2, 100}, Att{2, 49, 16, 32}, Att{2, 17, 3, 32}}) {
+                  Att{1, 50, 2, 100}, Att{2, 49, 16, 32}, Att{2, 17, 3, 32}, Att{1, 80, 2, 32}}) {
       const float scale = 1.f / std::sqrt(static_cast<float>(a.d));
       v.push_back({fmt::format("attention/B{} N{} heads{} d{}", a.b, a.n, a.heads, a.d), OpKind::Attention, 1e-5,
                    {{{a.b, a.n, 3 * a.heads * a.d}, -2.f, 2.f}},

@@ -128,6 +128,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   const __nv_bfloat16* base = qkv + b * N * stride + int64_t(h) * kD;
   const int64_t q0 = int64_t(blockIdx.x) * kMmaQueries + warp * 16;
   const int64_t row_lo = q0 + g, row_hi = q0 + g + 8;
+  // Work a CAFormer map does not fill is skipped, warp-uniformly, with the same bits out: a warp whose
+  // 16 queries all lie past N only helps to load the tiles (N = 196: 3 of the last CTA's 4 warps), and
+  // key tiles of 8 (QKᵀ) and 16 (P·V) past N are not multiplied (N = 196: the fourth tile of 64 keys
+  // has 4). Their products were masked to −∞ and their probabilities 0 before, so nothing changes.
+  const bool active = q0 < N;
 
   // Q fragments (two k-steps of 16 dims), zero for rows past N.
   uint32_t qa[2][4];
@@ -168,12 +173,14 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       for (int e = 0; e < 8; ++e) Vt[part * 8 + e][j] = ve[e];
     }
     __syncthreads();
+    if (!active) continue;
 
     // S = Q Kᵀ: 8 tiles of 8 keys.
     float sc[8][4];
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
       sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
+      if (k0 + nt * 8 >= N) continue;  // masked below
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
         const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&Ks[nt * 8 + g][ks * 16 + 2 * t]);
@@ -207,6 +214,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     // P = exp2(S − m); its fragments of key tiles 2k, 2k+1 are the A operand of k-step k of P·V.
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
+      if (k0 + kk * 16 >= N) break;  // probabilities 0 from here
       uint32_t pa[4];
 #pragma unroll
       for (int half = 0; half < 2; ++half) {

@@ -25,7 +25,8 @@ class AdamW {
   AdamW(Module& model, AdamWOptions options);
 
   // Allocates (if needed) and zeroes every trainable parameter's gradient. The gradients are views
-  // of one flat buffer, in parameter order (flat_gradients()): zeroing them is one fill (one launch
+  // of one flat buffer, in parameter order, each at a 256-byte boundary (flat_gradients(); the gaps
+  // between them stay zero): zeroing them is one fill (one launch
   // on a GPU instead of one per tensor), and a data-parallel step all-reduces the buffer in one call.
   void zero_grad();
   // The buffer that every gradient views; defined after zero_grad().

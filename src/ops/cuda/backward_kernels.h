@@ -136,7 +136,9 @@ cudaError_t depthwise_conv2d_backward(const T* x, const float* w, const T* dy, T
 // A depthwise weight [C, 1, kh, kw] turned by 180° into [kh, kw, C] (the forward kernel's layout):
 // at stride 1 its convolution of dy is dx.
 cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s);
-cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s);
+// dw [Co, Ci, kh, kw] += dwk [Co, kh·kw·Ci] (rows ldk ≥ kh·kw·Ci apart).
+cudaError_t conv_weight_grad_add(const float* dwk, int64_t ldk, float* dw, int64_t Co, int64_t Ci, int kh, int kw,
+                                 cudaStream_t s);
 // T: float or bf16.
 template <class T>
 cudaError_t col2im_nhwc(const T* dcols, T* dx, int64_t B, int64_t H, int64_t W, int64_t C, int kh, int kw, int sh,

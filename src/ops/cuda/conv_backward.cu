@@ -526,10 +526,11 @@ __global__ void depthwise_weight_flip_hwc_kernel(const float* w, float* flipped,
 }
 
 // ---- dense convolution helpers -------------------------------------------------------------------
-__global__ void conv_weight_grad_add_kernel(const float* dwk, float* dw, int64_t total, int64_t Ci, int kh, int kw) {
+__global__ void conv_weight_grad_add_kernel(const float* dwk, int64_t ldk, float* dw, int64_t total, int64_t Ci, int kh,
+                                            int kw) {
   MF_GRID_STRIDE(i, total) {
     const int64_t kx = i % kw, ky = (i / kw) % kh, ci = (i / (kw * kh)) % Ci, co = i / (kw * kh * Ci);
-    dw[i] += dwk[((co * kh + ky) * kw + kx) * Ci + ci];
+    dw[i] += dwk[co * ldk + (ky * kw + kx) * Ci + ci];
   }
 }
 
@@ -619,9 +620,11 @@ cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C,
   return cudaGetLastError();
 }
 
-cudaError_t conv_weight_grad_add(const float* dwk, float* dw, int64_t Co, int64_t Ci, int kh, int kw, cudaStream_t s) {
+cudaError_t conv_weight_grad_add(const float* dwk, int64_t ldk, float* dw, int64_t Co, int64_t Ci, int kh, int kw,
+                                 cudaStream_t s) {
   const int64_t total = Co * Ci * kh * kw;
-  if (total > 0) conv_weight_grad_add_kernel<<<blocks_for(total), kThreads, 0, s>>>(dwk, dw, total, Ci, kh, kw);
+  if (ldk < Ci * kh * kw) return cudaErrorInvalidValue;
+  if (total > 0) conv_weight_grad_add_kernel<<<blocks_for(total), kThreads, 0, s>>>(dwk, ldk, dw, total, Ci, kh, kw);
   return cudaGetLastError();
 }
 

@@ -304,15 +304,18 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
   }
   if (dw && M > 0) {
     DeviceGrad d(dw, true);
-    Tensor dwk = Tensor::empty({Co, K}, Device::CUDA);
+    // bf16: the columns' rows padded to 16 bytes, as the forward's are (the stem's K = 147 otherwise
+    // limited cuBLASLt to 2-byte-aligned kernels: an sm75 CUTLASS one, H100, 2026-12-06).
+    const int64_t ldk = bf16_acts ? (K + 7) / 8 * 8 : K;
+    Tensor dwk = Tensor::empty({Co, ldk}, Device::CUDA);
     {
-      Tensor cols = Tensor::empty({M, K}, Device::CUDA, act);
+      Tensor cols = Tensor::empty({M, ldk}, Device::CUDA, act);
       if (bf16_acts) {
-        ok(cuda::kernels::im2col_nhwc_padded(f.in16(x), static_cast<bf16*>(cols.raw()), K, B, H, W, Ci, kh, kw,
+        ok(cuda::kernels::im2col_nhwc_padded(f.in16(x), static_cast<bf16*>(cols.raw()), ldk, B, H, W, Ci, kh, kw,
                                              g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
            "conv2d backward: im2col");
-        gemm_bf16(cuda::GemmType::bf16_f32out, true, K, Co, M, static_cast<const bf16*>(cols.raw()), K, G16, Co,
-                  dwk.data(), K, false);
+        gemm_bf16(cuda::GemmType::bf16_f32out, true, K, Co, M, static_cast<const bf16*>(cols.raw()), ldk, G16, Co,
+                  dwk.data(), ldk, false);
       } else {
         ok(cuda::kernels::im2col_nhwc_padded(f.in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w,
                                              g.pad_h, g.pad_w, Ho, Wo, stream()),
@@ -320,7 +323,7 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
         weight_grad(G, cols.data(), dwk.data(), M, Co, K, false);
       }
     }
-    ok(bw::conv_weight_grad_add(dwk.data(), d.get(), Co, Ci, kh, kw, stream()), "conv2d backward: weight");
+    ok(bw::conv_weight_grad_add(dwk.data(), ldk, d.get(), Co, Ci, kh, kw, stream()), "conv2d backward: weight");
     d.finish();
   }
   if (dx) {

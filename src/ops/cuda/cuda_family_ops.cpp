@@ -284,7 +284,7 @@ void CudaFamilyOps::conv_transpose2d_backward(const Tensor& x, const Tensor& w, 
     });
     // dwk [Ci, kh, kw, Co] into dw [Ci, Co, kh, kw]: the dense convolution's reorder with Ci as its
     // output channels.
-    ok(bw::conv_weight_grad_add(dwk.data(), d.get(), Ci, Co, kh, kw, stream()), "conv_transpose2d backward: weight");
+    ok(bw::conv_weight_grad_add(dwk.data(), K2, d.get(), Ci, Co, kh, kw, stream()), "conv_transpose2d backward: weight");
     d.finish();
   }
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -185,28 +186,44 @@ TEST(CudaOptimizer, AdamWStepLeavesACurrentBf16CopyOfTheWeight) {
   }
 }
 
-// The MLP branch written over its input (op::mlp_branch_, for a block that owns the input): the same
-// bits as into a new tensor, in the input's storage; an input another tensor shares is left alone.
-TEST(CudaBackend, MlpBranchOverItsInputGivesTheSameBits) {
+// The MLP branch written over its input (op::mlp_branch_, for a block that owns the input): in the
+// input's storage, and as close to the reference as the op's own bar (forward_tolerance). Not the bits
+// of the same branch written into a new tensor: on an H100 (2026-12-06) cuBLASLt's product with C = D
+// came out different in the last place from the same plan with C ≠ D (the fc2 residual epilogue), so
+// the two are compared to the reference, not to each other; a second call into a new tensor must
+// repeat the first bit for bit. An input another tensor shares is left alone.
+TEST(CudaBackend, MlpBranchOverItsInputStaysInPlaceAndMatchesTheReference) {
   MF_REQUIRE_GPU();
   const Tensor image = random_tensor({2, 24, 7, 9}, 11);  // NCHW; the branch reads [2, 7, 9, 24]
   const Tensor w1 = random_tensor({96, 24}, 12), b1 = random_tensor({96}, 13), w2 = random_tensor({24, 96}, 14);
   const Tensor b2 = random_tensor({24}, 15), nw = random_tensor({24}, 16, 0.5f, 1.5f), nb = random_tensor({24}, 17);
   const Tensor ls = random_tensor({24}, 18);
   const Activation gelu{ActKind::GELU};
+  Exec ref{&get_backend("ref"), nullptr};
   for (const Precision p : {Precision::fp32, Precision::bf16}) {
     for (const auto type : {BranchNorm::Type::layer_norm, BranchNorm::Type::group_norm1}) {
       Exec gpu{&get_backend("cuda", p), nullptr};
       const BranchNorm norm{type, &nw, &nb, 1e-5f};
       const BranchScales scales{nullptr, &ls};
+      const std::string what = std::string(precision_name(p)) + (type == BranchNorm::Type::layer_norm ? " LN" : " GN");
+      const Tensor expected = op::mlp_branch(ref, op::nchw_to_nhwc(ref, image), norm, w1, &b1, gelu, w2, &b2, scales);
+      const double bar = p == Precision::fp32 ? 1e-5 : kBf16Tolerance;  // the mlp_branch op cases' bars
       const Tensor x = op::nchw_to_nhwc(gpu, image);
       const Tensor want = op::mlp_branch(gpu, x, norm, w1, &b1, gelu, w2, &b2, scales).to(Device::CPU);
+      const Tensor again = op::mlp_branch(gpu, x, norm, w1, &b1, gelu, w2, &b2, scales).to(Device::CPU);
+      EXPECT_EQ(std::memcmp(again.data(), want.data(), sizeof(float) * want.numel()), 0) << what << ": not repeatable";
       Tensor mine = op::nchw_to_nhwc(gpu, image);
       const void* at = mine.raw();
       const Tensor got = op::mlp_branch_(gpu, std::move(mine), norm, w1, &b1, gelu, w2, &b2, scales);
       EXPECT_EQ(got.raw(), at) << "the output was not written over the handed-over input";
       const Tensor host = got.to(Device::CPU);
-      EXPECT_EQ(std::memcmp(host.data(), want.data(), sizeof(float) * want.numel()), 0) << precision_name(p);
+      EXPECT_LE(rel_error(host, expected), bar) << what;
+      EXPECT_LE(rel_error(want, expected), bar) << what;
+      int64_t differ = 0;
+      for (int64_t i = 0; i < host.numel(); ++i) differ += std::memcmp(host.data() + i, want.data() + i, 4) != 0;
+      std::printf("%s: %lld of %lld elements differ in their bits from the new tensor's, rel. error %.2e\n",
+                  what.c_str(), static_cast<long long>(differ), static_cast<long long>(host.numel()),
+                  rel_error(host, want));
       // x is shared (this test holds it): a new output, x unchanged
       const Tensor before = x.to(Device::CPU);
       const Tensor shared = op::mlp_branch_(gpu, x, norm, w1, &b1, gelu, w2, &b2, scales);

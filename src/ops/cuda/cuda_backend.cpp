@@ -411,6 +411,8 @@ class CudaBackend final : public CudaFamilyOps {
   // asks for them (the norm's output and the hidden activation a sample).
   // y may be x: the norm reads each chunk of rows before fc2's residual epilogue (C = D, one layout,
   // as cuBLASLt allows) writes over it. Not on the default composition (res scale, simple kernels).
+  // The product with C = D did not repeat the bits of the same plan with C ≠ D (H100, 2026-12-06):
+  // equal to the op's bar, not bit for bit (test_cuda.cpp).
   bool mlp_branch_in_place(const BranchScales& scales) const override {
     return !scales.res_scale && !simple_kernels();
   }

@@ -133,6 +133,11 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 stage=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-/tmp/cuda_out}
+# The comma-separated model lists take spaces as commas too (SBS_MODELS="a b" once reached
+# timm as one model name "a b" and cost a device call).
+for v in SBS_MODELS BASEAB_MODELS TRAINK_MODELS IMAGEFOLDER_MODELS; do
+  if [ -n "${!v:-}" ]; then val=${!v}; val=${val// /,}; while [[ $val == *,,* ]]; do val=${val//,,/,}; done; export "$v=$val"; fi
+done
 mkdir -p "$OUT"
 steps=${*:-build ops grad checks parity bench memcheck}
 has() { [[ " $steps " == *" $1 "* ]]; }
@@ -383,7 +388,7 @@ fi
 if has peak; then  # what the inference peak is made of (METAFORMER_CUDA_PEAK_BLOCKS=1), bf16 batch 256
   echo "== peak GPU memory: blocks live at the peak, bf16 batch 256, a constant host image and a .npy input"
   python3 -c "import numpy as np; np.save('/tmp/peak_in.npy', np.random.default_rng(0).random((256, 3, 224, 224), dtype=np.float32))"
-  for m in ${PEAK_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}; do
+  for m in $(echo "${PEAK_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}" | tr , ' '); do
     for input in "" /tmp/peak_in.npy; do
       METAFORMER_CUDA_PEAK_BLOCKS=1 timeout 120 "$M" bench -m $m --backend cuda --dtype bf16 -b 256 \
         ${input:+-i $input} --runs 10 --warmup 3 2>&1 | grep -E "peak GPU memory of|^\| $m" | tee -a "$OUT/peak.md"
@@ -404,7 +409,7 @@ fi
 if has kernels; then  # where the GPU time goes, kernel by kernel (no synchronisation between ops)
   : > "$OUT/kernels.md"
   echo "== kernels: GPU time per kernel, bf16 batch 256, one pass (the first: weight casts included)"
-  for m in ${KERNEL_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}; do
+  for m in $(echo "${KERNEL_MODELS:-poolformer_s12 convformer_s18 caformer_s18 mambaout_femto}" | tr , ' '); do
     timeout 200 ncu --clock-control none --csv --metrics gpu__time_duration.sum \
       "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "/tmp/kernels_$m.csv" 2> /tmp/kernels.err
     echo "$m: rc=$?"; tail -3 /tmp/kernels.err

@@ -407,7 +407,8 @@ class CudaBackend final : public CudaFamilyOps {
     if (stats) y.set_derived(cuda::kGn1PartialsKey, stats);
   }
   // The block's second half with its residual (and layer scale, folded into fc2) in fc2's epilogue;
-  // with a res scale as the default composition. In chunks of samples where METAFORMER_CUDA_CHUNK_MB
+  // with a res scale, the skip term x ⊙ rs from the LayerNorm's kernel (branch_norm_skip), or with a
+  // GroupNorm the default composition. In chunks of samples where METAFORMER_CUDA_CHUNK_MB
   // asks for them (the norm's output and the hidden activation a sample).
   // y may be x: the norm reads each chunk of rows before fc2's residual epilogue (C = D, one layout,
   // as cuBLASLt allows) writes over it. Not on the default composition (res scale, simple kernels).
@@ -427,16 +428,37 @@ class CudaBackend final : public CudaFamilyOps {
   void mlp_branch_whole(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
                         const Activation& act, const Tensor& w2, const Tensor* b2, const BranchScales& scales,
                         Tensor& y) {
-    if (scales.res_scale || simple_kernels()) return Backend::mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
+    if (simple_kernels() || (scales.res_scale && norm.type != BranchNorm::Type::layer_norm))
+      return Backend::mlp_branch(x, norm, w1, b1, act, w2, b2, scales, y);
     Shape hs = x.shape();
     hs[-1] = w1.dim(0);
     Tensor h = Tensor::empty(hs, Device::CUDA, activation_dtype());
+    Tensor skip;
     {
       Tensor n = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
-      branch_norm(x, norm, n);
+      skip = branch_norm_skip(x, norm, scales.res_scale, n);
       linear_act(n, w1, b1, act, h);
     }
-    residual_linear(h, w2, b2, scales.layer_scale, x, y);
+    residual_linear(h, w2, b2, scales.layer_scale, skip.defined() ? skip : x, y);
+  }
+  // The branch's norm into n; with a res scale and a LayerNorm also the scaled skip term x ⊙ rs, from
+  // the same read of x (returned; undefined otherwise), for the branch's last GEMM to add in its
+  // epilogue in place of the separate scaled-residual pass (which read x and the branch output and
+  // wrote the sum: one pass over the stream and one launch a branch more).
+  Tensor branch_norm_skip(const Tensor& x, const BranchNorm& norm, const Tensor* res_scale, Tensor& n) {
+    if (!res_scale || norm.type != BranchNorm::Type::layer_norm) {
+      branch_norm(x, norm, n);
+      return Tensor();
+    }
+    Tensor skip = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
+    const int64_t C = x.shape().last();
+    typed([&](auto tag) {
+      using T = decltype(tag);
+      ok(k::layer_norm_scaled_skip(in<T>(x), dev(res_scale), out<T>(skip), dev(norm.weight), dev(norm.bias), norm.eps,
+                                   out<T>(n), x.numel() / C, C, stream()),
+         "layer_norm");
+    });
+    return skip;
   }
   // ConvFormer's first half: pwconv1 without its activation, which the depthwise kernel applies as it
   // stages its input (the 2x-wide activation never makes a round trip through memory for it), and
@@ -458,11 +480,12 @@ class CudaBackend final : public CudaFamilyOps {
       return Backend::sepconv_branch(x, norm, w1, b1, act, dw_w, dw_b, g, w2, b2, scales, y);
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), M = w1.dim(0);
     Tensor d = Tensor::empty({B, H, W, M}, Device::CUDA, activation_dtype());
+    Tensor skip;
     {
       Tensor h = Tensor::empty({B, H, W, M}, Device::CUDA, activation_dtype());
       {
         Tensor n = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
-        branch_norm(x, norm, n);
+        skip = branch_norm_skip(x, norm, scales.res_scale, n);
         linear(n, w1, b1, h);
       }
       typed([&](auto tag) {
@@ -473,6 +496,7 @@ class CudaBackend final : public CudaFamilyOps {
            "depthwise_conv2d");
       });
     }
+    if (skip.defined()) return residual_linear(d, w2, b2, scales.layer_scale, skip, y);
     if (!scales.res_scale) return residual_linear(d, w2, b2, scales.layer_scale, x, y);
     Tensor m = Tensor::empty(y.shape(), Device::CUDA, activation_dtype());
     linear(d, w2, b2, m);

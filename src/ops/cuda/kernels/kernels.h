@@ -98,6 +98,12 @@ cudaError_t residual_layer_norm(const float* x, const float* res_scale, const fl
 cudaError_t residual_layer_norm(const bf16* x, const float* res_scale, const bf16* branch, const float* layer_scale,
                                 bf16* residual, const float* w, const float* b, float eps, bf16* y, int64_t rows,
                                 int64_t C, cudaStream_t s);
+// layer_norm of x, and skip = x ⊙ res_scale (same layout and type as x) from the same read: the
+// scaled skip term of a block's branch with a res scale, for its last GEMM's residual epilogue.
+cudaError_t layer_norm_scaled_skip(const float* x, const float* res_scale, float* skip, const float* w, const float* b,
+                                   float eps, float* y, int64_t rows, int64_t C, cudaStream_t s);
+cudaError_t layer_norm_scaled_skip(const bf16* x, const float* res_scale, bf16* skip, const float* w, const float* b,
+                                   float eps, bf16* y, int64_t rows, int64_t C, cudaStream_t s);
 // GroupNorm with one group (PoolFormer's): statistics over all `per` = H·W·C elements of each of B
 // samples, affine per channel (channel = index % C). Two launches plus a tiny merge; deterministic
 // (no atomics). The workspace holds per-chunk partial statistics and the final [B, 2] (mean, rstd).

@@ -10,12 +10,18 @@ namespace {
 
 constexpr int kLnWarps = 8;            // rows per block of the LayerNorm kernel
 
-// One warp per row. kResidual: the row is first r = x ⊙ rs + branch ⊙ ls, stored to `resid` (and
-// normalised as stored, i.e. after rounding to TI).
+// What a LayerNorm kernel does besides normalising (kMode). kLnResidual: the row is first
+// r = x ⊙ rs + branch ⊙ ls, stored to `resid` (and normalised as stored, i.e. after rounding to TI).
+// kLnScaledSkip: x is normalised as it is, and x ⊙ rs is stored to `resid`: the scaled skip term of a
+// branch with a res scale, which the branch's last GEMM then adds in its epilogue (C = resid), so no
+// separate scaled-residual pass reads x and the branch again (ConvFormer's and CAFormer's stages 3
+// and 4).
+constexpr int kLnPlain = 0, kLnResidual = 1, kLnScaledSkip = 2;
+// One warp per row.
 // kCached values per lane stay in registers (the launcher picks the smallest power of two with
 // 32 · kCached ≥ C, so that a 64-channel row costs two loads a lane, not 32 predicated ones); rows
 // wider than 1024 take the three-pass path.
-template <typename TI, typename TO, bool kResidual, int kCached>
+template <typename TI, typename TO, int kMode, int kCached>
 __global__ void __launch_bounds__(kLnWarps * 32)
     layer_norm_kernel(const TI* x, const float* rs, const TI* br, const float* ls, TI* resid, const float* w,
                       const float* b, float eps, TO* y, int64_t rows, int C) {
@@ -25,11 +31,13 @@ __global__ void __launch_bounds__(kLnWarps * 32)
   const int64_t base = row * C;
   auto input = [&](int c) {
     float t = to_f(x[base + c]);
-    if (kResidual) {
+    if (kMode == kLnResidual) {
       t = fmaf(to_f(br[base + c]), ls ? ls[c] : 1.f, t * (rs ? rs[c] : 1.f));
       const TI stored = from_f<TI>(t);
       resid[base + c] = stored;
       t = to_f(stored);
+    } else if (kMode == kLnScaledSkip) {
+      resid[base + c] = from_f<TI>(t * rs[c]);
     }
     return t;
   };
@@ -61,10 +69,10 @@ __global__ void __launch_bounds__(kLnWarps * 32)
   }
   // Wide rows: three passes over global memory (the row stays in L1/L2). With the residual, the
   // first pass writes it and the others read it back (ordered within the warp by __syncwarp).
-  const TI* src = kResidual ? resid : x;
+  const TI* src = kMode == kLnResidual ? resid : x;
   float sum = 0.f;
   for (int c = lane; c < C; c += 32) sum += input(c);
-  if (kResidual) __syncwarp();
+  if (kMode == kLnResidual) __syncwarp();
   const float mean = warp_sum(sum) * inv_c;
   float sq = 0.f;
   for (int c = lane; c < C; c += 32) {
@@ -88,7 +96,7 @@ __device__ __forceinline__ float group_sum(float v) {
   return v;
 }
 
-template <typename T, bool kResidual, int G, int NV>
+template <typename T, int kMode, int G, int NV>
 __global__ void __launch_bounds__(kLnWarps * 32)
     layer_norm_vec_kernel(const T* x, const float* rs, const T* br, const float* ls, T* resid, const float* w,
                           const float* b, float eps, T* y, int64_t rows, int C) {
@@ -104,7 +112,14 @@ __global__ void __launch_bounds__(kLnWarps * 32)
     const int c = (sub + G * i) * V;
     if (live && c < C) {
       load_vec(x + base + c, v[i]);
-      if (kResidual) {
+      if (kMode == kLnScaledSkip) {
+        float rv[V], sk[V];
+        load_params(rs, c, 1.f, rv);
+#pragma unroll
+        for (int j = 0; j < V; ++j) sk[j] = v[i][j] * rv[j];
+        store_vec(resid + base + c, sk);
+      }
+      if (kMode == kLnResidual) {
         float r[V], lv[V], rv[V];
         load_vec(br + base + c, r);
         load_params(ls, c, 1.f, lv);
@@ -148,7 +163,7 @@ __global__ void __launch_bounds__(kLnWarps * 32)
   }
 }
 
-template <typename TI, typename TO, bool kResidual>
+template <typename TI, typename TO, int kMode>
 cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const float* ls, TI* resid, const float* w,
                               const float* b, float eps, TO* y, int64_t rows, int64_t C, cudaStream_t s) {
   if (C <= 0 || C > (int64_t(1) << 30)) return cudaErrorInvalidValue;
@@ -160,13 +175,14 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
     constexpr int V = kVec<DI>;
     const int64_t nvec = C / V;
     const bool vec = C % V == 0 && nvec <= 32 * 4 && aligned16(x) && aligned16(y) &&
-                     (!kResidual || (aligned16(br) && aligned16(resid))) && params_aligned16({w, b, rs, ls});
+                     (kMode != kLnResidual || aligned16(br)) && (kMode == kLnPlain || aligned16(resid)) &&
+                     params_aligned16({w, b, rs, ls});
     if (vec) {
       const int g = nvec <= 1 ? 1 : nvec <= 2 ? 2 : nvec <= 4 ? 4 : nvec <= 8 ? 8 : nvec <= 16 ? 16 : 32;
       const int64_t rows_per_block = int64_t(kLnWarps) * (32 / g);
       const unsigned vgrid = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
 #define MF_LN_VEC(G, NV)                                                                                         \
-  layer_norm_vec_kernel<DI, kResidual, G, NV><<<vgrid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, \
+  layer_norm_vec_kernel<DI, kMode, G, NV><<<vgrid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, \
                                                                              b, eps, dev(y), rows, static_cast<int>(C))
       switch (g) {
         case 1: MF_LN_VEC(1, 1); break;
@@ -184,7 +200,7 @@ cudaError_t layer_norm_launch(const TI* x, const float* rs, const TI* br, const 
     }
   }
 #define MF_LN_LAUNCH(N)                                                                                   \
-  layer_norm_kernel<DI, DO, kResidual, N><<<grid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, b, \
+  layer_norm_kernel<DI, DO, kMode, N><<<grid, kLnWarps * 32, 0, s>>>(dev(x), rs, dev(br), ls, dev(resid), w, b, \
                                                                           eps, dev(y), rows, static_cast<int>(C))
   if (C <= 32)
     MF_LN_LAUNCH(1);
@@ -398,25 +414,36 @@ size_t group_norm1_workspace_bytes(int64_t B, int64_t per) {
 
 cudaError_t layer_norm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t C,
                        cudaStream_t s) {
-  return layer_norm_launch<float, float, false>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<float, float, kLnPlain>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
 }
 cudaError_t layer_norm(const bf16* x, const float* w, const float* b, float eps, bf16* y, int64_t rows, int64_t C,
                        cudaStream_t s) {
-  return layer_norm_launch<bf16, bf16, false>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<bf16, bf16, kLnPlain>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
 }
 cudaError_t layer_norm(const float* x, const float* w, const float* b, float eps, bf16* y, int64_t rows, int64_t C,
                        cudaStream_t s) {
-  return layer_norm_launch<float, bf16, false>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<float, bf16, kLnPlain>(x, nullptr, nullptr, nullptr, nullptr, w, b, eps, y, rows, C, s);
 }
 cudaError_t residual_layer_norm(const float* x, const float* res_scale, const float* branch, const float* layer_scale,
                                 float* residual, const float* w, const float* b, float eps, float* y, int64_t rows,
                                 int64_t C, cudaStream_t s) {
-  return layer_norm_launch<float, float, true>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<float, float, kLnResidual>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
 }
 cudaError_t residual_layer_norm(const bf16* x, const float* res_scale, const bf16* branch, const float* layer_scale,
                                 bf16* residual, const float* w, const float* b, float eps, bf16* y, int64_t rows,
                                 int64_t C, cudaStream_t s) {
-  return layer_norm_launch<bf16, bf16, true>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<bf16, bf16, kLnResidual>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+}
+
+cudaError_t layer_norm_scaled_skip(const float* x, const float* res_scale, float* skip, const float* w, const float* b,
+                                   float eps, float* y, int64_t rows, int64_t C, cudaStream_t s) {
+  if (!res_scale || !skip) return cudaErrorInvalidValue;
+  return layer_norm_launch<float, float, kLnScaledSkip>(x, res_scale, nullptr, nullptr, skip, w, b, eps, y, rows, C, s);
+}
+cudaError_t layer_norm_scaled_skip(const bf16* x, const float* res_scale, bf16* skip, const float* w, const float* b,
+                                   float eps, bf16* y, int64_t rows, int64_t C, cudaStream_t s) {
+  if (!res_scale || !skip) return cudaErrorInvalidValue;
+  return layer_norm_launch<bf16, bf16, kLnScaledSkip>(x, res_scale, nullptr, nullptr, skip, w, b, eps, y, rows, C, s);
 }
 
 cudaError_t group_norm1(const float* x, const float* w, const float* b, float eps, float* y, int64_t B, int64_t per,

@@ -8,11 +8,13 @@
 #                      overwriting anything the machine already has
 #   STAGE/base.tar.gz  with BASE=<commit>: that commit's tree, for cuda_check.sh's basebuild step (a baseline
 #                      timed on the same card); without BASE, no base.tar.gz
-#   STAGE/cuda_check.sh
+#   STAGE/cuda_check.sh, STAGE/train_bisect.sh
+#   STAGE/bisect-<commit>.tar.gz  with BISECT=c1,c2,...: those commits' trees without tests/ (about 1 MB
+#                      each), for train_bisect.sh; without BISECT, none
 #   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain and curve steps), only
 #                      with FMNIST=1 and when installed: with the working tree (about 27 MB) they
 #                      would pass the device call's 64 MiB carry limit, so other calls leave them out
-# Usage: [NO_SRC=1] [FMNIST=1] [BASE=commit] tools/device/cuda_bundle.sh STAGE   (e.g. build/cuda-device, carried to the device)
+# Usage: [NO_SRC=1] [FMNIST=1] [BASE=commit] [BISECT=c1,c2] tools/device/cuda_bundle.sh STAGE   (e.g. build/cuda-device, carried to the device)
 set -euo pipefail
 stage=${1:?usage: cuda_bundle.sh STAGE_DIR}
 cd "$(dirname "$0")/../.."
@@ -27,7 +29,11 @@ if [ -n "${BASE:-}" ]; then
 else
   rm -f "$stage/base.tar.gz"
 fi
-cp tools/device/cuda_check.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
+rm -f "$stage"/bisect-*.tar.gz
+for c in $(echo "${BISECT:-}" | tr , ' '); do
+  git archive --format=tar.gz -o "$stage/bisect-$(git rev-parse --short "$c").tar.gz" "$c" -- . ':!tests'
+done
+cp tools/device/cuda_check.sh tools/device/train_bisect.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
 if [ "${FMNIST:-0}" = 1 ] && [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
   cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"
 elif [ "${FMNIST:-0}" != 1 ]; then

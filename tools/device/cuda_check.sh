@@ -95,6 +95,8 @@
 #                 the default from 2026-12-06 until lean) against batch: the kernels one by one, then as dwbatch
 #   dwlean.log    (step dwlean) the depthwise forward with 32-bit staging index math (METAFORMER_CUDA_DW=lean)
 #                 (the default since 2026-12-06) against batchact: the kernels one by one, then as dwbatch
+#   hostab.log    (step hostab, after basebuild) the host time of a training step, this tree against the base
+#                 build: step times and the host profile per op (HOSTAB_MODELS)
 #   baseab.log    (step baseab, after basebuild) this tree's training images/s and kernel times against the
 #                 base commit's (cuda_bundle.sh BASE=), for changes without a switch
 #   glurows.log   (step glurows) the gated product's backward in one pass over its inputs
@@ -124,7 +126,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -784,6 +786,27 @@ if has baseab; then
     python3 "$stage/kernel_table.py" /tmp/tk_sc.csv > /tmp/tk_sc.md 2>&1
     { head -1 /tmp/tk_sc.md; grep -E "${BASEAB_KERNELS:-norm|residual|column}" /tmp/tk_sc.md; } | cut -c1-150 |
       sed "s|^|$bin: |" | tee -a "$log"
+  done
+fi
+
+if has hostab; then
+  # The host's side of a bf16 training step, this tree against the basebuild step's commit: the time
+  # the host took to queue a step and then waited for the GPU (METAFORMER_STEP_TIMES=1), and its time
+  # per op family (METAFORMER_PROFILE_HOST=1 --profile). For a step whose kernel time is unchanged
+  # but whose images/s fell (poolformer_s12, 2026-12-06). HOSTAB_MODELS, default poolformer_s12.
+  log=$OUT/hostab.log
+  echo "== host time of a training step, this tree against the base build ($(cat /tmp/mfbase_src/.base_commit 2>/dev/null))" | tee "$log"
+  for m in $(echo "${HOSTAB_MODELS:-poolformer_s12}" | tr , ' '); do
+    for bin in /tmp/mfbase/metaformer "$M"; do
+      rm -rf /tmp/hab
+      METAFORMER_STEP_TIMES=1 timeout 120 "$bin" train -m $m --data synthetic:7680 --batch 128 --epochs 1 --max-steps 40 \
+        --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/hab 2>&1 |
+        grep -E "step times|img/s|rror" | sed "s|^|$m $bin: |" | tee -a "$log"
+      rm -rf /tmp/hab
+      METAFORMER_PROFILE_HOST=1 timeout 120 "$bin" train -m $m --data synthetic:3840 --batch 128 --epochs 1 --max-steps 30 \
+        --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --profile --out /tmp/hab 2>&1 |
+        grep -vE "^epoch|^\s*$" | head -40 | sed "s|^|$m $bin host: |" | tee -a "$log"
+    done
   done
 fi
 

@@ -427,12 +427,14 @@ cudaError_t layer_norm(const float* x, const float* w, const float* b, float eps
 cudaError_t residual_layer_norm(const float* x, const float* res_scale, const float* branch, const float* layer_scale,
                                 float* residual, const float* w, const float* b, float eps, float* y, int64_t rows,
                                 int64_t C, cudaStream_t s) {
-  return layer_norm_launch<float, float, kLnResidual>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<float, float, kLnResidual>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows,
+                                                      C, s);
 }
 cudaError_t residual_layer_norm(const bf16* x, const float* res_scale, const bf16* branch, const float* layer_scale,
                                 bf16* residual, const float* w, const float* b, float eps, bf16* y, int64_t rows,
                                 int64_t C, cudaStream_t s) {
-  return layer_norm_launch<bf16, bf16, kLnResidual>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C, s);
+  return layer_norm_launch<bf16, bf16, kLnResidual>(x, res_scale, branch, layer_scale, residual, w, b, eps, y, rows, C,
+                                                    s);
 }
 
 cudaError_t layer_norm_scaled_skip(const float* x, const float* res_scale, float* skip, const float* w, const float* b,

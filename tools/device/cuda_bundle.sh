@@ -8,7 +8,7 @@
 #                      overwriting anything the machine already has
 #   STAGE/base.tar.gz  with BASE=<commit>: that commit's tree, for cuda_check.sh's basebuild step (a baseline
 #                      timed on the same card); without BASE, no base.tar.gz
-#   STAGE/cuda_check.sh, STAGE/train_bisect.sh
+#   STAGE/cuda_check.sh, STAGE/train_bisect.sh, STAGE/device_deps.sh (their shared unpacking of deps.tar.xz)
 #   STAGE/bisect-<commit>.tar.gz  with BISECT=c1,c2,...: those commits' trees without tests/ (about 1 MB
 #                      each), for train_bisect.sh; without BISECT, none
 #   STAGE/fashion-mnist Debian's dataset-fashion-mnist files (30 MB, for the gputrain and curve steps), only
@@ -33,7 +33,7 @@ rm -f "$stage"/bisect-*.tar.gz
 for c in $(echo "${BISECT:-}" | tr , ' '); do
   git archive --format=tar.gz -o "$stage/bisect-$(git rev-parse --short "$c").tar.gz" "$c" -- . ':!tests'
 done
-cp tools/device/cuda_check.sh tools/device/train_bisect.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
+cp tools/device/cuda_check.sh tools/device/train_bisect.sh tools/device/device_deps.sh tools/device/kernel_table.py tools/device/stack_table.py "$stage/"
 if [ "${FMNIST:-0}" = 1 ] && [ -d /usr/share/datasets/fashion-mnist ] && [ ! -d "$stage/fashion-mnist" ]; then
   cp -r /usr/share/datasets/fashion-mnist "$stage/fashion-mnist"
 elif [ "${FMNIST:-0}" != 1 ]; then

@@ -158,10 +158,7 @@ nproc
 if ! has build && [ ! -x "$B/metaformer" ]; then steps="build $steps"; fi
 if has build; then
   echo "== build"
-  tar -xJf "$stage/deps.tar.xz" --skip-old-files -C / && ldconfig
-  # Debian's libz.so points at its own zlib version; point it at whatever libz.so.1 this machine has.
-  z=/usr/lib/x86_64-linux-gnu/libz.so
-  [ -e "$z" ] || ln -sf "$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)" "$z"
+  . "$stage/device_deps.sh"
   if [ -f "$stage/src.tar.gz" ]; then
     rm -rf "$S" && mkdir -p "$S" && tar -xzf "$stage/src.tar.gz" -C "$S"
   else  # NO_SRC=1 bundle: the checkout the stage lives in (build/cuda-device/../..)

@@ -11,13 +11,12 @@ tree=$(cd "$stage/../.." && pwd)
 export PATH=/usr/local/cuda/bin:$PATH
 OUT=${OUT:-/tmp/cuda_out}
 mkdir -p "$OUT"
-tar -xJf "$stage/deps.tar.xz" --skip-old-files -C / && ldconfig
-z=/usr/lib/x86_64-linux-gnu/libz.so
-[ -e "$z" ] || ln -sf "$(ls /usr/lib/x86_64-linux-gnu/libz.so.1 /lib/x86_64-linux-gnu/libz.so.1 2>/dev/null | head -1)" "$z"
+. "$stage/device_deps.sh"
 build() {  # build SRC DIR
+  local log="$OUT/bisect_build_$(basename "$2").log"
   cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMETAFORMER_CUDA=ON -DMETAFORMER_PYTHON=OFF \
-    -DMETAFORMER_TESTS=OFF -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc > "$OUT/bisect_build_$(basename "$2").log" 2>&1 &&
-    ninja -C "$2" -j"$(nproc)" metaformer >> "$OUT/bisect_build_$(basename "$2").log" 2>&1
+    -DMETAFORMER_TESTS=OFF -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc > "$log" 2>&1 &&
+    ninja -C "$2" -j"$(nproc)" metaformer >> "$log" 2>&1
 }
 bins=()
 for tb in "$stage"/bisect-*.tar.gz; do
@@ -37,7 +36,11 @@ for round in 1 2; do
       rm -rf /tmp/bis_out
       timeout 120 "$bin" train -m "$m" --data synthetic:7680 --batch 128 --epochs 1 --max-steps "${AB_STEPS:-60}" \
         --backend cuda --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/bis_out > /tmp/bis.log 2>&1
-      echo "round $round $m $(basename "$(dirname "$bin")"): $(python3 -c "import json; r = json.loads(open('/tmp/bis_out/metrics.jsonl').readlines()[-1]); print('steady', round(r.get('steady_images_per_s', 0)), 'img/s, data wait', round(r.get('data_wait_seconds', -1), 3), 's')" 2>&1 | tail -1) $(grep -iE 'error' /tmp/bis.log | tail -1)"
+      figures=$(python3 -c "import json
+r = json.loads(open('/tmp/bis_out/metrics.jsonl').readlines()[-1])
+print('steady', round(r.get('steady_images_per_s', 0)), 'img/s,', end=' ')
+print('data wait', round(r.get('data_wait_seconds', -1), 3), 's')" 2>&1 | tail -1)
+      echo "round $round $m $(basename "$(dirname "$bin")"): $figures $(grep -iE 'error' /tmp/bis.log | tail -1)"
     done
   done
 done

@@ -267,6 +267,41 @@ TEST(CudaBackend, PoolBranchStatisticsGiveTheNormsOwnBits) {
   }
 }
 
+// The bf16 backward of a convolution over a host fp32 input (the stem over the training batch) reads
+// the bf16 copy its forward cached with the input, and uploads nothing: an fp32 upload of its own
+// cost poolformer_s12 9 % of its training speed (the 77 MB batch again each step; docs/cuda-log.md).
+// Its weight and bias gradients are those of the same input handed over in bf16 on the GPU, bit for
+// bit. The stem's geometry: K = 7 · 7 · 3 = 147 columns, padded to 152 in bf16.
+TEST(CudaBackward, ConvWeightGradientReadsTheForwardsBf16CopyOfAHostInput) {
+  MF_REQUIRE_GPU();
+  Exec gpu{&get_backend("cuda", Precision::bf16), nullptr};
+  Exec ref{&get_backend("ref"), nullptr};
+  const Tensor image = random_tensor({2, 3, 20, 18}, 31);  // NCHW
+  const Tensor w = random_tensor({16, 3, 7, 7}, 32), b = random_tensor({16}, 33);
+  const ConvGeometry g{7, 7, 4, 4, 2, 2};
+  const Tensor host_x = op::nchw_to_nhwc(ref, image);   // host fp32
+  const Tensor gpu_x = op::nchw_to_nhwc(gpu, image);    // device bf16: the same values, rounded
+  ASSERT_EQ(gpu_x.dtype(), DType::bf16);
+  const Tensor y = op::conv2d(gpu, host_x, w, &b, g);
+  const auto copy = host_x.derived(cuda::kBf16CopyKey);
+  ASSERT_TRUE(copy) << "the bf16 forward cached no bf16 copy of its host input";
+  EXPECT_FALSE(host_x.derived(cuda::kUploadKey)) << "the forward kept the input's fp32 upload";
+  const Tensor dy = random_tensor(y.shape(), 34);  // host fp32, as the op harness passes it
+  Tensor dw_host = Tensor::zeros(w.shape()), db_host = Tensor::zeros(b.shape());
+  Tensor dw_dev = Tensor::zeros(w.shape()), db_dev = Tensor::zeros(b.shape());
+  op::conv2d_backward(gpu, host_x, w, g, dy, false, &dw_host, &db_host);
+  EXPECT_FALSE(host_x.derived(cuda::kUploadKey)) << "the backward uploaded the fp32 input again";
+  EXPECT_EQ(host_x.derived(cuda::kBf16CopyKey), copy) << "the backward made a bf16 copy of its own";
+  op::conv2d_backward(gpu, gpu_x, w, g, dy, false, &dw_dev, &db_dev);
+  EXPECT_EQ(std::memcmp(dw_host.data(), dw_dev.data(), sizeof(float) * dw_dev.numel()), 0);
+  EXPECT_EQ(std::memcmp(db_host.data(), db_dev.data(), sizeof(float) * db_dev.numel()), 0);
+  // and both are the reference's, to the bf16 bar of the conv2d backward cases
+  Tensor dw_ref = Tensor::zeros(w.shape()), db_ref = Tensor::zeros(b.shape());
+  op::conv2d_backward(ref, host_x, w, g, dy, false, &dw_ref, &db_ref);
+  EXPECT_LE(rel_error(dw_host, dw_ref), kBf16Tolerance);
+  EXPECT_LE(rel_error(db_host, db_ref), kBf16Tolerance);
+}
+
 TEST(CudaBackend, OutOfMemoryIsAnErrorAndTheBackendStillWorks) {
   MF_REQUIRE_GPU();
   get_backend("cuda");

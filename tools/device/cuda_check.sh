@@ -76,6 +76,8 @@
 #   attntiles.log (step attntiles) the key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles): bf16
 #                 attention cases, memcheck and racecheck, CUDA training tests, kernel time, images/s
 #   colsumbatch.log (step colsumbatch) column sums with rows batched (METAFORMER_CUDA_COLSUM=batch): as attntiles
+#   colsumf.log   (step colsumf) column sums with float running sums a thread (METAFORMER_CUDA_COLSUM=fbatch):
+#                 as attntiles, on every op that reduces columns, poolformer_s12 and mambaout_femto
 #   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
 #   dwbatch.log   (step dwbatch) the depthwise forward with batched staging loads (METAFORMER_CUDA_DW=batch):
 #                 bf16 depthwise cases, memcheck and racecheck, CUDA tests, kernel time, images/s, inference
@@ -126,7 +128,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -1029,6 +1031,18 @@ if has colsumbatch; then
   echo "== column sums, rows batched: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_COLSUM scalar batch scaled_residual,_branch,mixer/ poolformer_s12 \
     "column_partials|ScaleGrads" "${COLSUM_MODELS:-poolformer_s12,convformer_s18}" "column_partials_vec_kernel<.*ScaleGrads.*, 4"
+fi
+
+if has colsumf; then
+  # The column sums with float running sums a thread (METAFORMER_CUDA_COLSUM=fbatch: the batched rows
+  # of `batch` where the functor has them, ScaleGrads; the 16-byte kernel elsewhere: bias gradients,
+  # norm parameters) against the scalar default: every op case that reduces columns, poolformer_s12's
+  # kernel table, and images/s of the model it tops and of mambaout_femto (122 bias sums a step).
+  log=$OUT/colsumf.log
+  echo "== column sums, float running sums: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_COLSUM scalar fbatch scaled_residual,_branch,mixer/,linear,glu,gated_cnn,conv2d,norm \
+    poolformer_s12 "column_partials|ScaleGrads|ColumnSum" "${COLSUM_MODELS:-poolformer_s12,mambaout_femto}" \
+    "column_partials_vec_kernel<.*float>"
 fi
 
 if has dwbatch; then

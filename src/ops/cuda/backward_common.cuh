@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -189,16 +190,30 @@ template <class F>
 struct HasColumnBatch<F, std::void_t<typename F::In>> : std::true_type {};
 constexpr int kColumnBatchRows = 4;  // ptxas 11.8, sm_90, ScaleGrads in bf16: 188 registers (2 rows: 160; vec: 145)
 
-// 0: scalar (the default), 1: vec, 2: batch (functors without batch support: scalar).
+// Float sums a thread (METAFORMER_CUDA_COLSUM=fvec / fbatch, candidates): `vec` and `batch` with each
+// thread's running sums in float, added across the block and the chunks in double as before. Why:
+// the double sums made those kernels register-bound, not memory-bound (ptxas 11.8, sm_90: 145
+// registers for `vec`, 188 for `batch` with ScaleGrads in bf16, so one block of 8 warps an SM and
+// a row or four of loads in flight each), which is why neither beat the scalar kernel. A thread's sum
+// in float covers its own rows of one chunk (at most kFloatRowsPerThread of them: 64 products, each
+// one rounding, relative error ≤ 64 · 2⁻²⁴ ≈ 4e-6, far below the bf16 activations' 4e-3); the order
+// is fixed, so the sums stay deterministic (other bits than the scalar kernel's). Longer chunks than
+// the double kernels' (kFloatRowsPerThread rows a thread) spread the block's reduction over more rows.
+constexpr int64_t kFloatRowsPerThread = 32;
+
+// 0: scalar (the default), 1: vec, 2: batch, 3: fvec, 4: fbatch (functors without batch support:
+// batch → scalar, fbatch → fvec).
 inline int column_sums_mode() {
   static const int mode = [] {
-    const int v = env_choice("METAFORMER_CUDA_COLSUM", {"scalar", "vec", "batch"});
+    const int v = env_choice("METAFORMER_CUDA_COLSUM", {"scalar", "vec", "batch", "fvec", "fbatch"});
     return v < 0 ? 0 : v;
   }();
   return mode;
 }
 
-template <int K, int V, class F, int R = 1>
+// Acc: a thread's running sums (double: vec and batch; float: fvec and fbatch). The functor's vec and
+// vec_finish take v as Acc too.
+template <int K, int V, class F, int R = 1, class Acc = double>
 __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x,
                                            double* partial) {
   extern __shared__ double sh_vec[];  // [K][blockDim.x][V]
@@ -207,7 +222,7 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
   const int64_t chunk = blockIdx.y;
   const int64_t per = (rows + chunks - 1) / chunks;
   const int64_t r0 = chunk * per, r1 = r0 + per < rows ? r0 + per : rows;
-  double acc[K][V];
+  Acc acc[K][V];
 #pragma unroll
   for (int k = 0; k < K; ++k)
 #pragma unroll
@@ -215,7 +230,7 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
   if (col0 < cols) {
     if constexpr (R == 1) {
       for (int64_t r = r0 + ty; r < r1; r += lanes_y) {
-        double v[K][V];
+        Acc v[K][V];
         f.vec(r, col0, v);
 #pragma unroll
         for (int k = 0; k < K; ++k)
@@ -233,7 +248,7 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
 #pragma unroll
         for (int j = 0; j < R; ++j)
           if (r + j * lanes_y < r1) {
-            double v[K][V];
+            Acc v[K][V];
             f.vec_finish(r + j * lanes_y, col0, in[j], per_col, v);
 #pragma unroll
             for (int k = 0; k < K; ++k)
@@ -246,7 +261,7 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
 #pragma unroll
   for (int k = 0; k < K; ++k)
 #pragma unroll
-    for (int e = 0; e < V; ++e) sh_vec[(k * blockDim.x + threadIdx.x) * V + e] = acc[k][e];
+    for (int e = 0; e < V; ++e) sh_vec[(k * blockDim.x + threadIdx.x) * V + e] = static_cast<double>(acc[k][e]);
   __syncthreads();
   if (ty == 0 && col0 < cols)
     for (int k = 0; k < K; ++k)
@@ -264,23 +279,42 @@ void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStrea
   if constexpr (HasColumnVec<F>::value) {
     constexpr int V = F::kV;
     const int mode = column_sums_mode();
-    const bool batch = mode == 2 && HasColumnBatch<F>::value;
-    if ((mode == 1 || batch) && cols % V == 0 && f.aligned()) {
+    const bool floats = mode >= 3;
+    const bool batch = (mode == 2 || mode == 4) && HasColumnBatch<F>::value;
+    if (mode != 0 && cols % V == 0 && f.aligned()) {
       const int64_t vectors = cols / V;
       const int lanes_x = vectors < 32 ? static_cast<int>(vectors) : 32;
-      const int block = lanes_x * (256 / lanes_x);
-      const dim3 grid(static_cast<unsigned>((vectors + lanes_x - 1) / lanes_x), static_cast<unsigned>(chunks));
+      const int lanes_y = 256 / lanes_x, block = lanes_x * lanes_y;
+      // float sums: kFloatRowsPerThread rows a thread a chunk; never more chunks than the work was sized for
+      int64_t used = chunks;
+      if (floats) {
+        const int64_t per = kFloatRowsPerThread * lanes_y;
+        used = std::min(chunks, std::max<int64_t>(1, (rows + per - 1) / per));
+      }
+      const dim3 grid(static_cast<unsigned>((vectors + lanes_x - 1) / lanes_x), static_cast<unsigned>(used));
       const size_t shared = sizeof(double) * K * V * block;
-      if constexpr (HasColumnBatch<F>::value) {
+      if (floats) {
+        if constexpr (HasColumnBatch<F>::value) {
+          if (batch) {
+            column_partials_vec_kernel<K, V, F, kColumnBatchRows, float>
+                <<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
+          } else {
+            column_partials_vec_kernel<K, V, F, 1, float><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x,
+                                                                                    work);
+          }
+        } else {
+          column_partials_vec_kernel<K, V, F, 1, float><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
+        }
+      } else if constexpr (HasColumnBatch<F>::value) {
         if (batch)
-          column_partials_vec_kernel<K, V, F, kColumnBatchRows><<<grid, block, shared, s>>>(f, rows, cols, chunks,
+          column_partials_vec_kernel<K, V, F, kColumnBatchRows><<<grid, block, shared, s>>>(f, rows, cols, used,
                                                                                              lanes_x, work);
         else
-          column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, chunks, lanes_x, work);
+          column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
       } else {
-        column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, chunks, lanes_x, work);
+        column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
       }
-      column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, chunks,
+      column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, used,
                                                                                                  work);
       return;
     }
@@ -372,7 +406,8 @@ struct ColumnSum {
   __device__ void store(int64_t c, const double* s) const { out[c] += static_cast<float>(s[0]); }
   static constexpr int kV = kVec<T>;
   bool aligned() const { return kernels::aligned16(dy); }
-  __device__ void vec(int64_t r, int64_t c0, double (&v)[1][kV]) const {
+  template <class A>
+  __device__ void vec(int64_t r, int64_t c0, A (&v)[1][kV]) const {
     float d[kV];
     load16(dy + r * cols + c0, d);
 #pragma unroll

@@ -380,7 +380,8 @@ struct NormParamGrads {
   // column_partials_vec_kernel's view: the vector's columns lie in one group (n is a multiple of C)
   static constexpr int kV = kVec<T>;
   bool aligned() const { return kernels::aligned16(x) && kernels::aligned16(dy); }
-  __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
+  template <class A>
+  __device__ void vec(int64_t r, int64_t c0, A (&v)[2][kV]) const {
     const int64_t at = r * C + c0, g = at / n;
     const double mean = stats[g * 4 + 0], rstd = stats[g * 4 + 1];
     float xs[kV], ds[kV];
@@ -389,7 +390,7 @@ struct NormParamGrads {
 #pragma unroll
     for (int e = 0; e < kV; ++e) {
       const double xh = (xs[e] - mean) * rstd;
-      v[0][e] = ds[e] * xh;
+      v[0][e] = static_cast<A>(ds[e] * xh);
       v[1][e] = ds[e];
     }
   }
@@ -622,14 +623,18 @@ struct ScaleGrads {
     if (d_rs) in.x = *reinterpret_cast<const uint4*>(x + at);
     if (d_ls) in.b = *reinterpret_cast<const uint4*>(branch + at);
   }
-  __device__ void vec(int64_t r, int64_t c0, double (&v)[2][kV]) const {
+  template <class A>
+  __device__ void vec(int64_t r, int64_t c0, A (&v)[2][kV]) const {
     In in;
     Cols k;
     vec_cols(c0, k);
     vec_load(r, c0, in);
     vec_finish(r, c0, in, k, v);
   }
-  __device__ void vec_finish(int64_t r, int64_t c0, const In& in, const Cols& k, double (&v)[2][kV]) const {
+  // A = float: the products in float (one rounding each), dx and dbranch as before (their product
+  // of two floats in double, rounded once: the same bits as a float product).
+  template <class A>
+  __device__ void vec_finish(int64_t r, int64_t c0, const In& in, const Cols& k, A (&v)[2][kV]) const {
     const int64_t at = r * C + c0;
     float g[kV], xs[kV], bs[kV], ox[kV], ob[kV];
     unpack16<T>(in.g, g);
@@ -637,11 +642,11 @@ struct ScaleGrads {
     if (d_ls) unpack16<T>(in.b, bs);
 #pragma unroll
     for (int e = 0; e < kV; ++e) {
-      const double gd = g[e];
-      v[0][e] = d_rs ? gd * xs[e] : 0.0;
-      v[1][e] = d_ls ? gd * bs[e] : 0.0;
-      ox[e] = static_cast<float>(gd * k.rs[e]);
-      ob[e] = static_cast<float>(gd * k.ls[e]);
+      const A gd = g[e];
+      v[0][e] = d_rs ? gd * static_cast<A>(xs[e]) : A(0);
+      v[1][e] = d_ls ? gd * static_cast<A>(bs[e]) : A(0);
+      ox[e] = g[e] * k.rs[e];
+      ob[e] = g[e] * k.ls[e];
     }
     if (dx) store16(dx + at, ox);  // after every read: dx or dbranch may alias x, branch or dy
     store16(dbranch + at, ob);

@@ -314,7 +314,9 @@ void CudaBackwardOps::conv2d_backward(const Tensor& x, const Tensor& w, const Co
         ok(cuda::kernels::im2col_nhwc_padded(f.in16(x), static_cast<bf16*>(cols.raw()), ldk, B, H, W, Ci, kh, kw,
                                              g.stride_h, g.stride_w, g.pad_h, g.pad_w, Ho, Wo, stream()),
            "conv2d backward: im2col");
-        gemm_bf16(cuda::GemmType::bf16_f32out, true, K, Co, M, static_cast<const bf16*>(cols.raw()), ldk, G16, Co,
+        // ldk rows of dW, not K: the padding columns' products are never read (conv_weight_grad_add
+        // takes the first K), and an m of K = 147 again kept cuBLASLt to its 2-byte-aligned kernels.
+        gemm_bf16(cuda::GemmType::bf16_f32out, true, ldk, Co, M, static_cast<const bf16*>(cols.raw()), ldk, G16, Co,
                   dwk.data(), ldk, false);
       } else {
         ok(cuda::kernels::im2col_nhwc_padded(f.in(x), cols.data(), K, B, H, W, Ci, kh, kw, g.stride_h, g.stride_w,

@@ -55,10 +55,15 @@ class Widened {
     pending_.emplace_back(&t, wide);
     return wide.data();
   }
-  // The bf16 side, for the kernels that read and write bf16 activations: a bf16 tensor is itself; an
-  // fp32 one (the op harness's host inputs) is rounded into the call's own copy.
+  // The bf16 side, for the kernels that read and write bf16 activations: a bf16 tensor is itself; a
+  // host fp32 one (the training batch, the op harness's inputs) is read through its bf16 copy, cached
+  // with it as the forward ops cache theirs: the stem's weight gradient then reads the copy its
+  // forward made, where a copy of the call's own uploaded the 77 MB batch again each step
+  // (poolformer_s12, -9 % images/s; docs/cuda-log.md). A device fp32 one is rounded into the call's own
+  // copy (an activation may be overwritten in place later; a copy cached with it would go stale).
   const bf16* in16(const Tensor& t) {
     if (t.dtype() == DType::bf16) return static_cast<const bf16*>(t.raw());
+    if (t.device() != Device::CUDA) return cuda::device_bf16(t);
     Tensor narrow = Tensor::empty(t.shape(), Device::CUDA, DType::bf16);
     ok(k::cast(cuda::device_f32(t), static_cast<bf16*>(narrow.raw()), t.numel(), stream()), "round to bf16");
     kept_.push_back(narrow);

@@ -165,7 +165,8 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
 // for its measurement): a warp of the scalar kernel reads 64 bytes of a bf16 row per load, and each
 // cell pays its own index arithmetic. A functor opts in with kV (its columns a thread), aligned()
 // (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0 + e. A block is
-// lanes_x threads across vectors of columns times 256 / lanes_x row lanes. The sums' order differs
+// lanes_x threads across vectors of columns times 256 / lanes_x row lanes. vec (and vec_finish) add
+// the row's values to v, the thread's running sums, rather than return them (16 registers fewer). The sums' order differs
 // from the scalar kernel's (fixed all the same: deterministic, other bits).
 template <class F, class = void>
 struct HasColumnVec : std::false_type {};
@@ -213,8 +214,15 @@ inline int column_sums_mode() {
 
 // Acc: a thread's running sums (double: vec and batch; float: fvec and fbatch). The functor's vec and
 // vec_finish take v as Acc too.
+// The float variants ask ptxas for 3 blocks of 256 threads an SM (2 with batched rows): without the
+// bound ScaleGrads took 101 and 158 registers (nvcc 13.0, sm_90), one or two blocks an SM.
+template <class Acc, int R>
+constexpr int column_vec_min_blocks() {
+  return std::is_same_v<Acc, float> ? (R == 1 ? 3 : 2) : 1;
+}
+
 template <int K, int V, class F, int R = 1, class Acc = double>
-__global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x,
+__global__ void __launch_bounds__(256, column_vec_min_blocks<Acc, R>()) column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x,
                                            double* partial) {
   extern __shared__ double sh_vec[];  // [K][blockDim.x][V]
   const int tx = threadIdx.x % lanes_x, ty = threadIdx.x / lanes_x, lanes_y = blockDim.x / lanes_x;
@@ -229,14 +237,7 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
     for (int e = 0; e < V; ++e) acc[k][e] = 0;
   if (col0 < cols) {
     if constexpr (R == 1) {
-      for (int64_t r = r0 + ty; r < r1; r += lanes_y) {
-        Acc v[K][V];
-        f.vec(r, col0, v);
-#pragma unroll
-        for (int k = 0; k < K; ++k)
-#pragma unroll
-          for (int e = 0; e < V; ++e) acc[k][e] += v[k][e];
-      }
+      for (int64_t r = r0 + ty; r < r1; r += lanes_y) f.vec(r, col0, acc);
     } else {
       typename F::Cols per_col;
       f.vec_cols(col0, per_col);
@@ -247,14 +248,7 @@ __global__ void column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int6
           if (r + j * lanes_y < r1) f.vec_load(r + j * lanes_y, col0, in[j]);
 #pragma unroll
         for (int j = 0; j < R; ++j)
-          if (r + j * lanes_y < r1) {
-            Acc v[K][V];
-            f.vec_finish(r + j * lanes_y, col0, in[j], per_col, v);
-#pragma unroll
-            for (int k = 0; k < K; ++k)
-#pragma unroll
-              for (int e = 0; e < V; ++e) acc[k][e] += v[k][e];
-          }
+          if (r + j * lanes_y < r1) f.vec_finish(r + j * lanes_y, col0, in[j], per_col, acc);
       }
     }
   }
@@ -411,7 +405,7 @@ struct ColumnSum {
     float d[kV];
     load16(dy + r * cols + c0, d);
 #pragma unroll
-    for (int e = 0; e < kV; ++e) v[0][e] = d[e];
+    for (int e = 0; e < kV; ++e) v[0][e] += d[e];
   }
 };
 

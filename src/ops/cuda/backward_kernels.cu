@@ -390,8 +390,8 @@ struct NormParamGrads {
 #pragma unroll
     for (int e = 0; e < kV; ++e) {
       const double xh = (xs[e] - mean) * rstd;
-      v[0][e] = static_cast<A>(ds[e] * xh);
-      v[1][e] = ds[e];
+      v[0][e] += static_cast<A>(ds[e] * xh);
+      v[1][e] += ds[e];
     }
   }
 };
@@ -643,8 +643,8 @@ struct ScaleGrads {
 #pragma unroll
     for (int e = 0; e < kV; ++e) {
       const A gd = g[e];
-      v[0][e] = d_rs ? gd * static_cast<A>(xs[e]) : A(0);
-      v[1][e] = d_ls ? gd * static_cast<A>(bs[e]) : A(0);
+      if (d_rs) v[0][e] += gd * static_cast<A>(xs[e]);
+      if (d_ls) v[1][e] += gd * static_cast<A>(bs[e]);
       ox[e] = g[e] * k.rs[e];
       ob[e] = g[e] * k.ls[e];
     }

@@ -128,7 +128,9 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf attntiles attnmma dwbatch dwvariants dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare attnab (default: build ops grad
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf attntiles attnmma dwbatch dwvariants
+# dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare
+# attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
 # (60) the steps of each images/s run. SBS_MODELS and
 # SBS_TIMEOUT narrow the side-by-side run; BUILD_TARGETS the build (e.g. "metaformer test-backend-ops"
@@ -1036,8 +1038,9 @@ fi
 if has colsumf; then
   # The column sums with float running sums a thread (METAFORMER_CUDA_COLSUM=fbatch: the batched rows
   # of `batch` where the functor has them, ScaleGrads; the 16-byte kernel elsewhere: bias gradients,
-  # norm parameters) against the scalar default: every op case that reduces columns, poolformer_s12's
-  # kernel table, and images/s of the model it tops and of mambaout_femto (122 bias sums a step).
+  # norm parameters) against the scalar kernel everywhere: every op case that reduces columns,
+  # poolformer_s12's kernel table, and images/s of the model it tops and of mambaout_femto (122 bias
+  # sums a step). Run on an H200 on 2026-12-06; since then fbatch is ScaleGrads' default.
   log=$OUT/colsumf.log
   echo "== column sums, float running sums: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_COLSUM scalar fbatch scaled_residual,_branch,mixer/,linear,glu,gated_cnn,conv2d,norm \

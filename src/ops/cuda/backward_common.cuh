@@ -166,8 +166,8 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
 // cell pays its own index arithmetic. A functor opts in with kV (its columns a thread), aligned()
 // (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0 + e. A block is
 // lanes_x threads across vectors of columns times 256 / lanes_x row lanes. vec (and vec_finish) add
-// the row's values to v, the thread's running sums, rather than return them (16 registers fewer). The sums' order differs
-// from the scalar kernel's (fixed all the same: deterministic, other bits).
+// the row's values to v, the thread's running sums, rather than return them (16 registers fewer).
+// The sums' order differs from the scalar kernel's (fixed all the same: deterministic, other bits).
 template <class F, class = void>
 struct HasColumnVec : std::false_type {};
 template <class F>
@@ -191,23 +191,27 @@ template <class F>
 struct HasColumnBatch<F, std::void_t<typename F::In>> : std::true_type {};
 constexpr int kColumnBatchRows = 4;  // ptxas 11.8, sm_90, ScaleGrads in bf16: 188 registers (2 rows: 160; vec: 145)
 
-// Float sums a thread (METAFORMER_CUDA_COLSUM=fvec / fbatch, candidates): `vec` and `batch` with each
-// thread's running sums in float, added across the block and the chunks in double as before. Why:
-// the double sums made those kernels register-bound, not memory-bound (ptxas 11.8, sm_90: 145
-// registers for `vec`, 188 for `batch` with ScaleGrads in bf16, so one block of 8 warps an SM and
-// a row or four of loads in flight each), which is why neither beat the scalar kernel. A thread's sum
-// in float covers its own rows of one chunk (at most kFloatRowsPerThread of them: 64 products, each
-// one rounding, relative error ≤ 64 · 2⁻²⁴ ≈ 4e-6, far below the bf16 activations' 4e-3); the order
-// is fixed, so the sums stay deterministic (other bits than the scalar kernel's). Longer chunks than
-// the double kernels' (kFloatRowsPerThread rows a thread) spread the block's reduction over more rows.
+// Float sums a thread (METAFORMER_CUDA_COLSUM=fvec / fbatch; fbatch is ScaleGrads' default): `vec` and
+// `batch` with each thread's running sums in float, added across the block and the chunks in double
+// as before. Why: the double sums made those kernels register-bound, not memory-bound (ptxas 11.8,
+// sm_90: 145 registers for `vec`, 188 for `batch` with ScaleGrads in bf16, so one block of 8 warps an
+// SM with one row or four of loads in flight), which is why neither beat the scalar kernel. A
+// thread's float sum covers its own rows of one chunk (at most kFloatRowsPerThread products, each
+// one rounding: relative error ≤ 32 · 2⁻²⁴ ≈ 2e-6, far below the bf16 activations' 4e-3); the order
+// is fixed, so the sums stay deterministic (other bits than the scalar kernel's). The chunks are
+// longer than the double kernels' (kFloatRowsPerThread rows a thread), which spreads each block's
+// reduction over more rows.
 constexpr int64_t kFloatRowsPerThread = 32;
 
-// 0: scalar (the default), 1: vec, 2: batch, 3: fvec, 4: fbatch (functors without batch support:
-// batch → scalar, fbatch → fvec).
-inline int column_sums_mode() {
-  static const int mode = [] {
-    const int v = env_choice("METAFORMER_CUDA_COLSUM", {"scalar", "vec", "batch", "fvec", "fbatch"});
-    return v < 0 ? 0 : v;
+// METAFORMER_CUDA_COLSUM. automatic (unset): fbatch for the functors with batched rows (ScaleGrads:
+// 2.58 → 1.21 ms in two poolformer_s12 bf16 steps, +5 % images/s; H200, 2026-12-06), scalar for the
+// others (the bias sums' fvec was slower there, 1.08 → 1.33 ms, mambaout_femto -2 %). Functors
+// without batch support run batch as scalar and fbatch as fvec.
+enum class ColumnSums { automatic, scalar, vec, batch, fvec, fbatch };
+inline ColumnSums column_sums_mode() {
+  static const ColumnSums mode = [] {
+    const int v = env_choice("METAFORMER_CUDA_COLSUM", {"auto", "scalar", "vec", "batch", "fvec", "fbatch"});
+    return v < 0 ? ColumnSums::automatic : static_cast<ColumnSums>(v);
   }();
   return mode;
 }
@@ -222,8 +226,8 @@ constexpr int column_vec_min_blocks() {
 }
 
 template <int K, int V, class F, int R = 1, class Acc = double>
-__global__ void __launch_bounds__(256, column_vec_min_blocks<Acc, R>()) column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x,
-                                           double* partial) {
+__global__ void __launch_bounds__(256, column_vec_min_blocks<Acc, R>())
+    column_partials_vec_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, int lanes_x, double* partial) {
   extern __shared__ double sh_vec[];  // [K][blockDim.x][V]
   const int tx = threadIdx.x % lanes_x, ty = threadIdx.x / lanes_x, lanes_y = blockDim.x / lanes_x;
   const int64_t col0 = (blockIdx.x * static_cast<int64_t>(lanes_x) + tx) * V;
@@ -272,10 +276,11 @@ void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStrea
   const int64_t chunks = column_chunks(rows);
   if constexpr (HasColumnVec<F>::value) {
     constexpr int V = F::kV;
-    const int mode = column_sums_mode();
-    const bool floats = mode >= 3;
-    const bool batch = (mode == 2 || mode == 4) && HasColumnBatch<F>::value;
-    if (mode != 0 && cols % V == 0 && f.aligned()) {
+    ColumnSums mode = column_sums_mode();
+    if (mode == ColumnSums::automatic) mode = HasColumnBatch<F>::value ? ColumnSums::fbatch : ColumnSums::scalar;
+    const bool floats = mode == ColumnSums::fvec || mode == ColumnSums::fbatch;
+    const bool batch = (mode == ColumnSums::batch || mode == ColumnSums::fbatch) && HasColumnBatch<F>::value;
+    if (mode != ColumnSums::scalar && cols % V == 0 && f.aligned()) {
       const int64_t vectors = cols / V;
       const int lanes_x = vectors < 32 ? static_cast<int>(vectors) : 32;
       const int lanes_y = 256 / lanes_x, block = lanes_x * lanes_y;

@@ -241,7 +241,12 @@ __global__ void __launch_bounds__(256, column_vec_min_blocks<Acc, R>())
     for (int e = 0; e < V; ++e) acc[k][e] = 0;
   if (col0 < cols) {
     if constexpr (R == 1) {
-      for (int64_t r = r0 + ty; r < r1; r += lanes_y) f.vec(r, col0, acc);
+      if constexpr (HasColumnBatch<F>::value) {  // it stores too (ScaleGrads): unrolled, it spilled
+        for (int64_t r = r0 + ty; r < r1; r += lanes_y) f.vec(r, col0, acc);
+      } else {  // unrolled: a functor that only reads (the bias sums) has 4 rows' loads in flight
+#pragma unroll 4
+        for (int64_t r = r0 + ty; r < r1; r += lanes_y) f.vec(r, col0, acc);
+      }
     } else {
       typename F::Cols per_col;
       f.vec_cols(col0, per_col);

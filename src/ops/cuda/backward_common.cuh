@@ -243,10 +243,8 @@ __global__ void __launch_bounds__(256, column_vec_min_blocks<Acc, R>())
     if constexpr (R == 1) {
       if constexpr (HasColumnBatch<F>::value) {  // it stores too (ScaleGrads): unrolled, it spilled
         for (int64_t r = r0 + ty; r < r1; r += lanes_y) f.vec(r, col0, acc);
-      } else {  // unrolled: a functor that only reads (the bias sums) has 4 rows' loads in flight (with
-                // 4 sums, 2 rows: GnCellSums spilled at 4 in bf16 under the 3-block bound)
-        constexpr int unroll = K >= 4 ? 2 : 4;
-#pragma unroll unroll
+      } else {  // unrolled: a functor that only reads (the bias sums) has 4 rows' loads in flight
+#pragma unroll 4
         for (int64_t r = r0 + ty; r < r1; r += lanes_y) f.vec(r, col0, acc);
       }
     } else {

@@ -422,25 +422,6 @@ struct GnCellSums {
   __device__ void store(int64_t j, const double* s) const {
     for (int k = 0; k < 4; ++k) cells[j * 4 + k] = s[k];
   }
-  // column_partials_vec_kernel's view (METAFORMER_CUDA_COLSUM=fvec or fbatch, a candidate): 16 bytes of
-  // one sample's channels a thread, so C must be a whole number of vectors.
-  static constexpr int kV = kVec<T>;
-  bool aligned() const { return C % kV == 0 && kernels::aligned16(x) && kernels::aligned16(dy); }
-  template <class A>
-  __device__ void vec(int64_t r, int64_t j0, A (&v)[4][kV]) const {
-    const int64_t g = j0 / C, at = g * n + r * C + (j0 - g * C);
-    float xs[kV], gs[kV];
-    load16(x + at, xs);
-    load16(dy + at, gs);
-#pragma unroll
-    for (int e = 0; e < kV; ++e) {
-      const A xv = xs[e], gv = gs[e];
-      v[0][e] += xv;
-      v[1][e] += xv * xv;
-      v[2][e] += gv;
-      v[3][e] += gv * xv;
-    }
-  }
 };
 
 // One block a sample: its channels' cells added in a fixed order (lanes, then block_sum), then the

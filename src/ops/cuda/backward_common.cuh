@@ -161,13 +161,14 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
   }
 }
 
-// The same partials, 16 bytes of columns a thread (a candidate, METAFORMER_CUDA_COLSUM=vec, waiting
-// for its measurement): a warp of the scalar kernel reads 64 bytes of a bf16 row per load, and each
-// cell pays its own index arithmetic. A functor opts in with kV (its columns a thread), aligned()
-// (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0 + e. A block is
-// lanes_x threads across vectors of columns times 256 / lanes_x row lanes. vec (and vec_finish) add
-// the row's values to v, the thread's running sums, rather than return them (16 registers fewer).
-// The sums' order differs from the scalar kernel's (fixed all the same: deterministic, other bits).
+// The same partials, 16 bytes of columns a thread (METAFORMER_CUDA_COLSUM=vec and the float variants
+// below; docs/cuda.md has what each measured): a warp of the scalar kernel reads 64 bytes of a bf16 row
+// per load, and each cell pays its own index arithmetic. A functor opts in with kV (its columns a
+// thread), aligned() (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0
+// + e. A block is lanes_x threads across vectors of columns times 256 / lanes_x row lanes. vec (and
+// vec_finish) add the row's values to v, the thread's running sums, rather than return them (16
+// registers fewer). The sums' order differs from the scalar kernel's (fixed all the same: deterministic,
+// other bits).
 template <class F, class = void>
 struct HasColumnVec : std::false_type {};
 template <class F>

@@ -298,27 +298,22 @@ void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStrea
       }
       const dim3 grid(static_cast<unsigned>((vectors + lanes_x - 1) / lanes_x), static_cast<unsigned>(used));
       const size_t shared = sizeof(double) * K * V * block;
-      if (floats) {
+      // Acc: float (fvec, fbatch) or double (vec, batch); batched rows only where the functor has them
+      auto launch = [&](auto acc_type) {
+        using Acc = decltype(acc_type);
         if constexpr (HasColumnBatch<F>::value) {
           if (batch) {
-            column_partials_vec_kernel<K, V, F, kColumnBatchRows, float>
+            column_partials_vec_kernel<K, V, F, kColumnBatchRows, Acc>
                 <<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
-          } else {
-            column_partials_vec_kernel<K, V, F, 1, float><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x,
-                                                                                    work);
+            return;
           }
-        } else {
-          column_partials_vec_kernel<K, V, F, 1, float><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
         }
-      } else if constexpr (HasColumnBatch<F>::value) {
-        if (batch)
-          column_partials_vec_kernel<K, V, F, kColumnBatchRows><<<grid, block, shared, s>>>(f, rows, cols, used,
-                                                                                             lanes_x, work);
-        else
-          column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
-      } else {
-        column_partials_vec_kernel<K, V><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
-      }
+        column_partials_vec_kernel<K, V, F, 1, Acc><<<grid, block, shared, s>>>(f, rows, cols, used, lanes_x, work);
+      };
+      if (floats)
+        launch(float{});
+      else
+        launch(double{});
       column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, used,
                                                                                                  work);
       return;

@@ -1043,7 +1043,8 @@ if has colsumf; then
   # sums a step). Run on an H200 on 2026-12-06; since then fbatch is ScaleGrads' default.
   log=$OUT/colsumf.log
   echo "== column sums, float running sums: checks, kernel time, images/s" | tee "$log"
-  switch_check "$log" METAFORMER_CUDA_COLSUM scalar fbatch scaled_residual,_branch,mixer/,linear,glu,gated_cnn,conv2d,norm \
+  # COLSUMF_DEF / COLSUMF_CAND pick the two values (e.g. auto against fbatch: the unrolled bias sums).
+  switch_check "$log" METAFORMER_CUDA_COLSUM "${COLSUMF_DEF:-scalar}" "${COLSUMF_CAND:-fbatch}" scaled_residual,_branch,mixer/,linear,glu,gated_cnn,conv2d,norm \
     poolformer_s12 "column_partials|ScaleGrads|ColumnSum" "${COLSUM_MODELS:-poolformer_s12,mambaout_femto}" \
     "column_partials_vec_kernel<.*float>"
 fi

@@ -124,6 +124,38 @@ void add_mlp_train(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, A
                }});
 }
 
+// The same MLP as the MetaFormer block's layer-scaled second half with the scale folded into fc2
+// (MetaFormerBlock where Backend::folds_layer_scales): y = skip + ls ⊙ mlp(x) through
+// linear_scaled_residual, backward through linear_act_scaled_backward. The CUDA backend runs fc2 with
+// ls ⊙ w2 and the residual in the GEMM's epilogue, and the scale's gradients from dyᵀ · h; the
+// reference runs the separate ops. conv1x1: fc2's weight as timm's 1×1 convolution keeps it
+// ([out, in, 1, 1], PoolFormer's).
+void add_mlp_train_scaled(std::vector<OpCase>& v, Shape x, int64_t hidden, bool bias, ActKind k, bool conv1x1) {
+  std::vector<OpInput> inputs = mlp_inputs(x, hidden, bias);
+  const int64_t C = x[-1];
+  if (conv1x1) inputs[2].shape = Shape{C, hidden, 1, 1};
+  inputs.push_back({{C}, 0.5f, 1.5f});  // the layer scale
+  inputs.push_back({x});                // the residual stream
+  const size_t ls = inputs.size() - 2, skip = inputs.size() - 1;
+  v.push_back({fmt::format("mlp_train_scaled/{}->{}{} {}{}", x.str(), hidden, bias ? "+bias" : "", act_name(k),
+                           conv1x1 ? " 1x1" : ""),
+               OpKind::Linear, 1e-5, inputs,
+               [bias, k, ls, skip](const Exec& e, const std::vector<Tensor>& in) {
+                 auto [h, pre] = op::linear_act_train(e, in[0], in[1], bias ? &in[3] : nullptr, act_of(k));
+                 return op::linear_scaled_residual(e, h, in[2], bias ? &in[4] : nullptr, in[ls], in[skip]);
+               },
+               [bias, k, ls](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 auto [h, pre] = op::linear_act_train(e, in[0], in[1], bias ? &in[3] : nullptr, act_of(k));
+                 Tensor dw1 = zeros_like(in[1]), dw2 = zeros_like(in[2]), dls = zeros_like(in[ls]);
+                 Tensor db1 = bias ? zeros_like(in[3]) : Tensor(), db2 = bias ? zeros_like(in[4]) : Tensor();
+                 Tensor dpre = op::linear_act_scaled_backward(e, h, pre, act_of(k), in[2], bias ? &in[4] : nullptr,
+                                                              in[ls], dy, &dw2, bias ? &db2 : nullptr, &dls);
+                 Tensor dx = op::linear_backward(e, in[0], in[1], dpre, true, &dw1, bias ? &db1 : nullptr);
+                 if (!bias) return std::vector<Tensor>{dx, dw1, dw2, dls, dy};
+                 return std::vector<Tensor>{dx, dw1, dw2, db1, db2, dls, dy};
+               }});
+}
+
 void add_depthwise_linear(std::vector<OpCase>& v, Shape x, int k, int64_t out, bool bias) {
   const int64_t C = x[-1];
   const ConvGeometry g{k, k, 1, 1, k / 2, k / 2};
@@ -431,6 +463,10 @@ const std::vector<OpCase>& op_cases() {
     add_mlp_train(v, {1, 3, 3, 12}, 36, true, ActKind::GELU);
     add_mlp_train(v, {1, 4, 4, 8}, 16, true, ActKind::Identity);
     add_mlp_train(v, {1, 4, 4, 8}, 24, true, ActKind::SiLU);
+    add_mlp_train_scaled(v, {2, 5, 7, 24}, 96, true, ActKind::GELU, true);
+    add_mlp_train_scaled(v, {3, 49, 16}, 64, false, ActKind::GELU, false);
+    add_mlp_train_scaled(v, {1, 3, 3, 12}, 36, true, ActKind::GELU, false);
+    add_mlp_train_scaled(v, {1, 4, 4, 8}, 24, true, ActKind::StarReLU, true);
     add_depthwise_linear(v, {2, 9, 11, 48}, 7, 24, false);  // ConvFormer's dwconv -> pwconv2, odd sizes
     add_depthwise_linear(v, {1, 5, 6, 20}, 3, 7, true);      // a channel tail, biases
     add_depthwise_linear(v, {3, 60, 40, 16}, 7, 8, false);   // several blocks of rows

@@ -168,6 +168,13 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   saved_x_ = x;
   if (scale_trains(layer_scale1_)) saved_mixer_out_ = m;
   if (!second_branch()) return h;
+  // PoolFormer's MLP half where the backend folds the layer scale into fc2: fc2's GEMM adds the
+  // residual and neither the MLP's output nor dy ⊙ ls is ever written (docs/cuda.md).
+  mlp_folded_ = folds_mlp_layer_scale(ctx);
+  if (mlp_folded_) {
+    saved_h_ = h;
+    return mlp_->run_scaled_residual_train(ctx, norm2_->run(ctx, h), h, *scale_of(layer_scale2_));
+  }
   Tensor p = second_branch()->run(ctx, norm2_->run(ctx, h));
   if (drop) p = op::sample_scale(ctx.exec, p, mask2_ = drop_path_mask(ctx, x.dim(0)));
   Tensor y = op::scaled_residual_new(ctx.exec, h, scale_of(res_scale2_), p, scale_of(layer_scale2_));
@@ -188,7 +195,18 @@ Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   return dx;
 }
 
+bool MetaFormerBlock::folds_mlp_layer_scale(const Ctx& ctx) const {
+  return ctx.training && mlp_ && mlp_->can_fold_layer_scale() && layer_scale2_ && !res_scale2_ && drop_path_ <= 0 &&
+         ctx.exec.backend->folds_layer_scales();
+}
+
 Tensor MetaFormerBlock::mlp_branch_backward(Ctx& ctx, const Tensor& dy) {
+  if (mlp_folded_) {
+    // y = h + ls2 ⊙ mlp(norm2(h)): the skip gradient is dy itself, the norm's backward adds it.
+    mlp_folded_ = false;
+    Tensor dn = mlp_->backward_scaled(ctx, dy, *scale_of(layer_scale2_), scale_grad(layer_scale2_));
+    return norm2_->backward_add(ctx, dn, dy, nullptr, nullptr);
+  }
   // y = h ⊙ rs2 + p ⊙ ls2, p = mlp(norm2(h))
   ResidualGrads g = residual_grads(ctx, saved_h_, res_scale2_, saved_mlp_out_, layer_scale2_, dy);
   if (mask2_.defined()) g.branch = op::sample_scale(ctx.exec, g.branch, mask2_);

@@ -76,7 +76,11 @@ class MetaFormerBlock : public Module {
   // Drop path in training: each sample's branch is zeroed with probability p, else scaled by 1/(1-p).
   Tensor drop_path_mask(Ctx& ctx, int64_t batch) const;
   Tensor mlp_branch_backward(Ctx& ctx, const Tensor& dy);
+  // Whether this training step runs the MLP half with its layer scale folded into fc2
+  // (Backend::folds_layer_scales; a plain MLP, a layer scale, no res scale, no drop path).
+  bool folds_mlp_layer_scale(const Ctx& ctx) const;
   double drop_path_;
+  bool mlp_folded_ = false;  // the last training forward folded the MLP half's layer scale
   // Kept by a training forward for backward: input, branch outputs (after drop path), the middle.
   Tensor saved_x_, saved_mixer_out_, saved_h_, saved_mlp_out_, mask1_, mask2_;
   Norm* norm1_;

@@ -44,6 +44,21 @@ Tensor Linear::backward_through(Ctx& ctx, const Tensor& dy, ActivationLayer& act
   return dpre;
 }
 
+Tensor Linear::run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip, const Tensor& ls) {
+  saved_x_ = x;
+  return op::linear_scaled_residual(ctx.exec, x, v(weight_), opt(bias_), ls, skip);
+}
+
+Tensor Linear::backward_through_scaled(Ctx& ctx, const Tensor& dy, ActivationLayer& act, const Tensor& ls,
+                                       Tensor* dls) {
+  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
+  ActivationLayer::Kept kept = act.take_kept();
+  Tensor dpre = op::linear_act_scaled_backward(ctx.exec, saved_x_, kept.pre, act.params(), v(weight_), opt(bias_), ls,
+                                               dy, grad_of(weight_), grad_of(bias_), dls, kept.dscale, kept.dbias);
+  saved_x_ = Tensor();
+  return dpre;
+}
+
 Tensor Linear::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   Tensor dx = op::linear_backward(ctx.exec, saved_x_, v(weight_), dy, needs_input_grad_, grad_of(weight_),

@@ -26,6 +26,12 @@ class Linear : public Module {
   // This layer's backward together with that of the activation in front of it (`act`, which
   // run_act_train ran): returns the gradient of act's input (op::linear_act_backward).
   Tensor backward_through(Ctx& ctx, const Tensor& dy, ActivationLayer& act);
+  // skip + ls ⊙ this(x) in a training step (op::linear_scaled_residual; the caller checked
+  // Backend::folds_layer_scales): keeps x, and reports no output of its own to ctx.on_output.
+  Tensor run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip, const Tensor& ls);
+  // Its backward together with that of the activation in front of it (as backward_through): returns
+  // the gradient of act's input; the layer scale's gradient is added into `dls` where not null.
+  Tensor backward_through_scaled(Ctx& ctx, const Tensor& dy, ActivationLayer& act, const Tensor& ls, Tensor* dls);
   // The first layer of a model need not compute the gradient of its input.
   void set_needs_input_grad(bool v) { needs_input_grad_ = v; }
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::Linear); }

@@ -56,6 +56,16 @@ Tensor Mlp::run_branch_owned(Ctx& ctx, Tensor x, Norm& norm, const BranchScales&
                          v(fc2_->weight()), opt(fc2_->bias()), scales);
 }
 
+Tensor Mlp::run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip, const Tensor& ls) {
+  MF_CHECK(ctx.training && can_fold_layer_scale(), "{}: the folded layer scale is for a plain MLP in training",
+           path());
+  return fc2_->run_scaled_residual_train(ctx, fc1_->run_act_train(ctx, x, *act_), skip, ls);
+}
+
+Tensor Mlp::backward_scaled(Ctx& ctx, const Tensor& dy, const Tensor& ls, Tensor* dls) {
+  return fc1_->backward(ctx, fc2_->backward_through_scaled(ctx, dy, *act_, ls, dls));
+}
+
 Tensor Mlp::backward(Ctx& ctx, const Tensor& dy) {
   if (!gate_) return backward_mlp(ctx, dy);
   MF_CHECK(saved_y_.defined(), "{}: backward without a training forward", path());

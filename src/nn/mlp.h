@@ -24,6 +24,13 @@ class Mlp : public Module {
   Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales);
   // The same with x handed over: the fused branch may write its output over x (op::mlp_branch_).
   Tensor run_branch_owned(Ctx& ctx, Tensor x, Norm& norm, const BranchScales& scales);
+  // Training's skip + ls ⊙ this(x) with the layer scale folded into fc2 (Backend::folds_layer_scales):
+  // fc2's GEMM adds the residual, so the MLP's output is neither written nor kept. Only for a plain
+  // MLP (no GLU, no gate): can_fold_layer_scale(). Its backward is backward_scaled, which returns x's
+  // gradient through the MLP (skip's is dy itself) and adds the scale's gradient into `dls`.
+  bool can_fold_layer_scale() const { return !glu_ && !gate_; }
+  Tensor run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip, const Tensor& ls);
+  Tensor backward_scaled(Ctx& ctx, const Tensor& dy, const Tensor& ls, Tensor* dls);
   void collect_ops(std::set<OpKind>& ops) const override {
     if (glu_) ops.insert(OpKind::Glu);
     if (gate_) ops.insert(OpKind::SoftmaxGate);

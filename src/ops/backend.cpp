@@ -135,6 +135,29 @@ void Backend::linear_act_backward(const Tensor& h, const Tensor& pre, const Acti
   linear_backward(h, w, dy, &dh, dw, db);
   activation_backward(pre, act, dh, dpre, dscale, dbias);
 }
+void Backend::linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+                                     const Tensor& skip, Tensor& y) {
+  Tensor m = Tensor::empty(y.shape(), device(), activation_dtype());
+  linear(h, w, b, m);
+  scaled_residual(skip, nullptr, m, &ls, y);
+}
+void Backend::linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                                         const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor& dpre,
+                                         Tensor* dw, Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias) {
+  Tensor dbranch = Tensor::empty(dy.shape(), device(), activation_dtype());
+  {
+    // The branch output m = h · wᵀ + b again: dls += Σ dy ⊙ m (x, read only for a res scale's
+    // gradient, is m too; dx is not written: need_dx false in op terms, an empty tensor here).
+    Tensor m;
+    if (dls) {
+      m = Tensor::empty(dy.shape(), device(), activation_dtype());
+      linear(h, w, b, m);
+    }
+    Tensor no_dx;
+    scaled_residual_backward(m.defined() ? m : dy, nullptr, m, &ls, dy, no_dx, dbranch, nullptr, dls);
+  }
+  linear_act_backward(h, pre, act, w, dbranch, dpre, dw, db, dscale, dbias);
+}
 void Backend::conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
   unsupported(OpKind::Conv2d);
 }

@@ -123,6 +123,16 @@ class Backend {
   // cuBLASLt call where its epilogue applies (bf16 GELU, METAFORMER_CUDA_GELU_EPILOGUE; docs/cuda.md).
   virtual void linear_act_train(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& pre,
                                 Tensor& y);
+  // y = skip + ls ⊙ (h · wᵀ + b): a Linear whose output is layer-scaled and added to a residual stream
+  // (training's MLP half with a layer scale, op::linear_scaled_residual). By default linear into a
+  // temporary, then scaled_residual; where folds_layer_scales() the backend folds ls into the weight
+  // and adds skip in the GEMM's epilogue, so the branch output is never written.
+  virtual void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+                                      const Tensor& skip, Tensor& y);
+  // Whether the model should run its layer-scaled MLP halves in training through
+  // linear_scaled_residual and linear_act_scaled_backward (which then keep no branch output and
+  // write no dy ⊙ ls). False by default, so the CPU backends' numerics stay those of the separate ops.
+  virtual bool folds_layer_scales() const { return false; }
   // y = res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the block's second half; by default the norm,
   // mlp and scaled_residual ops one after another
   virtual void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
@@ -333,6 +343,13 @@ class Backend {
   virtual void linear_act_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
                                    const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
                                    Tensor* dbias);
+  // The backward of y = skip + ls ⊙ linear(h, w, b), h = act(pre), through the activation (skip's
+  // gradient is dy itself): dpre (overwritten), dw, db and dls += (the linear's and the layer
+  // scale's), dscale and dbias += (StarReLU's). By default the branch output is recomputed,
+  // scaled_residual_backward gives dy ⊙ ls and dls, then linear_act_backward.
+  virtual void linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                                          const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor& dpre, Tensor* dw,
+                                          Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias);
   virtual void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
                                Tensor* dw, Tensor* db);
   virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

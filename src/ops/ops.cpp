@@ -63,6 +63,17 @@ Tensor linear(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b) 
   return y;
 }
 
+Tensor linear_scaled_residual(const Exec& e, const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+                              const Tensor& skip) {
+  Tensor y = linear_output(e, h, w, b);
+  MF_CHECK(skip.shape() == y.shape(), "linear_scaled_residual: the residual {} does not fit the output {}",
+           skip.shape().str(), y.shape().str());
+  check_vec(&ls, w.dim(0), "layer_scale", OpKind::Linear);
+  Timed t(e, OpKind::Linear, h.shape().rows() * w.dim(1) * w.dim(0));
+  e.backend->linear_scaled_residual(h, w, b, ls, skip, y);
+  return y;
+}
+
 Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act) {
   if (act.kind == ActKind::Identity) return linear(e, x, w, b);
   Tensor y = linear_output(e, x, w, b);
@@ -790,6 +801,28 @@ Tensor linear_act_backward(const Exec& e, const Tensor& h, const Tensor& pre, co
   Tensor dpre = out(e, pre.shape());
   Timed t(e, OpKind::Linear, h.shape().rows() * K * N * (dw ? 2 : 1));
   e.backend->linear_act_backward(h, pre, act, w, dy, dpre, dw, db, dscale, dbias);
+  return dpre;
+}
+
+Tensor linear_act_scaled_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act,
+                                  const Tensor& w, const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor* dw,
+                                  Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias) {
+  const int64_t N = w.dim(0), K = w.dim(1);
+  MF_CHECK(h.shape() == pre.shape() && h.shape().last() == K && dy.shape().last() == N &&
+               dy.shape().rows() == h.shape().rows(),
+           "linear_scaled_residual backward: h {}, pre {}, w {}, dy {} do not fit", h.shape().str(), pre.shape().str(),
+           w.shape().str(), dy.shape().str());
+  check_vec(b, N, "bias", OpKind::Linear);
+  check_vec(&ls, N, "layer_scale", OpKind::Linear);
+  check_grad(dw, w, "weight", OpKind::Linear);
+  check_vec(db, N, "bias gradient", OpKind::Linear);
+  check_vec(dls, N, "layer_scale gradient", OpKind::Linear);
+  MF_CHECK(b != nullptr || db == nullptr, "linear_scaled_residual backward: a bias gradient without a bias");
+  if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
+  if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
+  Tensor dpre = out(e, pre.shape());
+  Timed t(e, OpKind::Linear, h.shape().rows() * K * N * (dw ? 2 : 1));
+  e.backend->linear_act_scaled_backward(h, pre, act, w, b, ls, dy, dpre, dw, db, dls, dscale, dbias);
   return dpre;
 }
 

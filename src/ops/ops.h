@@ -46,6 +46,12 @@ Tensor linear_act(const Exec& e, const Tensor& x, const Tensor& w, const Tensor*
 // GEMM and writes both from it). With the identity, pre is y.
 std::pair<Tensor, Tensor> linear_act_train(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b,
                                            const Activation& act);
+// skip + ls ⊙ (h · wᵀ + b) (ls [N]): a layer-scaled Linear added to the residual stream, as training's
+// MLP half with a layer scale (PoolFormer) runs it where the backend folds layer scales
+// (Backend::folds_layer_scales): the CUDA backend folds ls into the weight and adds skip in the GEMM's
+// epilogue, so the branch output is never written. Its backward is linear_act_scaled_backward.
+Tensor linear_scaled_residual(const Exec& e, const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+                              const Tensor& skip);
 // linear(depthwise_conv2d(x)): ConvFormer's dwconv → pwconv2 as one op. The CPU backend runs it in
 // blocks of image rows whose depthwise output stays in cache on its way into the GEMM. Inference only.
 Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
@@ -240,6 +246,12 @@ Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act
 // branch only for d_layer_scale, so a caller without a layer-scale gradient need not keep the branch
 // output (an undefined `branch`; MetaFormerBlock then does not save it). need_dx false: dx is not
 // written and comes back undefined (a block whose skip has no res scale uses dy itself).
+// The backward of y = skip + ls ⊙ linear(act(pre), w, b) (linear_scaled_residual after
+// linear_act_train) through the activation: returns dpre; dw, db, dls (the layer scale's), dscale and
+// dbias (StarReLU's) accumulated. skip's gradient is dy itself.
+Tensor linear_act_scaled_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act,
+                                  const Tensor& w, const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor* dw,
+                                  Tensor* db, Tensor* dls, Tensor* dscale = nullptr, Tensor* dbias = nullptr);
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
                                                    Tensor* d_res_scale, Tensor* d_layer_scale, bool need_dx = true);

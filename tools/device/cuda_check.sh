@@ -76,6 +76,8 @@
 #   attntiles.log (step attntiles) the key-tile attention backward (METAFORMER_CUDA_ATTN_BWD=tiles): bf16
 #                 attention cases, memcheck and racecheck, CUDA training tests, kernel time, images/s
 #   colsumbatch.log (step colsumbatch) column sums with rows batched (METAFORMER_CUDA_COLSUM=batch): as attntiles
+#   foldls.log    (step foldls) training's layer-scaled MLP halves folded into fc2 (METAFORMER_CUDA_FOLD_LS=1)
+#                 against the separate ops: as attntiles, on poolformer_s12
 #   colsumf.log   (step colsumf) column sums with float running sums a thread (METAFORMER_CUDA_COLSUM=fbatch):
 #                 as attntiles, on every op that reduces columns, poolformer_s12 and mambaout_femto
 #   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
@@ -128,7 +130,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf attntiles attnmma dwbatch dwvariants
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf foldls attntiles attnmma dwbatch dwvariants
 # dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare
 # attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
@@ -1047,6 +1049,17 @@ if has colsumf; then
   switch_check "$log" METAFORMER_CUDA_COLSUM "${COLSUMF_DEF:-scalar}" "${COLSUMF_CAND:-fbatch}" scaled_residual,_branch,mixer/,linear,glu,gated_cnn,conv2d,norm \
     poolformer_s12 "column_partials|ScaleGrads|ColumnSum" "${COLSUM_MODELS:-poolformer_s12,mambaout_femto}" \
     "column_partials_vec_kernel<.*float>"
+fi
+
+if has foldls; then
+  # Training's layer-scaled MLP halves with the scale folded into fc2 (METAFORMER_CUDA_FOLD_LS=1:
+  # linear_scaled_residual, linear_act_scaled_backward, layer_scale_fold_grads_kernel) against the
+  # separate ops: the MLP and residual op cases, the CUDA tests and training goldens with it on,
+  # poolformer_s12's kernel table and images/s (FOLDLS_MODELS).
+  log=$OUT/foldls.log
+  echo "== folded layer scales in training: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_FOLD_LS 0 1 mlp_train,linear,scaled_residual poolformer_s12 \
+    "layer_scale_fold|ScaleGrads|scaled_residual|gemm|nvjet|sm90" "${FOLDLS_MODELS:-poolformer_s12}" "layer_scale_fold"
 fi
 
 if has dwbatch; then

@@ -79,6 +79,13 @@ cudaError_t scaled_residual_backward(const T* x, const float* rs, const T* branc
                                      T* dbranch, float* d_rs, float* d_ls, int64_t rows, int64_t C, double* work,
                                      cudaStream_t s);
 
+// The folded layer scale's parameter gradients (layer_scale_backward.cu): with G = dyᵀ · h [N, K] and
+// s = Σ_rows dy [N] from the GEMMs of the folded weight ls ⊙ w, dw += ls ⊙ G (by rows), db += ls ⊙ s
+// and dls[n] += Σ_k w[n, k] · G[n, k] + b[n] · s[n]. s and b may be null (no bias), as may any of
+// the gradients; w is read only for dls.
+cudaError_t layer_scale_fold_grads(const float* G, const float* s, const float* w, const float* b, const float* ls,
+                                   float* dw, float* db, float* dls, int64_t N, int64_t K, cudaStream_t st);
+
 // ResMLP's Affine y = x ⊙ alpha + beta over [rows, C]: dx = dy ⊙ alpha; dalpha, dbeta (when given)
 // += the column sums of dy ⊙ x and of dy.
 int64_t channel_affine_backward_work(int64_t rows, int64_t C);

@@ -202,18 +202,24 @@ T* out(Tensor& y) {
   return static_cast<T*>(y.raw());
 }
 
+}  // namespace
+
 // A Linear's weight [N, K(, 1, 1)] and bias [N] with a layer scale ls [N] folded in (each output
 // row times ls), so that y = x + ls ⊙ (h·wᵀ + b) is one GEMM with the residual in its epilogue.
-// Made on the GPU, cached with w and keyed by the scale's and the bias's storage and version.
-struct LayerScaled {
-  Tensor w, b;  // b undefined when there is no bias
-};
+// Made on the GPU and cached with w under one key per scale (and bias) storage, remade when w, ls
+// or b changes version: a key with the versions in it would leave one stale copy a training step.
+namespace cuda {
 const LayerScaled& layer_scaled(const Tensor& w, const Tensor* b, const Tensor& ls) {
-  const std::string key = "cuda.layer_scaled." + std::to_string(ls.storage_id()) + "." + std::to_string(ls.version()) +
-                          (b ? "." + std::to_string(b->storage_id()) + "." + std::to_string(b->version()) : "");
-  if (auto d = w.derived(key)) return *static_cast<LayerScaled*>(d.get());
+  const std::string key = "cuda.layer_scaled." + std::to_string(ls.storage_id()) +
+                          (b ? "." + std::to_string(b->storage_id()) : "");
+  const std::string versions = ls.version_key() + (b ? b->version_key() : "");
+  if (auto d = w.derived(key)) {
+    const auto* f = static_cast<const LayerScaled*>(d.get());
+    if (f->versions == versions) return *f;
+  }
   const int64_t N = w.dim(0), K = w.numel() / N;
   auto f = std::make_shared<LayerScaled>();
+  f->versions = versions;
   // On the GPU: each row of w (and each bias) times its output's scale.
   f->w = Tensor::empty({N, K}, Device::CUDA);
   ok(k::sample_scale(dev(w), dev(ls), f->w.data(), N, K, stream()), "layer-scaled weight");
@@ -225,6 +231,9 @@ const LayerScaled& layer_scaled(const Tensor& w, const Tensor* b, const Tensor& 
   w.set_derived(key, f);
   return r;
 }
+}  // namespace cuda
+
+namespace {
 
 class CudaBackend final : public CudaFamilyOps {
  public:
@@ -243,6 +252,15 @@ class CudaBackend final : public CudaFamilyOps {
   bool supports(OpKind op) const override {
     if (cuda::is_family_op(op)) return cuda::family_ops_enabled();
     return true;
+  }
+  // Training's layer-scaled MLP halves as one GEMM with the scale folded into fc2 and the residual in
+  // its epilogue (linear_scaled_residual, linear_act_scaled_backward): METAFORMER_CUDA_FOLD_LS=1.
+  // Off by default until its GPU run (docs/cuda-log-2.md); read on each call, so that a test can
+  // train with and without it in one process.
+  bool folds_layer_scales() const override { return env_choice("METAFORMER_CUDA_FOLD_LS", {"0", "1"}) == 1; }
+  void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+                              const Tensor& skip, Tensor& y) override {
+    residual_linear(h, w, b, &ls, skip, y);
   }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {
@@ -834,7 +852,7 @@ class CudaBackend final : public CudaFamilyOps {
     const Tensor* wp = &w;
     const Tensor* bp = b;
     if (ls) {
-      const LayerScaled& f = layer_scaled(w, b, *ls);
+      const cuda::LayerScaled& f = cuda::layer_scaled(w, b, *ls);
       wp = &f.w;
       bp = f.b.defined() ? &f.b : nullptr;
     }

@@ -280,6 +280,38 @@ void CudaBackwardOps::linear_act_backward(const Tensor& h, const Tensor& pre, co
   cuda::run_gemm(g);
 }
 
+// Through the folded weight wf = ls ⊙ w the forward's GEMM read (cuda::layer_scaled, still cached):
+// dpre = act'(pre) ⊙ (dy · wf), and the GEMMs' weight and bias sums G = dyᵀ · h and s = Σ_rows dy
+// into scratch, from which one small kernel gives dw, db and dls (layer_scale_backward.cu). No pass
+// writes dy ⊙ ls or reads the branch output, which the forward never wrote.
+void CudaBackwardOps::linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act,
+                                                 const Tensor& w, const Tensor* b, const Tensor& ls, const Tensor& dy,
+                                                 Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dls, Tensor* dscale,
+                                                 Tensor* dbias) {
+  const cuda::LayerScaled& f = cuda::layer_scaled(w, b, ls);
+  const int64_t N = f.w.dim(0), K = f.w.dim(1);
+  Tensor G, s;
+  if (dw || dls) {
+    G = Tensor::empty({N, K}, Device::CUDA);
+    G.zero();
+  }
+  if (b && (db || dls)) {
+    s = Tensor::empty({N}, Device::CUDA);
+    s.zero();
+  }
+  linear_act_backward(h, pre, act, f.w, dy, dpre, G.defined() ? &G : nullptr, s.defined() ? &s : nullptr, dscale,
+                      dbias);
+  if (!dw && !db && !dls) return;
+  DeviceGrad gw(dw, true), gb(db, true), gl(dls, true);
+  ok(bw::layer_scale_fold_grads(G.defined() ? G.data() : nullptr, s.defined() ? s.data() : nullptr,
+                                dls ? cuda::device_f32(w) : nullptr, b && dls ? cuda::device_f32(*b) : nullptr,
+                                cuda::device_f32(ls), gw.get(), gb.get(), gl.get(), N, K, stream()),
+     "linear_scaled_residual backward: the layer scale's gradients");
+  gw.finish();
+  gb.finish();
+  gl.finish();
+}
+
 // Through im2col, as the forward: dW = dyᵀ · cols (then reordered to [Co, Ci, kh, kw]), dcols = dy · W
 // (W as [Co, kh, kw, Ci]) and dx = col2im(dcols). With bf16 activations the columns, dcols and the
 // weight's GEMM layout are bf16, dW's product comes out in fp32 (bf16_f32out).

@@ -20,6 +20,15 @@ const float* device_f32(const Tensor& t);
 // t's elements as bf16 on the GPU: t itself (a bf16 activation) or its cached bf16 copy (a parameter:
 // remade when its version changes, i.e. once after each optimizer step).
 const kernels::bf16* device_bf16(const Tensor& t);
+// A Linear's weight [N, K(, 1, 1)] as [N, K] and its bias with a layer scale ls [N] folded in (each
+// output row times ls; b undefined without a bias), on the GPU in fp32, cached with w until w, ls or
+// b changes (cuda_backend.cpp): what inference's residual GEMMs and training's
+// linear_scaled_residual and its backward read.
+struct LayerScaled {
+  Tensor w, b;
+  std::string versions;  // ls's and b's version keys when made
+};
+const LayerScaled& layer_scaled(const Tensor& w, const Tensor* b, const Tensor& ls);
 }  // namespace cuda
 
 class CudaBackwardOps : public Backend {
@@ -34,6 +43,10 @@ class CudaBackwardOps : public Backend {
   void linear_act_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
                            const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
                            Tensor* dbias) override;
+  // Through the folded weight ls ⊙ w (cuda::layer_scaled), as the forward's GEMM ran it: see cuda_backward.cpp.
+  void linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                                  const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor& dpre, Tensor* dw,
+                                  Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias) override;
   void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
                        Tensor* dw, Tensor* db) override;
   void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

@@ -523,6 +523,37 @@ const std::vector<OpCase>& op_cases() {
                      nullptr});
       }
 
+    // The same half in training where the backend folds layer scales (a layer scale, no res scale;
+    // MetaFormerBlock through Pooling::run_scaled_branch_train): its backward, pool_branch_backward,
+    // recomputes the norm's statistics from x; the CUDA backend folds the scale into the norm's weight.
+    struct PoolTrainCase {
+      Shape x;
+      int k;
+      bool bias;
+    };
+    for (const PoolTrainCase& k : {PoolTrainCase{{3, 7, 7, 37}, 3, true}, PoolTrainCase{{2, 5, 6, 64}, 3, true},
+                                   PoolTrainCase{{1, 6, 5, 24}, 5, false}, PoolTrainCase{{2, 4, 4, 8}, 3, true}}) {
+      const int64_t C = k.x[-1];
+      std::vector<OpInput> inputs{{k.x, -2.f, 3.f}, {{C}, 0.5f, 1.5f}, {{C}, -0.5f, 0.5f}};
+      // The norm's bias gets no gradient: pool(n + b) − (n + b) = pool(n) − n, the pooling of a constant
+      // (padded cells not counted) being the constant. Its computed gradient is rounding noise, so it is
+      // neither asked for, compared, nor checked against finite differences.
+      if (k.bias) inputs.push_back({{C}, -1.f, 1.f, false});
+      v.push_back({fmt::format("pool_branch_train/{} k{}{}", k.x.str(), k.k, k.bias ? " +bias" : ""),
+                   OpKind::PoolMinusInput, 1e-5, inputs,
+                   [k](const Exec& e, const std::vector<Tensor>& in) {
+                     BranchNorm n{BranchNorm::Type::group_norm1, &in[1], k.bias ? &in[3] : nullptr, 1e-5f};
+                     return op::pool_branch(e, in[0], n, k.k, {nullptr, &in[2]});
+                   },
+                   [k](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     BranchNorm n{BranchNorm::Type::group_norm1, &in[1], k.bias ? &in[3] : nullptr, 1e-5f};
+                     Tensor dw = zeros_like(in[1]), dls = zeros_like(in[2]);
+                     Tensor dx = op::pool_branch_backward(e, in[0], n, k.k, in[2], dy, &dw, nullptr, &dls);
+                     if (!k.bias) return std::vector<Tensor>{dx, dw, dls};
+                     return std::vector<Tensor>{dx, dw, dls, Tensor()};
+                   }});
+    }
+
     // ConvFormer's first half, norm -> pwconv1 -> StarReLU -> depthwise -> pwconv2 -> residual, with
     // each combination of scales, an odd size, a channel tail and a 3x3 window.
     struct SepCase {

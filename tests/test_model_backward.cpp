@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "model/loader.h"
 #include "model/metaformer.h"
+#include "ops/ref/ref_backend.h"
 #include "test_util.h"
 #include "train/targets.h"
 
@@ -42,6 +43,68 @@ TEST_P(ModelBackward, DirectionalDerivativeMatchesFiniteDifferences) {
   const DirectionalDerivative d = directional_derivative(model, loss, 2.5e-4f);
   EXPECT_NEAR(d.numeric, d.analytic, 2e-2 * std::fabs(d.analytic)) << GetParam();
 }
+
+// The reference backend with Backend::folds_layer_scales on: the block then runs its layer-scaled halves
+// through linear_scaled_residual / pool_branch and their backward ops (whose defaults are the separate
+// ops again), as it does on the CUDA backend with METAFORMER_CUDA_FOLD_LS=1. The block's wiring of
+// those paths (what it saves, whose backward it calls, where the scales' gradients go) is so checked
+// without a GPU; the CUDA kernels are the op harness's (mlp_train_scaled/*, pool_branch_train/*).
+class FoldingRefBackend : public RefBackend {
+ public:
+  bool folds_layer_scales() const override { return true; }
+};
+
+class FoldedLayerScales : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOps) {
+  const std::string dir = data_path("golden/" + GetParam());
+  MetaFormer model(load_config(dir + "/config.json"));
+  load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+  const Tensor x = random_tensor({2, 29, 29, 3}, 11);
+  const Tensor targets = smoothed_targets({3, 7}, model.config().num_classes, 0.1);
+  std::vector<Parameter*> params;
+  for (auto& [name, p] : model.named_parameters())
+    if (p->trainable && !p->buffer) params.push_back(p);
+  // The loss and every parameter gradient on `backend`.
+  auto grads = [&](Backend& backend, double& loss, int64_t& residual_ops) {
+    for (Parameter* p : params) {
+      if (!p->grad.defined()) p->grad = Tensor::empty(p->value.shape());
+      p->grad.zero();
+    }
+    OpProfile profile;
+    Ctx ctx;
+    ctx.exec.backend = &backend;
+    ctx.exec.profile = &profile;
+    ctx.training = true;
+    Tensor dl;
+    loss = op::cross_entropy(ctx.exec, model.run(ctx, x), targets, dl);
+    model.backward(ctx, dl);
+    residual_ops = profile.calls[static_cast<size_t>(OpKind::ScaledResidual)];
+    std::vector<Tensor> g;
+    for (Parameter* p : params) g.push_back(p->grad.clone());
+    return g;
+  };
+  FoldingRefBackend folding;
+  double loss_separate = 0, loss_folded = 0;
+  int64_t residuals_separate = 0, residuals_folded = 0;
+  const std::vector<Tensor> separate = grads(get_backend("ref"), loss_separate, residuals_separate);
+  const std::vector<Tensor> folded = grads(folding, loss_folded, residuals_folded);
+  // Every half folded: no scaled_residual op (forward or backward) ran as an op of its own.
+  EXPECT_GT(residuals_separate, 0);
+  EXPECT_EQ(residuals_folded, 0);
+  EXPECT_NEAR(loss_folded, loss_separate, 1e-6 * std::fabs(loss_separate));
+  const auto named = model.named_parameters();
+  size_t k = 0;
+  for (auto& [name, p] : named) {
+    if (!p->trainable || p->buffer) continue;
+    // float sums in another order (the branch output recomputed): 1e-5 relative, the op cases' bar.
+    EXPECT_LE(rel_error(folded[k], separate[k]), 1e-5) << name;
+    ++k;
+  }
+}
+
+// The family whose halves have layer scales and no res scales (PoolFormer v1; v2 has res scales).
+INSTANTIATE_TEST_SUITE_P(Families, FoldedLayerScales, ::testing::Values("poolformer"));
 
 INSTANTIATE_TEST_SUITE_P(Families, ModelBackward,
                          ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",

@@ -27,6 +27,15 @@ class TokenMixer : public Module {
   // norm, the mixer and the residual add in turn; a mixer whose kernel can absorb its norm and the
   // residual overrides this with one fused op (Pooling: op::pool_branch).
   virtual Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales);
+  // Training: x + ls ⊙ this(norm(x)) as one op that keeps neither the norm's nor the mixer's output,
+  // where the backend folds layer scales (Backend::folds_layer_scales) and the mixer has such an op
+  // (Pooling with GroupNorm: op::pool_branch). An undefined result means "not here": the caller runs
+  // the modules in turn. After a defined one, the block's backward calls backward_scaled_branch
+  // (not norm's nor this mixer's backward), which returns x's gradient, the skip's dy included, and
+  // adds the norm's and the scale's gradients (dls where not null).
+  virtual Tensor run_scaled_branch_train(Ctx& ctx, const Tensor& x, Norm& norm, const Tensor& ls);
+  virtual Tensor backward_scaled_branch(Ctx& ctx, const Tensor& x, Norm& norm, const Tensor& ls, const Tensor& dy,
+                                        Tensor* dls);
 };
 
 // What a mixer is built from.

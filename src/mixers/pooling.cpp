@@ -22,6 +22,22 @@ class Pooling : public TokenMixer {
       return TokenMixer::run_branch(ctx, x, norm, scales);
     return op::pool_branch(ctx.exec, x, *bn, pool_size_, scales);
   }
+  // Training, where the backend folds layer scales: the same one op, whose backward recomputes the
+  // norm's statistics from x (op::pool_branch_backward), so nothing but x (the block keeps it) is saved.
+  Tensor run_scaled_branch_train(Ctx& ctx, const Tensor& x, Norm& norm, const Tensor& ls) override {
+    const std::optional<BranchNorm> bn = norm.as_branch_norm();
+    if (!ctx.training || !bn || bn->type != BranchNorm::Type::group_norm1 || x.ndim() != 4 ||
+        !ctx.exec.backend->folds_layer_scales())
+      return Tensor();
+    return op::pool_branch(ctx.exec, x, *bn, pool_size_, BranchScales{nullptr, &ls});
+  }
+  Tensor backward_scaled_branch(Ctx& ctx, const Tensor& x, Norm& norm, const Tensor& ls, const Tensor& dy,
+                                Tensor* dls) override {
+    const std::optional<BranchNorm> bn = norm.as_branch_norm();
+    MF_CHECK(bn.has_value(), "{}: the folded branch's norm is gone", path());
+    return op::pool_branch_backward(ctx.exec, x, *bn, pool_size_, ls, dy, grad_of(norm.weight()),
+                                    grad_of(norm.bias()), dls);
+  }
   // Linear in x: the backward needs nothing from the forward.
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     return op::pool_minus_input_backward(ctx.exec, dy, pool_size_);

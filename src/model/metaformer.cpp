@@ -162,11 +162,19 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   // kept anyway by the norm that reads it): ConvFormer and CAFormer have no layer scale, and their
   // branch outputs held the size of two residual streams a block until the backward pass.
   const bool drop = drop_path_ > 0;
-  Tensor m = mixer_->run(ctx, norm1_->run(ctx, x));
-  if (drop) m = op::sample_scale(ctx.exec, m, mask1_ = drop_path_mask(ctx, x.dim(0)));
-  Tensor h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
+  // The mixer half as one op where the backend folds layer scales and the mixer has one (PoolFormer's
+  // pooling: neither the norm's nor the mixer's output is written).
+  Tensor h;
+  if (layer_scale1_ && !res_scale1_ && !drop)
+    h = mixer_->run_scaled_branch_train(ctx, x, *norm1_, *scale_of(layer_scale1_));
+  mixer_folded_ = h.defined();
+  if (!mixer_folded_) {
+    Tensor m = mixer_->run(ctx, norm1_->run(ctx, x));
+    if (drop) m = op::sample_scale(ctx.exec, m, mask1_ = drop_path_mask(ctx, x.dim(0)));
+    h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
+    if (scale_trains(layer_scale1_)) saved_mixer_out_ = m;
+  }
   saved_x_ = x;
-  if (scale_trains(layer_scale1_)) saved_mixer_out_ = m;
   if (!second_branch()) return h;
   // PoolFormer's MLP half where the backend folds the layer scale into fc2: fc2's GEMM adds the
   // residual and neither the MLP's output nor dy ⊙ ls is ever written (docs/cuda.md).
@@ -187,6 +195,13 @@ Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   Tensor dh = dy;
   if (second_branch()) dh = mlp_branch_backward(ctx, dy);
+  if (mixer_folded_) {
+    mixer_folded_ = false;
+    Tensor dx = mixer_->backward_scaled_branch(ctx, saved_x_, *norm1_, *scale_of(layer_scale1_), dh,
+                                               scale_grad(layer_scale1_));
+    saved_x_ = saved_mixer_out_ = saved_h_ = saved_mlp_out_ = mask1_ = mask2_ = Tensor();
+    return dx;
+  }
   // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
   ResidualGrads g = residual_grads(ctx, saved_x_, res_scale1_, saved_mixer_out_, layer_scale1_, dh);
   if (mask1_.defined()) g.branch = op::sample_scale(ctx.exec, g.branch, mask1_);

@@ -80,7 +80,8 @@ class MetaFormerBlock : public Module {
   // (Backend::folds_layer_scales; a plain MLP, a layer scale, no res scale, no drop path).
   bool folds_mlp_layer_scale(const Ctx& ctx) const;
   double drop_path_;
-  bool mlp_folded_ = false;  // the last training forward folded the MLP half's layer scale
+  bool mlp_folded_ = false;    // the last training forward folded the MLP half's layer scale
+  bool mixer_folded_ = false;  // and the mixer half's (TokenMixer::run_scaled_branch_train)
   // Kept by a training forward for backward: input, branch outputs (after drop path), the middle.
   Tensor saved_x_, saved_mixer_out_, saved_h_, saved_mlp_out_, mask1_, mask2_;
   Norm* norm1_;

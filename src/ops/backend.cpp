@@ -158,6 +158,24 @@ void Backend::linear_act_scaled_backward(const Tensor& h, const Tensor& pre, con
   }
   linear_act_backward(h, pre, act, w, dbranch, dpre, dw, db, dscale, dbias);
 }
+void Backend::pool_branch_backward(const Tensor& x, const BranchNorm& norm, int kernel, const Tensor& ls,
+                                   const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, Tensor* dls) {
+  Tensor q = Tensor::empty(x.shape(), device(), activation_dtype());
+  {
+    // dbranch = dy ⊙ ls, and dls += Σ dy ⊙ m with m = pool(n) − n recomputed.
+    Tensor m, dbranch = Tensor::empty(x.shape(), device(), activation_dtype());
+    if (dls) {
+      Tensor n = Tensor::empty(x.shape(), device(), activation_dtype());
+      group_norm1(x, *norm.weight, norm.bias, norm.eps, n);
+      m = Tensor::empty(x.shape(), device(), activation_dtype());
+      pool_minus_input(n, kernel, m);
+    }
+    Tensor no_dx;
+    scaled_residual_backward(x, nullptr, m, &ls, dy, no_dx, dbranch, nullptr, dls);
+    pool_minus_input_backward(dbranch, kernel, q);
+  }
+  group_norm1_backward_add(x, *norm.weight, norm.eps, q, dy, nullptr, dx, dw, db, nullptr);
+}
 void Backend::conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
   unsupported(OpKind::Conv2d);
 }

@@ -129,9 +129,10 @@ class Backend {
   // and adds skip in the GEMM's epilogue, so the branch output is never written.
   virtual void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
                                       const Tensor& skip, Tensor& y);
-  // Whether the model should run its layer-scaled MLP halves in training through
-  // linear_scaled_residual and linear_act_scaled_backward (which then keep no branch output and
-  // write no dy ⊙ ls). False by default, so the CPU backends' numerics stay those of the separate ops.
+  // Whether the model should run its layer-scaled halves in training as one op each: the MLP half
+  // through linear_scaled_residual and linear_act_scaled_backward, PoolFormer's pooling half through
+  // pool_branch and pool_branch_backward (which then keep no branch output and write no dy ⊙ ls).
+  // False by default, so the CPU backends' numerics stay those of the separate ops.
   virtual bool folds_layer_scales() const { return false; }
   // y = res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the block's second half; by default the norm,
   // mlp and scaled_residual ops one after another
@@ -350,6 +351,13 @@ class Backend {
   virtual void linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
                                           const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor& dpre, Tensor* dw,
                                           Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias);
+  // The backward of pool_branch with a layer scale and no res scale, y = x + ls ⊙ (pool(n) − n), n =
+  // group_norm1(x) (PoolFormer's first half; the norm's statistics recomputed from x): dx
+  // (overwritten; it includes the skip's dy), dw, db (the norm's) and dls += . By default the
+  // separate ops again: the norm and the mixer's output recomputed, scaled_residual_backward,
+  // pool_minus_input_backward, group_norm1_backward_add.
+  virtual void pool_branch_backward(const Tensor& x, const BranchNorm& norm, int kernel, const Tensor& ls,
+                                    const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, Tensor* dls);
   virtual void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
                                Tensor* dw, Tensor* db);
   virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

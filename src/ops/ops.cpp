@@ -826,6 +826,27 @@ Tensor linear_act_scaled_backward(const Exec& e, const Tensor& h, const Tensor& 
   return dpre;
 }
 
+Tensor pool_branch_backward(const Exec& e, const Tensor& x, const BranchNorm& norm, int kernel, const Tensor& ls,
+                            const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dls) {
+  MF_CHECK(x.ndim() == 4 && dy.shape() == x.shape(), "pool_branch backward: dy {} for x {}", dy.shape().str(),
+           x.shape().str());
+  MF_CHECK(kernel >= 1 && kernel % 2 == 1, "pool_branch backward: kernel must be odd, got {}", kernel);
+  MF_CHECK(norm.type == BranchNorm::Type::group_norm1 && norm.weight != nullptr,
+           "pool_branch backward: the norm must be GroupNorm with one group");
+  const int64_t C = x.dim(3);
+  check_vec(norm.weight, C, "norm weight", OpKind::PoolMinusInput);
+  check_vec(norm.bias, C, "norm bias", OpKind::PoolMinusInput);
+  check_vec(&ls, C, "layer_scale", OpKind::PoolMinusInput);
+  check_vec(dw, C, "norm weight gradient", OpKind::PoolMinusInput);
+  check_vec(db, C, "norm bias gradient", OpKind::PoolMinusInput);
+  check_vec(dls, C, "layer_scale gradient", OpKind::PoolMinusInput);
+  MF_CHECK(norm.bias != nullptr || db == nullptr, "pool_branch backward: a bias gradient without a bias");
+  Tensor dx = out(e, x.shape());
+  Timed t(e, OpKind::PoolMinusInput, 0);
+  e.backend->pool_branch_backward(x, norm, kernel, ls, dy, dx, dw, db, dls);
+  return dx;
+}
+
 Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                        bool need_dx, Tensor* dw, Tensor* db) {
   MF_CHECK(dy.ndim() == 4 && dy.dim(1) == g.out_h(x.dim(1)) && dy.dim(2) == g.out_w(x.dim(2)) && dy.dim(3) == w.dim(0),

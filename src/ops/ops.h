@@ -79,7 +79,8 @@ Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, 
 Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
 // res_scale ⊙ x + layer_scale ⊙ (pool(n) − n), n = group_norm1(x): PoolFormer's norm, mixer and
-// residual as one op (norm.type must be group_norm1). Inference only.
+// residual as one op (norm.type must be group_norm1). In training too where the backend folds layer
+// scales (Backend::folds_layer_scales), with a layer scale and no res scale: pool_branch_backward.
 Tensor pool_branch(const Exec& e, const Tensor& x, const BranchNorm& norm, int kernel, const BranchScales& scales);
 // res_scale ⊙ x + layer_scale ⊙ fc2(act(g) ⊙ [i, dw(c)]), [g, i, c] = fc1(norm(x)) split at hidden and
 // 2·hidden − conv channels (dw_w [conv, 1, k, k], size-preserving): MambaOut's whole block as one op.
@@ -252,6 +253,10 @@ Tensor activation_backward(const Exec& e, const Tensor& x, const Activation& act
 Tensor linear_act_scaled_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act,
                                   const Tensor& w, const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor* dw,
                                   Tensor* db, Tensor* dls, Tensor* dscale = nullptr, Tensor* dbias = nullptr);
+// The backward of pool_branch(x, norm, kernel, {null, &ls}): returns dx (the skip's dy included);
+// dw, db (the norm's weight and bias) and dls accumulated. The norm's statistics come from x again.
+Tensor pool_branch_backward(const Exec& e, const Tensor& x, const BranchNorm& norm, int kernel, const Tensor& ls,
+                            const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dls);
 std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& x, const Tensor* res_scale,
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
                                                    Tensor* d_res_scale, Tensor* d_layer_scale, bool need_dx = true);

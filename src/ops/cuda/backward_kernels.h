@@ -82,7 +82,7 @@ cudaError_t scaled_residual_backward(const T* x, const float* rs, const T* branc
 // The folded layer scale's parameter gradients (layer_scale_backward.cu): with G = dyᵀ · h [N, K] and
 // s = Σ_rows dy [N] from the GEMMs of the folded weight ls ⊙ w, dw += ls ⊙ G (by rows), db += ls ⊙ s
 // and dls[n] += Σ_k w[n, k] · G[n, k] + b[n] · s[n]. s and b may be null (no bias), as may any of
-// the gradients; w is read only for dls.
+// the gradients; G is read only for dw and dls (null without them), w only for dls.
 cudaError_t layer_scale_fold_grads(const float* G, const float* s, const float* w, const float* b, const float* ls,
                                    float* dw, float* db, float* dls, int64_t N, int64_t K, cudaStream_t st);
 

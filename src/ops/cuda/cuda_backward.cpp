@@ -312,6 +312,45 @@ void CudaBackwardOps::linear_act_scaled_backward(const Tensor& h, const Tensor& 
   gl.finish();
 }
 
+// PoolFormer's first half y = x + ls ⊙ (pool(n) − n), n = GroupNorm(x; w, b), which the forward ran as
+// one pool_branch kernel: the pooling's adjoint and the layer scale commute (both act per channel),
+// so q = (pool − I)ᵀ(dy) and the norm's backward runs with the weight ls ⊙ w, adding the skip's dy as
+// it writes dx. Its weight and bias sums Σ q ⊙ x̂ and Σ q then give dw, db and dls (= Σ dy ⊙ (pool(n)
+// − n) = Σ q ⊙ n = w ⊙ Σ q ⊙ x̂ + b ⊙ Σ q) through layer_scale_fold_grads with K = 1. No pass writes
+// dy ⊙ ls or reads the mixer's output, which the forward never wrote.
+void CudaBackwardOps::pool_branch_backward(const Tensor& x, const BranchNorm& norm, int kernel, const Tensor& ls,
+                                           const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* db, Tensor* dls) {
+  const int64_t C = x.dim(3);
+  Tensor wf = Tensor::empty({C}, Device::CUDA);
+  ok(k::sample_scale(cuda::device_f32(*norm.weight), cuda::device_f32(ls), wf.data(), C, 1, stream()),
+     "pool_branch backward: the layer-scaled norm weight");
+  Tensor gw, gb;
+  if (dw || dls) {
+    gw = Tensor::empty({C}, Device::CUDA);
+    gw.zero();
+  }
+  if (norm.bias && (db || dls)) {
+    gb = Tensor::empty({C}, Device::CUDA);
+    gb.zero();
+  }
+  {
+    Tensor q = Tensor::empty(x.shape(), Device::CUDA, activation_dtype());
+    pool_minus_input_backward(dy, kernel, q);
+    group_norm1_backward_add(x, wf, norm.eps, q, dy, nullptr, dx, gw.defined() ? &gw : nullptr,
+                             gb.defined() ? &gb : nullptr, nullptr);
+  }
+  if (!dw && !db && !dls) return;
+  DeviceGrad dW(dw, true), dB(db, true), dL(dls, true);
+  ok(bw::layer_scale_fold_grads(gw.defined() ? gw.data() : nullptr, gb.defined() ? gb.data() : nullptr,
+                                dls ? cuda::device_f32(*norm.weight) : nullptr,
+                                norm.bias && dls ? cuda::device_f32(*norm.bias) : nullptr, cuda::device_f32(ls),
+                                dW.get(), dB.get(), dL.get(), C, 1, stream()),
+     "pool_branch backward: the layer scale's gradients");
+  dW.finish();
+  dB.finish();
+  dL.finish();
+}
+
 // Through im2col, as the forward: dW = dyᵀ · cols (then reordered to [Co, Ci, kh, kw]), dcols = dy · W
 // (W as [Co, kh, kw, Ci]) and dx = col2im(dcols). With bf16 activations the columns, dcols and the
 // weight's GEMM layout are bf16, dW's product comes out in fp32 (bf16_f32out).

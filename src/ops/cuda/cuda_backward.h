@@ -47,6 +47,9 @@ class CudaBackwardOps : public Backend {
   void linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
                                   const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor& dpre, Tensor* dw,
                                   Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias) override;
+  // Through the norm's weight with the layer scale folded in: see cuda_backward.cpp.
+  void pool_branch_backward(const Tensor& x, const BranchNorm& norm, int kernel, const Tensor& ls, const Tensor& dy,
+                            Tensor& dx, Tensor* dw, Tensor* db, Tensor* dls) override;
   void conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy, Tensor* dx,
                        Tensor* dw, Tensor* db) override;
   void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,

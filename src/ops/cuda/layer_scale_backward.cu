@@ -6,6 +6,8 @@
 //   db[n]    += ls[n] · s[n]
 //   dls[n]   += Σ_k W[n, k] · G[n, k] + b[n] · s[n]     (= Σ_rows dy ⊙ (h · Wᵀ + b), the branch output)
 // One block a row; the row's sum in double, reduced in a fixed order: deterministic, no atomics.
+// PoolFormer's pooling half folds its layer scale into the GroupNorm's weight the same way, with
+// K = 1: G and s are then the norm's own weight and bias sums (CudaBackwardOps::pool_branch_backward).
 #include "ops/cuda/backward_kernels.h"
 
 namespace mf::cuda::backward {
@@ -19,12 +21,14 @@ __global__ void layer_scale_fold_grads_kernel(const float* __restrict__ G, const
                                               float* __restrict__ db, float* __restrict__ dls, int64_t K) {
   const int64_t n = blockIdx.x;
   const float scale = ls[n];
-  const float* g = G + n * K;
+  const float* g = G ? G + n * K : nullptr;
   double acc = 0.0;
-  for (int64_t k = threadIdx.x; k < K; k += kFoldThreads) {
-    const float gk = g[k];
-    if (dw) dw[n * K + k] += scale * gk;
-    if (dls) acc += static_cast<double>(w[n * K + k]) * gk;
+  if (dw || dls) {  // G is given exactly then
+    for (int64_t k = threadIdx.x; k < K; k += kFoldThreads) {
+      const float gk = g[k];
+      if (dw) dw[n * K + k] += scale * gk;
+      if (dls) acc += static_cast<double>(w[n * K + k]) * gk;
+    }
   }
   if (!dls && !db) return;
   __shared__ double part[kFoldThreads];

@@ -1058,8 +1058,8 @@ if has foldls; then
   # poolformer_s12's kernel table and images/s (FOLDLS_MODELS).
   log=$OUT/foldls.log
   echo "== folded layer scales in training: checks, kernel time, images/s" | tee "$log"
-  switch_check "$log" METAFORMER_CUDA_FOLD_LS 0 1 mlp_train,linear,scaled_residual poolformer_s12 \
-    "layer_scale_fold|ScaleGrads|scaled_residual|gemm|nvjet|sm90" "${FOLDLS_MODELS:-poolformer_s12}" "layer_scale_fold"
+  switch_check "$log" METAFORMER_CUDA_FOLD_LS 0 1 mlp_train,linear,scaled_residual,pool_branch,group_norm1 poolformer_s12 \
+    "layer_scale_fold|ScaleGrads|scaled_residual|pool|gn_|group_norm|nvjet" "${FOLDLS_MODELS:-poolformer_s12}" "layer_scale_fold"
 fi
 
 if has dwbatch; then

@@ -18,7 +18,7 @@ Peak GPU memory: torch's max_memory_allocated; the engine's memory-pool peak (me
 Prints a markdown table; --json writes every figure.
 
   python3 bench/gpu_train_side_by_side.py --metaformer build/metaformer [--models a,b] [--steps N] [--compile]
-      [--no-fp32]
+      [--no-fp32] [--no-matmul-bf16]
 """
 import argparse
 import json
@@ -102,6 +102,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="add timm + torch.compile, bf16 autocast")
     p.add_argument("--no-fp32", action="store_true", help="skip the fp32 columns (engine and timm eager): a shorter run")
+    p.add_argument("--no-matmul-bf16", action="store_true",
+                   help="skip the engine's --matmul bf16 column (fp32 activations, bf16 products): a shorter run")
     p.add_argument("--json")
     a = p.parse_args()
     rows = []
@@ -117,7 +119,7 @@ def main():
     for m in a.models.split(","):
         nan = (float("nan"), float("nan"))
         e, e_mem = nan if a.no_fp32 else engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "fp32"])
-        eb, eb_mem = engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "bf16"])
+        eb, eb_mem = nan if a.no_matmul_bf16 else engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "bf16"])
         ed, ed_mem = engine(a.metaformer, m, a.batch, a.steps, ["--dtype", "bf16"])
         t32, t32_mem = nan if a.no_fp32 else timm_train(m, a.batch, a.steps, False)
         t16, t16_mem = timm_train(m, a.batch, a.steps, True)

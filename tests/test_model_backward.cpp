@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <functional>
 
 #include "io/safetensors.h"
 #include "model/loader.h"
@@ -54,53 +56,73 @@ class FoldingRefBackend : public RefBackend {
   bool folds_layer_scales() const override { return true; }
 };
 
-class FoldedLayerScales : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOps) {
-  const std::string dir = data_path("golden/" + GetParam());
+// The golden model `family` trained one step (loss and every parameter gradient) on the backend that
+// `backend(fold)` gives, without and with folded layer scales: the same loss to 1e-6 and gradients to
+// `tolerance` relative, every half folded in the second run (no scaled_residual op ran on its own),
+// none in the first.
+void expect_folding_changes_no_gradient(const std::string& family, const std::function<Backend&(bool fold)>& backend,
+                                        double tolerance) {
+  const std::string dir = data_path("golden/" + family);
   MetaFormer model(load_config(dir + "/config.json"));
   load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
   const Tensor x = random_tensor({2, 29, 29, 3}, 11);
   const Tensor targets = smoothed_targets({3, 7}, model.config().num_classes, 0.1);
-  std::vector<Parameter*> params;
+  std::vector<std::pair<std::string, Parameter*>> params;
   for (auto& [name, p] : model.named_parameters())
-    if (p->trainable && !p->buffer) params.push_back(p);
-  // The loss and every parameter gradient on `backend`.
-  auto grads = [&](Backend& backend, double& loss, int64_t& residual_ops) {
-    for (Parameter* p : params) {
+    if (p->trainable && !p->buffer) params.emplace_back(name, p);
+  struct Step {
+    double loss = 0;
+    int64_t residual_ops = 0;
+    std::vector<Tensor> grads;
+  };
+  auto step = [&](bool fold) {
+    for (auto& [name, p] : params) {
       if (!p->grad.defined()) p->grad = Tensor::empty(p->value.shape());
       p->grad.zero();
     }
     OpProfile profile;
     Ctx ctx;
-    ctx.exec.backend = &backend;
+    ctx.exec.backend = &backend(fold);
     ctx.exec.profile = &profile;
     ctx.training = true;
+    Step r;
     Tensor dl;
-    loss = op::cross_entropy(ctx.exec, model.run(ctx, x), targets, dl);
+    r.loss = op::cross_entropy(ctx.exec, model.run(ctx, x), targets, dl);
     model.backward(ctx, dl);
-    residual_ops = profile.calls[static_cast<size_t>(OpKind::ScaledResidual)];
-    std::vector<Tensor> g;
-    for (Parameter* p : params) g.push_back(p->grad.clone());
-    return g;
+    ctx.exec.backend->synchronize();
+    r.residual_ops = profile.calls[static_cast<size_t>(OpKind::ScaledResidual)];
+    for (auto& [name, p] : params) r.grads.push_back(p->grad.to(Device::CPU).clone());
+    return r;
   };
+  const Step separate = step(false), folded = step(true);
+  EXPECT_GT(separate.residual_ops, 0);
+  EXPECT_EQ(folded.residual_ops, 0);
+  EXPECT_NEAR(folded.loss, separate.loss, 1e-6 * std::fabs(separate.loss));
+  for (size_t k = 0; k < params.size(); ++k)
+    EXPECT_LE(rel_error(folded.grads[k], separate.grads[k]), tolerance) << params[k].first;
+}
+
+class FoldedLayerScales : public ::testing::TestWithParam<std::string> {};
+
+// Float sums in another order (the branch output recomputed): 1e-5 relative, the op cases' bar.
+TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOps) {
   FoldingRefBackend folding;
-  double loss_separate = 0, loss_folded = 0;
-  int64_t residuals_separate = 0, residuals_folded = 0;
-  const std::vector<Tensor> separate = grads(get_backend("ref"), loss_separate, residuals_separate);
-  const std::vector<Tensor> folded = grads(folding, loss_folded, residuals_folded);
-  // Every half folded: no scaled_residual op (forward or backward) ran as an op of its own.
-  EXPECT_GT(residuals_separate, 0);
-  EXPECT_EQ(residuals_folded, 0);
-  EXPECT_NEAR(loss_folded, loss_separate, 1e-6 * std::fabs(loss_separate));
-  const auto named = model.named_parameters();
-  size_t k = 0;
-  for (auto& [name, p] : named) {
-    if (!p->trainable || p->buffer) continue;
-    // float sums in another order (the branch output recomputed): 1e-5 relative, the op cases' bar.
-    EXPECT_LE(rel_error(folded[k], separate[k]), 1e-5) << name;
-    ++k;
-  }
+  expect_folding_changes_no_gradient(GetParam(), [&](bool fold) -> Backend& {
+    return fold ? folding : get_backend("ref");
+  }, 1e-5);
+}
+
+// The same on the GPU in fp32 (TF32 off), where the folds are the CUDA backend's own kernels
+// (METAFORMER_CUDA_FOLD_LS, read on each call): fc2 with ls ⊙ W2 and the residual in its epilogue,
+// the pooling half in one kernel, and their backward passes; the fp32 op cases' bar, 1e-5.
+TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOpsOnTheGpu) {
+  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
+  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
+  expect_folding_changes_no_gradient(GetParam(), [](bool fold) -> Backend& {
+    setenv("METAFORMER_CUDA_FOLD_LS", fold ? "1" : "0", 1);
+    return get_backend("cuda");
+  }, 1e-5);
+  unsetenv("METAFORMER_CUDA_FOLD_LS");
 }
 
 // The family whose halves have layer scales and no res scales (PoolFormer v1; v2 has res scales).

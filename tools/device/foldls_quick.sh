@@ -2,7 +2,7 @@
 # The folded layer scales (METAFORMER_CUDA_FOLD_LS=1) in about 180 s of one device call, for a session
 # with little device time left (foldls_sbs.sh is the full run): build, the folded ops' cases on cuda
 # against the reference (grad and test, bf16 and fp32), PoolFormer's training golden with the switch
-# on, then 40-step bf16 training images/s of poolformer_s12, off and on, two rounds. Logs under $OUT.
+# on and FoldedLayerScales.*OnTheGpu, then 40-step bf16 training images/s of poolformer_s12, off and on, two rounds. Logs under $OUT.
 set -uo pipefail
 : "${OUT:?set OUT}"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -15,7 +15,7 @@ for dt in bf16 fp32; do
       grep -E "FAIL|cases,"
   done
 done > "$OUT/ops.log" 2>&1
-METAFORMER_CUDA_FOLD_LS=1 timeout 60 /tmp/mfb/tests/mf_tests --gtest_filter='*TrainGolden*poolformer_cuda*' \
+METAFORMER_CUDA_FOLD_LS=1 timeout 60 /tmp/mfb/tests/mf_tests --gtest_filter='*TrainGolden*poolformer_cuda*:*FoldedLayerScales*' \
   > "$OUT/golden.log" 2>&1
 echo "golden rc=$?" >> "$OUT/golden.log"
 for v in 0 1 0 1; do

@@ -195,17 +195,17 @@ Tensor MetaFormerBlock::backward(Ctx& ctx, const Tensor& dy) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
   Tensor dh = dy;
   if (second_branch()) dh = mlp_branch_backward(ctx, dy);
+  Tensor dx;
   if (mixer_folded_) {
     mixer_folded_ = false;
-    Tensor dx = mixer_->backward_scaled_branch(ctx, saved_x_, *norm1_, *scale_of(layer_scale1_), dh,
-                                               scale_grad(layer_scale1_));
-    saved_x_ = saved_mixer_out_ = saved_h_ = saved_mlp_out_ = mask1_ = mask2_ = Tensor();
-    return dx;
+    dx = mixer_->backward_scaled_branch(ctx, saved_x_, *norm1_, *scale_of(layer_scale1_), dh,
+                                        scale_grad(layer_scale1_));
+  } else {
+    // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
+    ResidualGrads g = residual_grads(ctx, saved_x_, res_scale1_, saved_mixer_out_, layer_scale1_, dh);
+    if (mask1_.defined()) g.branch = op::sample_scale(ctx.exec, g.branch, mask1_);
+    dx = norm1_->backward_add(ctx, mixer_->backward(ctx, g.branch), g.skip, g.res_scale, g.d_res_scale);
   }
-  // h = x ⊙ rs1 + m ⊙ ls1, m = mixer(norm1(x))
-  ResidualGrads g = residual_grads(ctx, saved_x_, res_scale1_, saved_mixer_out_, layer_scale1_, dh);
-  if (mask1_.defined()) g.branch = op::sample_scale(ctx.exec, g.branch, mask1_);
-  Tensor dx = norm1_->backward_add(ctx, mixer_->backward(ctx, g.branch), g.skip, g.res_scale, g.d_res_scale);
   saved_x_ = saved_mixer_out_ = saved_h_ = saved_mlp_out_ = mask1_ = mask2_ = Tensor();
   return dx;
 }

@@ -786,18 +786,28 @@ Tensor linear_backward(const Exec& e, const Tensor& x, const Tensor& w, const Te
   return dx;
 }
 
-Tensor linear_act_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
-                           const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dscale, Tensor* dbias) {
-  if (act.kind == ActKind::Identity) return linear_backward(e, h, w, dy, true, dw, db);
+namespace {
+// The arguments of a linear's backward through the activation in front of it (linear_act_backward and
+// linear_act_scaled_backward; `what` names the op in the message).
+void check_linear_act_backward(const char* what, const Tensor& h, const Tensor& pre, const Tensor& w, const Tensor& dy,
+                               const Tensor* dw, const Tensor* db, const Tensor* dscale, const Tensor* dbias) {
   const int64_t N = w.dim(0), K = w.dim(1);
   MF_CHECK(h.shape() == pre.shape() && h.shape().last() == K && dy.shape().last() == N &&
                dy.shape().rows() == h.shape().rows(),
-           "linear_act backward: h {}, pre {}, w {}, dy {} do not fit", h.shape().str(), pre.shape().str(),
+           "{} backward: h {}, pre {}, w {}, dy {} do not fit", what, h.shape().str(), pre.shape().str(),
            w.shape().str(), dy.shape().str());
   check_grad(dw, w, "weight", OpKind::Linear);
   check_vec(db, N, "bias gradient", OpKind::Linear);
   if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
   if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
+}
+}  // namespace
+
+Tensor linear_act_backward(const Exec& e, const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
+                           const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dscale, Tensor* dbias) {
+  if (act.kind == ActKind::Identity) return linear_backward(e, h, w, dy, true, dw, db);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  check_linear_act_backward("linear_act", h, pre, w, dy, dw, db, dscale, dbias);
   Tensor dpre = out(e, pre.shape());
   Timed t(e, OpKind::Linear, h.shape().rows() * K * N * (dw ? 2 : 1));
   e.backend->linear_act_backward(h, pre, act, w, dy, dpre, dw, db, dscale, dbias);
@@ -808,18 +818,11 @@ Tensor linear_act_scaled_backward(const Exec& e, const Tensor& h, const Tensor& 
                                   const Tensor& w, const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor* dw,
                                   Tensor* db, Tensor* dls, Tensor* dscale, Tensor* dbias) {
   const int64_t N = w.dim(0), K = w.dim(1);
-  MF_CHECK(h.shape() == pre.shape() && h.shape().last() == K && dy.shape().last() == N &&
-               dy.shape().rows() == h.shape().rows(),
-           "linear_scaled_residual backward: h {}, pre {}, w {}, dy {} do not fit", h.shape().str(), pre.shape().str(),
-           w.shape().str(), dy.shape().str());
+  check_linear_act_backward("linear_scaled_residual", h, pre, w, dy, dw, db, dscale, dbias);
   check_vec(b, N, "bias", OpKind::Linear);
   check_vec(&ls, N, "layer_scale", OpKind::Linear);
-  check_grad(dw, w, "weight", OpKind::Linear);
-  check_vec(db, N, "bias gradient", OpKind::Linear);
   check_vec(dls, N, "layer_scale gradient", OpKind::Linear);
   MF_CHECK(b != nullptr || db == nullptr, "linear_scaled_residual backward: a bias gradient without a bias");
-  if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
-  if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
   Tensor dpre = out(e, pre.shape());
   Timed t(e, OpKind::Linear, h.shape().rows() * K * N * (dw ? 2 : 1));
   e.backend->linear_act_scaled_backward(h, pre, act, w, b, ls, dy, dpre, dw, db, dls, dscale, dbias);

@@ -280,6 +280,23 @@ void CudaBackwardOps::linear_act_backward(const Tensor& h, const Tensor& pre, co
   cuda::run_gemm(g);
 }
 
+namespace {
+// dw, db and dls from the sums G [N, K] and s [N] that a folded layer scale's backward made through
+// ls ⊙ w (layer_scale_fold_grads); the gradients may be on the host (DeviceGrad), any may be null.
+void fold_layer_scale_grads(const Tensor& G, const Tensor& s, const Tensor& w, const Tensor* b, const Tensor& ls,
+                            Tensor* dw, Tensor* db, Tensor* dls, int64_t N, int64_t K, const char* what) {
+  if (!dw && !db && !dls) return;
+  DeviceGrad gw(dw, true), gb(db, true), gl(dls, true);
+  ok(bw::layer_scale_fold_grads(G.defined() ? G.data() : nullptr, s.defined() ? s.data() : nullptr,
+                                dls ? cuda::device_f32(w) : nullptr, b && dls ? cuda::device_f32(*b) : nullptr,
+                                cuda::device_f32(ls), gw.get(), gb.get(), gl.get(), N, K, stream()),
+     what);
+  gw.finish();
+  gb.finish();
+  gl.finish();
+}
+}  // namespace
+
 // Through the folded weight wf = ls ⊙ w the forward's GEMM read (cuda::layer_scaled, still cached):
 // dpre = act'(pre) ⊙ (dy · wf), and the GEMMs' weight and bias sums G = dyᵀ · h and s = Σ_rows dy
 // into scratch, from which one small kernel gives dw, db and dls (layer_scale_backward.cu). No pass
@@ -301,15 +318,8 @@ void CudaBackwardOps::linear_act_scaled_backward(const Tensor& h, const Tensor& 
   }
   linear_act_backward(h, pre, act, f.w, dy, dpre, G.defined() ? &G : nullptr, s.defined() ? &s : nullptr, dscale,
                       dbias);
-  if (!dw && !db && !dls) return;
-  DeviceGrad gw(dw, true), gb(db, true), gl(dls, true);
-  ok(bw::layer_scale_fold_grads(G.defined() ? G.data() : nullptr, s.defined() ? s.data() : nullptr,
-                                dls ? cuda::device_f32(w) : nullptr, b && dls ? cuda::device_f32(*b) : nullptr,
-                                cuda::device_f32(ls), gw.get(), gb.get(), gl.get(), N, K, stream()),
-     "linear_scaled_residual backward: the layer scale's gradients");
-  gw.finish();
-  gb.finish();
-  gl.finish();
+  fold_layer_scale_grads(G, s, w, b, ls, dw, db, dls, N, K,
+                         "linear_scaled_residual backward: the layer scale's gradients");
 }
 
 // PoolFormer's first half y = x + ls ⊙ (pool(n) − n), n = GroupNorm(x; w, b), which the forward ran as
@@ -339,16 +349,8 @@ void CudaBackwardOps::pool_branch_backward(const Tensor& x, const BranchNorm& no
     group_norm1_backward_add(x, wf, norm.eps, q, dy, nullptr, dx, gw.defined() ? &gw : nullptr,
                              gb.defined() ? &gb : nullptr, nullptr);
   }
-  if (!dw && !db && !dls) return;
-  DeviceGrad dW(dw, true), dB(db, true), dL(dls, true);
-  ok(bw::layer_scale_fold_grads(gw.defined() ? gw.data() : nullptr, gb.defined() ? gb.data() : nullptr,
-                                dls ? cuda::device_f32(*norm.weight) : nullptr,
-                                norm.bias && dls ? cuda::device_f32(*norm.bias) : nullptr, cuda::device_f32(ls),
-                                dW.get(), dB.get(), dL.get(), C, 1, stream()),
-     "pool_branch backward: the layer scale's gradients");
-  dW.finish();
-  dB.finish();
-  dL.finish();
+  fold_layer_scale_grads(gw, gb, *norm.weight, norm.bias, ls, dw, db, dls, C, 1,
+                         "pool_branch backward: the layer scale's gradients");
 }
 
 // Through im2col, as the forward: dW = dyᵀ · cols (then reordered to [Co, Ci, kh, kw]), dcols = dy · W

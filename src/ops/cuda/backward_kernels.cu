@@ -422,6 +422,27 @@ struct GnCellSums {
   __device__ void store(int64_t j, const double* s) const {
     for (int k = 0; k < 4; ++k) cells[j * 4 + k] = s[k];
   }
+  // column_partials_vec_kernel's view (METAFORMER_CUDA_GN_CELLS=vec): kV channels of one sample a
+  // thread, 16 bytes of x and of dy a row. The loads go through __ldg's uint4 form, which nvcc cannot
+  // split: written as plain uint4 reads, both came out as 4- and 8-byte pieces (nvcc 13.0,
+  // 2026-12-06). A thread's float sums are over at most 32 rows a chunk, added across the block and
+  // the chunks in double, as the other float views do.
+  static constexpr int kV = kVec<T>;
+  bool aligned() const { return kernels::aligned16(x) && kernels::aligned16(dy); }
+  template <class A>
+  __device__ void vec(int64_t r, int64_t j0, A (&v)[4][kV]) const {
+    const int64_t g = j0 / C, at = g * n + r * C + (j0 - g * C);
+    float xs[kV], ds[kV];
+    kernels::unpack_vec<T>(__ldg(reinterpret_cast<const uint4*>(x + at)), xs);
+    kernels::unpack_vec<T>(__ldg(reinterpret_cast<const uint4*>(dy + at)), ds);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) {
+      v[0][e] += static_cast<A>(xs[e]);
+      v[1][e] += static_cast<A>(xs[e] * xs[e]);
+      v[2][e] += static_cast<A>(ds[e]);
+      v[3][e] += static_cast<A>(ds[e] * xs[e]);
+    }
+  }
 };
 
 // One block a sample: its channels' cells added in a fixed order (lanes, then block_sum), then the

@@ -633,9 +633,12 @@ const std::vector<OpCase>& op_cases() {
       // 768 channels and 45,000 rows: the fused CUDA LayerNorm backward's widest rows (24 channels a lane)
       // and its cap on blocks (2,048 blocks of 22 rows, several rows a warp). 3 × 9 × 9 × 37: GroupNorm's
       // samples of more than 2,048 values with an odd channel count (the one-pass CUDA backward's column
-      // tiles then straddle samples, and dx takes the scalar kernel).
+      // tiles then straddle samples, and dx takes the scalar kernel). 8 × 9 × 9 × 36: 8 · 36 columns are
+      // whole 16-byte vectors but 36 channels are not, so a vector would straddle two samples (the
+      // cell sums' 16-byte view must refuse it).
       for (Shape x : {Shape{3, 7, 7, 37}, Shape{1, 49, 512}, Shape{2, 1, 1, 2048}, Shape{2, 5, 7, 64}, Shape{1, 3, 5, 320},
-                      Shape{3, 11, 8}, Shape{1, 2, 7, 768}, Shape{2, 150, 150, 8}, Shape{3, 9, 9, 37}}) {
+                      Shape{3, 11, 8}, Shape{1, 2, 7, 768}, Shape{2, 150, 150, 8}, Shape{3, 9, 9, 37},
+                      Shape{8, 9, 9, 36}}) {
         const int64_t c = x[-1];
         std::vector<OpInput> inputs{{x, 2.f, 4.f}, {{c}}};  // an offset mean: variance around the mean
         if (bias) inputs.push_back({{c}});

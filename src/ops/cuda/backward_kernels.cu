@@ -428,7 +428,8 @@ struct GnCellSums {
   // 2026-12-06). A thread's float sums are over at most 32 rows a chunk, added across the block and
   // the chunks in double, as the other float views do.
   static constexpr int kV = kVec<T>;
-  bool aligned() const { return kernels::aligned16(x) && kernels::aligned16(dy); }
+  // C a multiple of kV: a vector's channels then lie in one sample, and every address is aligned
+  bool aligned() const { return C % kV == 0 && kernels::aligned16(x) && kernels::aligned16(dy); }
   template <class A>
   __device__ void vec(int64_t r, int64_t j0, A (&v)[4][kV]) const {
     const int64_t g = j0 / C, at = g * n + r * C + (j0 - g * C);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 
@@ -56,10 +57,21 @@ class FoldingRefBackend : public RefBackend {
   bool folds_layer_scales() const override { return true; }
 };
 
+double l2_norm(const Tensor& t) {
+  double s = 0;
+  const float* p = t.data();
+  for (int64_t i = 0; i < t.numel(); ++i) s += double(p[i]) * p[i];
+  return std::sqrt(s);
+}
+
 // The golden model `family` trained one step (loss and every parameter gradient) on the backend that
 // `backend(fold)` gives, without and with folded layer scales: the same loss to 1e-6 and gradients to
 // `tolerance` relative, every half folded in the second run (no scaled_residual op ran on its own),
-// none in the first.
+// none in the first. A pooling mixer's norm bias (`….norm1.bias` of PoolFormer v1) is the exception:
+// its exact gradient is zero (pool − I maps a constant to zero, count_include_pad=False), so both
+// runs' values are float rounding in sums that cancel, and their relative difference means nothing
+// (1.1–1.7 on an H100, 2026-12-07, every other gradient within 1e-5). Each run's value is held to
+// zero instead: its norm at most 1e-4 of the norm weight's gradient, whose sums have the same terms.
 void expect_folding_changes_no_gradient(const std::string& family, const std::function<Backend&(bool fold)>& backend,
                                         double tolerance) {
   const std::string dir = data_path("golden/" + family);
@@ -98,8 +110,25 @@ void expect_folding_changes_no_gradient(const std::string& family, const std::fu
   EXPECT_GT(separate.residual_ops, 0);
   EXPECT_EQ(folded.residual_ops, 0);
   EXPECT_NEAR(folded.loss, separate.loss, 1e-6 * std::fabs(separate.loss));
-  for (size_t k = 0; k < params.size(); ++k)
-    EXPECT_LE(rel_error(folded.grads[k], separate.grads[k]), tolerance) << params[k].first;
+  const std::string zero_suffix = ".norm1.bias";
+  for (size_t k = 0; k < params.size(); ++k) {
+    const std::string& name = params[k].first;
+    if (name.size() > zero_suffix.size() && name.ends_with(zero_suffix)) {
+      const std::string weight = name.substr(0, name.size() - 4) + "weight";
+      size_t w = 0;
+      while (w < params.size() && params[w].first != weight) ++w;
+      ASSERT_LT(w, params.size()) << weight;
+      for (const Step* run : {&separate, &folded}) {
+        // (a 1×1 map, PoolFormer's last stage here: pool − I is zero, and so are both gradients)
+        const double bias_norm = l2_norm(run->grads[k]), weight_norm = l2_norm(run->grads[w]);
+        EXPECT_LE(bias_norm, 1e-4 * weight_norm) << name << (run == &folded ? " folded" : " separate");
+        std::printf("%s %s: |grad| = %.2e, |%s grad| = %.2e (exactly 0 in exact arithmetic)\n", name.c_str(),
+                    run == &folded ? "folded" : "separate", bias_norm, weight.c_str(), weight_norm);
+      }
+      continue;
+    }
+    EXPECT_LE(rel_error(folded.grads[k], separate.grads[k]), tolerance) << name;
+  }
 }
 
 class FoldedLayerScales : public ::testing::TestWithParam<std::string> {};

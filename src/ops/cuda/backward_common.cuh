@@ -165,9 +165,9 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
 // below; docs/cuda.md has what each measured): a warp of the scalar kernel reads 64 bytes of a bf16 row
 // per load, and each cell pays its own index arithmetic. A functor opts in with kV (its columns a
 // thread), aligned() (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0
-// + e. A block is lanes_x threads across vectors of columns times 256 / lanes_x row lanes. vec (and
-// vec_finish) add the row's values to v, the thread's running sums, rather than return them (16
-// registers fewer). The sums' order differs from the scalar kernel's (fixed all the same: deterministic,
+// + e. A block is lanes_x threads across vectors of columns times 256 / lanes_x row lanes (fewer
+// where a thread's K · V double partials would pass 48 KB of shared memory). vec (and vec_finish) add
+// the row's values to v, the thread's running sums, rather than return them (16 registers fewer). The sums' order differs from the scalar kernel's (fixed all the same: deterministic,
 // other bits).
 template <class F, class = void>
 struct HasColumnVec : std::false_type {};
@@ -289,7 +289,11 @@ void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStrea
     if (mode != ColumnSums::scalar && cols % V == 0 && f.aligned()) {
       const int64_t vectors = cols / V;
       const int lanes_x = vectors < 32 ? static_cast<int>(vectors) : 32;
-      const int lanes_y = 256 / lanes_x, block = lanes_x * lanes_y;
+      // The block's double partials, K · V a thread, must fit the 48 KB of dynamic shared memory a
+      // launch gets without opting in: GroupNorm's cell sums in bf16 (K = 4, V = 8) would need 64 KB at
+      // 256 threads, and their launch failed with "invalid argument" (H100, 2026-12-07). They run 192.
+      constexpr int kMaxThreads = static_cast<int>(std::min<size_t>(256, (48 * 1024) / (sizeof(double) * K * V)));
+      const int lanes_y = std::max(1, kMaxThreads / lanes_x), block = lanes_x * lanes_y;
       // float sums: kFloatRowsPerThread rows a thread a chunk; never more chunks than the work was sized for
       int64_t used = chunks;
       if (floats) {

@@ -253,11 +253,12 @@ class CudaBackend final : public CudaFamilyOps {
     if (cuda::is_family_op(op)) return cuda::family_ops_enabled();
     return true;
   }
-  // Training's layer-scaled MLP halves as one GEMM with the scale folded into fc2 and the residual in
-  // its epilogue (linear_scaled_residual, linear_act_scaled_backward): METAFORMER_CUDA_FOLD_LS=1.
-  // Off by default until its GPU run (docs/cuda-log-2.md); read on each call, so that a test can
+  // Training's layer-scaled halves as one op each (the MLP's: one GEMM with the scale folded into fc2
+  // and the residual in its epilogue; the pooling's: one kernel): on unless METAFORMER_CUDA_FOLD_LS=0.
+  // The default since its H100 run of 2026-12-07 (docs/cuda-log-2.md: poolformer_s12's bf16 training
+  // +7-8 % images/s, op cases and the PyTorch golden passing); read on each call, so that a test can
   // train with and without it in one process.
-  bool folds_layer_scales() const override { return env_choice("METAFORMER_CUDA_FOLD_LS", {"0", "1"}) == 1; }
+  bool folds_layer_scales() const override { return env_choice("METAFORMER_CUDA_FOLD_LS", {"0", "1"}) != 0; }
   void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
                               const Tensor& skip, Tensor& y) override {
     residual_linear(h, w, b, &ls, skip, y);

@@ -167,8 +167,8 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
 // thread), aligned() (its arrays allow 16-byte accesses) and vec(row, col0, v), v[k][e] for column col0
 // + e. A block is lanes_x threads across vectors of columns times 256 / lanes_x row lanes (fewer
 // where a thread's K · V double partials would pass 48 KB of shared memory). vec (and vec_finish) add
-// the row's values to v, the thread's running sums, rather than return them (16 registers fewer). The sums' order differs from the scalar kernel's (fixed all the same: deterministic,
-// other bits).
+// the row's values to v, the thread's running sums, rather than return them (16 registers fewer).
+// The sums' order differs from the scalar kernel's (fixed all the same: deterministic, other bits).
 template <class F, class = void>
 struct HasColumnVec : std::false_type {};
 template <class F>

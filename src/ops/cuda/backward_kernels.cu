@@ -422,7 +422,8 @@ struct GnCellSums {
   __device__ void store(int64_t j, const double* s) const {
     for (int k = 0; k < 4; ++k) cells[j * 4 + k] = s[k];
   }
-  // column_partials_vec_kernel's view (METAFORMER_CUDA_GN_CELLS=vec): kV channels of one sample a
+  // column_partials_vec_kernel's view (METAFORMER_CUDA_COLSUM=fvec or fbatch; the default, auto, still
+  // gives these sums the scalar kernel until a GPU run says which is faster): kV channels of one sample a
   // thread, 16 bytes of x and of dy a row. The loads go through __ldg's uint4 form, which nvcc cannot
   // split: written as plain uint4 reads, both came out as 4- and 8-byte pieces (nvcc 13.0,
   // 2026-12-06). A thread's float sums are over at most 32 rows a chunk, added across the block and

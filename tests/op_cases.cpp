@@ -265,6 +265,53 @@ void add_depthwise(std::vector<OpCase>& v, Shape x, int k, int stride, int pad, 
                }});
 }
 
+// ConvFormer's StarReLU → dwconv in a training step as one op (SepConv where
+// Backend::fuses_act_into_depthwise): y = depthwise(act(pre)) with zero padding, and its backward
+// through both. StarReLU's scale and bias are inputs with gradients (host values, read by the op from
+// the inputs each call). The CUDA backend applies act in the forward kernel's staging, and in the
+// tiled dW kernel's where that applies (bf16, 14 rows or more, channels in 16-byte vectors), elsewhere
+// from act(pre) materialised.
+void add_act_depthwise(std::vector<OpCase>& v, Shape x, int k, ActKind kind, bool bias) {
+  const int64_t C = x[-1];
+  const ConvGeometry g{k, k, 1, 1, k / 2, k / 2};
+  const bool star = kind == ActKind::StarReLU;
+  std::vector<OpInput> inputs{{x, -2.f, 2.f}, {{C, 1, k, k}, -0.3f, 0.3f}};
+  const size_t b = inputs.size();
+  if (bias) inputs.push_back({{C}});
+  const size_t s = inputs.size();
+  if (star) {
+    inputs.push_back({{1}, 0.5f, 1.5f});   // scale
+    inputs.push_back({{1}, -0.5f, 0.5f});  // bias
+  }
+  auto act_of_inputs = [=](const std::vector<Tensor>& in) {
+    Activation a{kind, 1.f, 0.f};
+    if (star) {
+      a.scale = in[s].data()[0];
+      a.bias = in[s + 1].data()[0];
+    }
+    return a;
+  };
+  v.push_back({fmt::format("act_depthwise_train/{} k{} {}{}", x.str(), k, act_name(kind), bias ? " +bias" : ""),
+               OpKind::DepthwiseConv2d, 1e-6, inputs,
+               [=](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::act_depthwise_conv2d(e, in[0], act_of_inputs(in), in[1], bias ? &in[b] : nullptr, g);
+               },
+               [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[b]) : Tensor();
+                 Tensor ds = Tensor::zeros({1}), dsb = Tensor::zeros({1});
+                 Tensor dpre = op::act_depthwise_conv2d_backward(e, in[0], act_of_inputs(in), in[1], g, dy, &dw,
+                                                                 bias ? &db : nullptr, star ? &ds : nullptr,
+                                                                 star ? &dsb : nullptr);
+                 std::vector<Tensor> grads{dpre, dw};
+                 if (bias) grads.push_back(db);
+                 if (star) {
+                   grads.push_back(ds);
+                   grads.push_back(dsb);
+                 }
+                 return grads;
+               }});
+}
+
 }  // namespace
 
 double finite_difference_error(const OpCase& c, const Exec& e, uint64_t seed, std::string* worst_input) {
@@ -615,6 +662,17 @@ const std::vector<OpCase>& op_cases() {
     add_depthwise(v, {2, 9, 9, 16}, 5, 2, 2, false);   // 5x5 at stride 2: the gather for dx
     add_depthwise(v, {2, 21, 19, 40}, 7, 1, 3, true);  // two 16-row patches (the second partial), a channel tail
     add_depthwise(v, {1, 18, 17, 24}, 3, 1, 1, false);  // the same for 3x3
+
+    // act → depthwise as one op: an odd map and a channel count that is no multiple of 8 (the GPU's dW
+    // from act(pre) materialised), 3x3, 5x5 and 7x7; then ConvFormer-like maps of 14 rows or more with
+    // channels in 16-byte vectors, where the GPU's tiled dW kernel applies act itself (in bf16).
+    add_act_depthwise(v, {2, 7, 7, 20}, 7, ActKind::StarReLU, false);
+    add_act_depthwise(v, {1, 9, 11, 13}, 3, ActKind::GELU, true);
+    add_act_depthwise(v, {2, 5, 6, 12}, 5, ActKind::StarReLU, true);
+    add_act_depthwise(v, {2, 16, 15, 32}, 7, ActKind::StarReLU, false);
+    add_act_depthwise(v, {1, 14, 14, 40}, 7, ActKind::GELU, true);
+    add_act_depthwise(v, {1, 17, 14, 16}, 3, ActKind::StarReLU, true);
+    add_act_depthwise(v, {1, 15, 15, 24}, 5, ActKind::GELU, false);
 
 
     auto pool_case = [&](Shape x, int k) {

@@ -64,6 +64,47 @@ double l2_norm(const Tensor& t) {
   return std::sqrt(s);
 }
 
+// A golden model, its trainable parameters, and one training step's input and targets.
+struct GoldenStep {
+  explicit GoldenStep(const std::string& family)
+      : dir(data_path("golden/" + family)), model(load_config(dir + "/config.json")) {
+    load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
+    targets = smoothed_targets({3, 7}, model.config().num_classes, 0.1);
+    for (auto& [name, p] : model.named_parameters())
+      if (p->trainable && !p->buffer) params.emplace_back(name, p);
+  }
+  struct Result {
+    double loss = 0;
+    OpProfile profile;  // each op kind's calls
+    std::vector<Tensor> grads;
+  };
+  // One forward and backward on `backend` from zeroed gradients: the loss, the ops run, every gradient.
+  Result run(Backend& backend) {
+    for (auto& [name, p] : params) {
+      if (!p->grad.defined()) p->grad = Tensor::empty(p->value.shape());
+      p->grad.zero();
+    }
+    Result r;
+    Ctx ctx;
+    ctx.exec.backend = &backend;
+    ctx.exec.profile = &r.profile;
+    ctx.training = true;
+    Tensor dl;
+    r.loss = op::cross_entropy(ctx.exec, model.run(ctx, x), targets, dl);
+    model.backward(ctx, dl);
+    ctx.exec.backend->synchronize();
+    for (auto& [name, p] : params) r.grads.push_back(p->grad.to(Device::CPU).clone());
+    return r;
+  }
+  std::string dir;
+  MetaFormer model;
+  Tensor x = random_tensor({2, 29, 29, 3}, 11);
+  Tensor targets;
+  std::vector<std::pair<std::string, Parameter*>> params;
+};
+
+int64_t calls(const GoldenStep::Result& r, OpKind op) { return r.profile.calls[static_cast<size_t>(op)]; }
+
 // The golden model `family` trained one step (loss and every parameter gradient) on the backend that
 // `backend(fold)` gives, without and with folded layer scales: the same loss to 1e-6 and gradients to
 // `tolerance` relative, every half folded in the second run (no scaled_residual op ran on its own),
@@ -73,41 +114,11 @@ double l2_norm(const Tensor& t) {
 // gradient of the same module's weight, whose sums have the same terms.
 void expect_folding_changes_no_gradient(const std::string& family, const std::function<Backend&(bool fold)>& backend,
                                         double tolerance, const std::string& zero_suffix) {
-  const std::string dir = data_path("golden/" + family);
-  MetaFormer model(load_config(dir + "/config.json"));
-  load_weights(model, SafeTensors::open(dir + "/weights.safetensors"));
-  const Tensor x = random_tensor({2, 29, 29, 3}, 11);
-  const Tensor targets = smoothed_targets({3, 7}, model.config().num_classes, 0.1);
-  std::vector<std::pair<std::string, Parameter*>> params;
-  for (auto& [name, p] : model.named_parameters())
-    if (p->trainable && !p->buffer) params.emplace_back(name, p);
-  struct Step {
-    double loss = 0;
-    int64_t residual_ops = 0;
-    std::vector<Tensor> grads;
-  };
-  auto step = [&](bool fold) {
-    for (auto& [name, p] : params) {
-      if (!p->grad.defined()) p->grad = Tensor::empty(p->value.shape());
-      p->grad.zero();
-    }
-    OpProfile profile;
-    Ctx ctx;
-    ctx.exec.backend = &backend(fold);
-    ctx.exec.profile = &profile;
-    ctx.training = true;
-    Step r;
-    Tensor dl;
-    r.loss = op::cross_entropy(ctx.exec, model.run(ctx, x), targets, dl);
-    model.backward(ctx, dl);
-    ctx.exec.backend->synchronize();
-    r.residual_ops = profile.calls[static_cast<size_t>(OpKind::ScaledResidual)];
-    for (auto& [name, p] : params) r.grads.push_back(p->grad.to(Device::CPU).clone());
-    return r;
-  };
-  const Step separate = step(false), folded = step(true);
-  EXPECT_GT(separate.residual_ops, 0);
-  EXPECT_EQ(folded.residual_ops, 0);
+  GoldenStep golden(family);
+  const auto& params = golden.params;
+  const GoldenStep::Result separate = golden.run(backend(false)), folded = golden.run(backend(true));
+  EXPECT_GT(calls(separate, OpKind::ScaledResidual), 0);
+  EXPECT_EQ(calls(folded, OpKind::ScaledResidual), 0);
   EXPECT_NEAR(folded.loss, separate.loss, 1e-6 * std::fabs(separate.loss));
   for (size_t k = 0; k < params.size(); ++k) {
     const std::string& name = params[k].first;
@@ -116,7 +127,7 @@ void expect_folding_changes_no_gradient(const std::string& family, const std::fu
       size_t w = 0;
       while (w < params.size() && params[w].first != weight) ++w;
       ASSERT_LT(w, params.size()) << weight;
-      for (const Step* run : {&separate, &folded}) {
+      for (const GoldenStep::Result* run : {&separate, &folded}) {
         // (a 1×1 map, PoolFormer's last stage here: pool − I is zero, and so are both gradients)
         const double bias_norm = l2_norm(run->grads[k]), weight_norm = l2_norm(run->grads[w]);
         EXPECT_LE(bias_norm, 1e-4 * weight_norm) << name << (run == &folded ? " folded" : " separate");
@@ -159,6 +170,66 @@ TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOpsOnTheGpu) {
 
 // The family whose halves have layer scales and no res scales (PoolFormer v1; v2 has res scales).
 INSTANTIATE_TEST_SUITE_P(Families, FoldedLayerScales, ::testing::Values("poolformer"));
+
+// The reference backend with Backend::fuses_act_into_depthwise on: SepConv then runs act1 and dwconv
+// in training through act_depthwise_conv2d and its backward (whose defaults are the separate ops
+// again), as on the CUDA backend (METAFORMER_CUDA_ACT_DW). Checks the mixer's wiring of that path
+// (what act1 keeps, whose backward runs, where StarReLU's scalar gradients go) without a GPU; the
+// CUDA kernels are the op harness's (act_depthwise_train/*).
+class ActDepthwiseRefBackend : public RefBackend {
+ public:
+  bool fuses_act_into_depthwise() const override { return true; }
+};
+
+int64_t count_modules(const Module& m, const std::string& kind) {
+  int64_t n = m.kind() == kind ? 1 : 0;
+  for (const auto& [name, child] : m.children()) n += count_modules(*child, kind);
+  return n;
+}
+
+// The golden model `family` trained one step on the backend that `backend(fuse)` gives, without and
+// with act1 → dwconv as one op: the same loss to 1e-6 and gradients to `tolerance` relative, and in
+// the second run every SepConv fused (two activation ops fewer each, its forward's and backward's;
+// the depthwise convolutions as many).
+void expect_act_depthwise_changes_no_gradient(const std::string& family,
+                                              const std::function<Backend&(bool fuse)>& backend, double tolerance) {
+  GoldenStep golden(family);
+  const int64_t mixers = count_modules(golden.model, "SepConv");
+  ASSERT_GT(mixers, 0) << family;
+  const GoldenStep::Result separate = golden.run(backend(false)), fused = golden.run(backend(true));
+  EXPECT_EQ(calls(separate, OpKind::Activation) - calls(fused, OpKind::Activation), 2 * mixers);
+  EXPECT_EQ(calls(fused, OpKind::DepthwiseConv2d), calls(separate, OpKind::DepthwiseConv2d));
+  EXPECT_NEAR(fused.loss, separate.loss, 1e-6 * std::fabs(separate.loss));
+  for (size_t k = 0; k < golden.params.size(); ++k)
+    EXPECT_LE(rel_error(fused.grads[k], separate.grads[k]), tolerance) << golden.params[k].first;
+}
+
+class FusedActDepthwise : public ::testing::TestWithParam<std::string> {};
+
+// The default compositions are the separate ops, in the same order: the same bits (1e-6 leaves room
+// for nothing but a reordering).
+TEST_P(FusedActDepthwise, GivesTheGradientsOfTheSeparateOps) {
+  ActDepthwiseRefBackend fusing;
+  expect_act_depthwise_changes_no_gradient(GetParam(), [&](bool fuse) -> Backend& {
+    return fuse ? fusing : get_backend("ref");
+  }, 1e-6);
+}
+
+// The same on the GPU in fp32 (TF32 off): the depthwise kernel applies act as it stages its input, the
+// dW from act(pre) materialised (the tiled kernel that applies act itself is bf16's: op cases), dh
+// by the same kernel as the separate ops', then the activation's backward; the fp32 op cases' bar.
+TEST_P(FusedActDepthwise, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
+  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
+  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
+  expect_act_depthwise_changes_no_gradient(GetParam(), [](bool fuse) -> Backend& {
+    setenv("METAFORMER_CUDA_ACT_DW", fuse ? "1" : "0", 1);
+    return get_backend("cuda");
+  }, 1e-5);
+  unsetenv("METAFORMER_CUDA_ACT_DW");
+}
+
+// The families with SepConv mixers (CAFormer's first two stages).
+INSTANTIATE_TEST_SUITE_P(Families, FusedActDepthwise, ::testing::Values("convformer", "caformer"));
 
 INSTANTIATE_TEST_SUITE_P(Families, ModelBackward,
                          ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",

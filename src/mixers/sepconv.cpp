@@ -28,7 +28,14 @@ class SepConv : public TokenMixer {
     if (!ctx.training && act2_->params().kind == ActKind::Identity)  // inference: dwconv → pwconv2 fused
       return op::depthwise_linear(ctx.exec, pw1_->run_then(ctx, x, *act1_), v(dw_->weight()), opt(dw_->bias()),
                                   dw_->geometry(), v(pw2_->weight()), opt(pw2_->bias()));
-    Tensor h = dw_->run(ctx, pw1_->run_then(ctx, x, *act1_));
+    // Training where the backend applies act1 as the depthwise convolution stages its input
+    // (Backend::fuses_act_into_depthwise): pwconv1's output, the pre-activation, is the only 2x-wide
+    // tensor written and kept; act1's output is never written. Elsewhere the separate layers.
+    if (ctx.training)
+      fused_ = act2_->params().kind == ActKind::Identity && act1_->params().kind != ActKind::Identity &&
+               ctx.exec.backend->fuses_act_into_depthwise();
+    Tensor h = ctx.training && fused_ ? dw_->run_act_train(ctx, pw1_->run(ctx, x), *act1_)
+                                      : dw_->run(ctx, pw1_->run_then(ctx, x, *act1_));
     act2_->apply_(ctx, h);
     return pw2_->run(ctx, h);
   }
@@ -44,6 +51,7 @@ class SepConv : public TokenMixer {
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     Tensor d = act2_->backward(ctx, pw2_->backward(ctx, dy));
+    if (fused_) return pw1_->backward(ctx, dw_->backward_through(ctx, d, *act1_));
     return pw1_->backward(ctx, act1_->backward(ctx, dw_->backward(ctx, d)));
   }
 
@@ -53,6 +61,7 @@ class SepConv : public TokenMixer {
   DepthwiseConv2d* dw_;
   ActivationLayer* act2_;
   Linear* pw2_;
+  bool fused_ = false;  // the last training forward ran act1 and dwconv as one op (run_act_train)
 };
 }  // namespace
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "nn/activation.h"
+
 namespace mf {
 
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias)
@@ -72,6 +74,21 @@ std::string DepthwiseConv2d::describe() const {
 Tensor DepthwiseConv2d::forward(Ctx& ctx, const Tensor& x) {
   if (ctx.training) saved_x_ = x;
   return op::depthwise_conv2d(ctx.exec, x, v(weight_), opt(bias_), g_);
+}
+
+Tensor DepthwiseConv2d::run_act_train(Ctx& ctx, const Tensor& pre, ActivationLayer& act) {
+  Tensor y = op::act_depthwise_conv2d(ctx.exec, pre, act.params(), v(weight_), opt(bias_), g_);
+  act.keep_input(pre);
+  if (ctx.on_output && !path().empty()) ctx.on_output(path(), y);
+  return y;
+}
+
+// The input this layer needs is act's (pre): it keeps none of its own (saved_x_ stays empty, so a
+// plain backward() after run_act_train fails with its message instead of using a stale input).
+Tensor DepthwiseConv2d::backward_through(Ctx& ctx, const Tensor& dy, ActivationLayer& act) {
+  ActivationLayer::Kept kept = act.take_kept();
+  return op::act_depthwise_conv2d_backward(ctx.exec, kept.pre, act.params(), v(weight_), g_, dy, grad_of(weight_),
+                                           grad_of(bias_), kept.dscale, kept.dbias);
 }
 
 Tensor DepthwiseConv2d::backward(Ctx& ctx, const Tensor& dy) {

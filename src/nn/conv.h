@@ -5,6 +5,8 @@
 
 namespace mf {
 
+class ActivationLayer;
+
 // nn.Conv2d with groups = 1: weight [out, in, k, k].
 class Conv2d : public Module {
  public:
@@ -58,6 +60,14 @@ class DepthwiseConv2d : public Module {
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
+  // this(act(pre)) in a training step, for a caller that checked Backend::fuses_act_into_depthwise
+  // (SepConv): one op (op::act_depthwise_conv2d) that keeps the pre-activation in `act`, whose own
+  // forward and backward are then not called; act(pre) is never written. Reports its output to
+  // ctx.on_output as forward's run() does.
+  Tensor run_act_train(Ctx& ctx, const Tensor& pre, ActivationLayer& act);
+  // This layer's backward together with that of the activation in front of it (`act`, which
+  // run_act_train ran): returns the gradient of act's input (op::act_depthwise_conv2d_backward).
+  Tensor backward_through(Ctx& ctx, const Tensor& dy, ActivationLayer& act);
   void collect_ops(std::set<OpKind>& ops) const override { ops.insert(OpKind::DepthwiseConv2d); }
   const ConvGeometry& geometry() const { return g_; }
   Parameter* weight() { return weight_; }

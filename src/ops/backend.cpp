@@ -182,6 +182,23 @@ void Backend::conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeom
 void Backend::depthwise_conv2d(const Tensor&, const Tensor&, const Tensor*, const ConvGeometry&, Tensor&) {
   unsupported(OpKind::DepthwiseConv2d);
 }
+void Backend::act_depthwise_conv2d(const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
+                                   const ConvGeometry& g, Tensor& y) {
+  Tensor h = Tensor::empty(pre.shape(), device(), activation_dtype());
+  activation(pre, act, h);
+  depthwise_conv2d(h, w, b, g, y);
+}
+void Backend::act_depthwise_conv2d_backward(const Tensor& pre, const Activation& act, const Tensor& w,
+                                            const ConvGeometry& g, const Tensor& dy, Tensor& dpre, Tensor* dw,
+                                            Tensor* db, Tensor* dscale, Tensor* dbias) {
+  Tensor dh = Tensor::empty(pre.shape(), device(), activation_dtype());
+  {
+    Tensor h = Tensor::empty(pre.shape(), device(), activation_dtype());
+    activation(pre, act, h);
+    depthwise_conv2d_backward(h, w, g, dy, &dh, dw, db);
+  }
+  activation_backward(pre, act, dh, dpre, dscale, dbias);
+}
 void Backend::pool_minus_input(const Tensor&, int, Tensor&) { unsupported(OpKind::PoolMinusInput); }
 void Backend::layer_norm(const Tensor&, const Tensor&, const Tensor*, float, Tensor&) {
   unsupported(OpKind::LayerNorm);

@@ -134,6 +134,10 @@ class Backend {
   // pool_branch and pool_branch_backward (which then keep no branch output and write no dy ⊙ ls).
   // False by default, so the CPU backends' numerics stay those of the separate ops.
   virtual bool folds_layer_scales() const { return false; }
+  // Whether the model should run a training step's activation → depthwise convolution (ConvFormer's
+  // StarReLU → dwconv) as one op, act_depthwise_conv2d and its backward, which then keep only the
+  // pre-activation. False by default, so the CPU backends run (and round) exactly the separate ops.
+  virtual bool fuses_act_into_depthwise() const { return false; }
   // y = res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the block's second half; by default the norm,
   // mlp and scaled_residual ops one after another
   virtual void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
@@ -175,6 +179,10 @@ class Backend {
   virtual void conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
   // x [B, H, W, C], w [C, 1, kh, kw], b [C] or null -> y [B, Ho, Wo, C]
   virtual void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
+  // y = depthwise_conv2d(act(pre)), act applied inside the image only (the padding stays zero); by
+  // default activation into a temporary, then depthwise_conv2d
+  virtual void act_depthwise_conv2d(const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
+                                    const ConvGeometry& g, Tensor& y);
   // x [B, H, W, C] -> y = avg_pool_k(x) - x, stride 1, padding k/2, padded cells not counted
   virtual void pool_minus_input(const Tensor& x, int kernel, Tensor& y);
   // x [..., C], w [C], b [C] or null; in-place allowed
@@ -362,6 +370,12 @@ class Backend {
                                Tensor* dw, Tensor* db);
   virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                          Tensor* dx, Tensor* dw, Tensor* db);
+  // The backward of act_depthwise_conv2d: dpre (overwritten), dw and db += (the convolution's), dscale
+  // and dbias += (StarReLU's). By default h = act(pre) again into a temporary, depthwise_conv2d_backward
+  // on it (dh into a temporary), then activation_backward.
+  virtual void act_depthwise_conv2d_backward(const Tensor& pre, const Activation& act, const Tensor& w,
+                                             const ConvGeometry& g, const Tensor& dy, Tensor& dpre, Tensor* dw,
+                                             Tensor* db, Tensor* dscale, Tensor* dbias);
   virtual void pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx);
   virtual void conv_transpose2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                          Tensor* dx, Tensor* dw, Tensor* db);

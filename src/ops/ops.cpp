@@ -251,6 +251,22 @@ Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const T
   return y;
 }
 
+Tensor act_depthwise_conv2d(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
+                            const ConvGeometry& g) {
+  if (act.kind == ActKind::Identity) return depthwise_conv2d(e, pre, w, b, g);
+  check_rank(pre, 4, OpKind::DepthwiseConv2d);
+  const int64_t C = pre.dim(3);
+  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "act_depthwise_conv2d: weight {} does not fit input {}", w.shape().str(), pre.shape().str());
+  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
+  const int64_t Ho = g.out_h(pre.dim(1)), Wo = g.out_w(pre.dim(2));
+  MF_CHECK(Ho > 0 && Wo > 0, "act_depthwise_conv2d: input {} is too small", pre.shape().str());
+  Tensor y = out(e, {pre.dim(0), Ho, Wo, C});
+  Timed t(e, OpKind::DepthwiseConv2d, pre.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
+  e.backend->act_depthwise_conv2d(pre, act, w, b, g, y);
+  return y;
+}
+
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel) {
   check_rank(x, 4, OpKind::PoolMinusInput);
   MF_CHECK(kernel >= 1 && kernel % 2 == 1, "pool_minus_input: kernel must be odd, got {}", kernel);
@@ -873,6 +889,23 @@ Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w
   Timed t(e, OpKind::DepthwiseConv2d, 2 * dy.numel() * g.kernel_h * g.kernel_w);
   e.backend->depthwise_conv2d_backward(x, w, g, dy, &dx, dw, db);
   return dx;
+}
+
+Tensor act_depthwise_conv2d_backward(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w,
+                                     const ConvGeometry& g, const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dscale,
+                                     Tensor* dbias) {
+  if (act.kind == ActKind::Identity) return depthwise_conv2d_backward(e, pre, w, g, dy, dw, db);
+  MF_CHECK(pre.ndim() == 4 && dy.ndim() == 4 && dy.dim(0) == pre.dim(0) && dy.dim(1) == g.out_h(pre.dim(1)) &&
+               dy.dim(2) == g.out_w(pre.dim(2)) && dy.dim(3) == pre.dim(3),
+           "act_depthwise_conv2d backward: dy {} does not fit pre {}", dy.shape().str(), pre.shape().str());
+  check_grad(dw, w, "weight", OpKind::DepthwiseConv2d);
+  check_vec(db, pre.dim(3), "bias gradient", OpKind::DepthwiseConv2d);
+  if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
+  if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
+  Tensor dpre = out(e, pre.shape());
+  Timed t(e, OpKind::DepthwiseConv2d, 2 * dy.numel() * g.kernel_h * g.kernel_w);
+  e.backend->act_depthwise_conv2d_backward(pre, act, w, g, dy, dpre, dw, db, dscale, dbias);
+  return dpre;
 }
 
 Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel) {

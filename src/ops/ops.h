@@ -77,6 +77,12 @@ Tensor mlp(const Exec& e, const Tensor& x, const Tensor& w1, const Tensor* b1, c
            const Tensor* b2);
 Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
 Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g);
+// depthwise_conv2d(act(pre), w, b, g) in a training step (ConvFormer's StarReLU → dwconv, where
+// Backend::fuses_act_into_depthwise): the padding stays zero, act applying only to the image's values,
+// as a separate activation op before the convolution. The CUDA backend applies act as the depthwise
+// kernel stages its input, so act(pre) is never written. Its backward is act_depthwise_conv2d_backward.
+Tensor act_depthwise_conv2d(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
+                            const ConvGeometry& g);
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
 // res_scale ⊙ x + layer_scale ⊙ (pool(n) − n), n = group_norm1(x): PoolFormer's norm, mixer and
 // residual as one op (norm.type must be group_norm1). In training too where the backend folds layer
@@ -232,6 +238,11 @@ Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Co
                        bool need_dx, Tensor* dw, Tensor* db);
 Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
                                  const Tensor& dy, Tensor* dw, Tensor* db);
+// The backward of act_depthwise_conv2d: returns dpre; dw, db (the convolution's) and dscale, dbias
+// (StarReLU's; null for the other activations) accumulated.
+Tensor act_depthwise_conv2d_backward(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w,
+                                     const ConvGeometry& g, const Tensor& dy, Tensor* dw, Tensor* db,
+                                     Tensor* dscale = nullptr, Tensor* dbias = nullptr);
 Tensor pool_minus_input_backward(const Exec& e, const Tensor& dy, int kernel);
 // With `residual`: dx = residual ⊙ res_scale (1 without) + the norm's dx, d_res_scale += Σ x ⊙ residual
 // (a block's skip gradient; Backend::layer_norm_backward_add).

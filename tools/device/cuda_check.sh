@@ -78,6 +78,8 @@
 #   colsumbatch.log (step colsumbatch) column sums with rows batched (METAFORMER_CUDA_COLSUM=batch): as attntiles
 #   foldls.log    (step foldls) training's layer-scaled MLP halves folded into fc2 (METAFORMER_CUDA_FOLD_LS=1)
 #                 against the separate ops: as attntiles, on poolformer_s12
+#   actdw.log     (step actdw) training's SepConv activation applied by the depthwise kernels
+#                 (METAFORMER_CUDA_ACT_DW=1) against the separate ops: as attntiles, on convformer_s18
 #   colsumf.log   (step colsumf) column sums with float running sums a thread (METAFORMER_CUDA_COLSUM=fbatch):
 #                 as attntiles, on every op that reduces columns, poolformer_s12 and mambaout_femto
 #   attnmma.log   (step attnmma) attention's backward with raw mma.sync (METAFORMER_CUDA_ATTN_BWD=mma): as attntiles
@@ -130,7 +132,7 @@
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
 # build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
-# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf foldls attntiles attnmma dwbatch dwvariants
+# candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf foldls actdw attntiles attnmma dwbatch dwvariants
 # dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare
 # attnab (default: build ops grad
 # checks parity bench memcheck). SC_QUICK=1 cuts a switch step to its op cases and images/s, AB_STEPS
@@ -1060,6 +1062,21 @@ if has foldls; then
   echo "== folded layer scales in training: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_FOLD_LS 0 1 mlp_train,linear,scaled_residual,pool_branch,group_norm1 poolformer_s12 \
     "layer_scale_fold|ScaleGrads|scaled_residual|pool|gn_|group_norm|nvjet" "${FOLDLS_MODELS:-poolformer_s12}" "layer_scale_fold"
+fi
+
+if has actdw; then
+  # Training's StarReLU → depthwise convolution as one op (METAFORMER_CUDA_ACT_DW=1: act_depthwise_conv2d,
+  # the forward kernel's input activation, the tiled dW kernel with PRE) against the separate ops: the
+  # depthwise and activation op cases, the CUDA tests and training goldens with it on, convformer_s18's
+  # kernel table and images/s (ACTDW_MODELS). The model-level comparison is mf_tests'
+  # FusedActDepthwise.*OnTheGpu (fp32).
+  log=$OUT/actdw.log
+  echo "== activation in the depthwise kernels in training: checks, kernel time, images/s" | tee "$log"
+  switch_check "$log" METAFORMER_CUDA_ACT_DW 0 1 act_depthwise,depthwise,sepconv,activation convformer_s18 \
+    "depthwise|dw_|activation|star_relu" "${ACTDW_MODELS:-convformer_s18,caformer_s18}" \
+    "depthwise_dw_tiled_kernel<7, [^,]*, 2>"
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='FusedActDepthwise.*' 2>&1 |
+    grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | head -20 | tee -a "$log"
 fi
 
 if has dwbatch; then

@@ -136,6 +136,17 @@ cudaError_t depthwise_conv2d_backward(const T* x, const float* w, const T* dy, T
                                       int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh,
                                       int sw, int ph, int pw, double* work, cudaStream_t s);
 
+// dw += the weight gradient of the depthwise convolution of act(x) (x the pre-activation; act applied
+// inside the map only, the padding staying zero), in the same workspace as depthwise_conv2d_backward's,
+// without act(x) in memory: the tiled dW kernel with act applied as it stages x, where that kernel
+// applies (bf16, square 3×3/5×5/7×7 kernels at stride 1, channels in 16-byte vectors, maps of 14 rows
+// or more, METAFORMER_CUDA_DW_DW=tiled) and act is StarReLU or GELU. Elsewhere `done` is false and
+// nothing is launched: the caller materialises act(x) and runs depthwise_conv2d_backward.
+template <class T>
+cudaError_t act_depthwise_weight_grad(const T* x, Act act, const T* dy, float* dw, int64_t B, int64_t H, int64_t W,
+                                      int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw,
+                                      double* work, cudaStream_t s, bool& done);
+
 // Dense convolution helpers (the products are cuBLASLt's; the weight's GEMM layout is
 // kernels::conv_weight_to_gemm): dw [Co, Ci, kh, kw] += dwk [Co, kh, kw, Ci]; and col2im, the adjoint
 // of im2col_nhwc: dx [B, H, W, C] (overwritten) = Σ of the columns dcols [B·Ho·Wo, kh·kw·C] that read

@@ -329,9 +329,12 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
 }
 
 // The tiled kernel's staging: a thread's loaded 16-byte vectors (raw[it] is vector tid + it · NT of the
-// N, kColTile / kVec<T> of them a pixel) as floats into dst, kColTile floats a pixel.
-template <class T, int N, int NT, int NI>
-__device__ __forceinline__ void store_loaded_vectors(const uint4 (&raw)[NI], float* dst, int tid) {
+// N, kColTile / kVec<T> of them a pixel) as floats into dst, kColTile floats a pixel. PRE: an input
+// activation's kind fixed at compile time (kernels::act_static; Identity: none), applied to the loads
+// inside the map (bit it of `inside`) only, so the padding stays zero (StarReLU's act(0) is its bias).
+template <class T, int N, int NT, int PRE = 0, int NI>
+__device__ __forceinline__ void store_loaded_vectors(const uint4 (&raw)[NI], float* dst, int tid, unsigned inside = 0,
+                                                     const kernels::Act& act = {}) {
   constexpr int V = kVec<T>, G = kColTile / V;
 #pragma unroll
   for (int it = 0; it < NI; ++it) {
@@ -339,6 +342,12 @@ __device__ __forceinline__ void store_loaded_vectors(const uint4 (&raw)[NI], flo
     if (i < N) {
       float v[V];
       unpack16<T>(raw[it], v);
+      if constexpr (PRE != static_cast<int>(kernels::ActKind::Identity)) {
+        if ((inside >> it) & 1u) {
+#pragma unroll
+          for (int e = 0; e < V; ++e) v[e] = kernels::act_static<PRE>(act, v[e]);
+        }
+      }
       float4* d = reinterpret_cast<float4*>(dst + (i / G) * kColTile + (i % G) * V);
 #pragma unroll
       for (int e = 0; e < V; e += 4) d[e / 4] = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
@@ -362,12 +371,19 @@ constexpr size_t dw_tiled_smem_bytes(int K) {
 // computes from there (each value read by the 32 channels' threads of a warp: no bank conflicts).
 // A chunk is a run of consecutive tiles; each thread sums in float, the lanes and chunks in double,
 // in a fixed order: deterministic, in another order than the units kernel (so not its bits).
-template <int K, class T>
+// PRE (not Identity): the weight gradient of depthwise(act(x)) with x the pre-activation, act applied
+// in float as the staging converts x (as the forward kernel applies it), so act(x) is never written.
+template <int K, class T, int PRE = 0>
 __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
-    depthwise_dw_tiled_kernel(const T* x, const T* dy, int B, int chunks, DwShape d, double* partial) {
+    depthwise_dw_tiled_kernel(const T* x, const T* dy, int B, int chunks, DwShape d, double* partial,
+                              kernels::Act pre_act) {
   constexpr int RH = 2, TH = kDwTileRows, TW = kDwTileCols, SH = TH + K - 1, SW = TW + K - 1;
   constexpr int V = kVec<T>, G = kColTile / V, NT = kColTile * kRowLanes;
   constexpr int NX = SH * SW * G, ND = TH * TW * G, IX = (NX + NT - 1) / NT, ID = (ND + NT - 1) / NT;
+  static_assert(IX <= 32, "one bit a load of the input patch");
+  constexpr bool kPre = PRE != static_cast<int>(kernels::ActKind::Identity);
+  // StarReLU's device scalars read once a thread, not once a value.
+  const kernels::Act act = kPre ? kernels::act_resolved(pre_act) : kernels::Act{};
   extern __shared__ float4 dw_tiles_smem[];  // dynamic: 55 KB at 7×7 (dw_tiled_smem_bytes)
   float* xs = reinterpret_cast<float*>(dw_tiles_smem);  // [SH · SW pixels][32 channels]
   float* gs = xs + SH * SW * kColTile;                  // [TH · TW pixels][32 channels]
@@ -382,12 +398,15 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
     const int n = u / tiles, oh0 = (u % tiles) / tiles_w * TH, ow0 = (u % tiles) % tiles_w * TW;
     const int ih0 = oh0 - d.ph, iw0 = ow0 - d.pw;
     uint4 rx[IX], rd[ID];
+    unsigned inside = 0;  // which of rx are the map's (the rest are the zero padding), for PRE
 #pragma unroll
     for (int it = 0; it < IX; ++it) {
       const int i = tid + it * NT, g = i % G, p = i / G, ih = ih0 + p / SW, iw = iw0 + p % SW, c = c0 + g * V;
       rx[it] = make_uint4(0, 0, 0, 0);
-      if (i < NX && c < d.C && ih >= 0 && ih < d.H && iw >= 0 && iw < d.W)
+      if (i < NX && c < d.C && ih >= 0 && ih < d.H && iw >= 0 && iw < d.W) {
         rx[it] = *reinterpret_cast<const uint4*>(x + ((static_cast<int64_t>(n) * d.H + ih) * d.W + iw) * d.C + c);
+        if constexpr (kPre) inside |= 1u << it;
+      }
     }
 #pragma unroll
     for (int it = 0; it < ID; ++it) {
@@ -397,7 +416,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
         rd[it] = *reinterpret_cast<const uint4*>(dy + ((static_cast<int64_t>(n) * d.Ho + oh) * d.Wo + ow) * d.C + c);
     }
     __syncthreads();  // the previous tile's reads of xs and gs are done
-    store_loaded_vectors<T, NX, NT>(rx, xs, tid);
+    store_loaded_vectors<T, NX, NT, PRE>(rx, xs, tid, inside, act);
     store_loaded_vectors<T, ND, NT>(rd, gs, tid);
     __syncthreads();
     const int c = threadIdx.x, r0 = threadIdx.y * RH;
@@ -452,9 +471,11 @@ __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int
 // The tiled dW kernel where the variant is tiled (the default) and it applies: bf16 (fp32's
 // 16-byte vectors hold half the channels, and its loads in flight spilled 200 bytes at 7×7, ptxas
 // 11.8), a square kernel at stride 1, channels in 16-byte vectors, maps of 14 rows or more. Lowers
-// chunks to the tiles' count; false, with nothing launched, where it does not apply.
-template <int KH, int KW, class T>
-bool launch_dw_tiled(const T* x, const T* dy, int B, const DwShape& d, int& chunks, double* work, cudaStream_t s) {
+// chunks to the tiles' count; false, with nothing launched, where it does not apply. PRE, pre_act:
+// the input activation (depthwise_dw_tiled_kernel).
+template <int KH, int KW, class T, int PRE = 0>
+bool launch_dw_tiled(const T* x, const T* dy, int B, const DwShape& d, int& chunks, double* work, cudaStream_t s,
+                     const kernels::Act& pre_act = {}) {
   if constexpr (sizeof(T) != 2 || KH != KW) {
     return false;
   } else {
@@ -466,11 +487,12 @@ bool launch_dw_tiled(const T* x, const T* dy, int B, const DwShape& d, int& chun
     const int want = (B * tiles + 7) / 8;
     chunks = want < chunks ? want : chunks;
     const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-    static size_t allowed = 0;
+    static size_t allowed = 0;  // one per instantiation, as each kernel's attribute is its own
     constexpr size_t bytes = dw_tiled_smem_bytes(KH);
     // A refused shared-memory size launches nothing; the op reports it (the caller's cudaGetLastError).
-    if (kernels::allow_dynamic_shared(depthwise_dw_tiled_kernel<KH, T>, bytes, allowed) == cudaSuccess)
-      depthwise_dw_tiled_kernel<KH, T><<<grid, dim3(kColTile, kRowLanes), bytes, s>>>(x, dy, B, chunks, d, work);
+    if (kernels::allow_dynamic_shared(depthwise_dw_tiled_kernel<KH, T, PRE>, bytes, allowed) == cudaSuccess)
+      depthwise_dw_tiled_kernel<KH, T, PRE>
+          <<<grid, dim3(kColTile, kRowLanes), bytes, s>>>(x, dy, B, chunks, d, work, pre_act);
     return true;
   }
 }
@@ -613,6 +635,53 @@ template cudaError_t depthwise_conv2d_backward(const float*, const float*, const
 template cudaError_t depthwise_conv2d_backward(const bf16*, const float*, const bf16*, bf16*, float*, float*, int64_t,
                                                int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
                                                int, double*, cudaStream_t);
+
+namespace {
+// The weight gradient of depthwise(act(x)) by the tiled kernel with act applied in its staging, for
+// the kinds fixed at compile time (StarReLU, ConvFormer's; GELU); false, with nothing launched, where
+// the kernel or the kind does not apply.
+template <int K, class T>
+bool act_dw_grad_tiled(const T* x, const kernels::Act& act, const T* dy, float* dw, int B, const DwShape& d,
+                       double* work, cudaStream_t s) {
+  constexpr int kStar = static_cast<int>(kernels::ActKind::StarReLU), kGelu = static_cast<int>(kernels::ActKind::GELU);
+  int chunks = static_cast<int>(column_chunks(static_cast<int64_t>(B) * d.Ho * d.Wo));
+  bool launched = false;
+  if (act.kind == kernels::ActKind::StarReLU)
+    launched = launch_dw_tiled<K, K, T, kStar>(x, dy, B, d, chunks, work, s, act);
+  else if (act.kind == kernels::ActKind::GELU)
+    launched = launch_dw_tiled<K, K, T, kGelu>(x, dy, B, d, chunks, work, s, act);
+  if (!launched) return false;
+  depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(K) * K * d.C), kThreads, 0, s>>>(work, dw, chunks, K * K,
+                                                                                                d.C);
+  return true;
+}
+}  // namespace
+
+template <class H_>
+cudaError_t act_depthwise_weight_grad(const H_* xh, Act act, const H_* dyh, float* dw, int64_t B, int64_t H, int64_t W,
+                                      int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh, int sw, int ph, int pw,
+                                      double* work, cudaStream_t s, bool& done) {
+  using T = typename DevT<H_>::type;
+  done = false;
+  const T *x = dptr(xh), *dy = dptr(dyh);
+  const bool fits_int = B * H * W * C < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31);
+  if (!dw || !fits_int || kh != kw || B * Ho * Wo <= 0) return cudaGetLastError();
+  const DwShape d{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), static_cast<int>(Ho),
+                  static_cast<int>(Wo), sh, sw, ph, pw};
+  const kernels::Act a{static_cast<kernels::ActKind>(act.kind), act.scale, act.bias, act.threshold, act.scale_p,
+                       act.bias_p};
+  const int b = static_cast<int>(B);
+  if (kh == 3) done = act_dw_grad_tiled<3>(x, a, dy, dw, b, d, work, s);
+  if (kh == 5) done = act_dw_grad_tiled<5>(x, a, dy, dw, b, d, work, s);
+  if (kh == 7) done = act_dw_grad_tiled<7>(x, a, dy, dw, b, d, work, s);
+  return cudaGetLastError();
+}
+template cudaError_t act_depthwise_weight_grad(const float*, Act, const float*, float*, int64_t, int64_t, int64_t,
+                                               int64_t, int64_t, int64_t, int, int, int, int, int, int, double*,
+                                               cudaStream_t, bool&);
+template cudaError_t act_depthwise_weight_grad(const bf16*, Act, const bf16*, float*, int64_t, int64_t, int64_t,
+                                               int64_t, int64_t, int64_t, int, int, int, int, int, int, double*,
+                                               cudaStream_t, bool&);
 
 cudaError_t depthwise_weight_flip_hwc(const float* w, float* flipped, int64_t C, int kh, int kw, cudaStream_t s) {
   const int64_t total = C * kh * kw;

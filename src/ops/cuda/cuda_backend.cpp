@@ -259,6 +259,15 @@ class CudaBackend final : public CudaFamilyOps {
   // +7-8 % images/s, op cases and the PyTorch golden passing); read on each call, so that a test can
   // train with and without it in one process.
   bool folds_layer_scales() const override { return env_choice("METAFORMER_CUDA_FOLD_LS", {"0", "1"}) != 0; }
+  // Training's activation → depthwise convolution (ConvFormer's StarReLU → dwconv) as one op: the
+  // depthwise kernel applies the activation as it stages its input, as inference's sepconv_branch does,
+  // and its dW kernel does the same (cuda_backward.cpp), so act(pre), 2x the block's width, is neither
+  // written nor read back. On unless METAFORMER_CUDA_ACT_DW=0 (not measured on a GPU yet); read on each
+  // call, so that a test can train with and without it in one process. The plain kernels have no input
+  // activation: off with METAFORMER_CUDA_KERNELS=simple.
+  bool fuses_act_into_depthwise() const override {
+    return !simple_kernels() && env_choice("METAFORMER_CUDA_ACT_DW", {"0", "1"}) != 0;
+  }
   void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
                               const Tensor& skip, Tensor& y) override {
     residual_linear(h, w, b, &ls, skip, y);
@@ -383,6 +392,18 @@ class CudaBackend final : public CudaFamilyOps {
                              y.dim(1), y.dim(2), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
                              k::Act{}, k::Act{}, stream()),
          "depthwise_conv2d");
+    });
+  }
+  void act_depthwise_conv2d(const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
+                            const ConvGeometry& g, Tensor& y) override {
+    if (simple_kernels()) return Backend::act_depthwise_conv2d(pre, act, w, b, g, y);
+    const int64_t C = pre.dim(3);
+    typed([&](auto tag) {
+      using T = decltype(tag);
+      ok(k::depthwise_conv2d(in<T>(pre), C, depthwise_weight(w), dev(b), out<T>(y), C, pre.dim(0), pre.dim(1),
+                             pre.dim(2), C, y.dim(1), y.dim(2), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h,
+                             g.pad_w, kact(act), k::Act{}, stream()),
+         "act_depthwise_conv2d");
     });
   }
   void pool_minus_input(const Tensor& x, int kernel, Tensor& y) override {

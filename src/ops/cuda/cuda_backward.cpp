@@ -461,6 +461,37 @@ void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w
   gb.finish();
 }
 
+// The backward of act_depthwise_conv2d (the forward kernel applied act as it staged pre): dh by
+// depthwise_conv2d_backward's own path (which reads its x only for dw, so pre stands in), with db; dW
+// by the tiled kernel applying act as it stages pre, where that kernel applies, else from act(pre)
+// materialised in a temporary; then the activation's backward turns dh into dpre and StarReLU's
+// scalar gradients. Every sum as deterministic as the separate ops'.
+void CudaBackwardOps::act_depthwise_conv2d_backward(const Tensor& pre, const Activation& act, const Tensor& w,
+                                                    const ConvGeometry& g, const Tensor& dy, Tensor& dpre, Tensor* dw,
+                                                    Tensor* db, Tensor* dscale, Tensor* dbias) {
+  Tensor dh = Tensor::empty(pre.shape(), Device::CUDA, activation_dtype());
+  depthwise_conv2d_backward(pre, w, g, dy, &dh, nullptr, db);
+  if (dw) {
+    bool done = false;
+    if (activation_dtype() == DType::bf16) {  // the tiled kernel is bf16's
+      Widened f;
+      DeviceGrad gw(dw, true);
+      Work work(bw::depthwise_backward_work(pre.dim(0), dy.dim(1), dy.dim(2), pre.dim(3), g.kernel_h, g.kernel_w));
+      ok(bw::act_depthwise_weight_grad(f.in16(pre), bact(act), f.in16(dy), gw.get(), pre.dim(0), pre.dim(1), pre.dim(2),
+                                       pre.dim(3), dy.dim(1), dy.dim(2), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w,
+                                       g.pad_h, g.pad_w, work.p, stream(), done),
+         "act_depthwise_conv2d backward: weight");
+      gw.finish();
+    }
+    if (!done) {
+      Tensor h = Tensor::empty(pre.shape(), Device::CUDA, activation_dtype());
+      activation(pre, act, h);
+      depthwise_conv2d_backward(h, w, g, dy, nullptr, dw, nullptr);
+    }
+  }
+  activation_backward(pre, act, dh, dpre, dscale, dbias);
+}
+
 void CudaBackwardOps::pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx) {
   Widened f;
   typed_acts(activation_dtype(), [&](auto tag) {

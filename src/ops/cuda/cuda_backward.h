@@ -54,6 +54,10 @@ class CudaBackwardOps : public Backend {
                        Tensor* dw, Tensor* db) override;
   void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                  Tensor* dx, Tensor* dw, Tensor* db) override;
+  // Without act(pre) in memory where the tiled dW kernel applies: see cuda_backward.cpp.
+  void act_depthwise_conv2d_backward(const Tensor& pre, const Activation& act, const Tensor& w, const ConvGeometry& g,
+                                     const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,
+                                     Tensor* dbias) override;
   void pool_minus_input_backward(const Tensor& dy, int kernel, Tensor& dx) override;
   void layer_norm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
                            Tensor* db) override;

@@ -262,11 +262,11 @@ class CudaBackend final : public CudaFamilyOps {
   // Training's activation → depthwise convolution (ConvFormer's StarReLU → dwconv) as one op: the
   // depthwise kernel applies the activation as it stages its input, as inference's sepconv_branch does,
   // and its dW kernel does the same (cuda_backward.cpp), so act(pre), 2x the block's width, is neither
-  // written nor read back. On unless METAFORMER_CUDA_ACT_DW=0 (not measured on a GPU yet); read on each
-  // call, so that a test can train with and without it in one process. The plain kernels have no input
-  // activation: off with METAFORMER_CUDA_KERNELS=simple.
+  // written nor read back. Off until a GPU run has checked and timed it: METAFORMER_CUDA_ACT_DW=1 turns
+  // it on. Read on each call, so that a test can train with and without it in one process. The plain
+  // kernels have no input activation: off with METAFORMER_CUDA_KERNELS=simple.
   bool fuses_act_into_depthwise() const override {
-    return !simple_kernels() && env_choice("METAFORMER_CUDA_ACT_DW", {"0", "1"}) != 0;
+    return !simple_kernels() && env_choice("METAFORMER_CUDA_ACT_DW", {"0", "1"}) == 1;
   }
   void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
                               const Tensor& skip, Tensor& y) override {

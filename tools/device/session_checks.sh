@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One device call of about 450 s (tools/device/cuda_bundle.sh build/cuda-device first; OUT set) for the
+# candidates waiting on a GPU, each checked before it is timed, then the training side by side of the
+# models in SBS_MODELS (default poolformer_s12: the folded layer scales' first run against torch.compile):
+#   build.log     the build (metaformer, test-backend-ops, mf_tests)
+#   checks.log    the op cases on cuda against the reference, bf16 and fp32, grad and test, with each
+#                 candidate on: the folded layer scales (METAFORMER_CUDA_FOLD_LS, on by default), the
+#                 activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW=1), fc1's bias sums in the
+#                 gated CNN's backward (METAFORMER_CUDA_GLU_BIAS=1, whose op cases glu_bias_sums run the
+#                 fused kernels whatever the switch); the model-level gtests; memcheck on their bf16 grad cases
+#   ab.log        40-step bf16 training images/s with each candidate off and on, two rounds
+#   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS;
+#                 SBS_ENV: switches for the engine's runs, e.g. "METAFORMER_CUDA_ACT_DW=1")
+set -uo pipefail
+: "${OUT:?set OUT}"
+export PATH=/usr/local/cuda/bin:$PATH
+BUILD_TARGETS="metaformer test-backend-ops mf_tests" bash build/cuda-device/cuda_check.sh build > "$OUT/build.log" 2>&1
+echo "build rc=$?" >> "$OUT/build.log"
+T=/tmp/mfb/tests/test-backend-ops
+M=/tmp/mfb/metaformer
+{
+  for cand in "METAFORMER_CUDA_FOLD_LS=1|pool_branch,mlp_train_scaled" \
+    "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv" "METAFORMER_CUDA_GLU_BIAS=1|glu_bias_sums,glu,channel_slice"; do
+    sw=${cand%%|*} ops=${cand#*|}
+    for dt in bf16 fp32; do
+      for mode in grad test; do
+        echo "== $sw $dt $mode ($ops)"
+        env "$sw" timeout 60 "$T" --backend cuda --dtype $dt --mode $mode --op "$ops" 2>&1 | grep -E "FAIL|cases,"
+      done
+    done
+    env "$sw" timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 \
+      --mode grad --op "$ops" > /tmp/mc.log 2>&1
+    echo "memcheck $sw: rc=$? $(grep 'ERROR SUMMARY' /tmp/mc.log | tail -1)"
+  done
+  METAFORMER_CUDA_FOLD_LS=1 timeout 120 /tmp/mfb/tests/mf_tests \
+    --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:FusedActDepthwise.*:CudaTraining.*' 2>&1 |
+    grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
+  METAFORMER_CUDA_ACT_DW=1 METAFORMER_CUDA_GLU_BIAS=1 timeout 120 /tmp/mfb/tests/mf_tests \
+    --gtest_filter='*TrainGolden*cuda*' 2>&1 | grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/ACT_DW+GLU_BIAS: /'
+} > "$OUT/checks.log" 2>&1
+# images/s: model and switch, each off then on, two rounds
+ab_run() {  # MODEL VAR=VALUE
+  rm -rf /tmp/ab
+  env "$2" timeout 60 "$M" train -m "$1" --data synthetic:7680 --batch 128 --epochs 1 --max-steps 40 --backend cuda \
+    --dtype bf16 --workers 8 --eval-subset 128 --no-progress --out /tmp/ab > /tmp/ab.log 2>&1
+  echo "$1 $2: rc $?, $(grep -o '"steady_images_per_s": *[0-9.]*' /tmp/ab/metrics.jsonl | tail -1),"\
+    "$(grep -o '"train_loss": *[0-9.]*' /tmp/ab/metrics.jsonl | tail -1)"
+}
+{
+  for round in 1 2; do
+    for pair in "convformer_s18|METAFORMER_CUDA_ACT_DW" "mambaout_femto|METAFORMER_CUDA_GLU_BIAS"; do
+      for v in 0 1; do ab_run "${pair%%|*}" "${pair#*|}=$v"; done
+    done
+  done
+} > "$OUT/ab.log" 2>&1
+cd /tmp/mfsrc && env ${SBS_ENV:-} timeout "${SBS_TIMEOUT:-150}" python3 bench/gpu_train_side_by_side.py \
+  --metaformer "$M" --compile --no-fp32 --no-matmul-bf16 --models "${SBS_MODELS:-poolformer_s12}" \
+  > "$OUT/trainsbs.md" 2>&1
+echo "sbs rc=$?" >> "$OUT/trainsbs.md"

@@ -145,6 +145,104 @@ __global__ void glu_rows_vec_kernel(const T* t, const T* c, uint32_t cw, uint32_
   }
 }
 
+// A value as the tensor stores it (bf16 rounds): what the bias sums below add, so that a bias gradient
+// is the column sum of the very dt that the linear's other gradients read.
+template <class T>
+__device__ __forceinline__ float as_stored(float v) {
+  return ld(narrow<T>(v));
+}
+
+// glu_rows_vec_kernel's dt (and dc) inside the column-sum kernels, for the layouts it takes, with the
+// column sums of dt's two windows: the bias gradient of the linear that made t, whose own column pass
+// over dt (as wide as both windows, MambaOut's fc1) is then not needed (METAFORMER_CUDA_GLU_BIAS). A
+// column here is one element j of the product's width, K = 2: sum 0 is dt's gate column gate_offset +
+// j, sum 1 its value column value_offset + j, which is left alone where the value comes from c (dt
+// holds zeros there; the caller's channel_slice_backward_sum adds the mixed channels' gradient and its
+// sums). Rows never alias: the vector kernel's batched rows may issue a later row's loads first.
+template <class T>
+struct GluRowSums {
+  const T *t, *c, *dy;
+  T *dt, *dc;
+  float* db;
+  uint32_t cw, gate_offset, value_offset, width;
+  Act act;
+
+  __device__ void operator()(int64_t r, int64_t j, double* v) const {
+    const uint32_t from_t = width - cw, Ct = 2 * width;
+    const T* tr = t + r * Ct;
+    const float g = ld(tr[gate_offset + j]), d = ld(dy[r * width + j]);
+    const float val = ld(j < from_t ? tr[value_offset + j] : c[r * cw + (j - from_t)]);
+    const float dg = d * val * act_derivative_f(act, g), dv = d * act_value_f(act, g);
+    dt[r * Ct + gate_offset + j] = narrow<T>(dg);
+    v[0] = as_stored<T>(dg);
+    if (j < from_t) {
+      dt[r * Ct + value_offset + j] = narrow<T>(dv);
+      v[1] = as_stored<T>(dv);
+    } else {
+      if (dc) dc[r * cw + (j - from_t)] = narrow<T>(dv);
+      dt[r * Ct + value_offset + j] = narrow<T>(0.f);
+      v[1] = 0;
+    }
+  }
+  __device__ void store(int64_t j, const double* s) const {
+    db[gate_offset + j] += static_cast<float>(s[0]);
+    if (j < width - cw) db[value_offset + j] += static_cast<float>(s[1]);
+  }
+
+  static constexpr int kV = kVec<T>;
+  bool aligned() const {
+    using kernels::aligned16;
+    return aligned16(t) && (!c || aligned16(c)) && aligned16(dy) && aligned16(dt) && (!dc || aligned16(dc));
+  }
+  struct In {
+    uint4 g, v, d;
+  };
+  struct Cols {};
+  __device__ void vec_cols(int64_t, Cols&) const {}
+  __device__ void vec_load(int64_t r, int64_t j0, In& in) const {
+    const uint32_t from_t = width - cw;
+    const T* tr = t + r * (2 * width);
+    in.g = *reinterpret_cast<const uint4*>(tr + gate_offset + j0);
+    in.v = *reinterpret_cast<const uint4*>(j0 < from_t ? tr + value_offset + j0 : c + r * cw + (j0 - from_t));
+    in.d = *reinterpret_cast<const uint4*>(dy + r * width + j0);
+  }
+  template <class A>
+  __device__ void vec(int64_t r, int64_t j0, A (&v)[2][kV]) const {
+    In in;
+    Cols k;
+    vec_load(r, j0, in);
+    vec_finish(r, j0, in, k, v);
+  }
+  // The same float operations as glu_rows_vec_kernel (so dt's and dc's bits are its bits).
+  template <class A>
+  __device__ void vec_finish(int64_t r, int64_t j0, const In& in, const Cols&, A (&v)[2][kV]) const {
+    const uint32_t from_t = width - cw;
+    T* dtr = dt + r * (2 * width);
+    float g[kV], val[kV], d[kV], dg[kV], dv[kV];
+    unpack16<T>(in.g, g);
+    unpack16<T>(in.v, val);
+    unpack16<T>(in.d, d);
+#pragma unroll
+    for (int e = 0; e < kV; ++e) {
+      dg[e] = d[e] * val[e] * act_derivative_f(act, g[e]);
+      dv[e] = d[e] * act_value_f(act, g[e]);
+      v[0][e] += static_cast<A>(as_stored<T>(dg[e]));
+    }
+    store16(dtr + gate_offset + j0, dg);
+    if (j0 < from_t) {
+#pragma unroll
+      for (int e = 0; e < kV; ++e) v[1][e] += static_cast<A>(as_stored<T>(dv[e]));
+      store16(dtr + value_offset + j0, dv);
+    } else {
+      if (dc) store16(dc + r * cw + (j0 - from_t), dv);
+      float z[kV];
+#pragma unroll
+      for (int e = 0; e < kV; ++e) z[e] = 0.f;
+      store16(dtr + value_offset + j0, z);
+    }
+  }
+};
+
 // Whether glu_backward's 16-byte path runs glu_rows_vec_kernel where the layout allows (the
 // default), or glu_dt_vec_kernel and glu_dc_vec_kernel (METAFORMER_CUDA_GLU_BWD=split).
 bool glu_backward_by_rows() {
@@ -199,5 +297,35 @@ template cudaError_t glu_backward(const float*, int64_t, const float*, int64_t, 
                                   int64_t, float*, float*, int64_t, cudaStream_t);
 template cudaError_t glu_backward(const bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, Act, const bf16*,
                                   int64_t, bf16*, bf16*, int64_t, cudaStream_t);
+
+template <class H_>
+bool glu_backward_sum(const H_* t, int64_t Ct, const H_* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
+                      Act act, const H_* dy, int64_t width, H_* dt, H_* dc, float* db, int64_t rows, double* work,
+                      cudaStream_t s) {
+  using T = typename DevT<H_>::type;
+  constexpr int64_t V = kVec<T>;
+  const bool tiled = Ct == 2 * width && ((gate_offset == 0 && value_offset == width) ||
+                                         (gate_offset == width && value_offset == 0));
+  GluRowSums<T> f{dptr(t),
+                  dptr(c),
+                  dptr(dy),
+                  dptr(dt),
+                  dptr(dc),
+                  db,
+                  static_cast<uint32_t>(cw),
+                  static_cast<uint32_t>(gate_offset),
+                  static_cast<uint32_t>(value_offset),
+                  static_cast<uint32_t>(width),
+                  act};
+  if (!tiled || width % V != 0 || cw % V != 0 || rows * Ct >= (int64_t{1} << 31) || !f.aligned()) return false;
+  column_sums<2>(f, rows, width, work, s);
+  return true;
+}
+template bool glu_backward_sum(const float*, int64_t, const float*, int64_t, int64_t, int64_t, Act, const float*,
+                               int64_t, float*, float*, float*, int64_t, double*, cudaStream_t);
+template bool glu_backward_sum(const bf16*, int64_t, const bf16*, int64_t, int64_t, int64_t, Act, const bf16*,
+                               int64_t, bf16*, bf16*, float*, int64_t, double*, cudaStream_t);
+int64_t glu_backward_sum_work(int64_t rows, int64_t width) { return column_work(rows, width, 2); }
+
 
 }  // namespace mf::cuda::backward

@@ -1075,7 +1075,7 @@ if has actdw; then
   switch_check "$log" METAFORMER_CUDA_ACT_DW 0 1 act_depthwise,depthwise,sepconv,activation convformer_s18 \
     "depthwise|dw_|activation|star_relu" "${ACTDW_MODELS:-convformer_s18,caformer_s18}" \
     "depthwise_dw_tiled_kernel<7, [^,]*, 2>"
-  timeout 300 "$B/tests/mf_tests" --gtest_filter='FusedActDepthwise.*' 2>&1 |
+  timeout 300 "$B/tests/mf_tests" --gtest_filter='*FusedActDepthwise*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | head -20 | tee -a "$log"
 fi
 

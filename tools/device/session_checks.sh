@@ -8,7 +8,7 @@
 #                 activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW=1), fc1's bias sums in the
 #                 gated CNN's backward (METAFORMER_CUDA_GLU_BIAS=1, whose op cases glu_bias_sums run the
 #                 fused kernels whatever the switch); the model-level gtests; memcheck on their bf16 grad cases
-#   ab.log        40-step bf16 training images/s with each candidate off and on, two rounds
+#   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1)
 #   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS;
 #                 SBS_ENV: switches for the engine's runs, e.g. "METAFORMER_CUDA_ACT_DW=1")
 set -uo pipefail
@@ -47,13 +47,13 @@ ab_run() {  # MODEL VAR=VALUE
     "$(grep -o '"train_loss": *[0-9.]*' /tmp/ab/metrics.jsonl | tail -1)"
 }
 {
-  for round in 1 2; do
+  for round in $(seq "${AB_ROUNDS:-1}"); do
     for pair in "convformer_s18|METAFORMER_CUDA_ACT_DW" "mambaout_femto|METAFORMER_CUDA_GLU_BIAS"; do
       for v in 0 1; do ab_run "${pair%%|*}" "${pair#*|}=$v"; done
     done
   done
 } > "$OUT/ab.log" 2>&1
-cd /tmp/mfsrc && env ${SBS_ENV:-} timeout "${SBS_TIMEOUT:-150}" python3 bench/gpu_train_side_by_side.py \
+cd /tmp/mfsrc && env ${SBS_ENV:-} timeout "${SBS_TIMEOUT:-120}" python3 bench/gpu_train_side_by_side.py \
   --metaformer "$M" --compile --no-fp32 --no-matmul-bf16 --models "${SBS_MODELS:-poolformer_s12}" \
   > "$OUT/trainsbs.md" 2>&1
 echo "sbs rc=$?" >> "$OUT/trainsbs.md"

@@ -181,6 +181,14 @@ class ActDepthwiseRefBackend : public RefBackend {
   bool fuses_act_into_depthwise() const override { return true; }
 };
 
+// Two runs of one golden step: the same loss to 1e-6 and every gradient to `tolerance` relative.
+void expect_same_step(const GoldenStep& golden, const GoldenStep::Result& a, const GoldenStep::Result& b,
+                      double tolerance) {
+  EXPECT_NEAR(b.loss, a.loss, 1e-6 * std::fabs(a.loss));
+  for (size_t k = 0; k < golden.params.size(); ++k)
+    EXPECT_LE(rel_error(b.grads[k], a.grads[k]), tolerance) << golden.params[k].first;
+}
+
 int64_t count_modules(const Module& m, const std::string& kind) {
   int64_t n = m.kind() == kind ? 1 : 0;
   for (const auto& [name, child] : m.children()) n += count_modules(*child, kind);
@@ -199,9 +207,7 @@ void expect_act_depthwise_changes_no_gradient(const std::string& family,
   const GoldenStep::Result separate = golden.run(backend(false)), fused = golden.run(backend(true));
   EXPECT_EQ(calls(separate, OpKind::Activation) - calls(fused, OpKind::Activation), 2 * mixers);
   EXPECT_EQ(calls(fused, OpKind::DepthwiseConv2d), calls(separate, OpKind::DepthwiseConv2d));
-  EXPECT_NEAR(fused.loss, separate.loss, 1e-6 * std::fabs(separate.loss));
-  for (size_t k = 0; k < golden.params.size(); ++k)
-    EXPECT_LE(rel_error(fused.grads[k], separate.grads[k]), tolerance) << golden.params[k].first;
+  expect_same_step(golden, separate, fused, tolerance);
 }
 
 class FusedActDepthwise : public ::testing::TestWithParam<std::string> {};
@@ -258,9 +264,7 @@ void expect_gated_bias_sums_change_no_gradient(const std::string& family,
   GoldenStep golden(family);
   ASSERT_GT(count_modules(golden.model, "GatedCNN"), 0) << family;
   const GoldenStep::Result separate = golden.run(backend(false)), summed = golden.run(backend(true));
-  EXPECT_NEAR(summed.loss, separate.loss, 1e-6 * std::fabs(separate.loss));
-  for (size_t k = 0; k < golden.params.size(); ++k)
-    EXPECT_LE(rel_error(summed.grads[k], separate.grads[k]), tolerance) << golden.params[k].first;
+  expect_same_step(golden, separate, summed, tolerance);
 }
 
 class GatedBiasSums : public ::testing::TestWithParam<std::string> {};

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/bf16_bits.h"
 #include "test_util.h"
 
 namespace mf::test {
@@ -1227,20 +1226,6 @@ double forward_tolerance(const OpCase& c, const Backend& backend) {
   const bool rounds = c.op == OpKind::Linear || c.op == OpKind::Conv2d || c.op == OpKind::Attention;
   if (backend.precision() == Precision::bf16 && rounds) return kBf16Tolerance;
   return c.tolerance;
-}
-
-GradCaseData grad_case_data(const OpCase& c, const Backend& backend) {
-  Exec ref{&get_backend("ref"), nullptr};
-  GradCaseData d{c.make_inputs(3), Tensor()};
-  d.dy = random_tensor(c.forward(ref, d.inputs).shape(), 77);
-  if (backend.activation_dtype() == DType::bf16) {
-    const auto round = [](Tensor& t) {
-      for (float& v : t.span()) v = bf16_bits_to_float(float_to_bf16_bits(v));
-    };
-    for (Tensor& t : d.inputs) round(t);
-    round(d.dy);
-  }
-  return d;
 }
 
 double grad_tolerance(const OpCase& c, const Backend& backend) {

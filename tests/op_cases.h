@@ -49,17 +49,6 @@ constexpr double kBf16Tolerance = 1e-2;
 // bar where forward_tolerance uses it (the inputs, dy and the input gradients rounded to bf16 on a
 // backend that stores activations in bf16; parameter gradients accumulate in fp32 there).
 double grad_tolerance(const OpCase& c, const Backend& backend);
-// A backward case's inputs (make_inputs(3)) and dy (random_tensor(.., 77)) for comparing `backend`
-// with the reference. On a backend that stores activations in bf16 they are rounded to bf16 first and
-// both sides get the rounded values, so the comparison measures the kernels' own roundings (of their
-// intermediates and outputs) and not the inputs' rounding, which both would otherwise see differently.
-// Why: a gradient that is one cancelling sum (StarReLU's scale and bias) moved 2-5 % with its inputs'
-// rounding alone on the act_depthwise_train cases (docs/cuda-log-2.md, 2026-12-07). The bar is unchanged.
-struct GradCaseData {
-  std::vector<Tensor> inputs;
-  Tensor dy;
-};
-GradCaseData grad_case_data(const OpCase& c, const Backend& backend);
 
 // Directional finite-difference check of `c.backward` on `e`: for each differentiable input i and a
 // random direction d, compares (L(x + εd) - L(x - εd)) / 2ε with <grad_i, d>, where

@@ -122,9 +122,10 @@ void expect_backward_cases_match_the_reference(Backend& backend) {
   int ran = 0;
   for (const auto& c : op_cases()) {
     if (!c.backward || !backend.supports(c.op) || !backend.supports_backward(c.op)) continue;
-    const GradCaseData d = grad_case_data(c, backend);
-    const auto expected = c.backward(ref, d.inputs, d.dy);
-    const auto got = c.backward(gpu, d.inputs, d.dy);
+    const auto in = c.make_inputs(3);
+    const Tensor dy = random_tensor(c.forward(ref, in).shape(), 77);
+    const auto expected = c.backward(ref, in, dy);
+    const auto got = c.backward(gpu, in, dy);
     ASSERT_EQ(got.size(), expected.size()) << c.name;
     for (size_t i = 0; i < got.size(); ++i) {
       if (!got[i].defined() || !expected[i].defined()) continue;

@@ -310,7 +310,6 @@ void add_act_depthwise(std::vector<OpCase>& v, Shape x, int k, ActKind kind, boo
                  }
                  return grads;
                }});
-  if (star) v.back().summed_scalars = {s, s + 1};  // the gradients' order is the inputs'
 }
 
 }  // namespace
@@ -1227,11 +1226,6 @@ double forward_tolerance(const OpCase& c, const Backend& backend) {
   const bool rounds = c.op == OpKind::Linear || c.op == OpKind::Conv2d || c.op == OpKind::Attention;
   if (backend.precision() == Precision::bf16 && rounds) return kBf16Tolerance;
   return c.tolerance;
-}
-
-bool judged_gradient(const OpCase& c, const Backend& backend, size_t i) {
-  return backend.activation_dtype() != DType::bf16 ||
-         std::find(c.summed_scalars.begin(), c.summed_scalars.end(), i) == c.summed_scalars.end();
 }
 
 double grad_tolerance(const OpCase& c, const Backend& backend) {

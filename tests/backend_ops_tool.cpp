@@ -7,13 +7,15 @@
 //                differences (tests/mixer_cases.h), as "mixer/<name> ..."; on a device backend,
 //                every mixer whose ops it has, trained there (parameters on the device) against
 //                the reference backend
+//   --each       grad mode: every gradient's error under its case (by default only a failing case's)
 //   --mode perf  median time per case on --backend, with GFLOP/s for the ops that count MACs
 //   --op NAME    only cases whose name contains NAME, or any of NAME,NAME2,... (a filter that matches no
 //                case is an error)
 //   --dtype bf16 the backend in bf16 precision (test mode: the matrix-product ops against the
 //                bf16 bar of tests/test_ops.cpp, 1e-2, the others against their own tolerance; on a
 //                backend that stores activations in bf16 (cuda), every op against 1e-2; grad mode
-//                the same bars for the backward passes, op_cases.h grad_tolerance)
+//                the same bars for the backward passes, op_cases.h grad_tolerance; a gradient the case
+//                names a cancelling sum is judged against Σ|terms|, op_cases.h gradient_errors)
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -33,11 +35,13 @@ int main(int argc, char** argv) {
   CLI::App app{"test-backend-ops: test or time every op case on a backend"};
   std::string mode = "test", backend = "cpu", filter, dtype = "fp32";
   int reps = 20, threads = 0;
+  bool each_gradient = false;
   app.add_option("--mode", mode, "test | grad | perf")->check(CLI::IsMember({"test", "grad", "perf"}));
   app.add_option("--backend,-b", backend, "backend under test")->capture_default_str();
   app.add_option("--op", filter, "only cases whose name contains this (or any of a comma-separated list)");
   app.add_option("--reps", reps, "timed repetitions in perf mode")->capture_default_str();
   app.add_option("--threads,-t", threads, "threads (default: all)");
+  app.add_flag("--each", each_gradient, "grad mode: print every gradient's error, not only a failing case's");
   app.add_option("--dtype", dtype, "precision of the backend under test: fp32 or bf16")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   mf::set_num_threads(threads);
@@ -81,11 +85,13 @@ int main(int argc, char** argv) {
         const auto got = c.backward(under, in, dy);
         double err = 0;
         std::string each;  // every gradient's error, printed for a failure: which input's gradient is off
-        for (size_t i = 0; i < got.size(); ++i)  // compared on the host: a GPU backend's gradients come back first
-          if (got[i].defined() && expected[i].defined()) {
-            const double e = mf::test::rel_error(got[i].to(mf::Device::CPU), expected[i]);
-            err = std::max(err, e);
-            each += fmt::format(" d{}={:.2e}", i, e);
+        const auto errors = mf::test::gradient_errors(c, *under.backend, in, dy, got, expected);
+        for (size_t i = 0; i < errors.size(); ++i)
+          if (errors[i] >= 0) {
+            err = std::max(err, errors[i]);
+            each += fmt::format(" d{}={:.2e}", i, errors[i]);
+            const double plain = mf::test::rel_error(got[i].to(mf::Device::CPU), expected[i]);
+            if (plain != errors[i]) each += fmt::format(" (of Σ|terms|; {:.2e} of the sum)", plain);
           }
         const double fd = mf::test::finite_difference_error(c, ref, 5);
         const double tol = mf::test::grad_tolerance(c, *under.backend);
@@ -93,7 +99,7 @@ int main(int argc, char** argv) {
         failures += !ok;
         fmt::print("  {}  {:<60} vs ref {:.2e} (tol {:.0e})  ref vs finite diff. {:.2e} (tol {:.0e})\n",
                    ok ? "ok  " : "FAIL", c.name, err, tol, fd, c.fd_tolerance);
-        if (!ok) fmt::print("        by input (the case's input order):{}\n", each);
+        if (!ok || each_gradient) fmt::print("        by input (the case's input order):{}\n", each);
       } else if (mode == "test") {
         // Compared on the host: a GPU backend's output comes back first.
         const double err = mf::test::rel_error(c.run(under, 1).to(mf::Device::CPU), c.run(ref, 1));

@@ -310,6 +310,25 @@ void add_act_depthwise(std::vector<OpCase>& v, Shape x, int k, ActKind kind, boo
                  }
                  return grads;
                }});
+  if (!star) return;
+  // StarReLU's d scale = Σ dh · relu(pre)² and d bias = Σ dh, with dh the convolution's input
+  // gradient: sums over every element whose terms carry dy's random signs and cancel (docs/tolerances.md).
+  v.back().term_magnitudes = [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+    Tensor dw = zeros_like(in[1]);
+    const Tensor dh = op::depthwise_conv2d_backward(e, in[0], in[1], g, dy, &dw, nullptr);
+    double scale_terms = 0, bias_terms = 0;
+    const float* pre = in[0].data();
+    const float* d = dh.data();
+    for (int64_t i = 0; i < dh.numel(); ++i) {
+      const double r = std::max(0.f, pre[i]);
+      scale_terms += std::abs(d[i] * r * r);
+      bias_terms += std::abs(d[i]);
+    }
+    std::vector<double> m(in.size(), 0.0);
+    m[s] = scale_terms;
+    m[s + 1] = bias_terms;
+    return m;
+  };
 }
 
 }  // namespace
@@ -1226,6 +1245,25 @@ double forward_tolerance(const OpCase& c, const Backend& backend) {
   const bool rounds = c.op == OpKind::Linear || c.op == OpKind::Conv2d || c.op == OpKind::Attention;
   if (backend.precision() == Precision::bf16 && rounds) return kBf16Tolerance;
   return c.tolerance;
+}
+
+std::vector<double> gradient_errors(const OpCase& c, const Backend& backend, const std::vector<Tensor>& in,
+                                    const Tensor& dy, const std::vector<Tensor>& got,
+                                    const std::vector<Tensor>& expected) {
+  std::vector<double> magnitudes;
+  if (c.term_magnitudes && backend.activation_dtype() == DType::bf16)
+    magnitudes = c.term_magnitudes(Exec{&get_backend("ref"), nullptr}, in, dy);
+  std::vector<double> errors(got.size(), -1.0);
+  for (size_t i = 0; i < got.size() && i < expected.size(); ++i) {
+    if (!got[i].defined() || !expected[i].defined()) continue;
+    const Tensor host = got[i].to(Device::CPU);  // compared on the host: a GPU backend's come back first
+    const double magnitude = i < magnitudes.size() ? magnitudes[i] : 0.0;
+    if (magnitude > 0 && host.numel() == 1 && expected[i].numel() == 1)
+      errors[i] = std::abs(static_cast<double>(host.data()[0]) - expected[i].data()[0]) / magnitude;
+    else
+      errors[i] = rel_error(host, expected[i]);
+  }
+  return errors;
 }
 
 double grad_tolerance(const OpCase& c, const Backend& backend) {

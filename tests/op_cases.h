@@ -30,6 +30,13 @@ struct OpCase {
   std::function<std::vector<Tensor>(const Exec&, const std::vector<Tensor>&, const Tensor& dy)> backward;
   double grad_tolerance = 1e-5;  // backward of a backend against the reference backward
   double fd_tolerance = 1e-2;    // reference backward against central finite differences
+  // For a gradient that is one sum of many terms which may cancel (StarReLU's scale and bias, whose
+  // terms carry dy's random signs): Σ|terms| per gradient, 0 where a gradient is not such a sum,
+  // computed on the reference backend. On a backend that stores activations in bf16, such a gradient
+  // is judged by |got − ref| / Σ|terms| instead of |got − ref| / |ref|: each term's roundings bound
+  // the error by a fraction of Σ|terms|, and a sum that cancels to 1/100 of it would otherwise be
+  // held to a bar 100× tighter than its roundings allow (docs/tolerances.md). Unset: none.
+  std::function<std::vector<double>(const Exec&, const std::vector<Tensor>&, const Tensor& dy)> term_magnitudes;
 
   std::vector<Tensor> make_inputs(uint64_t seed) const;
   Tensor run(const Exec& e, uint64_t seed) const { return forward(e, make_inputs(seed)); }
@@ -49,6 +56,13 @@ constexpr double kBf16Tolerance = 1e-2;
 // bar where forward_tolerance uses it (the inputs, dy and the input gradients rounded to bf16 on a
 // backend that stores activations in bf16; parameter gradients accumulate in fp32 there).
 double grad_tolerance(const OpCase& c, const Backend& backend);
+// Each gradient's error against the reference backward, judged against grad_tolerance: rel_error, or
+// for a gradient the case names a cancelling sum (OpCase::term_magnitudes), on a backend that stores
+// activations in bf16, |got − ref| / Σ|terms|. Negative where a gradient is not computed on one side.
+// `got` may live on the device; `in` and `dy` are the inputs both backwards ran on.
+std::vector<double> gradient_errors(const OpCase& c, const Backend& backend, const std::vector<Tensor>& in,
+                                    const Tensor& dy, const std::vector<Tensor>& got,
+                                    const std::vector<Tensor>& expected);
 
 // Directional finite-difference check of `c.backward` on `e`: for each differentiable input i and a
 // random direction d, compares (L(x + εd) - L(x - εd)) / 2ε with <grad_i, d>, where

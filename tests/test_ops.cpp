@@ -76,6 +76,32 @@ TEST_P(BackendGrads, MatchReference) {
   }
 }
 
+// A case that names cancelling sums (OpCase::term_magnitudes, judged against Σ|terms| in bf16 storage
+// on a GPU) gives, for each of them, a one-element gradient and a Σ|terms| no smaller than the sum
+// itself (triangle inequality), and above it: the terms carry both signs and cancel (7.7× and more on
+// these cases). The CPU suite checks the magnitudes the GPU's bar divides by.
+TEST(OpCases, CancellingSumsHaveTheirTermMagnitudes) {
+  Exec ref{&get_backend("ref"), nullptr};
+  int named = 0;
+  for (const OpCase& c : op_cases()) {
+    if (!c.term_magnitudes) continue;
+    const std::vector<Tensor> in = c.make_inputs(3);
+    const Tensor dy = random_tensor(c.forward(ref, in).shape(), 77);
+    const std::vector<Tensor> grads = c.backward(ref, in, dy);
+    const std::vector<double> m = c.term_magnitudes(ref, in, dy);
+    ASSERT_EQ(m.size(), grads.size()) << c.name;
+    for (size_t i = 0; i < m.size(); ++i) {
+      if (m[i] == 0) continue;
+      ++named;
+      ASSERT_EQ(grads[i].numel(), 1) << c.name << " gradient " << i;
+      const double sum = std::abs(static_cast<double>(grads[i].data()[0]));
+      EXPECT_GE(m[i] * (1 + 1e-5), sum) << c.name << " gradient " << i;
+      EXPECT_GT(m[i], 2 * sum) << c.name << " gradient " << i << ": its terms should cancel";
+    }
+  }
+  EXPECT_GE(named, 8);  // StarReLU's two scalars in the four act_depthwise_train cases
+}
+
 // The reference backward against central finite differences of the reference forward.
 TEST_P(BackendGrads, ReferenceMatchesFiniteDifferences) {
   const OpCase& c = op_cases()[GetParam()];

@@ -40,6 +40,11 @@ M=/tmp/mfb/metaformer
         env "$sw" timeout 60 "$T" --backend cuda --dtype $dt --mode $mode --op "$ops" 2>&1 | grep -E "FAIL|cases,|by input"
       done
     done
+    if [ "$sw" = METAFORMER_CUDA_ACT_DW=1 ]; then  # StarReLU's scalars: judged against Σ|terms| in bf16
+      echo "== $sw bf16 grad, every gradient of the StarReLU cases"
+      env "$sw" timeout 60 "$T" --backend cuda --dtype bf16 --mode grad --op act_depthwise_train --each 2>&1 |
+        grep -A1 starrelu | grep -v "^--"
+    fi
     [ "${QUICK:-0}" = 1 ] && continue
     env "$sw" timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 \
       --mode grad --op "$ops" > /tmp/mc.log 2>&1

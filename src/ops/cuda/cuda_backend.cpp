@@ -262,11 +262,13 @@ class CudaBackend final : public CudaFamilyOps {
   // Training's activation → depthwise convolution (ConvFormer's StarReLU → dwconv) as one op: the
   // depthwise kernel applies the activation as it stages its input, as inference's sepconv_branch does,
   // and its dW kernel does the same (cuda_backward.cpp), so act(pre), 2x the block's width, is neither
-  // written nor read back. Off until a GPU run has checked and timed it: METAFORMER_CUDA_ACT_DW=1 turns
-  // it on. Read on each call, so that a test can train with and without it in one process. The plain
-  // kernels have no input activation: off with METAFORMER_CUDA_KERNELS=simple.
+  // written nor read back. The default since its H100 runs of 2026-12-07 (docs/cuda-log-2.md:
+  // convformer_s18's bf16 training +1.4-2.2 % images/s, every op case passing once StarReLU's scalar
+  // gradients are judged against Σ|terms|); METAFORMER_CUDA_ACT_DW=0 turns it off. Read on each call,
+  // so that a test can train with and without it in one process. The plain kernels have no input
+  // activation: off with METAFORMER_CUDA_KERNELS=simple.
   bool fuses_act_into_depthwise() const override {
-    return !simple_kernels() && env_choice("METAFORMER_CUDA_ACT_DW", {"0", "1"}) == 1;
+    return !simple_kernels() && env_choice("METAFORMER_CUDA_ACT_DW", {"0", "1"}) != 0;
   }
   void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
                               const Tensor& skip, Tensor& y) override {

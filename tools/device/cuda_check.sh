@@ -129,9 +129,13 @@
 #   hoststacks.log (step hoststacks) backtraces of the training process sampled with cuda-gdb: the functions
 #                 the main thread is in while it queues steps (stacks.txt: the raw samples)
 #   trainmemcheck.log (step trainmemcheck) compute-sanitizer memcheck on a few GPU training steps
+#   racecheck.log (step racecheck) compute-sanitizer racecheck on the bf16 grad op cases RACE_OPS (colsumf's by
+#                 default), once per setting in RACE_SETTINGS (space-separated VAR=value, or "default"),
+#                 each hazard's kernel and source line counted: which kernel a candidate's hazards are in,
+#                 and whether the default has them too
 #   build.log
 # Usage (device, repository root): bash build/cuda-device/cuda_check.sh [steps]   steps: any of
-# build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck pinnedab dwab
+# build basebuild ops grad checks train gputrain bf16train families parity bench memcheck sbs ncu kernels kprofile trainkernels steptimes hostprofile hoststacks trainmemcheck racecheck pinnedab dwab
 # candidates dwmma chunkab imagefolder gpuaug gluvec colsumab colsumbatch colsumf foldls actdw attntiles attnmma dwbatch dwvariants
 # dwbatch2 dwwide dwdwtiled geluepi gnbwd dwact dwlean normvec glurows colsummamba baseab hostab uploadab curve compare
 # attnab (default: build ops grad
@@ -1037,6 +1041,24 @@ if has colsumbatch; then
   echo "== column sums, rows batched: checks, kernel time, images/s" | tee "$log"
   switch_check "$log" METAFORMER_CUDA_COLSUM scalar batch scaled_residual,_branch,mixer/ poolformer_s12 \
     "column_partials|ScaleGrads" "${COLSUM_MODELS:-poolformer_s12,convformer_s18}" "column_partials_vec_kernel<.*ScaleGrads.*, 4"
+fi
+
+if has racecheck; then
+  log=$OUT/racecheck.log
+  : > "$log"
+  for setting in ${RACE_SETTINGS:-default METAFORMER_CUDA_COLSUM=fvec}; do
+    envset=(); [ "$setting" != default ] && envset=("$setting")
+    env "${envset[@]}" timeout 300 compute-sanitizer --tool racecheck --racecheck-report hazard --error-exitcode 9 \
+      "$T" --backend cuda --dtype bf16 --mode grad \
+      --op "${RACE_OPS:-scaled_residual,_branch,mixer/,linear,glu,gated_cnn,conv2d,norm}" > /tmp/race.log 2>&1
+    echo "== $setting: rc=$? $(grep -E 'RACECHECK SUMMARY' /tmp/race.log | tail -1)" | tee -a "$log"
+    # A hazard's report names the kernel and the two accesses (file:line); count them, and show the cases
+    # running when they appeared (the harness prints a case's line after it ran).
+    grep -E "^=========     (in|at) |Error: Race|Warning: Race|kernel" /tmp/race.log | sed 's/0x[0-9a-f]*//g' |
+      sort | uniq -c | sort -rn | head -20 | tee -a "$log"
+    grep -B2 -A12 -m2 "Race reported" /tmp/race.log | cut -c1-200 | tee -a "$log"
+    grep -E "FAIL|cases," /tmp/race.log | tail -4 | tee -a "$log"
+  done
 fi
 
 if has colsumf; then

@@ -237,16 +237,25 @@ Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, 
   return y;
 }
 
-Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
+namespace {
+// Checks a depthwise convolution's arguments (`name` for the message: the plain op or the one with an
+// input activation) and allocates its output [B, Ho, Wo, C].
+Tensor depthwise_output(const Exec& e, const char* name, const Tensor& x, const Tensor& w, const Tensor* b,
+                        const ConvGeometry& g) {
   check_rank(x, 4, OpKind::DepthwiseConv2d);
   const int64_t C = x.dim(3);
   MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
-           "depthwise_conv2d: weight {} does not fit input {}", w.shape().str(), x.shape().str());
+           "{}: weight {} does not fit input {}", name, w.shape().str(), x.shape().str());
   check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
   const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
-  MF_CHECK(Ho > 0 && Wo > 0, "depthwise_conv2d: input {} is too small", x.shape().str());
-  Tensor y = out(e, {x.dim(0), Ho, Wo, C});
-  Timed t(e, OpKind::DepthwiseConv2d, x.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
+  MF_CHECK(Ho > 0 && Wo > 0, "{}: input {} is too small", name, x.shape().str());
+  return out(e, {x.dim(0), Ho, Wo, C});
+}
+}  // namespace
+
+Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g) {
+  Tensor y = depthwise_output(e, "depthwise_conv2d", x, w, b, g);
+  Timed t(e, OpKind::DepthwiseConv2d, y.numel() * g.kernel_h * g.kernel_w);
   e.backend->depthwise_conv2d(x, w, b, g, y);
   return y;
 }
@@ -254,15 +263,8 @@ Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const T
 Tensor act_depthwise_conv2d(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
                             const ConvGeometry& g) {
   if (act.kind == ActKind::Identity) return depthwise_conv2d(e, pre, w, b, g);
-  check_rank(pre, 4, OpKind::DepthwiseConv2d);
-  const int64_t C = pre.dim(3);
-  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
-           "act_depthwise_conv2d: weight {} does not fit input {}", w.shape().str(), pre.shape().str());
-  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
-  const int64_t Ho = g.out_h(pre.dim(1)), Wo = g.out_w(pre.dim(2));
-  MF_CHECK(Ho > 0 && Wo > 0, "act_depthwise_conv2d: input {} is too small", pre.shape().str());
-  Tensor y = out(e, {pre.dim(0), Ho, Wo, C});
-  Timed t(e, OpKind::DepthwiseConv2d, pre.dim(0) * Ho * Wo * C * g.kernel_h * g.kernel_w);
+  Tensor y = depthwise_output(e, "act_depthwise_conv2d", pre, w, b, g);
+  Timed t(e, OpKind::DepthwiseConv2d, y.numel() * g.kernel_h * g.kernel_w);
   e.backend->act_depthwise_conv2d(pre, act, w, b, g, y);
   return y;
 }
@@ -879,12 +881,22 @@ Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Co
   return dx;
 }
 
-Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
-                                 const Tensor& dy, Tensor* dw, Tensor* db) {
-  MF_CHECK(dy.ndim() == 4 && dy.dim(1) == g.out_h(x.dim(1)) && dy.dim(2) == g.out_w(x.dim(2)) && dy.dim(3) == x.dim(3),
-           "depthwise_conv2d backward: dy {} does not fit x {}", dy.shape().str(), x.shape().str());
+namespace {
+// Checks a depthwise convolution's backward arguments against its forward input x (`name` for the
+// message).
+void check_depthwise_backward(const char* name, const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                              const Tensor& dy, const Tensor* dw, const Tensor* db) {
+  MF_CHECK(x.ndim() == 4 && dy.ndim() == 4 && dy.dim(0) == x.dim(0) && dy.dim(1) == g.out_h(x.dim(1)) &&
+               dy.dim(2) == g.out_w(x.dim(2)) && dy.dim(3) == x.dim(3),
+           "{} backward: dy {} does not fit its input {}", name, dy.shape().str(), x.shape().str());
   check_grad(dw, w, "weight", OpKind::DepthwiseConv2d);
   check_vec(db, x.dim(3), "bias gradient", OpKind::DepthwiseConv2d);
+}
+}  // namespace
+
+Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
+                                 const Tensor& dy, Tensor* dw, Tensor* db) {
+  check_depthwise_backward("depthwise_conv2d", x, w, g, dy, dw, db);
   Tensor dx = out(e, x.shape());
   Timed t(e, OpKind::DepthwiseConv2d, 2 * dy.numel() * g.kernel_h * g.kernel_w);
   e.backend->depthwise_conv2d_backward(x, w, g, dy, &dx, dw, db);
@@ -895,11 +907,7 @@ Tensor act_depthwise_conv2d_backward(const Exec& e, const Tensor& pre, const Act
                                      const ConvGeometry& g, const Tensor& dy, Tensor* dw, Tensor* db, Tensor* dscale,
                                      Tensor* dbias) {
   if (act.kind == ActKind::Identity) return depthwise_conv2d_backward(e, pre, w, g, dy, dw, db);
-  MF_CHECK(pre.ndim() == 4 && dy.ndim() == 4 && dy.dim(0) == pre.dim(0) && dy.dim(1) == g.out_h(pre.dim(1)) &&
-               dy.dim(2) == g.out_w(pre.dim(2)) && dy.dim(3) == pre.dim(3),
-           "act_depthwise_conv2d backward: dy {} does not fit pre {}", dy.shape().str(), pre.shape().str());
-  check_grad(dw, w, "weight", OpKind::DepthwiseConv2d);
-  check_vec(db, pre.dim(3), "bias gradient", OpKind::DepthwiseConv2d);
+  check_depthwise_backward("act_depthwise_conv2d", pre, w, g, dy, dw, db);
   if (dscale) check_vec(dscale, 1, "scale gradient", OpKind::Activation);
   if (dbias) check_vec(dbias, 1, "bias gradient", OpKind::Activation);
   Tensor dpre = out(e, pre.shape());

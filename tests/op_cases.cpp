@@ -980,35 +980,6 @@ const std::vector<OpCase>& op_cases() {
                      return g.extra ? std::vector<Tensor>{dt, dc} : std::vector<Tensor>{dt};
                    }});
     }
-    // fc1 -> the gated product with fc1's bias gradient summed by the backward's own ops (the gated CNN
-    // where Backend::sums_gated_biases; the conv channels here are the slice itself, no convolution):
-    // op::glu_backward_sum and op::channel_slice_backward_sum_, then fc1's backward without its bias.
-    struct GatedSumCase {
-      Shape x;
-      int64_t hidden, conv;
-    };
-    for (const GatedSumCase& k : {GatedSumCase{{3, 7, 7, 10}, 13, 5}, GatedSumCase{{2, 5, 6, 16}, 24, 8},
-                                  GatedSumCase{{2, 28, 28, 16}, 32, 16}}) {
-      const int64_t C = k.x[-1], T2 = 2 * k.hidden, offset = T2 - k.conv, h = k.hidden;
-      // OpKind::Linear: the forward is a matrix product first (its operands rounded in bf16 precision).
-      v.push_back({fmt::format("glu_bias_sums/{} hidden {} conv {}", k.x.str(), h, k.conv), OpKind::Linear, 1e-5,
-                   {{k.x}, {{T2, C}, -0.3f, 0.3f}, {{T2}}},
-                   [h, offset, k](const Exec& e, const std::vector<Tensor>& in) {
-                     Tensor t = op::linear(e, in[0], in[1], &in[2]);
-                     Tensor c = op::channel_slice(e, t, offset, k.conv);
-                     return op::glu(e, t, &c, 0, h, h, Activation{ActKind::GELU});
-                   },
-                   [h, offset, k](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
-                     Tensor t = op::linear(e, in[0], in[1], &in[2]);
-                     Tensor c = op::channel_slice(e, t, offset, k.conv);
-                     Tensor dc = op::zeros(e, c.shape());
-                     Tensor dw = zeros_like(in[1]), db = zeros_like(in[2]);
-                     Tensor dt = op::glu_backward_sum(e, t, &c, 0, h, Activation{ActKind::GELU}, dy, &dc, db);
-                     op::channel_slice_backward_sum_(e, dc, offset, dt, db);
-                     Tensor dx = op::linear_backward(e, in[0], in[1], dt, true, &dw, nullptr);
-                     return std::vector<Tensor>{dx, dw, db};
-                   }});
-    }
     // MambaOut's gated product fused into fc2 (inference): one block of rows, and several.
     for (Shape t : {Shape{2, 7, 7, 26}, Shape{3, 40, 40, 26}}) {
       Shape c = t;

@@ -237,65 +237,6 @@ TEST_P(FusedActDepthwise, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
 // The families with SepConv mixers (CAFormer's first two stages).
 INSTANTIATE_TEST_SUITE_P(Families, FusedActDepthwise, ::testing::Values("convformer", "caformer"));
 
-// The reference backend with Backend::sums_gated_biases on: the gated CNN's backward then takes fc1's
-// bias gradient through glu_backward_sum and channel_slice_backward_sum (whose defaults are the
-// separate ops and column sums) and fc1's backward leaves its bias alone, as on the CUDA backend
-// (METAFORMER_CUDA_GLU_BIAS). Counts the calls, to know the path ran; the kernels are the op harness's
-// (glu_bias_sums/*).
-class GatedBiasRefBackend : public RefBackend {
- public:
-  bool sums_gated_biases() const override { return true; }
-  void glu_backward_sum(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                        const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc, Tensor& db) override {
-    ++glu_calls;
-    RefBackend::glu_backward_sum(t, c, gate_offset, value_offset, act, dy, dt, dc, db);
-  }
-  void channel_slice_backward_sum(const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db) override {
-    ++slice_calls;
-    RefBackend::channel_slice_backward_sum(dy, offset, dx, db);
-  }
-  int glu_calls = 0, slice_calls = 0;
-};
-
-// The golden model `family` trained one step on the backend that `backend(sum)` gives, without and with
-// the bias sums in the gated CNN's backward: the same loss to 1e-6 and gradients to `tolerance`.
-void expect_gated_bias_sums_change_no_gradient(const std::string& family,
-                                               const std::function<Backend&(bool sum)>& backend, double tolerance) {
-  GoldenStep golden(family);
-  ASSERT_GT(count_modules(golden.model, "GatedCNN"), 0) << family;
-  const GoldenStep::Result separate = golden.run(backend(false)), summed = golden.run(backend(true));
-  expect_same_step(golden, separate, summed, tolerance);
-}
-
-class GatedBiasSums : public ::testing::TestWithParam<std::string> {};
-
-// The sums in another order (dt's columns before the slice adds the conv channels', those after): the
-// same values to 1e-6, the gradients' float rounding apart.
-TEST_P(GatedBiasSums, GiveTheGradientsOfTheSeparateOps) {
-  GatedBiasRefBackend summing;
-  expect_gated_bias_sums_change_no_gradient(GetParam(), [&](bool sum) -> Backend& {
-    return sum ? summing : get_backend("ref");
-  }, 1e-6);
-  const int64_t blocks = count_modules(GoldenStep(GetParam()).model, "GatedCNN");
-  EXPECT_EQ(summing.glu_calls, blocks);
-  EXPECT_EQ(summing.slice_calls, blocks);
-}
-
-// The same on the GPU in fp32 (TF32 off; the fused kernels are bf16's, so these are the CUDA backend's
-// compositions: the wiring on the device), at the fp32 op cases' bar.
-TEST_P(GatedBiasSums, GiveTheGradientsOfTheSeparateOpsOnTheGpu) {
-  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
-  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
-  expect_gated_bias_sums_change_no_gradient(GetParam(), [](bool sum) -> Backend& {
-    setenv("METAFORMER_CUDA_GLU_BIAS", sum ? "1" : "0", 1);
-    return get_backend("cuda");
-  }, 1e-5);
-  unsetenv("METAFORMER_CUDA_GLU_BIAS");
-}
-
-// MambaOut's blocks are gated CNNs (the conv on the last dim channels of fc1's output).
-INSTANTIATE_TEST_SUITE_P(Families, GatedBiasSums, ::testing::Values("mambaout", "mambaout_rw"));
-
 INSTANTIATE_TEST_SUITE_P(Families, ModelBackward,
                          ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",
                                            "randformer", "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp",

@@ -56,18 +56,8 @@ class GatedCnn : public TokenMixer {
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     Tensor dz = fc2_->backward(ctx, dy);
     Tensor dc = Tensor::empty(saved_c_.shape(), saved_c_.device(), saved_c_.dtype());
-    const int64_t offset = 2 * hidden_ - conv_ch_;
-    Tensor* db1 = grad_of(fc1_->bias());
-    if (db1 && ctx.exec.backend->sums_gated_biases()) {
-      // fc1's bias gradient summed as dt is written (its own pass over dt, 2·hidden wide, was 6 % of a
-      // bf16 mambaout_femto training step's kernel time with fc2's, H100, 2026-12-05).
-      Tensor dt = op::glu_backward_sum(ctx.exec, saved_t_, &saved_c_, 0, hidden_, Activation{act_}, dz, &dc, *db1);
-      op::channel_slice_backward_sum_(ctx.exec, conv_->backward(ctx, dc), offset, dt, *db1);
-      saved_t_ = saved_c_ = Tensor();
-      return fc1_->backward_bias_summed(ctx, dt);
-    }
     Tensor dt = op::glu_backward(ctx.exec, saved_t_, &saved_c_, 0, hidden_, Activation{act_}, dz, &dc);
-    op::channel_slice_backward_(ctx.exec, conv_->backward(ctx, dc), offset, dt);
+    op::channel_slice_backward_(ctx.exec, conv_->backward(ctx, dc), 2 * hidden_ - conv_ch_, dt);
     saved_t_ = saved_c_ = Tensor();
     return fc1_->backward(ctx, dt);
   }

@@ -67,12 +67,4 @@ Tensor Linear::backward(Ctx& ctx, const Tensor& dy) {
   return dx;
 }
 
-Tensor Linear::backward_bias_summed(Ctx& ctx, const Tensor& dy) {
-  MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());
-  Tensor dx =
-      op::linear_backward(ctx.exec, saved_x_, v(weight_), dy, needs_input_grad_, grad_of(weight_), nullptr);
-  saved_x_ = Tensor();
-  return dx;
-}
-
 }  // namespace mf

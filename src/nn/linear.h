@@ -15,9 +15,6 @@ class Linear : public Module {
   std::string describe() const override;
   Tensor forward(Ctx& ctx, const Tensor& x) override;
   Tensor backward(Ctx& ctx, const Tensor& dy) override;
-  // backward, for a caller whose ops already added this layer's bias gradient (the gated CNN's
-  // op::glu_backward_sum and op::channel_slice_backward_sum_).
-  Tensor backward_bias_summed(Ctx& ctx, const Tensor& dy);
   // act(this(x)). At inference one op with the activation fused into the GEMM (op::linear_act, no
   // pre-activation written to memory); in training the two layers run as usual, each keeping what
   // its backward needs. When fused, neither layer reports its output to ctx.on_output.

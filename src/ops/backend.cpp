@@ -321,24 +321,6 @@ void Backend::glu_backward(const Tensor&, const Tensor*, int64_t, int64_t, const
                            Tensor*) {
   unsupported(OpKind::Glu);
 }
-void Backend::add_column_sums(const Tensor& y, Tensor& db) {
-  const Tensor w = Tensor::empty({y.shape().last(), 1}, device());  // its shape gives the width; never read
-  linear_backward(y, w, y, nullptr, nullptr, &db);
-}
-void Backend::glu_backward_sum(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                               const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc, Tensor& db) {
-  glu_backward(t, c, gate_offset, value_offset, act, dy, dt, dc);
-  add_column_sums(dt, db);
-}
-void Backend::channel_slice_backward_sum(const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db) {
-  channel_slice_backward(dy, offset, dx);
-  const int64_t width = dy.shape().last();
-  Tensor part = Tensor::empty({width}, device());
-  part.zero();
-  add_column_sums(dy, part);
-  Tensor all = db.reshape({1, db.numel()});
-  channel_slice_backward(part.reshape({1, width}), offset, all);
-}
 void Backend::channel_affine_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor*, Tensor*) {
   unsupported(OpKind::ChannelAffine);
 }

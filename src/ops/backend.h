@@ -413,15 +413,6 @@ class Backend {
   // dt [..., Ct] is overwritten (zero outside the gate and value windows); dc overwritten
   virtual void glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                             const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc);
-  // The gated CNN's backward with the bias gradient of the linear that made t taken on the way, where
-  // sums_gated_biases() (the CUDA backend: fc1's own column pass over dt, 2·hidden wide, is then not
-  // needed). glu_backward_sum: glu_backward, and db [Ct] += Σ_rows dt (zero in the value columns that
-  // c replaces); channel_slice_backward_sum: channel_slice_backward, and db[offset + j] += Σ_rows
-  // dy[:, j]. By default the ops, then the sums as a linear's bias gradient (add_column_sums).
-  virtual bool sums_gated_biases() const { return false; }
-  virtual void glu_backward_sum(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                                const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc, Tensor& db);
-  virtual void channel_slice_backward_sum(const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db);
   virtual void channel_affine_backward(const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor& dx,
                                        Tensor* dalpha, Tensor* dbeta);
   // da = dy ⊙ conj(b) (overwritten); db += dy ⊙ conj(a), summed over the batch when b is broadcast
@@ -495,8 +486,6 @@ class Backend {
   virtual void allreduce_wait() {}
 
  protected:
-  // db [N] += Σ_rows y [..., N]: linear_backward's bias gradient alone (for the default compositions).
-  void add_column_sums(const Tensor& y, Tensor& db);
   [[noreturn]] void unsupported(OpKind op) const;
   // n = the branch's norm of x (layer_norm or group_norm1), for the fused branches' compositions.
   void branch_norm(const Tensor& x, const BranchNorm& norm, Tensor& n);

@@ -1057,28 +1057,6 @@ Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gat
   return dt;
 }
 
-Tensor glu_backward_sum(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                        const Activation& act, const Tensor& dy, Tensor* dc, Tensor& db) {
-  check_glu(t, c, gate_offset, value_offset, dy.shape().last());
-  MF_CHECK(dy.shape().rows() == t.shape().rows(), "glu backward: dy {} for t {}", dy.shape().str(), t.shape().str());
-  if (dc) MF_CHECK(c && dc->shape() == c->shape(), "glu backward: dc must match the extra value");
-  MF_CHECK(db.numel() == t.shape().last(), "glu backward: a bias gradient of {} for t {}", db.shape().str(),
-           t.shape().str());
-  Tensor dt = out(e, t.shape());
-  Timed t_(e, OpKind::Glu, 0);
-  e.backend->glu_backward_sum(t, c, gate_offset, value_offset, act, dy, dt, dc, db);
-  return dt;
-}
-
-void channel_slice_backward_sum_(const Exec& e, const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db) {
-  MF_CHECK(dy.shape().rows() == dx.shape().rows() && offset >= 0 && offset + dy.shape().last() <= dx.shape().last(),
-           "channel_slice backward: dy {} at channel {} of dx {}", dy.shape().str(), offset, dx.shape().str());
-  MF_CHECK(db.numel() == dx.shape().last(), "channel_slice backward: a bias gradient of {} for dx {}",
-           db.shape().str(), dx.shape().str());
-  Timed t(e, OpKind::ChannelSlice, 0);
-  e.backend->channel_slice_backward_sum(dy, offset, dx, db);
-}
-
 Tensor channel_affine_backward(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor* dalpha,
                                Tensor* dbeta) {
   MF_CHECK(dy.shape() == x.shape(), "channel_affine backward: dy {} for x {}", dy.shape().str(), x.shape().str());

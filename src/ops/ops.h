@@ -286,14 +286,6 @@ Tensor concat_channels(const Exec& e, const Tensor& a, const Tensor& b);
 // Returns dt (zero outside the gate and value windows); dc (same shape as c) is overwritten.
 Tensor glu_backward(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                     const Activation& act, const Tensor& dy, Tensor* dc);
-// The same with the bias gradient of the linear that made t: db [Ct] += Σ_rows dt, as dt leaves this op
-// (zero in the value columns that c replaces); and channel_slice_backward_ with db[offset + j] +=
-// Σ_rows dy[:, j]. Together, where the slice fills those columns, db gets all of Σ_rows dt, and the
-// linear's backward leaves its bias alone (Linear::backward_bias_summed). Backend::sums_gated_biases
-// says whether a backend computes them in the same passes (otherwise: separate sums, other bits).
-Tensor glu_backward_sum(const Exec& e, const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                        const Activation& act, const Tensor& dy, Tensor* dc, Tensor& db);
-void channel_slice_backward_sum_(const Exec& e, const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db);
 Tensor channel_affine_backward(const Exec& e, const Tensor& x, const Tensor& alpha, const Tensor& dy, Tensor* dalpha,
                                Tensor* dbeta);
 // The adjoints (PyTorch's rules): rfft2's is irfft2 after halving the columns that stand for

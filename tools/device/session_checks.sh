@@ -6,9 +6,8 @@
 #   build.log     the build (metaformer, test-backend-ops, mf_tests)
 #   checks.log    the op cases on cuda against the reference, bf16 and fp32, grad and test, with each
 #                 candidate on: the folded layer scales (METAFORMER_CUDA_FOLD_LS, on by default), the
-#                 activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW=1), fc1's bias sums in the
-#                 gated CNN's backward (METAFORMER_CUDA_GLU_BIAS=1, whose op cases glu_bias_sums run the
-#                 fused kernels whatever the switch); the model-level gtests; memcheck on their bf16 grad cases
+#                 activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW=1); the model-level gtests;
+#                 memcheck on their bf16 grad cases
 #   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1)
 #   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS, all four
 #                 by default, SBS_TIMEOUT 330 s; SBS_ENV: switches for the engine's runs, e.g.
@@ -31,8 +30,7 @@ T=/tmp/mfb/tests/test-backend-ops
 M=/tmp/mfb/metaformer
 {
   for cand in "METAFORMER_CUDA_FOLD_LS=1|pool_branch,mlp_train_scaled" \
-    "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv" \
-    "METAFORMER_CUDA_GLU_BIAS=1|glu_bias_sums,glu,channel_slice"; do
+    "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv"; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -51,11 +49,11 @@ M=/tmp/mfb/metaformer
     echo "memcheck $sw: rc=$? $(grep 'ERROR SUMMARY' /tmp/mc.log | tail -1)"
   done
   METAFORMER_CUDA_FOLD_LS=1 timeout 120 /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:*FusedActDepthwise*:*GatedBiasSums*:*CudaTraining*' 2>&1 |
+    --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:*FusedActDepthwise*:*CudaTraining*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
-  METAFORMER_CUDA_ACT_DW=1 METAFORMER_CUDA_GLU_BIAS=1 timeout 120 /tmp/mfb/tests/mf_tests \
+  METAFORMER_CUDA_ACT_DW=1 timeout 120 /tmp/mfb/tests/mf_tests \
     --gtest_filter='*TrainGolden*cuda*' 2>&1 | grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" |
-    sed 's/^/ACT_DW+GLU_BIAS: /'
+    sed 's/^/ACT_DW: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
 # images/s: model and switch, each off then on
@@ -68,7 +66,6 @@ ab_run() {  # MODEL VAR=VALUE
 }
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
-    # (METAFORMER_CUDA_GLU_BIAS was timed on 2026-12-07: 1.5-2.3 % slower; its checks above stay)
     for pair in "convformer_s18|METAFORMER_CUDA_ACT_DW"; do
       for v in 0 1; do ab_run "${pair%%|*}" "${pair#*|}=$v"; done
     done

@@ -676,54 +676,6 @@ struct ScaleGrads {
   }
 };
 
-// dx[:, offset + j] += dy[:, j] as channel_slice_backward_vec_kernel adds (the same roundings), with the
-// column sums of dy: a bias gradient's share of the channels whose gradient arrives through a slice
-// (MambaOut's conv channels of fc1; GluRowSums has the rest). Rows never alias.
-template <class T>
-struct SliceAddSums {
-  const T* dy;
-  T* dx;
-  float* db;
-  int64_t C, offset, width;
-  __device__ void operator()(int64_t r, int64_t j, double* v) const {
-    const float g = ld(dy[r * width + j]);
-    T& d = dx[r * C + offset + j];
-    d = narrow<T>(ld(d) + g);
-    v[0] = g;
-  }
-  __device__ void store(int64_t j, const double* s) const { db[offset + j] += static_cast<float>(s[0]); }
-  static constexpr int kV = kVec<T>;
-  bool aligned() const { return kernels::aligned16(dy) && kernels::aligned16(dx); }
-  struct In {
-    uint4 g, a;
-  };
-  struct Cols {};
-  __device__ void vec_cols(int64_t, Cols&) const {}
-  __device__ void vec_load(int64_t r, int64_t j0, In& in) const {
-    in.g = *reinterpret_cast<const uint4*>(dy + r * width + j0);
-    in.a = *reinterpret_cast<const uint4*>(dx + r * C + offset + j0);
-  }
-  template <class A>
-  __device__ void vec(int64_t r, int64_t j0, A (&v)[1][kV]) const {
-    In in;
-    Cols k;
-    vec_load(r, j0, in);
-    vec_finish(r, j0, in, k, v);
-  }
-  template <class A>
-  __device__ void vec_finish(int64_t r, int64_t j0, const In& in, const Cols&, A (&v)[1][kV]) const {
-    float g[kV], a[kV];
-    unpack16<T>(in.g, g);
-    unpack16<T>(in.a, a);
-#pragma unroll
-    for (int e = 0; e < kV; ++e) {
-      v[0][e] += static_cast<A>(g[e]);
-      a[e] += g[e];
-    }
-    store16(dx + r * C + offset + j0, a);
-  }
-};
-
 // ResMLP's Affine, y = x ⊙ alpha + beta: dalpha = Σ_rows dy ⊙ x, dbeta = Σ_rows dy.
 struct AffineGrads {
   const float *x, *dy;
@@ -1212,21 +1164,6 @@ cudaError_t channel_slice_backward(const H_* dy, H_* dx, int64_t rows, int64_t C
 }
 template cudaError_t channel_slice_backward(const float*, float*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
 template cudaError_t channel_slice_backward(const bf16*, bf16*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);
-
-template <class H_>
-bool channel_slice_backward_sum(const H_* dy, H_* dx, float* db, int64_t rows, int64_t C, int64_t offset, int64_t width,
-                                double* work, cudaStream_t s) {
-  using T = typename DevT<H_>::type;
-  constexpr int64_t V = kVec<T>;
-  const SliceAddSums<T> f{dptr(dy), dptr(dx), db, C, offset, width};
-  if (C % V != 0 || offset % V != 0 || width % V != 0 || !f.aligned()) return false;
-  column_sums<1>(f, rows, width, work, s);
-  return true;
-}
-template bool channel_slice_backward_sum(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, double*,
-                                         cudaStream_t);
-template bool channel_slice_backward_sum(const bf16*, bf16*, float*, int64_t, int64_t, int64_t, int64_t, double*,
-                                         cudaStream_t);
 
 template <class H_>
 cudaError_t pool_minus_input_backward(const H_* dyh, H_* dxh, int64_t B, int64_t H, int64_t W, int64_t C, int kernel,

@@ -109,12 +109,6 @@ cudaError_t global_avg_pool_backward(const T* dy, T* dx, int64_t B, int64_t HW, 
 template <class T>
 cudaError_t channel_slice_backward(const T* dy, T* dx, int64_t rows, int64_t C, int64_t offset, int64_t width,
                                    cudaStream_t s);
-// The same, and db[offset + j] += Σ_rows dy[:, j] (the bias gradient's share of those channels), with
-// 16-byte vectors only (every width and the offset multiples of the vector, aligned arrays): false,
-// with nothing launched, elsewhere. work: column_sum_work(rows, width) doubles.
-template <class T>
-bool channel_slice_backward_sum(const T* dy, T* dx, float* db, int64_t rows, int64_t C, int64_t offset, int64_t width,
-                                double* work, cudaStream_t s);
 
 // Backend::glu's backward: dt [rows, Ct] overwritten (zero outside the gate and value windows), dc
 // [rows, cw] overwritten (may be null). T: float or bf16. Fewer than 2^31 elements in t, dy and c
@@ -122,16 +116,6 @@ bool channel_slice_backward_sum(const T* dy, T* dx, float* db, int64_t rows, int
 template <class T>
 cudaError_t glu_backward(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
                          Act act, const T* dy, int64_t width, T* dt, T* dc, int64_t rows, cudaStream_t s);
-// The same, and db [Ct] += the column sums of dt's gate and value windows as stored (the bias
-// gradient of the linear that made t; the value columns that c replaces are left to
-// channel_slice_backward_sum). Only where glu_backward's one-pass layout applies (the windows tile t,
-// every width a multiple of 16 bytes, aligned arrays): false, with nothing launched, elsewhere.
-// work: glu_backward_sum_work(rows, width) doubles.
-template <class T>
-bool glu_backward_sum(const T* t, int64_t Ct, const T* c, int64_t cw, int64_t gate_offset, int64_t value_offset,
-                      Act act, const T* dy, int64_t width, T* dt, T* dc, float* db, int64_t rows, double* work,
-                      cudaStream_t s);
-int64_t glu_backward_sum_work(int64_t rows, int64_t width);
 
 // The adjoint of y = avg_pool_k(x) − x (stride 1, padding k/2, padded cells not counted): dx overwritten.
 // T: float or bf16.

@@ -662,46 +662,6 @@ void CudaBackwardOps::channel_slice_backward(const Tensor& dy, int64_t offset, T
   g.finish();
 }
 
-// Read on each call, so that a test can train with and without it in one process.
-bool CudaBackwardOps::sums_gated_biases() const { return env_choice("METAFORMER_CUDA_GLU_BIAS", {"0", "1"}) == 1; }
-
-void CudaBackwardOps::glu_backward_sum(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                                       const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc, Tensor& db) {
-  const bool bf16_dc = !dc || (dc->device() == Device::CUDA && dc->dtype() == DType::bf16);
-  if (activation_dtype() == DType::bf16 && bf16_dc) {
-    Widened f;
-    const int64_t Ct = t.shape().last(), width = dy.shape().last(), rows = dy.numel() / std::max<int64_t>(width, 1);
-    const int64_t cw = c ? c->shape().last() : 0;
-    DeviceGrad g(&db, true);
-    Work work(bw::glu_backward_sum_work(rows, width));
-    if (bw::glu_backward_sum(f.in16(t), Ct, c ? f.in16(*c) : nullptr, cw, gate_offset, value_offset, bact(act),
-                             f.in16(dy), width, f.out16(dt), dc ? f.out16(*dc) : nullptr, g.get(), rows, work.p,
-                             stream())) {
-      ok(cudaGetLastError(), "glu backward with the bias sums");
-      g.finish();
-      return;
-    }
-  }
-  Backend::glu_backward_sum(t, c, gate_offset, value_offset, act, dy, dt, dc, db);
-}
-
-void CudaBackwardOps::channel_slice_backward_sum(const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db) {
-  if (dx.device() == Device::CUDA && dx.dtype() == DType::bf16) {
-    Widened f;
-    const int64_t C = dx.shape().last(), width = dy.shape().last();
-    const int64_t rows = dy.numel() / std::max<int64_t>(width, 1);
-    DeviceGrad g(&db, true);
-    Work work(bw::column_sum_work(rows, width));
-    if (bw::channel_slice_backward_sum(f.in16(dy), static_cast<bf16*>(dx.raw()), g.get(), rows, C, offset, width,
-                                       work.p, stream())) {
-      ok(cudaGetLastError(), "channel_slice backward with the bias sums");
-      g.finish();
-      return;
-    }
-  }
-  Backend::channel_slice_backward_sum(dy, offset, dx, db);
-}
-
 void CudaBackwardOps::glu_backward(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
                                    const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc) {
   Widened f;

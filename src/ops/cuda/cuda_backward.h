@@ -80,13 +80,6 @@ class CudaBackwardOps : public Backend {
   void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                           Tensor& dqkv) override;
   void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;
-  // The gated CNN's fc1 bias gradient summed by the kernels that write its dt (bf16 activations, the
-  // one-pass GLU layout, 16-byte vectors; the default compositions elsewhere). Off until a GPU run has
-  // measured it: METAFORMER_CUDA_GLU_BIAS=1 turns it on.
-  bool sums_gated_biases() const override;
-  void glu_backward_sum(const Tensor& t, const Tensor* c, int64_t gate_offset, int64_t value_offset,
-                        const Activation& act, const Tensor& dy, Tensor& dt, Tensor* dc, Tensor& db) override;
-  void channel_slice_backward_sum(const Tensor& dy, int64_t offset, Tensor& dx, Tensor& db) override;
   // RandFormer's and the token MLPs' y[b] = R · x[b] (+ bias): dx[b] = Rᵀ · dy[b] as one strided
   // batch of cuBLASLt products; dR += Σ_b dy[b] · x[b]ᵀ and dbias += Σ_b dy[b] · 1 as one product per
   // sample, accumulated in order (deterministic, no atomics).

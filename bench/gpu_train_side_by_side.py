@@ -15,7 +15,8 @@ For each model, at batch 128, 224x224, random data, cross-entropy, AdamW:
   - with --compile, the same plus torch.compile (mode "default") on the model: issue 13's peer,
     measured in the same run (its compilation happens in the warm-up steps, untimed).
 Peak GPU memory: torch's max_memory_allocated; the engine's memory-pool peak (metrics' peak_gpu_mb).
-Prints a markdown table; --json writes every figure.
+Prints a markdown table of the runs made (--no-fp32 and --no-matmul-bf16 leave their columns out);
+--json writes every figure.
 
   python3 bench/gpu_train_side_by_side.py --metaformer build/metaformer [--models a,b] [--steps N] [--compile]
       [--no-fp32] [--no-matmul-bf16]
@@ -94,6 +95,31 @@ def timm_train(model_name, batch, steps, bf16, compile_model=False):
     return steps * batch / dt, peak
 
 
+def columns(fp32, matmul_bf16, compiled):
+    """The table's columns for the runs made: (header, function of a row giving the cell). Skipped runs
+    leave their columns out rather than print nan."""
+    def run(key):
+        return lambda r: f"{r[key]:,.0f} ({r[key + '_mib']:,.0f})"
+
+    def ratio(num, den):
+        return lambda r: f"{r[num] / r[den]:.2f}"
+
+    cols = [("model", lambda r: r["model"])]
+    if fp32:
+        cols += [("engine fp32 img/s (MiB)", run("engine")), ("timm eager fp32 img/s (MiB)", run("timm_fp32")),
+                 ("engine / timm, fp32", ratio("engine", "timm_fp32"))]
+    if matmul_bf16:
+        cols += [("engine --matmul bf16 img/s (MiB)", run("engine_bf16_matmul"))]
+    cols += [("engine --dtype bf16 img/s (MiB)", run("engine_bf16")),
+             ("timm eager bf16 autocast img/s (MiB)", run("timm_bf16")),
+             ("engine --dtype bf16 / timm bf16", ratio("engine_bf16", "timm_bf16"))]
+    if compiled:
+        cols += [("torch.compile bf16 img/s (MiB)", run("compile_bf16")),
+                 ("engine --dtype bf16 / torch.compile", ratio("engine_bf16", "compile_bf16")),
+                 ("peak memory engine / torch.compile", ratio("engine_bf16_mib", "compile_bf16_mib"))]
+    return cols
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--metaformer", required=True)
@@ -109,13 +135,9 @@ def main():
     rows = []
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {a.batch}, 224x224, {a.steps} timed steps")
     print()
-    head = ("| model | engine fp32 img/s (MiB) | timm eager fp32 img/s (MiB) | engine / timm, fp32 "
-            "| engine --matmul bf16 img/s (MiB) | engine --dtype bf16 img/s (MiB) "
-            "| timm eager bf16 autocast img/s (MiB) | engine --dtype bf16 / timm bf16 |")
-    if a.compile:
-        head += " torch.compile bf16 img/s (MiB) | engine --dtype bf16 / torch.compile |"
-    print(head)
-    print("| --- " + "| ---: " * (head.count("|") - 2) + "|")
+    cols = columns(not a.no_fp32, not a.no_matmul_bf16, a.compile)
+    print("| " + " | ".join(h for h, _ in cols) + " |")
+    print("| --- " + "| ---: " * (len(cols) - 1) + "|")
     for m in a.models.split(","):
         nan = (float("nan"), float("nan"))
         e, e_mem = nan if a.no_fp32 else engine(a.metaformer, m, a.batch, a.steps, ["--matmul", "fp32"])
@@ -126,14 +148,11 @@ def main():
         row = dict(model=m, engine=e, engine_mib=e_mem, engine_bf16_matmul=eb, engine_bf16_matmul_mib=eb_mem,
                    engine_bf16=ed, engine_bf16_mib=ed_mem, timm_fp32=t32, timm_fp32_mib=t32_mem, timm_bf16=t16,
                    timm_bf16_mib=t16_mem)
-        line = (f"| {m} | {e:,.0f} ({e_mem:,.0f}) | {t32:,.0f} ({t32_mem:,.0f}) | {e / t32:.2f} | {eb:,.0f} ({eb_mem:,.0f}) "
-                f"| {ed:,.0f} ({ed_mem:,.0f}) | {t16:,.0f} ({t16_mem:,.0f}) | {ed / t16:.2f} |")
         if a.compile:
             tc, tc_mem = timm_train(m, a.batch, a.steps, True, compile_model=True)
             row.update(compile_bf16=tc, compile_bf16_mib=tc_mem)
-            line += f" {tc:,.0f} ({tc_mem:,.0f}) | {ed / tc:.2f} |"
         rows.append(row)
-        print(line, flush=True)
+        print("| " + " | ".join(cell(row) for _, cell in cols) + " |", flush=True)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 

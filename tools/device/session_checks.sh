@@ -5,10 +5,12 @@
 # SBS_ONLY=1 on the still-warm machine:
 #   build.log     the build (metaformer, test-backend-ops, mf_tests)
 #   checks.log    the op cases on cuda against the reference, bf16 and fp32, grad and test, with each
-#                 candidate on: the folded layer scales (METAFORMER_CUDA_FOLD_LS, on by default), the
-#                 activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW=1); the model-level gtests;
-#                 memcheck on their bf16 grad cases
-#   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1)
+#                 switch on: the folded layer scales (METAFORMER_CUDA_FOLD_LS) and the activation in the
+#                 depthwise kernels (METAFORMER_CUDA_ACT_DW), both on by default since 2026-12-07, and
+#                 the candidate column sums without a finish kernel (METAFORMER_CUDA_COLSUM_FINISH=fused);
+#                 the model-level gtests; memcheck on their bf16 grad cases
+#   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1):
+#                 COLSUM_FINISH on mambaout_femto and poolformer_s12 (the most column sums a step)
 #   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS, all four
 #                 by default, SBS_TIMEOUT 330 s; SBS_ENV: switches for the engine's runs, e.g.
 #                 "METAFORMER_CUDA_ACT_DW=1")
@@ -30,7 +32,8 @@ T=/tmp/mfb/tests/test-backend-ops
 M=/tmp/mfb/metaformer
 {
   for cand in "METAFORMER_CUDA_FOLD_LS=1|pool_branch,mlp_train_scaled" \
-    "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv"; do
+    "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv" \
+    "METAFORMER_CUDA_COLSUM_FINISH=fused|scaled_residual,_branch,linear,glu,gated_cnn,conv2d,norm,depthwise"; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -49,11 +52,12 @@ M=/tmp/mfb/metaformer
     echo "memcheck $sw: rc=$? $(grep 'ERROR SUMMARY' /tmp/mc.log | tail -1)"
   done
   METAFORMER_CUDA_FOLD_LS=1 timeout 120 /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:*FusedActDepthwise*:*CudaTraining*' 2>&1 |
+    --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:*FusedActDepthwise*:*CudaTraining*:*FusedColumnFinish*' \
+    2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
-  METAFORMER_CUDA_ACT_DW=1 timeout 120 /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*' 2>&1 | grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" |
-    sed 's/^/ACT_DW: /'
+  METAFORMER_CUDA_COLSUM_FINISH=fused timeout 120 /tmp/mfb/tests/mf_tests \
+    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*' 2>&1 | grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" |
+    sed 's/^/COLSUM_FINISH=fused: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
 # images/s: model and switch, each off then on
@@ -66,8 +70,10 @@ ab_run() {  # MODEL VAR=VALUE
 }
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
-    for pair in "convformer_s18|METAFORMER_CUDA_ACT_DW"; do
-      for v in 0 1; do ab_run "${pair%%|*}" "${pair#*|}=$v"; done
+    for pair in "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \
+      "poolformer_s12|METAFORMER_CUDA_COLSUM_FINISH|separate|fused"; do
+      IFS='|' read -r model var off on <<< "$pair"
+      for v in "$off" "$on"; do ab_run "$model" "$var=$v"; done
     done
   done
 } > "$OUT/ab.log" 2>&1

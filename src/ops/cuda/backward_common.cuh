@@ -106,10 +106,60 @@ inline int64_t column_chunks(int64_t rows) {
 }
 inline int64_t column_work(int64_t rows, int64_t cols, int K) { return column_chunks(rows) * cols * K; }
 
+// The chunks' partials of each column, in a fixed order: lane y of a 32 × 32 block adds chunks
+// y, y + 32, … of column x, then lane 0 adds the 32 lane sums in order. (One thread per column adding
+// up to 1,024 chunks alone was a serial tail: 0.25 ms per call on the H200 for 64 columns.)
+constexpr int kFinishLanes = 32;
+
+// METAFORMER_CUDA_COLSUM_FINISH (a candidate, read on each call so that a test can run both): `fused`
+// lets the scalar partials kernel's last block of each column tile add that tile's partials (its
+// blocks count themselves on a ticket; the last to arrive finishes), so the finish kernel's launch
+// and the stream's gap before it go, 122 and 58 of them in two mambaout_femto and poolformer_s12
+// steps. It adds the partials in the finish kernel's order (the same lanes, each lane's chunks in the
+// same order), so the sums are the same bits, whichever block is last. `separate` (the default):
+// the finish kernel. The vector kernels keep it either way.
+inline bool fused_column_finish() {
+  return env_choice("METAFORMER_CUDA_COLSUM_FINISH", {"separate", "fused"}) == 1;
+}
+// The tickets of `tiles` column tiles, all 0 (backward_kernels.cu: one array for the process, zeroed
+// on `s` when first made; each launch leaves its tickets at 0 again), or null when there are more
+// tiles than it holds or it could not be made: then the finish kernel runs. One compute stream, so
+// two launches never share them at once.
+unsigned* column_finish_tickets(int64_t tiles, cudaStream_t s);
+
+// Column tile `tile`'s finish inside a 32 × kRowLanes block: thread (x, y) computes the finish
+// kernel's lane sums y, y + kRowLanes, … (each over chunks lane, lane + 32, …, in order, read from L2:
+// other blocks wrote them), then row 0 adds the 32 lane sums in order and stores.
+template <int K, class F>
+__device__ void column_finish_tile(const F& f, int64_t tile, int64_t cols, int64_t chunks, const double* partial,
+                                   double (*sh)[kFinishLanes][kColTile + 1]) {
+  const int64_t col = tile * kColTile + threadIdx.x;
+  for (int lane = threadIdx.y; lane < kFinishLanes; lane += kRowLanes) {
+    double acc[K];
+    for (int k = 0; k < K; ++k) acc[k] = 0;
+    if (col < cols)
+      for (int64_t c = lane; c < chunks; c += kFinishLanes)
+        for (int k = 0; k < K; ++k) acc[k] += __ldcg(partial + (c * K + k) * cols + col);
+    for (int k = 0; k < K; ++k) sh[k][lane][threadIdx.x] = acc[k];
+  }
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {
+    double s[K];
+    for (int k = 0; k < K; ++k) {
+      s[k] = 0;
+      for (int y = 0; y < kFinishLanes; ++y) s[k] += sh[k][y][threadIdx.x];
+    }
+    f.store(col, s);
+  }
+}
+
 // F: __device__ void operator()(int64_t row, int64_t col, double* v) const   (v[0..K) for one cell)
 //    __device__ void store(int64_t col, const double* sums) const
-template <int K, class F>
-__global__ void column_partials_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, double* partial) {
+// Finish (METAFORMER_CUDA_COLSUM_FINISH=fused): tickets[blockIdx.x] counts the tile's blocks done; the
+// last adds the tile's partials (column_finish_tile) and sets its ticket back to 0 for the next call.
+template <int K, bool Finish, class F>
+__global__ void column_partials_kernel(F f, int64_t rows, int64_t cols, int64_t chunks, double* partial,
+                                       unsigned* tickets) {
   __shared__ double sh[K][kRowLanes][kColTile];
   const int64_t col = blockIdx.x * static_cast<int64_t>(kColTile) + threadIdx.x;
   const int64_t chunk = blockIdx.y;
@@ -131,12 +181,20 @@ __global__ void column_partials_kernel(F f, int64_t rows, int64_t cols, int64_t 
       for (int y = 0; y < kRowLanes; ++y) s += sh[k][y][threadIdx.x];
       partial[(chunk * K + k) * cols + col] = s;
     }
+  if constexpr (Finish) {
+    __shared__ double lanes[K][kFinishLanes][kColTile + 1];
+    __shared__ bool last;
+    __threadfence();  // this block's partials visible to every block before its ticket is
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) last = atomicAdd(tickets + blockIdx.x, 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (last) {
+      column_finish_tile<K>(f, blockIdx.x, cols, chunks, partial, lanes);
+      if (threadIdx.x == 0 && threadIdx.y == 0) tickets[blockIdx.x] = 0;
+    }
+  }
 }
 
-// The chunks' partials of each column, in a fixed order: lane y of a 32 × 32 block adds chunks
-// y, y + 32, … of column x, then lane 0 adds the 32 lane sums in order. (One thread per column adding
-// up to 1,024 chunks alone was a serial tail: 0.25 ms per call on the H200 for 64 columns.)
-constexpr int kFinishLanes = 32;
 template <int K, class F>
 __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const double* partial) {
   __shared__ double sh[K][kFinishLanes][kColTile + 1];
@@ -324,7 +382,14 @@ void column_sums(const F& f, int64_t rows, int64_t cols, double* work, cudaStrea
     }
   }
   const dim3 grid(static_cast<unsigned>((cols + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
-  column_partials_kernel<K><<<grid, dim3(kColTile, kRowLanes), 0, s>>>(f, rows, cols, chunks, work);
+  const dim3 block(kColTile, kRowLanes);
+  if (fused_column_finish()) {
+    if (unsigned* tickets = column_finish_tickets(grid.x, s)) {
+      column_partials_kernel<K, true><<<grid, block, 0, s>>>(f, rows, cols, chunks, work, tickets);
+      return;
+    }
+  }
+  column_partials_kernel<K, false><<<grid, block, 0, s>>>(f, rows, cols, chunks, work, nullptr);
   column_finish_kernel<K><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(f, cols, chunks, work);
 }
 

@@ -939,6 +939,22 @@ __global__ void cross_entropy_kernel(const float* logits, const float* target, f
 }  // namespace
 
 // ---- launchers -----------------------------------------------------------------------------------
+namespace detail {
+unsigned* column_finish_tickets(int64_t tiles, cudaStream_t s) {
+  constexpr int64_t kTickets = 1 << 16;  // 256 KB; a tile is 32 columns
+  static unsigned* const tickets = [s] {
+    unsigned* t = nullptr;
+    if (cudaMalloc(&t, kTickets * sizeof(unsigned)) == cudaSuccess &&
+        cudaMemsetAsync(t, 0, kTickets * sizeof(unsigned), s) == cudaSuccess)
+      return t;
+    if (t) cudaFree(t);
+    cudaGetLastError();  // the finish kernel runs instead: not an error of the launch that follows
+    return static_cast<unsigned*>(nullptr);
+  }();
+  return tiles <= kTickets ? tickets : nullptr;
+}
+}  // namespace detail
+
 int64_t column_sum_work(int64_t rows, int64_t cols) { return column_work(rows, cols, 1); }
 
 cudaError_t column_sum_add(const float* dy, float* db, int64_t rows, int64_t cols, double* work, cudaStream_t s) {

@@ -127,6 +127,18 @@ inline bool fused_column_finish() {
 // two launches never share them at once.
 unsigned* column_finish_tickets(int64_t tiles, cudaStream_t s);
 
+// The last step of a column's finish, by its row-0 thread: the 32 lane sums added in order, stored.
+template <int K, class F>
+__device__ __forceinline__ void store_lane_sums(const F& f, int64_t col,
+                                                const double (*sh)[kFinishLanes][kColTile + 1]) {
+  double s[K];
+  for (int k = 0; k < K; ++k) {
+    s[k] = 0;
+    for (int y = 0; y < kFinishLanes; ++y) s[k] += sh[k][y][threadIdx.x];
+  }
+  f.store(col, s);
+}
+
 // Column tile `tile`'s finish inside a 32 × kRowLanes block: thread (x, y) computes the finish
 // kernel's lane sums y, y + kRowLanes, … (each over chunks lane, lane + 32, …, in order, read from L2:
 // other blocks wrote them), then row 0 adds the 32 lane sums in order and stores.
@@ -143,14 +155,7 @@ __device__ void column_finish_tile(const F& f, int64_t tile, int64_t cols, int64
     for (int k = 0; k < K; ++k) sh[k][lane][threadIdx.x] = acc[k];
   }
   __syncthreads();
-  if (threadIdx.y == 0 && col < cols) {
-    double s[K];
-    for (int k = 0; k < K; ++k) {
-      s[k] = 0;
-      for (int y = 0; y < kFinishLanes; ++y) s[k] += sh[k][y][threadIdx.x];
-    }
-    f.store(col, s);
-  }
+  if (threadIdx.y == 0 && col < cols) store_lane_sums<K>(f, col, sh);
 }
 
 // F: __device__ void operator()(int64_t row, int64_t col, double* v) const   (v[0..K) for one cell)
@@ -207,14 +212,7 @@ __global__ void column_finish_kernel(F f, int64_t cols, int64_t chunks, const do
         for (int k = 0; k < K; ++k) acc[k] += partial[(c * K + k) * cols + col];
     for (int k = 0; k < K; ++k) sh[k][threadIdx.y][threadIdx.x] = acc[k];
     __syncthreads();
-    if (threadIdx.y == 0 && col < cols) {
-      double s[K];
-      for (int k = 0; k < K; ++k) {
-        s[k] = 0;
-        for (int y = 0; y < kFinishLanes; ++y) s[k] += sh[k][y][threadIdx.x];
-      }
-      f.store(col, s);
-    }
+    if (threadIdx.y == 0 && col < cols) store_lane_sums<K>(f, col, sh);
     __syncthreads();
   }
 }

@@ -16,6 +16,7 @@
 #                 "METAFORMER_CUDA_ACT_DW=1")
 # QUICK=1: the build, the bf16 op cases and the gtests only (about 100 s on an H100).
 # SBS_ONLY=1: only the side by side, on the binaries an earlier call of this machine built (/tmp/mfb).
+# NO_SBS=1: everything but the side by side (the whole run can pass a call's 600 s: split it in two).
 set -uo pipefail
 : "${OUT:?set OUT}"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -77,4 +78,5 @@ ab_run() {  # MODEL VAR=VALUE
     done
   done
 } > "$OUT/ab.log" 2>&1
+[ "${NO_SBS:-0}" = 1 ] && exit 0  # NO_SBS=1: the checks and the A/B; the side by side in a second call (SBS_ONLY=1)
 sbs

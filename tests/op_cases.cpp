@@ -156,6 +156,30 @@ void add_mlp_train_scaled(std::vector<OpCase>& v, Shape x, int64_t hidden, bool 
                }});
 }
 
+// skip + linear(h): a training half's last Linear with the residual added in (MetaFormerBlock where
+// Backend::fuses_residual_into_linear; the CUDA backend adds skip in the GEMM's epilogue), backward
+// through linear_backward, skip's gradient being dy itself. conv1x1: timm's 1×1 convolution weight.
+void add_linear_residual(std::vector<OpCase>& v, Shape x, int64_t out, bool bias, bool conv1x1) {
+  const int64_t in = x[-1];
+  Shape y = x;
+  y[-1] = out;
+  std::vector<OpInput> inputs{{x}, {conv1x1 ? Shape{out, in, 1, 1} : Shape{out, in}, -0.3f, 0.3f}};
+  if (bias) inputs.push_back({{out}});
+  inputs.push_back({y});  // the residual stream
+  const size_t skip = inputs.size() - 1;
+  v.push_back({fmt::format("linear_residual/{}->{}{}{}", x.str(), out, bias ? "+bias" : "", conv1x1 ? " 1x1" : ""),
+               OpKind::Linear, 1e-5, inputs,
+               [bias, skip](const Exec& e, const std::vector<Tensor>& in) {
+                 return op::linear_residual(e, in[0], in[1], bias ? &in[2] : nullptr, in[skip]);
+               },
+               [bias](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                 Tensor dw = zeros_like(in[1]), db = bias ? zeros_like(in[2]) : Tensor();
+                 Tensor dx = op::linear_backward(e, in[0], in[1], dy, true, &dw, bias ? &db : nullptr);
+                 if (!bias) return std::vector<Tensor>{dx, dw, dy};
+                 return std::vector<Tensor>{dx, dw, db, dy};
+               }});
+}
+
 void add_depthwise_linear(std::vector<OpCase>& v, Shape x, int k, int64_t out, bool bias) {
   const int64_t C = x[-1];
   const ConvGeometry g{k, k, 1, 1, k / 2, k / 2};
@@ -533,6 +557,9 @@ const std::vector<OpCase>& op_cases() {
     add_mlp_train_scaled(v, {3, 49, 16}, 64, false, ActKind::GELU, false);
     add_mlp_train_scaled(v, {1, 3, 3, 12}, 36, true, ActKind::GELU, false);
     add_mlp_train_scaled(v, {1, 4, 4, 8}, 24, true, ActKind::StarReLU, true);
+    add_linear_residual(v, {2, 5, 7, 96}, 24, true, true);
+    add_linear_residual(v, {3, 49, 32}, 16, false, false);
+    add_linear_residual(v, {1, 3, 3, 40}, 12, true, false);
     add_depthwise_linear(v, {2, 9, 11, 48}, 7, 24, false);  // ConvFormer's dwconv -> pwconv2, odd sizes
     add_depthwise_linear(v, {1, 5, 6, 20}, 3, 7, true);      // a channel tail, biases
     add_depthwise_linear(v, {3, 60, 40, 16}, 7, 8, false);   // several blocks of rows
@@ -990,6 +1017,38 @@ const std::vector<OpCase>& op_cases() {
                      return op::glu_linear(e, in[0], &in[1], 0, 13, 13, Activation{ActKind::GELU}, in[2], &in[3]);
                    },
                    nullptr});
+    }
+
+    // MambaOut's training gated CNN where the backend convolves channel slices: the depthwise
+    // convolution of t's last channels read where they lie, then the gated product; backward through
+    // gated_conv_backward (the slice's gradient written into dt, dW read from t's slice). 16-byte
+    // aligned slices on maps of 14 rows or more (the tiled dW kernel), smaller maps (the units
+    // kernel), and odd widths (scalar paths).
+    struct SliceCase {
+      Shape t;
+      int64_t conv;
+      int k;
+    };
+    for (const SliceCase& k : {SliceCase{{2, 16, 15, 64}, 16, 7}, SliceCase{{2, 9, 11, 48}, 8, 7},
+                               SliceCase{{1, 7, 7, 26}, 5, 3}, SliceCase{{1, 6, 5, 20}, 10, 5}}) {
+      const int64_t hidden = k.t[-1] / 2, off = k.t[-1] - k.conv;
+      const ConvGeometry g{k.k, k.k, 1, 1, k.k / 2, k.k / 2};
+      auto conv = [k, off, g](const Exec& e, const std::vector<Tensor>& in) {
+        return op::depthwise_conv2d_slice(e, in[0], off, in[1], &in[2], g);
+      };
+      v.push_back({fmt::format("gated_conv/{} conv {} k{}", k.t.str(), k.conv, k.k), OpKind::DepthwiseConv2d, 1e-5,
+                   {{k.t}, {{k.conv, 1, k.k, k.k}, -0.3f, 0.3f}, {{k.conv}}},
+                   [conv, hidden](const Exec& e, const std::vector<Tensor>& in) {
+                     Tensor c = conv(e, in);
+                     return op::glu(e, in[0], &c, 0, hidden, hidden, Activation{ActKind::GELU});
+                   },
+                   [conv, hidden, off, g](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor c = conv(e, in);
+                     Tensor dw = zeros_like(in[1]), db = zeros_like(in[2]);
+                     Tensor dt = op::gated_conv_backward(e, in[0], c, hidden, off, Activation{ActKind::GELU}, in[1], g,
+                                                         dy, &dw, &db);
+                     return std::vector<Tensor>{dt, dw, db};
+                   }});
     }
 
     // MambaOut's whole block (norm, fc1, the split, depthwise on the last channels, gated product, fc2,

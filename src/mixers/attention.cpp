@@ -28,7 +28,13 @@ class Attention : public TokenMixer {
     ops.insert(causal_ ? OpKind::CausalAttention : OpKind::Attention);
   }
 
-  Tensor forward(Ctx& ctx, const Tensor& x) override {
+  Tensor forward(Ctx& ctx, const Tensor& x) override { return mix(ctx, x, nullptr); }
+  Tensor run_residual_train(Ctx& ctx, const Tensor& n, const Tensor& skip) override {
+    return ctx.training ? mix(ctx, n, &skip) : Tensor();
+  }
+
+  // The mixer's output, or skip + it (skip not null: training's fused residual, run_residual_train).
+  Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
     const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
     Tensor qkv = qkv_->run(ctx, x.reshape({B, N, C}));
     Tensor o = causal_ ? op::causal_attention(ctx.exec, qkv, heads_, head_dim_, scale())
@@ -37,7 +43,7 @@ class Attention : public TokenMixer {
       saved_qkv_ = qkv;
       saved_shape_ = x.shape();
     }
-    Tensor y = proj_->run(ctx, o);
+    Tensor y = skip ? proj_->run_residual_train(ctx, o, skip->reshape({B, N, C})) : proj_->run(ctx, o);
     return y.reshape(x.shape());
   }
 

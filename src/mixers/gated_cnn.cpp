@@ -34,14 +34,30 @@ class GatedCnn : public TokenMixer {
     ops.insert(OpKind::Glu);
   }
 
-  Tensor forward(Ctx& ctx, const Tensor& x) override {
+  Tensor forward(Ctx& ctx, const Tensor& x) override { return mix(ctx, x, nullptr); }
+  Tensor run_residual_train(Ctx& ctx, const Tensor& n, const Tensor& skip) override {
+    return ctx.training ? mix(ctx, n, &skip) : Tensor();
+  }
+
+  // The mixer's output, or skip + it (skip not null: training's fused residual, run_residual_train).
+  Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
     Tensor t = fc1_->run(ctx, x);
-    Tensor c = conv_->run(ctx, op::channel_slice(ctx.exec, t, 2 * hidden_ - conv_ch_, conv_ch_));
+    // Training where the backend convolves channel slices: the conv part is read where fc1 wrote it
+    // and its gradient written where dt holds it (no copies; not with ctx.on_output, which reports
+    // the conv's own output).
+    if (ctx.training)
+      sliced_ = t.ndim() == 4 && !ctx.on_output && ctx.exec.backend->convolves_channel_slices() &&
+                conv_->geometry().out_h(t.dim(1)) == t.dim(1) && conv_->geometry().out_w(t.dim(2)) == t.dim(2);
+    Tensor c = ctx.training && sliced_
+                   ? op::depthwise_conv2d_slice(ctx.exec, t, conv_offset(), v(conv_->weight()), opt(conv_->bias()),
+                                                conv_->geometry())
+                   : conv_->run(ctx, op::channel_slice(ctx.exec, t, conv_offset(), conv_ch_));
     if (!ctx.training)  // inference: the gated product goes straight into fc2 (one op)
       return op::glu_linear(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}, v(fc2_->weight()),
                             opt(fc2_->bias()));
     saved_t_ = t, saved_c_ = c;
-    return fc2_->run(ctx, op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}));
+    Tensor g = op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_});
+    return skip ? fc2_->run_residual_train(ctx, g, *skip) : fc2_->run(ctx, g);
   }
 
   // Inference with a LayerNorm or GroupNorm in front: the whole block as one op.
@@ -55,9 +71,16 @@ class GatedCnn : public TokenMixer {
 
   Tensor backward(Ctx& ctx, const Tensor& dy) override {
     Tensor dz = fc2_->backward(ctx, dy);
+    if (sliced_) {
+      Tensor dt = op::gated_conv_backward(ctx.exec, saved_t_, saved_c_, hidden_, conv_offset(), Activation{act_},
+                                          v(conv_->weight()), conv_->geometry(), dz, grad_of(conv_->weight()),
+                                          grad_of(conv_->bias()));
+      saved_t_ = saved_c_ = Tensor();
+      return fc1_->backward(ctx, dt);
+    }
     Tensor dc = Tensor::empty(saved_c_.shape(), saved_c_.device(), saved_c_.dtype());
     Tensor dt = op::glu_backward(ctx.exec, saved_t_, &saved_c_, 0, hidden_, Activation{act_}, dz, &dc);
-    op::channel_slice_backward_(ctx.exec, conv_->backward(ctx, dc), 2 * hidden_ - conv_ch_, dt);
+    op::channel_slice_backward_(ctx.exec, conv_->backward(ctx, dc), conv_offset(), dt);
     saved_t_ = saved_c_ = Tensor();
     return fc1_->backward(ctx, dt);
   }
@@ -69,6 +92,8 @@ class GatedCnn : public TokenMixer {
   DepthwiseConv2d* conv_;
   Linear* fc2_;
   Tensor saved_t_, saved_c_;
+  bool sliced_ = false;  // the last training forward convolved t's slice in place (depthwise_conv2d_slice)
+  int64_t conv_offset() const { return 2 * hidden_ - conv_ch_; }
 };
 }  // namespace
 

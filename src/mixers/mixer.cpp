@@ -12,6 +12,8 @@ Tensor TokenMixer::run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const Branc
 
 Tensor TokenMixer::run_scaled_branch_train(Ctx&, const Tensor&, Norm&, const Tensor&) { return Tensor(); }
 
+Tensor TokenMixer::run_residual_train(Ctx&, const Tensor&, const Tensor&) { return Tensor(); }
+
 Tensor TokenMixer::backward_scaled_branch(Ctx&, const Tensor&, Norm&, const Tensor&, const Tensor&, Tensor*) {
   MF_CHECK(false, "{}: backward_scaled_branch without run_scaled_branch_train", path());
   return Tensor();

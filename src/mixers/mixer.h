@@ -34,6 +34,12 @@ class TokenMixer : public Module {
   // (not norm's nor this mixer's backward), which returns x's gradient, the skip's dy included, and
   // adds the norm's and the scale's gradients (dls where not null).
   virtual Tensor run_scaled_branch_train(Ctx& ctx, const Tensor& x, Norm& norm, const Tensor& ls);
+  // Training: skip + this(n) where the backend fuses residuals into Linears
+  // (Backend::fuses_residual_into_linear) and the mixer ends in a Linear, which then adds skip
+  // (Linear::run_residual_train): the mixer's output is never written. Undefined means "not here":
+  // the caller runs the mixer and the add in turn. The backward is the mixer's usual one (its dy is
+  // the sum's).
+  virtual Tensor run_residual_train(Ctx& ctx, const Tensor& n, const Tensor& skip);
   virtual Tensor backward_scaled_branch(Ctx& ctx, const Tensor& x, Norm& norm, const Tensor& ls, const Tensor& dy,
                                         Tensor* dls);
 };

@@ -24,7 +24,29 @@ class SepConv : public TokenMixer {
   }
   std::string kind() const override { return "SepConv"; }
 
-  Tensor forward(Ctx& ctx, const Tensor& x) override {
+  Tensor forward(Ctx& ctx, const Tensor& x) override { return mix(ctx, x, nullptr); }
+  Tensor run_residual_train(Ctx& ctx, const Tensor& n, const Tensor& skip) override {
+    return ctx.training ? mix(ctx, n, &skip) : Tensor();
+  }
+
+  Tensor backward(Ctx& ctx, const Tensor& dy) override {
+    Tensor d = act2_->backward(ctx, pw2_->backward(ctx, dy));
+    if (fused_) return pw1_->backward(ctx, dw_->backward_through(ctx, d, *act1_));
+    return pw1_->backward(ctx, act1_->backward(ctx, dw_->backward(ctx, d)));
+  }
+
+  // Inference with a LayerNorm or GroupNorm in front: the norm, the mixer and the residual as one op.
+  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
+    const std::optional<BranchNorm> bn = norm.as_branch_norm();
+    if (ctx.training || !bn || act2_->params().kind != ActKind::Identity || x.ndim() != 4)
+      return TokenMixer::run_branch(ctx, x, norm, scales);
+    return op::sepconv_branch(ctx.exec, x, *bn, v(pw1_->weight()), opt(pw1_->bias()), act1_->params(), v(dw_->weight()),
+                              opt(dw_->bias()), dw_->geometry(), v(pw2_->weight()), opt(pw2_->bias()), scales);
+  }
+
+ private:
+  // The mixer's output, or skip + it (skip not null: training's fused residual, run_residual_train).
+  Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
     if (!ctx.training && act2_->params().kind == ActKind::Identity)  // inference: dwconv → pwconv2 fused
       return op::depthwise_linear(ctx.exec, pw1_->run_then(ctx, x, *act1_), v(dw_->weight()), opt(dw_->bias()),
                                   dw_->geometry(), v(pw2_->weight()), opt(pw2_->bias()));
@@ -37,25 +59,9 @@ class SepConv : public TokenMixer {
     Tensor h = ctx.training && fused_ ? dw_->run_act_train(ctx, pw1_->run(ctx, x), *act1_)
                                       : dw_->run(ctx, pw1_->run_then(ctx, x, *act1_));
     act2_->apply_(ctx, h);
-    return pw2_->run(ctx, h);
+    return skip ? pw2_->run_residual_train(ctx, h, *skip) : pw2_->run(ctx, h);
   }
 
-  // Inference with a LayerNorm or GroupNorm in front: the norm, the mixer and the residual as one op.
-  Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
-    const std::optional<BranchNorm> bn = norm.as_branch_norm();
-    if (ctx.training || !bn || act2_->params().kind != ActKind::Identity || x.ndim() != 4)
-      return TokenMixer::run_branch(ctx, x, norm, scales);
-    return op::sepconv_branch(ctx.exec, x, *bn, v(pw1_->weight()), opt(pw1_->bias()), act1_->params(), v(dw_->weight()),
-                              opt(dw_->bias()), dw_->geometry(), v(pw2_->weight()), opt(pw2_->bias()), scales);
-  }
-
-  Tensor backward(Ctx& ctx, const Tensor& dy) override {
-    Tensor d = act2_->backward(ctx, pw2_->backward(ctx, dy));
-    if (fused_) return pw1_->backward(ctx, dw_->backward_through(ctx, d, *act1_));
-    return pw1_->backward(ctx, act1_->backward(ctx, dw_->backward(ctx, d)));
-  }
-
- private:
   Linear* pw1_;
   ActivationLayer* act1_;
   DepthwiseConv2d* dw_;

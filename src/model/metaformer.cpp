@@ -168,11 +168,20 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
   if (layer_scale1_ && !res_scale1_ && !drop)
     h = mixer_->run_scaled_branch_train(ctx, x, *norm1_, *scale_of(layer_scale1_));
   mixer_folded_ = h.defined();
+  // A half without scales or drop path where the backend fuses residuals into Linears: the branch's
+  // last Linear adds the skip (op::linear_residual), so the branch output is never written. The
+  // backward is the same either way (the branch's dy is the block's). Not with ctx.on_output, which
+  // reports the mixer's and MLP's own outputs.
+  const bool res_linear = !drop && !ctx.on_output && ctx.exec.backend->fuses_residual_into_linear();
   if (!mixer_folded_) {
-    Tensor m = mixer_->run(ctx, norm1_->run(ctx, x));
-    if (drop) m = op::sample_scale(ctx.exec, m, mask1_ = drop_path_mask(ctx, x.dim(0)));
-    h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
-    if (scale_trains(layer_scale1_)) saved_mixer_out_ = m;
+    Tensor n = norm1_->run(ctx, x);
+    if (res_linear && !res_scale1_ && !layer_scale1_) h = mixer_->run_residual_train(ctx, n, x);
+    if (!h.defined()) {
+      Tensor m = mixer_->run(ctx, n);
+      if (drop) m = op::sample_scale(ctx.exec, m, mask1_ = drop_path_mask(ctx, x.dim(0)));
+      h = op::scaled_residual_new(ctx.exec, x, scale_of(res_scale1_), m, scale_of(layer_scale1_));
+      if (scale_trains(layer_scale1_)) saved_mixer_out_ = m;
+    }
   }
   saved_x_ = x;
   if (!second_branch()) return h;
@@ -183,10 +192,13 @@ Tensor MetaFormerBlock::forward(Ctx& ctx, const Tensor& x) {
     saved_h_ = h;
     return mlp_->run_scaled_residual_train(ctx, norm2_->run(ctx, h), h, *scale_of(layer_scale2_));
   }
-  Tensor p = second_branch()->run(ctx, norm2_->run(ctx, h));
+  Tensor n2 = norm2_->run(ctx, h);
+  saved_h_ = h;
+  if (res_linear && mlp_ && !res_scale2_ && !layer_scale2_)
+    if (Tensor y = mlp_->run_residual_train(ctx, n2, h); y.defined()) return y;
+  Tensor p = second_branch()->run(ctx, n2);
   if (drop) p = op::sample_scale(ctx.exec, p, mask2_ = drop_path_mask(ctx, x.dim(0)));
   Tensor y = op::scaled_residual_new(ctx.exec, h, scale_of(res_scale2_), p, scale_of(layer_scale2_));
-  saved_h_ = h;
   if (scale_trains(layer_scale2_)) saved_mlp_out_ = p;
   return y;
 }

@@ -49,6 +49,11 @@ Tensor Linear::run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor
   return op::linear_scaled_residual(ctx.exec, x, v(weight_), opt(bias_), ls, skip);
 }
 
+Tensor Linear::run_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip) {
+  saved_x_ = x;
+  return op::linear_residual(ctx.exec, x, v(weight_), opt(bias_), skip);
+}
+
 Tensor Linear::backward_through_scaled(Ctx& ctx, const Tensor& dy, ActivationLayer& act, const Tensor& ls,
                                        Tensor* dls) {
   MF_CHECK(saved_x_.defined(), "{}: backward without a training forward", path());

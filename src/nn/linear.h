@@ -29,6 +29,10 @@ class Linear : public Module {
   // skip + ls ⊙ this(x) in a training step (op::linear_scaled_residual; the caller checked
   // Backend::folds_layer_scales): keeps x, and reports no output of its own to ctx.on_output.
   Tensor run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip, const Tensor& ls);
+  // skip + this(x) in a training step (op::linear_residual; the caller checked
+  // Backend::fuses_residual_into_linear): keeps x, reports no output of its own to ctx.on_output, and
+  // its backward is this layer's usual one.
+  Tensor run_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip);
   // Its backward together with that of the activation in front of it (as backward_through): returns
   // the gradient of act's input; the layer scale's gradient is added into `dls` where not null.
   Tensor backward_through_scaled(Ctx& ctx, const Tensor& dy, ActivationLayer& act, const Tensor& ls, Tensor* dls);

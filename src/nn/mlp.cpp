@@ -62,6 +62,11 @@ Tensor Mlp::run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& s
   return fc2_->run_scaled_residual_train(ctx, fc1_->run_act_train(ctx, x, *act_), skip, ls);
 }
 
+Tensor Mlp::run_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip) {
+  if (!ctx.training || glu_ || gate_) return Tensor();
+  return fc2_->run_residual_train(ctx, fc1_->run_act_train(ctx, x, *act_), skip);
+}
+
 Tensor Mlp::backward_scaled(Ctx& ctx, const Tensor& dy, const Tensor& ls, Tensor* dls) {
   return fc1_->backward(ctx, fc2_->backward_through_scaled(ctx, dy, *act_, ls, dls));
 }

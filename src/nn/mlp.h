@@ -31,6 +31,10 @@ class Mlp : public Module {
   bool can_fold_layer_scale() const { return !glu_ && !gate_; }
   Tensor run_scaled_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip, const Tensor& ls);
   Tensor backward_scaled(Ctx& ctx, const Tensor& dy, const Tensor& ls, Tensor* dls);
+  // Training's skip + this(x) with fc2 adding the residual (Backend::fuses_residual_into_linear), so
+  // the MLP's output is never written; its backward is the usual one. Undefined (not here) for a GLU
+  // or gated MLP: the caller then runs it and the add in turn.
+  Tensor run_residual_train(Ctx& ctx, const Tensor& x, const Tensor& skip);
   void collect_ops(std::set<OpKind>& ops) const override {
     if (glu_) ops.insert(OpKind::Glu);
     if (gate_) ops.insert(OpKind::SoftmaxGate);

@@ -135,11 +135,11 @@ void Backend::linear_act_backward(const Tensor& h, const Tensor& pre, const Acti
   linear_backward(h, w, dy, &dh, dw, db);
   activation_backward(pre, act, dh, dpre, dscale, dbias);
 }
-void Backend::linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+void Backend::linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor* ls,
                                      const Tensor& skip, Tensor& y) {
   Tensor m = Tensor::empty(y.shape(), device(), activation_dtype());
   linear(h, w, b, m);
-  scaled_residual(skip, nullptr, m, &ls, y);
+  scaled_residual(skip, nullptr, m, ls, y);
 }
 void Backend::linear_act_scaled_backward(const Tensor& h, const Tensor& pre, const Activation& act, const Tensor& w,
                                          const Tensor* b, const Tensor& ls, const Tensor& dy, Tensor& dpre,
@@ -187,6 +187,23 @@ void Backend::act_depthwise_conv2d(const Tensor& pre, const Activation& act, con
   Tensor h = Tensor::empty(pre.shape(), device(), activation_dtype());
   activation(pre, act, h);
   depthwise_conv2d(h, w, b, g, y);
+}
+void Backend::depthwise_conv2d_slice(const Tensor& t, int64_t offset, const Tensor& w, const Tensor* b,
+                                     const ConvGeometry& g, Tensor& y) {
+  Tensor x = Tensor::empty({t.dim(0), t.dim(1), t.dim(2), w.dim(0)}, device(), activation_dtype());
+  channel_slice(t, offset, x);
+  depthwise_conv2d(x, w, b, g, y);
+}
+void Backend::gated_conv_backward(const Tensor& t, const Tensor& c, int64_t hidden, int64_t offset,
+                                  const Activation& act, const Tensor& w, const ConvGeometry& g, const Tensor& dz,
+                                  Tensor& dt, Tensor* dw, Tensor* db) {
+  Tensor dc = Tensor::empty(c.shape(), device(), activation_dtype());
+  glu_backward(t, &c, 0, hidden, act, dz, dt, &dc);
+  Tensor x = Tensor::empty(c.shape(), device(), activation_dtype());
+  channel_slice(t, offset, x);
+  Tensor dx = Tensor::empty(c.shape(), device(), activation_dtype());
+  depthwise_conv2d_backward(x, w, g, dc, &dx, dw, db);
+  channel_slice_backward(dx, offset, dt);
 }
 void Backend::act_depthwise_conv2d_backward(const Tensor& pre, const Activation& act, const Tensor& w,
                                             const ConvGeometry& g, const Tensor& dy, Tensor& dpre, Tensor* dw,

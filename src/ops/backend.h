@@ -127,17 +127,27 @@ class Backend {
   // (training's MLP half with a layer scale, op::linear_scaled_residual). By default linear into a
   // temporary, then scaled_residual; where folds_layer_scales() the backend folds ls into the weight
   // and adds skip in the GEMM's epilogue, so the branch output is never written.
-  virtual void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+  // ls null: skip + h · wᵀ + b (op::linear_residual), fused where fuses_residual_into_linear().
+  virtual void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor* ls,
                                       const Tensor& skip, Tensor& y);
   // Whether the model should run its layer-scaled halves in training as one op each: the MLP half
   // through linear_scaled_residual and linear_act_scaled_backward, PoolFormer's pooling half through
   // pool_branch and pool_branch_backward (which then keep no branch output and write no dy ⊙ ls).
   // False by default, so the CPU backends' numerics stay those of the separate ops.
   virtual bool folds_layer_scales() const { return false; }
+  // Whether the model should run a training half without scales (y = x + branch(norm(x)), no drop
+  // path) with the branch's last Linear as op::linear_residual, which then writes y and never the
+  // branch output. False by default: the CPU backends' numerics stay those of the separate ops (its
+  // default runs them anyway).
+  virtual bool fuses_residual_into_linear() const { return false; }
   // Whether the model should run a training step's activation → depthwise convolution (ConvFormer's
   // StarReLU → dwconv) as one op, act_depthwise_conv2d and its backward, which then keep only the
   // pre-activation. False by default, so the CPU backends run (and round) exactly the separate ops.
   virtual bool fuses_act_into_depthwise() const { return false; }
+  // Whether the model should run a training step's gated CNN (MambaOut) through depthwise_conv2d_slice
+  // and gated_conv_backward, which then neither copy the conv channels out of fc1's output nor add
+  // their gradient back in a separate pass. False by default (the separate ops' exact numerics).
+  virtual bool convolves_channel_slices() const { return false; }
   // y = res_scale ⊙ x + layer_scale ⊙ mlp(norm(x)): the block's second half; by default the norm,
   // mlp and scaled_residual ops one after another
   virtual void mlp_branch(const Tensor& x, const BranchNorm& norm, const Tensor& w1, const Tensor* b1,
@@ -181,6 +191,10 @@ class Backend {
   virtual void depthwise_conv2d(const Tensor& x, const Tensor& w, const Tensor* b, const ConvGeometry& g, Tensor& y);
   // y = depthwise_conv2d(act(pre)), act applied inside the image only (the padding stays zero); by
   // default activation into a temporary, then depthwise_conv2d
+  // y = depthwise_conv2d(t's channels [offset, offset + w.dim(0))); by default channel_slice into a
+  // temporary, then depthwise_conv2d
+  virtual void depthwise_conv2d_slice(const Tensor& t, int64_t offset, const Tensor& w, const Tensor* b,
+                                      const ConvGeometry& g, Tensor& y);
   virtual void act_depthwise_conv2d(const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
                                     const ConvGeometry& g, Tensor& y);
   // x [B, H, W, C] -> y = avg_pool_k(x) - x, stride 1, padding k/2, padded cells not counted
@@ -370,6 +384,11 @@ class Backend {
                                Tensor* dw, Tensor* db);
   virtual void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                          Tensor* dx, Tensor* dw, Tensor* db);
+  // op::gated_conv_backward: dt overwritten, dw and db +=. By default glu_backward, then
+  // depthwise_conv2d_backward on a copy of t's slice, its dx added into dt's slice (zero there).
+  virtual void gated_conv_backward(const Tensor& t, const Tensor& c, int64_t hidden, int64_t offset,
+                                   const Activation& act, const Tensor& w, const ConvGeometry& g, const Tensor& dz,
+                                   Tensor& dt, Tensor* dw, Tensor* db);
   // The backward of act_depthwise_conv2d: dpre (overwritten), dw and db += (the convolution's), dscale
   // and dbias += (StarReLU's). By default h = act(pre) again into a temporary, depthwise_conv2d_backward
   // on it (dh into a temporary), then activation_backward.

@@ -70,7 +70,16 @@ Tensor linear_scaled_residual(const Exec& e, const Tensor& h, const Tensor& w, c
            skip.shape().str(), y.shape().str());
   check_vec(&ls, w.dim(0), "layer_scale", OpKind::Linear);
   Timed t(e, OpKind::Linear, h.shape().rows() * w.dim(1) * w.dim(0));
-  e.backend->linear_scaled_residual(h, w, b, ls, skip, y);
+  e.backend->linear_scaled_residual(h, w, b, &ls, skip, y);
+  return y;
+}
+
+Tensor linear_residual(const Exec& e, const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& skip) {
+  Tensor y = linear_output(e, h, w, b);
+  MF_CHECK(skip.shape() == y.shape(), "linear_residual: the residual {} does not fit the output {}", skip.shape().str(),
+           y.shape().str());
+  Timed t(e, OpKind::Linear, h.shape().rows() * w.dim(1) * w.dim(0));
+  e.backend->linear_scaled_residual(h, w, b, nullptr, skip, y);
   return y;
 }
 
@@ -240,16 +249,21 @@ Tensor conv2d(const Exec& e, const Tensor& x, const Tensor& w, const Tensor* b, 
 namespace {
 // Checks a depthwise convolution's arguments (`name` for the message: the plain op or the one with an
 // input activation) and allocates its output [B, Ho, Wo, C].
+// x: the input's shape (rank 4, checked by the caller).
+Tensor depthwise_output(const Exec& e, const char* name, const Shape& x, const Tensor& w, const Tensor* b,
+                        const ConvGeometry& g) {
+  const int64_t C = x[3];
+  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "{}: weight {} does not fit input {}", name, w.shape().str(), x.str());
+  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
+  const int64_t Ho = g.out_h(x[1]), Wo = g.out_w(x[2]);
+  MF_CHECK(Ho > 0 && Wo > 0, "{}: input {} is too small", name, x.str());
+  return out(e, {x[0], Ho, Wo, C});
+}
 Tensor depthwise_output(const Exec& e, const char* name, const Tensor& x, const Tensor& w, const Tensor* b,
                         const ConvGeometry& g) {
   check_rank(x, 4, OpKind::DepthwiseConv2d);
-  const int64_t C = x.dim(3);
-  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
-           "{}: weight {} does not fit input {}", name, w.shape().str(), x.shape().str());
-  check_vec(b, C, "bias", OpKind::DepthwiseConv2d);
-  const int64_t Ho = g.out_h(x.dim(1)), Wo = g.out_w(x.dim(2));
-  MF_CHECK(Ho > 0 && Wo > 0, "{}: input {} is too small", name, x.shape().str());
-  return out(e, {x.dim(0), Ho, Wo, C});
+  return depthwise_output(e, name, x.shape(), w, b, g);
 }
 }  // namespace
 
@@ -266,6 +280,18 @@ Tensor act_depthwise_conv2d(const Exec& e, const Tensor& pre, const Activation& 
   Tensor y = depthwise_output(e, "act_depthwise_conv2d", pre, w, b, g);
   Timed t(e, OpKind::DepthwiseConv2d, y.numel() * g.kernel_h * g.kernel_w);
   e.backend->act_depthwise_conv2d(pre, act, w, b, g, y);
+  return y;
+}
+
+Tensor depthwise_conv2d_slice(const Exec& e, const Tensor& t, int64_t offset, const Tensor& w, const Tensor* b,
+                              const ConvGeometry& g) {
+  check_rank(t, 4, OpKind::DepthwiseConv2d);
+  const int64_t C = w.ndim() == 4 ? w.dim(0) : 0;
+  MF_CHECK(offset >= 0 && C >= 1 && offset + C <= t.dim(3),
+           "depthwise_conv2d_slice: channels [{}, {}) of input {}", offset, offset + C, t.shape().str());
+  Tensor y = depthwise_output(e, "depthwise_conv2d_slice", Shape{t.dim(0), t.dim(1), t.dim(2), C}, w, b, g);
+  Timed t_(e, OpKind::DepthwiseConv2d, y.numel() * g.kernel_h * g.kernel_w);
+  e.backend->depthwise_conv2d_slice(t, offset, w, b, g, y);
   return y;
 }
 
@@ -901,6 +927,29 @@ Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w
   Timed t(e, OpKind::DepthwiseConv2d, 2 * dy.numel() * g.kernel_h * g.kernel_w);
   e.backend->depthwise_conv2d_backward(x, w, g, dy, &dx, dw, db);
   return dx;
+}
+
+Tensor gated_conv_backward(const Exec& e, const Tensor& t, const Tensor& c, int64_t hidden, int64_t offset,
+                           const Activation& act, const Tensor& w, const ConvGeometry& g, const Tensor& dz, Tensor* dw,
+                           Tensor* db) {
+  check_rank(t, 4, OpKind::Glu);
+  const int64_t C = c.shape().last();
+  MF_CHECK(c.ndim() == 4 && c.dim(0) == t.dim(0) && c.dim(1) == t.dim(1) && c.dim(2) == t.dim(2) && C <= hidden &&
+               offset + C == t.dim(3) && t.dim(3) == 2 * hidden && g.out_h(t.dim(1)) == t.dim(1) &&
+               g.out_w(t.dim(2)) == t.dim(2),
+           "gated_conv backward: c {} (at channel {}) and hidden {} do not fit t {} with a size-preserving convolution",
+           c.shape().str(), offset, hidden, t.shape().str());
+  check_glu(t, &c, 0, hidden, hidden);
+  MF_CHECK(dz.shape().rows() == t.shape().rows() && dz.shape().last() == hidden, "gated_conv backward: dz {} for t {}",
+           dz.shape().str(), t.shape().str());
+  MF_CHECK(w.ndim() == 4 && w.dim(0) == C && w.dim(1) == 1 && w.dim(2) == g.kernel_h && w.dim(3) == g.kernel_w,
+           "gated_conv backward: weight {} does not fit {} channels", w.shape().str(), C);
+  check_grad(dw, w, "weight", OpKind::DepthwiseConv2d);
+  check_vec(db, C, "bias gradient", OpKind::DepthwiseConv2d);
+  Tensor dt = out(e, t.shape());
+  Timed t_(e, OpKind::DepthwiseConv2d, 2 * c.numel() * g.kernel_h * g.kernel_w);
+  e.backend->gated_conv_backward(t, c, hidden, offset, act, w, g, dz, dt, dw, db);
+  return dt;
 }
 
 Tensor act_depthwise_conv2d_backward(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w,

@@ -52,6 +52,11 @@ std::pair<Tensor, Tensor> linear_act_train(const Exec& e, const Tensor& x, const
 // epilogue, so the branch output is never written. Its backward is linear_act_scaled_backward.
 Tensor linear_scaled_residual(const Exec& e, const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
                               const Tensor& skip);
+// skip + (h · wᵀ + b): a Linear added to the residual stream, as training's halves without scales run
+// their last Linear where the backend fuses it (Backend::fuses_residual_into_linear: the CUDA backend
+// adds skip in the GEMM's epilogue, so the branch output is never written nor read back). Its
+// backward is linear_backward's: the sum's dy is the Linear's.
+Tensor linear_residual(const Exec& e, const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& skip);
 // linear(depthwise_conv2d(x)): ConvFormer's dwconv → pwconv2 as one op. The CPU backend runs it in
 // blocks of image rows whose depthwise output stays in cache on its way into the GEMM. Inference only.
 Tensor depthwise_linear(const Exec& e, const Tensor& x, const Tensor& dw_w, const Tensor* dw_b, const ConvGeometry& g,
@@ -83,6 +88,12 @@ Tensor depthwise_conv2d(const Exec& e, const Tensor& x, const Tensor& w, const T
 // kernel stages its input, so act(pre) is never written. Its backward is act_depthwise_conv2d_backward.
 Tensor act_depthwise_conv2d(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
                             const ConvGeometry& g);
+// depthwise_conv2d of channels [offset, offset + C) of t's (C = w.dim(0)), as MambaOut's gated CNN
+// convolves the last channels of fc1's output, in a training step where the backend convolves
+// channel slices (Backend::convolves_channel_slices: the CUDA backend reads them where they lie, so
+// no copy of the slice is written). Its backward is gated_conv_backward.
+Tensor depthwise_conv2d_slice(const Exec& e, const Tensor& t, int64_t offset, const Tensor& w, const Tensor* b,
+                              const ConvGeometry& g);
 Tensor pool_minus_input(const Exec& e, const Tensor& x, int kernel);
 // res_scale ⊙ x + layer_scale ⊙ (pool(n) − n), n = group_norm1(x): PoolFormer's norm, mixer and
 // residual as one op (norm.type must be group_norm1). In training too where the backend folds layer
@@ -238,6 +249,16 @@ Tensor conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const Co
                        bool need_dx, Tensor* dw, Tensor* db);
 Tensor depthwise_conv2d_backward(const Exec& e, const Tensor& x, const Tensor& w, const ConvGeometry& g,
                                  const Tensor& dy, Tensor* dw, Tensor* db);
+// The gated CNN's backward from z = glu(t, c, 0, hidden, act) (width hidden) with c =
+// depthwise_conv2d_slice(t, offset, w, b, g) (size-preserving; offset + c's channels = 2 · hidden =
+// t's): returns dt, the gate's and values' gradients and, at [offset, offset + C), the convolution's
+// input gradient; dw and db accumulated. The same values as glu_backward (dc; zero in dt's slice),
+// depthwise_conv2d_backward on the slice and channel_slice_backward_ into dt, which is the default;
+// the CUDA backend writes the convolution's input gradient into dt's slice and reads t's slice where
+// it lies.
+Tensor gated_conv_backward(const Exec& e, const Tensor& t, const Tensor& c, int64_t hidden, int64_t offset,
+                           const Activation& act, const Tensor& w, const ConvGeometry& g, const Tensor& dz, Tensor* dw,
+                           Tensor* db);
 // The backward of act_depthwise_conv2d: returns dpre; dw, db (the convolution's) and dscale, dbias
 // (StarReLU's; null for the other activations) accumulated.
 Tensor act_depthwise_conv2d_backward(const Exec& e, const Tensor& pre, const Activation& act, const Tensor& w,

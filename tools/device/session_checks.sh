@@ -5,12 +5,19 @@
 # SBS_ONLY=1 on the still-warm machine:
 #   build.log     the build (metaformer, test-backend-ops, mf_tests)
 #   checks.log    the op cases on cuda against the reference, bf16 and fp32, grad and test, with each
-#                 switch on: the folded layer scales (METAFORMER_CUDA_FOLD_LS) and the activation in the
-#                 depthwise kernels (METAFORMER_CUDA_ACT_DW), both on by default since 2026-12-07, and
-#                 the candidate column sums without a finish kernel (METAFORMER_CUDA_COLSUM_FINISH=fused);
-#                 the model-level gtests; memcheck on their bf16 grad cases
+#                 switch on: the activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW, on by
+#                 default since 2026-12-07), the candidate column sums without a finish kernel
+#                 (METAFORMER_CUDA_COLSUM_FINISH=fused) and the residual in training's last GEMMs
+#                 (METAFORMER_CUDA_RES_LINEAR=1), the gated CNN's conv channels read and written where
+#                 they lie (METAFORMER_CUDA_SLICE_DW=1), the depthwise weight gradient's finish by lanes
+#                 (METAFORMER_CUDA_DW_FINISH=lanes); the model-level gtests, with every candidate
+#                 on; memcheck on the candidates' bf16 grad cases
 #   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1):
-#                 COLSUM_FINISH on mambaout_femto and poolformer_s12 (the most column sums a step)
+#                 COLSUM_FINISH on mambaout_femto and poolformer_s12 (the most column sums a step);
+#                 DW_FINISH serial → lanes (the depthwise weight gradient's finish by 32 lanes a
+#                 weight) on mambaout_femto; RES_LINEAR (unscaled
+#                 training halves' residual in the last GEMM) on caformer_s18 and mambaout_femto;
+#                 SLICE_DW (MambaOut's conv channels without copies) on mambaout_femto
 #   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS, all four
 #                 by default, SBS_TIMEOUT 330 s; SBS_ENV: switches for the engine's runs, e.g.
 #                 "METAFORMER_CUDA_ACT_DW=1")
@@ -32,9 +39,11 @@ echo "build rc=$?" >> "$OUT/build.log"
 T=/tmp/mfb/tests/test-backend-ops
 M=/tmp/mfb/metaformer
 {
-  for cand in "METAFORMER_CUDA_FOLD_LS=1|pool_branch,mlp_train_scaled" \
-    "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv" \
-    "METAFORMER_CUDA_COLSUM_FINISH=fused|scaled_residual,_branch,linear,glu,gated_cnn,conv2d,norm,depthwise"; do
+  for cand in "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv,gated_cnn" \
+    "METAFORMER_CUDA_COLSUM_FINISH=fused|scaled_residual,_branch,linear,glu,gated_cnn,conv2d,norm,depthwise" \
+    "METAFORMER_CUDA_RES_LINEAR=1|linear_residual,mlp_train" \
+    "METAFORMER_CUDA_SLICE_DW=1|gated_conv,glu" \
+    "METAFORMER_CUDA_DW_FINISH=lanes|depthwise,gated_conv"; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -48,6 +57,7 @@ M=/tmp/mfb/metaformer
         grep -A1 starrelu | grep -v "^--"
     fi
     [ "${QUICK:-0}" = 1 ] && continue
+    [ "$sw" = METAFORMER_CUDA_ACT_DW=1 ] && continue  # the default since 2026-12-07: memchecked then
     env "$sw" timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 \
       --mode grad --op "$ops" > /tmp/mc.log 2>&1
     echo "memcheck $sw: rc=$? $(grep 'ERROR SUMMARY' /tmp/mc.log | tail -1)"
@@ -56,9 +66,11 @@ M=/tmp/mfb/metaformer
     --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:*FusedActDepthwise*:*CudaTraining*:*FusedColumnFinish*' \
     2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
-  METAFORMER_CUDA_COLSUM_FINISH=fused timeout 120 /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*' 2>&1 | grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" |
-    sed 's/^/COLSUM_FINISH=fused: /'
+  # The candidates together (a failure here is then bisected by a call of its own)
+  METAFORMER_CUDA_COLSUM_FINISH=fused METAFORMER_CUDA_RES_LINEAR=1 METAFORMER_CUDA_SLICE_DW=1 \
+    METAFORMER_CUDA_DW_FINISH=lanes timeout 150 \
+    /tmp/mfb/tests/mf_tests --gtest_filter='*TrainGolden*cuda*:CudaTraining.*' 2>&1 |
+    grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/candidates on: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
 # images/s: model and switch, each off then on
@@ -71,7 +83,9 @@ ab_run() {  # MODEL VAR=VALUE
 }
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
-    for pair in "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \
+    for pair in "mambaout_femto|METAFORMER_CUDA_SLICE_DW|0|1" "mambaout_femto|METAFORMER_CUDA_RES_LINEAR|0|1" \
+      "caformer_s18|METAFORMER_CUDA_RES_LINEAR|0|1" "mambaout_femto|METAFORMER_CUDA_DW_FINISH|serial|lanes" \
+      "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \
       "poolformer_s12|METAFORMER_CUDA_COLSUM_FINISH|separate|fused"; do
       IFS='|' read -r model var off on <<< "$pair"
       for v in "$off" "$on"; do ab_run "$model" "$var=$v"; done

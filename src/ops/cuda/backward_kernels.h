@@ -130,11 +130,13 @@ cudaError_t pool_minus_input_backward(const T* dy, T* dx, int64_t B, int64_t H, 
 // choice. False (and no change) for a name that is no variant.
 bool set_depthwise_weight_grad_variant(const char* name);
 int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, int kh, int kw);
-// T: float or bf16 (x, dy, dx; the weight and its gradients are float).
+// T: float or bf16 (x, dy, dx; the weight and its gradients are float). ldx: x's pixel stride (0: C),
+// for an x that is a channel slice of a wider tensor; other than C only for square 3×3, 5×5 and 7×7
+// kernels (cudaErrorInvalidValue elsewhere).
 template <class T>
 cudaError_t depthwise_conv2d_backward(const T* x, const float* w, const T* dy, T* dx, float* dw, float* db, int64_t B,
                                       int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw, int sh,
-                                      int sw, int ph, int pw, double* work, cudaStream_t s);
+                                      int sw, int ph, int pw, double* work, cudaStream_t s, int64_t ldx = 0);
 
 // dw += the weight gradient of the depthwise convolution of act(x) (x the pre-activation; act applied
 // inside the map only, the padding staying zero), in the same workspace as depthwise_conv2d_backward's,

@@ -79,8 +79,11 @@ struct DepthwiseWeightGrad {
 // The common kernel sizes (3, 5, 7) with the taps known at compile time and 32-bit index arithmetic
 // (the generic kernels above spend most of their time in 64-bit divisions): the first kernels the
 // training profile asked for. Same sums in the same kind of order, so as deterministic.
+// ldx: x's pixel stride in elements, C or more (the weight-gradient kernels read x as a channel
+// slice of a wider tensor where it is one: MambaOut's conv channels inside fc1's output). dy and dx
+// are always packed (C apart).
 struct DwShape {
-  int H, W, C, Ho, Wo, sh, sw, ph, pw;
+  int H, W, C, Ho, Wo, sh, sw, ph, pw, ldx;
 };
 
 // dx: one thread per input element, the taps that read it, in double.
@@ -145,11 +148,11 @@ __global__ void depthwise_dw_fixed_kernel(const T* x, const T* dy, int rows, int
       for (int ki = 0; ki < KH; ++ki) {
         const int ih = ih0 + ki;
         if (ih < 0 || ih >= d.H) continue;
-        const T* xr = x + ((n * d.H + ih) * d.W) * d.C + c;
+        const T* xr = x + ((n * d.H + ih) * d.W) * d.ldx + c;
 #pragma unroll
         for (int kj = 0; kj < KW; ++kj) {
           const int iw = iw0 + kj;
-          if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * ld(xr[iw * d.C]);
+          if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * ld(xr[iw * d.ldx]);
         }
       }
     }
@@ -168,20 +171,20 @@ struct SlidingRow {
     for (int ki = 0; ki < KH; ++ki) {
       const int ih = oh * d.sh - d.ph + ki;
       if (ih < 0 || ih >= d.H) continue;
-      const T* xr = x_img + ih * d.W * d.C;
+      const T* xr = x_img + ih * d.W * d.ldx;
       // win[kj] holds x at iw = ow − pw + kj; start with the window of ow = −1 (win[0] unused).
       float win[KW];
       win[0] = 0.f;
 #pragma unroll
       for (int kj = 1; kj < KW; ++kj) {
         const int iw = kj - 1 - d.pw;
-        win[kj] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+        win[kj] = iw >= 0 && iw < d.W ? ld(xr[iw * d.ldx]) : 0.f;
       }
       for (int ow = 0; ow < d.Wo; ++ow) {
 #pragma unroll
         for (int kj = 0; kj + 1 < KW; ++kj) win[kj] = win[kj + 1];
         const int iw = ow + KW - 1 - d.pw;
-        win[KW - 1] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+        win[KW - 1] = iw >= 0 && iw < d.W ? ld(xr[iw * d.ldx]) : 0.f;
         const float g = ld(g_row[ow * d.C]);
 #pragma unroll
         for (int kj = 0; kj < KW; ++kj) acc[ki * KW + kj] = fmaf(g, win[kj], acc[ki * KW + kj]);
@@ -190,19 +193,19 @@ struct SlidingRow {
   }
 };
 
-// win[j] = x at input column iw0 + j of row xr (one channel, C apart), zero outside the row; `interior`
+// win[j] = x at input column iw0 + j of row xr (one channel, ldx apart), zero outside the row; `interior`
 // (the whole window inside the row) skips the bounds checks.
 template <int N, class T>
 __device__ __forceinline__ void load_row_window(float (&win)[N], const T* xr, int iw0, bool interior,
                                                 const DwShape& d) {
   if (interior) {
 #pragma unroll
-    for (int j = 0; j < N; ++j) win[j] = ld(xr[(iw0 + j) * d.C]);
+    for (int j = 0; j < N; ++j) win[j] = ld(xr[(iw0 + j) * d.ldx]);
   } else {
 #pragma unroll
     for (int j = 0; j < N; ++j) {
       const int iw = iw0 + j;
-      win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.C]) : 0.f;
+      win[j] = iw >= 0 && iw < d.W ? ld(xr[iw * d.ldx]) : 0.f;
     }
   }
 }
@@ -230,7 +233,7 @@ struct BlockedRow {
         const int ih = oh * d.sh - d.ph + ki;
         if (ih < 0 || ih >= d.H) continue;
         float win[OB + KW - 1];
-        load_row_window(win, x_img + ih * d.W * d.C, iw0, interior, d);
+        load_row_window(win, x_img + ih * d.W * d.ldx, iw0, interior, d);
 #pragma unroll
         for (int o = 0; o < OB; ++o)
 #pragma unroll
@@ -258,7 +261,7 @@ __global__ void depthwise_dw_rows_kernel(const T* x, const T* dy, int img_rows, 
   if (c < d.C)
     for (int r = r0 + threadIdx.y; r < r1; r += kRowLanes) {  // r = n · Ho + oh
       const int oh = r % d.Ho, n = r / d.Ho;
-      Row::template add<KH, KW>(acc, x + n * d.H * d.W * d.C + c, dy + r * d.Wo * d.C + c, oh, d);
+      Row::template add<KH, KW>(acc, x + n * d.H * d.W * d.ldx + c, dy + r * d.Wo * d.C + c, oh, d);
     }
   store_tap_partials<KH * KW>(acc, c, chunk, d.C, partial);
 }
@@ -304,7 +307,7 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
   if (c < d.C)
     for (int u = u0 + threadIdx.y; u < u1; u += kRowLanes) {
       const int n = u / row_units, oh0 = (u % row_units) * RH;
-      const T* x_img = x + n * d.H * d.W * d.C + c;
+      const T* x_img = x + n * d.H * d.W * d.ldx + c;
       const T* g_img = dy + n * d.Ho * d.Wo * d.C + c;
       for (int ow0 = 0; ow0 < d.Wo; ow0 += OB) {
         float g[RH][OB];
@@ -320,7 +323,7 @@ __global__ void depthwise_dw_units_kernel(const T* x, const T* dy, int units, in
           const int ih = oh0 - d.ph + j;
           if (ih < 0 || ih >= d.H) continue;
           float win[SW];
-          load_row_window(win, x_img + ih * d.W * d.C, iw0, interior, d);
+          load_row_window(win, x_img + ih * d.W * d.ldx, iw0, interior, d);
           add_input_row_products<KH, KW>(acc, g, win, j);
         }
       }
@@ -404,7 +407,7 @@ __global__ void __launch_bounds__(kColTile* kRowLanes, 2)
       const int i = tid + it * NT, g = i % G, p = i / G, ih = ih0 + p / SW, iw = iw0 + p % SW, c = c0 + g * V;
       rx[it] = make_uint4(0, 0, 0, 0);
       if (i < NX && c < d.C && ih >= 0 && ih < d.H && iw >= 0 && iw < d.W) {
-        rx[it] = *reinterpret_cast<const uint4*>(x + ((static_cast<int64_t>(n) * d.H + ih) * d.W + iw) * d.C + c);
+        rx[it] = *reinterpret_cast<const uint4*>(x + ((static_cast<int64_t>(n) * d.H + ih) * d.W + iw) * d.ldx + c);
         if constexpr (kPre) inside |= 1u << it;
       }
     }
@@ -458,7 +461,9 @@ int dw_weight_grad_variant() {
   return o >= 0 ? o : from_env;
 }
 
-// dw[c, tap] += Σ over the chunks, in order.
+// dw[c, tap] += Σ over the chunks, in order, one thread a weight (METAFORMER_CUDA_DW_FINISH=serial):
+// 49 · C threads, each adding up to 1,024 chunks alone, averaged 19 µs a launch in mambaout_femto's
+// training on an H100 (36 launches, 2.1 % of its kernel time, C = 48 – 288: 10 – 55 blocks).
 __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int chunks, int taps, int C) {
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < taps * C; i += gridDim.x * blockDim.x) {
     const int tap = i / C, c = i % C;
@@ -466,6 +471,32 @@ __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int
     for (int k = 0; k < chunks; ++k) s += partial[(static_cast<int64_t>(k) * taps + tap) * C + c];
     dw[c * taps + tap] += static_cast<float>(s);
   }
+}
+
+// The partials' layout, [chunk][tap][c], is the column sums' [chunk][column] with taps · C columns, so
+// the column sums' finish kernel (32 lanes a column, each over every 32nd chunk, then the lanes in
+// order: 32 times the threads, a 32nd of the chain each) adds them; this stores column tap · C + c.
+struct DwTapStore {
+  float* dw;
+  int taps, C;
+  __device__ void store(int64_t col, const double* s) const {
+    const int64_t tap = col / C, c = col % C;
+    dw[c * taps + tap] += static_cast<float>(s[0]);
+  }
+};
+
+// METAFORMER_CUDA_DW_FINISH: `serial` (the default until the device has measured the other) or
+// `lanes` (a candidate), read on each call so that a test can run both. Either order is fixed
+// (deterministic); the bits differ between them.
+bool dw_finish_serial() { return env_choice("METAFORMER_CUDA_DW_FINISH", {"serial", "lanes"}) != 1; }
+
+void depthwise_dw_finish(const double* work, float* dw, int chunks, int taps, int C, cudaStream_t s) {
+  const int64_t cols = static_cast<int64_t>(taps) * C;
+  if (dw_finish_serial())
+    depthwise_dw_finish_kernel<<<blocks_for(cols), kThreads, 0, s>>>(work, dw, chunks, taps, C);
+  else
+    column_finish_kernel<1><<<blocks_for(cols, kColTile), dim3(kColTile, kFinishLanes), 0, s>>>(DwTapStore{dw, taps, C},
+                                                                                               cols, chunks, work);
 }
 
 // The tiled dW kernel where the variant is tiled (the default) and it applies: bf16 (fp32's
@@ -479,7 +510,7 @@ bool launch_dw_tiled(const T* x, const T* dy, int B, const DwShape& d, int& chun
   if constexpr (sizeof(T) != 2 || KH != KW) {
     return false;
   } else {
-    const bool vec = d.C % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+    const bool vec = d.C % kVec<T> == 0 && d.ldx % kVec<T> == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(dy) % 16 == 0;
     if (dw_weight_grad_variant() != 4 || d.sh != 1 || d.sw != 1 || !vec || d.Ho < 14) return false;
     // Tiles of 16 × 8 outputs, 8 tiles a chunk (the work holds column_chunks(rows) chunks).
@@ -532,8 +563,7 @@ void depthwise_backward_fixed(const T* x, const float* w, const T* dy, T* dx, fl
       const dim3 grid(static_cast<unsigned>((d.C + kColTile - 1) / kColTile), static_cast<unsigned>(chunks));
       depthwise_dw_fixed_kernel<KH, KW, T><<<grid, block, 0, s>>>(x, dy, rows, chunks, d, work);
     }
-    depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(KH) * KW * d.C), kThreads, 0, s>>>(work, dw, chunks,
-                                                                                                  KH * KW, d.C);
+    depthwise_dw_finish(work, dw, chunks, KH * KW, d.C, s);
   }
 }
 
@@ -603,14 +633,16 @@ int64_t depthwise_backward_work(int64_t B, int64_t Ho, int64_t Wo, int64_t C, in
 template <class H_>
 cudaError_t depthwise_conv2d_backward(const H_* xh, const float* w, const H_* dyh, H_* dxh, float* dw, float* db,
                                       int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, int kh, int kw,
-                                      int sh, int sw, int ph, int pw, double* work, cudaStream_t s) {
+                                      int sh, int sw, int ph, int pw, double* work, cudaStream_t s, int64_t ldx) {
   using T = typename DevT<H_>::type;
   const T *x = dptr(xh), *dy = dptr(dyh);
   T* dx = dptr(dxh);
-  const int64_t total = B * H * W * C;
-  const bool fits_int = total < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31);
+  const int64_t total = B * H * W * C, lx = ldx > 0 ? ldx : C;
+  const bool fits_int = total < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31) &&
+                        B * H * W * lx < (int64_t{1} << 31);
   const DwShape d{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), static_cast<int>(Ho),
-                  static_cast<int>(Wo), sh, sw, ph, pw};
+                  static_cast<int>(Wo), sh, sw, ph, pw, static_cast<int>(lx)};
+  if (lx < C) return cudaErrorInvalidValue;
   if (fits_int && kh == kw && (kh == 3 || kh == 5 || kh == 7)) {
     const int b = static_cast<int>(B);
     if (kh == 3) depthwise_backward_fixed<3, 3>(x, w, dy, dx, dw, b, d, work, s);
@@ -619,6 +651,7 @@ cudaError_t depthwise_conv2d_backward(const H_* xh, const float* w, const H_* dy
     if (db) column_sums<1>(ColumnSum<T>{dy, db, C}, B * Ho * Wo, C, work, s);  // after dw's finish: work is free
     return cudaGetLastError();
   }
+  if (lx != C) return cudaErrorInvalidValue;  // a strided x: the fixed kernels' only
   if (dx && total > 0)
     depthwise_dx_kernel<T><<<blocks_for(total), kThreads, 0, s>>>(w, dy, dx, total, H, W, C, Ho, Wo, kh, kw, sh, sw,
                                                                   ph, pw);
@@ -631,10 +664,10 @@ cudaError_t depthwise_conv2d_backward(const H_* xh, const float* w, const H_* dy
 }
 template cudaError_t depthwise_conv2d_backward(const float*, const float*, const float*, float*, float*, float*,
                                                int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int,
-                                               int, int, double*, cudaStream_t);
+                                               int, int, double*, cudaStream_t, int64_t);
 template cudaError_t depthwise_conv2d_backward(const bf16*, const float*, const bf16*, bf16*, float*, float*, int64_t,
                                                int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int,
-                                               int, double*, cudaStream_t);
+                                               int, double*, cudaStream_t, int64_t);
 
 namespace {
 // The weight gradient of depthwise(act(x)) by the tiled kernel with act applied in its staging, for
@@ -651,8 +684,7 @@ bool act_dw_grad_tiled(const T* x, const kernels::Act& act, const T* dy, float* 
   else if (act.kind == kernels::ActKind::GELU)
     launched = launch_dw_tiled<K, K, T, kGelu>(x, dy, B, d, chunks, work, s, act);
   if (!launched) return false;
-  depthwise_dw_finish_kernel<<<blocks_for(static_cast<int64_t>(K) * K * d.C), kThreads, 0, s>>>(work, dw, chunks, K * K,
-                                                                                                d.C);
+  depthwise_dw_finish(work, dw, chunks, K * K, d.C, s);
   return true;
 }
 }  // namespace
@@ -667,7 +699,7 @@ cudaError_t act_depthwise_weight_grad(const H_* xh, Act act, const H_* dyh, floa
   const bool fits_int = B * H * W * C < (int64_t{1} << 31) && B * Ho * Wo * C < (int64_t{1} << 31);
   if (!dw || !fits_int || kh != kw || B * Ho * Wo <= 0) return cudaGetLastError();
   const DwShape d{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), static_cast<int>(Ho),
-                  static_cast<int>(Wo), sh, sw, ph, pw};
+                  static_cast<int>(Wo), sh, sw, ph, pw, static_cast<int>(C)};
   const kernels::Act a{static_cast<kernels::ActKind>(act.kind), act.scale, act.bias, act.threshold, act.scale_p,
                        act.bias_p};
   const int b = static_cast<int>(B);

@@ -270,10 +270,15 @@ class CudaBackend final : public CudaFamilyOps {
   bool fuses_act_into_depthwise() const override {
     return !simple_kernels() && env_choice("METAFORMER_CUDA_ACT_DW", {"0", "1"}) != 0;
   }
-  void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor& ls,
+  void linear_scaled_residual(const Tensor& h, const Tensor& w, const Tensor* b, const Tensor* ls,
                               const Tensor& skip, Tensor& y) override {
-    residual_linear(h, w, b, &ls, skip, y);
+    residual_linear(h, w, b, ls, skip, y);
   }
+  // METAFORMER_CUDA_RES_LINEAR (a candidate, off by default until measured; read on each call so
+  // that a test can train with and without it): `1` runs training's unscaled halves' last Linear with
+  // the residual as the GEMM's C (docs/cuda.md), so the branch output is neither written nor read by
+  // a residual kernel: ConvFormer's and CAFormer's stages 1–2, every MambaOut block.
+  bool fuses_residual_into_linear() const override { return env_choice("METAFORMER_CUDA_RES_LINEAR", {"0", "1"}) == 1; }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {
     return cuda::run_recorded(owner, x, pass);
@@ -395,6 +400,25 @@ class CudaBackend final : public CudaFamilyOps {
                              k::Act{}, k::Act{}, stream()),
          "depthwise_conv2d");
     });
+  }
+  // The slice read where it lies (x stride t's channels), as inference's gated_cnn_branch does.
+  void depthwise_conv2d_slice(const Tensor& t, int64_t offset, const Tensor& w, const Tensor* b, const ConvGeometry& g,
+                              Tensor& y) override {
+    if (simple_kernels()) return Backend::depthwise_conv2d_slice(t, offset, w, b, g, y);
+    const int64_t Ct = t.dim(3), C = w.dim(0);
+    typed([&](auto tag) {
+      using T = decltype(tag);
+      ok(k::depthwise_conv2d(in<T>(t) + offset, Ct, depthwise_weight(w), dev(b), out<T>(y), C, t.dim(0), t.dim(1),
+                             t.dim(2), C, y.dim(1), y.dim(2), g.kernel_h, g.kernel_w, g.stride_h, g.stride_w, g.pad_h,
+                             g.pad_w, k::Act{}, k::Act{}, stream()),
+         "depthwise_conv2d_slice");
+    });
+  }
+  // METAFORMER_CUDA_SLICE_DW (a candidate, off by default until measured; read on each call so that
+  // a test can train with and without it): `1` runs MambaOut's training gated CNN through
+  // depthwise_conv2d_slice and gated_conv_backward (docs/cuda.md). The plain kernels read no slices.
+  bool convolves_channel_slices() const override {
+    return !simple_kernels() && env_choice("METAFORMER_CUDA_SLICE_DW", {"0", "1"}) == 1;
   }
   void act_depthwise_conv2d(const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
                             const ConvGeometry& g, Tensor& y) override {

@@ -461,6 +461,43 @@ void CudaBackwardOps::depthwise_conv2d_backward(const Tensor& x, const Tensor& w
   gb.finish();
 }
 
+// The gated CNN's backward without the conv channels' copies: glu_backward writes dt (zero in the
+// conv slice) and dc; the forward kernel with the flipped weights (as depthwise_conv2d_backward's dx)
+// then writes the slice's gradient into dt where it lies (y stride Ct), and the weight-gradient
+// kernels read t's slice where it lies (ldx = Ct). The same kernels, sums and orders as the separate
+// ops (glu_backward, depthwise_conv2d_backward on the copy, channel_slice_backward adding into the
+// zeros), so the same bits. Elsewhere (other strides or kernel sizes, the gather dx, a host
+// gradient) the default: those separate ops.
+void CudaBackwardOps::gated_conv_backward(const Tensor& t, const Tensor& c, int64_t hidden, int64_t offset,
+                                          const Activation& act, const Tensor& w, const ConvGeometry& g,
+                                          const Tensor& dz, Tensor& dt, Tensor* dw, Tensor* db) {
+  const int kh = g.kernel_h, kw = g.kernel_w;
+  const bool applies = dt.device() == Device::CUDA && dt.dtype() == activation_dtype() && g.stride_h == 1 &&
+                       g.stride_w == 1 && kh == kw && (kh == 3 || kh == 5 || kh == 7) && g.pad_h <= kh - 1 &&
+                       g.pad_w <= kw - 1 && !gather_depthwise_dx();
+  if (!applies) return Backend::gated_conv_backward(t, c, hidden, offset, act, w, g, dz, dt, dw, db);
+  Tensor dc = Tensor::empty(c.shape(), Device::CUDA, activation_dtype());
+  glu_backward(t, &c, 0, hidden, act, dz, dt, &dc);
+  const int64_t B = t.dim(0), H = t.dim(1), W = t.dim(2), Ct = t.dim(3), C = c.dim(3);
+  Widened f;
+  Tensor flipped = Tensor::empty({static_cast<int64_t>(kh) * kw * C}, Device::CUDA);
+  ok(bw::depthwise_weight_flip_hwc(f.in(w), flipped.data(), C, kh, kw, stream()), "gated_conv backward: flip");
+  DeviceGrad gw(dw, true), gb(db, true);
+  Work work(bw::depthwise_backward_work(B, H, W, C, kh, kw));
+  typed_acts(activation_dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    ok(cuda::kernels::depthwise_conv2d(f.act<T>(dc), C, flipped.data(), nullptr, f.act_out<T>(dt) + offset, Ct, B, H, W,
+                                       C, H, W, kh, kw, 1, 1, kh - 1 - g.pad_h, kw - 1 - g.pad_w,
+                                       cuda::kernels::Act{}, cuda::kernels::Act{}, stream()),
+       "gated_conv backward: dx");
+    ok(bw::depthwise_conv2d_backward(f.act<T>(t) + offset, f.in(w), f.act<T>(dc), static_cast<T*>(nullptr), gw.get(),
+                                     gb.get(), B, H, W, C, H, W, kh, kw, 1, 1, g.pad_h, g.pad_w, work.p, stream(), Ct),
+       "gated_conv backward: weight");
+  });
+  gw.finish();
+  gb.finish();
+}
+
 // The backward of act_depthwise_conv2d (the forward kernel applied act as it staged pre): dh by
 // depthwise_conv2d_backward's own path (which reads its x only for dw, so pre stands in), with db; dW
 // by the tiled kernel applying act as it stages pre, where that kernel applies, else from act(pre)

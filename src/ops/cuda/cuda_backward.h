@@ -54,6 +54,11 @@ class CudaBackwardOps : public Backend {
                        Tensor* dw, Tensor* db) override;
   void depthwise_conv2d_backward(const Tensor& x, const Tensor& w, const ConvGeometry& g, const Tensor& dy,
                                  Tensor* dx, Tensor* dw, Tensor* db) override;
+  // dt's conv channels written by the flipped forward kernel where they lie, and dw from t's slice
+  // where it lies, where the kernels apply (stride 1, square 3×3 to 7×7): see cuda_backward.cpp.
+  void gated_conv_backward(const Tensor& t, const Tensor& c, int64_t hidden, int64_t offset, const Activation& act,
+                           const Tensor& w, const ConvGeometry& g, const Tensor& dz, Tensor& dt, Tensor* dw,
+                           Tensor* db) override;
   // Without act(pre) in memory where the tiled dW kernel applies: see cuda_backward.cpp.
   void act_depthwise_conv2d_backward(const Tensor& pre, const Activation& act, const Tensor& w, const ConvGeometry& g,
                                      const Tensor& dy, Tensor& dpre, Tensor* dw, Tensor* db, Tensor* dscale,

@@ -933,13 +933,20 @@ const std::vector<OpCase>& op_cases() {
                    [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
                      return std::vector<Tensor>{op::attention_backward(e, in[0], a.heads, a.d, scale, dy)};
                    }});
-      // The training step's forward kernel (head-major copies) on the same shapes.
+      // The training step's forward kernel (head-major copies) on the same shapes, and its backward
+      // given the forward's output and statistics where the backend keeps them
+      // (Backend::attention_training_stats; the CUDA backend with METAFORMER_CUDA_ATTN_STATS=1).
       v.push_back({fmt::format("attention_training/B{} N{} heads{} d{}", a.b, a.n, a.heads, a.d), OpKind::Attention,
                    1e-5, {{{a.b, a.n, 3 * a.heads * a.d}, -2.f, 2.f}},
                    [=](const Exec& e, const std::vector<Tensor>& in) {
-                     return op::attention(e, in[0], a.heads, a.d, scale, /*training=*/true);
+                     Tensor stats;
+                     return op::attention(e, in[0], a.heads, a.d, scale, /*training=*/true, &stats);
                    },
-                   nullptr});
+                   [=](const Exec& e, const std::vector<Tensor>& in, const Tensor& dy) {
+                     Tensor stats;
+                     Tensor y = op::attention(e, in[0], a.heads, a.d, scale, /*training=*/true, &stats);
+                     return std::vector<Tensor>{op::attention_backward(e, in[0], a.heads, a.d, scale, dy, &y, &stats)};
+                   }});
     }
 
     for (Shape x : {Shape{3, 49, 37}, Shape{1, 16, 8}})

@@ -37,11 +37,17 @@ class Attention : public TokenMixer {
   Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
     const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
     Tensor qkv = qkv_->run(ctx, x.reshape({B, N, C}));
+    Tensor stats;
     Tensor o = causal_ ? op::causal_attention(ctx.exec, qkv, heads_, head_dim_, scale())
-                       : op::attention(ctx.exec, qkv, heads_, head_dim_, scale(), ctx.training);
+                       : op::attention(ctx.exec, qkv, heads_, head_dim_, scale(), ctx.training,
+                                       ctx.training ? &stats : nullptr);
     if (ctx.training) {
       saved_qkv_ = qkv;
       saved_shape_ = x.shape();
+      // Where the backend kept the softmax's statistics, its backward reads them with the output
+      // (which proj keeps anyway: no memory of its own).
+      saved_o_ = stats.defined() ? o : Tensor();
+      saved_stats_ = stats;
     }
     Tensor y = skip ? proj_->run_residual_train(ctx, o, skip->reshape({B, N, C})) : proj_->run(ctx, o);
     return y.reshape(x.shape());
@@ -51,8 +57,9 @@ class Attention : public TokenMixer {
     const int64_t B = dy.dim(0), N = dy.dim(1) * dy.dim(2), C = dy.dim(3);
     Tensor d_attn = proj_->backward(ctx, dy.reshape({B, N, C}));
     Tensor d_qkv = causal_ ? op::causal_attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn)
-                           : op::attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn);
-    saved_qkv_ = Tensor();
+                           : op::attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn,
+                                                    &saved_o_, &saved_stats_);
+    saved_qkv_ = saved_o_ = saved_stats_ = Tensor();
     return qkv_->backward(ctx, d_qkv).reshape(saved_shape_);
   }
 
@@ -62,7 +69,7 @@ class Attention : public TokenMixer {
   bool causal_;
   Linear* qkv_;
   Linear* proj_;
-  Tensor saved_qkv_;
+  Tensor saved_qkv_, saved_o_, saved_stats_;
   Shape saved_shape_;
 };
 }  // namespace

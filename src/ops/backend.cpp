@@ -119,6 +119,15 @@ void Backend::mlp(const Tensor& x, const Tensor& w1, const Tensor* b1, const Act
 void Backend::attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y) {
   attention(qkv, heads, head_dim, scale, y);
 }
+void Backend::attention_training_stats(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y,
+                                       Tensor& stats) {
+  stats = Tensor();
+  attention_training(qkv, heads, head_dim, scale, y);
+}
+void Backend::attention_backward_stats(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                       const Tensor&, const Tensor&, Tensor& dqkv) {
+  attention_backward(qkv, heads, head_dim, scale, dy, dqkv);
+}
 void Backend::linear_act(const Tensor& x, const Tensor& w, const Tensor* b, const Activation& act, Tensor& y) {
   linear(x, w, b, y);
   activation(y, act, y);

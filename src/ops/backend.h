@@ -217,6 +217,11 @@ class Backend {
   // default attention(). (The CPU backend's inference kernel reads strided views and rounds
   // differently; training keeps the head-major kernel its golden gradients were checked with.)
   virtual void attention_training(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y);
+  // The same, also giving the softmax's statistics where this backend's backward reads them: stats
+  // [B, heads, N] fp32, each query row's log-sum-exp of its scaled scores (attention_backward_stats).
+  // By default attention_training, stats left undefined.
+  virtual void attention_training_stats(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y,
+                                        Tensor& stats);
   // r [M, N], x [B, N, C], bias [M] or null -> y[b] = r · x[b] + bias (a linear map over tokens)
   virtual void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y);
   // x [B, C, H, W] -> y [B, H, W, C]
@@ -425,6 +430,11 @@ class Backend {
   virtual void global_avg_pool_backward(const Tensor& dy, Tensor& dx);
   virtual void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                                   Tensor& dqkv);
+  // The same given the forward's output y and its stats (attention_training_stats, defined): P from
+  // the log-sum-exp and D = Σ dO ⊙ y per row, as FlashAttention-2's backward takes them, instead of a
+  // pass over the scores for them. By default attention_backward.
+  virtual void attention_backward_stats(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                        const Tensor& y, const Tensor& stats, Tensor& dqkv);
   virtual void token_mix_backward(const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dx, Tensor* dr,
                                   Tensor* dbias);
   // dx [..., C] += dy scattered to channels [offset, offset + width)

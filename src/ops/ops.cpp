@@ -387,7 +387,8 @@ Tensor global_avg_pool(const Exec& e, const Tensor& x) {
   return y;
 }
 
-Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, bool training) {
+Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, bool training,
+                 Tensor* stats) {
   check_rank(qkv, 3, OpKind::Attention);
   const int64_t A = static_cast<int64_t>(heads) * head_dim;
   MF_CHECK(heads > 0 && head_dim > 0 && qkv.dim(2) == 3 * A,
@@ -395,7 +396,9 @@ Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, floa
   Tensor y = out(e, {qkv.dim(0), qkv.dim(1), A});
   const int64_t N = qkv.dim(1);
   Timed t(e, OpKind::Attention, 2 * qkv.dim(0) * N * N * A);
-  if (training)
+  if (training && stats)
+    e.backend->attention_training_stats(qkv, heads, head_dim, scale, y, *stats);
+  else if (training)
     e.backend->attention_training(qkv, heads, head_dim, scale, y);
   else
     e.backend->attention(qkv, heads, head_dim, scale, y);
@@ -1048,7 +1051,8 @@ Tensor global_avg_pool_backward(const Exec& e, const Tensor& dy, const Shape& x_
   return dx;
 }
 
-Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy) {
+Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                          const Tensor* y, const Tensor* stats) {
   const int64_t A = static_cast<int64_t>(heads) * head_dim;
   MF_CHECK(qkv.ndim() == 3 && qkv.dim(2) == 3 * A && dy.ndim() == 3 && dy.dim(0) == qkv.dim(0) &&
                dy.dim(1) == qkv.dim(1) && dy.dim(2) == A,
@@ -1056,7 +1060,14 @@ Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_
   Tensor dqkv = out(e, qkv.shape());
   const int64_t N = qkv.dim(1);
   Timed t(e, OpKind::Attention, 5 * qkv.dim(0) * N * N * A);
-  e.backend->attention_backward(qkv, heads, head_dim, scale, dy, dqkv);
+  if (y && stats && y->defined() && stats->defined()) {
+    MF_CHECK(y->shape() == dy.shape() && stats->shape() == Shape({qkv.dim(0), heads, N}),
+             "attention backward: the forward's output {} and statistics {} for dy {}", y->shape().str(),
+             stats->shape().str(), dy.shape().str());
+    e.backend->attention_backward_stats(qkv, heads, head_dim, scale, dy, *y, *stats, dqkv);
+  } else {
+    e.backend->attention_backward(qkv, heads, head_dim, scale, dy, dqkv);
+  }
   return dqkv;
 }
 

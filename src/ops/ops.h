@@ -125,7 +125,10 @@ Tensor scaled_residual_new(const Exec& e, const Tensor& x, const Tensor* res_sca
                            const Tensor* layer_scale);
 Tensor global_avg_pool(const Exec& e, const Tensor& x);
 // `training`: the forward pass that attention_backward pairs with (see Backend::attention_training).
-Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, bool training = false);
+// stats (training only, may be null): the softmax's statistics where the backend keeps them
+// (Backend::attention_training_stats; undefined elsewhere), for attention_backward.
+Tensor attention(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, bool training = false,
+                 Tensor* stats = nullptr);
 // y[b] = r · x[b] (+ bias[m] on output token m): r [M, N], x [B, N, C] -> [B, M, C]
 Tensor token_mix(const Exec& e, const Tensor& r, const Tensor& x, const Tensor* bias = nullptr);
 // A contiguous copy of channels [offset, offset + width) of the last dimension.
@@ -293,7 +296,10 @@ std::pair<Tensor, Tensor> scaled_residual_backward(const Exec& e, const Tensor& 
                                                    const Tensor& branch, const Tensor* layer_scale, const Tensor& dy,
                                                    Tensor* d_res_scale, Tensor* d_layer_scale, bool need_dx = true);
 Tensor global_avg_pool_backward(const Exec& e, const Tensor& dy, const Shape& x_shape);
-Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy);
+// y, stats: the training forward's output and statistics (op::attention's stats), where it gave them
+// (defined): the backend's backward then reads them (Backend::attention_backward_stats).
+Tensor attention_backward(const Exec& e, const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                          const Tensor* y = nullptr, const Tensor* stats = nullptr);
 Tensor token_mix_backward(const Exec& e, const Tensor& r, const Tensor& x, const Tensor& dy, Tensor* dr,
                           Tensor* dbias = nullptr);
 // dx += dy placed at channels [offset, offset + width) (dx is accumulated, not overwritten).

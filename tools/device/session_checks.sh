@@ -10,20 +10,24 @@
 #                 (METAFORMER_CUDA_COLSUM_FINISH=fused) and the residual in training's last GEMMs
 #                 (METAFORMER_CUDA_RES_LINEAR=1), the gated CNN's conv channels read and written where
 #                 they lie (METAFORMER_CUDA_SLICE_DW=1), the depthwise weight gradient's finish by lanes
-#                 (METAFORMER_CUDA_DW_FINISH=lanes); the model-level gtests, with every candidate
+#                 (METAFORMER_CUDA_DW_FINISH=lanes), the attention backward from the forward's
+#                 statistics (METAFORMER_CUDA_ATTN_STATS=1); the model-level gtests, with every candidate
 #                 on; memcheck on the candidates' bf16 grad cases
 #   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1):
 #                 COLSUM_FINISH on mambaout_femto and poolformer_s12 (the most column sums a step);
 #                 DW_FINISH serial → lanes (the depthwise weight gradient's finish by 32 lanes a
 #                 weight) on mambaout_femto; RES_LINEAR (unscaled
 #                 training halves' residual in the last GEMM) on caformer_s18 and mambaout_femto;
-#                 SLICE_DW (MambaOut's conv channels without copies) on mambaout_femto
+#                 SLICE_DW (MambaOut's conv channels without copies) on mambaout_femto; ATTN_STATS (the
+#                 attention backward from the forward's log-sum-exps) on caformer_s18
 #   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS, all four
 #                 by default, SBS_TIMEOUT 330 s; SBS_ENV: switches for the engine's runs, e.g.
 #                 "METAFORMER_CUDA_ACT_DW=1")
 # QUICK=1: the build, the bf16 op cases and the gtests only (about 100 s on an H100).
 # SBS_ONLY=1: only the side by side, on the binaries an earlier call of this machine built (/tmp/mfb).
 # NO_SBS=1: everything but the side by side (the whole run can pass a call's 600 s: split it in two).
+# NO_AB=1: the build and the checks only; AB_ONLY=1: the A/B only, on an earlier call's binaries (then the
+# side by side unless NO_SBS=1). Three calls on one warm machine: NO_AB=1, AB_ONLY=1 NO_SBS=1, SBS_ONLY=1.
 set -uo pipefail
 : "${OUT:?set OUT}"
 export PATH=/usr/local/cuda/bin:$PATH
@@ -34,16 +38,18 @@ sbs() {
   echo "sbs rc=$?" >> "$OUT/trainsbs.md"
 }
 if [ "${SBS_ONLY:-0}" = 1 ]; then sbs; exit 0; fi
-BUILD_TARGETS="metaformer test-backend-ops mf_tests" bash build/cuda-device/cuda_check.sh build > "$OUT/build.log" 2>&1
-echo "build rc=$?" >> "$OUT/build.log"
 T=/tmp/mfb/tests/test-backend-ops
 M=/tmp/mfb/metaformer
+if [ "${AB_ONLY:-0}" != 1 ]; then
+BUILD_TARGETS="metaformer test-backend-ops mf_tests" bash build/cuda-device/cuda_check.sh build > "$OUT/build.log" 2>&1
+echo "build rc=$?" >> "$OUT/build.log"
 {
   for cand in "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv,gated_cnn" \
     "METAFORMER_CUDA_COLSUM_FINISH=fused|scaled_residual,_branch,linear,glu,gated_cnn,conv2d,norm,depthwise" \
     "METAFORMER_CUDA_RES_LINEAR=1|linear_residual,mlp_train" \
     "METAFORMER_CUDA_SLICE_DW=1|gated_conv,glu" \
-    "METAFORMER_CUDA_DW_FINISH=lanes|depthwise,gated_conv"; do
+    "METAFORMER_CUDA_DW_FINISH=lanes|depthwise,gated_conv" \
+    "METAFORMER_CUDA_ATTN_STATS=1|attention"; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -68,11 +74,13 @@ M=/tmp/mfb/metaformer
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
   # The candidates together (a failure here is then bisected by a call of its own)
   METAFORMER_CUDA_COLSUM_FINISH=fused METAFORMER_CUDA_RES_LINEAR=1 METAFORMER_CUDA_SLICE_DW=1 \
-    METAFORMER_CUDA_DW_FINISH=lanes timeout 150 \
+    METAFORMER_CUDA_DW_FINISH=lanes METAFORMER_CUDA_ATTN_STATS=1 timeout 150 \
     /tmp/mfb/tests/mf_tests --gtest_filter='*TrainGolden*cuda*:CudaTraining.*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/candidates on: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
+[ "${NO_AB:-0}" = 1 ] && exit 0  # NO_AB=1: the build and the checks; the A/B in a second call (AB_ONLY=1)
+fi
 # images/s: model and switch, each off then on
 ab_run() {  # MODEL VAR=VALUE
   rm -rf /tmp/ab
@@ -84,7 +92,8 @@ ab_run() {  # MODEL VAR=VALUE
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
     for pair in "mambaout_femto|METAFORMER_CUDA_SLICE_DW|0|1" "mambaout_femto|METAFORMER_CUDA_RES_LINEAR|0|1" \
-      "caformer_s18|METAFORMER_CUDA_RES_LINEAR|0|1" "mambaout_femto|METAFORMER_CUDA_DW_FINISH|serial|lanes" \
+      "caformer_s18|METAFORMER_CUDA_RES_LINEAR|0|1" "caformer_s18|METAFORMER_CUDA_ATTN_STATS|0|1" \
+      "mambaout_femto|METAFORMER_CUDA_DW_FINISH|serial|lanes" \
       "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \
       "poolformer_s12|METAFORMER_CUDA_COLSUM_FINISH|separate|fused"; do
       IFS='|' read -r model var off on <<< "$pair"

@@ -23,6 +23,11 @@
 //     dV += Pᵀ·dO (dO transposed), dK += dSᵀ·Q (q transposed);
 //   C (per query block): S and dP again, dQ += dS·K (k transposed).
 // Sums in a fixed order, no atomics: runs repeat bit for bit.
+// With the forward's output y and log-sum-exps (lse; METAFORMER_CUDA_ATTN_STATS=1, a candidate),
+// phase A goes: each row's m is its log-sum-exp, 1 / l is 1 and D = Σ dO ⊙ y over the head's
+// dimensions (FlashAttention-2's), so 2 of the 9 products a (query block, key tile) pair and a third
+// of the exponentials are not computed. D then comes from the bf16-rounded output rather than from
+// P ⊙ dP, a difference of bf16's rounding.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -103,7 +108,8 @@ __device__ __forceinline__ void store_rows(const float (&acc)[kD / 8][4], bf* to
 }
 
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
-    attention_backward_mma_kernel(const bf* qkv, const bf* dy, bf* dqkv, int N, int Np, int heads, float scale) {
+    attention_backward_mma_kernel(const bf* qkv, const bf* dy, bf* dqkv, int N, int Np, int heads, float scale,
+                                  const bf* y, const float* lse) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int g = lane >> 2, t = lane & 3;
@@ -149,9 +155,29 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   __syncthreads();
 
   const int KT = Np / 16;
+  if (lse) {  // the statistics from the forward: a thread a row
+    for (int i = threadIdx.x; i < Np; i += blockDim.x) {
+      float m = 0.f, d = 0.f;
+      if (i < N) {
+        m = lse[(static_cast<int64_t>(b) * heads + h) * N + i];
+        const bf* yr = y + (static_cast<int64_t>(b) * N + i) * A + h * kD;
+#pragma unroll
+        for (int d0 = 0; d0 < kD; d0 += 8) {
+          const uint4 raw = *reinterpret_cast<const uint4*>(yr + d0);
+          const bf* ye = reinterpret_cast<const bf*>(&raw);
+#pragma unroll
+          for (int e = 0; e < 8; ++e) d += __bfloat162float(ye[e]) * __bfloat162float(Gs[i * kRow + d0 + e]);
+        }
+      }
+      stats[i] = m;
+      stats[Np + i] = 1.f;
+      stats[2 * Np + i] = d;
+    }
+  }
+  __syncthreads();
   // A. Per query block: the rows' statistics, online over the key tiles. A lane holds rows g
   // (index 0) and g + 8 (index 1); the 4 lanes of a row share its running max.
-  for (int qb = warp; qb < KT; qb += warps) {
+  for (int qb = lse ? KT : warp; qb < KT; qb += warps) {
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, d[2] = {0.f, 0.f};
     for (int kt = 0; kt < KT; ++kt) {
       float s[2][4], dp[2][4];
@@ -244,14 +270,15 @@ size_t shared_bytes(int64_t Np) {
 }  // namespace
 
 bool attention_backward_mma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
-                                     const void* dqkv) {
+                                     const void* dqkv, const void* y) {
   const bool aligned = reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0 &&
-                       reinterpret_cast<uintptr_t>(dqkv) % 4 == 0;
+                       reinterpret_cast<uintptr_t>(dqkv) % 4 == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
   return head_dim == kD && N >= 1 && heads >= 1 && aligned && shared_bytes(padded(N)) <= 200 * 1024;
 }
 
 cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,
-                                   float scale, cudaStream_t s) {
+                                   float scale, cudaStream_t s, const bf16* y, const float* lse) {
+  if ((y == nullptr) != (lse == nullptr)) return cudaErrorInvalidValue;
   if (batch <= 0 || N <= 0) return cudaGetLastError();
   if (batch * heads > 0x7fffffff) return cudaErrorInvalidValue;
   const int64_t Np = padded(N);
@@ -263,7 +290,7 @@ cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, 
   const int warps = static_cast<int>(std::min<int64_t>(kMaxWarps, 2 * (Np / 16)));
   attention_backward_mma_kernel<<<static_cast<unsigned>(batch * heads), warps * 32, bytes, s>>>(
       reinterpret_cast<const bf*>(qkv), reinterpret_cast<const bf*>(dy), reinterpret_cast<bf*>(dqkv),
-      static_cast<int>(N), static_cast<int>(Np), heads, scale);
+      static_cast<int>(N), static_cast<int>(Np), heads, scale, reinterpret_cast<const bf*>(y), lse);
   return cudaGetLastError();
 }
 

@@ -205,11 +205,13 @@ cudaError_t attention_backward_wmma(const bf16* qkv, const bf16* dy, bf16* dqkv,
 
 // The key-tile kernel's phases with raw mma.sync, P and dS in registers (attention_backward_mma.cu;
 // the default with bf16 activations since 2026-12-05). Head size 32, bf16, any token count whose
-// head fits in 200 KB of shared memory; qkv and dy 16-byte aligned.
+// head fits in 200 KB of shared memory; qkv, dy and y (where given) 16-byte aligned. y and lse (both or
+// neither): the forward's output [B, N, heads · 32] and log-sum-exps [B, heads, N]
+// (kernels::attention's lse), which stand in for the kernel's first pass over the scores.
 bool attention_backward_mma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
-                                     const void* dqkv);
+                                     const void* dqkv, const void* y = nullptr);
 cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, int64_t batch, int64_t N, int heads,
-                                   float scale, cudaStream_t s);
+                                   float scale, cudaStream_t s, const bf16* y = nullptr, const float* lse = nullptr);
 
 // Cross-entropy with soft targets, logits and target [B, K]: loss[b] = −Σ target · log_softmax(logits),
 // dlogits = (softmax(logits) − target) · grad_scale (both overwritten).

@@ -695,6 +695,19 @@ class CudaBackend final : public CudaFamilyOps {
       ok(k::attention(in<T>(qkv), out<T>(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream()), "attention");
     });
   }
+  // METAFORMER_CUDA_ATTN_STATS (a candidate, off by default until measured; read on each call so that
+  // a test can run both): `1` keeps the tensor-core forward's log-sum-exps in training, which the
+  // mma backward then reads instead of its first pass over the scores (attention_backward_mma.cu).
+  void attention_training_stats(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y,
+                                Tensor& stats) override {
+    const bool keep = bf16_ && !simple_kernels() && env_choice("METAFORMER_CUDA_ATTN_STATS", {"0", "1"}) == 1 &&
+                      k::attention_writes_lse(in<bf16>(qkv), out<bf16>(y), head_dim);
+    if (!keep) return Backend::attention_training_stats(qkv, heads, head_dim, scale, y, stats);
+    stats = Tensor::empty({qkv.dim(0), heads, qkv.dim(1)}, Device::CUDA);
+    ok(k::attention(in<bf16>(qkv), out<bf16>(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream(),
+                    stats.data()),
+       "attention");
+  }
   void token_mix(const Tensor& r, const Tensor& x, const Tensor* bias, Tensor& y) override {
     // y[b] (M×C row-major) = r (M×N) · x[b] (N×C): column-major y[b]ᵀ = x[b]ᵀ · rᵀ, one strided batch.
     const int64_t B = x.dim(0), N = x.dim(1), C = x.dim(2), M = r.dim(0);

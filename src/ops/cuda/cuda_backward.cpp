@@ -683,6 +683,25 @@ void CudaBackwardOps::attention_backward(const Tensor& qkv, int heads, int head_
   }
 }
 
+// The forward's log-sum-exps and output in place of the mma kernel's phase A (attention_backward_mma.cu),
+// where the mma kernel is the chosen one and applies; elsewhere attention_backward, which ignores them.
+void CudaBackwardOps::attention_backward_stats(const Tensor& qkv, int heads, int head_dim, float scale,
+                                               const Tensor& dy, const Tensor& y, const Tensor& stats, Tensor& dqkv) {
+  const bool bf16_here = activation_dtype() == DType::bf16 && y.device() == Device::CUDA && y.dtype() == DType::bf16 &&
+                         stats.device() == Device::CUDA && dqkv.device() == Device::CUDA;
+  if (bf16_here && attention_backward_version() == AttnBwd::mma) {
+    Widened f;
+    const bf16 *q = f.in16(qkv), *g = f.in16(dy), *o = f.in16(y);
+    bf16* d = f.out16(dqkv);
+    if (bw::attention_backward_mma_supports(qkv.dim(1), heads, head_dim, q, g, d, o)) {
+      ok(bw::attention_backward_mma(q, g, d, qkv.dim(0), qkv.dim(1), heads, scale, stream(), o, stats.data()),
+         "attention backward (mma, the forward's statistics)");
+      return;
+    }
+  }
+  attention_backward(qkv, heads, head_dim, scale, dy, dqkv);
+}
+
 void CudaBackwardOps::channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) {
   Widened f;
   const int64_t C = dx.shape().last(), width = dy.shape().last();

@@ -82,6 +82,9 @@ class CudaBackwardOps : public Backend {
   void global_avg_pool_backward(const Tensor& dy, Tensor& dx) override;
   // P and dS materialised (N×N per sample and head, in double), the batch cut into chunks of at most
   // 1 GiB of them: the straightforward version, before a flash-style backward.
+  // The mma kernel without its first pass, where it runs (bf16, head size 32): see cuda_backward.cpp.
+  void attention_backward_stats(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
+                                const Tensor& y, const Tensor& stats, Tensor& dqkv) override;
   void attention_backward(const Tensor& qkv, int heads, int head_dim, float scale, const Tensor& dy,
                           Tensor& dqkv) override;
   void channel_slice_backward(const Tensor& dy, int64_t offset, Tensor& dx) override;

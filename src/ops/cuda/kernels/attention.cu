@@ -117,7 +117,8 @@ constexpr int kKPad = kD + 8;         // K tile row (bf16): 80 bytes, conflict-f
 constexpr int kVPad = kMmaKeys + 8;   // transposed V tile row (bf16)
 
 __global__ void __launch_bounds__(kMmaWarps * 32)
-    attn_mma_d32_kernel(const __nv_bfloat16* qkv, __nv_bfloat16* y, int64_t N, int heads, float scale_log2) {
+    attn_mma_d32_kernel(const __nv_bfloat16* qkv, __nv_bfloat16* y, int64_t N, int heads, float scale_log2,
+                        float* lse) {
   __shared__ __align__(16) __nv_bfloat16 Ks[kMmaKeys][kKPad];
   __shared__ __align__(16) __nv_bfloat16 Vt[kD][kVPad];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -241,6 +242,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     l_hi += __shfl_xor_sync(0xffffffffu, l_hi, off);
   }
   const float inv_lo = 1.f / l_lo, inv_hi = 1.f / l_hi;
+  if (lse && t == 0) {  // natural log of Σ exp(s · scale): m and l are in log2 units
+    constexpr float kLn2 = 0.69314718055994531f;
+    float* row = lse + (b * heads + h) * N;
+    if (row_lo < N) row[row_lo] = (m_lo + log2f(l_lo)) * kLn2;
+    if (row_hi < N) row[row_hi] = (m_hi + log2f(l_hi)) * kLn2;
+  }
 #pragma unroll
   for (int dt = 0; dt < 4; ++dt) {
     const int dim = dt * 8 + 2 * t;
@@ -262,18 +269,22 @@ cudaError_t attention(const float* qkv, float* y, int64_t B, int64_t N, int head
   return attention_scalar(qkv, y, B, N, heads, head_dim, scale, s);
 }
 
+// The tensor-core kernel reads 16-byte vectors of K and V and 4-byte pairs of Q, and writes pairs.
+bool attention_writes_lse(const bf16* qkv, const bf16* y, int head_dim) {
+  return head_dim == kD && reinterpret_cast<uintptr_t>(qkv) % 16 == 0 && reinterpret_cast<uintptr_t>(y) % 4 == 0;
+}
+
 cudaError_t attention(const bf16* qkv, bf16* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
-                      cudaStream_t s) {
+                      cudaStream_t s, float* lse) {
   if (head_dim < 1 || head_dim > 128 || heads < 1 || heads > 65535 || B > 65535) return cudaErrorInvalidValue;
   if (B <= 0 || N <= 0) return cudaSuccess;
-  // The tensor-core kernel reads 16-byte vectors of K and V and 4-byte pairs of Q, and writes pairs.
-  const bool aligned = (reinterpret_cast<uintptr_t>(qkv) % 16 == 0) && (reinterpret_cast<uintptr_t>(y) % 4 == 0);
-  if (head_dim == kD && aligned) {
+  if (attention_writes_lse(qkv, y, head_dim)) {
     const dim3 grid(static_cast<unsigned>((N + kMmaQueries - 1) / kMmaQueries), static_cast<unsigned>(heads),
                     static_cast<unsigned>(B));
-    attn_mma_d32_kernel<<<grid, kMmaWarps * 32, 0, s>>>(dev(qkv), dev(y), N, heads, scale * kLog2e);
+    attn_mma_d32_kernel<<<grid, kMmaWarps * 32, 0, s>>>(dev(qkv), dev(y), N, heads, scale * kLog2e, lse);
     return cudaGetLastError();
   }
+  if (lse) return cudaErrorInvalidValue;
   return attention_scalar(dev(qkv), dev(y), B, N, heads, head_dim, scale, s);
 }
 

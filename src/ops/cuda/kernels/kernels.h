@@ -219,8 +219,11 @@ cudaError_t nhwc_to_nchw(const bf16* x, bf16* y, int64_t B, int64_t H, int64_t W
 // the probabilities rounded to bf16 before the product with v (as FlashAttention does).
 cudaError_t attention(const float* qkv, float* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
                       cudaStream_t s);
+// lse (null, or [B, heads, N]): each query row's log-sum-exp of its scaled scores, where the
+// tensor-core kernel runs (attention_writes_lse; cudaErrorInvalidValue elsewhere), for the backward.
 cudaError_t attention(const bf16* qkv, bf16* y, int64_t B, int64_t N, int heads, int head_dim, float scale,
-                      cudaStream_t s);
+                      cudaStream_t s, float* lse = nullptr);
+bool attention_writes_lse(const bf16* qkv, const bf16* y, int head_dim);
 
 // ---- spectral helpers (spectral.cu) ------------------------------------------------------------
 // Complex product in the split layout (Backend::complex_mul): a [rows, 2, C] (C real parts, then C

@@ -300,5 +300,24 @@ TEST(CudaTraining, Bf16ActivationsTrainDeterministically) {
   EXPECT_EQ(metrics(tmp.file("a")).size(), 3u);
 }
 
+// MambaOut's gated CNN with its conv channels convolved and differentiated where fc1's output holds
+// them (METAFORMER_CUDA_SLICE_DW=1) runs the separate ops' kernels in their order: the same bits.
+TEST(CudaTraining, GatedConvOnChannelSlicesTrainsBitForBit) {
+  MF_REQUIRE_GPU();
+  TempDir tmp;
+  auto run = [&](const std::string& out, const char* sliced) {
+    setenv("METAFORMER_CUDA_SLICE_DW", sliced, 1);
+    CliResult r = run_cli({"train", "-m", "mambaout_femto", "--data", "synthetic:16", "--batch", "8", "--epochs", "1",
+                           "--max-steps", "2", "--eval-subset", "8", "--backend", "cuda", "--dtype", "bf16",
+                           "--workers", "1", "--seed", "3", "--no-progress", "--out", tmp.file(out)});
+    unsetenv("METAFORMER_CUDA_SLICE_DW");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  };
+  run("copies", "0");
+  run("sliced", "1");
+  if (HasFailure()) return;
+  EXPECT_TRUE(read_bytes(tmp.file("copies/model.safetensors")) == read_bytes(tmp.file("sliced/model.safetensors")));
+}
+
 }  // namespace
 }  // namespace mf::test

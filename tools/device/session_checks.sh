@@ -94,11 +94,12 @@ ab_run() {  # MODEL VAR=VALUE
 }
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
-    for pair in "mambaout_femto|METAFORMER_CUDA_SLICE_DW|0|1" "mambaout_femto|METAFORMER_CUDA_RES_LINEAR|0|1" \
+    # AB_PAIRS: "model|VAR|off|on" pairs, space-separated, instead of these
+    for pair in ${AB_PAIRS:-"mambaout_femto|METAFORMER_CUDA_SLICE_DW|0|1" "mambaout_femto|METAFORMER_CUDA_RES_LINEAR|0|1" \
       "caformer_s18|METAFORMER_CUDA_RES_LINEAR|0|1" "caformer_s18|METAFORMER_CUDA_ATTN_STATS|0|1" \
       "mambaout_femto|METAFORMER_CUDA_DW_FINISH|serial|lanes" \
       "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \
-      "poolformer_s12|METAFORMER_CUDA_COLSUM_FINISH|separate|fused"; do
+      "poolformer_s12|METAFORMER_CUDA_COLSUM_FINISH|separate|fused"}; do
       IFS='|' read -r model var off on <<< "$pair"
       for v in "$off" "$on"; do ab_run "$model" "$var=$v"; done
     done

@@ -237,6 +237,103 @@ TEST_P(FusedActDepthwise, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
 // The families with SepConv mixers (CAFormer's first two stages).
 INSTANTIATE_TEST_SUITE_P(Families, FusedActDepthwise, ::testing::Values("convformer", "caformer"));
 
+// The reference backend with Backend::fuses_residual_into_linear on: a training half with no scale
+// and no drop path then ends in op::linear_residual (SepConv's pwconv2, attention's proj, the gated
+// CNN's and the MLP's fc2), whose default is linear then scaled_residual again, as on the CUDA backend
+// with METAFORMER_CUDA_RES_LINEAR=1. Checks the wiring (which halves fuse, what the Linears keep,
+// whose backward runs) without a GPU; the CUDA GEMM is the op harness's (linear_residual/*).
+class ResidualLinearRefBackend : public RefBackend {
+ public:
+  bool fuses_residual_into_linear() const override { return true; }
+};
+
+// The golden model `family` trained one step without and with the fused residuals: `fused_halves`
+// scaled_residual ops fewer in the second run, the same loss and gradients to `tolerance`.
+void expect_residual_linear_changes_no_gradient(const std::string& family, int64_t fused_halves,
+                                                const std::function<Backend&(bool fuse)>& backend, double tolerance) {
+  GoldenStep golden(family);
+  const GoldenStep::Result separate = golden.run(backend(false)), fused = golden.run(backend(true));
+  EXPECT_EQ(calls(separate, OpKind::ScaledResidual) - calls(fused, OpKind::ScaledResidual), fused_halves) << family;
+  expect_same_step(golden, separate, fused, tolerance);
+}
+
+struct FusedHalves {
+  const char* family;
+  int64_t halves;  // the golden config's halves without scales, which fuse
+};
+void PrintTo(const FusedHalves& f, std::ostream* os) { *os << f.family; }
+
+class ResidualInLinear : public ::testing::TestWithParam<FusedHalves> {};
+
+// The same ops in the same order: the same bits (1e-6 leaves room for nothing but a reordering).
+TEST_P(ResidualInLinear, GivesTheGradientsOfTheSeparateOps) {
+  ResidualLinearRefBackend fusing;
+  expect_residual_linear_changes_no_gradient(GetParam().family, GetParam().halves, [&](bool fuse) -> Backend& {
+    return fuse ? fusing : get_backend("ref");
+  }, 1e-6);
+}
+
+// The same on the GPU in fp32 (TF32 off): the residual added as the GEMM's C, in its own order; the
+// fp32 op cases' bar.
+TEST_P(ResidualInLinear, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
+  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
+  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
+  expect_residual_linear_changes_no_gradient(GetParam().family, GetParam().halves, [](bool fuse) -> Backend& {
+    setenv("METAFORMER_CUDA_RES_LINEAR", fuse ? "1" : "0", 1);
+    return get_backend("cuda");
+  }, 1e-5);
+  unsetenv("METAFORMER_CUDA_RES_LINEAR");
+}
+
+// The golden configs (depths 1, 1, 2, 1; res scales from stage 3): ConvFormer's and CAFormer's
+// stages 1–2, two halves a block; MambaOut's five blocks, one half each; IdentityFormer's stages 1–2
+// MLP halves only (the identity mixer ends in no Linear).
+INSTANTIATE_TEST_SUITE_P(Families, ResidualInLinear,
+                         ::testing::Values(FusedHalves{"convformer", 4}, FusedHalves{"caformer", 4},
+                                           FusedHalves{"mambaout", 5}, FusedHalves{"identityformer", 2}),
+                         [](const auto& info) { return std::string(info.param.family); });
+
+// The reference backend with Backend::convolves_channel_slices on: MambaOut's gated CNN then runs
+// depthwise_conv2d_slice and gated_conv_backward in training, whose defaults are the separate ops
+// (channel_slice, depthwise_conv2d; glu_backward, the convolution's backward on the slice's copy,
+// channel_slice_backward) again, as on the CUDA backend with METAFORMER_CUDA_SLICE_DW=1.
+class SliceConvRefBackend : public RefBackend {
+ public:
+  bool convolves_channel_slices() const override { return true; }
+};
+
+void expect_slice_conv_changes_no_gradient(const std::string& family,
+                                           const std::function<Backend&(bool slices)>& backend, double tolerance) {
+  GoldenStep golden(family);
+  const GoldenStep::Result separate = golden.run(backend(false)), sliced = golden.run(backend(true));
+  EXPECT_GT(calls(separate, OpKind::ChannelSlice), 0) << family;
+  EXPECT_EQ(calls(sliced, OpKind::ChannelSlice), 0) << family;
+  expect_same_step(golden, separate, sliced, tolerance);
+}
+
+class GatedConvOnSlices : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GatedConvOnSlices, GivesTheGradientsOfTheSeparateOps) {
+  SliceConvRefBackend slicing;
+  expect_slice_conv_changes_no_gradient(GetParam(), [&](bool slices) -> Backend& {
+    return slices ? slicing : get_backend("ref");
+  }, 1e-6);
+}
+
+// On the GPU in fp32: the slice read and written where it lies by the separate ops' kernels.
+TEST_P(GatedConvOnSlices, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
+  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
+  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
+  expect_slice_conv_changes_no_gradient(GetParam(), [](bool slices) -> Backend& {
+    setenv("METAFORMER_CUDA_SLICE_DW", slices ? "1" : "0", 1);
+    return get_backend("cuda");
+  }, 1e-5);
+  unsetenv("METAFORMER_CUDA_SLICE_DW");
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, GatedConvOnSlices, ::testing::Values("mambaout", "mambaout_rw"),
+                         [](const auto& info) { return info.param; });
+
 INSTANTIATE_TEST_SUITE_P(Families, ModelBackward,
                          ::testing::Values("poolformer", "poolformerv2", "convformer", "caformer", "identityformer",
                                            "randformer", "mambaout", "mambaout_rw", "mixer", "gmixer", "resmlp",

@@ -23,16 +23,11 @@
 #include "model/zoo.h"
 #include "op_cases.h"
 #include "ops/cuda/cuda_backend.h"
+#include "gpu_skip.h"
 #include "test_util.h"
 
 namespace mf::test {
 namespace {
-
-#define MF_REQUIRE_GPU()                                                       \
-  do {                                                                         \
-    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";  \
-    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";       \
-  } while (0)
 
 void expect_clean_failure(const CliResult& r, const std::string& phrase) {
   EXPECT_EQ(r.exit_code, 1) << r.err;

@@ -18,6 +18,7 @@
 #include "nn/module.h"
 #include "ops/backend.h"
 #include "ops/ops.h"
+#include "gpu_skip.h"
 #include "test_util.h"
 #include "train/optimizer.h"
 #include "train/targets.h"
@@ -35,8 +36,7 @@ class CudaFamily : public ::testing::TestWithParam<std::string> {};
 // Skips unless the cuda backend has every op of the model, forward and backward.
 #define MF_REQUIRE_GPU_OPS(model)                                                                             \
   do {                                                                                                        \
-    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";                                 \
-    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";                                      \
+    MF_REQUIRE_GPU();                                                                                         \
     std::set<OpKind> ops;                                                                                     \
     (model).all_ops(ops);                                                                                     \
     for (OpKind op : ops)                                                                                     \

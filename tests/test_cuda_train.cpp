@@ -19,6 +19,7 @@
 #include "ops/ref/ref_backend.h"
 #include "train/trainer.h"
 #include "cli_expect.h"
+#include "gpu_skip.h"
 #include "test_util.h"
 #include "train_fixtures.h"
 
@@ -26,12 +27,6 @@ namespace mf::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-#define MF_REQUIRE_GPU()                                                       \
-  do {                                                                         \
-    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";  \
-    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";       \
-  } while (0)
 
 // The CPU resume test's run (tests/test_train.cpp): every random part of the recipe on (drop path,
 // Mixup, CutMix, EMA, clipping), on the GPU.

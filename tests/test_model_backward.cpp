@@ -13,6 +13,7 @@
 #include "model/loader.h"
 #include "model/metaformer.h"
 #include "ops/ref/ref_backend.h"
+#include "gpu_skip.h"
 #include "test_util.h"
 #include "train/targets.h"
 
@@ -45,6 +46,15 @@ TEST_P(ModelBackward, DirectionalDerivativeMatchesFiniteDifferences) {
   // inside the 2% bound for every family.
   const DirectionalDerivative d = directional_derivative(model, loss, 2.5e-4f);
   EXPECT_NEAR(d.numeric, d.analytic, 2e-2 * std::fabs(d.analytic)) << GetParam();
+}
+
+// The fp32 cuda backend with the switch `var` set on each call: "1" for the run asked to fuse, "0" for
+// the other (the backend reads these switches on each call). The test unsets `var` when done.
+std::function<Backend&(bool)> cuda_switched(const char* var) {
+  return [var](bool on) -> Backend& {
+    setenv(var, on ? "1" : "0", 1);
+    return get_backend("cuda");
+  };
 }
 
 // The reference backend with Backend::folds_layer_scales on: the block then runs its layer-scaled halves
@@ -159,12 +169,8 @@ TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOps) {
 // (METAFORMER_CUDA_FOLD_LS, read on each call): fc2 with ls ⊙ W2 and the residual in its epilogue,
 // the pooling half in one kernel, and their backward passes; the fp32 op cases' bar, 1e-5.
 TEST_P(FoldedLayerScales, GiveTheGradientsOfTheSeparateOpsOnTheGpu) {
-  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
-  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
-  expect_folding_changes_no_gradient(GetParam(), [](bool fold) -> Backend& {
-    setenv("METAFORMER_CUDA_FOLD_LS", fold ? "1" : "0", 1);
-    return get_backend("cuda");
-  }, 1e-5, kPoolNormBias);
+  MF_REQUIRE_GPU();
+  expect_folding_changes_no_gradient(GetParam(), cuda_switched("METAFORMER_CUDA_FOLD_LS"), 1e-5, kPoolNormBias);
   unsetenv("METAFORMER_CUDA_FOLD_LS");
 }
 
@@ -225,12 +231,8 @@ TEST_P(FusedActDepthwise, GivesTheGradientsOfTheSeparateOps) {
 // dW from act(pre) materialised (the tiled kernel that applies act itself is bf16's: op cases), dh
 // by the same kernel as the separate ops', then the activation's backward; the fp32 op cases' bar.
 TEST_P(FusedActDepthwise, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
-  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
-  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
-  expect_act_depthwise_changes_no_gradient(GetParam(), [](bool fuse) -> Backend& {
-    setenv("METAFORMER_CUDA_ACT_DW", fuse ? "1" : "0", 1);
-    return get_backend("cuda");
-  }, 1e-5);
+  MF_REQUIRE_GPU();
+  expect_act_depthwise_changes_no_gradient(GetParam(), cuda_switched("METAFORMER_CUDA_ACT_DW"), 1e-5);
   unsetenv("METAFORMER_CUDA_ACT_DW");
 }
 
@@ -276,12 +278,9 @@ TEST_P(ResidualInLinear, GivesTheGradientsOfTheSeparateOps) {
 // The same on the GPU in fp32 (TF32 off): the residual added as the GEMM's C, in its own order; the
 // fp32 op cases' bar.
 TEST_P(ResidualInLinear, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
-  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
-  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
-  expect_residual_linear_changes_no_gradient(GetParam().family, GetParam().halves, [](bool fuse) -> Backend& {
-    setenv("METAFORMER_CUDA_RES_LINEAR", fuse ? "1" : "0", 1);
-    return get_backend("cuda");
-  }, 1e-5);
+  MF_REQUIRE_GPU();
+  expect_residual_linear_changes_no_gradient(GetParam().family, GetParam().halves,
+                                             cuda_switched("METAFORMER_CUDA_RES_LINEAR"), 1e-5);
   unsetenv("METAFORMER_CUDA_RES_LINEAR");
 }
 
@@ -322,12 +321,8 @@ TEST_P(GatedConvOnSlices, GivesTheGradientsOfTheSeparateOps) {
 
 // On the GPU in fp32: the slice read and written where it lies by the separate ops' kernels.
 TEST_P(GatedConvOnSlices, GivesTheGradientsOfTheSeparateOpsOnTheGpu) {
-  if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
-  if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
-  expect_slice_conv_changes_no_gradient(GetParam(), [](bool slices) -> Backend& {
-    setenv("METAFORMER_CUDA_SLICE_DW", slices ? "1" : "0", 1);
-    return get_backend("cuda");
-  }, 1e-5);
+  MF_REQUIRE_GPU();
+  expect_slice_conv_changes_no_gradient(GetParam(), cuda_switched("METAFORMER_CUDA_SLICE_DW"), 1e-5);
   unsetenv("METAFORMER_CUDA_SLICE_DW");
 }
 

@@ -24,6 +24,7 @@
 #include "model/loader.h"
 #include "model/metaformer.h"
 #include "ops/backend.h"
+#include "gpu_skip.h"
 #include "test_util.h"
 #include "train/optimizer.h"
 #include "train/targets.h"
@@ -52,8 +53,7 @@ TEST_P(TrainGolden, GradientsAndAdamWStepsMatchPyTorch) {
   const std::string dir = data_path("golden/" + family);
   MetaFormer model(load_config(dir + "/config.json"));
   if (backend == "cuda") {
-    if (!built_with_cuda()) GTEST_SKIP() << "this build has no CUDA backend";
-    if (gpu_count() == 0) GTEST_SKIP() << "no CUDA GPU on this machine";
+    MF_REQUIRE_GPU();
     std::set<OpKind> ops;
     model.all_ops(ops);
     // (The input's layout change is never differentiated: no gradient flows into the data.)

@@ -33,6 +33,17 @@ class Attention : public TokenMixer {
     return ctx.training ? mix(ctx, n, &skip) : Tensor();
   }
 
+  Tensor backward(Ctx& ctx, const Tensor& dy) override {
+    const int64_t B = dy.dim(0), N = dy.dim(1) * dy.dim(2), C = dy.dim(3);
+    Tensor d_attn = proj_->backward(ctx, dy.reshape({B, N, C}));
+    Tensor d_qkv = causal_ ? op::causal_attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn)
+                           : op::attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn,
+                                                    &saved_o_, &saved_stats_);
+    saved_qkv_ = saved_o_ = saved_stats_ = Tensor();
+    return qkv_->backward(ctx, d_qkv).reshape(saved_shape_);
+  }
+
+ private:
   // The mixer's output, or skip + it (skip not null: training's fused residual, run_residual_train).
   Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
     const int64_t B = x.dim(0), N = x.dim(1) * x.dim(2), C = x.dim(3);
@@ -53,17 +64,6 @@ class Attention : public TokenMixer {
     return y.reshape(x.shape());
   }
 
-  Tensor backward(Ctx& ctx, const Tensor& dy) override {
-    const int64_t B = dy.dim(0), N = dy.dim(1) * dy.dim(2), C = dy.dim(3);
-    Tensor d_attn = proj_->backward(ctx, dy.reshape({B, N, C}));
-    Tensor d_qkv = causal_ ? op::causal_attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn)
-                           : op::attention_backward(ctx.exec, saved_qkv_, heads_, head_dim_, scale(), d_attn,
-                                                    &saved_o_, &saved_stats_);
-    saved_qkv_ = saved_o_ = saved_stats_ = Tensor();
-    return qkv_->backward(ctx, d_qkv).reshape(saved_shape_);
-  }
-
- private:
   float scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim_))); }
   int head_dim_, heads_;
   bool causal_;

@@ -39,27 +39,6 @@ class GatedCnn : public TokenMixer {
     return ctx.training ? mix(ctx, n, &skip) : Tensor();
   }
 
-  // The mixer's output, or skip + it (skip not null: training's fused residual, run_residual_train).
-  Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
-    Tensor t = fc1_->run(ctx, x);
-    // Training where the backend convolves channel slices: the conv part is read where fc1 wrote it
-    // and its gradient written where dt holds it (no copies; not with ctx.on_output, which reports
-    // the conv's own output).
-    if (ctx.training)
-      sliced_ = t.ndim() == 4 && !ctx.on_output && ctx.exec.backend->convolves_channel_slices() &&
-                conv_->geometry().out_h(t.dim(1)) == t.dim(1) && conv_->geometry().out_w(t.dim(2)) == t.dim(2);
-    Tensor c = ctx.training && sliced_
-                   ? op::depthwise_conv2d_slice(ctx.exec, t, conv_offset(), v(conv_->weight()), opt(conv_->bias()),
-                                                conv_->geometry())
-                   : conv_->run(ctx, op::channel_slice(ctx.exec, t, conv_offset(), conv_ch_));
-    if (!ctx.training)  // inference: the gated product goes straight into fc2 (one op)
-      return op::glu_linear(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}, v(fc2_->weight()),
-                            opt(fc2_->bias()));
-    saved_t_ = t, saved_c_ = c;
-    Tensor g = op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_});
-    return skip ? fc2_->run_residual_train(ctx, g, *skip) : fc2_->run(ctx, g);
-  }
-
   // Inference with a LayerNorm or GroupNorm in front: the whole block as one op.
   Tensor run_branch(Ctx& ctx, const Tensor& x, Norm& norm, const BranchScales& scales) override {
     const std::optional<BranchNorm> bn = norm.as_branch_norm();
@@ -86,6 +65,27 @@ class GatedCnn : public TokenMixer {
   }
 
  private:
+  // The mixer's output, or skip + it (skip not null: training's fused residual, run_residual_train).
+  Tensor mix(Ctx& ctx, const Tensor& x, const Tensor* skip) {
+    Tensor t = fc1_->run(ctx, x);
+    // Training where the backend convolves channel slices: the conv part is read where fc1 wrote it
+    // and its gradient written where dt holds it (no copies; not with ctx.on_output, which reports
+    // the conv's own output).
+    if (ctx.training)
+      sliced_ = t.ndim() == 4 && !ctx.on_output && ctx.exec.backend->convolves_channel_slices() &&
+                conv_->geometry().out_h(t.dim(1)) == t.dim(1) && conv_->geometry().out_w(t.dim(2)) == t.dim(2);
+    Tensor c = ctx.training && sliced_
+                   ? op::depthwise_conv2d_slice(ctx.exec, t, conv_offset(), v(conv_->weight()), opt(conv_->bias()),
+                                                conv_->geometry())
+                   : conv_->run(ctx, op::channel_slice(ctx.exec, t, conv_offset(), conv_ch_));
+    if (!ctx.training)  // inference: the gated product goes straight into fc2 (one op)
+      return op::glu_linear(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_}, v(fc2_->weight()),
+                            opt(fc2_->bias()));
+    saved_t_ = t, saved_c_ = c;
+    Tensor g = op::glu(ctx.exec, t, &c, 0, hidden_, hidden_, Activation{act_});
+    return skip ? fc2_->run_residual_train(ctx, g, *skip) : fc2_->run(ctx, g);
+  }
+
   int64_t hidden_, conv_ch_;
   ActKind act_;
   Linear* fc1_;

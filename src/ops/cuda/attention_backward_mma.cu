@@ -23,7 +23,7 @@
 //     dV += Pᵀ·dO (dO transposed), dK += dSᵀ·Q (q transposed);
 //   C (per query block): S and dP again, dQ += dS·K (k transposed).
 // Sums in a fixed order, no atomics: runs repeat bit for bit.
-// With the forward's output y and log-sum-exps (lse; METAFORMER_CUDA_ATTN_STATS=1, a candidate),
+// With the forward's output y and log-sum-exps (lse; METAFORMER_CUDA_ATTN_STATS, on by default),
 // phase A goes: each row's m is its log-sum-exp, 1 / l is 1 and D = Σ dO ⊙ y over the head's
 // dimensions (FlashAttention-2's), so 2 of the 9 products a (query block, key tile) pair and a third
 // of the exponentials are not computed. D then comes from the bf16-rounded output rather than from

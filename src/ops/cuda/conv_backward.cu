@@ -461,7 +461,8 @@ int dw_weight_grad_variant() {
   return o >= 0 ? o : from_env;
 }
 
-// dw[c, tap] += Σ over the chunks, in order, one thread a weight (METAFORMER_CUDA_DW_FINISH=serial):
+// dw[c, tap] += Σ over the chunks, in order, one thread a weight (METAFORMER_CUDA_DW_FINISH=serial, the
+// default until 2026-12-07):
 // 49 · C threads, each adding up to 1,024 chunks alone, averaged 19 µs a launch in mambaout_femto's
 // training on an H100 (36 launches, 2.1 % of its kernel time, C = 48 – 288: 10 – 55 blocks).
 __global__ void depthwise_dw_finish_kernel(const double* partial, float* dw, int chunks, int taps, int C) {
@@ -485,10 +486,10 @@ struct DwTapStore {
   }
 };
 
-// METAFORMER_CUDA_DW_FINISH: `serial` (the default until the device has measured the other) or
-// `lanes` (a candidate), read on each call so that a test can run both. Either order is fixed
+// METAFORMER_CUDA_DW_FINISH: `lanes` (the default since 2026-12-07: +0.3 % mambaout_femto training on
+// an H100) or `serial`, read on each call so that a test can run both. Either order is fixed
 // (deterministic); the bits differ between them.
-bool dw_finish_serial() { return env_choice("METAFORMER_CUDA_DW_FINISH", {"serial", "lanes"}) != 1; }
+bool dw_finish_serial() { return env_choice("METAFORMER_CUDA_DW_FINISH", {"serial", "lanes"}) == 0; }
 
 void depthwise_dw_finish(const double* work, float* dw, int chunks, int taps, int C, cudaStream_t s) {
   const int64_t cols = static_cast<int64_t>(taps) * C;

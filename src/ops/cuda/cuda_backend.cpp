@@ -274,11 +274,12 @@ class CudaBackend final : public CudaFamilyOps {
                               const Tensor& skip, Tensor& y) override {
     residual_linear(h, w, b, ls, skip, y);
   }
-  // METAFORMER_CUDA_RES_LINEAR (a candidate, off by default until measured; read on each call so
-  // that a test can train with and without it): `1` runs training's unscaled halves' last Linear with
-  // the residual as the GEMM's C (docs/cuda.md), so the branch output is neither written nor read by
-  // a residual kernel: ConvFormer's and CAFormer's stages 1–2, every MambaOut block.
-  bool fuses_residual_into_linear() const override { return env_choice("METAFORMER_CUDA_RES_LINEAR", {"0", "1"}) == 1; }
+  // METAFORMER_CUDA_RES_LINEAR (on by default since 2026-12-07: +0.6 % mambaout_femto, +1.4 %
+  // caformer_s18 training on an H100; read on each call so that a test can train with and without
+  // it): training's unscaled halves run their last Linear with the residual as the GEMM's C
+  // (docs/cuda.md), so the branch output is neither written nor read by a residual kernel:
+  // ConvFormer's and CAFormer's stages 1–2, every MambaOut block. `0` keeps the residual kernel.
+  bool fuses_residual_into_linear() const override { return env_choice("METAFORMER_CUDA_RES_LINEAR", {"0", "1"}) != 0; }
   void synchronize() override { cuda::synchronize(); }
   Tensor run_pass(const void* owner, const Tensor& x, const std::function<Tensor(const Tensor&)>& pass) override {
     return cuda::run_recorded(owner, x, pass);
@@ -414,11 +415,12 @@ class CudaBackend final : public CudaFamilyOps {
          "depthwise_conv2d_slice");
     });
   }
-  // METAFORMER_CUDA_SLICE_DW (a candidate, off by default until measured; read on each call so that
-  // a test can train with and without it): `1` runs MambaOut's training gated CNN through
-  // depthwise_conv2d_slice and gated_conv_backward (docs/cuda.md). The plain kernels read no slices.
+  // METAFORMER_CUDA_SLICE_DW (on by default since 2026-12-07: +5.0 % mambaout_femto training on an
+  // H100; read on each call so that a test can train with and without it): MambaOut's training gated
+  // CNN runs through depthwise_conv2d_slice and gated_conv_backward (docs/cuda.md); `0` copies the
+  // conv channels out and adds their gradient back. The plain kernels read no slices.
   bool convolves_channel_slices() const override {
-    return !simple_kernels() && env_choice("METAFORMER_CUDA_SLICE_DW", {"0", "1"}) == 1;
+    return !simple_kernels() && env_choice("METAFORMER_CUDA_SLICE_DW", {"0", "1"}) != 0;
   }
   void act_depthwise_conv2d(const Tensor& pre, const Activation& act, const Tensor& w, const Tensor* b,
                             const ConvGeometry& g, Tensor& y) override {
@@ -695,12 +697,13 @@ class CudaBackend final : public CudaFamilyOps {
       ok(k::attention(in<T>(qkv), out<T>(y), qkv.dim(0), qkv.dim(1), heads, head_dim, scale, stream()), "attention");
     });
   }
-  // METAFORMER_CUDA_ATTN_STATS (a candidate, off by default until measured; read on each call so that
-  // a test can run both): `1` keeps the tensor-core forward's log-sum-exps in training, which the
-  // mma backward then reads instead of its first pass over the scores (attention_backward_mma.cu).
+  // METAFORMER_CUDA_ATTN_STATS (on by default since 2026-12-07: +3.3 % caformer_s18 training on an
+  // H100; read on each call so that a test can run both): the tensor-core forward keeps its
+  // log-sum-exps in training, which the mma backward then reads instead of its first pass over the
+  // scores (attention_backward_mma.cu); `0` recomputes them there.
   void attention_training_stats(const Tensor& qkv, int heads, int head_dim, float scale, Tensor& y,
                                 Tensor& stats) override {
-    const bool keep = bf16_ && !simple_kernels() && env_choice("METAFORMER_CUDA_ATTN_STATS", {"0", "1"}) == 1 &&
+    const bool keep = bf16_ && !simple_kernels() && env_choice("METAFORMER_CUDA_ATTN_STATS", {"0", "1"}) != 0 &&
                       k::attention_writes_lse(in<bf16>(qkv), out<bf16>(y), head_dim);
     if (!keep) return Backend::attention_training_stats(qkv, heads, head_dim, scale, y, stats);
     stats = Tensor::empty({qkv.dim(0), heads, qkv.dim(1)}, Device::CUDA);

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device call of about 600 s (tools/device/cuda_bundle.sh build/cuda-device first; OUT set) for the
-# candidates waiting on a GPU, each checked before it is timed, then the training side by side of the
+# candidates waiting on a GPU, each checked before it is timed (all but COLSUM_FINISH=fused are on by
+# default since their H100 run of 2026-12-07: the loop then checks the defaults, the A/B times 0 against
+# them), then the training side by side of the
 # models in SBS_MODELS (the folded layer scales' first run against torch.compile). With little time: QUICK=1, then
 # SBS_ONLY=1 on the still-warm machine:
 #   build.log     the build (metaformer, test-backend-ops, mf_tests)

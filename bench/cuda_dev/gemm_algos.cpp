@@ -1,10 +1,14 @@
 // cuBLASLt's algorithms for the training step's matrix products, timed against each other in one
 // process (llm.c's dev/ practice) before the engine's choice of algorithm changes. gemm.cpp takes
-// the heuristic's first answer; in poolformer_s12's bf16 training that answer for the MLP's dx with
-// the GELU derivative in the epilogue (CUBLASLT_EPILOGUE_DGELU) is an sm90_xmma kernel that moved
-// about half the bytes a second of its neighbours (11.7 % of the kernel time, H100, 2026-12-07).
-// For each product this asks the heuristic for up to --algos answers, times each (CUDA events,
-// median of --reps after a warm-up) and says whether its output has the first answer's bits.
+// the heuristic's first answer. In poolformer_s12's bf16 training that answer for the MLP's dx with
+// the GELU derivative in the epilogue (CUBLASLT_EPILOGUE_DGELU) is an sm90_xmma kernel that moves
+// about 1.8 TB/s where fc1's GELU_AUX product moves 2.5 (11.7 % of the kernel time, H100,
+// 2026-12-07). For each product this asks the heuristic for up to --algos answers, times each (CUDA
+// events, median of --reps after a warm-up) and says whether its output has the first answer's bits.
+// Measured on an H100 on 2026-12-07 (docs/cuda-log-2.md): every DGELU answer is that kernel family
+// (algorithm id 39), the first is the fastest or within 1 % of it at all four shapes, and
+// DGELU_BGRAD has no fp32 bias gradient and is 3–4× slower with a bf16 one; so no choice among the
+// answers speeds these products up, and gemm.cpp keeps the first.
 //
 // The products are those of a MetaFormer MLP at every stage of a model (--dims, --tokens, --batch;
 // poolformer_s12's by default), laid out as the engine lays them out (gemm.cpp, cuda_backward.cpp):
@@ -16,7 +20,7 @@
 //
 //   build/bench/mf_cuda_gemm_algos [--batch 128] [--dims 64,128,320,512] [--tokens 3136,784,196,49]
 //                                  [--algos 16] [--reps 20] [--only dgelu,fwd]
-// Needs only the CUDA runtime and cuBLASLt (nvcc -O2 bench/cuda_dev/gemm_algos.cpp -lcublasLt).
+// Needs only the CUDA runtime and cuBLASLt (tools/device/gemm_algos.sh: nvcc ... -lcublasLt).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 

@@ -1,15 +1,11 @@
 #include "ops/cuda/gemm.h"
 
-#include <algorithm>
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <tuple>
-#include <vector>
 
 #include "core/env_switch.h"
 #include "ops/cuda/cuda_context.h"
-#include "ops/cuda/gemm_pick.h"
 
 namespace mf::cuda {
 namespace {
@@ -60,98 +56,6 @@ cublasLtMatrixLayout_t layout(cudaDataType_t t, int64_t rows, int64_t cols, int6
 
 Fp32Math g_fp32_math = Fp32Math::exact;
 
-// METAFORMER_CUDA_GEMM_PICK (a candidate; read on each call, and part of a plan's key, so that a test
-// can train with both in one process): `first` (the default) runs the heuristic's first
-// answer for each problem shape. `timed` asks for up to kAnswers, runs each once on the first call's
-// own operands, keeps those whose output (and GELU_AUX's pre-activation) has the first answer's bits,
-// and takes the fastest of them (the median of 5 runs). The bits are then the default's, so training
-// stays deterministic across processes; what it can win is a faster kernel for the same sums, as for
-// poolformer_s12's DGELU products (an sm90_xmma kernel at about half its neighbours' bytes a second;
-// bench/cuda_dev/gemm_algos.cpp times them all). `timed-verbose` also prints each choice on stderr.
-// No trial runs while the stream is being captured into a graph, or where C is D (the runs would add
-// C again): those take the first answer.
-int gemm_pick_mode() { return std::max(0, env_choice("METAFORMER_CUDA_GEMM_PICK", {"first", "timed", "timed-verbose"})); }
-constexpr int kAnswers = 8;
-
-size_t output_span_bytes(const Gemm& g) {
-  return static_cast<size_t>((g.batch - 1) * g.stride_d + g.ldd * (g.n - 1) + g.m) * output_bytes(g.type);
-}
-
-// The answer of results[0..found) that gemm_pick_mode() runs (see there): 0 unless a later one gives
-// the same bits faster.
-int pick_answer(const Gemm& g, const Plan& p, const std::vector<cublasLtMatmulHeuristicResult_t>& results, int found) {
-  Context& c = context();
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (found < 2 || g.k == 0 || (g.c != nullptr && g.c == g.d) ||
-      cudaStreamIsCapturing(c.stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone)
-    return 0;
-  const bool aux_out = g.epilogue == Epilogue::gelu_aux_bias;
-  const size_t span = output_span_bytes(g);
-  void* first = nullptr;
-  unsigned long long* count = nullptr;
-  if (cudaMalloc(&first, span * (aux_out ? 2 : 1)) != cudaSuccess || cudaMalloc(&count, sizeof(*count)) != cudaSuccess) {
-    cudaGetLastError();  // too little memory for the trial: the first answer, and no error left behind
-    if (first) cudaFree(first);
-    return 0;
-  }
-  const float one = 1.f, zero = 0.f;
-  auto launch = [&](int i) {
-    return cublasLtMatmul(c.lt, p.op, &one, g.a, p.la, g.b, p.lb, g.c ? &one : &zero, g.c ? g.c : g.d, p.ld, g.d,
-                          p.ld, &results[i].algo, c.workspace, c.workspace_bytes, c.stream);
-  };
-  cudaEvent_t start, stop;
-  MF_CUDA(cudaEventCreate(&start));
-  MF_CUDA(cudaEventCreate(&stop));
-  auto time_ms = [&](int i) {
-    std::vector<float> ms;
-    for (int r = 0; r < 6; ++r) {
-      MF_CUDA(cudaEventRecord(start, c.stream));
-      MF_CUBLAS(launch(i));
-      MF_CUDA(cudaEventRecord(stop, c.stream));
-      MF_CUDA(cudaEventSynchronize(stop));
-      float t = 0;
-      MF_CUDA(cudaEventElapsedTime(&t, start, stop));
-      if (r > 0) ms.push_back(t);  // the first run warms up
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2];
-  };
-  MF_CUBLAS(launch(0));
-  MF_CUDA(cudaMemcpyAsync(first, g.d, span, cudaMemcpyDeviceToDevice, c.stream));
-  if (aux_out)
-    MF_CUDA(cudaMemcpyAsync(static_cast<char*>(first) + span, g.aux, span, cudaMemcpyDeviceToDevice, c.stream));
-  int best = 0;
-  const float first_ms = time_ms(0);
-  float best_ms = first_ms;
-  int same = 1;
-  for (int i = 1; i < found; ++i) {
-    if (launch(i) != CUBLAS_STATUS_SUCCESS) continue;
-    unsigned long long differing = 0, aux_differing = 0;
-    MF_CUDA(count_differing(first, g.d, span, count, c.stream));
-    MF_CUDA(cudaMemcpyAsync(&differing, count, sizeof(differing), cudaMemcpyDeviceToHost, c.stream));
-    if (aux_out) {
-      MF_CUDA(cudaStreamSynchronize(c.stream));
-      MF_CUDA(count_differing(static_cast<char*>(first) + span, g.aux, span, count, c.stream));
-      MF_CUDA(cudaMemcpyAsync(&aux_differing, count, sizeof(aux_differing), cudaMemcpyDeviceToHost, c.stream));
-    }
-    MF_CUDA(cudaStreamSynchronize(c.stream));
-    if (differing || aux_differing) continue;
-    ++same;
-    const float ms = time_ms(i);
-    if (ms < best_ms) best = i, best_ms = ms;
-  }
-  MF_CUDA(cudaEventDestroy(start));
-  MF_CUDA(cudaEventDestroy(stop));
-  MF_CUDA(cudaFree(first));
-  MF_CUDA(cudaFree(count));
-  if (gemm_pick_mode() == 2)
-    std::fprintf(stderr, "gemm pick: %lldx%lldx%lld (batch %lld, epilogue %d): answer %d of %d (%d with the same bits), "
-                 "%.4f ms against the first's %.4f\n", static_cast<long long>(g.m), static_cast<long long>(g.n),
-                 static_cast<long long>(g.k), static_cast<long long>(g.batch), static_cast<int>(g.epilogue), best,
-                 found, same, best_ms, first_ms);
-  return best;
-}
-
 std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
   Context& c = context();
   auto p = std::make_unique<Plan>();
@@ -194,16 +98,15 @@ std::unique_ptr<Plan> make_plan(const Gemm& g, uint32_t align) {
   for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     MF_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)));
-  std::vector<cublasLtMatmulHeuristicResult_t> results(gemm_pick_mode() ? kAnswers : 1);
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c.lt, p->op, p->la, p->lb, p->ld, p->ld, pref,
-                                                           static_cast<int>(results.size()), results.data(), &found);
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(c.lt, p->op, p->la, p->lb, p->ld, p->ld, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   MF_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
            "cuBLASLt has no algorithm for a {}x{}x{} {} product (batch {}, status {})", g.m, g.n, g.k,
            type_name(g.type), g.batch, static_cast<int>(st));
-  if (g.bias) MF_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof(g.bias)));
-  p->algo = results[gemm_pick_mode() ? pick_answer(g, *p, results, found) : 0].algo;
+  p->algo = result.algo;
   return p;
 }
 
@@ -232,7 +135,7 @@ void run_gemm(const Gemm& g) {
     while (align > asize && (ld * asize) % align) align /= 2;
   while (align > dsize && (g.ldd * dsize) % align) align /= 2;
   static std::map<Key, std::unique_ptr<Plan>> plans;
-  const Key key{static_cast<int>(g.type) + 3 * static_cast<int>(g_fp32_math) + 9 * gemm_pick_mode(), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
+  const Key key{static_cast<int>(g.type) + 3 * static_cast<int>(g_fp32_math), g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldd, g.stride_a, g.stride_b, g.stride_d, g.batch,
                 static_cast<int>(g.epilogue) * 4 + (g.bias != nullptr) * 2 + (g.c != nullptr), static_cast<int>(align)};
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, make_plan(g, align)).first;

@@ -178,6 +178,33 @@ TEST(CudaBackend, FusedColumnFinishGivesTheSameBits) {
   EXPECT_GT(compared, 80);
 }
 
+// METAFORMER_CUDA_ATTN_FWD=head (a candidate: one CTA a sample and head, every key staged once) runs
+// the tiled kernel's per-warp functions on the same key tiles in the same order, so the attention
+// cases' outputs, and the training cases' gradients through the forward's statistics, keep their bits.
+TEST(CudaBackend, AttentionByHeadsGivesTheSameBits) {
+  MF_REQUIRE_GPU();
+  Backend& backend = get_backend("cuda", Precision::bf16);
+  Exec gpu{&backend, nullptr};
+  int compared = 0;
+  for (const auto& c : op_cases()) {
+    if (c.name.rfind("attention", 0) != 0 || c.name.find(" d32") == std::string::npos) continue;
+    const auto in = c.make_inputs(3);
+    const Tensor dy = random_tensor(c.forward(Exec{&get_backend("ref"), nullptr}, in).shape(), 77);
+    std::vector<Tensor> got[2];
+    for (int head = 0; head < 2; ++head) {
+      setenv("METAFORMER_CUDA_ATTN_FWD", head ? "head" : "tiles", 1);
+      got[head].push_back(c.forward(gpu, in).to(Device::CPU));
+      for (const Tensor& g : c.backward(gpu, in, dy)) got[head].push_back(g.defined() ? g.to(Device::CPU) : g);
+      unsetenv("METAFORMER_CUDA_ATTN_FWD");
+    }
+    ASSERT_EQ(got[0].size(), got[1].size()) << c.name;
+    for (size_t i = 0; i < got[0].size(); ++i)
+      if (got[0][i].defined()) EXPECT_EQ(max_abs_diff(got[0][i], got[1][i]), 0.0) << c.name << ", output " << i;
+    ++compared;
+  }
+  EXPECT_GE(compared, 8);  // N = 196, 49, 17 and 80 with heads of 32, forward and training
+}
+
 // The AdamW step rewrites a weight's bf16 copy (the one the bf16 GEMMs read) as it updates the weight:
 // after the step the copy is current, so the next forward launches no cast, and it holds the new
 // weight rounded as the cast rounds. METAFORMER_CUDA_ADAMW_COPIES=0 leaves it stale (the next forward

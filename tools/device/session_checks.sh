@@ -13,7 +13,8 @@
 #                 (METAFORMER_CUDA_RES_LINEAR=1), the gated CNN's conv channels read and written where
 #                 they lie (METAFORMER_CUDA_SLICE_DW=1), the depthwise weight gradient's finish by lanes
 #                 (METAFORMER_CUDA_DW_FINISH=lanes), the attention backward from the forward's
-#                 statistics (METAFORMER_CUDA_ATTN_STATS=1); the model-level gtests, with every candidate
+#                 statistics (METAFORMER_CUDA_ATTN_STATS=1), the attention forward one CTA a sample
+#                 and head (METAFORMER_CUDA_ATTN_FWD=head); the model-level gtests, with every candidate
 #                 on; memcheck on the candidates' bf16 grad cases
 #   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1):
 #                 COLSUM_FINISH on mambaout_femto and poolformer_s12 (the most column sums a step);
@@ -53,7 +54,8 @@ echo "build rc=$?" >> "$OUT/build.log"
     "METAFORMER_CUDA_RES_LINEAR=1|linear_residual,mlp_train" \
     "METAFORMER_CUDA_SLICE_DW=1|gated_conv,glu" \
     "METAFORMER_CUDA_DW_FINISH=lanes|depthwise,gated_conv" \
-    "METAFORMER_CUDA_ATTN_STATS=1|attention"; do
+    "METAFORMER_CUDA_ATTN_STATS=1|attention" \
+    "METAFORMER_CUDA_ATTN_FWD=head|attention"; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -79,9 +81,9 @@ echo "build rc=$?" >> "$OUT/build.log"
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
   # The candidates together (a failure here is then bisected by a call of its own)
   METAFORMER_CUDA_COLSUM_FINISH=fused METAFORMER_CUDA_RES_LINEAR=1 METAFORMER_CUDA_SLICE_DW=1 \
-    METAFORMER_CUDA_DW_FINISH=lanes METAFORMER_CUDA_ATTN_STATS=1 timeout 150 \
+    METAFORMER_CUDA_DW_FINISH=lanes METAFORMER_CUDA_ATTN_STATS=1 METAFORMER_CUDA_ATTN_FWD=head timeout 150 \
     /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*FusedColumnFinish*:*ResidualInLinear*:*GatedConvOnSlices*' 2>&1 |
+    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*FusedColumnFinish*:*ResidualInLinear*:*GatedConvOnSlices*:*AttentionByHeads*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/candidates on: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
@@ -99,6 +101,7 @@ ab_run() {  # MODEL VAR=VALUE
   for round in $(seq "${AB_ROUNDS:-1}"); do
     # AB_PAIRS: "model|VAR|off|on" pairs, space-separated, instead of these
     for pair in ${AB_PAIRS:-"mambaout_femto|METAFORMER_CUDA_SLICE_DW|0|1" "mambaout_femto|METAFORMER_CUDA_RES_LINEAR|0|1" \
+      "caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" \
       "caformer_s18|METAFORMER_CUDA_RES_LINEAR|0|1" "caformer_s18|METAFORMER_CUDA_ATTN_STATS|0|1" \
       "mambaout_femto|METAFORMER_CUDA_DW_FINISH|serial|lanes" \
       "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \

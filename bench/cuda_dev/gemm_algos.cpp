@@ -20,7 +20,7 @@
 //
 //   build/bench/mf_cuda_gemm_algos [--batch 128] [--dims 64,128,320,512] [--tokens 3136,784,196,49]
 //                                  [--algos 16] [--reps 20] [--only dgelu,fwd]
-// Needs only the CUDA runtime and cuBLASLt (tools/device/gemm_algos.sh: nvcc ... -lcublasLt).
+// Needs only the CUDA runtime and cuBLASLt (tools/device/gemm_algos.sh: nvcc -Isrc ... -lcublasLt).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +33,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "ops/cuda/kernels/event_timing.h"
 
 namespace {
 
@@ -86,28 +88,6 @@ void fill(void* p, size_t elems, uint32_t seed) {
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   for (auto& v : h) v = to_bf16(u(rng));
   check(cudaMemcpy(p, h.data(), elems * 2, cudaMemcpyHostToDevice), "upload");
-}
-
-template <class F>
-double median_ms(int warmup, int reps, F&& launch) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "event");
-  check(cudaEventCreate(&b), "event");
-  for (int i = 0; i < warmup; ++i) launch();
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    check(cudaEventRecord(a), "record");
-    launch();
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float t = 0;
-    check(cudaEventElapsedTime(&t, a, b), "elapsed");
-    ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 int config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
@@ -173,7 +153,8 @@ void run(cublasLtHandle_t lt, const Problem& p, Buffers& buf, int algos, int rep
     check(cudaDeviceSynchronize(), "sync");
     check(cudaMemcpy(i == 0 ? first.data() : mine.data(), buf.d, d_bytes, cudaMemcpyDeviceToHost), "download");
     const bool same = i == 0 || std::memcmp(first.data(), mine.data(), d_bytes) == 0;
-    const double ms = median_ms(3, reps, launch);
+    auto on_error = [](cudaError_t e, const char* what) { check(e, what); };
+    const double ms = mf::cuda::kernels::median_event_ms(3, reps, launch, on_error);
     std::printf("| %d | %.4f | %.0f | %.1f | %d | %d | %d | %d | %d | %s |\n", i, ms, bytes / ms / 1e6,
                 2.0 * p.m * p.n * p.k / ms / 1e9, config(algo, CUBLASLT_ALGO_CONFIG_ID),
                 config(algo, CUBLASLT_ALGO_CONFIG_TILE_ID), config(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID),

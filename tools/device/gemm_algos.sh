@@ -8,7 +8,7 @@ set -uo pipefail
 : "${OUT:?set OUT}"
 export PATH=/usr/local/cuda/bin:$PATH
 cd "$(dirname "$0")/../.."
-nvcc -O2 -std=c++17 -arch=sm_90 -o /tmp/mf_gemm_algos bench/cuda_dev/gemm_algos.cpp -lcublasLt > "$OUT/gemm_algos.md" 2>&1 ||
+nvcc -O2 -std=c++17 -arch=sm_90 -Isrc -o /tmp/mf_gemm_algos bench/cuda_dev/gemm_algos.cpp -lcublasLt > "$OUT/gemm_algos.md" 2>&1 ||
   { echo "nvcc failed"; exit 1; }
 timeout 300 /tmp/mf_gemm_algos --batch "${GEMM_BATCH:-128}" --dims 64,128,320,512 --tokens 3136,784,196,49 \
   --algos "${GEMM_ALGOS:-16}" --only "${GEMM_ONLY:-fwd,dgelu,dgelu_bgrad,dx1,dw2}" >> "$OUT/gemm_algos.md" 2>&1

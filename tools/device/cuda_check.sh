@@ -408,8 +408,9 @@ if has peak; then  # what the inference peak is made of (METAFORMER_CUDA_PEAK_BL
 fi
 
 if has ncu; then  # where the bf16 time goes inside the slowest kernels (Nsight Compute, when installed)
-  echo "== ncu: depthwise convolution and LayerNorm kernels, mambaout_femto / convformer_s18 bf16 batch 256"
-  for m in mambaout_femto convformer_s18; do
+  # NCU_MODELS and NCU_KERNELS pick others, e.g. NCU_MODELS=poolformer_s12 NCU_KERNELS=pool_stats
+  echo "== ncu: ${NCU_KERNELS:-dw_tiled|layer_norm|im2col} kernels, ${NCU_MODELS:-mambaout_femto convformer_s18}, bf16 batch 256"
+  for m in ${NCU_MODELS:-mambaout_femto convformer_s18}; do
     timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --kernel-name regex:"${NCU_KERNELS:-dw_tiled|layer_norm|im2col}" --launch-count 3 \
       "$M" bench -m $m --backend cuda --dtype bf16 -b 256 --runs 1 --warmup 0 > "$OUT/ncu_$m.log" 2>&1

@@ -25,6 +25,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -51,11 +52,24 @@ void check(cublasStatus_t s, const char* what) {
   }
 }
 
-std::vector<long> numbers(const std::string& s) {
+// A positive integer, or one line on stderr and exit code 2.
+long positive(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  errno = 0;
+  const long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE || n < 1 || n > (1L << 24)) {
+    std::fprintf(stderr, "mf_cuda_gemm_algos: %s wants a positive integer up to 16777216, not '%s'\n", flag.c_str(),
+                 v.c_str());
+    std::exit(1);
+  }
+  return n;
+}
+
+std::vector<long> numbers(const std::string& flag, const std::string& s) {
   std::vector<long> out;
   std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(std::stol(item));
+  for (std::string item; std::getline(in, item, ',');) out.push_back(positive(flag, item));
+  if (out.empty()) positive(flag, s);  // says so
   return out;
 }
 
@@ -175,23 +189,38 @@ int main(int argc, char** argv) {
   int algos = 16, reps = 20;
   std::vector<long> dims{64, 128, 320, 512}, tokens{3136, 784, 196, 49};
   std::string only = "fwd,dgelu,dgelu_bgrad,dx1,dw2";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i], v = argv[i + 1];
-    if (a == "--batch") batch = std::stol(v);
-    else if (a == "--dims") dims = numbers(v);
-    else if (a == "--tokens") tokens = numbers(v);
-    else if (a == "--algos") algos = std::max(1, std::atoi(v.c_str()));
-    else if (a == "--reps") reps = std::max(1, std::atoi(v.c_str()));
-    else if (a == "--only") only = "," + v + ",";
+  const std::string known = ",fwd,dgelu,dgelu_bgrad,dx1,dw2,";
+  for (int i = 1; i < argc; i += 2) {
+    const std::string a = argv[i];
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "mf_cuda_gemm_algos: %s needs a value\n", a.c_str());
+      return 1;
+    }
+    const std::string v = argv[i + 1];
+    if (a == "--batch") batch = positive(a, v);
+    else if (a == "--dims") dims = numbers(a, v);
+    else if (a == "--tokens") tokens = numbers(a, v);
+    else if (a == "--algos") algos = static_cast<int>(std::min(positive(a, v), 64L));
+    else if (a == "--reps") reps = static_cast<int>(std::min(positive(a, v), 10000L));
+    else if (a == "--only") only = v;
     else {
       std::fprintf(stderr, "mf_cuda_gemm_algos: unknown option %s\n", a.c_str());
-      return 2;
+      return 1;
     }
   }
-  if (only.front() != ',') only = "," + only + ",";
+  only = "," + only + ",";
+  {
+    std::stringstream in(only.substr(1));
+    for (std::string item; std::getline(in, item, ',');)
+      if (!item.empty() && known.find("," + item + ",") == std::string::npos) {
+        std::fprintf(stderr, "mf_cuda_gemm_algos: --only names %s; the products are %s\n", item.c_str(),
+                     "fwd, dgelu, dgelu_bgrad, dx1, dw2");
+        return 1;
+      }
+  }
   if (dims.size() != tokens.size()) {
     std::fprintf(stderr, "mf_cuda_gemm_algos: --dims and --tokens need as many entries\n");
-    return 2;
+    return 1;
   }
   std::vector<Problem> problems;
   for (size_t s = 0; s < dims.size(); ++s) {

@@ -4,18 +4,7 @@
 #   dw_variants_refuses_bad_input.sh BUILD/bench/mf_cuda_dw_variants
 set -u
 bin=$1
-fail=0
-check() {  # check EXPECTED-TEXT ARGS...
-  local want=$1
-  shift
-  local err rc
-  err=$("$bin" "$@" 2>&1 >/dev/null)
-  rc=$?
-  if [ "$rc" -ne 1 ] || [ "$(printf '%s\n' "$err" | wc -l)" -ne 1 ] || [[ "$err" != *"$want"* ]]; then
-    echo "FAIL: $* gave rc $rc and: $err"
-    fail=1
-  fi
-}
+. "$(dirname "$0")/bad_input_check.sh"
 check "--batch takes a whole number" --batch x
 check "--batch takes a whole number" --batch 0
 check "--reps takes a whole number" --reps 12abc

@@ -2,13 +2,15 @@
 // head), streams the keys and values through shared memory in tiles and keeps a running (online)
 // softmax, so the N×N logits never reach global memory. Softmax and accumulation are fp32.
 //
-// Two kernels:
+// Three kernels:
 // - attn_scalar_kernel: any head_dim ≤ 128, float or bf16 storage, CUDA cores; one thread per
 //   query (q and the output row in registers), keys in groups of 16 per softmax rescale.
 // - attn_mma_d32_kernel: bf16 with head_dim 32 (every shipped CAFormer), tensor cores through
 //   mma.sync.m16n8k16 (sm_80+ PTX, so Debian's CUDA 11.8 builds it too). Four warps of 16 queries
 //   each; the score fragments of QKᵀ are reused in registers as the A operand of P·V (the
 //   FlashAttention-2 layout identity), with P rounded to bf16 for that product.
+// - attn_mma_d32_head_kernel (METAFORMER_CUDA_ATTN_FWD=head, a candidate): the same warps' work, one
+//   CTA for all of a (image, head)'s queries when N ≤ 208, its keys staged once.
 #include "common.cuh"
 #include "core/env_switch.h"
 #include "mma_sync.cuh"

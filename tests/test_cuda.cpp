@@ -198,11 +198,62 @@ TEST(CudaBackend, AttentionByHeadsGivesTheSameBits) {
       unsetenv("METAFORMER_CUDA_ATTN_FWD");
     }
     ASSERT_EQ(got[0].size(), got[1].size()) << c.name;
-    for (size_t i = 0; i < got[0].size(); ++i)
-      if (got[0][i].defined()) EXPECT_EQ(max_abs_diff(got[0][i], got[1][i]), 0.0) << c.name << ", output " << i;
+    for (size_t i = 0; i < got[0].size(); ++i) {
+      if (!got[0][i].defined()) continue;
+      EXPECT_EQ(max_abs_diff(got[0][i], got[1][i]), 0.0) << c.name << ", output " << i;
+    }
     ++compared;
   }
   EXPECT_GE(compared, 8);  // N = 196, 49, 17 and 80 with heads of 32, forward and training
+}
+
+// METAFORMER_CUDA_POOL_TAPS=unrolled (a candidate: the 3×3 average pooling's nine loads issued together)
+// adds the same taps in the loop's order, so the pooling cases' outputs and gradients keep their bits,
+// in fp32 and bf16, and so do PoolFormer's mixer half with its output's statistics (pool_stats_kernel)
+// and the MLP half's norm that takes them.
+TEST(CudaBackend, UnrolledPoolTapsGiveTheSameBits) {
+  MF_REQUIRE_GPU();
+  int compared = 0;
+  for (const Precision p : {Precision::fp32, Precision::bf16}) {
+    Exec gpu{&get_backend("cuda", p), nullptr};
+    for (const auto& c : op_cases()) {
+      if (c.name.rfind("pool", 0) != 0) continue;
+      const auto in = c.make_inputs(3);
+      const Tensor dy = random_tensor(c.forward(Exec{&get_backend("ref"), nullptr}, in).shape(), 77);
+      std::vector<Tensor> got[2];
+      for (int unrolled = 0; unrolled < 2; ++unrolled) {
+        setenv("METAFORMER_CUDA_POOL_TAPS", unrolled ? "unrolled" : "loop", 1);
+        got[unrolled].push_back(c.forward(gpu, in).to(Device::CPU));
+        if (c.backward)
+          for (const Tensor& g : c.backward(gpu, in, dy)) got[unrolled].push_back(g.defined() ? g.to(Device::CPU) : g);
+        unsetenv("METAFORMER_CUDA_POOL_TAPS");
+      }
+      ASSERT_EQ(got[0].size(), got[1].size()) << c.name;
+      for (size_t i = 0; i < got[0].size(); ++i) {
+        if (!got[0][i].defined()) continue;
+        EXPECT_EQ(max_abs_diff(got[0][i], got[1][i]), 0.0) << c.name << " " << precision_name(p) << ", output " << i;
+      }
+      ++compared;
+    }
+    const int64_t C = 64;
+    const Tensor image = random_tensor({2, C, 28, 27}, 21);
+    const Tensor gw = random_tensor({C}, 22, 0.5f, 1.5f), gb = random_tensor({C}, 23), ls = random_tensor({C}, 24);
+    const Tensor nw = random_tensor({C}, 25, 0.5f, 1.5f);
+    const BranchNorm norm{BranchNorm::Type::group_norm1, &gw, &gb, 1e-5f};
+    const Tensor x = op::nchw_to_nhwc(gpu, image);
+    Tensor y[2], n[2];
+    for (int unrolled = 0; unrolled < 2; ++unrolled) {
+      setenv("METAFORMER_CUDA_POOL_TAPS", unrolled ? "unrolled" : "loop", 1);
+      const Tensor branch = op::pool_branch(gpu, x, norm, 3, BranchScales{nullptr, &ls});
+      EXPECT_TRUE(branch.derived(cuda::kGn1PartialsKey) != nullptr) << precision_name(p);
+      n[unrolled] = op::group_norm1(gpu, branch, nw, nullptr, 1e-6f).to(Device::CPU);
+      y[unrolled] = branch.to(Device::CPU);
+      unsetenv("METAFORMER_CUDA_POOL_TAPS");
+    }
+    EXPECT_EQ(max_abs_diff(y[0], y[1]), 0.0) << "pool_branch " << precision_name(p);
+    EXPECT_EQ(max_abs_diff(n[0], n[1]), 0.0) << "the norm from its statistics " << precision_name(p);
+  }
+  EXPECT_GE(compared, 30);  // 8 + 4 + 5 pooling cases, fp32 and bf16
 }
 
 // The AdamW step rewrites a weight's bf16 copy (the one the bf16 GEMMs read) as it updates the weight:

@@ -49,13 +49,10 @@ if [ "${AB_ONLY:-0}" != 1 ]; then
 BUILD_TARGETS="metaformer test-backend-ops mf_tests" bash build/cuda-device/cuda_check.sh build > "$OUT/build.log" 2>&1
 echo "build rc=$?" >> "$OUT/build.log"
 {
-  for cand in "METAFORMER_CUDA_ACT_DW=1|act_depthwise,depthwise,sepconv,gated_cnn" \
-    "METAFORMER_CUDA_COLSUM_FINISH=fused|scaled_residual,_branch,linear,glu,gated_cnn,conv2d,norm,depthwise" \
-    "METAFORMER_CUDA_RES_LINEAR=1|linear_residual,mlp_train" \
-    "METAFORMER_CUDA_SLICE_DW=1|gated_conv,glu" \
-    "METAFORMER_CUDA_DW_FINISH=lanes|depthwise,gated_conv" \
-    "METAFORMER_CUDA_ATTN_STATS=1|attention" \
-    "METAFORMER_CUDA_ATTN_FWD=head|attention"; do
+  # CANDS: "VAR=VALUE|ops" entries, space-separated: the switches waiting on a GPU (the decided ones are
+  # defaults now, checked by the gtests below); MF_DEFAULT_PATH=1 sets nothing: the defaults' op cases
+  for cand in ${CANDS:-"MF_DEFAULT_PATH=1|attention,pool" "METAFORMER_CUDA_ATTN_FWD=head|attention" \
+    "METAFORMER_CUDA_POOL_TAPS=unrolled|pool"}; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -63,27 +60,19 @@ echo "build rc=$?" >> "$OUT/build.log"
         env "$sw" timeout 60 "$T" --backend cuda --dtype $dt --mode $mode --op "$ops" 2>&1 | grep -E "FAIL|cases,|by input"
       done
     done
-    if [ "$sw" = METAFORMER_CUDA_ACT_DW=1 ]; then  # StarReLU's scalars: judged against Σ|terms| in bf16
-      echo "== $sw bf16 grad, every gradient of the StarReLU cases"
-      env "$sw" timeout 60 "$T" --backend cuda --dtype bf16 --mode grad --op act_depthwise_train --each 2>&1 |
-        grep -A1 starrelu | grep -v "^--"
-    fi
     [ "${QUICK:-0}" = 1 ] && continue
-    [ "$sw" = METAFORMER_CUDA_ACT_DW=1 ] && continue  # the default since 2026-12-07: memchecked then
     [ "${FAST:-0}" = 1 ] && continue
     env "$sw" timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 \
       --mode grad --op "$ops" > /tmp/mc.log 2>&1
     echo "memcheck $sw: rc=$? $(grep 'ERROR SUMMARY' /tmp/mc.log | tail -1)"
   done
-  [ "${FAST:-0}" = 1 ] || METAFORMER_CUDA_FOLD_LS=1 timeout 120 /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:*FoldedLayerScales*:*FusedActDepthwise*:*CudaTraining*:*FusedColumnFinish*' \
-    2>&1 |
-    grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure|folded|norm1.bias" | head -40
+  # The defaults: every CUDA gtest of the op cases, the goldens and training (not with FAST=1)
+  [ "${FAST:-0}" = 1 ] || timeout 240 /tmp/mfb/tests/mf_tests \
+    --gtest_filter='CudaBackend.*:CudaBackward.*:*TrainGolden*cuda*:CudaTraining.*' 2>&1 |
+    grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/defaults: /' | head -60
   # The candidates together (a failure here is then bisected by a call of its own)
-  METAFORMER_CUDA_COLSUM_FINISH=fused METAFORMER_CUDA_RES_LINEAR=1 METAFORMER_CUDA_SLICE_DW=1 \
-    METAFORMER_CUDA_DW_FINISH=lanes METAFORMER_CUDA_ATTN_STATS=1 METAFORMER_CUDA_ATTN_FWD=head timeout 150 \
-    /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*FusedColumnFinish*:*ResidualInLinear*:*GatedConvOnSlices*:*AttentionByHeads*' 2>&1 |
+  METAFORMER_CUDA_ATTN_FWD=head METAFORMER_CUDA_POOL_TAPS=unrolled timeout 150 /tmp/mfb/tests/mf_tests \
+    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*AttentionByHeads*:*UnrolledPoolTaps*:*PoolBranchStatistics*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/candidates on: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
@@ -100,12 +89,8 @@ ab_run() {  # MODEL VAR=VALUE
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
     # AB_PAIRS: "model|VAR|off|on" pairs, space-separated, instead of these
-    for pair in ${AB_PAIRS:-"mambaout_femto|METAFORMER_CUDA_SLICE_DW|0|1" "mambaout_femto|METAFORMER_CUDA_RES_LINEAR|0|1" \
-      "caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" \
-      "caformer_s18|METAFORMER_CUDA_RES_LINEAR|0|1" "caformer_s18|METAFORMER_CUDA_ATTN_STATS|0|1" \
-      "mambaout_femto|METAFORMER_CUDA_DW_FINISH|serial|lanes" \
-      "mambaout_femto|METAFORMER_CUDA_COLSUM_FINISH|separate|fused" \
-      "poolformer_s12|METAFORMER_CUDA_COLSUM_FINISH|separate|fused"}; do
+    for pair in ${AB_PAIRS:-"caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" \
+      "poolformer_s12|METAFORMER_CUDA_POOL_TAPS|loop|unrolled"}; do
       IFS='|' read -r model var off on <<< "$pair"
       for v in "$off" "$on"; do ab_run "$model" "$var=$v"; done
     done

@@ -758,16 +758,44 @@ __global__ void pool_minus_input_backward_kernel(const T* dy, T* dx, int64_t tot
 }
 
 // The same sums with 32-bit indices, in float (at most k² terms, each a value times its window's
-// 1 / count), V consecutive channels a thread (V = 4: 16-byte loads, where C and the pointers allow).
-// The 64-bit version's divisions, then double arithmetic, made this kernel 7-12 % of a poolformer_s12
-// training step's kernel time.
-template <class T, int V>
+// 1 / count), V consecutive channels a thread (V = kVec: 16-byte loads, where C and the pointers
+// allow). The 64-bit version's divisions, then double arithmetic, made this kernel 7-12 % of a
+// poolformer_s12 training step's kernel time. K > 0 (k == K, METAFORMER_CUDA_POOL_TAPS=unrolled):
+// the K² neighbours' loads issued together from clamped addresses, then the same fmas in the same
+// order as the loop's (so the same bits); the centre neighbour is dy itself.
+template <class T, int V, int K = 0>
 __global__ void pool_minus_input_backward_i32_kernel(const T* dy, T* dx, int total_vectors, int H, int W, int C,
                                                      int kernel) {
+  if constexpr (K > 0) kernel = K;
   const int pad = kernel / 2, Cv = C / V;
   for (int at = blockIdx.x * blockDim.x + threadIdx.x; at < total_vectors; at += gridDim.x * blockDim.x) {
     const int cv = at % Cv, pix = at / Cv, j = pix % W, i = (pix / W) % H, n = pix / (W * H);
     float acc[V];
+    if constexpr (K > 0) {
+      static_assert(K % 2 == 1 && V == kVec<T>, "odd windows, 16-byte vectors");
+      uint4 raw[K * K];
+#pragma unroll
+      for (int t = 0; t < K * K; ++t) {  // output (h, w) = (i − pad + t / K, j − pad + t % K), clamped
+        const int h = min(max(i - pad + t / K, 0), H - 1), w = min(max(j - pad + t % K, 0), W - 1);
+        raw[t] = *reinterpret_cast<const uint4*>(dy + static_cast<int64_t>(((n * H + h) * W + w) * Cv + cv) * V);
+      }
+      unpack16<T>(raw[K * K / 2], acc);
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e] = -acc[e];
+#pragma unroll
+      for (int t = 0; t < K * K; ++t) {
+        const int h = i - pad + t / K, w = j - pad + t % K;
+        if (h < 0 || h >= H || w < 0 || w >= W) continue;
+        const int rows = min(h - pad + K, H) - max(h - pad, 0), cols = min(w - pad + K, W) - max(w - pad, 0);
+        const float inv = __frcp_rn(static_cast<float>(rows * cols));
+        float vp[V];
+        unpack16<T>(raw[t], vp);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = fmaf(vp[e], inv, acc[e]);
+      }
+      store_v<T, V>(dx + static_cast<int64_t>(at) * V, acc);
+      continue;
+    }
     load_v<T, V>(dy + static_cast<int64_t>(at) * V, acc);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e] = -acc[e];
@@ -1192,7 +1220,10 @@ cudaError_t pool_minus_input_backward(const H_* dyh, H_* dxh, int64_t B, int64_t
   if (total > 0 && total < (int64_t{1} << 31)) {
     const bool vec = C % V == 0 && reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(dx) % 16 == 0;
     const int64_t vectors = vec ? total / V : total;
-    if (vec)
+    if (vec && kernels::pool_taps_unrolled(kernel))
+      pool_minus_input_backward_i32_kernel<T, V, 3><<<blocks_for(vectors), kThreads, 0, s>>>(
+          dy, dx, static_cast<int>(vectors), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
+    else if (vec)
       pool_minus_input_backward_i32_kernel<T, V><<<blocks_for(vectors), kThreads, 0, s>>>(
           dy, dx, static_cast<int>(vectors), static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), kernel);
     else

@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include "core/env_switch.h"
 #include "kernels.h"
 
 namespace mf::cuda::kernels {
@@ -105,6 +106,13 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 // bandwidth unused, and the memory-bound kernels are pure traffic. Used when sizes and pointers allow.
 template <typename T>
 constexpr int kVec = 16 / sizeof(T);
+
+// METAFORMER_CUDA_POOL_TAPS=unrolled (a candidate, off until the device has measured it): the 3×3
+// average pooling's taps unrolled, their loads issued together (conv.cu's pool_vec_at<3>, the
+// backward's pool_minus_input_backward_i32_kernel<3>). Host code.
+inline bool pool_taps_unrolled(int k) {
+  return k == 3 && env_choice("METAFORMER_CUDA_POOL_TAPS", {"loop", "unrolled"}) == 1;
+}
 // 16 bytes already loaded (kVec<T> elements) as floats: kernels that issue several loads before
 // using any (conv.cu's batched staging, the batched column sums) convert them here.
 // The conversion works on the four 32-bit words as values: a bf16 is the upper half of the float

@@ -651,24 +651,50 @@ __global__ void pool_branch_kernel(const T* x, const float* gw, const float* mea
 
 // One 16-byte vector of both pooling kernels above at pixel (b, h, w), channels cv·V …: pool(x) − x
 // (branch = false) or PoolFormer's fused branch, as pool_branch_kernel (branch = true), into out.
-template <typename T>
+// K > 0: k == K known at compile time (PoolFormer's 3, METAFORMER_CUDA_POOL_TAPS=unrolled): the K²
+// taps' loads are issued together, from clamped (always valid) addresses, before any sum, and the
+// centre tap is x itself. The runtime-bounded loop (K = 0) left one load in flight a thread, which
+// kept pool_stats_kernel at about 3.6× its bytes' copy time (docs/cuda-log-2.md). The sums keep the
+// loop's order (rows, then columns, skipping taps outside the image), so the bits are the same.
+template <int K = 0, typename T>
 __device__ __forceinline__ void pool_vec_at(const T* x, const float* gw, const float* mean_rstd, const float* rs,
                                             const float* ls, uint32_t H, uint32_t W, uint32_t CV, uint32_t b, int h,
                                             int w, uint32_t cv, int k, bool branch, float (&out)[kVec<T>]) {
   constexpr int V = kVec<T>;
+  if constexpr (K > 0) k = K;
   const int pad = k / 2;
   const int h0 = max(h - pad, 0), h1 = min(h - pad + k, int(H)), w0 = max(w - pad, 0), w1 = min(w - pad + k, int(W));
   const size_t C = size_t(CV) * V, img = size_t(b) * H * W;
   float v[V];
 #pragma unroll
   for (int e = 0; e < V; ++e) out[e] = 0.f;
-  for (int ih = h0; ih < h1; ++ih)
-    for (int iw = w0; iw < w1; ++iw) {
-      load_vec(x + (img + size_t(ih) * W + iw) * C + size_t(cv) * V, v);
+  if constexpr (K > 0) {
+    static_assert(K % 2 == 1, "odd windows");
+    uint4 raw[K * K];
 #pragma unroll
-      for (int e = 0; e < V; ++e) out[e] += v[e];
+    for (int t = 0; t < K * K; ++t) {
+      const int ih = min(max(h - pad + t / K, 0), int(H) - 1), iw = min(max(w - pad + t % K, 0), int(W) - 1);
+      raw[t] = *reinterpret_cast<const uint4*>(x + (img + size_t(ih) * W + iw) * C + size_t(cv) * V);
     }
-  load_vec(x + (img + size_t(h) * W + w) * C + size_t(cv) * V, v);
+#pragma unroll
+    for (int t = 0; t < K * K; ++t) {
+      const int ih = h - pad + t / K, iw = w - pad + t % K;
+      if (ih >= 0 && ih < int(H) && iw >= 0 && iw < int(W)) {
+        unpack_vec<T>(raw[t], v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) out[e] += v[e];
+      }
+    }
+    unpack_vec<T>(raw[K * K / 2], v);
+  } else {
+    for (int ih = h0; ih < h1; ++ih)
+      for (int iw = w0; iw < w1; ++iw) {
+        load_vec(x + (img + size_t(ih) * W + iw) * C + size_t(cv) * V, v);
+#pragma unroll
+        for (int e = 0; e < V; ++e) out[e] += v[e];
+      }
+    load_vec(x + (img + size_t(h) * W + w) * C + size_t(cv) * V, v);
+  }
   const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
   if (branch) {
     const float rstd = mean_rstd[2 * b + 1];
@@ -690,7 +716,7 @@ __device__ __forceinline__ void pool_vec_at(const T* x, const float* gw, const f
 // Both pooling kernels above, 16 bytes of channels a thread (C a multiple of the vector): the
 // scalar kernels spent most of their time on 2-byte loads and index arithmetic. branch = false:
 // pool(x) − x; true: PoolFormer's fused branch, as pool_branch_kernel. Flat over B·H·W·C/V, 32-bit.
-template <typename T>
+template <int K, typename T>
 __global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs, const float* ls,
                                 T* y, uint32_t H, uint32_t W, uint32_t CV, uint32_t total, int k, bool branch) {
   constexpr int V = kVec<T>;
@@ -702,7 +728,7 @@ __global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_r
     const int h = static_cast<int>(p % H);
     const uint32_t b = p / H;
     float acc[V];
-    pool_vec_at(x, gw, mean_rstd, rs, ls, H, W, CV, b, h, w, cv, k, branch, acc);
+    pool_vec_at<K>(x, gw, mean_rstd, rs, ls, H, W, CV, b, h, w, cv, k, branch, acc);
     store_vec(y + (size_t(b) * H * W + size_t(h) * W + w) * size_t(CV) * V + size_t(cv) * V, acc);
   }
 }
@@ -714,7 +740,7 @@ __global__ void pool_vec_kernel(const T* x, const float* gw, const float* mean_r
 // GroupNorm (group_norm1_from_partials) gets the same bits without reading y a second time. A
 // PoolFormer-S12 stage-1 sample is 98 chunks exactly; the pass over y it saves was about 5 % of a
 // bf16 inference pass (gn_partial_kernel: 10 % for both of a block's norms, docs/cuda-log.md).
-template <typename T>
+template <int K, typename T>
 __global__ void __launch_bounds__(kGnThreads)
     pool_stats_kernel(const T* x, const float* gw, const float* mean_rstd, const float* rs, const float* ls, T* y,
                       uint32_t H, uint32_t W, uint32_t CV, uint32_t per, int k, float* partial) {
@@ -731,7 +757,7 @@ __global__ void __launch_bounds__(kGnThreads)
     float acc[V];
     if (first + q * V < count) {  // counts are whole vectors
       const uint32_t n = n0 + first + q * V, p = n / (CV * V), cv = (n / V) % CV;
-      pool_vec_at(x, gw, mean_rstd, rs, ls, H, W, CV, b, int(p / W), int(p % W), cv, k, true, acc);
+      pool_vec_at<K>(x, gw, mean_rstd, rs, ls, H, W, CV, b, int(p / W), int(p % W), cv, k, true, acc);
       store_vec(y + size_t(b) * per + n, acc);
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[e] = to_f(from_f<T>(acc[e]));  // the value stored
@@ -944,9 +970,9 @@ cudaError_t pool_minus_launch(const T* x, T* y, int64_t B, int64_t H, int64_t W,
   using D = typename Dev<T>::type;
   if (pool_vec_fits(dev(x), dev(y), B, H, W, C)) {
     const int64_t total = B * H * W * (C / kVec<D>);
-    pool_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), nullptr, nullptr, nullptr, nullptr, dev(y),
-                                                               uint32_t(H), uint32_t(W), uint32_t(C / kVec<D>),
-                                                               uint32_t(total), k, false);
+    const auto kernel = pool_taps_unrolled(k) ? pool_vec_kernel<3, D> : pool_vec_kernel<0, D>;
+    kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), nullptr, nullptr, nullptr, nullptr, dev(y), uint32_t(H),
+                                                      uint32_t(W), uint32_t(C / kVec<D>), uint32_t(total), k, false);
     return cudaGetLastError();
   }
   dim3 grid;
@@ -972,14 +998,15 @@ cudaError_t pool_branch_launch(const T* x, const float* gw, float eps, int k, co
   if (pool_vec_fits(dev(x), dev(y), B, H, W, C) && params_aligned16({gw, rs, ls})) {
     if (y_partials && per < (int64_t(1) << 31)) {  // y's statistics as it is written: gn_partial_kernel's VEC grid
       const dim3 sgrid(static_cast<unsigned>(gn_chunks(per)), static_cast<unsigned>(B));
-      pool_stats_kernel<<<sgrid, kGnThreads, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H), uint32_t(W),
-                                                     uint32_t(C / kVec<D>), uint32_t(per), k, y_partials);
+      const auto kernel = pool_taps_unrolled(k) ? pool_stats_kernel<3, D> : pool_stats_kernel<0, D>;
+      kernel<<<sgrid, kGnThreads, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H), uint32_t(W),
+                                          uint32_t(C / kVec<D>), uint32_t(per), k, y_partials);
       return cudaGetLastError();
     }
     const int64_t total = B * H * W * (C / kVec<D>);
-    pool_vec_kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H),
-                                                               uint32_t(W), uint32_t(C / kVec<D>), uint32_t(total), k,
-                                                               true);
+    const auto kernel = pool_taps_unrolled(k) ? pool_vec_kernel<3, D> : pool_vec_kernel<0, D>;
+    kernel<<<grid_for(total, kBlock), kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), uint32_t(H), uint32_t(W),
+                                                      uint32_t(C / kVec<D>), uint32_t(total), k, true);
   } else {
     pool_branch_kernel<<<grid, kBlock, 0, s>>>(dev(x), gw, mean_rstd, rs, ls, dev(y), H, W, C, k);
   }

@@ -52,7 +52,7 @@ echo "build rc=$?" >> "$OUT/build.log"
   # CANDS: "VAR=VALUE|ops" entries, space-separated: the switches waiting on a GPU (the decided ones are
   # defaults now, checked by the gtests below); MF_DEFAULT_PATH=1 sets nothing: the defaults' op cases
   for cand in ${CANDS:-"MF_DEFAULT_PATH=1|attention,pool" "METAFORMER_CUDA_ATTN_FWD=head|attention" \
-    "METAFORMER_CUDA_POOL_TAPS=unrolled|pool"}; do
+    "METAFORMER_CUDA_POOL_TAPS=unrolled|pool" "METAFORMER_CUDA_ATTN_BWD_DS=1|attention"}; do
     sw=${cand%%|*} ops=${cand#*|}
     for dt in bf16 $([ "${QUICK:-0}" = 1 ] || echo fp32); do
       for mode in grad test; do
@@ -71,7 +71,8 @@ echo "build rc=$?" >> "$OUT/build.log"
     --gtest_filter='CudaBackend.*:CudaBackward.*:*TrainGolden*cuda*:CudaTraining.*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/defaults: /' | head -60
   # The candidates together (a failure here is then bisected by a call of its own)
-  METAFORMER_CUDA_ATTN_FWD=head METAFORMER_CUDA_POOL_TAPS=unrolled timeout 150 /tmp/mfb/tests/mf_tests \
+  METAFORMER_CUDA_ATTN_FWD=head METAFORMER_CUDA_POOL_TAPS=unrolled METAFORMER_CUDA_ATTN_BWD_DS=1 timeout 150 \
+    /tmp/mfb/tests/mf_tests \
     --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*AttentionByHeads*:*UnrolledPoolTaps*:*PoolBranchStatistics*' 2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/candidates on: /'
 } > "$OUT/checks.log" 2>&1
@@ -89,7 +90,7 @@ ab_run() {  # MODEL VAR=VALUE
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
     # AB_PAIRS: "model|VAR|off|on" pairs, space-separated, instead of these
-    for pair in ${AB_PAIRS:-"caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" \
+    for pair in ${AB_PAIRS:-"caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" "caformer_s18|METAFORMER_CUDA_ATTN_BWD_DS|0|1" \
       "poolformer_s12|METAFORMER_CUDA_POOL_TAPS|loop|unrolled"}; do
       IFS='|' read -r model var off on <<< "$pair"
       for v in "$off" "$on"; do ab_run "$model" "$var=$v"; done

@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/env_switch.h"
 #include "ops/cuda/attention_rows.cuh"
 #include "ops/cuda/backward_kernels.h"
 #include "ops/cuda/kernels/common.cuh"
@@ -267,6 +268,186 @@ size_t shared_bytes(int64_t Np) {
   return static_cast<size_t>(Np) * kRow * 2 * 4 + static_cast<size_t>(kD) * (Np + 8) * 2 * 3 + sizeof(float) * 3 * Np;
 }
 
+// ---- METAFORMER_CUDA_ATTN_BWD_DS=1 (a candidate): dS computed once, kept in shared memory ----------
+// The kernel above computes S and dP twice a (query block, key tile) pair, in phase B (transposed,
+// for dV and dK) and again in phase C (for dQ), and reads its operands with 32-bit shared loads from
+// copies staged twice (row-major, and transposed with 2-byte stores). By the byte count of its shared
+// loads (about 88 words a lane a pair), its 28 products and 2 × 8 exponentials a lane a pair, shared
+// memory was its first limit, then the tensor cores. This kernel, for the forward's statistics only:
+//   B (per key tile kt, one warp): the key tile's K and V A fragments held in registers for the whole
+//     row of query blocks; Sᵀ and dPᵀ once a pair (B fragments by ldmatrix), Pᵀ and dSᵀ in registers,
+//     dV += Pᵀ·dO and dK += dSᵀ·Q with dO and Q read transposed by ldmatrix.trans from their row-major
+//     copies (no transposed staging), and dSᵀ written as bf16 to a [Np][Np + 8] tile;
+//   C (per query block, after one barrier): dQ += dS·K, dS read back transposed by ldmatrix.trans.
+// 20 products a pair, 8 exponentials a lane, about 48 shared words a lane. dS is the value phase C
+// used, rounded to bf16 as it was, but taken from Sᵀ rather than S: the bits may differ from the
+// kernel above's in the last place. The [Np][Np + 8] tile (90 KB at CAFormer's N = 196) leaves one
+// CTA of ceil(N / 16) warps an SM; rows Np + 8 elements apart keep ldmatrix's eight rows and the
+// 32-bit stores in distinct bank groups for any Np that is a multiple of 16.
+constexpr int kDsMaxWarps = 16;
+
+// The A fragments of the 16 rows `rows` … over the head's 32 dims (row-major, kRow apart).
+__device__ __forceinline__ void a_tile(uint32_t (&a)[kD / 16][4], const bf* rows, int g, int t) {
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks) a_rows(a[ks], rows, ks, g, t);
+}
+
+// out[h] = L·Rᵀ over the head's dims, L held as A fragments, R the 16 rows `right` … (row-major):
+// one ldmatrix a k-step gives both halves' B fragments (matrix j: rows 8 (j / 2) …, dims 8 (j % 2) …).
+__device__ __forceinline__ void dims_product_held(float (&out)[2][4], const uint32_t (&a)[kD / 16][4], const bf* right,
+                                                  int lane) {
+  const int j = lane >> 3, r = lane & 7;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) out[h][0] = out[h][1] = out[h][2] = out[h][3] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    uint32_t b[4];
+    kernels::ldmatrix_x4<false>(b, right + ((j >> 1) * 8 + r) * kRow + ks * 16 + (j & 1) * 8);
+    mma_bf16(out[0], a[ks], b[0], b[1]);
+    mma_bf16(out[1], a[ks], b[2], b[3]);
+  }
+}
+
+// Two D fragments (a 16 × 16 tile, x[h] holding columns 8h …) as one bf16 A fragment.
+__device__ __forceinline__ void pack_tile(uint32_t (&a)[4], const float (&x)[2][4]) {
+  a[0] = pack_bf16(x[0][0], x[0][1]);
+  a[1] = pack_bf16(x[0][2], x[0][3]);
+  a[2] = pack_bf16(x[1][0], x[1][1]);
+  a[3] = pack_bf16(x[1][2], x[1][3]);
+}
+
+// acc[dt] += X·Y for X a 16 × 16 A fragment and Y the 16 tokens `rows` … × 32 dims (row-major, kRow
+// apart), Y's B fragments read transposed: matrix j of a load is tokens 8 (j % 2) …, dims 16·pair +
+// 8 (j / 2) …, so registers 0, 1 are dt = 2·pair's b0, b1 and 2, 3 those of dt = 2·pair + 1.
+__device__ __forceinline__ void tokens_product_rows(float (&acc)[kD / 8][4], const uint32_t (&a)[4], const bf* rows,
+                                                    int lane) {
+  const int j = lane >> 3, r = lane & 7;
+#pragma unroll
+  for (int pair = 0; pair < kD / 16; ++pair) {
+    uint32_t b[4];
+    kernels::ldmatrix_x4<true>(b, rows + ((j & 1) * 8 + r) * kRow + pair * 16 + (j >> 1) * 8);
+    mma_bf16(acc[2 * pair], a, b[0], b[1]);
+    mma_bf16(acc[2 * pair + 1], a, b[2], b[3]);
+  }
+}
+
+__global__ void __launch_bounds__(kDsMaxWarps * 32, 1)
+    attention_backward_ds_kernel(const bf* qkv, const bf* dy, bf* dqkv, int N, int Np, int heads, float scale,
+                                 const bf* y, const float* lse) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int h = blockIdx.x % heads, b = blockIdx.x / heads;
+  const int64_t A = static_cast<int64_t>(heads) * kD, tok = 3 * A;
+  const int lds = Np + 8;
+  bf* Qs = reinterpret_cast<bf*>(smem);  // [Np][kRow] each
+  bf* Ks = Qs + Np * kRow;
+  bf* Vs = Ks + Np * kRow;
+  bf* Gs = Vs + Np * kRow;                                  // dO
+  bf* dSt = Gs + Np * kRow;                                 // dSᵀ: [Np keys][lds]
+  float* stats = reinterpret_cast<float*>(dSt + Np * lds);  // m, D: [2][Np]
+
+  const bf* base = qkv + static_cast<int64_t>(b) * N * tok + h * kD;
+  const bf* gbase = dy + static_cast<int64_t>(b) * N * A + h * kD;
+  for (int idx = threadIdx.x; idx < Np * (kD / 8); idx += blockDim.x) {
+    const int i = idx / (kD / 8), d0 = (idx % (kD / 8)) * 8;
+    uint4 q = make_uint4(0, 0, 0, 0), k = q, v = q, o = q;
+    if (i < N) {
+      const bf* src = base + i * tok + d0;
+      q = *reinterpret_cast<const uint4*>(src);
+      k = *reinterpret_cast<const uint4*>(src + A);
+      v = *reinterpret_cast<const uint4*>(src + 2 * A);
+      o = *reinterpret_cast<const uint4*>(gbase + i * A + d0);
+    }
+    *reinterpret_cast<uint4*>(Qs + i * kRow + d0) = q;
+    *reinterpret_cast<uint4*>(Ks + i * kRow + d0) = k;
+    *reinterpret_cast<uint4*>(Vs + i * kRow + d0) = v;
+    *reinterpret_cast<uint4*>(Gs + i * kRow + d0) = o;
+  }
+  for (int i = threadIdx.x; i < Np; i += blockDim.x) {  // the forward's statistics: m = lse, 1 / l = 1
+    float m = 0.f, d = 0.f;
+    if (i < N) {
+      m = lse[(static_cast<int64_t>(b) * heads + h) * N + i];
+      const bf* yr = y + (static_cast<int64_t>(b) * N + i) * A + h * kD;
+      const bf* gr = gbase + i * A;
+#pragma unroll
+      for (int d0 = 0; d0 < kD; d0 += 8) {  // D = Σ dO ⊙ y, in the order of the kernel above
+        const uint4 raw = *reinterpret_cast<const uint4*>(yr + d0), graw = *reinterpret_cast<const uint4*>(gr + d0);
+        const bf* ye = reinterpret_cast<const bf*>(&raw);
+        const bf* ge = reinterpret_cast<const bf*>(&graw);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) d += __bfloat162float(ye[e]) * __bfloat162float(ge[e]);
+      }
+    }
+    stats[i] = m;
+    stats[Np + i] = d;
+  }
+  __syncthreads();
+
+  const int KT = Np / 16;
+  // B. dV (acc1) and dK (acc2) of key tile kt, the keys as rows; dSᵀ to shared memory.
+  for (int kt = warp; kt < KT; kt += warps) {
+    uint32_t ka[kD / 16][4], va[kD / 16][4];
+    a_tile(ka, Ks + kt * 16 * kRow, g, t);
+    a_tile(va, Vs + kt * 16 * kRow, g, t);
+    float acc1[kD / 8][4] = {}, acc2[kD / 8][4] = {};
+    for (int qb = 0; qb < KT; ++qb) {
+      float s[2][4], dp[2][4];
+      dims_product_held(s, ka, Qs + qb * 16 * kRow, lane);   // Sᵀ
+      dims_product_held(dp, va, Gs + qb * 16 * kRow, lane);  // dPᵀ
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {  // the query (column) 2t + e of half hh, for both key rows
+          const int i = qb * 16 + hh * 8 + 2 * t + e;
+          const float m = stats[i], D = stats[Np + i];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int key = kt * 16 + g + 8 * r;
+            const float p = i < N && key < N ? expf(s[hh][2 * r + e] * scale - m) : 0.f;
+            dp[hh][2 * r + e] = scale * p * (dp[hh][2 * r + e] - D);  // dSᵀ
+            s[hh][2 * r + e] = p;                                     // Pᵀ
+          }
+        }
+      uint32_t pa[4], da[4];
+      pack_tile(pa, s);
+      pack_tile(da, dp);
+      bf* row = dSt + (kt * 16 + g) * lds + qb * 16 + 2 * t;
+      *reinterpret_cast<uint32_t*>(row) = da[0];
+      *reinterpret_cast<uint32_t*>(row + 8 * lds) = da[1];
+      *reinterpret_cast<uint32_t*>(row + 8) = da[2];
+      *reinterpret_cast<uint32_t*>(row + 8 * lds + 8) = da[3];
+      tokens_product_rows(acc1, pa, Gs + qb * 16 * kRow, lane);  // dV += Pᵀ·dO
+      tokens_product_rows(acc2, da, Qs + qb * 16 * kRow, lane);  // dK += dSᵀ·Q
+    }
+    bf* row0 = dqkv + static_cast<int64_t>(b) * N * tok + h * kD;
+    store_rows(acc2, row0 + A, tok, kt * 16, N, g, t);
+    store_rows(acc1, row0 + 2 * A, tok, kt * 16, N, g, t);
+  }
+  __syncthreads();
+  // C. dQ of query block qb: dS's A fragments read transposed from dSᵀ (matrix j: keys 8 (j / 2) …,
+  // queries 8 (j % 2) …, which are a0 … a3).
+  const int j = lane >> 3, r = lane & 7;
+  for (int qb = warp; qb < KT; qb += warps) {
+    float acc[kD / 8][4] = {};
+    for (int kt = 0; kt < KT; ++kt) {
+      uint32_t a[4];
+      kernels::ldmatrix_x4<true>(a, dSt + (kt * 16 + (j >> 1) * 8 + r) * lds + qb * 16 + (j & 1) * 8);
+      tokens_product_rows(acc, a, Ks + kt * 16 * kRow, lane);  // dQ += dS·K
+    }
+    store_rows(acc, dqkv + static_cast<int64_t>(b) * N * tok + h * kD, tok, qb * 16, N, g, t);
+  }
+}
+
+size_t ds_shared_bytes(int64_t Np) {
+  return static_cast<size_t>(Np) * kRow * 2 * 4 + static_cast<size_t>(Np) * (Np + 8) * 2 + sizeof(float) * 2 * Np;
+}
+
+bool ds_chosen(int64_t N, const float* lse) {
+  return lse != nullptr && ds_shared_bytes(padded(N)) <= 220 * 1024 &&
+         env_choice("METAFORMER_CUDA_ATTN_BWD_DS", {"0", "1"}) == 1;
+}
+
 }  // namespace
 
 bool attention_backward_mma_supports(int64_t N, int heads, int head_dim, const void* qkv, const void* dy,
@@ -282,6 +463,18 @@ cudaError_t attention_backward_mma(const bf16* qkv, const bf16* dy, bf16* dqkv, 
   if (batch <= 0 || N <= 0) return cudaGetLastError();
   if (batch * heads > 0x7fffffff) return cudaErrorInvalidValue;
   const int64_t Np = padded(N);
+  if (ds_chosen(N, lse)) {
+    const size_t bytes = ds_shared_bytes(Np);
+    static size_t allowed_ds = 0;
+    if (const cudaError_t e = kernels::allow_dynamic_shared(attention_backward_ds_kernel, bytes, allowed_ds);
+        e != cudaSuccess)
+      return e;
+    const int warps = static_cast<int>(std::min<int64_t>(kDsMaxWarps, Np / 16));
+    attention_backward_ds_kernel<<<static_cast<unsigned>(batch * heads), warps * 32, bytes, s>>>(
+        reinterpret_cast<const bf*>(qkv), reinterpret_cast<const bf*>(dy), reinterpret_cast<bf*>(dqkv),
+        static_cast<int>(N), static_cast<int>(Np), heads, scale, reinterpret_cast<const bf*>(y), lse);
+    return cudaGetLastError();
+  }
   const size_t bytes = shared_bytes(Np);
   static size_t allowed = 0;  // the kernel's dynamic shared memory limit, raised once as needed
   if (const cudaError_t e = kernels::allow_dynamic_shared(attention_backward_mma_kernel, bytes, allowed);

@@ -26,4 +26,24 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Four 8 × 8 bf16 matrices from shared memory in one instruction (ldmatrix): lane l gives the address
+// of row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned), and register j receives matrix j's
+// fragment: lane 4g + t gets its row g, columns 2t and 2t + 1. With `trans`, each matrix is read
+// transposed: lane 4g + t gets rows 2t and 2t + 1 of column g, which is an mma A or B fragment taken
+// across a row-major tile's rows (two neighbours along k that lie a row apart in memory).
+template <bool trans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if constexpr (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+}
+
 }  // namespace mf::cuda::kernels

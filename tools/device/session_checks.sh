@@ -61,7 +61,7 @@ echo "build rc=$?" >> "$OUT/build.log"
       done
     done
     [ "${QUICK:-0}" = 1 ] && continue
-    [ "${FAST:-0}" = 1 ] && continue
+    [ "${FAST:-0}" = 1 ] && [ "${MEMCHECK:-0}" != 1 ] && continue  # MEMCHECK=1: the memcheck even with FAST=1
     env "$sw" timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --backend cuda --dtype bf16 \
       --mode grad --op "$ops" > /tmp/mc.log 2>&1
     echo "memcheck $sw: rc=$? $(grep 'ERROR SUMMARY' /tmp/mc.log | tail -1)"

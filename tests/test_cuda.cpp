@@ -178,7 +178,7 @@ TEST(CudaBackend, FusedColumnFinishGivesTheSameBits) {
   EXPECT_GT(compared, 80);
 }
 
-// METAFORMER_CUDA_ATTN_FWD=head (a candidate: one CTA a sample and head, every key staged once) runs
+// METAFORMER_CUDA_ATTN_FWD=head (the default: one CTA a sample and head, every key staged once) runs
 // the tiled kernel's per-warp functions on the same key tiles in the same order, so the attention
 // cases' outputs, and the training cases' gradients through the forward's statistics, keep their bits.
 TEST(CudaBackend, AttentionByHeadsGivesTheSameBits) {
@@ -207,7 +207,7 @@ TEST(CudaBackend, AttentionByHeadsGivesTheSameBits) {
   EXPECT_GE(compared, 8);  // N = 196, 49, 17 and 80 with heads of 32, forward and training
 }
 
-// METAFORMER_CUDA_POOL_TAPS=unrolled (a candidate: the 3×3 average pooling's nine loads issued together)
+// METAFORMER_CUDA_POOL_TAPS=unrolled (the default: the 3×3 average pooling's nine loads issued together)
 // adds the same taps in the loop's order, so the pooling cases' outputs and gradients keep their bits,
 // in fp32 and bf16, and so do PoolFormer's mixer half with its output's statistics (pool_stats_kernel)
 // and the MLP half's norm that takes them.

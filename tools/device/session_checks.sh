@@ -1,36 +1,22 @@
 #!/usr/bin/env bash
 # One device call of about 600 s (tools/device/cuda_bundle.sh build/cuda-device first; OUT set) for the
-# candidates waiting on a GPU, each checked before it is timed (all but COLSUM_FINISH=fused are on by
-# default since their H100 run of 2026-12-07: the loop then checks the defaults, the A/B times 0 against
-# them), then the training side by side of the
-# models in SBS_MODELS (the folded layer scales' first run against torch.compile). With little time: QUICK=1, then
-# SBS_ONLY=1 on the still-warm machine:
+# switches waiting on a GPU (CANDS, "VAR=VALUE|ops" entries), each checked before it is timed, then the
+# training side by side of the models in SBS_MODELS. The three candidates of 2026-12-07 (ATTN_FWD=head,
+# POOL_TAPS=unrolled, ATTN_BWD_DS=1) are defaults since that day's H200 run: the entries below check them
+# (setting a default is harmless) and the A/B times the old kernel against them.
 #   build.log     the build (metaformer, test-backend-ops, mf_tests)
 #   checks.log    the op cases on cuda against the reference, bf16 and fp32, grad and test, with each
-#                 switch on: the activation in the depthwise kernels (METAFORMER_CUDA_ACT_DW, on by
-#                 default since 2026-12-07), the candidate column sums without a finish kernel
-#                 (METAFORMER_CUDA_COLSUM_FINISH=fused) and the residual in training's last GEMMs
-#                 (METAFORMER_CUDA_RES_LINEAR=1), the gated CNN's conv channels read and written where
-#                 they lie (METAFORMER_CUDA_SLICE_DW=1), the depthwise weight gradient's finish by lanes
-#                 (METAFORMER_CUDA_DW_FINISH=lanes), the attention backward from the forward's
-#                 statistics (METAFORMER_CUDA_ATTN_STATS=1), the attention forward one CTA a sample
-#                 and head (METAFORMER_CUDA_ATTN_FWD=head); the model-level gtests, with every candidate
-#                 on; memcheck on the candidates' bf16 grad cases
-#   ab.log        40-step bf16 training images/s with each candidate off and on (AB_ROUNDS rounds, 1):
-#                 COLSUM_FINISH on mambaout_femto and poolformer_s12 (the most column sums a step);
-#                 DW_FINISH serial → lanes (the depthwise weight gradient's finish by 32 lanes a
-#                 weight) on mambaout_femto; RES_LINEAR (unscaled
-#                 training halves' residual in the last GEMM) on caformer_s18 and mambaout_femto;
-#                 SLICE_DW (MambaOut's conv channels without copies) on mambaout_femto; ATTN_STATS (the
-#                 attention backward from the forward's log-sum-exps) on caformer_s18
+#                 switch; memcheck of each switch's bf16 grad cases; the CUDA gtests on the defaults
+#                 (not with FAST=1), and the model-level gtests with every switch on
+#   ab.log        40-step bf16 training images/s, each AB_PAIRS entry ("model|VAR|off|on") off then on
+#                 (AB_ROUNDS rounds, 1)
 #   trainsbs.md   bench/gpu_train_side_by_side.py --compile --no-fp32 --no-matmul-bf16 (SBS_MODELS, all four
-#                 by default, SBS_TIMEOUT 330 s; SBS_ENV: switches for the engine's runs, e.g.
-#                 "METAFORMER_CUDA_ACT_DW=1")
+#                 by default, SBS_TIMEOUT 330 s; SBS_ENV: switches for the engine's runs)
 # QUICK=1: the build, the bf16 op cases and the gtests only (about 100 s on an H100).
 # SBS_ONLY=1: only the side by side, on the binaries an earlier call of this machine built (/tmp/mfb).
 # NO_SBS=1: everything but the side by side (the whole run can pass a call's 600 s: split it in two).
-# FAST=1 (little device time, about 540 s with the A/B): no memcheck, and of the gtests only those with
-# every candidate on (and the CudaTraining ones there).
+# FAST=1 (little device time; about 200 s with the A/B on a warm H200, 2026-12-07): no memcheck (unless
+# MEMCHECK=1), and of the gtests only those with every switch on.
 # NO_AB=1: the build and the checks only; AB_ONLY=1: the A/B only, on an earlier call's binaries (then the
 # side by side unless NO_SBS=1). Three calls on one warm machine: NO_AB=1, AB_ONLY=1 NO_SBS=1, SBS_ONLY=1.
 set -uo pipefail
@@ -49,8 +35,7 @@ if [ "${AB_ONLY:-0}" != 1 ]; then
 BUILD_TARGETS="metaformer test-backend-ops mf_tests" bash build/cuda-device/cuda_check.sh build > "$OUT/build.log" 2>&1
 echo "build rc=$?" >> "$OUT/build.log"
 {
-  # CANDS: "VAR=VALUE|ops" entries, space-separated: the switches waiting on a GPU (the decided ones are
-  # defaults now, checked by the gtests below); MF_DEFAULT_PATH=1 sets nothing: the defaults' op cases
+  # CANDS: "VAR=VALUE|ops" entries, space-separated; MF_DEFAULT_PATH=1 sets nothing: the defaults' op cases
   for cand in ${CANDS:-"MF_DEFAULT_PATH=1|attention,pool" "METAFORMER_CUDA_ATTN_FWD=head|attention" \
     "METAFORMER_CUDA_POOL_TAPS=unrolled|pool" "METAFORMER_CUDA_ATTN_BWD_DS=1|attention"}; do
     sw=${cand%%|*} ops=${cand#*|}

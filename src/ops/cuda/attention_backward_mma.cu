@@ -268,7 +268,9 @@ size_t shared_bytes(int64_t Np) {
   return static_cast<size_t>(Np) * kRow * 2 * 4 + static_cast<size_t>(kD) * (Np + 8) * 2 * 3 + sizeof(float) * 3 * Np;
 }
 
-// ---- METAFORMER_CUDA_ATTN_BWD_DS=1 (a candidate): dS computed once, kept in shared memory ----------
+// ---- METAFORMER_CUDA_ATTN_BWD_DS=1: dS computed once, kept in shared memory -------------------------
+// The default since the H200 A/B of 2026-12-07 (caformer_s18's bf16 training +1.6 % and +2.7 % in two
+// rounds); METAFORMER_CUDA_ATTN_BWD_DS=0 runs the kernel above.
 // The kernel above computes S and dP twice a (query block, key tile) pair, in phase B (transposed,
 // for dV and dK) and again in phase C (for dQ), and reads its operands with 32-bit shared loads from
 // copies staged twice (row-major, and transposed with 2-byte stores). By the byte count of its shared
@@ -445,7 +447,7 @@ size_t ds_shared_bytes(int64_t Np) {
 
 bool ds_chosen(int64_t N, const float* lse) {
   return lse != nullptr && ds_shared_bytes(padded(N)) <= 220 * 1024 &&
-         env_choice("METAFORMER_CUDA_ATTN_BWD_DS", {"0", "1"}) == 1;
+         env_choice("METAFORMER_CUDA_ATTN_BWD_DS", {"0", "1"}) != 0;
 }
 
 }  // namespace

@@ -760,7 +760,7 @@ __global__ void pool_minus_input_backward_kernel(const T* dy, T* dx, int64_t tot
 // The same sums with 32-bit indices, in float (at most k² terms, each a value times its window's
 // 1 / count), V consecutive channels a thread (V = kVec: 16-byte loads, where C and the pointers
 // allow). The 64-bit version's divisions, then double arithmetic, made this kernel 7-12 % of a
-// poolformer_s12 training step's kernel time. K > 0 (k == K, METAFORMER_CUDA_POOL_TAPS=unrolled):
+// poolformer_s12 training step's kernel time. K > 0 (k == K = 3, the default; POOL_TAPS=loop: K = 0):
 // the K² neighbours' loads issued together from clamped addresses, then the same fmas in the same
 // order as the loop's (so the same bits); the centre neighbour is dy itself.
 template <class T, int V, int K = 0>

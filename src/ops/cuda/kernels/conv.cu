@@ -651,7 +651,7 @@ __global__ void pool_branch_kernel(const T* x, const float* gw, const float* mea
 
 // One 16-byte vector of both pooling kernels above at pixel (b, h, w), channels cv·V …: pool(x) − x
 // (branch = false) or PoolFormer's fused branch, as pool_branch_kernel (branch = true), into out.
-// K > 0: k == K known at compile time (PoolFormer's 3, METAFORMER_CUDA_POOL_TAPS=unrolled): the K²
+// K > 0: k == K known at compile time (PoolFormer's 3; the default, METAFORMER_CUDA_POOL_TAPS=loop: K = 0): the K²
 // taps' loads are issued together, from clamped (always valid) addresses, before any sum, and the
 // centre tap is x itself. The runtime-bounded loop (K = 0) left one load in flight a thread, which
 // kept pool_stats_kernel at about 3.6× its bytes' copy time (docs/cuda-log-2.md). The sums keep the

@@ -58,7 +58,8 @@ echo "build rc=$?" >> "$OUT/build.log"
   # The candidates together (a failure here is then bisected by a call of its own)
   METAFORMER_CUDA_ATTN_FWD=head METAFORMER_CUDA_POOL_TAPS=unrolled METAFORMER_CUDA_ATTN_BWD_DS=1 timeout 150 \
     /tmp/mfb/tests/mf_tests \
-    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*AttentionByHeads*:*UnrolledPoolTaps*:*PoolBranchStatistics*' 2>&1 |
+    --gtest_filter='*TrainGolden*cuda*:CudaTraining.*:*AttentionByHeads*:*UnrolledPoolTaps*:*PoolBranchStatistics*' \
+    2>&1 |
     grep -E "^\[ *(FAILED|PASSED|SKIPPED) |Failure" | sed 's/^/candidates on: /'
 } > "$OUT/checks.log" 2>&1
 [ "${QUICK:-0}" = 1 ] && exit 0  # QUICK=1 (little device time): the build, bf16 op cases and the gtests only
@@ -75,7 +76,8 @@ ab_run() {  # MODEL VAR=VALUE
 {
   for round in $(seq "${AB_ROUNDS:-1}"); do
     # AB_PAIRS: "model|VAR|off|on" pairs, space-separated, instead of these
-    for pair in ${AB_PAIRS:-"caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" "caformer_s18|METAFORMER_CUDA_ATTN_BWD_DS|0|1" \
+    for pair in ${AB_PAIRS:-"caformer_s18|METAFORMER_CUDA_ATTN_FWD|tiles|head" \
+      "caformer_s18|METAFORMER_CUDA_ATTN_BWD_DS|0|1" \
       "poolformer_s12|METAFORMER_CUDA_POOL_TAPS|loop|unrolled"}; do
       IFS='|' read -r model var off on <<< "$pair"
       for v in "$off" "$on"; do ab_run "$model" "$var=$v"; done

@@ -108,25 +108,6 @@ __device__ __forceinline__ void store_rows(const float (&acc)[kD / 8][4], bf* to
   }
 }
 
-// Both kernels' staging of one (token i, dims d0 … d0 + 7): q, k, v from the sample's qkv rows (`base`,
-// `tok` apart, the head's offset in) and dO from dy's (`gbase`, A apart), 16 bytes each, zero for
-// i ≥ N; stored row-major (kRow apart) and returned for a transposed copy.
-__device__ __forceinline__ void stage_token(uint4& q, uint4& k, uint4& v, uint4& o, const bf* base, const bf* gbase,
-                                            int i, int d0, int N, int64_t A, bf* Qs, bf* Ks, bf* Vs, bf* Gs) {
-  q = k = v = o = make_uint4(0, 0, 0, 0);
-  if (i < N) {
-    const bf* src = base + i * 3 * A + d0;
-    q = *reinterpret_cast<const uint4*>(src);
-    k = *reinterpret_cast<const uint4*>(src + A);
-    v = *reinterpret_cast<const uint4*>(src + 2 * A);
-    o = *reinterpret_cast<const uint4*>(gbase + i * A + d0);
-  }
-  *reinterpret_cast<uint4*>(Qs + i * kRow + d0) = q;
-  *reinterpret_cast<uint4*>(Ks + i * kRow + d0) = k;
-  *reinterpret_cast<uint4*>(Vs + i * kRow + d0) = v;
-  *reinterpret_cast<uint4*>(Gs + i * kRow + d0) = o;
-}
-
 __global__ void __launch_bounds__(kMaxWarps * 32, 2)
     attention_backward_mma_kernel(const bf* qkv, const bf* dy, bf* dqkv, int N, int Np, int heads, float scale,
                                   const bf* y, const float* lse) {
@@ -150,8 +131,18 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 2)
   const bf* gbase = dy + static_cast<int64_t>(b) * N * A + h * kD;
   for (int idx = threadIdx.x; idx < Np * (kD / 8); idx += blockDim.x) {
     const int i = idx / (kD / 8), d0 = (idx % (kD / 8)) * 8;
-    uint4 q, k, v, o;
-    stage_token(q, k, v, o, base, gbase, i, d0, N, A, Qs, Ks, Vs, Gs);
+    uint4 q = make_uint4(0, 0, 0, 0), k = q, v = q, o = q;
+    if (i < N) {
+      const bf* src = base + i * tok + d0;
+      q = *reinterpret_cast<const uint4*>(src);
+      k = *reinterpret_cast<const uint4*>(src + A);
+      v = *reinterpret_cast<const uint4*>(src + 2 * A);
+      o = *reinterpret_cast<const uint4*>(gbase + i * A + d0);
+    }
+    *reinterpret_cast<uint4*>(Qs + i * kRow + d0) = q;
+    *reinterpret_cast<uint4*>(Ks + i * kRow + d0) = k;
+    *reinterpret_cast<uint4*>(Vs + i * kRow + d0) = v;
+    *reinterpret_cast<uint4*>(Gs + i * kRow + d0) = o;
     const bf* qe = reinterpret_cast<const bf*>(&q);
     const bf* ke = reinterpret_cast<const bf*>(&k);
     const bf* oe = reinterpret_cast<const bf*>(&o);
@@ -362,8 +353,18 @@ __global__ void __launch_bounds__(kDsMaxWarps * 32, 1)
   const bf* gbase = dy + static_cast<int64_t>(b) * N * A + h * kD;
   for (int idx = threadIdx.x; idx < Np * (kD / 8); idx += blockDim.x) {
     const int i = idx / (kD / 8), d0 = (idx % (kD / 8)) * 8;
-    uint4 q, k, v, o;
-    stage_token(q, k, v, o, base, gbase, i, d0, N, A, Qs, Ks, Vs, Gs);
+    uint4 q = make_uint4(0, 0, 0, 0), k = q, v = q, o = q;
+    if (i < N) {
+      const bf* src = base + i * tok + d0;
+      q = *reinterpret_cast<const uint4*>(src);
+      k = *reinterpret_cast<const uint4*>(src + A);
+      v = *reinterpret_cast<const uint4*>(src + 2 * A);
+      o = *reinterpret_cast<const uint4*>(gbase + i * A + d0);
+    }
+    *reinterpret_cast<uint4*>(Qs + i * kRow + d0) = q;
+    *reinterpret_cast<uint4*>(Ks + i * kRow + d0) = k;
+    *reinterpret_cast<uint4*>(Vs + i * kRow + d0) = v;
+    *reinterpret_cast<uint4*>(Gs + i * kRow + d0) = o;
   }
   for (int i = threadIdx.x; i < Np; i += blockDim.x) {  // the forward's statistics: m = lse, 1 / l = 1
     float m = 0.f, d = 0.f;
